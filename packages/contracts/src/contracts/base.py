@@ -1,0 +1,34 @@
+"""Shared field types for contract models: money in integer minor units, times in aware UTC."""
+
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware time, normalised to UTC. Naive times are refused."""
+
+MinorUnits = Annotated[StrictInt, Field(gt=0, le=10**12)]
+"""A positive amount of money in the currency's minor units (cents, fen). Never a float."""
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+"""An ISO 4217 currency code, upper case."""
+
+OrderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+Channel = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_.-]+$")]
+
+
+class Message(BaseModel):
+    """A frozen contract model that ignores fields it does not know (newer producers may add some)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    order_id: OrderId

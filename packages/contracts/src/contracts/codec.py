@@ -1,0 +1,160 @@
+"""Encoding to and decoding from Kafka records: the order id as key, JSON as value, the envelope as headers.
+
+Decoding happens once, at the edge of a consumer. Anything that does not decode raises DecodeError
+with a reason fit for the dead-letter topic.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from contracts.base import Message
+from contracts.registry import MODELS, upcast
+
+Headers = Sequence[tuple[str, bytes]]
+
+_NAMESPACE = uuid.UUID("3f1c2a4e-6a1b-4f0e-9a57-2c1d8e0b7a10")
+
+
+class DecodeError(ValueError):
+    """A record that is not a valid credited message; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def deterministic_id(*parts: str) -> str:
+    """The same id for the same parts, in every process: repeats of one fact share an event id."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The headers every credited record carries."""
+
+    event_type: str
+    schema_version: int
+    event_id: str
+    correlation_id: str
+    occurred_at: datetime
+    producer: str
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("event_type", self.event_type.encode()),
+            ("schema_version", str(self.schema_version).encode()),
+            ("event_id", self.event_id.encode()),
+            ("correlation_id", self.correlation_id.encode()),
+            ("occurred_at", self.occurred_at.isoformat().encode()),
+            ("producer", self.producer.encode()),
+        ]
+
+    @classmethod
+    def from_headers(cls, headers: Headers) -> "Envelope":
+        raw: dict[str, str] = {}
+        for key, value in headers:
+            try:
+                raw[key] = value.decode()
+            except (UnicodeDecodeError, AttributeError):
+                raise DecodeError(f"header {key!r} is not UTF-8") from None
+        missing = [k for k in _HEADER_KEYS if k not in raw]
+        if missing:
+            raise DecodeError(f"missing headers: {', '.join(missing)}")
+        try:
+            version = int(raw["schema_version"])
+            occurred_at = datetime.fromisoformat(raw["occurred_at"])
+        except ValueError as exc:
+            raise DecodeError(f"bad header value: {exc}") from None
+        if occurred_at.tzinfo is None:
+            raise DecodeError("header occurred_at has no timezone")
+        return cls(
+            event_type=raw["event_type"],
+            schema_version=version,
+            event_id=raw["event_id"],
+            correlation_id=raw["correlation_id"],
+            occurred_at=occurred_at.astimezone(UTC),
+            producer=raw["producer"],
+        )
+
+
+_HEADER_KEYS = ("event_type", "schema_version", "event_id", "correlation_id", "occurred_at", "producer")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A message ready for the broker."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def envelope_for(
+    message: Message,
+    *,
+    producer: str,
+    event_id: str | None = None,
+    correlation_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> Envelope:
+    """Headers for a new message. Pass a deterministic `event_id` when a repeat must be recognised."""
+    return Envelope(
+        event_type=message.event_type,
+        schema_version=message.schema_version,
+        event_id=event_id or str(uuid.uuid4()),
+        correlation_id=correlation_id or message.order_id,
+        occurred_at=occurred_at or datetime.now(UTC),
+        producer=producer,
+    )
+
+
+def encode(message: Message, envelope: Envelope) -> Record:
+    """The record for `message`: key = order id, value = JSON, headers = envelope."""
+    if envelope.event_type != message.event_type:
+        raise ValueError(f"envelope says {envelope.event_type}, message is {message.event_type}")
+    return Record(
+        key=message.order_id.encode(),
+        value=message.__pydantic_serializer__.to_json(message),
+        headers=envelope.to_headers(),
+    )
+
+
+def decode(value: bytes | None, headers: Headers) -> tuple[Message, Envelope]:
+    """The contract model and envelope of a record, or DecodeError naming what is wrong."""
+    envelope = Envelope.from_headers(headers)
+    model = MODELS.get(envelope.event_type)
+    if model is None:
+        raise DecodeError(f"unknown event_type {envelope.event_type!r}")
+    if envelope.schema_version > model.schema_version:
+        raise DecodeError(
+            f"{envelope.event_type} v{envelope.schema_version} is newer than this consumer's "
+            f"v{model.schema_version}"
+        )
+    if value is None:
+        raise DecodeError("record has no value")
+    try:
+        payload: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"value is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise DecodeError("value is not a JSON object")
+    try:
+        payload = upcast(envelope.event_type, envelope.schema_version, payload)
+    except LookupError as exc:
+        raise DecodeError(str(exc)) from None
+    try:
+        message = model.model_validate(payload)
+    except ValidationError as exc:
+        raise DecodeError(f"{envelope.event_type} failed validation: {_summary(exc)}") from None
+    return message, envelope
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
+    return "; ".join(parts)[:500]

@@ -1,0 +1,37 @@
+"""Commands: imperative requests from the reconciler; each carries a deterministic id so a repeat has no effect."""
+
+from pydantic import Field
+
+from contracts.base import Currency, Message, MinorUnits, UserId, UtcDatetime
+
+
+class RetryCredit(Message):
+    """Ledger: credit this paid order now if it has not been credited (re-announce the credit if it has)."""
+
+    event_type = "RetryCredit"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    attempt: int = Field(ge=1, le=100)
+    requested_at: UtcDatetime
+
+
+class IssueRefund(Message):
+    """Payments: refund this order to the original payment method; it could not be credited."""
+
+    event_type = "IssueRefund"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    reason: str = Field(min_length=1, max_length=200)
+    requested_at: UtcDatetime
+
+
+class GrantCompensation(Message):
+    """Ledger: grant the user a delay compensation for this order, once per order."""
+
+    event_type = "GrantCompensation"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    requested_at: UtcDatetime

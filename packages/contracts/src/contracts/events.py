@@ -1,0 +1,94 @@
+"""Events: past-tense facts that one service tells the others."""
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from contracts.base import Channel, Currency, Message, MinorUnits, UserId, UtcDatetime
+
+
+class OrderPlaced(Message):
+    """A user placed a top-up order with payments; nothing is paid yet."""
+
+    event_type = "OrderPlaced"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    channel: Channel
+    placed_at: UtcDatetime
+
+
+class PaymentSucceeded(Message):
+    """The payment provider confirmed that the user paid for the order: the wallet is now owed a credit."""
+
+    event_type = "PaymentSucceeded"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    channel: Channel
+    provider: str = Field(min_length=1, max_length=32)
+    provider_txn_id: str = Field(min_length=1, max_length=128)
+    paid_at: UtcDatetime
+
+
+class PaymentFailed(Message):
+    """The payment provider reported that the payment for the order failed: nothing is owed."""
+
+    event_type = "PaymentFailed"
+    user_id: UserId
+    channel: Channel
+    provider: str = Field(min_length=1, max_length=32)
+    provider_txn_id: str = Field(min_length=1, max_length=128)
+    failed_at: UtcDatetime
+
+
+class CreditPosted(Message):
+    """The ledger credited the user's wallet for the order (exactly once per order)."""
+
+    event_type = "CreditPosted"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    transaction_id: str = Field(min_length=1, max_length=64)
+    credited_at: UtcDatetime
+
+
+class CreditRejected(Message):
+    """The ledger refused to credit the order; `final` says whether retrying can ever succeed."""
+
+    event_type = "CreditRejected"
+    user_id: UserId
+    reason: str = Field(min_length=1, max_length=200)
+    final: bool
+    rejected_at: UtcDatetime
+
+
+class OrderStatus(StrEnum):
+    """What the user is told about an order. `paid` is the starting point, not a notification."""
+
+    PAID = "paid"
+    CREDITED = "credited"
+    DELAYED = "delayed"
+    UNDER_REVIEW = "under_review"
+    REMEDIATING = "remediating"
+    COMPENSATED = "compensated"
+    REFUNDED = "refunded"
+    NEEDS_SUPPORT = "needs_support"
+
+
+class OrderStatusChanged(Message):
+    """The order's user-facing status changed; the notifier tells the user once per change."""
+
+    event_type = "OrderStatusChanged"
+    user_id: UserId
+    status: OrderStatus
+    sequence: int = Field(ge=1, description="Per-order counter: a reader keeps the highest it has seen.")
+    previous_status: OrderStatus | None = None
+    reason: str = Field(default="", max_length=200)
+    amount: MinorUnits
+    currency: Currency
+    channel: Channel
+    paid_at: UtcDatetime
+    credited_at: UtcDatetime | None = None
+    estimated_credit_at: UtcDatetime | None = None
+    changed_at: UtcDatetime

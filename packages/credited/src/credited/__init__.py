@@ -1,0 +1,1 @@
+"""credited's command line: the local stack, the simulator, and the developer tools around them."""

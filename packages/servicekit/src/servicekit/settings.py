@@ -1,0 +1,31 @@
+"""Settings every service reads. Shared infrastructure comes from unprefixed variables; each service adds
+its own fields under its own prefix (PAYMENTS_, LEDGER_, RECONCILER_, NOTIFIER_)."""
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    """Kafka, PostgreSQL and HTTP settings shared by all services."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP"))
+    kafka_idempotence: bool = Field(
+        True,
+        validation_alias=_env("KAFKA_IDEMPOTENCE"),
+        description="Idempotent producer. Apache Kafka: true. The embedded Tansu broker refuses it: false.",
+    )
+    topic_prefix: str = Field("", validation_alias=_env("CREDITED_TOPIC_PREFIX"))
+    topic_partitions: int = Field(6, ge=1, le=1024, validation_alias=_env("CREDITED_TOPIC_PARTITIONS"))
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres", validation_alias=_env("DATABASE_URL")
+    )
+    log_level: str = Field("INFO", validation_alias=_env("CREDITED_LOG_LEVEL"))
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

@@ -1,0 +1,3 @@
+from payments.main import entry
+
+entry()

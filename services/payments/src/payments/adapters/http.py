@@ -1,0 +1,105 @@
+"""The payments HTTP API: orders for platform backends, callbacks for payment providers."""
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.base import Channel, Currency, MinorUnits, UserId
+from payments.domain import Order
+from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
+from payments.ports import UnitOfWorkFactory
+from servicekit.http import ApiError, error_body
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class OrderRequest(BaseModel):
+    """A top-up order: amount in integer minor units."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    channel: Channel
+
+
+class OrderView(BaseModel):
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    channel: str
+    status: str = Field(description="Lifecycle: submitted, paid, payment_failed, credited, delayed, refunded, ...")
+    payment_status: str
+    provider: str | None
+    provider_txn_id: str | None
+    created_at: str
+    paid_at: str | None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: object
+
+
+def _view(order: Order) -> OrderView:
+    return OrderView(
+        order_id=order.order_id, user_id=order.user_id, amount=order.amount, currency=order.currency,
+        channel=order.channel, status=order.status, payment_status=order.payment_status.value,
+        provider=order.provider, provider_txn_id=order.provider_txn_id, created_at=order.created_at.isoformat(),
+        paid_at=order.paid_at.isoformat() if order.paid_at else None,
+    )
+
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)
+}
+
+
+def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]]) -> APIRouter:
+    router = APIRouter(prefix="/v1", responses=_ERRORS)
+    clock = SystemClock()
+
+    @router.post("/orders", status_code=201, response_model=OrderView, tags=["orders"])
+    async def place_order(
+        body: OrderRequest,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JSONResponse:
+        """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order."""
+        cmd = PlaceOrder(body.user_id, body.amount, body.currency, body.channel, idempotency_key)
+        try:
+            order, created = await handle_place_order(cmd, uow=uow, clock=clock)
+        except IdempotencyConflict as exc:
+            raise ApiError(409, "idempotency_key_reused", str(exc)) from None
+        return JSONResponse(_view(order).model_dump(), status_code=201 if created else 200)
+
+    @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"])
+    async def get_order(order_id: str) -> OrderView:
+        """The order and its lifecycle status."""
+        async with uow() as tx:
+            order = await tx.get(order_id)
+        if order is None:
+            raise ApiError(404, "unknown_order", f"no order {order_id}")
+        return _view(order)
+
+    @router.post("/psp/{provider}/callbacks", tags=["providers"])
+    async def callback(
+        provider: str,
+        request: Request,
+        x_signature: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """A provider's signed payment notice: X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "t.body")>."""
+        body = await request.body()
+        result = await handle_callback(provider, body, x_signature, secrets=secrets, uow=uow, clock=clock)
+        if result.status_code >= 400:
+            return JSONResponse(error_body(result.code, result.detail), status_code=result.status_code)
+        return JSONResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})
+
+    return router

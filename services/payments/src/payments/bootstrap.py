@@ -1,0 +1,37 @@
+"""The composition root of payments: the only place that builds adapters."""
+
+from functools import partial
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from contracts.events import OrderStatusChanged
+from contracts.topics import Topic
+from payments import handlers
+from payments.adapters.http import routes
+from payments.adapters.postgres import PostgresPayments
+from payments.config import Settings
+from servicekit.http import create_app
+from servicekit.infrastructure import Infrastructure
+from servicekit.kafka import route
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+SERVICE = "payments"
+
+
+async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
+    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
+
+    def uow() -> PostgresPayments:
+        return PostgresPayments(
+            infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
+        )
+
+    infra.consume(
+        "payments.order-status",
+        [Topic.ORDERS_STATUS],
+        route({OrderStatusChanged: partial(handlers.handle_status_changed, uow=uow)}),
+    )
+    app = create_app(title="credited payments", version="1", registry=infra.registry)
+    app.include_router(routes(uow=uow, secrets=settings.psp_secrets))
+    return infra, app

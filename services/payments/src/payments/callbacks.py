@@ -1,0 +1,20 @@
+"""The wire format of a payment provider's callback (JSON body, signed in the X-Signature header)."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.base import Currency, MinorUnits, OrderId, UtcDatetime
+
+
+class CallbackBody(BaseModel):
+    """A provider's notice that a payment for an order succeeded or failed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    order_id: OrderId
+    provider_txn_id: str = Field(min_length=1, max_length=128)
+    status: Literal["succeeded", "failed"]
+    amount: MinorUnits
+    currency: Currency
+    paid_at: UtcDatetime

@@ -1,0 +1,33 @@
+"""payments settings: env prefix PAYMENTS_ (plus the shared KAFKA_BOOTSTRAP, DATABASE_URL, ...)."""
+
+import os
+from typing import Any
+
+from pydantic import model_validator
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings
+
+SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"
+
+
+class Settings(ServiceSettings):
+    """Provider secrets come from PAYMENTS_PSP_SECRET_<PROVIDER>; several secrets, comma-separated, are
+    all accepted while a provider rotates its secret."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
+
+    http_port: int = 8101
+    db_schema: str = "payments"
+    psp_secrets: dict[str, list[str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_environment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("psp_secrets"):
+            data["psp_secrets"] = {
+                name[len(SECRET_PREFIX):].lower(): [s.strip() for s in value.split(",") if s.strip()]
+                for name, value in os.environ.items()
+                if name.startswith(SECRET_PREFIX) and value.strip()
+            }
+        return data

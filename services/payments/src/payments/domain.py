@@ -1,0 +1,126 @@
+"""Orders and the rules for applying a provider's payment notice. Pure: no I/O."""
+
+import hashlib
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A top-up order as payments knows it."""
+
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    channel: str
+    payment_status: PaymentStatus
+    status: str
+    created_at: datetime
+    status_sequence: int = 0
+    provider: str | None = None
+    provider_txn_id: str | None = None
+    paid_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentNotice:
+    """What a provider's callback says about an order."""
+
+    order_id: str
+    provider: str
+    provider_txn_id: str
+    succeeded: bool
+    amount: int
+    currency: str
+    paid_at: datetime
+
+
+class Outcome(StrEnum):
+    PAID = "paid"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a notice: the outcome, why, and the order as it is afterwards."""
+
+    outcome: Outcome
+    reason: str
+    order: Order
+    code: str = ""
+
+
+def new_order_id() -> str:
+    return f"ord_{uuid.uuid4().hex}"
+
+
+def fingerprint(user_id: str, amount: int, currency: str, channel: str) -> str:
+    """Identifies an order request's body, so a reused Idempotency-Key with another body is caught."""
+    return hashlib.sha256(f"{user_id}\x1f{amount}\x1f{currency}\x1f{channel}".encode()).hexdigest()
+
+
+def decide(order: Order, notice: PaymentNotice) -> Decision:
+    """Apply a notice once, whatever the number and order of deliveries.
+
+    Rules: amount and currency must match the order. A success pays a pending or failed order (the
+    user may retry a failed payment). A repeat of the success that paid the order is a duplicate. A
+    success with another provider transaction on a paid order is refused (a second charge needs a
+    person). A failure never undoes a success.
+    """
+    if notice.amount != order.amount or notice.currency != order.currency:
+        return Decision(
+            Outcome.REJECTED,
+            f"callback says {notice.amount} {notice.currency}, order is {order.amount} {order.currency}",
+            order,
+            code="amount_mismatch",
+        )
+    if order.payment_status is PaymentStatus.SUCCEEDED:
+        if notice.succeeded and (notice.provider, notice.provider_txn_id) == (order.provider, order.provider_txn_id):
+            return Decision(Outcome.DUPLICATE, "payment already applied", order)
+        if notice.succeeded:
+            return Decision(
+                Outcome.REJECTED,
+                f"order already paid by {order.provider} transaction {order.provider_txn_id}",
+                order,
+                code="already_paid",
+            )
+        return Decision(Outcome.IGNORED, "a failure notice cannot undo a payment that succeeded", order)
+    if notice.succeeded:
+        paid = replace(
+            order,
+            payment_status=PaymentStatus.SUCCEEDED,
+            status="paid",
+            provider=notice.provider,
+            provider_txn_id=notice.provider_txn_id,
+            paid_at=notice.paid_at,
+        )
+        return Decision(Outcome.PAID, "payment succeeded", paid)
+    if order.payment_status is PaymentStatus.FAILED:
+        return Decision(Outcome.DUPLICATE, "payment failure already recorded", order)
+    failed = replace(
+        order,
+        payment_status=PaymentStatus.FAILED,
+        status="payment_failed",
+        provider=notice.provider,
+        provider_txn_id=notice.provider_txn_id,
+    )
+    return Decision(Outcome.FAILED, "payment failed", failed)
+
+
+def apply_status(order: Order, status: str, sequence: int) -> Order | None:
+    """The order with a newer lifecycle status from the reconciler, or None if `sequence` is not newer."""
+    if sequence <= order.status_sequence:
+        return None
+    return replace(order, status=status, status_sequence=sequence)
