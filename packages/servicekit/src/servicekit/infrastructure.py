@@ -1,9 +1,10 @@
 """The infrastructure a service's composition root builds once: pool, publisher, outbox relay, consumers."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
@@ -60,8 +61,8 @@ class Infrastructure:
         self.consumers.append(loop)
         return loop
 
-    async def run(self, app: FastAPI) -> None:
-        """Serve HTTP, relay the outbox and consume, until SIGTERM/SIGINT."""
+    async def run(self, app: FastAPI, *extra: Coroutine[Any, Any, None]) -> None:
+        """Serve HTTP, relay the outbox, consume and run `extra` tasks, until SIGTERM/SIGINT."""
         for consumer in self.consumers:
             await consumer.start()
         log.info("%s listening on http://%s:%d", self.service, self.settings.http_host, self.settings.http_port)
@@ -70,6 +71,7 @@ class Infrastructure:
                 serve(app, self.settings.http_host, self.settings.http_port),
                 self.relay.run(),
                 *(c.run() for c in self.consumers),
+                *extra,
             ],
             on_stop=self.close,
         )

@@ -30,12 +30,14 @@ class PostgresUnitOfWork:
         self._topic_prefix = topic_prefix
         self._on_commit = on_commit
         self._outgoing: list[tuple[str, Record]] = []
+        self._wake_on_commit = False
 
     async def __aenter__(self) -> "PostgresUnitOfWork":
         self.conn = await self._pool.acquire()
         self._tx = self.conn.transaction()
         await self._tx.start()
         self._outgoing = []
+        self._wake_on_commit = False
         return self
 
     async def __aexit__(
@@ -49,8 +51,12 @@ class PostgresUnitOfWork:
                 await self._tx.rollback()
         finally:
             await self._pool.release(self.conn)
-        if exc_type is None and self._outgoing:
+        if exc_type is None and (self._outgoing or self._wake_on_commit):
             self._on_commit()
+
+    def wake_on_commit(self) -> None:
+        """Call the on-commit hook after this unit commits even if it published nothing (new work queued)."""
+        self._wake_on_commit = True
 
     def publish(
         self,

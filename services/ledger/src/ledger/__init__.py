@@ -1,0 +1,1 @@
+"""ledger: credits users' wallets, double-entry, exactly once per order, and announces each credit."""

@@ -1,0 +1,1 @@
+"""notifier: tells the user about every status change of their order, once per change."""

@@ -1,0 +1,81 @@
+"""The `credited` command."""
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from credited.demo import DemoOptions, run_demo
+from credited.stack.local import LocalStack, StackConfig
+
+app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixed.", no_args_is_help=True)
+
+RUN_DIR = Path(".credited")
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option(min=1, help="How many orders the simulator places and pays.")] = 500,
+    rate: Annotated[float, typer.Option(min=0.1, help="Orders per second.")] = 100.0,
+    credit_loss: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of orders whose credit the ledger drops.")] = 0.0,
+    threshold: Annotated[float, typer.Option(min=0.5, help="Seconds from payment until an uncredited order is overdue.")] = 120.0,
+    duplicates: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of callbacks the provider sends twice.")] = 0.1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")] = False,
+) -> None:
+    """Run the whole stack with the simulator, show live progress, print the scored summary and stop."""
+    logging.basicConfig(level=logging.WARNING)
+    console = Console(stderr=as_json)
+    options = DemoOptions(orders, rate, credit_loss, threshold, duplicates, RUN_DIR.resolve() / "demo")
+    try:
+        summary = asyncio.run(run_demo(options, console))
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(130) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        for key, value in summary.items():
+            console.print(f"{key:>26}: {value}")
+    ok = summary["paid"] == summary["orders"] == orders and summary["credited_twice"] == 0
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def up(
+    threshold: Annotated[float, typer.Option(min=0.5, help="Seconds from payment until overdue.")] = 120.0,
+) -> None:
+    """Start the stack without the simulator and run until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO)
+    console = Console()
+    stack = LocalStack(StackConfig.from_environment(RUN_DIR.resolve() / "up", threshold_s=threshold))
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
+        for name in ("payments", "ledger", "reconciler", "notifier"):
+            console.print(f"{name:>10}: {stack.url(name)}  (log {stack.services[name].log_path})")
+        console.print("Ctrl-C stops everything.")
+        while not stopping:
+            for name, child in stack.services.items():
+                if not child.alive():
+                    console.print(f"[red]{name} exited[/red]:\n{child.tail()}")
+                    stopping = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping ...")
+        stack.stop()

@@ -1,0 +1,83 @@
+"""A platform backend's webhook endpoint: verifies each notification's signature and records it."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from servicekit.signatures import SignatureError, verify
+
+
+@dataclass
+class Received:
+    """Notifications received, by id, with how often each came and when it first came."""
+
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)
+    deliveries: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def by_order(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for payload in self.payloads.values():
+            out.setdefault(payload["order_id"], []).append(payload)
+        return out
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.deliveries.values())
+
+
+class WebhookReceiver:
+    """Runs on 127.0.0.1:`port` inside the caller's event loop."""
+
+    def __init__(self, port: int, secret: str) -> None:
+        self.port = port
+        self.secret = secret
+        self.received = Received()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/notifications"
+
+    async def _notify(self, request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            verify(request.headers.get("x-signature"), body, [self.secret], time.time())
+        except SignatureError as exc:
+            self.received.rejected += 1
+            return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=401)
+        payload = orjson.loads(body)
+        nid = str(payload["notification_id"])
+        rec = self.received
+        rec.deliveries[nid] = rec.deliveries.get(nid, 0) + 1
+        if nid not in rec.payloads:
+            rec.payloads[nid] = payload
+            rec.first_seen[nid] = time.time()
+        rec.changed.set()
+        return JSONResponse({"ok": True})
+
+    async def start(self) -> None:
+        app = Starlette(routes=[Route("/notifications", self._notify, methods=["POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+                                lifespan="off", loop="none")
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task

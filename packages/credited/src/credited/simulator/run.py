@@ -1,0 +1,209 @@
+"""Drives users and the `sim` payment provider against payments' HTTP API, then scores the run."""
+
+import asyncio
+import logging
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from credited.simulator.receiver import Received
+from servicekit.signatures import sign
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("alipay", "wechat", "card", "carrier")
+PROVIDER = "sim"
+
+
+@dataclass(frozen=True)
+class Load:
+    orders: int = 100
+    rate: float = 100.0
+    duplicate_share: float = 0.1
+    users: int = 0
+    concurrency: int = 200
+
+
+@dataclass
+class Truth:
+    """What the simulator did: the ground truth a run is scored against."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paid: set[str] = field(default_factory=set)
+    duplicate_callbacks: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Simulator:
+    def __init__(self, payments_url: str, psp_secret: str, client: httpx.AsyncClient) -> None:
+        self.payments_url = payments_url.rstrip("/")
+        self.psp_secret = psp_secret
+        self.client = client
+
+    async def order_and_pay(self, truth: Truth, user_id: str, amount: int, duplicate: bool) -> None:
+        channel = random.choice(CHANNELS)  # noqa: S311 - simulation
+        response = await self.client.post(
+            f"{self.payments_url}/v1/orders",
+            json={"user_id": user_id, "amount": amount, "currency": "CNY", "channel": channel},
+        )
+        if response.status_code != 201:
+            truth.errors.append(f"create order: {response.status_code} {response.text[:200]}")
+            return
+        order_id = response.json()["order_id"]
+        truth.orders[order_id] = {"user_id": user_id, "amount": amount, "channel": channel}
+        paid_at = datetime.now(UTC)
+        body = orjson.dumps({
+            "order_id": order_id, "provider_txn_id": f"sim-{uuid.uuid4().hex[:16]}", "status": "succeeded",
+            "amount": amount, "currency": "CNY", "paid_at": paid_at.isoformat(),
+        })
+        sends = 2 if duplicate else 1
+        results = await asyncio.gather(*(self._callback(body) for _ in range(sends)))
+        if any(r == 200 for r in results):
+            truth.paid.add(order_id)
+            truth.orders[order_id]["paid_at"] = paid_at.timestamp()
+            truth.duplicate_callbacks += sends - 1
+        else:
+            truth.errors.append(f"callback for {order_id}: {results}")
+
+    async def _callback(self, body: bytes) -> int:
+        headers = {"content-type": "application/json", "x-signature": sign(self.psp_secret, body, int(time.time()))}
+        response = await self.client.post(f"{self.payments_url}/v1/psp/{PROVIDER}/callbacks", content=body, headers=headers)
+        return response.status_code
+
+    async def drive(self, load: Load, truth: Truth, progress: Callable[[], None] = lambda: None) -> None:
+        """Create and pay `load.orders` orders at `load.rate` per second."""
+        users = load.users or max(1, load.orders // 5)
+        gate = asyncio.Semaphore(load.concurrency)
+        rng = random.Random(truth.run_id)
+        start = time.monotonic()
+
+        async def one(i: int) -> None:
+            async with gate:
+                try:
+                    await self.order_and_pay(
+                        truth,
+                        f"sim-{truth.run_id}-{i % users}",
+                        rng.choice((100, 600, 3000, 6800, 12800, 32800, 64800)),
+                        rng.random() < load.duplicate_share,
+                    )
+                except httpx.HTTPError as exc:
+                    truth.errors.append(f"order {i}: {exc!r}")
+                progress()
+
+        tasks = []
+        for i in range(load.orders):
+            delay = start + i / load.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+
+
+FINAL = {"credited", "refunded", "needs_support"}
+
+
+def settled(truth: Truth, received: Received) -> int:
+    """How many paid orders have reached a final status at the webhook."""
+    finals = {p["order_id"] for p in received.payloads.values() if p["status"] in FINAL}
+    return len(truth.paid & finals)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def score(
+    truth: Truth,
+    received: Received,
+    *,
+    ledger_url: str,
+    client: httpx.AsyncClient,
+    elapsed_s: float,
+    threshold_s: float,
+) -> dict[str, Any]:
+    """The run's figures: every count is checked against the ground truth, not taken from the services."""
+    by_order = received.by_order()
+    statuses = {oid: {p["status"] for p in by_order.get(oid, [])} for oid in truth.paid}
+    dropped = set((await client.get(f"{ledger_url}/v1/faults")).json()["credit_dropped"]) & truth.paid
+    credit_counts = await _credit_counts(client, ledger_url, sorted(truth.paid))
+    wallets = await _balance_mismatches(client, ledger_url, truth, credit_counts)
+    flagged = {oid for oid, s in statuses.items() if "delayed" in s}
+    latencies = []
+    detection = []
+    for oid in truth.paid:
+        for p in by_order.get(oid, []):
+            if p["status"] == "credited" and p.get("credited_at"):
+                latencies.append(datetime.fromisoformat(p["credited_at"]).timestamp() - truth.orders[oid]["paid_at"])
+            if p["status"] == "delayed":
+                detection.append(datetime.fromisoformat(p["changed_at"]).timestamp()
+                                 - (truth.orders[oid]["paid_at"] + threshold_s))
+    return {
+        "orders": len(truth.orders),
+        "paid": len(truth.paid),
+        "credited": sum(1 for n in credit_counts.values() if n >= 1),
+        "credited_notified": sum(1 for s in statuses.values() if "credited" in s),
+        "refunded": sum(1 for s in statuses.values() if "refunded" in s),
+        "credited_twice": sum(1 for n in credit_counts.values() if n > 1),
+        "balance_mismatches": wallets,
+        "credits_dropped": len(dropped),
+        "flagged_overdue": len(flagged),
+        "false_flags": len(flagged - dropped),
+        "missed_overdue": len(dropped - flagged),
+        "notifications_sent": len(received.payloads),
+        "duplicate_notifications": received.duplicates,
+        "duplicate_callbacks": truth.duplicate_callbacks,
+        "pay_to_credit_p50_s": _round(percentile(latencies, 50)),
+        "pay_to_credit_p99_s": _round(percentile(latencies, 99)),
+        "detection_latency_p50_s": _round(percentile(detection, 50)),
+        "detection_latency_p99_s": _round(percentile(detection, 99)),
+        "errors": len(truth.errors),
+        "elapsed_s": round(elapsed_s, 2),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+async def _credit_counts(client: httpx.AsyncClient, ledger_url: str, order_ids: list[str]) -> dict[str, int]:
+    gate = asyncio.Semaphore(32)
+
+    async def one(oid: str) -> tuple[str, int]:
+        async with gate:
+            body = (await client.get(f"{ledger_url}/v1/orders/{oid}/entries")).json()
+        return oid, sum(1 for t in body["transactions"] if t["kind"] == "credit")
+
+    return dict(await asyncio.gather(*(one(o) for o in order_ids)))
+
+
+async def _balance_mismatches(
+    client: httpx.AsyncClient, ledger_url: str, truth: Truth, credit_counts: dict[str, int]
+) -> int:
+    """Users whose wallet is not exactly the sum of their credited orders (each counted once)."""
+    expected: dict[tuple[str, str], int] = {}
+    for oid in truth.paid:
+        order = truth.orders[oid]
+        key = (order["user_id"], "CNY")
+        expected[key] = expected.get(key, 0) + (order["amount"] if credit_counts.get(oid, 0) >= 1 else 0)
+    gate = asyncio.Semaphore(32)
+
+    async def one(user: str, currency: str, expected: int) -> bool:
+        async with gate:
+            body = (await client.get(f"{ledger_url}/v1/wallets/{user}")).json()
+        return int(body["balances"].get(currency, 0)) != expected
+
+    results = await asyncio.gather(*(one(u, c, v) for (u, c), v in expected.items()))
+    return sum(results)

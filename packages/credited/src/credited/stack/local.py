@@ -1,0 +1,157 @@
+"""The local stack: a broker, PostgreSQL and the four services as separate processes.
+
+By default the broker is the embedded Tansu and PostgreSQL the embedded server; KAFKA_BOOTSTRAP and
+DATABASE_URL point the stack at existing ones instead.
+"""
+
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
+from credited.stack.processes import Child, free_port, wait_for
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("payments", "ledger", "reconciler", "notifier")
+DEFAULT_PORTS = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
+DEV_PSP_SECRET = "sim-secret"
+
+
+@dataclass
+class StackConfig:
+    """How to run the stack. `None` for kafka_bootstrap / database_url means the embedded default."""
+
+    run_dir: Path
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    kafka_idempotence: bool | None = None
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    topic_prefix: str = ""
+    db_schema_prefix: str = ""
+    threshold_s: float = 120.0
+    credit_loss: float = 0.0
+    webhook_url: str | None = None
+    webhook_secret: str = "webhook-secret"
+    psp_secret: str = DEV_PSP_SECRET
+    partitions: int = 6
+    log_level: str = "INFO"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, run_dir: Path, **overrides: object) -> "StackConfig":
+        config = cls(
+            run_dir=run_dir,
+            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP") or None,
+            database_url=os.environ.get("DATABASE_URL") or None,
+            psp_secret=os.environ.get("PAYMENTS_PSP_SECRET_SIM") or DEV_PSP_SECRET,
+        )
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+
+
+class LocalStack:
+    """Starts and stops everything in order; `stop` leaves no process and no port behind."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.kafka: EmbeddedKafka | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.services: dict[str, Child] = {}
+        self.bootstrap = config.kafka_bootstrap or ""
+        self.database_url = config.database_url or ""
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports[service]}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.config.kafka_bootstrap is None
+
+    def start(self) -> None:
+        logs = self.config.run_dir / "logs"
+        try:
+            if self.config.database_url is None:
+                pg_dir = self.config.run_dir / "postgres"
+                shutil.rmtree(pg_dir, ignore_errors=True)
+                self.postgres = EmbeddedPostgres(pg_dir, free_port(), logs)
+                self.postgres.start()
+                self.database_url = self.postgres.dsn
+            if self.config.kafka_bootstrap is None:
+                self.kafka = EmbeddedKafka(free_port(), logs)
+                self.kafka.start()
+                self.bootstrap = self.kafka.bootstrap
+            for name in SERVICES:
+                self.start_service(name)
+            for name in SERVICES:
+                self.wait_healthy(name)
+        except BaseException:
+            self.stop()
+            raise
+
+    def service_env(self, name: str) -> dict[str, str]:
+        c = self.config
+        idempotence = c.kafka_idempotence if c.kafka_idempotence is not None else not self.embedded_broker
+        prefix = name.upper()
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "KAFKA_IDEMPOTENCE": "true" if idempotence else "false",
+            "DATABASE_URL": self.database_url,
+            "CREDITED_TOPIC_PREFIX": c.topic_prefix,
+            "CREDITED_TOPIC_PARTITIONS": str(c.partitions),
+            "CREDITED_LOG_LEVEL": c.log_level,
+            f"{prefix}_HTTP_PORT": str(c.ports[name]),
+            f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
+            "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
+            "LEDGER_FAULT_DROP_CREDIT_SHARE": str(c.credit_loss),
+            "RECONCILER_THRESHOLD_S": str(c.threshold_s),
+            "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),
+            "NOTIFIER_WEBHOOK_URL": c.webhook_url or "",
+            "NOTIFIER_WEBHOOK_SECRET": c.webhook_secret,
+            **c.extra_env,
+        }
+        return env
+
+    def start_service(self, name: str) -> Child:
+        child = Child(
+            name,
+            [sys.executable, "-m", name],
+            log_path=self.config.run_dir / "logs" / f"{name}.log",
+            env=self.service_env(name),
+        )
+        child.start()
+        self.services[name] = child
+        return child
+
+    def wait_healthy(self, name: str, timeout_s: float = 90) -> None:
+        url = f"{self.url(name)}/healthz"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout_s=timeout_s, what=f"{name} at {url}", child=self.services[name])
+
+    def stop(self) -> None:
+        started = time.monotonic()
+        for name in reversed(SERVICES):
+            child = self.services.pop(name, None)
+            if child is not None:
+                child.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
+            self.kafka = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+        log.info("stack stopped in %.1fs", time.monotonic() - started)

@@ -1,0 +1,71 @@
+"""PostgresLedger: the ledger unit of work on PostgreSQL."""
+
+from typing import Any
+
+from ledger.domain import Posting
+from servicekit.uow import PostgresUnitOfWork
+
+
+class PostgresLedger(PostgresUnitOfWork):
+    """Accounts, transactions and entries, in one transaction with the outbox."""
+
+    async def __aenter__(self) -> "PostgresLedger":
+        await super().__aenter__()
+        return self
+
+    async def post(self, posting: Posting) -> bool:
+        inserted = await self.conn.fetchval(
+            "INSERT INTO transactions (transaction_id, order_id, kind) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            posting.transaction_id, posting.order_id, posting.kind,
+        )
+        if inserted is None:
+            return False
+        accounts = sorted({e.account for e in posting.entries}, key=lambda a: a.account_id)
+        await self.conn.executemany(
+            "INSERT INTO accounts (account_id, kind, user_id, currency) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (account_id) DO NOTHING",
+            [(a.account_id, a.kind.value, a.user_id, a.currency) for a in accounts],
+        )
+        await self.conn.executemany(
+            "INSERT INTO entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
+            [(posting.transaction_id, e.account.account_id, e.amount) for e in posting.entries],
+        )
+        # Balances move in account-id order so that concurrent postings never deadlock.
+        deltas: dict[str, int] = {}
+        for e in posting.entries:
+            deltas[e.account.account_id] = deltas.get(e.account.account_id, 0) + e.amount
+        await self.conn.executemany(
+            "UPDATE accounts SET balance = balance + $2 WHERE account_id = $1", sorted(deltas.items())
+        )
+        return True
+
+    async def record_fault(self, order_id: str, kind: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO injected_faults (order_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING", order_id, kind
+        )
+
+    async def wallet_balances(self, user_id: str) -> dict[str, int]:
+        rows = await self.conn.fetch(
+            "SELECT currency, balance FROM accounts WHERE kind = 'wallet' AND user_id = $1", user_id
+        )
+        return {r["currency"]: r["balance"] for r in rows}
+
+    async def order_transactions(self, order_id: str) -> list[dict[str, Any]]:
+        rows = await self.conn.fetch(
+            "SELECT t.transaction_id, t.kind, t.created_at, e.account_id, e.amount FROM transactions t"
+            " JOIN entries e USING (transaction_id) WHERE t.order_id = $1 ORDER BY t.created_at, e.id",
+            order_id,
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            tx = out.setdefault(
+                r["transaction_id"],
+                {"transaction_id": r["transaction_id"], "kind": r["kind"], "created_at": r["created_at"].isoformat(),
+                 "entries": []},
+            )
+            tx["entries"].append({"account_id": r["account_id"], "amount": r["amount"]})
+        return list(out.values())
+
+    async def injected_faults(self) -> list[str]:
+        return [r["order_id"] for r in await self.conn.fetch("SELECT order_id FROM injected_faults ORDER BY order_id")]

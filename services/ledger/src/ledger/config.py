@@ -1,0 +1,16 @@
+"""ledger settings: env prefix LEDGER_ (plus the shared KAFKA_BOOTSTRAP, DATABASE_URL, ...)."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", frozen=True)
+
+    http_port: int = 8102
+    db_schema: str = "ledger"
+    fault_drop_credit_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="Development fault knob: share of orders whose credit step is dropped."
+    )

@@ -1,0 +1,32 @@
+"""What the ledger use cases need from the outside world."""
+
+from types import TracebackType
+from typing import Protocol
+
+from contracts.base import Message
+from contracts.topics import Topic
+from ledger.domain import Posting
+
+
+class LedgerUnitOfWork(Protocol):
+    """One atomic change to the ledger, with the processed event id and outgoing events."""
+
+    async def __aenter__(self) -> "LedgerUnitOfWork": ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def mark_processed(self, consumer: str, event_id: str) -> bool: ...
+
+    async def post(self, posting: Posting) -> bool:
+        """Write the posting and move balances; False (and nothing written) if the order already has one."""
+        ...
+
+    async def record_fault(self, order_id: str, kind: str) -> None: ...
+
+    def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> LedgerUnitOfWork: ...

@@ -1,0 +1,3 @@
+from reconciler.main import entry
+
+entry()
