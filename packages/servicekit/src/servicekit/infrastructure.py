@@ -42,7 +42,7 @@ class Infrastructure:
         )
         publisher = KafkaPublisher(
             settings.kafka_bootstrap,
-            idempotence=settings.kafka_idempotence,
+            idempotence=settings.idempotent_producer,
             client_id=service,
             topic_prefix=settings.topic_prefix,
         )

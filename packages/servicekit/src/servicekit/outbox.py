@@ -7,6 +7,7 @@ publishes them again: consumers drop the repeat by event id).
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -59,7 +60,8 @@ class OutboxRelay:
         listener = await self._pool.acquire()
         try:
             schema = await listener.fetchval("SELECT current_schema()")
-            await listener.add_listener(f"outbox_{schema}", lambda *_: self._wakeup.set())
+            channel = f"outbox_{schema}"
+            await listener.add_listener(channel, self._on_notify)
             while True:
                 try:
                     moved = await self.publish_batch()
@@ -74,7 +76,12 @@ class OutboxRelay:
                     except TimeoutError:
                         pass
         finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(channel, self._on_notify)
             await self._pool.release(listener)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wakeup.set()
 
     async def publish_batch(self) -> int:
         """Publish up to one batch of rows in id order; return how many left the outbox."""

@@ -1,6 +1,8 @@
 """Settings every service reads. Shared infrastructure comes from unprefixed variables; each service adds
 its own fields under its own prefix (PAYMENTS_, LEDGER_, RECONCILER_, NOTIFIER_)."""
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -12,13 +14,18 @@ def _env(name: str) -> AliasChoices:
 class ServiceSettings(BaseSettings):
     """Kafka, PostgreSQL and HTTP settings shared by all services."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP"))
-    kafka_idempotence: bool = Field(
-        True,
+    kafka_broker: Literal["apache", "tansu"] = Field(
+        "apache",
+        validation_alias=_env("KAFKA_BROKER"),
+        description="Which broker this is: Apache Kafka, or the embedded Tansu (no idempotence, fixes needed).",
+    )
+    kafka_idempotence: bool | None = Field(
+        None,
         validation_alias=_env("KAFKA_IDEMPOTENCE"),
-        description="Idempotent producer. Apache Kafka: true. The embedded Tansu broker refuses it: false.",
+        description="Idempotent producer; unset, it follows the broker (Apache Kafka: on; Tansu refuses it).",
     )
     topic_prefix: str = Field("", validation_alias=_env("CREDITED_TOPIC_PREFIX"))
     topic_partitions: int = Field(6, ge=1, le=1024, validation_alias=_env("CREDITED_TOPIC_PARTITIONS"))
@@ -29,3 +36,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 0
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    @property
+    def idempotent_producer(self) -> bool:
+        if self.kafka_idempotence is not None:
+            return self.kafka_idempotence
+        return self.kafka_broker == "apache"

@@ -13,4 +13,5 @@ class Settings(ServiceSettings):
 
     http_port: int = 8103
     threshold_s: float = Field(120.0, gt=0, description="Seconds after payment until an uncredited order is overdue.")
+    session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")

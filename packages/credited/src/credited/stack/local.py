@@ -31,7 +31,7 @@ class StackConfig:
     run_dir: Path
     kafka_bootstrap: str | None = None
     database_url: str | None = None
-    kafka_idempotence: bool | None = None
+    kafka_broker: str | None = None
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     topic_prefix: str = ""
     db_schema_prefix: str = ""
@@ -72,8 +72,11 @@ class LocalStack:
         return f"http://127.0.0.1:{self.config.ports[service]}"
 
     @property
-    def embedded_broker(self) -> bool:
-        return self.config.kafka_bootstrap is None
+    def broker_kind(self) -> str:
+        """`tansu` for the embedded broker; for an external one, KAFKA_BROKER or else `apache`."""
+        if self.config.kafka_bootstrap is None:
+            return "tansu"
+        return self.config.kafka_broker or os.environ.get("KAFKA_BROKER", "apache")
 
     def start(self) -> None:
         logs = self.config.run_dir / "logs"
@@ -98,12 +101,11 @@ class LocalStack:
 
     def service_env(self, name: str) -> dict[str, str]:
         c = self.config
-        idempotence = c.kafka_idempotence if c.kafka_idempotence is not None else not self.embedded_broker
         prefix = name.upper()
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP": self.bootstrap,
-            "KAFKA_IDEMPOTENCE": "true" if idempotence else "false",
+            "KAFKA_BROKER": self.broker_kind,
             "DATABASE_URL": self.database_url,
             "CREDITED_TOPIC_PREFIX": c.topic_prefix,
             "CREDITED_TOPIC_PARTITIONS": str(c.partitions),

@@ -86,6 +86,12 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         web_port=settings.http_port,
         web_bind=settings.http_host,
         table_standby_replicas=0,
+        # Tansu holds every group join for half the session timeout (faust's 60 s default: 30 s).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_commit_interval=1.0,
+        topic_disable_leader=True,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(

@@ -1,0 +1,62 @@
+"""A correction faust needs on the embedded Tansu broker (never applied on Apache Kafka).
+
+Tansu 0.6 answers a ListOffsets "latest" request with the first offset of the partition's last write
+batch plus one, not the true end, whenever that batch holds several records. faust reads a table's
+changelog only up to that end when it recovers, so it would silently miss the newest state after a
+restart. The high watermark in a fetch response is right, so this reads it from a short fetch inside
+the last batch and takes the larger of the two.
+"""
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
+
+_APPLIED = False
+
+
+async def true_end_offsets(bootstrap: str, ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """The real end offset of each non-empty partition, from fetch responses."""
+    todo = [tp for tp, end in ends.items() if end]
+    fixed = dict(ends)
+    if not todo:
+        return fixed
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50,
+                             max_partition_fetch_bytes=1)
+    await probe.start()
+    try:
+        probe.assign(todo)
+        for tp in todo:
+            probe.seek(tp, max(ends[tp] - 1, 0))
+        deadline = time.monotonic() + 10
+        while any(probe.highwater(tp) is None for tp in todo) and time.monotonic() < deadline:
+            await probe.getmany(*todo, timeout_ms=50)
+        for tp in todo:
+            fixed[tp] = max(ends[tp], probe.highwater(tp) or 0)
+    finally:
+        await probe.stop()
+    return fixed
+
+
+def correct_faust_end_offsets(bootstrap: str) -> None:
+    """Make faust's recovery read every changelog to its true end on Tansu."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    original = faust_aiokafka.AIOKafkaConsumerThread._highwaters
+
+    async def _highwaters(self: Any, partitions: Iterable[TopicPartition]) -> Mapping[TopicPartition, int]:
+        ends = dict(await original(self, partitions))
+        fixed = await true_end_offsets(bootstrap, ends)
+        moved = sum(1 for tp in ends if fixed[tp] != ends[tp])
+        if moved:
+            log.info("tansu: corrected the end offset of %d partitions", moved)
+        return fixed
+
+    faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters
+    _APPLIED = True

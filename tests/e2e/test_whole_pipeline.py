@@ -1,0 +1,50 @@
+"""Whole journeys across all four services, on a real broker and a real PostgreSQL."""
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from credited.simulator.run import Load, Simulator, Truth, score, settled
+from tests.conftest import Broker
+from tests.e2e.stack import running_stack
+from tests.kafka_reader import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_thousand_paid_orders_are_credited_exactly_once_and_notified_once(
+    broker: Broker, database_url: str, isolation: str, tmp_path: Path
+) -> None:
+    async with running_stack(broker, database_url, isolation, tmp_path) as (stack, receiver):
+        truth = Truth()
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+            sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
+            await sim.drive(Load(orders=1000, rate=250, duplicate_share=0.25), truth)
+            assert truth.errors == []
+            assert len(truth.paid) == 1000 and truth.duplicate_callbacks > 150
+
+            await eventually(lambda: settled(truth, receiver.received) >= 1000, timeout_s=240, interval_s=0.5)
+            result = await score(truth, receiver.received, ledger_url=stack.url("ledger"), client=client,
+                                 elapsed_s=0, threshold_s=stack.config.threshold_s)
+            assert result["credited"] == 1000
+            assert result["credited_twice"] == 0
+            assert result["balance_mismatches"] == 0
+
+            async def all_credited() -> bool:
+                statuses = await asyncio.gather(*(
+                    client.get(f"{stack.url('payments')}/v1/orders/{oid}") for oid in sorted(truth.paid)
+                ))
+                return all(r.json()["status"] == "credited" for r in statuses)
+
+            await eventually(all_credited, timeout_s=60, interval_s=1)
+
+        credited_per_order = Counter(
+            p["order_id"] for p in receiver.received.payloads.values() if p["status"] == "credited"
+        )
+        assert set(credited_per_order) == truth.paid
+        assert set(credited_per_order.values()) == {1}
+        assert receiver.received.duplicates == 0
+        assert receiver.received.rejected == 0

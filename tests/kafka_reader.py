@@ -1,0 +1,54 @@
+"""Reads what landed on a topic, for assertions: waits on a condition with a deadline, never a fixed sleep."""
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from contracts.codec import decode
+
+
+async def read_until(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    *,
+    timeout_s: float = 60,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` from the start, once `done(records)` holds; fails at the deadline."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: condition not met within {timeout_s}s; {len(records)} records")
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def event_types(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
+    return [decode(r.value, r.headers)[1].event_type for r in records]
+
+
+async def eventually(check: Callable[[], object], *, timeout_s: float = 60, interval_s: float = 0.1) -> None:
+    """Wait until `check()` (sync or async) returns truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)

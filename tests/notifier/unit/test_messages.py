@@ -1,0 +1,37 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from contracts.events import OrderStatus, OrderStatusChanged
+from notifier import domain
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def change(status: OrderStatus, eta: datetime | None = None) -> OrderStatusChanged:
+    return OrderStatusChanged(order_id="ord_42", user_id="u1", status=status, sequence=1, amount=64800,
+                              currency="CNY", channel="alipay", paid_at=T0, changed_at=T0, estimated_credit_at=eta)
+
+
+@pytest.mark.parametrize("status", list(OrderStatus))
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_every_status_has_a_message_with_amount_and_order_id_in_both_languages(status: OrderStatus, locale: str) -> None:
+    n = domain.render(change(status), locale)
+    assert n.title and "648.00 CNY" in n.body and "ord_42" in n.body
+    assert n.collapse_key == "ord_42"
+
+
+def test_a_delay_message_carries_the_estimated_time() -> None:
+    eta = datetime(2026, 11, 22, 8, 5, tzinfo=UTC)
+    assert "2026-11-22 08:05" in domain.render(change(OrderStatus.DELAYED, eta), "en").body
+    assert "2026-11-22 08:05" in domain.render(change(OrderStatus.DELAYED, eta), "zh-CN").body
+
+
+@pytest.mark.parametrize(("asked", "got"), [("zh-TW", "zh-CN"), ("zh", "zh-CN"), ("fr", "en"), (None, "en")])
+def test_unsupported_locales_fall_back_sensibly(asked: str | None, got: str) -> None:
+    assert domain.resolve_locale(asked) == got
+
+
+def test_one_notification_id_per_order_and_status() -> None:
+    assert domain.notification_id("o", OrderStatus.CREDITED) == domain.notification_id("o", OrderStatus.CREDITED)
+    assert domain.notification_id("o", OrderStatus.CREDITED) != domain.notification_id("o", OrderStatus.DELAYED)

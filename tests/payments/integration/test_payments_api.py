@@ -1,0 +1,128 @@
+"""The payments HTTP API on the real PostgreSQL, with its events read back from the real broker."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from contracts.topics import Topic
+from payments.bootstrap import build
+from payments.config import Settings
+from servicekit.signatures import sign
+from tests.conftest import Broker
+from tests.kafka_reader import event_types, read_until
+from tests.service_settings import settings_for
+
+
+@pytest.fixture
+async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+    settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["new-secret", "old-secret"]})
+    infra, app = await build(settings)
+    relay = asyncio.create_task(infra.relay.run())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments") as client:
+        yield client, settings
+    relay.cancel()
+    await asyncio.gather(relay, return_exceptions=True)
+    await infra.close()
+
+
+def callback(order_id: str, amount: int = 600, txn: str = "tx1", status: str = "succeeded") -> bytes:
+    return json.dumps({"order_id": order_id, "provider_txn_id": txn, "status": status, "amount": amount,
+                       "currency": "CNY", "paid_at": "2026-11-22T08:30:00+08:00"}).encode()
+
+
+async def post_callback(client: httpx.AsyncClient, body: bytes, secret: str = "new-secret", at: float | None = None) -> httpx.Response:
+    header = sign(secret, body, int(at if at is not None else time.time()))
+    return await client.post("/v1/psp/sim/callbacks", content=body, headers={"X-Signature": header})
+
+
+async def new_order(client: httpx.AsyncClient, **headers: str) -> str:
+    response = await client.post(
+        "/v1/orders", json={"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"}, headers=headers
+    )
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["order_id"])
+
+
+async def test_an_order_is_created_paid_and_announced_once_for_50_concurrent_callbacks(api, broker: Broker) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    order_id = await new_order(client)
+    body = callback(order_id)
+    responses = await asyncio.gather(*(post_callback(client, body) for _ in range(50)))
+    assert sorted(r.json()["result"] for r in responses) == ["applied"] + ["duplicate"] * 49
+    order = (await client.get(f"/v1/orders/{order_id}")).json()
+    assert order["status"] == "paid" and order["payment_status"] == "succeeded"
+    topic = Topic.PAYMENTS_EVENTS.qualified(settings.topic_prefix)
+    records = await read_until(broker.bootstrap, topic, lambda r: "PaymentSucceeded" in event_types(r))
+    await asyncio.sleep(0.3)
+    records = await read_until(broker.bootstrap, topic, lambda r: len(r) >= 2)
+    assert sorted(event_types(records)) == ["OrderPlaced", "PaymentSucceeded"]
+    assert {r.key for r in records} == {order_id.encode()}
+
+
+async def test_the_same_idempotency_key_returns_the_same_order_and_a_new_body_is_refused(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    first = await new_order(client, **{"Idempotency-Key": "k-1"})
+    assert await new_order(client, **{"Idempotency-Key": "k-1"}) == first
+    other = await client.post("/v1/orders", json={"user_id": "u1", "amount": 700, "currency": "CNY", "channel": "alipay"},
+                              headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+
+
+TAMPERED = b"601"
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "error"),
+    [
+        ("amount", 422, "amount_mismatch"),
+        ("tampered", 401, "signature_mismatch"),
+        ("wrong-secret", 401, "signature_mismatch"),
+        ("301s-old", 401, "signature_expired"),
+        ("301s-future", 401, "signature_from_future"),
+        ("rotated-secret", 200, None),
+    ],
+)
+async def test_callbacks_are_refused_with_a_clear_error_and_kept_for_audit(api, case, status, error) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    order_id = await new_order(client)
+    body, now = callback(order_id), time.time()
+    secret, at, sent = "new-secret", now, body
+    if case == "amount":
+        body = sent = callback(order_id, amount=601)
+    elif case == "tampered":
+        sent = body.replace(b"600", TAMPERED)  # one byte differs from what was signed
+    elif case == "wrong-secret":
+        secret = "wrong-secret"
+    elif case == "301s-old":
+        at = now - 301
+    elif case == "301s-future":
+        at = now + 301
+    elif case == "rotated-secret":
+        secret = "old-secret"
+    header = sign(secret, body, int(at))
+    response = await client.post("/v1/psp/sim/callbacks", content=sent, headers={"X-Signature": header})
+    assert response.status_code == status, response.text
+    if error:
+        assert response.json()["error"] == error and response.json()["detail"]
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+    try:
+        outcome = await conn.fetchval("SELECT outcome FROM callbacks ORDER BY id DESC LIMIT 1")
+    finally:
+        await conn.close()
+    assert outcome == ("rejected" if error else "paid")
+
+
+async def test_bad_requests_get_4xx_json_that_names_the_problem(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    bad = await client.post("/v1/orders", json={"user_id": "u1", "amount": "6.5", "currency": "cny", "channel": "x"})
+    assert bad.status_code == 422
+    assert {p["field"] for p in bad.json()["detail"]} == {"amount", "currency"}
+    missing = await client.get("/v1/orders/ord_missing")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_order"
+    malformed = await client.post("/v1/psp/sim/callbacks", content=b"{", headers={"X-Signature": "t=1"})
+    assert malformed.status_code == 401 and malformed.json()["error"] == "signature_malformed"

@@ -1,0 +1,70 @@
+"""InMemoryPayments: the payments unit of work in memory, for the use-case tests."""
+
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from contracts.base import Message
+from contracts.topics import Topic
+from payments.domain import Order
+
+
+@dataclass
+class Store:
+    orders: dict[str, Order] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    published: list[tuple[Topic, Message, str | None]] = field(default_factory=list)
+    processed: set[tuple[str, str]] = field(default_factory=set)
+
+
+class InMemoryPayments:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> "InMemoryPayments":
+        self._orders = dict(self.store.orders)
+        self._keys = dict(self.store.keys)
+        self._callbacks: list[dict[str, Any]] = []
+        self._published: list[tuple[Topic, Message, str | None]] = []
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.store.callbacks += self._callbacks  # audit survives like a committed row only on commit
+        if exc_type is None:
+            self.store.orders, self.store.keys = self._orders, self._keys
+            self.store.published += self._published
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        return self._orders.get(order_id)
+
+    async def add(self, order: Order) -> None:
+        self._orders[order.order_id] = order
+
+    async def save(self, order: Order) -> None:
+        self._orders[order.order_id] = order
+
+    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
+        return self._keys.setdefault(key, (fingerprint, order_id))
+
+    async def record_callback(self, **row: Any) -> None:
+        self._callbacks.append(row)
+
+    def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
+        self._published.append((topic, message, event_id))
+
+    async def mark_processed(self, consumer: str, event_id: str) -> bool:
+        if (consumer, event_id) in self.store.processed:
+            return False
+        self.store.processed.add((consumer, event_id))
+        return True
+
+
+class FixedClock:
+    def __init__(self, now: float) -> None:
+        self.value = now
+
+    def now(self) -> float:
+        return self.value

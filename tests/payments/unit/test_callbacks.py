@@ -1,0 +1,157 @@
+import asyncio
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from contracts.events import PaymentFailed, PaymentSucceeded
+from contracts.topics import Topic
+from payments import domain
+from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus
+from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
+from servicekit.signatures import sign
+from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
+
+NOW = 1_800_000_000.0
+SECRETS = {"sim": ["sim-secret"]}
+
+
+def order(**changes: object) -> Order:
+    base = Order(
+        order_id="ord_1", user_id="u1", amount=600, currency="CNY", channel="alipay",
+        payment_status=PaymentStatus.PENDING, status="submitted", created_at=datetime.now(UTC),
+    )
+    return replace(base, **changes) if changes else base  # type: ignore[arg-type]
+
+
+def notice(succeeded: bool = True, txn: str = "tx1", amount: int = 600, currency: str = "CNY") -> PaymentNotice:
+    return PaymentNotice("ord_1", "sim", txn, succeeded, amount, currency, datetime.now(UTC))
+
+
+def test_a_success_pays_a_pending_order() -> None:
+    decision = domain.decide(order(), notice())
+    assert decision.outcome is Outcome.PAID
+    assert decision.order.payment_status is PaymentStatus.SUCCEEDED and decision.order.provider_txn_id == "tx1"
+
+
+def test_the_same_success_again_is_a_duplicate_with_no_change() -> None:
+    paid = domain.decide(order(), notice()).order
+    decision = domain.decide(paid, notice())
+    assert decision.outcome is Outcome.DUPLICATE and decision.order == paid
+
+
+def test_a_success_after_a_failure_pays_the_order() -> None:
+    failed = domain.decide(order(), notice(succeeded=False, txn="tx0")).order
+    assert failed.payment_status is PaymentStatus.FAILED
+    assert domain.decide(failed, notice()).outcome is Outcome.PAID
+
+
+def test_a_failure_never_undoes_a_success() -> None:
+    paid = domain.decide(order(), notice()).order
+    decision = domain.decide(paid, notice(succeeded=False))
+    assert decision.outcome is Outcome.IGNORED and decision.order == paid
+
+
+def test_a_second_charge_on_a_paid_order_is_refused() -> None:
+    paid = domain.decide(order(), notice()).order
+    assert domain.decide(paid, notice(txn="tx2")).code == "already_paid"
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(601, "CNY"), (600, "USD")])
+def test_an_amount_or_currency_that_does_not_match_the_order_is_refused(amount: int, currency: str) -> None:
+    decision = domain.decide(order(), notice(amount=amount, currency=currency))
+    assert decision.outcome is Outcome.REJECTED and decision.code == "amount_mismatch"
+
+
+def test_status_updates_only_move_forward_by_sequence() -> None:
+    credited = domain.apply_status(order(), "credited", 2)
+    assert credited is not None and credited.status == "credited"
+    assert domain.apply_status(credited, "delayed", 1) is None
+    assert domain.apply_status(credited, "delayed", 2) is None
+
+
+def callback_body(order_id: str, status: str = "succeeded", amount: int = 600) -> bytes:
+    return json.dumps({
+        "order_id": order_id, "provider_txn_id": "tx1", "status": status, "amount": amount,
+        "currency": "CNY", "paid_at": "2026-11-22T08:30:00Z",
+    }).encode()
+
+
+async def place(store: Store, key: str | None = None, amount: int = 600) -> tuple[Order, bool]:
+    return await handle_place_order(
+        PlaceOrder("u1", amount, "CNY", "alipay", key), uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)
+    )
+
+
+async def test_placing_an_order_publishes_order_placed() -> None:
+    store = Store()
+    placed, created = await place(store)
+    assert created and store.orders[placed.order_id].status == "submitted"
+    assert [type(m).__name__ for _, m, _ in store.published] == ["OrderPlaced"]
+
+
+async def test_the_same_idempotency_key_and_body_give_the_same_order() -> None:
+    store = Store()
+    first, _ = await place(store, key="k1")
+    again, created = await place(store, key="k1")
+    assert again.order_id == first.order_id and not created
+    assert len(store.orders) == 1
+
+
+async def test_the_same_idempotency_key_with_another_body_is_refused() -> None:
+    store = Store()
+    await place(store, key="k1")
+    with pytest.raises(IdempotencyConflict, match="different order request"):
+        await place(store, key="k1", amount=700)
+
+
+async def test_a_signed_callback_pays_once_however_often_it_is_delivered() -> None:
+    store = Store()
+    placed, _ = await place(store)
+    body = callback_body(placed.order_id)
+    header = sign("sim-secret", body, int(NOW))
+    results = await asyncio.gather(*(
+        handle_callback("sim", body, header, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW))
+        for _ in range(5)
+    ))
+    assert sorted(r.code for r in results) == ["applied"] + ["duplicate"] * 4
+    paid = [m for t, m, _ in store.published if isinstance(m, PaymentSucceeded)]
+    assert len(paid) == 1 and store.published[-1][0] is Topic.PAYMENTS_EVENTS
+    assert len(store.callbacks) == 5
+
+
+async def test_a_failure_callback_publishes_payment_failed() -> None:
+    store = Store()
+    placed, _ = await place(store)
+    body = callback_body(placed.order_id, status="failed")
+    result = await handle_callback(
+        "sim", body, sign("sim-secret", body, int(NOW)), secrets=SECRETS, uow=lambda: InMemoryPayments(store),
+        clock=FixedClock(NOW),
+    )
+    assert result.code == "applied"
+    assert isinstance(store.published[-1][1], PaymentFailed)
+
+
+@pytest.mark.parametrize(
+    ("provider", "body", "header", "status", "code"),
+    [
+        ("nope", b"{}", "t=1,v1=" + "0" * 64, 404, "unknown_provider"),
+        ("sim", b"{}", None, 401, "signature_missing"),
+        ("sim", b"{}", "bogus", 401, "signature_malformed"),
+        ("sim", b"not json", "SIGN", 422, "invalid_callback"),
+        ("sim", callback_body("ord_missing"), "SIGN", 404, "unknown_order"),
+    ],
+)
+async def test_every_rejected_callback_gets_a_clear_error_and_is_kept_for_audit(
+    provider: str, body: bytes, header: str | None, status: int, code: str
+) -> None:
+    store = Store()
+    if header == "SIGN":
+        header = sign("sim-secret", body, int(NOW))
+    result = await handle_callback(
+        provider, body, header, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)
+    )
+    assert (result.status_code, result.code) == (status, code)
+    assert len(store.callbacks) == 1 and store.callbacks[0]["outcome"] == "rejected"
+    assert store.published == []

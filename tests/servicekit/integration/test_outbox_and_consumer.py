@@ -1,0 +1,131 @@
+"""The outbox relay and the consumer loop against the real broker and the real PostgreSQL."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from contracts.base import Message
+from contracts.codec import Envelope, Record
+from contracts.events import PaymentSucceeded
+from contracts.topics import Topic
+from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop, KafkaPublisher, PermanentFailure, ensure_topics
+from servicekit.outbox import OutboxRelay
+from servicekit.postgres import create_pool, migrate
+from servicekit.uow import PostgresUnitOfWork
+from tests.conftest import Broker
+from tests.kafka_reader import event_types, read_until
+
+
+def paid(order_id: str) -> PaymentSucceeded:
+    return PaymentSucceeded(order_id=order_id, user_id="u1", amount=100, currency="CNY", channel="card",
+                            provider="sim", provider_txn_id=f"tx-{order_id}", paid_at=datetime.now(UTC))
+
+
+@pytest.fixture
+async def kit(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[asyncpg.Pool, KafkaPublisher, str]]:
+    prefix = f"{isolation}."
+    await ensure_topics(broker.bootstrap, [t.qualified(prefix) for t in Topic], 3)
+    pool = await create_pool(database_url, isolation)
+    await migrate(pool)
+    publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test", topic_prefix=prefix)
+    await publisher.start()
+    yield pool, publisher, prefix
+    await publisher.stop()
+    await pool.close()
+
+
+def uow(pool: asyncpg.Pool, prefix: str) -> PostgresUnitOfWork:
+    return PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix)
+
+
+async def test_committed_events_are_published_and_rolled_back_ones_never(kit, broker: Broker) -> None:  # type: ignore[no-untyped-def]
+    pool, publisher, prefix = kit
+    async with uow(pool, prefix) as tx:
+        tx.publish(Topic.PAYMENTS_EVENTS, paid("ord_commit"))
+    with contextlib.suppress(RuntimeError):
+        async with uow(pool, prefix) as tx:
+            tx.publish(Topic.PAYMENTS_EVENTS, paid("ord_rollback"))
+            raise RuntimeError("the state change failed")
+    relay = OutboxRelay(pool, publisher)
+    assert await relay.publish_batch() == 1
+    records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 1)
+    assert [r.key for r in records] == [b"ord_commit"]
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_events_committed_while_no_relay_ran_are_published_when_one_starts(kit, broker: Broker) -> None:  # type: ignore[no-untyped-def]
+    pool, publisher, prefix = kit
+    for i in range(20):
+        async with uow(pool, prefix) as tx:
+            tx.publish(Topic.PAYMENTS_EVENTS, paid(f"ord_{i}"))
+    relay_task = asyncio.create_task(OutboxRelay(pool, publisher, batch_size=7).run())
+    try:
+        records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 20)
+    finally:
+        relay_task.cancel()
+        await asyncio.gather(relay_task, return_exceptions=True)
+    assert sorted(r.key for r in records) == sorted(f"ord_{i}".encode() for i in range(20))
+
+
+async def test_two_relays_at_once_neither_skip_nor_duplicate(kit, broker: Broker) -> None:  # type: ignore[no-untyped-def]
+    pool, publisher, prefix = kit
+    writers = []
+    for w in range(4):
+        async def write(w: int = w) -> None:
+            for i in range(50):
+                async with uow(pool, prefix) as tx:
+                    tx.publish(Topic.PAYMENTS_EVENTS, paid(f"ord_{w}_{i}"))
+        writers.append(write())
+    relays = [asyncio.create_task(OutboxRelay(pool, publisher, batch_size=5, poll_interval_s=0.05).run()) for _ in range(2)]
+    try:
+        await asyncio.gather(*writers)
+        records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 200)
+        await asyncio.sleep(0.5)  # give a wrongly duplicated publish the chance to show up
+        records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 200)
+    finally:
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+    keys = [r.key for r in records]
+    assert len(keys) == 200 and len(set(keys)) == 200
+
+
+async def test_a_bad_message_goes_to_the_dead_letter_topic_and_the_consumer_keeps_going(kit, broker: Broker) -> None:  # type: ignore[no-untyped-def]
+    pool, publisher, prefix = kit
+    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
+    handled: list[str] = []
+
+    async def handler(message: Message, envelope: Envelope) -> None:
+        if message.order_id == "ord_poison":
+            raise PermanentFailure("order ord_poison breaks a rule")
+        handled.append(message.order_id)
+
+    await publisher.publish(topic, Record(key=b"ord_x", value=b"{not json", headers=[("event_type", b"PaymentSucceeded")]))
+    for order_id in ("ord_poison", "ord_good"):
+        async with uow(pool, prefix) as tx:
+            tx.publish(Topic.PAYMENTS_EVENTS, paid(order_id))
+    await OutboxRelay(pool, publisher).publish_batch()
+    loop = KafkaConsumerLoop(
+        bootstrap=broker.bootstrap, group_id=f"{prefix}g", topics=[topic], handler=handler,
+        dead_letters=DeadLetterPublisher(publisher),
+    )
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        dead = await read_until(broker.bootstrap, Topic.DEAD_LETTER.qualified(prefix), lambda r: len(r) >= 2)
+        while "ord_good" not in handled:
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await loop.stop()
+    reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dead)
+    assert reasons[0].startswith("rejected: order ord_poison breaks a rule")
+    assert reasons[1].startswith("undecodable: missing headers")
+    assert {dict(r.headers)["dlq_source_topic"] for r in dead} == {topic.encode()}
+    assert dead[0].value in (b"{not json",) or dead[1].value == b"{not json"
+    assert event_types([r for r in dead if r.key == b"ord_poison"]) == ["PaymentSucceeded"]
