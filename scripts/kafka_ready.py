@@ -84,9 +84,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def round_trip(
-    sock: socket.socket, api_key: int, version: int, corr: int, body: bytes
-) -> Reader:
+def round_trip(sock: socket.socket, api_key: int, version: int, corr: int, body: bytes) -> Reader:
     # Request header v1: api_key int16, api_version int16, correlation_id int32,
     # client_id nullable string (int16 length + bytes).
     header = struct.pack(">hhih", api_key, version, corr, len(CLIENT_ID)) + CLIENT_ID
@@ -117,9 +115,7 @@ def api_versions(sock: socket.socket) -> dict[int, tuple[int, int]]:
     return ranges
 
 
-def metadata(
-    sock: socket.socket, version: int
-) -> tuple[list[tuple[int, str, int]], str | None, int]:
+def metadata(sock: socket.socket, version: int) -> tuple[list[tuple[int, str, int]], str | None, int]:
     body = struct.pack(">i", 0)  # topics: empty array (v1+: -1 would mean "all topics")
     if version >= 4:
         body += struct.pack(">b", 0)  # allow_auto_topic_creation = false
@@ -197,12 +193,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cluster-id", default=None)
-    parser.add_argument(
-        "--timeout", type=float, default=2.0, help="per-attempt socket timeout (s)"
-    )
-    parser.add_argument(
-        "--wait", type=float, default=0.0, help="keep retrying for this many seconds"
-    )
+    parser.add_argument("--timeout", type=float, default=2.0, help="per-attempt socket timeout (s)")
+    parser.add_argument("--wait", type=float, default=0.0, help="keep retrying for this many seconds")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.wait
     while True:

@@ -18,7 +18,11 @@ async def read_until(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record on `topic` from the start, once `done(records)` holds; fails at the deadline."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         fetch_max_wait_ms=50,
     )
     await consumer.start()

@@ -24,8 +24,14 @@ PAID_AT = datetime(2026, 11, 22, 8, 30, tzinfo=UTC)
 
 def payment() -> PaymentSucceeded:
     return PaymentSucceeded(
-        order_id="ord_1", user_id="u1", amount=600, currency="CNY", channel="alipay",
-        provider="sim", provider_txn_id="tx1", paid_at=PAID_AT,
+        order_id="ord_1",
+        user_id="u1",
+        amount=600,
+        currency="CNY",
+        channel="alipay",
+        provider="sim",
+        provider_txn_id="tx1",
+        paid_at=PAID_AT,
     )
 
 
@@ -99,10 +105,20 @@ def test_an_old_payload_is_lifted_by_its_upcaster(monkeypatch: pytest.MonkeyPatc
     # Pretend CreditPosted v2 renamed `transaction_id` from v1's `txn`.
     monkeypatch.setattr(CreditPosted, "schema_version", 2)
     monkeypatch.setitem(UPCASTERS, ("CreditPosted", 1), lambda p: {**p, "transaction_id": p.pop("txn")})
-    old = {"order_id": "ord_1", "user_id": "u1", "amount": 5, "currency": "CNY", "txn": "t1",
-           "credited_at": "2026-11-22T08:30:00Z"}
-    headers = [(k, v) for k, v in envelope_for(CreditPosted.model_validate({**old, "transaction_id": "x"}),
-                                               producer="ledger").to_headers()]
+    old = {
+        "order_id": "ord_1",
+        "user_id": "u1",
+        "amount": 5,
+        "currency": "CNY",
+        "txn": "t1",
+        "credited_at": "2026-11-22T08:30:00Z",
+    }
+    headers = [
+        (k, v)
+        for k, v in envelope_for(
+            CreditPosted.model_validate({**old, "transaction_id": "x"}), producer="ledger"
+        ).to_headers()
+    ]
     headers = [(k, b"1" if k == "schema_version" else v) for k, v in headers]
     message, _ = decode(json.dumps(old).encode(), headers)
     assert isinstance(message, CreditPosted) and message.transaction_id == "t1"
@@ -130,7 +146,14 @@ def test_deterministic_ids_repeat_for_the_same_fact_only() -> None:
 def test_topics_can_be_prefixed_for_isolation() -> None:
     assert Topic.ORDERS_STATUS.qualified("t1.") == "t1.orders.status"
     status = OrderStatusChanged(
-        order_id="o", user_id="u", status=OrderStatus.CREDITED, sequence=1, amount=1, currency="CNY",
-        channel="card", paid_at=PAID_AT, changed_at=PAID_AT,
+        order_id="o",
+        user_id="u",
+        status=OrderStatus.CREDITED,
+        sequence=1,
+        amount=1,
+        currency="CNY",
+        channel="card",
+        paid_at=PAID_AT,
+        changed_at=PAID_AT,
     )
     assert status.previous_status is None

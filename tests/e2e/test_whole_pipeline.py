@@ -27,16 +27,22 @@ async def test_a_thousand_paid_orders_are_credited_exactly_once_and_notified_onc
             assert len(truth.paid) == 1000 and truth.duplicate_callbacks > 150
 
             await eventually(lambda: settled(truth, receiver.received) >= 1000, timeout_s=240, interval_s=0.5)
-            result = await score(truth, receiver.received, ledger_url=stack.url("ledger"), client=client,
-                                 elapsed_s=0, threshold_s=stack.config.threshold_s)
+            result = await score(
+                truth,
+                receiver.received,
+                ledger_url=stack.url("ledger"),
+                client=client,
+                elapsed_s=0,
+                threshold_s=stack.config.threshold_s,
+            )
             assert result["credited"] == 1000
             assert result["credited_twice"] == 0
             assert result["balance_mismatches"] == 0
 
             async def all_credited() -> bool:
-                statuses = await asyncio.gather(*(
-                    client.get(f"{stack.url('payments')}/v1/orders/{oid}") for oid in sorted(truth.paid)
-                ))
+                statuses = await asyncio.gather(
+                    *(client.get(f"{stack.url('payments')}/v1/orders/{oid}") for oid in sorted(truth.paid))
+                )
                 return all(r.json()["status"] == "credited" for r in statuses)
 
             await eventually(all_credited, timeout_s=60, interval_s=1)

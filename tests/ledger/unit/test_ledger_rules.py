@@ -58,8 +58,14 @@ class InMemoryLedger:
 
 def paid(order_id: str = "ord_1", amount: int = 600) -> PaymentSucceeded:
     return PaymentSucceeded(
-        order_id=order_id, user_id="u1", amount=amount, currency="CNY", channel="card", provider="sim",
-        provider_txn_id="tx", paid_at=datetime.now(UTC),
+        order_id=order_id,
+        user_id="u1",
+        amount=amount,
+        currency="CNY",
+        channel="card",
+        provider="sim",
+        provider_txn_id="tx",
+        paid_at=datetime.now(UTC),
     )
 
 
@@ -104,7 +110,9 @@ async def test_a_dropped_credit_is_recorded_as_ground_truth_and_posts_nothing() 
     books = Books()
     event = paid()
     await handle_payment_succeeded(
-        event, envelope_for(event, producer="payments"), uow=lambda: InMemoryLedger(books),
+        event,
+        envelope_for(event, producer="payments"),
+        uow=lambda: InMemoryLedger(books),
         faults=FaultPolicy(drop_credit_share=1.0),
     )
     assert books.faults == {"ord_1"} and books.postings == {} and books.published == []

@@ -9,13 +9,25 @@ T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
 def change(status: OrderStatus, eta: datetime | None = None) -> OrderStatusChanged:
-    return OrderStatusChanged(order_id="ord_42", user_id="u1", status=status, sequence=1, amount=64800,
-                              currency="CNY", channel="alipay", paid_at=T0, changed_at=T0, estimated_credit_at=eta)
+    return OrderStatusChanged(
+        order_id="ord_42",
+        user_id="u1",
+        status=status,
+        sequence=1,
+        amount=64800,
+        currency="CNY",
+        channel="alipay",
+        paid_at=T0,
+        changed_at=T0,
+        estimated_credit_at=eta,
+    )
 
 
 @pytest.mark.parametrize("status", list(OrderStatus))
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])
-def test_every_status_has_a_message_with_amount_and_order_id_in_both_languages(status: OrderStatus, locale: str) -> None:
+def test_every_status_has_a_message_with_amount_and_order_id_in_both_languages(
+    status: OrderStatus, locale: str
+) -> None:
     n = domain.render(change(status), locale)
     assert n.title and "648.00 CNY" in n.body and "ord_42" in n.body
     assert n.collapse_key == "ord_42"

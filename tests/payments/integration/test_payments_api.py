@@ -20,7 +20,9 @@ from tests.service_settings import settings_for
 
 @pytest.fixture
 async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
-    settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["new-secret", "old-secret"]})
+    settings = settings_for(
+        Settings, broker, database_url, isolation, psp_secrets={"sim": ["new-secret", "old-secret"]}
+    )
     infra, app = await build(settings)
     relay = asyncio.create_task(infra.relay.run())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments") as client:
@@ -31,11 +33,21 @@ async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterato
 
 
 def callback(order_id: str, amount: int = 600, txn: str = "tx1", status: str = "succeeded") -> bytes:
-    return json.dumps({"order_id": order_id, "provider_txn_id": txn, "status": status, "amount": amount,
-                       "currency": "CNY", "paid_at": "2026-11-22T08:30:00+08:00"}).encode()
+    return json.dumps(
+        {
+            "order_id": order_id,
+            "provider_txn_id": txn,
+            "status": status,
+            "amount": amount,
+            "currency": "CNY",
+            "paid_at": "2026-11-22T08:30:00+08:00",
+        }
+    ).encode()
 
 
-async def post_callback(client: httpx.AsyncClient, body: bytes, secret: str = "new-secret", at: float | None = None) -> httpx.Response:
+async def post_callback(
+    client: httpx.AsyncClient, body: bytes, secret: str = "new-secret", at: float | None = None
+) -> httpx.Response:
     header = sign(secret, body, int(at if at is not None else time.time()))
     return await client.post("/v1/psp/sim/callbacks", content=body, headers={"X-Signature": header})
 
@@ -68,8 +80,11 @@ async def test_the_same_idempotency_key_returns_the_same_order_and_a_new_body_is
     client, _ = api
     first = await new_order(client, **{"Idempotency-Key": "k-1"})
     assert await new_order(client, **{"Idempotency-Key": "k-1"}) == first
-    other = await client.post("/v1/orders", json={"user_id": "u1", "amount": 700, "currency": "CNY", "channel": "alipay"},
-                              headers={"Idempotency-Key": "k-1"})
+    other = await client.post(
+        "/v1/orders",
+        json={"user_id": "u1", "amount": 700, "currency": "CNY", "channel": "alipay"},
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
 
 

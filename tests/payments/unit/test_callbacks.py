@@ -19,8 +19,14 @@ SECRETS = {"sim": ["sim-secret"]}
 
 def order(**changes: object) -> Order:
     base = Order(
-        order_id="ord_1", user_id="u1", amount=600, currency="CNY", channel="alipay",
-        payment_status=PaymentStatus.PENDING, status="submitted", created_at=datetime.now(UTC),
+        order_id="ord_1",
+        user_id="u1",
+        amount=600,
+        currency="CNY",
+        channel="alipay",
+        payment_status=PaymentStatus.PENDING,
+        status="submitted",
+        created_at=datetime.now(UTC),
     )
     return replace(base, **changes) if changes else base  # type: ignore[arg-type]
 
@@ -72,10 +78,16 @@ def test_status_updates_only_move_forward_by_sequence() -> None:
 
 
 def callback_body(order_id: str, status: str = "succeeded", amount: int = 600) -> bytes:
-    return json.dumps({
-        "order_id": order_id, "provider_txn_id": "tx1", "status": status, "amount": amount,
-        "currency": "CNY", "paid_at": "2026-11-22T08:30:00Z",
-    }).encode()
+    return json.dumps(
+        {
+            "order_id": order_id,
+            "provider_txn_id": "tx1",
+            "status": status,
+            "amount": amount,
+            "currency": "CNY",
+            "paid_at": "2026-11-22T08:30:00Z",
+        }
+    ).encode()
 
 
 async def place(store: Store, key: str | None = None, amount: int = 600) -> tuple[Order, bool]:
@@ -111,10 +123,14 @@ async def test_a_signed_callback_pays_once_however_often_it_is_delivered() -> No
     placed, _ = await place(store)
     body = callback_body(placed.order_id)
     header = sign("sim-secret", body, int(NOW))
-    results = await asyncio.gather(*(
-        handle_callback("sim", body, header, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW))
-        for _ in range(5)
-    ))
+    results = await asyncio.gather(
+        *(
+            handle_callback(
+                "sim", body, header, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)
+            )
+            for _ in range(5)
+        )
+    )
     assert sorted(r.code for r in results) == ["applied"] + ["duplicate"] * 4
     paid = [m for t, m, _ in store.published if isinstance(m, PaymentSucceeded)]
     assert len(paid) == 1 and store.published[-1][0] is Topic.PAYMENTS_EVENTS
@@ -126,7 +142,11 @@ async def test_a_failure_callback_publishes_payment_failed() -> None:
     placed, _ = await place(store)
     body = callback_body(placed.order_id, status="failed")
     result = await handle_callback(
-        "sim", body, sign("sim-secret", body, int(NOW)), secrets=SECRETS, uow=lambda: InMemoryPayments(store),
+        "sim",
+        body,
+        sign("sim-secret", body, int(NOW)),
+        secrets=SECRETS,
+        uow=lambda: InMemoryPayments(store),
         clock=FixedClock(NOW),
     )
     assert result.code == "applied"

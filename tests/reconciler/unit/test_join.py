@@ -8,13 +8,27 @@ T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
 def paid(order_id: str = "ord_1") -> PaymentSucceeded:
-    return PaymentSucceeded(order_id=order_id, user_id="u1", amount=600, currency="CNY", channel="card",
-                            provider="sim", provider_txn_id="tx", paid_at=T0)
+    return PaymentSucceeded(
+        order_id=order_id,
+        user_id="u1",
+        amount=600,
+        currency="CNY",
+        channel="card",
+        provider="sim",
+        provider_txn_id="tx",
+        paid_at=T0,
+    )
 
 
 def credited(order_id: str = "ord_1") -> CreditPosted:
-    return CreditPosted(order_id=order_id, user_id="u1", amount=600, currency="CNY", transaction_id="t",
-                        credited_at=T0 + timedelta(seconds=1))
+    return CreditPosted(
+        order_id=order_id,
+        user_id="u1",
+        amount=600,
+        currency="CNY",
+        transaction_id="t",
+        credited_at=T0 + timedelta(seconds=1),
+    )
 
 
 def test_a_payment_then_its_credit_publishes_credited_once() -> None:
@@ -40,8 +54,9 @@ def test_duplicate_payments_change_nothing() -> None:
 
 
 def test_a_failed_payment_ends_the_order_silently_and_a_later_success_wins() -> None:
-    failed = PaymentFailed(order_id="ord_1", user_id="u1", channel="card", provider="sim", provider_txn_id="tx0",
-                           failed_at=T0)
+    failed = PaymentFailed(
+        order_id="ord_1", user_id="u1", channel="card", provider="sim", provider_txn_id="tx0", failed_at=T0
+    )
     state, effects = domain.on_payment_failed(None, failed)
     assert state.payment_failed and effects == []
     state, _ = domain.on_payment_succeeded(state, paid())

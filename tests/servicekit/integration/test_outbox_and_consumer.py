@@ -21,12 +21,22 @@ from tests.kafka_reader import event_types, read_until
 
 
 def paid(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(order_id=order_id, user_id="u1", amount=100, currency="CNY", channel="card",
-                            provider="sim", provider_txn_id=f"tx-{order_id}", paid_at=datetime.now(UTC))
+    return PaymentSucceeded(
+        order_id=order_id,
+        user_id="u1",
+        amount=100,
+        currency="CNY",
+        channel="card",
+        provider="sim",
+        provider_txn_id=f"tx-{order_id}",
+        paid_at=datetime.now(UTC),
+    )
 
 
 @pytest.fixture
-async def kit(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[asyncpg.Pool, KafkaPublisher, str]]:
+async def kit(
+    broker: Broker, database_url: str, isolation: str
+) -> AsyncIterator[tuple[asyncpg.Pool, KafkaPublisher, str]]:
     prefix = f"{isolation}."
     await ensure_topics(broker.bootstrap, [t.qualified(prefix) for t in Topic], 3)
     pool = await create_pool(database_url, isolation)
@@ -75,12 +85,16 @@ async def test_two_relays_at_once_neither_skip_nor_duplicate(kit, broker: Broker
     pool, publisher, prefix = kit
     writers = []
     for w in range(4):
+
         async def write(w: int = w) -> None:
             for i in range(50):
                 async with uow(pool, prefix) as tx:
                     tx.publish(Topic.PAYMENTS_EVENTS, paid(f"ord_{w}_{i}"))
+
         writers.append(write())
-    relays = [asyncio.create_task(OutboxRelay(pool, publisher, batch_size=5, poll_interval_s=0.05).run()) for _ in range(2)]
+    relays = [
+        asyncio.create_task(OutboxRelay(pool, publisher, batch_size=5, poll_interval_s=0.05).run()) for _ in range(2)
+    ]
     try:
         await asyncio.gather(*writers)
         records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 200)
@@ -104,13 +118,18 @@ async def test_a_bad_message_goes_to_the_dead_letter_topic_and_the_consumer_keep
             raise PermanentFailure("order ord_poison breaks a rule")
         handled.append(message.order_id)
 
-    await publisher.publish(topic, Record(key=b"ord_x", value=b"{not json", headers=[("event_type", b"PaymentSucceeded")]))
+    await publisher.publish(
+        topic, Record(key=b"ord_x", value=b"{not json", headers=[("event_type", b"PaymentSucceeded")])
+    )
     for order_id in ("ord_poison", "ord_good"):
         async with uow(pool, prefix) as tx:
             tx.publish(Topic.PAYMENTS_EVENTS, paid(order_id))
     await OutboxRelay(pool, publisher).publish_batch()
     loop = KafkaConsumerLoop(
-        bootstrap=broker.bootstrap, group_id=f"{prefix}g", topics=[topic], handler=handler,
+        bootstrap=broker.bootstrap,
+        group_id=f"{prefix}g",
+        topics=[topic],
+        handler=handler,
         dead_letters=DeadLetterPublisher(publisher),
     )
     await loop.start()

@@ -31,7 +31,9 @@ def test_a_wrong_secret_is_a_mismatch() -> None:
     assert code_of(sign("other", BODY, NOW)) == "signature_mismatch"
 
 
-@pytest.mark.parametrize("header", ["", "t=1", "v1=ab", "t=abc,v1=" + "0" * 64, "t=1,v1=" + "g" * 64, "t=1;v1=" + "0" * 64])
+@pytest.mark.parametrize(
+    "header", ["", "t=1", "v1=ab", "t=abc,v1=" + "0" * 64, "t=1,v1=" + "g" * 64, "t=1;v1=" + "0" * 64]
+)
 def test_malformed_headers_are_refused_as_malformed(header: str) -> None:
     assert code_of(header) in {"signature_malformed", "signature_missing"}
 
@@ -62,5 +64,9 @@ def test_the_header_parser_raises_only_its_declared_error(header: str) -> None:
 @given(st.binary(max_size=300), st.text(max_size=80))
 def test_verify_on_arbitrary_input_either_passes_or_raises_a_signature_error(body: bytes, header: str) -> None:
     assert code_of(header, body=body) in {
-        "signature_missing", "signature_malformed", "signature_expired", "signature_from_future", "signature_mismatch",
+        "signature_missing",
+        "signature_malformed",
+        "signature_expired",
+        "signature_from_future",
+        "signature_mismatch",
     }

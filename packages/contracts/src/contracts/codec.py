@@ -133,8 +133,7 @@ def decode(value: bytes | None, headers: Headers) -> tuple[Message, Envelope]:
         raise DecodeError(f"unknown event_type {envelope.event_type!r}")
     if envelope.schema_version > model.schema_version:
         raise DecodeError(
-            f"{envelope.event_type} v{envelope.schema_version} is newer than this consumer's "
-            f"v{model.schema_version}"
+            f"{envelope.event_type} v{envelope.schema_version} is newer than this consumer's v{model.schema_version}"
         )
     if value is None:
         raise DecodeError("record has no value")

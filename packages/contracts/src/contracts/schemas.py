@@ -26,7 +26,9 @@ def render() -> dict[str, str]:
 def main(argv: list[str]) -> int:
     rendered = render()
     if "--check" in argv:
-        stale = [n for n, text in rendered.items() if not (SCHEMA_DIR / n).exists() or (SCHEMA_DIR / n).read_text() != text]
+        stale = [
+            n for n, text in rendered.items() if not (SCHEMA_DIR / n).exists() or (SCHEMA_DIR / n).read_text() != text
+        ]
         if stale:
             print("schemas out of date:", ", ".join(stale), "- run: python -m contracts.schemas")
             return 1

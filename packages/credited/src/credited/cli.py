@@ -24,10 +24,18 @@ RUN_DIR = Path(".credited")
 def demo(
     orders: Annotated[int, typer.Option(min=1, help="How many orders the simulator places and pays.")] = 500,
     rate: Annotated[float, typer.Option(min=0.1, help="Orders per second.")] = 100.0,
-    credit_loss: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of orders whose credit the ledger drops.")] = 0.0,
-    threshold: Annotated[float, typer.Option(min=0.5, help="Seconds from payment until an uncredited order is overdue.")] = 120.0,
-    duplicates: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of callbacks the provider sends twice.")] = 0.1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")] = False,
+    credit_loss: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of orders whose credit the ledger drops.")
+    ] = 0.0,
+    threshold: Annotated[
+        float, typer.Option(min=0.5, help="Seconds from payment until an uncredited order is overdue.")
+    ] = 120.0,
+    duplicates: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of callbacks the provider sends twice.")
+    ] = 0.1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")
+    ] = False,
 ) -> None:
     """Run the whole stack with the simulator, show live progress, print the scored summary and stop."""
     logging.basicConfig(level=logging.WARNING)

@@ -35,8 +35,14 @@ def _table(truth: Truth, received_orders: int, credited: int, overdue: int, elap
     table = Table(title="credited demo", show_header=True)
     for column in ("orders", "paid", "credited", "overdue flagged", "notifications", "elapsed s"):
         table.add_column(column, justify="right")
-    table.add_row(str(len(truth.orders)), str(len(truth.paid)), str(credited), str(overdue),
-                  str(received_orders), f"{elapsed:.1f}")
+    table.add_row(
+        str(len(truth.orders)),
+        str(len(truth.paid)),
+        str(credited),
+        str(overdue),
+        str(received_orders),
+        f"{elapsed:.1f}",
+    )
     return table
 
 
@@ -76,12 +82,19 @@ async def _drive_and_score(
 
         def view() -> Table:
             by_status = [p["status"] for p in received.payloads.values()]
-            return _table(truth, len(received.payloads), by_status.count("credited"), by_status.count("delayed"),
-                          time.monotonic() - start)
+            return _table(
+                truth,
+                len(received.payloads),
+                by_status.count("credited"),
+                by_status.count("delayed"),
+                time.monotonic() - start,
+            )
 
         with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
             driving = asyncio.create_task(
-                sim.drive(Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share), truth)
+                sim.drive(
+                    Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share), truth
+                )
             )
             timeout = options.settle_timeout_s or (options.orders / options.rate + 4 * options.threshold_s + 120)
             deadline = time.monotonic() + timeout
@@ -93,9 +106,17 @@ async def _drive_and_score(
             await driving
             live.update(view())
         if settled(truth, received) < len(truth.paid):
-            console.print(f"[red]{len(truth.paid) - settled(truth, received)} paid orders did not settle "
-                          f"within {timeout:.0f}s[/red]")
+            console.print(
+                f"[red]{len(truth.paid) - settled(truth, received)} paid orders did not settle "
+                f"within {timeout:.0f}s[/red]"
+            )
         # let late duplicates and status updates land before counting them
         await asyncio.sleep(1.0)
-        return await score(truth, received, ledger_url=stack.url("ledger"), client=client,
-                           elapsed_s=time.monotonic() - start, threshold_s=options.threshold_s)
+        return await score(
+            truth,
+            received,
+            ledger_url=stack.url("ledger"),
+            client=client,
+            elapsed_s=time.monotonic() - start,
+            threshold_s=options.threshold_s,
+        )

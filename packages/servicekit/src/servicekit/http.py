@@ -2,8 +2,9 @@
 /metrics, and a uvicorn server that runs inside the service's own event loop."""
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +69,20 @@ def create_app(
     return app
 
 
-async def serve(app: FastAPI, host: str, port: int) -> None:
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a process that owns its signals: SIGTERM stops the whole service, not just HTTP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(app: ASGIApp, host: str, port: int) -> None:
     """Run uvicorn in the current loop until cancelled."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", loop="none"
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = EmbeddedServer(config)
     try:
         await server.serve()
     except asyncio.CancelledError:

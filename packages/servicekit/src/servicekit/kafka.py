@@ -2,6 +2,7 @@
 at the edge, dead-letters what cannot be decoded or handled, and commits offsets only after the effect."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -65,12 +66,10 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass
             log.info("created topics %s with %d partitions", missing, partitions)
     finally:
         await admin.close()
@@ -173,11 +172,16 @@ class KafkaConsumerLoop:
                 delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
                 log.warning(
                     "transient failure on order %s event %s, retrying in %.1fs: %r",
-                    message.order_id, envelope.event_id, delay, exc,
+                    message.order_id,
+                    envelope.event_id,
+                    delay,
+                    exc,
                 )
                 await asyncio.sleep(delay)
-            except Exception as exc:  # noqa: BLE001 - a poison message must not stop the consumer
-                log.exception("handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt)
+            except Exception as exc:
+                log.exception(
+                    "handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt
+                )
                 if attempt >= self._max_attempts:
                     await self._dead_letter(record, f"handler failed {attempt} times: {exc!r}"[:500])
                     return

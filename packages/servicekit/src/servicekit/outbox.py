@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import Record
 from servicekit.kafka import KafkaPublisher
@@ -20,7 +21,7 @@ from servicekit.kafka import KafkaPublisher
 log = logging.getLogger(__name__)
 
 
-async def add_to_outbox(conn: asyncpg.Connection, entries: Sequence[tuple[str, Record]]) -> None:
+async def add_to_outbox(conn: PoolConnectionProxy, entries: Sequence[tuple[str, Record]]) -> None:
     """Queue (topic, record) pairs for publication inside the caller's transaction."""
     if not entries:
         return
@@ -65,16 +66,14 @@ class OutboxRelay:
             while True:
                 try:
                     moved = await self.publish_batch()
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                     log.warning("outbox relay could not publish, will retry: %s", exc)
                     moved = 0
                     await asyncio.sleep(self._poll_interval_s)
                 if moved < self._batch_size:
                     self._wakeup.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
-                    except TimeoutError:
-                        pass
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(channel, self._on_notify)

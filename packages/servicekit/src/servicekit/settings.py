@@ -29,9 +29,7 @@ class ServiceSettings(BaseSettings):
     )
     topic_prefix: str = Field("", validation_alias=_env("CREDITED_TOPIC_PREFIX"))
     topic_partitions: int = Field(6, ge=1, le=1024, validation_alias=_env("CREDITED_TOPIC_PARTITIONS"))
-    database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/postgres", validation_alias=_env("DATABASE_URL")
-    )
+    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", validation_alias=_env("DATABASE_URL"))
     log_level: str = Field("INFO", validation_alias=_env("CREDITED_LOG_LEVEL"))
     http_host: str = "127.0.0.1"
     http_port: int = 0

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from contracts.base import Message
 from contracts.codec import Record, encode, envelope_for
@@ -15,7 +16,7 @@ from servicekit.outbox import add_to_outbox
 class PostgresUnitOfWork:
     """Base for a service's unit of work; subclasses add the service's own queries on `self.conn`."""
 
-    conn: asyncpg.Connection
+    conn: PoolConnectionProxy
 
     def __init__(
         self,

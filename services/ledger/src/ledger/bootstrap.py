@@ -23,7 +23,9 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
 
     def uow() -> PostgresLedger:
-        return PostgresLedger(infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake)
+        return PostgresLedger(
+            infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
+        )
 
     faults = handlers.FaultPolicy(drop_credit_share=settings.fault_drop_credit_share)
     infra.consume(

@@ -32,7 +32,9 @@ async def handle_payment_succeeded(
             return
         if domain.drops_credit(message.order_id, faults.drop_credit_share):
             await tx.record_fault(message.order_id, "credit_dropped")
-            log.warning("fault injection: dropped the credit of order %s (event %s)", message.order_id, envelope.event_id)
+            log.warning(
+                "fault injection: dropped the credit of order %s (event %s)", message.order_id, envelope.event_id
+            )
             return
         posting = domain.credit(message.order_id, message.user_id, message.amount, message.currency)
         if not await tx.post(posting):

@@ -14,7 +14,9 @@ async def main() -> None:
     settings = Settings()
     configure(settings.log_level, SERVICE)
     if settings.fault_drop_credit_share > 0:
-        log.warning("fault injection on: dropping the credit of %.1f%% of orders", settings.fault_drop_credit_share * 100)
+        log.warning(
+            "fault injection on: dropping the credit of %.1f%% of orders", settings.fault_drop_credit_share * 100
+        )
     infra, app = await build(settings)
     await infra.run(app)
 

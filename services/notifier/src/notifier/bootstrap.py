@@ -32,7 +32,9 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI, DeliveryWo
     worker = DeliveryWorker(infra.pool, channels, infra.publisher, max_attempts=settings.max_attempts)
 
     def uow() -> PostgresNotifications:
-        return PostgresNotifications(infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=worker.wake)
+        return PostgresNotifications(
+            infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=worker.wake
+        )
 
     infra.consume(
         "notifier.order-status",

@@ -40,4 +40,9 @@ async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope,
     async with uow() as tx:
         added = await tx.add(notification, payload(notification, message))
     if not added:
-        log.info("notification %s for order %s already queued (event %s)", message.status, message.order_id, envelope.event_id)
+        log.info(
+            "notification %s for order %s already queued (event %s)",
+            message.status,
+            message.order_id,
+            envelope.event_id,
+        )

@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
 
-SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"
+SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"  # noqa: S105 - the variable name, not a secret
 
 
 class Settings(ServiceSettings):
@@ -26,7 +26,7 @@ class Settings(ServiceSettings):
     def _secrets_from_environment(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("psp_secrets"):
             data["psp_secrets"] = {
-                name[len(SECRET_PREFIX):].lower(): [s.strip() for s in value.split(",") if s.strip()]
+                name[len(SECRET_PREFIX) :].lower(): [s.strip() for s in value.split(",") if s.strip()]
                 for name, value in os.environ.items()
                 if name.startswith(SECRET_PREFIX) and value.strip()
             }

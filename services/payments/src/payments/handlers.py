@@ -119,22 +119,34 @@ async def handle_callback(
         if notice is None:
             assert result is not None
             await tx.record_callback(
-                provider=provider, order_id=None, outcome="rejected", reason=f"{result.code}: {result.detail}",
-                signature=signature, body=body,
+                provider=provider,
+                order_id=None,
+                outcome="rejected",
+                reason=f"{result.code}: {result.detail}",
+                signature=signature,
+                body=body,
             )
             return result
         order = await tx.get(notice.order_id, for_update=True)
         if order is None:
             result = CallbackResult(404, "unknown_order", f"no order {notice.order_id}", notice.order_id)
             await tx.record_callback(
-                provider=provider, order_id=notice.order_id, outcome="rejected", reason="unknown_order",
-                signature=signature, body=body,
+                provider=provider,
+                order_id=notice.order_id,
+                outcome="rejected",
+                reason="unknown_order",
+                signature=signature,
+                body=body,
             )
             return result
         decision = domain.decide(order, notice)
         await tx.record_callback(
-            provider=provider, order_id=order.order_id, outcome=decision.outcome.value,
-            reason=decision.code or decision.reason, signature=signature, body=body,
+            provider=provider,
+            order_id=order.order_id,
+            outcome=decision.outcome.value,
+            reason=decision.code or decision.reason,
+            signature=signature,
+            body=body,
         )
         if decision.outcome is Outcome.REJECTED:
             log.warning("callback for order %s rejected: %s", order.order_id, decision.reason)
@@ -174,14 +186,20 @@ def _check(
 
 
 def _announce(unit: PaymentsUnitOfWork, order: Order) -> None:
-    assert order.provider is not None and order.provider_txn_id is not None
+    assert order.provider is not None
+    assert order.provider_txn_id is not None
     if order.payment_status is PaymentStatus.SUCCEEDED:
         assert order.paid_at is not None
         unit.publish(
             Topic.PAYMENTS_EVENTS,
             PaymentSucceeded(
-                order_id=order.order_id, user_id=order.user_id, amount=order.amount, currency=order.currency,
-                channel=order.channel, provider=order.provider, provider_txn_id=order.provider_txn_id,
+                order_id=order.order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                channel=order.channel,
+                provider=order.provider,
+                provider_txn_id=order.provider_txn_id,
                 paid_at=order.paid_at,
             ),
             event_id=deterministic_id("PaymentSucceeded", order.order_id),
@@ -190,8 +208,12 @@ def _announce(unit: PaymentsUnitOfWork, order: Order) -> None:
         unit.publish(
             Topic.PAYMENTS_EVENTS,
             PaymentFailed(
-                order_id=order.order_id, user_id=order.user_id, channel=order.channel, provider=order.provider,
-                provider_txn_id=order.provider_txn_id, failed_at=datetime.now(UTC),
+                order_id=order.order_id,
+                user_id=order.user_id,
+                channel=order.channel,
+                provider=order.provider,
+                provider_txn_id=order.provider_txn_id,
+                failed_at=datetime.now(UTC),
             ),
             event_id=deterministic_id("PaymentFailed", order.order_id, order.provider_txn_id),
         )
@@ -202,7 +224,9 @@ async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope,
     async with uow() as tx:
         order = await tx.get(message.order_id, for_update=True)
         if order is None:
-            log.warning("status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id)
+            log.warning(
+                "status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id
+            )
             return
         updated = domain.apply_status(order, message.status.value, message.sequence)
         if updated is not None:

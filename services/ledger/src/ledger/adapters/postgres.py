@@ -17,7 +17,9 @@ class PostgresLedger(PostgresUnitOfWork):
         inserted = await self.conn.fetchval(
             "INSERT INTO transactions (transaction_id, order_id, kind) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING RETURNING 1",
-            posting.transaction_id, posting.order_id, posting.kind,
+            posting.transaction_id,
+            posting.order_id,
+            posting.kind,
         )
         if inserted is None:
             return False
@@ -61,8 +63,12 @@ class PostgresLedger(PostgresUnitOfWork):
         for r in rows:
             tx = out.setdefault(
                 r["transaction_id"],
-                {"transaction_id": r["transaction_id"], "kind": r["kind"], "created_at": r["created_at"].isoformat(),
-                 "entries": []},
+                {
+                    "transaction_id": r["transaction_id"],
+                    "kind": r["kind"],
+                    "created_at": r["created_at"].isoformat(),
+                    "entries": [],
+                },
             )
             tx["entries"].append({"account_id": r["account_id"], "amount": r["amount"]})
         return list(out.values())

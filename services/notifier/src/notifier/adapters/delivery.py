@@ -6,6 +6,7 @@ see it twice and drops the repeat by X-Credited-Notification-Id).
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import Record
 from contracts.topics import Topic
@@ -61,10 +63,8 @@ class DeliveryWorker:
                 await asyncio.sleep(self._poll)
             if handled < self._batch_size:
                 self._wakeup.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll)
-                except TimeoutError:
-                    pass
 
     async def deliver_due(self) -> int:
         """Attempt every due notification once; return how many were attempted."""
@@ -90,13 +90,14 @@ class DeliveryWorker:
                 return DeliveryFailed(f"{channel.name}: {exc.reason}", retry=exc.retry, retry_after_s=exc.retry_after_s)
         return None
 
-    async def _settle(self, conn: asyncpg.Connection, row: asyncpg.Record, failure: DeliveryFailed | None) -> None:
+    async def _settle(self, conn: PoolConnectionProxy, row: asyncpg.Record, failure: DeliveryFailed | None) -> None:
         attempts = row["attempts"] + 1
         if failure is None:
             await conn.execute(
                 "UPDATE notifications SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL"
                 " WHERE notification_id = $1",
-                row["notification_id"], attempts,
+                row["notification_id"],
+                attempts,
             )
             self.delivered_total += 1
             return
@@ -105,14 +106,24 @@ class DeliveryWorker:
             await conn.execute(
                 "UPDATE notifications SET attempts = $2, last_error = $3,"
                 " next_attempt_at = now() + make_interval(secs => $4) WHERE notification_id = $1",
-                row["notification_id"], attempts, failure.reason, delay,
+                row["notification_id"],
+                attempts,
+                failure.reason,
+                delay,
             )
-            log.warning("notification %s for order %s failed (%s), retry in %.1fs",
-                        row["notification_id"], row["order_id"], failure.reason, delay)
+            log.warning(
+                "notification %s for order %s failed (%s), retry in %.1fs",
+                row["notification_id"],
+                row["order_id"],
+                failure.reason,
+                delay,
+            )
             return
         await conn.execute(
             "UPDATE notifications SET state = 'failed', attempts = $2, last_error = $3 WHERE notification_id = $1",
-            row["notification_id"], attempts, failure.reason,
+            row["notification_id"],
+            attempts,
+            failure.reason,
         )
         self.failed_total += 1
         reason = f"notification undeliverable after {attempts} attempts: {failure.reason}"

@@ -17,8 +17,11 @@ class PostgresNotifications(PostgresUnitOfWork):
         added = await self.conn.fetchval(
             "INSERT INTO notifications (notification_id, order_id, user_id, status, payload)"
             " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING RETURNING 1",
-            notification.notification_id, notification.order_id, notification.user_id,
-            notification.status.value, orjson.dumps(payload).decode(),
+            notification.notification_id,
+            notification.order_id,
+            notification.user_id,
+            notification.status.value,
+            orjson.dumps(payload).decode(),
         )
         if added is not None:
             self.wake_on_commit()
@@ -28,11 +31,15 @@ class PostgresNotifications(PostgresUnitOfWork):
         rows = await self.conn.fetch(
             "SELECT payload, state, delivered_at FROM notifications WHERE user_id = $1"
             " ORDER BY created_at DESC LIMIT $2",
-            user_id, limit,
+            user_id,
+            limit,
         )
         return [
-            {**orjson.loads(r["payload"]), "delivery": r["state"],
-             "delivered_at": r["delivered_at"].isoformat() if r["delivered_at"] else None}
+            {
+                **orjson.loads(r["payload"]),
+                "delivery": r["state"],
+                "delivered_at": r["delivered_at"].isoformat() if r["delivered_at"] else None,
+            }
             for r in rows
         ]
 
@@ -42,6 +49,11 @@ class PostgresNotifications(PostgresUnitOfWork):
             order_id,
         )
         return [
-            {**orjson.loads(r["payload"]), "delivery": r["state"], "attempts": r["attempts"], "last_error": r["last_error"]}
+            {
+                **orjson.loads(r["payload"]),
+                "delivery": r["state"],
+                "attempts": r["attempts"],
+                "last_error": r["last_error"],
+            }
             for r in rows
         ]

@@ -51,16 +51,21 @@ class ErrorBody(BaseModel):
 
 def _view(order: Order) -> OrderView:
     return OrderView(
-        order_id=order.order_id, user_id=order.user_id, amount=order.amount, currency=order.currency,
-        channel=order.channel, status=order.status, payment_status=order.payment_status.value,
-        provider=order.provider, provider_txn_id=order.provider_txn_id, created_at=order.created_at.isoformat(),
+        order_id=order.order_id,
+        user_id=order.user_id,
+        amount=order.amount,
+        currency=order.currency,
+        channel=order.channel,
+        status=order.status,
+        payment_status=order.payment_status.value,
+        provider=order.provider,
+        provider_txn_id=order.provider_txn_id,
+        created_at=order.created_at.isoformat(),
         paid_at=order.paid_at.isoformat() if order.paid_at else None,
     )
 
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)
-}
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
 
 
 def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]]) -> APIRouter:

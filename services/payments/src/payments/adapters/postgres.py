@@ -37,34 +37,49 @@ class PostgresPayments(PostgresUnitOfWork):
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         lock = " FOR UPDATE" if for_update else ""
-        row = await self.conn.fetchrow(f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1{lock}", order_id)
+        query = f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1{lock}"  # noqa: S608 - constants only
+        row = await self.conn.fetchrow(query, order_id)
         return None if row is None else _order(row)
 
     async def add(self, order: Order) -> None:
         await self.conn.execute(
-            f"INSERT INTO orders ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            order.order_id, order.user_id, order.amount, order.currency, order.channel,
-            order.payment_status.value, order.status, order.status_sequence, order.provider,
-            order.provider_txn_id, order.created_at, order.paid_at,
+            f"INSERT INTO orders ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",  # noqa: S608
+            order.order_id,
+            order.user_id,
+            order.amount,
+            order.currency,
+            order.channel,
+            order.payment_status.value,
+            order.status,
+            order.status_sequence,
+            order.provider,
+            order.provider_txn_id,
+            order.created_at,
+            order.paid_at,
         )
 
     async def save(self, order: Order) -> None:
         await self.conn.execute(
             "UPDATE orders SET payment_status = $2, status = $3, status_sequence = $4, provider = $5,"
             " provider_txn_id = $6, paid_at = $7, updated_at = now() WHERE order_id = $1",
-            order.order_id, order.payment_status.value, order.status, order.status_sequence, order.provider,
-            order.provider_txn_id, order.paid_at,
+            order.order_id,
+            order.payment_status.value,
+            order.status,
+            order.status_sequence,
+            order.provider,
+            order.provider_txn_id,
+            order.paid_at,
         )
 
     async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
         await self.conn.execute(
             "INSERT INTO idempotency_keys (key, request_fingerprint, order_id) VALUES ($1, $2, $3)"
             " ON CONFLICT (key) DO NOTHING",
-            key, fingerprint, order_id,
+            key,
+            fingerprint,
+            order_id,
         )
-        row = await self.conn.fetchrow(
-            "SELECT request_fingerprint, order_id FROM idempotency_keys WHERE key = $1", key
-        )
+        row = await self.conn.fetchrow("SELECT request_fingerprint, order_id FROM idempotency_keys WHERE key = $1", key)
         assert row is not None
         return row["request_fingerprint"], row["order_id"]
 
@@ -74,5 +89,10 @@ class PostgresPayments(PostgresUnitOfWork):
         await self.conn.execute(
             "INSERT INTO callbacks (provider, order_id, outcome, reason, signature_header, body)"
             " VALUES ($1, $2, $3, $4, $5, $6)",
-            provider, order_id, outcome, reason, signature, body,
+            provider,
+            order_id,
+            outcome,
+            reason,
+            signature,
+            body,
         )

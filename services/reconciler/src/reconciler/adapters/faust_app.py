@@ -27,7 +27,7 @@ SERVICE = "reconciler"
 class FaustOrderStates:
     """OrderStates on a faust table (changelog-backed, partitioned like the input topics)."""
 
-    def __init__(self, table: faust.Table) -> None:  # type: ignore[type-arg]
+    def __init__(self, table: faust.Table) -> None:
         self._table = table
 
     def get(self, order_id: str) -> OrderState | None:
@@ -61,7 +61,9 @@ class FaustStatusPublisher:
             changed_at=datetime.now(UTC),
         )
         envelope = envelope_for(
-            message, producer=SERVICE, event_id=deterministic_id("OrderStatusChanged", state.order_id, str(change.sequence))
+            message,
+            producer=SERVICE,
+            event_id=deterministic_id("OrderStatusChanged", state.order_id, str(change.sequence)),
         )
         record = encode(message, envelope)
         sent = await self._topic.send(key=record.key, value=record.value, headers=record.headers)
@@ -94,9 +96,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         topic_disable_leader=True,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(
-        Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix), **raw
-    )
+    source = app.topic(Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix), **raw)
     status_topic = app.topic(Topic.ORDERS_STATUS.qualified(prefix), **raw)
     dead_letters = app.topic(Topic.DEAD_LETTER.qualified(prefix), **raw)
     table = app.Table(
@@ -109,7 +109,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     publisher = FaustStatusPublisher(status_topic)
 
     @app.agent(source)
-    async def join(stream: faust.StreamT) -> None:  # type: ignore[type-arg]
+    async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
             try:

@@ -26,8 +26,9 @@ async def true_end_offsets(bootstrap: str, ends: Mapping[TopicPartition, int]) -
     fixed = dict(ends)
     if not todo:
         return fixed
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50,
-                             max_partition_fetch_bytes=1)
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, max_partition_fetch_bytes=1
+    )
     await probe.start()
     try:
         probe.assign(todo)

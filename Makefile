@@ -1,0 +1,57 @@
+# credited: the front door. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
+PYTEST := $(PY) -m pytest
+export CREDITED_TEST_BROKER ?= embedded
+
+.DEFAULT_GOAL := help
+
+.PHONY: help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q uv==0.13.8
+	$(VENV)/bin/uv pip install --python $(PY) -q -r requirements.lock
+	$(VENV)/bin/uv pip install --python $(PY) -q --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv with the pinned dependencies
+
+demo: $(STAMP) ## Run the stack on the embedded broker and PostgreSQL with the simulator
+	$(VENV)/bin/credited demo
+
+up: $(STAMP) ## Run the stack without the simulator until Ctrl-C
+	$(VENV)/bin/credited up
+
+test: $(STAMP) lint ## Lint, then every test (broker: CREDITED_TEST_BROKER=embedded|apache|host:port)
+	$(PYTEST)
+
+test-unit: $(STAMP) ## Unit and contract tests only (no broker, no database)
+	$(PYTEST) tests/contracts $$(find tests -type d -name unit)
+
+test-e2e-embedded: $(STAMP) ## The end-to-end tests on the embedded Tansu broker
+	CREDITED_TEST_BROKER=embedded $(PYTEST) -m e2e
+
+lint: $(STAMP) ## ruff, mypy --strict, import-linter, schema drift
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m contracts.schemas --check
+
+schemas: $(STAMP) ## Regenerate the committed JSON Schemas of the contracts
+	$(PY) -m contracts.schemas
+
+lock: ## Re-resolve requirements.lock from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+kafka-fetch: ## Download Apache Kafka's jars from Maven Central (cached outside the repo)
+	scripts/apache-kafka fetch
+
+clean: ## Remove the virtualenv and local run data
+	rm -rf $(VENV) .credited .pytest_cache .mypy_cache .ruff_cache
