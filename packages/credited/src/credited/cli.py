@@ -43,8 +43,8 @@ def demo(
     options = DemoOptions(orders, rate, credit_loss, threshold, duplicates, RUN_DIR.resolve() / "demo")
     try:
         summary = asyncio.run(run_demo(options, console))
-    except KeyboardInterrupt:
-        console.print("stopped")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("stopped; every process of the stack has exited")
         raise typer.Exit(130) from None
     if as_json:
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
@@ -70,6 +70,7 @@ def up(
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         stack.start()
         console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
@@ -82,8 +83,6 @@ def up(
                     console.print(f"[red]{name} exited[/red]:\n{child.tail()}")
                     stopping = True
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
         console.print("stopping ...")
         stack.stop()

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,13 @@ def _table(truth: Truth, received_orders: int, credited: int, overdue: int, elap
 
 
 async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
+    # Ctrl-C or SIGTERM cancels the run and the `finally` below stops every process, whatever signal
+    # disposition the demo inherited (a background job starts with SIGINT ignored).
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
     receiver = WebhookReceiver(free_port(), "webhook-secret")
     await receiver.start()
     config = StackConfig.from_environment(
@@ -90,21 +98,22 @@ async def _drive_and_score(
                 time.monotonic() - start,
             )
 
-        with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
-            driving = asyncio.create_task(
-                sim.drive(
-                    Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share), truth
-                )
-            )
-            timeout = options.settle_timeout_s or (options.orders / options.rate + 4 * options.threshold_s + 120)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+        load = Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share)
+        driving = asyncio.create_task(sim.drive(load, truth))
+        timeout = options.settle_timeout_s or (options.orders / options.rate + 4 * options.threshold_s + 120)
+        try:
+            with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    live.update(view())
+                    if driving.done() and settled(truth, received) >= len(truth.paid):
+                        break
+                    await asyncio.sleep(0.25)
+                await driving
                 live.update(view())
-                if driving.done() and settled(truth, received) >= len(truth.paid):
-                    break
-                await asyncio.sleep(0.25)
-            await driving
-            live.update(view())
+        finally:
+            driving.cancel()
+            await asyncio.gather(driving, return_exceptions=True)
         if settled(truth, received) < len(truth.paid):
             console.print(
                 f"[red]{len(truth.paid) - settled(truth, received)} paid orders did not settle "

@@ -107,13 +107,12 @@ class Simulator:
                     truth.errors.append(f"order {i}: {exc!r}")
                 progress()
 
-        tasks = []
-        for i in range(load.orders):
-            delay = start + i / load.rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        async with asyncio.TaskGroup() as group:  # cancelling the drive cancels every order in flight
+            for i in range(load.orders):
+                delay = start + i / load.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                group.create_task(one(i))
 
 
 FINAL = {"credited", "refunded", "needs_support"}
