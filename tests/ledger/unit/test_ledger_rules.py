@@ -6,11 +6,12 @@ import pytest
 
 from contracts.base import Message
 from contracts.codec import envelope_for
-from contracts.events import CreditPosted, PaymentSucceeded
+from contracts.commands import BlockCredit, RetryCredit
+from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded
 from contracts.topics import Topic
 from ledger import domain
-from ledger.domain import AccountKind, Entry, Posting
-from ledger.handlers import FaultPolicy, handle_payment_succeeded
+from ledger.domain import AccountKind, Entry, Posted, Posting
+from ledger.handlers import FaultPolicy, handle_block_credit, handle_payment_succeeded, handle_retry_credit
 
 
 @dataclass
@@ -20,6 +21,8 @@ class Books:
     processed: set[tuple[str, str]] = field(default_factory=set)
     faults: set[str] = field(default_factory=set)
     published: list[Message] = field(default_factory=list)
+    blocks: dict[str, str] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
 
 
 class InMemoryLedger:
@@ -51,6 +54,31 @@ class InMemoryLedger:
 
     async def record_fault(self, order_id: str, kind: str) -> None:
         self.books.faults.add(order_id)
+
+    async def lock_order(self, order_id: str) -> None:
+        return None
+
+    async def credit_of(self, order_id: str) -> Posted | None:
+        posting = self.books.postings.get((order_id, "credit"))
+        if posting is None:
+            return None
+        wallet = next(e for e in posting.entries if e.account.kind is AccountKind.WALLET)
+        return Posted(
+            posting.transaction_id,
+            wallet.account.user_id or "",
+            wallet.amount,
+            wallet.account.currency,
+            datetime.now(UTC),
+        )
+
+    async def block_of(self, order_id: str) -> str | None:
+        return self.books.blocks.get(order_id)
+
+    async def block(self, order_id: str, reason: str) -> None:
+        self.books.blocks.setdefault(order_id, reason)
+
+    async def wallet_frozen(self, user_id: str, currency: str) -> bool:
+        return f"wallet:{user_id}:{currency}" in self.books.frozen
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
         self.books.published.append(message)
@@ -116,3 +144,58 @@ async def test_a_dropped_credit_is_recorded_as_ground_truth_and_posts_nothing() 
         faults=FaultPolicy(drop_credit_share=1.0),
     )
     assert books.faults == {"ord_1"} and books.postings == {} and books.published == []
+
+
+def retry(attempt: int = 1) -> RetryCredit:
+    return RetryCredit(
+        order_id="ord_1", user_id="u1", amount=600, currency="CNY", attempt=attempt, requested_at=datetime.now(UTC)
+    )
+
+
+def block() -> BlockCredit:
+    return BlockCredit(order_id="ord_1", user_id="u1", reason="retries exhausted", requested_at=datetime.now(UTC))
+
+
+async def test_a_retry_credits_a_dropped_order_and_a_second_retry_only_reannounces_it() -> None:
+    books = Books()
+    for attempt in (1, 2):
+        await handle_retry_credit(
+            retry(attempt), envelope_for(retry(attempt), producer="r"), uow=lambda: InMemoryLedger(books)
+        )
+    assert books.balances["wallet:u1:CNY"] == 600
+    assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]
+    assert len(books.postings) == 1
+
+
+async def test_a_block_before_any_credit_rejects_finally_and_later_credits_are_refused() -> None:
+    books = Books()
+    await handle_block_credit(block(), envelope_for(block(), producer="r"), uow=lambda: InMemoryLedger(books))
+    await handle_retry_credit(retry(), envelope_for(retry(), producer="r"), uow=lambda: InMemoryLedger(books))
+    event = paid()
+    await handle_payment_succeeded(
+        event, envelope_for(event, producer="p"), uow=lambda: InMemoryLedger(books), faults=FaultPolicy()
+    )
+    assert books.postings == {} and "wallet:u1:CNY" not in books.balances
+    rejections = [m for m in books.published if isinstance(m, CreditRejected)]
+    assert len(rejections) == 3 and all(r.final for r in rejections)
+
+
+async def test_a_block_after_the_credit_reannounces_the_credit_and_blocks_nothing() -> None:
+    books = Books()
+    event = paid()
+    await handle_payment_succeeded(
+        event, envelope_for(event, producer="p"), uow=lambda: InMemoryLedger(books), faults=FaultPolicy()
+    )
+    await handle_block_credit(block(), envelope_for(block(), producer="r"), uow=lambda: InMemoryLedger(books))
+    assert books.blocks == {}
+    assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]
+
+
+async def test_a_frozen_wallet_is_a_final_rejection_that_blocks_the_order() -> None:
+    books = Books(frozen={"wallet:u1:CNY"})
+    event = paid()
+    await handle_payment_succeeded(
+        event, envelope_for(event, producer="p"), uow=lambda: InMemoryLedger(books), faults=FaultPolicy()
+    )
+    assert isinstance(books.published[0], CreditRejected) and books.published[0].final
+    assert books.blocks == {"ord_1": "wallet frozen"}

@@ -1,7 +1,7 @@
 """The language between credited's services: events, commands, headers and topics."""
 
 from contracts.codec import DecodeError, Envelope, decode, encode
-from contracts.commands import GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import (
     CreditPosted,
     CreditRejected,
@@ -10,10 +10,13 @@ from contracts.events import (
     OrderStatusChanged,
     PaymentFailed,
     PaymentSucceeded,
+    RefundFailed,
+    RefundSucceeded,
 )
 from contracts.topics import Topic
 
 __all__ = [
+    "BlockCredit",
     "CreditPosted",
     "CreditRejected",
     "DecodeError",
@@ -25,6 +28,8 @@ __all__ = [
     "OrderStatusChanged",
     "PaymentFailed",
     "PaymentSucceeded",
+    "RefundFailed",
+    "RefundSucceeded",
     "RetryCredit",
     "Topic",
     "decode",

@@ -16,6 +16,16 @@ class RetryCredit(Message):
     requested_at: UtcDatetime
 
 
+class BlockCredit(Message):
+    """Ledger: never credit this order from now on, unless it is credited already (then re-announce the
+    credit). Answered by CreditRejected(final=True) or CreditPosted; the refund waits for that answer."""
+
+    event_type = "BlockCredit"
+    user_id: UserId
+    reason: str = Field(min_length=1, max_length=200)
+    requested_at: UtcDatetime
+
+
 class IssueRefund(Message):
     """Payments: refund this order to the original payment method; it could not be credited."""
 

@@ -63,6 +63,26 @@ class CreditRejected(Message):
     rejected_at: UtcDatetime
 
 
+class RefundSucceeded(Message):
+    """The provider returned the order's payment to the user's original payment method."""
+
+    event_type = "RefundSucceeded"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    refund_id: str = Field(min_length=1, max_length=128)
+    refunded_at: UtcDatetime
+
+
+class RefundFailed(Message):
+    """The refund could not be made; a person has to take over."""
+
+    event_type = "RefundFailed"
+    user_id: UserId
+    reason: str = Field(min_length=1, max_length=200)
+    failed_at: UtcDatetime
+
+
 class OrderStatus(StrEnum):
     """What the user is told about an order. `paid` is the starting point, not a notification."""
 

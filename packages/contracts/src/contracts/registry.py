@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contracts.base import Message
-from contracts.commands import GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import (
     CreditPosted,
     CreditRejected,
@@ -12,6 +12,8 @@ from contracts.events import (
     OrderStatusChanged,
     PaymentFailed,
     PaymentSucceeded,
+    RefundFailed,
+    RefundSucceeded,
 )
 
 MODELS: dict[str, type[Message]] = {
@@ -23,7 +25,10 @@ MODELS: dict[str, type[Message]] = {
         CreditPosted,
         CreditRejected,
         OrderStatusChanged,
+        RefundSucceeded,
+        RefundFailed,
         RetryCredit,
+        BlockCredit,
         IssueRefund,
         GrantCompensation,
     )

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
 from ledger import handlers
@@ -32,6 +33,17 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         "ledger.payments",
         [Topic.PAYMENTS_EVENTS],
         route({PaymentSucceeded: partial(handlers.handle_payment_succeeded, uow=uow, faults=faults)}),
+    )
+    infra.consume(
+        "ledger.commands",
+        [Topic.LEDGER_COMMANDS],
+        route(
+            {
+                RetryCredit: partial(handlers.handle_retry_credit, uow=uow),
+                BlockCredit: partial(handlers.handle_block_credit, uow=uow),
+                GrantCompensation: partial(handlers.handle_grant_compensation, uow=uow),
+            }
+        ),
     )
     app = create_app(title="credited ledger", version="1", registry=infra.registry)
     app.include_router(routes(uow))

@@ -2,6 +2,7 @@
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from contracts.codec import deterministic_id
@@ -43,6 +44,17 @@ class Posting:
             raise ValueError(f"posting {self.transaction_id} has an empty entry")
 
 
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A credit already in the books."""
+
+    transaction_id: str
+    user_id: str
+    amount: int
+    currency: str
+    created_at: datetime
+
+
 def wallet(user_id: str, currency: str) -> Account:
     return Account(f"wallet:{user_id}:{currency}", AccountKind.WALLET, currency, user_id)
 
@@ -58,6 +70,19 @@ def credit(order_id: str, user_id: str, amount: int, currency: str) -> Posting:
         order_id=order_id,
         kind="credit",
         entries=(Entry(topup_clearing(currency), -amount), Entry(wallet(user_id, currency), amount)),
+    )
+
+
+def compensation(order_id: str, user_id: str, amount: int, currency: str) -> Posting:
+    """A delay compensation: the wallet gains `amount`, paid by the platform's compensation account."""
+    return Posting(
+        transaction_id=deterministic_id("compensation", order_id),
+        order_id=order_id,
+        kind="compensation",
+        entries=(
+            Entry(Account(f"platform:compensation:{currency}", AccountKind.COMPENSATION, currency), -amount),
+            Entry(wallet(user_id, currency), amount),
+        ),
     )
 
 

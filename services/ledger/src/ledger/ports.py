@@ -5,6 +5,7 @@ from typing import Protocol
 
 from contracts.base import Message
 from contracts.topics import Topic
+from ledger.domain import Posted as PostedCredit
 from ledger.domain import Posting
 
 
@@ -24,6 +25,22 @@ class LedgerUnitOfWork(Protocol):
         ...
 
     async def record_fault(self, order_id: str, kind: str) -> None: ...
+
+    async def lock_order(self, order_id: str) -> None:
+        """Serialise every credit and block decision for one order until the unit of work ends."""
+        ...
+
+    async def credit_of(self, order_id: str) -> PostedCredit | None:
+        """The order's credit, if it has one."""
+        ...
+
+    async def block_of(self, order_id: str) -> str | None:
+        """Why the order may not be credited, if it is blocked."""
+        ...
+
+    async def block(self, order_id: str, reason: str) -> None: ...
+
+    async def wallet_frozen(self, user_id: str, currency: str) -> bool: ...
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
 

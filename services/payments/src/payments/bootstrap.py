@@ -5,11 +5,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts.commands import IssueRefund
 from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
-from payments import handlers
+from payments import handlers, refunds
 from payments.adapters.http import routes
 from payments.adapters.postgres import PostgresPayments
+from payments.adapters.provider import SimulatedProvider
 from payments.config import Settings
 from servicekit.http import create_app
 from servicekit.infrastructure import Infrastructure
@@ -31,6 +33,12 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         "payments.order-status",
         [Topic.ORDERS_STATUS],
         route({OrderStatusChanged: partial(handlers.handle_status_changed, uow=uow)}),
+    )
+    provider = SimulatedProvider(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
+    infra.consume(
+        "payments.commands",
+        [Topic.PAYMENTS_COMMANDS],
+        route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
     app = create_app(title="credited payments", version="1", registry=infra.registry)
     app.include_router(routes(uow=uow, secrets=settings.psp_secrets))

@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
     http_port: int = 8101
     db_schema: str = "payments"
     psp_secrets: dict[str, list[str]] = {}
+    sim_refund_failure_share: float = 0.0
+    sim_refund_timeout_share: float = 0.0
 
     @model_validator(mode="before")
     @classmethod

@@ -1,11 +1,31 @@
 """What the payments use cases need from the outside world."""
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
 from contracts.base import Message
 from contracts.topics import Topic
 from payments.domain import Order
+
+
+@dataclass(frozen=True, slots=True)
+class RefundAnswer:
+    """A provider's answer to a refund request or query: succeeded, failed, or unknown (timed out)."""
+
+    status: str
+    refund_id: str = ""
+    reason: str = ""
+
+
+class RefundProvider(Protocol):
+    """A payment provider's refund API. `key` makes a repeated request idempotent at the provider."""
+
+    async def refund(
+        self, provider: str, provider_txn_id: str, amount: int, currency: str, key: str
+    ) -> RefundAnswer: ...
+
+    async def query(self, provider: str, key: str) -> RefundAnswer: ...
 
 
 class PaymentsUnitOfWork(Protocol):
@@ -34,6 +54,10 @@ class PaymentsUnitOfWork(Protocol):
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool: ...
+
+    async def refund_of(self, order_id: str) -> RefundAnswer | None: ...
+
+    async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None: ...
 
 
 class UnitOfWorkFactory(Protocol):

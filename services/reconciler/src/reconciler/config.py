@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from reconciler.domain import Policy
 from servicekit.settings import ServiceSettings
 
 
@@ -13,5 +14,21 @@ class Settings(ServiceSettings):
 
     http_port: int = 8103
     threshold_s: float = Field(120.0, gt=0, description="Seconds after payment until an uncredited order is overdue.")
+    channel_thresholds_s: dict[str, float] = Field(
+        default_factory=dict, description='Per payment channel, as JSON: {"carrier": 300}.'
+    )
+    retry_attempts: int = Field(3, ge=1, le=20, description="RetryCredit attempts before the credit is blocked.")
+    retry_backoff_s: float = Field(2.0, gt=0, description="Wait after the first retry; doubles each attempt.")
+    compensation_minor: int = Field(0, ge=0, description="Delay compensation per late credit, in minor units.")
+    tick_s: float = Field(0.1, gt=0, le=5, description="How often timers and end offsets are checked.")
     session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")
+
+    def policy(self) -> Policy:
+        return Policy(
+            threshold_s=self.threshold_s,
+            channel_thresholds_s=self.channel_thresholds_s,
+            retry_attempts=self.retry_attempts,
+            retry_backoff_s=self.retry_backoff_s,
+            compensation_minor=self.compensation_minor,
+        )

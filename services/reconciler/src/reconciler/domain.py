@@ -1,18 +1,112 @@
-"""The per-order join of payments and credits, as a pure state machine: events in, state and effects out.
+"""One order's join of payments and credits, and its remediation, as a pure state machine.
 
-Rules:
-- An order's user-facing status starts at `paid` (the provider already told the user) and the first
-  status published is the next one: `credited` once both the payment and the credit are known.
-- A credit that arrives before its payment is kept; `credited` is published when the payment arrives.
-- Every event is applied idempotently: a repeat changes nothing and publishes nothing.
-- A failed payment ends the order without a status change (nothing was owed).
+Events and clock ticks go in; the new state and effects (status changes, commands) come out.
+
+Rules written down:
+- The user-facing status starts at `paid` (the provider already told the user). A normal order then
+  gets one status change: `credited`.
+- An order is overdue when it is paid and has no credit by `paid_at + threshold(channel)`, in event
+  time, and the credit stream is known complete up to that deadline (`safe_time`, see watermarks.py).
+  A credit that arrives first keeps the order from ever being flagged.
+- Overdue: `delayed` to the user, RetryCredit attempt 1; further attempts with exponential backoff;
+  after the last attempt BlockCredit (the ledger credits nothing for the order from then on, or tells
+  us it already had), and only after the ledger's final rejection IssueRefund. So money that was
+  credited is never refunded: a credit that lands before the block wins and closes the order.
+- A final CreditRejected (unknown user, frozen wallet, ...) skips the retries: the ledger has blocked
+  the order, so the refund can go at once.
+- A refund that fails escalates the order to a person (`needs_support`).
+- A credit with no payment is an anomaly once the payment stream is complete past credit + threshold.
+- Every event is applied idempotently: a repeat changes nothing and emits nothing.
 """
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from contracts.events import CreditPosted, OrderStatus, PaymentFailed, PaymentSucceeded
+from contracts.events import (
+    CreditPosted,
+    CreditRejected,
+    OrderStatus,
+    PaymentFailed,
+    PaymentSucceeded,
+    RefundFailed,
+    RefundSucceeded,
+)
+
+HISTORY_LIMIT = 60
+
+
+class Phase(StrEnum):
+    OPEN = "open"
+    AWAITING_CREDIT = "awaiting_credit"
+    RETRYING = "retrying"
+    BLOCKING = "blocking"
+    REFUNDING = "refunding"
+    CREDITED = "credited"
+    REFUNDED = "refunded"
+    ESCALATED = "escalated"
+    PAYMENT_FAILED = "payment_failed"
+
+
+class CommandKind(StrEnum):
+    RETRY_CREDIT = "RetryCredit"
+    BLOCK_CREDIT = "BlockCredit"
+    ISSUE_REFUND = "IssueRefund"
+    GRANT_COMPENSATION = "GrantCompensation"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Thresholds and remediation settings."""
+
+    threshold_s: float = 120.0
+    channel_thresholds_s: Mapping[str, float] = field(default_factory=dict)
+    retry_attempts: int = 3
+    retry_backoff_s: float = 2.0
+    compensation_minor: int = 0
+
+    def threshold(self, channel: str) -> timedelta:
+        return timedelta(seconds=self.channel_thresholds_s.get(channel, self.threshold_s))
+
+    def backoff(self, attempt: int) -> timedelta:
+        return timedelta(seconds=self.retry_backoff_s * 2 ** (attempt - 1))
+
+    def remaining_retry_time(self, attempt: int) -> timedelta:
+        return sum((self.backoff(a) for a in range(attempt, self.retry_attempts + 1)), timedelta())
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    status: OrderStatus
+    previous: OrderStatus
+    reason: str
+    sequence: int
+    estimated_credit_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: CommandKind
+    attempt: int = 1
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    """The order was flagged overdue; `late_by_s` is flag time minus deadline."""
+
+    deadline: datetime
+    late_by_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    kind: str
+
+
+Effect = StatusChange | Command | Flagged | Anomaly
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,17 +114,22 @@ class OrderState:
     """What the reconciler knows about one order."""
 
     order_id: str
+    partition: int = -1
     user_id: str = ""
     amount: int = 0
     currency: str = ""
     channel: str = ""
+    phase: Phase = Phase.OPEN
     paid_at: datetime | None = None
-    payment_failed: bool = False
     credited_at: datetime | None = None
-    credit_transaction_id: str | None = None
-    status: OrderStatus | None = None
+    deadline: datetime | None = None
+    attempts: int = 0
+    next_action_at: datetime | None = None
+    flagged_at: datetime | None = None
+    anomaly: str | None = None
+    status: OrderStatus = OrderStatus.PAID
     sequence: int = 0
-    history: tuple[tuple[str, str], ...] = field(default=())
+    history: tuple[tuple[str, str], ...] = ()
 
     @property
     def paid(self) -> bool:
@@ -42,86 +141,175 @@ class OrderState:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("paid_at", "credited_at"):
+        for key in ("paid_at", "credited_at", "deadline", "next_action_at", "flagged_at"):
             data[key] = data[key].isoformat() if data[key] else None
-        data["status"] = self.status.value if self.status else None
         data["history"] = [list(h) for h in self.history]
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "OrderState":
+    def from_json(cls, data: Mapping[str, Any]) -> "OrderState":
         values = dict(data)
-        for key in ("paid_at", "credited_at"):
+        for key in ("paid_at", "credited_at", "deadline", "next_action_at", "flagged_at"):
             values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
-        values["status"] = OrderStatus(values["status"]) if values.get("status") else None
-        values["history"] = tuple(tuple(h) for h in values.get("history", ()))
+        values["phase"] = Phase(values["phase"])
+        values["status"] = OrderStatus(values["status"])
+        values["history"] = tuple((str(a), str(b)) for a, b in values.get("history", ()))
         return cls(**values)
 
 
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """Publish OrderStatusChanged for the order."""
-
-    status: OrderStatus
-    previous: OrderStatus | None
-    reason: str
-    sequence: int
+Result = tuple[OrderState, list[Effect]]
 
 
-Effect = StatusChange
+def _note(state: OrderState, what: str, at: datetime) -> OrderState:
+    return replace(state, history=(*state.history, (what, at.isoformat()))[-HISTORY_LIMIT:])
 
 
-def _transition(state: OrderState, status: OrderStatus, reason: str) -> tuple[OrderState, list[Effect]]:
-    sequence = state.sequence + 1
-    effect = StatusChange(status=status, previous=state.status or OrderStatus.PAID, reason=reason, sequence=sequence)
-    return replace(state, status=status, sequence=sequence), [effect]
+def _status(state: OrderState, status: OrderStatus, reason: str, at: datetime, eta: datetime | None = None) -> Result:
+    change = StatusChange(status, state.status, reason, state.sequence + 1, eta)
+    state = _note(replace(state, status=status, sequence=state.sequence + 1), f"status:{status.value}", at)
+    return state, [change]
 
 
-def _settle(state: OrderState) -> tuple[OrderState, list[Effect]]:
-    if state.paid and state.credited and state.status is not OrderStatus.CREDITED:
-        return _transition(state, OrderStatus.CREDITED, "credit posted")
-    return state, []
+def _command(state: OrderState, command: Command, at: datetime) -> Result:
+    return _note(state, f"command:{command.kind.value}#{command.attempt}", at), [command]
 
 
-def on_payment_succeeded(state: OrderState | None, event: PaymentSucceeded) -> tuple[OrderState, list[Effect]]:
-    """The provider confirmed the payment: the order is owed a credit."""
-    current = state or OrderState(order_id=event.order_id)
-    if current.paid:
-        return current, []
-    current = replace(
-        current,
+def _then(first: Result, step: Callable[..., Result], *args: Any) -> Result:
+    """Apply `step(state, *args)` after `first`, keeping the effects of both in order."""
+    state, effects = first
+    state, more = step(state, *args)
+    return state, effects + more
+
+
+def _close_credited(state: OrderState, now: datetime, policy: Policy) -> Result:
+    late = state.flagged_at is not None
+    state = replace(state, phase=Phase.CREDITED, next_action_at=None)
+    result = _status(state, OrderStatus.CREDITED, "credited after a delay" if late else "credit posted", now)
+    if late and policy.compensation_minor > 0:
+        result = _then(result, _command, Command(CommandKind.GRANT_COMPENSATION), now)
+        result = _then(result, _status, OrderStatus.COMPENSATED, "compensation for the delay", now)
+    return result
+
+
+def _start_refund(state: OrderState, reason: str, now: datetime) -> Result:
+    state = replace(state, phase=Phase.REFUNDING, next_action_at=None)
+    result = _command(state, Command(CommandKind.ISSUE_REFUND, reason=reason), now)
+    if state.status is not OrderStatus.REMEDIATING:
+        result = _then(result, _status, OrderStatus.REMEDIATING, f"refunding: {reason}", now)
+    return result
+
+
+def on_payment_succeeded(state: OrderState, event: PaymentSucceeded, now: datetime, policy: Policy) -> Result:
+    """The provider confirmed the payment: the order is owed a credit by its deadline."""
+    if state.paid:
+        return state, []
+    state = replace(
+        state,
         user_id=event.user_id,
         amount=event.amount,
         currency=event.currency,
         channel=event.channel,
         paid_at=event.paid_at,
-        payment_failed=False,
-        history=(*current.history, ("paid", event.paid_at.isoformat())),
+        deadline=event.paid_at + policy.threshold(event.channel),
+        phase=Phase.AWAITING_CREDIT if state.phase in (Phase.OPEN, Phase.PAYMENT_FAILED) else state.phase,
     )
-    return _settle(current)
+    state = _note(state, "paid", event.paid_at)
+    if state.credited:
+        return _close_credited(state, now, policy)
+    return state, []
 
 
-def on_payment_failed(state: OrderState | None, event: PaymentFailed) -> tuple[OrderState, list[Effect]]:
-    """The payment failed: nothing is owed (unless a success already arrived, which wins)."""
-    current = state or OrderState(order_id=event.order_id, user_id=event.user_id, channel=event.channel)
-    if current.paid or current.payment_failed:
-        return current, []
-    return replace(
-        current, payment_failed=True, history=(*current.history, ("payment_failed", event.failed_at.isoformat()))
-    ), []
+def on_payment_failed(state: OrderState, event: PaymentFailed, now: datetime, policy: Policy) -> Result:
+    """The payment failed: nothing is owed (a success, earlier or later, wins)."""
+    if state.paid or state.phase is Phase.PAYMENT_FAILED:
+        return state, []
+    state = replace(state, user_id=event.user_id, channel=event.channel, phase=Phase.PAYMENT_FAILED)
+    return _note(state, "payment_failed", event.failed_at), []
 
 
-def on_credit_posted(state: OrderState | None, event: CreditPosted) -> tuple[OrderState, list[Effect]]:
+def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, policy: Policy) -> Result:
     """The ledger credited the wallet."""
-    current = state or OrderState(
-        order_id=event.order_id, user_id=event.user_id, amount=event.amount, currency=event.currency
-    )
-    if current.credited:
-        return current, []
-    current = replace(
-        current,
-        credited_at=event.credited_at,
-        credit_transaction_id=event.transaction_id,
-        history=(*current.history, ("credited", event.credited_at.isoformat())),
-    )
-    return _settle(current)
+    if state.credited:
+        return state, []
+    state = _note(replace(state, credited_at=event.credited_at), "credited", event.credited_at)
+    if not state.user_id:
+        state = replace(state, user_id=event.user_id, amount=event.amount, currency=event.currency)
+    if not state.paid:
+        return state, []
+    if state.phase in (Phase.REFUNDING, Phase.REFUNDED):
+        state = replace(state, phase=Phase.ESCALATED, anomaly="credited_after_refund")
+        return _then(
+            (state, [Anomaly("credited_after_refund")]),
+            _status,
+            OrderStatus.NEEDS_SUPPORT,
+            "credited while a refund was under way",
+            now,
+        )
+    return _close_credited(state, now, policy)
+
+
+def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, policy: Policy) -> Result:
+    """The ledger refused the credit. A final refusal means the order can never be credited: refund."""
+    state = _note(state, f"credit_rejected:{'final' if event.final else 'retryable'}:{event.reason}", event.rejected_at)
+    if not event.final or state.credited or not state.paid:
+        return state, []
+    if state.phase not in (Phase.AWAITING_CREDIT, Phase.RETRYING, Phase.BLOCKING):
+        return state, []
+    return _start_refund(state, event.reason, now)
+
+
+def on_refund_succeeded(state: OrderState, event: RefundSucceeded, now: datetime, policy: Policy) -> Result:
+    if state.phase is not Phase.REFUNDING:
+        return state, []
+    state = _note(replace(state, phase=Phase.REFUNDED), "refunded", event.refunded_at)
+    return _status(state, OrderStatus.REFUNDED, "refunded to the original payment method", now)
+
+
+def on_refund_failed(state: OrderState, event: RefundFailed, now: datetime, policy: Policy) -> Result:
+    if state.phase is not Phase.REFUNDING:
+        return state, []
+    state = _note(replace(state, phase=Phase.ESCALATED), f"refund_failed:{event.reason}", event.failed_at)
+    return _status(state, OrderStatus.NEEDS_SUPPORT, f"refund failed: {event.reason}", now)
+
+
+def wake_time(state: OrderState, policy: Policy) -> tuple[str, datetime] | None:
+    """When the order next needs the clock: ('deadline', t) against safe time, ('action', t) against now."""
+    if state.phase is Phase.AWAITING_CREDIT and state.deadline is not None:
+        return "deadline", state.deadline
+    if state.phase is Phase.RETRYING and state.next_action_at is not None:
+        return "action", state.next_action_at
+    if state.phase is Phase.OPEN and state.credited and not state.paid and state.anomaly is None:
+        assert state.credited_at is not None
+        return "deadline", state.credited_at + policy.threshold(state.channel)
+    return None
+
+
+def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Policy) -> Result:
+    """Let time pass: flag an overdue order, retry, or give up and block the credit."""
+    deadline = state.deadline
+    if state.phase is Phase.AWAITING_CREDIT and deadline is not None and deadline <= safe_time:
+        state = replace(state, phase=Phase.RETRYING, attempts=1, flagged_at=now, next_action_at=now + policy.backoff(1))
+        state = _note(state, "flagged_overdue", now)
+        eta = now + policy.remaining_retry_time(1)
+        result: Result = (state, [Flagged(deadline, (now - deadline).total_seconds())])
+        result = _then(result, _status, OrderStatus.DELAYED, "not credited in time; retrying", now, eta)
+        return _then(result, _command, Command(CommandKind.RETRY_CREDIT, 1), now)
+    if state.phase is Phase.RETRYING and state.next_action_at is not None and state.next_action_at <= now:
+        if state.attempts < policy.retry_attempts:
+            attempt = state.attempts + 1
+            state = replace(state, attempts=attempt, next_action_at=now + policy.backoff(attempt))
+            return _command(state, Command(CommandKind.RETRY_CREDIT, attempt), now)
+        state = replace(state, phase=Phase.BLOCKING, next_action_at=None)
+        result = _command(state, Command(CommandKind.BLOCK_CREDIT, reason="credit retries exhausted"), now)
+        return _then(result, _status, OrderStatus.REMEDIATING, "could not credit; preparing a refund", now)
+    if (
+        state.phase is Phase.OPEN
+        and state.credited
+        and not state.paid
+        and state.anomaly is None
+        and state.credited_at is not None
+        and state.credited_at + policy.threshold(state.channel) <= safe_time
+    ):
+        state = _note(replace(state, anomaly="credit_without_payment"), "anomaly:credit_without_payment", now)
+        return state, [Anomaly("credit_without_payment")]
+    return state, []

@@ -1,42 +1,85 @@
-"""Reconciler use cases: apply one payment or credit event to the order's state and announce what changed."""
+"""Reconciler use cases: apply an event to its order, and let time pass for a partition.
+
+Effects are published (and acknowledged by the broker) before the new state is stored, so a crash in
+between repeats an announcement, which downstream drops by its deterministic id, instead of losing it.
+"""
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
 
 from contracts.base import Message
 from contracts.codec import Envelope
-from contracts.events import CreditPosted, PaymentFailed, PaymentSucceeded
-from reconciler import domain
-from reconciler.domain import Effect, OrderState
-from reconciler.ports import OrderStates, StatusPublisher
+from contracts.events import OrderStatus, PaymentSucceeded
+from reconciler.domain import Anomaly, Command, Effect, Flagged, OrderState, StatusChange
+from reconciler.engine import Engine
+from reconciler.ports import Announcer, Clock, Observations
 
 log = logging.getLogger(__name__)
 
-Transition = Callable[[OrderState | None, Any], tuple[OrderState, list[Effect]]]
 
-ROUTES: dict[type[Message], Transition] = {
-    PaymentSucceeded: domain.on_payment_succeeded,
-    PaymentFailed: domain.on_payment_failed,
-    CreditPosted: domain.on_credit_posted,
-}
+async def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, observe: Observations) -> None:
+    for effect in effects:
+        if isinstance(effect, StatusChange):
+            await announcer.status(state, effect)
+            if effect.status is OrderStatus.CREDITED and state.paid_at and state.credited_at:
+                observe.credited(state.channel, (state.credited_at - state.paid_at).total_seconds())
+            log.info("order %s is %s: %s", state.order_id, effect.status.value, effect.reason)
+        elif isinstance(effect, Command):
+            await announcer.command(state, effect)
+            observe.remediation(effect.kind.value, "requested")
+            log.warning("order %s: sent %s attempt %d", state.order_id, effect.kind.value, effect.attempt)
+        elif isinstance(effect, Flagged):
+            observe.flagged(state.channel, effect.late_by_s)
+            log.warning(
+                "order %s overdue: deadline %s, flagged %.3fs after it",
+                state.order_id,
+                effect.deadline.isoformat(),
+                effect.late_by_s,
+            )
+        elif isinstance(effect, Anomaly):
+            observe.anomaly(effect.kind)
+            log.error("order %s anomaly: %s", state.order_id, effect.kind)
 
 
 async def handle_event(
-    message: Message, envelope: Envelope, *, states: OrderStates, publisher: StatusPublisher
+    message: Message,
+    envelope: Envelope,
+    partition: int,
+    *,
+    engine: Engine,
+    announcer: Announcer,
+    observe: Observations,
+    clock: Clock,
 ) -> None:
-    """Join the event into the order's state. Status changes are published before the state is saved,
-    so a crash in between repeats the announcement (deduplicated downstream) instead of losing it."""
-    transition = ROUTES.get(type(message))
-    if transition is None:
+    """Join one payment, credit, rejection or refund event into its order."""
+    now = datetime.fromtimestamp(clock.now(), UTC)
+    before = engine.states.get(message.order_id)
+    result = engine.apply(message, partition, now)
+    observe.event(envelope.event_type)
+    if result is None:
         return
-    before = states.get(message.order_id)
-    after, effects = transition(before, message)
-    for effect in effects:
-        await publisher.publish(after, effect)
-        log.info("order %s is %s (event %s)", message.order_id, effect.status, envelope.event_id)
-    if after != before:
-        states.put(after)
+    state, effects = result
+    if isinstance(message, PaymentSucceeded) and not (before and before.paid):
+        observe.paid(message.channel)
+    await _announce(state, effects, announcer, observe)
+    if state != before:
+        engine.commit(state)
 
 
-Handler = Callable[[Message, Envelope], Awaitable[None]]
+async def handle_tick(
+    partition: int,
+    safe_time: datetime | None,
+    *,
+    engine: Engine,
+    announcer: Announcer,
+    observe: Observations,
+    clock: Clock,
+) -> int:
+    """Fire every timer of `partition` that is due; return how many orders moved."""
+    now = datetime.fromtimestamp(clock.now(), UTC)
+    moved = 0
+    for state, effects in engine.due(partition, now, safe_time):
+        await _announce(state, effects, announcer, observe)
+        engine.commit(state)
+        moved += 1
+    return moved

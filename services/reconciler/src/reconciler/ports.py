@@ -1,8 +1,9 @@
 """What the reconciler's use cases need from the outside world."""
 
+from collections.abc import Iterator
 from typing import Protocol
 
-from reconciler.domain import OrderState, StatusChange
+from reconciler.domain import Command, OrderState, StatusChange
 
 
 class OrderStates(Protocol):
@@ -12,8 +13,35 @@ class OrderStates(Protocol):
 
     def put(self, state: OrderState) -> None: ...
 
+    def values(self) -> Iterator[OrderState]: ...
 
-class StatusPublisher(Protocol):
-    """Publishes an order's status changes to orders.status."""
 
-    async def publish(self, state: OrderState, change: StatusChange) -> None: ...
+class Announcer(Protocol):
+    """Publishes status changes to orders.status and commands to the ledger and payments, and waits
+    for the broker's acknowledgement."""
+
+    async def status(self, state: OrderState, change: StatusChange) -> None: ...
+
+    async def command(self, state: OrderState, command: Command) -> None: ...
+
+
+class Observations(Protocol):
+    """What on-call engineers see: counts and latencies with bounded labels."""
+
+    def event(self, kind: str) -> None: ...
+
+    def paid(self, channel: str) -> None: ...
+
+    def credited(self, channel: str, pay_to_credit_s: float) -> None: ...
+
+    def flagged(self, channel: str, late_by_s: float) -> None: ...
+
+    def remediation(self, action: str, outcome: str) -> None: ...
+
+    def anomaly(self, kind: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix seconds."""
+        ...

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from ledger.domain import Posting
+from ledger.domain import Posted, Posting
 from servicekit.uow import PostgresUnitOfWork
 
 
@@ -41,6 +41,35 @@ class PostgresLedger(PostgresUnitOfWork):
             "UPDATE accounts SET balance = balance + $2 WHERE account_id = $1", sorted(deltas.items())
         )
         return True
+
+    async def lock_order(self, order_id: str) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger-order:' || $1))", order_id)
+
+    async def credit_of(self, order_id: str) -> Posted | None:
+        row = await self.conn.fetchrow(
+            "SELECT t.transaction_id, t.created_at, a.user_id, a.currency, e.amount FROM transactions t"
+            " JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)"
+            " WHERE t.order_id = $1 AND t.kind = 'credit' AND a.kind = 'wallet'",
+            order_id,
+        )
+        if row is None:
+            return None
+        return Posted(row["transaction_id"], row["user_id"], row["amount"], row["currency"], row["created_at"])
+
+    async def block_of(self, order_id: str) -> str | None:
+        reason: str | None = await self.conn.fetchval("SELECT reason FROM credit_blocks WHERE order_id = $1", order_id)
+        return reason
+
+    async def block(self, order_id: str, reason: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO credit_blocks (order_id, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING", order_id, reason
+        )
+
+    async def wallet_frozen(self, user_id: str, currency: str) -> bool:
+        frozen = await self.conn.fetchval(
+            "SELECT frozen FROM accounts WHERE account_id = $1", f"wallet:{user_id}:{currency}"
+        )
+        return bool(frozen)
 
     async def record_fault(self, order_id: str, kind: str) -> None:
         await self.conn.execute(

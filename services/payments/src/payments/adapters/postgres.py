@@ -3,6 +3,7 @@
 import asyncpg
 
 from payments.domain import Order, PaymentStatus
+from payments.ports import RefundAnswer
 from servicekit.uow import PostgresUnitOfWork
 
 _COLUMNS = (
@@ -82,6 +83,21 @@ class PostgresPayments(PostgresUnitOfWork):
         row = await self.conn.fetchrow("SELECT request_fingerprint, order_id FROM idempotency_keys WHERE key = $1", key)
         assert row is not None
         return row["request_fingerprint"], row["order_id"]
+
+    async def refund_of(self, order_id: str) -> RefundAnswer | None:
+        row = await self.conn.fetchrow("SELECT refund_id, status, reason FROM refunds WHERE order_id = $1", order_id)
+        return None if row is None else RefundAnswer(row["status"], row["refund_id"] or "", row["reason"])
+
+    async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None:
+        await self.conn.execute(
+            "INSERT INTO refunds (order_id, refund_id, status, reason, attempts) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (order_id) DO NOTHING",
+            order_id,
+            answer.refund_id or None,
+            answer.status,
+            answer.reason,
+            attempts,
+        )
 
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes

@@ -1,27 +1,36 @@
-"""The faust-streaming side of the reconciler: the app, its table, the agent and the web pages.
+"""The faust-streaming side of the reconciler: the app, its table, the agent, the ticker and the web pages.
 
-faust lives only here. The agent decodes each record at the edge and calls the pure handlers; records
-that do not decode go to the dead-letter topic with the reason.
+faust lives only here. The agent decodes each record at the edge and calls the pure engine through the
+handlers; records that do not decode go to the dead-letter topic with the reason. The ticker samples
+the brokers' end offsets, moves each partition's safe time (watermarks.py) and fires due timers.
 """
 
+import asyncio
 import logging
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from contracts.codec import DecodeError, decode, deterministic_id, encode, envelope_for
-from contracts.events import OrderStatusChanged
+from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
+from reconciler.adapters.announcer import KafkaAnnouncer
+from reconciler.adapters.metrics import PrometheusObservations
+from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.config import Settings
-from reconciler.domain import OrderState, StatusChange
-from reconciler.handlers import handle_event
+from reconciler.domain import OrderState, Phase
+from reconciler.engine import Engine
+from reconciler.handlers import handle_event, handle_tick
+from reconciler.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
 
-SERVICE = "reconciler"
+OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
 
 
 class FaustOrderStates:
@@ -37,41 +46,18 @@ class FaustOrderStates:
     def put(self, state: OrderState) -> None:
         self._table[state.order_id] = state.to_json()
 
+    def values(self) -> Iterator[OrderState]:
+        for raw in list(self._table.values()):
+            yield OrderState.from_json(raw)
 
-class FaustStatusPublisher:
-    """Publishes OrderStatusChanged and waits for the broker's acknowledgement."""
 
-    def __init__(self, topic: faust.TopicT) -> None:
-        self._topic = topic
-
-    async def publish(self, state: OrderState, change: StatusChange) -> None:
-        assert state.paid_at is not None
-        message = OrderStatusChanged(
-            order_id=state.order_id,
-            user_id=state.user_id,
-            status=change.status,
-            sequence=change.sequence,
-            previous_status=change.previous,
-            reason=change.reason,
-            amount=state.amount,
-            currency=state.currency,
-            channel=state.channel or "unknown",
-            paid_at=state.paid_at,
-            credited_at=state.credited_at,
-            changed_at=datetime.now(UTC),
-        )
-        envelope = envelope_for(
-            message,
-            producer=SERVICE,
-            event_id=deterministic_id("OrderStatusChanged", state.order_id, str(change.sequence)),
-        )
-        record = encode(message, envelope)
-        sent = await self._topic.send(key=record.key, value=record.value, headers=record.headers)
-        await sent
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
 
 
 def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
-    """The faust app with one agent joining payments.events and ledger.events by order id."""
+    """The faust app: one agent joining payments.events and ledger.events by order id, plus the ticker."""
     prefix = settings.topic_prefix
     app = faust.App(
         f"{prefix}credited-reconciler",
@@ -96,17 +82,29 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         topic_disable_leader=True,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix), **raw)
-    status_topic = app.topic(Topic.ORDERS_STATUS.qualified(prefix), **raw)
+    inputs = (Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix))
+    source = app.topic(*inputs, **raw)
     dead_letters = app.topic(Topic.DEAD_LETTER.qualified(prefix), **raw)
     table = app.Table(
         "order-state",
         default=None,
         partitions=settings.topic_partitions,
+        use_partitioner=True,
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
     )
     states = FaustOrderStates(table)
-    publisher = FaustStatusPublisher(status_topic)
+    engine = Engine(states, settings.policy())
+    observe = PrometheusObservations(registry)
+    announcer = KafkaAnnouncer(
+        app.topic(Topic.ORDERS_STATUS.qualified(prefix), **raw),
+        app.topic(Topic.LEDGER_COMMANDS.qualified(prefix), **raw),
+        app.topic(Topic.PAYMENTS_COMMANDS.qualified(prefix), **raw),
+        settings.compensation_minor,
+    )
+    watermarks = Watermarks(inputs)
+    offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
+    clock = SystemClock()
+    deps: dict[str, Any] = {"engine": engine, "announcer": announcer, "observe": observe, "clock": clock}
 
     @app.agent(source)
     async def join(stream: faust.StreamT) -> None:
@@ -115,26 +113,148 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
             try:
                 message, envelope = decode(event.value, list(msg.headers or []))
             except DecodeError as exc:
-                log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc.reason)
-                headers = [(k, v) for k, v in (msg.headers or [])] + [
-                    ("dlq_reason", f"undecodable: {exc.reason}".encode()),
-                    ("dlq_source_topic", msg.topic.encode()),
-                    ("dlq_source_partition", str(msg.partition).encode()),
-                    ("dlq_source_offset", str(msg.offset).encode()),
-                    ("dlq_consumer_group", app.conf.id.encode()),
-                ]
-                await (await dead_letters.send(key=msg.key or b"", value=event.value or b"", headers=headers))
-                continue
-            await handle_event(message, envelope, states=states, publisher=publisher)
+                await _dead_letter(dead_letters, app.conf.id, msg, event.value, exc.reason)
+            else:
+                await handle_event(message, envelope, msg.partition, **deps)
+            watermarks.processed(msg.topic, msg.partition, msg.offset + 1)
 
+    ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s)
+
+    @app.task
+    async def tick() -> None:
+        await ticker.run()
+
+    _pages(app, table, registry)
+    return app
+
+
+class Ticker:
+    """Every tick: follow the assignment, sample end offsets, advance safe times, fire due timers."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        inputs: tuple[str, ...],
+        engine: Engine,
+        watermarks: Watermarks,
+        offsets: BrokerOffsets,
+        observe: PrometheusObservations,
+        deps: dict[str, Any],
+        tick_s: float,
+    ) -> None:
+        self.app, self.inputs, self.engine, self.watermarks = app, inputs, engine, watermarks
+        self.offsets, self.observe, self.deps, self.tick_s = offsets, observe, deps, tick_s
+        self._last_gauge = 0.0
+
+    async def run(self) -> None:
+        await self.offsets.start()
+        try:
+            while not self.app.should_stop:
+                started = time.monotonic()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reconciler tick failed; timers are rebuilt from the table")
+                    self.engine.rebuild(self.watermarks.partitions, self.engine.states.values())
+                await asyncio.sleep(max(0.0, self.tick_s - (time.monotonic() - started)))
+        finally:
+            await self.offsets.stop()
+
+    def _assigned(self) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.inputs}
+
+    async def tick(self) -> None:
+        if self.app.rebalancing or self.app.in_recovery:
+            return
+        assigned = self._assigned()
+        known = self.watermarks.partitions
+        if assigned != known:
+            await self._reassign(assigned, known)
+        if not assigned:
+            return
+        tps = [TopicPartition(t, p) for t in self.inputs for p in sorted(assigned)]
+        sampled_at = datetime.now(UTC)
+        ends = await self.offsets.end_offsets(tps)
+        for p in assigned:
+            self.watermarks.observe(p, sampled_at, {t: ends[TopicPartition(t, p)] for t in self.inputs})
+        oldest: datetime | None = None
+        for p in sorted(assigned):
+            safe = self.watermarks.safe_time(p)
+            if safe is not None and (oldest is None or safe < oldest):
+                oldest = safe
+            await handle_tick(p, safe, **self.deps)
+        if oldest is not None:
+            self.observe.watermark_lag.set((datetime.now(UTC) - oldest).total_seconds())
+        self._update_overdue_gauge()
+
+    async def _reassign(self, assigned: set[int], known: set[int]) -> None:
+        for p in known - assigned:
+            self.watermarks.revoke(p)
+            self.engine.forget([p])
+        new = sorted(assigned - known)
+        if not new:
+            return
+        tps = [TopicPartition(t, p) for t in self.inputs for p in new]
+        committed = await self.offsets.committed(self.app.conf.id, tps)
+        for p in new:
+            self.watermarks.assign(p, {t: committed[TopicPartition(t, p)] for t in self.inputs})
+        pending = self.engine.rebuild(new, self.engine.states.values())
+        log.info("assigned partitions %s: %d orders waiting on a timer", new, pending)
+
+    def _update_overdue_gauge(self) -> None:
+        if time.monotonic() - self._last_gauge < 5:
+            return
+        self._last_gauge = time.monotonic()
+        self.observe.overdue_now.set(sum(1 for s in self.engine.states.values() if s.phase in OVERDUE_PHASES))
+
+
+async def _dead_letter(topic: faust.TopicT, group: str, msg: Any, value: bytes | None, reason: str) -> None:
+    log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+    headers = [(k, v) for k, v in (msg.headers or []) if not k.startswith("dlq_")] + [
+        ("dlq_reason", f"undecodable: {reason}".encode()),
+        ("dlq_source_topic", msg.topic.encode()),
+        ("dlq_source_partition", str(msg.partition).encode()),
+        ("dlq_source_offset", str(msg.offset).encode()),
+        ("dlq_consumer_group", group.encode()),
+        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+    await (await topic.send(key=msg.key or b"", value=value or b"", headers=headers))
+
+
+def _pages(app: faust.App, table: faust.Table, registry: CollectorRegistry) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+            ready = not app.rebalancing and not app.in_recovery
+            return self.json({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
-    return app
+    @app.page("/v1/orders/{order_id}/timeline")
+    @app.table_route(table=table, match_info="order_id")
+    async def timeline(web: Any, request: Request, order_id: str) -> Response:
+        """Every event and status of one order in time order, for support staff and on-call engineers."""
+        raw = table.get(order_id)
+        if raw is None:
+            return web.json({"error": "unknown_order", "detail": f"no order {order_id}"}, status=404)
+        state = OrderState.from_json(raw)
+        return web.json(
+            {
+                "order_id": state.order_id,
+                "user_id": state.user_id,
+                "amount": state.amount,
+                "currency": state.currency,
+                "channel": state.channel,
+                "phase": state.phase.value,
+                "status": state.status.value,
+                "deadline": state.deadline.isoformat() if state.deadline else None,
+                "retry_attempts": state.attempts,
+                "anomaly": state.anomaly,
+                "timeline": [{"what": what, "at": at} for what, at in sorted(state.history, key=lambda h: h[1])],
+            }
+        )

@@ -20,16 +20,21 @@ log = logging.getLogger(__name__)
 _APPLIED = False
 
 
-async def true_end_offsets(bootstrap: str, ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-    """The real end offset of each non-empty partition, from fetch responses."""
+async def true_end_offsets(
+    bootstrap: str, ends: Mapping[TopicPartition, int], probe: AIOKafkaConsumer | None = None
+) -> dict[TopicPartition, int]:
+    """The real end offset of each non-empty partition, from fetch responses (`probe`: a started,
+    group-less consumer to reuse; without one a short-lived consumer is made)."""
     todo = [tp for tp, end in ends.items() if end]
     fixed = dict(ends)
     if not todo:
         return fixed
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, max_partition_fetch_bytes=1
-    )
-    await probe.start()
+    own = probe is None
+    if probe is None:
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, max_partition_fetch_bytes=1
+        )
+        await probe.start()
     try:
         probe.assign(todo)
         for tp in todo:
@@ -40,7 +45,8 @@ async def true_end_offsets(bootstrap: str, ends: Mapping[TopicPartition, int]) -
         for tp in todo:
             fixed[tp] = max(ends[tp], probe.highwater(tp) or 0)
     finally:
-        await probe.stop()
+        if own:
+            await probe.stop()
     return fixed
 
 
@@ -61,3 +67,16 @@ def correct_faust_end_offsets(bootstrap: str) -> None:
 
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters
     _APPLIED = True
+
+
+def shorten_faust_fetch_wait(max_wait_ms: int) -> None:
+    """Tansu answers a waiting fetch only when its wait runs out (Apache Kafka answers as soon as data
+    arrives); faust fixes the wait at 1.5 s, which would delay every event by up to that much."""
+    original = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms  # read by AIOKafkaConsumer.start() when it builds its fetcher
+        return consumer
+
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer

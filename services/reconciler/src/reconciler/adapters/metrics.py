@@ -1,0 +1,69 @@
+"""PrometheusObservations: the reconciler's metrics, on an injected registry."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+class PrometheusObservations:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("reconciler_events_total", "Input events applied, by type.", ["type"], registry=registry)
+        self.paid_orders = Counter(
+            "reconciler_orders_paid_total", "Orders the provider confirmed paid.", ["channel"], registry=registry
+        )
+        self.credited_orders = Counter(
+            "reconciler_orders_credited_total", "Paid orders credited.", ["channel"], registry=registry
+        )
+        self.pay_to_credit = Histogram(
+            "reconciler_pay_to_credit_seconds",
+            "Payment to credit, event time.",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.flagged_orders = Counter(
+            "reconciler_overdue_flagged_total", "Orders flagged overdue.", ["channel"], registry=registry
+        )
+        self.detection = Histogram(
+            "reconciler_detection_latency_seconds",
+            "Flag time minus the order's deadline.",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.remediations = Counter(
+            "reconciler_remediations_total",
+            "Remediation steps by action and outcome.",
+            ["action", "outcome"],
+            registry=registry,
+        )
+        self.anomalies = Counter("reconciler_anomalies_total", "Anomalies by kind.", ["kind"], registry=registry)
+        self.overdue_now = Gauge(
+            "reconciler_orders_overdue",
+            "Paid orders past their deadline and not credited or refunded.",
+            registry=registry,
+        )
+        self.watermark_lag = Gauge(
+            "reconciler_watermark_lag_seconds",
+            "Now minus the oldest safe time over assigned partitions (how far behind the streams are known).",
+            registry=registry,
+        )
+
+    def event(self, kind: str) -> None:
+        self.events.labels(kind).inc()
+
+    def paid(self, channel: str) -> None:
+        self.paid_orders.labels(channel).inc()
+
+    def credited(self, channel: str, pay_to_credit_s: float) -> None:
+        self.credited_orders.labels(channel).inc()
+        self.pay_to_credit.labels(channel).observe(max(0.0, pay_to_credit_s))
+
+    def flagged(self, channel: str, late_by_s: float) -> None:
+        self.flagged_orders.labels(channel).inc()
+        self.detection.observe(max(0.0, late_by_s))
+
+    def remediation(self, action: str, outcome: str) -> None:
+        self.remediations.labels(action, outcome).inc()
+
+    def anomaly(self, kind: str) -> None:
+        self.anomalies.labels(kind).inc()
