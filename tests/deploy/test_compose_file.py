@@ -1,0 +1,266 @@
+"""docker-compose.yml and the Dockerfile agree with what the code reads: commands, ports, environment, topics."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from contracts.topics import Topic
+from credited.stack.local import DEFAULT_PORTS, SERVICES
+from ledger.config import Settings as LedgerSettings
+from notifier.config import Settings as NotifierSettings
+from payments.config import SECRET_PREFIX
+from payments.config import Settings as PaymentsSettings
+from reconciler.bootstrap import build as build_reconciler
+from reconciler.config import Settings as ReconcilerSettings
+from tests.deploy.compose import env_names_read_by, port_mappings, resolved_config
+from tests.deploy.groups import RECONCILER_TABLE, reconciler_changelog
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "payments": PaymentsSettings,
+    "ledger": LedgerSettings,
+    "reconciler": ReconcilerSettings,
+    "notifier": NotifierSettings,
+}
+USES_DATABASE = {"payments", "ledger", "notifier"}
+JOINED = {Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    env_file = tmp_path_factory.mktemp("compose") / "empty.env"
+    env_file.write_text("")
+    return resolved_config(ROOT, env_file)
+
+
+def instances(name: str) -> list[str]:
+    """The service and its `-worker` twin (profile `scale`), which must run with the very same settings."""
+    return [name, f"{name}-worker"]
+
+
+def settings_under(env: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's Settings built from exactly the container's environment, nothing inherited."""
+    for key in list(os.environ):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return SETTINGS[name]()
+
+
+def created_topics(compose: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """topic -> (partitions, extra arguments), from the topics service's `create <topic> <partitions>` lines."""
+    init = compose["services"]["topics"]
+    script = "\n".join(init["command"]).replace("$$", "$")
+    env = init["environment"]
+    topics = {}
+    for topic, count, extra in re.findall(r"^create ([\w.-]+) (\S+)(.*)$", script, flags=re.MULTILINE):
+        value = count.strip('"')
+        topics[topic] = (int(env[value[1:]] if value.startswith("$") else value), extra.strip())
+    return topics
+
+
+def test_docker_compose_accepts_the_file_offline(compose: dict[str, Any]) -> None:
+    expected = {"kafka", "topics", "postgres", "prometheus", "alertmanager", "grafana"}
+    expected |= {i for name in SERVICES for i in instances(name)}
+    assert set(compose["services"]) == expected
+    assert set(compose["volumes"]) >= {"kafka-data", "postgres-data", "prometheus-data", "grafana-data"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_runs_its_module_from_the_one_image_with_health_checks_and_restarts(
+    compose: dict[str, Any], name: str
+) -> None:
+    for instance in instances(name):
+        service = compose["services"][instance]
+        assert service["command"] == ["python", "-m", name], instance
+        assert Path(service["build"]["context"]) == ROOT and service["build"]["dockerfile"] == "Dockerfile"
+        assert service["restart"] == "unless-stopped"
+        port = DEFAULT_PORTS[name]
+        assert f"http://127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"]), instance
+        needs = {"kafka": "service_healthy", "topics": "service_completed_successfully"}
+        if name in USES_DATABASE:
+            needs["postgres"] = "service_healthy"
+        assert {k: v["condition"] for k, v in service["depends_on"].items()} == needs, instance
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_publishes_the_port_it_listens_on_and_its_workers_publish_none(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"][name]
+    settings = settings_under(service["environment"], name, monkeypatch)
+    assert settings.http_port == DEFAULT_PORTS[name] == SETTINGS[name].model_fields["http_port"].default
+    assert [(host, container) for _, host, container in port_mappings(service)] == [(settings.http_port,) * 2]
+    assert port_mappings(compose["services"][f"{name}-worker"]) == []
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_variable_compose_sets_is_one_the_service_reads(compose: dict[str, Any], name: str) -> None:
+    readable = env_names_read_by(SETTINGS[name])
+    for instance in instances(name):
+        env = compose["services"][instance]["environment"]
+        unread = {
+            key
+            for key in env
+            if key.upper() not in readable and not (name == "payments" and key.startswith(SECRET_PREFIX))
+        }
+        assert unread == set(), f"{instance} sets variables its Settings never reads: {sorted(unread)}"
+        if name not in USES_DATABASE:
+            assert "DATABASE_URL" not in env
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_reaches_kafka_and_postgres_by_their_compose_names(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    kafka_env = services["kafka"]["environment"]
+    internal = re.search(r"PLAINTEXT://([^,]+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    assert internal is not None
+    settings = settings_under(services[name]["environment"], name, monkeypatch)
+    assert settings.kafka_bootstrap == internal.group(1)
+    assert settings.kafka_broker == "apache" and settings.idempotent_producer
+    assert settings.http_host == "0.0.0.0"
+    assert settings.topic_prefix == ""
+    topics = created_topics(compose)
+    assert all(topics[t.value][0] == settings.topic_partitions for t in JOINED)
+    if name in USES_DATABASE:
+        pg = services["postgres"]["environment"]
+        url = urlsplit(settings.database_url)
+        assert (url.hostname, url.port or 5432) == ("postgres", 5432)
+        assert (url.username, url.password, url.path.lstrip("/")) == (
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
+        assert settings.db_schema == name
+    if name == "payments":
+        assert settings.psp_secrets == {"sim": ["sim-secret"]}
+    if name == "reconciler":
+        assert str(settings.data_dir).startswith("/var/lib/credited/")
+
+
+def test_the_topics_service_creates_every_contract_topic_and_the_reconciler_changelog_with_explicit_partitions(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics = created_topics(compose)
+    contract = {t.value for t in Topic}
+    assert set(topics) >= contract
+    assert all(count >= 1 for count, _ in topics.values())
+    # The reconciler joins payments and credits per order: both topics are partitioned alike, and so is the
+    # faust table's changelog, named as faust names it for the app the reconciler builds.
+    reconciler = settings_under(compose["services"]["reconciler"]["environment"], "reconciler", monkeypatch)
+    changelog = build_reconciler(reconciler).tables[RECONCILER_TABLE].changelog_topic
+    assert set(topics) - contract == {changelog.get_topic_name()} == {reconciler_changelog("")}
+    assert {topics[t.value][0] for t in JOINED} == {topics[changelog.get_topic_name()][0]} == {changelog.partitions}
+    assert "cleanup.policy=compact" in topics[changelog.get_topic_name()][1]
+    init = compose["services"]["topics"]
+    assert init["image"] == compose["services"]["kafka"]["image"]
+    assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert init["restart"] == "no"
+
+
+def test_kafka_is_a_single_apache_kraft_node_with_a_health_check_and_its_data_on_a_volume(
+    compose: dict[str, Any],
+) -> None:
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    assert kafka["image"] == "apache/kafka:4.1.1"
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # One node: internal topics with a replication factor above 1 would block groups and transactions.
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+        assert str(env[key]) == "1"
+    assert any(v.endswith(f":{env['KAFKA_LOG_DIRS']}:rw") for v in kafka["volumes"])
+    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+
+
+def test_postgres_keeps_its_data_on_a_volume_and_is_checked_before_services_start(compose: dict[str, Any]) -> None:
+    pg = compose["services"]["postgres"]
+    assert re.fullmatch(r"postgres:1[67](\..*)?", pg["image"])
+    assert any(v.startswith("postgres-data:/var/lib/postgresql/data") for v in pg["volumes"])
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+
+
+def test_prometheus_alertmanager_and_grafana_are_provisioned_from_deploy(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    mounts = {name: " ".join(services[name]["volumes"]) for name in ("prometheus", "alertmanager", "grafana")}
+    assert f"{ROOT}/deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts["prometheus"]
+    assert f"{ROOT}/deploy/prometheus/rules:" in mounts["prometheus"]
+    assert f"{ROOT}/deploy/alertmanager/alertmanager.yml:" in mounts["alertmanager"]
+    assert f"{ROOT}/deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts["grafana"]
+    assert f"{ROOT}/deploy/grafana/dashboards:" in mounts["grafana"]
+    for name in mounts:
+        assert "healthcheck" in services[name] and services[name]["restart"] == "unless-stopped"
+
+
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuation lines joined), split by stage."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    stages: list[list[str]] = []
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def test_the_image_is_multi_stage_slim_and_runs_as_a_user_without_privileges() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    builder, runtime = stages[0], stages[-1]
+    assert any("requirements.lock" in line for line in builder)
+    assert runtime[0].startswith("FROM python:3.11-slim")
+    users = [line.split()[1] for line in runtime if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    tools = re.compile(r"\b(apt-get|apk|gcc|build-essential|pip install)\b")
+    assert [line for line in runtime if line.startswith("RUN ") and tools.search(line)] == []
+
+
+def test_the_image_layout_lets_each_service_find_its_sql_migrations(tmp_path: Path) -> None:
+    """Copies what the runtime stage copies, where it copies it, and imports each service from there with the
+    image's PYTHONPATH: each bootstrap.py finds its migrations at Path(__file__).parents[2] / "migrations"."""
+    runtime = dockerfile_stages()[-1]
+    image = tmp_path / "image"
+    for line in runtime:
+        parts = line.split()
+        if parts[0] == "COPY" and not any(p.startswith("--from") for p in parts):
+            source, target = parts[-2], parts[-1]
+            (image / target.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-r", str(ROOT / source), str(image / target.lstrip("/"))], check=True)
+    env_line = next(line for line in runtime if "PYTHONPATH=" in line)
+    match = re.search(r"PYTHONPATH=(\S+)", env_line)
+    assert match is not None
+    pythonpath = ":".join(str(image / p.lstrip("/")) for p in match.group(1).split(":"))
+    probe = (
+        "import importlib, sys\n"
+        "for name in ('payments', 'ledger', 'notifier', 'reconciler'):\n"
+        "    module = importlib.import_module(name + '.bootstrap')\n"
+        "    migrations = getattr(module, 'MIGRATIONS', None)\n"
+        "    sql = sorted(p.name for p in migrations.glob('*.sql')) if migrations else []\n"
+        "    print(name, module.__file__, migrations, len(sql))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": pythonpath, "PATH": os.environ.get("PATH", "")},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()}
+    for name in SERVICES:
+        module_file, migrations, count = rows[name]
+        assert module_file.startswith(str(image)), f"{name} was imported from {module_file}, not the image layout"
+        if name in USES_DATABASE:
+            assert migrations == str(image / "app" / "services" / name / "migrations")
+            assert int(count) >= 1, f"{name} finds no SQL migrations in the image"
