@@ -141,3 +141,36 @@ async def test_bad_requests_get_4xx_json_that_names_the_problem(api) -> None:  #
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_order"
     malformed = await client.post("/v1/psp/sim/callbacks", content=b"{", headers={"X-Signature": "t=1"})
     assert malformed.status_code == 401 and malformed.json()["error"] == "signature_malformed"
+
+
+def sample(metrics_text: str, series: str) -> float:
+    """The value of one series in the Prometheus text format, or 0 when it is absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_orders_and_callbacks_are_counted_with_configured_labels_only(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    order_id = await new_order(client, **{"Idempotency-Key": "k-metrics"})
+    await new_order(client, **{"Idempotency-Key": "k-metrics"})  # the same order again: not a new one
+    other = await client.post(
+        "/v1/orders", json={"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "newpay"}
+    )
+    assert other.status_code == 201
+    assert (await post_callback(client, callback(order_id))).status_code == 200
+    assert (await post_callback(client, callback(order_id))).status_code == 200
+    assert (await post_callback(client, callback(order_id), secret="wrong")).status_code == 401
+    await client.get(f"/v1/orders/{order_id}")
+
+    text = (await client.get("/metrics")).text
+    assert sample(text, 'payments_orders_created_total{channel="alipay"}') == 1
+    assert sample(text, 'payments_orders_created_total{channel="other"}') == 1
+    assert sample(text, 'payments_orders_created_total{channel="wechat"}') == 0
+    assert sample(text, 'payments_callbacks_total{outcome="paid",provider="sim"}') == 1
+    assert sample(text, 'payments_callbacks_total{outcome="duplicate",provider="sim"}') == 1
+    assert sample(text, 'payments_callbacks_total{outcome="rejected",provider="sim"}') == 1
+    route = 'credited_http_requests_total{code="200",method="GET",route="/v1/orders/{order_id}",service="payments"}'
+    assert sample(text, route) == 1
+    assert order_id not in text and "newpay" not in text

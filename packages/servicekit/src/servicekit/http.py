@@ -1,9 +1,10 @@
 """The HTTP side every service shares: FastAPI with JSON errors that name the problem, /healthz,
-/metrics, and a uvicorn server that runs inside the service's own event loop."""
+/metrics, request metrics by route template, and a uvicorn server inside the service's own event loop."""
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
@@ -12,7 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servicekit.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,12 @@ def create_app(
     registry: CollectorRegistry,
     ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with credited's error shape and the operational endpoints."""
+    """A FastAPI app with credited's error shape and the operational endpoints. When the service's
+    metrics were built on `registry` (servicekit.infrastructure does that), every request is counted."""
     app = FastAPI(title=title, version=version)
+    service_metrics = ServiceMetrics.on(registry)
+    if service_metrics is not None:
+        app.add_middleware(RequestMetrics, metrics=service_metrics)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -67,6 +74,38 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    """Counts and times every request by its route template (`/v1/orders/{order_id}`), never the raw
+    path: an order id in a label would make a new series per order."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self._metrics.http_request(route, method, status, time.perf_counter() - started)
 
 
 class EmbeddedServer(uvicorn.Server):

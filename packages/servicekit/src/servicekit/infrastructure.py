@@ -1,5 +1,7 @@
-"""The infrastructure a service's composition root builds once: pool, publisher, outbox relay, consumers."""
+"""The infrastructure a service's composition root builds once: pool, publisher, outbox relay, consumers,
+and the service's metrics registry with the credited_* metrics they report."""
 
+import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -13,12 +15,15 @@ from prometheus_client import CollectorRegistry
 from contracts.topics import Topic
 from servicekit.http import serve
 from servicekit.kafka import DeadLetterPublisher, Handler, KafkaConsumerLoop, KafkaPublisher, ensure_topics
+from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import TRANSIENT_DB, create_pool, migrate
 from servicekit.runner import run_until_stopped
 from servicekit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+_SAMPLING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB, asyncpg.PostgresError, OSError, TimeoutError)
 
 
 @dataclass
@@ -30,8 +35,14 @@ class Infrastructure:
     pool: asyncpg.Pool
     publisher: KafkaPublisher
     relay: OutboxRelay
-    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    metrics: ServiceMetrics
     consumers: list[KafkaConsumerLoop] = field(default_factory=list)
+    metrics_interval_s: float = 5.0
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The service's Prometheus registry: /metrics serves it; services add their own metrics to it."""
+        return self.metrics.registry
 
     @classmethod
     async def open(cls, service: str, settings: ServiceSettings, migrations: Path | None) -> "Infrastructure":
@@ -47,7 +58,8 @@ class Infrastructure:
             topic_prefix=settings.topic_prefix,
         )
         await publisher.start()
-        return cls(service, settings, pool, publisher, OutboxRelay(pool, publisher))
+        metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
+        return cls(service, settings, pool, publisher, OutboxRelay(pool, publisher, metrics=metrics.outbox()), metrics)
 
     def consume(self, group: str, topics: Sequence[Topic], handler: Handler) -> KafkaConsumerLoop:
         loop = KafkaConsumerLoop(
@@ -57,6 +69,7 @@ class Infrastructure:
             handler=handler,
             dead_letters=DeadLetterPublisher(self.publisher),
             transient=(*TRANSIENT_DB, OSError, TimeoutError),
+            metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
         )
         self.consumers.append(loop)
         return loop
@@ -71,10 +84,22 @@ class Infrastructure:
                 serve(app, self.settings.http_host, self.settings.http_port),
                 self.relay.run(),
                 *(c.run() for c in self.consumers),
+                self.observe(),
                 *extra,
             ],
             on_stop=self.close,
         )
+
+    async def observe(self) -> None:
+        """Sample what is only known by asking (consumer lag, outbox backlog) into the metrics, until cancelled."""
+        while True:
+            try:
+                for consumer in self.consumers:
+                    await consumer.observe_lag()
+                await self.relay.observe_backlog()
+            except _SAMPLING_ERRORS as exc:
+                log.warning("could not sample consumer lag or outbox backlog, will retry: %r", exc)
+            await asyncio.sleep(self.metrics_interval_s)
 
     async def close(self) -> None:
         for consumer in self.consumers:

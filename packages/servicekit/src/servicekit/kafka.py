@@ -10,11 +10,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from contracts.base import Message
 from contracts.codec import DecodeError, Envelope, Record, decode
 from contracts.topics import Topic
+from servicekit.metrics import ConsumerMetrics, DeadLetterKind
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class KafkaConsumerLoop:
         max_attempts: int = 3,
         max_records: int = 500,
         transient: tuple[type[BaseException], ...] = TRANSIENT,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             *topics,
@@ -126,6 +128,8 @@ class KafkaConsumerLoop:
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
         self._transient = transient
+        self._metrics = metrics
+        self._in_flight: dict[TopicPartition, int] = {}
         self.consumed_total = 0
         self.dead_lettered_total = 0
 
@@ -139,10 +143,41 @@ class KafkaConsumerLoop:
         """Consume until cancelled."""
         while True:
             batches = await self._consumer.getmany(timeout_ms=500)
+            # Until a partition's batch is committed, its lag counts from the batch's first record.
+            self._in_flight.update((tp, records[0].offset) for tp, records in batches.items())
             for tp, records in batches.items():
                 for record in records:
                     await self._process(record)
                 await self._commit(tp, records[-1].offset + 1)
+                self._in_flight.pop(tp, None)
+                if self._metrics is not None:
+                    self._metrics.consumed(tp.topic, len(records))
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet processed per assigned partition: the end offset the broker last reported
+        (the last stable offset, as we read committed) minus the first record not yet processed."""
+        lags: dict[tuple[str, int], int] = {}
+        for tp in list(self._consumer.assignment()):
+            if tp not in self._consumer.assignment():
+                continue  # moved away during an earlier await of this loop
+            try:
+                end = self._consumer.last_stable_offset(tp)
+                if end is None or end < 0:
+                    end = self._consumer.highwater(tp)
+                if end is None:
+                    continue  # nothing fetched from this partition yet
+                position = self._in_flight.get(tp)
+                if position is None:
+                    position = await asyncio.wait_for(self._consumer.position(tp), timeout=1.0)
+            except (IllegalStateError, TimeoutError):
+                continue  # the partition moved away or has no position yet; the next sample has it
+            lags[(tp.topic, tp.partition)] = end - position
+        return lags
+
+    async def observe_lag(self) -> None:
+        """Publish the current lag to the metrics (called periodically)."""
+        if self._metrics is not None:
+            self._metrics.lag(await self.lag())
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
@@ -157,7 +192,7 @@ class KafkaConsumerLoop:
         try:
             message, envelope = decode(record.value, record.headers)
         except DecodeError as exc:
-            await self._dead_letter(record, f"undecodable: {exc.reason}")
+            await self._dead_letter(record, DeadLetterKind.UNDECODABLE, f"undecodable: {exc.reason}")
             return
         attempt = 0
         while True:
@@ -166,7 +201,7 @@ class KafkaConsumerLoop:
                 await self._handler(message, envelope)
                 return
             except PermanentFailure as exc:
-                await self._dead_letter(record, f"rejected: {exc}")
+                await self._dead_letter(record, DeadLetterKind.REJECTED, f"rejected: {exc}")
                 return
             except self._transient as exc:
                 delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
@@ -183,12 +218,15 @@ class KafkaConsumerLoop:
                     "handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt
                 )
                 if attempt >= self._max_attempts:
-                    await self._dead_letter(record, f"handler failed {attempt} times: {exc!r}"[:500])
+                    reason = f"handler failed {attempt} times: {exc!r}"[:500]
+                    await self._dead_letter(record, DeadLetterKind.HANDLER_FAILED, reason)
                     return
                 await asyncio.sleep(0.05 * attempt)
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], kind: DeadLetterKind, reason: str) -> None:
         self.dead_lettered_total += 1
+        if self._metrics is not None:
+            self._metrics.dead_lettered(kind)
         log.error(
             "dead-lettering %s[%d]@%d key=%r: %s", record.topic, record.partition, record.offset, record.key, reason
         )

@@ -17,6 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import Record
 from servicekit.kafka import KafkaPublisher
+from servicekit.metrics import OutboxMetrics
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,14 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        metrics: OutboxMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wakeup = asyncio.Event()
+        self._metrics = metrics
         self.published_total = 0
 
     def wake(self) -> None:
@@ -106,6 +109,8 @@ class OutboxRelay:
             )
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
         self.published_total += len(rows)
+        if self._metrics is not None:
+            self._metrics.published(len(rows))
         return len(rows)
 
     async def backlog(self) -> tuple[int, float]:
@@ -116,3 +121,8 @@ class OutboxRelay:
             )
         assert row is not None
         return int(row["n"]), float(row["age"])
+
+    async def observe_backlog(self) -> None:
+        """Publish the backlog and the oldest row's age to the metrics (called periodically)."""
+        if self._metrics is not None:
+            self._metrics.backlog(*await self.backlog())

@@ -10,6 +10,7 @@ from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from payments import handlers, refunds
 from payments.adapters.http import routes
+from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.provider import SimulatedProvider
 from payments.config import Settings
@@ -41,5 +42,8 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
     app = create_app(title="credited payments", version="1", registry=infra.registry)
-    app.include_router(routes(uow=uow, secrets=settings.psp_secrets))
+    metrics = PrometheusPaymentsMetrics(
+        infra.registry, channels=settings.metric_channels, providers=settings.psp_secrets.keys()
+    )
+    app.include_router(routes(uow=uow, secrets=settings.psp_secrets, metrics=metrics))
     return infra, app

@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -22,6 +22,10 @@ class Settings(ServiceSettings):
     psp_secrets: dict[str, list[str]] = {}
     sim_refund_failure_share: float = 0.0
     sim_refund_timeout_share: float = 0.0
+    metric_channels: frozenset[str] = Field(
+        frozenset({"alipay", "wechat", "card", "carrier"}),
+        description="Channels that get their own metric series (JSON list); any other is counted as `other`.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -93,6 +93,7 @@ class CallbackResult:
     code: str
     detail: str
     order_id: str | None = None
+    outcome: Outcome = Outcome.REJECTED
 
 
 _ANSWERS = {
@@ -156,7 +157,7 @@ async def handle_callback(
             _announce(tx, decision.order)
             log.info("order %s %s via %s %s", order.order_id, decision.outcome, provider, notice.provider_txn_id)
     status, code = _ANSWERS[decision.outcome]
-    return CallbackResult(status, code, decision.reason, order.order_id)
+    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome)
 
 
 def _check(

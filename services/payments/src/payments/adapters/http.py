@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Channel, Currency, MinorUnits, UserId
+from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.domain import Order
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
 from payments.ports import UnitOfWorkFactory
@@ -68,7 +69,7 @@ def _view(order: Order) -> OrderView:
 _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
 
 
-def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]]) -> APIRouter:
+def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]], metrics: PrometheusPaymentsMetrics) -> APIRouter:
     router = APIRouter(prefix="/v1", responses=_ERRORS)
     clock = SystemClock()
 
@@ -83,6 +84,8 @@ def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]]) -> APIRoute
             order, created = await handle_place_order(cmd, uow=uow, clock=clock)
         except IdempotencyConflict as exc:
             raise ApiError(409, "idempotency_key_reused", str(exc)) from None
+        if created:
+            metrics.order_created(order.channel)
         return JSONResponse(_view(order).model_dump(), status_code=201 if created else 200)
 
     @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"])
@@ -103,6 +106,7 @@ def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]]) -> APIRoute
         """A provider's signed payment notice: X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "t.body")>."""
         body = await request.body()
         result = await handle_callback(provider, body, x_signature, secrets=secrets, uow=uow, clock=clock)
+        metrics.callback(provider, result.outcome)
         if result.status_code >= 400:
             return JSONResponse(error_body(result.code, result.detail), status_code=result.status_code)
         return JSONResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})

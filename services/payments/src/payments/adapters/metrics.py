@@ -1,0 +1,44 @@
+"""PrometheusPaymentsMetrics: orders created and provider callbacks, on the service's registry.
+
+Labels come from configuration, never from the request: a channel that is not configured is counted as
+`other` and a provider without a secret as `unknown`, so a caller cannot create series at will.
+"""
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter
+
+from payments.domain import Outcome
+
+OTHER_CHANNEL = "other"
+UNKNOWN_PROVIDER = "unknown"
+
+
+class PrometheusPaymentsMetrics:
+    def __init__(self, registry: CollectorRegistry, *, channels: Iterable[str], providers: Iterable[str]) -> None:
+        self._channels = frozenset(channels)
+        self._providers = frozenset(providers)
+        self.orders_created = Counter(
+            "payments_orders_created_total",
+            "Top-up orders created, by payment channel.",
+            ["channel"],
+            registry=registry,
+        )
+        self.callbacks = Counter(
+            "payments_callbacks_total",
+            "Payment provider callbacks, by provider and outcome (paid, failed, duplicate, ignored, rejected).",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        # Every series exists from the start, so the first order or callback shows in rate() and increase().
+        for channel in (*self._channels, OTHER_CHANNEL):
+            self.orders_created.labels(channel)
+        for provider in (*self._providers, UNKNOWN_PROVIDER):
+            for outcome in Outcome:
+                self.callbacks.labels(provider, outcome.value)
+
+    def order_created(self, channel: str) -> None:
+        self.orders_created.labels(channel if channel in self._channels else OTHER_CHANNEL).inc()
+
+    def callback(self, provider: str, outcome: Outcome) -> None:
+        self.callbacks.labels(provider if provider in self._providers else UNKNOWN_PROVIDER, outcome.value).inc()
