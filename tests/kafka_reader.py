@@ -4,7 +4,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.codec import decode
 
@@ -56,3 +56,26 @@ async def eventually(check: Callable[[], object], *, timeout_s: float = 60, inte
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` up to its end offsets at the time of the call."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while True:
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                return records
+            for part in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(part)
+    finally:
+        await consumer.stop()

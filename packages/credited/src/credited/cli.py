@@ -23,7 +23,7 @@ RUN_DIR = Path(".credited")
 @app.command()
 def demo(
     orders: Annotated[int, typer.Option(min=1, help="How many orders the simulator places and pays.")] = 500,
-    rate: Annotated[float, typer.Option(min=0.1, help="Orders per second.")] = 100.0,
+    rate: Annotated[float, typer.Option(min=0.1, help="Orders per second.")] = 50.0,
     credit_loss: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of orders whose credit the ledger drops.")
     ] = 0.0,
@@ -86,3 +86,33 @@ def up(
     finally:
         console.print("stopping ...")
         stack.stop()
+
+
+@app.command("bench-reconciler")
+def bench_reconciler(
+    orders: Annotated[int, typer.Option(min=100, help="Orders in the replayed event log.")] = 20_000,
+    out: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("artifacts/bench/reconciler.json"),
+    worker: Annotated[bool, typer.Option(help="Also time a faust worker reading the log from a broker.")] = True,
+) -> None:
+    """Reconciler throughput on a replayed event log: the engine alone and the faust worker on a broker
+    (KAFKA_BOOTSTRAP with KAFKA_BROKER, or the embedded Tansu)."""
+    import os
+
+    from credited.bench.reconciler import main as bench_main
+    from credited.stack.embedded import EmbeddedKafka
+    from credited.stack.processes import free_port
+
+    logging.basicConfig(level=logging.WARNING)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    kafka = None
+    if worker and not bootstrap:
+        kafka = EmbeddedKafka(free_port(), out.parent / "logs")
+        kafka.start()
+        bootstrap = kafka.bootstrap
+    broker = os.environ.get("KAFKA_BROKER", "apache") if kafka is None else "tansu"
+    try:
+        report = bench_main(orders, out, bootstrap if worker else None, broker)
+    finally:
+        if kafka is not None:
+            kafka.stop()
+    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

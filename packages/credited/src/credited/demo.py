@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from contracts.topics import Topic
 from credited.simulator.receiver import WebhookReceiver
-from credited.simulator.run import Load, Simulator, Truth, score, settled
+from credited.simulator.run import Load, Simulator, Truth, credit_publication_times, score, settled
 from credited.stack.local import LocalStack, StackConfig
 from credited.stack.processes import free_port
 
@@ -121,11 +122,14 @@ async def _drive_and_score(
             )
         # let late duplicates and status updates land before counting them
         await asyncio.sleep(1.0)
+        elapsed = time.monotonic() - start
+        topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
         return await score(
             truth,
             received,
             ledger_url=stack.url("ledger"),
             client=client,
-            elapsed_s=time.monotonic() - start,
+            elapsed_s=elapsed,
             threshold_s=options.threshold_s,
+            credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
         )

@@ -20,6 +20,7 @@ from servicekit.outbox import OutboxRelay
 from servicekit.postgres import TRANSIENT_DB, create_pool, migrate
 from servicekit.runner import run_until_stopped
 from servicekit.settings import ServiceSettings
+from servicekit.uow import batch
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Infrastructure:
             handler=handler,
             dead_letters=DeadLetterPublisher(self.publisher),
             transient=(*TRANSIENT_DB, OSError, TimeoutError),
+            batch_scope=lambda: batch(self.pool),
             metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
         )
         self.consumers.append(loop)

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +107,7 @@ class KafkaConsumerLoop:
         max_attempts: int = 3,
         max_records: int = 500,
         transient: tuple[type[BaseException], ...] = TRANSIENT,
+        batch_scope: Callable[[], AbstractAsyncContextManager[object]] | None = None,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -128,6 +130,7 @@ class KafkaConsumerLoop:
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
         self._transient = transient
+        self._batch_scope = batch_scope or contextlib.nullcontext
         self._metrics = metrics
         self._in_flight: dict[TopicPartition, int] = {}
         self.consumed_total = 0
@@ -146,12 +149,29 @@ class KafkaConsumerLoop:
             # Until a partition's batch is committed, its lag counts from the batch's first record.
             self._in_flight.update((tp, records[0].offset) for tp, records in batches.items())
             for tp, records in batches.items():
-                for record in records:
-                    await self._process(record)
+                await self._process_batch(records)
                 await self._commit(tp, records[-1].offset + 1)
                 self._in_flight.pop(tp, None)
                 if self._metrics is not None:
                     self._metrics.consumed(tp.topic, len(records))
+
+    async def _process_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """One batch scope (one database transaction) for a partition's batch: a transient failure
+        undoes the whole batch, which is then processed again from its first record."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._batch_scope():
+                    for record in records:
+                        await self._process(record)
+                return
+            except self._transient as exc:
+                delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
+                log.warning(
+                    "transient failure in a batch of %d records, retrying in %.1fs: %r", len(records), delay, exc
+                )
+                await asyncio.sleep(delay)
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records not yet processed per assigned partition: the end offset the broker last reported
@@ -203,16 +223,8 @@ class KafkaConsumerLoop:
             except PermanentFailure as exc:
                 await self._dead_letter(record, DeadLetterKind.REJECTED, f"rejected: {exc}")
                 return
-            except self._transient as exc:
-                delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
-                log.warning(
-                    "transient failure on order %s event %s, retrying in %.1fs: %r",
-                    message.order_id,
-                    envelope.event_id,
-                    delay,
-                    exc,
-                )
-                await asyncio.sleep(delay)
+            except self._transient:
+                raise
             except Exception as exc:
                 log.exception(
                     "handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt

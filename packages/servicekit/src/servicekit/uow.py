@@ -1,7 +1,15 @@
 """A unit of work on PostgreSQL: one transaction that holds the state change, the processed event id
-and the outgoing events (outbox), committed together or not at all."""
+and the outgoing events (outbox), committed together or not at all.
 
-from collections.abc import Callable
+Inside a `batch` (a consumer's batch of records), units of work share one connection and transaction:
+each is a savepoint, and the batch commits once. One commit per batch instead of one per message is
+what lets a consumer keep up; a message that fails rolls back only its savepoint.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import asyncpg
@@ -11,6 +19,30 @@ from contracts.base import Message
 from contracts.codec import Record, encode, envelope_for
 from contracts.topics import Topic
 from servicekit.outbox import add_to_outbox
+
+
+@dataclass
+class _Batch:
+    pool: asyncpg.Pool
+    conn: PoolConnectionProxy
+    hooks: list[Callable[[], None]] = field(default_factory=list)
+
+
+_current_batch: ContextVar[_Batch | None] = ContextVar("credited_uow_batch", default=None)
+
+
+@asynccontextmanager
+async def batch(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Units of work on `pool` opened inside share one transaction, committed when the batch ends."""
+    async with pool.acquire() as conn, conn.transaction():
+        current = _Batch(pool, conn)
+        token = _current_batch.set(current)
+        try:
+            yield
+        finally:
+            _current_batch.reset(token)
+    for hook in dict.fromkeys(current.hooks):
+        hook()
 
 
 class PostgresUnitOfWork:
@@ -34,7 +66,9 @@ class PostgresUnitOfWork:
         self._wake_on_commit = False
 
     async def __aenter__(self) -> "PostgresUnitOfWork":
-        self.conn = await self._pool.acquire()
+        shared = _current_batch.get()
+        self._batch = shared if shared is not None and shared.pool is self._pool else None
+        self.conn = self._batch.conn if self._batch is not None else await self._pool.acquire()
         self._tx = self.conn.transaction()
         await self._tx.start()
         self._outgoing = []
@@ -51,9 +85,13 @@ class PostgresUnitOfWork:
             else:
                 await self._tx.rollback()
         finally:
-            await self._pool.release(self.conn)
+            if self._batch is None:
+                await self._pool.release(self.conn)
         if exc_type is None and (self._outgoing or self._wake_on_commit):
-            self._on_commit()
+            if self._batch is not None:
+                self._batch.hooks.append(self._on_commit)  # after the batch commits
+            else:
+                self._on_commit()
 
     def wake_on_commit(self) -> None:
         """Call the on-commit hook after this unit commits even if it published nothing (new work queued)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from credited.simulator.receiver import Received
 from servicekit.signatures import sign
@@ -132,6 +133,35 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+async def credit_publication_times(bootstrap: str, topic: str) -> dict[str, float]:
+    """When each order's first CreditPosted reached the broker (record timestamps, unix seconds): the moment
+    the credit became visible to the reconciler, which is what a false alarm is judged against."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            await consumer.topics()
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        seen: dict[str, float] = {}
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in partitions])
+
+        while await behind():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    if dict(r.headers).get("event_type") == b"CreditPosted" and r.key:
+                        oid = r.key.decode()
+                        seen[oid] = min(seen.get(oid, r.timestamp / 1000), r.timestamp / 1000)
+        return seen
+    finally:
+        await consumer.stop()
+
+
 async def score(
     truth: Truth,
     received: Received,
@@ -140,12 +170,14 @@ async def score(
     client: httpx.AsyncClient,
     elapsed_s: float,
     threshold_s: float,
+    credit_visible_at: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The run's figures: every count is checked against the ground truth, not taken from the services."""
     by_order = received.by_order()
     statuses = {oid: {p["status"] for p in by_order.get(oid, [])} for oid in truth.paid}
     dropped = set((await client.get(f"{ledger_url}/v1/faults")).json()["credit_dropped"]) & truth.paid
-    credit_counts = await _credit_counts(client, ledger_url, sorted(truth.paid))
+    credits = await _credits(client, ledger_url, sorted(truth.paid))
+    credit_counts = {oid: len(times) for oid, times in credits.items()}
     wallets = await _balance_mismatches(client, ledger_url, truth, credit_counts)
     flagged = {oid for oid, s in statuses.items() if "delayed" in s}
     latencies = []
@@ -168,7 +200,14 @@ async def score(
         "balance_mismatches": wallets,
         "credits_dropped": len(dropped),
         "flagged_overdue": len(flagged),
-        "false_flags": len(flagged - dropped),
+        # A false alarm: flagged although the credit was on the broker before the order's deadline
+        # (without broker timestamps: posted in the ledger's books before it).
+        "false_flags": sum(
+            1
+            for oid in flagged
+            if _credit_seen_at(oid, credits, credit_visible_at) <= truth.orders[oid]["paid_at"] + threshold_s
+        ),
+        "flagged_not_dropped": len(flagged - dropped),
         "missed_overdue": len(dropped - flagged),
         "notifications_sent": len(received.payloads),
         "duplicate_notifications": received.duplicates,
@@ -182,17 +221,27 @@ async def score(
     }
 
 
+def _credit_seen_at(oid: str, books: dict[str, list[float]], broker: dict[str, float] | None) -> float:
+    if broker is not None:
+        return broker.get(oid, float("inf"))
+    return min(books[oid]) if books.get(oid) else float("inf")
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-async def _credit_counts(client: httpx.AsyncClient, ledger_url: str, order_ids: list[str]) -> dict[str, int]:
+async def _credits(client: httpx.AsyncClient, ledger_url: str, order_ids: list[str]) -> dict[str, list[float]]:
+    """When each order's credits were posted, per the ledger's own books (unix seconds)."""
     gate = asyncio.Semaphore(32)
 
-    async def one(oid: str) -> tuple[str, int]:
+    async def one(oid: str) -> tuple[str, list[float]]:
         async with gate:
             body = (await client.get(f"{ledger_url}/v1/orders/{oid}/entries")).json()
-        return oid, sum(1 for t in body["transactions"] if t["kind"] == "credit")
+        times = [
+            datetime.fromisoformat(t["created_at"]).timestamp() for t in body["transactions"] if t["kind"] == "credit"
+        ]
+        return oid, times
 
     return dict(await asyncio.gather(*(one(o) for o in order_ids)))
 

@@ -34,17 +34,23 @@ OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
 
 
 class FaustOrderStates:
-    """OrderStates on a faust table (changelog-backed, partitioned like the input topics)."""
+    """OrderStates on a faust table (changelog-backed, partitioned like the input topics).
+
+    Keys are the order id's bytes, exactly as on the input topics: the changelog partition is chosen by
+    the same partitioner as the source partition, and keys restored from the changelog (raw bytes)
+    are the same objects as keys written live. A str key would be written live but restored as bytes,
+    so a worker that takes over a partition would not find the state it just restored.
+    """
 
     def __init__(self, table: faust.Table) -> None:
         self._table = table
 
     def get(self, order_id: str) -> OrderState | None:
-        raw = self._table.get(order_id)
+        raw = self._table.get(order_id.encode())
         return None if raw is None else OrderState.from_json(raw)
 
     def put(self, state: OrderState) -> None:
-        self._table[state.order_id] = state.to_json()
+        self._table[state.order_id.encode()] = state.to_json()
 
     def values(self) -> Iterator[OrderState]:
         for raw in list(self._table.values()):
@@ -239,7 +245,7 @@ def _pages(app: faust.App, table: faust.Table, registry: CollectorRegistry) -> N
     @app.table_route(table=table, match_info="order_id")
     async def timeline(web: Any, request: Request, order_id: str) -> Response:
         """Every event and status of one order in time order, for support staff and on-call engineers."""
-        raw = table.get(order_id)
+        raw = table.get(order_id.encode())
         if raw is None:
             return web.json({"error": "unknown_order", "detail": f"no order {order_id}"}, status=404)
         state = OrderState.from_json(raw)

@@ -1,0 +1,1 @@
+"""Benchmarks that write reports: figures are measured, never asserted."""
