@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts.codec import Envelope
 from contracts.commands import IssueRefund
 from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
@@ -24,16 +25,23 @@ SERVICE = "payments"
 
 async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
+    metrics = PrometheusPaymentsMetrics(
+        infra.registry, channels=settings.metric_channels, providers=settings.psp_secrets.keys()
+    )
 
     def uow() -> PostgresPayments:
         return PostgresPayments(
             infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
         )
 
+    async def on_status_changed(message: OrderStatusChanged, envelope: Envelope) -> None:
+        if await handlers.handle_status_changed(message, envelope, uow=uow):
+            metrics.status_changed(message.status)
+
     infra.consume(
         "payments.order-status",
         [Topic.ORDERS_STATUS],
-        route({OrderStatusChanged: partial(handlers.handle_status_changed, uow=uow)}),
+        route({OrderStatusChanged: on_status_changed}),
     )
     provider = SimulatedProvider(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
     infra.consume(
@@ -42,8 +50,5 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
     app = create_app(title="credited payments", version="1", registry=infra.registry)
-    metrics = PrometheusPaymentsMetrics(
-        infra.registry, channels=settings.metric_channels, providers=settings.psp_secrets.keys()
-    )
     app.include_router(routes(uow=uow, secrets=settings.psp_secrets, metrics=metrics))
     return infra, app

@@ -220,15 +220,16 @@ def _announce(unit: PaymentsUnitOfWork, order: Order) -> None:
         )
 
 
-async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """Keep the order's lifecycle status current, ignoring changes older than what we have."""
+async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> bool:
+    """Keep the order's lifecycle status current, ignoring changes older than what we have; True when applied."""
     async with uow() as tx:
         order = await tx.get(message.order_id, for_update=True)
         if order is None:
             log.warning(
                 "status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id
             )
-            return
+            return False
         updated = domain.apply_status(order, message.status.value, message.sequence)
         if updated is not None:
             await tx.save(updated)
+    return updated is not None

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter
 
+from contracts.events import OrderStatus
 from payments.domain import Outcome
 
 OTHER_CHANNEL = "other"
@@ -30,15 +31,26 @@ class PrometheusPaymentsMetrics:
             ["provider", "outcome"],
             registry=registry,
         )
+        self.status_changes = Counter(
+            "payments_order_status_changes_total",
+            "Order lifecycle statuses payments applied (what GET /v1/orders/{id} answers), by status.",
+            ["status"],
+            registry=registry,
+        )
         # Every series exists from the start, so the first order or callback shows in rate() and increase().
         for channel in (*self._channels, OTHER_CHANNEL):
             self.orders_created.labels(channel)
         for provider in (*self._providers, UNKNOWN_PROVIDER):
             for outcome in Outcome:
                 self.callbacks.labels(provider, outcome.value)
+        for status in OrderStatus:
+            self.status_changes.labels(status.value)
 
     def order_created(self, channel: str) -> None:
         self.orders_created.labels(channel if channel in self._channels else OTHER_CHANNEL).inc()
+
+    def status_changed(self, status: OrderStatus) -> None:
+        self.status_changes.labels(status.value).inc()
 
     def callback(self, provider: str, outcome: Outcome) -> None:
         self.callbacks.labels(provider if provider in self._providers else UNKNOWN_PROVIDER, outcome.value).inc()
