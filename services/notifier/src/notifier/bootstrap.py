@@ -1,5 +1,8 @@
 """The composition root of the notifier: the only place that builds adapters."""
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -9,10 +12,17 @@ from fastapi import FastAPI
 from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from notifier import handlers
-from notifier.adapters.delivery import DeliveryWorker
-from notifier.adapters.http import routes
+from notifier.adapters.delivery import DeliveryWorker, RetryPolicy
+from notifier.adapters.fcm import FcmChannel
+from notifier.adapters.feed import PostgresOrderFeed
+from notifier.adapters.http import PushOptions, routes
+from notifier.adapters.metrics import PrometheusNotifierMetrics
 from notifier.adapters.postgres import PostgresNotifications
+from notifier.adapters.queue import PostgresDeliveryQueue
+from notifier.adapters.status_page import StatusPage
+from notifier.adapters.subscriptions import PostgresSubscriptions
 from notifier.adapters.webhook import WebhookChannel
+from notifier.adapters.webpush import VapidSigner, WebPushChannel
 from notifier.config import Settings
 from notifier.ports import DeliveryChannel
 from servicekit.http import create_app
@@ -22,18 +32,83 @@ from servicekit.kafka import route
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
 
+log = logging.getLogger(__name__)
 
-async def build(settings: Settings) -> tuple[Infrastructure, FastAPI, DeliveryWorker]:
-    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
-    channels: list[DeliveryChannel] = []
+
+@dataclass
+class Notifier:
+    """The running parts: infrastructure, the HTTP app, the delivery worker and the status pages' feed."""
+
+    infra: Infrastructure
+    app: FastAPI
+    worker: DeliveryWorker
+    feed: PostgresOrderFeed
+    uow: Callable[[], PostgresNotifications]
+    clients: list[httpx.AsyncClient]
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+        await self.infra.close()
+
+
+def vapid_signer(settings: Settings) -> VapidSigner:
+    if settings.vapid_private_key is not None:
+        return VapidSigner.from_setting(settings.vapid_private_key.get_secret_value(), settings.vapid_subject)
+    log.warning(
+        "NOTIFIER_VAPID_PRIVATE_KEY is not set: using a key made for this run; browsers must subscribe again"
+        " after a restart"
+    )
+    return VapidSigner.generate(settings.vapid_subject)
+
+
+def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, DeliveryChannel], list[httpx.AsyncClient]]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    push_client = httpx.AsyncClient(timeout=settings.push_timeout_s, limits=limits)
+    built: dict[str, DeliveryChannel] = {
+        "webpush": WebPushChannel(
+            signer,
+            push_client,
+            ttl_s=settings.webpush_ttl_s,
+            allowed_hosts=frozenset(settings.webpush_allowed_hosts),
+            allow_http=settings.webpush_allow_http,
+            page_url=settings.public_url,
+        )
+    }
+    clients = [push_client]
     if settings.webhook_url:
         client = httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=httpx.Limits(max_connections=50))
-        channels.append(WebhookChannel(settings.webhook_url, settings.webhook_secret, client))
-    worker = DeliveryWorker(infra.pool, channels, infra.publisher, max_attempts=settings.max_attempts)
+        built["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, client)
+        clients.append(client)
+    if settings.fcm_endpoint:
+        log.warning("FCM uses the static NOTIFIER_FCM_BEARER_TOKEN: it is not refreshed when it expires")
+        token = settings.fcm_bearer_token.get_secret_value()
+        built["fcm"] = FcmChannel(settings.fcm_endpoint, token, push_client, ttl_s=settings.webpush_ttl_s)
+    return built, clients
+
+
+async def build(settings: Settings) -> Notifier:
+    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
+    signer = vapid_signer(settings)
+    by_name, clients = channels(settings, signer)
+    worker = DeliveryWorker(
+        PostgresDeliveryQueue(infra.pool),
+        by_name,
+        infra.publisher,
+        policy=RetryPolicy(settings.max_attempts, settings.base_backoff_s, settings.max_backoff_s),
+        metrics=PrometheusNotifierMetrics(infra.registry, channels=by_name),
+        lease_s=settings.lease_s,
+        max_in_flight=settings.max_in_flight,
+    )
 
     def uow() -> PostgresNotifications:
         return PostgresNotifications(
-            infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=worker.wake
+            infra.pool,
+            producer=SERVICE,
+            topic_prefix=settings.topic_prefix,
+            schema=settings.db_schema,
+            webhook="webhook" in by_name,
+            on_commit=worker.wake,
         )
 
     infra.consume(
@@ -41,6 +116,15 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI, DeliveryWo
         [Topic.ORDERS_STATUS],
         route({OrderStatusChanged: partial(handlers.handle_status_changed, uow=uow)}),
     )
+    subscriptions = PostgresSubscriptions(infra.pool)
+    feed = PostgresOrderFeed(settings.database_url, settings.db_schema)
+    push = PushOptions(
+        vapid_public_key=signer.public_key,
+        allowed_hosts=frozenset(settings.webpush_allowed_hosts),
+        allow_http=settings.webpush_allow_http,
+        fcm_enabled="fcm" in by_name,
+    )
     app = create_app(title="credited notifier", version="1", registry=infra.registry)
-    app.include_router(routes(uow))
-    return infra, app, worker
+    app.include_router(routes(uow, subscriptions, push))
+    app.include_router(StatusPage(uow, subscriptions, feed, heartbeat_s=settings.sse_heartbeat_s).routes())
+    return Notifier(infra, app, worker, feed, uow, clients)

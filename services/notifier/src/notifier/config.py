@@ -1,9 +1,17 @@
 """notifier settings: env prefix NOTIFIER_ (plus the shared KAFKA_BOOTSTRAP, DATABASE_URL, ...)."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
+
+PUSH_SERVICES = (
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+)
+"""The Web Push services of Chrome, Firefox, Safari and Edge: the only hosts a subscription may point at."""
 
 
 class Settings(ServiceSettings):
@@ -11,7 +19,33 @@ class Settings(ServiceSettings):
 
     http_port: int = 8104
     db_schema: str = "notifier"
+    public_url: str | None = Field(None, description="Where users reach this service; push messages link the page.")
+
     webhook_url: str | None = Field(None, description="Platform backend endpoint for signed notifications.")
     webhook_secret: str = Field("", description="HMAC-SHA256 secret for the webhook's X-Signature.")
     webhook_timeout_s: float = 5.0
+
+    vapid_private_key: SecretStr | None = Field(
+        None, description="VAPID key (PEM, or base64url raw P-256); unset, one is made per run and said so."
+    )
+    vapid_subject: str = Field(
+        "mailto:notifier@credited.invalid", description="VAPID `sub`: a contact for push services."
+    )
+    webpush_ttl_s: int = Field(86400, ge=0, le=28 * 86400)
+    webpush_allowed_hosts: tuple[str, ...] = PUSH_SERVICES
+    webpush_allow_http: bool = Field(False, description="Accept plain http push endpoints (loopback tests only).")
+    push_timeout_s: float = Field(5.0, gt=0)
+
+    fcm_endpoint: str | None = Field(None, description="FCM HTTP v1 messages:send URL; unset, no FCM channel.")
+    fcm_bearer_token: SecretStr = Field(SecretStr(""), description="Static OAuth bearer for FCM (no refresh yet).")
+
     max_attempts: int = Field(8, ge=1, le=50)
+    base_backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(60.0, gt=0)
+    max_in_flight: int = Field(256, ge=1, le=10_000)
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed delivery stays with its worker: past any channel's timeout, with room to settle."""
+        return 2 * max(self.webhook_timeout_s, self.push_timeout_s) + 5.0

@@ -24,6 +24,9 @@ def payload(notification: domain.Notification, change: OrderStatusChanged) -> di
         "body": notification.body,
         "locale": notification.locale,
         "collapse_key": notification.collapse_key,
+        "push_topic": notification.push_topic,
+        "urgency": notification.urgency.value,
+        "sequence": change.sequence,
         "amount": change.amount,
         "currency": change.currency,
         "channel": change.channel,
@@ -35,9 +38,9 @@ def payload(notification: domain.Notification, change: OrderStatusChanged) -> di
 
 
 async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """Queue one notification per (order, status); a redelivered change adds nothing."""
-    notification = domain.render(message)
+    """Queue one notification per (order, status), in the user's language; a redelivered change adds nothing."""
     async with uow() as tx:
+        notification = domain.render(message, await tx.locale_of(message.user_id))
         added = await tx.add(notification, payload(notification, message))
     if not added:
         log.info(

@@ -14,9 +14,9 @@ async def main() -> None:
     settings = Settings()
     configure(settings.log_level, SERVICE)
     if not settings.webhook_url:
-        log.warning("NOTIFIER_WEBHOOK_URL is not set: notifications go to the inbox only")
-    infra, app, worker = await build(settings)
-    await infra.run(app, worker.run())
+        log.warning("NOTIFIER_WEBHOOK_URL is not set: no platform webhook, only users' devices and the inbox")
+    notifier = await build(settings)
+    await notifier.infra.run(notifier.app, notifier.worker.run(), notifier.feed.run())
 
 
 def entry() -> None:

@@ -1,5 +1,6 @@
 """What the notifier needs from the outside world."""
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -13,8 +14,13 @@ class NotifierUnitOfWork(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
+    async def locale_of(self, user_id: str) -> str | None:
+        """The locale the user chose, if any."""
+        ...
+
     async def add(self, notification: Notification, payload: dict[str, Any]) -> bool:
-        """Queue the notification for delivery; False if this (order, status) was queued before."""
+        """Queue the notification for delivery to every target the user has now; False if this
+        (order, status) was queued before."""
         ...
 
 
@@ -22,14 +28,28 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self) -> NotifierUnitOfWork: ...
 
 
-class DeliveryFailed(Exception):
-    """A delivery attempt failed; `retry` says whether another attempt can help, `retry_after_s` when."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one delivery goes: the platform's webhook, or one of the user's devices (a Web Push
+    subscription: endpoint URL and keys; an FCM registration token in `endpoint`)."""
 
-    def __init__(self, reason: str, *, retry: bool, retry_after_s: float | None = None) -> None:
+    channel: str
+    subscription_id: str | None = None
+    endpoint: str = ""
+    p256dh: str = ""
+    auth: str = ""
+
+
+class DeliveryFailed(Exception):
+    """A delivery attempt failed; `retry` says whether another attempt can help, `retry_after_s` when,
+    and `gone` that the device's subscription no longer exists (404/410) and must be removed."""
+
+    def __init__(self, reason: str, *, retry: bool, retry_after_s: float | None = None, gone: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry = retry
         self.retry_after_s = retry_after_s
+        self.gone = gone
 
 
 class DeliveryChannel(Protocol):
@@ -37,6 +57,6 @@ class DeliveryChannel(Protocol):
 
     name: str
 
-    async def deliver(self, payload: dict[str, Any]) -> None:
-        """Deliver or raise DeliveryFailed."""
+    async def deliver(self, payload: dict[str, Any], target: Target) -> None:
+        """Deliver the notification `payload` to `target` or raise DeliveryFailed."""
         ...

@@ -1,146 +1,213 @@
-"""DeliveryWorker: delivers queued notifications through every channel, with retries and a dead letter.
+"""DeliveryWorker: sends every queued delivery through its channel, retries what can pass, dead-letters the rest.
 
-Rows are claimed with FOR UPDATE SKIP LOCKED, so two notifier instances never deliver one row at once;
-a notifier killed mid-delivery leaves the row pending and the next run delivers it (the receiver may
-see it twice and drops the repeat by X-Credited-Notification-Id).
+Deliveries are claimed under a lease (see PostgresDeliveryQueue), attempted concurrently, and settled in
+batches by one settling task. Retries back off exponentially with jitter, or wait what the receiver's
+Retry-After asked; a subscription the push service no longer knows (404/410) is removed. After the last
+attempt, and for a removed subscription, the notification goes to the dead-letter topic with the reason,
+before its row is settled, so a crash in between repeats the dead letter rather than losing it.
 """
 
 import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 
 import asyncpg
-import orjson
-from asyncpg.pool import PoolConnectionProxy
+from aiokafka.errors import KafkaError
 
 from contracts.codec import Record
 from contracts.topics import Topic
+from notifier.adapters.metrics import PrometheusNotifierMetrics
+from notifier.adapters.queue import Claimed, PostgresDeliveryQueue, Settlement
 from notifier.ports import DeliveryChannel, DeliveryFailed
 from servicekit.kafka import KafkaPublisher
 
 log = logging.getLogger(__name__)
 
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how far apart a delivery is tried."""
+
+    max_attempts: int = 8
+    base_backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
+    max_retry_after_s: float = 3600.0
+
+    def delay(self, attempts: int, retry_after_s: float | None) -> float:
+        """The receiver's Retry-After if it gave one, else exponential backoff with jitter (half fixed,
+        half random, so retries of many deliveries spread out but never come back at once)."""
+        if retry_after_s is not None:
+            return min(retry_after_s, self.max_retry_after_s)
+        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (attempts - 1))
+        jitter: float = random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+        return ceiling / 2 + jitter
+
 
 class DeliveryWorker:
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        channels: Sequence[DeliveryChannel],
+        queue: PostgresDeliveryQueue,
+        channels: Mapping[str, DeliveryChannel],
         publisher: KafkaPublisher,
         *,
-        max_attempts: int = 8,
-        base_backoff_s: float = 0.5,
-        max_backoff_s: float = 60.0,
+        policy: RetryPolicy | None = None,
+        metrics: PrometheusNotifierMetrics | None = None,
+        lease_s: float = 30.0,
+        max_in_flight: int = 256,
         batch_size: int = 200,
         poll_interval_s: float = 0.5,
     ) -> None:
-        self._pool = pool
-        self._channels = list(channels)
+        self._queue = queue
+        self._channels = dict(channels)
         self._publisher = publisher
-        self._max_attempts = max_attempts
-        self._base = base_backoff_s
-        self._max = max_backoff_s
+        self._policy = policy or RetryPolicy()
+        self._metrics = metrics
+        self._lease_s = lease_s
+        self._max_in_flight = max_in_flight
         self._batch_size = batch_size
         self._poll = poll_interval_s
         self._wakeup = asyncio.Event()
+        self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.delivered_total = 0
         self.failed_total = 0
 
     def wake(self) -> None:
+        """New deliveries were committed: claim them now rather than at the next poll."""
         self._wakeup.set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                handled = await self.deliver_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("delivery worker could not read the queue, will retry: %s", exc)
-                handled = 0
-                await asyncio.sleep(self._poll)
-            if handled < self._batch_size:
+        """Claim and deliver until cancelled."""
+        settler = asyncio.create_task(self._settle_forever())
+        try:
+            while True:
                 self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll)
+                free = min(self._batch_size, self._max_in_flight - len(self._in_flight))
+                claimed = await self._claim(free) if free > 0 else []
+                for delivery in claimed:
+                    task = asyncio.create_task(self._deliver(delivery))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                if len(claimed) < free or free <= 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), self._poll)
+        finally:
+            settler.cancel()
+            for task in (*self._in_flight, settler):
+                task.cancel()
+            await asyncio.gather(settler, *self._in_flight, return_exceptions=True)
 
-    async def deliver_due(self) -> int:
-        """Attempt every due notification once; return how many were attempted."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT notification_id, order_id, payload, attempts FROM notifications"
-                " WHERE state = 'pending' AND next_attempt_at <= now()"
-                " ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch_size,
-            )
-            if not rows:
-                return 0
-            outcomes = await asyncio.gather(*(self._attempt(orjson.loads(r["payload"])) for r in rows))
-            for row, failure in zip(rows, outcomes, strict=True):
-                await self._settle(conn, row, failure)
-        return len(rows)
+    async def _claim(self, limit: int) -> list[Claimed]:
+        try:
+            return await self._queue.claim(limit, self._lease_s)
+        except _DB_ERRORS as exc:
+            log.warning("delivery worker could not read the queue, will retry: %r", exc)
+            return []
 
-    async def _attempt(self, payload: dict[str, Any]) -> DeliveryFailed | None:
-        for channel in self._channels:
-            try:
-                await channel.deliver(payload)
-            except DeliveryFailed as exc:
-                return DeliveryFailed(f"{channel.name}: {exc.reason}", retry=exc.retry, retry_after_s=exc.retry_after_s)
+    async def _deliver(self, delivery: Claimed) -> None:
+        started = time.perf_counter()
+        failure = await self._attempt(delivery)
+        settlement = self._decide(delivery, failure)
+        if self._metrics is not None:
+            outcome = "retried" if settlement.state == "pending" else settlement.state
+            self._metrics.attempted(delivery.target.channel, outcome, time.perf_counter() - started)
+            if failure is None:
+                self._metrics.delivered(
+                    delivery.target.channel, (datetime.now(UTC) - delivery.queued_at).total_seconds()
+                )
+        self._settled.put_nowait(settlement)
+
+    async def _attempt(self, delivery: Claimed) -> DeliveryFailed | None:
+        if not delivery.subscribed:
+            return DeliveryFailed("the subscription was removed before this delivery", retry=False, gone=True)
+        channel = self._channels.get(delivery.target.channel)
+        if channel is None:
+            return DeliveryFailed(f"no {delivery.target.channel} channel is configured", retry=False)
+        try:
+            await channel.deliver(delivery.payload, delivery.target)
+        except DeliveryFailed as exc:
+            return exc
+        except Exception as exc:  # a bug in a channel must not stop the worker; the delivery is retried
+            log.exception("channel %s raised on notification %s", channel.name, delivery.notification_id)
+            return DeliveryFailed(f"unexpected error: {exc!r}"[:300], retry=True)
         return None
 
-    async def _settle(self, conn: PoolConnectionProxy, row: asyncpg.Record, failure: DeliveryFailed | None) -> None:
-        attempts = row["attempts"] + 1
+    def _decide(self, delivery: Claimed, failure: DeliveryFailed | None) -> Settlement:
         if failure is None:
-            await conn.execute(
-                "UPDATE notifications SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL"
-                " WHERE notification_id = $1",
-                row["notification_id"],
-                attempts,
-            )
-            self.delivered_total += 1
-            return
-        if failure.retry and attempts < self._max_attempts:
-            delay = failure.retry_after_s if failure.retry_after_s is not None else self._backoff(attempts)
-            await conn.execute(
-                "UPDATE notifications SET attempts = $2, last_error = $3,"
-                " next_attempt_at = now() + make_interval(secs => $4) WHERE notification_id = $1",
-                row["notification_id"],
-                attempts,
-                failure.reason,
-                delay,
-            )
+            return Settlement(delivery, "delivered")
+        reason = f"{delivery.target.channel}: {failure.reason}"
+        if failure.gone:
+            return Settlement(delivery, "gone", reason)
+        if failure.retry and delivery.attempts < self._policy.max_attempts:
+            delay = self._policy.delay(delivery.attempts, failure.retry_after_s)
             log.warning(
-                "notification %s for order %s failed (%s), retry in %.1fs",
-                row["notification_id"],
-                row["order_id"],
-                failure.reason,
+                "notification %s for order %s to %s failed (%s), attempt %d, retry in %.2fs",
+                delivery.notification_id,
+                delivery.order_id,
+                delivery.target_key,
+                reason,
+                delivery.attempts,
                 delay,
             )
-            return
-        await conn.execute(
-            "UPDATE notifications SET state = 'failed', attempts = $2, last_error = $3 WHERE notification_id = $1",
-            row["notification_id"],
-            attempts,
-            failure.reason,
-        )
-        self.failed_total += 1
-        reason = f"notification undeliverable after {attempts} attempts: {failure.reason}"
-        log.error("notification %s for order %s dead-lettered: %s", row["notification_id"], row["order_id"], reason)
-        await self._publisher.publish(
-            Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix),
-            Record(
-                key=row["order_id"].encode(),
-                value=row["payload"].encode() if isinstance(row["payload"], str) else bytes(row["payload"]),
-                headers=[
-                    ("dlq_reason", reason.encode()),
-                    ("dlq_source", b"notifier.delivery"),
-                    ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
-                ],
-            ),
-        )
+            return Settlement(delivery, "pending", reason, delay)
+        return Settlement(delivery, "failed", f"undeliverable after {delivery.attempts} attempts: {reason}")
 
-    def _backoff(self, attempts: int) -> float:
-        """Exponential backoff with full jitter."""
-        return random.uniform(0, min(self._max, self._base * 2 ** (attempts - 1)))  # noqa: S311 - jitter, not crypto
+    async def _settle_forever(self) -> None:
+        while True:
+            batch = [await self._settled.get()]
+            while not self._settled.empty():
+                batch.append(self._settled.get_nowait())
+            finals = [s for s in batch if s.state in ("failed", "gone")]
+            if finals:
+                await self._until_done("dead-letter", partial(self._dead_letter, finals))
+            await self._until_done("settle", partial(self._queue.settle, batch))
+            self.delivered_total += sum(1 for s in batch if s.state == "delivered")
+            self.failed_total += sum(1 for s in batch if s.state in ("failed", "gone"))
+            self.wake()  # a settled delivery may free the next status of the same order for its target
+
+    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Repeat `step` until the database or broker takes it: a settled outcome is never dropped."""
+        while True:
+            try:
+                await step()
+                return
+            except (*_DB_ERRORS, KafkaError) as exc:
+                log.warning("could not %s deliveries, will retry: %r", what, exc)
+                await asyncio.sleep(self._poll)
+
+    async def _dead_letter(self, settlements: list[Settlement]) -> None:
+        if not settlements:
+            return
+        topic = Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix)
+        now = datetime.now(UTC).isoformat().encode()
+        records = []
+        for s in settlements:
+            d = s.claimed
+            reason = s.error or s.state
+            log.error(
+                "notification %s for order %s to %s dead-lettered: %s",
+                d.notification_id,
+                d.order_id,
+                d.target_key,
+                reason,
+            )
+            headers = [
+                ("dlq_reason", reason.encode()),
+                ("dlq_source", b"notifier.delivery"),
+                ("dlq_channel", d.target.channel.encode()),
+                ("dlq_target", d.target_key.encode()),
+                ("dlq_notification_id", d.notification_id.encode()),
+                ("dlq_failed_at", now),
+            ]
+            records.append((topic, Record(key=d.order_id.encode(), value=d.raw_payload, headers=headers)))
+            if self._metrics is not None:
+                self._metrics.dead_letter(d.target.channel)
+        await self._publisher.publish_many(records)

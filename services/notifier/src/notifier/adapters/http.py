@@ -1,12 +1,73 @@
-"""The notifier's HTTP API: the development inbox and an order's notifications."""
+"""The notifier's HTTP API: users' push subscriptions and locale, the development inbox, an order's
+notifications. Called by the platform backend on the user's behalf (no end-user authentication here)."""
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, Field, model_validator
 
+from notifier import domain
 from notifier.adapters.postgres import PostgresNotifications
+from notifier.adapters.subscriptions import PostgresSubscriptions
+from notifier.adapters.webpush import check_keys, endpoint_allowed
+from servicekit.http import ApiError
+
+UserIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    """What registration checks subscriptions against: the push services allowed, and the channels on."""
+
+    vapid_public_key: str
+    allowed_hosts: frozenset[str]
+    allow_http: bool
+    fcm_enabled: bool
+
+
+class WebPushKeys(BaseModel):
+    p256dh: str = Field(min_length=1, max_length=200)
+    auth: str = Field(min_length=1, max_length=100)
+
+
+class SubscriptionIn(BaseModel):
+    """A browser's PushSubscription.toJSON() (channel webpush), or an app's FCM registration token."""
+
+    channel: Literal["webpush", "fcm"] = "webpush"
+    endpoint: str | None = Field(None, max_length=2048)
+    keys: WebPushKeys | None = None
+    token: str | None = Field(None, min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SubscriptionIn":
+        if self.channel == "webpush" and (self.endpoint is None or self.keys is None):
+            raise ValueError("a webpush subscription needs endpoint and keys.p256dh, keys.auth")
+        if self.channel == "fcm" and self.token is None:
+            raise ValueError("an fcm subscription needs its registration token")
+        return self
+
+
+class SubscriptionOut(BaseModel):
+    user_id: str
+    subscription_id: str
+    channel: str
+
+
+class Subscriptions(BaseModel):
+    user_id: str
+    subscriptions: list[dict[str, Any]]
+
+
+class LocaleIn(BaseModel):
+    locale: str = Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class LocaleOut(BaseModel):
+    user_id: str
+    locale: str | None
+    effective: str = Field(description="The language messages are written in: the chosen one or its fallback.")
 
 
 class InboxView(BaseModel):
@@ -19,8 +80,59 @@ class OrderNotifications(BaseModel):
     notifications: list[dict[str, Any]]
 
 
-def routes(uow: Callable[[], PostgresNotifications]) -> APIRouter:
+def routes(
+    uow: Callable[[], PostgresNotifications], subscriptions: PostgresSubscriptions, push: PushOptions
+) -> APIRouter:
     router = APIRouter(prefix="/v1")
+
+    @router.get("/push/vapid-public-key", tags=["subscriptions"])
+    async def vapid_public_key() -> dict[str, str]:
+        """The applicationServerKey a browser subscribes with."""
+        return {"public_key": push.vapid_public_key}
+
+    @router.put("/users/{user_id}/subscriptions", response_model=SubscriptionOut, tags=["subscriptions"])
+    async def subscribe(user_id: UserIdPath, body: SubscriptionIn) -> SubscriptionOut:
+        """Register a device; registering the same endpoint or token again refreshes it."""
+        if body.channel == "fcm":
+            if not push.fcm_enabled:
+                raise ApiError(409, "channel_unavailable", "FCM is not configured on this notifier")
+            assert body.token is not None
+            sid = await subscriptions.register(user_id, "fcm", body.token)
+            return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="fcm")
+        assert body.endpoint is not None
+        assert body.keys is not None
+        if not endpoint_allowed(body.endpoint, push.allowed_hosts, allow_http=push.allow_http):
+            raise ApiError(422, "push_service_not_allowed", "the endpoint is not on a known Web Push service")
+        try:
+            check_keys(body.keys.p256dh, body.keys.auth)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_subscription_keys", str(exc)) from None
+        sid = await subscriptions.register(user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth)
+        return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
+
+    @router.get("/users/{user_id}/subscriptions", response_model=Subscriptions, tags=["subscriptions"])
+    async def list_subscriptions(user_id: UserIdPath) -> Subscriptions:
+        """The user's devices (keys and full endpoints are never shown)."""
+        found = await subscriptions.of_user(user_id)
+        return Subscriptions(user_id=user_id, subscriptions=[s.public() for s in found])
+
+    @router.delete("/users/{user_id}/subscriptions/{subscription_id}", status_code=204, tags=["subscriptions"])
+    async def unsubscribe(user_id: UserIdPath, subscription_id: str) -> Response:
+        """Forget a device (the browser unsubscribed, the user signed out)."""
+        if not await subscriptions.remove(user_id, subscription_id):
+            raise ApiError(404, "subscription_not_found", "the user has no such subscription")
+        return Response(status_code=204)
+
+    @router.put("/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"])
+    async def set_locale(user_id: UserIdPath, body: LocaleIn) -> LocaleOut:
+        """Choose the language of the user's messages (unsupported ones fall back: zh-TW to zh-CN, else en)."""
+        await subscriptions.set_locale(user_id, body.locale)
+        return LocaleOut(user_id=user_id, locale=body.locale, effective=domain.resolve_locale(body.locale))
+
+    @router.get("/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"])
+    async def get_locale(user_id: UserIdPath) -> LocaleOut:
+        locale = await subscriptions.locale_of(user_id)
+        return LocaleOut(user_id=user_id, locale=locale, effective=domain.resolve_locale(locale))
 
     @router.get("/inbox/{user_id}", response_model=InboxView, tags=["inbox"])
     async def inbox(user_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> InboxView:
@@ -30,7 +142,7 @@ def routes(uow: Callable[[], PostgresNotifications]) -> APIRouter:
 
     @router.get("/orders/{order_id}/notifications", response_model=OrderNotifications, tags=["inbox"])
     async def order_notifications(order_id: str) -> OrderNotifications:
-        """Every notification about one order with its delivery state."""
+        """Every notification about one order with the state of each of its deliveries."""
         async with uow() as tx:
             return OrderNotifications(order_id=order_id, notifications=await tx.for_order(order_id))
 

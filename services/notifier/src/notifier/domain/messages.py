@@ -1,12 +1,18 @@
 """What the user is told about each status change, in their language. Pure: no I/O."""
 
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation on purpose
+
+import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from contracts.codec import deterministic_id
 from contracts.events import OrderStatus, OrderStatusChanged
 
 DEFAULT_LOCALE = "en"
+LOCALES = ("en", "zh-CN")
 
 _TITLES: dict[str, dict[OrderStatus, str]] = {
     "en": {
@@ -58,6 +64,21 @@ _ETA = {"en": " Expected by {time} UTC.", "zh-CN": "预计 {time}（UTC）前到
 _ORDER_REF = {"en": " Order: {order_id}", "zh-CN": " 订单号：{order_id}"}
 
 
+class Urgency(StrEnum):
+    """RFC 8030 Urgency: how soon the push service should wake the device."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+_URGENCY = {
+    OrderStatus.CREDITED: Urgency.HIGH,
+    OrderStatus.REFUNDED: Urgency.HIGH,
+    OrderStatus.NEEDS_SUPPORT: Urgency.HIGH,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     """One message to one user about one status of one order."""
@@ -70,11 +91,25 @@ class Notification:
     title: str
     body: str
     collapse_key: str
+    push_topic: str
+    urgency: Urgency
+    sequence: int
     changed_at: datetime
 
 
 def notification_id(order_id: str, status: OrderStatus) -> str:
     return deterministic_id("notification", order_id, status.value)
+
+
+def push_topic(order_id: str) -> str:
+    """The RFC 8030 Topic for an order's pushes (at most 32 URL-safe base64 characters): a push service
+    holding an undelivered message with the same topic replaces it, so "delayed" gives way to "credited"."""
+    return base64.urlsafe_b64encode(hashlib.sha256(order_id.encode()).digest()[:24]).decode()
+
+
+def urgency_for(status: OrderStatus) -> Urgency:
+    """The news the user is waiting for wakes the device; the rest can wait for its next wake-up."""
+    return _URGENCY.get(status, Urgency.NORMAL)
 
 
 def resolve_locale(locale: str | None) -> str:
@@ -87,17 +122,29 @@ def resolve_locale(locale: str | None) -> str:
 
 
 def format_money(amount: int, currency: str, exponent: int = 2) -> str:
+    """`64800, "CNY"` as "648.00 CNY"."""
     units, minor = divmod(amount, 10**exponent)
     return f"{units}.{minor:0{exponent}d} {currency}" if exponent else f"{amount} {currency}"
+
+
+def title(status: OrderStatus, locale: str | None) -> str:
+    """The short headline for a status."""
+    return _TITLES[resolve_locale(locale)][status]
+
+
+def describe(change: OrderStatusChanged, locale: str | None) -> str:
+    """What happened, the amount and, when known, the estimated time; without the order reference."""
+    lang = resolve_locale(locale)
+    eta = ""
+    if change.estimated_credit_at is not None:
+        eta = _ETA[lang].format(time=change.estimated_credit_at.strftime("%Y-%m-%d %H:%M"))
+    return _BODIES[lang][change.status].format(money=format_money(change.amount, change.currency), eta=eta)
 
 
 def render(change: OrderStatusChanged, locale: str | None = None) -> Notification:
     """The message for a status change; the collapse key is the order id so a newer status replaces an older one."""
     lang = resolve_locale(locale)
-    eta = ""
-    if change.estimated_credit_at is not None:
-        eta = _ETA[lang].format(time=change.estimated_credit_at.strftime("%Y-%m-%d %H:%M"))
-    body = _BODIES[lang][change.status].format(money=format_money(change.amount, change.currency), eta=eta)
+    body = describe(change, lang)
     return Notification(
         notification_id=notification_id(change.order_id, change.status),
         order_id=change.order_id,
@@ -107,5 +154,8 @@ def render(change: OrderStatusChanged, locale: str | None = None) -> Notificatio
         title=_TITLES[lang][change.status],
         body=body + _ORDER_REF[lang].format(order_id=change.order_id),
         collapse_key=change.order_id,
+        push_topic=push_topic(change.order_id),
+        urgency=urgency_for(change.status),
+        sequence=change.sequence,
         changed_at=change.changed_at,
     )

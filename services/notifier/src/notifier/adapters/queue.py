@@ -1,0 +1,149 @@
+"""PostgresDeliveryQueue: the deliveries waiting to go out, claimed under a lease and settled in batches.
+
+A claim moves the delivery's next_attempt_at to the end of a lease and counts the attempt, in one short
+transaction (FOR UPDATE SKIP LOCKED, so two notifier instances never claim one delivery). Nothing is held
+open while the push service answers. A worker killed mid-delivery leaves the row pending: it is due again
+when the lease runs out, and the device may then see it twice, which the push Topic (the collapse key)
+absorbs. Deliveries to one target about one order are claimed in status order, one at a time.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from notifier.ports import Target
+
+_CLAIM = """
+WITH due AS (
+    SELECT d.notification_id, d.target, d.subscription_id FROM deliveries d
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          WHERE e.order_id = d.order_id AND e.target = d.target AND e.state = 'pending' AND e.sequence < d.sequence
+      )
+    ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+FROM due JOIN notifications n ON n.notification_id = due.notification_id
+LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id
+WHERE d.notification_id = due.notification_id AND d.target = due.target
+RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subscription_id, n.payload, n.created_at,
+          s.subscription_id IS NOT NULL AS subscribed, s.endpoint, s.p256dh, s.auth
+"""
+
+_SETTLE = """
+UPDATE deliveries d SET
+    state = u.state,
+    last_error = u.error,
+    next_attempt_at = CASE WHEN u.state = 'pending' THEN now() + make_interval(secs => u.delay)
+                           ELSE d.next_attempt_at END,
+    delivered_at = CASE WHEN u.state = 'delivered' THEN now() ELSE d.delivered_at END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
+     AS u(notification_id, target, state, error, delay)
+WHERE d.notification_id = u.notification_id AND d.target = u.target
+"""
+
+# A notification is delivered when some target has it and none failed for good; failed when every target
+# is settled and none has it, or one failed for good (it is in the dead-letter topic).
+_SUMMARISE = """
+UPDATE notifications n SET
+    state = s.state,
+    delivered_at = CASE WHEN s.state = 'delivered' THEN coalesce(n.delivered_at, now()) ELSE n.delivered_at END,
+    last_error = s.last_error
+FROM (
+    SELECT notification_id,
+           CASE WHEN bool_or(state = 'pending') THEN 'pending'
+                WHEN bool_or(state = 'failed') OR NOT bool_or(state = 'delivered') THEN 'failed'
+                ELSE 'delivered' END AS state,
+           string_agg(target || ': ' || last_error, '; ') FILTER (WHERE state IN ('failed', 'gone')) AS last_error
+    FROM deliveries WHERE notification_id = ANY($1::text[]) GROUP BY notification_id
+) s
+WHERE n.notification_id = s.notification_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery a worker holds until its lease ends: the notification, where it goes, which attempt."""
+
+    notification_id: str
+    order_id: str
+    target_key: str
+    target: Target
+    attempts: int
+    payload: dict[str, Any]
+    raw_payload: bytes
+    queued_at: datetime
+    subscribed: bool
+    """False when the delivery was for a subscription that has been removed since."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one claimed delivery ended: delivered, pending again after `delay_s`, failed, or gone."""
+
+    claimed: Claimed
+    state: str
+    error: str | None = None
+    delay_s: float = 0.0
+
+
+class PostgresDeliveryQueue:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
+        """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt."""
+        rows = await self._pool.fetch(_CLAIM, limit, lease_s)
+        return [_claimed(r) for r in rows]
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        """Record how the deliveries ended, forget the subscriptions that are gone, and update each
+        notification's summary state, in one transaction."""
+        if not settlements:
+            return
+        gone = sorted({s.claimed.target.subscription_id or "" for s in settlements if s.state == "gone"} - {""})
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _SETTLE,
+                [s.claimed.notification_id for s in settlements],
+                [s.claimed.target_key for s in settlements],
+                [s.state for s in settlements],
+                [s.error for s in settlements],
+                [s.delay_s for s in settlements],
+            )
+            if gone:
+                await conn.execute("DELETE FROM push_subscriptions WHERE subscription_id = ANY($1::text[])", gone)
+            await conn.execute(_SUMMARISE, sorted({s.claimed.notification_id for s in settlements}))
+
+    async def pending(self) -> int:
+        """Deliveries not settled yet (leased ones included)."""
+        count: int = await self._pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'pending'")
+        return count
+
+
+def _claimed(row: asyncpg.Record) -> Claimed:
+    raw = row["payload"]
+    raw_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
+    target = Target(
+        channel=row["channel"],
+        subscription_id=row["subscription_id"],
+        endpoint=row["endpoint"] or "",
+        p256dh=row["p256dh"] or "",
+        auth=row["auth"] or "",
+    )
+    return Claimed(
+        notification_id=row["notification_id"],
+        order_id=row["order_id"],
+        target_key=row["target"],
+        target=target,
+        attempts=row["attempts"],
+        payload=orjson.loads(raw_bytes),
+        raw_payload=raw_bytes,
+        queued_at=row["created_at"],
+        subscribed=row["subscription_id"] is None or row["subscribed"],
+    )
