@@ -8,7 +8,7 @@ export CREDITED_TEST_BROKER ?= embedded
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean
+.PHONY: help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ lint: $(STAMP) ## ruff, mypy --strict, import-linter, schema drift
 
 schemas: $(STAMP) ## Regenerate the committed JSON Schemas of the contracts
 	$(PY) -m contracts.schemas
+
+dashboards: $(STAMP) ## Rebuild the Grafana dashboards' JSON (deploy/grafana/dashboards) from their code
+	PYTHONPATH=deploy/grafana $(PY) -m credited_dashboards
+
+test-monitoring: $(STAMP) ## Alert rules (promtool), Alertmanager (amtool), dashboards and runbooks
+	$(PYTEST) tests/deploy_monitoring -m "not e2e"
 
 lock: ## Re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock

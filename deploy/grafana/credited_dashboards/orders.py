@@ -1,0 +1,230 @@
+"""Dashboards about orders: the pipeline overview, the reconciler, and each payment channel's health.
+Every query uses metrics the services expose (a test checks the names)."""
+
+from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
+
+from credited_dashboards.panels import (
+    DATASOURCE,
+    PAGE_BURN,
+    RATE,
+    RED,
+    SLO_OBJECTIVE,
+    YELLOW,
+    board,
+    graph,
+    quantile,
+    single,
+)
+
+
+def overview() -> dashboard.Dashboard:
+    return (
+        board("credited-overview", "credited: pipeline overview", "Orders from creation to credit, end to end.")
+        .with_row(dashboard.Row("Now"))
+        .with_panel(single("Orders created /s", "ops", "sum(rate(payments_orders_created_total[5m]))"))
+        .with_panel(single("Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),)))
+        .with_panel(
+            single(
+                "Overdue share, 1 h (SLO: 0.1%)",
+                "percentunit",
+                "credited:credit_slo_errors:ratio_rate1h",
+                steps=((SLO_OBJECTIVE, YELLOW), (PAGE_BURN, RED)),
+            )
+        )
+        .with_panel(single("Pay to credit p99", "s", quantile(0.99, "reconciler_pay_to_credit_seconds")))
+        .with_panel(
+            single("Consumer lag, all groups", "short", "sum(credited_consumer_lag_records)", steps=((1000, YELLOW),))
+        )
+        .with_panel(
+            single("Dead letters, 1 h", "short", "sum(increase(credited_dead_letters_total[1h]))", steps=((1, YELLOW),))
+        )
+        .with_row(dashboard.Row("Flow"))
+        .with_panel(
+            graph(
+                "Orders through the pipeline /s",
+                "ops",
+                (f"sum(rate(payments_orders_created_total[{RATE}]))", "created"),
+                (f"sum(rate(reconciler_orders_paid_total[{RATE}]))", "paid"),
+                (f"sum(rate(reconciler_orders_credited_total[{RATE}]))", "credited"),
+                (f"sum(rate(reconciler_overdue_flagged_total[{RATE}]))", "flagged overdue"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Order statuses applied /s",
+                "ops",
+                (f"sum by (status) (rate(payments_order_status_changes_total[{RATE}]))", "{{status}}"),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Pay to credit",
+                "s",
+                (quantile(0.5, "reconciler_pay_to_credit_seconds"), "p50"),
+                (quantile(0.99, "reconciler_pay_to_credit_seconds"), "p99"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Credit SLO: share of paid orders overdue",
+                "percentunit",
+                ("credited:credit_slo_errors:ratio_rate5m", "5 m"),
+                ("credited:credit_slo_errors:ratio_rate1h", "1 h"),
+                ("credited:credit_slo_errors:ratio_rate6h", "6 h"),
+                description="Objective 0.1% (yellow line); the fast-burn page needs 1.44% over 1 h and 5 m (red).",
+                steps=((SLO_OBJECTIVE, YELLOW), (PAGE_BURN, RED)),
+            )
+        )
+        .with_panel(
+            graph(
+                "Provider callbacks /s by outcome",
+                "ops",
+                (f"sum by (provider, outcome) (rate(payments_callbacks_total[{RATE}]))", "{{provider}} {{outcome}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "HTTP requests /s by service and code",
+                "reqps",
+                (f"sum by (service, code) (rate(credited_http_requests_total[{RATE}]))", "{{service}} {{code}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "HTTP p99 by route",
+                "s",
+                (quantile(0.99, "credited_http_request_duration_seconds", "service, route"), "{{service}} {{route}}"),
+                width=24,
+            )
+        )
+    )
+
+
+def reconciler() -> dashboard.Dashboard:
+    return (
+        board("credited-reconciler", "credited: reconciler", "Overdue detection, remediation and stream progress.")
+        .with_panel(single("Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),)))
+        .with_panel(
+            single(
+                "Detection p99 after deadline (objective 1 s)",
+                "s",
+                quantile(0.99, "reconciler_detection_latency_seconds"),
+                steps=((1, RED),),
+            )
+        )
+        .with_panel(
+            single("Watermark lag", "s", "max(reconciler_watermark_lag_seconds)", steps=((60, YELLOW), (300, RED)))
+        )
+        .with_panel(
+            graph("Overdue orders now", "short", ("sum by (instance) (reconciler_orders_overdue)", "{{instance}}"))
+        )
+        .with_panel(
+            graph(
+                "Flagged overdue /s by channel",
+                "ops",
+                (f"sum by (channel) (rate(reconciler_overdue_flagged_total[{RATE}]))", "{{channel}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Detection latency after deadline",
+                "s",
+                (quantile(0.5, "reconciler_detection_latency_seconds"), "p50"),
+                (quantile(0.99, "reconciler_detection_latency_seconds"), "p99"),
+                description="Flag time minus the order's deadline; the objective is 1 s at p99 (red line).",
+                steps=((1, RED),),
+            )
+        )
+        .with_panel(
+            graph(
+                "Remediations /s by action and outcome",
+                "ops",
+                (f"sum by (action, outcome) (rate(reconciler_remediations_total[{RATE}]))", "{{action}} {{outcome}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Events applied /s by type",
+                "ops",
+                (f"sum by (type) (rate(reconciler_events_total[{RATE}]))", "{{type}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Anomalies /s by kind",
+                "ops",
+                (f"sum by (kind) (rate(reconciler_anomalies_total[{RATE}]))", "{{kind}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Watermark lag",
+                "s",
+                ("max by (instance) (reconciler_watermark_lag_seconds)", "{{instance}}"),
+                description="How far behind the credit stream is known complete; past 5 minutes is ReconcilerStalled.",
+                steps=((300, RED),),
+                width=24,
+            )
+        )
+    )
+
+
+def channels() -> dashboard.Dashboard:
+    sel = '{channel=~"$channel"}'
+    return (
+        board("credited-channels", "credited: per-channel health", "Each payment channel's delay rate and latency.")
+        .with_variable(
+            dashboard.QueryVariable("channel")
+            .label("Channel")
+            .datasource(DATASOURCE)
+            .query("label_values(reconciler_orders_paid_total, channel)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+        .with_panel(
+            graph(
+                "Overdue share by channel, 15 m (alert above 5%)",
+                "percentunit",
+                (
+                    f"sum by (channel) (increase(reconciler_overdue_flagged_total{sel}[15m]))"
+                    f" / sum by (channel) (increase(reconciler_orders_paid_total{sel}[15m]))",
+                    "{{channel}}",
+                ),
+                steps=((0.05, RED),),
+                width=24,
+            )
+        )
+        .with_panel(
+            graph(
+                "Paid orders /s by channel",
+                "ops",
+                (f"sum by (channel) (rate(reconciler_orders_paid_total{sel}[{RATE}]))", "{{channel}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Credited orders /s by channel",
+                "ops",
+                (f"sum by (channel) (rate(reconciler_orders_credited_total{sel}[{RATE}]))", "{{channel}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Pay to credit p99 by channel",
+                "s",
+                (quantile(0.99, "reconciler_pay_to_credit_seconds", "channel", sel), "{{channel}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Orders created /s by channel",
+                "ops",
+                (f"sum by (channel) (rate(payments_orders_created_total{sel}[{RATE}]))", "{{channel}}"),
+            )
+        )
+    )

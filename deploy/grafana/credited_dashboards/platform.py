@@ -1,0 +1,117 @@
+"""Dashboards about the plumbing: the notifier's deliveries, Kafka consumer lag, dead letters and outboxes."""
+
+from grafana_foundation_sdk.builders import dashboard
+
+from credited_dashboards.panels import RATE, RED, YELLOW, board, graph, quantile
+
+
+def notifier() -> dashboard.Dashboard:
+    failed = 'notifier_deliveries_total{outcome=~"failed|dead_lettered"}'
+    finished = 'notifier_deliveries_total{outcome=~"delivered|failed|dead_lettered"}'
+    return (
+        board("credited-notifier", "credited: notifier", "Status changes reaching users' devices.")
+        .with_panel(
+            graph(
+                "Deliveries /s by outcome",
+                "ops",
+                (f"sum by (outcome) (rate(notifier_deliveries_total[{RATE}]))", "{{outcome}}"),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Failing share by channel, 10 m (alert above 5%)",
+                "percentunit",
+                (
+                    f"sum by (channel) (increase({failed}[10m])) / sum by (channel) (increase({finished}[10m]))",
+                    "{{channel}}",
+                ),
+                steps=((0.05, RED),),
+            )
+        )
+        .with_panel(
+            graph(
+                "Status change to delivered",
+                "s",
+                (quantile(0.5, "notifier_delivery_latency_seconds", "channel"), "p50 {{channel}}"),
+                (quantile(0.99, "notifier_delivery_latency_seconds", "channel"), "p99 {{channel}}"),
+                description="The objective is 100 ms at p99 (red line).",
+                steps=((0.1, RED),),
+            )
+        )
+        .with_panel(
+            graph(
+                "Notifier consumer lag and dead letters",
+                "short",
+                ('sum by (group) (credited_consumer_lag_records{service="notifier"})', "lag {{group}}"),
+                (
+                    f'sum by (reason_kind) (increase(credited_dead_letters_total{{service="notifier"}}[{RATE}]))',
+                    "dead letters {{reason_kind}}",
+                ),
+            )
+        )
+    )
+
+
+def kafka_and_outbox() -> dashboard.Dashboard:
+    return (
+        board("credited-kafka-outbox", "credited: Kafka lag and outbox", "Consumers, dead letters and outboxes.")
+        .with_panel(
+            graph(
+                "Consumer lag by service and group (alert above 1,000 for 5 m)",
+                "short",
+                ("sum by (service, group) (credited_consumer_lag_records)", "{{service}} {{group}}"),
+                steps=((1000, YELLOW),),
+            )
+        )
+        .with_panel(
+            graph(
+                "Most lagging partitions",
+                "short",
+                ("topk(10, credited_consumer_lag_records)", "{{service}} {{group}} {{topic}}[{{partition}}]"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Records consumed /s by group and topic",
+                "ops",
+                (
+                    f"sum by (service, group, topic) (rate(credited_consumer_records_total[{RATE}]))",
+                    "{{service}} {{group}} {{topic}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Dead letters by service, group and reason",
+                "short",
+                (
+                    f"sum by (service, group, reason_kind) (increase(credited_dead_letters_total[{RATE}]))",
+                    "{{service}} {{group}} {{reason_kind}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Outbox rows waiting",
+                "short",
+                ("sum by (service) (credited_outbox_backlog_records)", "{{service}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Oldest outbox row (alert above 60 s for 2 m)",
+                "s",
+                ("max by (service) (credited_outbox_oldest_age_seconds)", "{{service}}"),
+                steps=((60, YELLOW),),
+            )
+        )
+        .with_panel(
+            graph(
+                "Outbox rows published /s",
+                "ops",
+                (f"sum by (service) (rate(credited_outbox_published_total[{RATE}]))", "{{service}}"),
+                width=24,
+            )
+        )
+    )

@@ -1,0 +1,114 @@
+"""The alert rules: valid, loaded by a real Prometheus, each one unit-tested both ways, each with a
+severity, words for people and a runbook that exists."""
+
+import subprocess
+from typing import Any
+
+import httpx
+
+from tests.deploy_monitoring.conftest import (
+    PROMETHEUS_DIR,
+    ROOT,
+    RULE_TESTS_DIR,
+    alerts,
+    load_yaml,
+    rule_files,
+    rules,
+    tool,
+)
+
+REQUIRED_ALERTS = {
+    "OrdersOverdue",
+    "RemediationFailing",
+    "ReconcilerStalled",
+    "ConsumerLagHigh",
+    "OutboxBacklog",
+    "ChannelDelayRateHigh",
+    "NotificationDeliveryFailing",
+    "DeadLetterGrowing",
+    "CreditSLOBurnRate",
+}
+SEVERITIES = {"page", "warning"}
+SERVICES = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+
+
+def test_the_rule_files_and_both_prometheus_configs_are_valid_for_promtool() -> None:
+    promtool = tool("promtool")
+    checked = run(promtool, "check", "rules", *map(str, rule_files()))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for config in ("prometheus.yml", "prometheus.compose.yml"):
+        checked = run(promtool, "check", "config", str(PROMETHEUS_DIR / config))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_every_alert_fires_and_stays_quiet_exactly_as_its_promtool_unit_tests_say() -> None:
+    tests = sorted(RULE_TESTS_DIR.glob("*.test.yml"))
+    assert tests
+    result = run(tool("promtool"), "test", "rules", *map(str, tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_quiet() -> None:
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for path in RULE_TESTS_DIR.glob("*.test.yml"):
+        for case in load_yaml(path)["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in alerts()}
+    assert names - fired == set(), "alerts never shown firing in a promtool test"
+    assert names - quiet == set(), "alerts never shown staying quiet in a promtool test"
+
+
+def test_the_alerts_on_call_relies_on_all_exist() -> None:
+    assert {rule["alert"] for rule in alerts()} >= REQUIRED_ALERTS
+
+
+def test_every_alert_has_a_severity_a_summary_a_description_and_a_runbook_that_exists() -> None:
+    for rule in alerts():
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        annotations: dict[str, Any] = rule["annotations"]
+        assert annotations["summary"].strip() and annotations["description"].strip(), name
+        assert annotations["runbook_url"] == f"docs/runbooks/{name}.md", name
+        assert (ROOT / annotations["runbook_url"]).is_file(), f"{name}: {annotations['runbook_url']} is missing"
+
+
+def test_a_real_prometheus_loads_every_rule_and_finds_it_healthy(prometheus_url: str) -> None:
+    groups = httpx.get(f"{prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    loaded = [rule for group in groups for rule in group["rules"]]
+    assert len(loaded) == len(rules())
+    assert {rule["health"] for rule in loaded} <= {"ok", "unknown"}
+
+
+def test_both_prometheus_configs_scrape_the_four_services_each_under_its_own_job() -> None:
+    local = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in local["scrape_configs"]}
+    assert {name: jobs[name]["static_configs"][0]["targets"] for name in SERVICES} == {
+        name: [f"127.0.0.1:{port}"] for name, port in SERVICES.items()
+    }
+    compose = load_yaml(PROMETHEUS_DIR / "prometheus.compose.yml")
+    jobs = {job["job_name"]: job for job in compose["scrape_configs"]}
+    for name, port in SERVICES.items():
+        (discovery,) = jobs[name]["dns_sd_configs"]
+        assert discovery["names"][0] == name and discovery["port"] == port
+    for config in (local, compose):
+        assert config["rule_files"] == ["rules/*.yml"]
+
+
+def test_every_runbook_says_what_it_means_which_orders_how_to_read_them_what_to_do_and_how_to_verify() -> None:
+    sections = [
+        "## What it means",
+        "## Find the affected orders",
+        "## Read an order's timeline",
+        "## What to do by hand",
+        "## Verify it worked",
+    ]
+    for name in {rule["alert"] for rule in alerts()}:
+        text = (ROOT / "docs" / "runbooks" / f"{name}.md").read_text()
+        positions = [text.find(section) for section in sections]
+        assert -1 not in positions and positions == sorted(positions), name
