@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.codec import decode
+from credited.simulator.run import partition_count
 
 
 async def read_until(
@@ -60,13 +61,12 @@ async def eventually(check: Callable[[], object], *, timeout_s: float = 60, inte
 
 async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record on `topic` up to its end offsets at the time of the call."""
+    partitions = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from credited.simulator.receiver import Received
 from servicekit.signatures import sign
@@ -133,16 +134,24 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions `topic` has (a group-less consumer knows no metadata of unassigned topics)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        return len(described[0]["partitions"])
+    finally:
+        await admin.close()
+
+
 async def credit_publication_times(bootstrap: str, topic: str) -> dict[str, float]:
     """When each order's first CreditPosted reached the broker (record timestamps, unix seconds): the moment
     the credit became visible to the reconciler, which is what a false alarm is judged against."""
+    partitions = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            await consumer.topics()
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

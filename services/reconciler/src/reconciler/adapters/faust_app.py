@@ -6,6 +6,7 @@ the brokers' end offsets, moves each partition's safe time (watermarks.py) and f
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -36,25 +38,37 @@ OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
 class FaustOrderStates:
     """OrderStates on a faust table (changelog-backed, partitioned like the input topics).
 
-    Keys are the order id's bytes, exactly as on the input topics: the changelog partition is chosen by
-    the same partitioner as the source partition, and keys restored from the changelog (raw bytes)
-    are the same objects as keys written live. A str key would be written live but restored as bytes,
-    so a worker that takes over a partition would not find the state it just restored.
+    Keys are order ids as str, JSON-encoded on the changelog so that a restored key is the same str as a
+    key written live (raw keys come back as bytes, and a worker that took over a partition would not
+    find the state it had just restored). `order_id_partitioner` puts each changelog record in the
+    partition of its order on the input topics.
     """
 
     def __init__(self, table: faust.Table) -> None:
         self._table = table
 
     def get(self, order_id: str) -> OrderState | None:
-        raw = self._table.get(order_id.encode())
+        raw = self._table.get(order_id)
         return None if raw is None else OrderState.from_json(raw)
 
     def put(self, state: OrderState) -> None:
-        self._table[state.order_id.encode()] = state.to_json()
+        self._table[state.order_id] = state.to_json()
 
     def values(self) -> Iterator[OrderState]:
         for raw in list(self._table.values()):
             yield OrderState.from_json(raw)
+
+
+_default_partitioner = DefaultPartitioner()
+
+
+def order_id_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Kafka's default partitioner on the order id, whether the key is raw (input topics, status,
+    commands) or a JSON string (the table's changelog): one order's state lives in its order's partition."""
+    if key is not None and len(key) >= 2 and key[:1] == b'"' and key[-1:] == b'"':
+        key = json.loads(key).encode()
+    partition: int = _default_partitioner(key, all_partitions, available)
+    return partition
 
 
 class SystemClock:
@@ -86,6 +100,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_commit_interval=1.0,
         topic_disable_leader=True,
+        producer_partitioner=order_id_partitioner,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = (Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix))
@@ -96,7 +111,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         default=None,
         partitions=settings.topic_partitions,
         use_partitioner=True,
-        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
     states = FaustOrderStates(table)
     engine = Engine(states, settings.policy())
@@ -245,7 +260,7 @@ def _pages(app: faust.App, table: faust.Table, registry: CollectorRegistry) -> N
     @app.table_route(table=table, match_info="order_id")
     async def timeline(web: Any, request: Request, order_id: str) -> Response:
         """Every event and status of one order in time order, for support staff and on-call engineers."""
-        raw = table.get(order_id.encode())
+        raw = table.get(order_id)
         if raw is None:
             return web.json({"error": "unknown_order", "detail": f"no order {order_id}"}, status=404)
         state = OrderState.from_json(raw)
