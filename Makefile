@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 PYTEST := $(PY) -m pytest
-export CREDITED_TEST_BROKER ?= embedded
+# Integration and end-to-end tests run on Apache Kafka (jars from Maven Central, cached outside the
+# repository); the whole-pipeline journey runs once more on the embedded Tansu broker.
+export CREDITED_TEST_BROKER ?= apache
 
 .DEFAULT_GOAL := help
 
@@ -28,14 +30,15 @@ demo: $(STAMP) ## Run the stack on the embedded broker and PostgreSQL with the s
 up: $(STAMP) ## Run the stack without the simulator until Ctrl-C
 	$(VENV)/bin/credited up
 
-test: $(STAMP) lint ## Lint, then every test (broker: CREDITED_TEST_BROKER=embedded|apache|host:port)
+test: $(STAMP) lint ## Lint, every test (CREDITED_TEST_BROKER=apache|embedded|host:port), the journey on Tansu
 	$(PYTEST)
+	$(MAKE) test-e2e-embedded
 
 test-unit: $(STAMP) ## Unit and contract tests only (no broker, no database)
 	$(PYTEST) tests/contracts $$(find tests -type d -name unit)
 
-test-e2e-embedded: $(STAMP) ## The end-to-end tests on the embedded Tansu broker
-	CREDITED_TEST_BROKER=embedded $(PYTEST) -m e2e
+test-e2e-embedded: $(STAMP) ## The whole-pipeline journey on the embedded Tansu broker
+	CREDITED_TEST_BROKER=embedded $(PYTEST) tests/e2e/test_whole_pipeline.py
 
 lint: $(STAMP) ## ruff, mypy --strict, import-linter, schema drift
 	$(VENV)/bin/ruff check .
