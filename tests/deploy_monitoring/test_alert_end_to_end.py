@@ -3,8 +3,8 @@ the committed prometheus.yml and rules, 1 s intervals) while the simulator pays 
 drops a share of their credits; OrdersOverdue fires, Alertmanager (the committed config, short group
 timings) delivers it to a webhook, and it resolves once remediation has credited the dropped orders.
 
-It runs once in `make test` (on the test broker); it is not marked e2e, so the second, Tansu-only CI
-pass does not repeat its three minutes.
+It runs once in `make test`, on the test broker; it is not marked e2e, so no second pass on another
+broker repeats its three and a half minutes.
 """
 
 import asyncio
