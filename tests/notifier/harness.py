@@ -108,6 +108,7 @@ def notifier_settings(broker: Broker, database_url: str, isolation: str, **overr
         "webpush_allowed_hosts": ("127.0.0.1",),
         "webpush_allow_http": True,
         "push_timeout_s": 0.5,
+        "webhook_timeout_s": 0.5,
         "base_backoff_s": 0.05,
         "max_backoff_s": 0.4,
         "max_attempts": 5,

@@ -1,0 +1,172 @@
+"""The channels' wire formats and failure mapping, against httpx's mock transport (no network)."""
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from notifier.adapters.delivery import RetryPolicy
+from notifier.adapters.fcm import FcmChannel
+from notifier.adapters.outcomes import retry_after_s
+from notifier.adapters.webpush import VapidSigner, WebPushChannel, check_keys, endpoint_allowed
+from notifier.ports import DeliveryFailed, Target
+from tests.notifier.push_service import Device, b64url, verify_vapid
+
+PAYLOAD: dict[str, Any] = {
+    "notification_id": "n1",
+    "order_id": "ord_1",
+    "status": "credited",
+    "title": "Top-up credited",
+    "body": "648.00 CNY has been added to your wallet. Order: ord_1",
+    "collapse_key": "ord_1",
+    "push_topic": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    "urgency": "high",
+    "locale": "en",
+    "changed_at": "2026-11-22T08:00:00+00:00",
+}
+
+
+def client(answer: httpx.Response, seen: list[httpx.Request]) -> httpx.AsyncClient:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+def device_target(device: Device, endpoint: str = "https://push.example/p/1") -> Target:
+    return Target("webpush", "sub-1", endpoint, b64url(device.public_bytes), b64url(device.auth))
+
+
+async def test_web_push_encrypts_for_the_subscription_and_signs_with_vapid() -> None:
+    device, seen = Device("d"), []
+    signer = VapidSigner.generate("mailto:ops@example.com")
+    channel = WebPushChannel(
+        signer,
+        client(httpx.Response(201), seen),
+        allowed_hosts=frozenset({"push.example"}),
+        page_url="https://notify.example/",
+    )
+    await channel.deliver(PAYLOAD, device_target(device))
+    (request,) = seen
+    message = json.loads(device.decrypt(request.content))
+    assert (message["title"], message["tag"]) == ("Top-up credited", "ord_1")
+    assert message["url"] == "https://notify.example/orders/ord_1?lang=en"
+    assert request.headers["topic"] == PAYLOAD["push_topic"] and request.headers["urgency"] == "high"
+    assert request.headers["ttl"] == "86400" and request.headers["content-encoding"] == "aes128gcm"
+    claims = verify_vapid(request.headers["authorization"], "https://push.example/p/1", signer.public_key)
+    assert claims["aud"] == "https://push.example" and claims["sub"] == "mailto:ops@example.com"
+
+
+@pytest.mark.parametrize(
+    ("status", "retry", "gone", "retry_after"),
+    [
+        (500, True, False, None),
+        (429, True, False, 7.0),
+        (410, False, True, None),
+        (404, False, True, None),
+        (400, False, False, None),
+        (413, False, False, None),
+    ],
+)
+async def test_push_service_answers_map_to_retry_removal_or_a_final_failure(
+    status: int, retry: bool, gone: bool, retry_after: float | None
+) -> None:
+    device, seen = Device("d"), []
+    headers = {"retry-after": "7"} if retry_after else {}
+    channel = WebPushChannel(
+        VapidSigner.generate("mailto:a@b.c"),
+        client(httpx.Response(status, headers=headers), seen),
+        allowed_hosts=frozenset({"push.example"}),
+    )
+    with pytest.raises(DeliveryFailed) as failed:
+        await channel.deliver(PAYLOAD, device_target(device))
+    assert (failed.value.retry, failed.value.gone, failed.value.retry_after_s) == (retry, gone, retry_after)
+
+
+async def test_web_push_refuses_an_endpoint_outside_the_allowed_push_services_without_sending() -> None:
+    seen: list[httpx.Request] = []
+    channel = WebPushChannel(
+        VapidSigner.generate("mailto:a@b.c"), client(httpx.Response(201), seen), allowed_hosts=frozenset({"x.example"})
+    )
+    with pytest.raises(DeliveryFailed) as failed:
+        await channel.deliver(PAYLOAD, device_target(Device("d"), "https://10.0.0.1/internal"))
+    assert not failed.value.retry and seen == []
+
+
+def test_only_https_endpoints_on_allowed_push_services_are_accepted() -> None:
+    hosts = frozenset({"fcm.googleapis.com", "*.push.apple.com"})
+    assert endpoint_allowed("https://fcm.googleapis.com/fcm/send/abc", hosts, allow_http=False)
+    assert endpoint_allowed("https://web.push.apple.com/QO", hosts, allow_http=False)
+    assert not endpoint_allowed("http://fcm.googleapis.com/fcm/send/abc", hosts, allow_http=False)
+    assert not endpoint_allowed("https://evil.example/fcm.googleapis.com", hosts, allow_http=False)
+    assert not endpoint_allowed("https://push.apple.com.evil.example/", hosts, allow_http=False)
+
+
+def test_subscription_keys_must_be_a_p256_point_and_a_16_byte_secret() -> None:
+    device = Device("d")
+    check_keys(b64url(device.public_bytes), b64url(device.auth))
+    with pytest.raises(ValueError, match="p256dh"):
+        check_keys(b64url(b"\x04" + b"\x01" * 64), b64url(device.auth))
+    with pytest.raises(ValueError, match="auth"):
+        check_keys(b64url(device.public_bytes), b64url(b"short"))
+
+
+def test_a_vapid_key_from_settings_is_the_same_key_in_pem_or_raw_form() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    raw = b64url(key.private_numbers().private_value.to_bytes(32, "big"))
+    assert (
+        VapidSigner.from_setting(pem, "mailto:a@b.c").public_key
+        == VapidSigner.from_setting(raw, "mailto:a@b.c").public_key
+    )
+
+
+async def test_fcm_sends_a_v1_message_with_the_order_as_collapse_key_and_the_configured_bearer() -> None:
+    seen: list[httpx.Request] = []
+    channel = FcmChannel("https://fcm.example/v1/projects/p/messages:send", "tok", client(httpx.Response(200), seen))
+    await channel.deliver(PAYLOAD, Target("fcm", "sub-1", "registration-token"))
+    (request,) = seen
+    assert str(request.url) == "https://fcm.example/v1/projects/p/messages:send"
+    assert request.headers["authorization"] == "Bearer tok"
+    message = json.loads(request.content)["message"]
+    assert message["token"] == "registration-token"
+    assert message["android"]["collapse_key"] == PAYLOAD["push_topic"] and message["android"]["priority"] == "HIGH"
+    assert message["apns"]["headers"]["apns-collapse-id"] == PAYLOAD["push_topic"]
+    assert all(isinstance(v, str) for v in message["data"].values())
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "gone", "retry"),
+    [
+        (404, b'{"error":{"status":"NOT_FOUND","details":[{"errorCode":"UNREGISTERED"}]}}', True, False),
+        (400, b'{"error":{"details":[{"errorCode":"UNREGISTERED"}]}}', True, False),
+        (400, b'{"error":{"status":"INVALID_ARGUMENT"}}', False, False),
+        (503, b"", False, True),
+        (429, b"", False, True),
+    ],
+)
+async def test_fcm_answers_map_to_removal_retry_or_failure(status: int, body: bytes, gone: bool, retry: bool) -> None:
+    channel = FcmChannel("https://fcm.example/send", "tok", client(httpx.Response(status, content=body), []))
+    with pytest.raises(DeliveryFailed) as failed:
+        await channel.deliver(PAYLOAD, Target("fcm", "sub-1", "registration-token"))
+    assert (failed.value.gone, failed.value.retry) == (gone, retry)
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
+    assert retry_after_s("120") == 120.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:10 GMT", now=lambda: 1445412480.0) == 10.0
+    assert retry_after_s("soon") is None and retry_after_s(None) is None
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_its_cap_and_retry_after_wins() -> None:
+    policy = RetryPolicy(max_attempts=8, base_backoff_s=1.0, max_backoff_s=10.0)
+    for attempts, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 10.0)]:
+        delays = [policy.delay(attempts, None) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+    assert policy.delay(3, 30.0) == 30.0
