@@ -1,0 +1,121 @@
+"""The order status page in Debian's headless Chromium, driven by Selenium through Debian's chromedriver:
+it shows the order's timeline in the user's language and updates live, without a reload, when a new status
+arrives. Screenshots go to artifacts/notifier/ (not committed)."""
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
+
+from contracts.events import OrderStatus
+from tests.conftest import ROOT, Broker
+from tests.notifier.conftest import StartNotifier
+from tests.notifier.harness import T0, change, publish
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / "artifacts" / "notifier"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=480,960",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not found: the status page test needs Debian's chromium and chromium-driver"
+            " (apt-get install -y chromium chromium-driver; .ci/run installs them)"
+        )
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+async def until(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout_s: float = 30) -> Any:
+    return await asyncio.to_thread(WebDriverWait(driver, timeout_s, poll_frequency=0.1).until, condition)
+
+
+def steps(driver: WebDriver) -> list[tuple[str | None, str | None]]:
+    return [
+        (li.get_attribute("data-key"), li.get_attribute("data-state"))
+        for li in driver.find_elements(By.CSS_SELECTOR, "#steps li")
+    ]
+
+
+def text_of(driver: WebDriver, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+async def test_the_status_page_shows_the_timeline_in_the_users_language_and_updates_live_in_chromium(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    assert (await running.api.put(f"{running.url}/v1/users/u1/locale", json={"locale": "zh-CN"})).is_success
+    prefix = f"{isolation}."
+    await publish(broker, prefix, change("ord_page", OrderStatus.DELAYED, 2, eta=T0 + timedelta(minutes=10)))
+    await running.wait_until_consumed("ord_page", 1)
+
+    await asyncio.to_thread(browser.get, f"{running.url}/orders/ord_page")
+    await until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#steps li[data-key="delayed"]'))
+    await until(browser, lambda d: text_of(d, "live") == "实时")  # the event stream is open
+    assert text_of(browser, "headline") == "充值到账延迟"
+    assert steps(browser) == [
+        ("submitted", "done"),
+        ("paid", "done"),
+        ("delayed", "done"),
+        ("crediting", "current"),
+        ("credited", "upcoming"),
+    ]
+    assert "预计 2026-11-22 08:10（UTC）前到账" in text_of(browser, "steps")  # noqa: RUF001
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-CN_delayed.png"))
+
+    browser.execute_script("window.stillTheSamePage = true")
+    await publish(broker, prefix, change("ord_page", OrderStatus.CREDITED, 3))
+    await until(browser, lambda d: d.execute_script("return document.body.dataset.final") == "true")
+    assert browser.execute_script("return window.stillTheSamePage") is True, "the page reloaded instead of updating"
+    assert text_of(browser, "headline") == "充值已到账"
+    assert steps(browser)[-2:] == [("crediting", "done"), ("credited", "done")]
+    await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-CN_credited.png"))
+
+    await asyncio.to_thread(browser.get, f"{running.url}/orders/ord_page?lang=en")
+    await until(browser, lambda d: text_of(d, "live") == "Live")
+    assert text_of(browser, "headline") == "Top-up credited"
+    assert [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#steps .label")] == [
+        "Order submitted",
+        "Payment received",
+        "Delayed",
+        "Crediting",
+        "Credited",
+    ]
+    await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_en_credited.png"))
