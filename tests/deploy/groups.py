@@ -35,23 +35,26 @@ async def create_changelog(bootstrap: str, prefix: str, partitions: int) -> None
         await admin.close()
 
 
-async def assignments(bootstrap: str, groups: list[str]) -> dict[str, list[int]]:
-    """group -> the number of partitions each live member holds (an empty list: no member)."""
+async def assignments(bootstrap: str, groups: list[str]) -> dict[str, list[int | None]]:
+    """group -> the number of partitions each member holds, once the group is Stable (an empty list: no
+    member, or a rebalance in progress). None for a member: the broker does not say, as the embedded Tansu,
+    which describes members without their assignment."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        out: dict[str, list[int]] = {}
+        out: dict[str, list[int | None]] = {}
         for group in groups:
             for response in await admin.describe_consumer_groups([group]):
                 for described in response.groups:
-                    members = described[5]
-                    out[described[1]] = sorted(_partition_count(member[-1]) for member in members)
+                    state, members = described[2], described[5]
+                    stable = state == "Stable"
+                    out[described[1]] = [_partition_count(member[-1]) for member in members] if stable else []
         return out
     finally:
         await admin.close()
 
 
-def _partition_count(raw: bytes) -> int:
+def _partition_count(raw: bytes) -> int | None:
     if not raw:
-        return 0
+        return None
     return sum(len(partitions) for _, partitions in ConsumerProtocolMemberAssignment.decode(raw).assignment)

@@ -65,6 +65,8 @@ class LocalStack:
         self.kafka: EmbeddedKafka | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.services: dict[str, Child] = {}
+        self.instances: dict[str, Child] = {}
+        self.instance_ports: dict[str, int] = {}
         self.bootstrap = config.kafka_bootstrap or ""
         self.database_url = config.database_url or ""
 
@@ -133,19 +135,35 @@ class LocalStack:
         self.services[name] = child
         return child
 
+    def start_instance(self, name: str, instance: int) -> Child:
+        """One more instance of a running service: the same settings, so the same consumer groups (Kafka
+        shares the partitions between the instances), with its own HTTP port, log file and (reconciler)
+        working directory. `stop` stops it with the rest."""
+        key = f"{name}-{instance}"
+        port = free_port()
+        env = self.service_env(name)
+        env[f"{name.upper()}_HTTP_PORT"] = str(port)
+        env["RECONCILER_DATA_DIR"] = str(self.config.run_dir / f"reconciler-{instance}")
+        child = Child(key, [sys.executable, "-m", name], log_path=self.config.run_dir / "logs" / f"{key}.log", env=env)
+        child.start()
+        self.instances[key] = child
+        self.instance_ports[key] = port
+        return child
+
+    def instance_url(self, name: str, instance: int) -> str:
+        return f"http://127.0.0.1:{self.instance_ports[f'{name}-{instance}']}"
+
     def wait_healthy(self, name: str, timeout_s: float = 90) -> None:
-        url = f"{self.url(name)}/healthz"
+        _wait_healthy(f"{self.url(name)}/healthz", name, self.services[name], timeout_s)
 
-        def healthy() -> bool:
-            try:
-                return httpx.get(url, timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout_s=timeout_s, what=f"{name} at {url}", child=self.services[name])
+    def wait_instance_healthy(self, name: str, instance: int, timeout_s: float = 90) -> None:
+        key = f"{name}-{instance}"
+        _wait_healthy(f"{self.instance_url(name, instance)}/healthz", key, self.instances[key], timeout_s)
 
     def stop(self) -> None:
         started = time.monotonic()
+        for key in reversed(list(self.instances)):
+            self.instances.pop(key).stop()
         for name in reversed(SERVICES):
             child = self.services.pop(name, None)
             if child is not None:
@@ -157,3 +175,13 @@ class LocalStack:
             self.postgres.stop()
             self.postgres = None
         log.info("stack stopped in %.1fs", time.monotonic() - started)
+
+
+def _wait_healthy(url: str, name: str, child: Child, timeout_s: float) -> None:
+    def healthy() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout_s=timeout_s, what=f"{name} at {url}", child=child)

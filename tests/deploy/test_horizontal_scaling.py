@@ -1,0 +1,142 @@
+"""Two instances of every service share one load through their consumer groups; one of each is SIGKILLed
+mid-run, and still every paid order is credited exactly once and every user told exactly once."""
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from credited.simulator.run import Load, Simulator, Truth, score, settled
+from credited.stack.local import SERVICES, LocalStack
+from tests.conftest import Broker
+from tests.deploy.groups import RECONCILER_APP, assignments, create_changelog
+from tests.e2e.stack import running_stack
+from tests.kafka_reader import eventually
+
+pytestmark = pytest.mark.e2e
+log = logging.getLogger(__name__)
+
+ORDERS = 800
+RATE = 100.0
+PARTITIONS = 6
+GROUPS = {
+    "payments": ["payments.order-status", "payments.commands"],
+    "ledger": ["ledger.payments", "ledger.commands"],
+    "reconciler": [RECONCILER_APP],
+    "notifier": ["notifier.order-status"],
+}
+# What an instance logs per record it handled; payments logs nothing for the statuses it follows, its
+# share shows in the consumer groups.
+HANDLED = {"ledger": "credited (event", "reconciler": " is credited", "notifier": "/notifications"}
+
+
+def group_ids(prefix: str) -> list[str]:
+    return [f"{prefix}{group}" for groups in GROUPS.values() for group in groups]
+
+
+def shared(counts: list[int | None], members: int) -> bool:
+    """`members` live members, each holding a partition (None: the broker does not report assignments)."""
+    return len(counts) == members and all(c is None or c >= 1 for c in counts)
+
+
+async def every_group_is_shared_by(bootstrap: str, prefix: str, members: int) -> bool:
+    return all(shared(counts, members) for counts in (await assignments(bootstrap, group_ids(prefix))).values())
+
+
+def handled(stack: LocalStack, name: str, instance: int) -> int:
+    log_file = stack.config.run_dir / "logs" / (f"{name}.log" if instance == 1 else f"{name}-{instance}.log")
+    lines = log_file.read_text(errors="replace").splitlines()
+    return sum(1 for line in lines if HANDLED[name] in line)
+
+
+async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one_loses_and_doubles_nothing(
+    broker: Broker, database_url: str, isolation: str, tmp_path: Path
+) -> None:
+    if broker.kind == "embedded":
+        pytest.skip("the embedded Tansu cannot hand faust partitions between two workers reliably (Makefile)")
+    prefix = f"{isolation}."
+    await create_changelog(broker.bootstrap, prefix, PARTITIONS)
+    started = time.monotonic()
+    async with running_stack(broker, database_url, isolation, tmp_path, partitions=PARTITIONS) as (stack, receiver):
+        for name in SERVICES:
+            stack.start_instance(name, 2)
+        for name in SERVICES:
+            await asyncio.to_thread(stack.wait_instance_healthy, name, 2)
+        await eventually(lambda: every_group_is_shared_by(broker.bootstrap, prefix, 2), timeout_s=90, interval_s=1)
+        before = await assignments(broker.bootstrap, group_ids(prefix))
+
+        truth = Truth()
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+            # Users and the provider reach the first payments instance; the second takes part through the
+            # consumer groups it shares (order status, refund commands) until it is killed.
+            sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
+            drive = asyncio.create_task(sim.drive(Load(orders=ORDERS, rate=RATE, duplicate_share=0.2), truth))
+
+            def second_instances_are_busy() -> bool:
+                return len(truth.paid) >= ORDERS * 0.4 and all(handled(stack, n, 2) > 0 for n in HANDLED)
+
+            await eventually(second_instances_are_busy, timeout_s=90, interval_s=0.2)
+            work = {f"{n}-{i}": handled(stack, n, i) for n in HANDLED for i in (1, 2)}
+            for name in SERVICES:
+                await asyncio.to_thread(stack.instances[f"{name}-2"].kill)
+            at_kill = {"paid": len(truth.paid), "settled": settled(truth, receiver.received)}
+            await drive
+            assert truth.errors == []
+            assert len(truth.paid) == ORDERS
+            assert at_kill["settled"] < ORDERS, "the kill came after the run: nothing was in flight"
+
+            await eventually(lambda: settled(truth, receiver.received) >= ORDERS, timeout_s=150, interval_s=0.5)
+            result = await score(
+                truth,
+                receiver.received,
+                ledger_url=stack.url("ledger"),
+                client=client,
+                elapsed_s=time.monotonic() - started,
+                threshold_s=stack.config.threshold_s,
+            )
+
+            async def payments_follows_every_order() -> bool:
+                statuses = await asyncio.gather(
+                    *(client.get(f"{stack.url('payments')}/v1/orders/{oid}") for oid in sorted(truth.paid))
+                )
+                return all(r.json()["status"] == "credited" for r in statuses)
+
+            await eventually(payments_follows_every_order, timeout_s=60, interval_s=1)
+        after = await assignments(broker.bootstrap, group_ids(prefix))
+
+    # The survivor of each group holds every partition the two instances held.
+    for group, counts in after.items():
+        known = [c for c in before[group] if c is not None]
+        assert len(counts) == 1 and counts[0] in (None, sum(known)), (group, before[group], counts)
+
+    # Ledger: one credit per paid order, wallets exactly the sum of their orders, no remediation needed.
+    assert result["credited"] == ORDERS
+    assert result["credited_twice"] == 0
+    assert result["balance_mismatches"] == 0
+    assert result["refunded"] == 0 and result["flagged_overdue"] == 0
+
+    # Notifier: exactly one notification per (order, status). A notifier killed between the webhook's answer
+    # and its commit delivers that notification again (at least once, same notification id): reported.
+    per_change = Counter((p["order_id"], p["status"]) for p in receiver.received.payloads.values())
+    assert set(per_change.values()) == {1}
+    assert {oid for oid, status in per_change if status == "credited"} == truth.paid
+    assert receiver.received.rejected == 0
+    log.warning(
+        "scale run on %s: %d orders in %.0fs; instance 2 of each service SIGKILLed at %s; partitions per member "
+        "before %s, after %s; records handled per instance before the kill %s; %d notifications, %d deliveries "
+        "(%d repeated)",
+        broker.kind,
+        ORDERS,
+        time.monotonic() - started,
+        at_kill,
+        before,
+        after,
+        work,
+        len(receiver.received.payloads),
+        sum(receiver.received.deliveries.values()),
+        receiver.received.duplicates,
+    )
