@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
 from credited.simulator.run import Load, Simulator, Truth
@@ -166,13 +165,7 @@ async def test_orders_overdue_fires_reaches_the_webhook_and_resolves_after_remed
     ) as (stack, _):
         async with httpx.AsyncClient(timeout=30) as client:
             reconciler_metrics = await client.get(f"{stack.url('reconciler')}/metrics")
-        if reconciler_metrics.status_code != 200:
-            # Known, and not this test's to fix: faust's aiohttp driver refuses a charset inside
-            # content_type, so the reconciler's /metrics (prometheus_client's CONTENT_TYPE_LATEST)
-            # answers 500. Once services/reconciler serves it, this test runs in full.
-            pytest.xfail(
-                f"the reconciler's /metrics answers {reconciler_metrics.status_code}: Prometheus cannot scrape it"
-            )
+        assert reconciler_metrics.status_code == 200, reconciler_metrics.text
         with webhook.serving(), monitoring(stack, tmp_path, webhook) as prometheus_url:
             async with httpx.AsyncClient(timeout=30) as client:
                 all_up = dict.fromkeys(("payments", "ledger", "reconciler", "notifier"), "up")

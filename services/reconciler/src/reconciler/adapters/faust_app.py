@@ -17,7 +17,7 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
@@ -254,7 +254,9 @@ def _pages(app: faust.App, table: faust.Table, registry: CollectorRegistry) -> N
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp (under faust's web server) refuses a charset inside content_type; the exposition
+            # format is ASCII, so the plain type with its version is what Prometheus needs.
+            return self.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
 
     @app.page("/v1/orders/{order_id}/timeline")
     @app.table_route(table=table, match_info="order_id")
