@@ -98,8 +98,8 @@ class RunningNotifier:
                 await consumer.stop()
         with contextlib.suppress(Exception):
             await self.notifier.infra.publisher.stop()
-        for client in self.notifier.clients:
-            await client.aclose()
+        for poster in self.notifier.posters:
+            await poster.close()
 
 
 def notifier_settings(broker: Broker, database_url: str, isolation: str, **overrides: Any) -> Settings:

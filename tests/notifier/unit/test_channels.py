@@ -1,14 +1,15 @@
-"""The channels' wire formats and failure mapping, against httpx's mock transport (no network)."""
+"""The channels' wire formats and failure mapping, against a fake HTTP poster (no network)."""
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from notifier.adapters.delivery import RetryPolicy
 from notifier.adapters.fcm import FcmChannel
-from notifier.adapters.outcomes import retry_after_s
+from notifier.adapters.poster import Answer, retry_after_s
 from notifier.adapters.webpush import VapidSigner, WebPushChannel, check_keys, endpoint_allowed
 from notifier.ports import DeliveryFailed, Target
 from tests.notifier.push_service import Device, b64url, verify_vapid
@@ -27,12 +28,23 @@ PAYLOAD: dict[str, Any] = {
 }
 
 
-def client(answer: httpx.Response, seen: list[httpx.Request]) -> httpx.AsyncClient:
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answer
+@dataclass
+class Sent:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+@dataclass
+class FakePoster:
+    """Answers every POST with `answer` and keeps what was sent."""
+
+    answer: Answer = field(default_factory=lambda: Answer(201))
+    sent: list[Sent] = field(default_factory=list)
+
+    async def post(self, what: str, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        self.sent.append(Sent(url, body, dict(headers)))
+        return self.answer
 
 
 def device_target(device: Device, endpoint: str = "https://push.example/p/1") -> Target:
@@ -40,17 +52,17 @@ def device_target(device: Device, endpoint: str = "https://push.example/p/1") ->
 
 
 async def test_web_push_encrypts_for_the_subscription_and_signs_with_vapid() -> None:
-    device, seen = Device("d"), []
+    device, poster = Device("d"), FakePoster()
     signer = VapidSigner.generate("mailto:ops@example.com")
     channel = WebPushChannel(
         signer,
-        client(httpx.Response(201), seen),
+        poster,
         allowed_hosts=frozenset({"push.example"}),
         page_url="https://notify.example/",
     )
     await channel.deliver(PAYLOAD, device_target(device))
-    (request,) = seen
-    message = json.loads(device.decrypt(request.content))
+    (request,) = poster.sent
+    message = json.loads(device.decrypt(request.body))
     assert (message["title"], message["tag"]) == ("Top-up credited", "ord_1")
     assert message["url"] == "https://notify.example/orders/ord_1?lang=en"
     assert request.headers["topic"] == PAYLOAD["push_topic"] and request.headers["urgency"] == "high"
@@ -73,11 +85,11 @@ async def test_web_push_encrypts_for_the_subscription_and_signs_with_vapid() -> 
 async def test_push_service_answers_map_to_retry_removal_or_a_final_failure(
     status: int, retry: bool, gone: bool, retry_after: float | None
 ) -> None:
-    device, seen = Device("d"), []
+    device = Device("d")
     headers = {"retry-after": "7"} if retry_after else {}
     channel = WebPushChannel(
         VapidSigner.generate("mailto:a@b.c"),
-        client(httpx.Response(status, headers=headers), seen),
+        FakePoster(Answer(status, headers)),
         allowed_hosts=frozenset({"push.example"}),
     )
     with pytest.raises(DeliveryFailed) as failed:
@@ -86,13 +98,11 @@ async def test_push_service_answers_map_to_retry_removal_or_a_final_failure(
 
 
 async def test_web_push_refuses_an_endpoint_outside_the_allowed_push_services_without_sending() -> None:
-    seen: list[httpx.Request] = []
-    channel = WebPushChannel(
-        VapidSigner.generate("mailto:a@b.c"), client(httpx.Response(201), seen), allowed_hosts=frozenset({"x.example"})
-    )
+    poster = FakePoster()
+    channel = WebPushChannel(VapidSigner.generate("mailto:a@b.c"), poster, allowed_hosts=frozenset({"x.example"}))
     with pytest.raises(DeliveryFailed) as failed:
         await channel.deliver(PAYLOAD, device_target(Device("d"), "https://10.0.0.1/internal"))
-    assert not failed.value.retry and seen == []
+    assert not failed.value.retry and poster.sent == []
 
 
 def test_only_https_endpoints_on_allowed_push_services_are_accepted() -> None:
@@ -127,13 +137,13 @@ def test_a_vapid_key_from_settings_is_the_same_key_in_pem_or_raw_form() -> None:
 
 
 async def test_fcm_sends_a_v1_message_with_the_order_as_collapse_key_and_the_configured_bearer() -> None:
-    seen: list[httpx.Request] = []
-    channel = FcmChannel("https://fcm.example/v1/projects/p/messages:send", "tok", client(httpx.Response(200), seen))
+    poster = FakePoster(Answer(200))
+    channel = FcmChannel("https://fcm.example/v1/projects/p/messages:send", "tok", poster)
     await channel.deliver(PAYLOAD, Target("fcm", "sub-1", "registration-token"))
-    (request,) = seen
-    assert str(request.url) == "https://fcm.example/v1/projects/p/messages:send"
+    (request,) = poster.sent
+    assert request.url == "https://fcm.example/v1/projects/p/messages:send"
     assert request.headers["authorization"] == "Bearer tok"
-    message = json.loads(request.content)["message"]
+    message = json.loads(request.body)["message"]
     assert message["token"] == "registration-token"
     assert message["android"]["collapse_key"] == PAYLOAD["push_topic"] and message["android"]["priority"] == "HIGH"
     assert message["apns"]["headers"]["apns-collapse-id"] == PAYLOAD["push_topic"]
@@ -151,7 +161,7 @@ async def test_fcm_sends_a_v1_message_with_the_order_as_collapse_key_and_the_con
     ],
 )
 async def test_fcm_answers_map_to_removal_retry_or_failure(status: int, body: bytes, gone: bool, retry: bool) -> None:
-    channel = FcmChannel("https://fcm.example/send", "tok", client(httpx.Response(status, content=body), []))
+    channel = FcmChannel("https://fcm.example/send", "tok", FakePoster(Answer(status, body=body)))
     with pytest.raises(DeliveryFailed) as failed:
         await channel.deliver(PAYLOAD, Target("fcm", "sub-1", "registration-token"))
     assert (failed.value.gone, failed.value.retry) == (gone, retry)

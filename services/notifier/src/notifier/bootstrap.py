@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI
 
 from contracts.events import OrderStatusChanged
@@ -17,6 +16,7 @@ from notifier.adapters.fcm import FcmChannel
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.http import PushOptions, routes
 from notifier.adapters.metrics import PrometheusNotifierMetrics
+from notifier.adapters.poster import AiohttpPoster
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.queue import PostgresDeliveryQueue
 from notifier.adapters.status_page import StatusPage
@@ -44,11 +44,11 @@ class Notifier:
     worker: DeliveryWorker
     feed: PostgresOrderFeed
     uow: Callable[[], PostgresNotifications]
-    clients: list[httpx.AsyncClient]
+    posters: list[AiohttpPoster]
 
     async def close(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        for poster in self.posters:
+            await poster.close()
         await self.infra.close()
 
 
@@ -62,35 +62,34 @@ def vapid_signer(settings: Settings) -> VapidSigner:
     return VapidSigner.generate(settings.vapid_subject)
 
 
-def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, DeliveryChannel], list[httpx.AsyncClient]]:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-    push_client = httpx.AsyncClient(timeout=settings.push_timeout_s, limits=limits)
+def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, DeliveryChannel], list[AiohttpPoster]]:
+    push_poster = AiohttpPoster(timeout_s=settings.push_timeout_s, max_connections=settings.max_in_flight)
     built: dict[str, DeliveryChannel] = {
         "webpush": WebPushChannel(
             signer,
-            push_client,
+            push_poster,
             ttl_s=settings.webpush_ttl_s,
             allowed_hosts=frozenset(settings.webpush_allowed_hosts),
             allow_http=settings.webpush_allow_http,
             page_url=settings.public_url,
         )
     }
-    clients = [push_client]
+    posters = [push_poster]
     if settings.webhook_url:
-        client = httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=httpx.Limits(max_connections=50))
-        built["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, client)
-        clients.append(client)
+        webhook_poster = AiohttpPoster(timeout_s=settings.webhook_timeout_s, max_connections=50)
+        built["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, webhook_poster)
+        posters.append(webhook_poster)
     if settings.fcm_endpoint:
         log.warning("FCM uses the static NOTIFIER_FCM_BEARER_TOKEN: it is not refreshed when it expires")
         token = settings.fcm_bearer_token.get_secret_value()
-        built["fcm"] = FcmChannel(settings.fcm_endpoint, token, push_client, ttl_s=settings.webpush_ttl_s)
-    return built, clients
+        built["fcm"] = FcmChannel(settings.fcm_endpoint, token, push_poster, ttl_s=settings.webpush_ttl_s)
+    return built, posters
 
 
 async def build(settings: Settings) -> Notifier:
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
     signer = vapid_signer(settings)
-    by_name, clients = channels(settings, signer)
+    by_name, posters = channels(settings, signer)
     worker = DeliveryWorker(
         PostgresDeliveryQueue(infra.pool),
         by_name,
@@ -127,4 +126,4 @@ async def build(settings: Settings) -> Notifier:
     app = create_app(title="credited notifier", version="1", registry=infra.registry)
     app.include_router(routes(uow, subscriptions, push))
     app.include_router(StatusPage(uow, subscriptions, feed, heartbeat_s=settings.sse_heartbeat_s).routes())
-    return Notifier(infra, app, worker, feed, uow, clients)
+    return Notifier(infra, app, worker, feed, uow, posters)

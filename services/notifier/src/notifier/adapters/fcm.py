@@ -8,10 +8,9 @@ access token minted from a service account and refreshed before it expires, whic
 
 from typing import Any
 
-import httpx
 import orjson
 
-from notifier.adapters.outcomes import failure_for, post
+from notifier.adapters.poster import GONE, Poster, failure_for
 from notifier.ports import DeliveryFailed, Target
 
 _APNS_PRIORITY = {"high": "10", "normal": "5", "low": "5"}
@@ -20,10 +19,10 @@ _APNS_PRIORITY = {"high": "10", "normal": "5", "low": "5"}
 class FcmChannel:
     name = "fcm"
 
-    def __init__(self, endpoint: str, bearer_token: str, client: httpx.AsyncClient, *, ttl_s: int = 86400) -> None:
+    def __init__(self, endpoint: str, bearer_token: str, poster: Poster, *, ttl_s: int = 86400) -> None:
         self._endpoint = endpoint
         self._token = bearer_token
-        self._client = client
+        self._poster = poster
         self._ttl_s = ttl_s
 
     def message(self, payload: dict[str, Any], token: str) -> dict[str, Any]:
@@ -52,11 +51,9 @@ class FcmChannel:
             raise DeliveryFailed("no FCM registration token", retry=False)
         body = orjson.dumps(self.message(payload, target.endpoint))
         headers = {"authorization": f"Bearer {self._token}", "content-type": "application/json; charset=UTF-8"}
-        response = await post(self._client, "FCM", self._endpoint, content=body, headers=headers)
-        if response.is_success:
+        answer = await self._poster.post("FCM", self._endpoint, body, headers)
+        if answer.ok:
             return
         # FCM says a token is dead with 404 UNREGISTERED (sometimes 400 with that error code).
-        unregistered = b"UNREGISTERED" in response.content
-        raise failure_for(
-            response, "FCM", gone_on=frozenset({404, 410} | ({response.status_code} if unregistered else set()))
-        )
+        gone = GONE | ({answer.status} if b"UNREGISTERED" in answer.body else set())
+        raise failure_for(answer, "FCM", gone_on=frozenset(gone))

@@ -3,10 +3,9 @@
 import time
 from typing import Any
 
-import httpx
 import orjson
 
-from notifier.adapters.outcomes import failure_for, post
+from notifier.adapters.poster import Poster, failure_for
 from notifier.ports import Target
 from servicekit.signatures import sign
 
@@ -16,10 +15,10 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, url: str, secret: str, poster: Poster) -> None:
         self._url = url
         self._secret = secret
-        self._client = client
+        self._poster = poster
 
     async def deliver(self, payload: dict[str, Any], target: Target) -> None:
         body = orjson.dumps(payload)
@@ -28,6 +27,6 @@ class WebhookChannel:
             "x-signature": sign(self._secret, body, int(time.time())),
             "x-credited-notification-id": str(payload["notification_id"]),
         }
-        response = await post(self._client, "webhook", self._url, content=body, headers=headers)
-        if not response.is_success:
-            raise failure_for(response, "webhook")
+        answer = await self._poster.post("webhook", self._url, body, headers)
+        if not answer.ok:
+            raise failure_for(answer, "webhook")

@@ -14,13 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import http_ece  # type: ignore[import-untyped]
-import httpx
 import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from notifier.adapters.outcomes import GONE, failure_for, post
+from notifier.adapters.poster import GONE, Poster, failure_for
 from notifier.ports import DeliveryFailed, Target
 
 MAX_PLAINTEXT = 3993
@@ -123,7 +122,7 @@ class WebPushChannel:
     def __init__(
         self,
         signer: VapidSigner,
-        client: httpx.AsyncClient,
+        poster: Poster,
         *,
         ttl_s: int = 86400,
         allowed_hosts: frozenset[str] = frozenset(),
@@ -131,7 +130,7 @@ class WebPushChannel:
         page_url: str | None = None,
     ) -> None:
         self._signer = signer
-        self._client = client
+        self._poster = poster
         self._ttl_s = ttl_s
         self._hosts = allowed_hosts
         self._allow_http = allow_http
@@ -168,6 +167,6 @@ class WebPushChannel:
             "authorization": self._signer.authorization(target.endpoint),
         }
         body = encrypt(plaintext, target.p256dh, target.auth)
-        response = await post(self._client, "push service", target.endpoint, content=body, headers=headers)
-        if not response.is_success:
-            raise failure_for(response, "push service", gone_on=GONE)
+        answer = await self._poster.post("push service", target.endpoint, body, headers)
+        if not answer.ok:
+            raise failure_for(answer, "push service", gone_on=GONE)
