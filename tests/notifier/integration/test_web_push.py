@@ -51,6 +51,9 @@ async def test_a_redelivered_status_change_reaches_the_device_once(
     await eventually(lambda: len(push_service.received) >= 1)
     assert [m["status"] for m in push_service.messages("phone")] == ["delayed"]
     assert "Expected by 2026-11-22 08:05 UTC." in push_service.messages("phone")[0]["body"]
+    metrics = (await running.api.get(f"{running.url}/metrics")).text
+    assert 'notifier_deliveries_total{channel="webpush",outcome="delivered"} 1.0' in metrics
+    assert 'notifier_delivery_latency_seconds_count{channel="webpush"} 1.0' in metrics
 
 
 async def test_a_newer_status_replaces_the_older_one_on_the_device_through_the_collapse_key(

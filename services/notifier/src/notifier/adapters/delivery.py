@@ -96,6 +96,8 @@ class DeliveryWorker:
                     task = asyncio.create_task(self._deliver(delivery))
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
+                if self._metrics is not None:
+                    self._metrics.in_flight.set(len(self._in_flight))
                 if len(claimed) < free or free <= 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), self._poll)
@@ -171,6 +173,8 @@ class DeliveryWorker:
             await self._until_done("settle", partial(self._queue.settle, batch))
             self.delivered_total += sum(1 for s in batch if s.state == "delivered")
             self.failed_total += sum(1 for s in batch if s.state in ("failed", "gone"))
+            if self._metrics is not None:
+                self._metrics.in_flight.set(len(self._in_flight))
             self.wake()  # a settled delivery may free the next status of the same order for its target
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
