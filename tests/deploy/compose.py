@@ -23,6 +23,25 @@ def docker_compose() -> str:
     return found
 
 
+def _python_with_yaml(binary: str) -> str | None:
+    """The interpreter that runs Debian's docker-compose (a Python program that needs PyYAML), if it is one."""
+    shebang = Path(binary).read_bytes()[:200].split(b"\n", 1)[0]
+    if shebang.startswith(b"#!") and b"python" in shebang:
+        return shebang[2:].decode().strip().split()[0]
+    return None
+
+
+def yaml_as_json(text: str) -> Any:
+    """Any YAML document as data, read by docker-compose's own interpreter."""
+    interpreter = _python_with_yaml(docker_compose())
+    if interpreter is None:
+        raise AssertionError(f"docker-compose is not Debian's Python program: {INSTALL_HINT}")
+    to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
+    done = subprocess.run([interpreter, "-c", to_json], input=text, capture_output=True, text=True, timeout=60)
+    _check(done)
+    return json.loads(done.stdout)
+
+
 def resolved_config(root: Path, env_file: Path) -> dict[str, Any]:
     """The compose file with every default and anchor resolved, as Compose itself resolves it.
 
@@ -30,17 +49,10 @@ def resolved_config(root: Path, env_file: Path) -> dict[str, Any]:
     binary = docker_compose()
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(env_file.parent)}
     base = [binary, "-f", str(root / "docker-compose.yml"), "--env-file", str(env_file), "config"]
-    shebang = Path(binary).read_bytes()[:200].split(b"\n", 1)[0]
-    if shebang.startswith(b"#!") and b"python" in shebang:
+    if _python_with_yaml(binary) is not None:
         done = subprocess.run(base, capture_output=True, text=True, env=env, cwd=root, timeout=60)
         _check(done)
-        interpreter = shebang[2:].decode().strip().split()[0]
-        to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
-        converted = subprocess.run(
-            [interpreter, "-c", to_json], input=done.stdout, capture_output=True, text=True, timeout=60
-        )
-        _check(converted)
-        return dict(json.loads(converted.stdout))
+        return dict(yaml_as_json(done.stdout))
     done = subprocess.run([*base, "--format", "json"], capture_output=True, text=True, env=env, cwd=root, timeout=60)
     _check(done)
     return dict(json.loads(done.stdout))

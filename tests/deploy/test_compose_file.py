@@ -19,7 +19,7 @@ from payments.config import SECRET_PREFIX
 from payments.config import Settings as PaymentsSettings
 from reconciler.bootstrap import build as build_reconciler
 from reconciler.config import Settings as ReconcilerSettings
-from tests.deploy.compose import env_names_read_by, port_mappings, resolved_config
+from tests.deploy.compose import env_names_read_by, port_mappings, resolved_config, yaml_as_json
 from tests.deploy.groups import RECONCILER_TABLE, reconciler_changelog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,13 +192,37 @@ def test_postgres_keeps_its_data_on_a_volume_and_is_checked_before_services_star
 def test_prometheus_alertmanager_and_grafana_are_provisioned_from_deploy(compose: dict[str, Any]) -> None:
     services = compose["services"]
     mounts = {name: " ".join(services[name]["volumes"]) for name in ("prometheus", "alertmanager", "grafana")}
-    assert f"{ROOT}/deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts["prometheus"]
-    assert f"{ROOT}/deploy/prometheus/rules:" in mounts["prometheus"]
-    assert f"{ROOT}/deploy/alertmanager/alertmanager.yml:" in mounts["alertmanager"]
+    assert f"{ROOT}/deploy/prometheus/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro" in mounts["prometheus"]
+    assert f"{ROOT}/deploy/prometheus/rules:/etc/prometheus/rules:ro" in mounts["prometheus"]
+    alertmanager = f"{ROOT}/deploy/alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+    assert alertmanager in mounts["alertmanager"]
     assert f"{ROOT}/deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts["grafana"]
-    assert f"{ROOT}/deploy/grafana/dashboards:" in mounts["grafana"]
+    assert f"{ROOT}/deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in mounts["grafana"]
     for name in mounts:
         assert "healthcheck" in services[name] and services[name]["restart"] == "unless-stopped"
+
+
+def test_prometheus_scrapes_every_instance_of_every_service_where_compose_runs_it(compose: dict[str, Any]) -> None:
+    """The mounted Prometheus config names the compose services (and their workers) on the ports they listen
+    on, and sends alerts to the compose Alertmanager; Grafana's provisioning reads what compose mounts."""
+    config = yaml_as_json((ROOT / "deploy/prometheus/prometheus.compose.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name in SERVICES:
+        (sd,) = jobs[name]["dns_sd_configs"]
+        assert set(sd["names"]) == set(instances(name)) and sd["port"] == DEFAULT_PORTS[name]
+    assert all(set(instances(name)) <= set(compose["services"]) for name in SERVICES)
+    (alerting,) = config["alerting"]["alertmanagers"]
+    assert alerting["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert config["rule_files"] == ["rules/*.yml"]
+    assert list((ROOT / "deploy/prometheus/rules").glob("*.yml"))
+    dashboards = yaml_as_json((ROOT / "deploy/grafana/provisioning/dashboards/credited.yml").read_text())
+    assert {p["options"]["path"] for p in dashboards["providers"]} == {"/var/lib/grafana/dashboards"}
+    assert list((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+    sources = [
+        yaml_as_json(f.read_text()) for f in sorted((ROOT / "deploy/grafana/provisioning/datasources").glob("*.yml"))
+    ]
+    urls = {d["url"] for source in sources for d in source["datasources"] if d["type"] == "prometheus"}
+    assert urls == {"http://prometheus:9090"}
 
 
 def dockerfile_stages() -> list[list[str]]:
