@@ -6,7 +6,6 @@ the brokers' end offsets, moves each partition's safe time (watermarks.py) and f
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -40,8 +39,8 @@ class FaustOrderStates:
 
     Keys are order ids as str, JSON-encoded on the changelog so that a restored key is the same str as a
     key written live (raw keys come back as bytes, and a worker that took over a partition would not
-    find the state it had just restored). `order_id_partitioner` puts each changelog record in the
-    partition of its order on the input topics.
+    find the state it had just restored). OrderTable puts each changelog record in the partition of its
+    order on the input topics.
     """
 
     def __init__(self, table: faust.Table) -> None:
@@ -62,13 +61,16 @@ class FaustOrderStates:
 _default_partitioner = DefaultPartitioner()
 
 
-def order_id_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """Kafka's default partitioner on the order id, whether the key is raw (input topics, status,
-    commands) or a JSON string (the table's changelog): one order's state lives in its order's partition."""
-    if key is not None and len(key) >= 2 and key[:1] == b'"' and key[-1:] == b'"':
-        key = json.loads(key).encode()
-    partition: int = _default_partitioner(key, all_partitions, available)
-    return partition
+class OrderTable(faust.Table):
+    """The order-state table. Each order's changelog record goes to its order's partition on the input
+    topics (Kafka's default partitioner on the order id), computed here rather than by the producer, so
+    a write needs no event context (timers write too) and no producer metadata, and a worker that takes
+    over a partition restores exactly the orders of that partition."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        partitions = list(range(self.partitions or 1))
+        partition: int = _default_partitioner(str(key).encode(), partitions, partitions)
+        return partition
 
 
 class SystemClock:
@@ -100,18 +102,20 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_commit_interval=1.0,
         topic_disable_leader=True,
-        producer_partitioner=order_id_partitioner,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = (Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix))
     source = app.topic(*inputs, **raw)
     dead_letters = app.topic(Topic.DEAD_LETTER.qualified(prefix), **raw)
-    table = app.Table(
-        "order-state",
-        default=None,
-        partitions=settings.topic_partitions,
-        use_partitioner=True,
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    table = app.tables.add(
+        OrderTable(
+            app,
+            name="order-state",
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=settings.topic_partitions,
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        )
     )
     states = FaustOrderStates(table)
     engine = Engine(states, settings.policy())
