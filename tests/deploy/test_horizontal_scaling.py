@@ -29,9 +29,13 @@ GROUPS = {
     "reconciler": [RECONCILER_APP],
     "notifier": ["notifier.order-status"],
 }
-# What an instance logs per record it handled; payments logs nothing for the statuses it follows, its
-# share shows in the consumer groups.
-HANDLED = {"ledger": "credited (event", "reconciler": " is credited", "notifier": "/notifications"}
+# What each instance counts on its own /metrics for every record it handled.
+HANDLED = {
+    "payments": "credited_consumer_records_total",
+    "ledger": "credited_consumer_records_total",
+    "reconciler": "reconciler_events_total",
+    "notifier": "credited_consumer_records_total",
+}
 
 
 def group_ids(prefix: str) -> list[str]:
@@ -47,10 +51,12 @@ async def every_group_is_shared_by(bootstrap: str, prefix: str, members: int) ->
     return all(shared(counts, members) for counts in (await assignments(bootstrap, group_ids(prefix))).values())
 
 
-def handled(stack: LocalStack, name: str, instance: int) -> int:
-    log_file = stack.config.run_dir / "logs" / (f"{name}.log" if instance == 1 else f"{name}-{instance}.log")
-    lines = log_file.read_text(errors="replace").splitlines()
-    return sum(1 for line in lines if HANDLED[name] in line)
+async def handled(client: httpx.AsyncClient, stack: LocalStack, name: str, instance: int) -> int:
+    """Records the instance says it handled: the sum of its HANDLED counter over every label."""
+    url = stack.url(name) if instance == 1 else stack.instance_url(name, instance)
+    text = (await client.get(f"{url}/metrics")).text
+    samples = (line for line in text.splitlines() if line.startswith((f"{HANDLED[name]}{{", f"{HANDLED[name]} ")))
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in samples))
 
 
 async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one_loses_and_doubles_nothing(
@@ -76,11 +82,13 @@ async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             drive = asyncio.create_task(sim.drive(Load(orders=ORDERS, rate=RATE, duplicate_share=0.2), truth))
 
-            def second_instances_are_busy() -> bool:
-                return len(truth.paid) >= ORDERS * 0.4 and all(handled(stack, n, 2) > 0 for n in HANDLED)
+            async def second_instances_are_busy() -> bool:
+                if len(truth.paid) < ORDERS * 0.4:
+                    return False
+                return all(await asyncio.gather(*(handled(client, stack, n, 2) for n in SERVICES)))
 
             await eventually(second_instances_are_busy, timeout_s=90, interval_s=0.2)
-            work = {f"{n}-{i}": handled(stack, n, i) for n in HANDLED for i in (1, 2)}
+            work = {f"{n}-{i}": await handled(client, stack, n, i) for n in SERVICES for i in (1, 2)}
             for name in SERVICES:
                 await asyncio.to_thread(stack.instances[f"{name}-2"].kill)
             at_kill = {"paid": len(truth.paid), "settled": settled(truth, receiver.received)}
