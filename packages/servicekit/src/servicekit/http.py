@@ -118,8 +118,17 @@ class EmbeddedServer(uvicorn.Server):
 
 async def serve(app: ASGIApp, host: str, port: int) -> None:
     """Run uvicorn in the current loop until cancelled."""
+    # Idle keep-alive connections stay open longer than clients keep theirs (uvicorn's 5 s default
+    # closes them under a client about to reuse one, which the client sees as a reset request).
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", loop="none"
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        timeout_keep_alive=75,
     )
     server = EmbeddedServer(config)
     try:

@@ -51,13 +51,26 @@ class Simulator:
         self.psp_secret = psp_secret
         self.client = client
 
+    async def _post(self, url: str, **kwargs: Any) -> httpx.Response:
+        """POST, retrying a request the connection lost: safe because order creation carries an
+        Idempotency-Key and callbacks are applied once, as a platform backend and a provider rely on."""
+        for attempt in range(1, 4):
+            try:
+                return await self.client.post(url, **kwargs)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError, httpx.WriteError):
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
     async def order_and_pay(self, truth: Truth, user_id: str, amount: int, duplicate: bool) -> None:
         channel = random.choice(CHANNELS)  # noqa: S311 - simulation
-        response = await self.client.post(
+        response = await self._post(
             f"{self.payments_url}/v1/orders",
             json={"user_id": user_id, "amount": amount, "currency": "CNY", "channel": channel},
+            headers={"Idempotency-Key": f"sim-{uuid.uuid4().hex}"},
         )
-        if response.status_code != 201:
+        if response.status_code not in (200, 201):
             truth.errors.append(f"create order: {response.status_code} {response.text[:200]}")
             return
         order_id = response.json()["order_id"]
@@ -84,9 +97,7 @@ class Simulator:
 
     async def _callback(self, body: bytes) -> int:
         headers = {"content-type": "application/json", "x-signature": sign(self.psp_secret, body, int(time.time()))}
-        response = await self.client.post(
-            f"{self.payments_url}/v1/psp/{PROVIDER}/callbacks", content=body, headers=headers
-        )
+        response = await self._post(f"{self.payments_url}/v1/psp/{PROVIDER}/callbacks", content=body, headers=headers)
         return response.status_code
 
     async def drive(self, load: Load, truth: Truth, progress: Callable[[], None] = lambda: None) -> None:
