@@ -7,6 +7,8 @@ import pytest
 from contracts import (
     CreditPosted,
     DecodeError,
+    OrderHeld,
+    OrderPlaced,
     OrderStatus,
     OrderStatusChanged,
     PaymentSucceeded,
@@ -157,3 +159,23 @@ def test_topics_can_be_prefixed_for_isolation() -> None:
         changed_at=PAID_AT,
     )
     assert status.previous_status is None
+
+
+@pytest.mark.parametrize("event_type", ["OrderPlaced", "PaymentSucceeded"])
+def test_orders_stored_before_products_existed_decode_without_a_product(event_type: str) -> None:
+    stored = json.loads((SAMPLES / f"{event_type}.v1.json").read_text())
+    assert "product" not in stored["value"]
+    headers = [(k, v.encode()) for k, v in stored["headers"].items()]
+    message, _ = decode(json.dumps(stored["value"]).encode(), headers)
+    assert isinstance(message, OrderPlaced | PaymentSucceeded) and message.product is None
+    with_product = {**stored["value"], "product": "diamonds_60"}
+    message, _ = decode(json.dumps(with_product).encode(), headers)
+    assert isinstance(message, OrderPlaced | PaymentSucceeded) and message.product == "diamonds_60"
+
+
+def test_a_hold_states_its_expected_release_and_refuses_a_naive_time() -> None:
+    stored = json.loads((SAMPLES / "OrderHeld.v1.json").read_text())["value"]
+    held = OrderHeld.model_validate(stored)
+    assert held.expected_release_at > held.held_at >= held.paid_at
+    with pytest.raises(ValueError, match="timezone"):
+        OrderHeld.model_validate({**stored, "expected_release_at": "2026-11-22T08:45:01"})

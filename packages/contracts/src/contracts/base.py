@@ -22,6 +22,8 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 OrderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 Channel = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_.-]+$")]
+Product = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
+"""What the top-up buys (a SKU such as `diamonds_60`); optional on orders, so old payloads still decode."""
 
 
 class Message(BaseModel):

@@ -4,7 +4,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from contracts.base import Channel, Currency, Message, MinorUnits, UserId, UtcDatetime
+from contracts.base import Channel, Currency, Message, MinorUnits, Product, UserId, UtcDatetime
 
 
 class OrderPlaced(Message):
@@ -15,6 +15,7 @@ class OrderPlaced(Message):
     amount: MinorUnits
     currency: Currency
     channel: Channel
+    product: Product | None = None
     placed_at: UtcDatetime
 
 
@@ -26,6 +27,7 @@ class PaymentSucceeded(Message):
     amount: MinorUnits
     currency: Currency
     channel: Channel
+    product: Product | None = None
     provider: str = Field(min_length=1, max_length=32)
     provider_txn_id: str = Field(min_length=1, max_length=128)
     paid_at: UtcDatetime
@@ -40,6 +42,43 @@ class PaymentFailed(Message):
     provider: str = Field(min_length=1, max_length=32)
     provider_txn_id: str = Field(min_length=1, max_length=128)
     failed_at: UtcDatetime
+
+
+class OrderHeld(Message):
+    """The user paid, and payments holds the order for risk review before it may be credited.
+
+    No PaymentSucceeded is published for a held order until the review releases it, so nothing credits
+    it meanwhile. The expected duration of the review is `expected_release_at - held_at`.
+    """
+
+    event_type = "OrderHeld"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    channel: Channel
+    product: Product | None = None
+    paid_at: UtcDatetime
+    reason: str = Field(min_length=1, max_length=200)
+    held_at: UtcDatetime
+    expected_release_at: UtcDatetime
+
+
+class OrderReleased(Message):
+    """The risk review passed: PaymentSucceeded for the order follows, and the credit after it."""
+
+    event_type = "OrderReleased"
+    user_id: UserId
+    reason: str = Field(default="", max_length=200)
+    released_at: UtcDatetime
+
+
+class OrderReviewRejected(Message):
+    """The risk review rejected the held order: it is never credited, and the payment goes back to the user."""
+
+    event_type = "OrderReviewRejected"
+    user_id: UserId
+    reason: str = Field(min_length=1, max_length=200)
+    rejected_at: UtcDatetime
 
 
 class CreditPosted(Message):
