@@ -216,3 +216,10 @@ def test_state_survives_a_json_round_trip_as_stored_in_the_table() -> None:
     assert OrderState.from_json(h.state().to_json()) == h.state()
     assert h.state().history[0] == ("paid", T0.isoformat())
     assert Command(CommandKind.RETRY_CREDIT, 1) in h.effects
+
+
+def test_an_event_that_leaves_the_deadline_unchanged_does_not_get_the_order_flagged_twice() -> None:
+    h = Harness()
+    h.event(paid())
+    h.event(rejected(final=False))  # stored again with the same deadline: a second timer entry
+    assert kinds(h.tick(now=120, safe=120)) == ["flagged", "status:delayed", "RetryCredit#1"]

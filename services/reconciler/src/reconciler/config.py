@@ -17,6 +17,10 @@ class Settings(ServiceSettings):
     channel_thresholds_s: dict[str, float] = Field(
         default_factory=dict, description='Per payment channel, as JSON: {"carrier": 300}.'
     )
+    product_thresholds_s: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per product, as JSON: {"game_points_6480": 600}. Product beats channel beats the default.',
+    )
     retry_attempts: int = Field(3, ge=1, le=20, description="RetryCredit attempts before the credit is blocked.")
     retry_backoff_s: float = Field(2.0, gt=0, description="Wait after the first retry; doubles each attempt.")
     compensation_minor: int = Field(0, ge=0, description="Delay compensation per late credit, in minor units.")
@@ -28,6 +32,7 @@ class Settings(ServiceSettings):
         return Policy(
             threshold_s=self.threshold_s,
             channel_thresholds_s=self.channel_thresholds_s,
+            product_thresholds_s=self.product_thresholds_s,
             retry_attempts=self.retry_attempts,
             retry_backoff_s=self.retry_backoff_s,
             compensation_minor=self.compensation_minor,

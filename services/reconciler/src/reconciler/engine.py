@@ -16,12 +16,15 @@ from contracts.base import Message
 from contracts.events import (
     CreditPosted,
     CreditRejected,
+    OrderHeld,
+    OrderReleased,
+    OrderReviewRejected,
     PaymentFailed,
     PaymentSucceeded,
     RefundFailed,
     RefundSucceeded,
 )
-from reconciler import domain
+from reconciler import domain, review
 from reconciler.domain import OrderState, Policy, Result
 from reconciler.ports import OrderStates
 
@@ -30,6 +33,9 @@ Transition = Callable[[OrderState, Any, datetime, Policy], Result]
 TRANSITIONS: dict[type[Message], Transition] = {
     PaymentSucceeded: domain.on_payment_succeeded,
     PaymentFailed: domain.on_payment_failed,
+    OrderHeld: review.on_order_held,
+    OrderReleased: review.on_order_released,
+    OrderReviewRejected: review.on_review_rejected,
     CreditPosted: domain.on_credit_posted,
     CreditRejected: domain.on_credit_rejected,
     RefundSucceeded: domain.on_refund_succeeded,
@@ -73,6 +79,7 @@ class Engine:
         """Transitions that time makes happen now in `partition`: deadlines against the safe time (the
         credit stream is complete up to it), retries against the wall clock."""
         results: list[Result] = []
+        moved: set[str] = set()  # one transition per order per call: the caller commits after we return
         for heaps, limit, kind in (
             (self._deadlines, safe_time, "deadline"),
             (self._actions, now, "action"),
@@ -80,9 +87,10 @@ class Engine:
             heap = heaps.get(partition)
             while heap and limit is not None and heap[0][0] <= limit:
                 at, order_id = heapq.heappop(heap)
-                state = self.states.get(order_id)
+                state = None if order_id in moved else self.states.get(order_id)
                 if state is None or domain.wake_time(state, self.policy) != (kind, at):
                     continue
+                moved.add(order_id)
                 result = domain.on_tick(state, now, safe_time or datetime.min.replace(tzinfo=now.tzinfo), self.policy)
                 if result[1] or result[0] != state:
                     results.append(result)

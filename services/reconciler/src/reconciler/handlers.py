@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from contracts.base import Message
 from contracts.codec import Envelope
-from contracts.events import OrderStatus, PaymentSucceeded
+from contracts.events import OrderStatus
 from reconciler.domain import Anomaly, Command, Effect, Flagged, OrderState, StatusChange
 from reconciler.engine import Engine
 from reconciler.ports import Announcer, Clock, Observations
@@ -51,7 +51,7 @@ async def handle_event(
     observe: Observations,
     clock: Clock,
 ) -> None:
-    """Join one payment, credit, rejection or refund event into its order."""
+    """Join one payment, hold, credit, rejection or refund event into its order."""
     now = datetime.fromtimestamp(clock.now(), UTC)
     before = engine.states.get(message.order_id)
     result = engine.apply(message, partition, now)
@@ -59,8 +59,8 @@ async def handle_event(
     if result is None:
         return
     state, effects = result
-    if isinstance(message, PaymentSucceeded) and not (before and before.paid):
-        observe.paid(message.channel)
+    if state.paid and not (before and before.paid):  # a PaymentSucceeded, or an OrderHeld that stands in for it
+        observe.paid(state.channel)
     await _announce(state, effects, announcer, observe)
     if state != before:
         engine.commit(state)
