@@ -10,7 +10,7 @@ export CREDITED_TEST_BROKER ?= apache
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring
+.PHONY: help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-unit: $(STAMP) ## Unit and contract tests only (no broker, no database)
 
 test-e2e-embedded: $(STAMP) ## The whole-pipeline journey on the embedded Tansu broker
 	CREDITED_TEST_BROKER=embedded $(PYTEST) tests/e2e/test_whole_pipeline.py
+
+bench: $(STAMP) ## The pipeline at rising rates, each service alone, Bytewax and periodic SQL side by side: docs/benchmarks.md
+	$(VENV)/bin/credited bench
 
 lint: $(STAMP) ## ruff, mypy --strict, import-linter, schema drift
 	$(VENV)/bin/ruff check .

@@ -116,3 +116,39 @@ def bench_reconciler(
         if kafka is not None:
             kafka.stop()
     sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="One short rate step and tiny logs: checks the machinery, not the figures.")
+    ] = False,
+    report: Annotated[Path, typer.Option(help="The Markdown report.")] = Path("docs/benchmarks.md"),
+    plots: Annotated[Path, typer.Option(help="Where the PNG plots and the JSON figures go.")] = Path("docs/benchmarks"),
+    run_dir: Annotated[Path, typer.Option(help="Logs, profiles and data of the run.")] = RUN_DIR / "bench",
+    broker: Annotated[
+        str, typer.Option(help="apache (scripts/apache-kafka; the embedded Tansu if it cannot start) or embedded.")
+    ] = "apache",
+    rates: Annotated[str, typer.Option(help="Comma-separated orders/s of the rate steps, rising.")] = "",
+    step_s: Annotated[float, typer.Option(min=1.0, help="Seconds of load per rate step.")] = 15.0,
+) -> None:
+    """The whole pipeline at rising rates until pay-to-credit p99 reaches 1 s, each service alone, the
+    Bytewax peer and the periodic-SQL baseline on the same log, and a py-spy profile; writes the JSON
+    figures, the Markdown report and its plots."""
+    import dataclasses
+    import os
+
+    from credited.bench.report import write_report
+    from credited.bench.run import BenchOptions, run_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    options = BenchOptions.quick_run(run_dir.resolve(), broker) if quick else BenchOptions(run_dir.resolve(), broker)
+    if rates or step_s != 15.0:
+        chosen = tuple(float(r) for r in rates.split(",")) if rates else options.pipeline.rates
+        pipeline = dataclasses.replace(options.pipeline, rates=chosen, step_s=step_s)
+        options = dataclasses.replace(options, pipeline=pipeline)
+    figures = asyncio.run(run_bench(options))
+    figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_report(figures, plots / "benchmarks.json", report, plots)
+    console = Console()
+    console.print(f"report {report}, plots and figures in {plots}/ ({figures['elapsed_s']:.0f} s)")

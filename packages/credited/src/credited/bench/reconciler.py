@@ -12,6 +12,7 @@ import random
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 import httpx
 
 from contracts.base import Message
-from contracts.codec import encode, envelope_for
+from contracts.codec import Record, encode, envelope_for
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
+from credited.stack.processes import Child, free_port
 from reconciler.domain import OrderState, Policy
 from reconciler.engine import Engine
 from servicekit.kafka import KafkaPublisher, ensure_topics
@@ -47,12 +49,22 @@ class DictStates:
         return (OrderState.from_json(v) for v in list(self.data.values()))
 
 
-def event_log(orders: int, loss: float = 0.05, dup: float = 0.1, seed: int = 7) -> list[Message]:
+def event_log(
+    orders: int,
+    loss: float = 0.05,
+    dup: float = 0.1,
+    seed: int = 7,
+    *,
+    t0: datetime = T0,
+    spacing_s: float = 0.001,
+    tag: str = "ord",
+) -> list[Message]:
+    """The same seed gives the same log; `t0` and `spacing_s` place the payments in time."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible event log, not crypto
     log: list[Message] = []
     for i in range(orders):
-        oid = f"ord_{i:08d}"
-        paid_at = T0 + timedelta(milliseconds=i)
+        oid = f"{tag}_{i:08d}"
+        paid_at = t0 + timedelta(seconds=i * spacing_s)
         pay = PaymentSucceeded(
             order_id=oid,
             user_id=f"u{i % 1000}",
@@ -107,26 +119,25 @@ def bench_engine(orders: int) -> dict[str, Any]:
     }
 
 
-async def bench_faust(orders: int, bootstrap: str, broker: str, run_dir: Path) -> dict[str, Any]:
-    """Produce the log, then time a fresh reconciler worker reading all of it."""
-    from credited.stack.processes import Child, free_port
-
-    prefix = f"bench{int(time.time())}."
+async def produce(bootstrap: str, broker: str, prefix: str, log: list[Message]) -> None:
+    """Publish the log to payments.events and ledger.events under `prefix`, in batches, as fast as possible."""
     await ensure_topics(bootstrap, [t.qualified(prefix) for t in Topic], 6)
     publisher = KafkaPublisher(bootstrap, idempotence=broker == "apache", client_id="bench", topic_prefix=prefix)
     await publisher.start()
-    log = event_log(orders)
     try:
-        batch = []
-        for message in log:
-            topic = Topic.PAYMENTS_EVENTS if isinstance(message, PaymentSucceeded) else Topic.LEDGER_EVENTS
-            batch.append((topic.qualified(prefix), encode(message, envelope_for(message, producer="bench"))))
-            if len(batch) >= 2000:
-                await publisher.publish_many(batch)
-                batch = []
-        await publisher.publish_many(batch)
+        for i in range(0, len(log), 2000):
+            await publisher.publish_many([record_of(message, prefix) for message in log[i : i + 2000]])
     finally:
         await publisher.stop()
+
+
+def record_of(message: Message, prefix: str) -> tuple[str, Record]:
+    topic = Topic.PAYMENTS_EVENTS if isinstance(message, PaymentSucceeded) else Topic.LEDGER_EVENTS
+    return topic.qualified(prefix), encode(message, envelope_for(message, producer="bench"))
+
+
+def worker(bootstrap: str, broker: str, prefix: str, run_dir: Path, threshold_s: float) -> tuple[Child, int]:
+    """A fresh reconciler worker process on `prefix`; returns it and its HTTP port."""
     port = free_port()
     env = {
         **os.environ,
@@ -134,45 +145,89 @@ async def bench_faust(orders: int, bootstrap: str, broker: str, run_dir: Path) -
         "KAFKA_BROKER": broker,
         "CREDITED_TOPIC_PREFIX": prefix,
         "RECONCILER_HTTP_PORT": str(port),
-        "RECONCILER_DATA_DIR": str(run_dir / "reconciler"),
+        "RECONCILER_DATA_DIR": str(run_dir / f"reconciler-{prefix.strip('.')}"),
         "CREDITED_LOG_LEVEL": "WARNING",
-        "RECONCILER_THRESHOLD_S": "3600",
+        "RECONCILER_THRESHOLD_S": str(threshold_s),
     }
     child = Child(
         "reconciler-bench", [sys.executable, "-m", "reconciler"], log_path=run_dir / "reconciler.log", env=env
     )
     child.start()
-    samples: list[tuple[float, float]] = []
+    return child, port
+
+
+async def counters(client: httpx.AsyncClient, port: int) -> dict[str, float] | None:
+    """The worker's events applied and orders flagged so far, or None while it does not answer."""
     try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                try:
-                    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.5)
-                    continue
-                done = sum(
-                    float(line.split()[-1]) for line in text.splitlines() if line.startswith("reconciler_events_total{")
-                )
-                samples.append((time.monotonic(), done))
-                if done >= len(log):
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    out = {"events": 0.0, "flagged": 0.0}
+    for line in text.splitlines():
+        for name, key in (("reconciler_events_total{", "events"), ("reconciler_overdue_flagged_total{", "flagged")):
+            if line.startswith(name):
+                out[key] += float(line.split()[-1])
+    return out
+
+
+async def time_worker(port: int, events: int, timeout_s: float = 600) -> list[tuple[float, float, float]]:
+    """Samples (monotonic time, events applied, orders flagged) until all `events` are applied and the
+    flagged count has not moved for two seconds."""
+    samples: list[tuple[float, float, float]] = []
+    async with httpx.AsyncClient(timeout=2) as client:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now = await counters(client, port)
+            if now is not None:
+                samples.append((time.monotonic(), now["events"], now["flagged"]))
+                if _settled(samples, events):
                     break
-                await asyncio.sleep(0.25)
-    finally:
-        child.stop()
-    moving = [(t, n) for t, n in samples if n > 0]
+            await asyncio.sleep(0.25)
+    return samples
+
+
+def _settled(samples: list[tuple[float, float, float]], events: int, quiet_s: float = 2.0) -> bool:
+    """Every event applied, and no order flagged in the last `quiet_s` seconds since then."""
+    done_at = next((t for t, n, _ in samples if n >= events), None)
+    at, _, flagged = samples[-1]
+    if done_at is None or at - done_at < quiet_s:
+        return False
+    before = max((f for t, _, f in samples if t <= at - quiet_s), default=-1.0)
+    return before == flagged
+
+
+def throughput(samples: list[tuple[float, float, float]], events: int) -> dict[str, Any]:
+    moving = [(t, n) for t, n, _ in samples if n > 0]
     if len(moving) < 2:
-        return {"events": len(log), "error": "the worker processed nothing", "log": child.tail()}
-    (t0, n0), (t1, n1) = moving[0], moving[-1]
-    rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(moving) if b[0] > a[0]]
+        return {"events": events, "error": "the worker processed nothing"}
+    (t0, n0), (t1, n1) = moving[0], next(s for s in moving if s[1] == moving[-1][1])
+    rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(moving) if b[0] > a[0] and b[1] > a[1]]
     return {
-        "events": len(log),
+        "events": events,
         "processed": int(n1),
         "seconds": round(t1 - t0, 2),
-        "events_per_s": round((n1 - n0) / (t1 - t0)),
-        "median_interval_events_per_s": round(statistics.median(rates)),
+        "events_per_s": round((n1 - n0) / (t1 - t0)) if t1 > t0 else None,
+        "median_interval_events_per_s": round(statistics.median(rates)) if rates else None,
     }
+
+
+async def bench_faust(
+    orders: int, bootstrap: str, broker: str, run_dir: Path, threshold_s: float = 3600, log: list[Message] | None = None
+) -> dict[str, Any]:
+    """Produce the log, then time a fresh reconciler worker reading all of it."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    log = event_log(orders) if log is None else log
+    await produce(bootstrap, broker, prefix, log)
+    child, port = worker(bootstrap, broker, prefix, run_dir, threshold_s)
+    try:
+        samples = await time_worker(port, len(log))
+    finally:
+        child.stop()
+    figures = throughput(samples, len(log))
+    figures["prefix"] = prefix
+    if "error" in figures:
+        figures["log"] = child.tail()
+    return figures
 
 
 def main(orders: int, out: Path, bootstrap: str | None, broker: str) -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""The broker and PostgreSQL a benchmark runs on: Apache Kafka from scripts/apache-kafka when it can be
+started (Java and the cached jars), else the embedded Tansu; PostgreSQL embedded."""
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
+from credited.stack.processes import free_port
+
+log = logging.getLogger(__name__)
+
+SCRIPT = Path(__file__).resolve().parents[5] / "scripts" / "apache-kafka"
+
+
+@dataclass
+class Infra:
+    run_dir: Path
+    want: str = "apache"
+    broker: str = ""
+    bootstrap: str = ""
+    database_url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    _tansu: EmbeddedKafka | None = None
+    _postgres: EmbeddedPostgres | None = None
+    _kafka_dir: Path | None = None
+
+    def start(self) -> None:
+        """Start what is not given: `bootstrap` (with `broker`) and `database_url` may name running servers."""
+        try:
+            if not self.database_url:
+                self._start_postgres()
+            if self.bootstrap:
+                self.broker = self.broker or "apache"
+                return
+            if self.want == "apache" and SCRIPT.exists() and shutil.which("java"):
+                self._start_apache()
+            if not self.bootstrap:
+                self._tansu = EmbeddedKafka(free_port(), self.run_dir / "logs")
+                self._tansu.start()
+                self.broker, self.bootstrap = "tansu", self._tansu.bootstrap
+                assert self._tansu.child is not None
+                self.pids["broker"] = self._tansu.child.pid
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_postgres(self) -> None:
+        pg_dir = self.run_dir / "postgres"
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        self._postgres = EmbeddedPostgres(pg_dir, free_port(), self.run_dir / "logs")
+        self._postgres.start()
+        assert self._postgres.child is not None
+        self.database_url = self._postgres.dsn
+        self.pids["postgres"] = self._postgres.child.pid
+
+    def _start_apache(self) -> None:
+        self._kafka_dir = self.run_dir / "kafka"
+        shutil.rmtree(self._kafka_dir, ignore_errors=True)
+        ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
+        done = subprocess.run(
+            [str(SCRIPT), "start", "--dir", str(self._kafka_dir), *ports], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            log.warning("Apache Kafka did not start, using the embedded broker: %s", done.stderr[-500:])
+            self._kafka_dir = None
+            return
+        self.broker, self.bootstrap = "apache", done.stdout.strip().splitlines()[-1]
+        self.pids["broker"] = int((self._kafka_dir / "kafka.pid").read_text().strip())
+
+    def stop(self) -> None:
+        if self._kafka_dir is not None:
+            subprocess.run([str(SCRIPT), "stop", "--dir", str(self._kafka_dir)], check=False, capture_output=True)
+            self._kafka_dir = None
+        if self._tansu is not None:
+            self._tansu.stop()
+            self._tansu = None
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None

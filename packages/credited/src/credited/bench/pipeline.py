@@ -1,0 +1,171 @@
+"""The whole pipeline at rising rates: orders and signed callbacks over HTTP, with duplicates and dropped
+credits, until pay-to-credit p99 reaches the target or requests fail.
+
+Each step places `rate x step_s` orders at `rate` per second, waits until every paid order is settled at
+the webhook, and scores the step against the simulator's ground truth (credit_publication_times, score).
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from contracts.topics import Topic
+from credited.bench.machine import UsageSampler
+from credited.simulator.receiver import Received, WebhookReceiver
+from credited.simulator.run import Load, Simulator, Truth, credit_publication_times, percentile, score, settled
+from credited.stack.local import LocalStack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    rates: tuple[float, ...] = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400)
+    min_steps: int = 3
+    """Steps run even past a miss, so the plots show how latency grows with the rate."""
+    step_s: float = 15.0
+    threshold_s: float = 2.0
+    credit_loss: float = 0.02
+    duplicates: float = 0.1
+    target_p99_s: float = 1.0
+    settle_timeout_s: float = 60.0
+    warmup_s: float = 5.0
+    """A first step at the lowest rate, not reported: consumer groups joined, connections open."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rate step: its figures, and whether the pipeline kept up."""
+
+    figures: dict[str, Any]
+    sustained: bool
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+def push_latencies(truth: Truth, received: Received) -> list[float]:
+    """Status change (its changed_at) to the notification reaching the webhook, for this step's orders."""
+    out = []
+    for nid, payload in received.payloads.items():
+        if payload["order_id"] in truth.orders and payload.get("changed_at"):
+            out.append(received.first_seen[nid] - datetime.fromisoformat(payload["changed_at"]).timestamp())
+    return out
+
+
+def credit_latencies(truth: Truth, received: Received, dropped: set[str]) -> list[float]:
+    """Payment to credit for orders whose first credit was not dropped on purpose (those are the
+    detection figures: their credit comes from the reconciler's retry after the deadline)."""
+    out = []
+    for payload in received.payloads.values():
+        oid = payload["order_id"]
+        if oid in truth.paid and oid not in dropped and payload["status"] == "credited" and payload.get("credited_at"):
+            out.append(datetime.fromisoformat(payload["credited_at"]).timestamp() - truth.orders[oid]["paid_at"])
+    return out
+
+
+async def _settle(truth: Truth, received: Received, timeout_s: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s and settled(truth, received) < len(truth.paid):
+        received.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(received.changed.wait(), 0.5)
+    return time.monotonic() - started
+
+
+async def run_step(
+    stack: LocalStack, receiver: WebhookReceiver, client: httpx.AsyncClient, rate: float, options: PipelineOptions
+) -> dict[str, Any]:
+    truth = Truth()
+    sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
+    load = Load(orders=max(1, round(rate * options.step_s)), rate=rate, duplicate_share=options.duplicates)
+    started = time.monotonic()
+    await sim.drive(load, truth)
+    drive_s = time.monotonic() - started
+    settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
+    await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
+    figures = await score(
+        truth,
+        receiver.received,
+        ledger_url=stack.url("ledger"),
+        client=client,
+        elapsed_s=time.monotonic() - started,
+        threshold_s=options.threshold_s,
+        credit_visible_at=await credit_publication_times(
+            stack.bootstrap, Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
+        ),
+    )
+    dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"]) & truth.paid
+    credit = credit_latencies(truth, receiver.received, dropped)
+    push = push_latencies(truth, receiver.received)
+    flagged = figures["flagged_overdue"]
+    hits = flagged - figures["flagged_not_dropped"]
+    return {
+        "target_rate": rate,
+        "orders_per_s": round(len(truth.orders) / drive_s, 1),
+        "drive_s": round(drive_s, 2),
+        "settle_s": round(settle_s, 2),
+        "unsettled": len(truth.paid) - settled(truth, receiver.received),
+        **figures,
+        "pay_to_credit_all_p99_s": figures["pay_to_credit_p99_s"],
+        "pay_to_credit_p50_s": _round(percentile(credit, 50)),
+        "pay_to_credit_p99_s": _round(percentile(credit, 99)),
+        "status_to_push_p50_ms": _ms(percentile(push, 50)),
+        "status_to_push_p99_ms": _ms(percentile(push, 99)),
+        "detection_precision": round(hits / flagged, 4) if flagged else None,
+        "detection_recall": round(hits / len(dropped), 4) if dropped else None,
+        "error_samples": truth.errors[:3],
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def kept_up(figures: dict[str, Any], options: PipelineOptions) -> bool:
+    p99 = figures["pay_to_credit_p99_s"]
+    return (
+        p99 is not None
+        and p99 < options.target_p99_s
+        and figures["errors"] == 0
+        and figures["unsettled"] == 0
+        and figures["orders_per_s"] >= 0.9 * figures["target_rate"]
+    )
+
+
+async def rising_rates(
+    stack: LocalStack,
+    receiver: WebhookReceiver,
+    options: PipelineOptions,
+    usage: UsageSampler,
+) -> list[Step]:
+    """Step through `options.rates` until a step misses the target (and at least `min_steps` ran)."""
+    steps: list[Step] = []
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        if options.warmup_s > 0:
+            await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))
+        for rate in options.rates:
+            usage.mark()
+            started = time.monotonic()
+            figures = await run_step(stack, receiver, client, rate, options)
+            figures["processes"] = usage.since_mark(time.monotonic() - started)
+            step = Step(figures, kept_up(figures, options))
+            log.warning(
+                "step %.0f/s: %.1f orders/s, pay-to-credit p99 %s s, %s",
+                rate,
+                figures["orders_per_s"],
+                figures["pay_to_credit_p99_s"],
+                "kept up" if step.sustained else "missed",
+            )
+            steps.append(step)
+            if not step.sustained and len(steps) >= options.min_steps:
+                break
+    return steps

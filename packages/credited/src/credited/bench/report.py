@@ -1,0 +1,231 @@
+"""The benchmark's Markdown report: every figure in it comes from the run's JSON, nothing is typed in."""
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from credited.bench import plots
+
+TARGETS = {"orders_per_s": 5000, "events_per_s": 50_000, "credits_per_s": 50_000, "detection_p99_s": 1.0}
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def headline(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The step the headline figures come from, and how it was chosen."""
+    steps = report["pipeline"]["steps"]
+    best = report["pipeline"]["best"]
+    if best is not None:
+        return best, "the highest rate step that kept pay-to-credit p99 under 1 s"
+    return steps[0], "no step kept pay-to-credit p99 under 1 s: the lowest rate step"
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    step, how = headline(report)
+    iso = report["isolated"]
+    ledger = iso["ledger"].get("credits_per_s", iso["ledger"].get("status"))
+    rows = [
+        ["orders/s end to end", step["orders_per_s"], f"{TARGETS['orders_per_s']:,}"],
+        [
+            "pay to credit p50 / p99 (s)",
+            f"{_f(step['pay_to_credit_p50_s'])} / {_f(step['pay_to_credit_p99_s'])}",
+            "p99 < 1",
+        ],
+        [
+            "status change to push p50 / p99 (ms)",
+            f"{_f(step['status_to_push_p50_ms'])} / {_f(step['status_to_push_p99_ms'])}",
+            "p99 <= 100",
+        ],
+        [
+            "detection after the deadline p50 / p99 (s)",
+            f"{_f(step['detection_latency_p50_s'])} / {_f(step['detection_latency_p99_s'])}",
+            "p99 <= 1",
+        ],
+        [
+            "detection precision / recall",
+            f"{_f(step['detection_precision'])} / {_f(step['detection_recall'])}",
+            "1 / 1",
+        ],
+        ["reconciler events/s (faust worker, catch-up)", iso["reconciler_worker"].get("events_per_s"), "50,000"],
+        ["reconciler events/s (engine alone, no Kafka)", iso["reconciler_engine"]["events_per_s"], ""],
+        ["ledger credits/s", ledger, "50,000"],
+        ["notifier deliveries/s (burst)", iso["notifier"]["throughput"]["deliveries_per_s"], ""],
+        [
+            "notifier status to push p50 / p99 (ms, alone)",
+            f"{_f(iso['notifier']['latency']['p50_ms'])} / {_f(iso['notifier']['latency']['p99_ms'])}",
+            "p99 <= 100",
+        ],
+        ["payments callbacks/s (alone)", iso["payments"]["callbacks_per_s"], ""],
+        ["payments orders/s placed (alone)", iso["payments"]["orders_per_s"], ""],
+    ]
+    return [
+        f"Pipeline figures are from {how} ({_f(step['target_rate'])} orders/s asked).",
+        "",
+        *_table(["", "measured", "target"], rows),
+    ]
+
+
+def _machine(report: dict[str, Any]) -> list[str]:
+    m = report["machine"]
+    rows = [[k, v if not isinstance(v, list) else " ".join(map(str, v))] for k, v in m.items()]
+    rows.append(["load average at the end", " ".join(f"{x:.2f}" for x in report["load_average_at_end"])])
+    rows.append(["whole run (s)", report["elapsed_s"]])
+    return _table(["machine", ""], rows)
+
+
+def _steps(report: dict[str, Any]) -> list[str]:
+    header = ["asked/s", "placed/s", "pay→credit p50 s", "p99 s", "p99 s incl. dropped", "push p50 ms", "p99 ms"]
+    header += ["detect p50 s", "p99 s", "precision", "recall", "errors", "credited twice", "kept up"]
+    rows = [
+        [
+            s["target_rate"], s["orders_per_s"], s["pay_to_credit_p50_s"], s["pay_to_credit_p99_s"],
+            s["pay_to_credit_all_p99_s"], s["status_to_push_p50_ms"], s["status_to_push_p99_ms"],
+            s["detection_latency_p50_s"], s["detection_latency_p99_s"], s["detection_precision"],
+            s["detection_recall"], s["errors"], s["credited_twice"], "yes" if s["sustained"] else "no",
+        ]
+        for s in report["pipeline"]["steps"]
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
+def _processes(report: dict[str, Any]) -> list[str]:
+    step = report["pipeline"]["steps"][-1]
+    rows = [[name, u["cpu_s"], u["cores"], u["peak_rss_mib"]] for name, u in step["processes"].items()]
+    intro = (
+        f"At the last step ({_f(step['target_rate'])} orders/s asked, {_f(step['drive_s'])} s of load plus settling):"
+    )
+    return [intro, "", *_table(["process", "CPU s", "cores", "peak RSS MiB"], rows)]
+
+
+def _peers(report: dict[str, Any]) -> list[str]:
+    p = report["peers"]
+    rows = []
+    for key, label in plots.PEERS:
+        ratio = p["ratios"].get(key, {"events_per_s_vs_reconciler": 1.0, "detection_p99_vs_reconciler": 1.0})
+        c, live = p["catch_up"][key], p["live"][key]
+        rows.append([
+            label, c.get("events_per_s"), ratio["events_per_s_vs_reconciler"], c["precision"], c["recall"],
+            live["detection_p50_s"], live["detection_p99_s"], ratio["detection_p99_vs_reconciler"],
+            live["precision"], live["recall"],
+        ])  # fmt: skip
+    header = ["", "catch-up events/s", "x reconciler", "precision", "recall"]
+    header += ["live detect p50 s", "p99 s", "x reconciler", "precision", "recall"]
+    live = p["live"]
+    return [
+        f"Catch-up: {_f(p['catch_up']['orders'])} orders ({_f(p['catch_up']['events'])} events, duplicates included)"
+        f" on the broker before each starts, every deadline passed. Live: {_f(live['orders'])} orders at"
+        f" {_f(live['rate_per_s'])}/s published at their event time, threshold {_f(live['threshold_s'])} s, SQL"
+        f" polled every {_f(live['poll_s'])} s (query p50 {_f(live['sql']['query_p50_s'])} s).",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _profile(report: dict[str, Any]) -> list[str]:
+    prof = report["pipeline"]["profile"]
+    lines = [
+        f"py-spy, 100 Hz, during an extra step at {_f(prof['rate'])} orders/s ({_f(prof['orders_per_s'])} placed/s).",
+        "",
+    ]
+    for name, hot in prof["processes"].items():
+        if "error" in hot:
+            lines += [f"**{name}**: {hot['error']}", ""]
+            continue
+        lines.append(
+            f"**{name}**: {hot['samples']} samples, {_f(hot['idle_or_loop_share'])} in the event loop or idle."
+        )
+        rows = [[f"`{e['frame']}`", e["share"]] for e in hot["self"][:6]]
+        lines += ["", *_table(["on CPU itself", "share"], rows)]
+        rows = [[f"`{e['frame']}`", e["share"]] for e in hot["inclusive"][:6]]
+        lines += _table(["our code, inclusive", "share"], rows)
+    return lines
+
+
+def bottleneck(report: dict[str, Any]) -> str:
+    """The process that used most CPU at the last step, and the hottest frame the profile saw in it."""
+    step = report["pipeline"]["steps"][-1]
+    services = {n: u for n, u in step["processes"].items() if n != "load generator"}
+    name, usage = max(services.items(), key=lambda kv: kv[1]["cores"])
+    total = sum(u["cores"] for u in step["processes"].values())
+    hot = report["pipeline"]["profile"]["processes"].get(name, {})
+    frame = next(iter(hot.get("inclusive") or hot.get("self") or []), None)
+    where = f"; its hottest path of our code is `{frame['frame']}` ({_f(frame['share'])} of samples)" if frame else ""
+    return (
+        f"At the last step ({_f(step['target_rate'])}/s asked) the processes kept {_f(total)} of"
+        f" {report['machine']['nproc']} cores busy; the busiest is **{name}** at {_f(usage['cores'])} cores{where}."
+    )
+
+
+def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
+    rel = os.path.relpath(plot_dir, report_path.parent)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = report["options"]["pipeline"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`credited bench`) on {when}; every figure is measured by that run and the raw"
+        " figures are in the JSON file next to the run's logs. Targets are from the product brief. The machine"
+        " was shared with other work during the run (load averages below), so the figures are a floor.",
+        "",
+        *_machine(report),
+        "## Against the targets",
+        "",
+        *_summary(report),
+        "## The whole pipeline at rising rates",
+        "",
+        f"Orders and signed callbacks over HTTP ({_f(load['duplicates'])} of callbacks sent twice),"
+        f" {_f(load['credit_loss'])} of credits dropped by the ledger's fault knob, threshold"
+        f" {_f(load['threshold_s'])} s, {_f(load['step_s'])} s per step."
+        " Pay to credit excludes the orders whose credit was dropped on purpose (their credit comes from the retry"
+        " after the deadline; the column 'incl. dropped' has them). Precision: flagged orders whose credit was"
+        " dropped, over all flagged; recall: over all dropped.",
+        "",
+        *_steps(report),
+        f"![latency against rate]({rel}/pipeline.png)",
+        "",
+        *_processes(report),
+        f"![CPU per process]({rel}/cpu.png)",
+        "",
+        "## Side by side: reconciler, Bytewax, periodic SQL",
+        "",
+        *_peers(report),
+        f"![peers]({rel}/peers.png)",
+        "",
+        "## Profile",
+        "",
+        *_profile(report),
+        "## Next bottleneck",
+        "",
+        bottleneck(report),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], json_path: Path, report_path: Path, plot_dir: Path) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    steps = report["pipeline"]["steps"]
+    plots.pipeline_plot(steps, plot_dir / "pipeline.png")
+    plots.cpu_plot(steps, plot_dir / "cpu.png")
+    plots.peers_plot(report["peers"], plot_dir / "peers.png")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(markdown(report, plot_dir, report_path))
