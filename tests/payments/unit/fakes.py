@@ -46,6 +46,15 @@ class InMemoryPayments:
     async def save(self, order: Order) -> None:
         self._orders[order.order_id] = order
 
+    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
+        return any(
+            o.user_id == user_id
+            and o.order_id != excluding
+            and o.payment_status.value == "succeeded"
+            and o.review_status in (None, "released")
+            for o in self._orders.values()
+        )
+
     async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
         return self._keys.setdefault(key, (fingerprint, order_id))
 

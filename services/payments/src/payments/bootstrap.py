@@ -50,5 +50,5 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
     app = create_app(title="credited payments", version="1", registry=infra.registry)
-    app.include_router(routes(uow=uow, secrets=settings.psp_secrets, metrics=metrics))
+    app.include_router(routes(uow=uow, secrets=settings.psp_secrets, metrics=metrics, review=settings.review_rule()))
     return infra, app

@@ -1,9 +1,9 @@
-"""Orders and the rules for applying a provider's payment notice. Pure: no I/O."""
+"""Orders, the rules for applying a provider's payment notice, and risk review. Pure: no I/O."""
 
 import hashlib
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -29,6 +29,11 @@ class Order:
     provider: str | None = None
     provider_txn_id: str | None = None
     paid_at: datetime | None = None
+    product: str | None = None
+    review_status: str | None = None
+    review_reason: str | None = None
+    review_expected_at: datetime | None = None
+    reviewed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +71,11 @@ def new_order_id() -> str:
     return f"ord_{uuid.uuid4().hex}"
 
 
-def fingerprint(user_id: str, amount: int, currency: str, channel: str) -> str:
-    """Identifies an order request's body, so a reused Idempotency-Key with another body is caught."""
-    return hashlib.sha256(f"{user_id}\x1f{amount}\x1f{currency}\x1f{channel}".encode()).hexdigest()
+def fingerprint(user_id: str, amount: int, currency: str, channel: str, product: str | None = None) -> str:
+    """Identifies an order request's body, so a reused Idempotency-Key with another body is caught.
+    Requests without a product keep the fingerprint they had before products existed."""
+    text = f"{user_id}\x1f{amount}\x1f{currency}\x1f{channel}" + ("" if product is None else f"\x1f{product}")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def decide(order: Order, notice: PaymentNotice) -> Decision:
@@ -124,3 +131,46 @@ def apply_status(order: Order, status: str, sequence: int) -> Order | None:
     if sequence <= order.status_sequence:
         return None
     return replace(order, status=status, status_sequence=sequence)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRule:
+    """Hold a user's first top-up above `first_topup_above_minor` for a risk review expected to take
+    `expected_s` seconds. A first top-up is one whose user has no earlier order that was paid and not
+    held (or held and released)."""
+
+    first_topup_above_minor: int
+    expected_s: float
+
+    def hold(self, order: Order, first_topup: bool, now: datetime) -> Order:
+        """The freshly paid order, held for review if the rule says so."""
+        if not first_topup or order.amount <= self.first_topup_above_minor:
+            return order
+        return replace(
+            order,
+            status="under_review",
+            review_status="held",
+            review_reason=f"first top-up above {self.first_topup_above_minor} minor units",
+            review_expected_at=now + timedelta(seconds=self.expected_s),
+        )
+
+
+class ReviewVerdict(StrEnum):
+    RELEASE = "release"
+    REJECT = "reject"
+
+
+_DECIDED = {ReviewVerdict.RELEASE: "released", ReviewVerdict.REJECT: "rejected"}
+
+
+def decide_review(order: Order, verdict: ReviewVerdict, now: datetime) -> tuple[str, Order | None]:
+    """Apply the risk team's verdict once: ('applied', order), ('duplicate', None) for the same verdict
+    again, or ('not_under_review' | 'review_decided', None) when it cannot apply."""
+    if order.review_status is None:
+        return "not_under_review", None
+    if order.review_status == _DECIDED[verdict]:
+        return "duplicate", None
+    if order.review_status != "held":
+        return "review_decided", None
+    status = "paid" if verdict is ReviewVerdict.RELEASE else "review_rejected"
+    return "applied", replace(order, review_status=_DECIDED[verdict], status=status, reviewed_at=now)

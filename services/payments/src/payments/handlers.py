@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from contracts.codec import Envelope, deterministic_id
-from contracts.events import OrderPlaced, OrderStatusChanged, PaymentFailed, PaymentSucceeded
+from contracts.events import OrderHeld, OrderPlaced, OrderStatusChanged, PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from payments import domain
 from payments.callbacks import CallbackBody
-from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus
+from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus, ReviewRule
 from payments.ports import Clock, PaymentsUnitOfWork, UnitOfWorkFactory
 from servicekit.signatures import SignatureError, verify
 
@@ -27,6 +27,7 @@ class PlaceOrder:
     currency: str
     channel: str
     idempotency_key: str | None = None
+    product: str | None = None
 
 
 class IdempotencyConflict(Exception):
@@ -41,7 +42,7 @@ class _KeyTaken(Exception):
 
 async def handle_place_order(cmd: PlaceOrder, *, uow: UnitOfWorkFactory, clock: Clock) -> tuple[Order, bool]:
     """Create the order (or return the one this Idempotency-Key made); True when it is new."""
-    fingerprint = domain.fingerprint(cmd.user_id, cmd.amount, cmd.currency, cmd.channel)
+    fingerprint = domain.fingerprint(cmd.user_id, cmd.amount, cmd.currency, cmd.channel, cmd.product)
     now = datetime.fromtimestamp(clock.now(), UTC)
     order = Order(
         order_id=domain.new_order_id(),
@@ -52,6 +53,7 @@ async def handle_place_order(cmd: PlaceOrder, *, uow: UnitOfWorkFactory, clock: 
         payment_status=PaymentStatus.PENDING,
         status="submitted",
         created_at=now,
+        product=cmd.product,
     )
     try:
         async with uow() as tx:
@@ -68,6 +70,7 @@ async def handle_place_order(cmd: PlaceOrder, *, uow: UnitOfWorkFactory, clock: 
                     amount=order.amount,
                     currency=order.currency,
                     channel=order.channel,
+                    product=order.product,
                     placed_at=now,
                 ),
                 event_id=deterministic_id("OrderPlaced", order.order_id),
@@ -113,8 +116,10 @@ async def handle_callback(
     secrets: dict[str, list[str]],
     uow: UnitOfWorkFactory,
     clock: Clock,
+    review: ReviewRule | None = None,
 ) -> CallbackResult:
-    """Verify, parse and apply one provider callback; every callback is kept for audit with its outcome."""
+    """Verify, parse and apply one provider callback; every callback is kept for audit with its outcome.
+    A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded."""
     result, notice = _check(provider, body, signature, secrets, clock)
     async with uow() as tx:
         if notice is None:
@@ -153,8 +158,12 @@ async def handle_callback(
             log.warning("callback for order %s rejected: %s", order.order_id, decision.reason)
             return CallbackResult(_REJECTIONS[decision.code], decision.code, decision.reason, order.order_id)
         if decision.outcome in (Outcome.PAID, Outcome.FAILED):
-            await tx.save(decision.order)
-            _announce(tx, decision.order)
+            applied, now = decision.order, datetime.fromtimestamp(clock.now(), UTC)
+            if review is not None and decision.outcome is Outcome.PAID:
+                first = not await tx.has_cleared_topup(order.user_id, excluding=order.order_id)
+                applied = review.hold(applied, first, now)
+            await tx.save(applied)
+            announce_payment(tx, applied, now)
             log.info("order %s %s via %s %s", order.order_id, decision.outcome, provider, notice.provider_txn_id)
     status, code = _ANSWERS[decision.outcome]
     return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome)
@@ -186,10 +195,31 @@ def _check(
     )
 
 
-def _announce(unit: PaymentsUnitOfWork, order: Order) -> None:
+def announce_payment(unit: PaymentsUnitOfWork, order: Order, now: datetime) -> None:
+    """Publish what the provider said: PaymentSucceeded, OrderHeld while the order is under review, or
+    PaymentFailed."""
     assert order.provider is not None
     assert order.provider_txn_id is not None
-    if order.payment_status is PaymentStatus.SUCCEEDED:
+    if order.payment_status is PaymentStatus.SUCCEEDED and order.review_status == "held":
+        assert order.paid_at is not None
+        assert order.review_expected_at is not None
+        unit.publish(
+            Topic.PAYMENTS_EVENTS,
+            OrderHeld(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                channel=order.channel,
+                product=order.product,
+                paid_at=order.paid_at,
+                reason=order.review_reason or "risk review",
+                held_at=now,
+                expected_release_at=order.review_expected_at,
+            ),
+            event_id=deterministic_id("OrderHeld", order.order_id),
+        )
+    elif order.payment_status is PaymentStatus.SUCCEEDED:
         assert order.paid_at is not None
         unit.publish(
             Topic.PAYMENTS_EVENTS,
@@ -199,6 +229,7 @@ def _announce(unit: PaymentsUnitOfWork, order: Order) -> None:
                 amount=order.amount,
                 currency=order.currency,
                 channel=order.channel,
+                product=order.product,
                 provider=order.provider,
                 provider_txn_id=order.provider_txn_id,
                 paid_at=order.paid_at,
@@ -214,7 +245,7 @@ def _announce(unit: PaymentsUnitOfWork, order: Order) -> None:
                 channel=order.channel,
                 provider=order.provider,
                 provider_txn_id=order.provider_txn_id,
-                failed_at=datetime.now(UTC),
+                failed_at=now,
             ),
             event_id=deterministic_id("PaymentFailed", order.order_id, order.provider_txn_id),
         )

@@ -43,6 +43,10 @@ class PaymentsUnitOfWork(Protocol):
 
     async def save(self, order: Order) -> None: ...
 
+    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
+        """Whether the user has another order that was paid and not held for review (or held and released)."""
+        ...
+
     async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
         """Bind `key` to `order_id` unless it is bound already; return the (fingerprint, order id) it holds."""
         ...

@@ -1,17 +1,18 @@
 """The payments HTTP API: orders for platform backends, callbacks for payment providers."""
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.base import Channel, Currency, MinorUnits, UserId
+from contracts.base import Channel, Currency, MinorUnits, Product, UserId
 from payments.adapters.metrics import PrometheusPaymentsMetrics
-from payments.domain import Order
+from payments.domain import Order, ReviewRule, ReviewVerdict
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
 from payments.ports import UnitOfWorkFactory
+from payments.review import ReviewDecision, handle_review_decision
 from servicekit.http import ApiError, error_body
 
 
@@ -29,6 +30,16 @@ class OrderRequest(BaseModel):
     amount: MinorUnits
     currency: Currency
     channel: Channel
+    product: Product | None = None
+
+
+class ReviewRequest(BaseModel):
+    """The risk team's verdict on an order held for review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["release", "reject"]
+    reason: str = Field(default="", max_length=200)
 
 
 class OrderView(BaseModel):
@@ -43,6 +54,9 @@ class OrderView(BaseModel):
     provider_txn_id: str | None
     created_at: str
     paid_at: str | None
+    product: str | None = None
+    review_status: str | None = Field(None, description="Risk review: null (never held), held, released, rejected.")
+    review_expected_at: str | None = None
 
 
 class ErrorBody(BaseModel):
@@ -63,13 +77,22 @@ def _view(order: Order) -> OrderView:
         provider_txn_id=order.provider_txn_id,
         created_at=order.created_at.isoformat(),
         paid_at=order.paid_at.isoformat() if order.paid_at else None,
+        product=order.product,
+        review_status=order.review_status,
+        review_expected_at=order.review_expected_at.isoformat() if order.review_expected_at else None,
     )
 
 
 _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
 
 
-def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]], metrics: PrometheusPaymentsMetrics) -> APIRouter:
+def routes(
+    *,
+    uow: UnitOfWorkFactory,
+    secrets: dict[str, list[str]],
+    metrics: PrometheusPaymentsMetrics,
+    review: ReviewRule | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/v1", responses=_ERRORS)
     clock = SystemClock()
 
@@ -79,7 +102,7 @@ def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]], metrics: Pr
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JSONResponse:
         """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order."""
-        cmd = PlaceOrder(body.user_id, body.amount, body.currency, body.channel, idempotency_key)
+        cmd = PlaceOrder(body.user_id, body.amount, body.currency, body.channel, idempotency_key, body.product)
         try:
             order, created = await handle_place_order(cmd, uow=uow, clock=clock)
         except IdempotencyConflict as exc:
@@ -105,10 +128,21 @@ def routes(*, uow: UnitOfWorkFactory, secrets: dict[str, list[str]], metrics: Pr
     ) -> JSONResponse:
         """A provider's signed payment notice: X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "t.body")>."""
         body = await request.body()
-        result = await handle_callback(provider, body, x_signature, secrets=secrets, uow=uow, clock=clock)
+        result = await handle_callback(
+            provider, body, x_signature, secrets=secrets, uow=uow, clock=clock, review=review
+        )
         metrics.callback(provider, result.outcome)
         if result.status_code >= 400:
             return JSONResponse(error_body(result.code, result.detail), status_code=result.status_code)
         return JSONResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})
+
+    @router.post("/orders/{order_id}/review", response_model=OrderView, tags=["risk"])
+    async def review_order(order_id: str, body: ReviewRequest) -> OrderView:
+        """The risk team releases or rejects an order held for review; the same decision again is a no-op."""
+        decision = ReviewDecision(order_id, ReviewVerdict(body.decision), body.reason)
+        result = await handle_review_decision(decision, uow=uow, clock=clock)
+        if result.status_code >= 400 or result.order is None:
+            raise ApiError(result.status_code, result.code, result.detail)
+        return _view(result.order)
 
     return router

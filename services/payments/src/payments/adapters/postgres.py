@@ -8,7 +8,8 @@ from servicekit.uow import PostgresUnitOfWork
 
 _COLUMNS = (
     "order_id, user_id, amount, currency, channel, payment_status, status, status_sequence,"
-    " provider, provider_txn_id, created_at, paid_at"
+    " provider, provider_txn_id, created_at, paid_at, product, review_status, review_reason, review_expected_at,"
+    " reviewed_at"
 )
 
 
@@ -26,6 +27,11 @@ def _order(row: asyncpg.Record) -> Order:
         provider_txn_id=row["provider_txn_id"],
         created_at=row["created_at"],
         paid_at=row["paid_at"],
+        product=row["product"],
+        review_status=row["review_status"],
+        review_reason=row["review_reason"],
+        review_expected_at=row["review_expected_at"],
+        reviewed_at=row["reviewed_at"],
     )
 
 
@@ -44,7 +50,8 @@ class PostgresPayments(PostgresUnitOfWork):
 
     async def add(self, order: Order) -> None:
         await self.conn.execute(
-            f"INSERT INTO orders ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",  # noqa: S608
+            f"INSERT INTO orders ({_COLUMNS})"  # noqa: S608 - constants only
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             order.order_id,
             order.user_id,
             order.amount,
@@ -57,12 +64,18 @@ class PostgresPayments(PostgresUnitOfWork):
             order.provider_txn_id,
             order.created_at,
             order.paid_at,
+            order.product,
+            order.review_status,
+            order.review_reason,
+            order.review_expected_at,
+            order.reviewed_at,
         )
 
     async def save(self, order: Order) -> None:
         await self.conn.execute(
             "UPDATE orders SET payment_status = $2, status = $3, status_sequence = $4, provider = $5,"
-            " provider_txn_id = $6, paid_at = $7, updated_at = now() WHERE order_id = $1",
+            " provider_txn_id = $6, paid_at = $7, review_status = $8, review_reason = $9, review_expected_at = $10,"
+            " reviewed_at = $11, updated_at = now() WHERE order_id = $1",
             order.order_id,
             order.payment_status.value,
             order.status,
@@ -70,7 +83,20 @@ class PostgresPayments(PostgresUnitOfWork):
             order.provider,
             order.provider_txn_id,
             order.paid_at,
+            order.review_status,
+            order.review_reason,
+            order.review_expected_at,
+            order.reviewed_at,
         )
+
+    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
+        cleared: bool = await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1 AND order_id <> $2"
+            " AND payment_status = 'succeeded' AND (review_status IS NULL OR review_status = 'released'))",
+            user_id,
+            excluding,
+        )
+        return cleared
 
     async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
         await self.conn.execute(
