@@ -1,8 +1,9 @@
 """The faust-streaming side of the reconciler: the app, its table, the agent, the ticker and the web pages.
 
-faust lives only here. The agent decodes each record at the edge and calls the pure engine through the
-handlers; records that do not decode go to the dead-letter topic with the reason. The ticker samples
-the brokers' end offsets, moves each partition's safe time (watermarks.py) and fires due timers.
+faust lives only here and in commits.py (which keeps committed offsets behind the changelog). The agent
+decodes each record at the edge and calls the pure engine through the handlers; records that do not
+decode go to the dead-letter topic with the reason. The ticker samples the brokers' end offsets, moves
+each partition's safe time (watermarks.py) and fires due timers.
 """
 
 import asyncio
@@ -15,12 +16,14 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import FutureMessage
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
 from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
 from reconciler.adapters.announcer import KafkaAnnouncer
+from reconciler.adapters.commits import ChangelogAcks, acknowledge_before_commit
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.config import Settings
@@ -65,7 +68,17 @@ class OrderTable(faust.Table):
     """The order-state table. Each order's changelog record goes to its order's partition on the input
     topics (Kafka's default partitioner on the order id), computed here rather than by the producer, so
     a write needs no event context (timers write too) and no producer metadata, and a worker that takes
-    over a partition restores exactly the orders of that partition."""
+    over a partition restores exactly the orders of that partition. Every changelog record is tracked
+    until the broker acknowledges it: no input offset is committed before that (commits.py)."""
+
+    def __init__(self, app: faust.App, *, acks: ChangelogAcks, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._acks = acks
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        sent = super().send_changelog(*args, **kwargs)
+        self._acks.track(sent)
+        return sent
 
     def partition_for_key(self, key: Any) -> int | None:
         partitions = list(range(self.partitions or 1))
@@ -103,6 +116,8 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         broker_commit_interval=1.0,
         topic_disable_leader=True,
     )
+    acks = ChangelogAcks()
+    acknowledge_before_commit(app, acks)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = (Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix))
     source = app.topic(*inputs, **raw)
@@ -114,6 +129,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
             default=None,
             beacon=app.tables.beacon,
             partitions=settings.topic_partitions,
+            acks=acks,
             schema=faust.Schema(key_serializer="json", value_serializer="json"),
         )
     )
