@@ -146,6 +146,10 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
     clock = SystemClock()
     deps: dict[str, Any] = {"engine": engine, "announcer": announcer, "observe": observe, "clock": clock}
+    # The agent and the ticker each read a state, await its announcements, then store the next state: run
+    # concurrently, one stores a state computed before the other's change and undoes it (a tick's flag
+    # overwriting a credit applied meanwhile). One at a time, each transition starts from the last one.
+    serial = asyncio.Lock()
 
     @app.agent(source)
     async def join(stream: faust.StreamT) -> None:
@@ -156,10 +160,11 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
             except DecodeError as exc:
                 await _dead_letter(dead_letters, app.conf.id, msg, event.value, exc.reason)
             else:
-                await handle_event(message, envelope, msg.partition, **deps)
+                async with serial:
+                    await handle_event(message, envelope, msg.partition, **deps)
             watermarks.processed(msg.topic, msg.partition, msg.offset + 1)
 
-    ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s)
+    ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s, serial)
 
     @app.task
     async def tick() -> None:
@@ -182,9 +187,11 @@ class Ticker:
         observe: PrometheusObservations,
         deps: dict[str, Any],
         tick_s: float,
+        serial: asyncio.Lock,
     ) -> None:
         self.app, self.inputs, self.engine, self.watermarks = app, inputs, engine, watermarks
         self.offsets, self.observe, self.deps, self.tick_s = offsets, observe, deps, tick_s
+        self.serial = serial
         self._last_gauge = 0.0
 
     async def run(self) -> None:
@@ -225,7 +232,8 @@ class Ticker:
             safe = self.watermarks.safe_time(p)
             if safe is not None and (oldest is None or safe < oldest):
                 oldest = safe
-            await handle_tick(p, safe, **self.deps)
+            async with self.serial:
+                await handle_tick(p, safe, **self.deps)
         if oldest is not None:
             self.observe.watermark_lag.set((datetime.now(UTC) - oldest).total_seconds())
         self._update_overdue_gauge()
