@@ -29,19 +29,19 @@ def describe_machine(broker: str) -> dict[str, Any]:
     }
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def _tree(pid: int, descendants: bool) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)] if descendants else [root]
     except psutil.NoSuchProcess:
         return []
 
 
-def _cpu_and_rss(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) and resident bytes of a process and its descendants (PostgreSQL's
-    backends, the JVM's threads are one process)."""
+def _cpu_and_rss(pid: int, descendants: bool) -> tuple[float, int]:
+    """CPU seconds (user + system) and resident bytes of a process, with its descendants if asked
+    (PostgreSQL's backends; listing them scans /proc, so only for the processes that fork)."""
     cpu, rss = 0.0, 0
-    for proc in _tree(pid):
+    for proc in _tree(pid, descendants):
         try:
             times = proc.cpu_times()
             cpu += times.user + times.system
@@ -56,7 +56,8 @@ class UsageSampler:
     """Samples every process of the stack in a background thread: CPU seconds between marks, peak RSS."""
 
     pids: dict[str, int]
-    interval_s: float = 0.5
+    interval_s: float = 1.0
+    forking: frozenset[str] = frozenset({"postgres"})
     _peak: dict[str, int] = field(default_factory=dict)
     _cpu_mark: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -79,7 +80,7 @@ class UsageSampler:
     def _sample(self) -> dict[str, float]:
         cpu: dict[str, float] = {}
         for name, pid in self.pids.items():
-            cpu[name], rss = _cpu_and_rss(pid)
+            cpu[name], rss = _cpu_and_rss(pid, name in self.forking)
             self._peak[name] = max(self._peak.get(name, 0), rss)
         return cpu
 

@@ -26,6 +26,7 @@ from contracts.base import Message
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
 from credited.bench import peer_sql
+from credited.bench.profiling import Recording
 from credited.bench.reconciler import (
     counters,
     event_log,
@@ -140,9 +141,13 @@ async def catch_up(where: Where, options: PeerOptions) -> dict[str, Any]:
     prefix = f"peers{uuid.uuid4().hex[:8]}."
     await produce(where.bootstrap, where.broker, prefix, log)
     ours, port = worker(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s)
+    profile = Recording(ours.pid, where.run_dir / "reconciler-catch-up.pyspy.txt")
     try:
+        await _applying(port)
+        await profile.start()  # from the first event on: startup and recovery are not the hot path
         samples = await time_worker(port, len(log))
     finally:
+        hot = await profile.stop()
         ours.stop()
     reconciler = {
         **throughput(samples, len(log)),
@@ -163,10 +168,22 @@ async def catch_up(where: Where, options: PeerOptions) -> dict[str, Any]:
     return {
         "events": len(log),
         "orders": options.catch_up_orders,
+        "reconciler_profile": hot,
         "reconciler": reconciler,
         "bytewax": peer_figures,
         "sql": sql_figures,
     }
+
+
+async def _applying(port: int, timeout_s: float = 120) -> None:
+    """Until the worker has applied its first event."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            now = await counters(client, port)
+            if now is not None and now["events"] > 0:
+                return
+            await asyncio.sleep(0.1)
 
 
 def _started(out: Path) -> bool:

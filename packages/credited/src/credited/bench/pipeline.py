@@ -35,6 +35,9 @@ class PipelineOptions:
     duplicates: float = 0.1
     target_p99_s: float = 1.0
     settle_timeout_s: float = 60.0
+    concurrency: int = 48
+    """Requests in flight from the load generator: httpx's pool costs CPU per pooled connection and
+    waiting request, and the generator shares the two cores with the stack."""
     warmup_s: float = 5.0
     """A first step at the lowest rate, not reported: consumer groups joined, connections open."""
 
@@ -85,7 +88,12 @@ async def run_step(
 ) -> dict[str, Any]:
     truth = Truth()
     sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
-    load = Load(orders=max(1, round(rate * options.step_s)), rate=rate, duplicate_share=options.duplicates)
+    load = Load(
+        orders=max(1, round(rate * options.step_s)),
+        rate=rate,
+        duplicate_share=options.duplicates,
+        concurrency=options.concurrency,
+    )
     started = time.monotonic()
     await sim.drive(load, truth)
     drive_s = time.monotonic() - started
@@ -148,7 +156,7 @@ async def rising_rates(
 ) -> list[Step]:
     """Step through `options.rates` until a step misses the target (and at least `min_steps` ran)."""
     steps: list[Step] = []
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         if options.warmup_s > 0:
             await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))

@@ -3,9 +3,11 @@
 import asyncio
 import logging
 import re
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
+from subprocess import DEVNULL
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,32 @@ OURS = ("contracts", "servicekit", "credited", "payments", "ledger", "reconciler
 LOOP = "Runner.run (asyncio/runners.py)"
 IDLE = {LOOP, "EpollSelector.select (selectors.py)"}
 ENTRY = {"<module>", "entry", "run", "main"}
+
+
+class Recording:
+    """py-spy sampling one process until `stop()`; then its hot paths."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        self.pid, self.out, self.rate = pid, out, rate
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.out.parent.mkdir, parents=True, exist_ok=True)
+        argv = [_py_spy(), "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw"]
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv, "--output", str(self.out), "--nonblocking", stdout=DEVNULL, stderr=DEVNULL
+        )
+
+    async def stop(self) -> dict[str, Any]:
+        """SIGINT makes py-spy write what it sampled."""
+        if self._proc is None:
+            return {"error": "py-spy was not started"}
+        if self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGINT)
+        await self._proc.wait()
+        if not await asyncio.to_thread(self.out.exists):
+            return {"error": "py-spy could not sample it"}
+        return await asyncio.to_thread(hot_paths, self.out)
 
 
 def _short(frame: str) -> tuple[str, bool]:

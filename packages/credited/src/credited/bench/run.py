@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,9 @@ async def _profile(
     sustained = [s.figures["target_rate"] for s in steps if s.sustained]
     rate = max(sustained) if sustained else options.pipeline.rates[0]
     step = PipelineOptions(**{**asdict(options.pipeline), "step_s": options.profile_s})
-    async with httpx.AsyncClient(timeout=30) as client:
+    pool = options.pipeline.concurrency
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         profiling = asyncio.create_task(
             profile_processes({n: pids[n] for n in PROFILED}, options.profile_s, options.run_dir / "profiles")
         )
@@ -125,6 +128,14 @@ async def _isolated(infra: Infra, options: BenchOptions) -> dict[str, Any]:
     }
 
 
+async def _timed(phases: dict[str, float], name: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        return await work
+    finally:
+        phases[name] = round(time.monotonic() - started, 1)
+
+
 async def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Everything, in order, on one broker and one PostgreSQL; the figures as one dict."""
     started = time.monotonic()
@@ -138,14 +149,17 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
         "engine_orders": options.engine_orders,
         "payments_callbacks": options.payments_callbacks,
     }
+    phases: dict[str, float] = {}
+    report["phase_s"] = phases
     try:
         log.warning("broker %s at %s; the whole pipeline at rising rates", infra.broker, infra.bootstrap)
-        report["pipeline"] = await _pipeline(infra, options)
+        phases["broker_and_postgres"] = round(time.monotonic() - started, 1)
+        report["pipeline"] = await _timed(phases, "pipeline", _pipeline(infra, options))
         log.warning("each service alone")
-        report["isolated"] = await _isolated(infra, options)
+        report["isolated"] = await _timed(phases, "isolated", _isolated(infra, options))
         log.warning("reconciler, Bytewax and periodic SQL on the same log")
         where = Where(infra.bootstrap, infra.broker, infra.database_url, options.run_dir / "peers")
-        report["peers"] = await side_by_side(where, options.peers)
+        report["peers"] = await _timed(phases, "side_by_side", side_by_side(where, options.peers))
         report["isolated"]["reconciler_worker"] = report["peers"]["catch_up"]["reconciler"]
     finally:
         await asyncio.to_thread(infra.stop)
