@@ -27,7 +27,7 @@ STEP_FIELDS = {
 def test_a_quick_bench_writes_the_figures_the_report_and_its_plots(
     broker: Broker, database_url: str, tmp_path: Path
 ) -> None:
-    kind = "apache" if broker.kind == "apache" else "tansu"
+    kind = "tansu" if broker.kind == "embedded" else "apache"
     options = BenchOptions.quick_run(tmp_path / "run", kind, broker.bootstrap, database_url)
 
     figures = asyncio.run(run_bench(options))

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil  # type: ignore[import-untyped]
 
 from credited.bench.reconciler import bench_engine
 from credited.stack.local import LocalStack, StackConfig
@@ -35,6 +36,11 @@ async def _burst(
     started = time.perf_counter()
     responses = await asyncio.gather(*(one(r) for r in requests))
     return time.perf_counter() - started, responses
+
+
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _failed(responses: list[httpx.Response]) -> int:
@@ -89,7 +95,9 @@ async def bench_payments(
             order_s, placed = await _burst(client, orders, concurrency)
             ids = [r.json()["order_id"] for r in placed if r.status_code in (200, 201)]
             calls = [_callback(url, config.psp_secret, oid) for oid in ids]
+            cpu_before = _cpu_s(stack.services["payments"].pid)
             callback_s, answered = await _burst(client, calls, concurrency)
+            callback_cores = (_cpu_s(stack.services["payments"].pid) - cpu_before) / callback_s
     finally:
         stack.stop()
     return {
@@ -99,6 +107,7 @@ async def bench_payments(
         "order_failures": _failed(placed),
         "callbacks_per_s": round(len(ids) / callback_s, 1),
         "callback_failures": _failed(answered),
+        "payments_cores_during_callbacks": round(callback_cores, 2),
     }
 
 

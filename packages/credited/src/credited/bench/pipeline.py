@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import Topic
 from credited.bench.machine import UsageSampler
@@ -83,8 +85,60 @@ async def _settle(truth: Truth, received: Received, timeout_s: float) -> float:
     return time.monotonic() - started
 
 
+@dataclass
+class ClientTimes:
+    """Each request's time as the load generator saw it, from before the connection pool to the response
+    headers: against the service's own answer time it shows how long requests waited in the generator."""
+
+    seconds: list[float] = field(default_factory=list)
+
+    async def on_request(self, request: httpx.Request) -> None:
+        request.extensions["bench_started"] = time.monotonic()
+
+    async def on_response(self, response: httpx.Response) -> None:
+        started = response.request.extensions.get("bench_started")
+        if started is not None:
+            self.seconds.append(time.monotonic() - started)
+
+    def take(self) -> dict[str, float | None]:
+        taken, self.seconds = self.seconds, []
+        return {"p50_ms": _ms(percentile(taken, 50)), "p99_ms": _ms(percentile(taken, 99))}
+
+
+async def http_durations(client: httpx.AsyncClient, url: str) -> dict[str, tuple[float, float]]:
+    """A service's own answer times so far, by route: (sum of seconds, count), from its /metrics."""
+    text = (await client.get(f"{url}/metrics")).text
+    out: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "credited_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            total, count = out.get(route, (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                out[route] = (total + sample.value, count)
+            elif sample.name.endswith("_count"):
+                out[route] = (total, count + sample.value)
+    return out
+
+
+def mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean answer time per route between two readings, for the routes the load used."""
+    means = {}
+    for route, (total, count) in after.items():
+        total0, count0 = before.get(route, (0.0, 0.0))
+        if count > count0 and not route.startswith(("/metrics", "/healthz")):
+            means[route] = round((total - total0) / (count - count0) * 1000, 1)
+    return means
+
+
 async def run_step(
-    stack: LocalStack, receiver: WebhookReceiver, client: httpx.AsyncClient, rate: float, options: PipelineOptions
+    stack: LocalStack,
+    receiver: WebhookReceiver,
+    client: httpx.AsyncClient,
+    rate: float,
+    options: PipelineOptions,
+    times: ClientTimes | None = None,
 ) -> dict[str, Any]:
     truth = Truth()
     sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
@@ -94,9 +148,14 @@ async def run_step(
         duplicate_share=options.duplicates,
         concurrency=options.concurrency,
     )
+    answered = await http_durations(client, stack.url("payments"))
+    times = times or ClientTimes()
+    times.take()
     started = time.monotonic()
     await sim.drive(load, truth)
     drive_s = time.monotonic() - started
+    client_request = times.take()
+    payments_ms = mean_ms(answered, await http_durations(client, stack.url("payments")))
     settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
     figures = await score(
@@ -120,6 +179,8 @@ async def run_step(
         "orders_per_s": round(len(truth.orders) / drive_s, 1),
         "drive_s": round(drive_s, 2),
         "settle_s": round(settle_s, 2),
+        "payments_answer_mean_ms": payments_ms,
+        "client_request": client_request,
         "unsettled": len(truth.paid) - settled(truth, receiver.received),
         **figures,
         "pay_to_credit_all_p99_s": figures["pay_to_credit_p99_s"],
@@ -157,13 +218,15 @@ async def rising_rates(
     """Step through `options.rates` until a step misses the target (and at least `min_steps` ran)."""
     steps: list[Step] = []
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    times = ClientTimes()
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [times.on_request], "response": [times.on_response]}
+    async with httpx.AsyncClient(timeout=30, limits=limits, event_hooks=hooks) as client:
         if options.warmup_s > 0:
             await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))
         for rate in options.rates:
             usage.mark()
             started = time.monotonic()
-            figures = await run_step(stack, receiver, client, rate, options)
+            figures = await run_step(stack, receiver, client, rate, options, times)
             figures["processes"] = usage.since_mark(time.monotonic() - started)
             step = Step(figures, kept_up(figures, options))
             log.warning(

@@ -73,6 +73,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
             "p99 <= 100",
         ],
         ["payments callbacks/s (alone)", iso["payments"]["callbacks_per_s"], ""],
+        ["payments cores during the callbacks (alone)", iso["payments"].get("payments_cores_during_callbacks"), ""],
         ["payments orders/s placed (alone)", iso["payments"]["orders_per_s"], ""],
     ]
     return [
@@ -103,6 +104,18 @@ def _steps(report: dict[str, Any]) -> list[str]:
         ]
         for s in report["pipeline"]["steps"]
     ]  # fmt: skip
+    return _table(header, rows)
+
+
+def _requests(report: dict[str, Any]) -> list[str]:
+    """Requests as the load generator saw them against payments' own answer times: the gap is queueing in
+    the generator (its pool and the in-flight limit)."""
+    rows = []
+    for s in report["pipeline"]["steps"]:
+        client, served = s.get("client_request", {}), s.get("payments_answer_mean_ms", {})
+        answers = ", ".join(f"{route} {ms:g}" for route, ms in served.items())
+        rows.append([s["target_rate"], s["orders_per_s"], client.get("p50_ms"), client.get("p99_ms"), answers])
+    header = ["asked/s", "placed/s", "request p50 ms (generator)", "p99 ms", "payments' mean answer ms by route"]
     return _table(header, rows)
 
 
@@ -192,7 +205,8 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
         f" **{name}**, {_f(usage['cores'])} cores; 1-minute load average {_f(load)} at the start of the run, so"
         " other work had the rest). payments answers each order and callback inside a PostgreSQL transaction;"
         f" alone it took {_f(iso['payments']['callbacks_per_s'])} callbacks/s at"
-        f" {iso['payments']['concurrency']} in flight.",
+        f" {iso['payments']['concurrency']} in flight, using"
+        f" {_f(iso['payments'].get('payments_cores_during_callbacks'))} cores itself.",
         f"- Reconciler: the faust worker applied {_f(worker)} events/s against {_f(engine)} for its engine alone"
         f" ({_f(_div(engine, worker))} times as fast): the cost is around the engine, not in it."
         + (
@@ -236,6 +250,7 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         *_steps(report),
         f"![latency against rate]({rel}/pipeline.png)",
         "",
+        *_requests(report),
         *_processes(report),
         f"![CPU per process]({rel}/cpu.png)",
         "",
