@@ -23,6 +23,7 @@ class Infra:
     bootstrap: str = ""
     database_url: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    note: str = ""
     _tansu: EmbeddedKafka | None = None
     _postgres: EmbeddedPostgres | None = None
     _kafka_dir: Path | None = None
@@ -37,6 +38,8 @@ class Infra:
                 return
             if self.want == "apache" and SCRIPT.exists() and shutil.which("java"):
                 self._start_apache()
+            elif self.want == "apache":
+                self.note = "no java on PATH or no scripts/apache-kafka: the embedded broker instead"
             if not self.bootstrap:
                 self._tansu = EmbeddedKafka(free_port(), self.run_dir / "logs")
                 self._tansu.start()
@@ -65,6 +68,7 @@ class Infra:
         )
         if done.returncode != 0:
             log.warning("Apache Kafka did not start, using the embedded broker: %s", done.stderr[-500:])
+            self.note = "Apache Kafka did not start: the embedded broker instead"
             self._kafka_dir = None
             return
         self.broker, self.bootstrap = "apache", done.stdout.strip().splitlines()[-1]

@@ -43,7 +43,7 @@ from servicekit.kafka import KafkaPublisher, ensure_topics
 
 @dataclass(frozen=True)
 class PeerOptions:
-    catch_up_orders: int = 5000
+    catch_up_orders: int = 10_000
     live_rate: float = 100.0
     live_s: float = 10.0
     threshold_s: float = 2.0

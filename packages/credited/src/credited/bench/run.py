@@ -23,7 +23,7 @@ from credited.stack.processes import free_port
 
 log = logging.getLogger(__name__)
 
-PROFILED = ("reconciler", "ledger", "payments")
+PROFILED = ("reconciler", "ledger", "payments", "notifier")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,8 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
     infra = Infra(options.run_dir, options.broker, external, options.bootstrap, options.database_url)
     await asyncio.to_thread(infra.start)
     report: dict[str, Any] = {"machine": describe_machine(infra.broker), "quick": options.quick}
+    if infra.note:
+        report["machine"]["broker_note"] = infra.note
     report["options"] = {
         "pipeline": asdict(options.pipeline),
         "peers": asdict(options.peers),
