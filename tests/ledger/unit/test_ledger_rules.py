@@ -1,87 +1,22 @@
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 
 import pytest
 
-from contracts.base import Message
 from contracts.codec import envelope_for
-from contracts.commands import BlockCredit, RetryCredit
-from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded
-from contracts.topics import Topic
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
 from ledger import domain
-from ledger.domain import AccountKind, Entry, Posted, Posting
-from ledger.handlers import FaultPolicy, handle_block_credit, handle_payment_succeeded, handle_retry_credit
-
-
-@dataclass
-class Books:
-    postings: dict[tuple[str, str], Posting] = field(default_factory=dict)
-    balances: dict[str, int] = field(default_factory=dict)
-    processed: set[tuple[str, str]] = field(default_factory=set)
-    faults: set[str] = field(default_factory=set)
-    published: list[Message] = field(default_factory=list)
-    blocks: dict[str, str] = field(default_factory=dict)
-    frozen: set[str] = field(default_factory=set)
-
-
-class InMemoryLedger:
-    def __init__(self, books: Books) -> None:
-        self.books = books
-
-    async def __aenter__(self) -> "InMemoryLedger":
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    async def mark_processed(self, consumer: str, event_id: str) -> bool:
-        if (consumer, event_id) in self.books.processed:
-            return False
-        self.books.processed.add((consumer, event_id))
-        return True
-
-    async def post(self, posting: Posting) -> bool:
-        key = (posting.order_id, posting.kind)
-        if key in self.books.postings:
-            return False
-        self.books.postings[key] = posting
-        for e in posting.entries:
-            self.books.balances[e.account.account_id] = self.books.balances.get(e.account.account_id, 0) + e.amount
-        return True
-
-    async def record_fault(self, order_id: str, kind: str) -> None:
-        self.books.faults.add(order_id)
-
-    async def lock_order(self, order_id: str) -> None:
-        return None
-
-    async def credit_of(self, order_id: str) -> Posted | None:
-        posting = self.books.postings.get((order_id, "credit"))
-        if posting is None:
-            return None
-        wallet = next(e for e in posting.entries if e.account.kind is AccountKind.WALLET)
-        return Posted(
-            posting.transaction_id,
-            wallet.account.user_id or "",
-            wallet.amount,
-            wallet.account.currency,
-            datetime.now(UTC),
-        )
-
-    async def block_of(self, order_id: str) -> str | None:
-        return self.books.blocks.get(order_id)
-
-    async def block(self, order_id: str, reason: str) -> None:
-        self.books.blocks.setdefault(order_id, reason)
-
-    async def wallet_frozen(self, user_id: str, currency: str) -> bool:
-        return f"wallet:{user_id}:{currency}" in self.books.frozen
-
-    def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
-        self.books.published.append(message)
+from ledger.domain import AccountKind, Entry, Posting
+from ledger.handlers import (
+    FaultPolicy,
+    UserPolicy,
+    handle_block_credit,
+    handle_grant_compensation,
+    handle_payment_succeeded,
+    handle_refund_succeeded,
+    handle_retry_credit,
+)
+from tests.ledger.fakes import Books, InMemoryLedger
 
 
 def paid(order_id: str = "ord_1", amount: int = 600) -> PaymentSucceeded:
@@ -199,3 +134,79 @@ async def test_a_frozen_wallet_is_a_final_rejection_that_blocks_the_order() -> N
     )
     assert isinstance(books.published[0], CreditRejected) and books.published[0].final
     assert books.blocks == {"ord_1": "wallet frozen"}
+
+
+def strict() -> UserPolicy:
+    return UserPolicy(register_on_first_credit=False)
+
+
+async def test_an_unknown_user_is_refused_retryably_and_credited_once_registered() -> None:
+    books = Books()
+    uow = lambda: InMemoryLedger(books)  # noqa: E731
+    await handle_retry_credit(retry(1), envelope_for(retry(1), producer="r"), uow=uow, users=strict())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.reason == "unknown user" and not rejection.final
+    assert books.blocks == {} and books.postings == {}
+    books.users["u1"] = "CNY"
+    await handle_retry_credit(retry(2), envelope_for(retry(2), producer="r"), uow=uow, users=strict())
+    assert books.balances["wallet:u1:CNY"] == 600 and isinstance(books.published[-1], CreditPosted)
+
+
+async def test_a_first_credit_registers_the_user_in_its_currency_and_another_currency_is_refused_for_good() -> None:
+    books = Books()
+    uow = lambda: InMemoryLedger(books)  # noqa: E731
+    event = paid("ord_1")
+    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
+    assert books.users == {"u1": "CNY"}
+    usd = event.model_copy(update={"order_id": "ord_2", "currency": "USD"})
+    await handle_payment_succeeded(usd, envelope_for(usd, producer="p"), uow=uow, faults=FaultPolicy())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final
+    assert rejection.reason == "currency mismatch: the wallet is kept in CNY, not USD"
+    assert "ord_2" in books.blocks and "wallet:u1:USD" not in books.balances
+
+
+async def test_a_refunded_order_is_never_credited_and_the_refusal_says_refunded() -> None:
+    books = Books()
+    uow = lambda: InMemoryLedger(books)  # noqa: E731
+    await handle_block_credit(block(), envelope_for(block(), producer="r"), uow=uow)
+    refund = RefundSucceeded(
+        order_id="ord_1", user_id="u1", amount=600, currency="CNY", refund_id="rf_1", refunded_at=datetime.now(UTC)
+    )
+    await handle_refund_succeeded(refund, envelope_for(refund, producer="payments"), uow=uow)
+    event = paid()
+    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == "order refunded"
+    assert books.postings == {}
+
+
+async def test_a_retry_of_a_credited_order_reannounces_what_was_credited_not_what_it_asks() -> None:
+    books = Books()
+    uow = lambda: InMemoryLedger(books)  # noqa: E731
+    event = paid(amount=600)
+    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
+    odd = retry(1).model_copy(update={"amount": 999})
+    await handle_retry_credit(odd, envelope_for(odd, producer="r"), uow=uow)
+    announced = books.published[-1]
+    assert isinstance(announced, CreditPosted) and announced.amount == 600
+    assert books.balances["wallet:u1:CNY"] == 600 and len(books.postings) == 1
+
+
+def compensation(amount: int = 50) -> GrantCompensation:
+    return GrantCompensation(
+        order_id="ord_1", user_id="u1", amount=amount, currency="CNY", requested_at=datetime.now(UTC)
+    )
+
+
+async def test_compensation_is_granted_once_and_only_for_a_credited_order() -> None:
+    books = Books()
+    uow = lambda: InMemoryLedger(books)  # noqa: E731
+    await handle_grant_compensation(compensation(), envelope_for(compensation(), producer="r"), uow=uow)
+    assert books.postings == {}
+    event = paid()
+    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
+    for _ in range(2):
+        await handle_grant_compensation(compensation(), envelope_for(compensation(), producer="r"), uow=uow)
+    assert books.balances["wallet:u1:CNY"] == 650
+    assert books.balances["platform:compensation:CNY"] == -50

@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
-from contracts.events import PaymentSucceeded
+from contracts.events import PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import handlers
 from ledger.adapters.http import routes
@@ -29,17 +29,23 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         )
 
     faults = handlers.FaultPolicy(drop_credit_share=settings.fault_drop_credit_share)
+    users = handlers.UserPolicy(register_on_first_credit=settings.register_on_first_credit)
     infra.consume(
         "ledger.payments",
         [Topic.PAYMENTS_EVENTS],
-        route({PaymentSucceeded: partial(handlers.handle_payment_succeeded, uow=uow, faults=faults)}),
+        route(
+            {
+                PaymentSucceeded: partial(handlers.handle_payment_succeeded, uow=uow, faults=faults, users=users),
+                RefundSucceeded: partial(handlers.handle_refund_succeeded, uow=uow),
+            }
+        ),
     )
     infra.consume(
         "ledger.commands",
         [Topic.LEDGER_COMMANDS],
         route(
             {
-                RetryCredit: partial(handlers.handle_retry_credit, uow=uow),
+                RetryCredit: partial(handlers.handle_retry_credit, uow=uow, users=users),
                 BlockCredit: partial(handlers.handle_block_credit, uow=uow),
                 GrantCompensation: partial(handlers.handle_grant_compensation, uow=uow),
             }

@@ -14,3 +14,8 @@ class Settings(ServiceSettings):
     fault_drop_credit_share: float = Field(
         0.0, ge=0.0, le=1.0, description="Development fault knob: share of orders whose credit step is dropped."
     )
+    register_on_first_credit: bool = Field(
+        True,
+        description="Register a user the ledger has never seen on their first credit, in its currency; off, only"
+        " users registered with PUT /v1/users/{user_id} are credited (others are refused, retryably).",
+    )

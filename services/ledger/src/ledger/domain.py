@@ -55,6 +55,46 @@ class Posted:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CreditContext:
+    """What decides a credit for one order: its credit if any, its block, and the user's wallet."""
+
+    credit: Posted | None
+    blocked: str | None
+    user_currency: str | None
+    wallet_frozen: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an order is not credited; `final` when no retry can change that (the order is then blocked)."""
+
+    reason: str
+    final: bool
+
+
+ORDER_REFUNDED = "order refunded"
+
+
+def refusal(context: CreditContext, currency: str) -> Refusal | None:
+    """Whether an order not yet credited may be credited in `currency`, and if not, why.
+
+    A block (refund under way or done, an earlier final refusal) is final. A user the ledger does not know
+    may still be registered, so that refusal is retryable. A payment in another currency than the user's
+    wallet, or for a frozen wallet, can never be credited.
+    """
+    if context.blocked is not None:
+        reason = context.blocked if context.blocked == ORDER_REFUNDED else f"blocked: {context.blocked}"
+        return Refusal(reason, final=True)
+    if context.user_currency is None:
+        return Refusal("unknown user", final=False)
+    if context.user_currency != currency:
+        return Refusal(f"currency mismatch: the wallet is kept in {context.user_currency}, not {currency}", final=True)
+    if context.wallet_frozen:
+        return Refusal("wallet frozen", final=True)
+    return None
+
+
 def wallet(user_id: str, currency: str) -> Account:
     return Account(f"wallet:{user_id}:{currency}", AccountKind.WALLET, currency, user_id)
 

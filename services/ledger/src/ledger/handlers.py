@@ -5,12 +5,12 @@ exclude each other: a refund is only ever issued for an order the ledger has blo
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from contracts.codec import Envelope, deterministic_id
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
-from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded
+from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import domain
 from ledger.ports import LedgerUnitOfWork, UnitOfWorkFactory
@@ -28,20 +28,25 @@ class FaultPolicy:
     drop_credit_share: float = 0.0
 
 
-def _announce_credit(
-    tx: LedgerUnitOfWork, message: PaymentSucceeded | RetryCredit, transaction_id: str, tag: str
-) -> None:
+@dataclass(frozen=True, slots=True)
+class UserPolicy:
+    """Whether a user the ledger has never seen is registered by their first credit, in its currency."""
+
+    register_on_first_credit: bool = True
+
+
+def _announce_credit(tx: LedgerUnitOfWork, order_id: str, posted: domain.Posted, tag: str) -> None:
     tx.publish(
         Topic.LEDGER_EVENTS,
         CreditPosted(
-            order_id=message.order_id,
-            user_id=message.user_id,
-            amount=message.amount,
-            currency=message.currency,
-            transaction_id=transaction_id,
-            credited_at=datetime.now(UTC),
+            order_id=order_id,
+            user_id=posted.user_id,
+            amount=posted.amount,
+            currency=posted.currency,
+            transaction_id=posted.transaction_id,
+            credited_at=posted.created_at,
         ),
-        event_id=deterministic_id("CreditPosted", message.order_id, tag),
+        event_id=deterministic_id("CreditPosted", order_id, tag),
     )
 
 
@@ -53,30 +58,37 @@ def _reject(tx: LedgerUnitOfWork, order_id: str, user_id: str, reason: str, fina
     )
 
 
-async def _credit(tx: LedgerUnitOfWork, message: PaymentSucceeded | RetryCredit, tag: str) -> str:
+async def _credit(tx: LedgerUnitOfWork, message: PaymentSucceeded | RetryCredit, tag: str, users: UserPolicy) -> str:
     """Credit once, under the order's lock; returns what happened."""
     await tx.lock_order(message.order_id)
-    existing = await tx.credit_of(message.order_id)
-    if existing is not None:
+    context = await tx.credit_context(message.order_id, message.user_id, message.currency)
+    if context.credit is not None:
         if isinstance(message, RetryCredit):  # re-announce so the reconciler can close the order
-            _announce_credit(tx, message, existing.transaction_id, f"reannounce-{tag}")
+            _announce_credit(tx, message.order_id, context.credit, f"reannounce-{tag}")
         return "already_credited"
-    blocked = await tx.block_of(message.order_id)
-    if blocked is not None:
-        _reject(tx, message.order_id, message.user_id, f"blocked: {blocked}", True, tag)
-        return "blocked"
-    if await tx.wallet_frozen(message.user_id, message.currency):
-        await tx.block(message.order_id, "wallet frozen")
-        _reject(tx, message.order_id, message.user_id, "wallet frozen", True, tag)
-        return "rejected"
+    if context.user_currency is None and context.blocked is None and users.register_on_first_credit:
+        currency = await tx.register_user(message.user_id, message.currency)
+        context = replace(context, user_currency=currency)
+    refused = domain.refusal(context, message.currency)
+    if refused is not None:
+        if refused.final and context.blocked is None:
+            await tx.block(message.order_id, refused.reason)
+        _reject(tx, message.order_id, message.user_id, refused.reason, refused.final, tag)
+        return f"rejected ({refused.reason})"
     posting = domain.credit(message.order_id, message.user_id, message.amount, message.currency)
     await tx.post(posting)
-    _announce_credit(tx, message, posting.transaction_id, "credit")
+    posted = domain.Posted(posting.transaction_id, message.user_id, message.amount, message.currency, datetime.now(UTC))
+    _announce_credit(tx, message.order_id, posted, "credit")
     return "credited"
 
 
 async def handle_payment_succeeded(
-    message: PaymentSucceeded, envelope: Envelope, *, uow: UnitOfWorkFactory, faults: FaultPolicy
+    message: PaymentSucceeded,
+    envelope: Envelope,
+    *,
+    uow: UnitOfWorkFactory,
+    faults: FaultPolicy,
+    users: UserPolicy = UserPolicy(),
 ) -> None:
     """A paid order is owed a credit: post it once, however often the payment event arrives."""
     async with uow() as tx:
@@ -89,16 +101,18 @@ async def handle_payment_succeeded(
                 "fault injection: dropped the credit of order %s (event %s)", message.order_id, envelope.event_id
             )
             return
-        outcome = await _credit(tx, message, f"payment-{envelope.event_id}")
+        outcome = await _credit(tx, message, f"payment-{envelope.event_id}", users)
     log.info("order %s: %s (event %s)", message.order_id, outcome, envelope.event_id)
 
 
-async def handle_retry_credit(message: RetryCredit, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
+async def handle_retry_credit(
+    message: RetryCredit, envelope: Envelope, *, uow: UnitOfWorkFactory, users: UserPolicy = UserPolicy()
+) -> None:
     """The reconciler found the order overdue: credit it now, or re-announce the credit it already has."""
     async with uow() as tx:
         if not await tx.mark_processed(COMMANDS_CONSUMER, envelope.event_id):
             return
-        outcome = await _credit(tx, message, f"retry-{message.attempt}")
+        outcome = await _credit(tx, message, f"retry-{message.attempt}", users)
     log.warning("order %s: retry %d -> %s (event %s)", message.order_id, message.attempt, outcome, envelope.event_id)
 
 
@@ -110,18 +124,7 @@ async def handle_block_credit(message: BlockCredit, envelope: Envelope, *, uow: 
         await tx.lock_order(message.order_id)
         existing = await tx.credit_of(message.order_id)
         if existing is not None:
-            tx.publish(
-                Topic.LEDGER_EVENTS,
-                CreditPosted(
-                    order_id=message.order_id,
-                    user_id=existing.user_id,
-                    amount=existing.amount,
-                    currency=existing.currency,
-                    transaction_id=existing.transaction_id,
-                    credited_at=existing.created_at,
-                ),
-                event_id=deterministic_id("CreditPosted", message.order_id, "reannounce-block"),
-            )
+            _announce_credit(tx, message.order_id, existing, "reannounce-block")
             log.warning("order %s was credited already; block refused (event %s)", message.order_id, envelope.event_id)
             return
         await tx.block(message.order_id, message.reason)
@@ -130,9 +133,13 @@ async def handle_block_credit(message: BlockCredit, envelope: Envelope, *, uow: 
 
 
 async def handle_grant_compensation(message: GrantCompensation, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """A late credit earns a delay compensation, once per order."""
+    """A late credit earns a delay compensation, once per order; an order never credited earns none."""
     async with uow() as tx:
         if not await tx.mark_processed(COMMANDS_CONSUMER, envelope.event_id):
+            return
+        await tx.lock_order(message.order_id)
+        if await tx.credit_of(message.order_id) is None:
+            log.warning("order %s has no credit: no compensation (event %s)", message.order_id, envelope.event_id)
             return
         granted = await tx.post(
             domain.compensation(message.order_id, message.user_id, message.amount, message.currency)
@@ -143,3 +150,17 @@ async def handle_grant_compensation(message: GrantCompensation, envelope: Envelo
         "granted" if granted else "already granted",
         envelope.event_id,
     )
+
+
+async def handle_refund_succeeded(message: RefundSucceeded, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
+    """The order's payment went back to the user: it is never credited, and a late credit says why."""
+    async with uow() as tx:
+        if not await tx.mark_processed(PAYMENTS_CONSUMER, envelope.event_id):
+            return
+        await tx.lock_order(message.order_id)
+        if await tx.credit_of(message.order_id) is not None:
+            # The reconciler refunds only orders the ledger blocked; this needs a person.
+            log.error("order %s was refunded although it is credited (event %s)", message.order_id, envelope.event_id)
+            return
+        await tx.block(message.order_id, domain.ORDER_REFUNDED, overwrite=True)
+    log.info("order %s refunded: it will never be credited (event %s)", message.order_id, envelope.event_id)

@@ -5,8 +5,8 @@ from typing import Protocol
 
 from contracts.base import Message
 from contracts.topics import Topic
+from ledger.domain import CreditContext, Posting
 from ledger.domain import Posted as PostedCredit
-from ledger.domain import Posting
 
 
 class LedgerUnitOfWork(Protocol):
@@ -38,9 +38,17 @@ class LedgerUnitOfWork(Protocol):
         """Why the order may not be credited, if it is blocked."""
         ...
 
-    async def block(self, order_id: str, reason: str) -> None: ...
+    async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
+        """Never credit the order from now on; `overwrite` replaces the reason of an existing block."""
+        ...
 
-    async def wallet_frozen(self, user_id: str, currency: str) -> bool: ...
+    async def credit_context(self, order_id: str, user_id: str, currency: str) -> CreditContext:
+        """Everything that decides a credit for the order, read at once."""
+        ...
+
+    async def register_user(self, user_id: str, currency: str) -> str:
+        """Register the user with `currency` unless known; return the currency their wallet is kept in."""
+        ...
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
 

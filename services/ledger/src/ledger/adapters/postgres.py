@@ -2,8 +2,20 @@
 
 from typing import Any
 
-from ledger.domain import Posted, Posting
+from ledger.domain import CreditContext, Posted, Posting
 from servicekit.uow import PostgresUnitOfWork
+
+# One round trip for everything that decides a credit: the order's credit, its block, the user's wallet.
+_CREDIT_CONTEXT = (
+    "SELECT c.transaction_id, c.created_at, c.user_id, c.currency, c.amount,"
+    " (SELECT reason FROM credit_blocks WHERE order_id = $1) AS blocked,"
+    " (SELECT currency FROM users WHERE user_id = $2) AS user_currency,"
+    " coalesce((SELECT frozen FROM accounts WHERE account_id = $3), false) AS frozen"
+    " FROM (SELECT 1) AS one LEFT JOIN LATERAL ("
+    "  SELECT t.transaction_id, t.created_at, a.user_id, a.currency, e.amount FROM transactions t"
+    "  JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)"
+    "  WHERE t.order_id = $1 AND t.kind = 'credit' AND a.kind = 'wallet') AS c ON true"
+)
 
 
 class PostgresLedger(PostgresUnitOfWork):
@@ -60,16 +72,30 @@ class PostgresLedger(PostgresUnitOfWork):
         reason: str | None = await self.conn.fetchval("SELECT reason FROM credit_blocks WHERE order_id = $1", order_id)
         return reason
 
-    async def block(self, order_id: str, reason: str) -> None:
+    async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
+        on_conflict = "DO UPDATE SET reason = EXCLUDED.reason" if overwrite else "DO NOTHING"
         await self.conn.execute(
-            "INSERT INTO credit_blocks (order_id, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING", order_id, reason
+            f"INSERT INTO credit_blocks (order_id, reason) VALUES ($1, $2) ON CONFLICT (order_id) {on_conflict}",  # noqa: S608
+            order_id,
+            reason,
         )
 
-    async def wallet_frozen(self, user_id: str, currency: str) -> bool:
-        frozen = await self.conn.fetchval(
-            "SELECT frozen FROM accounts WHERE account_id = $1", f"wallet:{user_id}:{currency}"
+    async def credit_context(self, order_id: str, user_id: str, currency: str) -> CreditContext:
+        row = await self.conn.fetchrow(_CREDIT_CONTEXT, order_id, user_id, f"wallet:{user_id}:{currency}")
+        assert row is not None
+        credit = None
+        if row["transaction_id"] is not None:
+            credit = Posted(row["transaction_id"], row["user_id"], row["amount"], row["currency"], row["created_at"])
+        return CreditContext(credit, row["blocked"], row["user_currency"], row["frozen"])
+
+    async def register_user(self, user_id: str, currency: str) -> str:
+        held: str = await self.conn.fetchval(
+            "WITH new AS (INSERT INTO users (user_id, currency) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            " RETURNING currency) SELECT currency FROM new UNION ALL SELECT currency FROM users WHERE user_id = $1",
+            user_id,
+            currency,
         )
-        return bool(frozen)
+        return held
 
     async def record_fault(self, order_id: str, kind: str) -> None:
         await self.conn.execute(
