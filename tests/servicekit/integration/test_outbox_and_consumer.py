@@ -9,11 +9,11 @@ import asyncpg
 import pytest
 
 from contracts.base import Message
-from contracts.codec import Envelope, Record
+from contracts.codec import Envelope, Record, encode, envelope_for
 from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
 from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop, KafkaPublisher, PermanentFailure, ensure_topics
-from servicekit.outbox import OutboxRelay
+from servicekit.outbox import OutboxRelay, add_to_outbox
 from servicekit.postgres import create_pool, migrate
 from servicekit.uow import PostgresUnitOfWork
 from tests.conftest import Broker
@@ -148,3 +148,24 @@ async def test_a_bad_message_goes_to_the_dead_letter_topic_and_the_consumer_keep
     assert {dict(r.headers)["dlq_source_topic"] for r in dead} == {topic.encode()}
     assert dead[0].value in (b"{not json",) or dead[1].value == b"{not json"
     assert event_types([r for r in dead if r.key == b"ord_poison"]) == ["PaymentSucceeded"]
+
+
+async def test_a_transaction_that_commits_late_with_a_lower_outbox_id_is_still_published(kit, broker: Broker) -> None:  # type: ignore[no-untyped-def]
+    pool, publisher, prefix = kit
+    relay = OutboxRelay(pool, publisher)
+    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
+    late = paid("ord_late")
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        await add_to_outbox(conn, [(topic, encode(late, envelope_for(late, producer="test")))])
+        late_id = await conn.fetchval("SELECT max(id) FROM outbox")  # its id is taken now, it commits later
+        async with uow(pool, prefix) as tx:
+            tx.publish(Topic.PAYMENTS_EVENTS, paid("ord_early"))
+        early_id = await pool.fetchval("SELECT max(id) FROM outbox")
+        assert late_id < early_id
+        assert await relay.publish_batch() == 1  # the relay has moved past the late row's id ...
+        await transaction.commit()
+    assert await relay.publish_batch() == 1  # ... and still publishes it
+    records = await read_until(broker.bootstrap, topic, lambda r: len(r) >= 2)
+    assert sorted(r.key for r in records) == [b"ord_early", b"ord_late"]

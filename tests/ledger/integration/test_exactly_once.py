@@ -1,0 +1,164 @@
+"""Exactly one credit per order whatever arrives, on the real PostgreSQL: the payment event twice, retries, and
+both at once from two consumers, first as concurrent handlers, then as two ledger instances on the real broker."""
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from contracts.base import Message
+from contracts.codec import decode, deterministic_id, encode, envelope_for
+from contracts.commands import RetryCredit
+from contracts.events import CreditPosted, PaymentSucceeded
+from contracts.topics import Topic
+from ledger import handlers
+from ledger.adapters.postgres import PostgresLedger
+from ledger.bootstrap import MIGRATIONS, build
+from ledger.config import Settings
+from servicekit.kafka import KafkaPublisher
+from servicekit.postgres import create_pool, migrate
+from tests.conftest import Broker
+from tests.kafka_reader import eventually, read_all
+from tests.ledger.outbox import outbox_messages
+from tests.service_settings import settings_for
+
+AMOUNT = 600
+
+
+def payment(order_id: str) -> PaymentSucceeded:
+    return PaymentSucceeded(
+        order_id=order_id,
+        user_id=f"user-{order_id}",
+        amount=AMOUNT,
+        currency="CNY",
+        channel="card",
+        provider="sim",
+        provider_txn_id=f"tx-{order_id}",
+        paid_at=datetime.now(UTC),
+    )
+
+
+def retry(order_id: str, attempt: int) -> RetryCredit:
+    return RetryCredit(
+        order_id=order_id,
+        user_id=f"user-{order_id}",
+        amount=AMOUNT,
+        currency="CNY",
+        attempt=attempt,
+        requested_at=datetime.now(UTC),
+    )
+
+
+def deliveries(order_id: str) -> list[tuple[Message, str]]:
+    """What can arrive for one paid order: its payment event twice, announced again under a new id, and two
+    retries, one of them twice."""
+    return [
+        (payment(order_id), f"{order_id}-pay"),
+        (payment(order_id), f"{order_id}-pay"),
+        (payment(order_id), f"{order_id}-pay-again"),
+        (retry(order_id, 1), f"{order_id}-retry-1"),
+        (retry(order_id, 1), f"{order_id}-retry-1"),
+        (retry(order_id, 2), f"{order_id}-retry-2"),
+    ]
+
+
+async def assert_one_credit_per_order(conn: asyncpg.Connection, orders: list[str]) -> None:
+    credits = await conn.fetch("SELECT order_id, count(*) AS n FROM transactions WHERE kind = 'credit' GROUP BY 1")
+    assert {r["order_id"]: r["n"] for r in credits} == dict.fromkeys(orders, 1)
+    wallets = await conn.fetch("SELECT user_id, balance FROM accounts WHERE kind = 'wallet'")
+    assert {r["user_id"]: r["balance"] for r in wallets} == {f"user-{o}": AMOUNT for o in orders}
+    assert await conn.fetchval("SELECT balance FROM accounts WHERE kind = 'topup_clearing'") == -AMOUNT * len(orders)
+    assert await conn.fetchval("SELECT count(*) FROM entries") == 2 * len(orders)
+
+
+@pytest.fixture
+async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, f"{isolation}_ledger", min_size=4, max_size=24)
+    await migrate(pool, MIGRATIONS)
+    yield pool
+    await pool.close()
+
+
+async def test_concurrent_payments_and_retries_for_the_same_orders_credit_each_once(pool: asyncpg.Pool) -> None:
+    orders = [f"ord_{i}" for i in range(20)]
+
+    def uow() -> PostgresLedger:
+        return PostgresLedger(pool, producer="ledger", topic_prefix="")
+
+    async def deliver(message: Message, event_id: str) -> None:
+        envelope = envelope_for(message, producer="test", event_id=event_id)
+        if isinstance(message, PaymentSucceeded):
+            await handlers.handle_payment_succeeded(message, envelope, uow=uow, faults=handlers.FaultPolicy())
+        else:
+            assert isinstance(message, RetryCredit)
+            await handlers.handle_retry_credit(message, envelope, uow=uow)
+
+    # All deliveries of all orders at once, on as many connections as the pool has.
+    await asyncio.gather(*(deliver(m, e) for o in orders for m, e in deliveries(o)))
+
+    async with pool.acquire() as conn:
+        await assert_one_credit_per_order(conn, orders)
+        announced = await outbox_messages(conn)
+    credits = [(m, env) for _, m, env in announced if isinstance(m, CreditPosted)]
+    first = Counter(
+        m.order_id for m, env in credits if env.event_id == deterministic_id("CreditPosted", m.order_id, "credit")
+    )
+    assert first == dict.fromkeys(orders, 1)  # one credit announced per order; the rest are re-announcements
+    by_order: dict[str, set[str]] = {}
+    for m, _ in credits:
+        by_order.setdefault(m.order_id, set()).add(m.transaction_id)
+    assert all(len(ids) == 1 for ids in by_order.values())
+
+
+async def test_two_ledger_instances_consuming_duplicates_and_retries_at_once_credit_each_order_once(
+    broker: Broker, database_url: str, isolation: str
+) -> None:
+    settings = settings_for(Settings, broker, database_url, isolation)
+    instances = [await build(settings) for _ in range(2)]
+    tasks: list[asyncio.Task[None]] = []
+    publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test")
+    await publisher.start()
+    orders = [f"ord_{i}" for i in range(60)]
+    try:
+        for infra, _ in instances:
+            for consumer in infra.consumers:
+                await consumer.start()
+            tasks += [asyncio.create_task(c.run()) for c in infra.consumers]
+            tasks.append(asyncio.create_task(infra.relay.run()))
+        records = []
+        for order_id in orders:
+            for message, event_id in deliveries(order_id):
+                topic = Topic.PAYMENTS_EVENTS if isinstance(message, PaymentSucceeded) else Topic.LEDGER_COMMANDS
+                envelope = envelope_for(message, producer="test", event_id=event_id)
+                records.append((topic.qualified(settings.topic_prefix), encode(message, envelope)))
+        await publisher.publish_many(records)
+
+        def consumed() -> int:
+            return sum(c.consumed_total for infra, _ in instances for c in infra.consumers)
+
+        await eventually(lambda: consumed() >= len(records), timeout_s=90)
+        outbox_empty = "SELECT count(*) = 0 FROM outbox"
+        await eventually(lambda: instances[0][0].pool.fetchval(outbox_empty), timeout_s=30)
+        async with instances[0][0].pool.acquire() as conn:
+            await assert_one_credit_per_order(conn, orders)
+            # Both instances took part: each consumed some of the records.
+            assert all(sum(c.consumed_total for c in infra.consumers) > 0 for infra, _ in instances)
+        announced = await read_all(broker.bootstrap, Topic.LEDGER_EVENTS.qualified(settings.topic_prefix))
+        decoded = [decode(r.value, r.headers) for r in announced]
+        first = Counter(
+            m.order_id for m, env in decoded if env.event_id == deterministic_id("CreditPosted", m.order_id, "credit")
+        )
+        assert first == dict.fromkeys(orders, 1)
+        assert {type(m) for m, _ in decoded} == {CreditPosted}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await publisher.stop()
+        for infra, _ in instances:
+            with contextlib.suppress(Exception):
+                await infra.close()
