@@ -6,12 +6,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from http import HTTPStatus
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +37,18 @@ def error_body(code: str, detail: object) -> dict[str, object]:
     return {"error": code, "detail": detail}
 
 
+class ErrorBody(BaseModel):
+    """Every refusal: a stable machine-readable code and what is wrong, for people (or a list of problems)."""
+
+    error: str
+    detail: Any
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses an operation may answer, all in credited's shape."""
+    return {code: {"model": ErrorBody, "description": HTTPStatus(code).phrase} for code in codes}
+
+
 def create_app(
     *,
     title: str,
@@ -44,6 +59,7 @@ def create_app(
     """A FastAPI app with credited's error shape and the operational endpoints. When the service's
     metrics were built on `registry` (servicekit.infrastructure does that), every request is counted."""
     app = FastAPI(title=title, version=version)
+    _declare_credited_errors(app)
     service_metrics = ServiceMetrics.on(registry)
     if service_metrics is not None:
         app.add_middleware(RequestMetrics, metrics=service_metrics)
@@ -74,6 +90,31 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _declare_credited_errors(app: FastAPI) -> None:
+    """Make the OpenAPI spec say what the app answers: every 422 in credited's error shape (not FastAPI's
+    default HTTPValidationError, which our handler replaces), and a 400 wherever a body may fail to parse."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"]["content"] = error
+            if "requestBody" in operation and "400" not in responses:
+                responses["400"] = {"description": HTTPStatus(400).phrase, "content": error}
+        for default in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(default, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

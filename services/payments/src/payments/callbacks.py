@@ -13,7 +13,8 @@ class CallbackBody(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     order_id: OrderId
-    provider_txn_id: str = Field(min_length=1, max_length=128)
+    # Printable text only: it is stored and announced, and PostgreSQL text cannot hold NUL.
+    provider_txn_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     status: Literal["succeeded", "failed"]
     amount: MinorUnits
     currency: Currency

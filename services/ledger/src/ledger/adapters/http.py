@@ -1,12 +1,15 @@
-"""The ledger's read API: wallet balances, an order's postings, and the fault knob's ground truth."""
+"""The ledger's HTTP API: wallet balances, an order's postings, the user directory, and the fault knob's
+ground truth."""
 
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from contracts.base import Currency, OrderId, UserId
 from ledger.adapters.postgres import PostgresLedger
+from servicekit.http import ApiError, error_responses
 
 
 class WalletView(BaseModel):
@@ -23,17 +26,39 @@ class FaultsView(BaseModel):
     credit_dropped: list[str]
 
 
+class UserRegistration(BaseModel):
+    """The currency the user's wallet is kept in; credits in any other currency are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: Currency
+
+
+class UserView(BaseModel):
+    user_id: str
+    currency: str
+
+
 def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", responses=error_responses(422))
 
     @router.get("/wallets/{user_id}", response_model=WalletView, tags=["wallets"])
-    async def wallet(user_id: str) -> WalletView:
+    async def wallet(user_id: UserId) -> WalletView:
         """The user's wallet balances per currency, in minor units (an unknown user has none)."""
         async with uow() as tx:
             return WalletView(user_id=user_id, balances=await tx.wallet_balances(user_id))
 
+    @router.put("/users/{user_id}", response_model=UserView, tags=["users"], responses=error_responses(400, 409))
+    async def register_user(user_id: UserId, body: UserRegistration) -> UserView:
+        """Register a user the ledger may credit, with their wallet's currency (repeating it changes nothing)."""
+        async with uow() as tx:
+            held = await tx.register_user(user_id, body.currency)
+        if held != body.currency:
+            raise ApiError(409, "currency_conflict", f"user {user_id}'s wallet is kept in {held}, not {body.currency}")
+        return UserView(user_id=user_id, currency=held)
+
     @router.get("/orders/{order_id}/entries", response_model=OrderPostings, tags=["orders"])
-    async def order_entries(order_id: str) -> OrderPostings:
+    async def order_entries(order_id: OrderId) -> OrderPostings:
         """Every ledger transaction of the order with its entries."""
         async with uow() as tx:
             return OrderPostings(order_id=order_id, transactions=await tx.order_transactions(order_id))

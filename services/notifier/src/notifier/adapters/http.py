@@ -8,13 +8,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field, model_validator
 
+from contracts.base import OrderId
 from notifier import domain
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from notifier.adapters.webpush import check_keys, endpoint_allowed
-from servicekit.http import ApiError
+from servicekit.http import ApiError, error_responses
 
 UserIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+SubscriptionIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,12 @@ def routes(
         """The applicationServerKey a browser subscribes with."""
         return {"public_key": push.vapid_public_key}
 
-    @router.put("/users/{user_id}/subscriptions", response_model=SubscriptionOut, tags=["subscriptions"])
+    @router.put(
+        "/users/{user_id}/subscriptions",
+        response_model=SubscriptionOut,
+        tags=["subscriptions"],
+        responses=error_responses(409, 422),
+    )
     async def subscribe(user_id: UserIdPath, body: SubscriptionIn) -> SubscriptionOut:
         """Register a device; registering the same endpoint or token again refreshes it."""
         if body.channel == "fcm":
@@ -116,8 +123,13 @@ def routes(
         found = await subscriptions.of_user(user_id)
         return Subscriptions(user_id=user_id, subscriptions=[s.public() for s in found])
 
-    @router.delete("/users/{user_id}/subscriptions/{subscription_id}", status_code=204, tags=["subscriptions"])
-    async def unsubscribe(user_id: UserIdPath, subscription_id: str) -> Response:
+    @router.delete(
+        "/users/{user_id}/subscriptions/{subscription_id}",
+        status_code=204,
+        tags=["subscriptions"],
+        responses=error_responses(404, 422),
+    )
+    async def unsubscribe(user_id: UserIdPath, subscription_id: SubscriptionIdPath) -> Response:
         """Forget a device (the browser unsubscribed, the user signed out)."""
         if not await subscriptions.remove(user_id, subscription_id):
             raise ApiError(404, "subscription_not_found", "the user has no such subscription")
@@ -135,13 +147,13 @@ def routes(
         return LocaleOut(user_id=user_id, locale=locale, effective=domain.resolve_locale(locale))
 
     @router.get("/inbox/{user_id}", response_model=InboxView, tags=["inbox"])
-    async def inbox(user_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> InboxView:
+    async def inbox(user_id: UserIdPath, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> InboxView:
         """The user's notifications, newest first: the development inbox."""
         async with uow() as tx:
             return InboxView(user_id=user_id, notifications=await tx.inbox(user_id, limit))
 
     @router.get("/orders/{order_id}/notifications", response_model=OrderNotifications, tags=["inbox"])
-    async def order_notifications(order_id: str) -> OrderNotifications:
+    async def order_notifications(order_id: OrderId) -> OrderNotifications:
         """Every notification about one order with the state of each of its deliveries."""
         async with uow() as tx:
             return OrderNotifications(order_id=order_id, notifications=await tx.for_order(order_id))

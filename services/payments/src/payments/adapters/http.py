@@ -3,17 +3,18 @@
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.base import Channel, Currency, MinorUnits, Product, UserId
+from contracts.base import Channel, Currency, MinorUnits, OrderId, Product, UserId
 from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.callbacks import CallbackBody
 from payments.domain import Order, ReviewRule, ReviewVerdict
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
 from payments.ports import UnitOfWorkFactory
 from payments.review import ReviewDecision, handle_review_decision
-from servicekit.http import ApiError, error_body
+from servicekit.http import ApiError, error_body, error_responses
 
 
 class SystemClock:
@@ -59,9 +60,25 @@ class OrderView(BaseModel):
     review_expected_at: str | None = None
 
 
-class ErrorBody(BaseModel):
-    error: str
-    detail: object
+class CallbackAnswer(BaseModel):
+    """The callback was applied, or was a repeat of one that was, or changes nothing (a failure after a success)."""
+
+    result: Literal["applied", "duplicate", "ignored"]
+    order_id: str | None
+    detail: str
+
+
+# The callback's body is read raw (its signature covers the exact bytes), so its schema is declared here.
+_CALLBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": CallbackBody.model_json_schema()}},
+        "description": "The provider's notice, signed byte for byte in X-Signature.",
+    }
+}
+# Any printable name reaches the handler, which keeps an unknown provider's callback for audit; control
+# characters (NUL cannot even be stored) are refused at the edge.
+ProviderName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def _view(order: Order) -> OrderView:
@@ -83,9 +100,6 @@ def _view(order: Order) -> OrderView:
     )
 
 
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
-
-
 def routes(
     *,
     uow: UnitOfWorkFactory,
@@ -93,10 +107,19 @@ def routes(
     metrics: PrometheusPaymentsMetrics,
     review: ReviewRule | None = None,
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", responses=_ERRORS)
+    router = APIRouter(prefix="/v1")
     clock = SystemClock()
 
-    @router.post("/orders", status_code=201, response_model=OrderView, tags=["orders"])
+    @router.post(
+        "/orders",
+        status_code=201,
+        response_model=OrderView,
+        tags=["orders"],
+        responses={
+            200: {"model": OrderView, "description": "The order this Idempotency-Key created before"},
+            **error_responses(400, 409, 422),
+        },
+    )
     async def place_order(
         body: OrderRequest,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -111,8 +134,8 @@ def routes(
             metrics.order_created(order.channel)
         return JSONResponse(_view(order).model_dump(), status_code=201 if created else 200)
 
-    @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"])
-    async def get_order(order_id: str) -> OrderView:
+    @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"], responses=error_responses(404, 422))
+    async def get_order(order_id: OrderId) -> OrderView:
         """The order and its lifecycle status."""
         async with uow() as tx:
             order = await tx.get(order_id)
@@ -120,9 +143,15 @@ def routes(
             raise ApiError(404, "unknown_order", f"no order {order_id}")
         return _view(order)
 
-    @router.post("/psp/{provider}/callbacks", tags=["providers"])
+    @router.post(
+        "/psp/{provider}/callbacks",
+        response_model=CallbackAnswer,
+        tags=["providers"],
+        openapi_extra=_CALLBACK_BODY,
+        responses=error_responses(401, 404, 409, 422),
+    )
     async def callback(
-        provider: str,
+        provider: ProviderName,
         request: Request,
         x_signature: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
@@ -136,8 +165,13 @@ def routes(
             return JSONResponse(error_body(result.code, result.detail), status_code=result.status_code)
         return JSONResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})
 
-    @router.post("/orders/{order_id}/review", response_model=OrderView, tags=["risk"])
-    async def review_order(order_id: str, body: ReviewRequest) -> OrderView:
+    @router.post(
+        "/orders/{order_id}/review",
+        response_model=OrderView,
+        tags=["risk"],
+        responses=error_responses(400, 404, 409, 422),
+    )
+    async def review_order(order_id: OrderId, body: ReviewRequest) -> OrderView:
         """The risk team releases or rejects an order held for review; the same decision again is a no-op."""
         decision = ReviewDecision(order_id, ReviewVerdict(body.decision), body.reason)
         result = await handle_review_decision(decision, uow=uow, clock=clock)

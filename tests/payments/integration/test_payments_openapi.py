@@ -1,0 +1,22 @@
+"""schemathesis against payments' OpenAPI spec: no 5xx and no response outside the spec."""
+
+from fastapi import FastAPI
+
+from payments.bootstrap import build
+from payments.config import Settings
+from tests.conftest import Broker
+from tests.openapi_fuzz import fuzz, served
+from tests.service_settings import settings_for
+
+
+def test_the_payments_api_answers_every_request_within_its_spec(
+    broker: Broker, database_url: str, isolation: str
+) -> None:
+    async def app() -> tuple[FastAPI, object]:
+        settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["sim-secret"]})
+        infra, app = await build(settings)
+        return app, infra.close
+
+    with served(app) as base_url:
+        failures = fuzz(base_url, max_examples=25)
+    assert failures == [], "\n\n".join(failures)
