@@ -174,3 +174,26 @@ async def test_orders_and_callbacks_are_counted_with_configured_labels_only(api)
     route = 'credited_http_requests_total{code="200",method="GET",route="/v1/orders/{order_id}",service="payments"}'
     assert sample(text, route) == 1
     assert order_id not in text and "newpay" not in text
+
+
+async def test_an_idempotency_key_still_binds_its_order_23_hours_later(api) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    first = await new_order(client, **{"Idempotency-Key": "k-day"})
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+    try:
+        await conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '23 hours' WHERE key = 'k-day'")
+        again = await client.post(
+            "/v1/orders",
+            json={"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"},
+            headers={"Idempotency-Key": "k-day"},
+        )
+        assert again.status_code == 200 and again.json()["order_id"] == first
+        other = await client.post(
+            "/v1/orders",
+            json={"user_id": "u1", "amount": 700, "currency": "CNY", "channel": "alipay"},
+            headers={"Idempotency-Key": "k-day"},
+        )
+        assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+    finally:
+        await conn.close()

@@ -7,6 +7,7 @@ from typing import Any
 from contracts.base import Message
 from contracts.topics import Topic
 from payments.domain import Order
+from payments.ports import RefundAnswer
 
 
 @dataclass
@@ -16,6 +17,7 @@ class Store:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     published: list[tuple[Topic, Message, str | None]] = field(default_factory=list)
     processed: set[tuple[str, str]] = field(default_factory=set)
+    refunds: dict[str, tuple[RefundAnswer, int]] = field(default_factory=dict)
 
 
 class InMemoryPayments:
@@ -63,6 +65,13 @@ class InMemoryPayments:
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
         self._published.append((topic, message, event_id))
+
+    async def refund_of(self, order_id: str) -> RefundAnswer | None:
+        done = self.store.refunds.get(order_id)
+        return None if done is None else done[0]
+
+    async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None:
+        self.store.refunds.setdefault(order_id, (answer, attempts))
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool:
         if (consumer, event_id) in self.store.processed:

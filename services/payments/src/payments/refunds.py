@@ -1,6 +1,7 @@
 """Refunds: executes IssueRefund once per order through the provider, querying before any retry."""
 
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from contracts.codec import Envelope, deterministic_id
@@ -16,16 +17,24 @@ CONSUMER = "payments.commands"
 MAX_ATTEMPTS = 3
 
 
+async def _ask(call: Awaitable[RefundAnswer]) -> RefundAnswer:
+    """The provider's answer; a request that timed out or lost its connection is an unknown outcome."""
+    try:
+        return await call
+    except (TimeoutError, OSError) as exc:
+        return RefundAnswer("unknown", reason=f"no answer: {exc!r}"[:200])
+
+
 async def _execute(
     provider: RefundProvider, name: str, txn: str, amount: int, currency: str, key: str
 ) -> tuple[RefundAnswer, int]:
-    answer = RefundAnswer("unknown", reason="not attempted")
+    """Request the refund; after an unknown outcome (a timeout), ask the provider what became of it before
+    requesting it again, and once more before giving up, so a refund that happened is never reported failed."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        if attempt > 1:
-            answer = await provider.query(name, key)  # a timed-out refund may have happened: ask first
-            if answer.status != "unknown":
-                return answer, attempt
-        answer = await provider.refund(name, txn, amount, currency, key)
+        answer = await _ask(provider.refund(name, txn, amount, currency, key))
+        if answer.status != "unknown":
+            return answer, attempt
+        answer = await _ask(provider.query(name, key))  # a timed-out refund may have happened: ask first
         if answer.status != "unknown":
             return answer, attempt
     return RefundAnswer("failed", reason=f"provider did not answer after {MAX_ATTEMPTS} attempts"), MAX_ATTEMPTS
