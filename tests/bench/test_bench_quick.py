@@ -44,7 +44,8 @@ def test_a_quick_bench_writes_the_figures_the_report_and_its_plots(
         assert {"reconciler", "bytewax", "sql"} <= set(written["peers"][phase])
         assert all("precision" in written["peers"][phase][name] for name in ("reconciler", "bytewax", "sql"))
     assert set(written["peers"]["ratios"]) == {"bytewax", "sql"}
-    assert set(written["pipeline"]["profile"]["processes"]) == {"reconciler", "ledger", "payments", "notifier"}
+    profiled = {"reconciler", "ledger", "payments", "notifier", "load generator"}
+    assert set(written["pipeline"]["profile"]["processes"]) == profiled
     assert {"nproc", "memory_gib", "cpu_model", "python", "broker"} <= set(written["machine"])
     report = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Against the targets", "## Side by side", "## Profile", "## Next bottleneck"):

@@ -5,6 +5,8 @@ Each runs on the shared broker and PostgreSQL with its own topic prefix and data
 
 import asyncio
 import importlib.util
+import os
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -19,8 +21,6 @@ from credited.bench.reconciler import bench_engine
 from credited.stack.local import LocalStack, StackConfig
 from credited.stack.processes import free_port
 from servicekit.signatures import sign
-
-LEDGER_BENCH_MODULES = ("credited.bench.ledger", "ledger.bench")
 
 
 async def _burst(
@@ -128,12 +128,23 @@ def bench_reconciler_engine(orders: int) -> dict[str, Any]:
     return bench_engine(orders)
 
 
-def ledger_hook() -> dict[str, Any]:
-    """The ledger's credits/s come from its own benchmark module when it exists."""
-    for name in LEDGER_BENCH_MODULES:
-        if importlib.util.find_spec(name.split(".")[0]) and _has(name):
-            return {"status": "available but not wired", "module": name}
-    return {"status": "not measured: no ledger benchmark module yet", "looked_for": list(LEDGER_BENCH_MODULES)}
+async def bench_ledger(database_url: str, out: Path, quick: bool) -> dict[str, Any]:
+    """The ledger's own benchmark (python -m ledger.bench) on the shared PostgreSQL, as a process, when the
+    module exists; else a labelled gap in the report."""
+    if not _has("ledger.bench"):
+        return {"status": "not measured: no ledger benchmark module (ledger.bench) yet"}
+    argv = [sys.executable, "-m", "ledger.bench", "--credits", "500" if quick else "20000", "--out", str(out)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0 or not await asyncio.to_thread(out.exists):
+        return {"status": f"python -m ledger.bench failed: {err.decode(errors='replace')[-300:]}"}
+    figures: dict[str, Any] = orjson.loads(await asyncio.to_thread(out.read_bytes))
+    return figures
 
 
 def _has(name: str) -> bool:

@@ -134,44 +134,55 @@ def read_bytewax(out: Path) -> tuple[dict[str, float], dict[str, Any]]:
     return flags, summary
 
 
+async def _catch_up_reconciler(where: Where, prefix: str, options: PeerOptions, events: int) -> dict[str, Any]:
+    """A fresh worker reads the whole log: events/s from its first event to its last, profiled meanwhile."""
+    ours, port = worker(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s)
+    profile = Recording(ours.pid, where.run_dir / "reconciler-catch-up.pyspy.txt")
+    try:
+        await _applying(port)
+        await profile.start()  # from the first event on: startup and recovery are not the hot path
+        samples = await time_worker(port, events)
+    finally:
+        hot = await profile.stop()
+        ours.stop()
+    return {**throughput(samples, events), "profile": hot}
+
+
+async def _catch_up_bytewax(where: Where, prefix: str, options: PeerOptions) -> tuple[dict[str, Any], dict[str, float]]:
+    peer, out = bytewax(where, prefix, options.threshold_s, tail=False)
+    try:
+        await asyncio.to_thread(_wait_exit, peer, 600)
+    finally:
+        peer.stop()
+    flags, summary = await asyncio.to_thread(read_bytewax, out)
+    seconds = summary.get("last_at", 0.0) - summary.get("first_at", 0.0)
+    figures = {
+        "events": summary.get("events"),
+        "seconds": round(seconds, 2),
+        "events_per_s": round(summary["events"] / seconds) if seconds > 0 else None,
+    }
+    return figures, flags
+
+
 async def catch_up(where: Where, options: PeerOptions) -> dict[str, Any]:
     start = datetime.now(UTC) - timedelta(hours=1)
     log = event_log(options.catch_up_orders, seed=options.seed, t0=start, tag="cu")
     dropped, deadlines = log_truth(log, options.threshold_s)
     prefix = f"peers{uuid.uuid4().hex[:8]}."
     await produce(where.bootstrap, where.broker, prefix, log)
-    ours, port = worker(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s)
-    profile = Recording(ours.pid, where.run_dir / "reconciler-catch-up.pyspy.txt")
-    try:
-        await _applying(port)
-        await profile.start()  # from the first event on: startup and recovery are not the hot path
-        samples = await time_worker(port, len(log))
-    finally:
-        hot = await profile.stop()
-        ours.stop()
-    reconciler = {
-        **throughput(samples, len(log)),
-        **score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines),
-    }
-    peer, out = bytewax(where, prefix, options.threshold_s, tail=False)
-    await asyncio.to_thread(_wait_exit, peer, 600)
-    flags, summary = read_bytewax(out)
-    seconds = summary.get("last_at", 0.0) - summary.get("first_at", 0.0)
-    peer_figures = {
-        "events": summary.get("events"),
-        "seconds": round(seconds, 2),
-        "events_per_s": round(summary["events"] / seconds) if seconds > 0 else None,
-        **score_flags(flags, dropped, deadlines),
-    }
+    reconciler = await _catch_up_reconciler(where, prefix, options, len(log))
+    hot = reconciler.pop("profile")
+    reconciler |= score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines)
+    peer, peer_flags = await _catch_up_bytewax(where, prefix, options)
     sql = await peer_sql.catch_up(where.bootstrap, prefix, where.database_url, options.threshold_s, len(log))
-    sql_figures = {**{k: v for k, v in sql.items() if k != "flags"}, **score_flags(sql["flags"], dropped, deadlines)}
+    sql_flags = sql.pop("flags")
     return {
         "events": len(log),
         "orders": options.catch_up_orders,
         "reconciler_profile": hot,
         "reconciler": reconciler,
-        "bytewax": peer_figures,
-        "sql": sql_figures,
+        "bytewax": peer | score_flags(peer_flags, dropped, deadlines),
+        "sql": sql | score_flags(sql_flags, dropped, deadlines),
     }
 
 
@@ -195,7 +206,7 @@ def _wait_exit(child: Child, timeout_s: float) -> None:
     child.proc.wait(timeout_s)
 
 
-async def _ready(where: Where, port: int, out: Path, sql: peer_sql.LiveSql, timeout_s: float = 90) -> None:
+async def _ready(port: int, out: Path, sql: peer_sql.LiveSql, timeout_s: float = 90) -> None:
     """Until all three have read the warm-up order: startup is not part of any detection delay."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=2) as client:
@@ -219,51 +230,51 @@ async def _paced(publisher: KafkaPublisher, prefix: str, log: list[Message]) -> 
     await asyncio.gather(*sends)
 
 
+async def _live_log(publisher: KafkaPublisher, prefix: str, options: PeerOptions) -> list[Message]:
+    """The seeded log, its payments from half a second from now at the live rate, published in real time."""
+    log = event_log(
+        round(options.live_rate * options.live_s),
+        seed=options.seed,
+        t0=datetime.now(UTC) + timedelta(seconds=0.5),
+        spacing_s=1 / options.live_rate,
+        tag="live",
+    )
+    await _paced(publisher, prefix, log)
+    return log
+
+
 async def live(where: Where, options: PeerOptions) -> dict[str, Any]:
     prefix = f"peers{uuid.uuid4().hex[:8]}."
     await ensure_topics(where.bootstrap, [t.qualified(prefix) for t in Topic], 6)
     ours, port = worker(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s)
     peer, out = bytewax(where, prefix, options.threshold_s, tail=True)
     sql = peer_sql.LiveSql(where.bootstrap, prefix, where.database_url, options.threshold_s, options.poll_s)
-    publisher = KafkaPublisher(
-        where.bootstrap, idempotence=where.broker == "apache", client_id="bench-live", topic_prefix=prefix
-    )
+    idempotence = where.broker == "apache"
+    publisher = KafkaPublisher(where.bootstrap, idempotence=idempotence, client_id="bench-live", topic_prefix=prefix)
     await publisher.start()
     await sql.start()
     try:
-        await publisher.publish_many(
-            [record_of(m, prefix) for m in event_log(1, loss=0.0, dup=0.0, t0=datetime.now(UTC), tag="warmup")]
-        )
-        await _ready(where, port, out, sql)
-        orders = round(options.live_rate * options.live_s)
-        log = event_log(
-            orders,
-            seed=options.seed,
-            t0=datetime.now(UTC) + timedelta(seconds=0.5),
-            spacing_s=1 / options.live_rate,
-            tag="live",
-        )
+        warmup = event_log(1, loss=0.0, dup=0.0, t0=datetime.now(UTC), tag="warmup")
+        await publisher.publish_many([record_of(m, prefix) for m in warmup])
+        await _ready(port, out, sql)
+        log = await _live_log(publisher, prefix, options)
         dropped, deadlines = log_truth(log, options.threshold_s)
-        await _paced(publisher, prefix, log)
-        await asyncio.sleep(max(deadlines.values()) + 3 - time.time())
+        await asyncio.sleep(max(deadlines.values()) + 3 - time.time())  # every deadline passed, and a margin
     finally:
         await publisher.stop()
         await sql.stop()
         peer.stop()
         ours.stop()
-    flags, _ = read_bytewax(out)
-    sql_queries = sorted(sql.query_times)
+    queries = sorted(sql.query_times)
     return {
-        "orders": orders,
+        "orders": len(deadlines),
         "rate_per_s": options.live_rate,
         "threshold_s": options.threshold_s,
         "poll_s": options.poll_s,
         "reconciler": score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines),
-        "bytewax": score_flags(flags, dropped, deadlines),
-        "sql": {
-            **score_flags(sql.progress.flags, dropped, deadlines),
-            "query_p50_s": round(sql_queries[len(sql_queries) // 2], 4) if sql_queries else None,
-        },
+        "bytewax": score_flags((await asyncio.to_thread(read_bytewax, out))[0], dropped, deadlines),
+        "sql": score_flags(sql.progress.flags, dropped, deadlines)
+        | {"query_p50_s": round(queries[len(queries) // 2], 4) if queries else None},
     }
 
 

@@ -132,6 +132,24 @@ def mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float
     return means
 
 
+async def _drive(
+    stack: LocalStack, client: httpx.AsyncClient, load: Load, truth: Truth, times: ClientTimes
+) -> dict[str, Any]:
+    """Place and pay the step's orders; how long it took, as the generator and as payments saw it."""
+    sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
+    answered = await http_durations(client, stack.url("payments"))
+    times.take()
+    started = time.monotonic()
+    await sim.drive(load, truth)
+    drive_s = time.monotonic() - started
+    return {
+        "orders_per_s": round(len(truth.orders) / drive_s, 1),
+        "drive_s": round(drive_s, 2),
+        "client_request": times.take(),
+        "payments_answer_mean_ms": mean_ms(answered, await http_durations(client, stack.url("payments"))),
+    }
+
+
 async def run_step(
     stack: LocalStack,
     receiver: WebhookReceiver,
@@ -141,23 +159,13 @@ async def run_step(
     times: ClientTimes | None = None,
 ) -> dict[str, Any]:
     truth = Truth()
-    sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
-    load = Load(
-        orders=max(1, round(rate * options.step_s)),
-        rate=rate,
-        duplicate_share=options.duplicates,
-        concurrency=options.concurrency,
-    )
-    answered = await http_durations(client, stack.url("payments"))
-    times = times or ClientTimes()
-    times.take()
+    orders = max(1, round(rate * options.step_s))
+    load = Load(orders=orders, rate=rate, duplicate_share=options.duplicates, concurrency=options.concurrency)
     started = time.monotonic()
-    await sim.drive(load, truth)
-    drive_s = time.monotonic() - started
-    client_request = times.take()
-    payments_ms = mean_ms(answered, await http_durations(client, stack.url("payments")))
+    driven = await _drive(stack, client, load, truth, times or ClientTimes())
     settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
+    topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
     figures = await score(
         truth,
         receiver.received,
@@ -165,24 +173,26 @@ async def run_step(
         client=client,
         elapsed_s=time.monotonic() - started,
         threshold_s=options.threshold_s,
-        credit_visible_at=await credit_publication_times(
-            stack.bootstrap, Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
-        ),
+        credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
     )
     dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"]) & truth.paid
-    credit = credit_latencies(truth, receiver.received, dropped)
-    push = push_latencies(truth, receiver.received)
+    return {
+        "target_rate": rate,
+        **driven,
+        "settle_s": round(settle_s, 2),
+        "unsettled": len(truth.paid) - settled(truth, receiver.received),
+        **figures,
+        **_latencies(truth, receiver.received, dropped, figures),
+        "error_samples": truth.errors[:3],
+    }
+
+
+def _latencies(truth: Truth, received: Received, dropped: set[str], figures: dict[str, Any]) -> dict[str, Any]:
+    credit = credit_latencies(truth, received, dropped)
+    push = push_latencies(truth, received)
     flagged = figures["flagged_overdue"]
     hits = flagged - figures["flagged_not_dropped"]
     return {
-        "target_rate": rate,
-        "orders_per_s": round(len(truth.orders) / drive_s, 1),
-        "drive_s": round(drive_s, 2),
-        "settle_s": round(settle_s, 2),
-        "payments_answer_mean_ms": payments_ms,
-        "client_request": client_request,
-        "unsettled": len(truth.paid) - settled(truth, receiver.received),
-        **figures,
         "pay_to_credit_all_p99_s": figures["pay_to_credit_p99_s"],
         "pay_to_credit_p50_s": _round(percentile(credit, 50)),
         "pay_to_credit_p99_s": _round(percentile(credit, 99)),
@@ -190,7 +200,6 @@ async def run_step(
         "status_to_push_p99_ms": _ms(percentile(push, 99)),
         "detection_precision": round(hits / flagged, 4) if flagged else None,
         "detection_recall": round(hits / len(dropped), 4) if dropped else None,
-        "error_samples": truth.errors[:3],
     }
 
 

@@ -65,7 +65,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
         ],
         ["reconciler events/s (faust worker, catch-up)", iso["reconciler_worker"].get("events_per_s"), "50,000"],
         ["reconciler events/s (engine alone, no Kafka)", iso["reconciler_engine"]["events_per_s"], ""],
-        ["ledger credits/s", ledger, "50,000"],
+        ["ledger credits/s (python -m ledger.bench: alone, on PostgreSQL, no broker)", ledger, "50,000"],
         ["notifier deliveries/s (burst)", iso["notifier"]["throughput"]["deliveries_per_s"], ""],
         [
             "notifier status to push p50 / p99 (ms, alone)",

@@ -106,9 +106,8 @@ async def _profile(
     pool = options.pipeline.concurrency
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        profiling = asyncio.create_task(
-            profile_processes({n: pids[n] for n in PROFILED}, options.profile_s, options.run_dir / "profiles")
-        )
+        profiled = {**{n: pids[n] for n in PROFILED}, "load generator": os.getpid()}
+        profiling = asyncio.create_task(profile_processes(profiled, options.profile_s, options.run_dir / "profiles"))
         figures = await run_step(stack, receiver, client, rate, step)
         hot = await profiling
     return {"rate": rate, "orders_per_s": figures["orders_per_s"], "processes": hot}
@@ -124,7 +123,7 @@ async def _isolated(infra: Infra, options: BenchOptions) -> dict[str, Any]:
         "notifier": await isolated.bench_notifier(
             infra.bootstrap, infra.database_url, infra.broker, run_dir / "notifier.json", options.quick
         ),
-        "ledger": isolated.ledger_hook(),
+        "ledger": await isolated.bench_ledger(infra.database_url, run_dir / "ledger.json", options.quick),
     }
 
 
