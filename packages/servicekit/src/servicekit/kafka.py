@@ -167,6 +167,11 @@ class KafkaConsumerLoop:
                         await self._process(record)
                 return
             except self._transient as exc:
+                # Cancelled inside the transaction (shutdown) with the connection gone, the transaction's
+                # exit raises a connection error in place of the CancelledError: stop, never retry then.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
                 delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
                 log.warning(
                     "transient failure in a batch of %d records, retrying in %.1fs: %r", len(records), delay, exc
