@@ -121,11 +121,15 @@ def _requests(report: dict[str, Any]) -> list[str]:
 
 def _processes(report: dict[str, Any]) -> list[str]:
     step = report["pipeline"]["steps"][-1]
-    rows = [[name, u["cpu_s"], u["cores"], u["peak_rss_mib"]] for name, u in step["processes"].items()]
+    rows = [
+        [name, u["cpu_s"], u["cores"], round(u["cpu_s"] / step["orders"] * 1000, 2), u["peak_rss_mib"]]
+        for name, u in step["processes"].items()
+    ]
     intro = (
-        f"At the last step ({_f(step['target_rate'])} orders/s asked, {_f(step['drive_s'])} s of load plus settling):"
+        f"At the last step ({_f(step['target_rate'])} orders/s asked, {_f(step['orders'])} orders,"
+        f" {_f(step['drive_s'])} s of load, then settling and scoring; CPU per order includes the idle cost):"
     )
-    return [intro, "", *_table(["process", "CPU s", "cores", "peak RSS MiB"], rows)]
+    return [intro, "", *_table(["process", "CPU s", "cores", "CPU ms per order", "peak RSS MiB"], rows)]
 
 
 def _peers(report: dict[str, Any]) -> list[str]:
@@ -174,9 +178,11 @@ def _hot(name: str, hot: dict[str, Any]) -> list[str]:
 
 def _profile(report: dict[str, Any]) -> list[str]:
     prof = report["pipeline"]["profile"]
+    missed = [s["target_rate"] for s in report["pipeline"]["steps"] if not s["sustained"]]
+    where = "; the first rate the pipeline missed, where it saturates" if missed[:1] == [prof["rate"]] else ""
     lines = [
         f"py-spy at 100 Hz (`--nonblocking`), during an extra step at {_f(prof['rate'])} orders/s"
-        f" ({_f(prof['orders_per_s'])} placed/s), and on the reconciler worker while it caught up the replayed"
+        f" ({_f(prof['orders_per_s'])} placed/s{where}), and on the reconciler worker while it caught up the replayed"
         " log (from its first event to its last). Shares are of all samples; 'idle' is time in the event loop"
         " itself (uvloop's C code or select), which includes waiting for the network.",
         "",
@@ -190,9 +196,10 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
     """Where the run ran out: the pipeline's step that missed and what the processes used there, and the
     reconciler worker against its engine alone."""
     step = report["pipeline"]["steps"][-1]
-    services = {n: u for n, u in step["processes"].items() if n != "load generator"}
-    name, usage = max(services.items(), key=lambda kv: kv[1]["cores"])
     ours = sum(u["cores"] for u in step["processes"].values())
+    per_order = {n: u["cpu_s"] / step["orders"] * 1000 for n, u in step["processes"].items()}
+    budget = report["machine"]["nproc"] * 1000 / TARGETS["orders_per_s"]
+    top = ", ".join(f"{n} {_f(ms)}" for n, ms in sorted(per_order.items(), key=lambda kv: -kv[1])[:4])
     load = report["machine"]["load_average_at_start"][0]
     placed = step["orders_per_s"] / step["target_rate"]
     iso = report["isolated"]
@@ -201,9 +208,11 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
     frame = next(iter(catch_up.get("self") or []), None)
     return [
         f"- Pipeline: at the last step ({_f(step['target_rate'])}/s asked, {_f(placed)} of it placed) the stack and"
-        f" the load generator used {_f(ours)} of {report['machine']['nproc']} cores (the busiest service:"
-        f" **{name}**, {_f(usage['cores'])} cores; 1-minute load average {_f(load)} at the start of the run, so"
-        " other work had the rest). payments answers each order and callback inside a PostgreSQL transaction;"
+        f" the load generator used {_f(ours)} of {report['machine']['nproc']} cores (1-minute load average"
+        f" {_f(load)} at the start of the run: other work had the rest). It is CPU per order:"
+        f" **{_f(sum(per_order.values()))} ms** across the processes (most: {top}), where"
+        f" {_f(TARGETS['orders_per_s'])} orders/s on {report['machine']['nproc']} cores allows {_f(budget)} ms."
+        " payments answers each order and callback inside a PostgreSQL transaction;"
         f" alone it took {_f(iso['payments']['callbacks_per_s'])} callbacks/s at"
         f" {iso['payments']['concurrency']} in flight, using"
         f" {_f(iso['payments'].get('payments_cores_during_callbacks'))} cores itself.",

@@ -96,12 +96,13 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
 async def _profile(
     stack: LocalStack, receiver: WebhookReceiver, options: BenchOptions, steps: list[Step], pids: dict[str, int]
 ) -> dict[str, Any]:
-    """One more step at the highest sustained rate (else the first), with py-spy on the busiest services;
-    its figures are not part of the search (the sampler costs a little CPU)."""
+    """One more step at the first rate the pipeline missed (where it saturates: the next bottleneck), else
+    at the highest, with py-spy on the services and the load generator; its figures are not part of the
+    search (the sampler costs a little CPU)."""
     import httpx
 
-    sustained = [s.figures["target_rate"] for s in steps if s.sustained]
-    rate = max(sustained) if sustained else options.pipeline.rates[0]
+    missed = [s.figures["target_rate"] for s in steps if not s.sustained]
+    rate = missed[0] if missed else steps[-1].figures["target_rate"]
     step = PipelineOptions(**{**asdict(options.pipeline), "step_s": options.profile_s})
     pool = options.pipeline.concurrency
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
