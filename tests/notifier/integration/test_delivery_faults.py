@@ -123,7 +123,8 @@ async def test_a_notifier_killed_mid_delivery_delivers_everything_after_a_restar
     notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
 ) -> None:
     orders = [f"ord_{i}" for i in range(12)]
-    first = await notifier()
+    # A timeout long enough that a loaded machine causes no retry of its own: repeats come from the kill only.
+    first = await notifier(push_timeout_s=2.0)
     await subscribe(first, push_service, "u1", "phone")
     push_service.script("phone", *[Fault(hold=True)] * 4)
     changes = [change(o, s, q) for o in orders for s, q in ((OrderStatus.DELAYED, 2), (OrderStatus.CREDITED, 3))]
@@ -133,9 +134,9 @@ async def test_a_notifier_killed_mid_delivery_delivers_everything_after_a_restar
     await first.kill()  # the push service has the held messages; the notifier never heard back about them
     before_kill = {m["notification_id"] for m in push_service.messages("phone")}
     push_service.release.set()
-    second = await notifier()
-    await eventually(lambda: len({m["notification_id"] for m in push_service.messages("phone")}) >= 24, timeout_s=90)
-    await eventually(second.settled, timeout_s=60)
+    second = await notifier(push_timeout_s=2.0)
+    await eventually(lambda: len({m["notification_id"] for m in push_service.messages("phone")}) >= 24, timeout_s=180)
+    await eventually(second.settled, timeout_s=120)
 
     arrived = push_service.messages("phone")
     received = Counter(m["notification_id"] for m in arrived)
