@@ -9,8 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import Topic
+from credited.bench.driver import AiohttpSimulator, ClientTimes, session
 from credited.bench.machine import UsageSampler
 from credited.simulator.receiver import Received, WebhookReceiver
 from credited.simulator.run import Load, Simulator, Truth, credit_publication_times, percentile, score, settled
@@ -37,9 +37,8 @@ class PipelineOptions:
     duplicates: float = 0.1
     target_p99_s: float = 1.0
     settle_timeout_s: float = 60.0
-    concurrency: int = 48
-    """Requests in flight from the load generator: httpx's pool costs CPU per pooled connection and
-    waiting request, and the generator shares the two cores with the stack."""
+    concurrency: int = 64
+    """Orders in flight from the load generator (and its connections to payments)."""
     warmup_s: float = 5.0
     """A first step at the lowest rate, not reported: consumer groups joined, connections open."""
 
@@ -85,26 +84,6 @@ async def _settle(truth: Truth, received: Received, timeout_s: float) -> float:
     return time.monotonic() - started
 
 
-@dataclass
-class ClientTimes:
-    """Each request's time as the load generator saw it, from before the connection pool to the response
-    headers: against the service's own answer time it shows how long requests waited in the generator."""
-
-    seconds: list[float] = field(default_factory=list)
-
-    async def on_request(self, request: httpx.Request) -> None:
-        request.extensions["bench_started"] = time.monotonic()
-
-    async def on_response(self, response: httpx.Response) -> None:
-        started = response.request.extensions.get("bench_started")
-        if started is not None:
-            self.seconds.append(time.monotonic() - started)
-
-    def take(self) -> dict[str, float | None]:
-        taken, self.seconds = self.seconds, []
-        return {"p50_ms": _ms(percentile(taken, 50)), "p99_ms": _ms(percentile(taken, 99))}
-
-
 async def http_durations(client: httpx.AsyncClient, url: str) -> dict[str, tuple[float, float]]:
     """A service's own answer times so far, by route: (sum of seconds, count), from its /metrics."""
     text = (await client.get(f"{url}/metrics")).text
@@ -132,11 +111,17 @@ def mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float
     return means
 
 
-async def _drive(
-    stack: LocalStack, client: httpx.AsyncClient, load: Load, truth: Truth, times: ClientTimes
-) -> dict[str, Any]:
+async def _drive(stack: LocalStack, client: httpx.AsyncClient, load: Load, truth: Truth) -> dict[str, Any]:
     """Place and pay the step's orders; how long it took, as the generator and as payments saw it."""
-    sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
+    times = ClientTimes()
+    async with session(load.concurrency, times) as http:
+        sim = AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http)
+        return await _timed_drive(stack, client, sim, load, truth, times)
+
+
+async def _timed_drive(
+    stack: LocalStack, client: httpx.AsyncClient, sim: Simulator, load: Load, truth: Truth, times: ClientTimes
+) -> dict[str, Any]:
     answered = await http_durations(client, stack.url("payments"))
     times.take()
     started = time.monotonic()
@@ -156,13 +141,12 @@ async def run_step(
     client: httpx.AsyncClient,
     rate: float,
     options: PipelineOptions,
-    times: ClientTimes | None = None,
 ) -> dict[str, Any]:
     truth = Truth()
     orders = max(1, round(rate * options.step_s))
     load = Load(orders=orders, rate=rate, duplicate_share=options.duplicates, concurrency=options.concurrency)
     started = time.monotonic()
-    driven = await _drive(stack, client, load, truth, times or ClientTimes())
+    driven = await _drive(stack, client, load, truth)
     settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
     topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
@@ -226,16 +210,13 @@ async def rising_rates(
 ) -> list[Step]:
     """Step through `options.rates` until a step misses the target (and at least `min_steps` ran)."""
     steps: list[Step] = []
-    limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
-    times = ClientTimes()
-    hooks: dict[str, list[Callable[..., Any]]] = {"request": [times.on_request], "response": [times.on_response]}
-    async with httpx.AsyncClient(timeout=30, limits=limits, event_hooks=hooks) as client:
+    async with httpx.AsyncClient(timeout=30) as client:  # scoring reads; the load goes through aiohttp
         if options.warmup_s > 0:
             await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))
         for rate in options.rates:
             usage.mark()
             started = time.monotonic()
-            figures = await run_step(stack, receiver, client, rate, options, times)
+            figures = await run_step(stack, receiver, client, rate, options)
             figures["processes"] = usage.since_mark(time.monotonic() - started)
             step = Step(figures, kept_up(figures, options))
             log.warning(

@@ -104,9 +104,7 @@ async def _profile(
     missed = [s.figures["target_rate"] for s in steps if not s.sustained]
     rate = missed[0] if missed else steps[-1].figures["target_rate"]
     step = PipelineOptions(**{**asdict(options.pipeline), "step_s": options.profile_s})
-    pool = options.pipeline.concurrency
-    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         profiled = {**{n: pids[n] for n in PROFILED}, "load generator": os.getpid()}
         profiling = asyncio.create_task(profile_processes(profiled, options.profile_s, options.run_dir / "profiles"))
         figures = await run_step(stack, receiver, client, rate, step)
