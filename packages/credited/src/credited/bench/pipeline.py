@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    rates: tuple[float, ...] = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400)
+    # rising by about the square root of two from 25/s, so the highest sustained rate is found within ~40%
+    rates: tuple[float, ...] = (10, 25, 35, 50, 70, 100, 140, 200, 280, 400, 560, 800, 1100, 1600, 2200, 3200, 4500)
     min_steps: int = 3
     """Steps run even past a miss, so the plots show how latency grows with the rate."""
     step_s: float = 15.0
