@@ -3,14 +3,17 @@ and the outgoing events (outbox), committed together or not at all.
 
 Inside a `batch` (a consumer's batch of records), units of work share one connection and transaction:
 each is a savepoint, and the batch commits once. One commit per batch instead of one per message is
-what lets a consumer keep up; a message that fails rolls back only its savepoint.
+what lets a consumer keep up; a message that fails rolls back only its savepoint. The outgoing events of
+the units that succeeded are written to the outbox together, in their order, just before the batch commits,
+after the work they deferred to the batch's end (`defer_to_batch_end`).
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -20,12 +23,17 @@ from contracts.codec import Record, encode, envelope_for
 from contracts.topics import Topic
 from servicekit.outbox import add_to_outbox
 
+Flush = Callable[[PoolConnectionProxy, list[Any]], Awaitable[None]]
+"""Work deferred to a batch's end: called once, inside its transaction, with every item queued for it."""
+
 
 @dataclass
 class _Batch:
     pool: asyncpg.Pool
     conn: PoolConnectionProxy
     hooks: list[Callable[[], None]] = field(default_factory=list)
+    outgoing: list[tuple[str, Record]] = field(default_factory=list)
+    deferred: dict[Flush, list[Any]] = field(default_factory=dict)
 
 
 _current_batch: ContextVar[_Batch | None] = ContextVar("credited_uow_batch", default=None)
@@ -41,6 +49,9 @@ async def batch(pool: asyncpg.Pool) -> AsyncIterator[None]:
             yield
         finally:
             _current_batch.reset(token)
+        for flush, items in current.deferred.items():
+            await flush(conn, items)
+        await add_to_outbox(conn, current.outgoing)
     for hook in dict.fromkeys(current.hooks):
         hook()
 
@@ -72,16 +83,32 @@ class PostgresUnitOfWork:
         self._tx = self.conn.transaction()
         await self._tx.start()
         self._outgoing = []
+        self._deferred: list[tuple[Flush, Any]] = []
         self._wake_on_commit = False
         return self
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether this unit is one savepoint of a consumer's batch (see `defer_to_batch_end`)."""
+        return self._batch is not None
+
+    def defer_to_batch_end(self, flush: Flush, item: Any) -> None:
+        """Inside a batch: queue `item` for `flush` (a module-level function: it is the key), which runs once
+        before the batch commits with the items of every unit that succeeded (one rolled back queues nothing)."""
+        self._deferred.append((flush, item))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
             if exc_type is None:
-                await add_to_outbox(self.conn, self._outgoing)
+                if self._batch is None:
+                    await add_to_outbox(self.conn, self._outgoing)
                 await self._tx.commit()
+                if self._batch is not None:  # written once for the whole batch, before it commits
+                    self._batch.outgoing += self._outgoing
+                    for flush, item in self._deferred:
+                        self._batch.deferred.setdefault(flush, []).append(item)
             else:
                 await self._tx.rollback()
         finally:

@@ -2,7 +2,9 @@
 
 from typing import Any
 
-from ledger.domain import CreditContext, Posted, Posting
+from asyncpg.pool import PoolConnectionProxy
+
+from ledger.domain import AccountKind, CreditContext, Posted, Posting
 from servicekit.uow import PostgresUnitOfWork
 
 # One round trip for everything that decides a credit: the order's credit, its block, the user's wallet.
@@ -18,6 +20,57 @@ _CREDIT_CONTEXT = (
 )
 
 
+# A posting in one round trip: the transaction row (its unique (order_id, kind) makes it once per order), each
+# account opened with its delta or moved by it, and the entries; nothing at all when the posting exists.
+# Accounts are opened in the same statement as the entries that reference them: the foreign key is checked
+# at the end of the statement.
+_POST = (
+    "WITH tx AS (INSERT INTO transactions (transaction_id, order_id, kind) VALUES ($1, $2, $3)"
+    "  ON CONFLICT DO NOTHING RETURNING transaction_id),"
+    " moved AS (INSERT INTO accounts (account_id, kind, user_id, currency, balance)"
+    "  SELECT a.* FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])"
+    "   AS a(account_id, kind, user_id, currency, delta) WHERE EXISTS (SELECT 1 FROM tx) ORDER BY a.account_id"
+    "  ON CONFLICT (account_id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance RETURNING 1),"
+    " entered AS (INSERT INTO entries (transaction_id, account_id, amount)"
+    "  SELECT tx.transaction_id, e.account_id, e.amount FROM tx, unnest($9::text[], $10::bigint[])"
+    "   AS e(account_id, amount) RETURNING 1)"
+    " SELECT count(*) FROM tx"
+)
+
+
+_MOVE = (
+    "INSERT INTO accounts (account_id, kind, user_id, currency, balance)"
+    " SELECT a.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+    "  AS a(account_id, kind, user_id, currency, delta) ORDER BY a.account_id"
+    " ON CONFLICT (account_id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance"
+)
+
+Move = tuple[str, str, str | None, str, int]
+"""(account id, kind, user id, currency, balance delta)."""
+
+
+def _moves(posting: Posting) -> list[Move]:
+    """What the posting does to each account, in account-id order (so concurrent postings never deadlock)."""
+    deltas: dict[str, int] = {}
+    for e in posting.entries:
+        deltas[e.account.account_id] = deltas.get(e.account.account_id, 0) + e.amount
+    accounts = sorted({e.account for e in posting.entries}, key=lambda a: a.account_id)
+    return [(a.account_id, a.kind.value, a.user_id, a.currency, deltas[a.account_id]) for a in accounts]
+
+
+def _columns(moves: list[Move]) -> tuple[list[Any], ...]:
+    return tuple(list(column) for column in zip(*moves, strict=True)) if moves else ([], [], [], [], [])
+
+
+async def _move_platform_accounts(conn: PoolConnectionProxy, moves: list[Move]) -> None:
+    """A batch's platform balance moves, summed per account, in one statement just before it commits."""
+    summed: dict[str, Move] = {}
+    for account_id, kind, user_id, currency, delta in moves:
+        held = summed.get(account_id)
+        summed[account_id] = (account_id, kind, user_id, currency, delta + (held[4] if held else 0))
+    await conn.execute(_MOVE, *_columns(sorted(summed.values())))
+
+
 class PostgresLedger(PostgresUnitOfWork):
     """Accounts, transactions and entries, in one transaction with the outbox."""
 
@@ -26,33 +79,23 @@ class PostgresLedger(PostgresUnitOfWork):
         return self
 
     async def post(self, posting: Posting) -> bool:
+        moves = _moves(posting)
+        # Inside a batch the platform accounts move at its end (0004_deferred_platform_balances.sql).
+        now = [m for m in moves if m[1] == AccountKind.WALLET.value] if self.in_batch else moves
         inserted = await self.conn.fetchval(
-            "INSERT INTO transactions (transaction_id, order_id, kind) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING RETURNING 1",
+            _POST,
             posting.transaction_id,
             posting.order_id,
             posting.kind,
+            *_columns(now),
+            [e.account.account_id for e in posting.entries],
+            [e.amount for e in posting.entries],
         )
-        if inserted is None:
-            return False
-        accounts = sorted({e.account for e in posting.entries}, key=lambda a: a.account_id)
-        await self.conn.executemany(
-            "INSERT INTO accounts (account_id, kind, user_id, currency) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (account_id) DO NOTHING",
-            [(a.account_id, a.kind.value, a.user_id, a.currency) for a in accounts],
-        )
-        await self.conn.executemany(
-            "INSERT INTO entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
-            [(posting.transaction_id, e.account.account_id, e.amount) for e in posting.entries],
-        )
-        # Balances move in account-id order so that concurrent postings never deadlock.
-        deltas: dict[str, int] = {}
-        for e in posting.entries:
-            deltas[e.account.account_id] = deltas.get(e.account.account_id, 0) + e.amount
-        await self.conn.executemany(
-            "UPDATE accounts SET balance = balance + $2 WHERE account_id = $1", sorted(deltas.items())
-        )
-        return True
+        if inserted and self.in_batch:
+            for move in moves:
+                if move[1] != AccountKind.WALLET.value:
+                    self.defer_to_batch_end(_move_platform_accounts, move)
+        return bool(inserted)
 
     async def lock_order(self, order_id: str) -> None:
         await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger-order:' || $1))", order_id)
