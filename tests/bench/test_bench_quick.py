@@ -47,6 +47,7 @@ def test_a_quick_bench_writes_the_figures_the_report_and_its_plots(
     profiled = {"reconciler", "ledger", "payments", "notifier", "load generator"}
     assert set(written["pipeline"]["profile"]["processes"]) == profiled
     assert {"nproc", "memory_gib", "cpu_model", "python", "broker"} <= set(written["machine"])
+    assert {"commit", "uncommitted"} <= set(written["source"])
     report = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Against the targets", "## Side by side", "## Profile", "## Next bottleneck"):
         assert heading in report

@@ -2,6 +2,7 @@
 
 import os
 import platform
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -9,6 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+
+
+def source_state(root: Path) -> dict[str, Any]:
+    """The commit the services ran from, and the files under services/ and packages/ that differed from it
+    (the stack runs from the working tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return done.stdout if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "services", "packages").splitlines()
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return {"commit": commit, "uncommitted": [line[3:] for line in changed if len(line) > 3]}
 
 
 def describe_machine(broker: str) -> dict[str, Any]:

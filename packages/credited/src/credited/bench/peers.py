@@ -293,4 +293,5 @@ async def side_by_side(where: Where, options: PeerOptions) -> dict[str, Any]:
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
-    return round(value / base, 2) if value is not None and base else None
+    """value / base to three significant figures (a ratio far below one keeps its digits)."""
+    return float(f"{value / base:.3g}") if value is not None and base else None

@@ -87,6 +87,10 @@ def _machine(report: dict[str, Any]) -> list[str]:
     m = report["machine"]
     rows = [[k, v if not isinstance(v, list) else " ".join(map(str, v))] for k, v in m.items()]
     rows.append(["load average at the end", " ".join(f"{x:.2f}" for x in report["load_average_at_end"])])
+    source = report.get("source", {})
+    dirty = source.get("uncommitted", [])
+    rows.append(["commit", source.get("commit", "unknown")])
+    rows.append(["uncommitted files the stack ran with", ", ".join(f"`{f}`" for f in dirty) if dirty else "none"])
     phases = ", ".join(f"{name} {seconds:g}" for name, seconds in report.get("phase_s", {}).items())
     rows.append(["whole run (s)", f"{report['elapsed_s']:g} ({phases})"])
     return _table(["machine", ""], rows)

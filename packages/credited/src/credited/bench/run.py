@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from credited.bench import isolated
-from credited.bench.infra import Infra
-from credited.bench.machine import UsageSampler, describe_machine
+from credited.bench.infra import SCRIPT, Infra
+from credited.bench.machine import UsageSampler, describe_machine, source_state
 from credited.bench.peers import PeerOptions, Where, side_by_side
 from credited.bench.pipeline import PipelineOptions, Step, rising_rates, run_step
 from credited.bench.profiling import profile_processes
@@ -141,6 +141,7 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
     infra = Infra(options.run_dir, options.broker, external, options.bootstrap, options.database_url)
     await asyncio.to_thread(infra.start)
     report: dict[str, Any] = {"machine": describe_machine(infra.broker), "quick": options.quick}
+    report["source"] = source_state(SCRIPT.parents[1])
     if infra.note:
         report["machine"]["broker_note"] = infra.note
     report["options"] = {
