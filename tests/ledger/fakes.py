@@ -69,9 +69,6 @@ class InMemoryLedger:
             self.books.credited_at[order_id],
         )
 
-    async def block_of(self, order_id: str) -> str | None:
-        return self.books.blocks.get(order_id)
-
     async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
         if overwrite:
             self.books.blocks[order_id] = reason

@@ -34,10 +34,6 @@ class LedgerUnitOfWork(Protocol):
         """The order's credit, if it has one."""
         ...
 
-    async def block_of(self, order_id: str) -> str | None:
-        """Why the order may not be credited, if it is blocked."""
-        ...
-
     async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
         """Never credit the order from now on; `overwrite` replaces the reason of an existing block."""
         ...

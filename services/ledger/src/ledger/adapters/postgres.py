@@ -20,10 +20,10 @@ _CREDIT_CONTEXT = (
 )
 
 
-# A posting in one round trip: the transaction row (its unique (order_id, kind) makes it once per order), each
-# account opened with its delta or moved by it, and the entries; nothing at all when the posting exists.
-# Accounts are opened in the same statement as the entries that reference them: the foreign key is checked
-# at the end of the statement.
+# A posting in one round trip: the transaction row (its unique (order_id, kind) makes it once per order), the
+# given accounts opened with their delta or moved by it, and the entries; nothing at all when the posting
+# exists. The entries' foreign key to accounts is checked at commit, so an account may be opened later in the
+# transaction (_MOVE, for the platform accounts of a batch).
 _POST = (
     "WITH tx AS (INSERT INTO transactions (transaction_id, order_id, kind) VALUES ($1, $2, $3)"
     "  ON CONFLICT DO NOTHING RETURNING transaction_id),"
@@ -36,7 +36,6 @@ _POST = (
     "   AS e(account_id, amount) RETURNING 1)"
     " SELECT count(*) FROM tx"
 )
-
 
 _MOVE = (
     "INSERT INTO accounts (account_id, kind, user_id, currency, balance)"
@@ -110,10 +109,6 @@ class PostgresLedger(PostgresUnitOfWork):
         if row is None:
             return None
         return Posted(row["transaction_id"], row["user_id"], row["amount"], row["currency"], row["created_at"])
-
-    async def block_of(self, order_id: str) -> str | None:
-        reason: str | None = await self.conn.fetchval("SELECT reason FROM credit_blocks WHERE order_id = $1", order_id)
-        return reason
 
     async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
         on_conflict = "DO UPDATE SET reason = EXCLUDED.reason" if overwrite else "DO NOTHING"
