@@ -1,4 +1,5 @@
-"""No input offset is committed before the broker holds the table changes it caused.
+"""No input offset is committed before the broker holds the table changes it caused, nor past a record
+the agent has not processed.
 
 Why faust alone does not promise it (faust-streaming 0.15, at_least_once): a table write is
 `changelog_topic.send_soon()`: the record goes into faust's ProducerBuffer, a queue that a background
@@ -27,11 +28,45 @@ transition happens again after recovery: the announcement may be repeated, never
 carries the same deterministic event id and the same status sequence (it is computed from the same
 restored state), which the notifier and the ledger and payments drop, and which the flag count in
 tests/e2e/status_log.py counts once.
+
+Input offsets are committed where the agent is, not where faust's bookkeeping is. faust-streaming's
+recovery, once the tables are restored, resumes the input partitions, then seeks them to the
+committed offsets (waiting for the broker), then resumes the flow, and resuming the flow empties every
+stream's queue (mode's FlowControlEvent.resume clears the queues it manages). Records fetched in
+between are counted as read by faust's fetch loop and dropped from the queue, so they never reach the
+agent (seen on Apache Kafka: a worker taking over ledger.events[1] at 176 processed 176-180, then 191
+onwards; 181-190 were never processed). faust then fills that "gap" (`_add_gap`) as if acked, so
+`_new_offset` commits past records nobody processed: the next owner starts after them, and their
+payments and credits are lost for good (credits without payment, missed and false flags). The rules
+here:
+- an input partition is resumed only once perform_seek has returned and the flow has resumed, so
+  nothing of it is fetched before the queues are emptied and the agent starts at the committed offset;
+- an input partition the group never committed is sought to its first offset: aiokafka's
+  seek_to_committed leaves it wherever its fetcher was (seen: a restarted worker began a never
+  committed ledger.events[3] at 32, the records appended while the killed worker ran);
+- the offset committed for an input partition is ProcessedPositions': the agent reports each record
+  it has handled (or dead-lettered), counted only in order from the offset the assignment started
+  at. Changelog and other partitions keep faust's offsets.
+If a record still reaches the agent past a hole, the agent does not apply it and stops the process
+(faust_app.py): its position, and so its commits, end at the hole, and the worker that takes the
+partition over replays from there. That is the SIGKILL the rules above make safe; applying the record
+instead would let the table and the safe time (watermarks.py) run past records never read: credits
+without payment, missed flags and false flags. It still happens, rarely: on a partition a worker kept
+through a rebalance, faust once delivered ledger.events[2] from 129 while the position was 119 (the
+cause inside faust's fetch loop is not pinned down), so a worker needs a supervisor that restarts it.
+A revoked partition is committed no more, but its position is kept aside: when it comes back, it
+starts at the later of the committed offset and that position. Starting past the committed offset is
+sound because this worker processed every record below its position, and the in-memory table keeps
+those changes across a rebalance (the memory store drops nothing on revocation; the changelog restore
+then adds whatever a later owner wrote). It matters because faust, seeking a partition that stayed
+with this worker back to the committed offset, may skip the records this worker already processed.
+A position never runs ahead of the table either: the agent reports a record after its table writes
+are sent, and the commit then waits for their acknowledgement as above.
 """
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import faust
@@ -80,10 +115,146 @@ class ChangelogAcks:
             raise ProducerSendError(f"a changelog record was refused: {self._failure!r}") from self._failure
 
 
+class ProcessedPositions:
+    """Per input partition of this worker's assignment: the offset below which the agent has processed
+    every record, counted in order from where the assignment started (the group's committed offset)."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self._topics = frozenset(topics)
+        # None: the start is not known yet; the first record processed sets it.
+        self._next: dict[tuple[str, int], int | None] = {}
+        # Positions of partitions revoked from this worker, still followed in case they come back.
+        self._previous: dict[tuple[str, int], int] = {}
+
+    def is_input(self, tp: TP) -> bool:
+        return tp.topic in self._topics
+
+    def started(self, committed: Mapping[TP, int | None]) -> None:
+        """The consumer was positioned at the group's committed offsets. A partition already tracked
+        keeps its position: that is a seek back within the same assignment, not a new start. A partition
+        that comes back starts at the later of the committed offset and its position here before."""
+        for tp, offset in committed.items():
+            key = (tp.topic, tp.partition)
+            if self.is_input(tp) and key not in self._next:
+                start = offset if offset is not None and offset >= 0 else None
+                before = self._previous.pop(key, None)
+                self._next[key] = before if before is not None and (start is None or before > start) else start
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """The partitions were revoked: nothing is committed for them until they are assigned again."""
+        for tp in tps:
+            position = self._next.pop((tp.topic, tp.partition), None)
+            if position is not None:
+                self._previous[(tp.topic, tp.partition)] = position
+
+    def keep_only(self, tps: Iterable[TP]) -> None:
+        keep = {(tp.topic, tp.partition) for tp in tps}
+        self.forget([tp for tp in _tps(self._next) if (tp.topic, tp.partition) not in keep])
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        """The agent is done with the record at `offset`: its table writes are sent, its announcements
+        acknowledged. A record of a partition not (or no longer) assigned counts for nothing."""
+        key = (topic, partition)
+        if key not in self._next:
+            if self._previous.get(key) == offset:  # records in flight when the partition was revoked
+                self._previous[key] = offset + 1
+            return
+        expected = self._next[key]
+        if expected is None or offset == expected:
+            self._next[key] = offset + 1
+
+    def missing(self, topic: str, partition: int, offset: int) -> int | None:
+        """The first offset the agent has not processed, when the record at `offset` comes after it."""
+        expected = self._next.get((topic, partition))
+        return expected if expected is not None and offset > expected else None
+
+    def committable(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """The offsets to commit for the input partitions among `tps`."""
+        found: dict[TP, int] = {}
+        for tp in tps:
+            position = self._next.get((tp.topic, tp.partition))
+            if self.is_input(tp) and position is not None:
+                found[tp] = position
+        return found
+
+
+def _tps(keys: Iterable[tuple[str, int]]) -> list[TP]:
+    return [TP(topic, partition) for topic, partition in keys]
+
+
 class AcknowledgedCommitConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust is untyped here
-    """faust's aiokafka consumer, waiting for the changelog before each commit. faust calls
-    `_handle_attached` with the offsets about to be committed, right before committing them, and crashes
-    the consumer instead of committing when it raises ProducerSendError."""
+    """faust's aiokafka consumer with three changes: input partitions resume only once the seek to the
+    committed offsets is done; an input partition is committed at its ProcessedPositions offset, never
+    at faust's gap-filled one; every commit waits for the changelog. faust calls `_handle_attached` with
+    the offsets about to be committed, right before committing them, and crashes the consumer instead
+    of committing when it raises ProducerSendError."""
+
+    _resume_after_seek: set[TP] | None = None
+    _sought = False
+
+    def _positions(self) -> ProcessedPositions:
+        positions = self.transport.processed_positions
+        assert isinstance(positions, ProcessedPositions)
+        return positions
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        """Recovery resumes the input partitions, then seeks them, then resumes the flow (which empties
+        the streams' queues): input partitions are held back until both are done."""
+        tps = set(tps)
+        inputs = {tp for tp in tps if self._positions().is_input(tp)}
+        if inputs:
+            self._resume_after_seek = (self._resume_after_seek or set()) | inputs
+            self._sought = False
+        super().resume_partitions(tps - inputs)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        self._sought = True
+        self._resume_held_back()
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        self._resume_held_back()
+
+    def _resume_held_back(self) -> None:
+        if self._sought and self.flow_active and self.app.flow_control.is_active() and self._resume_after_seek:
+            resuming, self._resume_after_seek = self._resume_after_seek, None
+            super().resume_partitions(resuming & set(self.assignment()))
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek to the committed offsets, and an input partition the group never committed to its first
+        offset (aiokafka leaves that one wherever its fetcher was)."""
+        committed: Mapping[TP, int] = await super().seek_to_committed()
+        positions = self._positions()
+        starts: dict[TP, int | None] = dict(committed)
+        uncommitted = [tp for tp, offset in committed.items() if positions.is_input(tp) and not offset]
+        if uncommitted:
+            earliest = await self.earliest_offsets(*uncommitted)
+            for tp in uncommitted:
+                starts[tp] = earliest[tp]
+                await self.seek(tp, earliest[tp])
+        positions.started(starts)
+        return committed
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)
+        self._positions().forget(revoked)
+        if self._resume_after_seek:
+            self._resume_after_seek -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._positions().keep_only(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def _filter_committable_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        tps = list(tps)
+        positions = self._positions()
+        faust_offsets = super()._filter_committable_offsets(tps)
+        offsets = {tp: offset for tp, offset in faust_offsets.items() if not positions.is_input(tp)}
+        for tp, position in positions.committable(tps).items():
+            if self._should_commit(tp, position):
+                offsets[tp] = position
+        return offsets
 
     async def _handle_attached(self, commit_offsets: Mapping[TP, int]) -> None:
         await super()._handle_attached(commit_offsets)
@@ -97,11 +268,13 @@ class AcknowledgedCommitTransport(faust_aiokafka.Transport):  # type: ignore[mis
 
     Consumer: ClassVar[type[ConsumerT]] = AcknowledgedCommitConsumer
 
-    def __init__(self, app: faust.App, acks: ChangelogAcks) -> None:
+    def __init__(self, app: faust.App, acks: ChangelogAcks, positions: ProcessedPositions) -> None:
         super().__init__(app.conf.broker_consumer, app)
         self.changelog_acks = acks
+        self.processed_positions = positions
 
 
-def acknowledge_before_commit(app: faust.App, acks: ChangelogAcks) -> None:
-    """Give `app` the consumer that waits for `acks` before committing; call before anything uses it."""
-    app.transport = AcknowledgedCommitTransport(app, acks)
+def acknowledge_before_commit(app: faust.App, acks: ChangelogAcks, positions: ProcessedPositions) -> None:
+    """Give `app` the consumer that waits for `acks` before committing and commits input partitions at
+    `positions`; call before anything uses it."""
+    app.transport = AcknowledgedCommitTransport(app, acks, positions)

@@ -1,17 +1,18 @@
 """The faust-streaming side of the reconciler: the app, its table, the agent, the ticker and the web pages.
 
-faust lives only here and in commits.py (which keeps committed offsets behind the changelog). The agent
-decodes each record at the edge and calls the pure engine through the handlers; records that do not
-decode go to the dead-letter topic with the reason. The ticker samples the brokers' end offsets, moves
-each partition's safe time (watermarks.py) and fires due timers.
+faust lives only here and in commits.py (which keeps committed offsets behind the changelog and behind
+what the agent processed). The agent decodes each record at the edge and calls the pure engine through
+the handlers; records that do not decode go to the dead-letter topic with the reason. The ticker samples
+the brokers' end offsets, moves each partition's safe time (watermarks.py) and fires due timers.
 """
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka import TopicPartition
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
 from reconciler.adapters.announcer import KafkaAnnouncer
-from reconciler.adapters.commits import ChangelogAcks, acknowledge_before_commit
+from reconciler.adapters.commits import ChangelogAcks, ProcessedPositions, acknowledge_before_commit
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.config import Settings
@@ -35,6 +36,7 @@ from reconciler.watermarks import Watermarks
 log = logging.getLogger(__name__)
 
 OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
+EXIT_RECORDS_SKIPPED = 75  # EX_TEMPFAIL: a restart replays from the last commit
 
 
 class FaustOrderStates:
@@ -116,10 +118,11 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         broker_commit_interval=1.0,
         topic_disable_leader=True,
     )
-    acks = ChangelogAcks()
-    acknowledge_before_commit(app, acks)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = (Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix))
+    acks = ChangelogAcks()
+    positions = ProcessedPositions(inputs)
+    acknowledge_before_commit(app, acks, positions)
     source = app.topic(*inputs, **raw)
     dead_letters = app.topic(Topic.DEAD_LETTER.qualified(prefix), **raw)
     table = app.tables.add(
@@ -155,6 +158,9 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
+            missing = positions.missing(msg.topic, msg.partition, msg.offset)
+            if missing is not None:
+                _stop_at_hole(msg, missing)
             try:
                 message, envelope = decode(event.value, list(msg.headers or []))
             except DecodeError as exc:
@@ -163,6 +169,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
                 async with serial:
                     await handle_event(message, envelope, msg.partition, **deps)
             watermarks.processed(msg.topic, msg.partition, msg.offset + 1)
+            positions.processed(msg.topic, msg.partition, msg.offset)
 
     ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s, serial)
 
@@ -257,6 +264,22 @@ class Ticker:
             return
         self._last_gauge = time.monotonic()
         self.observe.overdue_now.set(sum(1 for s in self.engine.states.values() if s.phase in OVERDUE_PHASES))
+
+
+def _stop_at_hole(msg: Any, missing: int) -> NoReturn:
+    """faust handed the agent a record past ones it never handed over: stop the process like a crash
+    (commits.py), before the record touches the table or the safe time."""
+    log.critical(
+        "%s[%d]: record %d reached the agent before %d; stopping: nothing past %d was committed, and the "
+        "next owner of the partition replays from there",
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        missing,
+        missing,
+    )
+    logging.shutdown()
+    os._exit(EXIT_RECORDS_SKIPPED)
 
 
 async def _dead_letter(topic: faust.TopicT, group: str, msg: Any, value: bytes | None, reason: str) -> None:
