@@ -12,14 +12,13 @@ waits there, so the test can SIGKILL it at exactly that point.
 
 import asyncio
 import sys
-from datetime import UTC, datetime
 
-from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
 from servicekit.kafka import KafkaPublisher
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import create_pool, migrate
 from servicekit.uow import PostgresUnitOfWork
+from tests.servicekit.events import paid
 
 
 def _say(word: str) -> None:
@@ -40,19 +39,7 @@ async def main(mode: str, dsn: str, schema: str, prefix: str, bootstrap: str, id
     if mode == "commit":
         async with PostgresUnitOfWork(pool, producer="crash-test", topic_prefix=prefix) as tx:
             for order_id in orders:
-                tx.publish(
-                    Topic.PAYMENTS_EVENTS,
-                    PaymentSucceeded(
-                        order_id=order_id,
-                        user_id="u1",
-                        amount=100,
-                        currency="CNY",
-                        channel="card",
-                        provider="sim",
-                        provider_txn_id=f"tx-{order_id}",
-                        paid_at=datetime.now(UTC),
-                    ),
-                )
+                tx.publish(Topic.PAYMENTS_EVENTS, paid(order_id))
         _say("committed")
         await asyncio.Event().wait()
     publisher_class = _HangAfterAck if mode == "relay-then-hang" else KafkaPublisher

@@ -2,7 +2,6 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -10,7 +9,6 @@ from prometheus_client import CollectorRegistry
 
 from contracts.base import Message
 from contracts.codec import Envelope, Record
-from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
 from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop, KafkaPublisher, ensure_topics
 from servicekit.metrics import ServiceMetrics
@@ -18,19 +16,7 @@ from servicekit.outbox import OutboxRelay
 from servicekit.postgres import create_pool, migrate
 from servicekit.uow import PostgresUnitOfWork
 from tests.conftest import Broker
-
-
-def paid(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id=order_id,
-        user_id="u1",
-        amount=100,
-        currency="CNY",
-        channel="card",
-        provider="sim",
-        provider_txn_id=f"tx-{order_id}",
-        paid_at=datetime.now(UTC),
-    )
+from tests.servicekit.events import paid
 
 
 @pytest.fixture

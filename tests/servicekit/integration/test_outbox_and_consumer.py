@@ -3,14 +3,12 @@
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from contracts.base import Message
 from contracts.codec import Envelope, Record, encode, envelope_for
-from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
 from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop, KafkaPublisher, PermanentFailure, ensure_topics
 from servicekit.outbox import OutboxRelay, add_to_outbox
@@ -18,19 +16,7 @@ from servicekit.postgres import create_pool, migrate
 from servicekit.uow import PostgresUnitOfWork
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, read_until
-
-
-def paid(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id=order_id,
-        user_id="u1",
-        amount=100,
-        currency="CNY",
-        channel="card",
-        provider="sim",
-        provider_txn_id=f"tx-{order_id}",
-        paid_at=datetime.now(UTC),
-    )
+from tests.servicekit.events import paid
 
 
 @pytest.fixture
