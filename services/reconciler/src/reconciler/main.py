@@ -20,4 +20,8 @@ def entry() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = build(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), workdir=str(settings.data_dir))
+    # faust's terminal spinner, kept at WARNING and above, sets the root logger to DEBUG so that every
+    # debug record of aiokafka and faust is built and formatted (about a tenth of the worker's time
+    # when it catches up); a service logging to a file has no terminal to spin on.
+    worker.spinner = None
     worker.execute_from_commandline()
