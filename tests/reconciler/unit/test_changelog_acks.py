@@ -13,6 +13,7 @@ from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
 
 from reconciler.adapters.commits import AcknowledgedCommitConsumer, ChangelogAcks, ProcessedPositions
+from reconciler.adapters.rewind import FencedReadOffsets
 
 
 async def test_a_commit_waits_until_every_record_sent_before_it_is_acknowledged() -> None:
@@ -170,7 +171,11 @@ class FakeConsumerThread:
         return {tp: self.earliest[tp] for tp in tps}
 
     def seek(self, tp: TP, offset: int) -> None:
-        self.sought[tp] = offset
+        raise AssertionError("aiokafka's seek called from the app's thread: its fetcher may never see it")
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        """The seek on the consumer's own thread, waiting for the new positions."""
+        self.sought.update(partitions)
 
     async def seek_to_committed(self) -> dict[TP, int | None]:
         self.seeking.set()
@@ -215,3 +220,14 @@ async def test_an_input_partition_the_group_never_committed_is_read_from_its_fir
     assert positions.missing(PAYMENTS, 3, 32) == 0, "a record past the start is a hole, not a start"
     positions.processed(PAYMENTS, 3, 32)
     assert positions.committable([tp, other]) == {tp: 0, other: 12}
+
+
+async def test_a_partition_read_again_from_a_hole_is_sought_on_the_consumers_thread_and_fenced() -> None:
+    tp = TP(PAYMENTS, 3)
+    consumer = consumer_at(ProcessedPositions([PAYMENTS]), {}, {})
+    consumer._thread = FakeConsumerThread({tp}, {tp: 7})
+    consumer._read_offset = FencedReadOffsets()
+    consumer._read_offset[tp] = 21  # the fetch loop's last record of a batch fetched before the seek
+    await consumer.rewind(tp, 7)
+    assert consumer._thread.sought == {tp: 7}
+    assert consumer._read_offset[tp] == 7 and consumer._read_offset.fenced(tp) == 7

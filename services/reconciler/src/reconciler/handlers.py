@@ -1,7 +1,8 @@
 """Reconciler use cases: apply an event to its order, and let time pass for a partition.
 
-Effects are published (and acknowledged by the broker) before the new state is stored, so a crash in
-between repeats an announcement, which downstream drops by its deterministic id, instead of losing it.
+Effects are announced before the new state is stored, and the adapter makes a stored state durable only
+once the broker has acknowledged its announcements (adapters/batch.py), so a crash in between repeats an
+announcement, which downstream drops by its deterministic id, instead of losing it.
 """
 
 import logging

@@ -17,8 +17,8 @@ class OrderStates(Protocol):
 
 
 class Announcer(Protocol):
-    """Publishes status changes to orders.status and commands to the ledger and payments, and waits
-    for the broker's acknowledgement."""
+    """Publishes status changes to orders.status and commands to the ledger and payments. The adapter
+    makes no state that records an announcement durable before the broker has acknowledged it."""
 
     async def status(self, state: OrderState, change: StatusChange) -> None: ...
 

@@ -1,7 +1,14 @@
 """KafkaAnnouncer: status changes to orders.status and commands to the ledger and payments, through faust's
-producer, each with a deterministic event id so a repeat after a crash has no second effect."""
+producer, each with a deterministic event id so a repeat after a crash has no second effect.
 
+A send hands the record to the producer and returns; `acknowledged` waits for the broker to have every
+record sent so far (batch.py waits for it before any state that records these announcements is
+written).
+"""
+
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 
@@ -22,11 +29,21 @@ class KafkaAnnouncer:
         self._ledger = ledger_commands
         self._payments = payments_commands
         self._compensation = compensation
+        self._unacknowledged: list[asyncio.Future[Any]] = []
 
     async def _send(self, topic: faust.TopicT, message: Message, event_id: str) -> None:
         record = encode(message, envelope_for(message, producer=SERVICE, event_id=event_id))
-        sent = await topic.send(key=record.key, value=record.value, headers=record.headers)
-        await sent
+        self._unacknowledged.append(await topic.send(key=record.key, value=record.value, headers=record.headers))
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._unacknowledged)
+
+    async def acknowledged(self) -> None:
+        """Return once the broker has acknowledged every record sent so far; raise if it refused one."""
+        sent, self._unacknowledged = self._unacknowledged, []
+        if sent:
+            await asyncio.gather(*sent)
 
     async def status(self, state: OrderState, change: StatusChange) -> None:
         assert state.paid_at is not None

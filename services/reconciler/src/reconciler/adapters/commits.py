@@ -16,18 +16,18 @@ lost record as applied because it starts a new assignment at the committed offse
 
 The rule here: every changelog future is tracked from the moment it is created, and before any commit
 (the periodic one, on revocation, on stop) the consumer waits until the broker has acknowledged every
-record sent so far. The records an event caused are sent before the event is acked (the handler
-writes the table before the agent takes the next event), so they are in that set. A record the broker
+record sent so far. The records an event caused are sent before the event counts as processed
+(batch.py writes the table, then reports the records), so they are in that set. A record the broker
 refuses, or one it has not acknowledged within `ACK_TIMEOUT_S`, crashes the worker instead of
 committing; the next owner replays from the last good commit.
 
-Announcements need nothing more: the announcer awaits the broker's acknowledgement of every status
-change and command before the handler stores the new state, and so before the event is acked. A kill
-before that acknowledgement leaves the event uncommitted (or, for a timer, the state unstored) and the
-transition happens again after recovery: the announcement may be repeated, never lost, and a repeat
-carries the same deterministic event id and the same status sequence (it is computed from the same
-restored state), which the notifier and the ledger and payments drop, and which the flag count in
-tests/e2e/status_log.py counts once.
+Announcements need nothing more: a state reaches the table, and so the changelog, only once the broker
+has acknowledged the status changes and commands it records, and a record counts as processed only
+after that (batch.py). A kill before that acknowledgement leaves the record uncommitted (or, for a
+timer, the state unwritten) and the transition happens again after recovery: the announcement may be
+repeated, never lost, and a repeat carries the same deterministic event id and the same status
+sequence (it is computed from the same restored state), which the notifier and the ledger and
+payments drop, and which the flag count in tests/e2e/status_log.py counts once.
 
 Input offsets are committed where the agent is, not where faust's bookkeeping is. faust-streaming's
 recovery, once the tables are restored, resumes the input partitions, then seeks them to the
@@ -44,18 +44,19 @@ here:
 - an input partition the group never committed is sought to its first offset: aiokafka's
   seek_to_committed leaves it wherever its fetcher was (seen: a restarted worker began a never
   committed ledger.events[3] at 32, the records appended while the killed worker ran);
+- every seek runs on the consumer's own thread (`seek_wait`): faust keeps aiokafka's consumer on a
+  thread with its own event loop, and faust's `Consumer.seek` calls aiokafka's seek from the app's
+  thread, which resolves futures of the other loop without waking it: the fetcher may go on from where
+  it was, or stall, for that partition (seen: a seek back to a hole repeated for minutes with nothing
+  arriving);
 - the offset committed for an input partition is ProcessedPositions': the agent reports each record
   it has handled (or dead-lettered), counted only in order from the offset the assignment started
   at. Changelog and other partitions keep faust's offsets.
-If a record still reaches the agent past a hole, the agent does not apply it and stops the process
-(faust_app.py): its position, and so its commits, end at the hole, and the worker that takes the
-partition over replays from there. That is the SIGKILL the rules above make safe; applying the record
-instead would let the table and the safe time (watermarks.py) run past records never read: credits
-without payment, missed flags and false flags. It still happens, in two of five runs of two SIGKILLs
-and a restart under traffic (tests/e2e/test_reconciler_resilience.py): to a worker just started
-after a SIGKILL (ledger.events[2] handed over from 31 with 7 committed) and on a partition a worker
-kept through a rebalance (from 129 with 119 processed). The cause inside faust's or aiokafka's
-fetching is not pinned down, so a worker needs a supervisor that restarts it.
+If a record still reaches the agent past a hole, the agent does not apply it (rewind.py): it skips it
+and reads the partition again from the hole, and stops the process only if that never fills it. Its
+position, and so its commits, end at the hole. Applying the record instead would let the table and
+the safe time (watermarks.py) run past records never read: credits without payment, missed flags and
+false flags.
 A revoked partition is committed no more, but its position is kept aside: when it comes back, it
 starts at the later of the committed offset and that position. Starting past the committed offset is
 sound because this worker processed every record below its position, and the in-memory table keeps
@@ -68,13 +69,15 @@ are sent, and the commit then waits for their acknowledgement as above.
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import faust
 from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, ConsumerT
+
+from reconciler.adapters.rewind import FencedReadOffsets
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +157,8 @@ class ProcessedPositions:
         self.forget([tp for tp in _tps(self._next) if (tp.topic, tp.partition) not in keep])
 
     def processed(self, topic: str, partition: int, offset: int) -> None:
-        """The agent is done with the record at `offset`: its table writes are sent, its announcements
-        acknowledged. A record of a partition not (or no longer) assigned counts for nothing."""
+        """The agent is done with the record at `offset`: its announcements are acknowledged and its table
+        writes sent (batch.py). A record of a partition not (or no longer) assigned counts for nothing."""
         key = (topic, partition)
         if key not in self._next:
             if self._previous.get(key) == offset:  # records in flight when the partition was revoked
@@ -164,6 +167,13 @@ class ProcessedPositions:
         expected = self._next[key]
         if expected is None or offset == expected:
             self._next[key] = offset + 1
+
+    def assigned(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._next
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The offset of the next record to process in order, if the partition is assigned and its start known."""
+        return self._next.get((topic, partition))
 
     def missing(self, topic: str, partition: int, offset: int) -> int | None:
         """The first offset the agent has not processed, when the record at `offset` comes after it."""
@@ -193,6 +203,16 @@ class AcknowledgedCommitConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     _resume_after_seek: set[TP] | None = None
     _sought = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = FencedReadOffsets()
+
+    async def rewind(self, tp: TP, offset: int) -> None:
+        """Read `tp` again from `offset`, which the agent is missing (rewind.py)."""
+        await self.seek_wait({tp: offset})
+        if offset > 0:
+            self._read_offset.fence(tp, offset)
 
     def _positions(self) -> ProcessedPositions:
         positions = self.transport.processed_positions
@@ -234,11 +254,12 @@ class AcknowledgedCommitConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             earliest = await self.earliest_offsets(*uncommitted)
             for tp in uncommitted:
                 starts[tp] = earliest[tp]
-                await self.seek(tp, earliest[tp])
+            await self.seek_wait({tp: earliest[tp] for tp in uncommitted})
         positions.started(starts)
         return committed
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await self.transport.before_revoke()  # nothing staged stays behind a partition that moves
         await super().on_partitions_revoked(revoked)
         self._positions().forget(revoked)
         if self._resume_after_seek:
@@ -274,6 +295,11 @@ class AcknowledgedCommitTransport(faust_aiokafka.Transport):  # type: ignore[mis
         super().__init__(app.conf.broker_consumer, app)
         self.changelog_acks = acks
         self.processed_positions = positions
+        self.before_revoke: Callable[[], Awaitable[None]] = _nothing
+
+
+async def _nothing() -> None:
+    return None
 
 
 def acknowledge_before_commit(app: faust.App, acks: ChangelogAcks, positions: ProcessedPositions) -> None:

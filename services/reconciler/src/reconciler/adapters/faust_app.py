@@ -10,25 +10,26 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import faust
 from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
-from faust.types import FutureMessage
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
 from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
 from reconciler.adapters.announcer import KafkaAnnouncer
+from reconciler.adapters.batch import Batch
 from reconciler.adapters.commits import ChangelogAcks, ProcessedPositions, acknowledge_before_commit
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
+from reconciler.adapters.rewind import Rewinder
+from reconciler.adapters.table import FaustOrderStates, OrderTable
 from reconciler.config import Settings
-from reconciler.domain import OrderState, Phase
+from reconciler.domain import Phase
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
 from reconciler.watermarks import Watermarks
@@ -37,55 +38,6 @@ log = logging.getLogger(__name__)
 
 OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
 EXIT_RECORDS_SKIPPED = 75  # EX_TEMPFAIL: a restart replays from the last commit
-
-
-class FaustOrderStates:
-    """OrderStates on a faust table (changelog-backed, partitioned like the input topics).
-
-    Keys are order ids as str, JSON-encoded on the changelog so that a restored key is the same str as a
-    key written live (raw keys come back as bytes, and a worker that took over a partition would not
-    find the state it had just restored). OrderTable puts each changelog record in the partition of its
-    order on the input topics.
-    """
-
-    def __init__(self, table: faust.Table) -> None:
-        self._table = table
-
-    def get(self, order_id: str) -> OrderState | None:
-        raw = self._table.get(order_id)
-        return None if raw is None else OrderState.from_json(raw)
-
-    def put(self, state: OrderState) -> None:
-        self._table[state.order_id] = state.to_json()
-
-    def values(self) -> Iterator[OrderState]:
-        for raw in list(self._table.values()):
-            yield OrderState.from_json(raw)
-
-
-_default_partitioner = DefaultPartitioner()
-
-
-class OrderTable(faust.Table):
-    """The order-state table. Each order's changelog record goes to its order's partition on the input
-    topics (Kafka's default partitioner on the order id), computed here rather than by the producer, so
-    a write needs no event context (timers write too) and no producer metadata, and a worker that takes
-    over a partition restores exactly the orders of that partition. Every changelog record is tracked
-    until the broker acknowledges it: no input offset is committed before that (commits.py)."""
-
-    def __init__(self, app: faust.App, *, acks: ChangelogAcks, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._acks = acks
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
-        sent = super().send_changelog(*args, **kwargs)
-        self._acks.track(sent)
-        return sent
-
-    def partition_for_key(self, key: Any) -> int | None:
-        partitions = list(range(self.partitions or 1))
-        partition: int = _default_partitioner(str(key).encode(), partitions, partitions)
-        return partition
 
 
 class SystemClock:
@@ -149,35 +101,63 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
     clock = SystemClock()
     deps: dict[str, Any] = {"engine": engine, "announcer": announcer, "observe": observe, "clock": clock}
-    # The agent and the ticker each read a state, await its announcements, then store the next state: run
-    # concurrently, one stores a state computed before the other's change and undoes it (a tick's flag
+    # The agent and the ticker each read a state, announce, then stage the next state (batch.py): run
+    # concurrently, one stages a state computed before the other's change and undoes it (a tick's flag
     # overwriting a credit applied meanwhile). One at a time, each transition starts from the last one.
     serial = asyncio.Lock()
+
+    async def seek(topic: str, partition: int, offset: int) -> None:
+        log.warning(
+            "%s[%d]: a record came before the one at %d, which never arrived; reading again from it",
+            topic,
+            partition,
+            offset,
+        )
+        if TP(topic, partition) in app.consumer.assignment():
+            await app.consumer.rewind(TP(topic, partition), offset)
+
+    rewinder = Rewinder(seek, time.monotonic)
+    batch = Batch(states, announcer.acknowledged, positions)
+
+    async def flush_before_revoke() -> None:
+        async with serial:
+            await batch.flush()
+
+    app.transport.before_revoke = flush_before_revoke
 
     @app.agent(source)
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
-            missing = positions.missing(msg.topic, msg.partition, msg.offset)
+            missing = batch.missing(msg.topic, msg.partition, msg.offset)
             if missing is not None:
-                _stop_at_hole(msg, missing)
-            try:
-                message, envelope = decode(event.value, list(msg.headers or []))
-            except DecodeError as exc:
-                await _dead_letter(dead_letters, app.conf.id, msg, event.value, exc.reason)
+                observe.skipped(msg.topic)
+                if not await rewinder.past_hole(msg.topic, msg.partition, missing):
+                    _stop_at_hole(msg, missing)
             else:
+                rewinder.forget(msg.topic, msg.partition)
+                try:
+                    decoded = decode(event.value, list(msg.headers or []))
+                except DecodeError as exc:
+                    await _dead_letter(dead_letters, app.conf.id, msg, event.value, exc.reason)
+                    decoded = None
                 async with serial:
-                    await handle_event(message, envelope, msg.partition, **deps)
-            watermarks.processed(msg.topic, msg.partition, msg.offset + 1)
-            positions.processed(msg.topic, msg.partition, msg.offset)
+                    if decoded is not None:
+                        await handle_event(*decoded, msg.partition, **deps)
+                    watermarks.processed(msg.topic, msg.partition, msg.offset + 1)
+                    batch.processed(msg.topic, msg.partition, msg.offset)
+            if batch.records and (batch.full or stream.channel.empty()):
+                async with serial:
+                    observe.batch_records.observe(batch.records)
+                    await batch.flush()
 
-    ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s, serial)
+    ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s, serial, batch)
 
     @app.task
     async def tick() -> None:
         await ticker.run()
 
-    _pages(app, table, registry)
+    _pages(app, table, states, registry)
     return app
 
 
@@ -195,10 +175,11 @@ class Ticker:
         deps: dict[str, Any],
         tick_s: float,
         serial: asyncio.Lock,
+        batch: Batch,
     ) -> None:
         self.app, self.inputs, self.engine, self.watermarks = app, inputs, engine, watermarks
         self.offsets, self.observe, self.deps, self.tick_s = offsets, observe, deps, tick_s
-        self.serial = serial
+        self.serial, self.batch = serial, batch
         self._last_gauge = 0.0
 
     async def run(self) -> None:
@@ -208,6 +189,8 @@ class Ticker:
                 started = time.monotonic()
                 try:
                     await self.tick()
+                    async with self.serial:
+                        await self.batch.flush()  # the tick's, and whatever the agent left staged
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -267,11 +250,12 @@ class Ticker:
 
 
 def _stop_at_hole(msg: Any, missing: int) -> NoReturn:
-    """faust handed the agent a record past ones it never handed over: stop the process like a crash
-    (commits.py), before the record touches the table or the safe time."""
+    """faust keeps handing the agent records past ones it never handed over, however often the partition
+    is read again from the hole (rewind.py): stop the process like a crash, before the record touches
+    the table or the safe time."""
     log.critical(
-        "%s[%d]: record %d reached the agent before %d; stopping: nothing past %d was committed, and the "
-        "next owner of the partition replays from there",
+        "%s[%d]: record %d reached the agent before %d, again after reading again from it; stopping: "
+        "nothing past %d was committed, and the next owner of the partition replays from there",
         msg.topic,
         msg.partition,
         msg.offset,
@@ -295,7 +279,7 @@ async def _dead_letter(topic: faust.TopicT, group: str, msg: Any, value: bytes |
     await (await topic.send(key=msg.key or b"", value=value or b"", headers=headers))
 
 
-def _pages(app: faust.App, table: faust.Table, registry: CollectorRegistry) -> None:
+def _pages(app: faust.App, table: faust.Table, states: FaustOrderStates, registry: CollectorRegistry) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -313,10 +297,9 @@ def _pages(app: faust.App, table: faust.Table, registry: CollectorRegistry) -> N
     @app.table_route(table=table, match_info="order_id")
     async def timeline(web: Any, request: Request, order_id: str) -> Response:
         """Every event and status of one order in time order, for support staff and on-call engineers."""
-        raw = table.get(order_id)
-        if raw is None:
+        state = states.get(order_id)
+        if state is None:
             return web.json({"error": "unknown_order", "detail": f"no order {order_id}"}, status=404)
-        state = OrderState.from_json(raw)
         return web.json(
             {
                 "order_id": state.order_id,

@@ -47,6 +47,18 @@ class PrometheusObservations:
             "Now minus the oldest safe time over assigned partitions (how far behind the streams are known).",
             registry=registry,
         )
+        self.skipped_records = Counter(
+            "reconciler_records_skipped_total",
+            "Records handed over before an earlier one of their partition, skipped and read again in order.",
+            ["topic"],
+            registry=registry,
+        )
+        self.batch_records = Histogram(
+            "reconciler_batch_records",
+            "Records per round trip to the broker: handled, announced, then acknowledged together.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=registry,
+        )
 
     def event(self, kind: str) -> None:
         self.events.labels(kind).inc()
@@ -67,3 +79,6 @@ class PrometheusObservations:
 
     def anomaly(self, kind: str) -> None:
         self.anomalies.labels(kind).inc()
+
+    def skipped(self, topic: str) -> None:
+        self.skipped_records.labels(topic).inc()

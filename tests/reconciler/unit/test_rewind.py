@@ -1,0 +1,126 @@
+"""A record handed over past a hole is skipped and its partition read again from the hole (Rewinder)."""
+
+from reconciler.adapters.rewind import FencedReadOffsets, Rewinder
+
+
+class Seeks:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    async def __call__(self, topic: str, partition: int, offset: int) -> None:
+        self.calls.append((topic, partition, offset))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_first_record_past_a_hole_seeks_its_partition_back_to_the_hole() -> None:
+    seeks = Seeks()
+    rewinder = Rewinder(seeks, Clock())
+    assert await rewinder.past_hole("ledger.events", 2, 7)
+    assert seeks.calls == [("ledger.events", 2, 7)]
+    assert rewinder.skipped == 1
+
+
+async def test_the_records_already_fetched_past_the_hole_are_skipped_without_another_seek() -> None:
+    seeks = Seeks()
+    rewinder = Rewinder(seeks, Clock())
+    for _ in range(50):
+        assert await rewinder.past_hole("ledger.events", 2, 7)
+    assert seeks.calls == [("ledger.events", 2, 7)]
+    assert rewinder.skipped == 50
+
+
+async def test_a_hole_still_open_after_the_retry_interval_is_sought_again() -> None:
+    seeks, clock = Seeks(), Clock()
+    rewinder = Rewinder(seeks, clock, retry_after_s=1.0)
+    await rewinder.past_hole("ledger.events", 2, 7)
+    clock.now += 0.5
+    await rewinder.past_hole("ledger.events", 2, 7)
+    clock.now += 0.6
+    await rewinder.past_hole("ledger.events", 2, 7)
+    assert seeks.calls == [("ledger.events", 2, 7)] * 2
+    assert rewinder.rewinds("ledger.events", 2) == 2
+
+
+async def test_a_partition_that_never_recovers_makes_the_worker_give_up() -> None:
+    seeks, clock = Seeks(), Clock()
+    rewinder = Rewinder(seeks, clock, retry_after_s=1.0, max_rewinds=3)
+    answers = []
+    for _ in range(5):
+        answers.append(await rewinder.past_hole("payments.events", 0, 300))
+        clock.now += 1.5
+    assert answers == [True, True, True, False, False]
+    assert len(seeks.calls) == 3
+
+
+async def test_holes_of_different_partitions_are_sought_separately() -> None:
+    seeks = Seeks()
+    rewinder = Rewinder(seeks, Clock())
+    await rewinder.past_hole("ledger.events", 2, 7)
+    await rewinder.past_hole("payments.events", 2, 40)
+    await rewinder.past_hole("ledger.events", 3, 9)
+    assert seeks.calls == [("ledger.events", 2, 7), ("payments.events", 2, 40), ("ledger.events", 3, 9)]
+
+
+async def test_a_new_hole_after_progress_starts_its_count_again() -> None:
+    seeks, clock = Seeks(), Clock()
+    rewinder = Rewinder(seeks, clock, retry_after_s=1.0, max_rewinds=2)
+    await rewinder.past_hole("ledger.events", 2, 7)
+    clock.now += 2
+    await rewinder.past_hole("ledger.events", 2, 7)
+    rewinder.forget("ledger.events", 2)  # the record at 7 arrived
+    clock.now += 2
+    assert await rewinder.past_hole("ledger.events", 2, 30)
+    assert rewinder.rewinds("ledger.events", 2) == 1
+    assert seeks.calls[-1] == ("ledger.events", 2, 30)
+
+
+def fetch_loop_hands_on(offsets: FencedReadOffsets, tp: str, fetched: list[int]) -> list[int]:
+    """What faust's fetch loop hands on of `fetched`: records below the read offset are dropped, and
+    the read offset moves to each record handed on (faust.transport.consumer, _drain_messages)."""
+    handed = []
+    for offset in fetched:
+        read = offsets[tp]
+        if read is None or offset >= read:
+            handed.append(offset)
+            offsets[tp] = offset
+    return handed
+
+
+def test_without_a_fence_a_stale_batch_makes_the_fetch_loop_drop_the_records_read_again() -> None:
+    offsets = FencedReadOffsets()
+    offsets["ledger.events-2"] = 7  # faust's own seek back to the hole at 7
+    handed = fetch_loop_hands_on(offsets, "ledger.events-2", [20, 21, *range(7, 23)])
+    assert 7 not in handed and handed == [20, 21, 21, 22]
+
+
+def test_a_fence_lets_the_records_read_again_through_after_a_stale_batch() -> None:
+    offsets = FencedReadOffsets()
+    offsets.fence("ledger.events-2", 7)
+    handed = fetch_loop_hands_on(offsets, "ledger.events-2", [20, 21, *range(7, 23)])
+    assert handed == [20, 21, *range(7, 23)]
+    assert offsets.fenced("ledger.events-2") is None
+    assert offsets["ledger.events-2"] == 22
+
+
+def test_once_the_record_at_the_fence_is_through_duplicates_are_dropped_again() -> None:
+    offsets = FencedReadOffsets()
+    offsets.fence("ledger.events-2", 7)
+    fetch_loop_hands_on(offsets, "ledger.events-2", [7, 8, 9])
+    assert fetch_loop_hands_on(offsets, "ledger.events-2", [5, 6, 10]) == [10]
+
+
+def test_a_seek_to_the_committed_offsets_replaces_the_fence_and_a_revocation_drops_it() -> None:
+    offsets = FencedReadOffsets()
+    offsets.fence("a", 7)
+    offsets.fence("b", 3)
+    offsets.update({"a": 2})
+    assert offsets.fenced("a") is None and offsets["a"] == 2
+    offsets.pop("b", None)
+    assert offsets.fenced("b") is None and offsets["b"] is None
