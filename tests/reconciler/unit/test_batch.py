@@ -8,7 +8,7 @@ from faust.types import TP
 from reconciler.adapters.batch import Batch
 from reconciler.adapters.commits import ProcessedPositions
 from reconciler.adapters.table import FaustOrderStates
-from reconciler.domain import OrderState
+from reconciler.domain import OrderState, Phase
 
 PAYMENTS = "payments.events"
 
@@ -96,3 +96,14 @@ def test_a_batch_is_full_at_its_record_limit() -> None:
     assert not batch.full
     batch.processed(PAYMENTS, 0, 12)
     assert batch.full and batch.records == 3
+
+
+def test_orders_in_given_phases_are_counted_over_stored_and_staged_states_once_each() -> None:
+    journal: list[str] = []
+    _, states, table, _ = setup(journal)
+    table["o1"] = OrderState("o1", partition=0, phase=Phase.RETRYING).to_json()
+    table["o2"] = OrderState("o2", partition=0, phase=Phase.CREDITED).to_json()
+    table["o3"] = OrderState("o3", partition=0, phase=Phase.RETRYING).to_json()
+    states.put(OrderState("o3", partition=0, phase=Phase.CREDITED))  # staged: credited since
+    states.put(OrderState("o4", partition=0, phase=Phase.REFUNDING))
+    assert states.count_in((Phase.RETRYING, Phase.REFUNDING)) == 2

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import faust
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
@@ -113,8 +114,10 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
             partition,
             offset,
         )
-        if TP(topic, partition) in app.consumer.assignment():
+        try:
             await app.consumer.rewind(TP(topic, partition), offset)
+        except IllegalStateError:  # revoked meanwhile: its next owner starts at the committed offset
+            log.info("%s[%d] is no longer assigned; not read again", topic, partition)
 
     rewinder = Rewinder(seek, time.monotonic)
     batch = Batch(states, announcer.acknowledged, positions)
@@ -151,7 +154,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
                     observe.batch_records.observe(batch.records)
                     await batch.flush()
 
-    ticker = Ticker(app, inputs, engine, watermarks, offsets, observe, deps, settings.tick_s, serial, batch)
+    ticker = Ticker(app, inputs, engine, states, watermarks, offsets, observe, deps, settings.tick_s, serial, batch)
 
     @app.task
     async def tick() -> None:
@@ -169,6 +172,7 @@ class Ticker:
         app: faust.App,
         inputs: tuple[str, ...],
         engine: Engine,
+        states: FaustOrderStates,
         watermarks: Watermarks,
         offsets: BrokerOffsets,
         observe: PrometheusObservations,
@@ -177,7 +181,7 @@ class Ticker:
         serial: asyncio.Lock,
         batch: Batch,
     ) -> None:
-        self.app, self.inputs, self.engine, self.watermarks = app, inputs, engine, watermarks
+        self.app, self.inputs, self.engine, self.states, self.watermarks = app, inputs, engine, states, watermarks
         self.offsets, self.observe, self.deps, self.tick_s = offsets, observe, deps, tick_s
         self.serial, self.batch = serial, batch
         self._last_gauge = 0.0
@@ -246,7 +250,7 @@ class Ticker:
         if time.monotonic() - self._last_gauge < 5:
             return
         self._last_gauge = time.monotonic()
-        self.observe.overdue_now.set(sum(1 for s in self.engine.states.values() if s.phase in OVERDUE_PHASES))
+        self.observe.overdue_now.set(self.states.count_in(OVERDUE_PHASES))
 
 
 def _stop_at_hole(msg: Any, missing: int) -> NoReturn:
