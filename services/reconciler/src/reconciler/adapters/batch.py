@@ -52,6 +52,11 @@ class Batch:
             if expected is None or offset == expected:
                 self._ahead[key] = offset + 1
 
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The offset of the next record in order, counting this batch's records as processed."""
+        key = (topic, partition)
+        return self._ahead[key] if key in self._ahead else self._positions.next_offset(topic, partition)
+
     def missing(self, topic: str, partition: int, offset: int) -> int | None:
         """ProcessedPositions.missing, counting the records of this batch as processed already."""
         ahead = self._ahead.get((topic, partition))

@@ -268,6 +268,7 @@ class AcknowledgedCommitConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self._positions().keep_only(assigned)
         await super().on_partitions_assigned(assigned, generation_id)
+        self.transport.on_assigned(assigned)
 
     def _filter_committable_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
         tps = list(tps)
@@ -296,6 +297,7 @@ class AcknowledgedCommitTransport(faust_aiokafka.Transport):  # type: ignore[mis
         self.changelog_acks = acks
         self.processed_positions = positions
         self.before_revoke: Callable[[], Awaitable[None]] = _nothing
+        self.on_assigned: Callable[[set[TP]], None] = lambda assigned: None
 
 
 async def _nothing() -> None:

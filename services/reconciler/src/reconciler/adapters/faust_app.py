@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -155,6 +156,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
                     await batch.flush()
 
     ticker = Ticker(app, inputs, engine, states, watermarks, offsets, observe, deps, settings.tick_s, serial, batch)
+    app.transport.on_assigned = ticker.handed
 
     @app.task
     async def tick() -> None:
@@ -185,6 +187,13 @@ class Ticker:
         self.offsets, self.observe, self.deps, self.tick_s = offsets, observe, deps, tick_s
         self.serial, self.batch = serial, batch
         self._last_gauge = 0.0
+        # Partitions the consumer was handed since the last tick, kept or not: between two ticks a
+        # partition can go to another worker and come back with states this worker never timed.
+        self._handed: set[int] = set()
+
+    def handed(self, tps: Iterable[TP]) -> None:
+        """The consumer's assignment callback: every partition in it starts afresh at the next tick."""
+        self._handed |= {tp.partition for tp in tps if tp.topic in self.inputs}
 
     async def run(self) -> None:
         await self.offsets.start()
@@ -212,8 +221,10 @@ class Ticker:
             return
         assigned = self._assigned()
         known = self.watermarks.partitions
-        if assigned != known:
-            await self._reassign(assigned, known)
+        handed, self._handed = self._handed, set()
+        again = handed & known & assigned
+        if assigned != known or again:
+            await self._reassign(assigned, known, again)
         if not assigned:
             return
         tps = [TopicPartition(t, p) for t in self.inputs for p in sorted(assigned)]
@@ -232,17 +243,22 @@ class Ticker:
             self.observe.watermark_lag.set((datetime.now(UTC) - oldest).total_seconds())
         self._update_overdue_gauge()
 
-    async def _reassign(self, assigned: set[int], known: set[int]) -> None:
-        for p in known - assigned:
+    async def _reassign(self, assigned: set[int], known: set[int], again: set[int]) -> None:
+        """Partitions revoked are forgotten; partitions new, or handed over again, start from the
+        committed offsets and get their timers rebuilt from the table (which holds what any owner wrote)."""
+        for p in (known - assigned) | again:
             self.watermarks.revoke(p)
             self.engine.forget([p])
-        new = sorted(assigned - known)
+        new = sorted((assigned - known) | again)
         if not new:
             return
         tps = [TopicPartition(t, p) for t in self.inputs for p in new]
         committed = await self.offsets.committed(self.app.conf.id, tps)
         for p in new:
-            self.watermarks.assign(p, {t: committed[TopicPartition(t, p)] for t in self.inputs})
+            # Applied already: below the committed offset (in the restored table), and below where the
+            # agent is in order (a partition that stayed here is not replayed from the committed offset).
+            starts = {t: max(committed[TopicPartition(t, p)], self.batch.next_offset(t, p) or 0) for t in self.inputs}
+            self.watermarks.assign(p, starts)
         pending = self.engine.rebuild(new, self.engine.states.values())
         log.info("assigned partitions %s: %d orders waiting on a timer", new, pending)
 
