@@ -78,6 +78,8 @@ def up(
             console.print(f"{name:>10}: {stack.url(name)}  (log {stack.services[name].log_path})")
         console.print("Ctrl-C stops everything.")
         while not stopping:
+            for name in stack.revive():
+                console.print(f"[yellow]{name} stopped itself (exit 75) and was started again[/yellow]")
             for name, child in stack.services.items():
                 if not child.alive():
                     console.print(f"[red]{name} exited[/red]:\n{child.tail()}")

@@ -73,10 +73,22 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         started = time.monotonic()
         await asyncio.to_thread(stack.start)
         console.print(f"stack up in {time.monotonic() - started:.1f}s (broker {stack.bootstrap})")
-        return await _drive_and_score(stack, receiver, options, console)
+        reviving = asyncio.create_task(_revive(stack, console))
+        try:
+            return await _drive_and_score(stack, receiver, options, console)
+        finally:
+            reviving.cancel()
     finally:
         await asyncio.to_thread(stack.stop)
         await receiver.stop()
+
+
+async def _revive(stack: LocalStack, console: Console) -> None:
+    """A service that stopped itself with exit code 75 is started again, as compose would."""
+    while True:
+        for name in await asyncio.to_thread(stack.revive):
+            console.print(f"{name} stopped itself (exit 75) and was started again")
+        await asyncio.sleep(1)
 
 
 async def _drive_and_score(

@@ -135,6 +135,18 @@ class LocalStack:
         self.services[name] = child
         return child
 
+    def revive(self) -> list[str]:
+        """Start again every service that stopped itself asking for it: exit code 75 (EX_TEMPFAIL), as
+        the reconciler does when a partition would not read in order and its next run replays from the
+        last commit. Compose does the same with `restart: unless-stopped`. Returns their names."""
+        revived = []
+        for name, child in list(self.services.items()):
+            if child.exit_code() == os.EX_TEMPFAIL:
+                log.warning("%s stopped itself (exit code %d); starting it again", name, os.EX_TEMPFAIL)
+                self.start_service(name)
+                revived.append(name)
+        return revived
+
     def start_instance(self, name: str, instance: int) -> Child:
         """One more instance of a running service: the same settings, so the same consumer groups (Kafka
         shares the partitions between the instances), with its own HTTP port, log file and (reconciler)

@@ -67,6 +67,10 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_code(self) -> int | None:
+        """How the process ended; None while it runs or before it started."""
+        return None if self.proc is None else self.proc.poll()
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
         """Signal the process group, wait, then SIGKILL whatever is left."""
         if self.proc is None:
