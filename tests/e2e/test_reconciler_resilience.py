@@ -21,42 +21,12 @@ import pytest
 from credited.simulator.receiver import Received
 from credited.simulator.run import FINAL, Load, Simulator, Truth, credit_publication_times, settled
 from credited.stack.local import LocalStack
-from credited.stack.processes import Child, free_port
 from tests.conftest import Broker
 from tests.e2e.stack import running_stack
 from tests.e2e.status_log import delayed_flags, judge_flags
 from tests.kafka_reader import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-def second_reconciler(stack: LocalStack) -> tuple[Child, str]:
-    """Another worker of the same faust app: it shares the partitions and their state moves with them."""
-    port = free_port()
-    env = stack.service_env("reconciler")
-    env["RECONCILER_HTTP_PORT"] = str(port)
-    env["RECONCILER_DATA_DIR"] = str(stack.config.run_dir / "reconciler-2")
-    child = Child(
-        "reconciler-2",
-        [*stack.services["reconciler"].argv],
-        log_path=stack.config.run_dir / "logs" / "reconciler-2.log",
-        env=env,
-    )
-    child.start()
-    return child, f"http://127.0.0.1:{port}"
-
-
-async def healthy(url: str, child: Child) -> None:
-    async with httpx.AsyncClient(timeout=2) as client:
-
-        async def ok() -> bool:
-            assert child.alive(), child.tail()
-            try:
-                return (await client.get(f"{url}/healthz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(ok, timeout_s=90, interval_s=0.3)
 
 
 ORDERS = 1200
@@ -127,26 +97,21 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
         receiver,
     ):
         truth = Truth()
-        second: Child | None = None
-        try:
-            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
-                sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
-                driving = asyncio.create_task(sim.drive(Load(orders=500, rate=25, duplicate_share=0.1), truth))
-                await asyncio.sleep(6)
-                second, second_url = second_reconciler(stack)  # a rebalance while traffic flows
-                await healthy(second_url, second)
-                await asyncio.sleep(4)
-                await asyncio.to_thread(stack.services["reconciler"].stop)  # SIGTERM mid-stream: a rebalance
-                await asyncio.sleep(3)
-                await asyncio.to_thread(stack.start_service, "reconciler")
-                await asyncio.to_thread(stack.wait_healthy, "reconciler")
-                await driving
-                assert truth.errors == [] and len(truth.paid) == 500
-                await eventually(lambda: settled(truth, receiver.received) >= 500, timeout_s=150, interval_s=0.5)
-                dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"])
-        finally:
-            if second is not None:
-                second.stop()
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
+            sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
+            driving = asyncio.create_task(sim.drive(Load(orders=500, rate=25, duplicate_share=0.1), truth))
+            await asyncio.sleep(6)
+            await asyncio.to_thread(stack.start_instance, "reconciler", 2)  # a rebalance while traffic flows
+            await asyncio.to_thread(stack.wait_instance_healthy, "reconciler", 2)
+            await asyncio.sleep(4)
+            await asyncio.to_thread(stack.services["reconciler"].stop)  # SIGTERM mid-stream: a rebalance
+            await asyncio.sleep(3)
+            await asyncio.to_thread(stack.start_service, "reconciler")
+            await asyncio.to_thread(stack.wait_healthy, "reconciler")
+            await driving
+            assert truth.errors == [] and len(truth.paid) == 500
+            await eventually(lambda: settled(truth, receiver.received) >= 500, timeout_s=150, interval_s=0.5)
+            dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"])
     paid_at = {o: truth.orders[o]["paid_at"] for o in truth.paid}
     verdict = await judge_flags(broker.bootstrap, stack.config.topic_prefix, paid_at, dropped, threshold)
     assert len(dropped) >= 25
