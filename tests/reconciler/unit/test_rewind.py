@@ -1,14 +1,16 @@
-"""A record handed over past a hole is skipped and its partition read again from the hole (Rewinder)."""
+"""A record handed over past a hole is skipped and its partition read again from the hole (Rewinder); a
+partition standing still below the broker's end offset is read again from where the agent is (TailWatch)."""
 
-from reconciler.adapters.rewind import FencedReadOffsets, Rewinder
+from reconciler.adapters.rewind import FencedReadOffsets, Rewinder, TailWatch
 
 
 class Seeks:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
 
-    async def __call__(self, topic: str, partition: int, offset: int) -> None:
+    async def __call__(self, topic: str, partition: int, offset: int, why: str) -> None:
         self.calls.append((topic, partition, offset))
+        self.why = why
 
 
 class Clock:
@@ -79,6 +81,79 @@ async def test_a_new_hole_after_progress_starts_its_count_again() -> None:
     assert await rewinder.past_hole("ledger.events", 2, 30)
     assert rewinder.rewinds("ledger.events", 2) == 1
     assert seeks.calls[-1] == ("ledger.events", 2, 30)
+
+
+class Waiting:
+    def __init__(self) -> None:
+        self.records = False
+
+    def __call__(self) -> bool:
+        return self.records
+
+
+def watch(seeks: Seeks, clock: Clock, waiting: Waiting, gave_up: list[int], max_rewinds: int = 20) -> TailWatch:
+    rewinder = Rewinder(seeks, clock, retry_after_s=1.0, max_rewinds=max_rewinds)
+    return TailWatch(rewinder, clock, waiting, lambda topic, partition, offset: gave_up.append(offset), after_s=2.0)
+
+
+async def test_a_partition_standing_still_below_the_end_offset_is_read_again_from_where_the_agent_is() -> None:
+    seeks, clock, gave_up = Seeks(), Clock(), []
+    tail = watch(seeks, clock, Waiting(), gave_up)
+    await tail.observe("ledger.events", 4, 182, 184)
+    clock.now += 1.9
+    await tail.observe("ledger.events", 4, 182, 184)
+    assert seeks.calls == []
+    clock.now += 0.2
+    await tail.observe("ledger.events", 4, 182, 184)
+    assert seeks.calls == [("ledger.events", 4, 182)] and seeks.why == "stuck"
+    assert gave_up == []
+
+
+async def test_a_partition_that_moves_or_reaches_the_end_offset_is_not_read_again() -> None:
+    seeks, clock = Seeks(), Clock()
+    tail = watch(seeks, clock, Waiting(), [])
+    for position in (100, 101, 102, 103):
+        await tail.observe("payments.events", 1, position, 110)
+        clock.now += 1.5
+    for _ in range(5):
+        await tail.observe("payments.events", 1, 110, 110)
+        clock.now += 1.5
+    assert seeks.calls == []
+
+
+async def test_a_partition_is_not_read_again_while_the_agent_has_records_waiting() -> None:
+    seeks, clock, waiting = Seeks(), Clock(), Waiting()
+    tail = watch(seeks, clock, waiting, [])
+    waiting.records = True
+    for _ in range(4):
+        await tail.observe("payments.events", 1, 50, 60)
+        clock.now += 1.5
+    assert seeks.calls == []
+    waiting.records = False
+    await tail.observe("payments.events", 1, 50, 60)
+    assert seeks.calls == [("payments.events", 1, 50)]
+
+
+async def test_a_partition_handed_over_starts_its_wait_again() -> None:
+    seeks, clock = Seeks(), Clock()
+    tail = watch(seeks, clock, Waiting(), [])
+    await tail.observe("payments.events", 1, 50, 60)
+    clock.now += 1.5
+    tail.forget("payments.events", 1)
+    await tail.observe("payments.events", 1, 50, 60)
+    clock.now += 1.5
+    await tail.observe("payments.events", 1, 50, 60)
+    assert seeks.calls == []
+
+
+async def test_a_partition_that_stays_stuck_however_often_it_is_read_again_makes_the_worker_give_up() -> None:
+    seeks, clock, gave_up = Seeks(), Clock(), []
+    tail = watch(seeks, clock, Waiting(), gave_up, max_rewinds=3)
+    for _ in range(12):
+        await tail.observe("ledger.events", 0, 7, 9)
+        clock.now += 1.0
+    assert len(seeks.calls) == 3
+    assert gave_up and set(gave_up) == {7}
 
 
 def fetch_loop_hands_on(offsets: FencedReadOffsets, tp: str, fetched: list[int]) -> list[int]:

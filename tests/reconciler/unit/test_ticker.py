@@ -2,6 +2,7 @@
 went to another worker and came back, with states this worker never timed) gets its timers rebuilt."""
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +16,7 @@ from reconciler.adapters.batch import Batch
 from reconciler.adapters.commits import ProcessedPositions
 from reconciler.adapters.faust_app import Ticker
 from reconciler.adapters.metrics import PrometheusObservations
+from reconciler.adapters.rewind import Rewinder, TailWatch
 from reconciler.adapters.table import FaustOrderStates
 from reconciler.domain import Command, OrderState, Policy, StatusChange
 from reconciler.engine import Engine
@@ -85,7 +87,18 @@ def ticker_on(table: dict[str, Any], announcements: Announcements) -> Ticker:
 
     deps = {"engine": engine, "announcer": announcements, "observe": observe, "clock": Clock()}
     batch = Batch(states, announcements.acknowledged, positions)
-    return Ticker(app, INPUTS, engine, states, Watermarks(INPUTS), Offsets(), observe, deps, 0.1, asyncio.Lock(), batch)  # type: ignore[arg-type]
+    tail = TailWatch(Rewinder(no_seek, time.monotonic), time.monotonic, lambda: False, give_up)
+    return Ticker(
+        app, INPUTS, engine, states, Watermarks(INPUTS), Offsets(), observe, deps, 0.1, asyncio.Lock(), batch, tail
+    )  # type: ignore[arg-type]
+
+
+async def no_seek(topic: str, partition: int, offset: int, why: str) -> None:
+    raise AssertionError("nothing was appended, so nothing is read again")
+
+
+def give_up(topic: str, partition: int, offset: int) -> None:
+    raise AssertionError("nothing was appended, so no partition is stuck")
 
 
 async def test_a_partition_handed_over_again_between_two_ticks_has_its_timers_rebuilt_from_the_table() -> None:

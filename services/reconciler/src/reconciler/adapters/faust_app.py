@@ -28,7 +28,7 @@ from reconciler.adapters.batch import Batch
 from reconciler.adapters.commits import ChangelogAcks, ProcessedPositions, acknowledge_before_commit
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
-from reconciler.adapters.rewind import Rewinder
+from reconciler.adapters.rewind import Rewinder, TailWatch
 from reconciler.adapters.table import FaustOrderStates, OrderTable
 from reconciler.config import Settings
 from reconciler.domain import Phase
@@ -108,19 +108,25 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     # overwriting a credit applied meanwhile). One at a time, each transition starts from the last one.
     serial = asyncio.Lock()
 
-    async def seek(topic: str, partition: int, offset: int) -> None:
-        log.warning(
-            "%s[%d]: a record came before the one at %d, which never arrived; reading again from it",
-            topic,
-            partition,
-            offset,
-        )
+    async def seek(topic: str, partition: int, offset: int, why: str) -> None:
+        if why == "hole":
+            message = "%s[%d]: a record came before the one at %d, which never arrived; reading again from it"
+        else:
+            message = "%s[%d]: standing at %d, later records on the broker and none arriving; reading again from it"
+        log.warning(message, topic, partition, offset)
+        observe.read_again(topic, why)
         try:
             await app.consumer.rewind(TP(topic, partition), offset)
         except IllegalStateError:  # revoked meanwhile: its next owner starts at the committed offset
             log.info("%s[%d] is no longer assigned; not read again", topic, partition)
 
     rewinder = Rewinder(seek, time.monotonic)
+    agent_channels: list[Any] = []  # the agent's stream channel, once it runs
+
+    def stuck_for_good(topic: str, partition: int, offset: int) -> None:
+        _stop(f"{topic}[{partition}] still stands at {offset} after reading it again from there", offset)
+
+    tail = TailWatch(rewinder, time.monotonic, lambda: any(not c.empty() for c in agent_channels), stuck_for_good)
     batch = Batch(states, announcer.acknowledged, positions)
 
     async def flush_before_revoke() -> None:
@@ -131,13 +137,19 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
 
     @app.agent(source)
     async def join(stream: faust.StreamT) -> None:
+        agent_channels[:] = [stream.channel]
         async for event in stream.events():
             msg = event.message
             missing = batch.missing(msg.topic, msg.partition, msg.offset)
             if missing is not None:
                 observe.skipped(msg.topic)
                 if not await rewinder.past_hole(msg.topic, msg.partition, missing):
-                    _stop_at_hole(msg, missing)
+                    where = f"{msg.topic}[{msg.partition}]"
+                    _stop(
+                        f"{where}: record {msg.offset} reached the agent before {missing}, again after reading "
+                        "again from it",
+                        missing,
+                    )
             else:
                 rewinder.forget(msg.topic, msg.partition)
                 try:
@@ -155,7 +167,9 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
                     observe.batch_records.observe(batch.records)
                     await batch.flush()
 
-    ticker = Ticker(app, inputs, engine, states, watermarks, offsets, observe, deps, settings.tick_s, serial, batch)
+    ticker = Ticker(
+        app, inputs, engine, states, watermarks, offsets, observe, deps, settings.tick_s, serial, batch, tail
+    )
     app.transport.on_assigned = ticker.handed
 
     @app.task
@@ -167,7 +181,8 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
 
 
 class Ticker:
-    """Every tick: follow the assignment, sample end offsets, advance safe times, fire due timers."""
+    """Every tick: follow the assignment, sample end offsets, advance safe times, fire due timers, and
+    read again a partition that stands still below its end offset (rewind.TailWatch)."""
 
     def __init__(
         self,
@@ -182,10 +197,11 @@ class Ticker:
         tick_s: float,
         serial: asyncio.Lock,
         batch: Batch,
+        tail: TailWatch,
     ) -> None:
         self.app, self.inputs, self.engine, self.states, self.watermarks = app, inputs, engine, states, watermarks
         self.offsets, self.observe, self.deps, self.tick_s = offsets, observe, deps, tick_s
-        self.serial, self.batch = serial, batch
+        self.serial, self.batch, self.tail = serial, batch, tail
         self._last_gauge = 0.0
         # Partitions the consumer was handed since the last tick, kept or not: between two ticks a
         # partition can go to another worker and come back with states this worker never timed.
@@ -232,6 +248,8 @@ class Ticker:
         ends = await self.offsets.end_offsets(tps)
         for p in assigned:
             self.watermarks.observe(p, sampled_at, {t: ends[TopicPartition(t, p)] for t in self.inputs})
+            for t in self.inputs:
+                await self.tail.observe(t, p, self.batch.next_offset(t, p), ends[TopicPartition(t, p)])
         oldest: datetime | None = None
         for p in sorted(assigned):
             safe = self.watermarks.safe_time(p)
@@ -249,6 +267,8 @@ class Ticker:
         for p in (known - assigned) | again:
             self.watermarks.revoke(p)
             self.engine.forget([p])
+            for t in self.inputs:
+                self.tail.forget(t, p)
         new = sorted((assigned - known) | again)
         if not new:
             return
@@ -269,17 +289,13 @@ class Ticker:
         self.observe.overdue_now.set(self.states.count_in(OVERDUE_PHASES))
 
 
-def _stop_at_hole(msg: Any, missing: int) -> NoReturn:
-    """faust keeps handing the agent records past ones it never handed over, however often the partition
-    is read again from the hole (rewind.py): stop the process like a crash, before the record touches
-    the table or the safe time."""
+def _stop(what: str, missing: int) -> NoReturn:
+    """faust keeps handing the agent records past ones it never handed over, or none at all, however
+    often the partition is read again (rewind.py): stop the process like a crash, before a record past
+    the hole touches the table or the safe time."""
     log.critical(
-        "%s[%d]: record %d reached the agent before %d, again after reading again from it; stopping: "
-        "nothing past %d was committed, and the next owner of the partition replays from there",
-        msg.topic,
-        msg.partition,
-        msg.offset,
-        missing,
+        "%s; stopping: nothing past %d was committed, and the next owner of the partition replays from there",
+        what,
         missing,
     )
     logging.shutdown()

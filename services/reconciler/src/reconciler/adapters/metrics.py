@@ -53,6 +53,13 @@ class PrometheusObservations:
             ["topic"],
             registry=registry,
         )
+        self.reads_again = Counter(
+            "reconciler_partition_reads_again_total",
+            "Partitions read again from the first record the agent is missing: after a record came past it "
+            "(hole), or standing still below the broker's end offset (stuck).",
+            ["topic", "reason"],
+            registry=registry,
+        )
         self.batch_records = Histogram(
             "reconciler_batch_records",
             "Records per round trip to the broker: handled, announced, then acknowledged together.",
@@ -82,3 +89,6 @@ class PrometheusObservations:
 
     def skipped(self, topic: str) -> None:
         self.skipped_records.labels(topic).inc()
+
+    def read_again(self, topic: str, reason: str) -> None:
+        self.reads_again.labels(topic, reason).inc()

@@ -11,13 +11,26 @@ faust holds when the seek lands is still handed over past the hole: it is skippe
 repeated once `retry_after_s` has passed with no progress. A partition
 that does not recover after `max_rewinds` seeks stops the worker (the caller's `give_up`), which a
 supervisor restarts from the last commit.
+
+A hole at the tail of a partition shows no record past it, so nothing above reveals it. faust drops
+records it has taken from aiokafka when the flow stops or the generation changes in the middle of a
+fetched batch (`Consumer.getmany` breaks out of it), and seeks back only if the flow is still stopped
+at the next fetch. Seen on Apache Kafka after a worker kept a partition through a rebalance while the
+traffic ended: aiokafka's position was at the end offset, faust's read offset at the committed one,
+the agent eight records short of the end, nothing waiting, and the two orders among them never timed
+(missed flags). TailWatch finds that state: records on the broker past the agent's position, nothing
+waiting for the agent, and no progress for `STUCK_AFTER_S`; the partition is then read again from the
+position exactly as from a hole, under the same count of seeks.
 """
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-Seek = Callable[[str, int, int], Awaitable[None]]
+Seek = Callable[[str, int, int, str], Awaitable[None]]
+"""seek(topic, partition, offset, why): read the partition again from `offset`."""
+
+STUCK_AFTER_S = 2.0
 
 
 @dataclass
@@ -48,6 +61,14 @@ class Rewinder:
         `missing` unless that was just done; return False once the partition has been sought back
         `max_rewinds` times to the same hole (the caller stops the worker)."""
         self.skipped += 1
+        return await self._read_again(topic, partition, missing, "hole")
+
+    async def stuck(self, topic: str, partition: int, position: int) -> bool:
+        """`topic[partition]` stands still at `position` below the broker's end offset (TailWatch): read
+        it again from there, counted with the holes; False when the caller should stop the worker."""
+        return await self._read_again(topic, partition, position, "stuck")
+
+    async def _read_again(self, topic: str, partition: int, missing: int, why: str) -> bool:
         now = self._clock()
         hole = self._holes.get((topic, partition))
         if hole is not None and hole.offset == missing:
@@ -59,7 +80,7 @@ class Rewinder:
             hole.sought_at = now
         else:
             self._holes[(topic, partition)] = _Hole(missing, now, 1)
-        await self._seek(topic, partition, missing)
+        await self._seek(topic, partition, missing, why)
         return True
 
     def rewinds(self, topic: str, partition: int) -> int:
@@ -69,6 +90,50 @@ class Rewinder:
     def forget(self, topic: str, partition: int) -> None:
         """The record at the hole arrived: the partition is whole again."""
         self._holes.pop((topic, partition), None)
+
+
+class TailWatch:
+    """Per input partition: reads it again from the agent's position once that has stood still below
+    the broker's end offset for `after_s` with no record waiting for the agent. The ticker reports the
+    positions and end offsets; `waiting` says whether the agent has records in hand; `give_up` is
+    called when the Rewinder says the partition does not recover."""
+
+    def __init__(
+        self,
+        rewinder: Rewinder,
+        clock: Callable[[], float],
+        waiting: Callable[[], bool],
+        give_up: Callable[[str, int, int], None],
+        *,
+        after_s: float = STUCK_AFTER_S,
+    ) -> None:
+        self._rewinder = rewinder
+        self._clock = clock
+        self._waiting = waiting
+        self._give_up = give_up
+        self._after_s = after_s
+        self._since: dict[tuple[str, int], tuple[int, float]] = {}
+
+    async def observe(self, topic: str, partition: int, position: int | None, end: int) -> None:
+        """The agent is at `position` in `topic[partition]`, the broker at `end`."""
+        key = (topic, partition)
+        now = self._clock()
+        if position is None or position >= end:
+            self._since.pop(key, None)
+            return
+        seen = self._since.get(key)
+        if seen is None or seen[0] != position:
+            self._since[key] = (position, now)
+            return
+        if now - seen[1] < self._after_s or self._waiting():
+            return
+        self._since[key] = (position, now)  # the wait starts again
+        if not await self._rewinder.stuck(topic, partition, position):
+            self._give_up(topic, partition, position)
+
+    def forget(self, topic: str, partition: int) -> None:
+        """The partition was handed over: its fetching starts again from the committed offset."""
+        self._since.pop((topic, partition), None)
 
 
 class FencedReadOffsets(dict[Any, int | None]):
