@@ -110,12 +110,13 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
             await asyncio.to_thread(stack.wait_healthy, "reconciler")
             await driving
             assert truth.errors == [] and len(truth.paid) == 500
-            await eventually(lambda: settled(truth, receiver.received) >= 500, timeout_s=150, interval_s=0.5)
+            unsettled = await unsettled_after(truth, receiver.received, timeout_s=150)
             dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"])
     paid_at = {o: truth.orders[o]["paid_at"] for o in truth.paid}
     verdict = await judge_flags(broker.bootstrap, stack.config.topic_prefix, paid_at, dropped, threshold)
     assert len(dropped) >= 25
     assert verdict == {"missed": [], "false": [], "doubled": []}
+    assert unsettled == [], "every paid order ends credited or refunded, and the user is told"
 
 
 async def test_a_reconciler_catching_up_after_downtime_raises_no_false_alarm(
