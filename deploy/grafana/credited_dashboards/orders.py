@@ -165,7 +165,21 @@ def reconciler() -> dashboard.Dashboard:
                 ("max by (instance) (reconciler_watermark_lag_seconds)", "{{instance}}"),
                 description="How far behind the credit stream is known complete; past 5 minutes is ReconcilerStalled.",
                 steps=((300, RED),),
-                width=24,
+            )
+        )
+        .with_panel(
+            graph(
+                "Partitions read again /s",
+                "ops",
+                (
+                    f"sum by (instance, reason) (rate(reconciler_partition_reads_again_total[{RATE}]))",
+                    "{{instance}} {{reason}}",
+                ),
+                (f"sum by (instance) (rate(reconciler_records_skipped_total[{RATE}]))", "{{instance}} skipped"),
+                description="A worker reads a partition again from the first record it is missing, after faust "
+                "dropped records it had fetched (hole: a later record came first; stuck: standing still below "
+                "the end offset). A few around rebalances are expected; a worker that cannot fill a hole in 20 "
+                "reads exits with code 75 and is restarted.",
             )
         )
     )
