@@ -1,5 +1,7 @@
 # credited: the front door. `make demo` and `make test` work on a fresh machine.
 SHELL := /bin/bash
+# The interpreter the README names; `make PYTHON=/path/to/python3.11` picks another one.
+PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
@@ -10,13 +12,14 @@ export CREDITED_TEST_BROKER ?= apache
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring bench
+.PHONY: prerequisites help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
-	python3 -m venv $(VENV)
+	@command -v $(PYTHON) >/dev/null || { echo "credited needs Python 3.11: $(PYTHON) is not on PATH (make PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q uv==0.13.8
 	$(VENV)/bin/uv pip install --python $(PY) -q -r requirements.lock
 	$(VENV)/bin/uv pip install --python $(PY) -q --no-deps -e .
@@ -30,7 +33,10 @@ demo: $(STAMP) ## Run the stack on the embedded broker and PostgreSQL with the s
 up: $(STAMP) ## Run the stack without the simulator until Ctrl-C
 	$(VENV)/bin/credited up
 
-test: $(STAMP) lint ## Lint, every test (CREDITED_TEST_BROKER=apache|embedded|host:port), the journey on Tansu
+prerequisites: ## Install the Debian tools the tests use (as root) and check the JDK and Maven, once
+	scripts/prerequisites test
+
+test: $(STAMP) prerequisites lint ## Lint, every test (CREDITED_TEST_BROKER=apache|embedded|host:port), the journey on Tansu
 	$(PYTEST)
 	$(MAKE) test-e2e-embedded
 
@@ -41,6 +47,7 @@ test-e2e-embedded: $(STAMP) ## The whole-pipeline journey on the embedded Tansu 
 	CREDITED_TEST_BROKER=embedded $(PYTEST) tests/e2e/test_whole_pipeline.py
 
 bench: $(STAMP) ## The pipeline at rising rates, each service alone, Bytewax and periodic SQL side by side: docs/benchmarks.md
+	scripts/prerequisites bench
 	$(VENV)/bin/credited bench
 
 lint: $(STAMP) ## ruff, mypy --strict, import-linter, schema drift
@@ -56,7 +63,7 @@ schemas: $(STAMP) ## Regenerate the committed JSON Schemas of the contracts
 dashboards: $(STAMP) ## Rebuild the Grafana dashboards' JSON (deploy/grafana/dashboards) from their code
 	PYTHONPATH=deploy/grafana $(PY) -m credited_dashboards
 
-test-monitoring: $(STAMP) ## Alert rules (promtool), Alertmanager (amtool), dashboards and runbooks
+test-monitoring: $(STAMP) prerequisites ## Alert rules (promtool), Alertmanager (amtool), dashboards and runbooks
 	$(PYTEST) tests/deploy_monitoring -m "not e2e"
 
 lock: ## Re-resolve requirements.lock from pyproject.toml
