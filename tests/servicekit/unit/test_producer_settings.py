@@ -31,3 +31,10 @@ async def test_the_publishers_producer_waits_for_all_replicas_and_is_idempotent_
         assert (producer._txn_manager is not None) is idempotence
     finally:
         await producer.stop()
+
+
+def test_batching_comes_from_the_shared_kafka_settings() -> None:
+    settings = ServiceSettings(kafka_linger_ms=7, kafka_batch_bytes=65536, kafka_compression="gzip")  # type: ignore[call-arg]
+    config = producer_config("127.0.0.1:9092", idempotence=False, client_id="ledger", tuning=settings.kafka_tuning)
+    assert (config["linger_ms"], config["max_batch_size"], config["compression_type"]) == (7, 65536, "gzip")
+    assert producer_config("127.0.0.1:9092", idempotence=False, client_id="ledger")["compression_type"] is None

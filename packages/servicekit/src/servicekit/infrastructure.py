@@ -57,6 +57,7 @@ class Infrastructure:
             idempotence=settings.idempotent_producer,
             client_id=service,
             topic_prefix=settings.topic_prefix,
+            tuning=settings.kafka_tuning,
         )
         await publisher.start()
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))

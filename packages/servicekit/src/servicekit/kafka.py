@@ -17,30 +17,43 @@ from contracts.base import Message
 from contracts.codec import DecodeError, Envelope, Record, decode
 from contracts.topics import Topic
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
+from servicekit.settings import KafkaTuning
 
 log = logging.getLogger(__name__)
 
 
-def producer_config(bootstrap: str, *, idempotence: bool, client_id: str) -> dict[str, object]:
+def producer_config(
+    bootstrap: str, *, idempotence: bool, client_id: str, tuning: KafkaTuning | None = None
+) -> dict[str, object]:
     """Every setting that matters for money, explicit. Idempotence follows the broker (Tansu refuses it)."""
+    tuning = tuning or KafkaTuning()
     return {
         "bootstrap_servers": bootstrap,
         "client_id": client_id,
         "acks": "all",
         "enable_idempotence": idempotence,
-        "linger_ms": 2,
-        "max_batch_size": 256 * 1024,
+        "linger_ms": tuning.linger_ms,
+        "max_batch_size": tuning.max_batch_bytes,
         "request_timeout_ms": 30_000,
         "retry_backoff_ms": 100,
-        "compression_type": None,
+        "compression_type": None if tuning.compression == "none" else tuning.compression,
     }
 
 
 class KafkaPublisher:
     """Publishes records and waits until the broker acknowledged every one of them."""
 
-    def __init__(self, bootstrap: str, *, idempotence: bool, client_id: str, topic_prefix: str = "") -> None:
-        self._producer = AIOKafkaProducer(**producer_config(bootstrap, idempotence=idempotence, client_id=client_id))
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        idempotence: bool,
+        client_id: str,
+        topic_prefix: str = "",
+        tuning: KafkaTuning | None = None,
+    ) -> None:
+        config = producer_config(bootstrap, idempotence=idempotence, client_id=client_id, tuning=tuning)
+        self._producer = AIOKafkaProducer(**config)
         self.topic_prefix = topic_prefix
 
     async def start(self) -> None:
