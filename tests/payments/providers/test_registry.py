@@ -61,3 +61,13 @@ def test_a_key_that_is_not_one_stops_the_start(local_keys: LocalKeys) -> None:
 def test_two_providers_cannot_share_a_name(local_keys: LocalKeys) -> None:
     with pytest.raises(ValueError, match="two payment providers are named 'alipay'"):
         build_registry(settings_for(local_keys, psp_secrets={"alipay": ["s"]}), SimulatedRefunds())
+
+
+def test_the_settings_the_local_provider_prints_configure_payments_from_the_environment(
+    local_keys: LocalKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in local_keys.payments_env("http://127.0.0.1:8110").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PAYMENTS_PSP_SECRET_SIM", "sim-secret")
+    registry = build_registry(Settings(), SimulatedRefunds())
+    assert {"sim", "wechatpay", "alipay"} <= registry.names

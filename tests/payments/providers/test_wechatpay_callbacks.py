@@ -190,8 +190,27 @@ def test_wechat_pay_is_answered_in_its_own_form(local_keys: LocalKeys) -> None:
     assert orjson.loads(refused_reply.body)["code"] == "FAIL"
 
 
+def sealed(keys: LocalKeys, event: str, kind: str, resource: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    """A notification of `event` carrying `resource`, sealed and signed as WeChat Pay does."""
+    nonce = "0123456789ab"
+    ciphertext = AESGCM(keys.apiv3_key.encode()).encrypt(nonce.encode(), orjson.dumps(resource), kind.encode())
+    envelope = {
+        "id": "EV-1",
+        "event_type": event,
+        "resource_type": "encrypt-resource",
+        "resource": {
+            "original_type": kind,
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": base64.b64encode(ciphertext).decode(),
+            "associated_data": kind,
+            "nonce": nonce,
+        },
+    }
+    body = orjson.dumps(envelope)
+    return body, local.WeChatPayServer(keys, Book(), Faults()).signed_headers(body)
+
+
 async def test_a_refund_notification_is_never_read_as_a_payment(local_keys: LocalKeys) -> None:
-    server = local.WeChatPayServer(local_keys, Book(), Faults())
     refund = {
         "mchid": local_keys.mchid,
         "out_trade_no": local.trade_no_for(ORDER),
@@ -201,21 +220,20 @@ async def test_a_refund_notification_is_never_read_as_a_payment(local_keys: Loca
         "refund_status": "SUCCESS",
         "amount": {"total": 600, "refund": 600, "payer_total": 600, "payer_refund": 600},
     }
-    nonce = "0123456789ab"
-    sealed = AESGCM(local_keys.apiv3_key.encode()).encrypt(nonce.encode(), orjson.dumps(refund), b"refund")
-    resource = {
-        "original_type": "refund",
-        "algorithm": "AEAD_AES_256_GCM",
-        "ciphertext": base64.b64encode(sealed).decode(),
-        "associated_data": "refund",
-        "nonce": nonce,
-    }
-    envelope = {"id": "EV-1", "event_type": "REFUND.SUCCESS", "resource_type": "encrypt-resource", "resource": resource}
-    body = orjson.dumps(envelope)
-    callback = await wechatpay(local_keys).verify_callback(body, server.signed_headers(body))
+    callback = await wechatpay(local_keys).verify_callback(*sealed(local_keys, "REFUND.SUCCESS", "refund", refund))
     assert callback.notice is None and callback.order_id == ORDER
     assert callback.refund is not None and callback.refund.refund_id == "refund-1"
     assert callback.refund.answer.status == "succeeded"
+
+
+async def test_a_success_that_does_not_say_how_much_is_refused(local_keys: LocalKeys) -> None:
+    book = Book()
+    book.open(local.PROVIDER, local.trade_no_for(ORDER), 600)
+    paid = book.pay(local.PROVIDER, local.trade_no_for(ORDER))
+    transaction = local.WeChatPayServer(local_keys, book, Faults()).transaction(paid)
+    del transaction["amount"]
+    body, headers = sealed(local_keys, "TRANSACTION.SUCCESS", "transaction", transaction)
+    assert (await refused(local_keys, body, headers)).code == "invalid_callback"
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,10 @@ class PaymentProvider(Protocol):
         """Close our unpaid order at the provider so that the user can no longer pay it."""
         ...
 
+    async def aclose(self) -> None:
+        """Release the adapter's connections (at shutdown)."""
+        ...
+
 
 class PaymentProviders(Protocol):
     """The provider adapters by name."""

@@ -16,7 +16,7 @@ from credited.providers import alipay, wechatpay
 from credited.providers.book import Book, BookError, Trade
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
-from credited.providers.notifier import Delivery, Notifier, NotifyKnobs
+from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs
 from servicekit.http import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class LocalProvider:
         trade = self.book.pay(provider, self.open(provider, trade_no, amount, currency).trade_no)
         return self.notifier.send(self.notification(trade))
 
-    def notification(self, trade: Trade) -> Any:
+    def notification(self, trade: Trade) -> Notification:
         """The signed notification of `trade`'s current state, in its provider's protocol."""
         server = self.wechatpay if trade.provider == wechatpay.PROVIDER else self.alipay
         return server.notification(trade)

@@ -34,9 +34,7 @@ class ProviderRegistry:
     async def aclose(self) -> None:
         """Release the adapters' connections."""
         for provider in self._by_name.values():
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                await close()
+            await provider.aclose()
 
 
 def wechatpay_config(settings: Settings) -> WeChatPayConfig | None:

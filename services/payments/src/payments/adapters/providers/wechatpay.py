@@ -141,6 +141,8 @@ class WeChatPayProvider:
     def _payment_callback(self, event: str, txn: wire.Transaction) -> VerifiedCallback:
         self._ours(txn.mchid, txn.appid)
         query = self._payment(txn)
+        if query.state is PaymentState.UNKNOWN:
+            raise CallbackRejected(422, "invalid_callback", query.reason)
         return VerifiedCallback(self._name, event, query.order_id, query.notice())
 
     def _refund_callback(self, event: str, refund: wire.Refund) -> VerifiedCallback:
