@@ -14,6 +14,7 @@ from payments.adapters.http import routes
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.provider import SimulatedProvider
+from payments.adapters.providers.registry import build_registry
 from payments.config import Settings
 from servicekit.http import create_app
 from servicekit.infrastructure import Infrastructure
@@ -44,11 +45,15 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         route({OrderStatusChanged: on_status_changed}),
     )
     provider = SimulatedProvider(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
+    # Built (keys and certificates read) so a bad provider configuration stops the start; the callback
+    # route and refunds are routed through it once issue 13's request path has landed.
+    providers = build_registry(settings, provider)
     infra.consume(
         "payments.commands",
         [Topic.PAYMENTS_COMMANDS],
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
     app = create_app(title="credited payments", version="1", registry=infra.registry)
+    app.state.providers = providers
     app.include_router(routes(uow=uow, secrets=settings.psp_secrets, metrics=metrics, review=settings.review_rule()))
     return infra, app

@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from payments.domain import ReviewRule
@@ -14,7 +14,11 @@ SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"  # noqa: S105 - the variable name, not a 
 
 class Settings(ServiceSettings):
     """Provider secrets come from PAYMENTS_PSP_SECRET_<PROVIDER>; several secrets, comma-separated, are
-    all accepted while a provider rotates its secret."""
+    all accepted while a provider rotates its secret.
+
+    WeChat Pay and Alipay are configured by their own PAYMENTS_WECHATPAY_* and PAYMENTS_ALIPAY_* fields;
+    each is off until its merchant id (app id) is set, and then every key it needs must be set too. No
+    key or secret has a default: the local stack passes the local provider server's test keys."""
 
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
 
@@ -31,6 +35,57 @@ class Settings(ServiceSettings):
         frozenset({"alipay", "wechat", "card", "carrier"}),
         description="Channels that get their own metric series (JSON list); any other is counted as `other`.",
     )
+
+    wechatpay_mchid: str | None = Field(None, description="WeChat Pay merchant id (商户号); unset: no WeChat Pay.")
+    wechatpay_appid: str | None = Field(None, description="The app id (AppID) the merchant's payments are made in.")
+    wechatpay_merchant_serial: str | None = Field(None, description="Serial number of the merchant API certificate.")
+    wechatpay_merchant_private_key: SecretStr | None = Field(
+        None, description="The merchant API private key (apiclient_key.pem), PEM text; signs every request."
+    )
+    wechatpay_apiv3_key: SecretStr | None = Field(None, description="The 32-character APIv3 key; opens callbacks.")
+    wechatpay_platform_certificates: str | None = Field(
+        None, description="WeChat Pay platform certificates, PEM text (several during a rotation)."
+    )
+    wechatpay_public_key_id: str | None = Field(None, description="WeChat Pay public key id (PUB_KEY_ID_...), if used.")
+    wechatpay_public_key: str | None = Field(None, description="WeChat Pay public key, PEM, instead of certificates.")
+    wechatpay_api_base: str = Field("https://api.mch.weixin.qq.com", description="WeChat Pay API base URL.")
+    wechatpay_refund_notify_url: str | None = Field(None, description="Where WeChat Pay reports refund outcomes.")
+    alipay_app_id: str | None = Field(None, description="Alipay app id (APPID); unset: no Alipay.")
+    alipay_app_private_key: SecretStr | None = Field(
+        None, description="The app's RSA2 private key (PEM or the bare base64 Alipay's key tool prints)."
+    )
+    alipay_public_key: str | None = Field(None, description="Alipay's public key for this app (PEM or bare base64).")
+    alipay_gateway: str = Field("https://openapi.alipay.com/gateway.do", description="Alipay's gateway URL.")
+    alipay_seller_id: str | None = Field(None, description="If set, notifications must name this seller (2088...).")
+    provider_timestamp_tolerance_s: int = Field(
+        300, ge=30, le=3600, description="How far a callback's signed time may be from ours (WeChat Pay, Alipay)."
+    )
+    provider_timeout_s: float = Field(10.0, gt=0, le=120, description="How long a request to a provider may take.")
+
+    @model_validator(mode="after")
+    def _providers_complete(self) -> "Settings":
+        wechat = {
+            "PAYMENTS_WECHATPAY_APPID": self.wechatpay_appid,
+            "PAYMENTS_WECHATPAY_MERCHANT_SERIAL": self.wechatpay_merchant_serial,
+            "PAYMENTS_WECHATPAY_MERCHANT_PRIVATE_KEY": self.wechatpay_merchant_private_key,
+            "PAYMENTS_WECHATPAY_APIV3_KEY": self.wechatpay_apiv3_key,
+            "PAYMENTS_WECHATPAY_PLATFORM_CERTIFICATES or _PUBLIC_KEY": self.wechatpay_platform_certificates
+            or self.wechatpay_public_key,
+        }
+        alipay = {
+            "PAYMENTS_ALIPAY_APP_PRIVATE_KEY": self.alipay_app_private_key,
+            "PAYMENTS_ALIPAY_PUBLIC_KEY": self.alipay_public_key,
+        }
+        for provider, enabled, needed in (
+            ("WeChat Pay", self.wechatpay_mchid, wechat),
+            ("Alipay", self.alipay_app_id, alipay),
+        ):
+            missing = [name for name, value in needed.items() if not value]
+            if enabled and missing:
+                raise ValueError(f"{provider} is configured without {', '.join(missing)}")
+        if (self.wechatpay_public_key is None) != (self.wechatpay_public_key_id is None):
+            raise ValueError("PAYMENTS_WECHATPAY_PUBLIC_KEY and PAYMENTS_WECHATPAY_PUBLIC_KEY_ID go together")
+        return self
 
     def review_rule(self) -> ReviewRule | None:
         if self.review_first_topup_above_minor is None:

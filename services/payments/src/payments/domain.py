@@ -1,4 +1,5 @@
-"""Orders, the rules for applying a provider's payment notice, and risk review. Pure: no I/O."""
+"""Orders, the rules for applying a provider's payment notice, risk review, and what payment providers answer
+in provider-neutral words. Pure: no I/O."""
 
 import hashlib
 import uuid
@@ -47,6 +48,143 @@ class PaymentNotice:
     amount: int
     currency: str
     paid_at: datetime
+
+
+class PaymentState(StrEnum):
+    """What a provider says of the payment for one of our orders."""
+
+    PAID = "paid"  # the money was taken
+    PENDING = "pending"  # the provider has the order and is still waiting for the user
+    FAILED = "failed"  # an attempt to pay failed; the user may try again until the order is closed
+    CLOSED = "closed"  # closed unpaid at the provider: no payment can come any more
+    NOT_FOUND = "not_found"  # the provider has never heard of the order
+    UNKNOWN = "unknown"  # no answer to trust (a timeout, a server error, a response whose signature failed)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentQuery:
+    """A provider's answer to "what became of the payment for this order?"."""
+
+    state: PaymentState
+    order_id: str
+    provider: str
+    provider_txn_id: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    paid_at: datetime | None = None
+    reason: str = ""
+
+    def notice(self) -> PaymentNotice | None:
+        """The payment notice a "paid" answer stands for, to be applied exactly as a callback would be."""
+        if self.state is not PaymentState.PAID:
+            return None
+        assert self.provider_txn_id is not None
+        assert self.amount is not None
+        assert self.currency is not None
+        assert self.paid_at is not None
+        return PaymentNotice(
+            self.order_id, self.provider, self.provider_txn_id, True, self.amount, self.currency, self.paid_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundAnswer:
+    """A provider's answer to a refund request or query: "succeeded", "failed", "pending" (accepted, not
+    finished: ask again later) or "unknown" (no answer, or no such refund: query before requesting again)."""
+
+    status: str
+    refund_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """Give back `amount` of the `paid_amount` that order `order_id` paid through `provider_txn_id`.
+    `refund_id` is ours and the provider's idempotency key: the same id again never refunds twice."""
+
+    order_id: str
+    refund_id: str
+    provider_txn_id: str
+    amount: int
+    paid_amount: int
+    currency: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.amount <= self.paid_amount:
+            raise ValueError(f"a refund of {self.amount} cannot come out of a payment of {self.paid_amount}")
+
+
+class CloseStatus(StrEnum):
+    CLOSED = "closed"  # closed now or before: the user can no longer pay
+    ALREADY_PAID = "already_paid"  # too late: the user paid, so query and apply the payment instead
+    NOT_FOUND = "not_found"  # the provider never had the order: nothing to close, nobody can pay it
+    UNKNOWN = "unknown"  # no answer to trust: ask again
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAnswer:
+    """A provider's answer to "close this unpaid order"."""
+
+    status: CloseStatus
+    reason: str = ""
+
+
+class CallbackRejected(Exception):
+    """A callback refused before it touches an order: bad or missing signature, stale or from the future,
+    malformed, or meant for another merchant. `status_code` is the HTTP status to answer with."""
+
+    def __init__(self, status_code: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class RefundNotice:
+    """What a provider's callback says about one of our refunds."""
+
+    order_id: str
+    refund_id: str
+    answer: RefundAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCallback:
+    """A callback whose signature held, in provider-neutral words. `event` is the provider's own name for
+    what happened (kept for audit); `notice` is None when it carries no payment outcome (a refund's
+    progress, a payment still awaited), and `refund` is set when it is about a refund."""
+
+    provider: str
+    event: str
+    order_id: str | None
+    notice: PaymentNotice | None = None
+    refund: RefundNotice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAck:
+    """How payments took a callback: a 2xx status when it is stored (applied, duplicate, ignored) and the
+    provider may stop sending it, 4xx when refused; a stable code and a sentence."""
+
+    status_code: int
+    code: str
+    detail: str
+    order_id: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status_code < 400
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    """The HTTP answer a provider expects to its callback, in its own form."""
+
+    status_code: int
+    content_type: str
+    body: bytes
 
 
 class Outcome(StrEnum):

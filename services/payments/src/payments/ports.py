@@ -1,21 +1,21 @@
 """What the payments use cases need from the outside world."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Protocol
 
 from contracts.base import Message
 from contracts.topics import Topic
-from payments.domain import Order
-
-
-@dataclass(frozen=True, slots=True)
-class RefundAnswer:
-    """A provider's answer to a refund request or query: succeeded, failed, or unknown (timed out)."""
-
-    status: str
-    refund_id: str = ""
-    reason: str = ""
+from payments.domain import (
+    CallbackAck,
+    CloseAnswer,
+    Order,
+    PaymentQuery,
+    ProviderReply,
+    RefundRequest,
+    VerifiedCallback,
+)
+from payments.domain import RefundAnswer as RefundAnswer  # moved to the domain with the other provider answers
 
 
 class RefundProvider(Protocol):
@@ -72,3 +72,56 @@ class Clock(Protocol):
     def now(self) -> float:
         """Unix seconds."""
         ...
+
+
+class PaymentProvider(Protocol):
+    """A payment provider as payments speaks to it: its signed callbacks in, its merchant API out. One
+    adapter per provider (simulated, WeChat Pay, Alipay), registered by name. Amounts are integer minor
+    units both ways; the adapter converts to the provider's own form. Calls that reach the provider never
+    raise for a provider's failure or silence: they answer "unknown" and the caller asks again."""
+
+    @property
+    def name(self) -> str:
+        """The name orders and callbacks know this provider by (`/v1/psp/{name}/callbacks`)."""
+        ...
+
+    async def verify_callback(self, body: bytes, headers: Mapping[str, str]) -> VerifiedCallback:
+        """Check a callback's signature over its raw body, its freshness and its merchant, then read it;
+        raise CallbackRejected when any of that fails. `headers` are looked up case-insensitively."""
+        ...
+
+    def reply(self, ack: CallbackAck) -> ProviderReply:
+        """The answer, in the provider's form, for a callback payments took or refused as `ack` says.
+        An accepted ack tells the provider to stop sending; any other makes it send again later."""
+        ...
+
+    async def query_payment(self, order_id: str) -> PaymentQuery:
+        """Ask the provider what became of the payment for our order `order_id`."""
+        ...
+
+    async def refund(self, request: RefundRequest) -> RefundAnswer:
+        """Ask for a refund, idempotent at the provider by `request.refund_id`."""
+        ...
+
+    async def query_refund(self, order_id: str, refund_id: str) -> RefundAnswer:
+        """Ask what became of our refund `refund_id` of order `order_id`."""
+        ...
+
+    async def close(self, order_id: str) -> CloseAnswer:
+        """Close our unpaid order at the provider so that the user can no longer pay it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the adapter's connections (at shutdown)."""
+        ...
+
+
+class PaymentProviders(Protocol):
+    """The provider adapters by name."""
+
+    def get(self, name: str) -> PaymentProvider | None:
+        """The adapter registered as `name`, or None."""
+        ...
+
+    @property
+    def names(self) -> frozenset[str]: ...

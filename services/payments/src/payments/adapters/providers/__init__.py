@@ -1,0 +1,1 @@
+"""Payment provider adapters behind payments.ports.PaymentProvider: one module per provider."""

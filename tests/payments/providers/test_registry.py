@@ -1,0 +1,73 @@
+"""The registry of provider adapters and the settings it is built from."""
+
+import pytest
+from pydantic import ValidationError
+
+from credited.providers.keys import LocalKeys
+from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
+from payments.adapters.providers.registry import build_registry
+from payments.config import Settings
+from tests.payments.providers.conftest import settings_for
+
+
+def test_every_configured_provider_is_registered_by_name(local_keys: LocalKeys) -> None:
+    registry = build_registry(settings_for(local_keys, psp_secrets={"sim": ["s"]}), SimulatedRefunds())
+    assert registry.names == {"sim", "wechatpay", "alipay"}
+    for name in registry.names:
+        provider = registry.get(name)
+        assert provider is not None and provider.name == name
+    assert registry.get("paypal") is None
+
+
+def test_no_provider_key_or_secret_has_a_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PAYMENTS_WECHATPAY_MCHID", "PAYMENTS_ALIPAY_APP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    secrets = [
+        settings.wechatpay_merchant_private_key,
+        settings.wechatpay_apiv3_key,
+        settings.wechatpay_platform_certificates,
+        settings.alipay_app_private_key,
+        settings.alipay_public_key,
+    ]
+    assert secrets == [None] * len(secrets)
+    assert build_registry(settings.model_copy(update={"psp_secrets": {}}), SimulatedRefunds()).names == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [
+        ("wechatpay_apiv3_key", "PAYMENTS_WECHATPAY_APIV3_KEY"),
+        ("wechatpay_merchant_private_key", "PAYMENTS_WECHATPAY_MERCHANT_PRIVATE_KEY"),
+        ("wechatpay_platform_certificates", "PAYMENTS_WECHATPAY_PLATFORM_CERTIFICATES"),
+        ("alipay_public_key", "PAYMENTS_ALIPAY_PUBLIC_KEY"),
+        ("alipay_app_private_key", "PAYMENTS_ALIPAY_APP_PRIVATE_KEY"),
+    ],
+)
+def test_a_provider_configured_without_one_of_its_keys_does_not_start(
+    local_keys: LocalKeys, missing: str, named: str
+) -> None:
+    with pytest.raises(ValidationError, match=named):
+        settings_for(local_keys, **{missing: None})
+
+
+def test_a_key_that_is_not_one_stops_the_start(local_keys: LocalKeys) -> None:
+    with pytest.raises(ValueError, match="key"):
+        build_registry(settings_for(local_keys, alipay_public_key="bm90IGEga2V5"), SimulatedRefunds())
+    with pytest.raises(ValueError, match="32 bytes"):
+        build_registry(settings_for(local_keys, wechatpay_apiv3_key="short"), SimulatedRefunds())
+
+
+def test_two_providers_cannot_share_a_name(local_keys: LocalKeys) -> None:
+    with pytest.raises(ValueError, match="two payment providers are named 'alipay'"):
+        build_registry(settings_for(local_keys, psp_secrets={"alipay": ["s"]}), SimulatedRefunds())
+
+
+def test_the_settings_the_local_provider_prints_configure_payments_from_the_environment(
+    local_keys: LocalKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in local_keys.payments_env("http://127.0.0.1:8110").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PAYMENTS_PSP_SECRET_SIM", "sim-secret")
+    registry = build_registry(Settings(), SimulatedRefunds())
+    assert {"sim", "wechatpay", "alipay"} <= registry.names
