@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from contracts.base import Message
 from contracts.registry import MODELS, upcast
@@ -138,8 +138,9 @@ def decode(value: bytes | None, headers: Headers) -> tuple[Message, Envelope]:
     if value is None:
         raise DecodeError("record has no value")
     try:
-        payload: Any = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        # pydantic's own JSON parser keeps the package's one dependency; NaN and Infinity are not JSON.
+        payload: Any = from_json(value, allow_inf_nan=False)
+    except ValueError as exc:
         raise DecodeError(f"value is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise DecodeError("value is not a JSON object")
