@@ -18,6 +18,8 @@ from contracts.events import (
 )
 from contracts.topics import Topic
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BlockCredit",
     "CreditPosted",
@@ -38,6 +40,7 @@ __all__ = [
     "RefundSucceeded",
     "RetryCredit",
     "Topic",
+    "__version__",
     "decode",
     "encode",
 ]

@@ -13,13 +13,28 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware time, normalised to UTC. Naive times are refused."""
 
-MinorUnits = Annotated[StrictInt, Field(gt=0, le=10**12)]
+MinorUnits = Annotated[
+    StrictInt,
+    Field(
+        gt=0,
+        le=10**12,
+        description="Money in the currency's minor units, by its ISO 4217 exponent: 600 is 6.00 CNY, 600 JPY is ¥600.",
+    ),
+]
 """A positive amount of money in the currency's minor units (cents, fen). Never a float."""
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code.")]
 """An ISO 4217 currency code, upper case."""
 
-OrderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+OrderId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The order: also the Kafka key of every message about it.",
+    ),
+]
 UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 Channel = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_.-]+$")]
 Product = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]

@@ -1,4 +1,5 @@
-"""Writes the JSON Schema of every contract model to packages/contracts/schemas (committed; a test checks drift).
+"""Writes the JSON Schema of every contract model to packages/contracts/schemas and the AsyncAPI document to
+packages/contracts/asyncapi.json (both committed; `--check` fails on drift, and `make lint` runs it).
 
 Run: python -m contracts.schemas [--check]
 """
@@ -7,9 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from contracts import asyncapi
 from contracts.registry import MODELS
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
+SCHEMA_DIR = PACKAGE_DIR / "schemas"
+ASYNCAPI_PATH = PACKAGE_DIR / "asyncapi.json"
 
 
 def render() -> dict[str, str]:
@@ -23,19 +27,24 @@ def render() -> dict[str, str]:
     return out
 
 
+def generated() -> dict[Path, str]:
+    """Every generated file and its text."""
+    files = {SCHEMA_DIR / name: text for name, text in render().items()}
+    files[ASYNCAPI_PATH] = asyncapi.render()
+    return files
+
+
 def main(argv: list[str]) -> int:
-    rendered = render()
+    files = generated()
     if "--check" in argv:
-        stale = [
-            n for n, text in rendered.items() if not (SCHEMA_DIR / n).exists() or (SCHEMA_DIR / n).read_text() != text
-        ]
+        stale = [p.relative_to(PACKAGE_DIR) for p, text in files.items() if not p.exists() or p.read_text() != text]
         if stale:
-            print("schemas out of date:", ", ".join(stale), "- run: python -m contracts.schemas")
+            print("out of date:", ", ".join(map(str, stale)), "- run: make schemas")
             return 1
         return 0
     SCHEMA_DIR.mkdir(exist_ok=True)
-    for name, text in rendered.items():
-        (SCHEMA_DIR / name).write_text(text)
+    for path, text in files.items():
+        path.write_text(text)
     return 0
 
 

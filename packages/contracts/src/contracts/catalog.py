@@ -1,0 +1,124 @@
+"""Which topic carries which messages, who publishes them and which consumer groups read them.
+
+This is the map a platform team needs to publish into credited or read from it; the AsyncAPI document
+(`python -m contracts.asyncapi`) is generated from it and from the models.
+"""
+
+from dataclasses import dataclass
+
+from contracts.base import Message
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
+from contracts.events import (
+    CreditPosted,
+    CreditRejected,
+    OrderHeld,
+    OrderPlaced,
+    OrderReleased,
+    OrderReviewRejected,
+    OrderStatusChanged,
+    PaymentFailed,
+    PaymentSucceeded,
+    RefundFailed,
+    RefundSucceeded,
+)
+from contracts.topics import Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A consumer group of a credited service and the messages it acts on (it skips the others)."""
+
+    service: str
+    group: str
+    messages: tuple[type[Message], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: what it is for, the messages on it, who writes them and who reads them."""
+
+    topic: Topic
+    summary: str
+    messages: tuple[type[Message], ...]
+    producers: tuple[str, ...]
+    readers: tuple[Reader, ...]
+
+
+_PAYMENT_FACTS = (
+    OrderPlaced,
+    PaymentSucceeded,
+    PaymentFailed,
+    OrderHeld,
+    OrderReleased,
+    OrderReviewRejected,
+    RefundSucceeded,
+    RefundFailed,
+)
+
+CATALOG: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        Topic.PAYMENTS_EVENTS,
+        "What happened to an order's payment: placed, paid, failed, held for and released from risk review, refunded.",
+        _PAYMENT_FACTS,
+        ("payments",),
+        (
+            Reader("ledger", "ledger.payments", (PaymentSucceeded, RefundSucceeded)),
+            Reader("reconciler", "credited-reconciler", tuple(m for m in _PAYMENT_FACTS if m is not OrderPlaced)),
+        ),
+    ),
+    TopicSpec(
+        Topic.LEDGER_EVENTS,
+        "What the ledger did with an order: credited the wallet once, or refused to.",
+        (CreditPosted, CreditRejected),
+        ("ledger",),
+        (Reader("reconciler", "credited-reconciler", (CreditPosted, CreditRejected)),),
+    ),
+    TopicSpec(
+        Topic.LEDGER_COMMANDS,
+        "The reconciler's requests to the ledger for an overdue order: retry the credit, block it, compensate.",
+        (RetryCredit, BlockCredit, GrantCompensation),
+        ("reconciler",),
+        (Reader("ledger", "ledger.commands", (RetryCredit, BlockCredit, GrantCompensation)),),
+    ),
+    TopicSpec(
+        Topic.PAYMENTS_COMMANDS,
+        "The reconciler's request to payments to refund an order that cannot be credited.",
+        (IssueRefund,),
+        ("reconciler",),
+        (Reader("payments", "payments.commands", (IssueRefund,)),),
+    ),
+    TopicSpec(
+        Topic.ORDERS_STATUS,
+        "Every change of an order's user-facing status, in order per order (`sequence`).",
+        (OrderStatusChanged,),
+        ("reconciler",),
+        (
+            Reader("notifier", "notifier.order-status", (OrderStatusChanged,)),
+            Reader("payments", "payments.order-status", (OrderStatusChanged,)),
+        ),
+    ),
+)
+"""Every topic that carries contract messages. The dead-letter topic (`Topic.DEAD_LETTER`) carries any
+record that could not be decoded or handled, as it was, with `dlq_*` headers saying why (DEAD_LETTER_HEADERS)."""
+
+DEAD_LETTER_HEADERS: dict[str, str] = {
+    "dlq_reason": "Why the record could not be decoded or handled.",
+    "dlq_source_topic": "The topic the record was read from (consumer dead letters).",
+    "dlq_source_partition": "Its partition.",
+    "dlq_source_offset": "Its offset.",
+    "dlq_consumer_group": "The consumer group that gave up on it.",
+    "dlq_source": "What gave up when it was not a consumer (`notifier.delivery`: a notification never delivered).",
+    "dlq_channel": "notifier.delivery only: the delivery channel (webhook, webpush, fcm).",
+    "dlq_target": "notifier.delivery only: the delivery target.",
+    "dlq_notification_id": "notifier.delivery only: the notification.",
+    "dlq_failed_at": "When it was given up on (ISO 8601, UTC).",
+}
+"""The headers a dead-lettered record carries besides its original ones."""
+
+
+def topic_of(message: type[Message]) -> Topic:
+    """The one topic that carries `message`."""
+    for spec in CATALOG:
+        if message in spec.messages:
+            return spec.topic
+    raise LookupError(f"no topic carries {message.__name__}")

@@ -1,0 +1,70 @@
+"""The catalogue (which topic carries which messages, who writes and who reads them) says what the services
+do: checked against their source, so the AsyncAPI document cannot drift from the code either."""
+
+import ast
+from pathlib import Path
+
+from contracts.catalog import CATALOG
+from contracts.registry import MODELS
+from reconciler.engine import TRANSITIONS
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+
+
+def _topic(node: ast.expr) -> str | None:
+    """`Topic.PAYMENTS_EVENTS` -> "PAYMENTS_EVENTS"."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Topic":
+        return node.attr
+    return None
+
+
+def _models_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in MODELS}
+
+
+def consumed(service: str) -> set[tuple[str, str, str]]:
+    """(group, topic, message) for every `infra.consume(group, [Topic.X], route({Message: ...}))` in bootstrap."""
+    tree = ast.parse((SERVICES / service / "src" / service / "bootstrap.py").read_text())
+    found: set[tuple[str, str, str]] = set()
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        if not (isinstance(call.func, ast.Attribute) and call.func.attr == "consume" and len(call.args) >= 3):
+            continue
+        group, topics, routes = call.args[:3]
+        assert isinstance(group, ast.Constant) and isinstance(topics, ast.List)
+        for topic in filter(None, map(_topic, topics.elts)):
+            found |= {(str(group.value), topic, model) for model in _models_in(routes)}
+    return found
+
+
+def published(service: str) -> set[tuple[str, str]]:
+    """(topic, message) for every `publish(Topic.X, Message(...))` in the service's source."""
+    found: set[tuple[str, str]] = set()
+    for path in (SERVICES / service / "src").rglob("*.py"):
+        for call in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)):
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "publish" and len(call.args) >= 2:
+                topic, message = _topic(call.args[0]), call.args[1]
+                if topic and isinstance(message, ast.Call) and isinstance(message.func, ast.Name):
+                    found.add((topic, message.func.id))
+    return found
+
+
+def test_the_groups_the_catalogue_names_read_what_the_services_route() -> None:
+    listed = {
+        (reader.group, spec.topic.name, m.event_type)
+        for spec in CATALOG
+        for reader in spec.readers
+        if reader.service != "reconciler"
+        for m in reader.messages
+    }
+    assert listed == consumed("ledger") | consumed("payments") | consumed("notifier")
+
+
+def test_the_reconciler_reads_what_its_engine_has_transitions_for() -> None:
+    listed = {m for spec in CATALOG for r in spec.readers if r.service == "reconciler" for m in r.messages}
+    assert listed == set(TRANSITIONS)
+
+
+def test_payments_and_the_ledger_publish_their_messages_on_the_topics_the_catalogue_names() -> None:
+    for service in ("payments", "ledger"):
+        listed = {(s.topic.name, m.event_type) for s in CATALOG if service in s.producers for m in s.messages}
+        assert published(service) == listed, service
