@@ -26,7 +26,7 @@ envelope. A consumer decodes a record once, at its edge, by the `event_type` and
 one that does not decode goes to `credited.deadletter` with the reason and never stops the consumer.
 Unknown payload fields are ignored, so producers may add fields; a breaking change gets a new
 `schema_version` and an upcaster that lifts the old payloads. Topic names may carry a deployment prefix
-(`KAFKA_TOPIC_PREFIX`), as in tests."""
+(`CREDITED_TOPIC_PREFIX`), as in tests."""
 
 ENVELOPE_HEADERS: dict[str, Any] = {
     "type": "object",
