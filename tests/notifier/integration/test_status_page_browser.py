@@ -96,7 +96,7 @@ async def test_the_status_page_shows_the_timeline_in_the_users_language_and_upda
         ("crediting", "current"),
         ("credited", "upcoming"),
     ]
-    assert "预计 2026-11-22 08:10（UTC）前到账" in text_of(browser, "steps")  # noqa: RUF001
+    assert "预计2026年11月22日 08:10（UTC）前到账" in text_of(browser, "steps")  # noqa: RUF001
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-CN_delayed.png"))
 
@@ -119,3 +119,20 @@ async def test_the_status_page_shows_the_timeline_in_the_users_language_and_upda
         "Credited",
     ]
     await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_en_credited.png"))
+
+
+async def test_the_status_page_of_a_taiwanese_user_is_in_traditional_chinese_with_times_in_taipei(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    chosen = {"locale": "zh-TW", "time_zone": "Asia/Taipei"}
+    assert (await running.api.put(f"{running.url}/v1/users/u-tw/locale", json=chosen)).is_success
+    delayed = change("ord_tw", OrderStatus.DELAYED, 2, user_id="u-tw", amount=30000, eta=T0 + timedelta(minutes=10))
+    await publish(broker, f"{isolation}.", delayed)
+    await running.wait_until_consumed("ord_tw", 1)
+    await asyncio.to_thread(browser.get, f"{running.url}/orders/ord_tw")
+    await until(browser, lambda d: text_of(d, "live") == "即時")
+    assert text_of(browser, "headline") == "儲值入帳延遲"
+    assert "預計於2026年11月22日 下午4:10前入帳" in text_of(browser, "steps")  # 08:10 UTC is 16:10 in Taipei
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-TW_delayed.png"))

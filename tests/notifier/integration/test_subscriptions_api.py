@@ -58,13 +58,21 @@ async def test_a_device_is_registered_once_listed_without_its_keys_and_removed(
     assert key == push_service.vapid_public_key
 
 
-async def test_a_chosen_locale_is_kept_and_an_unsupported_one_falls_back(notifier: StartNotifier) -> None:
+async def test_a_chosen_locale_and_time_zone_are_kept_and_an_unsupported_locale_falls_back(
+    notifier: StartNotifier,
+) -> None:
     running = await notifier()
     url = f"{running.url}/v1/users/u1/locale"
-    assert (await running.api.get(url)).json() == {"user_id": "u1", "locale": None, "effective": "en"}
-    assert (await running.api.put(url, json={"locale": "zh-TW"})).json()["effective"] == "zh-CN"
-    assert (await running.api.get(url)).json()["locale"] == "zh-TW"
+    unset = {"user_id": "u1", "locale": None, "effective": "en", "time_zone": None}
+    assert (await running.api.get(url)).json() == unset
+    assert (await running.api.put(url, json={"locale": "zh-MO"})).json()["effective"] == "zh-HK"
+    chosen = await running.api.put(url, json={"locale": "zh-TW", "time_zone": "Asia/Taipei"})
+    assert chosen.json() == {"user_id": "u1", "locale": "zh-TW", "effective": "zh-TW", "time_zone": "Asia/Taipei"}
+    assert (await running.api.put(url, json={"locale": "en-GB"})).json()["time_zone"] == "Asia/Taipei"  # kept
+    assert (await running.api.put(url, json={"locale": "en", "time_zone": None})).json()["time_zone"] is None
     assert (await running.api.put(url, json={"locale": "<script>"})).status_code == 422
+    unknown = await running.api.put(url, json={"locale": "en", "time_zone": "Mars/Olympus_Mons"})
+    assert unknown.status_code == 422 and unknown.json()["error"]
 
 
 class FakeFcm:

@@ -29,10 +29,10 @@ async def test_a_status_change_is_decrypted_on_the_device_as_the_expected_messag
 
     (zh,) = push_service.messages("phone")
     expected = domain.render(credited_zh, "zh-CN")
-    assert (zh["title"], zh["body"]) == ("充值已到账", "648.00 CNY 已充值到您的钱包。 订单号：ord_zh")  # noqa: RUF001
+    assert (zh["title"], zh["body"]) == ("充值已到账", "¥648.00 已充值到您的钱包。 订单号：ord_zh")  # noqa: RUF001
     assert (zh["title"], zh["body"], zh["tag"]) == (expected.title, expected.body, "ord_zh")
     (en,) = push_service.messages("laptop")
-    assert (en["title"], en["body"]) == ("Top-up credited", "648.00 CNY has been added to your wallet. Order: ord_en")
+    assert (en["title"], en["body"]) == ("Top-up credited", "CN¥648.00 has been added to your wallet. Order: ord_en")
     push = next(p for p in push_service.received if p.device == "phone")
     assert (push.topic, push.urgency, push.ttl) == (domain.push_topic("ord_zh"), "high", 86400)
 
@@ -50,7 +50,7 @@ async def test_a_redelivered_status_change_reaches_the_device_once(
     await eventually(running.settled)
     await eventually(lambda: len(push_service.received) >= 1)
     assert [m["status"] for m in push_service.messages("phone")] == ["delayed"]
-    assert "Expected by 2026-11-22 08:05 UTC." in push_service.messages("phone")[0]["body"]
+    assert "Expected by Nov 22, 2026, 8:05\u202fAM UTC." in push_service.messages("phone")[0]["body"]
     metrics = (await running.api.get(f"{running.url}/metrics")).text
     assert 'notifier_deliveries_total{channel="webpush",outcome="delivered"} 1.0' in metrics
     assert 'notifier_delivery_latency_seconds_count{channel="webpush"} 1.0' in metrics

@@ -43,8 +43,10 @@ def test_a_delayed_order_shows_the_delay_and_crediting_in_progress_with_the_esti
         ("credited", "upcoming"),
     ]
     assert t.steps[2].tone == "warn"
-    assert t.steps[3].detail == "Expected by 2026-11-22 08:10 UTC"
-    assert t.headline == "Your top-up is delayed" and "648.00 CNY" in t.message
+    assert t.steps[3].detail == "Expected by Nov 22, 2026, 8:10\u202fAM UTC"
+    assert t.headline == "Your top-up is delayed" and "CN¥648.00" in t.message and t.amount == "CN¥648.00"
+    taipei = domain.timeline("ord_42", [change(OrderStatus.DELAYED, 2, eta)], "zh-TW", "Asia/Taipei")
+    assert taipei.steps[3].detail == "預計於2026年11月22日 下午4:10前入帳"
 
 
 def test_a_credited_order_is_final_and_its_changes_are_in_sequence_order_whatever_order_they_came_in() -> None:
@@ -63,7 +65,9 @@ def test_a_refunded_order_ends_with_the_refund_and_no_crediting_step() -> None:
 
 
 def test_the_page_speaks_the_users_language_with_fallback() -> None:
-    assert domain.page_text("zh-TW")["live"] == "实时"
+    assert domain.page_text("zh-CN")["live"] == "实时"
+    assert domain.page_text("zh-TW")["live"] == "即時"
+    assert domain.page_text("zh-HK")["reconnecting"] == "正在重新連接…"
     assert domain.page_text("fr")["live"] == "Live"
 
 

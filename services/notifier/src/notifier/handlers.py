@@ -38,9 +38,11 @@ def payload(notification: domain.Notification, change: OrderStatusChanged) -> di
 
 
 async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """Queue one notification per (order, status), in the user's language; a redelivered change adds nothing."""
+    """Queue one notification per (order, status), in the user's language and time zone; a redelivered change
+    adds nothing."""
     async with uow() as tx:
-        notification = domain.render(message, await tx.locale_of(message.user_id))
+        chosen = await tx.preferences_of(message.user_id)
+        notification = domain.render(message, chosen.locale, chosen.time_zone)
         added = await tx.add(notification, payload(notification, message))
     if not added:
         log.info(

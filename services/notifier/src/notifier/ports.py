@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from notifier.domain import Notification
+from notifier.domain import Notification, Preferences
 
 
 class NotifierUnitOfWork(Protocol):
@@ -14,8 +14,8 @@ class NotifierUnitOfWork(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    async def locale_of(self, user_id: str) -> str | None:
-        """The locale the user chose, if any."""
+    async def preferences_of(self, user_id: str) -> Preferences:
+        """The locale and time zone the user chose (each None if they did not)."""
         ...
 
     async def add(self, notification: Notification, payload: dict[str, Any]) -> bool:

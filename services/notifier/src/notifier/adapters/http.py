@@ -1,4 +1,4 @@
-"""The notifier's HTTP API: users' push subscriptions and locale, the development inbox, an order's
+"""The notifier's HTTP API: users' push subscriptions, locale and time zone, the development inbox, an order's
 notifications. Called by the platform backend on the user's behalf (no end-user authentication here)."""
 
 from collections.abc import Callable
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from contracts.base import OrderId
 from notifier import domain
@@ -64,12 +64,25 @@ class Subscriptions(BaseModel):
 
 class LocaleIn(BaseModel):
     locale: str = Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    time_zone: str | None = Field(
+        None,
+        max_length=64,
+        description="IANA time zone (Asia/Taipei) times are shown in; left out, the stored one stays; null clears it.",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and not domain.valid_time_zone(value):
+            raise ValueError("not an IANA time zone this service knows (e.g. Asia/Taipei)")
+        return value
 
 
 class LocaleOut(BaseModel):
     user_id: str
     locale: str | None
     effective: str = Field(description="The language messages are written in: the chosen one or its fallback.")
+    time_zone: str | None = Field(None, description="The user's time zone; unset, times are shown in UTC.")
 
 
 class InboxView(BaseModel):
@@ -135,16 +148,22 @@ def routes(
             raise ApiError(404, "subscription_not_found", "the user has no such subscription")
         return Response(status_code=204)
 
-    @router.put("/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"])
+    @router.put(
+        "/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"], responses=error_responses(422)
+    )
     async def set_locale(user_id: UserIdPath, body: LocaleIn) -> LocaleOut:
-        """Choose the language of the user's messages (unsupported ones fall back: zh-TW to zh-CN, else en)."""
-        await subscriptions.set_locale(user_id, body.locale)
-        return LocaleOut(user_id=user_id, locale=body.locale, effective=domain.resolve_locale(body.locale))
+        """Choose the language of the user's messages (en, zh-CN, zh-TW, zh-HK; others fall back: zh-SG to
+        zh-CN, zh-MO to zh-HK, the rest to en) and, optionally, the time zone their times are shown in."""
+        keep = "time_zone" not in body.model_fields_set
+        await subscriptions.set_preferences(user_id, body.locale, body.time_zone, keep_time_zone=keep)
+        return await get_locale(user_id)
 
     @router.get("/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"])
     async def get_locale(user_id: UserIdPath) -> LocaleOut:
-        locale = await subscriptions.locale_of(user_id)
-        return LocaleOut(user_id=user_id, locale=locale, effective=domain.resolve_locale(locale))
+        """The user's chosen locale, the language that gives, and their time zone."""
+        chosen = await subscriptions.preferences_of(user_id)
+        effective = domain.resolve_locale(chosen.locale)
+        return LocaleOut(user_id=user_id, locale=chosen.locale, effective=effective, time_zone=chosen.time_zone)
 
     @router.get("/inbox/{user_id}", response_model=InboxView, tags=["inbox"])
     async def inbox(user_id: UserIdPath, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> InboxView:

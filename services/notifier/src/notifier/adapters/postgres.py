@@ -7,7 +7,7 @@ import asyncpg
 import orjson
 
 from contracts.events import OrderStatusChanged
-from notifier.domain import Notification
+from notifier.domain import Notification, Preferences
 from servicekit.uow import PostgresUnitOfWork
 
 # One statement: the notification, one delivery per target the user has now (each push subscription,
@@ -58,9 +58,9 @@ class PostgresNotifications(PostgresUnitOfWork):
         await super().__aenter__()
         return self
 
-    async def locale_of(self, user_id: str) -> str | None:
-        locale: str | None = await self.conn.fetchval("SELECT locale FROM user_preferences WHERE user_id = $1", user_id)
-        return locale
+    async def preferences_of(self, user_id: str) -> Preferences:
+        row = await self.conn.fetchrow("SELECT locale, time_zone FROM user_preferences WHERE user_id = $1", user_id)
+        return Preferences(row["locale"], row["time_zone"]) if row else Preferences()
 
     async def add(self, notification: Notification, payload: dict[str, Any]) -> bool:
         row = await self.conn.fetchrow(

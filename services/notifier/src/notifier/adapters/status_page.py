@@ -1,6 +1,6 @@
 """The order status page: a small page for the user with the order's timeline, kept live by server-sent
-events. Plain HTML and JavaScript, no dependencies; en and zh-CN (`?lang=`, else the user's chosen locale,
-else the browser's Accept-Language)."""
+events. Plain HTML and JavaScript, no dependencies; en, zh-CN, zh-TW and zh-HK (`?lang=`, else the user's
+chosen locale, else the browser's Accept-Language)."""
 
 import asyncio
 import html
@@ -65,14 +65,15 @@ class StatusPage:
         self._template = resources.files("notifier.adapters").joinpath("status_page.html").read_text("utf-8")
 
     async def timeline(self, order_id: str, lang: str | None, accept_language: str | None = None) -> domain.Timeline:
-        """The order's timeline in the language asked for, else the user's, else the browser's."""
+        """The order's timeline in the language asked for, else the user's, else the browser's; times in the
+        user's time zone if they chose one."""
         async with self._uow() as tx:
             changes = await tx.changes_for_order(order_id)
-        if lang is None and changes:
-            lang = await self._subscriptions.locale_of(changes[0].user_id)
+        chosen = await self._subscriptions.preferences_of(changes[0].user_id) if changes else domain.Preferences()
+        lang = lang or chosen.locale
         if lang is None and accept_language:
             lang = accept_language.split(",")[0].split(";")[0].strip() or None
-        return domain.timeline(order_id, changes, lang)
+        return domain.timeline(order_id, changes, lang, chosen.time_zone)
 
     def page(self, timeline: domain.Timeline) -> str:
         text = domain.page_text(timeline.locale)

@@ -1,4 +1,4 @@
-"""PostgresSubscriptions: the users' push subscriptions (devices) and chosen locale on PostgreSQL."""
+"""PostgresSubscriptions: the users' push subscriptions (devices), chosen locale and time zone on PostgreSQL."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from contracts.codec import deterministic_id
+from notifier.domain import Preferences
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +73,19 @@ class PostgresSubscriptions:
         )
         return [Subscription(**dict(r)) for r in rows]
 
-    async def set_locale(self, user_id: str, locale: str) -> None:
+    async def set_preferences(self, user_id: str, locale: str, time_zone: str | None, *, keep_time_zone: bool) -> None:
+        """Store the user's locale and time zone; `keep_time_zone` leaves a stored zone as it is (the caller
+        did not mention one)."""
         await self._pool.execute(
-            "INSERT INTO user_preferences (user_id, locale) VALUES ($1, $2)"
-            " ON CONFLICT (user_id) DO UPDATE SET locale = excluded.locale, updated_at = now()",
+            "INSERT INTO user_preferences (user_id, locale, time_zone) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id) DO UPDATE SET locale = excluded.locale, updated_at = now(),"
+            " time_zone = CASE WHEN $4 THEN user_preferences.time_zone ELSE excluded.time_zone END",
             user_id,
             locale,
+            time_zone,
+            keep_time_zone,
         )
 
-    async def locale_of(self, user_id: str) -> str | None:
-        locale: str | None = await self._pool.fetchval(
-            "SELECT locale FROM user_preferences WHERE user_id = $1", user_id
-        )
-        return locale
+    async def preferences_of(self, user_id: str) -> Preferences:
+        row = await self._pool.fetchrow("SELECT locale, time_zone FROM user_preferences WHERE user_id = $1", user_id)
+        return Preferences(row["locale"], row["time_zone"]) if row else Preferences()

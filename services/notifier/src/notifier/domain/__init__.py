@@ -3,29 +3,31 @@
 No I/O here: no Kafka, SQL, HTTP or metrics (import-linter checks it).
 """
 
-from notifier.domain.messages import (
+from notifier.domain.locales import (
     DEFAULT_LOCALE,
     LOCALES,
-    Notification,
-    Urgency,
+    Preferences,
+    currency_exponent,
     format_money,
-    notification_id,
-    push_topic,
-    render,
+    format_time,
     resolve_locale,
-    urgency_for,
+    valid_time_zone,
 )
+from notifier.domain.messages import Notification, Urgency, notification_id, push_topic, render, urgency_for
 from notifier.domain.timeline import Step, StepState, Timeline, page_text, timeline
 
 __all__ = [
     "DEFAULT_LOCALE",
     "LOCALES",
     "Notification",
+    "Preferences",
     "Step",
     "StepState",
     "Timeline",
     "Urgency",
+    "currency_exponent",
     "format_money",
+    "format_time",
     "notification_id",
     "page_text",
     "push_topic",
@@ -33,4 +35,5 @@ __all__ = [
     "resolve_locale",
     "timeline",
     "urgency_for",
+    "valid_time_zone",
 ]

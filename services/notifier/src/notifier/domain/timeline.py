@@ -4,15 +4,15 @@ The happy path is submitted, paid, crediting, credited. Whatever else happened (
 remediating, compensated, refunded, needs support) appears where it happened, with its time and message.
 """
 
-# ruff: noqa: RUF001 - Chinese text uses full-width punctuation on purpose
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from contracts.events import OrderStatus, OrderStatusChanged
-from notifier.domain.messages import describe, format_money, resolve_locale, title
+from notifier.domain.locales import format_money, format_time, resolve_locale
+from notifier.domain.messages import describe, title
+from notifier.domain.wording import PAGE_TEXT, STEP_LABELS
 
 
 class StepState(StrEnum):
@@ -47,74 +47,25 @@ class Timeline:
     steps: tuple[Step, ...]
 
 
-_LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "submitted": "Order submitted",
-        "paid": "Payment received",
-        "crediting": "Crediting",
-        "credited": "Credited",
-        OrderStatus.UNDER_REVIEW: "Under review",
-        OrderStatus.DELAYED: "Delayed",
-        OrderStatus.REMEDIATING: "Fixing the credit",
-        OrderStatus.COMPENSATED: "Compensation added",
-        OrderStatus.REFUNDED: "Refunded",
-        OrderStatus.NEEDS_SUPPORT: "With our support team",
-    },
-    "zh-CN": {
-        "submitted": "订单已提交",
-        "paid": "已付款",
-        "crediting": "充值中",
-        "credited": "已到账",
-        OrderStatus.UNDER_REVIEW: "审核中",
-        OrderStatus.DELAYED: "到账延迟",
-        OrderStatus.REMEDIATING: "正在处理",
-        OrderStatus.COMPENSATED: "已补偿",
-        OrderStatus.REFUNDED: "已退款",
-        OrderStatus.NEEDS_SUPPORT: "客服处理中",
-    },
-}
-
-_PAGE_TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Your top-up",
-        "order": "Order",
-        "amount": "Amount",
-        "live": "Live",
-        "reconnecting": "Reconnecting…",
-        "waiting": "Waiting for news about this order",
-        "waiting_detail": "This page updates by itself as soon as anything happens.",
-        "quote": "Quote this order number to support.",
-        "eta": "Expected by {time} UTC",
-    },
-    "zh-CN": {
-        "title": "您的充值",
-        "order": "订单号",
-        "amount": "金额",
-        "live": "实时",
-        "reconnecting": "正在重新连接…",
-        "waiting": "正在等待该订单的最新进展",
-        "waiting_detail": "一有进展，本页会自动更新。",
-        "quote": "联系客服时请提供此订单号。",
-        "eta": "预计 {time}（UTC）前到账",
-    },
-}
-
 _WARN = frozenset({OrderStatus.UNDER_REVIEW, OrderStatus.DELAYED, OrderStatus.REMEDIATING, OrderStatus.NEEDS_SUPPORT})
 _FINAL = frozenset({OrderStatus.CREDITED, OrderStatus.REFUNDED})
 
 
 def page_text(locale: str | None) -> dict[str, str]:
     """The status page's own words (headings, the live indicator) in the user's language."""
-    return dict(_PAGE_TEXT[resolve_locale(locale)])
+    return dict(PAGE_TEXT[resolve_locale(locale)])
 
 
-def timeline(order_id: str, changes: Sequence[OrderStatusChanged], locale: str | None) -> Timeline:
-    """The order's timeline from every status change known for it, in any order, in the user's language."""
+def timeline(
+    order_id: str, changes: Sequence[OrderStatusChanged], locale: str | None, time_zone: str | None = None
+) -> Timeline:
+    """The order's timeline from every status change known for it, in any order, in the user's language,
+    money format and time zone."""
     lang = resolve_locale(locale)
-    labels = _LABELS[lang]
+    labels = STEP_LABELS[lang]
     ordered = sorted(changes, key=lambda c: (c.sequence, c.changed_at))
     if not ordered:
-        text = _PAGE_TEXT[lang]
+        text = PAGE_TEXT[lang]
         steps = (
             Step("submitted", labels["submitted"], StepState.DONE),
             Step("paid", labels["paid"], StepState.UPCOMING),
@@ -123,25 +74,25 @@ def timeline(order_id: str, changes: Sequence[OrderStatusChanged], locale: str |
         )
         return Timeline(order_id, lang, text["waiting"], text["waiting_detail"], "", 0, False, steps)
     first, latest = ordered[0], ordered[-1]
-    money = format_money(first.amount, first.currency)
+    money = format_money(first.amount, first.currency, locale)
     built = [
         Step("submitted", labels["submitted"], StepState.DONE),
         Step("paid", labels["paid"], StepState.DONE, first.paid_at, money),
     ]
     final = False
     for change in ordered:
-        built.extend(_steps_for(change, lang, labels))
+        built.extend(_steps_for(change, locale, time_zone, labels))
         final = final or change.status in _FINAL
     if not final:
         eta = latest.estimated_credit_at
-        detail = _PAGE_TEXT[lang]["eta"].format(time=eta.strftime("%Y-%m-%d %H:%M")) if eta else ""
+        detail = PAGE_TEXT[lang]["eta"].format(time=format_time(eta, locale, time_zone)) if eta else ""
         built.append(Step("crediting", labels["crediting"], StepState.CURRENT, None, detail))
         built.append(Step("credited", labels["credited"], StepState.UPCOMING))
     return Timeline(
         order_id=order_id,
         locale=lang,
         headline=title(latest.status, lang),
-        message=describe(latest, lang),
+        message=describe(latest, locale, time_zone),
         amount=money,
         sequence=latest.sequence,
         final=final,
@@ -149,10 +100,12 @@ def timeline(order_id: str, changes: Sequence[OrderStatusChanged], locale: str |
     )
 
 
-def _steps_for(change: OrderStatusChanged, lang: str, labels: dict[str, str]) -> list[Step]:
+def _steps_for(
+    change: OrderStatusChanged, locale: str | None, time_zone: str | None, labels: dict[str, str]
+) -> list[Step]:
     if change.status is OrderStatus.PAID:
         return []  # the paid step is always there, from paid_at
-    detail = describe(change, lang)
+    detail = describe(change, locale, time_zone)
     if change.status is OrderStatus.CREDITED:
         return [
             Step("crediting", labels["crediting"], StepState.DONE),

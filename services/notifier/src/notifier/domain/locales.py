@@ -1,0 +1,100 @@
+"""The languages the notifier writes, and money and times formatted for the user (Babel's CLDR data). Pure.
+
+Money arrives in minor units; how many digits a currency has is Babel's, not ours: JPY and KRW have none,
+CNY two, BHD three. Times are shown in the user's IANA time zone when they told us one, else in UTC, said so.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_skeleton, get_datetime_format
+from babel.dates import format_time as format_clock
+from babel.numbers import format_currency, get_currency_precision
+
+from notifier.domain.wording import IN_UTC
+
+DEFAULT_LOCALE = "en"
+LOCALES = ("en", "zh-CN", "zh-TW", "zh-HK")
+"""Simplified Chinese for the mainland, Traditional with Taiwan's wording, Traditional with Hong Kong's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """What the user chose: a BCP 47 locale (`zh-TW`) and an IANA time zone (`Asia/Taipei`); either may be unset."""
+
+    locale: str | None = None
+    time_zone: str | None = None
+
+
+@lru_cache(maxsize=512)
+def _parse(tag: str) -> Locale | None:
+    """The Babel locale of a BCP 47 tag; an unknown region falls back to its language (zh-XX to zh)."""
+    for candidate in (tag.replace("_", "-"), tag.replace("_", "-").split("-")[0]):
+        try:
+            return Locale.parse(candidate, sep="-")
+        except (ValueError, TypeError, UnknownLocaleError):
+            continue
+    return None
+
+
+def resolve_locale(locale: str | None) -> str:
+    """The supported language to write in: zh-TW and zh-HK (and zh-Hant, zh-MO) in Traditional Chinese,
+    other Chinese in Simplified, everything else in English."""
+    parsed = _parse(locale) if locale else None
+    if parsed is None or parsed.language != "zh":
+        return DEFAULT_LOCALE
+    # Babel fills in the script: zh-TW is zh_Hant_TW, zh-SG is zh_Hans_SG, plain zh is Simplified.
+    if parsed.script == "Hant" or parsed.territory in ("TW", "HK", "MO"):
+        return "zh-HK" if parsed.territory in ("HK", "MO") else "zh-TW"
+    return "zh-CN"
+
+
+def _formatting_locale(asked: str | None, written: str) -> Locale:
+    """Numbers and dates follow the user's own locale (en-GB writes 22 Nov) when it is in the language we
+    write; otherwise the written language's, so the sentence and its numbers agree."""
+    parsed = _parse(asked) if asked else None
+    if parsed is not None and resolve_locale(asked) == written:
+        return parsed
+    fallback = _parse(written)
+    assert fallback is not None
+    return fallback
+
+
+def currency_exponent(currency: str) -> int:
+    """How many minor-unit digits the currency has (ISO 4217 via CLDR): JPY 0, CNY 2, BHD 3."""
+    return get_currency_precision(currency)
+
+
+def format_money(amount: int, currency: str, locale: str | None = None) -> str:
+    """`64800, "CNY"` as "CN¥648.00" in English and "¥648.00" in zh-CN; `64800, "JPY"` as "¥64,800"."""
+    written = resolve_locale(locale)
+    value = Decimal(amount).scaleb(-currency_exponent(currency))
+    return format_currency(value, currency, locale=_formatting_locale(locale, written))
+
+
+def valid_time_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this machine knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def format_time(moment: datetime, locale: str | None = None, time_zone: str | None = None) -> str:
+    """Date and time to the minute in the user's zone ("Nov 22, 2026, 4:05 PM"); in UTC, labelled, when the
+    zone is unknown ("Nov 22, 2026, 8:05 AM UTC")."""
+    written = resolve_locale(locale)
+    where = _formatting_locale(locale, written)
+    zone = ZoneInfo(time_zone) if time_zone and valid_time_zone(time_zone) else None
+    local = moment.astimezone(zone or UTC)
+    date = format_skeleton("yMMMd", local, tzinfo=local.tzinfo, locale=where)
+    clock = format_clock(local, "short", tzinfo=local.tzinfo, locale=where)
+    text = str(get_datetime_format("medium", locale=where)).replace("{1}", date).replace("{0}", clock)
+    if zone is None:
+        return IN_UTC[written].format(time=text)
+    return text
