@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from notifier.adapters.delivery import RetryPolicy
-from notifier.adapters.fcm import FcmChannel
+from notifier.adapters.fcm import FcmChannel, StaticBearer
 from notifier.adapters.poster import Answer, retry_after_s
 from notifier.adapters.webpush import VapidSigner, WebPushChannel, check_keys, endpoint_allowed
 from notifier.ports import DeliveryFailed, Target
@@ -138,7 +138,7 @@ def test_a_vapid_key_from_settings_is_the_same_key_in_pem_or_raw_form() -> None:
 
 async def test_fcm_sends_a_v1_message_with_the_order_as_collapse_key_and_the_configured_bearer() -> None:
     poster = FakePoster(Answer(200))
-    channel = FcmChannel("https://fcm.example/v1/projects/p/messages:send", "tok", poster)
+    channel = FcmChannel("https://fcm.example/v1/projects/p/messages:send", StaticBearer("tok"), poster)
     await channel.deliver(PAYLOAD, Target("fcm", "sub-1", "registration-token"))
     (request,) = poster.sent
     assert request.url == "https://fcm.example/v1/projects/p/messages:send"
@@ -161,7 +161,7 @@ async def test_fcm_sends_a_v1_message_with_the_order_as_collapse_key_and_the_con
     ],
 )
 async def test_fcm_answers_map_to_removal_retry_or_failure(status: int, body: bytes, gone: bool, retry: bool) -> None:
-    channel = FcmChannel("https://fcm.example/send", "tok", FakePoster(Answer(status, body=body)))
+    channel = FcmChannel("https://fcm.example/send", StaticBearer("tok"), FakePoster(Answer(status, body=body)))
     with pytest.raises(DeliveryFailed) as failed:
         await channel.deliver(PAYLOAD, Target("fcm", "sub-1", "registration-token"))
     assert (failed.value.gone, failed.value.retry) == (gone, retry)

@@ -12,7 +12,7 @@ from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from notifier import handlers
 from notifier.adapters.delivery import DeliveryWorker, RetryPolicy
-from notifier.adapters.fcm import FcmChannel
+from notifier.adapters.fcm import fcm_channel
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.http import PushOptions, routes
 from notifier.adapters.metrics import PrometheusNotifierMetrics
@@ -79,10 +79,15 @@ def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, Deliver
         webhook_poster = AiohttpPoster(timeout_s=settings.webhook_timeout_s, max_connections=50)
         built["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, webhook_poster)
         posters.append(webhook_poster)
-    if settings.fcm_endpoint:
-        log.warning("FCM uses the static NOTIFIER_FCM_BEARER_TOKEN: it is not refreshed when it expires")
-        token = settings.fcm_bearer_token.get_secret_value()
-        built["fcm"] = FcmChannel(settings.fcm_endpoint, token, push_poster, ttl_s=settings.webpush_ttl_s)
+    fcm = fcm_channel(
+        settings.fcm_service_account_file,
+        settings.fcm_endpoint,
+        settings.fcm_bearer_token.get_secret_value(),
+        push_poster,
+        ttl_s=settings.webpush_ttl_s,
+    )
+    if fcm is not None:
+        built["fcm"] = fcm
     return built, posters
 
 

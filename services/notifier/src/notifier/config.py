@@ -1,5 +1,7 @@
 """notifier settings: env prefix NOTIFIER_ (plus the shared KAFKA_BOOTSTRAP, DATABASE_URL, ...)."""
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -36,8 +38,15 @@ class Settings(ServiceSettings):
     webpush_allow_http: bool = Field(False, description="Accept plain http push endpoints (loopback tests only).")
     push_timeout_s: float = Field(5.0, gt=0)
 
-    fcm_endpoint: str | None = Field(None, description="FCM HTTP v1 messages:send URL; unset, no FCM channel.")
-    fcm_bearer_token: SecretStr = Field(SecretStr(""), description="Static OAuth bearer for FCM (no refresh yet).")
+    fcm_service_account_file: Path | None = Field(
+        None, description="Google service-account JSON key: FCM access tokens are minted from it and refreshed."
+    )
+    fcm_endpoint: str | None = Field(
+        None, description="FCM HTTP v1 messages:send URL; unset, the service account's project's (or no FCM)."
+    )
+    fcm_bearer_token: SecretStr = Field(
+        SecretStr(""), description="A fixed bearer instead of a service account (a proxy, tests): never refreshed."
+    )
 
     max_attempts: int = Field(8, ge=1, le=50)
     base_backoff_s: float = Field(0.5, gt=0)
