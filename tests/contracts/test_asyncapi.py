@@ -43,7 +43,10 @@ def official() -> Path:
         npm = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
         subprocess.run(npm, cwd=staging, check=True, timeout=600)
         shutil.rmtree(home, ignore_errors=True)
-        staging.rename(home)
+        try:
+            staging.rename(home)
+        except OSError:  # another test run finished the same install first
+            shutil.rmtree(staging, ignore_errors=True)
     shutil.copy(TOOLS / "validate.mjs", home / "validate.mjs")
     return home
 
