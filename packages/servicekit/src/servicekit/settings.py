@@ -4,7 +4,7 @@ its own fields under its own prefix (PAYMENTS_, LEDGER_, RECONCILER_, NOTIFIER_)
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -78,6 +78,58 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 0
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    # Identity and least privilege (issue 15). Production is the default: a development secret or a
+    # development shortcut (loopback receivers, plain http) works only where CREDITED_ENV says development.
+    environment: Literal["development", "production"] = Field(
+        "production",
+        validation_alias=_env("CREDITED_ENV"),
+        description="`development` only on a laptop or in tests: development secrets and shortcuts are refused "
+        "everywhere else.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL"), description="How clients reach Kafka."
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", validation_alias=_env("KAFKA_SASL_MECHANISM"), description="SASL mechanism (SASL_* only)."
+    )
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_USERNAME"), description="This service's Kafka principal (User:<name>)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_PASSWORD"), description="The principal's SCRAM password."
+    )
+    api_key_cache_ttl_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        validation_alias=_env("CREDITED_API_KEY_CACHE_TTL_S"),
+        description="How long a looked-up API key is trusted without asking the database again: a revoked key "
+        "is refused at most this long after its revocation.",
+    )
+    status_link_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_env("CREDITED_STATUS_LINK_SECRET"),
+        description="HMAC secret of users' status links; comma-separated during a rotation (signs with the first).",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        validation_alias=_env("CREDITED_MAX_BODY_BYTES"),
+        description="Request bodies above this size are refused with 413 before they are read whole.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("CREDITED_METRICS_HOST"),
+        description="Address of the separate /metrics listener (servicekit.metrics_server says why separate).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the separate /metrics listener, under the service's prefix (PAYMENTS_METRICS_PORT).",
+    )
 
     @property
     def kafka_tuning(self) -> KafkaTuning:
