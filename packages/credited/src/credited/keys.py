@@ -1,0 +1,154 @@
+"""`credited keys create|list|revoke`: API keys for platform backends, risk reviewers and support staff,
+and the development key `credited up` and `credited demo` hand to the local clients.
+
+The keys live in the shared `credited_identity` schema of the database the services use (DATABASE_URL).
+A key is printed once, when it is made; afterwards only its prefix is shown.
+"""
+
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from servicekit.identity import IDENTITY_SCHEMA, KeyNameTaken, KeyRecord, PostgresKeyStore, Scope, parse_scopes
+
+DEVELOPMENT_KEY_NAME = "development"
+_DURATION = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+T = TypeVar("T")
+
+app = typer.Typer(help="API keys with scopes: create (shown once), list, revoke.", no_args_is_help=True)
+
+DatabaseUrl = Annotated[
+    str, typer.Option(envvar="DATABASE_URL", help="The services' PostgreSQL (DATABASE_URL).", show_default=False)
+]
+Schema = Annotated[str, typer.Option(help="Schema of the keys (tests use their own).", hidden=True)]
+
+
+def parse_expiry(value: str, now: datetime) -> datetime:
+    """`30d`, `12h`, `90m` from now, or an ISO 8601 time with its zone; never in the past."""
+    match = _DURATION.match(value)
+    if match:
+        when = now + timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+    else:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise typer.BadParameter("give a duration (30d, 12h, 90m) or an ISO 8601 time") from None
+        if when.tzinfo is None:
+            raise typer.BadParameter("give the time with its zone, e.g. 2031-01-01T00:00:00+00:00")
+    if when <= now:
+        raise typer.BadParameter("the expiry is not in the future")
+    return when.astimezone(UTC)
+
+
+async def _with_store(database_url: str, schema: str, work: Callable[[PostgresKeyStore], Awaitable[T]]) -> T:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        store = PostgresKeyStore(pool, schema)
+        await store.migrate()
+        return await work(store)
+    finally:
+        await pool.close()
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="Who holds the key, e.g. platform-backend, risk-team.")],
+    scope: Annotated[list[str], typer.Option(help=f"A scope, repeated: {', '.join(s.value for s in Scope)}.")],
+    database_url: DatabaseUrl,
+    expires: Annotated[str | None, typer.Option(help="30d, 12h, 90m, or an ISO 8601 time.")] = None,
+    schema: Schema = IDENTITY_SCHEMA,
+) -> None:
+    """Make a key and print it once (stdout); keep it in the caller's secret store."""
+    try:
+        scopes = parse_scopes(scope)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scope") from None
+    expires_at = parse_expiry(expires, datetime.now(UTC)) if expires else None
+    try:
+        record, key = asyncio.run(
+            _with_store(database_url, schema, lambda s: s.create(name, scopes, expires_at=expires_at))
+        )
+    except KeyNameTaken as exc:
+        Console(stderr=True).print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    Console(stderr=True).print(
+        f"created {record.id} {record.name!r} with {', '.join(sorted(record.scopes))}"
+        f"{'' if expires_at is None else f', expires {expires_at.isoformat()}'}; the key is shown only now:"
+    )
+    sys.stdout.write(key + "\n")
+
+
+@app.command("list")
+def list_keys(
+    database_url: DatabaseUrl,
+    revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] = False,
+    schema: Schema = IDENTITY_SCHEMA,
+) -> None:
+    """Every key: id, name, prefix, scopes, created, expires, revoked."""
+    records = asyncio.run(_with_store(database_url, schema, lambda s: s.list_keys(include_revoked=revoked)))
+    table = Table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
+    for r in records:
+        table.add_row(r.id, r.name, r.prefix, " ".join(sorted(r.scopes)), *(_when(t) for t in _times(r)))
+    Console(width=200).print(table)
+
+
+@app.command("revoke")
+def revoke(
+    key: Annotated[str, typer.Argument(help="The key's id (key_...) or name.")],
+    database_url: DatabaseUrl,
+    schema: Schema = IDENTITY_SCHEMA,
+) -> None:
+    """Revoke a live key; every service refuses it within its cache period (CREDITED_API_KEY_CACHE_TTL_S)."""
+    record = asyncio.run(_with_store(database_url, schema, lambda s: s.revoke(key)))
+    if record is None:
+        Console(stderr=True).print(f"[red]no live key with id or name {key!r}[/red]")
+        raise typer.Exit(1)
+    Console(stderr=True).print(f"revoked {record.id} {record.name!r} ({record.prefix})")
+
+
+def _times(record: KeyRecord) -> tuple[datetime, datetime | None, datetime | None]:
+    return record.created_at, record.expires_at, record.revoked_at
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def create_development_key(database_url: str, path: Path, *, schema: str = IDENTITY_SCHEMA) -> str:
+    """A key with every scope for the local stack's clients, written to `path` (`.credited/dev-keys.json`,
+    a JSON object of name to key, readable by its owner only); the previous development key is revoked."""
+
+    async def replace(store: PostgresKeyStore) -> str:
+        await store.revoke(DEVELOPMENT_KEY_NAME)
+        _, key = await store.create(DEVELOPMENT_KEY_NAME, set(Scope), mode="dev")
+        return key
+
+    key = await _with_store(database_url, schema, replace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_suffix(".tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({DEVELOPMENT_KEY_NAME: key}, out)
+        out.write("\n")
+    staged.replace(path)
+    return key
+
+
+def development_keys(path: Path) -> dict[str, str]:
+    """The keys `create_development_key` wrote, by name."""
+    loaded = json.loads(path.read_text())
+    assert isinstance(loaded, dict)
+    return {str(k): str(v) for k, v in loaded.items()}
