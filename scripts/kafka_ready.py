@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import socket
 import struct
 import sys
@@ -24,7 +25,9 @@ import time
 import uuid
 
 API_METADATA = 3
+API_SASL_HANDSHAKE = 17
 API_VERSIONS = 18
+API_SASL_AUTHENTICATE = 36
 # Metadata v9+ is "flexible" (compact strings, tagged fields); v1..v8 are plain and enough.
 METADATA_MAX_PLAIN = 8
 CLIENT_ID = b"credited-kafka-ready"
@@ -115,6 +118,26 @@ def api_versions(sock: socket.socket) -> dict[int, tuple[int, int]]:
     return ranges
 
 
+def sasl_plain(sock: socket.socket, ranges: dict[int, tuple[int, int]], user: str, password: str) -> None:
+    """SASL/PLAIN over the Kafka protocol (SaslHandshake v1, SaslAuthenticate v0/v1), as a client must before
+    any other request to a SASL listener."""
+    mechanism = b"PLAIN"
+    r = round_trip(sock, API_SASL_HANDSHAKE, 1, 3, struct.pack(">h", len(mechanism)) + mechanism)
+    error = r.int16()
+    offered = [r.string() for _ in range(r.array_len())]
+    if error != 0:
+        raise ProbeError(f"SaslHandshake error_code={error}, broker offers {offered}")
+    version = max(ranges.get(API_SASL_AUTHENTICATE, (0, 0))[0], 0)
+    if version > 1:
+        raise ProbeError(f"no plain SaslAuthenticate version (broker needs v{version}+)")
+    token = b"\0" + user.encode() + b"\0" + password.encode()
+    r = round_trip(sock, API_SASL_AUTHENTICATE, version, 4, struct.pack(">i", len(token)) + token)
+    error = r.int16()
+    message = r.string()
+    if error != 0:
+        raise ProbeError(f"SASL/PLAIN authentication failed: error_code={error} {message or ''}")
+
+
 def metadata(sock: socket.socket, version: int) -> tuple[list[tuple[int, str, int]], str | None, int]:
     body = struct.pack(">i", 0)  # topics: empty array (v1+: -1 would mean "all topics")
     if version >= 4:
@@ -158,10 +181,13 @@ def metadata(sock: socket.socket, version: int) -> tuple[list[tuple[int, str, in
     return brokers, cluster_id, controller
 
 
-def probe(host: str, port: int, timeout: float, cluster_id: str | None) -> str:
+def probe(host: str, port: int, timeout: float, cluster_id: str | None, sasl_user: str | None = None) -> str:
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        lo, hi = api_versions(sock)[API_METADATA]
+        ranges = api_versions(sock)
+        if sasl_user is not None:
+            sasl_plain(sock, ranges, sasl_user, os.environ.get("KAFKA_READY_SASL_PASSWORD", ""))
+        lo, hi = ranges[API_METADATA]
         version = min(hi, METADATA_MAX_PLAIN)
         if version < max(lo, 1):
             raise ProbeError(f"no plain Metadata version in broker range v{lo}..v{hi}")
@@ -195,11 +221,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cluster-id", default=None)
     parser.add_argument("--timeout", type=float, default=2.0, help="per-attempt socket timeout (s)")
     parser.add_argument("--wait", type=float, default=0.0, help="keep retrying for this many seconds")
+    parser.add_argument(
+        "--sasl-plain-user",
+        default=None,
+        help="authenticate with SASL/PLAIN first (password: $KAFKA_READY_SASL_PASSWORD)",
+    )
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            print(probe(args.host, args.port, args.timeout, args.cluster_id))
+            print(probe(args.host, args.port, args.timeout, args.cluster_id, args.sasl_plain_user))
             return 0
         except (OSError, ProbeError, UnicodeDecodeError, struct.error) as exc:
             if time.monotonic() >= deadline:

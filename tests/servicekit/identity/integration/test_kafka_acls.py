@@ -1,0 +1,175 @@
+"""Each service's Kafka principal on a real Apache Kafka with SASL/SCRAM and ACLs (scripts/apache-kafka
+--sasl, started here whatever CREDITED_TEST_BROKER says): it writes the topics it owns and reads the topics
+it consumes, in its own groups, and is refused everything else."""
+
+import asyncio
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
+from pydantic import SecretStr
+
+from contracts.topics import Topic
+from credited.stack.processes import free_port
+from servicekit.kafka import producer_config
+from servicekit.kafka_access import ACCESS, RECONCILER_APP, grants
+from servicekit.kafka_security import aiokafka_security
+from servicekit.settings import ServiceSettings
+from tests.conftest import ROOT
+from tests.servicekit.identity.kafka_admin import apply_grants
+
+SCRIPT = str(ROOT / "scripts" / "apache-kafka")
+REFUSED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError)
+
+
+@dataclass(frozen=True)
+class SaslBroker:
+    bootstrap: str
+    passwords: dict[str, str]
+
+    def settings(self, principal: str, password: str | None = None) -> ServiceSettings:
+        return ServiceSettings(
+            kafka_bootstrap=self.bootstrap,
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username=principal,
+            kafka_sasl_password=SecretStr(password or self.passwords[principal]),
+        )
+
+    def client(self, principal: str) -> dict[str, object]:
+        return aiokafka_security(self.settings(principal))
+
+
+@pytest.fixture(scope="module")
+def sasl_broker() -> Iterator[SaslBroker]:
+    workdir = Path(tempfile.mkdtemp(prefix="credited-sasl-broker-"))
+    passwords = {name: secrets.token_urlsafe(24) for name in ("admin", *ACCESS)}
+    users = workdir / "users"
+    users.write_text("".join(f"{n}={p}\n" for n, p in passwords.items()))
+    users.chmod(0o600)
+    ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
+    started = subprocess.run(
+        [SCRIPT, "start", "--dir", str(workdir / "broker"), *ports, "--sasl", str(users)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        yield SaslBroker(started.stdout.strip().splitlines()[-1], passwords)
+    finally:
+        subprocess.run([SCRIPT, "stop", "--dir", str(workdir / "broker")], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def prefix(sasl_broker: SaslBroker, isolation: str) -> str:
+    """This test's topics, created by the super user, and the services' grants on them."""
+    prefix = f"{isolation}."
+    admin = AIOKafkaAdminClient(bootstrap_servers=sasl_broker.bootstrap, **sasl_broker.client("admin"))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t.qualified(prefix), 1, 1) for t in Topic])
+    finally:
+        await admin.close()
+    await asyncio.to_thread(apply_grants, sasl_broker.bootstrap, sasl_broker.passwords["admin"], grants(prefix))
+    return prefix
+
+
+async def publish(broker: SaslBroker, principal: str, topic: str) -> None:
+    """One record, idempotent and acks=all as every service publishes."""
+    config = producer_config(broker.bootstrap, idempotence=True, client_id=principal)
+    producer = AIOKafkaProducer(**{**config, **broker.client(principal), "request_timeout_ms": 10_000})
+    await producer.start()
+    try:
+        await asyncio.wait_for(producer.send_and_wait(topic, b"{}", key=b"ord_1"), 30)
+    finally:
+        await producer.stop()
+
+
+async def consume_one(broker: SaslBroker, principal: str, topic: str, group: str) -> bytes:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **broker.client(principal),
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), 30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                await consumer.commit()
+                return records[0].key or b""
+        raise AssertionError(f"{principal} read nothing from {topic} in 30 s")
+    finally:
+        await consumer.stop()
+
+
+async def test_a_service_writes_its_own_topics_and_is_refused_a_topic_it_does_not_own(
+    sasl_broker: SaslBroker, prefix: str
+) -> None:
+    await publish(sasl_broker, "payments", Topic.PAYMENTS_EVENTS.qualified(prefix))
+    await publish(sasl_broker, "payments", Topic.DEAD_LETTER.qualified(prefix))
+    for foreign in (Topic.LEDGER_EVENTS, Topic.ORDERS_STATUS, Topic.LEDGER_COMMANDS):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publish(sasl_broker, "payments", foreign.qualified(prefix))
+
+
+async def test_nobody_but_the_reconciler_can_command_the_ledger(sasl_broker: SaslBroker, prefix: str) -> None:
+    await publish(sasl_broker, "reconciler", Topic.LEDGER_COMMANDS.qualified(prefix))
+    for principal in ("payments", "ledger", "notifier"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publish(sasl_broker, principal, Topic.LEDGER_COMMANDS.qualified(prefix))
+
+
+async def test_a_service_reads_what_it_consumes_in_its_own_group_and_nothing_else(
+    sasl_broker: SaslBroker, prefix: str
+) -> None:
+    await publish(sasl_broker, "reconciler", Topic.ORDERS_STATUS.qualified(prefix))
+    status = Topic.ORDERS_STATUS.qualified(prefix)
+    assert await consume_one(sasl_broker, "notifier", status, f"{prefix}notifier.order-status") == b"ord_1"
+    with pytest.raises(REFUSED):
+        await consume_one(sasl_broker, "notifier", Topic.PAYMENTS_EVENTS.qualified(prefix), f"{prefix}notifier.x")
+    with pytest.raises(GroupAuthorizationFailedError):
+        # Its own topic, but another service's group: it could steal the ledger's partitions.
+        await consume_one(sasl_broker, "notifier", status, f"{prefix}payments.order-status")
+    with pytest.raises(REFUSED):
+        await consume_one(sasl_broker, "payments", Topic.LEDGER_COMMANDS.qualified(prefix), f"{prefix}ledger.commands")
+
+
+async def test_the_reconciler_may_create_its_changelog_and_no_other_topic(sasl_broker: SaslBroker, prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=sasl_broker.bootstrap, **sasl_broker.client("reconciler"))
+    await admin.start()
+    try:
+        answer = await admin.create_topics(
+            [NewTopic(f"{prefix}{RECONCILER_APP}-order-state-changelog", 1, 1), NewTopic(f"{prefix}made-up", 1, 1)]
+        )
+    finally:
+        await admin.close()
+    errors = {topic: code for topic, code, *_ in answer.topic_errors}
+    assert errors == {
+        f"{prefix}{RECONCILER_APP}-order-state-changelog": 0,
+        f"{prefix}made-up": TopicAuthorizationFailedError.errno,
+    }
+
+
+async def test_a_wrong_password_gets_no_connection(sasl_broker: SaslBroker) -> None:
+    settings = sasl_broker.settings("payments", password="not-the-password")
+    producer = AIOKafkaProducer(bootstrap_servers=sasl_broker.bootstrap, **aiokafka_security(settings))
+    with pytest.raises(KafkaConnectionError):
+        await asyncio.wait_for(producer.start(), 30)
+    await producer.stop()
