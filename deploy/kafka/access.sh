@@ -23,10 +23,10 @@ allow() {
   /opt/kafka/bin/kafka-acls.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --add \
     --allow-principal "User:$1" --operation "$2" "--$3" "$5" --resource-pattern-type "$4"
 }
-user payments "$KAFKA_PASSWORD_PAYMENTS"
 user ledger "$KAFKA_PASSWORD_LEDGER"
-user reconciler "$KAFKA_PASSWORD_RECONCILER"
 user notifier "$KAFKA_PASSWORD_NOTIFIER"
+user payments "$KAFKA_PASSWORD_PAYMENTS"
+user reconciler "$KAFKA_PASSWORD_RECONCILER"
 allow ledger Read group literal ledger.commands
 allow ledger Read group literal ledger.payments
 allow ledger Read topic literal ledger.commands

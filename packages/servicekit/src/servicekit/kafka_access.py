@@ -1,11 +1,11 @@
 """Who may do what on Kafka: each service is its own principal (`User:<service>`) that writes only the topics
 it owns and reads only the topics it consumes, in its own consumer groups.
 
-The matrix is read off the code (tests/servicekit/identity/unit/test_kafka_access.py checks it against each
-service's source): the topics a service's handlers publish to, the topics and groups its consumers read, and
-credited.deadletter for everything a consumer cannot handle. The reconciler's faust app also owns the topics
-and the group named after its app id (its table's changelog, which it may create). Idempotent producers need
-no cluster permission: since Kafka 3.2 a Write on any topic allows them.
+The matrix is derived from contracts.catalog, which tests/contracts checks against the services' code: the
+topics a service publishes, the topics and groups it reads, plus credited.deadletter, where every consumer
+sends what it cannot handle. The reconciler's faust app also owns the topics named after its app id (its
+table's changelog, which it may create); its consumer group is the app id, as the catalogue says.
+Idempotent producers need no cluster permission: since Kafka 3.2 a Write on any topic allows them.
 
 `python -m servicekit.kafka_access` writes deploy/kafka/access.sh, the script docker-compose's `kafka-access`
 one-shot runs with Kafka's own tools; tests apply the same grants through the admin API (`grants`).
@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from enum import StrEnum
 
+from contracts.catalog import CATALOG
 from contracts.topics import Topic
 
 RECONCILER_APP = "credited-reconciler"
@@ -48,29 +49,23 @@ class Access:
     """Topics starting with this (faust's changelog and internal topics): read, write, create."""
 
 
-ACCESS: dict[str, Access] = {
-    "payments": Access(
-        writes=frozenset({Topic.PAYMENTS_EVENTS, Topic.DEAD_LETTER}),
-        reads=frozenset({Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS}),
-        groups=("payments.order-status", "payments.commands"),
-    ),
-    "ledger": Access(
-        writes=frozenset({Topic.LEDGER_EVENTS, Topic.DEAD_LETTER}),
-        reads=frozenset({Topic.PAYMENTS_EVENTS, Topic.LEDGER_COMMANDS}),
-        groups=("ledger.payments", "ledger.commands"),
-    ),
-    "reconciler": Access(
-        writes=frozenset({Topic.ORDERS_STATUS, Topic.LEDGER_COMMANDS, Topic.PAYMENTS_COMMANDS, Topic.DEAD_LETTER}),
-        reads=frozenset({Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}),
-        groups=(RECONCILER_APP,),
-        owns_prefix=f"{RECONCILER_APP}-",
-    ),
-    "notifier": Access(
-        writes=frozenset({Topic.DEAD_LETTER}),
-        reads=frozenset({Topic.ORDERS_STATUS}),
-        groups=("notifier.order-status",),
-    ),
-}
+def _access() -> dict[str, Access]:
+    services = sorted(
+        {p for spec in CATALOG for p in spec.producers} | {r.service for spec in CATALOG for r in spec.readers}
+    )
+    access = {}
+    for service in services:
+        readers = [(spec.topic, r.group) for spec in CATALOG for r in spec.readers if r.service == service]
+        access[service] = Access(
+            writes=frozenset({s.topic for s in CATALOG if service in s.producers} | {Topic.DEAD_LETTER}),
+            reads=frozenset(topic for topic, _ in readers),
+            groups=tuple(sorted({group for _, group in readers})),
+            owns_prefix=f"{RECONCILER_APP}-" if service == "reconciler" else None,
+        )
+    return access
+
+
+ACCESS: dict[str, Access] = _access()
 """Principal (the service's name, its SCRAM user) to what it may do."""
 
 

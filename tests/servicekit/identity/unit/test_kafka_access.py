@@ -1,74 +1,37 @@
-"""The Kafka ACL matrix is the code's: what each service's source consumes (topics and groups) and publishes,
-read from the source itself, so a new topic or consumer group without its grant fails here."""
+"""The Kafka ACL matrix follows contracts.catalog (which tests/contracts checks against the services' code)
+and the reconciler's faust app id, and grants nothing wider than named topics and groups."""
 
-import ast
-
-import pytest
-
+from contracts.catalog import CATALOG
 from contracts.topics import Topic
 from servicekit.kafka_access import ACCESS, RECONCILER_APP, Operation, Pattern, Resource, grants
 from tests.conftest import ROOT
 
 
-def modules(service: str) -> list[ast.Module]:
-    source = ROOT / "services" / service / "src" / service
-    paths = [p for p in source.rglob("*.py") if "bench" not in p.relative_to(source).parts[0]]
-    return [ast.parse(p.read_text()) for p in paths]
-
-
-def topic_of(node: ast.AST) -> Topic | None:
-    """`Topic.X` (or `Topic.X.qualified(...)`) as the Topic it names."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "qualified":
-        node = node.func.value
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Topic":
-        return Topic[node.attr]
-    return None
-
-
-def referenced(trees: list[ast.Module]) -> set[Topic]:
-    return {t for tree in trees for node in ast.walk(tree) if (t := topic_of(node)) is not None}
-
-
-def consumed(trees: list[ast.Module]) -> tuple[set[Topic], set[str]]:
-    """Topics and groups of every `<infra>.consume("group", [Topic.X, ...], handler)` call."""
-    topics: set[Topic] = set()
-    groups: set[str] = set()
-    for tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "consume":
-                group, listed = node.args[0], node.args[1]
-                assert isinstance(group, ast.Constant) and isinstance(listed, ast.List)
-                groups.add(str(group.value))
-                topics |= {t for element in listed.elts if (t := topic_of(element)) is not None}
-    return topics, groups
-
-
-@pytest.mark.parametrize("service", ["payments", "ledger", "notifier"])
-def test_a_consumer_service_reads_exactly_what_it_consumes_and_writes_everything_else_it_names(service: str) -> None:
-    trees = modules(service)
-    reads, groups = consumed(trees)
-    access = ACCESS[service]
-    assert (access.reads, set(access.groups)) == (reads, groups)
-    # Every consumer dead-letters what it cannot handle, through servicekit.
-    assert access.writes == (referenced(trees) - reads) | {Topic.DEAD_LETTER}
-
-
-def test_the_reconciler_reads_its_joined_inputs_writes_the_rest_and_owns_its_faust_topics() -> None:
-    trees = modules("reconciler")
-    inputs = {
-        t
-        for tree in trees
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and any(isinstance(n, ast.Name) and n.id == "inputs" for n in node.targets)
-        for element in getattr(node.value, "elts", [])
-        if (t := topic_of(element)) is not None
+def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_letters_and_reads_its_groups() -> None:
+    assert ACCESS["payments"].writes == {Topic.PAYMENTS_EVENTS, Topic.DEAD_LETTER}
+    assert ACCESS["payments"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS}
+    assert ACCESS["payments"].groups == ("payments.commands", "payments.order-status")
+    assert ACCESS["ledger"].writes == {Topic.LEDGER_EVENTS, Topic.DEAD_LETTER}
+    assert ACCESS["ledger"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_COMMANDS}
+    assert ACCESS["notifier"].writes == {Topic.DEAD_LETTER}
+    assert ACCESS["notifier"].reads == {Topic.ORDERS_STATUS}
+    assert ACCESS["reconciler"].writes == {
+        Topic.ORDERS_STATUS,
+        Topic.LEDGER_COMMANDS,
+        Topic.PAYMENTS_COMMANDS,
+        Topic.DEAD_LETTER,
     }
-    access = ACCESS["reconciler"]
-    assert access.reads == inputs == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}
-    assert access.writes == referenced(trees) - inputs
+    assert ACCESS["reconciler"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}
+    for spec in CATALOG:
+        for reader in spec.readers:
+            assert spec.topic in ACCESS[reader.service].reads and reader.group in ACCESS[reader.service].groups
+
+
+def test_the_reconciler_owns_the_topics_and_the_group_of_its_faust_app() -> None:
     app = (ROOT / "services/reconciler/src/reconciler/adapters/faust_app.py").read_text()
     assert f'f"{{prefix}}{RECONCILER_APP}"' in app, "faust's app id (its group and topic prefix) changed"
-    assert access.groups == (RECONCILER_APP,) and access.owns_prefix == f"{RECONCILER_APP}-"
+    assert ACCESS["reconciler"].groups == (RECONCILER_APP,)
+    assert ACCESS["reconciler"].owns_prefix == f"{RECONCILER_APP}-"
 
 
 def test_only_the_reconciler_commands_and_no_one_reads_the_dead_letters() -> None:
