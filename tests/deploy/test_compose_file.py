@@ -19,7 +19,9 @@ from payments.config import SECRET_PREFIX
 from payments.config import Settings as PaymentsSettings
 from reconciler.bootstrap import build as build_reconciler
 from reconciler.config import Settings as ReconcilerSettings
-from tests.deploy.compose import env_names_read_by, port_mappings, resolved_config, yaml_file
+from servicekit.kafka_access import ACCESS, compose_script
+from servicekit.secret_guard import problems, shared_secrets
+from tests.deploy.compose import SECRETS, compose_config, env_names_read_by, port_mappings, resolved_config, yaml_file
 from tests.deploy.groups import RECONCILER_TABLE, reconciler_changelog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,9 +37,7 @@ JOINED = {Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}
 
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    env_file = tmp_path_factory.mktemp("compose") / "empty.env"
-    env_file.write_text("")
-    return resolved_config(ROOT, env_file)
+    return resolved_config(ROOT, tmp_path_factory.mktemp("compose") / "secrets.env")
 
 
 def instances(name: str) -> list[str]:
@@ -67,7 +67,7 @@ def created_topics(compose: dict[str, Any]) -> dict[str, tuple[int, str]]:
 
 
 def test_docker_compose_accepts_the_file_offline(compose: dict[str, Any]) -> None:
-    expected = {"kafka", "topics", "postgres", "prometheus", "alertmanager", "grafana"}
+    expected = {"kafka", "topics", "kafka-access", "postgres", "prometheus", "alertmanager", "grafana"}
     expected |= {i for name in SERVICES for i in instances(name)}
     assert set(compose["services"]) == expected
     assert set(compose["volumes"]) >= {"kafka-data", "postgres-data", "prometheus-data", "grafana-data"}
@@ -84,7 +84,11 @@ def test_each_service_runs_its_module_from_the_one_image_with_health_checks_and_
         assert service["restart"] == "unless-stopped"
         port = DEFAULT_PORTS[name]
         assert f"http://127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"]), instance
-        needs = {"kafka": "service_healthy", "topics": "service_completed_successfully"}
+        needs = {
+            "kafka": "service_healthy",
+            "topics": "service_completed_successfully",
+            "kafka-access": "service_completed_successfully",
+        }
         if name in USES_DATABASE:
             needs["postgres"] = "service_healthy"
         assert {k: v["condition"] for k, v in service["depends_on"].items()} == needs, instance
@@ -122,7 +126,7 @@ def test_each_service_reaches_kafka_and_postgres_by_their_compose_names(
 ) -> None:
     services = compose["services"]
     kafka_env = services["kafka"]["environment"]
-    internal = re.search(r"PLAINTEXT://([^,]+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    internal = re.search(r"INTERNAL://([^,]+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
     assert internal is not None
     settings = settings_under(services[name]["environment"], name, monkeypatch)
     assert settings.kafka_bootstrap == internal.group(1)
@@ -142,7 +146,7 @@ def test_each_service_reaches_kafka_and_postgres_by_their_compose_names(
         )
         assert settings.db_schema == name
     if name == "payments":
-        assert settings.psp_secrets == {"sim": ["sim-secret"]}
+        assert settings.psp_secrets == {"sim": [SECRETS["PAYMENTS_PSP_SECRET_SIM"]]}
     if name == "reconciler":
         assert str(settings.data_dir).startswith("/var/lib/credited/")
 
@@ -286,3 +290,63 @@ def test_the_image_layout_lets_each_service_find_its_sql_migrations(tmp_path: Pa
         if name in USES_DATABASE:
             assert migrations == str(image / "app" / "services" / name / "migrations")
             assert int(count) >= 1, f"{name} finds no SQL migrations in the image"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_runs_in_production_mode_as_its_own_kafka_principal_with_no_development_secret(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for instance in instances(name):
+        settings = settings_under(compose["services"][instance]["environment"], name, monkeypatch)
+        assert settings.environment == "production"
+        assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-512")
+        assert settings.kafka_sasl_username == name
+        assert settings.kafka_sasl_password.get_secret_value() == SECRETS[f"KAFKA_PASSWORD_{name.upper()}"]
+        secrets = shared_secrets(
+            settings, uses_database=name in USES_DATABASE, signs_status_links=name in {"payments", "notifier"}
+        )
+        assert problems(secrets) == [], instance
+
+
+@pytest.mark.parametrize("variable", sorted(SECRETS))
+def test_compose_refuses_to_run_without_each_secret_and_names_it(variable: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items() if k != variable))
+    done = compose_config(ROOT, env_file)
+    assert done.returncode != 0
+    assert f"set {variable}" in done.stderr
+
+
+def test_kafka_authenticates_every_listener_and_denies_what_no_acl_allows(compose: dict[str, Any]) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = {entry.split("://")[0] for entry in env["KAFKA_LISTENERS"].split(",")}
+    assert listeners == set(protocols) and set(protocols.values()) == {"SASL_PLAINTEXT"}
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env["KAFKA_SUPER_USERS"] == "User:admin"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    admin_password = SECRETS["KAFKA_ADMIN_PASSWORD"]
+    for listener in listeners:
+        jaas = env[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+        assert f'user_admin="{admin_password}"' in jaas and "user_" not in jaas.replace("user_admin", "")
+        if listener != "CONTROLLER":
+            assert "ScramLoginModule" in env[f"KAFKA_LISTENER_NAME_{listener}_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+    assert not any(key.startswith("KAFKA_") and "PASSWORD" in key for key in env)
+
+
+def test_the_kafka_access_one_shot_runs_the_generated_grants_with_each_services_password(
+    compose: dict[str, Any],
+) -> None:
+    access = compose["services"]["kafka-access"]
+    script = ROOT / "deploy/kafka/access.sh"
+    assert script.read_text() == compose_script(), (
+        "regenerate: python -m servicekit.kafka_access > deploy/kafka/access.sh"
+    )
+    assert f"{script}:/opt/credited/access.sh:ro" in access["volumes"]
+    assert access["entrypoint"] == ["/bin/sh", "/opt/credited/access.sh"]
+    assert access["depends_on"] == {"kafka": {"condition": "service_healthy"}} and access["restart"] == "no"
+    for name in ACCESS:
+        service_password = compose["services"][name]["environment"]["KAFKA_SASL_PASSWORD"]
+        assert access["environment"][f"KAFKA_PASSWORD_{name.upper()}"] == service_password
+    done = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
