@@ -1,0 +1,137 @@
+"""Waiting out a dependency that is away: exponential backoff with jitter, capped, without limit for transient
+errors (servicekit.errors), a few attempts for unknown ones, none for final ones; and which dependencies are
+away right now, so /healthz can say not ready while a retry loop waits.
+
+Built on tenacity (its AsyncRetrying works inside the caller's event loop and task, so cancellation at
+shutdown goes through the sleep as usual). Jitter spreads the retries of many consumers and instances that all
+lost the same broker at the same moment, so they do not come back in one thundering herd.
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
+from tenacity.retry import retry_base
+
+from servicekit.errors import Classified, Dependency, Kind, classify
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Delays grow from `initial_s` doubling up to `cap_s`, each drawn at random between `initial_s` and the
+    current ceiling (full jitter with a floor); transient errors are retried forever, unknown ones until
+    `unknown_attempts` attempts in all have failed."""
+
+    initial_s: float = 0.1
+    cap_s: float = 30.0
+    unknown_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_s <= self.cap_s:
+            raise ValueError("backoff needs 0 < initial_s <= cap_s")
+        if self.unknown_attempts < 1:
+            raise ValueError("unknown_attempts must be at least 1")
+
+    def wait(self) -> wait_random_exponential:
+        return wait_random_exponential(multiplier=self.initial_s, max=self.cap_s, min=self.initial_s)
+
+
+class Readiness:
+    """Which dependencies the service's retry loops found away, since when and why; ready when none is."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._away: dict[Dependency, tuple[float, str]] = {}
+
+    def away(self, dependency: Dependency, reason: str) -> None:
+        if dependency not in self._away:
+            log.warning("%s is away (%s): retrying with backoff, not ready until it is back", dependency, reason)
+        self._away[dependency] = (self._away.get(dependency, (self._clock(), ""))[0], reason)
+
+    def back(self, dependency: Dependency) -> None:
+        since = self._away.pop(dependency, None)
+        if since is not None:
+            log.warning("%s is back after %.1fs", dependency, self._clock() - since[0])
+
+    @property
+    def ready(self) -> bool:
+        return not self._away
+
+    def report(self) -> dict[str, dict[str, object]]:
+        """Per dependency away: for how long and the last reason (for /healthz)."""
+        now = self._clock()
+        return {d.value: {"away_s": round(now - t, 1), "reason": r} for d, (t, r) in self._away.items()}
+
+
+class _RetryWorthIt(retry_base):
+    """Retry transient errors always, unknown ones while attempts remain, final ones never."""
+
+    def __init__(self, policy: BackoffPolicy, dependency: Dependency | None) -> None:
+        self._policy = policy
+        self._dependency = dependency
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        if exc is None:
+            return False
+        verdict = classify(exc, dependency=self._dependency)
+        if verdict.kind is Kind.TRANSIENT:
+            return True
+        return verdict.kind is Kind.UNKNOWN and retry_state.attempt_number < self._policy.unknown_attempts
+
+
+def retrying(
+    policy: BackoffPolicy | None = None,
+    *,
+    dependency: Dependency | None = None,
+    readiness: Readiness | None = None,
+    on_retry: Callable[[Classified, float], None] | None = None,
+) -> AsyncRetrying:
+    """A tenacity retrier by this policy: `async for attempt in retrying(...): with attempt: ...`, or
+    `await retrying(...)(fn, *args)`. The last error is raised as itself when retrying stops. Each wait marks
+    the error's dependency away in `readiness` and calls `on_retry(verdict, delay_s)` (metrics, logs)."""
+    policy = policy or BackoffPolicy()
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is None:
+            return
+        verdict = classify(exc, dependency=dependency)
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        if readiness is not None and verdict.dependency is not None and verdict.transient:
+            readiness.away(verdict.dependency, verdict.reason)
+        if on_retry is not None:
+            on_retry(verdict, delay)
+
+    return AsyncRetrying(
+        retry=_RetryWorthIt(policy, dependency),
+        wait=policy.wait(),
+        stop=stop_never,
+        reraise=True,
+        before_sleep=before_sleep,
+    )
+
+
+async def call_with_retry(
+    call: Callable[[], Awaitable[T]],
+    policy: BackoffPolicy | None = None,
+    *,
+    dependency: Dependency,
+    readiness: Readiness | None = None,
+    on_retry: Callable[[Classified, float], None] | None = None,
+) -> T:
+    """`await call()` until it succeeds or fails for good; then `dependency` counts as back in `readiness`."""
+    result: T = await retrying(policy, dependency=dependency, readiness=readiness, on_retry=on_retry)(call)
+    if readiness is not None:
+        readiness.back(dependency)
+    return result
