@@ -19,6 +19,7 @@ from payments.config import SECRET_PREFIX
 from payments.config import Settings as PaymentsSettings
 from reconciler.bootstrap import build as build_reconciler
 from reconciler.config import Settings as ReconcilerSettings
+from servicekit.kafka import producer_config
 from servicekit.kafka_access import ACCESS, compose_script
 from servicekit.secret_guard import problems, shared_secrets
 from tests.deploy.compose import SECRETS, compose_config, env_names_read_by, port_mappings, resolved_config, yaml_file
@@ -33,6 +34,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 USES_DATABASE = {"payments", "ledger", "notifier"}
 JOINED = {Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +69,10 @@ def created_topics(compose: dict[str, Any]) -> dict[str, tuple[int, str]]:
 
 
 def test_docker_compose_accepts_the_file_offline(compose: dict[str, Any]) -> None:
-    expected = {"kafka", "topics", "kafka-access", "postgres", "prometheus", "alertmanager", "grafana"}
+    expected = {*KAFKA_NODES, "topics", "kafka-access", "postgres", "prometheus", "alertmanager", "grafana"}
     expected |= {i for name in SERVICES for i in instances(name)}
     assert set(compose["services"]) == expected
-    assert set(compose["volumes"]) >= {"kafka-data", "postgres-data", "prometheus-data", "grafana-data"}
+    assert set(compose["volumes"]) >= {"kafka-1-data", "postgres-data", "prometheus-data", "grafana-data"}
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -84,8 +86,7 @@ def test_each_service_runs_its_module_from_the_one_image_with_health_checks_and_
         assert service["restart"] == "unless-stopped"
         port = DEFAULT_PORTS[name]
         assert f"http://127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"]), instance
-        needs = {
-            "kafka": "service_healthy",
+        needs = dict.fromkeys(KAFKA_NODES, "service_healthy") | {
             "topics": "service_completed_successfully",
             "kafka-access": "service_completed_successfully",
         }
@@ -125,11 +126,8 @@ def test_each_service_reaches_kafka_and_postgres_by_their_compose_names(
     compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     services = compose["services"]
-    kafka_env = services["kafka"]["environment"]
-    internal = re.search(r"INTERNAL://([^,]+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
-    assert internal is not None
     settings = settings_under(services[name]["environment"], name, monkeypatch)
-    assert settings.kafka_bootstrap == internal.group(1)
+    assert settings.kafka_bootstrap.split(",") == [internal_listener(services[node]) for node in KAFKA_NODES]
     assert settings.kafka_broker == "apache" and settings.idempotent_producer
     assert settings.http_host == "0.0.0.0"
     assert settings.topic_prefix == ""
@@ -166,24 +164,72 @@ def test_the_topics_service_creates_every_contract_topic_and_the_reconciler_chan
     assert {topics[t.value][0] for t in JOINED} == {topics[changelog.get_topic_name()][0]} == {changelog.partitions}
     assert "cleanup.policy=compact" in topics[changelog.get_topic_name()][1]
     init = compose["services"]["topics"]
-    assert init["image"] == compose["services"]["kafka"]["image"]
-    assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert {init["image"]} == {compose["services"][node]["image"] for node in KAFKA_NODES}
+    assert init["depends_on"] == {node: {"condition": "service_healthy"} for node in KAFKA_NODES}
     assert init["restart"] == "no"
+    assert init["environment"]["BOOTSTRAP"] == ",".join(internal_listener(compose["services"][n]) for n in KAFKA_NODES)
 
 
-def test_kafka_is_a_single_apache_kraft_node_with_a_health_check_and_its_data_on_a_volume(
+def internal_listener(node: dict[str, Any]) -> str:
+    found = re.search(r"INTERNAL://([^,]+)", node["environment"]["KAFKA_ADVERTISED_LISTENERS"])
+    assert found is not None
+    return found.group(1)
+
+
+def test_kafka_is_three_apache_kraft_nodes_in_one_quorum_each_with_a_health_check_and_its_own_volume(
     compose: dict[str, Any],
 ) -> None:
-    kafka = compose["services"]["kafka"]
-    env = kafka["environment"]
-    assert kafka["image"] == "apache/kafka:4.1.1"
-    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
-    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    # One node: internal topics with a replication factor above 1 would block groups and transactions.
-    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
-        assert str(env[key]) == "1"
-    assert any(v.endswith(f":{env['KAFKA_LOG_DIRS']}:rw") for v in kafka["volumes"])
-    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+    nodes = [compose["services"][name] for name in KAFKA_NODES]
+    envs = [node["environment"] for node in nodes]
+    assert {node["image"] for node in nodes} == {"apache/kafka:4.1.1"}
+    assert [str(env["KAFKA_NODE_ID"]) for env in envs] == ["1", "2", "3"]
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}, "each node a voter, by its own id and name"
+    for name, node, env in zip(KAFKA_NODES, nodes, envs, strict=True):
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        assert internal_listener(node) == f"{name}:9092"
+        assert node["volumes"] == [f"{name}-data:{env['KAFKA_LOG_DIRS']}:rw"]
+        assert "kafka-broker-api-versions.sh" in " ".join(node["healthcheck"]["test"])
+        assert node["restart"] == "unless-stopped"
+    host_ports = [port_mappings(node) for node in nodes]
+    assert len({mapping[0][1] for mapping in host_ports}) == 3, "each node reachable from the host on its own port"
+    for node, mapping in zip(nodes, host_ports, strict=True):
+        assert f"HOST://localhost:{mapping[0][1]}" in node["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_no_acknowledged_record_rests_on_one_broker_credited_topics_and_kafkas_own_have_three_replicas(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acks=all waits for min.insync.replicas copies: two of three, so one broker can be lost with its disk and
+    nothing acknowledged goes with it, and one broker down still leaves the cluster writable."""
+    for name in KAFKA_NODES:
+        env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3" and env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"  # committed offsets: min ISR is the default
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR"] == "2"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+    init = compose["services"]["topics"]
+    assert str(init["environment"]["REPLICATION_FACTOR"]) == "3"
+    assert str(init["environment"]["MIN_INSYNC_REPLICAS"]) == "2"
+    script = "\n".join(init["command"]).replace("$$", "$")
+    create = re.search(r"^\s*/opt/kafka/bin/kafka-topics.sh .*?--create.*?\"\$@\"", script, re.MULTILINE | re.DOTALL)
+    assert create is not None, "every topic is made by the one create function"
+    made = create.group(0)
+    assert '--replication-factor "$REPLICATION_FACTOR"' in made
+    assert '--config min.insync.replicas="$MIN_INSYNC_REPLICAS"' in made
+    assert "--config unclean.leader.election.enable=false" in made
+    topics = created_topics(compose)
+    assert set(topics) >= {t.value for t in Topic}
+    assert all("replication" not in extra and "min.insync" not in extra for _, extra in topics.values())
+    # Every producer of ours waits for all in-sync replicas: the services' publisher and faust's (the reconciler).
+    assert producer_config("kafka-1:9092", idempotence=True, client_id="x")["acks"] == "all"
+    reconciler = settings_under(compose["services"]["reconciler"]["environment"], "reconciler", monkeypatch)
+    assert build_reconciler(reconciler).conf.producer_acks == -1
 
 
 def test_postgres_keeps_its_data_on_a_volume_and_is_checked_before_services_start(compose: dict[str, Any]) -> None:
@@ -317,8 +363,9 @@ def test_compose_refuses_to_run_without_each_secret_and_names_it(variable: str, 
     assert f"set {variable}" in done.stderr
 
 
-def test_kafka_authenticates_every_listener_and_denies_what_no_acl_allows(compose: dict[str, Any]) -> None:
-    env = compose["services"]["kafka"]["environment"]
+@pytest.mark.parametrize("node", KAFKA_NODES)
+def test_kafka_authenticates_every_listener_and_denies_what_no_acl_allows(compose: dict[str, Any], node: str) -> None:
+    env = compose["services"][node]["environment"]
     protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
     listeners = {entry.split("://")[0] for entry in env["KAFKA_LISTENERS"].split(",")}
     assert listeners == set(protocols) and set(protocols.values()) == {"SASL_PLAINTEXT"}
@@ -344,7 +391,8 @@ def test_the_kafka_access_one_shot_runs_the_generated_grants_with_each_services_
     )
     assert f"{script}:/opt/credited/access.sh:ro" in access["volumes"]
     assert access["entrypoint"] == ["/bin/sh", "/opt/credited/access.sh"]
-    assert access["depends_on"] == {"kafka": {"condition": "service_healthy"}} and access["restart"] == "no"
+    assert access["depends_on"] == {node: {"condition": "service_healthy"} for node in KAFKA_NODES}
+    assert access["restart"] == "no"
     for name in ACCESS:
         service_password = compose["services"][name]["environment"]["KAFKA_SASL_PASSWORD"]
         assert access["environment"][f"KAFKA_PASSWORD_{name.upper()}"] == service_password
