@@ -1,0 +1,166 @@
+"""The money audit: for a window of time, every order payments holds as paid against the ledger's credits and
+payments' own refunds, independently of Kafka. Pure comparison; reading both sides and re-driving are adapters'.
+
+Why here, in payments: a paid order the stream lost is re-driven by re-announcing its PaymentSucceeded, which
+only payments may publish (its outbox, its event id); half the data (paid orders, refunds) is payments' own, so
+only the credits come over HTTP from the ledger's bulk read; and a periodic job inside a service is deployed,
+scraped and alerted on like the rest, where a separate job would need its own schedule and write access.
+
+What counts as wrong, per order:
+- missing credit: paid before the grace period and neither credited nor refunded (re-drive it);
+- credited twice: more than one credit transaction (never a re-drive: a person looks);
+- credited and refunded: the user has the currency and the money back;
+- refund above paid, refunded twice, refund without payment;
+- credit without payment, or a credit whose user, amount or currency is not the order's.
+"""
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class PaidOrder:
+    """An order payments holds as paid (the provider confirmed it)."""
+
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    paid_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """A credit transaction the ledger posted for an order."""
+
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A refund payments executed (or failed to) for an order; only a succeeded one moved money."""
+
+    order_id: str
+    amount: int
+    currency: str
+    succeeded: bool
+
+
+class Mismatch(StrEnum):
+    MISSING_CREDIT = "missing_credit"
+    CREDITED_TWICE = "credited_twice"
+    CREDITED_AND_REFUNDED = "credited_and_refunded"
+    REFUND_ABOVE_PAID = "refund_above_paid"
+    REFUNDED_TWICE = "refunded_twice"
+    REFUND_WITHOUT_PAYMENT = "refund_without_payment"
+    CREDIT_WITHOUT_PAYMENT = "credit_without_payment"
+    CREDIT_DIFFERS_FROM_PAYMENT = "credit_differs_from_payment"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    order_id: str
+    mismatch: Mismatch
+    detail: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What the audit found, and the money it looked at (minor units per currency)."""
+
+    findings: list[Finding]
+    paid: dict[str, int] = field(default_factory=dict)
+    credited: dict[str, int] = field(default_factory=dict)
+    refunded: dict[str, int] = field(default_factory=dict)
+    in_grace: int = 0
+
+    def counts(self) -> dict[Mismatch, int]:
+        """Findings per mismatch, every mismatch listed (zeros too, for metrics)."""
+        found = Counter(f.mismatch for f in self.findings)
+        return {m: found.get(m, 0) for m in Mismatch}
+
+    def to_redrive(self) -> list[str]:
+        """Orders whose payment should be announced again: paid, never credited, never refunded."""
+        return sorted(f.order_id for f in self.findings if f.mismatch is Mismatch.MISSING_CREDIT)
+
+
+def compare(
+    paid: Iterable[PaidOrder],
+    credits: Iterable[Credit],
+    refunds: Iterable[Refund],
+    *,
+    now: datetime,
+    grace: timedelta,
+) -> AuditReport:
+    """Judge every order that appears on any side. An order paid less than `grace` before `now` without a credit
+    is in flight, not missing (the grace should exceed the reconciler's threshold plus its remediation)."""
+    orders = {p.order_id: p for p in paid}
+    credits_of: dict[str, list[Credit]] = {}
+    for credit in credits:
+        credits_of.setdefault(credit.order_id, []).append(credit)
+    refunds_of: dict[str, list[Refund]] = {}
+    for refund in refunds:
+        if refund.succeeded:
+            refunds_of.setdefault(refund.order_id, []).append(refund)
+    findings: list[Finding] = []
+    in_grace = 0
+    for order_id in sorted(orders.keys() | credits_of.keys() | refunds_of.keys()):
+        order = orders.get(order_id)
+        got, back = credits_of.get(order_id, []), refunds_of.get(order_id, [])
+        if order is None:
+            findings += _without_payment(order_id, got, back)
+            continue
+        if not got and not back and order.paid_at > now - grace:
+            in_grace += 1
+            continue
+        findings += _judge(order, got, back)
+    return AuditReport(
+        findings,
+        paid=_sum((p.currency, p.amount) for p in orders.values()),
+        credited=_sum((c.currency, c.amount) for cs in credits_of.values() for c in cs),
+        refunded=_sum((r.currency, r.amount) for rs in refunds_of.values() for r in rs),
+        in_grace=in_grace,
+    )
+
+
+def _judge(order: PaidOrder, credits: list[Credit], refunds: list[Refund]) -> list[Finding]:
+    oid = order.order_id
+    out: list[Finding] = []
+    if not credits and not refunds:
+        out.append(Finding(oid, Mismatch.MISSING_CREDIT, f"paid {order.amount} {order.currency}, no credit, no refund"))
+    if len(credits) > 1:
+        ids = ", ".join(c.transaction_id for c in credits)
+        out.append(Finding(oid, Mismatch.CREDITED_TWICE, f"{len(credits)} credits: {ids}"))
+    if credits and refunds:
+        out.append(Finding(oid, Mismatch.CREDITED_AND_REFUNDED, "credited and refunded"))
+    if len(refunds) > 1:
+        out.append(Finding(oid, Mismatch.REFUNDED_TWICE, f"{len(refunds)} refunds"))
+    refunded = sum(r.amount for r in refunds if r.currency == order.currency)
+    if refunded > order.amount or any(r.currency != order.currency for r in refunds):
+        out.append(Finding(oid, Mismatch.REFUND_ABOVE_PAID, f"refunded {refunded}, paid {order.amount}"))
+    for credit in credits:
+        expected = (order.user_id, order.amount, order.currency)
+        if (credit.user_id, credit.amount, credit.currency) != expected:
+            detail = f"credit {credit.user_id} {credit.amount} {credit.currency}, paid {expected}"
+            out.append(Finding(oid, Mismatch.CREDIT_DIFFERS_FROM_PAYMENT, detail))
+    return out
+
+
+def _without_payment(order_id: str, credits: list[Credit], refunds: list[Refund]) -> list[Finding]:
+    out = [Finding(order_id, Mismatch.CREDIT_WITHOUT_PAYMENT, f"credit {c.transaction_id}") for c in credits]
+    out += [Finding(order_id, Mismatch.REFUND_WITHOUT_PAYMENT, f"refund of {r.amount}") for r in refunds]
+    return out
+
+
+def _sum(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for currency, amount in pairs:
+        totals[currency] = totals.get(currency, 0) + amount
+    return totals
