@@ -12,7 +12,7 @@ export CREDITED_TEST_BROKER ?= apache
 
 .DEFAULT_GOAL := help
 
-.PHONY: prerequisites help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring bench
+.PHONY: prerequisites help venv demo up test test-unit test-integration test-e2e-embedded lint schemas lock kafka-fetch clean dashboards test-monitoring bench chaos
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test-e2e-embedded: $(STAMP) ## The whole-pipeline journey on the embedded Tansu 
 bench: $(STAMP) ## The pipeline at rising rates, each service alone, Bytewax and periodic SQL side by side: docs/benchmarks.md
 	scripts/prerequisites bench
 	$(VENV)/bin/credited bench
+
+chaos: $(STAMP) prerequisites ## 10,000 orders on Apache Kafka while services, broker and PostgreSQL fail; every order checked
+	$(VENV)/bin/credited chaos --schedule full --out artifacts/chaos/chaos.json
 
 lint: $(STAMP) ## ruff, mypy --strict, import-linter, schema drift
 	$(VENV)/bin/ruff check .

@@ -159,3 +159,41 @@ def bench(
     write_report(figures, plots / "benchmarks.json", report, plots)
     console = Console()
     console.print(f"report {report}, plots and figures in {plots}/ ({figures['elapsed_s']:.0f} s)")
+
+
+@app.command()
+def chaos(
+    schedule: Annotated[
+        str, typer.Option(help="full (make chaos), ci (the short one CI runs), or a JSON file of timed faults.")
+    ] = "full",
+    orders: Annotated[int, typer.Option(min=0, help="Orders of traffic; 0 keeps the schedule's.")] = 0,
+    rate: Annotated[float, typer.Option(min=0.0, help="Orders per second; 0 keeps the schedule's.")] = 0.0,
+    only: Annotated[str, typer.Option(help="Comma-separated fault kinds to keep (a baseline per kind).")] = "",
+    threshold: Annotated[float, typer.Option(min=0.5, help="Seconds from payment until overdue.")] = 10.0,
+    settle: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for every paid order to settle.")] = 300.0,
+    out: Annotated[Path, typer.Option(help="The JSON report.")] = Path("artifacts/chaos/chaos.json"),
+    run_dir: Annotated[Path, typer.Option(help="Logs and data of the run.")] = RUN_DIR / "chaos",
+) -> None:
+    """Traffic through the stack on Apache Kafka while faults are injected, then every order checked: credited
+    or refunded exactly once, never both, the user told once per status, wallets equal to their credits."""
+    import dataclasses
+    import shutil
+
+    from credited.chaos import schedule as schedules
+    from credited.chaos.report import print_report, write_json
+    from credited.chaos.run import ChaosOptions, run_chaos
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    plan = {"full": schedules.full, "ci": schedules.ci}.get(schedule)
+    chosen = plan() if plan is not None else schedules.Schedule.load(Path(schedule))
+    if orders or rate:
+        chosen = dataclasses.replace(chosen, orders=orders or chosen.orders, rate=rate or chosen.rate)
+    if only:
+        chosen = chosen.only({schedules.FaultKind(k.strip()) for k in only.split(",")})
+    shutil.rmtree(run_dir, ignore_errors=True)
+    options = ChaosOptions(chosen, run_dir.resolve(), threshold_s=threshold, settle_s=settle)
+    result = asyncio.run(run_chaos(options))
+    write_json(result, out)
+    print_report(result, Console())
+    Console().print(f"report {out}, logs in {run_dir}/logs")
+    raise typer.Exit(0 if result["ok"] else 1)
