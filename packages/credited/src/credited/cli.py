@@ -164,7 +164,11 @@ def bench(
 @app.command()
 def chaos(
     schedule: Annotated[
-        str, typer.Option(help="full (make chaos), ci (the short one CI runs), or a JSON file of timed faults.")
+        str,
+        typer.Option(
+            help="full (make chaos), ci (the short one CI runs), baseline:<kind> (one kind alone: kill, "
+            "broker_restart, postgres_restart, read_only, disk_full), or a JSON file of timed faults."
+        ),
     ] = "full",
     orders: Annotated[int, typer.Option(min=0, help="Orders of traffic; 0 keeps the schedule's.")] = 0,
     rate: Annotated[float, typer.Option(min=0.0, help="Orders per second; 0 keeps the schedule's.")] = 0.0,
@@ -185,8 +189,14 @@ def chaos(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     plan = {"full": schedules.full, "ci": schedules.ci}.get(schedule)
-    chosen = plan() if plan is not None else schedules.Schedule.load(Path(schedule))
-    if orders or rate:
+    if schedule.startswith("baseline:"):
+        kind = schedules.FaultKind(schedule.split(":", 1)[1])
+        chosen = schedules.baseline(kind, *([orders or 1500, rate or 15.0]))
+    elif plan is not None:  # the named schedules spread their faults over the traffic they are given
+        default = plan()
+        chosen = plan(orders or default.orders, rate or default.rate)
+    else:
+        chosen = schedules.Schedule.load(Path(schedule))
         chosen = dataclasses.replace(chosen, orders=orders or chosen.orders, rate=rate or chosen.rate)
     if only:
         chosen = chosen.only({schedules.FaultKind(k.strip()) for k in only.split(",")})
@@ -194,6 +204,7 @@ def chaos(
     options = ChaosOptions(chosen, run_dir.resolve(), threshold_s=threshold, settle_s=settle)
     result = asyncio.run(run_chaos(options))
     write_json(result, out)
-    print_report(result, Console())
-    Console().print(f"report {out}, logs in {run_dir}/logs")
+    console = Console(width=max(Console().width, 160))
+    print_report(result, console)
+    console.print(f"report {out}, logs in {run_dir}/logs")
     raise typer.Exit(0 if result["ok"] else 1)

@@ -21,6 +21,8 @@ def fault_table(result: dict[str, Any]) -> Table:
             str(row["requests_failed"]),
             ", ".join(row["service_exits"]),
         )
+        for why, n in row.get("requests_failed_why", {}).items():
+            table.add_row("", "", "", f"  {n} x {why}", "", "")
     return table
 
 

@@ -4,6 +4,7 @@ a schedule of faults injected while it flows, then the whole history checked (cr
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -53,19 +54,24 @@ class Injector:
         self.done: list[Injected] = []
 
     async def run(self, schedule: Schedule) -> None:
-        for fault in schedule.faults:
-            wait = fault.at_s - self.supervisor.elapsed()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            record = Injected(fault, started_s=round(self.supervisor.elapsed(), 1))
-            self.done.append(record)
-            try:
-                record.note = await self._inject(fault)
-            except Exception as exc:  # a fault that could not be injected is reported, the run goes on
-                record.note = f"not injected: {exc!r}"[:300]
-                log.exception("fault %s could not be injected", fault)
-            record.ended_s = round(self.supervisor.elapsed(), 1)
-            log.warning("fault %s done: %s", fault.label, record.note)
+        """Each fault at its second, on its own: a SIGKILL lands on time even during an outage."""
+        async with asyncio.TaskGroup() as group:
+            for fault in schedule.faults:
+                group.create_task(self._at(fault))
+
+    async def _at(self, fault: Fault) -> None:
+        wait = fault.at_s - self.supervisor.elapsed()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        record = Injected(fault, started_s=round(self.supervisor.elapsed(), 1))
+        self.done.append(record)
+        try:
+            record.note = await self._inject(fault)
+        except Exception as exc:  # a fault that could not be injected is reported, the run goes on
+            record.note = f"not injected: {exc!r}"[:300]
+            log.exception("fault %s could not be injected", fault)
+        record.ended_s = round(self.supervisor.elapsed(), 1)
+        log.warning("fault %s done: %s", fault.label, record.note)
 
     async def _inject(self, fault: Fault) -> str:
         if fault.kind is FaultKind.KILL:
@@ -144,7 +150,7 @@ async def _settle(truth: Ledger, received: Received, timeout_s: float) -> float:
 
 def _per_fault(done: list[Injected], truth: Ledger, supervisor: Supervisor) -> list[dict[str, Any]]:
     rows = []
-    for item in done:
+    for item in sorted(done, key=lambda d: d.started_s):
         lo, hi = item.started_s, item.ended_s + 15
         rows.append(
             {
@@ -153,10 +159,18 @@ def _per_fault(done: list[Injected], truth: Ledger, supervisor: Supervisor) -> l
                 "duration_s": item.fault.duration_s,
                 "outcome": item.note,
                 "requests_failed": sum(1 for t, _ in truth.failed_requests if lo <= t <= hi),
+                "requests_failed_why": dict(
+                    Counter(_why(r) for t, r in truth.failed_requests if lo <= t <= hi).most_common(3)
+                ),
                 "service_exits": [f"{e.service}({e.code})" for e in supervisor.exits if lo <= e.at_s <= hi],
             }
         )
     return rows
+
+
+def _why(reason: str) -> str:
+    """A failed request's reason without its order id, so alike failures count together."""
+    return re.sub(r"ord_\w+", "ord_*", reason)[:100]
 
 
 async def run_chaos(options: ChaosOptions) -> dict[str, Any]:

@@ -117,3 +117,22 @@ def ci(orders: int = 600, rate: float = 10.0) -> Schedule:
     ]
     faults += [Fault(span * (0.1 + 0.2 * i), FaultKind.KILL, name) for i, name in enumerate(SERVICES)]
     return Schedule("ci", orders, rate, tuple(faults))
+
+
+OUTAGE_S = {
+    FaultKind.BROKER_RESTART: 20.0,
+    FaultKind.POSTGRES_RESTART: 15.0,
+    FaultKind.READ_ONLY: 30.0,
+    FaultKind.DISK_FULL: 30.0,
+}
+
+
+def baseline(kind: FaultKind, orders: int = 1500, rate: float = 15.0) -> Schedule:
+    """One kind of fault alone, so what the checker finds can be laid at its door: a SIGKILL of each service, or
+    one outage longer than the default chaos threshold (10 s) a third of the way into the traffic."""
+    span = orders / rate
+    if kind is FaultKind.KILL:
+        faults = tuple(Fault(span * (i + 1) / 5, kind, name) for i, name in enumerate(SERVICES))
+    else:
+        faults = (Fault(span * 0.3, kind, "", OUTAGE_S[kind]),)
+    return Schedule(f"baseline-{kind}", orders, rate, faults)
