@@ -191,7 +191,7 @@ def chaos(
     plan = {"full": schedules.full, "ci": schedules.ci}.get(schedule)
     if schedule.startswith("baseline:"):
         kind = schedules.FaultKind(schedule.split(":", 1)[1])
-        chosen = schedules.baseline(kind, *([orders or 1500, rate or 15.0]))
+        chosen = schedules.baseline(kind, orders or 1500, rate or 15.0)
     elif plan is not None:  # the named schedules spread their faults over the traffic they are given
         default = plan()
         chosen = plan(orders or default.orders, rate or default.rate)
