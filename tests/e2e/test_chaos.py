@@ -1,0 +1,38 @@
+"""The fault-injecting checker's short schedule, as CI runs it: traffic through the four services on Apache Kafka
+(its own broker, from scripts/apache-kafka, whatever CREDITED_TEST_BROKER says: the faults need a broker that
+can be stopped and a log that survives it) and PostgreSQL, while the broker and PostgreSQL are restarted and each
+service is SIGKILLed once; then every order is checked."""
+
+from pathlib import Path
+
+import pytest
+
+from credited.chaos.report import write_json
+from credited.chaos.run import ChaosOptions, run_chaos
+from credited.chaos.schedule import ci
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_no_paid_order_is_lost_doubled_or_refunded_through_broker_and_postgres_restarts_and_sigkills(
+    tmp_path: Path,
+) -> None:
+    schedule = ci()
+    result = await run_chaos(ChaosOptions(schedule, tmp_path / "chaos", threshold_s=10.0, settle_s=240.0))
+    write_json(result, ROOT / "artifacts" / "chaos" / "ci.json")
+    assert result["faults_planned"] == {
+        "broker_restart": 1,
+        "postgres_restart": 1,
+        "kill payments": 1,
+        "kill ledger": 1,
+        "kill reconciler": 1,
+        "kill notifier": 1,
+    }
+    assert [f for f in result["faults"] if f["outcome"].startswith("not injected")] == []
+    assert len(result["faults"]) == len(schedule.faults)
+    assert result["orders"] == result["paid"] == schedule.orders, "the traffic got every order placed and paid"
+    found = {name: f for name, f in result["findings"].items() if f["count"]}
+    assert found == {}, f"see artifacts/chaos/ci.json: {found}"
+    assert result["credited"] == schedule.orders
