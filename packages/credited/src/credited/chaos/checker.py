@@ -69,6 +69,9 @@ def judge(history: History) -> dict[str, Any]:
     findings |= _audit(by_order, credits, history.refunds)
     return {
         "findings": {name: {"count": len(ids), "examples": ids[:5]} for name, ids in findings.items()},
+        "harmed_orders": sorted(
+            {oid for name, ids in findings.items() if not name.startswith("wallet") for oid in ids}
+        ),
         "ok": not any(findings.values()),
         "orders": len(truth.orders),
         "paid": len(paid),

@@ -10,7 +10,8 @@ from rich.table import Table
 
 def fault_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"faults injected ({result['schedule']}, threshold {result['threshold_s']}s)")
-    for column in ("at s", "fault", "for s", "outcome", "requests failed", "services exited by themselves"):
+    columns = ("at s", "fault", "for s", "outcome", "requests failed", "exited by themselves", "harmed", "sent twice")
+    for column in columns:
         table.add_column(column)
     for row in result["faults"]:
         table.add_row(
@@ -20,9 +21,11 @@ def fault_table(result: dict[str, Any]) -> Table:
             row["outcome"],
             str(row["requests_failed"]),
             ", ".join(row["service_exits"]),
+            str(row["harmed_orders_paid_near"]),
+            str(row["delivered_twice_first_seen_in"]),
         )
         for why, n in row.get("requests_failed_why", {}).items():
-            table.add_row("", "", "", f"  {n} x {why}", "", "")
+            table.add_row("", "", "", f"  {n} x {why}", "", "", "", "")
     return table
 
 

@@ -148,7 +148,15 @@ async def _settle(truth: Ledger, received: Received, timeout_s: float) -> float:
     return round(time.monotonic() - began, 1)
 
 
-def _per_fault(done: list[Injected], truth: Ledger, supervisor: Supervisor) -> list[dict[str, Any]]:
+def _per_fault(
+    done: list[Injected], truth: Ledger, supervisor: Supervisor, received: Received, harmed: list[str]
+) -> list[dict[str, Any]]:
+    """Per fault, what happened in its window (from its start to 15 s after its end). Harmed orders are laid at
+    a fault's door by when they were paid (30 s before it started to 15 s after it ended): a heuristic, which the
+    baseline schedules (one kind alone) do not need."""
+    wall0 = time.time() - supervisor.elapsed()
+    paid_s = [truth.orders[o]["paid_at"] - wall0 for o in harmed if "paid_at" in truth.orders.get(o, {})]
+    doubled_s = [received.first_seen[n] - wall0 for n, times in received.deliveries.items() if times > 1]
     rows = []
     for item in sorted(done, key=lambda d: d.started_s):
         lo, hi = item.started_s, item.ended_s + 15
@@ -163,6 +171,8 @@ def _per_fault(done: list[Injected], truth: Ledger, supervisor: Supervisor) -> l
                     Counter(_why(r) for t, r in truth.failed_requests if lo <= t <= hi).most_common(3)
                 ),
                 "service_exits": [f"{e.service}({e.code})" for e in supervisor.exits if lo <= e.at_s <= hi],
+                "harmed_orders_paid_near": sum(1 for t in paid_s if lo - 30 <= t <= hi),
+                "delivered_twice_first_seen_in": sum(1 for t in doubled_s if lo <= t <= hi),
             }
         )
     return rows
@@ -232,7 +242,7 @@ async def _drive(
         "threshold_s": options.threshold_s,
         "elapsed_s": round(supervisor.elapsed(), 1),
         "settle_s": settle_s,
-        "faults": _per_fault(injector.done, truth, supervisor),
+        "faults": _per_fault(injector.done, truth, supervisor, receiver.received, verdict["harmed_orders"]),
         "service_exits": [vars(e) for e in supervisor.exits],
         "restarts": supervisor.restarts,
         **verdict,
