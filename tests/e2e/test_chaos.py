@@ -3,6 +3,8 @@
 can be stopped and a log that survives it) and PostgreSQL, while the broker and PostgreSQL are restarted and each
 service is SIGKILLed once; then every order is checked."""
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,15 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_no_paid_order_is_lost_doubled_or_refunded_through_broker_and_postgres_restarts_and_sigkills(
-    tmp_path: Path,
-) -> None:
+async def test_no_paid_order_is_lost_doubled_or_refunded_through_broker_and_postgres_restarts_and_sigkills() -> None:
     schedule = ci()
-    result = await run_chaos(ChaosOptions(schedule, tmp_path / "chaos", threshold_s=10.0, settle_s=240.0))
+    # Not under pytest's base temp: PostgreSQL runs as its own user (as root) and must reach its data directory
+    # after a restart, and pytest makes its base temp 0700 again whenever another session starts.
+    run_dir = Path(tempfile.mkdtemp(prefix="credited-chaos-"))
+    try:
+        result = await run_chaos(ChaosOptions(schedule, run_dir / "chaos", threshold_s=10.0, settle_s=240.0))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     write_json(result, ROOT / "artifacts" / "chaos" / "ci.json")
     assert result["faults_planned"] == {
         "broker_restart": 1,
