@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from contracts.base import Message
 from contracts.codec import Envelope, Record
 from contracts.topics import Topic
-from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop, KafkaPublisher, ensure_topics
+from servicekit.consumer import KafkaConsumerLoop
+from servicekit.kafka import DeadLetterPublisher, KafkaPublisher, ensure_topics, per_message
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import create_pool, migrate
@@ -70,7 +71,7 @@ async def test_outbox_and_consumer_report_backlog_records_dead_letters_and_lag(k
         bootstrap=broker.bootstrap,
         group_id=f"{prefix}ledger.payments",
         topics=[topic],
-        handler=handler,
+        handler=per_message(handler),
         dead_letters=DeadLetterPublisher(publisher),
         metrics=metrics.consumer("ledger.payments", [Topic.PAYMENTS_EVENTS.value], prefix),
     )

@@ -10,10 +10,11 @@ import pytest
 from contracts.base import Message
 from contracts.codec import Envelope, Record, encode, envelope_for
 from contracts.topics import Topic
-from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop, KafkaPublisher, PermanentFailure, ensure_topics
+from servicekit.consumer import KafkaConsumerLoop
+from servicekit.kafka import DeadLetterPublisher, KafkaPublisher, PermanentFailure, ensure_topics, per_message
 from servicekit.outbox import OutboxRelay, add_to_outbox
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import PostgresUnitOfWork
+from servicekit.uow import PostgresUnitOfWork, batch, savepoint
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, read_until
 from tests.servicekit.events import paid
@@ -115,7 +116,7 @@ async def test_a_bad_message_goes_to_the_dead_letter_topic_and_the_consumer_keep
         bootstrap=broker.bootstrap,
         group_id=f"{prefix}g",
         topics=[topic],
-        handler=handler,
+        handler=per_message(handler),
         dead_letters=DeadLetterPublisher(publisher),
     )
     await loop.start()
@@ -155,3 +156,45 @@ async def test_a_transaction_that_commits_late_with_a_lower_outbox_id_is_still_p
     assert await relay.publish_batch() == 1  # ... and still publishes it
     records = await read_until(broker.bootstrap, topic, lambda r: len(r) >= 2)
     assert sorted(r.key for r in records) == [b"ord_early", b"ord_late"]
+
+
+async def test_a_message_that_fails_after_its_unit_of_work_leaves_no_event_and_the_rest_of_its_poll_commits(  # type: ignore[no-untyped-def]
+    kit, broker: Broker
+) -> None:
+    """The poll's batch fails, so it is handled one message at a time: the bad message's savepoint rolls back its
+    processed event id and the event its unit of work queued for the outbox; the others are kept once."""
+    pool, publisher, prefix = kit
+    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
+
+    async def handle(message: Message, envelope: Envelope) -> None:
+        async with uow(pool, prefix) as tx:
+            await tx.mark_processed("g", envelope.event_id)
+            tx.publish(Topic.LEDGER_EVENTS, paid(f"{message.order_id}-announced"))
+        if message.order_id == "ord_bad":
+            raise PermanentFailure("ord_bad fails after its unit of work committed")
+
+    orders = ["ord_a", "ord_bad", "ord_b"]
+    await publisher.publish_many([(topic, encode(paid(o), envelope_for(paid(o), producer="test"))) for o in orders])
+    loop = KafkaConsumerLoop(
+        bootstrap=broker.bootstrap,
+        group_id=f"{prefix}g",
+        topics=[topic],
+        handler=per_message(handle),
+        dead_letters=DeadLetterPublisher(publisher),
+        batch_scope=lambda: batch(pool),
+        message_scope=savepoint,
+    )
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        dead = await read_until(broker.bootstrap, Topic.DEAD_LETTER.qualified(prefix), lambda r: len(r) >= 1)
+        while loop.consumed_total < len(orders):
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await loop.stop()
+    assert [r.key for r in dead] == [b"ord_bad"]
+    announced = await pool.fetch("SELECT key FROM outbox ORDER BY id")
+    assert sorted(bytes(r["key"]) for r in announced) == [b"ord_a-announced", b"ord_b-announced"]
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 2

@@ -6,7 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import cast
 
-from servicekit.kafka import DeadLetterPublisher, KafkaConsumerLoop
+from servicekit.consumer import KafkaConsumerLoop
+from servicekit.kafka import DeadLetterPublisher
+from tests.servicekit.consumer_fakes import polled, record
 
 
 @contextlib.asynccontextmanager
@@ -34,7 +36,7 @@ async def test_a_consumer_cancelled_mid_commit_stops_instead_of_retrying_the_bat
         transient=(OSError,),
         batch_scope=commit_on_a_dead_connection,
     )
-    batch = asyncio.create_task(loop._process_batch([]))
+    batch = asyncio.create_task(loop.handle_poll(polled(record("ord_1", 0))))
     await asyncio.sleep(0.05)
     batch.cancel()
     await asyncio.wait({batch}, timeout=5)

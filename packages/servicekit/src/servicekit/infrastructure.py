@@ -13,14 +13,15 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from contracts.topics import Topic
+from servicekit.consumer import KafkaConsumerLoop
 from servicekit.http import serve
-from servicekit.kafka import DeadLetterPublisher, Handler, KafkaConsumerLoop, KafkaPublisher, ensure_topics
+from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import TRANSIENT_DB, create_pool, migrate
 from servicekit.runner import run_until_stopped
 from servicekit.settings import ServiceSettings
-from servicekit.uow import batch
+from servicekit.uow import batch, savepoint
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,19 @@ class Infrastructure:
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
         return cls(service, settings, pool, publisher, OutboxRelay(pool, publisher, metrics=metrics.outbox()), metrics)
 
-    def consume(self, group: str, topics: Sequence[Topic], handler: Handler) -> KafkaConsumerLoop:
+    def consume(self, group: str, topics: Sequence[Topic], handler: BatchHandler) -> KafkaConsumerLoop:
+        """A consumer of `topics` in consumer group `group` that hands each poll to `handler` in one database
+        transaction (`route` makes one from per-message handlers)."""
         loop = KafkaConsumerLoop(
             bootstrap=self.settings.kafka_bootstrap,
             group_id=f"{self.settings.topic_prefix}{group}",
             topics=[t.qualified(self.settings.topic_prefix) for t in topics],
             handler=handler,
             dead_letters=DeadLetterPublisher(self.publisher),
+            tuning=self.settings.kafka_tuning,
             transient=(*TRANSIENT_DB, OSError, TimeoutError),
             batch_scope=lambda: batch(self.pool),
+            message_scope=savepoint,
             metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
         )
         self.consumers.append(loop)

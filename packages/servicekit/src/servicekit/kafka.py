@@ -1,22 +1,21 @@
-"""Kafka adapters: a publisher with money-safe settings, topic creation, and a consumer loop that decodes
-at the edge, dead-letters what cannot be decoded or handled, and commits offsets only after the effect."""
+"""Kafka adapters: a publisher with money-safe settings, topic creation, the dead-letter publisher, and the
+handler types a consumer (servicekit.consumer) calls: a batch handler per poll, or `route` for one message at
+a time."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from contracts.base import Message
-from contracts.codec import DecodeError, Envelope, Record, decode
+from contracts.codec import Envelope, Record
 from contracts.topics import Topic
-from servicekit.metrics import ConsumerMetrics, DeadLetterKind
 from servicekit.settings import KafkaTuning
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,14 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -
         await admin.close()
 
 
+Delivery = tuple[Message, Envelope]
+"""One decoded record: the contract message and its envelope."""
+
 Handler = Callable[[Message, Envelope], Awaitable[None]]
+"""Handles one message."""
+
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+"""Handles the decoded messages of one poll, in partition order, inside one database transaction."""
 
 
 class PermanentFailure(Exception):
@@ -101,168 +107,6 @@ TRANSIENT = (OSError, asyncio.TimeoutError, KafkaError)
 """Failures that go away by themselves (database or broker down): retried, never dead-lettered."""
 
 
-class KafkaConsumerLoop:
-    """Consumes topics in a consumer group and calls `handler` once per decoded message, in partition order.
-
-    A record that does not decode, or whose handler raises PermanentFailure or fails `max_attempts` times,
-    goes to the dead-letter topic with the reason. Transient failures are retried with backoff until they
-    pass: nothing is skipped. Offsets are committed after the batch's effects are durable.
-    """
-
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        group_id: str,
-        topics: Sequence[str],
-        handler: Handler,
-        dead_letters: "DeadLetterPublisher",
-        max_attempts: int = 3,
-        max_records: int = 500,
-        transient: tuple[type[BaseException], ...] = TRANSIENT,
-        batch_scope: Callable[[], AbstractAsyncContextManager[object]] | None = None,
-        metrics: ConsumerMetrics | None = None,
-    ) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            client_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=max_records,
-            # Apache Kafka answers a waiting fetch as soon as data arrives; Tansu waits the full time,
-            # so a short wait keeps pay-to-credit latency low on both.
-            fetch_max_wait_ms=50,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-        )
-        self._group_id = group_id
-        self._handler = handler
-        self._dead_letters = dead_letters
-        self._max_attempts = max_attempts
-        self._transient = transient
-        self._batch_scope = batch_scope or contextlib.nullcontext
-        self._metrics = metrics
-        self._in_flight: dict[TopicPartition, int] = {}
-        self.consumed_total = 0
-        self.dead_lettered_total = 0
-
-    async def start(self) -> None:
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def run(self) -> None:
-        """Consume until cancelled."""
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=500)
-            # Until a partition's batch is committed, its lag counts from the batch's first record.
-            self._in_flight.update((tp, records[0].offset) for tp, records in batches.items())
-            for tp, records in batches.items():
-                await self._process_batch(records)
-                await self._commit(tp, records[-1].offset + 1)
-                self._in_flight.pop(tp, None)
-                if self._metrics is not None:
-                    self._metrics.consumed(tp.topic, len(records))
-
-    async def _process_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """One batch scope (one database transaction) for a partition's batch: a transient failure
-        undoes the whole batch, which is then processed again from its first record."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._batch_scope():
-                    for record in records:
-                        await self._process(record)
-                return
-            except self._transient as exc:
-                # Cancelled inside the transaction (shutdown) with the connection gone, the transaction's
-                # exit raises a connection error in place of the CancelledError: stop, never retry then.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc
-                delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
-                log.warning(
-                    "transient failure in a batch of %d records, retrying in %.1fs: %r", len(records), delay, exc
-                )
-                await asyncio.sleep(delay)
-
-    async def lag(self) -> dict[tuple[str, int], int]:
-        """Records not yet processed per assigned partition: the end offset the broker last reported
-        (the last stable offset, as we read committed) minus the first record not yet processed."""
-        lags: dict[tuple[str, int], int] = {}
-        for tp in list(self._consumer.assignment()):
-            if tp not in self._consumer.assignment():
-                continue  # moved away during an earlier await of this loop
-            try:
-                end = self._consumer.last_stable_offset(tp)
-                if end is None or end < 0:
-                    end = self._consumer.highwater(tp)
-                if end is None:
-                    continue  # nothing fetched from this partition yet
-                position = self._in_flight.get(tp)
-                if position is None:
-                    position = await asyncio.wait_for(self._consumer.position(tp), timeout=1.0)
-            except (IllegalStateError, TimeoutError):
-                continue  # the partition moved away or has no position yet; the next sample has it
-            lags[(tp.topic, tp.partition)] = end - position
-        return lags
-
-    async def observe_lag(self) -> None:
-        """Publish the current lag to the metrics (called periodically)."""
-        if self._metrics is not None:
-            self._metrics.lag(await self.lag())
-
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        try:
-            await self._consumer.commit({tp: offset})
-        except CommitFailedError as exc:
-            # The partition moved to another member; it resumes from the last commit and our
-            # effects are idempotent, so the repeat is harmless.
-            log.warning("commit of %s@%d failed after a rebalance: %s", tp, offset, exc)
-
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self.consumed_total += 1
-        try:
-            message, envelope = decode(record.value, record.headers)
-        except DecodeError as exc:
-            await self._dead_letter(record, DeadLetterKind.UNDECODABLE, f"undecodable: {exc.reason}")
-            return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._handler(message, envelope)
-                return
-            except PermanentFailure as exc:
-                await self._dead_letter(record, DeadLetterKind.REJECTED, f"rejected: {exc}")
-                return
-            except self._transient:
-                raise
-            except Exception as exc:
-                log.exception(
-                    "handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt
-                )
-                if attempt >= self._max_attempts:
-                    reason = f"handler failed {attempt} times: {exc!r}"[:500]
-                    await self._dead_letter(record, DeadLetterKind.HANDLER_FAILED, reason)
-                    return
-                await asyncio.sleep(0.05 * attempt)
-
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], kind: DeadLetterKind, reason: str) -> None:
-        self.dead_lettered_total += 1
-        if self._metrics is not None:
-            self._metrics.dead_lettered(kind)
-        log.error(
-            "dead-lettering %s[%d]@%d key=%r: %s", record.topic, record.partition, record.offset, record.key, reason
-        )
-        await self._dead_letters.send(record, reason=reason, consumer_group=self._group_id)
-
-
 class DeadLetterPublisher:
     """Sends a record that could not be handled to the dead-letter topic, unchanged, with why and where from."""
 
@@ -270,28 +114,50 @@ class DeadLetterPublisher:
         self._publisher = publisher
 
     async def send(self, record: ConsumerRecord[bytes, bytes], *, reason: str, consumer_group: str) -> None:
-        headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
-        headers += [
-            ("dlq_reason", reason.encode()),
-            ("dlq_source_topic", record.topic.encode()),
-            ("dlq_source_partition", str(record.partition).encode()),
-            ("dlq_source_offset", str(record.offset).encode()),
-            ("dlq_consumer_group", consumer_group.encode()),
-            ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
-        ]
-        await self._publisher.publish(
-            Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix),
-            Record(key=record.key or b"", value=record.value or b"", headers=headers),
+        await self.send_many([(record, reason)], consumer_group=consumer_group)
+
+    async def send_many(
+        self, failed: Sequence[tuple[ConsumerRecord[bytes, bytes], str]], *, consumer_group: str
+    ) -> None:
+        """Send every (record, reason) and wait until the broker acknowledged all of them."""
+        now = datetime.now(UTC).isoformat().encode()
+        topic = Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix)
+        await self._publisher.publish_many(
+            [(topic, _dead_letter(record, reason, consumer_group, now)) for record, reason in failed]
         )
 
 
-def route(routes: Mapping[type[Message], Callable[[Any, Envelope], Awaitable[None]]]) -> Handler:
-    """One handler from a routing table by message type; types not in the table are skipped (another
-    service's business on a shared topic)."""
+def _dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, consumer_group: str, failed_at: bytes) -> Record:
+    headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
+    headers += [
+        ("dlq_reason", reason.encode()),
+        ("dlq_source_topic", record.topic.encode()),
+        ("dlq_source_partition", str(record.partition).encode()),
+        ("dlq_source_offset", str(record.offset).encode()),
+        ("dlq_consumer_group", consumer_group.encode()),
+        ("dlq_failed_at", failed_at),
+    ]
+    return Record(key=record.key or b"", value=record.value or b"", headers=headers)
 
-    async def handle(message: Message, envelope: Envelope) -> None:
-        handler = routes.get(type(message))
-        if handler is not None:
+
+def route(routes: Mapping[type[Message], Callable[[Any, Envelope], Awaitable[None]]]) -> BatchHandler:
+    """A batch handler that passes each message of the poll, in order, to the handler its type has in the
+    routing table; types not in the table are skipped (another service's business on a shared topic)."""
+
+    async def handle(deliveries: Sequence[Delivery]) -> None:
+        for message, envelope in deliveries:
+            handler = routes.get(type(message))
+            if handler is not None:
+                await handler(message, envelope)
+
+    return handle
+
+
+def per_message(handler: Handler) -> BatchHandler:
+    """A batch handler that calls `handler` once per message, in order."""
+
+    async def handle(deliveries: Sequence[Delivery]) -> None:
+        for message, envelope in deliveries:
             await handler(message, envelope)
 
     return handle

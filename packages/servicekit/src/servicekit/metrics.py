@@ -13,6 +13,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+POLL_RECORDS_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 
 _BY_REGISTRY: "weakref.WeakKeyDictionary[CollectorRegistry, ServiceMetrics]" = weakref.WeakKeyDictionary()
 
@@ -41,6 +42,26 @@ class ServiceMetrics:
             "credited_consumer_lag_records",
             "Records in the partition not yet processed by the group: end offset minus position.",
             ["service", "group", "topic", "partition"],
+            registry=registry,
+        )
+        self.consumer_poll_records = Histogram(
+            "credited_consumer_poll_records",
+            "Records per poll, handled as one batch in one database transaction, by consumer group.",
+            ["service", "group"],
+            buckets=POLL_RECORDS_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_poll_duration = Histogram(
+            "credited_consumer_poll_duration_seconds",
+            "Time from a poll's records arriving to their offsets being committed, by consumer group.",
+            ["service", "group"],
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_fallbacks = Counter(
+            "credited_consumer_fallbacks_total",
+            "Polls whose batch failed and that were handled again one message at a time, by consumer group.",
+            ["service", "group"],
             registry=registry,
         )
         self.dead_letters = Counter(
@@ -107,6 +128,7 @@ class ConsumerMetrics:
             metrics.consumer_records.labels(metrics.service, group, topic)
         for kind in DeadLetterKind:
             metrics.dead_letters.labels(metrics.service, group, kind.value)
+        metrics.consumer_fallbacks.labels(metrics.service, group)
 
     def topic(self, qualified: str) -> str:
         return qualified.removeprefix(self._prefix)
@@ -114,6 +136,13 @@ class ConsumerMetrics:
     def consumed(self, topic: str, records: int = 1) -> None:
         """`records` of `topic` (the qualified name, as the broker has it) were processed and committed."""
         self._m.consumer_records.labels(self._m.service, self.group, self.topic(topic)).inc(records)
+
+    def polled(self, records: int, seconds: float, *, fell_back: bool) -> None:
+        """A poll of `records` was handled and committed in `seconds`; `fell_back` if one message at a time."""
+        self._m.consumer_poll_records.labels(self._m.service, self.group).observe(records)
+        self._m.consumer_poll_duration.labels(self._m.service, self.group).observe(seconds)
+        if fell_back:
+            self._m.consumer_fallbacks.labels(self._m.service, self.group).inc()
 
     def dead_lettered(self, kind: DeadLetterKind) -> None:
         self._m.dead_letters.labels(self._m.service, self.group, kind.value).inc()

@@ -57,7 +57,13 @@ async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
     return applied
 
 
+class ConcurrentWrite(Exception):
+    """What a unit of work read has changed under it (another instance wrote the same rows first): nothing it
+    decided may be kept; a consumer rolls the batch back and retries it."""
+
+
 TRANSIENT_DB: tuple[type[BaseException], ...] = (
+    ConcurrentWrite,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,

@@ -1,14 +1,14 @@
 """A unit of work on PostgreSQL: one transaction that holds the state change, the processed event id
 and the outgoing events (outbox), committed together or not at all.
 
-Inside a `batch` (a consumer's batch of records), units of work share one connection and transaction:
-each is a savepoint, and the batch commits once. One commit per batch instead of one per message is
-what lets a consumer keep up; a message that fails rolls back only its savepoint. The outgoing events of
-the units that succeeded are written to the outbox together, in their order, just before the batch commits,
-after the work they deferred to the batch's end (`defer_to_batch_end`).
+Inside a `batch` (a consumer's poll), units of work share one connection and transaction: each is a savepoint,
+and the batch commits once. One commit per poll instead of one per message is what lets a consumer keep up. A
+consumer whose batch failed handles the poll again one message at a time, each in a `savepoint`, so a message
+that fails rolls back alone. The outgoing events of the units that succeeded are written to the outbox together,
+in their order, just before the batch commits; the callbacks they registered run once it has committed.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -23,18 +23,17 @@ from contracts.codec import Record, encode, envelope_for
 from contracts.topics import Topic
 from servicekit.outbox import add_to_outbox
 
-Flush = Callable[[PoolConnectionProxy, list[Any]], Awaitable[None]]
-"""Work deferred to a batch's end: called once, inside its transaction, with every item queued for it."""
-
 
 @dataclass
 class _Batch:
     pool: asyncpg.Pool
     conn: PoolConnectionProxy
-    hooks: list[Callable[[], None]] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
     outgoing: list[tuple[str, Record]] = field(default_factory=list)
-    deferred: dict[Flush, list[Any]] = field(default_factory=dict)
+    deferred: dict["Flush", list[Any]] = field(default_factory=dict)
 
+
+Flush = Callable[[PoolConnectionProxy, list[Any]], Awaitable[None]]
 
 _current_batch: ContextVar[_Batch | None] = ContextVar("credited_uow_batch", default=None)
 
@@ -52,8 +51,26 @@ async def batch(pool: asyncpg.Pool) -> AsyncIterator[None]:
         for flush, items in current.deferred.items():
             await flush(conn, items)
         await add_to_outbox(conn, current.outgoing)
-    for hook in dict.fromkeys(current.hooks):
-        hook()
+    for callback in dict.fromkeys(current.after_commit):
+        callback()
+
+
+@asynccontextmanager
+async def savepoint() -> AsyncIterator[None]:
+    """Inside a batch, a savepoint of its transaction: if it rolls back, so does everything the units of work
+    inside it queued for the batch's end. Outside a batch, nothing."""
+    current = _current_batch.get()
+    if current is None:
+        yield
+        return
+    outgoing, after_commit = len(current.outgoing), len(current.after_commit)
+    try:
+        async with current.conn.transaction():
+            yield
+    except BaseException:
+        del current.outgoing[outgoing:]
+        del current.after_commit[after_commit:]
+        raise
 
 
 class PostgresUnitOfWork:
@@ -83,19 +100,9 @@ class PostgresUnitOfWork:
         self._tx = self.conn.transaction()
         await self._tx.start()
         self._outgoing = []
-        self._deferred: list[tuple[Flush, Any]] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._wake_on_commit = False
         return self
-
-    @property
-    def in_batch(self) -> bool:
-        """Whether this unit is one savepoint of a consumer's batch (see `defer_to_batch_end`)."""
-        return self._batch is not None
-
-    def defer_to_batch_end(self, flush: Flush, item: Any) -> None:
-        """Inside a batch: queue `item` for `flush` (a module-level function: it is the key), which runs once
-        before the batch commits with the items of every unit that succeeded (one rolled back queues nothing)."""
-        self._deferred.append((flush, item))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -105,24 +112,37 @@ class PostgresUnitOfWork:
                 if self._batch is None:
                     await add_to_outbox(self.conn, self._outgoing)
                 await self._tx.commit()
-                if self._batch is not None:  # written once for the whole batch, before it commits
-                    self._batch.outgoing += self._outgoing
-                    for flush, item in self._deferred:
-                        self._batch.deferred.setdefault(flush, []).append(item)
             else:
                 await self._tx.rollback()
         finally:
             if self._batch is None:
                 await self._pool.release(self.conn)
-        if exc_type is None and (self._outgoing or self._wake_on_commit):
-            if self._batch is not None:
-                self._batch.hooks.append(self._on_commit)  # after the batch commits
-            else:
-                self._on_commit()
+        if exc_type is not None:
+            return
+        after = [*self._after_commit, *([self._on_commit] if self._outgoing or self._wake_on_commit else [])]
+        if self._batch is not None:  # written once for the whole batch, and called once it committed
+            self._batch.outgoing += self._outgoing
+            self._batch.after_commit += after
+        else:
+            for callback in after:
+                callback()
+
+    @property
+    def in_batch(self) -> bool:
+        return self._batch is not None
+
+    def defer_to_batch_end(self, flush: Flush, item: Any) -> None:
+        assert self._batch is not None
+        self._batch.deferred.setdefault(flush, []).append(item)
 
     def wake_on_commit(self) -> None:
         """Call the on-commit hook after this unit commits even if it published nothing (new work queued)."""
         self._wake_on_commit = True
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this unit's changes are committed (inside a batch: once the batch is); never if
+        they roll back."""
+        self._after_commit.append(callback)
 
     def publish(
         self,
@@ -135,6 +155,17 @@ class PostgresUnitOfWork:
         """Queue `message` for `topic`; it is written to the outbox when the unit of work commits."""
         envelope = envelope_for(message, producer=self._producer, event_id=event_id, correlation_id=correlation_id)
         self._outgoing.append((topic.qualified(self._topic_prefix), encode(message, envelope)))
+
+    async def mark_processed_many(self, events: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Record that each consumer applied each event id, (consumer, event id) pairs, in one statement; the
+        pairs not recorded before (the others are redeliveries)."""
+        rows = await self.conn.fetch(
+            "INSERT INTO processed_events (consumer, event_id) SELECT * FROM unnest($1::text[], $2::text[])"
+            " ON CONFLICT DO NOTHING RETURNING consumer, event_id",
+            [consumer for consumer, _ in events],
+            [event_id for _, event_id in events],
+        )
+        return {(row["consumer"], row["event_id"]) for row in rows}
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool:
         """Record that `consumer` applied `event_id`; False if it already had (a redelivery)."""

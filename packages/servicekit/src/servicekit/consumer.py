@@ -1,0 +1,292 @@
+"""KafkaConsumerLoop: a consumer group member that handles each poll as one batch.
+
+Every record of a poll is decoded once, at the edge; what does not decode goes to the dead-letter topic. The
+decoded messages of all the poll's partitions go to the service's batch handler in one database transaction,
+and the offsets of all those partitions are committed once, after that transaction committed.
+
+A poll whose handler fails on anything but a transient error is handled again one message at a time, each in a
+savepoint of one transaction (and, should even that transaction not commit, each in a transaction of its own),
+so one bad message goes to the dead-letter topic with its reason and never holds up the rest. Transient failures
+(the database or the broker away) roll the poll back and retry it with backoff, never dead-lettering anything.
+A commit refused because the group rebalanced meanwhile is logged, not fatal: the partition's next owner resumes
+from the last commit, and every effect is idempotent.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeAlias
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+
+from contracts.codec import DecodeError, decode
+from servicekit.kafka import TRANSIENT, BatchHandler, DeadLetterPublisher, Delivery, PermanentFailure
+from servicekit.metrics import ConsumerMetrics, DeadLetterKind
+from servicekit.settings import KafkaTuning
+
+log = logging.getLogger(__name__)
+
+Scope = Callable[[], AbstractAsyncContextManager[object]]
+"""A context the handler runs in: the poll's database transaction, or one message's savepoint in it."""
+
+REBALANCED = (
+    CommitFailedError,
+    IllegalStateError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+    IllegalGenerationError,
+)
+"""Commit failures that mean the partitions moved to another member while the poll was handled."""
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    record: Record
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    record: Record
+    kind: DeadLetterKind
+    reason: str
+
+
+class KafkaConsumerLoop:
+    """Consumes `topics` in consumer group `group_id`, one poll at a time (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: BatchHandler,
+        dead_letters: DeadLetterPublisher,
+        max_attempts: int = 3,
+        tuning: KafkaTuning | None = None,
+        transient: tuple[type[BaseException], ...] = TRANSIENT,
+        batch_scope: Scope | None = None,
+        message_scope: Scope | None = None,
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        tuning = tuning or KafkaTuning()
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=tuning.fetch_max_records,
+            # Apache Kafka answers a waiting fetch as soon as data arrives, so a poll never waits for a batch
+            # to fill; Tansu waits the full time, so it stays short.
+            fetch_max_wait_ms=tuning.fetch_max_wait_ms,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        self._group_id = group_id
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._max_attempts = max_attempts
+        self._transient = transient
+        self._batch_scope = batch_scope or contextlib.nullcontext
+        self._message_scope = message_scope or contextlib.nullcontext
+        self._metrics = metrics
+        self._in_flight: dict[TopicPartition, int] = {}
+        self.consumed_total = 0
+        self.dead_lettered_total = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        while True:
+            polled = await self._consumer.getmany(timeout_ms=500)
+            if polled:
+                await self.handle_poll(polled)
+
+    async def handle_poll(self, polled: Mapping[TopicPartition, Sequence[Record]]) -> None:
+        """Apply one poll's records, dead-letter what failed, then commit every partition's offset at once."""
+        started = time.perf_counter()
+        # Until the poll is committed, a partition's lag counts from the poll's first record.
+        self._in_flight.update((tp, records[0].offset) for tp, records in polled.items() if records)
+        records = [record for part in polled.values() for record in part]
+        decoded, failed = self._decode(records)
+        fell_back = False
+        if decoded:
+            dead, fell_back = await self._apply(decoded)
+            failed += dead
+        if failed:
+            await self._send_dead_letters(failed)
+        self.consumed_total += len(records)
+        await self._commit({tp: part[-1].offset + 1 for tp, part in polled.items() if part})
+        for tp in polled:
+            self._in_flight.pop(tp, None)
+        if self._metrics is not None:
+            for tp, part in polled.items():
+                self._metrics.consumed(tp.topic, len(part))
+            self._metrics.polled(len(records), time.perf_counter() - started, fell_back=fell_back)
+
+    def _decode(self, records: Sequence[Record]) -> tuple[list[_Decoded], list[_DeadLetter]]:
+        decoded: list[_Decoded] = []
+        failed: list[_DeadLetter] = []
+        for record in records:
+            try:
+                decoded.append(_Decoded(record, decode(record.value, record.headers)))
+            except DecodeError as exc:
+                failed.append(_DeadLetter(record, DeadLetterKind.UNDECODABLE, f"undecodable: {exc.reason}"))
+        return decoded, failed
+
+    async def _apply(self, batch: list[_Decoded]) -> tuple[list[_DeadLetter], bool]:
+        """The messages set-based in one transaction; if that fails for good, one at a time with savepoints; if
+        that transaction cannot commit either, each in a transaction of its own. (dead letters, fell back)."""
+        deliveries = [item.delivery for item in batch]
+        try:
+            return await self._in_transaction(partial(self._set_based, deliveries), len(batch)), False
+        except Exception:
+            log.warning("a poll of %d messages failed; handling it one message at a time", len(batch), exc_info=True)
+        try:
+            return await self._in_transaction(partial(self._one_at_a_time, batch), len(batch)), True
+        except Exception:
+            log.exception("one message at a time, the poll's transaction failed too: one transaction each")
+        failed: list[_DeadLetter] = []
+        for item in batch:
+            try:
+                failed += await self._in_transaction(partial(self._one_at_a_time, [item]), 1)
+            except Exception as exc:
+                log.exception("the transaction of order %s alone failed", item.delivery[0].order_id)
+                failed.append(_DeadLetter(item.record, DeadLetterKind.HANDLER_FAILED, f"not committed: {exc!r}"[:500]))
+        return failed, True
+
+    async def _in_transaction(self, step: Callable[[], Awaitable[list[_DeadLetter]]], size: int) -> list[_DeadLetter]:
+        """`step` in the batch scope until it commits: transient failures roll it back and retry it with backoff;
+        any other failure is raised."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._batch_scope():
+                    return await step()
+            except self._transient as exc:
+                await self._back_off(attempt, f"a batch of {size} messages", exc)
+
+    async def _back_off(self, attempt: int, what: str, exc: BaseException) -> None:
+        # Cancelled inside the transaction (shutdown) with the connection gone, the transaction's exit raises a
+        # connection error in place of the CancelledError: stop, never retry then.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from exc
+        delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
+        log.warning("transient failure on %s, retrying in %.1fs: %r", what, delay, exc)
+        await asyncio.sleep(delay)
+
+    async def _set_based(self, deliveries: list[Delivery]) -> list[_DeadLetter]:
+        await self._handler(deliveries)
+        return []
+
+    async def _one_at_a_time(self, batch: list[_Decoded]) -> list[_DeadLetter]:
+        failed = [dead for item in batch if (dead := await self._one(item)) is not None]
+        return failed
+
+    async def _one(self, item: _Decoded) -> _DeadLetter | None:
+        """One message in its own savepoint, retried `max_attempts` times unless it is rejected for good."""
+        message, envelope = item.delivery
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                async with self._message_scope():
+                    await self._handler([item.delivery])
+                return None
+            except PermanentFailure as exc:
+                return _DeadLetter(item.record, DeadLetterKind.REJECTED, f"rejected: {exc}")
+            except self._transient:
+                raise
+            except Exception as exc:
+                log.exception(
+                    "handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt
+                )
+                if attempt >= self._max_attempts:
+                    reason = f"handler failed {attempt} times: {exc!r}"[:500]
+                    return _DeadLetter(item.record, DeadLetterKind.HANDLER_FAILED, reason)
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def _send_dead_letters(self, failed: list[_DeadLetter]) -> None:
+        for dead in failed:
+            r = dead.record
+            log.error("dead-lettering %s[%d]@%d key=%r: %s", r.topic, r.partition, r.offset, r.key, dead.reason)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._dead_letters.send_many(
+                    [(dead.record, dead.reason) for dead in failed], consumer_group=self._group_id
+                )
+                break
+            except self._transient as exc:
+                await self._back_off(attempt, f"{len(failed)} dead letters", exc)
+        self.dead_lettered_total += len(failed)
+        if self._metrics is not None:
+            for dead in failed:
+                self._metrics.dead_lettered(dead.kind)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the offsets of the partitions this member still holds; a partition revoked while the poll was
+        handled is left to its next owner, which resumes from the last commit (the repeat has no effect)."""
+        assigned = self._consumer.assignment()
+        owned = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if len(owned) < len(offsets):
+            log.warning("partitions %s were revoked during the poll; not committed", sorted(offsets.keys() - owned))
+        if not owned:
+            return
+        try:
+            await self._consumer.commit(owned)
+        except REBALANCED as exc:
+            log.warning(
+                "commit of %s failed after a rebalance, the next owner resumes from the last commit: %r", owned, exc
+            )
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet processed per assigned partition: the end offset the broker last reported
+        (the last stable offset, as we read committed) minus the first record not yet processed."""
+        lags: dict[tuple[str, int], int] = {}
+        for tp in list(self._consumer.assignment()):
+            if tp not in self._consumer.assignment():
+                continue  # moved away during an earlier await of this loop
+            try:
+                end = self._consumer.last_stable_offset(tp)
+                if end is None or end < 0:
+                    end = self._consumer.highwater(tp)
+                if end is None:
+                    continue  # nothing fetched from this partition yet
+                position = self._in_flight.get(tp)
+                if position is None:
+                    position = await asyncio.wait_for(self._consumer.position(tp), timeout=1.0)
+            except (IllegalStateError, TimeoutError):
+                continue  # the partition moved away or has no position yet; the next sample has it
+            lags[(tp.topic, tp.partition)] = end - position
+        return lags
+
+    async def observe_lag(self) -> None:
+        """Publish the current lag to the metrics (called periodically)."""
+        if self._metrics is not None:
+            self._metrics.lag(await self.lag())

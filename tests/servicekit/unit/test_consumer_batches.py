@@ -1,0 +1,145 @@
+"""The consumer loop hands each poll to the batch handler once, in one transaction, and commits all partitions'
+offsets once after it; a failing batch is handled again one message at a time so only the bad message is
+dead-lettered; transient failures are retried, never dead-lettered; a commit refused after a rebalance does not
+stop the consumer. The broker and the database are stand-ins here (tests/servicekit/consumer_fakes.py); the
+integration tests run the same loop on the real ones."""
+
+import asyncio
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+
+from contracts.base import Message
+from contracts.codec import Envelope
+from servicekit.consumer import KafkaConsumerLoop
+from servicekit.kafka import DeadLetterPublisher, PermanentFailure
+from tests.servicekit.consumer_fakes import FakeConsumer, KeptDeadLetters, Store, polled, record
+
+
+class Handler:
+    """Writes each order id it is given; fails on the orders in `bad` (with PermanentFailure for `rejected`)
+    and transiently on its first `transient` calls."""
+
+    def __init__(
+        self,
+        store: Store,
+        bad: frozenset[str] = frozenset(),
+        rejected: frozenset[str] = frozenset(),
+        transient: int = 0,
+    ) -> None:
+        self.store, self.bad, self.rejected, self.transient = store, bad, rejected, transient
+        self.calls: list[list[Message]] = []
+
+    async def __call__(self, deliveries: Sequence[tuple[Message, Envelope]]) -> None:
+        self.calls.append([m for m, _ in deliveries])
+        if self.transient > 0:
+            self.transient -= 1
+            raise ConnectionResetError("the database went away")
+        for message, _ in deliveries:
+            self.store.write(message.order_id)  # written, then rolled back if a later message fails
+            if message.order_id in self.rejected:
+                raise PermanentFailure(f"{message.order_id} breaks a rule")
+            if message.order_id in self.bad:
+                raise ValueError(f"cannot handle {message.order_id}")
+
+
+def consumer_loop(handler: Handler, store: Store, consumer: FakeConsumer, dead: KeptDeadLetters) -> KafkaConsumerLoop:
+    loop = KafkaConsumerLoop(
+        bootstrap="127.0.0.1:1",  # never started: the fake consumer stands in for the broker
+        group_id="g",
+        topics=["t"],
+        handler=handler,
+        dead_letters=cast(DeadLetterPublisher, dead),
+        transient=(OSError,),
+        batch_scope=store.transaction,
+        message_scope=store.savepoint,
+    )
+    loop._consumer = consumer  # type: ignore[assignment]
+    return loop
+
+
+async def run_polls(loop: KafkaConsumerLoop, consumer: FakeConsumer, polls: int) -> None:
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(10):
+            while len(consumer.committed) < polls and not task.done():
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not task.done() or task.cancelled(), task.exception()
+
+
+async def test_a_poll_of_several_partitions_is_one_batch_one_transaction_and_one_commit() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    consumer = FakeConsumer([polled(record("a", 5), record("b", 6), record("c", 9, partition=1))])
+    handler = Handler(store)
+    await run_polls(consumer_loop(handler, store, consumer, dead), consumer, 1)
+    assert [[m.order_id for m in call] for call in handler.calls] == [["a", "b", "c"]]
+    assert store.committed == ["a", "b", "c"] and store.commits == 1
+    assert consumer.committed == [{TopicPartition("t", 0): 7, TopicPartition("t", 1): 10}]
+    assert dead.sent == []
+
+
+async def test_a_failing_batch_is_handled_one_message_at_a_time_and_only_the_bad_ones_are_dead_lettered() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    records = [
+        record("a", 0),
+        record("bad", 1),
+        record("undecodable", 2, value=b"{not json"),
+        record("rule", 3),
+        record("b", 4),
+    ]
+    consumer = FakeConsumer([polled(*records)])
+    handler = Handler(store, bad=frozenset({"bad"}), rejected=frozenset({"rule"}))
+    await run_polls(consumer_loop(handler, store, consumer, dead), consumer, 1)
+    assert store.committed == ["a", "b"] and store.commits == 1  # the set-based attempt left nothing behind
+    reasons = dead.reasons()
+    assert set(reasons) == {b"bad", b"undecodable", b"rule"}
+    assert reasons[b"bad"].startswith("handler failed 3 times: ValueError('cannot handle bad')")
+    assert reasons[b"rule"] == "rejected: rule breaks a rule"
+    assert reasons[b"undecodable"].startswith("undecodable: value is not JSON")
+    assert consumer.committed == [{TopicPartition("t", 0): 5}]
+    # Decoded once: the messages handed over one at a time are the very objects of the set-based attempt.
+    first = {id(m) for m in handler.calls[0]}
+    assert all(id(m) in first for call in handler.calls[1:] for m in call)
+
+
+async def test_transient_failures_roll_the_batch_back_and_retry_it_without_dead_lettering() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    consumer = FakeConsumer([polled(record("a", 0), record("b", 1))])
+    handler = Handler(store, transient=2)
+    await run_polls(consumer_loop(handler, store, consumer, dead), consumer, 1)
+    assert len(handler.calls) == 3 and store.committed == ["a", "b"] and store.commits == 1
+    assert dead.sent == [] and consumer.committed == [{TopicPartition("t", 0): 2}]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [CommitFailedError("rebalanced"), IllegalStateError("not assigned"), RebalanceInProgressError()],
+    ids=["commit-failed", "illegal-state", "rebalance-in-progress"],
+)
+async def test_a_commit_refused_because_the_partition_moved_mid_batch_does_not_stop_the_consumer(
+    refusal: Exception,
+) -> None:
+    store, dead = Store(), KeptDeadLetters()
+    consumer = FakeConsumer([polled(record("a", 0)), polled(record("b", 1))], refuse=refusal)
+    await run_polls(consumer_loop(Handler(store), store, consumer, dead), consumer, 1)
+    assert store.committed == ["a", "b"]  # the next poll was handled after the refused commit
+    assert consumer.committed == [{TopicPartition("t", 0): 2}]
+
+
+async def test_a_partition_revoked_while_its_poll_was_handled_is_left_to_its_next_owner() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    consumer = FakeConsumer([polled(record("a", 0), record("b", 3, partition=1))])
+
+    class Revoking(Handler):
+        async def __call__(self, deliveries: Sequence[tuple[Message, Envelope]]) -> None:
+            consumer.assigned.discard(TopicPartition("t", 1))
+            await super().__call__(deliveries)
+
+    await run_polls(consumer_loop(Revoking(store), store, consumer, dead), consumer, 1)
+    assert consumer.committed == [{TopicPartition("t", 0): 1}]
