@@ -1,12 +1,13 @@
 """InMemoryLedger: the ledger unit of work in memory, for the use-case and stateful tests."""
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 
 from contracts.base import Message
 from contracts.topics import Topic
-from ledger.domain import AccountKind, CreditContext, Posted, Posting
+from ledger.domain import AccountKind, BooksView, Changes, OrderBooks, Posted, Posting
 
 
 @dataclass
@@ -20,9 +21,12 @@ class Books:
     frozen: set[str] = field(default_factory=set)
     users: dict[str, str] = field(default_factory=dict)
     credited_at: dict[str, datetime] = field(default_factory=dict)
+    locked: list[list[str]] = field(default_factory=list)
 
 
 class InMemoryLedger:
+    """Applies a unit of work's writes to `books` as they are made (the fake has no rollback)."""
+
     def __init__(self, books: Books) -> None:
         self.books = books
 
@@ -34,29 +38,41 @@ class InMemoryLedger:
     ) -> None:
         return None
 
-    async def mark_processed(self, consumer: str, event_id: str) -> bool:
-        if (consumer, event_id) in self.books.processed:
-            return False
-        self.books.processed.add((consumer, event_id))
-        return True
+    async def lock_orders(self, order_ids: Collection[str]) -> None:
+        self.books.locked.append(sorted(order_ids))
 
-    async def post(self, posting: Posting) -> bool:
-        key = (posting.order_id, posting.kind)
-        if key in self.books.postings:
-            return False
-        self.books.postings[key] = posting
-        self.books.credited_at.setdefault(posting.order_id, datetime.now(UTC))
-        for e in posting.entries:
-            self.books.balances[e.account.account_id] = self.books.balances.get(e.account.account_id, 0) + e.amount
-        return True
+    async def mark_processed_many(self, events: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        new = {event for event in events if event not in self.books.processed}
+        self.books.processed |= new
+        return new
 
-    async def record_fault(self, order_id: str, kind: str) -> None:
-        self.books.faults.add(order_id)
+    async def books_of(self, *, orders: Collection[str], users: Collection[str], wallets: Collection[str]) -> BooksView:
+        view = BooksView()
+        for order_id in orders:
+            view.orders[order_id] = OrderBooks(
+                self._credit_of(order_id),
+                (order_id, "compensation") in self.books.postings,
+                self.books.blocks.get(order_id),
+            )
+        view.users = {u: self.books.users[u] for u in users if u in self.books.users}
+        view.frozen = {w for w in wallets if w in self.books.frozen}
+        return view
 
-    async def lock_order(self, order_id: str) -> None:
-        return None
+    async def apply(self, changes: Changes) -> None:
+        assert not changes.registrations.keys() & self.books.users.keys(), "registered a known user"
+        self.books.users |= changes.registrations
+        self.books.blocks |= changes.blocks
+        self.books.faults |= set(changes.dropped)
+        for posting, at in changes.postings:
+            key = (posting.order_id, posting.kind)
+            assert key not in self.books.postings, f"posted {key} twice"
+            self.books.postings[key] = posting
+            if posting.kind == "credit":
+                self.books.credited_at[posting.order_id] = at
+            for e in posting.entries:
+                self.books.balances[e.account.account_id] = self.books.balances.get(e.account.account_id, 0) + e.amount
 
-    async def credit_of(self, order_id: str) -> Posted | None:
+    def _credit_of(self, order_id: str) -> Posted | None:
         posting = self.books.postings.get((order_id, "credit"))
         if posting is None:
             return None
@@ -68,23 +84,6 @@ class InMemoryLedger:
             wallet.account.currency,
             self.books.credited_at[order_id],
         )
-
-    async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
-        if overwrite:
-            self.books.blocks[order_id] = reason
-        else:
-            self.books.blocks.setdefault(order_id, reason)
-
-    async def credit_context(self, order_id: str, user_id: str, currency: str) -> CreditContext:
-        return CreditContext(
-            await self.credit_of(order_id),
-            self.books.blocks.get(order_id),
-            self.books.users.get(user_id),
-            f"wallet:{user_id}:{currency}" in self.books.frozen,
-        )
-
-    async def register_user(self, user_id: str, currency: str) -> str:
-        return self.books.users.setdefault(user_id, currency)
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
         self.books.published.append(message)

@@ -1,14 +1,16 @@
-"""A hypothesis state machine of the ledger: every use case in any order against a reference model.
+"""A hypothesis state machine of the ledger: every use case in any order, alone or many in one consumed batch
+(duplicates inside a batch included), against a reference model.
 
-The machine drives the real handlers through a `Books` backend: the in-memory fake (fast, many examples) or
-the real PostgreSQL adapter, where the invariants are SQL over the real tables. After every step it checks:
-each transaction's entries sum to zero, every stored balance is the sum of its entries, no wallet is
-negative, an order has at most one credit and one compensation, no blocked (refunded) order is credited,
-no compensation without a credit, and the books, the rejections and the announcements match the model.
+The machine drives the real batch handler through a `Books` backend: the in-memory fake (fast, many examples) or
+the real PostgreSQL adapter inside the consumer's batch transaction, where the invariants are SQL over the real
+tables. After every step it checks: each transaction's entries sum to zero, every stored balance is the sum of its
+entries, no wallet is negative, an order has at most one credit and one compensation, no blocked (refunded) order
+is credited, no compensation without a credit, and the books, the rejections and the announcements (in their
+order) match the model.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -17,12 +19,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from contracts.base import Message
-from contracts.codec import deterministic_id, envelope_for
+from contracts.codec import Envelope, deterministic_id, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
-from ledger import handlers
-from ledger.handlers import FaultPolicy, UserPolicy
-from ledger.ports import LedgerUnitOfWork
+from ledger.handlers import UserPolicy
 
 T = TypeVar("T")
 
@@ -30,17 +30,19 @@ USERS = ("u0", "u1", "u2")
 CURRENCIES = ("CNY", "USD")
 ORDERS = tuple(f"ord_{i}" for i in range(6))
 
+Delivery = tuple[Message, Envelope]
+Announced = tuple[str, object]
+"""An announcement as the model predicts it: ("posted", amount) or ("rejected", final)."""
+
 
 class Books(Protocol):
-    """What the machine needs from a ledger backend besides its unit of work."""
+    """What the machine needs from a ledger backend."""
 
-    def uow(self) -> LedgerUnitOfWork: ...
+    async def consume(self, deliveries: Sequence[Delivery], users: UserPolicy) -> None:
+        """Apply the deliveries as one consumed batch through the ledger's batch handler."""
+        ...
 
     async def reset(self) -> None: ...
-
-    async def batch(self, steps: list[Callable[[], Awaitable[None]]]) -> None:
-        """Run the steps as one consumed batch (one transaction on PostgreSQL)."""
-        ...
 
     async def freeze(self, user_id: str, currency: str) -> None: ...
 
@@ -91,19 +93,37 @@ class Model:
         self.processed.add((consumer, event_id))
         return True
 
-    def credit(self, order: Order) -> tuple[str, object]:
-        """Apply a credit attempt for an order not credited yet: ('credited', None) or ('rejected', final)."""
+    def credit(self, order: Order, *, is_retry: bool) -> list[Announced]:
+        """A credit attempt: what it announces."""
+        if order.order_id in self.credits:  # a retry re-announces what was credited; a payment says nothing
+            return [("posted", self.credits[order.order_id].amount)] if is_retry else []
         if order.order_id in self.blocked:
-            return "rejected", True
+            return [("rejected", True)]
         if order.user_id not in self.users and self.register_on_first_credit:
             self.users[order.user_id] = order.currency
         if order.user_id not in self.users:
-            return "rejected", False
+            return [("rejected", False)]
         if self.users[order.user_id] != order.currency or (order.user_id, order.currency) in self.frozen:
             self.blocked.add(order.order_id)
-            return "rejected", True
+            return [("rejected", True)]
         self.credits[order.order_id] = order
-        return "credited", None
+        return [("posted", order.amount)]
+
+    def block(self, order_id: str) -> list[Announced]:
+        if order_id in self.credits:
+            return [("posted", self.credits[order_id].amount)]
+        self.blocked.add(order_id)
+        return [("rejected", True)]
+
+    def refund(self, order_id: str) -> list[Announced]:
+        if order_id not in self.credits:
+            self.blocked.add(order_id)
+        return []
+
+    def compensate(self, order_id: str, amount: int) -> list[Announced]:
+        if order_id in self.credits and order_id not in self.compensations:
+            self.compensations[order_id] = amount
+        return []
 
     def wallets(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -117,6 +137,25 @@ def _run(loop: asyncio.AbstractEventLoop, coro: Awaitable[T]) -> T:
     return loop.run_until_complete(coro)  # type: ignore[arg-type]
 
 
+def _announced(published: list[Message]) -> list[Announced]:
+    out: list[Announced] = []
+    for message in published:
+        assert isinstance(message, CreditPosted | CreditRejected), message
+        out.append(("posted", message.amount) if isinstance(message, CreditPosted) else ("rejected", message.final))
+    return out
+
+
+orders = st.sampled_from(ORDERS)
+steps = st.one_of(
+    st.tuples(st.just("payment"), orders, st.integers(0, 1)),
+    st.tuples(st.just("retry"), orders, st.integers(1, 3)),
+    st.tuples(st.just("block"), orders),
+    st.tuples(st.just("refund"), orders),
+    st.tuples(st.just("compensation"), orders, st.integers(1, 500), st.integers(0, 1)),
+)
+"""One message as (kind, order id, ...): few enough that a batch often holds the same event twice."""
+
+
 class LedgerMachine(RuleBasedStateMachine):
     """Set `books` and `loop` on a subclass; run it with hypothesis' run_state_machine_as_test."""
 
@@ -127,6 +166,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.model = Model(register_on_first_credit=True)
         self.orders: dict[str, Order] = {}
+        self.users = UserPolicy()
         _run(self.loop, self.books.reset())
 
     # ---- setup -----------------------------------------------------------------------------------------
@@ -145,143 +185,89 @@ class LedgerMachine(RuleBasedStateMachine):
         for order_id, (user_id, amount, currency) in zip(ORDERS, orders, strict=True):
             self.orders[order_id] = Order(order_id, user_id, amount, currency)
 
-    def _call(self, step: Callable[[], Awaitable[None]]) -> list[Message]:
-        _run(self.loop, step())
-        return _run(self.loop, self.books.take_published())
-
     # ---- what arrives ----------------------------------------------------------------------------------
 
-    def _payment(self, order: Order, delivery: int) -> Callable[[], Awaitable[None]]:
-        event = PaymentSucceeded(
-            order_id=order.order_id,
-            user_id=order.user_id,
-            amount=order.amount,
-            currency=order.currency,
-            channel="card",
-            provider="sim",
-            provider_txn_id=f"tx-{order.order_id}",
-            paid_at=datetime.now(UTC),
-        )
-        # The same delivery again is a redelivery of one event; the other is the payment announced again.
-        envelope = envelope_for(event, producer="payments", event_id=f"{order.order_id}-pay-{delivery}")
-        return lambda: handlers.handle_payment_succeeded(
-            event, envelope, uow=self.books.uow, faults=FaultPolicy(), users=self.users
-        )
-
-    def _retry(self, order: Order, attempt: int) -> Callable[[], Awaitable[None]]:
-        command = RetryCredit(
-            order_id=order.order_id,
-            user_id=order.user_id,
-            amount=order.amount,
-            currency=order.currency,
-            attempt=attempt,
-            requested_at=datetime.now(UTC),
-        )
-        envelope = envelope_for(
-            command, producer="reconciler", event_id=deterministic_id("RetryCredit", order.order_id, str(attempt))
-        )
-        return lambda: handlers.handle_retry_credit(command, envelope, uow=self.books.uow, users=self.users)
-
-    def _expect_credit_attempt(self, order: Order, published: list[Message], *, is_retry: bool) -> None:
-        if order.order_id in self.model.credits:
-            credited = self.model.credits[order.order_id]
-            if is_retry:  # re-announced with what was credited; nothing posted
-                assert [type(m) for m in published] == [CreditPosted], published
-                assert isinstance(published[0], CreditPosted) and published[0].amount == credited.amount
-            else:
-                assert published == []
-            return
-        outcome, final = self.model.credit(order)
-        assert len(published) == 1, published
-        if outcome == "credited":
-            assert isinstance(published[0], CreditPosted) and published[0].amount == order.amount
+    def _delivery(self, step: tuple[Any, ...]) -> tuple[Delivery, list[Announced]]:
+        """The message a step stands for, and what the model says applying it announces."""
+        kind, order_id, *rest = step
+        order = self.orders[order_id]
+        now = datetime.now(UTC)
+        message: Message
+        if kind == "payment":
+            message = PaymentSucceeded(
+                order_id=order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                channel="card",
+                provider="sim",
+                provider_txn_id=f"tx-{order_id}",
+                paid_at=now,
+            )
+            # The same delivery again is a redelivery of one event; the other is the payment announced again.
+            event_id, consumer = f"{order_id}-pay-{rest[0]}", "payments"
+        elif kind == "retry":
+            message = RetryCredit(
+                order_id=order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                attempt=rest[0],
+                requested_at=now,
+            )
+            event_id, consumer = deterministic_id("RetryCredit", order_id, str(rest[0])), "commands"
+        elif kind == "block":
+            message = BlockCredit(
+                order_id=order_id, user_id=order.user_id, reason="retries exhausted", requested_at=now
+            )
+            event_id, consumer = deterministic_id("BlockCredit", order_id), "commands"
+        elif kind == "refund":
+            message = RefundSucceeded(
+                order_id=order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                refund_id=f"rf-{order_id}",
+                refunded_at=now,
+            )
+            event_id, consumer = deterministic_id("RefundSucceeded", order_id), "payments"
         else:
-            assert isinstance(published[0], CreditRejected) and published[0].final is final, published
+            amount, repeat = rest
+            message = GrantCompensation(
+                order_id=order_id, user_id=order.user_id, amount=amount, currency=order.currency, requested_at=now
+            )
+            event_id, consumer = deterministic_id("GrantCompensation", order_id, str(repeat)), "commands"
+        delivery = (message, envelope_for(message, producer="test", event_id=event_id))
+        if not self.model.first(consumer, event_id):
+            return delivery, []
+        if kind in ("payment", "retry"):
+            return delivery, self.model.credit(order, is_retry=kind == "retry")
+        if kind == "block":
+            return delivery, self.model.block(order_id)
+        if kind == "refund":
+            return delivery, self.model.refund(order_id)
+        return delivery, self.model.compensate(order_id, rest[0])
 
-    @rule(order_id=st.sampled_from(ORDERS), delivery=st.integers(0, 1))
-    def payment_arrives(self, order_id: str, delivery: int) -> None:
-        order = self.orders[order_id]
-        published = self._call(self._payment(order, delivery))
-        if not self.model.first("payments", f"{order_id}-pay-{delivery}"):
-            assert published == []
-            return
-        self._expect_credit_attempt(order, published, is_retry=False)
+    def _consume(self, batch: list[tuple[Any, ...]]) -> None:
+        """The steps as one consumed batch: the model replays them in order, and the announcements, in their
+        order, are what it predicts."""
+        deliveries, expected = [], []
+        for step in batch:
+            delivery, announced = self._delivery(step)
+            deliveries.append(delivery)
+            expected += announced
+        _run(self.loop, self.books.consume(deliveries, self.users))
+        assert _announced(_run(self.loop, self.books.take_published())) == expected
 
-    @rule(order_id=st.sampled_from(ORDERS), attempt=st.integers(1, 3))
-    def retry_credit_arrives(self, order_id: str, attempt: int) -> None:
-        order = self.orders[order_id]
-        published = self._call(self._retry(order, attempt))
-        if not self.model.first("commands", f"retry-{order_id}-{attempt}"):
-            assert published == []
-            return
-        self._expect_credit_attempt(order, published, is_retry=True)
+    @rule(step=steps)
+    def one_message_arrives(self, step: tuple[Any, ...]) -> None:
+        self._consume([step])
 
-    @rule(order_id=st.sampled_from(ORDERS), attempt=st.integers(1, 3))
-    def payment_and_retry_arrive_in_one_batch(self, order_id: str, attempt: int) -> None:
-        """The payment event and a retry in one consumed batch (one transaction with savepoints)."""
-        order = self.orders[order_id]
-        _run(self.loop, self.books.batch([self._payment(order, 0), self._retry(order, attempt)]))
-        published = _run(self.loop, self.books.take_published())
-        expected_payment = self.model.first("payments", f"{order_id}-pay-0")
-        expected_retry = self.model.first("commands", f"retry-{order_id}-{attempt}")
-        # Replay the model in the same order, splitting what was published between the two messages.
-        if expected_payment:
-            head = 1 if order_id not in self.model.credits else 0
-            self._expect_credit_attempt(order, published[:head], is_retry=False)
-            published = published[head:]
-        if expected_retry:
-            self._expect_credit_attempt(order, published, is_retry=True)
-        else:
-            assert published == []
-
-    @rule(order_id=st.sampled_from(ORDERS))
-    def block_credit_arrives(self, order_id: str) -> None:
-        order = self.orders[order_id]
-        command = BlockCredit(
-            order_id=order_id, user_id=order.user_id, reason="retries exhausted", requested_at=datetime.now(UTC)
-        )
-        envelope = envelope_for(command, producer="reconciler", event_id=deterministic_id("BlockCredit", order_id))
-        published = self._call(lambda: handlers.handle_block_credit(command, envelope, uow=self.books.uow))
-        if not self.model.first("commands", f"block-{order_id}"):
-            assert published == []
-        elif order_id in self.model.credits:
-            assert [type(m) for m in published] == [CreditPosted]
-        else:
-            self.model.blocked.add(order_id)
-            assert len(published) == 1 and isinstance(published[0], CreditRejected) and published[0].final
-
-    @rule(order_id=st.sampled_from(ORDERS))
-    def refund_succeeded_arrives(self, order_id: str) -> None:
-        order = self.orders[order_id]
-        event = RefundSucceeded(
-            order_id=order_id,
-            user_id=order.user_id,
-            amount=order.amount,
-            currency=order.currency,
-            refund_id=f"rf-{order_id}",
-            refunded_at=datetime.now(UTC),
-        )
-        envelope = envelope_for(event, producer="payments", event_id=deterministic_id("RefundSucceeded", order_id))
-        assert self._call(lambda: handlers.handle_refund_succeeded(event, envelope, uow=self.books.uow)) == []
-        if self.model.first("payments", f"refund-{order_id}") and order_id not in self.model.credits:
-            self.model.blocked.add(order_id)
-
-    @rule(order_id=st.sampled_from(ORDERS), amount=st.integers(1, 500), repeat=st.integers(0, 1))
-    def grant_compensation_arrives(self, order_id: str, amount: int, repeat: int) -> None:
-        order = self.orders[order_id]
-        command = GrantCompensation(
-            order_id=order_id,
-            user_id=order.user_id,
-            amount=amount,
-            currency=order.currency,
-            requested_at=datetime.now(UTC),
-        )
-        event_id = deterministic_id("GrantCompensation", order_id, str(repeat))
-        envelope = envelope_for(command, producer="reconciler", event_id=event_id)
-        assert self._call(lambda: handlers.handle_grant_compensation(command, envelope, uow=self.books.uow)) == []
-        first = self.model.first("commands", event_id)
-        if first and order_id in self.model.credits and order_id not in self.model.compensations:
-            self.model.compensations[order_id] = amount
+    @rule(batch=st.lists(steps, min_size=2, max_size=10))
+    def a_batch_arrives(self, batch: list[tuple[Any, ...]]) -> None:
+        """Several messages in one poll, in one transaction, set-based: repeats of one event, several messages
+        about one order, and events applied before, all mixed."""
+        self._consume(batch)
 
     # ---- what operators do -----------------------------------------------------------------------------
 

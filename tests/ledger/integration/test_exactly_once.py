@@ -1,8 +1,10 @@
 """Exactly one credit per order whatever arrives, on the real PostgreSQL: the payment event twice, retries, and
-both at once from two consumers, first as concurrent handlers, then as two ledger instances on the real broker."""
+both at once from two consumers, first as concurrent batches (sharing orders, each one transaction), then as two
+ledger instances on the real broker."""
 
 import asyncio
 import contextlib
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from ledger.bootstrap import MIGRATIONS, build
 from ledger.config import Settings
 from servicekit.kafka import KafkaPublisher
 from servicekit.postgres import create_pool, migrate
+from servicekit.uow import batch
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
 from tests.ledger.outbox import outbox_messages
@@ -83,22 +86,26 @@ async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]
     await pool.close()
 
 
-async def test_concurrent_payments_and_retries_for_the_same_orders_credit_each_once(pool: asyncpg.Pool) -> None:
+@pytest.mark.parametrize("batch_size", [1, 7])
+async def test_concurrent_payments_and_retries_for_the_same_orders_credit_each_once(
+    pool: asyncpg.Pool, batch_size: int
+) -> None:
     orders = [f"ord_{i}" for i in range(20)]
 
     def uow() -> PostgresLedger:
         return PostgresLedger(pool, producer="ledger", topic_prefix="")
 
-    async def deliver(message: Message, event_id: str) -> None:
-        envelope = envelope_for(message, producer="test", event_id=event_id)
-        if isinstance(message, PaymentSucceeded):
-            await handlers.handle_payment_succeeded(message, envelope, uow=uow, faults=handlers.FaultPolicy())
-        else:
-            assert isinstance(message, RetryCredit)
-            await handlers.handle_retry_credit(message, envelope, uow=uow)
+    async def consume(deliveries: list[tuple[Message, str]]) -> None:
+        async with batch(pool):
+            await handlers.handle_batch(
+                [(m, envelope_for(m, producer="test", event_id=e)) for m, e in deliveries], uow=uow
+            )
 
-    # All deliveries of all orders at once, on as many connections as the pool has.
-    await asyncio.gather(*(deliver(m, e) for o in orders for m, e in deliveries(o)))
+    # All deliveries of all orders shuffled into batches, all at once on as many connections as the pool has:
+    # batches share orders, and each takes its orders' locks in one fixed order.
+    everything = [d for o in orders for d in deliveries(o)]
+    random.Random(batch_size).shuffle(everything)
+    await asyncio.gather(*(consume(everything[i : i + batch_size]) for i in range(0, len(everything), batch_size)))
 
     async with pool.acquire() as conn:
         await assert_one_credit_per_order(conn, orders)

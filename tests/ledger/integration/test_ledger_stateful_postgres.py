@@ -2,7 +2,7 @@
 over the real tables, the announcements are read from the real outbox."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 
 import asyncpg
 from hypothesis import HealthCheck, settings
@@ -11,10 +11,11 @@ from hypothesis.stateful import run_state_machine_as_test
 from contracts.base import Message
 from ledger.adapters.postgres import PostgresLedger
 from ledger.bootstrap import MIGRATIONS
+from ledger.handlers import UserPolicy, handle_batch
 from servicekit.postgres import create_pool, migrate
 from servicekit.uow import batch
 from tests.ledger.outbox import outbox_messages
-from tests.ledger.stateful import machine
+from tests.ledger.stateful import Delivery, machine
 
 # Each names what it finds; every one must find nothing after every step.
 INVARIANTS = {
@@ -25,6 +26,10 @@ INVARIANTS = {
     "accounts whose stored balance is not the sum of their entries": (
         "SELECT a.account_id, a.balance, coalesce(sum(e.amount), 0) AS entries FROM accounts a"
         " LEFT JOIN entries e USING (account_id) GROUP BY a.account_id HAVING a.balance <> coalesce(sum(e.amount), 0)"
+    ),
+    "entries without their transaction or account": (
+        "SELECT e.id FROM entries e LEFT JOIN transactions t USING (transaction_id) LEFT JOIN accounts a"
+        " USING (account_id) WHERE t.transaction_id IS NULL OR a.account_id IS NULL"
     ),
     "negative wallets": "SELECT account_id, balance FROM accounts WHERE kind = 'wallet' AND balance < 0",
     "books that do not sum to zero": "SELECT sum(balance) FROM accounts HAVING sum(balance) <> 0",
@@ -59,10 +64,9 @@ class PostgresBooks:
         await self.pool.execute(f"TRUNCATE {TABLES}")
         self._seen = 0
 
-    async def batch(self, steps: list[Callable[[], Awaitable[None]]]) -> None:
-        async with batch(self.pool):
-            for step in steps:
-                await step()
+    async def consume(self, deliveries: Sequence[Delivery], users: UserPolicy) -> None:
+        async with batch(self.pool):  # as the consumer applies a poll: one transaction
+            await handle_batch(deliveries, uow=self.uow, users=users)
 
     async def freeze(self, user_id: str, currency: str) -> None:
         await self.pool.execute(

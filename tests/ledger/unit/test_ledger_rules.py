@@ -1,21 +1,15 @@
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
-from contracts.codec import envelope_for
+from contracts.base import Message
+from contracts.codec import Envelope, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
-from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
+from contracts.events import CreditPosted, CreditRejected, OrderPlaced, PaymentSucceeded, RefundSucceeded
 from ledger import domain
 from ledger.domain import AccountKind, Entry, Posting
-from ledger.handlers import (
-    FaultPolicy,
-    UserPolicy,
-    handle_block_credit,
-    handle_grant_compensation,
-    handle_payment_succeeded,
-    handle_refund_succeeded,
-    handle_retry_credit,
-)
+from ledger.handlers import FaultPolicy, UserPolicy, handle_batch
 from tests.ledger.fakes import Books, InMemoryLedger
 
 
@@ -30,6 +24,47 @@ def paid(order_id: str = "ord_1", amount: int = 600) -> PaymentSucceeded:
         provider_txn_id="tx",
         paid_at=datetime.now(UTC),
     )
+
+
+def retry(attempt: int = 1) -> RetryCredit:
+    return RetryCredit(
+        order_id="ord_1", user_id="u1", amount=600, currency="CNY", attempt=attempt, requested_at=datetime.now(UTC)
+    )
+
+
+def block() -> BlockCredit:
+    return BlockCredit(order_id="ord_1", user_id="u1", reason="retries exhausted", requested_at=datetime.now(UTC))
+
+
+def refund(order_id: str = "ord_1") -> RefundSucceeded:
+    return RefundSucceeded(
+        order_id=order_id, user_id="u1", amount=600, currency="CNY", refund_id="rf_1", refunded_at=datetime.now(UTC)
+    )
+
+
+def compensation(amount: int = 50) -> GrantCompensation:
+    return GrantCompensation(
+        order_id="ord_1", user_id="u1", amount=amount, currency="CNY", requested_at=datetime.now(UTC)
+    )
+
+
+def delivered(message: Message, event_id: str | None = None) -> tuple[Message, Envelope]:
+    return message, envelope_for(message, producer="test", event_id=event_id)
+
+
+NO_FAULTS = FaultPolicy()
+REGISTER_ON_FIRST_CREDIT = UserPolicy()
+
+
+async def consume(
+    books: Books,
+    *batch: Message | tuple[Message, Envelope],
+    faults: FaultPolicy = NO_FAULTS,
+    users: UserPolicy = REGISTER_ON_FIRST_CREDIT,
+) -> None:
+    """One consumed batch through the ledger's handler; a bare message gets an envelope with a new event id."""
+    deliveries: Sequence[tuple[Message, Envelope]] = [d if isinstance(d, tuple) else delivered(d) for d in batch]
+    await handle_batch(deliveries, uow=lambda: InMemoryLedger(books), faults=faults, users=users)
 
 
 def test_a_credit_moves_the_amount_from_platform_clearing_to_the_wallet() -> None:
@@ -53,63 +88,66 @@ def test_the_fault_knob_drops_about_its_share_and_always_the_same_orders() -> No
 
 async def test_the_same_payment_event_twice_credits_once() -> None:
     books = Books()
-    event = paid()
-    envelope = envelope_for(event, producer="payments", event_id="e1")
-    for _ in range(2):
-        await handle_payment_succeeded(event, envelope, uow=lambda: InMemoryLedger(books), faults=FaultPolicy())
+    event = delivered(paid(), "e1")
+    await consume(books, event)
+    await consume(books, event)
+    assert books.balances["wallet:u1:CNY"] == 600
+    assert [type(m) for m in books.published] == [CreditPosted]
+
+
+async def test_the_same_payment_event_twice_in_one_batch_credits_once() -> None:
+    books = Books()
+    event = delivered(paid(), "e1")
+    await consume(books, event, event)
     assert books.balances["wallet:u1:CNY"] == 600
     assert [type(m) for m in books.published] == [CreditPosted]
 
 
 async def test_a_second_payment_event_with_another_id_still_credits_once() -> None:
     books = Books()
-    for event_id in ("e1", "e2"):
-        envelope = envelope_for(paid(), producer="payments", event_id=event_id)
-        await handle_payment_succeeded(paid(), envelope, uow=lambda: InMemoryLedger(books), faults=FaultPolicy())
+    await consume(books, delivered(paid(), "e1"), delivered(paid(), "e2"))
+    await consume(books, delivered(paid(), "e3"))
     assert books.balances["wallet:u1:CNY"] == 600 and len(books.published) == 1
+
+
+async def test_a_batch_locks_all_its_orders_once_and_skips_what_is_not_the_ledgers_business() -> None:
+    books = Books()
+    placed = OrderPlaced(
+        order_id="ord_0", user_id="u1", amount=600, currency="CNY", channel="card", placed_at=datetime.now(UTC)
+    )
+    await consume(books, paid("ord_3"), placed, paid("ord_2"), paid("ord_3"))
+    assert books.locked == [["ord_2", "ord_3"]]
+    assert set(books.postings) == {("ord_2", "credit"), ("ord_3", "credit")}
+    await consume(books, placed)
+    assert books.locked == [["ord_2", "ord_3"]]
 
 
 async def test_a_dropped_credit_is_recorded_as_ground_truth_and_posts_nothing() -> None:
     books = Books()
-    event = paid()
-    await handle_payment_succeeded(
-        event,
-        envelope_for(event, producer="payments"),
-        uow=lambda: InMemoryLedger(books),
-        faults=FaultPolicy(drop_credit_share=1.0),
-    )
+    await consume(books, paid(), faults=FaultPolicy(drop_credit_share=1.0))
     assert books.faults == {"ord_1"} and books.postings == {} and books.published == []
-
-
-def retry(attempt: int = 1) -> RetryCredit:
-    return RetryCredit(
-        order_id="ord_1", user_id="u1", amount=600, currency="CNY", attempt=attempt, requested_at=datetime.now(UTC)
-    )
-
-
-def block() -> BlockCredit:
-    return BlockCredit(order_id="ord_1", user_id="u1", reason="retries exhausted", requested_at=datetime.now(UTC))
 
 
 async def test_a_retry_credits_a_dropped_order_and_a_second_retry_only_reannounces_it() -> None:
     books = Books()
-    for attempt in (1, 2):
-        await handle_retry_credit(
-            retry(attempt), envelope_for(retry(attempt), producer="r"), uow=lambda: InMemoryLedger(books)
-        )
+    await consume(books, retry(1))
+    await consume(books, retry(2))
     assert books.balances["wallet:u1:CNY"] == 600
     assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]
     assert len(books.postings) == 1
 
 
+async def test_a_payment_and_its_retries_in_one_batch_credit_once_and_reannounce_after() -> None:
+    books = Books()
+    await consume(books, retry(1), paid(), retry(2))
+    assert books.balances["wallet:u1:CNY"] == 600 and len(books.postings) == 1
+    assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]
+
+
 async def test_a_block_before_any_credit_rejects_finally_and_later_credits_are_refused() -> None:
     books = Books()
-    await handle_block_credit(block(), envelope_for(block(), producer="r"), uow=lambda: InMemoryLedger(books))
-    await handle_retry_credit(retry(), envelope_for(retry(), producer="r"), uow=lambda: InMemoryLedger(books))
-    event = paid()
-    await handle_payment_succeeded(
-        event, envelope_for(event, producer="p"), uow=lambda: InMemoryLedger(books), faults=FaultPolicy()
-    )
+    await consume(books, block())
+    await consume(books, retry(), paid())
     assert books.postings == {} and "wallet:u1:CNY" not in books.balances
     rejections = [m for m in books.published if isinstance(m, CreditRejected)]
     assert len(rejections) == 3 and all(r.final for r in rejections)
@@ -117,21 +155,14 @@ async def test_a_block_before_any_credit_rejects_finally_and_later_credits_are_r
 
 async def test_a_block_after_the_credit_reannounces_the_credit_and_blocks_nothing() -> None:
     books = Books()
-    event = paid()
-    await handle_payment_succeeded(
-        event, envelope_for(event, producer="p"), uow=lambda: InMemoryLedger(books), faults=FaultPolicy()
-    )
-    await handle_block_credit(block(), envelope_for(block(), producer="r"), uow=lambda: InMemoryLedger(books))
+    await consume(books, paid(), block())
     assert books.blocks == {}
     assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]
 
 
 async def test_a_frozen_wallet_is_a_final_rejection_that_blocks_the_order() -> None:
     books = Books(frozen={"wallet:u1:CNY"})
-    event = paid()
-    await handle_payment_succeeded(
-        event, envelope_for(event, producer="p"), uow=lambda: InMemoryLedger(books), faults=FaultPolicy()
-    )
+    await consume(books, paid())
     assert isinstance(books.published[0], CreditRejected) and books.published[0].final
     assert books.blocks == {"ord_1": "wallet frozen"}
 
@@ -142,24 +173,20 @@ def strict() -> UserPolicy:
 
 async def test_an_unknown_user_is_refused_retryably_and_credited_once_registered() -> None:
     books = Books()
-    uow = lambda: InMemoryLedger(books)  # noqa: E731
-    await handle_retry_credit(retry(1), envelope_for(retry(1), producer="r"), uow=uow, users=strict())
+    await consume(books, retry(1), users=strict())
     rejection = books.published[-1]
     assert isinstance(rejection, CreditRejected) and rejection.reason == "unknown user" and not rejection.final
     assert books.blocks == {} and books.postings == {}
     books.users["u1"] = "CNY"
-    await handle_retry_credit(retry(2), envelope_for(retry(2), producer="r"), uow=uow, users=strict())
+    await consume(books, retry(2), users=strict())
     assert books.balances["wallet:u1:CNY"] == 600 and isinstance(books.published[-1], CreditPosted)
 
 
 async def test_a_first_credit_registers_the_user_in_its_currency_and_another_currency_is_refused_for_good() -> None:
     books = Books()
-    uow = lambda: InMemoryLedger(books)  # noqa: E731
-    event = paid("ord_1")
-    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
+    usd = paid("ord_2").model_copy(update={"currency": "USD"})
+    await consume(books, paid("ord_1"), usd)
     assert books.users == {"u1": "CNY"}
-    usd = event.model_copy(update={"order_id": "ord_2", "currency": "USD"})
-    await handle_payment_succeeded(usd, envelope_for(usd, producer="p"), uow=uow, faults=FaultPolicy())
     rejection = books.published[-1]
     assert isinstance(rejection, CreditRejected) and rejection.final
     assert rejection.reason == "currency mismatch: the wallet is kept in CNY, not USD"
@@ -168,45 +195,41 @@ async def test_a_first_credit_registers_the_user_in_its_currency_and_another_cur
 
 async def test_a_refunded_order_is_never_credited_and_the_refusal_says_refunded() -> None:
     books = Books()
-    uow = lambda: InMemoryLedger(books)  # noqa: E731
-    await handle_block_credit(block(), envelope_for(block(), producer="r"), uow=uow)
-    refund = RefundSucceeded(
-        order_id="ord_1", user_id="u1", amount=600, currency="CNY", refund_id="rf_1", refunded_at=datetime.now(UTC)
-    )
-    await handle_refund_succeeded(refund, envelope_for(refund, producer="payments"), uow=uow)
-    event = paid()
-    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
+    await consume(books, block(), refund())
+    await consume(books, paid())
     rejection = books.published[-1]
     assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == "order refunded"
     assert books.postings == {}
 
 
+async def test_a_payment_after_its_refund_in_the_same_batch_is_refused_as_refunded() -> None:
+    books = Books()
+    await consume(books, refund(), paid())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.reason == "order refunded"
+    assert books.postings == {} and books.blocks == {"ord_1": "order refunded"}
+
+
+async def test_a_refund_of_an_order_credited_earlier_in_the_batch_blocks_nothing() -> None:
+    books = Books()
+    await consume(books, paid(), refund())
+    assert books.blocks == {} and [type(m) for m in books.published] == [CreditPosted]
+
+
 async def test_a_retry_of_a_credited_order_reannounces_what_was_credited_not_what_it_asks() -> None:
     books = Books()
-    uow = lambda: InMemoryLedger(books)  # noqa: E731
-    event = paid(amount=600)
-    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
-    odd = retry(1).model_copy(update={"amount": 999})
-    await handle_retry_credit(odd, envelope_for(odd, producer="r"), uow=uow)
+    await consume(books, paid(amount=600))
+    await consume(books, retry(1).model_copy(update={"amount": 999}))
     announced = books.published[-1]
     assert isinstance(announced, CreditPosted) and announced.amount == 600
     assert books.balances["wallet:u1:CNY"] == 600 and len(books.postings) == 1
 
 
-def compensation(amount: int = 50) -> GrantCompensation:
-    return GrantCompensation(
-        order_id="ord_1", user_id="u1", amount=amount, currency="CNY", requested_at=datetime.now(UTC)
-    )
-
-
 async def test_compensation_is_granted_once_and_only_for_a_credited_order() -> None:
     books = Books()
-    uow = lambda: InMemoryLedger(books)  # noqa: E731
-    await handle_grant_compensation(compensation(), envelope_for(compensation(), producer="r"), uow=uow)
+    await consume(books, compensation())
     assert books.postings == {}
-    event = paid()
-    await handle_payment_succeeded(event, envelope_for(event, producer="p"), uow=uow, faults=FaultPolicy())
-    for _ in range(2):
-        await handle_grant_compensation(compensation(), envelope_for(compensation(), producer="r"), uow=uow)
+    await consume(books, paid(), compensation(), compensation())
+    await consume(books, compensation())
     assert books.balances["wallet:u1:CNY"] == 650
     assert books.balances["platform:compensation:CNY"] == -50

@@ -1,15 +1,16 @@
 """The ledger state machine (tests/ledger/stateful.py) on the in-memory fake: many short histories, fast."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from contracts.base import Message
 from ledger.domain import AccountKind
+from ledger.handlers import UserPolicy, handle_batch
 from tests.ledger.fakes import Books, InMemoryLedger
-from tests.ledger.stateful import machine
+from tests.ledger.stateful import Delivery, machine
 
 
 class FakeBooks:
@@ -23,9 +24,8 @@ class FakeBooks:
     async def reset(self) -> None:
         self.books, self._seen = Books(), 0
 
-    async def batch(self, steps: list[Callable[[], Awaitable[None]]]) -> None:
-        for step in steps:
-            await step()
+    async def consume(self, deliveries: Sequence[Delivery], users: UserPolicy) -> None:
+        await handle_batch(deliveries, uow=self.uow, users=users)
 
     async def freeze(self, user_id: str, currency: str) -> None:
         self.books.frozen.add(f"wallet:{user_id}:{currency}")

@@ -8,12 +8,11 @@ that fails rolls back alone. The outgoing events of the units that succeeded are
 in their order, just before the batch commits; the callbacks they registered run once it has committed.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -30,10 +29,7 @@ class _Batch:
     conn: PoolConnectionProxy
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     outgoing: list[tuple[str, Record]] = field(default_factory=list)
-    deferred: dict["Flush", list[Any]] = field(default_factory=dict)
 
-
-Flush = Callable[[PoolConnectionProxy, list[Any]], Awaitable[None]]
 
 _current_batch: ContextVar[_Batch | None] = ContextVar("credited_uow_batch", default=None)
 
@@ -48,8 +44,6 @@ async def batch(pool: asyncpg.Pool) -> AsyncIterator[None]:
             yield
         finally:
             _current_batch.reset(token)
-        for flush, items in current.deferred.items():
-            await flush(conn, items)
         await add_to_outbox(conn, current.outgoing)
     for callback in dict.fromkeys(current.after_commit):
         callback()
@@ -126,14 +120,6 @@ class PostgresUnitOfWork:
         else:
             for callback in after:
                 callback()
-
-    @property
-    def in_batch(self) -> bool:
-        return self._batch is not None
-
-    def defer_to_batch_end(self, flush: Flush, item: Any) -> None:
-        assert self._batch is not None
-        self._batch.deferred.setdefault(flush, []).append(item)
 
     def wake_on_commit(self) -> None:
         """Call the on-commit hook after this unit commits even if it published nothing (new work queued)."""

@@ -5,8 +5,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
-from contracts.events import PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import handlers
 from ledger.adapters.http import routes
@@ -14,7 +12,6 @@ from ledger.adapters.postgres import PostgresLedger
 from ledger.config import Settings
 from servicekit.http import create_app
 from servicekit.infrastructure import Infrastructure
-from servicekit.kafka import route
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "ledger"
@@ -30,27 +27,10 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
 
     faults = handlers.FaultPolicy(drop_credit_share=settings.fault_drop_credit_share)
     users = handlers.UserPolicy(register_on_first_credit=settings.register_on_first_credit)
-    infra.consume(
-        "ledger.payments",
-        [Topic.PAYMENTS_EVENTS],
-        route(
-            {
-                PaymentSucceeded: partial(handlers.handle_payment_succeeded, uow=uow, faults=faults, users=users),
-                RefundSucceeded: partial(handlers.handle_refund_succeeded, uow=uow),
-            }
-        ),
-    )
-    infra.consume(
-        "ledger.commands",
-        [Topic.LEDGER_COMMANDS],
-        route(
-            {
-                RetryCredit: partial(handlers.handle_retry_credit, uow=uow, users=users),
-                BlockCredit: partial(handlers.handle_block_credit, uow=uow),
-                GrantCompensation: partial(handlers.handle_grant_compensation, uow=uow),
-            }
-        ),
-    )
+    # Each poll of either consumer is one batch: its payment events or commands, decided and written set-based.
+    handle = partial(handlers.handle_batch, uow=uow, faults=faults, users=users)
+    infra.consume("ledger.payments", [Topic.PAYMENTS_EVENTS], handle)
+    infra.consume("ledger.commands", [Topic.LEDGER_COMMANDS], handle)
     app = create_app(title="credited ledger", version="1", registry=infra.registry)
     app.include_router(routes(uow))
     return infra, app

@@ -1,7 +1,7 @@
 """Accounts, postings and the rules of double entry. Pure: no I/O."""
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -63,6 +63,39 @@ class CreditContext:
     blocked: str | None
     user_currency: str | None
     wallet_frozen: bool
+
+
+@dataclass(slots=True)
+class OrderBooks:
+    """What the books hold for one order: its credit, whether it was compensated, why it is blocked."""
+
+    credit: Posted | None = None
+    compensated: bool = False
+    blocked: str | None = None
+
+
+@dataclass(slots=True)
+class BooksView:
+    """The part of the books a batch of messages touches, read under the batch's order locks and kept up to date
+    while the batch is decided: its orders, its users' wallet currencies and which of their wallets are frozen."""
+
+    orders: dict[str, OrderBooks] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
+
+    def order(self, order_id: str) -> OrderBooks:
+        return self.orders.setdefault(order_id, OrderBooks())
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a batch writes, decided in full before anything is written: new postings with their time, blocks
+    (new, or a new reason), users registered by their first credit, and credits the fault knob dropped."""
+
+    postings: list[tuple[Posting, datetime]] = field(default_factory=list)
+    blocks: dict[str, str] = field(default_factory=dict)
+    registrations: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

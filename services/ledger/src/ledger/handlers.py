@@ -1,19 +1,26 @@
 """Ledger use cases: credit a paid order exactly once; retry, block and compensate on the reconciler's command.
 
-Every credit and block decision for an order runs under that order's lock, so "credited" and "blocked"
-exclude each other: a refund is only ever issued for an order the ledger has blocked.
+A consumed batch is applied in one unit of work with a handful of statements: the locks of all its orders (in
+one fixed order), its event ids recorded at once (which says which messages are redeliveries), the books of its
+orders and users read at once, every message decided in order against that view (`BatchDecisions`, no I/O), and
+the decided changes written set-based. Every credit and block decision for an order runs under that order's
+lock, so "credited" and "blocked" exclude each other: a refund is only ever issued for an order the ledger has
+blocked.
 """
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from contracts.base import Message
 from contracts.codec import Envelope, deterministic_id
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import domain
-from ledger.ports import LedgerUnitOfWork, UnitOfWorkFactory
+from ledger.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -35,132 +42,165 @@ class UserPolicy:
     register_on_first_credit: bool = True
 
 
-def _announce_credit(tx: LedgerUnitOfWork, order_id: str, posted: domain.Posted, tag: str) -> None:
-    tx.publish(
-        Topic.LEDGER_EVENTS,
-        CreditPosted(
+class BatchDecisions:
+    """Decides a batch's messages in order against a view of the books, keeping the view up to date, and
+    collects what is to be written (`changes`) and announced (`outgoing`). Pure: no I/O."""
+
+    def __init__(self, view: domain.BooksView, faults: FaultPolicy, users: UserPolicy, now: datetime) -> None:
+        self.view = view
+        self.changes = domain.Changes()
+        self.outgoing: list[tuple[Message, str]] = []
+        self._faults = faults
+        self._users = users
+        self._now = now
+
+    def decide(self, message: Message, envelope: Envelope) -> None:
+        _DECIDERS[type(message)][1](self, message, envelope)
+
+    def payment_succeeded(self, message: PaymentSucceeded, envelope: Envelope) -> None:
+        """A paid order is owed a credit: post it once, however often the payment event arrives."""
+        if domain.drops_credit(message.order_id, self._faults.drop_credit_share):
+            self.changes.dropped.append(message.order_id)
+            log.warning(
+                "fault injection: dropped the credit of order %s (event %s)", message.order_id, envelope.event_id
+            )
+            return
+        outcome = self._credit(message, f"payment-{envelope.event_id}")
+        level = logging.DEBUG if outcome == "credited" else logging.INFO
+        log.log(level, "order %s: %s (event %s)", message.order_id, outcome, envelope.event_id)
+
+    def retry_credit(self, message: RetryCredit, envelope: Envelope) -> None:
+        """The reconciler found the order overdue: credit it now, or re-announce the credit it already has."""
+        outcome = self._credit(message, f"retry-{message.attempt}")
+        log.warning(
+            "order %s: retry %d -> %s (event %s)", message.order_id, message.attempt, outcome, envelope.event_id
+        )
+
+    def block_credit(self, message: BlockCredit, envelope: Envelope) -> None:
+        """Before a refund: make sure the order is never credited, or say that it already was."""
+        order = self.view.order(message.order_id)
+        if order.credit is not None:
+            self._announce(message.order_id, order.credit, "reannounce-block")
+            log.warning("order %s was credited already; block refused (event %s)", message.order_id, envelope.event_id)
+            return
+        if order.blocked is None:
+            order.blocked = self.changes.blocks[message.order_id] = message.reason
+        self._reject(message.order_id, message.user_id, f"blocked: {message.reason}", True, "block")
+        log.warning(
+            "order %s blocked from crediting: %s (event %s)", message.order_id, message.reason, envelope.event_id
+        )
+
+    def grant_compensation(self, message: GrantCompensation, envelope: Envelope) -> None:
+        """A late credit earns a delay compensation, once per order; an order never credited earns none."""
+        order = self.view.order(message.order_id)
+        if order.credit is None:
+            log.warning("order %s has no credit: no compensation (event %s)", message.order_id, envelope.event_id)
+            return
+        granted = not order.compensated
+        if granted:
+            posting = domain.compensation(message.order_id, message.user_id, message.amount, message.currency)
+            self.changes.postings.append((posting, self._now))
+            order.compensated = True
+        outcome = "granted" if granted else "already granted"
+        log.info("order %s compensation %s (event %s)", message.order_id, outcome, envelope.event_id)
+
+    def refund_succeeded(self, message: RefundSucceeded, envelope: Envelope) -> None:
+        """The order's payment went back to the user: it is never credited, and a late credit says why."""
+        order = self.view.order(message.order_id)
+        if order.credit is not None:
+            # The reconciler refunds only orders the ledger blocked; this needs a person.
+            log.error("order %s was refunded although it is credited (event %s)", message.order_id, envelope.event_id)
+            return
+        if order.blocked != domain.ORDER_REFUNDED:
+            order.blocked = self.changes.blocks[message.order_id] = domain.ORDER_REFUNDED
+        log.info("order %s refunded: it will never be credited (event %s)", message.order_id, envelope.event_id)
+
+    def _credit(self, message: PaymentSucceeded | RetryCredit, tag: str) -> str:
+        """Credit once; what happened."""
+        order = self.view.order(message.order_id)
+        if order.credit is not None:
+            if isinstance(message, RetryCredit):  # re-announce so the reconciler can close the order
+                self._announce(message.order_id, order.credit, f"reannounce-{tag}")
+            return "already_credited"
+        currency = self.view.users.get(message.user_id)
+        if currency is None and order.blocked is None and self._users.register_on_first_credit:
+            currency = self.view.users[message.user_id] = message.currency
+            self.changes.registrations[message.user_id] = currency
+        frozen = domain.wallet(message.user_id, message.currency).account_id in self.view.frozen
+        refused = domain.refusal(domain.CreditContext(None, order.blocked, currency, frozen), message.currency)
+        if refused is not None:
+            if refused.final and order.blocked is None:
+                order.blocked = self.changes.blocks[message.order_id] = refused.reason
+            self._reject(message.order_id, message.user_id, refused.reason, refused.final, tag)
+            return f"rejected ({refused.reason})"
+        posting = domain.credit(message.order_id, message.user_id, message.amount, message.currency)
+        self.changes.postings.append((posting, self._now))
+        order.credit = domain.Posted(
+            posting.transaction_id, message.user_id, message.amount, message.currency, self._now
+        )
+        self._announce(message.order_id, order.credit, "credit")
+        return "credited"
+
+    def _announce(self, order_id: str, posted: domain.Posted, tag: str) -> None:
+        credit = CreditPosted(
             order_id=order_id,
             user_id=posted.user_id,
             amount=posted.amount,
             currency=posted.currency,
             transaction_id=posted.transaction_id,
             credited_at=posted.created_at,
-        ),
-        event_id=deterministic_id("CreditPosted", order_id, tag),
-    )
+        )
+        self.outgoing.append((credit, deterministic_id("CreditPosted", order_id, tag)))
+
+    def _reject(self, order_id: str, user_id: str, reason: str, final: bool, tag: str) -> None:
+        rejection = CreditRejected(
+            order_id=order_id, user_id=user_id, reason=reason, final=final, rejected_at=self._now
+        )
+        self.outgoing.append((rejection, deterministic_id("CreditRejected", order_id, tag)))
 
 
-def _reject(tx: LedgerUnitOfWork, order_id: str, user_id: str, reason: str, final: bool, tag: str) -> None:
-    tx.publish(
-        Topic.LEDGER_EVENTS,
-        CreditRejected(order_id=order_id, user_id=user_id, reason=reason, final=final, rejected_at=datetime.now(UTC)),
-        event_id=deterministic_id("CreditRejected", order_id, tag),
-    )
+Decider = Callable[[BatchDecisions, Any, Envelope], None]
+
+_DECIDERS: dict[type[Message], tuple[str, Decider]] = {
+    PaymentSucceeded: (PAYMENTS_CONSUMER, BatchDecisions.payment_succeeded),
+    RefundSucceeded: (PAYMENTS_CONSUMER, BatchDecisions.refund_succeeded),
+    RetryCredit: (COMMANDS_CONSUMER, BatchDecisions.retry_credit),
+    BlockCredit: (COMMANDS_CONSUMER, BatchDecisions.block_credit),
+    GrantCompensation: (COMMANDS_CONSUMER, BatchDecisions.grant_compensation),
+}
+"""What the ledger handles: each message type with the consumer that records its event ids, and its decision."""
 
 
-async def _credit(tx: LedgerUnitOfWork, message: PaymentSucceeded | RetryCredit, tag: str, users: UserPolicy) -> str:
-    """Credit once, under the order's lock; returns what happened."""
-    await tx.lock_order(message.order_id)
-    context = await tx.credit_context(message.order_id, message.user_id, message.currency)
-    if context.credit is not None:
-        if isinstance(message, RetryCredit):  # re-announce so the reconciler can close the order
-            _announce_credit(tx, message.order_id, context.credit, f"reannounce-{tag}")
-        return "already_credited"
-    if context.user_currency is None and context.blocked is None and users.register_on_first_credit:
-        currency = await tx.register_user(message.user_id, message.currency)
-        context = replace(context, user_currency=currency)
-    refused = domain.refusal(context, message.currency)
-    if refused is not None:
-        if refused.final and context.blocked is None:
-            await tx.block(message.order_id, refused.reason)
-        _reject(tx, message.order_id, message.user_id, refused.reason, refused.final, tag)
-        return f"rejected ({refused.reason})"
-    posting = domain.credit(message.order_id, message.user_id, message.amount, message.currency)
-    await tx.post(posting)
-    posted = domain.Posted(posting.transaction_id, message.user_id, message.amount, message.currency, datetime.now(UTC))
-    _announce_credit(tx, message.order_id, posted, "credit")
-    return "credited"
-
-
-async def handle_payment_succeeded(
-    message: PaymentSucceeded,
-    envelope: Envelope,
+async def handle_batch(
+    deliveries: Sequence[tuple[Message, Envelope]],
     *,
     uow: UnitOfWorkFactory,
-    faults: FaultPolicy,
+    faults: FaultPolicy = FaultPolicy(),
     users: UserPolicy = UserPolicy(),
 ) -> None:
-    """A paid order is owed a credit: post it once, however often the payment event arrives."""
+    """Apply a consumed batch of payment events and reconciler commands, in order, each event id at most once
+    (a redelivery, in the batch or of an event applied before, has no effect); other message types are skipped."""
+    mine = [(m, e) for m, e in deliveries if type(m) in _DECIDERS]
+    if not mine:
+        return
+    credits = [m for m, _ in mine if isinstance(m, PaymentSucceeded | RetryCredit)]
     async with uow() as tx:
-        if not await tx.mark_processed(PAYMENTS_CONSUMER, envelope.event_id):
-            log.info("payment event %s for order %s already applied", envelope.event_id, message.order_id)
-            return
-        if domain.drops_credit(message.order_id, faults.drop_credit_share):
-            await tx.record_fault(message.order_id, "credit_dropped")
-            log.warning(
-                "fault injection: dropped the credit of order %s (event %s)", message.order_id, envelope.event_id
-            )
-            return
-        outcome = await _credit(tx, message, f"payment-{envelope.event_id}", users)
-    log.info("order %s: %s (event %s)", message.order_id, outcome, envelope.event_id)
-
-
-async def handle_retry_credit(
-    message: RetryCredit, envelope: Envelope, *, uow: UnitOfWorkFactory, users: UserPolicy = UserPolicy()
-) -> None:
-    """The reconciler found the order overdue: credit it now, or re-announce the credit it already has."""
-    async with uow() as tx:
-        if not await tx.mark_processed(COMMANDS_CONSUMER, envelope.event_id):
-            return
-        outcome = await _credit(tx, message, f"retry-{message.attempt}", users)
-    log.warning("order %s: retry %d -> %s (event %s)", message.order_id, message.attempt, outcome, envelope.event_id)
-
-
-async def handle_block_credit(message: BlockCredit, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """Before a refund: make sure the order is never credited, or say that it already was."""
-    async with uow() as tx:
-        if not await tx.mark_processed(COMMANDS_CONSUMER, envelope.event_id):
-            return
-        await tx.lock_order(message.order_id)
-        existing = await tx.credit_of(message.order_id)
-        if existing is not None:
-            _announce_credit(tx, message.order_id, existing, "reannounce-block")
-            log.warning("order %s was credited already; block refused (event %s)", message.order_id, envelope.event_id)
-            return
-        await tx.block(message.order_id, message.reason)
-        _reject(tx, message.order_id, message.user_id, f"blocked: {message.reason}", True, "block")
-    log.warning("order %s blocked from crediting: %s (event %s)", message.order_id, message.reason, envelope.event_id)
-
-
-async def handle_grant_compensation(message: GrantCompensation, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """A late credit earns a delay compensation, once per order; an order never credited earns none."""
-    async with uow() as tx:
-        if not await tx.mark_processed(COMMANDS_CONSUMER, envelope.event_id):
-            return
-        await tx.lock_order(message.order_id)
-        if await tx.credit_of(message.order_id) is None:
-            log.warning("order %s has no credit: no compensation (event %s)", message.order_id, envelope.event_id)
-            return
-        granted = await tx.post(
-            domain.compensation(message.order_id, message.user_id, message.amount, message.currency)
+        await tx.lock_orders({m.order_id for m, _ in mine})
+        events = list(dict.fromkeys((_DECIDERS[type(m)][0], e.event_id) for m, e in mine))
+        first = await tx.mark_processed_many(events)
+        view = await tx.books_of(
+            orders={m.order_id for m, _ in mine},
+            users={m.user_id for m in credits},
+            wallets={domain.wallet(m.user_id, m.currency).account_id for m in credits},
         )
-    log.info(
-        "order %s compensation %s (event %s)",
-        message.order_id,
-        "granted" if granted else "already granted",
-        envelope.event_id,
-    )
-
-
-async def handle_refund_succeeded(message: RefundSucceeded, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """The order's payment went back to the user: it is never credited, and a late credit says why."""
-    async with uow() as tx:
-        if not await tx.mark_processed(PAYMENTS_CONSUMER, envelope.event_id):
-            return
-        await tx.lock_order(message.order_id)
-        if await tx.credit_of(message.order_id) is not None:
-            # The reconciler refunds only orders the ledger blocked; this needs a person.
-            log.error("order %s was refunded although it is credited (event %s)", message.order_id, envelope.event_id)
-            return
-        await tx.block(message.order_id, domain.ORDER_REFUNDED, overwrite=True)
-    log.info("order %s refunded: it will never be credited (event %s)", message.order_id, envelope.event_id)
+        decisions = BatchDecisions(view, faults, users, datetime.now(UTC))
+        for message, envelope in mine:
+            key = (_DECIDERS[type(message)][0], envelope.event_id)
+            if key not in first:
+                log.info("event %s for order %s already applied", envelope.event_id, message.order_id)
+                continue
+            first.discard(key)  # a second copy later in the batch is a redelivery too
+            decisions.decide(message, envelope)
+        await tx.apply(decisions.changes)
+        for outgoing, event_id in decisions.outgoing:
+            tx.publish(Topic.LEDGER_EVENTS, outgoing, event_id=event_id)

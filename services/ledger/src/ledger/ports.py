@@ -1,16 +1,16 @@
 """What the ledger use cases need from the outside world."""
 
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Protocol
 
 from contracts.base import Message
 from contracts.topics import Topic
-from ledger.domain import CreditContext, Posting
-from ledger.domain import Posted as PostedCredit
+from ledger.domain import BooksView, Changes
 
 
 class LedgerUnitOfWork(Protocol):
-    """One atomic change to the ledger, with the processed event id and outgoing events."""
+    """One atomic change to the ledger, with the processed event ids and outgoing events."""
 
     async def __aenter__(self) -> "LedgerUnitOfWork": ...
 
@@ -18,32 +18,24 @@ class LedgerUnitOfWork(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    async def mark_processed(self, consumer: str, event_id: str) -> bool: ...
-
-    async def post(self, posting: Posting) -> bool:
-        """Write the posting and move balances; False (and nothing written) if the order already has one."""
+    async def lock_orders(self, order_ids: Collection[str]) -> None:
+        """Serialise every credit and block decision for these orders until the unit of work ends. The locks are
+        taken in one fixed order, so two batches sharing orders wait for each other and never deadlock."""
         ...
 
-    async def record_fault(self, order_id: str, kind: str) -> None: ...
-
-    async def lock_order(self, order_id: str) -> None:
-        """Serialise every credit and block decision for one order until the unit of work ends."""
+    async def mark_processed_many(self, events: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Record the (consumer, event id) pairs as applied; return those not recorded before."""
         ...
 
-    async def credit_of(self, order_id: str) -> PostedCredit | None:
-        """The order's credit, if it has one."""
+    async def books_of(self, *, orders: Collection[str], users: Collection[str], wallets: Collection[str]) -> BooksView:
+        """The books of these orders, the wallet currencies of these users and which of these wallets are frozen,
+        as they are now (under the orders' locks)."""
         ...
 
-    async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
-        """Never credit the order from now on; `overwrite` replaces the reason of an existing block."""
-        ...
-
-    async def credit_context(self, order_id: str, user_id: str, currency: str) -> CreditContext:
-        """Everything that decides a credit for the order, read at once."""
-        ...
-
-    async def register_user(self, user_id: str, currency: str) -> str:
-        """Register the user with `currency` unless known; return the currency their wallet is kept in."""
+    async def apply(self, changes: Changes) -> None:
+        """Write the changes decided on a view of the books, set-based: postings with their entries and balances
+        (each account moved once), blocks, registrations, dropped credits. Raises, writing nothing, if another
+        writer changed the books those decisions rest on (a posting or a registration already there)."""
         ...
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...

@@ -1,130 +1,151 @@
-"""PostgresLedger: the ledger unit of work on PostgreSQL."""
+"""PostgresLedger: the ledger unit of work on PostgreSQL, writing a consumed batch with a handful of statements."""
 
+from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 
-from asyncpg.pool import PoolConnectionProxy
-
-from ledger.domain import AccountKind, CreditContext, Posted, Posting
+from ledger.domain import Account, AccountKind, BooksView, Changes, OrderBooks, Posted, Posting
+from servicekit.postgres import ConcurrentWrite
 from servicekit.uow import PostgresUnitOfWork
 
-# One round trip for everything that decides a credit: the order's credit, its block, the user's wallet.
-_CREDIT_CONTEXT = (
-    "SELECT c.transaction_id, c.created_at, c.user_id, c.currency, c.amount,"
-    " (SELECT reason FROM credit_blocks WHERE order_id = $1) AS blocked,"
-    " (SELECT currency FROM users WHERE user_id = $2) AS user_currency,"
-    " coalesce((SELECT frozen FROM accounts WHERE account_id = $3), false) AS frozen"
-    " FROM (SELECT 1) AS one LEFT JOIN LATERAL ("
-    "  SELECT t.transaction_id, t.created_at, a.user_id, a.currency, e.amount FROM transactions t"
-    "  JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)"
-    "  WHERE t.order_id = $1 AND t.kind = 'credit' AND a.kind = 'wallet') AS c ON true"
+# Everything that decides a batch, in one round trip: its orders' credits, compensations and blocks, its users'
+# wallet currencies, and which of its wallets are frozen.
+_BOOKS = """
+SELECT 'credit' AS what, t.order_id AS key, t.transaction_id AS value, t.created_at AS at, a.user_id,
+       a.currency::text AS currency, e.amount
+FROM transactions t JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)
+WHERE t.order_id = ANY($1::text[]) AND t.kind = 'credit' AND a.kind = 'wallet'
+UNION ALL
+SELECT 'compensation', order_id, NULL, NULL, NULL, NULL, NULL FROM transactions
+WHERE order_id = ANY($1::text[]) AND kind = 'compensation'
+UNION ALL
+SELECT 'block', order_id, reason, NULL, NULL, NULL, NULL FROM credit_blocks WHERE order_id = ANY($1::text[])
+UNION ALL
+SELECT 'user', user_id, currency::text, NULL, NULL, NULL, NULL FROM users WHERE user_id = ANY($2::text[])
+UNION ALL
+SELECT 'frozen', account_id, NULL, NULL, NULL, NULL, NULL FROM accounts WHERE account_id = ANY($3::text[]) AND frozen
+"""
+
+# A batch's postings in one statement. Their unique (order_id, kind) makes each once per order: only the
+# transactions new here get entries, and each account moves once, by the sum of its new entries, in the order
+# given (the same order in every batch, so two batches never deadlock on accounts). The entries' foreign key to
+# accounts is checked at commit (0004), so an entry may name an account this statement opens.
+_POST = """
+WITH tx AS (
+    INSERT INTO transactions (transaction_id, order_id, kind, created_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+    ON CONFLICT DO NOTHING RETURNING transaction_id
+), entered AS (
+    INSERT INTO entries (transaction_id, account_id, amount)
+    SELECT e.transaction_id, e.account_id, e.amount
+    FROM unnest($5::text[], $6::text[], $7::bigint[]) WITH ORDINALITY AS e(transaction_id, account_id, amount, n)
+    WHERE e.transaction_id IN (SELECT transaction_id FROM tx)
+    ORDER BY e.n
+    RETURNING account_id, amount
+), moved AS (
+    INSERT INTO accounts (account_id, kind, user_id, currency, balance)
+    SELECT a.account_id, a.kind, a.user_id, a.currency, d.delta
+    FROM unnest($8::text[], $9::text[], $10::text[], $11::text[])
+         WITH ORDINALITY AS a(account_id, kind, user_id, currency, n)
+    JOIN (SELECT account_id, sum(amount)::bigint AS delta FROM entered GROUP BY account_id) AS d USING (account_id)
+    ORDER BY a.n
+    ON CONFLICT (account_id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance
 )
+SELECT count(*) FROM tx
+"""
 
-
-# A posting in one round trip: the transaction row (its unique (order_id, kind) makes it once per order), the
-# given accounts opened with their delta or moved by it, and the entries; nothing at all when the posting
-# exists. The entries' foreign key to accounts is checked at commit, so an account may be opened later in the
-# transaction (_MOVE, for the platform accounts of a batch).
-_POST = (
-    "WITH tx AS (INSERT INTO transactions (transaction_id, order_id, kind) VALUES ($1, $2, $3)"
-    "  ON CONFLICT DO NOTHING RETURNING transaction_id),"
-    " moved AS (INSERT INTO accounts (account_id, kind, user_id, currency, balance)"
-    "  SELECT a.* FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])"
-    "   AS a(account_id, kind, user_id, currency, delta) WHERE EXISTS (SELECT 1 FROM tx) ORDER BY a.account_id"
-    "  ON CONFLICT (account_id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance RETURNING 1),"
-    " entered AS (INSERT INTO entries (transaction_id, account_id, amount)"
-    "  SELECT tx.transaction_id, e.account_id, e.amount FROM tx, unnest($9::text[], $10::bigint[])"
-    "   AS e(account_id, amount) RETURNING 1)"
-    " SELECT count(*) FROM tx"
+# A batch's other facts in one statement: users registered by their first credit (a user someone else registered
+# meanwhile is not counted), blocks (new, or with the reason the batch decided), credits dropped on purpose.
+_FACTS = """
+WITH registered AS (
+    INSERT INTO users (user_id, currency) SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT DO NOTHING RETURNING 1
+), blocked AS (
+    INSERT INTO credit_blocks (order_id, reason) SELECT * FROM unnest($3::text[], $4::text[])
+    ON CONFLICT (order_id) DO UPDATE SET reason = EXCLUDED.reason
+), dropped AS (
+    INSERT INTO injected_faults (order_id, kind) SELECT o, 'credit_dropped' FROM unnest($5::text[]) AS o
+    ON CONFLICT DO NOTHING
 )
-
-_MOVE = (
-    "INSERT INTO accounts (account_id, kind, user_id, currency, balance)"
-    " SELECT a.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
-    "  AS a(account_id, kind, user_id, currency, delta) ORDER BY a.account_id"
-    " ON CONFLICT (account_id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance"
-)
-
-Move = tuple[str, str, str | None, str, int]
-"""(account id, kind, user id, currency, balance delta)."""
+SELECT count(*) FROM registered
+"""
 
 
-def _moves(posting: Posting) -> list[Move]:
-    """What the posting does to each account, in account-id order (so concurrent postings never deadlock)."""
-    deltas: dict[str, int] = {}
-    for e in posting.entries:
-        deltas[e.account.account_id] = deltas.get(e.account.account_id, 0) + e.amount
-    accounts = sorted({e.account for e in posting.entries}, key=lambda a: a.account_id)
-    return [(a.account_id, a.kind.value, a.user_id, a.currency, deltas[a.account_id]) for a in accounts]
+def _account_order(account: Account) -> tuple[bool, str]:
+    """The one order every batch moves accounts in: wallets first, the platform's (which every credit of a
+    currency touches) last, so a batch holds those rows for the shortest time."""
+    return account.kind is not AccountKind.WALLET, account.account_id
 
 
-def _columns(moves: list[Move]) -> tuple[list[Any], ...]:
-    return tuple(list(column) for column in zip(*moves, strict=True)) if moves else ([], [], [], [], [])
+def _posting_columns(postings: Sequence[tuple[Posting, datetime]]) -> list[list[Any]]:
+    """The arrays of _POST: transactions, entries, and the accounts they touch in `_account_order`."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    accounts: dict[str, Account] = {}
+    for posting, at in postings:
+        for column, value in zip(
+            columns[:4], (posting.transaction_id, posting.order_id, posting.kind, at), strict=True
+        ):
+            column.append(value)
+        for entry in posting.entries:
+            columns[4].append(posting.transaction_id)
+            columns[5].append(entry.account.account_id)
+            columns[6].append(entry.amount)
+            accounts[entry.account.account_id] = entry.account
+    for account in sorted(accounts.values(), key=_account_order):
+        columns[7].append(account.account_id)
+        columns[8].append(account.kind.value)
+        columns[9].append(account.user_id)
+        columns[10].append(account.currency)
+    return columns
 
 
-async def _move_platform_accounts(conn: PoolConnectionProxy, moves: list[Move]) -> None:
-    """A batch's platform balance moves, summed per account, in one statement just before it commits."""
-    summed: dict[str, Move] = {}
-    for account_id, kind, user_id, currency, delta in moves:
-        held = summed.get(account_id)
-        summed[account_id] = (account_id, kind, user_id, currency, delta + (held[4] if held else 0))
-    await conn.execute(_MOVE, *_columns(sorted(summed.values())))
+def _view(rows: Sequence[Any]) -> BooksView:
+    view = BooksView()
+    for row in rows:
+        what, key = row["what"], row["key"]
+        if what == "credit":
+            posted = Posted(row["value"], row["user_id"], row["amount"], row["currency"], row["at"])
+            view.orders.setdefault(key, OrderBooks()).credit = posted
+        elif what == "compensation":
+            view.orders.setdefault(key, OrderBooks()).compensated = True
+        elif what == "block":
+            view.orders.setdefault(key, OrderBooks()).blocked = row["value"]
+        elif what == "user":
+            view.users[key] = row["value"]
+        else:
+            view.frozen.add(key)
+    return view
 
 
 class PostgresLedger(PostgresUnitOfWork):
-    """Accounts, transactions and entries, in one transaction with the outbox."""
+    """Accounts, transactions and entries, in one transaction with the processed event ids and the outbox."""
 
     async def __aenter__(self) -> "PostgresLedger":
         await super().__aenter__()
         return self
 
-    async def post(self, posting: Posting) -> bool:
-        moves = _moves(posting)
-        # Inside a batch the platform accounts move at its end (0004_deferred_platform_balances.sql).
-        now = [m for m in moves if m[1] == AccountKind.WALLET.value] if self.in_batch else moves
-        inserted = await self.conn.fetchval(
-            _POST,
-            posting.transaction_id,
-            posting.order_id,
-            posting.kind,
-            *_columns(now),
-            [e.account.account_id for e in posting.entries],
-            [e.amount for e in posting.entries],
-        )
-        if inserted and self.in_batch:
-            for move in moves:
-                if move[1] != AccountKind.WALLET.value:
-                    self.defer_to_batch_end(_move_platform_accounts, move)
-        return bool(inserted)
+    async def lock_orders(self, order_ids: Collection[str]) -> None:
+        await self.conn.execute("SELECT ledger_lock_orders($1::text[])", list(order_ids))
 
-    async def lock_order(self, order_id: str) -> None:
-        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger-order:' || $1))", order_id)
+    async def books_of(self, *, orders: Collection[str], users: Collection[str], wallets: Collection[str]) -> BooksView:
+        return _view(await self.conn.fetch(_BOOKS, list(orders), list(users), list(wallets)))
 
-    async def credit_of(self, order_id: str) -> Posted | None:
-        row = await self.conn.fetchrow(
-            "SELECT t.transaction_id, t.created_at, a.user_id, a.currency, e.amount FROM transactions t"
-            " JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)"
-            " WHERE t.order_id = $1 AND t.kind = 'credit' AND a.kind = 'wallet'",
-            order_id,
-        )
-        if row is None:
-            return None
-        return Posted(row["transaction_id"], row["user_id"], row["amount"], row["currency"], row["created_at"])
-
-    async def block(self, order_id: str, reason: str, *, overwrite: bool = False) -> None:
-        on_conflict = "DO UPDATE SET reason = EXCLUDED.reason" if overwrite else "DO NOTHING"
-        await self.conn.execute(
-            f"INSERT INTO credit_blocks (order_id, reason) VALUES ($1, $2) ON CONFLICT (order_id) {on_conflict}",  # noqa: S608
-            order_id,
-            reason,
-        )
-
-    async def credit_context(self, order_id: str, user_id: str, currency: str) -> CreditContext:
-        row = await self.conn.fetchrow(_CREDIT_CONTEXT, order_id, user_id, f"wallet:{user_id}:{currency}")
-        assert row is not None
-        credit = None
-        if row["transaction_id"] is not None:
-            credit = Posted(row["transaction_id"], row["user_id"], row["amount"], row["currency"], row["created_at"])
-        return CreditContext(credit, row["blocked"], row["user_currency"], row["frozen"])
+    async def apply(self, changes: Changes) -> None:
+        if changes.registrations or changes.blocks or changes.dropped:
+            registered = await self.conn.fetchval(
+                _FACTS,
+                list(changes.registrations),
+                list(changes.registrations.values()),
+                list(changes.blocks),
+                list(changes.blocks.values()),
+                list(dict.fromkeys(changes.dropped)),
+            )
+            if registered != len(changes.registrations):
+                raise ConcurrentWrite(f"{len(changes.registrations) - registered} users were registered meanwhile")
+        if changes.postings:
+            posted = await self.conn.fetchval(_POST, *_posting_columns(changes.postings))
+            if posted != len(changes.postings):
+                raise ConcurrentWrite(f"{len(changes.postings) - posted} postings were written meanwhile")
 
     async def register_user(self, user_id: str, currency: str) -> str:
         held: str = await self.conn.fetchval(
@@ -134,11 +155,6 @@ class PostgresLedger(PostgresUnitOfWork):
             currency,
         )
         return held
-
-    async def record_fault(self, order_id: str, kind: str) -> None:
-        await self.conn.execute(
-            "INSERT INTO injected_faults (order_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING", order_id, kind
-        )
 
     async def wallet_balances(self, user_id: str) -> dict[str, int]:
         rows = await self.conn.fetch(
