@@ -8,7 +8,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from notifier import handlers
 from notifier.adapters.delivery import DeliveryWorker, RetryPolicy
@@ -27,7 +26,6 @@ from notifier.config import Settings
 from notifier.ports import DeliveryChannel
 from servicekit.http import create_app
 from servicekit.infrastructure import Infrastructure
-from servicekit.kafka import route
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
@@ -112,14 +110,12 @@ async def build(settings: Settings) -> Notifier:
             topic_prefix=settings.topic_prefix,
             schema=settings.db_schema,
             webhook="webhook" in by_name,
+            lease_s=settings.lease_s,
             on_commit=worker.wake,
+            on_leased=worker.hand_over,
         )
 
-    infra.consume(
-        "notifier.order-status",
-        [Topic.ORDERS_STATUS],
-        route({OrderStatusChanged: partial(handlers.handle_status_changed, uow=uow)}),
-    )
+    infra.consume("notifier.order-status", [Topic.ORDERS_STATUS], partial(handlers.handle_status_changes, uow=uow))
     subscriptions = PostgresSubscriptions(infra.pool)
     feed = PostgresOrderFeed(settings.database_url, settings.db_schema)
     push = PushOptions(

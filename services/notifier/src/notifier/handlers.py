@@ -1,8 +1,10 @@
 """Notifier use cases: turn a status change into one notification for the user."""
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from contracts.base import Message
 from contracts.codec import Envelope
 from contracts.events import OrderStatusChanged
 from notifier import domain
@@ -37,17 +39,29 @@ def payload(notification: domain.Notification, change: OrderStatusChanged) -> di
     }
 
 
-async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> None:
-    """Queue one notification per (order, status), in the user's language and time zone; a redelivered change
-    adds nothing."""
+async def handle_status_changes(deliveries: Sequence[tuple[Message, Envelope]], *, uow: UnitOfWorkFactory) -> None:
+    """Queue one notification per (order, status) for a consumed batch of status changes, each in its user's
+    language and time zone, in one unit of work; a redelivered change (in the batch or from before) adds nothing."""
+    wanted = [(m, e) for m, e in deliveries if isinstance(m, OrderStatusChanged)]
+    if not wanted:
+        return
+    changes: dict[str, tuple[domain.Notification, OrderStatusChanged, Envelope]] = {}
     async with uow() as tx:
-        chosen = await tx.preferences_of(message.user_id)
-        notification = domain.render(message, chosen.locale, chosen.time_zone)
-        added = await tx.add(notification, payload(notification, message))
-    if not added:
-        log.info(
-            "notification %s for order %s already queued (event %s)",
-            message.status,
-            message.order_id,
-            envelope.event_id,
-        )
+        preferences = await tx.preferences_of_many(sorted({m.user_id for m, _ in wanted}))
+        for message, envelope in wanted:
+            chosen = preferences.get(message.user_id, domain.Preferences())
+            notification = domain.render(message, chosen.locale, chosen.time_zone)
+            if notification.notification_id in changes:
+                _repeated(message, envelope)
+            else:
+                changes[notification.notification_id] = (notification, message, envelope)
+        added = await tx.add_many([(n, payload(n, m)) for n, m, _ in changes.values()])
+    for notification_id, (_, message, envelope) in changes.items():
+        if notification_id not in added:
+            _repeated(message, envelope)
+
+
+def _repeated(message: OrderStatusChanged, envelope: Envelope) -> None:
+    log.info(
+        "notification %s for order %s already queued (event %s)", message.status, message.order_id, envelope.event_id
+    )

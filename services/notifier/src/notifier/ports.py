@@ -1,5 +1,6 @@
 """What the notifier needs from the outside world."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -14,13 +15,13 @@ class NotifierUnitOfWork(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    async def preferences_of(self, user_id: str) -> Preferences:
-        """The locale and time zone the user chose (each None if they did not)."""
+    async def preferences_of_many(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
+        """The locale and time zone each of these users chose (each None if they did not), for those who chose."""
         ...
 
-    async def add(self, notification: Notification, payload: dict[str, Any]) -> bool:
-        """Queue the notification for delivery to every target the user has now; False if this
-        (order, status) was queued before."""
+    async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> set[str]:
+        """Queue each notification (with its payload) for delivery to every target its user has now; the ids of
+        those queued now (the others were queued before)."""
         ...
 
 

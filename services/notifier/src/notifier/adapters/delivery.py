@@ -1,7 +1,8 @@
 """DeliveryWorker: sends every queued delivery through its channel, retries what can pass, dead-letters the rest.
 
-Deliveries are claimed under a lease (see PostgresDeliveryQueue), attempted concurrently, and settled in
-batches by one settling task. Retries back off exponentially with jitter, or wait what the receiver's
+A delivery's first attempt is handed over in memory by the consumer that queued it, already leased
+(`hand_over`); the rest are claimed under a lease (see PostgresDeliveryQueue). Both are attempted concurrently
+and settled in batches by one settling task. Retries back off exponentially with jitter, or wait what the receiver's
 Retry-After asked; a subscription the push service no longer knows (404/410) is removed. After the last
 attempt, and for a removed subscription, the notification goes to the dead-letter topic with the reason,
 before its row is settled, so a crash in between repeats the dead letter rather than losing it.
@@ -12,7 +13,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -77,6 +79,7 @@ class DeliveryWorker:
         self._wakeup = asyncio.Event()
         self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._handed: deque[tuple[float, Claimed]] = deque()
         self.delivered_total = 0
         self.failed_total = 0
 
@@ -84,18 +87,24 @@ class DeliveryWorker:
         """New deliveries were committed: claim them now rather than at the next poll."""
         self._wakeup.set()
 
+    def hand_over(self, deliveries: Sequence[Claimed]) -> None:
+        """Deliveries just committed already leased to this worker: attempt them now, with no claim query. Those
+        that cannot start within half their lease (too many in flight) are left to be claimed when it ends."""
+        deadline = time.monotonic() + self._lease_s / 2
+        self._handed.extend((deadline, d) for d in deliveries)
+        self._start_handed()
+
     async def run(self) -> None:
         """Claim and deliver until cancelled."""
         settler = asyncio.create_task(self._settle_forever())
         try:
             while True:
                 self._wakeup.clear()
+                self._start_handed()
                 free = min(self._batch_size, self._max_in_flight - len(self._in_flight))
                 claimed = await self._claim(free) if free > 0 else []
                 for delivery in claimed:
-                    task = asyncio.create_task(self._deliver(delivery))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                    self._start(delivery)
                 if self._metrics is not None:
                     self._metrics.in_flight.set(len(self._in_flight))
                 if len(claimed) < free or free <= 0:
@@ -106,6 +115,24 @@ class DeliveryWorker:
             for task in (*self._in_flight, settler):
                 task.cancel()
             await asyncio.gather(settler, *self._in_flight, return_exceptions=True)
+
+    def _start_handed(self) -> None:
+        now = time.monotonic()
+        while self._handed and len(self._in_flight) < self._max_in_flight:
+            deadline, delivery = self._handed.popleft()
+            if now < deadline:
+                self._start(delivery)
+            else:
+                log.warning(
+                    "notification %s for order %s waited too long in memory; it is claimed when its lease ends",
+                    delivery.notification_id,
+                    delivery.order_id,
+                )
+
+    def _start(self, delivery: Claimed) -> None:
+        task = asyncio.create_task(self._deliver(delivery))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         try:

@@ -1,35 +1,74 @@
-"""PostgresNotifications: queued notifications, their deliveries and the user's inbox on PostgreSQL."""
+"""PostgresNotifications: queued notifications, their deliveries and the user's inbox on PostgreSQL.
 
-from collections.abc import Callable
+A consumed batch of status changes is queued with one statement. The first delivery of each is born leased to
+this process and handed to the delivery worker in memory once the batch commits, so it goes out at once instead
+of waiting for the worker's next claim; a crash before it is settled leaves the row to be claimed when the lease
+runs out, as any claimed delivery.
+"""
+
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
 from contracts.events import OrderStatusChanged
+from notifier.adapters.queue import Claimed, claimed_from
 from notifier.domain import Notification, Preferences
 from servicekit.uow import PostgresUnitOfWork
 
-# One statement: the notification, one delivery per target the user has now (each push subscription,
-# plus the platform webhook when one is configured), and a NOTIFY that wakes the order's status pages.
-# A notification without any target is kept for the inbox and the status page only.
+# One statement for a batch: the notifications (a redelivered change finds its row and adds nothing), one delivery
+# per target each user has now (each push subscription, plus the platform webhook when one is configured), and a
+# NOTIFY per order that wakes its status pages. A notification without any target is kept for the inbox and the
+# status page only. A delivery is born leased (attempt 1, due again when the lease ends) unless an earlier status
+# of its order is still pending for the same target, here or from before: those go out in status order, claimed
+# one at a time (see queue.py). The rows tagged 'leased' are the deliveries to hand to the worker now.
 _ADD = """
-WITH targets AS (
-    SELECT subscription_id AS target, channel, subscription_id FROM push_subscriptions WHERE user_id = $3
-    UNION ALL SELECT 'webhook', 'webhook', NULL WHERE $7::boolean
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[])
+        WITH ORDINALITY AS i(notification_id, order_id, user_id, status, payload, sequence, n)
+), targets AS (
+    SELECT i.notification_id, s.subscription_id AS target, s.channel, s.subscription_id, s.endpoint, s.p256dh, s.auth
+    FROM input i JOIN push_subscriptions s ON s.user_id = i.user_id
+    UNION ALL
+    SELECT i.notification_id, 'webhook', 'webhook', NULL, NULL, NULL, NULL FROM input i WHERE $7::boolean
 ), added AS (
     INSERT INTO notifications (notification_id, order_id, user_id, status, payload, sequence, state)
-    SELECT $1, $2, $3, $4, $5::jsonb, $6, CASE WHEN EXISTS (SELECT 1 FROM targets) THEN 'pending' ELSE 'inbox_only' END
-    ON CONFLICT DO NOTHING RETURNING notification_id
-), fanned_out AS (
-    INSERT INTO deliveries (notification_id, target, channel, order_id, sequence, subscription_id)
-    SELECT added.notification_id, targets.target, targets.channel, $2, $6, targets.subscription_id
-    FROM added, targets RETURNING 1
+    SELECT i.notification_id, i.order_id, i.user_id, i.status, i.payload::jsonb, i.sequence,
+           CASE WHEN EXISTS (SELECT 1 FROM targets t WHERE t.notification_id = i.notification_id)
+                THEN 'pending' ELSE 'inbox_only' END
+    FROM input i ORDER BY i.n
+    ON CONFLICT DO NOTHING RETURNING notification_id, order_id, sequence, created_at
+), fanned AS (
+    SELECT a.notification_id, a.order_id, a.sequence, a.created_at, t.target, t.channel, t.subscription_id,
+           t.endpoint, t.p256dh, t.auth,
+           NOT EXISTS (
+               SELECT 1 FROM deliveries e
+               WHERE e.order_id = a.order_id AND e.target = t.target AND e.state = 'pending' AND e.sequence < a.sequence
+           ) AND NOT EXISTS (
+               SELECT 1 FROM added b JOIN targets u ON u.notification_id = b.notification_id
+               WHERE b.order_id = a.order_id AND u.target = t.target
+                 AND (b.sequence, b.notification_id) < (a.sequence, a.notification_id)
+           ) AS leased
+    FROM added a JOIN targets t ON t.notification_id = a.notification_id
+), inserted AS (
+    INSERT INTO deliveries (notification_id, target, channel, order_id, sequence, subscription_id, attempts,
+                            next_attempt_at)
+    SELECT notification_id, target, channel, order_id, sequence, subscription_id,
+           CASE WHEN leased THEN 1 ELSE 0 END,
+           CASE WHEN leased THEN now() + make_interval(secs => $9) ELSE now() END
+    FROM fanned
 ), told AS (
-    SELECT pg_notify($8, $2) FROM added
+    SELECT pg_notify($8, order_id) FROM (SELECT DISTINCT order_id FROM added) AS orders
 )
-SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM fanned_out) AS targets,
+SELECT 'added' AS what, notification_id, NULL AS target, NULL AS channel, NULL AS order_id, NULL::int AS attempts,
+       NULL AS subscription_id, NULL AS endpoint, NULL AS p256dh, NULL AS auth, NULL::timestamptz AS created_at,
        (SELECT count(*) FROM told) AS told
+FROM added
+UNION ALL
+SELECT CASE WHEN leased THEN 'leased' ELSE 'pending' END, notification_id, target, channel, order_id, 1,
+       subscription_id, endpoint, p256dh, auth, created_at, NULL
+FROM fanned
 """
 
 
@@ -48,36 +87,46 @@ class PostgresNotifications(PostgresUnitOfWork):
         topic_prefix: str,
         schema: str,
         webhook: bool = False,
+        lease_s: float = 30.0,
         on_commit: Callable[[], None] = lambda: None,
+        on_leased: Callable[[list[Claimed]], None] = lambda _: None,
     ) -> None:
         super().__init__(pool, producer=producer, topic_prefix=topic_prefix, on_commit=on_commit)
         self._channel = notify_channel(schema)
         self._webhook = webhook
+        self._lease_s = lease_s
+        self._on_leased = on_leased
 
     async def __aenter__(self) -> "PostgresNotifications":
         await super().__aenter__()
         return self
 
-    async def preferences_of(self, user_id: str) -> Preferences:
-        row = await self.conn.fetchrow("SELECT locale, time_zone FROM user_preferences WHERE user_id = $1", user_id)
-        return Preferences(row["locale"], row["time_zone"]) if row else Preferences()
+    async def preferences_of_many(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
+        rows = await self.conn.fetch(
+            "SELECT user_id, locale, time_zone FROM user_preferences WHERE user_id = ANY($1::text[])", list(user_ids)
+        )
+        return {r["user_id"]: Preferences(r["locale"], r["time_zone"]) for r in rows}
 
-    async def add(self, notification: Notification, payload: dict[str, Any]) -> bool:
-        row = await self.conn.fetchrow(
+    async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> set[str]:
+        raw = {n.notification_id: orjson.dumps(payload) for n, payload in notifications}
+        rows = await self.conn.fetch(
             _ADD,
-            notification.notification_id,
-            notification.order_id,
-            notification.user_id,
-            notification.status.value,
-            orjson.dumps(payload).decode(),
-            notification.sequence,
+            [n.notification_id for n, _ in notifications],
+            [n.order_id for n, _ in notifications],
+            [n.user_id for n, _ in notifications],
+            [n.status.value for n, _ in notifications],
+            [raw[n.notification_id].decode() for n, _ in notifications],
+            [n.sequence for n, _ in notifications],
             self._webhook,
             self._channel,
+            self._lease_s,
         )
-        assert row is not None
-        if row["added"] and row["targets"]:
-            self.wake_on_commit()
-        return bool(row["added"])
+        leased = [claimed_from(r, raw[r["notification_id"]]) for r in rows if r["what"] == "leased"]
+        if leased:
+            self.after_commit(lambda: self._on_leased(leased))
+        if any(r["what"] == "pending" for r in rows):
+            self.wake_on_commit()  # the worker claims it once the earlier status of its order is settled
+        return {r["notification_id"] for r in rows if r["what"] == "added"}
 
     async def changes_for_order(self, order_id: str) -> list[OrderStatusChanged]:
         """Every status change of the order the notifier was told about, oldest first."""

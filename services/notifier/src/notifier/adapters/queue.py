@@ -1,9 +1,11 @@
 """PostgresDeliveryQueue: the deliveries waiting to go out, claimed under a lease and settled in batches.
 
-A claim moves the delivery's next_attempt_at to the end of a lease and counts the attempt, in one short
-transaction (FOR UPDATE SKIP LOCKED, so two notifier instances never claim one delivery). Nothing is held
-open while the push service answers. A worker killed mid-delivery leaves the row pending: it is due again
-when the lease runs out, and the device may then see it twice, which the push Topic (the collapse key)
+A delivery's first attempt is normally born leased with its notification (see PostgresNotifications) and handed
+to the worker in memory; the queue is for the rest: retries, statuses waiting for an earlier one of their order,
+and leases that ran out. A claim moves the delivery's next_attempt_at to the end of a lease and counts the
+attempt, in one short transaction (FOR UPDATE SKIP LOCKED, so two notifier instances never claim one delivery).
+Nothing is held open while the push service answers. A worker killed mid-delivery leaves the row pending: it is
+due again when the lease runs out, and the device may then see it twice, which the push Topic (the collapse key)
 absorbs. Deliveries to one target about one order are claimed in status order, one at a time.
 """
 
@@ -99,7 +101,7 @@ class PostgresDeliveryQueue:
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt."""
         rows = await self._pool.fetch(_CLAIM, limit, lease_s)
-        return [_claimed(r) for r in rows]
+        return [claimed_from(r, _raw(r["payload"])) for r in rows]
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Record how the deliveries ended, forget the subscriptions that are gone, and update each
@@ -126,9 +128,12 @@ class PostgresDeliveryQueue:
         return count
 
 
-def _claimed(row: asyncpg.Record) -> Claimed:
-    raw = row["payload"]
-    raw_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
+def _raw(payload: str | bytes) -> bytes:
+    return payload.encode() if isinstance(payload, str) else bytes(payload)
+
+
+def claimed_from(row: asyncpg.Record, raw_payload: bytes) -> Claimed:
+    """A leased delivery from a row naming it, its target and when it was queued, and its notification's JSON."""
     target = Target(
         channel=row["channel"],
         subscription_id=row["subscription_id"],
@@ -136,14 +141,15 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         p256dh=row["p256dh"] or "",
         auth=row["auth"] or "",
     )
+    subscribed = row.get("subscribed", True)  # a delivery born leased was queued for a live subscription
     return Claimed(
         notification_id=row["notification_id"],
         order_id=row["order_id"],
         target_key=row["target"],
         target=target,
         attempts=row["attempts"],
-        payload=orjson.loads(raw_bytes),
-        raw_payload=raw_bytes,
+        payload=orjson.loads(raw_payload),
+        raw_payload=raw_payload,
         queued_at=row["created_at"],
-        subscribed=row["subscription_id"] is None or row["subscribed"],
+        subscribed=row["subscription_id"] is None or subscribed,
     )
