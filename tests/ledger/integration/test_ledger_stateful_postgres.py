@@ -21,14 +21,14 @@ from tests.ledger.stateful import Delivery, machine
 INVARIANTS = {
     "transactions whose entries do not sum to zero (or that have fewer than two)": (
         "SELECT t.transaction_id FROM transactions t LEFT JOIN entries e USING (transaction_id)"
-        " GROUP BY t.transaction_id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.id) < 2"
+        " GROUP BY t.transaction_id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.account_id) < 2"
     ),
     "accounts whose stored balance is not the sum of their entries": (
         "SELECT a.account_id, a.balance, coalesce(sum(e.amount), 0) AS entries FROM accounts a"
         " LEFT JOIN entries e USING (account_id) GROUP BY a.account_id HAVING a.balance <> coalesce(sum(e.amount), 0)"
     ),
     "entries without their transaction or account": (
-        "SELECT e.id FROM entries e LEFT JOIN transactions t USING (transaction_id) LEFT JOIN accounts a"
+        "SELECT e.transaction_id, e.account_id FROM entries e LEFT JOIN transactions t USING (transaction_id) LEFT JOIN accounts a"
         " USING (account_id) WHERE t.transaction_id IS NULL OR a.account_id IS NULL"
     ),
     "negative wallets": "SELECT account_id, balance FROM accounts WHERE kind = 'wallet' AND balance < 0",

@@ -8,6 +8,7 @@ that fails rolls back alone. The outgoing events of the units that succeeded are
 in their order, just before the batch commits; the callbacks they registered run once it has committed.
 """
 
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -21,6 +22,11 @@ from contracts.base import Message
 from contracts.codec import Record, encode, envelope_for
 from contracts.topics import Topic
 from servicekit.outbox import add_to_outbox
+
+
+@functools.cache  # called once per outgoing event; the enum's value lookup is what costs
+def _qualified(topic: Topic, prefix: str) -> str:
+    return topic.qualified(prefix)
 
 
 @dataclass
@@ -140,7 +146,7 @@ class PostgresUnitOfWork:
     ) -> None:
         """Queue `message` for `topic`; it is written to the outbox when the unit of work commits."""
         envelope = envelope_for(message, producer=self._producer, event_id=event_id, correlation_id=correlation_id)
-        self._outgoing.append((topic.qualified(self._topic_prefix), encode(message, envelope)))
+        self._outgoing.append((_qualified(topic, self._topic_prefix), encode(message, envelope)))
 
     async def mark_processed_many(self, events: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Record that each consumer applied each event id, (consumer, event id) pairs, in one statement; the

@@ -4,6 +4,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 
 from contracts.codec import deterministic_id
 
@@ -38,9 +39,10 @@ class Posting:
     entries: tuple[Entry, ...]
 
     def __post_init__(self) -> None:
-        if sum(e.amount for e in self.entries) != 0:
+        amounts = [e.amount for e in self.entries]
+        if sum(amounts) != 0:
             raise ValueError(f"posting {self.transaction_id} does not balance")
-        if any(e.amount == 0 for e in self.entries):
+        if 0 in amounts:
             raise ValueError(f"posting {self.transaction_id} has an empty entry")
 
 
@@ -132,8 +134,14 @@ def wallet(user_id: str, currency: str) -> Account:
     return Account(f"wallet:{user_id}:{currency}", AccountKind.WALLET, currency, user_id)
 
 
+@cache  # one per currency, built once
 def topup_clearing(currency: str) -> Account:
     return Account(f"platform:topup_clearing:{currency}", AccountKind.TOPUP_CLEARING, currency)
+
+
+@cache  # one per currency, built once
+def compensation_account(currency: str) -> Account:
+    return Account(f"platform:compensation:{currency}", AccountKind.COMPENSATION, currency)
 
 
 def credit(order_id: str, user_id: str, amount: int, currency: str) -> Posting:
@@ -153,7 +161,7 @@ def compensation(order_id: str, user_id: str, amount: int, currency: str) -> Pos
         order_id=order_id,
         kind="compensation",
         entries=(
-            Entry(Account(f"platform:compensation:{currency}", AccountKind.COMPENSATION, currency), -amount),
+            Entry(compensation_account(currency), -amount),
             Entry(wallet(user_id, currency), amount),
         ),
     )

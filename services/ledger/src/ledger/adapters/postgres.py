@@ -165,7 +165,8 @@ class PostgresLedger(PostgresUnitOfWork):
     async def order_transactions(self, order_id: str) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(
             "SELECT t.transaction_id, t.kind, t.created_at, e.account_id, e.amount FROM transactions t"
-            " JOIN entries e USING (transaction_id) WHERE t.order_id = $1 ORDER BY t.created_at, e.id",
+            " JOIN entries e USING (transaction_id) WHERE t.order_id = $1"
+            " ORDER BY t.created_at, t.transaction_id, e.amount",
             order_id,
         )
         out: dict[str, dict[str, Any]] = {}
