@@ -28,8 +28,8 @@ INVARIANTS = {
         " LEFT JOIN entries e USING (account_id) GROUP BY a.account_id HAVING a.balance <> coalesce(sum(e.amount), 0)"
     ),
     "entries without their transaction or account": (
-        "SELECT e.transaction_id, e.account_id FROM entries e LEFT JOIN transactions t USING (transaction_id) LEFT JOIN accounts a"
-        " USING (account_id) WHERE t.transaction_id IS NULL OR a.account_id IS NULL"
+        "SELECT e.transaction_id, e.account_id FROM entries e LEFT JOIN transactions t USING (transaction_id)"
+        " LEFT JOIN accounts a USING (account_id) WHERE t.transaction_id IS NULL OR a.account_id IS NULL"
     ),
     "negative wallets": "SELECT account_id, balance FROM accounts WHERE kind = 'wallet' AND balance < 0",
     "books that do not sum to zero": "SELECT sum(balance) FROM accounts HAVING sum(balance) <> 0",

@@ -110,8 +110,9 @@ async def test_a_batch_with_poison_duplicates_and_a_refunded_order_gives_each_it
         for consumer in infra.consumers:
             await consumer.start()
         tasks = [asyncio.create_task(c.run()) for c in infra.consumers] + [asyncio.create_task(infra.relay.run())]
-        payments_consumer = infra.consumers[0]
-        await eventually(lambda: payments_consumer.consumed_total >= len(batch), timeout_s=90)
+        group = f"{settings.topic_prefix}ledger.payments"
+        members = [c for c in infra.consumers if c.group_id == group]
+        await eventually(lambda: sum(c.consumed_total for c in members) >= len(batch), timeout_s=90)
 
         polls = infra.registry.get_sample_value(
             "credited_consumer_poll_records_count", {"service": "ledger", "group": "ledger.payments"}
@@ -146,7 +147,6 @@ async def test_a_batch_with_poison_duplicates_and_a_refunded_order_gives_each_it
             "order refunded"
         )
         # Nothing is left to read again: the whole batch is committed.
-        group = f"{settings.topic_prefix}ledger.payments"
         assert await committed_offset(broker.bootstrap, group, TopicPartition(payments_topic, 0)) == len(batch)
     finally:
         for task in tasks:

@@ -100,7 +100,7 @@ class KafkaConsumerLoop:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
-        self._group_id = group_id
+        self.group_id = group_id
         self._handler = handler
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
@@ -239,7 +239,7 @@ class KafkaConsumerLoop:
             attempt += 1
             try:
                 await self._dead_letters.send_many(
-                    [(dead.record, dead.reason) for dead in failed], consumer_group=self._group_id
+                    [(dead.record, dead.reason) for dead in failed], consumer_group=self.group_id
                 )
                 break
             except self._transient as exc:

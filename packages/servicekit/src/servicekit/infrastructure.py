@@ -64,23 +64,31 @@ class Infrastructure:
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
         return cls(service, settings, pool, publisher, OutboxRelay(pool, publisher, metrics=metrics.outbox()), metrics)
 
-    def consume(self, group: str, topics: Sequence[Topic], handler: BatchHandler) -> KafkaConsumerLoop:
-        """A consumer of `topics` in consumer group `group` that hands each poll to `handler` in one database
-        transaction (`route` makes one from per-message handlers)."""
-        loop = KafkaConsumerLoop(
-            bootstrap=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.topic_prefix}{group}",
-            topics=[t.qualified(self.settings.topic_prefix) for t in topics],
-            handler=handler,
-            dead_letters=DeadLetterPublisher(self.publisher),
-            tuning=self.settings.kafka_tuning,
-            transient=(*TRANSIENT_DB, OSError, TimeoutError),
-            batch_scope=lambda: batch(self.pool),
-            message_scope=savepoint,
-            metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
-        )
-        self.consumers.append(loop)
-        return loop
+    def consume(
+        self, group: str, topics: Sequence[Topic], handler: BatchHandler, *, members: int = 1
+    ) -> list[KafkaConsumerLoop]:
+        """Consumers of `topics` in consumer group `group` that hand each poll to `handler` in one database
+        transaction (`route` makes one from per-message handlers). With several `members` this process holds
+        several of the group's partitions' shares, each polled and handled on its own: one member's database
+        round trips overlap another's Python work, as separate instances would, and each partition still has one
+        member, so one order's messages stay in order."""
+        loops = [
+            KafkaConsumerLoop(
+                bootstrap=self.settings.kafka_bootstrap,
+                group_id=f"{self.settings.topic_prefix}{group}",
+                topics=[t.qualified(self.settings.topic_prefix) for t in topics],
+                handler=handler,
+                dead_letters=DeadLetterPublisher(self.publisher),
+                tuning=self.settings.kafka_tuning,
+                transient=(*TRANSIENT_DB, OSError, TimeoutError),
+                batch_scope=lambda: batch(self.pool),
+                message_scope=savepoint,
+                metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
+            )
+            for _ in range(members)
+        ]
+        self.consumers += loops
+        return loops
 
     async def run(self, app: FastAPI, *extra: Coroutine[Any, Any, None]) -> None:
         """Serve HTTP, relay the outbox, consume and run `extra` tasks, until SIGTERM/SIGINT."""

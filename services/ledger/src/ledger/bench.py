@@ -1,17 +1,21 @@
 """Ledger benchmark: credits/s of the ledger alone on the real PostgreSQL, exactly as its consumer applies them.
 
-    python -m ledger.bench [--credits N] [--batch B] [--duplicates D] [--users U] [--out PATH] [--profile PATH]
+    python -m ledger.bench [--credits N] [--batch B] [--consumers C] [--duplicates D] [--users U] [--out PATH]
+                           [--profile PATH]
 
-DATABASE_URL points at a running PostgreSQL; unset, an embedded one is started for the run. The log: N paid
-orders of U users, with a share D of the payment events delivered twice (idempotency), as encoded Kafka
-records. They are decoded and applied in batches of B through the ledger's real batch handler and
-PostgresLedger, one database transaction per batch, as the consumer applies a poll (the broker itself is not
-in the figure). Every credit writes its transaction, two entries, its share of the balances (each account
-moves once per batch), the processed event id and its CreditPosted outbox row. The books are checked
-afterwards. The figures go to a JSON and a Markdown report; nothing here asserts a timing.
+DATABASE_URL points at a running PostgreSQL; unset, an embedded one is started for the run. The log: N paid orders
+of U users, with a share D of the payment events delivered twice (idempotency), as encoded Kafka records. They are
+split by order id among C consumers, as the partitions of the payments topic are among the members of the ledger's
+consumer group (LEDGER_PAYMENTS_CONSUMERS), and each consumer decodes and applies its share in batches of B
+through the ledger's real batch handler and PostgresLedger, one database transaction per batch on its own
+connection, as the consumer applies a poll (the broker itself is not in the figure). Every credit writes its
+transaction, two entries, its share of the balances (each account moves once per batch), the processed event id
+and its CreditPosted outbox row. The books are checked afterwards. The figures go to a JSON and a Markdown report;
+nothing here asserts a timing.
 """
 
 import argparse
+import asyncio
 import os
 import resource
 import shutil
@@ -20,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,6 +41,7 @@ from contracts.events import PaymentSucceeded
 from ledger import handlers
 from ledger.adapters.postgres import PostgresLedger
 from ledger.bootstrap import MIGRATIONS
+from ledger.config import Settings
 from servicekit.postgres import create_pool, migrate
 from servicekit.uow import batch
 
@@ -46,6 +52,7 @@ TARGET_CREDITS_PER_S = 50_000
 class BenchOptions:
     credits: int = 20_000
     batch: int = 500
+    consumers: int = Settings.model_fields["payments_consumers"].default
     duplicates: float = 0.1
     users: int = 4_000
     out: Path = Path("artifacts/bench/ledger.json")
@@ -74,19 +81,26 @@ def payment_log(options: BenchOptions, tag: str) -> list[Record]:
     return records
 
 
-async def apply(pool: asyncpg.Pool, records: list[Record], batch_size: int) -> list[float]:
-    """Apply the records as the consumer does; the seconds each batch took."""
+async def apply(pool: asyncpg.Pool, records: list[Record], batch_size: int, consumers: int) -> list[float]:
+    """Apply the records as the consumers do, each its share of the orders; the seconds each batch took."""
 
     def uow() -> PostgresLedger:
         return PostgresLedger(pool, producer="ledger", topic_prefix="bench.")
 
     times: list[float] = []
-    for start in range(0, len(records), batch_size):
-        started = time.perf_counter()
-        deliveries = [decode(record.value, record.headers) for record in records[start : start + batch_size]]
-        async with batch(pool):
-            await handlers.handle_batch(deliveries, uow=uow)
-        times.append(time.perf_counter() - started)
+
+    async def consume(share: list[Record]) -> None:
+        for start in range(0, len(share), batch_size):
+            started = time.perf_counter()
+            deliveries = [decode(record.value, record.headers) for record in share[start : start + batch_size]]
+            async with batch(pool):
+                await handlers.handle_batch(deliveries, uow=uow)
+            times.append(time.perf_counter() - started)
+
+    shares: list[list[Record]] = [[] for _ in range(consumers)]
+    for record in records:
+        shares[zlib.crc32(record.key) % consumers].append(record)
+    await asyncio.gather(*(consume(share) for share in shares))
     return times
 
 
@@ -156,9 +170,9 @@ def profiled(path: Path | None) -> Iterator[None]:
 
 async def run_bench(database_url: str, options: BenchOptions) -> dict[str, Any]:
     tag = f"lb{uuid.uuid4().hex[:8]}"
-    # One connection, as one consumer has. The server's CPU is PostgreSQL's share of the work when nothing
-    # else uses that server.
-    pool = await create_pool(database_url, f"bench_{tag}", min_size=1, max_size=1)
+    # One connection per consumer. The server's CPU is PostgreSQL's share of the work when nothing else uses
+    # that server.
+    pool = await create_pool(database_url, f"bench_{tag}", min_size=options.consumers, max_size=options.consumers)
     try:
         await migrate(pool, MIGRATIONS)
         server = _postmaster(int(await pool.fetchval("SELECT pg_backend_pid()")))
@@ -167,7 +181,7 @@ async def run_bench(database_url: str, options: BenchOptions) -> dict[str, Any]:
         cpu_before, server_before = resource.getrusage(resource.RUSAGE_SELF), _server_cpu_s(server)
         started = time.perf_counter()
         with profiled(options.profile):
-            times = await apply(pool, records, options.batch)
+            times = await apply(pool, records, options.batch, options.consumers)
         elapsed = time.perf_counter() - started
         cpu_after, server_after = resource.getrusage(resource.RUSAGE_SELF), _server_cpu_s(server)
         load_after = os.getloadavg()
@@ -188,6 +202,7 @@ async def run_bench(database_url: str, options: BenchOptions) -> dict[str, Any]:
         "credits_per_s": round(options.credits / elapsed),
         "messages_per_s": round(len(records) / elapsed),
         "batch_size": options.batch,
+        "consumers": options.consumers,
         "batches": len(times),
         "batch_p50_ms": round(statistics.median(ordered) * 1000, 1),
         "batch_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
@@ -211,6 +226,7 @@ def markdown(report: dict[str, Any]) -> str:
         ("credits/s", f"{report['credits_per_s']:,}", f"{report['target_credits_per_s']:,}"),
         ("messages/s (with duplicates)", f"{report['messages_per_s']:,}", ""),
         ("batch size", report["batch_size"], ""),
+        ("consumers (connections) sharing the orders", report["consumers"], ""),
         ("batch time p50 / p99 (ms)", f"{report['batch_p50_ms']} / {report['batch_p99_ms']}", ""),
         ("credits per CPU second of the benchmark process", report["credits_per_bench_cpu_s"], ""),
         (
@@ -241,12 +257,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ledger.bench", description=__doc__)
     parser.add_argument("--credits", type=int, default=defaults.credits, help="paid orders to credit")
     parser.add_argument("--batch", type=int, default=defaults.batch, help="messages per consumed batch")
+    parser.add_argument("--consumers", type=int, default=defaults.consumers, help="consumers sharing the orders")
     parser.add_argument("--duplicates", type=float, default=defaults.duplicates, help="share delivered twice")
     parser.add_argument("--users", type=int, default=defaults.users, help="distinct users")
     parser.add_argument("--out", type=Path, default=defaults.out, help="the JSON report (Markdown beside it)")
     parser.add_argument("--profile", type=Path, default=None, help="write a pyinstrument profile here")
     args = parser.parse_args()
-    options = BenchOptions(args.credits, args.batch, args.duplicates, args.users, args.out, args.profile)
+    options = BenchOptions(
+        args.credits, args.batch, args.consumers, args.duplicates, args.users, args.out, args.profile
+    )
     report = embedded_and_run(options)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -29,7 +29,7 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     users = handlers.UserPolicy(register_on_first_credit=settings.register_on_first_credit)
     # Each poll of either consumer is one batch: its payment events or commands, decided and written set-based.
     handle = partial(handlers.handle_batch, uow=uow, faults=faults, users=users)
-    infra.consume("ledger.payments", [Topic.PAYMENTS_EVENTS], handle)
+    infra.consume("ledger.payments", [Topic.PAYMENTS_EVENTS], handle, members=settings.payments_consumers)
     infra.consume("ledger.commands", [Topic.LEDGER_COMMANDS], handle)
     app = create_app(title="credited ledger", version="1", registry=infra.registry)
     app.include_router(routes(uow))

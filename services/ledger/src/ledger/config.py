@@ -19,3 +19,10 @@ class Settings(ServiceSettings):
         description="Register a user the ledger has never seen on their first credit, in its currency; off, only"
         " users registered with PUT /v1/users/{user_id} are credited (others are refused, retryably).",
     )
+    payments_consumers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Members of the payments consumer group in this process, each with its share of the partitions:"
+        " one member's database round trips overlap another's Python work (as more instances would).",
+    )

@@ -54,12 +54,12 @@ WITH tx AS (
 SELECT count(*) FROM tx
 """
 
-# A batch's other facts in one statement: users registered by their first credit (a user someone else registered
-# meanwhile is not counted), blocks (new, or with the reason the batch decided), credits dropped on purpose.
+# A batch's other facts in one statement: users registered by their first credit (the ones returned; a user someone
+# else registered meanwhile is not), blocks (new, or with the reason the batch decided), credits dropped on purpose.
 _FACTS = """
 WITH registered AS (
     INSERT INTO users (user_id, currency) SELECT * FROM unnest($1::text[], $2::text[])
-    ON CONFLICT DO NOTHING RETURNING 1
+    ON CONFLICT DO NOTHING RETURNING user_id
 ), blocked AS (
     INSERT INTO credit_blocks (order_id, reason) SELECT * FROM unnest($3::text[], $4::text[])
     ON CONFLICT (order_id) DO UPDATE SET reason = EXCLUDED.reason
@@ -67,7 +67,7 @@ WITH registered AS (
     INSERT INTO injected_faults (order_id, kind) SELECT o, 'credit_dropped' FROM unnest($5::text[]) AS o
     ON CONFLICT DO NOTHING
 )
-SELECT count(*) FROM registered
+SELECT user_id FROM registered
 """
 
 
@@ -132,7 +132,7 @@ class PostgresLedger(PostgresUnitOfWork):
 
     async def apply(self, changes: Changes) -> None:
         if changes.registrations or changes.blocks or changes.dropped:
-            registered = await self.conn.fetchval(
+            registered = await self.conn.fetch(
                 _FACTS,
                 list(changes.registrations),
                 list(changes.registrations.values()),
@@ -140,12 +140,23 @@ class PostgresLedger(PostgresUnitOfWork):
                 list(changes.blocks.values()),
                 list(dict.fromkeys(changes.dropped)),
             )
-            if registered != len(changes.registrations):
-                raise ConcurrentWrite(f"{len(changes.registrations) - registered} users were registered meanwhile")
+            await self._registered_meanwhile(changes.registrations, {r["user_id"] for r in registered})
         if changes.postings:
             posted = await self.conn.fetchval(_POST, *_posting_columns(changes.postings))
             if posted != len(changes.postings):
                 raise ConcurrentWrite(f"{len(changes.postings) - posted} postings were written meanwhile")
+
+    async def _registered_meanwhile(self, registrations: dict[str, str], registered: set[str]) -> None:
+        """Users another writer registered since the batch read the books (its insert waited for that commit):
+        the batch's decisions stand if they hold the currency it chose; otherwise it must be decided again."""
+        others = sorted(registrations.keys() - registered)
+        if not others:
+            return
+        rows = await self.conn.fetch("SELECT user_id, currency FROM users WHERE user_id = ANY($1::text[])", others)
+        held = {r["user_id"]: r["currency"] for r in rows}
+        differ = [u for u in others if held.get(u) != registrations[u]]
+        if differ:
+            raise ConcurrentWrite(f"users {differ} were registered meanwhile in another currency")
 
     async def register_user(self, user_id: str, currency: str) -> str:
         held: str = await self.conn.fetchval(

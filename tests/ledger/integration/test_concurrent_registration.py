@@ -1,0 +1,81 @@
+"""A batch that registers a user someone else is registering at the same moment, on the real PostgreSQL: its
+decisions stand when the other registration holds the same currency, and it is rejected for a retry (nothing
+written) when the other chose another currency."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from contracts.codec import envelope_for
+from contracts.events import PaymentSucceeded
+from ledger import handlers
+from ledger.adapters.postgres import PostgresLedger
+from ledger.bootstrap import MIGRATIONS
+from servicekit.postgres import ConcurrentWrite, create_pool, migrate
+from servicekit.uow import batch
+
+
+@pytest.fixture
+async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, f"{isolation}_ledger", min_size=2, max_size=4)
+    await migrate(pool, MIGRATIONS)
+    yield pool
+    await pool.close()
+
+
+def payment(order_id: str, user_id: str, currency: str) -> PaymentSucceeded:
+    return PaymentSucceeded(
+        order_id=order_id,
+        user_id=user_id,
+        amount=600,
+        currency=currency,
+        channel="card",
+        provider="sim",
+        provider_txn_id=f"tx-{order_id}",
+        paid_at=datetime.now(UTC),
+    )
+
+
+async def credit_while_registered_elsewhere(pool: asyncpg.Pool, held: str, paid_in: str) -> None:
+    """The batch credits a payment in `paid_in` while another transaction registers its user in `held`."""
+    message = payment("ord_1", "u1", paid_in)
+
+    def uow() -> PostgresLedger:
+        return PostgresLedger(pool, producer="ledger", topic_prefix="")
+
+    async def consume() -> None:
+        async with batch(pool):
+            await handlers.handle_batch([(message, envelope_for(message, producer="test"))], uow=uow)
+
+    async with pool.acquire() as other, other.transaction():
+        await other.execute("INSERT INTO users (user_id, currency) VALUES ('u1', $1)", held)
+        consuming = asyncio.create_task(consume())
+
+        async def waiting_for_the_other() -> bool:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            return bool(await pool.fetchval(waiting))
+
+        for _ in range(200):  # the batch's insert of u1 waits for the other transaction to end
+            if await waiting_for_the_other() or consuming.done():
+                break
+            await asyncio.sleep(0.05)
+    await consuming
+
+
+async def test_a_user_registered_meanwhile_in_the_same_currency_leaves_the_credit_standing(pool: asyncpg.Pool) -> None:
+    await credit_while_registered_elsewhere(pool, held="CNY", paid_in="CNY")
+    assert await pool.fetchval("SELECT balance FROM accounts WHERE account_id = 'wallet:u1:CNY'") == 600
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_a_user_registered_meanwhile_in_another_currency_makes_the_batch_start_again(pool: asyncpg.Pool) -> None:
+    with pytest.raises(ConcurrentWrite, match="another currency"):
+        await credit_while_registered_elsewhere(pool, held="USD", paid_in="CNY")
+    assert await pool.fetchval("SELECT count(*) FROM transactions") == 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0
