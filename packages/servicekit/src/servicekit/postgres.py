@@ -70,5 +70,8 @@ TRANSIENT_DB: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
+    # "out of shared memory": the server's lock table is full (many consumers holding many locks at once); it
+    # empties as they commit.
+    asyncpg.exceptions.OutOfMemoryError,
 )
 """Database failures that pass by themselves: a consumer retries them instead of dead-lettering."""
