@@ -5,7 +5,7 @@ a time."""
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,6 +149,19 @@ def route(routes: Mapping[type[Message], Callable[[Any, Envelope], Awaitable[Non
             handler = routes.get(type(message))
             if handler is not None:
                 await handler(message, envelope)
+
+    return handle
+
+
+def only(types: Collection[type[Message]], handler: BatchHandler) -> BatchHandler:
+    """A batch handler that passes `handler` the poll's messages of `types`, in order, and nothing when there are
+    none; the others are another service's business on a shared topic."""
+    wanted = frozenset(types)
+
+    async def handle(deliveries: Sequence[Delivery]) -> None:
+        mine = [delivery for delivery in deliveries if type(delivery[0]) in wanted]
+        if mine:
+            await handler(mine)
 
     return handle
 

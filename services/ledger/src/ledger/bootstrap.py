@@ -5,6 +5,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.events import PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import handlers
 from ledger.adapters.http import routes
@@ -12,6 +14,7 @@ from ledger.adapters.postgres import PostgresLedger
 from ledger.config import Settings
 from servicekit.http import create_app
 from servicekit.infrastructure import Infrastructure
+from servicekit.kafka import only
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "ledger"
@@ -29,8 +32,15 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     users = handlers.UserPolicy(register_on_first_credit=settings.register_on_first_credit)
     # Each poll of either consumer is one batch: its payment events or commands, decided and written set-based.
     handle = partial(handlers.handle_batch, uow=uow, faults=faults, users=users)
-    infra.consume("ledger.payments", [Topic.PAYMENTS_EVENTS], handle, members=settings.payments_consumers)
-    infra.consume("ledger.commands", [Topic.LEDGER_COMMANDS], handle)
+    infra.consume(
+        "ledger.payments",
+        [Topic.PAYMENTS_EVENTS],
+        only({PaymentSucceeded, RefundSucceeded}, handle),
+        members=settings.payments_consumers,
+    )
+    infra.consume(
+        "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
+    )
     app = create_app(title="credited ledger", version="1", registry=infra.registry)
     app.include_router(routes(uow))
     return infra, app

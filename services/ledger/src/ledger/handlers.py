@@ -49,7 +49,7 @@ class BatchDecisions:
     def __init__(self, view: domain.BooksView, faults: FaultPolicy, users: UserPolicy, now: datetime) -> None:
         self.view = view
         self.changes = domain.Changes()
-        self.outgoing: list[tuple[Message, str]] = []
+        self.outgoing: list[tuple[Topic, Message, str]] = []
         self._faults = faults
         self._users = users
         self._now = now
@@ -142,21 +142,29 @@ class BatchDecisions:
         return "credited"
 
     def _announce(self, order_id: str, posted: domain.Posted, tag: str) -> None:
-        credit = CreditPosted(
-            order_id=order_id,
-            user_id=posted.user_id,
-            amount=posted.amount,
-            currency=posted.currency,
-            transaction_id=posted.transaction_id,
-            credited_at=posted.created_at,
+        self.publish(
+            Topic.LEDGER_EVENTS,
+            CreditPosted(
+                order_id=order_id,
+                user_id=posted.user_id,
+                amount=posted.amount,
+                currency=posted.currency,
+                transaction_id=posted.transaction_id,
+                credited_at=posted.created_at,
+            ),
+            event_id=deterministic_id("CreditPosted", order_id, tag),
         )
-        self.outgoing.append((credit, deterministic_id("CreditPosted", order_id, tag)))
 
     def _reject(self, order_id: str, user_id: str, reason: str, final: bool, tag: str) -> None:
-        rejection = CreditRejected(
-            order_id=order_id, user_id=user_id, reason=reason, final=final, rejected_at=self._now
+        self.publish(
+            Topic.LEDGER_EVENTS,
+            CreditRejected(order_id=order_id, user_id=user_id, reason=reason, final=final, rejected_at=self._now),
+            event_id=deterministic_id("CreditRejected", order_id, tag),
         )
-        self.outgoing.append((rejection, deterministic_id("CreditRejected", order_id, tag)))
+
+    def publish(self, topic: Topic, message: Message, *, event_id: str) -> None:
+        """Announce `message` on `topic` once the batch's changes are written."""
+        self.outgoing.append((topic, message, event_id))
 
 
 Decider = Callable[[BatchDecisions, Any, Envelope], None]
@@ -202,5 +210,5 @@ async def handle_batch(
             first.discard(key)  # a second copy later in the batch is a redelivery too
             decisions.decide(message, envelope)
         await tx.apply(decisions.changes)
-        for outgoing, event_id in decisions.outgoing:
-            tx.publish(Topic.LEDGER_EVENTS, outgoing, event_id=event_id)
+        for topic, outgoing, event_id in decisions.outgoing:
+            tx.publish(topic, outgoing, event_id=event_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from notifier import handlers
 from notifier.adapters.delivery import DeliveryWorker, RetryPolicy
@@ -26,6 +27,7 @@ from notifier.config import Settings
 from notifier.ports import DeliveryChannel
 from servicekit.http import create_app
 from servicekit.infrastructure import Infrastructure
+from servicekit.kafka import only
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
@@ -115,7 +117,11 @@ async def build(settings: Settings) -> Notifier:
             on_leased=worker.hand_over,
         )
 
-    infra.consume("notifier.order-status", [Topic.ORDERS_STATUS], partial(handlers.handle_status_changes, uow=uow))
+    infra.consume(
+        "notifier.order-status",
+        [Topic.ORDERS_STATUS],
+        only({OrderStatusChanged}, partial(handlers.handle_status_changes, uow=uow)),
+    )
     subscriptions = PostgresSubscriptions(infra.pool)
     feed = PostgresOrderFeed(settings.database_url, settings.db_schema)
     push = PushOptions(
