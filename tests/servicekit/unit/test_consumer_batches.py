@@ -10,13 +10,13 @@ from typing import cast
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaTimeoutError, RebalanceInProgressError
 
 from contracts.base import Message
 from contracts.codec import Envelope
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.kafka import DeadLetterPublisher, PermanentFailure
-from tests.servicekit.consumer_fakes import FakeConsumer, KeptDeadLetters, Store, polled, record
+from tests.servicekit.consumer_fakes import FakeConsumer, KeptDeadLetters, Record, Store, polled, record
 
 
 class Handler:
@@ -143,3 +143,24 @@ async def test_a_partition_revoked_while_its_poll_was_handled_is_left_to_its_nex
 
     await run_polls(consumer_loop(Revoking(store), store, consumer, dead), consumer, 1)
     assert consumer.committed == [{TopicPartition("t", 0): 1}]
+
+
+async def test_a_dead_letter_the_broker_cannot_take_yet_is_sent_again_before_the_poll_is_committed() -> None:
+    store = Store()
+
+    class BrokerAwayOnce(KeptDeadLetters):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refused = 0
+
+        async def send_many(self, failed: Sequence[tuple[Record, str]], *, consumer_group: str) -> None:
+            if not self.refused:
+                self.refused += 1
+                raise KafkaTimeoutError()
+            await super().send_many(failed, consumer_group=consumer_group)
+
+    dead = BrokerAwayOnce()
+    consumer = FakeConsumer([polled(record("a", 0), record("bad", 1, value=b"{"))])
+    await run_polls(consumer_loop(Handler(store), store, consumer, dead), consumer, 1)
+    assert dead.refused == 1 and list(dead.reasons()) == [b"bad"]
+    assert store.committed == ["a"] and consumer.committed == [{TopicPartition("t", 0): 2}]

@@ -27,7 +27,11 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
     IllegalStateError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
     RebalanceInProgressError,
+    RequestTimedOutError,
     UnknownMemberIdError,
 )
 
@@ -49,6 +53,9 @@ REBALANCED = (
     IllegalGenerationError,
 )
 """Commit failures that mean the partitions moved to another member while the poll was handled."""
+
+_BROKER_AWAY = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError, RequestTimedOutError)
+"""Why a dead letter may not reach the broker for a while; the poll waits for it rather than stop the consumer."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
@@ -242,7 +249,7 @@ class KafkaConsumerLoop:
                     [(dead.record, dead.reason) for dead in failed], consumer_group=self.group_id
                 )
                 break
-            except self._transient as exc:
+            except (*self._transient, *_BROKER_AWAY) as exc:
                 await self._back_off(attempt, f"{len(failed)} dead letters", exc)
         self.dead_lettered_total += len(failed)
         if self._metrics is not None:
