@@ -108,7 +108,8 @@ class PostgresNotifications(PostgresUnitOfWork):
         return {r["user_id"]: Preferences(r["locale"], r["time_zone"]) for r in rows}
 
     async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> set[str]:
-        raw = {n.notification_id: orjson.dumps(payload) for n, payload in notifications}
+        payloads = {n.notification_id: payload for n, payload in notifications}
+        raw = {notification_id: orjson.dumps(payload) for notification_id, payload in payloads.items()}
         rows = await self.conn.fetch(
             _ADD,
             [n.notification_id for n, _ in notifications],
@@ -121,7 +122,11 @@ class PostgresNotifications(PostgresUnitOfWork):
             self._channel,
             self._lease_s,
         )
-        leased = [claimed_from(r, raw[r["notification_id"]]) for r in rows if r["what"] == "leased"]
+        leased = [
+            claimed_from(r, raw[r["notification_id"]], payloads[r["notification_id"]])
+            for r in rows
+            if r["what"] == "leased"
+        ]
         if leased:
             self.after_commit(lambda: self._on_leased(leased))
         if any(r["what"] == "pending" for r in rows):

@@ -132,8 +132,9 @@ def _raw(payload: str | bytes) -> bytes:
     return payload.encode() if isinstance(payload, str) else bytes(payload)
 
 
-def claimed_from(row: asyncpg.Record, raw_payload: bytes) -> Claimed:
-    """A leased delivery from a row naming it, its target and when it was queued, and its notification's JSON."""
+def claimed_from(row: asyncpg.Record, raw_payload: bytes, payload: dict[str, Any] | None = None) -> Claimed:
+    """A leased delivery from a row naming it, its target and when it was queued, and its notification's JSON
+    (with the payload it encodes, when the caller has it already)."""
     target = Target(
         channel=row["channel"],
         subscription_id=row["subscription_id"],
@@ -148,7 +149,7 @@ def claimed_from(row: asyncpg.Record, raw_payload: bytes) -> Claimed:
         target_key=row["target"],
         target=target,
         attempts=row["attempts"],
-        payload=orjson.loads(raw_payload),
+        payload=orjson.loads(raw_payload) if payload is None else payload,
         raw_payload=raw_payload,
         queued_at=row["created_at"],
         subscribed=row["subscription_id"] is None or subscribed,
