@@ -1,6 +1,7 @@
 """Shared pieces of the monitoring tests: the repository's rule files, the Debian tools (promtool,
 amtool, prometheus, prometheus-alertmanager) and a real Prometheus with an empty TSDB on loopback."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,30 @@ def rules() -> list[dict[str, Any]]:
 
 def alerts() -> list[dict[str, Any]]:
     return [rule for rule in rules() if "alert" in rule]
+
+
+def dashboard_queries() -> Iterator[tuple[str, str]]:
+    """(dashboard title / panel title, PromQL) of every panel target and query variable (as the query that
+    groups its metric by its label)."""
+    from credited_dashboards.__main__ import ALL
+
+    for build in ALL:
+        board = build().build()
+        for panel in board.panels or []:
+            for target in getattr(panel, "targets", None) or []:
+                yield f"{board.title} / {panel.title}", target.expr
+        for variable in board.templating.list_val or []:
+            if variable.type_val.value != "query":
+                continue
+            match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", str(variable.query))
+            assert match, f"{board.title}: variable query {variable.query!r} is not label_values(metric, label)"
+            # The values of a label on a metric: what `sum by (label) (metric)` groups by.
+            yield f"{board.title} / ${variable.name}", f"sum by ({match.group(2)}) ({match.group(1)})"
+
+
+def grafana_free(expr: str) -> str:
+    """The query as Grafana sends it, with its variables filled in."""
+    return expr.replace("$__rate_interval", "1m").replace("$channel", ".*")
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout_s: float = 30) -> None:

@@ -1,0 +1,285 @@
+"""The situations the alerts are about, played step by step on a World of the services' real metrics code.
+
+Each step: what happens (orders paid, credits dropped, a target down...), then time passes to the step's
+end (the reconciler ticks, the others answer) and Prometheus scrapes every target. A promtool test names
+a scenario; its input series are these scrapes, one value per step (`interval_s` apart).
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+from notifier.ports import DeliveryFailed
+from reconciler.domain import Policy
+from servicekit.metrics import DeadLetterKind
+from tests.deploy_monitoring.emitted.notifier import Notifier
+from tests.deploy_monitoring.emitted.reconciler import Ledger
+from tests.deploy_monitoring.emitted.scrape import Timeline
+from tests.deploy_monitoring.emitted.world import World
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+Step = Callable[[World, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    interval_s: int
+    steps: int
+    step: Step
+    world: Callable[[], World]
+
+
+def world(
+    threshold_s: float = 30,
+    *,
+    ledger: Callable[[str], Ledger] = lambda _: Ledger.CREDITS,
+    refunds: Callable[[str], bool] = lambda _: True,
+    notifier: Callable[[], Notifier] = Notifier,
+) -> Callable[[], World]:
+    policy = Policy(threshold_s=threshold_s, retry_attempts=2, retry_backoff_s=5)
+    return lambda: World(T0, policy, ledger=ledger, refunds=refunds, notifier=notifier())
+
+
+async def orders(w: World, step: int, channel: str, count: int, *, dropped: int = 0, tag: str = "") -> None:
+    """`count` orders paid on `channel`; the ledger drops the credit of the first `dropped` of them."""
+    for n in range(count):
+        await w.pay(f"ord-{channel}-{step}-{n}{tag}", channel, credit=n >= dropped)
+
+
+def fate(order_id: str) -> str:
+    """What a scenario has in store for an order: the tag after the `.` in its id."""
+    return order_id.partition(".")[2]
+
+
+def index(order_id: str) -> int:
+    """The order's number within its step (ord-<channel>-<step>-<n>)."""
+    return int(order_id.partition(".")[0].rsplit("-", 1)[1])
+
+
+async def play(scenario: Scenario) -> Timeline:
+    w = scenario.world()
+    try:
+        for i in range(scenario.steps):
+            now = T0 + timedelta(seconds=i * scenario.interval_s)
+            w.reconciler.clock.at = now
+            await scenario.step(w, i)
+            await w.settle(now)
+    finally:
+        await w.notifier.stop()
+    return w.timeline
+
+
+# --- orders: credits dropped, orders stuck, remediation, the reconciler falling behind, channels ---
+
+
+async def dropped_then_credited_by_retry(w: World, i: int) -> None:
+    await orders(w, i, "card", 3, dropped=1 if 4 <= i <= 15 else 0)
+
+
+async def stuck_while_the_ledger_is_down(w: World, i: int) -> None:
+    await orders(w, i, "card", 2, dropped=2 if i == 4 else 0, tag=".down" if i == 4 else "")
+
+
+async def on_time(w: World, i: int) -> None:
+    await orders(w, i, "card", 3)
+
+
+async def refunded_then_escalated(w: World, i: int) -> None:
+    await orders(w, i, "card", 5)
+    if i == 8:
+        await orders(w, i, "alipay", 2, dropped=2, tag=".refused")
+    if i == 13:
+        await orders(w, i, "alipay", 1, dropped=1, tag=".unrefundable")
+
+
+def remediation_ledger(order_id: str) -> Ledger:
+    return Ledger.REFUSES_FOR_NOW if fate(order_id) in ("refused", "unrefundable") else Ledger.CREDITS
+
+
+async def reconciler_stops_reading(w: World, i: int) -> None:
+    await orders(w, i, "card", 5)
+    if i >= 5:
+        w.reconciler_follows = False
+        w.behind_s = 60.0 * (i - 4)
+
+
+async def reconciler_far_behind(w: World, i: int) -> None:
+    await orders(w, i, "card", 5)
+    w.behind_s = 400.0 if i >= 5 else 1.0
+
+
+async def busy_then_idle(w: World, i: int) -> None:
+    if i < 16:
+        await orders(w, i, "card", 5)
+
+
+async def one_channel_delays(w: World, i: int) -> None:
+    await orders(w, i, "card", 10, dropped=1)
+    await orders(w, i, "alipay", 10, dropped=1 if i % 5 == 0 else 0)
+    await orders(w, i, "carrier", 1, dropped=1 if i % 2 == 0 else 0)
+
+
+async def credit_without_payment(w: World, i: int) -> None:
+    await orders(w, i, "card", 3)
+    if i == 5:
+        await w.credit_without_payment("ord-ghost")
+
+
+async def credit_before_payment(w: World, i: int) -> None:
+    await orders(w, i, "card", 3)
+    if i == 5:
+        await w.credit_without_payment("ord-early")
+    if i == 6:
+        await w.pay("ord-early", "card", credit=False)
+
+
+# --- the credit SLO ---
+
+
+def slo(per_step: int, dropped_every: int, dropped: int = 1) -> Step:
+    async def step(w: World, i: int) -> None:
+        await orders(w, i, "card", per_step, dropped=dropped if i % dropped_every == 0 else 0)
+
+    return step
+
+
+def low_traffic(drops_at: tuple[int, ...]) -> Step:
+    async def step(w: World, i: int) -> None:
+        await orders(w, i, "card", 1, dropped=1 if i in drops_at else 0)
+
+    return step
+
+
+# --- the platform: targets, consumers, outboxes, dead letters, deliveries ---
+
+
+async def payments_down_reconciler_missing(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    w.targets["reconciler"].discovered = False
+    w.targets["payments"].up = i < 5
+
+
+async def notifier_blips(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    w.targets["notifier"].up = i != 1
+
+
+def lagging(lags: list[tuple[int, int]]) -> Step:
+    async def step(w: World, i: int) -> None:
+        await orders(w, i, "card", 2)
+        p0, p1 = lags[min(i, len(lags) - 1)]
+        w.lags[("ledger", "ledger.payments")] = {("payments.events", 0): p0, ("payments.events", 1): p1}
+
+    return step
+
+
+def outbox_ages(ages: list[float]) -> Step:
+    async def step(w: World, i: int) -> None:
+        await orders(w, i, "card", 2)
+        w.outbox_ages["payments"] = ages[min(i, len(ages) - 1)]
+
+    return step
+
+
+async def one_record_dead_lettered(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    if i == 5:
+        w.dead_letter("ledger", "ledger.payments", DeadLetterKind.UNDECODABLE)
+
+
+async def twelve_orders(w: World, i: int) -> None:
+    await orders(w, i, "card", 12)
+
+
+def webhook_failing(order_id: str, attempts: int) -> DeliveryFailed | None:
+    """One order in six refused for good (HTTP 400), one in six refused once (HTTP 503) then taken."""
+    if index(order_id) % 6 == 0:
+        return DeliveryFailed("HTTP 400", retry=False)
+    if index(order_id) % 6 == 1 and attempts == 1:
+        return DeliveryFailed("HTTP 503", retry=True)
+    return None
+
+
+def push_subscription_gone(order_id: str, attempts: int) -> DeliveryFailed | None:
+    """Now and then a device has unsubscribed (HTTP 410)."""
+    return DeliveryFailed("HTTP 410", retry=False, gone=True) if index(order_id) == 11 else None
+
+
+def webhook_busy_once(order_id: str, attempts: int) -> DeliveryFailed | None:
+    return DeliveryFailed("HTTP 503", retry=True) if attempts == 1 else None
+
+
+async def reconciler_reads_a_partition_again(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    if i == 2:
+        w.reconciler.observe.skipped("payments.events")
+        w.reconciler.observe.read_again("payments.events", "hole")
+
+
+DRAINING = [(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("dropped_then_credited_by_retry", 15, 45, dropped_then_credited_by_retry, world(20)),
+        Scenario(
+            "stuck_while_the_ledger_is_down",
+            15,
+            40,
+            stuck_while_the_ledger_is_down,
+            world(20, ledger=lambda o: Ledger.SILENT if fate(o) == "down" else Ledger.CREDITS),
+        ),
+        Scenario("on_time", 15, 40, on_time, world(20)),
+        Scenario(
+            "refunded_then_escalated",
+            60,
+            30,
+            refunded_then_escalated,
+            world(ledger=remediation_ledger, refunds=lambda o: fate(o) != "unrefundable"),
+        ),
+        Scenario("reconciler_stops_reading", 60, 30, reconciler_stops_reading, world()),
+        Scenario("reconciler_far_behind", 60, 30, reconciler_far_behind, world()),
+        Scenario("busy_then_idle", 60, 30, busy_then_idle, world()),
+        Scenario("one_channel_delays", 60, 41, one_channel_delays, world()),
+        Scenario("credit_without_payment", 60, 20, credit_without_payment, world()),
+        Scenario("credit_before_payment", 60, 20, credit_before_payment, world()),
+        Scenario("slo_fast_burn", 60, 181, slo(50, 1), world()),
+        Scenario("slo_within_budget", 60, 181, slo(50, 40), world()),
+        Scenario("slo_slow_burn", 1200, 76, slo(125, 2), world()),
+        Scenario("slo_low_traffic_three_late", 60, 91, low_traffic((20, 30, 40)), world()),
+        Scenario("slo_low_traffic_one_late", 60, 91, low_traffic((20,)), world()),
+        Scenario("payments_down_reconciler_missing", 15, 25, payments_down_reconciler_missing, world()),
+        Scenario("notifier_blips", 15, 25, notifier_blips, world()),
+        Scenario("ledger_lags", 60, 11, lagging([(0, 0), (800, 700)]), world()),
+        Scenario(
+            "ledger_lag_drains", 60, 11, lagging([(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]), world()
+        ),
+        Scenario("payments_outbox_stuck", 60, 11, outbox_ages([0.0, *(60.0 * k for k in range(1, 11))]), world()),
+        Scenario("payments_outbox_drains", 60, 10, outbox_ages([0, 2, 0, 5, 1, 0, 3, 0, 0, 0]), world()),
+        Scenario("one_record_dead_lettered", 60, 36, one_record_dead_lettered, world()),
+        Scenario(
+            "webhook_deliveries_fail",
+            60,
+            31,
+            twelve_orders,
+            world(notifier=lambda: Notifier({"webhook": webhook_failing, "webpush": push_subscription_gone})),
+        ),
+        Scenario(
+            "webhook_retries_then_delivers",
+            60,
+            31,
+            twelve_orders,
+            world(notifier=lambda: Notifier({"webhook": webhook_busy_once})),
+        ),
+        Scenario("reconciler_reads_a_partition_again", 15, 6, reconciler_reads_a_partition_again, world()),
+    )
+}
+
+
+@cache
+def timeline(name: str) -> Timeline:
+    """The scrapes of one scenario (played once per test session)."""
+    return asyncio.run(play(SCENARIOS[name]))

@@ -1,0 +1,138 @@
+"""One instance of each service, each with its registry built the way its composition root builds it, and
+scraped under the job and target deploy/prometheus/prometheus.yml gives it.
+
+What flows between them follows the pipeline: payments takes an order and its paid callback and publishes
+the payment through its outbox; the ledger consumes it and credits (or not, as the scenario says); the
+reconciler's real engine joins both and remediates; payments applies each status the reconciler announces
+and the notifier delivers it through its real delivery worker.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+from prometheus_client import CollectorRegistry
+
+from contracts.catalog import CATALOG
+from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.config import Settings as PaymentsSettings
+from payments.domain import Outcome
+from reconciler.domain import Policy
+from servicekit.metrics import ConsumerMetrics, DeadLetterKind, OutboxMetrics, ServiceMetrics
+from tests.deploy_monitoring.conftest import PROMETHEUS_DIR, load_yaml
+from tests.deploy_monitoring.emitted.notifier import Notifier
+from tests.deploy_monitoring.emitted.reconciler import Ledger, Reconciler
+from tests.deploy_monitoring.emitted.scrape import Target, Timeline
+
+KIT_SERVICES = ("payments", "ledger", "notifier")
+"""The services built on servicekit's Infrastructure (the reconciler runs faust and has no credited_* metrics)."""
+
+PAYMENT_CHANNELS = sorted(PaymentsSettings.model_fields["metric_channels"].default)
+PROVIDERS = ["sim"]
+
+
+def scrape_targets() -> dict[str, str]:
+    """job -> the one target the local prometheus.yml scrapes for it."""
+    config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    return {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
+
+
+@dataclass
+class Kit:
+    """A service's credited_* metrics and the consumers and outbox relay that report into them."""
+
+    metrics: ServiceMetrics
+    consumers: dict[str, ConsumerMetrics] = field(default_factory=dict)
+
+    @property
+    def outbox(self) -> OutboxMetrics:
+        return self.metrics.outbox()
+
+
+class World:
+    """The four services of one stack, their registries, and a timeline of their scrapes."""
+
+    def __init__(
+        self,
+        start: datetime,
+        policy: Policy,
+        *,
+        ledger: Callable[[str], Ledger] = lambda _: Ledger.CREDITS,
+        refunds: Callable[[str], bool] = lambda _: True,
+        notifier: Notifier | None = None,
+    ) -> None:
+        registries = {job: CollectorRegistry(auto_describe=True) for job in scrape_targets()}
+        self.targets = {job: Target(job, target, registries[job]) for job, target in scrape_targets().items()}
+        self.kits = {name: Kit(ServiceMetrics(name, registries[name])) for name in KIT_SERVICES}
+        self.lags: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
+        self.outbox_ages = dict.fromkeys(KIT_SERVICES, 0.0)
+        for spec in CATALOG:
+            for reader in spec.readers:
+                if reader.service in self.kits:
+                    kit = self.kits[reader.service]
+                    kit.consumers[reader.group] = kit.metrics.consumer(reader.group, [spec.topic.value])
+                    self.lags[(reader.service, reader.group)] = {(spec.topic.value, 0): 0}
+        self.payments = PrometheusPaymentsMetrics(
+            registries["payments"], channels=PAYMENT_CHANNELS, providers=PROVIDERS
+        )
+        self.reconciler = Reconciler(registries["reconciler"], policy, start, ledger=ledger, refunds=refunds)
+        self.notifier = notifier or Notifier()
+        self.notifier.attach(registries["notifier"])
+        self.timeline = Timeline(list(self.targets.values()))
+        self.reconciler_follows = True
+        self.behind_s = 0.0
+        self._statuses_seen = 0
+        self._waiting: list[Callable[[], Awaitable[None]]] = []  # published, not yet read by the reconciler
+
+    async def pay(self, order_id: str, channel: str, *, credit: bool) -> None:
+        """An order placed and paid; the ledger credits it at once when `credit`, else never by itself."""
+        kit = self.kits["payments"].metrics
+        self.payments.order_created(channel)
+        kit.http_request("/v1/orders", "POST", 201, 0.004)
+        self.payments.callback("sim", Outcome.PAID)
+        kit.http_request("/v1/psp/{provider}/callbacks", "POST", 200, 0.006)
+        self.kits["payments"].outbox.published(2)  # OrderPlaced, PaymentSucceeded
+        self.kits["ledger"].consumers["ledger.payments"].consumed("payments.events", 2)
+        self._waiting.append(partial(self.reconciler.pay, order_id, channel))
+        if credit:
+            self.kits["ledger"].outbox.published(1)
+            self._waiting.append(partial(self.reconciler.credit, order_id))
+
+    async def credit_without_payment(self, order_id: str) -> None:
+        """The ledger posts a credit for an order payments never announced paid."""
+        self.kits["ledger"].outbox.published(1)
+        self._waiting.append(partial(self.reconciler.credit, order_id))
+
+    async def settle(self, now: datetime) -> None:
+        """Time passes to `now`: the reconciler reads what it follows and ticks, payments and the notifier
+        take up the statuses it announced; then Prometheus scrapes."""
+        if self.reconciler_follows:
+            self.reconciler.clock.at = now
+            waiting, self._waiting = self._waiting, []
+            for read in waiting:
+                await read()
+        await self.reconciler.step(now, behind_s=self.behind_s)
+        await self._follow_statuses()
+        self._sample()
+        self.timeline.record()
+
+    def _sample(self) -> None:
+        """What each kit service samples every few seconds (Infrastructure.observe): every consumer's lag
+        and the outbox backlog, set by the scenario or nothing waiting."""
+        for (service, group), lags in self.lags.items():
+            self.kits[service].consumers[group].lag(lags)
+        for service, age in self.outbox_ages.items():
+            self.kits[service].outbox.backlog(int(age // 10), age)
+
+    async def _follow_statuses(self) -> None:
+        statuses = self.reconciler.announced.statuses[self._statuses_seen :]
+        self._statuses_seen += len(statuses)
+        self.kits["payments"].consumers["payments.order-status"].consumed("orders.status", len(statuses))
+        self.kits["notifier"].consumers["notifier.order-status"].consumed("orders.status", len(statuses))
+        for _, change in statuses:
+            self.payments.status_changed(change.status)
+        await self.notifier.notify([(state.order_id, change.status) for state, change in statuses])
+
+    def dead_letter(self, service: str, group: str, kind: DeadLetterKind) -> None:
+        self.kits[service].consumers[group].dead_lettered(kind)
