@@ -29,7 +29,7 @@ def test_the_on_call_dashboards_all_exist_and_query_the_provisioned_prometheus()
     assert {board["uid"] for board in boards} >= REQUIRED
     for board in boards:
         for panel in board["panels"]:
-            if panel["type"] == "row":
+            if panel["type"] in ("row", "text"):  # text: the runbooks, made from docs/runbooks
                 continue
             assert panel["datasource"] == {"type": datasource["type"], "uid": datasource["uid"]}, panel["title"]
             assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]

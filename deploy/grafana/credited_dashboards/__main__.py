@@ -8,9 +8,10 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from credited_dashboards.orders import channels, overview, reconciler
 from credited_dashboards.platform import kafka_and_outbox, notifier
+from credited_dashboards.runbooks import runbooks
 
 OUT = Path(__file__).resolve().parents[1] / "dashboards"
-ALL = (overview, reconciler, channels, notifier, kafka_and_outbox)
+ALL = (overview, reconciler, channels, notifier, kafka_and_outbox, *runbooks())
 
 
 def rendered() -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Dashboards about orders: the pipeline overview, the reconciler, and each payment channel's health.
 Every query uses metrics the services expose (a test checks the names)."""
 
-from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.builders import dashboard, stat
 from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
 
 from credited_dashboards.panels import (
@@ -18,26 +18,49 @@ from credited_dashboards.panels import (
 )
 
 
+def overdue_now() -> stat.Panel:
+    return single(
+        "Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),), alerts=("OrdersOverdue",)
+    )
+
+
 def overview() -> dashboard.Dashboard:
     return (
         board("credited-overview", "credited: pipeline overview", "Orders from creation to credit, end to end.")
         .with_row(dashboard.Row("Now"))
         .with_panel(single("Orders created /s", "ops", "sum(rate(payments_orders_created_total[5m]))"))
-        .with_panel(single("Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),)))
+        .with_panel(
+            single(
+                "Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),), alerts=("OrdersOverdue",)
+            )
+        )
         .with_panel(
             single(
                 "Overdue share, 1 h (SLO: 0.1%)",
                 "percentunit",
                 "credited:credit_slo_errors:ratio_rate1h",
                 steps=((SLO_OBJECTIVE, YELLOW), (PAGE_BURN, RED)),
+                alerts=("CreditSLOBurnRate",),
             )
         )
         .with_panel(single("Pay to credit p99", "s", quantile(0.99, "reconciler_pay_to_credit_seconds")))
         .with_panel(
-            single("Consumer lag, all groups", "short", "sum(credited_consumer_lag_records)", steps=((1000, YELLOW),))
+            single(
+                "Consumer lag, all groups",
+                "short",
+                "sum(credited_consumer_lag_records)",
+                steps=((1000, YELLOW),),
+                alerts=("ConsumerLagHigh",),
+            )
         )
         .with_panel(
-            single("Dead letters, 1 h", "short", "sum(increase(credited_dead_letters_total[1h]))", steps=((1, YELLOW),))
+            single(
+                "Dead letters, 1 h",
+                "short",
+                "sum(increase(credited_dead_letters_total[1h]))",
+                steps=((1, YELLOW),),
+                alerts=("DeadLetterGrowing",),
+            )
         )
         .with_row(dashboard.Row("Flow"))
         .with_panel(
@@ -56,6 +79,7 @@ def overview() -> dashboard.Dashboard:
                 "ops",
                 (f"sum by (status) (rate(payments_order_status_changes_total[{RATE}]))", "{{status}}"),
                 stacked=True,
+                alerts=("RemediationFailing",),
             )
         )
         .with_panel(
@@ -75,6 +99,7 @@ def overview() -> dashboard.Dashboard:
                 ("credited:credit_slo_errors:ratio_rate6h", "6 h"),
                 description="Objective 0.1% (yellow line); the fast-burn page needs 1.44% over 1 h and 5 m (red).",
                 steps=((SLO_OBJECTIVE, YELLOW), (PAGE_BURN, RED)),
+                alerts=("CreditSLOBurnRate",),
             )
         )
         .with_panel(
@@ -96,7 +121,16 @@ def overview() -> dashboard.Dashboard:
                 "HTTP p99 by route",
                 "s",
                 (quantile(0.99, "credited_http_request_duration_seconds", "service, route"), "{{service}} {{route}}"),
-                width=24,
+            )
+        )
+        .with_panel(
+            graph(
+                "Services answering their scrapes",
+                "short",
+                ('sum by (job) (up{job=~"payments|ledger|reconciler|notifier"})', "{{job}}"),
+                description="Instances of each service Prometheus reached at its last scrape; 0 for 2 minutes is "
+                "ServiceDown.",
+                alerts=("ServiceDown",),
             )
         )
     )
@@ -105,7 +139,11 @@ def overview() -> dashboard.Dashboard:
 def reconciler() -> dashboard.Dashboard:
     return (
         board("credited-reconciler", "credited: reconciler", "Overdue detection, remediation and stream progress.")
-        .with_panel(single("Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),)))
+        .with_panel(
+            single(
+                "Overdue now", "short", "sum(reconciler_orders_overdue)", steps=((1, RED),), alerts=("OrdersOverdue",)
+            )
+        )
         .with_panel(
             single(
                 "Detection p99 after deadline (objective 1 s)",
@@ -115,16 +153,28 @@ def reconciler() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            single("Watermark lag", "s", "max(reconciler_watermark_lag_seconds)", steps=((60, YELLOW), (300, RED)))
+            single(
+                "Watermark lag",
+                "s",
+                "max(reconciler_watermark_lag_seconds)",
+                steps=((60, YELLOW), (300, RED)),
+                alerts=("ReconcilerStalled",),
+            )
         )
         .with_panel(
-            graph("Overdue orders now", "short", ("sum by (instance) (reconciler_orders_overdue)", "{{instance}}"))
+            graph(
+                "Overdue orders now",
+                "short",
+                ("sum by (instance) (reconciler_orders_overdue)", "{{instance}}"),
+                alerts=("OrdersOverdue",),
+            )
         )
         .with_panel(
             graph(
                 "Flagged overdue /s by channel",
                 "ops",
                 (f"sum by (channel) (rate(reconciler_overdue_flagged_total[{RATE}]))", "{{channel}}"),
+                alerts=("OrdersOverdue", "ChannelDelayRateHigh"),
             )
         )
         .with_panel(
@@ -142,6 +192,7 @@ def reconciler() -> dashboard.Dashboard:
                 "Remediations /s by action and outcome",
                 "ops",
                 (f"sum by (action, outcome) (rate(reconciler_remediations_total[{RATE}]))", "{{action}} {{outcome}}"),
+                alerts=("RemediationFailing",),
             )
         )
         .with_panel(
@@ -149,6 +200,7 @@ def reconciler() -> dashboard.Dashboard:
                 "Events applied /s by type",
                 "ops",
                 (f"sum by (type) (rate(reconciler_events_total[{RATE}]))", "{{type}}"),
+                alerts=("ReconcilerStalled",),
             )
         )
         .with_panel(
@@ -156,6 +208,7 @@ def reconciler() -> dashboard.Dashboard:
                 "Anomalies /s by kind",
                 "ops",
                 (f"sum by (kind) (rate(reconciler_anomalies_total[{RATE}]))", "{{kind}}"),
+                alerts=("CreditWithoutPayment",),
             )
         )
         .with_panel(
@@ -165,6 +218,7 @@ def reconciler() -> dashboard.Dashboard:
                 ("max by (instance) (reconciler_watermark_lag_seconds)", "{{instance}}"),
                 description="How far behind the credit stream is known complete; past 5 minutes is ReconcilerStalled.",
                 steps=((300, RED),),
+                alerts=("ReconcilerStalled",),
             )
         )
         .with_panel(
@@ -211,6 +265,7 @@ def channels() -> dashboard.Dashboard:
                 ),
                 steps=((0.05, RED),),
                 width=24,
+                alerts=("ChannelDelayRateHigh",),
             )
         )
         .with_panel(

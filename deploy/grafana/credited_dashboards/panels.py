@@ -1,14 +1,44 @@
 """Small builders on top of grafana-foundation-sdk: one Prometheus datasource, queries, and the panel
 kinds the dashboards use, with units and thresholds in one place."""
 
+import re
+
 from grafana_foundation_sdk.builders import common, dashboard, prometheus, stat, timeseries
 from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode, StackingMode
-from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSourceRef, Threshold, ThresholdsMode
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DashboardLinkType,
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+)
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
 """The datasource provisioned in provisioning/datasources/prometheus.yml (same uid)."""
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
+
+
+def runbook_uid(alert: str) -> str:
+    """The uid of the alert's runbook dashboard (runbooks.py): `runbook-` and the alert's name in kebab case."""
+    return "runbook-" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", alert).lower()
+
+
+def runbook_path(alert: str) -> str:
+    """Where Grafana serves the alert's runbook, from its root; the alert's runbook_url is the base URL + this."""
+    return f"/d/{runbook_uid(alert)}"
+
+
+def runbook_links(*alerts: str) -> list[dashboard.DashboardLink]:
+    """Panel links to the runbooks of the alerts the panel is about."""
+    return [
+        dashboard.DashboardLink(f"Runbook: {alert}")
+        .type(DashboardLinkType.LINK)
+        .url(runbook_path(alert))
+        .tooltip(f"What {alert} means and what to do")
+        .target_blank(True)
+        for alert in alerts
+    ]
 
 
 def query(expr: str, legend: str = "", ref: str = "A") -> prometheus.Dataquery:
@@ -36,8 +66,10 @@ def graph(
     width: int = 12,
     steps: tuple[tuple[float, str], ...] = (),
     stacked: bool = False,
+    alerts: tuple[str, ...] = (),
 ) -> timeseries.Panel:
-    """A time series panel; `steps` draw threshold lines (an objective or an alert's limit)."""
+    """A time series panel; `steps` draw threshold lines (an objective or an alert's limit); `alerts` are
+    the alerts it shows, whose runbooks it links."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -56,14 +88,22 @@ def graph(
         )
     if stacked:
         panel = panel.stacking(common.StackingConfig().mode(StackingMode.NORMAL))
+    if alerts:
+        panel = panel.links(runbook_links(*alerts))
     return panel
 
 
 def single(
-    title: str, unit: str, expr: str, *, description: str = "", steps: tuple[tuple[float, str], ...] = ()
+    title: str,
+    unit: str,
+    expr: str,
+    *,
+    description: str = "",
+    steps: tuple[tuple[float, str], ...] = (),
+    alerts: tuple[str, ...] = (),
 ) -> stat.Panel:
-    """One number, colored by its thresholds."""
-    return (
+    """One number, colored by its thresholds; `alerts` as for graph()."""
+    panel = (
         stat.Panel()
         .title(title)
         .description(description)
@@ -74,6 +114,7 @@ def single(
         .height(4)
         .thresholds(thresholds(*steps))
     )
+    return panel.links(runbook_links(*alerts)) if alerts else panel
 
 
 RATE = "$__rate_interval"

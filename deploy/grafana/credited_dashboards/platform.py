@@ -6,8 +6,8 @@ from credited_dashboards.panels import RATE, RED, YELLOW, board, graph, quantile
 
 
 def notifier() -> dashboard.Dashboard:
-    failed = 'notifier_deliveries_total{outcome=~"failed|dead_lettered"}'
-    finished = 'notifier_deliveries_total{outcome=~"delivered|failed|dead_lettered"}'
+    failed = 'notifier_deliveries_total{outcome="failed"}'
+    finished = 'notifier_deliveries_total{outcome=~"delivered|failed|gone"}'
     return (
         board("credited-notifier", "credited: notifier", "Status changes reaching users' devices.")
         .with_panel(
@@ -16,6 +16,7 @@ def notifier() -> dashboard.Dashboard:
                 "ops",
                 (f"sum by (outcome) (rate(notifier_deliveries_total[{RATE}]))", "{{outcome}}"),
                 stacked=True,
+                alerts=("NotificationDeliveryFailing",),
             )
         )
         .with_panel(
@@ -27,6 +28,7 @@ def notifier() -> dashboard.Dashboard:
                     "{{channel}}",
                 ),
                 steps=((0.05, RED),),
+                alerts=("NotificationDeliveryFailing",),
             )
         )
         .with_panel(
@@ -48,6 +50,7 @@ def notifier() -> dashboard.Dashboard:
                     f'sum by (reason_kind) (increase(credited_dead_letters_total{{service="notifier"}}[{RATE}]))',
                     "dead letters {{reason_kind}}",
                 ),
+                alerts=("ConsumerLagHigh", "DeadLetterGrowing"),
             )
         )
     )
@@ -62,6 +65,7 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                 "short",
                 ("sum by (service, group) (credited_consumer_lag_records)", "{{service}} {{group}}"),
                 steps=((1000, YELLOW),),
+                alerts=("ConsumerLagHigh",),
             )
         )
         .with_panel(
@@ -69,6 +73,7 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                 "Most lagging partitions",
                 "short",
                 ("topk(10, credited_consumer_lag_records)", "{{service}} {{group}} {{topic}}[{{partition}}]"),
+                alerts=("ConsumerLagHigh",),
             )
         )
         .with_panel(
@@ -89,6 +94,7 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                     f"sum by (service, group, reason_kind) (increase(credited_dead_letters_total[{RATE}]))",
                     "{{service}} {{group}} {{reason_kind}}",
                 ),
+                alerts=("DeadLetterGrowing",),
             )
         )
         .with_panel(
@@ -96,6 +102,7 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                 "Outbox rows waiting",
                 "short",
                 ("sum by (service) (credited_outbox_backlog_records)", "{{service}}"),
+                alerts=("OutboxBacklog",),
             )
         )
         .with_panel(
@@ -104,6 +111,7 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                 "s",
                 ("max by (service) (credited_outbox_oldest_age_seconds)", "{{service}}"),
                 steps=((60, YELLOW),),
+                alerts=("OutboxBacklog",),
             )
         )
         .with_panel(
