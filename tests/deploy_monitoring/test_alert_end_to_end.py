@@ -1,7 +1,8 @@
 """End to end, with the real servers from Debian's packages: Prometheus scrapes the running stack (with
 the committed prometheus.yml and rules, 1 s intervals) while the simulator pays orders and the ledger
 drops a share of their credits; OrdersOverdue fires, Alertmanager (the committed config, short group
-timings) delivers it to a webhook, and it resolves once remediation has credited the dropped orders.
+timings) delivers it to a webhook with its runbook's absolute address, and it resolves once remediation
+has credited the dropped orders.
 
 It runs once in `make test`, on the test broker; it is not marked e2e, so no second pass on another
 broker repeats its three and a half minutes.
@@ -9,6 +10,7 @@ broker repeats its three and a half minutes.
 
 import asyncio
 import json
+import os
 import subprocess
 import threading
 import time
@@ -39,6 +41,7 @@ from tests.e2e.stack import running_stack
 from tests.kafka_reader import eventually
 
 THRESHOLD_S = 3.0
+RUNBOOK_BASE_URL = "http://grafana.on-call.test:3000"
 
 
 @dataclass
@@ -135,9 +138,11 @@ def monitoring(stack: LocalStack, workdir: Path, webhook: AlertWebhook) -> Itera
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--enable-feature=expand-external-labels",  # Prometheus 3 (compose) expands them by default
         ],
         stdout=logs[1],
         stderr=subprocess.STDOUT,
+        env={**os.environ, "CREDITED_RUNBOOK_BASE_URL": RUNBOOK_BASE_URL},
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{am_port}/-/ready", alertmanager, "alertmanager")
@@ -185,6 +190,8 @@ async def test_orders_overdue_fires_reaches_the_webhook_and_resolves_after_remed
                     await asyncio.gather(drive, return_exceptions=True)
                 fired = webhook.first("OrdersOverdue", "firing")
                 assert fired is not None and fired.path == "/alerts/page"
+                (page,) = [a for a in fired.body["alerts"] if a["labels"]["alertname"] == "OrdersOverdue"]
+                assert page["annotations"]["runbook_url"] == f"{RUNBOOK_BASE_URL}/d/runbook-orders-overdue"
 
                 dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"])
                 deadlines = [truth.orders[o]["paid_at"] + THRESHOLD_S for o in dropped & truth.paid]

@@ -1,10 +1,12 @@
-"""The alert rules: valid, loaded by a real Prometheus, each one unit-tested both ways, each with a
-severity, words for people and a runbook that exists."""
+"""The alert rules: valid, loaded by a real Prometheus, each one unit-tested both ways on the series the
+services' own code emits, each with a severity, words for people and a runbook one click away."""
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
+from credited_dashboards.panels import runbook_path
 
 from tests.deploy_monitoring.conftest import (
     PROMETHEUS_DIR,
@@ -16,6 +18,7 @@ from tests.deploy_monitoring.conftest import (
     rules,
     tool,
 )
+from tests.deploy_monitoring.emitted.promtool import write_rule_tests
 
 REQUIRED_ALERTS = {
     "OrdersOverdue",
@@ -27,7 +30,9 @@ REQUIRED_ALERTS = {
     "NotificationDeliveryFailing",
     "DeadLetterGrowing",
     "CreditSLOBurnRate",
+    "CreditWithoutPayment",
 }
+RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}"
 SEVERITIES = {"page", "warning"}
 SERVICES = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
 
@@ -45,11 +50,18 @@ def test_the_rule_files_and_both_prometheus_configs_are_valid_for_promtool() -> 
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_every_alert_fires_and_stays_quiet_exactly_as_its_promtool_unit_tests_say() -> None:
-    tests = sorted(RULE_TESTS_DIR.glob("*.test.yml"))
-    assert tests
+def test_every_alert_fires_and_stays_quiet_exactly_as_its_promtool_unit_tests_say(tmp_path: Path) -> None:
+    templates = sorted(RULE_TESTS_DIR.glob("*.test.yml"))
+    assert templates
+    tests = write_rule_tests(templates, tmp_path)  # each case's input: its scenario's scrapes
     result = run(tool("promtool"), "test", "rules", *map(str, tests))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_promtool_case_takes_its_input_from_a_scenario_not_from_series_written_by_hand() -> None:
+    for path in RULE_TESTS_DIR.glob("*.test.yml"):
+        for case in load_yaml(path)["tests"]:
+            assert "scenario" in case and "input_series" not in case, f"{path.name}: {case['name']}"
 
 
 def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_quiet() -> None:
@@ -74,8 +86,8 @@ def test_every_alert_has_a_severity_a_summary_a_description_and_a_runbook_that_e
         assert rule["labels"]["severity"] in SEVERITIES, name
         annotations: dict[str, Any] = rule["annotations"]
         assert annotations["summary"].strip() and annotations["description"].strip(), name
-        assert annotations["runbook_url"] == f"docs/runbooks/{name}.md", name
-        assert (ROOT / annotations["runbook_url"]).is_file(), f"{name}: {annotations['runbook_url']} is missing"
+        assert annotations["runbook_url"] == RUNBOOK_BASE + runbook_path(name), name
+        assert (ROOT / "docs" / "runbooks" / f"{name}.md").is_file(), f"docs/runbooks/{name}.md is missing"
 
 
 def test_a_real_prometheus_loads_every_rule_and_finds_it_healthy(prometheus_url: str) -> None:
@@ -98,6 +110,7 @@ def test_both_prometheus_configs_scrape_the_four_services_each_under_its_own_job
         assert discovery["names"][0] == name and discovery["port"] == port
     for config in (local, compose):
         assert config["rule_files"] == ["rules/*.yml"]
+        assert config["global"]["external_labels"]["runbook_base_url"] == "${CREDITED_RUNBOOK_BASE_URL}"
 
 
 def test_every_runbook_says_what_it_means_which_orders_how_to_read_them_what_to_do_and_how_to_verify() -> None:
