@@ -12,13 +12,14 @@ import orjson
 import typer
 from rich.console import Console
 
-from credited import keys
+from credited import dlq, keys
 from credited.demo import DemoOptions, run_demo
 from credited.stack.local import LocalStack, StackConfig
 
 app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixed.", no_args_is_help=True)
 
 app.add_typer(keys.app, name="keys")
+app.add_typer(dlq.app, name="dlq")
 
 RUN_DIR = Path(".credited")
 

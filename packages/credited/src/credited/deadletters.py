@@ -1,0 +1,279 @@
+"""Dead letters read back from credited.deadletter, and replayed to the topic they came from, once each.
+
+A dead letter is the original record (key, value, headers) plus `dlq_*` headers saying why and where from
+(servicekit.kafka.DeadLetterPublisher). A replay publishes the record to its source topic with its original
+key and headers, the original event id among them (a consumer that has applied it drops it), plus
+`dlq_replayed_from=<dead-letter topic>[<partition>]@<offset>`, and records the replay in
+`credited.deadletter.replays` (compacted, one partition, keyed by the dead letter's coordinates).
+
+Once per dead letter, even with two operators at once: on Apache Kafka every replay run uses the same
+transactional id, so a run that starts fences the one before it; it reads the replays log only then (every
+replay committed before is in it, one half done was aborted) and publishes each record together with its
+replay entry in one transaction. The embedded Tansu broker has no transactions: there a replay is sent,
+then recorded, and two runs at once could both send one (consumers drop the repeat by its event id).
+"""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TopicAlreadyExistsError
+
+from contracts.topics import Topic
+from servicekit.kafka import producer_config
+from servicekit.kafka_security import aiokafka_security
+from servicekit.settings import ServiceSettings
+
+REPLAY_MARKER = "dlq_replayed_from"
+READ_TIMEOUT_S = 60.0
+
+
+class ReplayInterrupted(RuntimeError):
+    """Another replay run started and fenced this one: what this one committed stays, the rest is the other's."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of the dead-letter topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[bytes, bytes]) -> "DeadLetter":
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key or b"",
+            record.value or b"",
+            tuple(record.headers),
+            record.timestamp,
+        )
+
+    @property
+    def id(self) -> str:
+        """How an operator names it: `<partition>@<offset>` in the dead-letter topic."""
+        return f"{self.partition}@{self.offset}"
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    def header(self, name: str) -> str | None:
+        found = [v for k, v in self.headers if k == name]
+        return found[-1].decode(errors="replace") if found else None
+
+    @property
+    def source_topic(self) -> str | None:
+        """The topic a consumer read it from; None for what no consumer read (a notification never delivered)."""
+        return self.header("dlq_source_topic")
+
+    @property
+    def failed_at(self) -> datetime:
+        stamp = self.header("dlq_failed_at")
+        return datetime.fromisoformat(stamp) if stamp else datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+    @property
+    def original_headers(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in self.headers if not k.startswith("dlq_")]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which dead letters: by id, source topic, consumer group (each with or without the topic prefix), a
+    piece of the reason (any case), and when they failed (since <= failed_at < until)."""
+
+    ids: frozenset[str] = frozenset()
+    topic: str | None = None
+    group: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __call__(self, letter: DeadLetter, prefix: str) -> bool:
+        def named(value: str | None, wanted: str | None) -> bool:
+            return wanted is None or value in (wanted, f"{prefix}{wanted}")
+
+        reason = (letter.header("dlq_reason") or "").lower()
+        return (
+            (not self.ids or letter.id in self.ids)
+            and named(letter.source_topic, self.topic)
+            and named(letter.header("dlq_consumer_group"), self.group)
+            and (self.reason is None or self.reason.lower() in reason)
+            and (self.since is None or letter.failed_at >= self.since)
+            and (self.until is None or letter.failed_at < self.until)
+        )
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A replay as recorded: which dead letter, where it went, which event, who asked and when."""
+
+    dead_letter: str
+    topic: str
+    event_id: str | None
+    by: str
+    at: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+
+@dataclass
+class Outcome:
+    """What a replay run did with each dead letter it was given."""
+
+    replayed: list[DeadLetter] = field(default_factory=list)
+    already: list[tuple[DeadLetter, Replay]] = field(default_factory=list)
+    not_replayable: list[DeadLetter] = field(default_factory=list)
+
+
+def dead_letter_topic(settings: ServiceSettings) -> str:
+    return Topic.DEAD_LETTER.qualified(settings.topic_prefix)
+
+
+def replays_topic(settings: ServiceSettings) -> str:
+    return f"{dead_letter_topic(settings)}.replays"
+
+
+@contextlib.asynccontextmanager
+async def _admin(settings: ServiceSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="credited-dlq", **aiokafka_security(settings)
+    )
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def _partitions(settings: ServiceSettings, topic: str) -> list[int]:
+    """The topic's partitions; none if it does not exist (a consumer without a group knows no metadata of
+    topics it has not been assigned, so ask the admin API)."""
+    async with _admin(settings) as admin:
+        if topic not in await admin.list_topics():
+            return []
+        (described,) = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described["partitions"])
+
+
+async def read_topic(settings: ServiceSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic`, from its start to its end at the time of the call."""
+    partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=50,
+        **aiokafka_security(settings),
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records += batch
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def dead_letters(settings: ServiceSettings, chosen: Filters = Filters()) -> list[DeadLetter]:
+    letters = [DeadLetter.of(r) for r in await read_topic(settings, dead_letter_topic(settings))]
+    return sorted((d for d in letters if chosen(d, settings.topic_prefix)), key=lambda d: (d.failed_at, d.id))
+
+
+async def replays(settings: ServiceSettings) -> dict[str, Replay]:
+    """Dead letter coordinates -> its replay, from the replays log (the last entry of a key wins)."""
+    return {
+        r.key.decode(): Replay(**json.loads(r.value))
+        for r in await read_topic(settings, replays_topic(settings))
+        if r.key is not None and r.value is not None
+    }
+
+
+async def _ensure_replays_topic(settings: ServiceSettings) -> None:
+    async with _admin(settings) as admin:
+        if replays_topic(settings) not in await admin.list_topics():
+            topic = NewTopic(replays_topic(settings), 1, 1, topic_configs={"cleanup.policy": "compact"})
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([topic])
+
+
+def _producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    config = producer_config(
+        settings.kafka_bootstrap,
+        idempotence=settings.idempotent_producer,
+        client_id="credited-dlq",
+        tuning=settings.kafka_tuning,
+    )
+    if settings.idempotent_producer:  # Apache Kafka: transactions, one replay run at a time
+        config["transactional_id"] = f"{settings.topic_prefix}credited-dlq-replay"
+    return AIOKafkaProducer(**config, **aiokafka_security(settings))
+
+
+def _sort(letters: Iterable[DeadLetter], done: dict[str, Replay]) -> Outcome:
+    outcome = Outcome()
+    for letter in letters:
+        if letter.source_topic is None:
+            outcome.not_replayable.append(letter)
+        elif letter.coordinates in done:
+            outcome.already.append((letter, done[letter.coordinates]))
+        else:
+            outcome.replayed.append(letter)
+    return outcome
+
+
+async def replay(
+    settings: ServiceSettings, letters: Iterable[DeadLetter], *, by: str, dry_run: bool = False
+) -> Outcome:
+    """Replay each of `letters` not replayed before; with `dry_run`, only say what would be (without
+    starting a producer, so a dry run never fences a replay run going on)."""
+    letters = list(letters)
+    if dry_run:
+        return _sort(letters, await replays(settings))
+    await _ensure_replays_topic(settings)
+    producer = _producer(settings)
+    await producer.start()  # with a transactional id: fences any replay run still going
+    sent = 0
+    try:
+        outcome = _sort(letters, await replays(settings))
+        for letter in outcome.replayed:
+            await _send(settings, producer, letter, by)
+            sent += 1
+        return outcome
+    except (ProducerFenced, InvalidProducerEpoch) as exc:
+        raise ReplayInterrupted(f"another replay run started after this one had replayed {sent}") from exc
+    finally:
+        await producer.stop()
+
+
+async def _send(settings: ServiceSettings, producer: AIOKafkaProducer, letter: DeadLetter, by: str) -> None:
+    assert letter.source_topic is not None
+    headers = [*letter.original_headers, (REPLAY_MARKER, letter.coordinates.encode())]
+    event_id = next((v.decode() for k, v in letter.original_headers if k == "event_id"), None)
+    entry = Replay(letter.coordinates, letter.source_topic, event_id, by, datetime.now(UTC).isoformat())
+    record = (letter.source_topic, letter.value, letter.key, headers)
+    log_entry = (replays_topic(settings), entry.to_json(), letter.coordinates.encode(), None)
+    async with producer.transaction() if settings.idempotent_producer else contextlib.nullcontext():
+        for topic, value, key, with_headers in (record, log_entry):
+            await (await producer.send(topic, value, key=key, headers=with_headers))

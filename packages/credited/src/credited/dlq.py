@@ -1,0 +1,179 @@
+"""`credited dlq list|show|replay`: the dead letters of credited.deadletter, read and re-driven.
+
+The broker and its credentials come from the services' settings (KAFKA_BOOTSTRAP, KAFKA_BROKER,
+CREDITED_TOPIC_PREFIX, KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*); the principal needs to read the
+dead-letter topic, write the topics it replays to, and read and write credited.deadletter.replays (and, on
+Apache Kafka, its transactional id `credited-dlq-replay`). What a replay does: credited/deadletters.py.
+"""
+
+import asyncio
+import getpass
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts.codec import DecodeError, decode
+from credited.deadletters import (
+    DeadLetter,
+    Filters,
+    Outcome,
+    Replay,
+    ReplayInterrupted,
+    dead_letters,
+    replay,
+    replays,
+)
+from servicekit.settings import ServiceSettings
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: another run took over; running again finishes what is left
+_AGO = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+app = typer.Typer(help="Dead letters: list, show one, replay to the topic they came from.", no_args_is_help=True)
+
+Topic = Annotated[str | None, typer.Option(help="Only those read from this topic (e.g. payments.events).")]
+Group = Annotated[str | None, typer.Option(help="Only those this consumer group gave up on (e.g. ledger.payments).")]
+Reason = Annotated[str | None, typer.Option(help="Only those whose reason contains this (any case).")]
+Since = Annotated[str | None, typer.Option(help="Failed at or after: ISO 8601 with its zone, or 30m, 2h, 7d ago.")]
+Until = Annotated[str | None, typer.Option(help="Failed before: ISO 8601 with its zone, or 30m, 2h, 7d ago.")]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+
+
+def parse_time(value: str | None, now: datetime) -> datetime | None:
+    """`2h` (that long ago) or an ISO 8601 time with its zone."""
+    if value is None:
+        return None
+    match = _AGO.match(value)
+    if match:
+        return now - timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give 30m, 2h, 7d or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"{value!r}: give the time with its zone, e.g. 2026-11-22T08:00:00+00:00")
+    return when.astimezone(UTC)
+
+
+def _filters(
+    ids: list[str], topic: str | None, group: str | None, reason: str | None, since: str | None, until: str | None
+) -> Filters:
+    now = datetime.now(UTC)
+    return Filters(frozenset(ids), topic, group, reason, parse_time(since, now), parse_time(until, now))
+
+
+def _summary(letter: DeadLetter, replayed: Replay | None) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "failed_at": letter.failed_at.isoformat(),
+        "topic": letter.source_topic or letter.header("dlq_source"),
+        "group": letter.header("dlq_consumer_group"),
+        "key": letter.key.decode(errors="replace"),
+        "event_type": letter.header("event_type"),
+        "event_id": letter.header("event_id"),
+        "reason": letter.header("dlq_reason"),
+        "replayed": None if replayed is None else {"at": replayed.at, "by": replayed.by},
+    }
+
+
+def _print_rows(rows: list[dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, sort_keys=True))
+        return
+    table = Table("id", "failed at", "topic", "group", "key", "event", "reason", "replayed")
+    for row in rows:
+        done = row["replayed"]
+        replayed = f"{done['at']} by {done['by']}" if isinstance(done, dict) else ""
+        cells = [row["id"], row["failed_at"], row["topic"], row["group"], row["key"], row["event_type"], row["reason"]]
+        table.add_row(*(str(c or "") for c in cells), replayed)
+    Console(width=200).print(table)
+
+
+@app.command("list")
+def list_(
+    topic: Topic = None,
+    group: Group = None,
+    reason: Reason = None,
+    since: Since = None,
+    until: Until = None,
+    as_json: AsJson = False,
+) -> None:
+    """The dead letters, oldest first, with whether and when each was replayed."""
+    settings = ServiceSettings()
+    chosen = _filters([], topic, group, reason, since, until)
+    letters, done = asyncio.run(_with_replays(settings, chosen))
+    _print_rows([_summary(d, done.get(d.coordinates)) for d in letters], as_json)
+
+
+async def _with_replays(settings: ServiceSettings, chosen: Filters) -> tuple[list[DeadLetter], dict[str, Replay]]:
+    return await dead_letters(settings, chosen), await replays(settings)
+
+
+@app.command()
+def show(dead_letter: Annotated[str, typer.Argument(help="Its id, <partition>@<offset>, as `list` shows.")]) -> None:
+    """One dead letter: why, where from, every header and its payload decoded."""
+    settings = ServiceSettings()
+    letters, done = asyncio.run(_with_replays(settings, Filters(ids=frozenset([dead_letter]))))
+    if not letters:
+        typer.echo(f"no dead letter {dead_letter} in {settings.topic_prefix}credited.deadletter", err=True)
+        raise typer.Exit(1)
+    letter = letters[0]
+    typer.echo(json.dumps(_summary(letter, done.get(letter.coordinates)), indent=2))
+    typer.echo("headers:")
+    for name, value in letter.headers:
+        typer.echo(f"  {name}: {value.decode(errors='replace')}")
+    try:
+        message, _ = decode(letter.value, letter.original_headers)
+        typer.echo("payload (decoded):\n" + message.model_dump_json(indent=2))
+    except DecodeError as exc:
+        typer.echo(f"payload (does not decode: {exc.reason}):\n{letter.value.decode(errors='replace')}")
+
+
+@app.command("replay")
+def replay_(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead letter ids (<partition>@<offset>).")] = None,
+    topic: Topic = None,
+    group: Group = None,
+    reason: Reason = None,
+    since: Since = None,
+    until: Until = None,
+    every: Annotated[bool, typer.Option("--all", help="Every dead letter not replayed yet (no id or filter).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be replayed.")] = False,
+    by: Annotated[str | None, typer.Option(help="Who asks (recorded with the replay); default: your login.")] = None,
+) -> None:
+    """Publish each chosen dead letter to the topic it came from, once: original key and headers (its event
+    id too, so a consumer that applied it drops it) plus dlq_replayed_from; a second replay does nothing."""
+    if not (ids or topic or group or reason or since or until or every):
+        raise typer.BadParameter("name dead letters by id, filter them, or give --all")
+    settings = ServiceSettings()
+    chosen = _filters(ids or [], topic, group, reason, since, until)
+    try:
+        outcome = asyncio.run(_replay(settings, chosen, by or getpass.getuser(), dry_run))
+    except ReplayInterrupted as exc:
+        typer.echo(f"stopped: {exc}; run it again to finish what is left", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _report(outcome, dry_run)
+
+
+async def _replay(settings: ServiceSettings, chosen: Filters, by: str, dry_run: bool) -> Outcome:
+    return await replay(settings, await dead_letters(settings, chosen), by=by, dry_run=dry_run)
+
+
+def _report(outcome: Outcome, dry_run: bool) -> None:
+    verb = "would replay" if dry_run else "replayed"
+    for letter in outcome.replayed:
+        typer.echo(f"{verb} {letter.id} to {letter.source_topic} (key {letter.key.decode(errors='replace')})")
+    for letter, done in outcome.already:
+        typer.echo(f"already replayed {letter.id} at {done.at} by {done.by}")
+    for letter in outcome.not_replayable:
+        typer.echo(f"cannot replay {letter.id}: no consumer read it ({letter.header('dlq_source')})")
+    typer.echo(
+        f"{verb} {len(outcome.replayed)}, already replayed {len(outcome.already)}, "
+        f"not replayable {len(outcome.not_replayable)}"
+    )
