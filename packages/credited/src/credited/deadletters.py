@@ -4,7 +4,9 @@ A dead letter is the original record (key, value, headers) plus `dlq_*` headers 
 (servicekit.kafka.DeadLetterPublisher). A replay publishes the record to its source topic with its original
 key and headers, the original event id among them (a consumer that has applied it drops it), plus
 `dlq_replayed_from=<dead-letter topic>[<partition>]@<offset>`, and records the replay in
-`credited.deadletter.replays` (compacted, one partition, keyed by the dead letter's coordinates).
+`credited.deadletter.replays` (compacted, one partition, keyed by the dead letter's coordinates). Every
+consumer group of that topic reads the replay, not only the one that gave up on it: the others have applied
+the event already and drop it by its event id (or, the reconciler, as a repeat that changes nothing).
 
 Once per dead letter, even with two operators at once: on Apache Kafka every replay run uses the same
 transactional id, so a run that starts fences the one before it; it reads the replays log only then (every
