@@ -23,11 +23,17 @@ async def test_no_paid_order_is_lost_doubled_or_refunded_through_broker_and_post
     # Not under pytest's base temp: PostgreSQL runs as its own user (as root) and must reach its data directory
     # after a restart, and pytest makes its base temp 0700 again whenever another session starts.
     run_dir = Path(tempfile.mkdtemp(prefix="credited-chaos-"))
+    kept = ROOT / "artifacts" / "chaos" / "ci-logs"
     try:
         result = await run_chaos(ChaosOptions(schedule, run_dir / "chaos", threshold_s=10.0, settle_s=240.0))
+        write_json(result, ROOT / "artifacts" / "chaos" / "ci.json")
+        if not result["ok"]:
+            # A failed run keeps its services' logs, and the failure message ends with their last lines: the
+            # next engineer starts from what each service said, not from a rerun that may pass.
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(run_dir / "chaos" / "logs", kept)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    write_json(result, ROOT / "artifacts" / "chaos" / "ci.json")
     assert result["faults_planned"] == {
         "broker_restart": 1,
         "postgres_restart": 1,
@@ -40,5 +46,13 @@ async def test_no_paid_order_is_lost_doubled_or_refunded_through_broker_and_post
     assert len(result["faults"]) == len(schedule.faults)
     assert result["orders"] == result["paid"] == schedule.orders, "the traffic got every order placed and paid"
     found = {name: f for name, f in result["findings"].items() if f["count"]}
-    assert found == {}, f"see artifacts/chaos/ci.json: {found}"
+    assert found == {}, f"see artifacts/chaos/ci.json and {kept}: {found}\n{last_lines(kept)}"
     assert result["credited"] == schedule.orders
+
+
+def last_lines(logs: Path, count: int = 25) -> str:
+    """The end of each service's log, as a failure message shows it."""
+    return "\n".join(
+        f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-count:])
+        for log in sorted(logs.glob("*.log"))
+    )
