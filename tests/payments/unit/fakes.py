@@ -1,5 +1,6 @@
 """InMemoryPayments: the payments unit of work in memory, for the use-case tests."""
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 from contracts.base import Message
 from contracts.topics import Topic
 from payments.domain import Order
-from payments.ports import RefundAnswer
+from payments.ports import KeyHolder, NewOrder, RefundAnswer
 
 
 @dataclass
@@ -42,23 +43,33 @@ class InMemoryPayments:
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         return self._orders.get(order_id)
 
-    async def add(self, order: Order) -> None:
-        self._orders[order.order_id] = order
+    async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
+        return {oid: self._orders[oid] for oid in sorted(order_ids) if oid in self._orders}
+
+    async def place(self, orders: Sequence[NewOrder]) -> list[KeyHolder | None]:
+        holders: list[KeyHolder | None] = []
+        for new in orders:
+            if new.key is not None and new.key in self._keys:
+                holders.append(KeyHolder(*self._keys[new.key]))
+                continue
+            if new.key is not None:
+                self._keys[new.key] = (new.fingerprint, new.order.order_id)
+            self._orders[new.order.order_id] = new.order
+            holders.append(None)
+        return holders
 
     async def save(self, order: Order) -> None:
         self._orders[order.order_id] = order
 
-    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
-        return any(
-            o.user_id == user_id
-            and o.order_id != excluding
+    async def cleared_users(self, user_ids: Collection[str], excluding: Collection[str]) -> set[str]:
+        return {
+            o.user_id
+            for o in self._orders.values()
+            if o.user_id in user_ids
+            and o.order_id not in excluding
             and o.payment_status.value == "succeeded"
             and o.review_status in (None, "released")
-            for o in self._orders.values()
-        )
-
-    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
-        return self._keys.setdefault(key, (fingerprint, order_id))
+        }
 
     async def record_callback(self, **row: Any) -> None:
         self._callbacks.append(row)

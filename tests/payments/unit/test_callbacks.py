@@ -8,8 +8,9 @@ import pytest
 from contracts.events import PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from payments import domain
+from payments.callbacks import handle_callback
 from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus
-from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
+from payments.handlers import IdempotencyConflict, PlaceOrder, handle_place_order
 from servicekit.signatures import sign
 from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
 

@@ -4,8 +4,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from contracts.events import OrderHeld, OrderReleased, OrderReviewRejected, PaymentSucceeded
+from payments.callbacks import handle_callback
 from payments.domain import ReviewRule, ReviewVerdict
-from payments.handlers import PlaceOrder, handle_callback, handle_place_order
+from payments.handlers import PlaceOrder, handle_place_order
 from payments.review import ReviewDecision, handle_review_decision
 from servicekit.signatures import sign
 from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store

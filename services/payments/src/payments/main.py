@@ -20,4 +20,4 @@ async def main() -> None:
 
 
 def entry() -> None:
-    run(main)
+    run(main, processes=Settings().processes)

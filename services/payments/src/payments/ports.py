@@ -1,6 +1,7 @@
 """What the payments use cases need from the outside world."""
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -28,8 +29,26 @@ class RefundProvider(Protocol):
     async def query(self, provider: str, key: str) -> RefundAnswer: ...
 
 
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """An Idempotency-Key bound already: the fingerprint of the request that bound it, and its order."""
+
+    fingerprint: str
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """An order to insert, with the Idempotency-Key (if any) its request came with and that request's fingerprint."""
+
+    order: Order
+    key: str | None
+    fingerprint: str
+
+
 class PaymentsUnitOfWork(Protocol):
-    """One atomic change to orders, with its audit rows and outgoing events."""
+    """One atomic change to orders, with its audit rows and outgoing events. Changes may be written only
+    when the unit commits; reads see what the unit changed so far only through the returned objects."""
 
     async def __aenter__(self) -> "PaymentsUnitOfWork": ...
 
@@ -39,16 +58,22 @@ class PaymentsUnitOfWork(Protocol):
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None: ...
 
-    async def add(self, order: Order) -> None: ...
+    async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
+        """The orders among `order_ids` that exist; locked, with `for_update`, in order-id order, so two units
+        locking overlapping orders never wait for each other in a cycle."""
+        ...
+
+    async def place(self, orders: Sequence[NewOrder]) -> list[KeyHolder | None]:
+        """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it. An order
+        whose key is bound already (before, or by an earlier order of `orders`) is not inserted: its entry is
+        the key's holder."""
+        ...
 
     async def save(self, order: Order) -> None: ...
 
-    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
-        """Whether the user has another order that was paid and not held for review (or held and released)."""
-        ...
-
-    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
-        """Bind `key` to `order_id` unless it is bound already; return the (fingerprint, order id) it holds."""
+    async def cleared_users(self, user_ids: Collection[str], excluding: Collection[str]) -> set[str]:
+        """The users among `user_ids` with a cleared top-up (paid and not held for review, or held and
+        released) among their orders other than `excluding`."""
         ...
 
     async def record_callback(

@@ -1,9 +1,12 @@
 """PostgresPayments: the payments unit of work on PostgreSQL."""
 
+from collections.abc import Collection, Sequence
+from types import TracebackType
+
 import asyncpg
 
 from payments.domain import Order, PaymentStatus
-from payments.ports import RefundAnswer
+from payments.ports import KeyHolder, NewOrder, RefundAnswer
 from servicekit.uow import PostgresUnitOfWork
 
 _COLUMNS = (
@@ -35,12 +38,93 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
+def _params(first: int, types: Sequence[str]) -> str:
+    return ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
+
+
+_ORDER_TYPES = (
+    "text", "text", "bigint", "text", "text", "text", "text", "integer", "text", "text", "timestamptz",
+    "timestamptz", "text", "text", "text", "timestamptz", "timestamptz",
+)  # fmt: skip
+# Keys are claimed in key order (two groups claiming the same keys take them in the same order) and, for the
+# same key twice in a group, the first request wins; an order is inserted only if its key was claimed.
+_PLACE = (
+    f"WITH req AS (SELECT * FROM unnest({_params(1, (*_ORDER_TYPES, 'text', 'text'))})"  # noqa: S608 - constants
+    f" WITH ORDINALITY AS r({_COLUMNS}, key, fingerprint, n)),"
+    " claimed AS (INSERT INTO idempotency_keys (key, request_fingerprint, order_id)"
+    " SELECT key, fingerprint, order_id FROM req WHERE key IS NOT NULL ORDER BY key, n"
+    " ON CONFLICT (key) DO NOTHING RETURNING order_id)"
+    f" INSERT INTO orders ({_COLUMNS}) SELECT {_COLUMNS} FROM req"
+    " WHERE key IS NULL OR order_id IN (SELECT order_id FROM claimed) ORDER BY n RETURNING order_id"
+)
+_SAVE_TYPES = (
+    "text", "text", "text", "integer", "text", "text", "timestamptz", "text", "text", "timestamptz", "timestamptz",
+)  # fmt: skip
+_SAVE = (
+    "UPDATE orders o SET payment_status = s.payment_status, status = s.status, status_sequence = s.status_sequence,"  # noqa: S608
+    " provider = s.provider, provider_txn_id = s.provider_txn_id, paid_at = s.paid_at, review_status ="
+    " s.review_status, review_reason = s.review_reason, review_expected_at = s.review_expected_at, reviewed_at ="
+    f" s.reviewed_at, updated_at = now() FROM unnest({_params(1, _SAVE_TYPES)}) AS s(order_id, payment_status,"
+    " status, status_sequence, provider, provider_txn_id, paid_at, review_status, review_reason, review_expected_at,"
+    " reviewed_at) WHERE o.order_id = s.order_id"
+)
+_AUDIT_TYPES = ("text", "text", "text", "text", "text", "bytea")
+
+
+def _audit(first: int) -> str:
+    return (
+        "INSERT INTO callbacks (provider, order_id, outcome, reason, signature_header, body) SELECT p, o, c, r, s, b"  # noqa: S608
+        f" FROM unnest({_params(first, _AUDIT_TYPES)}) WITH ORDINALITY AS a(p, o, c, r, s, b, n) ORDER BY n"
+    )
+
+
+_WRITES = {
+    (True, False): _SAVE,
+    (False, True): _audit(1),
+    (True, True): f"WITH saved AS ({_SAVE}) {_audit(len(_SAVE_TYPES) + 1)}",
+}
+_CLEARED = (
+    "SELECT DISTINCT user_id FROM orders WHERE user_id = ANY($1::text[]) AND order_id <> ALL($2::text[])"
+    " AND payment_status = 'succeeded' AND (review_status IS NULL OR review_status = 'released')"
+)
+
+
+async def read_order(pool: asyncpg.Pool, order_id: str) -> Order | None:
+    """One order, read outside any transaction (one round trip)."""
+    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1", order_id)  # noqa: S608
+    return None if row is None else _order(row)
+
+
 class PostgresPayments(PostgresUnitOfWork):
-    """Orders, idempotency keys and the callback audit, in one transaction with the outbox."""
+    """Orders, idempotency keys and the callback audit, in one transaction with the outbox. Order changes
+    and audit rows are written together in one statement when the unit commits."""
 
     async def __aenter__(self) -> "PostgresPayments":
         await super().__aenter__()
+        self._saved: dict[str, Order] = {}
+        self._audited: list[tuple[str, str | None, str, str, str | None, bytes]] = []
         return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            try:
+                await self._write()
+            except BaseException as error:
+                await super().__aexit__(type(error), error, error.__traceback__)
+                raise
+        await super().__aexit__(exc_type, exc, tb)
+
+    async def _write(self) -> None:
+        kinds = (bool(self._saved), bool(self._audited))
+        if not any(kinds):
+            return
+        saved = [_save_row(o) for o in self._saved.values()]
+        arrays = _columns(saved, len(_SAVE_TYPES)) if saved else []
+        if self._audited:
+            arrays += _columns(self._audited, len(_AUDIT_TYPES))
+        await self.conn.execute(_WRITES[kinds], *arrays)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         lock = " FOR UPDATE" if for_update else ""
@@ -48,67 +132,31 @@ class PostgresPayments(PostgresUnitOfWork):
         row = await self.conn.fetchrow(query, order_id)
         return None if row is None else _order(row)
 
-    async def add(self, order: Order) -> None:
-        await self.conn.execute(
-            f"INSERT INTO orders ({_COLUMNS})"  # noqa: S608 - constants only
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            order.order_id,
-            order.user_id,
-            order.amount,
-            order.currency,
-            order.channel,
-            order.payment_status.value,
-            order.status,
-            order.status_sequence,
-            order.provider,
-            order.provider_txn_id,
-            order.created_at,
-            order.paid_at,
-            order.product,
-            order.review_status,
-            order.review_reason,
-            order.review_expected_at,
-            order.reviewed_at,
-        )
+    async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
+        if not order_ids:
+            return {}
+        lock = " ORDER BY order_id FOR UPDATE" if for_update else ""
+        query = f"SELECT {_COLUMNS} FROM orders WHERE order_id = ANY($1::text[]){lock}"  # noqa: S608 - constants only
+        return {row["order_id"]: _order(row) for row in await self.conn.fetch(query, list(order_ids))}
+
+    async def place(self, orders: Sequence[NewOrder]) -> list[KeyHolder | None]:
+        rows = [(*_order_row(n.order), n.key, n.fingerprint) for n in orders]
+        placed = {r["order_id"] for r in await self.conn.fetch(_PLACE, *_columns(rows, len(_ORDER_TYPES) + 2))}
+        lost = [n.key for n in orders if n.order.order_id not in placed]
+        holders: dict[str | None, KeyHolder] = {}
+        if lost:
+            held = await self.conn.fetch(
+                "SELECT key, request_fingerprint, order_id FROM idempotency_keys WHERE key = ANY($1::text[])", lost
+            )
+            holders = {r["key"]: KeyHolder(r["request_fingerprint"], r["order_id"]) for r in held}
+        return [None if n.order.order_id in placed else holders[n.key] for n in orders]
 
     async def save(self, order: Order) -> None:
-        await self.conn.execute(
-            "UPDATE orders SET payment_status = $2, status = $3, status_sequence = $4, provider = $5,"
-            " provider_txn_id = $6, paid_at = $7, review_status = $8, review_reason = $9, review_expected_at = $10,"
-            " reviewed_at = $11, updated_at = now() WHERE order_id = $1",
-            order.order_id,
-            order.payment_status.value,
-            order.status,
-            order.status_sequence,
-            order.provider,
-            order.provider_txn_id,
-            order.paid_at,
-            order.review_status,
-            order.review_reason,
-            order.review_expected_at,
-            order.reviewed_at,
-        )
+        self._saved[order.order_id] = order
 
-    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
-        cleared: bool = await self.conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1 AND order_id <> $2"
-            " AND payment_status = 'succeeded' AND (review_status IS NULL OR review_status = 'released'))",
-            user_id,
-            excluding,
-        )
-        return cleared
-
-    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
-        await self.conn.execute(
-            "INSERT INTO idempotency_keys (key, request_fingerprint, order_id) VALUES ($1, $2, $3)"
-            " ON CONFLICT (key) DO NOTHING",
-            key,
-            fingerprint,
-            order_id,
-        )
-        row = await self.conn.fetchrow("SELECT request_fingerprint, order_id FROM idempotency_keys WHERE key = $1", key)
-        assert row is not None
-        return row["request_fingerprint"], row["order_id"]
+    async def cleared_users(self, user_ids: Collection[str], excluding: Collection[str]) -> set[str]:
+        rows = await self.conn.fetch(_CLEARED, list(user_ids), list(excluding))
+        return {row["user_id"] for row in rows}
 
     async def refund_of(self, order_id: str) -> RefundAnswer | None:
         row = await self.conn.fetchrow("SELECT refund_id, status, reason FROM refunds WHERE order_id = $1", order_id)
@@ -128,13 +176,24 @@ class PostgresPayments(PostgresUnitOfWork):
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes
     ) -> None:
-        await self.conn.execute(
-            "INSERT INTO callbacks (provider, order_id, outcome, reason, signature_header, body)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            provider,
-            order_id,
-            outcome,
-            reason,
-            signature,
-            body,
-        )
+        self._audited.append((provider, order_id, outcome, reason, signature, body))
+
+
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
+    """Rows as column arrays (one unnest parameter each)."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def _order_row(o: Order) -> tuple[object, ...]:
+    return (
+        o.order_id, o.user_id, o.amount, o.currency, o.channel, o.payment_status.value, o.status, o.status_sequence,
+        o.provider, o.provider_txn_id, o.created_at, o.paid_at, o.product, o.review_status, o.review_reason,
+        o.review_expected_at, o.reviewed_at,
+    )  # fmt: skip
+
+
+def _save_row(o: Order) -> tuple[object, ...]:
+    return (
+        o.order_id, o.payment_status.value, o.status, o.status_sequence, o.provider, o.provider_txn_id, o.paid_at,
+        o.review_status, o.review_reason, o.review_expected_at, o.reviewed_at,
+    )  # fmt: skip
