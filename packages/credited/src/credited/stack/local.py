@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 SERVICES = ("payments", "ledger", "reconciler", "notifier")
 DEFAULT_PORTS = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
 DEV_PSP_SECRET = "sim-secret"
+PAYMENTS_PROCESSES = 2
+"""payments answers HTTP from this many processes on one port (SO_REUSEPORT): both cores parse requests."""
 
 
 @dataclass
@@ -41,6 +43,7 @@ class StackConfig:
     webhook_secret: str = "webhook-secret"
     psp_secret: str = DEV_PSP_SECRET
     partitions: int = 6
+    payments_processes: int = PAYMENTS_PROCESSES
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -115,6 +118,7 @@ class LocalStack:
             f"{prefix}_HTTP_PORT": str(c.ports[name]),
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
+            "PAYMENTS_PROCESSES": str(c.payments_processes),
             "LEDGER_FAULT_DROP_CREDIT_SHARE": str(c.credit_loss),
             "RECONCILER_THRESHOLD_S": str(c.threshold_s),
             "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),
