@@ -22,6 +22,7 @@ def copies() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     supervisor = subprocess.Popen([sys.executable, "-m", "tests.servicekit.copies_child", str(port)], cwd=ROOT)
     try:
         wait_for(lambda: port_open(port) and len(workers(supervisor)) == 2, timeout_s=30, what="two copies")
+        wait_for(lambda: pids_answering(port, 5) == set(workers(supervisor)), timeout_s=60, what="both answering")
         yield supervisor, port
     finally:
         if supervisor.poll() is None:
@@ -46,7 +47,6 @@ def pids_answering(port: int, connections: int) -> set[int]:
 
 def test_copies_share_the_port_and_metrics_count_for_all_of_them(copies) -> None:  # type: ignore[no-untyped-def]
     supervisor, port = copies
-    wait_for(lambda: pids_answering(port, 5) == set(workers(supervisor)), timeout_s=30, what="both copies answering")
     before = _requests(port)
     assert pids_answering(port, 40) == set(workers(supervisor))
     assert _requests(port) == before + 40
