@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from contracts.topics import Topic
+from payments.adapters.postgres import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
+from servicekit.postgres import create_pool
 from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, read_until
@@ -254,3 +256,18 @@ async def test_the_fast_path_answers_odd_requests_exactly_as_the_framework_does(
             await infra.close()
     assert answers[0] == answers[1]
     assert all(400 <= status < 500 for status, _ in answers[0])
+
+
+async def test_an_order_follows_its_newest_status_on_postgresql(api) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    order_id = await new_order(client)
+    pool = await create_pool(settings.database_url, settings.db_schema, min_size=1, max_size=2)
+    try:
+        statuses = PostgresStatusBook(pool)
+        assert await statuses.apply(order_id, "credited", 2) is True
+        assert await statuses.apply(order_id, "delayed", 1) is False
+        assert await statuses.apply(order_id, "credited", 2) is False
+        assert await statuses.apply("ord_nobody", "credited", 1) is None
+    finally:
+        await pool.close()
+    assert (await client.get(f"/v1/orders/{order_id}")).json()["status"] == "credited"

@@ -7,6 +7,7 @@ from typing import Any
 
 from contracts.base import Message
 from contracts.topics import Topic
+from payments import domain
 from payments.domain import Order
 from payments.ports import KeyHolder, NewOrder, RefundAnswer
 
@@ -97,3 +98,19 @@ class FixedClock:
 
     def now(self) -> float:
         return self.value
+
+
+class InMemoryStatusBook:
+    """Order statuses in the store, by the domain's rule (newest sequence wins)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
+        order = self.store.orders.get(order_id)
+        if order is None:
+            return None
+        updated = domain.apply_status(order, status, sequence)
+        if updated is not None:
+            self.store.orders[order_id] = updated
+        return updated is not None

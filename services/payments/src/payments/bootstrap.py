@@ -15,7 +15,7 @@ from payments.adapters.fast import fast_routes
 from payments.adapters.grouping import GroupCommit
 from payments.adapters.http import SystemClock, routes
 from payments.adapters.metrics import PrometheusPaymentsMetrics
-from payments.adapters.postgres import PostgresPayments, read_order
+from payments.adapters.postgres import PostgresPayments, PostgresStatusBook, read_order
 from payments.adapters.provider import SimulatedProvider
 from payments.adapters.providers.registry import build_registry
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
@@ -41,8 +41,10 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
             infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
         )
 
+    statuses = PostgresStatusBook(infra.pool)
+
     async def on_status_changed(message: OrderStatusChanged, envelope: Envelope) -> None:
-        if await handlers.handle_status_changed(message, envelope, uow=uow):
+        if await handlers.handle_status_changed(message, envelope, statuses=statuses):
             metrics.status_changed(message.status)
 
     infra.consume(

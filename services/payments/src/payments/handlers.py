@@ -15,7 +15,7 @@ from contracts.events import OrderPlaced, OrderStatusChanged
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order, PaymentStatus
-from payments.ports import Clock, KeyHolder, NewOrder, PaymentsUnitOfWork, UnitOfWorkFactory
+from payments.ports import Clock, KeyHolder, NewOrder, PaymentsUnitOfWork, StatusBook, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,9 @@ def _announce_placed(tx: PaymentsUnitOfWork, order: Order) -> None:
     )
 
 
-async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> bool:
+async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, statuses: StatusBook) -> bool:
     """Keep the order's lifecycle status current, ignoring changes older than what we have; True when applied."""
-    async with uow() as tx:
-        order = await tx.get(message.order_id, for_update=True)
-        if order is None:
-            log.warning(
-                "status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id
-            )
-            return False
-        updated = domain.apply_status(order, message.status.value, message.sequence)
-        if updated is not None:
-            await tx.save(updated)
-    return updated is not None
+    applied = await statuses.apply(message.order_id, message.status.value, message.sequence)
+    if applied is None:
+        log.warning("status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id)
+    return bool(applied)

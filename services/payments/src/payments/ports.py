@@ -89,6 +89,15 @@ class PaymentsUnitOfWork(Protocol):
     async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None: ...
 
 
+class StatusBook(Protocol):
+    """Where each order's lifecycle status is kept, newest sequence wins (a change is idempotent by itself)."""
+
+    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
+        """Set the order's status if `sequence` is newer than its own: True when set, False when the order
+        has this change or a newer one already, None when there is no such order."""
+        ...
+
+
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> PaymentsUnitOfWork: ...
 

@@ -89,6 +89,26 @@ _CLEARED = (
 )
 
 
+class PostgresStatusBook:
+    """Order statuses on PostgreSQL: one statement per change, outside any consumer transaction (a change is
+    idempotent by its sequence, so it needs no record of the event and is durable before the offset commit)."""
+
+    _APPLY = (
+        "WITH target AS (SELECT 1 FROM orders WHERE order_id = $1),"
+        " changed AS (UPDATE orders SET status = $2, status_sequence = $3, updated_at = now()"
+        " WHERE order_id = $1 AND status_sequence < $3 RETURNING 1)"
+        " SELECT EXISTS (SELECT 1 FROM target) AS known, EXISTS (SELECT 1 FROM changed) AS applied"
+    )
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
+        row = await self._pool.fetchrow(self._APPLY, order_id, status, sequence)
+        assert row is not None
+        return bool(row["applied"]) if row["known"] else None
+
+
 async def read_order(pool: asyncpg.Pool, order_id: str) -> Order | None:
     """One order, read outside any transaction (one round trip)."""
     row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1", order_id)  # noqa: S608
