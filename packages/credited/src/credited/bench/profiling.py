@@ -23,7 +23,7 @@ async def record(pid: int, seconds: float, out: Path, rate: int = 100) -> Path |
     """Sample `pid` for `seconds` into `out` (collapsed stacks); None if py-spy could not attach."""
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [_py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate)]
-    argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    argv += ["--format", "raw", "--output", str(out), "--nonblocking", "--subprocesses"]
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -51,7 +51,17 @@ class Recording:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.out.parent.mkdir, parents=True, exist_ok=True)
-        argv = [_py_spy(), "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw"]
+        argv = [
+            _py_spy(),
+            "record",
+            "--pid",
+            str(self.pid),
+            "--rate",
+            str(self.rate),
+            "--format",
+            "raw",
+            "--subprocesses",
+        ]
         self._proc = await asyncio.create_subprocess_exec(
             *argv, "--output", str(self.out), "--nonblocking", stdout=DEVNULL, stderr=DEVNULL
         )

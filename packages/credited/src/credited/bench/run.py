@@ -33,7 +33,7 @@ class BenchOptions:
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     peers: PeerOptions = field(default_factory=PeerOptions)
     engine_orders: int = 20_000
-    payments_callbacks: int = 3000
+    payments_callbacks: int = 20_000
     profile_s: float = 10.0
     quick: bool = False
     bootstrap: str = ""
@@ -79,7 +79,10 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
     try:
         await asyncio.to_thread(stack.start)
         pids = {name: child.pid for name, child in stack.services.items()}
-        usage = UsageSampler({**pids, **infra.pids, "load generator": os.getpid()})
+        # services may run as several processes (payments' copies): each is counted with its descendants
+        usage = UsageSampler(
+            {**pids, **infra.pids, "load generator": os.getpid()}, forking=frozenset({*pids, "postgres"})
+        )
         usage.start()
         try:
             steps = await rising_rates(stack, receiver, options.pipeline, usage)

@@ -36,12 +36,14 @@ class WrkRun:
     requests: int
     client_request: dict[str, float]
     cpu_s: float
+    peak_rss_mib: float
     socket_errors: int
 
     def figures(self) -> dict[str, Any]:
         return {
             "generator": "wrk",
             "generator_cpu_s": round(self.cpu_s, 3),
+            "generator_peak_rss_mib": round(self.peak_rss_mib, 1),
             "generator_requests": self.requests,
             "client_request": self.client_request,
             "socket_errors": self.socket_errors,
@@ -76,11 +78,11 @@ class WrkJob:
         return [*wrk, *script]
 
 
-def _wait(proc: subprocess.Popen[bytes]) -> float:
-    """Wait for wrk and return the CPU seconds it used (user + system, all its threads)."""
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """Wait for wrk; the CPU seconds it used (user + system, all its threads) and its peak RSS in MiB."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return float(usage.ru_utime + usage.ru_stime)
+    return float(usage.ru_utime + usage.ru_stime), usage.ru_maxrss / 1024
 
 
 def _start(argv: list[str]) -> subprocess.Popen[bytes]:
@@ -114,7 +116,7 @@ async def run(job: WrkJob) -> WrkRun:
     proc = await asyncio.to_thread(_start, job.argv(start_at))
     watching = asyncio.create_task(_interrupt_when_done(proc, job))
     try:
-        cpu_s = await asyncio.to_thread(_wait, proc)
+        cpu_s, peak_rss_mib = await asyncio.to_thread(_wait, proc)
     except BaseException:
         proc.kill()
         raise
@@ -133,6 +135,7 @@ async def run(job: WrkJob) -> WrkRun:
         requests=figures["requests"],
         client_request={"p50_ms": round(figures["p50_ms"], 1), "p99_ms": round(figures["p99_ms"], 1)},
         cpu_s=cpu_s,
+        peak_rss_mib=peak_rss_mib,
         socket_errors=errors,
     )
 
@@ -188,7 +191,7 @@ async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path)
         users=users,
         threads=1 if load.rate < 500 else 2,
         connections=load.concurrency,
-        max_s=load.orders / load.rate + 60,
+        max_s=3 * load.orders / load.rate + 60,
     )
     result = await run(job)
     await asyncio.to_thread(read_truth, job, truth)
