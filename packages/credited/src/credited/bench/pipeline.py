@@ -138,12 +138,17 @@ async def _drive(
     return driven
 
 
-def _with_generator(processes: dict[str, dict[str, float]], driven: dict[str, Any], busy_s: float) -> None:
+def _with_generator(
+    sampled: dict[str, dict[str, float]], driven: dict[str, Any], busy_s: float
+) -> dict[str, dict[str, Any]]:
     """wrk runs outside the sampled processes: its CPU (from the kernel when it exits) joins them."""
+    processes: dict[str, dict[str, Any]] = dict(sampled)
     cpu = driven.get("generator_cpu_s")
     if cpu is not None:
         cores = round(cpu / busy_s, 2) if busy_s > 0 else 0.0
-        processes[WRK] = {"cpu_s": round(cpu, 2), "cores": cores, "peak_rss_mib": driven["generator_peak_rss_mib"]}
+        # its peak memory is not known: the kernel's figure for the child counts the Python it was forked from
+        processes[WRK] = {"cpu_s": round(cpu, 2), "cores": cores, "peak_rss_mib": None}
+    return processes
 
 
 WRK = GENERATORS[1]
@@ -168,8 +173,7 @@ async def run_step(
     driven = await _drive(stack, client, load, truth, options)
     settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
     busy_s = time.monotonic() - started
-    processes = usage.since_mark(busy_s) if usage is not None else {}
-    _with_generator(processes, driven, busy_s)
+    processes = _with_generator(usage.since_mark(busy_s) if usage is not None else {}, driven, busy_s)
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
     topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
     figures = await score(

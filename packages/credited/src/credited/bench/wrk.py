@@ -36,14 +36,12 @@ class WrkRun:
     requests: int
     client_request: dict[str, float]
     cpu_s: float
-    peak_rss_mib: float
     socket_errors: int
 
     def figures(self) -> dict[str, Any]:
         return {
             "generator": "wrk",
             "generator_cpu_s": round(self.cpu_s, 3),
-            "generator_peak_rss_mib": round(self.peak_rss_mib, 1),
             "generator_requests": self.requests,
             "client_request": self.client_request,
             "socket_errors": self.socket_errors,
@@ -78,11 +76,11 @@ class WrkJob:
         return [*wrk, *script]
 
 
-def _wait(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
-    """Wait for wrk; the CPU seconds it used (user + system, all its threads) and its peak RSS in MiB."""
+def _wait(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for wrk and return the CPU seconds it used (user + system, all its threads)."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return float(usage.ru_utime + usage.ru_stime), usage.ru_maxrss / 1024
+    return float(usage.ru_utime + usage.ru_stime)
 
 
 def _start(argv: list[str]) -> subprocess.Popen[bytes]:
@@ -116,7 +114,7 @@ async def run(job: WrkJob) -> WrkRun:
     proc = await asyncio.to_thread(_start, job.argv(start_at))
     watching = asyncio.create_task(_interrupt_when_done(proc, job))
     try:
-        cpu_s, peak_rss_mib = await asyncio.to_thread(_wait, proc)
+        cpu_s = await asyncio.to_thread(_wait, proc)
     except BaseException:
         proc.kill()
         raise
@@ -135,7 +133,6 @@ async def run(job: WrkJob) -> WrkRun:
         requests=figures["requests"],
         client_request={"p50_ms": round(figures["p50_ms"], 1), "p99_ms": round(figures["p99_ms"], 1)},
         cpu_s=cpu_s,
-        peak_rss_mib=peak_rss_mib,
         socket_errors=errors,
     )
 
