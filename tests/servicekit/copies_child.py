@@ -35,4 +35,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main, processes=2)
+    run(main, processes=2, address=("127.0.0.1", int(sys.argv[1])))

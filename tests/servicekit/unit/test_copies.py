@@ -3,6 +3,7 @@ them, /metrics answers for all of them, and they start, stop and fail together."
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,3 +76,20 @@ def test_a_copy_that_dies_takes_the_others_down_with_its_exit_code(copies) -> No
     while psutil.pid_exists(second) and psutil.Process(second).status() != "zombie" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"
+
+
+def test_copies_never_start_on_a_port_another_process_holds() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.servicekit.copies_child", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert f"127.0.0.1:{port} is in use" in done.stderr

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,11 +62,28 @@ async def run_until_stopped(tasks: Sequence[Coroutine[Any, Any, None]], on_stop:
         raise SystemExit(1)
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]], *, processes: int = 1) -> None:
-    """The process entry point of a service: `processes` copies of it (see the module's docstring)."""
+def run(
+    main: Callable[[], Coroutine[Any, Any, None]], *, processes: int = 1, address: tuple[str, int] | None = None
+) -> None:
+    """The process entry point of a service: `processes` copies of it (see the module's docstring), which
+    share the HTTP `address`."""
     if processes > 1 and process_index() is None:
+        if address is not None:
+            _refuse_a_taken_port(*address)
         raise SystemExit(supervise(processes))
     uvloop.run(main())
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """SO_REUSEPORT would let the copies join any other process of this user already on the port (another
+    stack's): the port must be free before they start."""
+    if port == 0:
+        raise SystemExit("copies of a service share one HTTP port: set a port, not 0")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"{host}:{port} is in use ({exc.strerror}): not starting copies there") from None
 
 
 def _die_with_parent() -> None:

@@ -21,4 +21,5 @@ async def main() -> None:
 
 
 def entry() -> None:
-    run(main, processes=Settings().processes)
+    settings = Settings()
+    run(main, processes=settings.processes, address=(settings.http_host, settings.http_port))
