@@ -73,9 +73,9 @@ def _total(costs: dict[str, float], stack: bool = False) -> float | None:
     return round(sum(ms for name, ms in costs.items() if not (stack and name in GENERATORS)), 3)
 
 
-def payments_cost(payments: dict[str, Any]) -> str:
-    """payments alone: CPU ms per callback / per order placed."""
-    return f"{_ms(payments.get('payments_cpu_ms_per_callback'))} / {_ms(payments.get('payments_cpu_ms_per_order'))}"
+def payments_cost(payments: dict[str, Any], phase: str) -> str:
+    """payments alone: CPU ms per callback (or per order placed) of payments / PostgreSQL / the broker."""
+    return " / ".join(_ms(payments.get(f"{name}_cpu_ms_per_{phase}")) for name in ("payments", "postgres", "broker"))
 
 
 def generator_rows(step: dict[str, Any], cores: int, target: float) -> list[list[Any]]:

@@ -40,6 +40,7 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
 def _summary(report: dict[str, Any]) -> list[str]:
     step, how = headline(report)
     iso = report["isolated"]
+    pay = iso["payments"]
     ledger = iso["ledger"].get("credits_per_s", iso["ledger"].get("status"))
     rows = [
         ["orders/s end to end", step["orders_per_s"], f"{TARGETS['orders_per_s']:,}"],
@@ -74,7 +75,12 @@ def _summary(report: dict[str, Any]) -> list[str]:
         ],
         ["payments callbacks/s (alone)", iso["payments"]["callbacks_per_s"], "3,000"],
         ["payments cores during the callbacks (alone)", iso["payments"].get("payments_cores_during_callbacks"), ""],
-        ["payments CPU ms per callback / per order placed (alone)", cpu.payments_cost(iso["payments"]), ""],
+        ["payments alone, CPU ms per callback: payments / PostgreSQL / broker", cpu.payments_cost(pay, "callback"), ""],
+        [
+            "payments alone, CPU ms per order placed: payments / PostgreSQL / broker",
+            cpu.payments_cost(pay, "order"),
+            "",
+        ],
         ["payments orders/s placed (alone)", iso["payments"]["orders_per_s"], ""],
         *cpu.generator_rows(step, report["machine"]["nproc"], TARGETS["orders_per_s"]),
     ]

@@ -120,7 +120,12 @@ async def _isolated(infra: Infra, options: BenchOptions) -> dict[str, Any]:
     return {
         "reconciler_engine": await asyncio.to_thread(isolated.bench_reconciler_engine, options.engine_orders),
         "payments": await isolated.bench_payments(
-            infra.bootstrap, infra.database_url, infra.broker, run_dir, options.payments_callbacks
+            infra.bootstrap,
+            infra.database_url,
+            infra.broker,
+            run_dir,
+            options.payments_callbacks,
+            infra_pids=infra.pids,
         ),
         "notifier": await isolated.bench_notifier(
             infra.bootstrap, infra.database_url, infra.broker, run_dir / "notifier.json", options.quick
