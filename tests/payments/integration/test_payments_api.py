@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from contracts.topics import Topic
-from payments.adapters.postgres import PostgresStatusBook
+from payments.adapters.orders import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
 from servicekit.postgres import create_pool

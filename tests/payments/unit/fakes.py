@@ -9,7 +9,7 @@ from contracts.base import Message
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order
-from payments.ports import KeyHolder, NewOrder, RefundAnswer
+from payments.ports import Announcement, KeyHolder, NewOrder, RefundAnswer
 
 
 @dataclass
@@ -46,18 +46,6 @@ class InMemoryPayments:
 
     async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
         return {oid: self._orders[oid] for oid in sorted(order_ids) if oid in self._orders}
-
-    async def place(self, orders: Sequence[NewOrder]) -> list[KeyHolder | None]:
-        holders: list[KeyHolder | None] = []
-        for new in orders:
-            if new.key is not None and new.key in self._keys:
-                holders.append(KeyHolder(*self._keys[new.key]))
-                continue
-            if new.key is not None:
-                self._keys[new.key] = (new.fingerprint, new.order.order_id)
-            self._orders[new.order.order_id] = new.order
-            holders.append(None)
-        return holders
 
     async def save(self, order: Order) -> None:
         self._orders[order.order_id] = order
@@ -114,3 +102,26 @@ class InMemoryStatusBook:
         if updated is not None:
             self.store.orders[order_id] = updated
         return updated is not None
+
+
+class InMemoryOrderBook:
+    """New orders, keys and their announcements in the store, all or nothing per call like the real one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
+        holders: list[KeyHolder | None] = []
+        for new, announcement in zip(orders, announcements, strict=True):
+            if new.key is not None and new.key in self.store.keys:
+                holders.append(KeyHolder(*self.store.keys[new.key]))
+                continue
+            if new.key is not None:
+                self.store.keys[new.key] = (new.fingerprint, new.order.order_id)
+            self.store.orders[new.order.order_id] = new.order
+            self.store.published.append((announcement.topic, announcement.message, announcement.event_id))
+            holders.append(None)
+        return holders
+
+    async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:
+        return {oid: self.store.orders[oid] for oid in order_ids if oid in self.store.orders}

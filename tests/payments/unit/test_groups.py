@@ -14,7 +14,7 @@ from payments.callbacks import Callback, handle_callbacks
 from payments.domain import ReviewRule
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_place_orders
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
+from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -35,7 +35,7 @@ def signed(order_id: str, amount: int = 600, txn: str = "tx1", status: str = "su
 
 
 async def place(store: Store, *cmds: PlaceOrder) -> list[object]:
-    return list(await handle_place_orders(cmds, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)))
+    return list(await handle_place_orders(cmds, book=InMemoryOrderBook(store), clock=FixedClock(NOW)))
 
 
 async def pay(store: Store, *callbacks: Callback, review: ReviewRule | None = None) -> list[tuple[int, str]]:

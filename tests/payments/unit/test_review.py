@@ -9,7 +9,7 @@ from payments.domain import ReviewRule, ReviewVerdict
 from payments.handlers import PlaceOrder, handle_place_order
 from payments.review import ReviewDecision, handle_review_decision
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
+from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -20,7 +20,7 @@ RULE = ReviewRule(first_topup_above_minor=LIMIT, expected_s=900)
 async def pay(store: Store, amount: int, user: str = "u1", rule: ReviewRule | None = RULE) -> str:
     placed, _ = await handle_place_order(
         PlaceOrder(user, amount, "CNY", "alipay", product="diamonds"),
-        uow=lambda: InMemoryPayments(store),
+        book=InMemoryOrderBook(store),
         clock=FixedClock(NOW),
     )
     body = json.dumps(

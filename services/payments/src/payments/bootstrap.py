@@ -15,7 +15,8 @@ from payments.adapters.fast import fast_routes
 from payments.adapters.grouping import GroupCommit
 from payments.adapters.http import SystemClock, routes
 from payments.adapters.metrics import PrometheusPaymentsMetrics
-from payments.adapters.postgres import PostgresPayments, PostgresStatusBook, read_order
+from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
+from payments.adapters.postgres import PostgresPayments
 from payments.adapters.provider import SimulatedProvider
 from payments.adapters.providers.registry import build_registry
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
@@ -63,8 +64,12 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     )
     clock, review = SystemClock(), settings.review_rule()
 
+    book = PostgresOrderBook(
+        infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
+    )
+
     async def place(group: Sequence[handlers.PlaceOrder]) -> list[handlers.Placed]:
-        return await handlers.handle_place_orders(group, uow=uow, clock=clock)
+        return await handlers.handle_place_orders(group, book=book, clock=clock)
 
     async def pay(group: Sequence[Callback]) -> list[CallbackResult]:
         return await handle_callbacks(group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review)

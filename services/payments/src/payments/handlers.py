@@ -15,7 +15,7 @@ from contracts.events import OrderPlaced, OrderStatusChanged
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order, PaymentStatus
-from payments.ports import Clock, KeyHolder, NewOrder, PaymentsUnitOfWork, StatusBook, UnitOfWorkFactory
+from payments.ports import Announcement, Clock, KeyHolder, NewOrder, OrderBook, StatusBook
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,13 @@ def _new_order(cmd: PlaceOrder, now: datetime) -> NewOrder:
     return NewOrder(order, cmd.idempotency_key, fingerprint)
 
 
-async def handle_place_orders(cmds: Sequence[PlaceOrder], *, uow: UnitOfWorkFactory, clock: Clock) -> list[Placed]:
+async def handle_place_orders(cmds: Sequence[PlaceOrder], *, book: OrderBook, clock: Clock) -> list[Placed]:
     """Create the orders, in one transaction, each with its OrderPlaced; a request whose Idempotency-Key
     made an order before gets that order (not new), or a conflict if its body differs."""
     now = datetime.fromtimestamp(clock.now(), UTC)
     new = [_new_order(cmd, now) for cmd in cmds]
-    async with uow() as tx:
-        holders = await tx.place(new)
-        for placed, holder in zip(new, holders, strict=True):
-            if holder is None:
-                _announce_placed(tx, placed.order)
-        earlier = await tx.get_many({h.order_id for h in holders if h is not None})
+    holders = await book.place(new, [_placed_event(n.order) for n in new])
+    earlier = await book.find_many({h.order_id for h in holders if h is not None})
     results = [_placed(p, h, earlier) for p, h in zip(new, holders, strict=True)]
     for result in results:
         if isinstance(result, tuple) and result[1]:
@@ -75,9 +71,9 @@ async def handle_place_orders(cmds: Sequence[PlaceOrder], *, uow: UnitOfWorkFact
     return results
 
 
-async def handle_place_order(cmd: PlaceOrder, *, uow: UnitOfWorkFactory, clock: Clock) -> tuple[Order, bool]:
+async def handle_place_order(cmd: PlaceOrder, *, book: OrderBook, clock: Clock) -> tuple[Order, bool]:
     """Create the order (or return the one this Idempotency-Key made); True when it is new."""
-    (result,) = await handle_place_orders([cmd], uow=uow, clock=clock)
+    (result,) = await handle_place_orders([cmd], book=book, clock=clock)
     if isinstance(result, IdempotencyConflict):
         raise result
     return result
@@ -91,20 +87,17 @@ def _placed(new: NewOrder, holder: KeyHolder | None, earlier: dict[str, Order]) 
     return earlier[holder.order_id], False
 
 
-def _announce_placed(tx: PaymentsUnitOfWork, order: Order) -> None:
-    tx.publish(
-        Topic.PAYMENTS_EVENTS,
-        OrderPlaced(
-            order_id=order.order_id,
-            user_id=order.user_id,
-            amount=order.amount,
-            currency=order.currency,
-            channel=order.channel,
-            product=order.product,
-            placed_at=order.created_at,
-        ),
-        event_id=deterministic_id("OrderPlaced", order.order_id),
+def _placed_event(order: Order) -> Announcement:
+    placed = OrderPlaced(
+        order_id=order.order_id,
+        user_id=order.user_id,
+        amount=order.amount,
+        currency=order.currency,
+        channel=order.channel,
+        product=order.product,
+        placed_at=order.created_at,
     )
+    return Announcement(Topic.PAYMENTS_EVENTS, placed, deterministic_id("OrderPlaced", order.order_id))
 
 
 async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, statuses: StatusBook) -> bool:

@@ -46,6 +46,30 @@ class NewOrder:
     fingerprint: str
 
 
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """An event to publish once its order exists: the topic, the message and its event id."""
+
+    topic: Topic
+    message: Message
+    event_id: str
+
+
+class OrderBook(Protocol):
+    """Where new orders and their idempotency keys are written, each with its OrderPlaced, atomically."""
+
+    async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
+        """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it, and
+        queue its announcement (`announcements[i]` belongs to `orders[i]`), all in one transaction. An order
+        whose key is bound already (before, or by an earlier order of `orders`) is not inserted and nothing
+        is announced for it: its entry is the key's holder."""
+        ...
+
+    async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:
+        """The orders among `order_ids` that exist."""
+        ...
+
+
 class PaymentsUnitOfWork(Protocol):
     """One atomic change to orders, with its audit rows and outgoing events. Changes may be written only
     when the unit commits; reads see what the unit changed so far only through the returned objects."""
@@ -61,12 +85,6 @@ class PaymentsUnitOfWork(Protocol):
     async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
         """The orders among `order_ids` that exist; locked, with `for_update`, in order-id order, so two units
         locking overlapping orders never wait for each other in a cycle."""
-        ...
-
-    async def place(self, orders: Sequence[NewOrder]) -> list[KeyHolder | None]:
-        """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it. An order
-        whose key is bound already (before, or by an earlier order of `orders`) is not inserted: its entry is
-        the key's holder."""
         ...
 
     async def save(self, order: Order) -> None: ...
