@@ -94,7 +94,7 @@ class PostgresPayments(PostgresUnitOfWork):
         """Order changes, audit rows and (outside a consumer's batch, where the batch writes them) the outgoing
         events, in one round trip before the transaction commits."""
         outgoing: list[tuple[str, Record]] = []
-        if not self.in_batch and self._outgoing:
+        if self._batch is None and self._outgoing:
             outgoing, self._outgoing = self._outgoing, []  # written here, so the base class writes none
             self.wake_on_commit()
         kinds = (bool(self._saved), bool(self._audited), bool(outgoing))
