@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
-from credited.stack.processes import Child, free_port, wait_for
+from credited.stack.processes import Child, free_port, port_open, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class StackConfig:
             database_url=os.environ.get("DATABASE_URL") or None,
             psp_secret=os.environ.get("PAYMENTS_PSP_SECRET_SIM") or DEV_PSP_SECRET,
         )
+        base = os.environ.get("CREDITED_PORT_BASE")  # another stack on 8101-8104: CREDITED_PORT_BASE=18100
+        if base:
+            config.ports = {name: int(base) + i for i, name in enumerate(SERVICES, start=1)}
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
@@ -129,6 +132,9 @@ class LocalStack:
         return env
 
     def start_service(self, name: str) -> Child:
+        port = self.config.ports[name]
+        if port_open(port):  # its health check would be answered by whatever holds the port
+            raise RuntimeError(f"port {port} for {name} is in use (another stack? set CREDITED_PORT_BASE)")
         child = Child(
             name,
             [sys.executable, "-m", name],
