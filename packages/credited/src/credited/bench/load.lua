@@ -111,17 +111,17 @@ local function due_in_ms(slot)
 end
 
 -- Each connection waiting for an order reserves its own slot of the schedule, so one connection wakes per
--- order instead of all of them at once; a connection that wakes to a queued callback sends that first, and
--- the order it had reserved goes with the next wake (orders are never sent ahead of their time).
+-- order instead of all of them at once. A connection with nothing to wait for (every slot reserved, or every
+-- order placed) sleeps: a wake must send something, and the callbacks need no one waiting, as the connection
+-- that got an order's answer sends its callback next. The thread stops them all when its work is done.
+local IDLE_MS = 10000
+
 function delay()
   if head <= tail then
     return 0
   end
-  if placed_all then
-    return 1000
-  end
-  if reserved >= total then
-    return 2
+  if placed_all or reserved >= total then
+    return IDLE_MS
   end
   local slot = reserved
   reserved = reserved + threads
@@ -144,10 +144,18 @@ local function stop()
   wrk.thread:stop()
 end
 
+-- An order whose time has come goes first (a callback must not take its slot, or orders fall behind the
+-- rate), then a queued callback; a connection woken for a slot another one took sends the next order up to
+-- one slot early rather than nothing.
 function request()
   if verifying then
     verifying = false
     return wrk.format("GET", "/healthz")
+  end
+  local early = (mode == "pipeline" and rate > 0) and 1000 / rate * threads or 1
+  if not placed_all and due_in_ms(next_order) <= 1 then
+    inflight = inflight + 1
+    return order_request()
   end
   if head <= tail then
     local item = queue[head]
@@ -160,7 +168,7 @@ function request()
     inflight = inflight + 1
     return item[1]
   end
-  if not placed_all and due_in_ms(next_order) <= 1 then
+  if not placed_all and due_in_ms(next_order) <= early then
     inflight = inflight + 1
     return order_request()
   end
