@@ -109,7 +109,11 @@ async def _profile(
     step = PipelineOptions(**{**asdict(options.pipeline), "step_s": options.profile_s})
     async with httpx.AsyncClient(timeout=30) as client:
         profiled = {**{n: pids[n] for n in PROFILED}, "load generator": os.getpid()}
-        profiling = asyncio.create_task(profile_processes(profiled, options.profile_s, options.run_dir / "profiles"))
+        profiling = asyncio.create_task(
+            profile_processes(
+                profiled, options.profile_s, options.run_dir / "profiles", alone=frozenset({"load generator"})
+            )
+        )
         figures = await run_step(stack, receiver, client, rate, step)
         hot = await profiling
     return {"rate": rate, "orders_per_s": figures["orders_per_s"], "processes": hot}

@@ -1,11 +1,13 @@
 """Orders on PostgreSQL outside the unit of work: new orders placed in one statement, statuses followed
 in one statement each, an order read in one query."""
 
+import functools
 from collections.abc import Callable, Collection, Sequence
 
 import asyncpg
 
 from contracts.codec import Envelope, encode, envelope_for
+from contracts.topics import Topic
 from payments.adapters.order_rows import COLUMNS, ORDER_TYPES, columns, order_of, order_row, params
 from payments.domain import Order
 from payments.ports import Announcement, KeyHolder, NewOrder
@@ -29,6 +31,11 @@ _PLACE = (
     " SELECT order_id FROM placed"
 )
 _HOLDERS = "SELECT key, request_fingerprint, order_id FROM idempotency_keys WHERE key = ANY($1::text[])"
+
+
+@functools.cache  # once per event otherwise, and the enum's value lookup is what costs
+def _qualified(topic: Topic, prefix: str) -> str:
+    return topic.qualified(prefix)
 
 
 class PostgresOrderBook:
