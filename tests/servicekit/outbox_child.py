@@ -6,8 +6,8 @@ waits there, so the test can SIGKILL it at exactly that point.
     python -m tests.servicekit.outbox_child relay DSN SCHEMA PREFIX BOOTSTRAP IDEMPOTENCE
         runs the relay until the outbox is empty, prints "drained" and exits
     python -m tests.servicekit.outbox_child relay-then-hang ...
-        publishes one batch, prints "published" once the broker acknowledged it, and waits before the
-        relay's transaction (which deletes the rows) commits
+        claims and publishes one batch, prints "published" once the broker acknowledged it, and waits before
+        the relay deletes the rows
 """
 
 import asyncio
@@ -27,10 +27,15 @@ def _say(word: str) -> None:
 
 
 class _HangAfterAck(KafkaPublisher):
-    async def publish_many(self, entries):  # type: ignore[no-untyped-def]
-        await super().publish_many(entries)
-        _say("published")
-        await asyncio.Event().wait()
+    async def send_many(self, entries):  # type: ignore[no-untyped-def]
+        acks = await super().send_many(entries)
+
+        async def acknowledged_then_hang() -> None:
+            await acks
+            _say("published")
+            await asyncio.Event().wait()
+
+        return asyncio.ensure_future(acknowledged_then_hang())
 
 
 async def main(mode: str, dsn: str, schema: str, prefix: str, bootstrap: str, idempotence: str, *orders: str) -> None:

@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from contracts.topics import Topic
+from payments.adapters.orders import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
+from servicekit.postgres import create_pool
 from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, read_until
@@ -197,3 +199,75 @@ async def test_an_idempotency_key_still_binds_its_order_23_hours_later(api) -> N
         assert await conn.fetchval("SELECT count(*) FROM orders") == 1
     finally:
         await conn.close()
+
+
+async def test_concurrent_orders_with_one_idempotency_key_make_one_order(api) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    body = {"user_id": "u-key", "amount": 600, "currency": "CNY", "channel": "alipay"}
+    made = await asyncio.gather(
+        *(client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-race"}) for _ in range(20))
+    )
+    assert sorted(a.status_code for a in made) == [200] * 19 + [201]
+    assert len({a.json()["order_id"] for a in made}) == 1
+    other = await client.post("/v1/orders", json={**body, "amount": 700}, headers={"Idempotency-Key": "k-race"})
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+    finally:
+        await conn.close()
+
+
+JSON = {"content-type": "application/json"}
+ORDER = b'{"user_id":"u1","amount":600,"currency":"CNY","channel":"card"}'
+ODD_REQUESTS = [
+    ("/v1/orders", {"content-type": "text/plain"}, ORDER),
+    ("/v1/orders", {}, ORDER),
+    ("/v1/orders", JSON, ORDER[:30]),
+    ("/v1/orders", JSON, ORDER.replace(b"600", b"6.5")),
+    ("/v1/orders", JSON, ORDER.replace(b"}", b',"x":1}')),
+    ("/v1/orders", {**JSON, "idempotency-key": "k" * 201}, ORDER),
+    ("/v1/orders", JSON, b""),
+    ("/v1/psp/sim/callbacks", {}, b"{}"),
+    ("/v1/psp/sim/callbacks", {"x-signature": "t=1,v1=" + "0" * 64}, b'{"order_id":"ord_x"}'),
+    ("/v1/psp/%01bad/callbacks", {"x-signature": "t=1"}, b"{}"),
+    ("/v1/psp/" + "p" * 65 + "/callbacks", {}, b"{}"),
+]
+
+
+async def test_the_fast_path_answers_odd_requests_exactly_as_the_framework_does(
+    broker: Broker, database_url: str, isolation: str
+) -> None:
+    answers = []
+    for fast in (True, False):
+        settings = settings_for(
+            Settings, broker, database_url, f"{isolation}{int(fast)}", psp_secrets={"sim": ["s"]}, fast_path=fast
+        )
+        infra, app = await build(settings)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments") as client:
+                answers.append(
+                    [
+                        (r.status_code, r.json())
+                        for r in [await client.post(path, content=body, headers=h) for path, h, body in ODD_REQUESTS]
+                    ]
+                )
+        finally:
+            await infra.close()
+    assert answers[0] == answers[1]
+    assert all(400 <= status < 500 for status, _ in answers[0])
+
+
+async def test_an_order_follows_its_newest_status_on_postgresql(api) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    order_id = await new_order(client)
+    pool = await create_pool(settings.database_url, settings.db_schema, min_size=1, max_size=2)
+    try:
+        statuses = PostgresStatusBook(pool)
+        assert await statuses.apply(order_id, "credited", 2) is True
+        assert await statuses.apply(order_id, "delayed", 1) is False
+        assert await statuses.apply(order_id, "credited", 2) is False
+        assert await statuses.apply("ord_nobody", "credited", 1) is None
+    finally:
+        await pool.close()
+    assert (await client.get(f"/v1/orders/{order_id}")).json()["status"] == "credited"

@@ -8,8 +8,8 @@ import pytest
 
 from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
 from payments.adapters.providers.simulated import SimulatedProvider
+from payments.callbacks import Callback, _check
 from payments.domain import CallbackAck, CallbackRejected, CloseStatus, PaymentState, RefundRequest
-from payments.handlers import _check
 from servicekit.signatures import sign
 from tests.payments.unit.fakes import FixedClock
 
@@ -52,7 +52,7 @@ def adapter(refunds: SimulatedRefunds | None = None) -> SimulatedProvider:
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_the_adapter_judges_a_callback_exactly_as_the_callback_route_does(case: str) -> None:
     raw, signature = CASES[case]
-    expected, notice = _check("sim", raw, signature, {"sim": SECRETS}, FixedClock(NOW))
+    expected, notice = _check(Callback("sim", raw, signature), {"sim": SECRETS}, FixedClock(NOW))
     headers = {} if signature is None else {"X-Signature": signature}
     if notice is not None:
         callback = await adapter().verify_callback(raw, headers)

@@ -1,13 +1,15 @@
 """InMemoryPayments: the payments unit of work in memory, for the use-case tests."""
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from contracts.base import Message
 from contracts.topics import Topic
+from payments import domain
 from payments.domain import Order
-from payments.ports import RefundAnswer
+from payments.ports import Announcement, KeyHolder, NewOrder, RefundAnswer
 
 
 @dataclass
@@ -42,23 +44,21 @@ class InMemoryPayments:
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         return self._orders.get(order_id)
 
-    async def add(self, order: Order) -> None:
-        self._orders[order.order_id] = order
+    async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
+        return {oid: self._orders[oid] for oid in sorted(order_ids) if oid in self._orders}
 
     async def save(self, order: Order) -> None:
         self._orders[order.order_id] = order
 
-    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
-        return any(
-            o.user_id == user_id
-            and o.order_id != excluding
+    async def cleared_users(self, user_ids: Collection[str], excluding: Collection[str]) -> set[str]:
+        return {
+            o.user_id
+            for o in self._orders.values()
+            if o.user_id in user_ids
+            and o.order_id not in excluding
             and o.payment_status.value == "succeeded"
             and o.review_status in (None, "released")
-            for o in self._orders.values()
-        )
-
-    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
-        return self._keys.setdefault(key, (fingerprint, order_id))
+        }
 
     async def record_callback(self, **row: Any) -> None:
         self._callbacks.append(row)
@@ -86,3 +86,42 @@ class FixedClock:
 
     def now(self) -> float:
         return self.value
+
+
+class InMemoryStatusBook:
+    """Order statuses in the store, by the domain's rule (newest sequence wins)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
+        order = self.store.orders.get(order_id)
+        if order is None:
+            return None
+        updated = domain.apply_status(order, status, sequence)
+        if updated is not None:
+            self.store.orders[order_id] = updated
+        return updated is not None
+
+
+class InMemoryOrderBook:
+    """New orders, keys and their announcements in the store, all or nothing per call like the real one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
+        holders: list[KeyHolder | None] = []
+        for new, announcement in zip(orders, announcements, strict=True):
+            if new.key is not None and new.key in self.store.keys:
+                holders.append(KeyHolder(*self.store.keys[new.key]))
+                continue
+            if new.key is not None:
+                self.store.keys[new.key] = (new.fingerprint, new.order.order_id)
+            self.store.orders[new.order.order_id] = new.order
+            self.store.published.append((announcement.topic, announcement.message, announcement.event_id))
+            holders.append(None)
+        return holders
+
+    async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:
+        return {oid: self.store.orders[oid] for oid in order_ids if oid in self.store.orders}

@@ -8,10 +8,11 @@ import pytest
 from contracts.events import PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from payments import domain
+from payments.callbacks import handle_callback
 from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus
-from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
+from payments.handlers import IdempotencyConflict, PlaceOrder, handle_place_order
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
+from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -92,7 +93,7 @@ def callback_body(order_id: str, status: str = "succeeded", amount: int = 600) -
 
 async def place(store: Store, key: str | None = None, amount: int = 600) -> tuple[Order, bool]:
     return await handle_place_order(
-        PlaceOrder("u1", amount, "CNY", "alipay", key), uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)
+        PlaceOrder("u1", amount, "CNY", "alipay", key), book=InMemoryOrderBook(store), clock=FixedClock(NOW)
     )
 
 

@@ -4,11 +4,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from contracts.events import OrderHeld, OrderReleased, OrderReviewRejected, PaymentSucceeded
+from payments.callbacks import handle_callback
 from payments.domain import ReviewRule, ReviewVerdict
-from payments.handlers import PlaceOrder, handle_callback, handle_place_order
+from payments.handlers import PlaceOrder, handle_place_order
 from payments.review import ReviewDecision, handle_review_decision
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
+from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -19,7 +20,7 @@ RULE = ReviewRule(first_topup_above_minor=LIMIT, expected_s=900)
 async def pay(store: Store, amount: int, user: str = "u1", rule: ReviewRule | None = RULE) -> str:
     placed, _ = await handle_place_order(
         PlaceOrder(user, amount, "CNY", "alipay", product="diamonds"),
-        uow=lambda: InMemoryPayments(store),
+        book=InMemoryOrderBook(store),
         clock=FixedClock(NOW),
     )
     body = json.dumps(

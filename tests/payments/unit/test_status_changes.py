@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from contracts.codec import Envelope
 from contracts.events import OrderStatus, OrderStatusChanged
 from payments.handlers import handle_status_changed
-from tests.payments.unit.fakes import InMemoryPayments, Store
+from tests.payments.unit.fakes import InMemoryStatusBook, Store
 from tests.payments.unit.test_callbacks import order
 
 
@@ -31,11 +31,12 @@ def envelope(event_id: str) -> Envelope:
 
 async def test_a_newer_status_is_applied_and_reported_so_an_older_or_unknown_one_is_not() -> None:
     store = Store(orders={"ord_1": order()})
+    statuses = InMemoryStatusBook(store)
 
-    def uow() -> InMemoryPayments:
-        return InMemoryPayments(store)
-
-    assert await handle_status_changed(changed(OrderStatus.DELAYED, 2), envelope("e2"), uow=uow) is True
-    assert await handle_status_changed(changed(OrderStatus.PAID, 1), envelope("e1"), uow=uow) is False
-    assert await handle_status_changed(changed(OrderStatus.PAID, 1, "ord_x"), envelope("e3"), uow=uow) is False
+    assert await handle_status_changed(changed(OrderStatus.DELAYED, 2), envelope("e2"), statuses=statuses) is True
+    assert await handle_status_changed(changed(OrderStatus.PAID, 1), envelope("e1"), statuses=statuses) is False
+    assert await handle_status_changed(changed(OrderStatus.DELAYED, 2), envelope("e2"), statuses=statuses) is False
+    assert (
+        await handle_status_changed(changed(OrderStatus.PAID, 1, "ord_x"), envelope("e3"), statuses=statuses) is False
+    )
     assert store.orders["ord_1"].status == "delayed"

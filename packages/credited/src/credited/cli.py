@@ -10,6 +10,7 @@ from typing import Annotated
 
 import orjson
 import typer
+import uvloop
 from rich.console import Console
 
 from credited import dlq, keys
@@ -46,7 +47,7 @@ def demo(
     console = Console(stderr=as_json)
     options = DemoOptions(orders, rate, credit_loss, threshold, duplicates, RUN_DIR.resolve() / "demo")
     try:
-        summary = asyncio.run(run_demo(options, console))
+        summary = uvloop.run(run_demo(options, console))  # the demo's client shares the cores: the cheaper loop
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("stopped; every process of the stack has exited")
         raise typer.Exit(130) from None
@@ -144,19 +145,22 @@ def bench(
     import dataclasses
     import os
 
+    from credited.bench.cpu import baseline_of
     from credited.bench.report import write_report
     from credited.bench.run import BenchOptions, run_bench
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     options = BenchOptions.quick_run(run_dir.resolve(), broker) if quick else BenchOptions(run_dir.resolve(), broker)
+    previous = plots / "benchmarks.json"  # the report this run replaces: its figures are the "before"
+    baseline = baseline_of(orjson.loads(previous.read_bytes())) if previous.exists() else None
     if rates or step_s != 15.0:
         chosen = tuple(float(r) for r in rates.split(",")) if rates else options.pipeline.rates
         pipeline = dataclasses.replace(options.pipeline, rates=chosen, step_s=step_s)
         options = dataclasses.replace(options, pipeline=pipeline)
-    import uvloop
-
     figures = uvloop.run(run_bench(options))  # the load generator shares the cores: the cheaper loop
     figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if baseline is not None:
+        figures["baseline"] = baseline
     write_report(figures, plots / "benchmarks.json", report, plots)
     console = Console()
     console.print(f"report {report}, plots and figures in {plots}/ ({figures['elapsed_s']:.0f} s)")

@@ -66,10 +66,15 @@ class KafkaPublisher:
 
     async def publish_many(self, entries: Sequence[tuple[str, Record]]) -> None:
         """Send in order (per partition the broker keeps it) and wait for all acknowledgements."""
+        await (await self.send_many(entries))
+
+    async def send_many(self, entries: Sequence[tuple[str, Record]]) -> "asyncio.Future[list[object]]":
+        """Hand every record to the producer in order, without waiting for the broker: the future is done once
+        the broker acknowledged all of them, or failed with the first refusal."""
         futures = [
             await self._producer.send(topic, value=r.value, key=r.key, headers=list(r.headers)) for topic, r in entries
         ]
-        await asyncio.gather(*futures)
+        return asyncio.gather(*futures)
 
 
 async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:

@@ -43,6 +43,7 @@ class ServiceMetrics:
             "Records in the partition not yet processed by the group: end offset minus position.",
             ["service", "group", "topic", "partition"],
             registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.consumer_poll_records = Histogram(
             "credited_consumer_poll_records",
@@ -70,14 +71,20 @@ class ServiceMetrics:
             ["service", "group", "reason_kind"],
             registry=registry,
         )
+        # Several processes of one service (servicekit.runner) sample the same gauges: the latest sample wins.
         self.outbox_backlog = Gauge(
-            "credited_outbox_backlog_records", "Outbox rows waiting to be published.", ["service"], registry=registry
+            "credited_outbox_backlog_records",
+            "Outbox rows waiting to be published.",
+            ["service"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.outbox_oldest_age = Gauge(
             "credited_outbox_oldest_age_seconds",
             "Age of the oldest outbox row waiting to be published (0 when empty).",
             ["service"],
             registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.outbox_published = Counter(
             "credited_outbox_published_total", "Outbox rows published to Kafka.", ["service"], registry=registry

@@ -1,18 +1,31 @@
 """The transactional outbox: events are rows written with the state change; a relay publishes them.
 
 No gap between commit and publish: a crash after commit leaves the row for the next relay run; a
-rollback leaves no row. Relays lock rows with SKIP LOCKED, so two relays never publish the same row
-at once, and rows are deleted only after the broker acknowledged them (a relay that dies in between
-publishes them again: consumers drop the repeat by event id).
+rollback leaves no row. No transaction stays open while Kafka answers: a relay claims a batch of rows in
+one short statement (each row is marked with the claiming relay's database session, its backend pid),
+hands them to the producer, and deletes them only after the broker acknowledged every one. It claims and
+sends the next batch while the acknowledgements of the previous ones are outstanding.
+
+Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. A relay that dies
+anywhere leaves its claimed rows marked with a session that no longer exists; every relay gives such rows
+back (when it starts and every few seconds), so they are published again, under the same event ids, which
+consumers drop. The only repeats are rows whose relay died (or lost its database session) before deleting
+them. A batch the broker refused is given back the same way and published again, possibly after rows
+claimed later (consumers tolerate that order: every message may arrive late).
 """
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka.errors import KafkaError
 from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import Record
@@ -21,18 +34,57 @@ from servicekit.metrics import OutboxMetrics
 
 log = logging.getLogger(__name__)
 
+Connection = asyncpg.Connection | PoolConnectionProxy
 
-async def add_to_outbox(conn: PoolConnectionProxy, entries: Sequence[tuple[str, Record]]) -> None:
-    """Queue (topic, record) pairs for publication inside the caller's transaction."""
+OUTBOX_COLUMNS = "topic, key, value, headers"
+"""The columns `outbox_arrays` fills, in its order (text, bytea, bytea, jsonb)."""
+
+
+def outbox_arrays(entries: Sequence[tuple[str, Record]]) -> tuple[list[str], list[bytes], list[bytes], list[str]]:
+    """(topic, record) pairs as four column arrays, for one INSERT ... SELECT FROM unnest(...)."""
+    return (
+        [topic for topic, _ in entries],
+        [r.key for _, r in entries],
+        [r.value for _, r in entries],
+        [orjson.dumps([[k, v.decode()] for k, v in r.headers]).decode() for _, r in entries],
+    )
+
+
+async def add_to_outbox(conn: Connection, entries: Sequence[tuple[str, Record]]) -> None:
+    """Queue (topic, record) pairs for publication inside the caller's transaction, in their order."""
     if not entries:
         return
-    await conn.executemany(
-        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)",
-        [
-            (topic, r.key, r.value, orjson.dumps([[k, v.decode()] for k, v in r.headers]).decode())
-            for topic, r in entries
-        ],
+    await conn.execute(
+        f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT t, k, v, h"  # noqa: S608 - constants only
+        " FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[]) WITH ORDINALITY AS r(t, k, v, h, n)"
+        " ORDER BY n",
+        *outbox_arrays(entries),
     )
+
+
+# Deletes what the broker acknowledged and claims the next rows, in one round trip. RETURNING has no order:
+# the relay sorts by id.
+_CLAIM = (
+    "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))"
+    " UPDATE outbox SET claimed_by = pg_backend_pid()"
+    " WHERE id IN (SELECT id FROM outbox WHERE claimed_by IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, topic, key, value, headers"
+)
+_RELEASE_ORPHANS = (
+    "UPDATE outbox SET claimed_by = NULL WHERE claimed_by IS NOT NULL"
+    " AND claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))"
+)
+_RELEASE_MINE = "UPDATE outbox SET claimed_by = NULL WHERE claimed_by = pg_backend_pid()"
+
+
+def _succeeded(acks: "asyncio.Future[object]") -> bool:
+    return acks.done() and not acks.cancelled() and acks.exception() is None
+
+
+@dataclass
+class _InFlight:
+    ids: list[int]
+    acks: "asyncio.Future[object]"
 
 
 class OutboxRelay:
@@ -45,12 +97,16 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        in_flight: int = 4,
+        orphan_check_s: float = 2.0,
         metrics: OutboxMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._max_in_flight = in_flight
+        self._orphan_check_s = orphan_check_s
         self._wakeup = asyncio.Event()
         self._metrics = metrics
         self.published_total = 0
@@ -59,58 +115,138 @@ class OutboxRelay:
         """Something was just committed to the outbox: publish without waiting for the poll."""
         self._wakeup.set()
 
-    async def run(self) -> None:
-        """Publish until cancelled."""
-        listener = await self._pool.acquire()
-        try:
-            schema = await listener.fetchval("SELECT current_schema()")
-            channel = f"outbox_{schema}"
-            await listener.add_listener(channel, self._on_notify)
-            while True:
-                try:
-                    moved = await self.publish_batch()
-                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                    log.warning("outbox relay could not publish, will retry: %s", exc)
-                    moved = 0
-                    await asyncio.sleep(self._poll_interval_s)
-                if moved < self._batch_size:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(channel, self._on_notify)
-            await self._pool.release(listener)
-
     def _on_notify(self, *_: object) -> None:
         self._wakeup.set()
 
-    async def publish_batch(self) -> int:
-        """Publish up to one batch of rows in id order; return how many left the outbox."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch_size,
+    async def run(self) -> None:
+        """Publish until cancelled. One database session at a time: its backend pid marks this relay's claims."""
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    await self._session(conn)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                log.warning("outbox relay could not publish, will retry: %r", exc)
+                await asyncio.sleep(self._poll_interval_s)
+
+    async def _session(self, conn: Connection) -> None:
+        channel = f"outbox_{await conn.fetchval('SELECT current_schema()')}"
+        await conn.add_listener(channel, self._on_notify)
+        pending: deque[_InFlight] = deque()
+        try:
+            await self._pump(conn, pending)
+        finally:
+            await self._settle(conn, pending)
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(channel, self._on_notify)
+
+    async def _pump(self, conn: Connection, pending: "deque[_InFlight]") -> None:
+        """Claim and send while fewer than `in_flight` batches wait for the broker; delete what it acknowledged."""
+        checked = 0.0
+        while True:
+            if time.monotonic() - checked >= self._orphan_check_s:
+                await conn.execute(_RELEASE_ORPHANS)
+                checked = time.monotonic()
+            acked = self._acknowledged(pending)
+            room = len(pending) < self._max_in_flight
+            if room:
+                self._wakeup.clear()  # a commit from here on wakes the next round
+            if acked or room:
+                rows = await self._claim(conn, acked, self._batch_size if room else 0)
+                if rows:
+                    pending.append(await self._send(rows))
+                    if len(rows) == self._batch_size:
+                        continue
+            await self._wait(pending, room)
+
+    def _acknowledged(self, pending: "deque[_InFlight]") -> list[int]:
+        """The ids of the oldest batches the broker acknowledged, in order; raises the error of one it refused."""
+        ids: list[int] = []
+        while pending and pending[0].acks.done():
+            batch = pending[0]
+            batch.acks.result()  # a refusal: _settle gives its rows back
+            pending.popleft()
+            ids += batch.ids
+        return ids
+
+    async def _wait(self, pending: "deque[_InFlight]", room: bool) -> None:
+        """Until the oldest batch is acknowledged, a commit wakes us (if there is room), or the poll interval."""
+        waiters: list[asyncio.Future[Any]] = []
+        if pending:
+            waiters.append(pending[0].acks)
+        wakeup = asyncio.ensure_future(self._wakeup.wait()) if room else None
+        if wakeup is not None:
+            waiters.append(wakeup)
+        try:
+            await asyncio.wait(waiters, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if wakeup is not None:
+                wakeup.cancel()
+
+    async def _claim(self, conn: Connection, acked: list[int], limit: int) -> list[asyncpg.Record]:
+        """Delete the acknowledged rows and claim up to `limit` unclaimed ones, in id order."""
+        rows = await conn.fetch(_CLAIM, limit, acked)
+        self._count(len(acked))
+        return sorted(rows, key=lambda row: row["id"])
+
+    async def _send(self, rows: list[asyncpg.Record]) -> _InFlight:
+        entries = [
+            (
+                row["topic"],
+                Record(
+                    key=row["key"],
+                    value=row["value"],
+                    headers=[(k, v.encode()) for k, v in orjson.loads(row["headers"])],
+                ),
             )
-            if not rows:
-                return 0
-            await self._publisher.publish_many(
-                [
-                    (
-                        row["topic"],
-                        Record(
-                            key=row["key"],
-                            value=row["value"],
-                            headers=[(k, v.encode()) for k, v in orjson.loads(row["headers"])],
-                        ),
-                    )
-                    for row in rows
-                ]
-            )
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
-        self.published_total += len(rows)
+            for row in rows
+        ]
+        acks = await self._publisher.send_many(entries)
+        return _InFlight([row["id"] for row in rows], asyncio.ensure_future(acks))
+
+    async def _settle(self, conn: Connection, pending: "deque[_InFlight]") -> None:
+        """On the way out (stop or failure): wait a little for outstanding acknowledgements, delete the rows
+        acknowledged and give back every other row this session claimed, so the connection goes back to the
+        pool holding no claim. If that fails the connection is closed: its claims become orphans."""
+        if pending:
+            await asyncio.wait([b.acks for b in pending], timeout=5.0)
+        acked = [
+            i for b in pending if b.acks.done() and not b.acks.cancelled() and not b.acks.exception() for i in b.ids
+        ]
+        for batch in pending:
+            batch.acks.cancel()
+        pending.clear()
+        await self._give_back(conn, acked)
+
+    async def _give_back(self, conn: Connection, acked: list[int]) -> None:
+        try:
+            await conn.fetch(_CLAIM, 0, acked)
+            await conn.execute(_RELEASE_MINE)
+        except Exception:
+            log.warning("outbox relay could not give its claims back; closing its session instead", exc_info=True)
+            conn.terminate()
+            return
+        self._count(len(acked))
+
+    def _count(self, rows: int) -> None:
+        if not rows:
+            return
+        self.published_total += rows
         if self._metrics is not None:
-            self._metrics.published(len(rows))
+            self._metrics.published(rows)
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch of rows in id order and wait for the broker; how many left the outbox."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(_RELEASE_ORPHANS)
+            rows = await self._claim(conn, [], self._batch_size)
+            acked: list[int] = []
+            try:
+                if rows:
+                    batch = await self._send(rows)
+                    await batch.acks
+                    acked = batch.ids
+            finally:
+                await self._give_back(conn, acked)
         return len(rows)
 
     async def backlog(self) -> tuple[int, float]:

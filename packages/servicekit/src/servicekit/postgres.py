@@ -11,6 +11,15 @@ log = logging.getLogger(__name__)
 KIT_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """What a released pool connection is reset with: nothing more than asyncpg itself does (it rolls back an
+    open transaction and drops listener callbacks before calling this). asyncpg's default adds a round trip
+    on every release (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) to undo session state that
+    credited's code never leaves behind: no SET (the schema is a connection parameter), advisory locks only
+    per transaction or unlocked by their holder (migrate), no cursor outside a transaction, and every LISTEN
+    on a pooled connection undone by its owner (the outbox relay's remove_listener)."""
+
+
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections work inside `schema` (created if missing)."""
     conn = await asyncpg.connect(dsn)
@@ -25,6 +34,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"credited-{schema}"},
+        reset=keep_session,
     )
     assert pool is not None
     return pool

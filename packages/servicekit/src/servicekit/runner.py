@@ -1,14 +1,42 @@
-"""Runs a service's long-lived tasks in one event loop and stops them cleanly on SIGTERM or SIGINT."""
+"""Runs a service's long-lived tasks in one event loop and stops them cleanly on SIGTERM or SIGINT; runs
+several copies of a service behind one HTTP port when one process is not enough.
+
+With `processes` above 1 the process started (by compose, `credited up`, ...) only supervises: it starts that
+many copies of the same command line, each a whole instance of the service (HTTP on the shared port with
+SO_REUSEPORT, its own outbox relay, consumers in the same groups), passes SIGTERM and SIGINT on to them,
+and when one copy ends it stops the others and exits with that copy's code, so whatever restarts the service
+restarts them all. The copies share one directory of Prometheus metric files, so /metrics on any of them
+answers for all (prometheus_client's multiprocess mode).
+"""
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import uvloop
 
 log = logging.getLogger(__name__)
+
+PROCESS_INDEX = "CREDITED_PROCESS_INDEX"
+"""Set in each copy a supervisor starts: which copy it is (0, 1, ...)."""
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def process_index() -> int | None:
+    """Which copy of the service this process is, or None when it runs alone."""
+    value = os.environ.get(PROCESS_INDEX)
+    return None if value is None else int(value)
 
 
 async def run_until_stopped(tasks: Sequence[Coroutine[Any, Any, None]], on_stop: Callable[[], Awaitable[None]]) -> None:
@@ -34,6 +62,69 @@ async def run_until_stopped(tasks: Sequence[Coroutine[Any, Any, None]], on_stop:
         raise SystemExit(1)
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """The process entry point of a service."""
+def run(
+    main: Callable[[], Coroutine[Any, Any, None]], *, processes: int = 1, address: tuple[str, int] | None = None
+) -> None:
+    """The process entry point of a service: `processes` copies of it (see the module's docstring), which
+    share the HTTP `address`."""
+    if processes > 1 and process_index() is None:
+        if address is not None:
+            _refuse_a_taken_port(*address)
+        raise SystemExit(supervise(processes))
     uvloop.run(main())
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """SO_REUSEPORT would let the copies join any other process of this user already on the port (another
+    stack's): the port must be free before they start."""
+    if port == 0:
+        raise SystemExit("copies of a service share one HTTP port: set a port, not 0")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"{host}:{port} is in use ({exc.strerror}): not starting copies there") from None
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def supervise(processes: int, stop_timeout_s: float = 20.0) -> int:
+    """Start `processes` copies of this command line and wait; the exit code of the first copy to end."""
+    metrics_dir = tempfile.mkdtemp(prefix="credited-metrics-")
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    children = [
+        subprocess.Popen(  # noqa: S603 - this process's own command line
+            argv, env={**os.environ, PROCESS_INDEX: str(i), METRICS_DIR: metrics_dir}, preexec_fn=_die_with_parent
+        )
+        for i in range(processes)
+    ]
+    stopping_since: float | None = None
+
+    def stop(sig: int, _: object = None) -> None:
+        nonlocal stopping_since
+        stopping_since = stopping_since or time.monotonic()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    first: int | None = None
+    try:
+        while any(child.poll() is None for child in children):
+            ended = [child.returncode for child in children if child.returncode is not None]
+            if ended and first is None:
+                first = ended[0]
+                if stopping_since is None:
+                    log.error("a copy of the service exited with %s; stopping the others", first)
+                    stop(signal.SIGTERM)
+            if stopping_since is not None and time.monotonic() - stopping_since > stop_timeout_s:
+                stop(signal.SIGKILL)
+            time.sleep(0.1)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    code = first if first is not None else max((child.returncode for child in children), key=abs)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention

@@ -1,5 +1,6 @@
 """The composition root of payments: the only place that builds adapters."""
 
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -10,15 +11,21 @@ from contracts.commands import IssueRefund
 from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from payments import handlers, refunds
-from payments.adapters.http import routes
+from payments.adapters.fast import fast_routes
+from payments.adapters.grouping import GroupCommit
+from payments.adapters.http import SystemClock, routes
 from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.provider import SimulatedProvider
 from payments.adapters.providers.registry import build_registry
+from payments.callbacks import Callback, CallbackResult, handle_callbacks
 from payments.config import Settings
-from servicekit.http import create_app
+from payments.domain import Order
+from servicekit.http import FastPath, create_app
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import route
+from servicekit.metrics import ServiceMetrics
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "payments"
@@ -35,8 +42,10 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
             infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
         )
 
+    statuses = PostgresStatusBook(infra.pool)
+
     async def on_status_changed(message: OrderStatusChanged, envelope: Envelope) -> None:
-        if await handlers.handle_status_changed(message, envelope, uow=uow):
+        if await handlers.handle_status_changed(message, envelope, statuses=statuses):
             metrics.status_changed(message.status)
 
     infra.consume(
@@ -53,7 +62,30 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
         [Topic.PAYMENTS_COMMANDS],
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
+    clock, review = SystemClock(), settings.review_rule()
+
+    book = PostgresOrderBook(
+        infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
+    )
+
+    async def place(group: Sequence[handlers.PlaceOrder]) -> list[handlers.Placed]:
+        return await handlers.handle_place_orders(group, book=book, clock=clock)
+
+    async def pay(group: Sequence[Callback]) -> list[CallbackResult]:
+        return await handle_callbacks(group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review)
+
+    async def find_order(order_id: str) -> Order | None:
+        return await read_order(infra.pool, order_id)
+
+    window, most = settings.group_window_ms / 1000, settings.group_max
+    orders = GroupCommit(place, name="orders", window_s=window, max_group=most)
+    callbacks = GroupCommit(pay, name="callbacks", window_s=window, max_group=most)
     app = create_app(title="credited payments", version="1", registry=infra.registry)
     app.state.providers = providers
-    app.include_router(routes(uow=uow, secrets=settings.psp_secrets, metrics=metrics, review=settings.review_rule()))
+    app.include_router(
+        routes(uow=uow, orders=orders, callbacks=callbacks, find_order=find_order, metrics=metrics, clock=clock)
+    )
+    if settings.fast_path:
+        hot = fast_routes(orders=orders, callbacks=callbacks, metrics=metrics)
+        app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app

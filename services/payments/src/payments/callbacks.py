@@ -1,10 +1,29 @@
-"""The wire format of a payment provider's callback (JSON body, signed in the X-Signature header)."""
+"""Provider callbacks: the wire format (a JSON body signed in the X-Signature header) and the use case that
+verifies and applies them.
 
+Callbacks are applied in groups: the HTTP adapter gathers the callbacks that arrive together, and one
+transaction locks their orders (in order-id order), decides each callback, keeps each one for audit and
+announces what changed; each is answered after that commit. Every callback is decided against its order as
+the callbacks before it in the group left it, exactly as one transaction after another would: of two
+callbacks for one order in one group, the first applies and the second is a duplicate or refused.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.base import Currency, MinorUnits, OrderId, UtcDatetime
+from payments import domain
+from payments.announcements import announce_payment
+from payments.domain import Order, Outcome, PaymentNotice, ReviewRule
+from payments.ports import Clock, PaymentsUnitOfWork, UnitOfWorkFactory
+from servicekit.signatures import SignatureError, verify
+
+log = logging.getLogger(__name__)
 
 
 class CallbackBody(BaseModel):
@@ -19,3 +38,167 @@ class CallbackBody(BaseModel):
     amount: MinorUnits
     currency: Currency
     paid_at: UtcDatetime
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One provider callback as it came: the provider named in the URL, the raw body, its X-Signature."""
+
+    provider: str
+    body: bytes
+    signature: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """The HTTP answer to a callback: status code, stable code and a sentence."""
+
+    status_code: int
+    code: str
+    detail: str
+    order_id: str | None = None
+    outcome: Outcome = Outcome.REJECTED
+
+
+_ANSWERS = {
+    Outcome.PAID: (200, "applied"),
+    Outcome.FAILED: (200, "applied"),
+    Outcome.DUPLICATE: (200, "duplicate"),
+    Outcome.IGNORED: (200, "ignored"),
+}
+_REJECTIONS = {"amount_mismatch": 422, "already_paid": 409}
+
+
+@dataclass
+class _Group:
+    """One group's transaction, the orders it locked as the group changes them, and when it runs."""
+
+    tx: PaymentsUnitOfWork
+    orders: dict[str, Order]
+    cleared_elsewhere: set[str]
+    now: datetime
+    review: ReviewRule | None
+
+
+async def handle_callbacks(
+    callbacks: Sequence[Callback],
+    *,
+    secrets: dict[str, list[str]],
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    review: ReviewRule | None = None,
+) -> list[CallbackResult]:
+    """Verify, parse and apply a group of callbacks in one transaction; every callback is kept for audit with
+    its outcome. A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded."""
+    checked = [_check(c, secrets, clock) for c in callbacks]
+    async with uow() as tx:
+        orders = await tx.get_many({n.order_id for _, n in checked if n is not None}, for_update=True)
+        group = _Group(tx, orders, await _cleared_elsewhere(tx, orders, review), _now(clock), review)
+        return [
+            await _apply(group, c, refused, notice) for c, (refused, notice) in zip(callbacks, checked, strict=True)
+        ]
+
+
+async def handle_callback(
+    provider: str,
+    body: bytes,
+    signature: str | None,
+    *,
+    secrets: dict[str, list[str]],
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    review: ReviewRule | None = None,
+) -> CallbackResult:
+    """One callback: a group of one."""
+    (result,) = await handle_callbacks(
+        [Callback(provider, body, signature)], secrets=secrets, uow=uow, clock=clock, review=review
+    )
+    return result
+
+
+def _now(clock: Clock) -> datetime:
+    return datetime.fromtimestamp(clock.now(), UTC)
+
+
+async def _cleared_elsewhere(tx: PaymentsUnitOfWork, orders: dict[str, Order], review: ReviewRule | None) -> set[str]:
+    """The users who may be held for review and have a cleared top-up outside the group's orders (asked once
+    per group, and only when the rule could hold one of them)."""
+    if review is None:
+        return set()
+    candidates = {o.user_id for o in orders.values() if o.amount > review.first_topup_above_minor}
+    return await tx.cleared_users(candidates, excluding=orders.keys()) if candidates else set()
+
+
+async def _apply(
+    group: _Group, callback: Callback, refused: CallbackResult | None, notice: PaymentNotice | None
+) -> CallbackResult:
+    tx = group.tx
+    if notice is None:
+        assert refused is not None
+        await _audit(tx, callback, None, "rejected", f"{refused.code}: {refused.detail}")
+        return refused
+    order = group.orders.get(notice.order_id)
+    if order is None:
+        await _audit(tx, callback, notice.order_id, "rejected", "unknown_order")
+        return CallbackResult(404, "unknown_order", f"no order {notice.order_id}", notice.order_id)
+    decision = domain.decide(order, notice)
+    await _audit(tx, callback, order.order_id, decision.outcome.value, decision.code or decision.reason)
+    if decision.outcome is Outcome.REJECTED:
+        log.warning("callback for order %s rejected: %s", order.order_id, decision.reason)
+        return CallbackResult(_REJECTIONS[decision.code], decision.code, decision.reason, order.order_id)
+    if decision.outcome in (Outcome.PAID, Outcome.FAILED):
+        applied = decision.order
+        if group.review is not None and decision.outcome is Outcome.PAID:
+            applied = group.review.hold(applied, not _has_cleared_topup(group, order), group.now)
+        group.orders[order.order_id] = applied
+        await tx.save(applied)
+        announce_payment(tx, applied, group.now)
+        log.info("order %s %s via %s %s", order.order_id, decision.outcome, callback.provider, notice.provider_txn_id)
+    status, code = _ANSWERS[decision.outcome]
+    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome)
+
+
+def _has_cleared_topup(group: _Group, order: Order) -> bool:
+    """Whether the order's user has another cleared top-up: outside the group, or in it as it stands now."""
+    if order.user_id in group.cleared_elsewhere:
+        return True
+    return any(
+        o.user_id == order.user_id and o.order_id != order.order_id and domain.cleared(o) for o in group.orders.values()
+    )
+
+
+async def _audit(tx: PaymentsUnitOfWork, callback: Callback, order_id: str | None, outcome: str, reason: str) -> None:
+    await tx.record_callback(
+        provider=callback.provider,
+        order_id=order_id,
+        outcome=outcome,
+        reason=reason,
+        signature=callback.signature,
+        body=callback.body,
+    )
+
+
+def _check(
+    callback: Callback, secrets: dict[str, list[str]], clock: Clock
+) -> tuple[CallbackResult | None, PaymentNotice | None]:
+    active = secrets.get(callback.provider)
+    if not active:
+        return CallbackResult(404, "unknown_provider", f"no payment provider named {callback.provider!r}"), None
+    try:
+        verify(callback.signature, callback.body, active, clock.now())
+    except SignatureError as exc:
+        return CallbackResult(401, exc.code, exc.detail), None
+    try:
+        parsed = CallbackBody.model_validate_json(callback.body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        return CallbackResult(422, "invalid_callback", problems[:500]), None
+    return None, PaymentNotice(
+        order_id=parsed.order_id,
+        provider=callback.provider,
+        provider_txn_id=parsed.provider_txn_id,
+        succeeded=parsed.status == "succeeded",
+        amount=parsed.amount,
+        currency=parsed.currency,
+        paid_at=parsed.paid_at,
+    )

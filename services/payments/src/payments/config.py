@@ -31,6 +31,16 @@ class Settings(ServiceSettings):
         None, gt=0, description="Hold a user's first top-up above this many minor units for risk review; unset: none."
     )
     review_expected_s: float = Field(900.0, gt=0, description="How long a risk review is expected to take.")
+    processes: int = Field(
+        1, ge=1, le=64, description="HTTP processes on the one port (SO_REUSEPORT), each a whole payments instance."
+    )
+    group_window_ms: float = Field(
+        1.0, ge=0, le=50, description="How long a request waits for others to share its transaction (0: none)."
+    )
+    group_max: int = Field(200, ge=1, le=5000, description="Requests in one group transaction at most.")
+    fast_path: bool = Field(
+        True, description="Answer plain orders and callbacks ahead of FastAPI (off: FastAPI answers all, same answers)."
+    )
     metric_channels: frozenset[str] = Field(
         frozenset({"alipay", "wechat", "card", "carrier"}),
         description="Channels that get their own metric series (JSON list); any other is counted as `other`.",

@@ -312,3 +312,8 @@ def decide_review(order: Order, verdict: ReviewVerdict, now: datetime) -> tuple[
         return "review_decided", None
     status = "paid" if verdict is ReviewVerdict.RELEASE else "review_rejected"
     return "applied", replace(order, review_status=_DECIDED[verdict], status=status, reviewed_at=now)
+
+
+def cleared(order: Order) -> bool:
+    """Whether the order counts as a cleared top-up for the review rule: paid, and not held (or released)."""
+    return order.payment_status is PaymentStatus.SUCCEEDED and order.review_status in (None, "released")

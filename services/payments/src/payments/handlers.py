@@ -1,19 +1,21 @@
-"""Payments use cases: place an order, apply a provider callback, follow the order's lifecycle status."""
+"""Payments use cases: place orders, follow each order's lifecycle status. Provider callbacks are in
+payments.callbacks, risk review in payments.review, refunds in payments.refunds.
+
+Orders are placed in groups: the HTTP adapter gathers the requests that arrive together and places them in
+one transaction, each answered after that commit. A group of one is the plain case.
+"""
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from contracts.codec import Envelope, deterministic_id
-from contracts.events import OrderHeld, OrderPlaced, OrderStatusChanged, PaymentFailed, PaymentSucceeded
+from contracts.events import OrderPlaced, OrderStatusChanged
 from contracts.topics import Topic
 from payments import domain
-from payments.callbacks import CallbackBody
-from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus, ReviewRule
-from payments.ports import Clock, PaymentsUnitOfWork, UnitOfWorkFactory
-from servicekit.signatures import SignatureError, verify
+from payments.domain import Order, PaymentStatus
+from payments.ports import Announcement, Clock, KeyHolder, NewOrder, OrderBook, StatusBook
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +36,11 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
 
 
-class _KeyTaken(Exception):
-    def __init__(self, fingerprint: str, order_id: str) -> None:
-        self.fingerprint = fingerprint
-        self.order_id = order_id
+Placed = tuple[Order, bool] | IdempotencyConflict
+"""An order and whether this request created it, or the conflict that refused the request."""
 
 
-async def handle_place_order(cmd: PlaceOrder, *, uow: UnitOfWorkFactory, clock: Clock) -> tuple[Order, bool]:
-    """Create the order (or return the one this Idempotency-Key made); True when it is new."""
-    fingerprint = domain.fingerprint(cmd.user_id, cmd.amount, cmd.currency, cmd.channel, cmd.product)
-    now = datetime.fromtimestamp(clock.now(), UTC)
+def _new_order(cmd: PlaceOrder, now: datetime) -> NewOrder:
     order = Order(
         order_id=domain.new_order_id(),
         user_id=cmd.user_id,
@@ -55,212 +52,57 @@ async def handle_place_order(cmd: PlaceOrder, *, uow: UnitOfWorkFactory, clock: 
         created_at=now,
         product=cmd.product,
     )
-    try:
-        async with uow() as tx:
-            await tx.add(order)
-            if cmd.idempotency_key is not None:
-                held_fp, held_id = await tx.claim_idempotency_key(cmd.idempotency_key, fingerprint, order.order_id)
-                if held_id != order.order_id:
-                    raise _KeyTaken(held_fp, held_id)
-            tx.publish(
-                Topic.PAYMENTS_EVENTS,
-                OrderPlaced(
-                    order_id=order.order_id,
-                    user_id=order.user_id,
-                    amount=order.amount,
-                    currency=order.currency,
-                    channel=order.channel,
-                    product=order.product,
-                    placed_at=now,
-                ),
-                event_id=deterministic_id("OrderPlaced", order.order_id),
-            )
-    except _KeyTaken as taken:
-        if taken.fingerprint != fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {cmd.idempotency_key!r} was used for a different order request"
-            ) from None
-        async with uow() as tx:
-            existing = await tx.get(taken.order_id)
-        assert existing is not None
-        return existing, False
-    log.info("order %s placed for user %s: %d %s", order.order_id, order.user_id, order.amount, order.currency)
-    return order, True
+    fingerprint = domain.fingerprint(cmd.user_id, cmd.amount, cmd.currency, cmd.channel, cmd.product)
+    return NewOrder(order, cmd.idempotency_key, fingerprint)
 
 
-@dataclass(frozen=True, slots=True)
-class CallbackResult:
-    """The HTTP answer to a callback: status code, stable code and a sentence."""
-
-    status_code: int
-    code: str
-    detail: str
-    order_id: str | None = None
-    outcome: Outcome = Outcome.REJECTED
-
-
-_ANSWERS = {
-    Outcome.PAID: (200, "applied"),
-    Outcome.FAILED: (200, "applied"),
-    Outcome.DUPLICATE: (200, "duplicate"),
-    Outcome.IGNORED: (200, "ignored"),
-}
-_REJECTIONS = {"amount_mismatch": 422, "already_paid": 409}
+async def handle_place_orders(cmds: Sequence[PlaceOrder], *, book: OrderBook, clock: Clock) -> list[Placed]:
+    """Create the orders, in one transaction, each with its OrderPlaced; a request whose Idempotency-Key
+    made an order before gets that order (not new), or a conflict if its body differs."""
+    now = datetime.fromtimestamp(clock.now(), UTC)
+    new = [_new_order(cmd, now) for cmd in cmds]
+    holders = await book.place(new, [_placed_event(n.order) for n in new])
+    earlier = await book.find_many({h.order_id for h in holders if h is not None})
+    results = [_placed(p, h, earlier) for p, h in zip(new, holders, strict=True)]
+    for result in results:
+        if isinstance(result, tuple) and result[1]:
+            order = result[0]
+            log.info("order %s placed for user %s: %d %s", order.order_id, order.user_id, order.amount, order.currency)
+    return results
 
 
-async def handle_callback(
-    provider: str,
-    body: bytes,
-    signature: str | None,
-    *,
-    secrets: dict[str, list[str]],
-    uow: UnitOfWorkFactory,
-    clock: Clock,
-    review: ReviewRule | None = None,
-) -> CallbackResult:
-    """Verify, parse and apply one provider callback; every callback is kept for audit with its outcome.
-    A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded."""
-    result, notice = _check(provider, body, signature, secrets, clock)
-    async with uow() as tx:
-        if notice is None:
-            assert result is not None
-            await tx.record_callback(
-                provider=provider,
-                order_id=None,
-                outcome="rejected",
-                reason=f"{result.code}: {result.detail}",
-                signature=signature,
-                body=body,
-            )
-            return result
-        order = await tx.get(notice.order_id, for_update=True)
-        if order is None:
-            result = CallbackResult(404, "unknown_order", f"no order {notice.order_id}", notice.order_id)
-            await tx.record_callback(
-                provider=provider,
-                order_id=notice.order_id,
-                outcome="rejected",
-                reason="unknown_order",
-                signature=signature,
-                body=body,
-            )
-            return result
-        decision = domain.decide(order, notice)
-        await tx.record_callback(
-            provider=provider,
-            order_id=order.order_id,
-            outcome=decision.outcome.value,
-            reason=decision.code or decision.reason,
-            signature=signature,
-            body=body,
-        )
-        if decision.outcome is Outcome.REJECTED:
-            log.warning("callback for order %s rejected: %s", order.order_id, decision.reason)
-            return CallbackResult(_REJECTIONS[decision.code], decision.code, decision.reason, order.order_id)
-        if decision.outcome in (Outcome.PAID, Outcome.FAILED):
-            applied, now = decision.order, datetime.fromtimestamp(clock.now(), UTC)
-            if review is not None and decision.outcome is Outcome.PAID:
-                first = not await tx.has_cleared_topup(order.user_id, excluding=order.order_id)
-                applied = review.hold(applied, first, now)
-            await tx.save(applied)
-            announce_payment(tx, applied, now)
-            log.info("order %s %s via %s %s", order.order_id, decision.outcome, provider, notice.provider_txn_id)
-    status, code = _ANSWERS[decision.outcome]
-    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome)
+async def handle_place_order(cmd: PlaceOrder, *, book: OrderBook, clock: Clock) -> tuple[Order, bool]:
+    """Create the order (or return the one this Idempotency-Key made); True when it is new."""
+    (result,) = await handle_place_orders([cmd], book=book, clock=clock)
+    if isinstance(result, IdempotencyConflict):
+        raise result
+    return result
 
 
-def _check(
-    provider: str, body: bytes, signature: str | None, secrets: dict[str, list[str]], clock: Clock
-) -> tuple[CallbackResult | None, PaymentNotice | None]:
-    active = secrets.get(provider)
-    if not active:
-        return CallbackResult(404, "unknown_provider", f"no payment provider named {provider!r}"), None
-    try:
-        verify(signature, body, active, clock.now())
-    except SignatureError as exc:
-        return CallbackResult(401, exc.code, exc.detail), None
-    try:
-        parsed = CallbackBody.model_validate_json(body)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-        return CallbackResult(422, "invalid_callback", problems[:500]), None
-    return None, PaymentNotice(
-        order_id=parsed.order_id,
-        provider=provider,
-        provider_txn_id=parsed.provider_txn_id,
-        succeeded=parsed.status == "succeeded",
-        amount=parsed.amount,
-        currency=parsed.currency,
-        paid_at=parsed.paid_at,
+def _placed(new: NewOrder, holder: KeyHolder | None, earlier: dict[str, Order]) -> Placed:
+    if holder is None:
+        return new.order, True
+    if holder.fingerprint != new.fingerprint:
+        return IdempotencyConflict(f"Idempotency-Key {new.key!r} was used for a different order request")
+    return earlier[holder.order_id], False
+
+
+def _placed_event(order: Order) -> Announcement:
+    placed = OrderPlaced(
+        order_id=order.order_id,
+        user_id=order.user_id,
+        amount=order.amount,
+        currency=order.currency,
+        channel=order.channel,
+        product=order.product,
+        placed_at=order.created_at,
     )
+    return Announcement(Topic.PAYMENTS_EVENTS, placed, deterministic_id("OrderPlaced", order.order_id))
 
 
-def announce_payment(unit: PaymentsUnitOfWork, order: Order, now: datetime) -> None:
-    """Publish what the provider said: PaymentSucceeded, OrderHeld while the order is under review, or
-    PaymentFailed."""
-    assert order.provider is not None
-    assert order.provider_txn_id is not None
-    if order.payment_status is PaymentStatus.SUCCEEDED and order.review_status == "held":
-        assert order.paid_at is not None
-        assert order.review_expected_at is not None
-        unit.publish(
-            Topic.PAYMENTS_EVENTS,
-            OrderHeld(
-                order_id=order.order_id,
-                user_id=order.user_id,
-                amount=order.amount,
-                currency=order.currency,
-                channel=order.channel,
-                product=order.product,
-                paid_at=order.paid_at,
-                reason=order.review_reason or "risk review",
-                held_at=now,
-                expected_release_at=order.review_expected_at,
-            ),
-            event_id=deterministic_id("OrderHeld", order.order_id),
-        )
-    elif order.payment_status is PaymentStatus.SUCCEEDED:
-        assert order.paid_at is not None
-        unit.publish(
-            Topic.PAYMENTS_EVENTS,
-            PaymentSucceeded(
-                order_id=order.order_id,
-                user_id=order.user_id,
-                amount=order.amount,
-                currency=order.currency,
-                channel=order.channel,
-                product=order.product,
-                provider=order.provider,
-                provider_txn_id=order.provider_txn_id,
-                paid_at=order.paid_at,
-            ),
-            event_id=deterministic_id("PaymentSucceeded", order.order_id),
-        )
-    else:
-        unit.publish(
-            Topic.PAYMENTS_EVENTS,
-            PaymentFailed(
-                order_id=order.order_id,
-                user_id=order.user_id,
-                channel=order.channel,
-                provider=order.provider,
-                provider_txn_id=order.provider_txn_id,
-                failed_at=now,
-            ),
-            event_id=deterministic_id("PaymentFailed", order.order_id, order.provider_txn_id),
-        )
-
-
-async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, uow: UnitOfWorkFactory) -> bool:
+async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, statuses: StatusBook) -> bool:
     """Keep the order's lifecycle status current, ignoring changes older than what we have; True when applied."""
-    async with uow() as tx:
-        order = await tx.get(message.order_id, for_update=True)
-        if order is None:
-            log.warning(
-                "status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id
-            )
-            return False
-        updated = domain.apply_status(order, message.status.value, message.sequence)
-        if updated is not None:
-            await tx.save(updated)
-    return updated is not None
+    applied = await statuses.apply(message.order_id, message.status.value, message.sequence)
+    if applied is None:
+        log.warning("status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id)
+    return bool(applied)

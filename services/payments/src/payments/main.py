@@ -2,7 +2,6 @@
 
 import logging
 
-from payments.bootstrap import SERVICE, build
 from payments.config import Settings
 from servicekit.logs import configure
 from servicekit.runner import run
@@ -11,6 +10,8 @@ log = logging.getLogger(__name__)
 
 
 async def main() -> None:
+    from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
+
     settings = Settings()
     configure(settings.log_level, SERVICE)
     if not settings.psp_secrets:
@@ -20,4 +21,5 @@ async def main() -> None:
 
 
 def entry() -> None:
-    run(main)
+    settings = Settings()
+    run(main, processes=settings.processes, address=(settings.http_host, settings.http_port))

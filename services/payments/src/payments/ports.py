@@ -1,6 +1,7 @@
 """What the payments use cases need from the outside world."""
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -28,8 +29,50 @@ class RefundProvider(Protocol):
     async def query(self, provider: str, key: str) -> RefundAnswer: ...
 
 
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """An Idempotency-Key bound already: the fingerprint of the request that bound it, and its order."""
+
+    fingerprint: str
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """An order to insert, with the Idempotency-Key (if any) its request came with and that request's fingerprint."""
+
+    order: Order
+    key: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """An event to publish once its order exists: the topic, the message and its event id."""
+
+    topic: Topic
+    message: Message
+    event_id: str
+
+
+class OrderBook(Protocol):
+    """Where new orders and their idempotency keys are written, each with its OrderPlaced, atomically."""
+
+    async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
+        """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it, and
+        queue its announcement (`announcements[i]` belongs to `orders[i]`), all in one transaction. An order
+        whose key is bound already (before, or by an earlier order of `orders`) is not inserted and nothing
+        is announced for it: its entry is the key's holder."""
+        ...
+
+    async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:
+        """The orders among `order_ids` that exist."""
+        ...
+
+
 class PaymentsUnitOfWork(Protocol):
-    """One atomic change to orders, with its audit rows and outgoing events."""
+    """One atomic change to orders, with its audit rows and outgoing events. Changes may be written only
+    when the unit commits; reads see what the unit changed so far only through the returned objects."""
 
     async def __aenter__(self) -> "PaymentsUnitOfWork": ...
 
@@ -39,16 +82,16 @@ class PaymentsUnitOfWork(Protocol):
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None: ...
 
-    async def add(self, order: Order) -> None: ...
+    async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
+        """The orders among `order_ids` that exist; locked, with `for_update`, in order-id order, so two units
+        locking overlapping orders never wait for each other in a cycle."""
+        ...
 
     async def save(self, order: Order) -> None: ...
 
-    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
-        """Whether the user has another order that was paid and not held for review (or held and released)."""
-        ...
-
-    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
-        """Bind `key` to `order_id` unless it is bound already; return the (fingerprint, order id) it holds."""
+    async def cleared_users(self, user_ids: Collection[str], excluding: Collection[str]) -> set[str]:
+        """The users among `user_ids` with a cleared top-up (paid and not held for review, or held and
+        released) among their orders other than `excluding`."""
         ...
 
     async def record_callback(
@@ -62,6 +105,15 @@ class PaymentsUnitOfWork(Protocol):
     async def refund_of(self, order_id: str) -> RefundAnswer | None: ...
 
     async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None: ...
+
+
+class StatusBook(Protocol):
+    """Where each order's lifecycle status is kept, newest sequence wins (a change is idempotent by itself)."""
+
+    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
+        """Set the order's status if `sequence` is newer than its own: True when set, False when the order
+        has this change or a newer one already, None when there is no such order."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

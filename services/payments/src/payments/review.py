@@ -16,8 +16,8 @@ from contracts.codec import deterministic_id
 from contracts.events import OrderReleased, OrderReviewRejected
 from contracts.topics import Topic
 from payments import domain
+from payments.announcements import announce_payment
 from payments.domain import Order, ReviewVerdict
-from payments.handlers import announce_payment
 from payments.ports import Clock, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)

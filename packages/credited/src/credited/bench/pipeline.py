@@ -17,10 +17,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import Topic
+from credited.bench import wrk
+from credited.bench.cpu import GENERATORS
 from credited.bench.driver import AiohttpSimulator, ClientTimes, session
 from credited.bench.machine import UsageSampler
 from credited.simulator.receiver import Received, WebhookReceiver
-from credited.simulator.run import Load, Simulator, Truth, credit_publication_times, percentile, score, settled
+from credited.simulator.run import Load, Truth, credit_publication_times, percentile, score, settled
 from credited.stack.local import LocalStack
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,11 @@ class PipelineOptions:
     duplicates: float = 0.1
     target_p99_s: float = 1.0
     settle_timeout_s: float = 60.0
-    concurrency: int = 64
-    """Orders in flight from the load generator (and its connections to payments)."""
+    concurrency: int = 512
+    """Connections the load generator keeps to payments (orders in flight at most): the rate is offered as long
+    as answers take less than this over the request rate (150 ms at 3,300 requests/s)."""
+    generator: str = "wrk"
+    """wrk (when installed: load.lua, native, its CPU reported apart) or python (the simulator over aiohttp)."""
     warmup_s: float = 5.0
     """A first step at the lowest rate, not reported: consumer groups joined, connections open."""
 
@@ -112,28 +117,42 @@ def mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float
     return means
 
 
-async def _drive(stack: LocalStack, client: httpx.AsyncClient, load: Load, truth: Truth) -> dict[str, Any]:
-    """Place and pay the step's orders; how long it took, as the generator and as payments saw it."""
-    times = ClientTimes()
-    async with session(load.concurrency, times) as http:
-        sim = AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http)
-        return await _timed_drive(stack, client, sim, load, truth, times)
-
-
-async def _timed_drive(
-    stack: LocalStack, client: httpx.AsyncClient, sim: Simulator, load: Load, truth: Truth, times: ClientTimes
+async def _drive(
+    stack: LocalStack, client: httpx.AsyncClient, load: Load, truth: Truth, options: PipelineOptions
 ) -> dict[str, Any]:
+    """Place and pay the step's orders; how long it took, as the generator and as payments saw it."""
     answered = await http_durations(client, stack.url("payments"))
-    times.take()
-    started = time.monotonic()
-    await sim.drive(load, truth)
-    drive_s = time.monotonic() - started
-    return {
-        "orders_per_s": round(len(truth.orders) / drive_s, 1),
-        "drive_s": round(drive_s, 2),
-        "client_request": times.take(),
-        "payments_answer_mean_ms": mean_ms(answered, await http_durations(client, stack.url("payments"))),
-    }
+    if options.generator == "wrk" and wrk.available():
+        run = await wrk.drive(stack.url("payments"), stack.config.psp_secret, load, truth, stack.config.run_dir)
+        driven = {"drive_s": round(run.duration_s, 2), **run.figures()}
+    else:
+        times = ClientTimes()
+        async with session(load.concurrency, times) as http:
+            sim = AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http)
+            times.take()
+            started = time.monotonic()
+            await sim.drive(load, truth)
+            driven = {"drive_s": round(time.monotonic() - started, 2), "client_request": times.take()}
+        driven["generator"] = "python (the simulator over aiohttp, in the load generator process)"
+    driven["orders_per_s"] = round(len(truth.orders) / max(driven["drive_s"], 1e-9), 1)
+    driven["payments_answer_mean_ms"] = mean_ms(answered, await http_durations(client, stack.url("payments")))
+    return driven
+
+
+def _with_generator(
+    sampled: dict[str, dict[str, float]], driven: dict[str, Any], busy_s: float
+) -> dict[str, dict[str, Any]]:
+    """wrk runs outside the sampled processes: its CPU (from the kernel when it exits) joins them."""
+    processes: dict[str, dict[str, Any]] = dict(sampled)
+    cpu = driven.get("generator_cpu_s")
+    if cpu is not None:
+        cores = round(cpu / busy_s, 2) if busy_s > 0 else 0.0
+        # its peak memory is not known: the kernel's figure for the child counts the Python it was forked from
+        processes[WRK] = {"cpu_s": round(cpu, 2), "cores": cores, "peak_rss_mib": None}
+    return processes
+
+
+WRK = GENERATORS[1]
 
 
 async def run_step(
@@ -142,13 +161,20 @@ async def run_step(
     client: httpx.AsyncClient,
     rate: float,
     options: PipelineOptions,
+    usage: UsageSampler | None = None,
 ) -> dict[str, Any]:
+    """One step: drive, wait until every paid order settled, then score. CPU is counted from the first order
+    to the last settlement (scoring reads the ledger order by order, which is not the pipeline's work)."""
     truth = Truth()
     orders = max(1, round(rate * options.step_s))
     load = Load(orders=orders, rate=rate, duplicate_share=options.duplicates, concurrency=options.concurrency)
+    if usage is not None:
+        usage.mark()
     started = time.monotonic()
-    driven = await _drive(stack, client, load, truth)
+    driven = await _drive(stack, client, load, truth, options)
     settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
+    busy_s = time.monotonic() - started
+    processes = _with_generator(usage.since_mark(busy_s) if usage is not None else {}, driven, busy_s)
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
     topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
     figures = await score(
@@ -165,9 +191,11 @@ async def run_step(
         "target_rate": rate,
         **driven,
         "settle_s": round(settle_s, 2),
+        "measured_s": round(busy_s, 2),
         "unsettled": len(truth.paid) - settled(truth, receiver.received),
         **figures,
         **_latencies(truth, receiver.received, dropped, figures),
+        "processes": processes,
         "error_samples": truth.errors[:3],
     }
 
@@ -215,10 +243,7 @@ async def rising_rates(
         if options.warmup_s > 0:
             await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))
         for rate in options.rates:
-            usage.mark()
-            started = time.monotonic()
-            figures = await run_step(stack, receiver, client, rate, options)
-            figures["processes"] = usage.since_mark(time.monotonic() - started)
+            figures = await run_step(stack, receiver, client, rate, options, usage)
             step = Step(figures, kept_up(figures, options))
             log.warning(
                 "step %.0f/s: %.1f orders/s, pay-to-credit p99 %s s, %s",

@@ -19,11 +19,13 @@ def _py_spy() -> str:
     return str(Path(sys.executable).with_name("py-spy"))
 
 
-async def record(pid: int, seconds: float, out: Path, rate: int = 100) -> Path | None:
+async def record(pid: int, seconds: float, out: Path, rate: int = 100, subprocesses: bool = True) -> Path | None:
     """Sample `pid` for `seconds` into `out` (collapsed stacks); None if py-spy could not attach."""
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [_py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate)]
     argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    if subprocesses:  # a service's copies (payments) are its children
+        argv.append("--subprocesses")
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -51,7 +53,17 @@ class Recording:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.out.parent.mkdir, parents=True, exist_ok=True)
-        argv = [_py_spy(), "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw"]
+        argv = [
+            _py_spy(),
+            "record",
+            "--pid",
+            str(self.pid),
+            "--rate",
+            str(self.rate),
+            "--format",
+            "raw",
+            "--subprocesses",
+        ]
         self._proc = await asyncio.create_subprocess_exec(
             *argv, "--output", str(self.out), "--nonblocking", stdout=DEVNULL, stderr=DEVNULL
         )
@@ -111,10 +123,15 @@ def hot_paths(collapsed: Path, top: int = 8) -> dict[str, Any]:
     return {"samples": total, "idle_or_loop_share": idle, "self": share(own), "inclusive": share(inclusive)}
 
 
-async def profile_processes(pids: dict[str, int], seconds: float, out_dir: Path) -> dict[str, Any]:
-    """Profile every process in `pids` at once for `seconds`; the hot paths of each."""
+async def profile_processes(
+    pids: dict[str, int], seconds: float, out_dir: Path, alone: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Profile every process in `pids` at once for `seconds`, with its children unless it is in `alone` (the
+    benchmark's own process, whose children are the stack); the hot paths of each."""
     names = list(pids)
-    files = await asyncio.gather(*(record(pids[n], seconds, out_dir / f"{n}.pyspy.txt") for n in names))
+    files = await asyncio.gather(
+        *(record(pids[n], seconds, out_dir / f"{n}.pyspy.txt", subprocesses=n not in alone) for n in names)
+    )
     return {
         name: hot_paths(path) if path is not None else {"error": "py-spy could not sample it"}
         for name, path in zip(names, files, strict=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from credited.bench import plots
+from credited.bench import cpu, plots
 
 TARGETS = {"orders_per_s": 5000, "events_per_s": 50_000, "credits_per_s": 50_000, "detection_p99_s": 1.0}
 
@@ -40,6 +40,7 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
 def _summary(report: dict[str, Any]) -> list[str]:
     step, how = headline(report)
     iso = report["isolated"]
+    pay = iso["payments"]
     ledger = iso["ledger"].get("credits_per_s", iso["ledger"].get("status"))
     rows = [
         ["orders/s end to end", step["orders_per_s"], f"{TARGETS['orders_per_s']:,}"],
@@ -72,9 +73,16 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f"{_f(iso['notifier']['latency']['p50_ms'])} / {_f(iso['notifier']['latency']['p99_ms'])}",
             "p99 <= 100",
         ],
-        ["payments callbacks/s (alone)", iso["payments"]["callbacks_per_s"], ""],
+        ["payments callbacks/s (alone)", iso["payments"]["callbacks_per_s"], "3,000"],
         ["payments cores during the callbacks (alone)", iso["payments"].get("payments_cores_during_callbacks"), ""],
+        ["payments alone, CPU ms per callback: payments / PostgreSQL / broker", cpu.payments_cost(pay, "callback"), ""],
+        [
+            "payments alone, CPU ms per order placed: payments / PostgreSQL / broker",
+            cpu.payments_cost(pay, "order"),
+            "",
+        ],
         ["payments orders/s placed (alone)", iso["payments"]["orders_per_s"], ""],
+        *cpu.generator_rows(step, report["machine"]["nproc"], TARGETS["orders_per_s"]),
     ]
     return [
         f"Pipeline figures are from {how} ({_f(step['target_rate'])} orders/s asked).",
@@ -126,14 +134,24 @@ def _requests(report: dict[str, Any]) -> list[str]:
 def _processes(report: dict[str, Any]) -> list[str]:
     step = report["pipeline"]["steps"][-1]
     rows = [
-        [name, u["cpu_s"], u["cores"], round(u["cpu_s"] / step["orders"] * 1000, 2), u["peak_rss_mib"]]
-        for name, u in step["processes"].items()
+        [name, u["cpu_s"], u["cores"], ms, u.get("peak_rss_mib")]
+        for (name, u), ms in zip(step["processes"].items(), cpu.per_order(step).values(), strict=True)
     ]
     intro = (
         f"At the last step ({_f(step['target_rate'])} orders/s asked, {_f(step['orders'])} orders,"
-        f" {_f(step['drive_s'])} s of load, then settling and scoring; CPU per order includes the idle cost):"
+        f" {_f(step['drive_s'])} s of load; CPU counted from the first order to the last settlement, idle cost"
+        " included, scoring not):"
     )
-    return [intro, "", *_table(["process", "CPU s", "cores", "CPU ms per order", "peak RSS MiB"], rows)]
+    best, how = headline(report)
+    header, changes = cpu.before_after(report, best)
+    return [
+        intro,
+        "",
+        *_table(["process", "CPU s", "cores", "CPU ms per order", "peak RSS MiB"], rows),
+        f"CPU per order per process, before and after, at {how} (before: the report this run replaced):",
+        "",
+        *_table(header, changes),
+    ]
 
 
 def _peers(report: dict[str, Any]) -> list[str]:
@@ -201,8 +219,10 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
     """Where the run ran out: the pipeline's step that missed and what the processes used there, and the
     reconciler worker against its engine alone."""
     step = report["pipeline"]["steps"][-1]
-    ours = sum(u["cores"] for u in step["processes"].values())
-    per_order = {n: u["cpu_s"] / step["orders"] * 1000 for n, u in step["processes"].items()}
+    stack = {n: u for n, u in step["processes"].items() if n not in cpu.GENERATORS}
+    ours = sum(u["cores"] for u in stack.values())
+    generator = sum(u["cores"] for n, u in step["processes"].items() if n in cpu.GENERATORS)
+    per_order = {n: ms for n, ms in cpu.per_order(step).items() if n in stack}
     budget = report["machine"]["nproc"] * 1000 / TARGETS["orders_per_s"]
     top = ", ".join(f"{n} {_f(ms)}" for n, ms in sorted(per_order.items(), key=lambda kv: -kv[1])[:4])
     load = report["machine"]["load_average_at_start"][0]
@@ -212,15 +232,15 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
     catch_up = report["peers"]["catch_up"].get("reconciler_profile", {})
     frame = next(iter(catch_up.get("self") or []), None)
     return [
-        f"- Pipeline: at the last step ({_f(step['target_rate'])}/s asked, {_f(placed)} of it placed) the stack and"
-        f" the load generator used {_f(ours)} of {report['machine']['nproc']} cores (1-minute load average"
-        f" {_f(load)} at the start of the run: other work had the rest). It is CPU per order:"
-        f" **{_f(sum(per_order.values()))} ms** across the processes (most: {top}), where"
-        f" {_f(TARGETS['orders_per_s'])} orders/s on {report['machine']['nproc']} cores allows {_f(budget)} ms."
-        " payments answers each order and callback inside a PostgreSQL transaction;"
-        f" alone it took {_f(iso['payments']['callbacks_per_s'])} callbacks/s at"
-        f" {iso['payments']['concurrency']} in flight, using"
-        f" {_f(iso['payments'].get('payments_cores_during_callbacks'))} cores itself.",
+        f"- Pipeline: at the last step ({_f(step['target_rate'])}/s asked, {_f(placed)} of it placed) the stack"
+        f" used {_f(ours)} of {report['machine']['nproc']} cores and the load generator {_f(generator)}"
+        f" ({step.get('generator', 'n/a')}; 1-minute load average {_f(load)} at the start of the run: other"
+        f" work had the rest). It is CPU per order: **{_f(sum(per_order.values()))} ms** across the stack's"
+        f" processes (most: {top}), where {_f(TARGETS['orders_per_s'])} orders/s on"
+        f" {report['machine']['nproc']} cores allows {_f(budget)} ms. payments alone took"
+        f" {_f(iso['payments']['callbacks_per_s'])} callbacks/s at {iso['payments']['concurrency']} connections,"
+        f" using {_f(iso['payments'].get('payments_cores_during_callbacks'))} cores itself"
+        f" ({_f(iso['payments'].get('payments_cpu_ms_per_callback'))} ms per callback).",
         f"- Reconciler: the faust worker applied {_f(worker)} events/s against {_f(engine)} for its engine alone"
         f" ({_f(_div(engine, worker))} times as fast): the cost is around the engine, not in it."
         + (

@@ -33,7 +33,7 @@ class BenchOptions:
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     peers: PeerOptions = field(default_factory=PeerOptions)
     engine_orders: int = 20_000
-    payments_callbacks: int = 3000
+    payments_callbacks: int = 20_000
     profile_s: float = 10.0
     quick: bool = False
     bootstrap: str = ""
@@ -79,7 +79,10 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
     try:
         await asyncio.to_thread(stack.start)
         pids = {name: child.pid for name, child in stack.services.items()}
-        usage = UsageSampler({**pids, **infra.pids, "load generator": os.getpid()})
+        # services may run as several processes (payments' copies): each is counted with its descendants
+        usage = UsageSampler(
+            {**pids, **infra.pids, "load generator": os.getpid()}, forking=frozenset({*pids, "postgres"})
+        )
         usage.start()
         try:
             steps = await rising_rates(stack, receiver, options.pipeline, usage)
@@ -106,7 +109,11 @@ async def _profile(
     step = PipelineOptions(**{**asdict(options.pipeline), "step_s": options.profile_s})
     async with httpx.AsyncClient(timeout=30) as client:
         profiled = {**{n: pids[n] for n in PROFILED}, "load generator": os.getpid()}
-        profiling = asyncio.create_task(profile_processes(profiled, options.profile_s, options.run_dir / "profiles"))
+        profiling = asyncio.create_task(
+            profile_processes(
+                profiled, options.profile_s, options.run_dir / "profiles", alone=frozenset({"load generator"})
+            )
+        )
         figures = await run_step(stack, receiver, client, rate, step)
         hot = await profiling
     return {"rate": rate, "orders_per_s": figures["orders_per_s"], "processes": hot}
@@ -117,7 +124,12 @@ async def _isolated(infra: Infra, options: BenchOptions) -> dict[str, Any]:
     return {
         "reconciler_engine": await asyncio.to_thread(isolated.bench_reconciler_engine, options.engine_orders),
         "payments": await isolated.bench_payments(
-            infra.bootstrap, infra.database_url, infra.broker, run_dir, options.payments_callbacks
+            infra.bootstrap,
+            infra.database_url,
+            infra.broker,
+            run_dir,
+            options.payments_callbacks,
+            infra_pids=infra.pids,
         ),
         "notifier": await isolated.bench_notifier(
             infra.bootstrap, infra.database_url, infra.broker, run_dir / "notifier.json", options.quick

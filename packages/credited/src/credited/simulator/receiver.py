@@ -7,10 +7,7 @@ from typing import Any
 
 import orjson
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from servicekit.http import EmbeddedServer
 from servicekit.signatures import SignatureError, verify
@@ -51,14 +48,31 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/notifications"
 
-    async def _notify(self, request: Request) -> JSONResponse:
-        body = await request.body()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint as a bare ASGI app: it shares the load generator's cores with the stack it measures."""
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/notifications" or scope["method"] != "POST":
+            await _answer(send, 404, b'{"error":"not_found"}')
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        signature = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-signature"), None)
         try:
-            verify(request.headers.get("x-signature"), body, [self.secret], time.time())
+            verify(signature, body, [self.secret], time.time())
         except SignatureError as exc:
             self.received.rejected += 1
-            return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=401)
-        payload = orjson.loads(body)
+            await _answer(send, 401, orjson.dumps({"error": exc.code, "detail": exc.detail}))
+            return
+        self._record(orjson.loads(body))
+        await _answer(send, 200, b'{"ok":true}')
+
+    def _record(self, payload: dict[str, Any]) -> None:
         nid = str(payload["notification_id"])
         rec = self.received
         rec.deliveries[nid] = rec.deliveries.get(nid, 0) + 1
@@ -66,12 +80,17 @@ class WebhookReceiver:
             rec.payloads[nid] = payload
             rec.first_seen[nid] = time.time()
         rec.changed.set()
-        return JSONResponse({"ok": True})
 
     async def start(self) -> None:
-        app = Starlette(routes=[Route("/notifications", self._notify, methods=["POST"])])
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off", loop="none"
+            self,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            proxy_headers=False,
         )
         self._server = EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve())
@@ -82,3 +101,9 @@ class WebhookReceiver:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -15,13 +15,15 @@ from pathlib import Path
 import httpx
 
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
-from credited.stack.processes import Child, free_port, wait_for
+from credited.stack.processes import Child, free_port, port_open, wait_for
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("payments", "ledger", "reconciler", "notifier")
 DEFAULT_PORTS = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
 DEV_PSP_SECRET = "sim-secret"
+PAYMENTS_PROCESSES = 2
+"""payments answers HTTP from this many processes on one port (SO_REUSEPORT): both cores parse requests."""
 
 
 @dataclass
@@ -41,6 +43,7 @@ class StackConfig:
     webhook_secret: str = "webhook-secret"
     psp_secret: str = DEV_PSP_SECRET
     partitions: int = 6
+    payments_processes: int = PAYMENTS_PROCESSES
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -52,6 +55,9 @@ class StackConfig:
             database_url=os.environ.get("DATABASE_URL") or None,
             psp_secret=os.environ.get("PAYMENTS_PSP_SECRET_SIM") or DEV_PSP_SECRET,
         )
+        base = os.environ.get("CREDITED_PORT_BASE")  # another stack on 8101-8104: CREDITED_PORT_BASE=18100
+        if base:
+            config.ports = {name: int(base) + i for i, name in enumerate(SERVICES, start=1)}
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
@@ -115,6 +121,7 @@ class LocalStack:
             f"{prefix}_HTTP_PORT": str(c.ports[name]),
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
+            "PAYMENTS_PROCESSES": str(c.payments_processes),
             "LEDGER_FAULT_DROP_CREDIT_SHARE": str(c.credit_loss),
             "RECONCILER_THRESHOLD_S": str(c.threshold_s),
             "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),
@@ -125,6 +132,9 @@ class LocalStack:
         return env
 
     def start_service(self, name: str) -> Child:
+        port = self.config.ports[name]
+        if port_open(port):  # its health check would be answered by whatever holds the port
+            raise RuntimeError(f"port {port} for {name} is in use (another stack? set CREDITED_PORT_BASE)")
         child = Child(
             name,
             [sys.executable, "-m", name],

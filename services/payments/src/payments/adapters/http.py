@@ -1,20 +1,21 @@
 """The payments HTTP API: orders for platform backends, callbacks for payment providers."""
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Channel, Currency, MinorUnits, OrderId, Product, UserId
+from payments.adapters.grouping import GroupCommit
 from payments.adapters.metrics import PrometheusPaymentsMetrics
-from payments.callbacks import CallbackBody
-from payments.domain import Order, ReviewRule, ReviewVerdict
-from payments.handlers import IdempotencyConflict, PlaceOrder, handle_callback, handle_place_order
-from payments.ports import UnitOfWorkFactory
+from payments.callbacks import Callback, CallbackBody, CallbackResult
+from payments.domain import Order, ReviewVerdict
+from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
+from payments.ports import Clock, UnitOfWorkFactory
 from payments.review import ReviewDecision, handle_review_decision
-from servicekit.http import ApiError, error_body, error_responses
+from servicekit.http import ApiError, JsonResponse, error_body, error_responses
 
 
 class SystemClock:
@@ -81,34 +82,41 @@ _CALLBACK_BODY = {
 ProviderName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
+def view(order: Order) -> dict[str, object]:
+    """The order as the API shows it: exactly OrderView's fields, in its order."""
+    return {
+        "order_id": order.order_id,
+        "user_id": order.user_id,
+        "amount": order.amount,
+        "currency": order.currency,
+        "channel": order.channel,
+        "status": order.status,
+        "payment_status": order.payment_status.value,
+        "provider": order.provider,
+        "provider_txn_id": order.provider_txn_id,
+        "created_at": order.created_at.isoformat(),
+        "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+        "product": order.product,
+        "review_status": order.review_status,
+        "review_expected_at": order.review_expected_at.isoformat() if order.review_expected_at else None,
+    }
+
+
 def _view(order: Order) -> OrderView:
-    return OrderView(
-        order_id=order.order_id,
-        user_id=order.user_id,
-        amount=order.amount,
-        currency=order.currency,
-        channel=order.channel,
-        status=order.status,
-        payment_status=order.payment_status.value,
-        provider=order.provider,
-        provider_txn_id=order.provider_txn_id,
-        created_at=order.created_at.isoformat(),
-        paid_at=order.paid_at.isoformat() if order.paid_at else None,
-        product=order.product,
-        review_status=order.review_status,
-        review_expected_at=order.review_expected_at.isoformat() if order.review_expected_at else None,
-    )
+    return OrderView.model_validate(view(order))
 
 
 def routes(
     *,
     uow: UnitOfWorkFactory,
-    secrets: dict[str, list[str]],
+    orders: GroupCommit[PlaceOrder, Placed],
+    callbacks: GroupCommit[Callback, CallbackResult],
+    find_order: Callable[[str], Awaitable[Order | None]],
     metrics: PrometheusPaymentsMetrics,
-    review: ReviewRule | None = None,
+    clock: Clock,
 ) -> APIRouter:
+    """Orders and callbacks go through their group commits; reads and risk decisions are single requests."""
     router = APIRouter(prefix="/v1")
-    clock = SystemClock()
 
     @router.post(
         "/orders",
@@ -123,22 +131,21 @@ def routes(
     async def place_order(
         body: OrderRequest,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> JSONResponse:
+    ) -> JsonResponse:
         """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order."""
         cmd = PlaceOrder(body.user_id, body.amount, body.currency, body.channel, idempotency_key, body.product)
-        try:
-            order, created = await handle_place_order(cmd, uow=uow, clock=clock)
-        except IdempotencyConflict as exc:
-            raise ApiError(409, "idempotency_key_reused", str(exc)) from None
+        placed = await orders.submit(cmd)
+        if isinstance(placed, IdempotencyConflict):
+            raise ApiError(409, "idempotency_key_reused", str(placed))
+        order, created = placed
         if created:
             metrics.order_created(order.channel)
-        return JSONResponse(_view(order).model_dump(), status_code=201 if created else 200)
+        return JsonResponse(view(order), status_code=201 if created else 200)
 
     @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"], responses=error_responses(404, 422))
     async def get_order(order_id: OrderId) -> OrderView:
         """The order and its lifecycle status."""
-        async with uow() as tx:
-            order = await tx.get(order_id)
+        order = await find_order(order_id)
         if order is None:
             raise ApiError(404, "unknown_order", f"no order {order_id}")
         return _view(order)
@@ -154,16 +161,13 @@ def routes(
         provider: ProviderName,
         request: Request,
         x_signature: Annotated[str | None, Header()] = None,
-    ) -> JSONResponse:
+    ) -> JsonResponse:
         """A provider's signed payment notice: X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "t.body")>."""
-        body = await request.body()
-        result = await handle_callback(
-            provider, body, x_signature, secrets=secrets, uow=uow, clock=clock, review=review
-        )
+        result = await callbacks.submit(Callback(provider, await request.body(), x_signature))
         metrics.callback(provider, result.outcome)
         if result.status_code >= 400:
-            return JSONResponse(error_body(result.code, result.detail), status_code=result.status_code)
-        return JSONResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})
+            return JsonResponse(error_body(result.code, result.detail), status_code=result.status_code)
+        return JsonResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})
 
     @router.post(
         "/orders/{order_id}/review",

@@ -1,114 +1,133 @@
-"""PostgresPayments: the payments unit of work on PostgreSQL."""
+"""PostgresPayments: the payments unit of work on PostgreSQL (callbacks, risk review, refunds)."""
 
-import asyncpg
+import functools
+from collections.abc import Collection
+from types import TracebackType
 
-from payments.domain import Order, PaymentStatus
+from contracts.codec import Record
+from payments.adapters.order_rows import COLUMNS, columns, order_of, params
+from payments.domain import Order
 from payments.ports import RefundAnswer
+from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 from servicekit.uow import PostgresUnitOfWork
 
-_COLUMNS = (
-    "order_id, user_id, amount, currency, channel, payment_status, status, status_sequence,"
-    " provider, provider_txn_id, created_at, paid_at, product, review_status, review_reason, review_expected_at,"
-    " reviewed_at"
-)
+_SAVE_TYPES = (
+    "text", "text", "text", "integer", "text", "text", "timestamptz", "text", "text", "timestamptz", "timestamptz",
+)  # fmt: skip
 
 
-def _order(row: asyncpg.Record) -> Order:
-    return Order(
-        order_id=row["order_id"],
-        user_id=row["user_id"],
-        amount=row["amount"],
-        currency=row["currency"],
-        channel=row["channel"],
-        payment_status=PaymentStatus(row["payment_status"]),
-        status=row["status"],
-        status_sequence=row["status_sequence"],
-        provider=row["provider"],
-        provider_txn_id=row["provider_txn_id"],
-        created_at=row["created_at"],
-        paid_at=row["paid_at"],
-        product=row["product"],
-        review_status=row["review_status"],
-        review_reason=row["review_reason"],
-        review_expected_at=row["review_expected_at"],
-        reviewed_at=row["reviewed_at"],
+def _save(first: int) -> str:
+    return (
+        "UPDATE orders o SET payment_status = s.payment_status, status = s.status,"  # noqa: S608 - constants only
+        " status_sequence = s.status_sequence, provider = s.provider, provider_txn_id = s.provider_txn_id,"
+        " paid_at = s.paid_at, review_status = s.review_status, review_reason = s.review_reason,"
+        " review_expected_at = s.review_expected_at, reviewed_at = s.reviewed_at, updated_at = now()"
+        f" FROM unnest({params(first, _SAVE_TYPES)}) AS s(order_id, payment_status, status, status_sequence,"
+        " provider, provider_txn_id, paid_at, review_status, review_reason, review_expected_at, reviewed_at)"
+        " WHERE o.order_id = s.order_id"
     )
 
 
+_AUDIT_TYPES = ("text", "text", "text", "text", "text", "bytea")
+
+
+def _audit(first: int) -> str:
+    return (
+        "INSERT INTO callbacks (provider, order_id, outcome, reason, signature_header, body) SELECT p, o, c, r, s, b"  # noqa: S608
+        f" FROM unnest({params(first, _AUDIT_TYPES)}) WITH ORDINALITY AS a(p, o, c, r, s, b, n) ORDER BY n"
+    )
+
+
+_OUTBOX_TYPES = ("text", "bytea", "bytea", "jsonb")
+
+
+def _outbox(first: int) -> str:
+    return (
+        f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT t, k, v, h FROM unnest({params(first, _OUTBOX_TYPES)})"  # noqa: S608
+        " WITH ORDINALITY AS e(t, k, v, h, n) ORDER BY n"
+    )
+
+
+_PARTS = ((_save, len(_SAVE_TYPES)), (_audit, len(_AUDIT_TYPES)), (_outbox, len(_OUTBOX_TYPES)))
+
+
+@functools.cache
+def _writes(kinds: tuple[bool, bool, bool]) -> str:
+    """One statement for the order changes, audit rows and outbox rows a unit has (data-modifying CTEs)."""
+    first, parts = 1, []
+    for (part, width), present in zip(_PARTS, kinds, strict=True):
+        if present:
+            parts.append(part(first))
+            first += width
+    *ctes, last = parts
+    return ("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(ctes)) + " " if ctes else "") + last
+
+
+_CLEARED = (
+    "SELECT DISTINCT user_id FROM orders WHERE user_id = ANY($1::text[]) AND order_id <> ALL($2::text[])"
+    " AND payment_status = 'succeeded' AND (review_status IS NULL OR review_status = 'released')"
+)
+
+
 class PostgresPayments(PostgresUnitOfWork):
-    """Orders, idempotency keys and the callback audit, in one transaction with the outbox."""
+    """Order changes, the callback audit and refunds, in one transaction with the outbox. Order changes,
+    audit rows and outgoing events are written together in one statement when the unit commits."""
 
     async def __aenter__(self) -> "PostgresPayments":
         await super().__aenter__()
+        self._saved: dict[str, Order] = {}
+        self._audited: list[tuple[str, str | None, str, str, str | None, bytes]] = []
         return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            try:
+                await self._write()
+            except BaseException as error:
+                await super().__aexit__(type(error), error, error.__traceback__)
+                raise
+        await super().__aexit__(exc_type, exc, tb)
+
+    async def _write(self) -> None:
+        """Order changes, audit rows and (outside a consumer's batch, where the batch writes them) the outgoing
+        events, in one round trip before the transaction commits."""
+        outgoing: list[tuple[str, Record]] = []
+        if self._batch is None and self._outgoing:
+            outgoing, self._outgoing = self._outgoing, []  # written here, so the base class writes none
+            self.wake_on_commit()
+        kinds = (bool(self._saved), bool(self._audited), bool(outgoing))
+        if not any(kinds):
+            return
+        arrays: list[list[object]] = []
+        if self._saved:
+            arrays += columns([_save_row(o) for o in self._saved.values()], len(_SAVE_TYPES))
+        if self._audited:
+            arrays += columns(self._audited, len(_AUDIT_TYPES))
+        if outgoing:
+            arrays += [list(column) for column in outbox_arrays(outgoing)]
+        await self.conn.execute(_writes(kinds), *arrays)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         lock = " FOR UPDATE" if for_update else ""
-        query = f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1{lock}"  # noqa: S608 - constants only
+        query = f"SELECT {COLUMNS} FROM orders WHERE order_id = $1{lock}"  # noqa: S608 - constants only
         row = await self.conn.fetchrow(query, order_id)
-        return None if row is None else _order(row)
+        return None if row is None else order_of(row)
 
-    async def add(self, order: Order) -> None:
-        await self.conn.execute(
-            f"INSERT INTO orders ({_COLUMNS})"  # noqa: S608 - constants only
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            order.order_id,
-            order.user_id,
-            order.amount,
-            order.currency,
-            order.channel,
-            order.payment_status.value,
-            order.status,
-            order.status_sequence,
-            order.provider,
-            order.provider_txn_id,
-            order.created_at,
-            order.paid_at,
-            order.product,
-            order.review_status,
-            order.review_reason,
-            order.review_expected_at,
-            order.reviewed_at,
-        )
+    async def get_many(self, order_ids: Collection[str], *, for_update: bool = False) -> dict[str, Order]:
+        if not order_ids:
+            return {}
+        lock = " ORDER BY order_id FOR UPDATE" if for_update else ""
+        query = f"SELECT {COLUMNS} FROM orders WHERE order_id = ANY($1::text[]){lock}"  # noqa: S608 - constants only
+        return {row["order_id"]: order_of(row) for row in await self.conn.fetch(query, list(order_ids))}
 
     async def save(self, order: Order) -> None:
-        await self.conn.execute(
-            "UPDATE orders SET payment_status = $2, status = $3, status_sequence = $4, provider = $5,"
-            " provider_txn_id = $6, paid_at = $7, review_status = $8, review_reason = $9, review_expected_at = $10,"
-            " reviewed_at = $11, updated_at = now() WHERE order_id = $1",
-            order.order_id,
-            order.payment_status.value,
-            order.status,
-            order.status_sequence,
-            order.provider,
-            order.provider_txn_id,
-            order.paid_at,
-            order.review_status,
-            order.review_reason,
-            order.review_expected_at,
-            order.reviewed_at,
-        )
+        self._saved[order.order_id] = order
 
-    async def has_cleared_topup(self, user_id: str, excluding: str) -> bool:
-        cleared: bool = await self.conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1 AND order_id <> $2"
-            " AND payment_status = 'succeeded' AND (review_status IS NULL OR review_status = 'released'))",
-            user_id,
-            excluding,
-        )
-        return cleared
-
-    async def claim_idempotency_key(self, key: str, fingerprint: str, order_id: str) -> tuple[str, str]:
-        await self.conn.execute(
-            "INSERT INTO idempotency_keys (key, request_fingerprint, order_id) VALUES ($1, $2, $3)"
-            " ON CONFLICT (key) DO NOTHING",
-            key,
-            fingerprint,
-            order_id,
-        )
-        row = await self.conn.fetchrow("SELECT request_fingerprint, order_id FROM idempotency_keys WHERE key = $1", key)
-        assert row is not None
-        return row["request_fingerprint"], row["order_id"]
+    async def cleared_users(self, user_ids: Collection[str], excluding: Collection[str]) -> set[str]:
+        rows = await self.conn.fetch(_CLEARED, list(user_ids), list(excluding))
+        return {row["user_id"] for row in rows}
 
     async def refund_of(self, order_id: str) -> RefundAnswer | None:
         row = await self.conn.fetchrow("SELECT refund_id, status, reason FROM refunds WHERE order_id = $1", order_id)
@@ -128,13 +147,11 @@ class PostgresPayments(PostgresUnitOfWork):
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes
     ) -> None:
-        await self.conn.execute(
-            "INSERT INTO callbacks (provider, order_id, outcome, reason, signature_header, body)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            provider,
-            order_id,
-            outcome,
-            reason,
-            signature,
-            body,
-        )
+        self._audited.append((provider, order_id, outcome, reason, signature, body))
+
+
+def _save_row(o: Order) -> tuple[object, ...]:
+    return (
+        o.order_id, o.payment_status.value, o.status, o.status_sequence, o.provider, o.provider_txn_id, o.paid_at,
+        o.review_status, o.review_reason, o.review_expected_at, o.reviewed_at,
+    )  # fmt: skip

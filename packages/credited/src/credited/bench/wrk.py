@@ -1,0 +1,195 @@
+"""wrk as the benchmark's load generator: its threads place the orders and send the signed callbacks
+(load.lua), so Python's HTTP client is not what limits the figure; the ground truth comes back as the lines
+each wrk thread writes, and wrk's own CPU time comes from the kernel when it exits.
+
+Without wrk on PATH (`scripts/prerequisites bench` installs it) the benchmark falls back to the Python
+simulator (credited/bench/driver.py) and says so in the report.
+"""
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from credited.simulator.run import Load, Truth
+
+LUA = Path(__file__).with_name("load.lua")
+
+
+def available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """What one wrk run reported: its wall time, requests, request latency as it saw it, and its CPU."""
+
+    duration_s: float
+    requests: int
+    client_request: dict[str, float]
+    cpu_s: float
+    socket_errors: int
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "generator": "wrk",
+            "generator_cpu_s": round(self.cpu_s, 3),
+            "generator_requests": self.requests,
+            "client_request": self.client_request,
+            "socket_errors": self.socket_errors,
+        }
+
+
+@dataclass(frozen=True)
+class WrkJob:
+    """One wrk run of load.lua: `mode` pipeline | orders | callbacks (see the script's header)."""
+
+    url: str
+    mode: str
+    out: Path
+    orders: int
+    secret: str
+    run_id: str
+    rate: float = 0.0
+    duplicates: float = 0.0
+    users: int = 1
+    threads: int = 2
+    connections: int = 64
+    pay_file: Path | None = None
+    max_s: float = 300.0
+
+    def argv(self, start_at: float) -> list[str]:
+        script = [self.mode, str(self.out), str(self.threads), str(self.orders), f"{self.rate:g}"]
+        script += [f"{self.duplicates:g}", self.secret, self.run_id, str(self.users), f"{start_at:.6f}"]
+        if self.pay_file is not None:
+            script.append(str(self.pay_file))
+        wrk = ["wrk", "-t", str(self.threads), "-c", str(max(self.connections, self.threads))]
+        wrk += ["-d", f"{max(1, round(self.max_s))}s", "--timeout", "30s", "-s", str(LUA), self.url, "--"]
+        return [*wrk, *script]
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for wrk and return the CPU seconds it used (user + system, all its threads)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return float(usage.ru_utime + usage.ru_stime)
+
+
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _all_done(job: WrkJob) -> bool:
+    """Whether every thread wrote its last line (D): wrk itself would sleep on until its -d duration."""
+    for index in range(job.threads):
+        try:
+            with open(f"{job.out}.{index}", "rb") as log:
+                log.seek(-2, os.SEEK_END)
+                if log.read() != b"D\n":
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+async def _interrupt_when_done(proc: subprocess.Popen[bytes], job: WrkJob) -> None:
+    while not await asyncio.to_thread(_all_done, job):  # noqa: ASYNC110 - wrk's threads only write files
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGINT)
+
+
+async def run(job: WrkJob) -> WrkRun:
+    """Run wrk until every thread has finished its share (or `max_s` passes)."""
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    start_at = time.time() + 0.2  # every thread's schedule starts from the same instant
+    proc = await asyncio.to_thread(_start, job.argv(start_at))
+    watching = asyncio.create_task(_interrupt_when_done(proc, job))
+    try:
+        cpu_s = await asyncio.to_thread(_wait, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        watching.cancel()
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    summary = next((line for line in out.splitlines() if line.startswith(b"{")), None)
+    if proc.returncode != 0 or summary is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
+    figures = orjson.loads(summary)
+    errors = sum(figures[k] for k in ("connect_errors", "read_errors", "write_errors"))
+    return WrkRun(
+        duration_s=figures["duration_s"],
+        requests=figures["requests"],
+        client_request={"p50_ms": round(figures["p50_ms"], 1), "p99_ms": round(figures["p99_ms"], 1)},
+        cpu_s=cpu_s,
+        socket_errors=errors,
+    )
+
+
+def lines(job: WrkJob) -> list[list[str]]:
+    """Every ground-truth line the threads wrote, split into fields."""
+    rows = []
+    for index in range(job.threads):
+        path = Path(f"{job.out}.{index}")
+        if path.exists():
+            rows += [line.split("\t") for line in path.read_text().splitlines() if line]
+    return rows
+
+
+def read_truth(job: WrkJob, truth: Truth) -> None:
+    """The simulator's ground truth from what wrk's threads wrote: orders placed, when each was paid, which
+    callbacks went twice, and every request that failed."""
+    sends: dict[str, int] = {}
+    answers: dict[str, list[str]] = {}
+    for row in lines(job):
+        kind = row[0]
+        if kind == "D":
+            continue
+        if kind == "O":
+            truth.orders[row[1]] = {"user_id": row[2], "amount": int(row[3]), "channel": row[4]}
+        elif kind == "C":
+            truth.orders.setdefault(row[1], {})["paid_at"] = float(row[2])
+            sends[row[1]] = int(row[3])
+        elif kind == "R":
+            answers.setdefault(row[1], []).append(row[2])
+        else:
+            truth.errors.append(f"HTTP {row[1]}: {row[2] if len(row) > 2 else ''}")
+    for order_id, sent in sends.items():
+        if "200" in answers.get(order_id, []):
+            truth.paid.add(order_id)
+            truth.duplicate_callbacks += sent - 1
+        else:
+            truth.errors.append(f"callback for {order_id}: {answers.get(order_id, 'no answer')}")
+
+
+async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path) -> WrkRun:
+    """Place and pay `load.orders` orders at `load.rate` per second with wrk; fill `truth`."""
+    users = load.users or max(1, load.orders // 5)
+    job = WrkJob(
+        url=url,
+        mode="pipeline",
+        out=work_dir / f"wrk-{truth.run_id}" / "truth",
+        orders=load.orders,
+        secret=secret,
+        run_id=truth.run_id,
+        rate=load.rate,
+        duplicates=load.duplicate_share,
+        users=users,
+        threads=1 if load.rate < 500 else 2,
+        connections=load.concurrency,
+        max_s=3 * load.orders / load.rate + 60,
+    )
+    result = await run(job)
+    await asyncio.to_thread(read_truth, job, truth)
+    return result

@@ -1,0 +1,72 @@
+"""The two hot routes, POST /v1/orders and POST /v1/psp/{provider}/callbacks, answered ahead of FastAPI.
+
+Most of a request's CPU went to the framework (routing over every route, dependency injection, validating a
+dict parsed by the json module, the response model). Here a plain request is validated straight from its
+bytes by the same pydantic model, goes to the same group commit, and gets the same JSON. Anything else (not
+JSON, invalid, a repeated or oversized header, an unusual provider name) is handed to the FastAPI route, so
+every error answer stays exactly what it was. The routes stay declared in FastAPI for the OpenAPI document.
+"""
+
+import re
+
+import orjson
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+
+from payments.adapters.grouping import GroupCommit
+from payments.adapters.http import OrderRequest, view
+from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.callbacks import Callback, CallbackResult
+from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
+from servicekit.http import Answer, FastRoute, error_body
+
+_PROVIDER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+_JSON = frozenset({"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"})
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def _repeated(headers: Headers, *names: str) -> bool:
+    """Whether one of the headers comes more than once (left to the framework)."""
+    return any(len(headers.getlist(name)) > 1 for name in names)
+
+
+def fast_routes(
+    *,
+    orders: GroupCommit[PlaceOrder, Placed],
+    callbacks: GroupCommit[Callback, CallbackResult],
+    metrics: PrometheusPaymentsMetrics,
+) -> list[FastRoute]:
+    async def place(_: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
+        if _repeated(headers, "content-type", "idempotency-key"):
+            return None
+        content_type, key = headers.get("content-type", ""), headers.get("idempotency-key")
+        if content_type.lower() not in _JSON or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):
+            return None
+        try:
+            request = OrderRequest.model_validate_json(body)
+        except ValidationError:
+            return None
+        placed = await orders.submit(
+            PlaceOrder(request.user_id, request.amount, request.currency, request.channel, key, request.product)
+        )
+        if isinstance(placed, IdempotencyConflict):
+            return 409, orjson.dumps(error_body("idempotency_key_reused", str(placed)))
+        order, created = placed
+        if created:
+            metrics.order_created(order.channel)
+        return (201 if created else 200), orjson.dumps(view(order))
+
+    async def pay(match: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
+        provider = match[1]
+        if _repeated(headers, "x-signature") or _PROVIDER.fullmatch(provider) is None:
+            return None
+        result = await callbacks.submit(Callback(provider, body, headers.get("x-signature")))
+        metrics.callback(provider, result.outcome)
+        if result.status_code >= 400:
+            return result.status_code, orjson.dumps(error_body(result.code, result.detail))
+        return 200, orjson.dumps({"result": result.code, "order_id": result.order_id, "detail": result.detail})
+
+    return [
+        FastRoute("POST", re.compile(r"/v1/orders"), "/v1/orders", place),
+        FastRoute("POST", re.compile(r"/v1/psp/([^/]+)/callbacks"), "/v1/psp/{provider}/callbacks", pay),
+    ]

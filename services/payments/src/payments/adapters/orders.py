@@ -1,0 +1,101 @@
+"""Orders on PostgreSQL outside the unit of work: new orders placed in one statement, statuses followed
+in one statement each, an order read in one query."""
+
+import functools
+from collections.abc import Callable, Collection, Sequence
+
+import asyncpg
+
+from contracts.codec import Envelope, encode, envelope_for
+from contracts.topics import Topic
+from payments.adapters.order_rows import COLUMNS, ORDER_TYPES, columns, order_of, order_row, params
+from payments.domain import Order
+from payments.ports import Announcement, KeyHolder, NewOrder
+from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
+
+# One statement, so one round trip and its own transaction: keys are claimed in key order (two groups
+# claiming the same keys take them in the same order; for one key twice in a group the first request wins),
+# an order is inserted only if its key was claimed (or it has none), and only an inserted order's
+# announcement reaches the outbox, in the orders' order.
+_PLACE = (
+    f"WITH req AS (SELECT * FROM unnest({params(1, (*ORDER_TYPES, 'text', 'text'))})"  # noqa: S608 - constants
+    f" WITH ORDINALITY AS r({COLUMNS}, key, fingerprint, n)),"
+    " claimed AS (INSERT INTO idempotency_keys (key, request_fingerprint, order_id)"
+    " SELECT key, fingerprint, order_id FROM req WHERE key IS NOT NULL ORDER BY key, n"
+    " ON CONFLICT (key) DO NOTHING RETURNING order_id),"
+    f" placed AS (INSERT INTO orders ({COLUMNS}) SELECT {COLUMNS} FROM req"
+    " WHERE key IS NULL OR order_id IN (SELECT order_id FROM claimed) ORDER BY n RETURNING order_id),"
+    f" announced AS (INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT t, k, v, h"
+    f" FROM unnest({params(len(ORDER_TYPES) + 3, ('text', 'bytea', 'bytea', 'jsonb', 'text'))}) WITH ORDINALITY AS"
+    " e(t, k, v, h, owner, n) WHERE owner IN (SELECT order_id FROM placed) ORDER BY n)"
+    " SELECT order_id FROM placed"
+)
+_HOLDERS = "SELECT key, request_fingerprint, order_id FROM idempotency_keys WHERE key = ANY($1::text[])"
+
+
+@functools.cache  # once per event otherwise, and the enum's value lookup is what costs
+def _qualified(topic: Topic, prefix: str) -> str:
+    return topic.qualified(prefix)
+
+
+class PostgresOrderBook:
+    """New orders, their idempotency keys and their OrderPlaced events, written in one statement per group."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, *, producer: str, topic_prefix: str, on_commit: Callable[[], None] = lambda: None
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._topic_prefix = topic_prefix
+        self._on_commit = on_commit
+
+    async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
+        assert len(announcements) == len(orders)  # one announcement per order, in the orders' order
+        rows = [(*order_row(n.order), n.key, n.fingerprint) for n in orders]
+        records = [(a.topic.qualified(self._topic_prefix), encode(a.message, self._envelope(a))) for a in announcements]
+        owners = [n.order.order_id for n in orders]
+        arrays = [*columns(rows, len(ORDER_TYPES) + 2), *outbox_arrays(records), owners]
+        placed = {r["order_id"] for r in await self._pool.fetch(_PLACE, *arrays)}
+        if placed:
+            self._on_commit()
+        lost = [n.key for n in orders if n.order.order_id not in placed]
+        holders = {}
+        if lost:
+            held = await self._pool.fetch(_HOLDERS, lost)
+            holders = {r["key"]: KeyHolder(r["request_fingerprint"], r["order_id"]) for r in held}
+        return [None if n.order.order_id in placed else holders[n.key] for n in orders]
+
+    def _envelope(self, announcement: Announcement) -> Envelope:
+        return envelope_for(announcement.message, producer=self._producer, event_id=announcement.event_id)
+
+    async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:
+        if not order_ids:
+            return {}
+        query = f"SELECT {COLUMNS} FROM orders WHERE order_id = ANY($1::text[])"  # noqa: S608 - constants only
+        return {row["order_id"]: order_of(row) for row in await self._pool.fetch(query, list(order_ids))}
+
+
+class PostgresStatusBook:
+    """Order statuses on PostgreSQL: one statement per change, outside any consumer transaction (a change is
+    idempotent by its sequence, so it needs no record of the event and is durable before the offset commit)."""
+
+    _APPLY = (
+        "WITH target AS (SELECT 1 FROM orders WHERE order_id = $1),"
+        " changed AS (UPDATE orders SET status = $2, status_sequence = $3, updated_at = now()"
+        " WHERE order_id = $1 AND status_sequence < $3 RETURNING 1)"
+        " SELECT EXISTS (SELECT 1 FROM target) AS known, EXISTS (SELECT 1 FROM changed) AS applied"
+    )
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
+        row = await self._pool.fetchrow(self._APPLY, order_id, status, sequence)
+        assert row is not None
+        return bool(row["applied"]) if row["known"] else None
+
+
+async def read_order(pool: asyncpg.Pool, order_id: str) -> Order | None:
+    """One order, read outside any transaction (one round trip)."""
+    row = await pool.fetchrow(f"SELECT {COLUMNS} FROM orders WHERE order_id = $1", order_id)  # noqa: S608
+    return None if row is None else order_of(row)
