@@ -37,15 +37,40 @@ def consumed(service: str) -> set[tuple[str, str, str]]:
 
 
 def published(service: str) -> set[tuple[str, str]]:
-    """(topic, message) for every `publish(Topic.X, Message(...))` in the service's source."""
+    """(topic, message) for every `publish(Topic.X, Message(...))` in the service's source, and every
+    `Announcement(Topic.X, message, ...)` (an event written with its order) whose message is made in place or
+    assigned from `Message(...)` in the same function."""
     found: set[tuple[str, str]] = set()
     for path in (SERVICES / service / "src").rglob("*.py"):
-        for call in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)):
-            if isinstance(call.func, ast.Attribute) and call.func.attr == "publish" and len(call.args) >= 2:
+        for scope in (
+            n
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef)
+        ):
+            made = {
+                target.id: node.value.func.id
+                for node in ast.walk(scope)
+                if isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
+            for call in (n for n in ast.walk(scope) if isinstance(n, ast.Call) and _sends(n)):
                 topic, message = _topic(call.args[0]), call.args[1]
-                if topic and isinstance(message, ast.Call) and isinstance(message.func, ast.Name):
-                    found.add((topic, message.func.id))
+                if isinstance(message, ast.Call) and isinstance(message.func, ast.Name):
+                    model: str | None = message.func.id
+                else:
+                    model = made.get(message.id) if isinstance(message, ast.Name) else None
+                if topic and model in MODELS:
+                    found.add((topic, model))
     return found
+
+
+def _sends(call: ast.Call) -> bool:
+    publish = isinstance(call.func, ast.Attribute) and call.func.attr == "publish"
+    announce = isinstance(call.func, ast.Name) and call.func.id == "Announcement"
+    return (publish or announce) and len(call.args) >= 2
 
 
 def test_the_groups_the_catalogue_names_read_what_the_services_route() -> None:
