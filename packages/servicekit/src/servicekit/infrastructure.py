@@ -16,6 +16,8 @@ from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.http import serve
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
+from servicekit.kafka_access import ACCESS
+from servicekit.kafka_security import aiokafka_security, check_credentials
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import TRANSIENT_DB, create_pool, migrate
@@ -26,6 +28,16 @@ from servicekit.uow import batch, savepoint
 log = logging.getLogger(__name__)
 
 _SAMPLING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB, asyncpg.PostgresError, OSError, TimeoutError)
+
+
+def _own_topics(service: str, settings: ServiceSettings) -> list[Topic]:
+    """Every topic without authentication (a laptop's broker: whoever starts first creates them all); with it,
+    only the topics this service's principal may see (servicekit.kafka_access), the others being invisible to
+    it: the deployment creates the topics and a missing one of its own stops the start."""
+    access = ACCESS.get(service)
+    if settings.kafka_security_protocol == "PLAINTEXT" or access is None:
+        return list(Topic)
+    return sorted(access.reads | access.writes)
 
 
 @dataclass
@@ -48,10 +60,15 @@ class Infrastructure:
 
     @classmethod
     async def open(cls, service: str, settings: ServiceSettings, migrations: Path | None) -> "Infrastructure":
+        security = aiokafka_security(settings)
+        await check_credentials(settings, client_id=service)
         pool = await create_pool(settings.database_url, settings.db_schema)
         await migrate(pool, *([migrations] if migrations else []))
         await ensure_topics(
-            settings.kafka_bootstrap, [t.qualified(settings.topic_prefix) for t in Topic], settings.topic_partitions
+            settings.kafka_bootstrap,
+            [t.qualified(settings.topic_prefix) for t in _own_topics(service, settings)],
+            settings.topic_partitions,
+            security=security,
         )
         publisher = KafkaPublisher(
             settings.kafka_bootstrap,
@@ -59,6 +76,7 @@ class Infrastructure:
             client_id=service,
             topic_prefix=settings.topic_prefix,
             tuning=settings.kafka_tuning,
+            security=security,
         )
         await publisher.start()
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
@@ -84,6 +102,7 @@ class Infrastructure:
                 batch_scope=lambda: batch(self.pool),
                 message_scope=savepoint,
                 metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
+                security=aiokafka_security(self.settings),
             )
             for _ in range(members)
         ]
