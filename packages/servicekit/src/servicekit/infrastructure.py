@@ -16,7 +16,7 @@ from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.http import serve
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
-from servicekit.kafka_access import ACCESS
+from servicekit.kafka_access import topics_to_ensure
 from servicekit.kafka_security import aiokafka_security, check_credentials
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
@@ -28,16 +28,6 @@ from servicekit.uow import batch, savepoint
 log = logging.getLogger(__name__)
 
 _SAMPLING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB, asyncpg.PostgresError, OSError, TimeoutError)
-
-
-def _own_topics(service: str, settings: ServiceSettings) -> list[Topic]:
-    """Every topic without authentication (a laptop's broker: whoever starts first creates them all); with it,
-    only the topics this service's principal may see (servicekit.kafka_access), the others being invisible to
-    it: the deployment creates the topics and a missing one of its own stops the start."""
-    access = ACCESS.get(service)
-    if settings.kafka_security_protocol == "PLAINTEXT" or access is None:
-        return list(Topic)
-    return sorted(access.reads | access.writes)
 
 
 @dataclass
@@ -66,7 +56,7 @@ class Infrastructure:
         await migrate(pool, *([migrations] if migrations else []))
         await ensure_topics(
             settings.kafka_bootstrap,
-            [t.qualified(settings.topic_prefix) for t in _own_topics(service, settings)],
+            [t.qualified(settings.topic_prefix) for t in topics_to_ensure(service, settings)],
             settings.topic_partitions,
             security=security,
         )
