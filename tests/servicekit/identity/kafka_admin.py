@@ -1,6 +1,8 @@
-"""Applies servicekit.kafka_access's grants through the admin API (confluent-kafka), as the super user."""
+"""The test SASL broker's principals, and servicekit.kafka_access's grants applied through the admin API
+(confluent-kafka) as the super user."""
 
 import time
+from dataclasses import dataclass
 
 from confluent_kafka.admin import (
     AclBinding,
@@ -11,8 +13,32 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
+from pydantic import SecretStr
 
 from servicekit.kafka_access import Grant, Pattern, Resource
+from servicekit.kafka_security import aiokafka_security
+from servicekit.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class SaslBroker:
+    """A running SASL broker and the password of each SCRAM user on it."""
+
+    bootstrap: str
+    passwords: dict[str, str]
+
+    def settings(self, principal: str, password: str | None = None) -> ServiceSettings:
+        return ServiceSettings(
+            kafka_bootstrap=self.bootstrap,
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username=principal,
+            kafka_sasl_password=SecretStr(password or self.passwords[principal]),
+        )
+
+    def client(self, principal: str) -> dict[str, object]:
+        return aiokafka_security(self.settings(principal))
+
 
 _RESOURCE = {Resource.TOPIC: ResourceType.TOPIC, Resource.GROUP: ResourceType.GROUP}
 _PATTERN = {Pattern.LITERAL: ResourcePatternType.LITERAL, Pattern.PREFIXED: ResourcePatternType.PREFIXED}

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
@@ -90,6 +90,7 @@ class KafkaConsumerLoop:
         batch_scope: Scope | None = None,
         message_scope: Scope | None = None,
         metrics: ConsumerMetrics | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         tuning = tuning or KafkaTuning()
         self._consumer = AIOKafkaConsumer(
@@ -106,6 +107,7 @@ class KafkaConsumerLoop:
             fetch_max_wait_ms=tuning.fetch_max_wait_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            **(security or {}),  # servicekit.kafka_security.aiokafka_security; PLAINTEXT when None
         )
         self.group_id = group_id
         self._handler = handler

@@ -16,6 +16,8 @@ from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.http import serve
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
+from servicekit.kafka_access import topics_to_ensure
+from servicekit.kafka_security import aiokafka_security, check_credentials
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import TRANSIENT_DB, create_pool, migrate
@@ -48,10 +50,15 @@ class Infrastructure:
 
     @classmethod
     async def open(cls, service: str, settings: ServiceSettings, migrations: Path | None) -> "Infrastructure":
+        security = aiokafka_security(settings)
+        await check_credentials(settings, client_id=service)
         pool = await create_pool(settings.database_url, settings.db_schema)
         await migrate(pool, *([migrations] if migrations else []))
         await ensure_topics(
-            settings.kafka_bootstrap, [t.qualified(settings.topic_prefix) for t in Topic], settings.topic_partitions
+            settings.kafka_bootstrap,
+            [t.qualified(settings.topic_prefix) for t in topics_to_ensure(service, settings)],
+            settings.topic_partitions,
+            security=security,
         )
         publisher = KafkaPublisher(
             settings.kafka_bootstrap,
@@ -59,6 +66,7 @@ class Infrastructure:
             client_id=service,
             topic_prefix=settings.topic_prefix,
             tuning=settings.kafka_tuning,
+            security=security,
         )
         await publisher.start()
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
@@ -84,6 +92,7 @@ class Infrastructure:
                 batch_scope=lambda: batch(self.pool),
                 message_scope=savepoint,
                 metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
+                security=aiokafka_security(self.settings),
             )
             for _ in range(members)
         ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from contracts.base import Message
 from contracts.codec import Envelope, Record
@@ -50,9 +50,11 @@ class KafkaPublisher:
         client_id: str,
         topic_prefix: str = "",
         tuning: KafkaTuning | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
+        """`security`: how it authenticates (servicekit.kafka_security.aiokafka_security); PLAINTEXT when None."""
         config = producer_config(bootstrap, idempotence=idempotence, client_id=client_id, tuning=tuning)
-        self._producer = AIOKafkaProducer(**config)
+        self._producer = AIOKafkaProducer(**config, **(security or {}))
         self.topic_prefix = topic_prefix
 
     async def start(self) -> None:
@@ -77,21 +79,39 @@ class KafkaPublisher:
         return asyncio.gather(*futures)
 
 
-async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (replication 1 on a single broker)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="credited-admin")
+class TopicsRefused(RuntimeError):
+    """Topics are missing and this client may not create them (no Create ACL): the deployment must."""
+
+
+async def ensure_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, *, security: Mapping[str, Any] | None = None
+) -> None:
+    """Create the topics that do not exist yet (replication 1 on a single broker). A principal that may not
+    create a missing one (on a broker with ACLs, where the deployment creates the topics) raises
+    TopicsRefused naming it, rather than start and wait on a topic that never comes."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="credited-admin", **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
+                answer = await admin.create_topics(
                     [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
                 )
-            log.info("created topics %s with %d partitions", missing, partitions)
+                _check_created(answer.topic_errors, partitions)
     finally:
         await admin.close()
+
+
+def _check_created(topic_errors: Sequence[tuple[Any, ...]], partitions: int) -> None:
+    codes = {topic: code for topic, code, *_ in topic_errors}
+    refused = sorted(t for t, code in codes.items() if code == TopicAuthorizationFailedError.errno)
+    if refused:
+        raise TopicsRefused(f"topics {refused} do not exist and this principal may not create them")
+    created = sorted(t for t, code in codes.items() if code == 0)
+    if created:
+        log.info("created topics %s with %d partitions", created, partitions)
 
 
 Delivery = tuple[Message, Envelope]

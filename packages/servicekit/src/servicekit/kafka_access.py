@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from contracts.catalog import CATALOG
 from contracts.topics import Topic
+from servicekit.settings import ServiceSettings
 
 RECONCILER_APP = "credited-reconciler"
 
@@ -67,6 +68,17 @@ def _access() -> dict[str, Access]:
 
 ACCESS: dict[str, Access] = _access()
 """Principal (the service's name, its SCRAM user) to what it may do."""
+
+
+def topics_to_ensure(service: str, settings: ServiceSettings) -> list[Topic]:
+    """The topics a service checks (and creates if missing) at start: every one without authentication (a
+    laptop's broker, where whoever starts first creates them all); with it, only those its principal may see,
+    the others being invisible to it, since the deployment creates the topics and a missing one of its own
+    must stop the start (servicekit.kafka.ensure_topics)."""
+    access = ACCESS.get(service)
+    if settings.kafka_security_protocol == "PLAINTEXT" or access is None:
+        return list(Topic)
+    return sorted(access.reads | access.writes)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -5,16 +5,34 @@ and faust (the reconciler's `broker_credentials`) take.
 Each service is its own principal (`User:<service>`); servicekit.kafka_access says what each may do.
 """
 
+import asyncio
+import logging
 import ssl
 from typing import Any
 
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from servicekit.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+
+_REFUSALS = (SaslAuthenticationFailed, AuthenticationFailedError, UnsupportedSaslMechanismError)
+
 
 class KafkaCredentialsMissing(ValueError):
     """SASL is asked for but the username or the password is not set."""
+
+
+class KafkaCredentialsRefused(SystemExit):
+    """The broker refused the service's SASL credentials: the process stops (status 1) saying so, rather than
+    retry what will never work or stop on aiokafka's bare "Unable to bootstrap"."""
 
 
 def _credentials(settings: ServiceSettings) -> tuple[str, str]:
@@ -61,3 +79,27 @@ def faust_credentials(settings: ServiceSettings) -> Any:
     return faust.SASLCredentials(
         username=username, password=password, mechanism=settings.kafka_sasl_mechanism, ssl_context=_tls(settings)
     )
+
+
+async def check_credentials(settings: ServiceSettings, *, client_id: str, timeout_s: float = 30) -> None:
+    """Authenticate once against the first bootstrap server that answers and raise KafkaCredentialsRefused,
+    naming the principal and the broker's reason, when it refuses. aiokafka's clients only log a refusal and
+    report "Unable to bootstrap", as for a broker that is away. PLAINTEXT, or no server answering within
+    `timeout_s`, passes: the clients' own start reports an absent broker."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    options = aiokafka_security(settings)
+    for host, port, _ in collect_hosts(settings.kafka_bootstrap):
+        try:
+            conn = await asyncio.wait_for(create_conn(host, port, client_id=client_id, **options), timeout_s)
+        except _REFUSALS as exc:
+            raise KafkaCredentialsRefused(
+                f"{client_id}: Kafka at {host}:{port} refused User:{options['sasl_plain_username']} "
+                f"({settings.kafka_security_protocol}, {settings.kafka_sasl_mechanism}): {exc}. "
+                "Check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (and that the user exists on the cluster)."
+            ) from exc
+        except (OSError, TimeoutError, KafkaConnectionError) as exc:
+            log.warning("could not reach Kafka at %s:%d to check credentials: %r", host, port, exc)
+            continue
+        conn.close()
+        return

@@ -6,6 +6,7 @@ from ledger.bootstrap import SERVICE, build
 from ledger.config import Settings
 from servicekit.logs import configure
 from servicekit.runner import run
+from servicekit.secret_guard import SecretValue, refuse_development_secrets, shared_secrets
 
 log = logging.getLogger(__name__)
 
@@ -21,5 +22,13 @@ async def main() -> None:
     await infra.run(app)
 
 
+def secrets(settings: Settings) -> dict[str, SecretValue]:
+    """What the ledger must not run on in production: its database's password and its Kafka password."""
+    return shared_secrets(settings)
+
+
 def entry() -> None:
+    settings = Settings()
+    configure(settings.log_level, SERVICE)
+    refuse_development_secrets(SERVICE, settings, secrets(settings))
     run(main)

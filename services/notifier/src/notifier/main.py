@@ -6,6 +6,7 @@ from notifier.bootstrap import SERVICE, build
 from notifier.config import Settings
 from servicekit.logs import configure
 from servicekit.runner import run
+from servicekit.secret_guard import SecretValue, refuse_development_secrets, shared_secrets
 
 log = logging.getLogger(__name__)
 
@@ -19,5 +20,14 @@ async def main() -> None:
     await notifier.infra.run(notifier.app, notifier.worker.run(), notifier.feed.run())
 
 
+def secrets(settings: Settings) -> dict[str, SecretValue]:
+    """What the notifier must not run on in production: the shared secrets, the status-link secret (it checks
+    status links) and the secret it signs the platform's webhook with."""
+    return {**shared_secrets(settings, signs_status_links=True), "NOTIFIER_WEBHOOK_SECRET": settings.webhook_secret}
+
+
 def entry() -> None:
+    settings = Settings()
+    configure(settings.log_level, SERVICE)
+    refuse_development_secrets(SERVICE, settings, secrets(settings))
     run(main)

@@ -2,9 +2,10 @@
 
 import logging
 
-from payments.config import Settings
+from payments.config import SECRET_PREFIX, Settings
 from servicekit.logs import configure
 from servicekit.runner import run
+from servicekit.secret_guard import SecretValue, refuse_development_secrets, shared_secrets
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,18 @@ async def main() -> None:
     await infra.run(app)
 
 
+def secrets(settings: Settings) -> dict[str, SecretValue]:
+    """What payments must not run on in production: the shared secrets, the status-link secret (it answers
+    the status link of an order it takes) and every provider's callback secret, at least one."""
+    providers: dict[str, SecretValue] = {
+        f"{SECRET_PREFIX}{provider.upper()}": values for provider, values in settings.psp_secrets.items()
+    }
+    return {**shared_secrets(settings, signs_status_links=True), **(providers or {f"{SECRET_PREFIX}<PROVIDER>": None})}
+
+
 def entry() -> None:
     settings = Settings()
+    configure(settings.log_level, "payments")
+    # Before the copies start, so a refusal is said once and nothing connects anywhere.
+    refuse_development_secrets("payments", settings, secrets(settings))
     run(main, processes=settings.processes, address=(settings.http_host, settings.http_port))

@@ -1,15 +1,8 @@
 """Each service's Kafka principal on a real Apache Kafka with SASL/SCRAM and ACLs (scripts/apache-kafka
---sasl, started here whatever CREDITED_TEST_BROKER says): it writes the topics it owns and reads the topics
-it consumes, in its own groups, and is refused everything else."""
+--sasl, started by conftest whatever CREDITED_TEST_BROKER says): it writes the topics it owns and reads the
+topics it consumes, in its own groups, and is refused everything else."""
 
 import asyncio
-import secrets
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -19,72 +12,14 @@ from aiokafka.errors import (
     KafkaConnectionError,
     TopicAuthorizationFailedError,
 )
-from pydantic import SecretStr
 
 from contracts.topics import Topic
-from credited.stack.processes import free_port
 from servicekit.kafka import producer_config
-from servicekit.kafka_access import ACCESS, RECONCILER_APP, grants
+from servicekit.kafka_access import RECONCILER_APP
 from servicekit.kafka_security import aiokafka_security
-from servicekit.settings import ServiceSettings
-from tests.conftest import ROOT
-from tests.servicekit.identity.kafka_admin import apply_grants
+from tests.servicekit.identity.kafka_admin import SaslBroker
 
-SCRIPT = str(ROOT / "scripts" / "apache-kafka")
 REFUSED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError)
-
-
-@dataclass(frozen=True)
-class SaslBroker:
-    bootstrap: str
-    passwords: dict[str, str]
-
-    def settings(self, principal: str, password: str | None = None) -> ServiceSettings:
-        return ServiceSettings(
-            kafka_bootstrap=self.bootstrap,
-            kafka_security_protocol="SASL_PLAINTEXT",
-            kafka_sasl_mechanism="SCRAM-SHA-512",
-            kafka_sasl_username=principal,
-            kafka_sasl_password=SecretStr(password or self.passwords[principal]),
-        )
-
-    def client(self, principal: str) -> dict[str, object]:
-        return aiokafka_security(self.settings(principal))
-
-
-@pytest.fixture(scope="module")
-def sasl_broker() -> Iterator[SaslBroker]:
-    workdir = Path(tempfile.mkdtemp(prefix="credited-sasl-broker-"))
-    passwords = {name: secrets.token_urlsafe(24) for name in ("admin", *ACCESS)}
-    users = workdir / "users"
-    users.write_text("".join(f"{n}={p}\n" for n, p in passwords.items()))
-    users.chmod(0o600)
-    ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
-    started = subprocess.run(
-        [SCRIPT, "start", "--dir", str(workdir / "broker"), *ports, "--sasl", str(users)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    try:
-        yield SaslBroker(started.stdout.strip().splitlines()[-1], passwords)
-    finally:
-        subprocess.run([SCRIPT, "stop", "--dir", str(workdir / "broker")], check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-async def prefix(sasl_broker: SaslBroker, isolation: str) -> str:
-    """This test's topics, created by the super user, and the services' grants on them."""
-    prefix = f"{isolation}."
-    admin = AIOKafkaAdminClient(bootstrap_servers=sasl_broker.bootstrap, **sasl_broker.client("admin"))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t.qualified(prefix), 1, 1) for t in Topic])
-    finally:
-        await admin.close()
-    await asyncio.to_thread(apply_grants, sasl_broker.bootstrap, sasl_broker.passwords["admin"], grants(prefix))
-    return prefix
 
 
 async def publish(broker: SaslBroker, principal: str, topic: str) -> None:

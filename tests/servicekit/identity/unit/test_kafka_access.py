@@ -3,7 +3,8 @@ and the reconciler's faust app id, and grants nothing wider than named topics an
 
 from contracts.catalog import CATALOG
 from contracts.topics import Topic
-from servicekit.kafka_access import ACCESS, RECONCILER_APP, Operation, Pattern, Resource, grants
+from servicekit.kafka_access import ACCESS, RECONCILER_APP, Operation, Pattern, Resource, grants, topics_to_ensure
+from servicekit.settings import ServiceSettings
 from tests.conftest import ROOT
 
 
@@ -51,3 +52,15 @@ def test_grants_follow_a_prefix_and_give_no_wildcard() -> None:
         (op, f"t1.{RECONCILER_APP}-") for op in (Operation.READ, Operation.WRITE, Operation.CREATE, Operation.DESCRIBE)
     }
     assert {g.principal for g in prefixed if g.resource is Resource.GROUP} == set(ACCESS)
+
+
+def test_with_sasl_a_service_ensures_only_the_topics_its_principal_may_see_and_without_it_every_topic() -> None:
+    sasl = ServiceSettings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="ledger")
+    assert set(topics_to_ensure("ledger", sasl)) == {
+        Topic.PAYMENTS_EVENTS,
+        Topic.LEDGER_COMMANDS,
+        Topic.LEDGER_EVENTS,
+        Topic.DEAD_LETTER,
+    }
+    assert topics_to_ensure("ledger", ServiceSettings()) == list(Topic)
+    assert topics_to_ensure("bench", sasl) == list(Topic)  # no principal of ours: nothing to narrow it to

@@ -112,6 +112,8 @@ class LocalStack:
         prefix = name.upper()
         env = {
             **os.environ,
+            # The local stack runs on the development secrets above: the services refuse them anywhere else.
+            "CREDITED_ENV": "development",
             "KAFKA_BOOTSTRAP": self.bootstrap,
             "KAFKA_BROKER": self.broker_kind,
             "DATABASE_URL": self.database_url,

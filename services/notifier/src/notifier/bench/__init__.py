@@ -218,6 +218,7 @@ async def run_bench(stack: Stack, options: BenchOptions, logs: Path) -> dict[str
     vapid_key = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value.to_bytes(32, "big")
     env = {
         **os.environ,
+        "CREDITED_ENV": "development",  # no webhook secret, a database without a password
         "KAFKA_BOOTSTRAP": stack.bootstrap,
         "KAFKA_BROKER": stack.broker,
         "DATABASE_URL": stack.database_url,

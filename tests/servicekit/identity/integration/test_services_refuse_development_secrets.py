@@ -1,0 +1,80 @@
+"""Each service started as it is deployed (`python -m <service>`) outside development mode refuses the secrets
+published with credited, naming each, before it connects to anything; in development mode it starts on them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+STRONG = "Zq3v9LrT0bXe5mWk8yHn2cJd7fGs4pAu"
+UNREACHABLE = "127.0.0.1:9"  # discard port: a service that got past the guard would fail later, differently
+
+DEVELOPMENT_VALUES = {
+    "DATABASE_URL": "postgresql://credited:credited-dev-password@127.0.0.1:9/credited",
+    "KAFKA_BOOTSTRAP": UNREACHABLE,
+    "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "KAFKA_SASL_USERNAME": "service",
+    "KAFKA_SASL_PASSWORD": "kafka-dev-password",
+    "CREDITED_STATUS_LINK_SECRET": "credited-development-status-link-secret",
+    "PAYMENTS_PSP_SECRET_SIM": f"{STRONG},sim-secret",
+    "NOTIFIER_WEBHOOK_SECRET": "webhook-secret",
+}
+
+REFUSED = {
+    "payments": [
+        "the DATABASE_URL password",
+        "CREDITED_STATUS_LINK_SECRET",
+        "KAFKA_SASL_PASSWORD",
+        "PAYMENTS_PSP_SECRET_SIM",
+    ],
+    "ledger": ["the DATABASE_URL password", "KAFKA_SASL_PASSWORD"],
+    "notifier": [
+        "the DATABASE_URL password",
+        "CREDITED_STATUS_LINK_SECRET",
+        "KAFKA_SASL_PASSWORD",
+        "NOTIFIER_WEBHOOK_SECRET",
+    ],
+}
+
+
+def start(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CREDITED_", "KAFKA_", "DATABASE_", "PG", "PAYMENTS_", "LEDGER_", "NOTIFIER_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", service], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("service", sorted(REFUSED))
+def test_a_service_refuses_to_start_in_production_on_development_secrets_naming_each(service: str) -> None:
+    started = start(service, DEVELOPMENT_VALUES)
+    assert started.returncode == 1, started.stderr
+    refusal = started.stderr.strip().splitlines()[-1]
+    assert refusal.startswith(f"{service} refuses to start in production: "), started.stderr
+    for name in REFUSED[service]:
+        assert f"{name} is a development value published with credited" in refusal
+    assert "Traceback" not in started.stderr and STRONG not in started.stderr
+
+
+def test_payments_without_any_provider_secret_refuses_to_start_in_production() -> None:
+    strong = {**DEVELOPMENT_VALUES, "DATABASE_URL": f"postgresql://credited:{STRONG}@127.0.0.1:9/credited"}
+    strong |= {"KAFKA_SASL_PASSWORD": STRONG + "k", "CREDITED_STATUS_LINK_SECRET": STRONG + "s"}
+    del strong["PAYMENTS_PSP_SECRET_SIM"]
+    started = start("payments", strong)
+    assert started.returncode == 1, started.stderr
+    assert started.stderr.strip().splitlines()[-1] == (
+        "payments refuses to start in production: PAYMENTS_PSP_SECRET_<PROVIDER> is unset. Set each from your "
+        "secret store (or CREDITED_ENV=development on a laptop)."
+    )
+
+
+def test_in_development_mode_the_ledger_gets_past_the_guard_on_development_secrets() -> None:
+    # With nothing listening on the broker's address it then stops on that, not on its secrets.
+    started = start("ledger", {**DEVELOPMENT_VALUES, "CREDITED_ENV": "development"})
+    assert started.returncode != 0
+    assert "refuses to start in production" not in started.stderr
+    assert "ledger runs in development mode (CREDITED_ENV=development)" in started.stderr
