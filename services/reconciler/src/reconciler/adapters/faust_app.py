@@ -216,18 +216,21 @@ class Ticker:
         try:
             while not self.app.should_stop:
                 started = time.monotonic()
-                try:
-                    await self.tick()
-                    async with self.serial:
-                        await self.batch.flush()  # the tick's, and whatever the agent left staged
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("reconciler tick failed; timers are rebuilt from the table")
-                    self.engine.rebuild(self.watermarks.partitions, self.engine.states.values())
+                await self.tick_once()
                 await asyncio.sleep(max(0.0, self.tick_s - (time.monotonic() - started)))
         finally:
             await self.offsets.stop()
+
+    async def tick_once(self) -> None:
+        try:
+            await self.tick()
+            async with self.serial:
+                await self.batch.flush()  # the tick's, and whatever the agent left staged
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconciler tick failed; timers are rebuilt from the table")
+            self.engine.rebuild(self.watermarks.partitions, self.engine.states.values())
 
     def _assigned(self) -> set[int]:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.inputs}
