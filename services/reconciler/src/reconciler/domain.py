@@ -48,6 +48,15 @@ from contracts.events import (
 )
 
 HISTORY_LIMIT = 60
+REASON_LIMIT = 160
+"""The longest reason the reconciler puts in a command or status change. Contracts allow 200 characters, and
+a consumer may answer with our reason behind a prefix of its own in a field of 200 (the ledger's CreditRejected
+says "blocked: <BlockCredit's reason>"), so ours leave room for that."""
+
+
+def clip(text: str, limit: int = REASON_LIMIT) -> str:
+    """`text`, cut to `limit` characters (counted as Python counts them, as pydantic does) with a mark."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class Phase(StrEnum):
@@ -195,7 +204,7 @@ def note(state: OrderState, what: str, at: datetime) -> OrderState:
 def status_change(
     state: OrderState, status: OrderStatus, reason: str, at: datetime, eta: datetime | None = None
 ) -> Result:
-    change = StatusChange(status, state.status, reason, state.sequence + 1, eta)
+    change = StatusChange(status, state.status, clip(reason), state.sequence + 1, eta)
     state = note(replace(state, status=status, sequence=state.sequence + 1), f"status:{status.value}", at)
     return state, [change]
 
@@ -223,7 +232,7 @@ def close_credited(state: OrderState, now: datetime, policy: Policy) -> Result:
 
 def _start_refund(state: OrderState, reason: str, now: datetime) -> Result:
     state = replace(state, phase=Phase.REFUNDING, next_action_at=None)
-    result = command(state, Command(CommandKind.ISSUE_REFUND, reason=reason), now)
+    result = command(state, Command(CommandKind.ISSUE_REFUND, reason=clip(reason)), now)
     if state.status is not OrderStatus.REMEDIATING and state.review != "rejected":
         result = then(result, status_change, OrderStatus.REMEDIATING, f"refunding: {reason}", now)
     return result

@@ -11,6 +11,7 @@ from reconciler.domain import (
     Phase,
     Policy,
     Result,
+    clip,
     close_credited,
     command,
     note,
@@ -61,4 +62,5 @@ def on_review_rejected(state: OrderState, event: OrderReviewRejected, now: datet
         return state, []
     state = replace(state, phase=Phase.BLOCKING, review="rejected", next_action_at=None)
     state = note(state, f"review_rejected:{event.reason}", event.rejected_at)
-    return command(state, Command(CommandKind.BLOCK_CREDIT, reason=f"risk review rejected: {event.reason}"), now)
+    reason = clip(f"risk review rejected: {event.reason}")
+    return command(state, Command(CommandKind.BLOCK_CREDIT, reason=reason), now)

@@ -74,8 +74,16 @@ class Batch:
 
     async def flush(self) -> None:
         """Wait for the broker to acknowledge the announcements, then write the staged states, then report
-        the records processed. Raises, leaving everything unreported, if an announcement was refused."""
-        await self._announced()
+        the records processed. If the broker refused an announcement, the batch is undone and this raises:
+        the staged states are dropped (the table keeps the states before the batch, so their transitions,
+        and the announcements with them, happen again) and no record counts as processed (the records after
+        them reach the agent past a hole, and the partition is read again from it)."""
+        try:
+            await self._announced()
+        except BaseException:
+            self._states.drop_staged()
+            self._done, self._ahead = [], {}
+            raise
         self._states.write_staged()
         done, self._done, self._ahead = self._done, [], {}
         for topic, partition, offset in done:

@@ -165,7 +165,11 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
             if batch.records and (batch.full or stream.channel.empty()):
                 async with serial:
                     observe.batch_records.observe(batch.records)
-                    await batch.flush()
+                    try:
+                        await batch.flush()
+                    except Exception:
+                        log.exception("the broker refused an announcement; the batch is read again")
+                        engine.rebuild(watermarks.partitions, states.values())
 
     ticker = Ticker(
         app, inputs, engine, states, watermarks, offsets, observe, deps, settings.tick_s, serial, batch, tail

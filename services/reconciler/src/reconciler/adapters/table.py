@@ -82,6 +82,9 @@ class FaustOrderStates:
     def staged(self) -> int:
         return len(self._staged)
 
+    def drop_staged(self) -> None:
+        self._staged = {}
+
     def write_staged(self) -> None:
         staged, self._staged = self._staged, {}
         for order_id, state in staged.items():
