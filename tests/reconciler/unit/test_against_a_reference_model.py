@@ -303,8 +303,7 @@ def test_flags_and_commands_match_the_reference_model(
         else:
             channel, product = shape[ORDERS.index(str(op[1]))]
             result = engine.apply(message_for(op, channel, product, now), 0, at(now))
-            assert result is not None
-            record([result])
+            record([] if result is None else [result])
             apply_to_model(model, op, channel, product, now)
 
     assert got == {o: m.effects for o, m in model.orders.items()}

@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from reconciler.domain import Policy
+from reconciler.domain import WEEK_S, Policy
 from servicekit.settings import ServiceSettings
 
 
@@ -24,6 +24,9 @@ class Settings(ServiceSettings):
     retry_attempts: int = Field(3, ge=1, le=20, description="RetryCredit attempts before the credit is blocked.")
     retry_backoff_s: float = Field(2.0, gt=0, description="Wait after the first retry; doubles each attempt.")
     compensation_minor: int = Field(0, ge=0, description="Delay compensation per late credit, in minor units.")
+    retention_s: float = Field(
+        WEEK_S, gt=0, description="How long a settled order stays in the table after it settled, in event time."
+    )
     tick_s: float = Field(0.1, gt=0, le=5, description="How often timers and end offsets are checked.")
     session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")
@@ -36,4 +39,5 @@ class Settings(ServiceSettings):
             retry_attempts=self.retry_attempts,
             retry_backoff_s=self.retry_backoff_s,
             compensation_minor=self.compensation_minor,
+            retention_s=self.retention_s,
         )

@@ -1,15 +1,15 @@
-"""The reconciler's core: per-order transitions plus a durable timer index per partition. Pure: no I/O.
+"""The reconciler's core: per-order transitions plus a timer index per partition. Pure: no I/O.
 
 The index is not state of its own: it is rebuilt from the order states whenever partitions are
 assigned (after a restart or a rebalance), so a deadline that passed while no worker owned the
 partition fires on the first tick after recovery. Entries are checked against the current state when
-they come due, so stale ones cost nothing.
+they come due, so stale ones cost nothing. A third index holds when settled orders leave the table.
 """
 
 import heapq
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from contracts.base import Message
@@ -24,23 +24,25 @@ from contracts.events import (
     RefundFailed,
     RefundSucceeded,
 )
-from reconciler import domain, review
-from reconciler.domain import OrderState, Policy, Result
+from reconciler import join, review, timers
+from reconciler.domain import Effect, OrderState, Policy
 from reconciler.ports import OrderStates
 
-Transition = Callable[[OrderState, Any, datetime, Policy], Result]
+Transition = Callable[[OrderState, Any, datetime, Policy], list[Effect]]
+Result = tuple[OrderState, list[Effect]]
 
-TRANSITIONS: dict[type[Message], Transition] = {
-    PaymentSucceeded: domain.on_payment_succeeded,
-    PaymentFailed: domain.on_payment_failed,
-    OrderHeld: review.on_order_held,
-    OrderReleased: review.on_order_released,
-    OrderReviewRejected: review.on_review_rejected,
-    CreditPosted: domain.on_credit_posted,
-    CreditRejected: domain.on_credit_rejected,
-    RefundSucceeded: domain.on_refund_succeeded,
-    RefundFailed: domain.on_refund_failed,
+TRANSITIONS: dict[type[Message], tuple[Transition, Callable[[Any], datetime]]] = {
+    PaymentSucceeded: (join.on_payment_succeeded, attrgetter("paid_at")),
+    PaymentFailed: (join.on_payment_failed, attrgetter("failed_at")),
+    OrderHeld: (review.on_order_held, attrgetter("held_at")),
+    OrderReleased: (review.on_order_released, attrgetter("released_at")),
+    OrderReviewRejected: (review.on_review_rejected, attrgetter("rejected_at")),
+    CreditPosted: (join.on_credit_posted, attrgetter("credited_at")),
+    CreditRejected: (join.on_credit_rejected, attrgetter("rejected_at")),
+    RefundSucceeded: (join.on_refund_succeeded, attrgetter("refunded_at")),
+    RefundFailed: (join.on_refund_failed, attrgetter("failed_at")),
 }
+Heap = list[tuple[datetime, str]]
 
 
 class Engine:
@@ -49,71 +51,98 @@ class Engine:
     def __init__(self, states: OrderStates, policy: Policy) -> None:
         self.states = states
         self.policy = policy
-        self._deadlines: dict[int, list[tuple[datetime, str]]] = {}
-        self._actions: dict[int, list[tuple[datetime, str]]] = {}
+        self._deadlines: dict[int, Heap] = {}
+        self._actions: dict[int, Heap] = {}
+        self._expiries: dict[int, Heap] = {}
+        self._horizon: dict[int, datetime] = {}  # events older than this, for orders not stored, are ignored
 
     def apply(self, message: Message, partition: int, now: datetime) -> Result | None:
-        """The order's next state and effects for `message`, or None if the reconciler ignores its type."""
-        transition = TRANSITIONS.get(type(message))
-        if transition is None:
+        """The order's next state and effects for `message`, or None if nothing changes (a repeat, a type the
+        reconciler ignores, or an event past the retention for an order the table no longer has)."""
+        found = TRANSITIONS.get(type(message))
+        if found is None:
             return None
-        before = self.states.get(message.order_id) or OrderState(message.order_id, partition=partition)
-        if before.partition != partition:
-            before = replace(before, partition=partition)
-        return transition(before, message, now, self.policy)
+        transition, event_time = found
+        before = self.states.get(message.order_id)
+        if before is None:
+            horizon = self._horizon.get(partition)
+            if horizon is not None and event_time(message) < horizon:
+                return None
+            state = OrderState(message.order_id, partition=partition)
+        else:
+            state = before.copy()
+            state.partition = partition
+        history = state.history
+        effects = transition(state, message, now, self.policy)
+        # Every change a transition makes notes itself in the history (a new tuple): unchanged, it is the same.
+        return None if state.history is history else (state, effects)
 
     def commit(self, state: OrderState) -> None:
         """Store the state and schedule its next wake-up."""
         self.states.put(state)
-        self._track(state)
+        self.track(state)
 
-    def _track(self, state: OrderState) -> None:
-        wake = domain.wake_time(state, self.policy)
-        if wake is None:
+    def track(self, state: OrderState) -> None:
+        """Schedule the state's next wake-up, or the end of its retention."""
+        wake = timers.wake_time(state, self.policy)
+        if wake is not None:
+            kind, at = wake
+            heaps = self._deadlines if kind == "deadline" else self._actions
+            heapq.heappush(heaps.setdefault(state.partition, []), (at, state.order_id))
             return
-        kind, at = wake
-        heaps = self._deadlines if kind == "deadline" else self._actions
-        heapq.heappush(heaps.setdefault(state.partition, []), (at, state.order_id))
+        expires = timers.expires_at(state, self.policy)
+        if expires is not None:
+            heapq.heappush(self._expiries.setdefault(state.partition, []), (expires, state.order_id))
 
     def due(self, partition: int, now: datetime, safe_time: datetime | None) -> list[Result]:
         """Transitions that time makes happen now in `partition`: deadlines against the safe time (the
         credit stream is complete up to it), retries against the wall clock."""
         results: list[Result] = []
         moved: set[str] = set()  # one transition per order per call: the caller commits after we return
-        for heaps, limit, kind in (
-            (self._deadlines, safe_time, "deadline"),
-            (self._actions, now, "action"),
-        ):
+        for heaps, limit, kind in ((self._deadlines, safe_time, "deadline"), (self._actions, now, "action")):
             heap = heaps.get(partition)
             while heap and limit is not None and heap[0][0] <= limit:
                 at, order_id = heapq.heappop(heap)
-                state = None if order_id in moved else self.states.get(order_id)
-                if state is None or domain.wake_time(state, self.policy) != (kind, at):
+                stored = None if order_id in moved else self.states.get(order_id)
+                if stored is None or timers.wake_time(stored, self.policy) != (kind, at):
                     continue
                 moved.add(order_id)
-                result = domain.on_tick(state, now, safe_time or datetime.min.replace(tzinfo=now.tzinfo), self.policy)
-                if result[1] or result[0] != state:
-                    results.append(result)
+                state = stored.copy()
+                effects = timers.on_tick(state, now, safe_time or datetime.min.replace(tzinfo=now.tzinfo), self.policy)
+                if state.history is not stored.history:
+                    results.append((state, effects))
         return results
+
+    def expired(self, partition: int, safe_time: datetime) -> list[str]:
+        """Settled orders of `partition` whose retention ended by `safe_time`: the caller drops them. From
+        then on, events older than the retention for orders not stored are ignored."""
+        self._horizon[partition] = safe_time - self.policy.retention
+        heap, gone = self._expiries.get(partition), []
+        while heap and heap[0][0] <= safe_time:
+            at, order_id = heapq.heappop(heap)
+            state = self.states.get(order_id)
+            if state is not None and timers.expires_at(state, self.policy) == at:
+                gone.append(order_id)
+        return gone
 
     def rebuild(self, partitions: Iterable[int], all_states: Iterable[OrderState]) -> int:
         """Re-create the timer index of `partitions` from the stored states; return how many are pending."""
         wanted = set(partitions)
-        for p in wanted:
-            self._deadlines[p] = []
-            self._actions[p] = []
-        pending = 0
+        for index in (self._deadlines, self._actions, self._expiries):
+            for p in wanted:
+                index[p] = []
         for state in all_states:
-            if state.partition in wanted and domain.wake_time(state, self.policy) is not None:
-                self._track(state)
-                pending += 1
-        return pending
+            if state.partition in wanted:
+                self.track(state)
+        return sum(self.pending(p) for p in wanted)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions moved to another worker: their timers go with their state."""
         for p in partitions:
-            self._deadlines.pop(p, None)
-            self._actions.pop(p, None)
+            for index in (self._deadlines, self._actions, self._expiries):
+                index.pop(p, None)
+            self._horizon.pop(p, None)
 
     def pending(self, partition: int) -> int:
+        """Orders of `partition` waiting on a deadline or a retry (settled ones waiting to leave not counted)."""
         return len(self._deadlines.get(partition, ())) + len(self._actions.get(partition, ()))

@@ -1,34 +1,36 @@
-"""Reconciler use cases: apply an event to its order, and let time pass for a partition.
+"""Reconciler use cases: apply an event to its order, let time pass for a partition, drop settled orders.
 
-Effects are announced before the new state is stored, and the adapter makes a stored state durable only
-once the broker has acknowledged its announcements (adapters/batch.py), so a crash in between repeats an
-announcement, which downstream drops by its deterministic id, instead of losing it.
+They run in rounds (adapters/batch.py): every record of a batch, or every timer of a tick, is applied here,
+its announcements queued and its new state staged; then the adapter sends the queued announcements
+together, waits once for the broker to acknowledge them all, and only then writes the staged states. So a
+crash in between repeats an announcement, which downstream drops by its deterministic id, instead of
+losing it; and an announcement the broker refused leaves the state it stands for unwritten, to be tried
+again.
 """
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from contracts.base import Message
-from contracts.codec import Envelope
 from contracts.events import OrderStatus
 from reconciler.domain import Anomaly, Command, Effect, Flagged, OrderState, StatusChange
 from reconciler.engine import Engine
-from reconciler.ports import Announcer, Clock, Observations
+from reconciler.ports import Announcer, Observations
 
 log = logging.getLogger(__name__)
 
 
-async def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, observe: Observations) -> None:
+def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, observe: Observations) -> None:
     for effect in effects:
         if isinstance(effect, StatusChange):
-            await announcer.status(state, effect)
+            announcer.status(state, effect)
             if effect.status is OrderStatus.CREDITED and state.paid_at and state.credited_at:
                 observe.credited(state.channel, (state.credited_at - state.paid_at).total_seconds())
-            log.info("order %s is %s: %s", state.order_id, effect.status.value, effect.reason)
+            log.debug("order %s is %s: %s", state.order_id, effect.status.value, effect.reason)
         elif isinstance(effect, Command):
-            await announcer.command(state, effect)
+            announcer.command(state, effect)
             observe.remediation(effect.kind.value, "requested")
-            log.warning("order %s: sent %s attempt %d", state.order_id, effect.kind.value, effect.attempt)
+            log.warning("order %s: sending %s attempt %d", state.order_id, effect.kind.value, effect.attempt)
         elif isinstance(effect, Flagged):
             observe.flagged(state.channel, effect.late_by_s)
             log.warning(
@@ -42,45 +44,41 @@ async def _announce(state: OrderState, effects: list[Effect], announcer: Announc
             log.error("order %s anomaly: %s", state.order_id, effect.kind)
 
 
-async def handle_event(
+def handle_event(
     message: Message,
-    envelope: Envelope,
+    event_type: str,
     partition: int,
+    now: datetime,
     *,
     engine: Engine,
     announcer: Announcer,
     observe: Observations,
-    clock: Clock,
 ) -> None:
     """Join one payment, hold, credit, rejection or refund event into its order."""
-    now = datetime.fromtimestamp(clock.now(), UTC)
+    observe.event(event_type)
     before = engine.states.get(message.order_id)
     result = engine.apply(message, partition, now)
-    observe.event(envelope.event_type)
     if result is None:
         return
     state, effects = result
-    if state.paid and not (before and before.paid):  # a PaymentSucceeded, or an OrderHeld that stands in for it
+    if state.paid and not (before and before.paid):  # a PaymentSucceeded, or an OrderHeld standing in for it
         observe.paid(state.channel)
-    await _announce(state, effects, announcer, observe)
-    if state != before:
-        engine.commit(state)
+    _announce(state, effects, announcer, observe)
+    engine.commit(state)
 
 
-async def handle_tick(
+def handle_tick(
     partition: int,
+    now: datetime,
     safe_time: datetime | None,
     *,
     engine: Engine,
     announcer: Announcer,
     observe: Observations,
-    clock: Clock,
-) -> int:
-    """Fire every timer of `partition` that is due; return how many orders moved."""
-    now = datetime.fromtimestamp(clock.now(), UTC)
-    moved = 0
+) -> list[str]:
+    """Fire every timer of `partition` that is due; return the settled orders whose retention ended (the
+    caller drops them from the table)."""
     for state, effects in engine.due(partition, now, safe_time):
-        await _announce(state, effects, announcer, observe)
+        _announce(state, effects, announcer, observe)
         engine.commit(state)
-        moved += 1
-    return moved
+    return [] if safe_time is None else engine.expired(partition, safe_time)

@@ -1,8 +1,9 @@
-"""reconciler entry point: a faust worker, stopped cleanly by SIGTERM or SIGINT."""
+"""reconciler entry point: a faust worker on uvloop, stopped cleanly by SIGTERM or SIGINT."""
 
 import asyncio
 
 import faust
+import uvloop
 
 from contracts.topics import Topic
 from reconciler.bootstrap import build
@@ -12,6 +13,8 @@ from servicekit.kafka import ensure_topics
 
 def entry() -> None:
     settings = Settings()
+    # faust's worker, its consumer's thread and every loop they make come from this policy.
+    uvloop.install()
     asyncio.run(
         ensure_topics(
             settings.kafka_bootstrap, [t.qualified(settings.topic_prefix) for t in Topic], settings.topic_partitions

@@ -17,12 +17,13 @@ class OrderStates(Protocol):
 
 
 class Announcer(Protocol):
-    """Publishes status changes to orders.status and commands to the ledger and payments. The adapter
-    makes no state that records an announcement durable before the broker has acknowledged it."""
+    """Status changes for orders.status and commands for the ledger and payments, queued for the round (see
+    handlers.py): the adapter sends a round's announcements together and makes no state that records one
+    durable before the broker has acknowledged them all."""
 
-    async def status(self, state: OrderState, change: StatusChange) -> None: ...
+    def status(self, state: OrderState, change: StatusChange) -> None: ...
 
-    async def command(self, state: OrderState, command: Command) -> None: ...
+    def command(self, state: OrderState, command: Command) -> None: ...
 
 
 class Observations(Protocol):
@@ -39,9 +40,3 @@ class Observations(Protocol):
     def remediation(self, action: str, outcome: str) -> None: ...
 
     def anomaly(self, kind: str) -> None: ...
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Unix seconds."""
-        ...

@@ -1,91 +1,126 @@
-"""KafkaAnnouncer: status changes to orders.status and commands to the ledger and payments, through faust's
-producer, each with a deterministic event id so a repeat after a crash has no second effect.
+"""KafkaAnnouncer: the round's status changes (for orders.status) and commands (for ledger.commands and
+payments.commands), each with a deterministic event id so that a repeat after a crash has no second effect.
 
-A send hands the record to the producer and returns; `acknowledged` waits for the broker to have every
-record sent so far (batch.py waits for it before any state that records these announcements is
-written).
+`status` and `command` only queue; `records` builds the round's messages for the producer (batch.py sends
+them together and waits once for the broker). A message that cannot be built (it would break its contract)
+becomes a dead letter instead, with the reason and the order: it must never stop the partition, and
+building it again would fail the same way.
 """
 
-import asyncio
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-import faust
+import orjson
 
 from contracts.base import Message
-from contracts.codec import deterministic_id, encode, envelope_for
+from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import OrderStatusChanged
 from reconciler.domain import Command, CommandKind, OrderState, StatusChange
 
+log = logging.getLogger(__name__)
+
 SERVICE = "reconciler"
+Outgoing = tuple[str, Record]
+
+
+def dead_letter(
+    topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], reason: str, **source: str
+) -> Outgoing:
+    """A record for the dead-letter topic: what could not be handled, why, and where it came from
+    (servicekit's header names: dlq_reason, dlq_source_topic, ...)."""
+    kept = [(k, v) for k, v in headers if not k.startswith("dlq_")]
+    kept += [(f"dlq_{name}", v.encode()) for name, v in source.items()]
+    kept += [("dlq_reason", reason.encode()), ("dlq_failed_at", datetime.now(UTC).isoformat().encode())]
+    return topic, Record(key=key, value=value, headers=kept)
 
 
 class KafkaAnnouncer:
     def __init__(
-        self, status: faust.TopicT, ledger_commands: faust.TopicT, payments_commands: faust.TopicT, compensation: int
+        self, topics: dict[str, str], dead_letters: str, compensation: int, unbuildable: Callable[[], None]
     ) -> None:
-        self._status = status
-        self._ledger = ledger_commands
-        self._payments = payments_commands
+        self._topics = topics  # "status", "ledger", "payments" -> qualified topic names
+        self._dead_letters = dead_letters
         self._compensation = compensation
-        self._unacknowledged: list[asyncio.Future[Any]] = []
+        self._unbuildable_seen = unbuildable
+        self._queued: list[tuple[OrderState, StatusChange | Command]] = []
 
-    async def _send(self, topic: faust.TopicT, message: Message, event_id: str) -> None:
-        record = encode(message, envelope_for(message, producer=SERVICE, event_id=event_id))
-        self._unacknowledged.append(await topic.send(key=record.key, value=record.value, headers=record.headers))
+    def status(self, state: OrderState, change: StatusChange) -> None:
+        self._queued.append((state, change))
 
-    @property
-    def unacknowledged(self) -> int:
-        return len(self._unacknowledged)
+    def command(self, state: OrderState, command: Command) -> None:
+        self._queued.append((state, command))
 
-    async def acknowledged(self) -> None:
-        """Return once the broker has acknowledged every record sent so far; raise if it refused one."""
-        sent, self._unacknowledged = self._unacknowledged, []
-        if sent:
-            await asyncio.gather(*sent)
+    def clear(self) -> None:
+        self._queued = []
 
-    async def status(self, state: OrderState, change: StatusChange) -> None:
+    def records(self) -> list[Outgoing]:
+        """The queued announcements as records (the queue empties)."""
+        queued, self._queued = self._queued, []
+        now = datetime.now(UTC)
+        out = []
+        for state, announcement in queued:
+            try:
+                out.append(self._record(state, announcement, now))
+            except Exception as exc:  # noqa: BLE001 - whatever fails to build must not stop the partition
+                out.append(self._unbuildable(state, announcement, exc))
+        return out
+
+    def _record(self, state: OrderState, announcement: StatusChange | Command, now: datetime) -> tuple[str, Record]:
+        if isinstance(announcement, StatusChange):
+            message: Message = self._status(state, announcement, now)
+            key, topic = str(announcement.sequence), self._topics["status"]
+            kind = "OrderStatusChanged"
+        else:
+            message = self._command(state, announcement, now)
+            key, kind = str(announcement.attempt), announcement.kind.value
+            topic = self._topics["payments" if announcement.kind is CommandKind.ISSUE_REFUND else "ledger"]
+        event_id = deterministic_id(kind, state.order_id, key)
+        return topic, encode(message, envelope_for(message, producer=SERVICE, event_id=event_id))
+
+    @staticmethod
+    def _status(state: OrderState, change: StatusChange, now: datetime) -> OrderStatusChanged:
         assert state.paid_at is not None
-        message = OrderStatusChanged(
+        return OrderStatusChanged(
             order_id=state.order_id,
             user_id=state.user_id,
             status=change.status,
             sequence=change.sequence,
             previous_status=change.previous,
-            reason=change.reason[:200],
+            reason=change.reason,
             amount=state.amount,
             currency=state.currency,
             channel=state.channel or "unknown",
             paid_at=state.paid_at,
             credited_at=state.credited_at,
             estimated_credit_at=change.estimated_credit_at,
-            changed_at=datetime.now(UTC),
-        )
-        await self._send(
-            self._status, message, deterministic_id("OrderStatusChanged", state.order_id, str(change.sequence))
+            changed_at=now,
         )
 
-    async def command(self, state: OrderState, command: Command) -> None:
-        now = datetime.now(UTC)
+    def _command(self, state: OrderState, command: Command, now: datetime) -> Message:
         oid, uid, amount, currency = state.order_id, state.user_id, state.amount, state.currency
-        event_id = deterministic_id(command.kind.value, oid, str(command.attempt))
-        message: Message
-        topic = self._ledger
         if command.kind is CommandKind.RETRY_CREDIT:
-            message = RetryCredit(
+            return RetryCredit(
                 order_id=oid, user_id=uid, amount=amount, currency=currency, attempt=command.attempt, requested_at=now
             )
-        elif command.kind is CommandKind.BLOCK_CREDIT:
-            message = BlockCredit(order_id=oid, user_id=uid, reason=command.reason, requested_at=now)
-        elif command.kind is CommandKind.ISSUE_REFUND:
-            topic = self._payments
-            reason = (command.reason or "not credited")[:200]
-            message = IssueRefund(
+        if command.kind is CommandKind.BLOCK_CREDIT:
+            return BlockCredit(order_id=oid, user_id=uid, reason=command.reason, requested_at=now)
+        if command.kind is CommandKind.ISSUE_REFUND:
+            reason = command.reason or "not credited"
+            return IssueRefund(
                 order_id=oid, user_id=uid, amount=amount, currency=currency, reason=reason, requested_at=now
             )
-        else:
-            message = GrantCompensation(
-                order_id=oid, user_id=uid, amount=self._compensation, currency=currency, requested_at=now
-            )
-        await self._send(topic, message, event_id)
+        return GrantCompensation(
+            order_id=oid, user_id=uid, amount=self._compensation, currency=currency, requested_at=now
+        )
+
+    def _unbuildable(self, state: OrderState, announcement: StatusChange | Command, exc: Exception) -> Outgoing:
+        what = announcement.kind.value if isinstance(announcement, Command) else f"status {announcement.status.value}"
+        reason = f"unbuildable: {what} for order {state.order_id}: {exc!r}"[:1000]
+        log.error("dead-lettering %s", reason)
+        self._unbuildable_seen()
+        value = orjson.dumps({"order_state": state, "announcement": announcement})
+        return dead_letter(
+            self._dead_letters, state.order_id.encode(), value, [("dlq_producer", b"reconciler")], reason
+        )

@@ -1,4 +1,8 @@
-"""PrometheusObservations: the reconciler's metrics, on an injected registry."""
+"""PrometheusObservations: the reconciler's metrics, on an injected registry; Tally: a round's observations,
+kept until the round is durable (an undone round is done again and must not count twice)."""
+
+from collections import Counter as Counts
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -62,8 +66,24 @@ class PrometheusObservations:
         )
         self.batch_records = Histogram(
             "reconciler_batch_records",
-            "Records per round trip to the broker: handled, announced, then acknowledged together.",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            "Records per round: applied, announced, then acknowledged and written together.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.rounds_undone = Counter(
+            "reconciler_rounds_undone_total",
+            "Rounds whose announcements the broker refused or did not acknowledge: undone and done again.",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "reconciler_dead_lettered_total",
+            "Records sent to the dead-letter topic: input that does not decode, announcements that cannot be built.",
+            ["kind"],
+            registry=registry,
+        )
+        self.expired_orders = Counter(
+            "reconciler_orders_expired_total",
+            "Settled orders dropped from the table once their retention ended.",
             registry=registry,
         )
 
@@ -92,3 +112,35 @@ class PrometheusObservations:
 
     def read_again(self, topic: str, reason: str) -> None:
         self.reads_again.labels(topic, reason).inc()
+
+
+class Tally:
+    """The Observations of one round, handed to PrometheusObservations once the round is durable."""
+
+    def __init__(self) -> None:
+        self.events: Counts[str] = Counts()
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def event(self, kind: str) -> None:
+        self.events[kind] += 1
+
+    def paid(self, channel: str) -> None:
+        self.calls.append(("paid", (channel,)))
+
+    def credited(self, channel: str, pay_to_credit_s: float) -> None:
+        self.calls.append(("credited", (channel, pay_to_credit_s)))
+
+    def flagged(self, channel: str, late_by_s: float) -> None:
+        self.calls.append(("flagged", (channel, late_by_s)))
+
+    def remediation(self, action: str, outcome: str) -> None:
+        self.calls.append(("remediation", (action, outcome)))
+
+    def anomaly(self, kind: str) -> None:
+        self.calls.append(("anomaly", (kind,)))
+
+    def apply(self, observe: PrometheusObservations) -> None:
+        for kind, n in self.events.items():
+            observe.events.labels(kind).inc(n)
+        for name, args in self.calls:
+            getattr(observe, name)(*args)

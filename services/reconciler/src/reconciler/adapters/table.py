@@ -1,33 +1,60 @@
-"""The order-state table: a faust table partitioned like the input topics, with the states of the
-records handled since the last flush staged in front of it (batch.py)."""
+"""The order-state table: a faust table partitioned like the input topics that holds OrderState objects
+themselves (JSON only on its changelog), with the states of the round in progress staged in front of it."""
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import faust
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
+from faust.serializers import codecs
 from faust.types import FutureMessage
 
-from reconciler.adapters.commits import ChangelogAcks
 from reconciler.domain import OrderState, Phase
 
+CODEC = "order-state"
 _default_partitioner = DefaultPartitioner()
 
 
-class OrderTable(faust.Table):
-    """The order-state table. Each order's changelog record goes to its order's partition on the input
-    topics (Kafka's default partitioner on the order id), computed here rather than by the producer, so
-    a write needs no event context (timers write too) and no producer metadata, and a worker that takes
-    over a partition restores exactly the orders of that partition. Every changelog record is tracked
-    until the broker acknowledges it: no input offset is committed before that (commits.py)."""
+def encode_state(state: OrderState) -> bytes:
+    return orjson.dumps(state)  # orjson writes the slots dataclass, its datetimes and enums itself
 
-    def __init__(self, app: faust.App, *, acks: ChangelogAcks, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._acks = acks
+
+def decode_state(raw: bytes) -> OrderState:
+    return OrderState.from_json(orjson.loads(raw))
+
+
+class OrderStateCodec(codecs.Codec):
+    """The changelog's value codec: the memory store keeps the decoded objects, so a read costs nothing and a
+    state is encoded once, when its changelog record is written."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return encode_state(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode_state(s)
+
+
+def register_codec() -> None:
+    codecs.register(CODEC, OrderStateCodec())
+
+
+class OrderTable(faust.Table):
+    """Each order's changelog record goes to its order's partition on the input topics (Kafka's default
+    partitioner on the order id), computed here rather than by the producer, so a write needs no event
+    context (timers write too) and a worker that takes over a partition restores exactly its orders.
+    The futures of the changelog records sent are kept for the round to wait on (batch.py)."""
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, schema=faust.Schema(key_serializer="json", value_serializer=CODEC), **kwargs)
+        # faust takes a table's value serializer from its value type (JSON for none), for the changelog topic
+        # and every write: set before either is made.
+        self.value_serializer = CODEC
+        self.sent: list[FutureMessage] = []
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         sent = super().send_changelog(*args, **kwargs)
-        self._acks.track(sent)
+        self.sent.append(sent)
         return sent
 
     def partition_for_key(self, key: Any) -> int | None:
@@ -37,55 +64,54 @@ class OrderTable(faust.Table):
 
 
 class FaustOrderStates:
-    """OrderStates on the faust table. A state put is staged, visible to every later get, and written to
-    the table (so to its changelog) only by `write_staged`, which the batch calls once the broker has
-    acknowledged the announcements the state stands for. Several changes of one order in a batch leave
-    one changelog record.
+    """OrderStates on the faust table. A state put is staged, visible to every later get, and reaches the
+    table (so its changelog) only by `write_staged`, once the broker has acknowledged the announcements the
+    state stands for. Several changes of one order in a round leave one changelog record.
 
     Keys are order ids as str, JSON-encoded on the changelog so that a restored key is the same str as a
-    key written live (raw keys come back as bytes, and a worker that took over a partition would not
-    find the state it had just restored).
-    """
+    key written live."""
 
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: Any) -> None:
         self._table = table
         self._staged: dict[str, OrderState] = {}
 
     def get(self, order_id: str) -> OrderState | None:
         staged = self._staged.get(order_id)
-        if staged is not None:
-            return staged
-        raw = self._table.get(order_id)
-        return None if raw is None else OrderState.from_json(raw)
+        return staged if staged is not None else self._table.get(order_id)
+
+    def stored(self, order_id: str) -> OrderState | None:
+        """The state in the table, whatever is staged."""
+        found: OrderState | None = self._table.get(order_id)
+        return found
 
     def put(self, state: OrderState) -> None:
         self._staged[state.order_id] = state
 
     def values(self) -> Iterator[OrderState]:
         staged = dict(self._staged)
-        for key, raw in list(self._table.items()):
+        for key, state in list(self._table.items()):
             if key not in staged:
-                yield OrderState.from_json(raw)
+                yield state
         yield from staged.values()
 
     def count_in(self, phases: Collection[Phase]) -> int:
-        """Orders in one of `phases`, read from the stored JSON without rebuilding every state."""
-        wanted = {phase.value for phase in phases}
-        staged = self._staged
-        count = sum(1 for state in staged.values() if state.phase in phases)
-        for key, raw in list(self._table.items()):
-            if key not in staged and raw.get("phase") in wanted:
-                count += 1
-        return count
+        return sum(1 for state in self.values() if state.phase in phases)
 
     @property
-    def staged(self) -> int:
-        return len(self._staged)
+    def staged(self) -> list[str]:
+        return list(self._staged)
 
-    def drop_staged(self) -> None:
-        self._staged = {}
+    def drop_staged(self) -> list[str]:
+        """Forget the round's states (the table keeps the states before it); return their order ids."""
+        dropped, self._staged = list(self._staged), {}
+        return dropped
 
-    def write_staged(self) -> None:
+    def write_staged(self, expired: Iterable[str] = ()) -> None:
+        """Write the round's states to the table, and remove the orders whose retention ended (a tombstone on
+        the changelog). The changelog records' futures are in the table's `sent`."""
         staged, self._staged = self._staged, {}
         for order_id, state in staged.items():
-            self._table[order_id] = state.to_json()
+            self._table[order_id] = state
+        for order_id in expired:
+            if order_id not in staged:
+                self._table.pop(order_id, None)

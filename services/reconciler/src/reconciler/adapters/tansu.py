@@ -4,20 +4,13 @@ Tansu 0.6 answers a ListOffsets "latest" request with the first offset of the pa
 batch plus one, not the true end, whenever that batch holds several records. faust reads a table's
 changelog only up to that end when it recovers, so it would silently miss the newest state after a
 restart. The high watermark in a fetch response is right, so this reads it from a short fetch inside
-the last batch and takes the larger of the two.
+the last batch and takes the larger of the two (consumer.py and offsets.py apply it on Tansu only).
 """
 
-import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.transport.drivers import aiokafka as faust_aiokafka
-
-log = logging.getLogger(__name__)
-
-_APPLIED = False
 
 
 async def true_end_offsets(
@@ -49,35 +42,3 @@ async def true_end_offsets(
         if own:
             await probe.stop()
     return fixed
-
-
-def correct_faust_end_offsets(bootstrap: str) -> None:
-    """Make faust's recovery read every changelog to its true end on Tansu."""
-    global _APPLIED
-    if _APPLIED:
-        return
-    original = faust_aiokafka.AIOKafkaConsumerThread._highwaters
-
-    async def _highwaters(self: Any, partitions: Iterable[TopicPartition]) -> Mapping[TopicPartition, int]:
-        ends = dict(await original(self, partitions))
-        fixed = await true_end_offsets(bootstrap, ends)
-        moved = sum(1 for tp in ends if fixed[tp] != ends[tp])
-        if moved:
-            log.info("tansu: corrected the end offset of %d partitions", moved)
-        return fixed
-
-    faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters
-    _APPLIED = True
-
-
-def shorten_faust_fetch_wait(max_wait_ms: int) -> None:
-    """Tansu answers a waiting fetch only when its wait runs out (Apache Kafka answers as soon as data
-    arrives); faust fixes the wait at 1.5 s, which would delay every event by up to that much."""
-    original = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-
-    def _create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms  # read by AIOKafkaConsumer.start() when it builds its fetcher
-        return consumer
-
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer

@@ -1,0 +1,204 @@
+"""The worker's rounds: a batch of records from the agent, or one tick of timers, applied in memory and
+then made durable, one round at a time (each starts from the states the last one left).
+
+A round, and why its order is safe against a SIGKILL between any two lines:
+1. Every record is decoded once and applied (handlers.py): announcements are queued, new states staged.
+2. All the round's announcements (and dead letters) go to the producer without waiting, then the round
+   waits once for the broker to acknowledge them all.
+3. Only then are the staged states written to the table, one changelog record per order touched, and the
+   round waits for those acknowledgements too.
+4. Only then do the agent's positions move past the round's records (positions.py), and so the commits.
+No changelog state is durable before the announcements it stands for: a kill before 3 leaves the states
+of before the round on the changelog, and the next owner (or this worker after a restart) applies the
+records again and repeats the announcements with the same deterministic ids and status sequences, which
+downstream drops. No input offset is committed before the changelog holds what its records changed: a
+kill before 4 leaves the records uncommitted, to be applied again on a restored table.
+If the broker refuses an announcement, the round is undone: the staged states are dropped (the table
+keeps the states before it, so timers fire again and announce again), and the positions stay, so the
+records after the round reach the agent past a hole and their partition is read again from it
+(rewind.py). A changelog record refused leaves the table ahead of its changelog: the worker stops
+(exit 75) and its partitions are taken over from the last commit.
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
+
+from contracts.codec import DecodeError, decode
+from reconciler.adapters.announcer import KafkaAnnouncer, Outgoing, dead_letter
+from reconciler.adapters.metrics import PrometheusObservations, Tally
+from reconciler.adapters.positions import ProcessedPositions
+from reconciler.adapters.rewind import Rewinder
+from reconciler.adapters.table import FaustOrderStates, OrderTable
+from reconciler.engine import Engine
+from reconciler.handlers import handle_event, handle_tick
+from reconciler.watermarks import Watermarks
+
+log = logging.getLogger(__name__)
+
+EXIT_TRY_AGAIN = 75  # EX_TEMPFAIL: a restart replays from the last commit
+ACK_TIMEOUT_S = 60.0
+REFUSED = (KafkaError, ProducerSendError, OSError, TimeoutError)
+"""What a send the broker refused, or never acknowledged, raises."""
+
+
+class Rounds:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        states: FaustOrderStates,
+        table: OrderTable,
+        announcer: KafkaAnnouncer,
+        observe: PrometheusObservations,
+        positions: ProcessedPositions,
+        watermarks: Watermarks,
+        rewinder: Rewinder,
+        producer: Any,
+        dead_letters: str,
+        group: str,
+    ) -> None:
+        self.engine, self.states, self.table, self.announcer = engine, states, table, announcer
+        self.observe, self.positions, self.watermarks, self.rewinder = observe, positions, watermarks, rewinder
+        self.producer, self.dead_letters, self.group = producer, dead_letters, group
+        self.lock = asyncio.Lock()
+
+    async def records(self, events: Sequence[Any]) -> None:
+        """The agent's batch, in the order faust handed it over."""
+        async with self.lock, self._undone_if_it_fails():
+            now = datetime.now(UTC)
+            tally = Tally()
+            ahead: dict[tuple[str, int], int] = {}
+            dead: list[Outgoing] = []
+            holes: dict[tuple[str, int], int] = {}
+            for event in events:
+                msg = event.message
+                key = (msg.topic, msg.partition)
+                if not self.positions.assigned(*key):
+                    continue  # revoked meanwhile: its next owner reads it from the committed offset
+                expected = ahead[key] if key in ahead else self.positions.next_offset(*key)
+                if expected is not None and msg.offset != expected:
+                    if msg.offset > expected:  # a record before it never reached the agent
+                        holes.setdefault(key, expected)
+                        self.observe.skipped(msg.topic)
+                    continue  # (below: applied already, handed over again after a seek back)
+                ahead[key] = msg.offset + 1
+                headers = list(msg.headers or [])
+                try:
+                    message, envelope = decode(event.value, headers)
+                except DecodeError as exc:
+                    dead.append(self._undecodable(msg, event.value, headers, exc.reason))
+                    continue
+                handle_event(
+                    message, envelope.event_type, msg.partition, now,
+                    engine=self.engine, announcer=self.announcer, observe=tally,
+                )  # fmt: skip
+            self.observe.batch_records.observe(len(events))
+            if ahead or dead:
+                await self._finish(tally, ahead=ahead, dead=dead)
+        for (topic, partition), missing in holes.items():
+            if not await self.rewinder.past_hole(topic, partition, missing):
+                stop(f"{topic}[{partition}]: records keep arriving past {missing}, however often it is read again")
+
+    async def tick(self, safe_times: dict[int, datetime | None]) -> None:
+        """Timers of the partitions given (with their safe times) that are due; the caller holds the lock."""
+        assert self.lock.locked()
+        async with self._undone_if_it_fails():
+            now = datetime.now(UTC)
+            tally = Tally()
+            expired: list[str] = []
+            for partition, safe in safe_times.items():
+                expired += handle_tick(
+                    partition, now, safe, engine=self.engine, announcer=self.announcer, observe=tally
+                )
+            await self._finish(tally, expired=expired)
+
+    @asynccontextmanager
+    async def _undone_if_it_fails(self) -> AsyncIterator[None]:
+        """A round that raises leaves nothing behind for the next one to make durable by mistake."""
+        try:
+            yield
+        except BaseException:
+            self._undo([])
+            raise
+
+    def _undo(self, expired: list[str]) -> None:
+        """Drop the round's states and announcements; time its orders again from their stored states."""
+        self.announcer.clear()
+        for order_id in self.states.drop_staged() + expired:
+            stored = self.states.stored(order_id)
+            if stored is not None:
+                self.engine.track(stored)
+
+    async def _finish(
+        self,
+        tally: Tally,
+        *,
+        ahead: dict[tuple[str, int], int] | None = None,
+        dead: list[Outgoing] | None = None,
+        expired: list[str] | None = None,
+    ) -> None:
+        outgoing = (dead or []) + self.announcer.records()
+        try:
+            await self._send(outgoing)
+        except REFUSED as exc:  # undo the round, so all of it happens again
+            self._undo(expired or [])
+            self.observe.rounds_undone.inc()
+            log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
+            return
+        self.states.write_staged(expired or ())
+        self.observe.expired_orders.inc(len(expired or ()))
+        await self._changelog_acknowledged()
+        for (topic, partition), next_offset in (ahead or {}).items():
+            self.positions.advance(topic, partition, next_offset)
+            self.watermarks.processed(topic, partition, next_offset)
+            self.rewinder.forget(topic, partition)
+        tally.apply(self.observe)
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
+        """Hand every record to the producer, then wait once for all the acknowledgements."""
+        if not outgoing:
+            return
+        sent = [await self.producer.send(t, r.key, r.value, None, None, r.headers) for t, r in outgoing]
+        await _all_acknowledged(sent)
+
+    async def _changelog_acknowledged(self) -> None:
+        sent, self.table.sent = self.table.sent, []
+        try:
+            await _all_acknowledged(sent)
+        except REFUSED as exc:
+            stop(f"a changelog record was refused or not acknowledged ({exc!r}), so the table is ahead of it")
+
+    def _undecodable(self, msg: Any, value: bytes | None, headers: list[tuple[str, bytes]], why: str) -> Outgoing:
+        log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, why)
+        self.observe.dead_letters.labels("undecodable").inc()
+        return dead_letter(
+            self.dead_letters, msg.key or b"", value or b"", headers, f"undecodable: {why}",
+            source_topic=msg.topic, source_partition=str(msg.partition), source_offset=str(msg.offset),
+            consumer_group=self.group,
+        )  # fmt: skip
+
+
+async def _all_acknowledged(sent: list["asyncio.Future[Any]"]) -> None:
+    if not sent:
+        return
+    done, late = await asyncio.wait(sent, timeout=ACK_TIMEOUT_S)
+    if late:
+        raise TimeoutError(f"{len(late)} records unacknowledged after {ACK_TIMEOUT_S:.0f}s")
+    for future in done:
+        if future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]
+
+
+def stop(what: str) -> NoReturn:
+    """Stop the process like a crash: nothing past the last commit is lost, the next owner replays it."""
+    log.critical("%s; stopping (exit %d): the partitions are taken over from the last commit", what, EXIT_TRY_AGAIN)
+    logging.shutdown()
+    os._exit(EXIT_TRY_AGAIN)

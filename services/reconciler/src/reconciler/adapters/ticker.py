@@ -1,0 +1,128 @@
+"""The ticker: every tick it follows the consumer's assignment, samples the brokers' end offsets, moves each
+partition's safe time (watermarks.py), runs a round of due timers and ended retentions (rounds.py), and
+reads again a partition that stands still below its end offset (rewind.TailWatch)."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+from faust.types import TP
+
+from reconciler.adapters.offsets import BrokerOffsets
+from reconciler.adapters.rewind import TailWatch
+from reconciler.adapters.rounds import Rounds
+from reconciler.domain import Phase
+from reconciler.watermarks import Watermarks
+
+log = logging.getLogger(__name__)
+
+OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
+GAUGE_EVERY_S = 5.0
+
+
+class Ticker:
+    def __init__(
+        self,
+        app: Any,
+        inputs: tuple[str, ...],
+        rounds: Rounds,
+        watermarks: Watermarks,
+        offsets: BrokerOffsets,
+        tail: TailWatch,
+        tick_s: float,
+    ) -> None:
+        self.app, self.inputs, self.rounds, self.watermarks = app, inputs, rounds, watermarks
+        self.offsets, self.tail, self.tick_s = offsets, tail, tick_s
+        self._last_gauge = 0.0
+        # Partitions the consumer was handed since the last tick, kept or not: between two ticks a
+        # partition can go to another worker and come back with states this worker never timed.
+        self._handed: set[int] = set()
+
+    def handed(self, tps: Iterable[TP]) -> None:
+        """The consumer's assignment callback: every partition in it starts afresh at the next tick."""
+        self._handed |= {tp.partition for tp in tps if tp.topic in self.inputs}
+
+    async def run(self) -> None:
+        await self.offsets.start()
+        try:
+            while not self.app.should_stop:
+                started = time.monotonic()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reconciler tick failed; it runs again at the next one")
+                await asyncio.sleep(max(0.0, self.tick_s - (time.monotonic() - started)))
+        finally:
+            await self.offsets.stop()
+
+    def _assigned(self) -> set[int]:
+        positions = self.rounds.positions
+        return {
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic in self.inputs and all(positions.assigned(t, tp.partition) for t in self.inputs)
+        }
+
+    async def tick(self) -> None:
+        if self.app.rebalancing or self.app.in_recovery:
+            return
+        assigned = self._assigned()
+        if not assigned and not self.watermarks.partitions:
+            return
+        tps = [TopicPartition(t, p) for t in self.inputs for p in sorted(assigned)]
+        sampled_at = datetime.now(UTC)
+        ends = await self.offsets.end_offsets(tps) if tps else {}
+        async with self.rounds.lock:
+            assigned &= self._assigned()  # a revocation may have begun while the offsets were sampled
+            known = self.watermarks.partitions
+            handed, self._handed = self._handed, set()
+            again = handed & known & assigned
+            if assigned != known or again:
+                await self._reassign(assigned, known, again)
+            for p in assigned:
+                self.watermarks.observe(p, sampled_at, {t: ends[TopicPartition(t, p)] for t in self.inputs})
+            await self.rounds.tick({p: self.watermarks.safe_time(p) for p in sorted(assigned)})
+            positions = {(t, p): self.rounds.positions.next_offset(t, p) for t in self.inputs for p in assigned}
+        for (t, p), position in positions.items():
+            await self.tail.observe(t, p, position, ends[TopicPartition(t, p)])
+        safe = [s for s in (self.watermarks.safe_time(p) for p in assigned) if s is not None]
+        if safe:
+            self.rounds.observe.watermark_lag.set((datetime.now(UTC) - min(safe)).total_seconds())
+        self._update_overdue_gauge()
+
+    async def _reassign(self, assigned: set[int], known: set[int], again: set[int]) -> None:
+        """Partitions revoked are forgotten; partitions new, or handed over again, start from the
+        committed offsets and get their timers rebuilt from the table (which holds what any owner wrote)."""
+        engine = self.rounds.engine
+        for p in (known - assigned) | again:
+            self.watermarks.revoke(p)
+            engine.forget([p])
+            for t in self.inputs:
+                self.tail.forget(t, p)
+        new = sorted((assigned - known) | again)
+        if not new:
+            return
+        tps = [TopicPartition(t, p) for t in self.inputs for p in new]
+        committed = await self.offsets.committed(self.app.conf.id, tps)
+        for p in new:
+            # Applied already: below the committed offset (in the restored table), and below where the
+            # agent is in order (a partition that stayed here is not replayed from the committed offset).
+            starts = {
+                t: max(committed[TopicPartition(t, p)], self.rounds.positions.next_offset(t, p) or 0)
+                for t in self.inputs
+            }
+            self.watermarks.assign(p, starts)
+        pending = engine.rebuild(new, engine.states.values())
+        log.info("assigned partitions %s: %d orders waiting on a timer", new, pending)
+
+    def _update_overdue_gauge(self) -> None:
+        if time.monotonic() - self._last_gauge < GAUGE_EVERY_S:
+            return
+        self._last_gauge = time.monotonic()
+        self.rounds.observe.overdue_now.set(self.rounds.states.count_in(OVERDUE_PHASES))

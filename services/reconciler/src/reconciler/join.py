@@ -1,0 +1,109 @@
+"""The join of payments, credits and refunds on one order: the transitions for those events. Pure: no I/O.
+Rules in domain.py's docstring; each transition changes the state it is given and returns the effects."""
+
+from datetime import datetime
+
+from contracts.events import (
+    CreditPosted,
+    CreditRejected,
+    OrderStatus,
+    PaymentFailed,
+    PaymentSucceeded,
+    RefundFailed,
+    RefundSucceeded,
+)
+from reconciler.domain import (
+    Anomaly,
+    Command,
+    CommandKind,
+    Effect,
+    OrderState,
+    Phase,
+    Policy,
+    clip,
+    close_credited,
+    command,
+    note,
+    settle,
+    status_change,
+)
+
+
+def start_refund(state: OrderState, reason: str, now: datetime) -> list[Effect]:
+    state.phase, state.next_action_at = Phase.REFUNDING, None
+    effects: list[Effect] = [command(state, Command(CommandKind.ISSUE_REFUND, reason=clip(reason)), now)]
+    if state.status is not OrderStatus.REMEDIATING and state.review != "rejected":
+        effects.append(status_change(state, OrderStatus.REMEDIATING, f"refunding: {reason}", now))
+    return effects
+
+
+def on_payment_succeeded(state: OrderState, event: PaymentSucceeded, now: datetime, policy: Policy) -> list[Effect]:
+    """The provider confirmed the payment: the order is owed a credit by its deadline."""
+    if state.paid:
+        return []
+    state.user_id, state.amount, state.currency = event.user_id, event.amount, event.currency
+    state.channel, state.product, state.paid_at = event.channel, event.product, event.paid_at
+    state.deadline = event.paid_at + policy.threshold(event.channel, event.product)
+    if state.phase in (Phase.OPEN, Phase.PAYMENT_FAILED):
+        state.phase, state.settled_at = Phase.AWAITING_CREDIT, None
+    note(state, "paid", event.paid_at)
+    if state.credited:
+        return close_credited(state, now, policy)
+    return []
+
+
+def on_payment_failed(state: OrderState, event: PaymentFailed, now: datetime, policy: Policy) -> list[Effect]:
+    """The payment failed: nothing is owed (a success, earlier or later, wins)."""
+    if state.paid or state.phase is Phase.PAYMENT_FAILED:
+        return []
+    state.user_id, state.channel = event.user_id, event.channel
+    if state.credited:  # a credit without a payment stays an open question (timers.py), never settled
+        state.phase = Phase.PAYMENT_FAILED
+    else:
+        settle(state, Phase.PAYMENT_FAILED, event.failed_at)
+    note(state, "payment_failed", event.failed_at)
+    return []
+
+
+def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, policy: Policy) -> list[Effect]:
+    """The ledger credited the wallet."""
+    if state.credited:
+        return []
+    state.credited_at = event.credited_at
+    note(state, "credited", event.credited_at)
+    if not state.user_id:
+        state.user_id, state.amount, state.currency = event.user_id, event.amount, event.currency
+    if not state.paid:
+        state.settled_at = None  # a failed payment's order, credited after all: kept for timers.py to judge
+        return []
+    if state.phase in (Phase.REFUNDING, Phase.REFUNDED):
+        state.phase, state.anomaly, state.settled_at = Phase.ESCALATED, "credited_after_refund", None
+        change = status_change(state, OrderStatus.NEEDS_SUPPORT, "credited while a refund was under way", now)
+        return [Anomaly("credited_after_refund"), change]
+    return close_credited(state, now, policy)
+
+
+def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, policy: Policy) -> list[Effect]:
+    """The ledger refused the credit. A final refusal means the order can never be credited: refund."""
+    note(state, f"credit_rejected:{'final' if event.final else 'retryable'}:{event.reason}", event.rejected_at)
+    if not event.final or state.credited or not state.paid:
+        return []
+    if state.phase not in (Phase.AWAITING_CREDIT, Phase.RETRYING, Phase.BLOCKING):
+        return []
+    return start_refund(state, event.reason, now)
+
+
+def on_refund_succeeded(state: OrderState, event: RefundSucceeded, now: datetime, policy: Policy) -> list[Effect]:
+    if state.phase is not Phase.REFUNDING:
+        return []
+    settle(state, Phase.REFUNDED, event.refunded_at)
+    note(state, "refunded", event.refunded_at)
+    return [status_change(state, OrderStatus.REFUNDED, "refunded to the original payment method", now)]
+
+
+def on_refund_failed(state: OrderState, event: RefundFailed, now: datetime, policy: Policy) -> list[Effect]:
+    if state.phase is not Phase.REFUNDING:
+        return []
+    state.phase = Phase.ESCALATED
+    note(state, f"refund_failed:{event.reason}", event.failed_at)
+    return [status_change(state, OrderStatus.NEEDS_SUPPORT, f"refund failed: {event.reason}", now)]

@@ -1,0 +1,93 @@
+"""What time does to one order: deadlines judged against the safe time, retries against the wall clock,
+and the end of a settled order's retention. Pure: no I/O. Rules in domain.py's docstring."""
+
+from datetime import datetime
+
+from contracts.events import OrderStatus
+from reconciler.domain import (
+    SETTLED,
+    Anomaly,
+    Command,
+    CommandKind,
+    Effect,
+    Flagged,
+    OrderState,
+    Phase,
+    Policy,
+    command,
+    note,
+    status_change,
+)
+
+Wake = tuple[str, datetime]
+"""('deadline', t): due once the safe time reaches t; ('action', t): due once the wall clock reaches t."""
+
+
+def wake_time(state: OrderState, policy: Policy) -> Wake | None:
+    """When the order next needs the clock, if it does."""
+    if state.phase is Phase.AWAITING_CREDIT and state.deadline is not None:
+        return "deadline", state.deadline
+    if state.phase is Phase.HELD and state.flagged_at is None and state.deadline is not None:
+        return "deadline", state.deadline
+    if state.phase is Phase.RETRYING and state.next_action_at is not None:
+        return "action", state.next_action_at
+    if state.credited and not state.paid and state.anomaly is None:  # open, or its payment failed
+        assert state.credited_at is not None
+        return "deadline", state.credited_at + policy.threshold(state.channel, state.product)
+    return None
+
+
+def expires_at(state: OrderState, policy: Policy) -> datetime | None:
+    """When a settled order leaves the table (judged against the safe time, like a deadline)."""
+    if state.phase in SETTLED and state.settled_at is not None and wake_time(state, policy) is None:
+        return state.settled_at + policy.retention
+    return None
+
+
+def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Policy) -> list[Effect]:
+    """Let time pass: flag an overdue order or a review past its time, retry, or give up and block the credit."""
+    deadline = state.deadline
+    due = deadline is not None and deadline <= safe_time
+    if state.phase is Phase.HELD and state.flagged_at is None and due:
+        assert deadline is not None
+        state.flagged_at = now
+        note(state, "flagged_overdue:review", now)
+        change = status_change(state, OrderStatus.DELAYED, "the review is taking longer than expected", now)
+        return [Flagged(deadline, (now - deadline).total_seconds()), change]
+    if state.phase is Phase.AWAITING_CREDIT and due:
+        assert deadline is not None
+        return _flag(state, deadline, now, policy)
+    if state.phase is Phase.RETRYING and state.next_action_at is not None and state.next_action_at <= now:
+        if state.attempts < policy.retry_attempts:
+            state.attempts += 1
+            state.next_action_at = now + policy.backoff(state.attempts)
+            return [command(state, Command(CommandKind.RETRY_CREDIT, state.attempts), now)]
+        state.phase, state.next_action_at = Phase.BLOCKING, None
+        block = command(state, Command(CommandKind.BLOCK_CREDIT, reason="credit retries exhausted"), now)
+        return [block, status_change(state, OrderStatus.REMEDIATING, "could not credit; preparing a refund", now)]
+    if (
+        state.credited
+        and not state.paid
+        and state.anomaly is None
+        and state.credited_at is not None
+        and state.credited_at + policy.threshold(state.channel, state.product) <= safe_time
+    ):
+        state.anomaly = "credit_without_payment"
+        note(state, "anomaly:credit_without_payment", now)
+        return [Anomaly("credit_without_payment")]
+    return []
+
+
+def _flag(state: OrderState, deadline: datetime, now: datetime, policy: Policy) -> list[Effect]:
+    """Not credited by its deadline: flag it (unless its review was flagged already), tell the user, retry."""
+    first = state.flagged_at is None
+    state.phase, state.attempts, state.next_action_at = Phase.RETRYING, 1, now + policy.backoff(1)
+    if first:
+        state.flagged_at = now
+    note(state, "flagged_overdue", now)
+    effects: list[Effect] = [Flagged(deadline, (now - deadline).total_seconds())] if first else []
+    if state.status is not OrderStatus.DELAYED:
+        eta = now + policy.remaining_retry_time(1)
+        effects.append(status_change(state, OrderStatus.DELAYED, "not credited in time; retrying", now, eta))
+    effects.append(command(state, Command(CommandKind.RETRY_CREDIT, 1), now))
+    return effects

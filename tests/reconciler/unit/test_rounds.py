@@ -1,0 +1,97 @@
+"""A round (adapters/rounds.py): a batch of records applied, announced together, acknowledged once, written
+once per order, then counted as processed; and what it does with holes, repeats, bad records, revoked
+partitions, refused changelog records and ended retentions."""
+
+import pytest
+from faust.types import TP
+
+from contracts.events import OrderStatus
+from reconciler.adapters import rounds
+from reconciler.domain import Phase, Policy
+from tests.reconciler.unit.worker import LEDGER, PAYMENTS, Worker, credited, paid
+
+
+async def test_a_round_sends_all_its_announcements_then_writes_each_order_once_then_counts_its_records() -> None:
+    worker = Worker()
+    events = [worker.record(paid(f"o{i}")) for i in range(3)] + [worker.record(credited(f"o{i}")) for i in range(3)]
+    await worker.batch(*events)
+    sends = [i for i, what in enumerate(worker.journal) if what.startswith("OrderStatusChanged")]
+    writes = [i for i, what in enumerate(worker.journal) if what.startswith("changelog")]
+    assert len(sends) == 3 and len(writes) == 3, "one changelog record per order, though each had two events"
+    assert max(sends) < min(writes), "no state is written before the broker has every announcement"
+    assert worker.positions.next_offset(PAYMENTS, 0) == 3 and worker.positions.next_offset(LEDGER, 0) == 3
+    assert [worker.stored(f"o{i}").status for i in range(3)] == [OrderStatus.CREDITED] * 3  # type: ignore[union-attr]
+
+
+async def test_a_record_past_one_that_never_arrived_is_skipped_and_its_partition_read_again_from_the_gap() -> None:
+    worker = Worker()
+    await worker.batch(worker.record(paid("o1"), offset=0), worker.record(paid("o3"), offset=2))
+    assert worker.stored("o1") is not None and worker.stored("o3") is None
+    assert worker.seeks == [(PAYMENTS, 0, 1)]
+    assert worker.positions.next_offset(PAYMENTS, 0) == 1
+    await worker.batch(worker.record(paid("o2"), offset=1), worker.record(paid("o3"), offset=2))
+    assert worker.stored("o3") is not None and worker.positions.next_offset(PAYMENTS, 0) == 3
+
+
+async def test_a_record_handed_over_again_after_a_seek_back_is_not_applied_twice() -> None:
+    worker = Worker()
+    await worker.batch(worker.record(paid("o1"), offset=0), worker.record(credited("o1"), offset=0))
+    journal = list(worker.journal)
+    await worker.batch(worker.record(paid("o1"), offset=0), worker.record(credited("o1"), offset=0))
+    assert worker.journal == journal
+    assert worker.statuses("o1") == ["credited#1"]
+
+
+async def test_a_record_that_does_not_decode_is_dead_lettered_with_its_source_and_counts_as_processed() -> None:
+    worker = Worker()
+    bad = worker.record(paid("o1"), value=b"{not json")
+    await worker.batch(bad, worker.record(paid("o2")))
+    value, headers = worker.producer.dead[0]
+    assert value == b"{not json" and headers["dlq_reason"].startswith(b"undecodable: value is not JSON")
+    assert headers["dlq_source_topic"] == PAYMENTS.encode() and headers["dlq_source_offset"] == b"0"
+    assert worker.positions.next_offset(PAYMENTS, 0) == 2 and worker.stored("o2") is not None
+
+
+async def test_records_of_a_partition_being_revoked_are_left_to_its_next_owner() -> None:
+    worker = Worker()
+    worker.positions.revoking([TP(PAYMENTS, 0)])
+    await worker.batch(worker.record(paid("o1")), worker.record(credited("o2")))
+    assert worker.stored("o1") is None and worker.stored("o2") is not None
+    assert worker.positions.committable([TP(PAYMENTS, 0)]) == {TP(PAYMENTS, 0): 0}, "still committed meanwhile"
+
+
+async def test_a_changelog_record_the_broker_refused_stops_the_worker_before_its_records_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def stop(what: str) -> None:
+        raise SystemExit(what)
+
+    monkeypatch.setattr(rounds, "stop", stop)
+    worker = Worker()
+    worker.table.refuse = True
+    with pytest.raises(SystemExit, match="changelog"):
+        await worker.batch(worker.record(paid("o1")))
+    assert worker.positions.next_offset(PAYMENTS, 0) == 0
+
+
+async def test_a_settled_order_leaves_the_table_once_its_retention_has_passed_in_event_time() -> None:
+    worker = Worker(Policy(threshold_s=5, retention_s=60))
+    await worker.batch(worker.record(paid("old", seconds_ago=120)), worker.record(credited("old", seconds_ago=119)))
+    await worker.batch(worker.record(paid("new", seconds_ago=30)), worker.record(credited("new", seconds_ago=29)))
+    await worker.batch(worker.record(paid("open", seconds_ago=120)))
+    await worker.tick()
+    assert "tombstone old" in worker.journal
+    assert worker.stored("old") is None and worker.stored("new") is not None
+    assert worker.stored("open").phase is Phase.RETRYING  # type: ignore[union-attr]  # unsettled orders stay
+    assert worker.observe.expired_orders._value.get() == 1
+
+
+async def test_an_event_older_than_the_retention_for_an_order_no_longer_in_the_table_is_ignored() -> None:
+    worker = Worker(Policy(threshold_s=5, retention_s=60))
+    await worker.batch(worker.record(paid("old", seconds_ago=120)), worker.record(credited("old", seconds_ago=119)))
+    await worker.tick()
+    assert worker.stored("old") is None
+    await worker.batch(worker.record(paid("old", seconds_ago=120)))  # a late duplicate
+    await worker.tick()
+    assert worker.stored("old") is None and worker.statuses("old") == ["credited#1"]
+    assert worker.positions.next_offset(PAYMENTS, 0) == 2

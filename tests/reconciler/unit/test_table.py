@@ -1,0 +1,28 @@
+"""The order-state table keeps OrderState objects and writes them to its changelog with its own codec, so a
+state restored from the changelog is an OrderState again, equal to the one written."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.table import CODEC, OrderTable
+from reconciler.bootstrap import build
+from reconciler.config import Settings
+from reconciler.domain import OrderState, Phase
+
+
+def test_a_state_written_to_the_changelog_is_restored_as_the_same_order_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_DATA_DIR", str(tmp_path))
+    app = build(Settings())
+    table = next(t for t in app.tables.values() if isinstance(t, OrderTable))
+    topic = table.changelog_topic
+    assert table.value_serializer == CODEC and topic.value_serializer == CODEC
+    now = datetime.now(UTC)
+    state = OrderState("o1", 3, "u1", 600, "CNY", "card", None, Phase.CREDITED, now, now, settled_at=now)
+    state.history = (("paid", now), ("credited", now))
+    written = app.serializers.dumps_value(topic.value_type, state, serializer=table.value_serializer)
+    restored = app.serializers.loads_value(topic.value_type, written, serializer=topic.value_serializer)
+    assert isinstance(restored, OrderState) and restored == state

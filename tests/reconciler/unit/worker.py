@@ -1,0 +1,200 @@
+"""A reconciler worker's rounds and ticker on fakes of faust's table, producer and the broker's offsets: what
+the unit tests of the adapters drive. Every write and send is journaled, so a test can check their order."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from contracts.base import Message
+from contracts.codec import decode, encode, envelope_for
+from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded
+from reconciler.adapters.announcer import KafkaAnnouncer
+from reconciler.adapters.metrics import PrometheusObservations
+from reconciler.adapters.positions import ProcessedPositions
+from reconciler.adapters.rewind import Rewinder, TailWatch
+from reconciler.adapters.rounds import Rounds
+from reconciler.adapters.table import FaustOrderStates
+from reconciler.adapters.ticker import Ticker
+from reconciler.domain import OrderState, Policy
+from reconciler.engine import Engine
+from reconciler.watermarks import Watermarks
+
+PAYMENTS, LEDGER = "payments.events", "ledger.events"
+INPUTS = (PAYMENTS, LEDGER)
+TOPICS = {"status": "orders.status", "ledger": "ledger.commands", "payments": "payments.commands"}
+DEAD_LETTERS = "credited.deadletter"
+POLICY = Policy(threshold_s=5)
+
+
+def done(journal: list[str], what: str, error: BaseException | None = None) -> "asyncio.Future[Any]":
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if error is None:
+        journal.append(what)
+        future.set_result(None)
+    else:
+        journal.append(f"refused {what}")
+        future.set_exception(error)
+    return future
+
+
+class Table(dict[str, Any]):
+    """faust's table as the rounds use it: a mapping whose writes send changelog records."""
+
+    def __init__(self, journal: list[str]) -> None:
+        super().__init__()
+        self.journal = journal
+        self.sent: list[asyncio.Future[Any]] = []
+        self.refuse = False
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.sent.append(done(self.journal, f"changelog {key}", KafkaError("refused") if self.refuse else None))
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.sent.append(done(self.journal, f"tombstone {key}"))
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = self[key] if key in self else default[0]
+        if key in self:
+            del self[key]
+        return value
+
+
+@dataclass
+class Producer:
+    """faust's producer: `send` hands a record over; the future is the broker's answer."""
+
+    journal: list[str]
+    sent: list[tuple[str, Message]] = field(default_factory=list)
+    dead: list[tuple[bytes, dict[str, bytes]]] = field(default_factory=list)
+    refuse_next: int = 0
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: Any, ts: Any, headers: Any) -> Any:
+        if topic == DEAD_LETTERS:
+            self.dead.append((value, dict(headers)))
+            return done(self.journal, f"dead letter {key.decode()}")
+        message, _ = decode(value, headers)
+        what = f"{message.event_type} {message.order_id}"
+        if self.refuse_next:
+            self.refuse_next -= 1
+            return done(self.journal, what, KafkaError("NOT_ENOUGH_REPLICAS"))
+        self.sent.append((topic, message))
+        return done(self.journal, what)
+
+
+class Offsets:
+    """The broker's offsets: end offsets as set, nothing committed."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.ends.get((tp.topic, tp.partition), 0) for tp in tps}
+
+    async def committed(self, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+
+class Worker:
+    """Rounds and a ticker on fakes, partition 0 of both inputs assigned and started at offset 0."""
+
+    def __init__(self, policy: Policy = POLICY) -> None:
+        self.journal: list[str] = []
+        self.table = Table(self.journal)
+        self.states = FaustOrderStates(self.table)
+        self.producer = Producer(self.journal)
+        self.positions = ProcessedPositions(INPUTS)
+        self.positions.started({TP(PAYMENTS, 0): 0, TP(LEDGER, 0): 0})
+        self.seeks: list[tuple[str, int, int]] = []
+        self.watermarks = Watermarks(INPUTS)
+        self.observe = PrometheusObservations(CollectorRegistry())
+        unbuildable = self.observe.dead_letters.labels("unbuildable").inc
+        self.rounds = Rounds(
+            engine=Engine(self.states, policy),
+            states=self.states,
+            table=self.table,  # type: ignore[arg-type]
+            announcer=KafkaAnnouncer(TOPICS, DEAD_LETTERS, 0, unbuildable),
+            observe=self.observe,
+            positions=self.positions,
+            watermarks=self.watermarks,
+            rewinder=Rewinder(self._seek, time.monotonic),
+            producer=self.producer,
+            dead_letters=DEAD_LETTERS,
+            group="group",
+        )
+        self.offsets = Offsets()
+        app = SimpleNamespace(
+            rebalancing=False,
+            in_recovery=False,
+            should_stop=False,
+            conf=SimpleNamespace(id="group"),
+            consumer=SimpleNamespace(assignment=lambda: {TP(PAYMENTS, 0), TP(LEDGER, 0)}),
+        )
+        tail = TailWatch(Rewinder(self._seek, time.monotonic), time.monotonic, lambda: False, self._give_up)
+        self.ticker = Ticker(app, INPUTS, self.rounds, self.watermarks, self.offsets, tail, 0.1)  # type: ignore[arg-type]
+        self.next = {PAYMENTS: 0, LEDGER: 0}
+
+    async def _seek(self, topic: str, partition: int, offset: int, why: str) -> None:
+        self.seeks.append((topic, partition, offset))
+
+    def _give_up(self, topic: str, partition: int, offset: int) -> None:
+        raise AssertionError(f"{topic}[{partition}] stuck at {offset}")
+
+    def record(self, message: Message, topic: str | None = None, offset: int | None = None, value: Any = None) -> Any:
+        """A faust event for `message` at the next offset of its topic (or the offset given)."""
+        topic = topic or (LEDGER if isinstance(message, CreditPosted | CreditRejected) else PAYMENTS)
+        at = self.next[topic] if offset is None else offset
+        self.next[topic] = max(self.next[topic], at + 1)
+        encoded = encode(message, envelope_for(message, producer="test"))
+        msg = SimpleNamespace(
+            topic=topic, partition=0, offset=at, key=encoded.key, headers=encoded.headers, value=encoded.value
+        )
+        return SimpleNamespace(message=msg, value=encoded.value if value is None else value)
+
+    async def batch(self, *events: Any) -> None:
+        await self.rounds.records(list(events))
+
+    async def tick(self) -> None:
+        self.offsets.ends = {(t, 0): self.next[t] for t in INPUTS}
+        await self.ticker.tick()
+
+    def stored(self, order_id: str) -> OrderState | None:
+        found: OrderState | None = self.table.get(order_id)
+        return found
+
+    def statuses(self, order_id: str) -> list[str]:
+        return [
+            f"{m.status.value}#{m.sequence}"  # type: ignore[attr-defined]
+            for topic, m in self.producer.sent
+            if topic == TOPICS["status"] and m.order_id == order_id
+        ]
+
+
+T0 = datetime.now(UTC).replace(microsecond=0)
+
+
+def paid(order_id: str, seconds_ago: float = 0.0) -> PaymentSucceeded:
+    return PaymentSucceeded(
+        order_id=order_id, user_id="u1", amount=600, currency="CNY", channel="card", provider="sim",
+        provider_txn_id=f"tx-{order_id}", paid_at=datetime.now(UTC) - timedelta(seconds=seconds_ago),
+    )  # fmt: skip
+
+
+def credited(order_id: str, seconds_ago: float = 0.0) -> CreditPosted:
+    return CreditPosted(
+        order_id=order_id, user_id="u1", amount=600, currency="CNY", transaction_id=f"t-{order_id}",
+        credited_at=datetime.now(UTC) - timedelta(seconds=seconds_ago),
+    )  # fmt: skip
