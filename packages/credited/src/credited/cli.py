@@ -99,10 +99,13 @@ def up(
 def bench_reconciler(
     orders: Annotated[int, typer.Option(min=100, help="Orders in the replayed event log.")] = 20_000,
     out: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("artifacts/bench/reconciler.json"),
-    worker: Annotated[bool, typer.Option(help="Also time a faust worker reading the log from a broker.")] = True,
+    worker: Annotated[bool, typer.Option(help="Also run the workers, faust's ceiling and Bytewax on a broker.")] = True,
+    live_rate: Annotated[float, typer.Option(min=1.0, help="Orders/s of the live detection run.")] = 2000.0,
+    live_s: Annotated[float, typer.Option(min=1.0, help="Seconds of the live detection run.")] = 10.0,
 ) -> None:
-    """Reconciler throughput on a replayed event log: the engine alone and the faust worker on a broker
-    (KAFKA_BOOTSTRAP with KAFKA_BROKER, or the embedded Tansu)."""
+    """Reconciler throughput on a replayed event log, side by side in one run: the engine alone, faust's own
+    ceiling (a bare agent), the reconciler with one and two worker processes, Bytewax; then live detection
+    at `--live-rate` (KAFKA_BOOTSTRAP with KAFKA_BROKER, or the embedded Tansu)."""
     import os
 
     from credited.bench.reconciler import main as bench_main
@@ -118,7 +121,7 @@ def bench_reconciler(
         bootstrap = kafka.bootstrap
     broker = os.environ.get("KAFKA_BROKER", "apache") if kafka is None else "tansu"
     try:
-        report = bench_main(orders, out, bootstrap if worker else None, broker)
+        report = bench_main(orders, out, bootstrap if worker else None, broker, live_rate, live_s)
     finally:
         if kafka is not None:
             kafka.stop()

@@ -1,18 +1,24 @@
-"""Side by side on the same event log: our reconciler (a faust worker), the Bytewax peer and the periodic
-SQL baseline.
+"""Side by side on the same event log: our reconciler (one worker process, and two sharing the partitions),
+faust's own ceiling (a bare agent: decode and one table row per record, bench.peer_faust), the Bytewax peer
+and the periodic SQL baseline.
 
 The log is seeded (bench.reconciler.event_log): a known set of orders never gets a credit, so every
-flag is scored against it. Two phases, each on its own topics:
-- catch-up: the whole log, with every deadline long past, is on the broker before a processor starts;
-  each reads all of it (events/s) and flags what it finds (precision, recall);
-- live: the three run together while the log is published in real time (event time = wall time); the
-  detection delay of each flag is its wall time minus the order's deadline.
+flag is scored against it. Two phases:
+- catch-up: the whole log, with every deadline long past, is on the broker before a processor starts
+  (each on its own copy of the log, one after the other, the machine's load noted for each); each reads
+  all of it (events/s) and flags what it finds (precision, recall);
+- live: the log is published in real time (event time = wall time); the detection delay of each flag is
+  its wall time minus the order's deadline. `live` runs the reconciler, Bytewax and SQL together;
+  `live_reconciler` runs the reconciler's workers alone at a high rate.
 """
 
 import asyncio
+import os
+import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,8 +39,8 @@ from credited.bench.reconciler import (
     produce,
     record_of,
     throughput,
-    time_worker,
-    worker,
+    time_workers,
+    workers,
 )
 from credited.simulator.run import partition_count, percentile
 from credited.stack.processes import Child
@@ -49,6 +55,7 @@ class PeerOptions:
     threshold_s: float = 2.0
     poll_s: float = 1.0
     seed: int = 11
+    workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -134,22 +141,61 @@ def read_bytewax(out: Path) -> tuple[dict[str, float], dict[str, Any]]:
     return flags, summary
 
 
-async def _catch_up_reconciler(where: Where, prefix: str, options: PeerOptions, events: int) -> dict[str, Any]:
-    """A fresh worker reads the whole log: events/s from its first event to its last, profiled meanwhile."""
-    ours, port = worker(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s)
-    profile = Recording(ours.pid, where.run_dir / "reconciler-catch-up.pyspy.txt")
+async def _catch_up_reconciler(
+    where: Where, prefix: str, options: PeerOptions, events: int, count: int = 1, *, profile: bool = False
+) -> dict[str, Any]:
+    """`count` fresh workers read the whole log: events/s from the first event to the last (the first worker
+    profiled meanwhile, if asked)."""
+    started = workers(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s, count)
+    ports = [port for _, port in started]
+    recording = Recording(started[0][0].pid, where.run_dir / "reconciler-catch-up.pyspy.txt") if profile else None
+    load = os.getloadavg()[0]
     try:
-        await _applying(port)
-        await profile.start()  # from the first event on: startup and recovery are not the hot path
-        samples = await time_worker(port, events)
+        await _applying(ports[0])
+        if recording is not None:
+            await recording.start()  # from the first event on: startup and recovery are not the hot path
+        samples = await time_workers(ports, events)
     finally:
-        hot = await profile.stop()
-        ours.stop()
-    return {**throughput(samples, events), "profile": hot}
+        hot = await recording.stop() if recording is not None else {}
+        for child, _ in started:
+            child.stop()
+    return {**throughput(samples, events), "workers": count, "load_average": round(load, 2), "profile": hot}
+
+
+async def _catch_up_faust(where: Where, prefix: str, events: int) -> dict[str, Any]:
+    """faust's ceiling: the bare agent (bench.peer_faust) reads the whole log."""
+    out = where.run_dir / f"faust-{prefix.strip('.')}.jsonl"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": where.bootstrap,
+        "KAFKA_BROKER": where.broker,
+        "CREDITED_TOPIC_PREFIX": prefix,
+        "RECONCILER_DATA_DIR": str(where.run_dir / f"faust-{prefix.strip('.')}"),
+    }
+    argv = [sys.executable, "-m", "credited.bench.peer_faust", "--events", str(events), "--out", str(out)]
+    child = Child("faust-ceiling", argv, log_path=out.with_suffix(".log"), env=env)
+    load = os.getloadavg()[0]
+    child.start()
+    try:
+        await asyncio.to_thread(_wait_exit, child, 600)
+    finally:
+        child.stop()
+    summary: dict[str, Any] = {}
+    if out.exists():
+        for line in out.read_bytes().splitlines():
+            summary.update(orjson.loads(line))
+    seconds = summary.get("last_at", 0.0) - summary.get("first_at", 0.0)
+    return {
+        "events": summary.get("events"),
+        "seconds": round(seconds, 2),
+        "events_per_s": round(summary["events"] / seconds) if seconds > 0 else None,
+        "load_average": round(load, 2),
+    }
 
 
 async def _catch_up_bytewax(where: Where, prefix: str, options: PeerOptions) -> tuple[dict[str, Any], dict[str, float]]:
     peer, out = bytewax(where, prefix, options.threshold_s, tail=False)
+    load = os.getloadavg()[0]
     try:
         await asyncio.to_thread(_wait_exit, peer, 600)
     finally:
@@ -160,19 +206,35 @@ async def _catch_up_bytewax(where: Where, prefix: str, options: PeerOptions) -> 
         "events": summary.get("events"),
         "seconds": round(seconds, 2),
         "events_per_s": round(summary["events"] / seconds) if seconds > 0 else None,
+        "load_average": round(load, 2),
     }
     return figures, flags
 
 
-async def catch_up(where: Where, options: PeerOptions) -> dict[str, Any]:
-    start = datetime.now(UTC) - timedelta(hours=1)
-    log = event_log(options.catch_up_orders, seed=options.seed, t0=start, tag="cu")
-    dropped, deadlines = log_truth(log, options.threshold_s)
+async def _fresh_copy(where: Where, log: list[Message]) -> str:
+    """The log on topics of its own: each processor reads its own copy, from the start."""
     prefix = f"peers{uuid.uuid4().hex[:8]}."
     await produce(where.bootstrap, where.broker, prefix, log)
-    reconciler = await _catch_up_reconciler(where, prefix, options, len(log))
+    return prefix
+
+
+def _catch_up_log(options: PeerOptions) -> list[Message]:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    return event_log(options.catch_up_orders, seed=options.seed, t0=start, tag="cu")
+
+
+async def catch_up(where: Where, options: PeerOptions) -> dict[str, Any]:
+    log = _catch_up_log(options)
+    dropped, deadlines = log_truth(log, options.threshold_s)
+    prefix = await _fresh_copy(where, log)
+    reconciler = await _catch_up_reconciler(where, prefix, options, len(log), profile=True)
     hot = reconciler.pop("profile")
     reconciler |= score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines)
+    prefix = await _fresh_copy(where, log)
+    two = await _catch_up_reconciler(where, prefix, options, len(log), options.workers)
+    two.pop("profile")
+    two |= score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines)
+    ceiling = await _catch_up_faust(where, await _fresh_copy(where, log), len(log))
     peer, peer_flags = await _catch_up_bytewax(where, prefix, options)
     sql = await peer_sql.catch_up(where.bootstrap, prefix, where.database_url, options.threshold_s, len(log))
     sql_flags = sql.pop("flags")
@@ -181,9 +243,51 @@ async def catch_up(where: Where, options: PeerOptions) -> dict[str, Any]:
         "orders": options.catch_up_orders,
         "reconciler_profile": hot,
         "reconciler": reconciler,
+        "reconciler_two_workers": two,
+        "faust_ceiling": ceiling,
+        "reconciler_share_of_faust_ceiling": _ratio(reconciler.get("events_per_s"), ceiling.get("events_per_s")),
         "bytewax": peer | score_flags(peer_flags, dropped, deadlines),
         "sql": sql | score_flags(sql_flags, dropped, deadlines),
     }
+
+
+async def throughput_side_by_side(where: Where, options: PeerOptions, rounds: int = 2) -> dict[str, Any]:
+    """Catch-up events/s only, for `credited bench-reconciler`: faust's ceiling, the reconciler with one and
+    with `options.workers` processes, and Bytewax, each on its own copy of the log, taking turns `rounds`
+    times so that a change in the machine's load hits them alike; medians reported, every run kept."""
+    log = _catch_up_log(options)
+    dropped, deadlines = log_truth(log, options.threshold_s)
+    runs: dict[str, list[dict[str, Any]]] = {
+        "faust_ceiling": [],
+        "reconciler": [],
+        "reconciler_workers": [],
+        "bytewax": [],
+    }
+    for _ in range(rounds):
+        runs["faust_ceiling"].append(await _catch_up_faust(where, await _fresh_copy(where, log), len(log)))
+        for key, count in (("reconciler", 1), ("reconciler_workers", options.workers)):
+            prefix = await _fresh_copy(where, log)
+            figures = await _catch_up_reconciler(where, prefix, options, len(log), count, profile=key == "reconciler")
+            figures |= score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines)
+            runs[key].append(figures)
+        runs["bytewax"].append((await _catch_up_bytewax(where, await _fresh_copy(where, log), options))[0])
+    median = {key: _median([r.get("events_per_s") for r in found]) for key, found in runs.items()}
+    steady = {key: _median([r.get("steady_events_per_s") for r in found]) for key, found in runs.items()}
+    return {
+        "events": len(log),
+        "orders": options.catch_up_orders,
+        "workers": options.workers,
+        "median_events_per_s": median,
+        "median_steady_events_per_s": steady,
+        "reconciler_share_of_faust_ceiling": _ratio(median["reconciler"], median["faust_ceiling"]),
+        "reconciler_workers_share_of_faust_ceiling": _ratio(median["reconciler_workers"], median["faust_ceiling"]),
+        "runs": runs,
+    }
+
+
+def _median(values: list[Any]) -> float | None:
+    found = [v for v in values if v is not None]
+    return round(statistics.median(found)) if found else None
 
 
 async def _applying(port: int, timeout_s: float = 120) -> None:
@@ -206,27 +310,39 @@ def _wait_exit(child: Child, timeout_s: float) -> None:
     child.proc.wait(timeout_s)
 
 
-async def _ready(port: int, out: Path, sql: peer_sql.LiveSql, timeout_s: float = 90) -> None:
-    """Until all three have read the warm-up order: startup is not part of any detection delay."""
+async def _events(client: httpx.AsyncClient, ports: list[int]) -> float | None:
+    found = [await counters(client, port) for port in ports]
+    return None if any(f is None for f in found) else sum(f["events"] for f in found if f is not None)
+
+
+async def _ready(ports: list[int], others: Callable[[], bool], timeout_s: float = 90) -> None:
+    """Until the reconciler's workers (and the others, if any) have read the warm-up order: startup is not
+    part of any detection delay."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
-            ours = await counters(client, port)
-            theirs = await asyncio.to_thread(_started, out)
-            if ours and ours["events"] >= 2 and theirs and sql.progress.events >= 2:
+            ours = await _events(client, ports)
+            if ours is not None and ours >= 2 and await asyncio.to_thread(others):
                 return
             await asyncio.sleep(0.2)
     raise TimeoutError("the processors did not read the warm-up order")
 
 
 async def _paced(publisher: KafkaPublisher, prefix: str, log: list[Message]) -> None:
-    """Publish each event at its event time (in log order), without waiting for acknowledgements."""
-    sends = []
-    for message in log:
-        delay = _at(message) - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sends.append(asyncio.create_task(publisher.publish(*record_of(message, prefix))))
+    """Publish each event at its event time (in log order): every 5 ms what is due goes out in one batch,
+    without waiting for the acknowledgements of the batches before."""
+    sends: list[asyncio.Task[None]] = []
+    i = 0
+    while i < len(log):
+        now = time.time()
+        due = i
+        while due < len(log) and _at(log[due]) <= now:
+            due += 1
+        if due > i:
+            batch = [record_of(m, prefix) for m in log[i:due]]
+            sends.append(asyncio.create_task(publisher.publish_many(batch)))
+            i = due
+        await asyncio.sleep(0.005)
     await asyncio.gather(*sends)
 
 
@@ -243,20 +359,24 @@ async def _live_log(publisher: KafkaPublisher, prefix: str, options: PeerOptions
     return log
 
 
+def _publisher(where: Where, prefix: str) -> KafkaPublisher:
+    idempotence = where.broker == "apache"
+    return KafkaPublisher(where.bootstrap, idempotence=idempotence, client_id="bench-live", topic_prefix=prefix)
+
+
 async def live(where: Where, options: PeerOptions) -> dict[str, Any]:
     prefix = f"peers{uuid.uuid4().hex[:8]}."
     await ensure_topics(where.bootstrap, [t.qualified(prefix) for t in Topic], 6)
-    ours, port = worker(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s)
+    ours = workers(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s, options.workers)
     peer, out = bytewax(where, prefix, options.threshold_s, tail=True)
     sql = peer_sql.LiveSql(where.bootstrap, prefix, where.database_url, options.threshold_s, options.poll_s)
-    idempotence = where.broker == "apache"
-    publisher = KafkaPublisher(where.bootstrap, idempotence=idempotence, client_id="bench-live", topic_prefix=prefix)
+    publisher = _publisher(where, prefix)
     await publisher.start()
     await sql.start()
     try:
         warmup = event_log(1, loss=0.0, dup=0.0, t0=datetime.now(UTC), tag="warmup")
         await publisher.publish_many([record_of(m, prefix) for m in warmup])
-        await _ready(port, out, sql)
+        await _ready([port for _, port in ours], lambda: _started(out) and sql.progress.events >= 2)
         log = await _live_log(publisher, prefix, options)
         dropped, deadlines = log_truth(log, options.threshold_s)
         await asyncio.sleep(max(deadlines.values()) + 3 - time.time())  # every deadline passed, and a margin
@@ -264,7 +384,8 @@ async def live(where: Where, options: PeerOptions) -> dict[str, Any]:
         await publisher.stop()
         await sql.stop()
         peer.stop()
-        ours.stop()
+        for child, _ in ours:
+            child.stop()
     queries = sorted(sql.query_times)
     return {
         "orders": len(deadlines),
@@ -275,6 +396,40 @@ async def live(where: Where, options: PeerOptions) -> dict[str, Any]:
         "bytewax": score_flags((await asyncio.to_thread(read_bytewax, out))[0], dropped, deadlines),
         "sql": score_flags(sql.progress.flags, dropped, deadlines)
         | {"query_p50_s": round(queries[len(queries) // 2], 4) if queries else None},
+    }
+
+
+async def live_reconciler(where: Where, options: PeerOptions) -> dict[str, Any]:
+    """The reconciler's workers alone, the log published at `options.live_rate` orders/s in real time:
+    how long after each deadline the order is flagged (p50, p99), and whether the workers kept up."""
+    prefix = f"live{uuid.uuid4().hex[:8]}."
+    await ensure_topics(where.bootstrap, [t.qualified(prefix) for t in Topic], 6)
+    ours = workers(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s, options.workers)
+    publisher = _publisher(where, prefix)
+    await publisher.start()
+    load = os.getloadavg()[0]
+    try:
+        warmup = event_log(1, loss=0.0, dup=0.0, t0=datetime.now(UTC), tag="warmup")
+        await publisher.publish_many([record_of(m, prefix) for m in warmup])
+        await _ready([port for _, port in ours], lambda: True)
+        started = time.time()
+        log = await _live_log(publisher, prefix, options)
+        published_s = time.time() - started
+        dropped, deadlines = log_truth(log, options.threshold_s)
+        await asyncio.sleep(max(deadlines.values()) + 3 - time.time())  # every deadline passed, and a margin
+    finally:
+        await publisher.stop()
+        for child, _ in ours:
+            child.stop()
+    return {
+        "orders": len(deadlines),
+        "events": len(log),
+        "rate_per_s": options.live_rate,
+        "published_in_s": round(published_s, 2),
+        "workers": options.workers,
+        "threshold_s": options.threshold_s,
+        "load_average": round(load, 2),
+        "reconciler": score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines),
     }
 
 

@@ -12,7 +12,6 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from contracts.codec import Record, encode, envelope_for
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
 from credited.stack.processes import Child, free_port
+from reconciler.adapters.table import encode_state
 from reconciler.domain import OrderState, Policy
 from reconciler.engine import Engine
 from servicekit.kafka import KafkaPublisher, ensure_topics
@@ -33,20 +33,21 @@ T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 class DictStates:
-    """Order states stored as JSON-ready dicts, like the faust table stores them."""
+    """Order states in a dict, as the faust table's memory store holds them (each is encoded only when its
+    changelog record is written, once per batch: here once per put)."""
 
     def __init__(self) -> None:
-        self.data: dict[bytes, dict[str, Any]] = {}
+        self.data: dict[str, OrderState] = {}
 
     def get(self, order_id: str) -> OrderState | None:
-        raw = self.data.get(order_id.encode())
-        return None if raw is None else OrderState.from_json(raw)
+        return self.data.get(order_id)
 
     def put(self, state: OrderState) -> None:
-        self.data[state.order_id.encode()] = state.to_json()
+        self.data[state.order_id] = state
+        encode_state(state)
 
     def values(self) -> Iterator[OrderState]:
-        return (OrderState.from_json(v) for v in list(self.data.values()))
+        return iter(list(self.data.values()))
 
 
 def event_log(
@@ -136,24 +137,32 @@ def record_of(message: Message, prefix: str) -> tuple[str, Record]:
     return topic.qualified(prefix), encode(message, envelope_for(message, producer="bench"))
 
 
-def worker(bootstrap: str, broker: str, prefix: str, run_dir: Path, threshold_s: float) -> tuple[Child, int]:
-    """A fresh reconciler worker process on `prefix`; returns it and its HTTP port."""
+def worker(
+    bootstrap: str, broker: str, prefix: str, run_dir: Path, threshold_s: float, instance: int = 1
+) -> tuple[Child, int]:
+    """A reconciler worker process on `prefix` (instance n of its group); returns it and its HTTP port."""
     port = free_port()
+    name = f"reconciler-{prefix.strip('.')}-{instance}"
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP": bootstrap,
         "KAFKA_BROKER": broker,
         "CREDITED_TOPIC_PREFIX": prefix,
         "RECONCILER_HTTP_PORT": str(port),
-        "RECONCILER_DATA_DIR": str(run_dir / f"reconciler-{prefix.strip('.')}"),
+        "RECONCILER_DATA_DIR": str(run_dir / name),
         "CREDITED_LOG_LEVEL": "WARNING",
         "RECONCILER_THRESHOLD_S": str(threshold_s),
     }
-    child = Child(
-        "reconciler-bench", [sys.executable, "-m", "reconciler"], log_path=run_dir / "reconciler.log", env=env
-    )
+    child = Child(name, [sys.executable, "-m", "reconciler"], log_path=run_dir / f"{name}.log", env=env)
     child.start()
     return child, port
+
+
+def workers(
+    bootstrap: str, broker: str, prefix: str, run_dir: Path, threshold_s: float, count: int
+) -> list[tuple[Child, int]]:
+    """`count` worker processes of one reconciler on `prefix`: they share its partitions."""
+    return [worker(bootstrap, broker, prefix, run_dir, threshold_s, i) for i in range(1, count + 1)]
 
 
 async def counters(client: httpx.AsyncClient, port: int) -> dict[str, float] | None:
@@ -170,20 +179,29 @@ async def counters(client: httpx.AsyncClient, port: int) -> dict[str, float] | N
     return out
 
 
-async def time_worker(port: int, events: int, timeout_s: float = 600) -> list[tuple[float, float, float]]:
-    """Samples (monotonic time, events applied, orders flagged) until all `events` are applied and the
-    flagged count has not moved for two seconds."""
+async def time_workers(ports: list[int], events: int, timeout_s: float = 600) -> list[tuple[float, float, float]]:
+    """Samples (monotonic time, events applied, orders flagged), summed over the workers, until all `events`
+    are applied and the flagged count has not moved for two seconds."""
     samples: list[tuple[float, float, float]] = []
+    last: dict[int, dict[str, float]] = {}
     async with httpx.AsyncClient(timeout=2) as client:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            now = await counters(client, port)
-            if now is not None:
-                samples.append((time.monotonic(), now["events"], now["flagged"]))
+            for port in ports:  # a worker that does not answer this time keeps its last counts
+                now = await counters(client, port)
+                if now is not None:
+                    last[port] = now
+            if last:
+                sums = [sum(c[k] for c in last.values()) for k in ("events", "flagged")]
+                samples.append((time.monotonic(), sums[0], sums[1]))
                 if _settled(samples, events):
                     break
             await asyncio.sleep(0.25)
     return samples
+
+
+async def time_worker(port: int, events: int, timeout_s: float = 600) -> list[tuple[float, float, float]]:
+    return await time_workers([port], events, timeout_s)
 
 
 def _settled(samples: list[tuple[float, float, float]], events: int, quiet_s: float = 2.0) -> bool:
@@ -197,6 +215,8 @@ def _settled(samples: list[tuple[float, float, float]], events: int, quiet_s: fl
 
 
 def throughput(samples: list[tuple[float, float, float]], events: int) -> dict[str, Any]:
+    """events/s from the first event applied to the last; `steady_events_per_s` from the tenth to the
+    ninetieth hundredth of the events (leaves out a start and a tail, such as two workers' first rebalance)."""
     moving = [(t, n) for t, n, _ in samples if n > 0]
     if len(moving) < 2:
         return {"events": events, "error": "the worker processed nothing"}
@@ -207,34 +227,32 @@ def throughput(samples: list[tuple[float, float, float]], events: int) -> dict[s
         "processed": int(n1),
         "seconds": round(t1 - t0, 2),
         "events_per_s": round((n1 - n0) / (t1 - t0)) if t1 > t0 else None,
+        "steady_events_per_s": _between(moving, 0.1 * events, 0.9 * events),
         "median_interval_events_per_s": round(statistics.median(rates)) if rates else None,
     }
 
 
-async def bench_faust(
-    orders: int, bootstrap: str, broker: str, run_dir: Path, threshold_s: float = 3600, log: list[Message] | None = None
-) -> dict[str, Any]:
-    """Produce the log, then time a fresh reconciler worker reading all of it."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    log = event_log(orders) if log is None else log
-    await produce(bootstrap, broker, prefix, log)
-    child, port = worker(bootstrap, broker, prefix, run_dir, threshold_s)
-    try:
-        samples = await time_worker(port, len(log))
-    finally:
-        child.stop()
-    figures = throughput(samples, len(log))
-    figures["prefix"] = prefix
-    if "error" in figures:
-        figures["log"] = child.tail()
-    return figures
+def _between(moving: list[tuple[float, float]], low: float, high: float) -> int | None:
+    start = next(((t, n) for t, n in moving if n >= low), None)
+    end = next(((t, n) for t, n in moving if n >= high), None)
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return round((end[1] - start[1]) / (end[0] - start[0]))
 
 
-def main(orders: int, out: Path, bootstrap: str | None, broker: str) -> dict[str, Any]:
+def main(orders: int, out: Path, bootstrap: str | None, broker: str, live_rate: float, live_s: float) -> dict[str, Any]:
+    """The engine alone, then (with a broker) the side-by-side catch-up and the live detection run."""
+    from credited.bench import peers
+
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "orders": orders}
+    report["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     report["engine"] = bench_engine(orders)
     if bootstrap:
-        report["faust_worker"] = asyncio.run(bench_faust(orders, bootstrap, broker, out.parent / "bench-run"))
+        where = peers.Where(bootstrap, broker, "", out.parent / "bench-run")
+        options = peers.PeerOptions(catch_up_orders=orders, live_rate=live_rate, live_s=live_s)
+        report["catch_up"] = asyncio.run(peers.throughput_side_by_side(where, options))
+        report["live"] = asyncio.run(peers.live_reconciler(where, options))
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -78,8 +78,9 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
     stack = LocalStack(config)
     try:
         await asyncio.to_thread(stack.start)
-        pids = {name: child.pid for name, child in stack.services.items()}
-        # services may run as several processes (payments' copies): each is counted with its descendants
+        # a reconciler side runs as several worker processes (its members), each sampled on its own; services
+        # may also run as several processes of one (payments' copies): each is counted with its descendants
+        pids = {m.name: m.pid for child in stack.services.values() for m in getattr(child, "members", [child])}
         usage = UsageSampler(
             {**pids, **infra.pids, "load generator": os.getpid()}, forking=frozenset({*pids, "postgres"})
         )
