@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
-from credited.stack.processes import Child, free_port, port_open, wait_for
+from credited.stack.processes import Child, Workers, free_port, port_open, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class StackConfig:
     psp_secret: str = DEV_PSP_SECRET
     partitions: int = 6
     payments_processes: int = PAYMENTS_PROCESSES
+    reconciler_workers: int = 2
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -70,9 +71,10 @@ class LocalStack:
         self.config = config
         self.kafka: EmbeddedKafka | None = None
         self.postgres: EmbeddedPostgres | None = None
-        self.services: dict[str, Child] = {}
-        self.instances: dict[str, Child] = {}
+        self.services: dict[str, Child | Workers] = {}
+        self.instances: dict[str, Child | Workers] = {}
         self.instance_ports: dict[str, int] = {}
+        self.worker_ports: dict[str, list[int]] = {}  # the HTTP ports of each reconciler side's workers
         self.bootstrap = config.kafka_bootstrap or ""
         self.database_url = config.database_url or ""
 
@@ -133,42 +135,71 @@ class LocalStack:
         }
         return env
 
-    def start_service(self, name: str) -> Child:
+    def start_service(self, name: str) -> Child | Workers:
         port = self.config.ports[name]
         if port_open(port):  # its health check would be answered by whatever holds the port
             raise RuntimeError(f"port {port} for {name} is in use (another stack? set CREDITED_PORT_BASE)")
-        child = Child(
-            name,
-            [sys.executable, "-m", name],
-            log_path=self.config.run_dir / "logs" / f"{name}.log",
-            env=self.service_env(name),
-        )
+        child: Child | Workers
+        if name == "reconciler":
+            child = self._reconciler(name, port, self.config.run_dir / "reconciler")
+        else:
+            child = Child(
+                name,
+                [sys.executable, "-m", name],
+                log_path=self.config.run_dir / "logs" / f"{name}.log",
+                env=self.service_env(name),
+            )
         child.start()
         self.services[name] = child
         return child
+
+    def _reconciler(self, key: str, port: int, data_dir: Path) -> Workers:
+        """`reconciler_workers` processes of the reconciler (one side), sharing its partitions: the first
+        answers on `port`, each has its own working directory and log."""
+        members, ports = [], []
+        for n in range(1, self.config.reconciler_workers + 1):
+            env = self.service_env("reconciler")
+            member_port = port if n == 1 else free_port()
+            env["RECONCILER_HTTP_PORT"] = str(member_port)
+            env["RECONCILER_DATA_DIR"] = str(data_dir if n == 1 else data_dir.with_name(f"{data_dir.name}.{n}"))
+            log_name = key if n == 1 else f"{key}.{n}"
+            log_path = self.config.run_dir / "logs" / f"{log_name}.log"
+            members.append(Child(log_name, [sys.executable, "-m", "reconciler"], log_path=log_path, env=env))
+            ports.append(member_port)
+        self.worker_ports[key] = ports
+        return Workers(key, members)
 
     def revive(self) -> list[str]:
         """Start again every service that stopped itself asking for it: exit code 75 (EX_TEMPFAIL), as
         the reconciler does when a partition would not read in order and its next run replays from the
         last commit. Compose does the same with `restart: unless-stopped`. Returns their names."""
         revived = []
-        for name, child in list(self.services.items()):
-            if child.exit_code() == os.EX_TEMPFAIL:
-                log.warning("%s stopped itself (exit code %d); starting it again", name, os.EX_TEMPFAIL)
+        for name, child in [*self.services.items(), *self.instances.items()]:
+            if isinstance(child, Workers):
+                if child.revive(os.EX_TEMPFAIL):
+                    revived.append(name)
+            elif child.exit_code() == os.EX_TEMPFAIL:
                 self.start_service(name)
                 revived.append(name)
+        for name in revived:
+            log.warning("%s stopped itself (exit code %d); started again", name, os.EX_TEMPFAIL)
         return revived
 
-    def start_instance(self, name: str, instance: int) -> Child:
+    def start_instance(self, name: str, instance: int) -> Child | Workers:
         """One more instance of a running service: the same settings, so the same consumer groups (Kafka
         shares the partitions between the instances), with its own HTTP port, log file and (reconciler)
-        working directory. `stop` stops it with the rest."""
+        working directory; a reconciler instance is `reconciler_workers` processes, as the first. `stop`
+        stops it with the rest."""
         key = f"{name}-{instance}"
         port = free_port()
-        env = self.service_env(name)
-        env[f"{name.upper()}_HTTP_PORT"] = str(port)
-        env["RECONCILER_DATA_DIR"] = str(self.config.run_dir / f"reconciler-{instance}")
-        child = Child(key, [sys.executable, "-m", name], log_path=self.config.run_dir / "logs" / f"{key}.log", env=env)
+        child: Child | Workers
+        if name == "reconciler":
+            child = self._reconciler(key, port, self.config.run_dir / key)
+        else:
+            env = self.service_env(name)
+            env[f"{name.upper()}_HTTP_PORT"] = str(port)
+            log_path = self.config.run_dir / "logs" / f"{key}.log"
+            child = Child(key, [sys.executable, "-m", name], log_path=log_path, env=env)
         child.start()
         self.instances[key] = child
         self.instance_ports[key] = port
@@ -178,11 +209,18 @@ class LocalStack:
         return f"http://127.0.0.1:{self.instance_ports[f'{name}-{instance}']}"
 
     def wait_healthy(self, name: str, timeout_s: float = 90) -> None:
-        _wait_healthy(f"{self.url(name)}/healthz", name, self.services[name], timeout_s)
+        self._wait_healthy(name, self.url(name), self.services[name], timeout_s)
 
     def wait_instance_healthy(self, name: str, instance: int, timeout_s: float = 90) -> None:
         key = f"{name}-{instance}"
-        _wait_healthy(f"{self.instance_url(name, instance)}/healthz", key, self.instances[key], timeout_s)
+        self._wait_healthy(key, self.instance_url(name, instance), self.instances[key], timeout_s)
+
+    def _wait_healthy(self, key: str, url: str, child: Child | Workers, timeout_s: float) -> None:
+        if isinstance(child, Workers):
+            for member, port in zip(child.members, self.worker_ports[key], strict=True):
+                _wait_healthy(f"http://127.0.0.1:{port}/healthz", member.name, member, timeout_s)
+        else:
+            _wait_healthy(f"{url}/healthz", key, child, timeout_s)
 
     def stop(self) -> None:
         started = time.monotonic()

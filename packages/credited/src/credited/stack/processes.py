@@ -121,3 +121,53 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str, chil
         time.sleep(0.1)
     tail = f":\n{child.tail()}" if child is not None else ""
     raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}{tail}")
+
+
+class Workers:
+    """Several processes of one service that share its consumer group (the reconciler's workers, which
+    share its partitions), handled as one: started, stopped and killed together."""
+
+    def __init__(self, name: str, members: Sequence[Child]) -> None:
+        self.name = name
+        self.members = list(members)
+
+    def start(self) -> None:
+        for member in self.members:
+            member.start()
+
+    @property
+    def pid(self) -> int:
+        return self.members[0].pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.members[0].log_path
+
+    def alive(self) -> bool:
+        return all(member.alive() for member in self.members)
+
+    def exit_code(self) -> int | None:
+        """How the first member to end ended; None while all run."""
+        return next((code for code in (m.exit_code() for m in self.members) if code is not None), None)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
+        for member in self.members:  # all signalled first: a worker left alone would take every partition
+            if member.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(member.pid, sig)
+        codes = [member.stop(sig, timeout_s) for member in self.members]
+        return codes[0]
+
+    def kill(self) -> None:
+        """SIGKILL every member: a crash of the whole side, for tests."""
+        self.stop(signal.SIGKILL, timeout_s=5)
+
+    def revive(self, code: int) -> bool:
+        """Start again each member that ended with `code`; whether any was."""
+        ended = [m for m in self.members if m.exit_code() == code]
+        for member in ended:
+            member.start()
+        return bool(ended)
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(f"[{m.name}]\n{m.tail(lines)}" for m in self.members)
