@@ -1,6 +1,6 @@
 """Reconciler use cases: apply an event to its order, let time pass for a partition, drop settled orders.
 
-They run in rounds (adapters/batch.py): every record of a batch, or every timer of a tick, is applied here,
+They run in rounds (adapters/rounds.py): every record of a batch, or every timer of a tick, is applied here,
 its announcements queued and its new state staged; then the adapter sends the queued announcements
 together, waits once for the broker to acknowledge them all, and only then writes the staged states. So a
 crash in between repeats an announcement, which downstream drops by its deterministic id, instead of

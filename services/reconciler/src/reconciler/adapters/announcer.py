@@ -1,7 +1,7 @@
 """KafkaAnnouncer: the round's status changes (for orders.status) and commands (for ledger.commands and
 payments.commands), each with a deterministic event id so that a repeat after a crash has no second effect.
 
-`status` and `command` only queue; `records` builds the round's messages for the producer (batch.py sends
+`status` and `command` only queue; `records` builds the round's messages for the producer (rounds.py sends
 them together and waits once for the broker). A message that cannot be built (it would break its contract)
 becomes a dead letter instead, with the reason and the order: it must never stop the partition, and
 building it again would fail the same way.

@@ -6,7 +6,7 @@ seen on Apache Kafka and kept because a test shows it is still needed.
    generation: `Stream._c_aiter` acks what it skips), when a flow resume empties the stream queues it was
    in (mode's `FlowControlEvent.resume`), and it fills every gap in the acknowledged offsets
    (`Consumer._add_gap`) as if acked: committing there loses records nobody applied (missed and false
-   flags). The agent's position only moves once a round is durable (batch.py), so a commit never runs
+   flags). The agent's position only moves once a round is durable (rounds.py), so a commit never runs
    ahead of the changelog either. Tests: test_consumer.py (committing at the position, not faust's gap-filled
    offset); the SIGKILL and rebalance tests in tests/e2e/test_reconciler_resilience.py.
 2. An input partition is resumed only once the seek to the committed offsets has returned and the flow has

@@ -55,7 +55,7 @@ class ProcessedPositions:
         self._revoking.clear()
 
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
-        """The agent has made durable every record of the partition below `next_offset` (batch.py)."""
+        """The agent has made durable every record of the partition below `next_offset` (rounds.py)."""
         if (topic, partition) in self._next:
             self._next[(topic, partition)] = next_offset
 

@@ -2,7 +2,7 @@
 
 faust's fetch loop remembers the last offset it read per partition and drops every record at or below
 it. When records it read never reach the agent (a stream queue emptied by a flow resume, a batch cut
-short by a rebalance; commits.py), the refetched records are dropped as already read and the first one
+short by a rebalance; consumer.py), the refetched records are dropped as already read and the first one
 past them arrives with a hole before it. Applying it would let the table and the safe time run past
 records never read. Skipping it alone would wait forever. Seeking the partition back to the hole
 resets aiokafka's fetch position, and a fence holds faust's read offset there until the record at the

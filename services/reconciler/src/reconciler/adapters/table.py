@@ -13,6 +13,7 @@ from faust.types import FutureMessage
 from reconciler.domain import OrderState, Phase
 
 CODEC = "order-state"
+KEY_CODEC = "order-id"
 _default_partitioner = DefaultPartitioner()
 
 
@@ -35,21 +36,35 @@ class OrderStateCodec(codecs.Codec):
         return decode_state(s)
 
 
+class OrderIdCodec(codecs.Codec):
+    """The changelog's key codec: the order id's own bytes, as the input topics key it, so faust's router
+    (its producer's partitioner on the encoded key) finds the worker that has the order, as
+    `OrderTable.partition_for_key` places it. A key written as JSON (a quoted string, before issue 14)
+    still reads as the same order id."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return str(obj).encode()
+
+    def _loads(self, s: bytes) -> Any:
+        return orjson.loads(s) if s[:1] == b'"' else s.decode()
+
+
 def register_codec() -> None:
     codecs.register(CODEC, OrderStateCodec())
+    codecs.register(KEY_CODEC, OrderIdCodec())
 
 
 class OrderTable(faust.Table):
     """Each order's changelog record goes to its order's partition on the input topics (Kafka's default
     partitioner on the order id), computed here rather than by the producer, so a write needs no event
     context (timers write too) and a worker that takes over a partition restores exactly its orders.
-    The futures of the changelog records sent are kept for the round to wait on (batch.py)."""
+    The futures of the changelog records sent are kept for the round to wait on (rounds.py)."""
 
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
-        super().__init__(app, schema=faust.Schema(key_serializer="json", value_serializer=CODEC), **kwargs)
-        # faust takes a table's value serializer from its value type (JSON for none), for the changelog topic
-        # and every write: set before either is made.
-        self.value_serializer = CODEC
+        super().__init__(app, schema=faust.Schema(key_serializer=KEY_CODEC, value_serializer=CODEC), **kwargs)
+        # faust takes a table's serializers from its key and value types (JSON for none), for the changelog
+        # topic and every write: set before either is made.
+        self.key_serializer, self.value_serializer = KEY_CODEC, CODEC
         self.sent: list[FutureMessage] = []
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
@@ -68,8 +83,7 @@ class FaustOrderStates:
     table (so its changelog) only by `write_staged`, once the broker has acknowledged the announcements the
     state stands for. Several changes of one order in a round leave one changelog record.
 
-    Keys are order ids as str, JSON-encoded on the changelog so that a restored key is the same str as a
-    key written live."""
+    Keys are order ids as str, restored as str (OrderIdCodec)."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
