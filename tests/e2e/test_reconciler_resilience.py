@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,6 +46,25 @@ async def unsettled_after(truth: Truth, received: Received, timeout_s: float) ->
         await eventually(lambda: settled(truth, received) >= len(truth.paid), timeout_s=timeout_s, interval_s=0.5)
     finals = {p["order_id"] for p in received.payloads.values() if p["status"] in FINAL}
     return sorted(truth.paid - finals)
+
+
+async def timelines_of(client: httpx.AsyncClient, url: str, orders: list[str]) -> list[dict[str, Any]]:
+    """The orders' timelines from the worker at `url`, asked until each answers 200 (a worker answers 503
+    while partitions move)."""
+    found: dict[str, dict[str, Any]] = {}
+
+    async def all_answered() -> bool:
+        for order in orders:
+            if order not in found:
+                answer = await client.get(f"{url}/v1/orders/{order}/timeline")
+                if answer.status_code == 200:
+                    found[order] = answer.json()
+                else:
+                    assert answer.status_code == 503, answer.text
+        return len(found) == len(orders)
+
+    await eventually(all_answered, timeout_s=60, interval_s=1)
+    return [found[o] for o in orders]
 
 
 async def restart(stack: LocalStack) -> None:
@@ -112,6 +132,8 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
             assert truth.errors == [] and len(truth.paid) == 500
             unsettled = await unsettled_after(truth, receiver.received, timeout_s=150)
             dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"])
+            timelines = await timelines_of(client, stack.url("reconciler"), sorted(truth.paid)[:40])
+    assert all(t["status"] in FINAL for t in timelines), "any worker answers for any order, from its owner"
     paid_at = {o: truth.orders[o]["paid_at"] for o in truth.paid}
     verdict = await judge_flags(broker.bootstrap, stack.config.topic_prefix, paid_at, dropped, threshold)
     assert len(dropped) >= 25

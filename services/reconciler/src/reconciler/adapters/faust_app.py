@@ -27,6 +27,7 @@ from reconciler.adapters.rounds import Rounds, stop
 from reconciler.adapters.table import FaustOrderStates, OrderTable, register_codec
 from reconciler.adapters.ticker import Ticker
 from reconciler.config import Settings
+from reconciler.domain import OrderState
 from reconciler.engine import Engine
 from reconciler.watermarks import Watermarks
 
@@ -166,7 +167,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     return app
 
 
-def _pages(app: faust.App, table: faust.Table, states: FaustOrderStates, registry: CollectorRegistry) -> None:
+def _pages(app: faust.App, table: OrderTable, states: FaustOrderStates, registry: CollectorRegistry) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -181,29 +182,54 @@ def _pages(app: faust.App, table: faust.Table, states: FaustOrderStates, registr
             return self.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
 
     @app.page("/v1/orders/{order_id}/timeline")
-    @app.table_route(table=table, match_info="order_id")
-    async def timeline(web: Any, request: Request, order_id: str) -> Response:
-        """Every event and status of one order in time order, for support staff and on-call engineers. An
-        order settled longer ago than the retention is answered by the services that own its data."""
-        state = states.get(order_id)
-        if state is None:
-            return web.json(
-                {"error": "unknown_order", "detail": f"no order {order_id} in the last retention period"}, status=404
-            )
-        return web.json(
-            {
-                "order_id": state.order_id,
-                "user_id": state.user_id,
-                "amount": state.amount,
-                "currency": state.currency,
-                "channel": state.channel,
-                "phase": state.phase.value,
-                "status": state.status.value,
-                "deadline": state.deadline.isoformat() if state.deadline else None,
-                "retry_attempts": state.attempts,
-                "anomaly": state.anomaly,
-                "timeline": [
-                    {"what": what, "at": at.isoformat()} for what, at in sorted(state.history, key=lambda h: h[1])
-                ],
-            }
-        )
+    class Timeline(View):
+        async def get(self, request: Request, order_id: str) -> Response:
+            """Every event and status of one order in time order, for support staff and on-call engineers,
+            from whichever worker has the order. An order settled longer ago than the retention is answered by
+            the services that own its data. (faust's table_route hashes the key with its producer's metadata,
+            which a worker that has not written to the changelog yet does not have: it answers 500.)"""
+            state = states.get(order_id)
+            owner = None if state is not None or request.query.get("routed") else _owner(app, table, order_id)
+            if owner is not None:
+                url = f"{owner.rstrip('/')}/v1/orders/{order_id}/timeline"
+                async with app.http_client.get(url, params={"routed": "1"}) as answer:
+                    return self.bytes(await answer.read(), content_type="application/json", status=answer.status)
+            if state is None and not _has(app, table, order_id):
+                detail = "the partitions are moving between workers; ask again in a few seconds"
+                return self.json({"error": "not_ready", "detail": detail}, status=503)
+            if state is None:
+                detail = f"no order {order_id} settled within the retention"
+                return self.json({"error": "unknown_order", "detail": detail}, status=404)
+            return self.json(_timeline(state))
+
+
+def _owner(app: faust.App, table: OrderTable, order_id: str) -> str | None:
+    """The web address of the other worker that has `order_id`'s partition, if one has."""
+    topic, partition = table.changelog_topic.get_topic_name(), table.partition_for_key(order_id)
+    here = str(app.conf.canonical_url).rstrip("/")
+    for host, topics in app.router.table_metadata(table.name).items():
+        if partition in topics.get(topic, ()) and str(host).rstrip("/") != here:
+            return str(host)
+    return None
+
+
+def _has(app: faust.App, table: OrderTable, order_id: str) -> bool:
+    """Whether this worker has `order_id`'s partition, restored."""
+    tp = TP(table.changelog_topic.get_topic_name(), table.partition_for_key(order_id))
+    return not app.rebalancing and not app.in_recovery and tp in app.assignor.assigned_actives()
+
+
+def _timeline(state: OrderState) -> dict[str, Any]:
+    return {
+        "order_id": state.order_id,
+        "user_id": state.user_id,
+        "amount": state.amount,
+        "currency": state.currency,
+        "channel": state.channel,
+        "phase": state.phase.value,
+        "status": state.status.value,
+        "deadline": state.deadline.isoformat() if state.deadline else None,
+        "retry_attempts": state.attempts,
+        "anomaly": state.anomaly,
+        "timeline": [{"what": what, "at": at.isoformat()} for what, at in sorted(state.history, key=lambda h: h[1])],
+    }
