@@ -68,7 +68,7 @@ async def test_a_changelog_record_the_broker_refused_stops_the_worker_before_its
 
     monkeypatch.setattr(rounds, "stop", stop)
     worker = Worker()
-    worker.table.refuse = True
+    worker.changelog.refuse = True
     with pytest.raises(SystemExit, match="changelog"):
         await worker.batch(worker.record(paid("o1")))
     assert worker.positions.next_offset(PAYMENTS, 0) == 0
@@ -95,3 +95,15 @@ async def test_an_event_older_than_the_retention_for_an_order_no_longer_in_the_t
     await worker.tick()
     assert worker.stored("old") is None and worker.statuses("old") == ["credited#1"]
     assert worker.positions.next_offset(PAYMENTS, 0) == 2
+
+
+async def test_the_overdue_count_follows_the_states_written_and_is_counted_again_after_partitions_move() -> None:
+    worker = Worker()
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)), worker.record(paid("o2", seconds_ago=30)))
+    await worker.tick()
+    assert worker.states.overdue == 2
+    await worker.batch(worker.record(credited("o1")))
+    assert worker.states.overdue == 1
+    del worker.table["o2"]  # its partition went to another worker
+    worker.states.recount()
+    assert worker.states.overdue == 0

@@ -45,28 +45,16 @@ def done(journal: list[str], what: str, error: BaseException | None = None) -> "
     return future
 
 
-class Table(dict[str, Any]):
-    """faust's table as the rounds use it: a mapping whose writes send changelog records."""
+class Changelog:
+    """The changelog records the rounds send, acknowledged at once (or refused, when `refuse` is set)."""
 
     def __init__(self, journal: list[str]) -> None:
-        super().__init__()
         self.journal = journal
-        self.sent: list[asyncio.Future[Any]] = []
         self.refuse = False
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.sent.append(done(self.journal, f"changelog {key}", KafkaError("refused") if self.refuse else None))
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self.sent.append(done(self.journal, f"tombstone {key}"))
-
-    def pop(self, key: str, *default: Any) -> Any:
-        value = self[key] if key in self else default[0]
-        if key in self:
-            del self[key]
-        return value
+    async def send(self, order_id: str, value: bytes | None) -> "asyncio.Future[Any]":
+        what = f"changelog {order_id}" if value is not None else f"tombstone {order_id}"
+        return done(self.journal, what, KafkaError("refused") if self.refuse else None)
 
 
 @dataclass
@@ -113,8 +101,9 @@ class Worker:
 
     def __init__(self, policy: Policy = POLICY) -> None:
         self.journal: list[str] = []
-        self.table = Table(self.journal)
-        self.states = FaustOrderStates(self.table)
+        self.table: dict[str, OrderState] = {}  # faust's store
+        self.changelog = Changelog(self.journal)
+        self.states = FaustOrderStates(self.table, self.changelog.send)
         self.producer = Producer(self.journal)
         self.positions = ProcessedPositions(INPUTS)
         self.positions.started({TP(PAYMENTS, 0): 0, TP(LEDGER, 0): 0})
@@ -125,7 +114,6 @@ class Worker:
         self.rounds = Rounds(
             engine=Engine(self.states, policy),
             states=self.states,
-            table=self.table,  # type: ignore[arg-type]
             announcer=KafkaAnnouncer(TOPICS, DEAD_LETTERS, 0, unbuildable),
             observe=self.observe,
             positions=self.positions,

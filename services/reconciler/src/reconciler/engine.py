@@ -55,6 +55,7 @@ class Engine:
         self._actions: dict[int, Heap] = {}
         self._expiries: dict[int, Heap] = {}
         self._horizon: dict[int, datetime] = {}  # events older than this, for orders not stored, are ignored
+        self._retention = policy.retention
 
     def apply(self, message: Message, partition: int, now: datetime) -> Result | None:
         """The order's next state and effects for `message`, or None if nothing changes (a repeat, a type the
@@ -90,9 +91,9 @@ class Engine:
             heaps = self._deadlines if kind == "deadline" else self._actions
             heapq.heappush(heaps.setdefault(state.partition, []), (at, state.order_id))
             return
-        expires = timers.expires_at(state, self.policy)
-        if expires is not None:
-            heapq.heappush(self._expiries.setdefault(state.partition, []), (expires, state.order_id))
+        settled = timers.settled_at(state, self.policy)
+        if settled is not None:
+            heapq.heappush(self._expiries.setdefault(state.partition, []), (settled + self._retention, state.order_id))
 
     def due(self, partition: int, now: datetime, safe_time: datetime | None) -> list[Result]:
         """Transitions that time makes happen now in `partition`: deadlines against the safe time (the
@@ -116,12 +117,13 @@ class Engine:
     def expired(self, partition: int, safe_time: datetime) -> list[str]:
         """Settled orders of `partition` whose retention ended by `safe_time`: the caller drops them. From
         then on, events older than the retention for orders not stored are ignored."""
-        self._horizon[partition] = safe_time - self.policy.retention
+        self._horizon[partition] = safe_time - self._retention
         heap, gone = self._expiries.get(partition), []
         while heap and heap[0][0] <= safe_time:
             at, order_id = heapq.heappop(heap)
             state = self.states.get(order_id)
-            if state is not None and timers.expires_at(state, self.policy) == at:
+            settled = None if state is None else timers.settled_at(state, self.policy)
+            if settled is not None and settled + self._retention == at:
                 gone.append(order_id)
         return gone
 

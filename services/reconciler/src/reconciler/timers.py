@@ -37,10 +37,11 @@ def wake_time(state: OrderState, policy: Policy) -> Wake | None:
     return None
 
 
-def expires_at(state: OrderState, policy: Policy) -> datetime | None:
-    """When a settled order leaves the table (judged against the safe time, like a deadline)."""
+def settled_at(state: OrderState, policy: Policy) -> datetime | None:
+    """When the order settled, if it is settled and needs the clock no more: it leaves the table a retention
+    later (judged against the safe time, like a deadline)."""
     if state.phase in SETTLED and state.settled_at is not None and wake_time(state, policy) is None:
-        return state.settled_at + policy.retention
+        return state.settled_at
     return None
 
 

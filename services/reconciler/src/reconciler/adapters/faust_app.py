@@ -95,7 +95,13 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
             partitions=settings.topic_partitions,
         )
     )
-    states = FaustOrderStates(table)
+    changelog = table.changelog_topic.get_topic_name()
+
+    async def send_changelog(order_id: str, value: bytes | None) -> Any:
+        partition = table.partition_for_key(order_id)
+        return await app.producer.send(changelog, order_id.encode(), value, partition, None, None)
+
+    states = FaustOrderStates(table.data, send_changelog)
     observe = PrometheusObservations(registry)
     topics = {
         "status": Topic.ORDERS_STATUS.qualified(prefix),
@@ -118,7 +124,6 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     rounds = Rounds(
         engine=Engine(states, settings.policy()),
         states=states,
-        table=table,
         announcer=announcer,
         observe=observe,
         positions=positions,

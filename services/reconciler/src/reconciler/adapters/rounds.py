@@ -36,7 +36,7 @@ from reconciler.adapters.announcer import KafkaAnnouncer, Outgoing, dead_letter
 from reconciler.adapters.metrics import PrometheusObservations, Tally
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import Rewinder
-from reconciler.adapters.table import FaustOrderStates, OrderTable
+from reconciler.adapters.table import FaustOrderStates
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
 from reconciler.watermarks import Watermarks
@@ -55,7 +55,6 @@ class Rounds:
         *,
         engine: Engine,
         states: FaustOrderStates,
-        table: OrderTable,
         announcer: KafkaAnnouncer,
         observe: PrometheusObservations,
         positions: ProcessedPositions,
@@ -65,7 +64,7 @@ class Rounds:
         dead_letters: str,
         group: str,
     ) -> None:
-        self.engine, self.states, self.table, self.announcer = engine, states, table, announcer
+        self.engine, self.states, self.announcer = engine, states, announcer
         self.observe, self.positions, self.watermarks, self.rewinder = observe, positions, watermarks, rewinder
         self.producer, self.dead_letters, self.group = producer, dead_letters, group
         self.lock = asyncio.Lock()
@@ -153,9 +152,8 @@ class Rounds:
             self.observe.rounds_undone.inc()
             log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
             return
-        self.states.write_staged(expired or ())
+        await self._changelog_acknowledged(await self.states.write_staged(expired or ()))
         self.observe.expired_orders.inc(len(expired or ()))
-        await self._changelog_acknowledged()
         for (topic, partition), next_offset in (ahead or {}).items():
             self.positions.advance(topic, partition, next_offset)
             self.watermarks.processed(topic, partition, next_offset)
@@ -169,8 +167,7 @@ class Rounds:
         sent = [await self.producer.send(t, r.key, r.value, None, None, r.headers) for t, r in outgoing]
         await _all_acknowledged(sent)
 
-    async def _changelog_acknowledged(self) -> None:
-        sent, self.table.sent = self.table.sent, []
+    async def _changelog_acknowledged(self, sent: list["asyncio.Future[Any]"]) -> None:
         try:
             await _all_acknowledged(sent)
         except REFUSED as exc:

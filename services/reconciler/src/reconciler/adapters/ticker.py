@@ -15,13 +15,9 @@ from faust.types import TP
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.rewind import TailWatch
 from reconciler.adapters.rounds import Rounds
-from reconciler.domain import Phase
 from reconciler.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
-
-OVERDUE_PHASES = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
-GAUGE_EVERY_S = 5.0
 
 
 class Ticker:
@@ -37,7 +33,6 @@ class Ticker:
     ) -> None:
         self.app, self.inputs, self.rounds, self.watermarks = app, inputs, rounds, watermarks
         self.offsets, self.tail, self.tick_s = offsets, tail, tick_s
-        self._last_gauge = 0.0
         # Partitions the consumer was handed since the last tick, kept or not: between two ticks a
         # partition can go to another worker and come back with states this worker never timed.
         self._handed: set[int] = set()
@@ -94,7 +89,7 @@ class Ticker:
         safe = [s for s in (self.watermarks.safe_time(p) for p in assigned) if s is not None]
         if safe:
             self.rounds.observe.watermark_lag.set((datetime.now(UTC) - min(safe)).total_seconds())
-        self._update_overdue_gauge()
+        self.rounds.observe.overdue_now.set(self.rounds.states.overdue)
 
     async def _reassign(self, assigned: set[int], known: set[int], again: set[int]) -> None:
         """Partitions revoked are forgotten; partitions new, or handed over again, start from the
@@ -119,10 +114,5 @@ class Ticker:
             }
             self.watermarks.assign(p, starts)
         pending = engine.rebuild(new, engine.states.values())
+        self.rounds.states.recount()
         log.info("assigned partitions %s: %d orders waiting on a timer", new, pending)
-
-    def _update_overdue_gauge(self) -> None:
-        if time.monotonic() - self._last_gauge < GAUGE_EVERY_S:
-            return
-        self._last_gauge = time.monotonic()
-        self.rounds.observe.overdue_now.set(self.rounds.states.count_in(OVERDUE_PHASES))
