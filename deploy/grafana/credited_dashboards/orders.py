@@ -230,10 +230,23 @@ def reconciler() -> dashboard.Dashboard:
                     "{{instance}} {{reason}}",
                 ),
                 (f"sum by (instance) (rate(reconciler_records_skipped_total[{RATE}]))", "{{instance}} skipped"),
+                (f"sum by (instance) (rate(reconciler_rounds_undone_total[{RATE}]))", "{{instance}} rounds undone"),
                 description="A worker reads a partition again from the first record it is missing, after faust "
                 "dropped records it had fetched (hole: a later record came first; stuck: standing still below "
-                "the end offset). A few around rebalances are expected; a worker that cannot fill a hole in 20 "
+                "the end offset), or after the broker refused a round's announcements (the round is undone and "
+                "done again). A few around rebalances are expected; a worker that cannot fill a hole in 20 "
                 "reads exits with code 75 and is restarted.",
+            )
+        )
+        .with_panel(
+            graph(
+                "Dead letters and dropped orders /s",
+                "ops",
+                (f"sum by (kind) (rate(reconciler_dead_lettered_total[{RATE}]))", "dead-lettered {{kind}}"),
+                (f"sum(rate(reconciler_orders_expired_total[{RATE}]))", "settled orders dropped"),
+                description="Input that does not decode and announcements that cannot be built go to "
+                "credited.deadletter with the reason (never stopping a partition). Settled orders leave the "
+                "table once RECONCILER_RETENTION_S has passed since they settled.",
             )
         )
     )

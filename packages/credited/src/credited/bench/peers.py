@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.base import Message
 from contracts.events import CreditPosted, PaymentSucceeded
@@ -42,7 +43,7 @@ from credited.bench.reconciler import (
     time_workers,
     workers,
 )
-from credited.simulator.run import partition_count, percentile
+from credited.simulator.run import credit_publication_times, partition_count, percentile
 from credited.stack.processes import Child
 from servicekit.kafka import KafkaPublisher, ensure_topics
 
@@ -403,6 +404,7 @@ async def live_reconciler(where: Where, options: PeerOptions) -> dict[str, Any]:
     """The reconciler's workers alone, the log published at `options.live_rate` orders/s in real time:
     how long after each deadline the order is flagged (p50, p99), and whether the workers kept up."""
     prefix = f"live{uuid.uuid4().hex[:8]}."
+    await _joined_topics_on_broker_time(where.bootstrap, prefix)
     await ensure_topics(where.bootstrap, [t.qualified(prefix) for t in Topic], 6)
     ours = workers(where.bootstrap, where.broker, prefix, where.run_dir, options.threshold_s, options.workers)
     publisher = _publisher(where, prefix)
@@ -421,6 +423,8 @@ async def live_reconciler(where: Where, options: PeerOptions) -> dict[str, Any]:
         await publisher.stop()
         for child, _ in ours:
             child.stop()
+    flags = await reconciler_flags(where.bootstrap, prefix)
+    visible = await credit_publication_times(where.bootstrap, Topic.LEDGER_EVENTS.qualified(prefix))
     return {
         "orders": len(deadlines),
         "events": len(log),
@@ -429,8 +433,25 @@ async def live_reconciler(where: Where, options: PeerOptions) -> dict[str, Any]:
         "workers": options.workers,
         "threshold_s": options.threshold_s,
         "load_average": round(load, 2),
-        "reconciler": score_flags(await reconciler_flags(where.bootstrap, prefix), dropped, deadlines),
+        "reconciler": score_flags(flags, dropped, deadlines),
+        # Judged against the broker's own clock: a flag is false only if the order's credit had reached the
+        # broker by its deadline (a publisher that falls behind the log's event times makes credits late).
+        "false_flags": sum(1 for o in flags if visible.get(o, float("inf")) <= deadlines.get(o, 0.0)),
+        "credits_late_on_the_broker": sum(1 for o, at in visible.items() if o in deadlines and at > deadlines[o]),
     }
+
+
+async def _joined_topics_on_broker_time(bootstrap: str, prefix: str) -> None:
+    """payments.events and ledger.events stamped with the broker's clock (LogAppendTime), so that when a
+    credit reached the broker is known exactly."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"message.timestamp.type": "LogAppendTime"}
+        names = [Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix)]
+        await admin.create_topics([NewTopic(name, 6, 1, topic_configs=config) for name in names])
+    finally:
+        await admin.close()
 
 
 async def side_by_side(where: Where, options: PeerOptions) -> dict[str, Any]:
