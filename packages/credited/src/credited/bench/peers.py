@@ -419,6 +419,9 @@ async def live_reconciler(where: Where, options: PeerOptions) -> dict[str, Any]:
         published_s = time.time() - started
         dropped, deadlines = log_truth(log, options.threshold_s)
         await asyncio.sleep(max(deadlines.values()) + 3 - time.time())  # every deadline passed, and a margin
+        # then until the workers have applied every event (if they fell behind) and flag no more
+        caught_up = await time_workers([port for _, port in ours], len(log) + 2, timeout_s=300)
+        behind_s = caught_up[-1][0] - time.monotonic() + time.time() - max(deadlines.values()) if caught_up else None
     finally:
         await publisher.stop()
         for child, _ in ours:
@@ -433,6 +436,7 @@ async def live_reconciler(where: Where, options: PeerOptions) -> dict[str, Any]:
         "workers": options.workers,
         "threshold_s": options.threshold_s,
         "load_average": round(load, 2),
+        "caught_up_s_after_the_last_deadline": None if behind_s is None else round(behind_s, 1),
         "reconciler": score_flags(flags, dropped, deadlines),
         # Judged against the broker's own clock: a flag is false only if the order's credit had reached the
         # broker by its deadline (a publisher that falls behind the log's event times makes credits late).
