@@ -21,6 +21,14 @@ the agent eight records short of the end, nothing waiting, and the two orders am
 (missed flags). TailWatch finds that state: records on the broker past the agent's position, nothing
 waiting for the agent, and no progress for `STUCK_AFTER_S`; the partition is then read again from the
 position exactly as from a hole, under the same count of seeks.
+
+A round undone because the broker refused its announcements (rounds.py) leaves its records uncounted as
+well: the records after it arrive past the hole, or the partition stands still below its end, and it is
+read again the same way.
+
+Tests: tests/reconciler/unit/test_rewind.py (each behaviour against a model of faust's fetch loop) and the
+SIGKILL and rebalance tests in tests/e2e/test_reconciler_resilience.py, which fail with missed and false
+flags without it (holes counted in reconciler_records_skipped_total show up in their logs).
 """
 
 from collections.abc import Awaitable, Callable
