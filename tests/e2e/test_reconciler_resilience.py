@@ -63,7 +63,7 @@ async def timelines_of(client: httpx.AsyncClient, url: str, orders: list[str]) -
                     assert answer.status_code == 503, answer.text
         return len(found) == len(orders)
 
-    await eventually(all_answered, timeout_s=60, interval_s=1)
+    await eventually(all_answered, timeout_s=150, interval_s=1)
     return [found[o] for o in orders]
 
 
