@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
+from sys import intern
 from typing import Any
 
 from contracts.events import OrderStatus
@@ -195,7 +196,12 @@ class OrderState:
             values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
         values["phase"] = Phase(values["phase"])
         values["status"] = OrderStatus(values["status"])
-        values["history"] = tuple((str(a), datetime.fromisoformat(b)) for a, b in values.get("history", ()))
+        # A restored table holds a million of these: the few distinct channels, currencies and history notes
+        # are shared, not copied into every state.
+        for key in _SHARED:
+            if values.get(key):
+                values[key] = intern(values[key])
+        values["history"] = tuple((intern(str(a)), datetime.fromisoformat(b)) for a, b in values.get("history", ()))
         return cls(**values)
 
 
@@ -203,6 +209,7 @@ _FIELDS = tuple(f.name for f in fields(OrderState))
 _SLOTS = tuple(getattr(OrderState, name) for name in _FIELDS)
 _NEW = object.__new__
 _TIMES = ("paid_at", "credited_at", "deadline", "next_action_at", "flagged_at", "held_until", "settled_at")
+_SHARED = ("currency", "channel", "product", "review", "anomaly")
 SETTLED = (Phase.CREDITED, Phase.REFUNDED, Phase.PAYMENT_FAILED)
 
 

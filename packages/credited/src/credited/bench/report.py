@@ -187,6 +187,23 @@ def _peers(report: dict[str, Any]) -> list[str]:
         " the primary keys) and runs the anti-join every poll; its catch-up rate is the ingest plus one query."
         " In the live phase all three run at once on the same cores.",
         "",
+        *_ceiling(p["catch_up"]),
+    ]
+
+
+def _ceiling(c: dict[str, Any]) -> list[str]:
+    """faust's own ceiling and the reconciler's two worker processes, when the run measured them."""
+    if "faust_ceiling" not in c:
+        return []
+    two = c.get("reconciler_two_workers", {})
+    return [
+        f"faust's own ceiling on this machine, a bare faust agent with the reconciler's settings that only decodes"
+        f" each record and writes one table row for it: {_f(c['faust_ceiling'].get('events_per_s'))} events/s."
+        f" The reconciler's one worker process did {_f(c['reconciler'].get('events_per_s'))} events/s"
+        f" ({_f(c.get('reconciler_share_of_faust_ceiling'))} of that ceiling); two worker processes sharing the"
+        f" partitions did {_f(two.get('events_per_s'))} events/s (from the tenth to the ninetieth hundredth of the"
+        f" log, past their first rebalance: {_f(two.get('steady_events_per_s'))}).",
+        "",
     ]
 
 

@@ -2,14 +2,15 @@
 over (restore the table from the changelog until the worker is ready), for a table of N settled orders.
 
 Each variant writes N changelog records straight to a fresh changelog topic, as a worker would have left
-them, then starts one worker on it and measures from its start to its first ready answer (/healthz), and
-its resident memory then (and, when the orders are past the retention, again once it has dropped them):
+them, then starts one worker on it and measures from its start until it has taken every partition over with
+its table restored, and its resident memory then:
 - before: the states as the reconciler wrote them before issue 14 (a JSON object per order, kept decoded
   as a dict), restored by that reconciler's own code (`--before-src`: its services/reconciler/src);
 - after, kept: the states as they are written now (the same JSON, restored as OrderState objects), settled
   within the retention, so the worker keeps them all;
-- after, expired: the same, settled longer ago than the retention: the worker drops them once the safe
-  time of their partition is known, with a tombstone each.
+- after, expired: the same, settled longer ago than the retention: the first worker restores them and drops
+  them once the safe time of their partitions is known, with a tombstone each; then a second worker takes
+  the partitions over (it reads the records and their tombstones, until Kafka's cleaner has compacted them).
 
     python -m credited.bench.table_size --orders 1000000 --out FILE [--before-src DIR]
     (KAFKA_BOOTSTRAP and KAFKA_BROKER name the broker)
@@ -95,10 +96,45 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+async def _gauge(client: httpx.AsyncClient, port: int, name: str) -> float | None:
+    try:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    found = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    return found[0] if found else None
+
+
+async def _answers(client: httpx.AsyncClient, port: int, order_id: str) -> bool:
+    try:
+        return (await client.get(f"http://127.0.0.1:{port}/v1/orders/{order_id}/timeline")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _restored(client: httpx.AsyncClient, port: int, before: bool, probes: list[str], expected: int) -> bool:
+    """The worker has every partition and its table: the last order written to each partition answers (the
+    code before issue 14 has no gauge for it), or the worker reports all partitions taken over and its table
+    at the size expected."""
+    if before:
+        return all([await _answers(client, port, order_id) for order_id in probes])
+    partitions = await _gauge(client, port, "reconciler_assigned_partitions")
+    orders = await _gauge(client, port, "reconciler_table_orders")
+    return partitions == PARTITIONS and orders == expected
+
+
 async def take_over(
-    bootstrap: str, broker: str, prefix: str, run_dir: Path, src: Path | None, retention_s: float, expected: int
+    bootstrap: str,
+    broker: str,
+    prefix: str,
+    run_dir: Path,
+    src: Path | None,
+    retention_s: float,
+    probes: list[str],
+    expected: int,
 ) -> dict[str, Any]:
-    """Start a worker on `prefix`; time it to ready; its memory then, and once it dropped `expected` orders."""
+    """Start a worker on `prefix` and time it until it has taken every partition over with its table (of
+    `expected` orders); its memory then."""
     port = free_port()
     env = {
         **os.environ,
@@ -108,7 +144,7 @@ async def take_over(
         "CREDITED_TOPIC_PARTITIONS": str(PARTITIONS),
         "CREDITED_LOG_LEVEL": "WARNING",
         "RECONCILER_HTTP_PORT": str(port),
-        "RECONCILER_DATA_DIR": str(run_dir / prefix.strip(".")),
+        "RECONCILER_DATA_DIR": str(run_dir / f"{prefix}{uuid.uuid4().hex[:4]}"),
         "RECONCILER_RETENTION_S": str(retention_s),
     }
     if src is not None:
@@ -119,32 +155,22 @@ async def take_over(
     figures: dict[str, Any] = {}
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-            while "ready_s" not in figures and time.monotonic() - started < 1800 and child.alive():
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        figures["ready_s"] = round(time.monotonic() - started, 1)
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.5)
-            figures["rss_mib_ready"] = rss_mib(child.pid)
-            while expected and time.monotonic() - started < 1800:
-                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                dropped = sum(
-                    float(s.split()[-1]) for s in text.splitlines() if s.startswith("reconciler_orders_expired_total ")
-                )
-                if dropped >= expected:
-                    figures["dropped_after_s"] = round(time.monotonic() - started, 1)
-                    figures["rss_mib_after_dropping"] = rss_mib(child.pid)
+            while time.monotonic() - started < 1800 and child.alive():
+                if await _restored(client, port, src is not None, probes, expected):
+                    figures["taken_over_s"] = round(time.monotonic() - started, 1)
+                    figures["rss_mib"] = rss_mib(child.pid)
                     break
-                await asyncio.sleep(1)
+                await asyncio.sleep(0.5)
     finally:
         child.stop()
-    if "ready_s" not in figures:
+    if "taken_over_s" not in figures:
         figures["error"] = child.tail()
     return figures
 
 
 async def variant(args: argparse.Namespace, name: str, before: bool, settled_ago: timedelta) -> dict[str, Any]:
+    """One table on its own topics: the first worker's take-over (and, when the orders are past the retention,
+    a second worker's after the first dropped them, their tombstones not yet compacted away)."""
     prefix = f"size{uuid.uuid4().hex[:8]}."
     bootstrap, broker = os.environ["KAFKA_BOOTSTRAP"], os.environ.get("KAFKA_BROKER", "apache")
     await ensure_topics(bootstrap, [t.qualified(prefix) for t in Topic], PARTITIONS)
@@ -152,11 +178,23 @@ async def variant(args: argparse.Namespace, name: str, before: bool, settled_ago
     written = await write_changelog(bootstrap, changelog, args.orders, datetime.now(UTC) - settled_ago, before)
     src = args.before_src if before else None
     expired = settled_ago.total_seconds() > args.retention_s
-    load = os.getloadavg()[0]
-    figures = await take_over(
-        bootstrap, broker, prefix, args.out.parent, src, args.retention_s, args.orders if expired else 0
-    )
-    return {"variant": name, "orders": args.orders, "changelog_mib": round(written / 2**20, 1), "load": load} | figures
+    probes = _last_in_each_partition(args.orders)
+    figures: dict[str, Any] = {"variant": name, "orders": args.orders, "changelog_mib": round(written / 2**20, 1)}
+    figures["load"] = round(os.getloadavg()[0], 2)
+    run = (bootstrap, broker, prefix, args.out.parent, src, args.retention_s, probes)
+    figures["first"] = await take_over(*run, 0 if expired else args.orders)
+    if expired:
+        figures["next"] = await take_over(*run, 0)
+    return figures
+
+
+def _last_in_each_partition(orders: int) -> list[str]:
+    last: dict[int, str] = {}
+    partitions = list(range(PARTITIONS))
+    for i in range(orders):
+        order_id = settled_state(i, datetime.now(UTC)).order_id
+        last[_partitioner(order_id.encode(), partitions, partitions)] = order_id
+    return list(last.values())
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

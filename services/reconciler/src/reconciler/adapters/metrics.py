@@ -70,6 +70,16 @@ class PrometheusObservations:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
             registry=registry,
         )
+        self.table_orders = Gauge(
+            "reconciler_table_orders",
+            "Orders in this worker's table (settled ones within the retention too).",
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            "reconciler_assigned_partitions",
+            "Input partitions this worker has, their table restored and their timers built.",
+            registry=registry,
+        )
         self.rounds_undone = Counter(
             "reconciler_rounds_undone_total",
             "Rounds whose announcements the broker refused or did not acknowledge: undone and done again.",

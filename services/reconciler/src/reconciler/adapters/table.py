@@ -116,6 +116,10 @@ class FaustOrderStates:
         self._overdue = {s.order_id for s in self._store.values() if s.phase in OVERDUE}
 
     @property
+    def size(self) -> int:
+        return len(self._store)
+
+    @property
     def overdue(self) -> int:
         """Paid orders past their deadline and not yet credited or refunded (kept as states are written)."""
         return len(self._overdue)

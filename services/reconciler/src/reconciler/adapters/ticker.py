@@ -90,6 +90,8 @@ class Ticker:
         if safe:
             self.rounds.observe.watermark_lag.set((datetime.now(UTC) - min(safe)).total_seconds())
         self.rounds.observe.overdue_now.set(self.rounds.states.overdue)
+        self.rounds.observe.table_orders.set(self.rounds.states.size)
+        self.rounds.observe.assigned_partitions.set(len(self.watermarks.partitions))
 
     async def _reassign(self, assigned: set[int], known: set[int], again: set[int]) -> None:
         """Partitions revoked are forgotten; partitions new, or handed over again, start from the
