@@ -1,7 +1,9 @@
 """A record handed over past a hole is skipped and its partition read again from the hole (Rewinder); a
 partition standing still below the broker's end offset is read again from where the agent is (TailWatch)."""
 
-from reconciler.adapters.rewind import FencedReadOffsets, Rewinder, TailWatch
+from faust.types import TP
+
+from reconciler.adapters.rewind import FencedReadOffsets, RecoveryWatch, Rewinder, TailWatch
 
 
 class Seeks:
@@ -199,3 +201,28 @@ def test_a_seek_to_the_committed_offsets_replaces_the_fence_and_a_revocation_dro
     assert offsets.fenced("a") is None and offsets["a"] == 2
     offsets.pop("b", None)
     assert offsets.fenced("b") is None and offsets["b"] is None
+
+
+async def test_a_changelog_partition_whose_recovery_stands_still_is_read_again_from_where_the_recovery_is() -> None:
+    seeks, clock, gave_up = Seeks(), Clock(), []
+    watch = RecoveryWatch(seeks, clock, lambda t, p, left: gave_up.append(left), after_s=10, max_rewinds=2)
+    tp, other = TP("changelog", 3), TP("changelog", 1)
+    await watch.observe({tp: 120, other: 104}, {other: 271})
+    clock.now += 6
+    await watch.observe({tp: 120, other: 50}, {other: 325})  # the other moves on
+    clock.now += 5
+    await watch.observe({tp: 120, other: 0}, {other: 375})
+    assert seeks.calls == [("changelog", 3, 0)] and seeks.why == "recovery"
+    for _ in range(6):
+        clock.now += 11
+        await watch.observe({tp: 120}, {tp: -1})
+    assert len(seeks.calls) == 2 and gave_up[:1] == [120], "read again twice in all, then the worker gives up"
+
+
+async def test_a_recovery_that_moves_is_never_read_again() -> None:
+    seeks, clock = Seeks(), Clock()
+    watch = RecoveryWatch(seeks, clock, lambda t, p, left: None, after_s=10)
+    for left in range(100, 0, -10):
+        await watch.observe({TP("changelog", 0): left}, {TP("changelog", 0): 200 - left})
+        clock.now += 9
+    assert seeks.calls == []

@@ -22,7 +22,7 @@ from reconciler.adapters.consumer import ReconcilerTransport
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.positions import ProcessedPositions
-from reconciler.adapters.rewind import Rewinder, TailWatch
+from reconciler.adapters.rewind import RecoveryWatch, Rewinder, TailWatch
 from reconciler.adapters.rounds import Rounds, stop
 from reconciler.adapters.table import FaustOrderStates, OrderTable, register_codec
 from reconciler.adapters.ticker import Ticker
@@ -140,7 +140,12 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
 
     tail = TailWatch(rewinder, time.monotonic, lambda: any(not c.empty() for c in agent_channels), stuck_for_good)
     offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
-    ticker = Ticker(app, inputs, rounds, watermarks, offsets, tail, settings.tick_s)
+
+    def recovery_stuck(topic: str, partition: int, remaining: int) -> None:
+        stop(f"the table's recovery of {topic}[{partition}] still misses {remaining} records after reading it again")
+
+    recovery = RecoveryWatch(seek, time.monotonic, recovery_stuck)
+    ticker = Ticker(app, inputs, rounds, watermarks, offsets, tail, settings.tick_s, recovery)
 
     async def before_revoke(revoked: set[TP]) -> None:
         async with rounds.lock:  # the round in progress ends first; none touches these partitions after

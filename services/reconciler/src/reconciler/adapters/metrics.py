@@ -2,6 +2,7 @@
 kept until the round is durable (an undone round is done again and must not count twice)."""
 
 from collections import Counter as Counts
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -11,90 +12,65 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 
 class PrometheusObservations:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter("reconciler_events_total", "Input events applied, by type.", ["type"], registry=registry)
-        self.paid_orders = Counter(
-            "reconciler_orders_paid_total", "Orders the provider confirmed paid.", ["channel"], registry=registry
+        counter, gauge = partial(Counter, registry=registry), partial(Gauge, registry=registry)
+        histogram = partial(Histogram, registry=registry)
+        self.events = counter("reconciler_events_total", "Input events applied, by type.", ["type"])
+        self.paid_orders = counter("reconciler_orders_paid_total", "Orders the provider confirmed paid.", ["channel"])
+        self.credited_orders = counter("reconciler_orders_credited_total", "Paid orders credited.", ["channel"])
+        self.pay_to_credit = histogram(
+            "reconciler_pay_to_credit_seconds", "Payment to credit, event time.", ["channel"], buckets=LATENCY_BUCKETS
         )
-        self.credited_orders = Counter(
-            "reconciler_orders_credited_total", "Paid orders credited.", ["channel"], registry=registry
-        )
-        self.pay_to_credit = Histogram(
-            "reconciler_pay_to_credit_seconds",
-            "Payment to credit, event time.",
-            ["channel"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.flagged_orders = Counter(
-            "reconciler_overdue_flagged_total", "Orders flagged overdue.", ["channel"], registry=registry
-        )
-        self.detection = Histogram(
+        self.flagged_orders = counter("reconciler_overdue_flagged_total", "Orders flagged overdue.", ["channel"])
+        self.detection = histogram(
             "reconciler_detection_latency_seconds",
             "Flag time minus the order's deadline.",
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
-            registry=registry,
         )
-        self.remediations = Counter(
-            "reconciler_remediations_total",
-            "Remediation steps by action and outcome.",
-            ["action", "outcome"],
-            registry=registry,
+        self.remediations = counter(
+            "reconciler_remediations_total", "Remediation steps by action and outcome.", ["action", "outcome"]
         )
-        self.anomalies = Counter("reconciler_anomalies_total", "Anomalies by kind.", ["kind"], registry=registry)
-        self.overdue_now = Gauge(
-            "reconciler_orders_overdue",
-            "Paid orders past their deadline and not credited or refunded.",
-            registry=registry,
+        self.anomalies = counter("reconciler_anomalies_total", "Anomalies by kind.", ["kind"])
+        self.overdue_now = gauge(
+            "reconciler_orders_overdue", "Paid orders past their deadline and not credited or refunded."
         )
-        self.watermark_lag = Gauge(
+        self.watermark_lag = gauge(
             "reconciler_watermark_lag_seconds",
             "Now minus the oldest safe time over assigned partitions (how far behind the streams are known).",
-            registry=registry,
         )
-        self.skipped_records = Counter(
+        self.skipped_records = counter(
             "reconciler_records_skipped_total",
             "Records handed over before an earlier one of their partition, skipped and read again in order.",
             ["topic"],
-            registry=registry,
         )
-        self.reads_again = Counter(
+        self.reads_again = counter(
             "reconciler_partition_reads_again_total",
             "Partitions read again from the first record the agent is missing: after a record came past it "
-            "(hole), or standing still below the broker's end offset (stuck).",
+            "(hole), standing still below the broker's end offset (stuck), or a changelog partition whose "
+            "table recovery stands still (recovery).",
             ["topic", "reason"],
-            registry=registry,
         )
-        self.batch_records = Histogram(
+        self.batch_records = histogram(
             "reconciler_batch_records",
             "Records per round: applied, announced, then acknowledged and written together.",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
-            registry=registry,
         )
-        self.table_orders = Gauge(
-            "reconciler_table_orders",
-            "Orders in this worker's table (settled ones within the retention too).",
-            registry=registry,
+        self.table_orders = gauge(
+            "reconciler_table_orders", "Orders in this worker's table (settled ones within the retention too)."
         )
-        self.assigned_partitions = Gauge(
-            "reconciler_assigned_partitions",
-            "Input partitions this worker has, their table restored and their timers built.",
-            registry=registry,
+        self.assigned_partitions = gauge(
+            "reconciler_assigned_partitions", "Input partitions this worker has, table restored and timers built."
         )
-        self.rounds_undone = Counter(
+        self.rounds_undone = counter(
             "reconciler_rounds_undone_total",
             "Rounds whose announcements the broker refused or did not acknowledge: undone and done again.",
-            registry=registry,
         )
-        self.dead_letters = Counter(
+        self.dead_letters = counter(
             "reconciler_dead_lettered_total",
             "Records sent to the dead-letter topic: input that does not decode, announcements that cannot be built.",
             ["kind"],
-            registry=registry,
         )
-        self.expired_orders = Counter(
-            "reconciler_orders_expired_total",
-            "Settled orders dropped from the table once their retention ended.",
-            registry=registry,
+        self.expired_orders = counter(
+            "reconciler_orders_expired_total", "Settled orders dropped from the table once their retention ended."
         )
 
     def event(self, kind: str) -> None:

@@ -191,3 +191,49 @@ class FencedReadOffsets(dict[Any, int | None]):
     def pop(self, tp: Any, *default: Any) -> Any:
         self._fences.pop(tp, None)
         return super().pop(tp, *default)
+
+
+class RecoveryWatch:
+    """faust's table recovery sometimes never receives a record of a changelog partition it restores, and
+    the worker stays in recovery, reconciling nothing of its partitions (seen on Apache Kafka after the SIGKILL
+    test killed one side: the other's recovery of two changelog partitions logged "No event received for
+    active tp ... since recovery start" for minutes, its orders' deadlines passed unflagged). A partition
+    whose remaining records have not moved for `after_s` is read again from where the recovery is, on the
+    consumer's own thread, counted with the other reads again; after `max_rewinds` for one partition the
+    caller's `give_up` stops the worker, whose partitions then go to another.
+
+    Test: the SIGKILL test in tests/e2e/test_reconciler_resilience.py (the run that found it)."""
+
+    def __init__(
+        self,
+        seek: Seek,
+        clock: Callable[[], float],
+        give_up: Callable[[str, int, int], None],
+        *,
+        after_s: float = 10.0,
+        max_rewinds: int = 5,
+    ) -> None:
+        self._seek, self._clock, self._give_up = seek, clock, give_up
+        self._after_s, self._max_rewinds = after_s, max_rewinds
+        self._since: dict[Any, tuple[int, float, int]] = {}  # tp -> (remaining, since, rewinds)
+
+    async def observe(self, remaining: dict[Any, int], offsets: dict[Any, int]) -> None:
+        """The recovery's records still to read per changelog partition, and the last offset it applied."""
+        now = self._clock()
+        for tp in list(self._since):
+            if remaining.get(tp, 0) <= 0:
+                del self._since[tp]
+        for tp, left in remaining.items():
+            if left <= 0:
+                continue
+            seen = self._since.get(tp)
+            if seen is None or seen[0] != left:
+                self._since[tp] = (left, now, 0 if seen is None else seen[2])
+                continue
+            if now - seen[1] < self._after_s:
+                continue
+            if seen[2] >= self._max_rewinds:
+                self._give_up(tp.topic, tp.partition, left)
+                continue
+            self._since[tp] = (left, now, seen[2] + 1)
+            await self._seek(tp.topic, tp.partition, max(offsets.get(tp, -1), -1) + 1, "recovery")

@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from faust.types import TP
 
 from reconciler.adapters.offsets import BrokerOffsets
-from reconciler.adapters.rewind import TailWatch
+from reconciler.adapters.rewind import RecoveryWatch, TailWatch
 from reconciler.adapters.rounds import Rounds
 from reconciler.watermarks import Watermarks
 
@@ -30,9 +30,10 @@ class Ticker:
         offsets: BrokerOffsets,
         tail: TailWatch,
         tick_s: float,
+        recovery: RecoveryWatch | None = None,
     ) -> None:
         self.app, self.inputs, self.rounds, self.watermarks = app, inputs, rounds, watermarks
-        self.offsets, self.tail, self.tick_s = offsets, tail, tick_s
+        self.offsets, self.tail, self.tick_s, self.recovery = offsets, tail, tick_s, recovery
         # Partitions the consumer was handed since the last tick, kept or not: between two ticks a
         # partition can go to another worker and come back with states this worker never timed.
         self._handed: set[int] = set()
@@ -65,6 +66,9 @@ class Ticker:
         }
 
     async def tick(self) -> None:
+        if self.app.in_recovery and self.recovery is not None:
+            faust_recovery = self.app.tables.recovery
+            await self.recovery.observe(dict(faust_recovery.active_remaining()), dict(faust_recovery.active_offsets))
         if self.app.rebalancing or self.app.in_recovery:
             return
         assigned = self._assigned()
