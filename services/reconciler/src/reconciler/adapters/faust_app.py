@@ -22,7 +22,7 @@ from reconciler.adapters.consumer import ReconcilerTransport
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.positions import ProcessedPositions
-from reconciler.adapters.rewind import RecoveryWatch, Rewinder, TailWatch
+from reconciler.adapters.rewind import RecoveryWatch, Rewinder, Seek, TailWatch
 from reconciler.adapters.rounds import Rounds, stop
 from reconciler.adapters.table import FaustOrderStates, OrderTable, register_codec
 from reconciler.adapters.ticker import Ticker
@@ -85,46 +85,14 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         tansu=settings.kafka_broker == "tansu",
     )
     app.transport = transport
-    register_codec()
-    table = app.tables.add(
-        OrderTable(
-            app,
-            name="order-state",
-            default=None,
-            beacon=app.tables.beacon,
-            partitions=settings.topic_partitions,
-        )
-    )
-    changelog = table.changelog_topic.get_topic_name()
-
-    async def send_changelog(order_id: str, value: bytes | None) -> Any:
-        partition = table.partition_for_key(order_id)
-        return await app.producer.send(changelog, order_id.encode(), value, partition, None, None)
-
-    states = FaustOrderStates(table.data, send_changelog)
+    table, states = _order_states(app, settings)
     observe = PrometheusObservations(registry)
-    topics = {
-        "status": Topic.ORDERS_STATUS.qualified(prefix),
-        "ledger": Topic.LEDGER_COMMANDS.qualified(prefix),
-        "payments": Topic.PAYMENTS_COMMANDS.qualified(prefix),
-    }
-    unbuildable = observe.dead_letters.labels("unbuildable").inc
-    announcer = KafkaAnnouncer(topics, Topic.DEAD_LETTER.qualified(prefix), settings.compensation_minor, unbuildable)
-
-    async def seek(topic: str, partition: int, offset: int, why: str) -> None:
-        log.warning("%s[%d]: reading again from %d (%s)", topic, partition, offset, why)
-        observe.read_again(topic, why)
-        try:
-            await app.consumer.rewind(TP(topic, partition), offset)
-        except IllegalStateError:  # revoked meanwhile: its next owner starts at the committed offset
-            log.info("%s[%d] is no longer assigned; not read again", topic, partition)
-
-    rewinder = Rewinder(seek, time.monotonic)
-    watermarks = Watermarks(inputs)
+    seek = _reading_again(app, observe)
+    rewinder, watermarks = Rewinder(seek, time.monotonic), Watermarks(inputs)
     rounds = Rounds(
         engine=Engine(states, settings.policy()),
         states=states,
-        announcer=announcer,
+        announcer=_announcer(settings, observe),
         observe=observe,
         positions=positions,
         watermarks=watermarks,
@@ -133,41 +101,19 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         dead_letters=Topic.DEAD_LETTER.qualified(prefix),
         group=app.conf.id,
     )
-    agent_channels: list[Any] = []  # the agent's stream channel, once it runs
-
-    def stuck_for_good(topic: str, partition: int, offset: int) -> None:
-        stop(f"{topic}[{partition}] still stands at {offset} after reading it again from there")
-
-    tail = TailWatch(rewinder, time.monotonic, lambda: any(not c.empty() for c in agent_channels), stuck_for_good)
+    channels: list[Any] = []  # the agent's stream channel, once it runs
+    tail = TailWatch(rewinder, time.monotonic, lambda: any(not c.empty() for c in channels), _stuck_for_good)
+    recovery = RecoveryWatch(seek, time.monotonic, _recovery_stuck)
     offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
-
-    def recovery_stuck(topic: str, partition: int, remaining: int) -> None:
-        stop(f"the table's recovery of {topic}[{partition}] still misses {remaining} records after reading it again")
-
-    recovery = RecoveryWatch(seek, time.monotonic, recovery_stuck)
     ticker = Ticker(app, inputs, rounds, watermarks, offsets, tail, settings.tick_s, recovery)
 
     async def before_revoke(revoked: set[TP]) -> None:
         async with rounds.lock:  # the round in progress ends first; none touches these partitions after
             positions.revoking(revoked)
 
-    transport.before_revoke = before_revoke
-    transport.on_assigned = ticker.handed
+    transport.before_revoke, transport.on_assigned = before_revoke, ticker.handed
     source = app.topic(*inputs, key_serializer="raw", value_serializer="raw")
-    most = settings.kafka_tuning.fetch_max_records
-
-    @app.agent(source)
-    async def join(stream: faust.StreamT) -> None:
-        """Every record in hand, up to a fetch's worth, is one round: the batch grows with the backlog and
-        nothing waits to fill it. (`stream.take_events` was tried first: with it, faust never handed this
-        agent a record of payments.events on Apache Kafka, every partition standing still at 0.)"""
-        agent_channels[:] = [stream.channel]
-        batch: list[Any] = []
-        async for event in stream.events():
-            batch.append(event)
-            if len(batch) >= most or stream.channel.empty():
-                await rounds.records(batch)
-                batch = []
+    _agent(app, source, rounds, settings.kafka_tuning.fetch_max_records, channels)
 
     @app.task
     async def tick() -> None:
@@ -175,6 +121,68 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
 
     _pages(app, table, states, registry)
     return app
+
+
+def _order_states(app: faust.App, settings: Settings) -> tuple[OrderTable, FaustOrderStates]:
+    register_codec()
+    table = app.tables.add(
+        OrderTable(
+            app, name="order-state", default=None, beacon=app.tables.beacon, partitions=settings.topic_partitions
+        )
+    )
+    changelog = table.changelog_topic.get_topic_name()
+
+    async def send_changelog(order_id: str, value: bytes | None) -> Any:
+        partition = table.partition_for_key(order_id)
+        return await app.producer.send(changelog, order_id.encode(), value, partition, None, None)
+
+    return table, FaustOrderStates(table.data, send_changelog)
+
+
+def _announcer(settings: Settings, observe: PrometheusObservations) -> KafkaAnnouncer:
+    prefix = settings.topic_prefix
+    topics = {
+        "status": Topic.ORDERS_STATUS.qualified(prefix),
+        "ledger": Topic.LEDGER_COMMANDS.qualified(prefix),
+        "payments": Topic.PAYMENTS_COMMANDS.qualified(prefix),
+    }
+    unbuildable = observe.dead_letters.labels("unbuildable").inc
+    return KafkaAnnouncer(topics, Topic.DEAD_LETTER.qualified(prefix), settings.compensation_minor, unbuildable)
+
+
+def _reading_again(app: faust.App, observe: PrometheusObservations) -> Seek:
+    async def seek(topic: str, partition: int, offset: int, why: str) -> None:
+        log.warning("%s[%d]: reading again from %d (%s)", topic, partition, offset, why)
+        observe.read_again(topic, why)
+        try:
+            await app.consumer.rewind(TP(topic, partition), offset)
+        except IllegalStateError:  # revoked meanwhile: its next owner starts at the committed offset
+            log.info("%s[%d] is no longer assigned; not read again", topic, partition)
+
+    return seek
+
+
+def _stuck_for_good(topic: str, partition: int, offset: int) -> None:
+    stop(f"{topic}[{partition}] still stands at {offset} after reading it again from there")
+
+
+def _recovery_stuck(topic: str, partition: int, remaining: int) -> None:
+    stop(f"the table's recovery of {topic}[{partition}] still misses {remaining} records after reading it again")
+
+
+def _agent(app: faust.App, source: Any, rounds: Rounds, most: int, channels: list[Any]) -> None:
+    @app.agent(source)
+    async def join(stream: faust.StreamT) -> None:
+        """Every record in hand, up to a fetch's worth, is one round: the batch grows with the backlog and
+        nothing waits to fill it. (`stream.take_events` was tried first: with it, faust never handed this
+        agent a record of payments.events on Apache Kafka, every partition standing still at 0.)"""
+        channels[:] = [stream.channel]
+        batch: list[Any] = []
+        async for event in stream.events():
+            batch.append(event)
+            if len(batch) >= most or stream.channel.empty():
+                await rounds.records(batch)
+                batch = []
 
 
 def _pages(app: faust.App, table: OrderTable, states: FaustOrderStates, registry: CollectorRegistry) -> None:
