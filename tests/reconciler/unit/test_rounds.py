@@ -2,6 +2,8 @@
 once per order, then counted as processed; and what it does with holes, repeats, bad records, revoked
 partitions, refused changelog records and ended retentions."""
 
+import asyncio
+
 import pytest
 from faust.types import TP
 
@@ -107,3 +109,18 @@ async def test_the_overdue_count_follows_the_states_written_and_is_counted_again
     del worker.table["o2"]  # its partition went to another worker
     worker.states.recount()
     assert worker.states.overdue == 0
+
+
+async def test_the_next_round_goes_on_while_the_changelog_is_unacknowledged_and_the_records_count_only_after() -> None:
+    worker = Worker()
+    worker.changelog.hold = True
+    await worker.batch(worker.record(paid("o1")))
+    await worker.batch(worker.record(paid("o2")))
+    assert worker.stored("o2") is not None, "the second round ran without waiting for the first's changelog"
+    assert worker.positions.next_offset(PAYMENTS, 0) == 0
+    worker.changelog.held[1].set_result(None)  # the later round's record first: nothing counts yet
+    await asyncio.sleep(0)
+    assert worker.positions.next_offset(PAYMENTS, 0) == 0
+    worker.changelog.held[0].set_result(None)
+    await asyncio.sleep(0)
+    assert worker.positions.next_offset(PAYMENTS, 0) == 2

@@ -51,9 +51,14 @@ class Changelog:
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal
         self.refuse = False
+        self.hold = False  # leave the records unacknowledged (in `held`) until the test answers them
+        self.held: list[asyncio.Future[Any]] = []
 
     async def send(self, order_id: str, value: bytes | None) -> "asyncio.Future[Any]":
         what = f"changelog {order_id}" if value is not None else f"tombstone {order_id}"
+        if self.hold:
+            self.held.append(asyncio.get_running_loop().create_future())
+            return self.held[-1]
         return done(self.journal, what, KafkaError("refused") if self.refuse else None)
 
 

@@ -316,17 +316,31 @@ async def _events(client: httpx.AsyncClient, ports: list[int]) -> float | None:
     return None if any(f is None for f in found) else sum(f["events"] for f in found if f is not None)
 
 
-async def _ready(ports: list[int], others: Callable[[], bool], timeout_s: float = 90) -> None:
-    """Until the reconciler's workers (and the others, if any) have read the warm-up order: startup is not
-    part of any detection delay."""
+async def _ready(ports: list[int], others: Callable[[], bool], timeout_s: float = 120) -> None:
+    """Until the reconciler's workers (and the others, if any) have read the warm-up order and share every
+    partition, the same for two seconds (their first rebalances done): startup is not part of any detection
+    delay."""
     deadline = time.monotonic() + timeout_s
+    stable_since: float | None = None
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
             ours = await _events(client, ports)
-            if ours is not None and ours >= 2 and await asyncio.to_thread(others):
+            shared = [await _assigned(client, port) for port in ports]
+            ready = ours is not None and ours >= 2 and sum(shared) == 6 and await asyncio.to_thread(others)
+            stable_since = (stable_since or time.monotonic()) if ready else None
+            if stable_since is not None and time.monotonic() - stable_since >= 2:
                 return
             await asyncio.sleep(0.2)
     raise TimeoutError("the processors did not read the warm-up order")
+
+
+async def _assigned(client: httpx.AsyncClient, port: int) -> float:
+    try:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return 0.0
+    found = [float(s.split()[-1]) for s in text.splitlines() if s.startswith("reconciler_assigned_partitions ")]
+    return found[0] if found else 0.0
 
 
 async def _paced(publisher: KafkaPublisher, prefix: str, log: list[Message]) -> None:

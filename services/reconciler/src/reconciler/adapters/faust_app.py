@@ -22,7 +22,7 @@ from reconciler.adapters.consumer import ReconcilerTransport
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.positions import ProcessedPositions
-from reconciler.adapters.rewind import RecoveryWatch, Rewinder, Seek, TailWatch
+from reconciler.adapters.rewind import STUCK_AFTER_S, RecoveryWatch, Rewinder, Seek, TailWatch
 from reconciler.adapters.rounds import Rounds, stop
 from reconciler.adapters.table import FaustOrderStates, OrderTable, register_codec
 from reconciler.adapters.ticker import Ticker
@@ -102,7 +102,11 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         group=app.conf.id,
     )
     channels: list[Any] = []  # the agent's stream channel, once it runs
-    tail = TailWatch(rewinder, time.monotonic, lambda: any(not c.empty() for c in channels), _stuck_for_good)
+
+    def waiting() -> bool:
+        return any(not c.empty() for c in channels) or rounds.applied_within(STUCK_AFTER_S)
+
+    tail = TailWatch(rewinder, time.monotonic, waiting, _stuck_for_good)
     recovery = RecoveryWatch(seek, time.monotonic, _recovery_stuck)
     offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
     ticker = Ticker(app, inputs, rounds, watermarks, offsets, tail, settings.tick_s, recovery)
@@ -110,6 +114,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     async def before_revoke(revoked: set[TP]) -> None:
         async with rounds.lock:  # the round in progress ends first; none touches these partitions after
             positions.revoking(revoked)
+            await rounds.settled()  # so that the commit of the revocation is where the agent is
 
     transport.before_revoke, transport.on_assigned = before_revoke, ticker.handed
     source = app.topic(*inputs, key_serializer="raw", value_serializer="raw")

@@ -5,9 +5,10 @@ A round, and why its order is safe against a SIGKILL between any two lines:
 1. Every record is decoded once and applied (handlers.py): announcements are queued, new states staged.
 2. All the round's announcements (and dead letters) go to the producer without waiting, then the round
    waits once for the broker to acknowledge them all.
-3. Only then are the staged states written to the table, one changelog record per order touched, and the
-   round waits for those acknowledgements too.
-4. Only then do the agent's positions move past the round's records (positions.py), and so the commits.
+3. Only then are the staged states written to the table, one changelog record per order touched.
+4. Only once the broker has acknowledged those changelog records (and every earlier round's) do the agent's
+   positions move past the round's records (positions.py), and so the commits. The next round does not
+   wait for that: it starts at once (the wait was half of a worker's time).
 No changelog state is durable before the announcements it stands for: a kill before 3 leaves the states
 of before the round on the changelog, and the next owner (or this worker after a restart) applies the
 records again and repeats the announcements with the same deterministic ids and status sequences, which
@@ -23,6 +24,8 @@ records after the round reach the agent past a hole and their partition is read 
 import asyncio
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -68,6 +71,10 @@ class Rounds:
         self.observe, self.positions, self.watermarks, self.rewinder = observe, positions, watermarks, rewinder
         self.producer, self.dead_letters, self.group = producer, dead_letters, group
         self.lock = asyncio.Lock()
+        self._applied: dict[tuple[str, int], int] = {}  # per input partition: the next offset to apply
+        self._applied_at = 0.0
+        # Rounds whose changelog records are not all acknowledged yet: (since, futures, positions after).
+        self._unsettled: deque[tuple[float, list[asyncio.Future[Any]], dict[tuple[str, int], int]]] = deque()
 
     async def records(self, events: Sequence[Any]) -> None:
         """The agent's batch, in the order faust handed it over."""
@@ -82,7 +89,7 @@ class Rounds:
                 key = (msg.topic, msg.partition)
                 if not self.positions.assigned(*key):
                     continue  # revoked meanwhile: its next owner reads it from the committed offset
-                expected = ahead[key] if key in ahead else self.positions.next_offset(*key)
+                expected = ahead[key] if key in ahead else self.next_offset(*key)
                 if expected is not None and msg.offset != expected:
                     if msg.offset > expected:  # a record before it never reached the agent
                         holes.setdefault(key, expected)
@@ -152,13 +159,55 @@ class Rounds:
             self.observe.rounds_undone.inc()
             log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
             return
-        await self._changelog_acknowledged(await self.states.write_staged(expired or ()))
+        sent = await self.states.write_staged(expired or ())
         self.observe.expired_orders.inc(len(expired or ()))
-        for (topic, partition), next_offset in (ahead or {}).items():
-            self.positions.advance(topic, partition, next_offset)
-            self.watermarks.processed(topic, partition, next_offset)
-            self.rewinder.forget(topic, partition)
+        for key, next_offset in (ahead or {}).items():
+            self._applied[key] = next_offset
+            self.rewinder.forget(*key)
+        if ahead:
+            self._applied_at = time.monotonic()
         tally.apply(self.observe)
+        self._unsettled.append((time.monotonic(), sent, ahead or {}))
+        for future in sent:
+            future.add_done_callback(self._settle)
+        self._settle()
+
+    def applied_within(self, seconds: float) -> bool:
+        """Whether a round applied records in the last `seconds`."""
+        return time.monotonic() - self._applied_at < seconds
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The offset of the next record to apply: where the rounds are, or where the partition was (re)started
+        if that is later (another owner committed past this worker's rounds)."""
+        position, applied = self.positions.next_offset(topic, partition), self._applied.get((topic, partition))
+        if position is None or applied is None:
+            return applied if position is None else position
+        return max(position, applied)
+
+    def _settle(self, _: object = None) -> None:
+        """Move the positions of every round whose changelog records (and every earlier round's) the broker
+        has acknowledged. A refused one leaves the table ahead of its changelog: stop."""
+        while self._unsettled and all(f.done() for f in self._unsettled[0][1]):
+            _, sent, ahead = self._unsettled.popleft()
+            failed = next((f for f in sent if f.cancelled() or f.exception() is not None), None)
+            if failed is not None:
+                why = "cancelled" if failed.cancelled() else repr(failed.exception())
+                stop(f"a changelog record was refused ({why}), so the table is ahead of it")
+            for (topic, partition), next_offset in ahead.items():
+                self.positions.advance(topic, partition, next_offset)
+                self.watermarks.processed(topic, partition, next_offset)
+
+    def check_settling(self) -> None:
+        """The ticker's check that changelog records do not wait for an acknowledgement forever."""
+        if self._unsettled and time.monotonic() - self._unsettled[0][0] > ACK_TIMEOUT_S:
+            stop(f"changelog records unacknowledged after {ACK_TIMEOUT_S:.0f}s, so the table is ahead of it")
+
+    async def settled(self) -> None:
+        """Until every changelog record sent is acknowledged (before partitions are revoked)."""
+        pending = [f for _, sent, _ in self._unsettled for f in sent if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=ACK_TIMEOUT_S)
+        self._settle()
 
     async def _send(self, outgoing: list[Outgoing]) -> None:
         """Hand every record to the producer, then wait once for all the acknowledgements."""
@@ -166,12 +215,6 @@ class Rounds:
             return
         sent = [await self.producer.send(t, r.key, r.value, None, None, r.headers) for t, r in outgoing]
         await _all_acknowledged(sent)
-
-    async def _changelog_acknowledged(self, sent: list["asyncio.Future[Any]"]) -> None:
-        try:
-            await _all_acknowledged(sent)
-        except REFUSED as exc:
-            stop(f"a changelog record was refused or not acknowledged ({exc!r}), so the table is ahead of it")
 
     def _undecodable(self, msg: Any, value: bytes | None, headers: list[tuple[str, bytes]], why: str) -> Outgoing:
         log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, why)

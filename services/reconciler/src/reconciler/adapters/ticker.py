@@ -66,6 +66,7 @@ class Ticker:
         }
 
     async def tick(self) -> None:
+        self.rounds.check_settling()
         if self.app.in_recovery and self.recovery is not None:
             faust_recovery = self.app.tables.recovery
             await self.recovery.observe(dict(faust_recovery.active_remaining()), dict(faust_recovery.active_offsets))
@@ -87,7 +88,7 @@ class Ticker:
             for p in assigned:
                 self.watermarks.observe(p, sampled_at, {t: ends[TopicPartition(t, p)] for t in self.inputs})
             await self.rounds.tick({p: self.watermarks.safe_time(p) for p in sorted(assigned)})
-            positions = {(t, p): self.rounds.positions.next_offset(t, p) for t in self.inputs for p in assigned}
+            positions = {(t, p): self.rounds.next_offset(t, p) for t in self.inputs for p in assigned}
         for (t, p), position in positions.items():
             await self.tail.observe(t, p, position, ends[TopicPartition(t, p)])
         safe = [s for s in (self.watermarks.safe_time(p) for p in assigned) if s is not None]
