@@ -2,9 +2,9 @@
 makes up, with a ledger and a payments service that answer its commands the way the scenario says.
 
 Only the faust adapter is left out; what it does for the metrics is done here the same way: the watermark
-lag is now minus the safe time handed to the tick, and the overdue gauge counts the orders in
-OVERDUE_PHASES. Settled orders are dropped from the table (as the reconciler's retention does), which
-keeps long scenarios fast.
+lag is now minus the safe time handed to the tick, the overdue gauge counts the orders in OVERDUE, and the
+settled orders whose retention the tick says has ended are dropped from the table and counted (the
+scenarios keep a short retention, which keeps long scenarios fast).
 """
 
 from collections.abc import Callable, Iterator
@@ -17,13 +17,12 @@ from prometheus_client import CollectorRegistry
 from contracts.base import Message
 from contracts.codec import envelope_for
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundFailed, RefundSucceeded
-from reconciler.adapters.faust_app import OVERDUE_PHASES
 from reconciler.adapters.metrics import PrometheusObservations
-from reconciler.domain import Command, CommandKind, OrderState, Phase, Policy, StatusChange
+from reconciler.adapters.table import OVERDUE
+from reconciler.domain import Command, CommandKind, OrderState, Policy, StatusChange
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
 
-SETTLED = (Phase.CREDITED, Phase.REFUNDED, Phase.PAYMENT_FAILED)
 AMOUNT = 600
 
 
@@ -55,24 +54,22 @@ class States:
 
 @dataclass
 class Announcements:
-    """The Announcer port: what the reconciler told the user (statuses) and the other services (commands)."""
+    """The Announcer port: what the reconciler told the user (statuses) and the other services (commands).
+    Each round is acknowledged at once here, so what is queued counts as sent."""
 
     statuses: list[tuple[OrderState, StatusChange]] = field(default_factory=list)
     commands: list[tuple[OrderState, Command]] = field(default_factory=list)
 
-    async def status(self, state: OrderState, change: StatusChange) -> None:
+    def status(self, state: OrderState, change: StatusChange) -> None:
         self.statuses.append((state, change))
 
-    async def command(self, state: OrderState, command: Command) -> None:
+    def command(self, state: OrderState, command: Command) -> None:
         self.commands.append((state, command))
 
 
 @dataclass
 class VirtualClock:
     at: datetime
-
-    def now(self) -> float:
-        return self.at.timestamp()
 
 
 class Reconciler:
@@ -102,8 +99,10 @@ class Reconciler:
         return self.clock.at
 
     async def apply(self, message: Message, producer: str) -> None:
-        deps = {"engine": self.engine, "announcer": self.announced, "observe": self.observe, "clock": self.clock}
-        await handle_event(message, envelope_for(message, producer=producer, occurred_at=self.now), 0, **deps)
+        event_type = envelope_for(message, producer=producer, occurred_at=self.now).event_type
+        handle_event(
+            message, event_type, 0, self.now, engine=self.engine, announcer=self.announced, observe=self.observe
+        )
 
     async def pay(self, order_id: str, channel: str, *, ago_s: float = 0.0) -> None:
         self.users[order_id] = f"u-{order_id}"
@@ -137,13 +136,13 @@ class Reconciler:
         let the ledger and payments answer what was asked of them."""
         self.clock.at = now
         safe_time = now - timedelta(seconds=behind_s)
-        deps = {"engine": self.engine, "announcer": self.announced, "observe": self.observe, "clock": self.clock}
-        await handle_tick(0, safe_time, **deps)
+        expired = handle_tick(0, now, safe_time, engine=self.engine, announcer=self.announced, observe=self.observe)
+        for order_id in expired:
+            del self.states.data[order_id]
+        self.observe.expired_orders.inc(len(expired))
         await self._answer()
         self.observe.watermark_lag.set((now - safe_time).total_seconds())
-        self.observe.overdue_now.set(sum(1 for s in self.states.data.values() if s.phase in OVERDUE_PHASES))
-        for order_id in [o for o, s in self.states.data.items() if s.phase in SETTLED]:
-            del self.states.data[order_id]
+        self.observe.overdue_now.set(sum(1 for s in self.states.data.values() if s.phase in OVERDUE))
 
     async def _answer(self) -> None:
         while self._answered < len(self.announced.commands):
