@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from credited.simulator.run import Load, Simulator, Truth, score, settled
-from credited.stack.local import PAYMENTS_PROCESSES, SERVICES, LocalStack
+from credited.stack.local import PAYMENTS_PROCESSES, RECONCILER_WORKERS, SERVICES, LocalStack
 from ledger.config import Settings as LedgerSettings
 from tests.conftest import Broker
 from tests.deploy.groups import RECONCILER_APP, assignments, create_changelog
@@ -40,11 +40,13 @@ HANDLED = {
 
 
 # Members one instance brings to a group: the ledger polls its payments with several (LEDGER_PAYMENTS_CONSUMERS),
-# and the local stack runs payments as PAYMENTS_PROCESSES copies, each a whole member of payments' groups.
+# the local stack runs payments as PAYMENTS_PROCESSES copies, each a whole member of payments' groups, and a
+# reconciler instance as RECONCILER_WORKERS worker processes, each a member of its faust app's group.
 MEMBERS_PER_INSTANCE = {
     "ledger.payments": LedgerSettings.model_fields["payments_consumers"].default,
     "payments.order-status": PAYMENTS_PROCESSES,
     "payments.commands": PAYMENTS_PROCESSES,
+    RECONCILER_APP: RECONCILER_WORKERS,
 }
 
 

@@ -24,6 +24,9 @@ DEFAULT_PORTS = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier
 DEV_PSP_SECRET = "sim-secret"
 PAYMENTS_PROCESSES = 2
 """payments answers HTTP from this many processes on one port (SO_REUSEPORT): both cores parse requests."""
+RECONCILER_WORKERS = 2
+"""Each reconciler side (an instance) runs as this many worker processes sharing its partitions: both cores
+reconcile."""
 
 
 @dataclass
@@ -44,7 +47,7 @@ class StackConfig:
     psp_secret: str = DEV_PSP_SECRET
     partitions: int = 6
     payments_processes: int = PAYMENTS_PROCESSES
-    reconciler_workers: int = 2
+    reconciler_workers: int = RECONCILER_WORKERS
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
 
