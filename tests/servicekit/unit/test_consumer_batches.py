@@ -53,7 +53,6 @@ def consumer_loop(handler: Handler, store: Store, consumer: FakeConsumer, dead: 
         topics=["t"],
         handler=handler,
         dead_letters=cast(DeadLetterPublisher, dead),
-        transient=(OSError,),
         batch_scope=store.transaction,
         message_scope=store.savepoint,
     )

@@ -33,7 +33,6 @@ async def test_a_consumer_cancelled_mid_commit_stops_instead_of_retrying_the_bat
         topics=["t"],
         handler=nothing,
         dead_letters=cast(DeadLetterPublisher, None),
-        transient=(OSError,),
         batch_scope=commit_on_a_dead_connection,
     )
     batch = asyncio.create_task(loop.handle_poll(polled(record("ord_1", 0))))

@@ -4,12 +4,15 @@ Every record of a poll is decoded once, at the edge; what does not decode goes t
 decoded messages of all the poll's partitions go to the service's batch handler in one database transaction,
 and the offsets of all those partitions are committed once, after that transaction committed.
 
-A poll whose handler fails on anything but a transient error is handled again one message at a time, each in a
-savepoint of one transaction (and, should even that transaction not commit, each in a transaction of its own),
-so one bad message goes to the dead-letter topic with its reason and never holds up the rest. Transient failures
-(the database or the broker away) roll the poll back and retry it with backoff, never dead-lettering anything.
-A commit refused because the group rebalanced meanwhile is logged, not fatal: the partition's next owner resumes
-from the last commit, and every effect is idempotent.
+Whether a failure is the database or the broker being away is decided in one place, servicekit.errors.classify.
+Transient failures (the database restarting, full or read-only, the broker away) roll the poll back and retry it
+with backoff, without limit, never dead-lettering anything, and mark the dependency away in the service's
+Readiness (so /healthz answers not ready) until the poll goes through; a dead letter or a commit that cannot
+reach the broker waits the same way. A poll whose handler fails on anything else is handled again one message
+at a time, each in a savepoint of one transaction (and, should even that transaction not commit, each in a
+transaction of its own), so one bad message goes to the dead-letter topic with its reason and never holds up the
+rest. A commit refused because the group rebalanced meanwhile is logged, not fatal: the partition's next owner
+resumes from the last commit, and every effect is idempotent.
 """
 
 import asyncio
@@ -20,24 +23,22 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
     IllegalStateError,
-    KafkaConnectionError,
-    KafkaTimeoutError,
-    NodeNotReadyError,
     RebalanceInProgressError,
-    RequestTimedOutError,
     UnknownMemberIdError,
 )
 
 from contracts.codec import DecodeError, decode
-from servicekit.kafka import TRANSIENT, BatchHandler, DeadLetterPublisher, Delivery, PermanentFailure
+from servicekit.errors import Classified, Dependency, classify
+from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, PermanentFailure
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
+from servicekit.retrying import BackoffPolicy, Readiness, retrying
 from servicekit.settings import KafkaTuning
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ REBALANCED = (
 )
 """Commit failures that mean the partitions moved to another member while the poll was handled."""
 
-_BROKER_AWAY = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError, RequestTimedOutError)
-"""Why a dead letter may not reach the broker for a while; the poll waits for it rather than stop the consumer."""
+WAIT = BackoffPolicy(initial_s=0.1, cap_s=5.0, unknown_attempts=1)
+"""How a poll waits for a dependency: transient failures retried without limit, anything else raised at once
+(the per-message fallback gives a message its `max_attempts`)."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +89,16 @@ class KafkaConsumerLoop:
         dead_letters: DeadLetterPublisher,
         max_attempts: int = 3,
         tuning: KafkaTuning | None = None,
-        transient: tuple[type[BaseException], ...] = TRANSIENT,
         batch_scope: Scope | None = None,
         message_scope: Scope | None = None,
         metrics: ConsumerMetrics | None = None,
         security: Mapping[str, Any] | None = None,
+        readiness: Readiness | None = None,
+        backoff: BackoffPolicy = WAIT,
     ) -> None:
         tuning = tuning or KafkaTuning()
-        self._consumer = AIOKafkaConsumer(
+        self._make_consumer = partial(
+            AIOKafkaConsumer,
             *topics,
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -109,11 +114,13 @@ class KafkaConsumerLoop:
             heartbeat_interval_ms=1_000,
             **(security or {}),  # servicekit.kafka_security.aiokafka_security; PLAINTEXT when None
         )
+        self._consumer = self._make_consumer()
         self.group_id = group_id
         self._handler = handler
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
-        self._transient = transient
+        self._readiness = readiness or Readiness()
+        self._backoff = backoff
         self._batch_scope = batch_scope or contextlib.nullcontext
         self._message_scope = message_scope or contextlib.nullcontext
         self._metrics = metrics
@@ -122,7 +129,14 @@ class KafkaConsumerLoop:
         self.dead_lettered_total = 0
 
     async def start(self) -> None:
-        await self._consumer.start()
+        """Join the group; a start that failed (the broker away) leaves a fresh client for the next attempt."""
+        try:
+            await self._consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = self._make_consumer()
+            raise
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -130,7 +144,7 @@ class KafkaConsumerLoop:
     async def run(self) -> None:
         """Consume until cancelled."""
         while True:
-            polled = await self._consumer.getmany(timeout_ms=500)
+            polled = await self._waiting("a poll", Dependency.BROKER, partial(self._consumer.getmany, timeout_ms=500))
             if polled:
                 await self.handle_poll(polled)
 
@@ -190,24 +204,40 @@ class KafkaConsumerLoop:
     async def _in_transaction(self, step: Callable[[], Awaitable[list[_DeadLetter]]], size: int) -> list[_DeadLetter]:
         """`step` in the batch scope until it commits: transient failures roll it back and retry it with backoff;
         any other failure is raised."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._batch_scope():
-                    return await step()
-            except self._transient as exc:
-                await self._back_off(attempt, f"a batch of {size} messages", exc)
 
-    async def _back_off(self, attempt: int, what: str, exc: BaseException) -> None:
-        # Cancelled inside the transaction (shutdown) with the connection gone, the transaction's exit raises a
-        # connection error in place of the CancelledError: stop, never retry then.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError from exc
-        delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
-        log.warning("transient failure on %s, retrying in %.1fs: %r", what, delay, exc)
-        await asyncio.sleep(delay)
+        async def attempt() -> list[_DeadLetter]:
+            async with self._batch_scope():
+                return await step()
+
+        return await self._waiting(f"a batch of {size} messages", Dependency.DATABASE, attempt)
+
+    async def _waiting(self, what: str, dependency: Dependency, call: Callable[[], Awaitable[T]]) -> T:
+        """`await call()`, retried with backoff for as long as it fails transiently (servicekit.errors), the
+        dependency marked away in the service's readiness meanwhile; any other failure is raised at once."""
+        source = f"consumer {self.group_id} {id(self):x}"
+
+        def note(verdict: Classified, delay: float) -> None:
+            log.warning("%s is away (%s) for %s, retrying in %.1fs", verdict.dependency, verdict.reason, what, delay)
+
+        readiness = self._readiness
+        retrier = retrying(self._backoff, dependency=dependency, readiness=readiness, on_retry=note, source=source)
+        result: T = await retrier(partial(self._unless_stopping, call))
+        self._readiness.back_all(source)
+        return result
+
+    @staticmethod
+    async def _unless_stopping(call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except Exception as exc:
+            # Cancelled inside the transaction (shutdown) with the connection gone, the transaction's exit raises
+            # a connection error in place of the CancelledError: stop, never retry then.
+            task = asyncio.current_task()
+            # (Not `from exc`: the connection error would make the cancellation look transient to the retrier.)
+            if task is not None and task.cancelling():
+                log.info("stopping while the poll's transaction failed: %r", exc)
+                raise asyncio.CancelledError from None
+            raise
 
     async def _set_based(self, deliveries: list[Delivery]) -> list[_DeadLetter]:
         await self._handler(deliveries)
@@ -227,9 +257,9 @@ class KafkaConsumerLoop:
                 return None
             except PermanentFailure as exc:
                 return _DeadLetter(item.record, DeadLetterKind.REJECTED, f"rejected: {exc}")
-            except self._transient:
-                raise
             except Exception as exc:
+                if classify(exc, dependency=Dependency.DATABASE).transient:
+                    raise  # the poll's transaction is rolled back and waits; the message is never blamed
                 log.exception(
                     "handler failed on order %s event %s (attempt %d)", message.order_id, envelope.event_id, attempt
                 )
@@ -243,16 +273,9 @@ class KafkaConsumerLoop:
         for dead in failed:
             r = dead.record
             log.error("dead-lettering %s[%d]@%d key=%r: %s", r.topic, r.partition, r.offset, r.key, dead.reason)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._dead_letters.send_many(
-                    [(dead.record, dead.reason) for dead in failed], consumer_group=self.group_id
-                )
-                break
-            except (*self._transient, *_BROKER_AWAY) as exc:
-                await self._back_off(attempt, f"{len(failed)} dead letters", exc)
+        entries = [(dead.record, dead.reason) for dead in failed]
+        send = partial(self._dead_letters.send_many, entries, consumer_group=self.group_id)
+        await self._waiting(f"{len(failed)} dead letters", Dependency.BROKER, send)
         self.dead_lettered_total += len(failed)
         if self._metrics is not None:
             for dead in failed:
@@ -261,6 +284,9 @@ class KafkaConsumerLoop:
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the offsets of the partitions this member still holds; a partition revoked while the poll was
         handled is left to its next owner, which resumes from the last commit (the repeat has no effect)."""
+        await self._waiting("a commit", Dependency.BROKER, partial(self._commit_owned, offsets))
+
+    async def _commit_owned(self, offsets: dict[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
         owned = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if len(owned) < len(offsets):

@@ -37,6 +37,11 @@ class Dependency(StrEnum):
     """A socket error or timeout that does not say whose it was; a caller that knows passes `dependency`."""
 
 
+class ConcurrentWrite(Exception):
+    """What a unit of work read has changed under it (another instance wrote the same rows first): nothing it
+    decided may be kept; a consumer rolls the batch back and retries it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Classified:
     """An error's kind, where it came from, and a short bounded reason (fit for a metric label)."""
@@ -203,6 +208,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def _classify_one(exc: BaseException, dependency: Dependency | None) -> Classified:
     if isinstance(exc, BaseExceptionGroup):
         return _classify_group(exc, dependency)
+    if isinstance(exc, ConcurrentWrite):
+        return Classified(Kind.TRANSIENT, Dependency.DATABASE, "concurrent write")
     if isinstance(exc, asyncpg.PostgresError):
         return _classify_sqlstate(str(getattr(exc, "sqlstate", "") or ""))
     if isinstance(exc, _PG_CLIENT_FINAL):

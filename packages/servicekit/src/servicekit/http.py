@@ -25,7 +25,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from servicekit.errors import classify
 from servicekit.metrics import ServiceMetrics
+from servicekit.retrying import Readiness
 from servicekit.runner import METRICS_DIR, process_index
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,11 @@ def create_app(
     version: str,
     registry: CollectorRegistry,
     ready: Callable[[], Awaitable[bool]] | None = None,
+    readiness: Readiness | None = None,
 ) -> FastAPI:
     """A FastAPI app with credited's error shape and the operational endpoints. When the service's
-    metrics were built on `registry` (servicekit.infrastructure does that), every request is counted."""
+    metrics were built on `registry` (servicekit.infrastructure does that), every request is counted. With
+    `readiness`, /healthz answers 503 naming each dependency (database, broker) the service waits for."""
     # Metrics are Prometheus (below); FastAPI's OpenTelemetry hooks would look for providers on every request.
     app = FastAPI(title=title, version=version, telemetry={"tracing": False, "metrics": False, "logs": False})
     _declare_credited_errors(app)
@@ -96,10 +100,27 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JsonResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
+        # The database or the broker away is no server error: the client may try again shortly.
+        verdict = classify(exc)
+        if verdict.transient and verdict.dependency is not None:
+            detail = f"the {verdict.dependency} is away ({verdict.reason}); try again"
+            return JsonResponse(error_body("unavailable", detail), status_code=503, headers={"Retry-After": "1"})
+        return JsonResponse(error_body("internal_error", "the server failed; it is logged"), status_code=500)
+
     @app.get("/healthz", tags=["operations"], summary="Liveness and readiness")
     async def healthz() -> JsonResponse:
         ok = await ready() if ready is not None else True
-        return JsonResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
+        if readiness is None:
+            return JsonResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
+        dependencies = readiness.status()
+        if ok and readiness.ready:
+            return JsonResponse({"status": "ok", "dependencies": dependencies})
+        away = [name for name, state in dependencies.items() if not state["ready"]]
+        detail = f"waiting for {', '.join(away)}" if away else "starting"
+        body = {**error_body("not_ready", detail), "status": "not_ready", "dependencies": dependencies}
+        return JsonResponse(body, status_code=503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

@@ -1,9 +1,15 @@
 """The infrastructure a service's composition root builds once: pool, publisher, outbox relay, consumers,
-and the service's metrics registry with the credited_* metrics they report."""
+and the service's metrics registry with the credited_* metrics they report.
+
+A service outlives its dependencies: built without connecting anything (`open(..., connect=False)`), it serves
+HTTP at once, /healthz answering 503 and naming what it waits for, connects to PostgreSQL and to the broker with
+backoff (servicekit.retrying), each reported apart, and starts its relay and consumers once both are up. Only a
+final refusal (a wrong password, a migration that fails) stops it.
+"""
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,20 +20,25 @@ from prometheus_client import CollectorRegistry
 
 from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
+from servicekit.errors import Dependency, Kind, classify
 from servicekit.http import serve
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
 from servicekit.kafka_access import topics_to_ensure
 from servicekit.kafka_security import aiokafka_security, check_credentials
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
-from servicekit.postgres import TRANSIENT_DB, create_pool, migrate
+from servicekit.postgres import ensure_schema, lazy_pool, migrate
+from servicekit.retrying import BackoffPolicy, Readiness, call_with_retry, retrying
 from servicekit.runner import run_until_stopped
 from servicekit.settings import ServiceSettings
 from servicekit.uow import batch, savepoint
 
 log = logging.getLogger(__name__)
 
-_SAMPLING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB, asyncpg.PostgresError, OSError, TimeoutError)
+CONNECTING = BackoffPolicy(initial_s=0.5, cap_s=10.0)
+"""How a service waits for PostgreSQL and the broker at start: without limit while they are away."""
+_START = "start"
+_PROBE = "probe"
 
 
 @dataclass
@@ -40,8 +51,11 @@ class Infrastructure:
     publisher: KafkaPublisher
     relay: OutboxRelay
     metrics: ServiceMetrics
+    readiness: Readiness
+    migrations: Path | None = None
     consumers: list[KafkaConsumerLoop] = field(default_factory=list)
     metrics_interval_s: float = 5.0
+    connected: bool = False
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -49,28 +63,61 @@ class Infrastructure:
         return self.metrics.registry
 
     @classmethod
-    async def open(cls, service: str, settings: ServiceSettings, migrations: Path | None) -> "Infrastructure":
-        security = aiokafka_security(settings)
-        await check_credentials(settings, client_id=service)
-        pool = await create_pool(settings.database_url, settings.db_schema)
-        await migrate(pool, *([migrations] if migrations else []))
-        await ensure_topics(
-            settings.kafka_bootstrap,
-            [t.qualified(settings.topic_prefix) for t in topics_to_ensure(service, settings)],
-            settings.topic_partitions,
-            security=security,
-        )
+    async def open(
+        cls, service: str, settings: ServiceSettings, migrations: Path | None, *, connect: bool = True
+    ) -> "Infrastructure":
+        """Everything built; connected (PostgreSQL migrated, topics ensured, the publisher started) unless
+        `connect` is False, when `run` connects in the background while HTTP already answers."""
+        readiness = Readiness()
+        for dependency in (Dependency.DATABASE, Dependency.BROKER):
+            readiness.away(dependency, "not connected yet", _START)
+        pool = await lazy_pool(settings.database_url, settings.db_schema)
         publisher = KafkaPublisher(
             settings.kafka_bootstrap,
             idempotence=settings.idempotent_producer,
             client_id=service,
             topic_prefix=settings.topic_prefix,
             tuning=settings.kafka_tuning,
-            security=security,
+            security=aiokafka_security(settings),
         )
-        await publisher.start()
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
-        return cls(service, settings, pool, publisher, OutboxRelay(pool, publisher, metrics=metrics.outbox()), metrics)
+        relay = OutboxRelay(pool, publisher, metrics=metrics.outbox(), readiness=readiness)
+        infra = cls(service, settings, pool, publisher, relay, metrics, readiness, migrations)
+        if connect:
+            await infra.connect()
+        return infra
+
+    async def connect(self) -> None:
+        """Wait for PostgreSQL (schema, migrations) and the broker (credentials, topics, publisher), each with
+        backoff and reported apart in `readiness`; raises only what retrying cannot help."""
+        if self.connected:
+            return
+        await asyncio.gather(self._connect_database(), self._connect_broker())
+        self.connected = True
+
+    async def _connect_database(self) -> None:
+        async def prepare() -> None:
+            await ensure_schema(self.pool, self.settings.db_schema)
+            await migrate(self.pool, *([self.migrations] if self.migrations else []))
+
+        await call_with_retry(
+            prepare, CONNECTING, dependency=Dependency.DATABASE, readiness=self.readiness, source=_START
+        )
+
+    async def _connect_broker(self) -> None:
+        settings = self.settings
+
+        async def prepare() -> None:
+            await check_credentials(settings, client_id=self.service)
+            topics = [t.qualified(settings.topic_prefix) for t in topics_to_ensure(self.service, settings)]
+            await ensure_topics(
+                settings.kafka_bootstrap, topics, settings.topic_partitions, security=aiokafka_security(settings)
+            )
+            await self.publisher.start()
+
+        await call_with_retry(
+            prepare, CONNECTING, dependency=Dependency.BROKER, readiness=self.readiness, source=_START
+        )
 
     def consume(
         self, group: str, topics: Sequence[Topic], handler: BatchHandler, *, members: int = 1
@@ -88,11 +135,11 @@ class Infrastructure:
                 handler=handler,
                 dead_letters=DeadLetterPublisher(self.publisher),
                 tuning=self.settings.kafka_tuning,
-                transient=(*TRANSIENT_DB, OSError, TimeoutError),
                 batch_scope=lambda: batch(self.pool),
                 message_scope=savepoint,
                 metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
                 security=aiokafka_security(self.settings),
+                readiness=self.readiness,
             )
             for _ in range(members)
         ]
@@ -100,35 +147,55 @@ class Infrastructure:
         return loops
 
     async def run(self, app: FastAPI, *extra: Coroutine[Any, Any, None]) -> None:
-        """Serve HTTP, relay the outbox, consume and run `extra` tasks, until SIGTERM/SIGINT."""
-        for consumer in self.consumers:
-            await consumer.start()
+        """Serve HTTP at once; once PostgreSQL and the broker are up, relay the outbox, consume and run `extra`
+        tasks; until SIGTERM/SIGINT."""
         log.info("%s listening on http://%s:%d", self.service, self.settings.http_host, self.settings.http_port)
         await run_until_stopped(
-            [
-                serve(app, self.settings.http_host, self.settings.http_port),
-                self.relay.run(),
-                *(c.run() for c in self.consumers),
-                self.observe(),
-                *extra,
-            ],
-            on_stop=self.close,
+            [serve(app, self.settings.http_host, self.settings.http_port), self._work(extra)], on_stop=self.close
         )
 
+    async def _work(self, extra: Sequence[Coroutine[Any, Any, None]]) -> None:
+        try:
+            await self.connect()
+            self.readiness.away(Dependency.BROKER, "joining the consumer groups", _START)
+            for consumer in self.consumers:
+                await retrying(CONNECTING, dependency=Dependency.BROKER, readiness=self.readiness, source=_START)(
+                    consumer.start
+                )
+            self.readiness.back(Dependency.BROKER, _START)
+            log.info("%s connected to PostgreSQL and the broker: working", self.service)
+            async with asyncio.TaskGroup() as tasks:
+                for task in (self.relay.run(), *(c.run() for c in self.consumers), self.observe(), *extra):
+                    tasks.create_task(task)
+        finally:
+            for coroutine in extra:
+                coroutine.close()  # never started when the service stops before its dependencies came
+
     async def observe(self) -> None:
-        """Sample what is only known by asking (consumer lag, outbox backlog) into the metrics, until cancelled."""
+        """Sample what is only known by asking (consumer lag, outbox backlog) into the metrics, and whether the
+        database and the broker answer, until cancelled."""
         while True:
-            try:
-                for consumer in self.consumers:
-                    await consumer.observe_lag()
-                await self.relay.observe_backlog()
-            except _SAMPLING_ERRORS as exc:
-                log.warning("could not sample consumer lag or outbox backlog, will retry: %r", exc)
+            await self._probe(Dependency.DATABASE, self.relay.observe_backlog)
+            await self._probe(Dependency.BROKER, self.publisher.probe)
+            for consumer in self.consumers:
+                await self._probe(Dependency.BROKER, consumer.observe_lag)
             await asyncio.sleep(self.metrics_interval_s)
 
+    async def _probe(self, dependency: Dependency, call: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await asyncio.wait_for(call(), timeout=self.metrics_interval_s)
+        except Exception as exc:  # noqa: BLE001 - a sample that failed says the dependency is away, and no more
+            verdict = classify(exc, dependency=dependency)
+            log.warning("could not sample %s (%s), will retry: %r", dependency, verdict.reason, exc)
+            if verdict.kind is not Kind.FINAL:
+                self.readiness.away(dependency, verdict.reason, f"{_PROBE} {dependency}")
+            return
+        self.readiness.back(dependency, f"{_PROBE} {dependency}")
+
     async def close(self) -> None:
-        for consumer in self.consumers:
-            await consumer.stop()
-        await self.publisher.stop()
-        await self.pool.close()
+        for part in (*(c.stop for c in self.consumers), self.publisher.stop, self.pool.close):
+            try:
+                await part()
+            except Exception:  # a client that never connected, or lost its connection: stop the others all the same
+                log.warning("%s: could not close a client cleanly", self.service, exc_info=True)
         log.info("%s stopped", self.service)

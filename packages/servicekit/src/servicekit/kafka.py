@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from contracts.base import Message
 from contracts.codec import Envelope, Record
@@ -54,11 +54,23 @@ class KafkaPublisher:
     ) -> None:
         """`security`: how it authenticates (servicekit.kafka_security.aiokafka_security); PLAINTEXT when None."""
         config = producer_config(bootstrap, idempotence=idempotence, client_id=client_id, tuning=tuning)
-        self._producer = AIOKafkaProducer(**config, **(security or {}))
+        self._config: dict[str, Any] = {**config, **(security or {})}
+        self._producer = AIOKafkaProducer(**self._config)
         self.topic_prefix = topic_prefix
 
     async def start(self) -> None:
-        await self._producer.start()
+        """Connect; a start that failed (the broker away) leaves a fresh client for the next attempt."""
+        try:
+            await self._producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = AIOKafkaProducer(**self._config)
+            raise
+
+    async def probe(self) -> None:
+        """Ask the cluster for its metadata: raises when no broker answers."""
+        await self._producer.client.fetch_all_metadata()
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -126,10 +138,6 @@ BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 
 class PermanentFailure(Exception):
     """A message that can never be handled (it violates a rule); it goes to the dead-letter topic."""
-
-
-TRANSIENT = (OSError, asyncio.TimeoutError, KafkaError)
-"""Failures that go away by themselves (database or broker down): retried, never dead-lettered."""
 
 
 class DeadLetterPublisher:

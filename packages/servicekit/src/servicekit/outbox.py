@@ -25,12 +25,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka.errors import KafkaError
 from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import Record
+from servicekit.errors import Dependency, classify
 from servicekit.kafka import KafkaPublisher
 from servicekit.metrics import OutboxMetrics
+from servicekit.retrying import BackoffPolicy, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ _RELEASE_ORPHANS = (
     " AND claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))"
 )
 _RELEASE_MINE = "UPDATE outbox SET claimed_by = NULL WHERE claimed_by = pg_backend_pid()"
+_SOURCE = "outbox relay"
+_WAIT = BackoffPolicy(initial_s=0.2, cap_s=5.0)
 
 
 def _succeeded(acks: "asyncio.Future[object]") -> bool:
@@ -100,6 +103,8 @@ class OutboxRelay:
         in_flight: int = 4,
         orphan_check_s: float = 2.0,
         metrics: OutboxMetrics | None = None,
+        readiness: Readiness | None = None,
+        backoff: BackoffPolicy = _WAIT,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -109,6 +114,9 @@ class OutboxRelay:
         self._orphan_check_s = orphan_check_s
         self._wakeup = asyncio.Event()
         self._metrics = metrics
+        self._readiness = readiness or Readiness()
+        self._backoff = backoff
+        self._failures = 0
         self.published_total = 0
 
     def wake(self) -> None:
@@ -124,9 +132,23 @@ class OutboxRelay:
             try:
                 async with self._pool.acquire() as conn:
                     await self._session(conn)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
-                log.warning("outbox relay could not publish, will retry: %r", exc)
-                await asyncio.sleep(self._poll_interval_s)
+            except Exception as exc:  # noqa: BLE001 - _after raises again what is not the database's or the broker's
+                await self._after(exc)
+
+    async def _after(self, exc: Exception) -> None:
+        """Wait out a failed session: the rows stay in the outbox, so nothing is lost while the database or the
+        broker is away; the relay never stops the service for them. Anything else is a bug and is raised."""
+        verdict = classify(exc)
+        if verdict.dependency is None:
+            raise exc
+        self._failures += 1
+        if verdict.transient:
+            self._readiness.away(verdict.dependency, verdict.reason, _SOURCE)
+            delay = self._backoff.delay(self._failures)
+        else:
+            delay = self._poll_interval_s
+        log.warning("outbox relay could not publish (%s), retrying in %.1fs: %r", verdict.kind, delay, exc)
+        await asyncio.sleep(delay)
 
     async def _session(self, conn: Connection) -> None:
         channel = f"outbox_{await conn.fetchval('SELECT current_schema()')}"
@@ -166,6 +188,9 @@ class OutboxRelay:
             batch.acks.result()  # a refusal: _settle gives its rows back
             pending.popleft()
             ids += batch.ids
+        if ids:
+            self._failures = 0
+            self._readiness.back(Dependency.BROKER, _SOURCE)
         return ids
 
     async def _wait(self, pending: "deque[_InFlight]", room: bool) -> None:
@@ -185,6 +210,9 @@ class OutboxRelay:
     async def _claim(self, conn: Connection, acked: list[int], limit: int) -> list[asyncpg.Record]:
         """Delete the acknowledged rows and claim up to `limit` unclaimed ones, in id order."""
         rows = await conn.fetch(_CLAIM, limit, acked)
+        self._readiness.back(Dependency.DATABASE, _SOURCE)
+        if not rows:
+            self._failures = 0  # nothing to send: the next failure starts its backoff afresh
         self._count(len(acked))
         return sorted(rows, key=lambda row: row["id"])
 

@@ -1,10 +1,13 @@
 """PostgreSQL connection pools and plain numbered SQL migrations, one schema per service (or per test)."""
 
+import contextlib
 import logging
 import zlib
 from pathlib import Path
 
 import asyncpg
+
+from servicekit.errors import ConcurrentWrite as ConcurrentWrite  # where the ledger's adapter has it from
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +21,27 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     credited's code never leaves behind: no SET (the schema is a connection parameter), advisory locks only
     per transaction or unlocked by their holder (migrate), no cursor outside a transaction, and every LISTEN
     on a pooled connection undone by its owner (the outbox relay's remove_listener)."""
+
+
+async def ensure_schema(pool: asyncpg.Pool, schema: str) -> None:
+    """Create `schema` if it is missing (the pool's search_path names it before it exists)."""
+    async with pool.acquire() as conn:
+        with contextlib.suppress(asyncpg.UniqueViolationError):  # two services creating it at the same moment
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+async def lazy_pool(dsn: str, schema: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A pool working inside `schema` that connects nothing until a connection is first acquired, so a service
+    can start (and answer /healthz) while PostgreSQL is away; each acquire connects anew if the last one failed."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"credited-{schema}"},
+        reset=keep_session,
+    )
+    assert pool is not None
+    return pool
 
 
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -65,23 +89,3 @@ async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", zlib.crc32(f"migrate:{schema}".encode()))
     return applied
-
-
-class ConcurrentWrite(Exception):
-    """What a unit of work read has changed under it (another instance wrote the same rows first): nothing it
-    decided may be kept; a consumer rolls the batch back and retries it."""
-
-
-TRANSIENT_DB: tuple[type[BaseException], ...] = (
-    ConcurrentWrite,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    # "out of shared memory": the server's lock table is full (many consumers holding many locks at once); it
-    # empties as they commit.
-    asyncpg.exceptions.OutOfMemoryError,
-)
-"""Database failures that pass by themselves: a consumer retries them instead of dead-lettering."""

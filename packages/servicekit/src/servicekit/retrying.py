@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 from tenacity.retry import retry_base
@@ -21,6 +21,9 @@ from servicekit.errors import Classified, Dependency, Kind, classify
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+WATCHED = (Dependency.DATABASE, Dependency.BROKER)
+"""The dependencies /healthz names, ready or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,23 +45,41 @@ class BackoffPolicy:
     def wait(self) -> wait_random_exponential:
         return wait_random_exponential(multiplier=self.initial_s, max=self.cap_s, min=self.initial_s)
 
+    def delay(self, attempt: int) -> float:
+        """The wait after the `attempt`th failure in a row (1, 2, ...), for loops that keep their own count."""
+        state = RetryCallState(cast(AsyncRetrying, None), None, (), {})  # the wait reads only the attempt number
+        state.attempt_number = attempt
+        return float(self.wait()(state))
+
 
 class Readiness:
-    """Which dependencies the service's retry loops found away, since when and why; ready when none is."""
+    """Which dependencies the service's retry loops found away, since when and why; ready when none is.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    Each part of the service that waits (a consumer, the outbox relay, the start) reports under its own
+    `source`: a dependency is away while any source finds it away, so one part that reached the database for a
+    read does not declare it back while another still cannot write to it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, watched: tuple[Dependency, ...] = WATCHED) -> None:
         self._clock = clock
-        self._away: dict[Dependency, tuple[float, str]] = {}
+        self._watched = watched
+        self._away: dict[tuple[Dependency, str], tuple[float, str]] = {}
 
-    def away(self, dependency: Dependency, reason: str) -> None:
-        if dependency not in self._away:
+    def away(self, dependency: Dependency, reason: str, source: str = "") -> None:
+        key = (dependency, source)
+        if not any(d == dependency for d, _ in self._away):
             log.warning("%s is away (%s): retrying with backoff, not ready until it is back", dependency, reason)
-        self._away[dependency] = (self._away.get(dependency, (self._clock(), ""))[0], reason)
+        self._away[key] = (self._away.get(key, (self._clock(), ""))[0], reason)
 
-    def back(self, dependency: Dependency) -> None:
-        since = self._away.pop(dependency, None)
-        if since is not None:
+    def back(self, dependency: Dependency, source: str = "") -> None:
+        since = self._away.pop((dependency, source), None)
+        if since is not None and not any(d == dependency for d, _ in self._away):
             log.warning("%s is back after %.1fs", dependency, self._clock() - since[0])
+
+    def back_all(self, source: str) -> None:
+        """Everything `source` found away is back (it just succeeded at what it waited for)."""
+        for dependency, s in list(self._away):
+            if s == source:
+                self.back(dependency, source)
 
     @property
     def ready(self) -> bool:
@@ -67,7 +88,18 @@ class Readiness:
     def report(self) -> dict[str, dict[str, object]]:
         """Per dependency away: for how long and the last reason (for /healthz)."""
         now = self._clock()
-        return {d.value: {"away_s": round(now - t, 1), "reason": r} for d, (t, r) in self._away.items()}
+        report: dict[str, dict[str, object]] = {}
+        for (dependency, _), (since, reason) in sorted(self._away.items(), key=lambda item: item[1][0]):
+            if dependency.value not in report:
+                report[dependency.value] = {"away_s": round(now - since, 1), "reason": reason}
+        return report
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Every watched dependency (and any other found away), each ready or not, with why not."""
+        away = self.report()
+        watched = [d.value for d in self._watched]
+        names = watched + [name for name in away if name not in watched]
+        return {name: {"ready": False, **away[name]} if name in away else {"ready": True} for name in names}
 
 
 class _RetryWorthIt(retry_base):
@@ -96,6 +128,7 @@ def retrying(
     dependency: Dependency | None = None,
     readiness: Readiness | None = None,
     on_retry: Callable[[Classified, float], None] | None = None,
+    source: str = "",
 ) -> AsyncRetrying:
     """A tenacity retrier by this policy: `async for attempt in retrying(...): with attempt: ...`, or
     `await retrying(...)(fn, *args)`. The last error is raised as itself when retrying stops. Each wait marks
@@ -109,7 +142,7 @@ def retrying(
         verdict = classify(exc, dependency=dependency)
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         if readiness is not None and verdict.dependency is not None and verdict.transient:
-            readiness.away(verdict.dependency, verdict.reason)
+            readiness.away(verdict.dependency, verdict.reason, source)
         if on_retry is not None:
             on_retry(verdict, delay)
 
@@ -129,9 +162,11 @@ async def call_with_retry(
     dependency: Dependency,
     readiness: Readiness | None = None,
     on_retry: Callable[[Classified, float], None] | None = None,
+    source: str = "",
 ) -> T:
     """`await call()` until it succeeds or fails for good; then `dependency` counts as back in `readiness`."""
-    result: T = await retrying(policy, dependency=dependency, readiness=readiness, on_retry=on_retry)(call)
+    retrier = retrying(policy, dependency=dependency, readiness=readiness, on_retry=on_retry, source=source)
+    result: T = await retrier(call)
     if readiness is not None:
-        readiness.back(dependency)
+        readiness.back(dependency, source)
     return result

@@ -80,6 +80,9 @@ def _refuse_a_taken_port(host: str, port: int) -> None:
     if port == 0:
         raise SystemExit("copies of a service share one HTTP port: set a port, not 0")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Connections of a copy that was just killed linger in TIME_WAIT; they must not keep its restart out.
+        # Another process listening on the port still refuses the bind.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

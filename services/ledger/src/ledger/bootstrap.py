@@ -20,8 +20,10 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "ledger"
 
 
-async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
-    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
+async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastructure, FastAPI]:
+    """The service's parts; connected to PostgreSQL and the broker unless `connect` is False (then
+    `Infrastructure.run` connects while /healthz already answers)."""
+    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
 
     def uow() -> PostgresLedger:
         return PostgresLedger(
@@ -41,6 +43,6 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     infra.consume(
         "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
     )
-    app = create_app(title="credited ledger", version="1", registry=infra.registry)
+    app = create_app(title="credited ledger", version="1", registry=infra.registry, readiness=infra.readiness)
     app.include_router(routes(uow))
     return infra, app

@@ -18,7 +18,7 @@ async def main() -> None:
         log.warning(
             "fault injection on: dropping the credit of %.1f%% of orders", settings.fault_drop_credit_share * 100
         )
-    infra, app = await build(settings)
+    infra, app = await build(settings, connect=False)
     await infra.run(app)
 
 

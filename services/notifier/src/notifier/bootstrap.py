@@ -91,8 +91,10 @@ def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, Deliver
     return built, posters
 
 
-async def build(settings: Settings) -> Notifier:
-    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
+async def build(settings: Settings, *, connect: bool = True) -> Notifier:
+    """The notifier's parts; connected to PostgreSQL and the broker unless `connect` is False (then
+    `Infrastructure.run` connects while /healthz already answers)."""
+    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
     signer = vapid_signer(settings)
     by_name, posters = channels(settings, signer)
     worker = DeliveryWorker(
@@ -130,7 +132,7 @@ async def build(settings: Settings) -> Notifier:
         allow_http=settings.webpush_allow_http,
         fcm_enabled="fcm" in by_name,
     )
-    app = create_app(title="credited notifier", version="1", registry=infra.registry)
+    app = create_app(title="credited notifier", version="1", registry=infra.registry, readiness=infra.readiness)
     app.include_router(routes(uow, subscriptions, push))
     app.include_router(StatusPage(uow, subscriptions, feed, heartbeat_s=settings.sse_heartbeat_s).routes())
     return Notifier(infra, app, worker, feed, uow, posters)

@@ -16,7 +16,7 @@ async def main() -> None:
     configure(settings.log_level, SERVICE)
     if not settings.webhook_url:
         log.warning("NOTIFIER_WEBHOOK_URL is not set: no platform webhook, only users' devices and the inbox")
-    notifier = await build(settings)
+    notifier = await build(settings, connect=False)
     await notifier.infra.run(notifier.app, notifier.worker.run(), notifier.feed.run())
 
 

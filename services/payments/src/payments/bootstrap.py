@@ -31,8 +31,10 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "payments"
 
 
-async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
-    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS)
+async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastructure, FastAPI]:
+    """The service's parts; connected to PostgreSQL and the broker unless `connect` is False (then
+    `Infrastructure.run` connects while /healthz already answers)."""
+    infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
     metrics = PrometheusPaymentsMetrics(
         infra.registry, channels=settings.metric_channels, providers=settings.psp_secrets.keys()
     )
@@ -80,7 +82,7 @@ async def build(settings: Settings) -> tuple[Infrastructure, FastAPI]:
     window, most = settings.group_window_ms / 1000, settings.group_max
     orders = GroupCommit(place, name="orders", window_s=window, max_group=most)
     callbacks = GroupCommit(pay, name="callbacks", window_s=window, max_group=most)
-    app = create_app(title="credited payments", version="1", registry=infra.registry)
+    app = create_app(title="credited payments", version="1", registry=infra.registry, readiness=infra.readiness)
     app.state.providers = providers
     app.include_router(
         routes(uow=uow, orders=orders, callbacks=callbacks, find_order=find_order, metrics=metrics, clock=clock)

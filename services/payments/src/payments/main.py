@@ -17,7 +17,7 @@ async def main() -> None:
     configure(settings.log_level, SERVICE)
     if not settings.psp_secrets:
         log.warning("no provider secrets set (PAYMENTS_PSP_SECRET_<PROVIDER>): every callback will be refused")
-    infra, app = await build(settings)
+    infra, app = await build(settings, connect=False)
     await infra.run(app)
 
 
