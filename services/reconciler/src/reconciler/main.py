@@ -5,19 +5,28 @@ import asyncio
 import faust
 import uvloop
 
-from contracts.topics import Topic
 from reconciler.bootstrap import build
 from reconciler.config import Settings
 from servicekit.kafka import ensure_topics
+from servicekit.kafka_access import topics_to_ensure
+from servicekit.kafka_security import aiokafka_security
+from servicekit.secret_guard import refuse_development_secrets, shared_secrets
+
+SERVICE = "reconciler"
 
 
 def entry() -> None:
     settings = Settings()
+    # No database: its Kafka password is the one secret it must not run on in production.
+    refuse_development_secrets(SERVICE, settings, shared_secrets(settings, uses_database=False))
     # faust's worker, its consumer's thread and every loop they make come from this policy.
     uvloop.install()
     asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap, [t.qualified(settings.topic_prefix) for t in Topic], settings.topic_partitions
+            settings.kafka_bootstrap,
+            [t.qualified(settings.topic_prefix) for t in topics_to_ensure(SERVICE, settings)],
+            settings.topic_partitions,
+            security=aiokafka_security(settings),
         )
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)

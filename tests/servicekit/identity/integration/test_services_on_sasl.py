@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.codec import decode, encode, envelope_for
+from contracts.commands import RetryCredit
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
 from credited.stack.processes import Child, free_port, wait_for
@@ -147,3 +148,60 @@ async def test_a_service_that_may_not_create_a_missing_topic_stops_naming_it(
     owned, missing = Topic.LEDGER_EVENTS.qualified(prefix), f"{prefix}never-created"
     with pytest.raises(TopicsRefused, match=rf"\['{missing}'\] do not exist and this principal may not create"):
         await ensure_topics(sasl_broker.bootstrap, [owned, missing], 1, security=sasl_broker.client("ledger"))
+
+
+async def commands_seen_by(broker: SaslBroker, principal: str, topic: str, order_id: str) -> list[RetryCredit]:
+    """The RetryCredit commands for `order_id` on `topic`, read as `principal` (no group) once there is one."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False, **broker.client(principal)
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                messages = [decode(r.value, r.headers)[0] for r in records]
+                found = [m for m in messages if isinstance(m, RetryCredit) and m.order_id == order_id]
+                if found:
+                    return found
+        raise AssertionError(f"no RetryCredit for {order_id} on {topic} within {STARTUP_S} s")
+    finally:
+        await consumer.stop()
+
+
+async def test_the_reconciler_flags_an_uncredited_payment_and_commands_a_retry_as_its_own_principal_on_sasl(
+    sasl_broker: SaslBroker, prefix: str, tmp_path: Path
+) -> None:
+    """faust itself on the SASL broker: it joins its group, creates its changelog under its own prefix and
+    sends the command, every client with the reconciler's SCRAM user (broker_credentials and its offsets
+    reader)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", "RECONCILER_"))}
+    env = {
+        **inherited,
+        "CREDITED_ENV": "development",
+        "KAFKA_BOOTSTRAP": sasl_broker.bootstrap,
+        "KAFKA_BROKER": "apache",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "reconciler",
+        "KAFKA_SASL_PASSWORD": sasl_broker.passwords["reconciler"],
+        "CREDITED_TOPIC_PREFIX": prefix,
+        "CREDITED_TOPIC_PARTITIONS": "1",
+        "RECONCILER_HTTP_PORT": str(free_port()),
+        "RECONCILER_THRESHOLD_S": "1",
+        "RECONCILER_DATA_DIR": str(tmp_path / "reconciler"),
+    }
+    reconciler = Child(
+        "reconciler", [sys.executable, "-m", "reconciler"], log_path=tmp_path / "reconciler.log", env=env
+    )
+    reconciler.start()
+    try:
+        order_id = f"ord_{prefix.rstrip('.')}"
+        await publish_as(sasl_broker, "payments", Topic.PAYMENTS_EVENTS.qualified(prefix), payment(order_id))
+        commands = await commands_seen_by(sasl_broker, "ledger", Topic.LEDGER_COMMANDS.qualified(prefix), order_id)
+        assert [c.order_id for c in commands][:1] == [order_id], reconciler.tail()
+        assert reconciler.alive(), reconciler.tail()
+    finally:
+        reconciler.stop()

@@ -30,6 +30,7 @@ from reconciler.config import Settings
 from reconciler.domain import OrderState
 from reconciler.engine import Engine
 from reconciler.watermarks import Watermarks
+from servicekit.kafka_security import aiokafka_security, faust_credentials
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     tuning = settings.kafka_tuning
     return {
         "broker": f"kafka://{settings.kafka_bootstrap}",
+        # The reconciler's own SCRAM user where the broker asks for one (None: PLAINTEXT, a laptop's broker).
+        "broker_credentials": faust_credentials(settings),
         "store": "memory://",
         "datadir": str(settings.data_dir),
         "topic_partitions": settings.topic_partitions,
@@ -108,7 +111,9 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
 
     tail = TailWatch(rewinder, time.monotonic, waiting, _stuck_for_good)
     recovery = RecoveryWatch(seek, time.monotonic, _recovery_stuck)
-    offsets = BrokerOffsets(settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu")
+    offsets = BrokerOffsets(
+        settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu", security=aiokafka_security(settings)
+    )
     ticker = Ticker(app, inputs, rounds, watermarks, offsets, tail, settings.tick_s, recovery)
 
     async def before_revoke(revoked: set[TP]) -> None:

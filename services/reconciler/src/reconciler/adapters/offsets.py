@@ -1,6 +1,8 @@
 """BrokerOffsets: end offsets of the input partitions and the group's committed offsets, from the broker."""
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -13,9 +15,10 @@ log = logging.getLogger(__name__)
 class BrokerOffsets:
     """A group-less client of its own, so sampling never disturbs faust's consumer."""
 
-    def __init__(self, bootstrap: str, *, tansu: bool) -> None:
+    def __init__(self, bootstrap: str, *, tansu: bool, security: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
         self._tansu = tansu
+        self._security = dict(security or {})
         self._client: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
 
@@ -28,8 +31,9 @@ class BrokerOffsets:
                 group_id=None,
                 fetch_max_wait_ms=50,
                 max_partition_fetch_bytes=1,
+                **self._security,
             )
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, **self._security)
             await self._client.start()
             await self._admin.start()
 
