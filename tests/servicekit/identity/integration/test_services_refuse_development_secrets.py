@@ -4,8 +4,12 @@ published with credited, naming each, before it connects to anything; in develop
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
+
+from credited.stack.processes import free_port, wait_for
 
 STRONG = "Zq3v9LrT0bXe5mWk8yHn2cJd7fGs4pAu"
 UNREACHABLE = "127.0.0.1:9"  # discard port: a service that got past the guard would fail later, differently
@@ -38,14 +42,17 @@ REFUSED = {
 }
 
 
-def start(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {
+def inherited() -> dict[str, str]:
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("CREDITED_", "KAFKA_", "DATABASE_", "PG", "PAYMENTS_", "LEDGER_", "NOTIFIER_"))
     }
+
+
+def start(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", service], env={**clean, **env}, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", service], env={**inherited(), **env}, capture_output=True, text=True, timeout=120
     )
 
 
@@ -72,9 +79,26 @@ def test_payments_without_any_provider_secret_refuses_to_start_in_production() -
     )
 
 
-def test_in_development_mode_the_ledger_gets_past_the_guard_on_development_secrets() -> None:
-    # With nothing listening on the broker's address it then stops on that, not on its secrets.
-    started = start("ledger", {**DEVELOPMENT_VALUES, "CREDITED_ENV": "development"})
-    assert started.returncode != 0
-    assert "refuses to start in production" not in started.stderr
-    assert "ledger runs in development mode (CREDITED_ENV=development)" in started.stderr
+def test_in_development_mode_the_ledger_gets_past_the_guard_on_development_secrets(tmp_path: Path) -> None:
+    # Past the guard, with nothing listening at its database's and broker's addresses, it serves /healthz as
+    # not ready and waits for them (a service outlives its dependencies), instead of stopping on its secrets.
+    port = free_port()
+    log_path = tmp_path / "ledger.log"
+    env = {**DEVELOPMENT_VALUES, "CREDITED_ENV": "development", "LEDGER_HTTP_PORT": str(port)}
+    with log_path.open("w") as log:
+        ledger = subprocess.Popen([sys.executable, "-m", "ledger"], env={**inherited(), **env}, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: not_ready(port), timeout_s=120, what="the ledger's /healthz answering 503")
+    finally:
+        ledger.terminate()
+        ledger.wait(timeout=60)
+    output = log_path.read_text()
+    assert "refuses to start in production" not in output
+    assert "ledger runs in development mode (CREDITED_ENV=development)" in output
+
+
+def not_ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 503
+    except httpx.HTTPError:
+        return False
