@@ -179,8 +179,12 @@ function request()
 end
 
 function response(status, headers, body)
-  if body == '{"status":"ok"}' then
-    return -- an idle connection's /healthz
+  if string.find(body, '"dependencies":', 1, true) then
+    -- an idle connection's /healthz (servicekit.http: its status and each dependency's readiness)
+    if status ~= 200 then
+      say("E", status, (string.gsub(string.sub(body, 1, 200), "[\t\n]", " ")))
+    end
+    return
   end
   inflight = inflight - 1
   local order_id = string.match(body, '"order_id":"([^"]+)"')
