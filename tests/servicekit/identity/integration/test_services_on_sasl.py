@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from contracts.base import Message
 from contracts.codec import decode, encode, envelope_for
 from contracts.commands import RetryCredit
 from contracts.events import CreditPosted, PaymentSucceeded
@@ -21,6 +23,8 @@ from contracts.topics import Topic
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.kafka import KafkaPublisher, TopicsRefused, ensure_topics
 from tests.servicekit.identity.kafka_admin import SaslBroker
+
+M = TypeVar("M", bound=Message)
 
 StartLedger = Callable[[str], tuple[Child, int]]
 """Starts the ledger with a Kafka password; its process and HTTP port."""
@@ -97,8 +101,8 @@ async def publish_as(broker: SaslBroker, principal: str, topic: str, message: Pa
         await publisher.stop()
 
 
-async def credits_seen_by(broker: SaslBroker, principal: str, topic: str, order_id: str) -> list[CreditPosted]:
-    """The CreditPosted events for `order_id` on `topic`, read as `principal` (no group) once there is one."""
+async def seen_by(broker: SaslBroker, principal: str, topic: str, kind: type[M], order_id: str) -> list[M]:
+    """The `kind` messages for `order_id` on `topic`, read as `principal` (no group) once there is one."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False, **broker.client(principal)
     )
@@ -110,10 +114,10 @@ async def credits_seen_by(broker: SaslBroker, principal: str, topic: str, order_
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 messages = [decode(r.value, r.headers)[0] for r in records]
-                found = [m for m in messages if isinstance(m, CreditPosted) and m.order_id == order_id]
+                found = [m for m in messages if isinstance(m, kind) and m.order_id == order_id]
                 if found:
                     return found
-        raise AssertionError(f"no CreditPosted for {order_id} on {topic} within {STARTUP_S} s")
+        raise AssertionError(f"no {kind.__name__} for {order_id} on {topic} within {STARTUP_S} s")
     finally:
         await consumer.stop()
 
@@ -125,7 +129,7 @@ async def test_the_ledger_credits_a_payment_it_reads_and_announces_it_as_its_own
     await asyncio.to_thread(wait_for, lambda: healthy(port), timeout_s=STARTUP_S, what="ledger /healthz", child=ledger)
     order_id = f"ord_{prefix.rstrip('.')}"
     await publish_as(sasl_broker, "payments", Topic.PAYMENTS_EVENTS.qualified(prefix), payment(order_id))
-    credits = await credits_seen_by(sasl_broker, "reconciler", Topic.LEDGER_EVENTS.qualified(prefix), order_id)
+    credits = await seen_by(sasl_broker, "reconciler", Topic.LEDGER_EVENTS.qualified(prefix), CreditPosted, order_id)
     assert [(c.order_id, c.amount, c.currency) for c in credits] == [(order_id, 600, "CNY")]
     assert ledger.alive(), ledger.tail()
 
@@ -148,27 +152,6 @@ async def test_a_service_that_may_not_create_a_missing_topic_stops_naming_it(
     owned, missing = Topic.LEDGER_EVENTS.qualified(prefix), f"{prefix}never-created"
     with pytest.raises(TopicsRefused, match=rf"\['{missing}'\] do not exist and this principal may not create"):
         await ensure_topics(sasl_broker.bootstrap, [owned, missing], 1, security=sasl_broker.client("ledger"))
-
-
-async def commands_seen_by(broker: SaslBroker, principal: str, topic: str, order_id: str) -> list[RetryCredit]:
-    """The RetryCredit commands for `order_id` on `topic`, read as `principal` (no group) once there is one."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False, **broker.client(principal)
-    )
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        await consumer.seek_to_beginning()
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                messages = [decode(r.value, r.headers)[0] for r in records]
-                found = [m for m in messages if isinstance(m, RetryCredit) and m.order_id == order_id]
-                if found:
-                    return found
-        raise AssertionError(f"no RetryCredit for {order_id} on {topic} within {STARTUP_S} s")
-    finally:
-        await consumer.stop()
 
 
 async def test_the_reconciler_flags_an_uncredited_payment_and_commands_a_retry_as_its_own_principal_on_sasl(
@@ -200,7 +183,7 @@ async def test_the_reconciler_flags_an_uncredited_payment_and_commands_a_retry_a
     try:
         order_id = f"ord_{prefix.rstrip('.')}"
         await publish_as(sasl_broker, "payments", Topic.PAYMENTS_EVENTS.qualified(prefix), payment(order_id))
-        commands = await commands_seen_by(sasl_broker, "ledger", Topic.LEDGER_COMMANDS.qualified(prefix), order_id)
+        commands = await seen_by(sasl_broker, "ledger", Topic.LEDGER_COMMANDS.qualified(prefix), RetryCredit, order_id)
         assert [c.order_id for c in commands][:1] == [order_id], reconciler.tail()
         assert reconciler.alive(), reconciler.tail()
     finally:
