@@ -73,8 +73,11 @@ async def committed_offset(bootstrap: str, group: str, tp: TopicPartition) -> in
 async def test_a_batch_with_poison_duplicates_and_a_refunded_order_gives_each_its_effect_and_loses_nothing(
     broker: Broker, database_url: str, isolation: str
 ) -> None:
-    # One partition, and every record in it before the ledger starts: its first poll takes them all.
-    settings = settings_for(Settings, broker, database_url, isolation).model_copy(update={"topic_partitions": 1})
+    # One partition and one member, and every record in it before the ledger starts: its first poll takes them
+    # all, and no rebalance between two members can move the partition in the middle of that poll.
+    settings = settings_for(Settings, broker, database_url, isolation).model_copy(
+        update={"topic_partitions": 1, "payments_consumers": 1}
+    )
     infra, _ = await build(settings)
     payments_topic = Topic.PAYMENTS_EVENTS.qualified(settings.topic_prefix)
     publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test")

@@ -161,7 +161,6 @@ class KafkaConsumerLoop:
             failed += dead
         if failed:
             await self._send_dead_letters(failed)
-        self.consumed_total += len(records)
         await self._commit({tp: part[-1].offset + 1 for tp, part in polled.items() if part})
         for tp in polled:
             self._in_flight.pop(tp, None)
@@ -169,6 +168,8 @@ class KafkaConsumerLoop:
             for tp, part in polled.items():
                 self._metrics.consumed(tp.topic, len(part))
             self._metrics.polled(len(records), time.perf_counter() - started, fell_back=fell_back)
+        # Last, so whoever waits on it sees the poll committed and its metrics recorded.
+        self.consumed_total += len(records)
 
     def _decode(self, records: Sequence[Record]) -> tuple[list[_Decoded], list[_DeadLetter]]:
         decoded: list[_Decoded] = []
