@@ -5,6 +5,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -102,12 +103,19 @@ def bench_reconciler(
     worker: Annotated[bool, typer.Option(help="Also run the workers, faust's ceiling and Bytewax on a broker.")] = True,
     live_rate: Annotated[float, typer.Option(min=1.0, help="Orders/s of the live detection run.")] = 2000.0,
     live_s: Annotated[float, typer.Option(min=1.0, help="Seconds of the live detection run.")] = 10.0,
+    report: Annotated[Path, typer.Option(help="The Markdown report whose reconciler section it replaces.")] = Path(
+        "docs/benchmarks.md"
+    ),
+    table_size: Annotated[
+        Path | None, typer.Option(help="A JSON report of `python -m credited.bench.table_size` to include.")
+    ] = None,
 ) -> None:
     """Reconciler throughput on a replayed event log, side by side in one run: the engine alone, faust's own
     ceiling (a bare agent), the reconciler with one and two worker processes, Bytewax; then live detection
     at `--live-rate` (KAFKA_BOOTSTRAP with KAFKA_BROKER, or the embedded Tansu)."""
     import os
 
+    from credited.bench import reconciler_report
     from credited.bench.reconciler import main as bench_main
     from credited.stack.embedded import EmbeddedKafka
     from credited.stack.processes import free_port
@@ -121,11 +129,13 @@ def bench_reconciler(
         bootstrap = kafka.bootstrap
     broker = os.environ.get("KAFKA_BROKER", "apache") if kafka is None else "tansu"
     try:
-        report = bench_main(orders, out, bootstrap if worker else None, broker, live_rate, live_s)
+        figures = bench_main(orders, out, bootstrap if worker else None, broker, live_rate, live_s)
     finally:
         if kafka is not None:
             kafka.stop()
-    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sizes = orjson.loads(table_size.read_bytes()) if table_size is not None else None
+    reconciler_report.write(report, figures, sizes, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 @app.command()

@@ -244,6 +244,7 @@ def main(orders: int, out: Path, bootstrap: str | None, broker: str, live_rate: 
     """The engine alone, then (with a broker) the side-by-side catch-up and the live detection run."""
     from credited.bench import peers
 
+    out = out.resolve()  # the workers it starts run elsewhere: their data directories must not be relative
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "orders": orders}
     report["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     report["engine"] = bench_engine(orders)

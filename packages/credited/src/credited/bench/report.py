@@ -346,4 +346,9 @@ def write_report(report: dict[str, Any], json_path: Path, report_path: Path, plo
     plots.cpu_plot(steps, plot_dir / "cpu.png")
     plots.peers_plot(report["peers"], plot_dir / "peers.png")
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(markdown(report, plot_dir, report_path))
+    from credited.bench import reconciler_report  # it builds on this module's tables
+
+    # The reconciler's own section (credited bench-reconciler) is that command's to rewrite: keep it.
+    kept = reconciler_report.kept_section(report_path.read_text()) if report_path.exists() else None
+    text = markdown(report, plot_dir, report_path)
+    report_path.write_text(text if kept is None else reconciler_report.splice(text, kept))
