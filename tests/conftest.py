@@ -20,6 +20,8 @@ import pytest
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
 from credited.stack.processes import free_port
 
+pytest_plugins = ["tests.stoppable_broker"]  # own_broker: a broker a test stops and starts
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

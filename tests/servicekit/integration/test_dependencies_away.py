@@ -11,14 +11,11 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
 from contracts.codec import Envelope, encode, envelope_for
 from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
-from credited.chaos.infra import ApacheBroker
-from credited.stack.embedded import EmbeddedKafka
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.kafka import DeadLetterPublisher, Delivery, KafkaPublisher, ensure_topics
@@ -28,42 +25,9 @@ from servicekit.uow import PostgresUnitOfWork, batch
 from tests.conftest import Broker
 from tests.kafka_reader import read_until
 from tests.servicekit.events import paid
+from tests.stoppable_broker import StoppableBroker, health
 
 STARTUP_S = 120  # deadlines, not sleeps: a JVM broker and these processes share two loaded cores
-
-
-class StoppableBroker:
-    """A broker of the session's kind on ports of its own, started and stopped by the test."""
-
-    def __init__(self, kind: str, directory: Path) -> None:
-        self.kind = kind
-        self._apache = ApacheBroker(directory) if kind == "apache" else None
-        self._tansu = None if self._apache else EmbeddedKafka(free_port(), directory)
-
-    @property
-    def bootstrap(self) -> str:
-        return self._apache.bootstrap if self._apache else self._tansu.bootstrap  # type: ignore[union-attr]
-
-    def start(self) -> None:
-        (self._apache or self._tansu).start()  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        (self._apache or self._tansu).stop()  # type: ignore[union-attr]
-
-
-@pytest.fixture
-def own_broker(broker: Broker, tmp_path: Path) -> Iterator[StoppableBroker]:
-    own = StoppableBroker("apache" if broker.kind == "apache" else "embedded", tmp_path / "broker")
-    yield own
-    own.stop()
-
-
-def health(port: int) -> tuple[int, dict[str, object]] | None:
-    try:
-        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-    except httpx.HTTPError:
-        return None
-    return answer.status_code, answer.json()
 
 
 def waiting_for_the_broker_only(port: int) -> bool:

@@ -88,6 +88,7 @@ def _succeeded(acks: "asyncio.Future[object]") -> bool:
 class _InFlight:
     ids: list[int]
     acks: "asyncio.Future[object]"
+    sent_at: float
 
 
 class OutboxRelay:
@@ -105,8 +106,10 @@ class OutboxRelay:
         metrics: OutboxMetrics | None = None,
         readiness: Readiness | None = None,
         backoff: BackoffPolicy = _WAIT,
+        ack_overdue_s: float = 5.0,
     ) -> None:
         self._pool = pool
+        self._ack_overdue_s = ack_overdue_s
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
@@ -206,6 +209,12 @@ class OutboxRelay:
         finally:
             if wakeup is not None:
                 wakeup.cancel()
+        # A broker that went away mid-run refuses nothing: the client retries until its delivery timeout, so
+        # the only sign is an acknowledgement that does not come. Not ready until it does (_acknowledged).
+        if pending and not pending[0].acks.done():
+            waited = time.monotonic() - pending[0].sent_at
+            if waited > self._ack_overdue_s:
+                self._readiness.away(Dependency.BROKER, f"no acknowledgement for {waited:.0f}s", _SOURCE)
 
     async def _claim(self, conn: Connection, acked: list[int], limit: int) -> list[asyncpg.Record]:
         """Delete the acknowledged rows and claim up to `limit` unclaimed ones, in id order."""
@@ -229,7 +238,7 @@ class OutboxRelay:
             for row in rows
         ]
         acks = await self._publisher.send_many(entries)
-        return _InFlight([row["id"] for row in rows], asyncio.ensure_future(acks))
+        return _InFlight([row["id"] for row in rows], asyncio.ensure_future(acks), time.monotonic())
 
     async def _settle(self, conn: Connection, pending: "deque[_InFlight]") -> None:
         """On the way out (stop or failure): wait a little for outstanding acknowledgements, delete the rows
