@@ -180,3 +180,23 @@ def test_backoff_grows_exponentially_with_jitter_up_to_its_cap_and_retry_after_w
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1
     assert policy.delay(3, 30.0) == 30.0
+
+
+def test_a_failing_receiver_is_retried_for_three_days_by_default_about_an_hour_apart_at_most() -> None:
+    policy = RetryPolicy()
+    day = 24 * 3600.0
+    assert not policy.gives_up(attempts=200, age_s=2 * day, delay_s=policy.delay(200, None))
+    assert all(policy.delay(200, None) <= 3600.0 for _ in range(50))
+    assert not policy.gives_up(attempts=80, age_s=3 * day - 3600.0, delay_s=1800.0)
+    assert policy.gives_up(attempts=80, age_s=3 * day - 600.0, delay_s=1800.0)  # the next try would be past 3 days
+    # Attempts at the backoff's ceilings from the first failure: about a hundred over three days.
+    attempts, age = 0, 0.0
+    while not policy.gives_up(attempts + 1, age, delay := policy.delay(attempts + 1, None)):
+        attempts, age = attempts + 1, age + delay
+    assert 3 * day - 3600.0 <= age <= 3 * day and 70 <= attempts <= 160
+
+
+def test_a_cap_of_attempts_gives_up_at_the_cap_whatever_the_time_left() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert not policy.gives_up(attempts=2, age_s=1.0, delay_s=1.0)
+    assert policy.gives_up(attempts=3, age_s=1.0, delay_s=1.0)

@@ -101,7 +101,9 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         PostgresDeliveryQueue(infra.pool),
         by_name,
         infra.publisher,
-        policy=RetryPolicy(settings.max_attempts, settings.base_backoff_s, settings.max_backoff_s),
+        policy=RetryPolicy(
+            settings.max_attempts, settings.base_backoff_s, settings.max_backoff_s, retry_for_s=settings.retry_for_s
+        ),
         metrics=PrometheusNotifierMetrics(infra.registry, channels=by_name),
         lease_s=settings.lease_s,
         max_in_flight=settings.max_in_flight,

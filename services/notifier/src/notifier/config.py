@@ -48,9 +48,14 @@ class Settings(ServiceSettings):
         SecretStr(""), description="A fixed bearer instead of a service account (a proxy, tests): never refreshed."
     )
 
-    max_attempts: int = Field(8, ge=1, le=50)
+    max_attempts: int | None = Field(
+        None, ge=1, description="A cap on the attempts of one delivery; unset: retried for retry_for_s."
+    )
+    retry_for_s: float = Field(
+        3 * 24 * 3600.0, gt=0, description="How long a delivery is retried after its notification was queued."
+    )
     base_backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(60.0, gt=0)
+    max_backoff_s: float = Field(3600.0, gt=0, description="The longest wait between two attempts.")
     max_in_flight: int = Field(256, ge=1, le=10_000)
     sse_heartbeat_s: float = Field(15.0, gt=0)
 

@@ -36,21 +36,31 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how far apart a delivery is tried."""
+    """How often and for how long a delivery is tried: like a payment platform's webhooks, for days (3 by
+    default) with exponential backoff up to an hour apart, so a receiver down for a weekend still gets every
+    notification; `max_attempts` caps the attempts too when set (tests, or a channel that wants fewer)."""
 
-    max_attempts: int = 8
+    max_attempts: int | None = None
     base_backoff_s: float = 0.5
-    max_backoff_s: float = 60.0
+    max_backoff_s: float = 3600.0
     max_retry_after_s: float = 3600.0
+    retry_for_s: float = 3 * 24 * 3600.0
 
     def delay(self, attempts: int, retry_after_s: float | None) -> float:
         """The receiver's Retry-After if it gave one, else exponential backoff with jitter (half fixed,
         half random, so retries of many deliveries spread out but never come back at once)."""
         if retry_after_s is not None:
             return min(retry_after_s, self.max_retry_after_s)
-        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (attempts - 1))
+        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** min(attempts - 1, 64))
         jitter: float = random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
         return ceiling / 2 + jitter
+
+    def gives_up(self, attempts: int, age_s: float, delay_s: float) -> bool:
+        """No further attempt: the cap of attempts is reached, or the next one would come after `retry_for_s`
+        from when the notification was queued (`age_s` ago)."""
+        if self.max_attempts is not None and attempts >= self.max_attempts:
+            return True
+        return age_s + delay_s > self.retry_for_s
 
 
 class DeliveryWorker:
@@ -78,6 +88,7 @@ class DeliveryWorker:
         self._poll = poll_interval_s
         self._wakeup = asyncio.Event()
         self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
+        self._finals: asyncio.Queue[Settlement] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handed: deque[tuple[float, Claimed]] = deque()
         self.delivered_total = 0
@@ -96,7 +107,7 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         """Claim and deliver until cancelled."""
-        settler = asyncio.create_task(self._settle_forever())
+        settlers = [asyncio.create_task(self._settle_forever()), asyncio.create_task(self._dead_letter_forever())]
         try:
             while True:
                 self._wakeup.clear()
@@ -111,10 +122,9 @@ class DeliveryWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), self._poll)
         finally:
-            settler.cancel()
-            for task in (*self._in_flight, settler):
+            for task in (*self._in_flight, *settlers):
                 task.cancel()
-            await asyncio.gather(settler, *self._in_flight, return_exceptions=True)
+            await asyncio.gather(*settlers, *self._in_flight, return_exceptions=True)
 
     def _start_handed(self) -> None:
         now = time.monotonic()
@@ -175,8 +185,9 @@ class DeliveryWorker:
         reason = f"{delivery.target.channel}: {failure.reason}"
         if failure.gone:
             return Settlement(delivery, "gone", reason)
-        if failure.retry and delivery.attempts < self._policy.max_attempts:
-            delay = self._policy.delay(delivery.attempts, failure.retry_after_s)
+        delay = self._policy.delay(delivery.attempts, failure.retry_after_s)
+        age_s = (datetime.now(UTC) - delivery.queued_at).total_seconds()
+        if failure.retry and not self._policy.gives_up(delivery.attempts, age_s, delay):
             log.warning(
                 "notification %s for order %s to %s failed (%s), attempt %d, retry in %.2fs",
                 delivery.notification_id,
@@ -190,19 +201,34 @@ class DeliveryWorker:
         return Settlement(delivery, "failed", f"undeliverable after {delivery.attempts} attempts: {reason}")
 
     async def _settle_forever(self) -> None:
+        """Settle outcomes as they come. Deliveries and retries are written at once, whatever the broker does,
+        so a broker outage never makes a delivered notification go out again when its lease ends. Failures go
+        to `_dead_letter_forever`, which settles each only after the broker has taken its dead letter."""
         while True:
             batch = [await self._settled.get()]
             while not self._settled.empty():
                 batch.append(self._settled.get_nowait())
-            finals = [s for s in batch if s.state in ("failed", "gone")]
-            if finals:
-                await self._until_done("dead-letter", partial(self._dead_letter, finals))
-            await self._until_done("settle", partial(self._queue.settle, batch))
-            self.delivered_total += sum(1 for s in batch if s.state == "delivered")
-            self.failed_total += sum(1 for s in batch if s.state in ("failed", "gone"))
+            done = [s for s in batch if s.state not in ("failed", "gone")]
+            for final in (s for s in batch if s.state in ("failed", "gone")):
+                self._finals.put_nowait(final)
+            if done:
+                await self._until_done("settle", partial(self._queue.settle, done))
+                self.delivered_total += sum(1 for s in done if s.state == "delivered")
             if self._metrics is not None:
                 self._metrics.in_flight.set(len(self._in_flight))
             self.wake()  # a settled delivery may free the next status of the same order for its target
+
+    async def _dead_letter_forever(self) -> None:
+        """Dead-letter failed deliveries, then settle them; while the broker is away they wait here (a lease
+        that runs out meanwhile has the delivery tried again, and the settlement that lands first wins)."""
+        while True:
+            batch = [await self._finals.get()]
+            while not self._finals.empty():
+                batch.append(self._finals.get_nowait())
+            await self._until_done("dead-letter", partial(self._dead_letter, batch))
+            await self._until_done("settle", partial(self._queue.settle, batch))
+            self.failed_total += len(batch)
+            self.wake()
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Repeat `step` until the database or broker takes it: a settled outcome is never dropped."""

@@ -47,6 +47,7 @@ UPDATE deliveries d SET
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
      AS u(notification_id, target, state, error, delay)
 WHERE d.notification_id = u.notification_id AND d.target = u.target
+  AND d.state = 'pending'  -- settled already (a retry after a lease ran out got there first): that stands
 """
 
 # A notification is delivered when some target has it and none failed for good; failed when every target
