@@ -127,6 +127,7 @@ class KafkaConsumerLoop:
         self._in_flight: dict[TopicPartition, int] = {}
         self.consumed_total = 0
         self.dead_lettered_total = 0
+        self._finishing = False
 
     async def start(self) -> None:
         """Join the group; a start that failed (the broker away) leaves a fresh client for the next attempt."""
@@ -141,12 +142,27 @@ class KafkaConsumerLoop:
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    def finish(self) -> None:
+        """Stop after the poll in hand: `run` handles it, commits its offsets and returns."""
+        self._finishing = True
+
     async def run(self) -> None:
-        """Consume until cancelled."""
-        while True:
+        """Consume until cancelled, or until `finish` is called: then return once the poll in hand is handled
+        and committed, so the next member of the group starts after it."""
+        while not self._finishing:
             polled = await self._waiting("a poll", Dependency.BROKER, partial(self._consumer.getmany, timeout_ms=500))
             if polled:
-                await self.handle_poll(polled)
+                try:
+                    await self.handle_poll(polled)
+                except asyncio.CancelledError:
+                    if self._finishing:
+                        log.warning(
+                            "consumer %s: stopping cut its poll in hand short (%d records, not committed): the "
+                            "group's next member reads them again",
+                            self.group_id,
+                            sum(len(part) for part in polled.values()),
+                        )
+                    raise
 
     async def handle_poll(self, polled: Mapping[TopicPartition, Sequence[Record]]) -> None:
         """Apply one poll's records, dead-letter what failed, then commit every partition's offset at once."""
