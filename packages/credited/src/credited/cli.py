@@ -15,7 +15,8 @@ import uvloop
 from rich.console import Console
 
 from credited import dlq, keys
-from credited.demo import DemoOptions, run_demo
+from credited.demo import DemoOptions, StartupFailed, run_demo
+from credited.simulator.story import closing_lines
 from credited.stack.local import LocalStack, StackConfig
 
 app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixed.", no_args_is_help=True)
@@ -31,11 +32,18 @@ def demo(
     orders: Annotated[int, typer.Option(min=1, help="How many orders the simulator places and pays.")] = 500,
     rate: Annotated[float, typer.Option(min=0.1, help="Orders per second.")] = 50.0,
     credit_loss: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of orders whose credit the ledger drops.")
-    ] = 0.0,
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of orders whose credit the ledger drops, to show them caught; 0 for none."
+        ),
+    ] = 0.03,
     threshold: Annotated[
-        float, typer.Option(min=0.5, help="Seconds from payment until an uncredited order is overdue.")
-    ] = 120.0,
+        float,
+        typer.Option(
+            min=0.5,
+            help="Seconds from payment until an uncredited order is overdue: short, so the demo shows them flagged.",
+        ),
+    ] = 5.0,
     duplicates: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of callbacks the provider sends twice.")
     ] = 0.1,
@@ -52,11 +60,18 @@ def demo(
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("stopped; every process of the stack has exited")
         raise typer.Exit(130) from None
+    except StartupFailed as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
     else:
         for key, value in summary.items():
-            console.print(f"{key:>26}: {value}")
+            if not isinstance(value, dict):
+                console.print(f"{key:>26}: {value}")
+        console.print()
+        for line in closing_lines(summary, credit_loss=credit_loss, threshold_s=threshold):
+            console.print(line, soft_wrap=True, highlight=False)
     ok = summary["paid"] == summary["orders"] == orders and summary["credited_twice"] == 0
     raise typer.Exit(0 if ok else 1)
 

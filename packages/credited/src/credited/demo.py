@@ -5,10 +5,12 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -16,8 +18,10 @@ from rich.table import Table
 from contracts.topics import Topic
 from credited.bench import wrk
 from credited.bench.driver import AiohttpSimulator, ClientTimes, session
-from credited.simulator.receiver import WebhookReceiver
+from credited.simulator.receiver import Received, WebhookReceiver
 from credited.simulator.run import Load, Truth, credit_publication_times, score, settled
+from credited.simulator.story import StoryCounts, startup_failure, story_counts
+from credited.simulator.tail import CommandTail
 from credited.stack.local import LocalStack, StackConfig
 from credited.stack.processes import free_port
 
@@ -35,19 +39,34 @@ class DemoOptions:
     settle_timeout_s: float | None = None
 
 
-def _table(truth: Truth, received_orders: int, credited: int, overdue: int, elapsed: float) -> Table:
-    table = Table(title="credited demo", show_header=True)
-    for column in ("orders", "paid", "credited", "overdue flagged", "notifications", "elapsed s"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(len(truth.orders)),
-        str(len(truth.paid)),
-        str(credited),
-        str(overdue),
-        str(received_orders),
-        f"{elapsed:.1f}",
-    )
+COLUMNS = ("orders", "paid", "credited", "overdue\nflagged", "retried", "recovered", "refunded", "users\ntold", "s")
+
+
+def _table(counts: StoryCounts, elapsed: float) -> Table:
+    table = Table(title="credited demo", show_header=True, box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+    for column in COLUMNS:
+        table.add_column(column, justify="right", no_wrap=True)
+    c = counts
+    figures = (c.orders, c.paid, c.credited, c.flagged, c.retried, c.recovered, c.refunded, c.users_told)
+    table.add_row(*(str(n) for n in figures), f"{elapsed:.1f}")
     return table
+
+
+def _live_counts(truth: Truth, received: Received, retries: CommandTail) -> StoryCounts:
+    """The table's row from what the users were told (the webhook) and the retries on the broker."""
+    statuses: dict[str, set[str]] = {}
+    credited_at: dict[str, float] = {}
+    for p in received.payloads.values():
+        statuses.setdefault(p["order_id"], set()).add(p["status"])
+        if p["status"] == "credited" and p.get("credited_at"):
+            credited_at[p["order_id"]] = datetime.fromisoformat(p["credited_at"]).timestamp()
+    return story_counts(
+        len(truth.orders), truth.paid, statuses, credited_at, retries.first_sent, len(received.payloads)
+    )
+
+
+class StartupFailed(Exception):
+    """The stack did not start; the message is the one line to print."""
 
 
 async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
@@ -73,7 +92,11 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
     try:
         console.print("starting the broker, PostgreSQL and the four services ...")
         started = time.monotonic()
-        await asyncio.to_thread(stack.start)
+        try:
+            await asyncio.to_thread(stack.start)
+        except Exception as exc:
+            log.debug("the stack did not start", exc_info=True)
+            raise StartupFailed(startup_failure(exc, config.run_dir / "logs")) from exc
         console.print(f"stack up in {time.monotonic() - started:.1f}s (broker {stack.bootstrap})")
         reviving = asyncio.create_task(_revive(stack, console))
         try:
@@ -110,25 +133,56 @@ async def _drive_and_score(
 ) -> dict[str, Any]:
     truth = Truth()
     received = receiver.received
+    retries = CommandTail(stack.bootstrap, Topic.LEDGER_COMMANDS.qualified(stack.config.topic_prefix))
+    tailing = asyncio.create_task(retries.run())
+    try:
+        summary = await _drive_and_watch(stack, truth, received, retries, options, console)
+        await retries.caught_up()
+    finally:
+        tailing.cancel()
+        await asyncio.gather(tailing, return_exceptions=True)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        start = time.monotonic()
+        topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
+        scored = await score(
+            truth,
+            received,
+            ledger_url=stack.url("ledger"),
+            client=client,
+            elapsed_s=summary,
+            threshold_s=options.threshold_s,
+            credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
+            retried_at=retries.first_sent,
+        )
+        affected = _affected_order(truth, received, retries)
+        if affected is not None:
+            scored["affected_order"] = await _show_order(stack, client, affected, options.run_dir)
+    return scored
 
-        def view() -> Table:
-            by_status = [p["status"] for p in received.payloads.values()]
-            return _table(
-                truth,
-                len(received.payloads),
-                by_status.count("credited"),
-                by_status.count("delayed"),
-                time.monotonic() - start,
-            )
 
-        # Enough connections to offer the rate while answers take a while: at 1,500 orders/s (3,300 requests/s)
-        # 512 of them keep the offer up until payments answers in 150 ms on average.
-        load = Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share, concurrency=512)
+async def _drive_and_watch(
+    stack: LocalStack,
+    truth: Truth,
+    received: Received,
+    retries: CommandTail,
+    options: DemoOptions,
+    console: Console,
+) -> float:
+    """Drive the load and show the live table until every paid order settled (or the timeout); the seconds
+    that took."""
+    start = time.monotonic()
+
+    def view() -> Table:
+        return _table(_live_counts(truth, received, retries), time.monotonic() - start)
+
+    # Enough connections to offer the rate while answers take a while: at 1,500 orders/s (3,300 requests/s)
+    # 512 of them keep the offer up until payments answers in 150 ms on average.
+    load = Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share, concurrency=512)
+    timeout = options.settle_timeout_s or (options.orders / options.rate + 4 * options.threshold_s + 120)
+    async with httpx.AsyncClient(
+        timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    ) as client:
         driving = asyncio.create_task(_drive(stack, load, truth, client, options.run_dir))
-        timeout = options.settle_timeout_s or (options.orders / options.rate + 4 * options.threshold_s + 120)
         try:
             with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
                 deadline = time.monotonic() + timeout
@@ -138,26 +192,44 @@ async def _drive_and_score(
                         break
                     await asyncio.sleep(0.25)
                 generator = await driving
+                # let late duplicates and status updates land before counting them
+                await asyncio.sleep(1.0)
                 live.update(view())
         finally:
             driving.cancel()
             await asyncio.gather(driving, return_exceptions=True)
-        console.print(f"orders and callbacks sent by {generator}")
-        if settled(truth, received) < len(truth.paid):
-            console.print(
-                f"[red]{len(truth.paid) - settled(truth, received)} paid orders did not settle "
-                f"within {timeout:.0f}s[/red]"
-            )
-        # let late duplicates and status updates land before counting them
-        await asyncio.sleep(1.0)
-        elapsed = time.monotonic() - start
-        topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
-        return await score(
-            truth,
-            received,
-            ledger_url=stack.url("ledger"),
-            client=client,
-            elapsed_s=elapsed,
-            threshold_s=options.threshold_s,
-            credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
+    if not console.is_terminal:
+        console.print()  # a live table's last frame ends its line only on a terminal
+    console.print(f"orders and callbacks sent by {generator}")
+    if settled(truth, received) < len(truth.paid):
+        console.print(
+            f"[red]{len(truth.paid) - settled(truth, received)} paid orders did not settle within {timeout:.0f}s[/red]"
         )
+    return time.monotonic() - start
+
+
+def _affected_order(truth: Truth, received: Received, retries: CommandTail) -> str | None:
+    """One order the fault hit, to show: flagged and retried if any was, else flagged, else None."""
+    flagged: list[str] = sorted(
+        p["order_id"] for p in received.payloads.values() if p["status"] == "delayed" and p["order_id"] in truth.paid
+    )
+    retried = [oid for oid in flagged if oid in retries.first_sent]
+    chosen = retried or flagged
+    return chosen[0] if chosen else None
+
+
+async def _show_order(stack: LocalStack, client: httpx.AsyncClient, order_id: str, run_dir: Path) -> dict[str, str]:
+    """The order's status page (notifier) and timeline (reconciler), with copies saved before the stack stops."""
+    links = {
+        "status_page": f"{stack.url('notifier')}/orders/{order_id}",
+        "timeline": f"{stack.url('reconciler')}/v1/orders/{order_id}/timeline",
+    }
+    saved = run_dir / "affected-order"
+    saved.mkdir(parents=True, exist_ok=True)
+    for name, url, suffix in (("status", links["status_page"], "html"), ("timeline", links["timeline"], "json")):
+        try:
+            answer = await client.get(url)
+            (saved / f"{order_id}.{name}.{suffix}").write_bytes(answer.content)
+        except httpx.HTTPError as exc:
+            log.warning("could not save %s of order %s: %r", name, order_id, exc)
+    return {"order_id": order_id, **links, "saved": f"{saved}/{order_id}.*"}

@@ -127,6 +127,8 @@ class KafkaConsumerLoop:
         self._in_flight: dict[TopicPartition, int] = {}
         self.consumed_total = 0
         self.dead_lettered_total = 0
+        self._finishing = False
+        self._polling: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         """Join the group; a start that failed (the broker away) leaves a fresh client for the next attempt."""
@@ -141,12 +143,45 @@ class KafkaConsumerLoop:
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    def finish(self) -> None:
+        """Stop after the poll in hand: `run` handles it, commits its offsets and returns; waiting for a poll
+        (or for the broker to come back for one), it returns at once."""
+        self._finishing = True
+        if self._polling is not None:
+            self._polling.cancel()  # nothing in hand: what the fetch brings is read again by the next member
+
     async def run(self) -> None:
-        """Consume until cancelled."""
-        while True:
-            polled = await self._waiting("a poll", Dependency.BROKER, partial(self._consumer.getmany, timeout_ms=500))
+        """Consume until cancelled, or until `finish` is called: then return once the poll in hand is handled
+        and committed, so the next member of the group starts after it."""
+        while not self._finishing:
+            polled = await self._poll()
             if polled:
-                await self.handle_poll(polled)
+                try:
+                    await self.handle_poll(polled)
+                except asyncio.CancelledError:
+                    if self._finishing:
+                        log.warning(
+                            "consumer %s: stopping cut its poll in hand short (%d records, not committed): the "
+                            "group's next member reads them again",
+                            self.group_id,
+                            sum(len(part) for part in polled.values()),
+                        )
+                    raise
+
+    async def _poll(self) -> Mapping[TopicPartition, Sequence[Record]] | None:
+        """The next poll, or None once `finish` cut the wait for it short."""
+        this = asyncio.current_task()
+        self._polling = this
+        try:
+            polled = await self._waiting("a poll", Dependency.BROKER, partial(self._consumer.getmany, timeout_ms=500))
+            # `finish` came as the poll returned: not in hand yet, so left (uncommitted) for the next member
+            return None if self._finishing else polled
+        except asyncio.CancelledError:
+            if self._finishing and this is not None and this.uncancel() == 0:
+                return None  # cancelled by `finish` alone: stop as asked
+            raise
+        finally:
+            self._polling = None
 
     async def handle_poll(self, polled: Mapping[TopicPartition, Sequence[Record]]) -> None:
         """Apply one poll's records, dead-letter what failed, then commit every partition's offset at once."""

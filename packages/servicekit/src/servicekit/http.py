@@ -302,8 +302,12 @@ def _shared_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(app: ASGIApp, host: str, port: int) -> None:
-    """Run uvicorn in the current loop until cancelled."""
+async def serve(
+    app: ASGIApp, host: str, port: int, *, stopping: asyncio.Event | None = None, grace_s: float = 10.0
+) -> None:
+    """Run uvicorn in the current loop until cancelled, or until `stopping` is set: then it stops accepting
+    connections, closes the idle ones, lets the requests in flight finish (at most `grace_s`, then cancels
+    them) and returns."""
     # Idle keep-alive connections stay open longer than clients keep theirs (uvicorn's 5 s default
     # closes them under a client about to reuse one, which the client sees as a reset request).
     config = uvicorn.Config(
@@ -315,13 +319,28 @@ async def serve(app: ASGIApp, host: str, port: int) -> None:
         lifespan="off",
         loop="none",
         timeout_keep_alive=75,
+        # uvicorn cancels the requests still running (and logs how many) a second before the runner's bound
+        timeout_graceful_shutdown=max(1, int(grace_s) - 1),
         proxy_headers=False,  # nothing reads the client address; one middleware less per request
     )
     server = EmbeddedServer(config)
     # A copy of a service run with others (servicekit.runner) shares the port: the kernel spreads connections.
     sockets = None if process_index() is None else [_shared_socket(host, port)]
+    watching = None if stopping is None else asyncio.create_task(_exit_when(stopping, server))
     try:
         await server.serve(sockets=sockets)
     except asyncio.CancelledError:
+        if server.server_state.connections:
+            log.warning("HTTP stopped with %d connections still open", len(server.server_state.connections))
         server.should_exit = True
         raise
+    finally:
+        if watching is not None:
+            watching.cancel()
+
+
+async def _exit_when(stopping: asyncio.Event, server: uvicorn.Server) -> None:
+    await stopping.wait()
+    open_now = len(server.server_state.connections)
+    log.info("HTTP: no new connections; finishing the requests in flight on %d open connections", open_now)
+    server.should_exit = True

@@ -148,28 +148,65 @@ class Infrastructure:
 
     async def run(self, app: FastAPI, *extra: Coroutine[Any, Any, None]) -> None:
         """Serve HTTP at once; once PostgreSQL and the broker are up, relay the outbox, consume and run `extra`
-        tasks; until SIGTERM/SIGINT."""
+        tasks; until SIGTERM/SIGINT. Then stop gracefully, within `stop_grace_s`: no new HTTP connections and
+        the requests in flight answered, each consumer's poll in hand handled and committed, the outbox relay's
+        sends in flight acknowledged and the outbox emptied; `extra` tasks are cancelled."""
         log.info("%s listening on http://%s:%d", self.service, self.settings.http_host, self.settings.http_port)
+        stopping, grace_s = asyncio.Event(), self.settings.stop_grace_s
+        host, port = self.settings.http_host, self.settings.http_port
         await run_until_stopped(
-            [serve(app, self.settings.http_host, self.settings.http_port), self._work(extra)], on_stop=self.close
+            [serve(app, host, port, stopping=stopping, grace_s=grace_s), self._work(extra, stopping)],
+            on_stop=self.close,
+            stopping=stopping,
+            grace_s=grace_s,
         )
 
-    async def _work(self, extra: Sequence[Coroutine[Any, Any, None]]) -> None:
+    async def _work(self, extra: Sequence[Coroutine[Any, Any, None]], stopping: asyncio.Event) -> None:
         try:
-            await self.connect()
-            self.readiness.away(Dependency.BROKER, "joining the consumer groups", _START)
-            for consumer in self.consumers:
-                await retrying(CONNECTING, dependency=Dependency.BROKER, readiness=self.readiness, source=_START)(
-                    consumer.start
-                )
-            self.readiness.back(Dependency.BROKER, _START)
+            if not await _unless_stopping(self._connect_and_join(), stopping):
+                log.info("%s stopped before its dependencies were up", self.service)
+                return
             log.info("%s connected to PostgreSQL and the broker: working", self.service)
             async with asyncio.TaskGroup() as tasks:
-                for task in (self.relay.run(), *(c.run() for c in self.consumers), self.observe(), *extra):
-                    tasks.create_task(task)
+                consuming = [tasks.create_task(c.run()) for c in self.consumers]
+                others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), *extra)]
+                tasks.create_task(self._finish_when(stopping, consuming, others))
         finally:
             for coroutine in extra:
                 coroutine.close()  # never started when the service stops before its dependencies came
+
+    async def _connect_and_join(self) -> None:
+        await self.connect()
+        self.readiness.away(Dependency.BROKER, "joining the consumer groups", _START)
+        for consumer in self.consumers:
+            await retrying(CONNECTING, dependency=Dependency.BROKER, readiness=self.readiness, source=_START)(
+                consumer.start
+            )
+        self.readiness.back(Dependency.BROKER, _START)
+
+    async def _finish_when(
+        self, stopping: asyncio.Event, consuming: "list[asyncio.Task[None]]", others: "list[asyncio.Task[None]]"
+    ) -> None:
+        """Once stopping: each consumer finishes and commits its poll in hand; the outbox relay stops (waiting for
+        the acknowledgements of its sends in flight) with the other tasks; then what the last polls wrote to the
+        outbox is published, so the next instance has nothing of this one's left to send."""
+        await stopping.wait()
+        for consumer in self.consumers:
+            consumer.finish()
+        if consuming:
+            await asyncio.wait(consuming)
+            log.info("%s: every consumer committed its last poll", self.service)
+        for task in others:
+            task.cancel()
+        await asyncio.wait(others)
+        published = 0
+        try:
+            while sent := await self.relay.publish_batch():
+                published += sent
+        except Exception as exc:  # noqa: BLE001 - the rows stay in the outbox for the next start: say so and stop
+            log.warning("%s: outbox not emptied before stopping, the next start sends it: %r", self.service, exc)
+            return
+        log.info("%s: outbox emptied (%d rows published while stopping)", self.service, published)
 
     async def observe(self) -> None:
         """Sample what is only known by asking (consumer lag, outbox backlog) into the metrics, and whether the
@@ -199,3 +236,19 @@ class Infrastructure:
             except Exception:  # a client that never connected, or lost its connection: stop the others all the same
                 log.warning("%s: could not close a client cleanly", self.service, exc_info=True)
         log.info("%s stopped", self.service)
+
+
+async def _unless_stopping(step: Coroutine[Any, Any, None], stopping: asyncio.Event) -> bool:
+    """Run `step` unless `stopping` is set first (then cancel it); whether it ran to the end."""
+    running, waiting = asyncio.create_task(step), asyncio.create_task(stopping.wait())
+    try:
+        done, _ = await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        if not running.done():
+            running.cancel()
+    if running not in done:
+        await asyncio.gather(running, return_exceptions=True)
+        return False
+    running.result()
+    return True

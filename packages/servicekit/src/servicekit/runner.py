@@ -39,27 +39,65 @@ def process_index() -> int | None:
     return None if value is None else int(value)
 
 
-async def run_until_stopped(tasks: Sequence[Coroutine[Any, Any, None]], on_stop: Callable[[], Awaitable[None]]) -> None:
-    """Run `tasks` until a signal arrives or one of them fails; then cancel the rest and call `on_stop`."""
-    stop = asyncio.Event()
+CLOSE_S = 5.0
+"""How long closing the clients (consumers leave their groups, the producer flushes, the pool closes) may take
+after the work stopped."""
+
+
+async def run_until_stopped(
+    tasks: Sequence[Coroutine[Any, Any, None]],
+    on_stop: Callable[[], Awaitable[None]],
+    *,
+    stopping: asyncio.Event | None = None,
+    grace_s: float = 10.0,
+) -> None:
+    """Run `tasks` until a signal arrives or one of them fails; then stop the rest and call `on_stop`.
+
+    With `stopping`, a signal stops the service gracefully: the event is set, and the tasks that watch it stop
+    taking work, finish what they have and return; whatever still runs after `grace_s` is cancelled, with a
+    log line naming it. Without it, or when a task failed, the rest are cancelled at once. `on_stop` gets
+    CLOSE_S more."""
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    running = [asyncio.create_task(t) for t in tasks]
-    stopper = asyncio.create_task(stop.wait())
+        loop.add_signal_handler(sig, signalled.set)
+    running = [asyncio.create_task(t, name=getattr(t, "__qualname__", repr(t))) for t in tasks]
+    stopper = asyncio.create_task(signalled.wait())
     try:
         done, _ = await asyncio.wait([*running, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and task.exception() is not None:
                 log.error("a service task failed, stopping", exc_info=task.exception())
+        if stopper in done and stopping is not None:
+            await _drain(running, stopping, grace_s)
     finally:
         for task in [*running, stopper]:
             task.cancel()
         await asyncio.gather(*running, stopper, return_exceptions=True)
-        await on_stop()
+        await _close(on_stop)
     failed = [t for t in running if not t.cancelled() and t.exception() is not None]
     if failed:
         raise SystemExit(1)
+
+
+async def _drain(running: list["asyncio.Task[None]"], stopping: asyncio.Event, grace_s: float) -> None:
+    """Ask the tasks to finish (`stopping`) and wait for them, at most `grace_s`; name what is cut."""
+    log.info("stopping: no new work; finishing the work in hand (at most %.0f s)", grace_s)
+    started = time.monotonic()
+    stopping.set()
+    _, cut = await asyncio.wait(running, timeout=grace_s)
+    if cut:
+        names = ", ".join(sorted(task.get_name() for task in cut))
+        log.warning("stopping: %.0f s passed, cutting short what is still running: %s", grace_s, names)
+    else:
+        log.info("stopping: the work in hand finished in %.1f s", time.monotonic() - started)
+
+
+async def _close(on_stop: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await asyncio.wait_for(on_stop(), timeout=CLOSE_S)
+    except TimeoutError:
+        log.warning("stopping: closing the clients took over %.0f s; exiting without them", CLOSE_S)
 
 
 def run(

@@ -75,6 +75,14 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = Field(6, ge=1, le=1024, validation_alias=_env("CREDITED_TOPIC_PARTITIONS"))
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", validation_alias=_env("DATABASE_URL"))
     log_level: str = Field("INFO", validation_alias=_env("CREDITED_LOG_LEVEL"))
+    stop_grace_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias=_env("CREDITED_STOP_GRACE_S"),
+        description="On SIGTERM: how long the service may take to finish the requests and the poll in hand; "
+        "past it, what still runs is cut short (and logged) and the service exits.",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 0
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

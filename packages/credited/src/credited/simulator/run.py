@@ -6,7 +6,7 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from credited.simulator.receiver import Received
+from credited.simulator.story import recovered
 from servicekit.signatures import sign
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,10 @@ async def score(
     elapsed_s: float,
     threshold_s: float,
     credit_visible_at: dict[str, float] | None = None,
+    retried_at: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The run's figures: every count is checked against the ground truth, not taken from the services."""
+    """The run's figures: every count is checked against the ground truth, not taken from the services.
+    `retried_at`: when each order's first RetryCredit reached the broker (read there, see simulator.tail)."""
     by_order = received.by_order()
     statuses = {oid: {p["status"] for p in by_order.get(oid, [])} for oid in truth.paid}
     dropped = set((await client.get(f"{ledger_url}/v1/faults")).json()["credit_dropped"]) & truth.paid
@@ -200,6 +203,7 @@ async def score(
     credit_counts = {oid: len(times) for oid, times in credits.items()}
     wallets = await _balance_mismatches(client, ledger_url, truth, credit_counts)
     flagged = {oid for oid, s in statuses.items() if "delayed" in s}
+    first_credit = {oid: min(times) for oid, times in credits.items() if times}
     latencies = []
     detection = []
     for oid in truth.paid:
@@ -228,6 +232,8 @@ async def score(
             if _credit_seen_at(oid, credits, credit_visible_at) <= truth.orders[oid]["paid_at"] + threshold_s
         ),
         "flagged_not_dropped": len(flagged - dropped),
+        "retried": len(truth.paid & (retried_at or {}).keys()),
+        "recovered": len(recovered(flagged, first_credit, retried_at or {})),
         "missed_overdue": len(dropped - flagged),
         "notifications_sent": len(received.payloads),
         "duplicate_notifications": received.duplicates,
@@ -236,6 +242,7 @@ async def score(
         "pay_to_credit_p99_s": _round(percentile(latencies, 99)),
         "detection_latency_p50_s": _round(percentile(detection, 50)),
         "detection_latency_p99_s": _round(percentile(detection, 99)),
+        "detection_latency_max_s": _round(max(detection, default=None)),
         "errors": len(truth.errors),
         "elapsed_s": round(elapsed_s, 2),
     }
