@@ -90,19 +90,21 @@ class QueryDeps:
 async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
     """Take the queries due now and settle each; the number taken."""
     now = _now(deps.clock)
-    due = await deps.schedule.claim(now, limit, datetime.fromtimestamp(deps.clock.now() + deps.lease_s, UTC))
+    taken = await deps.schedule.claim(now, limit, datetime.fromtimestamp(deps.clock.now() + deps.lease_s, UTC))
+    # Most orders were settled by their callback before their first query: their rows go in one statement.
+    settled = {q.order_id for q in taken if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
+    if settled:
+        await deps.schedule.finish(sorted(settled))
+    due = [q for q in taken if q.order_id not in settled]
     outcomes = await asyncio.gather(*(_settle(deps, query, now) for query in due), return_exceptions=True)
     for query, outcome in zip(due, outcomes, strict=True):
         if isinstance(outcome, Exception):
             # The row stays leased and comes back when the lease ends: never expired on an error.
             log.warning("query of order %s via %s failed, will retry: %r", query.order_id, query.provider, outcome)
-    return len(due)
+    return len(taken)
 
 
 async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
-    if query.payment_status is PaymentStatus.SUCCEEDED or query.status == EXPIRED:
-        await deps.schedule.finish([query.order_id])  # settled since it was scheduled (a callback came)
-        return
     provider = deps.providers.get(query.provider)
     if provider is None:
         log.warning("order %s: no provider %s configured to ask", query.order_id, query.provider)
