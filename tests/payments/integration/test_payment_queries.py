@@ -214,3 +214,24 @@ async def test_a_restart_loses_no_scheduled_query_and_two_instances_never_ask_ab
         metric(p, "payments_recovered_by_query_total", provider="alipay", channel="alipay") for p in instances
     )
     assert recovered == len(orders)
+
+
+async def test_an_order_gets_its_query_with_it_once_and_only_when_a_provider_takes_its_channel(start: Start) -> None:
+    payments = await start(query_delay_s=600, payment_expiry_by_channel={"wechat": 900})
+    body = {"user_id": "u-query", "amount": 600, "currency": "CNY", "channel": "alipay"}
+    first = await payments.client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-query-1"})
+    again = await payments.client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-query-1"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    wechat, card = await payments.order("wechat"), await payments.order("card")
+    rows = await payments.infra.pool.fetch(
+        "SELECT q.order_id, q.provider, q.attempts, q.due_at - o.created_at AS delay,"
+        " q.expires_at - o.created_at AS expiry FROM payment_queries q JOIN orders o USING (order_id)"
+        " ORDER BY q.channel"
+    )
+    assert [(r["order_id"], r["provider"], r["attempts"]) for r in rows] == [
+        (first.json()["order_id"], "alipay", 0),
+        (wechat, "wechatpay", 0),
+    ]
+    # The first query is due after the delay, or at the expiry when that comes first (alipay's, 60 s here).
+    assert [(r["delay"].total_seconds(), r["expiry"].total_seconds()) for r in rows] == [(60, 60), (600, 900)]
+    assert card not in {r["order_id"] for r in rows}
