@@ -283,6 +283,21 @@ def channels() -> dashboard.Dashboard:
         )
         .with_panel(
             graph(
+                "Payments found by query, not by callback: share by provider, 15 m (alert above 20%)",
+                "percentunit",
+                (
+                    "sum by (provider) (increase(payments_recovered_by_query_total[15m]))"
+                    " / (sum by (provider) (increase(payments_recovered_by_query_total[15m]))"
+                    ' + sum by (provider) (increase(payments_callbacks_total{outcome="paid"}[15m])))',
+                    "{{provider}}",
+                ),
+                steps=((0.2, RED),),
+                width=24,
+                alerts=("ProviderCallbacksMissing",),
+            )
+        )
+        .with_panel(
+            graph(
                 "Paid orders /s by channel",
                 "ops",
                 (f"sum by (channel) (rate(reconciler_orders_paid_total{sel}[{RATE}]))", "{{channel}}"),

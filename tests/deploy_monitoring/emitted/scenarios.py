@@ -123,6 +123,16 @@ async def one_channel_delays(w: World, i: int) -> None:
     await orders(w, i, "carrier", 1, dropped=1 if i % 2 == 0 else 0)
 
 
+async def one_provider_loses_callbacks(w: World, i: int) -> None:
+    """Alipay's callbacks stop arriving for half its payments from minute 5 to 20 (payments' queries find
+    them paid); one WeChat Pay callback in sixteen is lost all along, the ordinary trickle."""
+    for n in range(4):
+        lost = 5 <= i <= 20 and n < 2
+        await w.pay(f"ord-alipay-{i}-{n}", "alipay", credit=True, provider="alipay", by_query=lost)
+        lost = i % 4 == 0 and n == 0
+        await w.pay(f"ord-wechat-{i}-{n}", "wechat", credit=True, provider="wechatpay", by_query=lost)
+
+
 async def credit_without_payment(w: World, i: int) -> None:
     await orders(w, i, "card", 3)
     if i == 5:
@@ -246,6 +256,7 @@ SCENARIOS = {
         Scenario("reconciler_far_behind", 60, 30, reconciler_far_behind, world()),
         Scenario("busy_then_idle", 60, 30, busy_then_idle, world()),
         Scenario("one_channel_delays", 60, 41, one_channel_delays, world()),
+        Scenario("one_provider_loses_callbacks", 60, 31, one_provider_loses_callbacks, world()),
         Scenario("credit_without_payment", 60, 20, credit_without_payment, world()),
         Scenario("credit_before_payment", 60, 20, credit_before_payment, world()),
         Scenario("slo_fast_burn", 60, 181, slo(50, 1), world()),

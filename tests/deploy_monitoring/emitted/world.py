@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from contracts.catalog import CATALOG
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.config import Settings as PaymentsSettings
-from payments.domain import Outcome
+from payments.domain import Outcome, PaymentState
 from reconciler.domain import Policy
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind, OutboxMetrics, ServiceMetrics
 from tests.deploy_monitoring.conftest import PROMETHEUS_DIR, load_yaml
@@ -29,7 +29,7 @@ KIT_SERVICES = ("payments", "ledger", "notifier")
 """The services built on servicekit's Infrastructure (the reconciler runs faust and has no credited_* metrics)."""
 
 PAYMENT_CHANNELS = sorted(PaymentsSettings.model_fields["metric_channels"].default)
-PROVIDERS = ["sim"]
+PROVIDERS = ["sim", "alipay", "wechatpay"]
 
 
 def scrape_targets() -> dict[str, str]:
@@ -85,13 +85,20 @@ class World:
         self._statuses_seen = 0
         self._waiting: list[Callable[[], Awaitable[None]]] = []  # published, not yet read by the reconciler
 
-    async def pay(self, order_id: str, channel: str, *, credit: bool) -> None:
-        """An order placed and paid; the ledger credits it at once when `credit`, else never by itself."""
+    async def pay(
+        self, order_id: str, channel: str, *, credit: bool, provider: str = "sim", by_query: bool = False
+    ) -> None:
+        """An order placed and paid through `provider`; the ledger credits it at once when `credit`, else never
+        by itself. With `by_query` the provider's callback was lost and payments' query found the payment."""
         kit = self.kits["payments"].metrics
         self.payments.order_created(channel)
         kit.http_request("/v1/orders", "POST", 201, 0.004)
-        self.payments.callback("sim", Outcome.PAID)
-        kit.http_request("/v1/psp/{provider}/callbacks", "POST", 200, 0.006)
+        if by_query:
+            self.payments.answered(provider, PaymentState.PAID)
+            self.payments.recovered(provider, channel)
+        else:
+            self.payments.callback(provider, Outcome.PAID)
+            kit.http_request("/v1/psp/{provider}/callbacks", "POST", 200, 0.006)
         self.kits["payments"].outbox.published(2)  # OrderPlaced, PaymentSucceeded
         self.kits["ledger"].consumers["ledger.payments"].consumed("payments.events", 2)
         self._waiting.append(partial(self.reconciler.pay, order_id, channel))

@@ -52,7 +52,7 @@ def adapter(refunds: SimulatedRefunds | None = None) -> SimulatedProvider:
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_the_adapter_judges_a_callback_exactly_as_the_callback_route_does(case: str) -> None:
     raw, signature = CASES[case]
-    expected, notice = _check(Callback("sim", raw, signature), {"sim": SECRETS}, FixedClock(NOW))
+    expected, notice = await _check(Callback("sim", raw, signature), {"sim": SECRETS}, None, FixedClock(NOW))
     headers = {} if signature is None else {"X-Signature": signature}
     if notice is not None:
         callback = await adapter().verify_callback(raw, headers)

@@ -5,6 +5,7 @@ from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, Retr
 from contracts.events import (
     CreditPosted,
     CreditRejected,
+    OrderExpired,
     OrderHeld,
     OrderPlaced,
     OrderReleased,
@@ -28,6 +29,7 @@ __all__ = [
     "Envelope",
     "GrantCompensation",
     "IssueRefund",
+    "OrderExpired",
     "OrderHeld",
     "OrderPlaced",
     "OrderReleased",

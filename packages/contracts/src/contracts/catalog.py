@@ -11,6 +11,7 @@ from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, Retr
 from contracts.events import (
     CreditPosted,
     CreditRejected,
+    OrderExpired,
     OrderHeld,
     OrderPlaced,
     OrderReleased,
@@ -53,17 +54,23 @@ _PAYMENT_FACTS = (
     OrderReviewRejected,
     RefundSucceeded,
     RefundFailed,
+    OrderExpired,
 )
 
 CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.PAYMENTS_EVENTS,
-        "What happened to an order's payment: placed, paid, failed, held for and released from risk review, refunded.",
+        "What happened to an order's payment: placed, paid, failed, held for and released from risk review, refunded,"
+        " expired unpaid.",
         _PAYMENT_FACTS,
         ("payments",),
         (
             Reader("ledger", "ledger.payments", (PaymentSucceeded, RefundSucceeded)),
-            Reader("reconciler", "credited-reconciler", tuple(m for m in _PAYMENT_FACTS if m is not OrderPlaced)),
+            Reader(
+                "reconciler",
+                "credited-reconciler",
+                tuple(m for m in _PAYMENT_FACTS if m not in (OrderPlaced, OrderExpired)),
+            ),
         ),
     ),
     TopicSpec(

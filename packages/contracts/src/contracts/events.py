@@ -81,6 +81,20 @@ class OrderReviewRejected(Message):
     rejected_at: UtcDatetime
 
 
+class OrderExpired(Message):
+    """The order stayed unpaid until its payment expiry: payments closed it at the provider, so the user can no
+    longer pay it, and it ends `expired`. Nothing was taken, so nothing is owed or refunded."""
+
+    event_type = "OrderExpired"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    channel: Channel
+    provider: str = Field(min_length=1, max_length=32)
+    placed_at: UtcDatetime
+    expired_at: UtcDatetime
+
+
 class CreditPosted(Message):
     """The ledger credited the user's wallet for the order (exactly once per order)."""
 

@@ -8,6 +8,7 @@ from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, Retr
 from contracts.events import (
     CreditPosted,
     CreditRejected,
+    OrderExpired,
     OrderHeld,
     OrderPlaced,
     OrderReleased,
@@ -28,6 +29,7 @@ MODELS: dict[str, type[Message]] = {
         OrderHeld,
         OrderReleased,
         OrderReviewRejected,
+        OrderExpired,
         CreditPosted,
         CreditRejected,
         OrderStatusChanged,

@@ -19,9 +19,11 @@ from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.provider import SimulatedProvider
 from payments.adapters.providers.registry import build_registry
+from payments.adapters.queries import PostgresQuerySchedule
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
 from payments.config import Settings
 from payments.domain import Order
+from payments.queries import QueryDeps, QueryWorker
 from servicekit.http import FastPath, create_app
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import route
@@ -35,9 +37,11 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     """The service's parts; connected to PostgreSQL and the broker unless `connect` is False (then
     `Infrastructure.run` connects while /healthz already answers)."""
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
-    metrics = PrometheusPaymentsMetrics(
-        infra.registry, channels=settings.metric_channels, providers=settings.psp_secrets.keys()
-    )
+    provider = SimulatedProvider(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
+    # Built (keys and certificates read) so a bad provider configuration stops the start. Callbacks of a
+    # provider without an HMAC secret and payment queries go through it; refunds not yet (issue 17 item 6).
+    providers = build_registry(settings, provider)
+    metrics = PrometheusPaymentsMetrics(infra.registry, channels=settings.metric_channels, providers=providers.names)
 
     def uow() -> PostgresPayments:
         return PostgresPayments(
@@ -55,26 +59,28 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         [Topic.ORDERS_STATUS],
         route({OrderStatusChanged: on_status_changed}),
     )
-    provider = SimulatedProvider(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
-    # Built (keys and certificates read) so a bad provider configuration stops the start; the callback
-    # route and refunds are routed through it once issue 13's request path has landed.
-    providers = build_registry(settings, provider)
     infra.consume(
         "payments.commands",
         [Topic.PAYMENTS_COMMANDS],
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
     )
     clock, review = SystemClock(), settings.review_rule()
+    policy = settings.query_policy(providers.names)
+    schedule = PostgresQuerySchedule(infra.pool)
+    # A query holds its row for three provider timeouts (query, close, and room): never two workers at once.
+    deps = QueryDeps(schedule, providers, uow, clock, policy, metrics, review, lease_s=3 * settings.provider_timeout_s)
 
     book = PostgresOrderBook(
         infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
     )
 
     async def place(group: Sequence[handlers.PlaceOrder]) -> list[handlers.Placed]:
-        return await handlers.handle_place_orders(group, book=book, clock=clock)
+        return await handlers.handle_place_orders(group, book=book, clock=clock, queries=policy)
 
     async def pay(group: Sequence[Callback]) -> list[CallbackResult]:
-        return await handle_callbacks(group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review)
+        return await handle_callbacks(
+            group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review, providers=providers
+        )
 
     async def find_order(order_id: str) -> Order | None:
         return await read_order(infra.pool, order_id)
@@ -84,6 +90,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     callbacks = GroupCommit(pay, name="callbacks", window_s=window, max_group=most)
     app = create_app(title="credited payments", version="1", registry=infra.registry, readiness=infra.readiness)
     app.state.providers = providers
+    app.state.query_worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s)
     app.include_router(
         routes(uow=uow, orders=orders, callbacks=callbacks, find_order=find_order, metrics=metrics, clock=clock)
     )

@@ -1,5 +1,8 @@
 """Provider callbacks: the wire format (a JSON body signed in the X-Signature header) and the use case that
-verifies and applies them.
+verifies and applies them. A provider known by its adapter rather than an HMAC secret (WeChat Pay, Alipay)
+has its callbacks verified and read by that adapter. A provider's answer to our query that an order is paid
+is applied here too, by the same rule and in the same audit, so a payment is applied once however many
+callbacks and queries say so, in whatever order.
 
 Callbacks are applied in groups: the HTTP adapter gathers the callbacks that arrive together, and one
 transaction locks their orders (in order-id order), decides each callback, keeps each one for audit and
@@ -9,18 +12,19 @@ callbacks for one order in one group, the first applies and the second is a dupl
 """
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.base import Currency, MinorUnits, OrderId, UtcDatetime
 from payments import domain
 from payments.announcements import announce_payment
-from payments.domain import Order, Outcome, PaymentNotice, ReviewRule
-from payments.ports import Clock, PaymentsUnitOfWork, UnitOfWorkFactory
+from payments.domain import CallbackRejected, Order, Outcome, PaymentNotice, PaymentQuery, ReviewRule
+from payments.ports import Clock, PaymentProviders, PaymentsUnitOfWork, UnitOfWorkFactory
 from servicekit.signatures import SignatureError, verify
 
 log = logging.getLogger(__name__)
@@ -42,11 +46,13 @@ class CallbackBody(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Callback:
-    """One provider callback as it came: the provider named in the URL, the raw body, its X-Signature."""
+    """One provider callback as it came: the provider named in the URL, the raw body, its X-Signature, and
+    the request's other headers (which a provider's adapter may need)."""
 
     provider: str
     body: bytes
     signature: str | None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +93,50 @@ async def handle_callbacks(
     uow: UnitOfWorkFactory,
     clock: Clock,
     review: ReviewRule | None = None,
+    providers: PaymentProviders | None = None,
 ) -> list[CallbackResult]:
     """Verify, parse and apply a group of callbacks in one transaction; every callback is kept for audit with
-    its outcome. A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded."""
-    checked = [_check(c, secrets, clock) for c in callbacks]
+    its outcome. A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded.
+    Providers with an HMAC secret in `secrets` are checked here; others by their adapter in `providers`."""
+    checked = [await _check(c, secrets, providers, clock) for c in callbacks]
+    return await _decide(callbacks, checked, uow=uow, clock=clock, review=review)
+
+
+async def handle_paid_answers(
+    answers: Sequence[PaymentQuery], *, uow: UnitOfWorkFactory, clock: Clock, review: ReviewRule | None = None
+) -> list[CallbackResult]:
+    """Providers' answers to our queries that orders were paid, applied exactly as their callbacks would be (one
+    transaction, the same rule, the same audit, with the answer as the body): once, whatever comes before or
+    after them."""
+    calls = [Callback(a.provider, _answer_body(a), None) for a in answers]
+    checked: list[tuple[CallbackResult | None, PaymentNotice | None]] = [(None, a.notice()) for a in answers]
+    assert all(notice is not None for _, notice in checked), "only a paid answer is applied"
+    return await _decide(calls, checked, uow=uow, clock=clock, review=review)
+
+
+def _answer_body(answer: PaymentQuery) -> bytes:
+    """What the audit keeps of a query's answer, marked as an answer and not a callback."""
+    return orjson.dumps(
+        {
+            "source": "query",
+            "order_id": answer.order_id,
+            "state": answer.state.value,
+            "provider_txn_id": answer.provider_txn_id,
+            "amount": answer.amount,
+            "currency": answer.currency,
+            "paid_at": answer.paid_at.isoformat() if answer.paid_at else None,
+        }
+    )
+
+
+async def _decide(
+    callbacks: Sequence[Callback],
+    checked: Sequence[tuple[CallbackResult | None, PaymentNotice | None]],
+    *,
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    review: ReviewRule | None,
+) -> list[CallbackResult]:
     async with uow() as tx:
         orders = await tx.get_many({n.order_id for _, n in checked if n is not None}, for_update=True)
         group = _Group(tx, orders, await _cleared_elsewhere(tx, orders, review), _now(clock), review)
@@ -135,7 +181,7 @@ async def _apply(
     tx = group.tx
     if notice is None:
         assert refused is not None
-        await _audit(tx, callback, None, "rejected", f"{refused.code}: {refused.detail}")
+        await _audit(tx, callback, refused.order_id, refused.outcome.value, f"{refused.code}: {refused.detail}")
         return refused
     order = group.orders.get(notice.order_id)
     if order is None:
@@ -178,10 +224,20 @@ async def _audit(tx: PaymentsUnitOfWork, callback: Callback, order_id: str | Non
     )
 
 
-def _check(
-    callback: Callback, secrets: dict[str, list[str]], clock: Clock
+async def _check(
+    callback: Callback, secrets: dict[str, list[str]], providers: PaymentProviders | None, clock: Clock
 ) -> tuple[CallbackResult | None, PaymentNotice | None]:
     active = secrets.get(callback.provider)
+    adapter = None if active or providers is None else providers.get(callback.provider)
+    if adapter is not None:
+        try:
+            verified = await adapter.verify_callback(callback.body, {**callback.headers})
+        except CallbackRejected as exc:
+            return CallbackResult(exc.status_code, exc.code, exc.detail), None
+        if verified.notice is None:  # a refund's progress, a payment still awaited: nothing to apply
+            detail = f"{verified.event} changes no payment"
+            return CallbackResult(200, "ignored", detail, verified.order_id, Outcome.IGNORED), None
+        return None, verified.notice
     if not active:
         return CallbackResult(404, "unknown_provider", f"no payment provider named {callback.provider!r}"), None
     try:

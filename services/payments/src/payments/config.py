@@ -1,12 +1,14 @@
 """payments settings: env prefix PAYMENTS_ (plus the shared KAFKA_BOOTSTRAP, DATABASE_URL, ...)."""
 
 import os
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from payments.domain import ReviewRule
+from payments.schedule import QueryPolicy
 from servicekit.settings import ServiceSettings
 
 SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"  # noqa: S105 - the variable name, not a secret
@@ -71,6 +73,22 @@ class Settings(ServiceSettings):
         300, ge=30, le=3600, description="How far a callback's signed time may be from ours (WeChat Pay, Alipay)."
     )
     provider_timeout_s: float = Field(10.0, gt=0, le=120, description="How long a request to a provider may take.")
+    channel_providers: dict[str, str] = Field(
+        {"alipay": "alipay", "wechat": "wechatpay"},
+        description="The provider that takes each channel's payments (JSON object): payments asks it about an "
+        "order whose callback has not come. A channel whose provider is not configured is never asked about.",
+    )
+    query_delay_s: float = Field(30.0, gt=0, description="How long after an order payments first asks its provider.")
+    query_backoff: float = Field(2.0, ge=1, le=10, description="Each later query waits this many times longer.")
+    query_max_interval_s: float = Field(300.0, gt=0, description="The longest wait between two queries of an order.")
+    payment_expiry_s: float = Field(
+        1800.0, gt=0, description="How long an order may stay unpaid; then it is closed at the provider, expired."
+    )
+    payment_expiry_by_channel: dict[str, float] = Field(
+        {}, description="payment_expiry_s for some channels (JSON object of seconds by channel)."
+    )
+    query_batch: int = Field(50, ge=1, le=1000, description="Due queries one worker takes and asks at once.")
+    query_idle_s: float = Field(1.0, gt=0, le=60, description="How long the query worker waits when none is due.")
 
     @model_validator(mode="after")
     def _providers_complete(self) -> "Settings":
@@ -96,6 +114,17 @@ class Settings(ServiceSettings):
         if (self.wechatpay_public_key is None) != (self.wechatpay_public_key_id is None):
             raise ValueError("PAYMENTS_WECHATPAY_PUBLIC_KEY and PAYMENTS_WECHATPAY_PUBLIC_KEY_ID go together")
         return self
+
+    def query_policy(self, providers: Collection[str]) -> QueryPolicy:
+        """When to ask which provider about an order without outcome; only `providers` (the configured ones)."""
+        return QueryPolicy(
+            providers={c: p for c, p in self.channel_providers.items() if p in providers},
+            delay_s=self.query_delay_s,
+            expiry_s=self.payment_expiry_s,
+            expiry_by_channel=self.payment_expiry_by_channel,
+            backoff=self.query_backoff,
+            max_interval_s=max(self.query_max_interval_s, self.query_delay_s),
+        )
 
     def review_rule(self) -> ReviewRule | None:
         if self.review_first_topup_above_minor is None:

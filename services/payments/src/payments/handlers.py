@@ -16,6 +16,7 @@ from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order, PaymentStatus
 from payments.ports import Announcement, Clock, KeyHolder, NewOrder, OrderBook, StatusBook
+from payments.schedule import QueryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ Placed = tuple[Order, bool] | IdempotencyConflict
 """An order and whether this request created it, or the conflict that refused the request."""
 
 
-def _new_order(cmd: PlaceOrder, now: datetime) -> NewOrder:
+def _new_order(cmd: PlaceOrder, now: datetime, queries: QueryPolicy | None) -> NewOrder:
     order = Order(
         order_id=domain.new_order_id(),
         user_id=cmd.user_id,
@@ -53,14 +54,17 @@ def _new_order(cmd: PlaceOrder, now: datetime) -> NewOrder:
         product=cmd.product,
     )
     fingerprint = domain.fingerprint(cmd.user_id, cmd.amount, cmd.currency, cmd.channel, cmd.product)
-    return NewOrder(order, cmd.idempotency_key, fingerprint)
+    return NewOrder(order, cmd.idempotency_key, fingerprint, queries.first(order) if queries else None)
 
 
-async def handle_place_orders(cmds: Sequence[PlaceOrder], *, book: OrderBook, clock: Clock) -> list[Placed]:
-    """Create the orders, in one transaction, each with its OrderPlaced; a request whose Idempotency-Key
-    made an order before gets that order (not new), or a conflict if its body differs."""
+async def handle_place_orders(
+    cmds: Sequence[PlaceOrder], *, book: OrderBook, clock: Clock, queries: QueryPolicy | None = None
+) -> list[Placed]:
+    """Create the orders, in one transaction, each with its OrderPlaced and (when `queries` names a provider for
+    its channel) its first payment query; a request whose Idempotency-Key made an order before gets that order
+    (not new), or a conflict if its body differs."""
     now = datetime.fromtimestamp(clock.now(), UTC)
-    new = [_new_order(cmd, now) for cmd in cmds]
+    new = [_new_order(cmd, now, queries) for cmd in cmds]
     holders = await book.place(new, [_placed_event(n.order) for n in new])
     earlier = await book.find_many({h.order_id for h in holders if h is not None})
     results = [_placed(p, h, earlier) for p, h in zip(new, holders, strict=True)]

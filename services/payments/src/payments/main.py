@@ -12,13 +12,15 @@ log = logging.getLogger(__name__)
 
 async def main() -> None:
     from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
+    from payments.queries import QueryWorker
 
     settings = Settings()
     configure(settings.log_level, SERVICE)
     if not settings.psp_secrets:
         log.warning("no provider secrets set (PAYMENTS_PSP_SECRET_<PROVIDER>): every callback will be refused")
     infra, app = await build(settings, connect=False)
-    await infra.run(app)
+    worker: QueryWorker = app.state.query_worker
+    await infra.run(app, worker.run())
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:

@@ -17,6 +17,7 @@ from payments.domain import (
     VerifiedCallback,
 )
 from payments.domain import RefundAnswer as RefundAnswer  # moved to the domain with the other provider answers
+from payments.schedule import ScheduledQuery
 
 
 class RefundProvider(Protocol):
@@ -39,11 +40,13 @@ class KeyHolder:
 
 @dataclass(frozen=True, slots=True)
 class NewOrder:
-    """An order to insert, with the Idempotency-Key (if any) its request came with and that request's fingerprint."""
+    """An order to insert, with the Idempotency-Key (if any) its request came with and that request's fingerprint,
+    and the first query of its provider (if payments asks one), written with it."""
 
     order: Order
     key: str | None
     fingerprint: str
+    query: ScheduledQuery | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +62,10 @@ class OrderBook(Protocol):
     """Where new orders and their idempotency keys are written, each with its OrderPlaced, atomically."""
 
     async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
-        """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it, and
-        queue its announcement (`announcements[i]` belongs to `orders[i]`), all in one transaction. An order
-        whose key is bound already (before, or by an earlier order of `orders`) is not inserted and nothing
-        is announced for it: its entry is the key's holder."""
+        """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it, schedule
+        its query and queue its announcement (`announcements[i]` belongs to `orders[i]`), all in one transaction.
+        An order whose key is bound already (before, or by an earlier order of `orders`) is not inserted and
+        nothing is scheduled or announced for it: its entry is the key's holder."""
         ...
 
     async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:

@@ -1,4 +1,4 @@
-"""PrometheusPaymentsMetrics: orders created and provider callbacks, on the service's registry.
+"""PrometheusPaymentsMetrics: orders created, provider callbacks and payment queries, on the service's registry.
 
 Labels come from configuration, never from the request: a channel that is not configured is counted as
 `other` and a provider without a secret as `unknown`, so a caller cannot create series at will.
@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter
 
 from contracts.events import OrderStatus
-from payments.domain import Outcome
+from payments.domain import Outcome, PaymentState
 
 OTHER_CHANNEL = "other"
 UNKNOWN_PROVIDER = "unknown"
@@ -37,6 +37,26 @@ class PrometheusPaymentsMetrics:
             ["status"],
             registry=registry,
         )
+        self.queries = Counter(
+            "payments_provider_queries_total",
+            "Payment queries answered by providers, by provider and answer (paid, pending, failed, closed, not_found,"
+            " unknown: no answer).",
+            ["provider", "answer"],
+            registry=registry,
+        )
+        self.recovered_by_query = Counter(
+            "payments_recovered_by_query_total",
+            "Payments applied because a query found them paid before any callback said so, by provider and channel.",
+            ["provider", "channel"],
+            registry=registry,
+        )
+        self.orders_expired = Counter(
+            "payments_orders_expired_total",
+            "Orders that stayed unpaid until their payment expiry and were closed at the provider, by provider and"
+            " channel.",
+            ["provider", "channel"],
+            registry=registry,
+        )
         # Every series exists from the start, so the first order or callback shows in rate() and increase().
         for channel in (*self._channels, OTHER_CHANNEL):
             self.orders_created.labels(channel)
@@ -45,12 +65,33 @@ class PrometheusPaymentsMetrics:
                 self.callbacks.labels(provider, outcome.value)
         for status in OrderStatus:
             self.status_changes.labels(status.value)
+        for provider in self._providers:
+            for state in PaymentState:
+                self.queries.labels(provider, state.value)
+            for channel in (*self._channels, OTHER_CHANNEL):
+                self.recovered_by_query.labels(provider, channel)
+                self.orders_expired.labels(provider, channel)
 
     def order_created(self, channel: str) -> None:
-        self.orders_created.labels(channel if channel in self._channels else OTHER_CHANNEL).inc()
+        self.orders_created.labels(self._channel(channel)).inc()
 
     def status_changed(self, status: OrderStatus) -> None:
         self.status_changes.labels(status.value).inc()
 
     def callback(self, provider: str, outcome: Outcome) -> None:
-        self.callbacks.labels(provider if provider in self._providers else UNKNOWN_PROVIDER, outcome.value).inc()
+        self.callbacks.labels(self._provider(provider), outcome.value).inc()
+
+    def answered(self, provider: str, state: PaymentState) -> None:
+        self.queries.labels(self._provider(provider), state.value).inc()
+
+    def recovered(self, provider: str, channel: str) -> None:
+        self.recovered_by_query.labels(self._provider(provider), self._channel(channel)).inc()
+
+    def expired(self, provider: str, channel: str) -> None:
+        self.orders_expired.labels(self._provider(provider), self._channel(channel)).inc()
+
+    def _provider(self, provider: str) -> str:
+        return provider if provider in self._providers else UNKNOWN_PROVIDER
+
+    def _channel(self, channel: str) -> str:
+        return channel if channel in self._channels else OTHER_CHANNEL

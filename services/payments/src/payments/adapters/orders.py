@@ -13,10 +13,12 @@ from payments.domain import Order
 from payments.ports import Announcement, KeyHolder, NewOrder
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 
+_QUERY_TYPES = ("text", "text", "text", "timestamptz", "timestamptz")
+
 # One statement, so one round trip and its own transaction: keys are claimed in key order (two groups
 # claiming the same keys take them in the same order; for one key twice in a group the first request wins),
 # an order is inserted only if its key was claimed (or it has none), and only an inserted order's
-# announcement reaches the outbox, in the orders' order.
+# announcement reaches the outbox, in the orders' order, and only its payment query the schedule.
 _PLACE = (
     f"WITH req AS (SELECT * FROM unnest({params(1, (*ORDER_TYPES, 'text', 'text'))})"  # noqa: S608 - constants
     f" WITH ORDINALITY AS r({COLUMNS}, key, fingerprint, n)),"
@@ -27,7 +29,10 @@ _PLACE = (
     " WHERE key IS NULL OR order_id IN (SELECT order_id FROM claimed) ORDER BY n RETURNING order_id),"
     f" announced AS (INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT t, k, v, h"
     f" FROM unnest({params(len(ORDER_TYPES) + 3, ('text', 'bytea', 'bytea', 'jsonb', 'text'))}) WITH ORDINALITY AS"
-    " e(t, k, v, h, owner, n) WHERE owner IN (SELECT order_id FROM placed) ORDER BY n)"
+    " e(t, k, v, h, owner, n) WHERE owner IN (SELECT order_id FROM placed) ORDER BY n),"
+    " scheduled AS (INSERT INTO payment_queries (order_id, provider, channel, due_at, expires_at)"
+    f" SELECT q, p, c, d, x FROM unnest({params(len(ORDER_TYPES) + 8, _QUERY_TYPES)}) AS s(q, p, c, d, x)"
+    " WHERE q IN (SELECT order_id FROM placed))"
     " SELECT order_id FROM placed"
 )
 _HOLDERS = "SELECT key, request_fingerprint, order_id FROM idempotency_keys WHERE key = ANY($1::text[])"
@@ -54,7 +59,9 @@ class PostgresOrderBook:
         rows = [(*order_row(n.order), n.key, n.fingerprint) for n in orders]
         records = [(a.topic.qualified(self._topic_prefix), encode(a.message, self._envelope(a))) for a in announcements]
         owners = [n.order.order_id for n in orders]
-        arrays = [*columns(rows, len(ORDER_TYPES) + 2), *outbox_arrays(records), owners]
+        queries = [n.query for n in orders if n.query is not None]
+        scheduled = columns([(q.order_id, q.provider, q.channel, q.due_at, q.expires_at) for q in queries], 5)
+        arrays = [*columns(rows, len(ORDER_TYPES) + 2), *outbox_arrays(records), owners, *scheduled]
         placed = {r["order_id"] for r in await self._pool.fetch(_PLACE, *arrays)}
         if placed:
             self._on_commit()

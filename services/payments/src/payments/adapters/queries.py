@@ -1,0 +1,47 @@
+"""PostgresQuerySchedule: the payment queries' schedule on PostgreSQL (the payment_queries table)."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from payments.domain import PaymentStatus
+from payments.queries import DueQuery
+
+# Due rows are locked with SKIP LOCKED, so workers in other processes take other rows, and leased (due_at moved
+# past the lease) in the same statement, so a row stays taken after this short transaction commits.
+_CLAIM = (
+    "WITH due AS (SELECT order_id FROM payment_queries WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
+    " FOR UPDATE SKIP LOCKED)"
+    " UPDATE payment_queries q SET due_at = $3, attempts = q.attempts + 1"
+    " FROM due, orders o WHERE q.order_id = due.order_id AND o.order_id = q.order_id"
+    " RETURNING q.order_id, q.provider, q.channel, q.expires_at, q.attempts, o.payment_status, o.status"
+)
+_RESCHEDULE = "UPDATE payment_queries SET due_at = $2, last_answer = $3 WHERE order_id = $1"
+_FINISH = "DELETE FROM payment_queries WHERE order_id = ANY($1::text[])"
+
+
+class PostgresQuerySchedule:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim(self, now: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+        rows = await self._pool.fetch(_CLAIM, now, limit, lease_until)
+        return [
+            DueQuery(
+                order_id=r["order_id"],
+                provider=r["provider"],
+                channel=r["channel"],
+                expires_at=r["expires_at"],
+                attempts=r["attempts"],
+                payment_status=PaymentStatus(r["payment_status"]),
+                status=r["status"],
+            )
+            for r in rows
+        ]
+
+    async def reschedule(self, order_id: str, due_at: datetime, answer: str) -> None:
+        await self._pool.execute(_RESCHEDULE, order_id, due_at, answer)
+
+    async def finish(self, order_ids: Sequence[str]) -> None:
+        await self._pool.execute(_FINISH, list(order_ids))

@@ -1,0 +1,201 @@
+"""Active queries: payments asks the provider about an order whose callback has not come.
+
+Each placed order whose channel has a provider we can ask gets a query schedule with the order (see
+payments.schedule). A worker takes the due queries and asks each order's provider:
+- paid: the answer is applied exactly as the callback would be (payments.callbacks), once;
+- unpaid at the order's expiry (or closed already at the provider): the order is closed at the provider and
+  ends `expired`, announced as OrderExpired;
+- anything else, and any answer that could not be had (a provider's silence, the database away): asked again
+  later, with backoff. An order is never expired without the provider saying it is closed or unknown to it.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from contracts.codec import deterministic_id
+from contracts.events import OrderExpired
+from contracts.topics import Topic
+from payments.callbacks import handle_paid_answers
+from payments.domain import CloseStatus, Outcome, PaymentQuery, PaymentState, PaymentStatus, ReviewRule
+from payments.ports import Clock, PaymentProviders, UnitOfWorkFactory
+from payments.schedule import QueryPolicy
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "expired"
+_UNPAID = (PaymentState.PENDING, PaymentState.FAILED, PaymentState.NOT_FOUND, PaymentState.CLOSED)
+
+
+@dataclass(frozen=True, slots=True)
+class DueQuery:
+    """A query taken from the schedule: its order, who to ask, when the order expires, how many times it was
+    asked before (this one included), and the order's payment status when it was taken."""
+
+    order_id: str
+    provider: str
+    channel: str
+    expires_at: datetime
+    attempts: int
+    payment_status: PaymentStatus
+    status: str
+
+
+class QuerySchedule(Protocol):
+    """The durable schedule of payment queries."""
+
+    async def claim(self, now: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+        """Take up to `limit` queries due at `now`, each counted as one more attempt and not due again before
+        `lease_until` (so no other worker takes it meanwhile, and it comes back if this one dies)."""
+        ...
+
+    async def reschedule(self, order_id: str, due_at: datetime, answer: str) -> None:
+        """Ask about the order again at `due_at`; `answer` says what the last query found."""
+        ...
+
+    async def finish(self, order_ids: Sequence[str]) -> None:
+        """No more queries for these orders."""
+        ...
+
+
+class QueryObserver(Protocol):
+    """What the worker counts."""
+
+    def answered(self, provider: str, state: PaymentState) -> None: ...
+
+    def recovered(self, provider: str, channel: str) -> None:
+        """A payment applied because a query found it (its callback had not come)."""
+        ...
+
+    def expired(self, provider: str, channel: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDeps:
+    """What the query use case needs."""
+
+    schedule: QuerySchedule
+    providers: PaymentProviders
+    uow: UnitOfWorkFactory
+    clock: Clock
+    policy: QueryPolicy
+    observer: QueryObserver
+    review: ReviewRule | None = None
+    lease_s: float = 60.0
+
+
+async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
+    """Take the queries due now and settle each; the number taken."""
+    now = _now(deps.clock)
+    taken = await deps.schedule.claim(now, limit, datetime.fromtimestamp(deps.clock.now() + deps.lease_s, UTC))
+    # Most orders were settled by their callback before their first query: their rows go in one statement.
+    settled = {q.order_id for q in taken if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
+    if settled:
+        await deps.schedule.finish(sorted(settled))
+    due = [q for q in taken if q.order_id not in settled]
+    outcomes = await asyncio.gather(*(_settle(deps, query, now) for query in due), return_exceptions=True)
+    for query, outcome in zip(due, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            # The row stays leased and comes back when the lease ends: never expired on an error.
+            log.warning("query of order %s via %s failed, will retry: %r", query.order_id, query.provider, outcome)
+    return len(taken)
+
+
+async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
+    provider = deps.providers.get(query.provider)
+    if provider is None:
+        log.warning("order %s: no provider %s configured to ask", query.order_id, query.provider)
+        await _later(deps, query, now, "no such provider configured")
+        return
+    answer = await provider.query_payment(query.order_id)
+    deps.observer.answered(query.provider, answer.state)
+    if answer.state is PaymentState.PAID:
+        await _apply_paid(deps, query, answer)
+    elif answer.state is PaymentState.CLOSED or (answer.state in _UNPAID and now >= query.expires_at):
+        await _close(deps, query, now)
+    else:
+        await _later(deps, query, now, f"{answer.state}: {answer.reason}")
+
+
+async def _apply_paid(deps: QueryDeps, query: DueQuery, answer: PaymentQuery) -> None:
+    (result,) = await handle_paid_answers([answer], uow=deps.uow, clock=deps.clock, review=deps.review)
+    if result.outcome is Outcome.PAID:
+        deps.observer.recovered(query.provider, query.channel)
+        log.info("order %s paid via %s found by query: %s", query.order_id, query.provider, answer.provider_txn_id)
+    elif result.outcome is Outcome.REJECTED:
+        log.error("order %s: the provider's paid answer was refused: %s", query.order_id, result.detail)
+    await deps.schedule.finish([query.order_id])
+
+
+async def _close(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
+    provider = deps.providers.get(query.provider)
+    assert provider is not None
+    closed = await provider.close(query.order_id)
+    if closed.status is CloseStatus.ALREADY_PAID:
+        await deps.schedule.reschedule(query.order_id, now, "paid at close: ask again now")
+    elif closed.status is CloseStatus.UNKNOWN:
+        await _later(deps, query, now, f"close unanswered: {closed.reason}")
+    else:
+        if await expire_order(query, deps.uow, now):
+            deps.observer.expired(query.provider, query.channel)
+        await deps.schedule.finish([query.order_id])
+
+
+async def _later(deps: QueryDeps, query: DueQuery, now: datetime, answer: str) -> None:
+    due = deps.policy.next_due(query.attempts, now, query.expires_at)
+    await deps.schedule.reschedule(query.order_id, due, answer[:200])
+
+
+async def expire_order(query: DueQuery, uow: UnitOfWorkFactory, now: datetime) -> bool:
+    """End the order, closed unpaid at its provider, as expired and announce it; False when it was paid or
+    expired meanwhile."""
+    async with uow() as tx:
+        order = await tx.get(query.order_id, for_update=True)
+        if order is None or order.payment_status is PaymentStatus.SUCCEEDED or order.status == EXPIRED:
+            return False
+        await tx.save(replace(order, status=EXPIRED))
+        expired = OrderExpired(
+            order_id=order.order_id,
+            user_id=order.user_id,
+            amount=order.amount,
+            currency=order.currency,
+            channel=order.channel,
+            provider=query.provider,
+            placed_at=order.created_at,
+            expired_at=now,
+        )
+        tx.publish(Topic.PAYMENTS_EVENTS, expired, event_id=deterministic_id("OrderExpired", order.order_id))
+    log.info("order %s expired unpaid and closed at %s", query.order_id, query.provider)
+    return True
+
+
+class QueryWorker:
+    """Asks the providers about due queries until cancelled: at once again while there were due ones, after
+    `idle_s` when there were none, with backoff while the database is away."""
+
+    def __init__(self, deps: QueryDeps, *, batch: int = 50, idle_s: float = 1.0, max_wait_s: float = 30.0) -> None:
+        self.deps = deps
+        self.batch = batch
+        self.idle_s = idle_s
+        self.max_wait_s = max_wait_s
+
+    async def run(self) -> None:
+        wait = self.idle_s
+        while True:
+            try:
+                taken = await handle_due_queries(self.deps, self.batch)
+            except Exception as exc:  # noqa: BLE001 - the schedule is durable: wait and take it again
+                log.warning("could not take due payment queries, will retry in %.1f s: %r", wait, exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, self.max_wait_s)
+                continue
+            wait = self.idle_s
+            if taken < self.batch:
+                await asyncio.sleep(self.idle_s)
+
+
+def _now(clock: Clock) -> datetime:
+    return datetime.fromtimestamp(clock.now(), UTC)

@@ -1,0 +1,216 @@
+"""The query use case with fakes: what each provider answer does to the order and to its schedule."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts.events import OrderExpired, PaymentSucceeded
+from payments.domain import (
+    CallbackAck,
+    CloseAnswer,
+    CloseStatus,
+    Order,
+    PaymentQuery,
+    PaymentState,
+    PaymentStatus,
+    ProviderReply,
+    RefundAnswer,
+    RefundRequest,
+    VerifiedCallback,
+)
+from payments.ports import PaymentProvider
+from payments.queries import DueQuery, QueryDeps, handle_due_queries
+from payments.schedule import QueryPolicy
+from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+POLICY = QueryPolicy({"alipay": "alipay"}, delay_s=30, expiry_s=1800, backoff=2, max_interval_s=300)
+
+
+@dataclass
+class FakeProvider:
+    """Answers queries and closes as scripted; raises when told to (a bug, a dropped connection)."""
+
+    answer: PaymentState = PaymentState.PENDING
+    close_answer: CloseStatus = CloseStatus.CLOSED
+    error: Exception | None = None
+    closed: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "alipay"
+
+    async def query_payment(self, order_id: str) -> PaymentQuery:
+        if self.error is not None:
+            raise self.error
+        if self.answer is PaymentState.PAID:
+            return PaymentQuery(PaymentState.PAID, order_id, "alipay", "2026112222001", 600, "CNY", NOW)
+        return PaymentQuery(self.answer, order_id, "alipay")
+
+    async def close(self, order_id: str) -> CloseAnswer:
+        self.closed.append(order_id)
+        return CloseAnswer(self.close_answer)
+
+    async def verify_callback(self, body: bytes, headers: Mapping[str, str]) -> VerifiedCallback:
+        raise NotImplementedError
+
+    def reply(self, ack: CallbackAck) -> ProviderReply:
+        raise NotImplementedError
+
+    async def refund(self, request: RefundRequest) -> RefundAnswer:
+        raise NotImplementedError
+
+    async def query_refund(self, order_id: str, refund_id: str) -> RefundAnswer:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Providers:
+    alipay: FakeProvider
+
+    def get(self, name: str) -> PaymentProvider | None:
+        return self.alipay if name == "alipay" else None
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset({"alipay"})
+
+
+@dataclass
+class FakeSchedule:
+    due: list[DueQuery]
+    rescheduled: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    finished: list[list[str]] = field(default_factory=list)
+
+    async def claim(self, now: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+        taken, self.due = self.due[:limit], self.due[limit:]
+        return taken
+
+    async def reschedule(self, order_id: str, due_at: datetime, answer: str) -> None:
+        self.rescheduled[order_id] = (due_at, answer)
+
+    async def finish(self, order_ids: Sequence[str]) -> None:
+        self.finished.append(list(order_ids))
+
+
+@dataclass
+class Counts:
+    recoveries: int = 0
+    expiries: int = 0
+    answers: list[PaymentState] = field(default_factory=list)
+
+    def answered(self, provider: str, state: PaymentState) -> None:
+        self.answers.append(state)
+
+    def recovered(self, provider: str, channel: str) -> None:
+        self.recoveries += 1
+
+    def expired(self, provider: str, channel: str) -> None:
+        self.expiries += 1
+
+
+@dataclass
+class World:
+    store: Store
+    schedule: FakeSchedule
+    provider: FakeProvider
+    counts: Counts
+    deps: QueryDeps
+
+
+def order(order_id: str = "ord_1", **changes: object) -> Order:
+    placed = Order(order_id, "u1", 600, "CNY", "alipay", PaymentStatus.PENDING, "submitted", NOW - timedelta(minutes=5))
+    return replace(placed, **changes)  # type: ignore[arg-type]
+
+
+def due(o: Order, *, expired: bool = False, attempts: int = 1) -> DueQuery:
+    expires_at = NOW - timedelta(seconds=1) if expired else NOW + timedelta(minutes=25)
+    return DueQuery(o.order_id, "alipay", o.channel, expires_at, attempts, o.payment_status, o.status)
+
+
+def world(orders: list[Order], queries: list[DueQuery], provider: FakeProvider) -> World:
+    store = Store(orders={o.order_id: o for o in orders})
+    schedule, counts = FakeSchedule(queries), Counts()
+    deps = QueryDeps(
+        schedule, Providers(provider), lambda: InMemoryPayments(store), FixedClock(NOW.timestamp()), POLICY, counts
+    )
+    return World(store, schedule, provider, counts, deps)
+
+
+async def test_a_paid_answer_pays_the_order_once_and_ends_its_queries() -> None:
+    w = world([order()], [due(order())], FakeProvider(PaymentState.PAID))
+    assert await handle_due_queries(w.deps, 10) == 1
+    paid = w.store.orders["ord_1"]
+    assert (paid.payment_status, paid.provider_txn_id) == (PaymentStatus.SUCCEEDED, "2026112222001")
+    assert [type(m) for _, m, _ in w.store.published] == [PaymentSucceeded]
+    assert [c["outcome"] for c in w.store.callbacks] == ["paid"]
+    assert w.schedule.finished == [["ord_1"]] and w.counts.recoveries == 1
+
+
+async def test_orders_settled_by_their_callback_leave_the_schedule_together_without_asking() -> None:
+    settled = [order(f"ord_{n}", payment_status=PaymentStatus.SUCCEEDED, status="paid") for n in range(3)]
+    w = world(settled, [due(o) for o in settled], FakeProvider(error=AssertionError("asked")))
+    assert await handle_due_queries(w.deps, 10) == 3
+    assert w.schedule.finished == [["ord_0", "ord_1", "ord_2"]] and w.counts.answers == []
+
+
+@pytest.mark.parametrize("state", [PaymentState.PENDING, PaymentState.NOT_FOUND, PaymentState.FAILED])
+async def test_an_unpaid_answer_before_the_expiry_asks_again_with_backoff(state: PaymentState) -> None:
+    w = world([order()], [due(order(), attempts=3)], FakeProvider(state))
+    await handle_due_queries(w.deps, 10)
+    assert w.schedule.rescheduled["ord_1"][0] == NOW + POLICY.interval(3)
+    assert w.provider.closed == [] and w.store.orders["ord_1"].status == "submitted"
+
+
+@pytest.mark.parametrize("state", [PaymentState.PENDING, PaymentState.NOT_FOUND, PaymentState.FAILED])
+async def test_an_unpaid_answer_at_the_expiry_closes_the_order_and_ends_it_expired(state: PaymentState) -> None:
+    w = world([order()], [due(order(), expired=True)], FakeProvider(state))
+    await handle_due_queries(w.deps, 10)
+    assert w.provider.closed == ["ord_1"] and w.store.orders["ord_1"].status == "expired"
+    assert [type(m) for _, m, _ in w.store.published] == [OrderExpired]
+    assert w.schedule.finished == [["ord_1"]] and w.counts.expiries == 1
+
+
+async def test_an_order_closed_at_the_provider_before_its_expiry_ends_expired_at_once() -> None:
+    w = world([order()], [due(order())], FakeProvider(PaymentState.CLOSED))
+    await handle_due_queries(w.deps, 10)
+    assert w.store.orders["ord_1"].status == "expired"
+
+
+async def test_an_order_paid_just_as_it_is_closed_is_asked_again_at_once_and_not_expired() -> None:
+    w = world([order()], [due(order(), expired=True)], FakeProvider(close_answer=CloseStatus.ALREADY_PAID))
+    await handle_due_queries(w.deps, 10)
+    assert w.schedule.rescheduled["ord_1"][0] == NOW and w.store.orders["ord_1"].status == "submitted"
+    assert w.store.published == []
+
+
+@pytest.mark.parametrize("close", [CloseStatus.UNKNOWN, None])
+async def test_no_answer_at_the_expiry_never_expires_the_order(close: CloseStatus | None) -> None:
+    provider = FakeProvider(
+        PaymentState.UNKNOWN if close is None else PaymentState.PENDING, close or CloseStatus.CLOSED
+    )
+    w = world([order()], [due(order(), expired=True, attempts=7)], provider)
+    await handle_due_queries(w.deps, 10)
+    assert w.store.orders["ord_1"].status == "submitted" and w.store.published == []
+    assert w.schedule.rescheduled["ord_1"][0] == NOW + POLICY.interval(7)
+
+
+async def test_a_query_that_fails_leaves_its_row_leased_for_later_and_the_others_go_on() -> None:
+    w = world([order("ord_1"), order("ord_2")], [due(order("ord_1")), due(order("ord_2"))], FakeProvider())
+    w.provider.error = ConnectionResetError("gone")
+    assert await handle_due_queries(w.deps, 10) == 2
+    assert w.schedule.rescheduled == {} and w.schedule.finished == []
+    assert all(o.status == "submitted" for o in w.store.orders.values())
+
+
+async def test_an_order_already_paid_by_callback_is_not_expired_by_a_stale_query() -> None:
+    w = world(
+        [order(payment_status=PaymentStatus.SUCCEEDED, status="paid")], [due(order(), expired=True)], FakeProvider()
+    )
+    await handle_due_queries(w.deps, 10)
+    assert w.store.orders["ord_1"].status == "paid" and w.store.published == [] and w.counts.expiries == 0
