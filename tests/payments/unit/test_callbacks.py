@@ -1,7 +1,7 @@
 import asyncio
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -176,3 +176,31 @@ async def test_every_rejected_callback_gets_a_clear_error_and_is_kept_for_audit(
     assert (result.status_code, result.code) == (status, code)
     assert len(store.callbacks) == 1 and store.callbacks[0]["outcome"] == "rejected"
     assert store.published == []
+
+
+def test_a_paid_at_ahead_by_more_than_the_skew_is_clamped_to_the_arrival_and_a_late_one_stands() -> None:
+    arrived = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    skew = timedelta(minutes=5)
+    ahead = replace(notice(), paid_at=arrived + timedelta(days=2))
+    bounded, clamped = domain.bounded(ahead, arrived, skew)
+    assert clamped and bounded.paid_at == arrived and bounded.provider_txn_id == ahead.provider_txn_id
+    within = replace(notice(), paid_at=arrived + timedelta(minutes=4))
+    assert domain.bounded(within, arrived, skew) == (within, False)
+    late = replace(notice(), paid_at=arrived - timedelta(hours=6))
+    assert domain.bounded(late, arrived, skew) == (late, False)
+
+
+async def test_a_callback_dated_two_days_ahead_announces_its_arrival_as_paid_at_and_says_it_was_clamped() -> None:
+    store = Store()
+    placed, _ = await place(store)
+    body = json.loads(callback_body(placed.order_id))
+    arrival = datetime.fromtimestamp(NOW, UTC)
+    body["paid_at"] = (arrival + timedelta(days=2)).isoformat()
+    raw = json.dumps(body).encode()
+    result = await handle_callback(
+        "sim", raw, sign("sim-secret", raw, int(NOW)), secrets=SECRETS, uow=lambda: InMemoryPayments(store),
+        clock=FixedClock(NOW),
+    )  # fmt: skip
+    assert result.code == "applied" and result.paid_at_clamped
+    (paid,) = [m for _, m, _ in store.published if isinstance(m, PaymentSucceeded)]
+    assert paid.paid_at == arrival

@@ -102,6 +102,7 @@ class FakeSchedule:
 class Counts:
     recoveries: int = 0
     expiries: int = 0
+    clamps: int = 0
     answers: list[PaymentState] = field(default_factory=list)
 
     def answered(self, provider: str, state: PaymentState) -> None:
@@ -112,6 +113,9 @@ class Counts:
 
     def expired(self, provider: str, channel: str) -> None:
         self.expiries += 1
+
+    def clamped(self, provider: str) -> None:
+        self.clamps += 1
 
 
 @dataclass

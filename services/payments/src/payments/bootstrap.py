@@ -1,6 +1,7 @@
 """The composition root of payments: the only place that builds adapters."""
 
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -77,10 +78,16 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     async def place(group: Sequence[handlers.PlaceOrder]) -> list[handlers.Placed]:
         return await handlers.handle_place_orders(group, book=book, clock=clock, queries=policy)
 
+    skew = timedelta(seconds=settings.max_clock_skew_s)
+
     async def pay(group: Sequence[Callback]) -> list[CallbackResult]:
-        return await handle_callbacks(
-            group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review, providers=providers
+        results = await handle_callbacks(
+            group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review, providers=providers, max_skew=skew
         )
+        for callback, result in zip(group, results, strict=True):
+            if result.paid_at_clamped:
+                metrics.clamped(callback.provider)
+        return results
 
     async def find_order(order_id: str) -> Order | None:
         return await read_order(infra.pool, order_id)

@@ -14,7 +14,7 @@ callbacks for one order in one group, the first applies and the second is a dupl
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import orjson
@@ -64,6 +64,7 @@ class CallbackResult:
     detail: str
     order_id: str | None = None
     outcome: Outcome = Outcome.REJECTED
+    paid_at_clamped: bool = False
 
 
 _ANSWERS = {
@@ -73,6 +74,7 @@ _ANSWERS = {
     Outcome.IGNORED: (200, "ignored"),
 }
 _REJECTIONS = {"amount_mismatch": 422, "already_paid": 409}
+DEFAULT_MAX_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class _Group:
     cleared_elsewhere: set[str]
     now: datetime
     review: ReviewRule | None
+    max_skew: timedelta = DEFAULT_MAX_SKEW
 
 
 async def handle_callbacks(
@@ -94,16 +97,22 @@ async def handle_callbacks(
     clock: Clock,
     review: ReviewRule | None = None,
     providers: PaymentProviders | None = None,
+    max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> list[CallbackResult]:
     """Verify, parse and apply a group of callbacks in one transaction; every callback is kept for audit with
     its outcome. A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded.
     Providers with an HMAC secret in `secrets` are checked here; others by their adapter in `providers`."""
     checked = [await _check(c, secrets, providers, clock) for c in callbacks]
-    return await _decide(callbacks, checked, uow=uow, clock=clock, review=review)
+    return await _decide(callbacks, checked, uow=uow, clock=clock, review=review, max_skew=max_skew)
 
 
 async def handle_paid_answers(
-    answers: Sequence[PaymentQuery], *, uow: UnitOfWorkFactory, clock: Clock, review: ReviewRule | None = None
+    answers: Sequence[PaymentQuery],
+    *,
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    review: ReviewRule | None = None,
+    max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> list[CallbackResult]:
     """Providers' answers to our queries that orders were paid, applied exactly as their callbacks would be (one
     transaction, the same rule, the same audit, with the answer as the body): once, whatever comes before or
@@ -111,7 +120,7 @@ async def handle_paid_answers(
     calls = [Callback(a.provider, _answer_body(a), None) for a in answers]
     checked: list[tuple[CallbackResult | None, PaymentNotice | None]] = [(None, a.notice()) for a in answers]
     assert all(notice is not None for _, notice in checked), "only a paid answer is applied"
-    return await _decide(calls, checked, uow=uow, clock=clock, review=review)
+    return await _decide(calls, checked, uow=uow, clock=clock, review=review, max_skew=max_skew)
 
 
 def _answer_body(answer: PaymentQuery) -> bytes:
@@ -136,10 +145,12 @@ async def _decide(
     uow: UnitOfWorkFactory,
     clock: Clock,
     review: ReviewRule | None,
+    max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> list[CallbackResult]:
     async with uow() as tx:
         orders = await tx.get_many({n.order_id for _, n in checked if n is not None}, for_update=True)
-        group = _Group(tx, orders, await _cleared_elsewhere(tx, orders, review), _now(clock), review)
+        cleared = await _cleared_elsewhere(tx, orders, review)
+        group = _Group(tx, orders, cleared, _now(clock), review, max_skew)
         return [
             await _apply(group, c, refused, notice) for c, (refused, notice) in zip(callbacks, checked, strict=True)
         ]
@@ -187,6 +198,14 @@ async def _apply(
     if order is None:
         await _audit(tx, callback, notice.order_id, "rejected", "unknown_order")
         return CallbackResult(404, "unknown_order", f"no order {notice.order_id}", notice.order_id)
+    notice, clamped = domain.bounded(notice, group.now, group.max_skew)
+    if clamped:
+        log.warning(
+            "order %s: %s put paid_at more than %s ahead of its arrival; paid_at is when it arrived",
+            order.order_id,
+            callback.provider,
+            group.max_skew,
+        )
     decision = domain.decide(order, notice)
     await _audit(tx, callback, order.order_id, decision.outcome.value, decision.code or decision.reason)
     if decision.outcome is Outcome.REJECTED:
@@ -201,7 +220,7 @@ async def _apply(
         announce_payment(tx, applied, group.now)
         log.info("order %s %s via %s %s", order.order_id, decision.outcome, callback.provider, notice.provider_txn_id)
     status, code = _ANSWERS[decision.outcome]
-    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome)
+    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome, clamped)
 
 
 def _has_cleared_topup(group: _Group, order: Order) -> bool:

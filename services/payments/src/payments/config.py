@@ -72,6 +72,9 @@ class Settings(ServiceSettings):
     provider_timestamp_tolerance_s: int = Field(
         300, ge=30, le=3600, description="How far a callback's signed time may be from ours (WeChat Pay, Alipay)."
     )
+    max_clock_skew_s: float = Field(
+        300.0, gt=0, description="A provider's paid_at further ahead than this of its arrival is clamped to it."
+    )
     provider_timeout_s: float = Field(10.0, gt=0, le=120, description="How long a request to a provider may take.")
     channel_providers: dict[str, str] = Field(
         {"alipay": "alipay", "wechat": "wechatpay"},

@@ -216,6 +216,15 @@ def fingerprint(user_id: str, amount: int, currency: str, channel: str, product:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def bounded(notice: PaymentNotice, arrived: datetime, max_skew: timedelta) -> tuple[PaymentNotice, bool]:
+    """The notice with its `paid_at` clamped to when it arrived if the provider put it more than `max_skew` in
+    the future (a provider's clock far ahead would postpone the order's overdue deadline by as much); and
+    whether it was clamped. A paid_at in the past stands: a late callback is normal."""
+    if notice.paid_at - arrived <= max_skew:
+        return notice, False
+    return replace(notice, paid_at=arrived), True
+
+
 def decide(order: Order, notice: PaymentNotice) -> Decision:
     """Apply a notice once, whatever the number and order of deliveries.
 

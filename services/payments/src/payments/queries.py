@@ -72,6 +72,9 @@ class QueryObserver(Protocol):
 
     def expired(self, provider: str, channel: str) -> None: ...
 
+    def clamped(self, provider: str) -> None:
+        """A paid answer's paid_at was too far ahead of now and was clamped to now."""
+
 
 @dataclass(frozen=True, slots=True)
 class QueryDeps:
@@ -122,6 +125,8 @@ async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
 
 async def _apply_paid(deps: QueryDeps, query: DueQuery, answer: PaymentQuery) -> None:
     (result,) = await handle_paid_answers([answer], uow=deps.uow, clock=deps.clock, review=deps.review)
+    if result.paid_at_clamped:
+        deps.observer.clamped(query.provider)
     if result.outcome is Outcome.PAID:
         deps.observer.recovered(query.provider, query.channel)
         log.info("order %s paid via %s found by query: %s", query.order_id, query.provider, answer.provider_txn_id)

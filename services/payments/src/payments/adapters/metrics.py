@@ -57,6 +57,13 @@ class PrometheusPaymentsMetrics:
             ["provider", "channel"],
             registry=registry,
         )
+        self.paid_at_clamped = Counter(
+            "payments_paid_at_clamped_total",
+            "Payments whose provider put paid_at more than PAYMENTS_MAX_CLOCK_SKEW_S ahead of when the notice arrived,"
+            " applied with paid_at clamped to its arrival, by provider.",
+            ["provider"],
+            registry=registry,
+        )
         # Every series exists from the start, so the first order or callback shows in rate() and increase().
         for channel in (*self._channels, OTHER_CHANNEL):
             self.orders_created.labels(channel)
@@ -68,6 +75,7 @@ class PrometheusPaymentsMetrics:
         for provider in self._providers:
             for state in PaymentState:
                 self.queries.labels(provider, state.value)
+            self.paid_at_clamped.labels(provider)
             for channel in (*self._channels, OTHER_CHANNEL):
                 self.recovered_by_query.labels(provider, channel)
                 self.orders_expired.labels(provider, channel)
@@ -80,6 +88,9 @@ class PrometheusPaymentsMetrics:
 
     def callback(self, provider: str, outcome: Outcome) -> None:
         self.callbacks.labels(self._provider(provider), outcome.value).inc()
+
+    def clamped(self, provider: str) -> None:
+        self.paid_at_clamped.labels(self._provider(provider)).inc()
 
     def answered(self, provider: str, state: PaymentState) -> None:
         self.queries.labels(self._provider(provider), state.value).inc()
