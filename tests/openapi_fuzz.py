@@ -3,6 +3,7 @@
 The service runs in a thread with its own event loop (its database pool and Kafka producer live there), so
 schemathesis' synchronous client talks to it as any client would. Every operation gets valid and invalid
 requests; a 5xx, a status the spec does not declare, or a body or content type outside the spec fails.
+Requests carry the API key the test passes (`headers`), as a client's would.
 """
 
 import asyncio
@@ -78,7 +79,9 @@ def served(build: App, timeout_s: float = 60) -> Iterator[str]:
         thread.join(timeout_s)
 
 
-def fuzz(base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = ()) -> list[str]:
+def fuzz(
+    base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = (), headers: dict[str, str] | None = None
+) -> list[str]:
     """Every operation with `max_examples` valid and as many invalid requests; the failures, described."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", wait_for_schema=30)
     failures: list[str] = []
@@ -92,7 +95,7 @@ def fuzz(base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = ()) 
         runs += [(GenerationMode.POSITIVE, nul, 3)] if nul else []
         for mode, path_parameters, examples in runs:
             try:
-                _checker(operation, mode, base_url, examples, path_parameters)()
+                _checker(operation, mode, base_url, examples, path_parameters, headers or {})()
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid request
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - every operation is tried, all reported
@@ -101,7 +104,12 @@ def fuzz(base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = ()) 
 
 
 def _checker(
-    operation: Any, mode: GenerationMode, base_url: str, max_examples: int, path_parameters: dict[str, str]
+    operation: Any,
+    mode: GenerationMode,
+    base_url: str,
+    max_examples: int,
+    path_parameters: dict[str, str],
+    headers: dict[str, str],
 ) -> Callable[[], None]:
     checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
 
@@ -114,6 +122,6 @@ def _checker(
         suppress_health_check=list(HealthCheck),
     )
     def check(case: Any) -> None:
-        case.call_and_validate(base_url=base_url, checks=checks, timeout=10)
+        case.call_and_validate(base_url=base_url, headers=headers, checks=checks, timeout=10)
 
     return check  # type: ignore[no-any-return]

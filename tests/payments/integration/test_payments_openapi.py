@@ -4,6 +4,7 @@ from fastapi import FastAPI
 
 from payments.bootstrap import build
 from payments.config import Settings
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.openapi_fuzz import fuzz, served
 from tests.service_settings import settings_for
@@ -12,11 +13,14 @@ from tests.service_settings import settings_for
 def test_the_payments_api_answers_every_request_within_its_spec(
     broker: Broker, database_url: str, isolation: str
 ) -> None:
+    headers: dict[str, str] = {}
+
     async def app() -> tuple[FastAPI, object]:
         settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["sim-secret"]})
         infra, app = await build(settings)
+        headers.update(await bearer(infra.keys))
         return app, infra.close
 
     with served(app) as base_url:
-        failures = fuzz(base_url, max_examples=25)
+        failures = fuzz(base_url, max_examples=25, headers=headers)
     assert failures == [], "\n\n".join(failures)
