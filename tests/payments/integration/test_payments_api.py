@@ -277,3 +277,20 @@ async def test_an_order_follows_its_newest_status_on_postgresql(api) -> None:  #
     finally:
         await pool.close()
     assert (await client.get(f"/v1/orders/{order_id}")).json()["status"] == "credited"
+
+
+async def test_orders_with_one_key_cost_one_key_lookup_on_the_fast_path(
+    broker: Broker, database_url: str, isolation: str
+) -> None:
+    settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["s"]})
+    infra, app = await build(settings)
+    try:
+        headers = await bearer(infra.keys)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
+            placed = await asyncio.gather(*(new_order(client) for _ in range(20)))
+        assert len(set(placed)) == 20
+        assert infra.keys.round_trips == 1
+        assert infra.authenticator.looked_up == 1 and infra.authenticator.served_from_cache == 19
+    finally:
+        await infra.close()
