@@ -3,6 +3,8 @@
 The service runs in a thread with its own event loop (its database pool and Kafka producer live there), so
 schemathesis' synchronous client talks to it as any client would. Every operation gets valid and invalid
 requests; a 5xx, a status the spec does not declare, or a body or content type outside the spec fails.
+Requests carry the API key the test passes, as a client's would: schemathesis is told it is the bearer token of
+the spec's security scheme, so its negative cases still send requests without it (and expect the 401).
 """
 
 import asyncio
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.config._auth import AuthConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -26,6 +29,9 @@ from schemathesis.specs.openapi.checks import (
 
 from credited.stack.processes import free_port
 from servicekit.http import serve
+from servicekit.identity.guard import bearer
+
+BEARER_SCHEME = bearer.scheme_name
 
 App = Callable[[], Awaitable[tuple[FastAPI, Callable[[], Awaitable[None]]]]]
 """Builds the service's app in the serving loop; returns it with the coroutine that releases it."""
@@ -78,9 +84,13 @@ def served(build: App, timeout_s: float = 60) -> Iterator[str]:
         thread.join(timeout_s)
 
 
-def fuzz(base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = ()) -> list[str]:
+def fuzz(
+    base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = (), api_key: str | None = None
+) -> list[str]:
     """Every operation with `max_examples` valid and as many invalid requests; the failures, described."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", wait_for_schema=30)
+    if api_key is not None:
+        schema.config.auth = AuthConfig(openapi={BEARER_SCHEME: {"bearer": api_key}})
     failures: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -91,17 +101,26 @@ def fuzz(base_url: str, *, max_examples: int, skip_paths: tuple[str, ...] = ()) 
         runs = [(GenerationMode.POSITIVE, {}, max_examples), (GenerationMode.NEGATIVE, {}, max_examples)]
         runs += [(GenerationMode.POSITIVE, nul, 3)] if nul else []
         for mode, path_parameters, examples in runs:
+            statuses: list[int] = []
             try:
-                _checker(operation, mode, base_url, examples, path_parameters)()
+                _checker(operation, mode, base_url, examples, path_parameters, statuses)()
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid request
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - every operation is tried, all reported
                 failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {exc}")
+            if mode is GenerationMode.POSITIVE and statuses and set(statuses) <= {401, 403}:
+                # Valid requests that never got past the key check tested nothing behind it.
+                failures.append(f"{operation.method.upper()} {operation.path}: every valid request was refused")
     return failures
 
 
 def _checker(
-    operation: Any, mode: GenerationMode, base_url: str, max_examples: int, path_parameters: dict[str, str]
+    operation: Any,
+    mode: GenerationMode,
+    base_url: str,
+    max_examples: int,
+    path_parameters: dict[str, str],
+    statuses: list[int],
 ) -> Callable[[], None]:
     checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
 
@@ -114,6 +133,6 @@ def _checker(
         suppress_health_check=list(HealthCheck),
     )
     def check(case: Any) -> None:
-        case.call_and_validate(base_url=base_url, checks=checks, timeout=10)
+        statuses.append(case.call_and_validate(base_url=base_url, checks=checks, timeout=10).status_code)
 
     return check  # type: ignore[no-any-return]

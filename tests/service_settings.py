@@ -16,5 +16,6 @@ def settings_for(cls: type[S], broker: Broker, database_url: str, isolation: str
         topic_partitions=3,
         database_url=database_url,
         db_schema=f"{isolation}_{cls.__module__.split('.')[0]}",
+        identity_schema=f"{isolation}_identity",
         **extra,
     )

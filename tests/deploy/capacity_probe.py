@@ -365,7 +365,9 @@ class Probe:
         try:
             child = await self.started(stack, "payments")
             truth = Truth()
-            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+            async with httpx.AsyncClient(
+                timeout=30, limits=httpx.Limits(max_connections=64), headers=stack.headers
+            ) as client:
                 sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
                 await sim.drive(Load(orders=200, rate=1e6, duplicate_share=0, concurrency=32), truth)
                 warm = len(truth.paid)

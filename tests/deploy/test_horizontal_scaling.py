@@ -93,7 +93,9 @@ async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one
         before = await assignments(broker.bootstrap, group_ids(prefix))
 
         truth = Truth()
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+        async with httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=100), headers=stack.headers
+        ) as client:
             # Users and the provider reach the first payments instance; the second takes part through the
             # consumer groups it shares (order status, refund commands) until it is killed.
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)

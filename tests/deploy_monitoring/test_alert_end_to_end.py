@@ -172,7 +172,7 @@ async def test_orders_overdue_fires_reaches_the_webhook_and_resolves_after_remed
             reconciler_metrics = await client.get(f"{stack.url('reconciler')}/metrics")
         assert reconciler_metrics.status_code == 200, reconciler_metrics.text
         with webhook.serving(), monitoring(stack, tmp_path, webhook) as prometheus_url:
-            async with httpx.AsyncClient(timeout=30) as client:
+            async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:
                 all_up = dict.fromkeys(("payments", "ledger", "reconciler", "notifier"), "up")
                 try:
                     await eventually(lambda: _equal(targets(client, prometheus_url), all_up), timeout_s=60)

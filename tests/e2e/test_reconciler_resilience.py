@@ -81,7 +81,9 @@ async def test_overdue_orders_are_flagged_once_through_sigkills_and_rebalances(
         receiver,
     ):
         truth = Truth()
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
+        async with httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=50), headers=stack.headers
+        ) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             driving = asyncio.create_task(sim.drive(Load(orders=ORDERS, rate=RATE, duplicate_share=0.1), truth))
             await paid_at_least(truth, 0.05, driving)
@@ -117,7 +119,9 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
         receiver,
     ):
         truth = Truth()
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
+        async with httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=50), headers=stack.headers
+        ) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             driving = asyncio.create_task(sim.drive(Load(orders=500, rate=25, duplicate_share=0.1), truth))
             await asyncio.sleep(6)
@@ -150,7 +154,7 @@ async def test_a_reconciler_catching_up_after_downtime_raises_no_false_alarm(
     async with running_stack(broker, database_url, isolation, tmp_path, threshold_s=threshold) as (stack, receiver):
         await asyncio.to_thread(stack.services["reconciler"].stop)
         truth = Truth()
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             await sim.drive(Load(orders=int(seconds * rate), rate=rate, duplicate_share=0.1), truth)
             topic = f"{stack.config.topic_prefix}ledger.events"

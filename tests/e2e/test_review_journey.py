@@ -51,7 +51,7 @@ async def test_a_released_order_is_credited_and_a_rejected_one_refunded_each_aft
     review_env = {"PAYMENTS_REVIEW_FIRST_TOPUP_ABOVE_MINOR": str(LIMIT), "PAYMENTS_REVIEW_EXPECTED_S": str(EXPECTED_S)}
     async with running_stack(broker, database_url, isolation, tmp_path, extra_env=review_env) as (stack, receiver):
         payments, secret = stack.url("payments"), stack.config.psp_secret
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:
             released = await held_order(client, payments, secret, "u-released")
             rejected = await held_order(client, payments, secret, "u-rejected")
 
@@ -77,4 +77,5 @@ async def test_a_released_order_is_credited_and_a_rejected_one_refunded_each_aft
             assert (await client.get(f"{ledger}/v1/wallets/u-rejected")).json()["balances"] == {}
             refunded = (await client.get(f"{payments}/v1/orders/{rejected}")).json()
             assert refunded["review_status"] == "rejected"
+            assert refunded["reviewed_by"]["name"] == "development"  # the stack's key decided
         assert receiver.received.duplicates == 0

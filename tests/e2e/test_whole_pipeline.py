@@ -20,7 +20,9 @@ async def test_a_thousand_paid_orders_are_credited_exactly_once_and_notified_onc
 ) -> None:
     async with running_stack(broker, database_url, isolation, tmp_path) as (stack, receiver):
         truth = Truth()
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+        async with httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=100), headers=stack.headers
+        ) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             await sim.drive(Load(orders=1000, rate=250, duplicate_share=0.25), truth)
             assert truth.errors == []

@@ -20,6 +20,7 @@ from notifier.bootstrap import Notifier, build
 from notifier.config import Settings
 from servicekit.http import serve
 from servicekit.kafka import KafkaPublisher
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
 from tests.notifier.push_service import b64url
@@ -123,7 +124,10 @@ async def start_notifier(settings: Settings) -> RunningNotifier:
     port = free_port()
     for consumer in notifier.infra.consumers:
         await consumer.start()
-    running = RunningNotifier(settings, notifier, port)
+    # Every business route needs an API key: the harness's client is a platform backend with every scope.
+    running = RunningNotifier(
+        settings, notifier, port, api=httpx.AsyncClient(headers=await bearer(notifier.infra.keys))
+    )
     running.tasks = [
         asyncio.create_task(serve(notifier.app, "127.0.0.1", port)),
         *(asyncio.create_task(c.run()) for c in notifier.infra.consumers),

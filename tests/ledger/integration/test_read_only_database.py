@@ -67,6 +67,8 @@ def ledger(broker: Broker, database_url: str, ledger_role: str, isolation: str, 
         "CREDITED_TOPIC_PARTITIONS": "1",
         "LEDGER_HTTP_PORT": str(free_port()),
         "LEDGER_DB_SCHEMA": f"{isolation}_ledger",
+        # Its own API keys' schema: the shared default may exist already, owned by a role this one is not.
+        "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
     }
     child = Child("ledger", [sys.executable, "-m", "ledger"], log_path=tmp_path / "ledger.log", env=env)
     child.start()

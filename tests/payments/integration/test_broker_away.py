@@ -17,6 +17,7 @@ import pytest
 from contracts.codec import decode
 from contracts.events import OrderPlaced, PaymentSucceeded
 from contracts.topics import Topic
+from credited.keys import create_development_key
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.kafka import ensure_topics
 from servicekit.signatures import sign
@@ -40,6 +41,7 @@ def payments(own_broker: StoppableBroker, database_url: str, isolation: str, tmp
         "CREDITED_TOPIC_PARTITIONS": "1",
         "PAYMENTS_HTTP_PORT": str(free_port()),
         "PAYMENTS_DB_SCHEMA": f"{isolation}_payments",
+        "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
         "PAYMENTS_PSP_SECRET_SIM": SECRET,
         "PAYMENTS_PROCESSES": "1",
     }
@@ -53,9 +55,9 @@ def url(child: Child, path: str) -> str:
     return f"http://127.0.0.1:{child.env['PAYMENTS_HTTP_PORT']}{path}"
 
 
-def place(child: Child, user_id: str) -> str:
+def place(child: Child, user_id: str, key: str) -> str:
     body = {"user_id": user_id, "amount": 600, "currency": "CNY", "channel": "alipay"}
-    answer = httpx.post(url(child, "/v1/orders"), json=body, timeout=10)
+    answer = httpx.post(url(child, "/v1/orders"), json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert answer.status_code in (200, 201), answer.text
     return str(answer.json()["order_id"])
 
@@ -85,20 +87,21 @@ def broker_away(child: Child) -> bool:
 
 
 async def test_payments_takes_orders_and_callbacks_with_the_broker_stopped_and_publishes_each_once_it_is_back(
-    own_broker: StoppableBroker, payments: Child, isolation: str
+    own_broker: StoppableBroker, payments: Child, isolation: str, database_url: str, tmp_path: Path
 ) -> None:
     prefix = f"{isolation}."
     await asyncio.to_thread(own_broker.start)
     await ensure_topics(own_broker.bootstrap, [t.qualified(prefix) for t in Topic], 1)
     ready = lambda: (health(int(payments.env["PAYMENTS_HTTP_PORT"])) or (0, {}))[0] == 200  # noqa: E731
     await asyncio.to_thread(wait_for, ready, timeout_s=STARTUP_S, what="payments ready", child=payments)
-    before = await asyncio.to_thread(place, payments, "u-before")
+    key = await create_development_key(database_url, tmp_path / "dev-keys.json", schema=f"{isolation}_identity")
+    before = await asyncio.to_thread(place, payments, "u-before", key)
 
     await asyncio.to_thread(own_broker.stop)
     # Callbacks for the order placed before, and an order placed and paid while the broker is away.
     first = await asyncio.to_thread(pay, payments, before)
     assert first.status_code == 200, first.text
-    during = await asyncio.to_thread(place, payments, "u-during")
+    during = await asyncio.to_thread(place, payments, "u-during", key)
     second = await asyncio.to_thread(pay, payments, during)
     assert second.status_code == 200, second.text
     again = await asyncio.to_thread(pay, payments, during)  # the provider sends it again: still one payment

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from payments.bootstrap import build
 from payments.config import Settings
 from servicekit.signatures import sign
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.openapi_fuzz import served
 from tests.service_settings import settings_for
@@ -69,11 +70,14 @@ def callback_bodies(order_id: str) -> st.SearchStrategy[bytes]:
 def payments(broker: Broker, database_url: str, isolation: str) -> Iterator[tuple[httpx.Client, Settings]]:
     settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": [SECRET]})
 
+    headers: dict[str, str] = {}
+
     async def app() -> tuple[FastAPI, object]:
         infra, app = await build(settings)
+        headers.update(await bearer(infra.keys))  # orders need a key; callbacks are checked by their signature
         return app, infra.close
 
-    with served(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+    with served(app) as base_url, httpx.Client(base_url=base_url, timeout=10, headers=headers) as client:
         yield client, settings
 
 

@@ -16,6 +16,7 @@ from ledger.config import Settings as LedgerSettings
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
 from servicekit.signatures import sign
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
 from tests.service_settings import settings_for
@@ -38,7 +39,8 @@ async def test_fifty_identical_callbacks_at_once_give_exactly_one_credit(
     ]
     try:
         transport = httpx.ASGITransport(app=payments_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://payments") as client:
+        headers = await bearer(payments_infra.keys)
+        async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
             order = await client.post(
                 "/v1/orders", json={"user_id": "u-fifty", "amount": 600, "currency": "CNY", "channel": "card"}
             )

@@ -24,6 +24,7 @@ from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
 from payments.queries import QueryWorker
 from servicekit.infrastructure import Infrastructure
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
 from tests.service_settings import settings_for
@@ -55,6 +56,11 @@ class Payments:
         worker: QueryWorker = app.state.query_worker
         self.tasks = [asyncio.create_task(infra.relay.run()), asyncio.create_task(worker.run())]
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments")
+
+    async def with_key(self) -> "Payments":
+        """The client sends a key with every scope, as the platform backend would."""
+        self.client.headers.update(await bearer(self.infra.keys))
+        return self
 
     async def order(self, channel: str, amount: int = 600) -> str:
         body = {"user_id": "u-query", "amount": amount, "currency": "CNY", "channel": channel}
@@ -96,7 +102,7 @@ async def start(broker: Broker, database_url: str, isolation: str, provider: Loc
             **changes,
         }
         infra, app = await build_payments(settings_for(PaymentsSettings, broker, database_url, isolation, **options))
-        payments = Payments(infra, app)
+        payments = await Payments(infra, app).with_key()
         started.append(payments)
         return payments
 

@@ -15,6 +15,7 @@ from payments.bootstrap import build
 from payments.config import Settings
 from servicekit.postgres import create_pool
 from servicekit.signatures import sign
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, read_until
 from tests.service_settings import settings_for
@@ -27,7 +28,9 @@ async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterato
     )
     infra, app = await build(settings)
     relay = asyncio.create_task(infra.relay.run())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments") as client:
+    headers = await bearer(infra.keys)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
         yield client, settings
     relay.cancel()
     await asyncio.gather(relay, return_exceptions=True)
@@ -228,6 +231,8 @@ ODD_REQUESTS = [
     ("/v1/orders", JSON, ORDER.replace(b"}", b',"x":1}')),
     ("/v1/orders", {**JSON, "idempotency-key": "k" * 201}, ORDER),
     ("/v1/orders", JSON, b""),
+    ("/v1/orders", {**JSON, "authorization": "Bearer ck_live_unknown"}, ORDER),
+    ("/v1/orders", {**JSON, "authorization": "Basic dXNlcjpwYXNz"}, ORDER),
     ("/v1/psp/sim/callbacks", {}, b"{}"),
     ("/v1/psp/sim/callbacks", {"x-signature": "t=1,v1=" + "0" * 64}, b'{"order_id":"ord_x"}'),
     ("/v1/psp/%01bad/callbacks", {"x-signature": "t=1"}, b"{}"),
@@ -245,7 +250,8 @@ async def test_the_fast_path_answers_odd_requests_exactly_as_the_framework_does(
         )
         infra, app = await build(settings)
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments") as client:
+            transport, headers = httpx.ASGITransport(app=app), await bearer(infra.keys)
+            async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
                 answers.append(
                     [
                         (r.status_code, r.json())
@@ -271,3 +277,20 @@ async def test_an_order_follows_its_newest_status_on_postgresql(api) -> None:  #
     finally:
         await pool.close()
     assert (await client.get(f"/v1/orders/{order_id}")).json()["status"] == "credited"
+
+
+async def test_orders_with_one_key_cost_one_key_lookup_on_the_fast_path(
+    broker: Broker, database_url: str, isolation: str
+) -> None:
+    settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["s"]})
+    infra, app = await build(settings)
+    try:
+        headers = await bearer(infra.keys)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
+            placed = await asyncio.gather(*(new_order(client) for _ in range(20)))
+        assert len(set(placed)) == 20
+        assert infra.keys.round_trips == 1
+        assert infra.authenticator.looked_up == 1 and infra.authenticator.served_from_cache == 19
+    finally:
+        await infra.close()

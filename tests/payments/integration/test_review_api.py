@@ -13,6 +13,8 @@ from contracts.topics import Topic
 from credited.simulator.run import partition_count
 from payments.bootstrap import build
 from payments.config import Settings
+from servicekit.identity import PostgresKeyStore, Scope
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, eventually, read_until
 from tests.payments.integration.test_payments_api import callback, post_callback
@@ -34,7 +36,9 @@ async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterato
     )
     infra, app = await build(settings)
     relay = asyncio.create_task(infra.relay.run())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments") as client:
+    headers = await bearer(infra.keys)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
         yield client, settings
     relay.cancel()
     await asyncio.gather(relay, return_exceptions=True)
@@ -111,3 +115,25 @@ async def test_review_requests_that_cannot_apply_get_4xx_json_that_names_the_pro
     assert not_held.status_code == 409 and not_held.json()["error"] == "not_under_review"
     bad = await client.post(f"/v1/orders/{small}/review", json={"decision": "approve"})
     assert bad.status_code == 422
+
+
+async def test_a_review_needs_review_decide_and_the_order_shows_the_key_that_decided(api) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    order_id = await paid_order(client, "u-decider")
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        keys = PostgresKeyStore(pool, settings.identity_schema)
+        support = await bearer(keys, *(set(Scope) - {Scope.REVIEW_DECIDE}))
+        risk, risk_key = await keys.create(f"risk-desk-{order_id}", {Scope.REVIEW_DECIDE})
+    finally:
+        await pool.close()
+    url, verdict = f"/v1/orders/{order_id}/review", {"decision": "release", "reason": "known customer"}
+    refused = await client.post(url, json=verdict, headers=support)
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope", refused.text
+    untouched = (await client.get(f"/v1/orders/{order_id}")).json()
+    assert untouched["review_status"] == "held" and untouched["reviewed_by"] is None
+    decided = await client.post(url, json=verdict, headers={"Authorization": f"Bearer {risk_key}"})
+    assert decided.status_code == 200, decided.text
+    decider = {"key_id": risk.id, "name": risk.name}
+    assert decided.json()["reviewed_by"] == decider
+    assert (await client.get(f"/v1/orders/{order_id}")).json()["reviewed_by"] == decider

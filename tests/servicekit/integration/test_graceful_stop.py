@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.codec import encode, envelope_for
 from contracts.topics import Topic
+from credited.keys import create_development_key
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.kafka import KafkaPublisher
 from servicekit.runner import CLOSE_S
@@ -30,6 +31,13 @@ STARTUP_S = 120  # deadlines, not sleeps: a JVM broker and these processes share
 GRACE_S = 10.0
 REQUESTS = 4
 ORDERS = 20
+
+
+@pytest.fixture
+async def api_key(database_url: str, isolation: str, tmp_path: Path) -> dict[str, str]:
+    """The Authorization header of a key with every scope, in the ledger's identity schema."""
+    key = await create_development_key(database_url, tmp_path / "dev-keys.json", schema=f"{isolation}_identity")
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -53,6 +61,7 @@ def start_ledger(
             "CREDITED_STOP_GRACE_S": str(grace_s),
             "LEDGER_HTTP_PORT": str(port),
             "LEDGER_DB_SCHEMA": f"{isolation}_ledger",
+            "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
         }
         child = Child("ledger", [sys.executable, "-m", "ledger"], log_path=tmp_path / "ledger.log", env=env)
         child.start()
@@ -97,13 +106,17 @@ async def committed(bootstrap: str, group: str, topic: str) -> int | None:
 
 
 async def test_sigterm_answers_the_requests_in_flight_commits_the_poll_in_hand_and_exits_0_within_the_grace(
-    start_ledger: Callable[[float], tuple[Child, int]], broker: Broker, database_url: str, isolation: str
+    start_ledger: Callable[[float], tuple[Child, int]],
+    broker: Broker,
+    database_url: str,
+    isolation: str,
+    api_key: dict[str, str],
 ) -> None:
     child, port = await asyncio.to_thread(start_ledger, GRACE_S)
     prefix, schema = f"{isolation}.", f"{isolation}_ledger"
     payments = Topic.PAYMENTS_EVENTS.qualified(prefix)
     lock = await asyncpg.connect(database_url, server_settings={"search_path": schema})
-    client = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=REQUESTS))
+    client = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=REQUESTS), headers=api_key)
     try:
         holding = lock.transaction()
         await holding.start()
@@ -164,13 +177,17 @@ async def _publish(broker: Broker, topic: str, order_ids: list[str]) -> None:
 
 
 async def test_work_still_held_up_past_the_grace_is_cut_short_and_logged_and_the_service_exits_all_the_same(
-    start_ledger: Callable[[float], tuple[Child, int]], broker: Broker, database_url: str, isolation: str
+    start_ledger: Callable[[float], tuple[Child, int]],
+    broker: Broker,
+    database_url: str,
+    isolation: str,
+    api_key: dict[str, str],
 ) -> None:
     grace_s = 2.0
     child, port = await asyncio.to_thread(start_ledger, grace_s)
     lock = await asyncpg.connect(database_url, server_settings={"search_path": f"{isolation}_ledger"})
     try:
-        async with lock.transaction(), httpx.AsyncClient(timeout=60) as client:
+        async with lock.transaction(), httpx.AsyncClient(timeout=60, headers=api_key) as client:
             await lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
             asked = asyncio.create_task(client.get(f"http://127.0.0.1:{port}/v1/wallets/held-up"))
             await _publish(broker, Topic.PAYMENTS_EVENTS.qualified(f"{isolation}."), [f"ord_{isolation}"])

@@ -25,6 +25,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 
 RUN_DIR = Path(".credited")
+KEYS = "dev-keys.json"
+"""The development API key of `credited up` and `credited demo`, in RUN_DIR."""
 
 
 @app.command()
@@ -83,7 +85,8 @@ def up(
     """Start the stack without the simulator and run until Ctrl-C."""
     logging.basicConfig(level=logging.INFO)
     console = Console()
-    stack = LocalStack(StackConfig.from_environment(RUN_DIR.resolve() / "up", threshold_s=threshold))
+    run_dir = RUN_DIR.resolve()
+    stack = LocalStack(StackConfig.from_environment(run_dir / "up", threshold_s=threshold, keys_path=run_dir / KEYS))
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -97,6 +100,9 @@ def up(
         console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
         for name in ("payments", "ledger", "reconciler", "notifier"):
             console.print(f"{name:>10}: {stack.url(name)}  (log {stack.services[name].log_path})")
+        console.print(
+            f"API key with every scope (development): {stack.keys_path}, sent as `Authorization: Bearer <key>`"
+        )
         console.print("Ctrl-C stops everything.")
         while not stopping:
             for name in stack.revive():

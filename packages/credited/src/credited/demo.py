@@ -85,6 +85,7 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         credit_loss=options.credit_loss,
         webhook_url=receiver.url,
         webhook_secret=receiver.secret,
+        keys_path=options.run_dir.parent / "dev-keys.json",
     )
     if config.psp_secret == "sim-secret":
         console.print("PAYMENTS_PSP_SECRET_SIM is unset: the simulated provider signs with 'sim-secret'")
@@ -98,6 +99,7 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
             log.debug("the stack did not start", exc_info=True)
             raise StartupFailed(startup_failure(exc, config.run_dir / "logs")) from exc
         console.print(f"stack up in {time.monotonic() - started:.1f}s (broker {stack.bootstrap})")
+        console.print(f"API key with every scope (development): {stack.keys_path}")
         reviving = asyncio.create_task(_revive(stack, console))
         try:
             return await _drive_and_score(stack, receiver, options, console)
@@ -121,9 +123,9 @@ async def _drive(stack: LocalStack, load: Load, truth: Truth, client: httpx.Asyn
     over a thousand orders a second on two cores shared with the stack), else the simulator over aiohttp.
     Which one it was."""
     if wrk.available():
-        await wrk.drive(stack.url("payments"), stack.config.psp_secret, load, truth, run_dir)
+        await wrk.drive(stack.url("payments"), stack.config.psp_secret, load, truth, run_dir, api_key=stack.api_key)
         return "wrk"
-    async with session(load.concurrency, ClientTimes()) as http:
+    async with session(load.concurrency, ClientTimes(), headers=stack.headers) as http:
         await AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http).drive(load, truth)
     return "python (aiohttp)"
 
@@ -142,7 +144,7 @@ async def _drive_and_score(
         tailing.cancel()
         await asyncio.gather(tailing, return_exceptions=True)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=stack.headers) as client:
         topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
         scored = await score(
             truth,
@@ -180,7 +182,7 @@ async def _drive_and_watch(
     load = Load(orders=options.orders, rate=options.rate, duplicate_share=options.duplicate_share, concurrency=512)
     timeout = options.settle_timeout_s or (options.orders / options.rate + 4 * options.threshold_s + 120)
     async with httpx.AsyncClient(
-        timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100), headers=stack.headers
     ) as client:
         driving = asyncio.create_task(_drive(stack, load, truth, client, options.run_dir))
         try:

@@ -22,6 +22,7 @@ from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.errors import Dependency, Kind, classify
 from servicekit.http import serve
+from servicekit.identity import Authenticator, PostgresKeyStore
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
 from servicekit.kafka_access import topics_to_ensure
 from servicekit.kafka_security import aiokafka_security, check_credentials
@@ -52,6 +53,9 @@ class Infrastructure:
     relay: OutboxRelay
     metrics: ServiceMetrics
     readiness: Readiness
+    keys: PostgresKeyStore
+    authenticator: Authenticator
+    """Who may call the service's HTTP API: API keys, each looked up once per cache period."""
     migrations: Path | None = None
     consumers: list[KafkaConsumerLoop] = field(default_factory=list)
     metrics_interval_s: float = 5.0
@@ -82,7 +86,10 @@ class Infrastructure:
         )
         metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
         relay = OutboxRelay(pool, publisher, metrics=metrics.outbox(), readiness=readiness)
-        infra = cls(service, settings, pool, publisher, relay, metrics, readiness, migrations)
+        # API keys live in one schema every service reads through its own pool (servicekit.identity.store).
+        keys = PostgresKeyStore(pool, settings.identity_schema)
+        authenticator = Authenticator(keys, ttl_s=settings.api_key_cache_ttl_s)
+        infra = cls(service, settings, pool, publisher, relay, metrics, readiness, keys, authenticator, migrations)
         if connect:
             await infra.connect()
         return infra
@@ -99,6 +106,7 @@ class Infrastructure:
         async def prepare() -> None:
             await ensure_schema(self.pool, self.settings.db_schema)
             await migrate(self.pool, *([self.migrations] if self.migrations else []))
+            await self.keys.migrate()
 
         await call_with_retry(
             prepare, CONNECTING, dependency=Dependency.DATABASE, readiness=self.readiness, source=_START

@@ -115,6 +115,12 @@ class ServiceSettings(BaseSettings):
         description="How long a looked-up API key is trusted without asking the database again: a revoked key "
         "is refused at most this long after its revocation.",
     )
+    identity_schema: str = Field(
+        "credited_identity",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        validation_alias=_env("CREDITED_IDENTITY_SCHEMA"),
+        description="Schema of the API keys every service reads (`credited keys` writes); tests use their own.",
+    )
     status_link_secret: SecretStr | None = Field(
         None,
         validation_alias=_env("CREDITED_STATUS_LINK_SECRET"),

@@ -13,6 +13,7 @@ from ledger.adapters.http import routes
 from ledger.adapters.postgres import PostgresLedger
 from ledger.config import Settings
 from servicekit.http import create_app
+from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import only
 
@@ -44,5 +45,6 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
     )
     app = create_app(title="credited ledger", version="1", registry=infra.registry, readiness=infra.readiness)
+    protect(app, infra.authenticator)
     app.include_router(routes(uow))
     return infra, app

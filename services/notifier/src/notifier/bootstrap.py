@@ -26,6 +26,7 @@ from notifier.adapters.webpush import VapidSigner, WebPushChannel
 from notifier.config import Settings
 from notifier.ports import DeliveryChannel
 from servicekit.http import create_app
+from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import only
 
@@ -135,6 +136,7 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         fcm_enabled="fcm" in by_name,
     )
     app = create_app(title="credited notifier", version="1", registry=infra.registry, readiness=infra.readiness)
+    protect(app, infra.authenticator)
     app.include_router(routes(uow, subscriptions, push))
     app.include_router(StatusPage(uow, subscriptions, feed, heartbeat_s=settings.sse_heartbeat_s).routes())
     return Notifier(infra, app, worker, feed, uow, posters)

@@ -26,6 +26,7 @@ from payments.config import Settings
 from payments.domain import Order
 from payments.queries import QueryDeps, QueryWorker
 from servicekit.http import FastPath, create_app
+from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import route
 from servicekit.metrics import ServiceMetrics
@@ -98,10 +99,11 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     app = create_app(title="credited payments", version="1", registry=infra.registry, readiness=infra.readiness)
     app.state.providers = providers
     app.state.query_worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s)
+    protect(app, infra.authenticator)
     app.include_router(
         routes(uow=uow, orders=orders, callbacks=callbacks, find_order=find_order, metrics=metrics, clock=clock)
     )
     if settings.fast_path:
-        hot = fast_routes(orders=orders, callbacks=callbacks, metrics=metrics)
+        hot = fast_routes(orders=orders, callbacks=callbacks, metrics=metrics, authenticator=infra.authenticator)
         app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app

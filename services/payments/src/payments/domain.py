@@ -35,6 +35,8 @@ class Order:
     review_reason: str | None = None
     review_expected_at: datetime | None = None
     reviewed_at: datetime | None = None
+    reviewed_by_key_id: str | None = None
+    reviewed_by_key_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,9 +312,12 @@ class ReviewVerdict(StrEnum):
 _DECIDED = {ReviewVerdict.RELEASE: "released", ReviewVerdict.REJECT: "rejected"}
 
 
-def decide_review(order: Order, verdict: ReviewVerdict, now: datetime) -> tuple[str, Order | None]:
-    """Apply the risk team's verdict once: ('applied', order), ('duplicate', None) for the same verdict
-    again, or ('not_under_review' | 'review_decided', None) when it cannot apply."""
+def decide_review(
+    order: Order, verdict: ReviewVerdict, now: datetime, decider: tuple[str, str] | None = None
+) -> tuple[str, Order | None]:
+    """Apply the risk team's verdict once, recording who decided (the API key's id and name): ('applied',
+    order), ('duplicate', None) for the same verdict again, or ('not_under_review' | 'review_decided', None)
+    when it cannot apply."""
     if order.review_status is None:
         return "not_under_review", None
     if order.review_status == _DECIDED[verdict]:
@@ -320,7 +325,9 @@ def decide_review(order: Order, verdict: ReviewVerdict, now: datetime) -> tuple[
     if order.review_status != "held":
         return "review_decided", None
     status = "paid" if verdict is ReviewVerdict.RELEASE else "review_rejected"
-    return "applied", replace(order, review_status=_DECIDED[verdict], status=status, reviewed_at=now)
+    key_id, key_name = decider if decider is not None else (None, None)
+    decided = replace(order, review_status=_DECIDED[verdict], status=status, reviewed_at=now)
+    return "applied", replace(decided, reviewed_by_key_id=key_id, reviewed_by_key_name=key_name)
 
 
 def cleared(order: Order) -> bool:

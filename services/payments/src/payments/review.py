@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReviewDecision:
-    """The risk team's verdict on a held order, with a reason for the record."""
+    """The risk team's verdict on a held order, with a reason and the deciding API key (id, name) for the record."""
 
     order_id: str
     verdict: ReviewVerdict
     reason: str = ""
+    decider: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ async def handle_review_decision(cmd: ReviewDecision, *, uow: UnitOfWorkFactory,
         order = await tx.get(cmd.order_id, for_update=True)
         if order is None:
             return ReviewResult(404, "unknown_order", f"no order {cmd.order_id}")
-        outcome, decided = domain.decide_review(order, cmd.verdict, now)
+        outcome, decided = domain.decide_review(order, cmd.verdict, now, cmd.decider)
         if outcome in _REFUSALS:
             status, detail = _REFUSALS[outcome]
             return ReviewResult(status, outcome, f"{detail} (review status: {order.review_status})", order)
@@ -77,5 +78,11 @@ async def handle_review_decision(cmd: ReviewDecision, *, uow: UnitOfWorkFactory,
                 ),
                 event_id=deterministic_id("OrderReviewRejected", order.order_id),
             )
-    log.warning("order %s review: %s (%s)", cmd.order_id, decided.review_status, cmd.reason)
+    log.warning(
+        "order %s review: %s (%s) by key %s",
+        cmd.order_id,
+        decided.review_status,
+        cmd.reason,
+        decided.reviewed_by_key_id,
+    )
     return ReviewResult(200, "applied", f"the order is {decided.review_status}", decided)

@@ -48,8 +48,10 @@ class ClientTimes:
         return {"p50_ms": _ms(percentile(taken, 50)), "p99_ms": _ms(percentile(taken, 99))}
 
 
-def session(concurrency: int, times: ClientTimes) -> aiohttp.ClientSession:
+def session(concurrency: int, times: ClientTimes, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """The load generator's connections; `headers` (the API key) go with every request."""
     return aiohttp.ClientSession(
+        headers=headers,
         connector=aiohttp.TCPConnector(limit=concurrency),
         timeout=aiohttp.ClientTimeout(total=30),
         json_serialize=lambda value: orjson.dumps(value).decode(),

@@ -8,6 +8,7 @@
 --   callbacks  pay the orders listed in PAY_FILE (order id, amount), every callback signed before the start
 -- Ground truth lines (tab-separated) in OUT.<thread>: O order user amount channel | C order paid_at sends |
 -- R order http-status result | E http-status body | D (the thread is done).
+-- Orders carry the API key in CREDITED_API_KEY (environment, not argv) as `Authorization: Bearer <key>`.
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } credited_timespec;
@@ -21,6 +22,7 @@ local now_ts = ffi.new("credited_timespec")
 local mac = ffi.new("unsigned char[32]")
 local mac_len = ffi.new("unsigned int[1]")
 
+local AUTHORIZATION = "Bearer " .. (os.getenv("CREDITED_API_KEY") or "")
 local AMOUNTS = { 100, 600, 3000, 6800, 12800, 32800, 64800 }
 local CHANNELS = { "alipay", "wechat", "card", "carrier" }
 
@@ -99,7 +101,11 @@ local function order_request()
   placed_all = next_order >= total
   local body = string.format('{"user_id":"wrk-%s-%d","amount":%d,"currency":"CNY","channel":"%s"}', run_id,
     i % users, AMOUNTS[math.random(#AMOUNTS)], CHANNELS[math.random(#CHANNELS)])
-  local headers = { ["Content-Type"] = "application/json", ["Idempotency-Key"] = string.format("wrk-%s-%d", run_id, i) }
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = string.format("wrk-%s-%d", run_id, i),
+    ["Authorization"] = AUTHORIZATION,
+  }
   return wrk.format("POST", "/v1/orders", headers, body)
 end
 

@@ -114,7 +114,7 @@ async def _with_wrk(stack: LocalStack, meter: Meter, orders: int, concurrency: i
     def job(mode: str, pay_file: Path | None = None) -> wrk.WrkJob:
         return wrk.WrkJob(
             url, mode, out / mode, orders, secret, run_id, users=max(1, orders // 5), connections=concurrency,
-            pay_file=pay_file,
+            pay_file=pay_file, api_key=stack.api_key,
         )  # fmt: skip
 
     placing = job("orders")
@@ -179,7 +179,7 @@ def _failed(responses: list[httpx.Response]) -> int:
 async def _with_httpx(stack: LocalStack, meter: Meter, callbacks: int, concurrency: int) -> dict[str, Any]:
     url = stack.url("payments")
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=stack.headers) as client:
         orders = [
             {
                 "url": f"{url}/v1/orders",

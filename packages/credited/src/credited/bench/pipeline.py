@@ -123,11 +123,13 @@ async def _drive(
     """Place and pay the step's orders; how long it took, as the generator and as payments saw it."""
     answered = await http_durations(client, stack.url("payments"))
     if options.generator == "wrk" and wrk.available():
-        run = await wrk.drive(stack.url("payments"), stack.config.psp_secret, load, truth, stack.config.run_dir)
+        run = await wrk.drive(
+            stack.url("payments"), stack.config.psp_secret, load, truth, stack.config.run_dir, api_key=stack.api_key
+        )
         driven = {"drive_s": round(run.duration_s, 2), **run.figures()}
     else:
         times = ClientTimes()
-        async with session(load.concurrency, times) as http:
+        async with session(load.concurrency, times, headers=stack.headers) as http:
             sim = AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http)
             times.take()
             started = time.monotonic()
@@ -239,7 +241,8 @@ async def rising_rates(
 ) -> list[Step]:
     """Step through `options.rates` until a step misses the target (and at least `min_steps` ran)."""
     steps: list[Step] = []
-    async with httpx.AsyncClient(timeout=30) as client:  # scoring reads; the load goes through aiohttp
+    # Scoring reads; the load goes through aiohttp.
+    async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:
         if options.warmup_s > 0:
             await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))
         for rate in options.rates:

@@ -108,7 +108,7 @@ async def _profile(
     missed = [s.figures["target_rate"] for s in steps if not s.sustained]
     rate = missed[0] if missed else steps[-1].figures["target_rate"]
     step = PipelineOptions(**{**asdict(options.pipeline), "step_s": options.profile_s})
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:
         profiled = {**{n: pids[n] for n in PROFILED}, "load generator": os.getpid()}
         profiling = asyncio.create_task(
             profile_processes(

@@ -65,6 +65,8 @@ class WrkJob:
     connections: int = 64
     pay_file: Path | None = None
     max_s: float = 300.0
+    api_key: str = ""
+    """Sent with every order (`Authorization: Bearer`); passed in wrk's environment, never on its command line."""
 
     def argv(self, start_at: float) -> list[str]:
         script = [self.mode, str(self.out), str(self.threads), str(self.orders), f"{self.rate:g}"]
@@ -83,8 +85,9 @@ def _wait(proc: subprocess.Popen[bytes]) -> float:
     return float(usage.ru_utime + usage.ru_stime)
 
 
-def _start(argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start(argv: list[str], api_key: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CREDITED_API_KEY": api_key}  # load.lua reads it: argv is visible to every user
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def _all_done(job: WrkJob) -> bool:
@@ -111,7 +114,7 @@ async def run(job: WrkJob) -> WrkRun:
     """Run wrk until every thread has finished its share (or `max_s` passes)."""
     job.out.parent.mkdir(parents=True, exist_ok=True)
     start_at = time.time() + 0.2  # every thread's schedule starts from the same instant
-    proc = await asyncio.to_thread(_start, job.argv(start_at))
+    proc = await asyncio.to_thread(_start, job.argv(start_at), job.api_key)
     watching = asyncio.create_task(_interrupt_when_done(proc, job))
     try:
         cpu_s = await asyncio.to_thread(_wait, proc)
@@ -173,7 +176,7 @@ def read_truth(job: WrkJob, truth: Truth) -> None:
             truth.errors.append(f"callback for {order_id}: {answers.get(order_id, 'no answer')}")
 
 
-async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path) -> WrkRun:
+async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path, *, api_key: str) -> WrkRun:
     """Place and pay `load.orders` orders at `load.rate` per second with wrk; fill `truth`."""
     users = load.users or max(1, load.orders // 5)
     job = WrkJob(
@@ -189,6 +192,7 @@ async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path)
         threads=1 if load.rate < 500 else 2,
         connections=load.concurrency,
         max_s=3 * load.orders / load.rate + 60,
+        api_key=api_key,
     )
     result = await run(job)
     await asyncio.to_thread(read_truth, job, truth)

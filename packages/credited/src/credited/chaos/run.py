@@ -225,7 +225,7 @@ async def _drive(
     supervising = asyncio.create_task(supervisor.run())
     try:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        async with httpx.AsyncClient(timeout=15, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=15, limits=limits, headers=stack.headers) as client:
             traffic = Traffic(stack.url("payments"), stack.config.psp_secret, client, give_up_s=options.give_up_s)
             traffic.started = supervisor.started_at
             await asyncio.gather(traffic.drive(truth, schedule.orders, schedule.rate), injector.run(schedule))

@@ -1,23 +1,32 @@
 """The local stack: a broker, PostgreSQL and the four services as separate processes.
 
 By default the broker is the embedded Tansu and PostgreSQL the embedded server; KAFKA_BOOTSTRAP and
-DATABASE_URL point the stack at existing ones instead.
+DATABASE_URL point the stack at existing ones instead. Once the services answer, the stack makes a development
+API key with every scope and writes it to `keys_path` (`.credited/dev-keys.json` for `credited up` and
+`credited demo`): its clients send it as `Authorization: Bearer <key>` (`LocalStack.headers`).
 """
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
+from credited.keys import create_development_key
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
 from credited.stack.processes import Child, Workers, free_port, port_open, wait_for
+from servicekit.identity import IDENTITY_SCHEMA
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICES = ("payments", "ledger", "reconciler", "notifier")
 DEFAULT_PORTS = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
@@ -50,6 +59,13 @@ class StackConfig:
     reconciler_workers: int = RECONCILER_WORKERS
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    keys_path: Path | None = None
+    """Where the development key goes (a JSON object of name to key); unset, `run_dir/dev-keys.json`."""
+
+    @property
+    def identity_schema(self) -> str:
+        """The API keys' schema: the shared default, or the stack's own beside its services' schemas."""
+        return f"{self.db_schema_prefix}identity" if self.db_schema_prefix else IDENTITY_SCHEMA
 
     @classmethod
     def from_environment(cls, run_dir: Path, **overrides: object) -> "StackConfig":
@@ -80,6 +96,13 @@ class LocalStack:
         self.worker_ports: dict[str, list[int]] = {}  # the HTTP ports of each reconciler side's workers
         self.bootstrap = config.kafka_bootstrap or ""
         self.database_url = config.database_url or ""
+        self.keys_path = config.keys_path or config.run_dir / "dev-keys.json"
+        self.api_key = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client of the stack sends: the development key, which holds every scope."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.config.ports[service]}"
@@ -108,6 +131,10 @@ class LocalStack:
                 self.start_service(name)
             for name in SERVICES:
                 self.wait_healthy(name)
+            self.api_key = _apart(
+                create_development_key(self.database_url, self.keys_path, schema=self.config.identity_schema)
+            )
+            log.info("development API key (every scope) written to %s", self.keys_path)
         except BaseException:
             self.stop()
             raise
@@ -125,6 +152,7 @@ class LocalStack:
             "CREDITED_TOPIC_PREFIX": c.topic_prefix,
             "CREDITED_TOPIC_PARTITIONS": str(c.partitions),
             "CREDITED_LOG_LEVEL": c.log_level,
+            "CREDITED_IDENTITY_SCHEMA": c.identity_schema,
             f"{prefix}_HTTP_PORT": str(c.ports[name]),
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
@@ -240,6 +268,12 @@ class LocalStack:
             self.postgres.stop()
             self.postgres = None
         log.info("stack stopped in %.1fs", time.monotonic() - started)
+
+
+def _apart(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` in a loop of its own: `start` is called from threads that may already run one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 def _wait_healthy(url: str, name: str, child: Child, timeout_s: float) -> None:

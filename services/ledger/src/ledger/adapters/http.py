@@ -2,14 +2,15 @@
 ground truth."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
 from contracts.base import Currency, OrderId, UserId
 from ledger.adapters.postgres import PostgresLedger
 from servicekit.http import ApiError, error_responses
+from servicekit.identity import Caller, Scope, requires
 
 
 class WalletView(BaseModel):
@@ -39,17 +40,25 @@ class UserView(BaseModel):
     currency: str
 
 
+def _key(scope: Scope) -> Any:
+    return Depends(requires(scope))
+
+
 def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
+    """Every route needs an API key: wallets:read, users:write, orders:read, or support:read for the fault
+    knob's ground truth (what the development simulator scores against; never open)."""
     router = APIRouter(prefix="/v1", responses=error_responses(422))
 
     @router.get("/wallets/{user_id}", response_model=WalletView, tags=["wallets"])
-    async def wallet(user_id: UserId) -> WalletView:
+    async def wallet(user_id: UserId, _: Annotated[Caller, _key(Scope.WALLETS_READ)]) -> WalletView:
         """The user's wallet balances per currency, in minor units (an unknown user has none)."""
         async with uow() as tx:
             return WalletView(user_id=user_id, balances=await tx.wallet_balances(user_id))
 
     @router.put("/users/{user_id}", response_model=UserView, tags=["users"], responses=error_responses(400, 409))
-    async def register_user(user_id: UserId, body: UserRegistration) -> UserView:
+    async def register_user(
+        user_id: UserId, body: UserRegistration, _: Annotated[Caller, _key(Scope.USERS_WRITE)]
+    ) -> UserView:
         """Register a user the ledger may credit, with their wallet's currency (repeating it changes nothing)."""
         async with uow() as tx:
             held = await tx.register_user(user_id, body.currency)
@@ -58,13 +67,13 @@ def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
         return UserView(user_id=user_id, currency=held)
 
     @router.get("/orders/{order_id}/entries", response_model=OrderPostings, tags=["orders"])
-    async def order_entries(order_id: OrderId) -> OrderPostings:
+    async def order_entries(order_id: OrderId, _: Annotated[Caller, _key(Scope.ORDERS_READ)]) -> OrderPostings:
         """Every ledger transaction of the order with its entries."""
         async with uow() as tx:
             return OrderPostings(order_id=order_id, transactions=await tx.order_transactions(order_id))
 
     @router.get("/faults", response_model=FaultsView, tags=["development"])
-    async def faults() -> FaultsView:
+    async def faults(_: Annotated[Caller, _key(Scope.SUPPORT_READ)]) -> FaultsView:
         """Orders whose credit the development fault knob dropped: the ground truth for scoring."""
         async with uow() as tx:
             return FaultsView(credit_dropped=await tx.injected_faults())

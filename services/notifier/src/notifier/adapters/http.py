@@ -1,11 +1,13 @@
 """The notifier's HTTP API: users' push subscriptions, locale and time zone, the development inbox, an order's
-notifications. Called by the platform backend on the user's behalf (no end-user authentication here)."""
+notifications. Called by the platform backend on the user's behalf and by support staff, with API keys:
+users:write to change a user's devices and locale (and to learn the key devices subscribe with), support:read
+to look at them, an inbox or an order's notifications."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from contracts.base import OrderId
@@ -14,9 +16,12 @@ from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from notifier.adapters.webpush import check_keys, endpoint_allowed
 from servicekit.http import ApiError, error_responses
+from servicekit.identity import Caller, Scope, requires
 
 UserIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 SubscriptionIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+UsersWrite = Annotated[Caller, Depends(requires(Scope.USERS_WRITE))]
+SupportRead = Annotated[Caller, Depends(requires(Scope.SUPPORT_READ))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,7 @@ def routes(
     router = APIRouter(prefix="/v1")
 
     @router.get("/push/vapid-public-key", tags=["subscriptions"])
-    async def vapid_public_key() -> dict[str, str]:
+    async def vapid_public_key(_: UsersWrite) -> dict[str, str]:
         """The applicationServerKey a browser subscribes with."""
         return {"public_key": push.vapid_public_key}
 
@@ -111,7 +116,7 @@ def routes(
         tags=["subscriptions"],
         responses=error_responses(409, 422),
     )
-    async def subscribe(user_id: UserIdPath, body: SubscriptionIn) -> SubscriptionOut:
+    async def subscribe(user_id: UserIdPath, body: SubscriptionIn, _: UsersWrite) -> SubscriptionOut:
         """Register a device; registering the same endpoint or token again refreshes it."""
         if body.channel == "fcm":
             if not push.fcm_enabled:
@@ -131,7 +136,7 @@ def routes(
         return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
 
     @router.get("/users/{user_id}/subscriptions", response_model=Subscriptions, tags=["subscriptions"])
-    async def list_subscriptions(user_id: UserIdPath) -> Subscriptions:
+    async def list_subscriptions(user_id: UserIdPath, _: SupportRead) -> Subscriptions:
         """The user's devices (keys and full endpoints are never shown)."""
         found = await subscriptions.of_user(user_id)
         return Subscriptions(user_id=user_id, subscriptions=[s.public() for s in found])
@@ -142,7 +147,7 @@ def routes(
         tags=["subscriptions"],
         responses=error_responses(404, 422),
     )
-    async def unsubscribe(user_id: UserIdPath, subscription_id: SubscriptionIdPath) -> Response:
+    async def unsubscribe(user_id: UserIdPath, subscription_id: SubscriptionIdPath, _: UsersWrite) -> Response:
         """Forget a device (the browser unsubscribed, the user signed out)."""
         if not await subscriptions.remove(user_id, subscription_id):
             raise ApiError(404, "subscription_not_found", "the user has no such subscription")
@@ -151,28 +156,31 @@ def routes(
     @router.put(
         "/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"], responses=error_responses(422)
     )
-    async def set_locale(user_id: UserIdPath, body: LocaleIn) -> LocaleOut:
+    async def set_locale(user_id: UserIdPath, body: LocaleIn, _: UsersWrite) -> LocaleOut:
         """Choose the language of the user's messages (en, zh-CN, zh-TW, zh-HK; others fall back: zh-SG to
         zh-CN, zh-MO to zh-HK, the rest to en) and, optionally, the time zone their times are shown in."""
         keep = "time_zone" not in body.model_fields_set
         await subscriptions.set_preferences(user_id, body.locale, body.time_zone, keep_time_zone=keep)
-        return await get_locale(user_id)
+        return await locale_of(user_id)
 
     @router.get("/users/{user_id}/locale", response_model=LocaleOut, tags=["subscriptions"])
-    async def get_locale(user_id: UserIdPath) -> LocaleOut:
+    async def get_locale(user_id: UserIdPath, _: SupportRead) -> LocaleOut:
         """The user's chosen locale, the language that gives, and their time zone."""
+        return await locale_of(user_id)
+
+    async def locale_of(user_id: str) -> LocaleOut:
         chosen = await subscriptions.preferences_of(user_id)
         effective = domain.resolve_locale(chosen.locale)
         return LocaleOut(user_id=user_id, locale=chosen.locale, effective=effective, time_zone=chosen.time_zone)
 
     @router.get("/inbox/{user_id}", response_model=InboxView, tags=["inbox"])
-    async def inbox(user_id: UserIdPath, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> InboxView:
+    async def inbox(user_id: UserIdPath, _: SupportRead, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> InboxView:
         """The user's notifications, newest first: the development inbox."""
         async with uow() as tx:
             return InboxView(user_id=user_id, notifications=await tx.inbox(user_id, limit))
 
     @router.get("/orders/{order_id}/notifications", response_model=OrderNotifications, tags=["inbox"])
-    async def order_notifications(order_id: OrderId) -> OrderNotifications:
+    async def order_notifications(order_id: OrderId, _: SupportRead) -> OrderNotifications:
         """Every notification about one order with the state of each of its deliveries."""
         async with uow() as tx:
             return OrderNotifications(order_id=order_id, notifications=await tx.for_order(order_id))

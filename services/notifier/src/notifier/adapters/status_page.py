@@ -9,13 +9,14 @@ from importlib import resources
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from notifier import domain
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
+from servicekit.identity import Caller, Scope, requires
 
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Lang = Annotated[str | None, Query(max_length=35)]
@@ -117,8 +118,10 @@ class StatusPage:
             return HTMLResponse(self.page(timeline), headers={"cache-control": "no-store"})
 
         @router.get("/v1/orders/{order_id}/timeline")
-        async def order_timeline(order_id: OrderIdPath, lang: Lang = None) -> dict[str, Any]:
-            """The order's timeline as JSON (what the page shows)."""
+        async def order_timeline(
+            order_id: OrderIdPath, _: Annotated[Caller, Depends(requires(Scope.ORDERS_READ))], lang: Lang = None
+        ) -> dict[str, Any]:
+            """The order's timeline as JSON (what the page shows), for platform backends."""
             return timeline_json(await self.timeline(order_id, lang))
 
         @router.get("/v1/orders/{order_id}/events", response_class=StreamingResponse)

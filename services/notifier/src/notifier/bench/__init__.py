@@ -94,13 +94,15 @@ def status_change(order_id: str, user_id: str) -> OrderStatusChanged:
 class Bench:
     """One run against a notifier at `notifier_url` and a receiver at `receiver_url`."""
 
-    def __init__(self, stack: Stack, prefix: str, notifier_url: str, receiver_url: str, options: BenchOptions) -> None:
+    def __init__(
+        self, stack: Stack, prefix: str, notifier_url: str, receiver_url: str, options: BenchOptions, api_key: str
+    ) -> None:
         self.stack = stack
         self.prefix = prefix
         self.notifier_url = notifier_url
         self.receiver_url = receiver_url
         self.options = options
-        self.http = httpx.AsyncClient(timeout=30)
+        self.http = httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {api_key}"})
         self.publisher = KafkaPublisher(
             stack.bootstrap, idempotence=stack.broker == "apache", client_id="bench", topic_prefix=prefix
         )
@@ -210,6 +212,7 @@ async def breakdown(database_url: str, schema: str) -> dict[str, Any]:
 
 async def run_bench(stack: Stack, options: BenchOptions, logs: Path) -> dict[str, Any]:
     """Start the receiver and the notifier as processes on `stack`, run both phases, write the report."""
+    from credited.keys import create_development_key
     from credited.stack.processes import Child, free_port, port_open, wait_for
 
     run_id = uuid.uuid4().hex[:8]
@@ -227,10 +230,14 @@ async def run_bench(stack: Stack, options: BenchOptions, logs: Path) -> dict[str
         "CREDITED_LOG_LEVEL": "WARNING",
         "NOTIFIER_HTTP_PORT": str(notifier_port),
         "NOTIFIER_DB_SCHEMA": f"bench_{run_id}_notifier",
+        "CREDITED_IDENTITY_SCHEMA": f"bench_{run_id}_identity",
         "NOTIFIER_WEBPUSH_ALLOWED_HOSTS": '["127.0.0.1"]',
         "NOTIFIER_WEBPUSH_ALLOW_HTTP": "true",
         "NOTIFIER_VAPID_PRIVATE_KEY": _b64(vapid_key),
     }
+    api_key = await create_development_key(
+        stack.database_url, logs / "dev-keys.json", schema=env["CREDITED_IDENTITY_SCHEMA"]
+    )
     receiver_argv = [sys.executable, "-m", "notifier.bench.receiver", "--port", str(receiver_port)]
     receiver = Child("push-receiver", receiver_argv, log_path=logs / "receiver.log")
     notifier = Child(
@@ -253,7 +260,8 @@ async def run_bench(stack: Stack, options: BenchOptions, logs: Path) -> dict[str
         await asyncio.to_thread(
             wait_for, lambda: port_open(notifier_port), timeout_s=60, what="the notifier", child=notifier
         )
-        bench = Bench(stack, prefix, f"http://127.0.0.1:{notifier_port}", f"http://127.0.0.1:{receiver_port}", options)
+        urls = f"http://127.0.0.1:{notifier_port}", f"http://127.0.0.1:{receiver_port}"
+        bench = Bench(stack, prefix, *urls, options, api_key)
         figures = await bench.run()
         figures["latency"]["breakdown"] = await breakdown(stack.database_url, env["NOTIFIER_DB_SCHEMA"])
     finally:

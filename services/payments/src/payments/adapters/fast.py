@@ -5,6 +5,10 @@ dict parsed by the json module, the response model). Here a plain request is val
 bytes by the same pydantic model, goes to the same group commit, and gets the same JSON. Anything else (not
 JSON, invalid, a repeated or oversized header, an unusual provider name) is handed to the FastAPI route, so
 every error answer stays exactly what it was. The routes stay declared in FastAPI for the OpenAPI document.
+
+An order needs an API key with `orders:write`, checked here by the app's own Authenticator (its cache, so no
+database round trip per request); a request without one is handed on, and FastAPI answers the 401 or 403.
+The callback is authenticated by its provider's signature, not by a key.
 """
 
 import re
@@ -19,6 +23,7 @@ from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.callbacks import Callback, CallbackResult
 from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
 from servicekit.http import Answer, FastRoute, error_body
+from servicekit.identity import Authenticator, Scope, Unauthenticated
 
 _PROVIDER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _JSON = frozenset({"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"})
@@ -30,14 +35,32 @@ def _repeated(headers: Headers, *names: str) -> bool:
     return any(len(headers.getlist(name)) > 1 for name in names)
 
 
+async def _may(authenticator: Authenticator, headers: Headers, scope: Scope) -> bool:
+    """Whether the request carries one bearer key that holds `scope` (anything else is the app's to refuse)."""
+    values = headers.getlist("authorization")
+    if len(values) != 1:
+        return False
+    scheme, _, key = values[0].partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        caller = await authenticator.authenticate(key.strip())
+    except Unauthenticated:
+        return False
+    return scope in caller.scopes
+
+
 def fast_routes(
     *,
     orders: GroupCommit[PlaceOrder, Placed],
     callbacks: GroupCommit[Callback, CallbackResult],
     metrics: PrometheusPaymentsMetrics,
+    authenticator: Authenticator,
 ) -> list[FastRoute]:
     async def place(_: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
         if _repeated(headers, "content-type", "idempotency-key"):
+            return None
+        if not await _may(authenticator, headers, Scope.ORDERS_WRITE):
             return None
         content_type, key = headers.get("content-type", ""), headers.get("idempotency-key")
         if content_type.lower() not in _JSON or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):

@@ -4,7 +4,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Channel, Currency, MinorUnits, OrderId, Product, UserId
@@ -16,6 +16,7 @@ from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
 from payments.ports import Clock, UnitOfWorkFactory
 from payments.review import ReviewDecision, handle_review_decision
 from servicekit.http import ApiError, JsonResponse, error_body, error_responses
+from servicekit.identity import Caller, Scope, requires
 
 
 class SystemClock:
@@ -44,6 +45,13 @@ class ReviewRequest(BaseModel):
     reason: str = Field(default="", max_length=200)
 
 
+class ReviewedBy(BaseModel):
+    """The API key that decided a risk review, as it was named then."""
+
+    key_id: str
+    name: str | None
+
+
 class OrderView(BaseModel):
     order_id: str
     user_id: str
@@ -59,6 +67,7 @@ class OrderView(BaseModel):
     product: str | None = None
     review_status: str | None = Field(None, description="Risk review: null (never held), held, released, rejected.")
     review_expected_at: str | None = None
+    reviewed_by: ReviewedBy | None = Field(None, description="The API key that decided the risk review.")
 
 
 class CallbackAnswer(BaseModel):
@@ -99,6 +108,11 @@ def view(order: Order) -> dict[str, object]:
         "product": order.product,
         "review_status": order.review_status,
         "review_expected_at": order.review_expected_at.isoformat() if order.review_expected_at else None,
+        "reviewed_by": (
+            None
+            if order.reviewed_by_key_id is None
+            else {"key_id": order.reviewed_by_key_id, "name": order.reviewed_by_key_name}
+        ),
     }
 
 
@@ -130,6 +144,7 @@ def routes(
     )
     async def place_order(
         body: OrderRequest,
+        _: Annotated[Caller, Depends(requires(Scope.ORDERS_WRITE))],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JsonResponse:
         """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order."""
@@ -143,7 +158,7 @@ def routes(
         return JsonResponse(view(order), status_code=201 if created else 200)
 
     @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"], responses=error_responses(404, 422))
-    async def get_order(order_id: OrderId) -> OrderView:
+    async def get_order(order_id: OrderId, _: Annotated[Caller, Depends(requires(Scope.ORDERS_READ))]) -> OrderView:
         """The order and its lifecycle status."""
         order = await find_order(order_id)
         if order is None:
@@ -175,9 +190,12 @@ def routes(
         tags=["risk"],
         responses=error_responses(400, 404, 409, 422),
     )
-    async def review_order(order_id: OrderId, body: ReviewRequest) -> OrderView:
-        """The risk team releases or rejects an order held for review; the same decision again is a no-op."""
-        decision = ReviewDecision(order_id, ReviewVerdict(body.decision), body.reason)
+    async def review_order(
+        order_id: OrderId, body: ReviewRequest, caller: Annotated[Caller, Depends(requires(Scope.REVIEW_DECIDE))]
+    ) -> OrderView:
+        """The risk team releases or rejects an order held for review, recorded with the deciding key; the same
+        decision again is a no-op."""
+        decision = ReviewDecision(order_id, ReviewVerdict(body.decision), body.reason, (caller.key_id, caller.name))
         result = await handle_review_decision(decision, uow=uow, clock=clock)
         if result.status_code >= 400 or result.order is None:
             raise ApiError(result.status_code, result.code, result.detail)

@@ -13,6 +13,7 @@ from servicekit.uow import PostgresUnitOfWork
 
 _SAVE_TYPES = (
     "text", "text", "text", "integer", "text", "text", "timestamptz", "text", "text", "timestamptz", "timestamptz",
+    "text", "text",
 )  # fmt: skip
 
 
@@ -21,9 +22,11 @@ def _save(first: int) -> str:
         "UPDATE orders o SET payment_status = s.payment_status, status = s.status,"  # noqa: S608 - constants only
         " status_sequence = s.status_sequence, provider = s.provider, provider_txn_id = s.provider_txn_id,"
         " paid_at = s.paid_at, review_status = s.review_status, review_reason = s.review_reason,"
-        " review_expected_at = s.review_expected_at, reviewed_at = s.reviewed_at, updated_at = now()"
+        " review_expected_at = s.review_expected_at, reviewed_at = s.reviewed_at,"
+        " reviewed_by_key_id = s.reviewed_by_key_id, reviewed_by_key_name = s.reviewed_by_key_name, updated_at = now()"
         f" FROM unnest({params(first, _SAVE_TYPES)}) AS s(order_id, payment_status, status, status_sequence,"
-        " provider, provider_txn_id, paid_at, review_status, review_reason, review_expected_at, reviewed_at)"
+        " provider, provider_txn_id, paid_at, review_status, review_reason, review_expected_at, reviewed_at,"
+        " reviewed_by_key_id, reviewed_by_key_name)"
         " WHERE o.order_id = s.order_id"
     )
 
@@ -153,5 +156,6 @@ class PostgresPayments(PostgresUnitOfWork):
 def _save_row(o: Order) -> tuple[object, ...]:
     return (
         o.order_id, o.payment_status.value, o.status, o.status_sequence, o.provider, o.provider_txn_id, o.paid_at,
-        o.review_status, o.review_reason, o.review_expected_at, o.reviewed_at,
+        o.review_status, o.review_reason, o.review_expected_at, o.reviewed_at, o.reviewed_by_key_id,
+        o.reviewed_by_key_name,
     )  # fmt: skip
