@@ -1,5 +1,6 @@
 """A broker of the session's kind that a test starts and stops itself, and a service's /healthz read plainly."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +45,26 @@ def health(port: int) -> tuple[int, dict[str, object]] | None:
     except httpx.HTTPError:
         return None
     return answer.status_code, answer.json()
+
+
+def service_env(
+    service: str, bootstrap: str, kind: str, database_url: str, isolation: str, **own: str
+) -> dict[str, str]:
+    """The environment of a service process on a test's own topics (one partition each) and schema, in
+    development mode: this process's environment without its Kafka, credited or service settings, then
+    `own` (the service's own settings, named without their prefix: http_port="8101")."""
+    prefix = f"{service.upper()}_"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", prefix))}
+    return {
+        **inherited,
+        "CREDITED_ENV": "development",
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "KAFKA_BROKER": "apache" if kind == "apache" else "tansu",
+        "DATABASE_URL": database_url,
+        "CREDITED_TOPIC_PREFIX": f"{isolation}.",
+        "CREDITED_TOPIC_PARTITIONS": "1",
+        f"{prefix}DB_SCHEMA": f"{isolation}_{service}",
+        # Its own API keys' schema: the shared default may exist already, owned by another role.
+        "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
+        **{f"{prefix}{name.upper()}": value for name, value in own.items()},
+    }

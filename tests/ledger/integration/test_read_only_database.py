@@ -6,7 +6,6 @@ Only the ledger's own role is made read-only (`ALTER ROLE ... SET default_transa
 ended so it reconnects into the setting), so other tests sharing the server are not touched."""
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from servicekit.kafka import KafkaPublisher, ensure_topics
 from tests.conftest import Broker
 from tests.kafka_reader import read_until
 from tests.servicekit.events import paid
+from tests.stoppable_broker import service_env
 
 STARTUP_S = 120  # deadlines, not sleeps: the broker and these processes share two loaded cores
 READ_ONLY_S = 12  # long past the few seconds the ledger used to retry before dead-lettering
@@ -56,20 +56,9 @@ async def ledger_role(admin: asyncpg.Connection, isolation: str) -> AsyncIterato
 
 @pytest.fixture
 def ledger(broker: Broker, database_url: str, ledger_role: str, isolation: str, tmp_path: Path) -> Iterator[Child]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", "LEDGER_"))}
-    env = {
-        **inherited,
-        "CREDITED_ENV": "development",
-        "KAFKA_BOOTSTRAP": broker.bootstrap,
-        "KAFKA_BROKER": broker.kind if broker.kind == "apache" else "tansu",
-        "DATABASE_URL": as_role(database_url, ledger_role, "pw"),
-        "CREDITED_TOPIC_PREFIX": f"{isolation}.",
-        "CREDITED_TOPIC_PARTITIONS": "1",
-        "LEDGER_HTTP_PORT": str(free_port()),
-        "LEDGER_DB_SCHEMA": f"{isolation}_ledger",
-        # Its own API keys' schema: the shared default may exist already, owned by a role this one is not.
-        "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
-    }
+    kind = broker.kind if broker.kind == "apache" else "embedded"
+    env = service_env("ledger", broker.bootstrap, kind, as_role(database_url, ledger_role, "pw"), isolation)
+    env["LEDGER_HTTP_PORT"] = str(free_port())
     child = Child("ledger", [sys.executable, "-m", "ledger"], log_path=tmp_path / "ledger.log", env=env)
     child.start()
     yield child

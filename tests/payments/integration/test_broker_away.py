@@ -5,7 +5,6 @@ payments as a process."""
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from credited.stack.processes import Child, free_port, wait_for
 from servicekit.kafka import ensure_topics
 from servicekit.signatures import sign
 from tests.kafka_reader import read_until
-from tests.stoppable_broker import StoppableBroker, health
+from tests.stoppable_broker import StoppableBroker, health, service_env
 
 STARTUP_S = 120  # deadlines, not sleeps: a JVM broker and these processes share two loaded cores
 SECRET = "broker-away-secret"
@@ -30,21 +29,10 @@ SECRET = "broker-away-secret"
 
 @pytest.fixture
 def payments(own_broker: StoppableBroker, database_url: str, isolation: str, tmp_path: Path) -> Iterator[Child]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", "PAYMENTS_"))}
-    env = {
-        **inherited,
-        "CREDITED_ENV": "development",
-        "KAFKA_BOOTSTRAP": own_broker.bootstrap,
-        "KAFKA_BROKER": "apache" if own_broker.kind == "apache" else "tansu",
-        "DATABASE_URL": database_url,
-        "CREDITED_TOPIC_PREFIX": f"{isolation}.",
-        "CREDITED_TOPIC_PARTITIONS": "1",
-        "PAYMENTS_HTTP_PORT": str(free_port()),
-        "PAYMENTS_DB_SCHEMA": f"{isolation}_payments",
-        "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
-        "PAYMENTS_PSP_SECRET_SIM": SECRET,
-        "PAYMENTS_PROCESSES": "1",
-    }
+    env = service_env(
+        "payments", own_broker.bootstrap, own_broker.kind, database_url, isolation,
+        http_port=str(free_port()), psp_secret_sim=SECRET, processes="1",
+    )  # fmt: skip
     child = Child("payments", [sys.executable, "-m", "payments"], log_path=tmp_path / "payments.log", env=env)
     child.start()
     yield child

@@ -4,7 +4,6 @@ database connection is terminated in the middle of a batch dead-letters nothing 
 Real PostgreSQL and a real broker of the kind CREDITED_TEST_BROKER names (its own, so it can be stopped)."""
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -25,7 +24,7 @@ from servicekit.uow import PostgresUnitOfWork, batch
 from tests.conftest import Broker
 from tests.kafka_reader import read_until
 from tests.servicekit.events import paid
-from tests.stoppable_broker import StoppableBroker, health
+from tests.stoppable_broker import StoppableBroker, health, service_env
 
 STARTUP_S = 120  # deadlines, not sleeps: a JVM broker and these processes share two loaded cores
 
@@ -44,18 +43,7 @@ def ledger_process(
     own_broker: StoppableBroker, database_url: str, isolation: str, tmp_path: Path
 ) -> Iterator[tuple[Child, int, str]]:
     port, schema = free_port(), f"{isolation}_ledger"
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", "LEDGER_"))}
-    env = {
-        **inherited,
-        "CREDITED_ENV": "development",
-        "KAFKA_BOOTSTRAP": own_broker.bootstrap,
-        "KAFKA_BROKER": "apache" if own_broker.kind == "apache" else "tansu",
-        "DATABASE_URL": database_url,
-        "CREDITED_TOPIC_PREFIX": f"{isolation}.",
-        "CREDITED_TOPIC_PARTITIONS": "1",
-        "LEDGER_HTTP_PORT": str(port),
-        "LEDGER_DB_SCHEMA": schema,
-    }
+    env = service_env("ledger", own_broker.bootstrap, own_broker.kind, database_url, isolation, http_port=str(port))
     child = Child("ledger", [sys.executable, "-m", "ledger"], log_path=tmp_path / "ledger.log", env=env)
     child.start()
     yield child, port, schema
