@@ -123,8 +123,8 @@ def _table_size(table_size: dict[str, Any] | None) -> list[str]:
     for v in table_size["variants"]:
         first, nxt = v["first"], v.get("next", {})
         rows.append([
-            v["variant"], v["changelog_mib"], first.get("taken_over_s"), first.get("rss_mib"),
-            nxt.get("taken_over_s"), nxt.get("rss_mib"), first.get("error", nxt.get("error", ""))[:80] or "",
+            v["variant"], v["changelog_mib"], v.get("load"), first.get("taken_over_s"), first.get("rss_mib"),
+            nxt.get("taken_over_s"), nxt.get("rss_mib"), _failure(first, nxt),
         ])  # fmt: skip
     days = table_size["retention_s"] / 86400
     return [
@@ -138,9 +138,21 @@ def _table_size(table_size: dict[str, Any] | None) -> list[str]:
         " each) and a second one takes over after it.",
         "",
         *_table(
-            ["variant", "changelog MiB", "take-over s", "RSS MiB", "next take-over s", "next RSS MiB", "error"], rows
-        ),
+            ["variant", "changelog MiB", "load at start", "take-over s", "RSS MiB", "next take-over s", "next RSS MiB",
+             "did not finish"],
+            rows,
+        ),  # fmt: skip
+        "The 1-minute load average at each variant's start is given: the variants ran one after the other on a"
+        " shared machine, so take-over times compare only at similar load (memory depends on load much less)."
+        " A take-over that did not finish within 30 minutes has no figures and its worker's last log line.",
+        "",
     ]
+
+
+def _failure(first: dict[str, Any], nxt: dict[str, Any]) -> str:
+    error = str(first.get("error") or nxt.get("error") or "")
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    return f"`{lines[-1][-100:]}`" if lines else ""
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
