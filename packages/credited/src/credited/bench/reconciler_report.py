@@ -127,6 +127,8 @@ def _table_size(table_size: dict[str, Any] | None) -> list[str]:
             nxt.get("taken_over_s"), nxt.get("rss_mib"), _failure(first, nxt),
         ])  # fmt: skip
     days = table_size["retention_s"] / 86400
+    header = ["variant", "changelog MiB", "load at start", "take-over s", "RSS MiB", "next take-over s"]
+    header += ["next RSS MiB", "did not finish"]
     return [
         f"### A table of {_f(table_size['orders'])} settled orders",
         "",
@@ -137,11 +139,7 @@ def _table_size(table_size: dict[str, Any] | None) -> list[str]:
         " the worker keeps them. After, expired: settled longer ago; the first worker drops them (a tombstone"
         " each) and a second one takes over after it.",
         "",
-        *_table(
-            ["variant", "changelog MiB", "load at start", "take-over s", "RSS MiB", "next take-over s", "next RSS MiB",
-             "did not finish"],
-            rows,
-        ),  # fmt: skip
+        *_table(header, rows),
         "The 1-minute load average at each variant's start is given: the variants ran one after the other on a"
         " shared machine, so take-over times compare only at similar load (memory depends on load much less)."
         " A take-over that did not finish within 30 minutes has no figures and its worker's last log line.",
