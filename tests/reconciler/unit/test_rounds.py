@@ -8,6 +8,7 @@ import pytest
 from faust.types import TP
 
 from contracts.events import OrderStatus
+from reconciler import handlers
 from reconciler.adapters import rounds
 from reconciler.domain import Phase, Policy
 from tests.reconciler.unit.worker import LEDGER, PAYMENTS, Worker, credited, paid
@@ -124,3 +125,21 @@ async def test_the_next_round_goes_on_while_the_changelog_is_unacknowledged_and_
     worker.changelog.held[0].set_result(None)
     await asyncio.sleep(0)
     assert worker.positions.next_offset(PAYMENTS, 0) == 2
+
+
+async def test_a_table_full_of_expired_orders_is_dropped_a_bounded_batch_per_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handlers, "EXPIRED_PER_ROUND", 2)
+    worker = Worker(Policy(threshold_s=5, retention_s=60))
+    for n in range(5):
+        order_id = f"old{n}"
+        await worker.batch(
+            worker.record(paid(order_id, seconds_ago=120)), worker.record(credited(order_id, seconds_ago=119))
+        )
+    left = []
+    for _ in range(3):
+        await worker.tick()
+        left.append(sum(worker.stored(f"old{n}") is not None for n in range(5)))
+    assert left == [3, 1, 0]
+    assert worker.observe.expired_orders._value.get() == 5

@@ -114,12 +114,13 @@ class Engine:
                     results.append((state, effects))
         return results
 
-    def expired(self, partition: int, safe_time: datetime) -> list[str]:
-        """Settled orders of `partition` whose retention ended by `safe_time`: the caller drops them. From
-        then on, events older than the retention for orders not stored are ignored."""
+    def expired(self, partition: int, safe_time: datetime, limit: int | None = None) -> list[str]:
+        """Settled orders of `partition` whose retention ended by `safe_time`, at most `limit` of them (the
+        rest at the next call): the caller drops them. From then on, events older than the retention for
+        orders not stored are ignored."""
         self._horizon[partition] = safe_time - self._retention
-        heap, gone = self._expiries.get(partition), []
-        while heap and heap[0][0] <= safe_time:
+        heap, gone = self._expiries.get(partition), list[str]()
+        while heap and heap[0][0] <= safe_time and (limit is None or len(gone) < limit):
             at, order_id = heapq.heappop(heap)
             state = self.states.get(order_id)
             settled = None if state is None else timers.settled_at(state, self.policy)

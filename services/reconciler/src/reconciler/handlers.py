@@ -19,6 +19,11 @@ from reconciler.ports import Announcer, Observations
 
 log = logging.getLogger(__name__)
 
+EXPIRED_PER_ROUND = 1_000
+"""Orders dropped per partition per round at most. A worker taking over a table of many orders settled long
+ago (a million, after a long stop) drops them over many rounds, each a bounded batch of tombstones, instead
+of one round that holds the loop for minutes while faust's consumer thread misses its heartbeats."""
+
 
 def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, observe: Observations) -> None:
     for effect in effects:
@@ -81,4 +86,4 @@ def handle_tick(
     for state, effects in engine.due(partition, now, safe_time):
         _announce(state, effects, announcer, observe)
         engine.commit(state)
-    return [] if safe_time is None else engine.expired(partition, safe_time)
+    return [] if safe_time is None else engine.expired(partition, safe_time, limit=EXPIRED_PER_ROUND)
