@@ -204,6 +204,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.before_src is not None:
         plan.insert(0, ("before", True, timedelta(days=1)))
     for name, before, ago in plan:
+        if args.only and name not in args.only:
+            continue
         report["variants"].append(await variant(args, name, before, ago))
     return report
 
@@ -214,6 +216,7 @@ def main() -> None:
     parser.add_argument("--retention-s", type=float, default=7 * 24 * 3600.0)
     parser.add_argument("--before-src", type=Path, help="services/reconciler/src of the reconciler before issue 14")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--only", action="append", help="run only this variant (repeatable): before, 'after, kept', ...")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(run(args))
