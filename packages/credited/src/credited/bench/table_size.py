@@ -216,7 +216,9 @@ def main() -> None:
     parser.add_argument("--retention-s", type=float, default=7 * 24 * 3600.0)
     parser.add_argument("--before-src", type=Path, help="services/reconciler/src of the reconciler before issue 14")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--only", action="append", help="run only this variant (repeatable): before, 'after, kept', ...")
+    parser.add_argument(
+        "--only", action="append", help="run only this variant (repeatable): before, 'after, kept', ..."
+    )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(run(args))
