@@ -74,6 +74,8 @@ class _DeadLetter:
     record: Record
     kind: DeadLetterKind
     reason: str
+    label: str | None = None
+    """Why a rejected message was refused, as a bounded metric label (PermanentFailure.label)."""
 
 
 class KafkaConsumerLoop:
@@ -292,7 +294,7 @@ class KafkaConsumerLoop:
                     await self._handler([item.delivery])
                 return None
             except PermanentFailure as exc:
-                return _DeadLetter(item.record, DeadLetterKind.REJECTED, f"rejected: {exc}")
+                return _DeadLetter(item.record, DeadLetterKind.REJECTED, f"rejected: {exc}", exc.label)
             except Exception as exc:
                 if classify(exc, dependency=Dependency.DATABASE).transient:
                     raise  # the poll's transaction is rolled back and waits; the message is never blamed
@@ -315,7 +317,7 @@ class KafkaConsumerLoop:
         self.dead_lettered_total += len(failed)
         if self._metrics is not None:
             for dead in failed:
-                self._metrics.dead_lettered(dead.kind)
+                self._metrics.dead_lettered(dead.kind, dead.label)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the offsets of the partitions this member still holds; a partition revoked while the poll was

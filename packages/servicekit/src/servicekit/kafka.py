@@ -16,6 +16,7 @@ from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedErr
 from contracts.base import Message
 from contracts.codec import Envelope, Record
 from contracts.topics import Topic
+from servicekit.rejections import PermanentFailure as PermanentFailure  # where consumers have always found it
 from servicekit.settings import KafkaTuning
 
 log = logging.getLogger(__name__)
@@ -134,10 +135,6 @@ Handler = Callable[[Message, Envelope], Awaitable[None]]
 
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 """Handles the decoded messages of one poll, in partition order, inside one database transaction."""
-
-
-class PermanentFailure(Exception):
-    """A message that can never be handled (it violates a rule); it goes to the dead-letter topic."""
 
 
 class DeadLetterPublisher:

@@ -71,6 +71,12 @@ class ServiceMetrics:
             ["service", "group", "reason_kind"],
             registry=registry,
         )
+        self.rejections = Counter(
+            "credited_rejected_messages_total",
+            "Messages a handler refused for good (dead-lettered as rejected), by consumer group and the rule broken.",
+            ["service", "group", "reason"],
+            registry=registry,
+        )
         # Several processes of one service (servicekit.runner) sample the same gauges: the latest sample wins.
         self.outbox_backlog = Gauge(
             "credited_outbox_backlog_records",
@@ -151,8 +157,11 @@ class ConsumerMetrics:
         if fell_back:
             self._m.consumer_fallbacks.labels(self._m.service, self.group).inc()
 
-    def dead_lettered(self, kind: DeadLetterKind) -> None:
+    def dead_lettered(self, kind: DeadLetterKind, label: str | None = None) -> None:
+        """A record went to the dead-letter topic; a rejected one is also counted by the rule it broke."""
         self._m.dead_letters.labels(self._m.service, self.group, kind.value).inc()
+        if label is not None:
+            self._m.rejections.labels(self._m.service, self.group, label).inc()
 
     def lag(self, lags: dict[tuple[str, int], int]) -> None:
         """The lag of every partition this member holds now, by (qualified topic, partition); partitions
