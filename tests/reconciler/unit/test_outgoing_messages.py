@@ -4,7 +4,7 @@ must be sent again: two bugs found by reading the code (issue 14), and the rule 
 from datetime import UTC, datetime, timedelta
 
 from contracts.commands import BlockCredit, RetryCredit
-from contracts.events import CreditRejected, OrderHeld, OrderReviewRejected
+from contracts.events import CreditRejected, OrderHeld, OrderReleased, OrderReviewRejected
 from reconciler.domain import Phase, Policy
 from tests.reconciler.unit.worker import Worker, credited, paid
 
@@ -70,3 +70,23 @@ async def test_an_announcement_the_broker_refused_is_sent_again_and_never_record
     assert retries[:2] == [1, 1], "sent again whole: the ledger drops the repeat by its event id"
     assert worker.stored("o1").phase is Phase.RETRYING  # type: ignore[union-attr]
     assert worker.observe.rounds_undone._value.get() == 1
+
+
+async def test_a_retry_carries_the_payment_fact_the_ledger_checks_even_for_an_order_released_from_review() -> None:
+    worker = Worker(Policy(threshold_s=5, compensation_minor=5))
+    ago = datetime.now(UTC) - timedelta(seconds=60)
+    hold = held("o2").model_copy(update={"paid_at": ago, "held_at": ago, "expected_release_at": ago})
+    release = OrderReleased(order_id="o2", user_id="u1", reason="reviewed", released_at=ago)
+    released_payment = paid("o2", seconds_ago=60).model_copy(update={"amount": hold.amount})
+    await worker.batch(
+        worker.record(paid("o1", seconds_ago=30)),
+        worker.record(hold),
+        worker.record(release),
+        worker.record(released_payment),
+    )
+    await worker.tick()  # both overdue: RetryCredit #1 each
+    retries = [m for _, m in worker.producer.sent if isinstance(m, RetryCredit)]
+    assert sorted((m.order_id, m.user_id, m.amount, m.currency, m.provider_txn_id) for m in retries) == [
+        ("o1", "u1", 600, "CNY", "tx-o1"),
+        ("o2", "u1", hold.amount, "CNY", "tx-o2"),
+    ]

@@ -6,7 +6,10 @@ from contracts.base import Currency, Message, MinorUnits, UserId, UtcDatetime
 
 
 class RetryCredit(Message):
-    """Ledger: credit this paid order now if it has not been credited (re-announce the credit if it has)."""
+    """Ledger: credit this paid order now if it has not been credited (re-announce the credit if it has).
+
+    It carries the payment fact it rests on (the PaymentSucceeded's user, amount, currency and provider
+    transaction id); the ledger credits only when that matches the payment it recorded for the order."""
 
     event_type = "RetryCredit"
     user_id: UserId
@@ -14,6 +17,10 @@ class RetryCredit(Message):
     currency: Currency
     attempt: int = Field(ge=1, le=100)
     requested_at: UtcDatetime
+    # Optional only so version 1 payloads written before it still decode; the ledger refuses a retry without it.
+    provider_txn_id: str | None = Field(
+        None, min_length=1, max_length=128, description="The paid order's provider transaction id."
+    )
 
 
 class BlockCredit(Message):

@@ -163,6 +163,8 @@ class OrderState:
     status: OrderStatus = OrderStatus.PAID
     sequence: int = 0
     history: tuple[tuple[str, datetime], ...] = ()
+    provider_txn_id: str = ""
+    """The PaymentSucceeded's provider transaction id: a RetryCredit carries it, the ledger checks it."""
 
     @property
     def paid(self) -> bool:

@@ -40,7 +40,11 @@ def start_refund(state: OrderState, reason: str, now: datetime) -> list[Effect]:
 def on_payment_succeeded(state: OrderState, event: PaymentSucceeded, now: datetime, policy: Policy) -> list[Effect]:
     """The provider confirmed the payment: the order is owed a credit by its deadline."""
     if state.paid:
+        if not state.provider_txn_id:  # a held order's payment, released: its retries now carry the payment fact
+            state.provider_txn_id = event.provider_txn_id
+            note(state, "payment_fact", event.paid_at)
         return []
+    state.provider_txn_id = event.provider_txn_id
     state.user_id, state.amount, state.currency = event.user_id, event.amount, event.currency
     state.channel, state.product, state.paid_at = event.channel, event.product, event.paid_at
     state.deadline = event.paid_at + policy.threshold(event.channel, event.product)

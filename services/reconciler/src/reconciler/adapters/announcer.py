@@ -102,7 +102,13 @@ class KafkaAnnouncer:
         oid, uid, amount, currency = state.order_id, state.user_id, state.amount, state.currency
         if command.kind is CommandKind.RETRY_CREDIT:
             return RetryCredit(
-                order_id=oid, user_id=uid, amount=amount, currency=currency, attempt=command.attempt, requested_at=now
+                order_id=oid,
+                user_id=uid,
+                amount=amount,
+                currency=currency,
+                attempt=command.attempt,
+                requested_at=now,
+                provider_txn_id=state.provider_txn_id or None,
             )
         if command.kind is CommandKind.BLOCK_CREDIT:
             return BlockCredit(order_id=oid, user_id=uid, reason=command.reason, requested_at=now)
