@@ -7,7 +7,7 @@ from types import TracebackType
 
 from contracts.base import Message
 from contracts.topics import Topic
-from ledger.domain import AccountKind, BooksView, Changes, OrderBooks, Posted, Posting
+from ledger.domain import AccountKind, BooksView, Changes, OrderBooks, PaymentFact, Posted, Posting
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Books:
     users: dict[str, str] = field(default_factory=dict)
     credited_at: dict[str, datetime] = field(default_factory=dict)
     locked: list[list[str]] = field(default_factory=list)
+    facts: dict[str, PaymentFact] = field(default_factory=dict)
 
 
 class InMemoryLedger:
@@ -54,6 +55,7 @@ class InMemoryLedger:
                 (order_id, "compensation") in self.books.postings,
                 self.books.blocks.get(order_id),
             )
+        view.facts = {o: self.books.facts[o] for o in orders if o in self.books.facts}
         view.users = {u: self.books.users[u] for u in users if u in self.books.users}
         view.frozen = {w for w in wallets if w in self.books.frozen}
         return view
@@ -63,6 +65,8 @@ class InMemoryLedger:
         self.books.users |= changes.registrations
         self.books.blocks |= changes.blocks
         self.books.faults |= set(changes.dropped)
+        assert not changes.facts.keys() & self.books.facts.keys(), "recorded a payment fact twice"
+        self.books.facts |= changes.facts
         for posting, at in changes.postings:
             key = (posting.order_id, posting.kind)
             assert key not in self.books.postings, f"posted {key} twice"

@@ -86,6 +86,8 @@ class Model:
     compensations: dict[str, int] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)
     processed: set[tuple[str, str]] = field(default_factory=set)
+    paid: set[str] = field(default_factory=set)
+    """Orders with a recorded payment fact: the only ones a retry may be sent for (others are dead-lettered)."""
 
     def first(self, consumer: str, event_id: str) -> bool:
         if (consumer, event_id) in self.processed:
@@ -187,9 +189,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ---- what arrives ----------------------------------------------------------------------------------
 
-    def _delivery(self, step: tuple[Any, ...]) -> tuple[Delivery, list[Announced]]:
-        """The message a step stands for, and what the model says applying it announces."""
+    def _delivery(self, step: tuple[Any, ...]) -> tuple[Delivery, list[Announced]] | None:
+        """The message a step stands for, and what the model says applying it announces; None for a retry of an
+        order with no payment recorded yet (the reconciler never sends one; its refusal is tested on its own)."""
         kind, order_id, *rest = step
+        if kind == "retry" and order_id not in self.model.paid:
+            return None
         order = self.orders[order_id]
         now = datetime.now(UTC)
         message: Message
@@ -214,6 +219,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 currency=order.currency,
                 attempt=rest[0],
                 requested_at=now,
+                provider_txn_id=f"tx-{order_id}",
             )
             event_id, consumer = deterministic_id("RetryCredit", order_id, str(rest[0])), "commands"
         elif kind == "block":
@@ -240,6 +246,8 @@ class LedgerMachine(RuleBasedStateMachine):
         delivery = (message, envelope_for(message, producer="test", event_id=event_id))
         if not self.model.first(consumer, event_id):
             return delivery, []
+        if kind == "payment":
+            self.model.paid.add(order_id)
         if kind in ("payment", "retry"):
             return delivery, self.model.credit(order, is_retry=kind == "retry")
         if kind == "block":
@@ -253,7 +261,10 @@ class LedgerMachine(RuleBasedStateMachine):
         order, are what it predicts."""
         deliveries, expected = [], []
         for step in batch:
-            delivery, announced = self._delivery(step)
+            made = self._delivery(step)
+            if made is None:
+                continue
+            delivery, announced = made
             deliveries.append(delivery)
             expected += announced
         _run(self.loop, self.books.consume(deliveries, self.users))

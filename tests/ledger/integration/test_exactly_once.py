@@ -30,6 +30,7 @@ from tests.ledger.outbox import outbox_messages
 from tests.service_settings import settings_for
 
 AMOUNT = 600
+NO_FAULTS = handlers.FaultPolicy()
 
 
 def payment(order_id: str) -> PaymentSucceeded:
@@ -53,6 +54,7 @@ def retry(order_id: str, attempt: int) -> RetryCredit:
         currency="CNY",
         attempt=attempt,
         requested_at=datetime.now(UTC),
+        provider_txn_id=f"tx-{order_id}",
     )
 
 
@@ -95,11 +97,15 @@ async def test_concurrent_payments_and_retries_for_the_same_orders_credit_each_o
     def uow() -> PostgresLedger:
         return PostgresLedger(pool, producer="ledger", topic_prefix="")
 
-    async def consume(deliveries: list[tuple[Message, str]]) -> None:
+    async def consume(deliveries: list[tuple[Message, str]], faults: handlers.FaultPolicy = NO_FAULTS) -> None:
         async with batch(pool):
             await handlers.handle_batch(
-                [(m, envelope_for(m, producer="test", event_id=e)) for m, e in deliveries], uow=uow
+                [(m, envelope_for(m, producer="test", event_id=e)) for m, e in deliveries], uow=uow, faults=faults
             )
+
+    # Every order paid once with its credit dropped (what the reconciler retries): its payment fact is recorded,
+    # so every retry below has a payment behind it.
+    await consume([(payment(o), f"{o}-dropped") for o in orders], handlers.FaultPolicy(drop_credit_share=1.0))
 
     # All deliveries of all orders shuffled into batches, all at once on as many connections as the pool has:
     # batches share orders, and each takes its orders' locks in one fixed order.

@@ -49,7 +49,9 @@ INVARIANTS = {
     ),
 }
 
-TABLES = "accounts, transactions, entries, credit_blocks, users, injected_faults, processed_events, outbox"
+TABLES = (
+    "accounts, transactions, entries, credit_blocks, users, injected_faults, payment_facts, processed_events, outbox"
+)
 
 
 class PostgresBooks:

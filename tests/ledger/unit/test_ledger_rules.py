@@ -10,6 +10,7 @@ from contracts.events import CreditPosted, CreditRejected, OrderPlaced, PaymentS
 from ledger import domain
 from ledger.domain import AccountKind, Entry, Posting
 from ledger.handlers import FaultPolicy, UserPolicy, handle_batch
+from servicekit.rejections import PermanentFailure
 from tests.ledger.fakes import Books, InMemoryLedger
 
 
@@ -28,7 +29,13 @@ def paid(order_id: str = "ord_1", amount: int = 600) -> PaymentSucceeded:
 
 def retry(attempt: int = 1) -> RetryCredit:
     return RetryCredit(
-        order_id="ord_1", user_id="u1", amount=600, currency="CNY", attempt=attempt, requested_at=datetime.now(UTC)
+        order_id="ord_1",
+        user_id="u1",
+        amount=600,
+        currency="CNY",
+        attempt=attempt,
+        requested_at=datetime.now(UTC),
+        provider_txn_id="tx",
     )
 
 
@@ -130,6 +137,7 @@ async def test_a_dropped_credit_is_recorded_as_ground_truth_and_posts_nothing() 
 
 async def test_a_retry_credits_a_dropped_order_and_a_second_retry_only_reannounces_it() -> None:
     books = Books()
+    await consume(books, paid(), faults=FaultPolicy(drop_credit_share=1.0))
     await consume(books, retry(1))
     await consume(books, retry(2))
     assert books.balances["wallet:u1:CNY"] == 600
@@ -139,15 +147,15 @@ async def test_a_retry_credits_a_dropped_order_and_a_second_retry_only_reannounc
 
 async def test_a_payment_and_its_retries_in_one_batch_credit_once_and_reannounce_after() -> None:
     books = Books()
-    await consume(books, retry(1), paid(), retry(2))
+    await consume(books, paid(), retry(1), retry(2))
     assert books.balances["wallet:u1:CNY"] == 600 and len(books.postings) == 1
-    assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]
+    assert [type(m) for m in books.published] == [CreditPosted, CreditPosted, CreditPosted]
 
 
 async def test_a_block_before_any_credit_rejects_finally_and_later_credits_are_refused() -> None:
     books = Books()
     await consume(books, block())
-    await consume(books, retry(), paid())
+    await consume(books, paid(), retry())
     assert books.postings == {} and "wallet:u1:CNY" not in books.balances
     rejections = [m for m in books.published if isinstance(m, CreditRejected)]
     assert len(rejections) == 3 and all(r.final for r in rejections)
@@ -173,7 +181,7 @@ def strict() -> UserPolicy:
 
 async def test_an_unknown_user_is_refused_retryably_and_credited_once_registered() -> None:
     books = Books()
-    await consume(books, retry(1), users=strict())
+    await consume(books, paid(), users=strict())
     rejection = books.published[-1]
     assert isinstance(rejection, CreditRejected) and rejection.reason == "unknown user" and not rejection.final
     assert books.blocks == {} and books.postings == {}
@@ -233,3 +241,32 @@ async def test_compensation_is_granted_once_and_only_for_a_credited_order() -> N
     await consume(books, compensation())
     assert books.balances["wallet:u1:CNY"] == 650
     assert books.balances["platform:compensation:CNY"] == -50
+
+
+async def test_a_dropped_credit_still_records_the_payment_fact_a_retry_is_checked_against() -> None:
+    books = Books()
+    await consume(books, paid(amount=600), faults=FaultPolicy(drop_credit_share=1.0))
+    assert books.facts == {"ord_1": domain.PaymentFact("u1", 600, "CNY", "tx")}
+
+
+@pytest.mark.parametrize(
+    ("before", "command", "label"),
+    [
+        ([], retry(), "no_payment_fact"),
+        ([paid()], retry().model_copy(update={"provider_txn_id": None}), "retry_without_payment_fact"),
+        ([paid()], retry().model_copy(update={"amount": 6000}), "payment_fact_mismatch"),
+        ([paid()], retry().model_copy(update={"provider_txn_id": "tx-other"}), "payment_fact_mismatch"),
+        ([paid()], retry().model_copy(update={"user_id": "u2"}), "payment_fact_mismatch"),
+        ([paid()], retry().model_copy(update={"currency": "USD"}), "payment_fact_mismatch"),
+    ],
+)
+async def test_a_retry_no_recorded_payment_stands_behind_is_refused_for_good_and_credits_nothing(
+    before: list[Message], command: RetryCredit, label: str
+) -> None:
+    books = Books()
+    for message in before:
+        await consume(books, message, faults=FaultPolicy(drop_credit_share=1.0))
+    with pytest.raises(PermanentFailure) as refused:
+        await consume(books, command)
+    assert refused.value.label == label
+    assert books.postings == {} and books.published == [] and "wallet:u1:CNY" not in books.balances

@@ -67,6 +67,24 @@ class CreditContext:
     wallet_frozen: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentFact:
+    """The payment behind an order, as its first PaymentSucceeded said: what a RetryCredit must match."""
+
+    user_id: str
+    amount: int
+    currency: str
+    provider_txn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unbacked:
+    """Why a command has no payment behind it: a bounded `label` to count it by and a `reason` to read."""
+
+    label: str
+    reason: str
+
+
 @dataclass(slots=True)
 class OrderBooks:
     """What the books hold for one order: its credit, whether it was compensated, why it is blocked."""
@@ -79,9 +97,11 @@ class OrderBooks:
 @dataclass(slots=True)
 class BooksView:
     """The part of the books a batch of messages touches, read under the batch's order locks and kept up to date
-    while the batch is decided: its orders, its users' wallet currencies and which of their wallets are frozen."""
+    while the batch is decided: its orders, their payment facts, its users' wallet currencies and which of their
+    wallets are frozen."""
 
     orders: dict[str, OrderBooks] = field(default_factory=dict)
+    facts: dict[str, PaymentFact] = field(default_factory=dict)
     users: dict[str, str] = field(default_factory=dict)
     frozen: set[str] = field(default_factory=set)
 
@@ -92,12 +112,14 @@ class BooksView:
 @dataclass(slots=True)
 class Changes:
     """What a batch writes, decided in full before anything is written: new postings with their time, blocks
-    (new, or a new reason), users registered by their first credit, and credits the fault knob dropped."""
+    (new, or a new reason), users registered by their first credit, credits the fault knob dropped, and the
+    payment facts of orders first paid in this batch."""
 
     postings: list[tuple[Posting, datetime]] = field(default_factory=list)
     blocks: dict[str, str] = field(default_factory=dict)
     registrations: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
+    facts: dict[str, PaymentFact] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +149,32 @@ def refusal(context: CreditContext, currency: str) -> Refusal | None:
         return Refusal(f"currency mismatch: the wallet is kept in {context.user_currency}, not {currency}", final=True)
     if context.wallet_frozen:
         return Refusal("wallet frozen", final=True)
+    return None
+
+
+def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked | None:
+    """Whether a retry's `claimed` payment is the order's recorded payment `fact`, and if not, why.
+
+    A retry that names no payment, an order the ledger has recorded no payment for, and a retry whose user,
+    amount, currency or provider transaction id differ from the recorded payment are all refused: crediting
+    any of them would move money no payment stands behind (or credit another user with this one's payment).
+    """
+    if claimed is None:
+        return Unbacked("retry_without_payment_fact", "the retry carries no provider transaction id")
+    if fact is None:
+        return Unbacked("no_payment_fact", "the ledger has recorded no PaymentSucceeded for the order")
+    differ = [
+        f"{name} {mine!r} is not the paid {theirs!r}"
+        for name, mine, theirs in (
+            ("user", claimed.user_id, fact.user_id),
+            ("amount", claimed.amount, fact.amount),
+            ("currency", claimed.currency, fact.currency),
+            ("provider_txn_id", claimed.provider_txn_id, fact.provider_txn_id),
+        )
+        if mine != theirs
+    ]
+    if differ:
+        return Unbacked("payment_fact_mismatch", "the retry does not match the payment: " + "; ".join(differ))
     return None
 
 

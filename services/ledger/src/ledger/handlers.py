@@ -6,6 +6,19 @@ orders and users read at once, every message decided in order against that view 
 the decided changes written set-based. Every credit and block decision for an order runs under that order's
 lock, so "credited" and "blocked" exclude each other: a refund is only ever issued for an order the ledger has
 blocked.
+
+Every credit rests on a payment. A PaymentSucceeded is one (the payments service publishes it only after the
+provider's signed confirmation), and the ledger records its facts (user, amount, currency, provider transaction
+id) the first time it consumes it, before anything else is decided, so even a credit the fault knob drops (the
+very case the reconciler repairs) leaves its payment on record. A RetryCredit is not a payment: anyone able to
+write the commands topic could send one. So a retry credits only an order whose recorded payment it matches in
+full; one that names no payment, names an order without a recorded payment, or differs from it in any field is
+refused for good (PermanentFailure: dead-lettered with its reason, counted by it) and moves nothing. That rule
+never refuses a retry the reconciler has a right to send: the reconciler retries only orders it saw paid on the
+payments topic, the same events the ledger records, in the same per-order order. If the ledger lags behind the
+reconciler by more than the overdue threshold, a retry can arrive before the payment is recorded and is refused;
+the payment, consumed later, then credits the order itself, so refusing the retry loses nothing. A retry for an
+order already credited only re-announces that credit (nothing moves), so it is answered without the check.
 """
 
 import logging
@@ -21,6 +34,7 @@ from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, Ref
 from contracts.topics import Topic
 from ledger import domain
 from ledger.ports import UnitOfWorkFactory
+from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +72,11 @@ class BatchDecisions:
         _DECIDERS[type(message)][1](self, message, envelope)
 
     def payment_succeeded(self, message: PaymentSucceeded, envelope: Envelope) -> None:
-        """A paid order is owed a credit: post it once, however often the payment event arrives."""
+        """A paid order is owed a credit: post it once, however often the payment event arrives. The first
+        payment event of an order is recorded as its payment fact, whatever happens to the credit."""
+        if message.order_id not in self.view.facts:
+            fact = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
+            self.view.facts[message.order_id] = self.changes.facts[message.order_id] = fact
         if domain.drops_credit(message.order_id, self._faults.drop_credit_share):
             self.changes.dropped.append(message.order_id)
             log.warning(
@@ -70,7 +88,22 @@ class BatchDecisions:
         log.log(level, "order %s: %s (event %s)", message.order_id, outcome, envelope.event_id)
 
     def retry_credit(self, message: RetryCredit, envelope: Envelope) -> None:
-        """The reconciler found the order overdue: credit it now, or re-announce the credit it already has."""
+        """The reconciler found the order overdue: credit it now, or re-announce the credit it already has. A retry
+        for an order not yet credited must match the order's recorded payment, or it is refused for good."""
+        if self.view.order(message.order_id).credit is None:
+            claimed = None
+            if message.provider_txn_id is not None:
+                claimed = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
+            refused = domain.unbacked(self.view.facts.get(message.order_id), claimed)
+            if refused is not None:
+                log.warning(
+                    "order %s: retry %d refused, %s (event %s)",
+                    message.order_id,
+                    message.attempt,
+                    refused.reason,
+                    envelope.event_id,
+                )
+                raise PermanentFailure(refused.reason, label=refused.label)
         outcome = self._credit(message, f"retry-{message.attempt}")
         log.warning(
             "order %s: retry %d -> %s (event %s)", message.order_id, message.attempt, outcome, envelope.event_id
@@ -187,7 +220,8 @@ async def handle_batch(
     users: UserPolicy = UserPolicy(),
 ) -> None:
     """Apply a consumed batch of payment events and reconciler commands, in order, each event id at most once
-    (a redelivery, in the batch or of an event applied before, has no effect); other message types are skipped."""
+    (a redelivery, in the batch or of an event applied before, has no effect); other message types are skipped.
+    Raises PermanentFailure for a retry no recorded payment stands behind (the consumer dead-letters it)."""
     mine = [(m, e) for m, e in deliveries if type(m) in _DECIDERS]
     if not mine:
         return

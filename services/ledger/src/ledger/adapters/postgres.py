@@ -4,12 +4,12 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from ledger.domain import Account, AccountKind, BooksView, Changes, OrderBooks, Posted, Posting
+from ledger.domain import Account, AccountKind, BooksView, Changes, OrderBooks, PaymentFact, Posted, Posting
 from servicekit.postgres import ConcurrentWrite
 from servicekit.uow import PostgresUnitOfWork
 
-# Everything that decides a batch, in one round trip: its orders' credits, compensations and blocks, its users'
-# wallet currencies, and which of its wallets are frozen.
+# Everything that decides a batch, in one round trip: its orders' credits, compensations, blocks and payment facts,
+# its users' wallet currencies, and which of its wallets are frozen.
 _BOOKS = """
 SELECT 'credit' AS what, t.order_id AS key, t.transaction_id AS value, t.created_at AS at, a.user_id,
        a.currency::text AS currency, e.amount
@@ -21,6 +21,9 @@ WHERE order_id = ANY($1::text[]) AND kind = 'compensation'
 UNION ALL
 SELECT 'block', order_id, reason, NULL, NULL, NULL, NULL FROM credit_blocks WHERE order_id = ANY($1::text[])
 UNION ALL
+SELECT 'fact', order_id, provider_txn_id, NULL, user_id, currency::text, amount FROM payment_facts
+WHERE order_id = ANY($1::text[])
+UNION ALL
 SELECT 'user', user_id, currency::text, NULL, NULL, NULL, NULL FROM users WHERE user_id = ANY($2::text[])
 UNION ALL
 SELECT 'frozen', account_id, NULL, NULL, NULL, NULL, NULL FROM accounts WHERE account_id = ANY($3::text[]) AND frozen
@@ -29,7 +32,8 @@ SELECT 'frozen', account_id, NULL, NULL, NULL, NULL, NULL FROM accounts WHERE ac
 # A batch's postings in one statement. Their unique (order_id, kind) makes each once per order: only the
 # transactions new here get entries, and each account moves once, by the sum of its new entries, in the order
 # given (the same order in every batch, so two batches never deadlock on accounts). The entries' foreign key to
-# accounts is checked at commit (0004), so an entry may name an account this statement opens.
+# accounts is checked at commit (0004), so an entry may name an account this statement opens. The payment facts
+# of the batch's newly paid orders ride along, so recording them costs no round trip of its own.
 _POST = """
 WITH tx AS (
     INSERT INTO transactions (transaction_id, order_id, kind, created_at)
@@ -50,6 +54,10 @@ WITH tx AS (
     JOIN (SELECT account_id, sum(amount)::bigint AS delta FROM entered GROUP BY account_id) AS d USING (account_id)
     ORDER BY a.n
     ON CONFLICT (account_id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance
+), facts AS (
+    INSERT INTO payment_facts (order_id, user_id, amount, currency, provider_txn_id)
+    SELECT * FROM unnest($12::text[], $13::text[], $14::bigint[], $15::text[], $16::text[])
+    ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM tx
 """
@@ -99,6 +107,17 @@ def _posting_columns(postings: Sequence[tuple[Posting, datetime]]) -> list[list[
     return columns
 
 
+def _fact_columns(facts: dict[str, PaymentFact]) -> list[list[Any]]:
+    """The arrays of _POST's payment facts: order ids, users, amounts, currencies, provider transaction ids."""
+    return [
+        list(facts),
+        [f.user_id for f in facts.values()],
+        [f.amount for f in facts.values()],
+        [f.currency for f in facts.values()],
+        [f.provider_txn_id for f in facts.values()],
+    ]
+
+
 def _view(rows: Sequence[Any]) -> BooksView:
     view = BooksView()
     for row in rows:
@@ -110,6 +129,8 @@ def _view(rows: Sequence[Any]) -> BooksView:
             view.orders.setdefault(key, OrderBooks()).compensated = True
         elif what == "block":
             view.orders.setdefault(key, OrderBooks()).blocked = row["value"]
+        elif what == "fact":
+            view.facts[key] = PaymentFact(row["user_id"], row["amount"], row["currency"], row["value"])
         elif what == "user":
             view.users[key] = row["value"]
         else:
@@ -141,8 +162,9 @@ class PostgresLedger(PostgresUnitOfWork):
                 list(dict.fromkeys(changes.dropped)),
             )
             await self._registered_meanwhile(changes.registrations, {r["user_id"] for r in registered})
-        if changes.postings:
-            posted = await self.conn.fetchval(_POST, *_posting_columns(changes.postings))
+        if changes.postings or changes.facts:
+            columns = _posting_columns(changes.postings) + _fact_columns(changes.facts)
+            posted = await self.conn.fetchval(_POST, *columns)
             if posted != len(changes.postings):
                 raise ConcurrentWrite(f"{len(changes.postings) - posted} postings were written meanwhile")
 
