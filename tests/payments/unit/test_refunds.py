@@ -1,6 +1,9 @@
 """Refunds: once per order; a request that timed out is queried before it is ever requested again."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
+
+import pytest
 
 from contracts.codec import envelope_for
 from contracts.commands import IssueRefund
@@ -9,6 +12,7 @@ from payments.adapters.provider import SimulatedProvider
 from payments.domain import Order, PaymentStatus
 from payments.ports import RefundAnswer
 from payments.refunds import MAX_ATTEMPTS, handle_issue_refund
+from servicekit.rejections import PermanentFailure
 from tests.payments.unit.fakes import InMemoryPayments, Store
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
@@ -112,3 +116,30 @@ async def test_the_simulated_providers_timeouts_still_refund_once() -> None:
     await refund(store, provider, event_id="cmd-2")  # asked again: the stored outcome is announced again
     assert outcomes(store) == [RefundSucceeded, RefundSucceeded]
     assert len(provider._done) == 1 and store.refunds["ord_1"][1] == 1
+
+
+@pytest.mark.parametrize(
+    ("order_id", "change", "label"),
+    [
+        ("ord_unknown", {}, "unknown_order"),
+        ("ord_pending", {}, "order_not_paid"),
+        ("ord_1", {"amount": 601}, "above_amount_paid"),
+        ("ord_1", {"amount": 599}, "refund_mismatch"),
+        ("ord_1", {"currency": "USD"}, "refund_mismatch"),
+        ("ord_1", {"user_id": "u2"}, "refund_mismatch"),
+    ],
+)
+async def test_a_refund_no_payment_stands_behind_is_refused_for_good_before_the_provider_is_asked(
+    order_id: str, change: dict[str, object], label: str
+) -> None:
+    store = paid_store()
+    store.orders["ord_pending"] = replace(
+        store.orders["ord_1"], order_id="ord_pending", payment_status=PaymentStatus.PENDING, provider=None
+    )
+    provider = ScriptedProvider(refunds=[RefundAnswer("succeeded", refund_id="rf")], queries=[])
+    cmd = command().model_copy(update={"order_id": order_id, **change})
+    envelope = envelope_for(cmd, producer="reconciler", event_id="cmd-1")
+    with pytest.raises(PermanentFailure) as refused:
+        await handle_issue_refund(cmd, envelope, uow=lambda: InMemoryPayments(store), provider=provider)  # type: ignore[arg-type]
+    assert refused.value.label == label
+    assert provider.calls == [] and store.published == []
