@@ -15,10 +15,12 @@ write the commands topic could send one. So a retry credits only an order whose 
 full; one that names no payment, names an order without a recorded payment, or differs from it in any field is
 refused for good (PermanentFailure: dead-lettered with its reason, counted by it) and moves nothing. That rule
 never refuses a retry the reconciler has a right to send: the reconciler retries only orders it saw paid on the
-payments topic, the same events the ledger records, in the same per-order order. If the ledger lags behind the
-reconciler by more than the overdue threshold, a retry can arrive before the payment is recorded and is refused;
-the payment, consumed later, then credits the order itself, so refusing the retry loses nothing. A retry for an
-order already credited only re-announces that credit (nothing moves), so it is answered without the check.
+payments topic, the same events the ledger records. But the two consumers race: a payment whose provider time is
+already past the threshold when it arrives (a late callback) is flagged by the reconciler at once, and its first
+retry can reach the ledger before the payment does. That retry is refused and dead-lettered (`no_payment_fact`);
+the payment, consumed a moment later, credits the order itself (or records its fact for the next retry), so
+refusing it loses nothing, though it shows as a dead letter. A retry for an order already credited only
+re-announces that credit (nothing moves), so it is answered without the check.
 """
 
 import logging
