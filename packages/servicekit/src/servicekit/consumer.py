@@ -37,6 +37,7 @@ from aiokafka.errors import (
 from contracts.codec import DecodeError, decode
 from servicekit.errors import Classified, Dependency, classify
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, PermanentFailure
+from servicekit.logs import bound
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
 from servicekit.retrying import BackoffPolicy, Readiness, retrying
 from servicekit.settings import KafkaTuning
@@ -76,6 +77,21 @@ class _DeadLetter:
     reason: str
     label: str | None = None
     """Why a rejected message was refused, as a bounded metric label (PermanentFailure.label)."""
+
+
+def _bound_to(delivery: Delivery) -> contextlib.AbstractContextManager[None]:
+    """The logs of handling one message carry its order id and its envelope's ids."""
+    message, envelope = delivery
+    return bound(order_id=message.order_id, event_id=envelope.event_id, correlation_id=envelope.correlation_id)
+
+
+def _record_context(record: Record) -> dict[str, str]:
+    """A record's ids for its log lines, read leniently (it may not decode): the key is the order id."""
+    context = {"order_id": record.key.decode(errors="replace")} if record.key else {}
+    for name, value in record.headers or ():
+        if name in ("event_id", "correlation_id") and isinstance(value, bytes):
+            context[name] = value.decode(errors="replace")
+    return context
 
 
 class KafkaConsumerLoop:
@@ -191,14 +207,15 @@ class KafkaConsumerLoop:
         # Until the poll is committed, a partition's lag counts from the poll's first record.
         self._in_flight.update((tp, records[0].offset) for tp, records in polled.items() if records)
         records = [record for part in polled.values() for record in part]
-        decoded, failed = self._decode(records)
-        fell_back = False
-        if decoded:
-            dead, fell_back = await self._apply(decoded)
-            failed += dead
-        if failed:
-            await self._send_dead_letters(failed)
-        await self._commit({tp: part[-1].offset + 1 for tp, part in polled.items() if part})
+        with bound(poll_records=len(records)):  # a poll's lines; one message's lines carry its ids (`_one`)
+            decoded, failed = self._decode(records)
+            fell_back = False
+            if decoded:
+                dead, fell_back = await self._apply(decoded)
+                failed += dead
+            if failed:
+                await self._send_dead_letters(failed)
+            await self._commit({tp: part[-1].offset + 1 for tp, part in polled.items() if part})
         for tp in polled:
             self._in_flight.pop(tp, None)
         if self._metrics is not None:
@@ -235,7 +252,8 @@ class KafkaConsumerLoop:
             try:
                 failed += await self._in_transaction(partial(self._one_at_a_time, [item]), 1)
             except Exception as exc:
-                log.exception("the transaction of order %s alone failed", item.delivery[0].order_id)
+                with _bound_to(item.delivery):
+                    log.exception("the transaction of order %s alone failed", item.delivery[0].order_id)
                 failed.append(_DeadLetter(item.record, DeadLetterKind.HANDLER_FAILED, f"not committed: {exc!r}"[:500]))
         return failed, True
 
@@ -287,6 +305,10 @@ class KafkaConsumerLoop:
 
     async def _one(self, item: _Decoded) -> _DeadLetter | None:
         """One message in its own savepoint, retried `max_attempts` times unless it is rejected for good."""
+        with _bound_to(item.delivery):
+            return await self._attempts(item)
+
+    async def _attempts(self, item: _Decoded) -> _DeadLetter | None:
         message, envelope = item.delivery
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -310,7 +332,15 @@ class KafkaConsumerLoop:
     async def _send_dead_letters(self, failed: list[_DeadLetter]) -> None:
         for dead in failed:
             r = dead.record
-            log.error("dead-lettering %s[%d]@%d key=%r: %s", r.topic, r.partition, r.offset, r.key, dead.reason)
+            log.error(
+                "dead-lettering %s[%d]@%d key=%r: %s",
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                dead.reason,
+                extra=_record_context(r),
+            )
         entries = [(dead.record, dead.reason) for dead in failed]
         send = partial(self._dead_letters.send_many, entries, consumer_group=self.group_id)
         await self._waiting(f"{len(failed)} dead letters", Dependency.BROKER, send)

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.errors import classify
 from servicekit.metrics import ServiceMetrics
+from servicekit.request_id import RequestId
 from servicekit.retrying import Readiness
 from servicekit.runner import METRICS_DIR, process_index
 
@@ -311,7 +312,7 @@ async def serve(
     # Idle keep-alive connections stay open longer than clients keep theirs (uvicorn's 5 s default
     # closes them under a client about to reuse one, which the client sees as a reset request).
     config = uvicorn.Config(
-        app,
+        RequestId(app),  # outermost: every request, payments' fast path too, has an id in its logs and answer
         host=host,
         port=port,
         log_level="warning",

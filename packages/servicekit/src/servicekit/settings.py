@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.logs import LogFormat, default_format
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
@@ -75,6 +77,12 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = Field(6, ge=1, le=1024, validation_alias=_env("CREDITED_TOPIC_PARTITIONS"))
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", validation_alias=_env("DATABASE_URL"))
     log_level: str = Field("INFO", validation_alias=_env("CREDITED_LOG_LEVEL"))
+    log_format: LogFormat | None = Field(
+        None,
+        validation_alias=_env("CREDITED_LOG_FORMAT"),
+        description="`json` (one object per line) or `console` (readable key=value lines); unset, `console` in "
+        "development mode and `json` everywhere else (servicekit.logs).",
+    )
     stop_grace_s: float = Field(
         10.0,
         gt=0,
@@ -144,6 +152,11 @@ class ServiceSettings(BaseSettings):
         le=65535,
         description="Port of the separate /metrics listener, under the service's prefix (PAYMENTS_METRICS_PORT).",
     )
+
+    @property
+    def logs_as(self) -> LogFormat:
+        """CREDITED_LOG_FORMAT, or the default of the environment (console in development, else json)."""
+        return self.log_format or default_format(self.environment)
 
     @property
     def kafka_tuning(self) -> KafkaTuning:

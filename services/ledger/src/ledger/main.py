@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 async def main() -> None:
     settings = Settings()
-    configure(settings.log_level, SERVICE)
+    configure(settings.log_level, SERVICE, settings.logs_as)
     if settings.fault_drop_credit_share > 0:
         log.warning(
             "fault injection on: dropping the credit of %.1f%% of orders", settings.fault_drop_credit_share * 100
@@ -29,6 +29,6 @@ def secrets(settings: Settings) -> dict[str, SecretValue]:
 
 def entry() -> None:
     settings = Settings()
-    configure(settings.log_level, SERVICE)
+    configure(settings.log_level, SERVICE, settings.logs_as)
     refuse_development_secrets(SERVICE, settings, secrets(settings))
     run(main)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 async def main() -> None:
     settings = Settings()
-    configure(settings.log_level, SERVICE)
+    configure(settings.log_level, SERVICE, settings.logs_as)
     if not settings.webhook_url:
         log.warning("NOTIFIER_WEBHOOK_URL is not set: no platform webhook, only users' devices and the inbox")
     notifier = await build(settings, connect=False)
@@ -28,6 +28,6 @@ def secrets(settings: Settings) -> dict[str, SecretValue]:
 
 def entry() -> None:
     settings = Settings()
-    configure(settings.log_level, SERVICE)
+    configure(settings.log_level, SERVICE, settings.logs_as)
     refuse_development_secrets(SERVICE, settings, secrets(settings))
     run(main)

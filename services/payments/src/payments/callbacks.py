@@ -25,6 +25,7 @@ from payments import domain
 from payments.announcements import announce_payment
 from payments.domain import CallbackRejected, Order, Outcome, PaymentNotice, PaymentQuery, ReviewRule
 from payments.ports import Clock, PaymentProviders, PaymentsUnitOfWork, UnitOfWorkFactory
+from servicekit.logs import about
 from servicekit.signatures import SignatureError, verify
 
 log = logging.getLogger(__name__)
@@ -205,11 +206,12 @@ async def _apply(
             order.order_id,
             callback.provider,
             group.max_skew,
+            extra=about(order.order_id),
         )
     decision = domain.decide(order, notice)
     await _audit(tx, callback, order.order_id, decision.outcome.value, decision.code or decision.reason)
     if decision.outcome is Outcome.REJECTED:
-        log.warning("callback for order %s rejected: %s", order.order_id, decision.reason)
+        log.warning("callback for order %s rejected: %s", order.order_id, decision.reason, extra=about(order.order_id))
         return CallbackResult(_REJECTIONS[decision.code], decision.code, decision.reason, order.order_id)
     if decision.outcome in (Outcome.PAID, Outcome.FAILED):
         applied = decision.order
@@ -218,7 +220,14 @@ async def _apply(
         group.orders[order.order_id] = applied
         await tx.save(applied)
         announce_payment(tx, applied, group.now)
-        log.info("order %s %s via %s %s", order.order_id, decision.outcome, callback.provider, notice.provider_txn_id)
+        log.info(
+            "order %s %s via %s %s",
+            order.order_id,
+            decision.outcome,
+            callback.provider,
+            notice.provider_txn_id,
+            extra=about(order.order_id),
+        )
     status, code = _ANSWERS[decision.outcome]
     return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome, clamped)
 

@@ -15,7 +15,7 @@ async def main() -> None:
     from payments.queries import QueryWorker
 
     settings = Settings()
-    configure(settings.log_level, SERVICE)
+    configure(settings.log_level, SERVICE, settings.logs_as)
     if not settings.psp_secrets:
         log.warning("no provider secrets set (PAYMENTS_PSP_SECRET_<PROVIDER>): every callback will be refused")
     infra, app = await build(settings, connect=False)
@@ -34,7 +34,7 @@ def secrets(settings: Settings) -> dict[str, SecretValue]:
 
 def entry() -> None:
     settings = Settings()
-    configure(settings.log_level, "payments")
+    configure(settings.log_level, "payments", settings.logs_as)
     # Before the copies start, so a refusal is said once and nothing connects anywhere.
     refuse_development_secrets("payments", settings, secrets(settings))
     run(main, processes=settings.processes, address=(settings.http_host, settings.http_port))

@@ -23,6 +23,7 @@ from payments.callbacks import handle_paid_answers
 from payments.domain import CloseStatus, Outcome, PaymentQuery, PaymentState, PaymentStatus, ReviewRule
 from payments.ports import Clock, PaymentProviders, UnitOfWorkFactory
 from payments.schedule import QueryPolicy
+from servicekit.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,22 @@ async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
     for query, outcome in zip(due, outcomes, strict=True):
         if isinstance(outcome, Exception):
             # The row stays leased and comes back when the lease ends: never expired on an error.
-            log.warning("query of order %s via %s failed, will retry: %r", query.order_id, query.provider, outcome)
+            log.warning(
+                "query of order %s via %s failed, will retry: %r",
+                query.order_id,
+                query.provider,
+                outcome,
+                extra=about(query.order_id),
+            )
     return len(taken)
 
 
 async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
     provider = deps.providers.get(query.provider)
     if provider is None:
-        log.warning("order %s: no provider %s configured to ask", query.order_id, query.provider)
+        log.warning(
+            "order %s: no provider %s configured to ask", query.order_id, query.provider, extra=about(query.order_id)
+        )
         await _later(deps, query, now, "no such provider configured")
         return
     answer = await provider.query_payment(query.order_id)
@@ -129,9 +138,20 @@ async def _apply_paid(deps: QueryDeps, query: DueQuery, answer: PaymentQuery) ->
         deps.observer.clamped(query.provider)
     if result.outcome is Outcome.PAID:
         deps.observer.recovered(query.provider, query.channel)
-        log.info("order %s paid via %s found by query: %s", query.order_id, query.provider, answer.provider_txn_id)
+        log.info(
+            "order %s paid via %s found by query: %s",
+            query.order_id,
+            query.provider,
+            answer.provider_txn_id,
+            extra=about(query.order_id),
+        )
     elif result.outcome is Outcome.REJECTED:
-        log.error("order %s: the provider's paid answer was refused: %s", query.order_id, result.detail)
+        log.error(
+            "order %s: the provider's paid answer was refused: %s",
+            query.order_id,
+            result.detail,
+            extra=about(query.order_id),
+        )
     await deps.schedule.finish([query.order_id])
 
 
@@ -173,7 +193,7 @@ async def expire_order(query: DueQuery, uow: UnitOfWorkFactory, now: datetime) -
             expired_at=now,
         )
         tx.publish(Topic.PAYMENTS_EVENTS, expired, event_id=deterministic_id("OrderExpired", order.order_id))
-    log.info("order %s expired unpaid and closed at %s", query.order_id, query.provider)
+    log.info("order %s expired unpaid and closed at %s", query.order_id, query.provider, extra=about(query.order_id))
     return True
 
 

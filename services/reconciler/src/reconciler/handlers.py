@@ -16,6 +16,7 @@ from contracts.events import OrderStatus
 from reconciler.domain import Anomaly, Command, Effect, Flagged, OrderState, StatusChange
 from reconciler.engine import Engine
 from reconciler.ports import Announcer, Observations
+from servicekit.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,19 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
             announcer.status(state, effect)
             if effect.status is OrderStatus.CREDITED and state.paid_at and state.credited_at:
                 observe.credited(state.channel, (state.credited_at - state.paid_at).total_seconds())
-            log.debug("order %s is %s: %s", state.order_id, effect.status.value, effect.reason)
+            log.debug(
+                "order %s is %s: %s", state.order_id, effect.status.value, effect.reason, extra=about(state.order_id)
+            )
         elif isinstance(effect, Command):
             announcer.command(state, effect)
             observe.remediation(effect.kind.value, "requested")
-            log.warning("order %s: sending %s attempt %d", state.order_id, effect.kind.value, effect.attempt)
+            log.warning(
+                "order %s: sending %s attempt %d",
+                state.order_id,
+                effect.kind.value,
+                effect.attempt,
+                extra=about(state.order_id),
+            )
         elif isinstance(effect, Flagged):
             observe.flagged(state.channel, effect.late_by_s)
             log.warning(
@@ -43,10 +52,11 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
                 state.order_id,
                 effect.deadline.isoformat(),
                 effect.late_by_s,
+                extra=about(state.order_id),
             )
         elif isinstance(effect, Anomaly):
             observe.anomaly(effect.kind)
-            log.error("order %s anomaly: %s", state.order_id, effect.kind)
+            log.error("order %s anomaly: %s", state.order_id, effect.kind, extra=about(state.order_id))
 
 
 def handle_event(

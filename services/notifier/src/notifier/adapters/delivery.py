@@ -28,6 +28,7 @@ from notifier.adapters.metrics import PrometheusNotifierMetrics
 from notifier.adapters.queue import Claimed, PostgresDeliveryQueue, Settlement
 from notifier.ports import DeliveryChannel, DeliveryFailed
 from servicekit.kafka import KafkaPublisher
+from servicekit.logs import about, bound
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,12 @@ class DeliveryWorker:
                     "notification %s for order %s waited too long in memory; it is claimed when its lease ends",
                     delivery.notification_id,
                     delivery.order_id,
+                    extra=about(delivery.order_id),
                 )
 
     def _start(self, delivery: Claimed) -> None:
-        task = asyncio.create_task(self._deliver(delivery))
+        with bound(order_id=delivery.order_id):  # the task copies the context: its lines (channels') carry it
+            task = asyncio.create_task(self._deliver(delivery))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
@@ -196,6 +199,7 @@ class DeliveryWorker:
                 reason,
                 delivery.attempts,
                 delay,
+                extra=about(delivery.order_id),
             )
             return Settlement(delivery, "pending", reason, delay)
         return Settlement(delivery, "failed", f"undeliverable after {delivery.attempts} attempts: {reason}")
@@ -255,6 +259,7 @@ class DeliveryWorker:
                 d.order_id,
                 d.target_key,
                 reason,
+                extra=about(d.order_id),
             )
             headers = [
                 ("dlq_reason", reason.encode()),

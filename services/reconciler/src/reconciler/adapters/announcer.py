@@ -18,6 +18,7 @@ from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import OrderStatusChanged
 from reconciler.domain import Command, CommandKind, OrderState, StatusChange
+from servicekit.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class KafkaAnnouncer:
     def _unbuildable(self, state: OrderState, announcement: StatusChange | Command, exc: Exception) -> Outgoing:
         what = announcement.kind.value if isinstance(announcement, Command) else f"status {announcement.status.value}"
         reason = f"unbuildable: {what} for order {state.order_id}: {exc!r}"[:1000]
-        log.error("dead-lettering %s", reason)
+        log.error("dead-lettering %s", reason, extra=about(state.order_id))
         self._unbuildable_seen()
         value = orjson.dumps({"order_state": state, "announcement": announcement})
         return dead_letter(

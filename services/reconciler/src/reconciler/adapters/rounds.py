@@ -217,7 +217,8 @@ class Rounds:
         await _all_acknowledged(sent)
 
     def _undecodable(self, msg: Any, value: bytes | None, headers: list[tuple[str, bytes]], why: str) -> Outgoing:
-        log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, why)
+        order = {"order_id": msg.key.decode(errors="replace")} if msg.key else {}  # the key is the order id
+        log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, why, extra=order)
         self.observe.dead_letters.labels("undecodable").inc()
         return dead_letter(
             self.dead_letters, msg.key or b"", value or b"", headers, f"undecodable: {why}",
