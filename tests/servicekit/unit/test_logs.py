@@ -138,7 +138,7 @@ async def test_a_dead_lettered_messages_lines_carry_its_order_id_and_envelope_id
     handler_failed = [line for line in logged if str(line["event"]).startswith("handler failed")]
     assert [line["order_id"] for line in handler_failed] == ["ord_bad"]
     assert handler_failed[0]["event_id"] == failing_ids["event_id"].decode()
-    assert all(line["poll_records"] == 3 for line in logged), "every line of the poll says its size"
+    assert all((line["consumer"], line["poll_records"]) == ("g", 3) for line in logged), "every line: its poll"
 
 
 def _app_logging_per_request() -> RequestId:

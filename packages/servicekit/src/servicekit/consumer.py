@@ -207,7 +207,7 @@ class KafkaConsumerLoop:
         # Until the poll is committed, a partition's lag counts from the poll's first record.
         self._in_flight.update((tp, records[0].offset) for tp, records in polled.items() if records)
         records = [record for part in polled.values() for record in part]
-        with bound(poll_records=len(records)):  # a poll's lines; one message's lines carry its ids (`_one`)
+        with bound(consumer=self.group_id, poll_records=len(records)):  # one message's lines: its ids (`_one`)
             decoded, failed = self._decode(records)
             fell_back = False
             if decoded:
