@@ -144,6 +144,8 @@ def _table_size(table_size: dict[str, Any] | None) -> list[str]:
         " shared machine, so take-over times compare only at similar load (memory depends on load much less)."
         " A take-over that did not finish within 30 minutes has no figures and its worker's last log line.",
         "",
+        *[f"Runs: {note}" for note in table_size.get("runs", [])],
+        "",
     ]
 
 
