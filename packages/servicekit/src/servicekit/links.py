@@ -20,6 +20,9 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from servicekit.secret_guard import STATUS_LINK_DEV_SECRET
+from servicekit.settings import ServiceSettings
+
 MIN_SECRET_LENGTH = 32
 """HMAC-SHA256 keys below 256 bits would be the weakest part of the link."""
 DEFAULT_TTL_S = 30 * 24 * 3600
@@ -108,3 +111,12 @@ class StatusLinks:
         if expires_at <= self._now():
             raise LinkRefused("link_expired", "the link has expired")
         return StatusGrant(order_id, user_id, expires_at)
+
+
+def status_links(settings: ServiceSettings, *, now: Callable[[], float] = time.time) -> StatusLinks:
+    """The service's StatusLinks from CREDITED_STATUS_LINK_SECRET; unset in development mode, the local stack's
+    published secret (payments and the notifier then agree without configuration; refused in production)."""
+    secrets = secrets_from(settings.status_link_secret)
+    if not secrets and settings.environment == "development":
+        secrets = [STATUS_LINK_DEV_SECRET]
+    return StatusLinks(secrets, now=now)

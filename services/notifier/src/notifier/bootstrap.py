@@ -29,6 +29,7 @@ from servicekit.http import create_app
 from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import only
+from servicekit.links import status_links
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
@@ -138,5 +139,6 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     app = create_app(title="credited notifier", version="1", registry=infra.registry, readiness=infra.readiness)
     protect(app, infra.authenticator)
     app.include_router(routes(uow, subscriptions, push))
-    app.include_router(StatusPage(uow, subscriptions, feed, heartbeat_s=settings.sse_heartbeat_s).routes())
+    page = StatusPage(uow, subscriptions, feed, status_links(settings), heartbeat_s=settings.sse_heartbeat_s)
+    app.include_router(page.routes())
     return Notifier(infra, app, worker, feed, uow, posters)

@@ -29,6 +29,7 @@ from servicekit.http import FastPath, create_app
 from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import route
+from servicekit.links import status_links
 from servicekit.metrics import ServiceMetrics
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -93,6 +94,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     async def find_order(order_id: str) -> Order | None:
         return await read_order(infra.pool, order_id)
 
+    links, base_url = status_links(settings), settings.status_base_url
+
+    def status_url(order: Order) -> str | None:
+        if base_url is None:
+            return None
+        return links.url(base_url, order.order_id, order.user_id, ttl_s=settings.status_link_ttl_s)
+
     window, most = settings.group_window_ms / 1000, settings.group_max
     orders = GroupCommit(place, name="orders", window_s=window, max_group=most)
     callbacks = GroupCommit(pay, name="callbacks", window_s=window, max_group=most)
@@ -101,9 +109,23 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     app.state.query_worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s)
     protect(app, infra.authenticator)
     app.include_router(
-        routes(uow=uow, orders=orders, callbacks=callbacks, find_order=find_order, metrics=metrics, clock=clock)
+        routes(
+            uow=uow,
+            orders=orders,
+            callbacks=callbacks,
+            find_order=find_order,
+            metrics=metrics,
+            clock=clock,
+            status_url=status_url,
+        )
     )
     if settings.fast_path:
-        hot = fast_routes(orders=orders, callbacks=callbacks, metrics=metrics, authenticator=infra.authenticator)
+        hot = fast_routes(
+            orders=orders,
+            callbacks=callbacks,
+            metrics=metrics,
+            authenticator=infra.authenticator,
+            status_url=status_url,
+        )
         app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app

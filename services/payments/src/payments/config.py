@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from payments.domain import ReviewRule
 from payments.schedule import QueryPolicy
+from servicekit.links import DEFAULT_TTL_S
 from servicekit.settings import ServiceSettings
 
 SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"  # noqa: S105 - the variable name, not a secret
@@ -42,6 +43,14 @@ class Settings(ServiceSettings):
     group_max: int = Field(200, ge=1, le=5000, description="Requests in one group transaction at most.")
     fast_path: bool = Field(
         True, description="Answer plain orders and callbacks ahead of FastAPI (off: FastAPI answers all, same answers)."
+    )
+    status_base_url: str | None = Field(
+        None,
+        description="The notifier's public base URL: each order answers a signed link to its status page there "
+        "(`status_url`); unset, `status_url` is null.",
+    )
+    status_link_ttl_s: int = Field(
+        DEFAULT_TTL_S, ge=1, le=365 * 24 * 3600, description="How long an order's status link opens its page."
     )
     metric_channels: frozenset[str] = Field(
         frozenset({"alipay", "wechat", "card", "carrier"}),

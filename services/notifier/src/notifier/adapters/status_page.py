@@ -1,25 +1,53 @@
 """The order status page: a small page for the user with the order's timeline, kept live by server-sent
 events. Plain HTML and JavaScript, no dependencies; en, zh-CN, zh-TW and zh-HK (`?lang=`, else the user's
-chosen locale, else the browser's Accept-Language)."""
+chosen locale, else the browser's Accept-Language).
+
+The page and its event stream open only with the order's signed status link (`?token=`, which payments
+answers as the order's `status_url`) or a platform key with orders:read. A missing, expired, tampered or
+other order's token gets 404, as an order that does not exist would: the answer says nothing about the order.
+"""
 
 import asyncio
 import html
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from notifier import domain
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
-from servicekit.identity import Caller, Scope, requires
+from servicekit.http import ApiError, error_responses
+from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated, requires
+from servicekit.identity.guard import bearer
+from servicekit.links import LinkRefused, StatusLinks
+
+log = logging.getLogger(__name__)
 
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Lang = Annotated[str | None, Query(max_length=35)]
+Token = Annotated[str | None, Query(max_length=600, description="The order's status-link token (`status_url`).")]
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who opened the page: the user a status link names (until it expires), or the platform (a key)."""
+
+    user_id: str | None
+    until: float | None
+
+
+def not_found(order_id: str) -> ApiError:
+    return ApiError(404, "unknown_order", f"no order {order_id} for this link")
 
 
 def timeline_json(timeline: domain.Timeline) -> dict[str, Any]:
@@ -56,20 +84,45 @@ class StatusPage:
         uow: Callable[[], PostgresNotifications],
         subscriptions: PostgresSubscriptions,
         feed: PostgresOrderFeed,
+        links: StatusLinks,
         *,
         heartbeat_s: float = 15.0,
     ) -> None:
         self._uow = uow
+        self._links = links
         self._subscriptions = subscriptions
         self._feed = feed
         self._heartbeat_s = heartbeat_s
         self._template = resources.files("notifier.adapters").joinpath("status_page.html").read_text("utf-8")
 
-    async def timeline(self, order_id: str, lang: str | None, accept_language: str | None = None) -> domain.Timeline:
+    async def viewer(self, request: Request, order_id: str, token: str | None, credentials: Bearer) -> Viewer:
+        """The user the order's status link names, or the platform with an orders:read key; else 404."""
+        if token is not None:
+            try:
+                grant = self._links.verify(order_id, token)
+            except LinkRefused as refused:
+                log.info("status link refused for order %s: %s", order_id, refused.code)
+                raise not_found(order_id) from None
+            return Viewer(grant.user_id, grant.expires_at)
+        if credentials is not None:
+            authenticator: Authenticator = request.app.state.authenticator
+            try:
+                caller = await authenticator.authenticate(credentials.credentials)
+            except Unauthenticated:
+                raise not_found(order_id) from None
+            if Scope.ORDERS_READ in caller.scopes:
+                return Viewer(None, None)
+        raise not_found(order_id)
+
+    async def timeline(
+        self, order_id: str, lang: str | None, accept_language: str | None = None, *, user_id: str | None = None
+    ) -> domain.Timeline:
         """The order's timeline in the language asked for, else the user's, else the browser's; times in the
-        user's time zone if they chose one."""
+        user's time zone if they chose one. With `user_id`, only if the order is that user's (else 404)."""
         async with self._uow() as tx:
             changes = await tx.changes_for_order(order_id)
+        if user_id is not None and any(c.user_id != user_id for c in changes[:1]):
+            raise not_found(order_id)
         chosen = await self._subscriptions.preferences_of(changes[0].user_id) if changes else domain.Preferences()
         lang = lang or chosen.locale
         if lang is None and accept_language:
@@ -89,33 +142,44 @@ class StatusPage:
             page = page.replace("{{" + key + "}}", value)
         return page
 
-    async def events(self, order_id: str, lang: str | None) -> AsyncIterator[str]:
+    async def events(self, order_id: str, lang: str | None, viewer: Viewer) -> AsyncIterator[str]:
         """The timeline now, then again each time it changes; a comment every heartbeat keeps proxies open.
-        It ends when the browser goes away (the server's next write fails and cancels it)."""
+        It ends when the browser goes away (the server's next write fails and cancels it), or when the status
+        link it was opened with expires."""
         yield "retry: 2000\n\n"
         sent: dict[str, Any] | None = None
         with self._feed.watch(order_id) as changed:
             while True:
                 changed.clear()
-                view = timeline_json(await self.timeline(order_id, lang))
+                view = timeline_json(await self.timeline(order_id, lang, user_id=viewer.user_id))
                 if view != sent:
                     yield f"id: {view['sequence']}\nevent: timeline\ndata: {orjson.dumps(view).decode()}\n\n"
                     sent = view
+                wait = self._heartbeat_s if viewer.until is None else min(self._heartbeat_s, viewer.until - time.time())
+                if wait <= 0:
+                    return
                 try:
-                    await asyncio.wait_for(changed.wait(), self._heartbeat_s)
+                    await asyncio.wait_for(changed.wait(), wait)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
 
     def routes(self) -> APIRouter:
         router = APIRouter(tags=["status page"])
 
-        @router.get("/orders/{order_id}", response_class=HTMLResponse)
+        async def viewer(request: Request, order_id: OrderIdPath, credentials: Bearer, token: Token = None) -> Viewer:
+            return await self.viewer(request, order_id, token, credentials)
+
+        @router.get("/orders/{order_id}", response_class=HTMLResponse, responses=error_responses(404))
         async def status_page(
-            order_id: OrderIdPath, lang: Lang = None, accept_language: Annotated[str | None, Header()] = None
+            order_id: OrderIdPath,
+            watching: Annotated[Viewer, Depends(viewer)],
+            lang: Lang = None,
+            accept_language: Annotated[str | None, Header()] = None,
         ) -> HTMLResponse:
-            """The user's page for one order: its timeline, live."""
-            timeline = await self.timeline(order_id, lang, accept_language)
-            return HTMLResponse(self.page(timeline), headers={"cache-control": "no-store"})
+            """The user's page for one order: its timeline, live. Opens with the order's status link."""
+            timeline = await self.timeline(order_id, lang, accept_language, user_id=watching.user_id)
+            headers = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
+            return HTMLResponse(self.page(timeline), headers=headers)
 
         @router.get("/v1/orders/{order_id}/timeline")
         async def order_timeline(
@@ -124,11 +188,16 @@ class StatusPage:
             """The order's timeline as JSON (what the page shows), for platform backends."""
             return timeline_json(await self.timeline(order_id, lang))
 
-        @router.get("/v1/orders/{order_id}/events", response_class=StreamingResponse)
-        async def order_events(order_id: OrderIdPath, lang: Lang = None) -> StreamingResponse:
-            """Server-sent events: `timeline` with the whole timeline whenever it changes."""
+        @router.get("/v1/orders/{order_id}/events", response_class=StreamingResponse, responses=error_responses(404))
+        async def order_events(
+            order_id: OrderIdPath, watching: Annotated[Viewer, Depends(viewer)], lang: Lang = None
+        ) -> StreamingResponse:
+            """Server-sent events: `timeline` with the whole timeline whenever it changes. Opens with the
+            order's status link (`?token=`) or an orders:read key."""
+            if watching.user_id is not None:
+                await self.timeline(order_id, lang, user_id=watching.user_id)  # another user's order: 404 now
             return StreamingResponse(
-                self.events(order_id, lang),
+                self.events(order_id, lang, watching),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-store", "x-accel-buffering": "no"},
             )

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 
 from payments.adapters.grouping import GroupCommit
-from payments.adapters.http import OrderRequest, view
+from payments.adapters.http import OrderRequest, StatusLink, linked_view
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.callbacks import Callback, CallbackResult
 from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
@@ -56,6 +56,7 @@ def fast_routes(
     callbacks: GroupCommit[Callback, CallbackResult],
     metrics: PrometheusPaymentsMetrics,
     authenticator: Authenticator,
+    status_url: StatusLink,
 ) -> list[FastRoute]:
     async def place(_: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
         if _repeated(headers, "content-type", "idempotency-key"):
@@ -77,7 +78,7 @@ def fast_routes(
         order, created = placed
         if created:
             metrics.order_created(order.channel)
-        return (201 if created else 200), orjson.dumps(view(order))
+        return (201 if created else 200), orjson.dumps(linked_view(order, status_url))
 
     async def pay(match: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
         provider = match[1]

@@ -70,6 +70,17 @@ class OrderView(BaseModel):
     reviewed_by: ReviewedBy | None = Field(None, description="The API key that decided the risk review.")
 
 
+class OrderWithLink(OrderView):
+    status_url: str | None = Field(
+        description="The user's status page for this order, with a signed token bound to the order and the user "
+        "that expires (null when payments has no PAYMENTS_STATUS_BASE_URL); hand it to the user, not the order id."
+    )
+
+
+StatusLink = Callable[[Order], str | None]
+"""The signed status-page link of an order (for its user), or None when no status page is configured."""
+
+
 class CallbackAnswer(BaseModel):
     """The callback was applied, or was a repeat of one that was, or changes nothing (a failure after a success)."""
 
@@ -116,6 +127,11 @@ def view(order: Order) -> dict[str, object]:
     }
 
 
+def linked_view(order: Order, status_url: StatusLink) -> dict[str, object]:
+    """The order as its creator and readers see it: the view and the user's signed status link."""
+    return {**view(order), "status_url": status_url(order)}
+
+
 def _view(order: Order) -> OrderView:
     return OrderView.model_validate(view(order))
 
@@ -128,6 +144,7 @@ def routes(
     find_order: Callable[[str], Awaitable[Order | None]],
     metrics: PrometheusPaymentsMetrics,
     clock: Clock,
+    status_url: StatusLink,
 ) -> APIRouter:
     """Orders and callbacks go through their group commits; reads and risk decisions are single requests."""
     router = APIRouter(prefix="/v1")
@@ -135,10 +152,10 @@ def routes(
     @router.post(
         "/orders",
         status_code=201,
-        response_model=OrderView,
+        response_model=OrderWithLink,
         tags=["orders"],
         responses={
-            200: {"model": OrderView, "description": "The order this Idempotency-Key created before"},
+            200: {"model": OrderWithLink, "description": "The order this Idempotency-Key created before"},
             **error_responses(400, 409, 422),
         },
     )
@@ -147,7 +164,8 @@ def routes(
         _: Annotated[Caller, Depends(requires(Scope.ORDERS_WRITE))],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JsonResponse:
-        """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order."""
+        """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order.
+        `status_url` is the link to give the user: it opens the order's status page, and only that one."""
         cmd = PlaceOrder(body.user_id, body.amount, body.currency, body.channel, idempotency_key, body.product)
         placed = await orders.submit(cmd)
         if isinstance(placed, IdempotencyConflict):
@@ -155,15 +173,17 @@ def routes(
         order, created = placed
         if created:
             metrics.order_created(order.channel)
-        return JsonResponse(view(order), status_code=201 if created else 200)
+        return JsonResponse(linked_view(order, status_url), status_code=201 if created else 200)
 
-    @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"], responses=error_responses(404, 422))
-    async def get_order(order_id: OrderId, _: Annotated[Caller, Depends(requires(Scope.ORDERS_READ))]) -> OrderView:
-        """The order and its lifecycle status."""
+    @router.get(
+        "/orders/{order_id}", response_model=OrderWithLink, tags=["orders"], responses=error_responses(404, 422)
+    )
+    async def get_order(order_id: OrderId, _: Annotated[Caller, Depends(requires(Scope.ORDERS_READ))]) -> OrderWithLink:
+        """The order and its lifecycle status, with a fresh status link for its user."""
         order = await find_order(order_id)
         if order is None:
             raise ApiError(404, "unknown_order", f"no order {order_id}")
-        return _view(order)
+        return OrderWithLink.model_validate(linked_view(order, status_url))
 
     @router.post(
         "/psp/{provider}/callbacks",
