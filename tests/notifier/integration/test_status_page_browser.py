@@ -1,6 +1,7 @@
-"""The order status page in Debian's headless Chromium, driven by Selenium through Debian's chromedriver:
-it shows the order's timeline in the user's language and updates live, without a reload, when a new status
-arrives. Screenshots go to artifacts/notifier/ (not committed)."""
+"""The order status page in Debian's headless Chromium, driven by Selenium through Debian's chromedriver,
+opened through the order's signed status link as a user would: it shows the order's timeline in the user's
+language and updates live, without a reload, when a new status arrives. Screenshots go to artifacts/notifier/
+(not committed)."""
 
 import asyncio
 import os
@@ -19,9 +20,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from contracts.events import OrderStatus
+from servicekit.links import StatusLinks
 from tests.conftest import ROOT, Broker
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import T0, change, publish
+from tests.service_settings import STATUS_LINK_SECRET
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -72,6 +75,11 @@ def steps(driver: WebDriver) -> list[tuple[str | None, str | None]]:
     ]
 
 
+def status_link(base_url: str, order_id: str, user_id: str) -> str:
+    """The link payments would give the user (signed with the tests' status-link secret)."""
+    return StatusLinks([STATUS_LINK_SECRET]).url(base_url, order_id, user_id)
+
+
 def text_of(driver: WebDriver, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
 
@@ -85,7 +93,8 @@ async def test_the_status_page_shows_the_timeline_in_the_users_language_and_upda
     await publish(broker, prefix, change("ord_page", OrderStatus.DELAYED, 2, eta=T0 + timedelta(minutes=10)))
     await running.wait_until_consumed("ord_page", 1)
 
-    await asyncio.to_thread(browser.get, f"{running.url}/orders/ord_page")
+    link = status_link(running.url, "ord_page", "u1")
+    await asyncio.to_thread(browser.get, link)
     await until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#steps li[data-key="delayed"]'))
     await until(browser, lambda d: text_of(d, "live") == "实时")  # the event stream is open
     assert text_of(browser, "headline") == "充值到账延迟"
@@ -108,7 +117,7 @@ async def test_the_status_page_shows_the_timeline_in_the_users_language_and_upda
     assert steps(browser)[-2:] == [("crediting", "done"), ("credited", "done")]
     await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-CN_credited.png"))
 
-    await asyncio.to_thread(browser.get, f"{running.url}/orders/ord_page?lang=en")
+    await asyncio.to_thread(browser.get, f"{link}&lang=en")
     await until(browser, lambda d: text_of(d, "live") == "Live")
     assert text_of(browser, "headline") == "Top-up credited"
     assert [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#steps .label")] == [
@@ -130,9 +139,21 @@ async def test_the_status_page_of_a_taiwanese_user_is_in_traditional_chinese_wit
     delayed = change("ord_tw", OrderStatus.DELAYED, 2, user_id="u-tw", amount=30000, eta=T0 + timedelta(minutes=10))
     await publish(broker, f"{isolation}.", delayed)
     await running.wait_until_consumed("ord_tw", 1)
-    await asyncio.to_thread(browser.get, f"{running.url}/orders/ord_tw")
+    await asyncio.to_thread(browser.get, status_link(running.url, "ord_tw", "u-tw"))
     await until(browser, lambda d: text_of(d, "live") == "即時")
     assert text_of(browser, "headline") == "儲值入帳延遲"
     assert "預計於2026年11月22日 下午4:10前入帳" in text_of(browser, "steps")  # 08:10 UTC is 16:10 in Taipei
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-TW_delayed.png"))
+
+
+async def test_a_bare_or_another_users_link_shows_no_timeline_in_chromium(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    await publish(broker, f"{isolation}.", change("ord_mine", OrderStatus.DELAYED, 2, user_id="u-me"))
+    await running.wait_until_consumed("ord_mine", 1)
+    for url in (f"{running.url}/orders/ord_mine", status_link(running.url, "ord_mine", "u-someone-else")):
+        await asyncio.to_thread(browser.get, url)
+        assert browser.find_elements(By.ID, "steps") == [], url
+        assert "unknown_order" in browser.page_source, url
