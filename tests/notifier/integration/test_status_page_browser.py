@@ -156,4 +156,4 @@ async def test_a_bare_or_another_users_link_shows_no_timeline_in_chromium(
     for url in (f"{running.url}/orders/ord_mine", status_link(running.url, "ord_mine", "u-someone-else")):
         await asyncio.to_thread(browser.get, url)
         assert browser.find_elements(By.ID, "steps") == [], url
-        assert "unknown_order" in browser.page_source, url
+        assert "does not open an order" in browser.page_source, url

@@ -46,6 +46,15 @@ class Viewer:
     until: float | None
 
 
+NOT_FOUND_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not found</title>'
+    '<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>'
+    "<p>This link does not open an order: it may have expired. Open the order again where you paid for it.</p>"
+    '<p lang="zh">此链接无法打开订单，可能已过期。请在付款的应用中重新打开订单。</p></body></html>'  # noqa: RUF001
+)
+"""What a browser gets for a bare, expired, tampered or someone else's link: the same as for no order."""
+
+
 def not_found(order_id: str) -> ApiError:
     return ApiError(404, "unknown_order", f"no order {order_id} for this link")
 
@@ -169,16 +178,25 @@ class StatusPage:
         async def viewer(request: Request, order_id: OrderIdPath, credentials: Bearer, token: Token = None) -> Viewer:
             return await self.viewer(request, order_id, token, credentials)
 
-        @router.get("/orders/{order_id}", response_class=HTMLResponse, responses=error_responses(404))
+        @router.get("/orders/{order_id}", response_class=HTMLResponse, responses={404: {"description": "Not Found"}})
         async def status_page(
+            request: Request,
             order_id: OrderIdPath,
-            watching: Annotated[Viewer, Depends(viewer)],
+            credentials: Bearer,
+            token: Token = None,
             lang: Lang = None,
             accept_language: Annotated[str | None, Header()] = None,
         ) -> HTMLResponse:
-            """The user's page for one order: its timeline, live. Opens with the order's status link."""
-            timeline = await self.timeline(order_id, lang, accept_language, user_id=watching.user_id)
+            """The user's page for one order: its timeline, live. Opens with the order's status link; any other
+            link gets a plain 404 page."""
             headers = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
+            try:
+                watching = await self.viewer(request, order_id, token, credentials)
+                timeline = await self.timeline(order_id, lang, accept_language, user_id=watching.user_id)
+            except ApiError as refused:
+                if refused.status != 404:
+                    raise
+                return HTMLResponse(NOT_FOUND_PAGE, status_code=404, headers=headers)
             return HTMLResponse(self.page(timeline), headers=headers)
 
         @router.get("/v1/orders/{order_id}/timeline")
