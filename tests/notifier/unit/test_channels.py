@@ -4,6 +4,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -12,11 +13,13 @@ from notifier.adapters.fcm import FcmChannel, StaticBearer
 from notifier.adapters.poster import Answer, retry_after_s
 from notifier.adapters.webpush import VapidSigner, WebPushChannel, check_keys, endpoint_allowed
 from notifier.ports import DeliveryFailed, Target
+from servicekit.links import StatusLinks
 from tests.notifier.push_service import Device, b64url, verify_vapid
 
 PAYLOAD: dict[str, Any] = {
     "notification_id": "n1",
     "order_id": "ord_1",
+    "user_id": "u1",
     "status": "credited",
     "title": "Top-up credited",
     "body": "648.00 CNY has been added to your wallet. Order: ord_1",
@@ -26,6 +29,8 @@ PAYLOAD: dict[str, Any] = {
     "locale": "en",
     "changed_at": "2026-11-22T08:00:00+00:00",
 }
+
+LINKS = StatusLinks(["a-status-link-secret-for-unit-tests-0123"])
 
 
 @dataclass
@@ -59,12 +64,17 @@ async def test_web_push_encrypts_for_the_subscription_and_signs_with_vapid() -> 
         poster,
         allowed_hosts=frozenset({"push.example"}),
         page_url="https://notify.example/",
+        links=LINKS,
     )
     await channel.deliver(PAYLOAD, device_target(device))
     (request,) = poster.sent
     message = json.loads(device.decrypt(request.body))
     assert (message["title"], message["tag"]) == ("Top-up credited", "ord_1")
-    assert message["url"] == "https://notify.example/orders/ord_1?lang=en"
+    link = urlsplit(message["url"])
+    assert (link.scheme, link.netloc, link.path) == ("https", "notify.example", "/orders/ord_1")
+    query = parse_qs(link.query)
+    assert query["lang"] == ["en"]
+    assert LINKS.verify("ord_1", query["token"][0]).user_id == PAYLOAD["user_id"]
     assert request.headers["topic"] == PAYLOAD["push_topic"] and request.headers["urgency"] == "high"
     assert request.headers["ttl"] == "86400" and request.headers["content-encoding"] == "aes128gcm"
     claims = verify_vapid(request.headers["authorization"], "https://push.example/p/1", signer.public_key)

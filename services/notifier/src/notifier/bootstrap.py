@@ -29,7 +29,7 @@ from servicekit.http import create_app
 from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import only
-from servicekit.links import status_links
+from servicekit.links import StatusLinks, status_links
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
@@ -64,7 +64,9 @@ def vapid_signer(settings: Settings) -> VapidSigner:
     return VapidSigner.generate(settings.vapid_subject)
 
 
-def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, DeliveryChannel], list[AiohttpPoster]]:
+def channels(
+    settings: Settings, signer: VapidSigner, links: StatusLinks
+) -> tuple[dict[str, DeliveryChannel], list[AiohttpPoster]]:
     push_poster = AiohttpPoster(timeout_s=settings.push_timeout_s, max_connections=settings.max_in_flight)
     built: dict[str, DeliveryChannel] = {
         "webpush": WebPushChannel(
@@ -74,6 +76,7 @@ def channels(settings: Settings, signer: VapidSigner) -> tuple[dict[str, Deliver
             allowed_hosts=frozenset(settings.webpush_allowed_hosts),
             allow_http=settings.webpush_allow_http,
             page_url=settings.public_url,
+            links=links,
         )
     }
     posters = [push_poster]
@@ -98,7 +101,8 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     `Infrastructure.run` connects while /healthz already answers)."""
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
     signer = vapid_signer(settings)
-    by_name, posters = channels(settings, signer)
+    links = status_links(settings)
+    by_name, posters = channels(settings, signer, links)
     worker = DeliveryWorker(
         PostgresDeliveryQueue(infra.pool),
         by_name,
@@ -139,6 +143,6 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     app = create_app(title="credited notifier", version="1", registry=infra.registry, readiness=infra.readiness)
     protect(app, infra.authenticator)
     app.include_router(routes(uow, subscriptions, push))
-    page = StatusPage(uow, subscriptions, feed, status_links(settings), heartbeat_s=settings.sse_heartbeat_s)
+    page = StatusPage(uow, subscriptions, feed, links, heartbeat_s=settings.sse_heartbeat_s)
     app.include_router(page.routes())
     return Notifier(infra, app, worker, feed, uow, posters)

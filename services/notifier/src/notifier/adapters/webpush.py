@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from notifier.adapters.poster import GONE, Poster, failure_for
 from notifier.ports import DeliveryFailed, Target
+from servicekit.links import StatusLinks
 
 MAX_PLAINTEXT = 3993
 """4096 bytes of body, less the aes128gcm header (86) and the record's padding delimiter and tag (17)."""
@@ -128,6 +129,7 @@ class WebPushChannel:
         allowed_hosts: frozenset[str] = frozenset(),
         allow_http: bool = False,
         page_url: str | None = None,
+        links: StatusLinks | None = None,
     ) -> None:
         self._signer = signer
         self._poster = poster
@@ -135,6 +137,7 @@ class WebPushChannel:
         self._hosts = allowed_hosts
         self._allow_http = allow_http
         self._page_url = page_url.rstrip("/") if page_url else None
+        self._links = links
 
     def message(self, payload: dict[str, Any]) -> bytes:
         """What the browser's service worker receives: enough to show the notification and open the page."""
@@ -148,8 +151,9 @@ class WebPushChannel:
             "locale": payload["locale"],
             "changed_at": payload["changed_at"],
         }
-        if self._page_url:
-            message["url"] = f"{self._page_url}/orders/{payload['order_id']}?lang={payload['locale']}"
+        if self._page_url and self._links:  # the user's own signed link: a bare one would get 404
+            link = self._links.url(self._page_url, payload["order_id"], payload["user_id"])
+            message["url"] = f"{link}&lang={payload['locale']}"
         return orjson.dumps(message)
 
     async def deliver(self, payload: dict[str, Any], target: Target) -> None:
