@@ -220,10 +220,19 @@ def _affected_order(truth: Truth, received: Received, retries: CommandTail) -> s
     return chosen[0] if chosen else None
 
 
+async def _status_url(stack: LocalStack, client: httpx.AsyncClient, order_id: str) -> str:
+    """The user's signed link to the order's status page, as payments answers it (a bare one gets 404)."""
+    try:
+        return str((await client.get(f"{stack.url('payments')}/v1/orders/{order_id}")).json()["status_url"])
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        log.warning("no status link for order %s: %r", order_id, exc)
+        return f"{stack.url('notifier')}/orders/{order_id}"
+
+
 async def _show_order(stack: LocalStack, client: httpx.AsyncClient, order_id: str, run_dir: Path) -> dict[str, str]:
     """The order's status page (notifier) and timeline (reconciler), with copies saved before the stack stops."""
     links = {
-        "status_page": f"{stack.url('notifier')}/orders/{order_id}",
+        "status_page": await _status_url(stack, client, order_id),
         "timeline": f"{stack.url('reconciler')}/v1/orders/{order_id}/timeline",
     }
     saved = run_dir / "affected-order"

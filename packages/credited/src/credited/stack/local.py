@@ -157,6 +157,7 @@ class LocalStack:
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
             "PAYMENTS_PROCESSES": str(c.payments_processes),
+            "PAYMENTS_STATUS_BASE_URL": self.url("notifier"),  # orders answer their signed status link there
             "LEDGER_FAULT_DROP_CREDIT_SHARE": str(c.credit_loss),
             "RECONCILER_THRESHOLD_S": str(c.threshold_s),
             "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),
