@@ -1,6 +1,7 @@
 """End users see only their own orders (issue 15 item 3): an order placed at payments answers a signed
 `status_url` that opens the notifier's status page and its event stream; the same link expired, tampered,
-bare or used for another order gets 404, as does a link naming another user than the order's."""
+bare or used for another order gets 404, as does a link naming another user than the order's. A device
+subscribed with a status link belongs to the user the link names."""
 
 import asyncio
 import time
@@ -20,6 +21,7 @@ from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import RunningNotifier, change, publish
+from tests.notifier.push_service import PushService
 from tests.service_settings import STATUS_LINK_SECRET, settings_for
 
 
@@ -53,6 +55,12 @@ class Stack:
 
 def token_of(status_url: str) -> str:
     return parse_qs(urlsplit(status_url).query)["token"][0]
+
+
+def tampered(token: str) -> str:
+    """The token with its signature's first character changed (the last carries bits base64 ignores)."""
+    expires, user, mac = token.split(".")
+    return f"{expires}.{user}.{'B' if mac[0] == 'A' else 'A'}{mac[1:]}"
 
 
 def events_url(stack: Stack, order_id: str, token: str | None) -> str:
@@ -106,11 +114,10 @@ async def test_a_bare_tampered_or_other_orders_link_gets_404_never_the_page(stac
     mine, other = await stack.place("u1"), await stack.place("u2")
     order_id, token = mine["order_id"], token_of(mine["status_url"])
     expires, user, mac = token.split(".")
-    flipped = mac[:-2] + ("A" if mac[-2] != "A" else "B") + mac[-1]
     later = f"{int(expires) + 3600}.{user}.{mac}"
     refused = {
         "bare": (order_id, None),
-        "tampered signature": (order_id, f"{expires}.{user}.{flipped}"),
+        "tampered signature": (order_id, tampered(token)),
         "extended expiry": (order_id, later),
         "another order's link": (other["order_id"], token),
         "not a token": (order_id, "x"),
@@ -156,3 +163,26 @@ async def test_the_platform_opens_any_page_with_an_orders_read_key_and_not_witho
     for headers, expected in ((reader, 200), (other, 404)):
         assert (await stack.browser.get(page_url(stack, order_id, None), headers=headers)).status_code == expected
         assert (await stack.first_event(events_url(stack, order_id, None), headers))[0] == expected
+
+
+async def test_a_device_subscribed_with_a_status_link_belongs_to_the_user_it_names(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier()
+    links = StatusLinks([STATUS_LINK_SECRET])
+    mine, theirs = links.token("ord_mine", "u-me"), links.token("ord_theirs", "u-them")
+    device = push_service.subscribe("phone")
+    async with httpx.AsyncClient(base_url=f"{running.url}/v1/orders") as browser:
+        for order_id, token in (("ord_mine", None), ("ord_mine", theirs), ("ord_mine", tampered(mine))):
+            refused = await browser.put(f"/{order_id}/subscriptions", params={"token": token or ""}, json=device)
+            assert (refused.status_code, refused.json()["error"]) == (404, "unknown_order")
+        made = await browser.put("/ord_mine/subscriptions", params={"token": mine}, json=device)
+        assert made.status_code == 200, made.text
+        assert made.json()["user_id"] == "u-me"
+        sid = made.json()["subscription_id"]
+        listed = await running.api.get(f"{running.url}/v1/users/u-me/subscriptions")
+        assert [s["subscription_id"] for s in listed.json()["subscriptions"]] == [sid]
+        gone = await browser.delete(f"/ord_theirs/subscriptions/{sid}", params={"token": theirs})
+        assert (gone.status_code, gone.json()["error"]) == (404, "subscription_not_found")
+        assert (await browser.delete(f"/ord_mine/subscriptions/{sid}", params={"token": mine})).status_code == 204
+    assert (await running.api.get(f"{running.url}/v1/users/u-me/subscriptions")).json()["subscriptions"] == []

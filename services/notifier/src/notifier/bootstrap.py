@@ -143,6 +143,6 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     app = create_app(title="credited notifier", version="1", registry=infra.registry, readiness=infra.readiness)
     protect(app, infra.authenticator)
     app.include_router(routes(uow, subscriptions, push))
-    page = StatusPage(uow, subscriptions, feed, links, heartbeat_s=settings.sse_heartbeat_s)
+    page = StatusPage(uow, subscriptions, feed, links, push, heartbeat_s=settings.sse_heartbeat_s)
     app.include_router(page.routes())
     return Notifier(infra, app, worker, feed, uow, posters)

@@ -28,6 +28,8 @@ OPEN = {
     ("POST", "/v1/psp/{provider}/callbacks"): "authenticated by the provider's signature, not by a key",
     ("GET", "/orders/{order_id}"): "the user's status page: a signed status link (issue 15 item 3)",
     ("GET", "/v1/orders/{order_id}/events"): "the status page's live stream: a signed status link (item 3)",
+    ("PUT", "/v1/orders/{order_id}/subscriptions"): "a device of the user a signed status link names (item 3)",
+    ("DELETE", "/v1/orders/{order_id}/subscriptions/{subscription_id}"): "the same user's device: a status link",
 }
 """What answers without an API key, and why."""
 

@@ -100,6 +100,29 @@ class OrderNotifications(BaseModel):
     notifications: list[dict[str, Any]]
 
 
+async def register_device(
+    subscriptions: PostgresSubscriptions, push: PushOptions, user_id: str, body: SubscriptionIn
+) -> SubscriptionOut:
+    """Register `user_id`'s device (by a platform key, or by the user's status link); the same one again
+    refreshes it."""
+    if body.channel == "fcm":
+        if not push.fcm_enabled:
+            raise ApiError(409, "channel_unavailable", "FCM is not configured on this notifier")
+        assert body.token is not None
+        sid = await subscriptions.register(user_id, "fcm", body.token)
+        return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="fcm")
+    assert body.endpoint is not None
+    assert body.keys is not None
+    if not endpoint_allowed(body.endpoint, push.allowed_hosts, allow_http=push.allow_http):
+        raise ApiError(422, "push_service_not_allowed", "the endpoint is not on a known Web Push service")
+    try:
+        check_keys(body.keys.p256dh, body.keys.auth)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_subscription_keys", str(exc)) from None
+    sid = await subscriptions.register(user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth)
+    return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
+
+
 def routes(
     uow: Callable[[], PostgresNotifications], subscriptions: PostgresSubscriptions, push: PushOptions
 ) -> APIRouter:
@@ -118,22 +141,7 @@ def routes(
     )
     async def subscribe(user_id: UserIdPath, body: SubscriptionIn, _: UsersWrite) -> SubscriptionOut:
         """Register a device; registering the same endpoint or token again refreshes it."""
-        if body.channel == "fcm":
-            if not push.fcm_enabled:
-                raise ApiError(409, "channel_unavailable", "FCM is not configured on this notifier")
-            assert body.token is not None
-            sid = await subscriptions.register(user_id, "fcm", body.token)
-            return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="fcm")
-        assert body.endpoint is not None
-        assert body.keys is not None
-        if not endpoint_allowed(body.endpoint, push.allowed_hosts, allow_http=push.allow_http):
-            raise ApiError(422, "push_service_not_allowed", "the endpoint is not on a known Web Push service")
-        try:
-            check_keys(body.keys.p256dh, body.keys.auth)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_subscription_keys", str(exc)) from None
-        sid = await subscriptions.register(user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth)
-        return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
+        return await register_device(subscriptions, push, user_id, body)
 
     @router.get("/users/{user_id}/subscriptions", response_model=Subscriptions, tags=["subscriptions"])
     async def list_subscriptions(user_id: UserIdPath, _: SupportRead) -> Subscriptions:

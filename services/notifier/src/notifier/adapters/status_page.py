@@ -17,18 +17,19 @@ from importlib import resources
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from notifier import domain
 from notifier.adapters.feed import PostgresOrderFeed
+from notifier.adapters.http import PushOptions, SubscriptionIdPath, SubscriptionIn, SubscriptionOut, register_device
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from servicekit.http import ApiError, error_responses
 from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated, requires
 from servicekit.identity.guard import bearer
-from servicekit.links import LinkRefused, StatusLinks
+from servicekit.links import LinkRefused, StatusGrant, StatusLinks
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +95,39 @@ class StatusPage:
         subscriptions: PostgresSubscriptions,
         feed: PostgresOrderFeed,
         links: StatusLinks,
+        push: PushOptions,
         *,
         heartbeat_s: float = 15.0,
     ) -> None:
         self._uow = uow
         self._links = links
+        self._push = push
         self._subscriptions = subscriptions
         self._feed = feed
         self._heartbeat_s = heartbeat_s
         self._template = resources.files("notifier.adapters").joinpath("status_page.html").read_text("utf-8")
 
+    def grant(self, order_id: str, token: str | None) -> StatusGrant:
+        """What the order's status link lets its holder do, or 404."""
+        try:
+            return self._links.verify(order_id, token)
+        except LinkRefused as refused:
+            log.info("status link refused for order %s: %s", order_id, refused.code)
+            raise not_found(order_id) from None
+
+    async def owner(self, order_id: str, token: str | None) -> str:
+        """The user the order's status link names, if the order is theirs as far as the notifier knows; else 404."""
+        user_id = self.grant(order_id, token).user_id
+        async with self._uow() as tx:
+            changes = await tx.changes_for_order(order_id)
+        if any(c.user_id != user_id for c in changes[:1]):
+            raise not_found(order_id)
+        return user_id
+
     async def viewer(self, request: Request, order_id: str, token: str | None, credentials: Bearer) -> Viewer:
         """The user the order's status link names, or the platform with an orders:read key; else 404."""
         if token is not None:
-            try:
-                grant = self._links.verify(order_id, token)
-            except LinkRefused as refused:
-                log.info("status link refused for order %s: %s", order_id, refused.code)
-                raise not_found(order_id) from None
+            grant = self.grant(order_id, token)
             return Viewer(grant.user_id, grant.expires_at)
         if credentials is not None:
             authenticator: Authenticator = request.app.state.authenticator
@@ -219,5 +235,31 @@ class StatusPage:
                 media_type="text/event-stream",
                 headers={"cache-control": "no-store", "x-accel-buffering": "no"},
             )
+
+        @router.put(
+            "/v1/orders/{order_id}/subscriptions",
+            response_model=SubscriptionOut,
+            tags=["subscriptions"],
+            responses=error_responses(404, 409, 422),
+        )
+        async def subscribe_with_link(
+            order_id: OrderIdPath, body: SubscriptionIn, token: Token = None
+        ) -> SubscriptionOut:
+            """Register a device from the status page: it belongs to the user the order's status link names."""
+            return await register_device(self._subscriptions, self._push, await self.owner(order_id, token), body)
+
+        @router.delete(
+            "/v1/orders/{order_id}/subscriptions/{subscription_id}",
+            status_code=204,
+            tags=["subscriptions"],
+            responses=error_responses(404, 422),
+        )
+        async def unsubscribe_with_link(
+            order_id: OrderIdPath, subscription_id: SubscriptionIdPath, token: Token = None
+        ) -> Response:
+            """Forget a device of the user the order's status link names (only theirs)."""
+            if not await self._subscriptions.remove(await self.owner(order_id, token), subscription_id):
+                raise ApiError(404, "subscription_not_found", "the user has no such subscription")
+            return Response(status_code=204)
 
         return router
