@@ -104,6 +104,9 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         routes(uow=uow, orders=orders, callbacks=callbacks, find_order=find_order, metrics=metrics, clock=clock)
     )
     if settings.fast_path:
-        hot = fast_routes(orders=orders, callbacks=callbacks, metrics=metrics, authenticator=infra.authenticator)
+        own_form = providers.names.difference(settings.psp_secrets)
+        hot = fast_routes(
+            orders=orders, callbacks=callbacks, metrics=metrics, authenticator=infra.authenticator, own_form=own_form
+        )
         app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app
