@@ -287,21 +287,26 @@ async def score(
         "detection_latency_p50_s": _round(percentile(detection, 50)),
         "detection_latency_p99_s": _round(percentile(detection, 99)),
         "detection_latency_max_s": _round(max(detection, default=None)),
-        **_callback_loss(truth, flagged - dropped, first_credit, recovered_by_query),
+        **_callback_loss(truth, flagged, dropped, first_credit, recovered_by_query),
         "errors": len(truth.errors),
         "elapsed_s": round(elapsed_s, 2),
     }
 
 
 def _callback_loss(
-    truth: Truth, late: set[str], first_credit: Mapping[str, float], recovered_by_query: int | None
+    truth: Truth,
+    flagged: set[str],
+    credit_dropped: set[str],
+    first_credit: Mapping[str, float],
+    recovered_by_query: int | None,
 ) -> dict[str, Any]:
     """The orders paid at the local provider whose notification it dropped: how many payments found by query
-    (its own count), how many of them were credited, how long after payment, and how many were flagged
-    overdue because the query came after their deadline (`late`: the orders flagged whose credit the ledger
-    did not drop)."""
+    (its own count), how many of them were credited, and, of those whose credit the ledger did not drop too
+    (those wait for the retry), how long after payment and how many flagged overdue because the query came
+    after their deadline."""
     lost = truth.callback_dropped
-    waits = [first_credit[oid] - truth.orders[oid]["paid_at"] for oid in lost if oid in first_credit]
+    only_lost = lost - credit_dropped
+    waits = [first_credit[oid] - truth.orders[oid]["paid_at"] for oid in only_lost if oid in first_credit]
     return {
         "paid_at_provider": len(truth.at_provider),
         "callbacks_dropped": len(lost),
@@ -309,7 +314,7 @@ def _callback_loss(
         "callback_dropped_credited": sum(1 for oid in lost if oid in first_credit),
         "callback_dropped_credit_p50_s": _round(percentile(waits, 50)),
         "callback_dropped_credit_max_s": _round(max(waits, default=None)),
-        "callback_dropped_flagged": len(lost & late),
+        "callback_dropped_flagged": len(only_lost & flagged),
     }
 
 
