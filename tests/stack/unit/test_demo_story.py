@@ -168,3 +168,83 @@ def test_a_failed_start_is_one_line_naming_what_failed_and_its_log() -> None:
     assert "port 8101 for payments is in use" in lines[2] and lines[2].endswith("(log: /run/logs/payments.log)")
     assert lines[3].endswith("(log: /run/logs/postgres.log)")
     assert lines[4] == "the stack did not start: OSError (log: /run/logs)"
+
+
+async def test_the_json_summary_counts_the_payments_whose_notification_was_dropped_and_what_became_of_them() -> None:
+    truth, received = Truth(), Received()
+    # (order, seconds from payment to credit, flagged overdue, its notification dropped, its credit dropped)
+    plan = (
+        ("found-in-time", 2.6, False, True, False),
+        ("found-late", 5.4, True, True, False),
+        ("both-faults", 5.3, True, True, True),
+        ("notified", 0.2, False, False, False),
+    )
+    books: dict[str, list[dict[str, str]]] = {}
+    for n, (oid, credited_s, flagged, lost, _) in enumerate(plan):
+        truth.orders[oid] = {"user_id": f"u{n}", "amount": 600, "channel": "wechat", "paid_at": PAID_AT.timestamp()}
+        truth.paid.add(oid)
+        truth.at_provider.add(oid)
+        if lost:
+            truth.callback_dropped.add(oid)
+        credited = (PAID_AT + timedelta(seconds=credited_s)).isoformat()
+        books[oid] = [{"kind": "credit", "created_at": credited}]
+        if flagged:
+            changed = (PAID_AT + timedelta(seconds=THRESHOLD_S + 0.1)).isoformat()
+            received.payloads[f"{oid}-1"] = {"order_id": oid, "status": "delayed", "changed_at": changed}
+        received.payloads[f"{oid}-2"] = {"order_id": oid, "status": "credited", "credited_at": credited}
+    credit_dropped = [oid for oid, *_, dropped in plan if dropped]
+
+    def ledger(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/faults":
+            return httpx.Response(200, json={"credit_dropped": credit_dropped})
+        if path.endswith("/entries"):
+            return httpx.Response(200, json={"transactions": books[path.split("/")[3]]})
+        return httpx.Response(200, json={"balances": {"CNY": 600}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(ledger)) as client:
+        summary: dict[str, Any] = await score(
+            truth,
+            received,
+            ledger_url="http://ledger",
+            client=client,
+            elapsed_s=12.0,
+            threshold_s=THRESHOLD_S,
+            recovered_by_query=3,
+        )
+
+    assert (summary["paid_at_provider"], summary["callbacks_dropped"], summary["recovered_by_query"]) == (4, 3, 3)
+    assert summary["callback_dropped_credited"] == 3
+    # How long it took, of those whose credit was not dropped too (that one waited for the retry).
+    assert (summary["callback_dropped_credit_p50_s"], summary["callback_dropped_credit_max_s"]) == (4.0, 5.4)
+    # Found after its deadline: flagged in earnest, so neither a flag without a fault nor a false alarm.
+    assert summary["callback_dropped_flagged"] == 1
+    assert (summary["flagged_overdue"], summary["flagged_not_dropped"], summary["false_flags"]) == (2, 0, 0)
+
+
+def test_the_story_says_how_many_lost_notifications_were_recovered_by_query_and_how_long_after_payment() -> None:
+    lost = {
+        "paid_at_provider": 150,
+        "callbacks_dropped": 15,
+        "recovered_by_query": 15,
+        "callback_dropped_credit_p50_s": 2.84,
+        "callback_dropped_credit_max_s": 3.61,
+        "callback_dropped_flagged": 0,
+    }
+
+    lines = closing_lines(story_summary(**lost), credit_loss=0.03, threshold_s=THRESHOLD_S, callback_loss=0.1)
+    late = closing_lines(
+        story_summary(**lost | {"callback_dropped_flagged": 2}), credit_loss=0.03, threshold_s=THRESHOLD_S
+    )
+
+    assert lines[0].startswith("What went wrong: the simulated ledger fault dropped 8 of 300 credits")
+    assert (
+        "Lost notifications: the provider never sent 15 of 150 WeChat Pay and Alipay payment notifications "
+        "(--callback-loss 0.1)." in lines
+    )
+    assert (
+        "Recovered by query: payments asked the provider and found 15 of them paid, credited a median 2.8 s and at "
+        "worst 3.6 s after payment." in lines
+    )
+    assert not any("flagged overdue first" in line for line in lines)
+    assert "  2 of them were found after their 5 s deadline and flagged overdue first." in late

@@ -49,6 +49,15 @@ def demo(
     duplicates: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of callbacks the provider sends twice.")
     ] = 0.1,
+    callback_loss: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of WeChat Pay and Alipay notifications the local provider never sends; payments finds "
+            "those payments by asking it.",
+        ),
+    ] = 0.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")
     ] = False,
@@ -56,7 +65,9 @@ def demo(
     """Run the whole stack with the simulator, show live progress, print the scored summary and stop."""
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=as_json)
-    options = DemoOptions(orders, rate, credit_loss, threshold, duplicates, RUN_DIR.resolve() / "demo")
+    options = DemoOptions(
+        orders, rate, credit_loss, threshold, duplicates, RUN_DIR.resolve() / "demo", callback_loss=callback_loss
+    )
     try:
         summary = uvloop.run(run_demo(options, console))  # the demo's client shares the cores: the cheaper loop
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -72,7 +83,7 @@ def demo(
             if not isinstance(value, dict):
                 console.print(f"{key:>26}: {value}")
         console.print()
-        for line in closing_lines(summary, credit_loss=credit_loss, threshold_s=threshold):
+        for line in closing_lines(summary, credit_loss=credit_loss, threshold_s=threshold, callback_loss=callback_loss):
             console.print(line, soft_wrap=True, highlight=False)
     ok = summary["paid"] == summary["orders"] == orders and summary["credited_twice"] == 0
     raise typer.Exit(0 if ok else 1)

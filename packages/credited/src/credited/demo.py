@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich import box
 from rich.console import Console
 from rich.live import Live
@@ -19,7 +20,7 @@ from contracts.topics import Topic
 from credited.bench import wrk
 from credited.bench.driver import AiohttpSimulator, ClientTimes, session
 from credited.simulator.receiver import Received, WebhookReceiver
-from credited.simulator.run import Load, Truth, credit_publication_times, score, settled
+from credited.simulator.run import Load, Truth, credit_publication_times, order_of, score, settled
 from credited.simulator.story import StoryCounts, startup_failure, story_counts
 from credited.simulator.tail import CommandTail
 from credited.stack.local import LocalStack, StackConfig
@@ -37,6 +38,8 @@ class DemoOptions:
     duplicate_share: float
     run_dir: Path
     settle_timeout_s: float | None = None
+    callback_loss: float = 0.0
+    """Share of the local provider's payment notifications it drops (payments finds those by query)."""
 
 
 COLUMNS = ("orders", "paid", "credited", "overdue\nflagged", "retried", "recovered", "refunded", "users\ntold", "s")
@@ -86,6 +89,8 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         webhook_url=receiver.url,
         webhook_secret=receiver.secret,
         keys_path=options.run_dir.parent / "dev-keys.json",
+        callback_loss=options.callback_loss,
+        provider_duplicate_share=options.duplicate_share,
     )
     if config.psp_secret == "sim-secret":
         console.print("PAYMENTS_PSP_SECRET_SIM is unset: the simulated provider signs with 'sim-secret'")
@@ -118,16 +123,20 @@ async def _revive(stack: LocalStack, console: Console) -> None:
         await asyncio.sleep(1)
 
 
-async def _drive(stack: LocalStack, load: Load, truth: Truth, client: httpx.AsyncClient, run_dir: Path) -> str:
-    """Place and pay the orders: with wrk when it is installed (native, so the demo's own client can offer well
-    over a thousand orders a second on two cores shared with the stack), else the simulator over aiohttp.
-    Which one it was."""
-    if wrk.available():
-        await wrk.drive(stack.url("payments"), stack.config.psp_secret, load, truth, run_dir, api_key=stack.api_key)
-        return "wrk"
+async def _drive(stack: LocalStack, load: Load, truth: Truth, client: httpx.AsyncClient, options: DemoOptions) -> str:
+    """Place and pay the orders: with wrk when it is installed and no notification is to be lost (native, so
+    the demo's own client can offer well over a thousand orders a second on two cores shared with the stack;
+    it pays every channel through the `sim` provider), else the simulator over aiohttp, which pays the
+    `wechat` and `alipay` orders at the local provider. Which one it was."""
+    if wrk.available() and options.callback_loss == 0:
+        url, secret, key = stack.url("payments"), stack.config.psp_secret, stack.api_key
+        await wrk.drive(url, secret, load, truth, options.run_dir, api_key=key)
+        return "wrk (every channel through the sim provider)"
     async with session(load.concurrency, ClientTimes(), headers=stack.headers) as http:
-        await AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http).drive(load, truth)
-    return "python (aiohttp)"
+        simulator = AiohttpSimulator(stack.url("payments"), stack.config.psp_secret, client, http)
+        simulator.provider_url = stack.provider_url or None
+        await simulator.drive(load, truth)
+    return "python (aiohttp; wechat and alipay paid at the local provider)"
 
 
 async def _drive_and_score(
@@ -155,7 +164,10 @@ async def _drive_and_score(
             threshold_s=options.threshold_s,
             credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
             retried_at=retries.first_sent,
+            recovered_by_query=await _recovered_by_query(client, stack) if stack.provider_url else None,
         )
+        if stack.provider_url:
+            scored |= await _provider_check(stack, truth)
         affected = _affected_order(truth, received, retries)
         if affected is not None:
             scored["affected_order"] = await _show_order(stack, client, affected, options.run_dir)
@@ -184,7 +196,7 @@ async def _drive_and_watch(
     async with httpx.AsyncClient(
         timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100), headers=stack.headers
     ) as client:
-        driving = asyncio.create_task(_drive(stack, load, truth, client, options.run_dir))
+        driving = asyncio.create_task(_drive(stack, load, truth, client, options))
         try:
             with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
                 deadline = time.monotonic() + timeout
@@ -208,6 +220,32 @@ async def _drive_and_watch(
             f"[red]{len(truth.paid) - settled(truth, received)} paid orders did not settle within {timeout:.0f}s[/red]"
         )
     return time.monotonic() - start
+
+
+async def _recovered_by_query(client: httpx.AsyncClient, stack: LocalStack) -> int:
+    """payments' own count of payments found by asking the provider (all its processes, every provider)."""
+    text = (await client.get(f"{stack.url('payments')}/metrics")).text
+    return round(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "payments_recovered_by_query_total"
+        )
+    )
+
+
+async def _provider_check(stack: LocalStack, truth: Truth) -> dict[str, Any]:
+    """The local provider's own account of the notifications it dropped and repeated, to check the simulator's
+    truth against: the orders it says it dropped must be exactly those the simulator was told were."""
+    stats = await asyncio.to_thread(stack.provider_stats)
+    dropped = {order_of(*entry.split(":", 1)) for entry in stats["dropped"]} & truth.orders.keys()
+    truth.duplicate_callbacks += int(stats["sends"].get("duplicated", 0))
+    return {
+        "duplicate_callbacks": truth.duplicate_callbacks,
+        "provider_notifications": stats["notifications"],
+        "provider_dropped_agrees": dropped == truth.callback_dropped,
+    }
 
 
 def _affected_order(truth: Truth, received: Received, retries: CommandTail) -> str | None:

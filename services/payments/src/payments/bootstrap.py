@@ -120,12 +120,14 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         )
     )
     if settings.fast_path:
+        own_form = providers.names.difference(settings.psp_secrets)
         hot = fast_routes(
             orders=orders,
             callbacks=callbacks,
             metrics=metrics,
             authenticator=infra.authenticator,
             status_url=status_url,
+            own_form=own_form,
         )
         app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app

@@ -13,7 +13,7 @@ callbacks for one order in one group, the first applies and the second is a dupl
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -23,8 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.base import Currency, MinorUnits, OrderId, UtcDatetime
 from payments import domain
 from payments.announcements import announce_payment
-from payments.domain import CallbackRejected, Order, Outcome, PaymentNotice, PaymentQuery, ReviewRule
-from payments.ports import Clock, PaymentProviders, PaymentsUnitOfWork, UnitOfWorkFactory
+from payments.domain import (
+    CallbackAck,
+    CallbackRejected,
+    Order,
+    Outcome,
+    PaymentNotice,
+    PaymentQuery,
+    ProviderReply,
+    ReviewRule,
+)
+from payments.ports import Clock, PaymentProvider, PaymentProviders, PaymentsUnitOfWork, UnitOfWorkFactory
 from servicekit.logs import about
 from servicekit.signatures import SignatureError, verify
 
@@ -58,7 +67,8 @@ class Callback:
 
 @dataclass(frozen=True, slots=True)
 class CallbackResult:
-    """The HTTP answer to a callback: status code, stable code and a sentence."""
+    """The HTTP answer to a callback: status code, stable code and a sentence; and, for a provider whose
+    adapter verified it, the answer in that provider's own form (`reply`), which is what the provider gets."""
 
     status_code: int
     code: str
@@ -66,6 +76,7 @@ class CallbackResult:
     order_id: str | None = None
     outcome: Outcome = Outcome.REJECTED
     paid_at_clamped: bool = False
+    reply: ProviderReply | None = None
 
 
 _ANSWERS = {
@@ -104,7 +115,25 @@ async def handle_callbacks(
     its outcome. A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded.
     Providers with an HMAC secret in `secrets` are checked here; others by their adapter in `providers`."""
     checked = [await _check(c, secrets, providers, clock) for c in callbacks]
-    return await _decide(callbacks, checked, uow=uow, clock=clock, review=review, max_skew=max_skew)
+    results = await _decide(callbacks, checked, uow=uow, clock=clock, review=review, max_skew=max_skew)
+    return [_in_providers_form(r, _adapter(c, secrets, providers)) for c, r in zip(callbacks, results, strict=True)]
+
+
+def _adapter(
+    callback: Callback, secrets: dict[str, list[str]], providers: PaymentProviders | None
+) -> PaymentProvider | None:
+    """The adapter that verifies and answers this provider's callbacks; None when an HMAC secret does."""
+    if secrets.get(callback.provider) or providers is None:
+        return None
+    return providers.get(callback.provider)
+
+
+def _in_providers_form(result: CallbackResult, adapter: PaymentProvider | None) -> CallbackResult:
+    """The result with the answer its provider expects (Alipay's `success`, WeChat Pay's 204 or FAIL)."""
+    if adapter is None:
+        return result
+    ack = CallbackAck(result.status_code, result.code, result.detail, result.order_id)
+    return replace(result, reply=adapter.reply(ack))
 
 
 async def handle_paid_answers(
@@ -256,7 +285,7 @@ async def _check(
     callback: Callback, secrets: dict[str, list[str]], providers: PaymentProviders | None, clock: Clock
 ) -> tuple[CallbackResult | None, PaymentNotice | None]:
     active = secrets.get(callback.provider)
-    adapter = None if active or providers is None else providers.get(callback.provider)
+    adapter = _adapter(callback, secrets, providers)
     if adapter is not None:
         try:
             verified = await adapter.verify_callback(callback.body, {**callback.headers})

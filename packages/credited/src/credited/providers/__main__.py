@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from pathlib import Path
 
 from credited.providers.faults import Faults
 from credited.providers.notifier import NotifyKnobs
@@ -24,7 +25,15 @@ async def _run(args: argparse.Namespace) -> None:
         },
     )
     await provider.start()
-    print(json.dumps(provider.keys.payments_env(provider.url), indent=2), flush=True)  # noqa: T201
+    settings = provider.keys.payments_env(provider.url)
+    if args.env_file is None:
+        print(json.dumps(settings, indent=2), flush=True)  # noqa: T201
+    else:  # for the local stack, which starts payments with them: written whole, readable by its owner only
+        written = args.env_file.with_name(args.env_file.name + ".part")
+        written.unlink(missing_ok=True)
+        written.touch(mode=0o600)
+        written.write_text(json.dumps(settings))
+        written.replace(args.env_file)
     try:
         await asyncio.Event().wait()
     finally:
@@ -42,6 +51,7 @@ def main() -> None:
     parser.add_argument("--failure-share", type=float, default=0.0, help="share of API calls answered 500")
     parser.add_argument("--timeout-share", type=float, default=0.0, help="share of API calls whose answer hangs")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--env-file", type=Path, default=None, help="write the PAYMENTS_* settings here, not stdout")
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(parser.parse_args()))

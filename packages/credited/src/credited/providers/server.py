@@ -88,7 +88,12 @@ class LocalProvider:
             provider, trade_no, amount = str(body["provider"]), str(body["trade_no"]), int(body["amount"])
             if body.get("pay", True):
                 delivery = self.pay(provider, trade_no, amount, str(body.get("currency", "CNY")))
-                return JSONResponse({"paid": True, "dropped": delivery.dropped})
+                trade = self.book.get(provider, trade_no)
+                paid_at = trade.paid_at if trade is not None else None
+                assert paid_at is not None
+                # paid_at as both protocols state it, in whole seconds: the time payments and the reconciler see.
+                stated = paid_at.replace(microsecond=0).isoformat()
+                return JSONResponse({"paid": True, "dropped": delivery.dropped, "paid_at": stated})
             self.open(provider, trade_no, amount, str(body.get("currency", "CNY")))
         except (KeyError, ValueError, TypeError, BookError) as exc:
             return JSONResponse({"error": "invalid_trade", "detail": str(exc)}, status_code=422)

@@ -1,4 +1,7 @@
-"""Drives users and the `sim` payment provider against payments' HTTP API, then scores the run."""
+"""Drives users and the payment providers against payments' HTTP API, then scores the run. Orders on the
+`wechat` and `alipay` channels are paid at the local provider when the stack runs one (it notifies payments
+in WeChat Pay's and Alipay's protocols, or drops the notification); the others through the `sim` provider's
+JSON callbacks, sent by the simulator itself."""
 
 import asyncio
 import logging
@@ -24,6 +27,18 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ("alipay", "wechat", "card", "carrier")
 PROVIDER = "sim"
+LOCAL_PROVIDERS = {"wechat": "wechatpay", "alipay": "alipay"}
+"""The channels the local provider takes payments for, and its protocol for each."""
+
+
+def trade_no(provider: str, order_id: str) -> str:
+    """The merchant trade number an order has at the provider (WeChat Pay's 32 characters leave out `ord_`)."""
+    return order_id.removeprefix("ord_") if provider == "wechatpay" else order_id
+
+
+def order_of(provider: str, trade: str) -> str:
+    """The order id of a merchant trade number (see trade_no)."""
+    return f"ord_{trade}" if provider == "wechatpay" else trade
 
 
 @dataclass(frozen=True)
@@ -44,9 +59,16 @@ class Truth:
     paid: set[str] = field(default_factory=set)
     duplicate_callbacks: int = 0
     errors: list[str] = field(default_factory=list)
+    at_provider: set[str] = field(default_factory=set)
+    """Orders paid at the local provider, which notifies payments itself."""
+    callback_dropped: set[str] = field(default_factory=set)
+    """Of those, the ones whose notification the provider dropped, as it answered the payment."""
 
 
 class Simulator:
+    provider_url: str | None = None
+    """The local provider's base URL: orders of its channels are paid there (None: all through `sim`)."""
+
     def __init__(self, payments_url: str, psp_secret: str, client: httpx.AsyncClient) -> None:
         self.payments_url = payments_url.rstrip("/")
         self.psp_secret = psp_secret
@@ -76,6 +98,9 @@ class Simulator:
             return
         order_id = response.json()["order_id"]
         truth.orders[order_id] = {"user_id": user_id, "amount": amount, "channel": channel}
+        if self.provider_url is not None and channel in LOCAL_PROVIDERS:
+            await self._pay_at_provider(truth, order_id, LOCAL_PROVIDERS[channel], amount)
+            return
         paid_at = datetime.now(UTC)
         body = orjson.dumps(
             {
@@ -95,6 +120,20 @@ class Simulator:
             truth.duplicate_callbacks += sends - 1
         else:
             truth.errors.append(f"callback for {order_id}: {results}")
+
+    async def _pay_at_provider(self, truth: Truth, order_id: str, provider: str, amount: int) -> None:
+        """The user pays at the local provider, which sends payments its signed notification (or drops it)."""
+        body = {"provider": provider, "trade_no": trade_no(provider, order_id), "amount": amount, "currency": "CNY"}
+        response = await self._post(f"{self.provider_url}/dev/trades", json=body)
+        if response.status_code != 200:
+            truth.errors.append(f"pay {order_id} at {provider}: {response.status_code} {response.text[:200]}")
+            return
+        truth.paid.add(order_id)
+        truth.at_provider.add(order_id)
+        # The payment's time as the provider states it (whole seconds), from which the order's deadline runs.
+        truth.orders[order_id]["paid_at"] = datetime.fromisoformat(response.json()["paid_at"]).timestamp()
+        if response.json()["dropped"]:
+            truth.callback_dropped.add(order_id)
 
     async def _callback(self, body: bytes) -> int:
         headers = {"content-type": "application/json", "x-signature": sign(self.psp_secret, body, int(time.time()))}
@@ -193,9 +232,12 @@ async def score(
     threshold_s: float,
     credit_visible_at: dict[str, float] | None = None,
     retried_at: Mapping[str, float] | None = None,
+    recovered_by_query: int | None = None,
 ) -> dict[str, Any]:
     """The run's figures: every count is checked against the ground truth, not taken from the services.
-    `retried_at`: when each order's first RetryCredit reached the broker (read there, see simulator.tail)."""
+    `retried_at`: when each order's first RetryCredit reached the broker (read there, see simulator.tail);
+    `recovered_by_query`: payments' own count of payments it found by asking the provider, reported beside
+    the orders whose notification the provider dropped and what became of them."""
     by_order = received.by_order()
     statuses = {oid: {p["status"] for p in by_order.get(oid, [])} for oid in truth.paid}
     dropped = set((await client.get(f"{ledger_url}/v1/faults")).json()["credit_dropped"]) & truth.paid
@@ -231,7 +273,9 @@ async def score(
             for oid in flagged
             if _credit_seen_at(oid, credits, credit_visible_at) <= truth.orders[oid]["paid_at"] + threshold_s
         ),
-        "flagged_not_dropped": len(flagged - dropped),
+        # Flagged with no fault behind it: neither its credit nor its payment's notification was dropped (an
+        # order whose notification was lost is overdue in earnest if the query found it after its deadline).
+        "flagged_not_dropped": len(flagged - dropped - truth.callback_dropped),
         "retried": len(truth.paid & (retried_at or {}).keys()),
         "recovered": len(recovered(flagged, first_credit, retried_at or {})),
         "missed_overdue": len(dropped - flagged),
@@ -243,8 +287,34 @@ async def score(
         "detection_latency_p50_s": _round(percentile(detection, 50)),
         "detection_latency_p99_s": _round(percentile(detection, 99)),
         "detection_latency_max_s": _round(max(detection, default=None)),
+        **_callback_loss(truth, flagged, dropped, first_credit, recovered_by_query),
         "errors": len(truth.errors),
         "elapsed_s": round(elapsed_s, 2),
+    }
+
+
+def _callback_loss(
+    truth: Truth,
+    flagged: set[str],
+    credit_dropped: set[str],
+    first_credit: Mapping[str, float],
+    recovered_by_query: int | None,
+) -> dict[str, Any]:
+    """The orders paid at the local provider whose notification it dropped: how many payments found by query
+    (its own count), how many of them were credited, and, of those whose credit the ledger did not drop too
+    (those wait for the retry), how long after payment and how many flagged overdue because the query came
+    after their deadline."""
+    lost = truth.callback_dropped
+    only_lost = lost - credit_dropped
+    waits = [first_credit[oid] - truth.orders[oid]["paid_at"] for oid in only_lost if oid in first_credit]
+    return {
+        "paid_at_provider": len(truth.at_provider),
+        "callbacks_dropped": len(lost),
+        "recovered_by_query": recovered_by_query,
+        "callback_dropped_credited": sum(1 for oid in lost if oid in first_credit),
+        "callback_dropped_credit_p50_s": _round(percentile(waits, 50)),
+        "callback_dropped_credit_max_s": _round(max(waits, default=None)),
+        "callback_dropped_flagged": len(only_lost & flagged),
     }
 
 

@@ -51,18 +51,25 @@ def recovered(flagged: Set[str], credited_at: Mapping[str, float], retried_at: M
     return {oid for oid in flagged if oid in credited_at and oid in retried_at and credited_at[oid] >= retried_at[oid]}
 
 
-def closing_lines(summary: Mapping[str, Any], *, credit_loss: float, threshold_s: float) -> list[str]:
+def closing_lines(
+    summary: Mapping[str, Any], *, credit_loss: float, threshold_s: float, callback_loss: float = 0.0
+) -> list[str]:
     """The few lines that end the human summary: what went wrong, when it was caught, what was done, and
     where to see one affected order."""
     dropped, flagged = summary["credits_dropped"], summary["flagged_overdue"]
+    lost = _lost_notifications(summary, callback_loss, threshold_s)
     if dropped == 0 and flagged == 0:
-        return [f"Nothing went wrong: no credit was dropped (--credit-loss {credit_loss:g}) and no order was flagged."]
+        return [
+            f"Nothing went wrong: no credit was dropped (--credit-loss {credit_loss:g}) and no order was flagged.",
+            *lost,
+        ]
     lines = [
         f"What went wrong: the simulated ledger fault dropped {dropped} of {summary['paid']} credits "
         f"(--credit-loss {credit_loss:g}): paid, money gone, nothing in the wallet.",
         _caught(summary, threshold_s),
         f"What was done: {summary['retried']} retried, {summary['recovered']} credited after the retry, "
         f"{summary['refunded']} refunded; {summary['notifications_sent']} notifications told the users.",
+        *lost,
     ]
     if summary["missed_overdue"]:
         lines.append(f"Not caught: {summary['missed_overdue']} dropped credits were never flagged.")
@@ -75,6 +82,27 @@ def closing_lines(summary: Mapping[str, Any], *, credit_loss: float, threshold_s
         lines.append(f"  timeline (what support sees):     {order['timeline']}")
         if order.get("saved"):
             lines.append(f"  the stack has stopped; both as they were at the end: {order['saved']}")
+    return lines
+
+
+def _lost_notifications(summary: Mapping[str, Any], callback_loss: float, threshold_s: float) -> list[str]:
+    """What became of the payments whose notification the provider dropped: found by query, and when."""
+    lost = summary.get("callbacks_dropped") or 0
+    if not lost:
+        return []
+    p50, worst = summary["callback_dropped_credit_p50_s"], summary["callback_dropped_credit_max_s"]
+    when = "" if p50 is None else f", credited a median {p50:.1f} s and at worst {worst:.1f} s after payment"
+    lines = [
+        f"Lost notifications: the provider never sent {lost} of {summary['paid_at_provider']} WeChat Pay and Alipay "
+        f"payment notifications (--callback-loss {callback_loss:g}).",
+        f"Recovered by query: payments asked the provider and found {summary['recovered_by_query']} of them paid"
+        f"{when}.",
+    ]
+    if summary["callback_dropped_flagged"]:
+        lines.append(
+            f"  {summary['callback_dropped_flagged']} of them were found after their {threshold_s:g} s deadline "
+            "and flagged overdue first."
+        )
     return lines
 
 

@@ -4,10 +4,16 @@ By default the broker is the embedded Tansu and PostgreSQL the embedded server; 
 DATABASE_URL point the stack at existing ones instead. Once the services answer, the stack makes a development
 API key with every scope and writes it to `keys_path` (`.credited/dev-keys.json` for `credited up` and
 `credited demo`): its clients send it as `Authorization: Bearer <key>` (`LocalStack.headers`).
+
+Before the services, the stack starts the local payment provider (`credited.providers`, WeChat Pay and Alipay
+on loopback, with test keys made at its start) and makes payments its merchant: orders on the `wechat` and
+`alipay` channels are paid there, it sends the signed notifications (dropping `callback_loss` of them), and
+payments asks it about an order whose notification has not come `query_delay_s` after the order.
 """
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import shutil
@@ -61,6 +67,15 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     keys_path: Path | None = None
     """Where the development key goes (a JSON object of name to key); unset, `run_dir/dev-keys.json`."""
+    local_provider: bool = True
+    """Start the local WeChat Pay and Alipay provider and make payments its merchant."""
+    callback_loss: float = 0.0
+    """Share of the local provider's notifications it never sends (payments finds those payments by query)."""
+    provider_duplicate_share: float = 0.0
+    query_delay_s: float = 2.0
+    """How long after an order payments first asks the provider: well under the demo's overdue threshold (5 s),
+    so a payment whose notification was lost is found and credited before its deadline, which runs from the
+    provider's paid_at in whole seconds (up to a second before the payment)."""
 
     @property
     def identity_schema(self) -> str:
@@ -98,6 +113,9 @@ class LocalStack:
         self.database_url = config.database_url or ""
         self.keys_path = config.keys_path or config.run_dir / "dev-keys.json"
         self.api_key = ""
+        self.provider: Child | None = None
+        self.provider_url = ""
+        self.provider_env: dict[str, str] = {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -127,6 +145,8 @@ class LocalStack:
                 self.kafka = EmbeddedKafka(free_port(), logs)
                 self.kafka.start()
                 self.bootstrap = self.kafka.bootstrap
+            if self.config.local_provider:
+                self.start_provider()
             for name in SERVICES:
                 self.start_service(name)
             for name in SERVICES:
@@ -138,6 +158,37 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    def start_provider(self) -> None:
+        """The local payment provider, notifying payments; its PAYMENTS_* settings are read before payments
+        starts (its keys are made fresh at its start)."""
+        c, port = self.config, free_port()
+        env_file = c.run_dir / "provider-env.json"
+        env_file.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "credited.providers", "--port", str(port), "--payments", self.url("payments")]
+        argv += ["--drop", str(c.callback_loss), "--duplicate", str(c.provider_duplicate_share)]
+        argv += ["--retry", "1", "3", "--env-file", str(env_file)]
+        self.provider = Child("provider", argv, log_path=c.run_dir / "logs" / "provider.log", env=dict(os.environ))
+        self.provider.start()
+        wait_for(env_file.exists, timeout_s=60, what="the local payment provider", child=self.provider)
+        self.provider_env = json.loads(env_file.read_text())
+        self.provider_url = f"http://127.0.0.1:{port}"
+
+    def provider_stats(self) -> dict[str, Any]:
+        """The local provider's counts: its trades, notifications, and which it dropped."""
+        answer = httpx.get(f"{self.provider_url}/dev/stats", timeout=30)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def _payments_provider_env(self) -> dict[str, str]:
+        if not self.provider_env:
+            return {}
+        return {
+            **self.provider_env,
+            "PAYMENTS_CHANNEL_PROVIDERS": json.dumps({"wechat": "wechatpay", "alipay": "alipay"}),
+            "PAYMENTS_QUERY_DELAY_S": str(self.config.query_delay_s),
+            "PAYMENTS_QUERY_IDLE_S": "0.25",  # a due query waits at most this long for the worker
+        }
 
     def service_env(self, name: str) -> dict[str, str]:
         c = self.config
@@ -163,6 +214,7 @@ class LocalStack:
             "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),
             "NOTIFIER_WEBHOOK_URL": c.webhook_url or "",
             "NOTIFIER_WEBHOOK_SECRET": c.webhook_secret,
+            **(self._payments_provider_env() if name == "payments" else {}),
             **c.extra_env,
         }
         return env
@@ -262,6 +314,9 @@ class LocalStack:
             child = self.services.pop(name, None)
             if child is not None:
                 child.stop()
+        if self.provider is not None:
+            self.provider.stop()
+            self.provider = None
         if self.kafka is not None:
             self.kafka.stop()
             self.kafka = None

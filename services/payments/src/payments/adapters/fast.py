@@ -8,7 +8,9 @@ every error answer stays exactly what it was. The routes stay declared in FastAP
 
 An order needs an API key with `orders:write`, checked here by the app's own Authenticator (its cache, so no
 database round trip per request); a request without one is handed on, and FastAPI answers the 401 or 403.
-The callback is authenticated by its provider's signature, not by a key.
+The callback is authenticated by its provider's signature, not by a key. Only callbacks answered with
+credited's JSON (providers with an HMAC secret, and unknown names) are answered here; WeChat Pay's and
+Alipay's, answered in their own forms, go to the FastAPI route.
 """
 
 import re
@@ -57,7 +59,10 @@ def fast_routes(
     metrics: PrometheusPaymentsMetrics,
     authenticator: Authenticator,
     status_url: StatusLink,
+    own_form: frozenset[str] = frozenset(),
 ) -> list[FastRoute]:
+    """`own_form`: the providers whose callbacks are answered in their own form, not credited's JSON."""
+
     async def place(_: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
         if _repeated(headers, "content-type", "idempotency-key"):
             return None
@@ -82,9 +87,9 @@ def fast_routes(
 
     async def pay(match: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
         provider = match[1]
-        if _repeated(headers, "x-signature") or _PROVIDER.fullmatch(provider) is None:
+        if _repeated(headers, "x-signature") or _PROVIDER.fullmatch(provider) is None or provider in own_form:
             return None
-        result = await callbacks.submit(Callback(provider, body, headers.get("x-signature")))
+        result = await callbacks.submit(Callback(provider, body, headers.get("x-signature"), headers=headers))
         metrics.callback(provider, result.outcome)
         if result.status_code >= 400:
             return result.status_code, orjson.dumps(error_body(result.code, result.detail))

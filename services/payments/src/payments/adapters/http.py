@@ -4,7 +4,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Channel, Currency, MinorUnits, OrderId, Product, UserId
@@ -196,10 +196,16 @@ def routes(
         provider: ProviderName,
         request: Request,
         x_signature: Annotated[str | None, Header()] = None,
-    ) -> JsonResponse:
-        """A provider's signed payment notice: X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "t.body")>."""
-        result = await callbacks.submit(Callback(provider, await request.body(), x_signature))
+    ) -> Response:
+        """A provider's signed payment notice: X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "t.body")>
+        for the simulated provider, answered with this JSON; WeChat Pay's and Alipay's in their own protocol
+        (signature headers, form body), answered in their own form (204 or a FAIL object; `success`/`fail`)."""
+        callback = Callback(provider, await request.body(), x_signature, headers=dict(request.headers))
+        result = await callbacks.submit(callback)
         metrics.callback(provider, result.outcome)
+        if result.reply is not None:
+            reply = result.reply
+            return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
         if result.status_code >= 400:
             return JsonResponse(error_body(result.code, result.detail), status_code=result.status_code)
         return JsonResponse({"result": result.code, "order_id": result.order_id, "detail": result.detail})
