@@ -26,6 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.errors import classify
+from servicekit.errors import error_body as error_body  # re-exported: services import it from here
+from servicekit.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from servicekit.metrics import ServiceMetrics
 from servicekit.request_id import RequestId
 from servicekit.retrying import Readiness
@@ -51,10 +53,6 @@ class JsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def error_body(code: str, detail: object) -> dict[str, object]:
-    return {"error": code, "detail": detail}
-
-
 class ErrorBody(BaseModel):
     """Every refusal: a stable machine-readable code and what is wrong, for people (or a list of problems)."""
 
@@ -74,12 +72,16 @@ def create_app(
     registry: CollectorRegistry,
     ready: Callable[[], Awaitable[bool]] | None = None,
     readiness: Readiness | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """A FastAPI app with credited's error shape and the operational endpoints. When the service's
     metrics were built on `registry` (servicekit.infrastructure does that), every request is counted. With
-    `readiness`, /healthz answers 503 naming each dependency (database, broker) the service waits for."""
+    `readiness`, /healthz answers 503 naming each dependency (database, broker) the service waits for.
+    Bodies over `max_body_bytes` get 413 ahead of every middleware, those added later included (FastPath)."""
     # Metrics are Prometheus (below); FastAPI's OpenTelemetry hooks would look for providers on every request.
-    app = FastAPI(title=title, version=version, telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = _Limited(
+        title=title, version=version, telemetry={"tracing": False, "metrics": False, "logs": False}
+    ).limited_to(max_body_bytes)
     _declare_credited_errors(app)
     service_metrics = ServiceMetrics.on(registry)
     if service_metrics is not None:
@@ -128,6 +130,20 @@ def create_app(
         return Response(generate_latest(_all_processes() or registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _Limited(FastAPI):
+    """FastAPI with the body size limit outside its whole middleware stack: a middleware added after the app
+    is built (payments' FastPath reads whole bodies itself) still sits inside the limit, and cannot undo it."""
+
+    max_body_bytes = DEFAULT_MAX_BODY_BYTES
+
+    def limited_to(self, max_bytes: int) -> "_Limited":
+        self.max_body_bytes = max_bytes
+        return self
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return BodySizeLimit(super().build_middleware_stack(), max_bytes=self.max_body_bytes)
 
 
 def _all_processes() -> CollectorRegistry | None:
