@@ -157,7 +157,8 @@ def _all_processes() -> CollectorRegistry | None:
 
 def _declare_credited_errors(app: FastAPI) -> None:
     """Make the OpenAPI spec say what the app answers: every 422 in credited's error shape (not FastAPI's
-    default HTTPValidationError, which our handler replaces), and a 400 wherever a body may fail to parse."""
+    default HTTPValidationError, which our handler replaces), a 400 wherever a body may fail to parse, and a
+    413 wherever one may be too large."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -173,6 +174,8 @@ def _declare_credited_errors(app: FastAPI) -> None:
                 responses["422"]["content"] = error
             if "requestBody" in operation and "400" not in responses:
                 responses["400"] = {"description": HTTPStatus(400).phrase, "content": error}
+            if "requestBody" in operation and "413" not in responses:  # servicekit.limits.BodySizeLimit
+                responses["413"] = {"description": HTTPStatus(413).phrase, "content": error}
         for default in ("HTTPValidationError", "ValidationError"):
             schemas.pop(default, None)
         return schema
