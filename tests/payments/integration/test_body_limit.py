@@ -18,6 +18,7 @@ from payments.callbacks import REFUSED_BODY_KEPT
 from payments.config import Settings
 from servicekit.http import serve
 from servicekit.signatures import sign
+from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.service_settings import settings_for
 
@@ -29,6 +30,7 @@ SECRET = "limit-secret"
 class Payments:
     url: str
     settings: Settings
+    headers: dict[str, str]
 
     async def audit(self) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(
@@ -59,7 +61,7 @@ async def payments(request, broker: Broker, database_url: str, isolation: str) -
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "payments did not start"
                 await asyncio.sleep(0.05)
-    yield Payments(url, settings)
+    yield Payments(url, settings, await bearer(infra.keys))
     server.cancel()
     await asyncio.gather(server, return_exceptions=True)
     await infra.close()
@@ -104,7 +106,7 @@ async def test_a_5_mib_callback_and_a_5_mib_order_get_413_json_and_nothing_is_st
     limit = payments.settings.max_body_bytes
     huge = padded(ORDER, 5 * MIB)
     json_headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(base_url=payments.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=payments.url, headers=payments.headers, timeout=30) as client:
         answers = [
             await client.post("/v1/orders", content=huge, headers=json_headers),
             await client.post("/v1/orders", content=streamed(5 * MIB), headers=json_headers),
@@ -121,7 +123,7 @@ async def test_a_5_mib_callback_and_a_5_mib_order_get_413_json_and_nothing_is_st
 
 async def test_an_order_and_a_callback_just_under_the_limit_are_accepted(payments: Payments) -> None:
     limit = payments.settings.max_body_bytes
-    async with httpx.AsyncClient(base_url=payments.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=payments.url, headers=payments.headers, timeout=30) as client:
         order = await client.post(
             "/v1/orders", content=padded(ORDER, limit - 1), headers={"content-type": "application/json"}
         )
@@ -140,7 +142,7 @@ async def test_an_order_and_a_callback_just_under_the_limit_are_accepted(payment
 async def test_a_refused_callback_is_kept_for_audit_cut_to_its_first_bytes(payments: Payments) -> None:
     limit = payments.settings.max_body_bytes
     body = padded(paid("ord_unsigned"), limit - 1)
-    async with httpx.AsyncClient(base_url=payments.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=payments.url, headers=payments.headers, timeout=30) as client:
         answer = await client.post(
             "/v1/psp/sim/callbacks",
             content=body,
