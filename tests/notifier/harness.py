@@ -106,6 +106,9 @@ class RunningNotifier:
 def notifier_settings(broker: Broker, database_url: str, isolation: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "vapid_private_key": VAPID_PEM,
+        # The receivers below run on loopback over plain http: development mode lets the address guard
+        # (servicekit.netguard) reach them, as it does for the local stack. Cloud metadata stays refused.
+        "environment": "development",
         "webpush_allowed_hosts": ("127.0.0.1",),
         "webpush_allow_http": True,
         "push_timeout_s": 0.5,

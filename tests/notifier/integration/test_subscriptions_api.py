@@ -121,3 +121,27 @@ async def test_an_app_registered_with_fcm_gets_the_notification_at_the_configure
     assert message["token"] == "device-token"
     assert message["notification"]["title"] == "Top-up credited"
     assert message["android"]["collapse_key"] == domain.push_topic("ord_1")
+
+
+async def test_a_user_past_the_device_bound_gets_409_until_one_is_removed(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    bound = 2
+    running = await notifier(max_subscriptions_per_user=bound)
+    url = f"{running.url}/v1/users/u1/subscriptions"
+    ids = [
+        (await running.api.put(url, json=push_service.subscribe(f"d{i}"))).json()["subscription_id"]
+        for i in range(bound)
+    ]
+    past = await running.api.put(url, json=push_service.subscribe("one-more"))
+    assert past.status_code == 409
+    assert past.json() == {
+        "error": "too_many_subscriptions",
+        "detail": f"a user may have at most {bound} devices; remove one first",
+    }
+    assert (await running.api.put(url, json=push_service.subscribe("d0"))).status_code == 200  # a refresh
+    other_user = await running.api.put(f"{running.url}/v1/users/u2/subscriptions", json=push_service.subscribe("x"))
+    assert other_user.status_code == 200
+    assert (await running.api.delete(f"{url}/{ids[0]}")).status_code == 204
+    assert (await running.api.put(url, json=push_service.subscribe("one-more"))).status_code == 200
+    assert len((await running.api.get(url)).json()["subscriptions"]) == bound

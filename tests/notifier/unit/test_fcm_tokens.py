@@ -24,6 +24,7 @@ from credited.stack.processes import free_port
 from notifier.adapters.fcm import FCM_SCOPE, FcmChannel, ServiceAccountTokens, fcm_channel
 from notifier.adapters.poster import AiohttpPoster
 from notifier.ports import DeliveryFailed, Target
+from servicekit.netguard import AddressPolicy
 from tests.notifier.unit.test_channels import PAYLOAD
 
 EMAIL = "notifier@credited-test.iam.gserviceaccount.com"
@@ -116,7 +117,7 @@ class Clock:
 
 @pytest.fixture
 async def poster() -> AsyncIterator[AiohttpPoster]:
-    built = AiohttpPoster(timeout_s=5)
+    built = AiohttpPoster(timeout_s=5, policy=AddressPolicy(development=True))  # the FCM stand-in is on loopback
     yield built
     await built.close()
 

@@ -17,6 +17,11 @@ import asyncpg
 from aiokafka import errors as kafka_errors
 
 
+def error_body(code: str, detail: object) -> dict[str, object]:
+    """credited's JSON error body: a stable machine-readable code, and what is wrong for people."""
+    return {"error": code, "detail": detail}
+
+
 class Kind(StrEnum):
     """What to do about an error."""
 

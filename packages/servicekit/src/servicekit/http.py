@@ -26,6 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.errors import classify
+from servicekit.errors import error_body as error_body  # re-exported: services import it from here
+from servicekit.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from servicekit.metrics import ServiceMetrics
 from servicekit.request_id import RequestId
 from servicekit.retrying import Readiness
@@ -51,10 +53,6 @@ class JsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def error_body(code: str, detail: object) -> dict[str, object]:
-    return {"error": code, "detail": detail}
-
-
 class ErrorBody(BaseModel):
     """Every refusal: a stable machine-readable code and what is wrong, for people (or a list of problems)."""
 
@@ -74,12 +72,16 @@ def create_app(
     registry: CollectorRegistry,
     ready: Callable[[], Awaitable[bool]] | None = None,
     readiness: Readiness | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """A FastAPI app with credited's error shape and the operational endpoints. When the service's
     metrics were built on `registry` (servicekit.infrastructure does that), every request is counted. With
-    `readiness`, /healthz answers 503 naming each dependency (database, broker) the service waits for."""
+    `readiness`, /healthz answers 503 naming each dependency (database, broker) the service waits for.
+    Bodies over `max_body_bytes` get 413 ahead of every middleware, those added later included (FastPath)."""
     # Metrics are Prometheus (below); FastAPI's OpenTelemetry hooks would look for providers on every request.
-    app = FastAPI(title=title, version=version, telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = _Limited(
+        title=title, version=version, telemetry={"tracing": False, "metrics": False, "logs": False}
+    ).limited_to(max_body_bytes)
     _declare_credited_errors(app)
     service_metrics = ServiceMetrics.on(registry)
     if service_metrics is not None:
@@ -130,6 +132,20 @@ def create_app(
     return app
 
 
+class _Limited(FastAPI):
+    """FastAPI with the body size limit outside its whole middleware stack: a middleware added after the app
+    is built (payments' FastPath reads whole bodies itself) still sits inside the limit, and cannot undo it."""
+
+    max_body_bytes = DEFAULT_MAX_BODY_BYTES
+
+    def limited_to(self, max_bytes: int) -> "_Limited":
+        self.max_body_bytes = max_bytes
+        return self
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return BodySizeLimit(super().build_middleware_stack(), max_bytes=self.max_body_bytes)
+
+
 def _all_processes() -> CollectorRegistry | None:
     """When the service runs as several processes (servicekit.runner), every process's metrics, summed."""
     if METRICS_DIR not in os.environ:
@@ -141,7 +157,8 @@ def _all_processes() -> CollectorRegistry | None:
 
 def _declare_credited_errors(app: FastAPI) -> None:
     """Make the OpenAPI spec say what the app answers: every 422 in credited's error shape (not FastAPI's
-    default HTTPValidationError, which our handler replaces), and a 400 wherever a body may fail to parse."""
+    default HTTPValidationError, which our handler replaces), a 400 wherever a body may fail to parse, and a
+    413 wherever one may be too large."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -157,6 +174,8 @@ def _declare_credited_errors(app: FastAPI) -> None:
                 responses["422"]["content"] = error
             if "requestBody" in operation and "400" not in responses:
                 responses["400"] = {"description": HTTPStatus(400).phrase, "content": error}
+            if "requestBody" in operation and "413" not in responses:  # servicekit.limits.BodySizeLimit
+                responses["413"] = {"description": HTTPStatus(413).phrase, "content": error}
         for default in ("HTTPValidationError", "ValidationError"):
             schemas.pop(default, None)
         return schema

@@ -10,7 +10,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit.http import error_body
+from servicekit.errors import error_body
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 

@@ -44,7 +44,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     infra.consume(
         "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
     )
-    app = create_app(title="credited ledger", version="1", registry=infra.registry, readiness=infra.readiness)
+    app = create_app(
+        title="credited ledger",
+        version="1",
+        registry=infra.registry,
+        readiness=infra.readiness,
+        max_body_bytes=settings.max_body_bytes,
+    )
     protect(app, infra.authenticator)
     app.include_router(routes(uow))
     return infra, app

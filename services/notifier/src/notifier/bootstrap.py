@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
+from yarl import URL
 
 from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
@@ -67,7 +68,10 @@ def vapid_signer(settings: Settings) -> VapidSigner:
 def channels(
     settings: Settings, signer: VapidSigner, links: StatusLinks
 ) -> tuple[dict[str, DeliveryChannel], list[AiohttpPoster]]:
-    push_poster = AiohttpPoster(timeout_s=settings.push_timeout_s, max_connections=settings.max_in_flight)
+    policy = settings.address_policy
+    push_poster = AiohttpPoster(
+        timeout_s=settings.push_timeout_s, policy=policy, max_connections=settings.max_in_flight
+    )
     built: dict[str, DeliveryChannel] = {
         "webpush": WebPushChannel(
             signer,
@@ -81,7 +85,10 @@ def channels(
     }
     posters = [push_poster]
     if settings.webhook_url:
-        webhook_poster = AiohttpPoster(timeout_s=settings.webhook_timeout_s, max_connections=50)
+        refusal = policy.url_refusal(URL(settings.webhook_url))
+        if refusal is not None:  # its host name is checked on each connection, where a refusal fails the delivery
+            raise ValueError(f"NOTIFIER_WEBHOOK_URL is refused: {refusal}")
+        webhook_poster = AiohttpPoster(timeout_s=settings.webhook_timeout_s, policy=policy, max_connections=50)
         built["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, webhook_poster)
         posters.append(webhook_poster)
     fcm = fcm_channel(
@@ -132,7 +139,9 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         [Topic.ORDERS_STATUS],
         only({OrderStatusChanged}, partial(handlers.handle_status_changes, uow=uow)),
     )
-    subscriptions = PostgresSubscriptions(infra.pool)
+    subscriptions = PostgresSubscriptions(
+        infra.pool, settings.address_policy, max_per_user=settings.max_subscriptions_per_user
+    )
     feed = PostgresOrderFeed(settings.database_url, settings.db_schema)
     push = PushOptions(
         vapid_public_key=signer.public_key,
@@ -140,7 +149,13 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         allow_http=settings.webpush_allow_http,
         fcm_enabled="fcm" in by_name,
     )
-    app = create_app(title="credited notifier", version="1", registry=infra.registry, readiness=infra.readiness)
+    app = create_app(
+        title="credited notifier",
+        version="1",
+        registry=infra.registry,
+        readiness=infra.readiness,
+        max_body_bytes=settings.max_body_bytes,
+    )
     protect(app, infra.authenticator)
     app.include_router(routes(uow, subscriptions, push))
     page = StatusPage(uow, subscriptions, feed, links, push, heartbeat_s=settings.sse_heartbeat_s)

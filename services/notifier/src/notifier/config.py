@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.netguard import AddressPolicy
 from servicekit.settings import ServiceSettings
 
 PUSH_SERVICES = (
@@ -35,8 +36,18 @@ class Settings(ServiceSettings):
     )
     webpush_ttl_s: int = Field(86400, ge=0, le=28 * 86400)
     webpush_allowed_hosts: tuple[str, ...] = PUSH_SERVICES
-    webpush_allow_http: bool = Field(False, description="Accept plain http push endpoints (loopback tests only).")
+    webpush_allow_http: bool = Field(
+        False, description="Accept plain http push endpoints (loopback tests only; and only in development mode)."
+    )
     push_timeout_s: float = Field(5.0, gt=0)
+    max_subscriptions_per_user: int = Field(
+        20, ge=1, le=1000, description="Devices one user may register; past it, registration answers 409."
+    )
+    allowed_networks: tuple[str, ...] = Field(
+        (),
+        description="Networks (CIDR) push services and the webhook may be reached on although private or loopback "
+        "(a receiver on the operator's own network). Cloud metadata and link-local addresses stay refused.",
+    )
 
     fcm_service_account_file: Path | None = Field(
         None, description="Google service-account JSON key: FCM access tokens are minted from it and refreshed."
@@ -58,6 +69,12 @@ class Settings(ServiceSettings):
     max_backoff_s: float = Field(3600.0, gt=0, description="The longest wait between two attempts.")
     max_in_flight: int = Field(256, ge=1, le=10_000)
     sse_heartbeat_s: float = Field(15.0, gt=0)
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        """Where the notifier may connect (servicekit.netguard): public https receivers, plus the allowed
+        networks; loopback, private networks and plain http too in development mode (CREDITED_ENV)."""
+        return AddressPolicy.for_environment(self.environment, self.allowed_networks)
 
     @property
     def lease_s(self) -> float:

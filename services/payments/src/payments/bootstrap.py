@@ -104,7 +104,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     window, most = settings.group_window_ms / 1000, settings.group_max
     orders = GroupCommit(place, name="orders", window_s=window, max_group=most)
     callbacks = GroupCommit(pay, name="callbacks", window_s=window, max_group=most)
-    app = create_app(title="credited payments", version="1", registry=infra.registry, readiness=infra.readiness)
+    app = create_app(
+        title="credited payments",
+        version="1",
+        registry=infra.registry,
+        readiness=infra.readiness,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.state.providers = providers
     app.state.query_worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s)
     protect(app, infra.authenticator)

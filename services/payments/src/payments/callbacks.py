@@ -270,14 +270,25 @@ def _has_cleared_topup(group: _Group, order: Order) -> bool:
     )
 
 
+REFUSED_BODY_KEPT = 4096
+"""The bytes of a refused or rejected callback's body kept for audit: enough to see what was sent, while
+anyone can post unsigned junk as often as they like (an accepted callback, signed by the provider, is kept whole)."""
+
+_KEPT_WHOLE = frozenset({Outcome.PAID.value, Outcome.FAILED.value, Outcome.DUPLICATE.value, Outcome.IGNORED.value})
+
+
 async def _audit(tx: PaymentsUnitOfWork, callback: Callback, order_id: str | None, outcome: str, reason: str) -> None:
+    body = callback.body
+    if outcome not in _KEPT_WHOLE and len(body) > REFUSED_BODY_KEPT:
+        reason = f"{reason} (body cut to its first {REFUSED_BODY_KEPT} of {len(body)} bytes)"
+        body = body[:REFUSED_BODY_KEPT]
     await tx.record_callback(
         provider=callback.provider,
         order_id=order_id,
         outcome=outcome,
         reason=reason,
         signature=callback.signature,
-        body=callback.body,
+        body=body,
     )
 
 

@@ -11,15 +11,14 @@ from prometheus_client import CollectorRegistry
 
 from credited.stack.processes import free_port
 from servicekit.http import create_app, serve
-from servicekit.limits import BodySizeLimit
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, list[int]]]:
-    """A credited app with the limit at its default (64 KiB) and a callback route that reads the whole body;
-    yields its URL and the sizes of the bodies the route actually got."""
+    """A credited app as create_app builds it, so with the limit at its default (64 KiB), and a callback route
+    that reads the whole body; yields its URL and the sizes of the bodies the route actually got."""
     app = create_app(title="limited", version="1", registry=CollectorRegistry())
     received: list[int] = []
 
@@ -29,7 +28,6 @@ async def server() -> AsyncIterator[tuple[str, list[int]]]:
         received.append(len(body))
         return {"bytes": len(body)}
 
-    app.add_middleware(BodySizeLimit)
     port = free_port()
     task = asyncio.create_task(serve(app, "127.0.0.1", port))
     url = f"http://127.0.0.1:{port}"

@@ -1,6 +1,10 @@
 """AiohttpPoster: the notifier's HTTP POSTs to receivers (Web Push services, FCM, the platform webhook), and
 what their answers mean for a delivery.
 
+Every request goes through servicekit.netguard: a receiver URL naming a loopback, private, link-local or
+metadata address (or plain http outside development mode) is refused before connecting, at connect time on
+the address the socket would reach, and on each redirect. A refusal is final: no retry can change it.
+
 aiohttp, not httpx: with hundreds of deliveries in flight, httpx's connection pool spends its time matching
 queued requests to connections (about 100 POSTs/s on one core, against about 3,000 with aiohttp).
 """
@@ -15,6 +19,7 @@ from typing import Protocol
 import aiohttp
 
 from notifier.ports import DeliveryFailed
+from servicekit.netguard import AddressPolicy, guarded_session, refused_by_guard
 
 GONE = frozenset({404, 410})
 """A push service that answers 404 or 410 no longer knows the subscription: it is removed (RFC 8030 §7.3)."""
@@ -40,15 +45,19 @@ class Poster(Protocol):
 
 
 class AiohttpPoster:
-    def __init__(self, *, timeout_s: float, max_connections: int = 200) -> None:
+    def __init__(self, *, timeout_s: float, policy: AddressPolicy, max_connections: int = 200) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._policy = policy
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # built on first use, inside the running loop
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = guarded_session(
+                self._policy,
+                timeout=self._timeout,
+                connector_options={"limit": self._max_connections, "ttl_dns_cache": 300, "keepalive_timeout": 30},
+            )
         return self._session
 
     async def post(self, what: str, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
@@ -59,6 +68,9 @@ class AiohttpPoster:
         except TimeoutError:
             raise DeliveryFailed(f"{what} timed out", retry=True) from None
         except (aiohttp.ClientError, OSError) as exc:
+            refused = refused_by_guard(exc)
+            if refused is not None:
+                raise DeliveryFailed(f"{what} refused: {refused}", retry=False) from None
             raise DeliveryFailed(f"{what} unreachable: {exc!r}", retry=True) from None
 
     async def close(self) -> None:

@@ -8,6 +8,8 @@ import asyncpg
 
 from contracts.codec import deterministic_id
 from notifier.domain import Preferences
+from servicekit.http import ApiError
+from servicekit.netguard import AddressPolicy, AddressRefused, check_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,24 +40,47 @@ def subscription_id(channel: str, endpoint: str) -> str:
 
 
 class PostgresSubscriptions:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Users' devices, at most `max_per_user` each (409 `too_many_subscriptions` past it). A push endpoint
+    is refused at registration (422 `push_endpoint_refused`, saying why) when its URL or any address its host
+    resolves to is one the notifier must not connect to (`policy`); delivery checks again at connect time,
+    since a name can be re-bound after it was registered."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: AddressPolicy, max_per_user: int = 20) -> None:
         self._pool = pool
+        self._policy = policy
+        self._max_per_user = max_per_user
 
     async def register(self, user_id: str, channel: str, endpoint: str, p256dh: str = "", auth: str = "") -> str:
         """Add or refresh the device; the same endpoint registered again (by this or another user: a shared
         browser changed hands) keeps one row, owned by the latest user."""
+        if channel == "webpush":
+            try:
+                await check_url(endpoint, self._policy)
+            except AddressRefused as exc:
+                raise ApiError(422, "push_endpoint_refused", f"the push endpoint is refused: {exc}") from None
         sid = subscription_id(channel, endpoint)
-        await self._pool.execute(
-            "INSERT INTO push_subscriptions (subscription_id, user_id, channel, endpoint, p256dh, auth)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subscription_id) DO UPDATE SET"
-            " user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth, updated_at = now()",
-            sid,
-            user_id,
-            channel,
-            endpoint,
-            p256dh,
-            auth,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One registration of a user at a time, so two at once cannot both pass the bound.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('push_subscriptions:' || $1, 0))", user_id
+            )
+            others = await conn.fetchval(
+                "SELECT count(*) FROM push_subscriptions WHERE user_id = $1 AND subscription_id <> $2", user_id, sid
+            )
+            if others >= self._max_per_user:
+                detail = f"a user may have at most {self._max_per_user} devices; remove one first"
+                raise ApiError(409, "too_many_subscriptions", detail)
+            await conn.execute(
+                "INSERT INTO push_subscriptions (subscription_id, user_id, channel, endpoint, p256dh, auth)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subscription_id) DO UPDATE SET"
+                " user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth, updated_at = now()",
+                sid,
+                user_id,
+                channel,
+                endpoint,
+                p256dh,
+                auth,
+            )
         return sid
 
     async def remove(self, user_id: str, sid: str) -> bool:
