@@ -51,7 +51,7 @@ def retry(order_id: str, attempt: int, amount: int = AMOUNT) -> RetryCredit:
     )
 
 
-async def test_a_retry_without_a_matching_payment_is_dead_lettered_and_a_retry_after_a_dropped_credit_credits_once(
+async def test_a_contradicting_retry_is_refused_at_once_a_forged_one_after_parking_a_dropped_credit_retried_once(
     broker: Broker, database_url: str, isolation: str
 ) -> None:
     # Every credit from a payment event is dropped: only a retry can credit, as after a real dropped credit.
