@@ -1,6 +1,6 @@
 """InMemoryLedger: the ledger unit of work in memory, for the use-case and stateful tests."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -23,6 +23,7 @@ class Books:
     credited_at: dict[str, datetime] = field(default_factory=dict)
     locked: list[list[str]] = field(default_factory=list)
     facts: dict[str, PaymentFact] = field(default_factory=dict)
+    parked: dict[str, PaymentFact] = field(default_factory=dict)
 
 
 class InMemoryLedger:
@@ -56,6 +57,7 @@ class InMemoryLedger:
                 self.books.blocks.get(order_id),
             )
         view.facts = {o: self.books.facts[o] for o in orders if o in self.books.facts}
+        view.parked = {o: self.books.parked[o] for o in orders if o in self.books.parked}
         view.users = {u: self.books.users[u] for u in users if u in self.books.users}
         view.frozen = {w for w in wallets if w in self.books.frozen}
         return view
@@ -67,6 +69,10 @@ class InMemoryLedger:
         self.books.faults |= set(changes.dropped)
         assert not changes.facts.keys() & self.books.facts.keys(), "recorded a payment fact twice"
         self.books.facts |= changes.facts
+        for parked in changes.parked:
+            self.books.parked.setdefault(parked.message.order_id, parked.claim)
+        for order_id in changes.unparked:
+            self.books.parked.pop(order_id, None)
         for posting, at in changes.postings:
             key = (posting.order_id, posting.kind)
             assert key not in self.books.postings, f"posted {key} twice"
@@ -91,3 +97,6 @@ class InMemoryLedger:
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
         self.books.published.append(message)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        callback()  # the fake has no rollback: its writes are made already

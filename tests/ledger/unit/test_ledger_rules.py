@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -68,10 +68,11 @@ async def consume(
     *batch: Message | tuple[Message, Envelope],
     faults: FaultPolicy = NO_FAULTS,
     users: UserPolicy = REGISTER_ON_FIRST_CREDIT,
+    parking: Callable[[str], None] = lambda outcome: None,
 ) -> None:
     """One consumed batch through the ledger's handler; a bare message gets an envelope with a new event id."""
     deliveries: Sequence[tuple[Message, Envelope]] = [d if isinstance(d, tuple) else delivered(d) for d in batch]
-    await handle_batch(deliveries, uow=lambda: InMemoryLedger(books), faults=faults, users=users)
+    await handle_batch(deliveries, uow=lambda: InMemoryLedger(books), faults=faults, users=users, parking=parking)
 
 
 def test_a_credit_moves_the_amount_from_platform_clearing_to_the_wallet() -> None:
@@ -252,7 +253,7 @@ async def test_a_dropped_credit_still_records_the_payment_fact_a_retry_is_checke
 @pytest.mark.parametrize(
     ("before", "command", "label"),
     [
-        ([], retry(), "no_payment_fact"),
+        ([], retry().model_copy(update={"provider_txn_id": None}), "retry_without_payment_fact"),
         ([paid()], retry().model_copy(update={"provider_txn_id": None}), "retry_without_payment_fact"),
         ([paid()], retry().model_copy(update={"amount": 6000}), "payment_fact_mismatch"),
         ([paid()], retry().model_copy(update={"provider_txn_id": "tx-other"}), "payment_fact_mismatch"),
@@ -260,7 +261,7 @@ async def test_a_dropped_credit_still_records_the_payment_fact_a_retry_is_checke
         ([paid()], retry().model_copy(update={"currency": "USD"}), "payment_fact_mismatch"),
     ],
 )
-async def test_a_retry_no_recorded_payment_stands_behind_is_refused_for_good_and_credits_nothing(
+async def test_a_retry_naming_no_payment_or_contradicting_the_recorded_one_is_refused_for_good_and_credits_nothing(
     before: list[Message], command: RetryCredit, label: str
 ) -> None:
     books = Books()
@@ -270,3 +271,31 @@ async def test_a_retry_no_recorded_payment_stands_behind_is_refused_for_good_and
         await consume(books, command)
     assert refused.value.label == label
     assert books.postings == {} and books.published == [] and "wallet:u1:CNY" not in books.balances
+
+
+async def test_a_retry_before_its_payment_is_parked_and_its_payment_then_credits_once_and_clears_it() -> None:
+    books, outcomes = Books(), list[str]()
+    await consume(books, retry(1), parking=outcomes.append)
+    await consume(books, retry(2), parking=outcomes.append)
+    assert books.parked == {"ord_1": domain.PaymentFact("u1", 600, "CNY", "tx")}
+    assert books.postings == {} and books.published == []
+    await consume(books, paid(), parking=outcomes.append)
+    assert books.parked == {}
+    assert list(books.postings) == [("ord_1", "credit")] and books.balances["wallet:u1:CNY"] == 600
+    assert [type(m) for m in books.published] == [CreditPosted]
+    assert outcomes == ["parked", "parked", "absorbed"]
+
+
+async def test_a_parked_retry_contradicting_the_payment_that_follows_is_counted_and_never_credited() -> None:
+    books, outcomes = Books(), list[str]()
+    await consume(books, retry().model_copy(update={"amount": 6000}), parking=outcomes.append)
+    await consume(books, paid(amount=600), parking=outcomes.append)
+    assert books.parked == {} and books.balances["wallet:u1:CNY"] == 600
+    assert outcomes == ["parked", "contradicted"]
+
+
+async def test_a_retry_parked_in_the_batch_its_payment_follows_in_is_cleared_by_it() -> None:
+    books, outcomes = Books(), list[str]()
+    await consume(books, retry(), paid(), parking=outcomes.append)
+    assert books.parked == {} and books.balances["wallet:u1:CNY"] == 600
+    assert outcomes == ["parked", "absorbed"]

@@ -10,12 +10,15 @@ from contracts.events import PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import handlers
 from ledger.adapters.http import routes
+from ledger.adapters.metrics import ParkingMetrics
+from ledger.adapters.parking import DeadLetterRoute, ParkedRetrySweeper
 from ledger.adapters.postgres import PostgresLedger
 from ledger.config import Settings
 from servicekit.http import create_app
 from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import only
+from servicekit.metrics import DeadLetterKind
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "ledger"
@@ -33,16 +36,28 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
 
     faults = handlers.FaultPolicy(drop_credit_share=settings.fault_drop_credit_share)
     users = handlers.UserPolicy(register_on_first_credit=settings.register_on_first_credit)
+    parking = ParkingMetrics(infra.registry, SERVICE)
     # Each poll of either consumer is one batch: its payment events or commands, decided and written set-based.
-    handle = partial(handlers.handle_batch, uow=uow, faults=faults, users=users)
+    handle = partial(handlers.handle_batch, uow=uow, faults=faults, users=users, parking=parking.count)
     infra.consume(
         "ledger.payments",
         [Topic.PAYMENTS_EVENTS],
         only({PaymentSucceeded, RefundSucceeded}, handle),
         members=settings.payments_consumers,
     )
-    infra.consume(
-        "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
+    commands = "ledger.commands"
+    infra.consume(commands, [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle))
+    rejections = infra.metrics.consumer(commands, [Topic.LEDGER_COMMANDS.value], settings.topic_prefix)
+
+    def expired(n: int) -> None:
+        parking.count("expired", n)
+        for _ in range(n):
+            rejections.dead_lettered(DeadLetterKind.REJECTED, handlers.NO_PAYMENT_FACT)
+
+    route = DeadLetterRoute(
+        dead_letter_topic=Topic.DEAD_LETTER.qualified(settings.topic_prefix),
+        source_topic=Topic.LEDGER_COMMANDS.qualified(settings.topic_prefix),
+        consumer_group=f"{settings.topic_prefix}{commands}",
     )
     app = create_app(
         title="credited ledger",
@@ -53,4 +68,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     )
     protect(app, infra.authenticator)
     app.include_router(routes(uow))
+    # Started by main with the relay and the consumers: Infrastructure.run(app, sweeper.run()).
+    app.state.parked_retry_sweeper = ParkedRetrySweeper(
+        infra.pool,
+        route,
+        park_s=settings.retry_park_s,
+        interval_s=min(max(settings.retry_park_s / 10, 0.2), 15.0),
+        on_commit=infra.relay.wake,
+        rejected=expired,
+    )
     return infra, app

@@ -26,3 +26,9 @@ class Settings(ServiceSettings):
         description="Members of the payments consumer group in this process, each with its share of the partitions:"
         " one member's database round trips overlap another's Python work (as more instances would).",
     )
+    retry_park_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="How long a RetryCredit for an order with no recorded payment waits (parked) for the order's"
+        " PaymentSucceeded before it is dead-lettered as no_payment_fact.",
+    )

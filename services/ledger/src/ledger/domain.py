@@ -6,7 +6,8 @@ from datetime import datetime
 from enum import StrEnum
 from functools import cache
 
-from contracts.codec import deterministic_id
+from contracts.codec import Envelope, deterministic_id
+from contracts.commands import RetryCredit
 
 
 class AccountKind(StrEnum):
@@ -78,6 +79,19 @@ class PaymentFact:
 
 
 @dataclass(frozen=True, slots=True)
+class ParkedRetry:
+    """A RetryCredit for an order with no recorded payment yet, kept until its PaymentSucceeded arrives (which
+    clears it) or the park time runs out (then it is dead-lettered): its `claim` and the message as it came."""
+
+    claim: PaymentFact
+    message: RetryCredit
+    envelope: Envelope
+
+
+NO_PAYMENT_FACT = "no_payment_fact"
+
+
+@dataclass(frozen=True, slots=True)
 class Unbacked:
     """Why a command has no payment behind it: a bounded `label` to count it by and a `reason` to read."""
 
@@ -104,6 +118,8 @@ class BooksView:
     facts: dict[str, PaymentFact] = field(default_factory=dict)
     users: dict[str, str] = field(default_factory=dict)
     frozen: set[str] = field(default_factory=set)
+    parked: dict[str, PaymentFact] = field(default_factory=dict)
+    """The claims of the parked retries of its orders (the first parked retry's, one per order)."""
 
     def order(self, order_id: str) -> OrderBooks:
         return self.orders.setdefault(order_id, OrderBooks())
@@ -113,13 +129,16 @@ class BooksView:
 class Changes:
     """What a batch writes, decided in full before anything is written: new postings with their time, blocks
     (new, or a new reason), users registered by their first credit, credits the fault knob dropped, and the
-    payment facts of orders first paid in this batch."""
+    payment facts of orders first paid in this batch, retries parked to wait for their payment, and the orders
+    whose parked retries their payment, recorded in this batch, clears."""
 
     postings: list[tuple[Posting, datetime]] = field(default_factory=list)
     blocks: dict[str, str] = field(default_factory=dict)
     registrations: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     facts: dict[str, PaymentFact] = field(default_factory=dict)
+    parked: list[ParkedRetry] = field(default_factory=list)
+    unparked: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +181,7 @@ def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked 
     if claimed is None:
         return Unbacked("retry_without_payment_fact", "the retry carries no provider transaction id")
     if fact is None:
-        return Unbacked("no_payment_fact", "the ledger has recorded no PaymentSucceeded for the order")
+        return Unbacked(NO_PAYMENT_FACT, "the ledger has recorded no PaymentSucceeded for the order")
     differ = [
         f"{name} {mine!r} is not the paid {theirs!r}"
         for name, mine, theirs in (

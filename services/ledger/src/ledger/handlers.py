@@ -12,15 +12,23 @@ provider's signed confirmation), and the ledger records its facts (user, amount,
 id) the first time it consumes it, before anything else is decided, so even a credit the fault knob drops (the
 very case the reconciler repairs) leaves its payment on record. A RetryCredit is not a payment: anyone able to
 write the commands topic could send one. So a retry credits only an order whose recorded payment it matches in
-full; one that names no payment, names an order without a recorded payment, or differs from it in any field is
-refused for good (PermanentFailure: dead-lettered with its reason, counted by it) and moves nothing. That rule
-never refuses a retry the reconciler has a right to send: the reconciler retries only orders it saw paid on the
-payments topic, the same events the ledger records. But the two consumers race: a payment whose provider time is
-already past the threshold when it arrives (a late callback) is flagged by the reconciler at once, and its first
-retry can reach the ledger before the payment does. That retry is refused and dead-lettered (`no_payment_fact`);
-the payment, consumed a moment later, credits the order itself (or records its fact for the next retry), so
-refusing it loses nothing, though it shows as a dead letter. A retry for an order already credited only
-re-announces that credit (nothing moves), so it is answered without the check.
+full; one that names no payment, or differs from the recorded payment in any field, is refused for good at once
+(PermanentFailure: dead-lettered with its reason, counted by it) and moves nothing.
+
+A retry for an order with no recorded payment yet is parked instead (`parked_retries`, written with the batch;
+nothing published, nothing dead-lettered, counted in credited_ledger_parked_retries_total), because the two
+consumers race: a payment whose provider time is already past the threshold when it arrives (a late callback) is
+flagged by the reconciler at once, and its first retry can reach the ledger before the payment does, or long
+before it while the payments consumer lags. When the order's PaymentSucceeded arrives it credits the order as
+always and clears the parked retries in the same transaction: an early legitimate retry is absorbed by its
+payment (the payment's credit is the credit; a parked claim that contradicts the payment is counted and logged,
+never credited). A retry whose order still has no payment after LEDGER_RETRY_PARK_S is dead-lettered by the
+sweeper (`ledger.parking`) through the outbox with reason `no_payment_fact`, counted as rejected, and forgotten:
+a forged retry is still refused and moves nothing, only later. The reconciler retries only orders it saw paid on
+the payments topic, the same events the ledger records, so within the park time its retries never draw a dead
+letter; until then it sees no answer and retries on its own schedule (each further retry joins the parked one). A
+retry for an order already credited only re-announces that credit (nothing moves), so it is answered without the
+check.
 """
 
 import logging
@@ -40,6 +48,7 @@ from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
 
+NO_PAYMENT_FACT = domain.NO_PAYMENT_FACT
 PAYMENTS_CONSUMER = "ledger.payments"
 COMMANDS_CONSUMER = "ledger.commands"
 
@@ -66,6 +75,8 @@ class BatchDecisions:
         self.view = view
         self.changes = domain.Changes()
         self.outgoing: list[tuple[Topic, Message, str]] = []
+        self.counts: list[str] = []
+        """What happened to parked retries in this batch: parked, absorbed (by their payment), contradicted."""
         self._faults = faults
         self._users = users
         self._now = now
@@ -79,6 +90,7 @@ class BatchDecisions:
         if message.order_id not in self.view.facts:
             fact = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
             self.view.facts[message.order_id] = self.changes.facts[message.order_id] = fact
+        self._unpark(message.order_id, envelope)
         if domain.drops_credit(message.order_id, self._faults.drop_credit_share):
             self.changes.dropped.append(message.order_id)
             log.warning(
@@ -97,6 +109,9 @@ class BatchDecisions:
             if message.provider_txn_id is not None:
                 claimed = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
             refused = domain.unbacked(self.view.facts.get(message.order_id), claimed)
+            if refused is not None and refused.label == domain.NO_PAYMENT_FACT and claimed is not None:
+                self._park(message, envelope, claimed)
+                return
             if refused is not None:
                 log.warning(
                     "order %s: retry %d refused, %s (event %s)",
@@ -109,6 +124,37 @@ class BatchDecisions:
         outcome = self._credit(message, f"retry-{message.attempt}")
         log.warning(
             "order %s: retry %d -> %s (event %s)", message.order_id, message.attempt, outcome, envelope.event_id
+        )
+
+    def _park(self, message: RetryCredit, envelope: Envelope, claimed: domain.PaymentFact) -> None:
+        """Keep a retry whose order has no recorded payment yet until the payment arrives or the park time ends."""
+        self.view.parked.setdefault(message.order_id, claimed)
+        self.changes.parked.append(domain.ParkedRetry(claimed, message, envelope))
+        self.counts.append("parked")
+        log.warning(
+            "order %s: retry %d parked, no PaymentSucceeded recorded yet (event %s)",
+            message.order_id,
+            message.attempt,
+            envelope.event_id,
+        )
+
+    def _unpark(self, order_id: str, envelope: Envelope) -> None:
+        """The order's payment is recorded: its parked retries are answered by it and go."""
+        claimed = self.view.parked.pop(order_id, None)
+        if claimed is None:
+            return
+        self.changes.unparked.append(order_id)
+        contradicted = domain.unbacked(self.view.facts[order_id], claimed)
+        if contradicted is None:
+            self.counts.append("absorbed")
+            log.info("order %s: its parked retry is answered by its payment (event %s)", order_id, envelope.event_id)
+            return
+        self.counts.append("contradicted")
+        log.error(
+            "order %s: its parked retry contradicts its payment, not credited: %s (event %s)",
+            order_id,
+            contradicted.reason,
+            envelope.event_id,
         )
 
     def block_credit(self, message: BlockCredit, envelope: Envelope) -> None:
@@ -220,10 +266,13 @@ async def handle_batch(
     uow: UnitOfWorkFactory,
     faults: FaultPolicy = FaultPolicy(),
     users: UserPolicy = UserPolicy(),
+    parking: Callable[[str], None] = lambda outcome: None,
 ) -> None:
     """Apply a consumed batch of payment events and reconciler commands, in order, each event id at most once
     (a redelivery, in the batch or of an event applied before, has no effect); other message types are skipped.
-    Raises PermanentFailure for a retry no recorded payment stands behind (the consumer dead-letters it)."""
+    Raises PermanentFailure for a retry that contradicts its order's recorded payment or names none (the consumer
+    dead-letters it); parks one whose order has no recorded payment yet. `parking` is told, once the batch is
+    committed, each parked retry's outcome (parked, absorbed, contradicted)."""
     mine = [(m, e) for m, e in deliveries if type(m) in _DECIDERS]
     if not mine:
         return
@@ -249,3 +298,11 @@ async def handle_batch(
         await tx.apply(decisions.changes)
         for topic, outgoing, event_id in decisions.outgoing:
             tx.publish(topic, outgoing, event_id=event_id)
+        if decisions.counts:
+            counts = decisions.counts
+
+            def count() -> None:
+                for outcome in counts:
+                    parking(outcome)
+
+            tx.after_commit(count)

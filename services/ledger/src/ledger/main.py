@@ -2,6 +2,7 @@
 
 import logging
 
+from ledger.adapters.parking import ParkedRetrySweeper
 from ledger.bootstrap import SERVICE, build
 from ledger.config import Settings
 from servicekit.logs import configure
@@ -19,7 +20,8 @@ async def main() -> None:
             "fault injection on: dropping the credit of %.1f%% of orders", settings.fault_drop_credit_share * 100
         )
     infra, app = await build(settings, connect=False)
-    await infra.run(app)
+    sweeper: ParkedRetrySweeper = app.state.parked_retry_sweeper
+    await infra.run(app, sweeper.run())
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:

@@ -1,6 +1,6 @@
 """What the ledger use cases need from the outside world."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Protocol
 
@@ -34,11 +34,16 @@ class LedgerUnitOfWork(Protocol):
 
     async def apply(self, changes: Changes) -> None:
         """Write the changes decided on a view of the books, set-based: postings with their entries and balances
-        (each account moved once), blocks, registrations, dropped credits. Raises, writing nothing, if another
-        writer changed the books those decisions rest on (a posting or a registration already there)."""
+        (each account moved once), blocks, registrations, dropped credits, payment facts, parked retries (one row
+        per order, counting its retries) and the parked retries their payment clears. Raises, writing nothing, if
+        another writer changed the books those decisions rest on (a posting or a registration already there)."""
         ...
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this unit's changes are committed; never if they roll back."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

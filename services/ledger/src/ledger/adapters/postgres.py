@@ -4,11 +4,24 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from ledger.domain import Account, AccountKind, BooksView, Changes, OrderBooks, PaymentFact, Posted, Posting
+from contracts.codec import encode
+from ledger.adapters.parking import headers_json
+from ledger.domain import (
+    Account,
+    AccountKind,
+    BooksView,
+    Changes,
+    OrderBooks,
+    ParkedRetry,
+    PaymentFact,
+    Posted,
+    Posting,
+)
 from servicekit.postgres import ConcurrentWrite
 from servicekit.uow import PostgresUnitOfWork
 
-# Everything that decides a batch, in one round trip: its orders' credits, compensations, blocks and payment facts,
+# Everything that decides a batch, in one round trip: its orders' credits, compensations, blocks, payment facts and
+# parked retries,
 # its users' wallet currencies, and which of its wallets are frozen.
 _BOOKS = """
 SELECT 'credit' AS what, t.order_id AS key, t.transaction_id AS value, t.created_at AS at, a.user_id,
@@ -22,6 +35,9 @@ UNION ALL
 SELECT 'block', order_id, reason, NULL, NULL, NULL, NULL FROM credit_blocks WHERE order_id = ANY($1::text[])
 UNION ALL
 SELECT 'fact', order_id, provider_txn_id, NULL, user_id, currency::text, amount FROM payment_facts
+WHERE order_id = ANY($1::text[])
+UNION ALL
+SELECT 'parked', order_id, provider_txn_id, NULL, user_id, currency::text, amount FROM parked_retries
 WHERE order_id = ANY($1::text[])
 UNION ALL
 SELECT 'user', user_id, currency::text, NULL, NULL, NULL, NULL FROM users WHERE user_id = ANY($2::text[])
@@ -60,6 +76,17 @@ WITH tx AS (
     ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM tx
+"""
+
+# Retries parked to wait for their order's payment (one row per order: the first retry's claim and record, the
+# others counted), and the parked retries of orders whose payment the batch recorded, cleared.
+_PARK = """
+WITH cleared AS (DELETE FROM parked_retries WHERE order_id = ANY($9::text[]))
+INSERT INTO parked_retries AS p
+    (order_id, event_id, user_id, amount, currency, provider_txn_id, record_value, record_headers, retries)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bytea[],
+                     $8::jsonb[], $10::integer[])
+ON CONFLICT (order_id) DO UPDATE SET retries = p.retries + EXCLUDED.retries
 """
 
 # A batch's other facts in one statement: users registered by their first credit (the ones returned; a user someone
@@ -131,6 +158,8 @@ def _view(rows: Sequence[Any]) -> BooksView:
             view.orders.setdefault(key, OrderBooks()).blocked = row["value"]
         elif what == "fact":
             view.facts[key] = PaymentFact(row["user_id"], row["amount"], row["currency"], row["value"])
+        elif what == "parked":
+            view.parked[key] = PaymentFact(row["user_id"], row["amount"], row["currency"], row["value"])
         elif what == "user":
             view.users[key] = row["value"]
         else:
@@ -167,6 +196,28 @@ class PostgresLedger(PostgresUnitOfWork):
             posted = await self.conn.fetchval(_POST, *columns)
             if posted != len(changes.postings):
                 raise ConcurrentWrite(f"{len(changes.postings) - posted} postings were written meanwhile")
+        if changes.parked or changes.unparked:
+            await self._park(changes)
+
+    async def _park(self, changes: Changes) -> None:
+        """One row per order (its first retry's, counting the others); none for an order whose payment came later
+        in the same batch."""
+        unparked = list(dict.fromkeys(changes.unparked))
+        first: dict[str, ParkedRetry] = {}
+        retries: dict[str, int] = {}
+        for parked in changes.parked:
+            order_id = parked.message.order_id
+            if order_id not in unparked:
+                first.setdefault(order_id, parked)
+                retries[order_id] = retries.get(order_id, 0) + 1
+        columns: list[list[Any]] = [[] for _ in range(8)]
+        for parked in first.values():
+            record, claim = encode(parked.message, parked.envelope), parked.claim
+            values: tuple[object, ...] = (parked.message.order_id, parked.envelope.event_id, claim.user_id)
+            values += (claim.amount, claim.currency, claim.provider_txn_id, record.value, headers_json(record.headers))
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        await self.conn.execute(_PARK, *columns, unparked, list(retries.values()))
 
     async def _registered_meanwhile(self, registrations: dict[str, str], registered: set[str]) -> None:
         """Users another writer registered since the batch read the books (its insert waited for that commit):

@@ -1,0 +1,123 @@
+"""The sweeper of parked retries: a RetryCredit whose order still has no recorded payment after the park time is
+dead-lettered (`no_payment_fact`), counted as rejected, and forgotten.
+
+Each sweep is one transaction: it deletes the expired rows it could lock (FOR UPDATE SKIP LOCKED, so two ledger
+instances never take one row, and a batch clearing the row with its payment is never waited for) and writes their
+dead letters to the outbox, which the relay publishes. A row or its dead letter, never both, never neither. A row
+whose order is paid by now (which the batches' order locks should prevent: the payment's batch deletes it) is
+deleted without a dead letter.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+
+from contracts.codec import Record
+from servicekit.outbox import add_to_outbox
+
+log = logging.getLogger(__name__)
+
+# The expired rows this sweep takes, deleted, with whether their order is paid by now.
+_EXPIRE = """
+WITH expired AS (
+    SELECT order_id FROM parked_retries WHERE first_seen < now() - make_interval(secs => $1)
+    ORDER BY first_seen LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM parked_retries p USING expired WHERE p.order_id = expired.order_id
+RETURNING p.order_id, p.event_id, p.retries, p.record_value, p.record_headers,
+          EXISTS (SELECT 1 FROM payment_facts f WHERE f.order_id = p.order_id) AS paid
+"""
+
+
+def headers_json(headers: Sequence[tuple[str, bytes]]) -> str:
+    """A record's headers as the JSON kept in parked_retries.record_headers (the outbox's form)."""
+    return orjson.dumps([[k, v.decode()] for k, v in headers]).decode()
+
+
+def no_payment_reason(order_id: str, park_s: float) -> str:
+    return f"no_payment_fact: no PaymentSucceeded for order {order_id} within {park_s:g} s"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRoute:
+    """Where a dead-lettered retry goes and what it says it came from (qualified topic and group names)."""
+
+    dead_letter_topic: str
+    source_topic: str
+    consumer_group: str
+
+
+class ParkedRetrySweeper:
+    """Every `interval_s`, dead-letters the retries parked longer than `park_s` whose order is still unpaid."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        route: DeadLetterRoute,
+        *,
+        park_s: float,
+        interval_s: float,
+        on_commit: Callable[[], None] = lambda: None,
+        rejected: Callable[[int], None] = lambda n: None,
+        limit: int = 500,
+    ) -> None:
+        self._pool = pool
+        self._route = route
+        self.park_s = park_s
+        self._interval_s = interval_s
+        self._on_commit = on_commit
+        self._rejected = rejected
+        self._limit = limit
+
+    async def run(self) -> None:
+        """Sweep until cancelled; a sweep that fails (the database away) is tried again at the next tick."""
+        while True:
+            try:
+                while len(await self.sweep()) >= self._limit:
+                    pass
+            except Exception as exc:  # noqa: BLE001 - nothing is lost: the rows stay for the next sweep
+                log.warning("could not sweep the parked retries, will retry: %r", exc)
+            await asyncio.sleep(self._interval_s)
+
+    async def sweep(self) -> list[str]:
+        """One sweep; the orders whose parked retry it dead-lettered."""
+        now = datetime.now(UTC).isoformat().encode()
+        letters: list[tuple[str, Record]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_EXPIRE, self.park_s, self._limit)
+            for row in rows:
+                if row["paid"]:
+                    log.info("order %s: parked retry dropped, its payment is recorded", row["order_id"])
+                    continue
+                letters.append((self._route.dead_letter_topic, self._letter(row, now)))
+            await add_to_outbox(conn, letters)
+        dead = [row["order_id"] for row in rows if not row["paid"]]
+        for row in rows:
+            if not row["paid"]:
+                log.error(
+                    "dead-lettering the parked retry of order %s (event %s, %d retries): %s",
+                    row["order_id"],
+                    row["event_id"],
+                    row["retries"],
+                    no_payment_reason(row["order_id"], self.park_s),
+                )
+        if dead:
+            self._on_commit()
+            self._rejected(len(dead))
+        return dead
+
+    def _letter(self, row: asyncpg.Record, failed_at: bytes) -> Record:
+        kept = [(k, v.encode()) for k, v in orjson.loads(row["record_headers"]) if not k.startswith("dlq_")]
+        kept += [
+            ("dlq_reason", no_payment_reason(row["order_id"], self.park_s).encode()),
+            ("dlq_source_topic", self._route.source_topic.encode()),
+            ("dlq_consumer_group", self._route.consumer_group.encode()),
+            ("dlq_failed_at", failed_at),
+            ("dlq_parked_retries", str(row["retries"]).encode()),
+        ]
+        return Record(key=row["order_id"].encode(), value=row["record_value"], headers=kept)
