@@ -45,8 +45,11 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         only({PaymentSucceeded, RefundSucceeded}, handle),
         members=settings.payments_consumers,
     )
+    # The group named as a literal where it is consumed: the contracts catalogue test reads it from this call.
+    infra.consume(
+        "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
+    )
     commands = "ledger.commands"
-    infra.consume(commands, [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle))
     rejections = infra.metrics.consumer(commands, [Topic.LEDGER_COMMANDS.value], settings.topic_prefix)
 
     def expired(n: int) -> None:
