@@ -87,6 +87,7 @@ async def bench_payments(
     stack.start_service("payments")
     try:
         await asyncio.to_thread(stack.wait_healthy, "payments")
+        await asyncio.to_thread(stack.create_key)  # a client like any other: orders need orders:write
         meter = Meter({"payments": stack.services["payments"].pid, **(infra_pids or {})})
         drive = _with_wrk if wrk.available() else _with_httpx
         # first a few untimed, so connections, consumer groups and PostgreSQL's caches are what they stay

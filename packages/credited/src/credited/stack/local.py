@@ -151,13 +151,18 @@ class LocalStack:
                 self.start_service(name)
             for name in SERVICES:
                 self.wait_healthy(name)
-            self.api_key = _apart(
-                create_development_key(self.database_url, self.keys_path, schema=self.config.identity_schema)
-            )
-            log.info("development API key (every scope) written to %s", self.keys_path)
+            self.create_key()
         except BaseException:
             self.stop()
             raise
+
+    def create_key(self) -> None:
+        """The development key with every scope, written to `keys_path` and sent by `headers`; once a service
+        has started (each migrates the key schema it is kept in)."""
+        self.api_key = _apart(
+            create_development_key(self.database_url, self.keys_path, schema=self.config.identity_schema)
+        )
+        log.info("development API key (every scope) written to %s", self.keys_path)
 
     def start_provider(self) -> None:
         """The local payment provider, notifying payments; its PAYMENTS_* settings are read before payments
@@ -208,7 +213,6 @@ class LocalStack:
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
             "PAYMENTS_PROCESSES": str(c.payments_processes),
-            "PAYMENTS_STATUS_BASE_URL": self.url("notifier"),  # orders answer their signed status link there
             "LEDGER_FAULT_DROP_CREDIT_SHARE": str(c.credit_loss),
             "RECONCILER_THRESHOLD_S": str(c.threshold_s),
             "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),
@@ -217,6 +221,8 @@ class LocalStack:
             **(self._payments_provider_env() if name == "payments" else {}),
             **c.extra_env,
         }
+        if "notifier" in c.ports and "PAYMENTS_STATUS_BASE_URL" not in c.extra_env:  # orders link their status page
+            env["PAYMENTS_STATUS_BASE_URL"] = self.url("notifier")
         return env
 
     def start_service(self, name: str) -> Child | Workers:
