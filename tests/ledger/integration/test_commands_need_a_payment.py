@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from contracts.base import Message
 from contracts.codec import decode, encode, envelope_for
 from contracts.commands import RetryCredit
-from contracts.events import CreditPosted, PaymentSucceeded
+from contracts.events import CreditPosted
 from contracts.topics import Topic
 from ledger.adapters.parking import ParkedRetrySweeper
 from ledger.bootstrap import build
@@ -20,23 +20,11 @@ from ledger.config import Settings
 from servicekit.kafka import KafkaPublisher
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all, read_until
+from tests.ledger.messages import payment
 from tests.service_settings import settings_for
 
 AMOUNT = 600
 PARK_S = 2.0
-
-
-def payment(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id=order_id,
-        user_id=f"user-{order_id}",
-        amount=AMOUNT,
-        currency="CNY",
-        channel="card",
-        provider="sim",
-        provider_txn_id=f"tx-{order_id}",
-        paid_at=datetime.now(UTC),
-    )
 
 
 def retry(order_id: str, attempt: int, amount: int = AMOUNT) -> RetryCredit:

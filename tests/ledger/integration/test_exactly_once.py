@@ -26,24 +26,12 @@ from servicekit.postgres import create_pool, migrate
 from servicekit.uow import batch
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
+from tests.ledger.messages import payment
 from tests.ledger.outbox import outbox_messages
 from tests.service_settings import settings_for
 
 AMOUNT = 600
 NO_FAULTS = handlers.FaultPolicy()
-
-
-def payment(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id=order_id,
-        user_id=f"user-{order_id}",
-        amount=AMOUNT,
-        currency="CNY",
-        channel="card",
-        provider="sim",
-        provider_txn_id=f"tx-{order_id}",
-        paid_at=datetime.now(UTC),
-    )
 
 
 def retry(order_id: str, attempt: int) -> RetryCredit:

@@ -4,14 +4,13 @@ and PostgreSQL: each gets its own right effect and nothing else in the batch is 
 import asyncio
 import contextlib
 from collections import Counter
-from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.base import Message
 from contracts.codec import Record, decode, deterministic_id, encode, envelope_for
-from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
+from contracts.events import CreditPosted, CreditRejected
 from contracts.topics import Topic
 from ledger import handlers
 from ledger.adapters.postgres import PostgresLedger
@@ -20,33 +19,10 @@ from ledger.config import Settings
 from servicekit.kafka import KafkaPublisher
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all, read_until
+from tests.ledger.messages import payment, refund
 from tests.service_settings import settings_for
 
 AMOUNT = 600
-
-
-def payment(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id=order_id,
-        user_id=f"user-{order_id}",
-        amount=AMOUNT,
-        currency="CNY",
-        channel="card",
-        provider="sim",
-        provider_txn_id=f"tx-{order_id}",
-        paid_at=datetime.now(UTC),
-    )
-
-
-def refund(order_id: str) -> RefundSucceeded:
-    return RefundSucceeded(
-        order_id=order_id,
-        user_id=f"user-{order_id}",
-        amount=AMOUNT,
-        currency="CNY",
-        refund_id=f"rf-{order_id}",
-        refunded_at=datetime.now(UTC),
-    )
 
 
 def record(message: Message, event_id: str) -> Record:
