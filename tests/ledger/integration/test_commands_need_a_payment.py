@@ -179,3 +179,50 @@ async def test_a_retry_before_its_payment_is_parked_and_the_payment_credits_once
         await publisher.stop()
         with contextlib.suppress(Exception):
             await infra.close()
+
+
+async def test_a_sweep_waits_for_the_batch_recording_the_payment_and_dead_letters_nothing(
+    broker: Broker, database_url: str, isolation: str
+) -> None:
+    settings = settings_for(Settings, broker, database_url, isolation, retry_park_s=PARK_S)
+    infra, app = await build(settings)
+    sweeper: ParkedRetrySweeper = app.state.parked_retry_sweeper
+    publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test")
+    await publisher.start()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for consumer in infra.consumers:
+            await consumer.start()
+        tasks = [asyncio.create_task(c.run()) for c in infra.consumers]
+        message = retry("ord_race", 1)
+        record = encode(message, envelope_for(message, producer="t", event_id="race-retry-1"))
+        await publisher.publish_many([(Topic.LEDGER_COMMANDS.qualified(settings.topic_prefix), record)])
+        await eventually(lambda: infra.pool.fetchval("SELECT count(*) = 1 FROM parked_retries"), timeout_s=60)
+        await asyncio.sleep(PARK_S + 0.5)  # expired: the next sweep would dead-letter it, were it still unpaid
+
+        # A batch recording the order's payment, caught between writing the payment and clearing the parked row.
+        async with infra.pool.acquire() as batch:
+            transaction = batch.transaction()
+            await transaction.start()
+            await batch.execute("SELECT ledger_lock_orders($1::text[])", ["ord_race"])
+            await batch.execute(
+                "INSERT INTO payment_facts (order_id, user_id, amount, currency, provider_txn_id)"
+                " VALUES ('ord_race', 'user-ord_race', $1, 'CNY', 'tx-ord_race')",
+                AMOUNT,
+            )
+            sweep = asyncio.create_task(sweeper.sweep())
+            waiting = "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            while not sweep.done() and not await infra.pool.fetchval(waiting):
+                await asyncio.sleep(0.01)
+            await batch.execute("DELETE FROM parked_retries WHERE order_id = 'ord_race'")
+            await transaction.commit()
+        assert await sweep == []
+        assert await infra.pool.fetchval("SELECT count(*) FROM outbox") == 0
+        assert await infra.pool.fetchval("SELECT count(*) FROM parked_retries") == 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await publisher.stop()
+        with contextlib.suppress(Exception):
+            await infra.close()

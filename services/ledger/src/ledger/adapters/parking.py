@@ -3,9 +3,14 @@ dead-lettered (`no_payment_fact`), counted as rejected, and forgotten.
 
 Each sweep is one transaction: it deletes the expired rows it could lock (FOR UPDATE SKIP LOCKED, so two ledger
 instances never take one row, and a batch clearing the row with its payment is never waited for) and writes their
-dead letters to the outbox, which the relay publishes. A row or its dead letter, never both, never neither. A row
-whose order is paid by now (which the batches' order locks should prevent: the payment's batch deletes it) is
-deleted without a dead letter.
+dead letters to the outbox, which the relay publishes. A row or its dead letter, never both, never neither.
+
+A sweep first takes the same per-order locks a batch takes (`ledger_lock_orders`, in the same order, so the two
+never deadlock) for the orders it is about to expire. Without them a batch recording the order's payment at that
+moment could have written the payment but not yet deleted the row: the sweep would see no payment (not committed)
+and dead-letter the retry of an order that the batch then credits. With them the sweep waits for that batch, and
+its DELETE (a new snapshot) finds the row gone. A row whose order is paid by now all the same is deleted without
+a dead letter.
 """
 
 import asyncio
@@ -22,11 +27,17 @@ from servicekit.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
 
-# The expired rows this sweep takes, deleted, with whether their order is paid by now.
+# The orders whose parked retry has expired, oldest first: the ones this sweep locks (as a batch would) and expires.
+_CANDIDATES = """
+SELECT order_id FROM parked_retries WHERE first_seen < now() - make_interval(secs => $1) ORDER BY first_seen LIMIT $2
+"""
+
+# Of those, the rows still there and expired once their orders are locked, deleted, with whether the order is paid.
 _EXPIRE = """
 WITH expired AS (
-    SELECT order_id FROM parked_retries WHERE first_seen < now() - make_interval(secs => $1)
-    ORDER BY first_seen LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT order_id FROM parked_retries
+    WHERE order_id = ANY($2::text[]) AND first_seen < now() - make_interval(secs => $1)
+    FOR UPDATE SKIP LOCKED
 )
 DELETE FROM parked_retries p USING expired WHERE p.order_id = expired.order_id
 RETURNING p.order_id, p.event_id, p.retries, p.record_value, p.record_headers,
@@ -89,7 +100,11 @@ class ParkedRetrySweeper:
         now = datetime.now(UTC).isoformat().encode()
         letters: list[tuple[str, Record]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_EXPIRE, self.park_s, self._limit)
+            candidates = [row["order_id"] for row in await conn.fetch(_CANDIDATES, self.park_s, self._limit)]
+            if not candidates:
+                return []
+            await conn.execute("SELECT ledger_lock_orders($1::text[])", candidates)
+            rows = await conn.fetch(_EXPIRE, self.park_s, candidates)
             for row in rows:
                 if row["paid"]:
                     log.info("order %s: parked retry dropped, its payment is recorded", row["order_id"])
