@@ -299,3 +299,20 @@ async def test_a_retry_parked_in_the_batch_its_payment_follows_in_is_cleared_by_
     await consume(books, retry(), paid(), parking=outcomes.append)
     assert books.parked == {} and books.balances["wallet:u1:CNY"] == 600
     assert outcomes == ["parked", "absorbed"]
+
+
+async def test_every_line_the_ledger_logs_about_an_order_carries_its_order_event_and_correlation_ids(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    books = Books()
+    caplog.set_level("DEBUG", logger="ledger.handlers")
+    first = delivered(paid(), "pay-1")
+    await consume(books, first, faults=FaultPolicy(drop_credit_share=1.0))
+    await consume(books, first, delivered(retry(1)), delivered(block()), delivered(compensation()))
+    await consume(books, delivered(refund("ord_2")), delivered(paid("ord_2")))
+    lines = [r for r in caplog.records if r.name == "ledger.handlers"]
+    assert len(lines) >= 5
+    for record in lines:
+        assert getattr(record, "order_id", None) in {"ord_1", "ord_2"}, record.getMessage()
+        assert getattr(record, "event_id", None), record.getMessage()
+        assert getattr(record, "correlation_id", None), record.getMessage()

@@ -44,6 +44,7 @@ from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, Ref
 from contracts.topics import Topic
 from ledger import domain
 from ledger.ports import UnitOfWorkFactory
+from servicekit.logs import about
 from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,22 @@ class BatchDecisions:
         if domain.drops_credit(message.order_id, self._faults.drop_credit_share):
             self.changes.dropped.append(message.order_id)
             log.warning(
-                "fault injection: dropped the credit of order %s (event %s)", message.order_id, envelope.event_id
+                "fault injection: dropped the credit of order %s (event %s)",
+                message.order_id,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
             )
             return
         outcome = self._credit(message, f"payment-{envelope.event_id}")
         level = logging.DEBUG if outcome == "credited" else logging.INFO
-        log.log(level, "order %s: %s (event %s)", message.order_id, outcome, envelope.event_id)
+        log.log(
+            level,
+            "order %s: %s (event %s)",
+            message.order_id,
+            outcome,
+            envelope.event_id,
+            extra=about(message.order_id, envelope),
+        )
 
     def retry_credit(self, message: RetryCredit, envelope: Envelope) -> None:
         """The reconciler found the order overdue: credit it now, or re-announce the credit it already has. A retry
@@ -119,11 +130,17 @@ class BatchDecisions:
                     message.attempt,
                     refused.reason,
                     envelope.event_id,
+                    extra=about(message.order_id, envelope),
                 )
                 raise PermanentFailure(refused.reason, label=refused.label)
         outcome = self._credit(message, f"retry-{message.attempt}")
         log.warning(
-            "order %s: retry %d -> %s (event %s)", message.order_id, message.attempt, outcome, envelope.event_id
+            "order %s: retry %d -> %s (event %s)",
+            message.order_id,
+            message.attempt,
+            outcome,
+            envelope.event_id,
+            extra=about(message.order_id, envelope),
         )
 
     def _park(self, message: RetryCredit, envelope: Envelope, claimed: domain.PaymentFact) -> None:
@@ -136,6 +153,7 @@ class BatchDecisions:
             message.order_id,
             message.attempt,
             envelope.event_id,
+            extra=about(message.order_id, envelope),
         )
 
     def _unpark(self, order_id: str, envelope: Envelope) -> None:
@@ -147,7 +165,12 @@ class BatchDecisions:
         contradicted = domain.unbacked(self.view.facts[order_id], claimed)
         if contradicted is None:
             self.counts.append("absorbed")
-            log.info("order %s: its parked retry is answered by its payment (event %s)", order_id, envelope.event_id)
+            log.info(
+                "order %s: its parked retry is answered by its payment (event %s)",
+                order_id,
+                envelope.event_id,
+                extra=about(order_id, envelope),
+            )
             return
         self.counts.append("contradicted")
         log.error(
@@ -155,6 +178,7 @@ class BatchDecisions:
             order_id,
             contradicted.reason,
             envelope.event_id,
+            extra=about(order_id, envelope),
         )
 
     def block_credit(self, message: BlockCredit, envelope: Envelope) -> None:
@@ -162,20 +186,34 @@ class BatchDecisions:
         order = self.view.order(message.order_id)
         if order.credit is not None:
             self._announce(message.order_id, order.credit, "reannounce-block")
-            log.warning("order %s was credited already; block refused (event %s)", message.order_id, envelope.event_id)
+            log.warning(
+                "order %s was credited already; block refused (event %s)",
+                message.order_id,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
+            )
             return
         if order.blocked is None:
             order.blocked = self.changes.blocks[message.order_id] = message.reason
         self._reject(message.order_id, message.user_id, f"blocked: {message.reason}", True, "block")
         log.warning(
-            "order %s blocked from crediting: %s (event %s)", message.order_id, message.reason, envelope.event_id
+            "order %s blocked from crediting: %s (event %s)",
+            message.order_id,
+            message.reason,
+            envelope.event_id,
+            extra=about(message.order_id, envelope),
         )
 
     def grant_compensation(self, message: GrantCompensation, envelope: Envelope) -> None:
         """A late credit earns a delay compensation, once per order; an order never credited earns none."""
         order = self.view.order(message.order_id)
         if order.credit is None:
-            log.warning("order %s has no credit: no compensation (event %s)", message.order_id, envelope.event_id)
+            log.warning(
+                "order %s has no credit: no compensation (event %s)",
+                message.order_id,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
+            )
             return
         granted = not order.compensated
         if granted:
@@ -183,18 +221,34 @@ class BatchDecisions:
             self.changes.postings.append((posting, self._now))
             order.compensated = True
         outcome = "granted" if granted else "already granted"
-        log.info("order %s compensation %s (event %s)", message.order_id, outcome, envelope.event_id)
+        log.info(
+            "order %s compensation %s (event %s)",
+            message.order_id,
+            outcome,
+            envelope.event_id,
+            extra=about(message.order_id, envelope),
+        )
 
     def refund_succeeded(self, message: RefundSucceeded, envelope: Envelope) -> None:
         """The order's payment went back to the user: it is never credited, and a late credit says why."""
         order = self.view.order(message.order_id)
         if order.credit is not None:
             # The reconciler refunds only orders the ledger blocked; this needs a person.
-            log.error("order %s was refunded although it is credited (event %s)", message.order_id, envelope.event_id)
+            log.error(
+                "order %s was refunded although it is credited (event %s)",
+                message.order_id,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
+            )
             return
         if order.blocked != domain.ORDER_REFUNDED:
             order.blocked = self.changes.blocks[message.order_id] = domain.ORDER_REFUNDED
-        log.info("order %s refunded: it will never be credited (event %s)", message.order_id, envelope.event_id)
+        log.info(
+            "order %s refunded: it will never be credited (event %s)",
+            message.order_id,
+            envelope.event_id,
+            extra=about(message.order_id, envelope),
+        )
 
     def _credit(self, message: PaymentSucceeded | RetryCredit, tag: str) -> str:
         """Credit once; what happened."""
@@ -291,7 +345,12 @@ async def handle_batch(
         for message, envelope in mine:
             key = (_DECIDERS[type(message)][0], envelope.event_id)
             if key not in first:
-                log.info("event %s for order %s already applied", envelope.event_id, message.order_id)
+                log.info(
+                    "event %s for order %s already applied",
+                    envelope.event_id,
+                    message.order_id,
+                    extra=about(message.order_id, envelope),
+                )
                 continue
             first.discard(key)  # a second copy later in the batch is a redelivery too
             decisions.decide(message, envelope)
