@@ -13,7 +13,6 @@ from credited.providers.keys import LocalKeys
 from credited.providers.notifier import NotifyKnobs
 from credited.providers.server import LocalProvider
 from credited.stack.processes import free_port
-from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
 from payments.adapters.providers.alipay import AlipayProvider
 from payments.adapters.providers.registry import alipay_config, build_registry, wechatpay_config
 from payments.adapters.providers.wechatpay import WeChatPayProvider
@@ -50,7 +49,7 @@ def alipay(keys: LocalKeys, base_url: str = "http://127.0.0.1:9", **changes: obj
 
 
 def registry_names(keys: LocalKeys) -> frozenset[str]:
-    return build_registry(settings_for(keys, psp_secrets={"sim": ["s"]}), SimulatedRefunds()).names
+    return build_registry(settings_for(keys, psp_secrets={"sim": ["s"]})).names
 
 
 def platform_cert_dir(keys: LocalKeys, directory: Path) -> str:

@@ -4,14 +4,14 @@ import pytest
 from pydantic import ValidationError
 
 from credited.providers.keys import LocalKeys
-from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
 from payments.adapters.providers.registry import build_registry
 from payments.config import Settings
+from payments.domain import RefundRequest
 from tests.payments.providers.conftest import settings_for
 
 
 def test_every_configured_provider_is_registered_by_name(local_keys: LocalKeys) -> None:
-    registry = build_registry(settings_for(local_keys, psp_secrets={"sim": ["s"]}), SimulatedRefunds())
+    registry = build_registry(settings_for(local_keys, psp_secrets={"sim": ["s"]}))
     assert registry.names == {"sim", "wechatpay", "alipay"}
     for name in registry.names:
         provider = registry.get(name)
@@ -31,7 +31,7 @@ def test_no_provider_key_or_secret_has_a_default(monkeypatch: pytest.MonkeyPatch
         settings.alipay_public_key,
     ]
     assert secrets == [None] * len(secrets)
-    assert build_registry(settings.model_copy(update={"psp_secrets": {}}), SimulatedRefunds()).names == frozenset()
+    assert build_registry(settings.model_copy(update={"psp_secrets": {}})).names == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -53,14 +53,14 @@ def test_a_provider_configured_without_one_of_its_keys_does_not_start(
 
 def test_a_key_that_is_not_one_stops_the_start(local_keys: LocalKeys) -> None:
     with pytest.raises(ValueError, match="key"):
-        build_registry(settings_for(local_keys, alipay_public_key="bm90IGEga2V5"), SimulatedRefunds())
+        build_registry(settings_for(local_keys, alipay_public_key="bm90IGEga2V5"))
     with pytest.raises(ValueError, match="32 bytes"):
-        build_registry(settings_for(local_keys, wechatpay_apiv3_key="short"), SimulatedRefunds())
+        build_registry(settings_for(local_keys, wechatpay_apiv3_key="short"))
 
 
 def test_two_providers_cannot_share_a_name(local_keys: LocalKeys) -> None:
     with pytest.raises(ValueError, match="two payment providers are named 'alipay'"):
-        build_registry(settings_for(local_keys, psp_secrets={"alipay": ["s"]}), SimulatedRefunds())
+        build_registry(settings_for(local_keys, psp_secrets={"alipay": ["s"]}))
 
 
 def test_the_settings_the_local_provider_prints_configure_payments_from_the_environment(
@@ -69,5 +69,14 @@ def test_the_settings_the_local_provider_prints_configure_payments_from_the_envi
     for name, value in local_keys.payments_env("http://127.0.0.1:8110").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PAYMENTS_PSP_SECRET_SIM", "sim-secret")
-    registry = build_registry(Settings(), SimulatedRefunds())
+    registry = build_registry(Settings())
     assert {"sim", "wechatpay", "alipay"} <= registry.names
+
+
+async def test_the_simulated_providers_refunds_take_their_fault_shares_from_the_settings(local_keys: LocalKeys) -> None:
+    settings = settings_for(local_keys, psp_secrets={"sim": ["s"]}, sim_refund_timeout_share=1.0)
+    sim = build_registry(settings).get("sim")
+    assert sim is not None
+    request = RefundRequest("ord_1", "refund-1", "tx1", 600, 600, "CNY")
+    assert (await sim.refund(request)).status == "unknown"  # every first answer lost, the refund made
+    assert (await sim.query_refund("ord_1", "refund-1")).status == "succeeded"

@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
-from payments.adapters.providers.simulated import SimulatedProvider
+from payments.adapters.providers.simulated import SimulatedProvider, SimulatedRefunds
 from payments.callbacks import Callback, _check
 from payments.domain import CallbackAck, CallbackRejected, CloseStatus, PaymentState, RefundRequest
 from servicekit.signatures import sign

@@ -1,59 +1,116 @@
-"""Refunds: once per order; a request that timed out is queried before it is ever requested again."""
+"""Refunds with a fake provider: once per order, at the provider that took the payment, under our refund id; a
+request that timed out is queried before it is ever requested again."""
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from contracts.codec import envelope_for
+from contracts.codec import deterministic_id, envelope_for
 from contracts.commands import IssueRefund
 from contracts.events import RefundFailed, RefundSucceeded
-from payments.adapters.provider import SimulatedProvider
-from payments.domain import Order, PaymentStatus
-from payments.ports import RefundAnswer
-from payments.refunds import MAX_ATTEMPTS, handle_issue_refund
+from payments.adapters.providers.simulated import SimulatedProvider, SimulatedRefunds
+from payments.domain import (
+    CallbackAck,
+    CloseAnswer,
+    Order,
+    PaymentQuery,
+    PaymentStatus,
+    ProviderReply,
+    RefundRequest,
+    VerifiedCallback,
+)
+from payments.ports import PaymentProvider, RefundAnswer
+from payments.refunds import MAX_ATTEMPTS, PENDING_WAIT_S, handle_issue_refund
 from servicekit.rejections import PermanentFailure
 from tests.payments.unit.fakes import InMemoryPayments, Store
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
+Script = list[RefundAnswer | Exception]
 
 
 class ScriptedProvider:
-    """Answers refund requests and queries from scripts; a TimeoutError in a script is raised; records calls."""
+    """A PaymentProvider whose refunds and refund queries answer from scripts (an exception in a script is
+    raised); it records each call with what it was asked."""
 
-    def __init__(self, refunds: list[RefundAnswer | Exception], queries: list[RefundAnswer | Exception]) -> None:
+    def __init__(self, refunds: Script, queries: Script, name: str = "alipay") -> None:
+        self._name = name
         self.refunds = refunds
         self.queries = queries
         self.calls: list[str] = []
+        self.requests: list[RefundRequest] = []
+        self.asked: list[tuple[str, str]] = []
 
-    async def refund(self, provider: str, provider_txn_id: str, amount: int, currency: str, key: str) -> RefundAnswer:
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def refund(self, request: RefundRequest) -> RefundAnswer:
         self.calls.append("refund")
+        self.requests.append(request)
         return self._next(self.refunds)
 
-    async def query(self, provider: str, key: str) -> RefundAnswer:
+    async def query_refund(self, order_id: str, refund_id: str) -> RefundAnswer:
         self.calls.append("query")
+        self.asked.append((order_id, refund_id))
         return self._next(self.queries)
 
     @staticmethod
-    def _next(script: list[RefundAnswer | Exception]) -> RefundAnswer:
+    def _next(script: Script) -> RefundAnswer:
         answer = script.pop(0) if script else RefundAnswer("unknown", reason="timed out")
         if isinstance(answer, Exception):
             raise answer
         return answer
 
+    async def verify_callback(self, body: bytes, headers: Mapping[str, str]) -> VerifiedCallback:
+        raise NotImplementedError
 
-def paid_store() -> Store:
+    def reply(self, ack: CallbackAck) -> ProviderReply:
+        raise NotImplementedError
+
+    async def query_payment(self, order_id: str) -> PaymentQuery:
+        raise NotImplementedError
+
+    async def close(self, order_id: str) -> CloseAnswer:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Providers:
+    def __init__(self, *providers: PaymentProvider) -> None:
+        self._by_name = {p.name: p for p in providers}
+
+    def get(self, name: str) -> PaymentProvider | None:
+        return self._by_name.get(name)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+
+class Pauses:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def paid_store(provider: str = "alipay") -> Store:
     store = Store()
     store.orders["ord_1"] = Order(
         order_id="ord_1",
         user_id="u1",
         amount=600,
         currency="CNY",
-        channel="card",
+        channel="alipay",
         payment_status=PaymentStatus.SUCCEEDED,
         status="paid",
         created_at=T0,
-        provider="sim",
+        provider=provider,
         provider_txn_id="tx1",
         paid_at=T0,
     )
@@ -66,14 +123,34 @@ def command() -> IssueRefund:
     )
 
 
-async def refund(store: Store, provider: object, event_id: str = "cmd-1") -> None:
+async def refund(
+    store: Store, *providers: PaymentProvider, event_id: str = "cmd-1", pauses: Pauses | None = None
+) -> None:
     cmd = command()
     envelope = envelope_for(cmd, producer="reconciler", event_id=event_id)
-    await handle_issue_refund(cmd, envelope, uow=lambda: InMemoryPayments(store), provider=provider)  # type: ignore[arg-type]
+    await handle_issue_refund(
+        cmd, envelope, uow=lambda: InMemoryPayments(store), providers=Providers(*providers), sleep=pauses or Pauses()
+    )
 
 
 def outcomes(store: Store) -> list[type]:
     return [type(message) for _, message, _ in store.published]
+
+
+async def test_the_refund_goes_to_the_provider_that_took_the_payment_with_our_refund_id_and_the_amount_paid() -> None:
+    store = paid_store("wechatpay")
+    took = ScriptedProvider([RefundAnswer("succeeded", refund_id="50300")], [], name="wechatpay")
+    other = ScriptedProvider([RefundAnswer("succeeded", refund_id="rf")], [], name="alipay")
+    await refund(store, took, other)
+    assert other.calls == [] and took.calls == ["refund"]
+    order = store.orders["ord_1"]
+    assert took.requests == [
+        RefundRequest(
+            "ord_1", deterministic_id("refund", "ord_1"), "tx1", order.amount, order.amount, "CNY", "credit failed"
+        )
+    ]
+    assert outcomes(store) == [RefundSucceeded]
+    assert store.refunds["ord_1"] == (RefundAnswer("succeeded", refund_id="50300"), 1)
 
 
 async def test_a_refund_that_timed_out_but_happened_is_found_by_a_query_and_not_requested_again() -> None:
@@ -81,11 +158,14 @@ async def test_a_refund_that_timed_out_but_happened_is_found_by_a_query_and_not_
     provider = ScriptedProvider([TimeoutError("read timeout")], [RefundAnswer("succeeded", refund_id="rf_1")])
     await refund(store, provider)
     assert provider.calls == ["refund", "query"]
+    assert provider.asked == [("ord_1", provider.requests[0].refund_id)]
     assert outcomes(store) == [RefundSucceeded]
     assert store.refunds["ord_1"][0].refund_id == "rf_1"
 
 
-async def test_a_refund_the_provider_has_no_record_of_is_requested_again_only_after_the_query() -> None:
+async def test_a_refund_the_provider_has_no_record_of_is_requested_again_under_the_same_id_only_after_the_query() -> (
+    None
+):
     store = paid_store()
     provider = ScriptedProvider(
         [RefundAnswer("unknown", reason="timed out"), RefundAnswer("succeeded", refund_id="rf_2")],
@@ -93,6 +173,7 @@ async def test_a_refund_the_provider_has_no_record_of_is_requested_again_only_af
     )
     await refund(store, provider)
     assert provider.calls == ["refund", "query", "refund"]
+    assert provider.requests[0] == provider.requests[1]
     assert outcomes(store) == [RefundSucceeded]
 
 
@@ -108,14 +189,60 @@ async def test_a_provider_that_never_answers_is_queried_after_every_request_then
     assert isinstance(failed, RefundFailed) and "did not answer" in failed.reason
 
 
-async def test_the_simulated_providers_timeouts_still_refund_once() -> None:
+async def test_a_refund_the_provider_declines_is_reported_failed_with_its_reason_and_not_queried() -> None:
     store = paid_store()
-    provider = SimulatedProvider(timeout_share=1.0, latency_s=0)
+    provider = ScriptedProvider([RefundAnswer("failed", reason="Alipay answered 40004 ACQ.TRADE_HAS_CLOSE")], [])
     await refund(store, provider)
-    await refund(store, provider, event_id="cmd-1")  # redelivered: no effect
-    await refund(store, provider, event_id="cmd-2")  # asked again: the stored outcome is announced again
+    assert provider.calls == ["refund"]
+    failed = store.published[0][1]
+    assert isinstance(failed, RefundFailed) and "ACQ.TRADE_HAS_CLOSE" in failed.reason
+
+
+async def test_a_pending_refund_is_only_queried_after_a_pause_until_the_provider_says_how_it_ended() -> None:
+    store, pauses = paid_store(), Pauses()
+    provider = ScriptedProvider(
+        [RefundAnswer("pending", refund_id="50300", reason="PROCESSING")],
+        [RefundAnswer("pending", refund_id="50300"), RefundAnswer("succeeded", refund_id="50300")],
+    )
+    await refund(store, provider, pauses=pauses)
+    assert provider.calls == ["refund", "query", "query"]
+    assert pauses.waits == [PENDING_WAIT_S, 2 * PENDING_WAIT_S]
+    assert outcomes(store) == [RefundSucceeded]
+
+
+async def test_a_refund_still_pending_after_the_last_query_is_dead_lettered_unrecorded_and_never_reported_failed() -> (
+    None
+):
+    store = paid_store()
+    pending = RefundAnswer("pending", refund_id="50300", reason="PROCESSING")
+    provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)
+    with pytest.raises(PermanentFailure) as parked:
+        await refund(store, provider)
+    assert parked.value.label == "refund_pending" and "replay" in str(parked.value)
+    assert provider.calls == ["refund"] + ["query"] * MAX_ATTEMPTS
+    assert store.published == [] and store.refunds == {}
+
+
+async def test_a_refund_of_an_order_whose_provider_is_not_configured_is_dead_lettered_before_anything_is_asked() -> (
+    None
+):
+    store = paid_store("paypal")
+    provider = ScriptedProvider([RefundAnswer("succeeded", refund_id="rf")], [])
+    with pytest.raises(PermanentFailure) as refused:
+        await refund(store, provider)
+    assert refused.value.label == "provider_not_configured"
+    assert provider.calls == [] and store.published == [] and store.refunds == {}
+
+
+async def test_the_simulated_providers_timeouts_still_refund_once() -> None:
+    store = paid_store("sim")
+    refunds = SimulatedRefunds(timeout_share=1.0, latency_s=0)
+    sim = SimulatedProvider("sim", ["secret"], refunds)
+    await refund(store, sim)
+    await refund(store, sim, event_id="cmd-1")  # redelivered: no effect
+    await refund(store, sim, event_id="cmd-2")  # asked again: the stored outcome is announced again
     assert outcomes(store) == [RefundSucceeded, RefundSucceeded]
-    assert len(provider._done) == 1 and store.refunds["ord_1"][1] == 1
+    assert len(refunds.done) == 1 and store.refunds["ord_1"][1] == 1
 
 
 @pytest.mark.parametrize(
@@ -140,6 +267,6 @@ async def test_a_refund_no_payment_stands_behind_is_refused_for_good_before_the_
     cmd = command().model_copy(update={"order_id": order_id, **change})
     envelope = envelope_for(cmd, producer="reconciler", event_id="cmd-1")
     with pytest.raises(PermanentFailure) as refused:
-        await handle_issue_refund(cmd, envelope, uow=lambda: InMemoryPayments(store), provider=provider)  # type: ignore[arg-type]
+        await handle_issue_refund(cmd, envelope, uow=lambda: InMemoryPayments(store), providers=Providers(provider))
     assert refused.value.label == label
     assert provider.calls == [] and store.published == []

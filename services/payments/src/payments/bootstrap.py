@@ -18,7 +18,6 @@ from payments.adapters.http import SystemClock, routes
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
 from payments.adapters.postgres import PostgresPayments
-from payments.adapters.provider import SimulatedProvider
 from payments.adapters.providers.registry import build_registry
 from payments.adapters.queries import PostgresQuerySchedule
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
@@ -40,10 +39,9 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     """The service's parts; connected to PostgreSQL and the broker unless `connect` is False (then
     `Infrastructure.run` connects while /healthz already answers)."""
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
-    provider = SimulatedProvider(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
     # Built (keys and certificates read) so a bad provider configuration stops the start. Callbacks of a
-    # provider without an HMAC secret and payment queries go through it; refunds not yet (issue 17 item 6).
-    providers = build_registry(settings, provider)
+    # provider without an HMAC secret, payment queries and refunds go through it.
+    providers = build_registry(settings)
     metrics = PrometheusPaymentsMetrics(infra.registry, channels=settings.metric_channels, providers=providers.names)
 
     def uow() -> PostgresPayments:
@@ -65,7 +63,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     infra.consume(
         "payments.commands",
         [Topic.PAYMENTS_COMMANDS],
-        route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, provider=provider)}),
+        route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, providers=providers)}),
     )
     clock, review = SystemClock(), settings.review_rule()
     policy = settings.query_policy(providers.names)

@@ -20,16 +20,6 @@ from payments.domain import RefundAnswer as RefundAnswer  # moved to the domain 
 from payments.schedule import ScheduledQuery
 
 
-class RefundProvider(Protocol):
-    """A payment provider's refund API. `key` makes a repeated request idempotent at the provider."""
-
-    async def refund(
-        self, provider: str, provider_txn_id: str, amount: int, currency: str, key: str
-    ) -> RefundAnswer: ...
-
-    async def query(self, provider: str, key: str) -> RefundAnswer: ...
-
-
 @dataclass(frozen=True, slots=True)
 class KeyHolder:
     """An Idempotency-Key bound already: the fingerprint of the request that bound it, and its order."""

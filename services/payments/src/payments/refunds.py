@@ -1,4 +1,4 @@
-"""Refunds: executes IssueRefund once per order through the provider, querying before any retry.
+"""Refunds: executes IssueRefund once per order at the provider that took the money, querying before any retry.
 
 A refund moves the platform's money back to a payment method, so it needs a payment behind it: payments refunds
 only an order it knows as paid (its provider confirmed the payment), not refunded yet, to the user who paid, in
@@ -7,24 +7,34 @@ is not a refund the reconciler would ask for (it refunds only orders it saw paid
 payment's amount): whoever sent it, it is refused for good (PermanentFailure: dead-lettered with its reason,
 counted by it), and nothing is asked of the provider or recorded. A repeated command for a refunded order only
 repeats the outcome.
+
+The refund goes through the PaymentProvider registered under the order's provider, with a refund id derived from
+the order (the provider's idempotency key: WeChat Pay's out_refund_no, Alipay's out_request_no), so asking again,
+from any instance or after a restart, never refunds twice.
 """
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from contracts.codec import Envelope, deterministic_id
 from contracts.commands import IssueRefund
 from contracts.events import RefundFailed, RefundSucceeded
 from contracts.topics import Topic
-from payments.domain import Order, PaymentStatus
-from payments.ports import PaymentsUnitOfWork, RefundAnswer, RefundProvider, UnitOfWorkFactory
+from payments.domain import Order, PaymentStatus, RefundRequest
+from payments.ports import PaymentProvider, PaymentProviders, PaymentsUnitOfWork, RefundAnswer, UnitOfWorkFactory
 from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "payments.commands"
 MAX_ATTEMPTS = 3
+PENDING_WAIT_S = 1.0
+"""After a "pending" answer (accepted, not finished), the wait before the next query, times the attempt."""
+FINAL = frozenset({"succeeded", "failed"})
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 async def _ask(call: Awaitable[RefundAnswer]) -> RefundAnswer:
@@ -35,18 +45,23 @@ async def _ask(call: Awaitable[RefundAnswer]) -> RefundAnswer:
         return RefundAnswer("unknown", reason=f"no answer: {exc!r}"[:200])
 
 
-async def _execute(
-    provider: RefundProvider, name: str, txn: str, amount: int, currency: str, key: str
-) -> tuple[RefundAnswer, int]:
+async def _execute(provider: PaymentProvider, request: RefundRequest, sleep: Sleep) -> tuple[RefundAnswer, int]:
     """Request the refund; after an unknown outcome (a timeout), ask the provider what became of it before
-    requesting it again, and once more before giving up, so a refund that happened is never reported failed."""
+    requesting it again, and once more before giving up, so a refund that happened is never reported failed.
+    A refund the provider accepted but has not finished ("pending") is only queried, never requested again."""
+    answer = RefundAnswer("unknown")
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        answer = await _ask(provider.refund(name, txn, amount, currency, key))
-        if answer.status != "unknown":
+        if answer.status == "unknown":  # the provider knows of no refund: (re)request it, with the same id
+            answer = await _ask(provider.refund(request))
+        if answer.status in FINAL:
             return answer, attempt
-        answer = await _ask(provider.query(name, key))  # a timed-out refund may have happened: ask first
-        if answer.status != "unknown":
+        if answer.status == "pending":
+            await sleep(PENDING_WAIT_S * attempt)
+        answer = await _ask(provider.query_refund(request.order_id, request.refund_id))
+        if answer.status in FINAL:
             return answer, attempt
+    if answer.status == "pending":
+        return answer, MAX_ATTEMPTS
     return RefundAnswer("failed", reason=f"provider did not answer after {MAX_ATTEMPTS} attempts"), MAX_ATTEMPTS
 
 
@@ -94,10 +109,25 @@ def refusal(command: IssueRefund, order: Order | None) -> PermanentFailure | Non
     return None
 
 
+def _request(command: IssueRefund, order: Order) -> RefundRequest:
+    assert order.provider_txn_id is not None  # refusal() let only a paid order through
+    refund_id = deterministic_id("refund", order.order_id)  # the provider's idempotency key: one per order
+    return RefundRequest(
+        order.order_id, refund_id, order.provider_txn_id, order.amount, order.amount, order.currency, command.reason
+    )
+
+
 async def handle_issue_refund(
-    command: IssueRefund, envelope: Envelope, *, uow: UnitOfWorkFactory, provider: RefundProvider
+    command: IssueRefund,
+    envelope: Envelope,
+    *,
+    uow: UnitOfWorkFactory,
+    providers: PaymentProviders,
+    sleep: Sleep = asyncio.sleep,
 ) -> None:
-    """Refund the order to its original payment method, once, and say how it went."""
+    """Refund the order to its original payment method, at the provider that took the payment, once, and say how
+    it went. A refund the provider still reports pending after the last query is neither recorded nor announced:
+    it is dead-lettered (label refund_pending), and replaying it asks the provider again under the same id."""
     async with uow() as tx:
         if not await tx.mark_processed(CONSUMER, envelope.event_id):
             return
@@ -108,17 +138,28 @@ async def handle_issue_refund(
             raise refused  # rolls the unit of work back: the command is not even marked processed
         assert order is not None
         assert order.provider is not None
-        assert order.provider_txn_id is not None
         done = await tx.refund_of(command.order_id)
         if done is not None:
             _announce(tx, command, done)  # repeat the outcome; the id makes it a no-op downstream
             return
-        key = deterministic_id("refund", order.order_id)
-        answer, attempts = await _execute(
-            provider, order.provider, order.provider_txn_id, order.amount, order.currency, key
-        )
+        provider = providers.get(order.provider)
+        if provider is None:  # configuration, not the command, is wrong: replay it once the provider is back
+            raise PermanentFailure(f"provider {order.provider!r} is not configured", label="provider_not_configured")
+        request = _request(command, order)
+        answer, attempts = await _execute(provider, request, sleep)
+        if answer.status not in FINAL:
+            raise PermanentFailure(
+                f"refund {request.refund_id} is still {answer.status} at {order.provider} after {attempts} queries: "
+                "replay this command to ask again",
+                label="refund_pending",
+            )
         await tx.save_refund(order.order_id, answer, attempts)
         _announce(tx, command, answer)
     log.warning(
-        "refund of order %s: %s %s (event %s)", command.order_id, answer.status, answer.reason, envelope.event_id
+        "refund of order %s at %s: %s %s (event %s)",
+        command.order_id,
+        order.provider,
+        answer.status,
+        answer.reason,
+        envelope.event_id,
     )

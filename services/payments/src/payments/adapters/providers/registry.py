@@ -2,10 +2,9 @@
 
 from collections.abc import Iterable
 
-from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
 from payments.adapters.providers import keys
 from payments.adapters.providers.alipay import AlipayConfig, AlipayProvider
-from payments.adapters.providers.simulated import SimulatedProvider
+from payments.adapters.providers.simulated import SimulatedProvider, SimulatedRefunds
 from payments.adapters.providers.wechatpay import WeChatPayConfig, WeChatPayProvider
 from payments.config import Settings
 from payments.ports import PaymentProvider
@@ -77,10 +76,13 @@ def alipay_config(settings: Settings) -> AlipayConfig | None:
     )
 
 
-def build_registry(settings: Settings, refunds: SimulatedRefunds) -> ProviderRegistry:
+def build_registry(settings: Settings, refunds: SimulatedRefunds | None = None) -> ProviderRegistry:
     """Every provider the settings configure: one simulated provider per HMAC secret
-    (PAYMENTS_PSP_SECRET_<NAME>), sharing the development refund simulator, plus WeChat Pay and Alipay when
-    their merchant is configured. Keys and certificates are read here, so a bad one stops the start."""
+    (PAYMENTS_PSP_SECRET_<NAME>), sharing one refund simulator (`refunds`, else one with the settings'
+    PAYMENTS_SIM_REFUND_* fault shares), plus WeChat Pay and Alipay when their merchant is configured. Keys
+    and certificates are read here, so a bad one stops the start."""
+    if refunds is None:
+        refunds = SimulatedRefunds(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
     providers: list[PaymentProvider] = [
         SimulatedProvider(name, secrets, refunds) for name, secrets in sorted(settings.psp_secrets.items())
     ]

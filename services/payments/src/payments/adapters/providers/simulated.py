@@ -1,14 +1,16 @@
 """SimulatedProvider: the development provider, in credited's own callback format (JSON signed in
-`X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`), with the refund faults of
-adapters.provider.SimulatedProvider."""
+`X-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`), with refunds kept in memory by
+SimulatedRefunds and its fault knobs (PAYMENTS_SIM_REFUND_FAILURE_SHARE, _TIMEOUT_SHARE)."""
 
+import asyncio
+import hashlib
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 from pydantic import ValidationError
 
-from payments.adapters.provider import SimulatedProvider as SimulatedRefunds
 from payments.callbacks import CallbackBody
 from payments.domain import (
     CallbackAck,
@@ -27,6 +29,38 @@ from servicekit.http import error_body
 from servicekit.signatures import SignatureError, verify
 
 _JSON = "application/json"
+
+
+def _bucket(key: str, salt: str) -> float:
+    return int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") / 2**64
+
+
+class SimulatedRefunds:
+    """The development provider's refund book: idempotent by our refund id like a real provider's;
+    `failure_share` of refunds are declined, `timeout_share` of first requests lose their answer (the
+    refund still happens, so a query finds it). Which ones is fixed by the refund id."""
+
+    def __init__(self, failure_share: float = 0.0, timeout_share: float = 0.0, latency_s: float = 0.005) -> None:
+        self.failure_share = failure_share
+        self.timeout_share = timeout_share
+        self.latency_s = latency_s
+        self.done: dict[str, RefundAnswer] = {}
+
+    async def refund(self, request: RefundRequest) -> RefundAnswer:
+        await asyncio.sleep(self.latency_s)
+        key = request.refund_id
+        if key not in self.done:
+            if _bucket(key, "fail") < self.failure_share:
+                self.done[key] = RefundAnswer("failed", reason="provider declined the refund")
+            else:
+                self.done[key] = RefundAnswer("succeeded", refund_id=f"rf_{uuid.uuid4().hex[:12]}")
+            if _bucket(key, "timeout") < self.timeout_share:
+                return RefundAnswer("unknown", reason="timed out")
+        return self.done[key]
+
+    async def query(self, refund_id: str) -> RefundAnswer:
+        await asyncio.sleep(self.latency_s)
+        return self.done.get(refund_id, RefundAnswer("unknown", reason="no such refund"))
 
 
 class SimulatedProvider:
@@ -95,12 +129,10 @@ class SimulatedProvider:
         return PaymentQuery(PaymentState.PENDING, order_id, self._name, reason="no verified callback for it here")
 
     async def refund(self, request: RefundRequest) -> RefundAnswer:
-        return await self._refunds.refund(
-            self._name, request.provider_txn_id, request.amount, request.currency, request.refund_id
-        )
+        return await self._refunds.refund(request)
 
     async def query_refund(self, order_id: str, refund_id: str) -> RefundAnswer:
-        return await self._refunds.query(self._name, refund_id)
+        return await self._refunds.query(refund_id)
 
     async def close(self, order_id: str) -> CloseAnswer:
         if order_id in self._seen:
