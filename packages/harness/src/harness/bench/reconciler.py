@@ -242,7 +242,7 @@ def _between(moving: list[tuple[float, float]], low: float, high: float) -> int 
 
 def main(orders: int, out: Path, bootstrap: str | None, broker: str, live_rate: float, live_s: float) -> dict[str, Any]:
     """The engine alone, then (with a broker) the side-by-side catch-up and the live detection run."""
-    from credited.bench import peers
+    from harness.bench import peers
 
     out = out.resolve()  # the workers it starts run elsewhere: their data directories must not be relative
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "orders": orders}

@@ -12,7 +12,7 @@ its table restored, and its resident memory then:
   them once the safe time of their partitions is known, with a tombstone each; then a second worker takes
   the partitions over (it reads the records and their tombstones, until Kafka's cleaner has compacted them).
 
-    python -m credited.bench.table_size --orders 1000000 --out FILE [--before-src DIR]
+    python -m harness.bench.table_size --orders 1000000 --out FILE [--before-src DIR]
     (KAFKA_BOOTSTRAP and KAFKA_BROKER name the broker)
 """
 
@@ -211,7 +211,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m credited.bench.table_size", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.table_size", description=__doc__)
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--retention-s", type=float, default=7 * 24 * 3600.0)
     parser.add_argument("--before-src", type=Path, help="services/reconciler/src of the reconciler before issue 14")
