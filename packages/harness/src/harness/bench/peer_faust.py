@@ -21,8 +21,7 @@ import uvloop
 
 from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
-from reconciler.adapters.faust_app import faust_options
-from reconciler.config import Settings
+from reconciler.bench import Settings, faust_options
 
 
 def build(settings: Settings, events: int, out: IO[bytes]) -> faust.App:
