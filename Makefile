@@ -70,7 +70,7 @@ test-monitoring: $(STAMP) prerequisites ## Alert rules (promtool), Alertmanager 
 	$(PYTEST) tests/deploy_monitoring -m "not e2e"
 
 lock: ## Re-resolve requirements.lock from pyproject.toml
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --extra local --python-version 3.11 -o requirements.lock
 
 kafka-fetch: ## Download Apache Kafka's jars from Maven Central (cached outside the repo)
 	scripts/apache-kafka fetch

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.codec import decode
-from credited.simulator.run import partition_count
+from harness.simulator.run import partition_count
 
 
 async def read_until(

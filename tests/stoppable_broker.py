@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from credited.chaos.infra import ApacheBroker
 from credited.stack.embedded import EmbeddedKafka
 from credited.stack.processes import free_port
+from harness.chaos.infra import ApacheBroker
 from tests.conftest import Broker
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
-from credited.bench.report import write_report
-from credited.bench.run import BenchOptions, run_bench
+from harness.bench.report import write_report
+from harness.bench.run import BenchOptions, run_bench
 from tests.conftest import Broker
 
 STEP_FIELDS = {

@@ -3,8 +3,8 @@ issue's targets, and kept when `make bench` rewrites the rest of the file."""
 
 from typing import Any
 
-from credited.bench import reconciler_report
-from credited.bench.reconciler_report import END, START, kept_section, section, splice
+from harness.bench import reconciler_report
+from harness.bench.reconciler_report import END, START, kept_section, section, splice
 
 
 def figures(p99: float) -> dict[str, Any]:

@@ -35,11 +35,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts.codec import encode, envelope_for
 from contracts.events import CreditPosted, OrderPlaced, OrderStatus, OrderStatusChanged, PaymentSucceeded
 from contracts.topics import Topic
-from credited.simulator.receiver import WebhookReceiver
-from credited.simulator.run import Load, Simulator, Truth
 from credited.stack.embedded import EmbeddedPostgres
 from credited.stack.local import SERVICES, LocalStack, StackConfig
 from credited.stack.processes import Child, free_port
+from harness.simulator.receiver import WebhookReceiver
+from harness.simulator.run import Load, Simulator, Truth
 from tests.deploy.groups import create_changelog
 
 ROOT = Path(__file__).resolve().parents[2]

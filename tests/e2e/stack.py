@@ -13,9 +13,9 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.topics import Topic
-from credited.simulator.receiver import WebhookReceiver
 from credited.stack.local import SERVICES, LocalStack, StackConfig
 from credited.stack.processes import free_port
+from harness.simulator.receiver import WebhookReceiver
 from tests.conftest import Broker
 
 

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 from contracts.codec import decode
 from contracts.events import OrderStatus, OrderStatusChanged
-from credited.simulator.run import credit_publication_times
+from harness.simulator.run import credit_publication_times
 from tests.kafka_reader import read_all
 
 

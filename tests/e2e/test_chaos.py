@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from credited.chaos.report import write_json
-from credited.chaos.run import ChaosOptions, run_chaos
-from credited.chaos.schedule import ci
+from harness.chaos.report import write_json
+from harness.chaos.run import ChaosOptions, run_chaos
+from harness.chaos.schedule import ci
 
 pytestmark = pytest.mark.e2e
 

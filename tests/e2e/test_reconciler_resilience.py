@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from credited.simulator.receiver import Received
-from credited.simulator.run import FINAL, Load, Simulator, Truth, credit_publication_times, settled
 from credited.stack.local import LocalStack
+from harness.simulator.receiver import Received
+from harness.simulator.run import FINAL, Load, Simulator, Truth, credit_publication_times, settled
 from tests.conftest import Broker
 from tests.e2e.stack import running_stack
 from tests.e2e.status_log import delayed_flags, judge_flags

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from credited.simulator.run import Load, Simulator, Truth, score, settled
+from harness.simulator.run import Load, Simulator, Truth, score, settled
 from tests.conftest import Broker
 from tests.e2e.stack import running_stack
 from tests.kafka_reader import eventually

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from credited.chaos.checker import History, judge
-from credited.chaos.schedule import Fault, FaultKind, Schedule, ci, full
-from credited.chaos.traffic import Ledger
+from harness.chaos.checker import History, judge
+from harness.chaos.schedule import Fault, FaultKind, Schedule, ci, full
+from harness.chaos.traffic import Ledger
 
 PAID_AT = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -73,8 +73,8 @@ async def test_a_newer_status_replaces_the_older_one_on_the_device_through_the_c
 async def test_every_device_of_the_user_and_the_platform_webhook_get_the_notification_once(
     notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
 ) -> None:
-    from credited.simulator.receiver import WebhookReceiver
     from credited.stack.processes import free_port
+    from harness.simulator.receiver import WebhookReceiver
 
     webhook = WebhookReceiver(free_port(), "hook-secret")
     await webhook.start()

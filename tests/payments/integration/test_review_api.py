@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.topics import Topic
-from credited.simulator.run import partition_count
+from harness.simulator.run import partition_count
 from payments.bootstrap import build
 from payments.config import Settings
 from servicekit.identity import PostgresKeyStore, Scope

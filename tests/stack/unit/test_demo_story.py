@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
-from credited.simulator.receiver import Received
-from credited.simulator.run import Truth, score
-from credited.simulator.story import closing_lines, startup_failure, story_counts
+from harness.simulator.receiver import Received
+from harness.simulator.run import Truth, score
+from harness.simulator.story import closing_lines, startup_failure, story_counts
 
 PAID_AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 THRESHOLD_S = 5.0

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from credited import dlq, keys
 from credited.demo import DemoOptions, StartupFailed, run_demo
-from credited.simulator.story import closing_lines
 from credited.stack.local import LocalStack, StackConfig
+from harness.simulator.story import closing_lines
 
 app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixed.", no_args_is_help=True)
 
@@ -139,7 +139,7 @@ def bench_reconciler(
         "docs/benchmarks.md"
     ),
     table_size: Annotated[
-        Path | None, typer.Option(help="A JSON report of `python -m credited.bench.table_size` to include.")
+        Path | None, typer.Option(help="A JSON report of `python -m harness.bench.table_size` to include.")
     ] = None,
 ) -> None:
     """Reconciler throughput on a replayed event log, side by side in one run: the engine alone, faust's own
@@ -147,10 +147,10 @@ def bench_reconciler(
     at `--live-rate` (KAFKA_BOOTSTRAP with KAFKA_BROKER, or the embedded Tansu)."""
     import os
 
-    from credited.bench import reconciler_report
-    from credited.bench.reconciler import main as bench_main
     from credited.stack.embedded import EmbeddedKafka
     from credited.stack.processes import free_port
+    from harness.bench import reconciler_report
+    from harness.bench.reconciler import main as bench_main
 
     logging.basicConfig(level=logging.WARNING)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
@@ -190,9 +190,9 @@ def bench(
     import dataclasses
     import os
 
-    from credited.bench.cpu import baseline_of
-    from credited.bench.report import write_report
-    from credited.bench.run import BenchOptions, run_bench
+    from harness.bench.cpu import baseline_of
+    from harness.bench.report import write_report
+    from harness.bench.run import BenchOptions, run_bench
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     options = BenchOptions.quick_run(run_dir.resolve(), broker) if quick else BenchOptions(run_dir.resolve(), broker)
@@ -233,9 +233,9 @@ def chaos(
     import dataclasses
     import shutil
 
-    from credited.chaos import schedule as schedules
-    from credited.chaos.report import print_report, write_json
-    from credited.chaos.run import ChaosOptions, run_chaos
+    from harness.chaos import schedule as schedules
+    from harness.chaos.report import print_report, write_json
+    from harness.chaos.run import ChaosOptions, run_chaos
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     plan = {"full": schedules.full, "ci": schedules.ci}.get(schedule)

@@ -17,14 +17,14 @@ from rich.live import Live
 from rich.table import Table
 
 from contracts.topics import Topic
-from credited.bench import wrk
-from credited.bench.driver import AiohttpSimulator, ClientTimes, session
-from credited.simulator.receiver import Received, WebhookReceiver
-from credited.simulator.run import Load, Truth, credit_publication_times, order_of, score, settled
-from credited.simulator.story import StoryCounts, startup_failure, story_counts
-from credited.simulator.tail import CommandTail
 from credited.stack.local import LocalStack, StackConfig
 from credited.stack.processes import free_port
+from harness.bench import wrk
+from harness.bench.driver import AiohttpSimulator, ClientTimes, session
+from harness.simulator.receiver import Received, WebhookReceiver
+from harness.simulator.run import Load, Truth, credit_publication_times, order_of, score, settled
+from harness.simulator.story import StoryCounts, startup_failure, story_counts
+from harness.simulator.tail import CommandTail
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,30 +23,10 @@ from contracts.codec import Record, encode, envelope_for
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
 from credited.stack.processes import Child, free_port
-from reconciler.adapters.table import encode_state
-from reconciler.domain import OrderState, Policy
-from reconciler.engine import Engine
+from reconciler.bench import engine_throughput
 from servicekit.kafka import KafkaPublisher, ensure_topics
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
-
-
-class DictStates:
-    """Order states in a dict, as the faust table's memory store holds them (each is encoded only when its
-    changelog record is written, once per batch: here once per put)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, OrderState] = {}
-
-    def get(self, order_id: str) -> OrderState | None:
-        return self.data.get(order_id)
-
-    def put(self, state: OrderState) -> None:
-        self.data[state.order_id] = state
-        encode_state(state)
-
-    def values(self) -> Iterator[OrderState]:
-        return iter(list(self.data.values()))
 
 
 def event_log(
@@ -98,26 +77,8 @@ def event_log(
 
 
 def bench_engine(orders: int) -> dict[str, Any]:
-    log = event_log(orders)
-    engine = Engine(DictStates(), Policy(threshold_s=120))
-    now = T0
-    started = time.perf_counter()
-    for message in log:
-        result = engine.apply(message, 0, now)
-        if result is not None:
-            state, _ = result
-            engine.commit(state)
-    elapsed = time.perf_counter() - started
-    tick_started = time.perf_counter()
-    due = engine.due(0, T0 + timedelta(hours=1), T0 + timedelta(hours=1))
-    tick_s = time.perf_counter() - tick_started
-    return {
-        "events": len(log),
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(len(log) / elapsed),
-        "overdue_found": len(due),
-        "tick_seconds_for_all_overdue": round(tick_s, 4),
-    }
+    """The engine alone (reconciler.bench) on the seeded log: every payment at T0, one tick an hour later."""
+    return engine_throughput(event_log(orders), threshold_s=120, now=T0, tick_at=T0 + timedelta(hours=1))
 
 
 async def produce(bootstrap: str, broker: str, prefix: str, log: list[Message]) -> None:
@@ -242,7 +203,7 @@ def _between(moving: list[tuple[float, float]], low: float, high: float) -> int 
 
 def main(orders: int, out: Path, bootstrap: str | None, broker: str, live_rate: float, live_s: float) -> dict[str, Any]:
     """The engine alone, then (with a broker) the side-by-side catch-up and the live detection run."""
-    from credited.bench import peers
+    from harness.bench import peers
 
     out = out.resolve()  # the workers it starts run elsewhere: their data directories must not be relative
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "orders": orders}

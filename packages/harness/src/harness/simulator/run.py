@@ -19,8 +19,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from credited.simulator.receiver import Received
-from credited.simulator.story import recovered
+from harness.simulator.receiver import Received
+from harness.simulator.story import recovered
 from servicekit.signatures import sign
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ async def record(pid: int, seconds: float, out: Path, rate: int = 100, subproces
     return out
 
 
-OURS = ("contracts", "servicekit", "credited", "payments", "ledger", "reconciler", "notifier")
+OURS = ("contracts", "servicekit", "credited", "harness", "payments", "ledger", "reconciler", "notifier")
 # uvloop runs the event loop in C: a sample whose innermost Python frame is the runner is time in the
 # loop itself (waiting for I/O, or uvloop's own C code); on the standard loop (faust's) that is select.
 LOOP = "Runner.run (asyncio/runners.py)"

@@ -7,7 +7,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from credited.simulator.run import partition_count
+from harness.simulator.run import partition_count
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from credited.chaos.traffic import Ledger
-from credited.simulator.receiver import Received
+from harness.chaos.traffic import Ledger
+from harness.simulator.receiver import Received
 from payments.audit import Credit, PaidOrder, Refund, compare
 
 FINAL = ("credited", "refunded", "needs_support")

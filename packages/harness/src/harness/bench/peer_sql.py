@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from contracts.codec import DecodeError, decode
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
-from credited.simulator.run import partition_count
+from harness.simulator.run import partition_count
 
 POLL = """
 UPDATE orders o SET flagged_at = clock_timestamp()

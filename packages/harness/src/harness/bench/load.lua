@@ -1,5 +1,5 @@
 -- The benchmark's native load generator: wrk's threads place orders and send the `sim` provider's signed
--- callbacks, so no Python stands between the load and payments. Run by credited/bench/wrk.py, which reads
+-- callbacks, so no Python stands between the load and payments. Run by harness/bench/wrk.py, which reads
 -- back the ground truth each thread writes (one line per order placed, callback signed, answer received).
 --
 -- wrk -s load.lua URL -- MODE OUT THREADS ORDERS RATE DUPLICATES SECRET RUN_ID USERS START_AT [PAY_FILE]

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from credited.bench import cpu, plots
+from harness.bench import cpu, plots
 
 TARGETS = {"orders_per_s": 5000, "events_per_s": 50_000, "credits_per_s": 50_000, "detection_p99_s": 1.0}
 
@@ -346,7 +346,7 @@ def write_report(report: dict[str, Any], json_path: Path, report_path: Path, plo
     plots.cpu_plot(steps, plot_dir / "cpu.png")
     plots.peers_plot(report["peers"], plot_dir / "peers.png")
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    from credited.bench import reconciler_report  # it builds on this module's tables
+    from harness.bench import reconciler_report  # it builds on this module's tables
 
     # The reconciler's own section (credited bench-reconciler) is that command's to rewrite: keep it.
     kept = reconciler_report.kept_section(report_path.read_text()) if report_path.exists() else None

@@ -32,9 +32,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from contracts.base import Message
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
-from credited.bench import peer_sql
-from credited.bench.profiling import Recording
-from credited.bench.reconciler import (
+from credited.stack.processes import Child
+from harness.bench import peer_sql
+from harness.bench.profiling import Recording
+from harness.bench.reconciler import (
     counters,
     event_log,
     produce,
@@ -43,8 +44,7 @@ from credited.bench.reconciler import (
     time_workers,
     workers,
 )
-from credited.simulator.run import credit_publication_times, partition_count, percentile
-from credited.stack.processes import Child
+from harness.simulator.run import credit_publication_times, partition_count, percentile
 from servicekit.kafka import KafkaPublisher, ensure_topics
 
 
@@ -120,7 +120,7 @@ async def reconciler_flags(bootstrap: str, prefix: str) -> dict[str, float]:
 
 def bytewax(where: Where, prefix: str, threshold_s: float, *, tail: bool) -> tuple[Child, Path]:
     out = where.run_dir / f"bytewax-{prefix.strip('.')}.jsonl"
-    argv = [sys.executable, "-m", "credited.bench.peer_bytewax", "--bootstrap", where.bootstrap]
+    argv = [sys.executable, "-m", "harness.bench.peer_bytewax", "--bootstrap", where.bootstrap]
     argv += ["--prefix", prefix, "--threshold", str(threshold_s), "--out", str(out)]
     child = Child("bytewax", [*argv, *([] if tail else ["--no-tail"])], log_path=out.with_suffix(".log"))
     child.start()
@@ -173,7 +173,7 @@ async def _catch_up_faust(where: Where, prefix: str, events: int) -> dict[str, A
         "CREDITED_TOPIC_PREFIX": prefix,
         "RECONCILER_DATA_DIR": str(where.run_dir / f"faust-{prefix.strip('.')}"),
     }
-    argv = [sys.executable, "-m", "credited.bench.peer_faust", "--events", str(events), "--out", str(out)]
+    argv = [sys.executable, "-m", "harness.bench.peer_faust", "--events", str(events), "--out", str(out)]
     child = Child("faust-ceiling", argv, log_path=out.with_suffix(".log"), env=env)
     load = os.getloadavg()[0]
     child.start()

@@ -3,7 +3,7 @@
 each wrk thread writes, and wrk's own CPU time comes from the kernel when it exits.
 
 Without wrk on PATH (`scripts/prerequisites bench` installs it) the benchmark falls back to the Python
-simulator (credited/bench/driver.py) and says so in the report.
+simulator (harness/bench/driver.py) and says so in the report.
 """
 
 import asyncio
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from credited.simulator.run import Load, Truth
+from harness.simulator.run import Load, Truth
 
 LUA = Path(__file__).with_name("load.lua")
 

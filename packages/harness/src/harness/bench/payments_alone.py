@@ -16,9 +16,9 @@ import httpx
 import orjson
 import psutil  # type: ignore[import-untyped]
 
-from credited.bench import wrk
 from credited.stack.local import PAYMENTS_PROCESSES, LocalStack, StackConfig
 from credited.stack.processes import free_port
+from harness.bench import wrk
 from servicekit.signatures import sign
 
 

@@ -15,7 +15,7 @@ import aiohttp
 import httpx
 import orjson
 
-from credited.simulator.run import Simulator, percentile
+from harness.simulator.run import Simulator, percentile
 
 RETRIED = (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
 

@@ -12,7 +12,7 @@ its table restored, and its resident memory then:
   them once the safe time of their partitions is known, with a tombstone each; then a second worker takes
   the partitions over (it reads the records and their tombstones, until Kafka's cleaner has compacted them).
 
-    python -m credited.bench.table_size --orders 1000000 --out FILE [--before-src DIR]
+    python -m harness.bench.table_size --orders 1000000 --out FILE [--before-src DIR]
     (KAFKA_BOOTSTRAP and KAFKA_BROKER name the broker)
 """
 
@@ -32,30 +32,27 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from contracts.events import OrderStatus
 from contracts.topics import Topic
 from credited.stack.processes import Child, free_port
-from reconciler.adapters.table import encode_state
-from reconciler.domain import OrderState, Phase
+from reconciler.bench import settled_changelog_value
 from servicekit.kafka import ensure_topics
 
 PARTITIONS = 6
 _partitioner = DefaultPartitioner()
 
 
-def settled_state(i: int, settled_at: datetime) -> OrderState:
-    """A credited order as the reconciler keeps it: paid, credited, and the user told."""
-    paid_at = settled_at - timedelta(seconds=1)
-    state = OrderState(f"ord_{i:09d}", i % PARTITIONS, f"u{i % 100_000}", 600, "CNY", "card", None, Phase.CREDITED)
-    state.paid_at, state.credited_at, state.deadline = paid_at, settled_at, paid_at + timedelta(minutes=2)
-    state.settled_at, state.status, state.sequence = settled_at, OrderStatus.CREDITED, 1
-    state.history = (("paid", paid_at), ("credited", settled_at), ("status:credited", settled_at))
-    return state
+def order_id_of(i: int) -> str:
+    return f"ord_{i:09d}"
 
 
-def before_format(state: OrderState) -> bytes:
+def settled_value(i: int, settled_at: datetime) -> bytes:
+    """The changelog value of a credited order as the reconciler keeps it: paid, credited, and the user told."""
+    return settled_changelog_value(order_id_of(i), i % PARTITIONS, f"u{i % 100_000}", settled_at)
+
+
+def before_format(value: bytes) -> bytes:
     """The JSON the reconciler wrote before issue 14: no settled_at, the history's times as strings."""
-    data = orjson.loads(encode_state(state))
+    data = orjson.loads(value)
     data.pop("settled_at")
     return orjson.dumps(data)
 
@@ -77,11 +74,11 @@ async def write_changelog(bootstrap: str, topic: str, orders: int, settled_at: d
         for start in range(0, orders, 20_000):
             sent = []
             for i in range(start, min(orders, start + 20_000)):
-                state = settled_state(i, settled_at)
-                value = before_format(state) if before else encode_state(state)
+                order_id, value = order_id_of(i), settled_value(i, settled_at)
+                value = before_format(value) if before else value
                 size += len(value)
-                partition = _partitioner(state.order_id.encode(), partitions, partitions)
-                key = orjson.dumps(state.order_id)
+                partition = _partitioner(order_id.encode(), partitions, partitions)
+                key = orjson.dumps(order_id)
                 sent.append(await producer.send(topic, value, key=key, partition=partition))
             await asyncio.gather(*sent)
     finally:
@@ -192,7 +189,7 @@ def _last_in_each_partition(orders: int) -> list[str]:
     last: dict[int, str] = {}
     partitions = list(range(PARTITIONS))
     for i in range(orders):
-        order_id = settled_state(i, datetime.now(UTC)).order_id
+        order_id = order_id_of(i)
         last[_partitioner(order_id.encode(), partitions, partitions)] = order_id
     return list(last.values())
 
@@ -211,7 +208,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m credited.bench.table_size", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.table_size", description=__doc__)
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--retention-s", type=float, default=7 * 24 * 3600.0)
     parser.add_argument("--before-src", type=Path, help="services/reconciler/src of the reconciler before issue 14")

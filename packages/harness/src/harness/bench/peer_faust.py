@@ -5,7 +5,7 @@ writes one table row per record (one changelog record each), the plain faust way
 It writes a JSON line when it has read its first event and one when it has read `--events` (then it exits),
 so a runner times it from its first event to its last as it times the reconciler.
 
-    python -m credited.bench.peer_faust --events N --out FILE   (KAFKA_BOOTSTRAP, CREDITED_TOPIC_PREFIX, ...)
+    python -m harness.bench.peer_faust --events N --out FILE   (KAFKA_BOOTSTRAP, CREDITED_TOPIC_PREFIX, ...)
 """
 
 import argparse
@@ -21,8 +21,7 @@ import uvloop
 
 from contracts.codec import DecodeError, decode
 from contracts.topics import Topic
-from reconciler.adapters.faust_app import faust_options
-from reconciler.config import Settings
+from reconciler.bench import Settings, faust_options
 
 
 def build(settings: Settings, events: int, out: IO[bytes]) -> faust.App:
@@ -63,7 +62,7 @@ def build(settings: Settings, events: int, out: IO[bytes]) -> faust.App:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m credited.bench.peer_faust", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.peer_faust", description=__doc__)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -11,15 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from credited.bench import isolated
-from credited.bench.infra import SCRIPT, Infra
-from credited.bench.machine import UsageSampler, describe_machine, source_state
-from credited.bench.peers import PeerOptions, Where, side_by_side
-from credited.bench.pipeline import PipelineOptions, Step, rising_rates, run_step
-from credited.bench.profiling import profile_processes
-from credited.simulator.receiver import WebhookReceiver
 from credited.stack.local import LocalStack, StackConfig
 from credited.stack.processes import free_port
+from harness.bench import isolated
+from harness.bench.infra import SCRIPT, Infra
+from harness.bench.machine import UsageSampler, describe_machine, source_state
+from harness.bench.peers import PeerOptions, Where, side_by_side
+from harness.bench.pipeline import PipelineOptions, Step, rising_rates, run_step
+from harness.bench.profiling import profile_processes
+from harness.simulator.receiver import WebhookReceiver
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The reconciler's own section of docs/benchmarks.md, from `credited bench-reconciler` (and, when it was run,
-`python -m credited.bench.table_size`): catch-up side by side with faust's ceiling and Bytewax, live
+`python -m harness.bench.table_size`): catch-up side by side with faust's ceiling and Bytewax, live
 detection at 2,000 orders/s, and what a table of settled orders costs a worker.
 
 `make bench` measures the whole pipeline and rewrites docs/benchmarks.md; this section lives between two
@@ -8,7 +8,7 @@ markers in that file, so each command replaces only its own part and keeps the o
 from pathlib import Path
 from typing import Any
 
-from credited.bench.report import _f, _hot, _table
+from harness.bench.report import _f, _hot, _table
 
 START = "<!-- credited bench-reconciler: start -->"
 END = "<!-- credited bench-reconciler: end -->"
@@ -115,7 +115,7 @@ def _table_size(table_size: dict[str, Any] | None) -> list[str]:
         return [
             "### Table of settled orders",
             "",
-            "Not measured in this run (`python -m credited.bench.table_size --orders 1000000 --out FILE"
+            "Not measured in this run (`python -m harness.bench.table_size --orders 1000000 --out FILE"
             " --before-src DIR`, then `credited bench-reconciler --table-size FILE`).",
             "",
         ]
@@ -185,9 +185,9 @@ def main() -> None:
 
     import orjson
 
-    parser = argparse.ArgumentParser(prog="python -m credited.bench.reconciler_report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.reconciler_report", description=main.__doc__)
     parser.add_argument("figures", type=Path, help="the JSON of credited bench-reconciler")
-    parser.add_argument("--table-size", type=Path, help="the JSON of python -m credited.bench.table_size")
+    parser.add_argument("--table-size", type=Path, help="the JSON of python -m harness.bench.table_size")
     parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
     sizes = orjson.loads(args.table_size.read_bytes()) if args.table_size else None

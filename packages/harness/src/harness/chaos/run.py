@@ -1,5 +1,5 @@
 """`credited chaos`: the four services as processes on Apache Kafka and PostgreSQL, traffic through payments,
-a schedule of faults injected while it flows, then the whole history checked (credited.chaos.checker)."""
+a schedule of faults injected while it flows, then the whole history checked (harness.chaos.checker)."""
 
 import asyncio
 import contextlib
@@ -15,15 +15,15 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.topics import Topic
-from credited.chaos.checker import FINAL, judge, read_history
-from credited.chaos.infra import ApacheBroker, FaultyPostgres
-from credited.chaos.schedule import Fault, FaultKind, Schedule
-from credited.chaos.supervisor import Supervisor
-from credited.chaos.traffic import Ledger, Traffic
-from credited.simulator.receiver import Received, WebhookReceiver
-from credited.simulator.run import partition_count
 from credited.stack.local import SERVICES, LocalStack, StackConfig
 from credited.stack.processes import free_port
+from harness.chaos.checker import FINAL, judge, read_history
+from harness.chaos.infra import ApacheBroker, FaultyPostgres
+from harness.chaos.schedule import Fault, FaultKind, Schedule
+from harness.chaos.supervisor import Supervisor
+from harness.chaos.traffic import Ledger, Traffic
+from harness.simulator.receiver import Received, WebhookReceiver
+from harness.simulator.run import partition_count
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ time paid_at + threshold) and whether it was credited. A timer at the deadline e
 overdue if no credit has arrived. Flags are written as JSON lines to a file, with the wall time of the
 flag; with `--no-tail` the flow stops at the end of the topics and also writes how long it read.
 
-    python -m credited.bench.peer_bytewax --bootstrap HOST:PORT --prefix P --threshold S --out FILE [--no-tail]
+    python -m harness.bench.peer_bytewax --bootstrap HOST:PORT --prefix P --threshold S --out FILE [--no-tail]
 """
 
 import argparse
@@ -144,7 +144,7 @@ def _resume(threshold_s: float, resumed: dict[str, Any] | None) -> OrderJoin:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m credited.bench.peer_bytewax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.peer_bytewax", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--prefix", default="")
     parser.add_argument("--threshold", type=float, required=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from credited.bench.payments_alone import bench_payments
-from credited.bench.reconciler import bench_engine
+from harness.bench.payments_alone import bench_payments
+from harness.bench.reconciler import bench_engine
 
 
 async def bench_notifier(bootstrap: str, database_url: str, broker: str, out: Path, quick: bool) -> dict[str, Any]:

@@ -17,13 +17,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import Topic
-from credited.bench import wrk
-from credited.bench.cpu import GENERATORS
-from credited.bench.driver import AiohttpSimulator, ClientTimes, session
-from credited.bench.machine import UsageSampler
-from credited.simulator.receiver import Received, WebhookReceiver
-from credited.simulator.run import Load, Truth, credit_publication_times, percentile, score, settled
 from credited.stack.local import LocalStack
+from harness.bench import wrk
+from harness.bench.cpu import GENERATORS
+from harness.bench.driver import AiohttpSimulator, ClientTimes, session
+from harness.bench.machine import UsageSampler
+from harness.simulator.receiver import Received, WebhookReceiver
+from harness.simulator.run import Load, Truth, credit_publication_times, percentile, score, settled
 
 log = logging.getLogger(__name__)
 
