@@ -21,6 +21,7 @@ from notifier.adapters.poster import AiohttpPoster
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.queue import PostgresDeliveryQueue
 from notifier.adapters.status_page import StatusPage
+from notifier.adapters.streams import StreamSlots
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from notifier.adapters.webhook import WebhookChannel
 from notifier.adapters.webpush import VapidSigner, WebPushChannel
@@ -158,6 +159,7 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     )
     protect(app, infra.authenticator)
     app.include_router(routes(uow, subscriptions, push))
-    page = StatusPage(uow, subscriptions, feed, links, push, heartbeat_s=settings.sse_heartbeat_s)
+    slots = StreamSlots(per_order=settings.max_streams_per_order, overall=settings.max_streams)
+    page = StatusPage(uow, subscriptions, feed, links, push, slots, heartbeat_s=settings.sse_heartbeat_s)
     app.include_router(page.routes())
     return Notifier(infra, app, worker, feed, uow, posters)

@@ -69,6 +69,12 @@ class Settings(ServiceSettings):
     max_backoff_s: float = Field(3600.0, gt=0, description="The longest wait between two attempts.")
     max_in_flight: int = Field(256, ge=1, le=10_000)
     sse_heartbeat_s: float = Field(15.0, gt=0)
+    max_streams_per_order: int = Field(
+        5, ge=1, le=1000, description="Live event streams open at once for one order; past it, 429 until one ends."
+    )
+    max_streams: int = Field(
+        2000, ge=1, le=100_000, description="Live event streams open at once in this process; past it, 429."
+    )
 
     @property
     def address_policy(self) -> AddressPolicy:

@@ -18,8 +18,8 @@ SERVICE = "reconciler"
 
 def entry() -> None:
     settings = Settings()
-    # No database: its Kafka password is the one secret it must not run on in production.
-    refuse_development_secrets(SERVICE, settings, shared_secrets(settings, uses_database=False))
+    # Its pages read API keys from PostgreSQL: the database password and its Kafka password.
+    refuse_development_secrets(SERVICE, settings, shared_secrets(settings))
     # faust's worker, its consumer's thread and every loop they make come from this policy.
     uvloop.install()
     asyncio.run(

@@ -33,6 +33,7 @@ REFUSED = {
         "PAYMENTS_PSP_SECRET_SIM",
     ],
     "ledger": ["the DATABASE_URL password", "KAFKA_SASL_PASSWORD"],
+    "reconciler": ["the DATABASE_URL password", "KAFKA_SASL_PASSWORD"],
     "notifier": [
         "the DATABASE_URL password",
         "CREDITED_STATUS_LINK_SECRET",

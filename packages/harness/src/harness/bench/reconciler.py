@@ -106,6 +106,8 @@ def worker(
     name = f"reconciler-{prefix.strip('.')}-{instance}"
     env = {
         **os.environ,
+        # A bench on a laptop: its pages' key store (DATABASE_URL) is the development default, never read here.
+        "CREDITED_ENV": "development",
         "KAFKA_BOOTSTRAP": bootstrap,
         "KAFKA_BROKER": broker,
         "CREDITED_TOPIC_PREFIX": prefix,

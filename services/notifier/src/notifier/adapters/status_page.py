@@ -25,6 +25,7 @@ from notifier import domain
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.http import PushOptions, SubscriptionIdPath, SubscriptionIn, SubscriptionOut, register_device
 from notifier.adapters.postgres import PostgresNotifications
+from notifier.adapters.streams import HeldStream, StreamSlots
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from servicekit.http import ApiError, error_responses
 from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated, requires
@@ -96,9 +97,11 @@ class StatusPage:
         feed: PostgresOrderFeed,
         links: StatusLinks,
         push: PushOptions,
+        slots: StreamSlots,
         *,
         heartbeat_s: float = 15.0,
     ) -> None:
+        self.slots = slots
         self._uow = uow
         self._links = links
         self._push = push
@@ -222,16 +225,24 @@ class StatusPage:
             """The order's timeline as JSON (what the page shows), for platform backends."""
             return timeline_json(await self.timeline(order_id, lang))
 
-        @router.get("/v1/orders/{order_id}/events", response_class=StreamingResponse, responses=error_responses(404))
+        @router.get(
+            "/v1/orders/{order_id}/events", response_class=StreamingResponse, responses=error_responses(404, 429)
+        )
         async def order_events(
             order_id: OrderIdPath, watching: Annotated[Viewer, Depends(viewer)], lang: Lang = None
-        ) -> StreamingResponse:
+        ) -> Response:
             """Server-sent events: `timeline` with the whole timeline whenever it changes. Opens with the
-            order's status link (`?token=`) or an orders:read key."""
+            order's status link (`?token=`) or an orders:read key; 429 while the order (or the server) has as
+            many streams open as its limit allows."""
             if watching.user_id is not None:
                 await self.timeline(order_id, lang, user_id=watching.user_id)  # another user's order: 404 now
-            return StreamingResponse(
+            refused = self.slots.take(order_id)
+            if refused is not None:
+                log.info("live stream refused for order %s: %s", order_id, refused)
+                return self.slots.refusal(refused)
+            return HeldStream(
                 self.events(order_id, lang, watching),
+                lambda: self.slots.give_back(order_id),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-store", "x-accel-buffering": "no"},
             )

@@ -21,6 +21,7 @@ from reconciler.adapters.announcer import KafkaAnnouncer
 from reconciler.adapters.consumer import ReconcilerTransport
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
+from reconciler.adapters.page_keys import requires
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import STUCK_AFTER_S, RecoveryWatch, Rewinder, Seek, TailWatch
 from reconciler.adapters.rounds import Rounds, stop
@@ -30,6 +31,7 @@ from reconciler.config import Settings
 from reconciler.domain import OrderState
 from reconciler.engine import Engine
 from reconciler.watermarks import Watermarks
+from servicekit.identity import Authenticator, Scope
 from servicekit.kafka_security import aiokafka_security, faust_credentials
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,9 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
-    """The faust app: one agent joining payments.events and ledger.events by order id, plus the ticker."""
+def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Authenticator) -> faust.App:
+    """The faust app: one agent joining payments.events and ledger.events by order id, plus the ticker, and
+    its pages, each business page asking `authenticator` for a key with its scope."""
     prefix = settings.topic_prefix
     app = faust.App(
         f"{prefix}credited-reconciler",
@@ -77,6 +80,10 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
         web_host=settings.http_host,
         web_port=settings.http_port,
         web_bind=settings.http_host,
+        # faust's own pages would answer anyone: /table/{name}/{key}/ serves an order's state, /router/ the
+        # workers' assignment. The timeline (behind a key) is how an order is read; the rest stays off.
+        web_router_enabled=False,
+        web_tables_enabled=False,
     )
     inputs = (Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_EVENTS.qualified(prefix))
     positions = ProcessedPositions(inputs)
@@ -129,7 +136,7 @@ def build_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     async def tick() -> None:
         await ticker.run()
 
-    _pages(app, table, states, registry)
+    _pages(app, table, states, registry, authenticator)
     return app
 
 
@@ -195,7 +202,13 @@ def _agent(app: faust.App, source: Any, rounds: Rounds, most: int, channels: lis
                 batch = []
 
 
-def _pages(app: faust.App, table: OrderTable, states: FaustOrderStates, registry: CollectorRegistry) -> None:
+def _pages(
+    app: faust.App,
+    table: OrderTable,
+    states: FaustOrderStates,
+    registry: CollectorRegistry,
+    authenticator: Authenticator,
+) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -211,16 +224,20 @@ def _pages(app: faust.App, table: OrderTable, states: FaustOrderStates, registry
 
     @app.page("/v1/orders/{order_id}/timeline")
     class Timeline(View):
+        @requires(Scope.SUPPORT_READ, authenticator)
         async def get(self, request: Request, order_id: str) -> Response:
-            """Every event and status of one order in time order, for support staff and on-call engineers,
-            from whichever worker has the order. An order settled longer ago than the retention is answered by
-            the services that own its data. (faust's table_route hashes the key with its producer's metadata,
-            which a worker that has not written to the changelog yet does not have: it answers 500.)"""
+            """Every event and status of one order in time order, for support staff and on-call engineers with
+            a support:read key, from whichever worker has the order (that worker checks the caller's key again:
+            it is forwarded, never replaced by trust in the asking worker). An order settled longer ago than the
+            retention is answered by the services that own its data. (faust's table_route hashes the key with
+            its producer's metadata, which a worker that has not written to the changelog yet does not have: it
+            answers 500.)"""
             state = states.get(order_id)
             owner = None if state is not None or request.query.get("routed") else _owner(app, table, order_id)
             if owner is not None:
                 url = f"{owner.rstrip('/')}/v1/orders/{order_id}/timeline"
-                async with app.http_client.get(url, params={"routed": "1"}) as answer:
+                caller = {"Authorization": request.headers["Authorization"]}
+                async with app.http_client.get(url, params={"routed": "1"}, headers=caller) as answer:
                     return self.bytes(await answer.read(), content_type="application/json", status=answer.status)
             if state is None and not _has(app, table, order_id):
                 detail = "the partitions are moving between workers; ask again in a few seconds"
