@@ -34,7 +34,9 @@ allow ledger Read topic literal payments.events
 allow ledger Write topic literal credited.deadletter
 allow ledger Write topic literal ledger.events
 allow notifier Read group literal notifier.order-status
+allow notifier Read group literal notifier.payments
 allow notifier Read topic literal orders.status
+allow notifier Read topic literal payments.events
 allow notifier Write topic literal credited.deadletter
 allow payments Read group literal payments.commands
 allow payments Read group literal payments.order-status

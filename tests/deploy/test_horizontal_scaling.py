@@ -28,7 +28,7 @@ GROUPS = {
     "payments": ["payments.order-status", "payments.commands"],
     "ledger": ["ledger.payments", "ledger.commands"],
     "reconciler": [RECONCILER_APP],
-    "notifier": ["notifier.order-status"],
+    "notifier": ["notifier.order-status", "notifier.payments"],
 }
 # What each instance counts on its own /metrics for every record it handled.
 HANDLED = {

@@ -66,6 +66,7 @@ CATALOG: tuple[TopicSpec, ...] = (
         ("payments",),
         (
             Reader("ledger", "ledger.payments", (PaymentSucceeded, RefundSucceeded)),
+            Reader("notifier", "notifier.payments", (OrderExpired,)),
             Reader(
                 "reconciler",
                 "credited-reconciler",

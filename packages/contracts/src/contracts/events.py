@@ -147,6 +147,9 @@ class OrderStatus(StrEnum):
     COMPENSATED = "compensated"
     REFUNDED = "refunded"
     NEEDS_SUPPORT = "needs_support"
+    EXPIRED = "expired"
+    """The order was never paid and was closed at its payment expiry (payments' OrderExpired, which the notifier
+    tells the user about directly: no OrderStatusChanged carries it)."""
 
 
 class OrderStatusChanged(Message):

@@ -54,10 +54,10 @@ def demo(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Share of WeChat Pay and Alipay notifications the local provider never sends; payments finds "
-            "those payments by asking it.",
+            help="Share of WeChat Pay and Alipay notifications the local provider never sends, to show payments "
+            "find those payments by asking it; 0 for none.",
         ),
-    ] = 0.0,
+    ] = 0.05,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")
     ] = False,

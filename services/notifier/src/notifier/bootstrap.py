@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from yarl import URL
 
-from contracts.events import OrderStatusChanged
+from contracts.events import OrderExpired, OrderStatusChanged
 from contracts.topics import Topic
 from notifier import handlers
 from notifier.adapters.delivery import DeliveryWorker, RetryPolicy
@@ -139,6 +139,11 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         "notifier.order-status",
         [Topic.ORDERS_STATUS],
         only({OrderStatusChanged}, partial(handlers.handle_status_changes, uow=uow)),
+    )
+    infra.consume(
+        "notifier.payments",
+        [Topic.PAYMENTS_EVENTS],
+        only({OrderExpired}, partial(handlers.handle_expired_orders, uow=uow)),
     )
     subscriptions = PostgresSubscriptions(
         infra.pool, settings.address_policy, max_per_user=settings.max_subscriptions_per_user

@@ -15,7 +15,8 @@ def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_lett
     assert ACCESS["ledger"].writes == {Topic.LEDGER_EVENTS, Topic.DEAD_LETTER}
     assert ACCESS["ledger"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_COMMANDS}
     assert ACCESS["notifier"].writes == {Topic.DEAD_LETTER}
-    assert ACCESS["notifier"].reads == {Topic.ORDERS_STATUS}
+    assert ACCESS["notifier"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_EVENTS}  # OrderExpired: tell the user
+    assert ACCESS["notifier"].groups == ("notifier.order-status", "notifier.payments")
     assert ACCESS["reconciler"].writes == {
         Topic.ORDERS_STATUS,
         Topic.LEDGER_COMMANDS,

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from credited.providers import alipay, wechatpay
-from credited.providers.book import Book, BookError, Trade
+from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
 from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs
@@ -75,6 +75,11 @@ class LocalProvider:
         return {
             "trades": len(self.book.trades),
             "closed": self.book.closes,
+            "closed_unpaid": sorted(
+                f"{t.provider}:{t.trade_no}"
+                for t in self.book.trades.values()
+                if t.state is TradeState.CLOSED and t.paid_at is None
+            ),
             "notifications": len(deliveries),
             "accepted": sum(d.accepted for d in deliveries),
             "dropped": sorted(f"{d.notification.provider}:{d.notification.trade_no}" for d in deliveries if d.dropped),

@@ -134,9 +134,12 @@ class PostgresNotifications(PostgresUnitOfWork):
         return {r["notification_id"] for r in rows if r["what"] == "added"}
 
     async def changes_for_order(self, order_id: str) -> list[OrderStatusChanged]:
-        """Every status change of the order the notifier was told about, oldest first."""
+        """Every status change of the order the notifier was told about, oldest first. An order's expiry is not
+        one (no payment stands behind it, payments announced it), so its page shows the order still waiting."""
         rows = await self.conn.fetch(
-            "SELECT payload, sequence FROM notifications WHERE order_id = $1 ORDER BY sequence, created_at", order_id
+            "SELECT payload, sequence FROM notifications WHERE order_id = $1 AND status <> 'expired'"
+            " ORDER BY sequence, created_at",
+            order_id,
         )
         return [
             OrderStatusChanged.model_validate({"sequence": max(1, r["sequence"]), **orjson.loads(r["payload"])})

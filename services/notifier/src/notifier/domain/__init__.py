@@ -13,7 +13,15 @@ from notifier.domain.locales import (
     resolve_locale,
     valid_time_zone,
 )
-from notifier.domain.messages import Notification, Urgency, notification_id, push_topic, render, urgency_for
+from notifier.domain.messages import (
+    Notification,
+    Urgency,
+    notification_id,
+    push_topic,
+    render,
+    render_expired,
+    urgency_for,
+)
 from notifier.domain.timeline import Step, StepState, Timeline, page_text, timeline
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "page_text",
     "push_topic",
     "render",
+    "render_expired",
     "resolve_locale",
     "timeline",
     "urgency_for",

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from contracts.codec import deterministic_id
-from contracts.events import OrderStatus, OrderStatusChanged
+from contracts.events import OrderExpired, OrderStatus, OrderStatusChanged
 from notifier.domain.locales import format_money, format_time, resolve_locale
 from notifier.domain.wording import BODIES, ETA, ORDER_REF, TITLES
 
@@ -80,19 +80,59 @@ def describe(change: OrderStatusChanged, locale: str | None, time_zone: str | No
 def render(change: OrderStatusChanged, locale: str | None = None, time_zone: str | None = None) -> Notification:
     """The message for a status change, in the user's language, money format and time zone; the collapse
     key is the order id so a newer status replaces an older one."""
-    lang = resolve_locale(locale)
-    body = describe(change, locale, time_zone)
-    return Notification(
-        notification_id=notification_id(change.order_id, change.status),
-        order_id=change.order_id,
-        user_id=change.user_id,
-        status=change.status,
-        locale=lang,
-        title=TITLES[lang][change.status],
-        body=body + ORDER_REF[lang].format(order_id=change.order_id),
-        collapse_key=change.order_id,
-        push_topic=push_topic(change.order_id),
-        urgency=urgency_for(change.status),
+    return _notification(
+        change.order_id,
+        change.user_id,
+        change.status,
+        describe(change, locale, time_zone),
+        locale,
         sequence=change.sequence,
         changed_at=change.changed_at,
+    )
+
+
+EXPIRED_SEQUENCE = 1
+"""An expired order was never paid, so the reconciler never numbered a status of it: its one status is the first."""
+
+
+def render_expired(expired: OrderExpired, locale: str | None = None) -> Notification:
+    """The message for an order closed unpaid at its payment expiry: nothing was charged. Same collapse key and
+    push topic as the order's other messages."""
+    lang = resolve_locale(locale)
+    body = BODIES[lang][OrderStatus.EXPIRED].format(money=format_money(expired.amount, expired.currency, locale))
+    return _notification(
+        expired.order_id,
+        expired.user_id,
+        OrderStatus.EXPIRED,
+        body,
+        locale,
+        sequence=EXPIRED_SEQUENCE,
+        changed_at=expired.expired_at,
+    )
+
+
+def _notification(
+    order_id: str,
+    user_id: str,
+    status: OrderStatus,
+    body: str,
+    locale: str | None,
+    *,
+    sequence: int,
+    changed_at: datetime,
+) -> Notification:
+    lang = resolve_locale(locale)
+    return Notification(
+        notification_id=notification_id(order_id, status),
+        order_id=order_id,
+        user_id=user_id,
+        status=status,
+        locale=lang,
+        title=TITLES[lang][status],
+        body=body + ORDER_REF[lang].format(order_id=order_id),
+        collapse_key=order_id,
+        push_topic=push_topic(order_id),
+        urgency=urgency_for(status),
+        sequence=sequence,
+        changed_at=changed_at,
     )

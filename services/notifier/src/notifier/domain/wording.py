@@ -20,6 +20,7 @@ TITLES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "Compensation added",
         S.REFUNDED: "Top-up refunded",
         S.NEEDS_SUPPORT: "Our support team is on your top-up",
+        S.EXPIRED: "Top-up order expired",
     },
     "zh-CN": {
         S.PAID: "已收到付款",
@@ -30,6 +31,7 @@ TITLES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "补偿已发放",
         S.REFUNDED: "充值已退款",
         S.NEEDS_SUPPORT: "客服正在处理您的充值",
+        S.EXPIRED: "充值订单已过期",
     },
     "zh-TW": {
         S.PAID: "已收到付款",
@@ -40,6 +42,7 @@ TITLES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "補償已發放",
         S.REFUNDED: "儲值已退款",
         S.NEEDS_SUPPORT: "客服正在處理您的儲值",
+        S.EXPIRED: "儲值訂單已逾期",
     },
     "zh-HK": {
         S.PAID: "已收到付款",
@@ -50,6 +53,7 @@ TITLES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "補償已發放",
         S.REFUNDED: "充值已退款",
         S.NEEDS_SUPPORT: "客戶服務團隊正在跟進你的充值",
+        S.EXPIRED: "充值訂單已過期",
     },
 }
 
@@ -63,6 +67,7 @@ BODIES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "We added a compensation for the delay of your top-up of {money}.",
         S.REFUNDED: "We could not credit {money}; it is being refunded to your original payment method.",
         S.NEEDS_SUPPORT: "Your payment of {money} is safe; a person is handling it now.",
+        S.EXPIRED: "Your order of {money} was not paid in time and is now closed; nothing was charged.",
     },
     "zh-CN": {
         S.PAID: "已收到您支付的 {money}，正在为您充值。",
@@ -73,6 +78,7 @@ BODIES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "因充值延迟，我们已为您的 {money} 充值发放补偿。",
         S.REFUNDED: "{money} 未能到账，正在原路退款。",
         S.NEEDS_SUPPORT: "您支付的 {money} 是安全的，客服正在人工处理。",
+        S.EXPIRED: "您 {money} 的充值订单未在时限内付款，现已关闭，未扣任何款项。",
     },
     "zh-TW": {
         S.PAID: "已收到您支付的 {money}，正在為您儲值。",
@@ -83,6 +89,7 @@ BODIES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "由於儲值延遲，我們已針對您 {money} 的儲值發放補償。",
         S.REFUNDED: "{money} 未能入帳，款項將退回您原本的付款方式。",
         S.NEEDS_SUPPORT: "您支付的 {money} 安全無虞，客服人員正在為您處理。",
+        S.EXPIRED: "您 {money} 的儲值訂單未在期限內付款，現已關閉，不會扣任何款項。",
     },
     "zh-HK": {
         S.PAID: "已收到你支付的 {money}，正在為你充值。",
@@ -93,6 +100,7 @@ BODIES: dict[str, dict[OrderStatus, str]] = {
         S.COMPENSATED: "由於充值延誤，我們已就你 {money} 的充值發放補償。",
         S.REFUNDED: "{money} 未能到賬，款項正退回你原本的付款方式。",
         S.NEEDS_SUPPORT: "你支付的 {money} 很安全，客戶服務團隊正在跟進。",
+        S.EXPIRED: "你 {money} 的充值訂單未有在限期內付款，現已關閉，並無扣取任何款項。",
     },
 }
 
@@ -123,6 +131,7 @@ STEP_LABELS: dict[str, dict[str, str]] = {
         S.COMPENSATED: "Compensation added",
         S.REFUNDED: "Refunded",
         S.NEEDS_SUPPORT: "With our support team",
+        S.EXPIRED: "Expired unpaid",
     },
     "zh-CN": {
         "submitted": "订单已提交",
@@ -135,6 +144,7 @@ STEP_LABELS: dict[str, dict[str, str]] = {
         S.COMPENSATED: "已补偿",
         S.REFUNDED: "已退款",
         S.NEEDS_SUPPORT: "客服处理中",
+        S.EXPIRED: "未付款，已过期",
     },
     "zh-TW": {
         "submitted": "訂單已送出",
@@ -147,6 +157,7 @@ STEP_LABELS: dict[str, dict[str, str]] = {
         S.COMPENSATED: "已補償",
         S.REFUNDED: "已退款",
         S.NEEDS_SUPPORT: "客服處理中",
+        S.EXPIRED: "未付款，已逾期",
     },
     "zh-HK": {
         "submitted": "訂單已提交",
@@ -159,6 +170,7 @@ STEP_LABELS: dict[str, dict[str, str]] = {
         S.COMPENSATED: "已補償",
         S.REFUNDED: "已退款",
         S.NEEDS_SUPPORT: "客戶服務跟進中",
+        S.EXPIRED: "未付款，已過期",
     },
 }
 
