@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from credited.simulator.run import LOCAL_PROVIDERS, trade_no
 from credited.stack.local import LocalStack
+from harness.simulator.run import LOCAL_PROVIDERS, trade_no
 from tests.conftest import Broker
 from tests.e2e.stack import running_stack
 from tests.kafka_reader import eventually

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 from contracts.codec import encode, envelope_for
 from contracts.events import OrderExpired
 from contracts.topics import Topic
-from credited.simulator.receiver import WebhookReceiver
 from credited.stack.processes import free_port
+from harness.simulator.receiver import WebhookReceiver
 from servicekit.kafka import KafkaPublisher
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
