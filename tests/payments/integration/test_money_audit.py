@@ -17,14 +17,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
 
 from contracts.topics import Topic
+from credited import cli
 from credited.stack.processes import free_port
 from ledger.bootstrap import build as build_ledger
 from ledger.config import Settings as LedgerSettings
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
 from servicekit.http import serve
+from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.signatures import sign
 from tests.api_keys import bearer
@@ -40,6 +43,7 @@ class Stack:
     payments: httpx.AsyncClient
     ledger: httpx.AsyncClient
     payments_infra: Infrastructure
+    payments_url: str
     ledger_infra: Infrastructure
     settings: PaymentsSettings
     tasks: list["asyncio.Task[None]"]
@@ -98,7 +102,9 @@ async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncItera
         audit_grace_s=0,
     )
     payments_infra, payments_app = await build_payments(settings)
+    payments_port = free_port()
     tasks.append(asyncio.create_task(payments_infra.relay.run()))
+    tasks.append(asyncio.create_task(serve(payments_app, "127.0.0.1", payments_port)))
     headers = await bearer(payments_infra.keys)
     async with (
         httpx.AsyncClient(
@@ -106,8 +112,10 @@ async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncItera
         ) as payments,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as ledger,
     ):
-        await eventually(lambda: _answers(ledger), timeout_s=30)
-        yield Stack(payments, ledger, payments_infra, ledger_infra, settings, tasks)
+        await eventually(lambda: _answers(f"http://127.0.0.1:{port}"), timeout_s=30)
+        payments_url = f"http://127.0.0.1:{payments_port}"
+        await eventually(lambda: _answers(payments_url), timeout_s=30)
+        yield Stack(payments, ledger, payments_infra, payments_url, ledger_infra, settings, tasks)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -116,11 +124,12 @@ async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncItera
             await infra.close()
 
 
-async def _answers(client: httpx.AsyncClient) -> bool:
-    try:
-        return (await client.get("/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
+async def _answers(base_url: str) -> bool:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        try:
+            return (await client.get("/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
 
 
 async def delete_everything(bootstrap: str, topic: str) -> None:
@@ -210,3 +219,29 @@ async def _walk(client: httpx.AsyncClient, path: str, field: str, since: str, un
         if page.json()["next"] is None:
             return rows
         params["after"] = page.json()["next"]
+
+
+async def test_credited_audit_prints_the_lost_order_it_re_drove_then_finds_nothing(
+    stack: Stack, broker: Broker
+) -> None:
+    topic = Topic.PAYMENTS_EVENTS.qualified(stack.settings.topic_prefix)
+    lost = await stack.paid_order("u-lost")
+    await read_until(broker.bootstrap, topic, lambda r: "PaymentSucceeded" in event_types(r))
+    await delete_everything(broker.bootstrap, topic)
+    await stack.start_ledger_consumers()
+    key = (await bearer(stack.payments_infra.keys, Scope.AUDIT_RUN))["Authorization"].removeprefix("Bearer ")
+    argv = ["audit", "--since", "1h", "--url", stack.payments_url, "--key", key]
+
+    found = await asyncio.to_thread(CliRunner().invoke, cli.app, argv)
+
+    assert found.exit_code == 1, found.output
+    row = next(line for line in found.output.splitlines() if lost in line)
+    assert "missing_credit" in row and "yes" in row
+    assert "1 found, 1 re-driven" in found.output
+    await eventually(lambda: stack.credits(lost), timeout_s=60)
+
+    clean = await asyncio.to_thread(CliRunner().invoke, cli.app, [*argv, "--json"])
+
+    assert clean.exit_code == 0, clean.output
+    answer = json.loads(clean.output)
+    assert answer["findings"] == [] and answer["redriven"] == [] and answer["credited"] == {"CNY": 600}

@@ -4,7 +4,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from payments.domain import ReviewRule
@@ -103,8 +103,8 @@ class Settings(ServiceSettings):
     query_idle_s: float = Field(1.0, gt=0, le=60, description="How long the query worker waits when none is due.")
     audit_ledger_url: str | None = Field(
         None,
-        description="The ledger's base URL the money audit reads credits from; unset, no audit runs (POST "
-        "/v1/audits answers 409).",
+        description="The ledger's base URL the money audit reads credits from; unset (or no API key), no audit "
+        "runs and POST /v1/audits answers 409.",
     )
     audit_ledger_api_key: SecretStr | None = Field(
         None, description="An API key with audit:read the money audit reads the ledger's credits with."
@@ -118,10 +118,15 @@ class Settings(ServiceSettings):
         "reconciler's threshold, so the audit re-drives only what the stream itself did not fix.",
     )
 
+    @field_validator("audit_ledger_url", "audit_ledger_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # compose passes an unset variable as ""
+
     @model_validator(mode="after")
     def _audit_complete(self) -> "Settings":
-        if (self.audit_ledger_url is None) != (self.audit_ledger_api_key is None):
-            raise ValueError("PAYMENTS_AUDIT_LEDGER_URL and PAYMENTS_AUDIT_LEDGER_API_KEY go together")
+        if self.audit_ledger_api_key is not None and self.audit_ledger_url is None:
+            raise ValueError("PAYMENTS_AUDIT_LEDGER_API_KEY is set without PAYMENTS_AUDIT_LEDGER_URL")
         return self
 
     @model_validator(mode="after")

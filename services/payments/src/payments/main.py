@@ -23,7 +23,10 @@ async def main() -> None:
     worker: QueryWorker = app.state.query_worker
     auditor: Auditor | None = app.state.auditor
     if auditor is None:
-        log.warning("no ledger to audit against (PAYMENTS_AUDIT_LEDGER_URL, _API_KEY): the money audit is off")
+        log.warning(
+            "the money audit is off: set PAYMENTS_AUDIT_LEDGER_URL and PAYMENTS_AUDIT_LEDGER_API_KEY (a key with"
+            " audit:read: credited keys create --name payments-audit --scope audit:read)"
+        )
     await infra.run(app, worker.run(), *([auditor.run_periodically()] if auditor else []))
 
 
