@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from payments.adapters.audit_books import PostgresAuditBooks
 from payments.adapters.auditor import AuditBusy, AuditMetrics, Auditor
+from payments.adapters.ledger_credits import LedgerUnreadable
 from payments.adapters.postgres import PostgresPayments
 from payments.audit import Credit
 from payments.bootstrap import MIGRATIONS
@@ -92,3 +93,30 @@ async def test_two_processes_on_one_schedule_run_one_audit_per_interval_and_show
         await conn.close()
     assert [r["trigger"] for r in runs] == ["schedule"]  # both ticked, the interval had not passed again
     assert ledger.reads == 1
+
+
+class LedgerAwayOnce(CountedLedger):
+    async def credits_between(self, since: datetime, until: datetime) -> list[Credit]:
+        self.reads += 1
+        if self.reads == 1:
+            raise LedgerUnreadable("the ledger answered 503")
+        return []
+
+
+async def test_a_scheduled_audit_the_ledger_did_not_answer_is_counted_failed_and_runs_at_the_next_tick(
+    books: PostgresAuditBooks,
+) -> None:
+    registry, ledger = CollectorRegistry(), LedgerAwayOnce()
+    metrics = AuditMetrics(registry)
+    task = asyncio.create_task(
+        Auditor(books, ledger, metrics, interval_s=2, window_s=3600, grace_s=0).run_periodically()
+    )
+    try:
+        ok = {"trigger": "schedule", "outcome": "ok"}
+        await eventually(lambda: registry.get_sample_value("payments_audit_runs_total", ok) == 1, timeout_s=15)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    failed = {"trigger": "schedule", "outcome": "failed"}
+    assert registry.get_sample_value("payments_audit_runs_total", failed) == 1
+    assert ledger.reads >= 2

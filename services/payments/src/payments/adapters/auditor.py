@@ -104,8 +104,8 @@ class Auditor:
 
     async def run_periodically(self) -> None:
         """Until cancelled: a scheduled audit over the last window whenever one is due; the latest run's findings
-        in the gauges at every tick. A failed run (the ledger or the database away) is counted and tried again
-        at the next tick."""
+        in the gauges at every tick. A failed run (the ledger or the database away, or a bug) is counted, logged
+        and tried again at the next tick: the audit is a check beside payments, never a reason to stop it."""
         while True:
             try:
                 now = datetime.now(UTC)
@@ -113,10 +113,13 @@ class Auditor:
                 latest = await self._books.latest()
                 if latest is not None:
                     self._metrics.show(*latest)
-            except Exception as exc:  # the database or the ledger away: the next tick tries again
+            except Exception as exc:  # a failed audit never stops payments taking payments
                 if classify(exc).dependency is None and not isinstance(exc, LedgerUnreadable):
-                    raise  # a bug, not a dependency
-                log.warning("money audit could not run, retrying in %.1fs: %r", self.tick_s, exc)
+                    log.exception(
+                        "money audit failed (a bug, not a dependency away); trying again in %.1fs", self.tick_s
+                    )
+                else:
+                    log.warning("money audit could not run, retrying in %.1fs: %r", self.tick_s, exc)
             await asyncio.sleep(self.tick_s)
 
     async def _locked(
