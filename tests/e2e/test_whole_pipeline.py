@@ -2,6 +2,7 @@
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -58,6 +59,14 @@ async def test_a_thousand_paid_orders_are_credited_exactly_once_and_notified_onc
                 return not waiting
 
             await eventually(all_credited, timeout_s=60, interval_s=1)
+
+            # The money audit, as the local stack wires it (payments reading the ledger with its own audit:read
+            # key), agrees: every paid order credited once, nothing to re-drive.
+            since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+            audit = await client.post(f"{stack.url('payments')}/v1/audits", json={"since": since}, timeout=120)
+            assert audit.status_code == 200, audit.text
+            assert audit.json()["findings"] == [] and audit.json()["redriven"] == []
+            assert audit.json()["paid"] == audit.json()["credited"] and audit.json()["refunded"] == {}
 
         credited_per_order = Counter(
             p["order_id"] for p in receiver.received.payloads.values() if p["status"] == "credited"

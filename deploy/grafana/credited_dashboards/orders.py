@@ -133,6 +133,18 @@ def overview() -> dashboard.Dashboard:
                 alerts=("ServiceDown",),
             )
         )
+        .with_panel(
+            graph(
+                "Money audit: orders wrong by kind, and re-drives",
+                "short",
+                ("max by (kind) (payments_audit_mismatches)", "{{kind}}"),
+                (f"sum(increase(payments_audit_redriven_total[{RATE}]))", "re-driven"),
+                description="What payments' latest money audit (every 5 minutes, the last day) found wrong; a kind "
+                "above 0 for 10 minutes is MoneyAuditMismatch.",
+                steps=((1, RED),),
+                alerts=("MoneyAuditMismatch",),
+            )
+        )
     )
 
 

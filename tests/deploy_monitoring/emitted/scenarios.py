@@ -231,6 +231,19 @@ async def reconciler_reads_a_partition_again(w: World, i: int) -> None:
         w.reconciler.observe.read_again("payments.events", "hole")
 
 
+# --- the money audit (payments, every 5 minutes here as by default) ---
+
+
+def audits(lost_at: tuple[int, ...] = (), doubled_from: int | None = None) -> Step:
+    async def step(w: World, i: int) -> None:
+        await orders(w, i, "card", 2)
+        if i % 5 == 0:
+            doubled = doubled_from is not None and i >= doubled_from
+            w.audit(T0 + timedelta(minutes=i), lost=1 if i in lost_at else 0, credited_twice=1 if doubled else 0)
+
+    return step
+
+
 DRAINING = [(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]
 
 SCENARIOS = {
@@ -288,6 +301,9 @@ SCENARIOS = {
             world(notifier=lambda: Notifier({"webhook": webhook_busy_once})),
         ),
         Scenario("reconciler_reads_a_partition_again", 15, 6, reconciler_reads_a_partition_again, world()),
+        Scenario("audit_re_drives_a_lost_payment", 60, 31, audits(lost_at=(10,)), world()),
+        Scenario("audit_finds_the_same_order_missing_again", 60, 31, audits(lost_at=(10, 15, 20)), world()),
+        Scenario("audit_finds_an_order_credited_twice", 60, 31, audits(doubled_from=10), world()),
     )
 }
 

@@ -9,13 +9,16 @@ and the notifier delivers it through its real delivery worker.
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from prometheus_client import CollectorRegistry
 
 from contracts.catalog import CATALOG
+from payments.adapters.auditor import AuditMetrics
 from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.audit import Credit, PaidOrder, compare
+from payments.auditing import AuditOutcome, AuditWindow
 from payments.config import Settings as PaymentsSettings
 from payments.domain import Outcome, PaymentState
 from reconciler.domain import Policy
@@ -76,6 +79,7 @@ class World:
         self.payments = PrometheusPaymentsMetrics(
             registries["payments"], channels=PAYMENT_CHANNELS, providers=PROVIDERS
         )
+        self.audits = AuditMetrics(registries["payments"])
         self.reconciler = Reconciler(registries["reconciler"], policy, start, ledger=ledger, refunds=refunds)
         self.notifier = notifier or Notifier()
         self.notifier.attach(registries["notifier"])
@@ -110,6 +114,16 @@ class World:
         """The ledger posts a credit for an order payments never announced paid."""
         self.kits["ledger"].outbox.published(1)
         self._waiting.append(partial(self.reconciler.credit, order_id))
+
+    def audit(self, now: datetime, *, lost: int = 0, credited_twice: int = 0) -> None:
+        """Payments' money audit runs over the last day: of the ten paid orders it sees, the first `lost` have no
+        credit (it re-drives them) and the last `credited_twice` have two; compare (the real one) judges."""
+        window = AuditWindow(now - timedelta(days=1), now, now, timedelta(minutes=3))
+        paid = [PaidOrder(f"ord-audit-{n}", "u", 600, "CNY", now - timedelta(hours=1)) for n in range(10)]
+        credits = [Credit(o.order_id, "u", 600, "CNY", f"txn-{o.order_id}") for o in paid[lost:]]
+        credits += [Credit(o.order_id, "u", 600, "CNY", f"again-{o.order_id}") for o in paid[10 - credited_twice :]]
+        report = compare(paid, credits, [], now=now, grace=window.grace)
+        self.audits.ran("schedule", AuditOutcome(window, report, report.to_redrive()), now)
 
     async def settle(self, now: datetime) -> None:
         """Time passes to `now`: the reconciler reads what it follows and ticks, payments and the notifier

@@ -14,7 +14,7 @@ import typer
 import uvloop
 from rich.console import Console
 
-from credited import dlq, keys
+from credited import audit, dlq, keys
 from credited.demo import DemoOptions, StartupFailed, run_demo
 from credited.stack.local import LocalStack, StackConfig
 from harness.simulator.story import closing_lines
@@ -23,6 +23,7 @@ app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixe
 
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
+app.command("audit")(audit.audit)
 
 RUN_DIR = Path(".credited")
 KEYS = "dev-keys.json"

@@ -147,6 +147,18 @@ async def create_development_key(database_url: str, path: Path, *, schema: str =
     return key
 
 
+async def create_service_key(database_url: str, name: str, scopes: set[Scope], *, schema: str = IDENTITY_SCHEMA) -> str:
+    """A development key one service calls another with (the local stack's payments reading the ledger for its
+    money audit); the previous key of that name is revoked."""
+
+    async def replace(store: PostgresKeyStore) -> str:
+        await store.revoke(name)
+        _, key = await store.create(name, scopes, mode="dev")
+        return key
+
+    return await _with_store(database_url, schema, replace)
+
+
 def development_keys(path: Path) -> dict[str, str]:
     """The keys `create_development_key` wrote, by name."""
     loaded = json.loads(path.read_text())

@@ -12,9 +12,13 @@ from contracts.commands import IssueRefund
 from contracts.events import OrderStatusChanged
 from contracts.topics import Topic
 from payments import handlers, refunds
+from payments.adapters.audit_books import PostgresAuditBooks
+from payments.adapters.audit_http import audit_routes
+from payments.adapters.auditor import AuditMetrics, Auditor
 from payments.adapters.fast import fast_routes
 from payments.adapters.grouping import GroupCommit
 from payments.adapters.http import SystemClock, routes
+from payments.adapters.ledger_credits import LedgerCredits
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
 from payments.adapters.postgres import PostgresPayments
@@ -123,6 +127,10 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
             status_url=status_url,
         )
     )
+    books = PostgresAuditBooks(infra.pool, uow)
+    auditor = _auditor(settings, books, AuditMetrics(infra.registry))
+    app.state.auditor = auditor
+    app.include_router(audit_routes(books, auditor))
     if settings.fast_path:
         own_form = providers.names.difference(settings.psp_secrets)
         hot = fast_routes(
@@ -135,3 +143,18 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         )
         app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app
+
+
+def _auditor(settings: Settings, books: PostgresAuditBooks, metrics: AuditMetrics) -> Auditor | None:
+    """The money audit, if payments is told where the ledger is (and the key to read it with)."""
+    if settings.audit_ledger_url is None or settings.audit_ledger_api_key is None:
+        return None
+    credits = LedgerCredits(settings.audit_ledger_url, settings.audit_ledger_api_key.get_secret_value())
+    return Auditor(
+        books,
+        credits,
+        metrics,
+        interval_s=settings.audit_interval_s,
+        window_s=settings.audit_window_s,
+        grace_s=settings.audit_grace_s,
+    )

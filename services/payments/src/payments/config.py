@@ -4,7 +4,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from payments.domain import ReviewRule
@@ -101,6 +101,33 @@ class Settings(ServiceSettings):
     )
     query_batch: int = Field(50, ge=1, le=1000, description="Due queries one worker takes and asks at once.")
     query_idle_s: float = Field(1.0, gt=0, le=60, description="How long the query worker waits when none is due.")
+    audit_ledger_url: str | None = Field(
+        None,
+        description="The ledger's base URL the money audit reads credits from; unset (or no API key), no audit "
+        "runs and POST /v1/audits answers 409.",
+    )
+    audit_ledger_api_key: SecretStr | None = Field(
+        None, description="An API key with audit:read the money audit reads the ledger's credits with."
+    )
+    audit_interval_s: float = Field(300.0, gt=0, description="How often the money audit runs (one process at a time).")
+    audit_window_s: float = Field(86400.0, gt=0, le=31 * 86400, description="How far back a scheduled audit looks.")
+    audit_grace_s: float = Field(
+        180.0,
+        ge=0,
+        description="An order paid this recently and not credited yet is in flight, not missing: past the "
+        "reconciler's threshold, so the audit re-drives only what the stream itself did not fix.",
+    )
+
+    @field_validator("audit_ledger_url", "audit_ledger_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # compose passes an unset variable as ""
+
+    @model_validator(mode="after")
+    def _audit_complete(self) -> "Settings":
+        if self.audit_ledger_api_key is not None and self.audit_ledger_url is None:
+            raise ValueError("PAYMENTS_AUDIT_LEDGER_API_KEY is set without PAYMENTS_AUDIT_LEDGER_URL")
+        return self
 
     @model_validator(mode="after")
     def _providers_complete(self) -> "Settings":

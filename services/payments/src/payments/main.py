@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 
 async def main() -> None:
+    from payments.adapters.auditor import Auditor
     from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
     from payments.queries import QueryWorker
 
@@ -20,7 +21,13 @@ async def main() -> None:
         log.warning("no provider secrets set (PAYMENTS_PSP_SECRET_<PROVIDER>): every callback will be refused")
     infra, app = await build(settings, connect=False)
     worker: QueryWorker = app.state.query_worker
-    await infra.run(app, worker.run())
+    auditor: Auditor | None = app.state.auditor
+    if auditor is None:
+        log.warning(
+            "the money audit is off: set PAYMENTS_AUDIT_LEDGER_URL and PAYMENTS_AUDIT_LEDGER_API_KEY (a key with"
+            " audit:read: credited keys create --name payments-audit --scope audit:read)"
+        )
+    await infra.run(app, worker.run(), *([auditor.run_periodically()] if auditor else []))
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from credited.keys import create_development_key
+from credited.keys import create_development_key, create_service_key
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
 from credited.stack.processes import Child, Workers, free_port, port_open, wait_for
-from servicekit.identity import IDENTITY_SCHEMA
+from servicekit.identity import IDENTITY_SCHEMA, Scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,6 +113,7 @@ class LocalStack:
         self.database_url = config.database_url or ""
         self.keys_path = config.keys_path or config.run_dir / "dev-keys.json"
         self.api_key = ""
+        self.audit_key = ""
         self.provider: Child | None = None
         self.provider_url = ""
         self.provider_env: dict[str, str] = {}
@@ -147,6 +148,7 @@ class LocalStack:
                 self.bootstrap = self.kafka.bootstrap
             if self.config.local_provider:
                 self.start_provider()
+            self.create_audit_key()
             for name in SERVICES:
                 self.start_service(name)
             for name in SERVICES:
@@ -163,6 +165,16 @@ class LocalStack:
             create_development_key(self.database_url, self.keys_path, schema=self.config.identity_schema)
         )
         log.info("development API key (every scope) written to %s", self.keys_path)
+
+    def create_audit_key(self) -> None:
+        """The key payments' money audit reads the ledger's credits with (audit:read only), before payments
+        starts; none when the stack has no ledger."""
+        if "ledger" in self.config.ports:
+            self.audit_key = _apart(
+                create_service_key(
+                    self.database_url, "payments-audit", {Scope.AUDIT_READ}, schema=self.config.identity_schema
+                )
+            )
 
     def start_provider(self) -> None:
         """The local payment provider, notifying payments; its PAYMENTS_* settings are read before payments
@@ -221,6 +233,8 @@ class LocalStack:
             **(self._payments_provider_env() if name == "payments" else {}),
             **c.extra_env,
         }
+        if name == "payments" and self.audit_key and "PAYMENTS_AUDIT_LEDGER_URL" not in c.extra_env:  # money audit
+            env |= {"PAYMENTS_AUDIT_LEDGER_URL": self.url("ledger"), "PAYMENTS_AUDIT_LEDGER_API_KEY": self.audit_key}
         if "notifier" in c.ports and "PAYMENTS_STATUS_BASE_URL" not in c.extra_env:  # orders link their status page
             env["PAYMENTS_STATUS_BASE_URL"] = self.url("notifier")
         return env

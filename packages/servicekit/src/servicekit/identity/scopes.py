@@ -20,6 +20,10 @@ class Scope(StrEnum):
     """Look up an order's full timeline, notifications and deliveries for a user who asks."""
     SUPPORT_ACT = "support:act"
     """Act for a user: push a stuck order through, grant compensation, manage their subscriptions."""
+    AUDIT_READ = "audit:read"
+    """Read every paid order, refund and credit of a time window in bulk (the money audit reads the ledger's)."""
+    AUDIT_RUN = "audit:run"
+    """Run the money audit now: it re-announces the payment of every paid order it finds never credited."""
 
 
 def parse_scopes(values: list[str] | tuple[str, ...]) -> frozenset[Scope]:

@@ -5,12 +5,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Currency, OrderId, UserId
 from ledger.adapters.postgres import PostgresLedger
 from servicekit.http import ApiError, error_responses
 from servicekit.identity import Caller, Scope, requires
+from servicekit.pages import Window, next_cursor, window
 
 
 class WalletView(BaseModel):
@@ -21,6 +22,22 @@ class WalletView(BaseModel):
 class OrderPostings(BaseModel):
     order_id: str
     transactions: list[dict[str, Any]]
+
+
+class CreditView(BaseModel):
+    """A credit the ledger posted: the order's money in the user's wallet."""
+
+    transaction_id: str
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    created_at: str
+
+
+class CreditsPage(BaseModel):
+    credits: list[CreditView]
+    next: str | None = Field(description="Pass as `after` for the next page; null on the last page.")
 
 
 class FaultsView(BaseModel):
@@ -45,8 +62,9 @@ def _key(scope: Scope) -> Any:
 
 
 def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
-    """Every route needs an API key: wallets:read, users:write, orders:read, or support:read for the fault
-    knob's ground truth (what the development simulator scores against; never open)."""
+    """Every route needs an API key: wallets:read, users:write, orders:read, audit:read for the money audit's
+    bulk read, or support:read for the fault knob's ground truth (what the development simulator scores
+    against; never open)."""
     router = APIRouter(prefix="/v1", responses=error_responses(422))
 
     @router.get("/wallets/{user_id}", response_model=WalletView, tags=["wallets"])
@@ -71,6 +89,17 @@ def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
         """Every ledger transaction of the order with its entries."""
         async with uow() as tx:
             return OrderPostings(order_id=order_id, transactions=await tx.order_transactions(order_id))
+
+    @router.get("/audit/credits", response_model=CreditsPage, tags=["audit"], responses=error_responses(400))
+    async def audit_credits(
+        page: Annotated[Window, Depends(window)], _: Annotated[Caller, _key(Scope.AUDIT_READ)]
+    ) -> CreditsPage:
+        """Every wallet credit posted in [since, until), oldest first, in keyset pages (for the money audit)."""
+        async with uow() as tx:
+            rows = await tx.credits_between(page)
+        credits = [CreditView(**{**r, "created_at": r["created_at"].isoformat()}) for r in rows]
+        cursor = next_cursor([(r["created_at"], r["transaction_id"]) for r in rows], page.limit)
+        return CreditsPage(credits=credits, next=cursor)
 
     @router.get("/faults", response_model=FaultsView, tags=["development"])
     async def faults(_: Annotated[Caller, _key(Scope.SUPPORT_READ)]) -> FaultsView:

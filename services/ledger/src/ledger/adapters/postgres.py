@@ -17,6 +17,7 @@ from ledger.domain import (
     Posted,
     Posting,
 )
+from servicekit.pages import Window
 from servicekit.postgres import ConcurrentWrite
 from servicekit.uow import PostgresUnitOfWork
 
@@ -43,6 +44,14 @@ UNION ALL
 SELECT 'user', user_id, currency::text, NULL, NULL, NULL, NULL FROM users WHERE user_id = ANY($2::text[])
 UNION ALL
 SELECT 'frozen', account_id, NULL, NULL, NULL, NULL, NULL FROM accounts WHERE account_id = ANY($3::text[]) AND frozen
+"""
+
+_CREDITS_PAGE = """
+SELECT t.transaction_id, t.order_id, t.created_at, a.user_id, a.currency::text AS currency, e.amount
+FROM transactions t JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)
+WHERE t.kind = 'credit' AND a.kind = 'wallet' AND t.created_at >= $1 AND t.created_at < $2
+  AND (t.created_at, t.transaction_id) > ($3, $4)
+ORDER BY t.created_at, t.transaction_id LIMIT $5
 """
 
 # A batch's postings in one statement. Their unique (order_id, kind) makes each once per order: only the
@@ -245,6 +254,11 @@ class PostgresLedger(PostgresUnitOfWork):
             "SELECT currency, balance FROM accounts WHERE kind = 'wallet' AND user_id = $1", user_id
         )
         return {r["currency"]: r["balance"] for r in rows}
+
+    async def credits_between(self, page: Window) -> list[dict[str, Any]]:
+        """One keyset page of the wallet credits posted in the window, by (created_at, transaction_id)."""
+        rows = await self.conn.fetch(_CREDITS_PAGE, page.since, page.until, page.after.at, page.after.id, page.limit)
+        return [dict(row) for row in rows]
 
     async def order_transactions(self, order_id: str) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(

@@ -1,0 +1,99 @@
+"""The money audit as a use case: read payments' paid orders and refunds and the ledger's credits for a window,
+judge them (payments.audit.compare), re-drive every paid order never credited, and record the outcome.
+
+The window is of payment times. The ledger's credits are read from a little before it (a provider's clock may be
+ahead of the ledger's by up to the clamp skew) to now (a credit comes after its payment); a credit whose order
+was paid before the window brings its order in from payments' own books, so it is judged, not reported as a
+credit without payment. An order under risk review (held, or rejected and refunded) is expected to have no
+credit: it is left out unless the ledger credited it anyway, and it is never re-driven.
+"""
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+from payments.audit import AuditReport, Credit, Finding, PaidOrder, Refund, compare
+
+Trigger = Literal["schedule", "request"]
+CREDIT_SLACK = timedelta(minutes=15)
+"""How far before the window the ledger's credits are read: more than a provider's clock may run ahead."""
+NOT_TO_CREDIT = frozenset({"held", "rejected"})
+"""Review states in which payments announced no PaymentSucceeded, so no credit is due."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaidRecord:
+    """A paid order as payments holds it, with its refund if one was tried."""
+
+    order: PaidOrder
+    review_status: str | None
+    refund: Refund | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditWindow:
+    since: datetime
+    until: datetime
+    now: datetime
+    grace: timedelta
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """One audit: its window, what it found, and the orders whose payment it announced again."""
+
+    window: AuditWindow
+    report: AuditReport
+    redriven: list[str] = field(default_factory=list)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.report.findings
+
+
+class PaidOrders(Protocol):
+    """Payments' own books of paid orders and refunds."""
+
+    async def paid_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
+        """Every order paid in [since, until), with its refund."""
+        ...
+
+    async def paid(self, order_ids: Collection[str]) -> list[PaidRecord]:
+        """Those of these orders payments holds as paid, whenever they were paid."""
+        ...
+
+
+class Credits(Protocol):
+    """The ledger's credits, read in bulk."""
+
+    async def credits_between(self, since: datetime, until: datetime) -> list[Credit]:
+        """Every credit the ledger posted in [since, until)."""
+        ...
+
+
+class Redrive(Protocol):
+    """Announces a paid order's payment again, under its original event id (the ledger drops a repeat)."""
+
+    async def __call__(self, order_ids: Sequence[str]) -> list[str]:
+        """The orders whose PaymentSucceeded was queued for publication again."""
+        ...
+
+
+async def audit(window: AuditWindow, *, books: PaidOrders, credits: Credits, redrive: Redrive) -> AuditOutcome:
+    """Judge the window and re-drive every order paid and never credited (nor refunded) before the grace."""
+    records = {r.order.order_id: r for r in await books.paid_between(window.since, window.until)}
+    posted = await credits.credits_between(window.since - CREDIT_SLACK, window.now)
+    credited = {c.order_id for c in posted}
+    earlier = credited - records.keys()
+    records |= {r.order.order_id: r for r in await books.paid(earlier)}
+    judged = [r for r in records.values() if r.review_status not in NOT_TO_CREDIT or r.order.order_id in credited]
+    report = compare(
+        [r.order for r in judged],
+        posted,
+        [r.refund for r in judged if r.refund is not None],
+        now=window.now,
+        grace=window.grace,
+    )
+    again = await redrive(report.to_redrive()) if report.to_redrive() else []
+    return AuditOutcome(window, report, again)
