@@ -117,13 +117,8 @@ def create_app(
         ok = await ready() if ready is not None else True
         if readiness is None:
             return JsonResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
-        dependencies = readiness.status()
-        if ok and readiness.ready:
-            return JsonResponse({"status": "ok", "dependencies": dependencies})
-        away = [name for name, state in dependencies.items() if not state["ready"]]
-        detail = f"waiting for {', '.join(away)}" if away else "starting"
-        body = {**error_body("not_ready", detail), "status": "not_ready", "dependencies": dependencies}
-        return JsonResponse(body, status_code=503)
+        status, body = readiness.health(ok)
+        return JsonResponse(body, status_code=status)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

@@ -16,7 +16,7 @@ from typing import TypeVar, cast
 from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 from tenacity.retry import retry_base
 
-from servicekit.errors import Classified, Dependency, Kind, classify
+from servicekit.errors import Classified, Dependency, Kind, classify, error_body
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,16 @@ class Readiness:
         watched = [d.value for d in self._watched]
         names = watched + [name for name in away if name not in watched]
         return {name: {"ready": False, **away[name]} if name in away else {"ready": True} for name in names}
+
+    def health(self, ok: bool = True) -> tuple[int, dict[str, object]]:
+        """/healthz's status code and body: 200 when `ok` (the service's own check) and nothing is away, else 503
+        in credited's error shape naming what it waits for."""
+        dependencies = self.status()
+        if ok and self.ready:
+            return 200, {"status": "ok", "dependencies": dependencies}
+        away = [name for name, state in dependencies.items() if not state["ready"]]
+        detail = f"waiting for {', '.join(away)}" if away else "starting"
+        return 503, {**error_body("not_ready", detail), "status": "not_ready", "dependencies": dependencies}
 
 
 class _RetryWorthIt(retry_base):
