@@ -1,16 +1,20 @@
 """reconciler entry point: a faust worker on uvloop, stopped cleanly by SIGTERM or SIGINT."""
 
 import asyncio
+import logging.config
+from collections.abc import Awaitable, Callable
 
 import faust
 import uvloop
 
+from reconciler.adapters.broker_watch import WATCHED, wait_for_broker
 from reconciler.bootstrap import build
 from reconciler.config import Settings
 from servicekit.kafka import ensure_topics
 from servicekit.kafka_access import topics_to_ensure
 from servicekit.kafka_security import aiokafka_security
 from servicekit.logs import dict_config
+from servicekit.retrying import Readiness
 from servicekit.secret_guard import refuse_development_secrets, shared_secrets
 
 SERVICE = "reconciler"
@@ -22,18 +26,16 @@ def entry() -> None:
     refuse_development_secrets(SERVICE, settings, shared_secrets(settings))
     # faust's worker, its consumer's thread and every loop they make come from this policy.
     uvloop.install()
-    asyncio.run(
-        ensure_topics(
-            settings.kafka_bootstrap,
-            [t.qualified(settings.topic_prefix) for t in topics_to_ensure(SERVICE, settings)],
-            settings.topic_partitions,
-            security=aiokafka_security(settings),
-        )
-    )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = build(settings)
     # faust sets up logging itself, from servicekit's set-up: the same lines as every other service's.
     logging_config = dict_config(settings.log_level, SERVICE, settings.logs_as)
+    logging.config.dictConfig(logging_config)  # until faust does: the wait for the broker logs too
+    # faust cannot start without the broker: until it answers (and the topics exist), /healthz says 503.
+    if not asyncio.run(
+        wait_for_broker(settings.http_host, settings.http_port, Readiness(watched=WATCHED), topics(settings))
+    ):
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = build(settings)
     worker = faust.Worker(
         app, loglevel=settings.log_level.lower(), logging_config=logging_config, workdir=str(settings.data_dir)
     )
@@ -42,3 +44,15 @@ def entry() -> None:
     # when it catches up); a service logging to a file has no terminal to spin on.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def topics(settings: Settings) -> Callable[[], Awaitable[None]]:
+    """The reconciler's topics created where missing: its first call to the broker."""
+
+    async def ensure() -> None:
+        wanted = [t.qualified(settings.topic_prefix) for t in topics_to_ensure(SERVICE, settings)]
+        await ensure_topics(
+            settings.kafka_bootstrap, wanted, settings.topic_partitions, security=aiokafka_security(settings)
+        )
+
+    return ensure

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from contracts.topics import Topic
 from reconciler.adapters.announcer import KafkaAnnouncer
+from reconciler.adapters.broker_watch import WATCHED, BrokerWatch
 from reconciler.adapters.consumer import ReconcilerTransport
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.offsets import BrokerOffsets
@@ -33,6 +34,7 @@ from reconciler.engine import Engine
 from reconciler.watermarks import Watermarks
 from servicekit.identity import Authenticator, Scope
 from servicekit.kafka_security import aiokafka_security, faust_credentials
+from servicekit.retrying import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,14 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     async def tick() -> None:
         await ticker.run()
 
-    _pages(app, table, states, registry, authenticator)
+    readiness = Readiness(watched=WATCHED)
+    watch = BrokerWatch(settings.kafka_bootstrap, readiness, security=aiokafka_security(settings))
+
+    @app.task
+    async def watch_broker() -> None:
+        await watch.run(lambda: app.should_stop)
+
+    _pages(app, table, states, registry, authenticator, readiness)
     return app
 
 
@@ -208,12 +217,14 @@ def _pages(
     states: FaustOrderStates,
     registry: CollectorRegistry,
     authenticator: Authenticator,
+    readiness: Readiness,
 ) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            ready = not app.rebalancing and not app.in_recovery
-            return self.json({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
+            """503 naming the broker while it does not answer (BrokerWatch), and while partitions move."""
+            status, body = readiness.health(not app.rebalancing and not app.in_recovery)
+            return self.json(body, status=status)
 
     @app.page("/metrics")
     class Metrics(View):
