@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.faust_app import PRODUCER_REQUEST_TIMEOUT_S
+from reconciler.adapters.rounds import CHANGELOG_PATIENCE_S
 from reconciler.bootstrap import build
 from reconciler.config import Settings
 
@@ -26,5 +28,7 @@ async def test_the_worker_batches_as_the_shared_settings_say_and_its_producer_is
     assert producer["linger_ms"] == 7 and producer["max_batch_size"] == 512 * 1024
     assert producer["compression_type"] == "gzip" and producer["acks"] == -1
     assert producer.get("enable_idempotence", False) is idempotent
+    # It keeps a record through a broker outage this long, and the worker waits for it longer (rounds.py).
+    assert producer["request_timeout_ms"] == PRODUCER_REQUEST_TIMEOUT_S * 1000 < CHANGELOG_PATIENCE_S * 1000
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 40 and consumer._max_poll_records == 1500

@@ -3,6 +3,7 @@ once per order, then counted as processed; and what it does with holes, repeats,
 partitions, refused changelog records and ended retentions."""
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from faust.types import TP
@@ -10,6 +11,8 @@ from faust.types import TP
 from contracts.events import OrderStatus
 from reconciler import handlers
 from reconciler.adapters import rounds
+from reconciler.adapters.faust_app import PRODUCER_REQUEST_TIMEOUT_S
+from reconciler.adapters.rounds import CHANGELOG_PATIENCE_S
 from reconciler.domain import Phase, Policy
 from tests.reconciler.unit.worker import LEDGER, PAYMENTS, Worker, credited, paid
 
@@ -143,3 +146,22 @@ async def test_a_table_full_of_expired_orders_is_dropped_a_bounded_batch_per_rou
         left.append(sum(worker.stored(f"old{n}") is not None for n in range(5)))
     assert left == [3, 1, 0]
     assert worker.observe.expired_orders._value.get() == 5
+
+
+async def test_changelog_records_held_through_a_broker_outage_stop_the_worker_only_once_the_producer_gave_up_on_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(rounds, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    stops: list[str] = []
+    monkeypatch.setattr(rounds, "stop", stops.append)
+    worker = Worker()
+    worker.changelog.hold = True
+    await worker.batch(worker.record(paid("o1")))
+    now[0] += PRODUCER_REQUEST_TIMEOUT_S  # the producer still retries it: the broker may come back
+    worker.rounds.check_settling()
+    assert stops == [], "stopped while the producer could still deliver the changelog record"
+    now[0] += CHANGELOG_PATIENCE_S - PRODUCER_REQUEST_TIMEOUT_S + 1  # a producer that never answers
+    worker.rounds.check_settling()
+    assert len(stops) == 1 and "unacknowledged" in stops[0]
+    assert worker.positions.next_offset(PAYMENTS, 0) == 0

@@ -38,7 +38,11 @@ from servicekit.retrying import Readiness
 
 log = logging.getLogger(__name__)
 
-PRODUCER_REQUEST_TIMEOUT_S = 30.0  # faust's default (20 minutes) would hold a round that long on a hung broker
+PRODUCER_REQUEST_TIMEOUT_S = 120.0
+"""How long the producer keeps a record through a broker outage before refusing it (aiokafka expires a batch whose
+partition has had no leader this long): a changelog record refused stops the worker (rounds.py), so a broker
+restart shorter than this costs no exit. A round waits for its announcements for rounds.ACK_TIMEOUT_S at most
+whatever this is; faust's default (20 minutes) would keep records that long for a broker that never answers."""
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:

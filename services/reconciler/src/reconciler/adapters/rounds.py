@@ -18,7 +18,9 @@ If the broker refuses an announcement, the round is undone: the staged states ar
 keeps the states before it, so timers fire again and announce again), and the positions stay, so the
 records after the round reach the agent past a hole and their partition is read again from it
 (rewind.py). A changelog record refused leaves the table ahead of its changelog: the worker stops
-(exit 75) and its partitions are taken over from the last commit.
+(exit 75) and its partitions are taken over from the last commit. The producer keeps a record through a broker
+outage for its request timeout (faust_app.PRODUCER_REQUEST_TIMEOUT_S) before it refuses it, so only an outage
+longer than that, with a round's changelog records in flight, ends the worker.
 """
 
 import asyncio
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 
 EXIT_TRY_AGAIN = 75  # EX_TEMPFAIL: a restart replays from the last commit
 ACK_TIMEOUT_S = 60.0
+CHANGELOG_PATIENCE_S = 150.0
+"""How long changelog records may wait for the broker's acknowledgement before the worker stops: longer than the
+producer's own request timeout (faust_app.PRODUCER_REQUEST_TIMEOUT_S), which refuses them first, so a broker
+outage the producer rides out costs no exit."""
 REFUSED = (KafkaError, ProducerSendError, OSError, TimeoutError)
 """What a send the broker refused, or never acknowledged, raises."""
 
@@ -199,8 +205,8 @@ class Rounds:
 
     def check_settling(self) -> None:
         """The ticker's check that changelog records do not wait for an acknowledgement forever."""
-        if self._unsettled and time.monotonic() - self._unsettled[0][0] > ACK_TIMEOUT_S:
-            stop(f"changelog records unacknowledged after {ACK_TIMEOUT_S:.0f}s, so the table is ahead of it")
+        if self._unsettled and time.monotonic() - self._unsettled[0][0] > CHANGELOG_PATIENCE_S:
+            stop(f"changelog records unacknowledged after {CHANGELOG_PATIENCE_S:.0f}s, so the table is ahead of it")
 
     async def settled(self) -> None:
         """Until every changelog record sent is acknowledged (before partitions are revoked)."""
