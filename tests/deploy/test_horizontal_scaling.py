@@ -70,8 +70,7 @@ async def every_group_is_shared_by(bootstrap: str, prefix: str, instances: int) 
 
 async def handled(client: httpx.AsyncClient, stack: LocalStack, name: str, instance: int) -> int:
     """Records the instance says it handled: the sum of its HANDLED counter over every label."""
-    url = stack.url(name) if instance == 1 else stack.instance_url(name, instance)
-    text = (await client.get(f"{url}/metrics")).text
+    text = (await client.get(stack.metrics_url(name if instance == 1 else f"{name}-{instance}"))).text
     samples = (line for line in text.splitlines() if line.startswith((f"{HANDLED[name]}{{", f"{HANDLED[name]} ")))
     return round(sum(float(line.rsplit(" ", 1)[1]) for line in samples))
 

@@ -93,13 +93,13 @@ class AlertWebhook:
 
 
 def prometheus_config(stack: LocalStack, alertmanager_port: int) -> dict[str, Any]:
-    """The committed prometheus.yml, pointed at this stack's ports, with 1 s scrapes and evaluations."""
+    """The committed prometheus.yml, pointed at this stack's metrics ports, with 1 s scrapes and evaluations."""
     config: dict[str, Any] = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(RULES_DIR / "*.yml")]
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{alertmanager_port}"]
     for job in config["scrape_configs"]:
-        job["static_configs"][0]["targets"] = [f"127.0.0.1:{stack.config.ports[job['job_name']]}"]
+        job["static_configs"][0]["targets"] = [f"127.0.0.1:{stack.metrics_ports[job['job_name']]}"]
     return config
 
 
@@ -169,7 +169,7 @@ async def test_orders_overdue_fires_reaches_the_webhook_and_resolves_after_remed
         broker, database_url, isolation, tmp_path / "stack", credit_loss=0.2, threshold_s=THRESHOLD_S
     ) as (stack, _):
         async with httpx.AsyncClient(timeout=30) as client:
-            reconciler_metrics = await client.get(f"{stack.url('reconciler')}/metrics")
+            reconciler_metrics = await client.get(stack.metrics_url("reconciler"))
         assert reconciler_metrics.status_code == 200, reconciler_metrics.text
         with webhook.serving(), monitoring(stack, tmp_path, webhook) as prometheus_url:
             async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:

@@ -1,7 +1,8 @@
 """A service of two copies behind one port, for the runner's tests: each answers GET /pid with its process id
-and counts the requests in a Prometheus counter; /metrics is the kit's.
+and counts the requests in a Prometheus counter; /metrics is the kit's, on its own port, served by the first
+copy as a service does (servicekit.infrastructure).
 
-    python -m tests.servicekit.copies_child PORT
+    python -m tests.servicekit.copies_child PORT METRICS_PORT
 """
 
 import os
@@ -11,11 +12,11 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 
 from servicekit.http import create_app, serve
+from servicekit.metrics_server import serve_metrics, serves_metrics
 from servicekit.runner import run, run_until_stopped
 
 
-def app() -> FastAPI:
-    registry = CollectorRegistry()
+def app(registry: CollectorRegistry) -> FastAPI:
     asked = Counter("copies_pid_requests_total", "GET /pid answered.", registry=registry)
     service = create_app(title="copies", version="1", registry=registry)
 
@@ -31,7 +32,11 @@ async def main() -> None:
     async def stopped() -> None:
         pass
 
-    await run_until_stopped([serve(app(), "127.0.0.1", int(sys.argv[1]))], on_stop=stopped)
+    registry = CollectorRegistry()
+    tasks = [serve(app(registry), "127.0.0.1", int(sys.argv[1]))]
+    if serves_metrics():
+        tasks.append(serve_metrics(registry, "127.0.0.1", int(sys.argv[2])))
+    await run_until_stopped(tasks, on_stop=stopped)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
+from prometheus_client import generate_latest
 
 from contracts.topics import Topic
 from payments.adapters.orders import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
+from servicekit.infrastructure import Infrastructure
 from servicekit.postgres import create_pool
 from servicekit.signatures import sign
 from tests.api_keys import bearer
@@ -22,11 +25,20 @@ from tests.service_settings import settings_for
 
 
 @pytest.fixture
-async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+async def built(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[Infrastructure, FastAPI]]:
     settings = settings_for(
         Settings, broker, database_url, isolation, psp_secrets={"sim": ["new-secret", "old-secret"]}
     )
     infra, app = await build(settings)
+    yield infra, app
+    await infra.close()
+
+
+@pytest.fixture
+async def api(built: tuple[Infrastructure, FastAPI]) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+    infra, app = built
+    settings = infra.settings
+    assert isinstance(settings, Settings)
     relay = asyncio.create_task(infra.relay.run())
     headers = await bearer(infra.keys)
     transport = httpx.ASGITransport(app=app)
@@ -34,7 +46,6 @@ async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterato
         yield client, settings
     relay.cancel()
     await asyncio.gather(relay, return_exceptions=True)
-    await infra.close()
 
 
 def callback(order_id: str, amount: int = 600, txn: str = "tx1", status: str = "succeeded") -> bytes:
@@ -156,7 +167,7 @@ def sample(metrics_text: str, series: str) -> float:
     return 0.0
 
 
-async def test_orders_and_callbacks_are_counted_with_configured_labels_only(api) -> None:  # type: ignore[no-untyped-def]
+async def test_orders_and_callbacks_are_counted_with_configured_labels_only(api, built) -> None:  # type: ignore[no-untyped-def]
     client, _ = api
     order_id = await new_order(client, **{"Idempotency-Key": "k-metrics"})
     await new_order(client, **{"Idempotency-Key": "k-metrics"})  # the same order again: not a new one
@@ -169,7 +180,7 @@ async def test_orders_and_callbacks_are_counted_with_configured_labels_only(api)
     assert (await post_callback(client, callback(order_id), secret="wrong")).status_code == 401
     await client.get(f"/v1/orders/{order_id}")
 
-    text = (await client.get("/metrics")).text
+    text = generate_latest(built[0].registry).decode()  # what its metrics port serves (servicekit.metrics_server)
     assert sample(text, 'payments_orders_created_total{channel="alipay"}') == 1
     assert sample(text, 'payments_orders_created_total{channel="other"}') == 1
     assert sample(text, 'payments_orders_created_total{channel="wechat"}') == 0

@@ -1,5 +1,5 @@
 """Several copies of a service behind one port (servicekit.runner): the kernel spreads connections over
-them, /metrics answers for all of them, and they start, stop and fail together."""
+them, /metrics (on its own port, served once) answers for all of them, and they start, stop and fail together."""
 
 import os
 import signal
@@ -18,13 +18,15 @@ from tests.conftest import ROOT
 
 
 @pytest.fixture
-def copies() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    supervisor = subprocess.Popen([sys.executable, "-m", "tests.servicekit.copies_child", str(port)], cwd=ROOT)
+def copies() -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    port, metrics_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "tests.servicekit.copies_child", str(port), str(metrics_port)]
+    supervisor = subprocess.Popen(argv, cwd=ROOT)
     try:
         wait_for(lambda: port_open(port) and len(workers(supervisor)) == 2, timeout_s=30, what="two copies")
         wait_for(lambda: pids_answering(port, 5) == set(workers(supervisor)), timeout_s=60, what="both answering")
-        yield supervisor, port
+        wait_for(lambda: port_open(metrics_port), timeout_s=30, what="the metrics port")
+        yield supervisor, port, metrics_port
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
@@ -46,11 +48,13 @@ def pids_answering(port: int, connections: int) -> set[int]:
     return seen
 
 
-def test_copies_share_the_port_and_metrics_count_for_all_of_them(copies) -> None:  # type: ignore[no-untyped-def]
-    supervisor, port = copies
-    before = _requests(port)
+def test_copies_share_the_port_and_one_metrics_port_counts_for_all_of_them(copies) -> None:  # type: ignore[no-untyped-def]
+    supervisor, port, metrics_port = copies
+    before = _requests(metrics_port)
     assert pids_answering(port, 40) == set(workers(supervisor))
-    assert _requests(port) == before + 40
+    assert _requests(metrics_port) == before + 40
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404  # the public port has none
+    assert len(workers(supervisor)) == 2  # the second copy did not try the metrics port (it would have died)
 
 
 def _requests(port: int) -> float:
@@ -59,7 +63,7 @@ def _requests(port: int) -> float:
 
 
 def test_sigterm_to_the_supervisor_stops_every_copy(copies) -> None:  # type: ignore[no-untyped-def]
-    supervisor, port = copies
+    supervisor, port, _ = copies
     children = workers(supervisor)
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=30) == 0
@@ -68,7 +72,7 @@ def test_sigterm_to_the_supervisor_stops_every_copy(copies) -> None:  # type: ig
 
 
 def test_a_copy_that_dies_takes_the_others_down_with_its_exit_code(copies) -> None:  # type: ignore[no-untyped-def]
-    supervisor, _ = copies
+    supervisor, _, _ = copies
     first, second = workers(supervisor)
     os.kill(first, signal.SIGKILL)
     assert supervisor.wait(timeout=30) == 128 + signal.SIGKILL

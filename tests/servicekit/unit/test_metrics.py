@@ -2,7 +2,7 @@
 
 import httpx
 from fastapi import APIRouter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from servicekit.http import ApiError, create_app
 from servicekit.metrics import DeadLetterKind, ServiceMetrics
@@ -35,7 +35,7 @@ async def test_http_requests_are_counted_by_route_template_never_by_raw_path() -
         await client.get("/no/such/page")
         await client.get("/v1/orders/ord_3")
         await client.request("BREW", "/v1/orders/ord_4")
-        body = (await client.get("/metrics")).text
+    body = generate_latest(registry).decode()  # what the metrics port serves (servicekit.metrics_server)
 
     route = "/v1/orders/{order_id}"
     labels = {"service": "payments", "route": route, "method": "GET"}
@@ -48,12 +48,12 @@ async def test_http_requests_are_counted_by_route_template_never_by_raw_path() -
     assert "ord_1" not in body and "/no/such/page" not in body
 
 
-async def test_an_app_on_a_registry_without_service_metrics_still_serves_metrics() -> None:
+async def test_the_public_app_answers_metrics_with_a_404_in_the_credited_error_shape() -> None:
     registry = CollectorRegistry()
+    ServiceMetrics("payments", registry)
     async with app_with_orders(registry) as client:
-        await client.get("/v1/orders/ord_1")
         response = await client.get("/metrics")
-    assert response.status_code == 200
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
     assert "credited_http_requests_total" not in response.text
 
 

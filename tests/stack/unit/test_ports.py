@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from credited.stack.local import SERVICES, LocalStack, StackConfig
+from credited.stack.processes import free_port
+from servicekit.settings import METRICS_PORT_OFFSET
 
 
 def test_a_service_whose_port_is_taken_is_not_started(tmp_path: Path) -> None:
@@ -22,6 +24,19 @@ def test_a_service_whose_port_is_taken_is_not_started(tmp_path: Path) -> None:
 
 def test_the_ports_follow_credited_port_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDITED_PORT_BASE", "18100")
-    ports = StackConfig.from_environment(tmp_path).ports
-    assert ports == {"payments": 18101, "ledger": 18102, "reconciler": 18103, "notifier": 18104}
-    assert set(ports) == set(SERVICES)
+    config = StackConfig.from_environment(tmp_path)
+    assert config.ports == {"payments": 18101, "ledger": 18102, "reconciler": 18103, "notifier": 18104}
+    assert set(config.ports) == set(SERVICES)
+    assert config.metrics_ports == {name: port + METRICS_PORT_OFFSET for name, port in config.ports.items()}
+
+
+def test_a_service_whose_metrics_port_is_taken_is_not_started(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = StackConfig(run_dir=tmp_path, ports={"ledger": free_port()}, metrics_ports={"ledger": port})
+        stack = LocalStack(config)
+        with pytest.raises(RuntimeError, match=f"metrics port {port} for ledger is in use"):
+            stack.start_service("ledger")
+    assert stack.services == {}

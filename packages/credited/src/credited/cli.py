@@ -111,7 +111,8 @@ def up(
         stack.start()
         console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
         for name in ("payments", "ledger", "reconciler", "notifier"):
-            console.print(f"{name:>10}: {stack.url(name)}  (log {stack.services[name].log_path})")
+            url, metrics, log_path = stack.url(name), stack.metrics_url(name), stack.services[name].log_path
+            console.print(f"{name:>10}: {url}  (metrics {metrics}, log {log_path})")
         console.print(
             f"API key with every scope (development): {stack.keys_path}, sent as `Authorization: Bearer <key>`"
         )

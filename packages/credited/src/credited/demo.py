@@ -224,7 +224,7 @@ async def _drive_and_watch(
 
 async def _recovered_by_query(client: httpx.AsyncClient, stack: LocalStack) -> int:
     """payments' own count of payments found by asking the provider (all its processes, every provider)."""
-    text = (await client.get(f"{stack.url('payments')}/metrics")).text
+    text = (await client.get(stack.metrics_url("payments"))).text
     return round(
         sum(
             sample.value

@@ -1,10 +1,10 @@
-"""The HTTP side every service shares: FastAPI with JSON errors that name the problem, /healthz,
-/metrics, request metrics by route template, and a uvicorn server inside the service's own event loop."""
+"""The HTTP side every service shares: FastAPI with JSON errors that name the problem, /healthz, request
+metrics by route template, and a uvicorn server inside the service's own event loop. /metrics is not here: it
+has a port of its own (servicekit.metrics_server)."""
 
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import socket
 import time
@@ -17,9 +17,8 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,7 +30,7 @@ from servicekit.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from servicekit.metrics import ServiceMetrics
 from servicekit.request_id import RequestId
 from servicekit.retrying import Readiness
-from servicekit.runner import METRICS_DIR, process_index
+from servicekit.runner import process_index
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +119,6 @@ def create_app(
         status, body = readiness.health(ok)
         return JsonResponse(body, status_code=status)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
-        return Response(generate_latest(_all_processes() or registry), media_type=CONTENT_TYPE_LATEST)
-
     return app
 
 
@@ -139,15 +134,6 @@ class _Limited(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         return BodySizeLimit(super().build_middleware_stack(), max_bytes=self.max_body_bytes)
-
-
-def _all_processes() -> CollectorRegistry | None:
-    """When the service runs as several processes (servicekit.runner), every process's metrics, summed."""
-    if METRICS_DIR not in os.environ:
-        return None
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return registry
 
 
 def _declare_credited_errors(app: FastAPI) -> None:
@@ -318,11 +304,18 @@ def _shared_socket(host: str, port: int) -> socket.socket:
 
 
 async def serve(
-    app: ASGIApp, host: str, port: int, *, stopping: asyncio.Event | None = None, grace_s: float = 10.0
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    stopping: asyncio.Event | None = None,
+    grace_s: float = 10.0,
+    shared: bool | None = None,
 ) -> None:
     """Run uvicorn in the current loop until cancelled, or until `stopping` is set: then it stops accepting
     connections, closes the idle ones, lets the requests in flight finish (at most `grace_s`, then cancels
-    them) and returns."""
+    them) and returns. `shared`: the port is shared with the other copies of the service (SO_REUSEPORT); by
+    default, when this process is one of several copies (servicekit.runner)."""
     # Idle keep-alive connections stay open longer than clients keep theirs (uvicorn's 5 s default
     # closes them under a client about to reuse one, which the client sees as a reset request).
     config = uvicorn.Config(
@@ -340,7 +333,9 @@ async def serve(
     )
     server = EmbeddedServer(config)
     # A copy of a service run with others (servicekit.runner) shares the port: the kernel spreads connections.
-    sockets = None if process_index() is None else [_shared_socket(host, port)]
+    if shared is None:
+        shared = process_index() is not None
+    sockets = [_shared_socket(host, port)] if shared else None
     watching = None if stopping is None else asyncio.create_task(_exit_when(stopping, server))
     try:
         await server.serve(sockets=sockets)

@@ -27,6 +27,7 @@ from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, 
 from servicekit.kafka_access import topics_to_ensure
 from servicekit.kafka_security import aiokafka_security, check_credentials
 from servicekit.metrics import ServiceMetrics
+from servicekit.metrics_server import serve_metrics, serves_metrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import ensure_schema, lazy_pool, migrate
 from servicekit.retrying import BackoffPolicy, Readiness, call_with_retry, retrying
@@ -63,7 +64,7 @@ class Infrastructure:
 
     @property
     def registry(self) -> CollectorRegistry:
-        """The service's Prometheus registry: /metrics serves it; services add their own metrics to it."""
+        """The service's Prometheus registry: the metrics port serves it; services add their own metrics to it."""
         return self.metrics.registry
 
     @classmethod
@@ -155,15 +156,21 @@ class Infrastructure:
         return loops
 
     async def run(self, app: FastAPI, *extra: Coroutine[Any, Any, None]) -> None:
-        """Serve HTTP at once; once PostgreSQL and the broker are up, relay the outbox, consume and run `extra`
-        tasks; until SIGTERM/SIGINT. Then stop gracefully, within `stop_grace_s`: no new HTTP connections and
-        the requests in flight answered, each consumer's poll in hand handled and committed, the outbox relay's
-        sends in flight acknowledged and the outbox emptied; `extra` tasks are cancelled."""
+        """Serve HTTP, and /metrics on its own port (servicekit.metrics_server), at once; once PostgreSQL and the
+        broker are up, relay the outbox, consume and run `extra` tasks; until SIGTERM/SIGINT. Then stop
+        gracefully, within `stop_grace_s`: no new HTTP connections and the requests in flight answered, each
+        consumer's poll in hand handled and committed, the outbox relay's sends in flight acknowledged and the
+        outbox emptied; `extra` tasks are cancelled."""
         log.info("%s listening on http://%s:%d", self.service, self.settings.http_host, self.settings.http_port)
         stopping, grace_s = asyncio.Event(), self.settings.stop_grace_s
         host, port = self.settings.http_host, self.settings.http_port
+        listeners = [serve(app, host, port, stopping=stopping, grace_s=grace_s)]
+        if serves_metrics():  # one listener for all the copies of the service, in the first
+            metrics_host, metrics_port = self.settings.metrics_address
+            log.info("%s serving /metrics on http://%s:%d", self.service, metrics_host, metrics_port)
+            listeners.append(serve_metrics(self.registry, metrics_host, metrics_port, stopping=stopping, grace_s=1))
         await run_until_stopped(
-            [serve(app, host, port, stopping=stopping, grace_s=grace_s), self._work(extra, stopping)],
+            [*listeners, self._work(extra, stopping)],
             on_stop=self.close,
             stopping=stopping,
             grace_s=grace_s,

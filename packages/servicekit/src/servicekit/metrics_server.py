@@ -7,16 +7,23 @@ VM), and the decision holds whatever stands in front of the public port. An allo
 have to trust the peer address, which behind a TLS proxy or a load balancer is the proxy's for every client
 (so it allows everyone) or comes from X-Forwarded-For (which any client can write), and it would have to
 follow Prometheus's address as it moves. The public app keeps /healthz, which says nothing but ready or
-not; phase 2 of issue 15 removes /metrics from it.
+not, and has no /metrics (404).
 
 `serve_metrics` runs beside the service's HTTP server in the same event loop, answering `GET /metrics` and
-`GET /healthz` and 404 to anything else.
+`GET /healthz` and 404 to anything else, on <SERVICE>_METRICS_PORT (by default the HTTP port + 1000:
+servicekit.settings). A service run as several copies (servicekit.runner) serves it once, from its first copy,
+with every copy's metrics summed: the copies write them to one directory (prometheus_client's multiprocess mode).
 """
 
+import asyncio
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
 from servicekit.http import serve
+from servicekit.runner import METRICS_DIR, process_index
 
 
 class MetricsApp:
@@ -41,6 +48,23 @@ class MetricsApp:
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
-    """Serve `registry` on host:port until cancelled (CREDITED_METRICS_HOST, <SERVICE>_METRICS_PORT)."""
-    await serve(MetricsApp(registry), host, port)
+def serves_metrics() -> bool:
+    """Whether this process serves the service's /metrics: it runs alone, or it is the first of the copies."""
+    return process_index() in (None, 0)
+
+
+def all_processes(registry: CollectorRegistry) -> CollectorRegistry:
+    """`registry`, or, when the service runs as several copies (servicekit.runner), every copy's metrics summed."""
+    if METRICS_DIR not in os.environ:
+        return registry
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+    return summed
+
+
+async def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, *, stopping: asyncio.Event | None = None, grace_s: float = 10.0
+) -> None:
+    """Serve `registry` (all copies' metrics, see `all_processes`) on host:port until cancelled or `stopping` is
+    set (CREDITED_METRICS_HOST, <SERVICE>_METRICS_PORT). The port is this process's alone, never shared."""
+    await serve(MetricsApp(all_processes(registry)), host, port, stopping=stopping, grace_s=grace_s, shared=False)

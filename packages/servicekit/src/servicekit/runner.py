@@ -5,8 +5,8 @@ With `processes` above 1 the process started (by compose, `credited up`, ...) on
 many copies of the same command line, each a whole instance of the service (HTTP on the shared port with
 SO_REUSEPORT, its own outbox relay, consumers in the same groups), passes SIGTERM and SIGINT on to them,
 and when one copy ends it stops the others and exits with that copy's code, so whatever restarts the service
-restarts them all. The copies share one directory of Prometheus metric files, so /metrics on any of them
-answers for all (prometheus_client's multiprocess mode).
+restarts them all. The copies share one directory of Prometheus metric files, so /metrics, served once on its
+own port by the first copy (servicekit.metrics_server), answers for all (prometheus_client's multiprocess mode).
 """
 
 import asyncio

@@ -4,10 +4,19 @@ its own fields under its own prefix (PAYMENTS_, LEDGER_, RECONCILER_, NOTIFIER_)
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.logs import LogFormat, default_format
+
+METRICS_PORT_OFFSET = 1000
+"""The /metrics listener's default port is the service's HTTP port plus this."""
+
+
+def default_metrics_port(http_port: int) -> int:
+    """The /metrics port of a service whose HTTP port is `http_port`, unless <SERVICE>_METRICS_PORT says another
+    (0, any free port, for a service on any free port)."""
+    return http_port + METRICS_PORT_OFFSET if http_port else 0
 
 
 def _env(name: str) -> AliasChoices:
@@ -150,8 +159,26 @@ class ServiceSettings(BaseSettings):
         None,
         ge=0,
         le=65535,
-        description="Port of the separate /metrics listener, under the service's prefix (PAYMENTS_METRICS_PORT).",
+        description="Port of the separate /metrics listener, under the service's prefix (PAYMENTS_METRICS_PORT); "
+        f"unset, the HTTP port + {METRICS_PORT_OFFSET} (payments 9101, ledger 9102, reconciler 9103, notifier 9104), "
+        "or any free port when the HTTP port is 0. Publish it to no public network: Prometheus alone reaches it.",
     )
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        """Where the /metrics listener listens: CREDITED_METRICS_HOST and <SERVICE>_METRICS_PORT or its default."""
+        if self.metrics_port is not None:
+            return self.metrics_host, self.metrics_port
+        return self.metrics_host, default_metrics_port(self.http_port)
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> "ServiceSettings":
+        host, port = self.metrics_address
+        if port > 65535:
+            raise ValueError(f"no default metrics port above HTTP port {self.http_port}: set <SERVICE>_METRICS_PORT")
+        if port != 0 and port == self.http_port and host == self.http_host:
+            raise ValueError(f"the metrics port {port} is the HTTP port: /metrics must have a port of its own")
+        return self
 
     @property
     def logs_as(self) -> LogFormat:

@@ -24,14 +24,14 @@ from tests.service_settings import settings_for
 
 OPEN = {
     ("GET", "/healthz"): "liveness for load balancers and orchestrators; says only ready or not",
-    ("GET", "/metrics"): "Prometheus scrapes it (the monitoring network; servicekit.metrics_server)",
     ("POST", "/v1/psp/{provider}/callbacks"): "authenticated by the provider's signature, not by a key",
     ("GET", "/orders/{order_id}"): "the user's status page: a signed status link (issue 15 item 3)",
     ("GET", "/v1/orders/{order_id}/events"): "the status page's live stream: a signed status link (item 3)",
     ("PUT", "/v1/orders/{order_id}/subscriptions"): "a device of the user a signed status link names (item 3)",
     ("DELETE", "/v1/orders/{order_id}/subscriptions/{subscription_id}"): "the same user's device: a status link",
 }
-"""What answers without an API key, and why."""
+"""What answers without an API key, and why. /metrics is not on the public API at all: it has a port of its own,
+for the monitoring network only (servicekit.metrics_server; test_metrics_server shows both ports)."""
 
 ORDER = {"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"}
 
@@ -114,3 +114,11 @@ async def test_the_payments_fast_routes_are_guarded_like_the_app(service: Built)
                 answer = await client.post(concrete(route.template), json=ORDER, headers=headers)
                 assert answer.status_code == status, answer.text
                 assert answer.json()["error"] in ("unauthenticated", "insufficient_scope")
+
+
+async def test_the_public_api_has_no_metrics_it_answers_404_in_the_error_shape(service: Built) -> None:
+    _, app = service
+    assert ("/metrics", "GET") not in {(path, m) for path, m, _ in operations(app)}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+        answer = await client.get("/metrics")
+    assert answer.status_code == 404 and answer.json()["error"] == "not_found", answer.text

@@ -128,7 +128,6 @@ def test_operations_lists_every_operation_with_the_scopes_its_dependencies_requi
     found = {(path, method): scopes for path, method, scopes in operations(build(keys))}
     assert found == {
         ("/healthz", "GET"): frozenset(),
-        ("/metrics", "GET"): frozenset(),
         ("/v1/orders/{order_id}/review", "POST"): {Scope.REVIEW_DECIDE},
         ("/v1/support/orders/{order_id}", "GET"): {Scope.SUPPORT_READ, Scope.ORDERS_READ},
     }

@@ -30,6 +30,7 @@ from credited.keys import create_development_key, create_service_key
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
 from credited.stack.processes import Child, Workers, free_port, port_open, wait_for
 from servicekit.identity import IDENTITY_SCHEMA, Scope
+from servicekit.settings import default_metrics_port
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +54,9 @@ class StackConfig:
     database_url: str | None = None
     kafka_broker: str | None = None
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Each service's /metrics port (servicekit.metrics_server); a service not named here gets a free one.
+    `from_environment` names the services' defaults: the HTTP port + 1000 (9101-9104)."""
     topic_prefix: str = ""
     db_schema_prefix: str = ""
     threshold_s: float = 120.0
@@ -95,6 +99,8 @@ class StackConfig:
             config.ports = {name: int(base) + i for i, name in enumerate(SERVICES, start=1)}
         for key, value in overrides.items():
             setattr(config, key, value)
+        if "metrics_ports" not in overrides:
+            config.metrics_ports = {name: default_metrics_port(port) for name, port in config.ports.items()}
         return config
 
 
@@ -109,6 +115,7 @@ class LocalStack:
         self.instances: dict[str, Child | Workers] = {}
         self.instance_ports: dict[str, int] = {}
         self.worker_ports: dict[str, list[int]] = {}  # the HTTP ports of each reconciler side's workers
+        self.metrics_ports: dict[str, int] = {}  # each process's /metrics port, by its name (`Child.name`)
         self.bootstrap = config.kafka_bootstrap or ""
         self.database_url = config.database_url or ""
         self.keys_path = config.keys_path or config.run_dir / "dev-keys.json"
@@ -125,6 +132,20 @@ class LocalStack:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.config.ports[service]}"
+
+    def metrics_url(self, name: str) -> str:
+        """Where the process `name` serves /metrics (its own port, servicekit.metrics_server): a service
+        (payments: all its processes), an instance (`ledger-2`) or a reconciler worker (`reconciler.2`)."""
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+
+    def _metrics_port(self, name: str, service: str) -> int:
+        port = self.config.metrics_ports.get(service) if name == service else None
+        if port is None:
+            port = free_port()
+        elif port_open(port):
+            raise RuntimeError(f"metrics port {port} for {name} is in use (another stack? set CREDITED_PORT_BASE)")
+        self.metrics_ports[name] = port
+        return port
 
     @property
     def broker_kind(self) -> str:
@@ -222,6 +243,7 @@ class LocalStack:
             "CREDITED_LOG_LEVEL": c.log_level,
             "CREDITED_IDENTITY_SCHEMA": c.identity_schema,
             f"{prefix}_HTTP_PORT": str(c.ports[name]),
+            f"{prefix}_METRICS_PORT": str(self.metrics_ports.get(name, 0)),
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
             "PAYMENTS_PROCESSES": str(c.payments_processes),
@@ -247,6 +269,7 @@ class LocalStack:
         if name == "reconciler":
             child = self._reconciler(name, port, self.config.run_dir / "reconciler")
         else:
+            self._metrics_port(name, name)
             child = Child(
                 name,
                 [sys.executable, "-m", name],
@@ -264,9 +287,10 @@ class LocalStack:
         for n in range(1, self.config.reconciler_workers + 1):
             env = self.service_env("reconciler")
             member_port = port if n == 1 else free_port()
-            env["RECONCILER_HTTP_PORT"] = str(member_port)
-            env["RECONCILER_DATA_DIR"] = str(data_dir if n == 1 else data_dir.with_name(f"{data_dir.name}.{n}"))
             log_name = key if n == 1 else f"{key}.{n}"
+            env["RECONCILER_HTTP_PORT"] = str(member_port)
+            env["RECONCILER_METRICS_PORT"] = str(self._metrics_port(log_name, "reconciler"))
+            env["RECONCILER_DATA_DIR"] = str(data_dir if n == 1 else data_dir.with_name(f"{data_dir.name}.{n}"))
             log_path = self.config.run_dir / "logs" / f"{log_name}.log"
             members.append(Child(log_name, [sys.executable, "-m", "reconciler"], log_path=log_path, env=env))
             ports.append(member_port)
@@ -302,6 +326,7 @@ class LocalStack:
         else:
             env = self.service_env(name)
             env[f"{name.upper()}_HTTP_PORT"] = str(port)
+            env[f"{name.upper()}_METRICS_PORT"] = str(self._metrics_port(key, name))
             log_path = self.config.run_dir / "logs" / f"{key}.log"
             child = Child(key, [sys.executable, "-m", name], log_path=log_path, env=env)
         child.start()

@@ -91,8 +91,8 @@ async def _settle(truth: Truth, received: Received, timeout_s: float) -> float:
 
 
 async def http_durations(client: httpx.AsyncClient, url: str) -> dict[str, tuple[float, float]]:
-    """A service's own answer times so far, by route: (sum of seconds, count), from its /metrics."""
-    text = (await client.get(f"{url}/metrics")).text
+    """A service's own answer times so far, by route: (sum of seconds, count), from its /metrics at `url`."""
+    text = (await client.get(url)).text
     out: dict[str, tuple[float, float]] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "credited_http_request_duration_seconds":
@@ -121,7 +121,7 @@ async def _drive(
     stack: LocalStack, client: httpx.AsyncClient, load: Load, truth: Truth, options: PipelineOptions
 ) -> dict[str, Any]:
     """Place and pay the step's orders; how long it took, as the generator and as payments saw it."""
-    answered = await http_durations(client, stack.url("payments"))
+    answered = await http_durations(client, stack.metrics_url("payments"))
     if options.generator == "wrk" and wrk.available():
         run = await wrk.drive(
             stack.url("payments"), stack.config.psp_secret, load, truth, stack.config.run_dir, api_key=stack.api_key
@@ -137,7 +137,7 @@ async def _drive(
             driven = {"drive_s": round(time.monotonic() - started, 2), "client_request": times.take()}
         driven["generator"] = "python (the simulator over aiohttp, in the load generator process)"
     driven["orders_per_s"] = round(len(truth.orders) / max(driven["drive_s"], 1e-9), 1)
-    driven["payments_answer_mean_ms"] = mean_ms(answered, await http_durations(client, stack.url("payments")))
+    driven["payments_answer_mean_ms"] = mean_ms(answered, await http_durations(client, stack.metrics_url("payments")))
     return driven
 
 

@@ -25,6 +25,7 @@ from contracts.topics import Topic
 from credited.stack.processes import Child, free_port
 from reconciler.bench import engine_throughput
 from servicekit.kafka import KafkaPublisher, ensure_topics
+from servicekit.settings import default_metrics_port
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -131,7 +132,7 @@ def workers(
 async def counters(client: httpx.AsyncClient, port: int) -> dict[str, float] | None:
     """The worker's events applied and orders flagged so far, or None while it does not answer."""
     try:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{default_metrics_port(port)}/metrics")).text
     except httpx.HTTPError:
         return None
     out = {"events": 0.0, "flagged": 0.0}

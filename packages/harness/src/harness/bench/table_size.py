@@ -36,6 +36,7 @@ from contracts.topics import Topic
 from credited.stack.processes import Child, free_port
 from reconciler.bench import settled_changelog_value
 from servicekit.kafka import ensure_topics
+from servicekit.settings import default_metrics_port
 
 PARTITIONS = 6
 _partitioner = DefaultPartitioner()
@@ -95,7 +96,7 @@ def rss_mib(pid: int) -> float:
 
 async def _gauge(client: httpx.AsyncClient, port: int, name: str) -> float | None:
     try:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{default_metrics_port(port)}/metrics")).text
     except httpx.HTTPError:
         return None
     found = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]

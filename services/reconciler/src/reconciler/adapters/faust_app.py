@@ -14,13 +14,14 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from faust.web import Request, Response, View
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from contracts.topics import Topic
 from reconciler.adapters.announcer import KafkaAnnouncer
 from reconciler.adapters.broker_watch import WATCHED, BrokerWatch
 from reconciler.adapters.consumer import ReconcilerTransport
 from reconciler.adapters.metrics import PrometheusObservations
+from reconciler.adapters.metrics_listener import MetricsListener
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.page_keys import requires
 from reconciler.adapters.positions import ProcessedPositions
@@ -77,7 +78,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
 
 def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Authenticator) -> faust.App:
     """The faust app: one agent joining payments.events and ledger.events by order id, plus the ticker, and
-    its pages, each business page asking `authenticator` for a key with its scope."""
+    its pages, each business page asking `authenticator` for a key with its scope. /metrics is not one of them:
+    it has a listener of its own (MetricsListener)."""
     prefix = settings.topic_prefix
     app = faust.App(
         f"{prefix}credited-reconciler",
@@ -101,6 +103,7 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
         tansu=settings.kafka_broker == "tansu",
     )
     app.transport = transport
+    app.add_dependency(MetricsListener(registry, *settings.metrics_address))
     table, states = _order_states(app, settings)
     observe = PrometheusObservations(registry)
     seek = _reading_again(app, observe)
@@ -149,7 +152,7 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     async def watch_broker() -> None:
         await watch.run(lambda: app.should_stop)
 
-    _pages(app, table, states, registry, authenticator, readiness)
+    _pages(app, table, states, authenticator, readiness)
     return app
 
 
@@ -219,7 +222,6 @@ def _pages(
     app: faust.App,
     table: OrderTable,
     states: FaustOrderStates,
-    registry: CollectorRegistry,
     authenticator: Authenticator,
     readiness: Readiness,
 ) -> None:
@@ -229,13 +231,6 @@ def _pages(
             """503 naming the broker while it does not answer (BrokerWatch), and while partitions move."""
             status, body = readiness.health(not app.rebalancing and not app.in_recovery)
             return self.json(body, status=status)
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            # aiohttp (under faust's web server) refuses a charset inside content_type; the exposition
-            # format is ASCII, so the plain type with its version is what Prometheus needs.
-            return self.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
 
     @app.page("/v1/orders/{order_id}/timeline")
     class Timeline(View):
