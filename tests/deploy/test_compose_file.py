@@ -22,6 +22,7 @@ from reconciler.config import Settings as ReconcilerSettings
 from servicekit.kafka import producer_config
 from servicekit.kafka_access import ACCESS, compose_script
 from servicekit.secret_guard import problems, shared_secrets
+from servicekit.settings import default_metrics_port
 from tests.deploy.compose import SECRETS, compose_config, env_names_read_by, port_mappings, resolved_config, yaml_file
 from tests.deploy.groups import RECONCILER_TABLE, reconciler_changelog
 
@@ -99,7 +100,7 @@ def test_each_service_runs_its_module_from_the_one_image_with_health_checks_and_
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_each_service_publishes_the_port_it_listens_on_and_its_workers_publish_none(
+def test_each_service_publishes_the_port_it_listens_on_and_not_its_metrics_port_and_its_workers_publish_none(
     compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = compose["services"][name]
@@ -107,6 +108,8 @@ def test_each_service_publishes_the_port_it_listens_on_and_its_workers_publish_n
     assert settings.http_port == DEFAULT_PORTS[name] == SETTINGS[name].model_fields["http_port"].default
     assert [(host, container) for _, host, container in port_mappings(service)] == [(settings.http_port,) * 2]
     assert port_mappings(compose["services"][f"{name}-worker"]) == []
+    # /metrics listens on the compose network (Prometheus's), on the default port, which no host reaches.
+    assert settings.metrics_address == ("0.0.0.0", default_metrics_port(settings.http_port))
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -256,13 +259,13 @@ def test_prometheus_alertmanager_and_grafana_are_provisioned_from_deploy(compose
 
 
 def test_prometheus_scrapes_every_instance_of_every_service_where_compose_runs_it(compose: dict[str, Any]) -> None:
-    """The mounted Prometheus config names the compose services (and their workers) on the ports they listen
-    on, and sends alerts to the compose Alertmanager; Grafana's provisioning reads what compose mounts."""
+    """The mounted Prometheus config names the compose services (and their workers) on the ports their /metrics
+    listens on, and sends alerts to the compose Alertmanager; Grafana's provisioning reads what compose mounts."""
     config = yaml_file(ROOT / "deploy/prometheus/prometheus.compose.yml")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for name in SERVICES:
         (sd,) = jobs[name]["dns_sd_configs"]
-        assert set(sd["names"]) == set(instances(name)) and sd["port"] == DEFAULT_PORTS[name]
+        assert set(sd["names"]) == set(instances(name)) and sd["port"] == default_metrics_port(DEFAULT_PORTS[name])
     assert all(set(instances(name)) <= set(compose["services"]) for name in SERVICES)
     (alerting,) = config["alerting"]["alertmanagers"]
     assert alerting["static_configs"][0]["targets"] == ["alertmanager:9093"]
