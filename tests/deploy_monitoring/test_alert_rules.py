@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 from credited_dashboards.panels import runbook_path
 
+from credited.stack.local import DEFAULT_PORTS
+from servicekit.settings import default_metrics_port
 from tests.deploy_monitoring.conftest import (
     PROMETHEUS_DIR,
     ROOT,
@@ -34,7 +36,8 @@ REQUIRED_ALERTS = {
 }
 RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}"
 SEVERITIES = {"page", "warning"}
-SERVICES = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
+SERVICES = {name: default_metrics_port(port) for name, port in DEFAULT_PORTS.items()}
+"""Where Prometheus scrapes each service: its metrics port (9101-9104), never its public port."""
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -97,7 +100,7 @@ def test_a_real_prometheus_loads_every_rule_and_finds_it_healthy(prometheus_url:
     assert {rule["health"] for rule in loaded} <= {"ok", "unknown"}
 
 
-def test_both_prometheus_configs_scrape_the_four_services_each_under_its_own_job() -> None:
+def test_both_prometheus_configs_scrape_the_four_services_metrics_ports_each_under_its_own_job() -> None:
     local = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     jobs = {job["job_name"]: job for job in local["scrape_configs"]}
     assert {name: jobs[name]["static_configs"][0]["targets"] for name in SERVICES} == {
