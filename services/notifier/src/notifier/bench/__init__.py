@@ -257,8 +257,13 @@ async def run_bench(stack: Stack, options: BenchOptions, logs: Path) -> dict[str
         await asyncio.to_thread(
             wait_for, lambda: port_open(receiver_port), timeout_s=30, what="the push receiver", child=receiver
         )
+        # Ready, not only listening: a subscription before its migrations ran would answer 500.
         await asyncio.to_thread(
-            wait_for, lambda: port_open(notifier_port), timeout_s=60, what="the notifier", child=notifier
+            wait_for,
+            lambda: _ready(f"http://127.0.0.1:{notifier_port}"),
+            timeout_s=60,
+            what="the notifier",
+            child=notifier,
         )
         urls = f"http://127.0.0.1:{notifier_port}", f"http://127.0.0.1:{receiver_port}"
         bench = Bench(stack, prefix, *urls, options, api_key)
@@ -279,3 +284,10 @@ async def run_bench(stack: Stack, options: BenchOptions, logs: Path) -> dict[str
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     return report
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
