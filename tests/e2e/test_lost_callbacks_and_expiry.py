@@ -47,7 +47,7 @@ async def place_and_maybe_pay(
 
 
 async def recovered_by_query(client: httpx.AsyncClient, stack: LocalStack) -> int:
-    text = (await client.get(f"{stack.url('payments')}/metrics")).text
+    text = (await client.get(stack.metrics_url("payments"))).text
     return round(
         sum(
             s.value

@@ -28,7 +28,6 @@ from tests.servicekit.identity.integration.test_every_route_needs_a_key import c
 
 OPEN = {
     ("GET", "/healthz"): SERVICES_OPEN[("GET", "/healthz")],
-    ("GET", "/metrics"): SERVICES_OPEN[("GET", "/metrics")],
     ("GET", "/"): "faust's production index: answers {'status': 'OK'} and nothing else",
 }
 """The reconciler's pages that answer without an API key, and why."""
