@@ -6,6 +6,10 @@ and settled in batches by one settling task. Retries back off exponentially with
 Retry-After asked; a subscription the push service no longer knows (404/410) is removed. After the last
 attempt, and for a removed subscription, the notification goes to the dead-letter topic with the reason,
 before its row is settled, so a crash in between repeats the dead letter rather than losing it.
+
+An outcome the database cannot take yet (full disk, read-only, restarting) stays in memory and is written when it
+comes back; meanwhile the delivery is not attempted again, even when its lease runs out and it is claimed anew:
+only a process that dies before settling repeats a delivery.
 """
 
 import asyncio
@@ -92,6 +96,8 @@ class DeliveryWorker:
         self._finals: asyncio.Queue[Settlement] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handed: deque[tuple[float, Claimed]] = deque()
+        self._unsettled: set[tuple[str, str]] = set()
+        """(notification id, target) of each attempted delivery whose outcome is not written yet."""
         self.delivered_total = 0
         self.failed_total = 0
 
@@ -142,6 +148,17 @@ class DeliveryWorker:
                 )
 
     def _start(self, delivery: Claimed) -> None:
+        key = (delivery.notification_id, delivery.target_key)
+        if key in self._unsettled:  # its lease ran out while the outcome waits for the database: not sent again
+            log.info(
+                "notification %s for order %s to %s claimed again while its outcome waits to be written; not resent",
+                delivery.notification_id,
+                delivery.order_id,
+                delivery.target_key,
+                extra=about(delivery.order_id),
+            )
+            return
+        self._unsettled.add(key)
         with bound(order_id=delivery.order_id):  # the task copies the context: its lines (channels') carry it
             task = asyncio.create_task(self._deliver(delivery))
         self._in_flight.add(task)
@@ -156,7 +173,11 @@ class DeliveryWorker:
 
     async def _deliver(self, delivery: Claimed) -> None:
         started = time.perf_counter()
-        failure = await self._attempt(delivery)
+        try:
+            failure = await self._attempt(delivery)
+        except BaseException:  # cancelled (shutdown): no outcome to write, the lease decides
+            self._unsettled.discard((delivery.notification_id, delivery.target_key))
+            raise
         settlement = self._decide(delivery, failure)
         if self._metrics is not None:
             outcome = "retried" if settlement.state == "pending" else settlement.state
@@ -217,6 +238,7 @@ class DeliveryWorker:
                 self._finals.put_nowait(final)
             if done:
                 await self._until_done("settle", partial(self._queue.settle, done))
+                self._forget(done)
                 self.delivered_total += sum(1 for s in done if s.state == "delivered")
             if self._metrics is not None:
                 self._metrics.in_flight.set(len(self._in_flight))
@@ -224,15 +246,19 @@ class DeliveryWorker:
 
     async def _dead_letter_forever(self) -> None:
         """Dead-letter failed deliveries, then settle them; while the broker is away they wait here (a lease
-        that runs out meanwhile has the delivery tried again, and the settlement that lands first wins)."""
+        that runs out meanwhile has the delivery claimed again, not attempted: see `_start`)."""
         while True:
             batch = [await self._finals.get()]
             while not self._finals.empty():
                 batch.append(self._finals.get_nowait())
             await self._until_done("dead-letter", partial(self._dead_letter, batch))
             await self._until_done("settle", partial(self._queue.settle, batch))
+            self._forget(batch)
             self.failed_total += len(batch)
             self.wake()
+
+    def _forget(self, settled: list[Settlement]) -> None:
+        self._unsettled.difference_update((s.claimed.notification_id, s.claimed.target_key) for s in settled)
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Repeat `step` until the database or broker takes it: a settled outcome is never dropped."""

@@ -7,6 +7,10 @@ the address the socket would reach, and on each redirect. A refusal is final: no
 
 aiohttp, not httpx: with hundreds of deliveries in flight, httpx's connection pool spends its time matching
 queued requests to connections (about 100 POSTs/s on one core, against about 3,000 with aiohttp).
+
+The timeout is the receiver's: a request waits for one of the `max_connections` before its clock starts. Counted
+from the queue (aiohttp's total timeout includes waiting for a pooled connection), a backlog left too little time for
+a receiver that had taken the POST to answer, and the retry of that "timeout" reached it a second time.
 """
 
 import asyncio
@@ -49,6 +53,7 @@ class AiohttpPoster:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._policy = policy
         self._max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)  # never more requests than pooled connections
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -62,7 +67,7 @@ class AiohttpPoster:
 
     async def post(self, what: str, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         try:
-            async with self._open().post(url, data=body, headers=dict(headers)) as response:
+            async with self._slots, self._open().post(url, data=body, headers=dict(headers)) as response:
                 content = await response.content.read(2048)
                 return Answer(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
         except TimeoutError:
