@@ -7,7 +7,7 @@ from types import TracebackType
 
 from contracts.base import Message
 from contracts.topics import Topic
-from ledger.domain import AccountKind, BooksView, Changes, OrderBooks, PaymentFact, Posted, Posting
+from ledger.domain import AccountKind, BooksView, Changes, OrderBooks, PaymentFact, PendingBlock, Posted, Posting
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Books:
     locked: list[list[str]] = field(default_factory=list)
     facts: dict[str, PaymentFact] = field(default_factory=dict)
     parked: dict[str, PaymentFact] = field(default_factory=dict)
+    pending_blocks: dict[str, PendingBlock] = field(default_factory=dict)
 
 
 class InMemoryLedger:
@@ -58,6 +59,7 @@ class InMemoryLedger:
             )
         view.facts = {o: self.books.facts[o] for o in orders if o in self.books.facts}
         view.parked = {o: self.books.parked[o] for o in orders if o in self.books.parked}
+        view.pending_blocks = {o: self.books.pending_blocks[o] for o in orders if o in self.books.pending_blocks}
         view.users = {u: self.books.users[u] for u in users if u in self.books.users}
         view.frozen = {w for w in wallets if w in self.books.frozen}
         return view
@@ -73,6 +75,10 @@ class InMemoryLedger:
             self.books.parked.setdefault(parked.message.order_id, parked.claim)
         for order_id in changes.unparked:
             self.books.parked.pop(order_id, None)
+            self.books.pending_blocks.pop(order_id, None)
+        for order_id, block in changes.pending_blocks.items():
+            assert order_id in self.books.parked, f"a block for {order_id} waits with no parked retry"
+            self.books.pending_blocks[order_id] = block
         for posting, at in changes.postings:
             key = (posting.order_id, posting.kind)
             assert key not in self.books.postings, f"posted {key} twice"

@@ -301,6 +301,54 @@ async def test_a_retry_parked_in_the_batch_its_payment_follows_in_is_cleared_by_
     assert outcomes == ["parked", "absorbed"]
 
 
+def test_a_block_waits_only_for_an_unpaid_uncredited_unblocked_order_whose_retry_is_parked() -> None:
+    claim = domain.PaymentFact("u1", 600, "CNY", "tx")
+    posted = domain.Posted("t1", "u1", 600, "CNY", datetime.now(UTC))
+    assert domain.block_waits(domain.OrderBooks(), fact=None, parked=claim)
+    assert not domain.block_waits(domain.OrderBooks(), fact=None, parked=None)  # rejected in review: never retried
+    assert not domain.block_waits(domain.OrderBooks(), fact=claim, parked=claim)  # its payment was there to credit
+    assert not domain.block_waits(domain.OrderBooks(credit=posted), fact=None, parked=claim)
+    assert not domain.block_waits(domain.OrderBooks(blocked="order refunded"), fact=None, parked=claim)
+
+
+async def test_a_block_after_parked_retries_waits_and_the_payment_that_follows_credits_once_with_no_rejection() -> None:
+    books, outcomes = Books(), list[str]()
+    await consume(books, retry(1), retry(2), parking=outcomes.append)
+    await consume(books, block(), parking=outcomes.append)
+    assert books.blocks == {} and books.published == []
+    assert books.pending_blocks == {"ord_1": domain.PendingBlock("u1", "retries exhausted")}
+    await consume(books, paid(), parking=outcomes.append)
+    assert books.blocks == {} and books.parked == {} and books.pending_blocks == {}
+    assert list(books.postings) == [("ord_1", "credit")] and books.balances["wallet:u1:CNY"] == 600
+    assert [type(m) for m in books.published] == [CreditPosted]
+    assert outcomes == ["parked", "parked", "block_waits", "absorbed"]
+
+
+async def test_a_block_that_waited_applies_when_the_payment_that_follows_is_not_credited() -> None:
+    books = Books(frozen={"wallet:u1:CNY"})
+    await consume(books, retry(1), block(), paid())
+    assert books.postings == {} and books.pending_blocks == {} and books.parked == {}
+    assert books.blocks == {"ord_1": "wallet frozen"}  # the payment's own final refusal; the block keeps it
+    rejections = [m for m in books.published if isinstance(m, CreditRejected)]
+    assert [r.final for r in rejections] == [True, True]
+    assert rejections[-1].reason == "blocked: retries exhausted"  # as a block after the refusal would say
+
+
+async def test_a_block_that_waited_applies_when_the_payment_is_recorded_but_its_credit_dropped() -> None:
+    books = Books()
+    await consume(books, retry(1), block())
+    await consume(books, paid(), faults=FaultPolicy(drop_credit_share=1.0))
+    assert books.postings == {} and books.blocks == {"ord_1": "retries exhausted"}
+    assert [(type(m), getattr(m, "final", None)) for m in books.published] == [(CreditRejected, True)]
+
+
+async def test_a_block_with_no_parked_retry_blocks_at_once_as_for_an_order_rejected_in_review() -> None:
+    books = Books()
+    await consume(books, block())
+    assert books.blocks == {"ord_1": "retries exhausted"} and books.pending_blocks == {}
+    assert [(type(m), getattr(m, "final", None)) for m in books.published] == [(CreditRejected, True)]
+
+
 async def test_every_line_the_ledger_logs_about_an_order_carries_its_order_event_and_correlation_ids(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

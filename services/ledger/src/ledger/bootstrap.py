@@ -61,6 +61,8 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         dead_letter_topic=Topic.DEAD_LETTER.qualified(settings.topic_prefix),
         source_topic=Topic.LEDGER_COMMANDS.qualified(settings.topic_prefix),
         consumer_group=f"{settings.topic_prefix}{commands}",
+        events_topic=Topic.LEDGER_EVENTS.qualified(settings.topic_prefix),
+        producer=SERVICE,
     )
     app = create_app(
         title="credited ledger",

@@ -88,6 +88,14 @@ class ParkedRetry:
     envelope: Envelope
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBlock:
+    """A BlockCredit that waits for its order's payment (see `block_waits`): who it names and why it blocks."""
+
+    user_id: str
+    reason: str
+
+
 NO_PAYMENT_FACT = "no_payment_fact"
 
 
@@ -120,6 +128,8 @@ class BooksView:
     frozen: set[str] = field(default_factory=set)
     parked: dict[str, PaymentFact] = field(default_factory=dict)
     """The claims of the parked retries of its orders (the first parked retry's, one per order)."""
+    pending_blocks: dict[str, PendingBlock] = field(default_factory=dict)
+    """The blocks of its orders that wait, with their parked retries, for the order's payment."""
 
     def order(self, order_id: str) -> OrderBooks:
         return self.orders.setdefault(order_id, OrderBooks())
@@ -129,8 +139,8 @@ class BooksView:
 class Changes:
     """What a batch writes, decided in full before anything is written: new postings with their time, blocks
     (new, or a new reason), users registered by their first credit, credits the fault knob dropped, and the
-    payment facts of orders first paid in this batch, retries parked to wait for their payment, and the orders
-    whose parked retries their payment, recorded in this batch, clears."""
+    payment facts of orders first paid in this batch, retries parked to wait for their payment, the orders
+    whose parked retries their payment, recorded in this batch, clears, and blocks that wait with those retries."""
 
     postings: list[tuple[Posting, datetime]] = field(default_factory=list)
     blocks: dict[str, str] = field(default_factory=dict)
@@ -139,6 +149,7 @@ class Changes:
     facts: dict[str, PaymentFact] = field(default_factory=dict)
     parked: list[ParkedRetry] = field(default_factory=list)
     unparked: list[str] = field(default_factory=list)
+    pending_blocks: dict[str, PendingBlock] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,21 @@ def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked 
     if differ:
         return Unbacked("payment_fact_mismatch", "the retry does not match the payment: " + "; ".join(differ))
     return None
+
+
+def block_waits(order: OrderBooks, fact: PaymentFact | None, parked: PaymentFact | None) -> bool:
+    """Whether a BlockCredit must wait for the order's payment instead of blocking the order now.
+
+    It waits when the order is neither credited nor blocked, the ledger has recorded no payment for it, and a
+    retry of it is parked: the reconciler saw the order paid (it retries only those, and its retries of an order
+    reach the ledger before its block, on the same partition), but the ledger's payments consumer has not yet
+    consumed that payment (it lags, or the database was away), so the ledger has never had the chance to credit
+    it. Blocking now would refuse that payment as "blocked" a moment later and refund money the ledger was about
+    to credit. A block for an order with no parked retry blocks at once: an order rejected in risk review (never
+    paid in the ledger's sense, never retried), one whose retries were refused, or one whose parked retries
+    already expired without a payment.
+    """
+    return order.credit is None and order.blocked is None and fact is None and parked is not None
 
 
 def wallet(user_id: str, currency: str) -> Account:

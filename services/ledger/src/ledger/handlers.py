@@ -29,6 +29,16 @@ the payments topic, the same events the ledger records, so within the park time 
 letter; until then it sees no answer and retries on its own schedule (each further retry joins the parked one). A
 retry for an order already credited only re-announces that credit (nothing moves), so it is answered without the
 check.
+
+A block can only win against a payment the ledger has had the chance to credit. The same race decides a
+BlockCredit: while the payments consumer lags (the database was away, say), the reconciler's retries park and its
+BlockCredit, sent after the last of them on the same partition, would block an order whose payment the ledger is
+about to consume; that payment would be refused "blocked" and refunded. So a BlockCredit for an order with no
+recorded payment and a parked retry waits with that retry (`domain.block_waits`; nothing published, counted as
+block_waits): the order's PaymentSucceeded credits the order as always (the reconciler, hearing the credit
+before any final rejection, closes the order credited) and applies the waiting block only if it does not credit;
+if no payment comes within the park time, the sweeper applies it with the retry's dead letter. A block for an
+order with no parked retry (rejected in risk review, never paid; or retries refused) blocks at once, as before.
 """
 
 import logging
@@ -92,6 +102,8 @@ class BatchDecisions:
             fact = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
             self.view.facts[message.order_id] = self.changes.facts[message.order_id] = fact
         self._unpark(message.order_id, envelope)
+        pending = self.view.pending_blocks.pop(message.order_id, None)
+        self.changes.pending_blocks.pop(message.order_id, None)
         if domain.drops_credit(message.order_id, self._faults.drop_credit_share):
             self.changes.dropped.append(message.order_id)
             log.warning(
@@ -100,17 +112,20 @@ class BatchDecisions:
                 envelope.event_id,
                 extra=about(message.order_id, envelope),
             )
-            return
-        outcome = self._credit(message, f"payment-{envelope.event_id}")
-        level = logging.DEBUG if outcome == "credited" else logging.INFO
-        log.log(
-            level,
-            "order %s: %s (event %s)",
-            message.order_id,
-            outcome,
-            envelope.event_id,
-            extra=about(message.order_id, envelope),
-        )
+        else:
+            outcome = self._credit(message, f"payment-{envelope.event_id}")
+            level = logging.DEBUG if outcome == "credited" else logging.INFO
+            log.log(
+                level,
+                "order %s: %s (event %s)",
+                message.order_id,
+                outcome,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
+            )
+        if pending is not None and self.view.order(message.order_id).credit is None:
+            # The ledger has had its chance to credit the payment and did not: the block that waited applies.
+            self._block(message.order_id, pending, envelope)
 
     def retry_credit(self, message: RetryCredit, envelope: Envelope) -> None:
         """The reconciler found the order overdue: credit it now, or re-announce the credit it already has. A retry
@@ -182,7 +197,8 @@ class BatchDecisions:
         )
 
     def block_credit(self, message: BlockCredit, envelope: Envelope) -> None:
-        """Before a refund: make sure the order is never credited, or say that it already was."""
+        """Before a refund: make sure the order is never credited, or say that it already was; wait for the order's
+        payment instead if the reconciler saw one the ledger has not yet recorded (`domain.block_waits`)."""
         order = self.view.order(message.order_id)
         if order.credit is not None:
             self._announce(message.order_id, order.credit, "reannounce-block")
@@ -193,15 +209,32 @@ class BatchDecisions:
                 extra=about(message.order_id, envelope),
             )
             return
+        pending = domain.PendingBlock(message.user_id, message.reason)
+        oid = message.order_id
+        if domain.block_waits(order, self.view.facts.get(oid), self.view.parked.get(oid)):
+            self.view.pending_blocks[oid] = self.changes.pending_blocks[oid] = pending
+            self.counts.append("block_waits")
+            log.warning(
+                "order %s: block waits for the order's payment, a retry of it is parked (event %s)",
+                oid,
+                envelope.event_id,
+                extra=about(oid, envelope),
+            )
+            return
+        self._block(oid, pending, envelope)
+
+    def _block(self, order_id: str, block: domain.PendingBlock, envelope: Envelope) -> None:
+        """Block an order not credited (keeping an earlier block's reason) and answer with a final rejection."""
+        order = self.view.order(order_id)
         if order.blocked is None:
-            order.blocked = self.changes.blocks[message.order_id] = message.reason
-        self._reject(message.order_id, message.user_id, f"blocked: {message.reason}", True, "block")
+            order.blocked = self.changes.blocks[order_id] = block.reason
+        self._reject(order_id, block.user_id, f"blocked: {block.reason}", True, "block")
         log.warning(
             "order %s blocked from crediting: %s (event %s)",
-            message.order_id,
-            message.reason,
+            order_id,
+            block.reason,
             envelope.event_id,
-            extra=about(message.order_id, envelope),
+            extra=about(order_id, envelope),
         )
 
     def grant_compensation(self, message: GrantCompensation, envelope: Envelope) -> None:

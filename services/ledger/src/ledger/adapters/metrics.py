@@ -2,10 +2,11 @@
 
 from prometheus_client import CollectorRegistry, Counter
 
-PARKING_OUTCOMES = ("parked", "absorbed", "contradicted", "expired")
+PARKING_OUTCOMES = ("parked", "absorbed", "contradicted", "expired", "block_waits")
 """parked: a retry came before its order's payment; absorbed: the payment came and answered it; contradicted: the
 payment came and the parked retry's claim differs from it (never credited); expired: no payment within the park
-time, dead-lettered."""
+time, dead-lettered; block_waits: a BlockCredit came for an order with a parked retry and no payment, and waits
+with it (the payment clears it and credits; expiry applies it)."""
 
 
 class ParkingMetrics:

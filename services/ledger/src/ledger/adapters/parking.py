@@ -1,5 +1,7 @@
 """The sweeper of parked retries: a RetryCredit whose order still has no recorded payment after the park time is
-dead-lettered (`no_payment_fact`), counted as rejected, and forgotten.
+dead-lettered (`no_payment_fact`), counted as rejected, and forgotten. A BlockCredit that waited with it for the
+payment (domain.block_waits) is applied then: the order is blocked and the final CreditRejected a batch would have
+published goes out with the dead letter, so the reconciler refunds an order whose payment the ledger never saw.
 
 Each sweep is one transaction: it deletes the expired rows it could lock (FOR UPDATE SKIP LOCKED, so two ledger
 instances never take one row, and a batch clearing the row with its payment is never waited for) and writes their
@@ -22,7 +24,8 @@ from datetime import UTC, datetime
 import asyncpg
 import orjson
 
-from contracts.codec import Record
+from contracts.codec import Record, deterministic_id, encode, envelope_for
+from contracts.events import CreditRejected
 from servicekit.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,14 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM parked_retries p USING expired WHERE p.order_id = expired.order_id
-RETURNING p.order_id, p.event_id, p.retries, p.record_value, p.record_headers,
+RETURNING p.order_id, p.event_id, p.retries, p.record_value, p.record_headers, p.block_user_id, p.block_reason,
           EXISTS (SELECT 1 FROM payment_facts f WHERE f.order_id = p.order_id) AS paid
+"""
+
+
+# The blocks that waited with expired retries of unpaid orders, applied (an earlier block's reason is kept).
+_BLOCK = """
+INSERT INTO credit_blocks (order_id, reason) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
 """
 
 
@@ -56,11 +65,14 @@ def no_payment_reason(order_id: str, park_s: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterRoute:
-    """Where a dead-lettered retry goes and what it says it came from (qualified topic and group names)."""
+    """Where a dead-lettered retry goes and what it says it came from (qualified topic and group names), and where
+    the final CreditRejected of a block that waited with it goes, from which producer."""
 
     dead_letter_topic: str
     source_topic: str
     consumer_group: str
+    events_topic: str
+    producer: str
 
 
 class ParkedRetrySweeper:
@@ -105,11 +117,18 @@ class ParkedRetrySweeper:
                 return []
             await conn.execute("SELECT ledger_lock_orders($1::text[])", candidates)
             rows = await conn.fetch(_EXPIRE, self.park_s, candidates)
+            blocks: list[asyncpg.Record] = []
             for row in rows:
                 if row["paid"]:
                     log.info("order %s: parked retry dropped, its payment is recorded", row["order_id"])
                     continue
                 letters.append((self._route.dead_letter_topic, self._letter(row, now)))
+                if row["block_reason"] is not None:
+                    blocks.append(row)
+                    letters.append((self._route.events_topic, self._block_answer(row)))
+            if blocks:
+                # Unpaid means never credited (every credit since 0007 records its payment, which clears the row).
+                await conn.execute(_BLOCK, [r["order_id"] for r in blocks], [r["block_reason"] for r in blocks])
             await add_to_outbox(conn, letters)
         dead = [row["order_id"] for row in rows if not row["paid"]]
         for row in rows:
@@ -121,10 +140,30 @@ class ParkedRetrySweeper:
                     row["retries"],
                     no_payment_reason(row["order_id"], self.park_s),
                 )
+                if row["block_reason"] is not None:
+                    log.warning(
+                        "order %s blocked from crediting: %s (no payment within %g s)",
+                        row["order_id"],
+                        row["block_reason"],
+                        self.park_s,
+                    )
         if dead:
             self._on_commit()
             self._rejected(len(dead))
         return dead
+
+    def _block_answer(self, row: asyncpg.Record) -> Record:
+        """The final CreditRejected a block applied in a batch would have published, with the same event id."""
+        order_id = row["order_id"]
+        message = CreditRejected(
+            order_id=order_id,
+            user_id=row["block_user_id"],
+            reason=f"blocked: {row['block_reason']}",
+            final=True,
+            rejected_at=datetime.now(UTC),
+        )
+        event_id = deterministic_id("CreditRejected", order_id, "block")
+        return encode(message, envelope_for(message, producer=self._route.producer, event_id=event_id))
 
     def _letter(self, row: asyncpg.Record, failed_at: bytes) -> Record:
         kept = [(k, v.encode()) for k, v in orjson.loads(row["record_headers"]) if not k.startswith("dlq_")]

@@ -14,6 +14,7 @@ from ledger.domain import (
     OrderBooks,
     ParkedRetry,
     PaymentFact,
+    PendingBlock,
     Posted,
     Posting,
 )
@@ -21,9 +22,8 @@ from servicekit.pages import Window
 from servicekit.postgres import ConcurrentWrite
 from servicekit.uow import PostgresUnitOfWork
 
-# Everything that decides a batch, in one round trip: its orders' credits, compensations, blocks, payment facts and
-# parked retries,
-# its users' wallet currencies, and which of its wallets are frozen.
+# Everything that decides a batch, in one round trip: its orders' credits, compensations, blocks, payment facts,
+# parked retries and the blocks waiting with them, its users' wallet currencies, and which of its wallets are frozen.
 _BOOKS = """
 SELECT 'credit' AS what, t.order_id AS key, t.transaction_id AS value, t.created_at AS at, a.user_id,
        a.currency::text AS currency, e.amount
@@ -40,6 +40,9 @@ WHERE order_id = ANY($1::text[])
 UNION ALL
 SELECT 'parked', order_id, provider_txn_id, NULL, user_id, currency::text, amount FROM parked_retries
 WHERE order_id = ANY($1::text[])
+UNION ALL
+SELECT 'pending_block', order_id, block_reason, NULL, block_user_id, NULL, NULL FROM parked_retries
+WHERE order_id = ANY($1::text[]) AND block_reason IS NOT NULL
 UNION ALL
 SELECT 'user', user_id, currency::text, NULL, NULL, NULL, NULL FROM users WHERE user_id = ANY($2::text[])
 UNION ALL
@@ -96,6 +99,12 @@ INSERT INTO parked_retries AS p
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bytea[],
                      $8::jsonb[], $10::integer[])
 ON CONFLICT (order_id) DO UPDATE SET retries = p.retries + EXCLUDED.retries
+"""
+
+# Blocks that wait with their order's parked retry for its payment (the row is there: parked before or in this batch).
+_PENDING_BLOCKS = """
+UPDATE parked_retries p SET block_user_id = b.user_id, block_reason = b.reason
+FROM unnest($1::text[], $2::text[], $3::text[]) AS b(order_id, user_id, reason) WHERE p.order_id = b.order_id
 """
 
 # A batch's other facts in one statement: users registered by their first credit (the ones returned; a user someone
@@ -169,6 +178,8 @@ def _view(rows: Sequence[Any]) -> BooksView:
             view.facts[key] = PaymentFact(row["user_id"], row["amount"], row["currency"], row["value"])
         elif what == "parked":
             view.parked[key] = PaymentFact(row["user_id"], row["amount"], row["currency"], row["value"])
+        elif what == "pending_block":
+            view.pending_blocks[key] = PendingBlock(row["user_id"], row["value"])
         elif what == "user":
             view.users[key] = row["value"]
         else:
@@ -207,6 +218,11 @@ class PostgresLedger(PostgresUnitOfWork):
                 raise ConcurrentWrite(f"{len(changes.postings) - posted} postings were written meanwhile")
         if changes.parked or changes.unparked:
             await self._park(changes)
+        if changes.pending_blocks:
+            blocks = changes.pending_blocks
+            await self.conn.execute(
+                _PENDING_BLOCKS, list(blocks), [b.user_id for b in blocks.values()], [b.reason for b in blocks.values()]
+            )
 
     async def _park(self, changes: Changes) -> None:
         """One row per order (its first retry's, counting the others); none for an order whose payment came later
