@@ -1,6 +1,18 @@
-"""An order payments closed unpaid at its payment expiry (OrderExpired on payments.events) reaches its user once."""
+"""An order payments closed unpaid at its payment expiry (OrderExpired on payments.events) reaches its user once,
+and its status page, opened with the order's status link, says so: on opening it and live on a page already open."""
 
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation on purpose
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import orjson
 
 from contracts.codec import encode, envelope_for
 from contracts.events import OrderExpired
@@ -8,9 +20,11 @@ from contracts.topics import Topic
 from credited.stack.processes import free_port
 from harness.simulator.receiver import WebhookReceiver
 from servicekit.kafka import KafkaPublisher
+from servicekit.links import StatusLinks
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
+from tests.service_settings import STATUS_LINK_SECRET
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -68,3 +82,54 @@ async def test_an_expired_order_is_told_to_its_user_once_in_their_language_howev
         assert page.status_code == 200, page.text
     finally:
         await webhook.stop()
+
+
+async def timelines(answer: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Each `timeline` event of a server-sent event stream, as it arrives."""
+    buffered = ""
+    async for chunk in answer.aiter_text():
+        buffered += chunk
+        while "\n\n" in buffered:
+            block, buffered = buffered.split("\n\n", 1)
+            lines = block.split("\n")
+            if "event: timeline" in lines:
+                yield orjson.loads(next(line for line in lines if line.startswith("data: "))[len("data: ") :])
+
+
+def initial_timeline(page: str) -> dict[str, Any]:
+    """The timeline the status page's HTML renders before its live stream opens."""
+    found = re.search(r'<script type="application/json" id="initial">(.*?)</script>', page)
+    assert found, page
+    parsed: dict[str, Any] = orjson.loads(found.group(1))
+    return parsed
+
+
+async def test_an_expired_orders_page_says_it_ended_unpaid_and_its_open_live_stream_is_told_in_the_users_language(
+    notifier: StartNotifier, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    chosen = {"locale": "zh-TW", "time_zone": "Asia/Taipei"}
+    assert (await running.api.put(f"{running.url}/v1/users/u-tw/locale", json=chosen)).is_success
+    link = StatusLinks([STATUS_LINK_SECRET]).url(running.url, "ord_exp", "u-tw")  # the link payments gave the user
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    events = f"{running.url}/v1/orders/ord_exp/events?token={token}&lang=zh-TW"  # as the open page asks for it
+    async with httpx.AsyncClient(timeout=30) as browser, asyncio.timeout(60):
+        async with browser.stream("GET", events) as answer, contextlib.aclosing(timelines(answer)) as stream:
+            assert answer.status_code == 200
+            waiting = await anext(stream)  # opened before the expiry: the order is still waiting
+            assert (waiting["headline"], waiting["final"]) == ("正在等候這筆訂單的最新進度", False)
+            await publish_payment_facts(broker, f"{isolation}.", (expired("ord_exp"), "evt-1"))
+            told = await anext(stream)
+        assert (told["headline"], told["final"], told["amount"]) == ("儲值訂單已逾期", True, "$300.00")
+        assert [(s["key"], s["state"]) for s in told["steps"]] == [("submitted", "done"), ("expired", "done")]
+        assert "不會扣任何款項" in told["message"] and told["message"].endswith("如需儲值，請重新下單。")
+        assert told["steps"][-1]["at"] == (T0 + timedelta(minutes=30)).isoformat()
+
+        page = await browser.get(link)
+        assert page.status_code == 200, page.text
+        assert initial_timeline(page.text) == told
+        english = initial_timeline((await browser.get(f"{link}&lang=en")).text)
+        assert english["headline"] == "Top-up order expired"
+        assert "nothing was charged" in english["message"] and "place a new order" in english["message"]
+        someone_else = StatusLinks([STATUS_LINK_SECRET]).url(running.url, "ord_exp", "u-someone-else")
+        assert (await browser.get(someone_else)).status_code == 404

@@ -7,14 +7,15 @@ runs out, as any claimed delivery.
 """
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from contracts.events import OrderStatusChanged
+from contracts.events import OrderStatus, OrderStatusChanged
 from notifier.adapters.queue import Claimed, claimed_from
-from notifier.domain import Notification, Preferences
+from notifier.domain import Expiry, Notification, Preferences
 from servicekit.uow import PostgresUnitOfWork
 
 # One statement for a batch: the notifications (a redelivered change finds its row and adds nothing), one delivery
@@ -70,6 +71,20 @@ SELECT CASE WHEN leased THEN 'leased' ELSE 'pending' END, notification_id, targe
        subscription_id, endpoint, p256dh, auth, created_at, NULL
 FROM fanned
 """
+
+
+def _change_from(payload: dict[str, Any], sequence: int) -> OrderStatusChanged | Expiry:
+    """What a queued notification's payload says happened to its order (see handlers' payload and expired_payload)."""
+    if payload["status"] == OrderStatus.EXPIRED:
+        return Expiry(
+            order_id=payload["order_id"],
+            user_id=payload["user_id"],
+            amount=payload["amount"],
+            currency=payload["currency"],
+            expired_at=datetime.fromisoformat(payload["changed_at"]),
+            sequence=sequence,
+        )
+    return OrderStatusChanged.model_validate({"sequence": max(1, sequence), **payload})
 
 
 def notify_channel(schema: str) -> str:
@@ -133,18 +148,13 @@ class PostgresNotifications(PostgresUnitOfWork):
             self.wake_on_commit()  # the worker claims it once the earlier status of its order is settled
         return {r["notification_id"] for r in rows if r["what"] == "added"}
 
-    async def changes_for_order(self, order_id: str) -> list[OrderStatusChanged]:
-        """Every status change of the order the notifier was told about, oldest first. An order's expiry is not
-        one (no payment stands behind it, payments announced it), so its page shows the order still waiting."""
+    async def changes_for_order(self, order_id: str) -> list[OrderStatusChanged | Expiry]:
+        """Every status change of the order the notifier was told about, oldest first, and its expiry if payments
+        closed it unpaid (no payment time: not a status change)."""
         rows = await self.conn.fetch(
-            "SELECT payload, sequence FROM notifications WHERE order_id = $1 AND status <> 'expired'"
-            " ORDER BY sequence, created_at",
-            order_id,
+            "SELECT payload, sequence FROM notifications WHERE order_id = $1 ORDER BY sequence, created_at", order_id
         )
-        return [
-            OrderStatusChanged.model_validate({"sequence": max(1, r["sequence"]), **orjson.loads(r["payload"])})
-            for r in rows
-        ]
+        return [_change_from(orjson.loads(r["payload"]), r["sequence"]) for r in rows]
 
     async def inbox(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(

@@ -22,11 +22,12 @@ from notifier.domain.messages import (
     render_expired,
     urgency_for,
 )
-from notifier.domain.timeline import Step, StepState, Timeline, page_text, timeline
+from notifier.domain.timeline import Expiry, Step, StepState, Timeline, page_text, timeline
 
 __all__ = [
     "DEFAULT_LOCALE",
     "LOCALES",
+    "Expiry",
     "Notification",
     "Preferences",
     "Step",

@@ -91,6 +91,11 @@ def render(change: OrderStatusChanged, locale: str | None = None, time_zone: str
     )
 
 
+def describe_expired(amount: int, currency: str, locale: str | None) -> str:
+    """What happened to an order closed unpaid (nothing was charged) and its amount; without the order reference."""
+    return BODIES[resolve_locale(locale)][OrderStatus.EXPIRED].format(money=format_money(amount, currency, locale))
+
+
 EXPIRED_SEQUENCE = 1
 """An expired order was never paid, so the reconciler never numbered a status of it: its one status is the first."""
 
@@ -98,13 +103,11 @@ EXPIRED_SEQUENCE = 1
 def render_expired(expired: OrderExpired, locale: str | None = None) -> Notification:
     """The message for an order closed unpaid at its payment expiry: nothing was charged. Same collapse key and
     push topic as the order's other messages."""
-    lang = resolve_locale(locale)
-    body = BODIES[lang][OrderStatus.EXPIRED].format(money=format_money(expired.amount, expired.currency, locale))
     return _notification(
         expired.order_id,
         expired.user_id,
         OrderStatus.EXPIRED,
-        body,
+        describe_expired(expired.amount, expired.currency, locale),
         locale,
         sequence=EXPIRED_SEQUENCE,
         changed_at=expired.expired_at,

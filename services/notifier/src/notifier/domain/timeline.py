@@ -2,6 +2,7 @@
 
 The happy path is submitted, paid, crediting, credited. Whatever else happened (under review, delayed,
 remediating, compensated, refunded, needs support) appears where it happened, with its time and message.
+An order closed unpaid at its payment expiry ends at `expired`: submitted, then expired, nothing paid.
 """
 
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from enum import StrEnum
 
 from contracts.events import OrderStatus, OrderStatusChanged
 from notifier.domain.locales import format_money, format_time, resolve_locale
-from notifier.domain.messages import describe, title
+from notifier.domain.messages import EXPIRED_SEQUENCE, describe, describe_expired, title
 from notifier.domain.wording import PAGE_TEXT, STEP_LABELS
 
 
@@ -47,6 +48,19 @@ class Timeline:
     steps: tuple[Step, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """The order stayed unpaid until payments closed it at its payment expiry: no payment stands behind it, so
+    it is no status change of a paid order (OrderStatusChanged needs a payment time)."""
+
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    expired_at: datetime
+    sequence: int = EXPIRED_SEQUENCE
+
+
 _WARN = frozenset({OrderStatus.UNDER_REVIEW, OrderStatus.DELAYED, OrderStatus.REMEDIATING, OrderStatus.NEEDS_SUPPORT})
 _FINAL = frozenset({OrderStatus.CREDITED, OrderStatus.REFUNDED})
 
@@ -57,13 +71,18 @@ def page_text(locale: str | None) -> dict[str, str]:
 
 
 def timeline(
-    order_id: str, changes: Sequence[OrderStatusChanged], locale: str | None, time_zone: str | None = None
+    order_id: str, changes: Sequence[OrderStatusChanged | Expiry], locale: str | None, time_zone: str | None = None
 ) -> Timeline:
-    """The order's timeline from every status change known for it, in any order, in the user's language,
-    money format and time zone."""
+    """The order's timeline from every status change (or its expiry) known for it, in any order, in the user's
+    language, money format and time zone."""
     lang = resolve_locale(locale)
     labels = STEP_LABELS[lang]
-    ordered = sorted(changes, key=lambda c: (c.sequence, c.changed_at))
+    ordered = sorted(
+        (c for c in changes if isinstance(c, OrderStatusChanged)), key=lambda c: (c.sequence, c.changed_at)
+    )
+    expiry = next((c for c in changes if isinstance(c, Expiry)), None)
+    if not ordered and expiry is not None:  # a payment known for the order, however late, tells more
+        return _expired(expiry, locale, labels)
     if not ordered:
         text = PAGE_TEXT[lang]
         steps = (
@@ -97,6 +116,26 @@ def timeline(
         sequence=latest.sequence,
         final=final,
         steps=tuple(built),
+    )
+
+
+def _expired(expiry: Expiry, locale: str | None, labels: dict[str, str]) -> Timeline:
+    """An order that ended unpaid: what happened, that nothing was charged, and what to do (order again)."""
+    lang = resolve_locale(locale)
+    detail = describe_expired(expiry.amount, expiry.currency, locale)
+    steps = (
+        Step("submitted", labels["submitted"], StepState.DONE),
+        Step(OrderStatus.EXPIRED.value, labels[OrderStatus.EXPIRED], StepState.DONE, expiry.expired_at, detail, "warn"),
+    )
+    return Timeline(
+        order_id=expiry.order_id,
+        locale=lang,
+        headline=title(OrderStatus.EXPIRED, lang),
+        message=detail + PAGE_TEXT[lang]["expired_next"],
+        amount=format_money(expiry.amount, expiry.currency, locale),
+        sequence=expiry.sequence,
+        final=True,
+        steps=steps,
     )
 
 

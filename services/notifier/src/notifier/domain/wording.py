@@ -185,6 +185,7 @@ PAGE_TEXT: dict[str, dict[str, str]] = {
         "waiting_detail": "This page updates by itself as soon as anything happens.",
         "quote": "Quote this order number to support.",
         "eta": "Expected by {time}",
+        "expired_next": " To top up, place a new order.",
     },
     "zh-CN": {
         "title": "您的充值",
@@ -196,6 +197,7 @@ PAGE_TEXT: dict[str, dict[str, str]] = {
         "waiting_detail": "一有进展，本页会自动更新。",
         "quote": "联系客服时请提供此订单号。",
         "eta": "预计{time}前到账",
+        "expired_next": "如需充值，请重新下单。",
     },
     "zh-TW": {
         "title": "您的儲值",
@@ -207,6 +209,7 @@ PAGE_TEXT: dict[str, dict[str, str]] = {
         "waiting_detail": "一有進度，本頁會自動更新。",
         "quote": "聯絡客服時請提供此訂單編號。",
         "eta": "預計於{time}前入帳",
+        "expired_next": "如需儲值，請重新下單。",
     },
     "zh-HK": {
         "title": "你的充值",
@@ -218,5 +221,6 @@ PAGE_TEXT: dict[str, dict[str, str]] = {
         "waiting_detail": "一有進展，本頁會自動更新。",
         "quote": "聯絡客戶服務時請提供此訂單編號。",
         "eta": "預計於{time}前到賬",
+        "expired_next": "如需充值，請重新落單。",
     },
 }
