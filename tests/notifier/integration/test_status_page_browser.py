@@ -24,6 +24,7 @@ from servicekit.links import StatusLinks
 from tests.conftest import ROOT, Broker
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import T0, change, publish
+from tests.notifier.integration.test_expired_order import expired, publish_payment_facts
 from tests.service_settings import STATUS_LINK_SECRET
 
 CHROMIUM = "/usr/bin/chromium"
@@ -157,3 +158,27 @@ async def test_a_bare_or_another_users_link_shows_no_timeline_in_chromium(
         await asyncio.to_thread(browser.get, url)
         assert browser.find_elements(By.ID, "steps") == [], url
         assert "does not open an order" in browser.page_source, url
+
+
+async def test_an_open_status_page_turns_to_expired_unpaid_when_the_order_expires_in_chromium(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    chosen = {"locale": "zh-TW", "time_zone": "Asia/Taipei"}
+    assert (await running.api.put(f"{running.url}/v1/users/u-tw/locale", json=chosen)).is_success
+    # no news of the order yet, so the page's language comes from the browser (here `lang`)
+    await asyncio.to_thread(browser.get, f"{status_link(running.url, 'ord_exp', 'u-tw')}&lang=zh-TW")
+    await until(browser, lambda d: text_of(d, "live") == "即時")
+    assert steps(browser)[:2] == [("submitted", "done"), ("paid", "upcoming")]
+
+    browser.execute_script("window.stillTheSamePage = true")
+    await publish_payment_facts(broker, f"{isolation}.", (expired("ord_exp"), "evt-1"))
+    await until(browser, lambda d: d.execute_script("return document.body.dataset.final") == "true")
+    assert browser.execute_script("return window.stillTheSamePage") is True, "the page reloaded instead of updating"
+    assert text_of(browser, "headline") == "儲值訂單已逾期"
+    assert steps(browser) == [("submitted", "done"), ("expired", "done")]
+    assert text_of(browser, "amount") == "$300.00"
+    message = text_of(browser, "message")
+    assert "不會扣任何款項" in message and "如需儲值，請重新下單" in message  # noqa: RUF001
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-TW_expired.png"))
