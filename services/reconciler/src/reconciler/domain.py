@@ -18,6 +18,12 @@ Rules written down:
 - A final CreditRejected (unknown user, frozen wallet, ...) skips the retries: the ledger has blocked
   the order, so the refund can go at once.
 - A refund that fails escalates the order to a person (`needs_support`).
+- What became of a remediation step is an effect when the reconciler learns it (`Remediated`): a credit that
+  lands while the order is retrying means RetryCredit succeeded; the last retry sent with no credit by its
+  backoff, or the ledger's final rejection while retrying, means it failed (a credit landing after that,
+  before the block, closes the order and changes nothing counted); RefundSucceeded or RefundFailed says how
+  IssueRefund ended. An escalation to `needs_support` is `Escalated`, naming the action under way and why.
+  Each comes from a change of phase, so an order counts each outcome once however often events repeat.
 - A credit with no payment (none, or only a failed one) is an anomaly once the payment stream is complete
   past credit + threshold.
 - Risk review (see review.py): OrderHeld stands in for the payment (payments publishes
@@ -75,6 +81,23 @@ class CommandKind(StrEnum):
     BLOCK_CREDIT = "BlockCredit"
     ISSUE_REFUND = "IssueRefund"
     GRANT_COMPENSATION = "GrantCompensation"
+
+
+class Outcome(StrEnum):
+    """How a remediation step ended, as far as the reconciler knows (outcomes are not exclusive: a refund
+    that failed is then escalated)."""
+
+    REQUESTED = "requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+
+
+class EscalationReason(StrEnum):
+    """Why an order went to a person (`needs_support`)."""
+
+    REFUND_FAILED = "refund_failed"
+    CREDITED_AFTER_REFUND = "credited_after_refund"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +158,23 @@ class Anomaly:
     kind: str
 
 
-Effect = StatusChange | Command | Flagged | Anomaly
+@dataclass(frozen=True, slots=True)
+class Remediated:
+    """The reconciler learned how a remediation step it sent ended."""
+
+    action: CommandKind
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    """The order went to a person (`needs_support`) while `action` was the step under way."""
+
+    action: CommandKind
+    reason: EscalationReason
+
+
+Effect = StatusChange | Command | Flagged | Anomaly | Remediated | Escalated
 
 
 @dataclass(slots=True)

@@ -13,7 +13,17 @@ from datetime import datetime
 
 from contracts.base import Message
 from contracts.events import OrderStatus
-from reconciler.domain import Anomaly, Command, Effect, Flagged, OrderState, StatusChange
+from reconciler.domain import (
+    Anomaly,
+    Command,
+    Effect,
+    Escalated,
+    Flagged,
+    OrderState,
+    Outcome,
+    Remediated,
+    StatusChange,
+)
 from reconciler.engine import Engine
 from reconciler.ports import Announcer, Observations
 from servicekit.logs import about
@@ -37,7 +47,7 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
             )
         elif isinstance(effect, Command):
             announcer.command(state, effect)
-            observe.remediation(effect.kind.value, "requested")
+            observe.remediation(effect.kind.value, Outcome.REQUESTED.value)
             log.warning(
                 "order %s: sending %s attempt %d",
                 state.order_id,
@@ -57,6 +67,14 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
         elif isinstance(effect, Anomaly):
             observe.anomaly(effect.kind)
             log.error("order %s anomaly: %s", state.order_id, effect.kind, extra=about(state.order_id))
+        elif isinstance(effect, Remediated):
+            observe.remediation(effect.action.value, effect.outcome.value)
+        elif isinstance(effect, Escalated):
+            observe.remediation(effect.action.value, Outcome.ESCALATED.value)
+            observe.escalation(effect.reason.value)
+            log.error(
+                "order %s escalated to a person: %s", state.order_id, effect.reason.value, extra=about(state.order_id)
+            )
 
 
 def handle_event(

@@ -17,9 +17,13 @@ from reconciler.domain import (
     Command,
     CommandKind,
     Effect,
+    Escalated,
+    EscalationReason,
     OrderState,
+    Outcome,
     Phase,
     Policy,
+    Remediated,
     clip,
     close_credited,
     command,
@@ -83,8 +87,13 @@ def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, poli
     if state.phase in (Phase.REFUNDING, Phase.REFUNDED):
         state.phase, state.anomaly, state.settled_at = Phase.ESCALATED, "credited_after_refund", None
         change = status_change(state, OrderStatus.NEEDS_SUPPORT, "credited while a refund was under way", now)
-        return [Anomaly("credited_after_refund"), change]
-    return close_credited(state, now, policy)
+        escalated = Escalated(CommandKind.ISSUE_REFUND, EscalationReason.CREDITED_AFTER_REFUND)
+        return [Anomaly("credited_after_refund"), change, escalated]
+    retried = state.phase is Phase.RETRYING
+    effects = close_credited(state, now, policy)
+    if retried:
+        effects.append(Remediated(CommandKind.RETRY_CREDIT, Outcome.SUCCEEDED))
+    return effects
 
 
 def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, policy: Policy) -> list[Effect]:
@@ -94,7 +103,11 @@ def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, 
         return []
     if state.phase not in (Phase.AWAITING_CREDIT, Phase.RETRYING, Phase.BLOCKING):
         return []
-    return start_refund(state, event.reason, now)
+    retried = state.phase is Phase.RETRYING
+    effects = start_refund(state, event.reason, now)
+    if retried:
+        effects.append(Remediated(CommandKind.RETRY_CREDIT, Outcome.FAILED))
+    return effects
 
 
 def on_refund_succeeded(state: OrderState, event: RefundSucceeded, now: datetime, policy: Policy) -> list[Effect]:
@@ -102,7 +115,8 @@ def on_refund_succeeded(state: OrderState, event: RefundSucceeded, now: datetime
         return []
     settle(state, Phase.REFUNDED, event.refunded_at)
     note(state, "refunded", event.refunded_at)
-    return [status_change(state, OrderStatus.REFUNDED, "refunded to the original payment method", now)]
+    change = status_change(state, OrderStatus.REFUNDED, "refunded to the original payment method", now)
+    return [change, Remediated(CommandKind.ISSUE_REFUND, Outcome.SUCCEEDED)]
 
 
 def on_refund_failed(state: OrderState, event: RefundFailed, now: datetime, policy: Policy) -> list[Effect]:
@@ -110,4 +124,8 @@ def on_refund_failed(state: OrderState, event: RefundFailed, now: datetime, poli
         return []
     state.phase = Phase.ESCALATED
     note(state, f"refund_failed:{event.reason}", event.failed_at)
-    return [status_change(state, OrderStatus.NEEDS_SUPPORT, f"refund failed: {event.reason}", now)]
+    return [
+        status_change(state, OrderStatus.NEEDS_SUPPORT, f"refund failed: {event.reason}", now),
+        Remediated(CommandKind.ISSUE_REFUND, Outcome.FAILED),
+        Escalated(CommandKind.ISSUE_REFUND, EscalationReason.REFUND_FAILED),
+    ]

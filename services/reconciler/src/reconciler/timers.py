@@ -12,8 +12,10 @@ from reconciler.domain import (
     Effect,
     Flagged,
     OrderState,
+    Outcome,
     Phase,
     Policy,
+    Remediated,
     command,
     note,
     status_change,
@@ -65,7 +67,8 @@ def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Polic
             return [command(state, Command(CommandKind.RETRY_CREDIT, state.attempts), now)]
         state.phase, state.next_action_at = Phase.BLOCKING, None
         block = command(state, Command(CommandKind.BLOCK_CREDIT, reason="credit retries exhausted"), now)
-        return [block, status_change(state, OrderStatus.REMEDIATING, "could not credit; preparing a refund", now)]
+        change = status_change(state, OrderStatus.REMEDIATING, "could not credit; preparing a refund", now)
+        return [Remediated(CommandKind.RETRY_CREDIT, Outcome.FAILED), block, change]
     if (
         state.credited
         and not state.paid

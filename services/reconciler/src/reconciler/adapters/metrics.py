@@ -27,7 +27,13 @@ class PrometheusObservations:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
         )
         self.remediations = counter(
-            "reconciler_remediations_total", "Remediation steps by action and outcome.", ["action", "outcome"]
+            "reconciler_remediations_total",
+            "Remediation steps by action and outcome: requested when sent, then succeeded, failed or escalated "
+            "once the reconciler learns it (once per order and outcome).",
+            ["action", "outcome"],
+        )
+        self.escalations = counter(
+            "reconciler_escalations_total", "Orders escalated to a person (needs_support), by reason.", ["reason"]
         )
         self.anomalies = counter("reconciler_anomalies_total", "Anomalies by kind.", ["kind"])
         self.overdue_now = gauge(
@@ -93,6 +99,9 @@ class PrometheusObservations:
     def anomaly(self, kind: str) -> None:
         self.anomalies.labels(kind).inc()
 
+    def escalation(self, reason: str) -> None:
+        self.escalations.labels(reason).inc()
+
     def skipped(self, topic: str) -> None:
         self.skipped_records.labels(topic).inc()
 
@@ -124,6 +133,9 @@ class Tally:
 
     def anomaly(self, kind: str) -> None:
         self.calls.append(("anomaly", (kind,)))
+
+    def escalation(self, reason: str) -> None:
+        self.calls.append(("escalation", (reason,)))
 
     def apply(self, observe: PrometheusObservations) -> None:
         for kind, n in self.events.items():
