@@ -25,6 +25,7 @@ from tests.deploy_monitoring.emitted.promtool import write_rule_tests
 REQUIRED_ALERTS = {
     "OrdersOverdue",
     "RemediationFailing",
+    "OrdersEscalated",
     "ReconcilerStalled",
     "ConsumerLagHigh",
     "OutboxBacklog",

@@ -82,8 +82,8 @@ def test_one_outage_pages_once_the_symptoms_it_causes_are_inhibited(alertmanager
         alert("CreditSLOBurnRate", "page", service="reconciler", slo_window="fast"),
         alert("CreditSLOBurnRate", "warning", service="reconciler", slo_window="slow"),
         alert("ChannelDelayRateHigh", "warning", service="reconciler", channel="card"),
-        alert("RemediationFailing", "page", service="reconciler", action="escalate"),
-        alert("RemediationFailing", "warning", service="reconciler", action="refund"),
+        alert("OrdersEscalated", "page", service="reconciler", reason="refund_failed"),
+        alert("RemediationFailing", "warning", service="reconciler", action="IssueRefund"),
         alert("ConsumerLagHigh", "warning", service="ledger", group="ledger.payments"),
     ]
     assert httpx.post(f"{alertmanager_url}/api/v2/alerts", json=firing, timeout=10).status_code == 200
@@ -93,6 +93,7 @@ def test_one_outage_pages_once_the_symptoms_it_causes_are_inhibited(alertmanager
     )
     assert active == [
         ("ConsumerLagHigh", "warning"),  # another service: not caused by the reconciler being down
-        ("RemediationFailing", "page"),
+        ("OrdersEscalated", "page"),
+        ("RemediationFailing", "warning"),  # the refunds that failed, a ticket beside the escalation's page
         ("ServiceDown", "page"),
     ]

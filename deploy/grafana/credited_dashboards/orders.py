@@ -79,7 +79,7 @@ def overview() -> dashboard.Dashboard:
                 "ops",
                 (f"sum by (status) (rate(payments_order_status_changes_total[{RATE}]))", "{{status}}"),
                 stacked=True,
-                alerts=("RemediationFailing",),
+                alerts=("RemediationFailing", "OrdersEscalated"),
             )
         )
         .with_panel(
@@ -204,7 +204,17 @@ def reconciler() -> dashboard.Dashboard:
                 "Remediations /s by action and outcome",
                 "ops",
                 (f"sum by (action, outcome) (rate(reconciler_remediations_total[{RATE}]))", "{{action}} {{outcome}}"),
+                description="requested when sent; succeeded, failed or escalated once the reconciler learns it.",
                 alerts=("RemediationFailing",),
+            )
+        )
+        .with_panel(
+            graph(
+                "Escalations to a person by reason (last 15 m)",
+                "short",
+                ("sum by (reason) (increase(reconciler_escalations_total[15m]))", "{{reason}}"),
+                description="Orders put in needs_support, each once: nothing automatic touches them again.",
+                alerts=("OrdersEscalated",),
             )
         )
         .with_panel(
