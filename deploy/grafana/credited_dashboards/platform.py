@@ -4,6 +4,13 @@ from grafana_foundation_sdk.builders import dashboard
 
 from credited_dashboards.panels import RATE, RED, YELLOW, board, graph, quantile
 
+UNBACKED = (
+    "no_payment_fact|payment_fact_mismatch|retry_without_payment_fact"
+    "|unknown_order|order_not_paid|above_amount_paid|refund_mismatch"
+)
+"""The labels the ledger (RetryCredit) and payments (IssueRefund) count a command no payment stands behind by, as
+deploy/prometheus/rules/platform.yml's CommandsWithoutPayment selects them."""
+
 
 def notifier() -> dashboard.Dashboard:
     failed = 'notifier_deliveries_total{outcome="failed"}'
@@ -95,6 +102,26 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                     "{{service}} {{group}} {{reason_kind}}",
                 ),
                 alerts=("DeadLetterGrowing",),
+            )
+        )
+        .with_panel(
+            graph(
+                "Commands no payment stands behind, and retries parked for their payment",
+                "short",
+                (
+                    "sum by (service, reason) "
+                    f'(increase(credited_rejected_messages_total{{reason=~"{UNBACKED}"}}[{RATE}]))',
+                    "refused {{service}} {{reason}}",
+                ),
+                (
+                    f"sum by (outcome) (increase(credited_ledger_parked_retries_total[{RATE}]))",
+                    "parked retries {{outcome}}",
+                ),
+                description="RetryCredits and IssueRefunds refused because no payment stands behind them: any is "
+                "CommandsWithoutPayment (a producer's bug or a forged command). A retry parked then absorbed overtook "
+                "its payment (normal); an expired one is refused as no_payment_fact.",
+                steps=((1, RED),),
+                alerts=("CommandsWithoutPayment", "DeadLetterGrowing"),
             )
         )
         .with_panel(

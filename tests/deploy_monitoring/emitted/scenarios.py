@@ -7,13 +7,15 @@ a scenario; its input series are these scrapes, one value per step (`interval_s`
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from notifier.ports import DeliveryFailed
+from payments.domain import PaymentStatus
 from reconciler.domain import Policy
 from servicekit.metrics import DeadLetterKind
+from tests.deploy_monitoring.emitted.commands import PAID
 from tests.deploy_monitoring.emitted.notifier import Notifier
 from tests.deploy_monitoring.emitted.reconciler import Ledger
 from tests.deploy_monitoring.emitted.scrape import Timeline
@@ -231,6 +233,35 @@ async def reconciler_reads_a_partition_again(w: World, i: int) -> None:
         w.reconciler.observe.read_again("payments.events", "hole")
 
 
+# --- commands no payment stands behind (the ledger's RetryCredit, payments' IssueRefund) ---
+
+
+async def commands_without_payment(w: World, i: int) -> None:
+    """At minute 5 the ledger gets a retry for an order it has no payment for (parked), one contradicting the
+    payment and one naming none; payments gets refunds for an unknown order, an unpaid one, above the amount paid
+    and for another amount. At minute 8 the parked retry's park time has passed with no payment."""
+    await orders(w, i, "card", 2)
+    if i == 5:
+        w.commands.retry_credit("ord-forged-1", PAID, paid=False)
+        w.commands.retry_credit("ord-forged-2", replace(PAID, amount=60_000), paid=True)
+        w.commands.retry_credit("ord-forged-3", None, paid=False)
+        w.commands.refund("ord-forged-4", 600, T0, status=None)
+        w.commands.refund("ord-forged-5", 600, T0, status=PaymentStatus.PENDING)
+        w.commands.refund("ord-forged-6", 700, T0, status=PaymentStatus.SUCCEEDED)
+        w.commands.refund("ord-forged-7", 500, T0, status=PaymentStatus.SUCCEEDED)
+    if i == 8:
+        w.commands.park_time_passes()
+
+
+async def retry_before_its_payment(w: World, i: int) -> None:
+    """A retry overtakes its order's payment at the ledger now and then: it is parked, and the payment answers it."""
+    await orders(w, i, "card", 2)
+    if i % 4 == 1:
+        w.commands.retry_credit(f"ord-early-{i}", PAID, paid=False)
+    if i % 4 == 2:
+        w.commands.payment_arrives(f"ord-early-{i - 1}")
+
+
 # --- the money audit (payments, every 5 minutes here as by default) ---
 
 
@@ -304,6 +335,8 @@ SCENARIOS = {
         Scenario("audit_re_drives_a_lost_payment", 60, 31, audits(lost_at=(10,)), world()),
         Scenario("audit_finds_the_same_order_missing_again", 60, 31, audits(lost_at=(10, 15, 20)), world()),
         Scenario("audit_finds_an_order_credited_twice", 60, 31, audits(doubled_from=10), world()),
+        Scenario("commands_without_payment", 60, 25, commands_without_payment, world()),
+        Scenario("retry_before_its_payment", 60, 25, retry_before_its_payment, world()),
     )
 }
 

@@ -15,6 +15,7 @@ from functools import partial
 from prometheus_client import CollectorRegistry
 
 from contracts.catalog import CATALOG
+from ledger.adapters.metrics import ParkingMetrics
 from payments.adapters.auditor import AuditMetrics
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.audit import Credit, PaidOrder, compare
@@ -24,6 +25,7 @@ from payments.domain import Outcome, PaymentState
 from reconciler.domain import Policy
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind, OutboxMetrics, ServiceMetrics
 from tests.deploy_monitoring.conftest import PROMETHEUS_DIR, load_yaml
+from tests.deploy_monitoring.emitted.commands import Commands
 from tests.deploy_monitoring.emitted.notifier import Notifier
 from tests.deploy_monitoring.emitted.reconciler import Ledger, Reconciler
 from tests.deploy_monitoring.emitted.scrape import Target, Timeline
@@ -80,6 +82,11 @@ class World:
             registries["payments"], channels=PAYMENT_CHANNELS, providers=PROVIDERS
         )
         self.audits = AuditMetrics(registries["payments"])
+        self.commands = Commands(
+            self.kits["ledger"].consumers["ledger.commands"],
+            ParkingMetrics(registries["ledger"], "ledger"),
+            self.kits["payments"].consumers["payments.commands"],
+        )
         self.reconciler = Reconciler(registries["reconciler"], policy, start, ledger=ledger, refunds=refunds)
         self.notifier = notifier or Notifier()
         self.notifier.attach(registries["notifier"])
@@ -124,6 +131,7 @@ class World:
         credits += [Credit(o.order_id, "u", 600, "CNY", f"again-{o.order_id}") for o in paid[10 - credited_twice :]]
         report = compare(paid, credits, [], now=now, grace=window.grace)
         self.audits.ran("schedule", AuditOutcome(window, report, report.to_redrive()), now)
+
 
     async def settle(self, now: datetime) -> None:
         """Time passes to `now`: the reconciler reads what it follows and ticks, payments and the notifier

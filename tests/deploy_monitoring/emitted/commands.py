@@ -1,0 +1,67 @@
+"""Commands no payment stands behind, judged by the services' real rules and counted by their real metrics.
+
+The ledger's RetryCredit goes through `ledger.domain.unbacked` (parked while the payment may still come, as its
+handler does, then dead-lettered `no_payment_fact` when the park time runs out, as its sweeper does); payments'
+IssueRefund goes through `payments.refunds.refusal`. Each refusal is dead-lettered as rejected by the consumer
+group that read the command, under the label the rule gave it. Only the databases and Kafka are left out.
+"""
+
+from datetime import datetime
+
+from contracts.commands import IssueRefund
+from ledger import domain as ledger_domain
+from ledger.adapters.metrics import ParkingMetrics
+from payments.domain import Order, PaymentStatus
+from payments.refunds import refusal
+from servicekit.metrics import ConsumerMetrics, DeadLetterKind
+
+PAID = ledger_domain.PaymentFact("u-1", 600, "CNY", "txn-1")
+
+
+class Commands:
+    """The ledger's command consumer and parking, and payments' command consumer, of one stack."""
+
+    def __init__(self, ledger: ConsumerMetrics, parking: ParkingMetrics, payments: ConsumerMetrics) -> None:
+        self._ledger = ledger
+        self._parking = parking
+        self._payments = payments
+        self._parked: set[str] = set()
+
+    def retry_credit(self, order_id: str, claimed: ledger_domain.PaymentFact | None, *, paid: bool) -> None:
+        """A RetryCredit claiming `claimed` for an order the ledger holds `PAID` for (when `paid`) or no payment."""
+        refused = ledger_domain.unbacked(PAID if paid else None, claimed)
+        if refused is not None and refused.label == ledger_domain.NO_PAYMENT_FACT and claimed is not None:
+            self._parking.count("parked")
+            self._parked.add(order_id)
+        elif refused is not None:
+            self._ledger.dead_lettered(DeadLetterKind.REJECTED, refused.label)
+
+    def payment_arrives(self, order_id: str) -> None:
+        """The order's PaymentSucceeded reaches the ledger within the park time and answers its parked retry."""
+        if order_id in self._parked:
+            self._parking.count("absorbed")
+            self._parked.discard(order_id)
+
+    def park_time_passes(self) -> None:
+        """Every parked retry's order is still unpaid after the park time: each is dead-lettered no_payment_fact
+        (the ledger's bootstrap counts the sweeper's expiries so)."""
+        self._parking.count("expired", len(self._parked))
+        for _ in self._parked:
+            self._ledger.dead_lettered(DeadLetterKind.REJECTED, ledger_domain.NO_PAYMENT_FACT)
+        self._parked.clear()
+
+    def refund(self, order_id: str, amount: int, now: datetime, *, status: PaymentStatus | None) -> None:
+        """An IssueRefund of `amount` for an order payments holds with payment `status` (None: not at all), paid 600."""
+        order = None
+        if status is not None:
+            paid = status is PaymentStatus.SUCCEEDED
+            provider, txn = ("sim", "txn-1") if paid else (None, None)
+            order = Order(
+                order_id, "u-1", 600, "CNY", "card", status, "paid", now, provider=provider, provider_txn_id=txn
+            )
+        command = IssueRefund(
+            order_id=order_id, user_id="u-1", amount=amount, currency="CNY", reason="refund", requested_at=now
+        )
+        refused = refusal(command, order)
+        if refused is not None:
+            self._payments.dead_lettered(DeadLetterKind.REJECTED, refused.label)
