@@ -145,6 +145,17 @@ def overview() -> dashboard.Dashboard:
                 alerts=("MoneyAuditMismatch",),
             )
         )
+        .with_panel(
+            graph(
+                "Money audit: time since the last successful run",
+                "s",
+                ("time() - max(payments_audit_last_run_timestamp_seconds > 0)", "since the last success"),
+                description="The audit runs every 5 minutes; none succeeding for 15 minutes is MoneyAuditStale, and "
+                "so is none ever (no data here: the audit is not configured or always fails).",
+                steps=((900, RED),),
+                alerts=("MoneyAuditStale",),
+            )
+        )
     )
 
 

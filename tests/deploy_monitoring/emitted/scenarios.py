@@ -22,6 +22,8 @@ from tests.deploy_monitoring.emitted.scrape import Timeline
 from tests.deploy_monitoring.emitted.world import World
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""Where promtool's clock starts: a timestamp a rule compares with time() is taken on it."""
 Step = Callable[[World, int], Awaitable[None]]
 
 
@@ -265,12 +267,20 @@ async def retry_before_its_payment(w: World, i: int) -> None:
 # --- the money audit (payments, every 5 minutes here as by default) ---
 
 
-def audits(lost_at: tuple[int, ...] = (), doubled_from: int | None = None) -> Step:
+def audits(
+    lost_at: tuple[int, ...] = (), doubled_from: int | None = None, *, first: int = 0, fails_from: int | None = None
+) -> Step:
+    """An audit every 5 minutes from minute `first`, started at minute `i` of promtool's clock (which starts at the
+    Unix epoch, so an audit at minute 0 shows as never run); from minute `fails_from` on, none finishes."""
+
     async def step(w: World, i: int) -> None:
         await orders(w, i, "card", 2)
-        if i % 5 == 0:
+        due = i >= first and (i - first) % 5 == 0
+        if due and fails_from is not None and i >= fails_from:
+            w.audit_fails()
+        elif due:
             doubled = doubled_from is not None and i >= doubled_from
-            w.audit(T0 + timedelta(minutes=i), lost=1 if i in lost_at else 0, credited_twice=1 if doubled else 0)
+            w.audit(EPOCH + timedelta(minutes=i), lost=1 if i in lost_at else 0, credited_twice=1 if doubled else 0)
 
     return step
 
@@ -335,6 +345,8 @@ SCENARIOS = {
         Scenario("audit_re_drives_a_lost_payment", 60, 31, audits(lost_at=(10,)), world()),
         Scenario("audit_finds_the_same_order_missing_again", 60, 31, audits(lost_at=(10, 15, 20)), world()),
         Scenario("audit_finds_an_order_credited_twice", 60, 31, audits(doubled_from=10), world()),
+        Scenario("audit_stops_succeeding", 60, 31, audits(first=1, fails_from=16), world()),
+        Scenario("audit_never_runs", 60, 10, on_time, world()),
         Scenario("commands_without_payment", 60, 25, commands_without_payment, world()),
         Scenario("retry_before_its_payment", 60, 25, retry_before_its_payment, world()),
     )

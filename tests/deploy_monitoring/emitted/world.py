@@ -132,6 +132,9 @@ class World:
         report = compare(paid, credits, [], now=now, grace=window.grace)
         self.audits.ran("schedule", AuditOutcome(window, report, report.to_redrive()), now)
 
+    def audit_fails(self) -> None:
+        """A scheduled audit that could not finish (the ledger or the database away): counted, nothing shown."""
+        self.audits.runs.labels("schedule", "failed").inc()
 
     async def settle(self, now: datetime) -> None:
         """Time passes to `now`: the reconciler reads what it follows and ticks, payments and the notifier
