@@ -34,6 +34,9 @@ REQUIRED_ALERTS = {
     "DeadLetterGrowing",
     "CreditSLOBurnRate",
     "CreditWithoutPayment",
+    "CommandsWithoutPayment",
+    "MoneyAuditMismatch",
+    "MoneyAuditStale",
 }
 RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}"
 SEVERITIES = {"page", "warning"}
