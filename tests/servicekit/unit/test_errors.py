@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiokafka import errors as kafka_errors
 
-from servicekit.errors import Dependency, Kind, classify, is_transient
+from servicekit.errors import Classified, Dependency, Kind, classify, is_transient
 
 
 def postgres_error(sqlstate: str, message: str = "from the server") -> asyncpg.PostgresError:
@@ -83,6 +83,8 @@ def test_the_drivers_own_connection_errors_are_transient_and_a_bad_value_is_fina
     assert classify(asyncpg.InterfaceError("connection is closed")).kind is Kind.TRANSIENT
     assert classify(asyncpg.exceptions.ConnectionDoesNotExistError("closed mid-operation")).kind is Kind.TRANSIENT
     assert classify(asyncpg.exceptions._base.OutdatedSchemaCacheError("cache")).kind is Kind.TRANSIENT
+    lost_state = asyncpg.exceptions._base.InternalClientError("cannot switch to state 12; another operation (2)")
+    assert classify(lost_state) == Classified(Kind.TRANSIENT, Dependency.DATABASE, "InternalClientError")
     bad_value = asyncpg.exceptions._base.DataError("invalid input for query argument $1")
     assert isinstance(bad_value, asyncpg.InterfaceError)
     assert classify(bad_value).kind is Kind.FINAL

@@ -114,6 +114,10 @@ _PG_CLIENT_TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # "connection is closed", "pool is closing", released while in use
     asyncpg.exceptions._base.OutdatedSchemaCacheError,  # a migration changed a type: the statement is prepared anew
     asyncpg.exceptions._base.ProtocolError,
+    # The driver's protocol lost its state: PostgreSQL ended the session in the middle of an operation (a failover
+    # or a read-only switch terminating sessions), as seen in a chaos run and in sqlalchemy/sqlalchemy#13241. The
+    # connection is spoilt (the outbox relay terminates it; the pool's reset fails and drops it); the database is not.
+    asyncpg.exceptions._base.InternalClientError,
     asyncpg.exceptions._base.TargetServerAttributeNotMatched,  # asked for a primary, reached a standby
 )
 

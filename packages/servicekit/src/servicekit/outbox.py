@@ -134,7 +134,11 @@ class OutboxRelay:
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    await self._session(conn)
+                    try:
+                        await self._session(conn)
+                    except asyncpg.exceptions._base.InternalClientError:
+                        conn.terminate()  # the session ended mid-operation and the driver lost track: never reuse it
+                        raise
             except Exception as exc:  # noqa: BLE001 - _after raises again what is not the database's or the broker's
                 await self._after(exc)
 
