@@ -21,6 +21,13 @@ class RetryCredit(Message):
     provider_txn_id: str | None = Field(
         None, min_length=1, max_length=128, description="The paid order's provider transaction id."
     )
+    requested_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Set only when a person re-drives the credit (payments' support API, scope support:act): the"
+        " ledger then lifts its block on the order, unless the order was refunded.",
+    )
 
 
 class BlockCredit(Message):

@@ -168,3 +168,36 @@ class OrderStatusChanged(Message):
     credited_at: UtcDatetime | None = None
     estimated_credit_at: UtcDatetime | None = None
     changed_at: UtcDatetime
+
+
+class CaseKind(StrEnum):
+    """Why an order needs a person to own it."""
+
+    NEEDS_SUPPORT = "needs_support"
+    """Remediation ran out: the refund failed, or the order was credited while a refund was under way."""
+    REVIEW_OVERDUE = "review_overdue"
+    """A risk-review hold is still open past its expected release (plus the order's threshold)."""
+    CREDIT_WITHOUT_PAYMENT = "credit_without_payment"
+    """The ledger credited an order that has no successful payment."""
+
+
+class CaseSeverity(StrEnum):
+    """How loudly a case asks for an owner. An unacknowledged case is re-paged one step higher."""
+
+    WARNING = "warning"
+    PAGE = "page"
+    CRITICAL = "critical"
+
+
+class CaseRequested(Message):
+    """The reconciler found an order a person has to own; payments opens a support case for it.
+
+    Its event id is deterministic per order and kind, so a repeat opens nothing: there is at most one open
+    case per order and kind."""
+
+    event_type = "CaseRequested"
+    user_id: UserId
+    kind: CaseKind
+    severity: CaseSeverity
+    reason: str = Field(min_length=1, max_length=200)
+    requested_at: UtcDatetime

@@ -6,6 +6,7 @@ from typing import Any
 from contracts.base import Message
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import (
+    CaseRequested,
     CreditPosted,
     CreditRejected,
     OrderExpired,
@@ -39,6 +40,7 @@ MODELS: dict[str, type[Message]] = {
         BlockCredit,
         IssueRefund,
         GrantCompensation,
+        CaseRequested,
     )
 }
 

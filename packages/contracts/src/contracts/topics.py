@@ -11,6 +11,7 @@ class Topic(StrEnum):
     LEDGER_COMMANDS = "ledger.commands"
     PAYMENTS_COMMANDS = "payments.commands"
     ORDERS_STATUS = "orders.status"
+    SUPPORT_CASES = "support.cases"
     DEAD_LETTER = "credited.deadletter"
 
     def qualified(self, prefix: str = "") -> str:
