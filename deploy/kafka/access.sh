@@ -40,8 +40,10 @@ allow notifier Read topic literal payments.events
 allow notifier Write topic literal credited.deadletter
 allow payments Read group literal payments.commands
 allow payments Read group literal payments.order-status
+allow payments Read group literal payments.support-cases
 allow payments Read topic literal orders.status
 allow payments Read topic literal payments.commands
+allow payments Read topic literal support.cases
 allow payments Write topic literal credited.deadletter
 allow payments Write topic literal payments.events
 allow reconciler Create topic prefixed credited-reconciler-
@@ -54,5 +56,6 @@ allow reconciler Write topic literal credited.deadletter
 allow reconciler Write topic literal ledger.commands
 allow reconciler Write topic literal orders.status
 allow reconciler Write topic literal payments.commands
+allow reconciler Write topic literal support.cases
 allow reconciler Write topic prefixed credited-reconciler-
 echo 'kafka-access: users and ACLs in place'

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from contracts.base import Message
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import (
+    CaseRequested,
     CreditPosted,
     CreditRejected,
     OrderExpired,
@@ -104,6 +105,14 @@ CATALOG: tuple[TopicSpec, ...] = (
             Reader("notifier", "notifier.order-status", (OrderStatusChanged,)),
             Reader("payments", "payments.order-status", (OrderStatusChanged,)),
         ),
+    ),
+    TopicSpec(
+        Topic.SUPPORT_CASES,
+        "Orders a person has to own (remediation ran out, a review hold overdue, a credit with no payment): payments"
+        " opens a support case for each.",
+        (CaseRequested,),
+        ("reconciler",),
+        (Reader("payments", "payments.support-cases", (CaseRequested,)),),
     ),
 )
 """Every topic that carries contract messages. The dead-letter topic (`Topic.DEAD_LETTER`) carries any

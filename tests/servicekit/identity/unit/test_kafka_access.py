@@ -10,8 +10,8 @@ from tests.conftest import ROOT
 
 def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_letters_and_reads_its_groups() -> None:
     assert ACCESS["payments"].writes == {Topic.PAYMENTS_EVENTS, Topic.DEAD_LETTER}
-    assert ACCESS["payments"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS}
-    assert ACCESS["payments"].groups == ("payments.commands", "payments.order-status")
+    assert ACCESS["payments"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS, Topic.SUPPORT_CASES}
+    assert ACCESS["payments"].groups == ("payments.commands", "payments.order-status", "payments.support-cases")
     assert ACCESS["ledger"].writes == {Topic.LEDGER_EVENTS, Topic.DEAD_LETTER}
     assert ACCESS["ledger"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_COMMANDS}
     assert ACCESS["notifier"].writes == {Topic.DEAD_LETTER}
@@ -21,6 +21,7 @@ def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_lett
         Topic.ORDERS_STATUS,
         Topic.LEDGER_COMMANDS,
         Topic.PAYMENTS_COMMANDS,
+        Topic.SUPPORT_CASES,
         Topic.DEAD_LETTER,
     }
     assert ACCESS["reconciler"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS}
