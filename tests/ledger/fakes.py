@@ -67,7 +67,10 @@ class InMemoryLedger:
     async def apply(self, changes: Changes) -> None:
         assert not changes.registrations.keys() & self.books.users.keys(), "registered a known user"
         self.books.users |= changes.registrations
+        assert not changes.blocks.keys() & changes.unblocks, "blocked and unblocked an order in one batch"
         self.books.blocks |= changes.blocks
+        for order_id in changes.unblocks:
+            self.books.blocks.pop(order_id, None)  # blocked earlier in the same batch: never stored
         self.books.faults |= set(changes.dropped)
         assert not changes.facts.keys() & self.books.facts.keys(), "recorded a payment fact twice"
         self.books.facts |= changes.facts

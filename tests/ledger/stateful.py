@@ -85,6 +85,8 @@ class Model:
     credits: dict[str, Order] = field(default_factory=dict)
     compensations: dict[str, int] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)
+    refunded: set[str] = field(default_factory=set)
+    """Blocked orders whose payment went back to the user: a person's re-drive never lifts their block."""
     processed: set[tuple[str, str]] = field(default_factory=set)
     paid: set[str] = field(default_factory=set)
     """Orders with a recorded payment fact: the only ones a retry may be sent for (others are dead-lettered)."""
@@ -111,6 +113,16 @@ class Model:
         self.credits[order.order_id] = order
         return [("posted", order.amount)]
 
+    def redrive(self, order: Order) -> list[Announced]:
+        """A person's re-drive: it lifts the block of an order not refunded, which stays lifted only if it credits."""
+        held = order.order_id in self.blocked and order.order_id not in self.refunded
+        if held:
+            self.blocked.discard(order.order_id)
+        announced = self.credit(order, is_retry=True)
+        if held and order.order_id not in self.credits:
+            self.blocked.add(order.order_id)
+        return announced
+
     def block(self, order_id: str) -> list[Announced]:
         if order_id in self.credits:
             return [("posted", self.credits[order_id].amount)]
@@ -120,6 +132,7 @@ class Model:
     def refund(self, order_id: str) -> list[Announced]:
         if order_id not in self.credits:
             self.blocked.add(order_id)
+            self.refunded.add(order_id)
         return []
 
     def compensate(self, order_id: str, amount: int) -> list[Announced]:
@@ -151,6 +164,7 @@ orders = st.sampled_from(ORDERS)
 steps = st.one_of(
     st.tuples(st.just("payment"), orders, st.integers(0, 1)),
     st.tuples(st.just("retry"), orders, st.integers(1, 3)),
+    st.tuples(st.just("redrive"), orders, st.integers(1, 2)),
     st.tuples(st.just("block"), orders),
     st.tuples(st.just("refund"), orders),
     st.tuples(st.just("compensation"), orders, st.integers(1, 500), st.integers(0, 1)),
@@ -193,7 +207,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """The message a step stands for, and what the model says applying it announces; None for a retry of an
         order with no payment recorded yet (the reconciler never sends one; its refusal is tested on its own)."""
         kind, order_id, *rest = step
-        if kind == "retry" and order_id not in self.model.paid:
+        if kind in ("retry", "redrive") and order_id not in self.model.paid:
             return None
         order = self.orders[order_id]
         now = datetime.now(UTC)
@@ -222,6 +236,18 @@ class LedgerMachine(RuleBasedStateMachine):
                 provider_txn_id=f"tx-{order_id}",
             )
             event_id, consumer = deterministic_id("RetryCredit", order_id, str(rest[0])), "commands"
+        elif kind == "redrive":
+            message = RetryCredit(
+                order_id=order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                attempt=1,
+                requested_at=now,
+                provider_txn_id=f"tx-{order_id}",
+                requested_by="support-key",
+            )
+            event_id, consumer = deterministic_id("redrive", order_id, str(rest[0])), "commands"
         elif kind == "block":
             message = BlockCredit(
                 order_id=order_id, user_id=order.user_id, reason="retries exhausted", requested_at=now
@@ -248,6 +274,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return delivery, []
         if kind == "payment":
             self.model.paid.add(order_id)
+        if kind == "redrive":
+            return delivery, self.model.redrive(order)
         if kind in ("payment", "retry"):
             return delivery, self.model.credit(order, is_retry=kind == "retry")
         if kind == "block":

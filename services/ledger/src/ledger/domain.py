@@ -140,7 +140,8 @@ class Changes:
     """What a batch writes, decided in full before anything is written: new postings with their time, blocks
     (new, or a new reason), users registered by their first credit, credits the fault knob dropped, and the
     payment facts of orders first paid in this batch, retries parked to wait for their payment, the orders
-    whose parked retries their payment, recorded in this batch, clears, and blocks that wait with those retries."""
+    whose parked retries their payment, recorded in this batch, clears, blocks that wait with those retries, and
+    blocks a person's re-drive lifted."""
 
     postings: list[tuple[Posting, datetime]] = field(default_factory=list)
     blocks: dict[str, str] = field(default_factory=dict)
@@ -150,6 +151,8 @@ class Changes:
     parked: list[ParkedRetry] = field(default_factory=list)
     unparked: list[str] = field(default_factory=list)
     pending_blocks: dict[str, PendingBlock] = field(default_factory=dict)
+    unblocks: set[str] = field(default_factory=set)
+    """Orders whose block a person's re-drive lifted and credited (never also in `blocks`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,18 @@ def refusal(context: CreditContext, currency: str) -> Refusal | None:
     if context.wallet_frozen:
         return Refusal("wallet frozen", final=True)
     return None
+
+
+def lifts_block(order: OrderBooks, requested_by: str | None) -> bool:
+    """Whether a RetryCredit lifts the order's block before it is decided: only one a person sent (support's
+    re-drive, `requested_by`), only for an order blocked and not credited, and never for a refunded order (its
+    money went back to the user: crediting it would pay twice)."""
+    return (
+        requested_by is not None
+        and order.credit is None
+        and order.blocked is not None
+        and order.blocked != ORDER_REFUNDED
+    )
 
 
 def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked | None:

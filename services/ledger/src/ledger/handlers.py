@@ -39,6 +39,12 @@ block_waits): the order's PaymentSucceeded credits the order as always (the reco
 before any final rejection, closes the order credited) and applies the waiting block only if it does not credit;
 if no payment comes within the park time, the sweeper applies it with the retry's dead letter. A block for an
 order with no parked retry (rejected in risk review, never paid; or retries refused) blocks at once, as before.
+
+A person can undo a block (issue 18): a RetryCredit with `requested_by` (payments' support API re-drives an order
+that ended in needs_support) that matches the recorded payment lifts the order's block and credits it, the block's
+row deleted in the transaction that writes the credit. Never for a refunded order (block ORDER_REFUNDED): that one
+is refused for good as before. The ledger cannot see a refund that is issued but not yet settled; payments' support
+API refuses a re-drive while one is in flight, and a RefundSucceeded for a credited order is logged as an error.
 """
 
 import logging
@@ -140,23 +146,50 @@ class BatchDecisions:
                 return
             if refused is not None:
                 log.warning(
-                    "order %s: retry %d refused, %s (event %s)",
+                    "order %s: retry %d by %s refused, %s (event %s)",
                     message.order_id,
                     message.attempt,
+                    message.requested_by or "the reconciler",
                     refused.reason,
                     envelope.event_id,
                     extra=about(message.order_id, envelope),
                 )
                 raise PermanentFailure(refused.reason, label=refused.label)
-        outcome = self._credit(message, f"retry-{message.attempt}")
+        if domain.lifts_block(self.view.order(message.order_id), message.requested_by):
+            outcome = self._redrive(message, envelope)
+        else:
+            outcome = self._credit(message, f"retry-{message.attempt}")
         log.warning(
-            "order %s: retry %d -> %s (event %s)",
+            "order %s: retry %d by %s -> %s (event %s)",
             message.order_id,
             message.attempt,
+            message.requested_by or "the reconciler",
             outcome,
             envelope.event_id,
             extra=about(message.order_id, envelope),
         )
+
+    def _redrive(self, message: RetryCredit, envelope: Envelope) -> str:
+        """A person re-drives a blocked order (not refunded, its payment matched): lift the block and credit it,
+        the lift written with the credit. What happened."""
+        order = self.view.order(message.order_id)
+        held = order.blocked
+        order.blocked = None
+        # Its own event id per re-drive: a rejection tagged by attempt could share the id of the reconciler's
+        # earlier answer and be dropped as its duplicate.
+        outcome = self._credit(message, f"redrive-{envelope.event_id}")
+        if order.credit is not None:
+            self.changes.blocks.pop(message.order_id, None)
+            self.changes.unblocks.add(message.order_id)
+        elif order.blocked is None:
+            # Refused again but not for good (the user is still unknown): the block is restored for the rest of the
+            # batch and its lift never written (`unblocks` only with a credit), rather than left lifted.
+            # Payments' support refund sends IssueRefund with no BlockCredit before it, so only the block keeps
+            # "a refund is only ever issued for an order the ledger has blocked" true; a lifted block would let a
+            # later retry or re-announced payment credit an order whose refund is under way. Another re-drive,
+            # once the user is registered, lifts it again. (A final refusal, e.g. a frozen wallet, blocks anew.)
+            order.blocked = held
+        return outcome
 
     def _park(self, message: RetryCredit, envelope: Envelope, claimed: domain.PaymentFact) -> None:
         """Keep a retry whose order has no recorded payment yet until the payment arrives or the park time ends."""

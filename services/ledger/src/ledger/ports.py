@@ -34,9 +34,10 @@ class LedgerUnitOfWork(Protocol):
 
     async def apply(self, changes: Changes) -> None:
         """Write the changes decided on a view of the books, set-based: postings with their entries and balances
-        (each account moved once), blocks, registrations, dropped credits, payment facts, parked retries (one row
-        per order, counting its retries) and the parked retries their payment clears. Raises, writing nothing, if
-        another writer changed the books those decisions rest on (a posting or a registration already there)."""
+        (each account moved once), blocks and the blocks lifted, registrations, dropped credits, payment facts,
+        parked retries (one row per order, counting its retries) and the parked retries their payment clears.
+        Raises, writing nothing, if another writer changed the books those decisions rest on (a posting or a
+        registration already there)."""
         ...
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...

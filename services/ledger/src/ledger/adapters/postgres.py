@@ -108,7 +108,8 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS b(order_id, user_id, reason) 
 """
 
 # A batch's other facts in one statement: users registered by their first credit (the ones returned; a user someone
-# else registered meanwhile is not), blocks (new, or with the reason the batch decided), credits dropped on purpose.
+# else registered meanwhile is not), blocks (new, or with the reason the batch decided), credits dropped on purpose,
+# and blocks a person's re-drive lifted (never the orders of `blocks`: the two sets are disjoint, Changes.unblocks).
 _FACTS = """
 WITH registered AS (
     INSERT INTO users (user_id, currency) SELECT * FROM unnest($1::text[], $2::text[])
@@ -119,6 +120,8 @@ WITH registered AS (
 ), dropped AS (
     INSERT INTO injected_faults (order_id, kind) SELECT o, 'credit_dropped' FROM unnest($5::text[]) AS o
     ON CONFLICT DO NOTHING
+), unblocked AS (
+    DELETE FROM credit_blocks WHERE order_id = ANY($6::text[])
 )
 SELECT user_id FROM registered
 """
@@ -201,7 +204,7 @@ class PostgresLedger(PostgresUnitOfWork):
         return _view(await self.conn.fetch(_BOOKS, list(orders), list(users), list(wallets)))
 
     async def apply(self, changes: Changes) -> None:
-        if changes.registrations or changes.blocks or changes.dropped:
+        if changes.registrations or changes.blocks or changes.dropped or changes.unblocks:
             registered = await self.conn.fetch(
                 _FACTS,
                 list(changes.registrations),
@@ -209,6 +212,7 @@ class PostgresLedger(PostgresUnitOfWork):
                 list(changes.blocks),
                 list(changes.blocks.values()),
                 list(dict.fromkeys(changes.dropped)),
+                sorted(changes.unblocks),
             )
             await self._registered_meanwhile(changes.registrations, {r["user_id"] for r in registered})
         if changes.postings or changes.facts:

@@ -1,0 +1,114 @@
+"""A person's re-drive (RetryCredit.requested_by): it lifts the ledger's block unless the order was refunded."""
+
+import pytest
+
+from contracts.commands import RetryCredit
+from contracts.events import CreditPosted, CreditRejected
+from ledger import domain
+from servicekit.rejections import PermanentFailure
+from tests.ledger.fakes import Books
+from tests.ledger.unit.test_ledger_rules import block, consume, delivered, paid, refund, retry, strict
+
+SUPPORT_KEY = "support-alice"
+
+
+def redrive(**update: object) -> RetryCredit:
+    return retry(1).model_copy(update={"requested_by": SUPPORT_KEY, **update})
+
+
+async def blocked_unknown_user(books: Books) -> None:
+    """The order of issue 18: the user was unknown, the retries ran out, the ledger blocked the order."""
+    await consume(books, paid(), block(), users=strict())
+    assert books.blocks == {"ord_1": "retries exhausted"}
+    books.published.clear()
+
+
+def test_only_a_persons_retry_lifts_a_block_and_never_a_refunded_ones() -> None:
+    blocked = domain.OrderBooks(blocked="retries exhausted")
+    assert domain.lifts_block(blocked, SUPPORT_KEY)
+    assert not domain.lifts_block(blocked, None)
+    assert not domain.lifts_block(domain.OrderBooks(blocked=domain.ORDER_REFUNDED), SUPPORT_KEY)
+    assert not domain.lifts_block(domain.OrderBooks(), SUPPORT_KEY)
+
+
+async def test_a_redrive_of_a_blocked_order_lifts_the_block_and_credits_it_once() -> None:
+    books = Books()
+    await blocked_unknown_user(books)
+    books.users["u1"] = "CNY"
+    await consume(books, redrive(), users=strict())
+    assert books.blocks == {} and books.balances["wallet:u1:CNY"] == paid().amount
+    await consume(books, redrive(), users=strict())
+    assert len(books.postings) == 1
+    assert [type(m) for m in books.published] == [CreditPosted, CreditPosted]  # the second only re-announces
+
+
+async def test_a_retry_without_requested_by_on_a_blocked_order_is_still_refused_for_good() -> None:
+    books = Books()
+    await blocked_unknown_user(books)
+    books.users["u1"] = "CNY"
+    await consume(books, retry(2), users=strict())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final
+    assert rejection.reason == "blocked: retries exhausted"
+    assert books.blocks == {"ord_1": "retries exhausted"} and books.postings == {}
+
+
+async def test_a_redrive_of_a_refunded_order_is_refused_for_good_naming_the_refund() -> None:
+    books = Books()
+    await consume(books, paid(), block(), refund(), users=strict())
+    books.users["u1"] = "CNY"
+    await consume(books, redrive(), users=strict())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == domain.ORDER_REFUNDED
+    assert books.blocks == {"ord_1": domain.ORDER_REFUNDED} and books.postings == {}
+
+
+async def test_a_redrive_for_a_user_still_unknown_is_refused_as_before_and_the_block_is_restored() -> None:
+    books = Books()
+    await blocked_unknown_user(books)
+    await consume(books, redrive(), retry(2), users=strict())
+    rejection, after = books.published
+    assert isinstance(rejection, CreditRejected) and not rejection.final and rejection.reason == "unknown user"
+    # Restored in the batch too: the reconciler's retry that follows the re-drive still meets the block.
+    assert isinstance(after, CreditRejected) and after.final and after.reason == "blocked: retries exhausted"
+    assert books.blocks == {"ord_1": "retries exhausted"} and books.postings == {}
+
+
+async def test_a_redrive_for_a_frozen_wallet_is_refused_for_good_and_the_order_stays_blocked() -> None:
+    books = Books(frozen={"wallet:u1:CNY"})
+    await blocked_unknown_user(books)
+    books.users["u1"] = "CNY"
+    await consume(books, redrive(), users=strict())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == "wallet frozen"
+    assert books.blocks == {"ord_1": "wallet frozen"} and books.postings == {}
+
+
+async def test_a_redrive_that_does_not_match_the_payment_is_refused_and_lifts_nothing() -> None:
+    books = Books()
+    await blocked_unknown_user(books)
+    books.users["u1"] = "CNY"
+    with pytest.raises(PermanentFailure, match="amount"):
+        await consume(books, redrive(amount=paid().amount + 1), users=strict())
+    assert books.blocks == {"ord_1": "retries exhausted"} and books.postings == {}
+
+
+async def test_a_block_and_its_redrive_in_one_batch_credit_the_order_and_leave_no_block() -> None:
+    books = Books(users={"u1": "CNY"}, frozen={"wallet:u1:CNY"})
+    await consume(books, paid(), users=strict())  # frozen: refused for good, blocked
+    books.frozen.clear()
+    books.published.clear()
+    await consume(books, block(), redrive(), users=strict())
+    assert books.blocks == {} and len(books.postings) == 1
+    assert [type(m) for m in books.published] == [CreditRejected, CreditPosted]
+
+
+async def test_the_redrive_log_line_names_who_asked(caplog: pytest.LogCaptureFixture) -> None:
+    books = Books()
+    await blocked_unknown_user(books)
+    books.users["u1"] = "CNY"
+    caplog.set_level("INFO", logger="ledger.handlers")
+    await consume(books, delivered(redrive()), users=strict())
+    lines = [r for r in caplog.records if r.name == "ledger.handlers" and SUPPORT_KEY in r.getMessage()]
+    assert len(lines) == 1 and "credited" in lines[0].getMessage()
+    assert getattr(lines[0], "order_id", None) == "ord_1"
