@@ -1,8 +1,9 @@
 """The notifier's HTTP API: users' push subscriptions, locale and time zone, the development inbox, an order's
 notifications. Called by the platform backend on the user's behalf and by support staff, with API keys:
 users:write to change a user's devices and locale (and to learn the key devices subscribe with), support:read
-to look at them, an inbox or an order's notifications."""
+to look at them, an inbox or an order's notifications, support:act to send an order's latest notification again."""
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -17,11 +18,15 @@ from notifier.adapters.subscriptions import PostgresSubscriptions
 from notifier.adapters.webpush import check_keys, endpoint_allowed
 from servicekit.http import ApiError, error_responses
 from servicekit.identity import Caller, Scope, requires
+from servicekit.logs import about
+
+log = logging.getLogger(__name__)
 
 UserIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 SubscriptionIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 UsersWrite = Annotated[Caller, Depends(requires(Scope.USERS_WRITE))]
 SupportRead = Annotated[Caller, Depends(requires(Scope.SUPPORT_READ))]
+SupportAct = Annotated[Caller, Depends(requires(Scope.SUPPORT_ACT))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,28 @@ class InboxView(BaseModel):
 class OrderNotifications(BaseModel):
     order_id: str
     notifications: list[dict[str, Any]]
+
+
+class ResendIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=200, description="Why the user gets it again (kept with the resend).")
+
+
+class Resend(BaseModel):
+    id: str
+    order_id: str
+    notification_id: str
+    status: str = Field(description="The order status the resent notification tells.")
+    reason: str
+    by: str = Field(description="The name of the API key that asked.")
+    at: str
+    deliveries: int = Field(
+        description="New deliveries queued: one per device of the user, and the webhook when one is configured;"
+        " 0 when there is none (the resend is still recorded)."
+    )
+
+
+class ResendOut(BaseModel):
+    resend: Resend
 
 
 async def register_device(
@@ -192,5 +219,29 @@ def routes(
         """Every notification about one order with the state of each of its deliveries."""
         async with uow() as tx:
             return OrderNotifications(order_id=order_id, notifications=await tx.for_order(order_id))
+
+    @router.post(
+        "/orders/{order_id}/notifications/resend",
+        status_code=202,
+        response_model=ResendOut,
+        tags=["inbox"],
+        responses=error_responses(404, 422),
+    )
+    async def resend_notification(order_id: OrderId, body: ResendIn, caller: SupportAct) -> ResendOut:
+        """Deliver the order's latest status notification to its user again, through the normal durable
+        delivery path (new deliveries, retried like any), recorded as a resend with the reason and who asked."""
+        async with uow() as tx:
+            resend = await tx.resend_latest(order_id, body.reason, caller.name)
+        if resend is None:
+            raise ApiError(404, "unknown_order", "the notifier has no notification for this order")
+        log.info(
+            "order %s: notification %s resent by %s: %s",
+            order_id,
+            resend["notification_id"],
+            caller.name,
+            body.reason,
+            extra=about(order_id),
+        )
+        return ResendOut(resend=Resend(**resend))
 
     return router

@@ -6,6 +6,7 @@ of waiting for the worker's next claim; a crash before it is settled leaves the 
 runs out, as any claimed delivery.
 """
 
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -70,6 +71,38 @@ UNION ALL
 SELECT CASE WHEN leased THEN 'leased' ELSE 'pending' END, notification_id, target, channel, order_id, 1,
        subscription_id, endpoint, p256dh, auth, created_at, NULL
 FROM fanned
+"""
+
+
+# A person's resend of the order's latest notification (by sequence, then time): the resend recorded, and one new
+# delivery per target its user has now (as _ADD fans out), due at once for the worker to claim. None of the rows
+# when the notifier has no notification for the order; the resend and no delivery when its user has no target.
+_RESEND = """
+WITH latest AS (
+    SELECT notification_id, order_id, user_id, status, sequence FROM notifications WHERE order_id = $1
+    ORDER BY sequence DESC, created_at DESC LIMIT 1
+), resend AS (
+    INSERT INTO resends (resend_id, notification_id, order_id, reason, requested_by)
+    SELECT $2, notification_id, order_id, $3, $4 FROM latest
+    RETURNING resend_id, notification_id, order_id, reason, requested_by, requested_at
+), targets AS (
+    SELECT s.subscription_id AS target, s.channel, s.subscription_id
+    FROM latest l JOIN push_subscriptions s ON s.user_id = l.user_id
+    UNION ALL
+    SELECT 'webhook', 'webhook', NULL WHERE $5::boolean
+), inserted AS (
+    INSERT INTO deliveries (notification_id, target, channel, order_id, sequence, subscription_id, resend_id)
+    SELECT r.notification_id, t.target || '#resend:' || r.resend_id, t.channel, r.order_id, l.sequence,
+           t.subscription_id, r.resend_id
+    FROM resend r JOIN latest l USING (notification_id) CROSS JOIN targets t
+    RETURNING 1
+)
+SELECT r.*, l.status, (SELECT count(*) FROM inserted) AS deliveries FROM resend r JOIN latest l USING (notification_id)
+"""
+
+_RESENDS_OF = """
+SELECT resend_id, notification_id, reason, requested_by, requested_at FROM resends WHERE order_id = $1
+ORDER BY requested_at, resend_id
 """
 
 
@@ -156,6 +189,25 @@ class PostgresNotifications(PostgresUnitOfWork):
         )
         return [_change_from(orjson.loads(r["payload"]), r["sequence"]) for r in rows]
 
+    async def resend_latest(self, order_id: str, reason: str, requested_by: str) -> dict[str, Any] | None:
+        """Deliver the order's latest notification to its user again (a new delivery per target the user has now,
+        recorded as a resend with `reason` and who asked); None when the notifier has no notification for it."""
+        row = await self.conn.fetchrow(_RESEND, order_id, f"rs_{uuid.uuid4().hex}", reason, requested_by, self._webhook)
+        if row is None:
+            return None
+        if row["deliveries"]:
+            self.wake_on_commit()
+        return {
+            "id": row["resend_id"],
+            "order_id": row["order_id"],
+            "notification_id": row["notification_id"],
+            "status": row["status"],
+            "reason": row["reason"],
+            "by": row["requested_by"],
+            "at": row["requested_at"].isoformat(),
+            "deliveries": row["deliveries"],
+        }
+
     async def inbox(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(
             "SELECT payload, state, delivered_at FROM notifications WHERE user_id = $1"
@@ -173,16 +225,26 @@ class PostgresNotifications(PostgresUnitOfWork):
         ]
 
     async def for_order(self, order_id: str) -> list[dict[str, Any]]:
+        """The order's notifications, each with its deliveries (a resend's name it) and the resends people asked."""
         rows = await self.conn.fetch(
-            "SELECT n.payload, n.state, coalesce(jsonb_agg(jsonb_build_object("
+            "SELECT n.notification_id, n.payload, n.state, coalesce(jsonb_agg(jsonb_build_object("
             "  'target', d.target, 'channel', d.channel, 'state', d.state, 'attempts', d.attempts,"
-            "  'last_error', d.last_error, 'delivered_at', d.delivered_at) ORDER BY d.target)"
-            "  FILTER (WHERE d.target IS NOT NULL), '[]') AS deliveries"
+            "  'last_error', d.last_error, 'delivered_at', d.delivered_at, 'resend_id', d.resend_id)"
+            "  ORDER BY d.target) FILTER (WHERE d.target IS NOT NULL), '[]') AS deliveries"
             " FROM notifications n LEFT JOIN deliveries d USING (notification_id)"
             " WHERE n.order_id = $1 GROUP BY n.notification_id ORDER BY n.sequence, n.created_at",
             order_id,
         )
+        resends: dict[str, list[dict[str, Any]]] = {}
+        for r in await self.conn.fetch(_RESENDS_OF, order_id):
+            asked = {"id": r["resend_id"], "reason": r["reason"], "by": r["requested_by"]}
+            resends.setdefault(r["notification_id"], []).append({**asked, "at": r["requested_at"].isoformat()})
         return [
-            {**orjson.loads(r["payload"]), "delivery": r["state"], "deliveries": orjson.loads(r["deliveries"])}
+            {
+                **orjson.loads(r["payload"]),
+                "delivery": r["state"],
+                "deliveries": orjson.loads(r["deliveries"]),
+                "resends": resends.get(r["notification_id"], []),
+            }
             for r in rows
         ]

@@ -1,0 +1,68 @@
+"""Support sends an order's latest notification to its user again (POST /v1/orders/{id}/notifications/resend) on the
+real broker and PostgreSQL: a new delivery through the worker, recorded with the reason and the caller's key name."""
+
+from contracts.events import OrderStatus
+from servicekit.identity import Scope
+from tests.conftest import Broker
+from tests.kafka_reader import eventually
+from tests.notifier.conftest import StartNotifier
+from tests.notifier.harness import change, publish
+from tests.notifier.push_service import PushService
+
+
+async def test_a_resend_delivers_the_latest_notification_again_and_is_recorded_with_its_reason_and_caller(
+    notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
+) -> None:
+    running = await notifier()
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    await publish(
+        broker, f"{isolation}.", change("ord_1", OrderStatus.DELAYED, 1), change("ord_1", OrderStatus.CREDITED, 2)
+    )
+    await eventually(lambda: len(push_service.messages("phone")) >= 2)
+    await eventually(running.settled)
+    latest = push_service.messages("phone")[-1]
+
+    record, key = await running.notifier.infra.keys.create("support-alice", {Scope.SUPPORT_ACT})
+    support = {"Authorization": f"Bearer {key}"}
+    url = f"{running.url}/v1/orders/ord_1/notifications/resend"
+    answer = await running.api.post(url, json={"reason": "user says the app showed nothing"}, headers=support)
+    assert answer.status_code == 202, answer.text
+    resend = answer.json()["resend"]
+    assert (resend["order_id"], resend["status"], resend["by"], resend["deliveries"]) == (
+        "ord_1",
+        "credited",
+        record.name,
+        1,
+    )
+    assert resend["reason"] == "user says the app showed nothing"
+
+    await eventually(lambda: len(push_service.messages("phone")) >= 3)
+    await eventually(running.settled)
+    assert push_service.messages("phone")[-1] == latest  # the credited notification, once more
+    assert len(push_service.messages("phone")) == 3
+
+    body = (await running.api.get(f"{running.url}/v1/orders/ord_1/notifications")).json()
+    delayed, credited = body["notifications"]
+    assert delayed["resends"] == [] and len(delayed["deliveries"]) == 1
+    assert [(r["id"], r["reason"], r["by"]) for r in credited["resends"]] == [
+        (resend["id"], resend["reason"], record.name)
+    ]
+    by_resend = {d["resend_id"]: d["state"] for d in credited["deliveries"]}
+    assert by_resend == {None: "delivered", resend["id"]: "delivered"}
+    assert credited["delivery"] == "delivered"
+
+
+async def test_a_resend_for_an_order_the_notifier_never_heard_of_is_404_and_a_bad_reason_422(
+    notifier: StartNotifier,
+) -> None:
+    running = await notifier()
+    unknown = await running.api.post(f"{running.url}/v1/orders/ord_nobody/notifications/resend", json={"reason": "x"})
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_order")
+    for bad in ({"reason": ""}, {"reason": "x" * 201}, {}):
+        answer = await running.api.post(f"{running.url}/v1/orders/ord_nobody/notifications/resend", json=bad)
+        assert answer.status_code == 422 and answer.json()["error"], answer.text
+    _, reader = await running.notifier.infra.keys.create("support-reader", set(Scope) - {Scope.SUPPORT_ACT})
+    url = f"{running.url}/v1/orders/ord_nobody/notifications/resend"
+    lacking = await running.api.post(url, json={"reason": "x"}, headers={"Authorization": f"Bearer {reader}"})
+    assert (lacking.status_code, lacking.json()["error"]) == (403, "insufficient_scope")
+    assert await running.notifier.infra.pool.fetchval("SELECT count(*) FROM resends") == 0
