@@ -74,7 +74,8 @@ def on_payment_failed(state: OrderState, event: PaymentFailed, now: datetime, po
 
 
 def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, policy: Policy) -> list[Effect]:
-    """The ledger credited the wallet."""
+    """The ledger credited the wallet. An order a person owns after its refund failed (ESCALATED) and that support
+    then re-drove closes credited like any late credit: nothing was refunded, so nothing is refunded now."""
     if state.credited:
         return []
     state.credited_at = event.credited_at
