@@ -1,0 +1,166 @@
+"""An order nobody can fix by machine reaches a person, end to end: on a real broker and PostgreSQL, with the
+real Prometheus and Alertmanager from Debian's packages, the committed rules and Alertmanager routes.
+
+The user has no wallet the ledger may credit (the ledger registers no user on their first credit here), so
+the credit is refused for good; the provider declines every refund. The order ends in `needs_support` with
+an open case, which pages; nobody acknowledges it, so it re-pages one severity higher; both pages reach the
+test receiver. The platform then registers the user's wallet (users:write), and a support agent (a key with
+support:read and support:act, nothing else) acknowledges the case and re-drives the credit through the
+support API; a key with support:read only may not. The ledger credits the order once, the user is told once,
+and the case closes by itself with the agent's action in its resolution and history.
+
+Like the other alert end-to-end test it runs once in `make test`, on the test broker (not marked e2e).
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from servicekit.identity import PostgresKeyStore, Scope
+from servicekit.signatures import sign
+from tests.conftest import Broker
+from tests.deploy_monitoring.alerting import RUNBOOK_BASE_URL, AlertWebhook, Notification, monitoring
+from tests.e2e.stack import running_stack
+from tests.kafka_reader import eventually
+
+THRESHOLD_S = 3.0
+REPAGE_AFTER_S = 6.0
+AMOUNT = 600
+USER = "u-no-wallet"
+
+
+async def paid_order(client: httpx.AsyncClient, payments: str, secret: str) -> str:
+    """An order placed and paid through the simulated provider's signed callback."""
+    placed = await client.post(
+        f"{payments}/v1/orders", json={"user_id": USER, "amount": AMOUNT, "currency": "CNY", "channel": "alipay"}
+    )
+    assert placed.status_code == 201, placed.text
+    order_id = str(placed.json()["order_id"])
+    body = json.dumps(
+        {
+            "order_id": order_id,
+            "provider_txn_id": f"tx-{order_id}",
+            "status": "succeeded",
+            "amount": AMOUNT,
+            "currency": "CNY",
+            "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    ).encode()
+    paid = await client.post(
+        f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": sign(secret, body, int(time.time()))}
+    )
+    assert paid.status_code == 200, paid.text
+    return order_id
+
+
+def page(webhook: AlertWebhook, alertname: str) -> tuple[Notification, dict[str, Any]] | None:
+    """The first firing notification of `alertname` and the alert in it."""
+    note = webhook.first(alertname, "firing")
+    if note is None:
+        return None
+    (alert,) = [a for a in note.body["alerts"] if a["labels"]["alertname"] == alertname and a["status"] == "firing"]
+    return note, alert
+
+
+async def test_an_order_no_machine_can_settle_opens_a_case_that_pages_re_pages_and_closes_when_support_credits_it(
+    broker: Broker, database_url: str, isolation: str, tmp_path: Path
+) -> None:
+    env = {
+        "LEDGER_REGISTER_ON_FIRST_CREDIT": "false",
+        "PAYMENTS_SIM_REFUND_FAILURE_SHARE": "1",
+        "PAYMENTS_CASE_REPAGE_AFTER_S": str(REPAGE_AFTER_S),
+    }
+    webhook = AlertWebhook()
+    async with running_stack(
+        broker, database_url, isolation, tmp_path / "stack", threshold_s=THRESHOLD_S, extra_env=env
+    ) as (stack, receiver):
+        pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
+        try:
+            keys = PostgresKeyStore(pool, stack.config.identity_schema)
+            _, agent_key = await keys.create("agent-alice", {Scope.SUPPORT_READ, Scope.SUPPORT_ACT})
+            _, reader_key = await keys.create("agent-bob", {Scope.SUPPORT_READ})
+        finally:
+            await pool.close()
+        agent, reader = {"Authorization": f"Bearer {agent_key}"}, {"Authorization": f"Bearer {reader_key}"}
+        payments, ledger = stack.url("payments"), stack.url("ledger")
+
+        with webhook.serving(), monitoring(stack, tmp_path, webhook):
+            async with httpx.AsyncClient(timeout=30, headers=stack.headers) as platform:
+                order_id = await paid_order(platform, payments, stack.config.psp_secret)
+
+                def statuses() -> list[str]:
+                    told = sorted(receiver.received.by_order().get(order_id, []), key=lambda p: p["sequence"])
+                    return [p["status"] for p in told]
+
+                async def open_cases() -> list[dict[str, Any]]:
+                    answer = await platform.get(f"{payments}/v1/support/cases", headers=agent)
+                    assert answer.status_code == 200, answer.text
+                    return [c for c in answer.json()["cases"] if c["order_id"] == order_id]
+
+                # Refused credit, declined refund: the order goes to a person, with one open case that pages.
+                await eventually(lambda: statuses()[-1:] == ["needs_support"], timeout_s=120)
+                [case] = await eventually(open_cases, timeout_s=60)
+                assert (case["kind"], case["severity"], case["acknowledged_at"]) == ("needs_support", "page", None)
+                opened = await eventually(lambda: page(webhook, "SupportCaseOpen"), timeout_s=120, interval_s=0.5)
+                assert opened[0].path == "/alerts/page"
+                assert opened[1]["annotations"]["runbook_url"].startswith(f"{RUNBOOK_BASE_URL}/d/runbook-")
+
+                # Nobody acknowledges it: it re-pages one step higher, and that page is delivered too.
+                repaged = await eventually(
+                    lambda: page(webhook, "SupportCaseUnacknowledged"), timeout_s=120, interval_s=0.5
+                )
+                assert repaged[0].path.startswith("/alerts/")
+                assert repaged[1]["labels"]["severity"] == "critical"
+                [case] = await open_cases()
+                assert case["severity"] == "critical" and case["repaged_at"] is not None
+
+                # The agent acknowledges it; the platform registers the user's wallet; the agent re-drives the credit.
+                acked = await platform.post(
+                    f"{payments}/v1/support/cases/{case['id']}/acknowledge", json={"note": "on it"}, headers=agent
+                )
+                assert acked.status_code == 200, acked.text
+                assert acked.json()["acknowledged_by"] == "agent-alice"
+                registered = await platform.put(f"{ledger}/v1/users/{USER}", json={"currency": "CNY"})
+                assert registered.status_code in (200, 201), registered.text
+                redrive = {"action": "redrive_credit", "reason": "wallet registered after the user wrote in"}
+                forbidden = await platform.post(
+                    f"{payments}/v1/support/orders/{order_id}/actions", json=redrive, headers=reader
+                )
+                assert forbidden.status_code == 403, forbidden.text
+                acted = await platform.post(
+                    f"{payments}/v1/support/orders/{order_id}/actions",
+                    json=redrive,
+                    headers={**agent, "Idempotency-Key": f"redrive-{order_id}"},
+                )
+                assert acted.status_code == 202, acted.text
+                assert acted.json()["action"]["by"] == "agent-alice"
+
+                # Credited once, told once, and the case closes with the agent's action on record.
+                await eventually(lambda: statuses()[-1:] == ["credited"], timeout_s=60)
+                wallet = (await platform.get(f"{ledger}/v1/wallets/{USER}")).json()
+                assert wallet["balances"] == {"CNY": AMOUNT}
+                view = await platform.get(f"{payments}/v1/support/orders/{order_id}", headers=agent)
+                assert view.status_code == 200, view.text
+
+                async def resolved() -> dict[str, Any] | None:
+                    answer = await platform.get(f"{payments}/v1/support/cases/{case['id']}", headers=agent)
+                    closed: dict[str, Any] = answer.json()
+                    return closed if closed["resolved_at"] else None
+
+                closed = await eventually(resolved, timeout_s=60)
+                assert "redrive_credit" in closed["resolution"] and "agent-alice" in closed["resolution"]
+                history = [entry["action"] for entry in closed["history"]]
+                assert history[0] == "opened" and history[-1] == "resolved"
+                assert "repaged" in history and "acknowledged" in history
+                [action] = view.json()["actions"]
+                assert (action["action"], action["by"], action["reason"]) == (
+                    "redrive_credit",
+                    "agent-alice",
+                    redrive["reason"],
+                )
+        assert statuses().count("credited") == 1
+        assert receiver.received.duplicates == 0
