@@ -19,7 +19,7 @@ from contracts.codec import envelope_for
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundFailed, RefundSucceeded
 from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.table import OVERDUE
-from reconciler.domain import Command, CommandKind, OrderState, Policy, StatusChange
+from reconciler.domain import CaseOpened, Command, CommandKind, OrderState, Policy, StatusChange
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
 
@@ -54,17 +54,21 @@ class States:
 
 @dataclass
 class Announcements:
-    """The Announcer port: what the reconciler told the user (statuses) and the other services (commands).
-    Each round is acknowledged at once here, so what is queued counts as sent."""
+    """The Announcer port: what the reconciler told the user (statuses), the other services (commands) and
+    support (cases). Each round is acknowledged at once here, so what is queued counts as sent."""
 
     statuses: list[tuple[OrderState, StatusChange]] = field(default_factory=list)
     commands: list[tuple[OrderState, Command]] = field(default_factory=list)
+    cases: list[tuple[OrderState, CaseOpened]] = field(default_factory=list)
 
     def status(self, state: OrderState, change: StatusChange) -> None:
         self.statuses.append((state, change))
 
     def command(self, state: OrderState, command: Command) -> None:
         self.commands.append((state, command))
+
+    def case(self, state: OrderState, case: CaseOpened) -> None:
+        self.cases.append((state, case))
 
 
 @dataclass

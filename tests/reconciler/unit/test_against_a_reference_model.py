@@ -1,7 +1,7 @@
 """Random interleavings of payments, risk-review holds, releases and rejections, credits, ledger rejections,
 refunds, duplicates, reorderings, failed payments, worker restarts and clock advances, with per-channel and
-per-product thresholds: the reconciler's flags, status changes and commands must match a small reference
-model exactly."""
+per-product thresholds: the reconciler's flags, status changes, commands and support cases must match a
+small reference model exactly."""
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +22,7 @@ from contracts.events import (
     RefundFailed,
     RefundSucceeded,
 )
-from reconciler.domain import Effect, OrderState, Policy, StatusChange
+from reconciler.domain import CaseOpened, Effect, OrderState, Policy, StatusChange
 from reconciler.engine import Engine
 from tests.reconciler.unit.fakes import InMemoryOrderStates
 from tests.reconciler.unit.test_join import kinds
@@ -140,6 +140,7 @@ class Model:
             m.phase = "escalated"
             m.effects.append("anomaly:credited_after_refund")
             m.tell("needs_support")
+            m.effects.append("case:needs_support:page")
         else:
             self.close_credited(m)
 
@@ -156,6 +157,8 @@ class Model:
         if m.phase == "refunding":
             m.phase = "refunded" if succeeded else "escalated"
             m.tell("refunded" if succeeded else "needs_support")
+            if not succeeded:
+                m.effects.append("case:needs_support:page")
 
     def tick(self, now: float, safe: float) -> None:
         for m in self.orders.values():
@@ -163,6 +166,7 @@ class Model:
                 m.flagged = True
                 m.effects.append("flagged")
                 m.tell("delayed")
+                m.effects.append("case:review_overdue:warning")
             elif m.phase == "waiting" and m.deadline <= safe:
                 m.phase, m.attempts, m.next_at = "retrying", 1, now + BACKOFF
                 if not m.flagged:
@@ -183,6 +187,7 @@ class Model:
             elif m.credited and not m.paid and not m.anomaly and m.credited_at + threshold(m.channel, None) <= safe:
                 m.anomaly = True
                 m.effects.append("anomaly:credit_without_payment")
+                m.effects.append("case:credit_without_payment:page")
 
 
 def at(seconds: float) -> datetime:
@@ -190,12 +195,17 @@ def at(seconds: float) -> datetime:
 
 
 def described(effects: list[Effect]) -> list[str]:
-    """Effect kinds; an `under_review` status also names its estimated time, in seconds after T0."""
-    out = kinds(list(effects))
-    for i, effect in enumerate(effects):
+    """Effect kinds; an `under_review` status also names its estimated time, in seconds after T0; a support case
+    its kind and severity."""
+    out = []
+    for effect in effects:
+        if isinstance(effect, CaseOpened):
+            out.append(f"case:{effect.kind.value}:{effect.severity.value}")
+            continue
+        out += kinds([effect])
         if isinstance(effect, StatusChange) and effect.status is OrderStatus.UNDER_REVIEW:
             eta = effect.estimated_credit_at
-            out[i] += f"@{(eta - T0).total_seconds():g}" if eta else "@none"
+            out[-1] += f"@{(eta - T0).total_seconds():g}" if eta else "@none"
     return out
 
 
@@ -309,6 +319,8 @@ def test_flags_and_commands_match_the_reference_model(
     assert got == {o: m.effects for o, m in model.orders.items()}
     for o, m in model.orders.items():
         assert got[o].count("flagged") <= 1, f"{o} flagged twice"
+        cases = [e for e in got[o] if e.startswith("case:")]
+        assert len(cases) == len(set(cases)), f"{o} asked twice for a case of one kind"
         if "flagged" in got[o]:
             assert m.paid and "status:credited" not in got[o][: got[o].index("flagged")]
         if m.rejected_review:

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 from contracts.base import Message
 from contracts.events import RefundFailed, RefundSucceeded
 from reconciler.adapters.metrics import PrometheusObservations, Tally
-from reconciler.domain import Command, OrderState, Policy, StatusChange
+from reconciler.domain import CaseOpened, Command, OrderState, Policy, StatusChange
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
 from tests.reconciler.unit.fakes import InMemoryOrderStates
@@ -23,6 +23,9 @@ class Sent:
         pass
 
     def command(self, state: OrderState, command: Command) -> None:
+        pass
+
+    def case(self, state: OrderState, case: CaseOpened) -> None:
         pass
 
 

@@ -29,7 +29,12 @@ from reconciler.watermarks import Watermarks
 
 PAYMENTS, LEDGER = "payments.events", "ledger.events"
 INPUTS = (PAYMENTS, LEDGER)
-TOPICS = {"status": "orders.status", "ledger": "ledger.commands", "payments": "payments.commands"}
+TOPICS = {
+    "status": "orders.status",
+    "ledger": "ledger.commands",
+    "payments": "payments.commands",
+    "cases": "support.cases",
+}
 DEAD_LETTERS = "credited.deadletter"
 POLICY = Policy(threshold_s=5)
 

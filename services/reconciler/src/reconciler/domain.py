@@ -24,6 +24,11 @@ Rules written down:
   before the block, closes the order and changes nothing counted); RefundSucceeded or RefundFailed says how
   IssueRefund ended. An escalation to `needs_support` is `Escalated`, naming the action under way and why.
   Each comes from a change of phase, so an order counts each outcome once however often events repeat.
+- An order a person has to own is announced for a support case (`CaseOpened`, on support.cases): escalated to
+  `needs_support` (severity page), a risk-review hold still open at its deadline (`review_overdue`, warning),
+  a credit without a payment (`credit_without_payment`, page). Each comes from the same change of phase as
+  the escalation, flag or anomaly it stands beside, so an order asks once per kind, and the announcement's id
+  is deterministic per order and kind, so a repeat after a crash opens nothing more.
 - A credit with no payment (none, or only a failed one) is an anomaly once the payment stream is complete
   past credit + threshold.
 - Risk review (see review.py): OrderHeld stands in for the payment (payments publishes
@@ -53,7 +58,7 @@ from enum import StrEnum
 from sys import intern
 from typing import Any
 
-from contracts.events import OrderStatus
+from contracts.events import CaseKind, CaseSeverity, OrderStatus
 
 HISTORY_LIMIT = 60
 REASON_LIMIT = 160
@@ -174,7 +179,24 @@ class Escalated:
     reason: EscalationReason
 
 
-Effect = StatusChange | Command | Flagged | Anomaly | Remediated | Escalated
+@dataclass(frozen=True, slots=True)
+class CaseOpened:
+    """The order needs a person to own it: payments opens a support case (one per order and kind)."""
+
+    kind: CaseKind
+    severity: CaseSeverity
+    reason: str
+
+
+CASE_SEVERITY = {
+    CaseKind.NEEDS_SUPPORT: CaseSeverity.PAGE,
+    CaseKind.REVIEW_OVERDUE: CaseSeverity.WARNING,
+    CaseKind.CREDIT_WITHOUT_PAYMENT: CaseSeverity.PAGE,
+}
+"""How loudly each kind of case asks for an owner at first (payments re-pages one step higher)."""
+
+
+Effect = StatusChange | Command | Flagged | Anomaly | Remediated | Escalated | CaseOpened
 
 
 @dataclass(slots=True)
@@ -277,6 +299,10 @@ def status_change(
 def command(state: OrderState, command: Command, at: datetime) -> Command:
     note(state, f"command:{command.kind.value}#{command.attempt}", at)
     return command
+
+
+def case(kind: CaseKind, reason: str) -> CaseOpened:
+    return CaseOpened(kind, CASE_SEVERITY[kind], clip(reason))
 
 
 def settle(state: OrderState, phase: Phase, at: datetime) -> None:

@@ -15,6 +15,7 @@ from contracts.base import Message
 from contracts.events import OrderStatus
 from reconciler.domain import (
     Anomaly,
+    CaseOpened,
     Command,
     Effect,
     Escalated,
@@ -74,6 +75,16 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
             observe.escalation(effect.reason.value)
             log.error(
                 "order %s escalated to a person: %s", state.order_id, effect.reason.value, extra=about(state.order_id)
+            )
+        elif isinstance(effect, CaseOpened):
+            announcer.case(state, effect)
+            log.warning(
+                "order %s: asking for a %s support case (%s): %s",
+                state.order_id,
+                effect.kind.value,
+                effect.severity.value,
+                effect.reason,
+                extra=about(state.order_id),
             )
 
 

@@ -4,6 +4,7 @@ Rules in domain.py's docstring; each transition changes the state it is given an
 from datetime import datetime
 
 from contracts.events import (
+    CaseKind,
     CreditPosted,
     CreditRejected,
     OrderStatus,
@@ -24,6 +25,7 @@ from reconciler.domain import (
     Phase,
     Policy,
     Remediated,
+    case,
     clip,
     close_credited,
     command,
@@ -89,7 +91,8 @@ def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, poli
         state.phase, state.anomaly, state.settled_at = Phase.ESCALATED, "credited_after_refund", None
         change = status_change(state, OrderStatus.NEEDS_SUPPORT, "credited while a refund was under way", now)
         escalated = Escalated(CommandKind.ISSUE_REFUND, EscalationReason.CREDITED_AFTER_REFUND)
-        return [Anomaly("credited_after_refund"), change, escalated]
+        opened = case(CaseKind.NEEDS_SUPPORT, "credited while a refund was under way")
+        return [Anomaly("credited_after_refund"), change, escalated, opened]
     retried = state.phase is Phase.RETRYING
     effects = close_credited(state, now, policy)
     if retried:
@@ -129,4 +132,5 @@ def on_refund_failed(state: OrderState, event: RefundFailed, now: datetime, poli
         status_change(state, OrderStatus.NEEDS_SUPPORT, f"refund failed: {event.reason}", now),
         Remediated(CommandKind.ISSUE_REFUND, Outcome.FAILED),
         Escalated(CommandKind.ISSUE_REFUND, EscalationReason.REFUND_FAILED),
+        case(CaseKind.NEEDS_SUPPORT, f"refund failed: {event.reason}"),
     ]

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Protocol
 
-from reconciler.domain import Command, OrderState, StatusChange
+from reconciler.domain import CaseOpened, Command, OrderState, StatusChange
 
 
 class OrderStates(Protocol):
@@ -17,13 +17,15 @@ class OrderStates(Protocol):
 
 
 class Announcer(Protocol):
-    """Status changes for orders.status and commands for the ledger and payments, queued for the round (see
-    handlers.py): the adapter sends a round's announcements together and makes no state that records one
-    durable before the broker has acknowledged them all."""
+    """Status changes for orders.status, commands for the ledger and payments, and support cases for
+    support.cases, queued for the round (see handlers.py): the adapter sends a round's announcements together
+    and makes no state that records one durable before the broker has acknowledged them all."""
 
     def status(self, state: OrderState, change: StatusChange) -> None: ...
 
     def command(self, state: OrderState, command: Command) -> None: ...
+
+    def case(self, state: OrderState, case: CaseOpened) -> None: ...
 
 
 class Observations(Protocol):

@@ -3,7 +3,7 @@ and the end of a settled order's retention. Pure: no I/O. Rules in domain.py's d
 
 from datetime import datetime
 
-from contracts.events import OrderStatus
+from contracts.events import CaseKind, OrderStatus
 from reconciler.domain import (
     SETTLED,
     Anomaly,
@@ -16,6 +16,7 @@ from reconciler.domain import (
     Phase,
     Policy,
     Remediated,
+    case,
     command,
     note,
     status_change,
@@ -56,7 +57,9 @@ def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Polic
         state.flagged_at = now
         note(state, "flagged_overdue:review", now)
         change = status_change(state, OrderStatus.DELAYED, "the review is taking longer than expected", now)
-        return [Flagged(deadline, (now - deadline).total_seconds()), change]
+        expected = state.held_until.isoformat(timespec="seconds") if state.held_until else "unknown"
+        overdue = case(CaseKind.REVIEW_OVERDUE, f"risk review still open past its expected release ({expected})")
+        return [Flagged(deadline, (now - deadline).total_seconds()), change, overdue]
     if state.phase is Phase.AWAITING_CREDIT and due:
         assert deadline is not None
         return _flag(state, deadline, now, policy)
@@ -78,7 +81,9 @@ def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Polic
     ):
         state.anomaly = "credit_without_payment"
         note(state, "anomaly:credit_without_payment", now)
-        return [Anomaly("credit_without_payment")]
+        why = "its payment failed" if state.phase is Phase.PAYMENT_FAILED else "no payment seen"
+        opened = case(CaseKind.CREDIT_WITHOUT_PAYMENT, f"credited with no successful payment: {why}")
+        return [Anomaly("credit_without_payment"), opened]
     return []
 
 

@@ -1,7 +1,9 @@
-"""KafkaAnnouncer: the round's status changes (for orders.status) and commands (for ledger.commands and
-payments.commands), each with a deterministic event id so that a repeat after a crash has no second effect.
+"""KafkaAnnouncer: the round's status changes (for orders.status), commands (for ledger.commands and
+payments.commands) and support cases (for support.cases), each with a deterministic event id so that a repeat
+after a crash has no second effect: a status change's id names its sequence, a command's its attempt, a case's
+its kind (one case per order and kind).
 
-`status` and `command` only queue; `records` builds the round's messages for the producer (rounds.py sends
+`status`, `command` and `case` only queue; `records` builds the round's messages for the producer (rounds.py sends
 them together and waits once for the broker). A message that cannot be built (it would break its contract)
 becomes a dead letter instead, with the reason and the order: it must never stop the partition, and
 building it again would fail the same way.
@@ -16,14 +18,15 @@ import orjson
 from contracts.base import Message
 from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
-from contracts.events import OrderStatusChanged
-from reconciler.domain import Command, CommandKind, OrderState, StatusChange
+from contracts.events import CaseRequested, OrderStatusChanged
+from reconciler.domain import CaseOpened, Command, CommandKind, OrderState, StatusChange
 from servicekit.logs import about
 
 log = logging.getLogger(__name__)
 
 SERVICE = "reconciler"
 Outgoing = tuple[str, Record]
+Announcement = StatusChange | Command | CaseOpened
 
 
 def dead_letter(
@@ -41,17 +44,20 @@ class KafkaAnnouncer:
     def __init__(
         self, topics: dict[str, str], dead_letters: str, compensation: int, unbuildable: Callable[[], None]
     ) -> None:
-        self._topics = topics  # "status", "ledger", "payments" -> qualified topic names
+        self._topics = topics  # "status", "ledger", "payments", "cases" -> qualified topic names
         self._dead_letters = dead_letters
         self._compensation = compensation
         self._unbuildable_seen = unbuildable
-        self._queued: list[tuple[OrderState, StatusChange | Command]] = []
+        self._queued: list[tuple[OrderState, Announcement]] = []
 
     def status(self, state: OrderState, change: StatusChange) -> None:
         self._queued.append((state, change))
 
     def command(self, state: OrderState, command: Command) -> None:
         self._queued.append((state, command))
+
+    def case(self, state: OrderState, case: CaseOpened) -> None:
+        self._queued.append((state, case))
 
     def clear(self) -> None:
         self._queued = []
@@ -68,11 +74,21 @@ class KafkaAnnouncer:
                 out.append(self._unbuildable(state, announcement, exc))
         return out
 
-    def _record(self, state: OrderState, announcement: StatusChange | Command, now: datetime) -> tuple[str, Record]:
+    def _record(self, state: OrderState, announcement: Announcement, now: datetime) -> tuple[str, Record]:
         if isinstance(announcement, StatusChange):
             message: Message = self._status(state, announcement, now)
             key, topic = str(announcement.sequence), self._topics["status"]
             kind = "OrderStatusChanged"
+        elif isinstance(announcement, CaseOpened):
+            message = CaseRequested(
+                order_id=state.order_id,
+                user_id=state.user_id,
+                kind=announcement.kind,
+                severity=announcement.severity,
+                reason=announcement.reason,
+                requested_at=now,
+            )
+            key, topic, kind = announcement.kind.value, self._topics["cases"], "CaseRequested"
         else:
             message = self._command(state, announcement, now)
             key, kind = str(announcement.attempt), announcement.kind.value
@@ -122,8 +138,13 @@ class KafkaAnnouncer:
             order_id=oid, user_id=uid, amount=self._compensation, currency=currency, requested_at=now
         )
 
-    def _unbuildable(self, state: OrderState, announcement: StatusChange | Command, exc: Exception) -> Outgoing:
-        what = announcement.kind.value if isinstance(announcement, Command) else f"status {announcement.status.value}"
+    def _unbuildable(self, state: OrderState, announcement: Announcement, exc: Exception) -> Outgoing:
+        if isinstance(announcement, Command):
+            what = announcement.kind.value
+        elif isinstance(announcement, CaseOpened):
+            what = f"case {announcement.kind.value}"
+        else:
+            what = f"status {announcement.status.value}"
         reason = f"unbuildable: {what} for order {state.order_id}: {exc!r}"[:1000]
         log.error("dead-lettering %s", reason, extra=about(state.order_id))
         self._unbuildable_seen()

@@ -178,6 +178,7 @@ def _announcer(settings: Settings, observe: PrometheusObservations) -> KafkaAnno
         "status": Topic.ORDERS_STATUS.qualified(prefix),
         "ledger": Topic.LEDGER_COMMANDS.qualified(prefix),
         "payments": Topic.PAYMENTS_COMMANDS.qualified(prefix),
+        "cases": Topic.SUPPORT_CASES.qualified(prefix),
     }
     unbuildable = observe.dead_letters.labels("unbuildable").inc
     return KafkaAnnouncer(topics, Topic.DEAD_LETTER.qualified(prefix), settings.compensation_minor, unbuildable)
