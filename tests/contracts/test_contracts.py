@@ -1,8 +1,11 @@
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts import (
     CreditPosted,
@@ -137,6 +140,12 @@ def test_every_stored_sample_payload_still_decodes(sample: Path) -> None:
 def test_there_is_a_stored_sample_for_every_event_type() -> None:
     stored = {json.loads(p.read_text())["headers"]["event_type"] for p in SAMPLES.glob("*.json")}
     assert stored == set(MODELS)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=4))
+def test_a_deterministic_id_is_the_uuid5_of_its_parts_in_the_contract_namespace(parts: list[str]) -> None:
+    namespace = uuid.UUID("3f1c2a4e-6a1b-4f0e-9a57-2c1d8e0b7a10")
+    assert deterministic_id(*parts) == str(uuid.uuid5(namespace, "\x1f".join(parts)))
 
 
 def test_deterministic_ids_repeat_for_the_same_fact_only() -> None:

@@ -5,6 +5,7 @@ stop the consumer. The broker and the database are stand-ins here (tests/service
 integration tests run the same loop on the real ones."""
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import cast
 
@@ -14,8 +15,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaTimeoutEr
 
 from contracts.base import Message
 from contracts.codec import Envelope
+from contracts.events import PaymentSucceeded
 from servicekit.consumer import KafkaConsumerLoop
-from servicekit.kafka import DeadLetterPublisher, PermanentFailure
+from servicekit.kafka import BatchHandler, DeadLetterPublisher, PermanentFailure, only
 from tests.servicekit.consumer_fakes import FakeConsumer, KeptDeadLetters, Record, Store, polled, record
 
 
@@ -46,7 +48,9 @@ class Handler:
                 raise ValueError(f"cannot handle {message.order_id}")
 
 
-def consumer_loop(handler: Handler, store: Store, consumer: FakeConsumer, dead: KeptDeadLetters) -> KafkaConsumerLoop:
+def consumer_loop(
+    handler: BatchHandler, store: Store, consumer: FakeConsumer, dead: KeptDeadLetters
+) -> KafkaConsumerLoop:
     loop = KafkaConsumerLoop(
         bootstrap="127.0.0.1:1",  # never started: the fake consumer stands in for the broker
         group_id="g",
@@ -163,3 +167,55 @@ async def test_a_dead_letter_the_broker_cannot_take_yet_is_sent_again_before_the
     await run_polls(consumer_loop(Handler(store), store, consumer, dead), consumer, 1)
     assert dead.refused == 1 and list(dead.reasons()) == [b"bad"]
     assert store.committed == ["a"] and consumer.committed == [{TopicPartition("t", 0): 2}]
+
+
+def retyped(consumed: Record, event_type: bytes | None) -> Record:
+    """`consumed` with its event_type header set to `event_type`, or without one (None)."""
+    headers = [(k, v) for k, v in consumed.headers if k != "event_type"]
+    if event_type is not None:
+        headers.insert(0, ("event_type", event_type))
+    return dataclasses.replace(consumed, headers=headers)
+
+
+async def test_a_record_of_a_known_type_the_handler_does_not_act_on_is_skipped_undecoded_and_committed() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    # Their values do not decode: had the loop decoded them, they would be dead-lettered.
+    placed = retyped(record("placed", 0, value=b"{not json"), b"OrderPlaced")
+    expired = retyped(record("expired", 2, value=b"{not json"), b"OrderExpired")
+    consumer = FakeConsumer([polled(placed, record("paid", 1), expired)])
+    handler = Handler(store)
+    loop = consumer_loop(only({PaymentSucceeded}, handler), store, consumer, dead)
+    await run_polls(loop, consumer, 1)
+    assert [[m.order_id for m in call] for call in handler.calls] == [["paid"]]
+    assert dead.sent == [] and store.committed == ["paid"]
+    assert consumer.committed == [{TopicPartition("t", 0): 3}]
+    assert loop.skipped_total == 2 and loop.consumed_total == 3
+
+
+async def test_a_record_with_no_or_an_unknown_event_type_header_is_still_decoded_and_dead_lettered() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    records = [
+        retyped(record("missing", 0), None),
+        retyped(record("unknown", 1), b"NoSuchEvent"),
+        retyped(record("binary", 2), b"\xff\xfe"),
+        record("paid", 3),
+    ]
+    consumer = FakeConsumer([polled(*records)])
+    handler = Handler(store)
+    loop = consumer_loop(only({PaymentSucceeded}, handler), store, consumer, dead)
+    await run_polls(loop, consumer, 1)
+    reasons = dead.reasons()
+    assert reasons[b"missing"] == "undecodable: missing headers: event_type"
+    assert reasons[b"unknown"] == "undecodable: unknown event_type 'NoSuchEvent'"
+    assert reasons[b"binary"] == "undecodable: header 'event_type' is not UTF-8"
+    assert store.committed == ["paid"] and loop.skipped_total == 0
+    assert consumer.committed == [{TopicPartition("t", 0): 4}]
+
+
+async def test_a_handler_that_names_no_types_has_every_record_decoded() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    placed = retyped(record("placed", 0, value=b"{not json"), b"OrderPlaced")
+    consumer = FakeConsumer([polled(placed, record("paid", 1))])
+    loop = consumer_loop(Handler(store), store, consumer, dead)
+    await run_polls(loop, consumer, 1)
+    assert list(dead.reasons()) == [b"placed"] and store.committed == ["paid"] and loop.skipped_total == 0

@@ -1,6 +1,9 @@
 """KafkaConsumerLoop: a consumer group member that handles each poll as one batch.
 
-Every record of a poll is decoded once, at the edge; what does not decode goes to the dead-letter topic. The
+Every record of a poll is decoded once, at the edge; what does not decode goes to the dead-letter topic. A handler
+made by `only(...)` names the event types it acts on: a record whose `event_type` header names another known type
+(another service's business on a shared topic) is skipped without being decoded, its offset committed with the
+poll's; a record with no such header, or one naming no known type, is decoded as always (and dead-lettered). The
 decoded messages of all the poll's partitions go to the service's batch handler in one database transaction,
 and the offsets of all those partitions are committed once, after that transaction committed.
 
@@ -35,8 +38,9 @@ from aiokafka.errors import (
 )
 
 from contracts.codec import DecodeError, decode
+from contracts.registry import MODELS
 from servicekit.errors import Classified, Dependency, classify
-from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, PermanentFailure
+from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, Only, PermanentFailure
 from servicekit.logs import bound
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
 from servicekit.retrying import BackoffPolicy, Readiness, retrying
@@ -83,6 +87,23 @@ def _bound_to(delivery: Delivery) -> contextlib.AbstractContextManager[None]:
     """The logs of handling one message carry its order id and its envelope's ids."""
     message, envelope = delivery
     return bound(order_id=message.order_id, event_id=envelope.event_id, correlation_id=envelope.correlation_id)
+
+
+def _skipped_types(handler: BatchHandler) -> frozenset[bytes]:
+    """The `event_type` header values of the known message types `handler` does not act on (none unless it says
+    which it acts on)."""
+    if not isinstance(handler, Only):
+        return frozenset()
+    return frozenset(name.encode() for name in MODELS if name not in handler.event_types)
+
+
+def _event_type(record: Record) -> bytes | None:
+    """The record's `event_type` header as it came (the last one, as decoding reads it), or None."""
+    found = None
+    for name, value in record.headers or ():
+        if name == "event_type":
+            found = value
+    return found
 
 
 def _record_context(record: Record) -> dict[str, str]:
@@ -135,6 +156,9 @@ class KafkaConsumerLoop:
         self._consumer = self._make_consumer()
         self.group_id = group_id
         self._handler = handler
+        self._skipped = _skipped_types(handler)
+        self.skipped_total = 0
+        """Records skipped undecoded: another service's message types on a shared topic."""
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
         self._readiness = readiness or Readiness()
@@ -228,7 +252,11 @@ class KafkaConsumerLoop:
     def _decode(self, records: Sequence[Record]) -> tuple[list[_Decoded], list[_DeadLetter]]:
         decoded: list[_Decoded] = []
         failed: list[_DeadLetter] = []
+        skipped = self._skipped
         for record in records:
+            if skipped and _event_type(record) in skipped:
+                self.skipped_total += 1
+                continue  # a known type the handler does not act on: nothing to decode, nothing to do
             try:
                 decoded.append(_Decoded(record, decode(record.value, record.headers)))
             except DecodeError as exc:

@@ -183,17 +183,30 @@ def route(routes: Mapping[type[Message], Callable[[Any, Envelope], Awaitable[Non
     return handle
 
 
-def only(types: Collection[type[Message]], handler: BatchHandler) -> BatchHandler:
+class Only:
     """A batch handler that passes `handler` the poll's messages of `types`, in order, and nothing when there are
-    none; the others are another service's business on a shared topic."""
-    wanted = frozenset(types)
+    none; the others are another service's business on a shared topic. The consumer loop reads `event_types` to
+    skip those records undecoded (servicekit.consumer)."""
 
-    async def handle(deliveries: Sequence[Delivery]) -> None:
+    __slots__ = ("_handler", "_wanted", "event_types")
+
+    def __init__(self, types: Collection[type[Message]], handler: BatchHandler) -> None:
+        self._wanted = frozenset(types)
+        self._handler = handler
+        self.event_types: frozenset[str] = frozenset(t.event_type for t in self._wanted)
+        """The `event_type` header values of the messages the handler acts on."""
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> None:
+        wanted = self._wanted
         mine = [delivery for delivery in deliveries if type(delivery[0]) in wanted]
         if mine:
-            await handler(mine)
+            await self._handler(mine)
 
-    return handle
+
+def only(types: Collection[type[Message]], handler: BatchHandler) -> Only:
+    """A batch handler that passes `handler` the poll's messages of `types`, in order, and nothing when there are
+    none; the others are another service's business on a shared topic (and a consumer skips them undecoded)."""
+    return Only(types, handler)
 
 
 def per_message(handler: Handler) -> BatchHandler:

@@ -25,13 +25,17 @@ from servicekit.uow import PostgresUnitOfWork
 # Everything that decides a batch, in one round trip: its orders' credits, compensations, blocks, payment facts,
 # parked retries and the blocks waiting with them, its users' wallet currencies, and which of its wallets are frozen.
 _BOOKS = """
-SELECT 'credit' AS what, t.order_id AS key, t.transaction_id AS value, t.created_at AS at, a.user_id,
+SELECT 'credit' AS what, o.order_id AS key, t.transaction_id AS value, t.created_at AS at, a.user_id,
        a.currency::text AS currency, e.amount
-FROM transactions t JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id)
-WHERE t.order_id = ANY($1::text[]) AND t.kind = 'credit' AND a.kind = 'wallet'
+FROM unnest($1::text[]) AS o(order_id)
+CROSS JOIN LATERAL (SELECT transaction_id, created_at FROM transactions
+                    WHERE order_id = o.order_id AND kind = 'credit' OFFSET 0) AS t
+CROSS JOIN LATERAL (SELECT account_id, amount FROM entries WHERE transaction_id = t.transaction_id OFFSET 0) AS e
+CROSS JOIN LATERAL (SELECT user_id, currency FROM accounts
+                    WHERE account_id = e.account_id AND kind = 'wallet' OFFSET 0) AS a
 UNION ALL
-SELECT 'compensation', order_id, NULL, NULL, NULL, NULL, NULL FROM transactions
-WHERE order_id = ANY($1::text[]) AND kind = 'compensation'
+SELECT 'compensation', o.order_id, NULL, NULL, NULL, NULL, NULL FROM unnest($1::text[]) AS o(order_id)
+WHERE EXISTS (SELECT FROM transactions t WHERE t.order_id = o.order_id AND t.kind = 'compensation' OFFSET 0)
 UNION ALL
 SELECT 'block', order_id, reason, NULL, NULL, NULL, NULL FROM credit_blocks WHERE order_id = ANY($1::text[])
 UNION ALL
@@ -135,24 +139,32 @@ def _account_order(account: Account) -> tuple[bool, str]:
 
 def _posting_columns(postings: Sequence[tuple[Posting, datetime]]) -> list[list[Any]]:
     """The arrays of _POST: transactions, entries, and the accounts they touch in `_account_order`."""
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    entry_tx: list[str] = []
+    entry_account: list[str] = []
+    entry_amount: list[int] = []
     accounts: dict[str, Account] = {}
-    for posting, at in postings:
-        for column, value in zip(
-            columns[:4], (posting.transaction_id, posting.order_id, posting.kind, at), strict=True
-        ):
-            column.append(value)
+    for posting, _ in postings:
+        transaction_id = posting.transaction_id
         for entry in posting.entries:
-            columns[4].append(posting.transaction_id)
-            columns[5].append(entry.account.account_id)
-            columns[6].append(entry.amount)
-            accounts[entry.account.account_id] = entry.account
-    for account in sorted(accounts.values(), key=_account_order):
-        columns[7].append(account.account_id)
-        columns[8].append(account.kind.value)
-        columns[9].append(account.user_id)
-        columns[10].append(account.currency)
-    return columns
+            account = entry.account
+            entry_tx.append(transaction_id)
+            entry_account.append(account.account_id)
+            entry_amount.append(entry.amount)
+            accounts[account.account_id] = account
+    touched = sorted(accounts.values(), key=_account_order)
+    return [
+        [posting.transaction_id for posting, _ in postings],
+        [posting.order_id for posting, _ in postings],
+        [posting.kind for posting, _ in postings],
+        [at for _, at in postings],
+        entry_tx,
+        entry_account,
+        entry_amount,
+        [a.account_id for a in touched],
+        [a.kind.value for a in touched],
+        [a.user_id for a in touched],
+        [a.currency for a in touched],
+    ]
 
 
 def _fact_columns(facts: dict[str, PaymentFact]) -> list[list[Any]]:
