@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from contracts.codec import Envelope
-from contracts.events import CaseKind, CaseRequested, CaseSeverity
+from contracts.events import CaseKind, CaseRequested, CaseSeverity, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,12 @@ SERVICE_ACTOR = "credited"
 SEVERITIES = (CaseSeverity.CRITICAL, CaseSeverity.PAGE, CaseSeverity.WARNING)
 """Most urgent first: the order cases are listed in."""
 
-RESOLVING_STATUSES = frozenset({"credited", "refunded", "compensated"})
+RESOLVING_STATUSES = frozenset(s.value for s in (OrderStatus.CREDITED, OrderStatus.REFUNDED, OrderStatus.COMPENSATED))
 """Order statuses (orders.status) that settle an order: its open cases resolve by themselves."""
+
+SETTLED_BY_STATUS = frozenset({CaseKind.NEEDS_SUPPORT.value, CaseKind.REVIEW_OVERDUE.value})
+"""The kinds of case a settling status resolves. Not credit_without_payment: the order being credited is what that
+case is about, so a person says how it ended."""
 
 
 class CaseState(StrEnum):
