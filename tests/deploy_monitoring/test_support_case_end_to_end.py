@@ -28,7 +28,8 @@ from tests.e2e.stack import running_stack
 from tests.kafka_reader import eventually
 
 THRESHOLD_S = 3.0
-REPAGE_AFTER_S = 6.0
+REPAGE_AFTER_S = 75.0
+"""Longer than SupportCaseOpen's `for: 1m`, so the page fires before the re-page replaces it."""
 AMOUNT = 600
 USER = "u-no-wallet"
 
