@@ -109,17 +109,21 @@ def order(
     """Show an order as support sees it: facts, the timeline across the services, cases and actions."""
     err = Console(stderr=True)
     if not key:
-        err.print("no API key: pass --key or set CREDITED_API_KEY (a key with support:read)")
+        err.print("no API key: pass --key or set CREDITED_API_KEY (a key with support:read)", soft_wrap=True)
         raise typer.Exit(EXIT_REFUSED)
     url = payments_url or payments_url_from_environment()
     try:
         view = asyncio.run(fetch(url, key, order_id))
     except ApiRefused as exc:
         hint = HINTS.get(exc.status, "")
-        err.print(f"[red]refused[/red] {exc.status} {exc.code}: {exc.detail}" + (f"\n{hint}" if hint else ""))
+        err.print(
+            f"[red]refused[/red] {exc.status} {exc.code}: {exc.detail}" + (f"\n{hint}" if hint else ""), soft_wrap=True
+        )
         raise typer.Exit(EXIT_REFUSED) from None
     except ApiUnreachable as exc:
-        err.print(f"[red]unreachable[/red]: {exc} (is the stack up? --payments-url or CREDITED_PAYMENTS_URL)")
+        err.print(
+            f"[red]unreachable[/red]: {exc} (is the stack up? --payments-url or CREDITED_PAYMENTS_URL)", soft_wrap=True
+        )
         raise typer.Exit(EXIT_UNREACHABLE) from None
     if as_json:
         sys.stdout.write(orjson.dumps(view).decode() + "\n")
