@@ -9,17 +9,20 @@ from fastapi import FastAPI
 
 from contracts.codec import Envelope
 from contracts.commands import IssueRefund
-from contracts.events import OrderStatusChanged
+from contracts.events import CaseRequested, OrderStatusChanged
 from contracts.topics import Topic
-from payments import handlers, refunds
+from payments import cases, handlers, refunds
 from payments.adapters.audit_books import PostgresAuditBooks
 from payments.adapters.audit_http import audit_routes
 from payments.adapters.auditor import AuditMetrics, Auditor
+from payments.adapters.case_watch import CaseWatch
+from payments.adapters.cases import PostgresCases
+from payments.adapters.cases_http import case_routes
 from payments.adapters.fast import fast_routes
 from payments.adapters.grouping import GroupCommit
 from payments.adapters.http import SystemClock, routes
 from payments.adapters.ledger_credits import LedgerCredits
-from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.adapters.metrics import PrometheusPaymentsMetrics, SupportCaseMetrics
 from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.providers.registry import build_registry
@@ -69,6 +72,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         [Topic.PAYMENTS_COMMANDS],
         route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, providers=providers)}),
     )
+    case_book, case_metrics = PostgresCases(infra.pool, uow), SupportCaseMetrics(infra.registry)
+
+    async def on_case_requested(message: CaseRequested, envelope: Envelope) -> None:
+        if await cases.handle_case_requested(message, envelope, cases=case_book, consumer="payments.support-cases"):
+            case_metrics.case_opened(message.kind)
+
+    infra.consume("payments.support-cases", [Topic.SUPPORT_CASES], route({CaseRequested: on_case_requested}))
     clock, review = SystemClock(), settings.review_rule()
     policy = settings.query_policy(providers.names)
     schedule = PostgresQuerySchedule(infra.pool)
@@ -126,6 +136,10 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
             clock=clock,
             status_url=status_url,
         )
+    )
+    app.include_router(case_routes(case_book))
+    app.state.case_watch = CaseWatch(
+        infra.pool, case_metrics, repage_after_s=settings.case_repage_after_s, tick_s=settings.case_watch_interval_s
     )
     books = PostgresAuditBooks(infra.pool, uow)
     auditor = _auditor(settings, books, AuditMetrics(infra.registry))

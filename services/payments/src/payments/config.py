@@ -118,6 +118,16 @@ class Settings(ServiceSettings):
         "reconciler's threshold, so the audit re-drives only what the stream itself did not fix.",
     )
 
+    case_repage_after_s: float = Field(
+        1800.0,
+        gt=0,
+        description="A support case nobody acknowledged this long is re-paged one severity higher (warning -> page"
+        " -> critical), once per step.",
+    )
+    case_watch_interval_s: float = Field(
+        5.0, gt=0, le=60, description="How often re-pages are due and the open-case gauges are refreshed."
+    )
+
     @field_validator("audit_ledger_url", "audit_ledger_api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 async def main() -> None:
     from payments.adapters.auditor import Auditor
+    from payments.adapters.case_watch import CaseWatch
     from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
     from payments.queries import QueryWorker
 
@@ -22,12 +23,15 @@ async def main() -> None:
     infra, app = await build(settings, connect=False)
     worker: QueryWorker = app.state.query_worker
     auditor: Auditor | None = app.state.auditor
+    case_watch: CaseWatch = app.state.case_watch
     if auditor is None:
         log.warning(
             "the money audit is off: set PAYMENTS_AUDIT_LEDGER_URL and PAYMENTS_AUDIT_LEDGER_API_KEY (a key with"
             " audit:read: credited keys create --name payments-audit --scope audit:read)"
         )
-    await infra.run(app, worker.run(), *([auditor.run_periodically()] if auditor else []))
+    await infra.run(
+        app, worker.run(), case_watch.run_periodically(), *([auditor.run_periodically()] if auditor else [])
+    )
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:

@@ -4,11 +4,11 @@ Labels come from configuration, never from the request: a channel that is not co
 `other` and a provider without a secret as `unknown`, so a caller cannot create series at will.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from contracts.events import OrderStatus
+from contracts.events import CaseKind, CaseSeverity, OrderStatus
 from payments.domain import Outcome, PaymentState
 
 OTHER_CHANNEL = "other"
@@ -106,3 +106,48 @@ class PrometheusPaymentsMetrics:
 
     def _channel(self, channel: str) -> str:
         return channel if channel in self._channels else OTHER_CHANNEL
+
+
+class SupportCaseMetrics:
+    """Support cases: open ones by kind, severity and whether someone acknowledged them (refreshed from the
+    database, so every payments process answers the same), and cases this process opened, by kind."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open = Gauge(
+            "payments_support_cases_open",
+            "Support cases not resolved, by kind, severity and acknowledged (true once someone owned up to it).",
+            ["kind", "severity", "acknowledged"],
+            registry=registry,
+        )
+        self.opened = Counter(
+            "payments_support_cases_opened_total",
+            "Support cases opened from the reconciler's CaseRequested, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.repaged = Counter(
+            "payments_support_cases_repaged_total",
+            "Unacknowledged support cases this process re-paged one severity higher, by kind and new severity.",
+            ["kind", "severity"],
+            registry=registry,
+        )
+        # Every series from the start, at zero: an alert on a count that went back to zero resolves.
+        self.show({})
+        for kind in CaseKind:
+            self.opened.labels(kind.value)
+            for severity in CaseSeverity:
+                self.repaged.labels(kind.value, severity.value)
+
+    def show(self, counts: Mapping[tuple[str, str, bool], int]) -> None:
+        """The open cases by (kind, severity, acknowledged); every combination not in `counts` shows 0."""
+        for kind in CaseKind:
+            for severity in CaseSeverity:
+                for acknowledged in (False, True):
+                    value = counts.get((kind.value, severity.value, acknowledged), 0)
+                    self.open.labels(kind.value, severity.value, str(acknowledged).lower()).set(value)
+
+    def case_opened(self, kind: CaseKind) -> None:
+        self.opened.labels(kind.value).inc()
+
+    def case_repaged(self, kind: str, severity: str) -> None:
+        self.repaged.labels(kind, severity).inc()
