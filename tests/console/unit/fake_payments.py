@@ -100,6 +100,9 @@ class FakePayments:
             return httpx.Response(202, json={"action": action})
         if path.startswith("/v1/support/cases/") and request.method == "POST":
             return httpx.Response(200, json=self.cases[0])
+        if path.startswith("/v1/support/cases/"):
+            history = [{"at": ORDER["paid_at"], "actor": "credited", "action": "opened", "detail": "<b>opened</b>"}]
+            return httpx.Response(200, json={**self.cases[0], "history": history})
         return error(404, "not_found", f"no {path}")
 
 

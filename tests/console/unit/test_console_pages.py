@@ -156,3 +156,12 @@ def test_redirects_stay_on_the_console() -> None:
     assert local_path("/orders/ord_1") == "/orders/ord_1"
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil", None, ""):
         assert local_path(target) == "/search"
+
+
+def test_the_order_page_shows_each_cases_history_and_escapes_what_the_api_says(
+    console: TestClient, payments: FakePayments
+) -> None:
+    payments.timeline[0]["summary"] = "<script>alert(1)</script>"
+    page = signed_in(console).get("/orders/ord_1").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'class="history"' in page and "&lt;b&gt;opened&lt;/b&gt;" in page

@@ -182,6 +182,9 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
     async def order_page(request: Request, order_id: str, error: dict[str, Any] | None = None) -> Response:
         async with api(request) as client:
             view = await client.order(order_id)
+            cases = sort_cases(view.get("cases", []))
+            for case in cases:  # a case's history (who acknowledged, noted, resolved) is on its own endpoint
+                case["history"] = (await client.case(str(case["id"]))).get("history", [])
         return page(
             request,
             "order.html",
@@ -189,7 +192,7 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
             order_id=order_id,
             order=view.get("order", {}),
             timeline=sort_timeline(view.get("timeline", [])),
-            cases=sort_cases(view.get("cases", [])),
+            cases=cases,
             actions=view.get("actions", []),
             unavailable=view.get("unavailable", []),
             action_names=ACTIONS,
