@@ -117,11 +117,20 @@ async def order_view(client: httpx.AsyncClient, stack: LocalStack, order_id: str
     return dict(answer.json())
 
 
-async def order_reaches(client: httpx.AsyncClient, stack: LocalStack, order_id: str, status: str) -> None:
-    async def reached() -> bool:
-        return bool((await order_view(client, stack, order_id))["order"]["status"] == status)
+async def in_timeline(client: httpx.AsyncClient, stack: LocalStack, order_id: str, source: str, kind: str) -> None:
+    """Until the order's timeline has an entry of `kind` from `source`."""
 
-    await eventually(reached, timeout_s=90)
+    async def there() -> bool:
+        timeline = (await order_view(client, stack, order_id))["timeline"]
+        return any(e["source"] == source and e["kind"] == kind for e in timeline)
+
+    await eventually(there, timeout_s=90)
+
+
+async def credit_in_timeline(client: httpx.AsyncClient, stack: LocalStack, order_id: str) -> None:
+    """Until the order's timeline shows the ledger's credit (payments' own status of a credit in time stays
+    `paid`: the reconciler tells it only about orders it had to act on)."""
+    await in_timeline(client, stack, order_id, "ledger", "credit")
 
 
 @contextlib.contextmanager
