@@ -37,9 +37,12 @@ REQUIRED_ALERTS = {
     "CommandsWithoutPayment",
     "MoneyAuditMismatch",
     "MoneyAuditStale",
+    "SupportCaseOpen",
+    "SupportCaseUnacknowledged",
+    "SupportCaseWarning",
 }
 RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}"
-SEVERITIES = {"page", "warning"}
+SEVERITIES = {"critical", "page", "warning"}
 SERVICES = {name: default_metrics_port(port) for name, port in DEFAULT_PORTS.items()}
 """Where Prometheus scrapes each service: its metrics port (9101-9104), never its public port."""
 

@@ -1,4 +1,4 @@
-"""Alertmanager: the config is valid, pages and warnings reach their own receivers, and one outage
+"""Alertmanager: the config is valid, pages, critical alerts and warnings reach their own receivers, and one outage
 pages once (inhibition checked on a real Alertmanager on loopback)."""
 
 import shutil
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from credited.stack.processes import free_port
-from tests.deploy_monitoring.conftest import ALERTMANAGER_CONFIG, stop, tool, wait_until_ready
+from tests.deploy_monitoring.conftest import ALERTMANAGER_CONFIG, load_yaml, stop, tool, wait_until_ready
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -28,6 +28,7 @@ def test_the_alertmanager_config_is_valid_for_amtool() -> None:
     ("labels", "receiver"),
     [
         (["alertname=OrdersOverdue", "severity=page"], "pager"),
+        (["alertname=SupportCaseUnacknowledged", "severity=critical", "kind=needs_support"], "pager"),
         (["alertname=ConsumerLagHigh", "severity=warning"], "tickets"),
         (["alertname=SomethingNew"], "tickets"),
     ],
@@ -97,3 +98,15 @@ def test_one_outage_pages_once_the_symptoms_it_causes_are_inhibited(alertmanager
         ("RemediationFailing", "warning"),  # the refunds that failed, a ticket beside the escalation's page
         ("ServiceDown", "page"),
     ]
+
+
+def test_a_critical_alert_pages_at_once_and_repeats_sooner_than_a_page() -> None:
+    routes = {r["matchers"][0]: r for r in load_yaml(ALERTMANAGER_CONFIG)["route"]["routes"]}
+    critical, page = routes['severity="critical"'], routes['severity="page"']
+    assert critical["receiver"] == page["receiver"] == "pager"
+    assert _seconds(critical["repeat_interval"]) < _seconds(page["repeat_interval"])
+    assert _seconds(critical["group_wait"]) <= _seconds(page["group_wait"])
+
+
+def _seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]

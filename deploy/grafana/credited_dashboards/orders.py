@@ -156,6 +156,22 @@ def overview() -> dashboard.Dashboard:
                 alerts=("MoneyAuditStale",),
             )
         )
+        .with_panel(
+            graph(
+                "Support cases waiting for an owner, by severity and kind",
+                "short",
+                (
+                    'max by (severity, kind) (payments_support_cases_open{acknowledged="false"})',
+                    "{{severity}} {{kind}}",
+                ),
+                ('sum(max by (severity, kind) (payments_support_cases_open{acknowledged="true"}))', "owned"),
+                description="Cases not acknowledged: page is SupportCaseOpen, critical (re-paged after 30 minutes "
+                "unowned) SupportCaseUnacknowledged, warning for 5 minutes SupportCaseWarning. The cases API and "
+                "`credited console` list them.",
+                steps=((1, RED),),
+                alerts=("SupportCaseOpen", "SupportCaseUnacknowledged", "SupportCaseWarning"),
+            )
+        )
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
+from contracts.events import CaseKind, CaseSeverity
 from notifier.ports import DeliveryFailed
 from payments.domain import PaymentStatus
 from reconciler.domain import Policy
@@ -285,6 +286,32 @@ def audits(
     return step
 
 
+# --- support cases (payments re-pages an unacknowledged case after 30 minutes, as by default) ---
+
+
+async def case_nobody_acknowledges(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    if i == 5:
+        w.cases.open("ord-stuck", CaseKind.NEEDS_SUPPORT, CaseSeverity.PAGE, w.reconciler.clock.at)
+
+
+async def case_acknowledged_then_resolved(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    now = w.reconciler.clock.at
+    if i == 5:
+        w.cases.open("ord-owned", CaseKind.NEEDS_SUPPORT, CaseSeverity.PAGE, now)
+    if i == 9:
+        w.cases.acknowledge("ord-owned", now)
+    if i == 50:
+        w.cases.resolve("ord-owned", now)
+
+
+async def review_overdue_nobody_acknowledges(w: World, i: int) -> None:
+    await orders(w, i, "card", 2)
+    if i == 5:
+        w.cases.open("ord-held", CaseKind.REVIEW_OVERDUE, CaseSeverity.WARNING, w.reconciler.clock.at)
+
+
 DRAINING = [(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]
 
 SCENARIOS = {
@@ -349,6 +376,9 @@ SCENARIOS = {
         Scenario("audit_never_runs", 60, 10, on_time, world()),
         Scenario("commands_without_payment", 60, 25, commands_without_payment, world()),
         Scenario("retry_before_its_payment", 60, 25, retry_before_its_payment, world()),
+        Scenario("case_nobody_acknowledges", 60, 45, case_nobody_acknowledges, world()),
+        Scenario("case_acknowledged_then_resolved", 60, 60, case_acknowledged_then_resolved, world()),
+        Scenario("review_overdue_nobody_acknowledges", 60, 75, review_overdue_nobody_acknowledges, world()),
     )
 }
 

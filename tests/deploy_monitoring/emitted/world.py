@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from contracts.catalog import CATALOG
 from ledger.adapters.metrics import ParkingMetrics
 from payments.adapters.auditor import AuditMetrics
-from payments.adapters.metrics import PrometheusPaymentsMetrics
+from payments.adapters.metrics import PrometheusPaymentsMetrics, SupportCaseMetrics
 from payments.audit import Credit, PaidOrder, compare
 from payments.auditing import AuditOutcome, AuditWindow
 from payments.config import Settings as PaymentsSettings
@@ -25,6 +25,7 @@ from payments.domain import Outcome, PaymentState
 from reconciler.domain import Policy
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind, OutboxMetrics, ServiceMetrics
 from tests.deploy_monitoring.conftest import PROMETHEUS_DIR, load_yaml
+from tests.deploy_monitoring.emitted.cases import Cases
 from tests.deploy_monitoring.emitted.commands import Commands
 from tests.deploy_monitoring.emitted.notifier import Notifier
 from tests.deploy_monitoring.emitted.reconciler import Ledger, Reconciler
@@ -82,6 +83,7 @@ class World:
             registries["payments"], channels=PAYMENT_CHANNELS, providers=PROVIDERS
         )
         self.audits = AuditMetrics(registries["payments"])
+        self.cases = Cases(SupportCaseMetrics(registries["payments"]))
         self.commands = Commands(
             self.kits["ledger"].consumers["ledger.commands"],
             ParkingMetrics(registries["ledger"], "ledger"),
@@ -146,6 +148,7 @@ class World:
                 await read()
         await self.reconciler.step(now, behind_s=self.behind_s)
         await self._follow_statuses()
+        self.cases.watch(now)
         self._sample()
         self.timeline.record()
 

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from contracts.codec import Envelope
-from contracts.events import CaseKind, CaseRequested, CaseSeverity
+from contracts.events import CaseKind, CaseRequested, CaseSeverity, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ SERVICE_ACTOR = "credited"
 SEVERITIES = (CaseSeverity.CRITICAL, CaseSeverity.PAGE, CaseSeverity.WARNING)
 """Most urgent first: the order cases are listed in."""
 
-RESOLVING_STATUSES = frozenset({"credited", "refunded", "compensated"})
+RESOLVING_STATUSES = frozenset(s.value for s in (OrderStatus.CREDITED, OrderStatus.REFUNDED, OrderStatus.COMPENSATED))
 """Order statuses (orders.status) that settle an order: its open cases resolve by themselves."""
 
 

@@ -3,7 +3,7 @@ transaction, an order's own facts, its cases and the acts on it) and how an act 
 row and its command in the outbox, in one transaction, once per Idempotency-Key."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ LOCK_TIMEOUT = "3s"  # a refund at the provider holds the order's row; a person 
 _ORDER = (
     "SELECT o.order_id, o.user_id, o.amount, o.currency::text AS currency, o.channel, o.provider, o.provider_txn_id,"
     " o.payment_status, o.status, o.created_at, o.paid_at, o.review_status, o.review_reason, o.reviewed_at,"
-    " o.reviewed_by_key_name,"
+    " o.reviewed_by_key_name, o.updated_at,"
     " (SELECT count(*) FROM support_cases c WHERE c.order_id = o.order_id AND c.resolved_at IS NULL) AS open_cases"
     " FROM orders o"
 )
@@ -43,6 +43,7 @@ _RECORD = (
     "INSERT INTO support_actions (order_id, action, reason, actor_key_id, actor_name, at, idempotency_key, outcome)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
+_COMMAND_SENT = "UPDATE support_actions SET command_event_id = $2 WHERE id = $1"
 _ASKED = (
     "SELECT count(*) FILTER (WHERE action = 'refund') AS refunds, count(*) FILTER (WHERE action = 'redrive_credit')"
     " AS redrives FROM support_actions WHERE order_id = $1"
@@ -130,7 +131,7 @@ class PostgresSupportBooks:
 
     async def act(self, act: Act) -> tuple[ActionRecord, bool]:
         """Record the act with its command (in the outbox) and answer it with True; the act recorded first under
-        the same Idempotency-Key with False; raise UnknownOrder, Refused, IdempotencyKeyReused."""
+        the same Idempotency-Key with False; raise UnknownOrder, ActRefused, IdempotencyKeyReused."""
         async with self._uow() as tx:
             await tx.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             order = await tx.get(act.order_id, for_update=True)  # acts on one order, one at a time
@@ -139,34 +140,22 @@ class PostgresSupportBooks:
             first = await self._first(tx.conn, act)
             if first is not None:
                 return first, False
-            refund: str | None = await tx.conn.fetchval("SELECT status FROM refunds WHERE order_id = $1", act.order_id)
-            asked = await tx.conn.fetchrow(_ASKED, act.order_id)
+            refund: str | None = await tx.conn.fetchval(
+                "SELECT status FROM refunds WHERE order_id = $1", order.order_id
+            )
+            asked = await tx.conn.fetchrow(_ASKED, order.order_id)
             assert asked is not None  # an aggregate answers one row
             facts = OrderFacts(order, refund, asked["refunds"], asked["redrives"])
             refused = refusal(act.action, facts, act.amount)
             if refused is not None:
                 raise ActRefused(refused)
-            caller = act.caller
-            row_id = await tx.conn.fetchval(
-                _RECORD, act.order_id, act.action.value, act.reason, caller.key_id, caller.name, act.at,
-                act.idempotency_key, "requested",
-            )  # fmt: skip
-            if row_id is None:  # a request with the same key committed since we looked
-                raise IdempotencyKeyReused(act.idempotency_key)
-            event_id: str | None = command_event_id(act.order_id, act.action, act.idempotency_key or f"row-{row_id}")
-            sent = send_command(
-                tx, act.action, facts, by=caller.name, reason=act.reason, amount=act.amount, now=act.at,
-                event_id=str(event_id),
-            )  # fmt: skip
-            if sent:
-                await tx.conn.execute(
-                    "UPDATE support_actions SET command_event_id = $2 WHERE id = $1", row_id, event_id
-                )
-            else:
-                event_id = None
-            return ActionRecord(
-                row_id, act.order_id, act.action.value, act.reason, caller.name, act.at, event_id, "requested"
-            ), True
+            record = await _record(tx.conn, act, "requested")
+            event_id = command_event_id(act.order_id, act.action, act.idempotency_key or f"row-{record.id}")
+            by, reason, amount = act.caller.name, act.reason, act.amount
+            if send_command(tx, act.action, facts, by=by, reason=reason, amount=amount, now=act.at, event_id=event_id):
+                await tx.conn.execute(_COMMAND_SENT, record.id, event_id)
+                record = replace(record, command_event_id=event_id)
+            return record, True
 
     async def record_resend(self, act: Act, outcome: str) -> tuple[ActionRecord, bool]:
         """Record a notification resend the notifier answered (no command: the notifier did it)."""
@@ -174,16 +163,7 @@ class PostgresSupportBooks:
             first = await self._first(tx.conn, act)
             if first is not None:
                 return first, False
-            caller = act.caller
-            row_id = await tx.conn.fetchval(
-                _RECORD, act.order_id, act.action.value, act.reason, caller.key_id, caller.name, act.at,
-                act.idempotency_key, outcome,
-            )  # fmt: skip
-            if row_id is None:
-                raise IdempotencyKeyReused(act.idempotency_key)
-            return ActionRecord(
-                row_id, act.order_id, act.action.value, act.reason, caller.name, act.at, None, outcome
-            ), True
+            return await _record(tx.conn, act, outcome), True
 
     async def first_under(self, act: Act) -> ActionRecord | None:
         """The act already recorded under the request's Idempotency-Key, if any."""
@@ -206,6 +186,19 @@ class PostgresSupportBooks:
         return _action(row)
 
 
+async def _record(conn: Any, act: Act, outcome: str) -> ActionRecord:
+    """The act's support_actions row (who by key id and name, when, why); IdempotencyKeyReused if a request with
+    the same key committed since we looked."""
+    caller = act.caller
+    row_id = await conn.fetchval(
+        _RECORD, act.order_id, act.action.value, act.reason, caller.key_id, caller.name, act.at, act.idempotency_key,
+        outcome,
+    )  # fmt: skip
+    if row_id is None:
+        raise IdempotencyKeyReused(act.idempotency_key)
+    return ActionRecord(row_id, act.order_id, act.action.value, act.reason, caller.name, act.at, None, outcome)
+
+
 class ActRefused(Exception):
     """An act that cannot apply: the refusal's code and sentence."""
 
@@ -223,8 +216,8 @@ def _order_entries(o: asyncpg.Record) -> list[Entry]:
         if o["review_status"] is not None:
             reason = o["review_reason"] or "risk review"
             out.append(Entry(o["paid_at"], "payments", "order_held", f"held for risk review: {reason}"))
-    if o["payment_status"] == "failed":
-        out.append(Entry(o["created_at"], "payments", "payment_failed", f"payment of {oid} failed"))
+    if o["payment_status"] == "failed":  # the row keeps no time of its own for it: when it last changed
+        out.append(Entry(o["updated_at"], "payments", "payment_failed", f"payment of {oid} failed"))
     if o["reviewed_at"] is not None and o["review_status"] in ("released", "rejected"):
         by = o["reviewed_by_key_name"] or "unknown key"
         kind = "order_released" if o["review_status"] == "released" else "order_review_rejected"
