@@ -1,7 +1,8 @@
 """The support console in Debian's headless Chromium, on the whole local stack (a real broker and PostgreSQL):
-sign in with a key made by `credited keys create`, find a user's orders, read one order's timeline across
-the services, re-drive its credit and see the action recorded under the key's name, see a re-drive of an order held for review refused (409), work the cases queue, and the same
-order page in Simplified Chinese. Screenshots go to artifacts/console/ (not committed)."""
+sign in with a key made by `credited keys create`, find a user's orders, read one order's timeline across the
+services, re-drive its credit and see the action recorded under the key's name, see a re-drive of an order
+held for review refused (409), work the cases queue, and the same order page in Simplified Chinese.
+Screenshots go to artifacts/console/ (not committed)."""
 
 import asyncio
 import shutil
@@ -55,8 +56,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 def shot(driver: WebDriver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1280, max(900, int(height) + 40))
+    driver.set_window_size(1280, 3000)  # measured at a height the page cannot fill, then cut to the page
+    height = driver.execute_script("return document.body.getBoundingClientRect().bottom")
+    driver.set_window_size(1280, max(900, int(height) + 140))  # the window's frame takes part of its height
     driver.save_screenshot(str(ARTIFACTS / name))
 
 
