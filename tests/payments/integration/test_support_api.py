@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from contracts.codec import decode
 from contracts.commands import RetryCredit
@@ -27,7 +32,7 @@ from ledger.bootstrap import build as build_ledger
 from ledger.config import Settings as LedgerSettings
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
-from servicekit.http import serve
+from servicekit.http import EmbeddedServer, serve
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.signatures import sign
@@ -75,6 +80,17 @@ class Stack:
         assert paid.json()["result"] == "applied", paid.text
         return order_id
 
+    async def dropped_by_the_ledger(self, user: str) -> str:
+        """A paid order whose payment the ledger recorded and whose credit it dropped (the fault knob): what a
+        person re-drives. (A re-drive that reached the ledger before the payment would be absorbed by it.)"""
+        order_id = await self.paid_order(user)
+
+        async def dropped() -> bool:
+            return order_id in (await self.ledger.get("/v1/faults")).json()["credit_dropped"]
+
+        await eventually(dropped)
+        return order_id
+
     async def act(self, order_id: str, action: str, key: str | None = None, **extra: object) -> httpx.Response:
         headers = {"Idempotency-Key": key} if key else {}
         body = {"action": action, "reason": "user wrote in", **extra}
@@ -103,11 +119,50 @@ class Stack:
         return await read_until(self.broker.bootstrap, name, lambda r: len(r) >= total)
 
 
+class StandInNotifier:
+    """The notifier's resend endpoint as its contract says (POST /v1/orders/{id}/notifications/resend, support:act
+    there; 202 with the resend, 404 when it has told the order's user nothing): it records who asked. Its order
+    notifications answer 503, as a notifier that is not ready does."""
+
+    def __init__(self) -> None:
+        self.told: set[str] = set()
+        self.asked: list[tuple[str, str, dict[str, object]]] = []
+        routes = [
+            Route("/v1/orders/{order_id}/notifications/resend", self._resend, methods=["POST"]),
+            Route("/v1/orders/{order_id}/notifications", self._notifications, methods=["GET"]),
+        ]
+        self.port = free_port()
+        self.server = EmbeddedServer(
+            uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=self.port, log_level="warning", loop="none")
+        )
+
+    async def _resend(self, request: Request) -> JSONResponse:
+        order_id = request.path_params["order_id"]
+        self.asked.append((order_id, request.headers["Authorization"], await request.json()))
+        if order_id not in self.told:
+            return JSONResponse({"error": "unknown_order", "detail": "no notification"}, status_code=404)
+        return JSONResponse({"resend": {"id": "r1", "order_id": order_id, "deliveries": 1}}, status_code=202)
+
+    async def _notifications(self, _: Request) -> JSONResponse:
+        return JSONResponse({"error": "not_ready", "detail": "starting"}, status_code=503)
+
+
 @pytest.fixture
-async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[Stack]:
+async def notifier() -> AsyncIterator[StandInNotifier]:
+    stand_in = StandInNotifier()
+    task = asyncio.create_task(stand_in.server.serve())
+    while not stand_in.server.started:  # uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.02)
+    yield stand_in
+    stand_in.server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def stack(broker: Broker, database_url: str, isolation: str, notifier: StandInNotifier) -> AsyncIterator[Stack]:
     ledger_settings = settings_for(LedgerSettings, broker, database_url, isolation, fault_drop_credit_share=1.0)
     ledger_infra, ledger_app = await build_ledger(ledger_settings)
-    ledger_port, nobody = free_port(), free_port()  # nothing listens on `nobody`: the reconciler and notifier
+    ledger_port, nobody = free_port(), free_port()  # nothing listens on `nobody`: the reconciler
     tasks = [
         asyncio.create_task(serve(ledger_app, "127.0.0.1", ledger_port)),
         asyncio.create_task(ledger_infra.relay.run()),
@@ -123,7 +178,7 @@ async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncItera
         psp_secrets={"sim": [SECRET]},
         audit_ledger_url=f"http://127.0.0.1:{ledger_port}",
         reconciler_url=f"http://127.0.0.1:{nobody}",
-        notifier_url=f"http://127.0.0.1:{nobody}",
+        notifier_url=f"http://127.0.0.1:{notifier.port}",
         support_timeout_s=1.0,
     )
     infra, app = await build_payments(settings)
@@ -173,7 +228,7 @@ async def test_orders_are_found_by_order_id_user_id_or_provider_transaction_id(s
 
 
 async def test_a_redrive_is_recorded_sent_once_per_idempotency_key_and_credited_by_the_ledger(stack: Stack) -> None:
-    order_id = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    order_id = await stack.dropped_by_the_ledger(f"u-{uuid.uuid4().hex[:6]}")
     first, again = [await stack.act(order_id, "redrive_credit", key=f"redrive-{order_id}") for _ in range(2)]
     assert (first.status_code, again.status_code) == (202, 202), first.text
     assert again.json() == first.json()
@@ -200,7 +255,7 @@ async def test_a_redrive_is_recorded_sent_once_per_idempotency_key_and_credited_
 async def test_the_timeline_merges_payments_the_ledger_and_the_acts_in_time_order_and_names_who_did_not_answer(
     stack: Stack,
 ) -> None:
-    order_id = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    order_id = await stack.dropped_by_the_ledger(f"u-{uuid.uuid4().hex[:6]}")
     assert (await stack.act(order_id, "redrive_credit")).status_code == 202
 
     async def view() -> dict[str, object] | None:
@@ -254,9 +309,6 @@ async def test_acts_that_cannot_apply_are_refused_with_409_naming_why(stack: Sta
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = ANY($1)", [unpaid, credited]) == 0
     unknown = await stack.act("ord_nobody", "redrive_credit")
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_order")
-    resend = await stack.act(paid, "resend_notification", key=f"k-{paid}")
-    assert (resend.status_code, resend.json()["error"]) == (503, "notifier_unavailable")
-    assert await stack.sql("SELECT count(*) FROM support_actions WHERE action = 'resend_notification'") == 0
 
 
 async def test_the_same_idempotency_key_for_another_act_is_refused(stack: Stack) -> None:
@@ -283,4 +335,38 @@ async def test_reading_needs_support_read_and_acting_needs_support_act(stack: St
     ):
         answer = await client.request(method, path, headers=headers, json=body)
         assert answer.status_code == status, (method, path, answer.text)
+    assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 0
+
+
+async def test_a_resend_asks_the_notifier_once_per_idempotency_key_with_the_callers_key_and_is_recorded(
+    stack: Stack, notifier: StandInNotifier
+) -> None:
+    paid, untold = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}"), await stack.order(f"u-{uuid.uuid4().hex[:6]}")
+    notifier.told.add(paid)
+    first, again = [await stack.act(paid, "resend_notification", key=f"resend-{paid}") for _ in range(2)]
+    assert (first.status_code, again.status_code) == (202, 202), first.text
+    assert again.json() == first.json()
+    action = first.json()["action"]
+    assert (action["action"], action["outcome"], action["command_event_id"]) == ("resend_notification", "resent", None)
+    assert notifier.asked == [(paid, stack.payments.headers["Authorization"], {"reason": "user wrote in"})]
+    nothing = await stack.act(untold, "resend_notification")
+    assert (nothing.status_code, nothing.json()["error"]) == (409, "no_notification"), nothing.text
+    assert await stack.sql("SELECT count(*) FROM support_actions WHERE action = 'resend_notification'") == 1
+
+
+async def test_a_resend_the_notifier_cannot_be_asked_is_refused_503_and_not_recorded(
+    stack: Stack, notifier: StandInNotifier
+) -> None:
+    paid = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    notifier.server.should_exit = True
+    await eventually(lambda: not notifier.server.started or notifier.server.should_exit)
+    while True:  # until the stand-in stopped listening
+        try:
+            async with httpx.AsyncClient() as probe:
+                await probe.get(f"http://127.0.0.1:{notifier.port}/", timeout=0.5)
+        except httpx.TransportError:
+            break
+        await asyncio.sleep(0.05)
+    resend = await stack.act(paid, "resend_notification", key=f"k-{paid}")
+    assert (resend.status_code, resend.json()["error"]) == (503, "notifier_unavailable"), resend.text
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 0

@@ -85,12 +85,15 @@ async def payments(broker: Broker, database_url: str, isolation: str) -> AsyncIt
 
 
 def requested(
-    order_id: str, severity: CaseSeverity = CaseSeverity.PAGE, reason: str = "refund failed"
+    order_id: str,
+    severity: CaseSeverity = CaseSeverity.PAGE,
+    reason: str = "refund failed",
+    kind: CaseKind = CaseKind.NEEDS_SUPPORT,
 ) -> CaseRequested:
     return CaseRequested(
         order_id=order_id,
         user_id="u1",
-        kind=CaseKind.NEEDS_SUPPORT,
+        kind=kind,
         severity=severity,
         reason=reason,
         requested_at=datetime.now(UTC),
@@ -186,6 +189,9 @@ async def test_an_order_credited_after_a_redrive_resolves_its_open_case_naming_t
     p = payments
     await p.infra.pool.execute(ORDER, "ord_e")
     case_id = await opened_case(p, "ord_e")
+    ghost = requested("ord_e", reason="credited without payment", kind=CaseKind.CREDIT_WITHOUT_PAYMENT)
+    await p.send(Topic.SUPPORT_CASES, ghost, "case-ord_e-ghost")
+    await eventually(lambda: p.infra.pool.fetchval("SELECT count(*) = 2 FROM support_cases WHERE order_id = 'ord_e'"))
     await p.infra.pool.execute(ACTION, "ord_e")
     await p.send(Topic.ORDERS_STATUS, status_changed("ord_e", OrderStatus.CREDITED, 7), "status-ord_e-7")
     query = "SELECT resolved_at IS NOT NULL FROM support_cases WHERE id = $1"
@@ -196,6 +202,8 @@ async def test_an_order_credited_after_a_redrive_resolves_its_open_case_naming_t
         "credited after redrive_credit by alice: ledger block lifted",
     )
     assert case["history"][-1]["action"] == "resolved"
+    still_open = (await p.client.get("/v1/support/cases", params={"kind": "credit_without_payment"})).json()["cases"]
+    assert [c["order_id"] for c in still_open] == ["ord_e"]  # a person says how a credit nobody paid for ended
     assert await p.count("SELECT count(*) FROM orders WHERE order_id = 'ord_e' AND status = 'credited'") == 1
 
 
@@ -243,3 +251,21 @@ async def test_an_acknowledged_case_is_not_repaged(payments: Payments) -> None:
     watch: CaseWatch = p.app.state.case_watch
     assert await watch.repage() == 0
     assert (await p.client.get(f"/v1/support/cases/{case_id}")).json()["severity"] == "page"
+
+
+async def test_open_cases_are_listed_critical_first_then_oldest_first_and_filtered(payments: Payments) -> None:
+    p = payments
+    for order_id, severity in (
+        ("ord_w", CaseSeverity.WARNING),
+        ("ord_p1", CaseSeverity.PAGE),
+        ("ord_c", CaseSeverity.CRITICAL),
+        ("ord_p2", CaseSeverity.PAGE),
+    ):
+        await p.infra.pool.execute(ORDER, order_id)
+        await opened_case(p, order_id, severity)
+    listed = (await p.client.get("/v1/support/cases")).json()["cases"]
+    assert [c["order_id"] for c in listed] == ["ord_c", "ord_p1", "ord_p2", "ord_w"]
+    pages = (await p.client.get("/v1/support/cases", params={"severity": "page"})).json()["cases"]
+    assert [c["order_id"] for c in pages] == ["ord_p1", "ord_p2"]
+    bad = await p.client.get("/v1/support/cases", params={"state": "lost"})
+    assert bad.status_code == 422 and bad.json()["error"], bad.text

@@ -25,6 +25,10 @@ SEVERITIES = (CaseSeverity.CRITICAL, CaseSeverity.PAGE, CaseSeverity.WARNING)
 RESOLVING_STATUSES = frozenset(s.value for s in (OrderStatus.CREDITED, OrderStatus.REFUNDED, OrderStatus.COMPENSATED))
 """Order statuses (orders.status) that settle an order: its open cases resolve by themselves."""
 
+SETTLED_BY_STATUS = frozenset({CaseKind.NEEDS_SUPPORT.value, CaseKind.REVIEW_OVERDUE.value})
+"""The kinds of case a settling status resolves. Not credit_without_payment: the order being credited is what that
+case is about, so a person says how it ended."""
+
 
 class CaseState(StrEnum):
     """Which cases a listing answers: open (not resolved, the default), acknowledged (and not resolved),

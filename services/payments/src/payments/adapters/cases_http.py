@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import CaseKind, CaseSeverity
@@ -17,6 +17,9 @@ from servicekit.identity import Caller, Scope, requires
 
 Reader = Annotated[Caller, Depends(requires(Scope.SUPPORT_READ))]
 Actor = Annotated[Caller, Depends(requires(Scope.SUPPORT_ACT))]
+CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The case's id (bigint).")]
+Text = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*$")]
+"""What a person writes (notes, resolutions): anything PostgreSQL's text takes, so no NUL."""
 
 
 class CaseView(BaseModel):
@@ -56,22 +59,22 @@ class CaseList(BaseModel):
 
 class Acknowledgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(None, max_length=2000)
+    note: Text | None = None
 
 
 class Assignment(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    owner: str = Field(min_length=1, max_length=200)
+    owner: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 
 class Note(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str = Field(min_length=1, max_length=2000)
+    note: Text
 
 
 class Resolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    resolution: str = Field(min_length=1, max_length=2000)
+    resolution: Text
 
 
 def case_view(case: Case, now: datetime) -> CaseView:
@@ -104,7 +107,7 @@ def case_routes(book: PostgresCases) -> APIRouter:
         return CaseList(cases=[case_view(c, now) for c in await book.listing(state, kind, severity)])
 
     @router.get("/{case_id}", response_model=CaseWithHistory, responses=error_responses(404, 422))
-    async def read_case(case_id: int, _: Reader) -> CaseWithHistory:
+    async def read_case(case_id: CaseId, _: Reader) -> CaseWithHistory:
         """One case with everything that happened to it, in order."""
         try:
             case, history = await book.get(case_id)
@@ -114,22 +117,22 @@ def case_routes(book: PostgresCases) -> APIRouter:
         return CaseWithHistory(**view.model_dump(), history=[_history_view(e) for e in history])
 
     @router.post("/{case_id}/acknowledge", response_model=CaseView, responses=error_responses(404, 409, 422))
-    async def acknowledge(case_id: int, body: Acknowledgement, caller: Actor) -> CaseView:
+    async def acknowledge(case_id: CaseId, body: Acknowledgement, caller: Actor) -> CaseView:
         """The caller owns up to the case (its owner unless it has one): it stops re-paging."""
         return await act(case_id, lambda c, now: cases.acknowledge(c, caller.name, body.note, now))
 
     @router.post("/{case_id}/assign", response_model=CaseView, responses=error_responses(404, 409, 422))
-    async def assign(case_id: int, body: Assignment, caller: Actor) -> CaseView:
+    async def assign(case_id: CaseId, body: Assignment, caller: Actor) -> CaseView:
         """Give the case to `owner`."""
         return await act(case_id, lambda c, now: cases.assign(c, caller.name, body.owner, now))
 
     @router.post("/{case_id}/notes", response_model=CaseView, responses=error_responses(404, 422))
-    async def add_note(case_id: int, body: Note, caller: Actor) -> CaseView:
+    async def add_note(case_id: CaseId, body: Note, caller: Actor) -> CaseView:
         """A note in the case's history (a resolved case takes notes too)."""
         return await act(case_id, lambda c, now: cases.note(c, caller.name, body.note, now))
 
     @router.post("/{case_id}/resolve", response_model=CaseView, responses=error_responses(404, 409, 422))
-    async def resolve(case_id: int, body: Resolution, caller: Actor) -> CaseView:
+    async def resolve(case_id: CaseId, body: Resolution, caller: Actor) -> CaseView:
         """Close the case, saying how it was settled; 409 case_resolved if it was already."""
         return await act(case_id, lambda c, now: cases.resolve(c, caller.name, body.resolution, now))
 

@@ -9,11 +9,12 @@ import asyncpg
 from contracts.codec import Envelope, encode, envelope_for
 from contracts.topics import Topic
 from payments.adapters.order_rows import COLUMNS, ORDER_TYPES, columns, order_of, order_row, params
-from payments.cases import RESOLVING_STATUSES, SERVICE_ACTOR
+from payments.cases import RESOLVING_STATUSES, SERVICE_ACTOR, SETTLED_BY_STATUS
 from payments.domain import Order
 from payments.ports import Announcement, KeyHolder, NewOrder
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 
+_SETTLED_KINDS = sorted(SETTLED_BY_STATUS)
 _QUERY_TYPES = ("text", "text", "text", "timestamptz", "timestamptz")
 
 # One statement, so one round trip and its own transaction: keys are claimed in key order (two groups
@@ -94,8 +95,9 @@ class PostgresStatusBook:
         " SELECT EXISTS (SELECT 1 FROM target) AS known, EXISTS (SELECT 1 FROM changed) AS applied"
     )
 
-    # A status that settles the order also resolves its open support cases, in the same statement (so the same
-    # transaction): actor `credited`, the resolution naming the status and the order's last support action.
+    # A status that settles the order also resolves its open support cases (of the kinds a status settles), in the
+    # same statement (so the same transaction): actor `credited`, the resolution naming the status and the order's
+    # last support action.
     _SETTLE = (
         "WITH target AS (SELECT 1 FROM orders WHERE order_id = $1),"
         " changed AS (UPDATE orders SET status = $2, status_sequence = $3, updated_at = now()"
@@ -105,7 +107,7 @@ class PostgresStatusBook:
         " resolved AS (UPDATE support_cases SET resolved_at = now(), resolved_by = $4,"
         " resolution = $2 || coalesce((SELECT ' after ' || action || ' by ' || actor_name || ': ' || reason"
         " FROM last_action), '')"
-        " WHERE order_id = $1 AND resolved_at IS NULL AND EXISTS (SELECT 1 FROM changed)"
+        " WHERE order_id = $1 AND resolved_at IS NULL AND kind = ANY($5::text[]) AND EXISTS (SELECT 1 FROM changed)"
         " RETURNING id, resolved_at, resolution),"
         " history AS (INSERT INTO support_case_history (case_id, at, actor, action, detail)"
         " SELECT id, resolved_at, $4, 'resolved', resolution FROM resolved)"
@@ -117,7 +119,7 @@ class PostgresStatusBook:
 
     async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
         if status in RESOLVING_STATUSES:
-            row = await self._pool.fetchrow(self._SETTLE, order_id, status, sequence, SERVICE_ACTOR)
+            row = await self._pool.fetchrow(self._SETTLE, order_id, status, sequence, SERVICE_ACTOR, _SETTLED_KINDS)
         else:
             row = await self._pool.fetchrow(self._APPLY, order_id, status, sequence)
         assert row is not None

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import httpx
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -211,17 +212,19 @@ async def _resend(books: PostgresSupportBooks, neighbours: Neighbours, act: Act,
         answer = await neighbours.resend(act.order_id, authorization, act.reason)
     except NeighbourFailed as exc:
         raise ApiError(503, "notifier_unavailable", exc.unavailable.error) from None
+    if answer.status_code == 404:  # the order is payments', but the notifier has told its user nothing yet
+        raise ApiError(409, "no_notification", f"the notifier has no notification of order {act.order_id} to resend")
     if answer.status_code >= 300:
-        code = _error_code(answer.json) or "resend_refused"
+        code = _error_code(answer) or "resend_refused"
         raise ApiError(409, code, f"the notifier answered {answer.status_code}: {answer.text[:200]}")
     record, _ = await books.record_resend(act, "resent")
     return record
 
 
-def _error_code(body: Any) -> str | None:
+def _error_code(answer: httpx.Response) -> str | None:
     try:
-        code = body().get("error")
-    except ValueError:
+        code = answer.json().get("error")
+    except (ValueError, AttributeError):
         return None
     return code if isinstance(code, str) else None
 
