@@ -84,16 +84,18 @@ CATALOG: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         Topic.LEDGER_COMMANDS,
-        "The reconciler's requests to the ledger for an overdue order: retry the credit, block it, compensate.",
+        "Requests to the ledger: the reconciler's for an overdue order (retry the credit, block it, compensate), and"
+        " a person's through payments' support API (re-drive the credit, compensate).",
         (RetryCredit, BlockCredit, GrantCompensation),
-        ("reconciler",),
+        ("reconciler", "payments"),
         (Reader("ledger", "ledger.commands", (RetryCredit, BlockCredit, GrantCompensation)),),
     ),
     TopicSpec(
         Topic.PAYMENTS_COMMANDS,
-        "The reconciler's request to payments to refund an order that cannot be credited.",
+        "Requests to payments to refund an order: the reconciler's for one that cannot be credited, and a person's"
+        " through payments' support API.",
         (IssueRefund,),
-        ("reconciler",),
+        ("reconciler", "payments"),
         (Reader("payments", "payments.commands", (IssueRefund,)),),
     ),
     TopicSpec(

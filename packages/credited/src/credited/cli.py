@@ -15,6 +15,7 @@ import uvloop
 from rich.console import Console
 
 from credited import audit, dlq, keys
+from credited.console import terminal
 from credited.demo import DemoOptions, StartupFailed, run_demo
 from credited.stack.local import LocalStack, StackConfig
 from harness.simulator.story import closing_lines
@@ -24,6 +25,7 @@ app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixe
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.command("audit")(audit.audit)
+app.command("order")(terminal.order)
 
 RUN_DIR = Path(".credited")
 KEYS = "dev-keys.json"
@@ -88,6 +90,26 @@ def demo(
             console.print(line, soft_wrap=True, highlight=False)
     ok = summary["paid"] == summary["orders"] == orders and summary["credited_twice"] == 0
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def console(
+    payments_url: Annotated[
+        str | None, typer.Option(help="Payments' public URL (CREDITED_PAYMENTS_URL; default the local stack's).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (keep it local unless behind TLS).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8110,
+) -> None:
+    """The support console: search orders, see one order across the services, act on it, work the cases."""
+    import uvicorn
+
+    from credited.console.api import payments_url_from_environment
+    from credited.console.app import build_app
+
+    logging.basicConfig(level=logging.INFO)
+    url = payments_url or payments_url_from_environment()
+    Console().print(f"support console on http://{host}:{port} (payments at {url}); Ctrl-C stops it")
+    uvicorn.run(build_app(url), host=host, port=port, log_level="warning")
 
 
 @app.command()

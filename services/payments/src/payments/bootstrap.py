@@ -23,10 +23,13 @@ from payments.adapters.grouping import GroupCommit
 from payments.adapters.http import SystemClock, routes
 from payments.adapters.ledger_credits import LedgerCredits
 from payments.adapters.metrics import PrometheusPaymentsMetrics, SupportCaseMetrics
+from payments.adapters.neighbours import Neighbours
 from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.providers.registry import build_registry
 from payments.adapters.queries import PostgresQuerySchedule
+from payments.adapters.support_books import PostgresSupportBooks
+from payments.adapters.support_http import support_routes
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
 from payments.config import Settings
 from payments.domain import Order
@@ -145,6 +148,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     auditor = _auditor(settings, books, AuditMetrics(infra.registry))
     app.state.auditor = auditor
     app.include_router(audit_routes(books, auditor))
+    neighbours = Neighbours(
+        ledger_url=settings.audit_ledger_url,
+        reconciler_url=settings.reconciler_url,
+        notifier_url=settings.notifier_url,
+        timeout_s=settings.support_timeout_s,
+    )
+    app.include_router(support_routes(PostgresSupportBooks(infra.pool, uow), neighbours))
     if settings.fast_path:
         own_form = providers.names.difference(settings.psp_secrets)
         hot = fast_routes(

@@ -103,8 +103,8 @@ class Settings(ServiceSettings):
     query_idle_s: float = Field(1.0, gt=0, le=60, description="How long the query worker waits when none is due.")
     audit_ledger_url: str | None = Field(
         None,
-        description="The ledger's base URL the money audit reads credits from; unset (or no API key), no audit "
-        "runs and POST /v1/audits answers 409.",
+        description="The ledger's base URL: the money audit reads credits there (unset, or no API key: no audit "
+        "runs and POST /v1/audits answers 409), and the support API an order's entries (with the caller's key).",
     )
     audit_ledger_api_key: SecretStr | None = Field(
         None, description="An API key with audit:read the money audit reads the ledger's credits with."
@@ -128,7 +128,19 @@ class Settings(ServiceSettings):
         5.0, gt=0, le=60, description="How often re-pages are due and the open-case gauges are refreshed."
     )
 
-    @field_validator("audit_ledger_url", "audit_ledger_api_key", mode="before")
+    reconciler_url: str | None = Field(
+        None, description="The reconciler's base URL the support API reads an order's timeline from (unset: none)."
+    )
+    notifier_url: str | None = Field(
+        None,
+        description="The notifier's base URL (inside the network) the support API reads an order's notifications "
+        "from and asks to resend one (unset: none).",
+    )
+    support_timeout_s: float = Field(
+        2.0, gt=0, le=30, description="How long the support API waits for another service before naming it unavailable."
+    )
+
+    @field_validator("audit_ledger_url", "audit_ledger_api_key", "reconciler_url", "notifier_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value  # compose passes an unset variable as ""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from servicekit.http import create_app
-from servicekit.identity import Authenticator, Caller, Scope, operations, protect, requires
+from servicekit.identity import Authenticator, Caller, Scope, operations, protect, requires, requires_any
 from servicekit.identity.guard import OPENAPI_SCOPES
 from tests.servicekit.identity.fakes import Clocks, InMemoryKeys
 
@@ -130,4 +130,28 @@ def test_operations_lists_every_operation_with_the_scopes_its_dependencies_requi
         ("/healthz", "GET"): frozenset(),
         ("/v1/orders/{order_id}/review", "POST"): {Scope.REVIEW_DECIDE},
         ("/v1/support/orders/{order_id}", "GET"): {Scope.SUPPORT_READ, Scope.ORDERS_READ},
+    }
+
+
+async def test_a_route_accepting_either_scope_lets_each_in_and_refuses_a_key_with_neither(keys: InMemoryKeys) -> None:
+    app = create_app(title="either", version="1", registry=CollectorRegistry())
+
+    @app.get("/v1/orders/{order_id}/entries")
+    async def entries(
+        order_id: str, caller: Annotated[Caller, Depends(requires_any(Scope.ORDERS_READ, Scope.SUPPORT_READ))]
+    ) -> dict[str, str]:
+        return {"order_id": order_id, "name": caller.name}
+
+    clocks = Clocks()
+    protect(app, Authenticator(keys, monotonic=clocks.monotonic, now=clocks.now))
+    _, backend = keys.add("platform-backend", Scope.ORDERS_READ)
+    _, agent = keys.add("support-agent", Scope.SUPPORT_READ)
+    _, wallets = keys.add("wallet-reader", Scope.WALLETS_READ)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://either") as http:
+        answers = [await http.get("/v1/orders/o1/entries", headers=bearer(k)) for k in (backend, agent, wallets)]
+    assert [a.status_code for a in answers] == [200, 200, 403]
+    assert [a.json()["name"] for a in answers[:2]] == ["platform-backend", "support-agent"]
+    assert answers[2].json()["detail"] == "this key lacks the scope one of orders:read, support:read"
+    assert {scopes for path, _, scopes in operations(app) if path.endswith("/entries")} == {
+        frozenset({Scope.ORDERS_READ, Scope.SUPPORT_READ})
     }

@@ -9,7 +9,12 @@ from tests.conftest import ROOT
 
 
 def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_letters_and_reads_its_groups() -> None:
-    assert ACCESS["payments"].writes == {Topic.PAYMENTS_EVENTS, Topic.DEAD_LETTER}
+    assert ACCESS["payments"].writes == {  # the commands: a person's acts through the support API
+        Topic.PAYMENTS_EVENTS,
+        Topic.LEDGER_COMMANDS,
+        Topic.PAYMENTS_COMMANDS,
+        Topic.DEAD_LETTER,
+    }
     assert ACCESS["payments"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS, Topic.SUPPORT_CASES}
     assert ACCESS["payments"].groups == ("payments.commands", "payments.order-status", "payments.support-cases")
     assert ACCESS["ledger"].writes == {Topic.LEDGER_EVENTS, Topic.DEAD_LETTER}
@@ -37,9 +42,9 @@ def test_the_reconciler_owns_the_topics_and_the_group_of_its_faust_app() -> None
     assert ACCESS["reconciler"].owns_prefix == f"{RECONCILER_APP}-"
 
 
-def test_only_the_reconciler_commands_and_no_one_reads_the_dead_letters() -> None:
+def test_only_the_reconciler_and_payments_support_api_command_and_no_one_reads_the_dead_letters() -> None:
     writers = {t: {p for p, a in ACCESS.items() if t in a.writes} for t in Topic}
-    assert writers[Topic.LEDGER_COMMANDS] == writers[Topic.PAYMENTS_COMMANDS] == {"reconciler"}
+    assert writers[Topic.LEDGER_COMMANDS] == writers[Topic.PAYMENTS_COMMANDS] == {"reconciler", "payments"}
     assert writers[Topic.PAYMENTS_EVENTS] == {"payments"} and writers[Topic.LEDGER_EVENTS] == {"ledger"}
     assert all(Topic.DEAD_LETTER not in a.reads for a in ACCESS.values())
 

@@ -259,6 +259,11 @@ class LocalStack:
             env |= {"PAYMENTS_AUDIT_LEDGER_URL": self.url("ledger"), "PAYMENTS_AUDIT_LEDGER_API_KEY": self.audit_key}
         if "notifier" in c.ports and "PAYMENTS_STATUS_BASE_URL" not in c.extra_env:  # orders link their status page
             env["PAYMENTS_STATUS_BASE_URL"] = self.url("notifier")
+        if name == "payments":  # the support API's timeline asks the other services (the caller's key)
+            support = {"AUDIT_LEDGER_URL": "ledger", "RECONCILER_URL": "reconciler", "NOTIFIER_URL": "notifier"}
+            for variable, service in support.items():
+                if service in c.ports and f"PAYMENTS_{variable}" not in c.extra_env:
+                    env.setdefault(f"PAYMENTS_{variable}", self.url(service))
         return env
 
     def start_service(self, name: str) -> Child | Workers:

@@ -2,7 +2,7 @@
 lookup, and the FastAPI dependency every business route declares."""
 
 from servicekit.identity.authenticator import Authenticator, KeyLookup, Unauthenticated
-from servicekit.identity.guard import KeyRefused, operations, protect, requires
+from servicekit.identity.guard import KeyRefused, operations, protect, requires, requires_any
 from servicekit.identity.keys import Caller, KeyRecord
 from servicekit.identity.scopes import Scope, parse_scopes
 from servicekit.identity.store import IDENTITY_SCHEMA, KeyNameTaken, PostgresKeyStore
@@ -22,4 +22,5 @@ __all__ = [
     "parse_scopes",
     "protect",
     "requires",
+    "requires_any",
 ]

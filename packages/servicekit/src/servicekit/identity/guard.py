@@ -45,7 +45,16 @@ class KeyRefused(ApiError):
 
 def requires(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the Caller whose key holds every one of `scopes`, or a 401/403 answer."""
-    needed = frozenset(scopes)
+    return _guard(frozenset(scopes), every=True)
+
+
+def requires_any(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the Caller whose key holds at least one of `scopes` (a read that serves two kinds of
+    caller, say orders:read for platform backends and support:read for support staff), or a 401/403 answer."""
+    return _guard(frozenset(scopes), every=False)
+
+
+def _guard(needed: frozenset[Scope], *, every: bool) -> Callable[..., Awaitable[Caller]]:
     if not needed:
         raise ValueError("requires() needs at least one scope")
 
@@ -60,8 +69,9 @@ def requires(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
         except Unauthenticated as exc:
             raise KeyRefused(401, "unauthenticated", exc.detail) from None
         missing = sorted(needed - found.scopes)
-        if missing:
-            raise KeyRefused(403, "insufficient_scope", f"this key lacks the scope {', '.join(missing)}")
+        if missing and (every or len(missing) == len(needed)):
+            lacks = ", ".join(missing) if every else f"one of {', '.join(missing)}"
+            raise KeyRefused(403, "insufficient_scope", f"this key lacks the scope {lacks}")
         return found
 
     setattr(caller, SCOPES_ATTRIBUTE, needed)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.base import Currency, OrderId, UserId
 from ledger.adapters.postgres import PostgresLedger
 from servicekit.http import ApiError, error_responses
-from servicekit.identity import Caller, Scope, requires
+from servicekit.identity import Caller, Scope, requires, requires_any
 from servicekit.pages import Window, next_cursor, window
 
 
@@ -62,9 +62,9 @@ def _key(scope: Scope) -> Any:
 
 
 def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
-    """Every route needs an API key: wallets:read, users:write, orders:read, audit:read for the money audit's
-    bulk read, or support:read for the fault knob's ground truth (what the development simulator scores
-    against; never open)."""
+    """Every route needs an API key: wallets:read, users:write, orders:read (or support:read) for an order's
+    entries, audit:read for the money audit's bulk read, or support:read for the fault knob's ground truth (what
+    the development simulator scores against; never open)."""
     router = APIRouter(prefix="/v1", responses=error_responses(422))
 
     @router.get("/wallets/{user_id}", response_model=WalletView, tags=["wallets"])
@@ -85,8 +85,11 @@ def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
         return UserView(user_id=user_id, currency=held)
 
     @router.get("/orders/{order_id}/entries", response_model=OrderPostings, tags=["orders"])
-    async def order_entries(order_id: OrderId, _: Annotated[Caller, _key(Scope.ORDERS_READ)]) -> OrderPostings:
-        """Every ledger transaction of the order with its entries."""
+    async def order_entries(
+        order_id: OrderId, _: Annotated[Caller, Depends(requires_any(Scope.ORDERS_READ, Scope.SUPPORT_READ))]
+    ) -> OrderPostings:
+        """Every ledger transaction of the order with its entries (orders:read, or support:read for payments'
+        support timeline, which asks with the support agent's own key)."""
         async with uow() as tx:
             return OrderPostings(order_id=order_id, transactions=await tx.order_transactions(order_id))
 

@@ -1,0 +1,184 @@
+"""Support for orders: what a person may do to an order (and why not), the command each act sends, and one
+timeline of the order across the services, in time order.
+
+An act goes through the same idempotent commands the reconciler sends, so the services that execute them keep
+their own checks (the ledger credits only what the recorded payment stands behind, payments refunds only a paid
+order once); the refusals here answer a person at once, with a code, instead of a dead letter later.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from contracts.base import Message
+from contracts.codec import deterministic_id
+from contracts.commands import GrantCompensation, IssueRefund, RetryCredit
+from contracts.topics import Topic
+from payments.domain import Order, PaymentStatus
+
+SETTLED_CREDITED = frozenset({"credited", "compensated"})
+MAX_RETRY_ATTEMPT = 100
+
+
+class SupportAction(StrEnum):
+    """What a person with support:act may do to an order."""
+
+    REDRIVE_CREDIT = "redrive_credit"
+    REFUND = "refund"
+    GRANT_COMPENSATION = "grant_compensation"
+    RESEND_NOTIFICATION = "resend_notification"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Why an act is refused: a stable code and a sentence for people."""
+
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    """What payments knows of an order that decides whether an act applies: the order, its refund's outcome at
+    the provider (succeeded, failed) if one was tried, and how many refunds and re-drives people asked before."""
+
+    order: Order
+    refund_status: str | None = None
+    refunds_requested: int = 0
+    redrives_requested: int = 0
+
+
+def refusal(action: SupportAction, facts: OrderFacts, amount: int | None = None) -> Refused | None:
+    """Why `action` cannot apply to the order now, if it cannot."""
+    order = facts.order
+    if action is SupportAction.RESEND_NOTIFICATION:
+        return None  # the notifier knows what it sent; it answers for itself
+    if order.payment_status is not PaymentStatus.SUCCEEDED or order.provider_txn_id is None:
+        return Refused("not_paid", f"order {order.order_id} is not paid (payment {order.payment_status.value})")
+    if facts.refund_status == "succeeded" or order.status == "refunded":
+        return Refused("already_refunded", f"order {order.order_id} was refunded")
+    if action is SupportAction.REFUND:
+        return _refund_refusal(facts)
+    if action is SupportAction.REDRIVE_CREDIT:
+        return _redrive_refusal(facts)
+    return _compensation_refusal(facts, amount)
+
+
+def _refund_refusal(facts: OrderFacts) -> Refused | None:
+    order = facts.order
+    if facts.refund_status == "failed":
+        return Refused("refund_failed", f"the refund of order {order.order_id} failed at the provider: ask finance")
+    if facts.refunds_requested:
+        return Refused("refund_in_flight", f"a refund of order {order.order_id} is asked already, not answered yet")
+    if order.status in SETTLED_CREDITED:
+        return Refused("already_credited", f"order {order.order_id} is credited: a refund would pay it twice")
+    return None
+
+
+def _redrive_refusal(facts: OrderFacts) -> Refused | None:
+    order = facts.order
+    if facts.refunds_requested:
+        return Refused("refund_in_flight", f"a refund of order {order.order_id} is asked already, not answered yet")
+    if order.status in SETTLED_CREDITED:
+        return Refused("already_credited", f"order {order.order_id} is credited already")
+    if order.review_status == "held":
+        return Refused("under_review", f"order {order.order_id} is held for risk review: release it first")
+    if order.review_status == "rejected":
+        return Refused("review_rejected", f"order {order.order_id} was rejected in risk review")
+    return None
+
+
+def _compensation_refusal(facts: OrderFacts, amount: int | None) -> Refused | None:
+    order = facts.order
+    if amount is None:
+        return Refused("amount_required", "grant_compensation needs `amount` (minor units)")
+    if amount > order.amount:
+        return Refused("compensation_above_amount", f"a compensation is at most the order's {order.amount}")
+    if order.status == "compensated":
+        return Refused("already_compensated", f"order {order.order_id} was compensated already")
+    if order.status != "credited":
+        return Refused("not_credited", f"order {order.order_id} is not credited: only a credited order earns one")
+    return None
+
+
+def command_event_id(order_id: str, action: SupportAction, token: str) -> str:
+    """The event id of an act's command: the same for the same order, act and token (the Idempotency-Key, or
+    the act's own row id when none was given)."""
+    return deterministic_id("SupportAction", order_id, action.value, token)
+
+
+class Publisher(Protocol):
+    """Where an act's command goes: the unit of work's outbox, written with the act's row."""
+
+    def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
+
+
+def send_command(
+    unit: Publisher, act: SupportAction, facts: OrderFacts, *, by: str, reason: str, amount: int | None, now: datetime,
+    event_id: str,
+) -> bool:  # fmt: skip
+    """Publish the command of an act through `unit` (re-drive: RetryCredit on the payment's facts, naming who asked;
+    refund: IssueRefund; compensation: GrantCompensation); False for an act that sends none (resend)."""
+    order = facts.order
+    if act is SupportAction.REDRIVE_CREDIT:
+        unit.publish(
+            Topic.LEDGER_COMMANDS,
+            RetryCredit(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                attempt=min(facts.redrives_requested + 1, MAX_RETRY_ATTEMPT),
+                requested_at=now,
+                provider_txn_id=order.provider_txn_id,
+                requested_by=by[:200],
+            ),
+            event_id=event_id,
+        )
+    elif act is SupportAction.REFUND:
+        unit.publish(
+            Topic.PAYMENTS_COMMANDS,
+            IssueRefund(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                reason=f"support ({by}): {reason}"[:200],
+                requested_at=now,
+            ),
+            event_id=event_id,
+        )
+    elif act is SupportAction.GRANT_COMPENSATION:
+        assert amount is not None  # refusal() let no compensation without an amount through
+        unit.publish(
+            Topic.LEDGER_COMMANDS,
+            GrantCompensation(
+                order_id=order.order_id, user_id=order.user_id, amount=amount, currency=order.currency, requested_at=now
+            ),
+            event_id=event_id,
+        )
+    else:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One thing that happened to an order, as one service saw it."""
+
+    at: datetime
+    source: str
+    kind: str
+    summary: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+SOURCES = ("payments", "ledger", "reconciler", "notifier", "support")
+
+
+def merged(*groups: Iterable[Entry]) -> list[Entry]:
+    """Every entry of every service in time order; at the same instant, in the order the money moves (payments
+    before the ledger, before the reconciler, the notifier, then what people did)."""
+    return sorted((e for g in groups for e in g), key=lambda e: (e.at, SOURCES.index(e.source), e.kind))

@@ -1,0 +1,167 @@
+"""The console's pages against a fake of payments' support API: the key travels in an HttpOnly, SameSite=Strict
+cookie and reaches payments as a bearer key; forms from elsewhere are refused; refusals are shown plainly."""
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from credited.console.app import KEY_COOKIE, build_app, local_path
+from tests.console.unit.fake_payments import KEY, FakePayments
+
+CONSOLE = "http://testserver"
+SAME = {"Origin": CONSOLE}
+
+
+@pytest.fixture
+def payments() -> FakePayments:
+    return FakePayments()
+
+
+@pytest.fixture
+def console(payments: FakePayments) -> Iterator[TestClient]:
+    with TestClient(build_app("http://payments.test", transport=payments.transport()), base_url=CONSOLE) as client:
+        yield client
+
+
+def signed_in(console: TestClient) -> TestClient:
+    response = console.post("/signin", data={"key": KEY}, headers=SAME, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return console
+
+
+def test_signing_in_keeps_the_key_in_an_httponly_strict_cookie_and_sends_it_to_payments_as_bearer(
+    console: TestClient, payments: FakePayments
+) -> None:
+    response = console.post("/signin", data={"key": KEY}, headers=SAME, follow_redirects=False)
+    cookie = response.headers["set-cookie"]
+    assert response.headers["location"] == "/search"
+    assert cookie.startswith(f"{KEY_COOKIE}={KEY};")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    console.get("/search", params={"by": "user_id", "q": "u-7"})
+    assert payments.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_a_key_payments_refuses_is_not_kept_and_the_refusal_is_shown(console: TestClient) -> None:
+    response = console.post("/signin", data={"key": "sk_wrong"}, headers=SAME, follow_redirects=False)
+    assert response.status_code == 401
+    assert "set-cookie" not in response.headers
+    assert 'id="error" data-status="401" data-code="unauthenticated"' in response.text
+    assert "Traceback" not in response.text
+
+
+def test_a_form_posted_from_another_site_is_refused_before_payments_is_asked(
+    console: TestClient, payments: FakePayments
+) -> None:
+    signed_in(console)
+    asked = len(payments.requests)
+    for headers in ({"Origin": "https://evil.example"}, {}, {"Origin": "null"}):
+        form = {"action": "refund", "reason": "customer asked"}
+        response = console.post("/orders/ord_1/actions", data=form, headers=headers, follow_redirects=False)
+        assert response.status_code == 403, headers
+        assert "bad_origin" in response.text
+    assert len(payments.requests) == asked
+
+
+def test_searching_by_user_id_lists_the_users_orders_with_a_link_to_each(console: TestClient) -> None:
+    page = signed_in(console).get("/search", params={"by": "user_id", "q": "u-7"}).text
+    assert 'href="/orders/ord_1"' in page
+    assert "CN¥648.00" in page
+    assert "No order matches." in console.get("/search", params={"by": "user_id", "q": "u-none"}).text
+
+
+def test_the_order_page_shows_the_timeline_in_time_order_with_each_sources_badge(console: TestClient) -> None:
+    page = signed_in(console).get("/orders/ord_1").text
+    rows = re.findall(r'class="entry" data-source="(\w+)" data-kind="(\w+)"', page)
+    assert rows == [("payments", "order_created"), ("ledger", "credit_rejected"), ("reconciler", "escalated")]
+    assert 'class="badge source-ledger"' in page
+    assert set(re.findall(r'class="act" data-action="(\w+)"', page)) == {
+        "redrive_credit",
+        "refund",
+        "grant_compensation",
+        "resend_notification",
+    }
+
+
+def test_the_order_page_is_in_chinese_for_a_chinese_browser_and_after_the_switch(console: TestClient) -> None:
+    signed_in(console)
+    page = console.get("/orders/ord_1", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).text
+    assert '<html lang="zh-CN">' in page and "时间线" in page and "重新发起到账" in page and "¥648.00" in page
+    switched = console.get("/lang/zh-CN", params={"next": "/orders/ord_1"}, follow_redirects=False)
+    assert switched.headers["location"] == "/orders/ord_1"
+    assert "时间线" in console.get("/orders/ord_1", headers={"Accept-Language": "en"}).text
+
+
+def test_an_action_is_sent_with_its_reason_and_the_order_page_says_it_was_recorded(
+    console: TestClient, payments: FakePayments
+) -> None:
+    signed_in(console)
+    form = {"action": "grant_compensation", "reason": "late credit", "amount": "500", "idempotency_key": "k-1"}
+    response = console.post("/orders/ord_1/actions", data=form, headers=SAME)
+    sent = next(r for r in payments.requests if r.method == "POST" and r.url.path.endswith("/actions"))
+    assert sent.headers["idempotency-key"] == "k-1"
+    assert sent.content == b'{"action":"grant_compensation","reason":"late credit","amount":500}'
+    assert response.status_code == 200 and 'id="done"' in response.text and "Action recorded" in response.text
+
+
+def test_a_refused_action_shows_paymentss_code_and_detail_on_the_order_page_without_a_trace(
+    console: TestClient, payments: FakePayments
+) -> None:
+    signed_in(console)
+    payments.refuse = (409, "already_credited", "the order was credited at 08:00")
+    response = console.post("/orders/ord_1/actions", data={"action": "refund", "reason": "asked"}, headers=SAME)
+    assert response.status_code == 409
+    assert 'data-code="already_credited"' in response.text and "the order was credited at 08:00" in response.text
+    assert 'id="timeline"' in response.text  # the order is still shown under the refusal
+    assert "Traceback" not in response.text
+
+
+def test_a_compensation_without_a_whole_positive_amount_is_refused_by_the_console(
+    console: TestClient, payments: FakePayments
+) -> None:
+    signed_in(console)
+    for amount in ("", "-5", "1.5", "0"):
+        form = {"action": "grant_compensation", "reason": "late", "amount": amount}
+        response = console.post("/orders/ord_1/actions", data=form, headers=SAME)
+        assert response.status_code == 422 and "bad_amount" in response.text, amount
+    assert not [r for r in payments.requests if r.method == "POST" and r.url.path.endswith("/actions")]
+
+
+def test_the_cases_queue_lists_by_severity_then_oldest_first_with_ack_buttons(console: TestClient) -> None:
+    page = signed_in(console).get("/cases").text
+    assert re.findall(r'class="case" data-case-id="([\w-]+)"', page) == ["c-crit-old", "c-crit-new", "c-warn"]
+    assert page.count('class="acknowledge"') == 3
+
+
+def test_acknowledging_a_case_goes_back_to_where_it_was_asked(console: TestClient, payments: FakePayments) -> None:
+    signed_in(console)
+    response = console.post("/cases/c-warn/acknowledge", data={"next": "/cases"}, headers=SAME, follow_redirects=False)
+    assert response.headers["location"] == "/cases?done=case_updated"
+    assert payments.requests[-1].url.path == "/v1/support/cases/c-warn/acknowledge"
+    assert payments.requests[-1].content == b'{"note":null}'
+
+
+def test_pages_without_a_key_ask_to_sign_in_and_payments_unreachable_is_said_plainly(payments: FakePayments) -> None:
+    with TestClient(build_app("http://127.0.0.1:9"), base_url=CONSOLE) as console:
+        page = console.get("/cases")
+        assert page.status_code == 401 and "Sign in first." in page.text
+        console.cookies.set(KEY_COOKIE, KEY)
+        page = console.get("/orders/ord_1")
+        assert page.status_code == 502 and "Payments cannot be reached" in page.text
+        assert "Traceback" not in page.text
+
+
+def test_redirects_stay_on_the_console() -> None:
+    assert local_path("/orders/ord_1") == "/orders/ord_1"
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil", None, ""):
+        assert local_path(target) == "/search"
+
+
+def test_the_order_page_shows_each_cases_history_and_escapes_what_the_api_says(
+    console: TestClient, payments: FakePayments
+) -> None:
+    payments.timeline[0]["summary"] = "<script>alert(1)</script>"
+    page = signed_in(console).get("/orders/ord_1").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'class="history"' in page and "&lt;b&gt;opened&lt;/b&gt;" in page

@@ -1,0 +1,39 @@
+"""`credited order`: the order, its timeline in time order, cases and actions in the terminal; plain errors."""
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from credited.cli import app
+from credited.console.terminal import render
+from credited.stack.processes import free_port
+from tests.console.unit.fake_payments import ORDER, FakePayments, case
+
+
+def test_the_terminal_view_shows_the_facts_the_timeline_in_time_order_cases_and_actions() -> None:
+    fake = FakePayments()
+    action = {"id": "a-1", "action": "resend_notification", "by": "support-alice", "reason": "user asked"}
+    view = {
+        "order": ORDER,
+        "timeline": fake.timeline,
+        "cases": [case("c-1", "page", "2026-11-22T08:00:10+00:00", owner="alice")],
+        "actions": [{**action, "at": "2026-11-22T09:00:00+00:00", "outcome": "requested"}],
+        "unavailable": [{"source": "notifier", "error": "connection refused"}],
+    }
+    console = Console(record=True, width=200)
+    render(view, console)
+    text = console.export_text()
+    assert "CN¥648.00 (64800 minor units)" in text
+    assert text.index("order_created") < text.index("credit_rejected") < text.index("escalated")
+    assert "notifier unreachable: connection refused" in text
+    assert "c-1" in text and "alice" in text and "resend_notification" in text and "support-alice" in text
+
+
+def test_the_order_command_without_a_key_or_with_payments_away_says_so_and_fails() -> None:
+    runner = CliRunner()
+    no_key = runner.invoke(app, ["order", "ord_1"], env={"CREDITED_API_KEY": ""})
+    assert no_key.exit_code == 1 and "no API key" in no_key.output
+    away = f"http://127.0.0.1:{free_port()}"
+    result = runner.invoke(app, ["order", "ord_1", "--key", "sk_x", "--payments-url", away])
+    assert result.exit_code == 2
+    assert f"payments at {away} cannot be reached" in result.output
+    assert "Traceback" not in result.output
