@@ -370,3 +370,24 @@ async def test_a_resend_the_notifier_cannot_be_asked_is_refused_503_and_not_reco
     resend = await stack.act(paid, "resend_notification", key=f"k-{paid}")
     assert (resend.status_code, resend.json()["error"]) == (503, "notifier_unavailable"), resend.text
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 0
+
+
+async def test_an_orders_cases_come_with_it_on_its_timeline_and_open_ones_are_counted_in_search(stack: Stack) -> None:
+    user = f"u-{uuid.uuid4().hex[:6]}"
+    order_id = await stack.paid_order(user)
+    for kind, resolved in (("review_overdue", "now()"), ("needs_support", "NULL")):  # as payments' cases consumer
+        await stack.sql(
+            "INSERT INTO support_cases (order_id, user_id, kind, severity, reason, request_event_id, opened_at,"
+            f" resolved_at, resolved_by, resolution) VALUES ($1, $2, $3, 'page', 'refund failed', $4,"
+            f" now() - interval '1 minute', {resolved}, 'credited', 'credited')",
+            order_id, user, kind, f"{kind}-{order_id}",
+        )  # fmt: skip
+    found = (await stack.payments.get("/v1/support/orders", params={"user_id": user})).json()["orders"]
+    assert [o["open_cases"] for o in found] == [1]
+    body = (await stack.payments.get(f"/v1/support/orders/{order_id}")).json()
+    cases = {c["kind"]: c for c in body["cases"]}
+    assert set(cases) == {"review_overdue", "needs_support"}
+    assert cases["needs_support"]["resolved_at"] is None and cases["needs_support"]["age_s"] >= 60
+    assert cases["review_overdue"]["resolution"] == "credited" and cases["review_overdue"]["age_s"] == 60  # to resolved
+    kinds = [e["kind"] for e in body["timeline"] if e["source"] == "support"]
+    assert sorted(kinds) == ["case_opened", "case_opened", "case_resolved"]
