@@ -9,7 +9,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from contracts.codec import decode
-from contracts.commands import RetryCredit
+from contracts.commands import IssueRefund, RetryCredit
 from contracts.topics import Topic
 from credited.stack.processes import free_port
 from harness.simulator.run import partition_count
@@ -370,3 +370,53 @@ async def test_a_resend_the_notifier_cannot_be_asked_is_refused_503_and_not_reco
     resend = await stack.act(paid, "resend_notification", key=f"k-{paid}")
     assert (resend.status_code, resend.json()["error"]) == (503, "notifier_unavailable"), resend.text
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 0
+
+
+async def test_an_orders_cases_come_with_it_on_its_timeline_and_open_ones_are_counted_in_search(stack: Stack) -> None:
+    user = f"u-{uuid.uuid4().hex[:6]}"
+    order_id = await stack.paid_order(user)
+    for kind, resolved in (("review_overdue", "now()"), ("needs_support", "NULL")):  # as payments' cases consumer
+        await stack.sql(
+            "INSERT INTO support_cases (order_id, user_id, kind, severity, reason, request_event_id, opened_at,"
+            f" resolved_at, resolved_by, resolution) VALUES ($1, $2, $3, 'page', 'refund failed', $4,"
+            f" now() - interval '1 minute', {resolved}, 'credited', 'credited')",
+            order_id, user, kind, f"{kind}-{order_id}",
+        )  # fmt: skip
+    found = (await stack.payments.get("/v1/support/orders", params={"user_id": user})).json()["orders"]
+    assert [o["open_cases"] for o in found] == [1]
+    body = (await stack.payments.get(f"/v1/support/orders/{order_id}")).json()
+    cases = {c["kind"]: c for c in body["cases"]}
+    assert set(cases) == {"review_overdue", "needs_support"}
+    assert cases["needs_support"]["resolved_at"] is None and cases["needs_support"]["age_s"] >= 60
+    assert cases["review_overdue"]["resolution"] == "credited" and cases["review_overdue"]["age_s"] == 60  # to resolved
+    kinds = [e["kind"] for e in body["timeline"] if e["source"] == "support"]
+    assert sorted(kinds) == ["case_opened", "case_opened", "case_resolved"]
+
+
+async def test_a_compensation_is_granted_by_the_ledger_and_a_refund_is_sent_to_payments_once(stack: Stack) -> None:
+    order_id = await stack.dropped_by_the_ledger(f"u-{uuid.uuid4().hex[:6]}")
+    assert (await stack.act(order_id, "redrive_credit")).status_code == 202
+
+    async def kinds() -> list[str]:
+        return [t["kind"] for t in (await stack.ledger.get(f"/v1/orders/{order_id}/entries")).json()["transactions"]]
+
+    await eventually(lambda: _has(kinds, "credit"))
+    await stack.sql("UPDATE orders SET status = 'credited' WHERE order_id = $1", order_id)  # as orders.status says
+    too_much = await stack.act(order_id, "grant_compensation", amount=601)
+    assert (too_much.status_code, too_much.json()["error"]) == (409, "compensation_above_amount")
+    granted = await stack.act(order_id, "grant_compensation", amount=60)
+    assert granted.status_code == 202, granted.text
+    await eventually(lambda: _has(kinds, "compensation"))
+
+    refunded = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    for _ in range(2):
+        assert (await stack.act(refunded, "refund", key=f"refund-{refunded}")).status_code == 202
+    records = [r for r in await stack.published(Topic.PAYMENTS_COMMANDS) if r.key == refunded.encode()]
+    assert len(records) == 1
+    message, envelope = decode(records[0].value, records[0].headers)
+    assert isinstance(message, IssueRefund) and (message.amount, envelope.producer) == (600, "payments")
+    assert stack.agent in message.reason
+
+
+async def _has(kinds: Callable[[], Awaitable[list[str]]], kind: str) -> bool:
+    return kind in await kinds()
