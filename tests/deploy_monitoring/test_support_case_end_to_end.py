@@ -104,16 +104,19 @@ async def test_an_order_no_machine_can_settle_opens_a_case_that_pages_re_pages_a
 
                 # Refused credit, declined refund: the order goes to a person, with one open case that pages.
                 await eventually(lambda: statuses()[-1:] == ["needs_support"], timeout_s=120)
-                [case] = await eventually(open_cases, timeout_s=60)
+                await eventually(open_cases, timeout_s=60)
+                [case] = await open_cases()
                 assert (case["kind"], case["severity"], case["acknowledged_at"]) == ("needs_support", "page", None)
-                opened = await eventually(lambda: page(webhook, "SupportCaseOpen"), timeout_s=120, interval_s=0.5)
+                await eventually(lambda: page(webhook, "SupportCaseOpen"), timeout_s=120, interval_s=0.5)
+                opened = page(webhook, "SupportCaseOpen")
+                assert opened is not None
                 assert opened[0].path == "/alerts/page"
                 assert opened[1]["annotations"]["runbook_url"].startswith(f"{RUNBOOK_BASE_URL}/d/runbook-")
 
                 # Nobody acknowledges it: it re-pages one step higher, and that page is delivered too.
-                repaged = await eventually(
-                    lambda: page(webhook, "SupportCaseUnacknowledged"), timeout_s=120, interval_s=0.5
-                )
+                await eventually(lambda: page(webhook, "SupportCaseUnacknowledged"), timeout_s=120, interval_s=0.5)
+                repaged = page(webhook, "SupportCaseUnacknowledged")
+                assert repaged is not None
                 assert repaged[0].path.startswith("/alerts/")
                 assert repaged[1]["labels"]["severity"] == "critical"
                 [case] = await open_cases()
@@ -152,7 +155,9 @@ async def test_an_order_no_machine_can_settle_opens_a_case_that_pages_re_pages_a
                     closed: dict[str, Any] = answer.json()
                     return closed if closed["resolved_at"] else None
 
-                closed = await eventually(resolved, timeout_s=60)
+                await eventually(resolved, timeout_s=60)
+                closed = await resolved()
+                assert closed is not None
                 assert "redrive_credit" in closed["resolution"] and "agent-alice" in closed["resolution"]
                 history = [entry["action"] for entry in closed["history"]]
                 assert history[0] == "opened" and history[-1] == "resolved"
