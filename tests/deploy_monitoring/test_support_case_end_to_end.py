@@ -12,8 +12,6 @@ and the case closes by itself with the agent's action in its resolution and hist
 Like the other alert end-to-end test it runs once in `make test`, on the test broker (not marked e2e).
 """
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,9 @@ import asyncpg
 import httpx
 
 from servicekit.identity import PostgresKeyStore, Scope
-from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.deploy_monitoring.alerting import RUNBOOK_BASE_URL, AlertWebhook, Notification, monitoring
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import paid_order, running_stack
 from tests.kafka_reader import eventually
 
 THRESHOLD_S = 3.0
@@ -32,30 +29,6 @@ REPAGE_AFTER_S = 75.0
 """Longer than SupportCaseOpen's `for: 1m`, so the page fires before the re-page replaces it."""
 AMOUNT = 600
 USER = "u-no-wallet"
-
-
-async def paid_order(client: httpx.AsyncClient, payments: str, secret: str) -> str:
-    """An order placed and paid through the simulated provider's signed callback."""
-    placed = await client.post(
-        f"{payments}/v1/orders", json={"user_id": USER, "amount": AMOUNT, "currency": "CNY", "channel": "alipay"}
-    )
-    assert placed.status_code == 201, placed.text
-    order_id = str(placed.json()["order_id"])
-    body = json.dumps(
-        {
-            "order_id": order_id,
-            "provider_txn_id": f"tx-{order_id}",
-            "status": "succeeded",
-            "amount": AMOUNT,
-            "currency": "CNY",
-            "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    ).encode()
-    paid = await client.post(
-        f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": sign(secret, body, int(time.time()))}
-    )
-    assert paid.status_code == 200, paid.text
-    return order_id
 
 
 def page(webhook: AlertWebhook, alertname: str) -> tuple[Notification, dict[str, Any]] | None:
@@ -91,7 +64,7 @@ async def test_an_order_no_machine_can_settle_opens_a_case_that_pages_re_pages_a
 
         with webhook.serving(), monitoring(stack, tmp_path, webhook):
             async with httpx.AsyncClient(timeout=30, headers=stack.headers) as platform:
-                order_id = await paid_order(platform, payments, stack.config.psp_secret)
+                order_id = await paid_order(platform, stack, USER, AMOUNT)
 
                 def statuses() -> list[str]:
                     told = sorted(receiver.received.by_order().get(order_id, []), key=lambda p: p["sequence"])

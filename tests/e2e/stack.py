@@ -6,16 +6,20 @@ earlier by its linger and the request's way, so a credit created just before its
 it would count as visible in time (a false alarm that is none)."""
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.topics import Topic
 from credited.stack.local import SERVICES, LocalStack, StackConfig
 from credited.stack.processes import free_port
 from harness.simulator.receiver import WebhookReceiver
+from servicekit.signatures import sign
 from tests.conftest import Broker
 
 
@@ -58,3 +62,30 @@ async def joined_topics_on_broker_time(bootstrap: str, prefix: str, partitions: 
         await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=config) for t in topics])
     finally:
         await admin.close()
+
+
+async def paid_order(
+    client: httpx.AsyncClient, stack: LocalStack, user_id: str, amount: int, paid_at: str | None = None
+) -> str:
+    """Place an order for `user_id` and have the simulated provider confirm its payment (a signed callback);
+    `paid_at` defaults to now."""
+    payments = stack.url("payments")
+    placed = await client.post(
+        f"{payments}/v1/orders", json={"user_id": user_id, "amount": amount, "currency": "CNY", "channel": "alipay"}
+    )
+    assert placed.status_code == 201, placed.text
+    order_id = str(placed.json()["order_id"])
+    body = json.dumps(
+        {
+            "order_id": order_id,
+            "provider_txn_id": f"tx-{order_id}",
+            "status": "succeeded",
+            "amount": amount,
+            "currency": "CNY",
+            "paid_at": paid_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    ).encode()
+    signature = sign(stack.config.psp_secret, body, int(time.time()))
+    paid = await client.post(f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature})
+    assert paid.status_code == 200, paid.text
+    return order_id

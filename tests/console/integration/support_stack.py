@@ -2,7 +2,6 @@
 one held for review, a case opened the way the reconciler opens one, and the console as its own process."""
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -23,8 +22,8 @@ from contracts.topics import Topic
 from credited.stack.local import LocalStack
 from credited.stack.processes import free_port
 from servicekit.kafka import KafkaPublisher
-from servicekit.signatures import sign
 from tests.conftest import Broker
+from tests.e2e.stack import paid_order as e2e_paid_order
 from tests.kafka_reader import eventually
 
 CREDITED = Path(sys.executable).parent / "credited"
@@ -69,27 +68,8 @@ async def support_cases_topic(broker: Broker, prefix: str, partitions: int) -> N
 
 
 async def paid_order(client: httpx.AsyncClient, stack: LocalStack, user_id: str, amount: int) -> str:
-    """Place an order for `user_id` and have the local provider confirm its payment (a signed callback)."""
-    payments = stack.url("payments")
-    placed = await client.post(
-        f"{payments}/v1/orders", json={"user_id": user_id, "amount": amount, "currency": "CNY", "channel": "alipay"}
-    )
-    assert placed.status_code == 201, placed.text
-    order_id = str(placed.json()["order_id"])
-    body = json.dumps(
-        {
-            "order_id": order_id,
-            "provider_txn_id": f"tx-{order_id}",
-            "status": "succeeded",
-            "amount": amount,
-            "currency": "CNY",
-            "paid_at": "2026-11-22T08:30:00Z",
-        }
-    ).encode()
-    signature = sign(stack.config.psp_secret, body, int(time.time()))
-    paid = await client.post(f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature})
-    assert paid.status_code == 200, paid.text
-    return order_id
+    """Place an order for `user_id` and have the local provider confirm its payment, paid at a fixed past time."""
+    return await e2e_paid_order(client, stack, user_id, amount, paid_at="2026-11-22T08:30:00Z")
 
 
 async def open_case(broker: Broker, prefix: str, order_id: str, user_id: str) -> None:
