@@ -46,7 +46,6 @@ allow payments Read topic literal payments.commands
 allow payments Read topic literal support.cases
 allow payments Write topic literal credited.deadletter
 allow payments Write topic literal ledger.commands
-allow payments Write topic literal payments.commands
 allow payments Write topic literal payments.events
 allow reconciler Create topic prefixed credited-reconciler-
 allow reconciler Describe topic prefixed credited-reconciler-

@@ -91,7 +91,8 @@ def test_the_reconciler_reads_what_its_engine_has_transitions_for() -> None:
 
 def test_payments_and_the_ledger_publish_their_messages_on_the_topics_the_catalogue_names() -> None:
     """Every event of a topic a service owns; on a commands topic the reconciler shares with payments' support API,
-    the commands a person may send (payments sends no BlockCredit: a person re-drives, refunds or compensates)."""
+    the commands a person may send (payments sends no IssueRefund: a person's refund is a BlockCredit first, the
+    refund the reconciler's after the ledger's final rejection)."""
     for service in ("payments", "ledger"):
         listed = {(s.topic.name, m.event_type) for s in CATALOG if service in s.producers for m in s.messages}
         shared = {s.topic.name for s in CATALOG if service in s.producers and len(s.producers) > 1}
@@ -102,5 +103,6 @@ def test_payments_and_the_ledger_publish_their_messages_on_the_topics_the_catalo
     assert published("payments") >= {
         ("LEDGER_COMMANDS", "RetryCredit"),
         ("LEDGER_COMMANDS", "GrantCompensation"),
-        ("PAYMENTS_COMMANDS", "IssueRefund"),
+        ("LEDGER_COMMANDS", "BlockCredit"),
     }
+    assert not any(t == "PAYMENTS_COMMANDS" for t, _ in published("payments"))

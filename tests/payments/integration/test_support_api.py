@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from contracts.codec import decode
-from contracts.commands import IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, RetryCredit
+from contracts.events import CreditRejected
 from contracts.topics import Topic
 from credited.stack.processes import free_port
 from harness.simulator.run import partition_count
@@ -393,7 +394,9 @@ async def test_an_orders_cases_come_with_it_on_its_timeline_and_open_ones_are_co
     assert sorted(kinds) == ["case_opened", "case_opened", "case_resolved"]
 
 
-async def test_a_compensation_is_granted_by_the_ledger_and_a_refund_is_sent_to_payments_once(stack: Stack) -> None:
+async def test_a_compensation_is_granted_by_the_ledger_and_a_refund_blocks_the_credit_at_the_ledger_first_once(
+    stack: Stack,
+) -> None:
     order_id = await stack.dropped_by_the_ledger(f"u-{uuid.uuid4().hex[:6]}")
     assert (await stack.act(order_id, "redrive_credit")).status_code == 202
 
@@ -408,14 +411,23 @@ async def test_a_compensation_is_granted_by_the_ledger_and_a_refund_is_sent_to_p
     assert granted.status_code == 202, granted.text
     await eventually(lambda: _has(kinds, "compensation"))
 
-    refunded = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
-    for _ in range(2):
-        assert (await stack.act(refunded, "refund", key=f"refund-{refunded}")).status_code == 202
-    records = [r for r in await stack.published(Topic.PAYMENTS_COMMANDS) if r.key == refunded.encode()]
+    refunded = await stack.dropped_by_the_ledger(f"u-{uuid.uuid4().hex[:6]}")
+    answers = [await stack.act(refunded, "refund", key=f"refund-{refunded}") for _ in range(2)]
+    assert [a.status_code for a in answers] == [202, 202] and answers[0].json() == answers[1].json()
+    assert answers[0].json()["action"]["outcome"] == "awaiting_ledger_block"
+    records = [r for r in await stack.published(Topic.LEDGER_COMMANDS) if r.key == refunded.encode()]
     assert len(records) == 1
     message, envelope = decode(records[0].value, records[0].headers)
-    assert isinstance(message, IssueRefund) and (message.amount, envelope.producer) == (600, "payments")
-    assert stack.agent in message.reason
+    assert isinstance(message, BlockCredit) and envelope.producer == "payments"
+    assert stack.agent in message.reason and envelope.event_id == answers[0].json()["action"]["command_event_id"]
+    assert not [r for r in await stack.published(Topic.PAYMENTS_COMMANDS) if r.key == refunded.encode()]
+    ledger_events = Topic.LEDGER_EVENTS.qualified(stack.settings.topic_prefix)
+
+    def blocked(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        answers = [decode(r.value, r.headers)[0] for r in records if r.key == refunded.encode()]
+        return any(isinstance(m, CreditRejected) and m.final and stack.agent in m.reason for m in answers)
+
+    await read_until(stack.broker.bootstrap, ledger_events, blocked)  # the reconciler refunds on this answer
 
 
 async def _has(kinds: Callable[[], Awaitable[list[str]]], kind: str) -> bool:

@@ -5,10 +5,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.commands import GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.events import CreditRejected
 from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus
-from payments.support import Entry, OrderFacts, SupportAction, merged, refusal, send_command
+from payments.support import (
+    BLOCK_REASON_LIMIT,
+    REFUND_AWAITS_BLOCK,
+    Entry,
+    OrderFacts,
+    SupportAction,
+    merged,
+    outcome,
+    refusal,
+    send_command,
+)
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 PAID = Order(
@@ -36,6 +47,8 @@ class Recorder:
         (SupportAction.REFUND, OrderFacts(PAID, refund_status="failed"), "refund_failed"),
         (SupportAction.REFUND, OrderFacts(PAID, refunds_requested=1), "refund_in_flight"),
         (SupportAction.REFUND, OrderFacts(replace(PAID, status="refunded")), "already_refunded"),
+        (SupportAction.REFUND, OrderFacts(replace(PAID, status="credited")), "already_credited"),
+        (SupportAction.REFUND, OrderFacts(replace(PAID, review_status="held")), "under_review"),
         (SupportAction.GRANT_COMPENSATION, OrderFacts(PAID), "not_credited"),
         (SupportAction.GRANT_COMPENSATION, OrderFacts(replace(PAID, status="compensated")), "already_compensated"),
     ],
@@ -54,21 +67,37 @@ def test_a_compensation_needs_an_amount_no_larger_than_the_order() -> None:
 
 
 def test_each_act_sends_the_command_the_reconciler_would_on_its_topic_under_the_given_id() -> None:
+    """A refund is the reconciler's first step of one, BlockCredit to the ledger: no IssueRefund before its block."""
     unit = Recorder()
     facts = OrderFacts(PAID, redrives_requested=2)
     for action in SupportAction:
         send_command(unit, action, facts, by="agent-7", reason="wrote in", amount=50, now=T0, event_id=action.value)
     (t1, retry, e1), (t2, refund, e2), (t3, grant, e3) = unit.sent
     assert (t1, e1, t2, e2, t3, e3) == (
-        Topic.LEDGER_COMMANDS, "redrive_credit", Topic.PAYMENTS_COMMANDS, "refund", Topic.LEDGER_COMMANDS,
+        Topic.LEDGER_COMMANDS, "redrive_credit", Topic.LEDGER_COMMANDS, "refund", Topic.LEDGER_COMMANDS,
         "grant_compensation",
     )  # fmt: skip
     assert isinstance(retry, RetryCredit) and (retry.requested_by, retry.provider_txn_id, retry.attempt) == (
         "agent-7", "tx1", 3,
     )  # fmt: skip
-    assert isinstance(refund, IssueRefund) and (refund.amount, refund.user_id) == (PAID.amount, PAID.user_id)
-    assert "agent-7" in refund.reason and "wrote in" in refund.reason
+    assert isinstance(refund, BlockCredit) and (refund.order_id, refund.user_id) == (PAID.order_id, PAID.user_id)
+    assert refund.reason == "support refund by agent-7: wrote in"
     assert isinstance(grant, GrantCompensation) and (grant.amount, grant.currency) == (50, "CNY")
+
+
+def test_a_refunds_block_reason_leaves_room_for_the_ledgers_blocked_prefix() -> None:
+    unit = Recorder()
+    long = "a" * 200
+    send_command(unit, SupportAction.REFUND, OrderFacts(PAID), by=long, reason=long, amount=None, now=T0, event_id="e")
+    ((_, block, _),) = unit.sent
+    assert isinstance(block, BlockCredit) and len(block.reason) == BLOCK_REASON_LIMIT
+    answer = CreditRejected(order_id="o1", user_id="u1", reason=f"blocked: {block.reason}", final=True, rejected_at=T0)
+    assert answer.reason.endswith(block.reason)  # the ledger's answer is valid: it carries the reason whole
+
+
+def test_a_refund_is_recorded_as_waiting_for_the_ledgers_block_and_other_acts_as_requested() -> None:
+    assert outcome(SupportAction.REFUND) == REFUND_AWAITS_BLOCK
+    assert {outcome(a) for a in SupportAction if a is not SupportAction.REFUND} == {"requested"}
 
 
 def test_the_timeline_is_in_time_order_and_at_one_instant_follows_the_money() -> None:

@@ -85,17 +85,17 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.LEDGER_COMMANDS,
         "Requests to the ledger: the reconciler's for an overdue order (retry the credit, block it, compensate), and"
-        " a person's through payments' support API (re-drive the credit, compensate).",
+        " a person's through payments' support API (re-drive the credit, block it before a refund, compensate).",
         (RetryCredit, BlockCredit, GrantCompensation),
         ("reconciler", "payments"),
         (Reader("ledger", "ledger.commands", (RetryCredit, BlockCredit, GrantCompensation)),),
     ),
     TopicSpec(
         Topic.PAYMENTS_COMMANDS,
-        "Requests to payments to refund an order: the reconciler's for one that cannot be credited, and a person's"
-        " through payments' support API.",
+        "Requests to payments to refund an order: the reconciler's for one the ledger blocked for good (a person's"
+        " refund through payments' support API blocks it first, on ledger.commands).",
         (IssueRefund,),
-        ("reconciler", "payments"),
+        ("reconciler",),
         (Reader("payments", "payments.commands", (IssueRefund,)),),
     ),
     TopicSpec(

@@ -184,9 +184,10 @@ class BatchDecisions:
         elif order.blocked is None:
             # Refused again but not for good (the user is still unknown): the block is restored for the rest of the
             # batch and its lift never written (`unblocks` only with a credit), rather than left lifted.
-            # Payments' support refund sends IssueRefund with no BlockCredit before it, so only the block keeps
-            # "a refund is only ever issued for an order the ledger has blocked" true; a lifted block would let a
-            # later retry or re-announced payment credit an order whose refund is under way. Another re-drive,
+            # A refund (the reconciler's, or a person's through payments' support API, which sends BlockCredit first)
+            # follows this block, so only the block keeps "a refund is only ever issued for an order the ledger has
+            # blocked" true; a lifted block would let a later retry or re-announced payment credit an order whose
+            # refund is under way. Another re-drive,
             # once the user is registered, lifts it again. (A final refusal, e.g. a frozen wallet, blocks anew.)
             order.blocked = held
         return outcome

@@ -4,6 +4,15 @@ timeline of the order across the services, in time order.
 An act goes through the same idempotent commands the reconciler sends, so the services that execute them keep
 their own checks (the ledger credits only what the recorded payment stands behind, payments refunds only a paid
 order once); the refusals here answer a person at once, with a code, instead of a dead letter later.
+
+A refund takes the reconciler's path, never a shortcut: the act sends BlockCredit to the ledger, not IssueRefund.
+Payments' copy of the order's status (`credited`) lags the ledger, so a credit could land between the refusal's check
+and the refund and the user be paid twice. Under the order's lock the ledger either re-announces a credit it posted
+(the reconciler closes the order credited; nothing is refunded) or blocks the order for good and answers
+CreditRejected(final=True), on which the reconciler sends IssueRefund for a paid order awaiting its credit
+(awaiting_credit, retrying, blocking) and payments refunds it. An order escalated to a person (needs_support) is no
+such order: its refund failed (refused here, `refund_failed`) or it was refunded and credited (`already_refunded`).
+An order held for risk review is refused (`under_review`): the review's rejection blocks and refunds it.
 """
 
 from collections.abc import Iterable
@@ -14,12 +23,17 @@ from typing import Any, Protocol
 
 from contracts.base import Message
 from contracts.codec import deterministic_id
-from contracts.commands import GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus
 
 SETTLED_CREDITED = frozenset({"credited", "compensated"})
 MAX_RETRY_ATTEMPT = 100
+BLOCK_REASON_LIMIT = 160
+"""The longest BlockCredit reason sent: the ledger answers "blocked: <reason>" in a CreditRejected field of 200."""
+REQUESTED = "requested"
+REFUND_AWAITS_BLOCK = "awaiting_ledger_block"
+"""A refund's outcome when asked: the ledger blocks the order first; the reconciler refunds only after that."""
 
 
 class SupportAction(StrEnum):
@@ -74,6 +88,8 @@ def _refund_refusal(facts: OrderFacts) -> Refused | None:
         return Refused("refund_in_flight", f"a refund of order {order.order_id} is asked already, not answered yet")
     if order.status in SETTLED_CREDITED:
         return Refused("already_credited", f"order {order.order_id} is credited: a refund would pay it twice")
+    if order.review_status == "held":
+        return Refused("under_review", f"order {order.order_id} is held for risk review: reject it there to refund")
     return None
 
 
@@ -103,6 +119,11 @@ def _compensation_refusal(facts: OrderFacts, amount: int | None) -> Refused | No
     return None
 
 
+def outcome(action: SupportAction) -> str:
+    """What an act's row says when it is asked: a refund waits for the ledger's block, the others are requested."""
+    return REFUND_AWAITS_BLOCK if action is SupportAction.REFUND else REQUESTED
+
+
 def command_event_id(order_id: str, action: SupportAction, token: str) -> str:
     """The event id of an act's command: the same for the same order, act and token (the Idempotency-Key, or
     the act's own row id when none was given)."""
@@ -120,7 +141,8 @@ def send_command(
     event_id: str,
 ) -> bool:  # fmt: skip
     """Publish the command of an act through `unit` (re-drive: RetryCredit on the payment's facts, naming who asked;
-    refund: IssueRefund; compensation: GrantCompensation); False for an act that sends none (resend)."""
+    refund: BlockCredit, the refund following the ledger's final rejection; compensation: GrantCompensation); False
+    for an act that sends none (resend)."""
     order = facts.order
     if act is SupportAction.REDRIVE_CREDIT:
         unit.publish(
@@ -139,13 +161,11 @@ def send_command(
         )
     elif act is SupportAction.REFUND:
         unit.publish(
-            Topic.PAYMENTS_COMMANDS,
-            IssueRefund(
+            Topic.LEDGER_COMMANDS,
+            BlockCredit(
                 order_id=order.order_id,
                 user_id=order.user_id,
-                amount=order.amount,
-                currency=order.currency,
-                reason=f"support ({by}): {reason}"[:200],
+                reason=_clip(f"support refund by {by}: {reason}", BLOCK_REASON_LIMIT),
                 requested_at=now,
             ),
             event_id=event_id,
@@ -162,6 +182,10 @@ def send_command(
     else:
         return False
     return True
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True, slots=True)

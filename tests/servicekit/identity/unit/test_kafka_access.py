@@ -9,10 +9,9 @@ from tests.conftest import ROOT
 
 
 def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_letters_and_reads_its_groups() -> None:
-    assert ACCESS["payments"].writes == {  # the commands: a person's acts through the support API
+    assert ACCESS["payments"].writes == {  # the commands: a person's acts (a refund blocks first: no IssueRefund)
         Topic.PAYMENTS_EVENTS,
         Topic.LEDGER_COMMANDS,
-        Topic.PAYMENTS_COMMANDS,
         Topic.DEAD_LETTER,
     }
     assert ACCESS["payments"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS, Topic.SUPPORT_CASES}
@@ -44,7 +43,8 @@ def test_the_reconciler_owns_the_topics_and_the_group_of_its_faust_app() -> None
 
 def test_only_the_reconciler_and_payments_support_api_command_and_no_one_reads_the_dead_letters() -> None:
     writers = {t: {p for p, a in ACCESS.items() if t in a.writes} for t in Topic}
-    assert writers[Topic.LEDGER_COMMANDS] == writers[Topic.PAYMENTS_COMMANDS] == {"reconciler", "payments"}
+    assert writers[Topic.LEDGER_COMMANDS] == {"reconciler", "payments"}
+    assert writers[Topic.PAYMENTS_COMMANDS] == {"reconciler"}  # a refund only after the ledger's block
     assert writers[Topic.PAYMENTS_EVENTS] == {"payments"} and writers[Topic.LEDGER_EVENTS] == {"ledger"}
     assert all(Topic.DEAD_LETTER not in a.reads for a in ACCESS.values())
 

@@ -10,7 +10,16 @@ from typing import Any, Literal
 import asyncpg
 
 from payments.adapters.postgres import PostgresPayments
-from payments.support import Entry, OrderFacts, Refused, SupportAction, command_event_id, refusal, send_command
+from payments.support import (
+    Entry,
+    OrderFacts,
+    Refused,
+    SupportAction,
+    command_event_id,
+    outcome,
+    refusal,
+    send_command,
+)
 from servicekit.identity import Caller
 
 SearchKey = Literal["order_id", "user_id", "provider_txn_id"]
@@ -149,7 +158,7 @@ class PostgresSupportBooks:
             refused = refusal(act.action, facts, act.amount)
             if refused is not None:
                 raise ActRefused(refused)
-            record = await _record(tx.conn, act, "requested")
+            record = await _record(tx.conn, act, outcome(act.action))
             event_id = command_event_id(act.order_id, act.action, act.idempotency_key or f"row-{record.id}")
             by, reason, amount = act.caller.name, act.reason, act.amount
             if send_command(tx, act.action, facts, by=by, reason=reason, amount=amount, now=act.at, event_id=event_id):
