@@ -15,13 +15,12 @@ Like the other alert end-to-end test it runs once in `make test`, on the test br
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
-from servicekit.identity import PostgresKeyStore, Scope
+from servicekit.identity import Scope
 from tests.conftest import Broker
 from tests.deploy_monitoring.alerting import RUNBOOK_BASE_URL, AlertWebhook, Notification, monitoring
-from tests.e2e.stack import paid_order, running_stack
+from tests.e2e.stack import agent_key, paid_order, running_stack
 from tests.kafka_reader import eventually
 
 THRESHOLD_S = 3.0
@@ -52,14 +51,8 @@ async def test_an_order_no_machine_can_settle_opens_a_case_that_pages_re_pages_a
     async with running_stack(
         broker, database_url, isolation, tmp_path / "stack", threshold_s=THRESHOLD_S, extra_env=env
     ) as (stack, receiver):
-        pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
-        try:
-            keys = PostgresKeyStore(pool, stack.config.identity_schema)
-            _, agent_key = await keys.create("agent-alice", {Scope.SUPPORT_READ, Scope.SUPPORT_ACT})
-            _, reader_key = await keys.create("agent-bob", {Scope.SUPPORT_READ})
-        finally:
-            await pool.close()
-        agent, reader = {"Authorization": f"Bearer {agent_key}"}, {"Authorization": f"Bearer {reader_key}"}
+        agent = await agent_key(stack, "agent-alice", {Scope.SUPPORT_READ, Scope.SUPPORT_ACT})
+        reader = await agent_key(stack, "agent-bob", {Scope.SUPPORT_READ})
         payments, ledger = stack.url("payments"), stack.url("ledger")
 
         with webhook.serving(), monitoring(stack, tmp_path, webhook):

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -19,6 +20,7 @@ from contracts.topics import Topic
 from credited.stack.local import SERVICES, LocalStack, StackConfig
 from credited.stack.processes import free_port
 from harness.simulator.receiver import WebhookReceiver
+from servicekit.identity import PostgresKeyStore, Scope
 from servicekit.signatures import sign
 from tests.conftest import Broker
 
@@ -89,3 +91,15 @@ async def paid_order(
     paid = await client.post(f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature})
     assert paid.status_code == 200, paid.text
     return order_id
+
+
+async def agent_key(stack: LocalStack, name: str, scopes: set[Scope]) -> dict[str, str]:
+    """The Authorization header of a new key named `name` with `scopes` in the stack's key store (a support agent's,
+    say), so what it does is recorded under that name."""
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        _, key = await PostgresKeyStore(pool, stack.config.identity_schema).create(name, scopes)
+    finally:
+        await pool.close()
+    return {"Authorization": f"Bearer {key}"}

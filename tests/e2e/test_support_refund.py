@@ -6,64 +6,25 @@ moves these orders: a paid order whose credit was dropped ends refunded with no 
 the very race a refund sent straight to payments would have paid twice."""
 
 import asyncio
-import json
-import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from contracts.codec import decode
 from contracts.commands import IssueRefund
 from contracts.events import CreditPosted
-from credited.stack.local import LocalStack
-from servicekit.identity import PostgresKeyStore, Scope
-from servicekit.signatures import sign
+from servicekit.identity import Scope
 from tests.conftest import Broker
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import agent_key as new_agent_key
+from tests.e2e.stack import paid_order, running_stack
 from tests.kafka_reader import eventually, read_all
 
 pytestmark = pytest.mark.e2e
 
 AMOUNT = 600
-
-
-async def support_key(database_url: str, schema: str) -> tuple[str, dict[str, str]]:
-    name = f"agent-{uuid.uuid4().hex[:6]}"
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
-    assert pool is not None
-    try:
-        _, key = await PostgresKeyStore(pool, schema).create(name, {Scope.SUPPORT_READ, Scope.SUPPORT_ACT})
-    finally:
-        await pool.close()
-    return name, {"Authorization": f"Bearer {key}"}
-
-
-async def paid_order(client: httpx.AsyncClient, stack: LocalStack, user: str) -> str:
-    payments = stack.url("payments")
-    placed = await client.post(
-        f"{payments}/v1/orders", json={"user_id": user, "amount": AMOUNT, "currency": "CNY", "channel": "alipay"}
-    )
-    assert placed.status_code == 201, placed.text
-    order_id = str(placed.json()["order_id"])
-    body = json.dumps(
-        {
-            "order_id": order_id,
-            "provider_txn_id": f"tx-{order_id}",
-            "status": "succeeded",
-            "amount": AMOUNT,
-            "currency": "CNY",
-            "paid_at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
-    signature = sign(stack.config.psp_secret, body, int(time.time()))
-    paid = await client.post(f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature})
-    assert paid.status_code == 200, paid.text
-    return order_id
 
 
 async def test_a_support_refund_refunds_only_an_order_the_ledger_blocked_and_never_one_it_credited(
@@ -74,13 +35,14 @@ async def test_a_support_refund_refunds_only_an_order_the_ledger_blocked_and_nev
         receiver,
     ):
         payments, ledger = stack.url("payments"), stack.url("ledger")
-        agent, agent_key = await support_key(database_url, stack.config.identity_schema)
+        agent = f"agent-{uuid.uuid4().hex[:6]}"
+        agent_key = await new_agent_key(stack, agent, {Scope.SUPPORT_READ, Scope.SUPPORT_ACT})
         async with (
             httpx.AsyncClient(timeout=30, headers=stack.headers) as platform,
             httpx.AsyncClient(timeout=30, headers=agent_key) as support,
         ):
             users = [f"u-{uuid.uuid4().hex[:6]}" for _ in range(2)]
-            dropped, lagging = [await paid_order(platform, stack, user) for user in users]
+            dropped, lagging = [await paid_order(platform, stack, user, AMOUNT) for user in users]
 
             async def credits_dropped() -> bool:
                 lost = set((await platform.get(f"{ledger}/v1/faults")).json()["credit_dropped"])

@@ -3,35 +3,18 @@ a paid order's timeline holds what payments, the ledger, the reconciler and the 
 order, none of them unavailable (each takes the agent's own key); once credited, a re-drive is refused."""
 
 import contextlib
-import json
-import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
-from servicekit.identity import PostgresKeyStore, Scope
-from servicekit.signatures import sign
+from servicekit.identity import Scope
 from tests.conftest import Broker
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import agent_key, paid_order, running_stack
 from tests.kafka_reader import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-async def support_key(database_url: str, schema: str) -> dict[str, str]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
-    assert pool is not None
-    try:
-        _, key = await PostgresKeyStore(pool, schema).create(
-            f"agent-{uuid.uuid4().hex[:6]}", {Scope.SUPPORT_READ, Scope.SUPPORT_ACT}
-        )
-    finally:
-        await pool.close()
-    return {"Authorization": f"Bearer {key}"}
 
 
 async def test_a_support_agent_sees_every_services_part_of_an_order_in_time_order(
@@ -39,28 +22,9 @@ async def test_a_support_agent_sees_every_services_part_of_an_order_in_time_orde
 ) -> None:
     async with running_stack(broker, database_url, isolation, tmp_path) as (stack, _):
         payments = stack.url("payments")
-        agent = await support_key(database_url, stack.config.identity_schema)
+        agent = await agent_key(stack, f"agent-{uuid.uuid4().hex[:6]}", {Scope.SUPPORT_READ, Scope.SUPPORT_ACT})
         async with httpx.AsyncClient(timeout=30, headers=stack.headers) as platform:
-            placed = await platform.post(
-                f"{payments}/v1/orders",
-                json={"user_id": "u-help", "amount": 600, "currency": "CNY", "channel": "alipay"},
-            )
-            order_id = placed.json()["order_id"]
-            body = json.dumps(
-                {
-                    "order_id": order_id,
-                    "provider_txn_id": f"tx-{order_id}",
-                    "status": "succeeded",
-                    "amount": 600,
-                    "currency": "CNY",
-                    "paid_at": datetime.now(UTC).isoformat(),
-                }
-            ).encode()
-            signature = sign(stack.config.psp_secret, body, int(time.time()))
-            paid = await platform.post(
-                f"{payments}/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature}
-            )
-            assert paid.status_code == 200, paid.text
+            order_id = await paid_order(platform, stack, "u-help", 600)
         async with httpx.AsyncClient(timeout=30, headers=agent) as support:
             seen: dict[str, object] = {}
 
