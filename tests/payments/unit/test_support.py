@@ -43,6 +43,7 @@ class Recorder:
         (SupportAction.REDRIVE_CREDIT, OrderFacts(replace(PAID, status="credited")), "already_credited"),
         (SupportAction.REDRIVE_CREDIT, OrderFacts(PAID, refunds_requested=1), "refund_in_flight"),
         (SupportAction.REDRIVE_CREDIT, OrderFacts(replace(PAID, review_status="held")), "under_review"),
+        (SupportAction.REDRIVE_CREDIT, OrderFacts(replace(PAID, status="remediating")), "refund_in_flight"),
         (SupportAction.REFUND, OrderFacts(PAID, refund_status="succeeded"), "already_refunded"),
         (SupportAction.REFUND, OrderFacts(PAID, refund_status="failed"), "refund_failed"),
         (SupportAction.REFUND, OrderFacts(PAID, refunds_requested=1), "refund_in_flight"),

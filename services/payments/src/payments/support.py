@@ -28,6 +28,8 @@ from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus
 
 SETTLED_CREDITED = frozenset({"credited", "compensated"})
+REMEDIATING = "remediating"
+"""The status the reconciler gives an order it blocks to refund, and while it refunds it."""
 MAX_RETRY_ATTEMPT = 100
 BLOCK_REASON_LIMIT = 160
 """The longest BlockCredit reason sent: the ledger answers "blocked: <reason>" in a CreditRejected field of 200."""
@@ -99,6 +101,10 @@ def _redrive_refusal(facts: OrderFacts) -> Refused | None:
         return Refused("refund_in_flight", f"a refund of order {order.order_id} is asked already, not answered yet")
     if order.status in SETTLED_CREDITED:
         return Refused("already_credited", f"order {order.order_id} is credited already")
+    if order.status == REMEDIATING:
+        # The reconciler is blocking the order to refund it, or refunding it: a re-drive would lift that block, and
+        # a credit beside a refund pays the user twice. It ends refunded, or in needs_support if the refund fails.
+        return Refused("refund_in_flight", f"the reconciler is refunding order {order.order_id}: wait for it to end")
     if order.review_status == "held":
         return Refused("under_review", f"order {order.order_id} is held for risk review: release it first")
     if order.review_status == "rejected":
