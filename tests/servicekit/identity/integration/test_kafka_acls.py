@@ -59,16 +59,26 @@ async def test_a_service_writes_its_own_topics_and_is_refused_a_topic_it_does_no
 ) -> None:
     await publish(sasl_broker, "payments", Topic.PAYMENTS_EVENTS.qualified(prefix))
     await publish(sasl_broker, "payments", Topic.DEAD_LETTER.qualified(prefix))
-    for foreign in (Topic.LEDGER_EVENTS, Topic.ORDERS_STATUS, Topic.LEDGER_COMMANDS):
+    for foreign in (Topic.LEDGER_EVENTS, Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS, Topic.SUPPORT_CASES):
         with pytest.raises(TopicAuthorizationFailedError):
             await publish(sasl_broker, "payments", foreign.qualified(prefix))
 
 
-async def test_nobody_but_the_reconciler_can_command_the_ledger(sasl_broker: SaslBroker, prefix: str) -> None:
+async def test_only_the_reconciler_and_payments_support_acts_can_command_the_ledger(
+    sasl_broker: SaslBroker, prefix: str
+) -> None:
     await publish(sasl_broker, "reconciler", Topic.LEDGER_COMMANDS.qualified(prefix))
-    for principal in ("payments", "ledger", "notifier"):
+    await publish(sasl_broker, "payments", Topic.LEDGER_COMMANDS.qualified(prefix))  # a person's act, recorded
+    for principal in ("ledger", "notifier"):
         with pytest.raises(TopicAuthorizationFailedError):
             await publish(sasl_broker, principal, Topic.LEDGER_COMMANDS.qualified(prefix))
+
+
+async def test_only_the_reconciler_can_command_payments(sasl_broker: SaslBroker, prefix: str) -> None:
+    await publish(sasl_broker, "reconciler", Topic.PAYMENTS_COMMANDS.qualified(prefix))
+    for principal in ("payments", "ledger", "notifier"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publish(sasl_broker, principal, Topic.PAYMENTS_COMMANDS.qualified(prefix))
 
 
 async def test_a_service_reads_what_it_consumes_in_its_own_group_and_nothing_else(
