@@ -68,6 +68,7 @@ class ModelOrder:
     deadline: float = 0.0
     flagged: bool = False
     rejected_review: bool = False
+    rejected_early: bool = False
     status: str = "paid"
     attempts: int = 0
     next_at: float = 0.0
@@ -100,6 +101,8 @@ class Model:
         m.deadline = paid_at(o) + threshold(channel, product)
         if m.credited:
             self.close_credited(m)
+        elif m.rejected_early:
+            self.ledger_rejects_for_good(o)
 
     def hold(self, o: str, channel: str, product: str | None, seconds: float) -> None:
         m = self.orders[o]
@@ -146,6 +149,8 @@ class Model:
 
     def ledger_rejects_for_good(self, o: str) -> None:
         m = self.orders[o]
+        if not m.paid and not m.credited:  # read before the payment: the payment refunds
+            m.rejected_early = True
         if m.paid and not m.credited and m.phase in ("waiting", "retrying", "blocking"):
             m.phase = "refunding"
             m.effects.append("IssueRefund#1")

@@ -167,6 +167,26 @@ def test_a_final_rejection_refunds_at_once_and_a_failed_refund_goes_to_a_person(
     assert kinds(h.event(failed)) == ["status:needs_support"]
 
 
+def test_a_final_rejection_read_before_its_payment_refunds_as_soon_as_the_payment_comes() -> None:
+    h = Harness()
+    assert h.event(rejected(final=True)) == []
+    assert h.state().rejected_early == "wallet frozen"
+    assert kinds(h.event(paid())) == ["IssueRefund#1", "status:remediating"]
+    assert h.state().phase is Phase.REFUNDING
+    refunded = RefundSucceeded(
+        order_id="ord_1", user_id="u1", amount=600, currency="CNY", refund_id="r1", refunded_at=s(3)
+    )
+    assert kinds(h.event(refunded)) == ["status:refunded"]
+
+
+def test_a_credit_after_an_early_rejection_wins_and_nothing_is_refunded() -> None:
+    h = Harness()
+    h.event(rejected(final=True))
+    h.event(credited(at=2))
+    assert kinds(h.event(paid())) == ["status:credited"]
+    assert "IssueRefund#1" not in kinds(h.effects)
+
+
 def test_a_retryable_rejection_changes_nothing() -> None:
     h = Harness()
     h.event(paid())

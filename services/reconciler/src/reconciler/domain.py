@@ -16,7 +16,8 @@ Rules written down:
   us it already had), and only after the ledger's final rejection IssueRefund. So money that was
   credited is never refunded: a credit that lands before the block wins and closes the order.
 - A final CreditRejected (unknown user, frozen wallet, ...) skips the retries: the ledger has blocked
-  the order, so the refund can go at once.
+  the order, so the refund can go at once. One read before the order's PaymentSucceeded (the topics are
+  read side by side, so a rejection can come first) is kept, and the payment then refunds at once.
 - A refund that fails escalates the order to a person (`needs_support`).
 - What became of a remediation step is an effect when the reconciler learns it (`Remediated`): a credit that
   lands while the order is retrying means RetryCredit succeeded; the last retry sent with no credit by its
@@ -226,6 +227,9 @@ class OrderState:
     history: tuple[tuple[str, datetime], ...] = ()
     provider_txn_id: str = ""
     """The PaymentSucceeded's provider transaction id: a RetryCredit carries it, the ledger checks it."""
+    rejected_early: str = ""
+    """The reason of a final CreditRejected read before the order's payment (the two come on different topics):
+    the payment, when it comes, refunds at once."""
 
     @property
     def paid(self) -> bool:

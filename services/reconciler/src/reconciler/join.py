@@ -59,6 +59,8 @@ def on_payment_succeeded(state: OrderState, event: PaymentSucceeded, now: dateti
     note(state, "paid", event.paid_at)
     if state.credited:
         return close_credited(state, now, policy)
+    if state.rejected_early:
+        return start_refund(state, state.rejected_early, now)
     return []
 
 
@@ -103,7 +105,10 @@ def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, poli
 def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, policy: Policy) -> list[Effect]:
     """The ledger refused the credit. A final refusal means the order can never be credited: refund."""
     note(state, f"credit_rejected:{'final' if event.final else 'retryable'}:{event.reason}", event.rejected_at)
-    if not event.final or state.credited or not state.paid:
+    if not event.final or state.credited:
+        return []
+    if not state.paid:  # read before its payment: the payment refunds (on_payment_succeeded)
+        state.rejected_early = clip(event.reason)
         return []
     if state.phase not in (Phase.AWAITING_CREDIT, Phase.RETRYING, Phase.BLOCKING):
         return []
