@@ -37,8 +37,7 @@ prerequisites: ## Install the Debian tools the tests use (as root) and check the
 	scripts/prerequisites test
 
 test: $(STAMP) prerequisites lint ## Lint, every test (CREDITED_TEST_BROKER=apache|embedded|host:port), the journey on Tansu
-	$(PYTEST)
-	$(MAKE) test-e2e-embedded
+	scripts/run-tests
 
 test-unit: $(STAMP) ## Unit and contract tests only (no broker, no database)
 	$(PYTEST) tests/contracts $$(find tests -type d -name unit)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from harness.simulator.run import Load, Simulator, Truth
 from tests.conftest import Broker
@@ -29,6 +30,7 @@ async def targets(client: httpx.AsyncClient, prometheus_url: str) -> dict[str, s
     return {t["labels"]["job"]: f"{t['health']} {t['lastError']}".strip() for t in active}
 
 
+@pytest.mark.long
 async def test_orders_overdue_fires_reaches_the_webhook_and_resolves_after_remediation(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:

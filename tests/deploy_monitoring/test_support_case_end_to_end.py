@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from servicekit.identity import Scope
 from tests.conftest import Broker
@@ -39,6 +40,7 @@ def page(webhook: AlertWebhook, alertname: str) -> tuple[Notification, dict[str,
     return note, alert
 
 
+@pytest.mark.long
 async def test_an_order_no_machine_can_settle_opens_a_case_that_pages_re_pages_and_closes_when_support_credits_it(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:

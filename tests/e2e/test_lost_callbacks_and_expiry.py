@@ -63,6 +63,7 @@ async def credits_of(client: httpx.AsyncClient, stack: LocalStack, order_id: str
     return sum(1 for t in body["transactions"] if t["kind"] == "credit")
 
 
+@pytest.mark.long
 async def test_dropped_notifications_are_credited_once_by_query_and_never_paid_orders_expire_closed_and_told(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:

@@ -72,6 +72,7 @@ async def restart(stack: LocalStack) -> None:
     await asyncio.to_thread(stack.wait_healthy, "reconciler")
 
 
+@pytest.mark.long
 async def test_overdue_orders_are_flagged_once_through_sigkills_and_rebalances(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:
@@ -110,6 +111,7 @@ async def test_overdue_orders_are_flagged_once_through_sigkills_and_rebalances(
     assert survivor_alive, "the worker left running at the end is still running (none stopped itself)"
 
 
+@pytest.mark.long
 async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:
@@ -145,6 +147,7 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
     assert unsettled == [], "every paid order ends credited or refunded, and the user is told"
 
 
+@pytest.mark.long
 async def test_a_reconciler_catching_up_after_downtime_raises_no_false_alarm(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:

@@ -4,6 +4,8 @@ dead letter. Real PostgreSQL, a broker of the session's kind that the test stops
 
 import asyncio
 
+import pytest
+
 from contracts.events import OrderStatus
 from contracts.topics import Topic
 from servicekit.kafka import ensure_topics
@@ -18,6 +20,7 @@ from tests.stoppable_broker import StoppableBroker
 BAD_RETRY_S, GOOD_RETRY_S = 8, 14
 
 
+@pytest.mark.long
 async def test_deliveries_while_the_broker_is_away_are_settled_at_once_and_a_failure_waits_for_its_dead_letter(
     own_broker: StoppableBroker, push_service: PushService, database_url: str, isolation: str
 ) -> None:

@@ -74,6 +74,7 @@ def broker_away(child: Child) -> bool:
     return bool(dependencies["database"]["ready"]) and not dependencies["broker"]["ready"]
 
 
+@pytest.mark.long
 async def test_payments_takes_orders_and_callbacks_with_the_broker_stopped_and_publishes_each_once_it_is_back(
     own_broker: StoppableBroker, payments: Child, isolation: str, database_url: str, tmp_path: Path
 ) -> None:

@@ -79,6 +79,7 @@ async def retried(bootstrap: str, prefix: str, order_id: str) -> None:
     await read_until(bootstrap, Topic.LEDGER_COMMANDS.qualified(prefix), found, timeout_s=STARTUP_S)
 
 
+@pytest.mark.long
 async def test_a_worker_started_without_its_broker_answers_503_naming_it_then_flags_overdue_orders_once_it_comes(
     own_broker: StoppableBroker, reconciler: Child, isolation: str
 ) -> None:
@@ -96,6 +97,7 @@ async def test_a_worker_started_without_its_broker_answers_503_naming_it_then_fl
     assert reconciler.alive(), reconciler.tail()
 
 
+@pytest.mark.long
 async def test_a_broker_restart_under_a_running_worker_leaves_it_running_not_ready_and_it_resumes(
     own_broker: StoppableBroker, reconciler: Child, isolation: str
 ) -> None:
