@@ -62,10 +62,15 @@ def window(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows in this page at most.")] = 1000,
 ) -> Window:
     """The query parameters of a windowed page (a FastAPI dependency)."""
+    times = []
     for name, value in (("since", since), ("until", until)):
         if value.tzinfo is None:
             raise ApiError(400, "naive_time", f"`{name}` needs its zone, e.g. 2026-11-22T08:00:00+00:00")
-    since, until = since.astimezone(UTC), until.astimezone(UTC)
+        try:
+            times.append(value.astimezone(UTC))
+        except OverflowError:  # 0001-01-01T00:00:00+00:31 is a valid ISO time with no UTC equivalent
+            raise ApiError(400, "time_out_of_range", f"`{name}` in UTC is before year 1 or after 9999") from None
+    since, until = times
     if until <= since:
         raise ApiError(400, "empty_window", "`until` must be after `since`")
     if until - since > MAX_WINDOW:
