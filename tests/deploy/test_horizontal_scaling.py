@@ -126,8 +126,14 @@ async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one
             )
 
             async def payments_follows_every_order() -> bool:
+                # 800 reads through 100 connections: a read waits for a connection as long as it takes (on a
+                # busy machine that was more than the 30 s the client allows), then has its own 30 s.
+                waits = httpx.Timeout(30, pool=None)
                 statuses = await asyncio.gather(
-                    *(client.get(f"{stack.url('payments')}/v1/orders/{oid}") for oid in sorted(truth.paid))
+                    *(
+                        client.get(f"{stack.url('payments')}/v1/orders/{oid}", timeout=waits)
+                        for oid in sorted(truth.paid)
+                    )
                 )
                 return all(r.json()["status"] == "credited" for r in statuses)
 
