@@ -5,6 +5,7 @@ import asyncio
 from pathlib import Path
 
 import orjson
+import pytest
 
 from harness.bench.report import write_report
 from harness.bench.run import BenchOptions, run_bench
@@ -24,6 +25,7 @@ STEP_FIELDS = {
 }
 
 
+@pytest.mark.long
 def test_a_quick_bench_writes_the_figures_the_report_and_its_plots(
     broker: Broker, database_url: str, tmp_path: Path
 ) -> None:
