@@ -20,7 +20,10 @@ import pytest
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
 from credited.stack.processes import free_port
 
-pytest_plugins = ["tests.stoppable_broker"]  # own_broker: a broker a test stops and starts
+pytest_plugins = [
+    "tests.stoppable_broker",  # own_broker: a broker a test stops and starts
+    "tests.cpu_report",  # each test's CPU time, its processes' included, for the costliest tests
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
