@@ -15,7 +15,7 @@ from harness.simulator.run import Load, Simulator, Truth, score, settled
 from ledger.config import Settings as LedgerSettings
 from tests.conftest import Broker
 from tests.deploy.groups import RECONCILER_APP, assignments, create_changelog
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import DEPLOYED_SHAPE, running_stack
 from tests.kafka_reader import eventually
 
 pytestmark = pytest.mark.e2e
@@ -83,7 +83,10 @@ async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one
     prefix = f"{isolation}."
     await create_changelog(broker.bootstrap, prefix, PARTITIONS)
     started = time.monotonic()
-    async with running_stack(broker, database_url, isolation, tmp_path, partitions=PARTITIONS) as (stack, receiver):
+    async with running_stack(broker, database_url, isolation, tmp_path, partitions=PARTITIONS, **DEPLOYED_SHAPE) as (
+        stack,
+        receiver,
+    ):
         for name in SERVICES:
             stack.start_instance(name, 2)
         for name in SERVICES:

@@ -23,7 +23,7 @@ from credited.stack.local import LocalStack
 from harness.simulator.receiver import Received
 from harness.simulator.run import FINAL, Load, Simulator, Truth, credit_publication_times, settled
 from tests.conftest import Broker
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import DEPLOYED_SHAPE, running_stack
 from tests.e2e.status_log import delayed_flags, judge_flags
 from tests.kafka_reader import eventually
 
@@ -77,7 +77,9 @@ async def test_overdue_orders_are_flagged_once_through_sigkills_and_rebalances(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:
     threshold = 3.0
-    async with running_stack(broker, database_url, isolation, tmp_path, threshold_s=threshold, credit_loss=0.1) as (
+    async with running_stack(
+        broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE, threshold_s=threshold, credit_loss=0.1
+    ) as (
         stack,
         receiver,
     ):
@@ -116,7 +118,9 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:
     threshold = 3.0
-    async with running_stack(broker, database_url, isolation, tmp_path, threshold_s=threshold, credit_loss=0.1) as (
+    async with running_stack(
+        broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE, threshold_s=threshold, credit_loss=0.1
+    ) as (
         stack,
         receiver,
     ):
@@ -154,7 +158,10 @@ async def test_a_reconciler_catching_up_after_downtime_raises_no_false_alarm(
     threshold = 5.0
     seconds = float(os.environ.get("CREDITED_CATCHUP_SECONDS", "300"))  # the brief asks for 5 minutes
     rate = 10.0
-    async with running_stack(broker, database_url, isolation, tmp_path, threshold_s=threshold) as (stack, receiver):
+    async with running_stack(broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE, threshold_s=threshold) as (
+        stack,
+        receiver,
+    ):
         await asyncio.to_thread(stack.services["reconciler"].stop)
         truth = Truth()
         async with httpx.AsyncClient(timeout=30, headers=stack.headers) as client:

@@ -10,7 +10,7 @@ import pytest
 
 from harness.simulator.run import Load, Simulator, Truth, score, settled
 from tests.conftest import Broker
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import DEPLOYED_SHAPE, running_stack
 from tests.kafka_reader import eventually
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 async def test_a_thousand_paid_orders_are_credited_exactly_once_and_notified_once(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:
-    async with running_stack(broker, database_url, isolation, tmp_path) as (stack, receiver):
+    async with running_stack(broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE) as (stack, receiver):
         truth = Truth()
         async with httpx.AsyncClient(
             timeout=30, limits=httpx.Limits(max_connections=100), headers=stack.headers
