@@ -40,3 +40,14 @@ def test_a_service_whose_metrics_port_is_taken_is_not_started(tmp_path: Path) ->
         with pytest.raises(RuntimeError, match=f"metrics port {port} for ledger is in use"):
             stack.start_service("ledger")
     assert stack.services == {}
+
+
+def test_a_free_port_is_below_the_ephemeral_range_never_handed_out_twice_and_skips_a_held_one() -> None:
+    floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", first + 1))  # the next one the walk would reach
+        ports = [free_port() for _ in range(50)]
+    assert all(port < floor for port in [first, *ports])
+    assert len({first, *ports}) == 51
+    assert first + 1 not in ports

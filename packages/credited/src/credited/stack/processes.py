@@ -98,8 +98,43 @@ class Child:
             return ""
 
 
+_LOWEST_PORT = 10_000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (ip_local_port_range; 32768 where unreadable)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+_next_port = _LOWEST_PORT + (os.getpid() * 7919) % max(1, _ephemeral_floor() - _LOWEST_PORT)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port on 127.0.0.1 that nothing holds now and that this process has not handed out before.
+
+    It is taken below the kernel's ephemeral range: a port from bind(0) is an ephemeral one, and any process's
+    outgoing connection may take it before the server it was meant for binds it (a reconciler's metrics listener
+    lost its port that way in CI while a test broker started). Each process walks the range from its own
+    starting point, so two test runs side by side rarely meet, and a port one holds is skipped by the other."""
+    global _next_port
+    floor = _ephemeral_floor()
+    span = max(1, floor - _LOWEST_PORT)
+    for _ in range(span):
+        port, _next_port = _next_port, _LOWEST_PORT + (_next_port + 1 - _LOWEST_PORT) % span
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # every port below the range is taken: an ephemeral one, as before
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
