@@ -1,9 +1,10 @@
 """Where a pytest run's CPU goes: each test's processor time, its own and that of every process it started
-(services, brokers, PostgreSQL, browsers), printed for the costliest tests at the end of the run.
+(services, the embedded Tansu and PostgreSQL, browsers), printed for the costliest tests at the end of the run.
 
 CI has two cores and 30 minutes, and two pytest processes share them (scripts/run-tests): a test's wall time
 says little about what it takes from the other, its CPU time does. A test is charged with what this process
-tree used from its setup to its teardown, so a session broker's work during the test is charged to it too.
+tree used from its setup to its teardown, so the session's embedded servers' work during the test is charged to
+it too. Apache Kafka brokers are not: scripts/apache-kafka detaches them (setsid), so they leave the tree.
 """
 
 import os
