@@ -1,6 +1,14 @@
-"""A platform backend's webhook endpoint: verifies each notification's signature and records it."""
+"""A platform backend's webhook endpoint: verifies each notification's signature and records it.
+
+It answers from a thread of its own with its own event loop, not from the caller's loop: the caller is a load
+generator or a test driving hundreds of HTTP requests, and a receiver queued behind them answered after the
+notifier's 5 s timeout, which the notifier rightly retried, and the checks then saw a notification delivered
+twice that the stack had sent once. What it received is recorded on the caller's loop (the caller reads
+`received` without locks), stamped with the time the request arrived.
+"""
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,14 +43,15 @@ class Received:
 
 
 class WebhookReceiver:
-    """Runs on 127.0.0.1:`port` inside the caller's event loop."""
+    """Runs on 127.0.0.1:`port` in a thread of its own; `received` changes only on the loop that started it."""
 
     def __init__(self, port: int, secret: str) -> None:
         self.port = port
         self.secret = secret
         self.received = Received()
         self._server: EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._caller: asyncio.AbstractEventLoop | None = None
 
     @property
     def url(self) -> str:
@@ -50,6 +59,7 @@ class WebhookReceiver:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The endpoint as a bare ASGI app: it shares the load generator's cores with the stack it measures."""
+        arrived = time.time()
         if scope["type"] != "http":
             return
         if scope["path"] != "/notifications" or scope["method"] != "POST":
@@ -64,21 +74,28 @@ class WebhookReceiver:
         body = b"".join(chunks)
         signature = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-signature"), None)
         try:
-            verify(signature, body, [self.secret], time.time())
+            verify(signature, body, [self.secret], arrived)
         except SignatureError as exc:
-            self.received.rejected += 1
+            self._on_caller(self._reject)
             await _answer(send, 401, orjson.dumps({"error": exc.code, "detail": exc.detail}))
             return
-        self._record(orjson.loads(body))
+        self._on_caller(self._record, orjson.loads(body), arrived)
         await _answer(send, 200, b'{"ok":true}')
 
-    def _record(self, payload: dict[str, Any]) -> None:
+    def _on_caller(self, record: Any, *args: Any) -> None:
+        assert self._caller is not None, "started by start()"
+        self._caller.call_soon_threadsafe(record, *args)
+
+    def _reject(self) -> None:
+        self.received.rejected += 1
+
+    def _record(self, payload: dict[str, Any], arrived: float) -> None:
         nid = str(payload["notification_id"])
         rec = self.received
         rec.deliveries[nid] = rec.deliveries.get(nid, 0) + 1
         if nid not in rec.payloads:
             rec.payloads[nid] = payload
-            rec.first_seen[nid] = time.time()
+            rec.first_seen[nid] = arrived
         rec.changed.set()
 
     async def start(self) -> None:
@@ -92,15 +109,30 @@ class WebhookReceiver:
             loop="none",
             proxy_headers=False,
         )
-        self._server = EmbeddedServer(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        self._caller = asyncio.get_running_loop()
+        server = self._server = EmbeddedServer(config)
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(server.serve())
+            except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
+                failed.append(exc)
+
+        self._thread = threading.Thread(target=run, name=f"webhook-receiver-{self.port}", daemon=True)
+        self._thread.start()
+        while not server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the webhook receiver on port {self.port} did not start") from next(
+                    iter(failed), None
+                )
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
+        if self._server is not None and self._thread is not None:
             self._server.should_exit = True
-            await self._task
+            await asyncio.to_thread(self._thread.join)
+            await asyncio.sleep(0)  # what it received last is recorded before the caller reads it
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:
