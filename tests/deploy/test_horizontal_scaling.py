@@ -15,7 +15,7 @@ from harness.simulator.run import Load, Simulator, Truth, score, settled
 from ledger.config import Settings as LedgerSettings
 from tests.conftest import Broker
 from tests.deploy.groups import RECONCILER_APP, assignments, create_changelog
-from tests.e2e.stack import DEPLOYED_SHAPE, running_stack
+from tests.e2e.stack import DEPLOYED_SHAPE, DRIVER_LIMITS, running_stack
 from tests.kafka_reader import eventually
 
 pytestmark = pytest.mark.e2e
@@ -95,9 +95,7 @@ async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one
         before = await assignments(broker.bootstrap, group_ids(prefix))
 
         truth = Truth()
-        async with httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=100), headers=stack.headers
-        ) as client:
+        async with httpx.AsyncClient(timeout=30, limits=DRIVER_LIMITS, headers=stack.headers) as client:
             # Users and the provider reach the first payments instance; the second takes part through the
             # consumer groups it shares (order status, refund commands) until it is killed.
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
@@ -129,7 +127,7 @@ async def test_two_instances_of_each_service_share_the_load_and_a_sigkill_of_one
             )
 
             async def payments_follows_every_order() -> bool:
-                # 800 reads through 100 connections: a read waits for a connection as long as it takes (on a
+                # 800 reads through 16 connections: a read waits for a connection as long as it takes (on a
                 # busy machine that was more than the 30 s the client allows), then has its own 30 s.
                 waits = httpx.Timeout(30, pool=None)
                 statuses = await asyncio.gather(

@@ -23,7 +23,7 @@ from credited.stack.local import LocalStack
 from harness.simulator.receiver import Received
 from harness.simulator.run import FINAL, Load, Simulator, Truth, credit_publication_times, settled
 from tests.conftest import Broker
-from tests.e2e.stack import DEPLOYED_SHAPE, running_stack
+from tests.e2e.stack import DEPLOYED_SHAPE, DRIVER_LIMITS, running_stack
 from tests.e2e.status_log import delayed_flags, judge_flags
 from tests.kafka_reader import eventually
 
@@ -84,9 +84,7 @@ async def test_overdue_orders_are_flagged_once_through_sigkills_and_rebalances(
         receiver,
     ):
         truth = Truth()
-        async with httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=50), headers=stack.headers
-        ) as client:
+        async with httpx.AsyncClient(timeout=30, limits=DRIVER_LIMITS, headers=stack.headers) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             driving = asyncio.create_task(sim.drive(Load(orders=ORDERS, rate=RATE, duplicate_share=0.1), truth))
             await paid_at_least(truth, 0.05, driving)
@@ -125,9 +123,7 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
         receiver,
     ):
         truth = Truth()
-        async with httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=50), headers=stack.headers
-        ) as client:
+        async with httpx.AsyncClient(timeout=30, limits=DRIVER_LIMITS, headers=stack.headers) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             driving = asyncio.create_task(sim.drive(Load(orders=500, rate=25, duplicate_share=0.1), truth))
             await asyncio.sleep(6)

@@ -10,7 +10,7 @@ import pytest
 
 from harness.simulator.run import Load, Simulator, Truth, score, settled
 from tests.conftest import Broker
-from tests.e2e.stack import DEPLOYED_SHAPE, running_stack
+from tests.e2e.stack import DEPLOYED_SHAPE, DRIVER_LIMITS, running_stack
 from tests.kafka_reader import eventually
 
 pytestmark = pytest.mark.e2e
@@ -21,9 +21,7 @@ async def test_a_thousand_paid_orders_are_credited_exactly_once_and_notified_onc
 ) -> None:
     async with running_stack(broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE) as (stack, receiver):
         truth = Truth()
-        async with httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=100), headers=stack.headers
-        ) as client:
+        async with httpx.AsyncClient(timeout=30, limits=DRIVER_LIMITS, headers=stack.headers) as client:
             sim = Simulator(stack.url("payments"), stack.config.psp_secret, client)
             await sim.drive(Load(orders=1000, rate=250, duplicate_share=0.25), truth)
             assert truth.errors == []
