@@ -58,7 +58,8 @@ class WebhookReceiver:
         return f"http://127.0.0.1:{self.port}/notifications"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The endpoint as a bare ASGI app: it shares the load generator's cores with the stack it measures."""
+        """The endpoint as a bare ASGI app, lean because it shares the load generator's process and cores with the
+        stack it measures (its own thread and loop, the same interpreter)."""
         arrived = time.time()
         if scope["type"] != "http":
             return
