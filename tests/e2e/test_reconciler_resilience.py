@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from credited.stack.local import LocalStack
+from credited.stack.local import RECONCILER_WORKERS, LocalStack
 from harness.simulator.receiver import Received
 from harness.simulator.run import FINAL, Load, Simulator, Truth, credit_publication_times, settled
 from tests.conftest import Broker
-from tests.e2e.stack import DEPLOYED_SHAPE, DRIVER_LIMITS, running_stack
+from tests.e2e.stack import DRIVER_LIMITS, running_stack
 from tests.e2e.status_log import delayed_flags, judge_flags
 from tests.kafka_reader import eventually
 
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.e2e
 
 ORDERS = 1200
 RATE = 25.0
+WORKERS = {"reconciler_workers": RECONCILER_WORKERS}
+"""The reconciler as deployed, two workers sharing its partitions; payments runs one process, not the deployed
+supervisor and two copies, which take no part in what these tests check and idled beside them for minutes."""
 
 
 async def paid_at_least(truth: Truth, share: float, driving: "asyncio.Task[None]") -> None:
@@ -78,7 +81,7 @@ async def test_overdue_orders_are_flagged_once_through_sigkills_and_rebalances(
 ) -> None:
     threshold = 3.0
     async with running_stack(
-        broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE, threshold_s=threshold, credit_loss=0.1
+        broker, database_url, isolation, tmp_path, **WORKERS, threshold_s=threshold, credit_loss=0.1
     ) as (
         stack,
         receiver,
@@ -117,7 +120,7 @@ async def test_overdue_orders_are_flagged_once_through_rebalances_and_a_restart(
 ) -> None:
     threshold = 3.0
     async with running_stack(
-        broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE, threshold_s=threshold, credit_loss=0.1
+        broker, database_url, isolation, tmp_path, **WORKERS, threshold_s=threshold, credit_loss=0.1
     ) as (
         stack,
         receiver,
@@ -156,8 +159,8 @@ async def test_a_reconciler_catching_up_after_downtime_raises_no_false_alarm(
     # short enough that nine in ten deadlines have passed when the reconciler comes back.
     threshold = 30.0
     seconds = float(os.environ.get("CREDITED_CATCHUP_SECONDS", "300"))  # the brief asks for 5 minutes
-    rate = 10.0
-    async with running_stack(broker, database_url, isolation, tmp_path, **DEPLOYED_SHAPE, threshold_s=threshold) as (
+    rate = 5.0  # 1,500 payments wait for the reconciler: a backlog it reads in seconds, at half the CPU of 3,000
+    async with running_stack(broker, database_url, isolation, tmp_path, **WORKERS, threshold_s=threshold) as (
         stack,
         receiver,
     ):
