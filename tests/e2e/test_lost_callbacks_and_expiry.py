@@ -99,7 +99,10 @@ async def test_dropped_notifications_are_credited_once_by_query_and_never_paid_o
             zip(sorted(paid), await asyncio.gather(*(credits_of(client, stack, o) for o in sorted(paid))), strict=True)
         )
         assert {o for o, n in credits.items() if n != 1} == set()
-        assert await recovered_by_query(client, stack) == len(dropped)
+        # Every dropped notification's order was paid by a query (nothing else could pay it, and each is credited
+        # once above). A notification the provider did send can still reach payments after the order's query on a
+        # loaded machine, and the query pays that order first: a CI run counted 41 recovered for 40 dropped.
+        assert len(dropped) <= await recovered_by_query(client, stack) <= len(paid)
         for order_id in never_paid:
             view = (await client.get(f"{stack.url('payments')}/v1/orders/{order_id}")).json()
             assert (view["status"], view["payment_status"]) == ("expired", "pending"), order_id
