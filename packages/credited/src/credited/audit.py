@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -48,6 +47,8 @@ def audit(
     if until is not None:
         body["until"] = _iso(parse_time(until, now))
     headers = {"Authorization": f"Bearer {_key(key)}"}
+    import httpx  # here, not at the top: every `credited` command would load it to start
+
     try:
         answer = httpx.post(f"{url.rstrip('/')}/v1/audits", json=body, headers=headers, timeout=600)
     except httpx.HTTPError as exc:

@@ -16,9 +16,6 @@ from rich.console import Console
 
 from credited import audit, dlq, keys
 from credited.console import terminal
-from credited.demo import DemoOptions, StartupFailed, run_demo
-from credited.stack.local import LocalStack, StackConfig
-from harness.simulator.story import closing_lines
 
 app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixed.", no_args_is_help=True)
 
@@ -66,6 +63,9 @@ def demo(
     ] = False,
 ) -> None:
     """Run the whole stack with the simulator, show live progress, print the scored summary and stop."""
+    from credited.demo import DemoOptions, StartupFailed, run_demo
+    from harness.simulator.story import closing_lines
+
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=as_json)
     options = DemoOptions(
@@ -117,6 +117,8 @@ def up(
     threshold: Annotated[float, typer.Option(min=0.5, help="Seconds from payment until overdue.")] = 120.0,
 ) -> None:
     """Start the stack without the simulator and run until Ctrl-C."""
+    from credited.stack.local import LocalStack, StackConfig
+
     logging.basicConfig(level=logging.INFO)
     console = Console()
     run_dir = RUN_DIR.resolve()

@@ -11,24 +11,15 @@ import getpass
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.codec import DecodeError, decode
-from credited.deadletters import (
-    DeadLetter,
-    Filters,
-    Outcome,
-    Replay,
-    ReplayInterrupted,
-    dead_letters,
-    replay,
-    replays,
-)
-from servicekit.settings import ServiceSettings
+if TYPE_CHECKING:  # loaded by the commands that use them: pydantic and aiokafka cost a second at every start
+    from credited.deadletters import DeadLetter, Filters, Outcome, Replay
+    from servicekit.settings import ServiceSettings
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: another run took over; running again finishes what is left
 _AGO = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[smhd])$")
@@ -62,12 +53,14 @@ def parse_time(value: str | None, now: datetime) -> datetime | None:
 
 def _filters(
     ids: list[str], topic: str | None, group: str | None, reason: str | None, since: str | None, until: str | None
-) -> Filters:
+) -> "Filters":
+    from credited.deadletters import Filters
+
     now = datetime.now(UTC)
     return Filters(frozenset(ids), topic, group, reason, parse_time(since, now), parse_time(until, now))
 
 
-def _summary(letter: DeadLetter, replayed: Replay | None) -> dict[str, object]:
+def _summary(letter: "DeadLetter", replayed: "Replay | None") -> dict[str, object]:
     return {
         "id": letter.id,
         "failed_at": letter.failed_at.isoformat(),
@@ -105,19 +98,29 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """The dead letters, oldest first, with whether and when each was replayed."""
+    from servicekit.settings import ServiceSettings
+
     settings = ServiceSettings()
     chosen = _filters([], topic, group, reason, since, until)
     letters, done = asyncio.run(_with_replays(settings, chosen))
     _print_rows([_summary(d, done.get(d.coordinates)) for d in letters], as_json)
 
 
-async def _with_replays(settings: ServiceSettings, chosen: Filters) -> tuple[list[DeadLetter], dict[str, Replay]]:
+async def _with_replays(
+    settings: "ServiceSettings", chosen: "Filters"
+) -> tuple[list["DeadLetter"], dict[str, "Replay"]]:
+    from credited.deadletters import dead_letters, replays
+
     return await dead_letters(settings, chosen), await replays(settings)
 
 
 @app.command()
 def show(dead_letter: Annotated[str, typer.Argument(help="Its id, <partition>@<offset>, as `list` shows.")]) -> None:
     """One dead letter: why, where from, every header and its payload decoded."""
+    from contracts.codec import DecodeError, decode
+    from credited.deadletters import Filters
+    from servicekit.settings import ServiceSettings
+
     settings = ServiceSettings()
     letters, done = asyncio.run(_with_replays(settings, Filters(ids=frozenset([dead_letter]))))
     if not letters:
@@ -151,6 +154,9 @@ def replay_(
     id too, so a consumer that applied it drops it) plus dlq_replayed_from; a second replay does nothing."""
     if not (ids or topic or group or reason or since or until or every):
         raise typer.BadParameter("name dead letters by id, filter them, or give --all")
+    from credited.deadletters import ReplayInterrupted
+    from servicekit.settings import ServiceSettings
+
     settings = ServiceSettings()
     chosen = _filters(ids or [], topic, group, reason, since, until)
     try:
@@ -161,11 +167,13 @@ def replay_(
     _report(outcome, dry_run)
 
 
-async def _replay(settings: ServiceSettings, chosen: Filters, by: str, dry_run: bool) -> Outcome:
+async def _replay(settings: "ServiceSettings", chosen: "Filters", by: str, dry_run: bool) -> "Outcome":
+    from credited.deadletters import dead_letters, replay
+
     return await replay(settings, await dead_letters(settings, chosen), by=by, dry_run=dry_run)
 
 
-def _report(outcome: Outcome, dry_run: bool) -> None:
+def _report(outcome: "Outcome", dry_run: bool) -> None:
     verb = "would replay" if dry_run else "replayed"
     for letter in outcome.replayed:
         typer.echo(f"{verb} {letter.id} to {letter.source_topic} (key {letter.key.decode(errors='replace')})")

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from credited.stack.local import DEFAULT_PORTS
+from credited.stack.ports import DEFAULT_PORTS
 
 DEFAULT_PAYMENTS_URL = f"http://127.0.0.1:{DEFAULT_PORTS['payments']}"
 ACTIONS = ("redrive_credit", "refund", "grant_compensation", "resend_notification")

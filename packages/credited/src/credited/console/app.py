@@ -21,13 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credited.console.api import ACTIONS, CASE_ACTIONS, SEARCH_FILTERS, ApiRefused, ApiUnreachable, SupportApi
 from credited.console.i18n import LANGUAGE_NAMES, LOCALES, Words, choose_locale
+from credited.console.ordering import sort_cases, sort_timeline
 
 log = logging.getLogger(__name__)
 
 KEY_COOKIE = "credited_console_key"
 LANG_COOKIE = "credited_console_lang"
 TEMPLATES = Path(__file__).parent / "templates"
-SEVERITY_ORDER = {"critical": 0, "page": 1, "warning": 2}
 
 
 class Refused(Exception):
@@ -51,16 +51,6 @@ def same_origin(request: Request) -> bool:
         return False
     parts = urlsplit(claimed)
     return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
-
-
-def sort_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """By severity (critical, page, warning), then the oldest first, as the queue is worked."""
-    return sorted(cases, key=lambda c: (SEVERITY_ORDER.get(c.get("severity", ""), 9), str(c.get("opened_at", ""))))
-
-
-def sort_timeline(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """In time order (the API's order when times are equal)."""
-    return sorted(entries, key=lambda e: str(e.get("at", "")))
 
 
 def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:

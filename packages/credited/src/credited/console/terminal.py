@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from credited.console.api import ApiRefused, ApiUnreachable, SupportApi, payments_url_from_environment
-from credited.console.app import sort_cases, sort_timeline
 from credited.console.i18n import Words
+from credited.console.ordering import sort_cases, sort_timeline
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2

@@ -28,6 +28,7 @@ import httpx
 
 from credited.keys import create_development_key, create_service_key
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
+from credited.stack.ports import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported: tests read it here
 from credited.stack.processes import Child, Workers, free_port, port_open, wait_for
 from servicekit.identity import IDENTITY_SCHEMA, Scope
 from servicekit.settings import default_metrics_port
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICES = ("payments", "ledger", "reconciler", "notifier")
-DEFAULT_PORTS = {"payments": 8101, "ledger": 8102, "reconciler": 8103, "notifier": 8104}
 DEV_PSP_SECRET = "sim-secret"
 PAYMENTS_PROCESSES = 2
 """payments answers HTTP from this many processes on one port (SO_REUSEPORT): both cores parse requests."""
