@@ -15,6 +15,7 @@ from contracts.topics import Topic
 from payments.adapters.orders import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
+from payments.ports import StatusChange
 from servicekit.infrastructure import Infrastructure
 from servicekit.postgres import create_pool
 from servicekit.signatures import sign
@@ -281,10 +282,10 @@ async def test_an_order_follows_its_newest_status_on_postgresql(api) -> None:  #
     pool = await create_pool(settings.database_url, settings.db_schema, min_size=1, max_size=2)
     try:
         statuses = PostgresStatusBook(pool)
-        assert await statuses.apply(order_id, "credited", 2) is True
-        assert await statuses.apply(order_id, "delayed", 1) is False
-        assert await statuses.apply(order_id, "credited", 2) is False
-        assert await statuses.apply("ord_nobody", "credited", 1) is None
+        assert await statuses.apply([StatusChange(order_id, "credited", 2)]) == [True]
+        assert await statuses.apply([StatusChange(order_id, "delayed", 1)]) == [False]
+        assert await statuses.apply([StatusChange(order_id, "credited", 2)]) == [False]
+        assert await statuses.apply([StatusChange("ord_nobody", "credited", 1)]) == [None]
     finally:
         await pool.close()
     assert (await client.get(f"/v1/orders/{order_id}")).json()["status"] == "credited"

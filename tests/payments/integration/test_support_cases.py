@@ -20,8 +20,10 @@ from contracts.events import CaseKind, CaseRequested, CaseSeverity, OrderStatus,
 from contracts.topics import Topic
 from payments.adapters.case_watch import CaseWatch
 from payments.adapters.metrics import SupportCaseMetrics
+from payments.adapters.orders import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
+from payments.ports import StatusChange
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import KafkaPublisher
@@ -269,3 +271,31 @@ async def test_open_cases_are_listed_critical_first_then_oldest_first_and_filter
     assert [c["order_id"] for c in pages] == ["ord_p1", "ord_p2"]
     bad = await p.client.get("/v1/support/cases", params={"state": "lost"})
     assert bad.status_code == 422 and bad.json()["error"], bad.text
+
+
+async def test_a_poll_of_status_changes_is_applied_in_one_statement_as_if_one_by_one(payments: Payments) -> None:
+    p = payments
+    for order_id in ("ord_g", "ord_h"):
+        await p.infra.pool.execute(ORDER, order_id)
+    case_id = await opened_case(p, "ord_h")
+    poll = [
+        StatusChange("ord_g", "delayed", 2),
+        StatusChange("ord_h", "credited", 5),
+        StatusChange("ord_g", "remediating", 3),
+        StatusChange("ord_nobody", "credited", 1),
+        StatusChange("ord_g", "paid", 1),  # older than what the order has by now
+        StatusChange("ord_h", "credited", 5),  # the same change again
+    ]
+
+    applied = await PostgresStatusBook(p.infra.pool).apply(poll)
+
+    assert applied == [True, True, True, None, False, False]
+    query = "SELECT order_id, status, status_sequence FROM orders WHERE order_id = ANY($1::text[])"
+    rows = await p.infra.pool.fetch(query, ["ord_g", "ord_h"])
+    assert {r["order_id"]: (r["status"], r["status_sequence"]) for r in rows} == {
+        "ord_g": ("remediating", 3),
+        "ord_h": ("credited", 5),
+    }
+    case = (await p.client.get(f"/v1/support/cases/{case_id}")).json()
+    assert (case["resolved_by"], case["resolution"]) == ("credited", "credited")
+    assert [h["action"] for h in case["history"]].count("resolved") == 1

@@ -9,7 +9,7 @@ from contracts.base import Message
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order
-from payments.ports import Announcement, KeyHolder, NewOrder, RefundAnswer
+from payments.ports import Announcement, KeyHolder, NewOrder, RefundAnswer, StatusChange
 
 
 @dataclass
@@ -94,14 +94,18 @@ class InMemoryStatusBook:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
-        order = self.store.orders.get(order_id)
-        if order is None:
-            return None
-        updated = domain.apply_status(order, status, sequence)
-        if updated is not None:
-            self.store.orders[order_id] = updated
-        return updated is not None
+    async def apply(self, changes: Sequence[StatusChange]) -> list[bool | None]:
+        results: list[bool | None] = []
+        for order_id, status, sequence in changes:
+            order = self.store.orders.get(order_id)
+            if order is None:
+                results.append(None)
+                continue
+            updated = domain.apply_status(order, status, sequence)
+            if updated is not None:
+                self.store.orders[order_id] = updated
+            results.append(updated is not None)
+        return results
 
 
 class InMemoryOrderBook:

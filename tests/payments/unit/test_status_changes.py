@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from contracts.codec import Envelope
 from contracts.events import OrderStatus, OrderStatusChanged
-from payments.handlers import handle_status_changed
+from payments.handlers import handle_status_changes
 from tests.payments.unit.fakes import InMemoryStatusBook, Store
 from tests.payments.unit.test_callbacks import order
 
@@ -33,10 +33,27 @@ async def test_a_newer_status_is_applied_and_reported_so_an_older_or_unknown_one
     store = Store(orders={"ord_1": order()})
     statuses = InMemoryStatusBook(store)
 
-    assert await handle_status_changed(changed(OrderStatus.DELAYED, 2), envelope("e2"), statuses=statuses) is True
-    assert await handle_status_changed(changed(OrderStatus.PAID, 1), envelope("e1"), statuses=statuses) is False
-    assert await handle_status_changed(changed(OrderStatus.DELAYED, 2), envelope("e2"), statuses=statuses) is False
-    assert (
-        await handle_status_changed(changed(OrderStatus.PAID, 1, "ord_x"), envelope("e3"), statuses=statuses) is False
-    )
+    async def apply(*changes: tuple[OrderStatusChanged, Envelope]) -> list[OrderStatus]:
+        return await handle_status_changes(changes, statuses=statuses)
+
+    assert await apply((changed(OrderStatus.DELAYED, 2), envelope("e2"))) == [OrderStatus.DELAYED]
+    assert await apply((changed(OrderStatus.PAID, 1), envelope("e1"))) == []
+    assert await apply((changed(OrderStatus.DELAYED, 2), envelope("e2"))) == []
+    assert await apply((changed(OrderStatus.PAID, 1, "ord_x"), envelope("e3"))) == []
     assert store.orders["ord_1"].status == "delayed"
+
+
+async def test_a_poll_with_several_changes_of_one_order_applies_them_in_their_order() -> None:
+    store = Store(orders={"ord_1": order(), "ord_2": order(order_id="ord_2")})
+    statuses = InMemoryStatusBook(store)
+    poll = [
+        (changed(OrderStatus.DELAYED, 2), envelope("e1")),
+        (changed(OrderStatus.REMEDIATING, 3), envelope("e2")),
+        (changed(OrderStatus.DELAYED, 2, "ord_2"), envelope("e3")),
+        (changed(OrderStatus.PAID, 1), envelope("e4")),
+    ]
+
+    applied = await handle_status_changes(poll, statuses=statuses)
+
+    assert applied == [OrderStatus.DELAYED, OrderStatus.REMEDIATING, OrderStatus.DELAYED]
+    assert (store.orders["ord_1"].status, store.orders["ord_2"].status) == ("remediating", "delayed")

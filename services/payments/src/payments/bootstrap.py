@@ -37,7 +37,7 @@ from payments.queries import QueryDeps, QueryWorker
 from servicekit.http import FastPath, create_app
 from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
-from servicekit.kafka import route
+from servicekit.kafka import Delivery, only, route
 from servicekit.links import status_links
 from servicekit.metrics import ServiceMetrics
 
@@ -61,15 +61,13 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
 
     statuses = PostgresStatusBook(infra.pool)
 
-    async def on_status_changed(message: OrderStatusChanged, envelope: Envelope) -> None:
-        if await handlers.handle_status_changed(message, envelope, statuses=statuses):
-            metrics.status_changed(message.status)
+    async def on_status_changes(deliveries: Sequence[Delivery]) -> None:
+        changes = [(m, e) for m, e in deliveries if isinstance(m, OrderStatusChanged)]
+        for status in await handlers.handle_status_changes(changes, statuses=statuses):
+            metrics.status_changed(status)
 
-    infra.consume(
-        "payments.order-status",
-        [Topic.ORDERS_STATUS],
-        route({OrderStatusChanged: on_status_changed}),
-    )
+    # A poll's status changes are applied in one statement (PostgresStatusBook).
+    infra.consume("payments.order-status", [Topic.ORDERS_STATUS], only({OrderStatusChanged}, on_status_changes))
     infra.consume(
         "payments.commands",
         [Topic.PAYMENTS_COMMANDS],

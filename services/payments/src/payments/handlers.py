@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contracts.codec import Envelope, deterministic_id
-from contracts.events import OrderPlaced, OrderStatusChanged
+from contracts.events import OrderPlaced, OrderStatus, OrderStatusChanged
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order, PaymentStatus
-from payments.ports import Announcement, Clock, KeyHolder, NewOrder, OrderBook, StatusBook
+from payments.ports import Announcement, Clock, KeyHolder, NewOrder, OrderBook, StatusBook, StatusChange
 from payments.schedule import QueryPolicy
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,17 @@ def _placed_event(order: Order) -> Announcement:
     return Announcement(Topic.PAYMENTS_EVENTS, placed, deterministic_id("OrderPlaced", order.order_id))
 
 
-async def handle_status_changed(message: OrderStatusChanged, envelope: Envelope, *, statuses: StatusBook) -> bool:
-    """Keep the order's lifecycle status current, ignoring changes older than what we have; True when applied."""
-    applied = await statuses.apply(message.order_id, message.status.value, message.sequence)
-    if applied is None:
-        log.warning("status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id)
-    return bool(applied)
+async def handle_status_changes(
+    changes: Sequence[tuple[OrderStatusChanged, Envelope]], *, statuses: StatusBook
+) -> list[OrderStatus]:
+    """Keep each order's lifecycle status current, a consumer's poll at once, ignoring changes older than what
+    we have; the statuses applied, in order."""
+    applied = await statuses.apply(
+        [StatusChange(message.order_id, message.status.value, message.sequence) for message, _ in changes]
+    )
+    for (message, envelope), done in zip(changes, applied, strict=True):
+        if done is None:
+            log.warning(
+                "status %s for unknown order %s (event %s)", message.status, message.order_id, envelope.event_id
+            )
+    return [message.status for (message, _), done in zip(changes, applied, strict=True) if done]

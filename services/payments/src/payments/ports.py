@@ -3,7 +3,7 @@
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from contracts.base import Message
 from contracts.topics import Topic
@@ -100,12 +100,21 @@ class PaymentsUnitOfWork(Protocol):
     async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None: ...
 
 
+class StatusChange(NamedTuple):
+    """One order's lifecycle status, numbered by the reconciler: the newest sequence wins."""
+
+    order_id: str
+    status: str
+    sequence: int
+
+
 class StatusBook(Protocol):
     """Where each order's lifecycle status is kept, newest sequence wins (a change is idempotent by itself)."""
 
-    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
-        """Set the order's status if `sequence` is newer than its own: True when set, False when the order
-        has this change or a newer one already, None when there is no such order."""
+    async def apply(self, changes: Sequence[StatusChange]) -> list[bool | None]:
+        """Apply the changes as if one by one, in their order: each sets its order's status if its sequence is
+        newer than the order's own. Per change: True when set, False when the order had this change or a newer
+        one already, None when there is no such order."""
         ...
 
 

@@ -1,5 +1,5 @@
 """Orders on PostgreSQL outside the unit of work: new orders placed in one statement, statuses followed
-in one statement each, an order read in one query."""
+a poll at a time, an order read in one query."""
 
 import functools
 from collections.abc import Callable, Collection, Sequence
@@ -11,7 +11,7 @@ from contracts.topics import Topic
 from payments.adapters.order_rows import COLUMNS, ORDER_TYPES, columns, order_of, order_row, params
 from payments.cases import RESOLVING_STATUSES, SERVICE_ACTOR, SETTLED_BY_STATUS
 from payments.domain import Order
-from payments.ports import Announcement, KeyHolder, NewOrder
+from payments.ports import Announcement, KeyHolder, NewOrder, StatusChange
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 
 _SETTLED_KINDS = sorted(SETTLED_BY_STATUS)
@@ -85,45 +85,65 @@ class PostgresOrderBook:
 
 
 class PostgresStatusBook:
-    """Order statuses on PostgreSQL: one statement per change, outside any consumer transaction (a change is
-    idempotent by its sequence, so it needs no record of the event and is durable before the offset commit)."""
+    """Order statuses on PostgreSQL: a consumer's poll of changes in one statement (one per round when an order
+    changes twice in it), outside any consumer transaction (a change is idempotent by its sequence, so it needs
+    no record of the event, and it is durable before the offset commit)."""
 
+    # Rows are locked in order id order, as every statement that locks several orders takes them (no deadlock
+    # with a group of callbacks). A status that settles the order also resolves its open support cases (of the
+    # kinds a status settles), in the same statement: actor `credited`, the resolution naming the status and
+    # the order's last support action.
     _APPLY = (
-        "WITH target AS (SELECT 1 FROM orders WHERE order_id = $1),"
-        " changed AS (UPDATE orders SET status = $2, status_sequence = $3, updated_at = now()"
-        " WHERE order_id = $1 AND status_sequence < $3 RETURNING 1)"
-        " SELECT EXISTS (SELECT 1 FROM target) AS known, EXISTS (SELECT 1 FROM changed) AS applied"
-    )
-
-    # A status that settles the order also resolves its open support cases (of the kinds a status settles), in the
-    # same statement (so the same transaction): actor `credited`, the resolution naming the status and the order's
-    # last support action.
-    _SETTLE = (
-        "WITH target AS (SELECT 1 FROM orders WHERE order_id = $1),"
-        " changed AS (UPDATE orders SET status = $2, status_sequence = $3, updated_at = now()"
-        " WHERE order_id = $1 AND status_sequence < $3 RETURNING 1),"
-        " last_action AS (SELECT action, actor_name, reason FROM support_actions WHERE order_id = $1"
-        " ORDER BY id DESC LIMIT 1),"
-        " resolved AS (UPDATE support_cases SET resolved_at = now(), resolved_by = $4,"
-        " resolution = $2 || coalesce((SELECT ' after ' || action || ' by ' || actor_name || ': ' || reason"
-        " FROM last_action), '')"
-        " WHERE order_id = $1 AND resolved_at IS NULL AND kind = ANY($5::text[]) AND EXISTS (SELECT 1 FROM changed)"
-        " RETURNING id, resolved_at, resolution),"
+        "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS i(order_id, status, seq)),"
+        " locked AS MATERIALIZED (SELECT o.order_id FROM orders o JOIN input i ON i.order_id = o.order_id"
+        " WHERE o.status_sequence < i.seq ORDER BY o.order_id FOR UPDATE OF o),"
+        " changed AS (UPDATE orders o SET status = i.status, status_sequence = i.seq, updated_at = now()"
+        " FROM input i WHERE o.order_id = i.order_id AND o.order_id IN (SELECT order_id FROM locked)"
+        " AND o.status_sequence < i.seq RETURNING o.order_id, i.status),"
+        " resolved AS (UPDATE support_cases c SET resolved_at = now(), resolved_by = $5,"
+        " resolution = s.status || coalesce((SELECT ' after ' || a.action || ' by ' || a.actor_name || ': '"
+        " || a.reason FROM support_actions a WHERE a.order_id = c.order_id ORDER BY a.id DESC LIMIT 1), '')"
+        " FROM changed s WHERE c.order_id = s.order_id AND s.status = ANY($4::text[]) AND c.resolved_at IS NULL"
+        " AND c.kind = ANY($6::text[]) RETURNING c.id, c.resolved_at, c.resolution),"
         " history AS (INSERT INTO support_case_history (case_id, at, actor, action, detail)"
-        " SELECT id, resolved_at, $4, 'resolved', resolution FROM resolved)"
-        " SELECT EXISTS (SELECT 1 FROM target) AS known, EXISTS (SELECT 1 FROM changed) AS applied"
+        " SELECT id, resolved_at, $5, 'resolved', resolution FROM resolved)"
+        " SELECT i.order_id, EXISTS (SELECT 1 FROM orders o WHERE o.order_id = i.order_id) AS known,"
+        " i.order_id IN (SELECT order_id FROM changed) AS applied FROM input i"
     )
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def apply(self, order_id: str, status: str, sequence: int) -> bool | None:
-        if status in RESOLVING_STATUSES:
-            row = await self._pool.fetchrow(self._SETTLE, order_id, status, sequence, SERVICE_ACTOR, _SETTLED_KINDS)
-        else:
-            row = await self._pool.fetchrow(self._APPLY, order_id, status, sequence)
-        assert row is not None
-        return bool(row["applied"]) if row["known"] else None
+    async def apply(self, changes: Sequence[StatusChange]) -> list[bool | None]:
+        results: list[bool | None] = [None] * len(changes)
+        for round_ in _rounds(changes):
+            rows = await self._pool.fetch(
+                self._APPLY,
+                [changes[i].order_id for i in round_],
+                [changes[i].status for i in round_],
+                [changes[i].sequence for i in round_],
+                sorted(RESOLVING_STATUSES),
+                SERVICE_ACTOR,
+                _SETTLED_KINDS,
+            )
+            found = {row["order_id"]: bool(row["applied"]) if row["known"] else None for row in rows}
+            for i in round_:
+                results[i] = found[changes[i].order_id]
+        return results
+
+
+def _rounds(changes: Sequence[StatusChange]) -> list[list[int]]:
+    """The changes' indexes in rounds with each order at most once, its changes in their order from round to
+    round: one statement applies a round (an UPDATE moves a row once)."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, change in enumerate(changes):
+        n = seen.get(change.order_id, 0)
+        seen[change.order_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
 
 
 async def read_order(pool: asyncpg.Pool, order_id: str) -> Order | None:
