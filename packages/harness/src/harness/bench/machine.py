@@ -43,20 +43,30 @@ def describe_machine(broker: str) -> dict[str, Any]:
     }
 
 
-def _tree(pid: int, descendants: bool) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)] if descendants else [root]
-    except psutil.NoSuchProcess:
-        return []
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from one scan of /proc (psutil's `children()` scans it on every call)."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    return children
 
 
-def _cpu_and_rss(pid: int, descendants: bool) -> tuple[float, int]:
-    """CPU seconds (user + system) and resident bytes of a process, with its descendants if asked
-    (PostgreSQL's backends; listing them scans /proc, so only for the processes that fork)."""
+def _tree(pid: int, children: dict[int, list[int]] | None) -> list[int]:
+    """The process and, given the map of children, its descendants."""
+    tree, i = [pid], 0
+    while children is not None and i < len(tree):
+        tree += children.get(tree[i], [])
+        i += 1
+    return tree
+
+
+def _cpu_and_rss(pid: int, children: dict[int, list[int]] | None) -> tuple[float, int]:
+    """CPU seconds (user + system) and resident bytes of a process, with its descendants when given the map of
+    children (PostgreSQL's backends, a service's copies)."""
     cpu, rss = 0.0, 0
-    for proc in _tree(pid, descendants):
+    for member in _tree(pid, children):
         try:
+            proc = psutil.Process(member)
             times = proc.cpu_times()
             cpu += times.user + times.system
             rss += proc.memory_info().rss
@@ -93,8 +103,9 @@ class UsageSampler:
 
     def _sample(self) -> dict[str, float]:
         cpu: dict[str, float] = {}
+        children = children_by_parent() if self.forking & self.pids.keys() else None
         for name, pid in self.pids.items():
-            cpu[name], rss = _cpu_and_rss(pid, name in self.forking)
+            cpu[name], rss = _cpu_and_rss(pid, children if name in self.forking else None)
             self._peak[name] = max(self._peak.get(name, 0), rss)
         return cpu
 
