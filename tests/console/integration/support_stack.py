@@ -108,8 +108,8 @@ async def in_timeline(client: httpx.AsyncClient, stack: LocalStack, order_id: st
 
 
 async def credit_in_timeline(client: httpx.AsyncClient, stack: LocalStack, order_id: str) -> None:
-    """Until the order's timeline shows the ledger's credit (payments' own status of a credit in time stays
-    `paid`: the reconciler tells it only about orders it had to act on)."""
+    """Until the order's timeline shows the ledger's credit. Payments' own status of the order follows when the
+    reconciler's status change reaches it, which may be later."""
     await in_timeline(client, stack, order_id, "ledger", "credit")
 
 
