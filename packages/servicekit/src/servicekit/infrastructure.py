@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.errors import Dependency, Kind, classify
-from servicekit.http import serve
 from servicekit.identity import Authenticator, PostgresKeyStore
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, KafkaPublisher, ensure_topics
 from servicekit.kafka_access import topics_to_ensure
@@ -32,6 +31,7 @@ from servicekit.outbox import OutboxRelay
 from servicekit.postgres import ensure_schema, lazy_pool, migrate
 from servicekit.retrying import BackoffPolicy, Readiness, call_with_retry, retrying
 from servicekit.runner import run_until_stopped
+from servicekit.serving import serve
 from servicekit.settings import ServiceSettings
 from servicekit.uow import batch, savepoint
 
@@ -155,7 +155,7 @@ class Infrastructure:
         self.consumers += loops
         return loops
 
-    async def run(self, app: FastAPI, *extra: Coroutine[Any, Any, None]) -> None:
+    async def run(self, app: ASGIApp, *extra: Coroutine[Any, Any, None]) -> None:
         """Serve HTTP, and /metrics on its own port (servicekit.metrics_server), at once; once PostgreSQL and the
         broker are up, relay the outbox, consume and run `extra` tasks; until SIGTERM/SIGINT. Then stop
         gracefully, within `stop_grace_s`: no new HTTP connections and the requests in flight answered, each

@@ -22,8 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
-from servicekit.http import serve
 from servicekit.runner import METRICS_DIR, process_index
+from servicekit.serving import serve
 
 
 class MetricsApp:

@@ -17,7 +17,7 @@ from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
 from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs
-from servicekit.http import EmbeddedServer
+from servicekit.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
 

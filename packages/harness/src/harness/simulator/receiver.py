@@ -17,7 +17,7 @@ import orjson
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from servicekit.http import EmbeddedServer
+from servicekit.serving import EmbeddedServer
 from servicekit.signatures import SignatureError, verify
 
 

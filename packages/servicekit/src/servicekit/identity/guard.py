@@ -23,9 +23,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from servicekit.http import ApiError, error_body
 from servicekit.identity.authenticator import Authenticator, Unauthenticated
 from servicekit.identity.keys import Caller
-from servicekit.identity.scopes import Scope
+from servicekit.identity.scopes import SCOPES_ATTRIBUTE, Scope
 
-SCOPES_ATTRIBUTE = "__credited_scopes__"
 OPENAPI_SCOPES = "x-credited-scopes"
 
 bearer = HTTPBearer(

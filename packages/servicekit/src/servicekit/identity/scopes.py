@@ -2,6 +2,10 @@
 
 from enum import StrEnum
 
+SCOPES_ATTRIBUTE = "__credited_scopes__"
+"""The attribute on a route's guard (FastAPI) or a page's handler (the reconciler) naming the scopes it needs:
+the tests that list every route read it."""
+
 
 class Scope(StrEnum):
     """The rights a platform backend, a risk reviewer or a support agent is given, one per kind of act."""

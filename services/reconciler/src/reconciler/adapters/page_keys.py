@@ -18,8 +18,8 @@ from faust.web import Request, Response, View
 
 from servicekit.errors import error_body
 from servicekit.identity import Authenticator, PostgresKeyStore, Scope, Unauthenticated
-from servicekit.identity.guard import SCOPES_ATTRIBUTE
 from servicekit.identity.keys import KeyRecord
+from servicekit.identity.scopes import SCOPES_ATTRIBUTE
 from servicekit.postgres import lazy_pool
 
 log = logging.getLogger(__name__)
