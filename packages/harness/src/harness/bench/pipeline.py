@@ -22,6 +22,7 @@ from harness.bench import wrk
 from harness.bench.cpu import GENERATORS
 from harness.bench.driver import AiohttpSimulator, ClientTimes, session
 from harness.bench.machine import UsageSampler
+from harness.bench.statements import StatementCounter
 from harness.simulator.receiver import Received, WebhookReceiver
 from harness.simulator.run import Load, Truth, credit_publication_times, percentile, score, settled
 
@@ -164,19 +165,24 @@ async def run_step(
     rate: float,
     options: PipelineOptions,
     usage: UsageSampler | None = None,
+    statements: StatementCounter | None = None,
 ) -> dict[str, Any]:
-    """One step: drive, wait until every paid order settled, then score. CPU is counted from the first order
-    to the last settlement (scoring reads the ledger order by order, which is not the pipeline's work)."""
+    """One step: drive, wait until every paid order settled, then score. CPU, and PostgreSQL's statements and
+    commits, are counted from the first order to the last settlement (scoring reads the ledger order by order,
+    which is not the pipeline's work)."""
     truth = Truth()
     orders = max(1, round(rate * options.step_s))
     load = Load(orders=orders, rate=rate, duplicate_share=options.duplicates, concurrency=options.concurrency)
     if usage is not None:
         usage.mark()
+    if statements is not None:
+        await statements.mark()
     started = time.monotonic()
     driven = await _drive(stack, client, load, truth, options)
     settle_s = await _settle(truth, receiver.received, options.settle_timeout_s)
     busy_s = time.monotonic() - started
     processes = _with_generator(usage.since_mark(busy_s) if usage is not None else {}, driven, busy_s)
+    asked = await statements.per_order(len(truth.orders)) if statements is not None else None
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
     topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
     figures = await score(
@@ -198,6 +204,7 @@ async def run_step(
         **figures,
         **_latencies(truth, receiver.received, dropped, figures),
         "processes": processes,
+        "postgres_statements": asked,
         "error_samples": truth.errors[:3],
     }
 
@@ -238,6 +245,7 @@ async def rising_rates(
     receiver: WebhookReceiver,
     options: PipelineOptions,
     usage: UsageSampler,
+    statements: StatementCounter | None = None,
 ) -> list[Step]:
     """Step through `options.rates` until a step misses the target (and at least `min_steps` ran)."""
     steps: list[Step] = []
@@ -246,7 +254,7 @@ async def rising_rates(
         if options.warmup_s > 0:
             await run_step(stack, receiver, client, options.rates[0], replace(options, step_s=options.warmup_s))
         for rate in options.rates:
-            figures = await run_step(stack, receiver, client, rate, options, usage)
+            figures = await run_step(stack, receiver, client, rate, options, usage, statements)
             step = Step(figures, kept_up(figures, options))
             log.warning(
                 "step %.0f/s: %.1f orders/s, pay-to-credit p99 %s s, %s",

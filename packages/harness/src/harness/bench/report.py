@@ -131,6 +131,29 @@ def _requests(report: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _statements(report: dict[str, Any]) -> list[str]:
+    """PostgreSQL's statements and commits per order at each step, and the statements of the headline step."""
+    steps = [s for s in report["pipeline"]["steps"] if s.get("postgres_statements")]
+    if not steps:
+        return ["Not counted in this run (the server had no pg_stat_statements loaded).", ""]
+    counts = [(s["target_rate"], s["postgres_statements"]) for s in steps]
+    rows = [[rate, c["statements_per_order"], c["commits_per_order"]] for rate, c in counts]
+    best, how = headline(report)
+    counted = best.get("postgres_statements") or steps[-1]["postgres_statements"]
+    top = [[t["per_order"], "`" + t["statement"].replace("|", "\\|") + "`"] for t in counted["top"]]
+    return [
+        "Counted by pg_stat_statements (functions' and triggers' statements too, such as foreign key checks) and"
+        " pg_stat_database from the first order of a step to its last settlement, over the orders placed; the"
+        " stack's idle polling in that time is in them. They follow how deep the batches are, and move far less"
+        " with the machine's speed than its timings do: compare them across runs.",
+        "",
+        *_table(["asked/s", "statements per order", "commits per order"], rows),
+        f"The most frequent statements at {how} (per order placed; first 160 characters):",
+        "",
+        *_table(["per order", "statement"], top),
+    ]
+
+
 def _processes(report: dict[str, Any]) -> list[str]:
     step = report["pipeline"]["steps"][-1]
     rows = [
@@ -322,6 +345,9 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         *_processes(report),
         f"![CPU per process]({rel}/cpu.png)",
         "",
+        "## PostgreSQL per order",
+        "",
+        *_statements(report),
         "## Side by side: reconciler, Bytewax, periodic SQL",
         "",
         *_peers(report),

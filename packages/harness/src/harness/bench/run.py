@@ -19,6 +19,7 @@ from harness.bench.machine import UsageSampler, describe_machine, source_state
 from harness.bench.peers import PeerOptions, Where, side_by_side
 from harness.bench.pipeline import PipelineOptions, Step, rising_rates, run_step
 from harness.bench.profiling import profile_processes
+from harness.bench.statements import StatementCounter
 from harness.simulator.receiver import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
             {**pids, **infra.pids, "load generator": os.getpid()}, forking=frozenset({*pids, "postgres"})
         )
         usage.start()
+        counter = StatementCounter(infra.database_url)
+        statements = counter if await counter.available() else None
         try:
-            steps = await rising_rates(stack, receiver, options.pipeline, usage)
+            steps = await rising_rates(stack, receiver, options.pipeline, usage, statements)
             profile = await _profile(stack, receiver, options, steps, pids)
         finally:
             usage.stop()

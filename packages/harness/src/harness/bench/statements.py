@@ -1,0 +1,77 @@
+"""What the pipeline asks of PostgreSQL per order: statements (pg_stat_statements, top level and inside
+functions and triggers, such as the foreign key checks) and commits (pg_stat_database), counted between two
+marks of a rate step. Counts follow batching depth and move far less with the machine's speed than timings,
+so two reports from a shared machine compare on them."""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all")
+"""The server settings the counter needs (the bench's embedded PostgreSQL starts with them)."""
+
+_STATEMENTS = "SELECT queryid, calls, query FROM pg_stat_statements"
+_COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+
+
+@dataclass
+class Counts:
+    statements: dict[int, tuple[int, str]]
+    commits: int
+
+
+class StatementCounter:
+    """Statements and commits of the whole server from `mark` to `per_order` (other databases' included: the
+    bench's server holds only the stack)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._mark: Counts | None = None
+
+    async def available(self) -> bool:
+        """Whether the server has pg_stat_statements loaded (an outside server may not)."""
+        conn = await asyncpg.connect(self._database_url)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.fetchval("SELECT count(*) FROM pg_stat_statements")
+        except asyncpg.PostgresError as exc:
+            log.warning("statements per order are not counted: %s", exc)
+            return False
+        finally:
+            await conn.close()
+        return True
+
+    async def _counts(self) -> Counts:
+        conn = await asyncpg.connect(self._database_url)
+        try:
+            rows = await conn.fetch(_STATEMENTS)
+            commits = int(await conn.fetchval(_COMMITS))
+        finally:
+            await conn.close()
+        statements: dict[int, tuple[int, str]] = {}
+        for row in rows:  # one query id may have a row per user and database
+            calls, _ = statements.get(row["queryid"], (0, ""))
+            statements[row["queryid"]] = (calls + row["calls"], " ".join(row["query"].split()))
+        return Counts(statements, commits)
+
+    async def mark(self) -> None:
+        self._mark = await self._counts()
+
+    async def per_order(self, orders: int, top: int = 15) -> dict[str, Any]:
+        """Since the mark, per order: statements, commits, and the `top` statements by calls."""
+        assert self._mark is not None, "mark first"
+        now, before = await self._counts(), self._mark
+        calls = {qid: (n - before.statements.get(qid, (0, ""))[0], text) for qid, (n, text) in now.statements.items()}
+        made = sorted(((n, text) for n, text in calls.values() if n > 0), reverse=True)
+        per = max(orders, 1)
+        return {
+            "orders": orders,
+            # the counter's own few statements and commits are in these (a handful in a step of thousands of orders)
+            "statements_per_order": round(sum(n for n, _ in made) / per, 2),
+            "commits_per_order": round((now.commits - before.commits) / per, 2),
+            "top": [{"per_order": round(n / per, 2), "statement": text[:160]} for n, text in made[:top]],
+        }
