@@ -281,6 +281,7 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
         f" {_f(iso['payments']['callbacks_per_s'])} callbacks/s at {iso['payments']['concurrency']} connections,"
         f" using {_f(iso['payments'].get('payments_cores_during_callbacks'))} cores itself"
         f" ({_f(iso['payments'].get('payments_cpu_ms_per_callback'))} ms per callback).",
+        *_postgres_line(report),
         f"- Reconciler: the faust worker applied {_f(worker)} events/s against {_f(engine)} for its engine alone"
         f" ({_f(_div(engine, worker))} times as fast): the cost is around the engine, not in it."
         + (
@@ -290,6 +291,21 @@ def bottleneck(report: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
+    ]
+
+
+def _postgres_line(report: dict[str, Any]) -> list[str]:
+    """PostgreSQL's statements per order at the headline step and the one it ran most."""
+    best, _ = headline(report)
+    counted = best.get("postgres_statements")
+    if not counted or not counted["top"]:
+        return []
+    first = counted["top"][0]
+    share = first["per_order"] / counted["statements_per_order"] if counted["statements_per_order"] else None
+    return [
+        f"- PostgreSQL: at {_f(best['target_rate'])}/s asked it ran {_f(counted['statements_per_order'])}"
+        f" statements and {_f(counted['commits_per_order'])} commits per order; the most frequent,"
+        f" {_f(first['per_order'])} per order ({_f(share)} of them), was `{first['statement'][:100]}`."
     ]
 
 

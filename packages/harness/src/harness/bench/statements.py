@@ -14,13 +14,14 @@ log = logging.getLogger(__name__)
 SETTINGS = ("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all")
 """The server settings the counter needs (the bench's embedded PostgreSQL starts with them)."""
 
-_STATEMENTS = "SELECT queryid, calls, query FROM pg_stat_statements"
+_STATEMENTS = "SELECT calls, query FROM pg_stat_statements"
 _COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
 
 
 @dataclass
 class Counts:
-    statements: dict[int, tuple[int, str]]
+    statements: dict[str, int]
+    """Calls by statement text: the foreign key checks of two tables share a query id, not their text."""
     commits: int
 
 
@@ -52,10 +53,10 @@ class StatementCounter:
             commits = int(await conn.fetchval(_COMMITS))
         finally:
             await conn.close()
-        statements: dict[int, tuple[int, str]] = {}
-        for row in rows:  # one query id may have a row per user and database
-            calls, _ = statements.get(row["queryid"], (0, ""))
-            statements[row["queryid"]] = (calls + row["calls"], " ".join(row["query"].split()))
+        statements: dict[str, int] = {}
+        for row in rows:  # one statement may have a row per user and database
+            text = " ".join(row["query"].split())
+            statements[text] = statements.get(text, 0) + row["calls"]
         return Counts(statements, commits)
 
     async def mark(self) -> None:
@@ -65,8 +66,8 @@ class StatementCounter:
         """Since the mark, per order: statements, commits, and the `top` statements by calls."""
         assert self._mark is not None, "mark first"
         now, before = await self._counts(), self._mark
-        calls = {qid: (n - before.statements.get(qid, (0, ""))[0], text) for qid, (n, text) in now.statements.items()}
-        made = sorted(((n, text) for n, text in calls.values() if n > 0), reverse=True)
+        calls = {text: n - before.statements.get(text, 0) for text, n in now.statements.items()}
+        made = sorted(((n, text) for text, n in calls.items() if n > 0), reverse=True)
         per = max(orders, 1)
         return {
             "orders": orders,
