@@ -45,6 +45,7 @@ def baseline_of(previous: dict[str, Any]) -> dict[str, Any]:
         "payments_orders_per_s": payments.get("orders_per_s"),
         "payments_cpu_ms_per_callback": payments.get("payments_cpu_ms_per_callback"),
         "payments_cpu_ms_per_order": payments.get("payments_cpu_ms_per_order"),
+        "reconciler_engine_events_per_s": previous["isolated"].get("reconciler_engine", {}).get("events_per_s"),
     }
 
 

