@@ -1,8 +1,8 @@
 """The support console in Debian's headless Chromium, on the whole local stack (a real broker and PostgreSQL):
 sign in with a key made by `credited keys create`, find a user's orders, read one order's timeline across the
 services, re-drive its credit and see the action recorded under the key's name (or refused 409 once payments
-holds the order as credited), see a re-drive of an order held for review refused (409), work the cases queue, and the same order page in Simplified Chinese.
-Screenshots go to artifacts/console/ (not committed)."""
+holds the order as credited), see a re-drive of an order held for review refused (409), work the cases queue,
+and the same order page in Simplified Chinese. Screenshots go to artifacts/console/ (not committed)."""
 
 import asyncio
 import shutil
