@@ -145,7 +145,9 @@ def _statements(report: dict[str, Any]) -> list[str]:
         "Counted by pg_stat_statements (functions' and triggers' statements too, such as foreign key checks) and"
         " pg_stat_database from the first order of a step to its last settlement, over the orders placed; the"
         " stack's idle polling in that time is in them. They follow how deep the batches are, and move far less"
-        " with the machine's speed than its timings do: compare them across runs.",
+        " with the machine's speed than its timings do: compare them across runs. pg_stat_statements gives every"
+        " foreign key check one query id: a check's line counts the checks of every table run the same way"
+        " (inside a statement, or deferred to commit), under one table's name.",
         "",
         *_table(["asked/s", "statements per order", "commits per order"], rows),
         f"The most frequent statements at {how} (per order placed; first 160 characters):",

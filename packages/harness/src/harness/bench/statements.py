@@ -21,7 +21,10 @@ _COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_dat
 @dataclass
 class Counts:
     statements: dict[str, int]
-    """Calls by statement text: the foreign key checks of two tables share a query id, not their text."""
+    """Calls by statement text. pg_stat_statements gives every foreign key check one query id, whatever its table:
+    it keeps one entry for all the checks run inside a statement, under the text of the first it saw, and one
+    for the deferred ones (checked at commit, so counted as top level), under another table's text. Keyed by
+    query id, those two would be one row here."""
     commits: int
 
 
