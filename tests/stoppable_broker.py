@@ -12,13 +12,19 @@ from credited.stack.processes import free_port
 from harness.chaos.infra import ApacheBroker
 from tests.conftest import Broker
 
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1"
+"""A test's own Apache Kafka lives a minute or two per JVM, too short for the C2 compiler to pay for itself. Measured
+under load like a test's (12 consumers polling, 640 records/s): 7.2 core-s to start and 33 in the first minute with
+C2, 3.6-4.9 and 17-21 with C1 alone; C2 wins only after about four minutes (9.6 core-s a minute against C1's 15),
+so the session's broker keeps it."""
+
 
 class StoppableBroker:
     """A broker of the session's kind on ports of its own, started and stopped by the test."""
 
     def __init__(self, kind: str, directory: Path) -> None:
         self.kind = kind
-        self._apache = ApacheBroker(directory) if kind == "apache" else None
+        self._apache = ApacheBroker(directory, jvm_opts=SHORT_LIVED_JVM) if kind == "apache" else None
         self._tansu = None if self._apache else EmbeddedKafka(free_port(), directory)
 
     @property

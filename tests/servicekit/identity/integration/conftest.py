@@ -1,8 +1,11 @@
 """A real Apache Kafka with SASL/SCRAM and ACLs (scripts/apache-kafka --sasl), whatever CREDITED_TEST_BROKER
-says: one per session, a SCRAM user per service principal plus the super user `admin`, each with a fresh
-password. Each test gets its own topics (created by the super user) and the services' grants on them."""
+says: one for this package's tests, stopped when they are done rather than idling through the rest of the session,
+and on the C1 compiler alone like every short-lived test broker (tests/stoppable_broker.py). A SCRAM user per
+service principal plus the super user `admin`, each with a fresh password. Each test gets its own topics (created
+by the super user) and the services' grants on them."""
 
 import asyncio
+import os
 import secrets
 import shutil
 import subprocess
@@ -18,11 +21,12 @@ from credited.stack.processes import free_port
 from servicekit.kafka_access import ACCESS, grants
 from tests.conftest import ROOT
 from tests.servicekit.identity.kafka_admin import SaslBroker, apply_grants
+from tests.stoppable_broker import SHORT_LIVED_JVM
 
 SCRIPT = str(ROOT / "scripts" / "apache-kafka")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sasl_broker() -> Iterator[SaslBroker]:
     workdir = Path(tempfile.mkdtemp(prefix="credited-sasl-broker-"))
     passwords = {name: secrets.token_urlsafe(24) for name in ("admin", *ACCESS)}
@@ -35,6 +39,7 @@ def sasl_broker() -> Iterator[SaslBroker]:
         check=True,
         capture_output=True,
         text=True,
+        env={**os.environ, "KAFKA_JVM_OPTS": SHORT_LIVED_JVM},
     )
     try:
         yield SaslBroker(started.stdout.strip().splitlines()[-1], passwords)

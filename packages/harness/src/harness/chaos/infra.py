@@ -25,15 +25,18 @@ APACHE_KAFKA = ROOT / "scripts" / "apache-kafka"
 class ApacheBroker:
     """A single Apache Kafka node (KRaft) in `directory`; restarts keep its ports and its log."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, jvm_opts: str = "") -> None:
         self.directory = directory
+        self.jvm_opts = jvm_opts
+        """More JVM flags (scripts/apache-kafka's KAFKA_JVM_OPTS, before any the environment gives)."""
         self.port = free_port()
         self.controller_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def _script(self, command: str, *extra: str, timeout_s: float = 180) -> str:
         argv = [str(APACHE_KAFKA), command, "--dir", str(self.directory), *extra]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        env = {**os.environ, "KAFKA_JVM_OPTS": f"{self.jvm_opts} {os.environ.get('KAFKA_JVM_OPTS', '')}".strip()}
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"apache-kafka {command} failed ({done.returncode}): {done.stderr[-2000:]}")
         return done.stdout
