@@ -1,7 +1,8 @@
 """Shared fixtures: a real broker and a real PostgreSQL for integration and end-to-end tests.
 
 CREDITED_TEST_BROKER picks the broker: `embedded` (Tansu, the default), `apache` (Apache Kafka from
-Maven Central jars via scripts/apache-kafka), or a bootstrap address of a running Kafka.
+Maven Central jars via scripts/apache-kafka), `apache@HOST:PORT` (an Apache Kafka already running there, which
+scripts/run-tests starts once for its pytest processes), or a bootstrap address of another running Kafka.
 CREDITED_TEST_DATABASE_URL points at a running PostgreSQL; unset, an embedded server is started.
 Every test gets its own topic prefix, consumer groups and database schema.
 """
@@ -51,6 +52,8 @@ def broker() -> Iterator[Broker]:
                 yield Broker("embedded", kafka.bootstrap)
             finally:
                 kafka.stop()
+        elif choice.startswith("apache@"):
+            yield Broker("apache", choice.removeprefix("apache@"))
         elif choice == "apache":
             script = str(ROOT / "scripts" / "apache-kafka")
             ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
