@@ -40,6 +40,7 @@ from aiokafka.errors import (
 from contracts.codec import DecodeError, decode
 from contracts.registry import MODELS
 from servicekit.errors import Classified, Dependency, classify
+from servicekit.fetching import follow_traffic
 from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, Only, PermanentFailure
 from servicekit.logs import bound
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
@@ -136,6 +137,7 @@ class KafkaConsumerLoop:
         backoff: BackoffPolicy = WAIT,
     ) -> None:
         tuning = tuning or KafkaTuning()
+        self._idle_wait_ms = tuning.fetch_idle_wait_ms
         self._make_consumer = partial(
             AIOKafkaConsumer,
             *topics,
@@ -147,7 +149,7 @@ class KafkaConsumerLoop:
             isolation_level="read_committed",
             max_poll_records=tuning.fetch_max_records,
             # Apache Kafka answers a waiting fetch as soon as data arrives, so a poll never waits for a batch
-            # to fill; Tansu waits the full time, so it stays short.
+            # to fill; Tansu waits the full time, so it stays short. Idle, fetches wait longer (`start`).
             fetch_max_wait_ms=tuning.fetch_max_wait_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
@@ -176,6 +178,7 @@ class KafkaConsumerLoop:
         """Join the group; a start that failed (the broker away) leaves a fresh client for the next attempt."""
         try:
             await self._consumer.start()
+            follow_traffic(self._consumer, self._idle_wait_ms)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()

@@ -38,6 +38,9 @@ class KafkaTuning:
     compression: Literal["none", "gzip"] = "none"
     fetch_max_records: int = 2000
     fetch_max_wait_ms: int = 50
+    fetch_idle_wait_ms: int = 0
+    """How long an idle consumer's fetch waits (servicekit.fetching): how often it asks, not how late it hears.
+    No longer than `fetch_max_wait_ms` (as here, unless the settings say otherwise): the same wait always."""
 
 
 class ServiceSettings(BaseSettings):
@@ -80,7 +83,16 @@ class ServiceSettings(BaseSettings):
         ge=0,
         le=5000,
         validation_alias=_env("KAFKA_FETCH_MAX_WAIT_MS"),
-        description="How long a fetch waits for data. Tansu answers only at this deadline, so it stays short.",
+        description="How long a fetch waits for data while records flow. Tansu answers only at this deadline, "
+        "so it stays short.",
+    )
+    kafka_fetch_idle_wait_ms: int = Field(
+        500,
+        ge=0,
+        le=5000,
+        validation_alias=_env("KAFKA_FETCH_IDLE_WAIT_MS"),
+        description="How long a fetch waits once its consumer has had no record for a second: Apache Kafka "
+        "answers it as soon as a record arrives, so this sets how often an idle consumer asks. Not on Tansu.",
     )
     topic_prefix: str = Field("", validation_alias=_env("CREDITED_TOPIC_PREFIX"))
     topic_partitions: int = Field(6, ge=1, le=1024, validation_alias=_env("CREDITED_TOPIC_PARTITIONS"))
@@ -193,6 +205,10 @@ class ServiceSettings(BaseSettings):
             compression=self.kafka_compression,
             fetch_max_records=self.kafka_fetch_max_records,
             fetch_max_wait_ms=self.kafka_fetch_max_wait_ms,
+            # Tansu answers a fetch at its deadline, records or not: an idle wait there would delay them
+            fetch_idle_wait_ms=self.kafka_fetch_max_wait_ms
+            if self.kafka_broker == "tansu"
+            else self.kafka_fetch_idle_wait_ms,
         )
 
     @property
