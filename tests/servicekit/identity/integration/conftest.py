@@ -5,7 +5,6 @@ service principal plus the super user `admin`, each with a fresh password. Each 
 by the super user) and the services' grants on them."""
 
 import asyncio
-import os
 import secrets
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.topics import Topic
 from credited.stack.processes import free_port
+from harness.chaos.infra import with_jvm_opts
 from servicekit.kafka_access import ACCESS, grants
 from tests.conftest import ROOT
 from tests.servicekit.identity.kafka_admin import SaslBroker, apply_grants
@@ -39,7 +39,7 @@ def sasl_broker() -> Iterator[SaslBroker]:
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, "KAFKA_JVM_OPTS": SHORT_LIVED_JVM},
+        env=with_jvm_opts(SHORT_LIVED_JVM),
     )
     try:
         yield SaslBroker(started.stdout.strip().splitlines()[-1], passwords)

@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[5]
 APACHE_KAFKA = ROOT / "scripts" / "apache-kafka"
 
 
+def with_jvm_opts(jvm_opts: str) -> dict[str, str]:
+    """This process's environment with `jvm_opts` ahead of any KAFKA_JVM_OPTS it gives (scripts/apache-kafka)."""
+    return {**os.environ, "KAFKA_JVM_OPTS": f"{jvm_opts} {os.environ.get('KAFKA_JVM_OPTS', '')}".strip()}
+
+
 class ApacheBroker:
     """A single Apache Kafka node (KRaft) in `directory`; restarts keep its ports and its log."""
 
@@ -35,7 +40,7 @@ class ApacheBroker:
 
     def _script(self, command: str, *extra: str, timeout_s: float = 180) -> str:
         argv = [str(APACHE_KAFKA), command, "--dir", str(self.directory), *extra]
-        env = {**os.environ, "KAFKA_JVM_OPTS": f"{self.jvm_opts} {os.environ.get('KAFKA_JVM_OPTS', '')}".strip()}
+        env = with_jvm_opts(self.jvm_opts)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"apache-kafka {command} failed ({done.returncode}): {done.stderr[-2000:]}")
