@@ -4,7 +4,8 @@ carries is recorded, so this fails if aiokafka stops reading the wait where serv
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from contracts.codec import encode, envelope_for
@@ -45,15 +46,17 @@ async def until(condition: object, what: str) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_an_idle_consumer_fetches_with_the_idle_wait_and_with_the_short_one_once_records_come(
-    broker: Broker, isolation: str
-) -> None:
+@asynccontextmanager
+async def consuming(
+    broker: Broker, isolation: str, tuning: KafkaTuning, handled: list[str]
+) -> AsyncIterator[tuple[KafkaPublisher, str, Sent]]:
+    """A consumer of a new topic running with `tuning`, recording the order ids it handles; the publisher, the
+    topic and what its fetches waited."""
     prefix = f"{isolation}."
     topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
     await ensure_topics(broker.bootstrap, [topic], 2)
     publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test", topic_prefix=prefix)
     await publisher.start()
-    handled: list[str] = []
 
     async def handler(deliveries: Sequence[Delivery]) -> None:
         handled.extend(message.order_id for message, _ in deliveries)
@@ -64,12 +67,27 @@ async def test_an_idle_consumer_fetches_with_the_idle_wait_and_with_the_short_on
         topics=[topic],
         handler=handler,
         dead_letters=DeadLetterPublisher(publisher),
-        tuning=KafkaTuning(fetch_max_wait_ms=BUSY_MS, fetch_idle_wait_ms=IDLE_MS),
+        tuning=tuning,
     )
     await consumer.start()
     sent = Sent(consumer)
     running = asyncio.create_task(consumer.run())
     try:
+        yield publisher, topic, sent
+        assert not running.done(), running
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await consumer.stop()
+        await publisher.stop()
+
+
+async def test_an_idle_consumer_fetches_with_the_idle_wait_and_with_the_short_one_once_records_come(
+    broker: Broker, isolation: str
+) -> None:
+    handled: list[str] = []
+    tuning = KafkaTuning(fetch_max_wait_ms=BUSY_MS, fetch_idle_wait_ms=IDLE_MS)
+    async with consuming(broker, isolation, tuning, handled) as (publisher, topic, sent):
         idle_from = time.monotonic() + IDLE_AFTER_S  # nothing on the topic since the consumer started
         await until(lambda: len(sent.since(idle_from)) >= 3, "three fetches once idle")
         assert set(sent.since(idle_from)) == {IDLE_MS}, sent.waits
@@ -85,42 +103,11 @@ async def test_an_idle_consumer_fetches_with_the_idle_wait_and_with_the_short_on
         quiet_from = time.monotonic() + IDLE_AFTER_S
         await until(lambda: sent.since(quiet_from), "a fetch once idle again")
         assert set(sent.since(quiet_from)) == {IDLE_MS}, sent.waits
-        assert not running.done()
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await consumer.stop()
-        await publisher.stop()
 
 
 async def test_a_consumer_without_an_idle_wait_keeps_the_short_wait(broker: Broker, isolation: str) -> None:
     """Tansu answers a fetch only at its deadline, so there the settings give no idle wait: nothing changes."""
-    prefix = f"{isolation}."
-    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
-    await ensure_topics(broker.bootstrap, [topic], 1)
-    publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test", topic_prefix=prefix)
-    await publisher.start()
-
-    async def handler(deliveries: Sequence[Delivery]) -> None:
-        pass
-
-    consumer = KafkaConsumerLoop(
-        bootstrap=broker.bootstrap,
-        group_id=f"{isolation}-g",
-        topics=[topic],
-        handler=handler,
-        dead_letters=DeadLetterPublisher(publisher),
-        tuning=KafkaTuning(fetch_max_wait_ms=BUSY_MS),
-    )
-    await consumer.start()
-    sent = Sent(consumer)
-    running = asyncio.create_task(consumer.run())
-    try:
+    async with consuming(broker, isolation, KafkaTuning(fetch_max_wait_ms=BUSY_MS), []) as (_, _, sent):
         idle_from = time.monotonic() + IDLE_AFTER_S
         await until(lambda: len(sent.since(idle_from)) >= 3, "three fetches once idle")
         assert set(sent.since(idle_from)) == {BUSY_MS}, sent.waits
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await consumer.stop()
-        await publisher.stop()
