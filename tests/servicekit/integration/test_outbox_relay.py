@@ -128,3 +128,55 @@ async def test_rows_claimed_by_a_session_that_is_gone_are_published_by_another_r
         await publisher.stop()
     records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 1)
     assert [r.key for r in records] == [b"ord_orphan"]
+
+
+class CountedRelay(OutboxRelay):
+    """Counts its claims (each one statement: delete what was acknowledged, claim what is new)."""
+
+    claims = 0
+
+    async def _claim(self, conn, acked, limit):  # type: ignore[no-untyped-def]
+        self.claims += 1
+        return await super()._claim(conn, acked, limit)
+
+
+async def test_at_a_trickle_of_commits_the_relay_deletes_what_was_acknowledged_with_its_next_claim(kit) -> None:  # type: ignore[no-untyped-def]
+    pool, prefix, broker = kit
+    publisher = await started(KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="trickle"))
+    relay = CountedRelay(pool, publisher, poll_interval_s=60, delete_after_s=60)
+    running = asyncio.create_task(relay.run())
+    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
+    orders = [f"ord_{i}" for i in range(8)]
+    try:
+        for n, order_id in enumerate(orders, start=1):
+            await write(pool, prefix, [order_id])  # its NOTIFY wakes the relay
+            await read_until(broker.bootstrap, topic, lambda r, n=n: len(r) >= n)
+        # one claim per commit (and one at the start), not two: each also deleted the rows acknowledged before it
+        assert relay.claims <= len(orders) + 1, relay.claims
+        # the last rows, acknowledged, are kept until the next claim
+        assert 1 <= await pool.fetchval("SELECT count(*) FROM outbox") <= 2
+        relay.wake()
+        await until(lambda: _empty(pool), "the last acknowledged row deleted")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await publisher.stop()
+
+
+async def test_acknowledged_rows_are_deleted_in_time_without_another_commit(kit) -> None:  # type: ignore[no-untyped-def]
+    pool, prefix, broker = kit
+    publisher = await started(KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="quiet"))
+    running = asyncio.create_task(OutboxRelay(pool, publisher, poll_interval_s=60, delete_after_s=0.2).run())
+    try:
+        await write(pool, prefix, ["ord_alone"])
+        await until(lambda: _empty(pool), "the acknowledged row deleted")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await publisher.stop()
+    records = await read_until(broker.bootstrap, Topic.PAYMENTS_EVENTS.qualified(prefix), lambda r: len(r) >= 1)
+    assert [r.key for r in records] == [b"ord_alone"]
+
+
+async def _empty(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT count(*) = 0 FROM outbox"))

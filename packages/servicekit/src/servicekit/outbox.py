@@ -4,7 +4,9 @@ No gap between commit and publish: a crash after commit leaves the row for the n
 rollback leaves no row. No transaction stays open while Kafka answers: a relay claims a batch of rows in
 one short statement (each row is marked with the claiming relay's database session, its backend pid),
 hands them to the producer, and deletes them only after the broker acknowledged every one. It claims and
-sends the next batch while the acknowledgements of the previous ones are outstanding.
+sends the next batch while the acknowledgements of the previous ones are outstanding. Acknowledged rows are
+deleted by the relay's next claim, which a commit prompts, or at the latest `delete_after_s` later: at a few
+commits a second, a claim only to delete would double the relay's statements.
 
 Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. A relay that dies
 anywhere leaves its claimed rows marked with a session that no longer exists; every relay gives such rows
@@ -17,6 +19,7 @@ claimed later (consumers tolerate that order: every message may arrive late).
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -107,8 +110,10 @@ class OutboxRelay:
         readiness: Readiness | None = None,
         backoff: BackoffPolicy = _WAIT,
         ack_overdue_s: float = 5.0,
+        delete_after_s: float = 0.5,
     ) -> None:
         self._pool = pool
+        self._delete_after_s = delete_after_s
         self._ack_overdue_s = ack_overdue_s
         self._publisher = publisher
         self._batch_size = batch_size
@@ -161,31 +166,44 @@ class OutboxRelay:
         channel = f"outbox_{await conn.fetchval('SELECT current_schema()')}"
         await conn.add_listener(channel, self._on_notify)
         pending: deque[_InFlight] = deque()
+        done: list[int] = []  # acknowledged, deleted by the next claim
         try:
-            await self._pump(conn, pending)
+            await self._pump(conn, pending, done)
         finally:
-            await self._settle(conn, pending)
+            await self._settle(conn, pending, done)
             with contextlib.suppress(Exception):
                 await conn.remove_listener(channel, self._on_notify)
 
-    async def _pump(self, conn: Connection, pending: "deque[_InFlight]") -> None:
-        """Claim and send while fewer than `in_flight` batches wait for the broker; delete what it acknowledged."""
-        checked = 0.0
+    async def _pump(self, conn: Connection, pending: "deque[_InFlight]", done: list[int]) -> None:
+        """Claim and send while fewer than `in_flight` batches wait for the broker, when a commit woke the relay or
+        the poll interval passed; delete what the broker acknowledged with the next claim, or on its own once it
+        waited `delete_after_s` (or filled a batch)."""
+        checked = claimed = -math.inf  # both due at once
         while True:
-            if time.monotonic() - checked >= self._orphan_check_s:
+            now = time.monotonic()
+            if now - checked >= self._orphan_check_s:
                 await conn.execute(_RELEASE_ORPHANS)
-                checked = time.monotonic()
-            acked = self._acknowledged(pending)
+                checked = now
+            if not done:
+                done_since = now
+            done += self._acknowledged(pending)
             room = len(pending) < self._max_in_flight
-            if room:
-                self._wakeup.clear()  # a commit from here on wakes the next round
-            if acked or room:
-                rows = await self._claim(conn, acked, self._batch_size if room else 0)
+            to_claim = room and (self._wakeup.is_set() or now - claimed >= self._poll_interval_s)
+            to_delete = bool(done) and (len(done) >= self._batch_size or now - done_since >= self._delete_after_s)
+            if to_claim or to_delete:
+                if room:
+                    self._wakeup.clear()  # a commit from here on wakes the next round
+                rows = await self._claim(conn, done, self._batch_size if room else 0)
+                done.clear()
+                claimed = now
                 if rows:
                     pending.append(await self._send(rows))
                     if len(rows) == self._batch_size:
                         continue
-            await self._wait(pending, room)
+            deadline = self._poll_interval_s - (time.monotonic() - claimed)
+            if done:
+                deadline = min(deadline, self._delete_after_s - (time.monotonic() - done_since))
+            await self._wait(pending, room, max(0.0, deadline))
 
     def _acknowledged(self, pending: "deque[_InFlight]") -> list[int]:
         """The ids of the oldest batches the broker acknowledged, in order; raises the error of one it refused."""
@@ -200,8 +218,8 @@ class OutboxRelay:
             self._readiness.back(Dependency.BROKER, _SOURCE)
         return ids
 
-    async def _wait(self, pending: "deque[_InFlight]", room: bool) -> None:
-        """Until the oldest batch is acknowledged, a commit wakes us (if there is room), or the poll interval."""
+    async def _wait(self, pending: "deque[_InFlight]", room: bool, timeout_s: float) -> None:
+        """Until the oldest batch is acknowledged, a commit wakes us (if there is room), or `timeout_s`."""
         waiters: list[asyncio.Future[Any]] = []
         if pending:
             waiters.append(pending[0].acks)
@@ -209,7 +227,7 @@ class OutboxRelay:
         if wakeup is not None:
             waiters.append(wakeup)
         try:
-            await asyncio.wait(waiters, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if wakeup is not None:
                 wakeup.cancel()
@@ -244,13 +262,13 @@ class OutboxRelay:
         acks = await self._publisher.send_many(entries)
         return _InFlight([row["id"] for row in rows], asyncio.ensure_future(acks), time.monotonic())
 
-    async def _settle(self, conn: Connection, pending: "deque[_InFlight]") -> None:
+    async def _settle(self, conn: Connection, pending: "deque[_InFlight]", done: list[int]) -> None:
         """On the way out (stop or failure): wait a little for outstanding acknowledgements, delete the rows
         acknowledged and give back every other row this session claimed, so the connection goes back to the
         pool holding no claim. If that fails the connection is closed: its claims become orphans."""
         if pending:
             await asyncio.wait([b.acks for b in pending], timeout=5.0)
-        acked = [
+        acked = done + [
             i for b in pending if b.acks.done() and not b.acks.cancelled() and not b.acks.exception() for i in b.ids
         ]
         for batch in pending:
