@@ -58,7 +58,7 @@ async def test_a_resend_for_an_order_the_notifier_never_heard_of_is_404_and_a_ba
     running = await notifier()
     unknown = await running.api.post(f"{running.url}/v1/orders/ord_nobody/notifications/resend", json={"reason": "x"})
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_order")
-    for bad in ({"reason": ""}, {"reason": "x" * 201}, {}):
+    for bad in ({"reason": ""}, {"reason": "x" * 201}, {}, {"reason": "a NUL \u0000 PostgreSQL cannot store"}):
         answer = await running.api.post(f"{running.url}/v1/orders/ord_nobody/notifications/resend", json=bad)
         assert answer.status_code == 422 and answer.json()["error"], answer.text
     _, reader = await running.notifier.infra.keys.create("support-reader", set(Scope) - {Scope.SUPPORT_ACT})

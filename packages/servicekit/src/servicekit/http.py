@@ -27,6 +27,10 @@ from servicekit.retrying import Readiness
 from servicekit.serving import EmbeddedServer as EmbeddedServer  # re-exported: callers import them from here
 from servicekit.serving import serve as serve
 
+STORABLE_TEXT = r"^[^\x00]*$"
+"""The pattern of free text a request stores (a reason, a note, a push endpoint): anything PostgreSQL's text takes,
+which is anything but NUL. Without it a NUL reaches the database and the request fails 500, not 422."""
+
 
 class ApiError(Exception):
     """A request we refuse: the status, a stable machine-readable code, and a sentence for people."""

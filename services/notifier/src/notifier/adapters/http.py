@@ -16,7 +16,7 @@ from notifier import domain
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from notifier.adapters.webpush import check_keys, endpoint_allowed
-from servicekit.http import ApiError, error_responses
+from servicekit.http import STORABLE_TEXT, ApiError, error_responses
 from servicekit.identity import Caller, Scope, requires
 from servicekit.logs import about
 
@@ -40,17 +40,17 @@ class PushOptions:
 
 
 class WebPushKeys(BaseModel):
-    p256dh: str = Field(min_length=1, max_length=200)
-    auth: str = Field(min_length=1, max_length=100)
+    p256dh: str = Field(min_length=1, max_length=200, pattern=STORABLE_TEXT)
+    auth: str = Field(min_length=1, max_length=100, pattern=STORABLE_TEXT)
 
 
 class SubscriptionIn(BaseModel):
     """A browser's PushSubscription.toJSON() (channel webpush), or an app's FCM registration token."""
 
     channel: Literal["webpush", "fcm"] = "webpush"
-    endpoint: str | None = Field(None, max_length=2048)
+    endpoint: str | None = Field(None, max_length=2048, pattern=STORABLE_TEXT)
     keys: WebPushKeys | None = None
-    token: str | None = Field(None, min_length=1, max_length=4096)
+    token: str | None = Field(None, min_length=1, max_length=4096, pattern=STORABLE_TEXT)
 
     @model_validator(mode="after")
     def _complete(self) -> "SubscriptionIn":
@@ -106,7 +106,12 @@ class OrderNotifications(BaseModel):
 
 
 class ResendIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=200, description="Why the user gets it again (kept with the resend).")
+    reason: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=STORABLE_TEXT,
+        description="Why the user gets it again (kept with the resend).",
+    )
 
 
 class Resend(BaseModel):

@@ -12,14 +12,14 @@ from contracts.events import CaseKind, CaseSeverity
 from payments import cases
 from payments.adapters.cases import PostgresCases
 from payments.cases import Case, CaseResolved, CaseState, HistoryEntry, UnknownCase
-from servicekit.http import ApiError, error_responses
+from servicekit.http import STORABLE_TEXT, ApiError, error_responses
 from servicekit.identity import Caller, Scope, requires
 
 Reader = Annotated[Caller, Depends(requires(Scope.SUPPORT_READ))]
 Actor = Annotated[Caller, Depends(requires(Scope.SUPPORT_ACT))]
 CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The case's id (bigint).")]
-Text = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*$")]
-"""What a person writes (notes, resolutions): anything PostgreSQL's text takes, so no NUL."""
+Text = Annotated[str, Field(min_length=1, max_length=2000, pattern=STORABLE_TEXT)]
+"""What a person writes (notes, resolutions)."""
 
 
 class CaseView(BaseModel):
@@ -64,7 +64,7 @@ class Acknowledgement(BaseModel):
 
 class Assignment(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    owner: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+    owner: Annotated[str, Field(min_length=1, max_length=200, pattern=STORABLE_TEXT)]
 
 
 class Note(BaseModel):

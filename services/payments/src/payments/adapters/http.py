@@ -15,7 +15,7 @@ from payments.domain import Order, ReviewVerdict
 from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
 from payments.ports import Clock, UnitOfWorkFactory
 from payments.review import ReviewDecision, handle_review_decision
-from servicekit.http import ApiError, JsonResponse, error_body, error_responses
+from servicekit.http import STORABLE_TEXT, ApiError, JsonResponse, error_body, error_responses
 from servicekit.identity import Caller, Scope, requires
 
 
@@ -42,7 +42,7 @@ class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["release", "reject"]
-    reason: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=200, pattern=STORABLE_TEXT)
 
 
 class ReviewedBy(BaseModel):

@@ -22,7 +22,7 @@ from payments.adapters.support_books import (
     UnknownOrder,
 )
 from payments.support import Entry, SupportAction, merged
-from servicekit.http import ApiError, JsonResponse, error_responses
+from servicekit.http import STORABLE_TEXT, ApiError, JsonResponse, error_responses
 from servicekit.identity import Caller, Scope, requires
 
 SupportRead = Annotated[Caller, Depends(requires(Scope.SUPPORT_READ))]
@@ -89,7 +89,7 @@ class ActionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: SupportAction
-    reason: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=200, pattern=STORABLE_TEXT)
     amount: MinorUnits | None = Field(None, description="grant_compensation only: minor units of the order's currency")
 
 
