@@ -126,10 +126,16 @@ class _RetryWorthIt(retry_base):
         exc = outcome.exception()
         if exc is None:
             return False
-        verdict = classify(exc, dependency=self._dependency)
-        if verdict.kind is Kind.TRANSIENT:
-            return True
-        return verdict.kind is Kind.UNKNOWN and retry_state.attempt_number < self._policy.unknown_attempts
+        return worth_retrying(exc, self._policy, self._dependency, retry_state.attempt_number)
+
+
+def worth_retrying(exc: BaseException, policy: BackoffPolicy, dependency: Dependency | None, attempt: int) -> bool:
+    """Whether `policy` tries again after attempt number `attempt` failed with `exc`: always for a transient error,
+    for an unknown one while attempts remain, never for a final one."""
+    verdict = classify(exc, dependency=dependency)
+    if verdict.kind is Kind.TRANSIENT:
+        return True
+    return verdict.kind is Kind.UNKNOWN and attempt < policy.unknown_attempts
 
 
 def retrying(
