@@ -1,11 +1,13 @@
 """A unit of work on PostgreSQL: one transaction that holds the state change, the processed event id
 and the outgoing events (outbox), committed together or not at all.
 
-Inside a `batch` (a consumer's poll), units of work share one connection and transaction: each is a savepoint,
-and the batch commits once. One commit per poll instead of one per message is what lets a consumer keep up. A
-consumer whose batch failed handles the poll again one message at a time, each in a `savepoint`, so a message
-that fails rolls back alone. The outgoing events of the units that succeeded are written to the outbox together,
-in their order, just before the batch commits; the callbacks they registered run once it has committed.
+Inside a `batch` (a consumer's poll), units of work share one connection and transaction, and the batch commits
+once. One commit per poll instead of one per message is what lets a consumer keep up. A unit of work inside a
+batch opens no savepoint of its own (two round trips per poll): one that fails fails the scope it runs in, the
+whole batch or the message's `savepoint`, even if the code around it swallowed the error. A consumer whose batch
+failed handles the poll again one message at a time, each in a `savepoint`, so a message that fails rolls back
+alone. The outgoing events of the units that succeeded are written to the outbox together, in their order, just
+before the batch commits; the callbacks they registered run once it has committed.
 """
 
 import functools
@@ -35,6 +37,9 @@ class _Batch:
     conn: PoolConnectionProxy
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     outgoing: list[tuple[str, Record]] = field(default_factory=list)
+    failed: BaseException | None = None
+    """The error of a unit of work that failed in the current scope (batch or savepoint): the scope must not
+    commit, since that unit's statements are not rolled back on their own."""
 
 
 _current_batch: ContextVar[_Batch | None] = ContextVar("credited_uow_batch", default=None)
@@ -50,6 +55,8 @@ async def batch(pool: asyncpg.Pool) -> AsyncIterator[None]:
             yield
         finally:
             _current_batch.reset(token)
+        if current.failed is not None:
+            raise current.failed  # swallowed inside: the batch rolls back as if it had not been
         await add_to_outbox(conn, current.outgoing)
     for callback in dict.fromkeys(current.after_commit):
         callback()
@@ -63,14 +70,19 @@ async def savepoint() -> AsyncIterator[None]:
     if current is None:
         yield
         return
-    outgoing, after_commit = len(current.outgoing), len(current.after_commit)
+    outgoing, after_commit, outer_failed = len(current.outgoing), len(current.after_commit), current.failed
+    current.failed = None
     try:
         async with current.conn.transaction():
             yield
+            if current.failed is not None:
+                raise current.failed  # swallowed inside: the savepoint rolls back as if it had not been
     except BaseException:
         del current.outgoing[outgoing:]
         del current.after_commit[after_commit:]
         raise
+    finally:
+        current.failed = outer_failed
 
 
 class PostgresUnitOfWork:
@@ -96,9 +108,12 @@ class PostgresUnitOfWork:
     async def __aenter__(self) -> "PostgresUnitOfWork":
         shared = _current_batch.get()
         self._batch = shared if shared is not None and shared.pool is self._pool else None
-        self.conn = self._batch.conn if self._batch is not None else await self._pool.acquire()
-        self._tx = self.conn.transaction()
-        await self._tx.start()
+        if self._batch is not None:
+            self.conn = self._batch.conn  # the batch's transaction: no savepoint (see the module docstring)
+        else:
+            self.conn = await self._pool.acquire()
+            self._tx = self.conn.transaction()
+            await self._tx.start()
         self._outgoing = []
         self._after_commit: list[Callable[[], None]] = []
         self._wake_on_commit = False
@@ -107,18 +122,21 @@ class PostgresUnitOfWork:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            if exc_type is None:
-                if self._batch is None:
+        if self._batch is not None:
+            if exc is not None:
+                self._batch.failed = exc
+                return
+        else:
+            try:
+                if exc_type is None:
                     await add_to_outbox(self.conn, self._outgoing)
-                await self._tx.commit()
-            else:
-                await self._tx.rollback()
-        finally:
-            if self._batch is None:
+                    await self._tx.commit()
+                else:
+                    await self._tx.rollback()
+            finally:
                 await self._pool.release(self.conn)
-        if exc_type is not None:
-            return
+            if exc_type is not None:
+                return
         after = [*self._after_commit, *([self._on_commit] if self._outgoing or self._wake_on_commit else [])]
         if self._batch is not None:  # written once for the whole batch, and called once it committed
             self._batch.outgoing += self._outgoing
