@@ -237,6 +237,43 @@ def bench(
     console.print(f"report {report}, plots and figures in {plots}/ ({figures['elapsed_s']:.0f} s)")
 
 
+@app.command("bench-revisions")
+def bench_revisions(
+    rev: Annotated[
+        list[str], typer.Option(help="A git revision of the services; give two or more, the first is the base.")
+    ],
+    rates: Annotated[str, typer.Option(help="Comma-separated orders/s of the fixed rate steps.")] = "100,140",
+    step_s: Annotated[float, typer.Option(min=1.0, help="Seconds of load per rate step.")] = 15.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Times every revision runs, in turn.")] = 2,
+    out: Annotated[Path, typer.Option(help="The Markdown report; its JSON beside it.")] = Path(
+        "artifacts/bench/revisions.md"
+    ),
+    run_dir: Annotated[Path, typer.Option(help="Worktrees, logs and data of the run.")] = RUN_DIR / "revisions",
+    broker: Annotated[str, typer.Option(help="apache (scripts/apache-kafka) or embedded.")] = "apache",
+) -> None:
+    """The whole pipeline at fixed rates on two or more revisions of the services, side by side in one run:
+    every round runs each on a fresh broker and PostgreSQL, in turn; medians per revision and rate."""
+    from harness.bench.revisions import RevisionOptions, compare, render
+
+    if len(rev) < 2:
+        raise typer.BadParameter("give at least two revisions to compare", param_hint="--rev")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    options = RevisionOptions(
+        run_dir=run_dir.resolve(),
+        revisions=tuple(rev),
+        rates=tuple(float(r) for r in rates.split(",")),
+        step_s=step_s,
+        rounds=rounds,
+        broker=broker,
+    )
+    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    result = uvloop.run(compare(options, written))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    out.write_text(render(result))
+    Console().print(f"report {out}, figures {out.with_suffix('.json')}")
+
+
 @app.command()
 def chaos(
     schedule: Annotated[

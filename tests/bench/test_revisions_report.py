@@ -1,0 +1,74 @@
+"""`credited bench-revisions`' arithmetic and report, from step figures shaped like run_step's."""
+
+from typing import Any
+
+import orjson
+
+from harness.bench.revisions import medians, render, summary
+
+
+def step(rate: float, p99: float, cpu: dict[str, float], *, twice: int = 0) -> dict[str, Any]:
+    return {
+        "target_rate": rate,
+        "step_s": 10.0,
+        "orders_per_s": rate * 0.98,
+        "pay_to_credit_p50_s": p99 / 3,
+        "pay_to_credit_p99_s": p99,
+        "status_to_push_p99_ms": 200.0,
+        "detection_latency_p99_s": 0.3,
+        "detection_precision": 1.0,
+        "detection_recall": 1.0,
+        "credited_twice": twice,
+        "unsettled": 0,
+        "processes": {name: {"cpu_s": s, "cores": 0.0, "peak_rss_mib": 1.0} for name, s in cpu.items()},
+        "postgres_statements": {"statements_per_order": 20.0, "commits_per_order": 10.0},
+    }
+
+
+def test_a_steps_cpu_per_order_leaves_the_load_generators_out_of_the_stacks_total() -> None:
+    got = summary(step(100, 0.5, {"ledger": 2.0, "postgres": 3.0, "load generator": 1.0, "load generator (wrk)": 4.0}))
+    assert got["cpu_ms_per_order"] == {
+        "ledger": 2.0,
+        "postgres": 3.0,
+        "load generator": 1.0,
+        "load generator (wrk)": 4.0,
+    }
+    assert got["stack_cpu_ms_per_order"] == 5.0  # 1,000 orders placed; 5 CPU-s of the stack's processes
+    assert got["kept_exact"] is True
+
+
+def test_medians_are_taken_per_revision_and_rate_and_an_inexact_round_shows() -> None:
+    runs = {
+        "base": [[summary(step(100, p, {"ledger": c}))] for p, c in ((0.4, 2.0), (0.9, 3.0), (0.5, 2.5))],
+        "new": [[summary(step(100, 0.3, {"ledger": 1.0}, twice=1 if i == 0 else 0))] for i in range(3)],
+    }
+    table = medians(runs)
+    assert table["base"]["100"]["pay_to_credit_p99_s"] == 0.5
+    assert table["base"]["100"]["cpu_ms_per_order"] == {"ledger": 2.5}
+    assert table["base"]["100"]["rounds"] == 3 and table["base"]["100"]["kept_exact"] is True
+    assert table["new"]["100"]["kept_exact"] is False
+    orjson.dumps(table)  # the JSON beside the report holds it as it is
+
+
+def test_the_report_gives_each_revision_a_row_with_its_ratio_to_the_first() -> None:
+    runs = {
+        "main~2": [[summary(step(140, 0.8, {"ledger": 2.0}))]],
+        "main": [[summary(step(140, 0.4, {"ledger": 1.5}))]],
+    }
+    result = {
+        "written": "2026-12-03 23:50 UTC",
+        "revisions": ["main~2", "main"],
+        "commits": {"main~2": "aaaaaaa", "main": "bbbbbbb"},
+        "rates": [140.0],
+        "step_s": 10.0,
+        "rounds": 1,
+        "runs": runs,
+        "medians": medians(runs),
+    }
+    text = render(result)
+    assert "## 140 orders/s asked" in text
+    new_row = next(line for line in text.splitlines() if line.startswith("| main |"))
+    assert "0.4 (0.50x)" in new_row  # pay-to-credit p99 halved
+    cpu_row = [line for line in text.splitlines() if line.startswith("| main |")][1]
+    assert cpu_row == "| main | 1.07 |"  # 1.5 CPU-s over the 1,400 orders of a 10 s step at 140/s
+    assert "main~2 (aaaaaaa)" in text
