@@ -350,11 +350,21 @@ class LocalStack:
         self._wait_healthy(key, self.instance_url(name, instance), self.instances[key], timeout_s)
 
     def _wait_healthy(self, key: str, url: str, child: Child | Workers, timeout_s: float) -> None:
+        """Healthy on its HTTP port, and its /metrics listener up: a service run as several copies on one port
+        (payments) answers /healthz from whichever copy is up first, while /metrics comes from the first copy,
+        which may still be starting (a bench that scraped it at once was refused)."""
         if isinstance(child, Workers):
             for member, port in zip(child.members, self.worker_ports[key], strict=True):
                 _wait_healthy(f"http://127.0.0.1:{port}/healthz", member.name, member, timeout_s)
+                self._wait_metrics(member.name, member, timeout_s)
         else:
             _wait_healthy(f"{url}/healthz", key, child, timeout_s)
+            self._wait_metrics(key, child, timeout_s)
+
+    def _wait_metrics(self, name: str, child: Child, timeout_s: float) -> None:
+        port = self.metrics_ports.get(name)
+        if port is not None:
+            _wait_healthy(f"http://127.0.0.1:{port}/healthz", f"{name}'s /metrics", child, timeout_s)
 
     def stop(self) -> None:
         started = time.monotonic()
