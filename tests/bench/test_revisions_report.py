@@ -63,9 +63,11 @@ def test_the_report_gives_each_revision_a_row_with_its_ratio_to_the_first() -> N
         "step_s": 10.0,
         "rounds": 1,
         "runs": runs,
+        "failed_rounds": [{"round": 2, "revision": "main", "error": "ConnectError()", "logs": "/tmp/r"}],
         "medians": medians(runs),
     }
     text = render(result)
+    assert "Round 2 of main failed and is not counted: ConnectError()." in text
     assert "## 140 orders/s asked" in text
     new_row = next(line for line in text.splitlines() if line.startswith("| main |"))
     assert "0.4 (0.50x)" in new_row  # pay-to-credit p99 halved

@@ -226,6 +226,8 @@ def render(result: dict[str, Any]) -> str:
             cpu = table[name].get(rate_key(rate), {}).get("cpu_ms_per_order", {})
             lines.append(f"| {name} | " + " | ".join(_f(cpu.get(n)) for n in names) + " |")
         lines.append("")
+    for lost in result.get("failed_rounds", []):
+        lines.append(f"Round {lost['round']} of {lost['revision']} failed and is not counted: {lost['error']}.")
     lines.append(
         "'exact': in every round the step ended with every paid order settled, none credited twice, and detection's"
         " precision and recall 1 (where it flagged or missed any)."
@@ -237,6 +239,7 @@ async def compare(options: RevisionOptions, written: str) -> dict[str, Any]:
     """Every revision, every round; the raw summaries, their medians and what the report needs."""
     trees: dict[str, Path] = {}
     runs: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in options.revisions}
+    failed: list[dict[str, Any]] = []
     try:
         for i, name in enumerate(options.revisions):
             trees[name] = checkout(options.repo, name, options.run_dir / f"tree{i}")
@@ -244,7 +247,11 @@ async def compare(options: RevisionOptions, written: str) -> dict[str, Any]:
             for i, name in enumerate(options.revisions):
                 log.warning("round %d of %d: %s", r + 1, options.rounds, name)
                 run_dir = options.run_dir / f"round{r}-{i}"
-                runs[name].append(await one_round(trees[name], options, run_dir))
+                try:
+                    runs[name].append(await one_round(trees[name], options, run_dir))
+                except Exception as exc:  # one round lost is named in the report, not the whole run
+                    log.exception("round %d of %s failed; its logs are in %s", r + 1, name, run_dir)
+                    failed.append({"round": r + 1, "revision": name, "error": repr(exc)[:300], "logs": str(run_dir)})
     finally:
         for tree in trees.values():
             remove(options.repo, tree)
@@ -256,6 +263,7 @@ async def compare(options: RevisionOptions, written: str) -> dict[str, Any]:
         "step_s": options.step_s,
         "rounds": options.rounds,
         "runs": runs,
+        "failed_rounds": failed,
         "medians": medians(runs),
     }
 
