@@ -68,9 +68,30 @@ def test_the_report_gives_each_revision_a_row_with_its_ratio_to_the_first() -> N
     }
     text = render(result)
     assert "Round 2 of main failed and is not counted: ConnectError()." in text
+    assert "not exact" not in text
     assert "## 140 orders/s asked" in text
     new_row = next(line for line in text.splitlines() if line.startswith("| main |"))
     assert "0.4 (0.50x)" in new_row  # pay-to-credit p99 halved
     cpu_row = [line for line in text.splitlines() if line.startswith("| main |")][1]
     assert cpu_row == "| main | 1.07 |"  # 1.5 CPU-s over the 1,400 orders of a 10 s step at 140/s
     assert "main~2 (aaaaaaa)" in text
+
+
+def test_the_report_says_how_a_round_was_not_exact() -> None:
+    runs = {"base": [[summary(step(200, 14.7, {"ledger": 1.0}))]], "new": [[summary(step(200, 1.1, {}, twice=2))]]}
+    result = {
+        "written": "w",
+        "revisions": ["base", "new"],
+        "commits": {"base": "a", "new": "b"},
+        "rates": [200],
+        "step_s": 10.0,
+        "rounds": 1,
+        "runs": runs,
+        "medians": medians(runs),
+    }
+    text = render(result)
+    assert (
+        "Round 1 of new at 200/s was not exact: credited_twice 2, unsettled 0, detection_precision 1,"
+        " detection_recall 1." in text
+    )
+    assert "Round 1 of base" not in text

@@ -50,6 +50,10 @@ FIGURES = (
 """The figures of a step the report compares, with their column names."""
 
 
+EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
+"""What a step must get right whatever its speed; kept per round, so a round that did not says how."""
+
+
 @dataclass(frozen=True)
 class RevisionOptions:
     run_dir: Path
@@ -95,6 +99,7 @@ def summary(step: dict[str, Any]) -> dict[str, Any]:
         "statements_per_order": statements.get("statements_per_order"),
         "commits_per_order": statements.get("commits_per_order"),
         "cpu_ms_per_order": cpu,
+        **{key: step.get(key) for key in EXACTNESS},
         "kept_exact": step.get("credited_twice") == 0
         and step.get("unsettled") == 0
         and step.get("detection_precision") in (1, None)
@@ -226,6 +231,11 @@ def render(result: dict[str, Any]) -> str:
             cpu = table[name].get(rate_key(rate), {}).get("cpu_ms_per_order", {})
             lines.append(f"| {name} | " + " | ".join(_f(cpu.get(n)) for n in names) + " |")
         lines.append("")
+    for name in revisions:
+        for i, steps in enumerate(result["runs"][name]):
+            for inexact in (s for s in steps if not s["kept_exact"]):
+                how = ", ".join(f"{key} {_f(inexact.get(key))}" for key in EXACTNESS)
+                lines.append(f"Round {i + 1} of {name} at {_f(inexact['rate'])}/s was not exact: {how}.")
     for lost in result.get("failed_rounds", []):
         lines.append(f"Round {lost['round']} of {lost['revision']} failed and is not counted: {lost['error']}.")
     lines.append(
