@@ -25,6 +25,21 @@ def step(rate: float, p99: float, cpu: dict[str, float], *, twice: int = 0) -> d
     }
 
 
+def compared(runs: dict[str, Any], commits: dict[str, str], rate: float, **extra: Any) -> dict[str, Any]:
+    """What `compare` returns for one round of one rate step, from these runs."""
+    return {
+        "written": "2026-12-03 23:50 UTC",
+        "revisions": list(runs),
+        "commits": commits,
+        "rates": [rate],
+        "step_s": 10.0,
+        "rounds": 1,
+        "runs": runs,
+        "medians": medians(runs),
+        **extra,
+    }
+
+
 def test_a_steps_cpu_per_order_leaves_the_load_generators_out_of_the_stacks_total() -> None:
     got = summary(step(100, 0.5, {"ledger": 2.0, "postgres": 3.0, "load generator": 1.0, "load generator (wrk)": 4.0}))
     assert got["cpu_ms_per_order"] == {
@@ -55,18 +70,8 @@ def test_the_report_gives_each_revision_a_row_with_its_ratio_to_the_first() -> N
         "main~2": [[summary(step(140, 0.8, {"ledger": 2.0}))]],
         "main": [[summary(step(140, 0.4, {"ledger": 1.5}))]],
     }
-    result = {
-        "written": "2026-12-03 23:50 UTC",
-        "revisions": ["main~2", "main"],
-        "commits": {"main~2": "aaaaaaa", "main": "bbbbbbb"},
-        "rates": [140.0],
-        "step_s": 10.0,
-        "rounds": 1,
-        "runs": runs,
-        "failed_rounds": [{"round": 2, "revision": "main", "error": "ConnectError()", "logs": "/tmp/r"}],
-        "medians": medians(runs),
-    }
-    text = render(result)
+    lost = [{"round": 2, "revision": "main", "error": "ConnectError()", "logs": "/tmp/r"}]
+    text = render(compared(runs, {"main~2": "aaaaaaa", "main": "bbbbbbb"}, 140.0, failed_rounds=lost))
     assert "Round 2 of main failed and is not counted: ConnectError()." in text
     assert "not exact" not in text
     assert "## 140 orders/s asked" in text
@@ -79,17 +84,7 @@ def test_the_report_gives_each_revision_a_row_with_its_ratio_to_the_first() -> N
 
 def test_the_report_says_how_a_round_was_not_exact() -> None:
     runs = {"base": [[summary(step(200, 14.7, {"ledger": 1.0}))]], "new": [[summary(step(200, 1.1, {}, twice=2))]]}
-    result = {
-        "written": "w",
-        "revisions": ["base", "new"],
-        "commits": {"base": "a", "new": "b"},
-        "rates": [200],
-        "step_s": 10.0,
-        "rounds": 1,
-        "runs": runs,
-        "medians": medians(runs),
-    }
-    text = render(result)
+    text = render(compared(runs, {"base": "a", "new": "b"}, 200))
     assert (
         "Round 1 of new at 200/s was not exact: credited_twice 2, unsettled 0, detection_precision 1,"
         " detection_recall 1." in text
