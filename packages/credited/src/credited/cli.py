@@ -274,6 +274,41 @@ def bench_revisions(
     Console().print(f"report {out}, figures {out.with_suffix('.json')}")
 
 
+@app.command("bench-hop")
+def bench_hop(
+    variants: Annotated[
+        str,
+        typer.Option(help="Comma-separated: aiokafka or confluent, with :commit=S or :pace=MS; the first is the base."),
+    ] = "aiokafka,confluent",
+    rates: Annotated[str, typer.Option(help="Comma-separated records/s fed to the hop.")] = "100,400,1500",
+    seconds: Annotated[float, typer.Option(min=1.0, help="Seconds timed per step.")] = 20.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Times every variant runs at every rate, in turn.")] = 3,
+    out: Annotated[Path, typer.Option(help="The Markdown report; its JSON beside it.")] = Path(
+        "artifacts/bench/hop.md"
+    ),
+    run_dir: Annotated[Path, typer.Option(help="The broker's data and log.")] = RUN_DIR / "hop",
+) -> None:
+    """What one consumer->producer Kafka hop costs per record, by client and cycle shape, on Apache Kafka
+    (scripts/apache-kafka): the hop's and the broker's CPU, records per poll, latency."""
+    from harness.bench.hop import HopOptions, Variant, measure, render, summarise
+    from harness.bench.infra import apache_kafka
+
+    try:
+        chosen = tuple(Variant.parse(v) for v in variants.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--variants") from exc
+    console = Console()
+    with apache_kafka(run_dir.resolve()) as (bootstrap, broker_pid):
+        options = HopOptions(bootstrap, broker_pid, chosen, tuple(float(r) for r in rates.split(",")), rounds, seconds)
+        rows = measure(options, progress=console.print)
+    summary = summarise(rows)
+    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_bytes(orjson.dumps({"rows": rows, "summary": summary}, option=orjson.OPT_INDENT_2))
+    out.write_text(render(summary, written=written, broker="Apache Kafka"))
+    console.print(f"report {out}, figures {out.with_suffix('.json')}")
+
+
 @app.command()
 def chaos(
     schedule: Annotated[

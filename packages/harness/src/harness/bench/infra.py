@@ -1,9 +1,11 @@
 """The broker and PostgreSQL a benchmark runs on: Apache Kafka from scripts/apache-kafka when it can be
 started (Java and the cached jars), else the embedded Tansu; PostgreSQL embedded."""
 
+import contextlib
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,19 +63,13 @@ class Infra:
         self.pids["postgres"] = self._postgres.child.pid
 
     def _start_apache(self) -> None:
-        self._kafka_dir = self.run_dir / "kafka"
-        shutil.rmtree(self._kafka_dir, ignore_errors=True)
-        ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
-        done = subprocess.run(
-            [str(SCRIPT), "start", "--dir", str(self._kafka_dir), *ports], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            log.warning("Apache Kafka did not start, using the embedded broker: %s", done.stderr[-500:])
+        try:
+            self.bootstrap, self.pids["broker"] = start_apache_kafka(self.run_dir / "kafka")
+        except RuntimeError as exc:
+            log.warning("%s; using the embedded broker", exc)
             self.note = "Apache Kafka did not start: the embedded broker instead"
-            self._kafka_dir = None
             return
-        self.broker, self.bootstrap = "apache", done.stdout.strip().splitlines()[-1]
-        self.pids["broker"] = int((self._kafka_dir / "kafka.pid").read_text().strip())
+        self.broker, self._kafka_dir = "apache", self.run_dir / "kafka"
 
     def stop(self) -> None:
         if self._kafka_dir is not None:
@@ -85,3 +81,26 @@ class Infra:
         if self._postgres is not None:
             self._postgres.stop()
             self._postgres = None
+
+
+def start_apache_kafka(kafka_dir: Path) -> tuple[str, int]:
+    """Start Apache Kafka (scripts/apache-kafka) on free ports with its data in `kafka_dir`: (bootstrap, pid)."""
+    shutil.rmtree(kafka_dir, ignore_errors=True)
+    ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
+    done = subprocess.run(
+        [str(SCRIPT), "start", "--dir", str(kafka_dir), *ports], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"Apache Kafka did not start: {done.stderr[-500:]}")
+    return done.stdout.strip().splitlines()[-1], int((kafka_dir / "kafka.pid").read_text().strip())
+
+
+@contextlib.contextmanager
+def apache_kafka(run_dir: Path) -> Iterator[tuple[str, int]]:
+    """Apache Kafka alone in `run_dir/kafka`, stopped on leaving: (bootstrap, broker pid)."""
+    kafka_dir = run_dir / "kafka"
+    started = start_apache_kafka(kafka_dir)
+    try:
+        yield started
+    finally:
+        subprocess.run([str(SCRIPT), "stop", "--dir", str(kafka_dir)], check=False, capture_output=True)
