@@ -4,8 +4,9 @@ Every service of the pipeline is a chain of such hops: poll records, do the work
 the acknowledgements, commit the offsets. This bench keeps only the Kafka part of a hop, so a choice of client
 or cycle shape can be measured before a service is rewritten for it. A feeder process publishes records at a
 fixed rate to a topic of 6 partitions (the stack's default); a hop process consumes them in a group (manual
-commits, read_committed), publishes each to a second topic (acks=all, idempotent, linger 5 ms) and awaits the
-acknowledgements, then commits the poll's offsets: the shape of servicekit's consumer and publisher. Counted
+commits, read_committed), publishes each to a second topic (acks=all, idempotent) and awaits the
+acknowledgements, then commits the poll's offsets: the shape of servicekit's consumer and publisher, with their
+batching settings (KafkaTuning: fetch wait, records per poll, linger). Counted
 over the timed phase: the hop process's CPU (all its threads: librdkafka's too) and the broker's, per record,
 records per poll, CPU per poll cycle, and the hop latency (feeder's send to the hop's acknowledged publish).
 
@@ -34,6 +35,10 @@ from typing import Any, TextIO
 
 import uvloop
 
+from servicekit.settings import KafkaTuning
+
+TUNING = KafkaTuning()
+"""The services' batching settings (fetch wait, records per poll, linger): every variant's hop uses them."""
 PARTITIONS = 6
 VALUE = b"x" * 300
 """About the size of an encoded credited event."""
@@ -121,11 +126,11 @@ class AiokafkaHop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            fetch_max_wait_ms=50,
-            max_poll_records=2000,
+            fetch_max_wait_ms=TUNING.fetch_max_wait_ms,
+            max_poll_records=TUNING.fetch_max_records,
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotence, linger_ms=5
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotence, linger_ms=TUNING.linger_ms
         )
         self._target = target
 
@@ -164,12 +169,17 @@ class ConfluentHop:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 50,
+                "fetch.wait.max.ms": TUNING.fetch_max_wait_ms,
             }
         )
         self._consumer.subscribe([source])
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": idempotence, "linger.ms": 5}
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": idempotence,
+                "linger.ms": TUNING.linger_ms,
+            }
         )
         self._target = target
         self._thread = concurrent.futures.ThreadPoolExecutor(1)
@@ -191,7 +201,7 @@ class ConfluentHop:
 
     def _consume(self) -> list[Any]:
         first = self._consumer.poll(0.5)  # returns as soon as one record is there, like aiokafka's getmany
-        return [] if first is None else [first, *self._consumer.consume(1999, 0)]
+        return [] if first is None else [first, *self._consumer.consume(TUNING.fetch_max_records - 1, 0)]
 
     async def poll(self) -> Polled:
         from confluent_kafka import TopicPartition
