@@ -16,7 +16,7 @@ from starlette.routing import Route
 from credited.providers import wechatpay as local_wechatpay
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
-from credited.providers.notifier import NotifyKnobs
+from credited.providers.notifier import SENDS_IN_FLIGHT, NotifyKnobs
 from credited.providers.server import LocalProvider
 from credited.stack.processes import free_port
 from payments.domain import CallbackAck, CallbackRejected, PaymentNotice
@@ -118,6 +118,25 @@ async def test_the_knobs_drop_and_repeat_notifications_and_say_which(
     assert set(received) == {trade_no("alipay", n) for n in range(40)} - dropped
     assert len(received) == 40 - len(dropped) + stats["sends"]["duplicated"]
     assert len(stats["dropped"]) == len(dropped)
+
+
+async def test_a_burst_of_notifications_is_posted_a_bounded_number_at_a_time_and_every_one_arrives(
+    local_keys: LocalKeys, merchant: tuple[Merchant, int]
+) -> None:
+    """More notifications at once than the provider posts at once (a backlog when the stack is behind): the
+    rest wait in the notifier, not in httpx's connection pool (see SENDS_IN_FLIGHT), and none is lost."""
+    shop, port = merchant
+    burst = 5 * SENDS_IN_FLIGHT
+    provider = await started(local_keys, port, NotifyKnobs())
+    try:
+        for n in range(burst):
+            provider.pay("alipay", trade_no("alipay", n), 600)
+        await provider.notifier.drain()
+    finally:
+        await provider.stop()
+    assert provider.notifier.most_in_flight == SENDS_IN_FLIGHT
+    assert sorted(n.order_id for n in shop.notices) == sorted(trade_no("alipay", n) for n in range(burst))
+    assert all(d.accepted for d in provider.notifier.deliveries)
 
 
 async def test_a_refused_notification_is_sent_again(local_keys: LocalKeys, merchant: tuple[Merchant, int]) -> None:

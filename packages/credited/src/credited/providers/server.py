@@ -16,7 +16,7 @@ from credited.providers import alipay, wechatpay
 from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
-from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs
+from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs, client_limits
 from servicekit.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class LocalProvider:
         self.faults = faults or Faults()
         self.wechatpay = wechatpay.WeChatPayServer(self.keys, self.book, self.faults)
         self.alipay = alipay.AlipayServer(self.keys, self.book, self.faults)
-        self._client = httpx.AsyncClient(timeout=10.0)
+        self._client = httpx.AsyncClient(timeout=10.0, limits=client_limits())
         self.notifier = Notifier(knobs or NotifyKnobs(), self._client)
         self.notifier.urls.update(notify_urls or {})
         self._server: EmbeddedServer | None = None
