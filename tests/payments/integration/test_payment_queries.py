@@ -166,7 +166,7 @@ async def test_a_providers_notification_sent_twice_over_http_is_applied_once_and
 ) -> None:
     payments = await start(query_delay_s=60)  # no query: the callbacks alone pay the order
     provider.notifier.knobs = NotifyKnobs(duplicate_share=1.0)
-    provider.notifier.client = payments.client
+    provider.notifier.clients = [payments.client]
     provider.notifier.urls[name] = f"http://payments/v1/psp/{name}/callbacks"
     order_id = await payments.order(CHANNELS[name])
 

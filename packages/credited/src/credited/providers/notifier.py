@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,16 +15,23 @@ import httpx
 log = logging.getLogger(__name__)
 
 SENDS_IN_FLIGHT = 64
-"""Notifications posted at once (each waits its turn after its delay), and the connections of the client that
-posts them (`client_limits`). Without this bound a backlog queued inside httpx's connection pool, whose
-bookkeeping in httpcore 1.0 walks every waiting request each time a connection is handed back: with a few
-thousand callbacks waiting (the demo at 1,500 orders/s, the stack behind), the local provider spent a whole
-core in it and placed 30 orders a second."""
+"""Notifications posted at once (each waits its turn after its delay). Without this bound a backlog queued
+inside httpx's connection pool, whose bookkeeping in httpcore 1.0 walks every waiting request each time a
+connection is handed back: with a few thousand callbacks waiting (the demo at 1,500 orders/s, the stack behind),
+the local provider spent a whole core in it and placed 30 orders a second."""
+
+CONNECTIONS_PER_CLIENT = 8
+"""The connections of each client the notifier posts with (`clients`). httpcore 1.0's pool also walks all its
+connections at every request, counting the idle ones once per connection and polling each idle socket: with one
+client of 64 connections that bookkeeping was a third of the local provider's CPU at 100 orders/s."""
 
 
-def client_limits() -> httpx.Limits:
-    """The pool of the client a Notifier posts with: a connection for every send in flight, all kept alive."""
-    return httpx.Limits(max_connections=SENDS_IN_FLIGHT, max_keepalive_connections=SENDS_IN_FLIGHT)
+def clients(timeout_s: float = 10.0) -> list[httpx.AsyncClient]:
+    """The clients a Notifier posts with, in turn: together a connection for every post in flight, all kept
+    alive, in pools small enough that their bookkeeping stays small."""
+    limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT)
+    count = SENDS_IN_FLIGHT // CONNECTIONS_PER_CLIENT
+    return [httpx.AsyncClient(timeout=timeout_s, limits=limits) for _ in range(count)]
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,16 @@ class NotifyKnobs:
 
 
 class Notifier:
-    """Delivers in background tasks, at most `in_flight` posts at once; `drain()` waits for every delivery
-    started so far."""
+    """Delivers in background tasks, at most `in_flight` posts at once, on `clients` in turn; `drain()` waits
+    for every delivery started so far."""
 
-    def __init__(self, knobs: NotifyKnobs, client: httpx.AsyncClient, *, in_flight: int = SENDS_IN_FLIGHT) -> None:
+    def __init__(
+        self, knobs: NotifyKnobs, clients: Sequence[httpx.AsyncClient], *, in_flight: int = SENDS_IN_FLIGHT
+    ) -> None:
         self.knobs = knobs
-        self.client = client
+        self.clients = list(clients)
+        """Each post goes out on the next of these."""
+        self._turn = 0
         self._sending = asyncio.Semaphore(in_flight)
         self._in_flight = 0
         self.most_in_flight = 0
@@ -119,10 +130,12 @@ class Notifier:
 
     async def _post(self, url: str, notification: Notification) -> httpx.Response:
         async with self._sending:
+            client = self.clients[self._turn % len(self.clients)]
+            self._turn += 1
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
             try:
-                return await self.client.post(url, content=notification.body, headers=dict(notification.headers))
+                return await client.post(url, content=notification.body, headers=dict(notification.headers))
             finally:
                 self._in_flight -= 1
 

@@ -5,7 +5,6 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,7 +15,7 @@ from credited.providers import alipay, wechatpay
 from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
-from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs, client_limits
+from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs, clients
 from servicekit.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,8 @@ class LocalProvider:
         self.faults = faults or Faults()
         self.wechatpay = wechatpay.WeChatPayServer(self.keys, self.book, self.faults)
         self.alipay = alipay.AlipayServer(self.keys, self.book, self.faults)
-        self._client = httpx.AsyncClient(timeout=10.0, limits=client_limits())
-        self.notifier = Notifier(knobs or NotifyKnobs(), self._client)
+        self._clients = clients()
+        self.notifier = Notifier(knobs or NotifyKnobs(), self._clients)
         self.notifier.urls.update(notify_urls or {})
         self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -144,4 +143,5 @@ class LocalProvider:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
