@@ -68,17 +68,15 @@ class NotifyKnobs:
 
 
 class Notifier:
-    """Delivers in background tasks, at most `in_flight` posts at once, on `clients` in turn; `drain()` waits
-    for every delivery started so far."""
+    """Delivers in background tasks, at most SENDS_IN_FLIGHT posts at once, on `clients` in turn; `drain()`
+    waits for every delivery started so far."""
 
-    def __init__(
-        self, knobs: NotifyKnobs, clients: Sequence[httpx.AsyncClient], *, in_flight: int = SENDS_IN_FLIGHT
-    ) -> None:
+    def __init__(self, knobs: NotifyKnobs, clients: Sequence[httpx.AsyncClient]) -> None:
         self.knobs = knobs
         self.clients = list(clients)
         """Each post goes out on the next of these."""
         self._turn = 0
-        self._sending = asyncio.Semaphore(in_flight)
+        self._sending = asyncio.Semaphore(SENDS_IN_FLIGHT)
         self._in_flight = 0
         self.most_in_flight = 0
         """The most posts that were ever in flight at once."""
