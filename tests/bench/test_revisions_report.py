@@ -3,8 +3,9 @@
 from typing import Any
 
 import orjson
+import pytest
 
-from harness.bench.revisions import medians, render, summary
+from harness.bench.revisions import Variant, medians, render, summary
 
 
 def step(rate: float, p99: float, cpu: dict[str, float], *, twice: int = 0) -> dict[str, Any]:
@@ -90,3 +91,27 @@ def test_the_report_says_how_a_round_was_not_exact() -> None:
         " detection_recall 1." in text
     )
     assert "Round 1 of base" not in text
+
+
+def test_a_revision_without_a_colon_runs_in_the_stacks_usual_shape() -> None:
+    assert Variant.parse("main") == Variant("main", {}, {})
+
+
+def test_a_revision_can_name_process_counts_and_environment_variables_for_its_stack() -> None:
+    variant = Variant.parse("HEAD~1:reconciler_workers=1,KAFKA_LINGER_MS=2,payments_processes=3")
+    assert variant == Variant("HEAD~1", {"reconciler_workers": 1, "payments_processes": 3}, {"KAFKA_LINGER_MS": "2"})
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("main:threshold_s=3", "neither one of payments_processes, reconciler_workers"),
+        ("main:reconciler_workers=0", "whole number from 1"),
+        ("main:reconciler_workers=two", "whole number from 1"),
+        ("main:KAFKA_LINGER_MS", "not name=value"),
+        (":KAFKA_LINGER_MS=2", "names no revision"),
+    ],
+)
+def test_a_shape_the_stack_cannot_take_is_refused_by_name(text: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        Variant.parse(text)

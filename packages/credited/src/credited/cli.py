@@ -240,7 +240,12 @@ def bench(
 @app.command("bench-revisions")
 def bench_revisions(
     rev: Annotated[
-        list[str], typer.Option(help="A git revision of the services; give two or more, the first is the base.")
+        list[str],
+        typer.Option(
+            help="A git revision of the services; give two or more, the first is the base. REV:name=value,... runs"
+            " it in another shape: reconciler_workers=1, payments_processes=1, or an UPPER_CASE variable for every"
+            " service."
+        ),
     ],
     rates: Annotated[str, typer.Option(help="Comma-separated orders/s of the fixed rate steps.")] = "100,140",
     step_s: Annotated[float, typer.Option(min=1.0, help="Seconds of load per rate step.")] = 15.0,
@@ -253,10 +258,15 @@ def bench_revisions(
 ) -> None:
     """The whole pipeline at fixed rates on two or more revisions of the services, side by side in one run:
     every round runs each on a fresh broker and PostgreSQL, in turn; medians per revision and rate."""
-    from harness.bench.revisions import RevisionOptions, compare, render
+    from harness.bench.revisions import RevisionOptions, Variant, compare, render
 
     if len(rev) < 2:
         raise typer.BadParameter("give at least two revisions to compare", param_hint="--rev")
+    for text in rev:
+        try:
+            Variant.parse(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--rev") from exc
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     options = RevisionOptions(
         run_dir=run_dir.resolve(),

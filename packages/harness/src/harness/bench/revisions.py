@@ -8,6 +8,10 @@ same JIT warm-up and none inherits another's tables), a short warm-up step first
 median over the rounds per revision and rate, with the ratio to the first revision. Per-process CPU per order is
 counted from a step's first order to its last settlement, as `credited bench` does. At a rate that fills the
 machine, CPU per order only says how many orders share it: compare latencies there, CPU below it.
+
+A revision may also name how its stack runs, so one commit can be compared with itself in another shape:
+`main:reconciler_workers=1,KAFKA_LINGER_MS=2` runs main with one reconciler worker and that variable set for every
+service. Lower-case names are the stack's process counts (SHAPES), upper-case ones environment variables.
 """
 
 import asyncio
@@ -52,6 +56,40 @@ FIGURES = (
 
 EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
 """What a step must get right whatever its speed; kept per round, so a round that did not says how."""
+
+SHAPES = ("payments_processes", "reconciler_workers")
+"""The stack's settings (StackConfig fields, process counts) a revision may set after its colon."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A revision and how its stack runs: `REV` or `REV:name=value,...` (see the module's docstring)."""
+
+    revision: str
+    shape: dict[str, int]
+    env: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        revision, _, settings = text.partition(":")
+        shape: dict[str, int] = {}
+        env: dict[str, str] = {}
+        for pair in filter(None, settings.split(",")):
+            name, equals, value = pair.partition("=")
+            if not equals or not name or not value:
+                raise ValueError(f"{pair!r} in {text!r} is not name=value")
+            if name.isupper():
+                env[name] = value
+            elif name in SHAPES:
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError(f"{name} in {text!r} must be a whole number from 1, not {value!r}")
+                shape[name] = int(value)
+            else:
+                known = ", ".join(SHAPES)
+                raise ValueError(f"{name!r} in {text!r} is neither one of {known} nor an UPPER_CASE variable")
+        if not revision:
+            raise ValueError(f"{text!r} names no revision")
+        return cls(revision, shape, env)
 
 
 @dataclass(frozen=True)
@@ -107,8 +145,9 @@ def summary(step: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def one_round(tree: Path, options: RevisionOptions, run_dir: Path) -> list[dict[str, Any]]:
-    """The revision at `tree` on a fresh broker and PostgreSQL: a warm-up step, then each rate; their summaries."""
+async def one_round(tree: Path, variant: Variant, options: RevisionOptions, run_dir: Path) -> list[dict[str, Any]]:
+    """The revision at `tree`, shaped as `variant` says, on a fresh broker and PostgreSQL: a warm-up step, then
+    each rate; their summaries."""
     infra = Infra(run_dir, options.broker)
     await asyncio.to_thread(infra.start)
     receiver = WebhookReceiver(free_port(), "webhook-secret")
@@ -129,7 +168,8 @@ async def one_round(tree: Path, options: RevisionOptions, run_dir: Path) -> list
             webhook_secret=receiver.secret,
             log_level="WARNING",
             ports={name: free_port() for name in ("payments", "ledger", "reconciler", "notifier")},
-            extra_env={"PYTHONPATH": python_path(tree)},
+            extra_env={**variant.env, "PYTHONPATH": python_path(tree)},
+            **variant.shape,  # type: ignore[arg-type]
         )
     )
     steps: list[dict[str, Any]] = []
@@ -250,15 +290,16 @@ async def compare(options: RevisionOptions, written: str) -> dict[str, Any]:
     trees: dict[str, Path] = {}
     runs: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in options.revisions}
     failed: list[dict[str, Any]] = []
+    variants = {name: Variant.parse(name) for name in options.revisions}
     try:
         for i, name in enumerate(options.revisions):
-            trees[name] = checkout(options.repo, name, options.run_dir / f"tree{i}")
+            trees[name] = checkout(options.repo, variants[name].revision, options.run_dir / f"tree{i}")
         for r in range(options.rounds):
             for i, name in enumerate(options.revisions):
                 log.warning("round %d of %d: %s", r + 1, options.rounds, name)
                 run_dir = options.run_dir / f"round{r}-{i}"
                 try:
-                    runs[name].append(await one_round(trees[name], options, run_dir))
+                    runs[name].append(await one_round(trees[name], variants[name], options, run_dir))
                 except Exception as exc:  # one round lost is named in the report, not the whole run
                     log.exception("round %d of %s failed; its logs are in %s", r + 1, name, run_dir)
                     failed.append({"round": r + 1, "revision": name, "error": repr(exc)[:300], "logs": str(run_dir)})
@@ -268,7 +309,7 @@ async def compare(options: RevisionOptions, written: str) -> dict[str, Any]:
     return {
         "written": written,
         "revisions": list(options.revisions),
-        "commits": {name: commit_of(options.repo, name) for name in options.revisions},
+        "commits": {name: commit_of(options.repo, variants[name].revision) for name in options.revisions},
         "rates": list(options.rates),
         "step_s": options.step_s,
         "rounds": options.rounds,
@@ -278,4 +319,4 @@ async def compare(options: RevisionOptions, written: str) -> dict[str, Any]:
     }
 
 
-__all__: Sequence[str] = ("RevisionOptions", "compare", "medians", "render", "summary")
+__all__: Sequence[str] = ("RevisionOptions", "Variant", "compare", "medians", "render", "summary")
