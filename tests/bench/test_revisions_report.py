@@ -105,7 +105,7 @@ def test_a_revision_can_name_process_counts_and_environment_variables_for_its_st
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
-        ("main:threshold_s=3", "neither one of payments_processes, reconciler_workers"),
+        ("main:threshold_s=3", "neither one of payments_processes, reconciler_workers, ledger_payments_consumers"),
         ("main:reconciler_workers=0", "whole number from 1"),
         ("main:reconciler_workers=two", "whole number from 1"),
         ("main:KAFKA_LINGER_MS", "not name=value"),

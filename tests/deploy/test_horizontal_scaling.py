@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from credited.stack.local import PAYMENTS_PROCESSES, RECONCILER_WORKERS, SERVICES, LocalStack
+from credited.stack.local import LEDGER_PAYMENTS_CONSUMERS, PAYMENTS_PROCESSES, RECONCILER_WORKERS, SERVICES, LocalStack
 from harness.simulator.run import Load, Simulator, Truth, score, settled
-from ledger.config import Settings as LedgerSettings
 from tests.conftest import Broker
 from tests.deploy.groups import RECONCILER_APP, assignments, create_changelog
 from tests.e2e.stack import DEPLOYED_SHAPE, DRIVER_LIMITS, running_stack
@@ -39,11 +38,11 @@ HANDLED = {
 }
 
 
-# Members one instance brings to a group: the ledger polls its payments with several (LEDGER_PAYMENTS_CONSUMERS),
-# the local stack runs payments as PAYMENTS_PROCESSES copies, each a whole member of payments' groups, and a
-# reconciler instance as RECONCILER_WORKERS worker processes, each a member of its faust app's group.
+# Members one instance brings to a group in the deployed shape (DEPLOYED_SHAPE): the ledger polls its payments with
+# several (LEDGER_PAYMENTS_CONSUMERS), payments runs as PAYMENTS_PROCESSES copies, each a whole member of payments'
+# groups, and a reconciler instance as RECONCILER_WORKERS worker processes, each a member of its faust app's group.
 MEMBERS_PER_INSTANCE = {
-    "ledger.payments": LedgerSettings.model_fields["payments_consumers"].default,
+    "ledger.payments": LEDGER_PAYMENTS_CONSUMERS,
     "payments.order-status": PAYMENTS_PROCESSES,
     "payments.commands": PAYMENTS_PROCESSES,
     RECONCILER_APP: RECONCILER_WORKERS,

@@ -17,18 +17,29 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.topics import Topic
-from credited.stack.local import PAYMENTS_PROCESSES, RECONCILER_WORKERS, SERVICES, LocalStack, StackConfig
+from credited.stack.local import (
+    LEDGER_PAYMENTS_CONSUMERS,
+    PAYMENTS_PROCESSES,
+    RECONCILER_WORKERS,
+    SERVICES,
+    LocalStack,
+    StackConfig,
+)
 from credited.stack.processes import free_port
 from harness.simulator.receiver import WebhookReceiver
 from servicekit.identity import PostgresKeyStore, Scope
 from servicekit.signatures import sign
 from tests.conftest import Broker
 
-DEPLOYED_SHAPE: dict[str, object] = {"payments_processes": PAYMENTS_PROCESSES, "reconciler_workers": RECONCILER_WORKERS}
-"""The processes per service that `credited up` and compose run. `running_stack` starts one of each unless a test
-asks for this: a test about an order's path, not about copies sharing work, needs no supervisor, second payments
-copy or second reconciler worker, and starting and idling those three took a quarter of such a test's CPU on CI's
-two cores."""
+DEPLOYED_SHAPE: dict[str, object] = {
+    "payments_processes": PAYMENTS_PROCESSES,
+    "reconciler_workers": RECONCILER_WORKERS,
+    "ledger_payments_consumers": LEDGER_PAYMENTS_CONSUMERS,
+}
+"""The copies per service that compose runs. `running_stack` starts one of each, as `credited up` does on one
+machine, unless a test asks for this: a test about an order's path, not about copies sharing work, needs no
+supervisor, second payments copy or second reconciler worker, and starting and idling those three took a quarter
+of such a test's CPU on CI's two cores."""
 
 DRIVER_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
 """The connections a test's simulator places orders and sends callbacks through. httpx keeps only 20 of a larger
@@ -55,7 +66,7 @@ async def running_stack(
             webhook_url=receiver.url,
             webhook_secret=receiver.secret,
             psp_secret="e2e-psp-secret",
-            **{"payments_processes": 1, "reconciler_workers": 1, **config},  # type: ignore[arg-type]
+            **config,  # type: ignore[arg-type]
         )
     )
     try:

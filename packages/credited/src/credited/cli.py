@@ -243,8 +243,8 @@ def bench_revisions(
         list[str],
         typer.Option(
             help="A git revision of the services; give two or more, the first is the base. REV:name=value,... runs"
-            " it in another shape: reconciler_workers=1, payments_processes=1, or an UPPER_CASE variable for every"
-            " service."
+            " it in another shape: payments_processes, reconciler_workers, ledger_payments_consumers (copies), or an"
+            " UPPER_CASE variable for every service."
         ),
     ],
     rates: Annotated[str, typer.Option(help="Comma-separated orders/s of the fixed rate steps.")] = "100,140",

@@ -39,10 +39,19 @@ T = TypeVar("T")
 SERVICES = ("payments", "ledger", "reconciler", "notifier")
 DEV_PSP_SECRET = "sim-secret"
 PAYMENTS_PROCESSES = 2
-"""payments answers HTTP from this many processes on one port (SO_REUSEPORT): both cores parse requests."""
+"""The deployed shape (compose, with a machine or container per copy): payments answers HTTP from this many
+processes on one port (SO_REUSEPORT), so two cores parse requests when payments has them."""
 RECONCILER_WORKERS = 2
-"""Each reconciler side (an instance) runs as this many worker processes sharing its partitions: both cores
-reconcile."""
+"""The deployed shape: each reconciler side (an instance) runs as this many worker processes sharing its
+partitions."""
+LEDGER_PAYMENTS_CONSUMERS = 2
+"""The deployed shape: members of the ledger's payments group in one ledger process (the ledger's own default)."""
+ONE_MACHINE = 1
+"""How many copies of each of those the local stack runs (`credited up`, `credited demo`, `credited bench`):
+every service shares the same cores there, so a second copy adds its loops' fixed cost and takes no core of its
+own. Measured side by side (credited bench-revisions, docs/benchmarks-shape.md), one of each kept more orders a
+second than two of each on this 2-core machine. PAYMENTS_PROCESSES, RECONCILER_WORKERS and LEDGER_PAYMENTS_CONSUMERS
+in the environment run more where the stack has the cores."""
 
 
 @dataclass
@@ -65,8 +74,9 @@ class StackConfig:
     webhook_secret: str = "webhook-secret"
     psp_secret: str = DEV_PSP_SECRET
     partitions: int = 6
-    payments_processes: int = PAYMENTS_PROCESSES
-    reconciler_workers: int = RECONCILER_WORKERS
+    payments_processes: int = ONE_MACHINE
+    reconciler_workers: int = ONE_MACHINE
+    ledger_payments_consumers: int = ONE_MACHINE
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
     keys_path: Path | None = None
@@ -93,6 +103,9 @@ class StackConfig:
             kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP") or None,
             database_url=os.environ.get("DATABASE_URL") or None,
             psp_secret=os.environ.get("PAYMENTS_PSP_SECRET_SIM") or DEV_PSP_SECRET,
+            payments_processes=_copies("PAYMENTS_PROCESSES"),
+            reconciler_workers=_copies("RECONCILER_WORKERS"),
+            ledger_payments_consumers=_copies("LEDGER_PAYMENTS_CONSUMERS"),
         )
         base = os.environ.get("CREDITED_PORT_BASE")  # another stack on 8101-8104: CREDITED_PORT_BASE=18100
         if base:
@@ -102,6 +115,16 @@ class StackConfig:
         if "metrics_ports" not in overrides:
             config.metrics_ports = {name: default_metrics_port(port) for name, port in config.ports.items()}
         return config
+
+
+def _copies(variable: str) -> int:
+    """How many copies the environment asks for (`credited up` and the demo on a machine with more cores)."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return ONE_MACHINE
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{variable} must be a whole number from 1, not {text!r}")
+    return int(text)
 
 
 class LocalStack:
@@ -247,6 +270,7 @@ class LocalStack:
             f"{prefix}_DB_SCHEMA": f"{c.db_schema_prefix}{name}",
             "PAYMENTS_PSP_SECRET_SIM": c.psp_secret,
             "PAYMENTS_PROCESSES": str(c.payments_processes),
+            "LEDGER_PAYMENTS_CONSUMERS": str(c.ledger_payments_consumers),
             "LEDGER_FAULT_DROP_CREDIT_SHARE": str(c.credit_loss),
             "RECONCILER_THRESHOLD_S": str(c.threshold_s),
             "RECONCILER_DATA_DIR": str(c.run_dir / "reconciler"),

@@ -22,6 +22,17 @@ def _f(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _shape(shape: dict[str, int] | None) -> str:
+    """The copies of each service the pipeline ran, as a sentence (reports before 2026-12-04 did not say)."""
+    if not shape:
+        return ""
+    return (
+        f" The stack ran {shape['payments_processes']} payments process(es), {shape['reconciler_workers']}"
+        f" reconciler worker(s) and {shape['ledger_payments_consumers']} ledger payments consumer(s)"
+        " (credited.stack.local.ONE_MACHINE)."
+    )
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_f(c) for c in row) + " |" for row in rows]
@@ -365,7 +376,7 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         "",
         f"Orders and signed callbacks over HTTP ({_f(load['duplicates'])} of callbacks sent twice),"
         f" {_f(load['credit_loss'])} of credits dropped by the ledger's fault knob, threshold"
-        f" {_f(load['threshold_s'])} s, {_f(load['step_s'])} s per step."
+        f" {_f(load['threshold_s'])} s, {_f(load['step_s'])} s per step.{_shape(report['pipeline'].get('shape'))}"
         " Pay to credit excludes the orders whose credit was dropped on purpose (their credit comes from the retry"
         " after the deadline; the column 'incl. dropped' has them). Precision: flagged orders whose credit was"
         " dropped, over all flagged; recall: over all dropped.",

@@ -57,7 +57,7 @@ FIGURES = (
 EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
 """What a step must get right whatever its speed; kept per round, so a round that did not says how."""
 
-SHAPES = ("payments_processes", "reconciler_workers")
+SHAPES = ("payments_processes", "reconciler_workers", "ledger_payments_consumers")
 """The stack's settings (StackConfig fields, process counts) a revision may set after its colon."""
 
 

@@ -97,7 +97,12 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
         await asyncio.to_thread(stack.stop)
         await receiver.stop()
     best = max((s.figures for s in steps if s.sustained), key=lambda f: f["orders_per_s"], default=None)
-    return {"steps": [s.figures | {"sustained": s.sustained} for s in steps], "best": best, "profile": profile}
+    shape = {
+        name: getattr(config, name)
+        for name in ("payments_processes", "reconciler_workers", "ledger_payments_consumers")
+    }
+    steps_out = [s.figures | {"sustained": s.sustained} for s in steps]
+    return {"steps": steps_out, "best": best, "profile": profile, "shape": shape}
 
 
 async def _profile(
