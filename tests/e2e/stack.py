@@ -36,10 +36,11 @@ DEPLOYED_SHAPE: dict[str, object] = {
     "reconciler_workers": RECONCILER_WORKERS,
     "ledger_payments_consumers": LEDGER_PAYMENTS_CONSUMERS,
 }
-"""The copies per service that compose runs. `running_stack` starts one of each, as `credited up` does on one
-machine, unless a test asks for this: a test about an order's path, not about copies sharing work, needs no
-supervisor, second payments copy or second reconciler worker, and starting and idling those three took a quarter
-of such a test's CPU on CI's two cores."""
+"""The copies per service that compose runs."""
+ONE_OF_EACH: dict[str, object] = {"payments_processes": 1, "reconciler_workers": 1, "ledger_payments_consumers": 1}
+"""What `running_stack` starts unless a test asks for DEPLOYED_SHAPE: a test about an order's path, not about copies
+sharing work, needs no supervisor, second payments copy or second reconciler worker, and starting and idling
+those three took a quarter of such a test's CPU on CI's two cores. (`credited up` runs two reconciler workers.)"""
 
 DRIVER_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
 """The connections a test's simulator places orders and sends callbacks through. httpx keeps only 20 of a larger
@@ -66,7 +67,7 @@ async def running_stack(
             webhook_url=receiver.url,
             webhook_secret=receiver.secret,
             psp_secret="e2e-psp-secret",
-            **config,  # type: ignore[arg-type]
+            **{**ONE_OF_EACH, **config},  # type: ignore[arg-type]
         )
     )
     try:

@@ -1,5 +1,6 @@
-"""How many copies of each service the local stack runs: one of each on the one machine it shares, more where the
-environment asks, and the deployed shape's ledger consumers are the ledger's own default."""
+"""How many copies of each service the local stack runs: one payments process and one ledger payments consumer on
+the one machine it shares, two reconciler workers, other counts where the environment asks; and the deployed
+shape's ledger consumers are the ledger's own default."""
 
 from pathlib import Path
 
@@ -17,9 +18,11 @@ def no_shape_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable, raising=False)
 
 
-def test_the_local_stack_runs_one_copy_of_each_service_and_tells_the_services_so(tmp_path: Path) -> None:
+def test_the_local_stack_runs_one_payments_process_one_ledger_consumer_and_two_reconciler_workers(
+    tmp_path: Path,
+) -> None:
     stack = LocalStack(StackConfig.from_environment(tmp_path))
-    assert (stack.config.payments_processes, stack.config.reconciler_workers) == (1, 1)
+    assert (stack.config.payments_processes, stack.config.reconciler_workers) == (1, 2)
     assert stack.service_env("ledger")["LEDGER_PAYMENTS_CONSUMERS"] == "1"
     assert stack.service_env("payments")["PAYMENTS_PROCESSES"] == "1"
 
@@ -28,10 +31,10 @@ def test_the_environment_gives_the_local_stack_more_copies_where_it_has_the_core
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PAYMENTS_PROCESSES", "3")
-    monkeypatch.setenv("RECONCILER_WORKERS", "2")
+    monkeypatch.setenv("RECONCILER_WORKERS", "1")
     monkeypatch.setenv("LEDGER_PAYMENTS_CONSUMERS", "4")
     stack = LocalStack(StackConfig.from_environment(tmp_path))
-    assert (stack.config.payments_processes, stack.config.reconciler_workers) == (3, 2)
+    assert (stack.config.payments_processes, stack.config.reconciler_workers) == (3, 1)
     assert stack.service_env("ledger")["LEDGER_PAYMENTS_CONSUMERS"] == "4"
     assert stack.service_env("payments")["PAYMENTS_PROCESSES"] == "3"
 

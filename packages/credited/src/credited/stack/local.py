@@ -42,16 +42,16 @@ PAYMENTS_PROCESSES = 2
 """The deployed shape (compose, with a machine or container per copy): payments answers HTTP from this many
 processes on one port (SO_REUSEPORT), so two cores parse requests when payments has them."""
 RECONCILER_WORKERS = 2
-"""The deployed shape: each reconciler side (an instance) runs as this many worker processes sharing its
-partitions."""
+"""Each reconciler side (an instance) runs as this many worker processes sharing its partitions, deployed and on
+one machine alike: detection is the reconciler's promise, and with one worker its p99 was 2.5-3x longer."""
 LEDGER_PAYMENTS_CONSUMERS = 2
 """The deployed shape: members of the ledger's payments group in one ledger process (the ledger's own default)."""
 ONE_MACHINE = 1
-"""How many copies of each of those the local stack runs (`credited up`, `credited demo`, `credited bench`):
-every service shares the same cores there, so a second copy adds its loops' fixed cost and takes no core of its
-own. Measured side by side (credited bench-revisions, docs/benchmarks-shape.md), one of each kept more orders a
-second than two of each on this 2-core machine. PAYMENTS_PROCESSES, RECONCILER_WORKERS and LEDGER_PAYMENTS_CONSUMERS
-in the environment run more where the stack has the cores."""
+"""How many payments processes and ledger payments consumers the local stack runs (`credited up`, `credited
+demo`, `credited bench`): every service shares the same cores there, so a second copy adds its loops' fixed
+cost and takes no core of its own. Measured side by side (credited bench-revisions, docs/benchmarks-shape.md),
+one of each kept more orders a second than two on this 2-core machine. PAYMENTS_PROCESSES, RECONCILER_WORKERS
+and LEDGER_PAYMENTS_CONSUMERS in the environment run other counts where the machine has the cores."""
 
 
 @dataclass
@@ -75,7 +75,7 @@ class StackConfig:
     psp_secret: str = DEV_PSP_SECRET
     partitions: int = 6
     payments_processes: int = ONE_MACHINE
-    reconciler_workers: int = ONE_MACHINE
+    reconciler_workers: int = RECONCILER_WORKERS
     ledger_payments_consumers: int = ONE_MACHINE
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -104,7 +104,7 @@ class StackConfig:
             database_url=os.environ.get("DATABASE_URL") or None,
             psp_secret=os.environ.get("PAYMENTS_PSP_SECRET_SIM") or DEV_PSP_SECRET,
             payments_processes=_copies("PAYMENTS_PROCESSES"),
-            reconciler_workers=_copies("RECONCILER_WORKERS"),
+            reconciler_workers=_copies("RECONCILER_WORKERS", RECONCILER_WORKERS),
             ledger_payments_consumers=_copies("LEDGER_PAYMENTS_CONSUMERS"),
         )
         base = os.environ.get("CREDITED_PORT_BASE")  # another stack on 8101-8104: CREDITED_PORT_BASE=18100
@@ -117,11 +117,11 @@ class StackConfig:
         return config
 
 
-def _copies(variable: str) -> int:
+def _copies(variable: str, default: int = ONE_MACHINE) -> int:
     """How many copies the environment asks for (`credited up` and the demo on a machine with more cores)."""
     text = os.environ.get(variable, "").strip()
     if not text:
-        return ONE_MACHINE
+        return default
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{variable} must be a whole number from 1, not {text!r}")
     return int(text)

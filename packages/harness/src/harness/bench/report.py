@@ -29,7 +29,7 @@ def _shape(shape: dict[str, int] | None) -> str:
     return (
         f" The stack ran {shape['payments_processes']} payments process(es), {shape['reconciler_workers']}"
         f" reconciler worker(s) and {shape['ledger_payments_consumers']} ledger payments consumer(s)"
-        " (credited.stack.local.ONE_MACHINE)."
+        " (credited.stack.local)."
     )
 
 
