@@ -46,6 +46,9 @@ RECONCILER_WORKERS = 2
 one machine alike: detection is the reconciler's promise, and with one worker its p99 was 2.5-3x longer."""
 LEDGER_PAYMENTS_CONSUMERS = 2
 """The deployed shape: members of the ledger's payments group in one ledger process (the ledger's own default)."""
+SHAPE = ("payments_processes", "reconciler_workers", "ledger_payments_consumers")
+"""The StackConfig fields that say how many copies of a service run (the stack's shape); each is also the
+environment variable of the same name in capitals."""
 ONE_MACHINE = 1
 """How many payments processes and ledger payments consumers the local stack runs (`credited up`, `credited
 demo`, `credited bench`): every service shares the same cores there, so a second copy adds its loops' fixed

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from credited.stack.local import LocalStack, StackConfig
+from credited.stack.local import SHAPE, LocalStack, StackConfig
 from credited.stack.processes import free_port
 from harness.bench.cpu import GENERATORS
 from harness.bench.infra import Infra
@@ -57,7 +57,7 @@ FIGURES = (
 EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
 """What a step must get right whatever its speed; kept per round, so a round that did not says how."""
 
-SHAPES = ("payments_processes", "reconciler_workers", "ledger_payments_consumers")
+SHAPES = SHAPE
 """The stack's settings (StackConfig fields, process counts) a revision may set after its colon."""
 
 

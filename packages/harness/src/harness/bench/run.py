@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from credited.stack.local import LocalStack, StackConfig
+from credited.stack.local import SHAPE, LocalStack, StackConfig
 from credited.stack.processes import free_port
 from harness.bench import isolated
 from harness.bench.infra import SCRIPT, Infra
@@ -97,10 +97,7 @@ async def _pipeline(infra: Infra, options: BenchOptions) -> dict[str, Any]:
         await asyncio.to_thread(stack.stop)
         await receiver.stop()
     best = max((s.figures for s in steps if s.sustained), key=lambda f: f["orders_per_s"], default=None)
-    shape = {
-        name: getattr(config, name)
-        for name in ("payments_processes", "reconciler_workers", "ledger_payments_consumers")
-    }
+    shape = {name: getattr(config, name) for name in SHAPE}
     steps_out = [s.figures | {"sustained": s.sustained} for s in steps]
     return {"steps": steps_out, "best": best, "profile": profile, "shape": shape}
 
