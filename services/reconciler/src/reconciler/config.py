@@ -28,6 +28,14 @@ class Settings(ServiceSettings):
         WEEK_S, gt=0, description="How long a settled order stays in the table after it settled, in event time."
     )
     tick_s: float = Field(0.1, gt=0, le=5, description="How often timers and end offsets are checked.")
+    round_linger_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="How long a round that has run out of records in hand waits once for more before it runs "
+        "(rounds.batches): fewer, fuller rounds, each costing produce requests and acknowledgements whatever its "
+        "size, for at most this much more latency per event; 0 turns it off.",
+    )
     session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")
 

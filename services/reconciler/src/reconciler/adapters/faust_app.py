@@ -26,7 +26,7 @@ from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.page_keys import requires
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import STUCK_AFTER_S, RecoveryWatch, Rewinder, Seek, TailWatch
-from reconciler.adapters.rounds import Rounds, stop
+from reconciler.adapters.rounds import Rounds, batches, stop
 from reconciler.adapters.table import FaustOrderStates, OrderTable, register_codec
 from reconciler.adapters.ticker import Ticker
 from reconciler.config import Settings
@@ -139,7 +139,7 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
 
     transport.before_revoke, transport.on_assigned = before_revoke, ticker.handed
     source = app.topic(*inputs, key_serializer="raw", value_serializer="raw")
-    _agent(app, source, rounds, settings.kafka_tuning.fetch_max_records, channels)
+    _agent(app, source, rounds, settings.kafka_tuning.fetch_max_records, settings.round_linger_ms / 1000, channels)
 
     @app.task
     async def tick() -> None:
@@ -204,19 +204,15 @@ def _recovery_stuck(topic: str, partition: int, remaining: int) -> None:
     stop(f"the table's recovery of {topic}[{partition}] still misses {remaining} records after reading it again")
 
 
-def _agent(app: faust.App, source: Any, rounds: Rounds, most: int, channels: list[Any]) -> None:
+def _agent(app: faust.App, source: Any, rounds: Rounds, most: int, linger_s: float, channels: list[Any]) -> None:
     @app.agent(source)
     async def join(stream: faust.StreamT) -> None:
-        """Every record in hand, up to a fetch's worth, is one round: the batch grows with the backlog and
-        nothing waits to fill it. (`stream.take_events` was tried first: with it, faust never handed this
-        agent a record of payments.events on Apache Kafka, every partition standing still at 0.)"""
+        """The records faust hands over, in rounds (rounds.batches). (`stream.take_events` was tried first: with
+        it, faust never handed this agent a record of payments.events on Apache Kafka, every partition standing
+        still at 0.)"""
         channels[:] = [stream.channel]
-        batch: list[Any] = []
-        async for event in stream.events():
-            batch.append(event)
-            if len(batch) >= most or stream.channel.empty():
-                await rounds.records(batch)
-                batch = []
+        async for batch in batches(stream.events(), lambda: not stream.channel.empty(), most, linger_s):
+            await rounds.records(batch)
 
 
 def _pages(

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -56,6 +56,30 @@ producer's own request timeout (faust_app.PRODUCER_REQUEST_TIMEOUT_S), which ref
 outage the producer rides out costs no exit."""
 REFUSED = (KafkaError, ProducerSendError, OSError, TimeoutError)
 """What a send the broker refused, or never acknowledged, raises."""
+
+
+async def batches(
+    events: AsyncIterator[Any], in_hand: Callable[[], bool], most: int, linger_s: float
+) -> AsyncIterator[list[Any]]:
+    """The agent's events as rounds: every event in hand (`in_hand`: more are waiting), up to `most`, so a batch
+    grows with the backlog and never waits to fill. A batch that has run out of events in hand waits `linger_s`
+    once for more (the consumer keeps fetching meanwhile), so a steady trickle makes a few fuller rounds rather
+    than a round for every record or two: each round costs produce requests, acknowledgements and changelog
+    records whatever its size. At most `linger_s` of latency for each event; 0 turns it off."""
+    batch: list[Any] = []
+    lingered = False
+    async for event in events:
+        batch.append(event)
+        if len(batch) < most and not in_hand():
+            if linger_s > 0 and not lingered:
+                lingered = True
+                await asyncio.sleep(linger_s)
+                if in_hand():
+                    continue
+        elif len(batch) < most:
+            continue
+        yield batch
+        batch, lingered = [], False
 
 
 class Rounds:
