@@ -22,6 +22,7 @@ from credited.stack.local import (
     PAYMENTS_PROCESSES,
     RECONCILER_WORKERS,
     SERVICES,
+    SHAPE,
     LocalStack,
     StackConfig,
 )
@@ -37,7 +38,7 @@ DEPLOYED_SHAPE: dict[str, object] = {
     "ledger_payments_consumers": LEDGER_PAYMENTS_CONSUMERS,
 }
 """The copies per service that compose runs."""
-ONE_OF_EACH: dict[str, object] = {"payments_processes": 1, "reconciler_workers": 1, "ledger_payments_consumers": 1}
+ONE_OF_EACH: dict[str, object] = dict.fromkeys(SHAPE, 1)
 """What `running_stack` starts unless a test asks for DEPLOYED_SHAPE: a test about an order's path, not about copies
 sharing work, needs no supervisor, second payments copy or second reconciler worker, and starting and idling
 those three took a quarter of such a test's CPU on CI's two cores. (`credited up` runs two reconciler workers.)"""

@@ -11,7 +11,8 @@ machine, CPU per order only says how many orders share it: compare latencies the
 
 A revision may also name how its stack runs, so one commit can be compared with itself in another shape:
 `main:reconciler_workers=1,KAFKA_LINGER_MS=2` runs main with one reconciler worker and that variable set for every
-service. Lower-case names are the stack's process counts (SHAPES), upper-case ones environment variables.
+service. Lower-case names are the stack's process counts (credited.stack.local.SHAPE), upper-case ones
+environment variables.
 """
 
 import asyncio
@@ -57,9 +58,6 @@ FIGURES = (
 EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
 """What a step must get right whatever its speed; kept per round, so a round that did not says how."""
 
-SHAPES = SHAPE
-"""The stack's settings (StackConfig fields, process counts) a revision may set after its colon."""
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -80,12 +78,12 @@ class Variant:
                 raise ValueError(f"{pair!r} in {text!r} is not name=value")
             if name.isupper():
                 env[name] = value
-            elif name in SHAPES:
+            elif name in SHAPE:
                 if not value.isdigit() or int(value) < 1:
                     raise ValueError(f"{name} in {text!r} must be a whole number from 1, not {value!r}")
                 shape[name] = int(value)
             else:
-                known = ", ".join(SHAPES)
+                known = ", ".join(SHAPE)
                 raise ValueError(f"{name!r} in {text!r} is neither one of {known} nor an UPPER_CASE variable")
         if not revision:
             raise ValueError(f"{text!r} names no revision")
