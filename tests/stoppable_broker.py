@@ -58,7 +58,10 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of a service process on a test's own topics (one partition each) and schema, in
     development mode: this process's environment without its Kafka, credited or service settings, then
-    `own` (the service's own settings, named without their prefix: http_port="8101")."""
+    `own` (the service's own settings, named without their prefix: http_port="8101").
+
+    Its /metrics port is a free one of its own: the default, the HTTP port + 1000, is a port nobody reserved, and
+    when another process of the test run holds it the service cannot start."""
     prefix = f"{service.upper()}_"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", prefix))}
     return {
@@ -72,5 +75,6 @@ def service_env(
         f"{prefix}DB_SCHEMA": f"{isolation}_{service}",
         # Its own API keys' schema: the shared default may exist already, owned by another role.
         "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
+        f"{prefix}METRICS_PORT": str(free_port()),
         **{f"{prefix}{name.upper()}": value for name, value in own.items()},
     }

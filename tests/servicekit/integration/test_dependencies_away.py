@@ -54,9 +54,8 @@ async def test_a_ledger_started_with_the_broker_stopped_says_so_then_becomes_rea
     own_broker: StoppableBroker, ledger_process: tuple[Child, int, str], database_url: str, isolation: str
 ) -> None:
     ledger, port, schema = ledger_process
-    await asyncio.to_thread(
-        wait_for, lambda: waiting_for_the_broker_only(port), timeout_s=STARTUP_S, what="503 naming the broker"
-    )
+    away = lambda: waiting_for_the_broker_only(port)  # noqa: E731
+    await asyncio.to_thread(wait_for, away, timeout_s=STARTUP_S, what="503 naming the broker", child=ledger)
     answer = health(port)
     assert answer is not None and answer[0] == 503, answer
     assert answer[1]["error"] == "not_ready" and "broker" in str(answer[1]["detail"]), answer
