@@ -17,6 +17,8 @@ STEP_FIELDS = {
     "pay_to_credit_p99_s",
     "status_to_push_p50_ms",
     "status_to_push_p99_ms",
+    "credit_to_push_p50_ms",
+    "credit_to_push_p99_ms",
     "detection_latency_p50_s",
     "detection_latency_p99_s",
     "detection_precision",

@@ -71,6 +71,17 @@ def push_latencies(truth: Truth, received: Received) -> list[float]:
     return out
 
 
+def credit_push_latencies(truth: Truth, received: Received) -> list[float]:
+    """The ledger's credit (`credited_at`) to its credited notification reaching the webhook, for this step's orders.
+    Status-to-push starts at the reconciler's round (`changed_at`); this also holds every wait before that round:
+    the reconciler's fetch and its round's linger."""
+    out = []
+    for nid, payload in received.payloads.items():
+        if payload["order_id"] in truth.orders and payload["status"] == "credited" and payload.get("credited_at"):
+            out.append(received.first_seen[nid] - datetime.fromisoformat(payload["credited_at"]).timestamp())
+    return out
+
+
 def credit_latencies(truth: Truth, received: Received, dropped: set[str]) -> list[float]:
     """Payment to credit for orders whose first credit was not dropped on purpose (those are the
     detection figures: their credit comes from the reconciler's retry after the deadline)."""
@@ -212,6 +223,7 @@ async def run_step(
 def _latencies(truth: Truth, received: Received, dropped: set[str], figures: dict[str, Any]) -> dict[str, Any]:
     credit = credit_latencies(truth, received, dropped)
     push = push_latencies(truth, received)
+    credit_push = credit_push_latencies(truth, received)
     flagged = figures["flagged_overdue"]
     hits = flagged - figures["flagged_not_dropped"]
     return {
@@ -220,6 +232,8 @@ def _latencies(truth: Truth, received: Received, dropped: set[str], figures: dic
         "pay_to_credit_p99_s": _round(percentile(credit, 99)),
         "status_to_push_p50_ms": _ms(percentile(push, 50)),
         "status_to_push_p99_ms": _ms(percentile(push, 99)),
+        "credit_to_push_p50_ms": _ms(percentile(credit_push, 50)),
+        "credit_to_push_p99_ms": _ms(percentile(credit_push, 99)),
         "detection_precision": round(hits / flagged, 4) if flagged else None,
         "detection_recall": round(hits / len(dropped), 4) if dropped else None,
     }

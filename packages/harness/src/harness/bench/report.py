@@ -117,11 +117,13 @@ def _machine(report: dict[str, Any]) -> list[str]:
 
 def _steps(report: dict[str, Any]) -> list[str]:
     header = ["asked/s", "placed/s", "pay→credit p50 s", "p99 s", "p99 s incl. dropped", "push p50 ms", "p99 ms"]
-    header += ["detect p50 s", "p99 s", "precision", "recall", "errors", "credited twice", "kept up"]
+    header += ["credit→push p50 ms", "p99 ms", "detect p50 s", "p99 s", "precision", "recall", "errors"]
+    header += ["credited twice", "kept up"]
     rows = [
         [
             s["target_rate"], s["orders_per_s"], s["pay_to_credit_p50_s"], s["pay_to_credit_p99_s"],
             s["pay_to_credit_all_p99_s"], s["status_to_push_p50_ms"], s["status_to_push_p99_ms"],
+            s.get("credit_to_push_p50_ms"), s.get("credit_to_push_p99_ms"),
             s["detection_latency_p50_s"], s["detection_latency_p99_s"], s["detection_precision"],
             s["detection_recall"], s["errors"], s["credited_twice"], "yes" if s["sustained"] else "no",
         ]
@@ -379,7 +381,9 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         f" {_f(load['threshold_s'])} s, {_f(load['step_s'])} s per step.{_shape(report['pipeline'].get('shape'))}"
         " Pay to credit excludes the orders whose credit was dropped on purpose (their credit comes from the retry"
         " after the deadline; the column 'incl. dropped' has them). Precision: flagged orders whose credit was"
-        " dropped, over all flagged; recall: over all dropped.",
+        " dropped, over all flagged; recall: over all dropped. Push starts at the status change (the reconciler's"
+        " round); credit to push starts at the ledger's credit, so it also holds the reconciler's wait for its"
+        " input and its round's linger: the time the user waits for the diamonds' notification after the credit.",
         "",
         *_steps(report),
         f"![latency against rate]({rel}/pipeline.png)",
