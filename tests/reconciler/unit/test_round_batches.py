@@ -56,13 +56,28 @@ def test_without_a_linger_a_trickle_makes_a_round_for_every_event() -> None:
     assert rounds_of(timed, most=100, linger_s=0, expect=3) == [["e0"], ["e1"], ["e2"]]
 
 
-def test_a_round_out_of_events_waits_its_linger_once_and_takes_what_arrived_meanwhile() -> None:
-    timed = [(0, "e0"), (0.02, "e1"), (0.02, "e2"), (1.0, "e3"), (NEVER, "never")]
-    assert rounds_of(timed, most=100, linger_s=0.2, expect=2) == [["e0", "e1", "e2"], ["e3"]]
+BURST = [(0.0, "a0"), (0.0, "a1")]
+"""Two events in hand at once: a round of two, after which the rounds linger."""
+
+
+def test_a_trickle_of_single_events_never_waits_the_linger() -> None:
+    timed = [(0, "e0"), (0.05, "e1"), (0.05, "e2")]
+    assert rounds_of(timed, most=100, linger_s=0.2, expect=3) == [["e0"], ["e1"], ["e2"]]
+
+
+def test_after_a_round_of_several_events_a_round_out_of_events_waits_its_linger_once_and_takes_what_arrived() -> None:
+    timed = [*BURST, (0.1, "e0"), (0.02, "e1"), (0.02, "e2"), (1.0, "e3"), (NEVER, "never")]
+    assert rounds_of(timed, most=100, linger_s=0.2, expect=3) == [["a0", "a1"], ["e0", "e1", "e2"], ["e3"]]
+
+
+def test_a_round_that_gathered_one_event_stops_the_lingering_until_a_round_gathers_more() -> None:
+    # e0 lingers (after the burst's round) and catches nothing; e1 comes 0.05 s before e2 but does not wait for it.
+    timed = [*BURST, (0.1, "e0"), (0.5, "e1"), (0.05, "e2"), (NEVER, "never")]
+    assert rounds_of(timed, most=100, linger_s=0.2, expect=4) == [["a0", "a1"], ["e0"], ["e1"], ["e2"]]
 
 
 def test_the_linger_is_waited_once_per_round_so_an_event_waits_at_most_about_the_linger() -> None:
-    # e1 arrives during e0's linger (0 to 0.5 s); e2 at 0.75 s, when a second linger would still be waiting: it is
-    # the next round's, not this one's.
-    timed = [(0, "e0"), (0.25, "e1"), (0.5, "e2"), (NEVER, "never")]
-    assert rounds_of(timed, most=100, linger_s=0.5, expect=2) == [["e0", "e1"], ["e2"]]
+    # e1 arrives during e0's linger (0.1 to 0.6 s); e2 at 0.85 s, when a second linger would still be waiting: it
+    # is the next round's, not this one's.
+    timed = [*BURST, (0.1, "e0"), (0.25, "e1"), (0.5, "e2"), (NEVER, "never")]
+    assert rounds_of(timed, most=100, linger_s=0.5, expect=3) == [["a0", "a1"], ["e0", "e1"], ["e2"]]

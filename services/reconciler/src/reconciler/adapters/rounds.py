@@ -62,16 +62,22 @@ async def batches(
     events: AsyncIterator[Any], in_hand: Callable[[], bool], most: int, linger_s: float
 ) -> AsyncIterator[list[Any]]:
     """The agent's events as rounds: every event in hand (`in_hand`: more are waiting), up to `most`, so a batch
-    grows with the backlog and never waits to fill. A batch that has run out of events in hand waits `linger_s`
-    once for more (the consumer keeps fetching meanwhile), so a steady trickle makes a few fuller rounds rather
-    than a round for every record or two: each round costs produce requests, acknowledgements and changelog
-    records whatever its size. At most `linger_s` of latency for each event; 0 turns it off."""
+    grows with the backlog and never waits to fill. While events flow, a batch that has run out of events in hand
+    waits `linger_s` once for more (the consumer keeps fetching meanwhile), so a steady stream makes a few fuller
+    rounds rather than a round for every record or two: each round costs produce requests, acknowledgements and
+    changelog records whatever its size. At most `linger_s` of latency for each event; 0 turns it off.
+
+    The linger follows the traffic: a batch lingers only after a round that held more than one event. In a
+    trickle, where rounds hold one event each, the linger would catch nothing and only make each event wait, so
+    no round waits; once events come close enough for a round to gather two (in hand, or in its linger), the
+    rounds after it linger, until one gathers a single event again."""
     batch: list[Any] = []
     lingered = False
+    flowing = False  # the last round held more than one event
     async for event in events:
         batch.append(event)
         if len(batch) < most and not in_hand():
-            if linger_s > 0 and not lingered:
+            if flowing and linger_s > 0 and not lingered:
                 lingered = True
                 await asyncio.sleep(linger_s)
                 if in_hand():
@@ -79,6 +85,7 @@ async def batches(
         elif len(batch) < most:
             continue
         yield batch
+        flowing = len(batch) > 1
         batch, lingered = [], False
 
 
