@@ -47,6 +47,7 @@ FIGURES = (
     ("pay_to_credit_p50_s", "pay→credit p50 s"),
     ("pay_to_credit_p99_s", "pay→credit p99 s"),
     ("status_to_push_p99_ms", "push p99 ms"),
+    ("credit_to_push_p50_ms", "credit→push p50 ms"),
     ("credit_to_push_p99_ms", "credit→push p99 ms"),
     ("detection_latency_p99_s", "detect p99 s"),
     ("stack_cpu_ms_per_order", "stack CPU ms/order"),
