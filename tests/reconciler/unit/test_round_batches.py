@@ -46,6 +46,29 @@ def rounds_of(timed: list[tuple[float, str]], *, most: int, linger_s: float, exp
     return asyncio.run(asyncio.wait_for(run(), 10))
 
 
+FLOW = [*((0.0, f"f{i}") for i in range(30)), (0.6, "f30")]
+"""31 events in 0.6 s, more than one per linger in every test: the rounds after them linger. (30 in hand at once
+make one round; the rate is counted when the round of the 31st ends the first window.)"""
+
+
+def rounds_after_flow(tail: list[tuple[float, str]], *, linger_s: float) -> list[list[str]]:
+    """The rounds `batches` makes of `tail` after FLOW, up to the one with the tail's last event."""
+    last = tail[-1][1]
+
+    async def run() -> list[list[str]]:
+        channel = Channel()
+        feeding = asyncio.create_task(channel.feed([*FLOW, *tail, (NEVER, "never")]))
+        out: list[list[str]] = []
+        async for batch in batches(channel.events(), channel.in_hand, 100, linger_s):
+            out.append(batch)
+            if last in batch:
+                break
+        feeding.cancel()
+        return [b for b in out if not b[0].startswith("f")]
+
+    return asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_events_already_in_hand_make_one_round_and_a_full_round_runs_at_once() -> None:
     timed = [(0, f"e{i}") for i in range(5)]
     assert rounds_of(timed, most=3, linger_s=0, expect=2) == [["e0", "e1", "e2"], ["e3", "e4"]]
@@ -56,28 +79,27 @@ def test_without_a_linger_a_trickle_makes_a_round_for_every_event() -> None:
     assert rounds_of(timed, most=100, linger_s=0, expect=3) == [["e0"], ["e1"], ["e2"]]
 
 
-BURST = [(0.0, "a0"), (0.0, "a1")]
-"""Two events in hand at once: a round of two, after which the rounds linger."""
+def test_a_trickle_of_fewer_events_than_one_per_linger_never_waits_it_even_where_it_would_catch_one() -> None:
+    # Pairs 0.03 s apart every 0.28 s: 7 events/s, a linger of 0.05 s would catch each pair's second.
+    timed = [(0.0, "e0"), (0.03, "e1"), (0.25, "e2"), (0.03, "e3")]
+    timed += [(0.25, "e4"), (0.03, "e5"), (0.25, "e6"), (0.03, "e7")]
+    assert rounds_of(timed, most=100, linger_s=0.05, expect=8) == [[e] for _, e in timed]
 
 
-def test_a_trickle_of_single_events_never_waits_the_linger() -> None:
-    timed = [(0, "e0"), (0.05, "e1"), (0.05, "e2")]
-    assert rounds_of(timed, most=100, linger_s=0.2, expect=3) == [["e0"], ["e1"], ["e2"]]
-
-
-def test_after_a_round_of_several_events_a_round_out_of_events_waits_its_linger_once_and_takes_what_arrived() -> None:
-    timed = [*BURST, (0.1, "e0"), (0.02, "e1"), (0.02, "e2"), (1.0, "e3"), (NEVER, "never")]
-    assert rounds_of(timed, most=100, linger_s=0.2, expect=3) == [["a0", "a1"], ["e0", "e1", "e2"], ["e3"]]
-
-
-def test_a_round_that_gathered_one_event_stops_the_lingering_until_a_round_gathers_more() -> None:
-    # e0 lingers (after the burst's round) and catches nothing; e1 comes 0.05 s before e2 but does not wait for it.
-    timed = [*BURST, (0.1, "e0"), (0.5, "e1"), (0.05, "e2"), (NEVER, "never")]
-    assert rounds_of(timed, most=100, linger_s=0.2, expect=4) == [["a0", "a1"], ["e0"], ["e1"], ["e2"]]
+def test_while_events_flow_a_round_out_of_events_waits_its_linger_once_and_takes_what_arrived_meanwhile() -> None:
+    tail = [(0.4, "e0"), (0.02, "e1"), (0.02, "e2"), (1.0, "end")]
+    assert rounds_after_flow(tail, linger_s=0.2) == [["e0", "e1", "e2"], ["end"]]
 
 
 def test_the_linger_is_waited_once_per_round_so_an_event_waits_at_most_about_the_linger() -> None:
-    # e1 arrives during e0's linger (0.1 to 0.6 s); e2 at 0.85 s, when a second linger would still be waiting: it
-    # is the next round's, not this one's.
-    timed = [*BURST, (0.1, "e0"), (0.25, "e1"), (0.5, "e2"), (NEVER, "never")]
-    assert rounds_of(timed, most=100, linger_s=0.5, expect=3) == [["a0", "a1"], ["e0", "e1"], ["e2"]]
+    # e1 arrives during e0's linger (0.5 s); e2 0.25 s after it ends, when a second linger would still be waiting:
+    # it is the next round's, not this one's.
+    tail = [(0.6, "e0"), (0.25, "e1"), (0.5, "e2")]
+    assert rounds_after_flow(tail, linger_s=0.5) == [["e0", "e1"], ["e2"]]
+
+
+def test_once_events_slow_to_fewer_than_one_per_linger_the_rounds_stop_waiting_it() -> None:
+    # After the flow, events 0.3 s apart (3/s, against one per 0.05 s); then y1 0.03 s after y0, which a linger
+    # would have caught.
+    tail = [(0.3, "s0"), (0.3, "s1"), (0.3, "s2"), (0.3, "y0"), (0.03, "y1")]
+    assert rounds_after_flow(tail, linger_s=0.05)[-2:] == [["y0"], ["y1"]]

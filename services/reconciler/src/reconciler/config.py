@@ -33,9 +33,9 @@ class Settings(ServiceSettings):
         ge=0,
         le=1000,
         description="How long a round that has run out of records in hand waits once for more before it runs, "
-        "while records flow (after a round that held more than one; rounds.batches): fewer, fuller rounds, each "
-        "costing produce requests and acknowledgements whatever its size, for at most this much more latency per "
-        "event; a trickle never waits; 0 turns it off.",
+        "while records flow (at least one per linger over the last half second; rounds.batches): fewer, fuller "
+        "rounds, each costing produce requests and acknowledgements whatever its size, for at most this much more "
+        "latency per event; a trickle never waits; 0 turns it off.",
     )
     session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")

@@ -58,8 +58,16 @@ REFUSED = (KafkaError, ProducerSendError, OSError, TimeoutError)
 """What a send the broker refused, or never acknowledged, raises."""
 
 
+RATE_WINDOW_S = 0.5
+"""How long the rate of events that decides whether rounds linger is counted over (rounds.batches)."""
+
+
 async def batches(
-    events: AsyncIterator[Any], in_hand: Callable[[], bool], most: int, linger_s: float
+    events: AsyncIterator[Any],
+    in_hand: Callable[[], bool],
+    most: int,
+    linger_s: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[list[Any]]:
     """The agent's events as rounds: every event in hand (`in_hand`: more are waiting), up to `most`, so a batch
     grows with the backlog and never waits to fill. While events flow, a batch that has run out of events in hand
@@ -67,17 +75,19 @@ async def batches(
     rounds rather than a round for every record or two: each round costs produce requests, acknowledgements and
     changelog records whatever its size. At most `linger_s` of latency for each event; 0 turns it off.
 
-    The linger follows the traffic: a batch lingers only after a round that held more than one event. In a
-    trickle, where rounds hold one event each, the linger would catch nothing and only make each event wait, so
-    no round waits; once events come close enough for a round to gather two (in hand, or in its linger), the
-    rounds after it linger, until one gathers a single event again."""
+    The linger follows the traffic: a batch lingers only while the events of the last `RATE_WINDOW_S` or more came
+    at least one per `linger_s`, so that a linger can be expected to catch another. In a trickle the linger would
+    catch nothing and only make each event wait (at 10 orders/s, about 20 ms of a credit's 35 ms to its push), so
+    no round waits there. The rate is counted over a window, not read from the last round's size: at a few hundred
+    orders/s, a third to most of the rounds that did not linger held a single event, so a rule on the last round's
+    size kept switching the linger off at the rates it is for (docs/benchmarks-linger.md)."""
     batch: list[Any] = []
     lingered = False
-    flowing = False  # the last round held more than one event
+    rate, counted, since = 0.0, 0, clock()  # events/s of the last window; the events of this one, and its start
     async for event in events:
         batch.append(event)
         if len(batch) < most and not in_hand():
-            if flowing and linger_s > 0 and not lingered:
+            if linger_s > 0 and not lingered and rate * linger_s >= 1:
                 lingered = True
                 await asyncio.sleep(linger_s)
                 if in_hand():
@@ -85,7 +95,10 @@ async def batches(
         elif len(batch) < most:
             continue
         yield batch
-        flowing = len(batch) > 1
+        counted += len(batch)
+        now = clock()
+        if now - since >= RATE_WINDOW_S:
+            rate, counted, since = counted / (now - since), 0, now
         batch, lingered = [], False
 
 
