@@ -63,11 +63,7 @@ RATE_WINDOW_S = 0.5
 
 
 async def batches(
-    events: AsyncIterator[Any],
-    in_hand: Callable[[], bool],
-    most: int,
-    linger_s: float,
-    clock: Callable[[], float] = time.monotonic,
+    events: AsyncIterator[Any], in_hand: Callable[[], bool], most: int, linger_s: float
 ) -> AsyncIterator[list[Any]]:
     """The agent's events as rounds: every event in hand (`in_hand`: more are waiting), up to `most`, so a batch
     grows with the backlog and never waits to fill. While events flow, a batch that has run out of events in hand
@@ -77,13 +73,14 @@ async def batches(
 
     The linger follows the traffic: a batch lingers only while the events of the last `RATE_WINDOW_S` or more came
     at least one per `linger_s`, so that a linger can be expected to catch another. In a trickle the linger would
-    catch nothing and only make each event wait (at 10 orders/s, about 20 ms of a credit's 35 ms to its push), so
-    no round waits there. The rate is counted over a window, not read from the last round's size: at a few hundred
-    orders/s, a third to most of the rounds that did not linger held a single event, so a rule on the last round's
-    size kept switching the linger off at the rates it is for (docs/benchmarks-linger.md)."""
+    catch nothing and only make each event wait (at 10 orders/s, 8 ms of a credit's 33 ms to its push at the
+    median), so no round waits there. The rate is counted over a window, not read from the last round's size: at
+    a few hundred orders/s, a third to most of the rounds that did not linger held a single event, so a rule on the
+    last round's size kept switching the linger off at the rates it is for (docs/benchmarks-linger.md)."""
     batch: list[Any] = []
     lingered = False
-    rate, counted, since = 0.0, 0, clock()  # events/s of the last window; the events of this one, and its start
+    # The rate of events (per second) the last window counted; the events of this window so far, and its start.
+    rate, counted, since = 0.0, 0, time.monotonic()
     async for event in events:
         batch.append(event)
         if len(batch) < most and not in_hand():
@@ -96,7 +93,7 @@ async def batches(
             continue
         yield batch
         counted += len(batch)
-        now = clock()
+        now = time.monotonic()
         if now - since >= RATE_WINDOW_S:
             rate, counted, since = counted / (now - since), 0, now
         batch, lingered = [], False
