@@ -59,11 +59,16 @@ async def eventually(check: Callable[[], object], *, timeout_s: float = 60, inte
         await asyncio.sleep(interval_s)
 
 
-async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on `topic` up to its end offsets at the time of the call."""
+async def read_all(bootstrap: str, topic: str, *, committed: bool = False) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` up to its end offsets at the time of the call; with `committed`, only what a
+    consumer reading committed records (every service's) sees: no record of an aborted transaction."""
     partitions = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        isolation_level="read_committed" if committed else "read_uncommitted",
     )
     await consumer.start()
     try:

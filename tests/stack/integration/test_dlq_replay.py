@@ -67,7 +67,10 @@ class Ledger:
         return int(await self.infra.pool.fetchval(query, order_id))
 
     async def records(self, topic: Topic, key: str) -> list[ConsumerRecord[bytes, bytes]]:
-        return [r for r in await read_all(self.broker.bootstrap, self.topic(topic)) if r.key == key.encode()]
+        """`key`'s records as the services read them, committed only: a replay run fenced in the middle of a
+        transaction by another run leaves that transaction's record in the log, aborted (deadletters.py)."""
+        records = await read_all(self.broker.bootstrap, self.topic(topic), committed=True)
+        return [r for r in records if r.key == key.encode()]
 
     async def dlq(self, *args: str) -> tuple[int, str]:
         """`credited dlq ...` as an operator runs it, with the services' Kafka settings."""
