@@ -60,6 +60,7 @@ async def serve(
         # uvicorn cancels the requests still running (and logs how many) a second before the runner's bound
         timeout_graceful_shutdown=max(1, int(grace_s) - 1),
         proxy_headers=False,  # nothing reads the client address; one middleware less per request
+        server_header=False,  # no "server: uvicorn" on every answer: one header less to check and write, no banner
     )
     server = EmbeddedServer(config)
     # A copy of a service run with others (servicekit.runner) shares the port: the kernel spreads connections.
