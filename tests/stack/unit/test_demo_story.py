@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 
+from credited.demo import LiveCounts
 from harness.simulator.receiver import Received
-from harness.simulator.run import Truth, score
+from harness.simulator.run import Truth, score, settled
 from harness.simulator.story import closing_lines, startup_failure, story_counts
+from harness.simulator.tail import CommandTail
 
 PAID_AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 THRESHOLD_S = 5.0
@@ -46,20 +48,47 @@ def at(seconds: float) -> float:
 
 def test_an_order_flagged_and_credited_after_its_retry_is_recovered_and_one_credited_before_it_is_not() -> None:
     paid = {"fixed", "late-anyway", "refunded", "fine"}
-    statuses = {
-        "fixed": {"delayed", "credited"},
-        "late-anyway": {"delayed", "credited"},
-        "refunded": {"delayed", "refunded"},
-        "fine": {"credited"},
+    told = {
+        "delayed": {"fixed", "late-anyway", "refunded", "not-paid"},
+        "credited": {"fixed", "late-anyway", "fine"},
+        "refunded": {"refunded"},
     }
     credited_at = {"fixed": at(6), "late-anyway": at(5.1), "fine": at(0.1)}
     retried_at = {"fixed": at(5.2), "late-anyway": at(5.2), "refunded": at(5.2), "not-ours": at(1)}
 
-    counts = story_counts(5, paid, statuses, credited_at, retried_at, notifications=9)
+    counts = story_counts(5, paid, told, credited_at, retried_at, notifications=9)
 
     assert (counts.orders, counts.paid, counts.credited) == (5, 4, 3)
     assert (counts.flagged, counts.retried, counts.recovered, counts.refunded) == (3, 3, 1, 1)
     assert counts.users_told == 9
+
+
+def test_the_live_counts_read_each_notification_once_and_agree_with_a_recount_from_all_of_them() -> None:
+    truth, received = Truth(), Received()
+    retries = CommandTail("127.0.0.1:9", "ledger.commands")  # never started: the test fills first_sent
+    for oid in ("a", "b", "c"):
+        truth.orders[oid] = {"paid_at": PAID_AT.timestamp()}
+        truth.paid.add(oid)
+    counts = LiveCounts(truth, received, retries)
+
+    def tell(oid: str, status: str, credited_s: float | None = None) -> None:
+        credited = (PAID_AT + timedelta(seconds=credited_s)).isoformat() if credited_s is not None else None
+        nid = f"{oid}-{status}"
+        received.payloads[nid] = {"notification_id": nid, "order_id": oid, "status": status, "credited_at": credited}
+
+    tell("a", "credited", 0.2)
+    tell("b", "delayed")
+    first = counts()
+    assert (first.credited, first.flagged, first.recovered, first.users_told) == (1, 1, 0, 2)
+    assert counts.settled() == settled(truth, received) == 1
+
+    retries.first_sent["b"] = at(5.2)
+    tell("b", "credited", 6)
+    tell("c", "refunded")
+    second = counts()
+    assert (second.credited, second.flagged, second.retried, second.recovered) == (2, 1, 1, 1)
+    assert (second.refunded, second.users_told) == (1, 4)
+    assert counts.settled() == settled(truth, received) == 3
 
 
 async def test_the_json_summary_keeps_every_field_it_had_and_counts_the_retried_and_the_recovered() -> None:
