@@ -23,7 +23,7 @@ from credited.stack.processes import free_port
 from harness.bench import wrk
 from harness.bench.driver import AiohttpSimulator, ClientTimes, session
 from harness.simulator.receiver import Received, WebhookReceiver
-from harness.simulator.run import FINAL, Load, Truth, credit_publication_times, order_of, score
+from harness.simulator.run import FINAL, Load, Truth, credit_publication_times, fast_reads, order_of, score
 from harness.simulator.story import StoryCounts, startup_failure, story_counts
 from harness.simulator.tail import CommandTail
 
@@ -177,7 +177,10 @@ async def _drive_and_score(
         tailing.cancel()
         await asyncio.gather(tailing, return_exceptions=True)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(timeout=30, limits=limits, headers=stack.headers) as client:
+    async with (
+        httpx.AsyncClient(timeout=30, limits=limits, headers=stack.headers) as client,
+        fast_reads(stack.headers) as reads,
+    ):
         topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
         scored = await score(
             truth,
@@ -189,6 +192,7 @@ async def _drive_and_score(
             credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
             retried_at=retries.first_sent,
             recovered_by_query=await _recovered_by_query(client, stack) if stack.provider_url else None,
+            reads=reads,
         )
         if stack.provider_url:
             scored |= await _provider_check(stack, truth)

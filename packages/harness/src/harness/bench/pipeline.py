@@ -24,7 +24,7 @@ from harness.bench.driver import AiohttpSimulator, ClientTimes, session
 from harness.bench.machine import UsageSampler
 from harness.bench.statements import StatementCounter
 from harness.simulator.receiver import Received, WebhookReceiver
-from harness.simulator.run import Load, Truth, credit_publication_times, percentile, score, settled
+from harness.simulator.run import Load, Truth, credit_publication_times, fast_reads, percentile, score, settled
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +196,17 @@ async def run_step(
     asked = await statements.per_order(len(truth.orders)) if statements is not None else None
     await asyncio.sleep(1.0)  # late duplicates and status changes land before counting
     topic = Topic.LEDGER_EVENTS.qualified(stack.config.topic_prefix)
-    figures = await score(
-        truth,
-        receiver.received,
-        ledger_url=stack.url("ledger"),
-        client=client,
-        elapsed_s=time.monotonic() - started,
-        threshold_s=options.threshold_s,
-        credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
-    )
+    async with fast_reads(stack.headers) as reads:
+        figures = await score(
+            truth,
+            receiver.received,
+            ledger_url=stack.url("ledger"),
+            client=client,
+            elapsed_s=time.monotonic() - started,
+            threshold_s=options.threshold_s,
+            credit_visible_at=await credit_publication_times(stack.bootstrap, topic),
+            reads=reads,
+        )
     dropped = set((await client.get(f"{stack.url('ledger')}/v1/faults")).json()["credit_dropped"]) & truth.paid
     return {
         "target_rate": rate,

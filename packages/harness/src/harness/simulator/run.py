@@ -4,16 +4,18 @@ in WeChat Pay's and Alipay's protocols, or drops the notification); the others t
 JSON callbacks, sent by the simulator itself."""
 
 import asyncio
+import contextlib
 import logging
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -222,6 +224,40 @@ async def credit_publication_times(bootstrap: str, topic: str) -> dict[str, floa
         await consumer.stop()
 
 
+READS_AT_ONCE = 32
+"""The ledger reads scoring keeps in flight."""
+
+Reads = Callable[[str], Awaitable[Any]]
+"""GET a URL and parse its JSON answer: how scoring reads the ledger's books, one order or wallet at a time."""
+
+
+def reads_with(client: httpx.AsyncClient) -> Reads:
+    """Reads through `client` (a test's fake ledger is an httpx transport)."""
+
+    async def get(url: str) -> Any:
+        return (await client.get(url)).json()
+
+    return get
+
+
+@contextlib.asynccontextmanager
+async def fast_reads(headers: Mapping[str, str]) -> AsyncIterator[Reads]:
+    """Reads over aiohttp sending `headers`, for scoring thousands of orders on the cores the stack runs on: a read
+    cost this process 1.5-1.8 ms of CPU through httpx (httpcore 1.0's pool polls every idle connection at every
+    request) and 0.16 ms through aiohttp, which also read 3.6 times as many a second (4,000 reads, 32 at once)."""
+    connector = aiohttp.TCPConnector(limit=READS_AT_ONCE)
+    async with aiohttp.ClientSession(
+        headers=dict(headers), connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
+
+        async def get(url: str) -> Any:
+            async with session.get(url) as response:
+                response.raise_for_status()
+                return orjson.loads(await response.read())
+
+        yield get
+
+
 async def score(
     truth: Truth,
     received: Received,
@@ -233,17 +269,20 @@ async def score(
     credit_visible_at: dict[str, float] | None = None,
     retried_at: Mapping[str, float] | None = None,
     recovered_by_query: int | None = None,
+    reads: Reads | None = None,
 ) -> dict[str, Any]:
     """The run's figures: every count is checked against the ground truth, not taken from the services.
     `retried_at`: when each order's first RetryCredit reached the broker (read there, see simulator.tail);
     `recovered_by_query`: payments' own count of payments it found by asking the provider, reported beside
-    the orders whose notification the provider dropped and what became of them."""
+    the orders whose notification the provider dropped and what became of them; `reads`: how the ledger's books are
+    read order by order (`fast_reads`; through `client` if not given)."""
     by_order = received.by_order()
     statuses = {oid: {p["status"] for p in by_order.get(oid, [])} for oid in truth.paid}
     dropped = set((await client.get(f"{ledger_url}/v1/faults")).json()["credit_dropped"]) & truth.paid
-    credits = await _credits(client, ledger_url, sorted(truth.paid))
+    get = reads or reads_with(client)
+    credits = await _credits(get, ledger_url, sorted(truth.paid))
     credit_counts = {oid: len(times) for oid, times in credits.items()}
-    wallets = await _balance_mismatches(client, ledger_url, truth, credit_counts)
+    wallets = await _balance_mismatches(get, ledger_url, truth, credit_counts)
     flagged = {oid for oid, s in statuses.items() if "delayed" in s}
     first_credit = {oid: min(times) for oid, times in credits.items() if times}
     latencies = []
@@ -328,13 +367,13 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-async def _credits(client: httpx.AsyncClient, ledger_url: str, order_ids: list[str]) -> dict[str, list[float]]:
+async def _credits(get: Reads, ledger_url: str, order_ids: list[str]) -> dict[str, list[float]]:
     """When each order's credits were posted, per the ledger's own books (unix seconds)."""
-    gate = asyncio.Semaphore(32)
+    gate = asyncio.Semaphore(READS_AT_ONCE)
 
     async def one(oid: str) -> tuple[str, list[float]]:
         async with gate:
-            body = (await client.get(f"{ledger_url}/v1/orders/{oid}/entries")).json()
+            body = await get(f"{ledger_url}/v1/orders/{oid}/entries")
         times = [
             datetime.fromisoformat(t["created_at"]).timestamp() for t in body["transactions"] if t["kind"] == "credit"
         ]
@@ -343,20 +382,18 @@ async def _credits(client: httpx.AsyncClient, ledger_url: str, order_ids: list[s
     return dict(await asyncio.gather(*(one(o) for o in order_ids)))
 
 
-async def _balance_mismatches(
-    client: httpx.AsyncClient, ledger_url: str, truth: Truth, credit_counts: dict[str, int]
-) -> int:
+async def _balance_mismatches(get: Reads, ledger_url: str, truth: Truth, credit_counts: dict[str, int]) -> int:
     """Users whose wallet is not exactly the sum of their credited orders (each counted once)."""
     expected: dict[tuple[str, str], int] = {}
     for oid in truth.paid:
         order = truth.orders[oid]
         key = (order["user_id"], "CNY")
         expected[key] = expected.get(key, 0) + (order["amount"] if credit_counts.get(oid, 0) >= 1 else 0)
-    gate = asyncio.Semaphore(32)
+    gate = asyncio.Semaphore(READS_AT_ONCE)
 
     async def one(user: str, currency: str, expected: int) -> bool:
         async with gate:
-            body = (await client.get(f"{ledger_url}/v1/wallets/{user}")).json()
+            body = await get(f"{ledger_url}/v1/wallets/{user}")
         return int(body["balances"].get(currency, 0)) != expected
 
     results = await asyncio.gather(*(one(u, c, v) for (u, c), v in expected.items()))
