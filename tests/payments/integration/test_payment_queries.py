@@ -17,7 +17,7 @@ from credited.providers import wechatpay as local_wechatpay
 from credited.providers.book import TradeState
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
-from credited.providers.notifier import NotifyKnobs
+from credited.providers.notifier import Answer, NotifyKnobs, httpx_post
 from credited.providers.server import LocalProvider
 from credited.stack.processes import free_port
 from payments.bootstrap import build as build_payments
@@ -152,7 +152,7 @@ async def test_a_paid_order_whose_callback_was_dropped_is_paid_once_by_query_and
 
     note = delivery.notification
     late = await payments.client.post(f"/v1/psp/{name}/callbacks", content=note.body, headers=dict(note.headers))
-    assert note.accepted(late), late.text
+    assert note.accepted(Answer(late.status_code, late.text)), late.text
     audit = await payments.infra.pool.fetch("SELECT outcome FROM callbacks WHERE order_id = $1 ORDER BY id", order_id)
     assert [r["outcome"] for r in audit] == ["paid", "duplicate"]
     await eventually(lambda: payments.infra.pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout_s=30)
@@ -166,7 +166,7 @@ async def test_a_providers_notification_sent_twice_over_http_is_applied_once_and
 ) -> None:
     payments = await start(query_delay_s=60)  # no query: the callbacks alone pay the order
     provider.notifier.knobs = NotifyKnobs(duplicate_share=1.0)
-    provider.notifier.clients = [payments.client]
+    provider.notifier.post = httpx_post(payments.client)
     provider.notifier.urls[name] = f"http://payments/v1/psp/{name}/callbacks"
     order_id = await payments.order(CHANNELS[name])
 
@@ -188,7 +188,7 @@ async def test_a_providers_notification_sent_twice_over_http_is_applied_once_and
     tampered = note.body.replace(*changed)
     assert tampered != note.body
     refused = await payments.client.post(f"/v1/psp/{name}/callbacks", content=tampered, headers=dict(note.headers))
-    assert refused.status_code == 401 and not note.accepted(refused)
+    assert refused.status_code == 401 and not note.accepted(Answer(refused.status_code, refused.text))
     if name == "wechatpay":
         assert refused.json()["code"] == "FAIL"
     else:

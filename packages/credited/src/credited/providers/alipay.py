@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -23,7 +22,7 @@ from starlette.routing import Route
 from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Fault, Faults, Operation
 from credited.providers.keys import LocalKeys, sign
-from credited.providers.notifier import Notification
+from credited.providers.notifier import Answer, Notification
 
 PROVIDER = "alipay"
 CHINA = timezone(timedelta(hours=8))
@@ -56,9 +55,9 @@ def content(params: Mapping[str, str], leave_out: frozenset[str]) -> bytes:
     return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in leave_out and v != "").encode()
 
 
-def accepted(response: httpx.Response) -> bool:
+def accepted(answer: Answer) -> bool:
     """Alipay takes exactly `success` as "received"; anything else is sent again."""
-    return response.text.strip() == "success"
+    return answer.text.strip() == "success"
 
 
 def _status(trade: Trade) -> str:

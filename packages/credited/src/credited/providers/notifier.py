@@ -7,31 +7,72 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 
 log = logging.getLogger(__name__)
 
 SENDS_IN_FLIGHT = 64
-"""Notifications posted at once (each waits its turn after its delay). Without this bound a backlog queued
-inside httpx's connection pool, whose bookkeeping in httpcore 1.0 walks every waiting request each time a
-connection is handed back: with a few thousand callbacks waiting (the demo at 1,500 orders/s, the stack behind),
-the local provider spent a whole core in it and placed 30 orders a second."""
-
-CONNECTIONS_PER_CLIENT = 8
-"""The connections of each client the notifier posts with (`clients`). httpcore 1.0's pool also walks all its
-connections at every request, counting the idle ones once per connection and polling each idle socket: with one
-client of 64 connections that bookkeeping was a third of the local provider's CPU at 100 orders/s."""
+"""Notifications posted at once (each waits its turn after its delay): a backlog waits here, in the semaphore, not
+inside the HTTP client's connection pool."""
 
 
-def clients(timeout_s: float = 10.0) -> list[httpx.AsyncClient]:
-    """The clients a Notifier posts with, in turn: together a connection for every post in flight, all kept
-    alive, in pools small enough that their bookkeeping stays small."""
-    limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT)
-    count = SENDS_IN_FLIGHT // CONNECTIONS_PER_CLIENT
-    return [httpx.AsyncClient(timeout=timeout_s, limits=limits) for _ in range(count)]
+@dataclass(frozen=True)
+class Answer:
+    """The merchant's answer to one notification: what a provider looks at to decide it was received."""
+
+    status: int
+    text: str
+
+
+class Unanswered(Exception):
+    """No answer: the connection failed or timed out."""
+
+
+Post = Callable[[str, bytes, Mapping[str, str]], Awaitable[Answer]]
+"""Post a notification's body with its headers to a notify URL; its Answer, or Unanswered."""
+
+
+class AiohttpPost:
+    """Posts over aiohttp, SENDS_IN_FLIGHT connections kept alive. httpx cost this process 1.5 ms or more of CPU
+    per request (httpcore 1.0's pool walks its connections and polls each idle socket at every request), more
+    than signing the notification: in the 20,000-order demo the posting was half of the local provider's CPU, on
+    the cores the stack runs on. The session is made on first use, in the loop that serves."""
+
+    def __init__(self, timeout_s: float = 10.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=SENDS_IN_FLIGHT)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        try:
+            async with self._session.post(url, data=body, headers=dict(headers)) as response:
+                return Answer(response.status, await response.text())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unanswered(repr(exc)) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def httpx_post(client: httpx.AsyncClient) -> Post:
+    """Posts through an httpx client: a test's merchant served in process (an ASGI transport)."""
+
+    async def post(url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        try:
+            response = await client.post(url, content=body, headers=dict(headers))
+        except httpx.HTTPError as exc:
+            raise Unanswered(repr(exc)) from None
+        return Answer(response.status_code, response.text)
+
+    return post
 
 
 @dataclass(frozen=True)
@@ -43,7 +84,7 @@ class Notification:
     trade_no: str
     body: bytes
     headers: Mapping[str, str]
-    accepted: Callable[[httpx.Response], bool]
+    accepted: Callable[[Answer], bool]
 
 
 @dataclass
@@ -68,14 +109,12 @@ class NotifyKnobs:
 
 
 class Notifier:
-    """Delivers in background tasks, at most SENDS_IN_FLIGHT posts at once, on `clients` in turn; `drain()`
-    waits for every delivery started so far."""
+    """Delivers in background tasks, at most SENDS_IN_FLIGHT posts at once, through `post`; `drain()` waits for
+    every delivery started so far."""
 
-    def __init__(self, knobs: NotifyKnobs, clients: Sequence[httpx.AsyncClient]) -> None:
+    def __init__(self, knobs: NotifyKnobs, post: Post) -> None:
         self.knobs = knobs
-        self.clients = list(clients)
-        """Each post goes out on the next of these."""
-        self._turn = 0
+        self.post = post
         self._sending = asyncio.Semaphore(SENDS_IN_FLIGHT)
         self._in_flight = 0
         self.most_in_flight = 0
@@ -114,26 +153,24 @@ class Notifier:
             await asyncio.sleep(wait)
             delivery.sent_at.append(time.monotonic())
             try:
-                response = await self._post(url, notification)
-            except httpx.HTTPError as exc:
-                log.info("notification of %s to %s failed: %r", notification.trade_no, url, exc)
+                answer = await self._post(url, notification)
+            except Unanswered as exc:
+                log.info("notification of %s to %s failed: %s", notification.trade_no, url, exc)
                 delivery.statuses.append(0)
                 self.counts["unanswered"] += 1
                 continue
-            delivery.statuses.append(response.status_code)
+            delivery.statuses.append(answer.status)
             self.counts["sent"] += 1
-            if notification.accepted(response):
+            if notification.accepted(answer):
                 delivery.accepted = True
                 return
 
-    async def _post(self, url: str, notification: Notification) -> httpx.Response:
+    async def _post(self, url: str, notification: Notification) -> Answer:
         async with self._sending:
-            client = self.clients[self._turn % len(self.clients)]
-            self._turn += 1
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
             try:
-                return await client.post(url, content=notification.body, headers=dict(notification.headers))
+                return await self.post(url, notification.body, notification.headers)
             finally:
                 self._in_flight -= 1
 

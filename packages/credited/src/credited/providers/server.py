@@ -15,7 +15,7 @@ from credited.providers import alipay, wechatpay
 from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys
-from credited.providers.notifier import Delivery, Notification, Notifier, NotifyKnobs, clients
+from credited.providers.notifier import AiohttpPost, Delivery, Notification, Notifier, NotifyKnobs
 from servicekit.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ class LocalProvider:
         self.faults = faults or Faults()
         self.wechatpay = wechatpay.WeChatPayServer(self.keys, self.book, self.faults)
         self.alipay = alipay.AlipayServer(self.keys, self.book, self.faults)
-        self._clients = clients()
-        self.notifier = Notifier(knobs or NotifyKnobs(), self._clients)
+        self._post = AiohttpPost()
+        self.notifier = Notifier(knobs or NotifyKnobs(), self._post)
         self.notifier.urls.update(notify_urls or {})
         self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -143,5 +143,4 @@ class LocalProvider:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
-        for client in self._clients:
-            await client.aclose()
+        await self._post.close()

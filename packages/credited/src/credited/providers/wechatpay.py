@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import httpx
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -24,7 +23,7 @@ from starlette.routing import Route
 from credited.providers.book import Book, BookError, Trade, TradeState
 from credited.providers.faults import Fault, Faults, Operation
 from credited.providers.keys import LocalKeys, serial, sign
-from credited.providers.notifier import Notification
+from credited.providers.notifier import Answer, Notification
 
 PROVIDER = "wechatpay"
 SCHEME = "WECHATPAY2-SHA256-RSA2048"
@@ -41,9 +40,9 @@ def _message(*parts: str | bytes) -> bytes:
     return b"".join((p.encode() if isinstance(p, str) else p) + b"\n" for p in parts)
 
 
-def accepted(response: httpx.Response) -> bool:
+def accepted(answer: Answer) -> bool:
     """WeChat Pay takes 200 or 204 as "received"; anything else is sent again."""
-    return response.status_code in (200, 204)
+    return answer.status in (200, 204)
 
 
 def _time(moment: datetime | None) -> str | None:
