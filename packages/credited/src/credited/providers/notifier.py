@@ -37,10 +37,11 @@ Post = Callable[[str, bytes, Mapping[str, str]], Awaitable[Answer]]
 
 
 class AiohttpPost:
-    """Posts over aiohttp, SENDS_IN_FLIGHT connections kept alive. httpx cost this process 1.5 ms or more of CPU
-    per request (httpcore 1.0's pool walks its connections and polls each idle socket at every request), more
-    than signing the notification: in the 20,000-order demo the posting was half of the local provider's CPU, on
-    the cores the stack runs on. The session is made on first use, in the loop that serves."""
+    """Posts over aiohttp, SENDS_IN_FLIGHT connections kept alive. Through httpx the posting was half of the local
+    provider's CPU in the 20,000-order demo, on the cores the stack runs on, and it fell behind the payments it was
+    to announce (httpcore 1.0's pool walks its connections and polls each idle socket at every request; for the
+    demo's scoring reads that was 1.5-1.8 ms of CPU a request, against 0.16 through aiohttp). The session is
+    made on first use, in the loop that serves."""
 
     def __init__(self, timeout_s: float = 10.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
