@@ -44,6 +44,7 @@ def test_a_quick_bench_writes_the_figures_the_report_and_its_plots(broker: Broke
     assert all("cpu_s" in usage and "peak_rss_mib" in usage for usage in step["processes"].values())
     asked = step["postgres_statements"]
     assert asked["statements_per_order"] > 0 and asked["commits_per_order"] > 0 and asked["top"]
+    assert asked["top_by_time"] and all(t["ms_per_order"] > 0 for t in asked["top_by_time"])
     assert {"reconciler_engine", "reconciler_worker", "payments", "notifier", "ledger"} <= set(written["isolated"])
     for phase in ("catch_up", "live"):
         assert {"reconciler", "bytewax", "sql"} <= set(written["peers"][phase])
@@ -63,6 +64,7 @@ def test_a_quick_bench_writes_the_figures_the_report_and_its_plots(broker: Broke
     )
     for heading in headings:
         assert heading in report
+    assert "The statements that took the most execution time" in report
     for plot in ("pipeline.png", "cpu.png", "peers.png"):
         assert (tmp_path / "out" / plot).stat().st_size > 0
         assert f"out/{plot}" in report

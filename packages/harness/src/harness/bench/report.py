@@ -166,6 +166,25 @@ def _statements(report: dict[str, Any]) -> list[str]:
         f"The most frequent statements at {how} (per order placed; first 160 characters):",
         "",
         *_table(["per order", "statement"], top),
+        *_longest(counted, how),
+    ]
+
+
+def _longest(counted: dict[str, Any], how: str) -> list[str]:
+    """The statements that took the most execution time at the headline step (reports before it had none)."""
+    rows = [
+        [t["ms_per_order"], t["calls_per_order"], "`" + t["statement"].replace("|", "\\|") + "`"]
+        for t in counted.get("top_by_time", [])
+    ]
+    if not rows:
+        return []
+    return [
+        f"The statements that took the most execution time at {how} (ms per order placed, waits for locks"
+        " included). A statement's time includes the statements and triggers it runs (a function's statements,"
+        " the foreign key checks of an insert), which have lines of their own too: the lines overlap and do not"
+        " add up to PostgreSQL's CPU.",
+        "",
+        *_table(["ms per order", "calls per order", "statement"], rows),
     ]
 
 
