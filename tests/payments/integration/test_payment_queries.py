@@ -161,7 +161,7 @@ async def test_a_paid_order_whose_callback_was_dropped_is_paid_once_by_query_and
 
 
 @pytest.mark.parametrize("name", ["alipay", "wechatpay"])
-async def test_a_providers_notification_sent_twice_over_http_is_applied_once_and_answered_in_its_providers_form(
+async def test_a_notification_sent_twice_over_http_is_applied_once_answered_in_its_providers_form_and_ends_its_queries(
     name: str, broker: Broker, provider: LocalProvider, start: Start
 ) -> None:
     payments = await start(query_delay_s=60)  # no query: the callbacks alone pay the order
@@ -177,6 +177,8 @@ async def test_a_providers_notification_sent_twice_over_http_is_applied_once_and
     expected = {"wechatpay": [204, 204], "alipay": [200, 200]}[name]
     assert delivery.accepted and delivery.statuses == expected
     assert await paid(payments, order_id)
+    # Its query was due a minute later: the callback took it off the schedule in its own transaction.
+    assert await unscheduled(payments, order_id)
     audit = await payments.infra.pool.fetch("SELECT outcome FROM callbacks WHERE order_id = $1 ORDER BY id", order_id)
     assert sorted(r["outcome"] for r in audit) == ["duplicate", "paid"]
     await eventually(lambda: payments.infra.pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout_s=30)

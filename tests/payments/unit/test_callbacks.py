@@ -119,7 +119,7 @@ async def test_the_same_idempotency_key_with_another_body_is_refused() -> None:
         await place(store, key="k1", amount=700)
 
 
-async def test_a_signed_callback_pays_once_however_often_it_is_delivered() -> None:
+async def test_a_signed_callback_pays_once_however_often_it_is_delivered_and_only_the_paying_one_says_when() -> None:
     store = Store()
     placed, _ = await place(store)
     body = callback_body(placed.order_id)
@@ -135,6 +135,9 @@ async def test_a_signed_callback_pays_once_however_often_it_is_delivered() -> No
     assert sorted(r.code for r in results) == ["applied"] + ["duplicate"] * 4
     paid = [m for t, m, _ in store.published if isinstance(m, PaymentSucceeded)]
     assert len(paid) == 1 and store.published[-1][0] is Topic.PAYMENTS_EVENTS
+    # Only the callback that paid says when (what payments' callback lateness is measured from).
+    assert [r.paid_at for r in results if r.code == "applied"] == [paid[0].paid_at]
+    assert {r.paid_at for r in results if r.code == "duplicate"} == {None}
     assert len(store.callbacks) == 5
 
 

@@ -86,8 +86,10 @@ class FakeSchedule:
     due: list[DueQuery]
     rescheduled: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     finished: list[list[str]] = field(default_factory=list)
+    due_by: list[datetime] = field(default_factory=list)
 
-    async def claim(self, now: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+    async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+        self.due_by.append(due_by)
         taken, self.due = self.due[:limit], self.due[limit:]
         return taken
 
@@ -104,6 +106,7 @@ class Counts:
     expiries: int = 0
     clamps: int = 0
     answers: list[PaymentState] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
 
     def answered(self, provider: str, state: PaymentState) -> None:
         self.answers.append(state)
@@ -116,6 +119,9 @@ class Counts:
 
     def clamped(self, provider: str) -> None:
         self.clamps += 1
+
+    def waiting(self, seconds: float) -> None:
+        self.waits.append(seconds)
 
 
 @dataclass
@@ -137,11 +143,20 @@ def due(o: Order, *, expired: bool = False, attempts: int = 1) -> DueQuery:
     return DueQuery(o.order_id, "alipay", o.channel, expires_at, attempts, o.payment_status, o.status)
 
 
-def world(orders: list[Order], queries: list[DueQuery], provider: FakeProvider) -> World:
+@dataclass
+class Lag:
+    late_s: float
+
+    def seconds(self, now: float) -> float:
+        return self.late_s
+
+
+def world(orders: list[Order], queries: list[DueQuery], provider: FakeProvider, *, late_s: float = 0.0) -> World:
     store = Store(orders={o.order_id: o for o in orders})
     schedule, counts = FakeSchedule(queries), Counts()
+    clock = FixedClock(NOW.timestamp())
     deps = QueryDeps(
-        schedule, Providers(provider), lambda: InMemoryPayments(store), FixedClock(NOW.timestamp()), POLICY, counts
+        schedule, Providers(provider), lambda: InMemoryPayments(store), clock, POLICY, counts, lag=Lag(late_s)
     )
     return World(store, schedule, provider, counts, deps)
 
@@ -154,6 +169,19 @@ async def test_a_paid_answer_pays_the_order_once_and_ends_its_queries() -> None:
     assert [type(m) for _, m, _ in w.store.published] == [PaymentSucceeded]
     assert [c["outcome"] for c in w.store.callbacks] == ["paid"]
     assert w.schedule.finished == [["ord_1"]] and w.counts.recoveries == 1
+
+
+@pytest.mark.parametrize(
+    ("late_s", "waited_s"),
+    [(0.0, 0.0), (4.5, 4.5), (600.0, POLICY.delay_s)],
+    ids=["on time", "late", "later than a query delay"],
+)
+async def test_the_worker_takes_queries_only_once_due_by_the_callbacks_lateness_and_at_most_one_delay_more(
+    late_s: float, waited_s: float
+) -> None:
+    w = world([order()], [due(order())], FakeProvider(PaymentState.PAID), late_s=late_s)
+    await handle_due_queries(w.deps, 10)
+    assert w.schedule.due_by == [NOW - timedelta(seconds=waited_s)] and w.counts.waits == [waited_s]
 
 
 async def test_orders_settled_by_their_callback_leave_the_schedule_together_without_asking() -> None:

@@ -33,6 +33,7 @@ from payments.adapters.support_http import support_routes
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
 from payments.config import Settings
 from payments.domain import Order
+from payments.lateness import CallbackLateness
 from payments.queries import QueryDeps, QueryWorker
 from servicekit.http import FastPath, create_app
 from servicekit.identity import protect
@@ -84,7 +85,11 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     policy = settings.query_policy(providers.names)
     schedule = PostgresQuerySchedule(infra.pool)
     # A query holds its row for three provider timeouts (query, close, and room): never two workers at once.
-    deps = QueryDeps(schedule, providers, uow, clock, policy, metrics, review, lease_s=3 * settings.provider_timeout_s)
+    # Paid callbacks' lateness, which the query worker waits out before it asks (payments.lateness).
+    lateness = CallbackLateness()
+    deps = QueryDeps(
+        schedule, providers, uow, clock, policy, metrics, review, lease_s=3 * settings.provider_timeout_s, lag=lateness
+    )
 
     book = PostgresOrderBook(
         infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
@@ -99,9 +104,12 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         results = await handle_callbacks(
             group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review, providers=providers, max_skew=skew
         )
+        arrived = clock.now()
         for callback, result in zip(group, results, strict=True):
             if result.paid_at_clamped:
                 metrics.clamped(callback.provider)
+            if result.paid_at is not None:
+                lateness.observe(arrived, result.paid_at.timestamp())
         return results
 
     async def find_order(order_id: str) -> Order | None:

@@ -77,6 +77,8 @@ class CallbackResult:
     outcome: Outcome = Outcome.REJECTED
     paid_at_clamped: bool = False
     reply: ProviderReply | None = None
+    paid_at: datetime | None = None
+    """For a payment applied: when its provider states it was paid (after any clamping)."""
 
 
 _ANSWERS = {
@@ -258,7 +260,8 @@ async def _apply(
             extra=about(order.order_id),
         )
     status, code = _ANSWERS[decision.outcome]
-    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome, clamped)
+    paid_at = notice.paid_at if decision.outcome is Outcome.PAID else None
+    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome, clamped, paid_at=paid_at)
 
 
 def _has_cleared_topup(group: _Group, order: Order) -> bool:

@@ -7,13 +7,15 @@ payments.schedule). A worker takes the due queries and asks each order's provide
   ends `expired`, announced as OrderExpired;
 - anything else, and any answer that could not be had (a provider's silence, the database away): asked again
   later, with backoff. An order is never expired without the provider saying it is closed or unknown to it.
+A query is taken only once it is due by as much as the paid callbacks are late now (payments.lateness), at most
+one query delay more: an order whose callback is merely late is not asked about.
 """
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from contracts.codec import deterministic_id
@@ -48,9 +50,9 @@ class DueQuery:
 class QuerySchedule(Protocol):
     """The durable schedule of payment queries."""
 
-    async def claim(self, now: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
-        """Take up to `limit` queries due at `now`, each counted as one more attempt and not due again before
-        `lease_until` (so no other worker takes it meanwhile, and it comes back if this one dies)."""
+    async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+        """Take up to `limit` queries due at `due_by` or before, each counted as one more attempt and not due
+        again before `lease_until` (so no other worker takes it meanwhile, and it comes back if this one dies)."""
         ...
 
     async def reschedule(self, order_id: str, due_at: datetime, answer: str) -> None:
@@ -76,6 +78,22 @@ class QueryObserver(Protocol):
     def clamped(self, provider: str) -> None:
         """A paid answer's paid_at was too far ahead of now and was clamped to now."""
 
+    def waiting(self, seconds: float) -> None:
+        """The worker now takes queries this long after they are due (the callbacks' lateness it waits out)."""
+
+
+class CallbackLag(Protocol):
+    """How late paid callbacks arrive now (payments.lateness.CallbackLateness)."""
+
+    def seconds(self, now: float) -> float: ...
+
+
+class OnTime:
+    """No lateness to wait out: queries are taken when due."""
+
+    def seconds(self, now: float) -> float:
+        return 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class QueryDeps:
@@ -89,12 +107,18 @@ class QueryDeps:
     observer: QueryObserver
     review: ReviewRule | None = None
     lease_s: float = 60.0
+    lag: CallbackLag = field(default_factory=OnTime)
 
 
 async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
-    """Take the queries due now and settle each; the number taken."""
+    """Take the queries due by the callbacks' lateness now (at most one query delay) and settle each; the
+    number taken."""
+    clock_now = deps.clock.now()
     now = _now(deps.clock)
-    taken = await deps.schedule.claim(now, limit, datetime.fromtimestamp(deps.clock.now() + deps.lease_s, UTC))
+    wait = min(deps.lag.seconds(clock_now), deps.policy.delay_s)
+    deps.observer.waiting(wait)
+    cutoff = now - timedelta(seconds=wait)
+    taken = await deps.schedule.claim(cutoff, limit, datetime.fromtimestamp(clock_now + deps.lease_s, UTC))
     # Most orders were settled by their callback before their first query: their rows go in one statement.
     settled = {q.order_id for q in taken if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
     if settled:

@@ -6,8 +6,9 @@ from types import TracebackType
 
 from contracts.codec import Record
 from payments.adapters.order_rows import COLUMNS, columns, order_of, params
-from payments.domain import Order
+from payments.domain import Order, PaymentStatus
 from payments.ports import RefundAnswer
+from payments.queries import EXPIRED
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 from servicekit.uow import PostgresUnitOfWork
 
@@ -51,12 +52,19 @@ def _outbox(first: int) -> str:
     )
 
 
-_PARTS = ((_save, len(_SAVE_TYPES)), (_audit, len(_AUDIT_TYPES)), (_outbox, len(_OUTBOX_TYPES)))
+def _unschedule(first: int) -> str:
+    # An order paid (or expired) needs no more payment queries: its row leaves the schedule with the change,
+    # so the query worker only ever takes orders still waiting for their payment.
+    return f"DELETE FROM payment_queries WHERE order_id = ANY(${first}::text[])"  # noqa: S608 - constants only
+
+
+_PARTS = ((_save, len(_SAVE_TYPES)), (_audit, len(_AUDIT_TYPES)), (_outbox, len(_OUTBOX_TYPES)), (_unschedule, 1))
 
 
 @functools.cache
-def _writes(kinds: tuple[bool, bool, bool]) -> str:
-    """One statement for the order changes, audit rows and outbox rows a unit has (data-modifying CTEs)."""
+def _writes(kinds: tuple[bool, bool, bool, bool]) -> str:
+    """One statement for the order changes, audit rows, outbox rows and finished payment queries a unit has
+    (data-modifying CTEs)."""
     first, parts = 1, []
     for (part, width), present in zip(_PARTS, kinds, strict=True):
         if present:
@@ -94,13 +102,19 @@ class PostgresPayments(PostgresUnitOfWork):
         await super().__aexit__(exc_type, exc, tb)
 
     async def _write(self) -> None:
-        """Order changes, audit rows and (outside a consumer's batch, where the batch writes them) the outgoing
-        events, in one round trip before the transaction commits."""
+        """Order changes, audit rows, (outside a consumer's batch, where the batch writes them) the outgoing
+        events and the end of a settled order's payment queries, in one round trip before the transaction
+        commits."""
         outgoing: list[tuple[str, Record]] = []
         if self._batch is None and self._outgoing:
             outgoing, self._outgoing = self._outgoing, []  # written here, so the base class writes none
             self.wake_on_commit()
-        kinds = (bool(self._saved), bool(self._audited), bool(outgoing))
+        settled: list[object] = [
+            o.order_id
+            for o in self._saved.values()
+            if o.payment_status is PaymentStatus.SUCCEEDED or o.status == EXPIRED
+        ]
+        kinds = (bool(self._saved), bool(self._audited), bool(outgoing), bool(settled))
         if not any(kinds):
             return
         arrays: list[list[object]] = []
@@ -110,6 +124,8 @@ class PostgresPayments(PostgresUnitOfWork):
             arrays += columns(self._audited, len(_AUDIT_TYPES))
         if outgoing:
             arrays += [list(column) for column in outbox_arrays(outgoing)]
+        if settled:
+            arrays.append(settled)
         await self.conn.execute(_writes(kinds), *arrays)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:

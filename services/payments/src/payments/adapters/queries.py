@@ -25,8 +25,8 @@ class PostgresQuerySchedule:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, now: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
-        rows = await self._pool.fetch(_CLAIM, now, limit, lease_until)
+    async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+        rows = await self._pool.fetch(_CLAIM, due_by, limit, lease_until)
         return [
             DueQuery(
                 order_id=r["order_id"],
