@@ -171,6 +171,33 @@ async def test_a_paid_answer_pays_the_order_once_and_ends_its_queries() -> None:
     assert w.schedule.finished == [["ord_1"]] and w.counts.recoveries == 1
 
 
+async def test_a_rounds_paid_answers_are_applied_in_one_transaction_and_leave_the_schedule_together() -> None:
+    orders = [order(f"ord_{n}") for n in range(3)]
+    w = world(orders, [due(o) for o in orders], FakeProvider(PaymentState.PAID))
+    units: list[InMemoryPayments] = []
+
+    def uow() -> InMemoryPayments:
+        units.append(InMemoryPayments(w.store))
+        return units[-1]
+
+    assert await handle_due_queries(replace(w.deps, uow=uow), 10) == 3
+    assert len(units) == 1 and w.counts.recoveries == 3
+    assert {o.payment_status for o in w.store.orders.values()} == {PaymentStatus.SUCCEEDED}
+    assert w.schedule.finished == [["ord_0", "ord_1", "ord_2"]]
+
+
+async def test_paid_answers_whose_transaction_fails_stay_leased_for_later() -> None:
+    orders = [order(f"ord_{n}") for n in range(2)]
+    w = world(orders, [due(o) for o in orders], FakeProvider(PaymentState.PAID))
+
+    def uow() -> InMemoryPayments:
+        raise ConnectionResetError("database gone")
+
+    assert await handle_due_queries(replace(w.deps, uow=uow), 10) == 2
+    assert w.schedule.finished == [] and w.schedule.rescheduled == {} and w.counts.recoveries == 0
+    assert {o.payment_status for o in w.store.orders.values()} == {PaymentStatus.PENDING}
+
+
 @pytest.mark.parametrize(
     ("late_s", "waited_s"),
     [(0.0, 0.0), (4.5, 4.5), (600.0, POLICY.delay_s)],

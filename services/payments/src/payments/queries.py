@@ -125,58 +125,77 @@ async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
         await deps.schedule.finish(sorted(settled))
     due = [q for q in taken if q.order_id not in settled]
     outcomes = await asyncio.gather(*(_settle(deps, query, now) for query in due), return_exceptions=True)
+    paid: list[tuple[DueQuery, PaymentQuery]] = []
     for query, outcome in zip(due, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            # The row stays leased and comes back when the lease ends: never expired on an error.
-            log.warning(
-                "query of order %s via %s failed, will retry: %r",
-                query.order_id,
-                query.provider,
-                outcome,
-                extra=about(query.order_id),
-            )
+        if isinstance(outcome, BaseException):
+            _failed(query, outcome)
+        elif outcome is not None:
+            paid.append((query, outcome))
+    if paid:
+        try:
+            await _apply_paid(deps, paid)
+        except Exception as exc:  # noqa: BLE001 - the rows stay leased and come back, as for a failed query
+            for query, _ in paid:
+                _failed(query, exc)
     return len(taken)
 
 
-async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
+def _failed(query: DueQuery, error: BaseException) -> None:
+    # The row stays leased and comes back when the lease ends: never expired on an error.
+    log.warning(
+        "query of order %s via %s failed, will retry: %r",
+        query.order_id,
+        query.provider,
+        error,
+        extra=about(query.order_id),
+    )
+
+
+async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> PaymentQuery | None:
+    """Ask about one order; its paid answer, which the round applies with the others', or None when this
+    settled what the answer asked for (closed the order, or scheduled the next query)."""
     provider = deps.providers.get(query.provider)
     if provider is None:
         log.warning(
             "order %s: no provider %s configured to ask", query.order_id, query.provider, extra=about(query.order_id)
         )
         await _later(deps, query, now, "no such provider configured")
-        return
+        return None
     answer = await provider.query_payment(query.order_id)
     deps.observer.answered(query.provider, answer.state)
     if answer.state is PaymentState.PAID:
-        await _apply_paid(deps, query, answer)
-    elif answer.state is PaymentState.CLOSED or (answer.state in _UNPAID and now >= query.expires_at):
+        return answer
+    if answer.state is PaymentState.CLOSED or (answer.state in _UNPAID and now >= query.expires_at):
         await _close(deps, query, now)
     else:
         await _later(deps, query, now, f"{answer.state}: {answer.reason}")
+    return None
 
 
-async def _apply_paid(deps: QueryDeps, query: DueQuery, answer: PaymentQuery) -> None:
-    (result,) = await handle_paid_answers([answer], uow=deps.uow, clock=deps.clock, review=deps.review)
-    if result.paid_at_clamped:
-        deps.observer.clamped(query.provider)
-    if result.outcome is Outcome.PAID:
-        deps.observer.recovered(query.provider, query.channel)
-        log.info(
-            "order %s paid via %s found by query: %s",
-            query.order_id,
-            query.provider,
-            answer.provider_txn_id,
-            extra=about(query.order_id),
-        )
-    elif result.outcome is Outcome.REJECTED:
-        log.error(
-            "order %s: the provider's paid answer was refused: %s",
-            query.order_id,
-            result.detail,
-            extra=about(query.order_id),
-        )
-    await deps.schedule.finish([query.order_id])
+async def _apply_paid(deps: QueryDeps, paid: Sequence[tuple[DueQuery, PaymentQuery]]) -> None:
+    """A round's paid answers, applied in one transaction (as a group of callbacks is), then off the schedule."""
+    answers = [answer for _, answer in paid]
+    results = await handle_paid_answers(answers, uow=deps.uow, clock=deps.clock, review=deps.review)
+    for (query, answer), result in zip(paid, results, strict=True):
+        if result.paid_at_clamped:
+            deps.observer.clamped(query.provider)
+        if result.outcome is Outcome.PAID:
+            deps.observer.recovered(query.provider, query.channel)
+            log.info(
+                "order %s paid via %s found by query: %s",
+                query.order_id,
+                query.provider,
+                answer.provider_txn_id,
+                extra=about(query.order_id),
+            )
+        elif result.outcome is Outcome.REJECTED:
+            log.error(
+                "order %s: the provider's paid answer was refused: %s",
+                query.order_id,
+                result.detail,
+                extra=about(query.order_id),
+            )
+    await deps.schedule.finish(sorted(query.order_id for query, _ in paid))
 
 
 async def _close(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
