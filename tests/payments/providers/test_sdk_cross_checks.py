@@ -20,6 +20,7 @@ from credited.providers.keys import LocalKeys, private_pem, public_pem
 from credited.providers.server import LocalProvider
 from payments.adapters.providers.alipay import AlipayProvider
 from payments.adapters.providers.registry import alipay_config, wechatpay_config
+from payments.adapters.providers.transport import HttpxWire
 from payments.adapters.providers.wechatpay import WeChatPayProvider
 from payments.domain import RefundRequest
 from tests.payments.providers.conftest import platform_cert_dir, settings_for
@@ -69,7 +70,7 @@ async def test_our_wechat_pay_authorization_is_the_one_the_sdk_computes(local_ke
     captured = Captured()
     config = wechatpay_config(settings_for(local_keys))
     assert config is not None
-    ours = WeChatPayProvider(config, client=httpx.AsyncClient(transport=httpx.MockTransport(captured.handle)))
+    ours = WeChatPayProvider(config, http=HttpxWire(httpx.AsyncClient(transport=httpx.MockTransport(captured.handle))))
     await ours.query_payment(ORDER)
     await ours.refund(RefundRequest(ORDER, "refund-1", "4200000000000000", 600, 600, "CNY", "not credited"))
     await ours.close(ORDER)
@@ -97,7 +98,7 @@ async def test_our_alipay_request_sign_is_the_one_the_sdk_computes(local_keys: L
     captured = Captured()
     config = alipay_config(settings_for(local_keys))
     assert config is not None
-    ours = AlipayProvider(config, client=httpx.AsyncClient(transport=httpx.MockTransport(captured.handle)))
+    ours = AlipayProvider(config, http=HttpxWire(httpx.AsyncClient(transport=httpx.MockTransport(captured.handle))))
     await ours.query_payment(ORDER)
     await ours.refund(RefundRequest(ORDER, "refund-1", "2024013122001", 1234, 1234, "CNY", "not credited"))
     await ours.query_refund(ORDER, "refund-1")

@@ -11,13 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from payments.adapters.providers import alipay_wire as wire
 from payments.adapters.providers import keys, yuan
-from payments.adapters.providers.transport import Unanswered, send
+from payments.adapters.providers.transport import AiohttpWire, Unanswered, Wire, send
 from payments.domain import (
     CallbackAck,
     CallbackRejected,
@@ -74,19 +73,19 @@ class AlipayProvider:
         *,
         name: str = "alipay",
         clock: Callable[[], float] = time.time,
-        client: httpx.AsyncClient | None = None,
+        http: Wire | None = None,
     ) -> None:
         self._config = config
         self._name = name
         self._clock = clock
-        self._client = client or httpx.AsyncClient(timeout=config.timeout_s)
+        self._http = http or AiohttpWire(timeout_s=config.timeout_s)
 
     @property
     def name(self) -> str:
         return self._name
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def _check_signature(self, params: Mapping[str, str]) -> None:
         sign = params.get("sign")
@@ -168,7 +167,7 @@ class AlipayProvider:
         params["sign"] = keys.sign(self._config.app_private_key, content)
         body = urlencode(params).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded;charset=utf-8", "Accept": "application/json"}
-        response = await send(self._client, "POST", httpx.URL(self._config.gateway), body, headers, "Alipay")
+        response = await send(self._http, "POST", self._config.gateway, body, headers, "Alipay")
         try:
             answer, signed, sign = wire.response_part(response.text, method)
         except ValueError as exc:

@@ -13,8 +13,8 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from payments.adapters.providers import keys
 from payments.adapters.providers import wechatpay_wire as wire
-from payments.adapters.providers.transport import Unanswered, header, problems, send
+from payments.adapters.providers.transport import AiohttpWire, Unanswered, Wire, header, problems, send
 from payments.domain import (
     CallbackAck,
     CallbackRejected,
@@ -76,19 +76,19 @@ class WeChatPayProvider:
         *,
         name: str = "wechatpay",
         clock: Callable[[], float] = time.time,
-        client: httpx.AsyncClient | None = None,
+        http: Wire | None = None,
     ) -> None:
         self._config = config
         self._name = name
         self._clock = clock
-        self._client = client or httpx.AsyncClient(timeout=config.timeout_s)
+        self._http = http or AiohttpWire(timeout_s=config.timeout_s)
 
     @property
     def name(self) -> str:
         return self._name
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def _check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise CallbackRejected unless `body` carries a fresh platform signature."""
@@ -170,10 +170,12 @@ class WeChatPayProvider:
     async def _call(self, method: str, path: str, payload: dict[str, object] | None = None) -> tuple[int, bytes]:
         """Send one signed request; the status and body of an answer whose signature held (or of a refusal
         that came unsigned). Unanswered when there is no answer to trust."""
-        url = httpx.URL(self._config.base_url + path)
+        url = self._config.base_url + path
+        split = urlsplit(url)
+        signed_path = (split.path + (f"?{split.query}" if split.query else "")).encode()  # as it goes on the wire
         body = b"" if payload is None else orjson.dumps(payload)
         timestamp, nonce = int(self._clock()), secrets.token_hex(16).upper()
-        message = wire.signed_message(method, url.raw_path, str(timestamp), nonce, body)
+        message = wire.signed_message(method, signed_path, str(timestamp), nonce, body)
         signature = keys.sign(self._config.merchant_key, message)
         headers = {
             "Authorization": wire.authorization(
@@ -183,7 +185,7 @@ class WeChatPayProvider:
             "Content-Type": "application/json",
             "User-Agent": "credited-payments",
         }
-        response = await send(self._client, method, url, body, headers, "WeChat Pay")
+        response = await send(self._http, method, url, body, headers, "WeChat Pay")
         signed = "wechatpay-signature" in response.headers
         if response.is_success or signed:
             try:
