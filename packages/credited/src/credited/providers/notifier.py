@@ -15,9 +15,12 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-SENDS_IN_FLIGHT = 64
+SENDS_IN_FLIGHT = 256
 """Notifications posted at once (each waits its turn after its delay): a backlog waits here, in the semaphore, not
-inside the HTTP client's connection pool."""
+inside the HTTP client's connection pool. A provider posts from a fleet, so this must not be what paces them: at
+64, with payments answering a callback in about half a second at the 20,000-order demo's peak, the local provider
+could post about 130 a second against about 280 payments a second, and its notifications reached payments up to
+14 s after the payments they announced (3,096 orders overdue with nothing dropped); at 256, none."""
 
 
 @dataclass(frozen=True)
