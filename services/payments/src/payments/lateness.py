@@ -1,13 +1,13 @@
 """How late the providers' paid callbacks are arriving now: what the query worker waits out before it asks.
 
-A query is for an order whose callback is lost, not merely late. When the stack or a provider's notifier falls
-behind, every callback arrives seconds after its payment; a worker that asked about every order past its
-first query's time would then ask about most of them, and those asks (signed requests both ways, an answer
-applied in a transaction) slow the stack further: measured on the 20,000-order demo, 4,482 orders went overdue
-with nothing dropped. So payments keeps the lateness of the paid callbacks of the last few seconds (arrival
-minus the paid_at the provider states) and the worker takes a query only once its due time is that much
-behind: the stack's own delay is waited out, and no more than one query delay (a provider that delivers its
-callbacks minutes late must not hold back the queries that find its lost ones). Pure: the time is passed in.
+A query is for an order whose callback is lost, not merely late. When callbacks lag (a provider's notifier
+behind, as the local provider's was by up to 14 s at the 20,000-order demo's peak, or payments itself behind),
+a worker that asked as soon as each first query fell due would ask about nearly every order, each ask a signed
+request and a signed answer, and apply payments their callbacks were about to bring. So payments keeps the
+lateness of the paid callbacks of the last few seconds (arrival minus the paid_at the provider states) and the
+worker takes a query only once its due time is that much behind. It waits no more than one query delay: a
+provider that delivers its callbacks minutes late must not hold back the queries that find its lost ones.
+Pure: the time is passed in.
 """
 
 from collections import deque
@@ -18,8 +18,11 @@ WINDOW_S = 10.0
 KEPT = 2048
 """At most this many of the latest callbacks are kept (at a peak the window holds more: the latest stand for it)."""
 
-QUANTILE = 0.9
-"""The share of recent paid callbacks that arrived at least this soon."""
+QUANTILE = 0.75
+"""The share of recent paid callbacks that arrived at least this soon. In the 20,000-order demo at three in four,
+two runs flagged none of 534 and 481 lost notifications after their deadline and asked about 113 and 108 orders
+merely late; at nine in ten, three runs flagged 1, 2 and 0 and asked about 8, 123 and 61 (a wait of about a
+second more or less at that peak: the deadline runs from whole seconds, so a second is most of the margin)."""
 
 
 class CallbackLateness:

@@ -66,9 +66,9 @@ class PrometheusPaymentsMetrics:
         )
         self.query_wait = Gauge(
             "payments_query_wait_seconds",
-            "How long after its due time the query worker now takes a payment query: the lateness of 9 in 10 paid"
-            " callbacks of the last 10 s, at most PAYMENTS_QUERY_DELAY_S (so a merely late callback is not asked"
-            " about).",
+            "How long after its due time the query worker now takes a payment query: the lateness 3 in 4 paid"
+            " callbacks of the last 10 s stayed within, at most PAYMENTS_QUERY_DELAY_S (so a merely late callback"
+            " is not asked about).",
             registry=registry,
         )
         # Every series exists from the start, so the first order or callback shows in rate() and increase().
