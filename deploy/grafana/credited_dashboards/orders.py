@@ -347,6 +347,14 @@ def channels() -> dashboard.Dashboard:
         )
         .with_panel(
             graph(
+                "Payment queries wait past due this long: how late paid callbacks arrive (at most the query delay)",
+                "s",
+                ("max by (instance) (payments_query_wait_seconds)", "{{instance}}"),
+                width=24,
+            )
+        )
+        .with_panel(
+            graph(
                 "Paid orders /s by channel",
                 "ops",
                 (f"sum by (channel) (rate(reconciler_orders_paid_total{sel}[{RATE}]))", "{{channel}}"),
