@@ -114,12 +114,13 @@ async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
     """Take the queries due by the callbacks' lateness now (at most one query delay) and settle each; the
     number taken."""
     clock_now = deps.clock.now()
-    now = _now(deps.clock)
+    now = datetime.fromtimestamp(clock_now, UTC)
     wait = min(deps.lag.seconds(clock_now), deps.policy.delay_s)
     deps.observer.waiting(wait)
     cutoff = now - timedelta(seconds=wait)
     taken = await deps.schedule.claim(cutoff, limit, datetime.fromtimestamp(clock_now + deps.lease_s, UTC))
-    # Most orders were settled by their callback before their first query: their rows go in one statement.
+    # A settled order's row leaves with the statement that settles it; one still here (left by a version that
+    # kept rows until their query) goes without asking, the round's such rows in one statement.
     settled = {q.order_id for q in taken if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
     if settled:
         await deps.schedule.finish(sorted(settled))
@@ -263,7 +264,3 @@ class QueryWorker:
             wait = self.idle_s
             if taken < self.batch:
                 await asyncio.sleep(self.idle_s)
-
-
-def _now(clock: Clock) -> datetime:
-    return datetime.fromtimestamp(clock.now(), UTC)
