@@ -26,7 +26,7 @@ RESUME_ACCEPTING_S = 1.0
 class Acceptor:
     """Accepts every connection waiting on a listening socket each time the loop finds it ready, and hands each
     to uvicorn's protocol, as asyncio's own servers do. uvloop's servers accept one connection per loop iteration
-    (libuv since 1.45, libuv/libuv#3696), and a service busy enough to take tens of milliseconds an iteration
+    (a libuv change of 2022, libuv/libuv#3696), and a service busy enough to take tens of milliseconds an iteration
     then accepts a few dozen connections a second: when the 20,000-order demo opened its 512 connections and
     the local provider its 256 at once, payments had accepted 376 of them after a second and the last after
     eight, and the requests on them waited that long in the kernel's queue. Stands in for uvicorn's
