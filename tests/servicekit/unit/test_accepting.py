@@ -5,9 +5,10 @@ iteration. Counted in loop iterations, not seconds, so a slow machine cannot fai
 import asyncio
 import socket
 
+import pytest
 import uvloop
 
-from servicekit.serving import Acceptor
+from servicekit.serving import Acceptor, serve
 
 BURST = 200
 """More connections than a few iterations would take one at a time (uvloop's own servers took one an iteration)."""
@@ -73,3 +74,15 @@ async def refused_after_close() -> bool:
 
 def test_a_closed_acceptor_takes_no_more_connections() -> None:
     assert uvloop.run(refused_after_close())
+
+
+def test_a_port_another_process_listens_on_stops_the_service_with_a_sentence_naming_it() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(SystemExit, match=f"HTTP cannot listen on 127.0.0.1:{port}: Address already in use"):
+            asyncio.run(serve(asyncio.Protocol, "127.0.0.1", port))  # type: ignore[arg-type]
+    finally:
+        taken.close()
