@@ -69,11 +69,17 @@ async def until(driver: WebDriver, condition: Callable[[WebDriver], Any], timeou
     return await asyncio.to_thread(WebDriverWait(driver, timeout_s, poll_frequency=0.1).until, condition)
 
 
+# The page re-renders its steps when the live stream delivers a state, so each read is one script run in the page
+# (element by element, an element found could be replaced before it is read: a stale element reference).
 def steps(driver: WebDriver) -> list[tuple[str | None, str | None]]:
-    return [
-        (li.get_attribute("data-key"), li.get_attribute("data-state"))
-        for li in driver.find_elements(By.CSS_SELECTOR, "#steps li")
-    ]
+    pairs = driver.execute_script(
+        "return [...document.querySelectorAll('#steps li')].map(li => [li.dataset.key, li.dataset.state])"
+    )
+    return [(key, state) for key, state in pairs]
+
+
+def labels(driver: WebDriver) -> list[str]:
+    return list(driver.execute_script("return [...document.querySelectorAll('#steps .label')].map(e => e.innerText)"))
 
 
 def status_link(base_url: str, order_id: str, user_id: str) -> str:
@@ -82,7 +88,8 @@ def status_link(base_url: str, order_id: str, user_id: str) -> str:
 
 
 def text_of(driver: WebDriver, element_id: str) -> str:
-    return str(driver.find_element(By.ID, element_id).text)
+    script = "const e = document.getElementById(arguments[0]); return e && e.innerText"
+    return str(driver.execute_script(script, element_id))
 
 
 async def test_the_status_page_shows_the_timeline_in_the_users_language_and_updates_live_in_chromium(
@@ -121,7 +128,7 @@ async def test_the_status_page_shows_the_timeline_in_the_users_language_and_upda
     await asyncio.to_thread(browser.get, f"{link}&lang=en")
     await until(browser, lambda d: text_of(d, "live") == "Live")
     assert text_of(browser, "headline") == "Top-up credited"
-    assert [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#steps .label")] == [
+    assert labels(browser) == [
         "Order submitted",
         "Payment received",
         "Delayed",
