@@ -126,6 +126,7 @@ async def test_support_staff_find_an_order_read_its_timeline_act_on_it_and_work_
             submit(browser, "form.act[data-action='redrive_credit']", reason="user reports no gems")
             await until(browser, lambda d: d.find_elements(By.ID, "done") or d.find_elements(By.ID, "error"))
             refused = browser.find_elements(By.ID, "error")
+            redriven = not refused  # only then does the credited order's page list a recorded act
             if refused:
                 assert refused[0].get_attribute("data-code") == "already_credited", refused[0].text
                 assert browser.find_elements(By.CSS_SELECTOR, "#timeline tr.entry"), "the order under the refusal"
@@ -166,5 +167,6 @@ async def test_support_staff_find_an_order_read_its_timeline_act_on_it_and_work_
             assert "审核超时" in text(browser, "#order-cases")
             shot(browser, "order_zh-CN.png")
             await asyncio.to_thread(browser.get, f"{console}/orders/{credited_order}")
-            assert "重新发起到账" in text(browser, "#actions")
+            if redriven:
+                assert "重新发起到账" in text(browser, "#actions")
             shot(browser, "order_credited_zh-CN.png")
