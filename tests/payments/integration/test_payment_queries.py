@@ -20,6 +20,7 @@ from credited.providers.keys import LocalKeys
 from credited.providers.notifier import Answer, NotifyKnobs, httpx_post
 from credited.providers.server import LocalProvider
 from credited.stack.processes import free_port
+from payments.adapters.queries import PostgresQuerySchedule
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
 from payments.queries import QueryWorker
@@ -277,3 +278,16 @@ async def test_an_order_gets_its_query_with_it_once_and_only_when_a_provider_tak
     # The first query is due after the delay, or at the expiry when that comes first (alipay's, 60 s here).
     assert [(r["delay"].total_seconds(), r["expiry"].total_seconds()) for r in rows] == [(60, 60), (600, 900)]
     assert card not in {r["order_id"] for r in rows}
+
+
+async def test_the_schedule_tells_when_its_earliest_query_falls_due_and_nothing_once_it_is_empty(start: Start) -> None:
+    payments = await start(query_delay_s=600)
+    schedule = PostgresQuerySchedule(payments.infra.pool)
+    await payments.infra.pool.execute("DELETE FROM payment_queries")
+    assert await schedule.next_due() is None
+
+    first, second = await payments.order("alipay"), await payments.order("wechat")
+    due = {r["order_id"]: r["due_at"] for r in await payments.infra.pool.fetch("SELECT * FROM payment_queries")}
+    assert set(due) == {first, second} and await schedule.next_due() == min(due.values())
+    await schedule.finish([first, second])
+    assert await schedule.next_due() is None

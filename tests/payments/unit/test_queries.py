@@ -1,5 +1,6 @@
 """The query use case with fakes: what each provider answer does to the order and to its schedule."""
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from payments.domain import (
     VerifiedCallback,
 )
 from payments.ports import PaymentProvider
-from payments.queries import DueQuery, QueryDeps, handle_due_queries
+from payments.queries import DueQuery, QueryDeps, QueryWorker, handle_due_queries, seconds_until_due
 from payments.schedule import QueryPolicy
 from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
 
@@ -87,6 +88,7 @@ class FakeSchedule:
     rescheduled: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     finished: list[list[str]] = field(default_factory=list)
     due_by: list[datetime] = field(default_factory=list)
+    later_s: list[float] = field(default_factory=list)
 
     async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
         self.due_by.append(due_by)
@@ -98,6 +100,9 @@ class FakeSchedule:
 
     async def finish(self, order_ids: Sequence[str]) -> None:
         self.finished.append(list(order_ids))
+
+    async def next_due(self) -> datetime | None:
+        return min((NOW + timedelta(seconds=s) for s in self.later_s), default=None)
 
 
 @dataclass
@@ -211,6 +216,26 @@ async def test_the_worker_takes_queries_only_once_due_by_the_callbacks_lateness_
     assert w.schedule.due_by == [NOW - timedelta(seconds=waited_s)] and w.counts.waits == [waited_s]
 
 
+@pytest.mark.parametrize(
+    ("later_s", "late_s", "sleep_s"),
+    [
+        ([0.3, 0.7], 0.0, 0.3),
+        ([0.3], 0.4, 0.7),
+        ([], 0.0, 1.0),
+        ([5.0], 0.0, 1.0),
+        ([-2.0], 0.0, 0.1),
+        ([0.02], 0.0, 0.1),
+    ],
+    ids=["next due soon", "and its lateness waited out", "none scheduled", "far off", "overdue", "all but due"],
+)
+async def test_a_worker_with_nothing_due_sleeps_until_the_next_query_falls_due_within_its_bounds(
+    later_s: list[float], late_s: float, sleep_s: float
+) -> None:
+    w = world([], [], FakeProvider(PaymentState.PAID), late_s=late_s)
+    w.schedule.later_s = later_s
+    assert await seconds_until_due(w.deps, least_s=0.1, most_s=1.0) == pytest.approx(sleep_s)
+
+
 async def test_orders_settled_by_their_callback_leave_the_schedule_together_without_asking() -> None:
     settled = [order(f"ord_{n}", payment_status=PaymentStatus.SUCCEEDED, status="paid") for n in range(3)]
     w = world(settled, [due(o) for o in settled], FakeProvider(error=AssertionError("asked")))
@@ -273,3 +298,51 @@ async def test_an_order_already_paid_by_callback_is_not_expired_by_a_stale_query
     )
     await handle_due_queries(w.deps, 10)
     assert w.store.orders["ord_1"].status == "paid" and w.store.published == [] and w.counts.expiries == 0
+
+
+@dataclass
+class HeldProvider(FakeProvider):
+    """Answers paid, but holds its answer about `held` until `release` is set (a provider slow on one order)."""
+
+    held: str = "ord_1"
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def query_payment(self, order_id: str) -> PaymentQuery:
+        if order_id == self.held:
+            await self.release.wait()
+        return await super().query_payment(order_id)
+
+
+async def test_queries_falling_due_while_a_provider_is_slow_on_a_round_are_asked_without_waiting_for_it() -> None:
+    slow, other = order("ord_1"), order("ord_2")
+    provider = HeldProvider(PaymentState.PAID)
+    w = world([slow, other], [due(slow), due(other)], provider)
+    worker = QueryWorker(w.deps, batch=1, idle_s=0.01)
+    running = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(5):
+            while w.store.orders["ord_2"].payment_status is not PaymentStatus.SUCCEEDED:
+                await asyncio.sleep(0.001)
+        assert w.store.orders["ord_1"].payment_status is PaymentStatus.PENDING
+        provider.release.set()
+        async with asyncio.timeout(5):
+            while w.store.orders["ord_1"].payment_status is not PaymentStatus.SUCCEEDED:
+                await asyncio.sleep(0.001)
+        assert sorted(w.schedule.finished) == [["ord_1"], ["ord_2"]] and w.counts.recoveries == 2
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_stopped_worker_leaves_the_round_it_was_settling_leased_for_later() -> None:
+    provider = HeldProvider(PaymentState.PAID)
+    w = world([order()], [due(order())], provider)
+    running = asyncio.create_task(QueryWorker(w.deps, batch=1, idle_s=0.01).run())
+    async with asyncio.timeout(5):
+        while not w.counts.waits or w.schedule.due:
+            await asyncio.sleep(0.001)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    provider.release.set()
+    await asyncio.sleep(0.01)
+    assert w.store.orders["ord_1"].payment_status is PaymentStatus.PENDING and w.schedule.finished == []

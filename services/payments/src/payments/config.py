@@ -100,7 +100,12 @@ class Settings(ServiceSettings):
         {}, description="payment_expiry_s for some channels (JSON object of seconds by channel)."
     )
     query_batch: int = Field(50, ge=1, le=1000, description="Due queries one worker takes and asks at once.")
-    query_idle_s: float = Field(1.0, gt=0, le=60, description="How long the query worker waits when none is due.")
+    query_idle_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="The longest the query worker sleeps when none is due (it wakes sooner when the next falls due).",
+    )
     audit_ledger_url: str | None = Field(
         None,
         description="The ledger's base URL: the money audit reads credits there (unset, or no API key: no audit "

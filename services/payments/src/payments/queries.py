@@ -63,6 +63,10 @@ class QuerySchedule(Protocol):
         """No more queries for these orders."""
         ...
 
+    async def next_due(self) -> datetime | None:
+        """When the earliest query not taken now falls due; None when the schedule is empty."""
+        ...
+
 
 class QueryObserver(Protocol):
     """What the worker counts."""
@@ -110,21 +114,34 @@ class QueryDeps:
     lag: CallbackLag = field(default_factory=OnTime)
 
 
-async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
-    """Take the queries due by the callbacks' lateness now (at most one query delay) and settle each; the
-    number taken."""
+@dataclass(frozen=True, slots=True)
+class Round:
+    """Queries taken together at `now`, leased to the round until settled."""
+
+    queries: list[DueQuery]
+    now: datetime
+
+
+async def take_due_queries(deps: QueryDeps, limit: int) -> Round:
+    """Take up to `limit` queries due by the callbacks' lateness now (at most one query delay)."""
     clock_now = deps.clock.now()
     now = datetime.fromtimestamp(clock_now, UTC)
-    wait = min(deps.lag.seconds(clock_now), deps.policy.delay_s)
+    wait = _lateness_waited(deps, clock_now)
     deps.observer.waiting(wait)
     cutoff = now - timedelta(seconds=wait)
     taken = await deps.schedule.claim(cutoff, limit, datetime.fromtimestamp(clock_now + deps.lease_s, UTC))
+    return Round(taken, now)
+
+
+async def settle_round(deps: QueryDeps, taken: Round) -> None:
+    """Ask about each query of the round at once, then apply its paid answers together."""
     # A settled order's row leaves with the statement that settles it; one still here (left by a version that
     # kept rows until their query) goes without asking, the round's such rows in one statement.
-    settled = {q.order_id for q in taken if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
+    queries, now = taken.queries, taken.now
+    settled = {q.order_id for q in queries if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
     if settled:
         await deps.schedule.finish(sorted(settled))
-    due = [q for q in taken if q.order_id not in settled]
+    due = [q for q in queries if q.order_id not in settled]
     outcomes = await asyncio.gather(*(_settle(deps, query, now) for query in due), return_exceptions=True)
     paid: list[tuple[DueQuery, PaymentQuery]] = []
     for query, outcome in zip(due, outcomes, strict=True):
@@ -138,7 +155,30 @@ async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
         except Exception as exc:  # noqa: BLE001 - the rows stay leased and come back, as for a failed query
             for query, _ in paid:
                 _failed(query, exc)
-    return len(taken)
+
+
+async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
+    """One round: take the due queries and settle each; the number taken."""
+    taken = await take_due_queries(deps, limit)
+    await settle_round(deps, taken)
+    return len(taken.queries)
+
+
+def _lateness_waited(deps: QueryDeps, clock_now: float) -> float:
+    return min(deps.lag.seconds(clock_now), deps.policy.delay_s)
+
+
+async def seconds_until_due(deps: QueryDeps, *, least_s: float, most_s: float) -> float:
+    """How long the worker may sleep after a round that left nothing due: until the earliest query falls due
+    by the callbacks' lateness now, at least `least_s` (so a schedule always about to fall due, as at a peak,
+    is claimed in rounds, not in a spin) and at most `most_s` (so a query scheduled meanwhile, or a lateness
+    that shrank, waits no longer than that)."""
+    earliest = await deps.schedule.next_due()
+    if earliest is None:
+        return most_s
+    clock_now = deps.clock.now()
+    due_in = earliest.timestamp() + _lateness_waited(deps, clock_now) - clock_now
+    return min(most_s, max(least_s, due_in))
 
 
 def _failed(query: DueQuery, error: BaseException) -> None:
@@ -242,25 +282,70 @@ async def expire_order(query: DueQuery, uow: UnitOfWorkFactory, now: datetime) -
 
 
 class QueryWorker:
-    """Asks the providers about due queries until cancelled: at once again while there were due ones, after
-    `idle_s` when there were none, with backoff while the database is away."""
+    """Asks the providers about due queries until cancelled: takes the next round at once while there were due
+    ones, else when the next falls due (checked every `idle_s` at most, `least_idle_s` at least), with backoff
+    while the database is away. Up to `rounds` rounds are settled at once, so queries falling due while a
+    provider is slow to answer the last round are asked when due, not after it (each round's rows are leased
+    to it, so no two rounds ask about one order)."""
 
-    def __init__(self, deps: QueryDeps, *, batch: int = 50, idle_s: float = 1.0, max_wait_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        deps: QueryDeps,
+        *,
+        batch: int = 50,
+        idle_s: float = 1.0,
+        least_idle_s: float = 0.1,
+        rounds: int = 4,
+        max_wait_s: float = 30.0,
+    ) -> None:
+        if rounds < 1:
+            raise ValueError("the query worker needs room for at least one round")
         self.deps = deps
         self.batch = batch
         self.idle_s = idle_s
+        self.least_idle_s = min(least_idle_s, idle_s)
+        self.rounds = rounds
         self.max_wait_s = max_wait_s
 
     async def run(self) -> None:
+        slots = asyncio.Semaphore(self.rounds)
+        settling: set[asyncio.Task[None]] = set()
         wait = self.idle_s
-        while True:
-            try:
-                taken = await handle_due_queries(self.deps, self.batch)
-            except Exception as exc:  # noqa: BLE001 - the schedule is durable: wait and take it again
-                log.warning("could not take due payment queries, will retry in %.1f s: %r", wait, exc)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, self.max_wait_s)
-                continue
-            wait = self.idle_s
-            if taken < self.batch:
-                await asyncio.sleep(self.idle_s)
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    taken = await take_due_queries(self.deps, self.batch)
+                    pause = (
+                        0.0
+                        if len(taken.queries) >= self.batch
+                        else await seconds_until_due(self.deps, least_s=self.least_idle_s, most_s=self.idle_s)
+                    )
+                except Exception as exc:  # noqa: BLE001 - the schedule is durable: wait and take it again
+                    slots.release()
+                    log.warning("could not take due payment queries, will retry in %.1f s: %r", wait, exc)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, self.max_wait_s)
+                    continue
+                wait = self.idle_s
+                if taken.queries:
+                    task = asyncio.create_task(self._settle(taken, slots))
+                    settling.add(task)
+                    task.add_done_callback(settling.discard)
+                else:
+                    slots.release()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+        finally:
+            # Rounds cut short keep their rows leased: they come back when the lease ends.
+            for task in settling:
+                task.cancel()
+            await asyncio.gather(*settling, return_exceptions=True)
+
+    async def _settle(self, taken: Round, slots: asyncio.Semaphore) -> None:
+        try:
+            await settle_round(self.deps, taken)
+        except Exception as exc:  # noqa: BLE001 - its rows stay leased and come back when the lease ends
+            log.warning("a round of %d payment queries failed, its queries will retry: %r", len(taken.queries), exc)
+        finally:
+            slots.release()

@@ -19,6 +19,7 @@ _CLAIM = (
 )
 _RESCHEDULE = "UPDATE payment_queries SET due_at = $2, last_answer = $3 WHERE order_id = $1"
 _FINISH = "DELETE FROM payment_queries WHERE order_id = ANY($1::text[])"
+_NEXT_DUE = "SELECT min(due_at) FROM payment_queries"
 
 
 class PostgresQuerySchedule:
@@ -45,3 +46,7 @@ class PostgresQuerySchedule:
 
     async def finish(self, order_ids: Sequence[str]) -> None:
         await self._pool.execute(_FINISH, list(order_ids))
+
+    async def next_due(self) -> datetime | None:
+        due: datetime | None = await self._pool.fetchval(_NEXT_DUE)
+        return due
