@@ -43,3 +43,13 @@ def test_a_window_without_room_or_a_quantile_outside_one_is_refused() -> None:
     for bad in ({"window_s": 0}, {"kept": 0}, {"quantile": 0}, {"quantile": 1.5}):
         with pytest.raises(ValueError, match="callback lateness"):
             CallbackLateness(**bad)  # type: ignore[arg-type]
+
+
+def test_a_payment_stated_in_whole_seconds_counts_from_its_orders_placing_when_that_came_later() -> None:
+    lateness = CallbackLateness(window_s=10, quantile=1.0)
+    # Placed at .8 of a second, paid within it (stated .0): 0.4 s late, not 1.2 s.
+    lateness.observe(arrived_at=1_001.2, paid_at=1_000.0, placed_at=1_000.8)
+    assert lateness.seconds(1_001.2) == pytest.approx(0.4)
+    # Placed the second before: the stated paid_at is the nearer bound.
+    lateness.observe(arrived_at=1_001.2, paid_at=1_000.0, placed_at=999.5)
+    assert lateness.seconds(1_001.2) == pytest.approx(1.2)

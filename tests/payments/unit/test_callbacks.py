@@ -135,9 +135,10 @@ async def test_a_signed_callback_pays_once_however_often_it_is_delivered_and_onl
     assert sorted(r.code for r in results) == ["applied"] + ["duplicate"] * 4
     paid = [m for t, m, _ in store.published if isinstance(m, PaymentSucceeded)]
     assert len(paid) == 1 and store.published[-1][0] is Topic.PAYMENTS_EVENTS
-    # Only the callback that paid says when (what payments' callback lateness is measured from).
-    assert [r.paid_at for r in results if r.code == "applied"] == [paid[0].paid_at]
-    assert {r.paid_at for r in results if r.code == "duplicate"} == {None}
+    # Only the callback that paid says when, and when its order was placed (what payments' callback lateness is
+    # measured from).
+    assert [(r.paid_at, r.placed_at) for r in results if r.code == "applied"] == [(paid[0].paid_at, placed.created_at)]
+    assert {(r.paid_at, r.placed_at) for r in results if r.code == "duplicate"} == {(None, None)}
     assert len(store.callbacks) == 5
 
 

@@ -109,7 +109,8 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
             if result.paid_at_clamped:
                 metrics.clamped(callback.provider)
             if result.paid_at is not None:
-                lateness.observe(arrived, result.paid_at.timestamp())
+                placed = None if result.placed_at is None else result.placed_at.timestamp()
+                lateness.observe(arrived, result.paid_at.timestamp(), placed)
         return results
 
     async def find_order(order_id: str) -> Order | None:

@@ -79,6 +79,8 @@ class CallbackResult:
     reply: ProviderReply | None = None
     paid_at: datetime | None = None
     """For a payment applied: when its provider states it was paid (after any clamping)."""
+    placed_at: datetime | None = None
+    """For a payment applied: when its order was placed."""
 
 
 _ANSWERS = {
@@ -260,8 +262,10 @@ async def _apply(
             extra=about(order.order_id),
         )
     status, code = _ANSWERS[decision.outcome]
-    paid_at = notice.paid_at if decision.outcome is Outcome.PAID else None
-    return CallbackResult(status, code, decision.reason, order.order_id, decision.outcome, clamped, paid_at=paid_at)
+    paid_at, placed_at = (notice.paid_at, order.created_at) if decision.outcome is Outcome.PAID else (None, None)
+    return CallbackResult(
+        status, code, decision.reason, order.order_id, decision.outcome, clamped, paid_at=paid_at, placed_at=placed_at
+    )
 
 
 def _has_cleared_topup(group: _Group, order: Order) -> bool:

@@ -4,8 +4,9 @@ A query is for an order whose callback is lost, not merely late. When callbacks 
 behind, as the local provider's was by up to 14 s at the 20,000-order demo's peak, or payments itself behind),
 a worker that asked as soon as each first query fell due would ask about nearly every order, each ask a signed
 request and a signed answer, and apply payments their callbacks were about to bring. So payments keeps the
-lateness of the paid callbacks of the last few seconds (arrival minus the paid_at the provider states) and the
-worker takes a query only once its due time is that much behind. It waits no more than one query delay: a
+lateness of the paid callbacks of the last few seconds (arrival minus the paid_at the provider states, or minus
+the order's placing when that is later: paid_at is in whole seconds) and the worker takes a query only once its
+due time is that much behind. It waits no more than one query delay: a
 provider that delivers its callbacks minutes late must not hold back the queries that find its lost ones.
 Pure: the time is passed in.
 """
@@ -37,10 +38,13 @@ class CallbackLateness:
         self._quantile = quantile
         self._seen: deque[tuple[float, float]] = deque(maxlen=kept)
 
-    def observe(self, arrived_at: float, paid_at: float) -> None:
-        """A paid callback arrived at `arrived_at` for a payment its provider states was made at `paid_at` (unix
-        seconds); a paid_at ahead of the arrival counts as on time."""
-        self._seen.append((arrived_at, max(0.0, arrived_at - paid_at)))
+    def observe(self, arrived_at: float, paid_at: float, placed_at: float | None = None) -> None:
+        """A paid callback arrived at `arrived_at` for a payment its provider states was made at `paid_at`, for
+        an order placed at `placed_at` (unix seconds). The payment came no sooner than its order: the providers
+        state paid_at in whole seconds, so for an order paid within the second it was placed the placing is
+        the nearer bound. A paid_at ahead of the arrival counts as on time."""
+        made_at = paid_at if placed_at is None else max(paid_at, placed_at)
+        self._seen.append((arrived_at, max(0.0, arrived_at - made_at)))
 
     def seconds(self, now: float) -> float:
         """The lateness that `quantile` of the paid callbacks of the last `window_s` seconds stayed within."""

@@ -67,8 +67,8 @@ class PrometheusPaymentsMetrics:
         self.query_wait = Gauge(
             "payments_query_wait_seconds",
             "How long after its due time the query worker now takes a payment query: the lateness 3 in 4 paid"
-            " callbacks of the last 10 s stayed within, at most PAYMENTS_QUERY_DELAY_S (so a merely late callback"
-            " is not asked about).",
+            " callbacks of the last 10 s stayed within (from the stated paid_at, or from the order's placing when"
+            " later), at most PAYMENTS_QUERY_DELAY_S (so a merely late callback is not asked about).",
             registry=registry,
         )
         # Every series exists from the start, so the first order or callback shows in rate() and increase().
