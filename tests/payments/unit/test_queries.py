@@ -1,7 +1,7 @@
 """The query use case with fakes: what each provider answer does to the order and to its schedule."""
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -346,3 +346,57 @@ async def test_a_stopped_worker_leaves_the_round_it_was_settling_leased_for_late
     provider.release.set()
     await asyncio.sleep(0.01)
     assert w.store.orders["ord_1"].payment_status is PaymentStatus.PENDING and w.schedule.finished == []
+
+
+@dataclass
+class GatedProvider(FakeProvider):
+    """Answers paid about an order once its gate opens; counts the queries talking to it at once."""
+
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    asking: set[str] = field(default_factory=set)
+    most: int = 0
+
+    def gate(self, order_id: str) -> asyncio.Event:
+        return self.gates.setdefault(order_id, asyncio.Event())
+
+    async def query_payment(self, order_id: str) -> PaymentQuery:
+        self.asking.add(order_id)
+        self.most = max(self.most, len(self.asking))
+        try:
+            await self.gate(order_id).wait()
+            return await super().query_payment(order_id)
+        finally:
+            self.asking.discard(order_id)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+async def test_no_more_queries_than_allowed_talk_to_providers_at_once_and_the_next_round_takes_what_fits() -> None:
+    orders = [order(f"ord_{n}") for n in range(6)]
+    provider = GatedProvider(PaymentState.PAID)
+    w = world(orders, [due(o) for o in orders], provider)
+    running = asyncio.create_task(QueryWorker(w.deps, batch=2, idle_s=0.01, asking=3).run())
+    try:
+        await until(lambda: provider.asking == {"ord_0", "ord_1", "ord_2"})
+        await asyncio.sleep(0.05)  # no room for another while all three wait for their answers
+        assert provider.asking == {"ord_0", "ord_1", "ord_2"} and len(w.schedule.due) == 3
+        provider.gate("ord_0").set()
+        await until(lambda: provider.asking == {"ord_1", "ord_2", "ord_3"})
+        for o in orders:
+            provider.gate(o.order_id).set()
+        await until(lambda: all(o.payment_status is PaymentStatus.SUCCEEDED for o in w.store.orders.values()))
+        assert provider.most == 3 and w.counts.recoveries == 6
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+def test_a_worker_without_a_batch_or_room_for_a_query_in_flight_is_refused() -> None:
+    w = world([], [], FakeProvider())
+    for bad in ({"batch": 0}, {"asking": 0}):
+        with pytest.raises(ValueError, match="room for at least one query"):
+            QueryWorker(w.deps, **bad)  # type: ignore[arg-type]

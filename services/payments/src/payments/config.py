@@ -99,7 +99,12 @@ class Settings(ServiceSettings):
     payment_expiry_by_channel: dict[str, float] = Field(
         {}, description="payment_expiry_s for some channels (JSON object of seconds by channel)."
     )
-    query_batch: int = Field(50, ge=1, le=1000, description="Due queries one worker takes and asks at once.")
+    query_batch: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Due queries one worker takes in a round (64 in flight at most: a provider's connections).",
+    )
     query_idle_s: float = Field(
         1.0,
         gt=0,

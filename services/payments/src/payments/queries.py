@@ -13,7 +13,7 @@ one query delay more: an order whose callback is merely late is not asked about.
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -133,16 +133,31 @@ async def take_due_queries(deps: QueryDeps, limit: int) -> Round:
     return Round(taken, now)
 
 
-async def settle_round(deps: QueryDeps, taken: Round) -> None:
-    """Ask about each query of the round at once, then apply its paid answers together."""
+def _nothing() -> None:
+    return None
+
+
+async def settle_round(deps: QueryDeps, taken: Round, *, done_asking: Callable[[], None] = _nothing) -> None:
+    """Ask about each query of the round at once, then apply its paid answers together. `done_asking` is called
+    once for each query of the round as soon as it no longer talks to its provider (for one already settled,
+    at once)."""
     # A settled order's row leaves with the statement that settles it; one still here (left by a version that
     # kept rows until their query) goes without asking, the round's such rows in one statement.
     queries, now = taken.queries, taken.now
     settled = {q.order_id for q in queries if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
+    for _ in settled:
+        done_asking()
     if settled:
         await deps.schedule.finish(sorted(settled))
     due = [q for q in queries if q.order_id not in settled]
-    outcomes = await asyncio.gather(*(_settle(deps, query, now) for query in due), return_exceptions=True)
+
+    async def ask(query: DueQuery) -> PaymentQuery | None:
+        try:
+            return await _settle(deps, query, now)
+        finally:
+            done_asking()
+
+    outcomes = await asyncio.gather(*(ask(query) for query in due), return_exceptions=True)
     paid: list[tuple[DueQuery, PaymentQuery]] = []
     for query, outcome in zip(due, outcomes, strict=True):
         if isinstance(outcome, BaseException):
@@ -284,9 +299,12 @@ async def expire_order(query: DueQuery, uow: UnitOfWorkFactory, now: datetime) -
 class QueryWorker:
     """Asks the providers about due queries until cancelled: takes the next round at once while there were due
     ones, else when the next falls due (checked every `idle_s` at most, `least_idle_s` at least), with backoff
-    while the database is away. Up to `rounds` rounds are settled at once, so queries falling due while a
-    provider is slow to answer the last round are asked when due, not after it (each round's rows are leased
-    to it, so no two rounds ask about one order)."""
+    while the database is away. Rounds overlap: the next is taken while the last is still being answered, of as
+    many queries as `asking` leaves room for (at most `batch`), so queries falling due while a provider is slow
+    to answer a few of the last round are asked when due, not after it, and no more than `asking` ever talk to
+    the providers at once (a provider's connections are a pool of that size: a query waiting there for one
+    would spend its timeout waiting). Each round's rows are leased to it, so no two rounds ask about one
+    order."""
 
     def __init__(
         self,
@@ -295,45 +313,48 @@ class QueryWorker:
         batch: int = 50,
         idle_s: float = 1.0,
         least_idle_s: float = 0.1,
-        rounds: int = 4,
+        asking: int = 64,
         max_wait_s: float = 30.0,
     ) -> None:
-        if rounds < 1:
-            raise ValueError("the query worker needs room for at least one round")
+        if batch < 1 or asking < 1:
+            raise ValueError("the query worker needs a batch and room for at least one query in flight")
         self.deps = deps
         self.batch = batch
         self.idle_s = idle_s
         self.least_idle_s = min(least_idle_s, idle_s)
-        self.rounds = rounds
+        self.asking = asking
         self.max_wait_s = max_wait_s
+        self.in_flight = 0
+        """Queries taken and still talking to their provider (or about to)."""
+        self._room = asyncio.Event()
 
     async def run(self) -> None:
-        slots = asyncio.Semaphore(self.rounds)
         settling: set[asyncio.Task[None]] = set()
         wait = self.idle_s
         try:
             while True:
-                await slots.acquire()
+                while self.in_flight >= self.asking:
+                    self._room.clear()
+                    await self._room.wait()
+                limit = min(self.batch, self.asking - self.in_flight)
                 try:
-                    taken = await take_due_queries(self.deps, self.batch)
+                    taken = await take_due_queries(self.deps, limit)
                     pause = (
                         0.0
-                        if len(taken.queries) >= self.batch
+                        if len(taken.queries) >= limit
                         else await seconds_until_due(self.deps, least_s=self.least_idle_s, most_s=self.idle_s)
                     )
                 except Exception as exc:  # noqa: BLE001 - the schedule is durable: wait and take it again
-                    slots.release()
                     log.warning("could not take due payment queries, will retry in %.1f s: %r", wait, exc)
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, self.max_wait_s)
                     continue
                 wait = self.idle_s
                 if taken.queries:
-                    task = asyncio.create_task(self._settle(taken, slots))
+                    self.in_flight += len(taken.queries)
+                    task = asyncio.create_task(self._settle(taken))
                     settling.add(task)
                     task.add_done_callback(settling.discard)
-                else:
-                    slots.release()
                 if pause > 0:
                     await asyncio.sleep(pause)
         finally:
@@ -342,10 +363,21 @@ class QueryWorker:
                 task.cancel()
             await asyncio.gather(*settling, return_exceptions=True)
 
-    async def _settle(self, taken: Round, slots: asyncio.Semaphore) -> None:
+    async def _settle(self, taken: Round) -> None:
+        outstanding = len(taken.queries)
+
+        def done_asking() -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            self._free(1)
+
         try:
-            await settle_round(self.deps, taken)
+            await settle_round(self.deps, taken, done_asking=done_asking)
         except Exception as exc:  # noqa: BLE001 - its rows stay leased and come back when the lease ends
             log.warning("a round of %d payment queries failed, its queries will retry: %r", len(taken.queries), exc)
         finally:
-            slots.release()
+            self._free(outstanding)
+
+    def _free(self, queries: int) -> None:
+        self.in_flight -= queries
+        self._room.set()

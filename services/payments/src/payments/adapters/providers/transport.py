@@ -67,6 +67,11 @@ may be sent twice: a query reads, a close is idempotent, a refund carries our re
 idempotency key. A timeout is not sent again (the provider may still be answering it)."""
 
 
+MAX_CONNECTIONS = 64
+"""The connections one provider's AiohttpWire keeps at most: requests beyond them wait for one, inside their
+timeout (so payments' query worker keeps no more queries than this in flight)."""
+
+
 class AiohttpWire:
     """The providers' HTTP in a running payments: aiohttp, not httpx. In the 20,000-order demo's profile httpx
     was 45% of the query worker's samples (httpcore's pool checks every idle connection at every request).
@@ -75,7 +80,7 @@ class AiohttpWire:
     flight, and 1.1-1.2 against 0.57-0.65 ms one at a time. The notifier's poster is aiohttp for the same
     reason."""
 
-    def __init__(self, *, timeout_s: float, max_connections: int = 64) -> None:
+    def __init__(self, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
