@@ -1,7 +1,7 @@
 """The query use case with fakes: what each provider answer does to the order and to its schedule."""
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +24,7 @@ from payments.domain import (
 from payments.ports import PaymentProvider
 from payments.queries import DueQuery, QueryDeps, QueryWorker, handle_due_queries, seconds_until_due
 from payments.schedule import QueryPolicy
+from tests.kafka_reader import eventually
 from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -300,6 +301,10 @@ async def test_an_order_already_paid_by_callback_is_not_expired_by_a_stale_query
     assert w.store.orders["ord_1"].status == "paid" and w.store.published == [] and w.counts.expiries == 0
 
 
+def until(condition: Callable[[], bool]) -> Awaitable[None]:
+    return eventually(condition, timeout_s=5, interval_s=0.001)
+
+
 @dataclass
 class HeldProvider(FakeProvider):
     """Answers paid, but holds its answer about `held` until `release` is set (a provider slow on one order)."""
@@ -320,14 +325,10 @@ async def test_queries_falling_due_while_a_provider_is_slow_on_a_round_are_asked
     worker = QueryWorker(w.deps, batch=1, idle_s=0.01)
     running = asyncio.create_task(worker.run())
     try:
-        async with asyncio.timeout(5):
-            while w.store.orders["ord_2"].payment_status is not PaymentStatus.SUCCEEDED:
-                await asyncio.sleep(0.001)
+        await until(lambda: w.store.orders["ord_2"].payment_status is PaymentStatus.SUCCEEDED)
         assert w.store.orders["ord_1"].payment_status is PaymentStatus.PENDING
         provider.release.set()
-        async with asyncio.timeout(5):
-            while w.store.orders["ord_1"].payment_status is not PaymentStatus.SUCCEEDED:
-                await asyncio.sleep(0.001)
+        await until(lambda: w.store.orders["ord_1"].payment_status is PaymentStatus.SUCCEEDED)
         assert sorted(w.schedule.finished) == [["ord_1"], ["ord_2"]] and w.counts.recoveries == 2
     finally:
         running.cancel()
@@ -338,9 +339,7 @@ async def test_a_stopped_worker_leaves_the_round_it_was_settling_leased_for_late
     provider = HeldProvider(PaymentState.PAID)
     w = world([order()], [due(order())], provider)
     running = asyncio.create_task(QueryWorker(w.deps, batch=1, idle_s=0.01).run())
-    async with asyncio.timeout(5):
-        while not w.counts.waits or w.schedule.due:
-            await asyncio.sleep(0.001)
+    await until(lambda: bool(w.counts.waits) and not w.schedule.due)
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     provider.release.set()
@@ -367,12 +366,6 @@ class GatedProvider(FakeProvider):
             return await super().query_payment(order_id)
         finally:
             self.asking.discard(order_id)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.001)
 
 
 async def test_no_more_queries_than_allowed_talk_to_providers_at_once_and_the_next_round_takes_what_fits() -> None:

@@ -6,9 +6,8 @@ a worker that asked as soon as each first query fell due would ask about nearly 
 request and a signed answer, and apply payments their callbacks were about to bring. So payments keeps the
 lateness of the paid callbacks of the last few seconds (arrival minus the paid_at the provider states, or minus
 the order's placing when that is later: paid_at is in whole seconds) and the worker takes a query only once its
-due time is that much behind. It waits no more than one query delay: a
-provider that delivers its callbacks minutes late must not hold back the queries that find its lost ones.
-Pure: the time is passed in.
+due time is that much behind. It waits no more than one query delay: a provider that delivers its callbacks
+minutes late must not hold back the queries that find its lost ones. Pure: the time is passed in.
 """
 
 from collections import deque
