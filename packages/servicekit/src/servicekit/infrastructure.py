@@ -31,7 +31,7 @@ from servicekit.metrics_server import serve_metrics, serves_metrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import ensure_schema, lazy_pool, migrate
 from servicekit.retrying import BackoffPolicy, Readiness, call_with_retry, retrying
-from servicekit.runner import run_until_stopped
+from servicekit.runner import freeze_startup, run_until_stopped
 from servicekit.serving import serve
 from servicekit.settings import ServiceSettings
 from servicekit.uow import batch, savepoint
@@ -183,6 +183,8 @@ class Infrastructure:
                 log.info("%s stopped before its dependencies were up", self.service)
                 return
             log.info("%s connected to PostgreSQL and the broker: working", self.service)
+            frozen = freeze_startup()
+            log.debug("%s left %d start-up objects out of garbage collection", self.service, frozen)
             async with asyncio.TaskGroup() as tasks:
                 consuming = [tasks.create_task(c.run()) for c in self.consumers]
                 others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), *extra)]

@@ -12,6 +12,7 @@ own port by the first copy (servicekit.metrics_server), answers for all (prometh
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -37,6 +38,24 @@ def process_index() -> int | None:
     """Which copy of the service this process is, or None when it runs alone."""
     value = os.environ.get(PROCESS_INDEX)
     return None if value is None else int(value)
+
+
+GC_FREEZE = "CREDITED_GC_FREEZE"
+"""Set to 0 to leave start-up's objects to the garbage collector (see freeze_startup); for side-by-side runs."""
+
+
+def freeze_startup() -> int:
+    """Move every object alive now (the imported modules, the app, the clients) out of the garbage collector's
+    view, so that its full collections walk only what the service makes while it works. A process of ours holds
+    about 100,000 objects after start-up, and walking them took 16-24 ms per full collection, with the event
+    loop stopped (longer on busy cores): the tail of every latency the service is part of. What is frozen
+    stays alive for good, as start-up's objects do anyway. Returns how many objects were frozen (0 when
+    CREDITED_GC_FREEZE=0)."""
+    if os.environ.get(GC_FREEZE, "1") == "0":
+        return 0
+    gc.collect()  # what start-up already let go of is freed now, not kept forever
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 CLOSE_S = 5.0

@@ -15,6 +15,7 @@ from servicekit.kafka_access import topics_to_ensure
 from servicekit.kafka_security import aiokafka_security
 from servicekit.logs import dict_config
 from servicekit.retrying import Readiness
+from servicekit.runner import freeze_startup
 from servicekit.secret_guard import refuse_development_secrets, shared_secrets
 
 SERVICE = "reconciler"
@@ -43,6 +44,7 @@ def entry() -> None:
     # debug record of aiokafka and faust is built and formatted (about a tenth of the worker's time
     # when it catches up); a service logging to a file has no terminal to spin on.
     worker.spinner = None
+    freeze_startup()  # faust and the app are built; what the worker makes from now on is collected as usual
     worker.execute_from_commandline()
 
 
