@@ -52,9 +52,11 @@ async def started(publisher: KafkaPublisher) -> KafkaPublisher:
     return publisher
 
 
-async def write(pool: asyncpg.Pool, prefix: str, orders: Sequence[str]) -> None:
+async def write(
+    pool: asyncpg.Pool, prefix: str, orders: Sequence[str], on_commit: Callable[[], None] = lambda: None
+) -> None:
     for order_id in orders:
-        async with PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix) as tx:
+        async with PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix, on_commit=on_commit) as tx:
             tx.publish(Topic.PAYMENTS_EVENTS, paid(order_id))
 
 
@@ -149,7 +151,7 @@ async def test_at_a_trickle_of_commits_the_relay_deletes_what_was_acknowledged_w
     orders = [f"ord_{i}" for i in range(8)]
     try:
         for n, order_id in enumerate(orders, start=1):
-            await write(pool, prefix, [order_id])  # its NOTIFY wakes the relay
+            await write(pool, prefix, [order_id], relay.wake)  # its commit wakes the relay, as in a service
             await read_until(broker.bootstrap, topic, lambda r, n=n: len(r) >= n)
         # one claim per commit (and one at the start), not two: each also deleted the rows acknowledged before it
         assert relay.claims <= len(orders) + 1, relay.claims
@@ -180,3 +182,24 @@ async def test_acknowledged_rows_are_deleted_in_time_without_another_commit(kit)
 
 async def _empty(pool: asyncpg.Pool) -> bool:
     return bool(await pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+
+
+async def test_an_outbox_write_notifies_nobody_so_its_commit_takes_no_cluster_wide_lock(kit) -> None:  # type: ignore[no-untyped-def]
+    pool, prefix, _ = kit
+    heard: list[str] = []
+
+    def hear(_conn: object, _pid: int, channel: str, _payload: str) -> None:
+        heard.append(channel)
+
+    async with pool.acquire() as conn:
+        user_triggers = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal"
+        assert await conn.fetch(user_triggers) == []
+        channel = f"outbox_{await conn.fetchval('SELECT current_schema()')}"
+        await conn.add_listener(channel, hear)
+        try:
+            await write(pool, prefix, ["ord_quiet"])
+            await conn.execute("SELECT pg_sleep(0.2)")  # a notification would reach this idle listener first
+        finally:
+            await conn.remove_listener(channel, hear)
+    assert heard == []
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1

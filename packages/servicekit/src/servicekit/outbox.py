@@ -8,6 +8,11 @@ sends the next batch while the acknowledgements of the previous ones are outstan
 deleted by the relay's next claim, which a commit prompts, or at the latest `delete_after_s` later: at a few
 commits a second, a claim only to delete would double the relay's statements.
 
+A commit prompts the relay in its own process (`wake`, which PostgresUnitOfWork calls after a commit that wrote
+the outbox): every writer of a service's outbox runs in a process of that service, beside its relay. There is no
+NOTIFY: a notifying commit holds a lock for the whole cluster through its WAL flush (see the migration
+0003_outbox_without_notify.sql). A row no wake announced waits for the poll, `poll_interval_s`.
+
 Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. A relay that dies
 anywhere leaves its claimed rows marked with a session that no longer exists; every relay gives such rows
 back (when it starts and every few seconds), so they are published again, under the same event ids, which
@@ -17,7 +22,6 @@ claimed later (consumers tolerate that order: every message may arrive late).
 """
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -95,7 +99,7 @@ class _InFlight:
 
 
 class OutboxRelay:
-    """Publishes the outbox of one schema to Kafka, woken by NOTIFY or by `wake()`, polling as a fallback."""
+    """Publishes the outbox of one schema to Kafka, woken by `wake()` after a commit, polling as a fallback."""
 
     def __init__(
         self,
@@ -131,9 +135,6 @@ class OutboxRelay:
         """Something was just committed to the outbox: publish without waiting for the poll."""
         self._wakeup.set()
 
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
-
     async def run(self) -> None:
         """Publish until cancelled. One database session at a time: its backend pid marks this relay's claims."""
         while True:
@@ -163,16 +164,12 @@ class OutboxRelay:
         await asyncio.sleep(delay)
 
     async def _session(self, conn: Connection) -> None:
-        channel = f"outbox_{await conn.fetchval('SELECT current_schema()')}"
-        await conn.add_listener(channel, self._on_notify)
         pending: deque[_InFlight] = deque()
         done: list[int] = []  # acknowledged, deleted by the next claim
         try:
             await self._pump(conn, pending, done)
         finally:
             await self._settle(conn, pending, done)
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(channel, self._on_notify)
 
     async def _pump(self, conn: Connection, pending: "deque[_InFlight]", done: list[int]) -> None:
         """Claim and send while fewer than `in_flight` batches wait for the broker, when a commit woke the relay or
