@@ -198,7 +198,7 @@ async def test_an_outbox_write_notifies_nobody_so_its_commit_takes_no_cluster_wi
         await conn.add_listener(channel, hear)
         try:
             await write(pool, prefix, ["ord_quiet"])
-            await conn.execute("SELECT pg_sleep(0.2)")  # a notification would reach this idle listener first
+            await conn.execute("SELECT pg_sleep(0.2)")  # a notification, had there been one, arrives before this answer
         finally:
             await conn.remove_listener(channel, hear)
     assert heard == []
