@@ -168,9 +168,10 @@ async def test_at_a_trickle_of_commits_the_relay_deletes_what_was_acknowledged_w
 async def test_acknowledged_rows_are_deleted_in_time_without_another_commit(kit) -> None:  # type: ignore[no-untyped-def]
     pool, prefix, broker = kit
     publisher = await started(KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="quiet"))
-    running = asyncio.create_task(OutboxRelay(pool, publisher, poll_interval_s=60, delete_after_s=0.2).run())
+    relay = OutboxRelay(pool, publisher, poll_interval_s=60, delete_after_s=0.2)
+    running = asyncio.create_task(relay.run())
     try:
-        await write(pool, prefix, ["ord_alone"])
+        await write(pool, prefix, ["ord_alone"], relay.wake)  # its commit wakes the relay, as in a service
         await until(lambda: _empty(pool), "the acknowledged row deleted")
     finally:
         running.cancel()
