@@ -17,7 +17,7 @@ from contracts.topics import Topic
 from servicekit.kafka import KafkaPublisher
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import PostgresUnitOfWork
+from servicekit.uow import PostgresUnitOfWork, no_relay
 from tests.servicekit.events import paid
 
 
@@ -42,7 +42,7 @@ async def main(mode: str, dsn: str, schema: str, prefix: str, bootstrap: str, id
     pool = await create_pool(dsn, schema, min_size=1, max_size=2)
     await migrate(pool)
     if mode == "commit":
-        async with PostgresUnitOfWork(pool, producer="crash-test", topic_prefix=prefix) as tx:
+        async with PostgresUnitOfWork(pool, producer="crash-test", topic_prefix=prefix, on_commit=no_relay) as tx:
             for order_id in orders:
                 tx.publish(Topic.PAYMENTS_EVENTS, paid(order_id))
         _say("committed")

@@ -15,7 +15,7 @@ from ledger import handlers
 from ledger.adapters.postgres import PostgresLedger
 from ledger.bootstrap import MIGRATIONS
 from servicekit.postgres import ConcurrentWrite, create_pool, migrate
-from servicekit.uow import batch
+from servicekit.uow import batch, no_relay
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def credit_while_registered_elsewhere(pool: asyncpg.Pool, held: str, paid_
     message = payment("ord_1", "u1", paid_in)
 
     def uow() -> PostgresLedger:
-        return PostgresLedger(pool, producer="ledger", topic_prefix="")
+        return PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay)
 
     async def consume() -> None:
         async with batch(pool):

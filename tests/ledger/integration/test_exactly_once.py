@@ -23,7 +23,7 @@ from ledger.bootstrap import MIGRATIONS, build
 from ledger.config import Settings
 from servicekit.kafka import KafkaPublisher
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import batch
+from servicekit.uow import batch, no_relay
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
 from tests.ledger.messages import payment
@@ -83,7 +83,7 @@ async def test_concurrent_payments_and_retries_for_the_same_orders_credit_each_o
     orders = [f"ord_{i}" for i in range(20)]
 
     def uow() -> PostgresLedger:
-        return PostgresLedger(pool, producer="ledger", topic_prefix="")
+        return PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay)
 
     async def consume(deliveries: list[tuple[Message, str]], faults: handlers.FaultPolicy = NO_FAULTS) -> None:
         async with batch(pool):

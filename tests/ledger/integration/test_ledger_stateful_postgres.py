@@ -13,7 +13,7 @@ from ledger.adapters.postgres import PostgresLedger
 from ledger.bootstrap import MIGRATIONS
 from ledger.handlers import UserPolicy, handle_batch
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import batch
+from servicekit.uow import batch, no_relay
 from tests.ledger.outbox import outbox_messages
 from tests.ledger.stateful import Delivery, machine
 
@@ -60,7 +60,7 @@ class PostgresBooks:
         self._seen = 0
 
     def uow(self) -> PostgresLedger:
-        return PostgresLedger(self.pool, producer="ledger", topic_prefix="")
+        return PostgresLedger(self.pool, producer="ledger", topic_prefix="", on_commit=no_relay)
 
     async def reset(self) -> None:
         await self.pool.execute(f"TRUNCATE {TABLES}")

@@ -60,9 +60,7 @@ async def test_a_batch_with_poison_duplicates_and_a_refunded_order_gives_each_it
     await publisher.start()
     tasks: list[asyncio.Task[None]] = []
     try:
-
-        def uow() -> PostgresLedger:
-            return PostgresLedger(infra.pool, producer="ledger", topic_prefix=settings.topic_prefix)
+        uow = infra.outbox_writers(PostgresLedger)  # as the service makes them: the relay below is woken
 
         # Applied before: the payment of ord_b, and the refund of ord_c (the reconciler blocked it, payments
         # refunded it).

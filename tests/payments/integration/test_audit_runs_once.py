@@ -17,6 +17,7 @@ from payments.adapters.postgres import PostgresPayments
 from payments.audit import Credit
 from payments.bootstrap import MIGRATIONS
 from servicekit.postgres import create_pool, migrate
+from servicekit.uow import no_relay
 from tests.kafka_reader import eventually
 
 
@@ -37,7 +38,9 @@ class CountedLedger:
 async def books(database_url: str, isolation: str) -> AsyncIterator[PostgresAuditBooks]:
     pool = await create_pool(database_url, f"{isolation}_payments", min_size=2, max_size=10)
     await migrate(pool, MIGRATIONS)
-    yield PostgresAuditBooks(pool, lambda: PostgresPayments(pool, producer="payments", topic_prefix=""))
+    yield PostgresAuditBooks(
+        pool, lambda: PostgresPayments(pool, producer="payments", topic_prefix="", on_commit=no_relay)
+    )
     await pool.close()
 
 

@@ -20,7 +20,7 @@ from servicekit.consumer import KafkaConsumerLoop
 from servicekit.kafka import DeadLetterPublisher, Delivery, KafkaPublisher, ensure_topics
 from servicekit.postgres import create_pool, migrate
 from servicekit.retrying import Readiness
-from servicekit.uow import PostgresUnitOfWork, batch
+from servicekit.uow import PostgresUnitOfWork, batch, no_relay
 from tests.conftest import Broker
 from tests.kafka_reader import read_until
 from tests.servicekit.events import paid
@@ -102,7 +102,8 @@ class TerminatedOnce:
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
         self.calls += 1
-        async with PostgresUnitOfWork(self.pool, producer="test", topic_prefix="") as tx:  # joins the poll's batch
+        # Joins the poll's batch.
+        async with PostgresUnitOfWork(self.pool, producer="test", topic_prefix="", on_commit=no_relay) as tx:
             if self.calls == 1:
                 pid = await tx.conn.fetchval("SELECT pg_backend_pid()")
                 await self.pool.execute("SELECT pg_terminate_backend($1)", pid)

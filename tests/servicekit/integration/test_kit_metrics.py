@@ -15,7 +15,7 @@ from servicekit.kafka import DeadLetterPublisher, KafkaPublisher, ensure_topics,
 from servicekit.metrics import ServiceMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import PostgresUnitOfWork
+from servicekit.uow import PostgresUnitOfWork, no_relay
 from tests.conftest import Broker
 from tests.servicekit.events import paid
 
@@ -48,7 +48,7 @@ async def test_outbox_and_consumer_report_backlog_records_dead_letters_and_lag(k
     metrics = ServiceMetrics("ledger", registry)
     relay = OutboxRelay(pool, publisher, metrics=metrics.outbox())
     for order_id in ("ord_1", "ord_2", "ord_3"):
-        async with PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix) as tx:
+        async with PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix, on_commit=no_relay) as tx:
             tx.publish(Topic.PAYMENTS_EVENTS, paid(order_id))
     await relay.observe_backlog()
     assert registry.get_sample_value("credited_outbox_backlog_records", {"service": "ledger"}) == 3

@@ -14,7 +14,7 @@ from servicekit.consumer import KafkaConsumerLoop
 from servicekit.kafka import DeadLetterPublisher, KafkaPublisher, PermanentFailure, ensure_topics, per_message
 from servicekit.outbox import OutboxRelay, add_to_outbox
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import PostgresUnitOfWork, batch, savepoint
+from servicekit.uow import PostgresUnitOfWork, batch, no_relay, savepoint
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, read_until
 from tests.servicekit.events import paid
@@ -36,7 +36,7 @@ async def kit(
 
 
 def uow(pool: asyncpg.Pool, prefix: str) -> PostgresUnitOfWork:
-    return PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix)
+    return PostgresUnitOfWork(pool, producer="test", topic_prefix=prefix, on_commit=no_relay)
 
 
 async def test_committed_events_are_published_and_rolled_back_ones_never(kit, broker: Broker) -> None:  # type: ignore[no-untyped-def]

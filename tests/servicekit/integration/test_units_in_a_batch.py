@@ -9,7 +9,7 @@ import pytest
 
 from contracts.topics import Topic
 from servicekit.postgres import create_pool, migrate
-from servicekit.uow import PostgresUnitOfWork, batch, savepoint
+from servicekit.uow import PostgresUnitOfWork, batch, no_relay, savepoint
 from tests.servicekit.events import paid
 
 
@@ -28,7 +28,7 @@ async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]
 
 
 def facts(pool: asyncpg.Pool) -> Facts:
-    return Facts(pool, producer="test", topic_prefix="t.")
+    return Facts(pool, producer="test", topic_prefix="t.", on_commit=no_relay)
 
 
 async def stored(pool: asyncpg.Pool) -> tuple[list[str], int]:

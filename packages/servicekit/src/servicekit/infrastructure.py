@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client import CollectorRegistry
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CONNECTING = BackoffPolicy(initial_s=0.5, cap_s=10.0)
 """How a service waits for PostgreSQL and the broker at start: without limit while they are away."""
+W = TypeVar("W")
 _START = "start"
 _PROBE = "probe"
 
@@ -67,6 +68,19 @@ class Infrastructure:
     def registry(self) -> CollectorRegistry:
         """The service's Prometheus registry: the metrics port serves it; services add their own metrics to it."""
         return self.metrics.registry
+
+    def outbox_writers(self, kind: Callable[..., W], /, **options: Any) -> Callable[[], W]:
+        """A factory of `kind`, a unit of work or another writer of the outbox (made as `kind(pool, *, producer,
+        topic_prefix, on_commit, **options)`), on this service's pool, producer and topic prefix, waking this
+        relay whenever one commits rows: they are published at once, not on the relay's fallback poll."""
+        return functools.partial(
+            kind,
+            self.pool,
+            producer=self.service,
+            topic_prefix=self.settings.topic_prefix,
+            on_commit=self.relay.wake,
+            **options,
+        )
 
     @classmethod
     async def open(

@@ -85,8 +85,17 @@ async def savepoint() -> AsyncIterator[None]:
         current.failed = outer_failed
 
 
+def no_relay() -> None:
+    """The on-commit hook of a unit of work that no outbox relay in its process publishes for (a test or a
+    benchmark that reads the outbox itself): nothing to wake."""
+
+
 class PostgresUnitOfWork:
-    """Base for a service's unit of work; subclasses add the service's own queries on `self.conn`."""
+    """Base for a service's unit of work; subclasses add the service's own queries on `self.conn`.
+
+    `on_commit` has no default: it is what publishes the unit's outbox rows at once (the service's relay's
+    `wake`; Infrastructure.outbox_writers passes it). A unit whose rows waited for the relay's fallback poll
+    would cost each of them up to a second, with nothing failing to say so."""
 
     conn: PoolConnectionProxy
 
@@ -96,7 +105,7 @@ class PostgresUnitOfWork:
         *,
         producer: str,
         topic_prefix: str,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[], None],
     ) -> None:
         self._pool = pool
         self._producer = producer

@@ -29,11 +29,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     `Infrastructure.run` connects while /healthz already answers)."""
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
 
-    def uow() -> PostgresLedger:
-        return PostgresLedger(
-            infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
-        )
-
+    uow = infra.outbox_writers(PostgresLedger)
     faults = handlers.FaultPolicy(drop_credit_share=settings.fault_drop_credit_share)
     users = handlers.UserPolicy(register_on_first_credit=settings.register_on_first_credit)
     parking = ParkingMetrics(infra.registry, SERVICE)

@@ -56,11 +56,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     providers = build_registry(settings)
     metrics = PrometheusPaymentsMetrics(infra.registry, channels=settings.metric_channels, providers=providers.names)
 
-    def uow() -> PostgresPayments:
-        return PostgresPayments(
-            infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
-        )
-
+    uow = infra.outbox_writers(PostgresPayments)
     statuses = PostgresStatusBook(infra.pool)
 
     async def on_status_changes(deliveries: Sequence[Delivery]) -> None:
@@ -92,9 +88,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         schedule, providers, uow, clock, policy, metrics, review, lease_s=3 * settings.provider_timeout_s, lag=lateness
     )
 
-    book = PostgresOrderBook(
-        infra.pool, producer=SERVICE, topic_prefix=settings.topic_prefix, on_commit=infra.relay.wake
-    )
+    book = infra.outbox_writers(PostgresOrderBook)()
 
     async def place(group: Sequence[handlers.PlaceOrder]) -> list[handlers.Placed]:
         return await handlers.handle_place_orders(group, book=book, clock=clock, queries=policy)

@@ -85,7 +85,7 @@ class ParkedRetrySweeper:
         *,
         park_s: float,
         interval_s: float,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[], None],
         rejected: Callable[[int], None] = lambda n: None,
         limit: int = 500,
     ) -> None:

@@ -136,7 +136,7 @@ class PostgresNotifications(PostgresUnitOfWork):
         schema: str,
         webhook: bool = False,
         lease_s: float = 30.0,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[], None],
         on_leased: Callable[[list[Claimed]], None] = lambda _: None,
     ) -> None:
         super().__init__(pool, producer=producer, topic_prefix=topic_prefix, on_commit=on_commit)

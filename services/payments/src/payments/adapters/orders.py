@@ -48,9 +48,7 @@ def _qualified(topic: Topic, prefix: str) -> str:
 class PostgresOrderBook:
     """New orders, their idempotency keys and their OrderPlaced events, written in one statement per group."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, *, producer: str, topic_prefix: str, on_commit: Callable[[], None] = lambda: None
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, producer: str, topic_prefix: str, on_commit: Callable[[], None]) -> None:
         self._pool = pool
         self._producer = producer
         self._topic_prefix = topic_prefix
