@@ -27,7 +27,7 @@ from payments.adapters.neighbours import Neighbours
 from payments.adapters.orders import PostgresOrderBook, PostgresStatusBook, read_order
 from payments.adapters.postgres import PostgresPayments
 from payments.adapters.providers.registry import build_registry
-from payments.adapters.providers.transport import MAX_CONNECTIONS
+from payments.adapters.providers.transport import QUERIES_IN_FLIGHT
 from payments.adapters.queries import PostgresQuerySchedule
 from payments.adapters.support_books import PostgresSupportBooks
 from payments.adapters.support_http import support_routes
@@ -129,8 +129,9 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         max_body_bytes=settings.max_body_bytes,
     )
     app.state.providers = providers
-    # No more queries in flight than a provider's connections: one waiting for a connection spends its timeout.
-    worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s, asking=MAX_CONNECTIONS)
+    # Fewer queries in flight than a provider's connections: one waiting for a connection spends its timeout, and
+    # the connections left over are for refunds (transport.KEPT_FROM_QUERIES).
+    worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s, asking=QUERIES_IN_FLIGHT)
     app.state.query_worker = worker
     protect(app, infra.authenticator)
     app.include_router(

@@ -69,7 +69,15 @@ idempotency key. A timeout is not sent again (the provider may still be answerin
 
 MAX_CONNECTIONS = 64
 """The connections one provider's AiohttpWire keeps at most: requests beyond them wait for one, inside their
-timeout (so payments' query worker keeps no more queries than this in flight)."""
+timeout."""
+
+KEPT_FROM_QUERIES = 8
+"""Connections of each provider's wire that payments' query worker never fills: it keeps at most
+QUERIES_IN_FLIGHT queries in flight. A refund (or a query a support person asks for) gets a connection even while
+every query is waiting on a slow provider; when the worker could fill all MAX_CONNECTIONS, a refund queued behind
+them inside its own timeout and could time out without having been sent."""
+
+QUERIES_IN_FLIGHT = MAX_CONNECTIONS - KEPT_FROM_QUERIES
 
 
 class AiohttpWire:
