@@ -6,6 +6,7 @@ import pytest
 from aiohttp import web
 
 from harness.simulator.run import fast_reads
+from tests.loopback_http import serving
 
 
 async def test_fast_reads_send_the_key_and_parse_the_books_and_a_refused_read_raises() -> None:
@@ -19,12 +20,7 @@ async def test_fast_reads_send_the_key_and_parse_the_books_and_a_refused_read_ra
 
     app = web.Application()
     app.router.add_get("/v1/orders/{oid}/entries", entries)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         async with fast_reads({"Authorization": "Bearer k"}) as get:
             body = await get(f"http://127.0.0.1:{port}/v1/orders/ord_1/entries")
         assert body == {"order_id": "ord_1", "transactions": [{"kind": "credit"}]}
@@ -33,5 +29,3 @@ async def test_fast_reads_send_the_key_and_parse_the_books_and_a_refused_read_ra
                 await get(f"http://127.0.0.1:{port}/v1/orders/ord_2/entries")
         assert refused.value.status == 401
         assert seen == ["Bearer k", "Bearer wrong"]
-    finally:
-        await runner.cleanup()

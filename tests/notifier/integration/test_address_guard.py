@@ -8,9 +8,9 @@ import pytest
 from aiohttp import web
 
 from contracts.events import OrderStatus
-from credited.stack.processes import free_port
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
+from tests.loopback_http import serving
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import change, dead_letters, header, publish
 from tests.notifier.push_service import PushService
@@ -30,12 +30,8 @@ async def redirector() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 async def test_a_push_endpoint_on_127_0_0_1_is_refused_at_registration_outside_development_mode(

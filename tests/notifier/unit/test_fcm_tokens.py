@@ -25,6 +25,7 @@ from notifier.adapters.fcm import FCM_SCOPE, FcmChannel, ServiceAccountTokens, f
 from notifier.adapters.poster import AiohttpPoster
 from notifier.ports import DeliveryFailed, Target
 from servicekit.netguard import AddressPolicy
+from tests.loopback_http import serving
 from tests.notifier.unit.test_channels import PAYLOAD
 
 EMAIL = "notifier@credited-test.iam.gserviceaccount.com"
@@ -81,13 +82,9 @@ async def loopback() -> AsyncIterator[Loopback]:
     app = web.Application()
     app.router.add_post("/token", server.token)
     app.router.add_post("/v1/projects/{project}/messages:send", server.send)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    yield server
-    await runner.cleanup()
+    async with serving(app) as port:
+        server.port = port
+        yield server
 
 
 def key_file(tmp_path: Path, token_uri: str) -> Path:

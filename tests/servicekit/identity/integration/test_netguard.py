@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from credited.stack.processes import free_port
 from servicekit.netguard import AddressPolicy, AddressRefused, check_url, guarded_session, refused_by_guard
+from tests.loopback_http import serving
 
 PRODUCTION = AddressPolicy()
 DEVELOPMENT = AddressPolicy(development=True)
@@ -34,12 +34,8 @@ async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield port, seen
-    await runner.cleanup()
+    async with serving(app) as port:
+        yield port, seen
 
 
 async def post(policy: AddressPolicy, url: str) -> int:
