@@ -73,7 +73,7 @@ timeout."""
 
 KEPT_FROM_QUERIES = 8
 """Connections of each provider's wire that payments' query worker never fills: it keeps at most
-QUERIES_IN_FLIGHT queries in flight. A refund (or a query a support person asks for) gets a connection even while
+QUERIES_IN_FLIGHT queries in flight. A refund (and the query of its outcome) gets a connection even while
 every query is waiting on a slow provider; when the worker could fill all MAX_CONNECTIONS, a refund queued behind
 them inside its own timeout and could time out without having been sent."""
 
