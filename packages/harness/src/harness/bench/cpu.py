@@ -13,6 +13,18 @@ def per_order(step: dict[str, Any]) -> dict[str, float]:
     return {name: round(usage["cpu_s"] / orders * 1000, 3) for name, usage in step.get("processes", {}).items()}
 
 
+def cores_busy(step: dict[str, Any]) -> dict[str, float | None]:
+    """The cores the stack's processes and the load generator's kept busy on average over the step's measured
+    window (first order to last settlement): CPU seconds over that window."""
+    window = step.get("measured_s") or 0.0
+    processes = step.get("processes", {})
+    stack = sum(u["cpu_s"] for name, u in processes.items() if name not in GENERATORS)
+    generator = sum(u["cpu_s"] for name, u in processes.items() if name in GENERATORS)
+    if window <= 0 or not processes:
+        return {"stack_cores": None, "generator_cores": None}
+    return {"stack_cores": round(stack / window, 2), "generator_cores": round(generator / window, 2)}
+
+
 def capacity(step: dict[str, Any], cores: int) -> dict[str, float | None]:
     """CPU ms per order of the stack and of the generator, and the orders/s `cores` would carry at that CPU
     per order: counting only the stack's CPU (the generator elsewhere), and counting the generator's too."""

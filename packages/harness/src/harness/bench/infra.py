@@ -3,9 +3,10 @@ started (Java and the cached jars), else the embedded Tansu; PostgreSQL embedded
 
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class Infra:
     database_url: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    broker_env: dict[str, str] = field(default_factory=dict)
+    """More environment for scripts/apache-kafka (its KAFKA_SERVER_PROPERTIES, KAFKA_JVM_OPTS, KAFKA_HEAP_OPTS)."""
     _tansu: EmbeddedKafka | None = None
     _postgres: EmbeddedPostgres | None = None
     _kafka_dir: Path | None = None
@@ -65,7 +68,7 @@ class Infra:
 
     def _start_apache(self) -> None:
         try:
-            self.bootstrap, self.pids["broker"] = start_apache_kafka(self.run_dir / "kafka")
+            self.bootstrap, self.pids["broker"] = start_apache_kafka(self.run_dir / "kafka", self.broker_env)
         except RuntimeError as exc:
             log.warning("%s; using the embedded broker", exc)
             self.note = "Apache Kafka did not start: the embedded broker instead"
@@ -84,12 +87,17 @@ class Infra:
             self._postgres = None
 
 
-def start_apache_kafka(kafka_dir: Path) -> tuple[str, int]:
-    """Start Apache Kafka (scripts/apache-kafka) on free ports with its data in `kafka_dir`: (bootstrap, pid)."""
+def start_apache_kafka(kafka_dir: Path, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """Start Apache Kafka (scripts/apache-kafka) on free ports with its data in `kafka_dir`, `env` added to this
+    process's environment for the script: (bootstrap, pid)."""
     shutil.rmtree(kafka_dir, ignore_errors=True)
     ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
     done = subprocess.run(
-        [str(SCRIPT), "start", "--dir", str(kafka_dir), *ports], capture_output=True, text=True, check=False
+        [str(SCRIPT), "start", "--dir", str(kafka_dir), *ports],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     if done.returncode != 0:
         raise RuntimeError(f"Apache Kafka did not start: {done.stderr[-500:]}")

@@ -144,6 +144,27 @@ def _requests(report: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _busy(report: dict[str, Any]) -> list[str]:
+    """What each step kept busy. Where that stops rising with the rate, the stack's polls and commits run as often
+    as the cores let them, and a step's CPU per order says how deep its batches were, not what an order costs."""
+    nproc = report["machine"]["nproc"]
+    rows = []
+    for s in report["pipeline"]["steps"]:
+        busy = cpu.cores_busy(s)
+        stack_ms = cpu.capacity(s, nproc)["stack_cpu_ms_per_order"]
+        rows.append([s["target_rate"], s["orders_per_s"], busy["stack_cores"], busy["generator_cores"], stack_ms])
+    header = ["asked/s", "placed/s", "stack cores busy", "load generator cores busy", "stack CPU ms per order"]
+    return [
+        f"The cores each step kept busy on this {nproc}-core machine, from its first order to its last settlement."
+        " From the rate where the cores busy stop rising with the rate, the stack takes what the machine gives it"
+        " (the kernel's share of loopback traffic and the rest of the machine are not in these processes' figures):"
+        " there a step's CPU per order falls because each poll, commit and request carries more orders, not because"
+        " an order costs less, and the figure at the highest rate kept is the one to read.",
+        "",
+        *_table(header, rows),
+    ]
+
+
 def _statements(report: dict[str, Any]) -> list[str]:
     """PostgreSQL's statements and commits per order at each step, and the statements of the headline step."""
     steps = [s for s in report["pipeline"]["steps"] if s.get("postgres_statements")]
@@ -409,6 +430,7 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         f"![latency against rate]({rel}/pipeline.png)",
         "",
         *_requests(report),
+        *_busy(report),
         *_processes(report),
         f"![CPU per process]({rel}/cpu.png)",
         "",

@@ -12,7 +12,8 @@ machine, CPU per order only says how many orders share it: compare latencies the
 A revision may also name how its stack runs, so one commit can be compared with itself in another shape:
 `main:reconciler_workers=1,KAFKA_LINGER_MS=2` runs main with one reconciler worker and that variable set for every
 service. Lower-case names are the stack's process counts (credited.stack.local.SHAPE), upper-case ones
-environment variables.
+environment variables. The broker's own (BROKER_ENV) go to the Apache Kafka that revision's rounds start, not to the
+services: `main:KAFKA_SERVER_PROPERTIES=num.io.threads=2;num.network.threads=2` compares broker settings.
 """
 
 import asyncio
@@ -57,6 +58,10 @@ FIGURES = (
 """The figures of a step the report compares, with their column names."""
 
 
+BROKER_ENV = ("KAFKA_SERVER_PROPERTIES", "KAFKA_JVM_OPTS", "KAFKA_HEAP_OPTS")
+"""A variant's variables for scripts/apache-kafka, which starts each round's broker, rather than for the services."""
+
+
 EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
 """What a step must get right whatever its speed; kept per round, so a round that did not says how."""
 
@@ -68,6 +73,16 @@ class Variant:
     revision: str
     shape: dict[str, int]
     env: dict[str, str]
+
+    @property
+    def broker_env(self) -> dict[str, str]:
+        """The variables for the broker its rounds start (BROKER_ENV)."""
+        return {name: value for name, value in self.env.items() if name in BROKER_ENV}
+
+    @property
+    def services_env(self) -> dict[str, str]:
+        """The variables for its services: all but the broker's."""
+        return {name: value for name, value in self.env.items() if name not in BROKER_ENV}
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
@@ -148,8 +163,10 @@ def summary(step: dict[str, Any]) -> dict[str, Any]:
 async def one_round(tree: Path, variant: Variant, options: RevisionOptions, run_dir: Path) -> list[dict[str, Any]]:
     """The revision at `tree`, shaped as `variant` says, on a fresh broker and PostgreSQL: a warm-up step, then
     each rate; their summaries."""
-    infra = Infra(run_dir, options.broker)
+    infra = Infra(run_dir, options.broker, broker_env=variant.broker_env)
     await asyncio.to_thread(infra.start)
+    if variant.broker_env and infra.broker != "apache":
+        log.warning("%s names broker settings, but its round runs on %s: they do not apply", variant, infra.broker)
     receiver = WebhookReceiver(free_port(), "webhook-secret")
     await receiver.start()
     tag = f"rev{uuid.uuid4().hex[:6]}"
@@ -168,7 +185,7 @@ async def one_round(tree: Path, variant: Variant, options: RevisionOptions, run_
             webhook_secret=receiver.secret,
             log_level="WARNING",
             ports={name: free_port() for name in ("payments", "ledger", "reconciler", "notifier")},
-            extra_env={**variant.env, "PYTHONPATH": python_path(tree)},
+            extra_env={**variant.services_env, "PYTHONPATH": python_path(tree)},
             **variant.shape,  # type: ignore[arg-type]
         )
     )
