@@ -1,8 +1,8 @@
 """PostgresOrderFeed: wakes an order's open status pages when a notification about it is committed.
 
-The notification's transaction NOTIFYs the order id (see PostgresNotifications), so every notifier instance
-hears it, whichever instance consumed the status change. One LISTEN connection per process fans it out.
-When that connection is lost, pages fall back to re-reading every heartbeat until it is back.
+The notifications' transaction NOTIFYs their orders' ids, comma separated (see PostgresNotifications), so every
+notifier instance hears them, whichever instance consumed the status change. One LISTEN connection per process fans
+them out. When that connection is lost, pages fall back to re-reading every heartbeat until it is back.
 """
 
 import asyncio
@@ -40,9 +40,10 @@ class PostgresOrderFeed:
                 if not watchers:
                     del self._watchers[order_id]
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, order_id: object) -> None:
-        for event in self._watchers.get(str(order_id), ()):
-            event.set()
+    def _notified(self, _conn: object, _pid: int, _channel: str, order_ids: object) -> None:
+        for order_id in str(order_ids).split(","):
+            for event in self._watchers.get(order_id, ()):
+                event.set()
 
     def _wake_all(self) -> None:
         for watchers in self._watchers.values():
