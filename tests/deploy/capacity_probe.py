@@ -189,6 +189,8 @@ class Probe:
             await create_changelog(self.m.bootstrap, stack.config.topic_prefix, PARTITIONS)
         child = stack.start_service(name)
         await asyncio.to_thread(stack.wait_healthy, name)
+        if not stack.api_key:  # the stack's own start makes it once its services run; a stage starts only one
+            await asyncio.to_thread(stack.create_key)
         await asyncio.sleep(3)  # the consumer group settles
         return child
 
@@ -381,6 +383,9 @@ class Probe:
 
                 await until(relayed)
                 after = await self.m.sample(child)
+            if len(truth.paid) <= warm:
+                failed = f"{len(truth.errors)} failed, {truth.errors[:2]}"
+                raise RuntimeError(f"no order was paid in the timed phase: {failed}")
             http = delta(before, after, len(truth.paid) - warm, "paid orders (2 HTTP requests each)")
             http["failed_requests"] = len(truth.errors)
             http["failures_sample"] = [e[:120] for e in truth.errors[:2]]
