@@ -18,19 +18,22 @@ def cores_busy(step: dict[str, Any]) -> dict[str, float | None]:
     window (first order to last settlement): CPU seconds over that window."""
     window = step.get("measured_s") or 0.0
     processes = step.get("processes", {})
-    stack = sum(u["cpu_s"] for name, u in processes.items() if name not in GENERATORS)
-    generator = sum(u["cpu_s"] for name, u in processes.items() if name in GENERATORS)
     if window <= 0 or not processes:
         return {"stack_cores": None, "generator_cores": None}
+    stack, generator = _apart({name: u["cpu_s"] for name, u in processes.items()})
     return {"stack_cores": round(stack / window, 2), "generator_cores": round(generator / window, 2)}
+
+
+def _apart(by_process: dict[str, float]) -> tuple[float, float]:
+    """A per-process figure summed over the stack's processes and over the load generator's: (stack, generator)."""
+    stack = sum(value for name, value in by_process.items() if name not in GENERATORS)
+    return stack, sum(value for name, value in by_process.items() if name in GENERATORS)
 
 
 def capacity(step: dict[str, Any], cores: int) -> dict[str, float | None]:
     """CPU ms per order of the stack and of the generator, and the orders/s `cores` would carry at that CPU
     per order: counting only the stack's CPU (the generator elsewhere), and counting the generator's too."""
-    costs = per_order(step)
-    stack = sum(ms for name, ms in costs.items() if name not in GENERATORS)
-    generator = sum(ms for name, ms in costs.items() if name in GENERATORS)
+    stack, generator = _apart(per_order(step))
     return {
         "stack_cpu_ms_per_order": round(stack, 3),
         "generator_cpu_ms_per_order": round(generator, 3),

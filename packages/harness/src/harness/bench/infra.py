@@ -105,10 +105,11 @@ def start_apache_kafka(kafka_dir: Path, env: Mapping[str, str] | None = None) ->
 
 
 @contextlib.contextmanager
-def apache_kafka(run_dir: Path) -> Iterator[tuple[str, int]]:
-    """Apache Kafka alone in `run_dir/kafka`, stopped on leaving: (bootstrap, broker pid)."""
+def apache_kafka(run_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """Apache Kafka alone in `run_dir/kafka` (`env` as for start_apache_kafka), stopped on leaving: (bootstrap,
+    broker pid)."""
     kafka_dir = run_dir / "kafka"
-    started = start_apache_kafka(kafka_dir)
+    started = start_apache_kafka(kafka_dir, env)
     try:
         yield started
     finally:
