@@ -13,26 +13,47 @@ transactional id, so a run that starts fences the one before it; it reads the re
 replay committed before is in it, one half done was aborted) and publishes each record together with its
 replay entry in one transaction. The embedded Tansu broker has no transactions: there a replay is sent,
 then recorded, and two runs at once could both send one (consumers drop the repeat by its event id).
+
+A run that loses its producer to anything but a fence (a broker that went away, a coordinator that moved)
+starts over with a new one, a few times: the new producer fences nothing of its own that committed, and the
+replays log read after it starts says what went out already.
 """
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    InvalidTxnState,
+    KafkaError,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from contracts.topics import Topic
 from servicekit.kafka import producer_config
 from servicekit.kafka_security import aiokafka_security
 from servicekit.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+
 REPLAY_MARKER = "dlq_replayed_from"
 READ_TIMEOUT_S = 60.0
+RUN_ATTEMPTS = 3
+"""How many producers one replay run starts before it gives up on a broker error that is not a fence."""
+FENCES = (ProducerFenced, InvalidProducerEpoch, InvalidTxnState, InvalidProducerIdMapping)
+"""What the broker answers a producer whose transactional id another run has taken: its epoch is stale
+(aiokafka says ProducerFenced where it expects it), its open transaction was aborted under it, or its producer
+id no longer maps to the id."""
 
 
 class ReplayInterrupted(RuntimeError):
@@ -254,17 +275,65 @@ async def replay(
     if dry_run:
         return _sort(letters, await replays(settings))
     await _ensure_replays_topic(settings)
-    producer = _producer(settings)
-    await producer.start()  # with a transactional id: fences any replay run still going
-    sent = 0
+    sent: list[DeadLetter] = []
+    outcome = await again_unless_fenced(lambda: _run(settings, letters, by, sent), sent)
+    # What an earlier producer of this run committed reads as replayed before: it is this run's.
+    mine = {letter.coordinates for letter in sent}
+    outcome.replayed = [*(d for d, _ in outcome.already if d.coordinates in mine), *outcome.replayed]
+    outcome.already = [(d, r) for d, r in outcome.already if d.coordinates not in mine]
+    return outcome
+
+
+async def again_unless_fenced(run: Callable[[], Awaitable[Outcome]], sent: list[DeadLetter]) -> Outcome:
+    """`run` with a new producer each time it fails on a broker error, up to RUN_ATTEMPTS; a fence (another
+    run started after it) ends it at once with ReplayInterrupted, since what is left is the other run's."""
+
+    def lost_producer(exc: BaseException) -> bool:
+        return isinstance(exc, KafkaError) and not fenced(exc)
+
+    def starting_over(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        log.warning("a replay run lost its producer (%r) after %d replays: starting over", failure, len(sent))
+
     try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lost_producer),
+            stop=stop_after_attempt(RUN_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.2, max=2.0, min=0.2),
+            before_sleep=starting_over,
+            reraise=True,
+        ):
+            with attempt:
+                return await run()
+    except KafkaError as exc:
+        if fenced(exc):
+            raise ReplayInterrupted(f"another replay run started after this one had replayed {len(sent)}") from exc
+        raise
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+def fenced(exc: BaseException) -> bool:
+    """Whether `exc` comes from a fence. aiokafka raises one as ProducerFenced where it expects it, and
+    otherwise wraps the broker's answer in a KafkaError ("Unexpected error during batch delivery")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FENCES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def _run(settings: ServiceSettings, letters: list[DeadLetter], by: str, sent: list[DeadLetter]) -> Outcome:
+    """One producer's go at `letters`: it starts (with a transactional id, fencing any run still going), then
+    reads the replays log, then replays what is not in it; each letter it commits goes on `sent`."""
+    producer = _producer(settings)
+    try:
+        await producer.start()
         outcome = _sort(letters, await replays(settings))
         for letter in outcome.replayed:
             await _send(settings, producer, letter, by)
-            sent += 1
+            sent.append(letter)
         return outcome
-    except (ProducerFenced, InvalidProducerEpoch) as exc:
-        raise ReplayInterrupted(f"another replay run started after this one had replayed {sent}") from exc
     finally:
         await producer.stop()
 

@@ -1,0 +1,63 @@
+"""A replay run against the broker's answers: a fence ends it, a lost producer starts it over (deadletters.py)."""
+
+import pytest
+from aiokafka.errors import InvalidTxnState, KafkaError, NodeNotReadyError, ProducerFenced
+
+from credited.deadletters import DeadLetter, Outcome, ReplayInterrupted, again_unless_fenced, fenced
+
+LETTER = DeadLetter("credited.deadletter", 0, 7, b"ord_1", b"{}", (("dlq_source_topic", b"payments.events"),), 0)
+
+
+def wrapped(cause: Exception) -> KafkaError:
+    """What aiokafka raises when its sender task dies: the broker's answer as the cause."""
+    try:
+        raise KafkaError("Unexpected error during batch delivery") from cause
+    except KafkaError as exc:
+        return exc
+
+
+def test_a_fence_is_recognised_whether_aiokafka_names_it_or_wraps_the_brokers_answer() -> None:
+    assert fenced(ProducerFenced())
+    assert fenced(wrapped(InvalidTxnState()))
+    assert not fenced(wrapped(NodeNotReadyError()))
+    assert not fenced(ValueError("not from Kafka"))
+
+
+async def test_a_run_fenced_behind_a_wrapped_error_stops_at_once_saying_what_it_had_replayed() -> None:
+    calls = 0
+
+    async def run() -> Outcome:
+        nonlocal calls
+        calls += 1
+        raise wrapped(InvalidTxnState())
+
+    with pytest.raises(ReplayInterrupted, match="had replayed 1"):
+        await again_unless_fenced(run, [LETTER])
+    assert calls == 1
+
+
+async def test_a_run_that_lost_its_producer_to_the_broker_starts_over_and_returns_the_next_ones_outcome() -> None:
+    calls = 0
+
+    async def run() -> Outcome:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise wrapped(NodeNotReadyError())
+        return Outcome(replayed=[LETTER])
+
+    assert (await again_unless_fenced(run, [])).replayed == [LETTER]
+    assert calls == 2
+
+
+async def test_a_run_that_keeps_losing_its_producer_gives_up_with_the_brokers_error() -> None:
+    calls = 0
+
+    async def run() -> Outcome:
+        nonlocal calls
+        calls += 1
+        raise wrapped(NodeNotReadyError())
+
+    with pytest.raises(KafkaError, match="Unexpected error during batch delivery"):
+        await again_unless_fenced(run, [])
+    assert calls == 3
