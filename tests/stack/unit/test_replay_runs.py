@@ -23,41 +23,35 @@ def test_a_fence_is_recognised_whether_aiokafka_names_it_or_wraps_the_brokers_an
     assert not fenced(ValueError("not from Kafka"))
 
 
+class Runs:
+    """A replay run's attempts: each raises the next of `failures`, and once they are used up it replays LETTER."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    async def __call__(self) -> Outcome:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return Outcome(replayed=[LETTER])
+
+
 async def test_a_run_fenced_behind_a_wrapped_error_stops_at_once_saying_what_it_had_replayed() -> None:
-    calls = 0
-
-    async def run() -> Outcome:
-        nonlocal calls
-        calls += 1
-        raise wrapped(InvalidTxnState())
-
+    run = Runs(wrapped(InvalidTxnState()))
     with pytest.raises(ReplayInterrupted, match="had replayed 1"):
         await again_unless_fenced(run, [LETTER])
-    assert calls == 1
+    assert run.calls == 1
 
 
 async def test_a_run_that_lost_its_producer_to_the_broker_starts_over_and_returns_the_next_ones_outcome() -> None:
-    calls = 0
-
-    async def run() -> Outcome:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise wrapped(NodeNotReadyError())
-        return Outcome(replayed=[LETTER])
-
+    run = Runs(wrapped(NodeNotReadyError()))
     assert (await again_unless_fenced(run, [])).replayed == [LETTER]
-    assert calls == 2
+    assert run.calls == 2
 
 
 async def test_a_run_that_keeps_losing_its_producer_gives_up_with_the_brokers_error() -> None:
-    calls = 0
-
-    async def run() -> Outcome:
-        nonlocal calls
-        calls += 1
-        raise wrapped(NodeNotReadyError())
-
+    run = Runs(*(wrapped(NodeNotReadyError()) for _ in range(5)))
     with pytest.raises(KafkaError, match="Unexpected error during batch delivery"):
         await again_unless_fenced(run, [])
-    assert calls == 3
+    assert run.calls == 3
