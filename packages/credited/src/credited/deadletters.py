@@ -315,11 +315,13 @@ async def again_unless_fenced(run: Callable[[], Awaitable[Outcome]], sent: list[
 def fenced(exc: BaseException) -> bool:
     """Whether `exc` comes from a fence. aiokafka raises one as ProducerFenced where it expects it, and
     otherwise wraps the broker's answer in a KafkaError ("Unexpected error during batch delivery")."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, FENCES):
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # what it was raised from, as servicekit.errors reads it
+        if isinstance(current, FENCES):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen.add(id(current))
+        current = current.__cause__
     return False
 
 
