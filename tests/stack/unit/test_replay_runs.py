@@ -3,7 +3,15 @@
 import pytest
 from aiokafka.errors import InvalidTxnState, KafkaError, NodeNotReadyError, ProducerFenced
 
-from credited.deadletters import DeadLetter, Outcome, ReplayInterrupted, again_unless_fenced, fenced
+from credited.deadletters import (
+    DeadLetter,
+    Outcome,
+    Replay,
+    ReplayInterrupted,
+    again_unless_fenced,
+    fenced,
+    with_earlier_attempts,
+)
 
 LETTER = DeadLetter("credited.deadletter", 0, 7, b"ord_1", b"{}", (("dlq_source_topic", b"payments.events"),), 0)
 
@@ -55,3 +63,16 @@ async def test_a_run_that_keeps_losing_its_producer_gives_up_with_the_brokers_er
     with pytest.raises(KafkaError, match="Unexpected error during batch delivery"):
         await again_unless_fenced(run, [])
     assert run.calls == 3
+
+
+def test_what_an_earlier_producer_of_the_run_committed_is_reported_as_replayed_by_the_run_not_before_it() -> None:
+    other = DeadLetter("credited.deadletter", 0, 8, b"ord_2", b"{}", (("dlq_source_topic", b"payments.events"),), 0)
+    theirs = DeadLetter("credited.deadletter", 0, 9, b"ord_3", b"{}", (("dlq_source_topic", b"payments.events"),), 0)
+    by = Replay(LETTER.coordinates, "payments.events", None, "on-call", "2026-12-05T20:00:00+00:00")
+    earlier = Replay(theirs.coordinates, "payments.events", None, "someone", "2026-12-04T20:00:00+00:00")
+    last = Outcome(replayed=[other], already=[(LETTER, by), (theirs, earlier)])
+
+    merged = with_earlier_attempts(last, [LETTER])
+
+    assert merged.replayed == [LETTER, other]
+    assert merged.already == [(theirs, earlier)]

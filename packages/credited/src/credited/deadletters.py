@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -276,12 +276,18 @@ async def replay(
         return _sort(letters, await replays(settings))
     await _ensure_replays_topic(settings)
     sent: list[DeadLetter] = []
-    outcome = await again_unless_fenced(lambda: _run(settings, letters, by, sent), sent)
-    # What an earlier producer of this run committed reads as replayed before: it is this run's.
+    return with_earlier_attempts(await again_unless_fenced(lambda: _run(settings, letters, by, sent), sent), sent)
+
+
+def with_earlier_attempts(outcome: Outcome, sent: Sequence[DeadLetter]) -> Outcome:
+    """The last attempt's outcome, with what earlier producers of the same run committed (`sent`) counted as
+    replayed by the run rather than as replayed before it (the last attempt found them in the replays log)."""
     mine = {letter.coordinates for letter in sent}
-    outcome.replayed = [*(d for d, _ in outcome.already if d.coordinates in mine), *outcome.replayed]
-    outcome.already = [(d, r) for d, r in outcome.already if d.coordinates not in mine]
-    return outcome
+    return Outcome(
+        replayed=[*(d for d, _ in outcome.already if d.coordinates in mine), *outcome.replayed],
+        already=[(d, r) for d, r in outcome.already if d.coordinates not in mine],
+        not_replayable=outcome.not_replayable,
+    )
 
 
 async def again_unless_fenced(run: Callable[[], Awaitable[Outcome]], sent: list[DeadLetter]) -> Outcome:
