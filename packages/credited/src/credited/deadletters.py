@@ -37,11 +37,13 @@ from aiokafka.errors import (
     ProducerFenced,
     TopicAlreadyExistsError,
 )
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from contracts.topics import Topic
+from servicekit.errors import raised_from
 from servicekit.kafka import producer_config
 from servicekit.kafka_security import aiokafka_security
+from servicekit.retrying import BackoffPolicy
 from servicekit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -305,7 +307,7 @@ async def again_unless_fenced(run: Callable[[], Awaitable[Outcome]], sent: list[
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lost_producer),
             stop=stop_after_attempt(RUN_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=0.2, max=2.0, min=0.2),
+            wait=BackoffPolicy(initial_s=0.2, cap_s=2.0).wait(),
             before_sleep=starting_over,
             reraise=True,
         ):
@@ -321,14 +323,7 @@ async def again_unless_fenced(run: Callable[[], Awaitable[Outcome]], sent: list[
 def fenced(exc: BaseException) -> bool:
     """Whether `exc` comes from a fence. aiokafka raises one as ProducerFenced where it expects it, and
     otherwise wraps the broker's answer in a KafkaError ("Unexpected error during batch delivery")."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:  # what it was raised from, as servicekit.errors reads it
-        if isinstance(current, FENCES):
-            return True
-        seen.add(id(current))
-        current = current.__cause__
-    return False
+    return any(isinstance(e, FENCES) for e in raised_from(exc))
 
 
 async def _run(settings: ServiceSettings, letters: list[DeadLetter], by: str, sent: list[DeadLetter]) -> Outcome:

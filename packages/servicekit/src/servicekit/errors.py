@@ -193,7 +193,7 @@ def classify(exc: BaseException, *, dependency: Dependency | None = None) -> Cla
     An error that does not classify itself is judged by what it was raised from (`raise ... from exc`), as
     wrappers of socket and driver errors do; not by an error it merely interrupted (`__context__`), or a bug in
     an `except` block handling a transient error would be retried forever."""
-    verdicts = [_classify_one(e, dependency) for e in _chain(exc)]
+    verdicts = [_classify_one(e, dependency) for e in raised_from(exc)]
     for verdict in verdicts:
         if verdict.kind is not Kind.UNKNOWN:
             return verdict
@@ -205,7 +205,8 @@ def is_transient(exc: BaseException) -> bool:
     return classify(exc).transient
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def raised_from(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from (`__cause__`), and so on, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
