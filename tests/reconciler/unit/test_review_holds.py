@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from contracts.events import OrderHeld, OrderReleased, OrderReviewRejected, OrderStatus
+from contracts.events import CreditRejected, OrderHeld, OrderReleased, OrderReviewRejected, OrderStatus
 from reconciler.domain import Command, CommandKind, Phase, Policy, StatusChange
 from tests.reconciler.unit.test_join import POLICY, T0, Harness, credited, kinds, paid, rejected, s
 
@@ -71,6 +71,19 @@ def test_a_rejected_review_blocks_the_credit_then_refunds_without_a_retry_messag
     assert effects == [Command(CommandKind.BLOCK_CREDIT, reason="risk review rejected: stolen card")]
     assert kinds(h.event(rejected(final=True))) == ["IssueRefund#1"]
     assert h.state().phase is Phase.REFUNDING and h.state().status is OrderStatus.UNDER_REVIEW
+
+
+def test_a_final_rejection_read_before_the_release_it_answers_refunds_at_the_release_without_a_flag() -> None:
+    h = Harness()
+    h.event(held())
+    # The ledger refused the payment published at the release; payments.events, with the release, lags behind.
+    final = CreditRejected(order_id="ord_1", user_id="u1", reason="wallet frozen", final=True, rejected_at=s(901))
+    assert h.event(final) == []
+    assert kinds(h.event(released(at=900))) == ["IssueRefund#1", "status:remediating"]
+    assert h.event(paid()) == []
+    assert h.state().phase is Phase.REFUNDING
+    assert h.tick(now=900 + 10_000, safe=900 + 10_000) == []  # no flag, no retry: the refund is under way
+    assert "flagged" not in kinds(h.effects)
 
 
 def test_a_credit_read_before_the_hold_closes_the_order_as_credited() -> None:

@@ -228,8 +228,9 @@ class OrderState:
     provider_txn_id: str = ""
     """The PaymentSucceeded's provider transaction id: a RetryCredit carries it, the ledger checks it."""
     rejected_early: str = ""
-    """The reason of a final CreditRejected read before the order's payment (the two come on different topics):
-    the payment, when it comes, refunds at once."""
+    """The reason of a final CreditRejected read before the order's payment, or before the release of a held order
+    (the ledger answers the payment published at the release; the topics are read side by side): the payment or
+    the release, when it comes, refunds at once."""
 
     @property
     def paid(self) -> bool:

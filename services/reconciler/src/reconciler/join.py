@@ -107,7 +107,9 @@ def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, 
     note(state, f"credit_rejected:{'final' if event.final else 'retryable'}:{event.reason}", event.rejected_at)
     if not event.final or state.credited:
         return []
-    if not state.paid:  # read before its payment: the payment refunds (on_payment_succeeded)
+    if not state.paid or state.phase is Phase.HELD:
+        # Read before the payment, or before the release of a held order, that it answers (the two come on
+        # different topics): the payment (on_payment_succeeded) or the release (review.on_order_released) refunds.
         state.rejected_early = clip(event.reason)
         return []
     if state.phase not in (Phase.AWAITING_CREDIT, Phase.RETRYING, Phase.BLOCKING):

@@ -17,6 +17,7 @@ from reconciler.domain import (
     note,
     status_change,
 )
+from reconciler.join import start_refund
 
 
 def on_order_held(state: OrderState, event: OrderHeld, now: datetime, policy: Policy) -> list[Effect]:
@@ -42,6 +43,8 @@ def on_order_released(state: OrderState, event: OrderReleased, now: datetime, po
     state.phase, state.review = Phase.AWAITING_CREDIT, "released"
     state.deadline = event.released_at + policy.threshold(state.channel, state.product)
     note(state, "released", event.released_at)
+    if state.rejected_early:  # the ledger's final refusal of the released payment, read before the release
+        return start_refund(state, state.rejected_early, now)
     return []
 
 
