@@ -146,15 +146,17 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 600) ->
         await asyncio.sleep(0.2)
 
 
-def payment(run: str, i: int, users: int) -> PaymentSucceeded:
+def payment(run: str, i: int, users: int, *, round_: str = "") -> PaymentSucceeded:
+    """The i-th paid order of a run, by one of `users` users; orders of another `round_` of the run are other
+    orders of the same users."""
     return PaymentSucceeded(
-        order_id=f"ord_{run}_{i}",
+        order_id=f"ord_{run}{round_}_{i}",
         user_id=f"u_{run}_{i % users}",
         amount=random.choice((100, 600, 3000, 6800)),
         currency="CNY",
         channel=random.choice(("alipay", "wechat", "card", "carrier")),
         provider="sim",
-        provider_txn_id=f"sim-{run}-{i}",
+        provider_txn_id=f"sim-{run}{round_}-{i}",
         paid_at=datetime.now(UTC),
     )
 
@@ -245,7 +247,7 @@ class Probe:
                 await produce(
                     self.m.bootstrap,
                     Topic.PAYMENTS_EVENTS.qualified(p),
-                    _enc([payment(f"{self.run}w", i, users) for i in range(users)]),
+                    _enc([payment(self.run, i, users, round_="w") for i in range(users)]),
                 )
                 await until(lambda: _at_least(self.m.reader, Topic.LEDGER_EVENTS.qualified(p), first))
             batch = _enc([payment(self.run, i, users) for i in range(self.n)])
