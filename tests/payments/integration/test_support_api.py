@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -31,11 +31,13 @@ from credited.stack.processes import free_port
 from harness.simulator.run import partition_count
 from ledger.bootstrap import build as build_ledger
 from ledger.config import Settings as LedgerSettings
+from payments.adapters.support_http import FILTERS
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
 from servicekit.http import EmbeddedServer, serve
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
+from servicekit.pages import Cursor
 from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_until
@@ -226,6 +228,20 @@ async def test_orders_are_found_by_order_id_user_id_or_provider_transaction_id(s
         assert refused.status_code == 400 and refused.json()["error"] == "one_filter", refused.text
     none = await stack.payments.get("/v1/support/orders", params={"provider_txn_id": "tx-nobody"})
     assert none.json() == {"orders": []}
+
+
+async def test_a_search_value_or_page_cursor_with_a_nul_is_refused_naming_it_not_answered_500(
+    stack: Stack,
+) -> None:
+    for key in FILTERS:
+        refused = await stack.payments.get("/v1/support/orders", params={key: "u\x00"})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == f"query.{key}", refused.text
+    since, until = (datetime.now(UTC) - timedelta(hours=1)).isoformat(), datetime.now(UTC).isoformat()
+    cursor = Cursor(datetime.now(UTC), "ord\x00").encode()
+    auditor = await stack.key("auditor", Scope.AUDIT_READ)
+    params = {"since": since, "until": until, "after": cursor}
+    page = await stack.payments.get("/v1/audit/payments", params=params, headers=auditor)
+    assert page.status_code == 400 and page.json()["error"] == "bad_cursor", page.text
 
 
 async def test_a_redrive_is_recorded_sent_once_per_idempotency_key_and_credited_by_the_ledger(stack: Stack) -> None:

@@ -40,7 +40,7 @@ class Cursor:
             cursor = cls(at, str(raw["id"]))
         except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise ApiError(400, "bad_cursor", "`after` is not a cursor a page of this endpoint gave") from None
-        if at.tzinfo is None:
+        if at.tzinfo is None or "\x00" in cursor.id:  # PostgreSQL text holds no NUL: it would refuse the query
             raise ApiError(400, "bad_cursor", "`after` is not a cursor a page of this endpoint gave")
         return cursor
 

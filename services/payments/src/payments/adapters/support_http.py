@@ -28,7 +28,7 @@ from servicekit.identity import Caller, Scope, requires
 SupportRead = Annotated[Caller, Depends(requires(Scope.SUPPORT_READ))]
 SupportAct = Annotated[Caller, Depends(requires(Scope.SUPPORT_ACT))]
 FILTERS: tuple[SearchKey, ...] = ("order_id", "user_id", "provider_txn_id")
-SearchValue = Annotated[str | None, Query(min_length=1, max_length=128)]
+SearchValue = Annotated[str | None, Query(min_length=1, max_length=128, pattern=STORABLE_TEXT)]
 
 
 class OrderSummary(BaseModel):
