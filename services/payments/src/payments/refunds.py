@@ -47,8 +47,10 @@ async def _ask(call: Awaitable[RefundAnswer]) -> RefundAnswer:
 
 async def _execute(provider: PaymentProvider, request: RefundRequest, sleep: Sleep) -> tuple[RefundAnswer, int]:
     """Request the refund; after an unknown outcome (a timeout), ask the provider what became of it before
-    requesting it again, and once more before giving up, so a refund that happened is never reported failed.
-    A refund the provider accepted but has not finished ("pending") is only queried, never requested again."""
+    requesting it again, and once more before giving up. A refund the provider accepted but has not finished
+    ("pending") is only queried, never requested again. Only the provider's own answer is final: a refund that
+    is still pending, or whose outcome is still unknown, after the last query is returned as it is, so a refund
+    that happened is never reported failed (a failed refund lets support re-drive the credit: paid twice)."""
     answer = RefundAnswer("unknown")
     for attempt in range(1, MAX_ATTEMPTS + 1):
         if answer.status == "unknown":  # the provider knows of no refund: (re)request it, with the same id
@@ -60,9 +62,7 @@ async def _execute(provider: PaymentProvider, request: RefundRequest, sleep: Sle
         answer = await _ask(provider.query_refund(request.order_id, request.refund_id))
         if answer.status in FINAL:
             return answer, attempt
-    if answer.status == "pending":
-        return answer, MAX_ATTEMPTS
-    return RefundAnswer("failed", reason=f"provider did not answer after {MAX_ATTEMPTS} attempts"), MAX_ATTEMPTS
+    return answer, MAX_ATTEMPTS
 
 
 def _announce(tx: PaymentsUnitOfWork, command: IssueRefund, answer: RefundAnswer) -> None:
@@ -127,7 +127,8 @@ async def handle_issue_refund(
 ) -> None:
     """Refund the order to its original payment method, at the provider that took the payment, once, and say how
     it went. A refund the provider still reports pending after the last query is neither recorded nor announced:
-    it is dead-lettered (label refund_pending), and replaying it asks the provider again under the same id."""
+    it is dead-lettered (label refund_pending), and so is one whose outcome the provider never told (label
+    refund_unknown): replaying it asks the provider again under the same id."""
     async with uow() as tx:
         if not await tx.mark_processed(CONSUMER, envelope.event_id):
             return
@@ -149,9 +150,9 @@ async def handle_issue_refund(
         answer, attempts = await _execute(provider, request, sleep)
         if answer.status not in FINAL:
             raise PermanentFailure(
-                f"refund {request.refund_id} is still {answer.status} at {order.provider} after {attempts} queries: "
-                "replay this command to ask again",
-                label="refund_pending",
+                f"refund {request.refund_id} is still {answer.status} at {order.provider} after {attempts} queries"
+                f"{f' ({answer.reason})' if answer.reason else ''}: replay this command to ask again",
+                label=f"refund_{answer.status}",
             )
         await tx.save_refund(order.order_id, answer, attempts)
         _announce(tx, command, answer)
