@@ -125,6 +125,8 @@ class Model:
         m = self.orders[o]
         if m.phase == "held":
             m.phase, m.deadline = "waiting", now + threshold(m.channel, m.product)
+            if m.rejected_early:  # the ledger's refusal of the released payment, read before the release
+                self.ledger_rejects_for_good(o)
 
     def reject_review(self, o: str) -> None:
         m = self.orders[o]
@@ -149,7 +151,7 @@ class Model:
 
     def ledger_rejects_for_good(self, o: str) -> None:
         m = self.orders[o]
-        if not m.paid and not m.credited:  # read before the payment: the payment refunds
+        if (not m.paid or m.phase == "held") and not m.credited:  # the payment, or the release, refunds
             m.rejected_early = True
         if m.paid and not m.credited and m.phase in ("waiting", "retrying", "blocking"):
             m.phase = "refunding"
