@@ -90,10 +90,19 @@ class Producer:
 
 
 class Offsets:
-    """The broker's offsets: end offsets as set, nothing committed."""
+    """The broker's offsets: end offsets as set, nothing committed, and the offsets that hand over no record (a
+    transaction's markers) in `unreadable`."""
 
     def __init__(self) -> None:
         self.ends: dict[tuple[str, int], int] = {}
+        self.unreadable: set[tuple[str, int, int]] = set()
+        self.asked: list[tuple[str, int, int, int]] = []
+
+    async def first_readable(self, topic: str, partition: int, offset: int, limit: int) -> int | None:
+        self.asked.append((topic, partition, offset, limit))
+        while offset < limit and (topic, partition, offset) in self.unreadable:
+            offset += 1
+        return offset
 
     async def start(self) -> None: ...
 
@@ -121,6 +130,7 @@ class Worker:
         self.watermarks = Watermarks(INPUTS)
         self.observe = PrometheusObservations(CollectorRegistry())
         unbuildable = self.observe.dead_letters.labels("unbuildable").inc
+        self.offsets = Offsets()
         self.rounds = Rounds(
             engine=Engine(self.states, policy),
             states=self.states,
@@ -132,8 +142,8 @@ class Worker:
             producer=self.producer,
             dead_letters=DEAD_LETTERS,
             group="group",
+            first_readable=self.offsets.first_readable,
         )
-        self.offsets = Offsets()
         app = SimpleNamespace(
             rebalancing=False,
             in_recovery=False,
@@ -141,7 +151,13 @@ class Worker:
             conf=SimpleNamespace(id="group"),
             consumer=SimpleNamespace(assignment=lambda: {TP(PAYMENTS, 0), TP(LEDGER, 0)}),
         )
-        tail = TailWatch(Rewinder(self._seek, time.monotonic), time.monotonic, lambda: False, self._give_up)
+        tail = TailWatch(
+            Rewinder(self._seek, time.monotonic),
+            time.monotonic,
+            lambda: False,
+            self._give_up,
+            past_unreadable=self.rounds.past_unreadable,
+        )
         self.ticker = Ticker(app, INPUTS, self.rounds, self.watermarks, self.offsets, tail, 0.1)  # type: ignore[arg-type]
         self.next = {PAYMENTS: 0, LEDGER: 0}
 

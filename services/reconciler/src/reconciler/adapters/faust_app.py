@@ -108,6 +108,9 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     observe = PrometheusObservations(registry)
     seek = _reading_again(app, observe)
     rewinder, watermarks = Rewinder(seek, time.monotonic), Watermarks(inputs)
+    offsets = BrokerOffsets(
+        settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu", security=aiokafka_security(settings)
+    )
     rounds = Rounds(
         engine=Engine(states, settings.policy()),
         states=states,
@@ -119,17 +122,15 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
         producer=app.producer,
         dead_letters=Topic.DEAD_LETTER.qualified(prefix),
         group=app.conf.id,
+        first_readable=offsets.first_readable,
     )
     channels: list[Any] = []  # the agent's stream channel, once it runs
 
     def waiting() -> bool:
         return any(not c.empty() for c in channels) or rounds.applied_within(STUCK_AFTER_S)
 
-    tail = TailWatch(rewinder, time.monotonic, waiting, _stuck_for_good)
+    tail = TailWatch(rewinder, time.monotonic, waiting, _stuck_for_good, past_unreadable=rounds.past_unreadable)
     recovery = RecoveryWatch(seek, time.monotonic, _recovery_stuck)
-    offsets = BrokerOffsets(
-        settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu", security=aiokafka_security(settings)
-    )
     ticker = Ticker(app, inputs, rounds, watermarks, offsets, tail, settings.tick_s, recovery)
 
     async def before_revoke(revoked: set[TP]) -> None:

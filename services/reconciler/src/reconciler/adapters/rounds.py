@@ -21,6 +21,13 @@ records after the round reach the agent past a hole and their partition is read 
 (exit 75) and its partitions are taken over from the last commit. The producer keeps a record through a broker
 outage for its request timeout (faust_app.PRODUCER_REQUEST_TIMEOUT_S) before it refuses it, so only an outage
 longer than that, with a round's changelog records in flight, ends the worker.
+
+Offsets no record is handed at: a transaction's commit or abort marker takes an offset that no consumer is ever
+handed (`credited dlq replay` writes to its source topics in transactions on Apache Kafka). The record after a
+marker would come past a hole that no reading again can fill, and a marker at the end would keep the partition
+below its end offset for good. So before a partition is read again, the broker is asked where the records it
+hands over resume (`FirstReadable`): the offsets before that hold none, and the positions move past them in a
+round of their own (`past_unreadable`), in order with the rounds before it.
 """
 
 import asyncio
@@ -28,7 +35,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -47,6 +54,10 @@ from reconciler.handlers import handle_event, handle_tick
 from reconciler.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
+
+FirstReadable = Callable[[str, int, int, int], Awaitable[int | None]]
+"""first_readable(topic, partition, offset, limit): the offset of the first record at or after `offset` a consumer
+is handed, `limit` if none is below it, None if the broker could not say (BrokerOffsets.first_readable)."""
 
 EXIT_TRY_AGAIN = 75  # EX_TEMPFAIL: a restart replays from the last commit
 ACK_TIMEOUT_S = 60.0
@@ -113,8 +124,10 @@ class Rounds:
         producer: Any,
         dead_letters: str,
         group: str,
+        first_readable: FirstReadable | None = None,
     ) -> None:
         self.engine, self.states, self.announcer = engine, states, announcer
+        self._first_readable = first_readable
         self.observe, self.positions, self.watermarks, self.rewinder = observe, positions, watermarks, rewinder
         self.producer, self.dead_letters, self.group = producer, dead_letters, group
         self.lock = asyncio.Lock()
@@ -130,7 +143,7 @@ class Rounds:
             tally = Tally()
             ahead: dict[tuple[str, int], int] = {}
             dead: list[Outgoing] = []
-            holes: dict[tuple[str, int], int] = {}
+            holes: dict[tuple[str, int], tuple[int, int]] = {}  # the offset missing, the first one past it
             for event in events:
                 msg = event.message
                 key = (msg.topic, msg.partition)
@@ -139,7 +152,7 @@ class Rounds:
                 expected = ahead[key] if key in ahead else self.next_offset(*key)
                 if expected is not None and msg.offset != expected:
                     if msg.offset > expected:  # a record before it never reached the agent
-                        holes.setdefault(key, expected)
+                        holes.setdefault(key, (expected, msg.offset))
                         self.observe.skipped(msg.topic)
                     continue  # (below: applied already, handed over again after a seek back)
                 ahead[key] = msg.offset + 1
@@ -156,9 +169,27 @@ class Rounds:
             self.observe.batch_records.observe(len(events))
             if ahead or dead:
                 await self._finish(tally, ahead=ahead, dead=dead)
-        for (topic, partition), missing in holes.items():
+        for (topic, partition), (missing, past) in holes.items():
+            missing = await self.past_unreadable(topic, partition, missing, past)
             if not await self.rewinder.past_hole(topic, partition, missing):
                 stop(f"{topic}[{partition}]: records keep arriving past {missing}, however often it is read again")
+
+    async def past_unreadable(self, topic: str, partition: int, offset: int, limit: int) -> int:
+        """Where `topic[partition]` is to be read again from, for a record missing at `offset`: past the offsets
+        before `limit` that hand over no record (module docstring), or `offset` itself. Moving past them is a
+        round of its own, and only if the partition still waits at `offset`."""
+        if self._first_readable is None:
+            return offset
+        first = await self._first_readable(topic, partition, offset, limit)
+        if first is None or first <= offset:
+            return offset
+        async with self.lock:
+            if not self.positions.assigned(topic, partition) or self.next_offset(topic, partition) != offset:
+                return offset  # revoked, or moved meanwhile: whatever comes next is judged afresh
+            log.info("%s[%d]: offsets %d to %d hand over no record (transaction markers); past them", topic,
+                     partition, offset, first - 1)  # fmt: skip
+            await self._finish(Tally(), ahead={(topic, partition): first})
+        return first
 
     async def tick(self, safe_times: dict[int, datetime | None]) -> None:
         """Timers of the partitions given (with their safe times) that are due; the caller holds the lock."""
