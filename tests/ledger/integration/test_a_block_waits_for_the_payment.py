@@ -10,16 +10,22 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import orjson
+
 from contracts.base import Message
 from contracts.codec import decode, encode, envelope_for
 from contracts.commands import BlockCredit, RetryCredit
 from contracts.events import CreditPosted, CreditRejected
 from contracts.topics import Topic
-from ledger.adapters.parking import ParkedRetrySweeper
-from ledger.bootstrap import build
+from ledger import handlers
+from ledger.adapters.parking import DeadLetterRoute, ParkedRetrySweeper
+from ledger.adapters.postgres import PostgresLedger
+from ledger.bootstrap import MIGRATIONS, build
 from ledger.config import Settings
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import KafkaPublisher
+from servicekit.postgres import create_pool, migrate
+from servicekit.uow import no_relay
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all, read_until
 from tests.ledger.messages import AMOUNT, payment
@@ -158,3 +164,38 @@ async def _blocks_of_unpaid_orders_apply(broker: Broker, ledger: Ledger) -> None
     late = [decode(r.value, r.headers)[0] for r in refused if r.key == b"ord_ghost"]
     assert [(type(m), getattr(m, "final", None)) for m in late] == [(CreditRejected, True)] * 2
     assert await pool.fetchval("SELECT count(*) FROM transactions") == 0
+
+
+async def test_a_sweep_applies_a_waiting_block_whose_reason_fills_the_contract_and_expires_every_parked_retry(
+    database_url: str, isolation: str
+) -> None:
+    pool = await create_pool(database_url, f"{isolation}_ledger", min_size=1, max_size=2)
+    try:
+        await migrate(pool, MIGRATIONS)
+        longest = "r" * 200  # as long as BlockCredit allows: "blocked: " in front would be 209
+        batch = [retry("ord_long", 1), block("ord_long", longest), retry("ord_ghost", 1)]
+        await handlers.handle_batch(
+            [(m, envelope_for(m, producer="t")) for m in batch],
+            uow=lambda: PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay),
+        )
+        # Expired without waiting out the park time; the sweep takes both in one transaction.
+        await pool.execute("UPDATE parked_retries SET first_seen = now() - make_interval(mins => 10)")
+        route = DeadLetterRoute("dlq", "commands", "ledger.commands", "events", "ledger")
+        sweeper = ParkedRetrySweeper(pool, route, park_s=PARK_S, interval_s=PARK_S, on_commit=lambda: None)
+
+        assert sorted(await sweeper.sweep()) == ["ord_ghost", "ord_long"]
+        assert await pool.fetchval("SELECT count(*) FROM parked_retries") == 0
+        blocks = await pool.fetch("SELECT order_id, reason FROM credit_blocks")
+        assert [tuple(r) for r in blocks] == [("ord_long", longest)]
+        rows = await pool.fetch("SELECT topic, key, value, headers FROM outbox")
+        assert sorted((r["topic"], r["key"]) for r in rows) == [
+            ("dlq", b"ord_ghost"),
+            ("dlq", b"ord_long"),
+            ("events", b"ord_long"),
+        ]
+        [event] = [r for r in rows if r["topic"] == "events"]
+        answer, _ = decode(event["value"], [(k, v.encode()) for k, v in orjson.loads(event["headers"])])
+        assert isinstance(answer, CreditRejected) and answer.final
+        assert answer.reason == "blocked: " + longest[:190] + "\u2026"
+    finally:
+        await pool.close()

@@ -1,10 +1,12 @@
 """A batch that registers a user someone else is registering at the same moment, on the real PostgreSQL: its
 decisions stand when the other registration holds the same currency, and it is rejected for a retry (nothing
-written) when the other chose another currency."""
+written) when the other chose another currency. A registration through the API (`PUT /v1/users/{id}`) at that
+moment answers with the currency the other registration committed."""
 
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -53,18 +55,17 @@ async def credit_while_registered_elsewhere(pool: asyncpg.Pool, held: str, paid_
     async with pool.acquire() as other, other.transaction():
         await other.execute("INSERT INTO users (user_id, currency) VALUES ('u1', $1)", held)
         consuming = asyncio.create_task(consume())
-
-        async def waiting_for_the_other() -> bool:
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            return bool(await pool.fetchval(waiting))
-
-        for _ in range(200):  # the batch's insert of u1 waits for the other transaction to end
-            if await waiting_for_the_other() or consuming.done():
-                break
-            await asyncio.sleep(0.05)
+        await waiting_for_the_other(pool, consuming)  # the batch's insert of u1 waits for the other transaction
     await consuming
+
+
+async def waiting_for_the_other(pool: asyncpg.Pool, task: asyncio.Task[Any]) -> None:
+    """Until `task` waits for a lock another transaction holds (or ends), within ten seconds."""
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    for _ in range(200):
+        if await pool.fetchval(waiting) or task.done():
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_a_user_registered_meanwhile_in_the_same_currency_leaves_the_credit_standing(pool: asyncpg.Pool) -> None:
@@ -79,3 +80,23 @@ async def test_a_user_registered_meanwhile_in_another_currency_makes_the_batch_s
     assert await pool.fetchval("SELECT count(*) FROM transactions") == 0
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0
+
+
+@pytest.mark.parametrize(("held", "asked"), [("CNY", "CNY"), ("USD", "CNY")])
+async def test_a_user_registered_meanwhile_is_answered_with_the_currency_the_other_registration_committed(
+    pool: asyncpg.Pool, held: str, asked: str
+) -> None:
+    async def register() -> str:
+        async with PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay) as tx:
+            return await tx.register_user("u1", asked)
+
+    async with pool.acquire() as other:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("INSERT INTO users (user_id, currency) VALUES ('u1', $1)", held)
+        registering = asyncio.create_task(register())
+        await waiting_for_the_other(pool, registering)  # its insert of u1 waits for the other transaction
+        assert not registering.done()
+        await transaction.commit()
+    # The API answers 409 only when this differs from what was asked, naming it as the wallet's currency.
+    assert await registering == held

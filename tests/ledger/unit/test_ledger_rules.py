@@ -39,8 +39,8 @@ def retry(attempt: int = 1) -> RetryCredit:
     )
 
 
-def block() -> BlockCredit:
-    return BlockCredit(order_id="ord_1", user_id="u1", reason="retries exhausted", requested_at=datetime.now(UTC))
+def block(reason: str = "retries exhausted") -> BlockCredit:
+    return BlockCredit(order_id="ord_1", user_id="u1", reason=reason, requested_at=datetime.now(UTC))
 
 
 def refund(order_id: str = "ord_1") -> RefundSucceeded:
@@ -340,6 +340,22 @@ async def test_a_block_that_waited_applies_when_the_payment_is_recorded_but_its_
     await consume(books, paid(), faults=FaultPolicy(drop_credit_share=1.0))
     assert books.postings == {} and books.blocks == {"ord_1": "retries exhausted"}
     assert [(type(m), getattr(m, "final", None)) for m in books.published] == [(CreditRejected, True)]
+
+
+async def test_a_waiting_block_whose_reason_fills_the_contract_applies_with_a_rejection_the_contract_accepts() -> None:
+    books, longest = Books(), "r" * 200  # as long as BlockCredit allows: "blocked: " in front would be 209
+    await consume(books, retry(1), block(longest))
+    assert books.pending_blocks == {"ord_1": domain.PendingBlock("u1", longest)}
+    await consume(books, paid(), faults=FaultPolicy(drop_credit_share=1.0))
+    assert books.facts == {"ord_1": domain.PaymentFact("u1", 600, "CNY", "tx")}
+    assert books.parked == {} and books.pending_blocks == {} and books.postings == {}
+    assert books.blocks == {"ord_1": longest}  # the block keeps its whole reason; only the answer is clipped
+    # Its payment, arriving again, is refused for good on the block's reason: clipped the same way.
+    await consume(books, paid())
+    rejections = [m for m in books.published if isinstance(m, CreditRejected)]
+    clipped = "blocked: " + longest[:190] + "\u2026"
+    assert [(r.final, r.reason) for r in rejections] == [(True, clipped), (True, clipped)]
+    assert books.postings == {}
 
 
 async def test_a_block_with_no_parked_retry_blocks_at_once_as_for_an_order_rejected_in_review() -> None:

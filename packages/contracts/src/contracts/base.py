@@ -6,6 +6,12 @@ from typing import Annotated, ClassVar
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with a mark, counted as pydantic counts a field's length: how a service
+    fits text it did not choose (a reason someone else gave) into a length-limited field of a contract."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from functools import cache
 
+import contracts.base
 from contracts.codec import Envelope, deterministic_id
 from contracts.commands import RetryCredit
 
@@ -164,6 +165,14 @@ class Refusal:
 
 
 ORDER_REFUNDED = "order refunded"
+
+REJECTION_REASON_LIMIT = 200
+"""The most characters the contract lets a CreditRejected's reason have."""
+
+
+def clip(text: str) -> str:
+    """`text` fitted into a CreditRejected's reason."""
+    return contracts.base.clip(text, REJECTION_REASON_LIMIT)
 
 
 def refusal(context: CreditContext, currency: str) -> Refusal | None:

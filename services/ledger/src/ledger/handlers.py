@@ -358,6 +358,9 @@ class BatchDecisions:
         )
 
     def _reject(self, order_id: str, user_id: str, reason: str, final: bool, tag: str) -> None:
+        # A block's reason may use all the characters the contract allows on its own: "blocked: " in front of it
+        # would not validate, and the batch, with the payment in it, would fail every time it is consumed.
+        reason = domain.clip(reason)
         self.publish(
             Topic.LEDGER_EVENTS,
             CreditRejected(order_id=order_id, user_id=user_id, reason=reason, final=final, rejected_at=self._now),

@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from contracts.base import Message
+from contracts.base import Message, clip
 from contracts.codec import deterministic_id
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.topics import Topic
@@ -171,7 +171,7 @@ def send_command(
             BlockCredit(
                 order_id=order.order_id,
                 user_id=order.user_id,
-                reason=_clip(f"support refund by {by}: {reason}", BLOCK_REASON_LIMIT),
+                reason=clip(f"support refund by {by}: {reason}", BLOCK_REASON_LIMIT),
                 requested_at=now,
             ),
             event_id=event_id,
@@ -188,10 +188,6 @@ def send_command(
     else:
         return False
     return True
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True, slots=True)

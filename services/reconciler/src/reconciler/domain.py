@@ -59,6 +59,7 @@ from enum import StrEnum
 from sys import intern
 from typing import Any
 
+import contracts.base
 from contracts.events import CaseKind, CaseSeverity, OrderStatus
 
 HISTORY_LIMIT = 60
@@ -282,8 +283,8 @@ SETTLED = (Phase.CREDITED, Phase.REFUNDED, Phase.PAYMENT_FAILED)
 
 
 def clip(text: str, limit: int = REASON_LIMIT) -> str:
-    """`text`, cut to `limit` characters (counted as Python counts them, as pydantic does) with a mark."""
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    """`text` fitted into `limit` characters (contracts.base.clip), the reconciler's reason limit by default."""
+    return contracts.base.clip(text, limit)
 
 
 def note(state: OrderState, what: str, at: datetime) -> None:

@@ -26,6 +26,7 @@ import orjson
 
 from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.events import CreditRejected
+from ledger.domain import clip
 from servicekit.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,9 @@ class ParkedRetrySweeper:
         message = CreditRejected(
             order_id=order_id,
             user_id=row["block_user_id"],
-            reason=f"blocked: {row['block_reason']}",
+            # Clipped as a batch clips it: a block's reason may fill the contract's limit on its own, and a message
+            # that does not validate would roll back every sweep, so no parked retry would ever expire again.
+            reason=clip(f"blocked: {row['block_reason']}"),
             final=True,
             rejected_at=datetime.now(UTC),
         )

@@ -273,12 +273,17 @@ class PostgresLedger(PostgresUnitOfWork):
             raise ConcurrentWrite(f"users {differ} were registered meanwhile in another currency")
 
     async def register_user(self, user_id: str, currency: str) -> str:
-        held: str = await self.conn.fetchval(
+        """Register the user in `currency` unless they are registered already; the currency their wallet is kept in."""
+        held: str | None = await self.conn.fetchval(
             "WITH new AS (INSERT INTO users (user_id, currency) VALUES ($1, $2) ON CONFLICT DO NOTHING"
             " RETURNING currency) SELECT currency FROM new UNION ALL SELECT currency FROM users WHERE user_id = $1",
             user_id,
             currency,
         )
+        if held is None:
+            # Another transaction registered the user and committed while the insert waited for it: the statement's
+            # snapshot is older than that commit and sees no user. A new statement sees it (read committed).
+            held = await self.conn.fetchval("SELECT currency FROM users WHERE user_id = $1", user_id)
         return held
 
     async def wallet_balances(self, user_id: str) -> dict[str, int]:
