@@ -10,7 +10,10 @@ queued requests to connections (about 100 POSTs/s on one core, against about 3,0
 
 The timeout is the receiver's: a request waits for one of the `max_connections` before its clock starts. Counted
 from the queue (aiohttp's total timeout includes waiting for a pooled connection), a backlog left too little time for
-a receiver that had taken the POST to answer, and the retry of that "timeout" reached it a second time.
+a receiver that had taken the POST to answer, and the retry of that "timeout" reached it a second time. The wait for
+a connection is bounded too, by the same timeout: a delivery's lease (NotifierSettings.lease_s, twice the longest
+timeout and a margin) must outlast the wait and the request, or another instance claims the delivery while it is
+still on its way and sends it again. A request that found no connection in time was not sent: it is retried.
 """
 
 import asyncio
@@ -50,6 +53,7 @@ class Poster(Protocol):
 
 class AiohttpPoster:
     def __init__(self, *, timeout_s: float, policy: AddressPolicy, max_connections: int = 200) -> None:
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._policy = policy
         self._max_connections = max_connections
@@ -67,7 +71,14 @@ class AiohttpPoster:
 
     async def post(self, what: str, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         try:
-            async with self._slots, self._open().post(url, data=body, headers=dict(headers)) as response:
+            async with asyncio.timeout(self._timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise DeliveryFailed(
+                f"{what} found no free connection in {self._timeout_s:g}s: not sent", retry=True
+            ) from None
+        try:
+            async with self._open().post(url, data=body, headers=dict(headers)) as response:
                 content = await response.content.read(2048)
                 return Answer(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
         except TimeoutError:
@@ -77,6 +88,8 @@ class AiohttpPoster:
             if refused is not None:
                 raise DeliveryFailed(f"{what} refused: {refused}", retry=False) from None
             raise DeliveryFailed(f"{what} unreachable: {exc!r}", retry=True) from None
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         if self._session is not None:
