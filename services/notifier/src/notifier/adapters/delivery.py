@@ -9,7 +9,9 @@ before its row is settled, so a crash in between repeats the dead letter rather 
 
 An outcome the database cannot take yet (full disk, read-only, restarting) stays in memory and is written when it
 comes back; meanwhile the delivery is not attempted again, even when its lease runs out and it is claimed anew:
-only a process that dies before settling repeats a delivery.
+only a process that dies before settling repeats a delivery. What counts as the database or the broker being away
+is servicekit.errors' decision, as everywhere in the project; any other error ends the worker, and with it the
+service, which is restarted: a settling task never dies while the worker carries on sending what it cannot write.
 """
 
 import asyncio
@@ -23,20 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
-import asyncpg
-from aiokafka.errors import KafkaError
-
 from contracts.codec import Record
 from contracts.topics import Topic
 from notifier.adapters.metrics import PrometheusNotifierMetrics
 from notifier.adapters.queue import Claimed, PostgresDeliveryQueue, Settlement
 from notifier.ports import DeliveryChannel, DeliveryFailed
+from servicekit.errors import classify
 from servicekit.kafka import KafkaPublisher
 from servicekit.logs import about, bound
 
 log = logging.getLogger(__name__)
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,25 +111,39 @@ class DeliveryWorker:
         self._start_handed()
 
     async def run(self) -> None:
-        """Claim and deliver until cancelled."""
-        settlers = [asyncio.create_task(self._settle_forever()), asyncio.create_task(self._dead_letter_forever())]
+        """Claim and deliver until cancelled, or until a part of the worker fails: then that error is raised."""
+        parts = [
+            asyncio.create_task(self._claim_forever(), name="claim"),
+            asyncio.create_task(self._settle_forever(), name="settle"),
+            asyncio.create_task(self._dead_letter_forever(), name="dead-letter"),
+        ]
         try:
-            while True:
-                self._wakeup.clear()
-                self._start_handed()
-                free = min(self._batch_size, self._max_in_flight - len(self._in_flight))
-                claimed = await self._claim(free) if free > 0 else []
-                for delivery in claimed:
-                    self._start(delivery)
-                if self._metrics is not None:
-                    self._metrics.in_flight.set(len(self._in_flight))
-                if len(claimed) < free or free <= 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._poll)
+            # Each part runs until cancelled; one that ends has failed, and the outcomes it would have written (or
+            # the claims it would have made) are lost with it. Ending `run` stops the service, which is restarted
+            # and claims what was not settled when its lease ends.
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            failed = done.pop()
+            error = failed.exception() or RuntimeError(f"the delivery worker's {failed.get_name()} part ended")
+            log.error("the delivery worker's %s part failed; stopping the worker", failed.get_name(), exc_info=error)
+            raise error
         finally:
-            for task in (*self._in_flight, *settlers):
+            for task in (*self._in_flight, *parts):
                 task.cancel()
-            await asyncio.gather(*settlers, *self._in_flight, return_exceptions=True)
+            await asyncio.gather(*parts, *self._in_flight, return_exceptions=True)
+
+    async def _claim_forever(self) -> None:
+        while True:
+            self._wakeup.clear()
+            self._start_handed()
+            free = min(self._batch_size, self._max_in_flight - len(self._in_flight))
+            claimed = await self._claim(free) if free > 0 else []
+            for delivery in claimed:
+                self._start(delivery)
+            if self._metrics is not None:
+                self._metrics.in_flight.set(len(self._in_flight))
+            if len(claimed) < free or free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll)
 
     def _start_handed(self) -> None:
         now = time.monotonic()
@@ -167,8 +179,11 @@ class DeliveryWorker:
     async def _claim(self, limit: int) -> list[Claimed]:
         try:
             return await self._queue.claim(limit, self._lease_s)
-        except _DB_ERRORS as exc:
-            log.warning("delivery worker could not read the queue, will retry: %r", exc)
+        except Exception as exc:
+            verdict = classify(exc)
+            if not verdict.transient:
+                raise
+            log.warning("delivery worker could not read the queue (%s), will retry: %r", verdict.reason, exc)
             return []
 
     async def _deliver(self, delivery: Claimed) -> None:
@@ -190,7 +205,8 @@ class DeliveryWorker:
 
     async def _attempt(self, delivery: Claimed) -> DeliveryFailed | None:
         if not delivery.subscribed:
-            return DeliveryFailed("the subscription was removed before this delivery", retry=False, gone=True)
+            reason = "the subscription was removed (or moved to another user) before this delivery"
+            return DeliveryFailed(reason, retry=False, gone=True)
         channel = self._channels.get(delivery.target.channel)
         if channel is None:
             return DeliveryFailed(f"no {delivery.target.channel} channel is configured", retry=False)
@@ -261,13 +277,17 @@ class DeliveryWorker:
         self._unsettled.difference_update((s.claimed.notification_id, s.claimed.target_key) for s in settled)
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Repeat `step` until the database or broker takes it: a settled outcome is never dropped."""
+        """Repeat `step` while the database or broker is away, until it takes it: a settled outcome is never dropped.
+        Any other error is raised, and ends the worker (see `run`)."""
         while True:
             try:
                 await step()
                 return
-            except (*_DB_ERRORS, KafkaError) as exc:
-                log.warning("could not %s deliveries, will retry: %r", what, exc)
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
+                log.warning("could not %s deliveries (%s), will retry: %r", what, verdict.reason, exc)
                 await asyncio.sleep(self._poll)
 
     async def _dead_letter(self, settlements: list[Settlement]) -> None:

@@ -19,6 +19,9 @@ import orjson
 
 from notifier.ports import Target
 
+# A subscription is its device's: the same endpoint registered by another user moves the row to that user (a shared
+# browser changed hands, see PostgresSubscriptions.register). A delivery queued for the previous owner then finds
+# the row under someone else, and is treated as unsubscribed, as if the row were gone: never sent to the device.
 _CLAIM = """
 WITH due AS (
     SELECT d.notification_id, d.target, d.subscription_id FROM deliveries d
@@ -31,7 +34,7 @@ WITH due AS (
 )
 UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
 FROM due JOIN notifications n ON n.notification_id = due.notification_id
-LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id
+LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id AND s.user_id = n.user_id
 WHERE d.notification_id = due.notification_id AND d.target = due.target
 RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subscription_id, n.payload, n.created_at,
           s.subscription_id IS NOT NULL AS subscribed, s.endpoint, s.p256dh, s.auth
@@ -48,6 +51,15 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
      AS u(notification_id, target, state, error, delay)
 WHERE d.notification_id = u.notification_id AND d.target = u.target
   AND d.state = 'pending'  -- settled already (a retry after a lease ran out got there first): that stands
+"""
+
+# A subscription the push service said is gone is forgotten, unless it belongs to another user by now: the
+# endpoint registered again since then by someone else is theirs to keep.
+_FORGET = """
+DELETE FROM push_subscriptions s
+USING unnest($1::text[], $2::text[]) AS g(subscription_id, notification_id)
+JOIN notifications n ON n.notification_id = g.notification_id
+WHERE s.subscription_id = g.subscription_id AND s.user_id = n.user_id
 """
 
 # A notification is delivered when some target has it and none failed for good; failed when every target
@@ -82,7 +94,8 @@ class Claimed:
     raw_payload: bytes
     queued_at: datetime
     subscribed: bool
-    """False when the delivery was for a subscription that has been removed since."""
+    """False when the delivery was for a subscription that has been removed since, or that belongs to another user
+    now (its endpoint registered again by them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +122,13 @@ class PostgresDeliveryQueue:
         notification's summary state, in one transaction."""
         if not settlements:
             return
-        gone = sorted({s.claimed.target.subscription_id or "" for s in settlements if s.state == "gone"} - {""})
+        gone = sorted(
+            {
+                (s.claimed.target.subscription_id, s.claimed.notification_id)
+                for s in settlements
+                if s.state == "gone" and s.claimed.target.subscription_id is not None
+            }
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 _SETTLE,
@@ -120,7 +139,7 @@ class PostgresDeliveryQueue:
                 [s.delay_s for s in settlements],
             )
             if gone:
-                await conn.execute("DELETE FROM push_subscriptions WHERE subscription_id = ANY($1::text[])", gone)
+                await conn.execute(_FORGET, [sid for sid, _ in gone], [nid for _, nid in gone])
             await conn.execute(_SUMMARISE, sorted({s.claimed.notification_id for s in settlements}))
 
     async def pending(self) -> int:
@@ -143,7 +162,8 @@ def claimed_from(row: asyncpg.Record, raw_payload: bytes, payload: dict[str, Any
         p256dh=row["p256dh"] or "",
         auth=row["auth"] or "",
     )
-    subscribed = row.get("subscribed", True)  # a delivery born leased was queued for a live subscription
+    # A delivery born leased was queued in the same statement as its row was read, for a subscription of its user.
+    subscribed = row.get("subscribed", True)
     return Claimed(
         notification_id=row["notification_id"],
         order_id=row["order_id"],
