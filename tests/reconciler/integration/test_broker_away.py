@@ -4,7 +4,6 @@ leaves it running (not ready meanwhile), and it flags the orders paid after. Rea
 that the test starts and stops, the reconciler as a process."""
 
 import asyncio
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,10 +16,11 @@ from contracts.codec import decode, encode, envelope_for
 from contracts.commands import RetryCredit
 from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
-from credited.stack.processes import Child, free_port, wait_for
+from credited.stack.processes import Child, wait_for
 from servicekit.kafka import KafkaPublisher
 from tests.kafka_reader import read_until
-from tests.stoppable_broker import StoppableBroker, health, service_env
+from tests.reconciler.integration.worker_process import worker_process
+from tests.stoppable_broker import StoppableBroker, health
 
 STARTUP_S = 150  # deadlines, not sleeps: a JVM broker and the worker share two loaded cores
 
@@ -28,14 +28,8 @@ STARTUP_S = 150  # deadlines, not sleeps: a JVM broker and the worker share two 
 @pytest.fixture
 def reconciler(own_broker: StoppableBroker, database_url: str, isolation: str, tmp_path: Path) -> Iterator[Child]:
     """A worker started with its broker stopped (the test starts the broker)."""
-    env = service_env(
-        "reconciler", own_broker.bootstrap, own_broker.kind, database_url, isolation,
-        http_port=str(free_port()), threshold_s="1", data_dir=str(tmp_path / "reconciler"),
-    )  # fmt: skip
-    child = Child("reconciler", [sys.executable, "-m", "reconciler"], log_path=tmp_path / "reconciler.log", env=env)
-    child.start()
-    yield child
-    child.stop()
+    with worker_process(own_broker.bootstrap, own_broker.kind, database_url, isolation, tmp_path) as child:
+        yield child
 
 
 def answer(child: Child) -> tuple[int, dict[str, object]]:

@@ -5,7 +5,6 @@ reconciles the orders after a marker, and after one at the end of its input, ins
 again for ever and stopping. Real broker; the worker as a process."""
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -18,12 +17,13 @@ from contracts.codec import Record, decode, encode, envelope_for
 from contracts.commands import RetryCredit
 from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
-from credited.stack.processes import Child, free_port, wait_for
+from credited.stack.processes import Child, wait_for
 from reconciler.adapters.offsets import BrokerOffsets
 from servicekit.kafka import ensure_topics
 from tests.conftest import Broker
 from tests.kafka_reader import read_all, read_until
-from tests.stoppable_broker import health, service_env
+from tests.reconciler.integration.worker_process import worker_process
+from tests.stoppable_broker import health
 
 STARTUP_S = 150
 
@@ -92,14 +92,8 @@ async def test_the_broker_says_where_records_resume_past_transaction_markers(
 
 @pytest.fixture
 def reconciler(broker: Broker, database_url: str, isolation: str, tmp_path: Path) -> Iterator[Child]:
-    env = service_env(
-        "reconciler", broker.bootstrap, broker.kind, database_url, isolation,
-        http_port=str(free_port()), threshold_s="1", data_dir=str(tmp_path / "reconciler"),
-    )  # fmt: skip
-    child = Child("reconciler", [sys.executable, "-m", "reconciler"], log_path=tmp_path / "reconciler.log", env=env)
-    child.start()
-    yield child
-    child.stop()
+    with worker_process(broker.bootstrap, broker.kind, database_url, isolation, tmp_path) as child:
+        yield child
 
 
 async def test_a_worker_reconciles_the_orders_written_after_a_transaction_and_one_ending_its_input(
