@@ -205,11 +205,19 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _delivery(self, step: tuple[Any, ...]) -> tuple[Delivery, list[Announced]] | None:
         """The message a step stands for, and what the model says applying it announces; None for a retry of an
-        order with no payment recorded yet (the reconciler never sends one; its refusal is tested on its own)."""
+        order with no payment recorded yet (the reconciler never sends one; its refusal is tested on its own), and
+        for a compensation the ledger would refuse for good, to a frozen wallet (tested on its own too). A
+        compensation is at most the order's amount, as the reconciler and support send them."""
         kind, order_id, *rest = step
         if kind in ("retry", "redrive") and order_id not in self.model.paid:
             return None
         order = self.orders[order_id]
+        if kind == "compensation":
+            rest[0] = min(rest[0], order.amount)
+            credited = self.model.credits.get(order_id)
+            owed = credited is not None and order_id not in self.model.compensations
+            if owed and (credited.user_id, credited.currency) in self.model.frozen:
+                return None
         now = datetime.now(UTC)
         message: Message
         if kind == "payment":

@@ -1,12 +1,13 @@
 """Commands no payment stands behind, judged by the services' real rules and counted by their real metrics.
 
 The ledger's RetryCredit goes through `ledger.domain.unbacked` (parked while the payment may still come, as its
-handler does, then dead-lettered `no_payment_fact` when the park time runs out, as its sweeper does); payments'
-IssueRefund goes through `payments.refunds.refusal`. Each refusal is dead-lettered as rejected by the consumer
-group that read the command, under the label the rule gave it. Only the databases and Kafka are left out.
+handler does, then dead-lettered `no_payment_fact` when the park time runs out, as its sweeper does), its
+GrantCompensation through `ledger.domain.unearned`; payments' IssueRefund goes through `payments.refunds.refusal`.
+Each refusal is dead-lettered as rejected by the consumer group that read the command, under the label the rule
+gave it. Only the databases and Kafka are left out.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from contracts.commands import IssueRefund
 from ledger import domain as ledger_domain
@@ -16,6 +17,7 @@ from payments.refunds import refusal
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
 
 PAID = ledger_domain.PaymentFact("u-1", 600, "CNY", "txn-1")
+CREDITED_AT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
 class Commands:
@@ -34,6 +36,13 @@ class Commands:
             self._parking.count("parked")
             self._parked.add(order_id)
         elif refused is not None:
+            self._ledger.dead_lettered(DeadLetterKind.REJECTED, refused.label)
+
+    def compensation(self, order_id: str, user_id: str, amount: int, currency: str = "CNY") -> None:
+        """A GrantCompensation for an order the ledger credited `PAID` (not compensated yet, wallet not frozen)."""
+        credited = ledger_domain.Posted(f"tx-{order_id}", PAID.user_id, PAID.amount, PAID.currency, CREDITED_AT)
+        refused = ledger_domain.unearned(credited, user_id, amount, currency, frozen=False)
+        if refused is not None:
             self._ledger.dead_lettered(DeadLetterKind.REJECTED, refused.label)
 
     def payment_arrives(self, order_id: str) -> None:

@@ -244,6 +244,40 @@ async def test_compensation_is_granted_once_and_only_for_a_credited_order() -> N
     assert books.balances["platform:compensation:CNY"] == -50
 
 
+@pytest.mark.parametrize(
+    ("command", "label"),
+    [
+        (compensation().model_copy(update={"user_id": "attacker"}), "compensation_mismatch"),
+        (compensation().model_copy(update={"currency": "USD"}), "compensation_mismatch"),
+        (compensation(amount=601), "compensation_above_credit"),
+        (compensation(amount=1_000_000_000_000), "compensation_above_credit"),
+    ],
+)
+async def test_a_compensation_for_another_wallet_or_above_the_credit_is_refused_for_good_and_pays_nothing(
+    command: GrantCompensation, label: str
+) -> None:
+    books = Books()
+    await consume(books, paid(amount=600))
+    with pytest.raises(PermanentFailure) as refused:
+        await consume(books, command)
+    assert refused.value.label == label
+    assert list(books.postings) == [("ord_1", "credit")]
+    assert books.balances["wallet:u1:CNY"] == 600
+    assert "wallet:attacker:CNY" not in books.balances and "wallet:u1:USD" not in books.balances
+    await consume(books, compensation(amount=600))  # the order's own, up to what it credited, is still granted
+    assert books.balances["wallet:u1:CNY"] == 1200
+
+
+async def test_a_compensation_to_a_frozen_wallet_is_refused_for_good() -> None:
+    books = Books()
+    await consume(books, paid(amount=600))
+    books.frozen.add("wallet:u1:CNY")
+    with pytest.raises(PermanentFailure) as refused:
+        await consume(books, compensation())
+    assert refused.value.label == "wallet_frozen"
+    assert books.balances["wallet:u1:CNY"] == 600 and "platform:compensation:CNY" not in books.balances
+
+
 async def test_a_dropped_credit_still_records_the_payment_fact_a_retry_is_checked_against() -> None:
     books = Books()
     await consume(books, paid(amount=600), faults=FaultPolicy(drop_credit_share=1.0))

@@ -3,7 +3,7 @@ must be sent again: two bugs found by reading the code (issue 14), and the rule 
 
 from datetime import UTC, datetime, timedelta
 
-from contracts.commands import BlockCredit, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.events import CreditRejected, OrderHeld, OrderReleased, OrderReviewRejected
 from reconciler.domain import Phase, Policy
 from tests.reconciler.unit.worker import Worker, credited, paid
@@ -90,3 +90,13 @@ async def test_a_retry_carries_the_payment_fact_the_ledger_checks_even_for_an_or
         ("o1", "u1", 600, "CNY", "tx-o1"),
         ("o2", "u1", hold.amount, "CNY", "tx-o2"),
     ]
+
+
+async def test_a_compensation_above_the_orders_amount_is_sent_as_the_orders_amount_which_the_ledger_accepts() -> None:
+    worker = Worker(Policy(threshold_s=5, compensation_minor=5000))
+    worker.rounds.announcer._compensation = 5000  # type: ignore[attr-defined]  # the fake worker's announcer has 0
+    await worker.batch(worker.record(paid("ord_1", seconds_ago=30)))
+    await worker.tick()  # flagged: delayed, RetryCredit #1
+    await worker.batch(worker.record(credited("ord_1")))  # late: compensated
+    granted = [m for _, m in worker.producer.sent if isinstance(m, GrantCompensation)]
+    assert [(m.order_id, m.user_id, m.amount, m.currency) for m in granted] == [("ord_1", "u1", 600, "CNY")]

@@ -232,6 +232,25 @@ def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked 
     return None
 
 
+def unearned(credit: Posted, user_id: str, amount: int, currency: str, frozen: bool) -> Unbacked | None:
+    """Whether a compensation for an order credited with `credit` may go to `user_id`'s wallet in `currency`, and if
+    not, why. It goes only to the wallet the order credited, for at most what the order credited (the reconciler's
+    and support's compensations both stay within it), and never to a frozen wallet: anything else would move money
+    no order stands behind, or to someone the order does not belong to."""
+    differ = [
+        f"{name} {mine!r} is not the credited {theirs!r}"
+        for name, mine, theirs in (("user", user_id, credit.user_id), ("currency", currency, credit.currency))
+        if mine != theirs
+    ]
+    if differ:
+        return Unbacked("compensation_mismatch", "the compensation does not match the credit: " + "; ".join(differ))
+    if amount > credit.amount:
+        return Unbacked("compensation_above_credit", f"a compensation is at most the credited {credit.amount}")
+    if frozen:
+        return Unbacked("wallet_frozen", "the wallet is frozen")
+    return None
+
+
 def block_waits(order: OrderBooks, fact: PaymentFact | None, parked: PaymentFact | None) -> bool:
     """Whether a BlockCredit must wait for the order's payment instead of blocking the order now.
 

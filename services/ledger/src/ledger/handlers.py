@@ -40,6 +40,11 @@ before any final rejection, closes the order credited) and applies the waiting b
 if no payment comes within the park time, the sweeper applies it with the retry's dead letter. A block for an
 order with no parked retry (rejected in risk review, never paid; or retries refused) blocks at once, as before.
 
+A GrantCompensation is not a payment either: it pays only the wallet its order credited (same user, same
+currency), at most what the order credited, and never a frozen wallet (`domain.unearned`); anything else is refused
+for good (dead-lettered with its reason) and moves nothing. The reconciler's compensation is clipped to the order's
+amount, and payments' support API refuses one above it, so a refusal here is a producer's bug or a forged command.
+
 A person can undo a block (issue 18): a RetryCredit with `requested_by` (payments' support API re-drives an order
 that ended in needs_support) that matches the recorded payment lifts the order's block and credits it, the block's
 row deleted in the transaction that writes the credit. Never for a refunded order (block ORDER_REFUNDED): that one
@@ -272,7 +277,9 @@ class BatchDecisions:
         )
 
     def grant_compensation(self, message: GrantCompensation, envelope: Envelope) -> None:
-        """A late credit earns a delay compensation, once per order; an order never credited earns none."""
+        """A late credit earns a delay compensation, once per order; an order never credited earns none. Raises
+        PermanentFailure for one the order's credit does not stand behind (`domain.unearned`): it is dead-lettered
+        with its reason and pays nothing."""
         order = self.view.order(message.order_id)
         if order.credit is None:
             log.warning(
@@ -284,6 +291,20 @@ class BatchDecisions:
             return
         granted = not order.compensated
         if granted:
+            frozen = domain.wallet(message.user_id, message.currency).account_id in self.view.frozen
+            refused = domain.unearned(order.credit, message.user_id, message.amount, message.currency, frozen)
+            if refused is not None:
+                log.warning(
+                    "order %s: compensation of %d %s to %s refused, %s (event %s)",
+                    message.order_id,
+                    message.amount,
+                    message.currency,
+                    message.user_id,
+                    refused.reason,
+                    envelope.event_id,
+                    extra=about(message.order_id, envelope),
+                )
+                raise PermanentFailure(refused.reason, label=refused.label)
             posting = domain.compensation(message.order_id, message.user_id, message.amount, message.currency)
             self.changes.postings.append((posting, self._now))
             order.compensated = True
@@ -402,6 +423,7 @@ async def handle_batch(
         return
     # Exact types (contract models are final): isinstance on pydantic's metaclass costs per message.
     credits = [m for m, _ in mine if type(m) is PaymentSucceeded or type(m) is RetryCredit]
+    paying = [*credits, *(m for m, _ in mine if type(m) is GrantCompensation)]
     async with uow() as tx:
         await tx.lock_orders({m.order_id for m, _ in mine})
         events = list(dict.fromkeys((_DECIDERS[type(m)][0], e.event_id) for m, e in mine))
@@ -409,7 +431,7 @@ async def handle_batch(
         view = await tx.books_of(
             orders={m.order_id for m, _ in mine},
             users={m.user_id for m in credits},
-            wallets={domain.wallet(m.user_id, m.currency).account_id for m in credits},
+            wallets={domain.wallet(m.user_id, m.currency).account_id for m in paying},
         )
         decisions = BatchDecisions(view, faults, users, datetime.now(UTC))
         for message, envelope in mine:

@@ -23,7 +23,9 @@ class Settings(ServiceSettings):
     )
     retry_attempts: int = Field(3, ge=1, le=20, description="RetryCredit attempts before the credit is blocked.")
     retry_backoff_s: float = Field(2.0, gt=0, description="Wait after the first retry; doubles each attempt.")
-    compensation_minor: int = Field(0, ge=0, description="Delay compensation per late credit, in minor units.")
+    compensation_minor: int = Field(
+        0, ge=0, description="Delay compensation per late credit, in minor units (at most the order's amount)."
+    )
     retention_s: float = Field(
         WEEK_S, gt=0, description="How long a settled order stays in the table after it settled, in event time."
     )

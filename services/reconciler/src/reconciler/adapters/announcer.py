@@ -134,9 +134,9 @@ class KafkaAnnouncer:
             return IssueRefund(
                 order_id=oid, user_id=uid, amount=amount, currency=currency, reason=reason, requested_at=now
             )
-        return GrantCompensation(
-            order_id=oid, user_id=uid, amount=self._compensation, currency=currency, requested_at=now
-        )
+        # At most what the order paid: the ledger refuses a compensation above the order's credit.
+        granted = min(self._compensation, amount)
+        return GrantCompensation(order_id=oid, user_id=uid, amount=granted, currency=currency, requested_at=now)
 
     def _unbuildable(self, state: OrderState, announcement: Announcement, exc: Exception) -> Outgoing:
         if isinstance(announcement, Command):
