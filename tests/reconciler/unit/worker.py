@@ -21,7 +21,7 @@ from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import Rewinder, TailWatch
 from reconciler.adapters.rounds import Rounds
-from reconciler.adapters.table import FaustOrderStates
+from reconciler.adapters.table import HORIZON_KEY, FaustOrderStates, decode_value, restore_horizons
 from reconciler.adapters.ticker import Ticker
 from reconciler.domain import OrderState, Policy
 from reconciler.engine import Engine
@@ -58,9 +58,15 @@ class Changelog:
         self.refuse = False
         self.hold = False  # leave the records unacknowledged (in `held`) until the test answers them
         self.held: list[asyncio.Future[Any]] = []
+        self.records: list[tuple[str, bytes | None, int]] = []  # (key, value, partition), as the broker keeps them
 
-    async def send(self, order_id: str, value: bytes | None) -> "asyncio.Future[Any]":
-        what = f"changelog {order_id}" if value is not None else f"tombstone {order_id}"
+    async def send(self, key: str, value: bytes | None, partition: int | None = None) -> "asyncio.Future[Any]":
+        if key == HORIZON_KEY:
+            what = f"horizon {partition}"
+        else:
+            what = f"changelog {key}" if value is not None else f"tombstone {key}"
+        if not self.refuse:
+            self.records.append((key, value, 0 if partition is None else partition))
         if self.hold:
             self.held.append(asyncio.get_running_loop().create_future())
             return self.held[-1]
@@ -119,6 +125,7 @@ class Worker:
     """Rounds and a ticker on fakes, partition 0 of both inputs assigned and started at offset 0."""
 
     def __init__(self, policy: Policy = POLICY) -> None:
+        self.policy = policy
         self.journal: list[str] = []
         self.table: dict[str, OrderState] = {}  # faust's store
         self.changelog = Changelog(self.journal)
@@ -160,6 +167,28 @@ class Worker:
         )
         self.ticker = Ticker(app, INPUTS, self.rounds, self.watermarks, self.offsets, tail, 0.1)  # type: ignore[arg-type]
         self.next = {PAYMENTS: 0, LEDGER: 0}
+
+    def restarted(self) -> "Worker":
+        """A new worker process in this one's place: its table restored from this one's changelog as faust
+        restores it, started at this one's committed positions, its producer's records kept."""
+        again = Worker(self.policy)
+        events = [
+            SimpleNamespace(key=key, value=None if value is None else decode_value(value),
+                            message=SimpleNamespace(partition=partition, value=value))
+            for key, value, partition in self.changelog.records
+        ]  # fmt: skip
+        for event in restore_horizons(events, again.rounds.engine.restore_horizon):
+            if event.value is None:
+                again.table.pop(event.key, None)
+            else:
+                again.table[event.key] = event.value
+        again.changelog.records = list(self.changelog.records)
+        again.producer.sent = list(self.producer.sent)
+        again.next = dict(self.next)
+        tps = [TP(topic, 0) for topic in INPUTS]
+        again.positions.forget(tps)
+        again.positions.started({tp: self.positions.next_offset(tp.topic, 0) for tp in tps})
+        return again
 
     async def _seek(self, topic: str, partition: int, offset: int, why: str) -> None:
         self.seeks.append((topic, partition, offset))

@@ -43,8 +43,8 @@ Rules written down:
 - Every event is applied idempotently: a repeat changes nothing and emits nothing.
 - An order that is settled (credited, refunded, or its payment failed) is kept for `retention_s` in event
   time after it settled, then dropped; an event for an order the table no longer has, older than the
-  retention, is ignored rather than starting the order again. An escalated order is kept until a person
-  settles it.
+  retention, is ignored rather than starting the order again, after a restart or a rebalance as before it (the
+  horizon is kept on the table's changelog). An escalated order is kept until a person settles it.
 
 The transitions (join.py, review.py, timers.py) change the state they are given in place and return the
 effects; the engine gives each one a copy of the stored state, so a stored state only ever changes when

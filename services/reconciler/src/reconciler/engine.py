@@ -4,6 +4,11 @@ The index is not state of its own: it is rebuilt from the order states whenever 
 assigned (after a restart or a rebalance), so a deadline that passed while no worker owned the
 partition fires on the first tick after recovery. Entries are checked against the current state when
 they come due, so stale ones cost nothing. A third index holds when settled orders leave the table.
+
+The retention horizon of a partition (events older than it, for orders the table does not have, are ignored) is
+not rebuilt from the states: the orders it stands for are gone from them. The worker writes it to the table's
+changelog in every round that drops orders (adapters/table.py) and hands it back here when the table is restored
+(`restore_horizon`), so a restart or a rebalance does not apply a late event for a dropped order as a new order.
 """
 
 import heapq
@@ -54,7 +59,9 @@ class Engine:
         self._deadlines: dict[int, Heap] = {}
         self._actions: dict[int, Heap] = {}
         self._expiries: dict[int, Heap] = {}
-        self._horizon: dict[int, datetime] = {}  # events older than this, for orders not stored, are ignored
+        # Events older than this, for orders not stored, are ignored. It only grows: a horizon held from before a
+        # partition moved, or restored from its changelog, is never past the one its owner would set.
+        self._horizon: dict[int, datetime] = {}
         self._retention = policy.retention
 
     def apply(self, message: Message, partition: int, now: datetime) -> Result | None:
@@ -118,7 +125,7 @@ class Engine:
         """Settled orders of `partition` whose retention ended by `safe_time`, at most `limit` of them (the
         rest at the next call): the caller drops them. From then on, events older than the retention for
         orders not stored are ignored."""
-        self._horizon[partition] = safe_time - self._retention
+        self.restore_horizon(partition, safe_time - self._retention)
         heap, gone = self._expiries.get(partition), list[str]()
         while heap and heap[0][0] <= safe_time and (limit is None or len(gone) < limit):
             at, order_id = heapq.heappop(heap)
@@ -127,6 +134,16 @@ class Engine:
             if settled is not None and settled + self._retention == at:
                 gone.append(order_id)
         return gone
+
+    def horizon(self, partition: int) -> datetime | None:
+        """The retention horizon of `partition`, if known: what the table's changelog keeps of it."""
+        return self._horizon.get(partition)
+
+    def restore_horizon(self, partition: int, at: datetime) -> None:
+        """The horizon of `partition` is at least `at` (read back from the table's changelog, or newly set)."""
+        known = self._horizon.get(partition)
+        if known is None or at > known:
+            self._horizon[partition] = at
 
     def rebuild(self, partitions: Iterable[int], all_states: Iterable[OrderState]) -> int:
         """Re-create the timer index of `partitions` from the stored states; return how many are pending."""
@@ -140,11 +157,11 @@ class Engine:
         return sum(self.pending(p) for p in wanted)
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions moved to another worker: their timers go with their state."""
+        """Partitions moved to another worker: their timers go with their state. Their horizons stay: one that
+        comes back has had its changelog restored already when the ticker forgets and rebuilds it."""
         for p in partitions:
             for index in (self._deadlines, self._actions, self._expiries):
                 index.pop(p, None)
-            self._horizon.pop(p, None)
 
     def pending(self, partition: int) -> int:
         """Orders of `partition` waiting on a deadline or a retry (settled ones waiting to leave not counted)."""

@@ -105,6 +105,8 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     app.transport = transport
     app.add_dependency(MetricsListener(registry, *settings.metrics_address))
     table, states = _order_states(app, settings)
+    engine = Engine(states, settings.policy())
+    table.restored_horizon = engine.restore_horizon  # restored with the table, before its partition is read
     observe = PrometheusObservations(registry)
     seek = _reading_again(app, observe)
     rewinder, watermarks = Rewinder(seek, time.monotonic), Watermarks(inputs)
@@ -112,7 +114,7 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
         settings.kafka_bootstrap, tansu=settings.kafka_broker == "tansu", security=aiokafka_security(settings)
     )
     rounds = Rounds(
-        engine=Engine(states, settings.policy()),
+        engine=engine,
         states=states,
         announcer=_announcer(settings, observe),
         observe=observe,
@@ -166,9 +168,10 @@ def _order_states(app: faust.App, settings: Settings) -> tuple[OrderTable, Faust
     )
     changelog = table.changelog_topic.get_topic_name()
 
-    async def send_changelog(order_id: str, value: bytes | None) -> Any:
-        partition = table.partition_for_key(order_id)
-        return await app.producer.send(changelog, order_id.encode(), value, partition, None, None)
+    async def send_changelog(key: str, value: bytes | None, partition: int | None = None) -> Any:
+        if partition is None:
+            partition = table.partition_for_key(key)
+        return await app.producer.send(changelog, key.encode(), value, partition, None, None)
 
     return table, FaustOrderStates(table.data, send_changelog)
 

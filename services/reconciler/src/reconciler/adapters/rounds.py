@@ -5,7 +5,8 @@ A round, and why its order is safe against a SIGKILL between any two lines:
 1. Every record is decoded once and applied (handlers.py): announcements are queued, new states staged.
 2. All the round's announcements (and dead letters) go to the producer without waiting, then the round
    waits once for the broker to acknowledge them all.
-3. Only then are the staged states written to the table, one changelog record per order touched.
+3. Only then are the staged states written to the table, one changelog record per order touched (and in a round
+   that drops orders, their partition's retention horizon before their tombstones: table.py).
 4. Only once the broker has acknowledged those changelog records (and every earlier round's) do the agent's
    positions move past the round's records (positions.py), and so the commits. The next round does not
    wait for that: it starts at once (the wait was half of a worker's time).
@@ -198,11 +199,14 @@ class Rounds:
             now = datetime.now(UTC)
             tally = Tally()
             expired: list[str] = []
+            horizons: dict[int, datetime] = {}  # of the partitions that drop orders: durable before their tombstones
             for partition, safe in safe_times.items():
-                expired += handle_tick(
-                    partition, now, safe, engine=self.engine, announcer=self.announcer, observe=tally
-                )
-            await self._finish(tally, expired=expired)
+                gone = handle_tick(partition, now, safe, engine=self.engine, announcer=self.announcer, observe=tally)
+                horizon = self.engine.horizon(partition)
+                if gone and horizon is not None:
+                    horizons[partition] = horizon
+                expired += gone
+            await self._finish(tally, expired=expired, horizons=horizons)
 
     @asynccontextmanager
     async def _undone_if_it_fails(self) -> AsyncIterator[None]:
@@ -228,6 +232,7 @@ class Rounds:
         ahead: dict[tuple[str, int], int] | None = None,
         dead: list[Outgoing] | None = None,
         expired: list[str] | None = None,
+        horizons: dict[int, datetime] | None = None,
     ) -> None:
         outgoing = (dead or []) + self.announcer.records()
         try:
@@ -237,7 +242,7 @@ class Rounds:
             self.observe.rounds_undone.inc()
             log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
             return
-        sent = await self.states.write_staged(expired or ())
+        sent = await self.states.write_staged(expired or (), horizons)
         self.observe.expired_orders.inc(len(expired or ()))
         for key, next_offset in (ahead or {}).items():
             self._applied[key] = next_offset

@@ -1,9 +1,17 @@
 """The order-state table: a faust table partitioned like the input topics that holds OrderState objects
-themselves (JSON only on its changelog), with the states of the round in progress staged in front of it."""
+themselves (JSON only on its changelog), with the states of the round in progress staged in front of it.
+
+Each changelog partition also holds its partition's retention horizon (engine.py), under a key no order id can
+be (`HORIZON_KEY`): written in every round that drops orders, before their tombstones, so every order a
+restored partition lacks because its retention ended settled before the horizon restored with it. It never
+enters the store: the restore hands it to the engine (`OrderTable.restored_horizon`). Compaction keeps the
+latest of each partition."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 import faust
 import orjson
@@ -15,7 +23,17 @@ from reconciler.domain import OrderState, Phase
 OVERDUE = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
 CODEC = "order-state"
 KEY_CODEC = "order-id"
+HORIZON_KEY = "#retention-horizon"
+"""The key of a partition's retention horizon on the changelog: an order id has no '#' (contracts.base.OrderId)."""
+_HORIZON_FIELD = "retention_horizon"
 _default_partitioner = DefaultPartitioner()
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionHorizon:
+    """A partition's retention horizon as its changelog record holds it."""
+
+    at: datetime
 
 
 def encode_state(state: OrderState) -> bytes:
@@ -26,6 +44,18 @@ def decode_state(raw: bytes) -> OrderState:
     return OrderState.from_json(orjson.loads(raw))
 
 
+def encode_horizon(at: datetime) -> bytes:
+    return orjson.dumps({_HORIZON_FIELD: at})
+
+
+def decode_value(raw: bytes) -> OrderState | RetentionHorizon:
+    """A changelog value: an order's state, or its partition's retention horizon."""
+    data = orjson.loads(raw)
+    if _HORIZON_FIELD in data:
+        return RetentionHorizon(datetime.fromisoformat(data[_HORIZON_FIELD]))
+    return OrderState.from_json(data)
+
+
 class OrderStateCodec(codecs.Codec):
     """The changelog's value codec: the memory store keeps the decoded objects, so a read costs nothing and a
     state is encoded once, when its changelog record is written."""
@@ -34,7 +64,7 @@ class OrderStateCodec(codecs.Codec):
         return encode_state(obj)
 
     def _loads(self, s: bytes) -> Any:
-        return decode_state(s)
+        return decode_value(s)
 
 
 class OrderIdCodec(codecs.Codec):
@@ -65,6 +95,11 @@ class OrderTable(faust.Table):
         # faust takes a table's serializers from its key and value types (JSON for none), for the changelog
         # topic it restores from: set before it is made.
         self.key_serializer, self.value_serializer = KEY_CODEC, CODEC
+        self.restored_horizon: Callable[[int, datetime], None] = lambda partition, at: None
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """faust's restore of the changelog: the order states to the store, the horizons to `restored_horizon`."""
+        super().apply_changelog_batch(restore_horizons(batch, self.restored_horizon))
 
     def partition_for_key(self, key: Any) -> int | None:
         partitions = list(range(self.partitions or 1))
@@ -72,9 +107,21 @@ class OrderTable(faust.Table):
         return partition
 
 
-SendChangelog = Callable[[str, bytes | None], Awaitable["asyncio.Future[Any]"]]
-"""Hand the changelog record of an order (None: its tombstone) to the producer; the future is the broker's
-answer."""
+def restore_horizons(batch: Iterable[Any], restored: Callable[[int, datetime], None]) -> list[Any]:
+    """The changelog events of `batch` that hold order states; each horizon among them goes to `restored`, in order."""
+    states = []
+    for event in batch:
+        if isinstance(event.value, RetentionHorizon):
+            restored(event.message.partition, event.value.at)
+        else:
+            states.append(event)
+    return states
+
+
+class SendChangelog(Protocol):
+    def __call__(self, key: str, value: bytes | None, partition: int | None = None) -> Awaitable["asyncio.Future[Any]"]:
+        """Hand a changelog record (None: a tombstone) to the producer, for its order's partition or the one
+        given; the future is the broker's answer."""
 
 
 class FaustOrderStates:
@@ -129,15 +176,19 @@ class FaustOrderStates:
         dropped, self._staged = list(self._staged), {}
         return dropped
 
-    async def write_staged(self, expired: Iterable[str] = ()) -> list["asyncio.Future[Any]"]:
+    async def write_staged(
+        self, expired: Iterable[str] = (), horizons: Mapping[int, datetime] | None = None
+    ) -> list["asyncio.Future[Any]"]:
         """Write the round's states to the table, and remove the orders whose retention ended (a tombstone on
-        the changelog); return the futures of their changelog records."""
+        the changelog) after the `horizons` of their partitions; return the futures of their changelog records."""
         staged, self._staged = self._staged, {}
         sent = []
         for order_id, state in staged.items():
             self._store[order_id] = state
             (self._overdue.add if state.phase in OVERDUE else self._overdue.discard)(order_id)
             sent.append(await self._send(order_id, encode_state(state)))
+        for partition, at in (horizons or {}).items():
+            sent.append(await self._send(HORIZON_KEY, encode_horizon(at), partition))
         for order_id in expired:
             if order_id not in staged and self._store.pop(order_id, None) is not None:
                 self._overdue.discard(order_id)
