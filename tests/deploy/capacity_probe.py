@@ -74,15 +74,19 @@ class Machine:
 
     async def lock_waiters(self, seen: Counter[str]) -> int:
         """PostgreSQL backends waiting for a lock held by another transaction, right now; `seen` counts the
-        statements they wait in."""
+        statements they wait in, with what the backends blocking them are doing."""
         conn = await asyncpg.connect(self.postgres.dsn)
         try:
             rows = await conn.fetch(
-                "SELECT wait_event, left(query, 70) AS query FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                "SELECT w.wait_event, left(w.query, 70) AS query,"
+                " coalesce(string_agg(DISTINCT b.state || ' ' || left(b.query, 70), ' | '), '?') AS blocker"
+                " FROM pg_stat_activity w"
+                " LEFT JOIN pg_stat_activity b ON b.pid = ANY(pg_blocking_pids(w.pid))"
+                " WHERE w.wait_event_type = 'Lock' GROUP BY w.pid, w.wait_event, w.query"
             )
         finally:
             await conn.close()
-        seen.update(f"{r['wait_event']}: {r['query']}" for r in rows)
+        seen.update(f"{r['wait_event']}: {r['query']} <- {r['blocker']}" for r in rows)
         return len(rows)
 
     async def sample(self, *services: Child) -> dict[str, float]:
@@ -166,10 +170,14 @@ class Probe:
         self.m, self.run_dir, self.n, self.receiver = machine, run_dir, orders, receiver
         self.run = f"r{random.randrange(16**6):06x}"
         self.waits: Counter[str] = Counter()
+        self.stacks: Counter[str] = Counter()  # a stage named twice runs on topics and schemas of its own
         self.fills: list[tuple[int, float]] = []  # (records produced in batches, broker CPU seconds)
         self.filled = 0
 
     def stack(self, stage: str) -> LocalStack:
+        self.stacks[stage] += 1
+        if self.stacks[stage] > 1:
+            stage = f"{stage}{self.stacks[stage]}"
         stack = LocalStack(
             StackConfig(
                 run_dir=self.run_dir / stage,
@@ -492,9 +500,10 @@ async def main(stages: list[str], orders: int) -> None:
         machine = Machine(bootstrap, int((kafka_dir / "kafka.pid").read_text()), postgres, reader)
         probe = Probe(machine, work / "runs", orders, receiver)
         results: dict[str, Any] = {"cpus": os.cpu_count(), "orders": orders}
-        for stage in stages:
-            results[stage] = await getattr(probe, stage)()
-            print(json.dumps({stage: results[stage]}), flush=True)  # noqa: T201
+        for n, stage in enumerate(stages, 1):
+            name = stage if stages.count(stage) == 1 else f"{stage} ({n})"
+            results[name] = await getattr(probe, stage)()
+            print(json.dumps({name: results[name]}), flush=True)  # noqa: T201
         produced = sum(n for n, _ in probe.fills)
         results["batched_produce"] = {
             "records": produced,

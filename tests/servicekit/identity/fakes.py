@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from servicekit.identity.keys import KeyRecord, digest, display_prefix, mint_key, new_key_id
+from servicekit.identity.keys import KeyMode, KeyRecord, digest, display_prefix, mint_key, new_key_id
 from servicekit.identity.scopes import Scope
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -32,8 +32,10 @@ class InMemoryKeys:
     records: dict[bytes, KeyRecord] = field(default_factory=dict)
     round_trips: int = 0
 
-    def add(self, name: str, *scopes: Scope, expires_at: datetime | None = None) -> tuple[KeyRecord, str]:
-        key = mint_key()
+    def add(
+        self, name: str, *scopes: Scope, expires_at: datetime | None = None, mode: KeyMode = "live"
+    ) -> tuple[KeyRecord, str]:
+        key = mint_key(mode)
         record = KeyRecord(new_key_id(), name, display_prefix(key), frozenset(scopes), T0, expires_at)
         self.records[digest(key)] = record
         return record, key

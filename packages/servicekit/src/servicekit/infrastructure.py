@@ -104,7 +104,9 @@ class Infrastructure:
         relay = OutboxRelay(pool, publisher, metrics=metrics.outbox(), readiness=readiness)
         # API keys live in one schema every service reads through its own pool (servicekit.identity.store).
         keys = PostgresKeyStore(pool, settings.identity_schema)
-        authenticator = Authenticator(keys, ttl_s=settings.api_key_cache_ttl_s)
+        authenticator = Authenticator(
+            keys, ttl_s=settings.api_key_cache_ttl_s, development_keys=settings.environment == "development"
+        )
         infra = cls(service, settings, pool, publisher, relay, metrics, readiness, keys, authenticator, migrations)
         if connect:
             await infra.connect()

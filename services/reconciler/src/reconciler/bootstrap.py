@@ -12,5 +12,7 @@ from servicekit.identity import Authenticator
 def build(settings: Settings) -> faust.App:
     # Its pages read the API keys every service reads (DATABASE_URL, CREDITED_IDENTITY_SCHEMA), cached.
     keys = LazyKeyStore(settings.database_url, settings.identity_schema)
-    authenticator = Authenticator(keys, ttl_s=settings.api_key_cache_ttl_s)
+    authenticator = Authenticator(
+        keys, ttl_s=settings.api_key_cache_ttl_s, development_keys=settings.environment == "development"
+    )
     return build_app(settings, CollectorRegistry(auto_describe=True), authenticator)

@@ -122,3 +122,17 @@ async def test_the_public_api_has_no_metrics_it_answers_404_in_the_error_shape(s
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
         answer = await client.get("/metrics")
     assert answer.status_code == 404 and answer.json()["error"] == "not_found", answer.text
+
+
+# The notifier's test settings are development ones (loopback receivers); it takes the same Authenticator from
+# servicekit.infrastructure as these two.
+@pytest.mark.parametrize("service", [payments, ledger], ids=["payments", "ledger"], indirect=True)
+async def test_outside_development_a_service_refuses_a_development_key_even_with_every_scope(service: Built) -> None:
+    infra, app = service
+    assert infra.settings.environment == "production"
+    _, key = await infra.keys.create("left-by-credited-up", set(Scope), mode="dev")  # as `credited up` makes one
+    path = next(path for path, m, _ in operations(app) if m == "GET" and ("GET", path) not in OPEN)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+        answer = await client.get(concrete(path), headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["detail"] == "a development key (ck_dev_) is accepted only where CREDITED_ENV=development"

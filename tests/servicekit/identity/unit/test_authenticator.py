@@ -11,8 +11,12 @@ from servicekit.identity.keys import digest, display_prefix, looks_like_key, min
 from tests.servicekit.identity.fakes import T0, Clocks, InMemoryKeys
 
 
-def authenticator(keys: InMemoryKeys, clocks: Clocks, ttl_s: float = 5.0) -> Authenticator:
-    return Authenticator(keys, ttl_s=ttl_s, monotonic=clocks.monotonic, now=clocks.now)
+def authenticator(
+    keys: InMemoryKeys, clocks: Clocks, ttl_s: float = 5.0, development_keys: bool = True
+) -> Authenticator:
+    return Authenticator(
+        keys, ttl_s=ttl_s, monotonic=clocks.monotonic, now=clocks.now, development_keys=development_keys
+    )
 
 
 async def refusal(auth: Authenticator, key: str) -> str:
@@ -117,3 +121,17 @@ async def test_the_cache_stays_bounded_and_drops_the_least_recently_used_key() -
     assert keys.round_trips == 4
     await auth.authenticate(minted[1])
     assert keys.round_trips == 5
+
+
+async def test_a_development_key_is_refused_without_a_lookup_where_development_keys_are_off() -> None:
+    keys, clocks = InMemoryKeys(), Clocks()
+    _, key = keys.add("credited-up", *Scope, mode="dev")
+    assert key.startswith("ck_dev_")
+    assert (await authenticator(keys, clocks).authenticate(key)).name == "credited-up"
+    production = authenticator(keys, clocks, development_keys=False)
+    assert (
+        await refusal(production, key) == "a development key (ck_dev_) is accepted only where CREDITED_ENV=development"
+    )
+    assert keys.round_trips == 1  # the development authenticator's only
+    _, live = keys.add("platform-backend", Scope.ORDERS_READ)
+    assert (await production.authenticate(live)).name == "platform-backend"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from servicekit.identity.keys import Caller, KeyRecord, digest, looks_like_key
+from servicekit.identity.keys import DEVELOPMENT_PREFIX, Caller, KeyRecord, digest, looks_like_key
 
 
 class KeyLookup(Protocol):
@@ -42,7 +42,9 @@ class _Entry:
 
 
 class Authenticator:
-    """Turns a presented key into the Caller it stands for, or raises Unauthenticated."""
+    """Turns a presented key into the Caller it stands for, or raises Unauthenticated. Development keys (`ck_dev_`,
+    made by the local stack) only with `development_keys`: a service outside development refuses them even if one
+    is in its key table (a `credited up` pointed at a shared database makes one with every scope)."""
 
     def __init__(
         self,
@@ -52,8 +54,10 @@ class Authenticator:
         max_entries: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        development_keys: bool = True,
     ) -> None:
         self._keys = keys
+        self._development_keys = development_keys
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._monotonic = monotonic
@@ -66,6 +70,10 @@ class Authenticator:
     async def authenticate(self, key: str) -> Caller:
         if not looks_like_key(key):
             raise Unauthenticated("key_invalid", "the bearer value is not a credited API key")
+        if not self._development_keys and key.startswith(DEVELOPMENT_PREFIX):
+            raise Unauthenticated(
+                "key_invalid", "a development key (ck_dev_) is accepted only where CREDITED_ENV=development"
+            )
         record = await self._record(digest(key))
         if record is None:
             raise Unauthenticated("key_invalid", "unknown API key")

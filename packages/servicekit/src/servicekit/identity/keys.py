@@ -22,6 +22,7 @@ PREFIX_SHOWN = 6
 """How many characters of the secret part stay visible in listings (`ck_live_Ab3dE9…`)."""
 
 KeyMode = Literal["live", "dev"]
+DEVELOPMENT_PREFIX = "ck_dev_"
 
 
 def mint_key(mode: KeyMode = "live") -> str:
