@@ -105,6 +105,10 @@ async def test_the_timeline_asks_support_read_and_lets_such_a_key_through_until_
     for _ in range(3):
         assert (await pages.client.get("/v1/orders/ord_1/timeline", headers=support)).status_code == 503
     assert pages.authenticator.looked_up == looked_up, "the key is read once per cache period, not per request"
+    # An order id not in the contract's shape is refused before it goes anywhere (into another worker's address).
+    for bad in ("ord%3Frouted=1", "ord%231", "x" * 65):
+        answer = await pages.client.get(f"/v1/orders/{bad}/timeline", headers=support)
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_order_id", answer.text
     await pages.keys.revoke("support-desk")
 
     async def refused() -> bool:

@@ -7,6 +7,7 @@ consumer batch as the shared KafkaTuning says (servicekit.settings).
 """
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -219,6 +220,10 @@ def _agent(app: faust.App, source: Any, rounds: Rounds, most: int, linger_s: flo
             await rounds.records(batch)
 
 
+_ORDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""contracts.base.OrderId: an order id goes into another worker's address only in this shape."""
+
+
 def _pages(
     app: faust.App,
     table: OrderTable,
@@ -243,6 +248,9 @@ def _pages(
             retention is answered by the services that own its data. (faust's table_route hashes the key with
             its producer's metadata, which a worker that has not written to the changelog yet does not have: it
             answers 500.)"""
+            if not _ORDER_ID.fullmatch(order_id):
+                detail = "order_id must be 1-64 letters, digits or _ . : - (the order id payments answered)"
+                return self.json({"error": "invalid_order_id", "detail": detail}, status=422)
             state = states.get(order_id)
             owner = None if state is not None or request.query.get("routed") else _owner(app, table, order_id)
             if owner is not None:
