@@ -1,4 +1,5 @@
-"""A person's re-drive (RetryCredit.requested_by): it lifts the ledger's block unless the order was refunded."""
+"""A person's re-drive (RetryCredit.requested_by): it lifts the ledger's block unless the order was refunded or its
+block is one a refund follows."""
 
 import pytest
 
@@ -61,6 +62,18 @@ async def test_a_redrive_of_a_refunded_order_is_refused_for_good_naming_the_refu
     rejection = books.published[-1]
     assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == domain.ORDER_REFUNDED
     assert books.blocks == {"ord_1": domain.ORDER_REFUNDED} and books.postings == {}
+
+
+@pytest.mark.parametrize("reason", ["risk review rejected: stolen card", "support refund by agent-7: wrote in"])
+async def test_a_redrive_never_lifts_a_block_a_refund_follows_whose_refund_the_ledger_cannot_see(reason: str) -> None:
+    books = Books()
+    await consume(books, paid(), block(reason), users=strict())
+    books.users["u1"] = "CNY"
+    books.published.clear()
+    await consume(books, redrive(), users=strict())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == f"blocked: {reason}"
+    assert books.blocks == {"ord_1": reason} and books.postings == {}
 
 
 async def test_a_redrive_for_a_user_still_unknown_is_refused_as_before_and_the_block_is_restored() -> None:

@@ -26,7 +26,8 @@ class RetryCredit(Message):
         min_length=1,
         max_length=200,
         description="Set only when a person re-drives the credit (payments' support API, scope support:act): the"
-        " ledger then lifts its block on the order, unless the order was refunded.",
+        " ledger then lifts its block on the order, unless the order was refunded or its block is one a refund"
+        " follows (REFUND_BLOCKS).",
     )
 
 
@@ -38,6 +39,16 @@ class BlockCredit(Message):
     user_id: UserId
     reason: str = Field(min_length=1, max_length=200)
     requested_at: UtcDatetime
+
+
+REVIEW_REJECTED_BLOCK = "risk review rejected: "
+"""How the reconciler's BlockCredit for an order rejected in risk review starts its reason (then the review's)."""
+SUPPORT_REFUND_BLOCK = "support refund by "
+"""How payments' BlockCredit before a refund a person asked starts its reason (then who asked, and why)."""
+REFUND_BLOCKS = (REVIEW_REJECTED_BLOCK, SUPPORT_REFUND_BLOCK)
+"""Blocks a refund follows that a re-drive must never lift: a credit beside the refund would pay the user twice,
+and a rejected review is not overruled by a credit. (The reconciler's block after its retries, whose refund may
+fail and end in needs_support, is the one a person may lift.)"""
 
 
 class IssueRefund(Message):

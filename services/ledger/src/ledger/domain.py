@@ -8,7 +8,7 @@ from functools import cache
 
 import contracts.base
 from contracts.codec import Envelope, deterministic_id
-from contracts.commands import RetryCredit
+from contracts.commands import REFUND_BLOCKS, RetryCredit
 
 
 class AccountKind(StrEnum):
@@ -196,13 +196,17 @@ def refusal(context: CreditContext, currency: str) -> Refusal | None:
 
 def lifts_block(order: OrderBooks, requested_by: str | None) -> bool:
     """Whether a RetryCredit lifts the order's block before it is decided: only one a person sent (support's
-    re-drive, `requested_by`), only for an order blocked and not credited, and never for a refunded order (its
-    money went back to the user: crediting it would pay twice)."""
+    re-drive, `requested_by`), only for an order blocked and not credited, never for a refunded order (its
+    money went back to the user: crediting it would pay twice), and never for a block a refund follows (a risk
+    review's rejection, a person's refund: `contracts.commands.REFUND_BLOCKS`), whose refund the ledger cannot
+    see under way. Payments' support API refuses those re-drives too; this holds if a re-drive comes from
+    anywhere else."""
     return (
         requested_by is not None
         and order.credit is None
         and order.blocked is not None
         and order.blocked != ORDER_REFUNDED
+        and not order.blocked.startswith(REFUND_BLOCKS)
     )
 
 

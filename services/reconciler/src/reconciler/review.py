@@ -3,6 +3,7 @@ each transition changes the state it is given and returns the effects."""
 
 from datetime import datetime
 
+from contracts.commands import REVIEW_REJECTED_BLOCK
 from contracts.events import OrderHeld, OrderReleased, OrderReviewRejected, OrderStatus
 from reconciler.domain import (
     Command,
@@ -54,5 +55,5 @@ def on_review_rejected(state: OrderState, event: OrderReviewRejected, now: datet
         return []
     state.phase, state.review, state.next_action_at = Phase.BLOCKING, "rejected", None
     note(state, f"review_rejected:{event.reason}", event.rejected_at)
-    reason = clip(f"risk review rejected: {event.reason}")
+    reason = clip(f"{REVIEW_REJECTED_BLOCK}{event.reason}")
     return [command(state, Command(CommandKind.BLOCK_CREDIT, reason=reason), now)]
