@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from contracts.codec import decode
-from contracts.commands import BlockCredit, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
 from contracts.events import CreditRejected
 from contracts.topics import Topic
 from credited.stack.processes import free_port
@@ -334,6 +334,27 @@ async def test_the_same_idempotency_key_for_another_act_is_refused(stack: Stack)
     assert (await stack.act(paid, "redrive_credit", key=key)).status_code == 202
     other = await stack.act(paid, "refund", key=key)
     assert (other.status_code, other.json()["error"]) == (409, "idempotency_key_reused")
+
+
+async def test_the_same_idempotency_key_with_another_reason_or_amount_is_refused_and_acts_nothing(
+    stack: Stack,
+) -> None:
+    paid = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    await stack.sql("UPDATE orders SET status = 'credited' WHERE order_id = $1", paid)  # what earns a compensation
+    key = f"k-{paid}"
+    first = await stack.act(paid, "grant_compensation", key=key, amount=100)
+    assert first.status_code == 202, first.text
+    again = await stack.act(paid, "grant_compensation", key=key, amount=100)
+    assert (again.status_code, again.json()) == (202, first.json())
+    for other in ({"amount": 200}, {"amount": 100, "reason": "another reason"}):
+        answer = await stack.act(paid, "grant_compensation", key=key, **other)
+        assert (answer.status_code, answer.json()["error"]) == (409, "idempotency_key_reused"), other
+        assert key in answer.json()["detail"]
+    assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 1
+    commands = [r for r in await stack.published(Topic.LEDGER_COMMANDS) if r.key == paid.encode()]
+    assert len(commands) == 1  # one GrantCompensation, for the first act's amount
+    message, _ = decode(commands[0].value, commands[0].headers)
+    assert isinstance(message, GrantCompensation) and message.amount == 100
 
 
 async def test_reading_needs_support_read_and_acting_needs_support_act(stack: Stack) -> None:

@@ -120,6 +120,9 @@ class InMemoryOrderBook:
             if new.key is not None and new.key in self.store.keys:
                 holders.append(KeyHolder(*self.store.keys[new.key]))
                 continue
+            if new.order.order_id in self.store.orders:  # its request was handled before
+                holders.append(KeyHolder(new.fingerprint, new.order.order_id))
+                continue
             if new.key is not None:
                 self.store.keys[new.key] = (new.fingerprint, new.order.order_id)
             self.store.orders[new.order.order_id] = new.order

@@ -47,12 +47,23 @@ async def pay(store: Store, *callbacks: Callback, review: ReviewRule | None = No
 
 async def test_orders_with_the_same_idempotency_key_in_one_group_make_one_order() -> None:
     store = Store()
-    same = PlaceOrder("u1", 600, "CNY", "alipay", "k1")
-    first, again, other = await place(store, same, same, PlaceOrder("u1", 700, "CNY", "alipay", "k1"))
+    same = ("u1", 600, "CNY", "alipay", "k1")  # two requests alike: each is its own PlaceOrder, with its own order id
+    first, again, other = await place(
+        store, PlaceOrder(*same), PlaceOrder(*same), PlaceOrder("u1", 700, "CNY", "alipay", "k1")
+    )
     assert isinstance(first, tuple) and isinstance(again, tuple)
     assert first == (first[0], True) and again == (first[0], False)
     assert isinstance(other, IdempotencyConflict)
     assert len(store.orders) == 1 and len(store.published) == 1
+
+
+async def test_a_request_handled_again_gets_the_order_it_placed_and_places_no_other() -> None:
+    store = Store()
+    keyless, keyed = PlaceOrder("u1", 600, "CNY", "alipay"), PlaceOrder("u2", 600, "CNY", "alipay", "k2")
+    first = await place(store, keyless, keyed)
+    again = await place(store, keyless, keyed)  # as when their group failed after its commit
+    assert again == first and [new for _, new in first] == [True, True]  # type: ignore[misc]
+    assert len(store.orders) == 2 and len(store.published) == 2
 
 
 async def test_two_callbacks_for_one_order_in_one_group_decide_in_order() -> None:

@@ -7,7 +7,7 @@ one transaction, each answered after that commit. A group of one is the plain ca
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from contracts.codec import Envelope, deterministic_id
@@ -31,6 +31,9 @@ class PlaceOrder:
     channel: str
     idempotency_key: str | None = None
     product: str | None = None
+    order_id: str = field(default_factory=domain.new_order_id)
+    """The id of the order this request places, made with the request: a group that fails after its commit is
+    handled again one request at a time, and a request handled again finds its order instead of placing another."""
 
 
 class IdempotencyConflict(Exception):
@@ -43,7 +46,7 @@ Placed = tuple[Order, bool] | IdempotencyConflict
 
 def _new_order(cmd: PlaceOrder, now: datetime, queries: QueryPolicy | None) -> NewOrder:
     order = Order(
-        order_id=domain.new_order_id(),
+        order_id=cmd.order_id,
         user_id=cmd.user_id,
         amount=cmd.amount,
         currency=cmd.currency,
@@ -62,17 +65,17 @@ async def handle_place_orders(
 ) -> list[Placed]:
     """Create the orders, in one transaction, each with its OrderPlaced and (when `queries` names a provider for
     its channel) its first payment query; a request whose Idempotency-Key made an order before gets that order
-    (not new), or a conflict if its body differs."""
+    (not new), or a conflict if its body differs. A request handled before gets the order it placed then (new)."""
     now = datetime.fromtimestamp(clock.now(), UTC)
-    new = [_new_order(cmd, now, queries) for cmd in cmds]
+    new = list({cmd.order_id: _new_order(cmd, now, queries) for cmd in cmds}.values())  # one per request submitted
     holders = await book.place(new, [_placed_event(n.order) for n in new])
     earlier = await book.find_many({h.order_id for h in holders if h is not None})
-    results = [_placed(p, h, earlier) for p, h in zip(new, holders, strict=True)]
-    for result in results:
-        if isinstance(result, tuple) and result[1]:
-            order = result[0]
+    placed = {n.order.order_id: _placed(n, h, earlier) for n, h in zip(new, holders, strict=True)}
+    for n, holder in zip(new, holders, strict=True):
+        if holder is None:
+            order = n.order
             log.info("order %s placed for user %s: %d %s", order.order_id, order.user_id, order.amount, order.currency)
-    return results
+    return [placed[cmd.order_id] for cmd in cmds]
 
 
 async def handle_place_order(cmd: PlaceOrder, *, book: OrderBook, clock: Clock) -> tuple[Order, bool]:
@@ -88,7 +91,7 @@ def _placed(new: NewOrder, holder: KeyHolder | None, earlier: dict[str, Order]) 
         return new.order, True
     if holder.fingerprint != new.fingerprint:
         return IdempotencyConflict(f"Idempotency-Key {new.key!r} was used for a different order request")
-    return earlier[holder.order_id], False
+    return earlier[holder.order_id], holder.order_id == new.order.order_id  # its own order, placed before
 
 
 def _placed_event(order: Order) -> Announcement:

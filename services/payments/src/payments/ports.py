@@ -55,7 +55,9 @@ class OrderBook(Protocol):
         """Insert each order whose Idempotency-Key is free (or that has none), binding the key to it, schedule
         its query and queue its announcement (`announcements[i]` belongs to `orders[i]`), all in one transaction.
         An order whose key is bound already (before, or by an earlier order of `orders`) is not inserted and
-        nothing is scheduled or announced for it: its entry is the key's holder."""
+        nothing is scheduled or announced for it: its entry is the key's holder. An order that exists already (its
+        request was handled before, in a group that failed after its commit) is not inserted again either: its entry
+        is a holder naming that order, as its key's holder does."""
         ...
 
     async def find_many(self, order_ids: Collection[str]) -> dict[str, Order]:

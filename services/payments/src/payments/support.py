@@ -15,6 +15,8 @@ such order: its refund failed (refused here, `refund_failed`) or it was refunded
 An order held for risk review is refused (`under_review`): the review's rejection blocks and refunds it.
 """
 
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,6 +136,12 @@ def command_event_id(order_id: str, action: SupportAction, token: str) -> str:
     """The event id of an act's command: the same for the same order, act and token (the Idempotency-Key, or
     the act's own row id when none was given)."""
     return deterministic_id("SupportAction", order_id, action.value, token)
+
+
+def act_fingerprint(order_id: str, action: SupportAction, reason: str, amount: int | None) -> str:
+    """Identifies an act's request (its order and body), so an Idempotency-Key reused with another is caught."""
+    text = json.dumps([order_id, action.value, reason, amount])  # a reason may hold any character but NUL
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Publisher(Protocol):

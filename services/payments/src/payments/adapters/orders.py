@@ -19,8 +19,9 @@ _QUERY_TYPES = ("text", "text", "text", "timestamptz", "timestamptz")
 
 # One statement, so one round trip and its own transaction: keys are claimed in key order (two groups
 # claiming the same keys take them in the same order; for one key twice in a group the first request wins),
-# an order is inserted only if its key was claimed (or it has none), and only an inserted order's
-# announcement reaches the outbox, in the orders' order, and only its payment query the schedule.
+# an order is inserted only if its key was claimed (or it has none) and its id is new (a request handled again
+# after its group failed past the commit finds its order placed), and only an inserted order's announcement
+# reaches the outbox, in the orders' order, and only its payment query the schedule.
 _PLACE = (
     f"WITH req AS (SELECT * FROM unnest({params(1, (*ORDER_TYPES, 'text', 'text'))})"  # noqa: S608 - constants
     f" WITH ORDINALITY AS r({COLUMNS}, key, fingerprint, n)),"
@@ -28,7 +29,8 @@ _PLACE = (
     " SELECT key, fingerprint, order_id FROM req WHERE key IS NOT NULL ORDER BY key, n"
     " ON CONFLICT (key) DO NOTHING RETURNING order_id),"
     f" placed AS (INSERT INTO orders ({COLUMNS}) SELECT {COLUMNS} FROM req"
-    " WHERE key IS NULL OR order_id IN (SELECT order_id FROM claimed) ORDER BY n RETURNING order_id),"
+    " WHERE key IS NULL OR order_id IN (SELECT order_id FROM claimed) ORDER BY n"
+    " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
     f" announced AS (INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT t, k, v, h"
     f" FROM unnest({params(len(ORDER_TYPES) + 3, ('text', 'bytea', 'bytea', 'jsonb', 'text'))}) WITH ORDINALITY AS"
     " e(t, k, v, h, owner, n) WHERE owner IN (SELECT order_id FROM placed) ORDER BY n),"
@@ -38,6 +40,15 @@ _PLACE = (
     " SELECT order_id FROM placed"
 )
 _HOLDERS = "SELECT key, request_fingerprint, order_id FROM idempotency_keys WHERE key = ANY($1::text[])"
+
+
+def _holder(new: NewOrder, placed: set[str], holders: dict[str, KeyHolder]) -> KeyHolder | None:
+    """None for an order inserted now; else its key's holder, or (without a key) the order itself, placed before."""
+    if new.order.order_id in placed:
+        return None
+    if new.key is None:
+        return KeyHolder(new.fingerprint, new.order.order_id)
+    return holders[new.key]
 
 
 @functools.cache  # once per event otherwise, and the enum's value lookup is what costs
@@ -65,12 +76,12 @@ class PostgresOrderBook:
         placed = {r["order_id"] for r in await self._pool.fetch(_PLACE, *arrays)}
         if placed:
             self._on_commit()
-        lost = [n.key for n in orders if n.order.order_id not in placed]
+        lost = [n.key for n in orders if n.order.order_id not in placed and n.key is not None]
         holders = {}
         if lost:
             held = await self._pool.fetch(_HOLDERS, lost)
             holders = {r["key"]: KeyHolder(r["request_fingerprint"], r["order_id"]) for r in held}
-        return [None if n.order.order_id in placed else holders[n.key] for n in orders]
+        return [_holder(n, placed, holders) for n in orders]
 
     def _envelope(self, announcement: Announcement) -> Envelope:
         return envelope_for(announcement.message, producer=self._producer, event_id=announcement.event_id)

@@ -15,6 +15,7 @@ from payments.support import (
     OrderFacts,
     Refused,
     SupportAction,
+    act_fingerprint,
     command_event_id,
     outcome,
     refusal,
@@ -43,14 +44,15 @@ _CASES = (
     " AS age_s FROM support_cases WHERE order_id = $1 ORDER BY opened_at, id"
 )
 _ACTIONS = (
-    "SELECT id, order_id, action, reason, actor_name, actor_key_id, at, command_event_id, outcome, idempotency_key"
-    " FROM support_actions"
+    "SELECT id, order_id, action, reason, actor_name, actor_key_id, at, command_event_id, outcome, idempotency_key,"
+    " request_fingerprint FROM support_actions"
 )
 _ACTIONS_OF = f"{_ACTIONS} WHERE order_id = $1 ORDER BY id"
 _ACTION_BY_KEY = f"{_ACTIONS} WHERE idempotency_key = $1"
 _RECORD = (
-    "INSERT INTO support_actions (order_id, action, reason, actor_key_id, actor_name, at, idempotency_key, outcome)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    "INSERT INTO support_actions (order_id, action, reason, actor_key_id, actor_name, at, idempotency_key, outcome,"
+    " request_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING"
+    " RETURNING id"
 )
 _COMMAND_SENT = "UPDATE support_actions SET command_event_id = $2 WHERE id = $1"
 _ASKED = (
@@ -64,7 +66,7 @@ class UnknownOrder(Exception):
 
 
 class IdempotencyKeyReused(Exception):
-    """The Idempotency-Key was used for another act (another order or action)."""
+    """The Idempotency-Key was used for another act (another order, action, reason or amount)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,10 @@ class Act:
     caller: Caller
     idempotency_key: str | None
     at: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        return act_fingerprint(self.order_id, self.action, self.reason, self.amount)
 
 
 class PostgresSupportBooks:
@@ -190,9 +196,17 @@ class PostgresSupportBooks:
         row = await conn.fetchrow(_ACTION_BY_KEY, act.idempotency_key)
         if row is None:
             return None
-        if (row["order_id"], row["action"]) != (act.order_id, act.action.value):
+        if not _same_request(row, act):
             raise IdempotencyKeyReused(act.idempotency_key)
         return _action(row)
+
+
+def _same_request(row: asyncpg.Record, act: Act) -> bool:
+    """Whether the act recorded under the key was asked with `act`'s order and body (one recorded before acts kept
+    their request's fingerprint: its order, action and reason, all it kept of the request)."""
+    if row["request_fingerprint"] is not None:
+        return bool(row["request_fingerprint"] == act.fingerprint)
+    return (row["order_id"], row["action"], row["reason"]) == (act.order_id, act.action.value, act.reason)
 
 
 async def _record(conn: Any, act: Act, outcome: str) -> ActionRecord:
@@ -201,7 +215,7 @@ async def _record(conn: Any, act: Act, outcome: str) -> ActionRecord:
     caller = act.caller
     row_id = await conn.fetchval(
         _RECORD, act.order_id, act.action.value, act.reason, caller.key_id, caller.name, act.at, act.idempotency_key,
-        outcome,
+        outcome, act.fingerprint,
     )  # fmt: skip
     if row_id is None:
         raise IdempotencyKeyReused(act.idempotency_key)
