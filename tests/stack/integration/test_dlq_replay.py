@@ -1,7 +1,8 @@
 """`credited dlq` against a real broker and a real ledger: payments the ledger could not credit (a wallet cap
 set too low refused them, three times each) are dead-lettered by its consumer; once the cap is fixed,
 `credited dlq replay` re-drives them and each wallet is credited once; replaying again, or two operators
-replaying at once, sends nothing twice."""
+replaying at once, sends nothing twice. A dead letter that is not a true copy of a record its consumer group
+read (any service may write the dead-letter topic) is refused, and the rest of the replay goes on."""
 
 import asyncio
 import contextlib
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 from aiokafka import ConsumerRecord
 
-from contracts.codec import decode, deterministic_id, encode, envelope_for
+from contracts.codec import Record, decode, deterministic_id, encode, envelope_for
+from contracts.commands import RetryCredit
 from contracts.events import CreditPosted, PaymentSucceeded
 from contracts.topics import Topic
 from credited.deadletters import Outcome, ReplayInterrupted, dead_letters, replay
@@ -200,3 +202,118 @@ async def test_two_operators_replaying_at_once_send_each_dead_letter_once(ledger
         assert len(replayed_copies(await ledger.records(Topic.PAYMENTS_EVENTS, order_id))) == 1, order_id
     code, out = await ledger.dlq("replay", "--all")
     assert code == 0 and f"replayed 0, already replayed {len(orders)}" in out, out
+
+
+async def plant(ledger: Ledger, key: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    """A record written to the dead-letter topic directly, as any service's principal may."""
+    publisher = KafkaPublisher(ledger.broker.bootstrap, idempotence=ledger.broker.idempotence, client_id="test")
+    await publisher.start()
+    try:
+        record = Record(key=key.encode(), value=value, headers=headers)
+        await publisher.publish_many([(ledger.topic(Topic.DEAD_LETTER), record)])
+    finally:
+        await publisher.stop()
+
+
+def claims(ledger: Ledger, topic: Topic, group: str, *, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The `dlq_*` headers of a dead letter as a consumer of `group` writes them."""
+    return [
+        ("dlq_reason", b"handler_failed: planted"),
+        ("dlq_source_topic", ledger.topic(topic).encode()),
+        ("dlq_source_partition", str(partition).encode()),
+        ("dlq_source_offset", str(offset).encode()),
+        ("dlq_consumer_group", f"{ledger.prefix}{group}".encode()),
+        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+async def test_a_payment_planted_by_the_notifier_naming_payments_events_is_refused_and_nothing_reaches_it(
+    ledger: Ledger,
+) -> None:
+    forged = payment("ord_forged", 900)
+    record = encode(forged, envelope_for(forged, producer="payments", event_id="pay-ord_forged"))
+    # The notifier reads payments.events only in notifier.payments: its other group never read a record there.
+    await plant(ledger, "ord_forged", record.value, [*record.headers, *claims(
+        ledger, Topic.PAYMENTS_EVENTS, "notifier.order-status", partition=0, offset=0
+    )])  # fmt: skip
+    # In the group that does read it, pointing at an offset that holds nothing (the topic is empty).
+    await plant(ledger, "ord_forged", record.value, [*record.headers, *claims(
+        ledger, Topic.PAYMENTS_EVENTS, "notifier.payments", partition=0, offset=0
+    )])  # fmt: skip
+    # Stating no offset, as the ledger's parked retries do: nothing like it is on the topic either.
+    kept = claims(ledger, Topic.PAYMENTS_EVENTS, "ledger.payments", partition=0, offset=0)
+    await plant(ledger, "ord_forged", record.value, [*record.headers, *kept[:2], *kept[4:]])
+    await dead_lettered(ledger, "ord_forged")
+
+    code, out = await ledger.dlq("replay", "--all", "--by", "on-call")
+
+    assert code == 1, out
+    assert "replaying 0: none (refused 3)" in out, out
+    assert "does not read" in out and "no record at" in out and "no copy of it in" in out, out
+    assert "replayed 0, already replayed 0, not replayable 0, refused 3" in out, out
+    assert await ledger.records(Topic.PAYMENTS_EVENTS, "ord_forged") == []
+    assert await ledger.credits("ord_forged") == 0
+    code, out = await ledger.dlq("list", "--json")
+    assert all(json.loads(line)["replayed"] is None for line in out.splitlines()), out
+
+
+async def test_a_dead_letter_whose_payload_differs_from_the_record_at_its_offset_is_refused(ledger: Ledger) -> None:
+    async with ledger.infra.pool.acquire() as conn:
+        await conn.execute(CAP)
+    await pay(ledger, ("ord_big", 5000))
+    await dead_lettered(ledger, "ord_big")
+    settings = ServiceSettings(kafka_bootstrap=ledger.broker.bootstrap, topic_prefix=ledger.prefix)
+    (genuine,) = await dead_letters(settings)
+    # The same claims, the amount raised: the record at the offset it names is not this one.
+    inflated = genuine.value.replace(b"5000", b"9000")
+    assert inflated != genuine.value
+    await plant(ledger, "ord_big", inflated, list(genuine.headers))
+    await eventually(lambda: _count_dead_letters(ledger, 2), timeout_s=30, interval_s=0.3)
+    async with ledger.infra.pool.acquire() as conn:
+        await conn.execute(UNCAP)
+
+    code, out = await ledger.dlq("replay", "--reason", "wallet_cap", "--by", "on-call")
+
+    assert code == 1, out
+    assert f"replaying 1: 1 to {ledger.topic(Topic.PAYMENTS_EVENTS)} (refused 1)" in out, out
+    assert f"replayed {genuine.id} to" in out and "is not a copy of the record at" in out, out
+    await credited_once(ledger, "ord_big", 5000)
+    copies = replayed_copies(await ledger.records(Topic.PAYMENTS_EVENTS, "ord_big"))
+    assert [c.value for c in copies] == [genuine.value]
+
+
+async def _count_dead_letters(ledger: Ledger, n: int) -> bool:
+    return len(await read_all(ledger.broker.bootstrap, ledger.topic(Topic.DEAD_LETTER))) >= n
+
+
+async def test_a_parked_retry_dead_lettered_from_the_ledgers_outbox_without_an_offset_is_replayed(
+    ledger: Ledger,
+) -> None:
+    command = RetryCredit(
+        order_id="ord_parked",
+        user_id="u-ord_parked",
+        amount=700,
+        currency="CNY",
+        attempt=1,
+        requested_at=datetime.now(UTC),
+        provider_txn_id="tx-ord_parked",
+    )
+    record = encode(command, envelope_for(command, producer="reconciler", event_id="retry-ord_parked"))
+    publisher = KafkaPublisher(ledger.broker.bootstrap, idempotence=ledger.broker.idempotence, client_id="test")
+    await publisher.start()
+    try:
+        await publisher.publish(ledger.topic(Topic.LEDGER_COMMANDS), record)
+    finally:
+        await publisher.stop()
+    # What ledger.adapters.parking writes to the outbox for it: the record it kept, no partition or offset.
+    kept = claims(ledger, Topic.LEDGER_COMMANDS, "ledger.commands", partition=0, offset=0)
+    await plant(ledger, "ord_parked", record.value, [*record.headers, *kept[:2], *kept[4:]])
+    await dead_lettered(ledger, "ord_parked")
+    await pay(ledger, ("ord_parked", 700))
+
+    code, out = await ledger.dlq("replay", "--group", "ledger.commands", "--by", "on-call")
+
+    assert code == 0 and "replayed 1, already replayed 0, not replayable 0, refused 0" in out, out
+    copies = replayed_copies(await ledger.records(Topic.LEDGER_COMMANDS, "ord_parked"))
+    assert [c.value for c in copies] == [record.value]
+    await credited_once(ledger, "ord_parked", 700)

@@ -8,6 +8,11 @@ key and headers, the original event id among them (a consumer that has applied i
 consumer group of that topic reads the replay, not only the one that gave up on it: the others have applied
 the event already and drop it by its event id (or, the reconciler, as a repeat that changes nothing).
 
+Every service may write the dead-letter topic, so a letter's headers are a claim, not a fact: a replay sends
+only a true copy of a record that its consumer group read from that topic (credited.provenance), and refuses,
+with why, any other (a forged PaymentSucceeded naming payments.events), so no service can launder a record into
+a topic it may not write through an operator's replay.
+
 Once per dead letter, even with two operators at once: on Apache Kafka every replay run uses the same
 transactional id, so a run that starts fences the one before it; it reads the replays log only then (every
 replay committed before is in it, one half done was aborted) and publishes each record together with its
@@ -26,6 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -45,6 +51,9 @@ from servicekit.kafka import producer_config
 from servicekit.kafka_security import aiokafka_security
 from servicekit.retrying import BackoffPolicy
 from servicekit.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from credited.provenance import Vetting
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +171,10 @@ class Outcome:
     replayed: list[DeadLetter] = field(default_factory=list)
     already: list[tuple[DeadLetter, Replay]] = field(default_factory=list)
     not_replayable: list[DeadLetter] = field(default_factory=list)
+    refused: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    """Not replayed: not what it claims to be (credited.provenance), with why."""
+    unverified: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    """Whose original the broker no longer has, with why: not replayed, or, trusted, replayed (in `replayed` too)."""
 
 
 def dead_letter_topic(settings: ServiceSettings) -> str:
@@ -184,7 +197,7 @@ async def _admin(settings: ServiceSettings) -> AsyncIterator[AIOKafkaAdminClient
         await admin.close()
 
 
-async def _partitions(settings: ServiceSettings, topic: str) -> list[int]:
+async def partitions_of(settings: ServiceSettings, topic: str) -> list[int]:
     """The topic's partitions; none if it does not exist (a consumer without a group knows no metadata of
     topics it has not been assigned, so ask the admin API)."""
     async with _admin(settings) as admin:
@@ -196,7 +209,7 @@ async def _partitions(settings: ServiceSettings, topic: str) -> list[int]:
 
 async def read_topic(settings: ServiceSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every committed record of `topic`, from its start to its end at the time of the call."""
-    partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     if not partitions:
         return []
     consumer = AIOKafkaConsumer(
@@ -269,16 +282,39 @@ def _sort(letters: Iterable[DeadLetter], done: dict[str, Replay]) -> Outcome:
 
 
 async def replay(
-    settings: ServiceSettings, letters: Iterable[DeadLetter], *, by: str, dry_run: bool = False
+    settings: ServiceSettings,
+    letters: Iterable[DeadLetter],
+    *,
+    by: str,
+    dry_run: bool = False,
+    trust_unverified: bool = False,
+    go_ahead: Callable[[Outcome], bool] | None = None,
 ) -> Outcome:
-    """Replay each of `letters` not replayed before; with `dry_run`, only say what would be (without
-    starting a producer, so a dry run never fences a replay run going on)."""
+    """Replay each of `letters` not replayed before that is a true copy of a record its consumer group read
+    (credited.provenance; with `trust_unverified`, also those whose original is deleted); the others are refused.
+    With `dry_run`, only say what would be (without starting a producer, so a dry run never fences a replay run
+    going on); `go_ahead` is shown what would be before anything is sent, and may stop it there."""
+    from credited.provenance import vet  # it reads dead letters as this module defines them
+
     letters = list(letters)
-    if dry_run:
-        return _sort(letters, await replays(settings))
+    done = await replays(settings)
+    vetting = await vet(settings, [d for d in letters if d.source_topic is not None and d.coordinates not in done])
+    suspect = {d.coordinates for d, _ in vetting.refused}
+    if not trust_unverified:
+        suspect |= {d.coordinates for d, _ in vetting.unverified}
+    letters = [d for d in letters if d.coordinates not in suspect]
+    plan = _vetted(_sort(letters, done), vetting)
+    if dry_run or (go_ahead is not None and not go_ahead(plan)):
+        return plan
     await _ensure_replays_topic(settings)
     sent: list[DeadLetter] = []
-    return with_earlier_attempts(await again_unless_fenced(lambda: _run(settings, letters, by, sent), sent), sent)
+    outcome = await again_unless_fenced(lambda: _run(settings, letters, by, sent), sent)
+    return _vetted(with_earlier_attempts(outcome, sent), vetting)
+
+
+def _vetted(outcome: Outcome, vetting: "Vetting") -> Outcome:
+    outcome.refused, outcome.unverified = vetting.refused, vetting.unverified
+    return outcome
 
 
 def with_earlier_attempts(outcome: Outcome, sent: Sequence[DeadLetter]) -> Outcome:

@@ -2,14 +2,16 @@
 
 The broker and its credentials come from the services' settings (KAFKA_BOOTSTRAP, KAFKA_BROKER,
 CREDITED_TOPIC_PREFIX, KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*); the principal needs to read the
-dead-letter topic, write the topics it replays to, and read and write credited.deadletter.replays (and, on
-Apache Kafka, its transactional id `credited-dlq-replay`). What a replay does: credited/deadletters.py.
+dead-letter topic and the topics it replays to (to check each dead letter against its original), write the
+topics it replays to, and read and write credited.deadletter.replays (and, on Apache Kafka, its transactional
+id `credited-dlq-replay`). What a replay does: credited/deadletters.py; what it refuses: credited/provenance.py.
 """
 
 import asyncio
 import getpass
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -148,10 +150,20 @@ def replay_(
     until: Until = None,
     every: Annotated[bool, typer.Option("--all", help="Every dead letter not replayed yet (no id or filter).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be replayed.")] = False,
+    trust_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--trust-unverified",
+            help="Also replay dead letters whose original the broker deleted (retention), so they cannot be checked"
+            " against it; lists them and asks first.",
+        ),
+    ] = False,
     by: Annotated[str | None, typer.Option(help="Who asks (recorded with the replay); default: your login.")] = None,
 ) -> None:
     """Publish each chosen dead letter to the topic it came from, once: original key and headers (its event
-    id too, so a consumer that applied it drops it) plus dlq_replayed_from; a second replay does nothing."""
+    id too, so a consumer that applied it drops it) plus dlq_replayed_from; a second replay does nothing.
+    Only a true copy of a record its consumer group read from that topic goes: any other is refused, with why
+    (exit status 1 once the others are replayed)."""
     if not (ids or topic or group or reason or since or until or every):
         raise typer.BadParameter("name dead letters by id, filter them, or give --all")
     from credited.deadletters import ReplayInterrupted
@@ -159,21 +171,54 @@ def replay_(
 
     settings = ServiceSettings()
     chosen = _filters(ids or [], topic, group, reason, since, until)
+    go_ahead = _Confirm(bulk=not ids, trust_unverified=trust_unverified)
     try:
-        outcome = asyncio.run(_replay(settings, chosen, by or getpass.getuser(), dry_run))
+        outcome = asyncio.run(_replay(settings, chosen, by or getpass.getuser(), dry_run, go_ahead))
     except ReplayInterrupted as exc:
         typer.echo(f"stopped: {exc}; run it again to finish what is left", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    _report(outcome, dry_run)
+    if not go_ahead.went:
+        raise typer.Exit(1)
+    _report(outcome, dry_run, trust_unverified)
+    if not dry_run and (outcome.refused or (outcome.unverified and not trust_unverified)):
+        raise typer.Exit(1)
 
 
-async def _replay(settings: "ServiceSettings", chosen: "Filters", by: str, dry_run: bool) -> "Outcome":
+class _Confirm:
+    """Before a replay sends anything: a bulk one (filters or --all) says where what goes; one that trusts
+    unverified dead letters lists each and where it would go, and goes on only if the operator says so."""
+
+    def __init__(self, *, bulk: bool, trust_unverified: bool) -> None:
+        self.bulk, self.trust_unverified, self.went = bulk, trust_unverified, True
+
+    def __call__(self, plan: "Outcome") -> bool:
+        if self.bulk:
+            typer.echo(f"replaying {_by_topic(plan)}")
+        if self.trust_unverified and plan.unverified:
+            for letter, why in plan.unverified:
+                typer.echo(f"unverified {letter.id} would go to {letter.source_topic}: {why}")
+            self.went = typer.confirm(f"replay these {len(plan.unverified)} unverified dead letters?", default=False)
+        return self.went
+
+
+def _by_topic(plan: "Outcome") -> str:
+    counts = Counter(letter.source_topic for letter in plan.replayed)
+    per_topic = ", ".join(f"{n} to {t}" for t, n in sorted(counts.items(), key=lambda c: str(c[0])))
+    return f"{len(plan.replayed)}: {per_topic or 'none'} (refused {len(plan.refused)})"
+
+
+async def _replay(
+    settings: "ServiceSettings", chosen: "Filters", by: str, dry_run: bool, go_ahead: _Confirm
+) -> "Outcome":
     from credited.deadletters import dead_letters, replay
 
-    return await replay(settings, await dead_letters(settings, chosen), by=by, dry_run=dry_run)
+    letters = await dead_letters(settings, chosen)
+    return await replay(
+        settings, letters, by=by, dry_run=dry_run, trust_unverified=go_ahead.trust_unverified, go_ahead=go_ahead
+    )
 
 
-def _report(outcome: "Outcome", dry_run: bool) -> None:
+def _report(outcome: "Outcome", dry_run: bool, trust_unverified: bool) -> None:
     verb = "would replay" if dry_run else "replayed"
     for letter in outcome.replayed:
         typer.echo(f"{verb} {letter.id} to {letter.source_topic} (key {letter.key.decode(errors='replace')})")
@@ -181,7 +226,13 @@ def _report(outcome: "Outcome", dry_run: bool) -> None:
         typer.echo(f"already replayed {letter.id} at {done.at} by {done.by}")
     for letter in outcome.not_replayable:
         typer.echo(f"cannot replay {letter.id}: no consumer read it ({letter.header('dlq_source')})")
+    for letter, why in outcome.refused:
+        typer.echo(f"refused {letter.id} (to {letter.source_topic}): {why}")
+    if not trust_unverified:
+        for letter, why in outcome.unverified:
+            typer.echo(f"unverified {letter.id} (to {letter.source_topic}): {why}; --trust-unverified replays it")
     typer.echo(
-        f"{verb} {len(outcome.replayed)}, already replayed {len(outcome.already)}, "
-        f"not replayable {len(outcome.not_replayable)}"
+        f"{verb} {_by_topic(outcome) if dry_run else len(outcome.replayed)}, already replayed {len(outcome.already)}, "
+        f"not replayable {len(outcome.not_replayable)}, refused {len(outcome.refused)}, "
+        f"unverified {0 if trust_unverified else len(outcome.unverified)}"
     )
