@@ -7,7 +7,7 @@ from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import change, publish
-from tests.notifier.push_service import PushService
+from tests.notifier.push_service import Fault, PushService
 
 
 async def test_a_resend_delivers_the_latest_notification_again_and_is_recorded_with_its_reason_and_caller(
@@ -50,6 +50,28 @@ async def test_a_resend_delivers_the_latest_notification_again_and_is_recorded_w
     by_resend = {d["resend_id"]: d["state"] for d in credited["deliveries"]}
     assert by_resend == {None: "delivered", resend["id"]: "delivered"}
     assert credited["delivery"] == "delivered"
+
+
+async def test_a_resend_of_a_week_old_notification_whose_first_attempt_fails_transiently_is_retried_not_given_up(
+    notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
+) -> None:
+    running = await notifier(max_attempts=None)  # retried for retry_for_s (3 days) from when it was queued
+    pool = running.notifier.infra.pool
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    await publish(broker, f"{isolation}.", change("ord_old", OrderStatus.CREDITED, 1))
+    await eventually(lambda: len(push_service.messages("phone")) >= 1)
+    await eventually(running.settled)
+    await pool.execute("UPDATE notifications SET created_at = now() - interval '7 days' WHERE order_id = 'ord_old'")
+
+    push_service.script("phone", Fault(503))  # the push service is briefly down for the resend's first attempt
+    url = f"{running.url}/v1/orders/ord_old/notifications/resend"
+    answer = await running.api.post(url, json={"reason": "user lost the message"})
+    assert answer.status_code == 202, answer.text
+    await eventually(running.settled)  # the resend's delivery was queued with the answer
+
+    row = await pool.fetchrow("SELECT state, attempts, last_error FROM deliveries WHERE resend_id IS NOT NULL")
+    assert (row["state"], row["attempts"]) == ("delivered", 2), f"retried after its first attempt failed: {row}"
+    assert [m["status"] for m in push_service.messages("phone")] == ["credited", "credited"]
 
 
 async def test_a_resend_for_an_order_the_notifier_never_heard_of_is_404_and_a_bad_reason_422(

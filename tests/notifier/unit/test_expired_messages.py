@@ -67,8 +67,8 @@ class FakeUnitOfWork:
     async def preferences_of_many(self, user_ids: Sequence[str]) -> dict[str, domain.Preferences]:
         return {u: self.preferences[u] for u in user_ids if u in self.preferences}
 
-    async def add_many(self, notifications: Sequence[tuple[domain.Notification, dict[str, Any]]]) -> set[str]:
-        added = {n.notification_id for n, _ in notifications if n.notification_id not in self.queued}
+    async def add_many(self, notifications: Sequence[tuple[domain.Notification, dict[str, Any]]]) -> dict[str, str]:
+        added = {n.notification_id: "pending" for n, _ in notifications if n.notification_id not in self.queued}
         for n, payload in notifications:
             self.queued.setdefault(n.notification_id, payload)
         return added

@@ -63,7 +63,9 @@ class Settings(ServiceSettings):
         None, ge=1, description="A cap on the attempts of one delivery; unset: retried for retry_for_s."
     )
     retry_for_s: float = Field(
-        3 * 24 * 3600.0, gt=0, description="How long a delivery is retried after its notification was queued."
+        3 * 24 * 3600.0,
+        gt=0,
+        description="How long a delivery is retried after it was queued (with its notification, or its resend).",
     )
     base_backoff_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(3600.0, gt=0, description="The longest wait between two attempts.")

@@ -8,7 +8,7 @@ from contracts.base import Message
 from contracts.codec import Envelope
 from contracts.events import OrderExpired, OrderStatus, OrderStatusChanged
 from notifier import domain
-from notifier.ports import NotifierUnitOfWork, UnitOfWorkFactory
+from notifier.ports import SUPERSEDED, NotifierUnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ _Rendered = tuple[domain.Notification, dict[str, Any], OrderStatusChanged | Orde
 
 
 async def _queue(tx: NotifierUnitOfWork, rendered: Sequence[_Rendered]) -> None:
-    """Add the batch's notifications, each once: one repeated in the batch or queued before adds nothing."""
+    """Add the batch's notifications, each once: one repeated in the batch or queued before adds nothing, and one
+    older than a status of its order queued before is recorded but never sent (the user is never told an order
+    went back)."""
     unique: dict[str, _Rendered] = {}
     for item in rendered:
         if item[0].notification_id in unique:
@@ -112,6 +114,18 @@ async def _queue(tx: NotifierUnitOfWork, rendered: Sequence[_Rendered]) -> None:
     for notification_id, (_, _, message, envelope) in unique.items():
         if notification_id not in added:
             _repeated(message, envelope)
+        elif added[notification_id] == SUPERSEDED:
+            _superseded(message, envelope)
+
+
+def _superseded(message: OrderStatusChanged | OrderExpired, envelope: Envelope) -> None:
+    status = message.status if isinstance(message, OrderStatusChanged) else OrderStatus.EXPIRED
+    log.info(
+        "notification %s for order %s arrived after a newer status of the order: recorded, not sent (event %s)",
+        status,
+        message.order_id,
+        envelope.event_id,
+    )
 
 
 def _repeated(message: OrderStatusChanged | OrderExpired, envelope: Envelope) -> None:

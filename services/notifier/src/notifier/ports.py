@@ -7,6 +7,9 @@ from typing import Any, Protocol
 
 from notifier.domain import Notification, Preferences
 
+SUPERSEDED = "superseded"
+"""The state of a notification older (by its order's sequence) than a status of its order queued before it."""
+
 
 class NotifierUnitOfWork(Protocol):
     async def __aenter__(self) -> "NotifierUnitOfWork": ...
@@ -19,9 +22,10 @@ class NotifierUnitOfWork(Protocol):
         """The locale and time zone each of these users chose (each None if they did not), for those who chose."""
         ...
 
-    async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> set[str]:
-        """Queue each notification (with its payload) for delivery to every target its user has now; the ids of
-        those queued now (the others were queued before)."""
+    async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> dict[str, str]:
+        """Queue each notification (with its payload) for delivery to every target its user has now; the state of
+        each queued now by its id (the others were queued before): "pending", "inbox_only" (no target), or SUPERSEDED
+        (older than a status of its order queued before: recorded, never delivered)."""
         ...
 
 

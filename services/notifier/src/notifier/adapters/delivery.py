@@ -60,7 +60,7 @@ class RetryPolicy:
 
     def gives_up(self, attempts: int, age_s: float, delay_s: float) -> bool:
         """No further attempt: the cap of attempts is reached, or the next one would come after `retry_for_s`
-        from when the notification was queued (`age_s` ago)."""
+        from when the delivery was queued (`age_s` ago: with its notification, or when a person asked a resend)."""
         if self.max_attempts is not None and attempts >= self.max_attempts:
             return True
         return age_s + delay_s > self.retry_for_s

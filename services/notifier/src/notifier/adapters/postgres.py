@@ -19,15 +19,17 @@ from notifier.adapters.queue import Claimed, claimed_from
 from notifier.domain import Expiry, Notification, Preferences
 from servicekit.uow import PostgresUnitOfWork
 
-# One statement for a batch: the notifications (a redelivered change finds its row and adds nothing), one delivery
-# per target each user has now (each push subscription, plus the platform webhook when one is configured), and
-# NOTIFYs naming the batch's orders (up to NOTIFIED_PER_MESSAGE in each), which wake their status pages. A
-# notification without any target is kept for the inbox and the status page only. A delivery is born leased
-# (attempt 1, due again when the lease ends) unless an earlier status of its order is still pending for the same
-# target, here or from before: those go out in status order, claimed one at a time (see queue.py). Within the batch
-# that is the first of its order and target by (sequence, id), a window over the batch: a correlated look at the
-# batch's other rows cost each row a scan of them all (170 of 228 ms for a batch of 2,000). The rows tagged 'leased'
-# are the deliveries to hand to the worker now.
+# One statement for a batch: the notifications (a redelivered change finds its row and adds nothing), one delivery per
+# target each user has now (each push subscription, plus the platform webhook when one is configured), and NOTIFYs
+# naming the batch's orders (up to NOTIFIED_PER_MESSAGE in each), which wake their status pages. A notification without
+# any target is kept for the inbox and the status page only, and so is one older (by its order's sequence) than a status
+# of its order recorded before this batch: it is 'superseded', and no delivery tells the user an order went back from,
+# say, credited to delayed (within the batch, every status goes out, in sequence order, as below). A delivery is born
+# leased (attempt 1, due again when the lease ends) unless an earlier status of its order is still pending for the same
+# target, here or from before: those go out in status order, claimed one at a time (see queue.py). Within the batch that
+# is the first of its order and target by (sequence, id), a window over the batch: a correlated look at the batch's
+# other rows cost each row a scan of them all (170 of 228 ms for a batch of 2,000). The rows tagged 'leased' are the
+# deliveries to hand to the worker now.
 _ADD = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[])
@@ -40,10 +42,12 @@ WITH input AS (
 ), added AS (
     INSERT INTO notifications (notification_id, order_id, user_id, status, payload, sequence, state)
     SELECT i.notification_id, i.order_id, i.user_id, i.status, i.payload::jsonb, i.sequence,
-           CASE WHEN EXISTS (SELECT 1 FROM targets t WHERE t.notification_id = i.notification_id)
+           CASE WHEN EXISTS (SELECT 1 FROM notifications e WHERE e.order_id = i.order_id AND e.sequence > i.sequence)
+                THEN 'superseded'
+                WHEN EXISTS (SELECT 1 FROM targets t WHERE t.notification_id = i.notification_id)
                 THEN 'pending' ELSE 'inbox_only' END
     FROM input i ORDER BY i.n
-    ON CONFLICT DO NOTHING RETURNING notification_id, order_id, sequence, created_at
+    ON CONFLICT DO NOTHING RETURNING notification_id, order_id, sequence, created_at, state
 ), fanned AS (
     SELECT a.notification_id, a.order_id, a.sequence, a.created_at, t.target, t.channel, t.subscription_id,
            t.endpoint, t.p256dh, t.auth,
@@ -53,6 +57,7 @@ WITH input AS (
            ) AND row_number() OVER (PARTITION BY a.order_id, t.target ORDER BY a.sequence, a.notification_id) = 1
            AS leased
     FROM added a JOIN targets t ON t.notification_id = a.notification_id
+    WHERE a.state = 'pending'
 ), inserted AS (
     INSERT INTO deliveries (notification_id, target, channel, order_id, sequence, subscription_id, attempts,
                             next_attempt_at)
@@ -67,12 +72,12 @@ WITH input AS (
     ) AS chunked GROUP BY chunk
 )
 SELECT 'added' AS what, notification_id, NULL AS target, NULL AS channel, NULL AS order_id, NULL::int AS attempts,
-       NULL AS subscription_id, NULL AS endpoint, NULL AS p256dh, NULL AS auth, NULL::timestamptz AS created_at,
-       (SELECT count(*) FROM told) AS told
+       NULL AS subscription_id, NULL AS endpoint, NULL AS p256dh, NULL AS auth, NULL::timestamptz AS queued_at,
+       (SELECT count(*) FROM told) AS told, state
 FROM added
 UNION ALL
 SELECT CASE WHEN leased THEN 'leased' ELSE 'pending' END, notification_id, target, channel, order_id, 1,
-       subscription_id, endpoint, p256dh, auth, created_at, NULL
+       subscription_id, endpoint, p256dh, auth, created_at, NULL, NULL
 FROM fanned
 """
 
@@ -163,7 +168,7 @@ class PostgresNotifications(PostgresUnitOfWork):
         )
         return {r["user_id"]: Preferences(r["locale"], r["time_zone"]) for r in rows}
 
-    async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> set[str]:
+    async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> dict[str, str]:
         payloads = {n.notification_id: payload for n, payload in notifications}
         raw = {notification_id: orjson.dumps(payload) for notification_id, payload in payloads.items()}
         rows = await self.conn.fetch(
@@ -188,7 +193,7 @@ class PostgresNotifications(PostgresUnitOfWork):
             self.after_commit(lambda: self._on_leased(leased))
         if any(r["what"] == "pending" for r in rows):
             self.wake_on_commit()  # the worker claims it once the earlier status of its order is settled
-        return {r["notification_id"] for r in rows if r["what"] == "added"}
+        return {r["notification_id"]: r["state"] for r in rows if r["what"] == "added"}
 
     async def changes_for_order(self, order_id: str) -> list[OrderStatusChanged | Expiry]:
         """Every status change of the order the notifier was told about, oldest first, and its expiry if payments

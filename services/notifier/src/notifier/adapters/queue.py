@@ -22,9 +22,11 @@ from notifier.ports import Target
 # A subscription is its device's: the same endpoint registered by another user moves the row to that user (a shared
 # browser changed hands, see PostgresSubscriptions.register). A delivery queued for the previous owner then finds
 # the row under someone else, and is treated as unsubscribed, as if the row were gone: never sent to the device.
+# A delivery is queued when its notification was, or, for a resend, when the person asked for it: a resend of a
+# week-old notification gets its own retry_for_s, not none at all.
 _CLAIM = """
 WITH due AS (
-    SELECT d.notification_id, d.target, d.subscription_id FROM deliveries d
+    SELECT d.notification_id, d.target, d.subscription_id, d.resend_id FROM deliveries d
     WHERE d.state = 'pending' AND d.next_attempt_at <= now()
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
@@ -34,9 +36,11 @@ WITH due AS (
 )
 UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
 FROM due JOIN notifications n ON n.notification_id = due.notification_id
+LEFT JOIN resends r ON r.resend_id = due.resend_id
 LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id AND s.user_id = n.user_id
 WHERE d.notification_id = due.notification_id AND d.target = due.target
-RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subscription_id, n.payload, n.created_at,
+RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subscription_id, n.payload,
+          coalesce(r.requested_at, n.created_at) AS queued_at,
           s.subscription_id IS NOT NULL AS subscribed, s.endpoint, s.p256dh, s.auth
 """
 
@@ -153,8 +157,9 @@ def _raw(payload: str | bytes) -> bytes:
 
 
 def claimed_from(row: asyncpg.Record, raw_payload: bytes, payload: dict[str, Any] | None = None) -> Claimed:
-    """A leased delivery from a row naming it, its target and when it was queued, and its notification's JSON
-    (with the payload it encodes, when the caller has it already)."""
+    """A leased delivery from a row naming it, its target and when it was queued (`queued_at`: its notification's
+    time, or its resend's), and its notification's JSON (with the payload it encodes, when the caller has it
+    already)."""
     target = Target(
         channel=row["channel"],
         subscription_id=row["subscription_id"],
@@ -172,6 +177,6 @@ def claimed_from(row: asyncpg.Record, raw_payload: bytes, payload: dict[str, Any
         attempts=row["attempts"],
         payload=orjson.loads(raw_payload) if payload is None else payload,
         raw_payload=raw_payload,
-        queued_at=row["created_at"],
+        queued_at=row["queued_at"],
         subscribed=row["subscription_id"] is None or subscribed,
     )
