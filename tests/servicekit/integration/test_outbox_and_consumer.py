@@ -198,3 +198,47 @@ async def test_a_message_that_fails_after_its_unit_of_work_leaves_no_event_and_t
     announced = await pool.fetch("SELECT key FROM outbox ORDER BY id")
     assert sorted(bytes(r["key"]) for r in announced) == [b"ord_a-announced", b"ord_b-announced"]
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 2
+
+
+async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_consumer_keeps_going(  # type: ignore[no-untyped-def]
+    kit, broker: Broker
+) -> None:
+    pool, publisher, prefix = kit
+    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
+    handled: list[str] = []
+
+    async def handler(message: Message, envelope: Envelope) -> None:
+        handled.append(message.order_id)
+
+    # Just under the broker's 1 MB: it was written, but with the dead-letter headers it no longer fits.
+    huge = Record(key=b"ord_huge", value=b"x" * 1_048_450, headers=[("event_type", b"PaymentSucceeded")])
+    await publisher.publish(topic, huge)
+    async with uow(pool, prefix) as tx:
+        tx.publish(Topic.PAYMENTS_EVENTS, paid("ord_after"))
+    await OutboxRelay(pool, publisher).publish_batch()
+    loop = KafkaConsumerLoop(
+        bootstrap=broker.bootstrap,
+        group_id=f"{prefix}g",
+        topics=[topic],
+        handler=per_message(handler),
+        dead_letters=DeadLetterPublisher(publisher),
+    )
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        dead = await read_until(broker.bootstrap, Topic.DEAD_LETTER.qualified(prefix), lambda r: len(r) >= 1)
+        while "ord_after" not in handled and not task.done():
+            await asyncio.sleep(0.05)
+        assert not task.done(), task.exception()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await loop.stop()
+    assert handled == ["ord_after"]
+    [letter] = dead
+    headers = dict(letter.headers)
+    assert letter.key == b"ord_huge" and letter.value == b""
+    assert headers["dlq_reason"].decode().startswith("undecodable")
+    assert int(headers["dlq_truncated"]) > 1_048_450
+    assert (headers["dlq_source_topic"], headers["event_type"]) == (topic.encode(), b"PaymentSucceeded")
+    assert headers["dlq_source_partition"].isdigit() and headers["dlq_source_offset"].isdigit()  # the original

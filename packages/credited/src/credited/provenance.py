@@ -127,6 +127,10 @@ async def _check(consumer: AIOKafkaConsumer, letter: DeadLetter, topic: str, par
         return False, f"source partition {partition!r} and offset {offset!r} are not a record's coordinates"
     if int(partition) not in partitions:
         return False, f"{topic} has no partition {partition}"
+    truncated = letter.header("dlq_truncated")
+    if truncated is not None:  # servicekit.kafka.trimmed: too large to dead-letter whole
+        where = f"{topic}[{partition}]@{offset}"
+        return False, f"it was dead-lettered without its {truncated}-byte value, too large for the topic: read {where}"
     return await _at(consumer, letter, TopicPartition(topic, int(partition)), int(offset))
 
 

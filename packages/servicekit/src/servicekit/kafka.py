@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
@@ -137,8 +138,24 @@ BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 """Handles the decoded messages of one poll, in partition order, inside one database transaction."""
 
 
+DEAD_LETTER_MAX_BYTES = 1_000_000
+"""The largest dead letter sent whole: a record near the broker's 1 MB limit (message.max.bytes, and the producer's
+max_request_size) no longer fits once the dead-letter headers are added. A larger one is sent trimmed."""
+TOO_LARGE = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+)
+"""The producer's or the broker's refusal of a record too large for it: the same record is refused for ever."""
+
+
 class DeadLetterPublisher:
-    """Sends a record that could not be handled to the dead-letter topic, unchanged, with why and where from."""
+    """Sends a record that could not be handled to the dead-letter topic, unchanged, with why and where from.
+
+    A letter the broker would refuse for its size (near the 1 MB limit, or above the topic's own limit) is sent
+    trimmed instead (`trimmed`): without the record's value, with its size in `dlq_truncated`, and the source
+    topic, partition and offset that find the original. Refused for ever, it would otherwise fail the consumer's
+    poll at every start, and nothing after it would ever be read."""
 
     def __init__(self, publisher: KafkaPublisher) -> None:
         self._publisher = publisher
@@ -152,9 +169,38 @@ class DeadLetterPublisher:
         """Send every (record, reason) and wait until the broker acknowledged all of them."""
         now = datetime.now(UTC).isoformat().encode()
         topic = Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix)
-        await self._publisher.publish_many(
-            [(topic, _dead_letter(record, reason, consumer_group, now)) for record, reason in failed]
-        )
+        letters = [_fitted(_dead_letter(record, reason, consumer_group, now)) for record, reason in failed]
+        try:
+            await self._publisher.publish_many([(topic, letter) for letter in letters])
+        except TOO_LARGE:
+            # The topic's limit is below ours: each on its own, trimmed if refused (one sent twice is a repeat the
+            # replay records once).
+            for letter in letters:
+                try:
+                    await self._publisher.publish_many([(topic, letter)])
+                except TOO_LARGE:
+                    where = {k: v.decode(errors="replace") for k, v in letter.headers if k.startswith("dlq_source")}
+                    log.warning("dead letter of %s refused for its size (%d bytes), sent trimmed", where, _size(letter))
+                    await self._publisher.publish_many([(topic, trimmed(letter))])
+
+
+def _size(record: Record) -> int:
+    return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers)
+
+
+def _fitted(letter: Record) -> Record:
+    return letter if _size(letter) <= DEAD_LETTER_MAX_BYTES else trimmed(letter)
+
+
+def trimmed(letter: Record) -> Record:
+    """A dead letter without the record's value (and its own headers, if they are what is large): its size goes in
+    `dlq_truncated`, and its dlq_source_* headers say where the original is."""
+    dlq = [(k, v) for k, v in letter.headers if k.startswith("dlq_")]
+    own = [(k, v) for k, v in letter.headers if not k.startswith("dlq_")]
+    if sum(len(k) + len(v) for k, v in own) > 64 * 1024:
+        own = []
+    size = str(_size(letter)).encode()
+    return Record(key=letter.key[:1024], value=b"", headers=[*own, *dlq, ("dlq_truncated", size)])
 
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, consumer_group: str, failed_at: bytes) -> Record:
