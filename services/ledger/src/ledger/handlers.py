@@ -49,8 +49,9 @@ A person can undo a block (issue 18): a RetryCredit with `requested_by` (payment
 that ended in needs_support) that matches the recorded payment lifts the order's block and credits it, the block's
 row deleted in the transaction that writes the credit. Never for a refunded order (block ORDER_REFUNDED): that one
 is refused for good as before; nor for a block a refund follows (a risk review's rejection, a person's refund:
-`contracts.commands.REFUND_BLOCKS`), which stays and refuses the re-drive "blocked: ...". The ledger cannot see a refund that is issued but not yet settled; payments' support
-API refuses a re-drive while one is in flight, and a RefundSucceeded for a credited order is logged as an error.
+`contracts.commands.REFUND_BLOCKS`), which stays and refuses the re-drive "blocked: ...". The ledger cannot see a
+refund that is issued but not yet settled; payments' support API refuses a re-drive while one is in flight, and a
+RefundSucceeded for a credited order is logged as an error.
 """
 
 import logging
