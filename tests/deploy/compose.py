@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings
 
 SECRETS = {
     "POSTGRES_PASSWORD": "pg-Zq3v9LrT0bXe5mWk",
-    "PAYMENTS_PSP_SECRET_SIM": "psp-Zq3v9LrT0bXe5mWk",
     "NOTIFIER_WEBHOOK_SECRET": "wh-Zq3v9LrT0bXe5mWk",
     "CREDITED_STATUS_LINK_SECRET": "link-Zq3v9LrT0bXe5mWk8yHn2cJd7fGs4pAu",
     "GRAFANA_ADMIN_PASSWORD": "gf-Zq3v9LrT0bXe5mWk",

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from pydantic_settings import BaseSettings
 
 from contracts.topics import Topic
@@ -17,6 +18,7 @@ from ledger.config import Settings as LedgerSettings
 from notifier.config import Settings as NotifierSettings
 from payments.config import SECRET_PREFIX
 from payments.config import Settings as PaymentsSettings
+from payments.main import provider_problems
 from reconciler.bootstrap import build as build_reconciler
 from reconciler.config import Settings as ReconcilerSettings
 from servicekit.kafka import producer_config
@@ -117,11 +119,7 @@ def test_every_variable_compose_sets_is_one_the_service_reads(compose: dict[str,
     readable = env_names_read_by(SETTINGS[name])
     for instance in instances(name):
         env = compose["services"][instance]["environment"]
-        unread = {
-            key
-            for key in env
-            if key.upper() not in readable and not (name == "payments" and key.startswith(SECRET_PREFIX))
-        }
+        unread = {key for key in env if key.upper() not in readable}
         assert unread == set(), f"{instance} sets variables its Settings never reads: {sorted(unread)}"
         if name not in USES_DATABASE:
             assert "DATABASE_URL" not in env
@@ -150,7 +148,7 @@ def test_each_service_reaches_kafka_and_postgres_by_their_compose_names(
         )
         assert settings.db_schema == name or name not in OWN_SCHEMA
     if name == "payments":
-        assert settings.psp_secrets == {"sim": [SECRETS["PAYMENTS_PSP_SECRET_SIM"]]}
+        assert settings.psp_secrets == {} and settings.simulated_providers == {}
     if name == "reconciler":
         assert str(settings.data_dir).startswith("/var/lib/credited/")
 
@@ -387,6 +385,44 @@ def test_each_service_runs_in_production_mode_as_its_own_kafka_principal_with_no
             settings, uses_database=name in USES_DATABASE, signs_status_links=name in {"payments", "notifier"}
         )
         assert problems(secrets) == [], instance
+
+
+REAL_PROVIDERS = {
+    "PAYMENTS_WECHATPAY_MCHID": "1900000109",
+    "PAYMENTS_WECHATPAY_APPID": "wxd678efh567hg6787",
+    "PAYMENTS_WECHATPAY_MERCHANT_SERIAL": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+    "PAYMENTS_WECHATPAY_MERCHANT_PRIVATE_KEY": "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+    "PAYMENTS_WECHATPAY_APIV3_KEY": "Zq3v9LrT0bXe5mWk8yHn2cJd7fGs4pAu",
+    "PAYMENTS_WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0114232134912410000000000000",
+    "PAYMENTS_WECHATPAY_PUBLIC_KEY": "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A",
+    "PAYMENTS_ALIPAY_APP_ID": "2021000000000000",
+    "PAYMENTS_ALIPAY_APP_PRIVATE_KEY": "MIIEvgIBADANBgkqhkiG9w0BAQEFAASC",
+    "PAYMENTS_ALIPAY_PUBLIC_KEY": "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8B",
+}
+"""A WeChat Pay merchant and an Alipay app as an operator sets them (the keys are not read until payments builds)."""
+
+
+def test_payments_in_compose_runs_no_simulated_provider_and_refuses_to_start_until_a_real_one_is_configured(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for instance in instances("payments"):
+        env = compose["services"][instance]["environment"]
+        assert not [key for key in env if key.startswith(SECRET_PREFIX)], instance
+        settings = settings_under(env, "payments", monkeypatch)
+        assert settings.real_providers == [] and settings.simulated_providers == {}
+        assert provider_problems(settings) == ["no real payment provider is configured (WeChat Pay or Alipay)"]
+
+    env_file = tmp_path / "secrets.env"
+    configured = {**SECRETS, **REAL_PROVIDERS, f"{SECRET_PREFIX}SIM": "psp-Zq3v9LrT0bXe5mWk"}
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in configured.items()))
+    done = compose_config(ROOT, env_file)
+    assert done.returncode == 0, done.stderr
+    for instance in instances("payments"):
+        env = yaml.safe_load(done.stdout)["services"][instance]["environment"]
+        assert {key: env[key] for key in REAL_PROVIDERS} == REAL_PROVIDERS, instance
+        assert not [key for key in env if key.startswith(SECRET_PREFIX)], "a simulated provider's secret reached it"
+        settings = settings_under(env, "payments", monkeypatch)
+        assert settings.real_providers == ["WeChat Pay", "Alipay"] and provider_problems(settings) == []
 
 
 @pytest.mark.parametrize("variable", sorted(SECRETS))

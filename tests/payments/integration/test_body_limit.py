@@ -46,7 +46,13 @@ class Payments:
 async def payments(request, broker: Broker, database_url: str, isolation: str) -> AsyncIterator[Payments]:  # type: ignore[no-untyped-def]
     fast: bool = request.param
     settings = settings_for(
-        Settings, broker, database_url, f"{isolation}{int(fast)}", psp_secrets={"sim": [SECRET]}, fast_path=fast
+        Settings,
+        broker,
+        database_url,
+        f"{isolation}{int(fast)}",
+        psp_secrets={"sim": [SECRET]},
+        environment="development",
+        fast_path=fast,
     )
     infra, app = await build(settings)
     port = free_port()

@@ -68,7 +68,9 @@ def callback_bodies(order_id: str) -> st.SearchStrategy[bytes]:
 
 @pytest.fixture
 def payments(broker: Broker, database_url: str, isolation: str) -> Iterator[tuple[httpx.Client, Settings]]:
-    settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": [SECRET]})
+    settings = settings_for(
+        Settings, broker, database_url, isolation, psp_secrets={"sim": [SECRET]}, environment="development"
+    )
 
     headers: dict[str, str] = {}
 

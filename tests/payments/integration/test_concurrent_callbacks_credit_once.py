@@ -26,7 +26,9 @@ async def test_fifty_identical_callbacks_at_once_give_exactly_one_credit(
     broker: Broker, database_url: str, isolation: str
 ) -> None:
     payments_infra, payments_app = await build_payments(
-        settings_for(PaymentsSettings, broker, database_url, isolation, psp_secrets={"sim": ["s"]})
+        settings_for(
+            PaymentsSettings, broker, database_url, isolation, psp_secrets={"sim": ["s"]}, environment="development"
+        )
     )
     ledger_settings = settings_for(LedgerSettings, broker, database_url, isolation)
     ledger_infra, _ = await build_ledger(ledger_settings)

@@ -97,6 +97,7 @@ async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncItera
         database_url,
         isolation,
         psp_secrets={"sim": [SECRET]},
+        environment="development",
         audit_ledger_url=f"http://127.0.0.1:{port}",
         audit_ledger_api_key=audit_key,
         audit_grace_s=0,

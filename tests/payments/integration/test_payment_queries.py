@@ -94,7 +94,6 @@ async def start(broker: Broker, database_url: str, isolation: str, provider: Loc
     async def start(**changes: object) -> Payments:
         options: dict[str, Any] = {
             **env,
-            "psp_secrets": {"sim": ["s"]},
             "provider_timeout_s": 2,
             "query_delay_s": 0.3,
             "query_max_interval_s": 0.5,

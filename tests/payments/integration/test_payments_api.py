@@ -28,7 +28,12 @@ from tests.service_settings import settings_for
 @pytest.fixture
 async def built(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[tuple[Infrastructure, FastAPI]]:
     settings = settings_for(
-        Settings, broker, database_url, isolation, psp_secrets={"sim": ["new-secret", "old-secret"]}
+        Settings,
+        broker,
+        database_url,
+        isolation,
+        psp_secrets={"sim": ["new-secret", "old-secret"]},
+        environment="development",
     )
     infra, app = await build(settings)
     yield infra, app
@@ -262,7 +267,13 @@ async def test_the_fast_path_answers_odd_requests_exactly_as_the_framework_does(
     answers = []
     for fast in (True, False):
         settings = settings_for(
-            Settings, broker, database_url, f"{isolation}{int(fast)}", psp_secrets={"sim": ["s"]}, fast_path=fast
+            Settings,
+            broker,
+            database_url,
+            f"{isolation}{int(fast)}",
+            psp_secrets={"sim": ["s"]},
+            environment="development",
+            fast_path=fast,
         )
         infra, app = await build(settings)
         try:
@@ -298,7 +309,9 @@ async def test_an_order_follows_its_newest_status_on_postgresql(api) -> None:  #
 async def test_orders_with_one_key_cost_one_key_lookup_on_the_fast_path(
     broker: Broker, database_url: str, isolation: str
 ) -> None:
-    settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["s"]})
+    settings = settings_for(
+        Settings, broker, database_url, isolation, psp_secrets={"sim": ["s"]}, environment="development"
+    )
     infra, app = await build(settings)
     try:
         headers = await bearer(infra.keys)

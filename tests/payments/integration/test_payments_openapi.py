@@ -16,7 +16,9 @@ def test_the_payments_api_answers_every_request_within_its_spec(
     key: dict[str, str] = {}
 
     async def app() -> tuple[FastAPI, object]:
-        settings = settings_for(Settings, broker, database_url, isolation, psp_secrets={"sim": ["sim-secret"]})
+        settings = settings_for(
+            Settings, broker, database_url, isolation, psp_secrets={"sim": ["sim-secret"]}, environment="development"
+        )
         infra, app = await build(settings)
         _, key["ApiKey"] = await infra.keys.create(f"fuzz-{isolation}", set(Scope))
         return app, infra.close

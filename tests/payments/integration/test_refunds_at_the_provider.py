@@ -182,7 +182,6 @@ async def payments(
     env = {k.removeprefix("PAYMENTS_").lower(): v for k, v in provider.keys.payments_env(provider.url).items()}
     options: dict[str, Any] = {
         **env,
-        "psp_secrets": {"sim": ["s"]},
         "provider_timeout_s": 1,
         "query_delay_s": 0.3,
         "query_max_interval_s": 0.5,

@@ -31,6 +31,7 @@ async def api(broker: Broker, database_url: str, isolation: str) -> AsyncIterato
         database_url,
         isolation,
         psp_secrets={"sim": ["new-secret"]},
+        environment="development",
         review_first_topup_above_minor=LIMIT,
         review_expected_s=600,
     )

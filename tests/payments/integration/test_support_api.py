@@ -179,6 +179,7 @@ async def stack(broker: Broker, database_url: str, isolation: str, notifier: Sta
         database_url,
         isolation,
         psp_secrets={"sim": [SECRET]},
+        environment="development",
         audit_ledger_url=f"http://127.0.0.1:{ledger_port}",
         reconciler_url=f"http://127.0.0.1:{nobody}",
         notifier_url=f"http://127.0.0.1:{notifier.port}",

@@ -63,7 +63,13 @@ class Payments:
 @pytest.fixture
 async def payments(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[Payments]:
     settings = settings_for(
-        Settings, broker, database_url, isolation, psp_secrets={"sim": ["s"]}, case_repage_after_s=0.5
+        Settings,
+        broker,
+        database_url,
+        isolation,
+        psp_secrets={"sim": ["s"]},
+        environment="development",
+        case_repage_after_s=0.5,
     )
     infra, app = await build(settings)
     publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test")

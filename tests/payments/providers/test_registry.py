@@ -11,12 +11,19 @@ from tests.payments.providers.conftest import settings_for
 
 
 def test_every_configured_provider_is_registered_by_name(local_keys: LocalKeys) -> None:
-    registry = build_registry(settings_for(local_keys, psp_secrets={"sim": ["s"]}))
+    registry = build_registry(settings_for(local_keys, psp_secrets={"sim": ["s"]}, environment="development"))
     assert registry.names == {"sim", "wechatpay", "alipay"}
     for name in registry.names:
         provider = registry.get(name)
         assert provider is not None and provider.name == name
     assert registry.get("paypal") is None
+
+
+def test_in_production_a_psp_secret_builds_no_simulated_provider_only_the_real_ones(local_keys: LocalKeys) -> None:
+    settings = settings_for(local_keys, psp_secrets={"sim": ["s"], "alipay_sim": ["s"]})
+    assert settings.environment == "production"
+    assert build_registry(settings).names == {"wechatpay", "alipay"}
+    assert settings.simulated_providers == {}
 
 
 def test_no_provider_key_or_secret_has_a_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +67,7 @@ def test_a_key_that_is_not_one_stops_the_start(local_keys: LocalKeys) -> None:
 
 def test_two_providers_cannot_share_a_name(local_keys: LocalKeys) -> None:
     with pytest.raises(ValueError, match="two payment providers are named 'alipay'"):
-        build_registry(settings_for(local_keys, psp_secrets={"alipay": ["s"]}))
+        build_registry(settings_for(local_keys, psp_secrets={"alipay": ["s"]}, environment="development"))
 
 
 def test_the_settings_the_local_provider_prints_configure_payments_from_the_environment(
@@ -69,12 +76,15 @@ def test_the_settings_the_local_provider_prints_configure_payments_from_the_envi
     for name, value in local_keys.payments_env("http://127.0.0.1:8110").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PAYMENTS_PSP_SECRET_SIM", "sim-secret")
+    monkeypatch.setenv("CREDITED_ENV", "development")
     registry = build_registry(Settings())
     assert {"sim", "wechatpay", "alipay"} <= registry.names
 
 
 async def test_the_simulated_providers_refunds_take_their_fault_shares_from_the_settings(local_keys: LocalKeys) -> None:
-    settings = settings_for(local_keys, psp_secrets={"sim": ["s"]}, sim_refund_timeout_share=1.0)
+    settings = settings_for(
+        local_keys, psp_secrets={"sim": ["s"]}, sim_refund_timeout_share=1.0, environment="development"
+    )
     sim = build_registry(settings).get("sim")
     assert sim is not None
     request = RefundRequest("ord_1", "refund-1", "tx1", 600, 600, "CNY")

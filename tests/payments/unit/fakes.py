@@ -11,6 +11,9 @@ from payments import domain
 from payments.domain import Order
 from payments.ports import Announcement, KeyHolder, NewOrder, RefundAnswer, StatusChange
 
+DEVELOPMENT_PAYERS = domain.Payers({"alipay": "alipay", "wechat": "wechatpay"}, frozenset({"sim"}))
+"""Who may pay which channel in development: the `sim` provider these tests sign with pays every channel."""
+
 
 @dataclass
 class Store:

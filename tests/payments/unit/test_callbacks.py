@@ -9,10 +9,10 @@ from contracts.events import PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from payments import domain
 from payments.callbacks import handle_callback
-from payments.domain import Order, Outcome, PaymentNotice, PaymentStatus
+from payments.domain import Order, Outcome, Payers, PaymentNotice, PaymentStatus
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_place_order
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
+from tests.payments.unit.fakes import DEVELOPMENT_PAYERS, FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -37,38 +37,83 @@ def notice(succeeded: bool = True, txn: str = "tx1", amount: int = 600, currency
 
 
 def test_a_success_pays_a_pending_order() -> None:
-    decision = domain.decide(order(), notice())
+    decision = domain.decide(order(), notice(), DEVELOPMENT_PAYERS)
     assert decision.outcome is Outcome.PAID
     assert decision.order.payment_status is PaymentStatus.SUCCEEDED and decision.order.provider_txn_id == "tx1"
 
 
 def test_the_same_success_again_is_a_duplicate_with_no_change() -> None:
-    paid = domain.decide(order(), notice()).order
-    decision = domain.decide(paid, notice())
+    paid = domain.decide(order(), notice(), DEVELOPMENT_PAYERS).order
+    decision = domain.decide(paid, notice(), DEVELOPMENT_PAYERS)
     assert decision.outcome is Outcome.DUPLICATE and decision.order == paid
 
 
 def test_a_success_after_a_failure_pays_the_order() -> None:
-    failed = domain.decide(order(), notice(succeeded=False, txn="tx0")).order
+    failed = domain.decide(order(), notice(succeeded=False, txn="tx0"), DEVELOPMENT_PAYERS).order
     assert failed.payment_status is PaymentStatus.FAILED
-    assert domain.decide(failed, notice()).outcome is Outcome.PAID
+    assert domain.decide(failed, notice(), DEVELOPMENT_PAYERS).outcome is Outcome.PAID
 
 
 def test_a_failure_never_undoes_a_success() -> None:
-    paid = domain.decide(order(), notice()).order
-    decision = domain.decide(paid, notice(succeeded=False))
+    paid = domain.decide(order(), notice(), DEVELOPMENT_PAYERS).order
+    decision = domain.decide(paid, notice(succeeded=False), DEVELOPMENT_PAYERS)
     assert decision.outcome is Outcome.IGNORED and decision.order == paid
 
 
 def test_a_second_charge_on_a_paid_order_is_refused() -> None:
-    paid = domain.decide(order(), notice()).order
-    assert domain.decide(paid, notice(txn="tx2")).code == "already_paid"
+    paid = domain.decide(order(), notice(), DEVELOPMENT_PAYERS).order
+    assert domain.decide(paid, notice(txn="tx2"), DEVELOPMENT_PAYERS).code == "already_paid"
 
 
 @pytest.mark.parametrize(("amount", "currency"), [(601, "CNY"), (600, "USD")])
 def test_an_amount_or_currency_that_does_not_match_the_order_is_refused(amount: int, currency: str) -> None:
-    decision = domain.decide(order(), notice(amount=amount, currency=currency))
+    decision = domain.decide(order(), notice(amount=amount, currency=currency), DEVELOPMENT_PAYERS)
     assert decision.outcome is Outcome.REJECTED and decision.code == "amount_mismatch"
+
+
+PRODUCTION_PAYERS = Payers({"alipay": "alipay", "wechat": "wechatpay"})
+"""Who may pay which channel in production: no simulated provider, each channel its own provider."""
+
+
+@pytest.mark.parametrize("provider", ["sim", "wechatpay"])
+def test_in_production_a_provider_that_does_not_take_the_orders_channel_never_pays_it(provider: str) -> None:
+    pending = order(channel="alipay")
+    decision = domain.decide(pending, replace(notice(), provider=provider), PRODUCTION_PAYERS)
+    assert (decision.outcome, decision.code) == (Outcome.REJECTED, "wrong_provider")
+    assert decision.reason == f"alipay orders are paid through alipay, not {provider}"
+    assert decision.order == pending
+
+
+def test_the_orders_own_provider_pays_it_and_any_provider_pays_a_channel_no_provider_is_named_for() -> None:
+    own = domain.decide(order(channel="wechat"), replace(notice(), provider="wechatpay"), PRODUCTION_PAYERS)
+    assert own.outcome is Outcome.PAID and own.order.provider == "wechatpay"
+    card = domain.decide(order(channel="card"), replace(notice(), provider="alipay"), PRODUCTION_PAYERS)
+    assert card.outcome is Outcome.PAID
+
+
+def test_in_development_the_simulated_provider_pays_every_channel_but_a_real_one_only_its_own() -> None:
+    for channel in ("alipay", "wechat", "card"):
+        assert domain.decide(order(channel=channel), notice(), DEVELOPMENT_PAYERS).outcome is Outcome.PAID
+    other = domain.decide(order(channel="wechat"), replace(notice(), provider="alipay"), DEVELOPMENT_PAYERS)
+    assert other.code == "wrong_provider"
+
+
+async def test_a_signed_callback_from_another_channels_provider_is_refused_and_kept_for_audit_with_its_reason() -> None:
+    store = Store()
+    placed, _ = await place(store)  # an alipay order
+    published = len(store.published)
+    body = callback_body(placed.order_id)
+    result = await handle_callback(
+        "wechatpay", body, sign("wechat-secret", body, int(NOW)), secrets={"wechatpay": ["wechat-secret"]},
+        payers=PRODUCTION_PAYERS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW),
+    )  # fmt: skip
+    assert (result.status_code, result.code) == (409, "wrong_provider")
+    assert result.detail == "alipay orders are paid through alipay, not wechatpay"
+    assert [(c["provider"], c["order_id"], c["outcome"], c["reason"]) for c in store.callbacks] == [
+        ("wechatpay", placed.order_id, "rejected", "wrong_provider")
+    ]
+    assert store.orders[placed.order_id].payment_status is PaymentStatus.PENDING
+    assert len(store.published) == published
 
 
 def test_status_updates_only_move_forward_by_sequence() -> None:
@@ -127,7 +172,13 @@ async def test_a_signed_callback_pays_once_however_often_it_is_delivered_and_onl
     results = await asyncio.gather(
         *(
             handle_callback(
-                "sim", body, header, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)
+                "sim",
+                body,
+                header,
+                secrets=SECRETS,
+                payers=DEVELOPMENT_PAYERS,
+                uow=lambda: InMemoryPayments(store),
+                clock=FixedClock(NOW),
             )
             for _ in range(5)
         )
@@ -151,6 +202,7 @@ async def test_a_failure_callback_publishes_payment_failed() -> None:
         body,
         sign("sim-secret", body, int(NOW)),
         secrets=SECRETS,
+        payers=DEVELOPMENT_PAYERS,
         uow=lambda: InMemoryPayments(store),
         clock=FixedClock(NOW),
     )
@@ -175,7 +227,13 @@ async def test_every_rejected_callback_gets_a_clear_error_and_is_kept_for_audit(
     if header == "SIGN":
         header = sign("sim-secret", body, int(NOW))
     result = await handle_callback(
-        provider, body, header, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW)
+        provider,
+        body,
+        header,
+        secrets=SECRETS,
+        payers=DEVELOPMENT_PAYERS,
+        uow=lambda: InMemoryPayments(store),
+        clock=FixedClock(NOW),
     )
     assert (result.status_code, result.code) == (status, code)
     assert len(store.callbacks) == 1 and store.callbacks[0]["outcome"] == "rejected"
@@ -202,8 +260,8 @@ async def test_a_callback_dated_two_days_ahead_announces_its_arrival_as_paid_at_
     body["paid_at"] = (arrival + timedelta(days=2)).isoformat()
     raw = json.dumps(body).encode()
     result = await handle_callback(
-        "sim", raw, sign("sim-secret", raw, int(NOW)), secrets=SECRETS, uow=lambda: InMemoryPayments(store),
-        clock=FixedClock(NOW),
+        "sim", raw, sign("sim-secret", raw, int(NOW)), secrets=SECRETS, payers=DEVELOPMENT_PAYERS,
+        uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW),
     )  # fmt: skip
     assert result.code == "applied" and result.paid_at_clamped
     (paid,) = [m for _, m, _ in store.published if isinstance(m, PaymentSucceeded)]

@@ -14,7 +14,7 @@ from payments.callbacks import Callback, handle_callbacks
 from payments.domain import ReviewRule
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_place_orders
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
+from tests.payments.unit.fakes import DEVELOPMENT_PAYERS, FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -40,7 +40,12 @@ async def place(store: Store, *cmds: PlaceOrder) -> list[object]:
 
 async def pay(store: Store, *callbacks: Callback, review: ReviewRule | None = None) -> list[tuple[int, str]]:
     results = await handle_callbacks(
-        callbacks, secrets=SECRETS, uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW), review=review
+        callbacks,
+        secrets=SECRETS,
+        payers=DEVELOPMENT_PAYERS,
+        uow=lambda: InMemoryPayments(store),
+        clock=FixedClock(NOW),
+        review=review,
     )
     return [(r.status_code, r.code) for r in results]
 

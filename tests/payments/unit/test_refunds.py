@@ -271,3 +271,17 @@ async def test_a_refund_no_payment_stands_behind_is_refused_for_good_before_the_
         await handle_issue_refund(cmd, envelope, uow=lambda: InMemoryPayments(store), providers=Providers(provider))
     assert refused.value.label == label
     assert provider.calls == [] and store.published == []
+
+
+@pytest.mark.parametrize("status", ["credited", "compensated"])
+async def test_a_refund_of_an_order_the_ledger_credited_is_refused_for_good_and_never_reaches_the_provider(
+    status: str,
+) -> None:
+    store = paid_store()
+    store.orders["ord_1"] = replace(store.orders["ord_1"], status=status)
+    provider = ScriptedProvider(refunds=[RefundAnswer("succeeded", refund_id="rf")], queries=[])
+    with pytest.raises(PermanentFailure) as refused:
+        await refund(store, provider)
+    assert refused.value.label == "order_credited"
+    assert f"order is {status}" in str(refused.value)
+    assert provider.calls == [] and store.published == [] and store.refunds == {}

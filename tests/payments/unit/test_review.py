@@ -9,7 +9,7 @@ from payments.domain import ReviewRule, ReviewVerdict
 from payments.handlers import PlaceOrder, handle_place_order
 from payments.review import ReviewDecision, handle_review_decision
 from servicekit.signatures import sign
-from tests.payments.unit.fakes import FixedClock, InMemoryOrderBook, InMemoryPayments, Store
+from tests.payments.unit.fakes import DEVELOPMENT_PAYERS, FixedClock, InMemoryOrderBook, InMemoryPayments, Store
 
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
@@ -38,6 +38,7 @@ async def pay(store: Store, amount: int, user: str = "u1", rule: ReviewRule | No
         body,
         sign("sim-secret", body, int(NOW)),
         secrets=SECRETS,
+        payers=DEVELOPMENT_PAYERS,
         uow=lambda: InMemoryPayments(store),
         clock=FixedClock(NOW),
         review=rule,

@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import REFUND_BLOCKS, SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RetryCredit
 from contracts.events import CreditRejected
 from contracts.topics import Topic
+from payments import support
 from payments.domain import Order, PaymentStatus
 from payments.support import (
     BLOCK_REASON_LIMIT,
@@ -94,6 +95,24 @@ def test_a_refunds_block_reason_leaves_room_for_the_ledgers_blocked_prefix() -> 
     assert isinstance(block, BlockCredit) and len(block.reason) == BLOCK_REASON_LIMIT
     answer = CreditRejected(order_id="o1", user_id="u1", reason=f"blocked: {block.reason}", final=True, rejected_at=T0)
     assert answer.reason.endswith(block.reason)  # the ledger's answer is valid: it carries the reason whole
+
+
+def test_a_support_refunds_block_reason_starts_with_the_contracts_prefix_a_re_drive_must_never_lift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The prefix is the contract's constant, not a copy of it: a change of the contract changes what is sent."""
+    unit = Recorder()
+    send_command(
+        unit, SupportAction.REFUND, OrderFacts(PAID), by="agent-7", reason="why", amount=None, now=T0, event_id="e"
+    )
+    ((_, block, _),) = unit.sent
+    assert isinstance(block, BlockCredit) and block.reason == f"{SUPPORT_REFUND_BLOCK}agent-7: why"
+    assert block.reason.startswith(REFUND_BLOCKS)
+    monkeypatch.setattr(support, "SUPPORT_REFUND_BLOCK", "refund asked by ")
+    send_command(
+        unit, SupportAction.REFUND, OrderFacts(PAID), by="agent-7", reason="why", amount=None, now=T0, event_id="f"
+    )
+    assert isinstance(unit.sent[-1][1], BlockCredit) and unit.sent[-1][1].reason == "refund asked by agent-7: why"
 
 
 def test_a_refund_is_recorded_as_waiting_for_the_ledgers_block_and_other_acts_as_requested() -> None:

@@ -93,11 +93,19 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     async def place(group: Sequence[handlers.PlaceOrder]) -> list[handlers.Placed]:
         return await handlers.handle_place_orders(group, book=book, clock=clock, queries=policy)
 
-    skew = timedelta(seconds=settings.max_clock_skew_s)
+    skew, payers = timedelta(seconds=settings.max_clock_skew_s), settings.payers()
+    simulated = settings.simulated_providers  # none outside development
 
     async def pay(group: Sequence[Callback]) -> list[CallbackResult]:
         results = await handle_callbacks(
-            group, secrets=settings.psp_secrets, uow=uow, clock=clock, review=review, providers=providers, max_skew=skew
+            group,
+            secrets=simulated,
+            uow=uow,
+            clock=clock,
+            payers=payers,
+            review=review,
+            providers=providers,
+            max_skew=skew,
         )
         arrived = clock.now()
         for callback, result in zip(group, results, strict=True):
@@ -161,7 +169,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     )
     app.include_router(support_routes(PostgresSupportBooks(infra.pool, uow), neighbours))
     if settings.fast_path:
-        own_form = providers.names.difference(settings.psp_secrets)
+        own_form = providers.names.difference(simulated)
         hot = fast_routes(
             orders=orders,
             callbacks=callbacks,

@@ -28,6 +28,7 @@ from payments.domain import (
     CallbackRejected,
     Order,
     Outcome,
+    Payers,
     PaymentNotice,
     PaymentQuery,
     ProviderReply,
@@ -89,7 +90,7 @@ _ANSWERS = {
     Outcome.DUPLICATE: (200, "duplicate"),
     Outcome.IGNORED: (200, "ignored"),
 }
-_REJECTIONS = {"amount_mismatch": 422, "already_paid": 409}
+_REJECTIONS = {"amount_mismatch": 422, "already_paid": 409, "wrong_provider": 409}
 DEFAULT_MAX_SKEW = timedelta(minutes=5)
 
 
@@ -102,6 +103,7 @@ class _Group:
     cleared_elsewhere: set[str]
     now: datetime
     review: ReviewRule | None
+    payers: Payers
     max_skew: timedelta = DEFAULT_MAX_SKEW
 
 
@@ -111,15 +113,17 @@ async def handle_callbacks(
     secrets: dict[str, list[str]],
     uow: UnitOfWorkFactory,
     clock: Clock,
+    payers: Payers,
     review: ReviewRule | None = None,
     providers: PaymentProviders | None = None,
     max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> list[CallbackResult]:
     """Verify, parse and apply a group of callbacks in one transaction; every callback is kept for audit with
     its outcome. A payment that the review rule holds publishes OrderHeld instead of PaymentSucceeded.
-    Providers with an HMAC secret in `secrets` are checked here; others by their adapter in `providers`."""
+    Providers with an HMAC secret in `secrets` (simulated ones: development only) are checked here; others by
+    their adapter in `providers`. A provider that does not take the order's channel (`payers`) is refused."""
     checked = [await _check(c, secrets, providers, clock) for c in callbacks]
-    results = await _decide(callbacks, checked, uow=uow, clock=clock, review=review, max_skew=max_skew)
+    results = await _decide(callbacks, checked, uow=uow, clock=clock, payers=payers, review=review, max_skew=max_skew)
     return [_in_providers_form(r, _adapter(c, secrets, providers)) for c, r in zip(callbacks, results, strict=True)]
 
 
@@ -145,6 +149,7 @@ async def handle_paid_answers(
     *,
     uow: UnitOfWorkFactory,
     clock: Clock,
+    payers: Payers,
     review: ReviewRule | None = None,
     max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> list[CallbackResult]:
@@ -154,7 +159,7 @@ async def handle_paid_answers(
     calls = [Callback(a.provider, _answer_body(a), None) for a in answers]
     checked: list[tuple[CallbackResult | None, PaymentNotice | None]] = [(None, a.notice()) for a in answers]
     assert all(notice is not None for _, notice in checked), "only a paid answer is applied"
-    return await _decide(calls, checked, uow=uow, clock=clock, review=review, max_skew=max_skew)
+    return await _decide(calls, checked, uow=uow, clock=clock, payers=payers, review=review, max_skew=max_skew)
 
 
 def _answer_body(answer: PaymentQuery) -> bytes:
@@ -178,13 +183,14 @@ async def _decide(
     *,
     uow: UnitOfWorkFactory,
     clock: Clock,
+    payers: Payers,
     review: ReviewRule | None,
     max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> list[CallbackResult]:
     async with uow() as tx:
         orders = await tx.get_many({n.order_id for _, n in checked if n is not None}, for_update=True)
         cleared = await _cleared_elsewhere(tx, orders, review)
-        group = _Group(tx, orders, cleared, _now(clock), review, max_skew)
+        group = _Group(tx, orders, cleared, _now(clock), review, payers, max_skew)
         return [
             await _apply(group, c, refused, notice) for c, (refused, notice) in zip(callbacks, checked, strict=True)
         ]
@@ -198,11 +204,12 @@ async def handle_callback(
     secrets: dict[str, list[str]],
     uow: UnitOfWorkFactory,
     clock: Clock,
+    payers: Payers,
     review: ReviewRule | None = None,
 ) -> CallbackResult:
     """One callback: a group of one."""
     (result,) = await handle_callbacks(
-        [Callback(provider, body, signature)], secrets=secrets, uow=uow, clock=clock, review=review
+        [Callback(provider, body, signature)], secrets=secrets, uow=uow, clock=clock, payers=payers, review=review
     )
     return result
 
@@ -241,7 +248,7 @@ async def _apply(
             group.max_skew,
             extra=about(order.order_id),
         )
-    decision = domain.decide(order, notice)
+    decision = domain.decide(order, notice, group.payers)
     await _audit(tx, callback, order.order_id, decision.outcome.value, decision.code or decision.reason)
     if decision.outcome is Outcome.REJECTED:
         log.warning("callback for order %s rejected: %s", order.order_id, decision.reason, extra=about(order.order_id))

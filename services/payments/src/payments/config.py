@@ -7,17 +7,34 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from payments.domain import ReviewRule
+from payments.domain import Payers, ReviewRule
 from payments.schedule import QueryPolicy
 from servicekit.links import DEFAULT_TTL_S
 from servicekit.settings import ServiceSettings
 
 SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"  # noqa: S105 - the variable name, not a secret
+PROVIDER_FIELDS = (
+    "wechatpay_mchid",
+    "wechatpay_appid",
+    "wechatpay_merchant_serial",
+    "wechatpay_merchant_private_key",
+    "wechatpay_apiv3_key",
+    "wechatpay_platform_certificates",
+    "wechatpay_public_key_id",
+    "wechatpay_public_key",
+    "wechatpay_refund_notify_url",
+    "alipay_app_id",
+    "alipay_app_private_key",
+    "alipay_public_key",
+    "alipay_seller_id",
+)
+"""The real providers' settings docker-compose passes through, as "" when unset: "" means unset."""
 
 
 class Settings(ServiceSettings):
-    """Provider secrets come from PAYMENTS_PSP_SECRET_<PROVIDER>; several secrets, comma-separated, are
-    all accepted while a provider rotates its secret.
+    """Simulated providers' secrets come from PAYMENTS_PSP_SECRET_<NAME>; several secrets, comma-separated, are
+    all accepted while one is rotated. A simulated provider runs only in development (CREDITED_ENV=development):
+    whoever holds its secret can mark any order paid, and its refunds reach nobody.
 
     WeChat Pay and Alipay are configured by their own PAYMENTS_WECHATPAY_* and PAYMENTS_ALIPAY_* fields;
     each is off until its merchant id (app id) is set, and then every key it needs must be set too. No
@@ -150,7 +167,14 @@ class Settings(ServiceSettings):
         2.0, gt=0, le=30, description="How long the support API waits for another service before naming it unavailable."
     )
 
-    @field_validator("audit_ledger_url", "audit_ledger_api_key", "reconciler_url", "notifier_url", mode="before")
+    @field_validator(
+        "audit_ledger_url",
+        "audit_ledger_api_key",
+        "reconciler_url",
+        "notifier_url",
+        *PROVIDER_FIELDS,
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value  # compose passes an unset variable as ""
@@ -196,6 +220,23 @@ class Settings(ServiceSettings):
             backoff=self.query_backoff,
             max_interval_s=max(self.query_max_interval_s, self.query_delay_s),
         )
+
+    @property
+    def simulated_providers(self) -> dict[str, list[str]]:
+        """The simulated providers' HMAC secrets by name: in development only; production runs none, whatever
+        PAYMENTS_PSP_SECRET_<NAME> says (and payments.main refuses to start on one)."""
+        return dict(self.psp_secrets) if self.environment == "development" else {}
+
+    @property
+    def real_providers(self) -> list[str]:
+        """The real providers configured: "WeChat Pay" and "Alipay" when their merchant (app) id is set."""
+        named = (("WeChat Pay", self.wechatpay_mchid), ("Alipay", self.alipay_app_id))
+        return [name for name, enabled in named if enabled]
+
+    def payers(self) -> Payers:
+        """Which provider may pay an order of each channel (channel_providers); in development the simulated
+        providers pay every channel too."""
+        return Payers(self.channel_providers, frozenset(self.simulated_providers))
 
     def review_rule(self) -> ReviewRule | None:
         if self.review_first_topup_above_minor is None:

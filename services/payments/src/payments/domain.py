@@ -3,7 +3,8 @@ in provider-neutral words. Pure: no I/O."""
 
 import hashlib
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -227,14 +228,35 @@ def bounded(notice: PaymentNotice, arrived: datetime, max_skew: timedelta) -> tu
     return replace(notice, paid_at=arrived), True
 
 
-def decide(order: Order, notice: PaymentNotice) -> Decision:
+@dataclass(frozen=True, slots=True)
+class Payers:
+    """Which provider may pay an order: the one its channel names in `by_channel` (payments' channel_providers);
+    an order of a channel not named there, any. `any_channel` may pay every order: the simulated providers, which
+    exist only in development (the demo pays every channel through `sim`)."""
+
+    by_channel: Mapping[str, str] = field(default_factory=dict)
+    any_channel: frozenset[str] = frozenset()
+
+    def refusal(self, order: Order, provider: str) -> str | None:
+        """Why `provider` may not pay `order`, if it may not."""
+        expected = self.by_channel.get(order.channel)
+        if expected is None or provider == expected or provider in self.any_channel:
+            return None
+        return f"{order.channel} orders are paid through {expected}, not {provider}"
+
+
+def decide(order: Order, notice: PaymentNotice, payers: Payers) -> Decision:
     """Apply a notice once, whatever the number and order of deliveries.
 
-    Rules: amount and currency must match the order. A success pays a pending or failed order (the
+    Rules: only the provider that takes the order's channel may speak for its payment (`payers`); any other is
+    refused, whatever it says. Amount and currency must match the order. A success pays a pending or failed order (the
     user may retry a failed payment). A repeat of the success that paid the order is a duplicate. A
     success with another provider transaction on a paid order is refused (a second charge needs a
     person). A failure never undoes a success.
     """
+    wrong_provider = payers.refusal(order, notice.provider)
+    if wrong_provider is not None:
+        return Decision(Outcome.REJECTED, wrong_provider, order, code="wrong_provider")
     if notice.amount != order.amount or notice.currency != order.currency:
         return Decision(
             Outcome.REJECTED,

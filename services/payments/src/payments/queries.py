@@ -22,7 +22,7 @@ from contracts.codec import deterministic_id
 from contracts.events import OrderExpired
 from contracts.topics import Topic
 from payments.callbacks import handle_paid_answers
-from payments.domain import CloseStatus, Outcome, PaymentQuery, PaymentState, PaymentStatus, ReviewRule
+from payments.domain import CloseStatus, Outcome, Payers, PaymentQuery, PaymentState, PaymentStatus, ReviewRule
 from payments.ports import Clock, PaymentProviders, UnitOfWorkFactory
 from payments.schedule import QueryPolicy
 from servicekit.logs import about
@@ -231,7 +231,8 @@ async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> PaymentQue
 async def _apply_paid(deps: QueryDeps, paid: Sequence[tuple[DueQuery, PaymentQuery]]) -> None:
     """A round's paid answers, applied in one transaction (as a group of callbacks is), then off the schedule."""
     answers = [answer for _, answer in paid]
-    results = await handle_paid_answers(answers, uow=deps.uow, clock=deps.clock, review=deps.review)
+    payers = Payers(deps.policy.providers)  # an answer comes from the provider its channel's queries ask
+    results = await handle_paid_answers(answers, uow=deps.uow, clock=deps.clock, payers=payers, review=deps.review)
     for (query, answer), result in zip(paid, results, strict=True):
         if result.paid_at_clamped:
             deps.observer.clamped(query.provider)

@@ -1,7 +1,8 @@
 """Refunds: executes IssueRefund once per order at the provider that took the money, querying before any retry.
 
 A refund moves the platform's money back to a payment method, so it needs a payment behind it: payments refunds
-only an order it knows as paid (its provider confirmed the payment), not refunded yet, to the user who paid, in
+only an order it knows as paid (its provider confirmed the payment), neither credited nor compensated (the
+reconciler refunds only after the ledger's final block), not refunded yet, to the user who paid, in
 the currency and for the amount paid (never above: the provider is asked for the order's amount). Anything else
 is not a refund the reconciler would ask for (it refunds only orders it saw paid on the payments topic, with the
 payment's amount): whoever sent it, it is refused for good (PermanentFailure: dead-lettered with its reason,
@@ -24,6 +25,7 @@ from contracts.events import RefundFailed, RefundSucceeded
 from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus, RefundRequest
 from payments.ports import PaymentProvider, PaymentProviders, PaymentsUnitOfWork, RefundAnswer, UnitOfWorkFactory
+from payments.support import SETTLED_CREDITED
 from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ def refusal(command: IssueRefund, order: Order | None) -> PermanentFailure | Non
         return PermanentFailure("no such order", label="unknown_order")
     if order.payment_status is not PaymentStatus.SUCCEEDED or order.provider is None or order.provider_txn_id is None:
         return PermanentFailure(f"order is not paid (payment {order.payment_status.value})", label="order_not_paid")
+    if order.status in SETTLED_CREDITED:  # the user has the money in the wallet: a refund would pay it twice
+        return PermanentFailure(f"order is {order.status}: a refund would pay it twice", label="order_credited")
     if command.currency == order.currency and command.amount > order.amount:
         return PermanentFailure(
             f"refund of {command.amount} is above the {order.amount} paid", label="above_amount_paid"

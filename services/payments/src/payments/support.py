@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from contracts.base import Message, clip
 from contracts.codec import deterministic_id
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RetryCredit
 from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus
 
@@ -179,7 +179,7 @@ def send_command(
             BlockCredit(
                 order_id=order.order_id,
                 user_id=order.user_id,
-                reason=clip(f"support refund by {by}: {reason}", BLOCK_REASON_LIMIT),
+                reason=clip(f"{SUPPORT_REFUND_BLOCK}{by}: {reason}", BLOCK_REASON_LIMIT),
                 requested_at=now,
             ),
             event_id=event_id,

@@ -68,15 +68,16 @@ def test_a_service_refuses_to_start_in_production_on_development_secrets_naming_
     assert "Traceback" not in started.stderr and STRONG not in started.stderr
 
 
-def test_payments_without_any_provider_secret_refuses_to_start_in_production() -> None:
+def test_payments_without_a_real_provider_refuses_to_start_in_production_and_says_what_to_configure() -> None:
     strong = {**DEVELOPMENT_VALUES, "DATABASE_URL": f"postgresql://credited:{STRONG}@127.0.0.1:9/credited"}
     strong |= {"KAFKA_SASL_PASSWORD": STRONG + "k", "CREDITED_STATUS_LINK_SECRET": STRONG + "s"}
-    del strong["PAYMENTS_PSP_SECRET_SIM"]
+    del strong["PAYMENTS_PSP_SECRET_SIM"]  # no simulated provider's secret either: still no provider at all
     started = start("payments", strong)
     assert started.returncode == 1, started.stderr
     assert started.stderr.strip().splitlines()[-1] == (
-        "payments refuses to start in production: PAYMENTS_PSP_SECRET_<PROVIDER> is unset. Set each from your "
-        "secret store (or CREDITED_ENV=development on a laptop)."
+        "payments refuses to start in production: no real payment provider is configured (WeChat Pay or Alipay). "
+        "Unset every PAYMENTS_PSP_SECRET_<NAME> and configure WeChat Pay (PAYMENTS_WECHATPAY_MCHID and its keys) "
+        "or Alipay (PAYMENTS_ALIPAY_APP_ID and its keys) (or CREDITED_ENV=development on a laptop)."
     )
 
 

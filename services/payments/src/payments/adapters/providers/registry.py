@@ -1,13 +1,16 @@
 """The provider adapters by name, built from payments' settings."""
 
+import logging
 from collections.abc import Iterable
 
 from payments.adapters.providers import keys
 from payments.adapters.providers.alipay import AlipayConfig, AlipayProvider
 from payments.adapters.providers.simulated import SimulatedProvider, SimulatedRefunds
 from payments.adapters.providers.wechatpay import WeChatPayConfig, WeChatPayProvider
-from payments.config import Settings
+from payments.config import SECRET_PREFIX, Settings
 from payments.ports import PaymentProvider
+
+log = logging.getLogger(__name__)
 
 WECHATPAY = "wechatpay"
 ALIPAY = "alipay"
@@ -77,14 +80,20 @@ def alipay_config(settings: Settings) -> AlipayConfig | None:
 
 
 def build_registry(settings: Settings, refunds: SimulatedRefunds | None = None) -> ProviderRegistry:
-    """Every provider the settings configure: one simulated provider per HMAC secret
-    (PAYMENTS_PSP_SECRET_<NAME>), sharing one refund simulator (`refunds`, else one with the settings'
-    PAYMENTS_SIM_REFUND_* fault shares), plus WeChat Pay and Alipay when their merchant is configured. Keys
+    """Every provider the settings configure: WeChat Pay and Alipay when their merchant is configured, and in
+    development only (CREDITED_ENV=development) one simulated provider per HMAC secret (PAYMENTS_PSP_SECRET_<NAME>),
+    sharing one refund simulator (`refunds`, else one with the settings' PAYMENTS_SIM_REFUND_* fault shares). Keys
     and certificates are read here, so a bad one stops the start."""
     if refunds is None:
         refunds = SimulatedRefunds(settings.sim_refund_failure_share, settings.sim_refund_timeout_share)
+    simulated = settings.simulated_providers
+    if settings.psp_secrets.keys() - simulated.keys():
+        log.error(
+            "simulated providers run only in development (CREDITED_ENV=development): %s ignored",
+            ", ".join(f"{SECRET_PREFIX}{name.upper()}" for name in sorted(settings.psp_secrets)),
+        )
     providers: list[PaymentProvider] = [
-        SimulatedProvider(name, secrets, refunds) for name, secrets in sorted(settings.psp_secrets.items())
+        SimulatedProvider(name, secrets, refunds) for name, secrets in sorted(simulated.items())
     ]
     wechat = wechatpay_config(settings)
     if wechat is not None:
