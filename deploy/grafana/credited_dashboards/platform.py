@@ -6,7 +6,7 @@ from credited_dashboards.panels import RATE, RED, YELLOW, board, graph, quantile
 
 UNBACKED = (
     "no_payment_fact|payment_fact_mismatch|retry_without_payment_fact"
-    "|unknown_order|order_not_paid|above_amount_paid|refund_mismatch"
+    "|unknown_order|order_not_paid|above_amount_paid|refund_mismatch|order_credited"
     "|compensation_mismatch|compensation_above_credit"
 )
 """The labels the ledger (RetryCredit, GrantCompensation) and payments (IssueRefund) count a command no payment stands

@@ -59,14 +59,17 @@ class Commands:
             self._ledger.dead_lettered(DeadLetterKind.REJECTED, ledger_domain.NO_PAYMENT_FACT)
         self._parked.clear()
 
-    def refund(self, order_id: str, amount: int, now: datetime, *, status: PaymentStatus | None) -> None:
-        """An IssueRefund of `amount` for an order payments holds with payment `status` (None: not at all), paid 600."""
+    def refund(
+        self, order_id: str, amount: int, now: datetime, *, status: PaymentStatus | None, lifecycle: str = "paid"
+    ) -> None:
+        """An IssueRefund of `amount` for an order payments holds with payment `status` (None: not at all), paid 600,
+        and `lifecycle` its status as the user sees it (credited, ...)."""
         order = None
         if status is not None:
             paid = status is PaymentStatus.SUCCEEDED
             provider, txn = ("sim", "txn-1") if paid else (None, None)
             order = Order(
-                order_id, "u-1", 600, "CNY", "card", status, "paid", now, provider=provider, provider_txn_id=txn
+                order_id, "u-1", 600, "CNY", "card", status, lifecycle, now, provider=provider, provider_txn_id=txn
             )
         command = IssueRefund(
             order_id=order_id, user_id="u-1", amount=amount, currency="CNY", reason="refund", requested_at=now

@@ -241,9 +241,9 @@ async def reconciler_reads_a_partition_again(w: World, i: int) -> None:
 
 async def commands_without_payment(w: World, i: int) -> None:
     """At minute 5 the ledger gets a retry for an order it has no payment for (parked), one contradicting the
-    payment and one naming none; payments gets refunds for an unknown order, an unpaid one, above the amount paid
-    and for another amount; the ledger gets compensations for another user and above the credit (and one it grants).
-    At minute 8 the parked retry's park time has passed with no payment."""
+    payment and one naming none; payments gets refunds for an unknown order, an unpaid one, above the amount paid,
+    for another amount and for an order credited; the ledger gets compensations for another user and above the
+    credit (and one it grants). At minute 8 the parked retry's park time has passed with no payment."""
     await orders(w, i, "card", 2)
     if i == 5:
         w.commands.retry_credit("ord-forged-1", PAID, paid=False)
@@ -253,6 +253,7 @@ async def commands_without_payment(w: World, i: int) -> None:
         w.commands.refund("ord-forged-5", 600, T0, status=PaymentStatus.PENDING)
         w.commands.refund("ord-forged-6", 700, T0, status=PaymentStatus.SUCCEEDED)
         w.commands.refund("ord-forged-7", 500, T0, status=PaymentStatus.SUCCEEDED)
+        w.commands.refund("ord-forged-10", 600, T0, status=PaymentStatus.SUCCEEDED, lifecycle="credited")
         w.commands.compensation("ord-forged-8", "u-other", 50)
         w.commands.compensation("ord-forged-9", PAID.user_id, 60_000)
         w.commands.compensation("ord-late", PAID.user_id, 50)  # the reconciler's own: granted, not counted
