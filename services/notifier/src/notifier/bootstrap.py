@@ -82,6 +82,7 @@ def channels(
             allow_http=settings.webpush_allow_http,
             page_url=settings.public_url,
             links=links,
+            link_ttl_s=settings.status_link_ttl_s,
         )
     }
     posters = [push_poster]

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.links import DEFAULT_TTL_S
 from servicekit.netguard import AddressPolicy
 from servicekit.settings import ServiceSettings
 
@@ -23,6 +24,14 @@ class Settings(ServiceSettings):
     http_port: int = 8104
     db_schema: str = "notifier"
     public_url: str | None = Field(None, description="Where users reach this service; push messages link the page.")
+    status_link_ttl_s: int = Field(
+        DEFAULT_TTL_S,
+        ge=1,
+        le=365 * 24 * 3600,
+        validation_alias=AliasChoices("NOTIFIER_STATUS_LINK_TTL_S", "CREDITED_STATUS_LINK_TTL_S"),
+        description="How long the status link in a push message opens its page (NOTIFIER_STATUS_LINK_TTL_S, else "
+        "the shared CREDITED_STATUS_LINK_TTL_S): give it payments' PAYMENTS_STATUS_LINK_TTL_S.",
+    )
 
     webhook_url: str | None = Field(None, description="Platform backend endpoint for signed notifications.")
     webhook_secret: str = Field("", description="HMAC-SHA256 secret for the webhook's X-Signature.")

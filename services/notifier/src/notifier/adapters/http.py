@@ -133,15 +133,20 @@ class ResendOut(BaseModel):
 
 
 async def register_device(
-    subscriptions: PostgresSubscriptions, push: PushOptions, user_id: str, body: SubscriptionIn
+    subscriptions: PostgresSubscriptions,
+    push: PushOptions,
+    user_id: str,
+    body: SubscriptionIn,
+    *,
+    order_id: str | None = None,
 ) -> SubscriptionOut:
-    """Register `user_id`'s device (by a platform key, or by the user's status link); the same one again
-    refreshes it."""
+    """Register `user_id`'s device (by a platform key: for every order of the user; or by the status link of
+    `order_id`: for that order only); the same one again refreshes it."""
     if body.channel == "fcm":
         if not push.fcm_enabled:
             raise ApiError(409, "channel_unavailable", "FCM is not configured on this notifier")
         assert body.token is not None
-        sid = await subscriptions.register(user_id, "fcm", body.token)
+        sid = await subscriptions.register(user_id, "fcm", body.token, order_id=order_id)
         return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="fcm")
     assert body.endpoint is not None
     assert body.keys is not None
@@ -151,7 +156,9 @@ async def register_device(
         check_keys(body.keys.p256dh, body.keys.auth)
     except ValueError as exc:
         raise ApiError(422, "invalid_subscription_keys", str(exc)) from None
-    sid = await subscriptions.register(user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth)
+    sid = await subscriptions.register(
+        user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth, order_id=order_id
+    )
     return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
 
 
@@ -172,12 +179,14 @@ def routes(
         responses=error_responses(409, 422),
     )
     async def subscribe(user_id: UserIdPath, body: SubscriptionIn, _: UsersWrite) -> SubscriptionOut:
-        """Register a device; registering the same endpoint or token again refreshes it."""
+        """Register a device for every order of the user; registering the same endpoint or token again refreshes it
+        (and makes a device registered through a status link the user's for every order)."""
         return await register_device(subscriptions, push, user_id, body)
 
     @router.get("/users/{user_id}/subscriptions", response_model=Subscriptions, tags=["subscriptions"])
     async def list_subscriptions(user_id: UserIdPath, _: SupportRead) -> Subscriptions:
-        """The user's devices (keys and full endpoints are never shown)."""
+        """The user's devices (keys and full endpoints are never shown); `order_id` names the one order a device
+        registered through a status link gets, null for every order."""
         found = await subscriptions.of_user(user_id)
         return Subscriptions(user_id=user_id, subscriptions=[s.public() for s in found])
 

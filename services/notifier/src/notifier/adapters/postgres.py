@@ -20,7 +20,8 @@ from notifier.domain import Expiry, Notification, Preferences
 from servicekit.uow import PostgresUnitOfWork
 
 # One statement for a batch: the notifications (a redelivered change finds its row and adds nothing), one delivery per
-# target each user has now (each push subscription, plus the platform webhook when one is configured), and NOTIFYs
+# target each user has now for the order (each push subscription for all the user's orders or, registered through a
+# status link, for this order; plus the platform webhook when one is configured), and NOTIFYs
 # naming the batch's orders (up to NOTIFIED_PER_MESSAGE in each), which wake their status pages. A notification without
 # any target is kept for the inbox and the status page only, and so is one older (by its order's sequence) than a status
 # of its order recorded before this batch: it is 'superseded', and no delivery tells the user an order went back from,
@@ -36,7 +37,8 @@ WITH input AS (
         WITH ORDINALITY AS i(notification_id, order_id, user_id, status, payload, sequence, n)
 ), targets AS (
     SELECT i.notification_id, s.subscription_id AS target, s.channel, s.subscription_id, s.endpoint, s.p256dh, s.auth
-    FROM input i JOIN push_subscriptions s ON s.user_id = i.user_id
+    FROM input i JOIN push_subscriptions s
+        ON s.user_id = i.user_id AND (s.order_id IS NULL OR s.order_id = i.order_id)
     UNION ALL
     SELECT i.notification_id, 'webhook', 'webhook', NULL, NULL, NULL, NULL FROM input i WHERE $7::boolean
 ), added AS (
@@ -83,8 +85,8 @@ FROM fanned
 
 
 # A person's resend of the order's latest notification (by sequence, then time): the resend recorded, and one new
-# delivery per target its user has now (as _ADD fans out), due at once for the worker to claim. None of the rows
-# when the notifier has no notification for the order; the resend and no delivery when its user has no target.
+# delivery per target its user has now for the order (as _ADD fans out), due at once for the worker to claim. None of
+# the rows when the notifier has no notification for the order; the resend and no delivery when its user has no target.
 _RESEND = """
 WITH latest AS (
     SELECT notification_id, order_id, user_id, status, sequence FROM notifications WHERE order_id = $1
@@ -95,7 +97,8 @@ WITH latest AS (
     RETURNING resend_id, notification_id, order_id, reason, requested_by, requested_at
 ), targets AS (
     SELECT s.subscription_id AS target, s.channel, s.subscription_id
-    FROM latest l JOIN push_subscriptions s ON s.user_id = l.user_id
+    FROM latest l JOIN push_subscriptions s
+        ON s.user_id = l.user_id AND (s.order_id IS NULL OR s.order_id = l.order_id)
     UNION ALL
     SELECT 'webhook', 'webhook', NULL WHERE $5::boolean
 ), inserted AS (

@@ -21,7 +21,8 @@ from notifier.ports import Target
 
 # A subscription is its device's: the same endpoint registered by another user moves the row to that user (a shared
 # browser changed hands, see PostgresSubscriptions.register). A delivery queued for the previous owner then finds
-# the row under someone else, and is treated as unsubscribed, as if the row were gone: never sent to the device.
+# the row under someone else, and is treated as unsubscribed, as if the row were gone: never sent to the device. So
+# is one for an order the device no longer follows (registered since through another order's status link).
 # A delivery is queued when its notification was, or, for a resend, when the person asked for it: a resend of a
 # week-old notification gets its own retry_for_s, not none at all.
 _CLAIM = """
@@ -38,6 +39,7 @@ UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + mak
 FROM due JOIN notifications n ON n.notification_id = due.notification_id
 LEFT JOIN resends r ON r.resend_id = due.resend_id
 LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id AND s.user_id = n.user_id
+                               AND (s.order_id IS NULL OR s.order_id = n.order_id)
 WHERE d.notification_id = due.notification_id AND d.target = due.target
 RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subscription_id, n.payload,
           coalesce(r.requested_at, n.created_at) AS queued_at,
@@ -57,13 +59,15 @@ WHERE d.notification_id = u.notification_id AND d.target = u.target
   AND d.state = 'pending'  -- settled already (a retry after a lease ran out got there first): that stands
 """
 
-# A subscription the push service said is gone is forgotten, unless it belongs to another user by now: the
-# endpoint registered again since then by someone else is theirs to keep.
+# A subscription the push service said is gone is forgotten, unless it belongs to another user by now (the
+# endpoint registered again since then by someone else is theirs to keep) or follows another order only (a delivery
+# for an order it no longer follows is settled 'gone' without reaching the push service).
 _FORGET = """
 DELETE FROM push_subscriptions s
 USING unnest($1::text[], $2::text[]) AS g(subscription_id, notification_id)
 JOIN notifications n ON n.notification_id = g.notification_id
 WHERE s.subscription_id = g.subscription_id AND s.user_id = n.user_id
+  AND (s.order_id IS NULL OR s.order_id = n.order_id)
 """
 
 # A notification is delivered when some target has it and none failed for good; failed when every target
@@ -98,8 +102,8 @@ class Claimed:
     raw_payload: bytes
     queued_at: datetime
     subscribed: bool
-    """False when the delivery was for a subscription that has been removed since, or that belongs to another user
-    now (its endpoint registered again by them)."""
+    """False when the delivery was for a subscription that has been removed since, that belongs to another user
+    now (its endpoint registered again by them), or that follows another order only now."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,8 +256,12 @@ class StatusPage:
         async def subscribe_with_link(
             order_id: OrderIdPath, body: SubscriptionIn, token: Token = None
         ) -> SubscriptionOut:
-            """Register a device from the status page: it belongs to the user the order's status link names."""
-            return await register_device(self._subscriptions, self._push, await self.owner(order_id, token), body)
+            """Register a device from the status page: it belongs to the user the order's status link names, and
+            gets this order's notifications only (a link is shared further than its user: its holder must not follow
+            the user's other orders). The same device through another order's link follows that order instead; one
+            the platform registered for all the user's orders keeps them."""
+            owner = await self.owner(order_id, token)
+            return await register_device(self._subscriptions, self._push, owner, body, order_id=order_id)
 
         @router.delete(
             "/v1/orders/{order_id}/subscriptions/{subscription_id}",

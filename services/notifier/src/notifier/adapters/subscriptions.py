@@ -23,6 +23,8 @@ class Subscription:
     p256dh: str = ""
     auth: str = ""
     created_at: datetime | None = None
+    order_id: str | None = None
+    """The one order whose notifications it gets (registered with that order's status link); None: every order."""
 
     def public(self) -> dict[str, Any]:
         """What the API shows: never the keys, and the endpoint only by its host (it is a bearer secret)."""
@@ -31,8 +33,22 @@ class Subscription:
             "subscription_id": self.subscription_id,
             "channel": self.channel,
             "endpoint_host": host,
+            "order_id": self.order_id,
             "created_at": self.created_at.isoformat() if self.created_at else None,
         }
+
+
+# The device's scope after a registration: the platform's (no order) makes it the user's every order; a status link's
+# makes it that order's, unless the same user already has it for every order. A device that changes hands takes the
+# new registration's scope whatever it was.
+_REGISTER = """
+INSERT INTO push_subscriptions (subscription_id, user_id, channel, endpoint, p256dh, auth, order_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (subscription_id) DO UPDATE SET
+    user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth, updated_at = now(),
+    order_id = CASE WHEN push_subscriptions.user_id = excluded.user_id AND push_subscriptions.order_id IS NULL
+                    THEN NULL ELSE excluded.order_id END
+"""
 
 
 def subscription_id(channel: str, endpoint: str) -> str:
@@ -50,9 +66,21 @@ class PostgresSubscriptions:
         self._policy = policy
         self._max_per_user = max_per_user
 
-    async def register(self, user_id: str, channel: str, endpoint: str, p256dh: str = "", auth: str = "") -> str:
+    async def register(
+        self,
+        user_id: str,
+        channel: str,
+        endpoint: str,
+        p256dh: str = "",
+        auth: str = "",
+        *,
+        order_id: str | None = None,
+    ) -> str:
         """Add or refresh the device; the same endpoint registered again (by this or another user: a shared
-        browser changed hands) keeps one row, owned by the latest user."""
+        browser changed hands) keeps one row, owned by the latest user. With `order_id` (registered through that
+        order's status link) the device gets that order's notifications only; without (the platform), every order's.
+        A device is one row: registered again through another order's link it follows that order instead, never
+        the user's every order; one the user already has for every order (the platform registered it) keeps that."""
         if channel == "webpush":
             try:
                 await check_url(endpoint, self._policy)
@@ -70,17 +98,7 @@ class PostgresSubscriptions:
             if others >= self._max_per_user:
                 detail = f"a user may have at most {self._max_per_user} devices; remove one first"
                 raise ApiError(409, "too_many_subscriptions", detail)
-            await conn.execute(
-                "INSERT INTO push_subscriptions (subscription_id, user_id, channel, endpoint, p256dh, auth)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subscription_id) DO UPDATE SET"
-                " user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth, updated_at = now()",
-                sid,
-                user_id,
-                channel,
-                endpoint,
-                p256dh,
-                auth,
-            )
+            await conn.execute(_REGISTER, sid, user_id, channel, endpoint, p256dh, auth, order_id)
         return sid
 
     async def remove(self, user_id: str, sid: str) -> bool:
@@ -92,7 +110,8 @@ class PostgresSubscriptions:
 
     async def of_user(self, user_id: str) -> list[Subscription]:
         rows = await self._pool.fetch(
-            "SELECT subscription_id, user_id, channel, endpoint, p256dh, auth, created_at FROM push_subscriptions"
+            "SELECT subscription_id, user_id, channel, endpoint, p256dh, auth, created_at, order_id"
+            " FROM push_subscriptions"
             " WHERE user_id = $1 ORDER BY created_at",
             user_id,
         )

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from notifier.adapters.poster import GONE, Poster, failure_for
 from notifier.ports import DeliveryFailed, Target
-from servicekit.links import StatusLinks
+from servicekit.links import DEFAULT_TTL_S, StatusLinks
 
 MAX_PLAINTEXT = 3993
 """4096 bytes of body, less the aes128gcm header (86) and the record's padding delimiter and tag (17)."""
@@ -130,6 +130,7 @@ class WebPushChannel:
         allow_http: bool = False,
         page_url: str | None = None,
         links: StatusLinks | None = None,
+        link_ttl_s: int = DEFAULT_TTL_S,
     ) -> None:
         self._signer = signer
         self._poster = poster
@@ -138,6 +139,7 @@ class WebPushChannel:
         self._allow_http = allow_http
         self._page_url = page_url.rstrip("/") if page_url else None
         self._links = links
+        self._link_ttl_s = link_ttl_s
 
     def message(self, payload: dict[str, Any]) -> bytes:
         """What the browser's service worker receives: enough to show the notification and open the page."""
@@ -152,7 +154,7 @@ class WebPushChannel:
             "changed_at": payload["changed_at"],
         }
         if self._page_url and self._links:  # the user's own signed link: a bare one would get 404
-            link = self._links.url(self._page_url, payload["order_id"], payload["user_id"])
+            link = self._links.url(self._page_url, payload["order_id"], payload["user_id"], ttl_s=self._link_ttl_s)
             message["url"] = f"{link}&lang={payload['locale']}"
         return orjson.dumps(message)
 

@@ -1,0 +1,127 @@
+"""A status link is shared further than its user (screenshots, forwarded chats): a device registered through one
+order's link gets that order's notifications only, never the user's other orders; a device the platform registers
+(users:write) gets them all. The link in a push message lasts as long as the notifier's setting says. Real
+PostgreSQL, the session's broker, the loopback push service."""
+
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from contracts.events import OrderStatus
+from servicekit.links import StatusLinks
+from tests.conftest import Broker
+from tests.kafka_reader import eventually
+from tests.notifier.conftest import StartNotifier
+from tests.notifier.harness import RunningNotifier, change, publish
+from tests.notifier.push_service import Fault, PushService
+from tests.service_settings import STATUS_LINK_SECRET
+
+LINKS = StatusLinks([STATUS_LINK_SECRET])
+
+
+async def with_link(running: RunningNotifier, order_id: str, user_id: str, device: dict[str, Any]) -> str:
+    """Register the device as the status page does: with the order's status link, no API key."""
+    url = f"{running.url}/v1/orders/{order_id}/subscriptions"
+    async with httpx.AsyncClient() as browser:
+        answer = await browser.put(url, params={"token": LINKS.token(order_id, user_id)}, json=device)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["subscription_id"])
+
+
+async def with_key(running: RunningNotifier, user_id: str, device: dict[str, Any]) -> str:
+    answer = await running.api.put(f"{running.url}/v1/users/{user_id}/subscriptions", json=device)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["subscription_id"])
+
+
+async def scopes(running: RunningNotifier, user_id: str) -> dict[str, str | None]:
+    listed = (await running.api.get(f"{running.url}/v1/users/{user_id}/subscriptions")).json()["subscriptions"]
+    return {s["subscription_id"]: s["order_id"] for s in listed}
+
+
+def orders_on(push_service: PushService, device: str) -> list[str]:
+    return [m["order_id"] for m in push_service.messages(device)]
+
+
+async def test_a_device_registered_through_an_orders_link_gets_that_orders_statuses_and_not_the_users_other_orders(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    prefix = f"{isolation}."
+    await with_link(running, "ord_a", "u1", push_service.subscribe("forwarded-link"))
+    await with_key(running, "u1", push_service.subscribe("phone"))
+
+    await publish(broker, prefix, change("ord_a", OrderStatus.CREDITED, 2))
+    await eventually(lambda: orders_on(push_service, "forwarded-link") == ["ord_a"], timeout_s=60)
+    await publish(broker, prefix, change("ord_b", OrderStatus.CREDITED, 2))
+    await eventually(lambda: sorted(orders_on(push_service, "phone")) == ["ord_a", "ord_b"], timeout_s=60)
+    await eventually(running.settled, timeout_s=60)
+    assert orders_on(push_service, "forwarded-link") == ["ord_a"], "order B never reaches order A's link device"
+
+    resent = await running.api.post(f"{running.url}/v1/orders/ord_b/notifications/resend", json={"reason": "lost"})
+    assert (resent.status_code, resent.json()["resend"]["deliveries"]) == (202, 1), resent.text
+    await eventually(lambda: len(push_service.messages("phone")) == 3, timeout_s=60)
+    await eventually(running.settled, timeout_s=60)
+    assert orders_on(push_service, "forwarded-link") == ["ord_a"], "nor does a resend of order B"
+
+
+async def test_a_device_registered_again_through_another_orders_link_follows_that_order_only(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    device, platforms = push_service.subscribe("browser"), push_service.subscribe("platforms-browser")
+    sid = await with_link(running, "ord_a", "u1", device)
+    assert await with_link(running, "ord_b", "u1", device) == sid, "one device, one subscription"
+    kept = await with_key(running, "u1", platforms)
+    assert await with_link(running, "ord_a", "u1", platforms) == kept
+    assert await scopes(running, "u1") == {sid: "ord_b", kept: None}, "a link never widens nor narrows the platform's"
+
+    await publish(
+        broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2), change("ord_b", OrderStatus.CREDITED, 2)
+    )
+    await eventually(lambda: len(push_service.messages("platforms-browser")) == 2, timeout_s=60)
+    await eventually(running.settled, timeout_s=60)
+    assert orders_on(push_service, "browser") == ["ord_b"]
+
+    assert await with_key(running, "u1", device) == sid
+    assert (await scopes(running, "u1"))[sid] is None, "the platform registers a device for every order"
+
+
+async def test_a_delivery_queued_for_an_order_the_device_no_longer_follows_is_dropped_and_the_device_kept(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    pool, device = running.notifier.infra.pool, push_service.subscribe("browser")
+    sid = await with_link(running, "ord_a", "u1", device)
+    push_service.script("browser", Fault(429, retry_after="3600"))  # A's first attempt is refused: it waits
+    await publish(broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2))
+
+    async def waiting_for_its_retry() -> bool:
+        row = await pool.fetchrow("SELECT state, last_error FROM deliveries WHERE order_id = 'ord_a'")
+        return row is not None and row["state"] == "pending" and row["last_error"] is not None
+
+    await eventually(waiting_for_its_retry, timeout_s=60)
+    assert await with_link(running, "ord_b", "u1", device) == sid
+    await pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE order_id = 'ord_a'")
+    running.notifier.worker.wake()
+    await eventually(running.settled, timeout_s=60)
+
+    assert push_service.messages("browser") == [], "order A's retry never reaches a device that follows order B"
+    assert await pool.fetchval("SELECT state FROM deliveries WHERE order_id = 'ord_a'") == "gone"
+    assert await scopes(running, "u1") == {sid: "ord_b"}, "the device stays, following order B"
+
+
+async def test_the_link_in_a_push_message_lasts_as_long_as_the_setting_says(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier(public_url="https://status.example", status_link_ttl_s=3600)
+    await with_key(running, "u1", push_service.subscribe("phone"))
+    await publish(broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2))
+    await eventually(lambda: push_service.messages("phone"), timeout_s=60)
+
+    (message,) = push_service.messages("phone")
+    token = parse_qs(urlsplit(message["url"]).query)["token"][0]
+    assert LINKS.verify("ord_a", token).user_id == "u1"
+    assert abs(int(token.split(".")[0]) - (time.time() + 3600)) < 120
