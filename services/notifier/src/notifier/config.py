@@ -30,7 +30,7 @@ class Settings(ServiceSettings):
         le=365 * 24 * 3600,
         validation_alias=AliasChoices("NOTIFIER_STATUS_LINK_TTL_S", "CREDITED_STATUS_LINK_TTL_S"),
         description="How long the status link in a push message opens its page (NOTIFIER_STATUS_LINK_TTL_S, else "
-        "the shared CREDITED_STATUS_LINK_TTL_S): give it payments' PAYMENTS_STATUS_LINK_TTL_S.",
+        "the shared CREDITED_STATUS_LINK_TTL_S, which payments' status links follow too).",
     )
 
     webhook_url: str | None = Field(None, description="Platform backend endpoint for signed notifications.")

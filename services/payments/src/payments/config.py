@@ -4,7 +4,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from payments.domain import Payers, ReviewRule
@@ -67,7 +67,12 @@ class Settings(ServiceSettings):
         "(`status_url`); unset, `status_url` is null.",
     )
     status_link_ttl_s: int = Field(
-        DEFAULT_TTL_S, ge=1, le=365 * 24 * 3600, description="How long an order's status link opens its page."
+        DEFAULT_TTL_S,
+        ge=1,
+        le=365 * 24 * 3600,
+        validation_alias=AliasChoices("PAYMENTS_STATUS_LINK_TTL_S", "CREDITED_STATUS_LINK_TTL_S"),
+        description="How long an order's status link opens its page (PAYMENTS_STATUS_LINK_TTL_S, else the shared "
+        "CREDITED_STATUS_LINK_TTL_S, which the notifier's push links follow too).",
     )
     metric_channels: frozenset[str] = Field(
         frozenset({"alipay", "wechat", "card", "carrier"}),
