@@ -207,12 +207,9 @@ async def partitions_of(settings: ServiceSettings, topic: str) -> list[int]:
         return sorted(p["partition"] for p in described["partitions"])
 
 
-async def read_topic(settings: ServiceSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every committed record of `topic`, from its start to its end at the time of the call."""
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
-    if not partitions:
-        return []
-    consumer = AIOKafkaConsumer(
+def committed_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads committed records only (not started): the tools' reader."""
+    return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -220,6 +217,14 @@ async def read_topic(settings: ServiceSettings, topic: str) -> list[ConsumerReco
         fetch_max_wait_ms=50,
         **aiokafka_security(settings),
     )
+
+
+async def read_topic(settings: ServiceSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic`, from its start to its end at the time of the call."""
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+    if not partitions:
+        return []
+    consumer = committed_reader(settings)
     await consumer.start()
     try:
         consumer.assign(partitions)

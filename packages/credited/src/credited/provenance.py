@@ -25,11 +25,9 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.catalog import CATALOG
-from credited.deadletters import DeadLetter, partitions_of
-from servicekit.kafka_security import aiokafka_security
+from credited.deadletters import READ_TIMEOUT_S, DeadLetter, committed_reader, partitions_of
 from servicekit.settings import ServiceSettings
 
-READ_TIMEOUT_S = 60.0
 _COORDINATE = re.compile(r"[0-9]{1,18}")
 EPOCH = datetime.fromtimestamp(0, UTC)
 SEARCH_FROM = timedelta(minutes=10)
@@ -79,14 +77,7 @@ async def vet(settings: ServiceSettings, letters: Iterable[DeadLetter]) -> Vetti
         else:
             to_read.append(letter)
     if to_read:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=50,
-            **aiokafka_security(settings),
-        )
+        consumer = committed_reader(settings)
         await consumer.start()
         try:
             known = {t: await partitions_of(settings, t) for t in {d.source_topic for d in to_read} if t is not None}
