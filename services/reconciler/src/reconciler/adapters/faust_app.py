@@ -7,7 +7,6 @@ consumer batch as the shared KafkaTuning says (servicekit.settings).
 """
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -16,7 +15,9 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
+from pydantic import TypeAdapter, ValidationError
 
+from contracts.base import OrderId
 from contracts.topics import Topic
 from reconciler.adapters.announcer import KafkaAnnouncer
 from reconciler.adapters.broker_watch import WATCHED, BrokerWatch
@@ -220,8 +221,16 @@ def _agent(app: faust.App, source: Any, rounds: Rounds, most: int, linger_s: flo
             await rounds.records(batch)
 
 
-_ORDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-"""contracts.base.OrderId: an order id goes into another worker's address only in this shape."""
+_ORDER_ID = TypeAdapter(OrderId)
+"""An order id goes into another worker's address only in the contract's shape."""
+
+
+def _is_order_id(value: str) -> bool:
+    try:
+        _ORDER_ID.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _pages(
@@ -248,7 +257,7 @@ def _pages(
             retention is answered by the services that own its data. (faust's table_route hashes the key with
             its producer's metadata, which a worker that has not written to the changelog yet does not have: it
             answers 500.)"""
-            if not _ORDER_ID.fullmatch(order_id):
+            if not _is_order_id(order_id):
                 detail = "order_id must be 1-64 letters, digits or _ . : - (the order id payments answered)"
                 return self.json({"error": "invalid_order_id", "detail": detail}, status=422)
             state = states.get(order_id)
