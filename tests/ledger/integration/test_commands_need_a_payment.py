@@ -43,7 +43,15 @@ async def test_a_contradicting_retry_is_refused_at_once_a_forged_one_after_parki
     broker: Broker, database_url: str, isolation: str
 ) -> None:
     # Every credit from a payment event is dropped: only a retry can credit, as after a real dropped credit.
-    settings = settings_for(Settings, broker, database_url, isolation, fault_drop_credit_share=1.0, retry_park_s=PARK_S)
+    settings = settings_for(
+        Settings,
+        broker,
+        database_url,
+        isolation,
+        fault_drop_credit_share=1.0,
+        retry_park_s=PARK_S,
+        environment="development",
+    )
     infra, app = await build(settings)
     sweeper: ParkedRetrySweeper = app.state.parked_retry_sweeper
     publisher = KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="test")

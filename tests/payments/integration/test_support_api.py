@@ -163,7 +163,9 @@ async def notifier() -> AsyncIterator[StandInNotifier]:
 
 @pytest.fixture
 async def stack(broker: Broker, database_url: str, isolation: str, notifier: StandInNotifier) -> AsyncIterator[Stack]:
-    ledger_settings = settings_for(LedgerSettings, broker, database_url, isolation, fault_drop_credit_share=1.0)
+    ledger_settings = settings_for(
+        LedgerSettings, broker, database_url, isolation, fault_drop_credit_share=1.0, environment="development"
+    )
     ledger_infra, ledger_app = await build_ledger(ledger_settings)
     ledger_port, nobody = free_port(), free_port()  # nothing listens on `nobody`: the reconciler
     tasks = [

@@ -1,6 +1,8 @@
 """ledger settings: env prefix LEDGER_ (plus the shared KAFKA_BOOTSTRAP, DATABASE_URL, ...)."""
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -12,7 +14,11 @@ class Settings(ServiceSettings):
     http_port: int = 8102
     db_schema: str = "ledger"
     fault_drop_credit_share: float = Field(
-        0.0, ge=0.0, le=1.0, description="Development fault knob: share of orders whose credit step is dropped."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Development fault knob: share of orders whose credit step is dropped (CREDITED_ENV=development"
+        " only: elsewhere the ledger refuses to start with it set).",
     )
     register_on_first_credit: bool = Field(
         True,
@@ -32,3 +38,14 @@ class Settings(ServiceSettings):
         description="How long a RetryCredit for an order with no recorded payment waits (parked) for the order's"
         " PaymentSucceeded before it is dead-lettered as no_payment_fact.",
     )
+
+    @model_validator(mode="after")
+    def _faults_only_in_development(self) -> Self:
+        """Dropping paid credits on purpose is the demo's and the tests' fault: a production ledger with the knob
+        set (a copied .env, a stale compose file) would leave real users unpaid, so it does not start."""
+        if self.fault_drop_credit_share > 0 and self.environment != "development":
+            raise ValueError(
+                "LEDGER_FAULT_DROP_CREDIT_SHARE drops paid credits on purpose and is allowed only with"
+                " CREDITED_ENV=development: unset it (or set it to 0)"
+            )
+        return self
