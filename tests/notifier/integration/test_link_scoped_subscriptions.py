@@ -89,6 +89,26 @@ async def test_a_device_registered_again_through_another_orders_link_follows_tha
     assert (await scopes(running, "u1"))[sid] is None, "the platform registers a device for every order"
 
 
+async def test_an_orders_link_removes_only_the_device_registered_through_it(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier()
+    from_a = await with_link(running, "ord_a", "u1", push_service.subscribe("browser"))
+    phone = await with_key(running, "u1", push_service.subscribe("phone"))
+
+    async def remove(order_id: str, sid: str) -> httpx.Response:
+        async with httpx.AsyncClient() as browser:
+            url = f"{running.url}/v1/orders/{order_id}/subscriptions/{sid}"
+            return await browser.delete(url, params={"token": LINKS.token(order_id, "u1")})
+
+    for order_id, sid in (("ord_a", phone), ("ord_b", from_a), ("ord_b", phone)):
+        refused = await remove(order_id, sid)
+        assert (refused.status_code, refused.json()["error"]) == (404, "subscription_not_found"), (order_id, sid)
+    assert await scopes(running, "u1") == {from_a: "ord_a", phone: None}, "a link never silences other devices"
+    assert (await remove("ord_a", from_a)).status_code == 204
+    assert await scopes(running, "u1") == {phone: None}
+
+
 async def test_a_delivery_queued_for_an_order_the_device_no_longer_follows_is_dropped_and_the_device_kept(
     notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
 ) -> None:

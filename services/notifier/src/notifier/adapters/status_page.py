@@ -272,9 +272,14 @@ class StatusPage:
         async def unsubscribe_with_link(
             order_id: OrderIdPath, subscription_id: SubscriptionIdPath, token: Token = None
         ) -> Response:
-            """Forget a device of the user the order's status link names (only theirs)."""
-            if not await self._subscriptions.remove(await self.owner(order_id, token), subscription_id):
-                raise ApiError(404, "subscription_not_found", "the user has no such subscription")
+            """Forget a device registered through this order's status link (only that: a link is shared further than
+            its user, so its holder must not silence the user's other devices; one the platform registered for every
+            order is removed by the platform)."""
+            owner = await self.owner(order_id, token)
+            if not await self._subscriptions.remove(owner, subscription_id, order_id=order_id):
+                raise ApiError(
+                    404, "subscription_not_found", "no device registered through this order's link has that id"
+                )
             return Response(status_code=204)
 
         return router

@@ -101,10 +101,16 @@ class PostgresSubscriptions:
             await conn.execute(_REGISTER, sid, user_id, channel, endpoint, p256dh, auth, order_id)
         return sid
 
-    async def remove(self, user_id: str, sid: str) -> bool:
-        """Forget the device; False if the user has no such subscription."""
+    async def remove(self, user_id: str, sid: str, *, order_id: str | None = None) -> bool:
+        """Forget the device; False if the user has no such subscription. With `order_id` (through that order's
+        status link) only a device registered through that order's link: never one the platform registered for
+        every order, nor one following another order."""
         done = await self._pool.fetchval(
-            "DELETE FROM push_subscriptions WHERE subscription_id = $1 AND user_id = $2 RETURNING 1", sid, user_id
+            "DELETE FROM push_subscriptions WHERE subscription_id = $1 AND user_id = $2"
+            " AND ($3::text IS NULL OR order_id = $3) RETURNING 1",
+            sid,
+            user_id,
+            order_id,
         )
         return done is not None
 
