@@ -16,6 +16,7 @@ from payments.adapters.orders import PostgresStatusBook
 from payments.bootstrap import build
 from payments.config import Settings
 from payments.ports import StatusChange
+from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.postgres import create_pool
 from servicekit.signatures import SIGNATURE_TOLERANCE_S, sign
@@ -223,6 +224,64 @@ async def test_an_idempotency_key_still_binds_its_order_23_hours_later(api) -> N
         assert await conn.fetchval("SELECT count(*) FROM orders") == 1
     finally:
         await conn.close()
+
+
+TOP_UP = {"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "framework"])
+async def test_an_idempotency_key_is_its_api_keys_own_and_stays_so_when_the_key_is_rotated_under_its_name(
+    broker: Broker, database_url: str, isolation: str, fast: bool
+) -> None:
+    settings = settings_for(
+        Settings,
+        broker,
+        database_url,
+        f"{isolation}{int(fast)}",
+        psp_secrets={"sim": ["s"]},
+        environment="development",
+        fast_path=fast,
+    )
+    infra, app = await build(settings)
+    try:
+        _, game = await infra.keys.create("game-backend", {Scope.ORDERS_WRITE})
+        _, live = await infra.keys.create("live-backend", {Scope.ORDERS_WRITE})
+
+        def sent_by(key: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {key}", "Idempotency-Key": "topup-1"}
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://payments") as client:
+            first = await client.post("/v1/orders", json=TOP_UP, headers=sent_by(game))
+            assert first.status_code == 201
+            order_id = first.json()["order_id"]
+            other = await client.post("/v1/orders", json=TOP_UP, headers=sent_by(live))
+            assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+            assert "another API key" in other.json()["detail"]
+            assert order_id not in other.text and "token=" not in other.text  # neither the order nor its link
+            await infra.keys.revoke("game-backend")
+            _, rotated = await infra.keys.create("game-backend", {Scope.ORDERS_WRITE})
+            again = await client.post("/v1/orders", json=TOP_UP, headers=sent_by(rotated))
+            assert again.status_code == 200 and again.json()["order_id"] == order_id
+        conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+            assert await conn.fetchval("SELECT owner FROM idempotency_keys WHERE key = 'topup-1'") == "game-backend"
+        finally:
+            await conn.close()
+    finally:
+        await infra.close()
+
+
+async def test_a_key_bound_before_owners_were_recorded_still_answers_its_order(api) -> None:  # type: ignore[no-untyped-def]
+    client, settings = api
+    first = await new_order(client, **{"Idempotency-Key": "k-old"})
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+    try:
+        await conn.execute("UPDATE idempotency_keys SET owner = NULL WHERE key = 'k-old'")  # as migration 0010 left it
+    finally:
+        await conn.close()
+    assert await new_order(client, **{"Idempotency-Key": "k-old"}) == first
 
 
 async def test_concurrent_orders_with_one_idempotency_key_make_one_order(api) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ DEVELOPMENT_PAYERS = domain.Payers({"alipay": "alipay", "wechat": "wechatpay"}, 
 @dataclass
 class Store:
     orders: dict[str, Order] = field(default_factory=dict)
-    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     published: list[tuple[Topic, Message, str | None]] = field(default_factory=list)
     processed: set[tuple[str, str]] = field(default_factory=set)
@@ -124,10 +124,10 @@ class InMemoryOrderBook:
                 holders.append(KeyHolder(*self.store.keys[new.key]))
                 continue
             if new.order.order_id in self.store.orders:  # its request was handled before
-                holders.append(KeyHolder(new.fingerprint, new.order.order_id))
+                holders.append(KeyHolder(new.fingerprint, new.order.order_id, new.owner))
                 continue
             if new.key is not None:
-                self.store.keys[new.key] = (new.fingerprint, new.order.order_id)
+                self.store.keys[new.key] = (new.fingerprint, new.order.order_id, new.owner)
             self.store.orders[new.order.order_id] = new.order
             self.store.published.append((announcement.topic, announcement.message, announcement.event_id))
             holders.append(None)

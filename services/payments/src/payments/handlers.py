@@ -31,13 +31,15 @@ class PlaceOrder:
     channel: str
     idempotency_key: str | None = None
     product: str | None = None
+    owner: str | None = None
+    """The name of the API key the request came with: an Idempotency-Key is its owner's alone."""
     order_id: str = field(default_factory=domain.new_order_id)
     """The id of the order this request places, made with the request: a group that fails after its commit is
     handled again one request at a time, and a request handled again finds its order instead of placing another."""
 
 
 class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request body."""
+    """The Idempotency-Key was used before with a different request body, or by another API key."""
 
 
 Placed = tuple[Order, bool] | IdempotencyConflict
@@ -57,7 +59,7 @@ def _new_order(cmd: PlaceOrder, now: datetime, queries: QueryPolicy | None) -> N
         product=cmd.product,
     )
     fingerprint = domain.fingerprint(cmd.user_id, cmd.amount, cmd.currency, cmd.channel, cmd.product)
-    return NewOrder(order, cmd.idempotency_key, fingerprint, queries.first(order) if queries else None)
+    return NewOrder(order, cmd.idempotency_key, fingerprint, queries.first(order) if queries else None, cmd.owner)
 
 
 async def handle_place_orders(
@@ -89,6 +91,8 @@ async def handle_place_order(cmd: PlaceOrder, *, book: OrderBook, clock: Clock) 
 def _placed(new: NewOrder, holder: KeyHolder | None, earlier: dict[str, Order]) -> Placed:
     if holder is None:
         return new.order, True
+    if holder.owner is not None and holder.owner != new.owner:  # never another caller's order and status link
+        return IdempotencyConflict(f"Idempotency-Key {new.key!r} was used by another API key")
     if holder.fingerprint != new.fingerprint:
         return IdempotencyConflict(f"Idempotency-Key {new.key!r} was used for a different order request")
     return earlier[holder.order_id], holder.order_id == new.order.order_id  # its own order, placed before

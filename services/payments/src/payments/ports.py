@@ -22,21 +22,25 @@ from payments.schedule import ScheduledQuery
 
 @dataclass(frozen=True, slots=True)
 class KeyHolder:
-    """An Idempotency-Key bound already: the fingerprint of the request that bound it, and its order."""
+    """An Idempotency-Key bound already: the fingerprint of the request that bound it, its order, and the name of
+    the API key that bound it (None for a key bound before owners were recorded)."""
 
     fingerprint: str
     order_id: str
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NewOrder:
     """An order to insert, with the Idempotency-Key (if any) its request came with and that request's fingerprint,
-    and the first query of its provider (if payments asks one), written with it."""
+    the first query of its provider (if payments asks one), written with it, and the name of the API key the
+    request came with (the Idempotency-Key's owner)."""
 
     order: Order
     key: str | None
     fingerprint: str
     query: ScheduledQuery | None = None
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.callbacks import Callback, CallbackResult
 from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
 from servicekit.http import Answer, FastRoute, error_body
-from servicekit.identity import Authenticator, Scope, Unauthenticated
+from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated
 
 _PROVIDER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _JSON = frozenset({"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"})
@@ -37,19 +37,20 @@ def _repeated(headers: Headers, *names: str) -> bool:
     return any(len(headers.getlist(name)) > 1 for name in names)
 
 
-async def _may(authenticator: Authenticator, headers: Headers, scope: Scope) -> bool:
-    """Whether the request carries one bearer key that holds `scope` (anything else is the app's to refuse)."""
+async def _caller(authenticator: Authenticator, headers: Headers, scope: Scope) -> Caller | None:
+    """Who sent the request, when it carries one bearer key that holds `scope` (anything else is the app's to
+    refuse)."""
     values = headers.getlist("authorization")
     if len(values) != 1:
-        return False
+        return None
     scheme, _, key = values[0].partition(" ")
     if scheme.lower() != "bearer":
-        return False
+        return None
     try:
         caller = await authenticator.authenticate(key.strip())
     except Unauthenticated:
-        return False
-    return scope in caller.scopes
+        return None
+    return caller if scope in caller.scopes else None
 
 
 def fast_routes(
@@ -66,7 +67,8 @@ def fast_routes(
     async def place(_: re.Match[str], headers: Headers, body: bytes) -> Answer | None:
         if _repeated(headers, "content-type", "idempotency-key"):
             return None
-        if not await _may(authenticator, headers, Scope.ORDERS_WRITE):
+        caller = await _caller(authenticator, headers, Scope.ORDERS_WRITE)
+        if caller is None:
             return None
         content_type, key = headers.get("content-type", ""), headers.get("idempotency-key")
         if content_type.lower() not in _JSON or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):
@@ -76,7 +78,9 @@ def fast_routes(
         except ValidationError:
             return None
         placed = await orders.submit(
-            PlaceOrder(request.user_id, request.amount, request.currency, request.channel, key, request.product)
+            PlaceOrder(
+                request.user_id, request.amount, request.currency, request.channel, key, request.product, caller.name
+            )
         )
         if isinstance(placed, IdempotencyConflict):
             return 409, orjson.dumps(error_body("idempotency_key_reused", str(placed)))

@@ -161,12 +161,15 @@ def routes(
     )
     async def place_order(
         body: OrderRequest,
-        _: Annotated[Caller, Depends(requires(Scope.ORDERS_WRITE))],
+        caller: Annotated[Caller, Depends(requires(Scope.ORDERS_WRITE))],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JsonResponse:
-        """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order.
+        """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order; the key
+        is the API key's own (by its name): another key's request with it is refused 409 idempotency_key_reused.
         `status_url` is the link to give the user: it opens the order's status page, and only that one."""
-        cmd = PlaceOrder(body.user_id, body.amount, body.currency, body.channel, idempotency_key, body.product)
+        cmd = PlaceOrder(
+            body.user_id, body.amount, body.currency, body.channel, idempotency_key, body.product, caller.name
+        )
         placed = await orders.submit(cmd)
         if isinstance(placed, IdempotencyConflict):
             raise ApiError(409, "idempotency_key_reused", str(placed))

@@ -23,23 +23,23 @@ _QUERY_TYPES = ("text", "text", "text", "timestamptz", "timestamptz")
 # after its group failed past the commit finds its order placed), and only an inserted order's announcement
 # reaches the outbox, in the orders' order, and only its payment query the schedule.
 _PLACE = (
-    f"WITH req AS (SELECT * FROM unnest({params(1, (*ORDER_TYPES, 'text', 'text'))})"  # noqa: S608 - constants
-    f" WITH ORDINALITY AS r({COLUMNS}, key, fingerprint, n)),"
-    " claimed AS (INSERT INTO idempotency_keys (key, request_fingerprint, order_id)"
-    " SELECT key, fingerprint, order_id FROM req WHERE key IS NOT NULL ORDER BY key, n"
+    f"WITH req AS (SELECT * FROM unnest({params(1, (*ORDER_TYPES, 'text', 'text', 'text'))})"  # noqa: S608
+    f" WITH ORDINALITY AS r({COLUMNS}, key, fingerprint, owner, n)),"
+    " claimed AS (INSERT INTO idempotency_keys (key, request_fingerprint, order_id, owner)"
+    " SELECT key, fingerprint, order_id, owner FROM req WHERE key IS NOT NULL ORDER BY key, n"
     " ON CONFLICT (key) DO NOTHING RETURNING order_id),"
     f" placed AS (INSERT INTO orders ({COLUMNS}) SELECT {COLUMNS} FROM req"
     " WHERE key IS NULL OR order_id IN (SELECT order_id FROM claimed) ORDER BY n"
     " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
     f" announced AS (INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT t, k, v, h"
-    f" FROM unnest({params(len(ORDER_TYPES) + 3, ('text', 'bytea', 'bytea', 'jsonb', 'text'))}) WITH ORDINALITY AS"
+    f" FROM unnest({params(len(ORDER_TYPES) + 4, ('text', 'bytea', 'bytea', 'jsonb', 'text'))}) WITH ORDINALITY AS"
     " e(t, k, v, h, owner, n) WHERE owner IN (SELECT order_id FROM placed) ORDER BY n),"
     " scheduled AS (INSERT INTO payment_queries (order_id, provider, channel, due_at, expires_at)"
-    f" SELECT q, p, c, d, x FROM unnest({params(len(ORDER_TYPES) + 8, _QUERY_TYPES)}) AS s(q, p, c, d, x)"
+    f" SELECT q, p, c, d, x FROM unnest({params(len(ORDER_TYPES) + 9, _QUERY_TYPES)}) AS s(q, p, c, d, x)"
     " WHERE q IN (SELECT order_id FROM placed))"
     " SELECT order_id FROM placed"
 )
-_HOLDERS = "SELECT key, request_fingerprint, order_id FROM idempotency_keys WHERE key = ANY($1::text[])"
+_HOLDERS = "SELECT key, request_fingerprint, order_id, owner FROM idempotency_keys WHERE key = ANY($1::text[])"
 
 
 def _holder(new: NewOrder, placed: set[str], holders: dict[str, KeyHolder]) -> KeyHolder | None:
@@ -47,7 +47,7 @@ def _holder(new: NewOrder, placed: set[str], holders: dict[str, KeyHolder]) -> K
     if new.order.order_id in placed:
         return None
     if new.key is None:
-        return KeyHolder(new.fingerprint, new.order.order_id)
+        return KeyHolder(new.fingerprint, new.order.order_id, new.owner)
     return holders[new.key]
 
 
@@ -67,12 +67,12 @@ class PostgresOrderBook:
 
     async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
         assert len(announcements) == len(orders)  # one announcement per order, in the orders' order
-        rows = [(*order_row(n.order), n.key, n.fingerprint) for n in orders]
+        rows = [(*order_row(n.order), n.key, n.fingerprint, n.owner) for n in orders]
         records = [(a.topic.qualified(self._topic_prefix), encode(a.message, self._envelope(a))) for a in announcements]
         owners = [n.order.order_id for n in orders]
         queries = [n.query for n in orders if n.query is not None]
         scheduled = columns([(q.order_id, q.provider, q.channel, q.due_at, q.expires_at) for q in queries], 5)
-        arrays = [*columns(rows, len(ORDER_TYPES) + 2), *outbox_arrays(records), owners, *scheduled]
+        arrays = [*columns(rows, len(ORDER_TYPES) + 3), *outbox_arrays(records), owners, *scheduled]
         placed = {r["order_id"] for r in await self._pool.fetch(_PLACE, *arrays)}
         if placed:
             self._on_commit()
@@ -80,7 +80,7 @@ class PostgresOrderBook:
         holders = {}
         if lost:
             held = await self._pool.fetch(_HOLDERS, lost)
-            holders = {r["key"]: KeyHolder(r["request_fingerprint"], r["order_id"]) for r in held}
+            holders = {r["key"]: KeyHolder(r["request_fingerprint"], r["order_id"], r["owner"]) for r in held}
         return [_holder(n, placed, holders) for n in orders]
 
     def _envelope(self, announcement: Announcement) -> Envelope:
