@@ -204,3 +204,32 @@ async def test_an_outbox_write_notifies_nobody_so_its_commit_takes_no_cluster_wi
             await conn.remove_listener(channel, hear)
     assert heard == []
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_a_relay_goes_on_publishing_while_another_session_holds_a_row_it_has_to_delete(kit) -> None:  # type: ignore[no-untyped-def]
+    # Another relay's claim that saw the row unclaimed when it started locks it and keeps the lock to its end; two
+    # relays whose deletes waited for each other's claims deadlocked. The relay skips the row and deletes it later.
+    pool, prefix, broker = kit
+    publisher = await started(KafkaPublisher(broker.bootstrap, idempotence=broker.idempotence, client_id="skips"))
+    relay = OutboxRelay(pool, publisher, poll_interval_s=60, delete_after_s=60)
+    running = asyncio.create_task(relay.run())
+    topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
+    other = await pool.acquire()
+    try:
+        await write(pool, prefix, ["ord_first"], relay.wake)
+        await read_until(broker.bootstrap, topic, lambda r: len(r) >= 1)
+        held = await pool.fetchval("SELECT id FROM outbox")  # acknowledged, deleted with the next claim
+        async with other.transaction():
+            assert await other.fetchval("SELECT id FROM outbox WHERE id = $1 FOR UPDATE", held) == held
+            await write(pool, prefix, ["ord_second"], relay.wake)
+            records = await read_until(broker.bootstrap, topic, lambda r: len(r) >= 2, timeout_s=20)
+            assert sorted(r.key for r in records) == [b"ord_first", b"ord_second"]
+            assert await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", held) == 1
+        await write(pool, prefix, ["ord_third"], relay.wake)
+        await read_until(broker.bootstrap, topic, lambda r: len(r) >= 3)
+        assert await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", held) == 0, "deleted once let go"
+    finally:
+        await pool.release(other)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await publisher.stop()

@@ -13,7 +13,9 @@ the outbox): every writer of a service's outbox runs in a process of that servic
 NOTIFY: a notifying commit holds a lock for the whole cluster through its WAL flush (see the migration
 0003_outbox_without_notify.sql). A row no wake announced waits for the poll, `poll_interval_s`.
 
-Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. A relay that dies
+Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. Nor does a claim ever
+wait for another relay's: its delete of acknowledged rows skips a row another claim holds locked for a moment and
+deletes it with the next claim (`_CLAIM` says why that matters). A relay that dies
 anywhere leaves its claimed rows marked with a session that no longer exists; every relay gives such rows
 back (when it starts and every few seconds), so they are published again, under the same event ids, which
 consumers drop. The only repeats are rows whose relay died (or lost its database session) before deleting
@@ -22,6 +24,7 @@ claimed later (consumers tolerate that order: every message may arrive late).
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -70,14 +73,27 @@ async def add_to_outbox(conn: Connection, entries: Sequence[tuple[str, Record]])
     )
 
 
-# Deletes what the broker acknowledged and claims the next rows, in one round trip. RETURNING has no order:
-# the relay sorts by id.
+# Deletes what the broker acknowledged and claims the next rows, in one round trip, and never waits for a lock:
+# rows come back as claimed (with their topic) or deleted (topic NULL). RETURNING has no order: the relay sorts by
+# id. Every lock it takes skips a locked row, because another relay's claim may hold one of ours: a claim running
+# while a row it saw unclaimed is claimed and committed by another relay locks that row's new version, finds it
+# claimed and leaves it, but keeps the lock to the end of its statement (PostgreSQL releases no row lock early).
+# A delete that waited for it waited for the other relay's claim, and that claim's own delete could wait for ours
+# (a deadlock, which PostgreSQL breaks only after deadlock_timeout): with two relays on one outbox (two instances of
+# a service on one database) the capacity probe saw claims waiting for claims, 0.8-0.9 backends waiting on average,
+# in 2 of 4 drains (docs/capacity.md, step 3). A row the delete skips stays claimed by this relay, which deletes it
+# with its next claim.
 _CLAIM = (
-    "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))"
-    " UPDATE outbox SET claimed_by = pg_backend_pid()"
-    " WHERE id IN (SELECT id FROM outbox WHERE claimed_by IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, topic, key, value, headers"
+    "WITH published AS (DELETE FROM outbox WHERE id IN"
+    " (SELECT id FROM outbox WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED) RETURNING id),"
+    " next AS MATERIALIZED"
+    " (SELECT id FROM outbox WHERE claimed_by IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
+    " claimed AS (UPDATE outbox o SET claimed_by = pg_backend_pid() FROM next WHERE o.id = next.id"
+    " RETURNING o.id, o.topic, o.key, o.value, o.headers)"
+    " SELECT id, topic, key, value, headers FROM claimed UNION ALL SELECT id, NULL, NULL, NULL, NULL FROM published"
 )
+# On the way out a relay may wait: it deletes every acknowledged row, then gives back the rest of its claims.
+_DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 _RELEASE_ORPHANS = (
     "UPDATE outbox SET claimed_by = NULL WHERE claimed_by IS NOT NULL"
     " AND claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))"
@@ -166,10 +182,18 @@ class OutboxRelay:
     async def _session(self, conn: Connection) -> None:
         pending: deque[_InFlight] = deque()
         done: list[int] = []  # acknowledged, deleted by the next claim
+        # Each claim planned for the outbox as it is now. The outbox is empty at rest, and a plan cached while it
+        # was (PostgreSQL keeps a generic plan after five executions that cost no more) sorts a sequential scan of
+        # the whole table for every claim and joins the claim back to it row by row: once a backlog formed, each
+        # claim took 2-4 s (auto_explain, two ledger instances on one database), so the backlog only grew. A custom
+        # plan costs a fraction of a millisecond per claim, and a claim moves a whole batch.
+        await conn.execute("SET plan_cache_mode = force_custom_plan")
         try:
             await self._pump(conn, pending, done)
         finally:
             await self._settle(conn, pending, done)
+            with contextlib.suppress(Exception):  # a broken session is closed by the pool, the setting with it
+                await conn.execute("RESET plan_cache_mode")
 
     async def _pump(self, conn: Connection, pending: "deque[_InFlight]", done: list[int]) -> None:
         """Claim and send while fewer than `in_flight` batches wait for the broker, when a commit woke the relay or
@@ -190,8 +214,10 @@ class OutboxRelay:
             if to_claim or to_delete:
                 if room:
                     self._wakeup.clear()  # a commit from here on wakes the next round
-                rows = await self._claim(conn, done, self._batch_size if room else 0)
-                done.clear()
+                rows, deleted = await self._claim(conn, done, self._batch_size if room else 0)
+                done[:] = [i for i in done if i not in deleted]  # another relay's claim held them: next time
+                if done:
+                    done_since = now
                 claimed = now
                 if rows:
                     pending.append(await self._send(rows))
@@ -235,14 +261,17 @@ class OutboxRelay:
             if waited > self._ack_overdue_s:
                 self._readiness.away(Dependency.BROKER, f"no acknowledgement for {waited:.0f}s", _SOURCE)
 
-    async def _claim(self, conn: Connection, acked: list[int], limit: int) -> list[asyncpg.Record]:
-        """Delete the acknowledged rows and claim up to `limit` unclaimed ones, in id order."""
+    async def _claim(self, conn: Connection, acked: list[int], limit: int) -> tuple[list[asyncpg.Record], set[int]]:
+        """Delete the acknowledged rows no other claim holds right now and claim up to `limit` unclaimed ones: the
+        rows claimed, in id order, and the ids deleted."""
         rows = await conn.fetch(_CLAIM, limit, acked)
         self._readiness.back(Dependency.DATABASE, _SOURCE)
-        if not rows:
+        claimed = sorted((row for row in rows if row["topic"] is not None), key=lambda row: row["id"])
+        deleted = {row["id"] for row in rows if row["topic"] is None}
+        if not claimed:
             self._failures = 0  # nothing to send: the next failure starts its backoff afresh
-        self._count(len(acked))
-        return sorted(rows, key=lambda row: row["id"])
+        self._count(len(deleted))
+        return claimed, deleted
 
     async def _send(self, rows: list[asyncpg.Record]) -> _InFlight:
         entries = [
@@ -275,7 +304,7 @@ class OutboxRelay:
 
     async def _give_back(self, conn: Connection, acked: list[int]) -> None:
         try:
-            await conn.fetch(_CLAIM, 0, acked)
+            await conn.execute(_DELETE, acked)
             await conn.execute(_RELEASE_MINE)
         except Exception:
             log.warning("outbox relay could not give its claims back; closing its session instead", exc_info=True)
@@ -294,7 +323,7 @@ class OutboxRelay:
         """Publish up to one batch of rows in id order and wait for the broker; how many left the outbox."""
         async with self._pool.acquire() as conn:
             await conn.execute(_RELEASE_ORPHANS)
-            rows = await self._claim(conn, [], self._batch_size)
+            rows, _ = await self._claim(conn, [], self._batch_size)
             acked: list[int] = []
             try:
                 if rows:
