@@ -18,7 +18,8 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """What a released pool connection is reset with: nothing more than asyncpg itself does (it rolls back an
     open transaction and drops listener callbacks before calling this). asyncpg's default adds a round trip
     on every release (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) to undo session state that
-    credited's code never leaves behind: no SET (the schema is a connection parameter), advisory locks only
+    credited's code never leaves behind: no SET left set (the schema is a connection parameter; the outbox relay
+    resets its plan_cache_mode when its session ends, or the session is closed), advisory locks only
     per transaction or unlocked by their holder (migrate), no cursor outside a transaction, and every LISTEN
     on a pooled connection undone by its owner (the outbox relay's remove_listener)."""
 
