@@ -24,6 +24,20 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     on a pooled connection undone by its owner (the outbox relay's remove_listener)."""
 
 
+async def fetch_planned_now(pool: asyncpg.Pool, query: str, *args: object) -> list[asyncpg.Record]:
+    """`query`'s rows, planned for its tables as they are now rather than with a plan cached earlier.
+
+    For the claims of queue tables (due payment queries, pending deliveries), empty at rest and filling in an incident:
+    PostgreSQL keeps a generic plan after five executions that cost no more, and one made while the queue was empty
+    sorts a sequential scan of it and joins the claim back to it row by row, so every claim grows with the queue it is
+    meant to drain (the outbox relay's claim took 2-4 s that way; docs/capacity.md, step 3). The setting is local to
+    the claim's transaction: the pooled connection keeps no state. Custom plans for every statement cost PostgreSQL
+    1.11-1.18x its CPU per order, so only these claims take them."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        return await conn.fetch(query, *args)
+
+
 async def ensure_schema(pool: asyncpg.Pool, schema: str) -> None:
     """Create `schema` if it is missing (the pool's search_path names it before it exists)."""
     async with pool.acquire() as conn:

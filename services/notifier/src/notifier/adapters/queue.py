@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 
 from notifier.ports import Target
+from servicekit.postgres import fetch_planned_now
 
 # A subscription is its device's: the same endpoint registered by another user moves the row to that user (a shared
 # browser changed hands, see PostgresSubscriptions.register). A delivery queued for the previous owner then finds
@@ -122,7 +123,7 @@ class PostgresDeliveryQueue:
 
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt."""
-        rows = await self._pool.fetch(_CLAIM, limit, lease_s)
+        rows = await fetch_planned_now(self._pool, _CLAIM, limit, lease_s)
         return [claimed_from(r, _raw(r["payload"])) for r in rows]
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:

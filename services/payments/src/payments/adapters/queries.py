@@ -7,6 +7,7 @@ import asyncpg
 
 from payments.domain import PaymentStatus
 from payments.queries import DueQuery
+from servicekit.postgres import fetch_planned_now
 
 # Due rows are locked with SKIP LOCKED, so workers in other processes take other rows, and leased (due_at moved
 # past the lease) in the same statement, so a row stays taken after this short transaction commits.
@@ -27,7 +28,7 @@ class PostgresQuerySchedule:
         self._pool = pool
 
     async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
-        rows = await self._pool.fetch(_CLAIM, due_by, limit, lease_until)
+        rows = await fetch_planned_now(self._pool, _CLAIM, due_by, limit, lease_until)
         return [
             DueQuery(
                 order_id=r["order_id"],
