@@ -226,14 +226,9 @@ async def test_an_idempotency_key_still_binds_its_order_23_hours_later(api) -> N
         await conn.close()
 
 
-TOP_UP = {"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"}
-
-
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "framework"])
-async def test_an_idempotency_key_is_its_api_keys_own_and_stays_so_when_the_key_is_rotated_under_its_name(
-    broker: Broker, database_url: str, isolation: str, fast: bool
-) -> None:
-    settings = settings_for(
+def with_fast_path(broker: Broker, database_url: str, isolation: str, fast: bool) -> Settings:
+    """Settings of a payments that answers its hot routes ahead of FastAPI or not, in a schema of its own."""
+    return settings_for(
         Settings,
         broker,
         database_url,
@@ -242,6 +237,16 @@ async def test_an_idempotency_key_is_its_api_keys_own_and_stays_so_when_the_key_
         environment="development",
         fast_path=fast,
     )
+
+
+TOP_UP = {"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "framework"])
+async def test_an_idempotency_key_is_its_api_keys_own_and_stays_so_when_the_key_is_rotated_under_its_name(
+    broker: Broker, database_url: str, isolation: str, fast: bool
+) -> None:
+    settings = with_fast_path(broker, database_url, isolation, fast)
     infra, app = await build(settings)
     try:
         _, game = await infra.keys.create("game-backend", {Scope.ORDERS_WRITE})
@@ -325,16 +330,7 @@ async def test_the_fast_path_answers_odd_requests_exactly_as_the_framework_does(
 ) -> None:
     answers = []
     for fast in (True, False):
-        settings = settings_for(
-            Settings,
-            broker,
-            database_url,
-            f"{isolation}{int(fast)}",
-            psp_secrets={"sim": ["s"]},
-            environment="development",
-            fast_path=fast,
-        )
-        infra, app = await build(settings)
+        infra, app = await build(with_fast_path(broker, database_url, isolation, fast))
         try:
             transport, headers = httpx.ASGITransport(app=app), await bearer(infra.keys)
             async with httpx.AsyncClient(transport=transport, base_url="http://payments", headers=headers) as client:
