@@ -192,6 +192,36 @@ async def test_a_record_of_a_known_type_the_handler_does_not_act_on_is_skipped_u
     assert loop.skipped_total == 2 and loop.consumed_total == 3
 
 
+async def test_a_message_on_a_topic_that_does_not_carry_it_is_dead_lettered_undecoded_as_wrong_topic() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    # A PaymentSucceeded on "t", which carries only refunds here: refused before decoding (its value would not
+    # decode); the same type on "u", which carries it, is handled; an unknown type on "t" is decoded as always.
+    forged = record("forged", 0, value=b"{not json")
+    carried = dataclasses.replace(record("paid", 0), topic="u")
+    unknown = retyped(record("unknown", 1), b"NoSuchEvent")
+    consumer = FakeConsumer([polled(forged, carried, unknown)])
+    handler = Handler(store)
+    loop = KafkaConsumerLoop(
+        bootstrap="127.0.0.1:1",
+        group_id="g",
+        topics=["t", "u"],
+        handler=only({PaymentSucceeded}, handler),
+        dead_letters=cast(DeadLetterPublisher, dead),
+        batch_scope=store.transaction,
+        message_scope=store.savepoint,
+        carried={"t": ["RefundSucceeded"], "u": ["PaymentSucceeded"]},
+    )
+    loop._consumer = consumer  # type: ignore[assignment]
+    await run_polls(loop, consumer, 1)
+    reasons = dead.reasons()
+    assert reasons[b"forged"] == (
+        "rejected: wrong_topic: t does not carry PaymentSucceeded (it carries RefundSucceeded), not decoded"
+    )
+    assert reasons[b"unknown"] == "undecodable: unknown event_type 'NoSuchEvent'"
+    assert store.committed == ["paid"] and [[m.order_id for m in c] for c in handler.calls] == [["paid"]]
+    assert consumer.committed == [{TopicPartition("t", 0): 2, TopicPartition("u", 0): 1}]
+
+
 async def test_a_record_with_no_or_an_unknown_event_type_header_is_still_decoded_and_dead_lettered() -> None:
     store, dead = Store(), KeptDeadLetters()
     records = [

@@ -3,7 +3,10 @@
 Every record of a poll is decoded once, at the edge; what does not decode goes to the dead-letter topic. A handler
 made by `only(...)` names the event types it acts on: a record whose `event_type` header names another known type
 (another service's business on a shared topic) is skipped without being decoded, its offset committed with the
-poll's; a record with no such header, or one naming no known type, is decoded as always (and dead-lettered). The
+poll's; a record with no such header, or one naming no known type, is decoded as always (and dead-lettered). A
+record of a type the handler acts on that arrives on a topic whose `carried` types do not include it (the contracts
+catalogue's: a RedriveCredit written to ledger.commands) is dead-lettered undecoded as rejected, `wrong_topic`: a
+topic's ACLs say who may write it, so a command is obeyed only from the topic that carries it. The
 decoded messages of all the poll's partitions go to the service's batch handler in one database transaction,
 and the offsets of all those partitions are committed once, after that transaction committed.
 
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -98,6 +101,10 @@ def _skipped_types(handler: BatchHandler) -> frozenset[bytes]:
     return frozenset(name.encode() for name in MODELS if name not in handler.event_types)
 
 
+WRONG_TOPIC = "wrong_topic"
+"""The rejection label of a message that came on a topic that does not carry it."""
+
+
 def _event_type(record: Record) -> bytes | None:
     """The record's `event_type` header as it came (the last one, as decoding reads it), or None."""
     found = None
@@ -114,6 +121,16 @@ def _record_context(record: Record) -> dict[str, str]:
         if name in ("event_id", "correlation_id") and isinstance(value, bytes):
             context[name] = value.decode(errors="replace")
     return context
+
+
+def _known(event_type: bytes) -> bool:
+    return event_type.decode(errors="replace") in MODELS
+
+
+def _misrouted(record: Record, event_type: bytes, allowed: frozenset[bytes]) -> _DeadLetter:
+    name, carries = event_type.decode(), ", ".join(sorted(t.decode() for t in allowed))
+    reason = f"rejected: {WRONG_TOPIC}: {record.topic} does not carry {name} (it carries {carries}), not decoded"
+    return _DeadLetter(record, DeadLetterKind.REJECTED, reason, WRONG_TOPIC)
 
 
 class KafkaConsumerLoop:
@@ -135,7 +152,10 @@ class KafkaConsumerLoop:
         security: Mapping[str, Any] | None = None,
         readiness: Readiness | None = None,
         backoff: BackoffPolicy = WAIT,
+        carried: Mapping[str, Collection[str]] | None = None,
     ) -> None:
+        """`carried`: the message types (event_type) each of `topics` carries; a type the handler acts on that
+        comes on a topic listed here without it is dead-lettered, `wrong_topic`. A topic not listed carries any."""
         tuning = tuning or KafkaTuning()
         self._idle_wait_ms = tuning.fetch_idle_wait_ms
         self._make_consumer = partial(
@@ -159,6 +179,7 @@ class KafkaConsumerLoop:
         self.group_id = group_id
         self._handler = handler
         self._skipped = _skipped_types(handler)
+        self._carried = {topic: frozenset(name.encode() for name in names) for topic, names in (carried or {}).items()}
         self.skipped_total = 0
         """Records skipped undecoded: another service's message types on a shared topic."""
         self._dead_letters = dead_letters
@@ -255,11 +276,17 @@ class KafkaConsumerLoop:
     def _decode(self, records: Sequence[Record]) -> tuple[list[_Decoded], list[_DeadLetter]]:
         decoded: list[_Decoded] = []
         failed: list[_DeadLetter] = []
-        skipped = self._skipped
+        skipped, carried = self._skipped, self._carried
         for record in records:
-            if skipped and _event_type(record) in skipped:
-                self.skipped_total += 1
-                continue  # a known type the handler does not act on: nothing to decode, nothing to do
+            if skipped or carried:
+                event_type = _event_type(record)
+                if event_type in skipped:
+                    self.skipped_total += 1
+                    continue  # a known type the handler does not act on: nothing to decode, nothing to do
+                allowed = carried.get(record.topic)
+                if allowed is not None and event_type is not None and event_type not in allowed and _known(event_type):
+                    failed.append(_misrouted(record, event_type, allowed))
+                    continue
             try:
                 decoded.append(_Decoded(record, decode(record.value, record.headers)))
             except DecodeError as exc:

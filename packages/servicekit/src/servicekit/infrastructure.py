@@ -19,6 +19,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from contracts.catalog import CATALOG
 from contracts.topics import Topic
 from servicekit.consumer import KafkaConsumerLoop
 from servicekit.errors import Dependency, Kind, classify
@@ -43,6 +44,13 @@ CONNECTING = BackoffPolicy(initial_s=0.5, cap_s=10.0)
 W = TypeVar("W")
 _START = "start"
 _PROBE = "probe"
+
+
+def carried_by(topics: Sequence[Topic], prefix: str) -> dict[str, list[str]]:
+    """The message types each of `topics` carries by the contracts catalogue, by the topic's name on the broker: a
+    consumer refuses any other type it acts on from there (servicekit.consumer, `wrong_topic`)."""
+    specs = {spec.topic: spec for spec in CATALOG}
+    return {t.qualified(prefix): [m.event_type for m in specs[t].messages] for t in topics if t in specs}
 
 
 @dataclass
@@ -166,6 +174,7 @@ class Infrastructure:
                 metrics=self.metrics.consumer(group, [t.value for t in topics], self.settings.topic_prefix),
                 security=aiokafka_security(self.settings),
                 readiness=self.readiness,
+                carried=carried_by(topics, self.settings.topic_prefix),
             )
             for _ in range(members)
         ]
