@@ -30,6 +30,7 @@ user reconciler "$KAFKA_PASSWORD_RECONCILER"
 allow ledger Read group literal ledger.commands
 allow ledger Read group literal ledger.payments
 allow ledger Read topic literal ledger.commands
+allow ledger Read topic literal ledger.redrives
 allow ledger Read topic literal payments.events
 allow ledger Write topic literal credited.deadletter
 allow ledger Write topic literal ledger.events
@@ -46,6 +47,7 @@ allow payments Read topic literal payments.commands
 allow payments Read topic literal support.cases
 allow payments Write topic literal credited.deadletter
 allow payments Write topic literal ledger.commands
+allow payments Write topic literal ledger.redrives
 allow payments Write topic literal payments.events
 allow reconciler Create topic prefixed credited-reconciler-
 allow reconciler Describe topic prefixed credited-reconciler-

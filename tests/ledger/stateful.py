@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from contracts.base import Message
 from contracts.codec import Envelope, deterministic_id, envelope_for
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RedriveCredit, RetryCredit
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
 from ledger.handlers import UserPolicy
 
@@ -245,7 +245,7 @@ class LedgerMachine(RuleBasedStateMachine):
             )
             event_id, consumer = deterministic_id("RetryCredit", order_id, str(rest[0])), "commands"
         elif kind == "redrive":
-            message = RetryCredit(
+            message = RedriveCredit(
                 order_id=order_id,
                 user_id=order.user_id,
                 amount=order.amount,

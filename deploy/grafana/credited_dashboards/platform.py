@@ -5,13 +5,13 @@ from grafana_foundation_sdk.builders import dashboard
 from credited_dashboards.panels import RATE, RED, YELLOW, board, graph, quantile
 
 UNBACKED = (
-    "no_payment_fact|payment_fact_mismatch|retry_without_payment_fact"
+    "no_payment_fact|payment_fact_mismatch|retry_without_payment_fact|wrong_topic"
     "|unknown_order|order_not_paid|above_amount_paid|refund_mismatch|order_credited"
     "|compensation_mismatch|compensation_above_credit"
 )
-"""The labels the ledger (RetryCredit, GrantCompensation) and payments (IssueRefund) count a command no payment stands
-behind by, as
-deploy/prometheus/rules/platform.yml's CommandsWithoutPayment selects them."""
+"""The labels the ledger (RetryCredit, GrantCompensation, a re-drive not on ledger.redrives) and payments (IssueRefund)
+count a command no payment stands behind by, as deploy/prometheus/rules/platform.yml's CommandsWithoutPayment selects
+them."""
 
 
 def notifier() -> dashboard.Dashboard:
@@ -119,9 +119,10 @@ def kafka_and_outbox() -> dashboard.Dashboard:
                     f"sum by (outcome) (increase(credited_ledger_parked_retries_total[{RATE}]))",
                     "parked retries {{outcome}}",
                 ),
-                description="RetryCredits and IssueRefunds refused because no payment stands behind them: any is "
-                "CommandsWithoutPayment (a producer's bug or a forged command). A retry parked then absorbed overtook "
-                "its payment (normal); an expired one is refused as no_payment_fact.",
+                description="RetryCredits and IssueRefunds refused because no payment stands behind them, and "
+                "re-drives not on ledger.redrives (wrong_topic): any is CommandsWithoutPayment (a producer's bug or a "
+                "forged command). A retry parked then absorbed overtook its payment (normal); an expired one is "
+                "refused as no_payment_fact.",
                 steps=((1, RED),),
                 alerts=("CommandsWithoutPayment", "DeadLetterGrowing"),
             )

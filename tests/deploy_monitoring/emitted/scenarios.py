@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from contracts.events import CaseKind, CaseSeverity
+from contracts.topics import Topic
 from notifier.ports import DeliveryFailed
 from payments.domain import PaymentStatus
 from reconciler.domain import Policy
@@ -236,7 +237,7 @@ async def reconciler_reads_a_partition_again(w: World, i: int) -> None:
         w.reconciler.observe.read_again("payments.events", "hole")
 
 
-# --- commands no payment stands behind (the ledger's RetryCredit, payments' IssueRefund) ---
+# --- commands no payment stands behind (the ledger's RetryCredit, payments' IssueRefund), re-drives elsewhere ---
 
 
 async def commands_without_payment(w: World, i: int) -> None:
@@ -259,6 +260,16 @@ async def commands_without_payment(w: World, i: int) -> None:
         w.commands.compensation("ord-late", PAID.user_id, 50)  # the reconciler's own: granted, not counted
     if i == 8:
         w.commands.park_time_passes()
+
+
+async def redrive_on_the_wrong_topic(w: World, i: int) -> None:
+    """At minute 5 a person's re-drive reaches the ledger on ledger.redrives (obeyed), and twice by another way: a
+    RedriveCredit on ledger.commands and a RetryCredit there naming who asked. Both are refused, wrong_topic."""
+    await orders(w, i, "card", 2)
+    if i == 5:
+        w.commands.redrive_on(Topic.LEDGER_REDRIVES)
+        w.commands.redrive_on(Topic.LEDGER_COMMANDS)
+        w.commands.retry_naming_a_person("ord-redriven", "support-key")
 
 
 async def retry_before_its_payment(w: World, i: int) -> None:
@@ -381,6 +392,7 @@ SCENARIOS = {
         Scenario("audit_never_runs", 60, 10, on_time, world()),
         Scenario("commands_without_payment", 60, 25, commands_without_payment, world()),
         Scenario("retry_before_its_payment", 60, 25, retry_before_its_payment, world()),
+        Scenario("redrive_on_the_wrong_topic", 60, 25, redrive_on_the_wrong_topic, world()),
         Scenario("case_nobody_acknowledges", 60, 45, case_nobody_acknowledges, world()),
         Scenario("case_acknowledged_then_resolved", 60, 60, case_acknowledged_then_resolved, world()),
         Scenario("review_overdue_nobody_acknowledges", 60, 75, review_overdue_nobody_acknowledges, world()),

@@ -38,6 +38,17 @@ PAYMENT_CHANNELS = sorted(PaymentsSettings.model_fields["metric_channels"].defau
 PROVIDERS = ["sim", "alipay", "wechatpay"]
 
 
+def consumer_groups() -> dict[tuple[str, str], list[str]]:
+    """(service, group) -> the topics the group reads, for the kit services, by the contracts catalogue: one
+    group may read several topics (the ledger's ledger.commands reads ledger.commands and ledger.redrives)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for spec in CATALOG:
+        for reader in spec.readers:
+            if reader.service in KIT_SERVICES:
+                groups.setdefault((reader.service, reader.group), []).append(spec.topic.value)
+    return groups
+
+
 def scrape_targets() -> dict[str, str]:
     """job -> the one target the local prometheus.yml scrapes for it."""
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
@@ -73,12 +84,10 @@ class World:
         self.kits = {name: Kit(ServiceMetrics(name, registries[name])) for name in KIT_SERVICES}
         self.lags: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
         self.outbox_ages = dict.fromkeys(KIT_SERVICES, 0.0)
-        for spec in CATALOG:
-            for reader in spec.readers:
-                if reader.service in self.kits:
-                    kit = self.kits[reader.service]
-                    kit.consumers[reader.group] = kit.metrics.consumer(reader.group, [spec.topic.value])
-                    self.lags[(reader.service, reader.group)] = {(spec.topic.value, 0): 0}
+        for (service, group), topics in consumer_groups().items():
+            kit = self.kits[service]
+            kit.consumers[group] = kit.metrics.consumer(group, topics)
+            self.lags[(service, group)] = {(topic, 0): 0 for topic in topics}
         self.payments = PrometheusPaymentsMetrics(
             registries["payments"], channels=PAYMENT_CHANNELS, providers=PROVIDERS
         )

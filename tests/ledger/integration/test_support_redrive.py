@@ -1,6 +1,8 @@
-"""A person's re-drive (RetryCredit.requested_by) on the real broker and PostgreSQL: it lifts the ledger's block on
-a blocked order and credits it once, in the transaction that lifts the block; a retry without it is still refused
-for good; a refunded order is refused for good whoever asks."""
+"""A person's re-drive (RedriveCredit on ledger.redrives) on the real broker and PostgreSQL: it lifts the ledger's
+block on a blocked order and credits it once, in the transaction that lifts the block; a retry without it is still
+refused for good; a refunded order is refused for good whoever asks. A re-drive on ledger.commands, which the
+reconciler's principal writes too, lifts nothing: dead-lettered `wrong_topic`, as a RedriveCredit or as a RetryCredit
+naming who asked."""
 
 import asyncio
 import contextlib
@@ -9,7 +11,7 @@ from datetime import UTC, datetime
 
 from contracts.base import Message
 from contracts.codec import decode, encode, envelope_for
-from contracts.commands import BlockCredit, RetryCredit
+from contracts.commands import BlockCredit, RedriveCredit, RetryCredit
 from contracts.events import CreditPosted, CreditRejected
 from contracts.topics import Topic
 from ledger.bootstrap import build
@@ -33,6 +35,19 @@ def retry(order_id: str, attempt: int, requested_by: str | None = None) -> Retry
         requested_at=datetime.now(UTC),
         provider_txn_id=f"tx-{order_id}",
         requested_by=requested_by,
+    )
+
+
+def redrive(order_id: str) -> RedriveCredit:
+    return RedriveCredit(
+        order_id=order_id,
+        user_id=f"user-{order_id}",
+        amount=AMOUNT,
+        currency="CNY",
+        attempt=1,
+        requested_at=datetime.now(UTC),
+        provider_txn_id=f"tx-{order_id}",
+        requested_by="support-alice",
     )
 
 
@@ -73,9 +88,32 @@ async def test_a_redrive_credits_a_blocked_order_once_and_a_refunded_one_never(
         await eventually(lambda: holds("SELECT count(*) = 2 FROM payment_facts"), timeout_s=60)
 
         await send(Topic.LEDGER_COMMANDS, retry("ord_blocked", 1), "ord_blocked-retry")  # the reconciler's
-        await send(Topic.LEDGER_COMMANDS, retry("ord_blocked", 1, "support-alice"), "ord_blocked-redrive-1")
-        await send(Topic.LEDGER_COMMANDS, retry("ord_blocked", 1, "support-alice"), "ord_blocked-redrive-2")
-        await send(Topic.LEDGER_COMMANDS, retry("ord_refunded", 1, "support-alice"), "ord_refunded-redrive")
+        # Re-drives where any writer of ledger.commands could put them: neither lifts the block.
+        await send(Topic.LEDGER_COMMANDS, retry("ord_blocked", 2, "support-alice"), "ord_blocked-forged-retry")
+        await send(Topic.LEDGER_COMMANDS, redrive("ord_blocked"), "ord_blocked-forged-redrive")
+        dead = await read_until(
+            broker.bootstrap, Topic.DEAD_LETTER.qualified(settings.topic_prefix), lambda r: len(r) >= 2
+        )
+        reasons = sorted(dict(record.headers)["dlq_reason"].decode() for record in dead)
+        assert all(r.startswith("rejected: wrong_topic: ") for r in reasons) and len(reasons) == 2, reasons
+        assert any("does not carry RedriveCredit" in r for r in reasons), reasons  # the consumer's refusal
+        assert any("RetryCredit naming requested_by is refused" in r for r in reasons), reasons  # the ledger's
+        assert {dict(record.headers)["dlq_source_topic"] for record in dead} == {
+            Topic.LEDGER_COMMANDS.qualified(settings.topic_prefix).encode()
+        }
+        assert {record.key for record in dead} == {b"ord_blocked"}
+        rejected = infra.registry.get_sample_value(
+            "credited_rejected_messages_total",
+            {"service": "ledger", "group": "ledger.commands", "reason": "wrong_topic"},
+        )
+        assert rejected == 2
+        assert await holds("SELECT count(*) = 2 FROM credit_blocks") and not await holds(
+            "SELECT count(*) FROM transactions"
+        )
+
+        await send(Topic.LEDGER_REDRIVES, redrive("ord_blocked"), "ord_blocked-redrive-1")
+        await send(Topic.LEDGER_REDRIVES, redrive("ord_blocked"), "ord_blocked-redrive-2")
+        await send(Topic.LEDGER_REDRIVES, redrive("ord_refunded"), "ord_refunded-redrive")
 
         # ord_blocked: the block's, the payment's and the plain retry's rejections, the credit, its echo;
         # ord_refunded: the block's and the payment's rejections, the re-drive's.

@@ -1,9 +1,12 @@
-"""A person's re-drive (RetryCredit.requested_by): it lifts the ledger's block unless the order was refunded or its
-block is one a refund follows."""
+"""A person's re-drive (RedriveCredit, on ledger.redrives): it lifts the ledger's block unless the order was refunded
+or its block is one a refund follows. A RetryCredit naming requested_by (a re-drive as it was sent on ledger.commands,
+which the reconciler writes too) is refused for good."""
+
+from datetime import UTC, datetime
 
 import pytest
 
-from contracts.commands import RetryCredit
+from contracts.commands import RedriveCredit
 from contracts.events import CreditPosted, CreditRejected
 from ledger import domain
 from servicekit.rejections import PermanentFailure
@@ -13,8 +16,18 @@ from tests.ledger.unit.test_ledger_rules import block, consume, delivered, paid,
 SUPPORT_KEY = "support-alice"
 
 
-def redrive(**update: object) -> RetryCredit:
-    return retry(1).model_copy(update={"requested_by": SUPPORT_KEY, **update})
+def redrive(**update: object) -> RedriveCredit:
+    fields: dict[str, object] = {
+        "order_id": "ord_1",
+        "user_id": "u1",
+        "amount": 600,
+        "currency": "CNY",
+        "attempt": 1,
+        "requested_at": datetime.now(UTC),
+        "provider_txn_id": "tx",
+        "requested_by": SUPPORT_KEY,
+    }
+    return RedriveCredit.model_validate({**fields, **update})
 
 
 async def blocked_unknown_user(books: Books) -> None:
@@ -24,12 +37,28 @@ async def blocked_unknown_user(books: Books) -> None:
     books.published.clear()
 
 
-def test_only_a_persons_retry_lifts_a_block_and_never_a_refunded_ones() -> None:
-    blocked = domain.OrderBooks(blocked="retries exhausted")
-    assert domain.lifts_block(blocked, SUPPORT_KEY)
-    assert not domain.lifts_block(blocked, None)
-    assert not domain.lifts_block(domain.OrderBooks(blocked=domain.ORDER_REFUNDED), SUPPORT_KEY)
-    assert not domain.lifts_block(domain.OrderBooks(), SUPPORT_KEY)
+def test_a_redrive_lifts_a_block_but_never_a_refunded_ones_nor_an_order_not_blocked() -> None:
+    assert domain.lifts_block(domain.OrderBooks(blocked="retries exhausted"))
+    assert not domain.lifts_block(domain.OrderBooks(blocked=domain.ORDER_REFUNDED))
+    assert not domain.lifts_block(domain.OrderBooks())
+
+
+async def test_a_retry_naming_who_asked_is_refused_for_good_as_off_its_topic_and_lifts_nothing() -> None:
+    books = Books()
+    await blocked_unknown_user(books)
+    books.users["u1"] = "CNY"
+    with pytest.raises(PermanentFailure, match=r"ledger\.redrives") as refused:
+        await consume(books, retry(1).model_copy(update={"requested_by": SUPPORT_KEY}), users=strict())
+    assert refused.value.label == "wrong_topic"
+    assert books.blocks == {"ord_1": "retries exhausted"} and books.postings == {} and books.published == []
+
+
+async def test_a_redrive_of_an_order_with_no_recorded_payment_is_refused_for_good_not_parked() -> None:
+    books = Books(users={"u1": "CNY"})
+    with pytest.raises(PermanentFailure) as refused:
+        await consume(books, redrive(), users=strict())
+    assert refused.value.label == domain.NO_PAYMENT_FACT
+    assert books.postings == {} and books.published == [] and books.parked == {}
 
 
 async def test_a_redrive_of_a_blocked_order_lifts_the_block_and_credits_it_once() -> None:

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from contracts.codec import decode
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RedriveCredit
 from contracts.events import CreditRejected
 from contracts.topics import Topic
 from credited.stack.processes import free_port
@@ -257,10 +257,11 @@ async def test_a_redrive_is_recorded_sent_once_per_idempotency_key_and_credited_
         "redrive_credit", stack.agent, "requested", "user wrote in",
     )  # fmt: skip
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", order_id) == 1
-    records = [r for r in await stack.published(Topic.LEDGER_COMMANDS) if r.key == order_id.encode()]
+    assert not [r for r in await stack.published(Topic.LEDGER_COMMANDS) if r.key == order_id.encode()]
+    records = [r for r in await stack.published(Topic.LEDGER_REDRIVES) if r.key == order_id.encode()]
     assert len(records) == 1
     message, envelope = decode(records[0].value, records[0].headers)
-    assert isinstance(message, RetryCredit) and envelope.producer == "payments"
+    assert isinstance(message, RedriveCredit) and envelope.producer == "payments"
     assert (message.requested_by, message.provider_txn_id, envelope.event_id) == (
         stack.agent, f"tx-{order_id}", action["command_event_id"],
     )  # fmt: skip
@@ -269,7 +270,7 @@ async def test_a_redrive_is_recorded_sent_once_per_idempotency_key_and_credited_
         entries = (await stack.ledger.get(f"/v1/orders/{order_id}/entries")).json()["transactions"]
         return [t["kind"] for t in entries] == ["credit"]
 
-    await eventually(credited)  # the ledger takes payments' RetryCredit on the payment it recorded
+    await eventually(credited)  # the ledger takes payments' RedriveCredit on the payment it recorded
 
 
 async def test_the_timeline_merges_payments_the_ledger_and_the_acts_in_time_order_and_names_who_did_not_answer(

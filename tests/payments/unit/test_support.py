@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.commands import REFUND_BLOCKS, SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import REFUND_BLOCKS, SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RedriveCredit
 from contracts.events import CreditRejected
 from contracts.topics import Topic
 from payments import support
@@ -68,18 +68,20 @@ def test_a_compensation_needs_an_amount_no_larger_than_the_order() -> None:
     assert refusal(SupportAction.GRANT_COMPENSATION, credited, PAID.amount) is None
 
 
-def test_each_act_sends_the_command_the_reconciler_would_on_its_topic_under_the_given_id() -> None:
-    """A refund is the reconciler's first step of one, BlockCredit to the ledger: no IssueRefund before its block."""
+def test_each_act_sends_its_command_on_its_topic_under_the_given_id() -> None:
+    """A refund is the reconciler's first step of one, BlockCredit to the ledger: no IssueRefund before its block. A
+    re-drive is a RedriveCredit on ledger.redrives, the topic only payments writes (the ledger lifts a block for
+    nothing else)."""
     unit = Recorder()
     facts = OrderFacts(PAID, redrives_requested=2)
     for action in SupportAction:
         send_command(unit, action, facts, by="agent-7", reason="wrote in", amount=50, now=T0, event_id=action.value)
     (t1, retry, e1), (t2, refund, e2), (t3, grant, e3) = unit.sent
     assert (t1, e1, t2, e2, t3, e3) == (
-        Topic.LEDGER_COMMANDS, "redrive_credit", Topic.LEDGER_COMMANDS, "refund", Topic.LEDGER_COMMANDS,
+        Topic.LEDGER_REDRIVES, "redrive_credit", Topic.LEDGER_COMMANDS, "refund", Topic.LEDGER_COMMANDS,
         "grant_compensation",
     )  # fmt: skip
-    assert isinstance(retry, RetryCredit) and (retry.requested_by, retry.provider_txn_id, retry.attempt) == (
+    assert isinstance(retry, RedriveCredit) and (retry.requested_by, retry.provider_txn_id, retry.attempt) == (
         "agent-7", "tx1", 3,
     )  # fmt: skip
     assert isinstance(refund, BlockCredit) and (refund.order_id, refund.user_id) == (PAID.order_id, PAID.user_id)

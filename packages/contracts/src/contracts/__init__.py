@@ -1,7 +1,7 @@
 """The language between credited's services: events, commands, headers and topics."""
 
 from contracts.codec import DecodeError, Envelope, decode, encode
-from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RedriveCredit, RetryCredit
 from contracts.events import (
     CreditPosted,
     CreditRejected,
@@ -38,6 +38,7 @@ __all__ = [
     "OrderStatusChanged",
     "PaymentFailed",
     "PaymentSucceeded",
+    "RedriveCredit",
     "RefundFailed",
     "RefundSucceeded",
     "RetryCredit",

@@ -7,7 +7,7 @@ This is the map a platform team needs to publish into credited or read from it; 
 from dataclasses import dataclass
 
 from contracts.base import Message
-from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RedriveCredit, RetryCredit
 from contracts.events import (
     CaseRequested,
     CreditPosted,
@@ -85,10 +85,18 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.LEDGER_COMMANDS,
         "Requests to the ledger: the reconciler's for an overdue order (retry the credit, block it, compensate), and"
-        " a person's through payments' support API (re-drive the credit, block it before a refund, compensate).",
+        " a person's through payments' support API (block it before a refund, compensate).",
         (RetryCredit, BlockCredit, GrantCompensation),
         ("reconciler", "payments"),
         (Reader("ledger", "ledger.commands", (RetryCredit, BlockCredit, GrantCompensation)),),
+    ),
+    TopicSpec(
+        Topic.LEDGER_REDRIVES,
+        "A person's re-drive of an order's credit through payments' support API: the one request that may lift the"
+        " ledger's block on an order, so only payments writes it.",
+        (RedriveCredit,),
+        ("payments",),
+        (Reader("ledger", "ledger.commands", (RedriveCredit,)),),
     ),
     TopicSpec(
         Topic.PAYMENTS_COMMANDS,

@@ -21,14 +21,33 @@ class RetryCredit(Message):
     provider_txn_id: str | None = Field(
         None, min_length=1, max_length=128, description="The paid order's provider transaction id."
     )
+    # Kept so records written before RedriveCredit still decode: the ledger refuses a retry that names one.
     requested_by: str | None = Field(
         None,
         min_length=1,
         max_length=200,
-        description="Set only when a person re-drives the credit (payments' support API, scope support:act): the"
-        " ledger then lifts its block on the order, unless the order was refunded or its block is one a refund"
-        " follows (REFUND_BLOCKS).",
+        description="No longer sent: a person's re-drive is a RedriveCredit on ledger.redrives. The ledger refuses"
+        " for good a RetryCredit that names one (reason wrong_topic): ledger.commands has writers other than"
+        " payments' support API, and only a person may lift a block.",
     )
+
+
+class RedriveCredit(Message):
+    """Ledger: a person re-drives the credit of this paid order (payments' support API, scope support:act).
+
+    Only payments writes the topic that carries it (ledger.redrives), so it is the one command that may lift the
+    ledger's block on an order: unless the order was refunded or its block is one a refund follows
+    (REFUND_BLOCKS). Like a RetryCredit it credits only when its payment fact matches the recorded payment, and
+    re-announces a credit the order has already."""
+
+    event_type = "RedriveCredit"
+    user_id: UserId
+    amount: MinorUnits
+    currency: Currency
+    provider_txn_id: str = Field(min_length=1, max_length=128, description="The paid order's provider transaction id.")
+    attempt: int = Field(ge=1, le=100, description="Which re-drive of the order this is (payments counts them).")
+    requested_by: str = Field(min_length=1, max_length=200, description="Who asked: the API key's name.")
+    requested_at: UtcDatetime
 
 
 class BlockCredit(Message):

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contracts.base import Message
-from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RedriveCredit, RetryCredit
 from contracts.events import (
     CaseRequested,
     CreditPosted,
@@ -37,6 +37,7 @@ MODELS: dict[str, type[Message]] = {
         RefundSucceeded,
         RefundFailed,
         RetryCredit,
+        RedriveCredit,
         BlockCredit,
         IssueRefund,
         GrantCompensation,

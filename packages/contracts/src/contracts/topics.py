@@ -9,6 +9,7 @@ class Topic(StrEnum):
     PAYMENTS_EVENTS = "payments.events"
     LEDGER_EVENTS = "ledger.events"
     LEDGER_COMMANDS = "ledger.commands"
+    LEDGER_REDRIVES = "ledger.redrives"
     PAYMENTS_COMMANDS = "payments.commands"
     ORDERS_STATUS = "orders.status"
     SUPPORT_CASES = "support.cases"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RedriveCredit, RetryCredit
 from contracts.events import PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import handlers
@@ -42,11 +42,16 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         members=settings.payments_consumers,
     )
     # The group named as a literal where it is consumed: the contracts catalogue test reads it from this call.
+    # One group for both command topics: a person's re-drive (ledger.redrives, only payments writes it) and the
+    # reconciler's and support's other commands; each type is obeyed only from the topic the catalogue gives it.
     infra.consume(
-        "ledger.commands", [Topic.LEDGER_COMMANDS], only({RetryCredit, BlockCredit, GrantCompensation}, handle)
+        "ledger.commands",
+        [Topic.LEDGER_COMMANDS, Topic.LEDGER_REDRIVES],
+        only({RetryCredit, RedriveCredit, BlockCredit, GrantCompensation}, handle),
     )
     commands = "ledger.commands"
-    rejections = infra.metrics.consumer(commands, [Topic.LEDGER_COMMANDS.value], settings.topic_prefix)
+    topics = [Topic.LEDGER_COMMANDS.value, Topic.LEDGER_REDRIVES.value]
+    rejections = infra.metrics.consumer(commands, topics, settings.topic_prefix)
 
     def expired(n: int) -> None:
         parking.count("expired", n)

@@ -194,16 +194,14 @@ def refusal(context: CreditContext, currency: str) -> Refusal | None:
     return None
 
 
-def lifts_block(order: OrderBooks, requested_by: str | None) -> bool:
-    """Whether a RetryCredit lifts the order's block before it is decided: only one a person sent (support's
-    re-drive, `requested_by`), only for an order blocked and not credited, never for a refunded order (its
-    money went back to the user: crediting it would pay twice), and never for a block a refund follows (a risk
-    review's rejection, a person's refund: `contracts.commands.REFUND_BLOCKS`), whose refund the ledger cannot
-    see under way. Payments' support API refuses those re-drives too; this holds if a re-drive comes from
-    anywhere else."""
+def lifts_block(order: OrderBooks) -> bool:
+    """Whether a person's re-drive (RedriveCredit) lifts the order's block before it is decided: only for an order
+    blocked and not credited, never for a refunded order (its money went back to the user: crediting it would pay
+    twice), and never for a block a refund follows (a risk review's rejection, a person's refund:
+    `contracts.commands.REFUND_BLOCKS`), whose refund the ledger cannot see under way. Payments' support API refuses
+    those re-drives too; this holds whatever payments lets through."""
     return (
-        requested_by is not None
-        and order.credit is None
+        order.credit is None
         and order.blocked is not None
         and order.blocked != ORDER_REFUNDED
         and not order.blocked.startswith(REFUND_BLOCKS)

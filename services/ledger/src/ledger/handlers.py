@@ -45,13 +45,16 @@ currency), at most what the order credited, and never a frozen wallet (`domain.u
 for good (dead-lettered with its reason) and moves nothing. The reconciler's compensation is clipped to the order's
 amount, and payments' support API refuses one above it, so a refusal here is a producer's bug or a forged command.
 
-A person can undo a block (issue 18): a RetryCredit with `requested_by` (payments' support API re-drives an order
-that ended in needs_support) that matches the recorded payment lifts the order's block and credits it, the block's
-row deleted in the transaction that writes the credit. Never for a refunded order (block ORDER_REFUNDED): that one
-is refused for good as before; nor for a block a refund follows (a risk review's rejection, a person's refund:
-`contracts.commands.REFUND_BLOCKS`), which stays and refuses the re-drive "blocked: ...". The ledger cannot see a
-refund that is issued but not yet settled; payments' support API refuses a re-drive while one is in flight, and a
-RefundSucceeded for a credited order is logged as an error.
+A person can undo a block (issue 18): a RedriveCredit (payments' support API re-drives an order that ended in
+needs_support) that matches the recorded payment lifts the order's block and credits it, the block's row deleted in
+the transaction that writes the credit. It is obeyed only from ledger.redrives, which only payments' principal may
+write (the consumer dead-letters one from any other topic, `wrong_topic`): ledger.commands is the reconciler's too,
+and a RetryCredit there that names `requested_by`, as a re-drive was sent before, is refused for good the same
+way. Never for a refunded order (block ORDER_REFUNDED): that one is refused for good as before; nor for a block a
+refund follows (a risk review's rejection, a person's refund: `contracts.commands.REFUND_BLOCKS`), which stays and
+refuses the re-drive "blocked: ...". The ledger cannot see a refund that is issued but not yet settled; payments'
+support API refuses a re-drive while one is in flight, and a RefundSucceeded for a credited order is logged as an
+error.
 """
 
 import logging
@@ -62,7 +65,7 @@ from typing import Any
 
 from contracts.base import Message
 from contracts.codec import Envelope, deterministic_id
-from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import BlockCredit, GrantCompensation, RedriveCredit, RetryCredit
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundSucceeded
 from contracts.topics import Topic
 from ledger import domain
@@ -75,6 +78,12 @@ log = logging.getLogger(__name__)
 NO_PAYMENT_FACT = domain.NO_PAYMENT_FACT
 PAYMENTS_CONSUMER = "ledger.payments"
 COMMANDS_CONSUMER = "ledger.commands"
+WRONG_TOPIC = "wrong_topic"
+"""The rejection label of a command that did not come on the topic that carries it (as servicekit's consumer's)."""
+REDRIVE_ELSEWHERE = (
+    "a person's re-drive is a RedriveCredit on ledger.redrives, which only payments writes; a RetryCredit naming"
+    " requested_by is refused"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +151,19 @@ class BatchDecisions:
 
     def retry_credit(self, message: RetryCredit, envelope: Envelope) -> None:
         """The reconciler found the order overdue: credit it now, or re-announce the credit it already has. A retry
-        for an order not yet credited must match the order's recorded payment, or it is refused for good."""
+        for an order not yet credited must match the order's recorded payment, or it is refused for good. One that
+        names `requested_by` is refused for good: a person's re-drive is a RedriveCredit on ledger.redrives."""
+        if message.requested_by is not None:
+            log.warning(
+                "order %s: retry %d naming %s refused, %s (event %s)",
+                message.order_id,
+                message.attempt,
+                message.requested_by,
+                REDRIVE_ELSEWHERE,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
+            )
+            raise PermanentFailure(f"{WRONG_TOPIC}: {REDRIVE_ELSEWHERE}", label=WRONG_TOPIC)
         if self.view.order(message.order_id).credit is None:
             claimed = None
             if message.provider_txn_id is not None:
@@ -153,30 +174,60 @@ class BatchDecisions:
                 return
             if refused is not None:
                 log.warning(
-                    "order %s: retry %d by %s refused, %s (event %s)",
+                    "order %s: retry %d refused, %s (event %s)",
                     message.order_id,
                     message.attempt,
-                    message.requested_by or "the reconciler",
                     refused.reason,
                     envelope.event_id,
                     extra=about(message.order_id, envelope),
                 )
                 raise PermanentFailure(refused.reason, label=refused.label)
-        if domain.lifts_block(self.view.order(message.order_id), message.requested_by):
-            outcome = self._redrive(message, envelope)
-        else:
-            outcome = self._credit(message, f"retry-{message.attempt}")
+        outcome = self._credit(message, f"retry-{message.attempt}")
         log.warning(
-            "order %s: retry %d by %s -> %s (event %s)",
+            "order %s: retry %d -> %s (event %s)",
             message.order_id,
             message.attempt,
-            message.requested_by or "the reconciler",
             outcome,
             envelope.event_id,
             extra=about(message.order_id, envelope),
         )
 
-    def _redrive(self, message: RetryCredit, envelope: Envelope) -> str:
+    def redrive_credit(self, message: RedriveCredit, envelope: Envelope) -> None:
+        """A person re-drives the order through payments' support API (it came on ledger.redrives, which only
+        payments writes): lift the order's block if a person may (`domain.lifts_block`) and credit it, or
+        re-announce the credit it has. It must match the order's recorded payment, or it is refused for good; it
+        is never parked (a person re-drives an order the ledger has seen paid and blocked)."""
+        order = self.view.order(message.order_id)
+        if order.credit is None:
+            claimed = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
+            refused = domain.unbacked(self.view.facts.get(message.order_id), claimed)
+            if refused is not None:
+                log.warning(
+                    "order %s: re-drive %d by %s refused, %s (event %s)",
+                    message.order_id,
+                    message.attempt,
+                    message.requested_by,
+                    refused.reason,
+                    envelope.event_id,
+                    extra=about(message.order_id, envelope),
+                )
+                raise PermanentFailure(refused.reason, label=refused.label)
+        outcome = (
+            self._redrive(message, envelope)
+            if domain.lifts_block(order)
+            else self._credit(message, f"retry-{message.attempt}")
+        )
+        log.warning(
+            "order %s: re-drive %d by %s -> %s (event %s)",
+            message.order_id,
+            message.attempt,
+            message.requested_by,
+            outcome,
+            envelope.event_id,
+            extra=about(message.order_id, envelope),
+        )
+
+    def _redrive(self, message: RedriveCredit, envelope: Envelope) -> str:
         """A person re-drives a blocked order (not refunded, its payment matched): lift the block and credit it,
         the lift written with the credit. What happened."""
         order = self.view.order(message.order_id)
@@ -340,11 +391,11 @@ class BatchDecisions:
             extra=about(message.order_id, envelope),
         )
 
-    def _credit(self, message: PaymentSucceeded | RetryCredit, tag: str) -> str:
+    def _credit(self, message: PaymentSucceeded | RetryCredit | RedriveCredit, tag: str) -> str:
         """Credit once; what happened."""
         order = self.view.order(message.order_id)
         if order.credit is not None:
-            if type(message) is RetryCredit:  # re-announce so the reconciler can close the order
+            if type(message) is not PaymentSucceeded:  # re-announce so the reconciler can close the order
                 self._announce(message.order_id, order.credit, f"reannounce-{tag}")
             return "already_credited"
         currency = self.view.users.get(message.user_id)
@@ -401,6 +452,7 @@ _DECIDERS: dict[type[Message], tuple[str, Decider]] = {
     PaymentSucceeded: (PAYMENTS_CONSUMER, BatchDecisions.payment_succeeded),
     RefundSucceeded: (PAYMENTS_CONSUMER, BatchDecisions.refund_succeeded),
     RetryCredit: (COMMANDS_CONSUMER, BatchDecisions.retry_credit),
+    RedriveCredit: (COMMANDS_CONSUMER, BatchDecisions.redrive_credit),
     BlockCredit: (COMMANDS_CONSUMER, BatchDecisions.block_credit),
     GrantCompensation: (COMMANDS_CONSUMER, BatchDecisions.grant_compensation),
 }
@@ -424,7 +476,7 @@ async def handle_batch(
     if not mine:
         return
     # Exact types (contract models are final): isinstance on pydantic's metaclass costs per message.
-    credits = [m for m, _ in mine if type(m) is PaymentSucceeded or type(m) is RetryCredit]
+    credits = [m for m, _ in mine if type(m) is PaymentSucceeded or type(m) is RetryCredit or type(m) is RedriveCredit]
     paying = [*credits, *(m for m, _ in mine if type(m) is GrantCompensation)]
     async with uow() as tx:
         await tx.lock_orders({m.order_id for m, _ in mine})

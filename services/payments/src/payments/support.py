@@ -1,9 +1,11 @@
 """Support for orders: what a person may do to an order (and why not), the command each act sends, and one
 timeline of the order across the services, in time order.
 
-An act goes through the same idempotent commands the reconciler sends, so the services that execute them keep
-their own checks (the ledger credits only what the recorded payment stands behind, payments refunds only a paid
-order once); the refusals here answer a person at once, with a code, instead of a dead letter later.
+An act goes through idempotent commands like the reconciler's, so the services that execute them keep their own
+checks (the ledger credits only what the recorded payment stands behind, payments refunds only a paid order once);
+the refusals here answer a person at once, with a code, instead of a dead letter later. A re-drive is the one act
+with a command of its own, RedriveCredit on ledger.redrives: only payments writes that topic, and the ledger lifts
+its block on an order for nothing else.
 
 A refund takes the reconciler's path, never a shortcut: the act sends BlockCredit to the ledger, not IssueRefund.
 Payments' copy of the order's status (`credited`) lags the ledger, so a credit could land between the refusal's check
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 
 from contracts.base import Message, clip
 from contracts.codec import deterministic_id
-from contracts.commands import SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RetryCredit
+from contracts.commands import SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RedriveCredit
 from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus
 
@@ -154,14 +156,16 @@ def send_command(
     unit: Publisher, act: SupportAction, facts: OrderFacts, *, by: str, reason: str, amount: int | None, now: datetime,
     event_id: str,
 ) -> bool:  # fmt: skip
-    """Publish the command of an act through `unit` (re-drive: RetryCredit on the payment's facts, naming who asked;
+    """Publish the command of an act through `unit` (re-drive: RedriveCredit on the payment's facts, naming who asked;
     refund: BlockCredit, the refund following the ledger's final rejection; compensation: GrantCompensation); False
     for an act that sends none (resend)."""
     order = facts.order
     if act is SupportAction.REDRIVE_CREDIT:
+        assert order.provider_txn_id is not None  # refusal() let no re-drive of an unpaid order through
+        # On the topic only payments writes: the ledger lifts a block for a re-drive from there alone.
         unit.publish(
-            Topic.LEDGER_COMMANDS,
-            RetryCredit(
+            Topic.LEDGER_REDRIVES,
+            RedriveCredit(
                 order_id=order.order_id,
                 user_id=order.user_id,
                 amount=order.amount,

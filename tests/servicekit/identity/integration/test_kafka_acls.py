@@ -74,6 +74,20 @@ async def test_only_the_reconciler_and_payments_support_acts_can_command_the_led
             await publish(sasl_broker, principal, Topic.LEDGER_COMMANDS.qualified(prefix))
 
 
+async def test_only_payments_can_re_drive_a_credit_and_the_ledger_reads_it_in_its_commands_group(
+    sasl_broker: SaslBroker, prefix: str
+) -> None:
+    # A re-drive may lift the ledger's block on an order: the reconciler, which writes ledger.commands, may not.
+    redrives = Topic.LEDGER_REDRIVES.qualified(prefix)
+    await publish(sasl_broker, "payments", redrives)  # a person's re-drive through the support API
+    for principal in ("reconciler", "ledger", "notifier"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publish(sasl_broker, principal, redrives)
+    assert await consume_one(sasl_broker, "ledger", redrives, f"{prefix}ledger.commands") == b"ord_1"
+    with pytest.raises(REFUSED):
+        await consume_one(sasl_broker, "payments", redrives, f"{prefix}ledger.commands")
+
+
 async def test_only_the_reconciler_can_command_payments(sasl_broker: SaslBroker, prefix: str) -> None:
     await publish(sasl_broker, "reconciler", Topic.PAYMENTS_COMMANDS.qualified(prefix))
     for principal in ("payments", "ledger", "notifier"):

@@ -12,12 +12,14 @@ def test_each_service_writes_what_the_catalogue_says_it_publishes_plus_dead_lett
     assert ACCESS["payments"].writes == {  # the commands: a person's acts (a refund blocks first: no IssueRefund)
         Topic.PAYMENTS_EVENTS,
         Topic.LEDGER_COMMANDS,
+        Topic.LEDGER_REDRIVES,
         Topic.DEAD_LETTER,
     }
     assert ACCESS["payments"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_COMMANDS, Topic.SUPPORT_CASES}
     assert ACCESS["payments"].groups == ("payments.commands", "payments.order-status", "payments.support-cases")
     assert ACCESS["ledger"].writes == {Topic.LEDGER_EVENTS, Topic.DEAD_LETTER}
-    assert ACCESS["ledger"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_COMMANDS}
+    assert ACCESS["ledger"].reads == {Topic.PAYMENTS_EVENTS, Topic.LEDGER_COMMANDS, Topic.LEDGER_REDRIVES}
+    assert ACCESS["ledger"].groups == ("ledger.commands", "ledger.payments")
     assert ACCESS["notifier"].writes == {Topic.DEAD_LETTER}
     assert ACCESS["notifier"].reads == {Topic.ORDERS_STATUS, Topic.PAYMENTS_EVENTS}  # OrderExpired: tell the user
     assert ACCESS["notifier"].groups == ("notifier.order-status", "notifier.payments")
@@ -44,9 +46,25 @@ def test_the_reconciler_owns_the_topics_and_the_group_of_its_faust_app() -> None
 def test_only_the_reconciler_and_payments_support_api_command_and_no_one_reads_the_dead_letters() -> None:
     writers = {t: {p for p, a in ACCESS.items() if t in a.writes} for t in Topic}
     assert writers[Topic.LEDGER_COMMANDS] == {"reconciler", "payments"}
+    assert writers[Topic.LEDGER_REDRIVES] == {"payments"}  # a person's re-drive, which may lift the ledger's block
     assert writers[Topic.PAYMENTS_COMMANDS] == {"reconciler"}  # a refund only after the ledger's block
     assert writers[Topic.PAYMENTS_EVENTS] == {"payments"} and writers[Topic.LEDGER_EVENTS] == {"ledger"}
     assert all(Topic.DEAD_LETTER not in a.reads for a in ACCESS.values())
+
+
+def test_only_payments_may_write_the_redrive_topic_and_the_ledger_reads_it_in_its_commands_group() -> None:
+    # A person's re-drive through payments' support API is the one command that may lift the ledger's block on an
+    # order: it has a topic of its own, which no other principal may write (the reconciler writes ledger.commands).
+    redrives = Topic.LEDGER_REDRIVES
+    assert {p for p, a in ACCESS.items() if redrives in a.writes} == {"payments"}
+    assert {p for p, a in ACCESS.items() if redrives in a.reads} == {"ledger"}
+    assert {(g.principal, g.operation, g.resource, g.pattern) for g in grants() if g.name == redrives.value} == {
+        ("payments", Operation.WRITE, Resource.TOPIC, Pattern.LITERAL),
+        ("ledger", Operation.READ, Resource.TOPIC, Pattern.LITERAL),
+    }
+    [spec] = [s for s in CATALOG if s.topic is redrives]
+    assert [(r.service, r.group) for r in spec.readers] == [("ledger", "ledger.commands")]
+    assert "ledger.commands" in ACCESS["ledger"].groups
 
 
 def test_grants_follow_a_prefix_and_give_no_wildcard() -> None:
@@ -66,6 +84,7 @@ def test_with_sasl_a_service_ensures_only_the_topics_its_principal_may_see_and_w
     assert set(topics_to_ensure("ledger", sasl)) == {
         Topic.PAYMENTS_EVENTS,
         Topic.LEDGER_COMMANDS,
+        Topic.LEDGER_REDRIVES,
         Topic.LEDGER_EVENTS,
         Topic.DEAD_LETTER,
     }
