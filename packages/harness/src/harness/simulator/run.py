@@ -277,6 +277,7 @@ async def score(
     the orders whose notification the provider dropped and what became of them; `reads`: how the ledger's books are
     read order by order (`fast_reads`; through `client` if not given)."""
     by_order = received.by_order()
+    notified = received.of_orders(truth.orders)  # the bench's steps share one receiver: this run's orders only
     statuses = {oid: {p["status"] for p in by_order.get(oid, [])} for oid in truth.paid}
     dropped = set((await client.get(f"{ledger_url}/v1/faults")).json()["credit_dropped"]) & truth.paid
     get = reads or reads_with(client)
@@ -318,8 +319,8 @@ async def score(
         "retried": len(truth.paid & (retried_at or {}).keys()),
         "recovered": len(recovered(flagged, first_credit, retried_at or {})),
         "missed_overdue": len(dropped - flagged),
-        "notifications_sent": len(received.payloads),
-        "duplicate_notifications": received.duplicates,
+        "notifications_sent": notified[0],
+        "duplicate_notifications": notified[1],
         "duplicate_callbacks": truth.duplicate_callbacks,
         "pay_to_credit_p50_s": _round(percentile(latencies, 50)),
         "pay_to_credit_p99_s": _round(percentile(latencies, 99)),
