@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 STATUS_LINK_DEV_SECRET = "credited-development-status-link-secret"  # noqa: S105 - published on purpose
 """What the local stack signs status links with; refused everywhere else, like every value below."""
 
+PEER_DEV_SECRET = "credited-development-peer-secret"  # noqa: S105 - published on purpose
+"""What the local stack's reconciler workers vouch for each other with (reconciler.adapters.peers)."""
+
 DEVELOPMENT_VALUES = frozenset(
     {
         "sim-secret",
@@ -30,6 +33,7 @@ DEVELOPMENT_VALUES = frozenset(
         "admin-dev-password",
         "kafka-dev-password",
         STATUS_LINK_DEV_SECRET,
+        PEER_DEV_SECRET,
         # Defaults every scanner tries first.
         "admin",
         "changeme",

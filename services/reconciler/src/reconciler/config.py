@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from reconciler.domain import WEEK_S, Policy
+from servicekit.links import secrets_from
+from servicekit.secret_guard import PEER_DEV_SECRET
 from servicekit.settings import ServiceSettings
 
 
@@ -41,6 +43,19 @@ class Settings(ServiceSettings):
     )
     session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")
+    peer_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret the workers share to ask each other for an order's timeline without passing on the"
+        " caller's API key (reconciler.adapters.peers); comma-separated during a rotation (signs with the first).",
+    )
+
+    def peer_secrets(self) -> list[str]:
+        """RECONCILER_PEER_SECRET's secrets; unset in development mode, the local stack's published one (refused in
+        production, where the worker does not start without its own)."""
+        secrets = secrets_from(self.peer_secret)
+        if not secrets and self.environment == "development":
+            return [PEER_DEV_SECRET]
+        return secrets
 
     def policy(self) -> Policy:
         return Policy(

@@ -23,8 +23,10 @@ SERVICE = "reconciler"
 
 def entry() -> None:
     settings = Settings()
-    # Its pages read API keys from PostgreSQL: the database password and its Kafka password.
-    refuse_development_secrets(SERVICE, settings, shared_secrets(settings))
+    # Its pages read API keys from PostgreSQL: the database password and its Kafka password; its workers vouch
+    # for each other with the peer secret.
+    secrets = {**shared_secrets(settings), "RECONCILER_PEER_SECRET": settings.peer_secret}
+    refuse_development_secrets(SERVICE, settings, secrets)
     # faust's worker, its consumer's thread and every loop they make come from this policy.
     uvloop.install()
     # faust sets up logging itself, from servicekit's set-up: the same lines as every other service's.

@@ -3,6 +3,7 @@ router (its own blueprints included, as a worker installs them) answers 401 with
 lacking its scope, in credited's error body, through the real key store. A new page fails here until it names
 its scope (`requires` in reconciler.adapters.page_keys) or is added to OPEN with the reason it needs no key."""
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from reconciler.adapters.faust_app import build_app
 from reconciler.adapters.page_keys import LazyKeyStore
+from reconciler.adapters.peers import PEER_HEADER, PeerGrants
 from reconciler.config import Settings
 from servicekit.identity import Authenticator, PostgresKeyStore, Scope
 from servicekit.identity.guard import SCOPES_ATTRIBUTE
@@ -39,11 +41,20 @@ class Pages:
     client: httpx.AsyncClient
     keys: PostgresKeyStore
     authenticator: Authenticator
+    settings: Settings
 
 
 @pytest.fixture
 async def pages(broker: Broker, database_url: str, isolation: str, tmp_path: Path) -> AsyncIterator[Pages]:
-    settings = settings_for(Settings, broker, database_url, isolation, data_dir=tmp_path, api_key_cache_ttl_s=0.5)
+    settings = settings_for(
+        Settings,
+        broker,
+        database_url,
+        isolation,
+        data_dir=tmp_path,
+        api_key_cache_ttl_s=0.5,
+        peer_secret="peer-secret-of-this-test",
+    )
     lookup = LazyKeyStore(settings.database_url, settings.identity_schema)
     authenticator = Authenticator(lookup, ttl_s=settings.api_key_cache_ttl_s)
     app = build_app(settings, CollectorRegistry(auto_describe=True), authenticator)
@@ -56,7 +67,7 @@ async def pages(broker: Broker, database_url: str, isolation: str, tmp_path: Pat
     await keys.migrate()
     try:
         async with httpx.AsyncClient(base_url=str(server.make_url("")), timeout=30) as client:
-            yield Pages(app, client, keys, authenticator)
+            yield Pages(app, client, keys, authenticator, settings)
     finally:
         await server.close()
         await lookup.close()
@@ -116,3 +127,28 @@ async def test_the_timeline_asks_support_read_and_lets_such_a_key_through_until_
         return answer.status_code == 401 and "revoked" in answer.json()["detail"]
 
     await eventually(refused, timeout_s=10, interval_s=0.05)  # within the cache period (0.5 s here)
+
+
+async def test_a_timeline_asked_with_a_workers_grant_for_that_order_needs_no_key_and_no_other_grant_passes(
+    pages: Pages,
+) -> None:
+    """How one worker asks another for an order it does not have: a grant for that order under the workers' shared
+    secret, not the caller's key (which would go to whatever address the consumer group's metadata names)."""
+    ours = PeerGrants(pages.settings.peer_secrets())
+    # Past the key check, a worker that has not joined its group yet says so: not a refusal of the grant.
+    answer = await pages.client.get(
+        "/v1/orders/ord_1/timeline", params={"routed": "1"}, headers={PEER_HEADER: ours.grant("ord_1")}
+    )
+    assert answer.status_code == 503 and answer.json()["error"] == "not_ready", answer.text
+    refused = {
+        "another order's": ours.grant("ord_2"),
+        "another secret's": PeerGrants(["not-our-peer-secret"]).grant("ord_1"),
+        "an expired one": PeerGrants(pages.settings.peer_secrets(), now=lambda: time.time() - 60).grant("ord_1"),
+        "a malformed one": "soon.beef",
+        "an empty one": "",
+    }
+    for what, grant in refused.items():
+        answer = await pages.client.get(
+            "/v1/orders/ord_1/timeline", params={"routed": "1"}, headers={PEER_HEADER: grant}
+        )
+        assert answer.status_code == 401 and answer.json()["error"] == "unauthenticated", (what, answer.text)

@@ -21,6 +21,7 @@ DEVELOPMENT_VALUES = {
     "KAFKA_SASL_USERNAME": "service",
     "KAFKA_SASL_PASSWORD": "kafka-dev-password",
     "CREDITED_STATUS_LINK_SECRET": "credited-development-status-link-secret",
+    "RECONCILER_PEER_SECRET": "credited-development-peer-secret",
     "PAYMENTS_PSP_SECRET_SIM": f"{STRONG},sim-secret",
     "NOTIFIER_WEBHOOK_SECRET": "webhook-secret",
 }
@@ -33,7 +34,7 @@ REFUSED = {
         "PAYMENTS_PSP_SECRET_SIM",
     ],
     "ledger": ["the DATABASE_URL password", "KAFKA_SASL_PASSWORD"],
-    "reconciler": ["the DATABASE_URL password", "KAFKA_SASL_PASSWORD"],
+    "reconciler": ["the DATABASE_URL password", "KAFKA_SASL_PASSWORD", "RECONCILER_PEER_SECRET"],
     "notifier": [
         "the DATABASE_URL password",
         "CREDITED_STATUS_LINK_SECRET",
@@ -47,7 +48,9 @@ def inherited() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CREDITED_", "KAFKA_", "DATABASE_", "PG", "PAYMENTS_", "LEDGER_", "NOTIFIER_"))
+        if not k.startswith(
+            ("CREDITED_", "KAFKA_", "DATABASE_", "PG", "PAYMENTS_", "LEDGER_", "RECONCILER_", "NOTIFIER_")
+        )
     }
 
 

@@ -26,6 +26,7 @@ from reconciler.adapters.metrics import PrometheusObservations
 from reconciler.adapters.metrics_listener import MetricsListener
 from reconciler.adapters.offsets import BrokerOffsets
 from reconciler.adapters.page_keys import requires
+from reconciler.adapters.peers import PEER_HEADER, PeerGrants
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import STUCK_AFTER_S, RecoveryWatch, Rewinder, Seek, TailWatch
 from reconciler.adapters.rounds import Rounds, batches, stop
@@ -157,7 +158,10 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     async def watch_broker() -> None:
         await watch.run(lambda: app.should_stop)
 
-    _pages(app, table, states, authenticator, readiness)
+    # Without a peer secret (only where the worker's entry point would refuse to start: tests building the app in
+    # production mode) a worker answers for the orders it has and names what is missing for the others.
+    peers = PeerGrants(secrets) if (secrets := settings.peer_secrets()) else None
+    _pages(app, table, states, authenticator, peers, readiness)
     return app
 
 
@@ -238,6 +242,7 @@ def _pages(
     table: OrderTable,
     states: FaustOrderStates,
     authenticator: Authenticator,
+    peers: PeerGrants | None,
     readiness: Readiness,
 ) -> None:
     @app.page("/healthz")
@@ -249,11 +254,12 @@ def _pages(
 
     @app.page("/v1/orders/{order_id}/timeline")
     class Timeline(View):
-        @requires(Scope.SUPPORT_READ, authenticator)
+        @requires(Scope.SUPPORT_READ, authenticator, peers=peers)
         async def get(self, request: Request, order_id: str) -> Response:
             """Every event and status of one order in time order, for support staff and on-call engineers with
-            a support:read key, from whichever worker has the order (that worker checks the caller's key again:
-            it is forwarded, never replaced by trust in the asking worker). An order settled longer ago than the
+            a support:read key, from whichever worker has the order: this worker checks the key and asks that one
+            with a grant for this order alone (reconciler.adapters.peers), never with the caller's key, which
+            would go to whatever address the group's metadata names. An order settled longer ago than the
             retention is answered by the services that own its data. (faust's table_route hashes the key with
             its producer's metadata, which a worker that has not written to the changelog yet does not have: it
             answers 500.)"""
@@ -263,9 +269,14 @@ def _pages(
             state = states.get(order_id)
             owner = None if state is not None or request.query.get("routed") else _owner(app, table, order_id)
             if owner is not None:
+                if peers is None:
+                    detail = (
+                        f"another worker has order {order_id}; this one cannot ask it: RECONCILER_PEER_SECRET unset"
+                    )
+                    return self.json({"error": "unavailable", "detail": detail}, status=503)
                 url = f"{owner.rstrip('/')}/v1/orders/{order_id}/timeline"
-                caller = {"Authorization": request.headers["Authorization"]}
-                async with app.http_client.get(url, params={"routed": "1"}, headers=caller) as answer:
+                granted = {PEER_HEADER: peers.grant(order_id)}
+                async with app.http_client.get(url, params={"routed": "1"}, headers=granted) as answer:
                     return self.bytes(await answer.read(), content_type="application/json", status=answer.status)
             if state is None and not _has(app, table, order_id):
                 detail = "the partitions are moving between workers; ask again in a few seconds"

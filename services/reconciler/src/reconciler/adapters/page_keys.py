@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from faust.web import Request, Response, View
 
+from reconciler.adapters.peers import PEER_HEADER, PeerGrants
 from servicekit.errors import error_body
 from servicekit.identity import Authenticator, PostgresKeyStore, Scope, Unauthenticated
 from servicekit.identity.keys import KeyRecord
@@ -56,11 +57,20 @@ class LazyKeyStore:
             self._pool, self._store = None, None
 
 
-def requires(scope: Scope, authenticator: Authenticator) -> Callable[[Handler], Handler]:
-    """A faust view method that answers only a caller whose `Authorization: Bearer` key holds `scope`."""
+def requires(
+    scope: Scope, authenticator: Authenticator, *, peers: PeerGrants | None = None
+) -> Callable[[Handler], Handler]:
+    """A faust view method that answers only a caller whose `Authorization: Bearer` key holds `scope`; with `peers`,
+    also another worker of this reconciler asking with a grant for the page's `order_id` (a timeline that worker
+    was asked for and checked the caller's key for itself)."""
 
     def decorate(handler: Handler) -> Handler:
         async def guarded(view: View, request: Request, **kwargs: Any) -> Response:
+            if peers is not None and PEER_HEADER in request.headers:
+                if peers.admits(request.headers[PEER_HEADER], str(kwargs.get("order_id", ""))):
+                    return await handler(view, request, **kwargs)
+                detail = "the peer grant is not for this order, not ours, or expired"
+                return view.json(error_body("unauthenticated", detail), status=401)
             refused = await refusal(authenticator, request, scope)
             if refused is not None:
                 status, body, headers = refused
