@@ -39,16 +39,8 @@ def retry(order_id: str, attempt: int, requested_by: str | None = None) -> Retry
 
 
 def redrive(order_id: str) -> RedriveCredit:
-    return RedriveCredit(
-        order_id=order_id,
-        user_id=f"user-{order_id}",
-        amount=AMOUNT,
-        currency="CNY",
-        attempt=1,
-        requested_at=datetime.now(UTC),
-        provider_txn_id=f"tx-{order_id}",
-        requested_by="support-alice",
-    )
+    """The re-drive payments' support API sends: the retry's payment fact, naming who asked."""
+    return RedriveCredit(**retry(order_id, 1).model_dump(exclude={"requested_by"}), requested_by="support-alice")
 
 
 def blocking(order_id: str) -> BlockCredit:
