@@ -37,16 +37,6 @@ class StoppableBroker:
     def stop(self) -> None:
         (self._apache or self._tansu).stop()  # type: ignore[union-attr]
 
-    def needs_its_log_across_a_restart(self) -> None:
-        """Skip a test that stops this broker and expects it back with its topics and records: the embedded Tansu
-        keeps them in memory (`--storage-engine memory://`: the package's build has neither its PostgreSQL nor its
-        SQLite engine), so it comes back with none and what the test waits for can never come. CI runs these on
-        Apache Kafka."""
-        if self.kind != "apache":
-            pytest.skip(
-                "the embedded Tansu keeps its log in memory: restarted, it has no topics (README, Known limits)"
-            )
-
 
 @pytest.fixture
 def own_broker(broker: Broker, tmp_path: Path) -> Iterator[StoppableBroker]:

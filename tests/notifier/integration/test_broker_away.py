@@ -24,7 +24,6 @@ BAD_RETRY_S, GOOD_RETRY_S = 8, 14
 async def test_deliveries_while_the_broker_is_away_are_settled_at_once_and_a_failure_waits_for_its_dead_letter(
     own_broker: StoppableBroker, push_service: PushService, database_url: str, isolation: str
 ) -> None:
-    own_broker.needs_its_log_across_a_restart()
     await asyncio.to_thread(own_broker.start)
     prefix = f"{isolation}."
     await ensure_topics(own_broker.bootstrap, [t.qualified(prefix) for t in Topic], 1)

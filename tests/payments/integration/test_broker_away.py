@@ -78,7 +78,6 @@ def broker_away(child: Child) -> bool:
 async def test_payments_takes_orders_and_callbacks_with_the_broker_stopped_and_publishes_each_once_it_is_back(
     own_broker: StoppableBroker, payments: Child, isolation: str, database_url: str, tmp_path: Path
 ) -> None:
-    own_broker.needs_its_log_across_a_restart()
     prefix = f"{isolation}."
     await asyncio.to_thread(own_broker.start)
     await ensure_topics(own_broker.bootstrap, [t.qualified(prefix) for t in Topic], 1)

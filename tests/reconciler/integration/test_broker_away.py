@@ -95,7 +95,6 @@ async def test_a_worker_started_without_its_broker_answers_503_naming_it_then_fl
 async def test_a_broker_restart_under_a_running_worker_leaves_it_running_not_ready_and_it_resumes(
     own_broker: StoppableBroker, reconciler: Child, isolation: str
 ) -> None:
-    own_broker.needs_its_log_across_a_restart()
     prefix, idempotence = f"{isolation}.", own_broker.kind == "apache"
     await asyncio.to_thread(own_broker.start)
     up = lambda: ready(reconciler)  # noqa: E731
