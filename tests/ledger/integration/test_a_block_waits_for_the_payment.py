@@ -199,3 +199,36 @@ async def test_a_sweep_applies_a_waiting_block_whose_reason_fills_the_contract_a
         assert answer.reason == "blocked: " + longest[:190] + "\u2026"
     finally:
         await pool.close()
+
+
+async def test_a_refund_block_takes_the_place_of_a_liftable_one_in_a_batch_and_in_a_sweep_and_never_the_reverse(
+    database_url: str, isolation: str
+) -> None:
+    pool = await create_pool(database_url, f"{isolation}_ledger", min_size=1, max_size=2)
+    review, support = "risk review rejected: stolen card", "support refund by agent-7: wrote in"
+
+    async def batch(*messages: Message) -> None:
+        await handlers.handle_batch(
+            [(m, envelope_for(m, producer="t")) for m in messages],
+            uow=lambda: PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay),
+        )
+
+    try:
+        await migrate(pool, MIGRATIONS)
+        # In a batch: the reconciler's block first, then a person's refund, then the reconciler's again.
+        await batch(block("ord_batch"))
+        await batch(block("ord_batch", support), block("ord_batch"))
+        # In a sweep: a review's rejection waited with a parked retry of an order that holds a liftable block (as a
+        # block written before this rule may), and an order whose refund block is held is not downgraded.
+        await batch(retry("ord_swept", 1), block("ord_swept", review), retry("ord_kept", 1), block("ord_kept"))
+        held = "INSERT INTO credit_blocks (order_id, reason) VALUES ('ord_swept', $1), ('ord_kept', $2)"
+        await pool.execute(held, EXHAUSTED, support)
+        await pool.execute("UPDATE parked_retries SET first_seen = now() - make_interval(mins => 10)")
+        route = DeadLetterRoute("dlq", "commands", "ledger.commands", "events", "ledger")
+        sweeper = ParkedRetrySweeper(pool, route, park_s=PARK_S, interval_s=PARK_S, on_commit=lambda: None)
+        assert sorted(await sweeper.sweep()) == ["ord_kept", "ord_swept"]
+
+        blocks = {r["order_id"]: r["reason"] for r in await pool.fetch("SELECT order_id, reason FROM credit_blocks")}
+        assert blocks == {"ord_batch": support, "ord_swept": review, "ord_kept": support}
+    finally:
+        await pool.close()

@@ -9,6 +9,7 @@ import pytest
 from contracts.commands import RedriveCredit
 from contracts.events import CreditPosted, CreditRejected
 from ledger import domain
+from ledger.handlers import FaultPolicy
 from servicekit.rejections import PermanentFailure
 from tests.ledger.fakes import Books
 from tests.ledger.unit.test_ledger_rules import block, consume, delivered, paid, refund, retry, strict
@@ -103,6 +104,56 @@ async def test_a_redrive_never_lifts_a_block_a_refund_follows_whose_refund_the_l
     rejection = books.published[-1]
     assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == f"blocked: {reason}"
     assert books.blocks == {"ord_1": reason} and books.postings == {}
+
+
+def test_a_block_keeps_its_first_reason_unless_a_refund_follows_the_new_one_and_not_the_first() -> None:
+    review, support = "risk review rejected: stolen card", "support refund by agent-7: wrote in"
+    assert domain.standing_block(None, "retries exhausted") == "retries exhausted"
+    assert domain.standing_block("wallet frozen", "retries exhausted") == "wallet frozen"
+    assert domain.standing_block("wallet frozen", support) == support
+    assert domain.standing_block("retries exhausted", review) == review
+    assert domain.standing_block(support, "retries exhausted") == support
+    assert domain.standing_block(review, support) == review
+    assert domain.standing_block(domain.ORDER_REFUNDED, support) == domain.ORDER_REFUNDED
+
+
+@pytest.mark.parametrize("reason", ["risk review rejected: stolen card", "support refund by agent-7: wrote in"])
+async def test_a_refund_block_on_an_order_blocked_for_a_liftable_reason_takes_its_place_so_no_redrive_credits_it(
+    reason: str,
+) -> None:
+    # The ledger refused the payment for good (a frozen wallet): the order is blocked for a reason a re-drive lifts.
+    books = Books(users={"u1": "CNY"}, frozen={"wallet:u1:CNY"})
+    await consume(books, paid(), users=strict())
+    assert books.blocks == {"ord_1": "wallet frozen"}
+    # A person's refund (or a review's rejection) reaches it: answered with a final rejection, so the refund goes.
+    books.published.clear()
+    await consume(books, block(reason), users=strict())
+    assert [(type(m), m.final) for m in books.published if isinstance(m, CreditRejected)] == [(CreditRejected, True)]
+    assert books.blocks == {"ord_1": reason}
+    # A re-drive consumed after it (sent before the refund was asked, on the other topic) never credits the order.
+    books.frozen.clear()
+    books.published.clear()
+    await consume(books, redrive(), users=strict())
+    rejection = books.published[-1]
+    assert isinstance(rejection, CreditRejected) and rejection.final and rejection.reason == f"blocked: {reason}"
+    assert books.postings == {} and books.blocks == {"ord_1": reason}
+
+
+async def test_the_reconcilers_block_after_a_refund_block_keeps_the_refunds_reason() -> None:
+    books = Books()
+    await consume(books, paid(), block("support refund by agent-7: wrote in"), block(), users=strict())
+    assert books.blocks == {"ord_1": "support refund by agent-7: wrote in"}
+    books.users["u1"] = "CNY"
+    await consume(books, redrive(), users=strict())
+    assert books.postings == {}
+
+
+async def test_a_refund_block_waiting_with_a_parked_retry_is_not_replaced_by_a_later_liftable_one() -> None:
+    books = Books()
+    await consume(books, retry(1), block("risk review rejected: stolen card"), block())
+    assert books.pending_blocks == {"ord_1": domain.PendingBlock("u1", "risk review rejected: stolen card")}
+    await consume(books, paid(), faults=FaultPolicy(drop_credit_share=1.0))
+    assert books.blocks == {"ord_1": "risk review rejected: stolen card"} and books.postings == {}
 
 
 async def test_a_redrive_for_a_user_still_unknown_is_refused_as_before_and_the_block_is_restored() -> None:

@@ -194,18 +194,30 @@ def refusal(context: CreditContext, currency: str) -> Refusal | None:
     return None
 
 
+def refund_follows(reason: str) -> bool:
+    """Whether a block's reason says the order's money goes back to the user: the order was refunded, or the block
+    is one a refund follows (a risk review's rejection, a person's refund: `contracts.commands.REFUND_BLOCKS`)."""
+    return reason == ORDER_REFUNDED or reason.startswith(REFUND_BLOCKS)
+
+
+def standing_block(current: str | None, new: str) -> str:
+    """The reason an order's block holds once a block for `new` reaches it. The first reason stands, unless `new`
+    says a refund follows and the first does not: a person's refund, or a review's rejection, that reaches an order
+    the ledger had already blocked for a reason a re-drive may lift (a final refusal of its payment, the
+    reconciler's block after its retries). Kept as it was, the block would let a later re-drive credit an order
+    whose refund is under way, and the user would be paid twice."""
+    if current is None or (refund_follows(new) and not refund_follows(current)):
+        return new
+    return current
+
+
 def lifts_block(order: OrderBooks) -> bool:
     """Whether a person's re-drive (RedriveCredit) lifts the order's block before it is decided: only for an order
     blocked and not credited, never for a refunded order (its money went back to the user: crediting it would pay
-    twice), and never for a block a refund follows (a risk review's rejection, a person's refund:
-    `contracts.commands.REFUND_BLOCKS`), whose refund the ledger cannot see under way. Payments' support API refuses
-    those re-drives too; this holds whatever payments lets through."""
-    return (
-        order.credit is None
-        and order.blocked is not None
-        and order.blocked != ORDER_REFUNDED
-        and not order.blocked.startswith(REFUND_BLOCKS)
-    )
+    twice), and never for a block a refund follows (`refund_follows`), whose refund the ledger cannot see under way,
+    whichever block of the order came first (`standing_block`). Payments' support API refuses those re-drives too;
+    this holds whatever payments lets through."""
+    return order.credit is None and order.blocked is not None and not refund_follows(order.blocked)
 
 
 def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked | None:

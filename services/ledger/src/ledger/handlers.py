@@ -52,9 +52,10 @@ write (the consumer dead-letters one from any other topic, `wrong_topic`): ledge
 and a RetryCredit there that names `requested_by`, as a re-drive was sent before, is refused for good the same
 way. Never for a refunded order (block ORDER_REFUNDED): that one is refused for good as before; nor for a block a
 refund follows (a risk review's rejection, a person's refund: `contracts.commands.REFUND_BLOCKS`), which stays and
-refuses the re-drive "blocked: ...". The ledger cannot see a refund that is issued but not yet settled; payments'
-support API refuses a re-drive while one is in flight, and a RefundSucceeded for a credited order is logged as an
-error.
+refuses the re-drive "blocked: ...", even when it reached an order already blocked for a reason a re-drive lifts: it
+takes that reason's place (`domain.standing_block`; the sweeper applies a waiting block the same way). The ledger
+cannot see a refund that is issued but not yet settled; payments' support API refuses a re-drive while one is in
+flight, and a RefundSucceeded for a credited order is logged as an error.
 """
 
 import logging
@@ -301,8 +302,10 @@ class BatchDecisions:
                 extra=about(message.order_id, envelope),
             )
             return
-        pending = domain.PendingBlock(message.user_id, message.reason)
         oid = message.order_id
+        waiting = self.view.pending_blocks.get(oid)
+        reason = domain.standing_block(None if waiting is None else waiting.reason, message.reason)
+        pending = domain.PendingBlock(message.user_id, reason)
         if domain.block_waits(order, self.view.facts.get(oid), self.view.parked.get(oid)):
             self.view.pending_blocks[oid] = self.changes.pending_blocks[oid] = pending
             self.counts.append("block_waits")
@@ -316,10 +319,12 @@ class BatchDecisions:
         self._block(oid, pending, envelope)
 
     def _block(self, order_id: str, block: domain.PendingBlock, envelope: Envelope) -> None:
-        """Block an order not credited (keeping an earlier block's reason) and answer with a final rejection."""
+        """Block an order not credited (keeping an earlier block's reason unless this one says a refund follows and
+        that one does not: `domain.standing_block`) and answer with a final rejection."""
         order = self.view.order(order_id)
-        if order.blocked is None:
-            order.blocked = self.changes.blocks[order_id] = block.reason
+        reason = domain.standing_block(order.blocked, block.reason)
+        if reason != order.blocked:
+            order.blocked = self.changes.blocks[order_id] = reason
         self._reject(order_id, block.user_id, f"blocked: {block.reason}", True, "block")
         log.warning(
             "order %s blocked from crediting: %s (event %s)",

@@ -26,7 +26,7 @@ import orjson
 
 from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.events import CreditRejected
-from ledger.domain import clip
+from ledger.domain import clip, standing_block
 from servicekit.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,13 @@ RETURNING p.order_id, p.event_id, p.retries, p.record_value, p.record_headers, p
 """
 
 
-# The blocks that waited with expired retries of unpaid orders, applied (an earlier block's reason is kept).
+# The blocks the orders of the blocks that waited with expired retries hold already (the sweep holds their locks).
+_HELD = "SELECT order_id, reason FROM credit_blocks WHERE order_id = ANY($1::text[])"
+
+# Those blocks applied, each with the reason `domain.standing_block` chose against the block the order holds.
 _BLOCK = """
-INSERT INTO credit_blocks (order_id, reason) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
+INSERT INTO credit_blocks (order_id, reason) SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT (order_id) DO UPDATE SET reason = EXCLUDED.reason
 """
 
 
@@ -129,7 +133,10 @@ class ParkedRetrySweeper:
                     letters.append((self._route.events_topic, self._block_answer(row)))
             if blocks:
                 # Unpaid means never credited (every credit since 0007 records its payment, which clears the row).
-                await conn.execute(_BLOCK, [r["order_id"] for r in blocks], [r["block_reason"] for r in blocks])
+                orders = [r["order_id"] for r in blocks]
+                held = {r["order_id"]: r["reason"] for r in await conn.fetch(_HELD, orders)}
+                reasons = [standing_block(held.get(r["order_id"]), r["block_reason"]) for r in blocks]
+                await conn.execute(_BLOCK, orders, reasons)
             await add_to_outbox(conn, letters)
         dead = [row["order_id"] for row in rows if not row["paid"]]
         for row in rows:
