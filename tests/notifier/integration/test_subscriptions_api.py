@@ -5,6 +5,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -17,11 +18,13 @@ from contracts.events import OrderStatus
 from credited.stack.processes import free_port
 from notifier import domain
 from servicekit.http import EmbeddedServer
+from servicekit.links import StatusLinks
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import change, publish
 from tests.notifier.push_service import PushService
+from tests.service_settings import STATUS_LINK_SECRET
 
 
 async def test_a_subscription_outside_the_known_push_services_or_with_bad_keys_is_refused(
@@ -73,6 +76,26 @@ async def test_a_chosen_locale_and_time_zone_are_kept_and_an_unsupported_locale_
     assert (await running.api.put(url, json={"locale": "<script>"})).status_code == 422
     unknown = await running.api.put(url, json={"locale": "en", "time_zone": "Mars/Olympus_Mons"})
     assert unknown.status_code == 422 and unknown.json()["error"]
+    for directory in ("America", "Etc"):  # directories of the zone database: ZoneInfo raises IsADirectoryError
+        answer = await running.api.put(url, json={"locale": "en", "time_zone": directory})
+        assert (answer.status_code, answer.json()["error"]) == (422, "invalid_request"), answer.text
+
+
+async def test_a_push_endpoint_with_a_port_out_of_range_or_a_broken_host_is_refused_422_naming_it(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier()
+    device = push_service.subscribe("phone")
+    token = StatusLinks([STATUS_LINK_SECRET]).token("ord_1", "u1")
+    for endpoint in ("http://127.0.0.1:99999/push/phone", "http://127.0.0.1:port/push/phone", "http://[::1/push"):
+        body = {**device, "endpoint": endpoint}
+        by_platform = await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=body)
+        async with httpx.AsyncClient() as browser:  # the status page's own registration, with the order's link
+            by_link = await browser.put(f"{running.url}/v1/orders/ord_1/subscriptions?token={token}", json=body)
+        for answer in (by_platform, by_link):
+            assert (answer.status_code, answer.json()["error"]) == (422, "invalid_endpoint"), (endpoint, answer.text)
+            assert "not a valid URL" in answer.json()["detail"]
+    assert (await running.api.get(f"{running.url}/v1/users/u1/subscriptions")).json()["subscriptions"] == []
 
 
 class FakeFcm:

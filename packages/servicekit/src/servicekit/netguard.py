@@ -176,8 +176,12 @@ def refused_by_guard(exc: BaseException) -> AddressRefused | None:
 
 
 async def check_url(url: str, policy: AddressPolicy) -> None:
-    """Refuse (AddressRefused) a URL being registered: its scheme, and every address its host resolves to."""
-    parsed = URL(url)
+    """Refuse (AddressRefused) a URL being registered: one that does not parse (a port out of range), its scheme,
+    and every address its host resolves to."""
+    try:
+        parsed = URL(url)
+    except ValueError as exc:
+        raise AddressRefused(f"not a URL: {exc}") from None
     refusal = policy.url_refusal(parsed)
     if refusal is not None:
         raise AddressRefused(refusal)

@@ -96,3 +96,9 @@ async def test_plain_http_is_refused_outside_development_mode(receiver) -> None:
         f"http://example.com:{port}/push: plain http is refused outside development mode"
     )
     assert seen == []
+
+
+async def test_a_url_that_does_not_parse_is_refused_naming_why_not_raised_as_a_value_error() -> None:
+    for url in ("https://push.example:99999/x", "https://push.example:port/x", "https://[::1/x"):
+        with pytest.raises(AddressRefused, match="not a URL"):
+            await check_url(url, PRODUCTION)

@@ -15,7 +15,7 @@ from contracts.base import OrderId
 from notifier import domain
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.subscriptions import PostgresSubscriptions
-from notifier.adapters.webpush import check_keys, endpoint_allowed
+from notifier.adapters.webpush import check_keys, endpoint_allowed, endpoint_malformed
 from servicekit.http import STORABLE_TEXT, ApiError, error_responses
 from servicekit.identity import Caller, Scope, requires
 from servicekit.logs import about
@@ -150,6 +150,9 @@ async def register_device(
         return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="fcm")
     assert body.endpoint is not None
     assert body.keys is not None
+    malformed = endpoint_malformed(body.endpoint)
+    if malformed is not None:
+        raise ApiError(422, "invalid_endpoint", f"the endpoint is not a valid URL: {malformed}")
     if not endpoint_allowed(body.endpoint, push.allowed_hosts, allow_http=push.allow_http):
         raise ApiError(422, "push_service_not_allowed", "the endpoint is not on a known Web Push service")
     try:

@@ -93,6 +93,16 @@ def check_keys(p256dh: str, auth: str) -> None:
         raise ValueError("keys.auth must be 16 bytes, base64url")
 
 
+def endpoint_malformed(endpoint: str) -> str | None:
+    """Why `endpoint` is not a URL a push can go to (a broken IPv6 host, a port that is not a number from 0 to
+    65535), or None."""
+    try:
+        urlsplit(endpoint).port  # noqa: B018 - reading the port is what checks it
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def endpoint_allowed(endpoint: str, hosts: frozenset[str], *, allow_http: bool) -> bool:
     """Push endpoints come from users: only https to a known push service (exact host or `*.domain`), so
     the notifier cannot be made to POST into our own network. Plain http only where configured (tests)."""

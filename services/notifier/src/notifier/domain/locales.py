@@ -78,10 +78,11 @@ def format_money(amount: int, currency: str, locale: str | None = None) -> str:
 
 
 def valid_time_zone(name: str) -> bool:
-    """Whether `name` is an IANA time zone this machine knows."""
+    """Whether `name` is an IANA time zone this machine knows (a directory of the zone database, such as
+    "America", is none: ZoneInfo raises IsADirectoryError for it)."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 
