@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from contracts.codec import decode
-from contracts.events import OrderExpired, PaymentSucceeded
+from contracts.events import OrderExpired, PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from credited.providers import wechatpay as local_wechatpay
 from credited.providers.book import TradeState
@@ -216,6 +216,29 @@ async def test_an_order_never_paid_ends_expired_and_closed_at_the_provider(
     assert await announced(broker, payments, OrderExpired, order_id) == 1
     assert (await payments.view(order_id))["payment_status"] == "pending"
     assert metric(payments, "payments_orders_expired_total", provider=name, channel=CHANNELS[name]) == 1
+
+
+async def test_alipays_notice_of_the_trade_our_expiry_closed_leaves_the_order_expired_announcing_no_failure(
+    broker: Broker, provider: LocalProvider, start: Start
+) -> None:
+    payments = await start(payment_expiry_s=1.5)
+    order_id = await payments.order("alipay")
+    trade = provider.open("alipay", trade_no("alipay", order_id), 600)
+
+    async def expired() -> bool:
+        return (await payments.view(order_id))["status"] == "expired"
+
+    await eventually(expired, timeout_s=30)
+    await eventually(lambda: unscheduled(payments, order_id), timeout_s=10)
+    notice = provider.notification(trade)  # TRADE_CLOSED: Alipay notifies a closed trade by default
+    assert b"TRADE_CLOSED" in notice.body
+    answer = await payments.client.post("/v1/psp/alipay/callbacks", content=notice.body, headers=dict(notice.headers))
+    assert answer.status_code == 200, answer.text
+    view = await payments.view(order_id)
+    assert (view["status"], view["payment_status"]) == ("expired", "pending")
+    await eventually(lambda: payments.infra.pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout_s=30)
+    assert await announced(broker, payments, OrderExpired, order_id) == 1
+    assert await announced(broker, payments, PaymentFailed, order_id) == 0
 
 
 async def test_an_unanswered_query_at_the_expiry_never_expires_the_order(provider: LocalProvider, start: Start) -> None:

@@ -60,6 +60,14 @@ def test_a_failure_never_undoes_a_success() -> None:
     assert decision.outcome is Outcome.IGNORED and decision.order == paid
 
 
+def test_a_failure_notice_of_an_expired_order_is_ignored_and_a_success_still_pays_it() -> None:
+    expired = order(status=domain.EXPIRED)
+    closed = domain.decide(expired, notice(succeeded=False), DEVELOPMENT_PAYERS)
+    assert closed.outcome is Outcome.IGNORED and closed.order == expired
+    paid = domain.decide(expired, notice(), DEVELOPMENT_PAYERS)
+    assert paid.outcome is Outcome.PAID and paid.order.status == "paid"
+
+
 def test_a_second_charge_on_a_paid_order_is_refused() -> None:
     paid = domain.decide(order(), notice(), DEVELOPMENT_PAYERS).order
     assert domain.decide(paid, notice(txn="tx2"), DEVELOPMENT_PAYERS).code == "already_paid"

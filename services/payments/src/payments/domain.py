@@ -245,6 +245,10 @@ class Payers:
         return f"{order.channel} orders are paid through {expected}, not {provider}"
 
 
+EXPIRED = "expired"
+"""The status of an order closed unpaid at its expiry (payments.queries), announced as OrderExpired."""
+
+
 def decide(order: Order, notice: PaymentNotice, payers: Payers) -> Decision:
     """Apply a notice once, whatever the number and order of deliveries.
 
@@ -252,7 +256,7 @@ def decide(order: Order, notice: PaymentNotice, payers: Payers) -> Decision:
     refused, whatever it says. Amount and currency must match the order. A success pays a pending or failed order (the
     user may retry a failed payment). A repeat of the success that paid the order is a duplicate. A
     success with another provider transaction on a paid order is refused (a second charge needs a
-    person). A failure never undoes a success.
+    person). A failure never undoes a success, nor reopens an order that expired unpaid (a success still pays it).
     """
     wrong_provider = payers.refusal(order, notice.provider)
     if wrong_provider is not None:
@@ -287,6 +291,10 @@ def decide(order: Order, notice: PaymentNotice, payers: Payers) -> Decision:
         return Decision(Outcome.PAID, "payment succeeded", paid)
     if order.payment_status is PaymentStatus.FAILED:
         return Decision(Outcome.DUPLICATE, "payment failure already recorded", order)
+    if order.status == EXPIRED:
+        # The provider's notice of the trade our expiry closed (Alipay's TRADE_CLOSED): no new failure to announce
+        # after the OrderExpired, and the order stays expired, never back to payment_failed.
+        return Decision(Outcome.IGNORED, "the order expired: its trade was closed", order)
     failed = replace(
         order,
         payment_status=PaymentStatus.FAILED,

@@ -22,14 +22,22 @@ from contracts.codec import deterministic_id
 from contracts.events import OrderExpired
 from contracts.topics import Topic
 from payments.callbacks import handle_paid_answers
-from payments.domain import CloseStatus, Outcome, Payers, PaymentQuery, PaymentState, PaymentStatus, ReviewRule
+from payments.domain import (
+    EXPIRED,
+    CloseStatus,
+    Outcome,
+    Payers,
+    PaymentQuery,
+    PaymentState,
+    PaymentStatus,
+    ReviewRule,
+)
 from payments.ports import Clock, PaymentProviders, UnitOfWorkFactory
 from payments.schedule import QueryPolicy
 from servicekit.logs import about
 
 log = logging.getLogger(__name__)
 
-EXPIRED = "expired"
 _UNPAID = (PaymentState.PENDING, PaymentState.FAILED, PaymentState.NOT_FOUND, PaymentState.CLOSED)
 
 

@@ -6,9 +6,8 @@ from types import TracebackType
 
 from contracts.codec import Record
 from payments.adapters.order_rows import COLUMNS, columns, order_of, params
-from payments.domain import Order, PaymentStatus
+from payments.domain import EXPIRED, Order, PaymentStatus
 from payments.ports import RefundAnswer
-from payments.queries import EXPIRED
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 from servicekit.uow import PostgresUnitOfWork
 
