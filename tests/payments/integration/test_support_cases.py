@@ -4,12 +4,14 @@ settled order (orders.status) resolves it by itself, and an unacknowledged case 
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -27,6 +29,7 @@ from payments.ports import StatusChange
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import KafkaPublisher
+from servicekit.signatures import sign
 from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
@@ -305,3 +308,30 @@ async def test_a_poll_of_status_changes_is_applied_in_one_statement_as_if_one_by
     case = (await p.client.get(f"/v1/support/cases/{case_id}")).json()
     assert (case["resolved_by"], case["resolution"]) == ("credited", "credited")
     assert [h["action"] for h in case["history"]].count("resolved") == 1
+
+
+async def test_a_signed_second_charge_payments_refuses_opens_one_refused_charge_case_for_a_person(
+    payments: Payments,
+) -> None:
+    p = payments
+    await p.infra.pool.execute(ORDER, "ord_twice")  # paid by sim transaction tx-ord_twice
+
+    async def second_charge() -> httpx.Response:
+        body = orjson.dumps(
+            {"order_id": "ord_twice", "provider_txn_id": "tx-again", "status": "succeeded", "amount": 600,
+             "currency": "CNY", "paid_at": datetime.now(UTC).isoformat()}
+        )  # fmt: skip
+        return await p.client.post(
+            "/v1/psp/sim/callbacks", content=body, headers={"X-Signature": sign("s", body, int(time.time()))}
+        )
+
+    answers = [await second_charge() for _ in range(2)]  # the provider repeats the notice it was refused
+    assert [(a.status_code, a.json()["error"]) for a in answers] == [(409, "already_paid")] * 2
+    listed = (await p.client.get("/v1/support/cases", params={"kind": "refused_charge"})).json()["cases"]
+    assert [(c["order_id"], c["kind"], c["severity"]) for c in listed] == [("ord_twice", "refused_charge", "page")]
+    reason = listed[0]["reason"]
+    assert reason.startswith("sim charged 600 CNY (transaction tx-again), refused: order already paid by sim")
+    case = (await p.client.get(f"/v1/support/cases/{listed[0]['id']}")).json()
+    assert [(h["actor"], h["action"]) for h in case["history"]] == [("credited", "opened")]
+    audit = "SELECT count(*) FROM callbacks WHERE order_id = 'ord_twice' AND outcome = 'rejected'"
+    assert await p.count(audit) == 2

@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import Any
 
 from contracts.base import Message
+from contracts.events import CaseRequested
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import Order
@@ -23,6 +24,8 @@ class Store:
     published: list[tuple[Topic, Message, str | None]] = field(default_factory=list)
     processed: set[tuple[str, str]] = field(default_factory=set)
     refunds: dict[str, tuple[RefundAnswer, int]] = field(default_factory=dict)
+    cases: dict[str, tuple[CaseRequested, str]] = field(default_factory=dict)
+    """Open support cases by order and kind (`order_id/kind`): the request and the event id that opened it."""
 
 
 class InMemoryPayments:
@@ -34,6 +37,7 @@ class InMemoryPayments:
         self._keys = dict(self.store.keys)
         self._callbacks: list[dict[str, Any]] = []
         self._published: list[tuple[Topic, Message, str | None]] = []
+        self._cases: dict[str, tuple[CaseRequested, str]] = {}
         return self
 
     async def __aexit__(
@@ -43,6 +47,7 @@ class InMemoryPayments:
         if exc_type is None:
             self.store.orders, self.store.keys = self._orders, self._keys
             self.store.published += self._published
+            self.store.cases.update(self._cases)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         return self._orders.get(order_id)
@@ -65,6 +70,14 @@ class InMemoryPayments:
 
     async def record_callback(self, **row: Any) -> None:
         self._callbacks.append(row)
+
+    async def open_case(self, request: CaseRequested, event_id: str) -> bool:
+        key = f"{request.order_id}/{request.kind.value}"
+        cases = {**self.store.cases, **self._cases}
+        if key in cases or any(opened == event_id for _, opened in cases.values()):
+            return False
+        self._cases[key] = (request, event_id)
+        return True
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
         self._published.append((topic, message, event_id))

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.events import PaymentFailed, PaymentSucceeded
+from contracts.events import CaseKind, CaseSeverity, PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from payments import domain
 from payments.callbacks import handle_callback
@@ -122,6 +122,9 @@ async def test_a_signed_callback_from_another_channels_provider_is_refused_and_k
     ]
     assert store.orders[placed.order_id].payment_status is PaymentStatus.PENDING
     assert len(store.published) == published
+    # wechatpay says, signed, that it took the money: nothing credits or refunds it, so a person is asked to.
+    [(case, _)] = store.cases.values()
+    assert (case.order_id, case.kind) == (placed.order_id, CaseKind.REFUSED_CHARGE)
 
 
 def test_status_updates_only_move_forward_by_sequence() -> None:
@@ -148,6 +151,31 @@ async def place(store: Store, key: str | None = None, amount: int = 600) -> tupl
     return await handle_place_order(
         PlaceOrder("u1", amount, "CNY", "alipay", key), book=InMemoryOrderBook(store), clock=FixedClock(NOW)
     )
+
+
+async def test_a_signed_charge_payments_refuses_opens_one_refused_charge_case_a_refused_failure_none() -> None:
+    store = Store()
+    paid_order, _ = await place(store)
+    unpaid_order, _ = await place(store, key="k2")
+
+    async def post(body: bytes) -> str:
+        result = await handle_callback(
+            "sim", body, sign("sim-secret", body, int(NOW)), secrets=SECRETS, payers=DEVELOPMENT_PAYERS,
+            uow=lambda: InMemoryPayments(store), clock=FixedClock(NOW),
+        )  # fmt: skip
+        return result.code
+
+    assert await post(callback_body(paid_order.order_id)) == "applied"
+    second_charge = callback_body(paid_order.order_id).replace(b'"tx1"', b'"tx2"')
+    assert [await post(second_charge) for _ in range(3)] == ["already_paid"] * 3  # the provider repeats it
+    assert await post(callback_body(unpaid_order.order_id, status="failed", amount=700)) == "amount_mismatch"
+    assert store.cases.keys() == {f"{paid_order.order_id}/refused_charge"}
+    [(case, _)] = store.cases.values()
+    assert (case.kind, case.severity, case.user_id) == (CaseKind.REFUSED_CHARGE, CaseSeverity.PAGE, "u1")
+    assert case.reason.startswith("sim charged 600 CNY (transaction tx2), refused: order already paid by sim")
+    assert case.reason.endswith("; refund it at sim")
+    assert await post(callback_body(unpaid_order.order_id, amount=700)) == "amount_mismatch"  # charged, other amount
+    assert store.cases.keys() == {f"{o.order_id}/refused_charge" for o in (paid_order, unpaid_order)}
 
 
 async def test_placing_an_order_publishes_order_placed() -> None:

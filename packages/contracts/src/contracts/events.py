@@ -179,6 +179,10 @@ class CaseKind(StrEnum):
     """A risk-review hold is still open past its expected release (plus the order's threshold)."""
     CREDIT_WITHOUT_PAYMENT = "credit_without_payment"
     """The ledger credited an order that has no successful payment."""
+    REFUSED_CHARGE = "refused_charge"
+    """A provider says, signed, that it took the user's money for the order in a way payments refuses (a second
+    charge on a paid order, another amount, a provider that does not take the order's channel): nothing credits
+    or refunds that money, so a person refunds it at the provider. Opened by payments itself."""
 
 
 class CaseSeverity(StrEnum):

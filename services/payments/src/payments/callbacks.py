@@ -20,7 +20,9 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.base import Currency, MinorUnits, OrderId, UtcDatetime
+from contracts.base import Currency, MinorUnits, OrderId, UtcDatetime, clip
+from contracts.codec import deterministic_id
+from contracts.events import CaseKind, CaseRequested, CaseSeverity
 from payments import domain
 from payments.announcements import announce_payment
 from payments.domain import (
@@ -91,6 +93,8 @@ _ANSWERS = {
     Outcome.IGNORED: (200, "ignored"),
 }
 _REJECTIONS = {"amount_mismatch": 422, "already_paid": 409, "wrong_provider": 409}
+REASON_LIMIT = 200
+"""The most characters a support case's reason may have (CaseRequested's `reason`)."""
 DEFAULT_MAX_SKEW = timedelta(minutes=5)
 
 
@@ -252,6 +256,8 @@ async def _apply(
     await _audit(tx, callback, order.order_id, decision.outcome.value, decision.code or decision.reason)
     if decision.outcome is Outcome.REJECTED:
         log.warning("callback for order %s rejected: %s", order.order_id, decision.reason, extra=about(order.order_id))
+        if notice.succeeded:
+            await _refused_charge(tx, order, notice, decision.reason, group.now)
         return CallbackResult(_REJECTIONS[decision.code], decision.code, decision.reason, order.order_id)
     if decision.outcome in (Outcome.PAID, Outcome.FAILED):
         applied = decision.order
@@ -273,6 +279,32 @@ async def _apply(
     return CallbackResult(
         status, code, decision.reason, order.order_id, decision.outcome, clamped, paid_at=paid_at, placed_at=placed_at
     )
+
+
+async def _refused_charge(
+    tx: PaymentsUnitOfWork, order: Order, notice: PaymentNotice, refused: str, now: datetime
+) -> None:
+    """A provider's signed word that it charged the user for `order`, which payments refuses (a second charge, another
+    amount, a provider that does not take the order's channel): no credit and no refund follows that money, so a
+    support case (refused_charge) asks a person to refund it at the provider. One case per charge (its event id is
+    the charge's), at most one open per order; the provider's repeats of the notice open nothing more."""
+    charge = f"{notice.provider} charged {notice.amount} {notice.currency} (transaction {notice.provider_txn_id})"
+    request = CaseRequested(
+        order_id=order.order_id,
+        user_id=order.user_id,
+        kind=CaseKind.REFUSED_CHARGE,
+        severity=CaseSeverity.PAGE,
+        reason=clip(f"{charge}, refused: {refused}; refund it at {notice.provider}", REASON_LIMIT),
+        requested_at=now,
+    )
+    event_id = deterministic_id("refused_charge", order.order_id, notice.provider, notice.provider_txn_id)
+    if await tx.open_case(request, event_id):
+        log.error(
+            "order %s: support case opened for a charge payments refused: %s",
+            order.order_id,
+            request.reason,
+            extra=about(order.order_id),
+        )
 
 
 def _has_cleared_topup(group: _Group, order: Order) -> bool:

@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import NamedTuple, Protocol
 
 from contracts.base import Message
+from contracts.events import CaseRequested
 from contracts.topics import Topic
 from payments.domain import (
     CallbackAck,
@@ -96,6 +97,11 @@ class PaymentsUnitOfWork(Protocol):
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes
     ) -> None: ...
+
+    async def open_case(self, request: CaseRequested, event_id: str) -> bool:
+        """Open a support case for `request` in this transaction: False when the order has an open case of its kind
+        already, or `event_id` opened one before."""
+        ...
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None: ...
 

@@ -16,13 +16,15 @@ CASE_COLUMNS = (
     "id, order_id, user_id, kind, severity, reason, opened_at, owner, acknowledged_at, acknowledged_by, repaged_at,"
     " resolved_at, resolved_by, resolution"
 )
-_OPEN = (
+OPEN_CASE = (
     "WITH opened AS (INSERT INTO support_cases (order_id, user_id, kind, severity, reason, request_event_id, opened_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id, opened_at, reason),"
     " history AS (INSERT INTO support_case_history (case_id, at, actor, action, detail)"
     " SELECT id, opened_at, $8, 'opened', reason FROM opened)"
     " SELECT count(*) FROM opened"
 )
+"""Opens a case (order, user, kind, severity, reason, request event id, when, actor) with its history's first line;
+1 when opened, 0 when the order has an open case of the kind or the event id opened one before."""
 _AGAIN = (
     "INSERT INTO support_case_history (case_id, at, actor, action, detail)"
     " SELECT id, $3, $4, 'noted', $5 FROM support_cases WHERE order_id = $1 AND kind = $2 AND resolved_at IS NULL"
@@ -61,7 +63,7 @@ class PostgresCases:
             if not await uow.mark_processed(consumer, event_id):
                 return None
             row = (request.order_id, request.user_id, request.kind.value, request.severity.value, request.reason)
-            opened = await uow.conn.fetchval(_OPEN, *row, event_id, request.requested_at, SERVICE_ACTOR)
+            opened = await uow.conn.fetchval(OPEN_CASE, *row, event_id, request.requested_at, SERVICE_ACTOR)
             if opened:
                 return True
             await uow.conn.execute(

@@ -5,7 +5,10 @@ from collections.abc import Collection
 from types import TracebackType
 
 from contracts.codec import Record
+from contracts.events import CaseRequested
+from payments.adapters.cases import OPEN_CASE
 from payments.adapters.order_rows import COLUMNS, columns, order_of, params
+from payments.cases import SERVICE_ACTOR
 from payments.domain import EXPIRED, Order, PaymentStatus
 from payments.ports import RefundAnswer
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
@@ -166,6 +169,10 @@ class PostgresPayments(PostgresUnitOfWork):
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes
     ) -> None:
         self._audited.append((provider, order_id, outcome, reason, signature, body))
+
+    async def open_case(self, request: CaseRequested, event_id: str) -> bool:
+        row = (request.order_id, request.user_id, request.kind.value, request.severity.value, request.reason)
+        return bool(await self.conn.fetchval(OPEN_CASE, *row, event_id, request.requested_at, SERVICE_ACTOR))
 
 
 def _save_row(o: Order) -> tuple[object, ...]:
