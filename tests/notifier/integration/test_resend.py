@@ -1,7 +1,10 @@
 """Support sends an order's latest notification to its user again (POST /v1/orders/{id}/notifications/resend) on the
 real broker and PostgreSQL: a new delivery through the worker, recorded with the reason and the caller's key name."""
 
+import asyncio
+
 from contracts.events import OrderStatus
+from notifier.adapters.delivery import SUPERSEDED_RESEND
 from servicekit.identity import Scope
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
@@ -88,3 +91,59 @@ async def test_a_resend_for_an_order_the_notifier_never_heard_of_is_404_and_a_ba
     lacking = await running.api.post(url, json={"reason": "x"}, headers={"Authorization": f"Bearer {reader}"})
     assert (lacking.status_code, lacking.json()["error"]) == (403, "insufficient_scope")
     assert await running.notifier.infra.pool.fetchval("SELECT count(*) FROM resends") == 0
+
+
+async def test_a_resend_waiting_for_its_retry_when_a_newer_status_goes_out_is_never_sent_so_the_device_ends_on_it(
+    notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
+) -> None:
+    running = await notifier()
+    pool = running.notifier.infra.pool
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    await publish(broker, f"{isolation}.", change("ord_1", OrderStatus.DELAYED, 1))
+    await eventually(lambda: len(push_service.messages("phone")) == 1)
+    await eventually(running.settled)
+
+    # Support resends the latest status ("delayed"); the push service is busy for that attempt, due again in 2 s.
+    push_service.script("phone", Fault(503, retry_after="2"))
+    url = f"{running.url}/v1/orders/ord_1/notifications/resend"
+    assert (await running.api.post(url, json={"reason": "user saw nothing"})).status_code == 202
+    await eventually(lambda: len(push_service.attempts["phone"]) == 2)  # the resend's first attempt: 503
+    # Meanwhile the order is credited: that goes out at once.
+    await publish(broker, f"{isolation}.", change("ord_1", OrderStatus.CREDITED, 2))
+    await eventually(lambda: [m["status"] for m in push_service.messages("phone")][-1:] == ["credited"])
+    await eventually(running.settled, timeout_s=30)  # the resend's retry came due and was settled
+
+    assert [m["status"] for m in push_service.messages("phone")] == ["delayed", "credited"]
+    (shown,) = push_service.device_view("phone").values()
+    assert shown["status"] == "credited"
+    row = await pool.fetchrow("SELECT state, attempts, last_error FROM deliveries WHERE resend_id IS NOT NULL")
+    assert (row["state"], row["attempts"], row["last_error"]) == ("superseded", 2, SUPERSEDED_RESEND)
+    states = dict(await pool.fetch("SELECT status, state FROM notifications WHERE order_id = 'ord_1'"))
+    assert states == {"delayed": "delivered", "credited": "delivered"}
+
+
+async def test_resend_requests_under_one_idempotency_key_at_once_resend_once_and_another_key_again(
+    notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
+) -> None:
+    running = await notifier()
+    pool = running.notifier.infra.pool
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    await publish(broker, f"{isolation}.", change("ord_1", OrderStatus.CREDITED, 1))
+    await eventually(lambda: len(push_service.messages("phone")) == 1)
+    await eventually(running.settled)
+    url = f"{running.url}/v1/orders/ord_1/notifications/resend"
+
+    async def resend(key: str) -> dict[str, object]:
+        answer = await running.api.post(url, json={"reason": "user saw nothing"}, headers={"Idempotency-Key": key})
+        assert answer.status_code == 202, answer.text
+        resent: dict[str, object] = answer.json()["resend"]
+        return resent
+
+    first, again = await asyncio.gather(resend("k1"), resend("k1"))  # a retry racing its request
+    assert first["id"] == again["id"] and first["deliveries"] == again["deliveries"] == 1
+    await eventually(running.settled)
+    other = await resend("k2")
+    await eventually(running.settled)
+    assert other["id"] != first["id"]
+    assert [m["status"] for m in push_service.messages("phone")] == ["credited"] * 3  # the first, then k1, k2
+    assert await pool.fetchval("SELECT count(*) FROM resends WHERE order_id = 'ord_1'") == 2

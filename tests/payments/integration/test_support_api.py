@@ -130,6 +130,8 @@ class StandInNotifier:
     def __init__(self) -> None:
         self.told: set[str] = set()
         self.asked: list[tuple[str, str, dict[str, object]]] = []
+        self.keys: list[str | None] = []
+        """The Idempotency-Key of each resend asked for."""
         routes = [
             Route("/v1/orders/{order_id}/notifications/resend", self._resend, methods=["POST"]),
             Route("/v1/orders/{order_id}/notifications", self._notifications, methods=["GET"]),
@@ -142,6 +144,7 @@ class StandInNotifier:
     async def _resend(self, request: Request) -> JSONResponse:
         order_id = request.path_params["order_id"]
         self.asked.append((order_id, request.headers["Authorization"], await request.json()))
+        self.keys.append(request.headers.get("Idempotency-Key"))
         if order_id not in self.told:
             return JSONResponse({"error": "unknown_order", "detail": "no notification"}, status_code=404)
         return JSONResponse({"resend": {"id": "r1", "order_id": order_id, "deliveries": 1}}, status_code=202)
@@ -391,6 +394,7 @@ async def test_a_resend_asks_the_notifier_once_per_idempotency_key_with_the_call
     action = first.json()["action"]
     assert (action["action"], action["outcome"], action["command_event_id"]) == ("resend_notification", "resent", None)
     assert notifier.asked == [(paid, stack.payments.headers["Authorization"], {"reason": "user wrote in"})]
+    assert notifier.keys == [f"resend-{paid}"]  # so the notifier resends once for two requests of it at once
     nothing = await stack.act(untold, "resend_notification")
     assert (nothing.status_code, nothing.json()["error"]) == (409, "no_notification"), nothing.text
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE action = 'resend_notification'") == 1

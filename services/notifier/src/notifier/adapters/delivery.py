@@ -35,6 +35,8 @@ from servicekit.kafka import KafkaPublisher
 from servicekit.logs import about, bound
 
 log = logging.getLogger(__name__)
+SUPERSEDED_RESEND = "a newer status of the order was notified after the resend was asked"
+"""Why a resend was settled without being sent (its delivery's last_error)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,19 @@ class DeliveryWorker:
             return []
 
     async def _deliver(self, delivery: Claimed) -> None:
+        if delivery.superseded:
+            # Sent now, it would reach the device after the newer status, under the same push Topic: the user would
+            # be told the order went back. Not an attempt, not a failure: settled as it is.
+            log.info(
+                "resend of notification %s for order %s to %s not sent: a newer status of the order was notified"
+                " since it was asked",
+                delivery.notification_id,
+                delivery.order_id,
+                delivery.target_key,
+                extra=about(delivery.order_id),
+            )
+            self._settled.put_nowait(Settlement(delivery, "superseded", SUPERSEDED_RESEND))
+            return
         started = time.perf_counter()
         try:
             failure = await self._attempt(delivery)

@@ -3,12 +3,13 @@ notifications. Called by the platform backend on the user's behalf and by suppor
 users:write to change a user's devices and locale (and to learn the key devices subscribe with), support:read
 to look at them, an inbox or an order's notifications, support:act to send an order's latest notification again."""
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from contracts.base import OrderId
@@ -165,6 +166,12 @@ async def register_device(
     return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
 
 
+def _resend_id(key_id: str, order_id: str, idempotency_key: str) -> str:
+    """The resend id of a request under an Idempotency-Key: the same for the same caller, order and key."""
+    digest = hashlib.sha256(f"{key_id}\n{order_id}\n{idempotency_key}".encode()).hexdigest()
+    return f"rs_{digest[:32]}"
+
+
 def routes(
     uow: Callable[[], PostgresNotifications], subscriptions: PostgresSubscriptions, push: PushOptions
 ) -> APIRouter:
@@ -244,11 +251,19 @@ def routes(
         tags=["inbox"],
         responses=error_responses(404, 422),
     )
-    async def resend_notification(order_id: OrderId, body: ResendIn, caller: SupportAct) -> ResendOut:
+    async def resend_notification(
+        order_id: OrderId,
+        body: ResendIn,
+        caller: SupportAct,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    ) -> ResendOut:
         """Deliver the order's latest status notification to its user again, through the normal durable
-        delivery path (new deliveries, retried like any), recorded as a resend with the reason and who asked."""
+        delivery path (new deliveries, retried like any), recorded as a resend with the reason and who asked.
+        The same Idempotency-Key from the same key again (a retry, or two at once) answers the first resend and
+        sends nothing more."""
+        resend_id = None if idempotency_key is None else _resend_id(caller.key_id, order_id, idempotency_key)
         async with uow() as tx:
-            resend = await tx.resend_latest(order_id, body.reason, caller.name)
+            resend = await tx.resend_latest(order_id, body.reason, caller.name, resend_id=resend_id)
         if resend is None:
             raise ApiError(404, "unknown_order", "the notifier has no notification for this order")
         log.info(

@@ -87,6 +87,7 @@ FROM fanned
 # A person's resend of the order's latest notification (by sequence, then time): the resend recorded, and one new
 # delivery per target its user has now for the order (as _ADD fans out), due at once for the worker to claim. None of
 # the rows when the notifier has no notification for the order; the resend and no delivery when its user has no target.
+# None either when the resend id was recorded already (a request repeated under its Idempotency-Key): see _RESEND_BY_ID.
 _RESEND = """
 WITH latest AS (
     SELECT notification_id, order_id, user_id, status, sequence FROM notifications WHERE order_id = $1
@@ -94,6 +95,7 @@ WITH latest AS (
 ), resend AS (
     INSERT INTO resends (resend_id, notification_id, order_id, reason, requested_by)
     SELECT $2, notification_id, order_id, $3, $4 FROM latest
+    ON CONFLICT (resend_id) DO NOTHING
     RETURNING resend_id, notification_id, order_id, reason, requested_by, requested_at
 ), targets AS (
     SELECT s.subscription_id AS target, s.channel, s.subscription_id
@@ -109,6 +111,12 @@ WITH latest AS (
     RETURNING 1
 )
 SELECT r.*, l.status, (SELECT count(*) FROM inserted) AS deliveries FROM resend r JOIN latest l USING (notification_id)
+"""
+
+_RESEND_BY_ID = """
+SELECT r.resend_id, r.notification_id, r.order_id, r.reason, r.requested_by, r.requested_at, n.status,
+       (SELECT count(*) FROM deliveries d WHERE d.resend_id = r.resend_id) AS deliveries
+FROM resends r JOIN notifications n USING (notification_id) WHERE r.resend_id = $1 AND r.order_id = $2
 """
 
 _RESENDS_OF = """
@@ -206,10 +214,16 @@ class PostgresNotifications(PostgresUnitOfWork):
         )
         return [_change_from(orjson.loads(r["payload"]), r["sequence"]) for r in rows]
 
-    async def resend_latest(self, order_id: str, reason: str, requested_by: str) -> dict[str, Any] | None:
+    async def resend_latest(
+        self, order_id: str, reason: str, requested_by: str, *, resend_id: str | None = None
+    ) -> dict[str, Any] | None:
         """Deliver the order's latest notification to its user again (a new delivery per target the user has now,
-        recorded as a resend with `reason` and who asked); None when the notifier has no notification for it."""
-        row = await self.conn.fetchrow(_RESEND, order_id, f"rs_{uuid.uuid4().hex}", reason, requested_by, self._webhook)
+        recorded as a resend with `reason` and who asked); None when the notifier has no notification for it. A
+        `resend_id` recorded already (the same request again) is answered with that resend, and sends nothing."""
+        chosen = resend_id or f"rs_{uuid.uuid4().hex}"
+        row = await self.conn.fetchrow(_RESEND, order_id, chosen, reason, requested_by, self._webhook)
+        if row is None and resend_id is not None:
+            row = await self.conn.fetchrow(_RESEND_BY_ID, resend_id, order_id)
         if row is None:
             return None
         if row["deliveries"]:

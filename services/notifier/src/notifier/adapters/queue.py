@@ -25,7 +25,9 @@ from servicekit.postgres import fetch_planned_now
 # the row under someone else, and is treated as unsubscribed, as if the row were gone: never sent to the device. So
 # is one for an order the device no longer follows (registered since through another order's status link).
 # A delivery is queued when its notification was, or, for a resend, when the person asked for it: a resend of a
-# week-old notification gets its own retry_for_s, not none at all.
+# week-old notification gets its own retry_for_s, not none at all. A resend whose notification is no longer its
+# order's latest (a newer status was notified since the person asked: migration 0007) comes back `superseded`, to
+# be settled so without being sent.
 _CLAIM = """
 WITH due AS (
     SELECT d.notification_id, d.target, d.subscription_id, d.resend_id FROM deliveries d
@@ -41,10 +43,15 @@ FROM due JOIN notifications n ON n.notification_id = due.notification_id
 LEFT JOIN resends r ON r.resend_id = due.resend_id
 LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id AND s.user_id = n.user_id
                                AND (s.order_id IS NULL OR s.order_id = n.order_id)
+LEFT JOIN LATERAL (
+    SELECT true AS newer FROM notifications m
+    WHERE due.resend_id IS NOT NULL AND m.order_id = n.order_id AND m.sequence > n.sequence LIMIT 1
+) AS later ON true
 WHERE d.notification_id = due.notification_id AND d.target = due.target
 RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subscription_id, n.payload,
           coalesce(r.requested_at, n.created_at) AS queued_at,
-          s.subscription_id IS NOT NULL AS subscribed, s.endpoint, s.p256dh, s.auth
+          s.subscription_id IS NOT NULL AS subscribed, s.endpoint, s.p256dh, s.auth,
+          later.newer IS NOT NULL AS superseded
 """
 
 _SETTLE = """
@@ -72,7 +79,8 @@ WHERE s.subscription_id = g.subscription_id AND s.user_id = n.user_id
 """
 
 # A notification is delivered when some target has it and none failed for good; failed when every target
-# is settled and none has it, or one failed for good (it is in the dead-letter topic).
+# is settled and none has it, or one failed for good (it is in the dead-letter topic); superseded when its only
+# deliveries left were resends a newer status of its order overtook.
 _SUMMARISE = """
 UPDATE notifications n SET
     state = s.state,
@@ -81,8 +89,10 @@ UPDATE notifications n SET
 FROM (
     SELECT notification_id,
            CASE WHEN bool_or(state = 'pending') THEN 'pending'
-                WHEN bool_or(state = 'failed') OR NOT bool_or(state = 'delivered') THEN 'failed'
-                ELSE 'delivered' END AS state,
+                WHEN bool_or(state = 'failed') THEN 'failed'
+                WHEN bool_or(state = 'delivered') THEN 'delivered'
+                WHEN bool_or(state = 'superseded') THEN 'superseded'
+                ELSE 'failed' END AS state,
            string_agg(target || ': ' || last_error, '; ') FILTER (WHERE state IN ('failed', 'gone')) AS last_error
     FROM deliveries WHERE notification_id = ANY($1::text[]) GROUP BY notification_id
 ) s
@@ -105,6 +115,8 @@ class Claimed:
     subscribed: bool
     """False when the delivery was for a subscription that has been removed since, that belongs to another user
     now (its endpoint registered again by them), or that follows another order only now."""
+    superseded: bool = False
+    """True for a person's resend whose notification is no longer its order's latest: never sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,4 +196,5 @@ def claimed_from(row: asyncpg.Record, raw_payload: bytes, payload: dict[str, Any
         raw_payload=raw_payload,
         queued_at=row["queued_at"],
         subscribed=row["subscription_id"] is None or subscribed,
+        superseded=row.get("superseded", False),
     )

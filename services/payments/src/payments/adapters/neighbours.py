@@ -119,14 +119,20 @@ class Neighbours:
         except (ValueError, KeyError, TypeError) as exc:
             return Unavailable(source.name, f"answered what payments cannot read: {exc!r}"[:300])
 
-    async def resend(self, order_id: str, authorization: str, reason: str) -> httpx.Response:
-        """Ask the notifier to send the order's latest notification again; raise NeighbourFailed if it cannot
-        be asked (not configured, no answer in time, a 5xx)."""
+    async def resend(
+        self, order_id: str, authorization: str, reason: str, idempotency_key: str | None = None
+    ) -> httpx.Response:
+        """Ask the notifier to send the order's latest notification again, under the act's Idempotency-Key (so two
+        requests of one act, a retry or two at once, resend once); raise NeighbourFailed if it cannot be asked (not
+        configured, no answer in time, a 5xx)."""
         if self._notifier_url is None:
             raise NeighbourFailed("notifier", "not configured (PAYMENTS_NOTIFIER_URL)")
         url = f"{self._notifier_url.rstrip('/')}/v1/orders/{order_id}/notifications/resend"
         try:
-            answer = await self._client.post(url, headers={"Authorization": authorization}, json={"reason": reason})
+            headers = {"Authorization": authorization}
+            if idempotency_key is not None:
+                headers["Idempotency-Key"] = idempotency_key
+            answer = await self._client.post(url, headers=headers, json={"reason": reason})
         except httpx.HTTPError as exc:
             raise NeighbourFailed("notifier", f"no answer: {exc!r}"[:300]) from exc
         if answer.status_code >= 500:

@@ -173,12 +173,20 @@ class PostgresSupportBooks:
             return record, True
 
     async def record_resend(self, act: Act, outcome: str) -> tuple[ActionRecord, bool]:
-        """Record a notification resend the notifier answered (no command: the notifier did it)."""
-        async with self._uow() as tx:
-            first = await self._first(tx.conn, act)
-            if first is not None:
-                return first, False
-            return await _record(tx.conn, act, outcome), True
+        """Record a notification resend the notifier answered (no command: the notifier did it). The same request
+        under the same Idempotency-Key, recorded meanwhile by a request that ran at the same time (the notifier
+        resent once for both), is answered with that record."""
+        try:
+            async with self._uow() as tx:
+                first = await self._first(tx.conn, act)
+                if first is not None:
+                    return first, False
+                return await _record(tx.conn, act, outcome), True
+        except IdempotencyKeyReused:
+            first = await self.first_under(act)  # committed by now; raises again for a different request
+            if first is None:
+                raise
+            return first, False
 
     async def first_under(self, act: Act) -> ActionRecord | None:
         """The act already recorded under the request's Idempotency-Key, if any."""

@@ -210,7 +210,7 @@ async def _resend(books: PostgresSupportBooks, neighbours: Neighbours, act: Act,
     if not await books.exists(act.order_id):
         raise UnknownOrder(act.order_id)
     try:
-        answer = await neighbours.resend(act.order_id, authorization, act.reason)
+        answer = await neighbours.resend(act.order_id, authorization, act.reason, act.idempotency_key)
     except NeighbourFailed as exc:
         raise ApiError(503, "notifier_unavailable", exc.unavailable.error) from None
     if answer.status_code == 404:  # the order is payments', but the notifier has told its user nothing yet
