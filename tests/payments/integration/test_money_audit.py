@@ -53,7 +53,7 @@ class Stack:
             await consumer.start()
         self.tasks += [asyncio.create_task(c.run()) for c in self.ledger_infra.consumers]
 
-    async def paid_order(self, user: str) -> str:
+    async def paid_order(self, user: str, paid_at: datetime | None = None) -> str:
         placed = await self.payments.post(
             "/v1/orders", json={"user_id": user, "amount": 600, "currency": "CNY", "channel": "alipay"}
         )
@@ -66,7 +66,7 @@ class Stack:
                 "status": "succeeded",
                 "amount": 600,
                 "currency": "CNY",
-                "paid_at": datetime.now(UTC).isoformat(),
+                "paid_at": (paid_at or datetime.now(UTC)).isoformat(),
             }
         ).encode()
         signature = sign(SECRET, body, int(time.time()))
@@ -86,7 +86,11 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[Stack]:
+async def stack(
+    broker: Broker, database_url: str, isolation: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """Payments and the ledger; the audit's grace is 0 (every uncredited order judged at once) unless the test
+    asks for another (`indirect` parametrisation)."""
     ledger_infra, ledger_app = await build_ledger(settings_for(LedgerSettings, broker, database_url, isolation))
     port = free_port()
     tasks = [asyncio.create_task(serve(ledger_app, "127.0.0.1", port)), asyncio.create_task(ledger_infra.relay.run())]
@@ -100,7 +104,7 @@ async def stack(broker: Broker, database_url: str, isolation: str) -> AsyncItera
         environment="development",
         audit_ledger_url=f"http://127.0.0.1:{port}",
         audit_ledger_api_key=audit_key,
-        audit_grace_s=0,
+        audit_grace_s=getattr(request, "param", 0),
     )
     payments_infra, payments_app = await build_payments(settings)
     payments_port = free_port()
@@ -247,3 +251,17 @@ async def test_credited_audit_prints_the_lost_order_it_re_drove_then_finds_nothi
     assert clean.exit_code == 0, clean.output
     answer = json.loads(clean.output)
     assert answer["findings"] == [] and answer["redriven"] == [] and answer["credited"] == {"CNY": 600}
+
+
+@pytest.mark.parametrize("stack", [180], indirect=True)  # the default grace
+async def test_a_late_callback_is_in_flight_for_the_grace_from_when_payments_recorded_it_not_missing(
+    stack: Stack,
+) -> None:
+    await stack.start_ledger_consumers()
+    # The provider's callback arrives late: paid 10 minutes ago by its clock, recorded by payments just now.
+    late = await stack.paid_order("u-late", paid_at=datetime.now(UTC) - timedelta(minutes=10))
+    found = await stack.audit()
+    assert found["findings"] == [] and found["redriven"] == [], found
+    assert found["in_grace"] == 1
+    await eventually(lambda: stack.credits(late), timeout_s=60)  # the ledger credits it, as it always would
+    assert (await stack.audit())["findings"] == []

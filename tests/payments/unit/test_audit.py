@@ -50,6 +50,13 @@ def test_an_order_paid_within_the_grace_period_is_in_flight_not_missing() -> Non
     assert report.findings == [] and report.in_grace == 1
 
 
+def test_a_late_callback_recorded_within_the_grace_is_in_flight_however_long_ago_it_says_it_was_paid() -> None:
+    late = PaidOrder("late", "u1", 600, "CNY", LONG_AGO, recorded_at=NOW - timedelta(minutes=2))
+    long_recorded = PaidOrder("lost", "u1", 600, "CNY", LONG_AGO, recorded_at=NOW - timedelta(minutes=30))
+    report = audit([late, long_recorded], [], [])
+    assert found(report) == {("lost", Mismatch.MISSING_CREDIT)} and report.in_grace == 1
+
+
 def test_credited_twice_and_credited_and_refunded_are_found_and_never_re_driven() -> None:
     report = audit(
         [paid("a"), paid("b")],

@@ -30,6 +30,14 @@ class PaidOrder:
     amount: int
     currency: str
     paid_at: datetime
+    recorded_at: datetime | None = None
+    """When payments recorded the payment (applied its callback or query answer) or released it from review: its
+    PaymentSucceeded went out then, not at `paid_at`, which a late callback dates minutes or hours earlier."""
+
+    @property
+    def announced_at(self) -> datetime:
+        """From when the ledger could credit the order: the later of `paid_at` and `recorded_at`."""
+        return self.paid_at if self.recorded_at is None else max(self.paid_at, self.recorded_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +107,9 @@ def compare(
     now: datetime,
     grace: timedelta,
 ) -> AuditReport:
-    """Judge every order that appears on any side. An order paid less than `grace` before `now` without a credit
-    is in flight, not missing (the grace should exceed the reconciler's threshold plus its remediation)."""
+    """Judge every order that appears on any side. An order announced less than `grace` before `now` without a
+    credit is in flight, not missing (the grace should exceed the reconciler's threshold plus its remediation).
+    Announced, not paid: a late callback's `paid_at` is already past the grace when payments records it."""
     orders = {p.order_id: p for p in paid}
     credits_of: dict[str, list[Credit]] = {}
     for credit in credits:
@@ -117,7 +126,7 @@ def compare(
         if order is None:
             findings += _without_payment(order_id, got, back)
             continue
-        if not got and not back and order.paid_at > now - grace:
+        if not got and not back and order.announced_at > now - grace:
             in_grace += 1
             continue
         findings += _judge(order, got, back)

@@ -146,8 +146,9 @@ class Settings(ServiceSettings):
     audit_grace_s: float = Field(
         180.0,
         ge=0,
-        description="An order paid this recently and not credited yet is in flight, not missing: past the "
-        "reconciler's threshold, so the audit re-drives only what the stream itself did not fix.",
+        description="An order whose payment payments recorded this recently (its callback's or query answer's "
+        "arrival, its review's release) and not credited yet is in flight, not missing: past the reconciler's "
+        "threshold, so the audit re-drives only what the stream itself did not fix.",
     )
 
     case_repage_after_s: float = Field(

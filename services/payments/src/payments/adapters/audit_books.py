@@ -20,7 +20,10 @@ from servicekit.pages import Cursor, Window
 
 _PAID = (
     "SELECT o.order_id, o.user_id, o.amount, o.currency::text AS currency, o.channel, o.provider, o.provider_txn_id,"
-    " o.paid_at, o.review_status, r.status AS refund_status, r.refund_id, r.created_at AS refunded_at"
+    " o.paid_at, o.review_status, r.status AS refund_status, r.refund_id, r.created_at AS refunded_at,"
+    # When payments recorded the payment: its applied callback's or query answer's arrival, or the review's release.
+    " greatest(o.reviewed_at, (SELECT min(c.received_at) FROM callbacks c WHERE c.order_id = o.order_id"
+    " AND c.outcome = 'paid')) AS recorded_at"
     " FROM orders o LEFT JOIN refunds r USING (order_id) WHERE o.payment_status = 'succeeded'"
 )
 _PAID_PAGE = (
@@ -38,7 +41,8 @@ PAGE = 1000
 
 
 def record_of(row: asyncpg.Record | dict[str, Any]) -> PaidRecord:
-    order = PaidOrder(row["order_id"], row["user_id"], row["amount"], row["currency"], row["paid_at"])
+    recorded_at = row.get("recorded_at")
+    order = PaidOrder(row["order_id"], row["user_id"], row["amount"], row["currency"], row["paid_at"], recorded_at)
     refund = None
     if row["refund_status"] is not None:
         refund = Refund(row["order_id"], row["amount"], row["currency"], row["refund_status"] == "succeeded")
