@@ -317,3 +317,31 @@ async def test_a_parked_retry_dead_lettered_from_the_ledgers_outbox_without_an_o
     copies = replayed_copies(await ledger.records(Topic.LEDGER_COMMANDS, "ord_parked"))
     assert [c.value for c in copies] == [record.value]
     await credited_once(ledger, "ord_parked", 700)
+
+
+async def test_letters_whose_failed_at_has_no_zone_or_is_no_time_are_listed_with_the_others_not_stopping_them(
+    ledger: Ledger,
+) -> None:
+    message = payment("ord_ok", 100)
+    record = encode(message, envelope_for(message, producer="payments", event_id="pay-ord_ok"))
+    good = claims(ledger, Topic.PAYMENTS_EVENTS, "ledger.payments", partition=0, offset=0)
+    await plant(ledger, "ord_ok", record.value, [*record.headers, *good])
+    naive_at = datetime.now(UTC).replace(tzinfo=None).isoformat()  # written by some service without its zone
+    for key, stamp in (("ord_naive", naive_at.encode()), ("ord_garbled", b"yesterday-ish")):
+        headers = [(k, v) for k, v in good if k != "dlq_failed_at"] + [("dlq_failed_at", stamp)]
+        await plant(ledger, key, b"{}", headers)
+    topic = ledger.topic(Topic.DEAD_LETTER)
+    await eventually(lambda: _has(ledger.broker.bootstrap, topic, 3), timeout_s=30, interval_s=0.3)
+    settings = ServiceSettings(kafka_bootstrap=ledger.broker.bootstrap, topic_prefix=ledger.prefix)
+
+    letters = await dead_letters(settings)
+    assert sorted(d.key for d in letters) == [b"ord_garbled", b"ord_naive", b"ord_ok"]
+    assert all(d.failed_at.tzinfo is not None for d in letters)
+    naive = next(d for d in letters if d.key == b"ord_naive")
+    assert naive.failed_at == datetime.fromisoformat(naive_at).replace(tzinfo=UTC)
+    code, out = await ledger.dlq("list", "--json")
+    assert code == 0, out
+
+
+async def _has(bootstrap: str, topic: str, n: int) -> bool:
+    return len(await read_all(bootstrap, topic)) >= n

@@ -115,8 +115,17 @@ class DeadLetter:
 
     @property
     def failed_at(self) -> datetime:
+        """When it failed, as its `dlq_failed_at` says; the record's own time when that is missing or not a time,
+        and UTC for one without a zone: any service may write the topic, and one letter's header must never stop
+        the listing and replay of all the others (they are sorted and filtered by this)."""
         stamp = self.header("dlq_failed_at")
-        return datetime.fromisoformat(stamp) if stamp else datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+        try:
+            said = datetime.fromisoformat(stamp) if stamp else None
+        except ValueError:
+            said = None
+        if said is None:
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+        return said if said.tzinfo is not None else said.replace(tzinfo=UTC)
 
     @property
     def original_headers(self) -> list[tuple[str, bytes]]:
