@@ -121,11 +121,21 @@ def test_a_compensation_without_a_whole_positive_amount_is_refused_by_the_consol
     console: TestClient, payments: FakePayments
 ) -> None:
     signed_in(console)
-    for amount in ("", "-5", "1.5", "0"):
+    for amount in ("", "-5", "1.5", "0", "²", "5²", "9" * 5000):  # str.isdigit() says yes to "²"; int() cannot read it
         form = {"action": "grant_compensation", "reason": "late", "amount": amount}
         response = console.post("/orders/ord_1/actions", data=form, headers=SAME)
-        assert response.status_code == 422 and "bad_amount" in response.text, amount
+        assert response.status_code == 422 and "bad_amount" in response.text, amount[:8]
     assert not [r for r in payments.requests if r.method == "POST" and r.url.path.endswith("/actions")]
+
+
+def test_signing_in_with_a_key_that_has_a_character_no_key_has_is_refused_401_without_asking_payments(
+    console: TestClient, payments: FakePayments
+) -> None:
+    for key in ("ck_live_Ab3dE9\u2026", "ck_live_Ab3dE9\u00ff"):  # a pasted `credited keys list` prefix ends in "…"
+        response = console.post("/signin", data={"key": key}, headers=SAME, follow_redirects=False)
+        assert response.status_code == 401 and "set-cookie" not in response.headers, key
+        assert "internal_error" not in response.text
+    assert payments.requests == []
 
 
 def test_the_cases_queue_lists_by_severity_then_oldest_first_with_ack_buttons(console: TestClient) -> None:

@@ -7,6 +7,7 @@ from payments (401, 403, 404, 409, ...) are shown on the page with their code an
 """
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 KEY_COOKIE = "credited_console_key"
 LANG_COOKIE = "credited_console_lang"
 TEMPLATES = Path(__file__).parent / "templates"
+
+
+_MINOR_UNITS = re.compile(r"[0-9]{1,13}")
+"""A compensation's amount as a person types it: up to 13 digits (the contracts' MinorUnits stop at 10**12)."""
 
 
 class Refused(Exception):
@@ -140,6 +145,8 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
     @app.post("/signin")
     async def signin(request: Request, key: str = Form(...)) -> Response:
         async def check() -> Response:
+            if not key.strip().isascii():  # no API key has other characters (a pasted `credited keys list` prefix
+                raise Refused(401, "error_401")  # ends in "…"), and a header could not carry them to payments
             async with SupportApi(payments_url, key.strip(), transport=transport) as client:
                 await client.cases()  # a key payments refuses is told here, not on the next page
             response = RedirectResponse("/search", status_code=303)
@@ -207,7 +214,8 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
         async def send() -> Response:
             minor: int | None = None
             if action == "grant_compensation":
-                if not amount.strip().isdigit() or int(amount) <= 0:
+                # ASCII digits only: str.isdigit() also says yes to "²", which int() cannot read.
+                if not _MINOR_UNITS.fullmatch(amount.strip()) or int(amount) <= 0:
                     raise Refused(422, "bad_amount")
                 minor = int(amount)
             async with api(request) as client:
