@@ -35,21 +35,28 @@ DatabaseUrl = Annotated[
 Schema = Annotated[str, typer.Option(help="Schema of the keys (tests use their own).", hidden=True)]
 
 
+NAME_LIMIT = 100
+"""The longest key name the keys' table takes (servicekit identity migration 0001)."""
+
+
 def parse_expiry(value: str, now: datetime) -> datetime:
     """`30d`, `12h`, `90m` from now, or an ISO 8601 time with its zone; never in the past."""
     match = _DURATION.match(value)
-    if match:
-        when = now + timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
-    else:
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            raise typer.BadParameter("give a duration (30d, 12h, 90m) or an ISO 8601 time") from None
-        if when.tzinfo is None:
-            raise typer.BadParameter("give the time with its zone, e.g. 2031-01-01T00:00:00+00:00")
-    if when <= now:
-        raise typer.BadParameter("the expiry is not in the future")
-    return when.astimezone(UTC)
+    try:
+        if match:
+            when = now + timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+        else:
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                raise typer.BadParameter("give a duration (30d, 12h, 90m) or an ISO 8601 time") from None
+            if when.tzinfo is None:
+                raise typer.BadParameter("give the time with its zone, e.g. 2031-01-01T00:00:00+00:00")
+        if when <= now:
+            raise typer.BadParameter("the expiry is not in the future")
+        return when.astimezone(UTC)
+    except OverflowError:  # past what a datetime holds, in its own zone or in UTC (9999-12-31T23:59:59-01:00)
+        raise typer.BadParameter("the expiry is too far ahead: give one before the year 9999") from None
 
 
 async def _with_store(database_url: str, schema: str, work: Callable[[PostgresKeyStore], Awaitable[T]]) -> T:
@@ -72,6 +79,8 @@ def create(
     schema: Schema = IDENTITY_SCHEMA,
 ) -> None:
     """Make a key and print it once (stdout); keep it in the caller's secret store."""
+    if not 1 <= len(name) <= NAME_LIMIT:  # as the keys' table holds it
+        raise typer.BadParameter(f"give a name of 1 to {NAME_LIMIT} characters", param_hint="--name")
     try:
         scopes = parse_scopes(scope)
     except ValueError as exc:

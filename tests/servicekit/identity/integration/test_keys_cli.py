@@ -76,6 +76,18 @@ def test_expiry_is_a_duration_or_a_zoned_time_in_the_future() -> None:
     for bad in ("2031-01-01T00:00:00", "2020-01-01T00:00:00+00:00", "0d", "soon"):
         with pytest.raises(typer.BadParameter):
             parse_expiry(bad, now)
+    for too_far in ("9999-12-31T23:59:59-01:00", "9999-12-31T23:00:00-05:00"):  # past what a datetime holds in UTC
+        with pytest.raises(typer.BadParameter, match="too far ahead"):
+            parse_expiry(too_far, now)
+
+
+def test_a_key_name_empty_or_over_100_characters_is_refused_as_a_usage_error(database_url: str, isolation: str) -> None:
+    for name in ("", "n" * 101):
+        code, out, err = run(
+            "keys", "create", "--name", name, "--scope", "orders:write", "--database-url", database_url,
+            "--schema", isolation,
+        )  # fmt: skip
+        assert code == 2 and out == "" and "1 to 100 characters" in err, err
 
 
 def test_the_development_key_has_every_scope_is_written_for_its_owner_only_and_replaces_the_last(
