@@ -57,6 +57,16 @@ async def test_a_live_name_is_unique_until_its_key_is_revoked(store: PostgresKey
     assert {k.id for k in await store.list_keys()} == {first.id, second.id}
 
 
+async def test_revoking_by_an_id_that_is_another_keys_name_revokes_the_key_with_that_id_only(
+    store: PostgresKeyStore,
+) -> None:
+    target, _ = await store.create("platform", [Scope.ORDERS_WRITE])
+    named_like_it, _ = await store.create(target.id, [Scope.ORDERS_WRITE])
+    revoked = await store.revoke(target.id)
+    assert revoked is not None and revoked.id == target.id
+    assert [k.id for k in await store.list_keys(include_revoked=False)] == [named_like_it.id]
+
+
 async def test_a_revoked_key_is_refused_within_the_cache_period_and_lookups_are_one_per_period(
     store: PostgresKeyStore,
 ) -> None:

@@ -47,8 +47,10 @@ class PostgresKeyStore:
             f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
             "all": f"SELECT {_COLUMNS} FROM {table} ORDER BY created_at, id",  # noqa: S608
             "live": f"SELECT {_COLUMNS} FROM {table} WHERE revoked_at IS NULL ORDER BY created_at, id",  # noqa: S608
-            "revoke": f"UPDATE {table} SET revoked_at = now()"  # noqa: S608
-            f" WHERE revoked_at IS NULL AND (id = $1 OR name = $1) RETURNING {_COLUMNS}",
+            # One key: the one with that id, else the live one with that name (a name may be another key's id).
+            "revoke": f"UPDATE {table} SET revoked_at = now() WHERE id = (SELECT id FROM {table}"  # noqa: S608
+            f" WHERE revoked_at IS NULL AND (id = $1 OR name = $1) ORDER BY id = $1 DESC LIMIT 1)"
+            f" RETURNING {_COLUMNS}",
             "find": f"SELECT {_COLUMNS} FROM {table} WHERE digest = $1",  # noqa: S608
         }
         self.round_trips = 0
