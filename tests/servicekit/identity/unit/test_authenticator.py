@@ -66,6 +66,14 @@ async def test_a_revoked_key_is_refused_once_the_cache_period_has_passed_and_not
     assert await refusal(auth, key) == "this API key was revoked"
 
 
+async def test_a_key_revoked_by_a_database_clock_ahead_of_this_process_is_refused_once_read() -> None:
+    keys, clocks = InMemoryKeys(), Clocks()
+    _, key = keys.add("support-agent", Scope.SUPPORT_READ)
+    keys.revoke(key, at=clocks.now() + timedelta(seconds=30))  # the database's now() runs 30 s ahead
+    auth = authenticator(keys, clocks, ttl_s=5.0)
+    assert await refusal(auth, key) == "this API key was revoked"
+
+
 async def test_an_expired_key_is_refused_the_moment_it_expires_even_when_cached() -> None:
     keys, clocks = InMemoryKeys(), Clocks()
     _, key = keys.add("contractor", Scope.ORDERS_READ, expires_at=T0 + timedelta(seconds=2))

@@ -70,8 +70,9 @@ class KeyRecord:
     revoked_at: datetime | None = None
 
     def refusal(self, now: datetime) -> str | None:
-        """Why this key cannot be used at `now`, or None when it can."""
-        if self.revoked_at is not None and self.revoked_at <= now:
+        """Why this key cannot be used at `now`, or None when it can. A revoked key is refused whatever `now`
+        says: `revoked_at` is the database's clock, which may run ahead of this process's."""
+        if self.revoked_at is not None:
             return "this API key was revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "this API key has expired"
