@@ -32,6 +32,8 @@ def test_the_order_command_without_a_key_or_with_payments_away_says_so_and_fails
     runner = CliRunner()
     no_key = runner.invoke(app, ["order", "ord_1"], env={"CREDITED_API_KEY": ""})
     assert no_key.exit_code == 1 and "no API key" in no_key.output
+    pasted_prefix = runner.invoke(app, ["order", "ord_1"], env={"CREDITED_API_KEY": "ck_live_Ab3dE9\u2026"})
+    assert pasted_prefix.exit_code == 1 and "not an API key" in pasted_prefix.output, pasted_prefix.output
     away = f"http://127.0.0.1:{free_port()}"
     result = runner.invoke(app, ["order", "ord_1", "--key", "sk_x", "--payments-url", away])
     assert result.exit_code == 2

@@ -111,6 +111,9 @@ def order(
     if not key:
         err.print("no API key: pass --key or set CREDITED_API_KEY (a key with support:read)", soft_wrap=True)
         raise typer.Exit(EXIT_REFUSED)
+    if not key.isascii():  # a pasted `credited keys list` prefix ends in "…"; no key has such a character
+        err.print("that is not an API key (it has characters no key has): pass the whole key", soft_wrap=True)
+        raise typer.Exit(EXIT_REFUSED)
     url = payments_url or payments_url_from_environment()
     try:
         view = asyncio.run(fetch(url, key, order_id))
