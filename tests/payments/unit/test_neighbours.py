@@ -97,3 +97,17 @@ async def test_a_service_without_a_url_is_named_as_not_configured() -> None:
     entries, unavailable = await neighbours.timeline(ORDER, KEY)
     assert entries == [] and [u.source for u in unavailable] == ["ledger", "reconciler", "notifier"]
     assert all("not configured" in u.error for u in unavailable)
+
+
+async def test_an_answer_that_is_not_an_object_is_named_and_a_time_without_a_zone_is_read_as_utc() -> None:
+    def naive(_: httpx.Request) -> httpx.Response:
+        timeline = [{"what": "paid", "at": "2026-12-02T12:00:01"}]
+        return httpx.Response(200, json={"order_id": ORDER, "timeline": timeline})
+
+    def a_list(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[])
+
+    neighbours, _ = answers({"ledger": a_list, "reconciler": naive, "notifier": notifier})
+    entries, unavailable = await neighbours.timeline(ORDER, KEY)
+    assert [(u.source, "cannot read" in u.error) for u in unavailable] == [("ledger", True)]
+    assert sorted(entries, key=lambda e: e.at)[0].at.tzinfo is not None  # sorts beside the zoned ones

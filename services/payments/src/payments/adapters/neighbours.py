@@ -6,7 +6,7 @@ error, is named with why, so the support API answers what it has instead of fail
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,7 +33,9 @@ class NeighbourFailed(Exception):
 
 
 def _at(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+    """A neighbour's time; one without a zone is read as UTC, so the merged timeline can always sort it."""
+    at = datetime.fromisoformat(value)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def ledger_entries(body: dict[str, Any]) -> list[Entry]:
@@ -116,7 +118,7 @@ class Neighbours:
             return Unavailable(source.name, f"answered {answer.status_code}: {answer.text[:200]}")
         try:
             return source.entries(answer.json())
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not a JSON object
             return Unavailable(source.name, f"answered what payments cannot read: {exc!r}"[:300])
 
     async def resend(
