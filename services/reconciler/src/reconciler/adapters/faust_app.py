@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
@@ -276,8 +277,16 @@ def _pages(
                     return self.json({"error": "unavailable", "detail": detail}, status=503)
                 url = f"{owner.rstrip('/')}/v1/orders/{order_id}/timeline"
                 granted = {PEER_HEADER: peers.grant(order_id)}
-                async with app.http_client.get(url, params={"routed": "1"}, headers=granted) as answer:
-                    return self.bytes(await answer.read(), content_type="application/json", status=answer.status)
+                try:
+                    async with app.http_client.get(
+                        url, params={"routed": "1"}, headers=granted, timeout=PEER_TIMEOUT
+                    ) as answer:
+                        return self.bytes(await answer.read(), content_type="application/json", status=answer.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    # The worker the group's metadata names is gone (killed, and in the metadata until its
+                    # session times out) or unreachable: the caller may ask again once the partitions moved.
+                    detail = f"the worker that has order {order_id} did not answer ({type(exc).__name__}); ask again"
+                    return self.json({"error": "unavailable", "detail": detail}, status=503)
             if state is None and not _has(app, table, order_id):
                 detail = "the partitions are moving between workers; ask again in a few seconds"
                 return self.json({"error": "not_ready", "detail": detail}, status=503)
@@ -285,6 +294,10 @@ def _pages(
                 detail = f"no order {order_id} settled within the retention"
                 return self.json({"error": "unknown_order", "detail": detail}, status=404)
             return self.json(_timeline(state))
+
+
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+"""How long a worker waits for the worker that has an order to answer its timeline: under the session timeout."""
 
 
 def _owner(app: faust.App, table: OrderTable, order_id: str) -> str | None:
