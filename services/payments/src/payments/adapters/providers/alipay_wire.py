@@ -31,8 +31,12 @@ def signing_content(params: Iterable[tuple[str, str]], *, leave_out: frozenset[s
 
 
 def parse_time(text: str) -> datetime:
-    """An Alipay time ("2024-01-31 12:00:00", China time) in UTC; ValueError if malformed."""
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA).astimezone(UTC)
+    """An Alipay time ("2024-01-31 12:00:00", China time) in UTC; ValueError if malformed or out of range (in
+    UTC, "0001-01-01 07:59:59" is before the first day a datetime holds)."""
+    try:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time {text[:40]!r} is out of range") from None
 
 
 def format_time(unix_s: float) -> str:

@@ -4,7 +4,7 @@ provider-neutral words. Amounts are integer fen, as WeChat Pay sends them."""
 import re
 from datetime import UTC, datetime
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from payments.domain import PaymentState, RefundAnswer
 
@@ -96,6 +96,17 @@ class Transaction(_Wire):
     trade_state: str
     success_time: AwareDatetime | None = None
     amount: Amount | None = None
+
+    @field_validator("success_time")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        """A time that UTC cannot hold ("0001-01-01T00:00:00+08:00") is invalid, as a malformed one is."""
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("success_time is out of range") from None
+        return value
 
     def paid_at(self) -> datetime | None:
         return None if self.success_time is None else self.success_time.astimezone(UTC)
