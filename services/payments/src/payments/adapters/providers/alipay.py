@@ -213,6 +213,10 @@ class AlipayProvider:
             code, answer = await self._call("alipay.trade.refund", biz)
         except Unanswered as exc:
             return RefundAnswer("unknown", reason=str(exc))
+        if code == wire.SUCCESS and answer.get("out_trade_no") != request.order_id:
+            # Signed, but about another trade (an answer replayed by whoever stands between us and Alipay): as a
+            # payment query's answer about another order, believed for nothing.
+            return RefundAnswer("unknown", reason="Alipay answered about another trade")
         if code == wire.SUCCESS and answer.get("fund_change") == "Y":
             return RefundAnswer("succeeded", request.refund_id)
         if code == wire.SUCCESS:  # "N": no money moved by this request, e.g. a repeat: ask what became of it
@@ -230,6 +234,8 @@ class AlipayProvider:
             return RefundAnswer("unknown", reason=self._why(code, answer))
         if not answer.get("refund_amount"):
             return RefundAnswer("unknown", reason="no such refund")
+        if answer.get("out_trade_no") != order_id or answer.get("out_request_no") != refund_id:
+            return RefundAnswer("unknown", reason="Alipay answered about another refund")
         # With the refund's data in the answer, an empty refund_status also means it succeeded.
         status = answer.get("refund_status") or "REFUND_SUCCESS"
         if status == "REFUND_SUCCESS":

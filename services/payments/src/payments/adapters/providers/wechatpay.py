@@ -228,16 +228,26 @@ class WeChatPayProvider:
             payload["reason"] = request.reason[:80]
         if self._config.notify_url:
             payload["notify_url"] = self._config.notify_url
-        return await self._refund_answer("POST", "/v3/refund/domestic/refunds", payload)
+        path = "/v3/refund/domestic/refunds"
+        return await self._refund_answer("POST", path, request.order_id, request.refund_id, payload)
 
     async def query_refund(self, order_id: str, refund_id: str) -> RefundAnswer:
-        return await self._refund_answer("GET", f"/v3/refund/domestic/refunds/{refund_id}")
+        return await self._refund_answer("GET", f"/v3/refund/domestic/refunds/{refund_id}", order_id, refund_id)
 
-    async def _refund_answer(self, method: str, path: str, payload: dict[str, object] | None = None) -> RefundAnswer:
+    async def _refund_answer(
+        self, method: str, path: str, order_id: str, refund_id: str, payload: dict[str, object] | None = None
+    ) -> RefundAnswer:
         try:
             status, body = await self._call(method, path, payload)
             if status == 200:
-                return wire.Refund.model_validate_json(body).answer()
+                refund = wire.Refund.model_validate_json(body)
+                # Signed, but about another refund or order (an answer replayed by whoever stands between us and
+                # WeChat Pay): as a payment query's answer about another order, believed for nothing.
+                if refund.out_refund_no != refund_id or (
+                    refund.out_trade_no and wire.order_id(refund.out_trade_no) != order_id
+                ):
+                    raise Unanswered("WeChat Pay answered about another refund or order")
+                return refund.answer()
         except (Unanswered, ValidationError) as exc:
             return RefundAnswer("unknown", reason=str(exc)[:200])
         error = self._error(body)
