@@ -200,9 +200,9 @@ async def test_a_message_that_fails_after_its_unit_of_work_leaves_no_event_and_t
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 2
 
 
-async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_consumer_keeps_going(  # type: ignore[no-untyped-def]
-    kit, broker: Broker
-) -> None:
+async def dead_lettered(kit, broker: Broker, bad: Record) -> list:  # type: ignore[no-untyped-def]
+    """`bad` and then a good payment on the payments topic, consumed: the dead letters, once the good one was handled
+    (the consumer kept going)."""
     pool, publisher, prefix = kit
     topic = Topic.PAYMENTS_EVENTS.qualified(prefix)
     handled: list[str] = []
@@ -210,9 +210,7 @@ async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_
     async def handler(message: Message, envelope: Envelope) -> None:
         handled.append(message.order_id)
 
-    # Just under the broker's 1 MB: it was written, but with the dead-letter headers it no longer fits.
-    huge = Record(key=b"ord_huge", value=b"x" * 1_048_450, headers=[("event_type", b"PaymentSucceeded")])
-    await publisher.publish(topic, huge)
+    await publisher.publish(topic, bad)
     async with uow(pool, prefix) as tx:
         tx.publish(Topic.PAYMENTS_EVENTS, paid("ord_after"))
     await OutboxRelay(pool, publisher).publish_batch()
@@ -226,15 +224,25 @@ async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_
     await loop.start()
     task = asyncio.create_task(loop.run())
     try:
-        dead = await read_until(broker.bootstrap, Topic.DEAD_LETTER.qualified(prefix), lambda r: len(r) >= 1)
         while "ord_after" not in handled and not task.done():
             await asyncio.sleep(0.05)
-        assert not task.done(), task.exception()
+        assert not task.done(), f"the consumer stopped: {task.exception()!r}"
+        dead = await read_until(broker.bootstrap, Topic.DEAD_LETTER.qualified(prefix), lambda r: len(r) >= 1)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await loop.stop()
     assert handled == ["ord_after"]
+    return dead
+
+
+async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_consumer_keeps_going(  # type: ignore[no-untyped-def]
+    kit, broker: Broker
+) -> None:
+    topic = Topic.PAYMENTS_EVENTS.qualified(kit[2])
+    # Just under the broker's 1 MB: it was written, but with the dead-letter headers it no longer fits.
+    huge = Record(key=b"ord_huge", value=b"x" * 1_048_450, headers=[("event_type", b"PaymentSucceeded")])
+    dead = await dead_lettered(kit, broker, huge)
     [letter] = dead
     headers = dict(letter.headers)
     assert letter.key == b"ord_huge" and letter.value == b""
@@ -242,3 +250,22 @@ async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_
     assert int(headers["dlq_truncated"]) > 1_048_450
     assert (headers["dlq_source_topic"], headers["event_type"]) == (topic.encode(), b"PaymentSucceeded")
     assert headers["dlq_source_partition"].isdigit() and headers["dlq_source_offset"].isdigit()  # the original
+
+
+async def test_a_record_with_a_header_without_a_value_is_dead_lettered_and_the_consumer_keeps_going(  # type: ignore[no-untyped-def]
+    kit, broker: Broker
+) -> None:
+    good = encode(paid("ord_null"), envelope_for(paid("ord_null"), producer="test"))
+    bad = Record(key=good.key, value=good.value, headers=[*good.headers, ("trace", None)])  # type: ignore[list-item]
+    [letter] = await dead_lettered(kit, broker, bad)
+    assert letter.key == b"ord_null" and dict(letter.headers)["trace"] == b""
+
+
+async def test_a_record_whose_refusal_quotes_a_huge_event_type_is_dead_lettered_with_the_reason_cut(  # type: ignore[no-untyped-def]
+    kit, broker: Broker
+) -> None:
+    good = encode(paid("ord_weird"), envelope_for(paid("ord_weird"), producer="test"))
+    headers = [(k, v) for k, v in good.headers if k != "event_type"] + [("event_type", b"\x01" * 300_000)]
+    [letter] = await dead_lettered(kit, broker, Record(key=good.key, value=good.value, headers=headers))
+    reason = dict(letter.headers)["dlq_reason"].decode()
+    assert letter.key == b"ord_weird" and reason.startswith("undecodable: unknown event_type") and len(reason) < 600

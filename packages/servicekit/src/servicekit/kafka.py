@@ -184,6 +184,13 @@ class DeadLetterPublisher:
                     await self._publisher.publish_many([(topic, trimmed(letter))])
 
 
+DEAD_LETTER_REASON_CHARS = 4000
+"""The longest `dlq_reason` kept: a reason quoting what it refuses (an event_type, a header value) can be many times
+the size of the record itself, and a letter must always fit once trimmed."""
+TRIMMED_HEADER_BYTES = 4096
+"""The most bytes a trimmed letter keeps of each of its dlq_* headers."""
+
+
 def _size(record: Record) -> int:
     return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers)
 
@@ -195,7 +202,7 @@ def _fitted(letter: Record) -> Record:
 def trimmed(letter: Record) -> Record:
     """A dead letter without the record's value (and its own headers, if they are what is large): its size goes in
     `dlq_truncated`, and its dlq_source_* headers say where the original is."""
-    dlq = [(k, v) for k, v in letter.headers if k.startswith("dlq_")]
+    dlq = [(k, v[:TRIMMED_HEADER_BYTES]) for k, v in letter.headers if k.startswith("dlq_")]
     own = [(k, v) for k, v in letter.headers if not k.startswith("dlq_")]
     if sum(len(k) + len(v) for k, v in own) > 64 * 1024:
         own = []
@@ -204,9 +211,10 @@ def trimmed(letter: Record) -> Record:
 
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, consumer_group: str, failed_at: bytes) -> Record:
-    headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
+    # Kafka allows a header without a value (aiokafka reads None): kept, as an empty one.
+    headers = [(k, v or b"") for k, v in record.headers if not k.startswith("dlq_")]
     headers += [
-        ("dlq_reason", reason.encode()),
+        ("dlq_reason", reason[:DEAD_LETTER_REASON_CHARS].encode()),
         ("dlq_source_topic", record.topic.encode()),
         ("dlq_source_partition", str(record.partition).encode()),
         ("dlq_source_offset", str(record.offset).encode()),
