@@ -37,8 +37,10 @@ class Cursor:
         try:
             raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
             at = datetime.fromisoformat(raw["at"])
+            if at.tzinfo is not None:
+                at = at.astimezone(UTC)  # a time UTC cannot hold (year 1 east of UTC) is no cursor a page gave
             cursor = cls(at, str(raw["id"]))
-        except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
             raise ApiError(400, "bad_cursor", "`after` is not a cursor a page of this endpoint gave") from None
         if at.tzinfo is None or "\x00" in cursor.id:  # PostgreSQL text holds no NUL: it would refuse the query
             raise ApiError(400, "bad_cursor", "`after` is not a cursor a page of this endpoint gave")
