@@ -10,7 +10,7 @@ mode it only logs which development secrets are in use.
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -74,8 +74,16 @@ def problems(secrets: Mapping[str, SecretValue]) -> list[str]:
 
 
 def database_password(database_url: str) -> str | None:
-    """The password a DATABASE_URL connects with (in the URL, or libpq's PGPASSWORD as asyncpg reads it)."""
-    return urlsplit(database_url).password or os.environ.get("PGPASSWORD") or None
+    """The password a DATABASE_URL connects with, found as asyncpg finds it: the URL's own (percent-decoded), else
+    its `?password=`, else libpq's PGPASSWORD. Read any other way, a published password spelled `%70ostgres`, or
+    given in the query beside a strong PGPASSWORD, would pass the check and connect."""
+    parts = urlsplit(database_url)
+    if parts.password:
+        return unquote(parts.password)
+    asked = parse_qs(parts.query).get("password")
+    if asked:
+        return asked[-1]
+    return os.environ.get("PGPASSWORD") or None
 
 
 def shared_secrets(

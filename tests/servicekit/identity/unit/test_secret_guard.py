@@ -96,3 +96,20 @@ def test_development_mode_starts_with_development_secrets(monkeypatch: pytest.Mo
     s = settings(monkeypatch, CREDITED_ENV="development", DATABASE_URL="postgresql://postgres@127.0.0.1/postgres")
     refuse_development_secrets("ledger", s, shared_secrets(s))
     assert "the DATABASE_URL password is unset" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://credited:credited%2Ddev%2Dpassword@postgres/credited",
+        "postgresql://postgres:%70ostgres@postgres/postgres",
+        "postgresql://credited@postgres/credited?password=credited-dev-password",
+    ],
+)
+def test_a_published_database_password_stops_a_production_start_however_the_url_spells_it(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    s = settings(monkeypatch, DATABASE_URL=url, PGPASSWORD=STRONG)  # asyncpg reads the URL's before PGPASSWORD
+    assert database_password(url) in ("credited-dev-password", "postgres")  # what asyncpg would connect with
+    with pytest.raises(UnsafeSecrets, match="the DATABASE_URL password is a development value"):
+        refuse_development_secrets("ledger", s, shared_secrets(s))
