@@ -192,6 +192,12 @@ def test_backoff_grows_exponentially_with_jitter_up_to_its_cap_and_retry_after_w
     assert policy.delay(3, 30.0) == 30.0
 
 
+def test_a_retry_after_of_zero_or_past_is_lengthened_to_the_backoffs_fixed_half_at_most_a_minute() -> None:
+    policy = RetryPolicy()
+    assert [policy.delay(attempts, 0.0) for attempts in (1, 5, 10, 50)] == [0.25, 4.0, 60.0, 60.0]
+    assert policy.delay(50, 900.0) == 900.0  # a longer one stands
+
+
 def test_a_failing_receiver_is_retried_for_three_days_by_default_about_an_hour_apart_at_most() -> None:
     policy = RetryPolicy()
     day = 24 * 3600.0

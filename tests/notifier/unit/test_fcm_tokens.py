@@ -46,6 +46,8 @@ class Loopback:
     issued: list[str] = field(default_factory=list)
     bearers: list[str] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    apns_broken: set[str] = field(default_factory=set)
+    """Registration tokens of devices whose platform credentials (APNs, Web Push) the project has wrong."""
 
     @property
     def url(self) -> str:
@@ -73,6 +75,11 @@ class Loopback:
         message: dict[str, Any] = (await request.json())["message"]
         if bearer not in self.issued or bearer in self.refuse:
             return web.json_response({"error": {"code": 401, "status": "UNAUTHENTICATED"}}, status=401)
+        if message["token"] in self.apns_broken:  # the project's APNs credentials are bad: the bearer was fine
+            kind = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+            details = [{"@type": kind, "errorCode": "THIRD_PARTY_AUTH_ERROR"}]
+            error = {"code": 401, "status": "UNAUTHENTICATED", "details": details}
+            return web.json_response({"error": error}, status=401)
         return web.json_response({"name": f"projects/credited-test/messages/{message['token']}"})
 
 
@@ -172,6 +179,19 @@ async def test_a_token_fcm_refuses_is_replaced_at_once_and_the_send_goes_through
     loopback.refuse.add("token-1")  # revoked on Google's side before it expired
     await channel.deliver(PAYLOAD, DEVICE)
     assert loopback.bearers == ["token-1", "token-2"]
+
+
+async def test_fcms_third_party_auth_error_keeps_the_bearer_and_sends_once_so_a_bad_apns_key_mints_nothing(
+    loopback: Loopback, poster: AiohttpPoster, tmp_path: Path
+) -> None:
+    tokens = ServiceAccountTokens.from_file(key_file(tmp_path, f"{loopback.url}/token"))
+    channel = channel_for(loopback, tokens, poster)
+    loopback.apns_broken.add("ios-device")
+    for _ in range(5):
+        with pytest.raises(DeliveryFailed):
+            await channel.deliver(PAYLOAD, Target("fcm", "sub-ios", "ios-device"))
+    await channel.deliver(PAYLOAD, DEVICE)
+    assert loopback.issued == ["token-1"] and loopback.bearers == ["token-1"] * 6  # one post each, one token
 
 
 async def test_a_token_endpoint_that_cannot_be_reached_is_a_failure_worth_retrying(

@@ -35,7 +35,7 @@ class Settings(ServiceSettings):
 
     webhook_url: str | None = Field(None, description="Platform backend endpoint for signed notifications.")
     webhook_secret: str = Field("", description="HMAC-SHA256 secret for the webhook's X-Signature.")
-    webhook_timeout_s: float = 5.0
+    webhook_timeout_s: float = Field(5.0, gt=0, description="How long a webhook delivery may take (0 would be none).")
 
     vapid_private_key: SecretStr | None = Field(
         None, description="VAPID key (PEM, or base64url raw P-256); unset, one is made per run and said so."

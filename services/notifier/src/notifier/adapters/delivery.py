@@ -39,6 +39,10 @@ SUPERSEDED_RESEND = "a newer status of the order was notified after the resend w
 """Why a resend was settled without being sent (its delivery's last_error)."""
 
 
+RETRY_AFTER_FLOOR_S = 60.0
+"""The longest a receiver's Retry-After is lengthened to our own backoff: after many attempts, at most a minute."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and for how long a delivery is tried: like a payment platform's webhooks, for days (3 by
@@ -53,10 +57,12 @@ class RetryPolicy:
 
     def delay(self, attempts: int, retry_after_s: float | None) -> float:
         """The receiver's Retry-After if it gave one, else exponential backoff with jitter (half fixed,
-        half random, so retries of many deliveries spread out but never come back at once)."""
-        if retry_after_s is not None:
-            return min(retry_after_s, self.max_retry_after_s)
+        half random, so retries of many deliveries spread out but never come back at once). A Retry-After shorter
+        than the backoff's fixed half (at most RETRY_AFTER_FLOOR_S) is lengthened to it: "0", or a date already
+        past, would otherwise retry at once, again and again for `retry_for_s`, a receiver that said it is busy."""
         ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** min(attempts - 1, 64))
+        if retry_after_s is not None:
+            return min(max(retry_after_s, min(ceiling / 2, RETRY_AFTER_FLOOR_S)), self.max_retry_after_s)
         jitter: float = random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
         return ceiling / 2 + jitter
 

@@ -193,7 +193,9 @@ class FcmChannel:
             answer = await self._poster.post("FCM", self.endpoint, body, headers)
             if answer.ok:
                 return
-            if answer.status != 401 or attempt == 2:
+            # A 401 naming THIRD_PARTY_AUTH_ERROR is about the project's APNs or Web Push credentials, not our token:
+            # dropping the token would mint one per delivery (a refresh storm) and post the message twice.
+            if answer.status != 401 or attempt == 2 or b"THIRD_PARTY_AUTH_ERROR" in answer.body:
                 break
             self._tokens.refused(bearer)  # revoked or expired early: once more with a token minted now
         # FCM says a token is dead with 404 UNREGISTERED (sometimes 400 with that error code).
