@@ -9,7 +9,7 @@ from servicekit.identity import Scope
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
-from tests.notifier.harness import change, publish
+from tests.notifier.harness import RunningNotifier, change, publish
 from tests.notifier.push_service import Fault, PushService
 
 
@@ -93,15 +93,23 @@ async def test_a_resend_for_an_order_the_notifier_never_heard_of_is_404_and_a_ba
     assert await running.notifier.infra.pool.fetchval("SELECT count(*) FROM resends") == 0
 
 
+async def told_once(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str, status: OrderStatus
+) -> RunningNotifier:
+    """A notifier whose user u1 has a phone that was told `status` of ord_1 (sequence 1), settled."""
+    running = await notifier()
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    await publish(broker, f"{isolation}.", change("ord_1", status, 1))
+    await eventually(lambda: len(push_service.messages("phone")) == 1)
+    await eventually(running.settled)
+    return running
+
+
 async def test_a_resend_waiting_for_its_retry_when_a_newer_status_goes_out_is_never_sent_so_the_device_ends_on_it(
     notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
 ) -> None:
-    running = await notifier()
+    running = await told_once(notifier, push_service, broker, isolation, OrderStatus.DELAYED)
     pool = running.notifier.infra.pool
-    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
-    await publish(broker, f"{isolation}.", change("ord_1", OrderStatus.DELAYED, 1))
-    await eventually(lambda: len(push_service.messages("phone")) == 1)
-    await eventually(running.settled)
 
     # Support resends the latest status ("delayed"); the push service is busy for that attempt, due again in 2 s.
     push_service.script("phone", Fault(503, retry_after="2"))
@@ -125,12 +133,8 @@ async def test_a_resend_waiting_for_its_retry_when_a_newer_status_goes_out_is_ne
 async def test_resend_requests_under_one_idempotency_key_at_once_resend_once_and_another_key_again(
     notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
 ) -> None:
-    running = await notifier()
+    running = await told_once(notifier, push_service, broker, isolation, OrderStatus.CREDITED)
     pool = running.notifier.infra.pool
-    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
-    await publish(broker, f"{isolation}.", change("ord_1", OrderStatus.CREDITED, 1))
-    await eventually(lambda: len(push_service.messages("phone")) == 1)
-    await eventually(running.settled)
     url = f"{running.url}/v1/orders/ord_1/notifications/resend"
 
     async def resend(key: str) -> dict[str, object]:
