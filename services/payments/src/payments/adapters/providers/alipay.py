@@ -234,7 +234,13 @@ class AlipayProvider:
             return RefundAnswer("unknown", reason=self._why(code, answer))
         if not answer.get("refund_amount"):
             return RefundAnswer("unknown", reason="no such refund")
-        if answer.get("out_trade_no") != order_id or answer.get("out_request_no") != refund_id:
+        # Alipay documents both ids as optional in this answer: each one it gives must be ours, and one at least.
+        named = {k: answer.get(k) for k in ("out_trade_no", "out_request_no") if answer.get(k)}
+        if (
+            not named
+            or named.get("out_trade_no", order_id) != order_id
+            or named.get("out_request_no", refund_id) != refund_id
+        ):
             return RefundAnswer("unknown", reason="Alipay answered about another refund")
         # With the refund's data in the answer, an empty refund_status also means it succeeded.
         status = answer.get("refund_status") or "REFUND_SUCCESS"
