@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 
 def clip(text: str, limit: int) -> str:
@@ -19,6 +19,15 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware time, normalised to UTC. Naive times are refused."""
 
+
+def _whole(value: object) -> object:
+    """600.0 as 600: the published schemas say `integer`, which in JSON Schema a number with no fraction is, and
+    some serialisers write money as doubles. 6.5, strings and booleans are still refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 MinorUnits = Annotated[
     StrictInt,
     Field(
@@ -26,8 +35,9 @@ MinorUnits = Annotated[
         le=10**12,
         description="Money in the currency's minor units, by its ISO 4217 exponent: 600 is 6.00 CNY, 600 JPY is ¥600.",
     ),
+    BeforeValidator(_whole),
 ]
-"""A positive amount of money in the currency's minor units (cents, fen). Never a float."""
+"""A positive amount of money in the currency's minor units (cents, fen). Never a fraction (600.0 reads as 600)."""
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code.")]
 """An ISO 4217 currency code, upper case."""

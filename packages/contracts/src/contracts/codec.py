@@ -76,9 +76,15 @@ class Envelope:
         missing = [k for k in _HEADER_KEYS if k not in raw]
         if missing:
             raise DecodeError(f"missing headers: {', '.join(missing)}")
+        # Non-empty, as the contract says: every record with an empty event_id would share one key in the consumers'
+        # processed events, and all but the first would be skipped as already applied.
+        empty = [k for k in _NON_EMPTY if not raw[k]]
+        if empty:
+            raise DecodeError(f"empty headers: {', '.join(empty)}")
         try:
             version = int(raw["schema_version"])
-            occurred_at = datetime.fromisoformat(raw["occurred_at"])
+            # RFC 3339, as published (date-time), allows "t" and "z" in lower case; fromisoformat only upper.
+            occurred_at = datetime.fromisoformat(raw["occurred_at"].upper())
         except ValueError as exc:  # its message repeats the value: a reason is never longer than it needs to be
             raise DecodeError(f"bad header value: {str(exc)[:200]}") from None
         if occurred_at.tzinfo is None:
@@ -94,6 +100,7 @@ class Envelope:
 
 
 _HEADER_KEYS = ("event_type", "schema_version", "event_id", "correlation_id", "occurred_at", "producer")
+_NON_EMPTY = ("event_type", "event_id", "correlation_id", "producer")
 
 
 @dataclass(frozen=True, slots=True)
