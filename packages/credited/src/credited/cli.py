@@ -134,6 +134,10 @@ def up(
     try:
         stack.start()
         console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
+        # What the runbooks' `credited dlq` and `credited keys` read, as the services do (one line to paste).
+        cli_env = f"KAFKA_BOOTSTRAP={stack.bootstrap} KAFKA_BROKER={stack.broker_kind}"
+        cli_env += f" DATABASE_URL={stack.database_url}"
+        console.print(f"for the credited CLI: export {cli_env}", soft_wrap=True)
         for name in ("payments", "ledger", "reconciler", "notifier"):
             url, metrics, log_path = stack.url(name), stack.metrics_url(name), stack.services[name].log_path
             console.print(f"{name:>10}: {url}  (metrics {metrics}, log {log_path})")
