@@ -2,6 +2,8 @@
 on-call engineer's `credited order` or `credited dlq list --help` should not wait seconds for code it never
 runs. Each command loads what it uses when it runs."""
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -23,3 +25,17 @@ def test_every_command_still_answers_help() -> None:
             check=False,
         )
         assert done.returncode == 0 and "Usage" in done.stdout, (command, done.stderr[-400:])
+
+
+def test_credited_dlq_against_no_broker_names_the_settings_to_check_without_a_traceback() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from credited.cli import app; app()", "dlq", "list"],
+        capture_output=True, text=True, check=False, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-600:]
+    assert f"127.0.0.1:{port}" in done.stderr and "KAFKA_BOOTSTRAP, KAFKA_BROKER" in done.stderr
+    assert "Traceback" not in done.stderr

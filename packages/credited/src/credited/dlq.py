@@ -12,8 +12,9 @@ import getpass
 import json
 import re
 from collections import Counter
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # loaded by the commands that use them: pydantic and aiokafka
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: another run took over; running again finishes what is left
 _AGO = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Dead letters: list, show one, replay to the topic they came from.", no_args_is_help=True)
 
@@ -104,8 +107,25 @@ def list_(
 
     settings = ServiceSettings()
     chosen = _filters([], topic, group, reason, since, until)
-    letters, done = asyncio.run(_with_replays(settings, chosen))
+    letters, done = _on_the_broker(settings, _with_replays(settings, chosen))
     _print_rows([_summary(d, done.get(d.coordinates)) for d in letters], as_json)
+
+
+def _on_the_broker(settings: "ServiceSettings", work: Coroutine[Any, Any, T]) -> T:
+    """`work` run; a broker that cannot be reached, or refuses what the settings asked of it, is said in a sentence
+    naming the settings to check, not a traceback (exit 2)."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return asyncio.run(work)
+    except (KafkaError, OSError) as exc:
+        typer.echo(
+            f"the broker at {settings.kafka_bootstrap} ({settings.kafka_broker}) did not do what was asked: {exc!r}."
+            " Set KAFKA_BOOTSTRAP, KAFKA_BROKER (tansu on the local stack; `credited up` prints both) and the"
+            " KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* settings as the services have them.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 async def _with_replays(
@@ -124,7 +144,7 @@ def show(dead_letter: Annotated[str, typer.Argument(help="Its id, <partition>@<o
     from servicekit.settings import ServiceSettings
 
     settings = ServiceSettings()
-    letters, done = asyncio.run(_with_replays(settings, Filters(ids=frozenset([dead_letter]))))
+    letters, done = _on_the_broker(settings, _with_replays(settings, Filters(ids=frozenset([dead_letter]))))
     if not letters:
         typer.echo(f"no dead letter {dead_letter} in {settings.topic_prefix}credited.deadletter", err=True)
         raise typer.Exit(1)
@@ -173,7 +193,7 @@ def replay_(
     chosen = _filters(ids or [], topic, group, reason, since, until)
     go_ahead = _Confirm(bulk=not ids, trust_unverified=trust_unverified)
     try:
-        outcome = asyncio.run(_replay(settings, chosen, by or getpass.getuser(), dry_run, go_ahead))
+        outcome = _on_the_broker(settings, _replay(settings, chosen, by or getpass.getuser(), dry_run, go_ahead))
     except ReplayInterrupted as exc:
         typer.echo(f"stopped: {exc}; run it again to finish what is left", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
