@@ -11,23 +11,11 @@ from contracts import DecodeError, PaymentSucceeded, decode, encode
 from contracts.asyncapi import ENVELOPE_HEADERS
 from contracts.codec import envelope_for
 from contracts.schemas import SCHEMA_DIR
-
-
-def _payment() -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id="ord_1",
-        user_id="u1",
-        amount=600,
-        currency="CNY",
-        channel="alipay",
-        provider="sim",
-        provider_txn_id="tx1",
-        paid_at=datetime(2026, 11, 22, 8, 30, tzinfo=UTC),
-    )
+from tests.contracts.test_contracts import payment
 
 
 def _record_with(**headers: str) -> tuple[bytes, list[tuple[str, bytes]], dict[str, str]]:
-    record = encode(_payment(), envelope_for(_payment(), producer="payments"))
+    record = encode(payment(), envelope_for(payment(), producer="payments"))
     raw = {k: v.decode() for k, v in record.headers}
     raw.update(headers)
     return record.value, [(k, v.encode()) for k, v in raw.items()], raw
