@@ -20,7 +20,7 @@ from google.auth import exceptions as google_exceptions
 from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
-from notifier.adapters.poster import GONE, Poster, failure_for
+from notifier.adapters.poster import Poster, failure_for
 from notifier.ports import DeliveryFailed, Target
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -198,6 +198,8 @@ class FcmChannel:
             if answer.status != 401 or attempt == 2 or b"THIRD_PARTY_AUTH_ERROR" in answer.body:
                 break
             self._tokens.refused(bearer)  # revoked or expired early: once more with a token minted now
-        # FCM says a token is dead with 404 UNREGISTERED (sometimes 400 with that error code).
-        gone = GONE | ({answer.status} if b"UNREGISTERED" in answer.body else set())
-        raise failure_for(answer, "FCM", gone_on=frozenset(gone))
+        # FCM says a token is dead with the error code UNREGISTERED (on a 404, sometimes a 400). A 404 without it is
+        # about the endpoint (another project, a wrong path, a proxy's page), not the device: taking it for "gone"
+        # would forget every FCM subscription that receives a notification while the endpoint is wrong.
+        gone = frozenset({answer.status}) if b"UNREGISTERED" in answer.body else frozenset()
+        raise failure_for(answer, "FCM", gone_on=gone)
