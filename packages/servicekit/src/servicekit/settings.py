@@ -192,6 +192,36 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"the metrics port {port} is the HTTP port: /metrics must have a port of its own")
         return self
 
+    @model_validator(mode="after")
+    def _sasl_as_asked(self) -> "ServiceSettings":
+        if self.kafka_security_protocol == "PLAINTEXT":
+            given = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                )
+                if value
+            ]
+            if given:
+                # Silently connecting without them would leave a cluster that expects this principal wondering,
+                # or, where PLAINTEXT is open, run the service with rights nobody granted it.
+                raise ValueError(
+                    f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but KAFKA_SECURITY_PROTOCOL is "
+                    "PLAINTEXT, which sends no credentials: set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), "
+                    "or unset them"
+                )
+        if (
+            self.environment == "production"
+            and self.kafka_security_protocol == "SASL_PLAINTEXT"
+            and self.kafka_sasl_mechanism == "PLAIN"
+        ):
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the password "
+                "unencrypted: use SCRAM-SHA-512 or SASL_SSL (CREDITED_ENV=development allows it on a laptop)"
+            )
+        return self
+
     @property
     def logs_as(self) -> LogFormat:
         """CREDITED_LOG_FORMAT, or the default of the environment (console in development, else json)."""

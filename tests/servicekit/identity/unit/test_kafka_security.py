@@ -59,3 +59,34 @@ def test_sasl_without_a_username_or_password_is_refused_naming_what_is_missing(
     s = settings(kafka_security_protocol="SASL_PLAINTEXT", **fields)
     with pytest.raises(KafkaCredentialsMissing, match=f"SASL_PLAINTEXT needs {missing}$"):
         aiokafka_security(s)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"kafka_sasl_username": "ledger"}, "KAFKA_SASL_USERNAME is set"),
+        ({"kafka_sasl_password": SecretStr("pw")}, "KAFKA_SASL_PASSWORD is set"),
+        (
+            {"kafka_sasl_username": "ledger", "kafka_sasl_password": SecretStr("pw")},
+            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are set",
+        ),
+    ],
+)
+def test_credentials_given_with_plaintext_are_refused_rather_than_silently_left_unused(
+    fields: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValueError, match=f"{named} but KAFKA_SECURITY_PROTOCOL is PLAINTEXT"):
+        settings(kafka_security_protocol="PLAINTEXT", **fields)
+
+
+def test_plain_mechanism_over_sasl_plaintext_is_refused_in_production_and_allowed_in_development() -> None:
+    plain = {
+        "kafka_security_protocol": "SASL_PLAINTEXT",
+        "kafka_sasl_mechanism": "PLAIN",
+        "kafka_sasl_username": "ledger",
+        "kafka_sasl_password": SecretStr("pw"),
+    }
+    with pytest.raises(ValueError, match="sends the password unencrypted"):
+        settings(environment="production", **plain)
+    assert settings(environment="development", **plain).kafka_sasl_mechanism == "PLAIN"
+    assert settings(environment="production", **{**plain, "kafka_security_protocol": "SASL_SSL"})
