@@ -11,7 +11,7 @@ from contracts import DecodeError, PaymentSucceeded, decode, encode
 from contracts.asyncapi import ENVELOPE_HEADERS
 from contracts.codec import envelope_for
 from contracts.schemas import SCHEMA_DIR
-from tests.contracts.test_contracts import payment
+from tests.contracts.test_contracts import SAMPLES, payment
 
 
 def _record_with(**headers: str) -> tuple[bytes, list[tuple[str, bytes]], dict[str, str]]:
@@ -56,3 +56,47 @@ def test_an_amount_of_600_point_0_which_the_published_schema_calls_an_integer_de
     for refused in (6.5, "600", True):
         with pytest.raises(DecodeError, match="amount"):
             decode(json.dumps({**payload, "amount": refused}).encode(), headers)
+
+
+@pytest.mark.parametrize("version", ["01", "+1", " 1", "1_0", "\u0661"])
+def test_a_schema_version_header_the_envelope_pattern_refuses_is_refused(version: str) -> None:
+    """The AsyncAPI envelope publishes schema_version as decimal digits without a leading zero; Python's int()
+    also reads "01", "+1", " 1", "1_0" (as 10) and other scripts' digits, which no producer that follows the
+    contract writes: the record is dead-lettered with the reason, not read as some version."""
+    value, headers, raw = _record_with(schema_version=version)
+    assert not jsonschema_rs.validator_for(ENVELOPE_HEADERS).is_valid(raw)
+    with pytest.raises(DecodeError, match="schema_version"):
+        decode(value, headers)
+
+
+def _sample(event_type: str) -> tuple[dict[str, object], list[tuple[str, bytes]], dict[str, object]]:
+    stored = json.loads((SAMPLES / f"{event_type}.v1.json").read_text())
+    schema = json.loads((SCHEMA_DIR / f"{event_type}.v1.json").read_text())
+    return stored["value"], [(k, v.encode()) for k, v in stored["headers"].items()], schema
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "refused", "accepted"),
+    [
+        ("OrderStatusChanged", "sequence", [True, "2", 2.5], [(2.0, 2)]),
+        ("RetryCredit", "attempt", [True, "2"], [(2.0, 2)]),
+        ("RedriveCredit", "attempt", [True, "2"], [(2.0, 2)]),
+        ("CreditRejected", "final", [1, 0, "true", "no"], [(True, True), (False, False)]),
+    ],
+)
+def test_integer_and_boolean_fields_take_what_their_published_schema_takes_and_nothing_else(
+    event_type: str, field: str, refused: list[object], accepted: list[tuple[object, object]]
+) -> None:
+    """A sequence of true or "2", or a `final` of "no" (which pydantic's lax mode reads as False: a final refusal
+    taken for a retryable one), is not what the published schema allows; they are dead-lettered with the field
+    named. What the schema allows (2.0 is an integer in JSON Schema) decodes."""
+    payload, headers, schema = _sample(event_type)
+    validator = jsonschema_rs.validator_for(schema)
+    for value in refused:
+        assert not validator.is_valid({**payload, field: value})
+        with pytest.raises(DecodeError, match=field):
+            decode(json.dumps({**payload, field: value}).encode(), headers)
+    for value, decoded in accepted:
+        assert validator.is_valid({**payload, field: value})
+        message, _ = decode(json.dumps({**payload, field: value}).encode(), headers)
+        assert getattr(message, field) == decoded and type(getattr(message, field)) is type(decoded)

@@ -3,7 +3,16 @@
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+)
 
 
 def clip(text: str, limit: int) -> str:
@@ -27,6 +36,13 @@ def _whole(value: object) -> object:
         return int(value)
     return value
 
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
+"""A JSON integer, as the published schemas say: 2 and 2.0, never true, "2" or 2.5 (pydantic's lax int takes
+those, and a reader of the contract would not)."""
+
+Flag = StrictBool
+"""A JSON boolean: true or false, never 1, "true" or "yes"."""
 
 MinorUnits = Annotated[
     StrictInt,

@@ -5,6 +5,7 @@ with a reason fit for the dead-letter topic.
 """
 
 import hashlib
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,12 @@ class Envelope:
         empty = [k for k in _NON_EMPTY if not raw[k]]
         if empty:
             raise DecodeError(f"empty headers: {', '.join(empty)}")
+        # Decimal digits without a leading zero, as published: int() would also take "01", " 1", "+1", "1_0" and
+        # other scripts' digits, which no producer that follows the contract writes.
+        if not _VERSION.fullmatch(raw["schema_version"]):
+            raise DecodeError(
+                f"bad header value: schema_version {raw['schema_version'][:20]!r} is not a version number"
+            )
         try:
             version = int(raw["schema_version"])
             # RFC 3339, as published (date-time), allows "t" and "z" in lower case; fromisoformat only upper.
@@ -101,6 +108,7 @@ class Envelope:
 
 _HEADER_KEYS = ("event_type", "schema_version", "event_id", "correlation_id", "occurred_at", "producer")
 _NON_EMPTY = ("event_type", "event_id", "correlation_id", "producer")
+_VERSION = re.compile(r"[1-9][0-9]*")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from contracts.base import Currency, Message, MinorUnits, UserId, UtcDatetime
+from contracts.base import Currency, Message, MinorUnits, UserId, UtcDatetime, WholeNumber
 
 
 class RetryCredit(Message):
@@ -15,7 +15,7 @@ class RetryCredit(Message):
     user_id: UserId
     amount: MinorUnits
     currency: Currency
-    attempt: int = Field(ge=1, le=100)
+    attempt: WholeNumber = Field(ge=1, le=100)
     requested_at: UtcDatetime
     # Optional only so version 1 payloads written before it still decode; the ledger refuses a retry without it.
     provider_txn_id: str | None = Field(
@@ -45,7 +45,9 @@ class RedriveCredit(Message):
     amount: MinorUnits
     currency: Currency
     provider_txn_id: str = Field(min_length=1, max_length=128, description="The paid order's provider transaction id.")
-    attempt: int = Field(ge=1, le=100, description="Which re-drive of the order this is (payments counts them).")
+    attempt: WholeNumber = Field(
+        ge=1, le=100, description="Which re-drive of the order this is (payments counts them)."
+    )
     requested_by: str = Field(min_length=1, max_length=200, description="Who asked: the API key's name.")
     requested_at: UtcDatetime
 

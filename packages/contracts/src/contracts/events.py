@@ -4,7 +4,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from contracts.base import Channel, Currency, Message, MinorUnits, Product, UserId, UtcDatetime
+from contracts.base import Channel, Currency, Flag, Message, MinorUnits, Product, UserId, UtcDatetime, WholeNumber
 
 
 class OrderPlaced(Message):
@@ -112,7 +112,7 @@ class CreditRejected(Message):
     event_type = "CreditRejected"
     user_id: UserId
     reason: str = Field(min_length=1, max_length=200)
-    final: bool
+    final: Flag
     rejected_at: UtcDatetime
 
 
@@ -158,7 +158,7 @@ class OrderStatusChanged(Message):
     event_type = "OrderStatusChanged"
     user_id: UserId
     status: OrderStatus
-    sequence: int = Field(ge=1, description="Per-order counter: a reader keeps the highest it has seen.")
+    sequence: WholeNumber = Field(ge=1, description="Per-order counter: a reader keeps the highest it has seen.")
     previous_status: OrderStatus | None = None
     reason: str = Field(default="", max_length=200)
     amount: MinorUnits
