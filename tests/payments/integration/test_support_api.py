@@ -364,6 +364,22 @@ async def test_the_same_idempotency_key_with_another_reason_or_amount_is_refused
     assert isinstance(message, GrantCompensation) and message.amount == 100
 
 
+async def test_a_second_compensation_under_another_key_is_refused_as_the_ledger_pays_one_per_order(
+    stack: Stack,
+) -> None:
+    """Two people compensating one late order were both answered 202; the ledger paid the first and dropped the
+    second, so the second person told the user about money that never came."""
+    paid = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    await stack.sql("UPDATE orders SET status = 'credited' WHERE order_id = $1", paid)
+    assert (await stack.act(paid, "grant_compensation", key=f"a-{paid}", amount=100)).status_code == 202
+    second = await stack.act(paid, "grant_compensation", key=f"b-{paid}", amount=200)
+    assert (second.status_code, second.json()["error"]) == (409, "compensation_asked"), second.text
+    assert paid in second.json()["detail"]
+    assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 1
+    commands = [r for r in await stack.published(Topic.LEDGER_COMMANDS) if r.key == paid.encode()]
+    assert len(commands) == 1
+
+
 async def test_reading_needs_support_read_and_acting_needs_support_act(stack: Stack) -> None:
     paid = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
     reader = await stack.key(f"reader-{paid}", Scope.SUPPORT_READ)

@@ -51,6 +51,13 @@ class Recorder:
         (SupportAction.REFUND, OrderFacts(replace(PAID, status="refunded")), "already_refunded"),
         (SupportAction.REFUND, OrderFacts(replace(PAID, status="credited")), "already_credited"),
         (SupportAction.REFUND, OrderFacts(replace(PAID, review_status="held")), "under_review"),
+        (SupportAction.REFUND, OrderFacts(replace(PAID, review_status="rejected")), "review_rejected"),
+        (SupportAction.REFUND, OrderFacts(replace(PAID, status="remediating")), "refund_in_flight"),
+        (
+            SupportAction.GRANT_COMPENSATION,
+            OrderFacts(replace(PAID, status="credited"), compensations_requested=1),
+            "compensation_asked",
+        ),
         (SupportAction.GRANT_COMPENSATION, OrderFacts(PAID), "not_credited"),
         (SupportAction.GRANT_COMPENSATION, OrderFacts(replace(PAID, status="compensated")), "already_compensated"),
     ],

@@ -62,12 +62,14 @@ class Refused:
 @dataclass(frozen=True, slots=True)
 class OrderFacts:
     """What payments knows of an order that decides whether an act applies: the order, its refund's outcome at
-    the provider (succeeded, failed) if one was tried, and how many refunds and re-drives people asked before."""
+    the provider (succeeded, failed) if one was tried, and how many refunds, re-drives and compensations people asked
+    before."""
 
     order: Order
     refund_status: str | None = None
     refunds_requested: int = 0
     redrives_requested: int = 0
+    compensations_requested: int = 0
 
 
 def refusal(action: SupportAction, facts: OrderFacts, amount: int | None = None) -> Refused | None:
@@ -96,6 +98,14 @@ def _refund_refusal(facts: OrderFacts) -> Refused | None:
         return Refused("already_credited", f"order {order.order_id} is credited: a refund would pay it twice")
     if order.review_status == "held":
         return Refused("under_review", f"order {order.order_id} is held for risk review: reject it there to refund")
+    if order.review_status == "rejected":
+        # The rejection blocked the credit and the reconciler refunds it: a second block would be recorded as a refund
+        # "awaiting the ledger's block" that nothing ever answers.
+        return Refused(
+            "review_rejected", f"order {order.order_id} was rejected in risk review: its refund is under way"
+        )
+    if order.status == REMEDIATING:
+        return Refused("refund_in_flight", f"the reconciler is refunding order {order.order_id}: wait for it to end")
     return None
 
 
@@ -124,6 +134,13 @@ def _compensation_refusal(facts: OrderFacts, amount: int | None) -> Refused | No
         return Refused("compensation_above_amount", f"a compensation is at most the order's {order.amount}")
     if order.status == "compensated":
         return Refused("already_compensated", f"order {order.order_id} was compensated already")
+    if facts.compensations_requested:
+        # The ledger pays one compensation per order: a second act would be answered 202 and move nothing. One the
+        # ledger refused (a frozen wallet) is in the dead letters, to replay when the cause is fixed.
+        return Refused(
+            "compensation_asked",
+            f"a compensation of order {order.order_id} was asked already: the ledger pays one per order",
+        )
     if order.status != "credited":
         return Refused("not_credited", f"order {order.order_id} is not credited: only a credited order earns one")
     return None

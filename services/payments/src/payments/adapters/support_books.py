@@ -57,7 +57,8 @@ _RECORD = (
 _COMMAND_SENT = "UPDATE support_actions SET command_event_id = $2 WHERE id = $1"
 _ASKED = (
     "SELECT count(*) FILTER (WHERE action = 'refund') AS refunds, count(*) FILTER (WHERE action = 'redrive_credit')"
-    " AS redrives FROM support_actions WHERE order_id = $1"
+    " AS redrives, count(*) FILTER (WHERE action = 'grant_compensation') AS compensations FROM support_actions"
+    " WHERE order_id = $1"
 )
 
 
@@ -160,7 +161,7 @@ class PostgresSupportBooks:
             )
             asked = await tx.conn.fetchrow(_ASKED, order.order_id)
             assert asked is not None  # an aggregate answers one row
-            facts = OrderFacts(order, refund, asked["refunds"], asked["redrives"])
+            facts = OrderFacts(order, refund, asked["refunds"], asked["redrives"], asked["compensations"])
             refused = refusal(act.action, facts, act.amount)
             if refused is not None:
                 raise ActRefused(refused)
