@@ -62,13 +62,17 @@ def _tree(pid: int, children: dict[int, list[int]] | None) -> list[int]:
 
 def _cpu_and_rss(pid: int, children: dict[int, list[int]] | None) -> tuple[float, int]:
     """CPU seconds (user + system) and resident bytes of a process, with its descendants when given the map of
-    children (PostgreSQL's backends, a service's copies)."""
+    children (PostgreSQL's backends, a service's copies). With them, each member's reaped children count too: a
+    backend or autovacuum worker that works and exits between two samples leaves its CPU in its parent's
+    children times, not nowhere (and one alive at the mark and gone at the end is not subtracted)."""
     cpu, rss = 0.0, 0
     for member in _tree(pid, children):
         try:
             proc = psutil.Process(member)
             times = proc.cpu_times()
             cpu += times.user + times.system
+            if children is not None:
+                cpu += times.children_user + times.children_system
             rss += proc.memory_info().rss
         except psutil.NoSuchProcess:
             continue

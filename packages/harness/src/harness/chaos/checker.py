@@ -59,6 +59,9 @@ def judge(history: History) -> dict[str, Any]:
         ),
         "user not told the final status": sorted(o for o in paid if not _told_final(o, told, credit_count, refunded)),
         "user told contradicting statuses": sorted(o for o, s in told.items() if s["credited"] and s["refunded"]),
+        "user told one status twice (two notifications)": sorted(
+            o for o, said in told.items() if any(n > 1 for n in said.values())
+        ),
         "notification delivered more than once": sorted(
             {p["order_id"] for p in history.notified if history.deliveries.get(p["notification_id"], 0) > 1}
         ),

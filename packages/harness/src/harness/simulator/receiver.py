@@ -10,6 +10,7 @@ twice that the stack had sent once. What it received is recorded on the caller's
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +44,13 @@ class Received:
         return sum(n - 1 for n in self.deliveries.values())
 
     def of_orders(self, order_ids: Collection[str]) -> tuple[int, int]:
-        """How many notifications of these orders came, and how many came again: a run's own, when one receiver
-        serves several runs (the bench's rate steps)."""
+        """How many notifications of these orders came, and how many told the user something again: a
+        notification delivered more than once, or an order's status told under a second notification id (two
+        pushes for one status). A run's own, when one receiver serves several runs (the bench's rate steps)."""
         mine = [nid for nid, payload in self.payloads.items() if payload["order_id"] in order_ids]
-        return len(mine), sum(self.deliveries.get(nid, 1) - 1 for nid in mine)
+        statuses = Counter((self.payloads[nid]["order_id"], self.payloads[nid]["status"]) for nid in mine)
+        again = sum(self.deliveries.get(nid, 1) - 1 for nid in mine) + sum(n - 1 for n in statuses.values())
+        return len(mine), again
 
 
 class WebhookReceiver:

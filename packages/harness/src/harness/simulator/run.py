@@ -296,22 +296,30 @@ async def score(
                 detection.append(
                     datetime.fromisoformat(p["changed_at"]).timestamp() - (truth.orders[oid]["paid_at"] + threshold_s)
                 )
+    refunded = {oid for oid, s in statuses.items() if "refunded" in s}
+    credited = {oid for oid, n in credit_counts.items() if n >= 1}
+    deadline = {oid: truth.orders[oid]["paid_at"] + threshold_s for oid in flagged}
     return {
         "orders": len(truth.orders),
         "paid": len(truth.paid),
-        "credited": sum(1 for n in credit_counts.values() if n >= 1),
+        "credited": len(credited),
         "credited_notified": sum(1 for s in statuses.values() if "credited" in s),
-        "refunded": sum(1 for s in statuses.values() if "refunded" in s),
+        "refunded": len(refunded),
+        # Paid and neither credited nor refunded; credited and refunded both (the user paid back and kept the
+        # currency): with one of each, credited + refunded still equals paid.
+        "lost": len(truth.paid - credited - refunded),
+        "credited_and_refunded": len(credited & refunded),
         "credited_twice": sum(1 for n in credit_counts.values() if n > 1),
         "balance_mismatches": wallets,
         "credits_dropped": len(dropped),
         "flagged_overdue": len(flagged),
-        # A false alarm: flagged although the credit was on the broker before the order's deadline
+        # A false alarm: flagged before the order's deadline, or although the credit was on the broker before it
         # (without broker timestamps: posted in the ledger's books before it).
         "false_flags": sum(
             1
             for oid in flagged
-            if _credit_seen_at(oid, credits, credit_visible_at) <= truth.orders[oid]["paid_at"] + threshold_s
+            if _flagged_at(by_order[oid]) < deadline[oid]
+            or _credit_seen_at(oid, credits, credit_visible_at) <= deadline[oid]
         ),
         # Flagged with no fault behind it: neither its credit nor its payment's notification was dropped (an
         # order whose notification was lost is overdue in earnest if the query found it after its deadline).
@@ -327,6 +335,7 @@ async def score(
         "detection_latency_p50_s": _round(percentile(detection, 50)),
         "detection_latency_p99_s": _round(percentile(detection, 99)),
         "detection_latency_max_s": _round(max(detection, default=None)),
+        "detection_latency_min_s": _round(min(detection, default=None)),  # below 0: flagged before the deadline
         **_callback_loss(truth, flagged, dropped, first_credit, recovered_by_query),
         "errors": len(truth.errors),
         "elapsed_s": round(elapsed_s, 2),
@@ -356,6 +365,10 @@ def _callback_loss(
         "callback_dropped_credit_max_s": _round(max(waits, default=None)),
         "callback_dropped_flagged": len(only_lost & flagged),
     }
+
+
+def _flagged_at(notifications: list[dict[str, Any]]) -> float:
+    return min(datetime.fromisoformat(p["changed_at"]).timestamp() for p in notifications if p["status"] == "delayed")
 
 
 def _credit_seen_at(oid: str, books: dict[str, list[float]], broker: dict[str, float] | None) -> float:
