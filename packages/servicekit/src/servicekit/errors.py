@@ -220,6 +220,10 @@ def _classify_one(exc: BaseException, dependency: Dependency | None) -> Classifi
         return _classify_group(exc, dependency)
     if isinstance(exc, ConcurrentWrite):
         return Classified(Kind.TRANSIENT, Dependency.DATABASE, "concurrent write")
+    if isinstance(exc, asyncpg.exceptions.InvalidCachedStatementError):
+        # "cached plan must not change result type" after a migration changed a column (SQLSTATE 0A000, a final class):
+        # asyncpg has dropped its statement caches, and the same call succeeds when tried again.
+        return Classified(Kind.TRANSIENT, Dependency.DATABASE, type(exc).__name__)
     if isinstance(exc, asyncpg.PostgresError):
         return _classify_sqlstate(str(getattr(exc, "sqlstate", "") or ""))
     if isinstance(exc, _PG_CLIENT_FINAL):

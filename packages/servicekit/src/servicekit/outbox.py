@@ -13,14 +13,14 @@ the outbox): every writer of a service's outbox runs in a process of that servic
 NOTIFY: a notifying commit holds a lock for the whole cluster through its WAL flush (see the migration
 0003_outbox_without_notify.sql). A row no wake announced waits for the poll, `poll_interval_s`.
 
-Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. Nor does a claim ever
-wait for another relay's: its delete of acknowledged rows skips a row another claim holds locked for a moment and
-deletes it with the next claim (`_CLAIM` says why that matters). A relay that dies
-anywhere leaves its claimed rows marked with a session that no longer exists; every relay gives such rows
-back (when it starts and every few seconds), so they are published again, under the same event ids, which
-consumers drop. The only repeats are rows whose relay died (or lost its database session) before deleting
-them. A batch the broker refused is given back the same way and published again, possibly after rows
-claimed later (consumers tolerate that order: every message may arrive late).
+Two relays never hold the same row: a claim takes only unclaimed rows, under SKIP LOCKED. Nor does a claim ever wait
+for another relay's: its delete of acknowledged rows skips a row another claim holds locked for a moment and deletes
+it with the next claim (`_CLAIM` says why that matters). A relay that dies anywhere leaves its claimed rows marked
+with a session (pid and start) that no longer exists; every relay gives such rows back (when it starts and every few
+seconds), so they are published again, under the same event ids, which consumers drop. The only repeats are rows
+whose relay died (or lost its database session) before deleting them. A batch the broker refused is given back the
+same way and published again, possibly after rows claimed later (consumers tolerate that order: every message may
+arrive late).
 """
 
 import asyncio
@@ -88,17 +88,21 @@ _CLAIM = (
     " (SELECT id FROM outbox WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED) RETURNING id),"
     " next AS MATERIALIZED"
     " (SELECT id FROM outbox WHERE claimed_by IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
-    " claimed AS (UPDATE outbox o SET claimed_by = pg_backend_pid() FROM next WHERE o.id = next.id"
+    " claimed AS (UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = (SELECT backend_start"
+    " FROM pg_stat_activity WHERE pid = pg_backend_pid()) FROM next WHERE o.id = next.id"
     " RETURNING o.id, o.topic, o.key, o.value, o.headers)"
     " SELECT id, topic, key, value, headers FROM claimed UNION ALL SELECT id, NULL, NULL, NULL, NULL FROM published"
 )
 # On the way out a relay may wait: it deletes every acknowledged row, then gives back the rest of its claims.
 _DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+# A claim is a session's, named by its pid and its start: a pid alone repeats after PostgreSQL restarts.
 _RELEASE_ORPHANS = (
-    "UPDATE outbox SET claimed_by = NULL WHERE claimed_by IS NOT NULL"
-    " AND claimed_by <> ALL (ARRAY(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))"
+    "WITH live AS MATERIALIZED (SELECT pid, backend_start FROM pg_stat_activity WHERE pid IS NOT NULL)"
+    " UPDATE outbox o SET claimed_by = NULL, claimed_session = NULL WHERE o.claimed_by IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM live WHERE live.pid = o.claimed_by"
+    " AND (o.claimed_session IS NULL OR live.backend_start = o.claimed_session))"
 )
-_RELEASE_MINE = "UPDATE outbox SET claimed_by = NULL WHERE claimed_by = pg_backend_pid()"
+_RELEASE_MINE = "UPDATE outbox SET claimed_by = NULL, claimed_session = NULL WHERE claimed_by = pg_backend_pid()"
 _SOURCE = "outbox relay"
 _WAIT = BackoffPolicy(initial_s=0.2, cap_s=5.0)
 
@@ -166,8 +170,10 @@ class OutboxRelay:
 
     async def _after(self, exc: Exception) -> None:
         """Wait out a failed session: the rows stay in the outbox, so nothing is lost while the database or the
-        broker is away; the relay never stops the service for them. Anything else is a bug and is raised."""
-        verdict = classify(exc)
+        broker is away; the relay never stops the service for them. Anything else is a bug and is raised. A bare
+        socket error is the database's: the broker's client wraps its own, and only _claim would mark a
+        "network" away back, so a refused reconnect to a restarting PostgreSQL left the service unready for good."""
+        verdict = classify(exc, dependency=Dependency.DATABASE)
         if verdict.dependency is None:
             raise exc
         self._failures += 1
