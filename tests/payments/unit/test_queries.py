@@ -39,6 +39,8 @@ class FakeProvider:
     close_answer: CloseStatus = CloseStatus.CLOSED
     error: Exception | None = None
     closed: list[str] = field(default_factory=list)
+    closes_trade: bool = True
+    """A close answered CLOSED closes the trade (its query then reads CLOSED); False: an answer about another."""
 
     @property
     def name(self) -> str:
@@ -49,6 +51,8 @@ class FakeProvider:
             raise self.error
         if self.answer is PaymentState.PAID:
             return PaymentQuery(PaymentState.PAID, order_id, "alipay", "2026112222001", 600, "CNY", NOW)
+        if order_id in self.closed and self.close_answer is CloseStatus.CLOSED and self.closes_trade:
+            return PaymentQuery(PaymentState.CLOSED, order_id, "alipay")
         return PaymentQuery(self.answer, order_id, "alipay")
 
     async def close(self, order_id: str) -> CloseAnswer:
@@ -91,9 +95,18 @@ class FakeSchedule:
     due_by: list[datetime] = field(default_factory=list)
     later_s: list[float] = field(default_factory=list)
 
-    async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+    async def claim(
+        self, due_by: datetime, limit: int, lease_until: datetime, rooms: Mapping[str, int] | None = None
+    ) -> list[DueQuery]:
         self.due_by.append(due_by)
-        taken, self.due = self.due[:limit], self.due[limit:]
+        room = dict(rooms) if rooms is not None else None
+        taken: list[DueQuery] = []
+        for query in self.due:
+            if len(taken) < limit and (room is None or room.get(query.provider, 0) > 0):
+                taken.append(query)
+                if room is not None:
+                    room[query.provider] -= 1
+        self.due = [q for q in self.due if q not in taken]
         return taken
 
     async def reschedule(self, order_id: str, due_at: datetime, answer: str) -> None:
@@ -393,3 +406,37 @@ def test_a_worker_without_a_batch_or_room_for_a_query_in_flight_is_refused() -> 
     for bad in ({"batch": 0}, {"asking": 0}):
         with pytest.raises(ValueError, match="room for at least one query"):
             QueryWorker(w.deps, **bad)  # type: ignore[arg-type]
+
+
+async def test_a_close_answered_closed_whose_trade_still_reads_open_does_not_expire_the_order() -> None:
+    """WeChat Pay answers a close with an empty 204 that names no order, and a signed answer can be replayed: the
+    order is expired only once the trade's own state (whose answer names it) reads closed."""
+    provider = FakeProvider(PaymentState.PENDING, closes_trade=False)
+    w = world([order()], [due(order(), expired=True, attempts=7)], provider)
+    await handle_due_queries(w.deps, 10)
+    assert w.provider.closed == ["ord_1"] and w.store.orders["ord_1"].status == "submitted"
+    assert w.store.published == [] and w.schedule.finished == []
+    due_at, answer = w.schedule.rescheduled["ord_1"]
+    assert due_at == NOW + POLICY.interval(7) and "closed, but the trade reads pending" in answer
+
+
+async def test_an_order_unknown_to_its_provider_at_expiry_is_expired_and_asked_about_until_the_grace_ends() -> None:
+    """The platform creates the provider's trade: one unknown at the expiry can still be created and paid. The
+    order is expired (the user told), and asked about again at doubling distances from the expiry, until
+    `unknown_order_for_s` after it."""
+    provider = FakeProvider(PaymentState.NOT_FOUND, close_answer=CloseStatus.NOT_FOUND)
+    w = world([order()], [due(order(), expired=True, attempts=3)], provider)
+    await handle_due_queries(w.deps, 10)
+    assert w.store.orders["ord_1"].status == "expired" and w.counts.expiries == 1
+    assert [type(m) for _, m, _ in w.store.published] == [OrderExpired] and w.schedule.finished == []
+    assert w.schedule.rescheduled["ord_1"][0] == NOW + POLICY.interval(3)  # a second after the expiry
+
+    hour_past = replace(due(order(), attempts=9), expires_at=NOW - timedelta(hours=1), status="expired")
+    w = world([order(status="expired")], [hour_past], provider)
+    await handle_due_queries(w.deps, 10)
+    assert w.schedule.rescheduled["ord_1"][0] == NOW + timedelta(hours=1) and w.store.published == []
+
+    past_grace = replace(hour_past, expires_at=NOW - timedelta(seconds=POLICY.unknown_order_for_s))
+    w = world([order(status="expired")], [past_grace], provider)
+    await handle_due_queries(w.deps, 10)
+    assert w.schedule.finished == [["ord_1"]] and "ord_1" not in w.schedule.rescheduled

@@ -118,6 +118,13 @@ class Settings(ServiceSettings):
     payment_expiry_s: float = Field(
         1800.0, gt=0, description="How long an order may stay unpaid; then it is closed at the provider, expired."
     )
+    query_unknown_order_for_s: float = Field(
+        7200.0,
+        ge=0,
+        description="How long after its expiry payments keeps asking about an order its provider said it never had: "
+        "the platform creates the provider's trade, and a user can start paying one after the expiry (WeChat Pay's "
+        "prepay lives 2 hours); such a payment is found and credited, not lost.",
+    )
     payment_expiry_by_channel: dict[str, float] = Field(
         {}, description="payment_expiry_s for some channels (JSON object of seconds by channel)."
     )
@@ -225,6 +232,7 @@ class Settings(ServiceSettings):
             expiry_by_channel=self.payment_expiry_by_channel,
             backoff=self.query_backoff,
             max_interval_s=max(self.query_max_interval_s, self.query_delay_s),
+            unknown_order_for_s=self.query_unknown_order_for_s,
         )
 
     @property

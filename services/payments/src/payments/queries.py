@@ -4,7 +4,10 @@ Each placed order whose channel has a provider we can ask gets a query schedule 
 payments.schedule). A worker takes the due queries and asks each order's provider:
 - paid: the answer is applied exactly as the callback would be (payments.callbacks), once;
 - unpaid at the order's expiry (or closed already at the provider): the order is closed at the provider and
-  ends `expired`, announced as OrderExpired;
+  ends `expired`, announced as OrderExpired, once the trade's own state says closed (a close's answer names no
+  order we can check: WeChat Pay's is empty, and a signed answer can be replayed);
+- unknown to the provider at the expiry: expired the same way, and asked about for a while more
+  (QueryPolicy.after_unknown): the platform creates the provider's trade, and a user can still start paying it;
 - anything else, and any answer that could not be had (a provider's silence, the database away): asked again
   later, with backoff. An order is never expired without the provider saying it is closed or unknown to it.
 A query is taken only once it is due by as much as the paid callbacks are late now (payments.lateness), at most
@@ -13,7 +16,8 @@ one query delay more: an order whose callback is merely late is not asked about.
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -58,9 +62,12 @@ class DueQuery:
 class QuerySchedule(Protocol):
     """The durable schedule of payment queries."""
 
-    async def claim(self, due_by: datetime, limit: int, lease_until: datetime) -> list[DueQuery]:
+    async def claim(
+        self, due_by: datetime, limit: int, lease_until: datetime, rooms: Mapping[str, int] | None = None
+    ) -> list[DueQuery]:
         """Take up to `limit` queries due at `due_by` or before, each counted as one more attempt and not due
-        again before `lease_until` (so no other worker takes it meanwhile, and it comes back if this one dies)."""
+        again before `lease_until` (so no other worker takes it meanwhile, and it comes back if this one dies);
+        with `rooms`, only of those providers and at most so many of each."""
         ...
 
     async def reschedule(self, order_id: str, due_at: datetime, answer: str) -> None:
@@ -130,31 +137,34 @@ class Round:
     now: datetime
 
 
-async def take_due_queries(deps: QueryDeps, limit: int) -> Round:
-    """Take up to `limit` queries due by the callbacks' lateness now (at most one query delay)."""
+async def take_due_queries(deps: QueryDeps, limit: int, rooms: Mapping[str, int] | None = None) -> Round:
+    """Take up to `limit` queries due by the callbacks' lateness now (at most one query delay); with `rooms`,
+    at most so many of each of those providers."""
     clock_now = deps.clock.now()
     now = datetime.fromtimestamp(clock_now, UTC)
     wait = _lateness_waited(deps, clock_now)
     deps.observer.waiting(wait)
     cutoff = now - timedelta(seconds=wait)
-    taken = await deps.schedule.claim(cutoff, limit, datetime.fromtimestamp(clock_now + deps.lease_s, UTC))
+    taken = await deps.schedule.claim(cutoff, limit, datetime.fromtimestamp(clock_now + deps.lease_s, UTC), rooms)
     return Round(taken, now)
 
 
-def _nothing() -> None:
+def _nothing(_: DueQuery) -> None:
     return None
 
 
-async def settle_round(deps: QueryDeps, taken: Round, *, done_asking: Callable[[], None] = _nothing) -> None:
+async def settle_round(deps: QueryDeps, taken: Round, *, done_asking: Callable[[DueQuery], None] = _nothing) -> None:
     """Ask about each query of the round at once, then apply its paid answers together. `done_asking` is called
     once for each query of the round as soon as it no longer talks to its provider (for one already settled,
     at once)."""
     # A settled order's row leaves with the statement that settles it; one still here (left by a version that
     # kept rows until their query) goes without asking, the round's such rows in one statement.
     queries, now = taken.queries, taken.now
-    settled = {q.order_id for q in queries if q.payment_status is PaymentStatus.SUCCEEDED or q.status == EXPIRED}
-    for _ in settled:
-        done_asking()
+    # An expired order still here is one its provider did not know at its expiry: it is asked about a while more.
+    settled = {q.order_id for q in queries if q.payment_status is PaymentStatus.SUCCEEDED}
+    for query in queries:
+        if query.order_id in settled:
+            done_asking(query)
     if settled:
         await deps.schedule.finish(sorted(settled))
     due = [q for q in queries if q.order_id not in settled]
@@ -163,7 +173,7 @@ async def settle_round(deps: QueryDeps, taken: Round, *, done_asking: Callable[[
         try:
             return await _settle(deps, query, now)
         finally:
-            done_asking()
+            done_asking(query)
 
     outcomes = await asyncio.gather(*(ask(query) for query in due), return_exceptions=True)
     paid: list[tuple[DueQuery, PaymentQuery]] = []
@@ -230,7 +240,7 @@ async def _settle(deps: QueryDeps, query: DueQuery, now: datetime) -> PaymentQue
     if answer.state is PaymentState.PAID:
         return answer
     if answer.state is PaymentState.CLOSED or (answer.state in _UNPAID and now >= query.expires_at):
-        await _close(deps, query, now)
+        return await _close(deps, query, now, closed=answer.state is PaymentState.CLOSED)
     else:
         await _later(deps, query, now, f"{answer.state}: {answer.reason}")
     return None
@@ -263,18 +273,52 @@ async def _apply_paid(deps: QueryDeps, paid: Sequence[tuple[DueQuery, PaymentQue
     await deps.schedule.finish(sorted(query.order_id for query, _ in paid))
 
 
-async def _close(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
+async def _close(deps: QueryDeps, query: DueQuery, now: datetime, *, closed: bool) -> PaymentQuery | None:
+    """Close the order at its provider and expire it; `closed`: the trade's own state said closed already. A
+    paid answer found on the way is returned, for the round to apply."""
     provider = deps.providers.get(query.provider)
     assert provider is not None
-    closed = await provider.close(query.order_id)
-    if closed.status is CloseStatus.ALREADY_PAID:
+    answer = await provider.close(query.order_id)
+    if answer.status is CloseStatus.ALREADY_PAID:
         await deps.schedule.reschedule(query.order_id, now, "paid at close: ask again now")
-    elif closed.status is CloseStatus.UNKNOWN:
-        await _later(deps, query, now, f"close unanswered: {closed.reason}")
+    elif answer.status is CloseStatus.UNKNOWN:
+        await _later(deps, query, now, f"close unanswered: {answer.reason}")
+    elif answer.status is CloseStatus.NOT_FOUND:
+        await _unknown_to_provider(deps, query, now)
+    elif closed:
+        await _expire(deps, query, now)
     else:
-        if await expire_order(query, deps.uow, now):
-            deps.observer.expired(query.provider, query.channel)
+        # "Closed" names no trade we can check (WeChat Pay answers an empty 204; a signed answer about another
+        # order can be replayed): the trade's own state, whose answer names it, says whether it is.
+        trade = await provider.query_payment(query.order_id)
+        if trade.state is PaymentState.PAID:
+            return trade
+        if trade.state is PaymentState.CLOSED:
+            await _expire(deps, query, now)
+        elif trade.state is PaymentState.NOT_FOUND:
+            await _unknown_to_provider(deps, query, now)
+        else:
+            await _later(deps, query, now, f"closed, but the trade reads {trade.state}: {trade.reason}")
+    return None
+
+
+async def _expire(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
+    if await expire_order(query, deps.uow, now):
+        deps.observer.expired(query.provider, query.channel)
+    await deps.schedule.finish([query.order_id])
+
+
+async def _unknown_to_provider(deps: QueryDeps, query: DueQuery, now: datetime) -> None:
+    """The provider never had the order: nothing to close, and the user told it closed; but the platform may
+    still create the trade and the user pay it, so it is asked about a while more (a payment found is applied
+    to the expired order and credited)."""
+    if await expire_order(query, deps.uow, now):
+        deps.observer.expired(query.provider, query.channel)
+    again = deps.policy.after_unknown(query.attempts, now, query.expires_at)
+    if again is None:
         await deps.schedule.finish([query.order_id])
+    else:
+        await deps.schedule.reschedule(query.order_id, again, "unknown to the provider: expired, still asked")
 
 
 async def _later(deps: QueryDeps, query: DueQuery, now: datetime, answer: str) -> None:
@@ -310,10 +354,11 @@ class QueryWorker:
     ones, else when the next falls due (checked every `idle_s` at most, `least_idle_s` at least), with backoff
     while the database is away. Rounds overlap: the next is taken while the last is still being answered, of as
     many queries as `asking` leaves room for (at most `batch`), so queries falling due while a provider is slow
-    to answer a few of the last round are asked when due, not after it, and no more than `asking` ever talk to
-    the providers at once (a provider's connections are a pool of that size: a query waiting there for one
-    would spend its timeout waiting). Each round's rows are leased to it, so no two rounds ask about one
-    order."""
+    to answer a few of the last round are asked when due, not after it. No more than `asking` ever talk to one
+    provider at once (each provider's connections are a pool of that size: a query waiting there for one would
+    spend its timeout waiting), and the room is each provider's own: a provider that is down, whose queries each
+    wait out a timeout, never holds back another's (its many pending orders fell due first and would take every
+    round). Each round's rows are leased to it, so no two rounds ask about one order."""
 
     def __init__(
         self,
@@ -333,37 +378,42 @@ class QueryWorker:
         self.least_idle_s = min(least_idle_s, idle_s)
         self.asking = asking
         self.max_wait_s = max_wait_s
-        self.in_flight = 0
-        """Queries taken and still talking to their provider (or about to)."""
+        self.in_flight: Counter[str] = Counter()
+        """Queries taken and still talking to their provider (or about to), by provider."""
         self._room = asyncio.Event()
+
+    def _rooms(self) -> dict[str, int]:
+        """How many more queries each configured provider may take now: the providers with room."""
+        rooms = {name: min(self.batch, self.asking - self.in_flight[name]) for name in self.deps.providers.names}
+        return {name: room for name, room in rooms.items() if room > 0}
 
     async def run(self) -> None:
         settling: set[asyncio.Task[None]] = set()
         wait = self.idle_s
         try:
             while True:
-                while self.in_flight >= self.asking:
+                while not (rooms := self._rooms()):
                     self._room.clear()
                     await self._room.wait()
-                limit = min(self.batch, self.asking - self.in_flight)
+                limit = min(self.batch, sum(rooms.values()))
                 try:
-                    taken = await take_due_queries(self.deps, limit)
-                    pause = (
-                        0.0
-                        if len(taken.queries) >= limit
-                        else await seconds_until_due(self.deps, least_s=self.least_idle_s, most_s=self.idle_s)
-                    )
+                    taken = await take_due_queries(self.deps, limit, rooms)
                 except Exception as exc:  # noqa: BLE001 - the schedule is durable: wait and take it again
                     log.warning("could not take due payment queries, will retry in %.1f s: %r", wait, exc)
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, self.max_wait_s)
                     continue
                 wait = self.idle_s
+                # A claimed round is asked at once, whatever happens next: left unsettled, its rows would wait out
+                # their lease (three provider timeouts) before anyone asked about them.
                 if taken.queries:
-                    self.in_flight += len(taken.queries)
+                    self.in_flight.update(q.provider for q in taken.queries)
                     task = asyncio.create_task(self._settle(taken))
                     settling.add(task)
                     task.add_done_callback(settling.discard)
+                took = Counter(q.provider for q in taken.queries)
+                more = len(taken.queries) >= limit or any(took[name] >= room for name, room in rooms.items())
+                pause = 0.0 if more else await self._until_due()
                 if pause > 0:
                     await asyncio.sleep(pause)
         finally:
@@ -372,13 +422,19 @@ class QueryWorker:
                 task.cancel()
             await asyncio.gather(*settling, return_exceptions=True)
 
-    async def _settle(self, taken: Round) -> None:
-        outstanding = len(taken.queries)
+    async def _until_due(self) -> float:
+        try:
+            return await seconds_until_due(self.deps, least_s=self.least_idle_s, most_s=self.idle_s)
+        except Exception as exc:  # noqa: BLE001 - the database blinked: look again after the longest sleep
+            log.warning("could not read when the next payment query is due: %r", exc)
+            return self.idle_s
 
-        def done_asking() -> None:
-            nonlocal outstanding
-            outstanding -= 1
-            self._free(1)
+    async def _settle(self, taken: Round) -> None:
+        outstanding = Counter(q.provider for q in taken.queries)
+
+        def done_asking(query: DueQuery) -> None:
+            outstanding[query.provider] -= 1
+            self._free(Counter({query.provider: 1}))
 
         try:
             await settle_round(self.deps, taken, done_asking=done_asking)
@@ -387,6 +443,6 @@ class QueryWorker:
         finally:
             self._free(outstanding)
 
-    def _free(self, queries: int) -> None:
-        self.in_flight -= queries
+    def _free(self, queries: Counter[str]) -> None:
+        self.in_flight.subtract(queries)
         self._room.set()

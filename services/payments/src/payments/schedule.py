@@ -26,7 +26,9 @@ class QueryPolicy:
 
     The first query is `delay_s` after the order; each later one `backoff` times further from the one before,
     at most `max_interval_s`, and never past the order's expiry, so the last query is at the expiry itself.
-    A query that could not be answered after the expiry is asked again on the same rule."""
+    A query that could not be answered after the expiry is asked again on the same rule. An order its provider
+    never had at its expiry is expired but asked about for `unknown_order_for_s` more (a trade can still be
+    created and paid after it), each time twice as long after the expiry as the last."""
 
     providers: Mapping[str, str]
     delay_s: float = 30.0
@@ -34,6 +36,7 @@ class QueryPolicy:
     expiry_by_channel: Mapping[str, float] = field(default_factory=dict)
     backoff: float = 2.0
     max_interval_s: float = 300.0
+    unknown_order_for_s: float = 7200.0
 
     def __post_init__(self) -> None:
         if self.delay_s <= 0 or self.backoff < 1 or self.max_interval_s < self.delay_s:
@@ -62,3 +65,11 @@ class QueryPolicy:
         it is ahead, so the order's last query is at its expiry."""
         due = now + self.interval(attempts)
         return min(due, expires_at) if now < expires_at else due
+
+    def after_unknown(self, attempts: int, now: datetime, expires_at: datetime) -> datetime | None:
+        """When to ask again about an order its provider said, at `now` past its expiry, it never had: at least
+        the usual interval later, and as long after the expiry again as now is (few queries for the many orders
+        nobody ever started paying); None once `unknown_order_for_s` past the expiry."""
+        if now >= expires_at + timedelta(seconds=self.unknown_order_for_s):
+            return None
+        return now + max(self.interval(attempts), now - expires_at)

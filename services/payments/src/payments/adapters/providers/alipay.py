@@ -254,6 +254,10 @@ class AlipayProvider:
         except Unanswered as exc:
             return CloseAnswer(CloseStatus.UNKNOWN, str(exc))
         if code == wire.SUCCESS:
+            # A signed answer can be replayed: one about another trade closes nothing of ours (payments also reads
+            # the trade's state before it expires the order, for answers that name none).
+            if answer.get("out_trade_no") not in (None, "", order_id):
+                return CloseAnswer(CloseStatus.UNKNOWN, "Alipay answered about another trade")
             return CloseAnswer(CloseStatus.CLOSED)
         sub_code = answer.get("sub_code")
         if sub_code == "ACQ.TRADE_NOT_EXIST":
