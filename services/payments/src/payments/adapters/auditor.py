@@ -109,10 +109,15 @@ class Auditor:
         while True:
             try:
                 now = datetime.now(UTC)
-                await self._locked("schedule", now - self._window, None, due=now - self._interval)
-                latest = await self._books.latest()
-                if latest is not None:
-                    self._metrics.show(*latest)
+                try:
+                    await self._locked("schedule", now - self._window, None, due=now - self._interval)
+                finally:
+                    # The latest recorded run, whether or not the due one could run: a process started while the
+                    # ledger is away shows what the last audit found (and how old it is), not zeros that would
+                    # resolve MoneyAuditMismatch and read as an audit never configured.
+                    latest = await self._books.latest()
+                    if latest is not None:
+                        self._metrics.show(*latest)
             except Exception as exc:  # a failed audit never stops payments taking payments
                 if classify(exc).dependency is None and not isinstance(exc, LedgerUnreadable):
                     log.exception(
