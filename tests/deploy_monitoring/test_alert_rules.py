@@ -111,7 +111,8 @@ def test_both_prometheus_configs_scrape_the_four_services_metrics_ports_each_und
     local = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     jobs = {job["job_name"]: job for job in local["scrape_configs"]}
     assert {name: jobs[name]["static_configs"][0]["targets"] for name in SERVICES} == {
-        name: [f"127.0.0.1:{port}"] for name, port in SERVICES.items()
+        name: [f"127.0.0.1:{port}"] + (["127.0.0.1:9113"] if name == "reconciler" else [])  # `credited up`'s 2nd
+        for name, port in SERVICES.items()
     }
     compose = load_yaml(PROMETHEUS_DIR / "prometheus.compose.yml")
     jobs = {job["job_name"]: job for job in compose["scrape_configs"]}

@@ -165,9 +165,12 @@ class ConsumerMetrics:
 
     def lag(self, lags: dict[tuple[str, int], int]) -> None:
         """The lag of every partition this member holds now, by (qualified topic, partition); partitions
-        it no longer holds are dropped, so a rebalance leaves no stale series behind."""
+        it no longer holds are dropped, so a rebalance leaves no stale lag behind. A service run as several
+        copies (prometheus_client's multiprocess files) cannot drop a series from its file: it is set to 0
+        first, so the partition's new owner alone counts its lag."""
         now = {(self.topic(topic), partition): lag for (topic, partition), lag in lags.items()}
         for topic, partition in self._partitions - now.keys():
+            self._m.consumer_lag.labels(self._m.service, self.group, topic, str(partition)).set(0)
             self._m.consumer_lag.remove(self._m.service, self.group, topic, str(partition))
         for (topic, partition), lag in now.items():
             self._m.consumer_lag.labels(self._m.service, self.group, topic, str(partition)).set(max(0, lag))

@@ -167,8 +167,12 @@ class LocalStack:
         (payments: all its processes), an instance (`ledger-2`) or a reconciler worker (`reconciler.2`)."""
         return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
 
-    def _metrics_port(self, name: str, service: str) -> int:
-        port = self.config.metrics_ports.get(service) if name == service else None
+    def _metrics_port(self, name: str, service: str, worker: int = 1) -> int:
+        """The /metrics port of process `name` of `service`: the service's configured one, and for its `worker`-th
+        process (the reconciler's workers) 10 above it per worker (9113 for the second reconciler worker by
+        default), so that a Prometheus configured once (deploy/prometheus/prometheus.yml) scrapes every one."""
+        base = self.config.metrics_ports.get(service)
+        port = base + 10 * (worker - 1) if base is not None and (name == service or worker > 1) else None
         if port is None:
             port = free_port()
         elif port_open(port):
@@ -324,7 +328,7 @@ class LocalStack:
             member_port = port if n == 1 else free_port()
             log_name = key if n == 1 else f"{key}.{n}"
             env["RECONCILER_HTTP_PORT"] = str(member_port)
-            env["RECONCILER_METRICS_PORT"] = str(self._metrics_port(log_name, "reconciler"))
+            env["RECONCILER_METRICS_PORT"] = str(self._metrics_port(log_name, "reconciler", n))
             env["RECONCILER_DATA_DIR"] = str(data_dir if n == 1 else data_dir.with_name(f"{data_dir.name}.{n}"))
             log_path = self.config.run_dir / "logs" / f"{log_name}.log"
             members.append(Child(log_name, [sys.executable, "-m", "reconciler"], log_path=log_path, env=env))
