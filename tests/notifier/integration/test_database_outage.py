@@ -1,7 +1,8 @@
-"""A database that cannot take a delivery's outcome (a full disk: sqlstate 53100) sends nothing twice: the outcome
-waits in memory while the delivery's lease runs out and it is claimed again, and is written when the database is
-back. Real PostgreSQL, the session's real broker, the notifier in the test's event loop, a webhook receiver
-that counts what reaches it.
+"""A database that cannot take a delivery's outcome (a full disk: sqlstate 53100) sends nothing twice, with one
+notifier instance or two (compose's `--scale notifier-worker=2`): the outcome waits in memory while the worker keeps
+extending the delivery's lease, so no instance claims it again, and is written when the database is back. Real
+PostgreSQL, the session's real broker, the notifiers in the test's event loop, a webhook receiver that counts what
+reaches it.
 
 As under the chaos run's full disk, small in-place updates (a claim) still pass while the settle's write does
 not: a trigger refuses updates of the notifications table with the disk-full sqlstate until it is dropped."""
@@ -50,6 +51,17 @@ async def fill_the_disk_for_outcomes(admin: asyncpg.Connection, schema: str) -> 
     )
 
 
+async def leases_ran_out(admin: asyncpg.Connection, schema: str, lease_s: float, times: int) -> None:
+    """Wait until `times` leases have passed since the notifications were queued: unextended, each delivery's lease
+    would have run out and the delivery been claimed again that many times."""
+
+    async def passed() -> bool:
+        query = f"SELECT bool_and(now() > created_at + make_interval(secs => $1)) FROM {schema}.notifications"
+        return bool(await admin.fetchval(query, times * lease_s))
+
+    await eventually(passed, timeout_s=times * lease_s + 60)
+
+
 async def test_an_outcome_the_database_cannot_take_is_written_later_and_nothing_reaches_the_webhook_twice(
     notifier: StartNotifier, webhook: WebhookReceiver, broker: Broker, admin: asyncpg.Connection, isolation: str
 ) -> None:
@@ -60,12 +72,10 @@ async def test_an_outcome_the_database_cannot_take_is_written_later_and_nothing_
     await publish(broker, f"{isolation}.", *changes)
     await eventually(lambda: len(webhook.received.payloads) >= ORDERS, timeout_s=60)
 
-    async def claimed_again_after_the_lease() -> bool:
-        attempts = await admin.fetch(f"SELECT attempts FROM {schema}.deliveries")
-        return len(attempts) == ORDERS and all(r["attempts"] >= 2 for r in attempts)
-
-    await eventually(claimed_again_after_the_lease, timeout_s=4 * running.settings.lease_s + 30)
+    await leases_ran_out(admin, schema, running.settings.lease_s, 3)
     assert not await running.settled(), "the outcomes cannot have been written yet"
+    attempts = [r["attempts"] for r in await admin.fetch(f"SELECT attempts FROM {schema}.deliveries")]
+    assert attempts == [1] * ORDERS, "the worker kept each lease while its outcome waited: none was claimed again"
 
     await admin.execute(f"DROP TRIGGER no_space ON {schema}.notifications")  # space again
     await eventually(running.settled, timeout_s=60)
@@ -77,3 +87,28 @@ async def test_an_outcome_the_database_cannot_take_is_written_later_and_nothing_
         f"{schema}.deliveries d USING (notification_id)"
     )
     assert [(r["state"], r["delivery"]) for r in states] == [("delivered", "delivered")] * ORDERS
+
+
+async def test_two_notifiers_send_nothing_twice_while_the_database_cannot_take_outcomes(
+    notifier: StartNotifier, webhook: WebhookReceiver, broker: Broker, admin: asyncpg.Connection, isolation: str
+) -> None:
+    """The instance that holds an outcome it cannot write keeps extending its delivery's lease (claims and those
+    small updates still pass), so the other instance, which knows nothing of that outcome, never claims the delivery
+    and sends it again, however long the database refuses the outcome."""
+    first = await notifier(webhook_url=webhook.url, webhook_secret=webhook.secret)
+    second = await notifier(webhook_url=webhook.url, webhook_secret=webhook.secret)
+    schema = first.settings.db_schema
+    await fill_the_disk_for_outcomes(admin, schema)
+    changes = [change(f"ord_{i}", OrderStatus.CREDITED, 2) for i in range(ORDERS)]
+    await publish(broker, f"{isolation}.", *changes)
+    await eventually(lambda: len(webhook.received.payloads) >= ORDERS, timeout_s=60)
+
+    await leases_ran_out(admin, schema, first.settings.lease_s, 3)
+    await admin.execute(f"DROP TRIGGER no_space ON {schema}.notifications")  # space again
+    await eventually(first.settled, timeout_s=60)
+    assert webhook.received.deliveries == {str(p["notification_id"]): 1 for p in webhook.received.payloads.values()}, (
+        "each notification reaches the webhook exactly once"
+    )
+    attempts = [r["attempts"] for r in await admin.fetch(f"SELECT attempts FROM {schema}.deliveries")]
+    assert attempts == [1] * ORDERS, "no instance claimed a delivery whose outcome the other held"
+    assert first.notifier.worker.delivered_total + second.notifier.worker.delivered_total == ORDERS

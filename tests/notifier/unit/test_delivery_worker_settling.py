@@ -41,18 +41,24 @@ def delivery(notification_id: str) -> Claimed:
 
 @dataclass
 class FakeQueue:
-    """Raises each of `claim_errors` and `settle_errors` once, in order, before it claims or settles."""
+    """Raises each of `claim_errors` and `settle_errors` once, in order, before it claims or settles; extends every
+    lease it is asked to."""
 
     claim_errors: list[Exception] = field(default_factory=list)
     settle_errors: list[Exception] = field(default_factory=list)
     due: list[Claimed] = field(default_factory=list)
     settled: list[tuple[str, str]] = field(default_factory=list)
+    extended: list[str] = field(default_factory=list)
 
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         if self.claim_errors:
             raise self.claim_errors.pop(0)
         claimed, self.due = self.due[:limit], self.due[limit:]
         return claimed
+
+    async def extend(self, leases: Sequence[Claimed], lease_s: float) -> set[tuple[str, str]]:
+        self.extended += [c.notification_id for c in leases]
+        return {(c.notification_id, c.target_key) for c in leases}
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         if self.settle_errors:

@@ -10,6 +10,7 @@ final refusal (a wrong password, a migration that fails) stops it.
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,19 @@ CONNECTING = BackoffPolicy(initial_s=0.5, cap_s=10.0)
 W = TypeVar("W")
 _START = "start"
 _PROBE = "probe"
+OUTBOX_RESERVE_S = 1.0
+"""Of the stop grace, what finishing tasks leave for publishing the last polls' outbox rows (at most half of it)."""
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """An `extra` task of `Infrastructure.run` that ends by itself once told to: when the service stops, after the
+    consumers committed their last polls, `finish` is called and the task is awaited within the stop grace, not
+    cancelled at once (a delivery worker letting its requests in flight end and writing their outcomes). Any other
+    extra task is one that never ends by itself, and is cancelled."""
+
+    work: Coroutine[Any, Any, None]
+    finish: Callable[[], None]
 
 
 def carried_by(topics: Sequence[Topic], prefix: str) -> dict[str, list[str]]:
@@ -181,12 +195,12 @@ class Infrastructure:
         self.consumers += loops
         return loops
 
-    async def run(self, app: ASGIApp, *extra: Coroutine[Any, Any, None]) -> None:
+    async def run(self, app: ASGIApp, *extra: Coroutine[Any, Any, None] | Finishing) -> None:
         """Serve HTTP, and /metrics on its own port (servicekit.metrics_server), at once; once PostgreSQL and the
         broker are up, relay the outbox, consume and run `extra` tasks; until SIGTERM/SIGINT. Then stop
         gracefully, within `stop_grace_s`: no new HTTP connections and the requests in flight answered, each
-        consumer's poll in hand handled and committed, the outbox relay's sends in flight acknowledged and the
-        outbox emptied; `extra` tasks are cancelled."""
+        consumer's poll in hand handled and committed, `Finishing` tasks told to finish and awaited, the outbox
+        relay's sends in flight acknowledged and the outbox emptied; the other `extra` tasks are cancelled."""
         log.info("%s listening on http://%s:%d", self.service, self.settings.http_host, self.settings.http_port)
         stopping, grace_s = asyncio.Event(), self.settings.stop_grace_s
         host, port = self.settings.http_host, self.settings.http_port
@@ -202,7 +216,9 @@ class Infrastructure:
             grace_s=grace_s,
         )
 
-    async def _work(self, extra: Sequence[Coroutine[Any, Any, None]], stopping: asyncio.Event) -> None:
+    async def _work(self, extra: Sequence[Coroutine[Any, Any, None] | Finishing], stopping: asyncio.Event) -> None:
+        finishing = [e for e in extra if isinstance(e, Finishing)]
+        plain = [e for e in extra if not isinstance(e, Finishing)]
         try:
             if not await _unless_stopping(self._connect_and_join(), stopping):
                 log.info("%s stopped before its dependencies were up", self.service)
@@ -212,10 +228,11 @@ class Infrastructure:
             log.debug("%s left %d start-up objects out of garbage collection", self.service, frozen)
             async with asyncio.TaskGroup() as tasks:
                 consuming = [tasks.create_task(c.run()) for c in self.consumers]
-                others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), *extra)]
-                tasks.create_task(self._finish_when(stopping, consuming, others))
+                others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), *plain)]
+                finishers = {tasks.create_task(f.work, name=_name(f.work)): f.finish for f in finishing}
+                tasks.create_task(self._finish_when(stopping, consuming, others, finishers))
         finally:
-            for coroutine in extra:
+            for coroutine in (*plain, *(f.work for f in finishing)):
                 coroutine.close()  # never started when the service stops before its dependencies came
 
     async def _connect_and_join(self) -> None:
@@ -235,17 +252,26 @@ class Infrastructure:
         self.readiness.back(Dependency.BROKER, _START)
 
     async def _finish_when(
-        self, stopping: asyncio.Event, consuming: "list[asyncio.Task[None]]", others: "list[asyncio.Task[None]]"
+        self,
+        stopping: asyncio.Event,
+        consuming: "list[asyncio.Task[None]]",
+        others: "list[asyncio.Task[None]]",
+        finishers: "dict[asyncio.Task[None], Callable[[], None]]",
     ) -> None:
-        """Once stopping: each consumer finishes and commits its poll in hand; the outbox relay stops (waiting for
-        the acknowledgements of its sends in flight) with the other tasks; then what the last polls wrote to the
-        outbox is published, so the next instance has nothing of this one's left to send."""
+        """Once stopping: each consumer finishes and commits its poll in hand; then the `Finishing` tasks are told
+        to finish (what the last polls gave them included) and awaited, until the grace leaves only
+        OUTBOX_RESERVE_S, past which they are cut short and named; the outbox relay stops (waiting for the
+        acknowledgements of its sends in flight) with the other tasks, which are cancelled; then what the last
+        polls wrote to the outbox is published, so the next instance has nothing of this one's left to send."""
         await stopping.wait()
+        grace_s = self.settings.stop_grace_s
+        deadline = time.monotonic() + grace_s - min(OUTBOX_RESERVE_S, grace_s / 2)
         for consumer in self.consumers:
             consumer.finish()
         if consuming:
             await asyncio.wait(consuming)
             log.info("%s: every consumer committed its last poll", self.service)
+        await self._finish(finishers, deadline)
         for task in others:
             task.cancel()
         await asyncio.wait(others)
@@ -257,6 +283,24 @@ class Infrastructure:
             log.warning("%s: outbox not emptied before stopping, the next start sends it: %r", self.service, exc)
             return
         log.info("%s: outbox emptied (%d rows published while stopping)", self.service, published)
+
+    async def _finish(self, finishers: "dict[asyncio.Task[None], Callable[[], None]]", deadline: float) -> None:
+        """Tell each finishing task to finish and wait for them until `deadline`; cancel and name what is left."""
+        if not finishers:
+            return
+        for finish in finishers.values():
+            finish()
+        _, cut = await asyncio.wait(finishers, timeout=max(0.0, deadline - time.monotonic()))
+        if cut:
+            names = ", ".join(sorted(task.get_name() for task in cut))
+            log.warning(
+                "%s: the stop grace ran out before these tasks finished, cutting them short: %s", self.service, names
+            )
+            for task in cut:
+                task.cancel()
+            await asyncio.wait(cut)
+        else:
+            log.info("%s: every finishing task finished", self.service)
 
     async def observe(self) -> None:
         """Sample what is only known by asking (consumer lag, outbox backlog) into the metrics, and whether the
@@ -299,6 +343,10 @@ async def start_all(starts: Sequence[Callable[[], Awaitable[None]]]) -> None:
             task.cancel()
         await asyncio.gather(*started, return_exceptions=True)
         raise
+
+
+def _name(work: Coroutine[Any, Any, None]) -> str:
+    return getattr(work, "__qualname__", repr(work))
 
 
 async def _unless_stopping(step: Coroutine[Any, Any, None], stopping: asyncio.Event) -> bool:

@@ -4,6 +4,7 @@ import logging
 
 from notifier.bootstrap import SERVICE, build
 from notifier.config import Settings
+from servicekit.infrastructure import Finishing
 from servicekit.logs import configure
 from servicekit.runner import run
 from servicekit.secret_guard import SecretValue, refuse_development_secrets, shared_secrets
@@ -17,7 +18,8 @@ async def main() -> None:
     if not settings.webhook_url:
         log.warning("NOTIFIER_WEBHOOK_URL is not set: no platform webhook, only users' devices and the inbox")
     notifier = await build(settings, connect=False)
-    await notifier.infra.run(notifier.app, notifier.worker.run(), notifier.feed.run())
+    worker = Finishing(notifier.worker.run(), notifier.worker.finish)  # in-flight deliveries end and are settled
+    await notifier.infra.run(notifier.app, worker, notifier.feed.run())
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:

@@ -8,10 +8,20 @@ attempt, and for a removed subscription, the notification goes to the dead-lette
 before its row is settled, so a crash in between repeats the dead letter rather than losing it.
 
 An outcome the database cannot take yet (full disk, read-only, restarting) stays in memory and is written when it
-comes back; meanwhile the delivery is not attempted again, even when its lease runs out and it is claimed anew:
-only a process that dies before settling repeats a delivery. What counts as the database or the broker being away
-is servicekit.errors' decision, as everywhere in the project; any other error ends the worker, and with it the
-service, which is restarted: a settling task never dies while the worker carries on sending what it cannot write.
+comes back. Meanwhile the worker keeps extending the delivery's lease, half a lease before it ends (as it does for a
+request still in flight), so no other instance claims it; and should its lease run out all the same and this worker
+claim it anew, it is not attempted again. A database that refuses the extension refuses another instance's claim,
+the same small in-place update of the same row, as well; a refusal particular to this instance (cut off from the
+database while the others reach it) makes it, to the database, a process that died: only a process that dies (or
+looks so to the database for half a lease) before settling repeats a delivery. What counts as the database or the
+broker being away is servicekit.errors' decision, as everywhere in the project; any other error ends the worker, and
+with it the service, which is restarted: a settling task never dies while the worker carries on sending what it
+cannot write.
+
+A service that stops calls `finish` (servicekit.infrastructure.Finishing, once the consumers committed their last
+polls): the worker claims nothing more, lets the deliveries it started end, writes their outcomes and dead
+letters, and `run` returns. Cancelled before that (the stop grace ran out), it names each delivery cut short: those
+are the only ones a restart sends again, when their lease ends.
 """
 
 import asyncio
@@ -74,6 +84,17 @@ class RetryPolicy:
         return age_s + delay_s > self.retry_for_s
 
 
+@dataclass(slots=True)
+class _Held:
+    """A delivery this worker started and has not settled yet: `decided` once its outcome waits to be written;
+    `leased_at` (monotonic), when its lease last began."""
+
+    claimed: Claimed
+    leased_at: float
+    decided: bool = False
+    lost: bool = False
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -102,8 +123,13 @@ class DeliveryWorker:
         self._finals: asyncio.Queue[Settlement] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handed: deque[tuple[float, Claimed]] = deque()
-        self._unsettled: set[tuple[str, str]] = set()
-        """(notification id, target) of each attempted delivery whose outcome is not written yet."""
+        self._unsettled: dict[tuple[str, str], _Held] = {}
+        """By (notification id, target): each attempted delivery whose outcome is not written yet."""
+        self._all_settled = asyncio.Event()
+        self._all_settled.set()
+        self._finishing = asyncio.Event()
+        self._writing = asyncio.Lock()
+        """Held while outcomes are written or leases extended: a lease is never extended after its outcome."""
         self.delivered_total = 0
         self.failed_total = 0
 
@@ -114,39 +140,81 @@ class DeliveryWorker:
     def hand_over(self, deliveries: Sequence[Claimed]) -> None:
         """Deliveries just committed already leased to this worker: attempt them now, with no claim query. Those
         that cannot start within half their lease (too many in flight) are left to be claimed when it ends."""
-        deadline = time.monotonic() + self._lease_s / 2
-        self._handed.extend((deadline, d) for d in deliveries)
+        now = time.monotonic()
+        self._handed.extend((now, d) for d in deliveries)
         self._start_handed()
 
+    def finish(self) -> None:
+        """The service is stopping: claim nothing more; `run` returns once every delivery started is settled."""
+        self._finishing.set()
+        self.wake()
+
     async def run(self) -> None:
-        """Claim and deliver until cancelled, or until a part of the worker fails: then that error is raised."""
+        """Claim and deliver until cancelled, or until `finish` and every delivery started is settled, or until a
+        part of the worker fails: then that error is raised."""
+        claiming = asyncio.create_task(self._claim_until_finished(), name="claim")
         parts = [
-            asyncio.create_task(self._claim_forever(), name="claim"),
+            claiming,
             asyncio.create_task(self._settle_forever(), name="settle"),
             asyncio.create_task(self._dead_letter_forever(), name="dead-letter"),
+            asyncio.create_task(self._extend_forever(), name="extend"),
         ]
         try:
-            # Each part runs until cancelled; one that ends has failed, and the outcomes it would have written (or
-            # the claims it would have made) are lost with it. Ending `run` stops the service, which is restarted
-            # and claims what was not settled when its lease ends.
+            # Each part but the claiming one (after `finish`) runs until cancelled; one that ends has failed, and the
+            # outcomes it would have written (or the claims it would have made) are lost with it. Ending `run` stops
+            # the service, which is restarted and claims what was not settled when its lease ends.
             done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
-            failed = done.pop()
+            failures = [t for t in done if t is not claiming or t.exception() is not None]
+            if not failures:
+                log.info("delivery worker finished: every delivery it started is settled")
+                return
+            failed = failures[0]
             error = failed.exception() or RuntimeError(f"the delivery worker's {failed.get_name()} part ended")
             log.error("the delivery worker's %s part failed; stopping the worker", failed.get_name(), exc_info=error)
             raise error
+        except asyncio.CancelledError:
+            if self._finishing.is_set():
+                self._report_cut()
+            raise
         finally:
             for task in (*self._in_flight, *parts):
                 task.cancel()
             await asyncio.gather(*parts, *self._in_flight, return_exceptions=True)
 
+    def _report_cut(self) -> None:
+        """Name each delivery the end of the stop grace cuts short: sent again when its lease ends."""
+        for held in self._unsettled.values():
+            d = held.claimed
+            log.warning(
+                "stopping: notification %s for order %s to %s cut short (%s); the next notifier sends it again when"
+                " its lease ends",
+                d.notification_id,
+                d.order_id,
+                d.target_key,
+                "its outcome was not written yet" if held.decided else "its request was still in flight",
+                extra=about(d.order_id),
+            )
+        if self._handed:
+            log.warning(
+                "stopping: %d deliveries handed over were never started; due when their lease ends", len(self._handed)
+            )
+
+    async def _claim_until_finished(self) -> None:
+        await self._claim_forever()
+        if self._handed:
+            log.info("stopping: %d deliveries handed over and not started are left to their lease", len(self._handed))
+            self._handed.clear()
+        await self._all_settled.wait()
+
     async def _claim_forever(self) -> None:
-        while True:
+        while not self._finishing.is_set():
             self._wakeup.clear()
             self._start_handed()
             free = min(self._batch_size, self._max_in_flight - len(self._in_flight))
+            leased_at = time.monotonic()
             claimed = await self._claim(free) if free > 0 else []
             for delivery in claimed:
-                self._start(delivery)
+                self._start(delivery, leased_at)
             if self._metrics is not None:
                 self._metrics.in_flight.set(len(self._in_flight))
             if len(claimed) < free or free <= 0:
@@ -156,9 +224,9 @@ class DeliveryWorker:
     def _start_handed(self) -> None:
         now = time.monotonic()
         while self._handed and len(self._in_flight) < self._max_in_flight:
-            deadline, delivery = self._handed.popleft()
-            if now < deadline:
-                self._start(delivery)
+            leased_at, delivery = self._handed.popleft()
+            if now < leased_at + self._lease_s / 2:
+                self._start(delivery, leased_at)
             else:
                 log.warning(
                     "notification %s for order %s waited too long in memory; it is claimed when its lease ends",
@@ -167,9 +235,12 @@ class DeliveryWorker:
                     extra=about(delivery.order_id),
                 )
 
-    def _start(self, delivery: Claimed) -> None:
+    def _start(self, delivery: Claimed, leased_at: float) -> None:
         key = (delivery.notification_id, delivery.target_key)
-        if key in self._unsettled:  # its lease ran out while the outcome waits for the database: not sent again
+        if (held := self._unsettled.get(key)) is not None:
+            # Its lease ran out (the database took no extension) while its outcome waits: not sent again. The claim
+            # is this worker's now: the next extension is of it.
+            held.claimed, held.leased_at, held.lost = delivery, leased_at, False
             log.info(
                 "notification %s for order %s to %s claimed again while its outcome waits to be written; not resent",
                 delivery.notification_id,
@@ -178,7 +249,8 @@ class DeliveryWorker:
                 extra=about(delivery.order_id),
             )
             return
-        self._unsettled.add(key)
+        self._unsettled[key] = _Held(delivery, leased_at)
+        self._all_settled.clear()
         with bound(order_id=delivery.order_id):  # the task copies the context: its lines (channels') carry it
             task = asyncio.create_task(self._deliver(delivery))
         self._in_flight.add(task)
@@ -206,15 +278,17 @@ class DeliveryWorker:
                 delivery.target_key,
                 extra=about(delivery.order_id),
             )
+            self._decided(delivery)
             self._settled.put_nowait(Settlement(delivery, "superseded", SUPERSEDED_RESEND))
             return
         started = time.perf_counter()
         try:
             failure = await self._attempt(delivery)
         except BaseException:  # cancelled (shutdown): no outcome to write, the lease decides
-            self._unsettled.discard((delivery.notification_id, delivery.target_key))
+            self._release([(delivery.notification_id, delivery.target_key)])
             raise
         settlement = self._decide(delivery, failure)
+        self._decided(delivery)
         if self._metrics is not None:
             outcome = "retried" if settlement.state == "pending" else settlement.state
             self._metrics.attempted(delivery.target.channel, outcome, time.perf_counter() - started)
@@ -274,8 +348,7 @@ class DeliveryWorker:
             for final in (s for s in batch if s.state in ("failed", "gone")):
                 self._finals.put_nowait(final)
             if done:
-                await self._until_done("settle", partial(self._queue.settle, done))
-                self._forget(done)
+                await self._until_done("settle", partial(self._settle, done))
                 self.delivered_total += sum(1 for s in done if s.state == "delivered")
             if self._metrics is not None:
                 self._metrics.in_flight.set(len(self._in_flight))
@@ -289,13 +362,69 @@ class DeliveryWorker:
             while not self._finals.empty():
                 batch.append(self._finals.get_nowait())
             await self._until_done("dead-letter", partial(self._dead_letter, batch))
-            await self._until_done("settle", partial(self._queue.settle, batch))
-            self._forget(batch)
+            await self._until_done("settle", partial(self._settle, batch))
             self.failed_total += len(batch)
             self.wake()
 
+    async def _settle(self, settlements: list[Settlement]) -> None:
+        async with self._writing:
+            await self._queue.settle(settlements)
+            self._forget(settlements)
+
+    async def _extend_forever(self) -> None:
+        """Extend the lease of each delivery held past half its lease (its request in flight, or its outcome
+        waiting for the database or the broker), so no other instance claims and sends it again."""
+        while True:
+            await asyncio.sleep(min(self._poll, self._lease_s / 4))
+            await self._extend_leases()
+
+    async def _extend_leases(self) -> None:
+        async with self._writing:
+            now = time.monotonic()
+            due = [h for h in self._unsettled.values() if now - h.leased_at >= self._lease_s / 2]
+            if not due:
+                return
+            try:
+                extended = await self._queue.extend([h.claimed for h in due], self._lease_s)
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
+                log.warning(
+                    "could not extend the leases of %d deliveries this worker holds (%s), will retry: %r",
+                    len(due),
+                    verdict.reason,
+                    exc,
+                )
+                return
+        for held in due:
+            d = held.claimed
+            if (d.notification_id, d.target_key) in extended:
+                held.leased_at = now
+            elif not held.lost:
+                held.lost = True
+                log.warning(
+                    "notification %s for order %s to %s: its lease ran out and was claimed again before it could be"
+                    " extended; another instance may send it again",
+                    d.notification_id,
+                    d.order_id,
+                    d.target_key,
+                    extra=about(d.order_id),
+                )
+
+    def _decided(self, delivery: Claimed) -> None:
+        held = self._unsettled.get((delivery.notification_id, delivery.target_key))
+        if held is not None:
+            held.decided = True
+
     def _forget(self, settled: list[Settlement]) -> None:
-        self._unsettled.difference_update((s.claimed.notification_id, s.claimed.target_key) for s in settled)
+        self._release([(s.claimed.notification_id, s.claimed.target_key) for s in settled])
+
+    def _release(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            self._unsettled.pop(key, None)
+        if not self._unsettled:
+            self._all_settled.set()
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Repeat `step` while the database or broker is away, until it takes it: a settled outcome is never dropped.

@@ -4,9 +4,11 @@ A delivery's first attempt is normally born leased with its notification (see Po
 to the worker in memory; the queue is for the rest: retries, statuses waiting for an earlier one of their order,
 and leases that ran out. A claim moves the delivery's next_attempt_at to the end of a lease and counts the
 attempt, in one short transaction (FOR UPDATE SKIP LOCKED, so two notifier instances never claim one delivery).
-Nothing is held open while the push service answers. A worker killed mid-delivery leaves the row pending: it is
-due again when the lease runs out, and the device may then see it twice, which the push Topic (the collapse key)
-absorbs. Deliveries to one target about one order are claimed in status order, one at a time.
+Nothing is held open while the push service answers. The worker extends the lease of every delivery it still holds
+(its request in flight, or its outcome waiting for the database) half a lease before it ends (`extend`), so another
+instance never claims a delivery whose outcome a live instance holds. A worker killed mid-delivery leaves the row
+pending: it is due again when the lease runs out, and the device may then see it twice, which the push Topic (the
+collapse key) absorbs. Deliveries to one target about one order are claimed in status order, one at a time.
 """
 
 from collections.abc import Sequence
@@ -52,6 +54,16 @@ RETURNING d.notification_id, d.target, d.channel, d.order_id, d.attempts, d.subs
           coalesce(r.requested_at, n.created_at) AS queued_at,
           s.subscription_id IS NOT NULL AS subscribed, s.endpoint, s.p256dh, s.auth,
           later.newer IS NOT NULL AS superseded
+"""
+
+# Only the claim the worker holds is extended: a delivery claimed since by someone else (its attempts counted again),
+# or settled, is left as it is.
+_EXTEND = """
+UPDATE deliveries d SET next_attempt_at = now() + make_interval(secs => $4)
+FROM unnest($1::text[], $2::text[], $3::int[]) AS u(notification_id, target, attempts)
+WHERE d.notification_id = u.notification_id AND d.target = u.target
+  AND d.state = 'pending' AND d.attempts = u.attempts
+RETURNING d.notification_id, d.target
 """
 
 _SETTLE = """
@@ -137,6 +149,20 @@ class PostgresDeliveryQueue:
         """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt."""
         rows = await fetch_planned_now(self._pool, _CLAIM, limit, lease_s)
         return [claimed_from(r, _raw(r["payload"])) for r in rows]
+
+    async def extend(self, leases: Sequence[Claimed], lease_s: float) -> set[tuple[str, str]]:
+        """Lease each of `leases` for `lease_s` more from now, if it is still pending under that claim (its attempts
+        unchanged); the (notification id, target) of those extended."""
+        if not leases:
+            return set()
+        rows = await self._pool.fetch(
+            _EXTEND,
+            [c.notification_id for c in leases],
+            [c.target_key for c in leases],
+            [c.attempts for c in leases],
+            lease_s,
+        )
+        return {(r["notification_id"], r["target"]) for r in rows}
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Record how the deliveries ended, forget the subscriptions that are gone, and update each
