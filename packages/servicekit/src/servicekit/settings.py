@@ -1,11 +1,14 @@
 """Settings every service reads. Shared infrastructure comes from unprefixed variables; each service adds
 its own fields under its own prefix (PAYMENTS_, LEDGER_, RECONCILER_, NOTIFIER_)."""
 
+import logging
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from servicekit.logs import LogFormat, default_format
 
@@ -183,6 +186,21 @@ class ServiceSettings(BaseSettings):
             return self.metrics_host, self.metrics_port
         return self.metrics_host, default_metrics_port(self.http_port)
 
+    @field_validator("log_level")
+    @classmethod
+    def _a_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError("not a log level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_postgresql_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("not a PostgreSQL URL (postgresql://user:password@host:5432/database)")
+        return value
+
     @model_validator(mode="after")
     def _metrics_port_apart(self) -> "ServiceSettings":
         host, port = self.metrics_address
@@ -246,3 +264,46 @@ class ServiceSettings(BaseSettings):
         if self.kafka_idempotence is not None:
             return self.kafka_idempotence
         return self.kafka_broker == "apache"
+
+
+S = TypeVar("S", bound=BaseSettings)
+_UNSHOWN = re.compile(r"secret|password|key|token|url|dsn", re.IGNORECASE)
+
+
+def read_settings(settings: type[S], service: str) -> S:
+    """`settings` read from the environment; a bad value stops the service (SystemExit, status 1) with one
+    sentence naming each variable to fix, not a traceback through pydantic that names a Python field."""
+    try:
+        return settings()
+    except ValidationError as exc:
+        problems = [_problem(settings, error) for error in exc.errors()]
+    except SettingsError as exc:  # a JSON setting that does not parse: pydantic-settings names the field only
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = variable(settings, field.group(1)) if field else "a setting"
+        problems = [f"{name}: not valid JSON"]
+    raise SystemExit(f"{service} cannot start, fix its settings: {'; '.join(problems)}")
+
+
+def variable(settings: type[BaseSettings], key: str) -> str:
+    """The environment variable that sets `key` (a field's name, or the alias a validation error names)."""
+    field = settings.model_fields.get(key)
+    if field is None:
+        return key  # already the variable: a field read under an alias is named by it
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"{settings.model_config.get('env_prefix', '')}{key}".upper()
+
+
+def _problem(settings: type[BaseSettings], error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    if not loc:  # a rule across settings: its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    name = variable(settings, loc[0]) + "".join(f"[{part}]" for part in loc[1:])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, str) and len(given) <= 60 and not _UNSHOWN.search(name):
+        return f"{name}={given!r}: {message}"
+    return f"{name}: {message}"

@@ -8,12 +8,13 @@ from ledger.config import Settings
 from servicekit.logs import configure
 from servicekit.runner import run
 from servicekit.secret_guard import SecretValue, refuse_development_secrets, shared_secrets
+from servicekit.settings import read_settings
 
 log = logging.getLogger(__name__)
 
 
 async def main() -> None:
-    settings = Settings()
+    settings = read_settings(Settings, SERVICE)
     configure(settings.log_level, SERVICE, settings.logs_as)
     if settings.fault_drop_credit_share > 0:
         log.warning(
@@ -30,7 +31,7 @@ def secrets(settings: Settings) -> dict[str, SecretValue]:
 
 
 def entry() -> None:
-    settings = Settings()
+    settings = read_settings(Settings, SERVICE)
     configure(settings.log_level, SERVICE, settings.logs_as)
     refuse_development_secrets(SERVICE, settings, secrets(settings))
     run(main)

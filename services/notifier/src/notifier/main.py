@@ -8,12 +8,13 @@ from servicekit.infrastructure import Finishing
 from servicekit.logs import configure
 from servicekit.runner import run
 from servicekit.secret_guard import SecretValue, refuse_development_secrets, shared_secrets
+from servicekit.settings import read_settings
 
 log = logging.getLogger(__name__)
 
 
 async def main() -> None:
-    settings = Settings()
+    settings = read_settings(Settings, SERVICE)
     configure(settings.log_level, SERVICE, settings.logs_as)
     if not settings.webhook_url:
         log.warning("NOTIFIER_WEBHOOK_URL is not set: no platform webhook, only users' devices and the inbox")
@@ -29,7 +30,7 @@ def secrets(settings: Settings) -> dict[str, SecretValue]:
 
 
 def entry() -> None:
-    settings = Settings()
+    settings = read_settings(Settings, SERVICE)
     configure(settings.log_level, SERVICE, settings.logs_as)
     refuse_development_secrets(SERVICE, settings, secrets(settings))
     run(main)

@@ -6,6 +6,7 @@ from payments.config import SECRET_PREFIX, Settings
 from servicekit.logs import configure
 from servicekit.runner import run
 from servicekit.secret_guard import SecretValue, UnsafeSecrets, problems, refuse_development_secrets, shared_secrets
+from servicekit.settings import read_settings
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ async def main() -> None:
     from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
     from payments.queries import QueryWorker
 
-    settings = Settings()
+    settings = read_settings(Settings, "payments")
     configure(settings.log_level, SERVICE, settings.logs_as)
     if not settings.simulated_providers and not settings.real_providers:
         log.warning(
@@ -76,7 +77,7 @@ def refuse_unsafe_start(settings: Settings) -> None:
 
 
 def entry() -> None:
-    settings = Settings()
+    settings = read_settings(Settings, "payments")
     configure(settings.log_level, "payments", settings.logs_as)
     # Before the copies start, so a refusal is said once and nothing connects anywhere.
     refuse_unsafe_start(settings)

@@ -17,12 +17,13 @@ from servicekit.logs import dict_config
 from servicekit.retrying import Readiness
 from servicekit.runner import freeze_startup
 from servicekit.secret_guard import refuse_development_secrets, shared_secrets
+from servicekit.settings import read_settings
 
 SERVICE = "reconciler"
 
 
 def entry() -> None:
-    settings = Settings()
+    settings = read_settings(Settings, SERVICE)
     # Its pages read API keys from PostgreSQL: the database password and its Kafka password; its workers vouch
     # for each other with the peer secret.
     secrets = {**shared_secrets(settings), "RECONCILER_PEER_SECRET": settings.peer_secret}
