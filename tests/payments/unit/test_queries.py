@@ -40,6 +40,8 @@ class FakeProvider:
     error: Exception | None = None
     closed: list[str] = field(default_factory=list)
     closes_trade: bool = True
+    pays_at_close: bool = False
+    """The user pays as the order is closed: its query reads paid from the close on."""
     """A close answered CLOSED closes the trade (its query then reads CLOSED); False: an answer about another."""
 
     @property
@@ -49,7 +51,7 @@ class FakeProvider:
     async def query_payment(self, order_id: str) -> PaymentQuery:
         if self.error is not None:
             raise self.error
-        if self.answer is PaymentState.PAID:
+        if self.answer is PaymentState.PAID or (self.pays_at_close and order_id in self.closed):
             return PaymentQuery(PaymentState.PAID, order_id, "alipay", "2026112222001", 600, "CNY", NOW)
         if order_id in self.closed and self.close_answer is CloseStatus.CLOSED and self.closes_trade:
             return PaymentQuery(PaymentState.CLOSED, order_id, "alipay")
@@ -280,11 +282,21 @@ async def test_an_order_closed_at_the_provider_before_its_expiry_ends_expired_at
     assert w.store.orders["ord_1"].status == "expired"
 
 
-async def test_an_order_paid_just_as_it_is_closed_is_asked_again_at_once_and_not_expired() -> None:
-    w = world([order()], [due(order(), expired=True)], FakeProvider(close_answer=CloseStatus.ALREADY_PAID))
+async def test_an_order_paid_just_as_it_is_closed_is_applied_in_the_same_round_and_not_expired() -> None:
+    provider = FakeProvider(close_answer=CloseStatus.ALREADY_PAID, pays_at_close=True)
+    w = world([order()], [due(order(), expired=True)], provider)
     await handle_due_queries(w.deps, 10)
-    assert w.schedule.rescheduled["ord_1"][0] == NOW and w.store.orders["ord_1"].status == "submitted"
-    assert w.store.published == []
+    assert w.store.orders["ord_1"].payment_status is PaymentStatus.SUCCEEDED and w.counts.recoveries == 1
+    assert [type(m) for _, m, _ in w.store.published] == [PaymentSucceeded] and w.schedule.finished == [["ord_1"]]
+
+
+async def test_a_close_that_says_paid_while_the_trade_reads_unpaid_is_asked_again_later_not_in_a_loop() -> None:
+    """Each round re-asking at once a provider whose close and query disagree would query it in a tight loop."""
+    w = world([order()], [due(order(), expired=True, attempts=4)], FakeProvider(close_answer=CloseStatus.ALREADY_PAID))
+    await handle_due_queries(w.deps, 10)
+    due_at, answer = w.schedule.rescheduled["ord_1"]
+    assert due_at == NOW + POLICY.interval(4) and answer.startswith("paid at close, but the trade reads pending")
+    assert w.store.orders["ord_1"].status == "submitted" and w.store.published == []
 
 
 @pytest.mark.parametrize("close", [CloseStatus.UNKNOWN, None])
@@ -440,3 +452,29 @@ async def test_an_order_unknown_to_its_provider_at_expiry_is_expired_and_asked_a
     w = world([order(status="expired")], [past_grace], provider)
     await handle_due_queries(w.deps, 10)
     assert w.schedule.finished == [["ord_1"]] and "ord_1" not in w.schedule.rescheduled
+
+
+async def test_a_paid_answer_that_cannot_be_applied_holds_back_none_of_its_rounds_others() -> None:
+    """A round's paid answers are applied in one transaction; one that fails (an answer the contract refuses) made
+    every paid answer of the round wait for their lease, and fail again with it, for as long as it came back."""
+    good, bad = order("ord_good"), order("ord_bad")
+    w = world([good, bad], [due(good), due(bad)], FakeProvider(PaymentState.PAID))
+    original = w.deps.uow
+
+    def refusing() -> InMemoryPayments:
+        unit = original()
+        save = unit.save
+
+        async def save_unless_bad(o: Order) -> None:
+            if o.order_id == "ord_bad":
+                raise ValueError("trade_no: String should have at most 128 characters")
+            await save(o)
+
+        unit.save = save_unless_bad  # type: ignore[method-assign]
+        return unit
+
+    w.deps = replace(w.deps, uow=refusing)
+    await handle_due_queries(w.deps, 10)
+    assert w.store.orders["ord_good"].payment_status is PaymentStatus.SUCCEEDED
+    assert w.store.orders["ord_bad"].payment_status is PaymentStatus.PENDING
+    assert w.schedule.finished == [["ord_good"]]

@@ -185,9 +185,12 @@ async def settle_round(deps: QueryDeps, taken: Round, *, done_asking: Callable[[
     if paid:
         try:
             await _apply_paid(deps, paid)
-        except Exception as exc:  # noqa: BLE001 - the rows stay leased and come back, as for a failed query
-            for query, _ in paid:
-                _failed(query, exc)
+        except Exception:  # noqa: BLE001 - one at a time: one answer that cannot be applied holds back no other
+            for one in paid:
+                try:
+                    await _apply_paid(deps, [one])
+                except Exception as exc:  # noqa: BLE001 - its row stays leased and comes back, as for a failed query
+                    _failed(one[0], exc)
 
 
 async def handle_due_queries(deps: QueryDeps, limit: int) -> int:
@@ -280,7 +283,12 @@ async def _close(deps: QueryDeps, query: DueQuery, now: datetime, *, closed: boo
     assert provider is not None
     answer = await provider.close(query.order_id)
     if answer.status is CloseStatus.ALREADY_PAID:
-        await deps.schedule.reschedule(query.order_id, now, "paid at close: ask again now")
+        # Paid as it was closed: the payment, asked for now, is applied with the round's others. A trade that does
+        # not read paid (the provider's two answers disagree) is asked again later, not in a loop of rounds.
+        trade = await provider.query_payment(query.order_id)
+        if trade.state is PaymentState.PAID:
+            return trade
+        await _later(deps, query, now, f"paid at close, but the trade reads {trade.state}: {trade.reason}")
     elif answer.status is CloseStatus.UNKNOWN:
         await _later(deps, query, now, f"close unanswered: {answer.reason}")
     elif answer.status is CloseStatus.NOT_FOUND:
