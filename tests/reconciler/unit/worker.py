@@ -3,6 +3,7 @@ the unit tests of the adapters drive. Every write and send is journaled, so a te
 
 import asyncio
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -124,10 +125,10 @@ class Offsets:
 class Worker:
     """Rounds and a ticker on fakes, partition 0 of both inputs assigned and started at offset 0."""
 
-    def __init__(self, policy: Policy = POLICY) -> None:
+    def __init__(self, policy: Policy = POLICY, store: MutableMapping[str, OrderState] | None = None) -> None:
         self.policy = policy
         self.journal: list[str] = []
-        self.table: dict[str, OrderState] = {}  # faust's store
+        self.table: MutableMapping[str, OrderState] = {} if store is None else store  # faust's store
         self.changelog = Changelog(self.journal)
         self.states = FaustOrderStates(self.table, self.changelog.send)
         self.producer = Producer(self.journal)

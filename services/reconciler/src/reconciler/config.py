@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from reconciler.domain import WEEK_S, Policy
 from servicekit.links import secrets_from
+from servicekit.metric_channels import DEFAULT_METRIC_CHANNELS, METRIC_CHANNELS_ENV
 from servicekit.secret_guard import PEER_DEV_SECRET
 from servicekit.settings import ServiceSettings
 
@@ -40,6 +41,12 @@ class Settings(ServiceSettings):
         "while records flow (at least one per linger over the last half second; rounds.batches): fewer, fuller "
         "rounds, each costing produce requests and acknowledgements whatever its size, for at most this much more "
         "latency per event; a trickle never waits; 0 turns it off.",
+    )
+    metric_channels: frozenset[str] = Field(
+        DEFAULT_METRIC_CHANNELS,
+        validation_alias=AliasChoices(METRIC_CHANNELS_ENV),
+        description="Channels that get their own metric series (JSON list); any other is counted as `other`. "
+        "payments' PAYMENTS_METRIC_CHANNELS, read here too, so both services label a channel alike.",
     )
     session_timeout_s: float = Field(6.0, ge=2.0, le=60.0, description="Consumer group session timeout.")
     data_dir: Path = Field(Path(".credited/reconciler"), description="faust's working directory.")

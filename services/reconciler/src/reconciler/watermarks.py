@@ -32,19 +32,22 @@ class Watermarks:
         self._processed: dict[TopicPartition, int] = {}
         self._snapshots: dict[int, deque[Snapshot]] = {}
         self._safe: dict[int, datetime] = {}
+        self._assigned_at: dict[int, datetime] = {}
 
-    def assign(self, partition: int, committed: dict[str, int]) -> None:
-        """A partition arrived: its records below the committed offsets were applied already."""
+    def assign(self, partition: int, committed: dict[str, int], at: datetime) -> None:
+        """A partition arrived at wall time `at`: its records below the committed offsets were applied already."""
         for topic in self.topics:
             self._processed[(topic, partition)] = max(0, committed.get(topic, 0))
         self._snapshots[partition] = deque(maxlen=MAX_SNAPSHOTS)
         self._safe.pop(partition, None)
+        self._assigned_at[partition] = at
 
     def revoke(self, partition: int) -> None:
         for topic in self.topics:
             self._processed.pop((topic, partition), None)
         self._snapshots.pop(partition, None)
         self._safe.pop(partition, None)
+        self._assigned_at.pop(partition, None)
 
     def processed(self, topic: str, partition: int, next_offset: int) -> None:
         """The reconciler has applied every record of (topic, partition) below `next_offset`."""
@@ -71,6 +74,13 @@ class Watermarks:
         if partition in self._snapshots:
             self._advance(partition)
         return self._safe.get(partition)
+
+    def lag_s(self, now: datetime) -> float:
+        """How far behind `now` the least complete partition is known complete, in seconds: now minus its safe
+        time, or, for a partition without one yet (its first end offsets not reached), minus when it was
+        assigned, since nothing of it is known complete. 0 without partitions."""
+        known = [self.safe_time(p) or self._assigned_at[p] for p in self._snapshots]
+        return max(0.0, (now - min(known)).total_seconds()) if known else 0.0
 
     @property
     def partitions(self) -> set[int]:

@@ -111,7 +111,7 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     table, states = _order_states(app, settings)
     engine = Engine(states, settings.policy())
     table.restored_horizon = engine.restore_horizon  # restored with the table, before its partition is read
-    observe = PrometheusObservations(registry)
+    observe = PrometheusObservations(registry, channels=settings.metric_channels)
     seek = _reading_again(app, observe)
     rewinder, watermarks = Rewinder(seek, time.monotonic), Watermarks(inputs)
     offsets = BrokerOffsets(
@@ -267,7 +267,8 @@ def _pages(
             if not _is_order_id(order_id):
                 detail = "order_id must be 1-64 letters, digits or _ . : - (the order id payments answered)"
                 return self.json({"error": "invalid_order_id", "detail": detail}, status=422)
-            state = states.get(order_id)
+            # Only the state of an order this worker has: one whose partition moved away is its new owner's.
+            state = states.get(order_id) if _assigned_here(app, table, order_id) else None
             owner = None if state is not None or request.query.get("routed") else _owner(app, table, order_id)
             if owner is not None:
                 if peers is None:
@@ -310,10 +311,15 @@ def _owner(app: faust.App, table: OrderTable, order_id: str) -> str | None:
     return None
 
 
+def _assigned_here(app: faust.App, table: OrderTable, order_id: str) -> bool:
+    """Whether `order_id`'s partition is in this worker's assignment (restored or not)."""
+    tp = TP(table.changelog_topic.get_topic_name(), table.partition_for_key(order_id))
+    return tp in app.assignor.assigned_actives()
+
+
 def _has(app: faust.App, table: OrderTable, order_id: str) -> bool:
     """Whether this worker has `order_id`'s partition, restored."""
-    tp = TP(table.changelog_topic.get_topic_name(), table.partition_for_key(order_id))
-    return not app.rebalancing and not app.in_recovery and tp in app.assignor.assigned_actives()
+    return not app.rebalancing and not app.in_recovery and _assigned_here(app, table, order_id)
 
 
 def _timeline(state: OrderState) -> dict[str, Any]:

@@ -1,17 +1,24 @@
 """PrometheusObservations: the reconciler's metrics, on an injected registry; Tally: a round's observations,
-kept until the round is durable (an undone round is done again and must not count twice)."""
+kept until the round is durable (an undone round is done again and must not count twice).
+
+Labels are bounded: an order's channel, the API caller's to choose, labels a series only if it is one of the
+channels payments labels by (PAYMENTS_METRIC_CHANNELS, servicekit.metric_channels), any other is `other`."""
 
 from collections import Counter as Counts
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from servicekit.metric_channels import DEFAULT_METRIC_CHANNELS, MetricChannels
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 
 
 class PrometheusObservations:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, channels: Iterable[str] = DEFAULT_METRIC_CHANNELS) -> None:
+        self._channels = MetricChannels(channels)
         counter, gauge = partial(Counter, registry=registry), partial(Gauge, registry=registry)
         histogram = partial(Histogram, registry=registry)
         self.events = counter("reconciler_events_total", "Input events applied, by type.", ["type"])
@@ -41,7 +48,8 @@ class PrometheusObservations:
         )
         self.watermark_lag = gauge(
             "reconciler_watermark_lag_seconds",
-            "Now minus the oldest safe time over assigned partitions (how far behind the streams are known).",
+            "Now minus the oldest safe time over assigned partitions (how far behind the streams are known); for a "
+            "partition without one yet, now minus when it was assigned.",
         )
         self.skipped_records = counter(
             "reconciler_records_skipped_total",
@@ -83,14 +91,15 @@ class PrometheusObservations:
         self.events.labels(kind).inc()
 
     def paid(self, channel: str) -> None:
-        self.paid_orders.labels(channel).inc()
+        self.paid_orders.labels(self._channels.label(channel)).inc()
 
     def credited(self, channel: str, pay_to_credit_s: float) -> None:
-        self.credited_orders.labels(channel).inc()
-        self.pay_to_credit.labels(channel).observe(max(0.0, pay_to_credit_s))
+        label = self._channels.label(channel)
+        self.credited_orders.labels(label).inc()
+        self.pay_to_credit.labels(label).observe(max(0.0, pay_to_credit_s))
 
     def flagged(self, channel: str, late_by_s: float) -> None:
-        self.flagged_orders.labels(channel).inc()
+        self.flagged_orders.labels(self._channels.label(channel)).inc()
         self.detection.observe(max(0.0, late_by_s))
 
     def remediation(self, action: str, outcome: str) -> None:

@@ -8,7 +8,7 @@ enters the store: the restore hands it to the engine (`OrderTable.restored_horiz
 latest of each partition."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -161,6 +161,23 @@ class FaustOrderStates:
     def recount(self) -> None:
         """Count the overdue orders again from every stored state (after partitions moved)."""
         self._overdue = {s.order_id for s in self._store.values() if s.phase in OVERDUE}
+
+    def keep(self, partitions: Collection[int]) -> int:
+        """Partitions moved: drop the stored states of every partition not in `partitions` (each state knows its
+        order's partition, the one its events and its changelog record have) and count the overdue orders again
+        from the states kept; return how many were dropped. faust's memory store drops only the states it
+        restored itself, not those written here: without this a worker would keep, count and answer for ever
+        orders another worker now has."""
+        gone, overdue = [], set()
+        for order_id, state in self._store.items():
+            if state.partition not in partitions:
+                gone.append(order_id)
+            elif state.phase in OVERDUE:
+                overdue.add(order_id)
+        for order_id in gone:
+            del self._store[order_id]
+        self._overdue = overdue
+        return len(gone)
 
     @property
     def size(self) -> int:

@@ -57,6 +57,11 @@ class Ticker:
         finally:
             await self.offsets.stop()
 
+    def _owned(self) -> set[int]:
+        """The input partitions in the consumer's assignment, whether or not the agent has started them: the
+        partitions whose states the table may hold (restored, or being restored)."""
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.inputs}
+
     def _assigned(self) -> set[int]:
         positions = self.rounds.positions
         return {
@@ -73,7 +78,7 @@ class Ticker:
         if self.app.rebalancing or self.app.in_recovery:
             return
         assigned = self._assigned()
-        if not assigned and not self.watermarks.partitions:
+        if not assigned and not self.watermarks.partitions and not self._handed:
             return
         tps = [TopicPartition(t, p) for t in self.inputs for p in sorted(assigned)]
         sampled_at = datetime.now(UTC)
@@ -83,7 +88,7 @@ class Ticker:
             known = self.watermarks.partitions
             handed, self._handed = self._handed, set()
             again = handed & known & assigned
-            if assigned != known or again:
+            if assigned != known or handed:
                 await self._reassign(assigned, known, again)
             for p in assigned:
                 self.watermarks.observe(p, sampled_at, {t: ends[TopicPartition(t, p)] for t in self.inputs})
@@ -91,27 +96,30 @@ class Ticker:
             positions = {(t, p): self.rounds.next_offset(t, p) for t in self.inputs for p in assigned}
         for (t, p), position in positions.items():
             await self.tail.observe(t, p, position, ends[TopicPartition(t, p)])
-        safe = [s for s in (self.watermarks.safe_time(p) for p in assigned) if s is not None]
-        if safe:
-            self.rounds.observe.watermark_lag.set((datetime.now(UTC) - min(safe)).total_seconds())
+        self.rounds.observe.watermark_lag.set(self.watermarks.lag_s(datetime.now(UTC)))
         self.rounds.observe.overdue_now.set(self.rounds.states.overdue)
         self.rounds.observe.table_orders.set(self.rounds.states.size)
         self.rounds.observe.assigned_partitions.set(len(self.watermarks.partitions))
 
     async def _reassign(self, assigned: set[int], known: set[int], again: set[int]) -> None:
-        """Partitions revoked are forgotten; partitions new, or handed over again, start from the
-        committed offsets and get their timers rebuilt from the table (which holds what any owner wrote)."""
+        """Partitions revoked are forgotten, their states dropped from the table (their new owner has them);
+        partitions new, or handed over again, start from the committed offsets and get their timers rebuilt
+        from the table (which holds what any owner wrote). The overdue orders are counted again every time."""
         engine = self.rounds.engine
         for p in (known - assigned) | again:
             self.watermarks.revoke(p)
             engine.forget([p])
             for t in self.inputs:
                 self.tail.forget(t, p)
+        dropped = self.rounds.states.keep(self._owned())
+        if dropped:
+            log.info("dropped %d orders of partitions no longer assigned", dropped)
         new = sorted((assigned - known) | again)
         if not new:
             return
         tps = [TopicPartition(t, p) for t in self.inputs for p in new]
         committed = await self.offsets.committed(self.app.conf.id, tps)
+        assigned_at = datetime.now(UTC)
         for p in new:
             # Applied already: below the committed offset (in the restored table), and below where the
             # agent is in order (a partition that stayed here is not replayed from the committed offset).
@@ -119,7 +127,6 @@ class Ticker:
                 t: max(committed[TopicPartition(t, p)], self.rounds.positions.next_offset(t, p) or 0)
                 for t in self.inputs
             }
-            self.watermarks.assign(p, starts)
+            self.watermarks.assign(p, starts, assigned_at)
         pending = engine.rebuild(new, engine.states.values())
-        self.rounds.states.recount()
         log.info("assigned partitions %s: %d orders waiting on a timer", new, pending)
