@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from payments.domain import Payers, ReviewRule
 from payments.schedule import QueryPolicy
 from servicekit.links import DEFAULT_TTL_S
+from servicekit.metric_channels import DEFAULT_METRIC_CHANNELS
 from servicekit.settings import ServiceSettings
 
 SECRET_PREFIX = "PAYMENTS_PSP_SECRET_"  # noqa: S105 - the variable name, not a secret
@@ -75,7 +76,7 @@ class Settings(ServiceSettings):
         "CREDITED_STATUS_LINK_TTL_S, which the notifier's push links follow too).",
     )
     metric_channels: frozenset[str] = Field(
-        frozenset({"alipay", "wechat", "card", "carrier"}),
+        DEFAULT_METRIC_CHANNELS,
         description="Channels that get their own metric series (JSON list); any other is counted as `other`.",
     )
 

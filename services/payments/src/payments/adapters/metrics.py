@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from contracts.events import CaseKind, CaseSeverity, OrderStatus
 from payments.domain import Outcome, PaymentState
+from servicekit.metric_channels import OTHER_CHANNEL
 
-OTHER_CHANNEL = "other"
 UNKNOWN_PROVIDER = "unknown"
 
 
