@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from contracts.base import exponent
 from contracts.events import OrderStatus, OrderStatusChanged
 from notifier import domain
 from notifier.domain import format_money, render
@@ -53,8 +54,8 @@ def test_a_cny_amount_has_two_decimals_and_the_symbol_of_the_users_locale() -> N
     assert format_money(5, "CNY", "en") == "CN¥0.05"
 
 
-def test_the_number_of_minor_digits_is_babels_currency_data() -> None:
-    assert [domain.currency_exponent(c) for c in ("JPY", "KRW", "CNY", "USD", "BHD")] == [0, 0, 2, 2, 3]
+def test_the_number_of_minor_digits_is_the_iso_4217_exponent() -> None:
+    assert [exponent(c) for c in ("JPY", "KRW", "CNY", "USD", "BHD", "IQD")] == [0, 0, 2, 2, 3, 3]
     assert format_money(1234, "BHD", "en").endswith("1.234")
 
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
+from iso4217 import Currency as Iso4217
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -55,8 +56,29 @@ MinorUnits = Annotated[
 ]
 """A positive amount of money in the currency's minor units (cents, fen). Never a fraction (600.0 reads as 600)."""
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code.")]
-"""An ISO 4217 currency code, upper case."""
+
+def exponent(currency: str) -> int:
+    """How many minor-unit digits `currency` has by ISO 4217, which MinorUnits counts in: JPY 0, CNY 2, KWD and
+    IQD 3. (CLDR's display digits, which Babel reports, differ for IQD, RSD and a dozen others.) ValueError for a
+    code that is no currency, or no money (XXX, XTS, the metals)."""
+    try:
+        digits = Iso4217(currency).exponent
+    except ValueError:
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency") from None
+    if digits is None:
+        raise ValueError(f"{currency} has no minor unit in ISO 4217: no currency to pay in")
+    return digits
+
+
+def _iso_4217(currency: str) -> str:
+    exponent(currency)
+    return currency
+
+
+Currency = Annotated[
+    str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code."), AfterValidator(_iso_4217)
+]
+"""An ISO 4217 currency code, upper case, of a currency with a minor unit (not XXX, XTS or a metal)."""
 
 OrderId = Annotated[
     str,

@@ -91,4 +91,11 @@ def print_result(result: dict[str, Any], console: Console) -> None:
 
 
 def _amounts(by_currency: dict[str, int]) -> str:
-    return " + ".join(f"{n} {currency}" for currency, n in sorted(by_currency.items()))
+    """The audit answers minor units: shown in each currency's major unit (64800 CNY as CN¥648.00, 500 JPY as ¥500),
+    one figure per currency, never summed across them."""
+    from babel import Locale
+
+    from servicekit.money import format_minor
+
+    english = Locale.parse("en")
+    return " + ".join(format_minor(n, currency, english) for currency, n in sorted(by_currency.items()))

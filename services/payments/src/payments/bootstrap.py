@@ -151,6 +151,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
             metrics=metrics,
             clock=clock,
             status_url=status_url,
+            settlements=settings.settlements(),
         )
     )
     app.include_router(case_routes(case_book))
@@ -177,6 +178,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
             authenticator=infra.authenticator,
             status_url=status_url,
             own_form=own_form,
+            settlements=settings.settlements(),
         )
         app.add_middleware(FastPath, routes=hot, metrics=ServiceMetrics.on(infra.registry))
     return infra, app

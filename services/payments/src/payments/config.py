@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from payments.domain import Payers, ReviewRule
+from payments.domain import Payers, ReviewRule, Settlements
 from payments.schedule import QueryPolicy
 from servicekit.links import DEFAULT_TTL_S
 from servicekit.metric_channels import DEFAULT_METRIC_CHANNELS
@@ -112,6 +112,12 @@ class Settings(ServiceSettings):
         {"alipay": "alipay", "wechat": "wechatpay"},
         description="The provider that takes each channel's payments (JSON object): payments asks it about an "
         "order whose callback has not come. A channel whose provider is not configured is never asked about.",
+    )
+    provider_currencies: dict[str, frozenset[str]] = Field(
+        {"alipay": frozenset({"CNY"}), "wechatpay": frozenset({"CNY"})},
+        description="The currencies each provider settles in (JSON object of lists): an order of a channel whose "
+        "provider does not take its currency is refused (422 currency_not_supported). WeChat Pay and Alipay as "
+        "direct merchants settle in CNY.",
     )
     query_delay_s: float = Field(30.0, gt=0, description="How long after an order payments first asks its provider.")
     query_backoff: float = Field(2.0, ge=1, le=10, description="Each later query waits this many times longer.")
@@ -252,6 +258,10 @@ class Settings(ServiceSettings):
         """Which provider may pay an order of each channel (channel_providers); in development the simulated
         providers pay every channel too."""
         return Payers(self.channel_providers, frozenset(self.simulated_providers))
+
+    def settlements(self) -> Settlements:
+        """Which currencies an order of each channel may be placed in (provider_currencies)."""
+        return Settlements(self.channel_providers, self.provider_currencies)
 
     def review_rule(self) -> ReviewRule | None:
         if self.review_first_topup_above_minor is None:

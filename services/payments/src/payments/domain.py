@@ -245,6 +245,24 @@ class Payers:
         return f"{order.channel} orders are paid through {expected}, not {provider}"
 
 
+@dataclass(frozen=True, slots=True)
+class Settlements:
+    """Which currencies an order of each channel can be paid in: those its provider (`by_channel`, payments'
+    channel_providers) settles in (`currencies`, by provider). A channel whose provider names none takes any."""
+
+    by_channel: Mapping[str, str] = field(default_factory=dict)
+    currencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def refusal(self, channel: str, currency: str) -> str | None:
+        """Why an order of `channel` cannot be in `currency`, if it cannot: placed, the provider would charge the
+        user and its answer (in its own currency) could never match the order, so nothing would ever credit it."""
+        provider = self.by_channel.get(channel)
+        taken = self.currencies.get(provider) if provider is not None else None
+        if taken is None or currency in taken:
+            return None
+        return f"{channel} orders are paid through {provider}, which takes {', '.join(sorted(taken))} only"
+
+
 EXPIRED = "expired"
 """The status of an order closed unpaid at its expiry (payments.queries), announced as OrderExpired."""
 

@@ -7,11 +7,9 @@ currency has is Babel's (CNY two, JPY none). Times are shown in UTC, said so: st
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime, format_timedelta
-from babel.numbers import format_currency, get_currency_precision
 
 from credited.console.wording import WORDS
 
@@ -78,9 +76,10 @@ class Words:
         """`64800, "CNY"` as "CN¥648.00" in English and "¥648.00" in zh-CN; `500, "JPY"` as "¥500"."""
         if amount is None or not currency:
             return ""
+        from servicekit.money import format_minor
+
         try:
-            value = Decimal(amount).scaleb(-get_currency_precision(currency))
-            return format_currency(value, currency, locale=self._babel())
+            return format_minor(amount, currency, self._babel())
         except (ValueError, UnknownLocaleError):
             return f"{amount} {currency} (minor units)"
 

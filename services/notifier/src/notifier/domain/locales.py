@@ -6,16 +6,15 @@ CNY two, BHD three. Times are shown in the user's IANA time zone when they told 
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton, get_datetime_format
 from babel.dates import format_time as format_clock
-from babel.numbers import format_currency, get_currency_precision
 
 from notifier.domain.wording import IN_UTC
+from servicekit.money import format_minor
 
 DEFAULT_LOCALE = "en"
 LOCALES = ("en", "zh-CN", "zh-TW", "zh-HK")
@@ -64,17 +63,12 @@ def _formatting_locale(asked: str | None, written: str) -> Locale:
     return fallback
 
 
-def currency_exponent(currency: str) -> int:
-    """How many minor-unit digits the currency has (ISO 4217 via CLDR): JPY 0, CNY 2, BHD 3."""
-    return get_currency_precision(currency)
-
-
 @lru_cache(maxsize=4096)  # top-ups come in a few prices per currency; Babel takes ~15 µs to format one
 def format_money(amount: int, currency: str, locale: str | None = None) -> str:
-    """`64800, "CNY"` as "CN¥648.00" in English and "¥648.00" in zh-CN; `64800, "JPY"` as "¥64,800"."""
+    """`64800, "CNY"` as "CN¥648.00" in English and "¥648.00" in zh-CN; `64800, "JPY"` as "¥64,800" (by the ISO 4217
+    exponent, servicekit.money)."""
     written = resolve_locale(locale)
-    value = Decimal(amount).scaleb(-currency_exponent(currency))
-    return format_currency(value, currency, locale=_formatting_locale(locale, written))
+    return format_minor(amount, currency, _formatting_locale(locale, written))
 
 
 def valid_time_zone(name: str) -> bool:

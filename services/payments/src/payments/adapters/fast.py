@@ -23,6 +23,7 @@ from payments.adapters.grouping import GroupCommit
 from payments.adapters.http import OrderRequest, StatusLink, linked_view
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.callbacks import Callback, CallbackResult
+from payments.domain import Settlements
 from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
 from servicekit.http import Answer, FastRoute, error_body
 from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated
@@ -61,6 +62,7 @@ def fast_routes(
     authenticator: Authenticator,
     status_url: StatusLink,
     own_form: frozenset[str] = frozenset(),
+    settlements: Settlements,
 ) -> list[FastRoute]:
     """`own_form`: the providers whose callbacks are answered in their own form, not credited's JSON."""
 
@@ -77,6 +79,8 @@ def fast_routes(
             request = OrderRequest.model_validate_json(body)
         except ValidationError:
             return None
+        if settlements.refusal(request.channel, request.currency) is not None:
+            return None  # refused by the full route, in its words
         placed = await orders.submit(
             PlaceOrder(
                 request.user_id, request.amount, request.currency, request.channel, key, request.product, caller.name

@@ -11,7 +11,7 @@ from contracts.base import Channel, Currency, MinorUnits, OrderId, Product, User
 from payments.adapters.grouping import GroupCommit
 from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.callbacks import Callback, CallbackBody, CallbackResult
-from payments.domain import Order, ReviewVerdict
+from payments.domain import Order, ReviewVerdict, Settlements
 from payments.handlers import IdempotencyConflict, Placed, PlaceOrder
 from payments.ports import Clock, UnitOfWorkFactory
 from payments.review import ReviewDecision, handle_review_decision
@@ -145,6 +145,7 @@ def routes(
     metrics: PrometheusPaymentsMetrics,
     clock: Clock,
     status_url: StatusLink,
+    settlements: Settlements,
 ) -> APIRouter:
     """Orders and callbacks go through their group commits; reads and risk decisions are single requests."""
     router = APIRouter(prefix="/v1")
@@ -166,7 +167,11 @@ def routes(
     ) -> JsonResponse:
         """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order; the key
         is the API key's own (by its name): another key's request with it is refused 409 idempotency_key_reused.
-        `status_url` is the link to give the user: it opens the order's status page, and only that one."""
+        `status_url` is the link to give the user: it opens the order's status page, and only that one. An order in
+        a currency its channel's provider does not settle in is refused 422 currency_not_supported."""
+        refused = settlements.refusal(body.channel, body.currency)
+        if refused is not None:
+            raise ApiError(422, "currency_not_supported", f"{body.currency}: {refused}")
         cmd = PlaceOrder(
             body.user_id, body.amount, body.currency, body.channel, idempotency_key, body.product, caller.name
         )
