@@ -323,17 +323,25 @@ anyone can post unsigned junk as often as they like (an accepted callback, signe
 _KEPT_WHOLE = frozenset({Outcome.PAID.value, Outcome.FAILED.value, Outcome.DUPLICATE.value, Outcome.IGNORED.value})
 
 
+REFUSED_SIGNATURE_KEPT = 512
+"""The characters of a refused callback's signature header kept: a real one is a few hundred (an RSA-2048 signature
+in base64 and its parameters); the header of anonymous junk can be as long as the server takes."""
+
+
 async def _audit(tx: PaymentsUnitOfWork, callback: Callback, order_id: str | None, outcome: str, reason: str) -> None:
-    body = callback.body
+    body, signature = callback.body, callback.signature
     if outcome not in _KEPT_WHOLE and len(body) > REFUSED_BODY_KEPT:
         reason = f"{reason} (body cut to its first {REFUSED_BODY_KEPT} of {len(body)} bytes)"
         body = body[:REFUSED_BODY_KEPT]
+    if outcome not in _KEPT_WHOLE and signature is not None and len(signature) > REFUSED_SIGNATURE_KEPT:
+        reason = f"{reason} (signature cut to its first {REFUSED_SIGNATURE_KEPT} of {len(signature)} characters)"
+        signature = signature[:REFUSED_SIGNATURE_KEPT]
     await tx.record_callback(
         provider=callback.provider,
         order_id=order_id,
         outcome=outcome,
         reason=reason,
-        signature=callback.signature,
+        signature=signature,
         body=body,
     )
 

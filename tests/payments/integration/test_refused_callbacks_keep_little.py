@@ -1,0 +1,85 @@
+"""What an unauthenticated sender can make payments keep: the callback route needs no key (the provider's
+signature is its authentication), and every refused callback is kept for audit in `callbacks`, forever (no
+retention anywhere). The body is cut to REFUSED_BODY_KEPT (4 KiB) "while anyone can post unsigned junk as often as
+they like" (payments.callbacks); the X-Signature header is kept whole."""
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from payments.bootstrap import build
+from payments.callbacks import REFUSED_BODY_KEPT
+from payments.config import Settings
+from tests.api_keys import bearer
+from tests.conftest import Broker
+from tests.openapi_fuzz import served
+from tests.service_settings import settings_for
+
+SECRET = "growth-secret"
+
+
+@pytest.fixture
+def payments(broker: Broker, database_url: str, isolation: str) -> Iterator[tuple[httpx.Client, Settings]]:
+    settings = settings_for(
+        Settings, broker, database_url, isolation, psp_secrets={"sim": [SECRET]}, environment="development"
+    )
+    headers: dict[str, str] = {}
+
+    async def app() -> tuple[FastAPI, object]:
+        infra, app = await build(settings)
+        headers.update(await bearer(infra.keys))
+        return app, infra.close
+
+    with served(app) as base_url, httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
+        yield client, settings
+
+
+def stored(settings: Settings) -> tuple[int, int]:
+    """(rows, bytes kept in body + signature_header + reason) of the callback audit."""
+
+    async def read() -> tuple[int, int]:
+        conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, coalesce(sum(octet_length(body) + coalesce(octet_length(signature_header), 0)"
+                " + octet_length(reason)), 0) AS b FROM callbacks"
+            )
+            assert row is not None
+            return int(row["n"]), int(row["b"])
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def test_an_unsigned_callback_keeps_at_most_a_few_kib_for_audit_whatever_its_headers(
+    payments: tuple[httpx.Client, Settings],
+) -> None:
+    """Anyone on the internet can POST /v1/psp/sim/callbacks without a key. Each refused one is written to the
+    payments database for ever; the body is capped at 4 KiB so that junk cannot fill the disk, but the X-Signature
+    header is stored whole, so every anonymous request can leave many times that (here 12 KB; uvicorn takes headers
+    far larger). At 1,500 junk requests/s of 12 KB a day that is ~1.5 TB in the payments primary (and its WAL and
+    replicas), which stops order taking and callbacks (money) once the disk fills. Expected: the signature kept is
+    cut like the body (or refused junk is not kept whole at all)."""
+    client, settings = payments
+    rows_before, bytes_before = stored(settings)
+    n = 20
+    junk_signature = "t=1,v1=" + "a" * 12_000
+    for _ in range(n):
+        response = client.post(
+            "/v1/psp/sim/callbacks",
+            content=b'{"order_id": "ord_x", "status": "succeeded"}',
+            headers={"X-Signature": junk_signature, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 401, response.text
+    rows, kept = stored(settings)
+    assert rows - rows_before == n  # each anonymous request is a row, kept with no retention
+    per_request = (kept - bytes_before) / n
+    assert per_request <= REFUSED_BODY_KEPT + 1024, (
+        f"each refused anonymous callback kept {per_request:.0f} bytes in the payments database (cap"
+        f" {REFUSED_BODY_KEPT} for the body): the X-Signature header is stored whole"
+    )
