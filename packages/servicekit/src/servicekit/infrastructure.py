@@ -32,6 +32,7 @@ from servicekit.metrics import ServiceMetrics
 from servicekit.metrics_server import serve_metrics, serves_metrics
 from servicekit.outbox import OutboxRelay
 from servicekit.postgres import ensure_schema, lazy_pool, migrate
+from servicekit.retention import Retention
 from servicekit.retrying import BackoffPolicy, Readiness, call_with_retry, retrying
 from servicekit.runner import freeze_startup, run_until_stopped
 from servicekit.serving import serve
@@ -228,7 +229,8 @@ class Infrastructure:
             log.debug("%s left %d start-up objects out of garbage collection", self.service, frozen)
             async with asyncio.TaskGroup() as tasks:
                 consuming = [tasks.create_task(c.run()) for c in self.consumers]
-                others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), *plain)]
+                pruning = Retention(self.pool, keep_s=self.settings.processed_events_keep_s).run()
+                others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), pruning, *plain)]
                 finishers = {tasks.create_task(f.work, name=_name(f.work)): f.finish for f in finishing}
                 tasks.create_task(self._finish_when(stopping, consuming, others, finishers))
         finally:

@@ -139,6 +139,13 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_password: SecretStr | None = Field(
         None, validation_alias=_env("KAFKA_SASL_PASSWORD"), description="The principal's SCRAM password."
     )
+    processed_events_keep_s: float = Field(
+        14 * 86400,
+        ge=86400,
+        validation_alias=_env("CREDITED_PROCESSED_EVENTS_KEEP_S"),
+        description="How long the ids of applied events are kept to drop a redelivered copy (servicekit.retention): "
+        "longer than any topic's retention, past which no copy can come.",
+    )
     api_key_cache_ttl_s: float = Field(
         5.0,
         gt=0,
