@@ -62,7 +62,7 @@ async def add(notifier: Notifier, changes: list[OrderStatusChanged], leased: lis
             webhook=True,
             lease_s=30.0,
             on_commit=lambda: None,
-            on_leased=leased.extend,
+            on_leased=lambda claimed, _: leased.extend(claimed),
         )
 
     rendered = [domain.render(c) for c in changes]

@@ -137,11 +137,12 @@ class DeliveryWorker:
         """New deliveries were committed: claim them now rather than at the next poll."""
         self._wakeup.set()
 
-    def hand_over(self, deliveries: Sequence[Claimed]) -> None:
-        """Deliveries just committed already leased to this worker: attempt them now, with no claim query. Those
-        that cannot start within half their lease (too many in flight) are left to be claimed when it ends."""
-        now = time.monotonic()
-        self._handed.extend((now, d) for d in deliveries)
+    def hand_over(self, deliveries: Sequence[Claimed], leased_at: float | None = None) -> None:
+        """Deliveries just committed already leased to this worker (their lease running since `leased_at`, this
+        process's monotonic time, or now): attempt them now, with no claim query. Those that cannot start within half
+        their lease (too many in flight) are left to be claimed when it ends."""
+        since = time.monotonic() if leased_at is None else leased_at
+        self._handed.extend((since, d) for d in deliveries)
         self._start_handed()
 
     def finish(self) -> None:

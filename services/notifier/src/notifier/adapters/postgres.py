@@ -6,6 +6,7 @@ of waiting for the worker's next claim; a crash before it is settled leaves the 
 runs out, as any claimed delivery.
 """
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -65,7 +66,7 @@ WITH input AS (
                             next_attempt_at)
     SELECT notification_id, target, channel, order_id, sequence, subscription_id,
            CASE WHEN leased THEN 1 ELSE 0 END,
-           CASE WHEN leased THEN now() + make_interval(secs => $9) ELSE now() END
+           CASE WHEN leased THEN clock_timestamp() + make_interval(secs => $9) ELSE now() END
     FROM fanned
 ), told AS (
     SELECT pg_notify($8, string_agg(order_id, ',')) FROM (
@@ -161,7 +162,7 @@ class PostgresNotifications(PostgresUnitOfWork):
         webhook: bool = False,
         lease_s: float = 30.0,
         on_commit: Callable[[], None],
-        on_leased: Callable[[list[Claimed]], None] = lambda _: None,
+        on_leased: Callable[[list[Claimed], float], None] = lambda _, __: None,
     ) -> None:
         super().__init__(pool, producer=producer, topic_prefix=topic_prefix, on_commit=on_commit)
         self._channel = notify_channel(schema)
@@ -182,6 +183,9 @@ class PostgresNotifications(PostgresUnitOfWork):
     async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> dict[str, str]:
         payloads = {n.notification_id: payload for n, payload in notifications}
         raw = {notification_id: orjson.dumps(payload) for notification_id, payload in payloads.items()}
+        # The lease runs from this statement (clock_timestamp(), not the transaction's start, which may be seconds
+        # earlier in a long poll), and the worker times it from just before it: it extends the lease before it ends.
+        leased_at = time.monotonic()
         rows = await self.conn.fetch(
             _ADD,
             [n.notification_id for n, _ in notifications],
@@ -201,7 +205,7 @@ class PostgresNotifications(PostgresUnitOfWork):
             if r["what"] == "leased"
         ]
         if leased:
-            self.after_commit(lambda: self._on_leased(leased))
+            self.after_commit(lambda: self._on_leased(leased, leased_at))
         if any(r["what"] == "pending" for r in rows):
             self.wake_on_commit()  # the worker claims it once the earlier status of its order is settled
         return {r["notification_id"]: r["state"] for r in rows if r["what"] == "added"}
