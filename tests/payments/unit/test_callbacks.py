@@ -302,3 +302,18 @@ async def test_a_callback_dated_two_days_ahead_announces_its_arrival_as_paid_at_
     assert result.code == "applied" and result.paid_at_clamped
     (paid,) = [m for _, m, _ in store.published if isinstance(m, PaymentSucceeded)]
     assert paid.paid_at == arrival
+
+
+def test_a_paid_at_before_the_order_was_placed_is_clamped_to_the_arrival_and_one_after_it_stands() -> None:
+    """A provider clock far behind (reset to an old date, a wrong year) dates a payment before its order existed:
+    passed on, the reconciler took such a payment (8 days back) for one older than its retention and ignored it, so a
+    lost credit was never flagged. Nobody pays an order before it is placed: the arrival stands in for it."""
+    arrived = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    placed = arrived - timedelta(minutes=10)
+    skew = timedelta(minutes=5)
+    behind = replace(notice(), paid_at=arrived - timedelta(days=8))
+    assert domain.bounded(behind, arrived, skew, placed) == (replace(behind, paid_at=arrived), True)
+    within = replace(notice(), paid_at=placed - timedelta(minutes=4))
+    assert domain.bounded(within, arrived, skew, placed) == (within, False)
+    after = replace(notice(), paid_at=placed + timedelta(minutes=1))
+    assert domain.bounded(after, arrived, skew, placed) == (after, False)

@@ -243,10 +243,11 @@ async def _apply(
     if order is None:
         await _audit(tx, callback, notice.order_id, "rejected", "unknown_order")
         return CallbackResult(404, "unknown_order", f"no order {notice.order_id}", notice.order_id)
-    notice, clamped = domain.bounded(notice, group.now, group.max_skew)
+    notice, clamped = domain.bounded(notice, group.now, group.max_skew, order.created_at)
     if clamped:
         log.warning(
-            "order %s: %s put paid_at more than %s ahead of its arrival; paid_at is when it arrived",
+            "order %s: %s put paid_at more than %s ahead of its arrival or before the order was placed; paid_at is"
+            " when it arrived",
             order.order_id,
             callback.provider,
             group.max_skew,

@@ -219,11 +219,17 @@ def fingerprint(user_id: str, amount: int, currency: str, channel: str, product:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def bounded(notice: PaymentNotice, arrived: datetime, max_skew: timedelta) -> tuple[PaymentNotice, bool]:
+def bounded(
+    notice: PaymentNotice, arrived: datetime, max_skew: timedelta, placed_at: datetime | None = None
+) -> tuple[PaymentNotice, bool]:
     """The notice with its `paid_at` clamped to when it arrived if the provider put it more than `max_skew` in
-    the future (a provider's clock far ahead would postpone the order's overdue deadline by as much); and
-    whether it was clamped. A paid_at in the past stands: a late callback is normal."""
-    if notice.paid_at - arrived <= max_skew:
+    the future (a provider's clock far ahead would postpone the order's overdue deadline by as much), or more than
+    `max_skew` before the order was placed (`placed_at`: nobody pays an order before it exists; a provider's clock far
+    behind would make the reconciler take the payment for one older than its retention, and ignore it); and whether
+    it was clamped. Any other paid_at in the past stands: a late callback is normal."""
+    ahead = notice.paid_at - arrived > max_skew
+    before_placed = placed_at is not None and placed_at - notice.paid_at > max_skew
+    if not (ahead or before_placed):
         return notice, False
     return replace(notice, paid_at=arrived), True
 

@@ -59,7 +59,8 @@ class PrometheusPaymentsMetrics:
         )
         self.paid_at_clamped = Counter(
             "payments_paid_at_clamped_total",
-            "Payments whose provider put paid_at more than PAYMENTS_MAX_CLOCK_SKEW_S ahead of when the notice arrived,"
+            "Payments whose provider put paid_at more than PAYMENTS_MAX_CLOCK_SKEW_S ahead of when the notice arrived"
+            " (or as far before the order was placed),"
             " applied with paid_at clamped to its arrival, by provider.",
             ["provider"],
             registry=registry,
