@@ -167,6 +167,8 @@ def test_the_topics_service_creates_every_contract_topic_and_the_reconciler_chan
     assert set(topics) - contract == {changelog.get_topic_name()} == {reconciler_changelog("")}
     assert {topics[t.value][0] for t in JOINED} == {topics[changelog.get_topic_name()][0]} == {changelog.partitions}
     assert "cleanup.policy=compact" in topics[changelog.get_topic_name()][1]
+    # The dead letters are the only record of what was refused until someone replays it: not the broker's week.
+    assert "retention.ms=7776000000" in topics[Topic.DEAD_LETTER.value][1]
     init = compose["services"]["topics"]
     assert {init["image"]} == {compose["services"][node]["image"] for node in KAFKA_NODES}
     assert init["depends_on"] == {node: {"condition": "service_healthy"} for node in KAFKA_NODES}
