@@ -81,6 +81,53 @@ class Acceptor:
             await asyncio.wait(self._connecting)
 
 
+HEADERS_WITHIN_S = 10.0
+"""How long a request's line and headers may take from their first byte (or from the connection's opening): uvicorn
+times out only an idle keep-alive connection after a response, so a client sending half a request was kept for ever,
+and a few hundred of them (slowloris, a broken proxy) took every file descriptor: no /healthz, no order, no callback,
+and no connection to the database or the broker either."""
+
+
+def with_headers_deadline(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol closing a connection whose request headers do not all come within
+    HEADERS_WITHIN_S; another protocol (h11, when httptools is missing) as it is."""
+    if not hasattr(protocol, "on_headers_complete") or not hasattr(protocol, "on_message_begin"):
+        return protocol
+
+    class HeadersDeadline(protocol):  # type: ignore[valid-type,misc]
+        _headers_late: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm_headers_deadline()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm_headers_deadline()
+
+        def on_headers_complete(self) -> None:
+            if self._headers_late is not None:
+                self._headers_late.cancel()
+                self._headers_late = None
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._headers_late is not None:
+                self._headers_late.cancel()
+            super().connection_lost(exc)
+
+        def _arm_headers_deadline(self) -> None:
+            if self._headers_late is None:
+                self._headers_late = self.loop.call_later(HEADERS_WITHIN_S, self._close_late_headers)
+
+        def _close_late_headers(self) -> None:
+            self._headers_late = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadersDeadline
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn inside a process that owns its signals: SIGTERM stops the whole service, not just HTTP. Sockets
     handed to it are served through an Acceptor each."""
@@ -95,7 +142,7 @@ class EmbeddedServer(uvicorn.Server):
             return
         await super().startup(sockets=[])  # uvicorn's own start (state, lifespan) with no server of its own
         factory = functools.partial(  # what uvicorn's own servers make for each connection (typed as a bare Protocol)
-            self.config.http_protocol_class,  # type: ignore[call-arg]
+            with_headers_deadline(self.config.http_protocol_class),  # type: ignore[call-arg]
             config=self.config,
             server_state=self.server_state,
             app_state=self.lifespan.state,
