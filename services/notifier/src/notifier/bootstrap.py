@@ -12,7 +12,7 @@ from yarl import URL
 from contracts.events import OrderExpired, OrderStatusChanged
 from contracts.topics import Topic
 from notifier import handlers
-from notifier.adapters.delivery import DeliveryWorker, RetryPolicy
+from notifier.adapters.delivery import DeliveryWorker, InFlightLimit, RetryPolicy
 from notifier.adapters.fcm import fcm_channel
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.http import PushOptions, routes
@@ -37,6 +37,15 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Channels:
+    """The configured channels by name, the limits of their deliveries in flight, and the posters to close."""
+
+    by_name: dict[str, DeliveryChannel]
+    limits: list[InFlightLimit]
+    posters: list[AiohttpPoster]
 
 
 @dataclass
@@ -66,9 +75,11 @@ def vapid_signer(settings: Settings) -> VapidSigner:
     return VapidSigner.generate(settings.vapid_subject)
 
 
-def channels(
-    settings: Settings, signer: VapidSigner, links: StatusLinks
-) -> tuple[dict[str, DeliveryChannel], list[AiohttpPoster]]:
+def channels(settings: Settings, signer: VapidSigner, links: StatusLinks) -> Channels:
+    """Each channel with its own limit of deliveries in flight, the size of its connection pool: a hung webhook fills
+    its own (NOTIFIER_WEBHOOK_CONNECTIONS), never the users' pushes' slots. Web Push and FCM share a pool (and the
+    limit, `max_in_flight`): a limit of their own each, past the pool they share, would have deliveries hold a slot
+    waiting for a connection."""
     policy = settings.address_policy
     push_poster = AiohttpPoster(
         timeout_s=settings.push_timeout_s, policy=policy, max_connections=settings.max_in_flight
@@ -86,13 +97,17 @@ def channels(
         )
     }
     posters = [push_poster]
+    limits: list[InFlightLimit] = []
     if settings.webhook_url:
         refusal = policy.url_refusal(URL(settings.webhook_url))
         if refusal is not None:  # its host name is checked on each connection, where a refusal fails the delivery
             raise ValueError(f"NOTIFIER_WEBHOOK_URL is refused: {refusal}")
-        webhook_poster = AiohttpPoster(timeout_s=settings.webhook_timeout_s, policy=policy, max_connections=50)
+        webhook_poster = AiohttpPoster(
+            timeout_s=settings.webhook_timeout_s, policy=policy, max_connections=settings.webhook_connections
+        )
         built["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, webhook_poster)
         posters.append(webhook_poster)
+        limits.append(InFlightLimit(frozenset({"webhook"}), webhook_poster.max_connections))
     fcm = fcm_channel(
         settings.fcm_service_account_file,
         settings.fcm_endpoint,
@@ -102,7 +117,9 @@ def channels(
     )
     if fcm is not None:
         built["fcm"] = fcm
-    return built, posters
+    pushes = frozenset(name for name in built if name != "webhook")
+    limits.append(InFlightLimit(pushes, push_poster.max_connections))
+    return Channels(built, limits, posters)
 
 
 async def build(settings: Settings, *, connect: bool = True) -> Notifier:
@@ -111,7 +128,8 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     infra = await Infrastructure.open(SERVICE, settings, MIGRATIONS, connect=connect)
     signer = vapid_signer(settings)
     links = status_links(settings)
-    by_name, posters = channels(settings, signer, links)
+    configured = channels(settings, signer, links)
+    by_name = configured.by_name
     worker = DeliveryWorker(
         PostgresDeliveryQueue(infra.pool),
         by_name,
@@ -122,6 +140,7 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         metrics=PrometheusNotifierMetrics(infra.registry, channels=by_name),
         lease_s=settings.lease_s,
         max_in_flight=settings.max_in_flight,
+        limits=configured.limits,
     )
 
     def uow() -> PostgresNotifications:
@@ -168,4 +187,4 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     slots = StreamSlots(per_order=settings.max_streams_per_order, overall=settings.max_streams)
     page = StatusPage(uow, subscriptions, feed, links, push, slots, heartbeat_s=settings.sse_heartbeat_s)
     app.include_router(page.routes())
-    return Notifier(infra, app, worker, feed, uow, posters)
+    return Notifier(infra, app, worker, feed, uow, configured.posters)

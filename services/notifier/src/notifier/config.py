@@ -78,7 +78,20 @@ class Settings(ServiceSettings):
     )
     base_backoff_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(3600.0, gt=0, description="The longest wait between two attempts.")
-    max_in_flight: int = Field(256, ge=1, le=10_000)
+    max_in_flight: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Web Push and FCM deliveries in flight at once, and the connections they share (the webhook has "
+        "its own, NOTIFIER_WEBHOOK_CONNECTIONS).",
+    )
+    webhook_connections: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Connections to the platform's webhook, and so its deliveries in flight at once: with a 100 ms "
+        "webhook, 500 a second per instance (docs/capacity.md, step 5).",
+    )
     sse_heartbeat_s: float = Field(15.0, gt=0)
     max_streams_per_order: int = Field(
         5, ge=1, le=1000, description="Live event streams open at once for one order; past it, 429 until one ends."

@@ -7,6 +7,13 @@ Retry-After asked; a subscription the push service no longer knows (404/410) is 
 attempt, and for a removed subscription, the notification goes to the dead-letter topic with the reason,
 before its row is settled, so a crash in between repeats the dead letter rather than losing it.
 
+Each channel has its own limit of deliveries in flight (InFlightLimit), the size of its pool of connections
+(channels that share a pool share the limit), so no delivery holds a slot waiting for a connection, and a receiver
+that hangs (the platform's webhook, say) fills its own slots, never another channel's. A delivery handed over to a
+channel at its limit waits in memory for room; one that cannot start within half its lease is left to be claimed
+when the lease ends. A claim leaves the deliveries of a channel at its limit in the queue (claimed, each would count
+an attempt and wait unattempted) and takes no more than the least room among the others.
+
 An outcome the database cannot take yet (full disk, read-only, restarting) stays in memory and is written when it
 comes back. Meanwhile the worker keeps extending the delivery's lease, half a lease before it ends (as it does for a
 request still in flight), so no other instance claims it; and should its lease run out all the same and this worker
@@ -84,6 +91,33 @@ class RetryPolicy:
         return age_s + delay_s > self.retry_for_s
 
 
+@dataclass(frozen=True, slots=True)
+class InFlightLimit:
+    """Channels that share one pool of connections, and how many of their deliveries may be in flight at once: the
+    pool's size, so that none waits in its slot for a connection."""
+
+    channels: frozenset[str]
+    size: int
+
+
+class _Lane:
+    """The deliveries in flight through the channels of one limit, and those waiting in memory for room among them
+    (handed over, or claimed while hand-overs took the room), each with when its lease began (monotonic)."""
+
+    def __init__(self, channels: frozenset[str], size: int) -> None:
+        self.channels = channels
+        self.size = size
+        self.in_flight = 0
+        self.waiting: deque[tuple[float, Claimed]] = deque()
+
+    @property
+    def room(self) -> int:
+        return self.size - self.in_flight
+
+    def ended(self, _: object) -> None:
+        self.in_flight -= 1
+
+
 @dataclass(slots=True)
 class _Held:
     """A delivery this worker started and has not settled yet: `decided` once its outcome waits to be written;
@@ -106,6 +140,7 @@ class DeliveryWorker:
         metrics: PrometheusNotifierMetrics | None = None,
         lease_s: float = 30.0,
         max_in_flight: int = 256,
+        limits: Sequence[InFlightLimit] = (),
         batch_size: int = 200,
         poll_interval_s: float = 0.5,
     ) -> None:
@@ -115,14 +150,16 @@ class DeliveryWorker:
         self._policy = policy or RetryPolicy()
         self._metrics = metrics
         self._lease_s = lease_s
-        self._max_in_flight = max_in_flight
+        self._lanes = [_Lane(limit.channels, limit.size) for limit in limits]
+        self._rest = _Lane(frozenset(), max_in_flight)
+        """The channels given no limit of their own (and any not configured, whose deliveries fail at once)."""
+        self._lane_of = {channel: lane for lane in self._lanes for channel in lane.channels}
         self._batch_size = batch_size
         self._poll = poll_interval_s
         self._wakeup = asyncio.Event()
         self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
         self._finals: asyncio.Queue[Settlement] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._handed: deque[tuple[float, Claimed]] = deque()
         self._unsettled: dict[tuple[str, str], _Held] = {}
         """By (notification id, target): each attempted delivery whose outcome is not written yet."""
         self._all_settled = asyncio.Event()
@@ -140,10 +177,11 @@ class DeliveryWorker:
     def hand_over(self, deliveries: Sequence[Claimed], leased_at: float | None = None) -> None:
         """Deliveries just committed already leased to this worker (their lease running since `leased_at`, this
         process's monotonic time, or now): attempt them now, with no claim query. Those that cannot start within half
-        their lease (too many in flight) are left to be claimed when it ends."""
+        their lease (their channel's limit in flight) are left to be claimed when it ends."""
         since = time.monotonic() if leased_at is None else leased_at
-        self._handed.extend((since, d) for d in deliveries)
-        self._start_handed()
+        for delivery in deliveries:
+            self._enqueue(delivery, since)
+        self._start_waiting()
 
     def finish(self) -> None:
         """The service is stopping: claim nothing more; `run` returns once every delivery started is settled."""
@@ -195,40 +233,61 @@ class DeliveryWorker:
                 "its outcome was not written yet" if held.decided else "its request was still in flight",
                 extra=about(d.order_id),
             )
-        if self._handed:
-            log.warning(
-                "stopping: %d deliveries handed over were never started; due when their lease ends", len(self._handed)
-            )
+        if waiting := self._waiting():
+            log.warning("stopping: %d deliveries were never started; due when their lease ends", waiting)
 
     async def _claim_until_finished(self) -> None:
         await self._claim_forever()
-        if self._handed:
-            log.info("stopping: %d deliveries handed over and not started are left to their lease", len(self._handed))
-            self._handed.clear()
+        if waiting := self._waiting():
+            log.info("stopping: %d deliveries not started are left to their lease", waiting)
+            for lane in (*self._lanes, self._rest):
+                lane.waiting.clear()
         await self._all_settled.wait()
+
+    def _waiting(self) -> int:
+        return sum(len(lane.waiting) for lane in (*self._lanes, self._rest))
 
     async def _claim_forever(self) -> None:
         while not self._finishing.is_set():
             self._wakeup.clear()
-            self._start_handed()
-            free = min(self._batch_size, self._max_in_flight - len(self._in_flight))
+            self._start_waiting()
+            free, full = self._room()
             leased_at = time.monotonic()
-            claimed = await self._claim(free) if free > 0 else []
+            claimed = await self._claim(free, full) if free > 0 else []
             for delivery in claimed:
-                self._start(delivery, leased_at)
+                self._enqueue(delivery, leased_at)
+            self._start_waiting()
             if self._metrics is not None:
                 self._metrics.in_flight.set(len(self._in_flight))
             if len(claimed) < free or free <= 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll)
 
-    def _start_handed(self) -> None:
+    def _room(self) -> tuple[int, frozenset[str]]:
+        """How many deliveries the next claim may take, and the channels it leaves in the queue: those with no room.
+        Never more than the least room among the others, so none it claims waits for room, its attempt counted and
+        not made; and nothing while the channels with no limit of their own have no room (they cannot be named)."""
+        if self._rest.room <= 0:
+            return 0, frozenset()
+        full = frozenset(channel for lane in self._lanes if lane.room <= 0 for channel in lane.channels)
+        return min(self._batch_size, self._rest.room, *(lane.room for lane in self._lanes if lane.room > 0)), full
+
+    def _enqueue(self, delivery: Claimed, leased_at: float) -> None:
+        if (delivery.notification_id, delivery.target_key) in self._unsettled:
+            self._start(delivery, leased_at)  # claimed again while this worker holds it: takes no room, sends nothing
+        else:
+            self._lane_of.get(delivery.target.channel, self._rest).waiting.append((leased_at, delivery))
+
+    def _start_waiting(self) -> None:
+        """Start what waits in memory, each channel as far as its room goes; one that waited past half its lease is
+        left to be claimed when the lease ends."""
         now = time.monotonic()
-        while self._handed and len(self._in_flight) < self._max_in_flight:
-            leased_at, delivery = self._handed.popleft()
-            if now < leased_at + self._lease_s / 2:
-                self._start(delivery, leased_at)
-            else:
+        for lane in (*self._lanes, self._rest):
+            while lane.waiting and (lane.room > 0 or now >= lane.waiting[0][0] + self._lease_s / 2):
+                leased_at, delivery = lane.waiting.popleft()
+                if now < leased_at + self._lease_s / 2:
+                    self._start(delivery, leased_at)
+                    continue
                 log.warning(
                     "notification %s for order %s waited too long in memory; it is claimed when its lease ends",
                     delivery.notification_id,
@@ -256,9 +315,14 @@ class DeliveryWorker:
             task = asyncio.create_task(self._deliver(delivery))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        lane = self._lane_of.get(delivery.target.channel, self._rest)
+        lane.in_flight += 1
+        task.add_done_callback(lane.ended)
 
-    async def _claim(self, limit: int) -> list[Claimed]:
+    async def _claim(self, limit: int, full: frozenset[str]) -> list[Claimed]:
         try:
+            if full:
+                return await self._queue.claim(limit, self._lease_s, skip_channels=full)
             return await self._queue.claim(limit, self._lease_s)
         except Exception as exc:
             verdict = classify(exc)

@@ -60,6 +60,11 @@ class AiohttpPoster:
         self._slots = asyncio.Semaphore(max_connections)  # never more requests than pooled connections
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def max_connections(self) -> int:
+        """The connections it keeps: as many deliveries as its channels may have in flight (InFlightLimit)."""
+        return self._max_connections
+
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # built on first use, inside the running loop
             self._session = guarded_session(

@@ -3,7 +3,8 @@
 A delivery's first attempt is normally born leased with its notification (see PostgresNotifications) and handed
 to the worker in memory; the queue is for the rest: retries, statuses waiting for an earlier one of their order,
 and leases that ran out. A claim moves the delivery's next_attempt_at to the end of a lease and counts the
-attempt, in one short transaction (FOR UPDATE SKIP LOCKED, so two notifier instances never claim one delivery).
+attempt, in one short transaction (FOR UPDATE SKIP LOCKED, so two notifier instances never claim one delivery); it
+leaves the deliveries of channels the worker has no room for in the queue, so none is counted and left waiting.
 Nothing is held open while the push service answers. The worker extends the lease of every delivery it still holds
 (its request in flight, or its outcome waiting for the database) half a lease before it ends (`extend`), so another
 instance never claims a delivery whose outcome a live instance holds. A worker killed mid-delivery leaves the row
@@ -11,7 +12,7 @@ pending: it is due again when the lease runs out, and the device may then see it
 collapse key) absorbs. Deliveries to one target about one order are claimed in status order, one at a time.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +34,7 @@ from servicekit.postgres import fetch_planned_now
 _CLAIM = """
 WITH due AS (
     SELECT d.notification_id, d.target, d.subscription_id, d.resend_id FROM deliveries d
-    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND d.channel <> ALL($3::text[])
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.order_id = d.order_id AND e.target = d.target AND e.state = 'pending' AND e.sequence < d.sequence
@@ -145,9 +146,10 @@ class PostgresDeliveryQueue:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
-        """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt."""
-        rows = await fetch_planned_now(self._pool, _CLAIM, limit, lease_s)
+    async def claim(self, limit: int, lease_s: float, skip_channels: Collection[str] = ()) -> list[Claimed]:
+        """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt; none of `skip_channels`
+        (channels the worker has no room for: claimed, they would wait, their attempt counted and not made)."""
+        rows = await fetch_planned_now(self._pool, _CLAIM, limit, lease_s, sorted(skip_channels))
         return [claimed_from(r, _raw(r["payload"])) for r in rows]
 
     async def extend(self, leases: Sequence[Claimed], lease_s: float) -> set[tuple[str, str]]:
