@@ -57,8 +57,9 @@ async def test_a_notification_with_a_bad_signature_is_refused_and_counted() -> N
 def test_a_runs_notifications_and_repeats_are_counted_from_its_own_orders_only() -> None:
     """The bench's rate steps share one receiver: a step counted every earlier step's notifications as its own."""
     received = Received()
-    for nid, order_id, times in (("n-1", "ord_1", 1), ("n-2", "ord_1", 2), ("n-3", "ord_old", 3)):
-        received.payloads[nid] = {"notification_id": nid, "order_id": order_id, "status": "credited"}
+    notes = (("n-1", "ord_1", "delayed", 1), ("n-2", "ord_1", "credited", 2), ("n-3", "ord_old", "credited", 3))
+    for nid, order_id, status, times in notes:
+        received.payloads[nid] = {"notification_id": nid, "order_id": order_id, "status": status}
         received.deliveries[nid] = times
     assert received.of_orders({"ord_1", "ord_2"}) == (2, 1)
     assert received.of_orders({"ord_old"}) == (1, 2)
