@@ -27,15 +27,15 @@ def _say(word: str) -> None:
 
 
 class _HangAfterAck(KafkaPublisher):
-    async def send_many(self, entries):  # type: ignore[no-untyped-def]
-        acks = await super().send_many(entries)
+    async def send_each(self, entries):  # type: ignore[no-untyped-def]
+        sends = await super().send_each(entries)
+        asyncio.gather(*sends).add_done_callback(lambda _: _say("published"))
 
-        async def acknowledged_then_hang() -> None:
-            await acks
-            _say("published")
+        async def acknowledged_then_hang(send):  # type: ignore[no-untyped-def]
+            await send
             await asyncio.Event().wait()
 
-        return asyncio.ensure_future(acknowledged_then_hang())
+        return [asyncio.ensure_future(acknowledged_then_hang(send)) for send in sends]
 
 
 async def main(mode: str, dsn: str, schema: str, prefix: str, bootstrap: str, idempotence: str, *orders: str) -> None:

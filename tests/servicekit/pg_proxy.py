@@ -8,16 +8,19 @@ from urllib.parse import urlsplit, urlunsplit
 from credited.stack.processes import free_port
 
 
+def proxied(database_url: str) -> tuple[tuple[str, int], int, str]:
+    """A proxy's plan for `database_url`: the database's (host, port), a free local port, and the DSN through it."""
+    parts = urlsplit(database_url)
+    port = free_port()
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    dsn = urlunsplit((parts.scheme, f"{netloc[0]}@{host}" if len(netloc) == 2 else host, parts.path, parts.query, ""))
+    return (parts.hostname or "127.0.0.1", parts.port or 5432), port, dsn
+
+
 class PostgresProxy:
     def __init__(self, database_url: str) -> None:
-        parts = urlsplit(database_url)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.port = free_port()
-        netloc = parts.netloc.rsplit("@", 1)
-        host = f"127.0.0.1:{self.port}"
-        self.dsn = urlunsplit(
-            (parts.scheme, f"{netloc[0]}@{host}" if len(netloc) == 2 else host, parts.path, parts.query, "")
-        )
+        self._target, self.port, self.dsn = proxied(database_url)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 

@@ -3,6 +3,7 @@ sent while earlier ones wait for their acknowledgements, and no row taken by two
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -26,15 +27,15 @@ class GatedPublisher(KafkaPublisher):
         self.gate = asyncio.Event()
         self.sent: list[int] = []
 
-    async def send_many(self, entries: Sequence[tuple[str, Record]]) -> "asyncio.Future[list[object]]":
-        acks = await super().send_many(entries)
+    async def send_each(self, entries: Sequence[tuple[str, Record]]) -> "list[asyncio.Future[Any]]":
+        sends = await super().send_each(entries)
         self.sent.append(len(entries))
 
-        async def after_the_gate() -> list[object]:
+        async def after_the_gate(send: "asyncio.Future[Any]") -> Any:
             await self.gate.wait()
-            return await acks
+            return await send
 
-        return asyncio.ensure_future(after_the_gate())
+        return [asyncio.ensure_future(after_the_gate(send)) for send in sends]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiokafka import errors as kafka_errors
 
-from servicekit.errors import Classified, Dependency, Kind, classify, is_transient
+from servicekit.errors import Classified, Dependency, Kind, ProducerReplaced, classify, is_transient
 
 
 def postgres_error(sqlstate: str, message: str = "from the server") -> asyncpg.PostgresError:
@@ -187,3 +187,17 @@ def test_a_group_of_errors_is_transient_only_if_every_one_is() -> None:
     assert classify(ExceptionGroup("both away", away)).kind is Kind.TRANSIENT
     assert classify(ExceptionGroup("one final", [*away, postgres_error("23505")])).kind is Kind.FINAL
     assert classify(ExceptionGroup("one bug", [*away, ValueError("x")])).kind is Kind.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ProducerReplaced("the producer could not send and was replaced"),
+        kafka_errors.OutOfOrderSequenceNumber(),
+        kafka_errors.UnknownProducerId(),
+    ],
+)
+def test_a_send_that_failed_for_its_producers_state_is_transient_as_the_publisher_replaces_the_producer(
+    error: kafka_errors.KafkaError,
+) -> None:
+    assert classify(error) == Classified(Kind.TRANSIENT, Dependency.BROKER, type(error).__name__)

@@ -134,7 +134,12 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     "dlq_source_partition": "Its partition.",
     "dlq_source_offset": "Its offset.",
     "dlq_consumer_group": "The consumer group that gave up on it.",
-    "dlq_source": "What gave up when it was not a consumer (`notifier.delivery`: a notification never delivered).",
+    "dlq_source": "What gave up when it was not a consumer (`notifier.delivery`: a notification never delivered;"
+    " `outbox relay`: an outbox row the broker refused for good, set aside in the outbox, the letter without its"
+    " value).",
+    "dlq_outbox_schema": "outbox relay only: the schema whose outbox holds the row.",
+    "dlq_outbox_id": "outbox relay only: the row's id in that outbox.",
+    "dlq_outbox_topic": "outbox relay only: the topic the row is for.",
     "dlq_channel": "notifier.delivery only: the delivery channel (webhook, webpush, fcm).",
     "dlq_target": "notifier.delivery only: the delivery target.",
     "dlq_notification_id": "notifier.delivery only: the notification.",

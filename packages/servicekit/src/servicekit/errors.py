@@ -47,6 +47,14 @@ class ConcurrentWrite(Exception):
     decided may be kept; a consumer rolls the batch back and retries it."""
 
 
+class ProducerReplaced(kafka_errors.KafkaError):  # type: ignore[misc]  # aiokafka is untyped
+    """The producer could no longer send what it was given (its sender task died, or a refused batch left its
+    sequence numbers ahead of the broker's) and servicekit.kafka.KafkaPublisher put a fresh one in its place: the
+    same records sent again go through. Retriable, so every caller waits and retries rather than give up."""
+
+    retriable = True
+
+
 @dataclass(frozen=True, slots=True)
 class Classified:
     """An error's kind, where it came from, and a short bounded reason (fit for a metric label)."""
@@ -134,6 +142,11 @@ _KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (
     kafka_errors.FetchSessionIdNotFound,
     kafka_errors.InvalidFetchSessionEpoch,
     kafka_errors.QuotaViolationError,
+    # An idempotent producer's state that the broker no longer agrees with: a batch it refused kept its sequence
+    # numbers, or the broker forgot the producer id. KafkaPublisher replaces such a producer after the failure, so
+    # the same send through it again goes through (ProducerReplaced, retriable, is what it raises itself).
+    kafka_errors.OutOfOrderSequenceNumber,
+    kafka_errors.UnknownProducerId,
     # The group moved on while we worked: the partition's new owner redoes the batch from the last commit,
     # our effects are idempotent, so this member rejoins; it is never a reason to dead-letter or stop.
     kafka_errors.CommitFailedError,

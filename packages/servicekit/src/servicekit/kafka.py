@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -17,6 +18,7 @@ from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedErr
 from contracts.base import Message
 from contracts.codec import Envelope, Record
 from contracts.topics import Topic
+from servicekit.errors import ProducerReplaced
 from servicekit.rejections import PermanentFailure as PermanentFailure  # where consumers have always found it
 from servicekit.settings import KafkaTuning
 
@@ -41,8 +43,46 @@ def producer_config(
     }
 
 
+TOO_LARGE = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+)
+"""The producer's or the broker's refusal of a record too large for it: the same record is refused for ever."""
+
+REPLACED_STOP_S = 10.0
+"""How long a replaced producer may take to stop (to flush what it still holds) before its fresh successor starts
+anyway; the old one goes on stopping in the background."""
+
+_PRODUCER_FAULTS = (
+    kafka_errors.OutOfOrderSequenceNumber,
+    kafka_errors.UnknownProducerId,
+    kafka_errors.ProducerClosed,
+)
+"""Failures of a send that say nothing about the record, only about the producer that carried it: its sequence
+numbers are past the broker's (after a refused batch), the broker forgot it, or it was replaced (closed) while the
+send was under way."""
+
+
+def producer_fault(exc: BaseException) -> bool:
+    """Whether a send failed for its producer's state rather than for its record or its topic: the same record sent
+    again through the publisher (whose producer is replaced meanwhile) goes through. A bare KafkaError is what
+    aiokafka fails every send with once its sender task died (aio-libs/aiokafka#907)."""
+    return isinstance(exc, _PRODUCER_FAULTS) or type(exc) is kafka_errors.KafkaError
+
+
 class KafkaPublisher:
-    """Publishes records and waits until the broker acknowledged every one of them."""
+    """Publishes records and waits until the broker acknowledged every one of them.
+
+    aiokafka's producer cannot recover from two states, and keeps failing every send in them for its whole life:
+    after the broker refused a batch of an idempotent producer for good (a record above the topic's
+    max.message.bytes, a topic it may not write), the sequence numbers given to that batch stay used, so every later
+    batch to that partition is refused as out of order; and once its sender task died on an unexpected error
+    (aio-libs/aiokafka#907), every send fails with that error. So the publisher watches every send it hands over:
+    after a failed delivery of an idempotent producer, or once the sender task is found dead, the next send (or
+    `probe`) first stops that producer (letting it deliver what it still holds) and starts a fresh one with the same
+    settings, once for all concurrent callers. A send caught in the middle of that raises ProducerReplaced, which is
+    retriable (servicekit.errors): sent again, it goes through the fresh producer."""
 
     def __init__(
         self,
@@ -58,7 +98,15 @@ class KafkaPublisher:
         config = producer_config(bootstrap, idempotence=idempotence, client_id=client_id, tuning=tuning)
         self._config: dict[str, Any] = {**config, **(security or {})}
         self._producer = AIOKafkaProducer(**self._config)
+        self._idempotent = idempotence
+        self._spoilt: AIOKafkaProducer | None = None
+        """The producer a failed delivery left unable to send to some partition: replaced before the next send."""
+        self._replacing = asyncio.Lock()
+        self._stopping: set[asyncio.Future[None]] = set()
+        self._closed = False
         self.topic_prefix = topic_prefix
+        self.replaced_total = 0
+        """How many times a producer was replaced by a fresh one."""
 
     async def start(self) -> None:
         """Connect; a start that failed (the broker away) leaves a fresh client for the next attempt."""
@@ -71,26 +119,115 @@ class KafkaPublisher:
             raise
 
     async def probe(self) -> None:
-        """Ask the cluster for its metadata: raises when no broker answers."""
-        await self._producer.client.fetch_all_metadata()
+        """Ask the cluster for its metadata: raises when no broker answers, or when the producer can no longer send
+        and a fresh one could not be started in its place (a dead sender still answers metadata requests)."""
+        producer = await self._usable()
+        await producer.client.fetch_all_metadata()
 
     async def stop(self) -> None:
+        self._closed = True
         await self._producer.stop()
+        if self._stopping:
+            await asyncio.wait(self._stopping, timeout=REPLACED_STOP_S)
 
     async def publish(self, topic: str, record: Record) -> None:
         await self.publish_many([(topic, record)])
 
     async def publish_many(self, entries: Sequence[tuple[str, Record]]) -> None:
-        """Send in order (per partition the broker keeps it) and wait for all acknowledgements."""
-        await (await self.send_many(entries))
+        """Send in order (per partition the broker keeps it) and wait for all acknowledgements. A failure of the
+        producer rather than of the records raises ProducerReplaced (retriable)."""
+        try:
+            await asyncio.gather(*await self.send_each(entries))
+        except kafka_errors.KafkaError as exc:
+            if producer_fault(exc) and not self._closed:
+                raise ProducerReplaced(f"the producer could not send ({exc!r}) and is replaced") from exc
+            raise
 
     async def send_many(self, entries: Sequence[tuple[str, Record]]) -> "asyncio.Future[list[object]]":
         """Hand every record to the producer in order, without waiting for the broker: the future is done once
         the broker acknowledged all of them, or failed with the first refusal."""
-        futures = [
-            await self._producer.send(topic, value=r.value, key=r.key, headers=list(r.headers)) for topic, r in entries
-        ]
-        return asyncio.gather(*futures)
+        return asyncio.gather(*await self.send_each(entries))
+
+    async def send_each(self, entries: Sequence[tuple[str, Record]]) -> "list[asyncio.Future[Any]]":
+        """Hand every record to the producer in order, without waiting for the broker: one future per record, done
+        once the broker acknowledged it or failed with its refusal. A record the producer itself refuses for its size
+        (above max_request_size) gets a failed future of its own, and the others go all the same."""
+        producer = await self._usable()
+        watch = partial(self._delivered, producer) if self._idempotent else None
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for topic, r in entries:
+                try:
+                    future = await producer.send(topic, value=r.value, key=r.key, headers=list(r.headers))
+                except TOO_LARGE as exc:
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(exc)
+                else:
+                    if watch is not None:
+                        future.add_done_callback(watch)
+                futures.append(future)
+        except kafka_errors.KafkaError as exc:
+            if self._closed or not producer_fault(exc):
+                raise
+            await self._replace(producer)  # dead sender: every send fails with its error; replaced since closed
+            raise ProducerReplaced(f"the producer could not send ({exc!r}) and was replaced") from exc
+        return futures
+
+    def _delivered(self, producer: AIOKafkaProducer, future: "asyncio.Future[Any]") -> None:
+        # Any refusal of an idempotent producer's batch (they are retried until the broker says no for good) left
+        # its sequence numbers past the broker's for that partition.
+        if not future.cancelled() and future.exception() is not None and producer is self._producer:
+            self._spoilt = producer
+
+    def _needs_replacing(self, producer: AIOKafkaProducer) -> bool:
+        if self._closed:
+            return False
+        if producer is self._spoilt:
+            return True
+        # aiokafka's background sender (aio-libs/aiokafka#907): once it ended, no send is ever delivered again.
+        sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        return isinstance(sender_task, asyncio.Future) and sender_task.done()
+
+    async def _usable(self) -> AIOKafkaProducer:
+        producer = self._producer
+        if self._needs_replacing(producer):
+            await self._replace(producer)
+        return self._producer
+
+    async def _replace(self, old: AIOKafkaProducer) -> None:
+        """Stop `old` (waiting a little for what it still delivers, so a partition's records stay in order) and put
+        a fresh, started producer in its place, unless another caller did already. A fresh producer that cannot
+        start (the broker away) raises, and the next send tries again."""
+        async with self._replacing:
+            if self._producer is not old or self._closed:
+                return
+            log.warning(
+                "replacing the Kafka producer: it can no longer send to every partition (a refused batch or a"
+                " dead sender task)"
+            )
+            stopping = asyncio.ensure_future(old.stop())
+            done, _ = await asyncio.wait([stopping], timeout=REPLACED_STOP_S)
+            if not done:
+                log.warning(
+                    "the replaced producer is still stopping after %.0fs; starting its successor", REPLACED_STOP_S
+                )
+                self._stopping.add(stopping)
+                stopping.add_done_callback(self._stopping.discard)
+            elif not stopping.cancelled() and stopping.exception() is not None:
+                log.warning("the replaced producer did not stop cleanly: %r", stopping.exception())
+            fresh = AIOKafkaProducer(**self._config)
+            try:
+                await fresh.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                raise
+            if self._closed:  # stopped while the fresh one started: nobody would ever stop it
+                await fresh.stop()
+                return
+            self._producer = fresh
+            self._spoilt = None
+            self.replaced_total += 1
 
 
 class TopicsRefused(RuntimeError):
@@ -141,12 +278,6 @@ BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 DEAD_LETTER_MAX_BYTES = 1_000_000
 """The largest dead letter sent whole: a record near the broker's 1 MB limit (message.max.bytes, and the producer's
 max_request_size) no longer fits once the dead-letter headers are added. A larger one is sent trimmed."""
-TOO_LARGE = (
-    kafka_errors.MessageSizeTooLargeError,
-    kafka_errors.RecordTooLargeError,
-    kafka_errors.RecordListTooLargeError,
-)
-"""The producer's or the broker's refusal of a record too large for it: the same record is refused for ever."""
 
 
 class DeadLetterPublisher:
@@ -170,18 +301,32 @@ class DeadLetterPublisher:
         now = datetime.now(UTC).isoformat().encode()
         topic = Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix)
         letters = [_fitted(_dead_letter(record, reason, consumer_group, now)) for record, reason in failed]
-        try:
-            await self._publisher.publish_many([(topic, letter) for letter in letters])
-        except TOO_LARGE:
-            # The topic's limit is below ours: each on its own, trimmed if refused (one sent twice is a repeat the
-            # replay records once).
-            for letter in letters:
-                try:
-                    await self._publisher.publish_many([(topic, letter)])
-                except TOO_LARGE:
-                    where = {k: v.decode(errors="replace") for k, v in letter.headers if k.startswith("dlq_source")}
-                    log.warning("dead letter of %s refused for its size (%d bytes), sent trimmed", where, _size(letter))
-                    await self._publisher.publish_many([(topic, trimmed(letter))])
+        # The topic's limit may be below ours: a letter refused for its size is sent again alone, and trimmed if
+        # refused alone too. Every refusal replaces the publisher's producer before its next send (KafkaPublisher),
+        # so what the refused batch left behind never fails the next attempt.
+        for letter in await self._refused_together(topic, letters):
+            try:
+                await self._publisher.publish_many([(topic, letter)])
+            except TOO_LARGE:
+                where = {k: v.decode(errors="replace") for k, v in letter.headers if k.startswith("dlq_source")}
+                log.warning("dead letter of %s refused for its size (%d bytes), sent trimmed", where, _size(letter))
+                await self._publisher.publish_many([(topic, trimmed(letter))])
+
+    async def _refused_together(self, topic: str, letters: list[Record]) -> list[Record]:
+        """Send every letter at once; if the broker refused any for its size, the letters it did not take (the broker
+        refuses a batch of one partition whole, and what followed it there is refused as out of order), in order.
+        Any other failure is raised."""
+        futures = await self._publisher.send_each([(topic, letter) for letter in letters])
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if any(isinstance(e, TOO_LARGE) for e in errors):
+            return [letter for letter, r in zip(letters, results, strict=True) if isinstance(r, BaseException)]
+        if errors:
+            first = errors[0]
+            if producer_fault(first):
+                raise ProducerReplaced(f"the producer could not send dead letters ({first!r})") from first
+            raise first
+        return []
 
 
 DEAD_LETTER_REASON_CHARS = 4000

@@ -18,9 +18,23 @@ for another relay's: its delete of acknowledged rows skips a row another claim h
 it with the next claim (`_CLAIM` says why that matters). A relay that dies anywhere leaves its claimed rows marked
 with a session (pid and start) that no longer exists; every relay gives such rows back (when it starts and every few
 seconds), so they are published again, under the same event ids, which consumers drop. The only repeats are rows
-whose relay died (or lost its database session) before deleting them. A batch the broker refused is given back the
-same way and published again, possibly after rows claimed later (consumers tolerate that order: every message may
-arrive late).
+whose relay died (or lost its database session) before deleting them.
+
+Every row is acknowledged on its own: the rows the broker took are deleted whatever happened to the others of their
+batch. A row the broker could not take for its producer's sake (the records after a refused one on its partition,
+which KafkaPublisher's fresh producer takes) is given back and published again, possibly after rows claimed later
+(consumers tolerate that order: every message may arrive late). A row refused for good for what it is (larger than
+its topic's max.message.bytes) is marked and sent alone, never again in a batch with others (the broker refuses a
+partition's batch whole); refused alone too, it is set aside: it stays in the outbox, which no claim of a batch
+takes it from, and is sent alone again with a growing pause (`REFUSED_PAUSE_CAP_S` at most), so it goes out by itself
+once the broker side is fixed (the OutboxBacklog runbook), and it is reported once: an error log line, the
+`credited_dead_letters_total{group="outbox"}` metric, and a dead letter (`dlq_source: outbox relay`) naming its
+schema, outbox id, topic, key and reason, without its value (which the row keeps), for `credited dlq list` to show.
+A topic the service may not write (authorization) is not the row's fault and is fixed by an ACL: such rows are given
+back and retried every poll through a fresh producer, never set aside.
+
+A statement of the relay gets no answer within `STATEMENT_TIMEOUT_S` (the database host vanished): the connection is
+closed, never used again, and the relay goes on with a new one; its claims are given back once its session is gone.
 """
 
 import asyncio
@@ -30,17 +44,20 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka import errors as kafka_errors
 from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import Record
+from contracts.topics import Topic
 from servicekit.errors import Dependency, classify
-from servicekit.kafka import KafkaPublisher
-from servicekit.metrics import OutboxMetrics
+from servicekit.kafka import TOO_LARGE, KafkaPublisher, producer_fault, trimmed
+from servicekit.metrics import DeadLetterKind, OutboxMetrics
 from servicekit.retrying import BackoffPolicy, Readiness
 
 log = logging.getLogger(__name__)
@@ -87,7 +104,7 @@ _CLAIM = (
     "WITH published AS (DELETE FROM outbox WHERE id IN"
     " (SELECT id FROM outbox WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED) RETURNING id),"
     " next AS MATERIALIZED"
-    " (SELECT id FROM outbox WHERE claimed_by IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
+    " (SELECT id FROM outbox WHERE claimed_by IS NULL AND refusals = 0 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
     " claimed AS (UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = (SELECT backend_start"
     " FROM pg_stat_activity WHERE pid = pg_backend_pid()) FROM next WHERE o.id = next.id"
     " RETURNING o.id, o.topic, o.key, o.value, o.headers)"
@@ -103,19 +120,98 @@ _RELEASE_ORPHANS = (
     " AND (o.claimed_session IS NULL OR live.backend_start = o.claimed_session))"
 )
 _RELEASE_MINE = "UPDATE outbox SET claimed_by = NULL, claimed_session = NULL WHERE claimed_by = pg_backend_pid()"
+# Rows of this session the broker did not take, given back; those it refused for what they are counted (refusals) and
+# due again after their pause: the claim of batches takes none of them any more, they go alone (_CLAIM_REFUSED).
+_GIVE_BACK = (
+    "UPDATE outbox o SET claimed_by = NULL, claimed_session = NULL,"
+    " refusals = o.refusals + CASE WHEN r.reason IS NULL THEN 0 ELSE 1 END,"
+    " refused_reason = coalesce(r.reason, o.refused_reason),"
+    " retry_at = CASE WHEN r.reason IS NULL THEN o.retry_at ELSE now() + make_interval(secs => r.pause) END"
+    " FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS r(id, reason, pause) WHERE o.id = r.id"
+    " RETURNING o.id, o.refusals"
+)
+_CLAIM_REFUSED = (
+    "UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = (SELECT backend_start"
+    " FROM pg_stat_activity WHERE pid = pg_backend_pid()) FROM (SELECT id FROM outbox WHERE refusals > 0"
+    " AND claimed_by IS NULL AND retry_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+    " WHERE o.id = due.id RETURNING o.id, o.topic, o.key, o.value, o.headers, o.refusals"
+)
 _SOURCE = "outbox relay"
 _WAIT = BackoffPolicy(initial_s=0.2, cap_s=5.0)
 
+STATEMENT_TIMEOUT_S = 15.0
+"""The longest a relay statement waits for PostgreSQL: each is short (a claim took 2-4 s at worst, planned badly under
+a backlog, docs/capacity.md). One with no answer means the database host vanished without a reset: the connection is
+closed and the relay goes on with a new one (two such connections in a pool cost 30 s, not 15 minutes)."""
+REFUSED_PAUSE_CAP_S = 30.0
+"""The longest pause between two attempts of a row set aside (refused alone for good): from the poll interval, doubling
+with each refusal. It goes out within that much of the broker side being fixed."""
+REFUSED_PER_ROUND = 100
+"""The most rows sent alone per poll (the rows of a refused batch, most of them taken at once)."""
+ALONE_TIMEOUT_S = 30.0
+"""How long a row sent alone may wait for the broker (the relay waits for it before anything else)."""
+REFUSED_FOR_GOOD = (*TOO_LARGE, kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError)
+"""What the broker says of a record it will refuse whatever is sent with it, and however often: the row's own fault.
+Not a topic's authorization: that is fixed by an ACL for every row of the topic, which are retried, never set aside."""
+_SPOILT_CONNECTION = (asyncpg.exceptions._base.InternalClientError, TimeoutError)
+"""A statement that got no answer (the host vanished), or a driver that lost track of its session: the connection
+cannot be used again."""
 
-def _succeeded(acks: "asyncio.Future[object]") -> bool:
-    return acks.done() and not acks.cancelled() and acks.exception() is None
+
+def _count_set_aside(metrics: OutboxMetrics) -> None:
+    """A row set aside counts in credited_dead_letters_total as group "outbox", kind "rejected" (the broker's
+    verdict), where the dead-letter alerts already look."""
+    service = metrics._m  # the service's metrics: OutboxMetrics has no counter of set-aside rows of its own
+    service.dead_letters.labels(service.service, "outbox", DeadLetterKind.REJECTED.value).inc()
+
+
+def _entry(row: asyncpg.Record) -> tuple[str, Record]:
+    """A claimed row as the (topic, record) it publishes."""
+    headers = [(k, v.encode()) for k, v in orjson.loads(row["headers"])]
+    return row["topic"], Record(key=row["key"], value=row["value"], headers=headers)
+
+
+def _failure(future: "asyncio.Future[Any]") -> BaseException | None:
+    """Why the broker did not take a row whose send is done (None: it did)."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
 
 
 @dataclass
 class _InFlight:
     ids: list[int]
-    acks: "asyncio.Future[object]"
+    sends: "list[asyncio.Future[Any]]"
+    """One per row: done once the broker acknowledged it or failed with why not."""
+    acks: "asyncio.Future[list[Any]]"
+    """Done once every row's send is."""
     sent_at: float
+
+
+@dataclass
+class _Outcomes:
+    """What became of the rows of the batches the broker answered."""
+
+    acked: list[int] = field(default_factory=list)
+    back: list[int] = field(default_factory=list)
+    reasons: list[str | None] = field(default_factory=list)
+    """Per row given back: why the broker refused it for good, or None (its producer's fault: sent again)."""
+    error: BaseException | None = None
+    """The first failure that is neither the row's nor its producer's (a topic it may not write, a broker away)."""
+
+    def sort(self, batch: _InFlight) -> None:
+        for row_id, send in zip(batch.ids, batch.sends, strict=True):
+            if not send.done():
+                continue  # given back with every other claim of the session
+            exc = _failure(send)
+            if exc is None:
+                self.acked.append(row_id)
+                continue
+            refused = isinstance(exc, REFUSED_FOR_GOOD)
+            self.back.append(row_id)
+            self.reasons.append(f"{type(exc).__name__}: {exc}"[:500] if refused else None)
+            if not refused and not producer_fault(exc) and self.error is None:
+                self.error = exc
 
 
 class OutboxRelay:
@@ -162,8 +258,8 @@ class OutboxRelay:
                 async with self._pool.acquire() as conn:
                     try:
                         await self._session(conn)
-                    except asyncpg.exceptions._base.InternalClientError:
-                        conn.terminate()  # the session ended mid-operation and the driver lost track: never reuse it
+                    except _SPOILT_CONNECTION:
+                        conn.terminate()  # no answer, or the driver lost track of the session: never reuse it
                         raise
             except Exception as exc:  # noqa: BLE001 - _after raises again what is not the database's or the broker's
                 await self._after(exc)
@@ -193,27 +289,40 @@ class OutboxRelay:
         # the whole table for every claim and joins the claim back to it row by row: once a backlog formed, each
         # claim took 2-4 s (auto_explain, two ledger instances on one database), so the backlog only grew. A custom
         # plan costs a fraction of a millisecond per claim, and a claim moves a whole batch.
-        await conn.execute("SET plan_cache_mode = force_custom_plan")
+        await conn.execute("SET plan_cache_mode = force_custom_plan", timeout=STATEMENT_TIMEOUT_S)
+        spoilt = False
         try:
             await self._pump(conn, pending, done)
+        except _SPOILT_CONNECTION:
+            spoilt = True  # nothing more goes over it: its claims are given back once its session is gone
+            raise
         finally:
-            await self._settle(conn, pending, done)
-            with contextlib.suppress(Exception):  # a broken session is closed by the pool, the setting with it
-                await conn.execute("RESET plan_cache_mode")
+            if spoilt:
+                for batch in pending:
+                    batch.acks.cancel()
+            else:
+                await self._settle(conn, pending, done)
+                with contextlib.suppress(Exception):  # a broken session is closed by the pool, the setting with it
+                    await conn.execute("RESET plan_cache_mode", timeout=STATEMENT_TIMEOUT_S)
 
     async def _pump(self, conn: Connection, pending: "deque[_InFlight]", done: list[int]) -> None:
         """Claim and send while fewer than `in_flight` batches wait for the broker, when a commit woke the relay or
         the poll interval passed; delete what the broker acknowledged with the next claim, or on its own once it
         waited `delete_after_s` (or filled a batch)."""
-        checked = claimed = -math.inf  # both due at once
+        checked = claimed = refused_checked = -math.inf  # all due at once
         while True:
             now = time.monotonic()
             if now - checked >= self._orphan_check_s:
-                await conn.execute(_RELEASE_ORPHANS)
+                await conn.execute(_RELEASE_ORPHANS, timeout=STATEMENT_TIMEOUT_S)
                 checked = now
+            if now - refused_checked >= self._poll_interval_s:
+                await self._send_refused(conn)
+                refused_checked = now
             if not done:
                 done_since = now
-            done += self._acknowledged(pending)
+            outcomes = self._acknowledged(pending)
+            done += outcomes.acked
+            await self._give_back_refused(conn, outcomes)
             room = len(pending) < self._max_in_flight
             to_claim = room and (self._wakeup.is_set() or now - claimed >= self._poll_interval_s)
             to_delete = bool(done) and (len(done) >= self._batch_size or now - done_since >= self._delete_after_s)
@@ -234,18 +343,101 @@ class OutboxRelay:
                 deadline = min(deadline, self._delete_after_s - (time.monotonic() - done_since))
             await self._wait(pending, room, max(0.0, deadline))
 
-    def _acknowledged(self, pending: "deque[_InFlight]") -> list[int]:
-        """The ids of the oldest batches the broker acknowledged, in order; raises the error of one it refused."""
-        ids: list[int] = []
+    def _acknowledged(self, pending: "deque[_InFlight]") -> _Outcomes:
+        """What became of the rows of the oldest batches the broker answered, in order."""
+        outcomes = _Outcomes()
         while pending and pending[0].acks.done():
-            batch = pending[0]
-            batch.acks.result()  # a refusal: _settle gives its rows back
-            pending.popleft()
-            ids += batch.ids
-        if ids:
+            outcomes.sort(pending.popleft())
+        if outcomes.acked:
             self._failures = 0
             self._readiness.back(Dependency.BROKER, _SOURCE)
-        return ids
+        return outcomes
+
+    async def _give_back_refused(self, conn: Connection, outcomes: _Outcomes) -> None:
+        """Give back the rows the broker did not take (the ones it refused for good marked to go alone), then raise
+        a failure that is neither theirs nor their producer's: the session ends and waits (`_after`)."""
+        if outcomes.back:
+            refused = sum(reason is not None for reason in outcomes.reasons)
+            if refused:
+                log.warning(
+                    "outbox relay: the broker refused %d rows for good in a batch (%s); each is sent alone next",
+                    refused,
+                    next(reason for reason in outcomes.reasons if reason is not None),
+                )
+            pauses = [0.0] * len(outcomes.back)
+            await conn.fetch(_GIVE_BACK, outcomes.back, outcomes.reasons, pauses, timeout=STATEMENT_TIMEOUT_S)
+        if outcomes.error is not None:
+            raise outcomes.error
+
+    async def _send_refused(self, conn: Connection) -> None:
+        """Send each due row the broker refused for good alone: deleted once taken, otherwise due again after a
+        growing pause (and reported the first time it is refused alone)."""
+        rows = await conn.fetch(_CLAIM_REFUSED, REFUSED_PER_ROUND, timeout=STATEMENT_TIMEOUT_S)
+        for row in sorted(rows, key=lambda row: row["id"]):
+            await self._send_alone(conn, row)
+
+    async def _send_alone(self, conn: Connection, row: asyncpg.Record) -> None:
+        topic, record = _entry(row)
+        try:
+            await asyncio.wait_for(self._publisher.publish_many([(topic, record)]), ALONE_TIMEOUT_S)
+        except REFUSED_FOR_GOOD as exc:
+            pause = min(self._poll_interval_s * 2 ** (row["refusals"] - 1), REFUSED_PAUSE_CAP_S)
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            given = await conn.fetch(_GIVE_BACK, [row["id"]], [reason], [pause], timeout=STATEMENT_TIMEOUT_S)
+            if given and given[0]["refusals"] == 2:
+                await self._set_aside(conn, row, topic, record, reason)
+            return
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.fetch(_GIVE_BACK, [row["id"]], [None], [0.0], timeout=STATEMENT_TIMEOUT_S)
+            if isinstance(exc, TimeoutError):
+                raise kafka_errors.KafkaTimeoutError(f"no acknowledgement in {ALONE_TIMEOUT_S:.0f}s") from None
+            raise
+        await conn.execute(_DELETE, [row["id"]], timeout=STATEMENT_TIMEOUT_S)
+        self._count(1)
+        if row["refusals"] > 1:
+            log.warning("outbox row %d (topic %s) published, after %d refusals", row["id"], topic, row["refusals"])
+
+    async def _set_aside(self, conn: Connection, row: asyncpg.Record, topic: str, record: Record, reason: str) -> None:
+        """Report once a row refused for good even alone: an error log line, the dead-letter metric, and a dead
+        letter that names the row (the row itself stays in the outbox, retried alone, its value with it)."""
+        schema = await conn.fetchval("SELECT current_schema()", timeout=STATEMENT_TIMEOUT_S)
+        key = record.key.decode(errors="replace")
+        size = len(record.key) + len(record.value)
+        log.error(
+            "outbox row %d of %s (topic %s, key %s, %d bytes) is refused by the broker for good (%s): set aside,"
+            " it holds back no other row and is sent alone again every %.0fs at most until the broker side is fixed",
+            row["id"],
+            schema,
+            topic,
+            key,
+            size,
+            reason,
+            REFUSED_PAUSE_CAP_S,
+            extra={"order_id": key},
+        )
+        if self._metrics is not None:
+            _count_set_aside(self._metrics)
+        letter = trimmed(
+            Record(
+                key=record.key,
+                value=record.value,
+                headers=[
+                    *((k, v) for k, v in record.headers if not k.startswith("dlq_")),
+                    ("dlq_reason", f"refused for good, set aside in the outbox: {reason}".encode()),
+                    ("dlq_source", _SOURCE.encode()),
+                    ("dlq_outbox_schema", str(schema).encode()),
+                    ("dlq_outbox_id", str(row["id"]).encode()),
+                    ("dlq_outbox_topic", topic.encode()),
+                    ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+                ],
+            )
+        )
+        dead_letters = Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix)
+        try:
+            await asyncio.wait_for(self._publisher.publish_many([(dead_letters, letter)]), ALONE_TIMEOUT_S)
+        except Exception:  # the row stays in the outbox whatever: the log line above says it all
+            log.warning("could not send the dead letter of outbox row %d", row["id"], exc_info=True)
 
     async def _wait(self, pending: "deque[_InFlight]", room: bool, timeout_s: float) -> None:
         """Until the oldest batch is acknowledged, a commit wakes us (if there is room), or `timeout_s`."""
@@ -270,7 +462,7 @@ class OutboxRelay:
     async def _claim(self, conn: Connection, acked: list[int], limit: int) -> tuple[list[asyncpg.Record], set[int]]:
         """Delete the acknowledged rows no other claim holds right now and claim up to `limit` unclaimed ones: the
         rows claimed, in id order, and the ids deleted."""
-        rows = await conn.fetch(_CLAIM, limit, acked)
+        rows = await conn.fetch(_CLAIM, limit, acked, timeout=STATEMENT_TIMEOUT_S)
         self._readiness.back(Dependency.DATABASE, _SOURCE)
         claimed = sorted((row for row in rows if row["topic"] is not None), key=lambda row: row["id"])
         deleted = {row["id"] for row in rows if row["topic"] is None}
@@ -280,19 +472,9 @@ class OutboxRelay:
         return claimed, deleted
 
     async def _send(self, rows: list[asyncpg.Record]) -> _InFlight:
-        entries = [
-            (
-                row["topic"],
-                Record(
-                    key=row["key"],
-                    value=row["value"],
-                    headers=[(k, v.encode()) for k, v in orjson.loads(row["headers"])],
-                ),
-            )
-            for row in rows
-        ]
-        acks = await self._publisher.send_many(entries)
-        return _InFlight([row["id"] for row in rows], asyncio.ensure_future(acks), time.monotonic())
+        sends = await self._publisher.send_each([_entry(row) for row in rows])
+        acks = asyncio.gather(*sends, return_exceptions=True)
+        return _InFlight([row["id"] for row in rows], sends, acks, time.monotonic())
 
     async def _settle(self, conn: Connection, pending: "deque[_InFlight]", done: list[int]) -> None:
         """On the way out (stop or failure): wait a little for outstanding acknowledgements, delete the rows
@@ -300,18 +482,20 @@ class OutboxRelay:
         pool holding no claim. If that fails the connection is closed: its claims become orphans."""
         if pending:
             await asyncio.wait([b.acks for b in pending], timeout=5.0)
-        acked = done + [
-            i for b in pending if b.acks.done() and not b.acks.cancelled() and not b.acks.exception() for i in b.ids
-        ]
+        outcomes = _Outcomes()
         for batch in pending:
+            outcomes.sort(batch)
             batch.acks.cancel()
         pending.clear()
-        await self._give_back(conn, acked)
+        await self._give_back(conn, done + outcomes.acked, outcomes)
 
-    async def _give_back(self, conn: Connection, acked: list[int]) -> None:
+    async def _give_back(self, conn: Connection, acked: list[int], outcomes: _Outcomes | None = None) -> None:
         try:
-            await conn.execute(_DELETE, acked)
-            await conn.execute(_RELEASE_MINE)
+            await conn.execute(_DELETE, acked, timeout=STATEMENT_TIMEOUT_S)
+            if outcomes is not None and outcomes.back:
+                pauses = [0.0] * len(outcomes.back)
+                await conn.fetch(_GIVE_BACK, outcomes.back, outcomes.reasons, pauses, timeout=STATEMENT_TIMEOUT_S)
+            await conn.execute(_RELEASE_MINE, timeout=STATEMENT_TIMEOUT_S)
         except Exception:
             log.warning("outbox relay could not give its claims back; closing its session instead", exc_info=True)
             conn.terminate()
@@ -328,16 +512,21 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch of rows in id order and wait for the broker; how many left the outbox."""
         async with self._pool.acquire() as conn:
-            await conn.execute(_RELEASE_ORPHANS)
+            await conn.execute(_RELEASE_ORPHANS, timeout=STATEMENT_TIMEOUT_S)
             rows, _ = await self._claim(conn, [], self._batch_size)
-            acked: list[int] = []
+            outcomes = _Outcomes()
+            failures: list[BaseException | None] = []
             try:
                 if rows:
                     batch = await self._send(rows)
                     await batch.acks
-                    acked = batch.ids
+                    outcomes.sort(batch)
+                    failures = [_failure(send) for send in batch.sends]
             finally:
-                await self._give_back(conn, acked)
+                await self._give_back(conn, outcomes.acked, outcomes)
+            first = next((exc for exc in failures if exc is not None), None)
+            if first is not None:
+                raise first  # its rows given back: the next start, or the relay, sends them
         return len(rows)
 
     async def backlog(self) -> tuple[int, float]:

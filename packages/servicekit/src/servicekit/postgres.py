@@ -2,8 +2,10 @@
 
 import contextlib
 import logging
+import socket
 import zlib
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -12,6 +14,55 @@ from servicekit.errors import ConcurrentWrite as ConcurrentWrite  # where the le
 log = logging.getLogger(__name__)
 
 KIT_MIGRATIONS = Path(__file__).parent / "migrations"
+
+COMMAND_TIMEOUT_S = 60.0
+"""The longest any statement may wait for PostgreSQL's answer (asyncpg's command_timeout) unless its caller passes
+its own. A database host that vanished without a reset (a failover that moved its address, a VM gone, a dropped
+route) answers nothing and resets nothing: without it a statement waited until the kernel gave up retransmitting,
+about 15 minutes. 60 s is ten times the slowest of the ledger's batch statements seen under load. A statement that
+times out is cancelled; when the cancellation is not acknowledged within the same time either (the host is gone),
+asyncpg closes the connection, so it is never used again."""
+
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_PROBES = 3
+USER_TIMEOUT_MS = 60_000
+"""TCP keepalive and user timeout on every PostgreSQL connection: an idle pooled connection to a vanished host is
+found dead after about a minute of silence (30 s idle, then 3 probes 10 s apart), and one with unacknowledged bytes
+after 60 s (TCP_USER_TIMEOUT), where Linux's defaults take two hours and about 15 minutes."""
+
+
+class KeepAliveConnection(asyncpg.Connection):
+    """An asyncpg connection whose socket has TCP keepalives and a user timeout (asyncpg's own options set only
+    server settings, GUCs; these are socket options, set here as the connection is made)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep_alive(self._transport.get_extra_info("socket"))  # type: ignore[attr-defined]  # asyncpg's own
+
+
+def keep_alive(sock: socket.socket | None) -> None:
+    """Set the keepalive and user-timeout options on a TCP socket (a Unix socket has no such thing)."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), KEEPALIVE_IDLE_S),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL_S),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_PROBES),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), USER_TIMEOUT_MS),
+    ]
+    for level, option, value in options:
+        if option is None:
+            continue  # not on this platform (macOS has no TCP_USER_TIMEOUT): the others still apply
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:
+            log.warning("could not set socket option %s on a PostgreSQL connection", option, exc_info=True)
+
+
+CONNECTION_OPTIONS: dict[str, Any] = {"command_timeout": COMMAND_TIMEOUT_S, "connection_class": KeepAliveConnection}
+"""What every connection and pool is made with (see COMMAND_TIMEOUT_S and KeepAliveConnection)."""
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:
@@ -54,6 +105,7 @@ async def lazy_pool(dsn: str, schema: str, *, max_size: int = 10) -> asyncpg.Poo
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"credited-{schema}"},
         reset=keep_session,
+        **CONNECTION_OPTIONS,
     )
     assert pool is not None
     return pool
@@ -61,7 +113,7 @@ async def lazy_pool(dsn: str, schema: str, *, max_size: int = 10) -> asyncpg.Poo
 
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections work inside `schema` (created if missing)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, **CONNECTION_OPTIONS)
     try:
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     except asyncpg.UniqueViolationError:
@@ -74,9 +126,15 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"credited-{schema}"},
         reset=keep_session,
+        **CONNECTION_OPTIONS,
     )
     assert pool is not None
     return pool
+
+
+MIGRATION_TIMEOUT_S = 3600.0
+"""A migration (an index built on a large table) or the wait for another instance's may take longer than any
+statement of the running service (COMMAND_TIMEOUT_S); a vanished host still ends it within a minute (keepalives)."""
 
 
 async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
@@ -84,7 +142,8 @@ async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
     applied: list[str] = []
     async with pool.acquire() as conn:
         schema = await conn.fetchval("SELECT current_schema()")
-        await conn.execute("SELECT pg_advisory_lock($1)", zlib.crc32(f"migrate:{schema}".encode()))
+        lock = zlib.crc32(f"migrate:{schema}".encode())
+        await conn.execute("SELECT pg_advisory_lock($1)", lock, timeout=MIGRATION_TIMEOUT_S)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -97,10 +156,10 @@ async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
                     if name in done:
                         continue
                     async with conn.transaction():
-                        await conn.execute(path.read_text())
+                        await conn.execute(path.read_text(), timeout=MIGRATION_TIMEOUT_S)
                         await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
                     log.info("applied migration %s in schema %s", name, schema)
                     applied.append(name)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", zlib.crc32(f"migrate:{schema}".encode()))
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock)
     return applied
