@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -49,8 +48,6 @@ async def small_dead_letters(
     broker: Broker, database_url: str, isolation: str
 ) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
     """A migrated pool and the test's topic prefix; the dead-letter topic small, one partition (every letter on it)."""
-    if broker.kind == "embedded":
-        pytest.skip("needs Apache Kafka (CREDITED_TEST_BROKER=apache): idempotent producers")
     prefix = f"{isolation}."
     await create_small_topic(broker.bootstrap, Topic.DEAD_LETTER.qualified(prefix))  # before ensure_topics makes it
     await ensure_topics(broker.bootstrap, [t.qualified(prefix) for t in Topic], 3)

@@ -4,8 +4,6 @@ dropped, and the outbox relay goes on with a new one (servicekit.postgres, servi
 import asyncio
 import socket
 
-import pytest
-
 from contracts.codec import encode, envelope_for
 from contracts.topics import Topic
 from servicekit.kafka import KafkaPublisher, ensure_topics
@@ -27,8 +25,7 @@ async def test_every_pooled_connection_has_tcp_keepalives_and_a_command_timeout(
         try:
             async with pool.acquire() as conn:
                 sock = conn._con._transport.get_extra_info("socket")
-                if sock.family not in (socket.AF_INET, socket.AF_INET6):
-                    pytest.skip("PostgreSQL on a Unix socket: no TCP options")
+                assert sock.family in (socket.AF_INET, socket.AF_INET6), "the tests' PostgreSQL is reached over TCP"
                 assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) > 0
@@ -46,8 +43,6 @@ async def test_the_relay_publishes_again_within_a_minute_when_the_database_host_
     gave up on retransmissions (about 15 minutes on Linux) although new connections already reached the promoted
     database. Here the relay's connections are frozen (kept open, nothing flows) and the database stays reachable
     on new connections; the relay publishes again within a minute."""
-    if broker.kind == "embedded":
-        pytest.skip("needs Apache Kafka (CREDITED_TEST_BROKER=apache)")
     prefix = f"{isolation}."
     await ensure_topics(broker.bootstrap, [t.qualified(prefix) for t in Topic], 3)
     direct = await create_pool(database_url, isolation)
