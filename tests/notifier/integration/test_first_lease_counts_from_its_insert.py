@@ -3,36 +3,23 @@ the worker from its own monotonic clock at the commit. Real PostgreSQL."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-
-import pytest
 
 from contracts.events import OrderStatus, OrderStatusChanged
 from notifier import domain
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.queue import Claimed, PostgresDeliveryQueue
-from notifier.bootstrap import Notifier, build
+from notifier.bootstrap import Notifier
 from notifier.handlers import payload
-from tests.conftest import Broker
-from tests.notifier.harness import notifier_settings
+from tests.notifier.integration.test_batch_add import notifier  # noqa: F401 - the fixture
 
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 LEASE_S = 4.0
 REST_OF_POLL_S = 2.5  # the poll's transaction goes on after the insert (more messages, one at a time, a slow DB)
 
 
-@pytest.fixture
-async def notifier(broker: Broker, database_url: str, isolation: str) -> AsyncIterator[Notifier]:
-    built = await build(notifier_settings(broker, database_url, isolation))
-    try:
-        yield built
-    finally:
-        await built.close()
-
-
 async def test_a_delivery_handed_over_at_commit_is_not_claimable_by_another_instance_before_its_worker_extends_it(
-    notifier: Notifier,
+    notifier: Notifier,  # noqa: F811
 ) -> None:
     """The worker (DeliveryWorker.hand_over) stamps a handed-over delivery's lease start with time.monotonic() at the
     commit and extends it half a lease later; the row's lease end was written as now() + lease, and PostgreSQL's now()

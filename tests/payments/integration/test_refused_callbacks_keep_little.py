@@ -4,38 +4,13 @@ retention anywhere). The body is cut to REFUSED_BODY_KEPT (4 KiB) "while anyone 
 they like" (payments.callbacks); the X-Signature header is kept whole."""
 
 import asyncio
-from collections.abc import Iterator
 
 import asyncpg
 import httpx
-import pytest
-from fastapi import FastAPI
 
-from payments.bootstrap import build
 from payments.callbacks import REFUSED_BODY_KEPT
 from payments.config import Settings
-from tests.api_keys import bearer
-from tests.conftest import Broker
-from tests.openapi_fuzz import served
-from tests.service_settings import settings_for
-
-SECRET = "growth-secret"
-
-
-@pytest.fixture
-def payments(broker: Broker, database_url: str, isolation: str) -> Iterator[tuple[httpx.Client, Settings]]:
-    settings = settings_for(
-        Settings, broker, database_url, isolation, psp_secrets={"sim": [SECRET]}, environment="development"
-    )
-    headers: dict[str, str] = {}
-
-    async def app() -> tuple[FastAPI, object]:
-        infra, app = await build(settings)
-        headers.update(await bearer(infra.keys))
-        return app, infra.close
-
-    with served(app) as base_url, httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
-        yield client, settings
+from tests.payments.integration.test_callback_fuzz import payments  # noqa: F401 - the fixture
 
 
 def stored(settings: Settings) -> tuple[int, int]:
@@ -57,7 +32,7 @@ def stored(settings: Settings) -> tuple[int, int]:
 
 
 def test_an_unsigned_callback_keeps_at_most_a_few_kib_for_audit_whatever_its_headers(
-    payments: tuple[httpx.Client, Settings],
+    payments: tuple[httpx.Client, Settings],  # noqa: F811
 ) -> None:
     """Anyone on the internet can POST /v1/psp/sim/callbacks without a key. Each refused one is written to the
     payments database for ever; the body is capped at 4 KiB so that junk cannot fill the disk, but the X-Signature
