@@ -57,13 +57,18 @@ MinorUnits = Annotated[
 """A positive amount of money in the currency's minor units (cents, fen). Never a fraction (600.0 reads as 600)."""
 
 
+_ISO_4217_EXPONENTS: dict[str, int | None] = {c.code: c.exponent for c in Iso4217}
+"""Looked up by code once here: every money field of every decoded message asks, and the enum's own lookup by value
+cost the ledger 6% of its CPU per credit."""
+
+
 def exponent(currency: str) -> int:
     """How many minor-unit digits `currency` has by ISO 4217, which MinorUnits counts in: JPY 0, CNY 2, KWD and
     IQD 3. (CLDR's display digits, which Babel reports, differ for IQD, RSD and a dozen others.) ValueError for a
     code that is no currency, or no money (XXX, XTS, the metals)."""
     try:
-        digits = Iso4217(currency).exponent
-    except ValueError:
+        digits = _ISO_4217_EXPONENTS[currency]
+    except (KeyError, TypeError):
         raise ValueError(f"{currency!r} is not an ISO 4217 currency") from None
     if digits is None:
         raise ValueError(f"{currency} has no minor unit in ISO 4217: no currency to pay in")
