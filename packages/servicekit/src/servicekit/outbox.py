@@ -105,14 +105,17 @@ _CLAIM = (
     " (SELECT id FROM outbox WHERE id = ANY($2::bigint[]) FOR UPDATE SKIP LOCKED) RETURNING id),"
     " next AS MATERIALIZED"
     " (SELECT id FROM outbox WHERE claimed_by IS NULL AND refusals = 0 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
-    " claimed AS (UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = (SELECT backend_start"
-    " FROM pg_stat_activity WHERE pid = pg_backend_pid()) FROM next WHERE o.id = next.id"
+    " claimed AS (UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = $3"
+    " FROM next WHERE o.id = next.id"
     " RETURNING o.id, o.topic, o.key, o.value, o.headers)"
     " SELECT id, topic, key, value, headers FROM claimed UNION ALL SELECT id, NULL, NULL, NULL, NULL FROM published"
 )
 # On the way out a relay may wait: it deletes every acknowledged row, then gives back the rest of its claims.
 _DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
-# A claim is a session's, named by its pid and its start: a pid alone repeats after PostgreSQL restarts.
+# A claim is a session's, named by its pid and its start: a pid alone repeats after PostgreSQL restarts. The start is
+# read once per session (_SESSION_START) and passed to each claim: read inside the claim, pg_stat_activity's snapshot
+# of every backend cost each claim about 50 us of the server's time (EXPLAIN ANALYZE 0.064 ms against 0.013 ms).
+_SESSION_START = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
 _RELEASE_ORPHANS = (
     "WITH live AS MATERIALIZED (SELECT pid, backend_start FROM pg_stat_activity WHERE pid IS NOT NULL)"
     " UPDATE outbox o SET claimed_by = NULL, claimed_session = NULL WHERE o.claimed_by IS NOT NULL"
@@ -131,8 +134,8 @@ _GIVE_BACK = (
     " RETURNING o.id, o.refusals"
 )
 _CLAIM_REFUSED = (
-    "UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = (SELECT backend_start"
-    " FROM pg_stat_activity WHERE pid = pg_backend_pid()) FROM (SELECT id FROM outbox WHERE refusals > 0"
+    "UPDATE outbox o SET claimed_by = pg_backend_pid(), claimed_session = $2 FROM (SELECT id FROM outbox"
+    " WHERE refusals > 0"
     " AND claimed_by IS NULL AND retry_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) due"
     " WHERE o.id = due.id RETURNING o.id, o.topic, o.key, o.value, o.headers, o.refusals"
 )
@@ -245,6 +248,7 @@ class OutboxRelay:
         self._readiness = readiness or Readiness()
         self._backoff = backoff
         self._failures = 0
+        self._session_start: datetime | None = None  # backend_start of the session claiming now (_SESSION_START)
         self.published_total = 0
 
     def wake(self) -> None:
@@ -290,6 +294,7 @@ class OutboxRelay:
         # claim took 2-4 s (auto_explain, two ledger instances on one database), so the backlog only grew. A custom
         # plan costs a fraction of a millisecond per claim, and a claim moves a whole batch.
         await conn.execute("SET plan_cache_mode = force_custom_plan", timeout=STATEMENT_TIMEOUT_S)
+        self._session_start = await conn.fetchval(_SESSION_START, timeout=STATEMENT_TIMEOUT_S)
         spoilt = False
         try:
             await self._pump(conn, pending, done)
@@ -372,7 +377,7 @@ class OutboxRelay:
     async def _send_refused(self, conn: Connection) -> None:
         """Send each due row the broker refused for good alone: deleted once taken, otherwise due again after a
         growing pause (and reported the first time it is refused alone)."""
-        rows = await conn.fetch(_CLAIM_REFUSED, REFUSED_PER_ROUND, timeout=STATEMENT_TIMEOUT_S)
+        rows = await conn.fetch(_CLAIM_REFUSED, REFUSED_PER_ROUND, self._session_start, timeout=STATEMENT_TIMEOUT_S)
         for row in sorted(rows, key=lambda row: row["id"]):
             await self._send_alone(conn, row)
 
@@ -462,7 +467,7 @@ class OutboxRelay:
     async def _claim(self, conn: Connection, acked: list[int], limit: int) -> tuple[list[asyncpg.Record], set[int]]:
         """Delete the acknowledged rows no other claim holds right now and claim up to `limit` unclaimed ones: the
         rows claimed, in id order, and the ids deleted."""
-        rows = await conn.fetch(_CLAIM, limit, acked, timeout=STATEMENT_TIMEOUT_S)
+        rows = await conn.fetch(_CLAIM, limit, acked, self._session_start, timeout=STATEMENT_TIMEOUT_S)
         self._readiness.back(Dependency.DATABASE, _SOURCE)
         claimed = sorted((row for row in rows if row["topic"] is not None), key=lambda row: row["id"])
         deleted = {row["id"] for row in rows if row["topic"] is None}
@@ -513,6 +518,7 @@ class OutboxRelay:
         """Publish up to one batch of rows in id order and wait for the broker; how many left the outbox."""
         async with self._pool.acquire() as conn:
             await conn.execute(_RELEASE_ORPHANS, timeout=STATEMENT_TIMEOUT_S)
+            self._session_start = await conn.fetchval(_SESSION_START, timeout=STATEMENT_TIMEOUT_S)
             rows, _ = await self._claim(conn, [], self._batch_size)
             outcomes = _Outcomes()
             failures: list[BaseException | None] = []
