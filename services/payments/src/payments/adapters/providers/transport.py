@@ -89,6 +89,7 @@ class AiohttpWire:
     reason."""
 
     def __init__(self, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> None:
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -100,6 +101,15 @@ class AiohttpWire:
         return self._session
 
     async def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        # One deadline for the call, the resend after a reset included: each attempt with a timeout of its own let a
+        # call take twice its timeout, past the query round's lease (3 calls' timeouts) in the worst case.
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._attempts(method, url, body, headers)
+        except TimeoutError:
+            raise WireFailed("timed out") from None
+
+    async def _attempts(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         for attempt in range(1, RESENT_AFTER_A_RESET + 2):
             try:
                 async with self._open().request(method, url, data=body or None, headers=dict(headers)) as response:
