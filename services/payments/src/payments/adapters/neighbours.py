@@ -84,7 +84,10 @@ class Neighbours:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        # httpx's timeout is per connect, read and write: a neighbour trickling a byte a second never trips it. The
+        # whole call gets its own deadline (asyncio.timeout), which is what "within timeout_s" means to support.
         self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._timeout_s = timeout_s
         self._notifier_url = notifier_url
         self._sources = (
             Source("ledger", ledger_url, "/v1/orders/{}/entries", ledger_entries),
@@ -109,7 +112,10 @@ class Neighbours:
             return Unavailable(source.name, "not configured (PAYMENTS_" + source.name.upper() + "_URL)")
         url = source.base_url.rstrip("/") + source.path.format(order_id)
         try:
-            answer = await self._client.get(url, headers={"Authorization": authorization})
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._client.get(url, headers={"Authorization": authorization})
+        except TimeoutError:
+            return Unavailable(source.name, f"no whole answer within {self._timeout_s:g} s")
         except httpx.HTTPError as exc:
             return Unavailable(source.name, f"no answer: {exc!r}"[:300])
         if answer.status_code == 404 and source.name == "reconciler":
@@ -134,7 +140,10 @@ class Neighbours:
             headers = {"Authorization": authorization}
             if idempotency_key is not None:
                 headers["Idempotency-Key"] = idempotency_key
-            answer = await self._client.post(url, headers=headers, json={"reason": reason})
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._client.post(url, headers=headers, json={"reason": reason})
+        except TimeoutError:
+            raise NeighbourFailed("notifier", f"no whole answer within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise NeighbourFailed("notifier", f"no answer: {exc!r}"[:300]) from exc
         if answer.status_code >= 500:
