@@ -1,6 +1,7 @@
 """What the reconciler sends must always be a message its consumers accept, and a send the broker refuses
 must be sent again: two bugs found by reading the code (issue 14), and the rule behind the first."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts.commands import BlockCredit, GrantCompensation, RetryCredit
@@ -43,7 +44,9 @@ async def test_an_announcement_the_contract_refuses_is_dead_lettered_with_its_re
     None
 ):
     worker = Worker(Policy(threshold_s=5, compensation_minor=5))
-    worker.rounds.announcer._compensation = -5  # type: ignore[attr-defined]  # a GrantCompensation it refuses
+    announcer = worker.rounds.announcer
+    queue = announcer.command  # queues a GrantCompensation of -5, which its contract refuses
+    announcer.command = lambda state, command: queue(state, replace(command, amount=-5))  # type: ignore[method-assign]
     await worker.batch(worker.record(paid("ord_1", seconds_ago=30)))
     await worker.tick()  # flagged: delayed, RetryCredit #1
     await worker.batch(worker.record(credited("ord_1")), worker.record(paid("ord_2")), worker.record(credited("ord_2")))
@@ -94,7 +97,6 @@ async def test_a_retry_carries_the_payment_fact_the_ledger_checks_even_for_an_or
 
 async def test_a_compensation_above_the_orders_amount_is_sent_as_the_orders_amount_which_the_ledger_accepts() -> None:
     worker = Worker(Policy(threshold_s=5, compensation_minor=5000))
-    worker.rounds.announcer._compensation = 5000  # type: ignore[attr-defined]  # the fake worker's announcer has 0
     await worker.batch(worker.record(paid("ord_1", seconds_ago=30)))
     await worker.tick()  # flagged: delayed, RetryCredit #1
     await worker.batch(worker.record(credited("ord_1")))  # late: compensated

@@ -126,7 +126,7 @@ def requested(announcer: KafkaAnnouncer, state: OrderState, case: CaseOpened) ->
 
 
 def test_a_case_is_sent_on_support_cases_with_an_event_id_that_repeats_for_its_order_and_kind_only() -> None:
-    announcer = KafkaAnnouncer(TOPICS, DEAD_LETTERS, 0, lambda: None)
+    announcer = KafkaAnnouncer(TOPICS, DEAD_LETTERS, lambda: None)
     state = OrderState(order_id="ord_1", user_id="u1")
     page = CaseOpened(CaseKind.NEEDS_SUPPORT, CaseSeverity.PAGE, "refund failed: card closed")
     topic, message, first = requested(announcer, state, page)
@@ -135,7 +135,7 @@ def test_a_case_is_sent_on_support_cases_with_an_event_id_that_repeats_for_its_o
         "ord_1", "u1", CaseKind.NEEDS_SUPPORT, CaseSeverity.PAGE, "refund failed: card closed",
     )  # fmt: skip
     assert message.requested_at <= datetime.now(UTC)
-    again = KafkaAnnouncer(TOPICS, DEAD_LETTERS, 0, lambda: None)  # another worker, after a crash
+    again = KafkaAnnouncer(TOPICS, DEAD_LETTERS, lambda: None)  # another worker, after a crash
     assert requested(again, state, page)[2] == first
     other_kind = CaseOpened(CaseKind.CREDIT_WITHOUT_PAYMENT, CaseSeverity.PAGE, "credited with no payment")
     assert requested(announcer, state, other_kind)[2] != first
@@ -144,7 +144,7 @@ def test_a_case_is_sent_on_support_cases_with_an_event_id_that_repeats_for_its_o
 
 def test_a_case_that_breaks_its_contract_is_dead_lettered_naming_the_case_and_the_partition_goes_on() -> None:
     unbuildable: list[None] = []
-    announcer = KafkaAnnouncer(TOPICS, DEAD_LETTERS, 0, lambda: unbuildable.append(None))
+    announcer = KafkaAnnouncer(TOPICS, DEAD_LETTERS, lambda: unbuildable.append(None))
     announcer.case(OrderState(order_id="ord_1", user_id=""), CaseOpened(CaseKind.NEEDS_SUPPORT, CaseSeverity.PAGE, "x"))
     [(topic, record)] = announcer.records()
     assert topic == DEAD_LETTERS and len(unbuildable) == 1

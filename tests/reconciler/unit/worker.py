@@ -142,7 +142,7 @@ class Worker:
         self.rounds = Rounds(
             engine=Engine(self.states, policy),
             states=self.states,
-            announcer=KafkaAnnouncer(TOPICS, DEAD_LETTERS, 0, unbuildable),
+            announcer=KafkaAnnouncer(TOPICS, DEAD_LETTERS, unbuildable),
             observe=self.observe,
             positions=self.positions,
             watermarks=self.watermarks,

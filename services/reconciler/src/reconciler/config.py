@@ -1,15 +1,20 @@
 """reconciler settings: env prefix RECONCILER_ (plus the shared KAFKA_BOOTSTRAP, topic settings, ...)."""
 
 from pathlib import Path
+from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from contracts.base import WholeNumber, exponent
 from reconciler.domain import WEEK_S, Policy
 from servicekit.links import secrets_from
 from servicekit.metric_channels import DEFAULT_METRIC_CHANNELS, METRIC_CHANNELS_ENV
 from servicekit.secret_guard import PEER_DEV_SECRET
 from servicekit.settings import ServiceSettings
+
+CompensationAmount = Annotated[WholeNumber, Field(ge=0, le=10**12)]
+"""A compensation in its currency's minor units: a whole number, 0 for none, at most what a payment can be."""
 
 
 class Settings(ServiceSettings):
@@ -26,8 +31,20 @@ class Settings(ServiceSettings):
     )
     retry_attempts: int = Field(3, ge=1, le=20, description="RetryCredit attempts before the credit is blocked.")
     retry_backoff_s: float = Field(2.0, gt=0, description="Wait after the first retry; doubles each attempt.")
+    compensation: dict[str, CompensationAmount] = Field(
+        default_factory=dict,
+        description="Delay compensation per late credit by ISO 4217 currency, each in that currency's minor units, as "
+        'JSON: {"CNY": 500, "JPY": 50} is 5.00 CNY on a CNY order and 50 JPY on a JPY one; at most the order\'s '
+        "amount. An order in a currency it does not list gets none (its timeline notes compensation_skipped, "
+        'reconciler_remediations_total{action="GrantCompensation",outcome="skipped"} counts it). '
+        "Not together with RECONCILER_COMPENSATION_MINOR.",
+    )
     compensation_minor: int = Field(
-        0, ge=0, description="Delay compensation per late credit, in minor units (at most the order's amount)."
+        0,
+        ge=0,
+        description="The older setting, kept for deployments that set it (prefer RECONCILER_COMPENSATION): one delay "
+        "compensation for every currency, in each one's minor units whatever they are (500 is 5.00 CNY on a CNY "
+        "order, 500 JPY on a JPY one); at most the order's amount. Refused together with RECONCILER_COMPENSATION.",
     )
     retention_s: float = Field(
         WEEK_S, gt=0, description="How long a settled order stays in the table after it settled, in event time."
@@ -56,6 +73,25 @@ class Settings(ServiceSettings):
         " caller's API key (reconciler.adapters.peers); comma-separated during a rotation (signs with the first).",
     )
 
+    @field_validator("compensation")
+    @classmethod
+    def _iso_4217_currencies(cls, compensation: dict[str, int]) -> dict[str, int]:
+        for currency in compensation:
+            exponent(currency)  # the error names the code: "'JPX' is not an ISO 4217 currency"
+        return compensation
+
+    @model_validator(mode="after")
+    def _one_compensation_setting(self) -> Self:
+        """One amount for every currency beside amounts per currency would leave the unlisted currencies' meaning to
+        guess: the mapping alone says it (an unlisted currency gets nothing)."""
+        if self.compensation and self.compensation_minor:
+            raise ValueError(
+                "RECONCILER_COMPENSATION_MINOR and RECONCILER_COMPENSATION are both set: unset"
+                " RECONCILER_COMPENSATION_MINOR (one amount for every currency) and list each currency to compensate"
+                " in RECONCILER_COMPENSATION"
+            )
+        return self
+
     def peer_secrets(self) -> list[str]:
         """RECONCILER_PEER_SECRET's secrets; unset in development mode, the local stack's published one (refused in
         production, where the worker does not start without its own)."""
@@ -71,6 +107,7 @@ class Settings(ServiceSettings):
             product_thresholds_s=self.product_thresholds_s,
             retry_attempts=self.retry_attempts,
             retry_backoff_s=self.retry_backoff_s,
+            compensation=self.compensation,
             compensation_minor=self.compensation_minor,
             retention_s=self.retention_s,
         )

@@ -98,6 +98,8 @@ class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ESCALATED = "escalated"
+    SKIPPED = "skipped"
+    """Never sent: a GrantCompensation for a late order in a currency the compensation does not list."""
 
 
 class EscalationReason(StrEnum):
@@ -116,7 +118,12 @@ class Policy:
     product_thresholds_s: Mapping[str, float] = field(default_factory=dict)
     retry_attempts: int = 3
     retry_backoff_s: float = 2.0
+    compensation: Mapping[str, int] = field(default_factory=dict)
+    """Delay compensation per late credit by currency, each in that currency's minor units (JPY has none, CNY
+    fen): one number for every currency would be 100 times more on a JPY order than on a CNY one."""
     compensation_minor: int = 0
+    """The compensation of a currency `compensation` does not list (RECONCILER_COMPENSATION_MINOR, one number for
+    every currency, which the settings never set beside RECONCILER_COMPENSATION)."""
     retention_s: float = WEEK_S
 
     def threshold(self, channel: str, product: str | None = None) -> timedelta:
@@ -124,6 +131,11 @@ class Policy:
         if product is not None and product in self.product_thresholds_s:
             return timedelta(seconds=self.product_thresholds_s[product])
         return timedelta(seconds=self.channel_thresholds_s.get(channel, self.threshold_s))
+
+    def compensation_for(self, currency: str, amount: int) -> int:
+        """The delay compensation of a late order of `amount` in `currency`, at most the order's amount (the ledger
+        refuses one above the order's credit); 0 for none."""
+        return min(self.compensation.get(currency, self.compensation_minor), amount)
 
     def backoff(self, attempt: int) -> timedelta:
         return timedelta(seconds=self.retry_backoff_s * 2 ** (attempt - 1))
@@ -150,6 +162,8 @@ class Command:
     kind: CommandKind
     attempt: int = 1
     reason: str = ""
+    amount: int = 0
+    """A GrantCompensation's amount, in the order's currency's minor units (the other commands carry the order's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +181,7 @@ class Anomaly:
 
 @dataclass(frozen=True, slots=True)
 class Remediated:
-    """The reconciler learned how a remediation step it sent ended."""
+    """The reconciler learned how a remediation step it sent ended, or left one unsent (`Outcome.SKIPPED`)."""
 
     action: CommandKind
     outcome: Outcome
@@ -324,7 +338,22 @@ def close_credited(state: OrderState, now: datetime, policy: Policy) -> list[Eff
     effects: list[Effect] = [
         status_change(state, OrderStatus.CREDITED, "credited after a delay" if late else "credit posted", now)
     ]
-    if late and policy.compensation_minor > 0:
-        effects.append(command(state, Command(CommandKind.GRANT_COMPENSATION), now))
-        effects.append(status_change(state, OrderStatus.COMPENSATED, "compensation for the delay", now))
+    if late:
+        effects += compensate(state, now, policy)
     return effects
+
+
+def compensate(state: OrderState, now: datetime, policy: Policy) -> list[Effect]:
+    """A late credit's delay compensation in the order's currency. An order in a currency the per-currency
+    compensation does not list gets none, noted in its timeline and counted (remediations, outcome `skipped`), so
+    on-call sees a currency left out; one listed with 0 gets none on purpose."""
+    granted = policy.compensation_for(state.currency, state.amount)
+    if granted > 0:
+        return [
+            command(state, Command(CommandKind.GRANT_COMPENSATION, amount=granted), now),
+            status_change(state, OrderStatus.COMPENSATED, "compensation for the delay", now),
+        ]
+    if policy.compensation and state.currency not in policy.compensation:
+        note(state, f"compensation_skipped:{state.currency}", now)
+        return [Remediated(CommandKind.GRANT_COMPENSATION, Outcome.SKIPPED)]
+    return []

@@ -41,12 +41,9 @@ def dead_letter(
 
 
 class KafkaAnnouncer:
-    def __init__(
-        self, topics: dict[str, str], dead_letters: str, compensation: int, unbuildable: Callable[[], None]
-    ) -> None:
+    def __init__(self, topics: dict[str, str], dead_letters: str, unbuildable: Callable[[], None]) -> None:
         self._topics = topics  # "status", "ledger", "payments", "cases" -> qualified topic names
         self._dead_letters = dead_letters
-        self._compensation = compensation
         self._unbuildable_seen = unbuildable
         self._queued: list[tuple[OrderState, Announcement]] = []
 
@@ -134,9 +131,8 @@ class KafkaAnnouncer:
             return IssueRefund(
                 order_id=oid, user_id=uid, amount=amount, currency=currency, reason=reason, requested_at=now
             )
-        # At most what the order paid: the ledger refuses a compensation above the order's credit.
-        granted = min(self._compensation, amount)
-        return GrantCompensation(order_id=oid, user_id=uid, amount=granted, currency=currency, requested_at=now)
+        # The policy's amount for the order's currency, at most what the order paid (domain.compensate).
+        return GrantCompensation(order_id=oid, user_id=uid, amount=command.amount, currency=currency, requested_at=now)
 
     def _unbuildable(self, state: OrderState, announcement: Announcement, exc: Exception) -> Outgoing:
         if isinstance(announcement, Command):

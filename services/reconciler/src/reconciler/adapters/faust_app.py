@@ -192,7 +192,7 @@ def _announcer(settings: Settings, observe: PrometheusObservations) -> KafkaAnno
         "cases": Topic.SUPPORT_CASES.qualified(prefix),
     }
     unbuildable = observe.dead_letters.labels("unbuildable").inc
-    return KafkaAnnouncer(topics, Topic.DEAD_LETTER.qualified(prefix), settings.compensation_minor, unbuildable)
+    return KafkaAnnouncer(topics, Topic.DEAD_LETTER.qualified(prefix), unbuildable)
 
 
 def _reading_again(app: faust.App, observe: PrometheusObservations) -> Seek:

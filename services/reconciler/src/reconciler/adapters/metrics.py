@@ -36,7 +36,8 @@ class PrometheusObservations:
         self.remediations = counter(
             "reconciler_remediations_total",
             "Remediation steps by action and outcome: requested when sent, then succeeded, failed or escalated "
-            "once the reconciler learns it (once per order and outcome).",
+            "once the reconciler learns it (once per order and outcome); skipped for a compensation whose currency "
+            "RECONCILER_COMPENSATION does not list.",
             ["action", "outcome"],
         )
         self.escalations = counter(
