@@ -1,5 +1,5 @@
 """The ledger's processed_events (servicekit's dedupe table): one row per consumed event id, written in every
-batch, and deleted by nothing (no retention, no sweeper, nothing in servicekit or any service). A row can only ever
+batch, and deleted once older than CREDITED_PROCESSED_EVENTS_KEEP_S (servicekit.retention). A row can only ever
 match a redelivery while the event can still be redelivered (the topic's retention, 7 days by default, or a dead
 letter's replay); past that it is dead weight in the primary, its WAL, its replicas and its backups."""
 

@@ -33,7 +33,7 @@ from payments.adapters.support_books import PostgresSupportBooks
 from payments.adapters.support_http import support_routes
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
 from payments.config import Settings
-from payments.domain import Order
+from payments.domain import Order, Outcome
 from payments.lateness import CallbackLateness
 from payments.queries import QueryDeps, QueryWorker
 from servicekit.http import FastPath, create_app
@@ -42,6 +42,7 @@ from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import Delivery, only, route
 from servicekit.links import status_links
 from servicekit.metrics import ServiceMetrics
+from servicekit.retention import Pruned, Retention
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "payments"
@@ -169,6 +170,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         timeout_s=settings.support_timeout_s,
     )
     app.include_router(support_routes(PostgresSupportBooks(infra.pool, uow), neighbours))
+    app.state.retention = _retention(settings, infra)
     if settings.fast_path:
         own_form = providers.names.difference(simulated)
         hot = fast_routes(
@@ -196,4 +198,20 @@ def _auditor(settings: Settings, books: PostgresAuditBooks, metrics: AuditMetric
         interval_s=settings.audit_interval_s,
         window_s=settings.audit_window_s,
         grace_s=settings.audit_grace_s,
+    )
+
+
+REFUSED_UNREAD = f"outcome = '{Outcome.REJECTED.value}' AND order_id IS NULL"
+"""The refused callbacks nothing was read from (a signature that failed, a body that is no callback): what anyone can
+post. A refused callback that names an order passed its provider's signature: the provider's word about an order
+(a second charge, another amount, an order we never had), money to follow up, kept like accepted ones."""
+
+
+def _retention(settings: Settings, infra: Infrastructure) -> Retention:
+    """payments' own tables that only grow, pruned past their keep times: refused callbacks nothing was read from
+    and order Idempotency-Keys. The processed events are pruned by `infra.run`."""
+    return Retention(
+        infra.pool,
+        Pruned("refused callbacks", "callbacks", "received_at", settings.refused_callbacks_keep_s, only=REFUSED_UNREAD),
+        Pruned("idempotency keys", "idempotency_keys", "created_at", settings.idempotency_keys_keep_s),
     )

@@ -187,6 +187,21 @@ class Settings(ServiceSettings):
         2.0, gt=0, le=30, description="How long the support API waits for another service before naming it unavailable."
     )
 
+    refused_callbacks_keep_s: float = Field(
+        30 * 86400,
+        ge=86400,
+        description="How long a callback refused before any order was read from it (outcome `rejected`: a signature "
+        "that failed, a body that is no callback) is kept for audit; then it is deleted (servicekit.retention). "
+        "Accepted callbacks, and refused ones a provider signed about an order, are never deleted.",
+    )
+    idempotency_keys_keep_s: float = Field(
+        7 * 86400,
+        ge=86400,
+        description="How long an order's Idempotency-Key answers its first order; then it is deleted, and a request "
+        "with it is a new one. Longer than an order stays payable (the longest expiry and "
+        "PAYMENTS_QUERY_UNKNOWN_ORDER_FOR_S after it), so no retry places a second order while the first can be paid.",
+    )
+
     @field_validator(
         "audit_ledger_url",
         "audit_ledger_api_key",
@@ -204,6 +219,22 @@ class Settings(ServiceSettings):
         if self.audit_ledger_api_key is not None and self.audit_ledger_url is None:
             raise ValueError("PAYMENTS_AUDIT_LEDGER_API_KEY is set without PAYMENTS_AUDIT_LEDGER_URL")
         return self
+
+    @model_validator(mode="after")
+    def _keys_outlive_payable_orders(self) -> "Settings":
+        if self.idempotency_keys_keep_s <= self.payable_for_s:
+            raise ValueError(
+                f"PAYMENTS_IDEMPOTENCY_KEYS_KEEP_S ({self.idempotency_keys_keep_s:.0f}) must be longer than an order "
+                f"stays payable ({self.payable_for_s:.0f} s: its longest payment expiry and "
+                "PAYMENTS_QUERY_UNKNOWN_ORDER_FOR_S after it)"
+            )
+        return self
+
+    @property
+    def payable_for_s(self) -> float:
+        """How long after it is placed an order can still be paid: the longest expiry of any channel, then the
+        unknown-order window, in which a trade created and paid after the expiry is still found and credited."""
+        return max([self.payment_expiry_s, *self.payment_expiry_by_channel.values()]) + self.query_unknown_order_for_s
 
     @model_validator(mode="after")
     def _providers_complete(self) -> "Settings":

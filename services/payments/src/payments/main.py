@@ -16,6 +16,7 @@ async def main() -> None:
     from payments.adapters.case_watch import CaseWatch
     from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
     from payments.queries import QueryWorker
+    from servicekit.retention import Retention
 
     settings = read_settings(Settings, "payments")
     configure(settings.log_level, SERVICE, settings.logs_as)
@@ -28,14 +29,14 @@ async def main() -> None:
     worker: QueryWorker = app.state.query_worker
     auditor: Auditor | None = app.state.auditor
     case_watch: CaseWatch = app.state.case_watch
+    retention: Retention = app.state.retention
     if auditor is None:
         log.warning(
             "the money audit is off: set PAYMENTS_AUDIT_LEDGER_URL and PAYMENTS_AUDIT_LEDGER_API_KEY (a key with"
             " audit:read: credited keys create --name payments-audit --scope audit:read)"
         )
-    await infra.run(
-        app, worker.run(), case_watch.run_periodically(), *([auditor.run_periodically()] if auditor else [])
-    )
+    periodic = [worker.run(), case_watch.run_periodically(), retention.run()]
+    await infra.run(app, *periodic, *([auditor.run_periodically()] if auditor else []))
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:
