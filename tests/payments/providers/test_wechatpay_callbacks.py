@@ -248,3 +248,19 @@ def test_our_order_ids_become_wechat_pay_trade_numbers_and_back(order_id: str, t
 def test_an_order_id_wechat_pay_cannot_carry_or_that_would_read_back_as_another_is_refused(order_id: str) -> None:
     with pytest.raises(ValueError, match="out_trade_no"):
         wire.out_trade_no(order_id)
+
+
+async def test_a_success_without_its_success_time_is_a_payment_at_the_time_it_was_read(local_keys: LocalKeys) -> None:
+    """WeChat Pay documents success_time as optional: a signed SUCCESS without it is still a payment (refused, WeChat
+    Pay would send it again for a day while the query read it unknown for ever: the user charged, never credited)."""
+    book = Book()
+    book.open(local.PROVIDER, local.trade_no_for(ORDER), 600)
+    paid = book.pay(local.PROVIDER, local.trade_no_for(ORDER))
+    transaction = local.WeChatPayServer(local_keys, book, Faults()).transaction(paid)
+    del transaction["success_time"]
+    body, headers = sealed(local_keys, "TRANSACTION.SUCCESS", "transaction", transaction)
+    before = time.time()
+    callback = await wechatpay(local_keys).verify_callback(body, headers)
+    notice = callback.notice
+    assert notice is not None and notice.succeeded and notice.amount == 600
+    assert before - 1 <= notice.paid_at.timestamp() <= time.time() + 1

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import orjson
@@ -153,13 +154,18 @@ class WeChatPayProvider:
     def _payment(self, txn: wire.Transaction) -> PaymentQuery:
         state = wire.TRADE_STATES.get(txn.trade_state, PaymentState.UNKNOWN)
         ours = wire.order_id(txn.out_trade_no)
-        if state is PaymentState.PAID and (txn.amount is None or not txn.transaction_id or txn.paid_at() is None):
-            return PaymentQuery(PaymentState.UNKNOWN, ours, self._name, reason="paid without amount, id or time")
+        if state is PaymentState.PAID and (txn.amount is None or not txn.transaction_id):
+            return PaymentQuery(PaymentState.UNKNOWN, ours, self._name, reason="paid without amount or id")
+        paid_at = txn.paid_at()
+        if state is PaymentState.PAID and paid_at is None:
+            # success_time is documented optional: a paid trade without it was paid by the time we read it (read as
+            # unknown, its order was asked about for ever and never credited; Alipay's send_pay_date alike).
+            paid_at = datetime.fromtimestamp(self._clock(), UTC)
         amount = txn.amount.total if txn.amount else None
         currency = txn.amount.currency if txn.amount else None
         reason = "" if state is PaymentState.PAID else f"trade_state {txn.trade_state[:40]}"
         txn_id = txn.transaction_id or None
-        return PaymentQuery(state, ours, self._name, txn_id, amount, currency, txn.paid_at(), reason)
+        return PaymentQuery(state, ours, self._name, txn_id, amount, currency, paid_at, reason)
 
     def reply(self, ack: CallbackAck) -> ProviderReply:
         if ack.accepted:
