@@ -394,7 +394,8 @@ async def _run(settings: ServiceSettings, letters: list[DeadLetter], by: str, se
 async def _send(settings: ServiceSettings, producer: AIOKafkaProducer, letter: DeadLetter, by: str) -> None:
     assert letter.source_topic is not None
     headers = [*letter.original_headers, (REPLAY_MARKER, letter.coordinates.encode())]
-    event_id = next((v.decode() for k, v in letter.original_headers if k == "event_id"), None)
+    # Decoded leniently: a letter dead-lettered because its event_id is not UTF-8 stopped the replay of every other.
+    event_id = next((v.decode(errors="replace") for k, v in letter.original_headers if k == "event_id"), None)
     entry = Replay(letter.coordinates, letter.source_topic, event_id, by, datetime.now(UTC).isoformat())
     record = (letter.source_topic, letter.value, letter.key, headers)
     log_entry = (replays_topic(settings), entry.to_json(), letter.coordinates.encode(), None)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:  # loaded by the commands that use them: pydantic and aiokafka cost a second at every start
     from credited.deadletters import DeadLetter, Filters, Outcome, Replay
@@ -89,7 +90,9 @@ def _print_rows(rows: list[dict[str, object]], as_json: bool) -> None:
         done = row["replayed"]
         replayed = f"{done['at']} by {done['by']}" if isinstance(done, dict) else ""
         cells = [row["id"], row["failed_at"], row["topic"], row["group"], row["key"], row["event_type"], row["reason"]]
-        table.add_row(*(str(c or "") for c in cells), replayed)
+        # Text, not str: rich reads a str as markup, and a reason quoting "[/x]" or "[red]" (an unknown event type
+        # is quoted in its reason) stopped the list, or lost the words that say what was wrong.
+        table.add_row(*(Text(str(c or "")) for c in [*cells, replayed]))
     Console(width=200).print(table)
 
 

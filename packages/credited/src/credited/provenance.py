@@ -52,8 +52,10 @@ def readers(prefix: str) -> frozenset[tuple[str, str]]:
     )
 
 
-def _kept(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    return [(k, bytes(v)) for k, v in headers if not k.startswith("dlq_")]
+def _kept(headers: Iterable[tuple[str, bytes | None]]) -> list[tuple[str, bytes]]:
+    """The headers a letter copied from its original, as the consumer copies them: a header without a value (Kafka
+    allows one; aiokafka reads it None) as empty bytes."""
+    return [(k, bytes(v or b"")) for k, v in headers if not k.startswith("dlq_")]
 
 
 def same_record(letter: DeadLetter, record: ConsumerRecord[bytes, bytes]) -> bool:
