@@ -1,7 +1,7 @@
 """What an unauthenticated sender can make payments keep: the callback route needs no key (the provider's
 signature is its authentication), and every refused callback is kept for audit in `callbacks` (those nothing was
-read from for PAYMENTS_REFUSED_CALLBACKS_KEEP_S, 30 days). The body is cut to REFUSED_BODY_KEPT (4 KiB) "while anyone can post unsigned junk as often as
-they like" (payments.callbacks); the X-Signature header is kept whole."""
+read from for PAYMENTS_REFUSED_CALLBACKS_KEEP_S, 30 days). The body is cut to REFUSED_BODY_KEPT (4 KiB) "while
+anyone can post unsigned junk as often as they like" (payments.callbacks); the X-Signature header is kept whole."""
 
 import asyncio
 
@@ -34,11 +34,11 @@ def stored(settings: Settings) -> tuple[int, int]:
 def test_an_unsigned_callback_keeps_at_most_a_few_kib_for_audit_whatever_its_headers(
     payments: tuple[httpx.Client, Settings],  # noqa: F811
 ) -> None:
-    """Anyone on the internet can POST /v1/psp/sim/callbacks without a key. Each refused one is written to the
-    payments database for its keep time (30 days); the body is capped at 4 KiB so that junk cannot fill the disk, but the X-Signature
-    header is stored whole, so every anonymous request can leave many times that (here 12 KB; uvicorn takes headers
-    far larger). At 1,500 junk requests/s of 12 KB a day that is ~1.5 TB in the payments primary (and its WAL and
-    replicas), which stops order taking and callbacks (money) once the disk fills. Expected: the signature kept is
+    """Anyone on the internet can POST /v1/psp/sim/callbacks without a key. Each refused one is written to the payments
+    database for its keep time (30 days); the body is capped at 4 KiB so that junk cannot fill the disk, but the
+    X-Signature header is stored whole, so every anonymous request can leave many times that (here 12 KB; uvicorn takes
+    headers far larger). At 1,500 junk requests/s of 12 KB a day that is ~1.5 TB in the payments primary (and its WAL
+    and replicas), which stops order taking and callbacks (money) once the disk fills. Expected: the signature kept is
     cut like the body (or refused junk is not kept whole at all)."""
     client, settings = payments
     rows_before, bytes_before = stored(settings)

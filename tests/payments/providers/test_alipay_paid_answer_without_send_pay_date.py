@@ -16,8 +16,8 @@ from credited.providers.keys import LocalKeys, private_pem, public_pem
 from payments.domain import PaymentState, PaymentStatus
 from payments.ports import PaymentProvider
 from payments.queries import QueryDeps, handle_due_queries
-from tests.payments.providers.conftest import alipay
 from tests.loopback_http import serving
+from tests.payments.providers.conftest import alipay
 from tests.payments.unit.fakes import FixedClock, InMemoryPayments, Store
 from tests.payments.unit.test_queries import NOW, POLICY, Counts, FakeSchedule, due, order
 
