@@ -152,3 +152,14 @@ async def test_a_timeline_asked_with_a_workers_grant_for_that_order_needs_no_key
             "/v1/orders/ord_1/timeline", params={"routed": "1"}, headers={PEER_HEADER: grant}
         )
         assert answer.status_code == 401 and answer.json()["error"] == "unauthenticated", (what, answer.text)
+
+
+async def test_a_peer_grant_with_a_non_ascii_signature_gets_401_in_the_error_body_not_a_server_error(
+    pages: Pages,
+) -> None:
+    """Anyone who reaches the page can send any grant: one that is not ASCII is refused like every bad one (comparing
+    it raised, a 500)."""
+    grant = "9999999999.\u00e9".encode()
+    answer = await pages.client.get("/v1/orders/ord_1/timeline", params={"routed": "1"}, headers={PEER_HEADER: grant})
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"] == "unauthenticated", answer.text

@@ -15,6 +15,7 @@ the clock, which is passed in.
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,8 @@ PEER_HEADER = "X-Credited-Peer-Grant"
 
 GRANT_TTL_S = 10
 """How long a grant is answered: long enough for the one request it goes with, on a slow network."""
+_EXPIRY = re.compile(r"[0-9]{1,12}")
+_MAC = re.compile(r"[0-9a-f]{64}")
 
 
 class PeerGrants:
@@ -43,7 +46,9 @@ class PeerGrants:
     def admits(self, grant: str | None, order_id: str) -> bool:
         """Whether `grant` was made for `order_id` with one of the secrets and has not expired."""
         expiry, _, mac = (grant or "").partition(".")
-        if not expiry.isdigit() or len(expiry) > 12 or not mac:
+        # The form a grant has, checked before anything is compared: compare_digest raises on non-ASCII text (a 500
+        # anyone could cause with "9999999999.é"), and isdigit takes other scripts' digits.
+        if not _EXPIRY.fullmatch(expiry) or not _MAC.fullmatch(mac):
             return False
         expires_at = int(expiry)
         matched = False
