@@ -11,7 +11,7 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
@@ -42,10 +42,28 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Who opened the page: the user a status link names (until it expires), or the platform (a key)."""
+    """Who opened the page: the user a status link names (until it expires), or the platform (a key, as long as it is
+    still accepted: `still_admitted`)."""
 
     user_id: str | None
     until: float | None
+    still_admitted: Callable[[], Awaitable[bool]] | None = None
+    """For a key: whether it is still accepted with orders:read (the authenticator's cache answers; an expired key is
+    refused exactly, a revoked one once the cache forgets it). A key's stream ends when it is not."""
+
+
+def _admission(authenticator: Authenticator, key: str) -> Callable[[], Awaitable[bool]]:
+    """Whether `key` is still accepted with orders:read: a stream opened with a key ran on after the key expired or
+    was revoked, for as long as the browser kept it open."""
+
+    async def still_admitted() -> bool:
+        try:
+            caller = await authenticator.authenticate(key)
+        except Unauthenticated:
+            return False
+        return Scope.ORDERS_READ in caller.scopes
+
+    return still_admitted
 
 
 NOT_FOUND_PAGE = (
@@ -139,7 +157,7 @@ class StatusPage:
             except Unauthenticated:
                 raise not_found(order_id) from None
             if Scope.ORDERS_READ in caller.scopes:
-                return Viewer(None, None)
+                return Viewer(None, None, _admission(authenticator, credentials.credentials))
         raise not_found(order_id)
 
     async def timeline(
@@ -184,7 +202,7 @@ class StatusPage:
                     yield f"id: {view['sequence']}\nevent: timeline\ndata: {orjson.dumps(view).decode()}\n\n"
                     sent = view
                 wait = self._heartbeat_s if viewer.until is None else min(self._heartbeat_s, viewer.until - time.time())
-                if wait <= 0:
+                if wait <= 0 or (viewer.still_admitted is not None and not await viewer.still_admitted()):
                     return
                 try:
                     await asyncio.wait_for(changed.wait(), wait)
