@@ -80,6 +80,15 @@ def test_unknown_fields_from_newer_producers_are_ignored() -> None:
     assert decoded == payment()
 
 
+@pytest.mark.parametrize("extra", [b"\xff\x00binary", None], ids=["binary", "no value"])
+def test_a_header_another_producer_added_is_not_ours_to_judge(extra: bytes | None) -> None:
+    """A trace context in binary, or a header without a value (Kafka allows one; aiokafka reads it None): the message
+    is valid all the same (it was dead-lettered as "header 'x' is not UTF-8")."""
+    record = encode(payment(), envelope_for(payment(), producer="payments"))
+    decoded, envelope = decode(record.value, [*record.headers, ("trace-bin", extra)])  # type: ignore[list-item]
+    assert decoded == payment() and envelope.producer == "payments"
+
+
 @pytest.mark.parametrize(
     ("value", "headers", "reason"),
     [

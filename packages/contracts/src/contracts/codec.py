@@ -70,11 +70,13 @@ class Envelope:
     def from_headers(cls, headers: Headers) -> "Envelope":
         raw: dict[str, str] = {}
         for key, value in headers:
+            if key not in _HEADER_KEYS:
+                continue  # another producer's (a trace context, binary or empty): not ours to judge
             try:
                 raw[key] = value.decode()
             except (UnicodeDecodeError, AttributeError):
                 raise DecodeError(f"header {key[:100]!r} is not UTF-8") from None
-        missing = [k for k in _HEADER_KEYS if k not in raw]
+        missing = [k for k in _HEADER_ORDER if k not in raw]
         if missing:
             raise DecodeError(f"missing headers: {', '.join(missing)}")
         # Non-empty, as the contract says: every record with an empty event_id would share one key in the consumers'
@@ -106,7 +108,8 @@ class Envelope:
         )
 
 
-_HEADER_KEYS = ("event_type", "schema_version", "event_id", "correlation_id", "occurred_at", "producer")
+_HEADER_ORDER = ("event_type", "schema_version", "event_id", "correlation_id", "occurred_at", "producer")
+_HEADER_KEYS = frozenset(_HEADER_ORDER)
 _NON_EMPTY = ("event_type", "event_id", "correlation_id", "producer")
 _VERSION = re.compile(r"[1-9][0-9]*")
 
