@@ -28,13 +28,14 @@ def to(channel: str, notification_id: str) -> Claimed:
 
 @dataclass
 class ChannelQueue(FakeQueue):
-    """Claims only the channels it is not told to skip, and records each claim's limit and skipped channels."""
+    """Claims only the channels it is told to take (every one when none are named), and records each claim's limit
+    and the channels it took (None for every one)."""
 
-    claims: list[tuple[int, frozenset[str]]] = field(default_factory=list)
+    claims: list[tuple[int, frozenset[str] | None]] = field(default_factory=list)
 
-    async def claim(self, limit: int, lease_s: float, skip_channels: Collection[str] = ()) -> list[Claimed]:
-        self.claims.append((limit, frozenset(skip_channels)))
-        taken = [d for d in self.due if d.target.channel not in skip_channels][:limit]
+    async def claim(self, limit: int, lease_s: float, channels: Collection[str] | None = None) -> list[Claimed]:
+        self.claims.append((limit, None if channels is None else frozenset(channels)))
+        taken = [d for d in self.due if channels is None or d.target.channel in channels][:limit]
         self.due = [d for d in self.due if d not in taken]
         return taken
 
@@ -91,8 +92,8 @@ async def test_a_claim_leaves_a_full_channels_deliveries_in_the_queue_and_takes_
     await eventually(lambda: len(push.sent) == 3, timeout_s=5, interval_s=0.01)
     assert hook.started == ["h0", "h1"], "one slot was left for the webhook: one of its deliveries was claimed"
     assert [d.notification_id for d in queue.due] == ["h2"], "the webhook's second is left in the queue, unclaimed"
-    assert all(limit <= 1 for limit, skipped in queue.claims if "webhook" not in skipped), queue.claims
-    assert any(skipped == {"webhook"} for _, skipped in queue.claims), queue.claims
+    assert all(limit <= 1 for limit, taken in queue.claims if taken is None or "webhook" in taken), queue.claims
+    assert any(taken == {"webpush"} for _, taken in queue.claims), queue.claims
     hook.answer.set()
     await eventually(lambda: hook.sent == ["h0", "h1", "h2"], timeout_s=5, interval_s=0.01)
 

@@ -154,6 +154,8 @@ class DeliveryWorker:
         self._rest = _Lane(frozenset(), max_in_flight)
         """The channels given no limit of their own (and any not configured, whose deliveries fail at once)."""
         self._lane_of = {channel: lane for lane in self._lanes for channel in lane.channels}
+        self._known = frozenset(self._channels) | frozenset(self._lane_of)
+        """The channels a claim can name: those configured and those given a limit."""
         self._batch_size = batch_size
         self._poll = poll_interval_s
         self._wakeup = asyncio.Event()
@@ -266,7 +268,9 @@ class DeliveryWorker:
     def _room(self) -> tuple[int, frozenset[str]]:
         """How many deliveries the next claim may take, and the channels it leaves in the queue: those with no room.
         Never more than the least room among the others, so none it claims waits for room, its attempt counted and
-        not made; and nothing while the channels with no limit of their own have no room (they cannot be named)."""
+        not made; and nothing while the channels with no limit of their own have no room. While a channel is full the
+        claim names the channels it takes (`_claim`): a channel no adapter is configured for (its deliveries fail at
+        once) waits meanwhile."""
         if self._rest.room <= 0:
             return 0, frozenset()
         full = frozenset(channel for lane in self._lanes if lane.room <= 0 for channel in lane.channels)
@@ -322,7 +326,7 @@ class DeliveryWorker:
     async def _claim(self, limit: int, full: frozenset[str]) -> list[Claimed]:
         try:
             if full:
-                return await self._queue.claim(limit, self._lease_s, skip_channels=full)
+                return await self._queue.claim(limit, self._lease_s, channels=self._known - full)
             return await self._queue.claim(limit, self._lease_s)
         except Exception as exc:
             verdict = classify(exc)

@@ -34,7 +34,7 @@ from servicekit.postgres import fetch_planned_now
 _CLAIM = """
 WITH due AS (
     SELECT d.notification_id, d.target, d.subscription_id, d.resend_id FROM deliveries d
-    WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND d.channel <> ALL($3::text[])
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND ($3::text[] IS NULL OR d.channel = ANY($3::text[]))
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.order_id = d.order_id AND e.target = d.target AND e.state = 'pending' AND e.sequence < d.sequence
@@ -146,10 +146,13 @@ class PostgresDeliveryQueue:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, limit: int, lease_s: float, skip_channels: Collection[str] = ()) -> list[Claimed]:
-        """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt; none of `skip_channels`
-        (channels the worker has no room for: claimed, they would wait, their attempt counted and not made)."""
-        rows = await fetch_planned_now(self._pool, _CLAIM, limit, lease_s, sorted(skip_channels))
+    async def claim(self, limit: int, lease_s: float, channels: Collection[str] | None = None) -> list[Claimed]:
+        """Up to `limit` due deliveries, each leased for `lease_s` and counted as an attempt; only of `channels` when
+        given (those the worker has room for: claimed, the others would wait, their attempt counted and not made).
+        Named, not excluded: `channel <> ALL` used no index, and a claim for pushes beside a webhook outage's backlog
+        read every due webhook row (200,000 of them in the test); `channel = ANY` walks deliveries_due_by_channel."""
+        chosen = None if channels is None else sorted(channels)
+        rows = await fetch_planned_now(self._pool, _CLAIM, limit, lease_s, chosen)
         return [claimed_from(r, _raw(r["payload"])) for r in rows]
 
     async def extend(self, leases: Sequence[Claimed], lease_s: float) -> set[tuple[str, str]]:
