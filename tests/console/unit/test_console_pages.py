@@ -175,3 +175,16 @@ def test_the_order_page_shows_each_cases_history_and_escapes_what_the_api_says(
     page = signed_in(console).get("/orders/ord_1").text
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'class="history"' in page and "&lt;b&gt;opened&lt;/b&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"), [("ord_1%23", "/v1/support/orders/ord_1%23"), ("ord_1%3Fx", "/v1/support/orders/ord_1%3Fx")]
+)
+def test_an_id_from_the_consoles_url_is_one_path_segment_of_the_request_to_payments(
+    console: TestClient, payments: FakePayments, asked: str, sent: str
+) -> None:
+    """ "ord_1#" written raw asked payments for ord_1 (the rest a fragment), "ord_1?x" for ord_1 with a query."""
+    signed_in(console).get(f"/orders/{asked}")
+    assert [r.url.raw_path.decode() for r in payments.requests if r.url.path.startswith("/v1/support/orders/")] == [
+        sent
+    ]

@@ -8,6 +8,7 @@ pages and the terminal say plainly what was refused and why.
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -64,6 +65,12 @@ def refusal(response: httpx.Response) -> ApiRefused:
     return ApiRefused(response.status_code, "http_error", response.text[:200] or response.reason_phrase)
 
 
+def _segment(value: str) -> str:
+    """`value` as one path segment: an id from the console's own URL may hold "#", "?" or "/" (percent-encoded there,
+    decoded by the router), which written raw made another request of payments (ord_1# asked for ord_1)."""
+    return quote(value, safe="")
+
+
 class SupportApi:
     """Payments' support endpoints, called with one API key."""
 
@@ -100,7 +107,7 @@ class SupportApi:
 
     async def order(self, order_id: str) -> Json:
         """The order, its timeline across the services, its cases and actions, and what was unavailable."""
-        return await self._call("GET", f"/v1/support/orders/{order_id}")
+        return await self._call("GET", f"/v1/support/orders/{_segment(order_id)}")
 
     async def act(
         self, order_id: str, action: str, reason: str, amount: int | None = None, idempotency_key: str | None = None
@@ -110,7 +117,9 @@ class SupportApi:
         if amount is not None:
             payload["amount"] = amount
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = await self._call("POST", f"/v1/support/orders/{order_id}/actions", json=payload, headers=headers)
+        body = await self._call(
+            "POST", f"/v1/support/orders/{_segment(order_id)}/actions", json=payload, headers=headers
+        )
         return dict(body.get("action", body))
 
     async def cases(self, state: str = "open") -> list[Json]:
@@ -119,9 +128,9 @@ class SupportApi:
         return list(body.get("cases", []))
 
     async def case(self, case_id: str) -> Json:
-        return await self._call("GET", f"/v1/support/cases/{case_id}")
+        return await self._call("GET", f"/v1/support/cases/{_segment(case_id)}")
 
     async def case_action(self, case_id: str, action: str, text: str | None) -> Json:
         """acknowledge (an optional note), assign (the owner), notes (the note) or resolve (the resolution)."""
         field = {"acknowledge": "note", "assign": "owner", "notes": "note", "resolve": "resolution"}[action]
-        return await self._call("POST", f"/v1/support/cases/{case_id}/{action}", json={field: text or None})
+        return await self._call("POST", f"/v1/support/cases/{_segment(case_id)}/{action}", json={field: text or None})
