@@ -7,11 +7,9 @@ read (any service may write the dead-letter topic) is refused, and the rest of t
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -29,8 +27,8 @@ from servicekit.settings import ServiceSettings
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
 from tests.service_settings import settings_for
+from tests.stack.dlq_cli import run_dlq
 
-CREDITED = Path(sys.executable).parent / "credited"
 CAP = "ALTER TABLE accounts ADD CONSTRAINT wallet_cap CHECK (kind <> 'wallet' OR balance <= 1000)"
 UNCAP = "ALTER TABLE accounts DROP CONSTRAINT wallet_cap"
 
@@ -76,18 +74,7 @@ class Ledger:
 
     async def dlq(self, *args: str) -> tuple[int, str]:
         """`credited dlq ...` as an operator runs it, with the services' Kafka settings."""
-        env = {
-            "KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "KAFKA_BROKER": "tansu" if self.broker.kind == "embedded" else "apache",
-            "CREDITED_TOPIC_PREFIX": self.prefix,
-            "PATH": "/usr/bin:/bin",
-        }
-        process = await asyncio.create_subprocess_exec(
-            str(CREDITED), "dlq", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-        assert process.returncode is not None
-        return process.returncode, out.decode()
+        return await run_dlq(self.broker, self.prefix, *args)
 
 
 @pytest.fixture

@@ -1,12 +1,9 @@
 """Dead letters end to end, against the real broker: letters any service may write (or a consumer wrote from an
 odd record) must not stop `credited dlq list` or `replay` for all the others."""
 
-import asyncio
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -19,9 +16,9 @@ from servicekit.kafka import ensure_topics
 from servicekit.settings import ServiceSettings
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
+from tests.stack.dlq_cli import run_dlq
 
 Headers = Sequence[tuple[str, bytes | None]]
-CREDITED = Path(sys.executable).parent / "credited"
 
 
 def payment(order_id: str) -> PaymentSucceeded:
@@ -76,19 +73,23 @@ class Site:
         ]
         await self.send(self.topic(Topic.DEAD_LETTER), key.encode(), value, letter)
 
+    async def letter_of_type(self, key: str, event_type: bytes, reason: bytes) -> None:
+        """A dead letter (no original on the topic) of a record whose event_type header is `event_type`."""
+        value, headers = good_record(key)
+        odd = [(k, v or b"") for k, v in headers if k != "event_type"] + [("event_type", event_type)]
+        letter = [
+            *odd,
+            ("dlq_reason", reason),
+            ("dlq_source_topic", self.topic(Topic.PAYMENTS_EVENTS).encode()),
+            ("dlq_source_partition", b"0"),
+            ("dlq_source_offset", b"0"),
+            ("dlq_consumer_group", f"{self.prefix}ledger.payments".encode()),
+            ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self.send(self.topic(Topic.DEAD_LETTER), key.encode(), value, letter)
+
     async def dlq(self, *args: str) -> tuple[int, str]:
-        env = {
-            "KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "KAFKA_BROKER": "tansu" if self.broker.kind == "embedded" else "apache",
-            "CREDITED_TOPIC_PREFIX": self.prefix,
-            "PATH": "/usr/bin:/bin",
-        }
-        process = await asyncio.create_subprocess_exec(
-            str(CREDITED), "dlq", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-        assert process.returncode is not None
-        return process.returncode, out.decode()
+        return await run_dlq(self.broker, self.prefix, *args)
 
 
 @pytest.fixture
@@ -116,17 +117,7 @@ async def test_a_reason_quoting_square_brackets_is_listed_whole_and_does_not_sto
     # What the consumer writes for a record whose event_type header is "[/x]" (codec: unknown event_type '...').
     value, headers = good_record("ord_plain")
     await site.original_and_letter("ord_plain", headers, value)
-    odd = [(k, v) for k, v in headers if k != "event_type"] + [("event_type", b"[/x]")]
-    source = site.topic(Topic.PAYMENTS_EVENTS)
-    letter = [(k, v or b"") for k, v in odd] + [
-        ("dlq_reason", b"undecodable: unknown event_type '[/x]' and [bold]more[/bold]"),
-        ("dlq_source_topic", source.encode()),
-        ("dlq_source_partition", b"0"),
-        ("dlq_source_offset", b"0"),
-        ("dlq_consumer_group", f"{site.prefix}ledger.payments".encode()),
-        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
-    ]
-    await site.send(site.topic(Topic.DEAD_LETTER), b"ord_odd", value, letter)
+    await site.letter_of_type("ord_odd", b"[/x]", b"undecodable: unknown event_type '[/x]' and [bold]more[/bold]")
     await letters_there(site, 2)
 
     code, out = await site.dlq("list")
@@ -167,18 +158,7 @@ async def test_a_letter_whose_original_has_a_header_without_a_value_does_not_sto
 
 async def test_a_reason_quoting_what_looks_like_a_style_tag_is_listed_uncut(site: Site) -> None:
     # The consumer's reason for a record whose event_type header is "[red]": codec quotes it.
-    value, headers = good_record("ord_red")
-    odd = [(k, v) for k, v in headers if k != "event_type"] + [("event_type", b"[red]")]
-    source = site.topic(Topic.PAYMENTS_EVENTS)
-    letter = [(k, v or b"") for k, v in odd] + [
-        ("dlq_reason", b"undecodable: unknown event_type '[red]'"),
-        ("dlq_source_topic", source.encode()),
-        ("dlq_source_partition", b"0"),
-        ("dlq_source_offset", b"0"),
-        ("dlq_consumer_group", f"{site.prefix}ledger.payments".encode()),
-        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
-    ]
-    await site.send(site.topic(Topic.DEAD_LETTER), b"ord_red", value, letter)
+    await site.letter_of_type("ord_red", b"[red]", b"undecodable: unknown event_type '[red]'")
     await letters_there(site, 1)
 
     code, out = await site.dlq("list")
