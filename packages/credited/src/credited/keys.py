@@ -1,4 +1,4 @@
-"""`credited keys create|list|revoke`: API keys for platform backends, risk reviewers and support staff,
+"""`credited keys create|rotate|list|revoke`: API keys for platform backends, risk reviewers and support staff,
 and the development key `credited up` and `credited demo` hand to the local clients.
 
 The keys live in the shared `credited_identity` schema of the database the services use (DATABASE_URL).
@@ -23,11 +23,13 @@ from rich.table import Table
 from servicekit.identity import IDENTITY_SCHEMA, KeyNameTaken, KeyRecord, PostgresKeyStore, Scope, parse_scopes
 
 DEVELOPMENT_KEY_NAME = "development"
-_DURATION = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[mhd])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_DURATION = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+DEFAULT_OVERLAP = "24h"
+"""How long a rotated key stays accepted, unless it expires sooner: a day to deploy its successor everywhere."""
 T = TypeVar("T")
 
-app = typer.Typer(help="API keys with scopes: create (shown once), list, revoke.", no_args_is_help=True)
+app = typer.Typer(help="API keys with scopes: create (shown once), rotate, list, revoke.", no_args_is_help=True)
 
 DatabaseUrl = Annotated[
     str, typer.Option(envvar="DATABASE_URL", help="The services' PostgreSQL (DATABASE_URL).", show_default=False)
@@ -39,12 +41,20 @@ NAME_LIMIT = 100
 """The longest key name the keys' table takes (servicekit identity migration 0001)."""
 
 
+def parse_duration(value: str) -> timedelta:
+    """`24h`, `2d`, `90m`, `30s`: the --overlap of a rotation."""
+    match = _DURATION.match(value)
+    if not match:
+        raise typer.BadParameter("give a duration: 24h, 2d, 90m or 30s")
+    return timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+
+
 def parse_expiry(value: str, now: datetime) -> datetime:
-    """`30d`, `12h`, `90m` from now, or an ISO 8601 time with its zone; never in the past."""
+    """`30d`, `12h`, `90m`, `30s` from now, or an ISO 8601 time with its zone; never in the past."""
     match = _DURATION.match(value)
     try:
         if match:
-            when = now + timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+            when = now + parse_duration(value)
         else:
             try:
                 when = datetime.fromisoformat(value)
@@ -100,15 +110,48 @@ def create(
     sys.stdout.write(key + "\n")
 
 
+@app.command("rotate")
+def rotate(
+    name: Annotated[str, typer.Argument(help="The name of the current key, e.g. platform-backend.")],
+    database_url: DatabaseUrl,
+    overlap: Annotated[
+        str, typer.Option(help="How long the old key stays accepted (unless it expires sooner): 24h, 2d, 90m, 30s.")
+    ] = DEFAULT_OVERLAP,
+    expires: Annotated[
+        str | None,
+        typer.Option(help="The new key's expiry (30d, 12h, 90m, or an ISO 8601 time); else the old key's lifetime."),
+    ] = None,
+    schema: Schema = IDENTITY_SCHEMA,
+) -> None:
+    """Make a new key with the same name and scopes and print it once (stdout); the old key stays accepted for the
+    overlap, so the caller deploys the new one without downtime. Its name is kept, and with it what is scoped by
+    the name (payments' Idempotency-Keys, the notifier's resends)."""
+    grace = parse_duration(overlap)
+    expires_at = parse_expiry(expires, datetime.now(UTC)) if expires else None
+    rotated = asyncio.run(_with_store(database_url, schema, lambda s: s.rotate(name, grace, expires_at=expires_at)))
+    if rotated is None:
+        Console(stderr=True).print(f"no current key named {name!r}: nothing to rotate", style="red", markup=False)
+        raise typer.Exit(1)
+    old, new, key = rotated
+    assert old.expires_at is not None  # the overlap always sets one
+    Console(stderr=True).print(
+        f"rotated {old.id} {old.name!r} ({old.prefix}): still accepted until {_when(old.expires_at)}; created"
+        f" {new.id} with {', '.join(sorted(new.scopes))}"
+        f"{'' if new.expires_at is None else f', expires {_when(new.expires_at)}'}; the new key is shown only now:",
+        markup=False,  # a name is free text: "[/x]" in one is not markup
+    )
+    sys.stdout.write(key + "\n")
+
+
 @app.command("list")
 def list_keys(
     database_url: DatabaseUrl,
     revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] = False,
     schema: Schema = IDENTITY_SCHEMA,
 ) -> None:
-    """Every key: id, name, prefix, scopes, created, expires, revoked."""
+    """Every key: id, name, prefix, scopes, created, expires, rotated (still accepted until it expires), revoked."""
     records = asyncio.run(_with_store(database_url, schema, lambda s: s.list_keys(include_revoked=revoked)))
-    table = Table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
+    table = Table("id", "name", "prefix", "scopes", "created", "expires", "rotated", "revoked")
     for r in records:
         table.add_row(r.id, r.name, r.prefix, " ".join(sorted(r.scopes)), *(_when(t) for t in _times(r)))
     Console(width=200).print(table)
@@ -116,7 +159,7 @@ def list_keys(
 
 @app.command("revoke")
 def revoke(
-    key: Annotated[str, typer.Argument(help="The key's id (key_...) or name.")],
+    key: Annotated[str, typer.Argument(help="The key's id (key_...) or name (its current key; a rotated one by id).")],
     database_url: DatabaseUrl,
     schema: Schema = IDENTITY_SCHEMA,
 ) -> None:
@@ -128,8 +171,8 @@ def revoke(
     Console(stderr=True).print(f"revoked {record.id} {record.name!r} ({record.prefix})")
 
 
-def _times(record: KeyRecord) -> tuple[datetime, datetime | None, datetime | None]:
-    return record.created_at, record.expires_at, record.revoked_at
+def _times(record: KeyRecord) -> tuple[datetime, datetime | None, datetime | None, datetime | None]:
+    return record.created_at, record.expires_at, record.rotated_at, record.revoked_at
 
 
 def _when(moment: datetime | None) -> str:

@@ -53,6 +53,11 @@ def looks_like_key(value: str) -> bool:
     )
 
 
+def mode_of(prefix: str) -> KeyMode:
+    """Whether a stored key (by its display prefix) is a development key, so its successor is one too."""
+    return "dev" if prefix.startswith(DEVELOPMENT_PREFIX) else "live"
+
+
 def new_key_id() -> str:
     return f"key_{secrets.token_hex(8)}"
 
@@ -68,6 +73,8 @@ class KeyRecord:
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    rotated_at: datetime | None = None
+    """When a successor of the same name was made (`credited keys rotate`); accepted until `expires_at`."""
 
     def refusal(self, now: datetime) -> str | None:
         """Why this key cannot be used at `now`, or None when it can. A revoked key is refused whatever `now`

@@ -8,12 +8,12 @@ import logging
 import re
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
-from servicekit.identity.keys import KeyMode, KeyRecord, digest, display_prefix, mint_key, new_key_id
+from servicekit.identity.keys import KeyMode, KeyRecord, digest, display_prefix, mint_key, mode_of, new_key_id
 from servicekit.identity.scopes import Scope
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 IDENTITY_SCHEMA = "credited_identity"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_COLUMNS = "id, name, prefix, scopes, created_at, expires_at, revoked_at"
+_COLUMNS = "id, name, prefix, scopes, created_at, expires_at, revoked_at, rotated_at"
 
 
 class KeyNameTaken(Exception):
@@ -29,7 +29,8 @@ class KeyNameTaken(Exception):
 
 
 class PostgresKeyStore:
-    """Creates, lists, revokes and finds API keys; `round_trips` counts the lookups that reached the database."""
+    """Creates, rotates, lists, revokes and finds API keys; `round_trips` counts the lookups that reached the
+    database."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str = IDENTITY_SCHEMA) -> None:
         if not _SCHEMA.match(schema):
@@ -47,10 +48,19 @@ class PostgresKeyStore:
             f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
             "all": f"SELECT {_COLUMNS} FROM {table} ORDER BY created_at, id",  # noqa: S608
             "live": f"SELECT {_COLUMNS} FROM {table} WHERE revoked_at IS NULL ORDER BY created_at, id",  # noqa: S608
-            # One key: the one with that id, else the live one with that name (a name may be another key's id).
+            # One key: the one with that id, else the current one with that name (a name may be another key's id;
+            # a rotated key of that name, still accepted until it expires, goes by its id).
             "revoke": f"UPDATE {table} SET revoked_at = now() WHERE id = (SELECT id FROM {table}"  # noqa: S608
-            f" WHERE revoked_at IS NULL AND (id = $1 OR name = $1) ORDER BY id = $1 DESC LIMIT 1)"
-            f" RETURNING {_COLUMNS}",
+            f" WHERE revoked_at IS NULL AND (id = $1 OR (name = $1 AND rotated_at IS NULL))"
+            f" ORDER BY id = $1 DESC LIMIT 1) RETURNING {_COLUMNS}",
+            # Locked, so a second rotation at the same time waits and then finds no current key.
+            "current": f"SELECT id, prefix, scopes, created_at, expires_at FROM {table}"  # noqa: S608
+            " WHERE name = $1 AND revoked_at IS NULL AND rotated_at IS NULL FOR UPDATE",
+            # LEAST ignores NULL: a key that never expired now expires when the overlap ends.
+            "rotated": f"UPDATE {table} SET rotated_at = now(), expires_at = LEAST(expires_at, now() + $2::interval)"  # noqa: S608
+            f" WHERE id = $1 RETURNING {_COLUMNS}",
+            "successor": f"INSERT INTO {table} (id, name, prefix, digest, scopes, expires_at)"  # noqa: S608
+            f" VALUES ($1, $2, $3, $4, $5, COALESCE($6::timestamptz, now() + $7::interval)) RETURNING {_COLUMNS}",
             "find": f"SELECT {_COLUMNS} FROM {table} WHERE digest = $1",  # noqa: S608
         }
         self.round_trips = 0
@@ -94,7 +104,10 @@ class PostgresKeyStore:
                 expires_at,
             )
         except asyncpg.UniqueViolationError as exc:
-            raise KeyNameTaken(f"a live key is already named {name!r}: revoke it first") from exc
+            raise KeyNameTaken(
+                f"a live key is already named {name!r}: rotate it (a new key, the old one kept for a while) or revoke"
+                " it first"
+            ) from exc
         assert row is not None
         return _record(row), key
 
@@ -102,8 +115,38 @@ class PostgresKeyStore:
         rows = await self._pool.fetch(self._sql["all" if include_revoked else "live"])
         return [_record(r) for r in rows]
 
+    async def rotate(
+        self, name: str, overlap: timedelta, *, expires_at: datetime | None = None
+    ) -> tuple[KeyRecord, KeyRecord, str] | None:
+        """Replace the current key named `name` by a new one with its scopes and mode, in one transaction, without a
+        moment when the caller has no accepted key: the old key stays accepted until the earlier of its own expiry
+        and now + `overlap`. The new key expires at `expires_at`, else as long after it is made as the old one did
+        after it was (never, if the old one never did). The old key's record, the new one's and the new key itself
+        (shown once); None when no current key has that name."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(self._sql["current"], name)
+            if current is None:
+                return None
+            old = await conn.fetchrow(self._sql["rotated"], current["id"], overlap)
+            lifetime = None if current["expires_at"] is None else current["expires_at"] - current["created_at"]
+            key = mint_key(mode_of(current["prefix"]))
+            new = await conn.fetchrow(
+                self._sql["successor"],
+                new_key_id(),
+                name,
+                display_prefix(key),
+                digest(key),
+                current["scopes"],  # as stored: a scope this version does not know is kept for the one that does
+                expires_at,
+                lifetime,
+            )
+        assert old is not None
+        assert new is not None
+        return _record(old), _record(new), key
+
     async def revoke(self, id_or_name: str) -> KeyRecord | None:
-        """Revoke the live key with this id or name; None when there is none (already revoked: a no-op)."""
+        """Revoke the key with this id, else the current key with this name; None when there is none (already
+        revoked: a no-op). A rotated key is revoked by its id."""
         row = await self._pool.fetchrow(self._sql["revoke"], id_or_name)
         return None if row is None else _record(row)
 
@@ -123,6 +166,7 @@ def _record(row: asyncpg.Record) -> KeyRecord:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        rotated_at=row["rotated_at"],
     )
 
 

@@ -166,9 +166,11 @@ async def register_device(
     return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
 
 
-def _resend_id(key_id: str, order_id: str, idempotency_key: str) -> str:
-    """The resend id of a request under an Idempotency-Key: the same for the same caller, order and key."""
-    digest = hashlib.sha256(f"{key_id}\n{order_id}\n{idempotency_key}".encode()).hexdigest()
+def _resend_id(key_name: str, order_id: str, idempotency_key: str) -> str:
+    """The resend id of a request under an Idempotency-Key: the same for the same caller, order and key. The caller
+    is its key's name, as payments scopes Idempotency-Keys, so a retry sent with the new key of a rotation
+    (`credited keys rotate`) answers the resend the old key asked for instead of sending it again."""
+    digest = hashlib.sha256(f"{key_name}\n{order_id}\n{idempotency_key}".encode()).hexdigest()
     return f"rs_{digest[:32]}"
 
 
@@ -259,9 +261,9 @@ def routes(
     ) -> ResendOut:
         """Deliver the order's latest status notification to its user again, through the normal durable
         delivery path (new deliveries, retried like any), recorded as a resend with the reason and who asked.
-        The same Idempotency-Key from the same key again (a retry, or two at once) answers the first resend and
+        The same Idempotency-Key from the same key name again (a retry, or two at once) answers the first resend and
         sends nothing more."""
-        resend_id = None if idempotency_key is None else _resend_id(caller.key_id, order_id, idempotency_key)
+        resend_id = None if idempotency_key is None else _resend_id(caller.name, order_id, idempotency_key)
         async with uow() as tx:
             resend = await tx.resend_latest(order_id, body.reason, caller.name, resend_id=resend_id)
         if resend is None:
