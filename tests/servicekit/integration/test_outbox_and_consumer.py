@@ -255,10 +255,15 @@ async def test_a_bad_record_too_large_to_dead_letter_whole_goes_trimmed_and_the_
 async def test_a_record_with_a_header_without_a_value_is_dead_lettered_and_the_consumer_keeps_going(  # type: ignore[no-untyped-def]
     kit, broker: Broker
 ) -> None:
+    """Its event_id has no value (the letter keeps every header, one without a value as empty); another producer's
+    header without a value alone would not make it bad (contracts' decode reads only the envelope's headers)."""
     good = encode(paid("ord_null"), envelope_for(paid("ord_null"), producer="test"))
-    bad = Record(key=good.key, value=good.value, headers=[*good.headers, ("trace", None)])  # type: ignore[list-item]
+    headers = [(k, None if k == "event_id" else v) for k, v in good.headers] + [("trace", None)]
+    bad = Record(key=good.key, value=good.value, headers=headers)  # type: ignore[arg-type]
     [letter] = await dead_lettered(kit, broker, bad)
-    assert letter.key == b"ord_null" and dict(letter.headers)["trace"] == b""
+    kept = dict(letter.headers)
+    assert letter.key == b"ord_null" and kept["trace"] == b"" and kept["event_id"] == b""
+    assert kept["dlq_reason"] == b"undecodable: header 'event_id' has no value"
 
 
 async def test_a_record_whose_refusal_quotes_a_huge_event_type_is_dead_lettered_with_the_reason_cut(  # type: ignore[no-untyped-def]

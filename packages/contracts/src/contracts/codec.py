@@ -72,10 +72,12 @@ class Envelope:
         for key, value in headers:
             if key not in _HEADER_KEYS:
                 continue  # another producer's (a trace context, binary or empty): not ours to judge
+            if value is None:  # Kafka allows a header without a value; aiokafka reads it None
+                raise DecodeError(f"header {key!r} has no value")
             try:
                 raw[key] = value.decode()
-            except (UnicodeDecodeError, AttributeError):
-                raise DecodeError(f"header {key[:100]!r} is not UTF-8") from None
+            except UnicodeDecodeError:
+                raise DecodeError(f"header {key!r} is not UTF-8") from None
         missing = [k for k in _HEADER_ORDER if k not in raw]
         if missing:
             raise DecodeError(f"missing headers: {', '.join(missing)}")
