@@ -127,12 +127,11 @@ async def test_a_reason_quoting_square_brackets_is_listed_whole_and_does_not_sto
     assert "[bold]more[/bold]" in out, out
 
 
-async def test_a_letter_whose_event_id_is_not_utf8_does_not_stop_the_replay_of_the_others(site: Site) -> None:
-    value, headers = good_record("ord_bad_id")
-    bad = [(k, b"\xff\xfe-not-utf8" if k == "event_id" else v) for k, v in headers]
-    await site.original_and_letter("ord_bad_id", bad, value)
-    value, headers = good_record("ord_good")
-    await site.original_and_letter("ord_good", headers, value)
+async def replays_the_good_one_beside(site: Site, key: str, headers: Headers, value: bytes) -> None:
+    """An odd letter of `key` and a plain one: the replay sends the plain one whatever the odd one does."""
+    await site.original_and_letter(key, list(headers), value)
+    value, good = good_record("ord_good")
+    await site.original_and_letter("ord_good", good, value)
     await letters_there(site, 2)
     letters = await dead_letters(site.settings)
     assert len(letters) == 2
@@ -140,20 +139,17 @@ async def test_a_letter_whose_event_id_is_not_utf8_does_not_stop_the_replay_of_t
     outcome = await replay(site.settings, letters, by="on-call")
 
     assert {d.key for d in outcome.replayed} >= {b"ord_good"}, outcome
+
+
+async def test_a_letter_whose_event_id_is_not_utf8_does_not_stop_the_replay_of_the_others(site: Site) -> None:
+    value, headers = good_record("ord_bad_id")
+    bad = [(k, b"\xff\xfe-not-utf8" if k == "event_id" else v) for k, v in headers]
+    await replays_the_good_one_beside(site, "ord_bad_id", bad, value)
 
 
 async def test_a_letter_whose_original_has_a_header_without_a_value_does_not_stop_the_replay(site: Site) -> None:
     value, headers = good_record("ord_null_header")
-    await site.original_and_letter("ord_null_header", [*headers, ("traceparent", None)], value)
-    value, headers = good_record("ord_good")
-    await site.original_and_letter("ord_good", headers, value)
-    await letters_there(site, 2)
-    letters = await dead_letters(site.settings)
-    assert len(letters) == 2
-
-    outcome = await replay(site.settings, letters, by="on-call")
-
-    assert {d.key for d in outcome.replayed} >= {b"ord_good"}, outcome
+    await replays_the_good_one_beside(site, "ord_null_header", [*headers, ("traceparent", None)], value)
 
 
 async def test_a_reason_quoting_what_looks_like_a_style_tag_is_listed_uncut(site: Site) -> None:

@@ -3,48 +3,18 @@ one's name and scopes, and both are accepted until the overlap ends, after which
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 import typer
-from typer.testing import CliRunner
 
-from credited.cli import app
 from credited.keys import parse_duration
-from servicekit.identity import Authenticator, KeyNameTaken, PostgresKeyStore, Scope, Unauthenticated
-from servicekit.postgres import create_pool
+from servicekit.identity import KeyNameTaken, PostgresKeyStore, Scope
 from tests.kafka_reader import eventually
+from tests.servicekit.identity.integration.test_key_store import store  # noqa: F401 - the fixture
+from tests.servicekit.identity.integration.test_keys_cli import authenticate, run
 
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    done = CliRunner().invoke(app, list(args))
-    return done.exit_code, done.stdout, done.stderr
-
-
-async def authenticate(database_url: str, schema: str, key: str) -> str:
-    """Who the key stands for, or why it is refused, as a service that has not seen it before says."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
-    assert pool is not None
-    try:
-        caller = await Authenticator(PostgresKeyStore(pool, schema)).authenticate(key)
-        return f"{caller.name} {' '.join(sorted(caller.scopes))}"
-    except Unauthenticated as refused:
-        return refused.detail
-    finally:
-        await pool.close()
-
-
-@pytest.fixture
-async def store(database_url: str, isolation: str) -> AsyncIterator[PostgresKeyStore]:
-    pool = await create_pool(database_url, f"{isolation}_payments")
-    keys = PostgresKeyStore(pool, schema=f"{isolation}_identity")
-    await keys.migrate()
-    yield keys
-    await pool.close()
 
 
 def test_both_keys_are_accepted_during_the_overlap_and_the_old_one_is_refused_once_it_ends(
@@ -88,7 +58,7 @@ def test_rotating_a_name_without_a_current_key_is_an_error(database_url: str, is
 
 
 async def test_a_second_key_of_the_name_is_refused_while_the_rotated_keys_successor_is_live(
-    store: PostgresKeyStore,
+    store: PostgresKeyStore,  # noqa: F811
 ) -> None:
     first, _ = await store.create("risk-team", [Scope.REVIEW_DECIDE])
     rotated = await store.rotate("risk-team", timedelta(hours=1))
@@ -104,7 +74,7 @@ async def test_a_second_key_of_the_name_is_refused_while_the_rotated_keys_succes
 
 
 async def test_rotating_twice_within_the_overlap_rotates_the_newest_and_the_first_keeps_its_earlier_expiry(
-    store: PostgresKeyStore,
+    store: PostgresKeyStore,  # noqa: F811
 ) -> None:
     await store.create("platform", [Scope.ORDERS_WRITE])
     first = await store.rotate("platform", timedelta(minutes=10))
@@ -121,7 +91,7 @@ async def test_rotating_twice_within_the_overlap_rotates_the_newest_and_the_firs
 
 
 async def test_the_successor_keeps_the_scopes_mode_and_lifetime_and_the_overlap_never_lengthens_a_life(
-    store: PostgresKeyStore,
+    store: PostgresKeyStore,  # noqa: F811
 ) -> None:
     soon = datetime.now(UTC) + timedelta(minutes=5)
     created, _ = await store.create("dev-support", [Scope.SUPPORT_READ, Scope.SUPPORT_ACT], expires_at=soon, mode="dev")
@@ -137,7 +107,7 @@ async def test_the_successor_keeps_the_scopes_mode_and_lifetime_and_the_overlap_
     assert rotated is not None and rotated[1].expires_at == later
 
 
-async def test_two_rotations_at_once_make_one_successor(store: PostgresKeyStore) -> None:
+async def test_two_rotations_at_once_make_one_successor(store: PostgresKeyStore) -> None:  # noqa: F811
     await store.create("platform", [Scope.ORDERS_WRITE])
     both = await asyncio.gather(*(store.rotate("platform", timedelta(hours=1)) for _ in range(2)))
     assert sorted(r is None for r in both) == [False, True]
