@@ -9,29 +9,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from contracts.codec import encode, envelope_for
-from contracts.events import PaymentSucceeded
 from contracts.topics import Topic
 from credited.deadletters import dead_letters, replay
 from servicekit.kafka import ensure_topics
 from servicekit.settings import ServiceSettings
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
+from tests.servicekit.events import paid
 from tests.stack.dlq_cli import run_dlq
 
 Headers = Sequence[tuple[str, bytes | None]]
-
-
-def payment(order_id: str) -> PaymentSucceeded:
-    return PaymentSucceeded(
-        order_id=order_id,
-        user_id=f"u-{order_id}",
-        amount=100,
-        currency="CNY",
-        channel="card",
-        provider="sim",
-        provider_txn_id=f"tx-{order_id}",
-        paid_at=datetime.now(UTC),
-    )
 
 
 @dataclass
@@ -101,7 +88,7 @@ async def site(broker: Broker, isolation: str) -> Site:
 
 
 def good_record(order_id: str) -> tuple[bytes, list[tuple[str, bytes | None]]]:
-    message = payment(order_id)
+    message = paid(order_id)
     record = encode(message, envelope_for(message, producer="payments", event_id=f"pay-{order_id}"))
     return record.value, list(record.headers)
 
