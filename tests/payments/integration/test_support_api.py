@@ -23,17 +23,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from contracts.codec import decode
-from contracts.commands import BlockCredit, GrantCompensation, RedriveCredit
-from contracts.events import CreditRejected
+from contracts.codec import decode, envelope_for
+from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RedriveCredit
+from contracts.events import CreditRejected, RefundSucceeded
 from contracts.topics import Topic
 from credited.stack.processes import free_port
 from harness.simulator.run import partition_count
 from ledger.bootstrap import build as build_ledger
 from ledger.config import Settings as LedgerSettings
+from payments.adapters.postgres import PostgresPayments
 from payments.adapters.support_http import FILTERS
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
+from payments.domain import RefundAnswer
+from payments.refunds import MAX_ATTEMPTS, RefundFollowUp, handle_issue_refund
 from servicekit.http import EmbeddedServer, serve
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
@@ -41,6 +44,7 @@ from servicekit.pages import Cursor
 from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_until
+from tests.payments.unit.test_refunds import Pauses, Providers, ScriptedProvider
 from tests.service_settings import settings_for
 
 SECRET = "support-test-secret"
@@ -493,3 +497,35 @@ async def test_a_compensation_is_granted_by_the_ledger_and_a_refund_blocks_the_c
 
 async def _has(kinds: Callable[[], Awaitable[list[str]]], kind: str) -> bool:
     return kind in await kinds()
+
+
+async def test_an_order_whose_refund_is_pending_at_the_provider_is_neither_re_driven_nor_refunded_until_it_ends(
+    stack: Stack,
+) -> None:
+    # The provider accepted the reconciler's refund and has not finished it: a credit re-driven beside it would pay
+    # the user twice once the provider ends it refunded.
+    order_id = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    uow = stack.infra.outbox_writers(PostgresPayments)
+    pending = RefundAnswer("pending", refund_id="50300", reason="PROCESSING")
+    provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS, name="sim")
+    user_id = str(await stack.sql("SELECT user_id FROM orders WHERE order_id = $1", order_id))
+    command = IssueRefund(
+        order_id=order_id, user_id=user_id, amount=600, currency="CNY", reason="late", requested_at=datetime.now(UTC)
+    )
+    envelope = envelope_for(command, producer="reconciler", event_id=f"refund-{order_id}")
+    await handle_issue_refund(command, envelope, uow=uow, providers=Providers(provider), sleep=Pauses())
+    assert await stack.sql("SELECT status FROM refunds WHERE order_id = $1", order_id) == "pending"
+    for action in ("redrive_credit", "refund"):
+        answer = await stack.act(order_id, action)
+        assert (answer.status_code, answer.json()["error"]) == (409, "refund_in_flight"), answer.text
+
+    provider.queries = [RefundAnswer("succeeded", refund_id="50300")]
+    due_at = await stack.sql("SELECT due_at FROM refunds WHERE order_id = $1", order_id)
+    assert isinstance(due_at, datetime)
+    follow_up = RefundFollowUp(uow, Providers(provider), ask_timeout_s=1.0, clock=lambda: due_at)
+    assert await follow_up.round() == 1
+    assert await stack.sql("SELECT status FROM refunds WHERE order_id = $1", order_id) == "succeeded"
+    refunded = [decode(r.value, r.headers)[0] for r in await stack.published(Topic.PAYMENTS_EVENTS)]
+    assert [m.order_id for m in refunded if isinstance(m, RefundSucceeded)] == [order_id]
+    answer = await stack.act(order_id, "redrive_credit")
+    assert (answer.status_code, answer.json()["error"]) == (409, "already_refunded"), answer.text

@@ -2,6 +2,7 @@
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -9,8 +10,8 @@ from contracts.base import Message
 from contracts.events import CaseRequested
 from contracts.topics import Topic
 from payments import domain
-from payments.domain import Order
-from payments.ports import Announcement, KeyHolder, NewOrder, RefundAnswer, StatusChange
+from payments.domain import REFUNDS_IN_FLIGHT, Order, RefundRequest
+from payments.ports import Announcement, DueRefund, KeyHolder, NewOrder, RefundAnswer, StatusChange
 
 DEVELOPMENT_PAYERS = domain.Payers({"alipay": "alipay", "wechat": "wechatpay"}, frozenset({"sim"}))
 """Who may pay which channel in development: the `sim` provider these tests sign with pays every channel."""
@@ -24,6 +25,8 @@ class Store:
     published: list[tuple[Topic, Message, str | None]] = field(default_factory=list)
     processed: set[tuple[str, str]] = field(default_factory=set)
     refunds: dict[str, tuple[RefundAnswer, int]] = field(default_factory=dict)
+    refund_asks: dict[str, tuple[datetime | None, str]] = field(default_factory=dict)
+    """A refund's next ask (None once its outcome is known) and the reason it was requested with."""
     cases: dict[str, tuple[CaseRequested, str]] = field(default_factory=dict)
     """Open support cases by order and kind (`order_id/kind`): the request and the event id that opened it."""
 
@@ -86,8 +89,39 @@ class InMemoryPayments:
         done = self.store.refunds.get(order_id)
         return None if done is None else done[0]
 
-    async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None:
-        self.store.refunds.setdefault(order_id, (answer, attempts))
+    async def begin_refund(self, request: RefundRequest, due_at: datetime) -> None:
+        if request.order_id not in self.store.refunds:
+            self.store.refunds[request.order_id] = (RefundAnswer("requested"), 0)
+            self.store.refund_asks[request.order_id] = (due_at, request.reason)
+
+    async def save_refund(
+        self, order_id: str, answer: RefundAnswer, attempts: int, due_at: datetime | None = None
+    ) -> bool:
+        held = self.store.refunds.get(order_id)
+        if held is None or held[0].status not in REFUNDS_IN_FLIGHT:
+            return False
+        status = held[0].status if answer.status == "unknown" else answer.status
+        self.store.refunds[order_id] = (
+            RefundAnswer(status, answer.refund_id or held[0].refund_id, answer.reason),
+            attempts,
+        )
+        self.store.refund_asks[order_id] = (due_at, self.store.refund_asks[order_id][1])
+        return True
+
+    async def claim_refunds(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRefund]:
+        due = sorted(
+            (asked[0], order_id)
+            for order_id, asked in self.store.refund_asks.items()
+            if self.store.refunds[order_id][0].status in REFUNDS_IN_FLIGHT and asked[0] is not None and asked[0] <= now
+        )[:limit]
+        taken = []
+        for _, order_id in due:
+            answer, attempts = self.store.refunds[order_id]
+            self.store.refunds[order_id] = (answer, attempts + 1)
+            reason = self.store.refund_asks[order_id][1]
+            self.store.refund_asks[order_id] = (lease_until, reason)
+            taken.append(DueRefund(order_id, answer.status, reason, attempts + 1))
+        return taken
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool:
         if (consumer, event_id) in self.store.processed:

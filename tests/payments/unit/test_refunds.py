@@ -3,7 +3,7 @@ request that timed out is queried before it is ever requested again."""
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,7 +22,7 @@ from payments.domain import (
     VerifiedCallback,
 )
 from payments.ports import PaymentProvider, RefundAnswer
-from payments.refunds import MAX_ATTEMPTS, PENDING_WAIT_S, handle_issue_refund
+from payments.refunds import MAX_ATTEMPTS, PENDING_WAIT_S, RefundFollowUp, follow_up_at, handle_issue_refund
 from servicekit.rejections import PermanentFailure
 from tests.payments.unit.fakes import InMemoryPayments, Store
 
@@ -177,17 +177,18 @@ async def test_a_refund_the_provider_has_no_record_of_is_requested_again_under_t
     assert outcomes(store) == [RefundSucceeded]
 
 
-async def test_a_provider_that_never_answers_is_queried_after_every_request_then_the_command_is_dead_lettered_unrecorded() -> (  # noqa: E501
+async def test_a_provider_that_never_answers_is_asked_after_each_request_and_its_refund_stays_on_record_requested() -> (
     None
 ):
     # The refund may have happened: reported failed, support could re-drive the credit and pay the user twice.
     store = paid_store()
     provider = ScriptedProvider([], [ConnectionResetError("reset")])
-    with pytest.raises(PermanentFailure) as parked:
-        await refund(store, provider)
+    await refund(store, provider)
     assert provider.calls == ["refund", "query"] * MAX_ATTEMPTS
-    assert parked.value.label == "refund_unknown" and "replay" in str(parked.value)
-    assert store.published == [] and store.refunds == {}
+    assert store.published == []
+    assert store.refunds["ord_1"][0].status == "requested"
+    due_at, reason = store.refund_asks["ord_1"]
+    assert due_at is not None and reason == "credit failed"
 
 
 async def test_a_refund_the_provider_declines_is_reported_failed_with_its_reason_and_not_queried() -> None:
@@ -211,17 +212,16 @@ async def test_a_pending_refund_is_only_queried_after_a_pause_until_the_provider
     assert outcomes(store) == [RefundSucceeded]
 
 
-async def test_a_refund_still_pending_after_the_last_query_is_dead_lettered_unrecorded_and_never_reported_failed() -> (
+async def test_a_refund_still_pending_after_the_last_query_stays_on_record_pending_and_is_never_reported_failed() -> (
     None
 ):
     store = paid_store()
     pending = RefundAnswer("pending", refund_id="50300", reason="PROCESSING")
     provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)
-    with pytest.raises(PermanentFailure) as parked:
-        await refund(store, provider)
-    assert parked.value.label == "refund_pending" and "replay" in str(parked.value)
+    await refund(store, provider)
     assert provider.calls == ["refund"] + ["query"] * MAX_ATTEMPTS
-    assert store.published == [] and store.refunds == {}
+    assert store.published == []
+    assert store.refunds["ord_1"] == (pending, MAX_ATTEMPTS)
 
 
 async def test_a_refund_of_an_order_whose_provider_is_not_configured_is_dead_lettered_before_anything_is_asked() -> (
@@ -285,3 +285,76 @@ async def test_a_refund_of_an_order_the_ledger_credited_is_refused_for_good_and_
     assert refused.value.label == "order_credited"
     assert f"order is {status}" in str(refused.value)
     assert provider.calls == [] and store.published == [] and store.refunds == {}
+
+
+async def test_a_refund_of_an_order_held_for_risk_review_is_refused_for_good_and_never_reaches_the_provider() -> None:
+    store = paid_store()
+    store.orders["ord_1"] = replace(store.orders["ord_1"], review_status="held")
+    provider = ScriptedProvider(refunds=[RefundAnswer("succeeded", refund_id="rf")], queries=[])
+    with pytest.raises(PermanentFailure) as refused:
+        await refund(store, provider)
+    assert refused.value.label == "order_under_review"
+    assert provider.calls == [] and store.published == [] and store.refunds == {}
+
+
+def follow_up(store: Store, *providers: PaymentProvider, at: datetime) -> RefundFollowUp:
+    return RefundFollowUp(lambda: InMemoryPayments(store), Providers(*providers), ask_timeout_s=1.0, clock=lambda: at)
+
+
+async def test_a_refund_left_pending_is_asked_about_again_once_due_and_its_outcome_announced_once() -> None:
+    store = paid_store()
+    pending = RefundAnswer("pending", refund_id="50300", reason="PROCESSING")
+    provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)
+    await refund(store, provider)
+    due_at, _ = store.refund_asks["ord_1"]
+    assert due_at is not None
+
+    provider.queries = [RefundAnswer("succeeded", refund_id="50300")]
+    assert await follow_up(store, provider, at=due_at - timedelta(seconds=1)).round() == 0  # not due yet
+    assert await follow_up(store, provider, at=due_at).round() == 1
+    assert provider.calls[-1:] == ["query"]  # a pending refund is only queried, never requested again
+    assert outcomes(store) == [RefundSucceeded]
+    assert store.refunds["ord_1"][0] == RefundAnswer("succeeded", refund_id="50300")
+    assert await follow_up(store, provider, at=due_at + timedelta(days=1)).round() == 0  # nothing left in flight
+    await refund(store, provider, event_id="cmd-2")  # the reconciler asks again: the outcome is repeated
+    assert outcomes(store) == [RefundSucceeded, RefundSucceeded]
+
+
+async def test_a_refund_whose_asker_died_is_queried_then_requested_again_under_the_same_id_by_the_follow_up() -> None:
+    store = paid_store()
+    async with InMemoryPayments(store) as tx:  # recorded as requested; the process died before it asked
+        order = store.orders["ord_1"]
+        request = RefundRequest(order.order_id, deterministic_id("refund", "ord_1"), "tx1", 600, 600, "CNY", "late")
+        await tx.begin_refund(request, T0)
+    provider = ScriptedProvider([RefundAnswer("succeeded", refund_id="rf_9")], [RefundAnswer("unknown")])
+    assert await follow_up(store, provider, at=T0).round() == 1
+    assert provider.calls == ["query", "refund"]
+    assert provider.requests == [request]
+    assert outcomes(store) == [RefundSucceeded]
+
+
+async def test_a_pending_refund_whose_query_goes_unanswered_is_not_requested_again_and_is_asked_later_than_before() -> (
+    None
+):
+    store = paid_store()
+    pending = RefundAnswer("pending", refund_id="50300")
+    provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)
+    await refund(store, provider)
+    first_due, _ = store.refund_asks["ord_1"]
+    assert first_due is not None
+    provider.queries = [TimeoutError("read timeout")]
+    assert await follow_up(store, provider, at=first_due).round() == 1
+    assert provider.calls[-1] == "query" and provider.calls.count("refund") == 1
+    assert store.refunds["ord_1"][0].status == "pending" and store.published == []
+    next_due, _ = store.refund_asks["ord_1"]
+    assert next_due is not None and next_due - first_due == 2 * (follow_up_at(T0, MAX_ATTEMPTS) - T0)  # backed off
+
+
+async def test_a_command_repeated_while_its_refund_is_at_the_provider_asks_nothing_and_announces_nothing() -> None:
+    store = paid_store()
+    pending = RefundAnswer("pending", refund_id="50300")
+    provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)
+    await refund(store, provider)
+    asked = len(provider.calls)
+    await refund(store, provider, event_id="cmd-2")
+    assert len(provider.calls) == asked and store.published == []

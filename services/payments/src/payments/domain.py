@@ -100,6 +100,11 @@ class RefundAnswer:
     reason: str = ""
 
 
+REFUNDS_IN_FLIGHT = frozenset({"requested", "pending"})
+"""A refund on record whose outcome the provider has not told yet: requested (it may not have reached the provider)
+or pending (the provider accepted it and has not finished)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RefundRequest:
     """Give back `amount` of the `paid_amount` that order `order_id` paid through `provider_txn_id`.

@@ -16,6 +16,7 @@ async def main() -> None:
     from payments.adapters.case_watch import CaseWatch
     from payments.bootstrap import SERVICE, build  # not in a supervisor of copies, which serves nothing
     from payments.queries import QueryWorker
+    from payments.refunds import RefundFollowUp
     from servicekit.retention import Retention
 
     settings = read_settings(Settings, "payments")
@@ -27,6 +28,7 @@ async def main() -> None:
         )
     infra, app = await build(settings, connect=False)
     worker: QueryWorker = app.state.query_worker
+    follow_up: RefundFollowUp = app.state.refund_follow_up
     auditor: Auditor | None = app.state.auditor
     case_watch: CaseWatch = app.state.case_watch
     retention: Retention = app.state.retention
@@ -35,7 +37,7 @@ async def main() -> None:
             "the money audit is off: set PAYMENTS_AUDIT_LEDGER_URL and PAYMENTS_AUDIT_LEDGER_API_KEY (a key with"
             " audit:read: credited keys create --name payments-audit --scope audit:read)"
         )
-    periodic = [worker.run(), case_watch.run_periodically(), retention.run()]
+    periodic = [worker.run(), follow_up.run(), case_watch.run_periodically(), retention.run()]
     await infra.run(app, *periodic, *([auditor.run_periodically()] if auditor else []))
 
 

@@ -2,6 +2,7 @@
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import NamedTuple, Protocol
 
@@ -70,6 +71,17 @@ class OrderBook(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DueRefund:
+    """A refund in flight taken to ask the provider about: its order, its state ("requested": the provider may
+    never have had it; "pending": accepted, not finished), the reason it was requested with, and the attempts."""
+
+    order_id: str
+    status: str
+    reason: str
+    attempts: int
+
+
 class PaymentsUnitOfWork(Protocol):
     """One atomic change to orders, with its audit rows and outgoing events. Changes may be written only
     when the unit commits; reads see what the unit changed so far only through the returned objects."""
@@ -107,9 +119,27 @@ class PaymentsUnitOfWork(Protocol):
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool: ...
 
-    async def refund_of(self, order_id: str) -> RefundAnswer | None: ...
+    async def refund_of(self, order_id: str) -> RefundAnswer | None:
+        """The order's refund as on record: its outcome ("succeeded", "failed"), or "requested" / "pending" while
+        the provider has not said how it ended; None if none was asked."""
+        ...
 
-    async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None: ...
+    async def begin_refund(self, request: RefundRequest, due_at: datetime) -> None:
+        """Record the refund as requested, before the provider is asked; asked again from `due_at` if nothing
+        says how it went by then (the asker died)."""
+        ...
+
+    async def save_refund(
+        self, order_id: str, answer: RefundAnswer, attempts: int, due_at: datetime | None = None
+    ) -> bool:
+        """Record the provider's answer to the refund in flight: its outcome, or (pending, unknown) that it is
+        asked again from `due_at`. False when the refund was no longer in flight (another asker recorded it)."""
+        ...
+
+    async def claim_refunds(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRefund]:
+        """Take up to `limit` refunds in flight and due at `now`, each counted as one more attempt and not due
+        again before `lease_until` (no other asker takes it meanwhile; it comes back if this one dies)."""
+        ...
 
 
 class StatusChange(NamedTuple):

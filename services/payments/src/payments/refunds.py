@@ -7,7 +7,14 @@ the currency and for the amount paid (never above: the provider is asked for the
 is not a refund the reconciler would ask for (it refunds only orders it saw paid on the payments topic, with the
 payment's amount): whoever sent it, it is refused for good (PermanentFailure: dead-lettered with its reason,
 counted by it), and nothing is asked of the provider or recorded. A repeated command for a refunded order only
-repeats the outcome.
+repeats the outcome. An order held for risk review is refused too: its review decides (released, it is credited;
+rejected, the rejection's block is refunded).
+
+A refund is on record from before the provider is first asked until the provider says how it ended (`requested`,
+then `pending` while the provider has accepted it and not finished), so nobody credits the order beside it: support
+refuses a re-drive or a refund of an order with a refund in flight. A refund whose outcome the provider has not told
+when its command is done is asked about again by RefundFollowUp, with backoff, until it has; its outcome is then
+recorded and announced once, as the command's own would have been.
 
 The refund goes through the PaymentProvider registered under the order's provider, with a refund id derived from
 the order (the provider's idempotency key: WeChat Pay's out_refund_no, Alipay's out_request_no), so asking again,
@@ -17,7 +24,7 @@ from any instance or after a restart, never refunds twice.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from contracts.codec import Envelope, deterministic_id
 from contracts.commands import IssueRefund
@@ -26,6 +33,7 @@ from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus, RefundRequest
 from payments.ports import PaymentProvider, PaymentProviders, PaymentsUnitOfWork, RefundAnswer, UnitOfWorkFactory
 from payments.support import SETTLED_CREDITED
+from servicekit.errors import classify
 from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,12 @@ MAX_ATTEMPTS = 3
 PENDING_WAIT_S = 1.0
 """After a "pending" answer (accepted, not finished), the wait before the next query, times the attempt."""
 FINAL = frozenset({"succeeded", "failed"})
+ASKING_LEASE_S = 300.0
+"""How long after a refund is recorded as requested the follow-up may take it: longer than a command's own asks
+(MAX_ATTEMPTS requests and queries, each within the provider timeout, and the pauses between them)."""
+FOLLOW_UP_FIRST_S = 30.0
+FOLLOW_UP_MOST_S = 3600.0
+"""The follow-up asks about a refund in flight FOLLOW_UP_FIRST_S after the last ask, doubling up to this."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -67,31 +81,31 @@ async def _execute(provider: PaymentProvider, request: RefundRequest, sleep: Sle
     return answer, MAX_ATTEMPTS
 
 
-def _announce(tx: PaymentsUnitOfWork, command: IssueRefund, answer: RefundAnswer) -> None:
+def _announce(tx: PaymentsUnitOfWork, order: Order, answer: RefundAnswer) -> None:
     now = datetime.now(UTC)
     if answer.status == "succeeded":
         tx.publish(
             Topic.PAYMENTS_EVENTS,
             RefundSucceeded(
-                order_id=command.order_id,
-                user_id=command.user_id,
-                amount=command.amount,
-                currency=command.currency,
+                order_id=order.order_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
                 refund_id=answer.refund_id or "unknown",
                 refunded_at=now,
             ),
-            event_id=deterministic_id("RefundSucceeded", command.order_id),
+            event_id=deterministic_id("RefundSucceeded", order.order_id),
         )
     else:
         tx.publish(
             Topic.PAYMENTS_EVENTS,
             RefundFailed(
-                order_id=command.order_id,
-                user_id=command.user_id,
+                order_id=order.order_id,
+                user_id=order.user_id,
                 reason=answer.reason[:200] or "failed",
                 failed_at=now,
             ),
-            event_id=deterministic_id("RefundFailed", command.order_id),
+            event_id=deterministic_id("RefundFailed", order.order_id),
         )
 
 
@@ -103,6 +117,10 @@ def refusal(command: IssueRefund, order: Order | None) -> PermanentFailure | Non
         return PermanentFailure(f"order is not paid (payment {order.payment_status.value})", label="order_not_paid")
     if order.status in SETTLED_CREDITED:  # the user has the money in the wallet: a refund would pay it twice
         return PermanentFailure(f"order is {order.status}: a refund would pay it twice", label="order_credited")
+    if order.review_status == "held":  # released, it is credited; rejected, the rejection refunds it
+        return PermanentFailure(
+            "order is held for risk review: a refund would come beside its credit", label="order_under_review"
+        )
     if command.currency == order.currency and command.amount > order.amount:
         return PermanentFailure(
             f"refund of {command.amount} is above the {order.amount} paid", label="above_amount_paid"
@@ -113,12 +131,18 @@ def refusal(command: IssueRefund, order: Order | None) -> PermanentFailure | Non
     return None
 
 
-def _request(command: IssueRefund, order: Order) -> RefundRequest:
+def _request(order: Order, reason: str) -> RefundRequest:
     assert order.provider_txn_id is not None  # refusal() let only a paid order through
     refund_id = deterministic_id("refund", order.order_id)  # the provider's idempotency key: one per order
     return RefundRequest(
-        order.order_id, refund_id, order.provider_txn_id, order.amount, order.amount, order.currency, command.reason
+        order.order_id, refund_id, order.provider_txn_id, order.amount, order.amount, order.currency, reason
     )
+
+
+def follow_up_at(now: datetime, attempts: int) -> datetime:
+    """When to ask the provider again about a refund in flight after `attempts` asks: FOLLOW_UP_FIRST_S, doubling
+    up to FOLLOW_UP_MOST_S."""
+    return now + timedelta(seconds=min(FOLLOW_UP_FIRST_S * 2 ** max(attempts - 1, 0), FOLLOW_UP_MOST_S))
 
 
 async def handle_issue_refund(
@@ -130,9 +154,11 @@ async def handle_issue_refund(
     sleep: Sleep = asyncio.sleep,
 ) -> None:
     """Refund the order to its original payment method, at the provider that took the payment, once, and say how
-    it went. A refund the provider still reports pending after the last query is neither recorded nor announced:
-    it is dead-lettered (label refund_pending), and so is one whose outcome the provider never told (label
-    refund_unknown): replaying it asks the provider again under the same id."""
+    it went. The refund is on record as requested before the provider is asked, and committed: from then on
+    support refuses to re-drive or refund the order, and if this process dies while asking, the follow-up asks the
+    provider from its due time. A refund the provider still reports pending, or whose outcome it never told, after
+    the last query stays on record in flight, and the follow-up (RefundFollowUp) asks again later until the
+    provider says how it ended. No database transaction is held while the provider is asked."""
     async with uow() as tx:
         if not await tx.mark_processed(CONSUMER, envelope.event_id):
             return
@@ -145,26 +171,102 @@ async def handle_issue_refund(
         assert order.provider is not None
         done = await tx.refund_of(command.order_id)
         if done is not None:
-            _announce(tx, command, done)  # repeat the outcome; the id makes it a no-op downstream
-            return
+            if done.status in FINAL:
+                _announce(tx, order, done)  # repeat the outcome; the id makes it a no-op downstream
+            return  # in flight: whoever asked it, or the follow-up, records and announces its outcome
         provider = providers.get(order.provider)
         if provider is None:  # configuration, not the command, is wrong: replay it once the provider is back
             raise PermanentFailure(f"provider {order.provider!r} is not configured", label="provider_not_configured")
-        request = _request(command, order)
-        answer, attempts = await _execute(provider, request, sleep)
-        if answer.status not in FINAL:
-            raise PermanentFailure(
-                f"refund {request.refund_id} is still {answer.status} at {order.provider} after {attempts} queries"
-                f"{f' ({answer.reason})' if answer.reason else ''}: replay this command to ask again",
-                label=f"refund_{answer.status}",
-            )
-        await tx.save_refund(order.order_id, answer, attempts)
-        _announce(tx, command, answer)
-    log.warning(
-        "refund of order %s at %s: %s %s (event %s)",
-        command.order_id,
-        order.provider,
-        answer.status,
-        answer.reason,
-        envelope.event_id,
-    )
+        request = _request(order, command.reason)
+        await tx.begin_refund(request, datetime.now(UTC) + timedelta(seconds=ASKING_LEASE_S))
+    answer, attempts = await _execute(provider, request, sleep)
+    await _conclude(uow, order, answer, attempts, datetime.now(UTC))
+
+
+async def _conclude(uow: UnitOfWorkFactory, order: Order, answer: RefundAnswer, attempts: int, now: datetime) -> None:
+    """Record the provider's answer to the refund of `order` and announce an outcome, once; an answer that is no
+    outcome leaves the refund in flight, asked again at its follow-up time."""
+    final = answer.status in FINAL
+    due_at = None if final else follow_up_at(now, attempts)
+    async with uow() as tx:
+        recorded = await tx.save_refund(order.order_id, answer, attempts, due_at)
+        if recorded and final:
+            _announce(tx, order, answer)
+    if final:
+        log.warning("refund of order %s at %s: %s %s", order.order_id, order.provider, answer.status, answer.reason)
+    else:
+        log.warning(
+            "refund of order %s is still %s at %s after %d asks%s: asking again at %s",
+            order.order_id,
+            answer.status,
+            order.provider,
+            attempts,
+            f" ({answer.reason})" if answer.reason else "",
+            due_at,
+        )
+
+
+class RefundFollowUp:
+    """`run` as a service task: ask the providers about the refunds in flight that are due (requested by a process
+    that died before recording the answer, or pending at the provider, or never answered), one query each (and
+    the request again, under the same refund id, when the provider has no record of a refund it may never have
+    had), and record each outcome. Every payments process runs one; a due refund is taken by one at a time."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        providers: PaymentProviders,
+        *,
+        ask_timeout_s: float,
+        batch: int = 5,
+        idle_s: float = 5.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._uow = uow
+        self._providers = providers
+        self._batch = batch
+        self._idle_s = idle_s
+        # Held past a round's asks (a query and a request per refund, each within the provider timeout): no other
+        # process takes a refund this one is still asking about.
+        self._lease = timedelta(seconds=batch * 2 * ask_timeout_s + 60)
+        self._clock = clock
+
+    async def round(self) -> int:
+        """Ask about the refunds due now; how many were taken."""
+        now = self._clock()
+        async with self._uow() as tx:
+            due = await tx.claim_refunds(now, now + self._lease, self._batch)
+            orders = await tx.get_many([d.order_id for d in due])
+        for refund in due:
+            order = orders[refund.order_id]
+            provider = None if order.provider is None else self._providers.get(order.provider)
+            if provider is None:  # asked again once its lease ends: the provider may be configured by then
+                log.error("refund of order %s waits: provider %r is not configured", order.order_id, order.provider)
+                continue
+            answer = await _follow_up(provider, _request(order, refund.reason), refund.status)
+            await _conclude(self._uow, order, answer, refund.attempts, self._clock())
+        return len(due)
+
+    async def run(self) -> None:
+        """Until cancelled. A round that fails (the database away, or a bug) is logged and tried again: a refund
+        in flight stays on record and is taken again when its lease ends."""
+        while True:
+            try:
+                taken = await self.round()
+            except Exception as exc:
+                taken = 0
+                if classify(exc).dependency is None:
+                    log.exception("refund follow-up failed (a bug); trying again in %.1fs", self._idle_s)
+                else:
+                    log.warning("refund follow-up could not run, retrying in %.1fs: %r", self._idle_s, exc)
+            if taken < self._batch:
+                await asyncio.sleep(self._idle_s)
+
+
+async def _follow_up(provider: PaymentProvider, request: RefundRequest, status: str) -> RefundAnswer:
+    """One query about a refund in flight; a refund the provider has no record of is requested again (same id)
+    unless the provider accepted it before (pending), when "unknown" is only a query that went unanswered."""
+    answer = await _ask(provider.query_refund(request.order_id, request.refund_id))
+    if answer.status == "unknown" and status == "requested":
+        answer = await _ask(provider.refund(request))
+    return answer

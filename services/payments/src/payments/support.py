@@ -29,7 +29,7 @@ from contracts.base import Message, clip
 from contracts.codec import deterministic_id
 from contracts.commands import SUPPORT_REFUND_BLOCK, BlockCredit, GrantCompensation, RedriveCredit
 from contracts.topics import Topic
-from payments.domain import Order, PaymentStatus
+from payments.domain import REFUNDS_IN_FLIGHT, Order, PaymentStatus
 
 SETTLED_CREDITED = frozenset({"credited", "compensated"})
 REMEDIATING = "remediating"
@@ -61,9 +61,9 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class OrderFacts:
-    """What payments knows of an order that decides whether an act applies: the order, its refund's outcome at
-    the provider (succeeded, failed) if one was tried, and how many refunds, re-drives and compensations people asked
-    before."""
+    """What payments knows of an order that decides whether an act applies: the order, its refund's state at
+    the provider (requested, pending, succeeded, failed) if one was tried, and how many refunds, re-drives and
+    compensations people asked before."""
 
     order: Order
     refund_status: str | None = None
@@ -88,10 +88,21 @@ def refusal(action: SupportAction, facts: OrderFacts, amount: int | None = None)
     return _compensation_refusal(facts, amount)
 
 
+def _at_the_provider(facts: OrderFacts) -> Refused | None:
+    """A refund of the order is at the provider, its outcome not told yet (payments.refunds keeps asking): a credit
+    or a second refund beside it would pay the user twice if it ends refunded."""
+    if facts.refund_status in REFUNDS_IN_FLIGHT:
+        order_id = facts.order.order_id
+        return Refused("refund_in_flight", f"the refund of order {order_id} is {facts.refund_status} at the provider")
+    return None
+
+
 def _refund_refusal(facts: OrderFacts) -> Refused | None:
     order = facts.order
     if facts.refund_status == "failed":
         return Refused("refund_failed", f"the refund of order {order.order_id} failed at the provider: ask finance")
+    if (in_flight := _at_the_provider(facts)) is not None:
+        return in_flight
     if facts.refunds_requested:
         return Refused("refund_in_flight", f"a refund of order {order.order_id} is asked already, not answered yet")
     if order.status in SETTLED_CREDITED:
@@ -111,6 +122,8 @@ def _refund_refusal(facts: OrderFacts) -> Refused | None:
 
 def _redrive_refusal(facts: OrderFacts) -> Refused | None:
     order = facts.order
+    if (in_flight := _at_the_provider(facts)) is not None:
+        return in_flight
     if facts.refunds_requested:
         return Refused("refund_in_flight", f"a refund of order {order.order_id} is asked already, not answered yet")
     if order.status in SETTLED_CREDITED:

@@ -2,6 +2,7 @@
 
 import functools
 from collections.abc import Collection
+from datetime import datetime
 from types import TracebackType
 
 from contracts.codec import Record
@@ -9,8 +10,8 @@ from contracts.events import CaseRequested
 from payments.adapters.cases import OPEN_CASE
 from payments.adapters.order_rows import COLUMNS, columns, order_of, params
 from payments.cases import SERVICE_ACTOR
-from payments.domain import EXPIRED, Order, PaymentStatus
-from payments.ports import RefundAnswer
+from payments.domain import EXPIRED, Order, PaymentStatus, RefundRequest
+from payments.ports import DueRefund, RefundAnswer
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 from servicekit.uow import PostgresUnitOfWork
 
@@ -79,6 +80,25 @@ def _writes(kinds: tuple[bool, bool, bool, bool]) -> str:
 _CLEARED = (
     "SELECT DISTINCT user_id FROM orders WHERE user_id = ANY($1::text[]) AND order_id <> ALL($2::text[])"
     " AND payment_status = 'succeeded' AND (review_status IS NULL OR review_status = 'released')"
+)
+
+
+_IN_FLIGHT = "('requested', 'pending')"
+_BEGIN_REFUND = (
+    "INSERT INTO refunds (order_id, status, reason, attempts, asked_reason, due_at)"
+    " VALUES ($1, 'requested', '', 0, $2, $3) ON CONFLICT (order_id) DO NOTHING"
+)
+# An unknown answer (no answer, no such refund) leaves the refund as it was: pending stays pending (the provider
+# accepted it), requested stays requested (it may never have reached the provider).
+_SAVE_REFUND = (
+    "UPDATE refunds SET status = CASE WHEN $2 = 'unknown' THEN status ELSE $2 END,"  # noqa: S608 - constants only
+    " refund_id = coalesce(nullif($3, ''), refund_id), reason = $4, attempts = $5, due_at = $6"
+    f" WHERE order_id = $1 AND status IN {_IN_FLIGHT} RETURNING order_id"
+)
+_CLAIM_REFUNDS = (
+    "UPDATE refunds r SET due_at = $2, attempts = r.attempts + 1 FROM (SELECT order_id FROM refunds"  # noqa: S608
+    f" WHERE status IN {_IN_FLIGHT} AND due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) d"
+    " WHERE r.order_id = d.order_id RETURNING r.order_id, r.status, r.asked_reason, r.attempts"
 )
 
 
@@ -154,16 +174,18 @@ class PostgresPayments(PostgresUnitOfWork):
         row = await self.conn.fetchrow("SELECT refund_id, status, reason FROM refunds WHERE order_id = $1", order_id)
         return None if row is None else RefundAnswer(row["status"], row["refund_id"] or "", row["reason"])
 
-    async def save_refund(self, order_id: str, answer: RefundAnswer, attempts: int) -> None:
-        await self.conn.execute(
-            "INSERT INTO refunds (order_id, refund_id, status, reason, attempts) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (order_id) DO NOTHING",
-            order_id,
-            answer.refund_id or None,
-            answer.status,
-            answer.reason,
-            attempts,
-        )
+    async def begin_refund(self, request: RefundRequest, due_at: datetime) -> None:
+        await self.conn.execute(_BEGIN_REFUND, request.order_id, request.reason, due_at)
+
+    async def save_refund(
+        self, order_id: str, answer: RefundAnswer, attempts: int, due_at: datetime | None = None
+    ) -> bool:
+        row = (order_id, answer.status, answer.refund_id, answer.reason, attempts, due_at)
+        return await self.conn.fetchval(_SAVE_REFUND, *row) is not None
+
+    async def claim_refunds(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRefund]:
+        rows = await self.conn.fetch(_CLAIM_REFUNDS, now, lease_until, limit)
+        return [DueRefund(r["order_id"], r["status"], r["asked_reason"], r["attempts"]) for r in rows]
 
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes

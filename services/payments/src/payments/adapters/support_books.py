@@ -25,7 +25,7 @@ from servicekit.identity import Caller
 
 SearchKey = Literal["order_id", "user_id", "provider_txn_id"]
 SEARCH_LIMIT = 100
-LOCK_TIMEOUT = "3s"  # a refund at the provider holds the order's row; a person is told to retry, not kept waiting
+LOCK_TIMEOUT = "3s"  # callbacks and acts hold an order's row briefly; a person is told to retry, not kept waiting
 
 _ORDER = (
     "SELECT o.order_id, o.user_id, o.amount, o.currency::text AS currency, o.channel, o.provider, o.provider_txn_id,"
