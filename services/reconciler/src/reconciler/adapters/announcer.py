@@ -11,6 +11,7 @@ building it again would fail the same way.
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -18,7 +19,7 @@ import orjson
 from contracts.base import Message
 from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
-from contracts.events import CaseRequested, OrderStatusChanged
+from contracts.events import CaseRequested, OrderStatus, OrderStatusChanged
 from reconciler.domain import CaseOpened, Command, CommandKind, OrderState, StatusChange
 from servicekit.logs import about
 
@@ -46,6 +47,8 @@ class KafkaAnnouncer:
         self._dead_letters = dead_letters
         self._unbuildable_seen = unbuildable
         self._queued: list[tuple[OrderState, Announcement]] = []
+        self._built: dict[str, dict[int, OrderStatus]] = {}  # the status changes `records` built last, by order
+        self._may_have_landed: dict[str, dict[int, OrderStatus]] = {}  # those of rounds undone after sending them
 
     def status(self, state: OrderState, change: StatusChange) -> None:
         self._queued.append((state, change))
@@ -59,9 +62,59 @@ class KafkaAnnouncer:
     def clear(self) -> None:
         self._queued = []
 
+    def sent(self) -> None:
+        """The broker acknowledged every record `records` built last: numbered past what an undone round may have
+        left on the broker, its orders' later statuses are numbered past it anyway."""
+        for order_id, statuses in self._built.items():
+            landed = self._may_have_landed.get(order_id)
+            if landed is not None and max(statuses) >= max(landed):
+                del self._may_have_landed[order_id]
+        self._built = {}
+
+    def undone(self) -> None:
+        """The round is undone: the status changes `records` built last may be on the broker all the same (it
+        refused another record of the round), and the queue is dropped."""
+        for order_id, statuses in self._built.items():
+            self._may_have_landed.setdefault(order_id, {}).update(statuses)
+        self._built, self._queued = {}, []
+
+    def _numbered(self, queued: list[tuple[OrderState, Announcement]]) -> list[tuple[OrderState, Announcement]]:
+        """The queue with each status change numbered past what an undone round may have announced of its order.
+
+        A round done again announces again what it announced, under the same sequences and so the same event ids,
+        which readers drop. But a record read before the timer fires again changes the order differently (a credit
+        instead of the flag): its status, numbered again from the stored state, would reuse a sequence already
+        announced for another status, and every reader would drop it (payments keeps only a higher one). So from
+        the first status change of an order that differs from what may have landed under its sequence, that order's
+        changes in the round (and its state's sequence) move past the highest sequence that may have landed."""
+        shifts: dict[str, int] = {}
+        numbered = []
+        for state, announcement in queued:
+            landed = self._may_have_landed.get(state.order_id)
+            if isinstance(announcement, StatusChange) and landed:
+                shift = shifts.get(state.order_id, 0)
+                sequence = announcement.sequence + shift
+                repeat = shift == 0 and landed.get(sequence) == announcement.status
+                if not repeat and sequence <= max(landed):
+                    shift += max(landed) + 1 - sequence
+                    shifts[state.order_id] = shift
+                announcement = replace(announcement, sequence=announcement.sequence + shift)
+            numbered.append((state, announcement))
+        for order_id, shift in shifts.items():
+            states = {id(state): state for state, _ in queued if state.order_id == order_id}
+            for state in states.values():
+                state.sequence += shift
+        return numbered
+
     def records(self) -> list[Outgoing]:
         """The queued announcements as records (the queue empties)."""
         queued, self._queued = self._queued, []
+        if self._may_have_landed:
+            queued = self._numbered(queued)
+        self._built = {}
+        for state, announcement in queued:
+            if isinstance(announcement, StatusChange):
+                self._built.setdefault(state.order_id, {})[announcement.sequence] = announcement.status
         now = datetime.now(UTC)
         out = []
         for state, announcement in queued:

@@ -16,7 +16,9 @@ records again and repeats the announcements with the same deterministic ids and 
 downstream drops. No input offset is committed before the changelog holds what its records changed: a
 kill before 4 leaves the records uncommitted, to be applied again on a restored table.
 If the broker refuses an announcement, the round is undone: the staged states are dropped (the table
-keeps the states before it, so timers fire again and announce again), and the positions stay, so the
+keeps the states before it, so timers fire again and announce again, under the same sequences; a status that
+differs from one the undone round may have left on the broker is numbered past it: announcer.py), and the
+positions stay, so the
 records after the round reach the agent past a hole and their partition is read again from it
 (rewind.py). A changelog record refused leaves the table ahead of its changelog: the worker stops
 (exit 75) and its partitions are taken over from the last commit. The producer keeps a record through a broker
@@ -219,7 +221,7 @@ class Rounds:
 
     def _undo(self, expired: list[str]) -> None:
         """Drop the round's states and announcements; time its orders again from their stored states."""
-        self.announcer.clear()
+        self.announcer.undone()
         for order_id in self.states.drop_staged() + expired:
             stored = self.states.stored(order_id)
             if stored is not None:
@@ -242,6 +244,7 @@ class Rounds:
             self.observe.rounds_undone.inc()
             log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
             return
+        self.announcer.sent()
         sent = await self.states.write_staged(expired or (), horizons)
         self.observe.expired_orders.inc(len(expired or ()))
         for key, next_offset in (ahead or {}).items():
