@@ -1,15 +1,18 @@
 """A status link is shared further than its user (screenshots, forwarded chats): a device registered through one
 order's link gets that order's notifications only, never the user's other orders; a device the platform registers
-(users:write) gets them all. The link in a push message lasts as long as the notifier's setting says. Real
-PostgreSQL, the session's broker, the loopback push service."""
+(users:write) gets them all, and keeps them; one registered through a link has the link's right for as long as the
+link lasts, and gets nothing after it expires. The link in a push message lasts as long as the notifier's setting says.
+Real PostgreSQL, the session's broker, the loopback push service."""
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from contracts.events import OrderStatus
+from notifier.adapters.subscriptions import PostgresSubscriptions
 from servicekit.links import StatusLinks
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
@@ -21,11 +24,13 @@ from tests.service_settings import STATUS_LINK_SECRET
 LINKS = StatusLinks([STATUS_LINK_SECRET])
 
 
-async def with_link(running: RunningNotifier, order_id: str, user_id: str, device: dict[str, Any]) -> str:
-    """Register the device as the status page does: with the order's status link, no API key."""
+async def with_link(
+    running: RunningNotifier, order_id: str, user_id: str, device: dict[str, Any], *, ttl_s: int = 3600
+) -> str:
+    """Register the device as the status page does: with the order's status link (lasting `ttl_s`), no API key."""
     url = f"{running.url}/v1/orders/{order_id}/subscriptions"
     async with httpx.AsyncClient() as browser:
-        answer = await browser.put(url, params={"token": LINKS.token(order_id, user_id)}, json=device)
+        answer = await browser.put(url, params={"token": LINKS.token(order_id, user_id, ttl_s=ttl_s)}, json=device)
     assert answer.status_code == 200, answer.text
     return str(answer.json()["subscription_id"])
 
@@ -145,3 +150,117 @@ async def test_the_link_in_a_push_message_lasts_as_long_as_the_setting_says(
     token = parse_qs(urlsplit(message["url"]).query)["token"][0]
     assert LINKS.verify("ord_a", token).user_id == "u1"
     assert abs(int(token.split(".")[0]) - (time.time() + 3600)) < 120
+
+
+def subscriptions_of(running: RunningNotifier) -> PostgresSubscriptions:
+    return PostgresSubscriptions(running.notifier.infra.pool, running.settings.address_policy)
+
+
+async def with_link_until(
+    running: RunningNotifier, order_id: str, user_id: str, device: dict[str, Any], expires_at: datetime
+) -> str:
+    """Register the device as the status page does with a link expiring at `expires_at` (in the past, too: a link
+    the notifier would refuse now, as one that opened the page before it expired)."""
+    keys = device["keys"]
+    return await subscriptions_of(running).register(
+        user_id, "webpush", device["endpoint"], keys["p256dh"], keys["auth"], order_id=order_id, expires_at=expires_at
+    )
+
+
+async def expiries(running: RunningNotifier, user_id: str) -> dict[str, datetime | None]:
+    return {s.subscription_id: s.expires_at for s in await subscriptions_of(running).of_user(user_id)}
+
+
+async def test_a_device_registered_by_a_link_gets_nothing_for_its_order_after_the_link_expires(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    now = datetime.now(UTC)
+    expired = await with_link_until(running, "ord_a", "u1", push_service.subscribe("expired-link"), now - timedelta(1))
+    await with_link_until(running, "ord_a", "u1", push_service.subscribe("open-link"), now + timedelta(1))
+    await with_key(running, "u1", push_service.subscribe("phone"))
+
+    await publish(broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2))
+    await eventually(lambda: orders_on(push_service, "phone") == orders_on(push_service, "open-link") == ["ord_a"])
+    await eventually(running.settled, timeout_s=60)
+    assert push_service.messages("expired-link") == [], "the link's right ended when it expired"
+    pool = running.notifier.infra.pool
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE subscription_id = $1", expired) == 0
+
+    resent = await running.api.post(f"{running.url}/v1/orders/ord_a/notifications/resend", json={"reason": "lost"})
+    assert (resent.status_code, resent.json()["resend"]["deliveries"]) == (202, 2), resent.text
+    await eventually(lambda: len(push_service.messages("open-link")) == 2, timeout_s=60)
+    await eventually(running.settled, timeout_s=60)
+    assert push_service.messages("expired-link") == [], "nor does a resend"
+    assert expired in await scopes(running, "u1"), "the device is listed still: a fresh link registers it again"
+
+
+async def test_a_delivery_whose_link_expired_while_it_waited_for_its_retry_is_dropped_and_the_device_kept(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    pool = running.notifier.infra.pool
+    sid = await with_link_until(
+        running, "ord_a", "u1", push_service.subscribe("browser"), datetime.now(UTC) + timedelta(1)
+    )
+    push_service.script("browser", Fault(429, retry_after="3600"))  # the first attempt is refused: it waits
+    await publish(broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2))
+
+    async def waiting_for_its_retry() -> bool:
+        row = await pool.fetchrow("SELECT state, last_error FROM deliveries WHERE order_id = 'ord_a'")
+        return row is not None and row["state"] == "pending" and row["last_error"] is not None
+
+    await eventually(waiting_for_its_retry, timeout_s=60)
+    await pool.execute(
+        "UPDATE push_subscriptions SET expires_at = now() - interval '1 second' WHERE subscription_id = $1", sid
+    )
+    await pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE order_id = 'ord_a'")
+    running.notifier.worker.wake()
+    await eventually(running.settled, timeout_s=60)
+
+    assert push_service.messages("browser") == [], "the retry comes after the link's right ended"
+    assert await pool.fetchval("SELECT state FROM deliveries WHERE order_id = 'ord_a'") == "gone"
+    assert await scopes(running, "u1") == {sid: "ord_a"}, "the device is kept"
+
+
+async def test_a_fresh_link_extends_a_devices_right_an_older_one_never_shortens_it_and_the_platform_ends_its_end(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier()
+    device, platforms = push_service.subscribe("browser"), push_service.subscribe("platforms-browser")
+    soon, later = datetime.now(UTC) + timedelta(hours=1), datetime.now(UTC) + timedelta(days=30)
+    sid = await with_link_until(running, "ord_a", "u1", device, soon)
+    assert await with_link_until(running, "ord_a", "u1", device, later) == sid
+    assert (await expiries(running, "u1"))[sid] == later, "a fresh link of the same order extends it"
+    await with_link_until(running, "ord_a", "u1", device, soon)
+    assert (await expiries(running, "u1"))[sid] == later, "an older link still open never shortens it"
+    await with_link_until(running, "ord_b", "u1", device, soon)
+    assert (await expiries(running, "u1"))[sid] == soon, "another order's link gives that link's right only"
+    await with_link_until(running, "ord_b", "u2", device, later)
+    assert (await expiries(running, "u2"))[sid] == later, "a device that changed hands takes its new link's"
+    assert await with_key(running, "u2", device) == sid
+    assert (await expiries(running, "u2"))[sid] is None, "the platform registers a device for every order, no end"
+    assert await with_link_until(running, "ord_a", "u2", device, soon) == sid
+    assert (await expiries(running, "u2"))[sid] is None, "and a link never puts an end to the platform's"
+
+    kept = await with_key(running, "u1", platforms)
+    await with_link_until(running, "ord_a", "u1", platforms, datetime.now(UTC) - timedelta(1))
+    assert await scopes(running, "u1") == {kept: None} and (await expiries(running, "u1"))[kept] is None
+
+
+async def test_a_device_registered_through_the_status_page_keeps_its_links_expiry_and_gets_nothing_after_it(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    sid = await with_link(running, "ord_a", "u1", push_service.subscribe("browser"), ttl_s=2)
+    await with_key(running, "u1", push_service.subscribe("phone"))
+    (until,) = (e for s, e in (await expiries(running, "u1")).items() if s == sid)
+    assert until is not None and abs(until.timestamp() - (time.time() + 2)) < 2, "the link's own expiry"
+    listed = (await running.api.get(f"{running.url}/v1/users/u1/subscriptions")).json()["subscriptions"]
+    assert {s["subscription_id"]: s["expires_at"] for s in listed}[sid] == until.isoformat()
+
+    await eventually(lambda: datetime.now(UTC) > until, timeout_s=10)
+    await publish(broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2))
+    await eventually(lambda: orders_on(push_service, "phone") == ["ord_a"], timeout_s=60)
+    await eventually(running.settled, timeout_s=60)
+    assert push_service.messages("browser") == [], "its link expired before the status"

@@ -1,8 +1,9 @@
 """FCM with OAuth 2 service-account tokens (google-auth): minted from the key file at its token endpoint, reused,
 minted again before and after they expire, and carried as the bearer of each FCM HTTP v1 request.
 
-Both ends are real HTTP on loopback: a token endpoint that checks the signed JWT grant as Google's does, and
-an FCM stand-in that records the bearer of every send. Only the notifier's clock is moved, never slept on.
+Both ends are real HTTP on loopback: a token endpoint that checks the signed JWT grant as Google's does (and can
+trickle its answer a byte at a time), and an FCM stand-in that records the bearer of every send. Only the notifier's
+clock is moved, never slept on.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from notifier.adapters.fcm import FCM_SCOPE, FcmChannel, ServiceAccountTokens, f
 from notifier.adapters.poster import AiohttpPoster
 from notifier.ports import DeliveryFailed, Target
 from servicekit.netguard import AddressPolicy
+from tests.kafka_reader import eventually
 from tests.loopback_http import serving
 from tests.notifier.unit.test_channels import PAYLOAD
 
@@ -48,6 +50,10 @@ class Loopback:
     refuse: set[str] = field(default_factory=set)
     apns_broken: set[str] = field(default_factory=set)
     """Registration tokens of devices whose platform credentials (APNs, Web Push) the project has wrong."""
+    trickle_s: float = 0.0
+    """When set, the next token answer goes out a byte at a time, this long apart (each read within its timeout)."""
+    trickled: int = 0
+    """Trickled answers sent to their last byte."""
 
     @property
     def url(self) -> str:
@@ -67,7 +73,23 @@ class Loopback:
         if (grant["iss"], grant["aud"], grant["scope"], fresh) != (EMAIL, GOOGLE_TOKEN_AUDIENCE, FCM_SCOPE, True):
             return web.json_response({"error": "invalid_grant", "error_description": str(grant)}, status=400)
         self.issued.append(f"token-{len(self.issued) + 1}")
+        if self.trickle_s:
+            return await self._trickle(request)
         return web.json_response({"access_token": self.issued[-1], "expires_in": LIFETIME_S, "token_type": "Bearer"})
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        """The token answer a byte at a time, valid half as long as the others."""
+        gap_s, self.trickle_s = self.trickle_s, 0.0
+        body = json.dumps({"access_token": self.issued[-1], "expires_in": LIFETIME_S // 2, "token_type": "Bearer"})
+        answer = web.StreamResponse(headers={"content-type": "application/json"})
+        answer.content_length = len(body)
+        await answer.prepare(request)
+        for byte in body.encode():
+            await asyncio.sleep(gap_s)
+            await answer.write(bytes([byte]))
+        await answer.write_eof()
+        self.trickled += 1
+        return answer
 
     async def send(self, request: web.Request) -> web.Response:
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -216,3 +238,41 @@ async def test_the_fcm_endpoint_is_the_service_accounts_project_unless_configure
     configured = fcm_channel(path, f"{loopback.url}/v1/projects/x/messages:send", "", poster, ttl_s=60)
     assert configured is not None and configured.endpoint.startswith(loopback.url)
     assert fcm_channel(None, None, "", poster, ttl_s=60) is None
+
+
+async def test_a_token_endpoint_that_trickles_its_answer_fails_the_delivery_at_the_mints_deadline_and_frees_the_next(
+    loopback: Loopback, poster: AiohttpPoster, tmp_path: Path
+) -> None:
+    tokens = ServiceAccountTokens.from_file(key_file(tmp_path, f"{loopback.url}/token"), timeout_s=0.5)
+    channel = channel_for(loopback, tokens, poster)
+    loopback.trickle_s = 0.05  # each read well within 0.5 s; the whole answer takes about 4 s
+    started = time.monotonic()
+    with pytest.raises(DeliveryFailed) as failed:
+        await channel.deliver(PAYLOAD, DEVICE)
+    assert failed.value.retry and "0.5 s deadline" in failed.value.reason, failed.value.reason
+    assert time.monotonic() - started < 1.5, "one deadline for the mint, not one per read"
+    assert tokens.mints_running == 1, "the thread runs on"
+
+    await channel.deliver(PAYLOAD, DEVICE)  # the lock is free: a mint of its own, answered at once
+    assert loopback.issued == ["token-1", "token-2"] and loopback.bearers == ["token-2"]
+
+    await eventually(lambda: loopback.trickled == 1 and tokens.mints_running == 0, timeout_s=30)
+    await channel.deliver(PAYLOAD, DEVICE)
+    assert loopback.bearers == ["token-2", "token-2"], "the late token-1 (expiring sooner) never replaces token-2"
+    assert tokens.minted == 1
+
+
+async def test_no_more_than_two_mints_run_at_once_when_each_outlives_its_deadline(
+    loopback: Loopback, poster: AiohttpPoster, tmp_path: Path
+) -> None:
+    tokens = ServiceAccountTokens.from_file(key_file(tmp_path, f"{loopback.url}/token"), timeout_s=0.3)
+    channel = channel_for(loopback, tokens, poster)
+    reasons: list[str] = []
+    for _ in range(3):
+        loopback.trickle_s = 0.03
+        with pytest.raises(DeliveryFailed) as failed:
+            await channel.deliver(PAYLOAD, DEVICE)
+        reasons.append(failed.value.reason)
+    assert reasons[2] == "2 FCM access token mints are still running past their 0.3 s deadline", reasons
+    assert loopback.issued == ["token-1", "token-2"], "the third delivery started none"
+    await eventually(lambda: tokens.mints_running == 0, timeout_s=30)

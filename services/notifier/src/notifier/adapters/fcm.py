@@ -8,10 +8,11 @@ refreshed: only for a proxy that authenticates on its own, or tests.
 """
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,12 +68,22 @@ class _BoundedRequest(Request):
         return super().__call__(url, method, body, headers, timeout or self._timeout_s, **kwargs)
 
 
+_MINTS_AT_ONCE = 2
+"""Mints running at once, those past their deadline included: each holds a thread of the loop's default executor
+(which also resolves host names) for as long as its token endpoint keeps trickling."""
+
+
 class ServiceAccountTokens:
     """OAuth 2 access tokens for FCM minted from a service account with google-auth (a signed JWT exchanged at
     the key file's `token_uri`), reused until `refresh_margin_s` before they expire, then minted again.
 
     Minting is blocking HTTP in google-auth, so it runs in a thread; one refresh at a time serves every
-    delivery waiting for it.
+    delivery waiting for it. google-auth's timeout bounds each read, not the exchange (an endpoint that trickles its
+    answer a byte at a time holds it for as long as it likes), so a mint has one deadline, `timeout_s` from its start:
+    past it the deliveries waiting get DeliveryFailed (retry) and the next one starts a mint of its own. A thread
+    cannot be stopped, so the one left behind finishes in the background, on its own copy of the credentials; its
+    token, if it gets one, is taken in the event loop only if it lasts longer than the one held (never an older token
+    over a newer one), and at most `_MINTS_AT_ONCE` run at once.
     """
 
     def __init__(
@@ -85,9 +96,12 @@ class ServiceAccountTokens:
     ) -> None:
         self._credentials = credentials
         self._margin_s = refresh_margin_s
-        self._request = _BoundedRequest(timeout_s)
+        self._timeout_s = timeout_s
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._expiry: datetime | None = None  # naive UTC, as google-auth keeps it
+        self._minting: set[asyncio.Future[service_account.Credentials]] = set()
         self.minted = 0
 
     @classmethod
@@ -100,12 +114,40 @@ class ServiceAccountTokens:
         project: str | None = self._credentials.project_id
         return project
 
+    @property
+    def mints_running(self) -> int:
+        """Mints whose thread has not ended, the ones past their deadline included."""
+        return len(self._minting)
+
     def _fresh(self) -> str | None:
-        token: str | None = self._credentials.token
-        expiry = self._credentials.expiry  # naive UTC, as google-auth keeps it
-        if token is None or expiry is None:
+        if self._token is None or self._expiry is None:
             return None
-        return token if self._clock() < expiry.replace(tzinfo=UTC).timestamp() - self._margin_s else None
+        return self._token if self._clock() < self._expiry.replace(tzinfo=UTC).timestamp() - self._margin_s else None
+
+    def _mint(self) -> service_account.Credentials:
+        """In a thread: a token minted on a copy of the credentials, so a mint that outlives its deadline writes
+        nothing another one reads; its own transport, closed after, for the same reason."""
+        own = copy.copy(self._credentials)
+        request = _BoundedRequest(self._timeout_s)
+        try:
+            own.refresh(request)
+        finally:
+            request.session.close()
+        return own
+
+    def _minted(self, mint: "asyncio.Future[service_account.Credentials]") -> None:
+        """In the event loop, when a mint ends, whether a delivery still waits for it or gave up at its deadline."""
+        self._minting.discard(mint)
+        if mint.cancelled() or mint.exception() is not None:
+            return  # the waiter, if any, says why; a late failure is only a thread ended
+        minted = mint.result()
+        token, expiry = minted.token, minted.expiry
+        if not isinstance(token, str) or expiry is None:
+            return
+        if self._token is None or self._expiry is None or expiry > self._expiry:
+            self._token, self._expiry = token, expiry
+            self.minted += 1
+            log.info("minted an FCM access token valid until %s UTC", expiry)
 
     async def token(self) -> str:
         if (token := self._fresh()) is not None:
@@ -113,20 +155,27 @@ class ServiceAccountTokens:
         async with self._lock:
             if (token := self._fresh()) is not None:
                 return token  # another delivery refreshed it meanwhile
+            if len(self._minting) >= _MINTS_AT_ONCE:
+                reason = f"{len(self._minting)} FCM access token mints are still running past their {self._timeout_s} s"
+                raise DeliveryFailed(reason + " deadline", retry=True)
+            mint = asyncio.ensure_future(asyncio.to_thread(self._mint))
+            self._minting.add(mint)
+            mint.add_done_callback(self._minted)
             try:
-                await asyncio.to_thread(self._credentials.refresh, self._request)
+                async with asyncio.timeout(self._timeout_s):
+                    minted = await asyncio.shield(mint)  # the deadline gives up waiting, the thread runs on
+            except TimeoutError:
+                reason = f"FCM access token not minted within its {self._timeout_s} s deadline"
+                raise DeliveryFailed(reason, retry=True) from None
             except google_exceptions.GoogleAuthError as exc:
                 raise DeliveryFailed(f"FCM access token could not be minted: {exc}", retry=True) from None
-            minted = self._credentials.token
-            if not isinstance(minted, str):
+            if not isinstance(minted.token, str):
                 raise DeliveryFailed("the token endpoint answered without an access token", retry=True)
-            self.minted += 1
-            log.info("minted an FCM access token valid until %s UTC", self._credentials.expiry)
-            return minted
+            return minted.token
 
     def refused(self, token: str) -> None:
-        if self._credentials.token == token:
-            self._credentials.token = None  # the next delivery mints a new one
+        if self._token == token:
+            self._token = self._expiry = None  # the next delivery mints a new one
 
 
 def fcm_channel(

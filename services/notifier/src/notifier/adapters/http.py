@@ -7,6 +7,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
@@ -140,14 +141,17 @@ async def register_device(
     body: SubscriptionIn,
     *,
     order_id: str | None = None,
+    link_expires_at: int | None = None,
 ) -> SubscriptionOut:
     """Register `user_id`'s device (by a platform key: for every order of the user; or by the status link of
-    `order_id`: for that order only); the same one again refreshes it."""
+    `order_id`: for that order only, until the link expires at `link_expires_at`, unix seconds, as its token says);
+    the same one again refreshes it."""
+    expires_at = None if link_expires_at is None else datetime.fromtimestamp(link_expires_at, UTC)
     if body.channel == "fcm":
         if not push.fcm_enabled:
             raise ApiError(409, "channel_unavailable", "FCM is not configured on this notifier")
         assert body.token is not None
-        sid = await subscriptions.register(user_id, "fcm", body.token, order_id=order_id)
+        sid = await subscriptions.register(user_id, "fcm", body.token, order_id=order_id, expires_at=expires_at)
         return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="fcm")
     assert body.endpoint is not None
     assert body.keys is not None
@@ -161,7 +165,7 @@ async def register_device(
     except ValueError as exc:
         raise ApiError(422, "invalid_subscription_keys", str(exc)) from None
     sid = await subscriptions.register(
-        user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth, order_id=order_id
+        user_id, "webpush", body.endpoint, body.keys.p256dh, body.keys.auth, order_id=order_id, expires_at=expires_at
     )
     return SubscriptionOut(user_id=user_id, subscription_id=sid, channel="webpush")
 
@@ -198,7 +202,8 @@ def routes(
     @router.get("/users/{user_id}/subscriptions", response_model=Subscriptions, tags=["subscriptions"])
     async def list_subscriptions(user_id: UserIdPath, _: SupportRead) -> Subscriptions:
         """The user's devices (keys and full endpoints are never shown); `order_id` names the one order a device
-        registered through a status link gets, null for every order."""
+        registered through a status link gets, null for every order, and `expires_at` when that link's right ends
+        (null: never)."""
         found = await subscriptions.of_user(user_id)
         return Subscriptions(user_id=user_id, subscriptions=[s.public() for s in found])
 

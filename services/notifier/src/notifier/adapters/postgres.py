@@ -22,7 +22,8 @@ from servicekit.uow import PostgresUnitOfWork
 
 # One statement for a batch: the notifications (a redelivered change finds its row and adds nothing), one delivery per
 # target each user has now for the order (each push subscription for all the user's orders or, registered through a
-# status link, for this order; plus the platform webhook when one is configured), and NOTIFYs
+# status link, for this order while that link lasts: migration 0009; plus the platform webhook when one is configured),
+# and NOTIFYs
 # naming the batch's orders (up to NOTIFIED_PER_MESSAGE in each), which wake their status pages. A notification without
 # any target is kept for the inbox and the status page only, and so is one older (by its order's sequence) than a status
 # of its order recorded before this batch: it is 'superseded', and no delivery tells the user an order went back from,
@@ -40,6 +41,7 @@ WITH input AS (
     SELECT i.notification_id, s.subscription_id AS target, s.channel, s.subscription_id, s.endpoint, s.p256dh, s.auth
     FROM input i JOIN push_subscriptions s
         ON s.user_id = i.user_id AND (s.order_id IS NULL OR s.order_id = i.order_id)
+           AND (s.expires_at IS NULL OR s.expires_at > now())
     UNION ALL
     SELECT i.notification_id, 'webhook', 'webhook', NULL, NULL, NULL, NULL FROM input i WHERE $7::boolean
 ), added AS (
@@ -102,6 +104,7 @@ WITH latest AS (
     SELECT s.subscription_id AS target, s.channel, s.subscription_id
     FROM latest l JOIN push_subscriptions s
         ON s.user_id = l.user_id AND (s.order_id IS NULL OR s.order_id = l.order_id)
+           AND (s.expires_at IS NULL OR s.expires_at > now())
     UNION ALL
     SELECT 'webhook', 'webhook', NULL WHERE $5::boolean
 ), inserted AS (

@@ -26,7 +26,8 @@ from servicekit.postgres import fetch_planned_now
 # A subscription is its device's: the same endpoint registered by another user moves the row to that user (a shared
 # browser changed hands, see PostgresSubscriptions.register). A delivery queued for the previous owner then finds
 # the row under someone else, and is treated as unsubscribed, as if the row were gone: never sent to the device. So
-# is one for an order the device no longer follows (registered since through another order's status link).
+# is one for an order the device no longer follows (registered since through another order's status link), and one
+# for a device whose status link has expired since the delivery was queued (its retry comes after the link's right).
 # A delivery is queued when its notification was, or, for a resend, when the person asked for it: a resend of a
 # week-old notification gets its own retry_for_s, not none at all. A resend whose notification is no longer its
 # order's latest (a newer status was notified since the person asked: migration 0007) comes back `superseded`, to
@@ -46,6 +47,7 @@ FROM due JOIN notifications n ON n.notification_id = due.notification_id
 LEFT JOIN resends r ON r.resend_id = due.resend_id
 LEFT JOIN push_subscriptions s ON s.subscription_id = due.subscription_id AND s.user_id = n.user_id
                                AND (s.order_id IS NULL OR s.order_id = n.order_id)
+                               AND (s.expires_at IS NULL OR s.expires_at > now())
 LEFT JOIN LATERAL (
     SELECT true AS newer FROM notifications m
     WHERE due.resend_id IS NOT NULL AND m.order_id = n.order_id AND m.sequence > n.sequence LIMIT 1
@@ -81,14 +83,15 @@ WHERE d.notification_id = u.notification_id AND d.target = u.target
 """
 
 # A subscription the push service said is gone is forgotten, unless it belongs to another user by now (the
-# endpoint registered again since then by someone else is theirs to keep) or follows another order only (a delivery
-# for an order it no longer follows is settled 'gone' without reaching the push service).
+# endpoint registered again since then by someone else is theirs to keep), follows another order only (a delivery
+# for an order it no longer follows is settled 'gone' without reaching the push service) or its link has expired (the
+# same: settled 'gone' unsent; the device is kept, as the user sees it listed until a fresh link registers it again).
 _FORGET = """
 DELETE FROM push_subscriptions s
 USING unnest($1::text[], $2::text[]) AS g(subscription_id, notification_id)
 JOIN notifications n ON n.notification_id = g.notification_id
 WHERE s.subscription_id = g.subscription_id AND s.user_id = n.user_id
-  AND (s.order_id IS NULL OR s.order_id = n.order_id)
+  AND (s.order_id IS NULL OR s.order_id = n.order_id) AND (s.expires_at IS NULL OR s.expires_at > now())
 """
 
 # A notification is delivered when some target has it and none failed for good; failed when every target
@@ -127,7 +130,8 @@ class Claimed:
     queued_at: datetime
     subscribed: bool
     """False when the delivery was for a subscription that has been removed since, that belongs to another user
-    now (its endpoint registered again by them), or that follows another order only now."""
+    now (its endpoint registered again by them), that follows another order only now, or whose status link has
+    expired."""
     superseded: bool = False
     """True for a person's resend whose notification is no longer its order's latest: never sent."""
 

@@ -159,14 +159,15 @@ class StatusPage:
             log.info("status link refused for order %s: %s", order_id, refused.code)
             raise not_found(order_id) from None
 
-    async def owner(self, order_id: str, token: str | None) -> str:
-        """The user the order's status link names, if the order is theirs as far as the notifier knows; else 404."""
-        user_id = self.grant(order_id, token).user_id
+    async def owner(self, order_id: str, token: str | None) -> StatusGrant:
+        """What the order's status link grants (its user, until when), if the order is that user's as far as the
+        notifier knows; else 404."""
+        grant = self.grant(order_id, token)
         async with self._uow() as tx:
             changes = await tx.changes_for_order(order_id)
-        if any(c.user_id != user_id for c in changes[:1]):
+        if any(c.user_id != grant.user_id for c in changes[:1]):
             raise not_found(order_id)
-        return user_id
+        return grant
 
     async def viewer(self, request: Request, order_id: str, token: str | None, credentials: Bearer) -> Viewer:
         """The user the order's status link names, or the platform with an orders:read key; else 404."""
@@ -299,10 +300,17 @@ class StatusPage:
         ) -> SubscriptionOut:
             """Register a device from the status page: it belongs to the user the order's status link names, and
             gets this order's notifications only (a link is shared further than its user: its holder must not follow
-            the user's other orders). The same device through another order's link follows that order instead; one
-            the platform registered for all the user's orders keeps them."""
-            owner = await self.owner(order_id, token)
-            return await register_device(self._subscriptions, self._push, owner, body, order_id=order_id)
+            the user's other orders), until the link expires. The same device through another order's link follows
+            that order instead; one the platform registered for all the user's orders keeps them."""
+            grant = await self.owner(order_id, token)
+            return await register_device(
+                self._subscriptions,
+                self._push,
+                grant.user_id,
+                body,
+                order_id=order_id,
+                link_expires_at=grant.expires_at,
+            )
 
         @router.delete(
             "/v1/orders/{order_id}/subscriptions/{subscription_id}",
@@ -316,7 +324,7 @@ class StatusPage:
             """Forget a device registered through this order's status link (only that: a link is shared further than
             its user, so its holder must not silence the user's other devices; one the platform registered for every
             order is removed by the platform)."""
-            owner = await self.owner(order_id, token)
+            owner = (await self.owner(order_id, token)).user_id
             if not await self._subscriptions.remove(owner, subscription_id, order_id=order_id):
                 raise ApiError(
                     404, "subscription_not_found", "no device registered through this order's link has that id"

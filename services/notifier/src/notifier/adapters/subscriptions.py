@@ -25,6 +25,8 @@ class Subscription:
     created_at: datetime | None = None
     order_id: str | None = None
     """The one order whose notifications it gets (registered with that order's status link); None: every order."""
+    expires_at: datetime | None = None
+    """When the status link it was registered with expires: past it, the device gets nothing; None: no end."""
 
     def public(self) -> dict[str, Any]:
         """What the API shows: never the keys, and the endpoint only by its host (it is a bearer secret)."""
@@ -34,20 +36,29 @@ class Subscription:
             "channel": self.channel,
             "endpoint_host": host,
             "order_id": self.order_id,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
         }
 
 
 # The device's scope after a registration: the platform's (no order) makes it the user's every order; a status link's
 # makes it that order's, unless the same user already has it for every order. A device that changes hands takes the
-# new registration's scope whatever it was.
+# new registration's scope whatever it was. Its right lasts as long as the link it was registered with: none ends for
+# every order; registered again through a link of the order it follows, by the same user, it lasts until the later of
+# the two links expires (an older link still open never shortens it); otherwise until the new link expires.
 _REGISTER = """
-INSERT INTO push_subscriptions (subscription_id, user_id, channel, endpoint, p256dh, auth, order_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO push_subscriptions (subscription_id, user_id, channel, endpoint, p256dh, auth, order_id, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (subscription_id) DO UPDATE SET
     user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth, updated_at = now(),
     order_id = CASE WHEN push_subscriptions.user_id = excluded.user_id AND push_subscriptions.order_id IS NULL
-                    THEN NULL ELSE excluded.order_id END
+                    THEN NULL ELSE excluded.order_id END,
+    expires_at = CASE WHEN push_subscriptions.user_id = excluded.user_id AND push_subscriptions.order_id IS NULL
+                      THEN NULL
+                      WHEN push_subscriptions.user_id = excluded.user_id
+                           AND push_subscriptions.order_id = excluded.order_id
+                      THEN greatest(push_subscriptions.expires_at, excluded.expires_at)
+                      ELSE excluded.expires_at END
 """
 
 
@@ -75,12 +86,14 @@ class PostgresSubscriptions:
         auth: str = "",
         *,
         order_id: str | None = None,
+        expires_at: datetime | None = None,
     ) -> str:
         """Add or refresh the device; the same endpoint registered again (by this or another user: a shared
         browser changed hands) keeps one row, owned by the latest user. With `order_id` (registered through that
         order's status link) the device gets that order's notifications only; without (the platform), every order's.
         A device is one row: registered again through another order's link it follows that order instead, never
-        the user's every order; one the user already has for every order (the platform registered it) keeps that."""
+        the user's every order; one the user already has for every order (the platform registered it) keeps that.
+        `expires_at` (the link's expiry) ends a device's right with its link's: it gets nothing after it."""
         if channel == "webpush":
             try:
                 await check_url(endpoint, self._policy)
@@ -98,7 +111,7 @@ class PostgresSubscriptions:
             if others >= self._max_per_user:
                 detail = f"a user may have at most {self._max_per_user} devices; remove one first"
                 raise ApiError(409, "too_many_subscriptions", detail)
-            await conn.execute(_REGISTER, sid, user_id, channel, endpoint, p256dh, auth, order_id)
+            await conn.execute(_REGISTER, sid, user_id, channel, endpoint, p256dh, auth, order_id, expires_at)
         return sid
 
     async def remove(self, user_id: str, sid: str, *, order_id: str | None = None) -> bool:
@@ -116,7 +129,7 @@ class PostgresSubscriptions:
 
     async def of_user(self, user_id: str) -> list[Subscription]:
         rows = await self._pool.fetch(
-            "SELECT subscription_id, user_id, channel, endpoint, p256dh, auth, created_at, order_id"
+            "SELECT subscription_id, user_id, channel, endpoint, p256dh, auth, created_at, order_id, expires_at"
             " FROM push_subscriptions"
             " WHERE user_id = $1 ORDER BY created_at",
             user_id,
