@@ -519,6 +519,14 @@ async def test_an_order_whose_refund_is_pending_at_the_provider_is_neither_re_dr
         answer = await stack.act(order_id, action)
         assert (answer.status_code, answer.json()["error"]) == (409, "refund_in_flight"), answer.text
 
+    due_at = await stack.sql("SELECT due_at FROM refunds WHERE order_id = $1", order_id)
+    assert isinstance(due_at, datetime)
+    provider.queries = [pending]  # still pending when asked again, past the time a person is asked to look
+    impatient = RefundFollowUp(uow, Providers(provider), ask_timeout_s=1.0, stuck_after_s=0, clock=lambda: due_at)
+    assert await impatient.round() == 1
+    case = "SELECT kind || ': ' || reason FROM support_cases WHERE order_id = $1 AND resolved_at IS NULL"
+    assert await stack.sql(case, order_id) == "needs_support: refund of 600 CNY pending at sim for 0 h: check it there"
+
     provider.queries = [RefundAnswer("succeeded", refund_id="50300")]
     due_at = await stack.sql("SELECT due_at FROM refunds WHERE order_id = $1", order_id)
     assert isinstance(due_at, datetime)

@@ -2,7 +2,7 @@
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +27,7 @@ class Store:
     refunds: dict[str, tuple[RefundAnswer, int]] = field(default_factory=dict)
     refund_asks: dict[str, tuple[datetime | None, str]] = field(default_factory=dict)
     """A refund's next ask (None once its outcome is known) and the reason it was requested with."""
+    refunds_requested_at: dict[str, datetime] = field(default_factory=dict)
     cases: dict[str, tuple[CaseRequested, str]] = field(default_factory=dict)
     """Open support cases by order and kind (`order_id/kind`): the request and the event id that opened it."""
 
@@ -93,6 +94,7 @@ class InMemoryPayments:
         if request.order_id not in self.store.refunds:
             self.store.refunds[request.order_id] = (RefundAnswer("requested"), 0)
             self.store.refund_asks[request.order_id] = (due_at, request.reason)
+            self.store.refunds_requested_at[request.order_id] = datetime.now(UTC)
 
     async def save_refund(
         self, order_id: str, answer: RefundAnswer, attempts: int, due_at: datetime | None = None
@@ -120,7 +122,8 @@ class InMemoryPayments:
             self.store.refunds[order_id] = (answer, attempts + 1)
             reason = self.store.refund_asks[order_id][1]
             self.store.refund_asks[order_id] = (lease_until, reason)
-            taken.append(DueRefund(order_id, answer.status, reason, attempts + 1))
+            requested_at = self.store.refunds_requested_at[order_id]
+            taken.append(DueRefund(order_id, answer.status, reason, attempts + 1, requested_at))
         return taken
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool:

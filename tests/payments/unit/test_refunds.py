@@ -9,7 +9,7 @@ import pytest
 
 from contracts.codec import deterministic_id, envelope_for
 from contracts.commands import IssueRefund
-from contracts.events import RefundFailed, RefundSucceeded
+from contracts.events import CaseKind, CaseSeverity, RefundFailed, RefundSucceeded
 from payments.adapters.providers.simulated import SimulatedProvider, SimulatedRefunds
 from payments.domain import (
     CallbackAck,
@@ -297,8 +297,14 @@ async def test_a_refund_of_an_order_held_for_risk_review_is_refused_for_good_and
     assert provider.calls == [] and store.published == [] and store.refunds == {}
 
 
-def follow_up(store: Store, *providers: PaymentProvider, at: datetime) -> RefundFollowUp:
-    return RefundFollowUp(lambda: InMemoryPayments(store), Providers(*providers), ask_timeout_s=1.0, clock=lambda: at)
+def follow_up(store: Store, *providers: PaymentProvider, at: datetime, stuck_after_s: float = 86400) -> RefundFollowUp:
+    return RefundFollowUp(
+        lambda: InMemoryPayments(store),
+        Providers(*providers),
+        ask_timeout_s=1.0,
+        stuck_after_s=stuck_after_s,
+        clock=lambda: at,
+    )
 
 
 async def test_a_refund_left_pending_is_asked_about_again_once_due_and_its_outcome_announced_once() -> None:
@@ -358,3 +364,20 @@ async def test_a_command_repeated_while_its_refund_is_at_the_provider_asks_nothi
     asked = len(provider.calls)
     await refund(store, provider, event_id="cmd-2")
     assert len(provider.calls) == asked and store.published == []
+
+
+async def test_a_refund_still_without_an_outcome_a_day_after_it_was_requested_opens_one_support_case() -> None:
+    store = paid_store()
+    pending = RefundAnswer("pending", refund_id="50300")
+    provider = ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)
+    await refund(store, provider)
+    requested_at = store.refunds_requested_at["ord_1"]
+    provider.queries = [pending] * 3
+    await follow_up(store, provider, at=requested_at + timedelta(hours=23)).round()
+    assert store.cases == {}
+    await follow_up(store, provider, at=requested_at + timedelta(hours=25)).round()
+    await follow_up(store, provider, at=requested_at + timedelta(hours=30)).round()
+    ((case, _),) = store.cases.values()
+    assert (case.kind, case.severity) == (CaseKind.NEEDS_SUPPORT, CaseSeverity.WARNING)
+    assert case.reason == "refund of 600 CNY pending at alipay for 25 h: check it there"
+    assert store.refunds["ord_1"][0].status == "pending" and store.published == []

@@ -74,12 +74,14 @@ class OrderBook(Protocol):
 @dataclass(frozen=True, slots=True)
 class DueRefund:
     """A refund in flight taken to ask the provider about: its order, its state ("requested": the provider may
-    never have had it; "pending": accepted, not finished), the reason it was requested with, and the attempts."""
+    never have had it; "pending": accepted, not finished), the reason it was requested with, the attempts, and
+    when it was first requested."""
 
     order_id: str
     status: str
     reason: str
     attempts: int
+    requested_at: datetime
 
 
 class PaymentsUnitOfWork(Protocol):

@@ -26,12 +26,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from contracts.base import clip
 from contracts.codec import Envelope, deterministic_id
 from contracts.commands import IssueRefund
-from contracts.events import RefundFailed, RefundSucceeded
+from contracts.events import CaseKind, CaseRequested, CaseSeverity, RefundFailed, RefundSucceeded
 from contracts.topics import Topic
 from payments.domain import Order, PaymentStatus, RefundRequest
-from payments.ports import PaymentProvider, PaymentProviders, PaymentsUnitOfWork, RefundAnswer, UnitOfWorkFactory
+from payments.ports import (
+    DueRefund,
+    PaymentProvider,
+    PaymentProviders,
+    PaymentsUnitOfWork,
+    RefundAnswer,
+    UnitOfWorkFactory,
+)
 from payments.support import SETTLED_CREDITED
 from servicekit.errors import classify
 from servicekit.rejections import PermanentFailure
@@ -49,6 +57,11 @@ ASKING_LEASE_S = 300.0
 FOLLOW_UP_FIRST_S = 30.0
 FOLLOW_UP_MOST_S = 3600.0
 """The follow-up asks about a refund in flight FOLLOW_UP_FIRST_S after the last ask, doubling up to this."""
+CASE_REASON_LIMIT = 200  # CaseRequested.reason's most
+STUCK_AFTER_S = 24 * 3600.0
+"""A refund still without an outcome this long after it was requested opens a needs_support case (one per order):
+the user waits for the money, and a person checks the refund at the provider. The follow-up keeps asking, and the
+case is resolved when the order ends refunded."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -183,15 +196,27 @@ async def handle_issue_refund(
     await _conclude(uow, order, answer, attempts, datetime.now(UTC))
 
 
-async def _conclude(uow: UnitOfWorkFactory, order: Order, answer: RefundAnswer, attempts: int, now: datetime) -> None:
+async def _conclude(
+    uow: UnitOfWorkFactory,
+    order: Order,
+    answer: RefundAnswer,
+    attempts: int,
+    now: datetime,
+    *,
+    stuck: CaseRequested | None = None,
+) -> None:
     """Record the provider's answer to the refund of `order` and announce an outcome, once; an answer that is no
-    outcome leaves the refund in flight, asked again at its follow-up time."""
+    outcome leaves the refund in flight, asked again at its follow-up time (and opens the `stuck` case, if any)."""
     final = answer.status in FINAL
     due_at = None if final else follow_up_at(now, attempts)
     async with uow() as tx:
         recorded = await tx.save_refund(order.order_id, answer, attempts, due_at)
         if recorded and final:
             _announce(tx, order, answer)
+        if recorded and not final and stuck is not None:
+            case_id = deterministic_id("refund_stuck", order.order_id)  # one case per order: a repeat opens none
+            if await tx.open_case(stuck, case_id):
+                log.error("order %s: support case opened: %s", order.order_id, stuck.reason)
     if final:
         log.warning("refund of order %s at %s: %s %s", order.order_id, order.provider, answer.status, answer.reason)
     else:
@@ -220,9 +245,11 @@ class RefundFollowUp:
         ask_timeout_s: float,
         batch: int = 5,
         idle_s: float = 5.0,
+        stuck_after_s: float = STUCK_AFTER_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._uow = uow
+        self._stuck_after = timedelta(seconds=stuck_after_s)
         self._providers = providers
         self._batch = batch
         self._idle_s = idle_s
@@ -244,7 +271,9 @@ class RefundFollowUp:
                 log.error("refund of order %s waits: provider %r is not configured", order.order_id, order.provider)
                 continue
             answer = await _follow_up(provider, _request(order, refund.reason), refund.status)
-            await _conclude(self._uow, order, answer, refund.attempts, self._clock())
+            now = self._clock()
+            stuck = _stuck(order, refund, answer, now) if now - refund.requested_at >= self._stuck_after else None
+            await _conclude(self._uow, order, answer, refund.attempts, now, stuck=stuck)
         return len(due)
 
     async def run(self) -> None:
@@ -261,6 +290,23 @@ class RefundFollowUp:
                     log.warning("refund follow-up could not run, retrying in %.1fs: %r", self._idle_s, exc)
             if taken < self._batch:
                 await asyncio.sleep(self._idle_s)
+
+
+def _stuck(order: Order, refund: DueRefund, answer: RefundAnswer, now: datetime) -> CaseRequested:
+    """The support case for a refund still without an outcome STUCK_AFTER_S after it was requested."""
+    hours = (now - refund.requested_at).total_seconds() / 3600
+    state = "pending at" if answer.status == "pending" or refund.status == "pending" else "unanswered by"
+    return CaseRequested(
+        order_id=order.order_id,
+        user_id=order.user_id,
+        kind=CaseKind.NEEDS_SUPPORT,
+        severity=CaseSeverity.WARNING,
+        reason=clip(
+            f"refund of {order.amount} {order.currency} {state} {order.provider} for {hours:.0f} h: check it there",
+            CASE_REASON_LIMIT,
+        ),
+        requested_at=now,
+    )
 
 
 async def _follow_up(provider: PaymentProvider, request: RefundRequest, status: str) -> RefundAnswer:

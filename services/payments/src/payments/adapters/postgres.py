@@ -98,7 +98,7 @@ _SAVE_REFUND = (
 _CLAIM_REFUNDS = (
     "UPDATE refunds r SET due_at = $2, attempts = r.attempts + 1 FROM (SELECT order_id FROM refunds"  # noqa: S608
     f" WHERE status IN {_IN_FLIGHT} AND due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) d"
-    " WHERE r.order_id = d.order_id RETURNING r.order_id, r.status, r.asked_reason, r.attempts"
+    " WHERE r.order_id = d.order_id RETURNING r.order_id, r.status, r.asked_reason, r.attempts, r.created_at"
 )
 
 
@@ -185,7 +185,7 @@ class PostgresPayments(PostgresUnitOfWork):
 
     async def claim_refunds(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRefund]:
         rows = await self.conn.fetch(_CLAIM_REFUNDS, now, lease_until, limit)
-        return [DueRefund(r["order_id"], r["status"], r["asked_reason"], r["attempts"]) for r in rows]
+        return [DueRefund(r["order_id"], r["status"], r["asked_reason"], r["attempts"], r["created_at"]) for r in rows]
 
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes
