@@ -24,12 +24,17 @@ from credited import cli
 from credited.stack.processes import free_port
 from ledger.bootstrap import build as build_ledger
 from ledger.config import Settings as LedgerSettings
+from payments.adapters.audit_books import PostgresAuditBooks
+from payments.adapters.auditor import AuditMetrics, Auditor
+from payments.adapters.ledger_credits import LedgerCredits
+from payments.adapters.postgres import PostgresPayments
 from payments.bootstrap import build as build_payments
 from payments.config import Settings as PaymentsSettings
 from servicekit.http import serve
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.signatures import sign
+from servicekit.uow import no_relay
 from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, eventually, read_until
@@ -265,3 +270,57 @@ async def test_a_late_callback_is_in_flight_for_the_grace_from_when_payments_rec
     assert found["in_grace"] == 1
     await eventually(lambda: stack.credits(late), timeout_s=60)  # the ledger credits it, as it always would
     assert (await stack.audit())["findings"] == []
+
+
+async def test_an_audit_of_a_window_payments_accepts_is_answered_not_refused_by_the_ledger(stack: Stack) -> None:
+    """POST /v1/audits takes any window of up to 31 days: last month's first week, or the last 31 days. The audit
+    reads the ledger's credits from 15 minutes before the window to now, which the ledger answers 31 days at a
+    time: payments reads it in stretches."""
+    now = datetime.now(UTC)
+    windows = {
+        "last month's first week": (now - timedelta(days=40), now - timedelta(days=33)),
+        "the last 31 days": (now - timedelta(days=31) + timedelta(minutes=1), None),
+    }
+    answers = {}
+    for name, (since, until) in windows.items():
+        body = {"since": since.isoformat()} | ({} if until is None else {"until": until.isoformat()})
+        answer = await stack.payments.post("/v1/audits", json=body)
+        answers[name] = (answer.status_code, answer.json().get("error"))
+
+    assert answers == dict.fromkeys(windows, (200, None))
+
+
+async def test_a_scheduled_audit_over_the_longest_window_the_settings_take_reads_the_ledger_to_now(
+    stack: Stack, broker: Broker, database_url: str, isolation: str
+) -> None:
+    """PAYMENTS_AUDIT_WINDOW_S takes up to 31 days; a scheduled audit over it must run, not fail at every tick
+    (MoneyAuditStale) because its ledger read spans 31 days and 15 minutes, and must find the credit of an order
+    paid now, in the read's last stretch."""
+    settings = settings_for(
+        PaymentsSettings,
+        broker,
+        database_url,
+        isolation,
+        audit_ledger_url=stack.settings.audit_ledger_url,
+        audit_ledger_api_key=stack.settings.audit_ledger_api_key,
+        audit_window_s=31 * 86400,  # the most the settings take
+    )
+    await stack.start_ledger_consumers()
+    order_id = await stack.paid_order("u-now")
+    await eventually(lambda: stack.credits(order_id), timeout_s=60)
+    pool = stack.payments_infra.pool
+    books = PostgresAuditBooks(
+        pool, lambda: PostgresPayments(pool, producer="payments", topic_prefix="", on_commit=no_relay)
+    )
+    assert settings.audit_ledger_url is not None and settings.audit_ledger_api_key is not None
+    credits = LedgerCredits(settings.audit_ledger_url, settings.audit_ledger_api_key.get_secret_value())
+    auditor = Auditor(
+        books, credits, AuditMetrics(CollectorRegistry()), interval_s=300, window_s=settings.audit_window_s, grace_s=0
+    )
+    try:
+        outcome = await auditor.run(datetime.now(UTC) - timedelta(seconds=settings.audit_window_s))
+    finally:
+        await credits.close()
+
+    assert outcome.findings == []
+    assert outcome.report.paid == outcome.report.credited == {"CNY": 600}

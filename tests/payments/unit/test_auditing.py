@@ -1,11 +1,19 @@
 """The money audit as a use case (payments.auditing), with in-memory books, credits and re-drive: which orders it
 judges, which it re-drives, and which it leaves alone."""
 
-from collections.abc import Collection, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+from prometheus_client import CollectorRegistry
+
+from payments.adapters.auditor import AuditMetrics, Auditor
 from payments.audit import Credit, Mismatch, PaidOrder, Refund
-from payments.auditing import CREDIT_SLACK, AuditWindow, PaidRecord, audit
+from payments.auditing import CREDIT_SLACK, AuditWindow, PaidRecord, audit, credit_slack
+from payments.config import Settings
+from payments.domain import PaymentNotice, bounded
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 WINDOW = AuditWindow(since=NOW - timedelta(days=1), until=NOW, now=NOW, grace=timedelta(minutes=3))
@@ -39,6 +47,19 @@ class InMemoryCredits:
     async def credits_between(self, since: datetime, until: datetime) -> list[Credit]:
         self.asked.append((since, until))
         return [c for at, c in self.credits if since <= at < until]
+
+
+class UnlockedBooks(InMemoryBooks):
+    """InMemoryBooks as the Auditor uses them: its lock always free, its runs not kept."""
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[Any]:
+        yield object()
+
+    async def record(self, *args: Any) -> None: ...
+
+    async def redrive(self, order_ids: Sequence[str]) -> list[str]:
+        return list(order_ids)
 
 
 class FakeRedrive:
@@ -126,3 +147,43 @@ async def test_a_refunded_order_is_neither_missing_nor_re_driven_and_credited_an
 
     assert [(f.order_id, f.mismatch) for f in outcome.findings] == [("both", Mismatch.CREDITED_AND_REFUNDED)]
     assert redrive.asked == []
+
+
+@pytest.mark.parametrize("skew_s", [300.0, 1800.0])  # the default, and a larger one PAYMENTS_MAX_CLOCK_SKEW_S takes
+async def test_an_order_paid_ahead_of_its_arrival_within_the_allowed_skew_is_judged_with_its_credit(
+    skew_s: float,
+) -> None:
+    """payments keeps a provider's paid_at up to the skew ahead of its arrival; the ledger credits the order at its
+    arrival, before that paid_at. The credits are read from far enough before the window to find it."""
+    arrived = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    skew = timedelta(seconds=Settings(max_clock_skew_s=skew_s).max_clock_skew_s)
+    notice = PaymentNotice("early", "sim", "tx-early", True, 600, "CNY", arrived + skew - timedelta(minutes=1))
+    stated, clamped = bounded(notice, arrived, skew)
+    assert not clamped
+    books = InMemoryBooks(paid("early", stated.paid_at))
+    credits = InMemoryCredits((arrived + timedelta(seconds=1), credit("early")))
+    # A scheduled audit of the last day, the order paid just after its start.
+    now = stated.paid_at + timedelta(days=1) - timedelta(minutes=2)
+    window = AuditWindow(now - timedelta(days=1), now, now, timedelta(minutes=3), credit_slack(skew))
+
+    outcome = await audit(window, books=books, credits=credits, redrive=FakeRedrive())
+
+    assert [(f.order_id, str(f.mismatch)) for f in outcome.findings] == []
+    assert outcome.report.credited == {"CNY": 600}
+
+
+def test_the_credits_slack_is_the_skew_and_a_margin_never_less_than_fifteen_minutes() -> None:
+    assert credit_slack(timedelta(minutes=5)) == CREDIT_SLACK == timedelta(minutes=15)
+    assert credit_slack(timedelta(minutes=30)) == timedelta(minutes=35)
+
+
+async def test_the_auditor_reads_credits_as_far_before_the_window_as_the_skew_payments_is_set_to_takes() -> None:
+    credits, since = InMemoryCredits(), NOW - timedelta(days=1)
+    books: Any = UnlockedBooks()  # duck-typed for PostgresAuditBooks
+    auditor = Auditor(
+        books, credits, AuditMetrics(CollectorRegistry()), interval_s=300, window_s=86400, grace_s=0, max_skew_s=1800
+    )
+
+    await auditor.run(since, NOW)
+
+    assert [asked_since for asked_since, _ in credits.asked] == [since - credit_slack(timedelta(minutes=30))]

@@ -7,9 +7,11 @@ only the credits come over HTTP from the ledger's bulk read; and a periodic job 
 scraped and alerted on like the rest, where a separate job would need its own schedule and write access.
 
 What counts as wrong, per order:
-- missing credit: paid before the grace period and neither credited nor refunded (re-drive it);
+- missing credit: paid before the grace period and neither credited nor refunded nor being refunded (re-drive
+  it);
 - credited twice: more than one credit transaction (never a re-drive: a person looks);
-- credited and refunded: the user has the currency and the money back;
+- credited and refunded: the user has the currency and the money back, or will have once the provider finishes a
+  refund in flight;
 - refund above paid, refunded twice, refund without payment;
 - credit without payment, or a credit whose user, amount or currency is not the order's.
 """
@@ -59,6 +61,8 @@ class Refund:
     amount: int
     currency: str
     succeeded: bool
+    in_flight: bool = False
+    """Asked of the provider and not finished (requested, pending): no money moved yet, but it may still."""
 
 
 class Mismatch(StrEnum):
@@ -88,6 +92,8 @@ class AuditReport:
     credited: dict[str, int] = field(default_factory=dict)
     refunded: dict[str, int] = field(default_factory=dict)
     in_grace: int = 0
+    refunds_in_flight: int = 0
+    """Orders neither credited nor refunded whose refund the provider has not finished: not judged until it has."""
 
     def counts(self) -> dict[Mismatch, int]:
         """Findings per mismatch, every mismatch listed (zeros too, for metrics)."""
@@ -109,37 +115,48 @@ def compare(
 ) -> AuditReport:
     """Judge every order that appears on any side. An order announced less than `grace` before `now` without a
     credit is in flight, not missing (the grace should exceed the reconciler's threshold plus its remediation).
-    Announced, not paid: a late callback's `paid_at` is already past the grace when payments records it."""
+    Announced, not paid: a late callback's `paid_at` is already past the grace when payments records it.
+
+    An order with a refund in flight and no credit is not judged either, however long ago it was paid: it is
+    neither credited nor refunded until the provider finishes, and re-driving it would pay the user twice. A
+    credit beside a refund in flight is judged: the user gets the currency and, later, the money back."""
     orders = {p.order_id: p for p in paid}
     credits_of: dict[str, list[Credit]] = {}
     for credit in credits:
         credits_of.setdefault(credit.order_id, []).append(credit)
     refunds_of: dict[str, list[Refund]] = {}
+    refunding: set[str] = set()
     for refund in refunds:
         if refund.succeeded:
             refunds_of.setdefault(refund.order_id, []).append(refund)
+        elif refund.in_flight:
+            refunding.add(refund.order_id)
     findings: list[Finding] = []
-    in_grace = 0
+    in_grace = in_flight = 0
     for order_id in sorted(orders.keys() | credits_of.keys() | refunds_of.keys()):
         order = orders.get(order_id)
         got, back = credits_of.get(order_id, []), refunds_of.get(order_id, [])
         if order is None:
             findings += _without_payment(order_id, got, back)
             continue
+        if not got and not back and order_id in refunding:
+            in_flight += 1
+            continue
         if not got and not back and order.announced_at > now - grace:
             in_grace += 1
             continue
-        findings += _judge(order, got, back)
+        findings += _judge(order, got, back, refunding=order_id in refunding)
     return AuditReport(
         findings,
         paid=_sum((p.currency, p.amount) for p in orders.values()),
         credited=_sum((c.currency, c.amount) for cs in credits_of.values() for c in cs),
         refunded=_sum((r.currency, r.amount) for rs in refunds_of.values() for r in rs),
         in_grace=in_grace,
+        refunds_in_flight=in_flight,
     )
 
 
-def _judge(order: PaidOrder, credits: list[Credit], refunds: list[Refund]) -> list[Finding]:
+def _judge(order: PaidOrder, credits: list[Credit], refunds: list[Refund], *, refunding: bool) -> list[Finding]:
     oid = order.order_id
     out: list[Finding] = []
     if not credits and not refunds:
@@ -149,6 +166,8 @@ def _judge(order: PaidOrder, credits: list[Credit], refunds: list[Refund]) -> li
         out.append(Finding(oid, Mismatch.CREDITED_TWICE, f"{len(credits)} credits: {ids}"))
     if credits and refunds:
         out.append(Finding(oid, Mismatch.CREDITED_AND_REFUNDED, "credited and refunded"))
+    elif credits and refunding:
+        out.append(Finding(oid, Mismatch.CREDITED_AND_REFUNDED, "credited, and a refund in flight at the provider"))
     if len(refunds) > 1:
         out.append(Finding(oid, Mismatch.REFUNDED_TWICE, f"{len(refunds)} refunds"))
     refunded = sum(r.amount for r in refunds if r.currency == order.currency)

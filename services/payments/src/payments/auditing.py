@@ -1,11 +1,12 @@
 """The money audit as a use case: read payments' paid orders and refunds and the ledger's credits for a window,
 judge them (payments.audit.compare), re-drive every paid order never credited, and record the outcome.
 
-The window is of payment times. The ledger's credits are read from a little before it (a provider's clock may be
-ahead of the ledger's by up to the clamp skew) to now (a credit comes after its payment); a credit whose order
-was paid before the window brings its order in from payments' own books, so it is judged, not reported as a
-credit without payment. An order under risk review (held, or rejected and refunded) is expected to have no
-credit: it is left out unless the ledger credited it anyway, and it is never re-driven.
+The window is of payment times. The ledger's credits are read from a little before it (a provider's paid_at may be
+ahead of its arrival, when the ledger credits it, by up to the clamp skew) to now (a credit comes after its
+payment); a credit whose order was paid before the window brings its order in from payments' own books, so it is
+judged, not reported as a credit without payment. An order under risk review (held, or rejected and refunded) is
+expected to have no credit: it is left out unless the ledger credited it anyway, and it is never re-driven. Nor is
+an order whose refund is in flight at the provider (payments.audit.compare).
 """
 
 from collections.abc import Collection, Sequence
@@ -17,7 +18,19 @@ from payments.audit import AuditReport, Credit, Finding, PaidOrder, Refund, comp
 
 Trigger = Literal["schedule", "request"]
 CREDIT_SLACK = timedelta(minutes=15)
-"""How far before the window the ledger's credits are read: more than a provider's clock may run ahead."""
+"""How far before the window the ledger's credits are read at least: more than a provider's clock may run ahead."""
+SKEW_MARGIN = timedelta(minutes=5)
+"""Beyond the clamp skew, for the ledger's clock against payments' and the time a credit takes."""
+
+
+def credit_slack(max_skew: timedelta) -> timedelta:
+    """How far before the window the ledger's credits are read. payments takes a provider's paid_at up to
+    `max_skew` (PAYMENTS_MAX_CLOCK_SKEW_S) ahead of its arrival, and the ledger credits the order at its arrival:
+    an order paid at the window's start may be credited that long before it. So the slack follows the skew, never
+    below CREDIT_SLACK: a larger skew setting widens the read instead of turning credited orders into missing ones."""
+    return max(CREDIT_SLACK, max_skew + SKEW_MARGIN)
+
+
 NOT_TO_CREDIT = frozenset({"held", "rejected"})
 """Review states in which payments announced no PaymentSucceeded, so no credit is due."""
 
@@ -37,6 +50,8 @@ class AuditWindow:
     until: datetime
     now: datetime
     grace: timedelta
+    slack: timedelta = CREDIT_SLACK
+    """How far before `since` the ledger's credits are read (credit_slack)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,7 @@ class Redrive(Protocol):
 async def audit(window: AuditWindow, *, books: PaidOrders, credits: Credits, redrive: Redrive) -> AuditOutcome:
     """Judge the window and re-drive every order paid and never credited (nor refunded) before the grace."""
     records = {r.order.order_id: r for r in await books.paid_between(window.since, window.until)}
-    posted = await credits.credits_between(window.since - CREDIT_SLACK, window.now)
+    posted = await credits.credits_between(window.since - window.slack, window.now)
     credited = {c.order_id for c in posted}
     earlier = credited - records.keys()
     records |= {r.order.order_id: r for r in await books.paid(earlier)}

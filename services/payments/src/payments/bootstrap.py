@@ -199,6 +199,7 @@ def _auditor(settings: Settings, books: PostgresAuditBooks, metrics: AuditMetric
         interval_s=settings.audit_interval_s,
         window_s=settings.audit_window_s,
         grace_s=settings.audit_grace_s,
+        max_skew_s=settings.max_clock_skew_s,
     )
 
 

@@ -14,7 +14,7 @@ from payments.adapters.postgres import PostgresPayments
 from payments.announcements import announce_payment
 from payments.audit import PaidOrder, Refund
 from payments.auditing import NOT_TO_CREDIT, AuditOutcome, PaidRecord, Trigger
-from payments.domain import PaymentStatus
+from payments.domain import REFUNDS_IN_FLIGHT, PaymentStatus
 from servicekit.outbox import Connection
 from servicekit.pages import Cursor, Window
 
@@ -45,7 +45,10 @@ def record_of(row: asyncpg.Record | dict[str, Any]) -> PaidRecord:
     order = PaidOrder(row["order_id"], row["user_id"], row["amount"], row["currency"], row["paid_at"], recorded_at)
     refund = None
     if row["refund_status"] is not None:
-        refund = Refund(row["order_id"], row["amount"], row["currency"], row["refund_status"] == "succeeded")
+        status = row["refund_status"]
+        refund = Refund(
+            row["order_id"], row["amount"], row["currency"], status == "succeeded", status in REFUNDS_IN_FLIGHT
+        )
     return PaidRecord(order, row["review_status"], refund)
 
 

@@ -19,7 +19,7 @@ SHOWN_FINDINGS = 1000
 
 
 class RefundView(BaseModel):
-    status: str = Field(description="succeeded or failed")
+    status: str = Field(description="succeeded or failed; requested or pending while the provider has not finished it")
     refund_id: str | None
     created_at: str
 
@@ -69,6 +69,10 @@ class AuditView(BaseModel):
     findings_shown: int
     redriven: list[str]
     in_grace: int = Field(description="Paid within the grace and not credited yet: in flight, not judged.")
+    refunds_in_flight: int = Field(
+        description="Neither credited nor refunded, with a refund the provider has not finished: not judged (never "
+        "re-driven) until it has."
+    )
     paid: dict[str, int] = Field(description="Minor units paid, by currency.")
     credited: dict[str, int]
     refunded: dict[str, int]
@@ -86,6 +90,7 @@ def audit_view(outcome: AuditOutcome) -> AuditView:
         findings_shown=min(len(outcome.findings), SHOWN_FINDINGS),
         redriven=outcome.redriven,
         in_grace=report.in_grace,
+        refunds_in_flight=report.refunds_in_flight,
         paid=report.paid,
         credited=report.credited,
         refunded=report.refunded,

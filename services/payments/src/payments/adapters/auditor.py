@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from payments.adapters.audit_books import PostgresAuditBooks
 from payments.adapters.ledger_credits import LedgerUnreadable
 from payments.audit import Mismatch
-from payments.auditing import AuditOutcome, AuditWindow, Credits, Trigger, audit
+from payments.auditing import AuditOutcome, AuditWindow, Credits, Trigger, audit, credit_slack
+from payments.callbacks import DEFAULT_MAX_SKEW
 from servicekit.errors import classify
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Auditor:
         interval_s: float,
         window_s: float,
         grace_s: float,
+        max_skew_s: float = DEFAULT_MAX_SKEW.total_seconds(),
         lock_wait_s: float = 30.0,
     ) -> None:
         self._books = books
@@ -87,6 +89,7 @@ class Auditor:
         self._interval = timedelta(seconds=interval_s)
         self._window = timedelta(seconds=window_s)
         self._grace = timedelta(seconds=grace_s)
+        self._slack = credit_slack(timedelta(seconds=max_skew_s))  # PAYMENTS_MAX_CLOCK_SKEW_S, as callbacks clamp
         self._lock_wait_s = lock_wait_s
         self.tick_s = min(max(interval_s / 10, 0.2), 30.0)
 
@@ -138,7 +141,7 @@ class Auditor:
                 if last is not None and last > due:
                     return None
             started = datetime.now(UTC)
-            window = AuditWindow(since, until or started, started, self._grace)
+            window = AuditWindow(since, until or started, started, self._grace, self._slack)
             try:
                 outcome = await audit(window, books=self._books, credits=self._credits, redrive=self._books.redrive)
             except Exception:
@@ -157,11 +160,12 @@ def _log(trigger: Trigger, outcome: AuditOutcome) -> None:
     for order_id in outcome.redriven:
         log.info("money audit re-drove order_id=%s: PaymentSucceeded announced again", order_id)
     log.info(
-        "money audit (%s) of payments %s..%s: %d findings, %d re-driven, %d in grace",
+        "money audit (%s) of payments %s..%s: %d findings, %d re-driven, %d in grace, %d with a refund in flight",
         trigger,
         w.since.isoformat(),
         w.until.isoformat(),
         len(outcome.findings),
         len(outcome.redriven),
         outcome.report.in_grace,
+        outcome.report.refunds_in_flight,
     )

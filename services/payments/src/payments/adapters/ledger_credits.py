@@ -1,11 +1,16 @@
 """LedgerCredits: the ledger's credits of a window, read page by page from its bulk read endpoint
-(`GET /v1/audit/credits`) with an API key holding `audit:read`."""
+(`GET /v1/audit/credits`) with an API key holding `audit:read`.
+
+The ledger answers a window of MAX_WINDOW (servicekit.pages, 31 days) at most and refuses a longer one
+(window_too_long), while an audit reads from a little before a window of up to 31 days to now: a longer read is
+made in consecutive stretches of at most MAX_WINDOW, each [since, until) like the whole, so none is read twice."""
 
 from datetime import datetime
 
 import httpx
 
 from payments.audit import Credit
+from servicekit.pages import MAX_WINDOW
 
 PAGE = 1000
 
@@ -24,6 +29,16 @@ class LedgerCredits:
         self._page = page
 
     async def credits_between(self, since: datetime, until: datetime) -> list[Credit]:
+        out: list[Credit] = []
+        start = since
+        while start < until:
+            end = min(start + MAX_WINDOW, until)
+            out += await self._stretch(start, end)
+            start = end
+        return out
+
+    async def _stretch(self, since: datetime, until: datetime) -> list[Credit]:
+        """The credits of a window the ledger answers (MAX_WINDOW at most), page by page."""
         params: dict[str, str | int] = {"since": since.isoformat(), "until": until.isoformat(), "limit": self._page}
         out: list[Credit] = []
         while True:

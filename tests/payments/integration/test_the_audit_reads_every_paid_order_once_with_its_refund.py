@@ -1,0 +1,109 @@
+"""The money audit's read of payments' own books on the real PostgreSQL: every order paid in the window once,
+whatever the page and however many share a paid_at, the window's edges (since included, until excluded), and an
+order whose refund the provider has not finished, which is neither a missing credit nor re-driven."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from payments.adapters.audit_books import PAGE, PostgresAuditBooks
+from payments.adapters.auditor import AuditMetrics, Auditor
+from payments.adapters.postgres import PostgresPayments
+from payments.audit import Credit
+from payments.bootstrap import MIGRATIONS
+from servicekit.postgres import create_pool, migrate
+from servicekit.uow import no_relay
+
+ORDER = """
+INSERT INTO orders (order_id, user_id, amount, currency, channel, payment_status, status, provider, provider_txn_id,
+                    created_at, paid_at)
+VALUES ($1, 'u1', 600, 'CNY', 'card', 'succeeded', $2, 'sim', 'tx-' || $1, $3, $3)
+"""
+REFUND = "INSERT INTO refunds (order_id, status, reason, attempts) VALUES ($1, $2, '', 1)"
+SINCE = datetime(2026, 3, 1, 12, tzinfo=UTC)
+UNTIL = SINCE + timedelta(hours=1)
+
+
+@pytest.fixture
+async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, f"{isolation}_payments", min_size=1, max_size=4)
+    await migrate(pool, MIGRATIONS)
+    yield pool
+    await pool.close()
+
+
+def books_of(pool: asyncpg.Pool, page: int = PAGE) -> PostgresAuditBooks:
+    return PostgresAuditBooks(
+        pool, lambda: PostgresPayments(pool, producer="payments", topic_prefix="", on_commit=no_relay), page=page
+    )
+
+
+class CreditingLedger:
+    """Answers one credit of 600 CNY to u1 for each of `orders`, whatever the window."""
+
+    def __init__(self, *orders: str) -> None:
+        self.orders = orders
+
+    async def credits_between(self, since: datetime, until: datetime) -> list[Credit]:
+        return [Credit(o, "u1", 600, "CNY", f"txn-{o}") for o in self.orders]
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 7, 1000])
+async def test_every_order_paid_in_the_window_is_read_once_whatever_the_page_and_ties_on_paid_at(
+    pool: asyncpg.Pool, page: int
+) -> None:
+    tied = SINCE + timedelta(minutes=30)
+    placed = {
+        "a-at-since": SINCE,
+        "z-at-since": SINCE,
+        "b-tied": tied,
+        "a-tied": tied,
+        "c-tied": tied,
+        "B-tied": tied,
+        "tied-1": tied,
+        "just-before-until": UNTIL - timedelta(microseconds=1),
+        "at-until": UNTIL,
+        "before-since": SINCE - timedelta(microseconds=1),
+    }
+    for order_id, at in placed.items():
+        await pool.execute(ORDER, order_id, "paid", at)
+
+    read = [r.order.order_id for r in await books_of(pool, page).paid_between(SINCE, UNTIL)]
+
+    assert sorted(read) == sorted(set(placed) - {"at-until", "before-since"})
+    assert len(read) == len(set(read))
+
+
+async def test_an_uncredited_order_whose_refund_is_still_at_the_provider_is_not_reported_missing_credit(
+    pool: asyncpg.Pool,
+) -> None:
+    """The reconciler refunds an order the ledger blocked for good; while the provider has not finished the refund
+    (requested, pending) the order is neither credited nor refunded, and must stay so: it is no credit gone
+    missing, and reporting it pages on-call (MoneyAuditMismatch) for an order nobody may re-drive. Credited
+    anyway, it is what the audit is there to see: the user gets the currency and, once the refund ends, the money."""
+    at = datetime.now(UTC) - timedelta(hours=2)
+    placed = {
+        "ord_requested": ("remediating", "requested"),
+        "ord_pending": ("remediating", "pending"),
+        "ord_refunded": ("refunded", "succeeded"),
+        "ord_credited_pending": ("remediating", "pending"),
+    }
+    for order_id, (status, refund) in placed.items():
+        await pool.execute(ORDER, order_id, status, at)
+        await pool.execute(REFUND, order_id, refund)
+    registry = CollectorRegistry()
+    ledger = CreditingLedger("ord_credited_pending")
+    auditor = Auditor(books_of(pool), ledger, AuditMetrics(registry), interval_s=300, window_s=86400, grace_s=180)
+
+    outcome = await auditor.run(datetime.now(UTC) - timedelta(days=1))
+
+    assert outcome.redriven == []
+    assert [(f.order_id, str(f.mismatch)) for f in outcome.findings] == [
+        ("ord_credited_pending", "credited_and_refunded")
+    ]
+    assert (outcome.report.refunds_in_flight, outcome.report.in_grace) == (2, 0)
+    assert registry.get_sample_value("payments_audit_mismatches", {"kind": "missing_credit"}) == 0
+    assert registry.get_sample_value("payments_audit_mismatches", {"kind": "credited_and_refunded"}) == 1
