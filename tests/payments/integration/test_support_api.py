@@ -513,7 +513,9 @@ async def test_an_order_whose_refund_is_pending_at_the_provider_is_neither_re_dr
         order_id=order_id, user_id=user_id, amount=600, currency="CNY", reason="late", requested_at=datetime.now(UTC)
     )
     envelope = envelope_for(command, producer="reconciler", event_id=f"refund-{order_id}")
-    await handle_issue_refund(command, envelope, uow=uow, providers=Providers(provider), sleep=Pauses())
+    await handle_issue_refund(
+        command, envelope, uow=uow, providers=Providers(provider), provider_timeout_s=1.0, sleep=Pauses()
+    )
     assert await stack.sql("SELECT status FROM refunds WHERE order_id = $1", order_id) == "pending"
     for action in ("redrive_credit", "refund"):
         answer = await stack.act(order_id, action)

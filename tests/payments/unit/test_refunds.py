@@ -129,7 +129,12 @@ async def refund(
     cmd = command()
     envelope = envelope_for(cmd, producer="reconciler", event_id=event_id)
     await handle_issue_refund(
-        cmd, envelope, uow=lambda: InMemoryPayments(store), providers=Providers(*providers), sleep=pauses or Pauses()
+        cmd,
+        envelope,
+        uow=lambda: InMemoryPayments(store),
+        providers=Providers(*providers),
+        provider_timeout_s=1.0,
+        sleep=pauses or Pauses(),
     )
 
 
@@ -268,7 +273,9 @@ async def test_a_refund_no_payment_stands_behind_is_refused_for_good_before_the_
     cmd = command().model_copy(update={"order_id": order_id, **change})
     envelope = envelope_for(cmd, producer="reconciler", event_id="cmd-1")
     with pytest.raises(PermanentFailure) as refused:
-        await handle_issue_refund(cmd, envelope, uow=lambda: InMemoryPayments(store), providers=Providers(provider))
+        await handle_issue_refund(
+            cmd, envelope, uow=lambda: InMemoryPayments(store), providers=Providers(provider), provider_timeout_s=1.0
+        )
     assert refused.value.label == label
     assert provider.calls == [] and store.published == []
 

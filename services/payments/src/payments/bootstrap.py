@@ -70,7 +70,16 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     infra.consume(
         "payments.commands",
         [Topic.PAYMENTS_COMMANDS],
-        route({IssueRefund: partial(refunds.handle_issue_refund, uow=uow, providers=providers)}),
+        route(
+            {
+                IssueRefund: partial(
+                    refunds.handle_issue_refund,
+                    uow=uow,
+                    providers=providers,
+                    provider_timeout_s=settings.provider_timeout_s,
+                )
+            }
+        ),
     )
     case_book, case_metrics = PostgresCases(infra.pool, uow), SupportCaseMetrics(infra.registry)
 

@@ -51,9 +51,6 @@ MAX_ATTEMPTS = 3
 PENDING_WAIT_S = 1.0
 """After a "pending" answer (accepted, not finished), the wait before the next query, times the attempt."""
 FINAL = frozenset({"succeeded", "failed"})
-ASKING_LEASE_S = 300.0
-"""How long after a refund is recorded as requested the follow-up may take it: longer than a command's own asks
-(MAX_ATTEMPTS requests and queries, each within the provider timeout, and the pauses between them)."""
 FOLLOW_UP_FIRST_S = 30.0
 FOLLOW_UP_MOST_S = 3600.0
 """The follow-up asks about a refund in flight FOLLOW_UP_FIRST_S after the last ask, doubling up to this."""
@@ -77,21 +74,31 @@ async def _ask(call: Awaitable[RefundAnswer]) -> RefundAnswer:
 async def _execute(provider: PaymentProvider, request: RefundRequest, sleep: Sleep) -> tuple[RefundAnswer, int]:
     """Request the refund; after an unknown outcome (a timeout), ask the provider what became of it before
     requesting it again, and once more before giving up. A refund the provider accepted but has not finished
-    ("pending") is only queried, never requested again. Only the provider's own answer is final: a refund that
-    is still pending, or whose outcome is still unknown, after the last query is returned as it is, so a refund
-    that happened is never reported failed (a failed refund lets support re-drive the credit: paid twice)."""
-    answer = RefundAnswer("unknown")
+    ("pending") is only queried, never requested again, even after a query that went unanswered: it stays pending
+    (a provider may refuse a second request under the id of a refund it is still making, and a refusal reads as
+    failed, which lets support re-drive the credit beside the refund). Only the provider's own answer is final: a
+    refund that is still pending, or whose outcome is still unknown, after the last query is returned as it is, so a
+    refund that happened is never reported failed."""
+    answer = accepted = RefundAnswer("unknown")
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        if answer.status == "unknown":  # the provider knows of no refund: (re)request it, with the same id
+        if answer.status == "unknown" and accepted.status != "pending":  # the provider knows of no refund: (re)request
             answer = await _ask(provider.refund(request))
         if answer.status in FINAL:
             return answer, attempt
         if answer.status == "pending":
+            accepted = answer
             await sleep(PENDING_WAIT_S * attempt)
         answer = await _ask(provider.query_refund(request.order_id, request.refund_id))
         if answer.status in FINAL:
             return answer, attempt
-    return answer, MAX_ATTEMPTS
+    return (accepted if answer.status == "unknown" and accepted.status == "pending" else answer), MAX_ATTEMPTS
+
+
+def asking_lease_s(provider_timeout_s: float) -> float:
+    """How long a command's own asks may take at most (MAX_ATTEMPTS requests and queries, each within the provider
+    timeout, and the pauses after pending answers), and a minute more: the follow-up takes the refund only after it."""
+    pauses = PENDING_WAIT_S * MAX_ATTEMPTS * (MAX_ATTEMPTS + 1) / 2
+    return 2 * MAX_ATTEMPTS * provider_timeout_s + pauses + 60
 
 
 def _announce(tx: PaymentsUnitOfWork, order: Order, answer: RefundAnswer) -> None:
@@ -164,6 +171,7 @@ async def handle_issue_refund(
     *,
     uow: UnitOfWorkFactory,
     providers: PaymentProviders,
+    provider_timeout_s: float,
     sleep: Sleep = asyncio.sleep,
 ) -> None:
     """Refund the order to its original payment method, at the provider that took the payment, once, and say how
@@ -191,7 +199,7 @@ async def handle_issue_refund(
         if provider is None:  # configuration, not the command, is wrong: replay it once the provider is back
             raise PermanentFailure(f"provider {order.provider!r} is not configured", label="provider_not_configured")
         request = _request(order, command.reason)
-        await tx.begin_refund(request, datetime.now(UTC) + timedelta(seconds=ASKING_LEASE_S))
+        await tx.begin_refund(request, datetime.now(UTC) + timedelta(seconds=asking_lease_s(provider_timeout_s)))
     answer, attempts = await _execute(provider, request, sleep)
     await _conclude(uow, order, answer, attempts, datetime.now(UTC))
 
@@ -213,10 +221,8 @@ async def _conclude(
         recorded = await tx.save_refund(order.order_id, answer, attempts, due_at)
         if recorded and final:
             _announce(tx, order, answer)
-        if recorded and not final and stuck is not None:
-            case_id = deterministic_id("refund_stuck", order.order_id)  # one case per order: a repeat opens none
-            if await tx.open_case(stuck, case_id):
-                log.error("order %s: support case opened: %s", order.order_id, stuck.reason)
+        if recorded and not final and stuck is not None and await tx.open_case(stuck, _stuck_case_id(order)):
+            log.error("order %s: support case opened: %s", order.order_id, stuck.reason)
     if final:
         log.warning("refund of order %s at %s: %s %s", order.order_id, order.provider, answer.status, answer.reason)
     else:
@@ -253,9 +259,9 @@ class RefundFollowUp:
         self._providers = providers
         self._batch = batch
         self._idle_s = idle_s
-        # Held past a round's asks (a query and a request per refund, each within the provider timeout): no other
-        # process takes a refund this one is still asking about.
-        self._lease = timedelta(seconds=batch * 2 * ask_timeout_s + 60)
+        # Held past a round's asks (a query and a request per refund, and the query an adapter may make after its
+        # request, each within the provider timeout): no other process takes a refund this one is still asking about.
+        self._lease = timedelta(seconds=batch * 3 * ask_timeout_s + 60)
         self._clock = clock
 
     async def round(self) -> int:
@@ -269,12 +275,40 @@ class RefundFollowUp:
             provider = None if order.provider is None else self._providers.get(order.provider)
             if provider is None:  # asked again once its lease ends: the provider may be configured by then
                 log.error("refund of order %s waits: provider %r is not configured", order.order_id, order.provider)
+                await self._stuck(order, refund, f"waiting for {order.provider}, which is not configured,")
                 continue
             answer = await _follow_up(provider, _request(order, refund.reason), refund.status)
             now = self._clock()
-            stuck = _stuck(order, refund, answer, now) if now - refund.requested_at >= self._stuck_after else None
+            state = "pending at" if "pending" in (answer.status, refund.status) else "unanswered by"
+            stuck = self._case(order, refund, f"{state} {order.provider}", now)
             await _conclude(self._uow, order, answer, refund.attempts, now, stuck=stuck)
         return len(due)
+
+    def _case(self, order: Order, refund: DueRefund, state: str, now: datetime) -> CaseRequested | None:
+        """The support case for a refund still without an outcome STUCK_AFTER_S after it was requested, if it is."""
+        waited = now - refund.requested_at
+        if waited < self._stuck_after:
+            return None
+        return CaseRequested(
+            order_id=order.order_id,
+            user_id=order.user_id,
+            kind=CaseKind.NEEDS_SUPPORT,
+            severity=CaseSeverity.WARNING,
+            reason=clip(
+                f"refund of {order.amount} {order.currency} {state} for {waited.total_seconds() / 3600:.0f} h:"
+                " check it there",
+                CASE_REASON_LIMIT,
+            ),
+            requested_at=now,
+        )
+
+    async def _stuck(self, order: Order, refund: DueRefund, state: str) -> None:
+        """Open the support case of a refund nobody can ask about, once it is stuck."""
+        case = self._case(order, refund, state, self._clock())
+        if case is not None:
+            async with self._uow() as tx:
+                if await tx.open_case(case, _stuck_case_id(order)):
+                    log.error("order %s: support case opened: %s", order.order_id, case.reason)
 
     async def run(self) -> None:
         """Until cancelled. A round that fails (the database away, or a bug) is logged and tried again: a refund
@@ -292,21 +326,9 @@ class RefundFollowUp:
                 await asyncio.sleep(self._idle_s)
 
 
-def _stuck(order: Order, refund: DueRefund, answer: RefundAnswer, now: datetime) -> CaseRequested:
-    """The support case for a refund still without an outcome STUCK_AFTER_S after it was requested."""
-    hours = (now - refund.requested_at).total_seconds() / 3600
-    state = "pending at" if answer.status == "pending" or refund.status == "pending" else "unanswered by"
-    return CaseRequested(
-        order_id=order.order_id,
-        user_id=order.user_id,
-        kind=CaseKind.NEEDS_SUPPORT,
-        severity=CaseSeverity.WARNING,
-        reason=clip(
-            f"refund of {order.amount} {order.currency} {state} {order.provider} for {hours:.0f} h: check it there",
-            CASE_REASON_LIMIT,
-        ),
-        requested_at=now,
-    )
+def _stuck_case_id(order: Order) -> str:
+    """One support case per order for its stuck refund: a repeat opens none."""
+    return deterministic_id("refund_stuck", order.order_id)
 
 
 async def _follow_up(provider: PaymentProvider, request: RefundRequest, status: str) -> RefundAnswer:
