@@ -369,7 +369,10 @@ class DeliveryWorker:
 
     async def _attempt(self, delivery: Claimed) -> DeliveryFailed | None:
         if not delivery.subscribed:
-            reason = "the subscription was removed (or moved to another user, or to another order) before this delivery"
+            reason = (
+                "the subscription was removed (or moved to another user or order, or its status link expired)"
+                " before this delivery"
+            )
             return DeliveryFailed(reason, retry=False, gone=True)
         channel = self._channels.get(delivery.target.channel)
         if channel is None:
