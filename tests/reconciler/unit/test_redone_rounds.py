@@ -5,47 +5,12 @@ applied (a status change's id names its order and sequence), and payments keeps 
 sequence, so that second status would be lost for good. A round done again as it was repeats its sequences (readers
 drop the repeat by its id)."""
 
-from typing import Any
-
-from aiokafka.errors import KafkaError
-
-from contracts.codec import decode
-from contracts.events import OrderStatusChanged
 from reconciler.domain import Policy
+from tests.reconciler.unit.refused_rounds import Broker
 from tests.reconciler.unit.test_support_cases import rejected_now as rejected
-from tests.reconciler.unit.worker import TOPICS, Worker, credited, done, paid
+from tests.reconciler.unit.worker import Worker, credited, paid
 
 POLICY = Policy(threshold_s=5)
-
-
-class Broker:
-    """The worker's producer, seen from the status topic: every status change that landed, with its event id; and,
-    while `refusing`, a refusal for every command of a round (on ledger.commands, another partition leader)."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker, self.send, self.refusing = worker, worker.producer.send, False
-        self.landed: list[tuple[str, int, str]] = []  # (event id, sequence, status)
-        worker.producer.send = self  # type: ignore[method-assign]
-
-    async def __call__(self, topic: str, key: bytes, value: bytes, partition: Any, ts: Any, headers: Any) -> Any:
-        if self.refusing and topic == TOPICS["ledger"]:
-            return done(self.worker.journal, "refused command", KafkaError("NOT_LEADER_OR_FOLLOWER"))
-        if topic == TOPICS["status"]:
-            message, envelope = decode(value, headers)
-            assert isinstance(message, OrderStatusChanged)
-            self.landed.append((envelope.event_id, message.sequence, message.status.value))
-        return await self.send(topic, key, value, partition, ts, headers)
-
-    def kept_by_consumers(self) -> list[str]:
-        """The statuses a consumer applies: each event id once, and (as payments) only a higher sequence."""
-        seen: set[str] = set()
-        kept, newest = [], 0
-        for event_id, sequence, status in self.landed:
-            if event_id not in seen and sequence > newest:
-                kept.append(status)
-                newest = sequence
-            seen.add(event_id)
-        return kept
 
 
 async def test_a_round_refused_in_part_then_a_credit_leaves_consumers_with_the_credit() -> None:
@@ -59,7 +24,7 @@ async def test_a_round_refused_in_part_then_a_credit_leaves_consumers_with_the_c
     await worker.batch(worker.record(credited("o1")))  # the credit is read before the next tick
     stored = worker.stored("o1")
     assert stored is not None and stored.status.value == "credited"
-    assert broker.kept_by_consumers()[-1] == "credited", f"landed (event id, sequence, status): {broker.landed}"
+    assert broker.kept("o1")[-1] == "credited", f"landed (event id, sequence, status): {broker.landed}"
 
 
 async def test_a_refund_started_after_a_redone_flag_is_seen_as_remediating_by_consumers() -> None:
@@ -73,7 +38,7 @@ async def test_a_refund_started_after_a_redone_flag_is_seen_as_remediating_by_co
     stored = worker.stored("o1")
     assert stored is not None and stored.status.value == "remediating"
     # payments refuses a support re-drive of an order it sees `remediating`; it must see it so while refunding.
-    assert broker.kept_by_consumers()[-1] == "remediating", f"landed (event id, sequence, status): {broker.landed}"
+    assert broker.kept("o1")[-1] == "remediating", f"landed (event id, sequence, status): {broker.landed}"
 
 
 async def test_a_round_refused_in_part_and_done_again_as_it_was_repeats_its_status_under_the_same_id() -> None:
@@ -88,4 +53,4 @@ async def test_a_round_refused_in_part_and_done_again_as_it_was_repeats_its_stat
     landed = [(sequence, status) for _, sequence, status in broker.landed]
     assert landed == [(1, "delayed"), (1, "delayed"), (2, "credited")]
     assert broker.landed[0][0] == broker.landed[1][0], "the repeat carries the same event id: readers drop it"
-    assert broker.kept_by_consumers()[:2] == ["delayed", "credited"]
+    assert broker.kept("o1")[:2] == ["delayed", "credited"]

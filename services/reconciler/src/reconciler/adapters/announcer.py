@@ -10,7 +10,7 @@ building it again would fail the same way.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -47,10 +47,35 @@ class KafkaAnnouncer:
         self._dead_letters = dead_letters
         self._unbuildable_seen = unbuildable
         self._queued: list[tuple[OrderState, Announcement]] = []
-        self._built: dict[str, dict[int, OrderStatus]] = {}  # the status changes `records` built last, by order
-        self._may_have_landed: dict[str, dict[int, OrderStatus]] = {}  # those of rounds undone after sending them
+        # The status changes `records` built last, and those of rounds undone after sending them, by order: the
+        # order's partition, and the status under each sequence.
+        self._built: dict[str, tuple[int, dict[int, OrderStatus]]] = {}
+        self._may_have_landed: dict[str, tuple[int, dict[int, OrderStatus]]] = {}
+        self._shifts: dict[int, int] = {}  # how far the round moved each state object's changes (by its id)
 
     def status(self, state: OrderState, change: StatusChange) -> None:
+        """Queue the change, numbered past what an undone round may have announced of its order.
+
+        A round done again announces again what it announced, under the same sequences and so the same event ids,
+        which readers drop. But a record read before the timer fires again changes the order differently (a credit
+        instead of the flag): its status, numbered again from the stored state, would reuse a sequence already
+        announced for another status, and every reader would drop it (payments keeps only a higher one). So a
+        change that differs from what may have landed under its sequence moves past the highest sequence that may
+        have landed, and the state's sequence with it, here, as it is queued: every later change of the order (in
+        this round too, from a copy of this state) is numbered from there."""
+        landed = self._may_have_landed.get(state.order_id)
+        if landed is not None:
+            # The changes of one result are numbered together, before any is queued: those after a moved one move
+            # with it (the state, bumped once, numbers the later results of the order).
+            shift = self._shifts.get(id(state), 0)
+            sequence, statuses = change.sequence + shift, landed[1]
+            top = max(statuses)
+            if sequence <= top and (shift or statuses.get(sequence) != change.status):
+                state.sequence += top + 1 - sequence
+                shift += top + 1 - sequence
+                self._shifts[id(state)] = shift
+            if shift:
+                change = replace(change, sequence=change.sequence + shift)
         self._queued.append((state, change))
 
     def command(self, state: OrderState, command: Command) -> None:
@@ -60,61 +85,37 @@ class KafkaAnnouncer:
         self._queued.append((state, case))
 
     def clear(self) -> None:
-        self._queued = []
+        self._queued, self._shifts = [], {}
 
     def sent(self) -> None:
-        """The broker acknowledged every record `records` built last: numbered past what an undone round may have
-        left on the broker, its orders' later statuses are numbered past it anyway."""
-        for order_id, statuses in self._built.items():
+        """The broker acknowledged every record `records` built last: an order announced at or past the highest
+        sequence an undone round may have left has its later statuses numbered past it anyway."""
+        for order_id, (_, statuses) in self._built.items():
             landed = self._may_have_landed.get(order_id)
-            if landed is not None and max(statuses) >= max(landed):
+            if landed is not None and max(statuses) >= max(landed[1]):
                 del self._may_have_landed[order_id]
         self._built = {}
 
     def undone(self) -> None:
         """The round is undone: the status changes `records` built last may be on the broker all the same (it
         refused another record of the round), and the queue is dropped."""
-        for order_id, statuses in self._built.items():
-            self._may_have_landed.setdefault(order_id, {}).update(statuses)
-        self._built, self._queued = {}, []
+        for order_id, (partition, statuses) in self._built.items():
+            self._may_have_landed.setdefault(order_id, (partition, {}))[1].update(statuses)
+        self._built, self._queued, self._shifts = {}, [], {}
 
-    def _numbered(self, queued: list[tuple[OrderState, Announcement]]) -> list[tuple[OrderState, Announcement]]:
-        """The queue with each status change numbered past what an undone round may have announced of its order.
-
-        A round done again announces again what it announced, under the same sequences and so the same event ids,
-        which readers drop. But a record read before the timer fires again changes the order differently (a credit
-        instead of the flag): its status, numbered again from the stored state, would reuse a sequence already
-        announced for another status, and every reader would drop it (payments keeps only a higher one). So from
-        the first status change of an order that differs from what may have landed under its sequence, that order's
-        changes in the round (and its state's sequence) move past the highest sequence that may have landed."""
-        shifts: dict[str, int] = {}
-        numbered = []
-        for state, announcement in queued:
-            landed = self._may_have_landed.get(state.order_id)
-            if isinstance(announcement, StatusChange) and landed:
-                shift = shifts.get(state.order_id, 0)
-                sequence = announcement.sequence + shift
-                repeat = shift == 0 and landed.get(sequence) == announcement.status
-                if not repeat and sequence <= max(landed):
-                    shift += max(landed) + 1 - sequence
-                    shifts[state.order_id] = shift
-                announcement = replace(announcement, sequence=announcement.sequence + shift)
-            numbered.append((state, announcement))
-        for order_id, shift in shifts.items():
-            states = {id(state): state for state, _ in queued if state.order_id == order_id}
-            for state in states.values():
-                state.sequence += shift
-        return numbered
+    def keep(self, partitions: Collection[int]) -> None:
+        """Partitions moved: forget what undone rounds may have left of orders of partitions no longer here (their
+        new owner numbers from the table; see the limit in rounds.py)."""
+        self._may_have_landed = {o: v for o, v in self._may_have_landed.items() if v[0] in partitions}
 
     def records(self) -> list[Outgoing]:
         """The queued announcements as records (the queue empties)."""
         queued, self._queued = self._queued, []
-        if self._may_have_landed:
-            queued = self._numbered(queued)
-        self._built = {}
+        self._built, self._shifts = {}, {}
         for state, announcement in queued:
             if isinstance(announcement, StatusChange):
-                self._built.setdefault(state.order_id, {})[announcement.sequence] = announcement.status
+                built = self._built.setdefault(state.order_id, (state.partition, {}))
+                built[1][announcement.sequence] = announcement.status
         now = datetime.now(UTC)
         out = []
         for state, announcement in queued:

@@ -17,8 +17,9 @@ downstream drops. No input offset is committed before the changelog holds what i
 kill before 4 leaves the records uncommitted, to be applied again on a restored table.
 If the broker refuses an announcement, the round is undone: the staged states are dropped (the table
 keeps the states before it, so timers fire again and announce again, under the same sequences; a status that
-differs from one the undone round may have left on the broker is numbered past it: announcer.py), and the
-positions stay, so the
+differs from one the undone round may have left on the broker is numbered past it: announcer.py; a worker that
+hands the partition over, or dies, before the round is done again takes that memory with it, and the next owner
+numbers from the table), and the positions stay, so the
 records after the round reach the agent past a hole and their partition is read again from it
 (rewind.py). A changelog record refused leaves the table ahead of its changelog: the worker stops
 (exit 75) and its partitions are taken over from the last commit. The producer keeps a record through a broker

@@ -1,0 +1,172 @@
+"""Rounds the broker refused in part, done again differently or as they were, against what consumers keep (each
+event id once, only a higher sequence): several orders and statuses in one round, undone rounds in a row, a round
+done again in part, a state copied again later in its round, dead letters, and partitions that move away. (A
+partition handed over, or a worker killed, between the undo and the next round is not covered: rounds.py.)"""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from faust.types import TP
+
+from reconciler.adapters.table import decode_state
+from reconciler.domain import Policy
+from tests.reconciler.unit.refused_rounds import Broker
+from tests.reconciler.unit.test_redone_rounds import POLICY
+from tests.reconciler.unit.test_support_cases import refund_failed_now, rejected_now
+from tests.reconciler.unit.worker import TOPICS, Worker, credited, paid
+
+COMMANDS = (TOPICS["ledger"], TOPICS["payments"])
+
+
+async def test_two_orders_of_one_undone_round_each_change_differently_and_consumers_follow_both() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)), worker.record(paid("o2", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True
+    await worker.tick()  # delayed #1 for both lands, both RetryCredits refused
+    broker.refusing = False
+    await worker.batch(worker.record(credited("o1")), worker.record(rejected_now("o2")))
+    await worker.batch(worker.record(refund_failed_now("o2")))
+    broker.check("o1", "o2")
+
+
+async def test_a_late_credit_and_its_compensation_undone_then_a_block_then_the_credit_again_reach_consumers() -> None:
+    worker = Worker(Policy(threshold_s=5, retry_attempts=1, retry_backoff_s=0.01, compensation={"CNY": 5}))
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    await worker.tick()  # delayed #1, RetryCredit #1, both taken
+    broker.refusing = True
+    credit = worker.record(credited("o1"))
+    await worker.batch(credit)  # credited #2 and compensated #3 land, GrantCompensation refused: undone
+    assert broker.landed_of("o1") == [(1, "delayed"), (2, "credited"), (3, "compensated")]
+    broker.refusing = False
+    await asyncio.sleep(0.05)
+    await worker.tick()  # retries exhausted: BlockCredit and remediating, which must not be #2 or #3
+    await worker.batch(credit)  # read again past the hole: credited and compensated after the block
+    broker.check("o1")
+    assert worker.stored("o1").status.value == "compensated"  # type: ignore[union-attr]
+
+
+async def test_a_renumbered_round_undone_in_turn_and_then_done_again_reaches_consumers() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)), worker.record(paid("o2")))
+    broker = Broker(worker, refused=COMMANDS)
+    broker.refusing = True
+    await worker.tick()  # o1: delayed #1 lands, RetryCredit refused
+    records = worker.record(credited("o1")), worker.record(rejected_now("o2"))
+    await worker.batch(*records)  # o1: credited renumbered #2 lands; o2: remediating #1 lands, IssueRefund refused
+    broker.refusing = False
+    await worker.batch(*records)
+    await worker.batch(worker.record(refund_failed_now("o2")))
+    broker.check("o1", "o2")
+
+
+async def test_a_renumbered_round_undone_then_its_timer_repeated_then_its_credit_reaches_consumers() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)), worker.record(paid("o2")))
+    broker = Broker(worker, refused=COMMANDS)
+    broker.refusing = True
+    await worker.tick()
+    records = worker.record(credited("o1")), worker.record(rejected_now("o2"))
+    await worker.batch(*records)  # undone again: o1 may have delayed #1 and credited #2 on the broker
+    broker.refusing = False
+    await worker.tick()  # the timer fires again: delayed #1 repeated, only part of what may have landed
+    await worker.batch(*records)
+    broker.check("o1", "o2")
+
+
+async def test_a_round_raising_before_its_records_are_built_renumbers_nothing_after_a_successful_round() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    await worker.tick()  # delayed #1 sent and written
+    engine = worker.rounds.engine
+    apply = engine.apply
+    engine.apply = lambda *args: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
+    credit = worker.record(credited("o1"))
+    with pytest.raises(RuntimeError):
+        await worker.batch(credit)
+    engine.apply = apply  # type: ignore[method-assign]
+    await worker.batch(credit)
+    assert broker.landed_of("o1") == [(1, "delayed"), (2, "credited")]
+    broker.check("o1")
+
+
+async def test_a_renumbered_state_is_written_to_the_changelog_with_the_sequence_it_was_announced_under() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True
+    await worker.tick()
+    broker.refusing = False
+    await worker.batch(worker.record(rejected_now("o1")))
+    key, value, _ = worker.changelog.records[-1]
+    assert key == "o1" and value is not None
+    assert decode_state(value).sequence == 2 == worker.stored("o1").sequence  # type: ignore[union-attr]
+    await worker.batch(worker.record(refund_failed_now("o1")))
+    broker.check("o1")
+
+
+async def test_an_unbuildable_status_in_an_undone_round_leaves_the_order_reaching_consumers() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    announcer = worker.rounds.announcer
+    status = announcer._status
+
+    def refusing_delayed(state, change, now):  # type: ignore[no-untyped-def]
+        if change.status.value == "delayed":
+            raise ValueError("unbuildable")
+        return status(state, change, now)
+
+    announcer._status = refusing_delayed  # type: ignore[method-assign]
+    broker.refusing = True
+    await worker.tick()  # delayed dead-lettered, RetryCredit refused: undone
+    broker.refusing = False
+    await worker.batch(worker.record(credited("o1")))
+    assert broker.kept("o1") == ["credited"]
+    assert worker.stored("o1").sequence == broker.landed_of("o1")[-1][0]  # type: ignore[union-attr]
+
+
+async def test_a_renumbered_status_followed_by_a_silent_change_in_its_round_keeps_its_sequence_in_the_table() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True
+    await worker.tick()  # `delayed` #1 lands, RetryCredit #1 is refused: the round is undone
+    broker.refusing = False
+    final = rejected_now("o1")
+    # The ledger's final refusal read twice (a producer's retry): the second one only notes itself.
+    await worker.batch(worker.record(final), worker.record(final.model_copy()))
+    stored = worker.stored("o1")
+    assert stored is not None and stored.status.value == "remediating"
+    announced = [sequence for _, sequence, status in broker.landed if status == "remediating"]
+    assert stored.sequence == announced[-1], f"stored #{stored.sequence}, landed: {broker.landed}"
+
+
+async def test_a_refund_failing_after_a_renumbered_remediating_with_a_repeated_rejection_reaches_consumers() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True
+    await worker.tick()
+    broker.refusing = False
+    final = rejected_now("o1")
+    await worker.batch(worker.record(final), worker.record(final.model_copy()))
+    await worker.batch(worker.record(refund_failed_now("o1")))
+    stored = worker.stored("o1")
+    assert stored is not None and stored.status.value == "needs_support"
+    assert broker.kept("o1")[-1] == "needs_support", f"landed: {broker.landed}"
+
+
+async def test_a_worker_forgets_what_an_undone_round_may_have_left_of_orders_whose_partition_moved_away() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True
+    await worker.tick()
+    worker.ticker.app.consumer = SimpleNamespace(assignment=lambda: set[TP]())
+    await worker.tick()
+    assert worker.watermarks.partitions == set() and worker.stored("o1") is None, "the partition moved away"
+    assert worker.rounds.announcer._may_have_landed == {}, "nothing of an order this worker no longer has"
