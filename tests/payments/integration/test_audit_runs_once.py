@@ -3,7 +3,6 @@ shared through the recorded runs, and every process's gauges showing the latest 
 The ledger's side is a stand-in here (its HTTP read is tested in test_money_audit.py): the subject is the lock."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -13,12 +12,9 @@ from prometheus_client import CollectorRegistry
 from payments.adapters.audit_books import PostgresAuditBooks
 from payments.adapters.auditor import AuditBusy, AuditMetrics, Auditor
 from payments.adapters.ledger_credits import LedgerUnreadable
-from payments.adapters.postgres import PostgresPayments
 from payments.audit import Credit
-from payments.bootstrap import MIGRATIONS
-from servicekit.postgres import create_pool, migrate
-from servicekit.uow import no_relay
 from tests.kafka_reader import eventually
+from tests.payments.integration.units import units_of_work
 
 
 class CountedLedger:
@@ -35,13 +31,8 @@ class CountedLedger:
 
 
 @pytest.fixture
-async def books(database_url: str, isolation: str) -> AsyncIterator[PostgresAuditBooks]:
-    pool = await create_pool(database_url, f"{isolation}_payments", min_size=2, max_size=10)
-    await migrate(pool, MIGRATIONS)
-    yield PostgresAuditBooks(
-        pool, lambda: PostgresPayments(pool, producer="payments", topic_prefix="", on_commit=no_relay)
-    )
-    await pool.close()
+def books(payments_pool: asyncpg.Pool) -> PostgresAuditBooks:
+    return PostgresAuditBooks(payments_pool, units_of_work(payments_pool))
 
 
 INTERVAL_S = 30.0  # each process ticks every 3 s: long enough that no second audit is due while the test looks

@@ -4,7 +4,6 @@ configuration: one refund id, one outcome announced, a refund the provider accep
 support case for a refund stuck a day."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -13,13 +12,11 @@ import pytest
 from contracts.codec import envelope_for
 from contracts.commands import IssueRefund
 from payments.adapters.postgres import PostgresPayments
-from payments.bootstrap import MIGRATIONS
 from payments.config import Settings
 from payments.domain import RefundRequest
 from payments.ports import RefundAnswer
 from payments.refunds import MAX_ATTEMPTS, RefundFollowUp, handle_issue_refund
-from servicekit.postgres import create_pool, migrate
-from servicekit.uow import no_relay
+from tests.payments.integration.units import units_of_work
 from tests.payments.unit.test_refunds import Pauses, Providers, ScriptedProvider
 
 AMOUNT = 600
@@ -41,7 +38,7 @@ class Books:
         self.pool = pool
 
     def uow(self) -> PostgresPayments:
-        return PostgresPayments(self.pool, producer="payments", topic_prefix="", on_commit=no_relay)
+        return units_of_work(self.pool)()
 
     async def paid(self, order_id: str, provider: str = "alipay") -> str:
         await self.pool.execute(PAID, order_id, AMOUNT, provider)
@@ -81,11 +78,8 @@ class Books:
 
 
 @pytest.fixture
-async def books(database_url: str, isolation: str) -> AsyncIterator[Books]:
-    pool = await create_pool(database_url, f"{isolation}_payments", min_size=2, max_size=10)
-    await migrate(pool, MIGRATIONS)
-    yield Books(pool)
-    await pool.close()
+def books(payments_pool: asyncpg.Pool) -> Books:
+    return Books(payments_pool)
 
 
 async def _due_at(books: Books, order_id: str) -> datetime:

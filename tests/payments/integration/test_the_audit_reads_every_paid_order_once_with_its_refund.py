@@ -2,7 +2,6 @@
 whatever the page and however many share a paid_at, the window's edges (since included, until excluded), and an
 order whose refund the provider has not finished, which is neither a missing credit nor re-driven."""
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -11,11 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from payments.adapters.audit_books import PAGE, PostgresAuditBooks
 from payments.adapters.auditor import AuditMetrics, Auditor
-from payments.adapters.postgres import PostgresPayments
 from payments.audit import Credit
-from payments.bootstrap import MIGRATIONS
-from servicekit.postgres import create_pool, migrate
-from servicekit.uow import no_relay
+from tests.payments.integration.units import units_of_work
 
 ORDER = """
 INSERT INTO orders (order_id, user_id, amount, currency, channel, payment_status, status, provider, provider_txn_id,
@@ -28,17 +24,12 @@ UNTIL = SINCE + timedelta(hours=1)
 
 
 @pytest.fixture
-async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, f"{isolation}_payments", min_size=1, max_size=4)
-    await migrate(pool, MIGRATIONS)
-    yield pool
-    await pool.close()
+def pool(payments_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return payments_pool
 
 
 def books_of(pool: asyncpg.Pool, page: int = PAGE) -> PostgresAuditBooks:
-    return PostgresAuditBooks(
-        pool, lambda: PostgresPayments(pool, producer="payments", topic_prefix="", on_commit=no_relay), page=page
-    )
+    return PostgresAuditBooks(pool, units_of_work(pool), page=page)
 
 
 class CreditingLedger:

@@ -8,7 +8,10 @@ from aiokafka.errors import KafkaError
 
 from contracts.codec import decode
 from contracts.events import OrderStatusChanged
-from tests.reconciler.unit.worker import TOPICS, Worker, done
+from reconciler.domain import Policy
+from tests.reconciler.unit.worker import TOPICS, Worker, done, paid
+
+POLICY = Policy(threshold_s=5)
 
 
 class Broker:
@@ -64,3 +67,15 @@ class Broker:
             shared = {s: v for s, v in named.items() if len(v) > 1}
             assert not shared, f"{order_id}: sequences naming two statuses {shared}, landed {landed}"
             assert stored.sequence == max(s for s, _ in landed), f"{order_id}: stored #{stored.sequence}, {landed}"
+
+
+async def flagged_in_an_undone_round() -> tuple[Worker, Broker]:
+    """A worker whose order o1, paid 30 s ago, was flagged in a round the broker refused in part: `delayed` #1
+    landed, RetryCredit #1 was refused, the round is undone. The broker takes everything again."""
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True
+    await worker.tick()
+    broker.refusing = False
+    return worker, broker

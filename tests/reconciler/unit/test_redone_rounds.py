@@ -5,22 +5,14 @@ applied (a status change's id names its order and sequence), and payments keeps 
 sequence, so that second status would be lost for good. A round done again as it was repeats its sequences (readers
 drop the repeat by its id)."""
 
-from reconciler.domain import Policy
-from tests.reconciler.unit.refused_rounds import Broker
+from tests.reconciler.unit.refused_rounds import flagged_in_an_undone_round
 from tests.reconciler.unit.test_support_cases import rejected_now as rejected
-from tests.reconciler.unit.worker import Worker, credited, paid
-
-POLICY = Policy(threshold_s=5)
+from tests.reconciler.unit.worker import credited
 
 
 async def test_a_round_refused_in_part_then_a_credit_leaves_consumers_with_the_credit() -> None:
-    worker = Worker(POLICY)
-    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
-    broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()  # `delayed` #1 lands, RetryCredit #1 is refused: the round is undone
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
     assert worker.statuses("o1") == ["delayed#1"]
-    broker.refusing = False
     await worker.batch(worker.record(credited("o1")))  # the credit is read before the next tick
     stored = worker.stored("o1")
     assert stored is not None and stored.status.value == "credited"
@@ -28,12 +20,7 @@ async def test_a_round_refused_in_part_then_a_credit_leaves_consumers_with_the_c
 
 
 async def test_a_refund_started_after_a_redone_flag_is_seen_as_remediating_by_consumers() -> None:
-    worker = Worker(POLICY)
-    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
-    broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()  # `delayed` #1 lands, RetryCredit #1 is refused: the round is undone
-    broker.refusing = False
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
     await worker.batch(worker.record(rejected("o1")))  # the ledger's final refusal, before the next tick: IssueRefund
     stored = worker.stored("o1")
     assert stored is not None and stored.status.value == "remediating"
@@ -42,12 +29,7 @@ async def test_a_refund_started_after_a_redone_flag_is_seen_as_remediating_by_co
 
 
 async def test_a_round_refused_in_part_and_done_again_as_it_was_repeats_its_status_under_the_same_id() -> None:
-    worker = Worker(POLICY)
-    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
-    broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()  # `delayed` #1 lands, RetryCredit #1 is refused: the round is undone
-    broker.refusing = False
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
     await worker.tick()  # the timer fires again: the same round
     await worker.batch(worker.record(credited("o1")))
     landed = [(sequence, status) for _, sequence, status in broker.landed]

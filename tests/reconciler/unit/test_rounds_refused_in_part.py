@@ -11,8 +11,7 @@ from faust.types import TP
 
 from reconciler.adapters.table import decode_state
 from reconciler.domain import Policy
-from tests.reconciler.unit.refused_rounds import Broker
-from tests.reconciler.unit.test_redone_rounds import POLICY
+from tests.reconciler.unit.refused_rounds import POLICY, Broker, flagged_in_an_undone_round
 from tests.reconciler.unit.test_support_cases import refund_failed_now, rejected_now
 from tests.reconciler.unit.worker import TOPICS, Worker, credited, paid
 
@@ -94,12 +93,7 @@ async def test_a_round_raising_before_its_records_are_built_renumbers_nothing_af
 
 
 async def test_a_renumbered_state_is_written_to_the_changelog_with_the_sequence_it_was_announced_under() -> None:
-    worker = Worker(POLICY)
-    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
-    broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()
-    broker.refusing = False
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
     await worker.batch(worker.record(rejected_now("o1")))
     key, value, _ = worker.changelog.records[-1]
     assert key == "o1" and value is not None
@@ -130,12 +124,7 @@ async def test_an_unbuildable_status_in_an_undone_round_leaves_the_order_reachin
 
 
 async def test_a_renumbered_status_followed_by_a_silent_change_in_its_round_keeps_its_sequence_in_the_table() -> None:
-    worker = Worker(POLICY)
-    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
-    broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()  # `delayed` #1 lands, RetryCredit #1 is refused: the round is undone
-    broker.refusing = False
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
     final = rejected_now("o1")
     # The ledger's final refusal read twice (a producer's retry): the second one only notes itself.
     await worker.batch(worker.record(final), worker.record(final.model_copy()))
@@ -146,12 +135,7 @@ async def test_a_renumbered_status_followed_by_a_silent_change_in_its_round_keep
 
 
 async def test_a_refund_failing_after_a_renumbered_remediating_with_a_repeated_rejection_reaches_consumers() -> None:
-    worker = Worker(POLICY)
-    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
-    broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()
-    broker.refusing = False
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
     final = rejected_now("o1")
     await worker.batch(worker.record(final), worker.record(final.model_copy()))
     await worker.batch(worker.record(refund_failed_now("o1")))
