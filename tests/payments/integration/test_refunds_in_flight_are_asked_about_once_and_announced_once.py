@@ -73,6 +73,13 @@ class Books:
             command, envelope, uow=self.uow, providers=providers, provider_timeout_s=provider_timeout_s, sleep=Pauses()
         )
 
+    async def left_pending(self, order_id: str) -> RefundAnswer:
+        """Refund the order through a provider that accepts it and is still making it after every query: it is
+        left on record pending. The provider's answer."""
+        pending = RefundAnswer("pending", "rf_1")
+        await self.issue(order_id, Providers(ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)))
+        return pending
+
     def follow_up(self, providers: Providers, at: datetime) -> RefundFollowUp:
         return RefundFollowUp(self.uow, providers, ask_timeout_s=1.0, clock=lambda: at)
 
@@ -131,8 +138,7 @@ async def test_follow_ups_in_two_processes_at_once_ask_about_a_due_refund_once_a
     books: Books,
 ) -> None:
     order_id = await books.paid("ord_two_procs")
-    pending = RefundAnswer("pending", "rf_1")
-    await books.issue(order_id, Providers(ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)))
+    await books.left_pending(order_id)
     due = await _due_at(books, order_id)
     gate = asyncio.Event()
 
@@ -155,8 +161,7 @@ async def test_an_asker_and_a_follow_up_that_both_hear_an_outcome_record_and_ann
     books: Books,
 ) -> None:
     order_id = await books.paid("ord_race")
-    pending = RefundAnswer("pending", "rf_1")
-    await books.issue(order_id, Providers(ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)))
+    await books.left_pending(order_id)
     due = await _due_at(books, order_id)
     succeeded = ScriptedProvider([], [RefundAnswer("succeeded", "rf_1")])
     failed = ScriptedProvider([], [RefundAnswer("failed", reason="late answer")])
@@ -171,8 +176,7 @@ async def test_an_asker_and_a_follow_up_that_both_hear_an_outcome_record_and_ann
 
 async def test_a_refund_stuck_for_days_opens_one_case_however_many_rounds_ask(books: Books) -> None:
     order_id = await books.paid("ord_stuck")
-    pending = RefundAnswer("pending", "rf_1")
-    await books.issue(order_id, Providers(ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)))
+    pending = await books.left_pending(order_id)
     provider = ScriptedProvider([], [pending] * 10)
     for day in range(2, 6):
         at = datetime.now(UTC) + timedelta(days=day)
@@ -185,8 +189,7 @@ async def test_a_refund_whose_provider_is_no_longer_configured_opens_a_support_c
     books: Books,
 ) -> None:
     order_id = await books.paid("ord_renamed")
-    pending = RefundAnswer("pending", "rf_1")
-    await books.issue(order_id, Providers(ScriptedProvider([pending], [pending] * MAX_ATTEMPTS)))
+    await books.left_pending(order_id)
     nobody = Providers()  # the provider was renamed or dropped from the configuration since
     for day in range(2, 5):
         assert await books.follow_up(nobody, datetime.now(UTC) + timedelta(days=day)).round() == 1

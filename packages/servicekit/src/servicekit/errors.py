@@ -8,6 +8,7 @@ aiokafka's `retriable` flag (with Kafka's own exceptions to it), and the network
 """
 
 import errno
+import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -288,3 +289,12 @@ def _classify_group(group: BaseExceptionGroup[BaseException], dependency: Depend
             if member.kind is kind:
                 return member
     return members[0]
+
+
+def log_failed_round(log: logging.Logger, what: str, exc: BaseException, retry_s: float, *, away: bool = False) -> None:
+    """Log a round of a periodic task that failed and is tried again in `retry_s`: with its traceback when it is a
+    bug, as a warning when a dependency is away (`away` for an error of the task's own that says so)."""
+    if classify(exc).dependency is None and not away:
+        log.error("%s failed (a bug, not a dependency away); trying again in %.1fs", what, retry_s, exc_info=exc)
+    else:
+        log.warning("%s could not run, retrying in %.1fs: %r", what, retry_s, exc)

@@ -41,7 +41,7 @@ from payments.ports import (
     UnitOfWorkFactory,
 )
 from payments.support import SETTLED_CREDITED
-from servicekit.errors import classify
+from servicekit.errors import log_failed_round
 from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -316,12 +316,9 @@ class RefundFollowUp:
         while True:
             try:
                 taken = await self.round()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged, with its traceback if a bug
                 taken = 0
-                if classify(exc).dependency is None:
-                    log.exception("refund follow-up failed (a bug); trying again in %.1fs", self._idle_s)
-                else:
-                    log.warning("refund follow-up could not run, retrying in %.1fs: %r", self._idle_s, exc)
+                log_failed_round(log, "refund follow-up", exc, self._idle_s)
             if taken < self._batch:
                 await asyncio.sleep(self._idle_s)
 

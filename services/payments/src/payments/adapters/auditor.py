@@ -17,7 +17,7 @@ from payments.adapters.ledger_credits import LedgerUnreadable
 from payments.audit import Mismatch
 from payments.auditing import AuditOutcome, AuditWindow, Credits, Trigger, audit, credit_slack
 from payments.callbacks import DEFAULT_MAX_SKEW
-from servicekit.errors import classify
+from servicekit.errors import log_failed_round
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,8 @@ class Auditor:
                     latest = await self._books.latest()
                     if latest is not None:
                         self._metrics.show(*latest)
-            except Exception as exc:  # a failed audit never stops payments taking payments
-                if classify(exc).dependency is None and not isinstance(exc, LedgerUnreadable):
-                    log.exception(
-                        "money audit failed (a bug, not a dependency away); trying again in %.1fs", self.tick_s
-                    )
-                else:
-                    log.warning("money audit could not run, retrying in %.1fs: %r", self.tick_s, exc)
+            except Exception as exc:  # noqa: BLE001 - logged; a failed audit never stops payments taking payments
+                log_failed_round(log, "money audit", exc, self.tick_s, away=isinstance(exc, LedgerUnreadable))
             await asyncio.sleep(self.tick_s)
 
     async def _locked(

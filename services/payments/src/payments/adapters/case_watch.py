@@ -12,7 +12,7 @@ import asyncpg
 from contracts.events import CaseSeverity
 from payments.adapters.metrics import SupportCaseMetrics
 from payments.cases import SERVICE_ACTOR, next_severity
-from servicekit.errors import classify
+from servicekit.errors import log_failed_round
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,6 @@ class CaseWatch:
             try:
                 await self.repage()
                 await self.refresh()
-            except Exception as exc:
-                if classify(exc).dependency is None:
-                    log.exception("support case watch failed (a bug); trying again in %.1fs", self.tick_s)
-                else:
-                    log.warning("support case watch could not run, retrying in %.1fs: %r", self.tick_s, exc)
+            except Exception as exc:  # noqa: BLE001 - logged, with its traceback if a bug
+                log_failed_round(log, "support case watch", exc, self.tick_s)
             await asyncio.sleep(self.tick_s)
