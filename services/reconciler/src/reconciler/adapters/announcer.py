@@ -84,9 +84,6 @@ class KafkaAnnouncer:
     def case(self, state: OrderState, case: CaseOpened) -> None:
         self._queued.append((state, case))
 
-    def clear(self) -> None:
-        self._queued, self._shifts = [], {}
-
     def sent(self) -> None:
         """The broker acknowledged every record `records` built last: an order announced at or past the highest
         sequence an undone round may have left has its later statuses numbered past it anyway."""
