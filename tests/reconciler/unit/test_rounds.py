@@ -14,7 +14,7 @@ from reconciler.adapters import rounds
 from reconciler.adapters.faust_app import PRODUCER_REQUEST_TIMEOUT_S
 from reconciler.adapters.rounds import CHANGELOG_PATIENCE_S
 from reconciler.domain import Phase, Policy
-from tests.reconciler.unit.worker import LEDGER, PAYMENTS, Worker, credited, paid
+from tests.reconciler.unit.worker import LEDGER, PAYMENTS, Worker, credited, paid, refused
 
 
 async def test_a_round_sends_all_its_announcements_then_writes_each_order_once_then_counts_its_records() -> None:
@@ -90,6 +90,19 @@ async def test_a_settled_order_leaves_the_table_once_its_retention_has_passed_in
     assert worker.stored("old") is None and worker.stored("new") is not None
     assert worker.stored("open").phase is Phase.RETRYING  # type: ignore[union-attr]  # unsettled orders stay
     assert worker.observe.expired_orders._value.get() == 1
+
+
+async def test_a_refusal_of_an_order_never_paid_leaves_the_table_a_retention_after_it_and_a_recent_one_waits() -> None:
+    worker = Worker(Policy(threshold_s=5, retention_s=60))
+    stray, early = refused("stray", seconds_ago=120), refused("early", seconds_ago=20)
+    await worker.batch(worker.record(stray), worker.record(early))
+    await worker.batch(worker.record(paid("new", seconds_ago=10)), worker.record(credited("new", seconds_ago=9)))
+    await worker.tick()
+    assert "tombstone stray" in worker.journal and worker.stored("stray") is None
+    assert worker.stored("early") is not None, "a refusal within the retention waits for its payment"
+    await worker.batch(worker.record(paid("early", seconds_ago=19)))
+    assert worker.stored("early").phase is Phase.REFUNDING  # type: ignore[union-attr]
+    assert worker.statuses("early") == ["remediating#1"]
 
 
 async def test_an_event_older_than_the_retention_for_an_order_no_longer_in_the_table_is_ignored() -> None:

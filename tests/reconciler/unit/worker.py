@@ -227,6 +227,14 @@ class Worker:
         ]
 
 
+def refused(order_id: str, seconds_ago: float = 0.0) -> CreditRejected:
+    """The ledger's final refusal of the order's credit (a frozen wallet)."""
+    return CreditRejected(
+        order_id=order_id, user_id="u1", reason="wallet frozen", final=True,
+        rejected_at=datetime.now(UTC) - timedelta(seconds=seconds_ago),
+    )  # fmt: skip
+
+
 T0 = datetime.now(UTC).replace(microsecond=0)
 
 

@@ -42,9 +42,17 @@ def wake_time(state: OrderState, policy: Policy) -> Wake | None:
 
 def settled_at(state: OrderState, policy: Policy) -> datetime | None:
     """When the order settled, if it is settled and needs the clock no more: it leaves the table a retention
-    later (judged against the safe time, like a deadline)."""
+    later (judged against the safe time, like a deadline).
+
+    An order known only from the ledger's refusals (a CreditRejected read before any payment, which the payment
+    would answer with a refund at once) waits for nothing the clock could bring, so it counts as settled at its
+    last event: a payment read within the retention still refunds at once, and a refusal of an order never paid
+    (only the ledger writes ledger.events, so a stray one is rare) leaves the table like any settled order instead
+    of staying in it for good."""
     if state.phase in SETTLED and state.settled_at is not None and wake_time(state, policy) is None:
         return state.settled_at
+    if state.phase is Phase.OPEN and not state.paid and not state.credited and state.history:
+        return max(at for _, at in state.history)
     return None
 
 
