@@ -1,14 +1,14 @@
 """Rounds the broker refused in part, done again differently or as they were, against what consumers keep (each
 event id once, only a higher sequence): several orders and statuses in one round, undone rounds in a row, a round
 done again in part, a state copied again later in its round, dead letters, and partitions that move away. (A
-partition handed over, or a worker killed, between the undo and the next round is not covered: rounds.py.)"""
+partition handed over, or a worker restarted, between the undo and the next round: the changelog keeps what may
+have landed.)"""
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
-from faust.types import TP
 
+from reconciler.adapters import rounds
 from reconciler.adapters.table import decode_state
 from reconciler.domain import Policy
 from tests.reconciler.unit.refused_rounds import POLICY, Broker, flagged_in_an_undone_round
@@ -144,13 +144,38 @@ async def test_a_refund_failing_after_a_renumbered_remediating_with_a_repeated_r
     assert broker.kept("o1")[-1] == "needs_support", f"landed: {broker.landed}"
 
 
-async def test_a_worker_forgets_what_an_undone_round_may_have_left_of_orders_whose_partition_moved_away() -> None:
+async def test_an_order_taken_over_after_an_undone_round_has_its_credit_numbered_past_what_may_have_landed() -> None:
+    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
+    again = worker.restarted()  # a new owner, its table restored from the changelog
+    seen = Broker(again)
+    seen.of = broker.of
+    await again.batch(again.record(credited("o1")))  # the credit read before the timer fires again
+    assert seen.kept("o1") == ["delayed", "credited"], f"landed: {seen.landed}"
+    seen.check("o1")
+    assert again.stored("o1").landed == ()  # type: ignore[union-attr]  # forgotten once numbered past
+
+
+async def test_an_order_taken_over_after_an_undone_round_repeats_what_it_announced_under_the_same_ids() -> None:
+    worker, broker = await flagged_in_an_undone_round()
+    again = worker.restarted()
+    seen = Broker(again)
+    seen.of = broker.of
+    await again.tick()  # the timer fires again: delayed #1 and RetryCredit #1, as the undone round sent them
+    assert [sequence for _, sequence, _ in seen.landed] == [1, 1] and len({i for i, _, _ in seen.landed}) == 1
+    await again.batch(again.record(credited("o1")))
+    seen.check("o1")
+
+
+async def test_a_refused_changelog_record_of_what_an_undone_round_may_have_left_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def stop(what: str) -> None:
+        raise SystemExit(what)
+
+    monkeypatch.setattr(rounds, "stop", stop)
     worker = Worker(POLICY)
     await worker.batch(worker.record(paid("o1", seconds_ago=30)))
     broker = Broker(worker)
-    broker.refusing = True
-    await worker.tick()
-    worker.ticker.app.consumer = SimpleNamespace(assignment=lambda: set[TP]())
-    await worker.tick()
-    assert worker.watermarks.partitions == set() and worker.stored("o1") is None, "the partition moved away"
-    assert worker.rounds.announcer._may_have_landed == {}, "nothing of an order this worker no longer has"
+    broker.refusing = worker.changelog.refuse = True
+    with pytest.raises(SystemExit, match="changelog"):
+        await worker.tick()  # delayed #1 landed, RetryCredit #1 refused, and what may have landed not written

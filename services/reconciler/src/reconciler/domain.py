@@ -246,6 +246,10 @@ class OrderState:
     """The reason of a final CreditRejected read before the order's payment, or before the release of a held order
     (the ledger answers the payment published at the release; the topics are read side by side): the payment or
     the release, when it comes, refunds at once."""
+    landed: tuple[tuple[int, OrderStatus], ...] = ()
+    """Status changes that rounds undone after sending them may have left on the status topic past `sequence`, as
+    (sequence, status): the next status of the order that differs is numbered past them (adapters/announcer.py).
+    On the changelog with the rest of the state, so whoever owns the order next numbers past them too."""
 
     @property
     def paid(self) -> bool:
@@ -270,6 +274,7 @@ class OrderState:
         data["phase"] = self.phase.value
         data["status"] = self.status.value
         data["history"] = [[what, at.isoformat()] for what, at in self.history]
+        data["landed"] = [[sequence, status.value] for sequence, status in self.landed]
         return data
 
     @classmethod
@@ -285,6 +290,7 @@ class OrderState:
             if values.get(key):
                 values[key] = intern(values[key])
         values["history"] = tuple((intern(str(a)), datetime.fromisoformat(b)) for a, b in values.get("history", ()))
+        values["landed"] = tuple((int(n), OrderStatus(status)) for n, status in values.get("landed") or ())
         return cls(**values)
 
 

@@ -10,7 +10,7 @@ building it again would fail the same way.
 """
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -47,14 +47,12 @@ class KafkaAnnouncer:
         self._dead_letters = dead_letters
         self._unbuildable_seen = unbuildable
         self._queued: list[tuple[OrderState, Announcement]] = []
-        # The status changes `records` built last, and those of rounds undone after sending them, by order: the
-        # order's partition, and the status under each sequence.
+        # The status changes `records` built last, by order: the order's partition, and the status under each sequence.
         self._built: dict[str, tuple[int, dict[int, OrderStatus]]] = {}
-        self._may_have_landed: dict[str, tuple[int, dict[int, OrderStatus]]] = {}
         self._shifts: dict[int, int] = {}  # how far the round moved each state object's changes (by its id)
 
     def status(self, state: OrderState, change: StatusChange) -> None:
-        """Queue the change, numbered past what an undone round may have announced of its order.
+        """Queue the change, numbered past what an undone round may have announced of its order (`state.landed`).
 
         A round done again announces again what it announced, under the same sequences and so the same event ids,
         which readers drop. But a record read before the timer fires again changes the order differently (a credit
@@ -62,20 +60,22 @@ class KafkaAnnouncer:
         announced for another status, and every reader would drop it (payments keeps only a higher one). So a
         change that differs from what may have landed under its sequence moves past the highest sequence that may
         have landed, and the state's sequence with it, here, as it is queued: every later change of the order (in
-        this round too, from a copy of this state) is numbered from there."""
-        landed = self._may_have_landed.get(state.order_id)
-        if landed is not None:
-            # The changes of one result are numbered together, before any is queued: those after a moved one move
-            # with it (the state, bumped once, numbers the later results of the order).
-            shift = self._shifts.get(id(state), 0)
-            sequence, statuses = change.sequence + shift, landed[1]
-            top = max(statuses)
+        this round too, from a copy of this state) is numbered from there. Once a change is numbered at or past
+        that highest sequence, the state forgets what may have landed (written when the round is)."""
+        # The changes of one result are numbered together, before any is queued: those after a moved one move with
+        # it (the state, bumped once, numbers the later results of the order).
+        shift = self._shifts.get(id(state), 0)
+        if state.landed:
+            statuses = dict(state.landed)
+            sequence, top = change.sequence + shift, max(statuses)
             if sequence <= top and (shift or statuses.get(sequence) != change.status):
                 state.sequence += top + 1 - sequence
                 shift += top + 1 - sequence
                 self._shifts[id(state)] = shift
-            if shift:
-                change = replace(change, sequence=change.sequence + shift)
+            if change.sequence + shift >= top:
+                state.landed = ()
+        if shift:
+            change = replace(change, sequence=change.sequence + shift)
         self._queued.append((state, change))
 
     def command(self, state: OrderState, command: Command) -> None:
@@ -85,25 +85,15 @@ class KafkaAnnouncer:
         self._queued.append((state, case))
 
     def sent(self) -> None:
-        """The broker acknowledged every record `records` built last: an order announced at or past the highest
-        sequence an undone round may have left has its later statuses numbered past it anyway."""
-        for order_id, (_, statuses) in self._built.items():
-            landed = self._may_have_landed.get(order_id)
-            if landed is not None and max(statuses) >= max(landed[1]):
-                del self._may_have_landed[order_id]
+        """The broker acknowledged every record `records` built last."""
         self._built = {}
 
-    def undone(self) -> None:
-        """The round is undone: the status changes `records` built last may be on the broker all the same (it
-        refused another record of the round), and the queue is dropped."""
-        for order_id, (partition, statuses) in self._built.items():
-            self._may_have_landed.setdefault(order_id, (partition, {}))[1].update(statuses)
-        self._built, self._queued, self._shifts = {}, [], {}
-
-    def keep(self, partitions: Collection[int]) -> None:
-        """Partitions moved: forget what undone rounds may have left of orders of partitions no longer here (their
-        new owner numbers from the table; see the limit in rounds.py)."""
-        self._may_have_landed = {o: v for o, v in self._may_have_landed.items() if v[0] in partitions}
+    def undone(self) -> dict[str, tuple[int, dict[int, OrderStatus]]]:
+        """The round is undone, and the queue dropped: the status changes `records` built last may be on the broker
+        all the same (it refused another record of the round). Returned by order, with its partition, for the
+        stored states to remember (rounds.py)."""
+        built, self._built, self._queued, self._shifts = self._built, {}, [], {}
+        return built
 
     def records(self) -> list[Outgoing]:
         """The queued announcements as records (the queue empties)."""

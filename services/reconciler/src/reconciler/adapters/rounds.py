@@ -17,9 +17,10 @@ downstream drops. No input offset is committed before the changelog holds what i
 kill before 4 leaves the records uncommitted, to be applied again on a restored table.
 If the broker refuses an announcement, the round is undone: the staged states are dropped (the table
 keeps the states before it, so timers fire again and announce again, under the same sequences; a status that
-differs from one the undone round may have left on the broker is numbered past it: announcer.py; a worker that
-hands the partition over, or dies, before the round is done again takes that memory with it, and the next owner
-numbers from the table), and the positions stay, so the
+differs from one the undone round may have left on the broker is numbered past it: announcer.py), and the stored
+state of each order whose status changes were sent remembers them (`OrderState.landed`), written to the changelog
+at once, so the order's next owner after a handover or a restart numbers past them too (only a worker killed before
+that record is acknowledged leaves its orders' next owner numbering from the table), and the positions stay, so the
 records after the round reach the agent past a hole and their partition is read again from it
 (rewind.py). A changelog record refused leaves the table ahead of its changelog: the worker stops
 (exit 75) and its partitions are taken over from the last commit. The producer keeps a record through a broker
@@ -53,6 +54,7 @@ from reconciler.adapters.metrics import PrometheusObservations, Tally
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import Rewinder
 from reconciler.adapters.table import FaustOrderStates
+from reconciler.domain import OrderState
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
 from reconciler.watermarks import Watermarks
@@ -220,13 +222,18 @@ class Rounds:
             self._undo([])
             raise
 
-    def _undo(self, expired: list[str]) -> None:
-        """Drop the round's states and announcements; time its orders again from their stored states."""
-        self.announcer.undone()
+    def _undo(self, expired: list[str]) -> list[OrderState]:
+        """Drop the round's states and announcements; time its orders again from their stored states. The stored
+        state of every order whose status changes were sent remembers them (they may have landed); those states
+        are returned, for their changelog records."""
+        now = datetime.now(UTC)
+        landed = self.announcer.undone().items()
+        remembered = [self.states.remember(o, partition, statuses, now) for o, (partition, statuses) in landed]
         for order_id in self.states.drop_staged() + expired:
             stored = self.states.stored(order_id)
             if stored is not None:
                 self.engine.track(stored)
+        return remembered
 
     async def _finish(
         self,
@@ -241,9 +248,17 @@ class Rounds:
         try:
             await self._send(outgoing)
         except REFUSED as exc:  # undo the round, so all of it happens again
-            self._undo(expired or [])
+            remembered = self._undo(expired or [])
             self.observe.rounds_undone.inc()
             log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
+            # What may have landed goes on the changelog, for whoever owns the orders next; a record refused stops
+            # the worker like any changelog record (_settle), and its orders' next owner numbers from the table.
+            sent = [await self.states.send(state) for state in remembered]
+            if sent:
+                self._unsettled.append((time.monotonic(), sent, {}))
+                for future in sent:
+                    future.add_done_callback(self._settle)
+                self._settle()
             return
         self.announcer.sent()
         sent = await self.states.write_staged(expired or (), horizons)

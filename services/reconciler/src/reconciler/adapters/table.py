@@ -18,7 +18,8 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 
-from reconciler.domain import OrderState, Phase
+from contracts.events import OrderStatus
+from reconciler.domain import OrderState, Phase, note
 
 OVERDUE = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
 CODEC = "order-state"
@@ -192,6 +193,22 @@ class FaustOrderStates:
         """Forget the round's states (the table keeps the states before it); return their order ids."""
         dropped, self._staged = list(self._staged), {}
         return dropped
+
+    def remember(self, order_id: str, partition: int, statuses: Mapping[int, OrderStatus], at: datetime) -> OrderState:
+        """Store that an undone round may have left `statuses` of the order on the status topic: a copy of its
+        stored state (or a new one, for an order the round met first) with them in `landed`, noted in its history
+        (which also lets a new state leave the table a retention later if nothing else comes). Nothing is staged
+        then: the caller writes it to the changelog (`send`)."""
+        stored = self._store.get(order_id)
+        state = OrderState(order_id, partition) if stored is None else stored.copy()
+        state.landed = tuple(sorted({**dict(state.landed), **statuses}.items()))
+        note(state, "status_may_have_landed", at)
+        self._store[order_id] = state
+        return state
+
+    async def send(self, state: OrderState) -> "asyncio.Future[Any]":
+        """The changelog record of a stored state written outside a round (`remember`)."""
+        return await self._send(state.order_id, encode_state(state))
 
     async def write_staged(
         self, expired: Iterable[str] = (), horizons: Mapping[int, datetime] | None = None

@@ -112,7 +112,6 @@ class Ticker:
             for t in self.inputs:
                 self.tail.forget(t, p)
         dropped = self.rounds.states.keep(self._owned())
-        self.rounds.announcer.keep(self._owned())
         if dropped:
             log.info("dropped %d orders of partitions no longer assigned", dropped)
         new = sorted((assigned - known) | again)
