@@ -19,6 +19,7 @@ def test_the_audit_command_does_not_print_minor_units_as_if_they_were_whole_yuan
         "findings": [],
         "redriven": [],
         "in_grace": 0,
+        "refunds_in_flight": 0,
         "paid": {"CNY": 64800, "JPY": 500, "KWD": 1500},
         "credited": {"CNY": 64800, "JPY": 500, "KWD": 1500},
         "refunded": {},

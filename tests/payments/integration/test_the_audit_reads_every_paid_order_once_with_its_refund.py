@@ -98,3 +98,36 @@ async def test_an_uncredited_order_whose_refund_is_still_at_the_provider_is_not_
     assert (outcome.report.refunds_in_flight, outcome.report.in_grace) == (2, 0)
     assert registry.get_sample_value("payments_audit_mismatches", {"kind": "missing_credit"}) == 0
     assert registry.get_sample_value("payments_audit_mismatches", {"kind": "credited_and_refunded"}) == 1
+
+
+async def test_the_latest_recorded_audit_keeps_its_refunds_in_flight_for_the_process_that_did_not_run_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """Every payments process shows the latest audit read back from audit_runs, whichever process ran it. The run
+    recorded its findings and the orders in grace but not the orders whose refund was still at the provider: read
+    back, the run had none, so only the process that ran the audit showed them. An audit recorded before they were
+    kept reads back as none, not as an error that would leave every gauge unset."""
+    at = datetime.now(UTC) - timedelta(hours=2)
+    for order_id, refund in (("ord_requested", "requested"), ("ord_pending", "pending")):
+        await pool.execute(ORDER, order_id, "remediating", at)
+        await pool.execute(REFUND, order_id, refund)
+    books = books_of(pool)
+    ran = Auditor(
+        books, CreditingLedger(), AuditMetrics(CollectorRegistry()), interval_s=300, window_s=86400, grace_s=180
+    )
+    await ran.run(datetime.now(UTC) - timedelta(days=1))
+
+    latest = await books.latest()
+    elsewhere = CollectorRegistry()
+    assert latest is not None
+    AuditMetrics(elsewhere).show(latest)
+
+    assert latest.refunds_in_flight == 2
+    assert elsewhere.get_sample_value("payments_audit_refunds_in_flight") == 2
+    await pool.execute(
+        "INSERT INTO audit_runs (trigger, since, until, started_at, counts, redriven, in_grace)"
+        " VALUES ('request', $1, $1, now() + interval '1 minute', '{\"credited_twice\": 1}', 0, 0)",
+        at,
+    )
+    older = await books.latest()
+    assert older is not None and (older.counts, older.refunds_in_flight) == ({"credited_twice": 1}, 0)

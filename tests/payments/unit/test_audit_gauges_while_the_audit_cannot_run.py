@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from payments.adapters import auditor as auditor_module
+from payments.adapters.audit_books import RecordedRun
 from payments.adapters.auditor import AuditMetrics, Auditor
 from payments.adapters.ledger_credits import LedgerUnreadable
 
@@ -29,8 +30,8 @@ class RecordedBooks:
 
     async def redrive(self, *args: Any) -> None: ...
 
-    async def latest(self) -> tuple[datetime, dict[str, int]]:
-        return RECORDED_AT, {"credited_twice": 1}
+    async def latest(self) -> RecordedRun:
+        return RecordedRun(RECORDED_AT, {"credited_twice": 1})
 
 
 async def test_a_restarted_payments_shows_the_latest_recorded_audit_even_while_the_due_audit_fails(

@@ -71,7 +71,8 @@ def _iso(when: datetime | None) -> str:
 
 
 def print_result(result: dict[str, Any], console: Console) -> None:
-    """Mismatches by kind, then each finding with whether its payment was announced again."""
+    """Mismatches by kind, then each finding with whether its payment was announced again, then the orders not
+    judged (in grace, refund in flight) and the money looked at."""
     console.print(f"money audit of orders paid {result['since']} .. {result['until']}")
     kinds = Table("mismatch", "orders")
     for kind, n in result["counts"].items():
@@ -85,7 +86,8 @@ def print_result(result: dict[str, Any], console: Console) -> None:
         console.print(found)
     money = ", ".join(f"{what} {_amounts(result[what])}" for what in ("paid", "credited", "refunded") if result[what])
     console.print(
-        f"{sum(result['counts'].values())} found, {len(redriven)} re-driven, {result['in_grace']} in grace"
+        f"{sum(result['counts'].values())} found, {len(redriven)} re-driven, {result['in_grace']} in grace, "
+        f"{result['refunds_in_flight']} with a refund in flight (not judged until the provider finishes it)"
         + (f"; {money}" if money else "")
     )
 

@@ -4,6 +4,7 @@ keyset pages), how it re-announces a payment (through the outbox), and its runs 
 import contextlib
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,12 +33,22 @@ _PAID_PAGE = (
 )
 _PAID_BY_ID = f"{_PAID} AND o.order_id = ANY($1::text[])"
 _RECORD_RUN = (
-    "INSERT INTO audit_runs (trigger, since, until, started_at, counts, redriven, in_grace)"
-    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
+    "INSERT INTO audit_runs (trigger, since, until, started_at, counts, redriven, in_grace, refunds_in_flight)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)"
 )
 _LAST_SCHEDULED = "SELECT max(started_at) FROM audit_runs WHERE trigger = 'schedule'"
-_LATEST = "SELECT started_at, counts FROM audit_runs ORDER BY started_at DESC, id DESC LIMIT 1"
+_LATEST = "SELECT started_at, counts, refunds_in_flight FROM audit_runs ORDER BY started_at DESC, id DESC LIMIT 1"
 PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRun:
+    """A money audit as recorded in audit_runs: when it started, its findings by kind (every kind it knew), and
+    the orders it did not judge because their refund was in flight at the provider."""
+
+    started_at: datetime
+    counts: dict[str, int]
+    refunds_in_flight: int = 0
 
 
 def record_of(row: asyncpg.Record | dict[str, Any]) -> PaidRecord:
@@ -121,14 +132,13 @@ class PostgresAuditBooks:
     async def record(self, conn: Connection, trigger: Trigger, outcome: AuditOutcome, started: datetime) -> None:
         w, report = outcome.window, outcome.report
         counts = orjson.dumps({str(k): n for k, n in report.counts().items()}).decode()
-        await conn.execute(
-            _RECORD_RUN, trigger, w.since, w.until, started, counts, len(outcome.redriven), report.in_grace
-        )
+        redriven, in_grace, in_flight = len(outcome.redriven), report.in_grace, report.refunds_in_flight
+        await conn.execute(_RECORD_RUN, trigger, w.since, w.until, started, counts, redriven, in_grace, in_flight)
 
-    async def latest(self) -> tuple[datetime, dict[str, int]] | None:
-        """When the latest audit (any process's) started and what it found by kind."""
+    async def latest(self) -> RecordedRun | None:
+        """The latest audit (any process's) as recorded; one recorded before refunds in flight were kept has none."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(_LATEST)
         if row is None:
             return None
-        return row["started_at"], dict(orjson.loads(row["counts"]))
+        return RecordedRun(row["started_at"], dict(orjson.loads(row["counts"])), row["refunds_in_flight"])

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from payments.adapters.audit_books import PostgresAuditBooks
+from payments.adapters.audit_books import PostgresAuditBooks, RecordedRun
 from payments.adapters.ledger_credits import LedgerUnreadable
 from payments.audit import Mismatch
 from payments.auditing import AuditOutcome, AuditWindow, Credits, Trigger, audit, credit_slack
@@ -50,6 +50,12 @@ class AuditMetrics:
             "When the latest money audit (any payments process's) started, Unix seconds.",
             registry=registry,
         )
+        self.refunds_in_flight = Gauge(
+            "payments_audit_refunds_in_flight",
+            "Orders the latest money audit did not judge: neither credited nor refunded, with a refund the provider "
+            "has not finished (requested, pending); never re-driven.",
+            registry=registry,
+        )
         for kind in Mismatch:
             self.mismatches.labels(kind.value).set(0)
         for trigger in ("schedule", "request"):
@@ -60,12 +66,14 @@ class AuditMetrics:
         """An audit this process ran: counted, its re-drives counted, its findings shown."""
         self.runs.labels(trigger, "ok").inc()
         self.redriven.inc(len(outcome.redriven))
-        self.show(started, {str(k): n for k, n in outcome.report.counts().items()})
+        report = outcome.report
+        self.show(RecordedRun(started, {str(k): n for k, n in report.counts().items()}, report.refunds_in_flight))
 
-    def show(self, started: datetime, counts: dict[str, int]) -> None:
-        self.last_run.set(started.timestamp())
+    def show(self, run: RecordedRun) -> None:
+        self.last_run.set(run.started_at.timestamp())
         for kind in Mismatch:
-            self.mismatches.labels(kind.value).set(counts.get(kind.value, 0))
+            self.mismatches.labels(kind.value).set(run.counts.get(kind.value, 0))
+        self.refunds_in_flight.set(run.refunds_in_flight)
 
 
 class Auditor:
@@ -120,7 +128,7 @@ class Auditor:
                     # resolve MoneyAuditMismatch and read as an audit never configured.
                     latest = await self._books.latest()
                     if latest is not None:
-                        self._metrics.show(*latest)
+                        self._metrics.show(latest)
             except Exception as exc:  # noqa: BLE001 - logged; a failed audit never stops payments taking payments
                 log_failed_round(log, "money audit", exc, self.tick_s, away=isinstance(exc, LedgerUnreadable))
             await asyncio.sleep(self.tick_s)
