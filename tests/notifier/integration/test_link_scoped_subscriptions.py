@@ -176,9 +176,10 @@ async def test_a_device_registered_by_a_link_gets_nothing_for_its_order_after_th
 ) -> None:
     running = await notifier()
     now = datetime.now(UTC)
-    expired = await with_link_until(running, "ord_a", "u1", push_service.subscribe("expired-link"), now - timedelta(1))
-    await with_link_until(running, "ord_a", "u1", push_service.subscribe("open-link"), now + timedelta(1))
     await with_key(running, "u1", push_service.subscribe("phone"))
+    await with_link_until(running, "ord_a", "u1", push_service.subscribe("open-link"), now + timedelta(1))
+    # Last: the user's next registration forgets an expired device.
+    expired = await with_link_until(running, "ord_a", "u1", push_service.subscribe("expired-link"), now - timedelta(1))
 
     await publish(broker, f"{isolation}.", change("ord_a", OrderStatus.CREDITED, 2))
     await eventually(lambda: orders_on(push_service, "phone") == orders_on(push_service, "open-link") == ["ord_a"])
@@ -192,7 +193,7 @@ async def test_a_device_registered_by_a_link_gets_nothing_for_its_order_after_th
     await eventually(lambda: len(push_service.messages("open-link")) == 2, timeout_s=60)
     await eventually(running.settled, timeout_s=60)
     assert push_service.messages("expired-link") == [], "nor does a resend"
-    assert expired in await scopes(running, "u1"), "the device is listed still: a fresh link registers it again"
+    assert expired in await scopes(running, "u1"), "listed until the user's next registration; a fresh link renews it"
 
 
 async def test_a_delivery_whose_link_expired_while_it_waited_for_its_retry_is_dropped_and_the_device_kept(
@@ -264,3 +265,17 @@ async def test_a_device_registered_through_the_status_page_keeps_its_links_expir
     await eventually(lambda: orders_on(push_service, "phone") == ["ord_a"], timeout_s=60)
     await eventually(running.settled, timeout_s=60)
     assert push_service.messages("browser") == [], "its link expired before the status"
+
+
+async def test_devices_whose_status_link_expired_leave_their_slots_to_the_users_next_device(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier(max_subscriptions_per_user=2)
+    await with_link(running, "ord_a", "u1", push_service.subscribe("old-browser"), ttl_s=3)
+    await with_link(running, "ord_b", "u1", push_service.subscribe("other-old-browser"), ttl_s=3)
+    until = max(e for e in (await expiries(running, "u1")).values() if e is not None)
+    await eventually(lambda: datetime.now(UTC) > until, timeout_s=10)
+    # Both devices get nothing now, so no push service ever answers 410 for them (what removes a dead endpoint).
+    answer = await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    assert answer.status_code == 200, f"the user's only working device is refused: {answer.text}"
+    assert list((await expiries(running, "u1")).values()) == [None], "the expired devices are forgotten"

@@ -276,3 +276,19 @@ async def test_no_more_than_two_mints_run_at_once_when_each_outlives_its_deadlin
     assert reasons[2] == "2 FCM access token mints are still running past their 0.3 s deadline", reasons
     assert loopback.issued == ["token-1", "token-2"], "the third delivery started none"
     await eventually(lambda: tokens.mints_running == 0, timeout_s=30)
+
+
+async def test_a_mint_that_ends_past_its_deadline_never_replaces_the_token_the_endpoint_issued_after_it(
+    loopback: Loopback, poster: AiohttpPoster, tmp_path: Path
+) -> None:
+    tokens = ServiceAccountTokens.from_file(key_file(tmp_path, f"{loopback.url}/token"), timeout_s=0.5)
+    channel = channel_for(loopback, tokens, poster)
+    loopback.trickle_s = 0.05  # token-1 issued now, its answer trickling for about 4 s: past the deadline
+    with pytest.raises(DeliveryFailed):
+        await channel.deliver(PAYLOAD, DEVICE)
+    loopback.trickle_s = 0.001  # token-2 issued after token-1, with the same lifetime, answered within the deadline
+    await channel.deliver(PAYLOAD, DEVICE)
+    assert loopback.issued == ["token-1", "token-2"] and loopback.bearers == ["token-2"]
+    await eventually(lambda: loopback.trickled == 2 and tokens.mints_running == 0, timeout_s=30)
+    await channel.deliver(PAYLOAD, DEVICE)
+    assert loopback.bearers[-1] == "token-2", "token-1 was issued first, so it expires first: never held over token-2"

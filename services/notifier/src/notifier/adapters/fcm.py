@@ -82,7 +82,7 @@ class ServiceAccountTokens:
     answer a byte at a time holds it for as long as it likes), so a mint has one deadline, `timeout_s` from its start:
     past it the deliveries waiting get DeliveryFailed (retry) and the next one starts a mint of its own. A thread
     cannot be stopped, so the one left behind finishes in the background, on its own copy of the credentials; its
-    token, if it gets one, is taken in the event loop only if it lasts longer than the one held (never an older token
+    token, if it gets one, is taken in the event loop only if the one held is no longer fresh (never an older token
     over a newer one), and at most `_MINTS_AT_ONCE` run at once.
     """
 
@@ -144,7 +144,9 @@ class ServiceAccountTokens:
         token, expiry = minted.token, minted.expiry
         if not isinstance(token, str) or expiry is None:
             return
-        if self._token is None or self._expiry is None or expiry > self._expiry:
+        # Only over a token no longer fresh: google-auth dates a token's expiry from when its answer arrived, so a
+        # late mint's token looks newer than the one minted after it, though the endpoint issued it first.
+        if self._fresh() is None:
             self._token, self._expiry = token, expiry
             self.minted += 1
             log.info("minted an FCM access token valid until %s UTC", expiry)

@@ -85,7 +85,8 @@ WHERE d.notification_id = u.notification_id AND d.target = u.target
 # A subscription the push service said is gone is forgotten, unless it belongs to another user by now (the
 # endpoint registered again since then by someone else is theirs to keep), follows another order only (a delivery
 # for an order it no longer follows is settled 'gone' without reaching the push service) or its link has expired (the
-# same: settled 'gone' unsent; the device is kept, as the user sees it listed until a fresh link registers it again).
+# same: settled 'gone' unsent; the device is kept, listed until a fresh link renews it or the user's next
+# registration forgets it).
 _FORGET = """
 DELETE FROM push_subscriptions s
 USING unnest($1::text[], $2::text[]) AS g(subscription_id, notification_id)

@@ -93,7 +93,8 @@ class PostgresSubscriptions:
         order's status link) the device gets that order's notifications only; without (the platform), every order's.
         A device is one row: registered again through another order's link it follows that order instead, never
         the user's every order; one the user already has for every order (the platform registered it) keeps that.
-        `expires_at` (the link's expiry) ends a device's right with its link's: it gets nothing after it."""
+        `expires_at` (the link's expiry) ends a device's right with its link's: it gets nothing after it, and the
+        user's next registration forgets it (it no longer counts against `max_per_user`)."""
         if channel == "webpush":
             try:
                 await check_url(endpoint, self._policy)
@@ -104,6 +105,14 @@ class PostgresSubscriptions:
             # One registration of a user at a time, so two at once cannot both pass the bound.
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('push_subscriptions:' || $1, 0))", user_id
+            )
+            # A device whose status link expired gets nothing and so is never answered 410 (what removes a dead
+            # endpoint): without this it would hold one of the user's slots for good, and a working device be refused.
+            # Registered again through a fresh link, it comes back.
+            await conn.execute(
+                "DELETE FROM push_subscriptions WHERE user_id = $1 AND subscription_id <> $2 AND expires_at <= now()",
+                user_id,
+                sid,
             )
             others = await conn.fetchval(
                 "SELECT count(*) FROM push_subscriptions WHERE user_id = $1 AND subscription_id <> $2", user_id, sid
