@@ -1,10 +1,12 @@
 """Rounds the broker refused in part, done again differently or as they were, against what consumers keep (each
 event id once, only a higher sequence): several orders and statuses in one round, undone rounds in a row, a round
-done again in part, a state copied again later in its round, dead letters, and partitions that move away. (A
-partition handed over, or a worker restarted, between the undo and the next round: the changelog keeps what may
-have landed.)"""
+done again in part, a state copied again later in its round, dead letters, a partition handed over or a worker
+restarted between the undo and the next round (the changelog keeps what may have landed), rounds cancelled or
+failing otherwise while they wait, a timer refused round after round, and an order settled below what an undone
+round may have left (its status announced again past it)."""
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -179,3 +181,90 @@ async def test_a_refused_changelog_record_of_what_an_undone_round_may_have_left_
     broker.refusing = worker.changelog.refuse = True
     with pytest.raises(SystemExit, match="changelog"):
         await worker.tick()  # delayed #1 landed, RetryCredit #1 refused, and what may have landed not written
+
+
+async def test_a_late_credit_undone_then_a_block_undone_then_the_credit_again_leaves_consumers_at_compensated() -> None:
+    worker = Worker(Policy(threshold_s=5, retry_attempts=1, retry_backoff_s=0.01, compensation={"CNY": 5}))
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    await worker.tick()  # delayed #1, RetryCredit #1, both taken
+    broker.refusing = True
+    credit = worker.record(credited("o1"))
+    await worker.batch(credit)  # credited #2 and compensated #3 land, GrantCompensation refused: undone
+    await asyncio.sleep(0.05)
+    await worker.tick()  # retries exhausted: remediating (renumbered #4) lands, BlockCredit refused: undone
+    assert broker.landed_of("o1") == [(1, "delayed"), (2, "credited"), (3, "compensated"), (4, "remediating")]
+    broker.refusing = False
+    await worker.batch(credit)  # read again: credited #2 and compensated #3, as they landed
+    assert worker.stored("o1").status.value == "compensated"  # type: ignore[union-attr]
+    broker.check("o1")
+
+
+class Stalled:
+    """The producer, the ledger's command acknowledgement never coming (the round waits on it)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.send = worker.producer.send
+        worker.producer.send = self  # type: ignore[method-assign,assignment]
+        self.stall = False
+
+    async def __call__(self, topic: str, *args: Any) -> Any:
+        if self.stall and topic == TOPICS["ledger"]:
+            return asyncio.get_running_loop().create_future()
+        return await self.send(topic, *args)
+
+
+async def test_a_round_cancelled_while_it_waits_for_the_broker_leaves_its_next_owner_numbering_past_it() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    stalled = Stalled(worker)
+    stalled.stall = True
+    tick = asyncio.create_task(worker.tick())  # delayed #1 taken, RetryCredit #1 never acknowledged
+    await asyncio.sleep(0.05)
+    tick.cancel()  # the worker stops (a deploy) while the round waits
+    with pytest.raises(asyncio.CancelledError):
+        await tick
+    assert broker.landed_of("o1") == [(1, "delayed")]
+    again = worker.restarted()
+    seen = Broker(again)
+    seen.of = broker.of
+    await again.batch(again.record(credited("o1")))  # the credit read before the timer fires again
+    seen.check("o1")
+
+
+async def test_a_round_failing_otherwise_while_it_waits_leaves_its_next_owner_numbering_past_it() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    send = broker.send
+
+    async def failing(topic: str, *args: Any) -> Any:
+        if topic == TOPICS["ledger"]:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(RuntimeError("not a refusal"))
+            return future
+        return await send(topic, *args)
+
+    broker.send = failing  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):
+        await worker.tick()  # delayed #1 taken, RetryCredit #1 failed otherwise: undone (the ticker goes on)
+    again = worker.restarted()  # or the partition handed over
+    seen = Broker(again)
+    seen.of = broker.of
+    await again.batch(again.record(credited("o1")))
+    seen.check("o1")
+
+
+async def test_an_order_flagged_in_many_undone_rounds_keeps_its_timeline_and_changelog_quiet() -> None:
+    worker = Worker(POLICY)
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    broker.refusing = True  # ledger.commands refuses every record (an ACL, a partition offline)
+    written = len(worker.changelog.records)
+    for _ in range(61):
+        await worker.tick()  # delayed #1 again and again, RetryCredit #1 refused: undone every tick
+    stored = worker.stored("o1")
+    assert stored is not None
+    assert [what for what, _ in stored.history][:1] == ["paid"], f"timeline: {[w for w, _ in stored.history][:3]}"
+    assert len(worker.changelog.records) - written <= 1, f"{len(worker.changelog.records) - written} records"

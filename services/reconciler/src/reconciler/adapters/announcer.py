@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SERVICE = "reconciler"
 Outgoing = tuple[str, Record]
 Announcement = StatusChange | Command | CaseOpened
+RESTATED = "restated: a status sent in a round the broker refused in part may have said otherwise"
 
 
 def dead_letter(
@@ -76,6 +77,23 @@ class KafkaAnnouncer:
                 state.landed = ()
         if shift:
             change = replace(change, sequence=change.sequence + shift)
+        self._queued.append((state, change))
+
+    def caught_up(self, state: OrderState) -> None:
+        """At the end of a round, for an order the clock will change no more (settled, or a person's) that still
+        has statuses an undone round may have left past its sequence: readers may hold any of those, and no later
+        change of the order is coming to move them on (an undone tick flagged it or blocked it, then the credit
+        read again repeated the statuses below). One that differs from the order's status is overtaken: the status
+        is announced again past them. If none differs, the sequence moves up to them. Either way the state
+        forgets them."""
+        statuses = dict(state.landed)
+        top = max(statuses)
+        state.landed = ()
+        if all(status == state.status for sequence, status in statuses.items() if sequence > state.sequence):
+            state.sequence = max(state.sequence, top)
+            return
+        state.sequence = top + 1
+        change = StatusChange(state.status, statuses[top], RESTATED, state.sequence)
         self._queued.append((state, change))
 
     def command(self, state: OrderState, command: Command) -> None:

@@ -49,6 +49,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from contracts.codec import DecodeError, decode
+from reconciler import timers
 from reconciler.adapters.announcer import KafkaAnnouncer, Outgoing, dead_letter
 from reconciler.adapters.metrics import PrometheusObservations, Tally
 from reconciler.adapters.positions import ProcessedPositions
@@ -219,7 +220,11 @@ class Rounds:
         try:
             yield
         except BaseException:
-            self._undo([])
+            remembered = self._undo([])
+            try:  # a cancelled round (the worker stopping) too: what may have landed is for the next owner
+                await self._write_remembered(remembered)
+            except BaseException as exc:  # noqa: BLE001 - the round's own exception is the one to raise
+                log.warning("what an undone round may have announced was not written to the changelog: %r", exc)
             raise
 
     def _undo(self, expired: list[str]) -> list[OrderState]:
@@ -233,7 +238,18 @@ class Rounds:
             stored = self.states.stored(order_id)
             if stored is not None:
                 self.engine.track(stored)
-        return remembered
+        return [state for state in remembered if state is not None]
+
+    async def _write_remembered(self, remembered: list[OrderState]) -> None:
+        """The changelog records of the states an undone round left remembering what may have landed, for whoever
+        owns the orders next; a record refused stops the worker like any changelog record (_settle), and its
+        orders' next owner numbers from the table."""
+        sent = [await self.states.send(state) for state in remembered]
+        if sent:
+            self._unsettled.append((time.monotonic(), sent, {}))
+            for future in sent:
+                future.add_done_callback(self._settle)
+            self._settle()
 
     async def _finish(
         self,
@@ -244,6 +260,9 @@ class Rounds:
         expired: list[str] | None = None,
         horizons: dict[int, datetime] | None = None,
     ) -> None:
+        for state in self.states.staged():
+            if state.landed and timers.wake_time(state, self.engine.policy) is None:
+                self.announcer.caught_up(state)
         outgoing = (dead or []) + self.announcer.records()
         try:
             await self._send(outgoing)
@@ -251,14 +270,7 @@ class Rounds:
             remembered = self._undo(expired or [])
             self.observe.rounds_undone.inc()
             log.warning("the broker refused the round's announcements (%r); it is undone and tried again", exc)
-            # What may have landed goes on the changelog, for whoever owns the orders next; a record refused stops
-            # the worker like any changelog record (_settle), and its orders' next owner numbers from the table.
-            sent = [await self.states.send(state) for state in remembered]
-            if sent:
-                self._unsettled.append((time.monotonic(), sent, {}))
-                for future in sent:
-                    future.add_done_callback(self._settle)
-                self._settle()
+            await self._write_remembered(remembered)
             return
         self.announcer.sent()
         sent = await self.states.write_staged(expired or (), horizons)

@@ -194,17 +194,27 @@ class FaustOrderStates:
         dropped, self._staged = list(self._staged), {}
         return dropped
 
-    def remember(self, order_id: str, partition: int, statuses: Mapping[int, OrderStatus], at: datetime) -> OrderState:
+    def remember(
+        self, order_id: str, partition: int, statuses: Mapping[int, OrderStatus], at: datetime
+    ) -> OrderState | None:
         """Store that an undone round may have left `statuses` of the order on the status topic: a copy of its
         stored state (or a new one, for an order the round met first) with them in `landed`, noted in its history
-        (which also lets a new state leave the table a retention later if nothing else comes). Nothing is staged
-        then: the caller writes it to the changelog (`send`)."""
+        (which also lets a new state leave the table a retention later if nothing else comes), returned for the
+        caller to write to the changelog (`send`); nothing is staged. None if the stored state knew them already
+        (a timer refused round after round repeats its statuses: one record and one note, not one a tick)."""
         stored = self._store.get(order_id)
         state = OrderState(order_id, partition) if stored is None else stored.copy()
-        state.landed = tuple(sorted({**dict(state.landed), **statuses}.items()))
+        landed = tuple(sorted({**dict(state.landed), **statuses}.items()))
+        if stored is not None and landed == stored.landed:
+            return None
+        state.landed = landed
         note(state, "status_may_have_landed", at)
         self._store[order_id] = state
         return state
+
+    def staged(self) -> Iterator[OrderState]:
+        """The round's states."""
+        return iter(self._staged.values())
 
     async def send(self, state: OrderState) -> "asyncio.Future[Any]":
         """The changelog record of a stored state written outside a round (`remember`)."""
