@@ -172,6 +172,28 @@ def overview() -> dashboard.Dashboard:
                 alerts=("SupportCaseOpen", "SupportCaseUnacknowledged", "SupportCaseWarning"),
             )
         )
+        .with_panel(
+            graph(
+                "Refunds in flight at the providers, by status",
+                "short",
+                ("max by (status) (payments_refunds_in_flight)", "{{status}}"),
+                description="Refunds payments asked for and has no outcome of yet: requested (the provider may not "
+                "have it yet), pending (it accepted it and has not finished). Payments keeps asking, with backoff, "
+                "until the provider says how each ended.",
+            )
+        )
+        .with_panel(
+            graph(
+                "Oldest refund in flight: time since it was requested",
+                "s",
+                ("max(payments_refund_oldest_in_flight_seconds)", "oldest"),
+                description="A refund still without an outcome a day after it was requested opens a needs_support "
+                "case (red line), which pages as SupportCaseWarning; a line climbing toward it is a refund stuck at "
+                "its provider.",
+                steps=((86400, RED),),
+                alerts=("SupportCaseWarning",),
+            )
+        )
     )
 
 

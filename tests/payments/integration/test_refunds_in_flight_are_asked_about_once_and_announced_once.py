@@ -1,21 +1,24 @@
 """Refunds in flight (payments.refunds) on the real PostgreSQL, with scripted providers: commands repeated or
 concurrent, askers that die or take their whole lease, follow-ups in several processes, providers gone from the
-configuration: one refund id, one outcome announced, a refund the provider accepted never requested again, and a
-support case for a refund stuck a day."""
+configuration, adapters that fail: one refund id, one outcome announced, a refund the provider accepted never
+requested again, a support case for a refund stuck a day, a round that asks about every refund it took, and the
+refunds in flight in the metrics."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from contracts.codec import envelope_for
 from contracts.commands import IssueRefund
+from payments.adapters.metrics import PrometheusPaymentsMetrics
 from payments.adapters.postgres import PostgresPayments
 from payments.config import Settings
 from payments.domain import RefundRequest
 from payments.ports import RefundAnswer
-from payments.refunds import MAX_ATTEMPTS, RefundFollowUp, handle_issue_refund
+from payments.refunds import MAX_ATTEMPTS, RefundFollowUp, follow_up_at, handle_issue_refund
 from tests.payments.integration.units import units_of_work
 from tests.payments.unit.test_refunds import Pauses, Providers, ScriptedProvider
 
@@ -239,3 +242,52 @@ async def test_the_askers_lease_outlasts_its_asks_at_the_longest_provider_timeou
     provider = Slow([unknown] * MAX_ATTEMPTS, [unknown] * MAX_ATTEMPTS)
     await books.issue(order_id, Providers(provider), provider_timeout_s=timeout_s)
     assert taken == [0] * len(taken), f"another process took the refund while its asker still asked: {taken}"
+
+
+async def test_a_refund_whose_provider_adapter_fails_waits_for_its_backoff_and_the_round_still_asks_about_the_others(
+    books: Books, caplog: pytest.LogCaptureFixture
+) -> None:
+    for order_id in ("ord_unreadable", "ord_readable"):
+        await books.left_pending(await books.paid(order_id))
+    at = max([await _due_at(books, "ord_unreadable"), await _due_at(books, "ord_readable")])
+    # The first refund the round asks about meets an answer its adapter cannot read; the second, its outcome.
+    provider = ScriptedProvider([], [ValueError("malformed refund answer"), RefundAnswer("succeeded", "rf_2")])
+    assert await books.follow_up(Providers(provider), at).round() == 2
+    (failed, _), (answered, _) = provider.asked
+    assert (await books.refund_row(answered))["status"] == "succeeded"
+    assert await books.announced(answered) == ["RefundSucceeded"]
+    row = await books.refund_row(failed)
+    assert (row["status"], await books.announced(failed)) == ("pending", [])
+    assert row["due_at"] == follow_up_at(at, row["attempts"]), "not asked again after an unanswered query's backoff"
+    (logged,) = [r for r in caplog.records if r.levelname == "ERROR" and failed in r.getMessage()]
+    assert logged.exc_info is not None, "a bug in an adapter is logged without its traceback"
+
+
+async def test_after_a_round_the_gauges_show_the_refunds_in_flight_by_status_and_how_long_the_oldest_has_waited(
+    books: Books,
+) -> None:
+    requested = await books.paid("ord_requested")
+    with pytest.raises(Died):
+        await books.issue(requested, Providers(ScriptedProvider([Died()], [])))
+    pending = await books.paid("ord_pending")
+    await books.left_pending(pending)
+    registry = CollectorRegistry()
+    metrics = PrometheusPaymentsMetrics(registry, channels=["card"], providers=["alipay"])
+    provider = ScriptedProvider([], [])  # no answer: both stay in flight
+
+    def round_at(at: datetime) -> RefundFollowUp:
+        return RefundFollowUp(books.uow, Providers(provider), ask_timeout_s=1.0, clock=lambda: at, observer=metrics)
+
+    def shown() -> tuple[float | None, float | None, float | None]:
+        counts = [
+            registry.get_sample_value("payments_refunds_in_flight", {"status": s}) for s in ("requested", "pending")
+        ]
+        return counts[0], counts[1], registry.get_sample_value("payments_refund_oldest_in_flight_seconds")
+
+    at = datetime.now(UTC) + timedelta(hours=1)
+    assert await round_at(at).round() == 2
+    oldest = min([(await books.refund_row(requested))["created_at"], (await books.refund_row(pending))["created_at"]])
+    assert shown() == (1, 1, pytest.approx((at - oldest).total_seconds()))
+    provider.queries = [RefundAnswer("succeeded", "rf_1"), RefundAnswer("failed", reason="refused")]
+    assert await round_at(at + timedelta(hours=2)).round() == 2
+    assert shown() == (0, 0, 0)

@@ -11,7 +11,15 @@ from contracts.events import CaseRequested
 from contracts.topics import Topic
 from payments import domain
 from payments.domain import REFUNDS_IN_FLIGHT, Order, RefundRequest
-from payments.ports import Announcement, DueRefund, KeyHolder, NewOrder, RefundAnswer, StatusChange
+from payments.ports import (
+    Announcement,
+    DueRefund,
+    KeyHolder,
+    NewOrder,
+    RefundAnswer,
+    RefundsInFlight,
+    StatusChange,
+)
 
 DEVELOPMENT_PAYERS = domain.Payers({"alipay": "alipay", "wechat": "wechatpay"}, frozenset({"sim"}))
 """Who may pay which channel in development: the `sim` provider these tests sign with pays every channel."""
@@ -125,6 +133,13 @@ class InMemoryPayments:
             requested_at = self.store.refunds_requested_at[order_id]
             taken.append(DueRefund(order_id, answer.status, reason, attempts + 1, requested_at))
         return taken
+
+    async def refunds_in_flight(self) -> list[RefundsInFlight]:
+        by_status: dict[str, list[datetime]] = {}
+        for order_id, (answer, _) in self.store.refunds.items():
+            if answer.status in REFUNDS_IN_FLIGHT:
+                by_status.setdefault(answer.status, []).append(self.store.refunds_requested_at[order_id])
+        return [RefundsInFlight(status, len(at), min(at)) for status, at in by_status.items()]
 
     async def mark_processed(self, consumer: str, event_id: str) -> bool:
         if (consumer, event_id) in self.store.processed:

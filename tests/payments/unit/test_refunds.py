@@ -1,6 +1,7 @@
 """Refunds with a fake provider: once per order, at the provider that took the payment, under our refund id; a
 request that timed out is queried before it is ever requested again."""
 
+import functools
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -388,3 +389,31 @@ async def test_a_refund_still_without_an_outcome_a_day_after_it_was_requested_op
     assert (case.kind, case.severity) == (CaseKind.NEEDS_SUPPORT, CaseSeverity.WARNING)
     assert case.reason == "refund of 600 CNY pending at alipay for 25 h: check it there"
     assert store.refunds["ord_1"][0].status == "pending" and store.published == []
+
+
+class Shown:
+    """A RefundObserver that keeps what each round showed it."""
+
+    def __init__(self) -> None:
+        self.rounds: list[tuple[dict[str, int], float]] = []
+
+    def refunds_in_flight(self, counts: Mapping[str, int], oldest_s: float) -> None:
+        self.rounds.append((dict(counts), oldest_s))
+
+
+async def test_each_follow_up_round_shows_the_refunds_it_left_in_flight_and_none_once_they_have_ended() -> None:
+    store = paid_store()
+    pending = RefundAnswer("pending", refund_id="50300")
+    await refund(store, ScriptedProvider([pending], [pending] * MAX_ATTEMPTS))
+    requested_at, shown = store.refunds_requested_at["ord_1"], Shown()
+
+    async def round_at(hours: int, answer: RefundAnswer) -> int:
+        at, provider = requested_at + timedelta(hours=hours), ScriptedProvider([], [answer])
+        uow = functools.partial(InMemoryPayments, store)
+        return await RefundFollowUp(
+            uow, Providers(provider), ask_timeout_s=1.0, clock=lambda: at, observer=shown
+        ).round()
+
+    assert await round_at(2, pending) == 1
+    assert await round_at(4, RefundAnswer("succeeded", refund_id="50300")) == 1
+    assert shown.rounds == [({"pending": 1}, 2 * 3600.0), ({}, 0.0)]

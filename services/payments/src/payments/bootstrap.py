@@ -151,7 +151,9 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     # the connections left over are for refunds (transport.KEPT_FROM_QUERIES).
     worker = QueryWorker(deps, batch=settings.query_batch, idle_s=settings.query_idle_s, asking=QUERIES_IN_FLIGHT)
     app.state.query_worker = worker
-    app.state.refund_follow_up = refunds.RefundFollowUp(uow, providers, ask_timeout_s=settings.provider_timeout_s)
+    app.state.refund_follow_up = refunds.RefundFollowUp(
+        uow, providers, ask_timeout_s=settings.provider_timeout_s, observer=metrics
+    )
     protect(app, infra.authenticator)
     app.include_router(
         routes(

@@ -84,6 +84,15 @@ class DueRefund:
     requested_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RefundsInFlight:
+    """The refunds in flight in one state ("requested" or "pending"): how many, and when the oldest was requested."""
+
+    status: str
+    count: int
+    oldest_requested_at: datetime
+
+
 class PaymentsUnitOfWork(Protocol):
     """One atomic change to orders, with its audit rows and outgoing events. Changes may be written only
     when the unit commits; reads see what the unit changed so far only through the returned objects."""
@@ -141,6 +150,11 @@ class PaymentsUnitOfWork(Protocol):
     async def claim_refunds(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRefund]:
         """Take up to `limit` refunds in flight and due at `now`, each counted as one more attempt and not due
         again before `lease_until` (no other asker takes it meanwhile; it comes back if this one dies)."""
+        ...
+
+    async def refunds_in_flight(self) -> list[RefundsInFlight]:
+        """The refunds in flight by state, each state with how many and when its oldest was requested; a state with
+        none is left out. One aggregate read, cheap enough for every follow-up round."""
         ...
 
 

@@ -23,8 +23,9 @@ from any instance or after a restart, never refunds twice.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from contracts.base import clip
 from contracts.codec import Envelope, deterministic_id
@@ -237,11 +238,21 @@ async def _conclude(
         )
 
 
+class RefundObserver(Protocol):
+    """What the follow-up shows of the refunds in flight, read from the database: every process shows the same."""
+
+    def refunds_in_flight(self, counts: Mapping[str, int], oldest_s: float) -> None:
+        """How many refunds are in flight in each state ("requested", "pending"; a state with none left out), and
+        how long ago the oldest of them was requested (0 when none is)."""
+
+
 class RefundFollowUp:
     """`run` as a service task: ask the providers about the refunds in flight that are due (requested by a process
     that died before recording the answer, or pending at the provider, or never answered), one query each (and
     the request again, under the same refund id, when the provider has no record of a refund it may never have
-    had), and record each outcome. Every payments process runs one; a due refund is taken by one at a time."""
+    had), and record each outcome. Every payments process runs one; a due refund is taken by one at a time. After
+    each round the `observer`, if any, is shown the refunds in flight, so a refund stuck at a provider shows on a
+    dashboard before its support case opens."""
 
     def __init__(
         self,
@@ -253,8 +264,10 @@ class RefundFollowUp:
         idle_s: float = 5.0,
         stuck_after_s: float = STUCK_AFTER_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observer: RefundObserver | None = None,
     ) -> None:
         self._uow = uow
+        self._observer = observer
         self._stuck_after = timedelta(seconds=stuck_after_s)
         self._providers = providers
         self._batch = batch
@@ -265,7 +278,7 @@ class RefundFollowUp:
         self._clock = clock
 
     async def round(self) -> int:
-        """Ask about the refunds due now; how many were taken."""
+        """Ask about the refunds due now, then show the refunds in flight; how many were taken."""
         now = self._clock()
         async with self._uow() as tx:
             due = await tx.claim_refunds(now, now + self._lease, self._batch)
@@ -277,12 +290,35 @@ class RefundFollowUp:
                 log.error("refund of order %s waits: provider %r is not configured", order.order_id, order.provider)
                 await self._stuck(order, refund, f"waiting for {order.provider}, which is not configured,")
                 continue
-            answer = await _follow_up(provider, _request(order, refund.reason), refund.status)
+            answer = await self._ask_about(provider, order, refund)
             now = self._clock()
             state = "pending at" if "pending" in (answer.status, refund.status) else "unanswered by"
             stuck = self._case(order, refund, f"{state} {order.provider}", now)
             await _conclude(self._uow, order, answer, refund.attempts, now, stuck=stuck)
+        if self._observer is not None:
+            await self._show_in_flight(self._observer)
         return len(due)
+
+    async def _ask_about(self, provider: PaymentProvider, order: Order, refund: DueRefund) -> RefundAnswer:
+        """The provider's answer about the refund of `order`. An adapter that fails in a way `_ask` does not read
+        as an answer (a provider's answer it cannot read, a bug) fails this refund only: it is logged and taken as
+        no answer, so the refund is asked again after the backoff of an unanswered query, and the round's other
+        refunds are still asked."""
+        try:
+            return await _follow_up(provider, _request(order, refund.reason), refund.status)
+        except Exception as exc:  # noqa: BLE001 - logged, with its traceback if a bug
+            now = self._clock()
+            again_s = (follow_up_at(now, refund.attempts) - now).total_seconds()
+            log_failed_round(log, f"refund follow-up of order {order.order_id} at {order.provider}", exc, again_s)
+            return RefundAnswer("unknown", reason=f"asking failed: {exc!r}"[:200])
+
+    async def _show_in_flight(self, observer: RefundObserver) -> None:
+        """Show `observer` the refunds in flight as the round left them."""
+        async with self._uow() as tx:
+            in_flight = await tx.refunds_in_flight()
+        oldest = min((s.oldest_requested_at for s in in_flight), default=None)
+        waited = 0.0 if oldest is None else max((self._clock() - oldest).total_seconds(), 0.0)
+        observer.refunds_in_flight({s.status: s.count for s in in_flight}, waited)
 
     def _case(self, order: Order, refund: DueRefund, state: str, now: datetime) -> CaseRequested | None:
         """The support case for a refund still without an outcome STUCK_AFTER_S after it was requested, if it is."""
@@ -311,8 +347,9 @@ class RefundFollowUp:
                     log.error("order %s: support case opened: %s", order.order_id, case.reason)
 
     async def run(self) -> None:
-        """Until cancelled. A round that fails (the database away, or a bug) is logged and tried again: a refund
-        in flight stays on record and is taken again when its lease ends."""
+        """Until cancelled. A round that fails (the database away, or a bug outside the provider adapters, whose
+        failures fail only their refund) is logged and tried again: a refund in flight stays on record and is taken
+        again when its lease ends."""
         while True:
             try:
                 taken = await self.round()

@@ -1,4 +1,5 @@
-"""PrometheusPaymentsMetrics: orders created, provider callbacks and payment queries, on the service's registry.
+"""PrometheusPaymentsMetrics: orders created, provider callbacks, payment queries and refunds in flight, on the
+service's registry.
 
 Labels come from configuration, never from the request: a channel that is not configured is counted as
 `other` and a provider without a secret as `unknown`, so a caller cannot create series at will.
@@ -9,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from contracts.events import CaseKind, CaseSeverity, OrderStatus
-from payments.domain import Outcome, PaymentState
+from payments.domain import REFUNDS_IN_FLIGHT, Outcome, PaymentState
 from servicekit.metric_channels import OTHER_CHANNEL
 
 UNKNOWN_PROVIDER = "unknown"
@@ -72,6 +73,20 @@ class PrometheusPaymentsMetrics:
             " later), at most PAYMENTS_QUERY_DELAY_S (so a merely late callback is not asked about).",
             registry=registry,
         )
+        self.in_flight_refunds = Gauge(
+            "payments_refunds_in_flight",
+            "Refunds without an outcome yet, by status (requested: the provider may not have it yet; pending: it"
+            " accepted it and has not finished), read from the database after each refund follow-up round: every"
+            " payments process shows the same.",
+            ["status"],
+            registry=registry,
+        )
+        self.oldest_refund = Gauge(
+            "payments_refund_oldest_in_flight_seconds",
+            "How long ago the oldest refund still without an outcome was requested (0 when none is); a day opens its"
+            " needs_support case.",
+            registry=registry,
+        )
         # Every series exists from the start, so the first order or callback shows in rate() and increase().
         for channel in (*self._channels, OTHER_CHANNEL):
             self.orders_created.labels(channel)
@@ -80,6 +95,7 @@ class PrometheusPaymentsMetrics:
                 self.callbacks.labels(provider, outcome.value)
         for status in OrderStatus:
             self.status_changes.labels(status.value)
+        self.refunds_in_flight({}, 0.0)
         for provider in self._providers:
             for state in PaymentState:
                 self.queries.labels(provider, state.value)
@@ -102,6 +118,12 @@ class PrometheusPaymentsMetrics:
 
     def waiting(self, seconds: float) -> None:
         self.query_wait.set(seconds)
+
+    def refunds_in_flight(self, counts: Mapping[str, int], oldest_s: float) -> None:
+        """The refunds in flight by status; a status not in `counts` shows 0."""
+        for status in REFUNDS_IN_FLIGHT:
+            self.in_flight_refunds.labels(status).set(counts.get(status, 0))
+        self.oldest_refund.set(oldest_s)
 
     def answered(self, provider: str, state: PaymentState) -> None:
         self.queries.labels(self._provider(provider), state.value).inc()

@@ -11,7 +11,7 @@ from payments.adapters.cases import OPEN_CASE
 from payments.adapters.order_rows import COLUMNS, columns, order_of, params
 from payments.cases import SERVICE_ACTOR
 from payments.domain import EXPIRED, Order, PaymentStatus, RefundRequest
-from payments.ports import DueRefund, RefundAnswer
+from payments.ports import DueRefund, RefundAnswer, RefundsInFlight
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 from servicekit.uow import PostgresUnitOfWork
 
@@ -100,6 +100,12 @@ _CLAIM_REFUNDS = (
     f" WHERE status IN {_IN_FLIGHT} AND due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) d"
     " WHERE r.order_id = d.order_id RETURNING r.order_id, r.status, r.asked_reason, r.attempts, r.created_at"
 )
+# Reads only the refunds in flight (the partial index refunds_in_flight_due_at holds just those), however many
+# refunds have ended.
+_REFUNDS_IN_FLIGHT = (
+    "SELECT status, count(*) AS n, min(created_at) AS oldest FROM refunds"  # noqa: S608 - constants only
+    f" WHERE status IN {_IN_FLIGHT} GROUP BY status"
+)
 
 
 class PostgresPayments(PostgresUnitOfWork):
@@ -186,6 +192,10 @@ class PostgresPayments(PostgresUnitOfWork):
     async def claim_refunds(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRefund]:
         rows = await self.conn.fetch(_CLAIM_REFUNDS, now, lease_until, limit)
         return [DueRefund(r["order_id"], r["status"], r["asked_reason"], r["attempts"], r["created_at"]) for r in rows]
+
+    async def refunds_in_flight(self) -> list[RefundsInFlight]:
+        rows = await self.conn.fetch(_REFUNDS_IN_FLIGHT)
+        return [RefundsInFlight(r["status"], r["n"], r["oldest"]) for r in rows]
 
     async def record_callback(
         self, *, provider: str, order_id: str | None, outcome: str, reason: str, signature: str | None, body: bytes
