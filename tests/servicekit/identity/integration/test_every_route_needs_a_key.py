@@ -1,6 +1,7 @@
 """Least privilege, checked for every route: each operation of each service's API (and payments' fast routes)
-answers 401 without a key and 403 with a key lacking its scope, both in credited's error body. A new route
-fails here until it names its scope, or is added to OPEN with the reason it needs no key."""
+answers 401 without a key and 403 with a key lacking its scope, both in credited's error body, before it looks at
+what it was asked. A new route fails here until it names its scope, or is added to OPEN with the reason it needs no
+key."""
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,8 @@ OPEN = {
 for the monitoring network only (servicekit.metrics_server; test_metrics_server shows both ports)."""
 
 ORDER = {"user_id": "u1", "amount": 600, "currency": "CNY", "channel": "alipay"}
+BAD_QUERY = {"since": "2026-01-02T00:00:00+00:00", "until": "2026-01-01T00:00:00+00:00", "cursor": "x"}
+"""A query a route's own checks would refuse (an empty window, a cursor that is none): the key is checked first."""
 
 Built = tuple[Infrastructure, FastAPI]
 Builder = Callable[[Broker, str, str], Awaitable[Built]]
@@ -87,13 +90,14 @@ async def test_every_route_answers_401_without_a_key_and_403_without_its_scope(s
             assert scopes, f"{method} {path} names no scope: add requires(Scope...) or list it in OPEN"
             assert documented[path][method.lower()]["x-credited-scopes"] == sorted(scopes)
             url, body = concrete(path), ORDER if method in ("POST", "PUT") else None
+            query = BAD_QUERY if method == "GET" else None
             lacking = await bearer(infra.keys, *(set(Scope) - scopes))
             for headers, status, code in (
                 ({}, 401, "unauthenticated"),
                 ({"Authorization": "Bearer ck_live_not-a-key"}, 401, "unauthenticated"),
                 (lacking, 403, "insufficient_scope"),
             ):
-                answer = await client.request(method, url, json=body, headers=headers)
+                answer = await client.request(method, url, json=body, params=query, headers=headers)
                 assert answer.status_code == status, f"{method} {path} with {headers}: {answer.text}"
                 assert answer.json()["error"] == code and answer.json()["detail"], f"{method} {path}"
 

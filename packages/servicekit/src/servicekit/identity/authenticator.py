@@ -2,7 +2,9 @@
 
 Each key's record is kept for `ttl_s` seconds (CREDITED_API_KEY_CACHE_TTL_S, 5 by default) after it was
 read, then read again: a key revoked in the database is refused by every instance at most `ttl_s` later.
-Expiry is checked on every request against the cached record, so it is exact. Unknown keys are remembered
+Expiry is checked on every request against the cached record: exact for the expiry a key was created with, but a
+rotation shortens the old key's expiry in the database (its overlap), which a cached record learns like a
+revocation, at most `ttl_s` later. Unknown keys are remembered
 too (a client retrying a bad key costs one lookup per `ttl_s`), the cache is bounded, and concurrent
 requests with the same uncached key share one lookup.
 """

@@ -95,7 +95,7 @@ def routes(uow: Callable[[], PostgresLedger]) -> APIRouter:
 
     @router.get("/audit/credits", response_model=CreditsPage, tags=["audit"], responses=error_responses(400))
     async def audit_credits(
-        page: Annotated[Window, Depends(window)], _: Annotated[Caller, _key(Scope.AUDIT_READ)]
+        _: Annotated[Caller, _key(Scope.AUDIT_READ)], page: Annotated[Window, Depends(window)]
     ) -> CreditsPage:
         """Every wallet credit posted in [since, until), oldest first, in keyset pages (for the money audit)."""
         async with uow() as tx:

@@ -117,7 +117,7 @@ def audit_routes(books: PostgresAuditBooks, auditor: Auditor | None) -> APIRoute
 
     @router.get("/audit/payments", response_model=PaidOrdersPage, responses=error_responses(400, 422))
     async def paid_orders(
-        page: Annotated[Window, Depends(window)], _: Annotated[Caller, Depends(requires(Scope.AUDIT_READ))]
+        _: Annotated[Caller, Depends(requires(Scope.AUDIT_READ))], page: Annotated[Window, Depends(window)]
     ) -> PaidOrdersPage:
         """Every order paid in [since, until), by payment time, in keyset pages, with its refund if any."""
         rows = await books.page(page)
