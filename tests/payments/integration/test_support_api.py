@@ -347,6 +347,21 @@ async def test_the_same_idempotency_key_for_another_act_is_refused(stack: Stack)
     assert (other.status_code, other.json()["error"]) == (409, "idempotency_key_reused")
 
 
+async def test_the_same_idempotency_key_from_another_persons_key_is_refused_not_answered_with_the_first_act(
+    stack: Stack,
+) -> None:
+    paid = await stack.paid_order(f"u-{uuid.uuid4().hex[:6]}")
+    key = f"k-{paid}"
+    assert (await stack.act(paid, "redrive_credit", key=key)).status_code == 202
+    second = await stack.key("second-agent", Scope.SUPPORT_ACT, Scope.SUPPORT_READ)
+    body = {"action": "redrive_credit", "reason": "user wrote in"}
+    answer = await stack.payments.post(
+        f"/v1/support/orders/{paid}/actions", json=body, headers={**second, "Idempotency-Key": key}
+    )
+    assert (answer.status_code, answer.json()["error"]) == (409, "idempotency_key_reused"), answer.text
+    assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 1
+
+
 async def test_the_same_idempotency_key_with_another_reason_or_amount_is_refused_and_acts_nothing(
     stack: Stack,
 ) -> None:

@@ -211,8 +211,12 @@ class PostgresSupportBooks:
 
 
 def _same_request(row: asyncpg.Record, act: Act) -> bool:
-    """Whether the act recorded under the key was asked with `act`'s order and body (one recorded before acts kept
-    their request's fingerprint: its order, action and reason, all it kept of the request)."""
+    """Whether the act recorded under the key was asked by `act`'s caller (by key name, which a rotation keeps, as
+    payments scopes an order's Idempotency-Key) with its order and body (one recorded before acts kept their
+    request's fingerprint: its order, action and reason, all it kept of the request). Another person's act is never
+    answered as one's own: the audit trail would say they acted when they did not."""
+    if row["actor_name"] != act.caller.name:
+        return False
     if row["request_fingerprint"] is not None:
         return bool(row["request_fingerprint"] == act.fingerprint)
     return (row["order_id"], row["action"], row["reason"]) == (act.order_id, act.action.value, act.reason)

@@ -178,8 +178,9 @@ def support_routes(books: PostgresSupportBooks, neighbours: Neighbours) -> APIRo
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> JsonResponse:
         """Act on the order, recorded with who, when and why; the same Idempotency-Key repeats nothing and answers
-        the first act, or 409 idempotency_key_reused if it came with another order, action, reason or amount.
-        409 names why an act does not apply (not_paid, already_credited, already_refunded, refund_in_flight, ...)."""
+        the first act, or 409 idempotency_key_reused if it came with another order, action, reason or amount, or from
+        another person's key (by name). 409 names why an act does not apply (not_paid, already_credited,
+        already_refunded, refund_in_flight, ...)."""
         if body.amount is not None and body.action is not SupportAction.GRANT_COMPENSATION:
             raise ApiError(400, "amount_not_allowed", "`amount` goes with grant_compensation only")
         request_act = Act(order_id, body.action, body.reason, body.amount, caller, idempotency_key, datetime.now(UTC))
@@ -193,7 +194,7 @@ def support_routes(books: PostgresSupportBooks, neighbours: Neighbours) -> APIRo
         except ActRefused as exc:
             raise ApiError(409, exc.refused.code, exc.refused.detail) from None
         except IdempotencyKeyReused:
-            detail = f"Idempotency-Key {idempotency_key!r} was used for a different act request"
+            detail = f"Idempotency-Key {idempotency_key!r} was used for a different act request, or by another key"
             raise ApiError(409, "idempotency_key_reused", detail) from None
         except asyncpg.LockNotAvailableError:
             raise ApiError(409, "order_busy", f"order {order_id} is being changed (a refund?): try again") from None
