@@ -36,7 +36,11 @@ def audit(
     ),
     key: Annotated[
         str | None,
-        typer.Option(envvar="CREDITED_API_KEY", help="API key with audit:run; default the local stack's dev key."),
+        typer.Option(
+            envvar="CREDITED_API_KEY",
+            help="API key with audit:run; default the local stack's dev key. Prefer CREDITED_API_KEY outside a dev"
+            " machine: a --key value shows in the process list (ps) to every user of the host.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print payments' answer as one JSON object.")] = False,
 ) -> None:
