@@ -1,6 +1,6 @@
-"""Exactly one credit per order whatever arrives, on the real PostgreSQL: the payment event twice, retries, and
-both at once from two consumers, first as concurrent batches (sharing orders, each one transaction), then as two
-ledger instances on the real broker."""
+"""Exactly one credit per order whatever arrives, on the real PostgreSQL: the payment event twice, retries, a later
+payment event that contradicts the first (refused), and both at once from two consumers, first as concurrent batches
+(sharing orders, each one transaction), then as two ledger instances on the real broker."""
 
 import asyncio
 import contextlib
@@ -23,6 +23,7 @@ from ledger.bootstrap import MIGRATIONS, build
 from ledger.config import Settings
 from servicekit.kafka import KafkaPublisher
 from servicekit.postgres import create_pool, migrate
+from servicekit.rejections import PermanentFailure
 from servicekit.uow import batch, no_relay
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_all
@@ -74,6 +75,31 @@ async def pool(database_url: str, isolation: str) -> AsyncIterator[asyncpg.Pool]
     await migrate(pool, MIGRATIONS)
     yield pool
     await pool.close()
+
+
+async def test_a_later_payment_event_contradicting_the_recorded_payment_is_refused_and_credits_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    only_registered = handlers.UserPolicy(register_on_first_credit=False)
+
+    async def consume(message: PaymentSucceeded, event_id: str) -> None:
+        def uow() -> PostgresLedger:
+            return PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay)
+
+        async with batch(pool):
+            delivery = (message, envelope_for(message, producer="payments", event_id=event_id))
+            await handlers.handle_batch([delivery], uow=uow, users=only_registered)
+
+    # The first payment event records the fact (600 CNY), its credit refused for now: its user is not registered.
+    await consume(payment("ord_1"), "ord_1-pay")
+    await pool.execute("INSERT INTO users (user_id, currency) VALUES ('user-ord_1', 'CNY')")
+    # Another PaymentSucceeded for the order under another event id, saying 900: a producer's bug, or forged.
+    other = payment("ord_1").model_copy(update={"amount": 900, "paid_at": datetime.now(UTC)})
+    with pytest.raises(PermanentFailure, match="amount 900 is not the paid 600") as refused:
+        await consume(other, "ord_1-pay-other")
+    assert refused.value.label == "payment_fact_mismatch"
+    assert await pool.fetchval("SELECT amount FROM payment_facts WHERE order_id = 'ord_1'") == AMOUNT
+    assert await pool.fetchval("SELECT count(*) FROM transactions WHERE order_id = 'ord_1'") == 0
 
 
 @pytest.mark.parametrize("batch_size", [1, 7])

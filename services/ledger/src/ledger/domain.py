@@ -220,8 +220,9 @@ def lifts_block(order: OrderBooks) -> bool:
     return order.credit is None and order.blocked is not None and not refund_follows(order.blocked)
 
 
-def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked | None:
-    """Whether a retry's `claimed` payment is the order's recorded payment `fact`, and if not, why.
+def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None, what: str = "the retry") -> Unbacked | None:
+    """Whether `what`'s `claimed` payment (a retry's, a re-drive's, a later payment event's) is the order's recorded
+    payment `fact`, and if not, why.
 
     A retry that names no payment, an order the ledger has recorded no payment for, and a retry whose user,
     amount, currency or provider transaction id differ from the recorded payment are all refused: crediting
@@ -242,7 +243,7 @@ def unbacked(fact: PaymentFact | None, claimed: PaymentFact | None) -> Unbacked 
         if mine != theirs
     ]
     if differ:
-        return Unbacked("payment_fact_mismatch", "the retry does not match the payment: " + "; ".join(differ))
+        return Unbacked("payment_fact_mismatch", f"{what} does not match the payment: " + "; ".join(differ))
     return None
 
 

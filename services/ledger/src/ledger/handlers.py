@@ -120,10 +120,23 @@ class BatchDecisions:
 
     def payment_succeeded(self, message: PaymentSucceeded, envelope: Envelope) -> None:
         """A paid order is owed a credit: post it once, however often the payment event arrives. The first
-        payment event of an order is recorded as its payment fact, whatever happens to the credit."""
-        if message.order_id not in self.view.facts:
-            fact = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
-            self.view.facts[message.order_id] = self.changes.facts[message.order_id] = fact
+        payment event of an order is recorded as its payment fact, whatever happens to the credit; a later one that
+        contradicts it (another user, amount, currency or provider transaction: a producer's bug or a forged record,
+        since payments announces an order's payment under one event id) is refused for good, like a retry that does,
+        so no credit goes beyond what was paid."""
+        claimed = domain.PaymentFact(message.user_id, message.amount, message.currency, message.provider_txn_id)
+        recorded = self.view.facts.get(message.order_id)
+        if recorded is None:
+            self.view.facts[message.order_id] = self.changes.facts[message.order_id] = claimed
+        elif (refused := domain.unbacked(recorded, claimed, "the payment event")) is not None:
+            log.error(
+                "order %s: payment event refused, %s (event %s)",
+                message.order_id,
+                refused.reason,
+                envelope.event_id,
+                extra=about(message.order_id, envelope),
+            )
+            raise PermanentFailure(refused.reason, label=refused.label)
         self._unpark(message.order_id, envelope)
         pending = self.view.pending_blocks.pop(message.order_id, None)
         self.changes.pending_blocks.pop(message.order_id, None)
