@@ -218,6 +218,26 @@ async def test_an_order_never_paid_ends_expired_and_closed_at_the_provider(
     assert metric(payments, "payments_orders_expired_total", provider=name, channel=CHANNELS[name]) == 1
 
 
+async def test_an_order_unknown_to_alipay_at_its_expiry_keeps_its_query_and_is_found_paid_after(
+    provider: LocalProvider, start: Start
+) -> None:
+    payments = await start(payment_expiry_s=1.0, query_unknown_order_for_s=600)
+    order_id = await payments.order("alipay")  # the user never opens the cashier before the expiry
+
+    async def expired() -> bool:
+        return bool((await payments.view(order_id))["status"] == "expired")
+
+    await eventually(expired, timeout_s=30)
+    provider.pay("alipay", order_id, 600)  # paid after the expiry; the notification is dropped
+    try:
+        await eventually(lambda: paid(payments, order_id), timeout_s=15)
+    except AssertionError as exc:
+        rows = await payments.infra.pool.fetchval("SELECT count(*) FROM payment_queries WHERE order_id = $1", order_id)
+        raise AssertionError(
+            f"order {order_id} paid at alipay after it expired unknown there was never found: {rows} query rows"
+        ) from exc
+
+
 async def test_alipays_notice_of_the_trade_our_expiry_closed_leaves_the_order_expired_announcing_no_failure(
     broker: Broker, provider: LocalProvider, start: Start
 ) -> None:

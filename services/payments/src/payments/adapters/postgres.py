@@ -10,7 +10,7 @@ from contracts.events import CaseRequested
 from payments.adapters.cases import OPEN_CASE
 from payments.adapters.order_rows import COLUMNS, columns, order_of, params
 from payments.cases import SERVICE_ACTOR
-from payments.domain import EXPIRED, Order, PaymentStatus, RefundRequest
+from payments.domain import Order, PaymentStatus, RefundRequest
 from payments.ports import DueRefund, RefundAnswer, RefundsInFlight
 from servicekit.outbox import OUTBOX_COLUMNS, outbox_arrays
 from servicekit.uow import PostgresUnitOfWork
@@ -56,8 +56,9 @@ def _outbox(first: int) -> str:
 
 
 def _unschedule(first: int) -> str:
-    # An order paid (or expired) needs no more payment queries: its row leaves the schedule with the change,
-    # so the query worker only ever takes orders still waiting for their payment.
+    # An order paid needs no more payment queries: its row leaves the schedule with the change, so the query worker
+    # only ever takes orders still waiting for their payment. Not an expired one: the query worker ends its queries
+    # itself (schedule.finish), and keeps asking about one its provider never had (queries._unknown_to_provider).
     return f"DELETE FROM payment_queries WHERE order_id = ANY(${first}::text[])"  # noqa: S608 - constants only
 
 
@@ -138,9 +139,7 @@ class PostgresPayments(PostgresUnitOfWork):
             outgoing, self._outgoing = self._outgoing, []  # written here, so the base class writes none
             self.wake_on_commit()
         settled: list[object] = [
-            o.order_id
-            for o in self._saved.values()
-            if o.payment_status is PaymentStatus.SUCCEEDED or o.status == EXPIRED
+            o.order_id for o in self._saved.values() if o.payment_status is PaymentStatus.SUCCEEDED
         ]
         kinds = (bool(self._saved), bool(self._audited), bool(outgoing), bool(settled))
         if not any(kinds):
