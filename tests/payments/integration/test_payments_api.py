@@ -127,6 +127,7 @@ reads its clock after the test did. The exact boundary is servicekit's unit test
         ("old", 401, "signature_expired"),
         ("future", 401, "signature_from_future"),
         ("rotated-secret", 200, None),
+        ("paid-before-utc", 422, "invalid_callback"),
     ],
 )
 async def test_callbacks_are_refused_with_a_clear_error_and_kept_for_audit(api, case, status, error) -> None:  # type: ignore[no-untyped-def]
@@ -146,6 +147,8 @@ async def test_callbacks_are_refused_with_a_clear_error_and_kept_for_audit(api, 
         at = now + PAST_TOLERANCE_S
     elif case == "rotated-secret":
         secret = "old-secret"
+    elif case == "paid-before-utc":  # signed, valid ISO 8601, before the first instant a time in UTC holds
+        body = sent = json.dumps({**json.loads(body), "paid_at": "0001-01-01T00:00:00+01:00"}).encode()
     header = sign(secret, body, int(at))
     response = await client.post("/v1/psp/sim/callbacks", content=sent, headers={"X-Signature": header})
     assert response.status_code == status, response.text

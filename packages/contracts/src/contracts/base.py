@@ -23,7 +23,10 @@ def clip(text: str, limit: int) -> str:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a valid time that UTC cannot hold: bad input, not a crash
+        raise ValueError(f"{value.isoformat()} is out of the range of times in UTC") from None
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
