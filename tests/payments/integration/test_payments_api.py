@@ -156,10 +156,12 @@ async def test_callbacks_are_refused_with_a_clear_error_and_kept_for_audit(api, 
         assert response.json()["error"] == error and response.json()["detail"]
     conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
     try:
-        outcome = await conn.fetchval("SELECT outcome FROM callbacks ORDER BY id DESC LIMIT 1")
+        outcome, reason = await conn.fetchrow("SELECT outcome, reason FROM callbacks ORDER BY id DESC LIMIT 1")
     finally:
         await conn.close()
     assert outcome == ("rejected" if error else "paid")
+    if error:  # the code, and for a person what was wrong (the amounts: 601 paid against 600)
+        assert reason.startswith(error) and (case != "amount" or "601" in reason), reason
 
 
 async def test_bad_requests_get_4xx_json_that_names_the_problem(api) -> None:  # type: ignore[no-untyped-def]

@@ -93,7 +93,7 @@ async def test_a_refused_callback_its_provider_signed_about_an_order_is_kept_how
     await age(pool, "callbacks", "received_at", 365)
     assert await retention.prune() == 0
     reasons = sorted(r["reason"] for r in await pool.fetch("SELECT reason FROM callbacks WHERE outcome = 'rejected'"))
-    assert reasons == ["already_paid", "unknown_order"]
+    assert [reason.split(":")[0] for reason in reasons] == ["already_paid", "unknown_order"], reasons
 
 
 async def test_idempotency_keys_past_their_keep_time_are_deleted_and_a_retry_with_one_then_places_a_new_order(

@@ -118,7 +118,7 @@ async def test_a_signed_callback_from_another_channels_provider_is_refused_and_k
     assert (result.status_code, result.code) == (409, "wrong_provider")
     assert result.detail == "alipay orders are paid through alipay, not wechatpay"
     assert [(c["provider"], c["order_id"], c["outcome"], c["reason"]) for c in store.callbacks] == [
-        ("wechatpay", placed.order_id, "rejected", "wrong_provider")
+        ("wechatpay", placed.order_id, "rejected", f"wrong_provider: {result.detail}")
     ]
     assert store.orders[placed.order_id].payment_status is PaymentStatus.PENDING
     assert len(store.published) == published

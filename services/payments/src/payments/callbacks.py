@@ -254,7 +254,8 @@ async def _apply(
             extra=about(order.order_id),
         )
     decision = domain.decide(order, notice, group.payers)
-    await _audit(tx, callback, order.order_id, decision.outcome.value, decision.code or decision.reason)
+    why = f"{decision.code}: {decision.reason}" if decision.code else decision.reason  # the amounts, for a person
+    await _audit(tx, callback, order.order_id, decision.outcome.value, why)
     if decision.outcome is Outcome.REJECTED:
         log.warning("callback for order %s rejected: %s", order.order_id, decision.reason, extra=about(order.order_id))
         if notice.succeeded:
