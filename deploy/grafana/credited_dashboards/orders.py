@@ -140,7 +140,7 @@ def overview() -> dashboard.Dashboard:
                 ("max by (kind) (payments_audit_mismatches)", "{{kind}}"),
                 (f"sum(increase(payments_audit_redriven_total[{RATE}]))", "re-driven"),
                 description="What payments' latest money audit (every 5 minutes, the last day) found wrong; a kind "
-                "above 0 for 10 minutes is MoneyAuditMismatch.",
+                "above 0 for 10 minutes is MoneyAuditMismatch, except refund_failed (its needs_support case pages).",
                 steps=((1, RED),),
                 alerts=("MoneyAuditMismatch",),
             )

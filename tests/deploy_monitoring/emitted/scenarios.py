@@ -285,10 +285,16 @@ async def retry_before_its_payment(w: World, i: int) -> None:
 
 
 def audits(
-    lost_at: tuple[int, ...] = (), doubled_from: int | None = None, *, first: int = 0, fails_from: int | None = None
+    lost_at: tuple[int, ...] = (),
+    doubled_from: int | None = None,
+    *,
+    refund_failed_from: int | None = None,
+    first: int = 0,
+    fails_from: int | None = None,
 ) -> Step:
     """An audit every 5 minutes from minute `first`, started at minute `i` of promtool's clock (which starts at the
-    Unix epoch, so an audit at minute 0 shows as never run); from minute `fails_from` on, none finishes."""
+    Unix epoch, so an audit at minute 0 shows as never run); from minute `fails_from` on, none finishes. From
+    minute `refund_failed_from` on, it sees an order never credited whose refund failed at the provider."""
 
     async def step(w: World, i: int) -> None:
         await orders(w, i, "card", 2)
@@ -297,7 +303,13 @@ def audits(
             w.audit_fails()
         elif due:
             doubled = doubled_from is not None and i >= doubled_from
-            w.audit(EPOCH + timedelta(minutes=i), lost=1 if i in lost_at else 0, credited_twice=1 if doubled else 0)
+            failed = refund_failed_from is not None and i >= refund_failed_from
+            w.audit(
+                EPOCH + timedelta(minutes=i),
+                lost=1 if i in lost_at else 0,
+                credited_twice=1 if doubled else 0,
+                refund_failed=1 if failed else 0,
+            )
 
     return step
 
@@ -388,6 +400,14 @@ SCENARIOS = {
         Scenario("audit_re_drives_a_lost_payment", 60, 31, audits(lost_at=(10,)), world()),
         Scenario("audit_finds_the_same_order_missing_again", 60, 31, audits(lost_at=(10, 15, 20)), world()),
         Scenario("audit_finds_an_order_credited_twice", 60, 31, audits(doubled_from=10), world()),
+        Scenario("audit_finds_an_order_whose_refund_failed", 60, 31, audits(refund_failed_from=10), world()),
+        Scenario(
+            "audit_finds_a_failed_refund_beside_a_missing_credit",
+            60,
+            31,
+            audits(lost_at=(10, 15, 20), refund_failed_from=10),
+            world(),
+        ),
         Scenario("audit_stops_succeeding", 60, 31, audits(first=1, fails_from=16), world()),
         Scenario("audit_never_runs", 60, 10, on_time, world()),
         Scenario("commands_without_payment", 60, 25, commands_without_payment, world()),

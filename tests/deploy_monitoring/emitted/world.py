@@ -18,7 +18,7 @@ from contracts.catalog import CATALOG
 from ledger.adapters.metrics import ParkingMetrics
 from payments.adapters.auditor import AuditMetrics
 from payments.adapters.metrics import PrometheusPaymentsMetrics, SupportCaseMetrics
-from payments.audit import Credit, PaidOrder, compare
+from payments.audit import Credit, PaidOrder, Refund, compare
 from payments.auditing import AuditOutcome, AuditWindow
 from payments.config import Settings as PaymentsSettings
 from payments.domain import Outcome, PaymentState
@@ -133,14 +133,17 @@ class World:
         self.kits["ledger"].outbox.published(1)
         self._waiting.append(partial(self.reconciler.credit, order_id))
 
-    def audit(self, now: datetime, *, lost: int = 0, credited_twice: int = 0) -> None:
+    def audit(self, now: datetime, *, lost: int = 0, credited_twice: int = 0, refund_failed: int = 0) -> None:
         """Payments' money audit runs over the last day: of the ten paid orders it sees, the first `lost` have no
-        credit (it re-drives them) and the last `credited_twice` have two; compare (the real one) judges."""
+        credit (it re-drives them), the next `refund_failed` have none and a refund the provider refused, and the
+        last `credited_twice` have two; compare (the real one) judges."""
         window = AuditWindow(now - timedelta(days=1), now, now, timedelta(minutes=3))
         paid = [PaidOrder(f"ord-audit-{n}", "u", 600, "CNY", now - timedelta(hours=1)) for n in range(10)]
-        credits = [Credit(o.order_id, "u", 600, "CNY", f"txn-{o.order_id}") for o in paid[lost:]]
+        uncredited = lost + refund_failed
+        credits = [Credit(o.order_id, "u", 600, "CNY", f"txn-{o.order_id}") for o in paid[uncredited:]]
         credits += [Credit(o.order_id, "u", 600, "CNY", f"again-{o.order_id}") for o in paid[10 - credited_twice :]]
-        report = compare(paid, credits, [], now=now, grace=window.grace)
+        refunds = [Refund(o.order_id, 600, "CNY", succeeded=False) for o in paid[lost:uncredited]]
+        report = compare(paid, credits, refunds, now=now, grace=window.grace)
         self.audits.ran("schedule", AuditOutcome(window, report, report.to_redrive()), now)
 
     def audit_fails(self) -> None:

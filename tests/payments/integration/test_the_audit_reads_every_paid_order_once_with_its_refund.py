@@ -1,6 +1,7 @@
 """The money audit's read of payments' own books on the real PostgreSQL: every order paid in the window once,
 whatever the page and however many share a paid_at, the window's edges (since included, until excluded), and an
-order whose refund the provider has not finished, which is neither a missing credit nor re-driven."""
+order whose refund the provider has not finished, which is neither a missing credit nor re-driven, and one whose
+refund failed, which is its own kind and not re-driven either."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -98,6 +99,27 @@ async def test_an_uncredited_order_whose_refund_is_still_at_the_provider_is_not_
     assert (outcome.report.refunds_in_flight, outcome.report.in_grace) == (2, 0)
     assert registry.get_sample_value("payments_audit_mismatches", {"kind": "missing_credit"}) == 0
     assert registry.get_sample_value("payments_audit_mismatches", {"kind": "credited_and_refunded"}) == 1
+
+
+async def test_an_uncredited_order_whose_refund_failed_is_refund_failed_on_its_own_gauge_and_not_re_driven(
+    pool: asyncpg.Pool,
+) -> None:
+    """A refund the provider refused leaves the order paid, never credited and never refunded: a person owns it
+    through the reconciler's needs_support case, which pages. Shown as missing_credit it paged a second time
+    (MoneyAuditMismatch) for an order the re-drive cannot help; refund_failed is its own kind, which does not."""
+    await pool.execute(ORDER, "ord_failed", "needs_support", datetime.now(UTC) - timedelta(hours=2))
+    await pool.execute(REFUND, "ord_failed", "failed")
+    registry = CollectorRegistry()
+    auditor = Auditor(
+        books_of(pool), CreditingLedger(), AuditMetrics(registry), interval_s=300, window_s=86400, grace_s=180
+    )
+
+    outcome = await auditor.run(datetime.now(UTC) - timedelta(days=1))
+
+    assert outcome.redriven == [] and outcome.report.to_redrive() == []
+    assert [(f.order_id, str(f.mismatch)) for f in outcome.findings] == [("ord_failed", "refund_failed")]
+    assert registry.get_sample_value("payments_audit_mismatches", {"kind": "refund_failed"}) == 1
+    assert registry.get_sample_value("payments_audit_mismatches", {"kind": "missing_credit"}) == 0
 
 
 async def test_the_latest_recorded_audit_keeps_its_refunds_in_flight_for_the_process_that_did_not_run_it(

@@ -40,9 +40,19 @@ def test_orders_credited_or_refunded_once_are_in_order() -> None:
 
 
 def test_a_paid_order_with_neither_credit_nor_refund_is_missing_and_re_driven() -> None:
-    report = audit([paid("a"), paid("b")], [credit("a")], [refund("b", succeeded=False)])
+    report = audit([paid("a"), paid("b")], [credit("a")], [])
     assert found(report) == {("b", Mismatch.MISSING_CREDIT)}
     assert report.to_redrive() == ["b"]
+
+
+def test_a_paid_order_whose_refund_failed_with_no_credit_is_refund_failed_and_never_re_driven() -> None:
+    """The ledger blocked its credit for good (the reconciler refunds only then) and drops a repeat of the payment
+    it processed: a re-drive does nothing, and the order is a person's through its needs_support case, which pages
+    by itself. As a missing credit it was re-driven for nothing and paged a second time (MoneyAuditMismatch)."""
+    report = audit([paid("failed"), paid("lost")], [], [refund("failed", succeeded=False)])
+    assert found(report) == {("failed", Mismatch.REFUND_FAILED), ("lost", Mismatch.MISSING_CREDIT)}
+    assert report.to_redrive() == ["lost"]
+    assert report.counts()[Mismatch.REFUND_FAILED] == 1 and report.refunded == {}
 
 
 def test_an_order_paid_within_the_grace_period_is_in_flight_not_missing() -> None:
@@ -106,13 +116,17 @@ def test_a_credit_or_refund_without_a_payment_and_a_credit_unlike_its_payment_ar
 
 
 orders = st.lists(
-    st.tuples(st.integers(1, 100_000), st.sampled_from(["credit", "refund", "refunding", "lost"])), max_size=40
+    st.tuples(st.integers(1, 100_000), st.sampled_from(["credit", "refund", "refunding", "refund_failed", "lost"])),
+    max_size=40,
 )
 
 
 @given(orders)
-def test_every_lost_order_is_missing_and_nothing_else_is_reported(drawn: list[tuple[int, str]]) -> None:
-    """Against a reference: an order is reported exactly when it was lost, and the totals add up."""
+def test_every_lost_order_is_missing_every_failed_refund_refund_failed_and_nothing_else_reported(
+    drawn: list[tuple[int, str]],
+) -> None:
+    """Against a reference: an order is reported missing exactly when it was lost, refund_failed exactly when its
+    refund failed, and the totals add up."""
     p, c, r = [], [], []
     for i, (amount, fate) in enumerate(drawn):
         oid = f"o{i}"
@@ -123,11 +137,14 @@ def test_every_lost_order_is_missing_and_nothing_else_is_reported(drawn: list[tu
             r.append(refund(oid, amount))
         elif fate == "refunding":
             r.append(refund(oid, amount, succeeded=False, in_flight=True))
+        elif fate == "refund_failed":
+            r.append(refund(oid, amount, succeeded=False))
     report = audit(p, c, r)
-    lost = {f"o{i}" for i, (_, fate) in enumerate(drawn) if fate == "lost"}
-    assert found(report) == {(oid, Mismatch.MISSING_CREDIT) for oid in lost}
+    kinds = {"lost": Mismatch.MISSING_CREDIT, "refund_failed": Mismatch.REFUND_FAILED}
+    assert found(report) == {(f"o{i}", kinds[fate]) for i, (_, fate) in enumerate(drawn) if fate in kinds}
+    assert report.to_redrive() == sorted(f"o{i}" for i, (_, fate) in enumerate(drawn) if fate == "lost")
     assert report.refunds_in_flight == sum(1 for _, fate in drawn if fate == "refunding")
     total = sum(a for a, _ in drawn)
     assert sum(report.paid.values()) == total
-    unmoved = sum(a for a, f in drawn if f in {"lost", "refunding"})
+    unmoved = sum(a for a, f in drawn if f in {"lost", "refunding", "refund_failed"})
     assert sum(report.credited.values()) + sum(report.refunded.values()) + unmoved == total

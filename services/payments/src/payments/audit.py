@@ -9,6 +9,8 @@ scraped and alerted on like the rest, where a separate job would need its own sc
 What counts as wrong, per order:
 - missing credit: paid before the grace period and neither credited nor refunded nor being refunded (re-drive
   it);
+- refund failed: paid, never credited, and its refund failed at the provider (never a re-drive: the ledger refused
+  the credit for good, and the reconciler's needs_support case gives the order to a person);
 - credited twice: more than one credit transaction (never a re-drive: a person looks);
 - credited and refunded: the user has the currency and the money back, or will have once the provider finishes a
   refund in flight;
@@ -67,6 +69,7 @@ class Refund:
 
 class Mismatch(StrEnum):
     MISSING_CREDIT = "missing_credit"
+    REFUND_FAILED = "refund_failed"
     CREDITED_TWICE = "credited_twice"
     CREDITED_AND_REFUNDED = "credited_and_refunded"
     REFUND_ABOVE_PAID = "refund_above_paid"
@@ -101,7 +104,8 @@ class AuditReport:
         return {m: found.get(m, 0) for m in Mismatch}
 
     def to_redrive(self) -> list[str]:
-        """Orders whose payment should be announced again: paid, never credited, never refunded."""
+        """Orders whose payment should be announced again: paid, never credited, no refund tried (one whose refund
+        failed is a person's)."""
         return sorted(f.order_id for f in self.findings if f.mismatch is Mismatch.MISSING_CREDIT)
 
 
@@ -126,11 +130,14 @@ def compare(
         credits_of.setdefault(credit.order_id, []).append(credit)
     refunds_of: dict[str, list[Refund]] = {}
     refunding: set[str] = set()
+    refund_failed: set[str] = set()
     for refund in refunds:
         if refund.succeeded:
             refunds_of.setdefault(refund.order_id, []).append(refund)
         elif refund.in_flight:
             refunding.add(refund.order_id)
+        else:
+            refund_failed.add(refund.order_id)
     findings: list[Finding] = []
     in_grace = in_flight = 0
     for order_id in sorted(orders.keys() | credits_of.keys() | refunds_of.keys()):
@@ -145,7 +152,7 @@ def compare(
         if not got and not back and order.announced_at > now - grace:
             in_grace += 1
             continue
-        findings += _judge(order, got, back, refunding=order_id in refunding)
+        findings += _judge(order, got, back, refunding=order_id in refunding, refund_failed=order_id in refund_failed)
     return AuditReport(
         findings,
         paid=_sum((p.currency, p.amount) for p in orders.values()),
@@ -156,11 +163,16 @@ def compare(
     )
 
 
-def _judge(order: PaidOrder, credits: list[Credit], refunds: list[Refund], *, refunding: bool) -> list[Finding]:
+def _judge(
+    order: PaidOrder, credits: list[Credit], refunds: list[Refund], *, refunding: bool, refund_failed: bool
+) -> list[Finding]:
     oid = order.order_id
     out: list[Finding] = []
-    if not credits and not refunds:
-        out.append(Finding(oid, Mismatch.MISSING_CREDIT, f"paid {order.amount} {order.currency}, no credit, no refund"))
+    paid = f"paid {order.amount} {order.currency}, no credit"
+    if not credits and not refunds and refund_failed:
+        out.append(Finding(oid, Mismatch.REFUND_FAILED, f"{paid}, its refund failed at the provider"))
+    elif not credits and not refunds:
+        out.append(Finding(oid, Mismatch.MISSING_CREDIT, f"{paid}, no refund"))
     if len(credits) > 1:
         ids = ", ".join(c.transaction_id for c in credits)
         out.append(Finding(oid, Mismatch.CREDITED_TWICE, f"{len(credits)} credits: {ids}"))

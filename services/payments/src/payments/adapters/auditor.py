@@ -30,7 +30,8 @@ class AuditMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.mismatches = Gauge(
             "payments_audit_mismatches",
-            "Orders the latest money audit found wrong, by kind (missing_credit: paid, never credited nor refunded).",
+            "Orders the latest money audit found wrong, by kind (missing_credit: paid, never credited, no refund tried;"
+            " refund_failed: the same with a refund that failed, a person's through its needs_support case).",
             ["kind"],
             registry=registry,
         )
