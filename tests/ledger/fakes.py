@@ -17,6 +17,8 @@ class Books:
     processed: set[tuple[str, str]] = field(default_factory=set)
     faults: set[str] = field(default_factory=set)
     published: list[Message] = field(default_factory=list)
+    event_ids: list[str | None] = field(default_factory=list)
+    """The event id each published message went out under, in order."""
     blocks: dict[str, str] = field(default_factory=dict)
     frozen: set[str] = field(default_factory=set)
     users: dict[str, str] = field(default_factory=dict)
@@ -106,6 +108,7 @@ class InMemoryLedger:
 
     def publish(self, topic: Topic, message: Message, *, event_id: str | None = None) -> None:
         self.books.published.append(message)
+        self.books.event_ids.append(event_id)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         callback()  # the fake has no rollback: its writes are made already

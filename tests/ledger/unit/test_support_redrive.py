@@ -167,6 +167,14 @@ async def test_a_redrive_for_a_user_still_unknown_is_refused_as_before_and_the_b
     assert books.blocks == {"ord_1": "retries exhausted"} and books.postings == {}
 
 
+async def test_a_redrive_refused_for_an_order_not_blocked_answers_under_its_own_event_id_not_the_retrys() -> None:
+    books = Books()
+    await consume(books, paid(), retry(1), users=strict())  # the user unknown: the payment's and retry 1's refused
+    await consume(books, redrive(), users=strict())  # the person's attempt 1, the user still unknown
+    assert [type(m) for m in books.published] == [CreditRejected] * 3
+    assert len(set(books.event_ids)) == 3, "a reader would drop the re-drive's answer as retry 1's repeat"
+
+
 async def test_a_redrive_for_a_frozen_wallet_is_refused_for_good_and_the_order_stays_blocked() -> None:
     books = Books(frozen={"wallet:u1:CNY"})
     await blocked_unknown_user(books)

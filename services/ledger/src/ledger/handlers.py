@@ -226,10 +226,12 @@ class BatchDecisions:
                     extra=about(message.order_id, envelope),
                 )
                 raise PermanentFailure(refused.reason, label=refused.label)
+        # Its own event id per re-drive, whether it lifts a block or not: a rejection tagged by attempt would share
+        # the id of the reconciler's answer to its retry of that attempt, and be dropped as its duplicate.
         outcome = (
             self._redrive(message, envelope)
             if domain.lifts_block(order)
-            else self._credit(message, f"retry-{message.attempt}")
+            else self._credit(message, f"redrive-{envelope.event_id}")
         )
         log.warning(
             "order %s: re-drive %d by %s -> %s (event %s)",
@@ -247,8 +249,6 @@ class BatchDecisions:
         order = self.view.order(message.order_id)
         held = order.blocked
         order.blocked = None
-        # Its own event id per re-drive: a rejection tagged by attempt could share the id of the reconciler's
-        # earlier answer and be dropped as its duplicate.
         outcome = self._credit(message, f"redrive-{envelope.event_id}")
         if order.credit is not None:
             self.changes.blocks.pop(message.order_id, None)
