@@ -31,6 +31,14 @@ class Broker:
             self.of.append((message.order_id, envelope.event_id, message.sequence, message.status.value))
         return await self.send(topic, key, value, partition, ts, headers)
 
+    def taken_over(self) -> tuple[Worker, "Broker"]:
+        """The worker's orders taken over by a new owner (a restart, or a handover): a worker with its table restored
+        from this one's changelog, and the status topic as consumers see it, what landed before included."""
+        again = self.worker.restarted()
+        seen = Broker(again, self.refused)
+        seen.of = self.of
+        return again, seen
+
     @property
     def landed(self) -> list[tuple[str, int, str]]:
         """Every status change that landed: (event id, sequence, status)."""

@@ -147,10 +147,8 @@ async def test_a_refund_failing_after_a_renumbered_remediating_with_a_repeated_r
 
 
 async def test_an_order_taken_over_after_an_undone_round_has_its_credit_numbered_past_what_may_have_landed() -> None:
-    worker, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
-    again = worker.restarted()  # a new owner, its table restored from the changelog
-    seen = Broker(again)
-    seen.of = broker.of
+    _, broker = await flagged_in_an_undone_round()  # delayed #1 landed, RetryCredit #1 refused: undone
+    again, seen = broker.taken_over()  # a new owner, its table restored from the changelog
     await again.batch(again.record(credited("o1")))  # the credit read before the timer fires again
     assert seen.kept("o1") == ["delayed", "credited"], f"landed: {seen.landed}"
     seen.check("o1")
@@ -158,10 +156,8 @@ async def test_an_order_taken_over_after_an_undone_round_has_its_credit_numbered
 
 
 async def test_an_order_taken_over_after_an_undone_round_repeats_what_it_announced_under_the_same_ids() -> None:
-    worker, broker = await flagged_in_an_undone_round()
-    again = worker.restarted()
-    seen = Broker(again)
-    seen.of = broker.of
+    _, broker = await flagged_in_an_undone_round()
+    again, seen = broker.taken_over()
     await again.tick()  # the timer fires again: delayed #1 and RetryCredit #1, as the undone round sent them
     assert [sequence for _, sequence, _ in seen.landed] == [1, 1] and len({i for i, _, _ in seen.landed}) == 1
     await again.batch(again.record(credited("o1")))
@@ -226,9 +222,7 @@ async def test_a_round_cancelled_while_it_waits_for_the_broker_leaves_its_next_o
     with pytest.raises(asyncio.CancelledError):
         await tick
     assert broker.landed_of("o1") == [(1, "delayed")]
-    again = worker.restarted()
-    seen = Broker(again)
-    seen.of = broker.of
+    again, seen = broker.taken_over()
     await again.batch(again.record(credited("o1")))  # the credit read before the timer fires again
     seen.check("o1")
 
@@ -249,9 +243,7 @@ async def test_a_round_failing_otherwise_while_it_waits_leaves_its_next_owner_nu
     broker.send = failing  # type: ignore[assignment]
     with pytest.raises(RuntimeError):
         await worker.tick()  # delayed #1 taken, RetryCredit #1 failed otherwise: undone (the ticker goes on)
-    again = worker.restarted()  # or the partition handed over
-    seen = Broker(again)
-    seen.of = broker.of
+    again, seen = broker.taken_over()  # or the partition handed over
     await again.batch(again.record(credited("o1")))
     seen.check("o1")
 
