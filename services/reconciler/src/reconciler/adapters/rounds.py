@@ -246,10 +246,15 @@ class Rounds:
         orders' next owner numbers from the table."""
         sent = [await self.states.send(state) for state in remembered]
         if sent:
-            self._unsettled.append((time.monotonic(), sent, {}))
-            for future in sent:
-                future.add_done_callback(self._settle)
-            self._settle()
+            self._settling(sent, {})
+
+    def _settling(self, sent: list["asyncio.Future[Any]"], ahead: dict[tuple[str, int], int]) -> None:
+        """Changelog records handed to the producer: the positions `ahead` move once they (and every earlier
+        round's) are acknowledged (_settle)."""
+        self._unsettled.append((time.monotonic(), sent, ahead))
+        for future in sent:
+            future.add_done_callback(self._settle)
+        self._settle()
 
     async def _finish(
         self,
@@ -281,10 +286,7 @@ class Rounds:
         if ahead:
             self._applied_at = time.monotonic()
         tally.apply(self.observe)
-        self._unsettled.append((time.monotonic(), sent, ahead or {}))
-        for future in sent:
-            future.add_done_callback(self._settle)
-        self._settle()
+        self._settling(sent, ahead or {})
 
     def applied_within(self, seconds: float) -> bool:
         """Whether a round applied records in the last `seconds`."""
