@@ -8,7 +8,7 @@ import pytest
 from harness.bench.revisions import Variant, medians, render, summary
 
 
-def step(rate: float, p99: float, cpu: dict[str, float], *, twice: int = 0) -> dict[str, Any]:
+def step(rate: float, p99: float, cpu: dict[str, float], *, twice: int = 0, errors: int = 0) -> dict[str, Any]:
     return {
         "target_rate": rate,
         "step_s": 10.0,
@@ -21,6 +21,7 @@ def step(rate: float, p99: float, cpu: dict[str, float], *, twice: int = 0) -> d
         "detection_recall": 1.0,
         "credited_twice": twice,
         "unsettled": 0,
+        "errors": errors,
         "processes": {name: {"cpu_s": s, "cores": 0.0, "peak_rss_mib": 1.0} for name, s in cpu.items()},
         "postgres_statements": {"statements_per_order": 20.0, "commits_per_order": 10.0},
     }
@@ -87,7 +88,7 @@ def test_the_report_says_how_a_round_was_not_exact() -> None:
     runs = {"base": [[summary(step(200, 14.7, {"ledger": 1.0}))]], "new": [[summary(step(200, 1.1, {}, twice=2))]]}
     text = render(compared(runs, {"base": "a", "new": "b"}, 200))
     assert (
-        "Round 1 of new at 200/s was not exact: credited_twice 2, unsettled 0, detection_precision 1,"
+        "Round 1 of new at 200/s was not exact: credited_twice 2, unsettled 0, errors 0, detection_precision 1,"
         " detection_recall 1." in text
     )
     assert "Round 1 of base" not in text
@@ -115,3 +116,12 @@ def test_a_revision_can_name_process_counts_and_environment_variables_for_its_st
 def test_a_shape_the_stack_cannot_take_is_refused_by_name(text: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         Variant.parse(text)
+
+
+def test_a_round_whose_load_generator_lost_a_request_is_not_exact_and_says_so() -> None:
+    lost = step(25, 0.1, {"ledger": 1.0}, errors=1) | {"socket_errors": 1, "generator_lost_requests": 1}
+    runs = {"base": [[summary(step(25, 0.1, {"ledger": 1.0}))]], "new": [[summary(lost)]]}
+    assert runs["new"][0][0]["generator_lost_requests"] == 1
+    text = render(compared(runs, {"base": "aaaaaaa", "new": "bbbbbbb"}, 25.0))
+    assert "Round 1 of new at 25/s was not exact: credited_twice 0, unsettled 0, errors 1," in text
+    assert "Round 1 of base" not in text

@@ -7,7 +7,8 @@
 --   orders     place ORDERS as fast as the connections allow, pay none
 --   callbacks  pay the orders listed in PAY_FILE (order id, amount), every callback signed before the start
 -- Ground truth lines (tab-separated) in OUT.<thread>: O order user amount channel | C order paid_at sends |
--- R order http-status result | E http-status body | D (the thread is done).
+-- R order http-status result | E http-status body | L requests (sent, never answered: the thread gave up on
+-- them) | D (the thread is done).
 -- Orders carry the API key in CREDITED_API_KEY (environment, not argv) as `Authorization: Bearer <key>`.
 local ffi = require("ffi")
 ffi.cdef [[
@@ -23,6 +24,12 @@ local mac = ffi.new("unsigned char[32]")
 local mac_len = ffi.new("unsigned int[1]")
 
 local AUTHORIZATION = "Bearer " .. (os.getenv("CREDITED_API_KEY") or "")
+-- A request whose connection broke before its answer (a reset, a refused write) is never answered: wrk connects
+-- again and asks request() for the next one. With nothing else to send, the thread waits for the rest of its
+-- answers at most CREDITED_WRK_GIVE_UP_S (wrk.py passes wrk's --timeout) past the last one, then says how many it
+-- gave up on: otherwise it would wait out wrk's whole -d duration, and the step's rate and CPU would be counted
+-- over that wait. Idle connections wake often enough to notice.
+local GIVE_UP_S = tonumber(os.getenv("CREDITED_WRK_GIVE_UP_S") or "30")
 local AMOUNTS = { 100, 600, 3000, 6800, 12800, 32800, 64800 }
 local CHANNELS = { "alipay", "wechat", "card", "carrier" }
 
@@ -47,7 +54,7 @@ local function hmac_hex(key, data)
 end
 
 local mode, out, threads, total, rate, duplicates, secret, run_id, users, start_at, verifying
-local next_order, reserved, placed_all, queue, head, tail, inflight, log, stopped
+local next_order, reserved, placed_all, queue, head, tail, inflight, log, stopped, answered_at
 
 local function say(...)
   log:write(table.concat({ ... }, "\t"), "\n")
@@ -80,6 +87,7 @@ function init(args)
   log = assert(io.open(out .. "." .. thread_index, "w"))
   log:setvbuf("full")
   next_order, reserved, queue, head, tail, inflight = thread_index, thread_index, {}, 1, 0, 0
+  answered_at = start_at
   -- wrk calls the first thread's request() once before it runs, to check the request; it is never sent
   verifying = thread_index == 0
   placed_all = mode == "callbacks" or next_order >= total
@@ -120,7 +128,7 @@ end
 -- order instead of all of them at once. A connection with nothing to wait for (every slot reserved, or every
 -- order placed) sleeps: a wake must send something, and the callbacks need no one waiting, as the connection
 -- that got an order's answer sends its callback next. The thread stops them all when its work is done.
-local IDLE_MS = 10000
+local IDLE_MS = math.min(10000, GIVE_UP_S * 1000 / 3)
 
 function delay()
   if head <= tail then
@@ -136,6 +144,10 @@ end
 
 local function finished()
   return placed_all and head > tail and inflight == 0
+end
+
+local function given_up()
+  return placed_all and head > tail and inflight > 0 and now() - answered_at > GIVE_UP_S
 end
 
 -- wrk's main thread sleeps for the whole -d duration whatever its threads do: each thread says it is done
@@ -178,7 +190,10 @@ function request()
     inflight = inflight + 1
     return order_request()
   end
-  if finished() then
+  if given_up() then
+    say("L", inflight)
+    stop()
+  elseif finished() then
     stop()
   end
   return wrk.format("GET", "/healthz")
@@ -193,6 +208,7 @@ function response(status, headers, body)
     return
   end
   inflight = inflight - 1
+  answered_at = now()
   local order_id = string.match(body, '"order_id":"([^"]+)"')
   local result = string.match(body, '"result":"([^"]+)"')
   if result ~= nil then

@@ -62,8 +62,13 @@ BROKER_ENV = ("KAFKA_SERVER_PROPERTIES", "KAFKA_JVM_OPTS", "KAFKA_HEAP_OPTS")
 """A variant's variables for scripts/apache-kafka, which starts each round's broker, rather than for the services."""
 
 
-EXACTNESS = ("credited_twice", "unsettled", "detection_precision", "detection_recall")
-"""What a step must get right whatever its speed; kept per round, so a round that did not says how."""
+EXACTNESS = ("credited_twice", "unsettled", "errors", "detection_precision", "detection_recall")
+"""What a step must get right whatever its speed; kept per round, so a round that did not says how. `errors`
+counts the requests that failed, the load generator's unanswered ones too (a lost request leaves its order
+unplaced or unpaid, and the step's rate and CPU counted over the generator's wait for it)."""
+
+GENERATOR = ("socket_errors", "generator_lost_requests")
+"""What the load generator (wrk) saw go wrong on its connections; kept per round."""
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,10 @@ def summary(step: dict[str, Any]) -> dict[str, Any]:
         "statements_per_order": statements.get("statements_per_order"),
         "commits_per_order": statements.get("commits_per_order"),
         "cpu_ms_per_order": cpu,
-        **{key: step.get(key) for key in EXACTNESS},
+        **{key: step.get(key) for key in EXACTNESS + GENERATOR},
         "kept_exact": step.get("credited_twice") == 0
         and step.get("unsettled") == 0
+        and step.get("errors") == 0
         and step.get("detection_precision") in (1, None)
         and step.get("detection_recall") in (1, None),
     }
@@ -296,8 +302,8 @@ def render(result: dict[str, Any]) -> str:
     for lost in result.get("failed_rounds", []):
         lines.append(f"Round {lost['round']} of {lost['revision']} failed and is not counted: {lost['error']}.")
     lines.append(
-        "'exact': in every round the step ended with every paid order settled, none credited twice, and detection's"
-        " precision and recall 1 (where it flagged or missed any)."
+        "'exact': in every round the step ended with every paid order settled, none credited twice, no request"
+        " failed or went unanswered, and detection's precision and recall 1 (where it flagged or missed any)."
     )
     return "\n".join(lines) + "\n"
 

@@ -37,6 +37,8 @@ class WrkRun:
     client_request: dict[str, float]
     cpu_s: float
     socket_errors: int
+    lost_requests: int = 0
+    """Requests sent and never answered (their connection broke): the threads gave up on them (load.lua)."""
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class WrkRun:
             "generator_requests": self.requests,
             "client_request": self.client_request,
             "socket_errors": self.socket_errors,
+            "generator_lost_requests": self.lost_requests,
         }
 
 
@@ -65,6 +68,8 @@ class WrkJob:
     connections: int = 64
     pay_file: Path | None = None
     max_s: float = 300.0
+    timeout_s: float = 30.0
+    """wrk's --timeout, and how long a thread with nothing left to send waits for its last answers."""
     api_key: str = ""
     """Sent with every order (`Authorization: Bearer`); passed in wrk's environment, never on its command line."""
 
@@ -74,7 +79,8 @@ class WrkJob:
         if self.pay_file is not None:
             script.append(str(self.pay_file))
         wrk = ["wrk", "-t", str(self.threads), "-c", str(max(self.connections, self.threads))]
-        wrk += ["-d", f"{max(1, round(self.max_s))}s", "--timeout", "30s", "-s", str(LUA), self.url, "--"]
+        wrk += ["-d", f"{max(1, round(self.max_s))}s", "--timeout", f"{max(1, round(self.timeout_s))}s"]
+        wrk += ["-s", str(LUA), self.url, "--"]
         return [*wrk, *script]
 
 
@@ -85,8 +91,9 @@ def _wait(proc: subprocess.Popen[bytes]) -> float:
     return float(usage.ru_utime + usage.ru_stime)
 
 
-def _start(argv: list[str], api_key: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CREDITED_API_KEY": api_key}  # load.lua reads it: argv is visible to every user
+def _start(job: WrkJob, argv: list[str]) -> subprocess.Popen[bytes]:
+    # load.lua reads both; the key is not on the command line, which every user of the machine can read
+    env = {**os.environ, "CREDITED_API_KEY": job.api_key, "CREDITED_WRK_GIVE_UP_S": f"{job.timeout_s:g}"}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -114,7 +121,7 @@ async def run(job: WrkJob) -> WrkRun:
     """Run wrk until every thread has finished its share (or `max_s` passes)."""
     job.out.parent.mkdir(parents=True, exist_ok=True)
     start_at = time.time() + 0.2  # every thread's schedule starts from the same instant
-    proc = await asyncio.to_thread(_start, job.argv(start_at), job.api_key)
+    proc = await asyncio.to_thread(_start, job, job.argv(start_at))
     watching = asyncio.create_task(_interrupt_when_done(proc, job))
     try:
         cpu_s = await asyncio.to_thread(_wait, proc)
@@ -137,6 +144,7 @@ async def run(job: WrkJob) -> WrkRun:
         client_request={"p50_ms": round(figures["p50_ms"], 1), "p99_ms": round(figures["p99_ms"], 1)},
         cpu_s=cpu_s,
         socket_errors=errors,
+        lost_requests=sum(int(row[1]) for row in lines(job) if row[0] == "L"),
     )
 
 
@@ -158,6 +166,9 @@ def read_truth(job: WrkJob, truth: Truth) -> None:
     for row in lines(job):
         kind = row[0]
         if kind == "D":
+            continue
+        if kind == "L":
+            truth.errors.append(f"{row[1]} requests sent by the load generator were never answered (connection lost)")
             continue
         if kind == "O":
             truth.orders[row[1]] = {"user_id": row[2], "amount": int(row[3]), "channel": row[4]}
