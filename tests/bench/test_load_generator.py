@@ -4,6 +4,7 @@ HTTP server on loopback: what its threads write back when the server answers, an
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -14,18 +15,27 @@ from harness.simulator.run import Truth
 
 class ScriptedPayments:
     """Answers as payments does what load.lua sends (orders, `sim` callbacks, /healthz); the orders whose
-    number is in `reset` get their connection closed instead of an answer."""
+    number is in `reset` get their connection closed instead of an answer. Like payments (servicekit's
+    HEADERS_WITHIN_S), it closes a connection whose first request has not come `first_within_s` after it opened."""
 
-    def __init__(self, reset: set[int]) -> None:
+    def __init__(self, reset: set[int], first_within_s: float = 10.0) -> None:
         self.reset = reset
+        self.first_within_s = first_within_s
         self.orders = 0
+        self.closed_unused = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            try:
+                line = await asyncio.wait_for(reader.readuntil(b"\r\n"), self.first_within_s)
+            except TimeoutError:
+                self.closed_unused += 1
+                writer.close()
+                return
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = line + await reader.readuntil(b"\r\n\r\n")
                 request_line, *header_lines = head.decode().split("\r\n")
-                headers = dict(line.lower().split(": ", 1) for line in header_lines if ": " in line)
+                headers = dict(h.lower().split(": ", 1) for h in header_lines if ": " in h)
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 answer = self.answer(request_line.split(" ")[1], body)
                 if answer is None:
@@ -36,6 +46,7 @@ class ScriptedPayments:
                     % (answer[0], len(answer[1]), answer[1])
                 )
                 await writer.drain()
+                line = await reader.readuntil(b"\r\n")
         writer.close()
 
     def answer(self, path: str, body: bytes) -> tuple[int, bytes] | None:
@@ -96,3 +107,18 @@ async def test_the_load_generator_gives_up_on_a_request_whose_connection_broke_a
     assert truth.paid == set(truth.orders)
     assert truth.errors == ["1 requests sent by the load generator were never answered (connection lost)"]
     assert result.duration_s < job.max_s / 2
+
+
+async def test_no_connection_of_the_load_generator_stays_unused_past_the_servers_deadline(tmp_path: Path) -> None:
+    # A connection whose first slot was further ahead than payments' deadline for a first request, or that had
+    # no slot at all, was closed by payments under it (read errors): one that wrote an order just then lost it.
+    payments = ScriptedPayments(reset=set(), first_within_s=1.0)
+    async with scripted(payments) as url:
+        job = replace(pipeline_job(url, tmp_path / "truth", orders=8), rate=4.0, connections=12, idle_s=0.4)
+        result = await wrk.run(job)
+    truth = Truth(run_id="t1")
+    wrk.read_truth(job, truth)
+    assert payments.closed_unused == 0
+    assert result.socket_errors == 0
+    assert len(truth.orders) == 8
+    assert truth.paid == set(truth.orders)

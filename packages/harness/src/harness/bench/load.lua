@@ -24,6 +24,10 @@ local mac = ffi.new("unsigned char[32]")
 local mac_len = ffi.new("unsigned int[1]")
 
 local AUTHORIZATION = "Bearer " .. (os.getenv("CREDITED_API_KEY") or "")
+-- payments closes a connection whose first request has not come within servicekit's HEADERS_WITHIN_S (10 s) of its
+-- opening; a request written as it closes is lost. So no connection sleeps longer than CREDITED_WRK_IDLE_MS (wrk.py:
+-- half of that) before sending something, a /healthz when it has nothing else.
+local IDLE_LIMIT_MS = tonumber(os.getenv("CREDITED_WRK_IDLE_MS") or "5000")
 -- A request whose connection broke before its answer (a reset, a refused write) is never answered: wrk connects
 -- again and asks request() for the next one. With nothing else to send, the thread waits for the rest of its
 -- answers at most CREDITED_WRK_GIVE_UP_S (wrk.py passes wrk's --timeout) past the last one, then says how many it
@@ -125,10 +129,11 @@ local function due_in_ms(slot)
 end
 
 -- Each connection waiting for an order reserves its own slot of the schedule, so one connection wakes per
--- order instead of all of them at once. A connection with nothing to wait for (every slot reserved, or every
--- order placed) sleeps: a wake must send something, and the callbacks need no one waiting, as the connection
--- that got an order's answer sends its callback next. The thread stops them all when its work is done.
-local IDLE_MS = math.min(10000, GIVE_UP_S * 1000 / 3)
+-- order instead of all of them at once; never a slot further ahead than IDLE_MS. A connection with nothing to
+-- wait for (every slot reserved, or every order placed) sleeps: a wake must send something, and the callbacks
+-- need no one waiting, as the connection that got an order's answer sends its callback next. The thread stops
+-- them all when its work is done.
+local IDLE_MS = math.min(IDLE_LIMIT_MS, GIVE_UP_S * 1000 / 3)
 
 function delay()
   if head <= tail then
@@ -137,9 +142,12 @@ function delay()
   if placed_all or reserved >= total then
     return IDLE_MS
   end
-  local slot = reserved
+  local wait = due_in_ms(reserved)
+  if wait > IDLE_MS then
+    return IDLE_MS -- too far ahead for a connection that may not have sent anything yet: it comes back
+  end
   reserved = reserved + threads
-  return math.max(0, due_in_ms(slot))
+  return math.max(0, wait)
 end
 
 local function finished()

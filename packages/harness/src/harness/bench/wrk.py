@@ -8,6 +8,7 @@ simulator (harness/bench/driver.py) and says so in the report.
 
 import asyncio
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 
 from harness.simulator.run import Load, Truth
+from servicekit.serving import HEADERS_WITHIN_S
 
 LUA = Path(__file__).with_name("load.lua")
 
@@ -70,6 +72,9 @@ class WrkJob:
     max_s: float = 300.0
     timeout_s: float = 30.0
     """wrk's --timeout, and how long a thread with nothing left to send waits for its last answers."""
+    idle_s: float = HEADERS_WITHIN_S / 2
+    """The longest a connection sleeps before it sends something: payments closes one whose first request has not
+    come within HEADERS_WITHIN_S of its opening, and a request written as it closes is lost."""
     api_key: str = ""
     """Sent with every order (`Authorization: Bearer`); passed in wrk's environment, never on its command line."""
 
@@ -94,6 +99,7 @@ def _wait(proc: subprocess.Popen[bytes]) -> float:
 def _start(job: WrkJob, argv: list[str]) -> subprocess.Popen[bytes]:
     # load.lua reads both; the key is not on the command line, which every user of the machine can read
     env = {**os.environ, "CREDITED_API_KEY": job.api_key, "CREDITED_WRK_GIVE_UP_S": f"{job.timeout_s:g}"}
+    env["CREDITED_WRK_IDLE_MS"] = str(max(1, round(job.idle_s * 1000)))
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -187,6 +193,12 @@ def read_truth(job: WrkJob, truth: Truth) -> None:
             truth.errors.append(f"callback for {order_id}: {answers.get(order_id, 'no answer')}")
 
 
+def connections_for(load: Load) -> int:
+    """As many connections as the rate keeps busy, up to `load.concurrency`: each connection reserves its next
+    order's slot at most `idle_s` ahead, so at a low rate the rest would only wake to ask /healthz."""
+    return min(load.concurrency, max(16, math.ceil(load.rate * WrkJob.idle_s / 2)))
+
+
 async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path, *, api_key: str) -> WrkRun:
     """Place and pay `load.orders` orders at `load.rate` per second with wrk; fill `truth`."""
     users = load.users or max(1, load.orders // 5)
@@ -201,7 +213,7 @@ async def drive(url: str, secret: str, load: Load, truth: Truth, work_dir: Path,
         duplicates=load.duplicate_share,
         users=users,
         threads=1 if load.rate < 500 else 2,
-        connections=load.concurrency,
+        connections=connections_for(load),
         max_s=3 * load.orders / load.rate + 60,
         api_key=api_key,
     )
