@@ -132,6 +132,15 @@ def _steps(report: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _warmup(load: dict[str, Any]) -> str:
+    if not load.get("warmup_s"):
+        return ""
+    return (
+        f" The steps follow a warm-up of {_f(load['warmup_s'])} s at {_f(load.get('warmup_rate'))} orders/s, not"
+        " reported (harness.bench.pipeline.WARMUP_RATE: a fresh broker is still compiling its hot paths)."
+    )
+
+
 def _requests(report: dict[str, Any]) -> list[str]:
     """Requests as the load generator saw them against payments' own answer times: the gap is queueing in
     the generator (its pool and the in-flight limit)."""
@@ -139,8 +148,10 @@ def _requests(report: dict[str, Any]) -> list[str]:
     for s in report["pipeline"]["steps"]:
         client, served = s.get("client_request", {}), s.get("payments_answer_mean_ms", {})
         answers = ", ".join(f"{route} {ms:g}" for route, ms in served.items())
-        rows.append([s["target_rate"], s["orders_per_s"], client.get("p50_ms"), client.get("p99_ms"), answers])
-    header = ["asked/s", "placed/s", "request p50 ms (generator)", "p99 ms", "payments' mean answer ms by route"]
+        row = [s["target_rate"], s["orders_per_s"], s.get("generator_connections"), client.get("p50_ms")]
+        rows.append([*row, client.get("p99_ms"), answers])
+    header = ["asked/s", "placed/s", "connections (generator)", "request p50 ms (generator)", "p99 ms"]
+    header.append("payments' mean answer ms by route")
     return _table(header, rows)
 
 
@@ -419,7 +430,8 @@ def markdown(report: dict[str, Any], plot_dir: Path, report_path: Path) -> str:
         "",
         f"Orders and signed callbacks over HTTP ({_f(load['duplicates'])} of callbacks sent twice),"
         f" {_f(load['credit_loss'])} of credits dropped by the ledger's fault knob, threshold"
-        f" {_f(load['threshold_s'])} s, {_f(load['step_s'])} s per step.{_shape(report['pipeline'].get('shape'))}"
+        f" {_f(load['threshold_s'])} s, {_f(load['step_s'])} s per step.{_warmup(load)}"
+        f"{_shape(report['pipeline'].get('shape'))}"
         " Pay to credit excludes the orders whose credit was dropped on purpose (their credit comes from the retry"
         " after the deadline; the column 'incl. dropped' has them). Precision: flagged orders whose credit was"
         " dropped, over all flagged; recall: over all dropped. Push starts at the status change (the reconciler's"

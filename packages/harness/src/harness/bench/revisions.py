@@ -4,7 +4,8 @@ side by side in one run, to tell a change's effect from a shared machine's drift
 Each revision is checked out into a git worktree of its own and its services run from there (PYTHONPATH); the
 load generator, the scoring and the simulated provider are this tree's, the same for all. Every round runs each
 revision in turn, in the order given, on a broker and a PostgreSQL of its own started for it (so each pays the
-same JIT warm-up and none inherits another's tables), a short warm-up step first; the report gives each figure's
+same JIT warm-up and none inherits another's tables), a warm-up step first (harness.bench.pipeline.WARMUP_RATE:
+a broker fresh from its start is still compiling its hot paths); the report gives each figure's
 median over the rounds per revision and rate, with the ratio to the first revision. Per-process CPU per order is
 counted from a step's first order to its last settlement, as `credited bench` does. At a rate that fills the
 machine, CPU per order only says how many orders share it: compare latencies there, CPU below it.
@@ -34,7 +35,7 @@ from credited.stack.processes import free_port
 from harness.bench.cpu import GENERATORS
 from harness.bench.infra import Infra
 from harness.bench.machine import UsageSampler
-from harness.bench.pipeline import PipelineOptions, run_step
+from harness.bench.pipeline import WARMUP_RATE, PipelineOptions, run_step
 from harness.bench.statements import StatementCounter
 from harness.simulator.receiver import WebhookReceiver
 
@@ -119,8 +120,8 @@ class RevisionOptions:
     rates: tuple[float, ...] = (100.0, 140.0)
     step_s: float = 15.0
     rounds: int = 2
-    warmup_rate: float = 50.0
-    warmup_s: float = 15.0
+    warmup_rate: float = WARMUP_RATE
+    warmup_s: float = 20.0
     broker: str = "apache"
     repo: Path = Path(".")
 

@@ -41,6 +41,7 @@ class WrkRun:
     socket_errors: int
     lost_requests: int = 0
     """Requests sent and never answered (their connection broke): the threads gave up on them (load.lua)."""
+    connections: int = 0
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class WrkRun:
             "client_request": self.client_request,
             "socket_errors": self.socket_errors,
             "generator_lost_requests": self.lost_requests,
+            "generator_connections": self.connections,
         }
 
 
@@ -151,6 +153,7 @@ async def run(job: WrkJob) -> WrkRun:
         cpu_s=cpu_s,
         socket_errors=errors,
         lost_requests=sum(int(row[1]) for row in lines(job) if row[0] == "L"),
+        connections=max(job.connections, job.threads),
     )
 
 
