@@ -33,8 +33,8 @@ demo: $(STAMP) ## Run the stack on the embedded broker and PostgreSQL with the s
 up: $(STAMP) ## Run the stack without the simulator until Ctrl-C
 	$(VENV)/bin/credited up
 
-prerequisites: ## Install the Debian tools the tests use (as root) and check the JDK and Maven, once
-	scripts/prerequisites test
+prerequisites: ## Install the Debian tools the tests and the bench use (as root) and check the JDK and Maven, once
+	scripts/prerequisites
 
 test: $(STAMP) prerequisites lint ## Lint, every test (CREDITED_TEST_BROKER=apache|embedded|host:port), the journey on Tansu
 	scripts/run-tests
@@ -45,8 +45,7 @@ test-unit: $(STAMP) ## Unit and contract tests only (no broker, no database)
 test-e2e-embedded: $(STAMP) ## The whole-pipeline journey on the embedded Tansu broker
 	CREDITED_TEST_BROKER=embedded $(PYTEST) tests/e2e/test_whole_pipeline.py
 
-bench: $(STAMP) ## The pipeline at rising rates, each service alone, Bytewax and periodic SQL side by side: docs/benchmarks.md
-	scripts/prerequisites bench
+bench: $(STAMP) prerequisites ## The pipeline at rising rates, each service alone, Bytewax and periodic SQL side by side: docs/benchmarks.md
 	$(VENV)/bin/credited bench
 
 chaos: $(STAMP) prerequisites ## 10,000 orders on Apache Kafka while services, broker and PostgreSQL fail; every order checked

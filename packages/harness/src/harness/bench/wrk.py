@@ -2,7 +2,7 @@
 (load.lua), so Python's HTTP client is not what limits the figure; the ground truth comes back as the lines
 each wrk thread writes, and wrk's own CPU time comes from the kernel when it exits.
 
-Without wrk on PATH (`scripts/prerequisites bench` installs it) the benchmark falls back to the Python
+Without wrk on PATH (`scripts/prerequisites` installs it) the benchmark falls back to the Python
 simulator (harness/bench/driver.py) and says so in the report.
 """
 
@@ -80,12 +80,17 @@ class WrkJob:
     api_key: str = ""
     """Sent with every order (`Authorization: Bearer`); passed in wrk's environment, never on its command line."""
 
+    @property
+    def open_connections(self) -> int:
+        """What wrk opens: at least one connection per thread."""
+        return max(self.connections, self.threads)
+
     def argv(self, start_at: float) -> list[str]:
         script = [self.mode, str(self.out), str(self.threads), str(self.orders), f"{self.rate:g}"]
         script += [f"{self.duplicates:g}", self.secret, self.run_id, str(self.users), f"{start_at:.6f}"]
         if self.pay_file is not None:
             script.append(str(self.pay_file))
-        wrk = ["wrk", "-t", str(self.threads), "-c", str(max(self.connections, self.threads))]
+        wrk = ["wrk", "-t", str(self.threads), "-c", str(self.open_connections)]
         wrk += ["-d", f"{max(1, round(self.max_s))}s", "--timeout", f"{max(1, round(self.timeout_s))}s"]
         wrk += ["-s", str(LUA), self.url, "--"]
         return [*wrk, *script]
@@ -153,7 +158,7 @@ async def run(job: WrkJob) -> WrkRun:
         cpu_s=cpu_s,
         socket_errors=errors,
         lost_requests=sum(int(row[1]) for row in lines(job) if row[0] == "L"),
-        connections=max(job.connections, job.threads),
+        connections=job.open_connections,
     )
 
 
