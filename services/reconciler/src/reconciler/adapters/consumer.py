@@ -26,8 +26,16 @@ seen on Apache Kafka and kept because a test shows it is still needed.
 6. The producer is idempotent when the broker allows it (faust enables idempotence only for transactions),
    and the consumer's fetch wait is the shared setting (faust fixes it at 1.5 s; Tansu answers a waiting
    fetch only at that deadline, so every event would wait that long there).
+7. Creating a topic (the table's changelog, at start) waits for the broker's answer at most the request's own
+   timeout, then asks again: faust hands that timeout, in milliseconds, to mode's `wait`, which takes seconds,
+   so a request the broker never answered held the worker 20,000 s before it joined its group (seen on Tansu:
+   both restarted workers of an instance stuck at "Creating topic" for five minutes, detecting nothing).
+   Test: test_topic_creation.py.
 """
 
+import asyncio
+import itertools
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -38,6 +46,8 @@ from faust.types import TP, ConsumerT, ProducerT
 from reconciler.adapters.positions import ProcessedPositions
 from reconciler.adapters.rewind import FencedReadOffsets
 from reconciler.adapters.tansu import true_end_offsets
+
+log = logging.getLogger(__name__)
 
 
 class ReconcilerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]  # faust is untyped
@@ -160,3 +170,19 @@ class ReconcilerTransport(faust_aiokafka.Transport):  # type: ignore[misc]
         self.bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in app.conf.broker_consumer)
         self.before_revoke: Callable[[set[TP]], Awaitable[None]] = _nothing
         self.on_assigned: Callable[[set[TP]], None] = lambda assigned: None
+
+    async def _really_create_topic(self, owner: Any, client: Any, topic: str, *args: Any, **kwargs: Any) -> None:
+        """(7) faust's topic creation, each attempt bounded by its request's timeout (in ms) and asked again."""
+        timeout_s = kwargs.get("timeout", 30_000) / 1000
+        for attempt in itertools.count(1):
+            create = super()._really_create_topic(owner, client, topic, *args, **kwargs)
+            try:
+                await asyncio.wait_for(create, timeout_s)
+                return
+            except TimeoutError:
+                log.warning(
+                    "the broker did not answer the creation of topic %s within %.0f s (attempt %d): asking again",
+                    topic,
+                    timeout_s,
+                    attempt,
+                )
