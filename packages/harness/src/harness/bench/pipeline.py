@@ -36,6 +36,9 @@ after a 15-s warm-up at 50/s, the broker used 20-27 ms of CPU per order and stat
 25.5/s after steps at 200 and 400/s, 9-13 ms and 25-38 ms (bench-revisions on 94d6973, two shapes, two rounds
 each). A broker in service has long done that, so the steps are measured after it."""
 
+WARMUP_S = 20.0
+"""How long the warm-up at WARMUP_RATE lasts."""
+
 
 @dataclass(frozen=True)
 class PipelineOptions:
@@ -54,7 +57,7 @@ class PipelineOptions:
     as answers take less than this over the request rate (150 ms at 3,300 requests/s)."""
     generator: str = "wrk"
     """wrk (when installed: load.lua, native, its CPU reported apart) or python (the simulator over aiohttp)."""
-    warmup_s: float = 20.0
+    warmup_s: float = WARMUP_S
     warmup_rate: float = WARMUP_RATE
     """A first step, not reported: consumer groups joined, connections open, and the broker's JIT done (see
     WARMUP_RATE)."""

@@ -35,7 +35,7 @@ from credited.stack.processes import free_port
 from harness.bench.cpu import GENERATORS
 from harness.bench.infra import Infra
 from harness.bench.machine import UsageSampler
-from harness.bench.pipeline import WARMUP_RATE, PipelineOptions, run_step
+from harness.bench.pipeline import WARMUP_RATE, WARMUP_S, PipelineOptions, run_step
 from harness.bench.statements import StatementCounter
 from harness.simulator.receiver import WebhookReceiver
 
@@ -121,7 +121,7 @@ class RevisionOptions:
     step_s: float = 15.0
     rounds: int = 2
     warmup_rate: float = WARMUP_RATE
-    warmup_s: float = 20.0
+    warmup_s: float = WARMUP_S
     broker: str = "apache"
     repo: Path = Path(".")
 
