@@ -75,11 +75,11 @@ async def test_after_a_restart_a_replay_for_a_dropped_order_is_ignored_and_a_bac
     commands = Topic.LEDGER_COMMANDS.qualified(prefix)
     changelog = f"{prefix}credited-reconciler-order-state-changelog"
     dropped, away, last = f"ord_{isolation}_dropped", f"ord_{isolation}_away", f"ord_{isolation}_last"
-    now = datetime.now(UTC)
-    paid, credited = payment(dropped, now), credit(dropped, now + timedelta(milliseconds=1))
-
     with worker_process(broker.bootstrap, broker.kind, database_url, isolation, tmp_path / "first", **SETTINGS) as w:
         await ready(w)
+        # Stamped once the worker is in its group: stamped before, they could be past the retention on arrival.
+        now = datetime.now(UTC)
+        paid, credited = payment(dropped, now), credit(dropped, now + timedelta(milliseconds=1))
         await write(broker.bootstrap, (payments, paid), (credits, credited))  # credited in time
         gone = lambda rs: any(r.key == dropped.encode() and r.value is None for r in rs)  # noqa: E731
         await read_until(broker.bootstrap, changelog, gone, timeout_s=STARTUP_S)  # its retention has passed

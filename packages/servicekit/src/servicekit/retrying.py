@@ -101,14 +101,14 @@ class Readiness:
         names = watched + [name for name in away if name not in watched]
         return {name: {"ready": False, **away[name]} if name in away else {"ready": True} for name in names}
 
-    def health(self, ok: bool = True) -> tuple[int, dict[str, object]]:
+    def health(self, ok: bool = True, waiting: str = "starting") -> tuple[int, dict[str, object]]:
         """/healthz's status code and body: 200 when `ok` (the service's own check) and nothing is away, else 503
-        in credited's error shape naming what it waits for."""
+        in credited's error shape naming what it waits for (`waiting`: what the service's own check waits for)."""
         dependencies = self.status()
         if ok and self.ready:
             return 200, {"status": "ok", "dependencies": dependencies}
         away = [name for name, state in dependencies.items() if not state["ready"]]
-        detail = f"waiting for {', '.join(away)}" if away else "starting"
+        detail = f"waiting for {', '.join(away)}" if away else waiting
         return 503, {**error_body("not_ready", detail), "status": "not_ready", "dependencies": dependencies}
 
 

@@ -8,6 +8,7 @@ consumer batch as the shared KafkaTuning says (servicekit.settings).
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -162,8 +163,21 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
     # Without a peer secret (only where the worker's entry point would refuse to start: tests building the app in
     # production mode) a worker answers for the orders it has and names what is missing for the others.
     peers = PeerGrants(secrets) if (secrets := settings.peer_secrets()) else None
-    _pages(app, table, states, authenticator, peers, readiness)
+    _pages(app, table, states, authenticator, peers, readiness, lambda: _waiting_for(app, ticker))
     return app
+
+
+def _waiting_for(app: faust.App, ticker: Ticker) -> str | None:
+    """What the worker waits for before it detects anything, or None once it works. Until its consumer has been
+    handed its first assignment it reads nothing, and faust is neither rebalancing nor recovering then: a
+    worker whose group join or changelog creation hung looked ready while it detected nothing."""
+    if not ticker.joined:
+        return "joining its consumer group: no partitions handed to this worker yet"
+    if app.rebalancing:
+        return "partitions moving between workers"
+    if app.in_recovery:
+        return "restoring its table from the changelog"
+    return None
 
 
 def _order_states(app: faust.App, settings: Settings) -> tuple[OrderTable, FaustOrderStates]:
@@ -245,12 +259,15 @@ def _pages(
     authenticator: Authenticator,
     peers: PeerGrants | None,
     readiness: Readiness,
+    waiting_for: Callable[[], str | None],
 ) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            """503 naming the broker while it does not answer (BrokerWatch), and while partitions move."""
-            status, body = readiness.health(not app.rebalancing and not app.in_recovery)
+            """503 naming the broker while it does not answer (BrokerWatch), and naming what the worker waits for
+            until it has joined its group, and while partitions move or its table is restored."""
+            waiting = waiting_for()
+            status, body = readiness.health(waiting is None, waiting or "")
             return self.json(body, status=status)
 
     @app.page("/v1/orders/{order_id}/timeline")

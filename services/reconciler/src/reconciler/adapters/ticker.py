@@ -37,10 +37,13 @@ class Ticker:
         # Partitions the consumer was handed since the last tick, kept or not: between two ticks a
         # partition can go to another worker and come back with states this worker never timed.
         self._handed: set[int] = set()
+        self.joined = False
+        """The consumer has been handed an assignment (an empty one too): the worker is in its group."""
 
     def handed(self, tps: Iterable[TP]) -> None:
         """The consumer's assignment callback: every partition in it starts afresh at the next tick."""
         self._handed |= {tp.partition for tp in tps if tp.topic in self.inputs}
+        self.joined = True
 
     async def run(self) -> None:
         await self.offsets.start()
