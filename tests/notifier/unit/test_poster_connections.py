@@ -45,3 +45,30 @@ async def test_a_request_that_finds_no_free_connection_within_the_timeout_is_not
         release.set()
         assert (await poster.post("webhook", url, b"4", {})).status == 201  # every connection was given back
     await poster.close()
+
+
+async def test_a_receiver_answering_what_is_not_http_fails_the_delivery_without_its_url_path_or_request_headers() -> (
+    None
+):
+    """aiohttp's error for an unparsable answer carries the request: its repr put the push endpoint (a capability)
+    and the Authorization header (a VAPID JWT, FCM's bearer token) into last_error, which support staff read."""
+
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"NOT-HTTP garbage\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    poster = AiohttpPoster(timeout_s=2, policy=AddressPolicy(development=True))
+    try:
+        url = f"http://127.0.0.1:{port}/wpush/v2/capability-token-of-a-device?x=1"
+        with pytest.raises(DeliveryFailed) as failed:
+            await poster.post("web push", url, b"x", {"Authorization": "vapid t=secret-jwt, k=key"})
+    finally:
+        await poster.close()
+        server.close()
+    told = str(failed.value)
+    assert failed.value.retry and "Bad status line" in told and f"127.0.0.1:{port}" in told, told
+    assert "capability-token" not in told and "secret-jwt" not in told, told

@@ -92,3 +92,28 @@ async def test_a_provider_that_cuts_every_request_off_is_unanswered_after_one_mo
     finally:
         await wire.aclose()
     assert len(provider.seen) == 1 + RESENT_AFTER_A_RESET
+
+
+async def test_a_provider_answering_what_is_not_http_is_unanswered_without_the_requests_url_or_signed_headers() -> None:
+    """aiohttp's error for an unparsable answer carries the request: its repr put the call's URL and its
+    Authorization header into the reason payments keeps (a refund's, a query's), which support staff read."""
+
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT-HTTP garbage\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    wire = AiohttpWire(timeout_s=2)
+    try:
+        url = f"http://127.0.0.1:{port}/v3/refund/domestic/refunds/rfd_1?mchid=merchant-secret-path"
+        with pytest.raises(WireFailed) as failed:
+            await wire.request("GET", url, b"", {"Authorization": "WECHATPAY2-SHA256-RSA2048 signature=\"sig-xyz\""})
+    finally:
+        await wire.aclose()
+        server.close()
+    told = str(failed.value)
+    assert "Bad status line" in told and f"127.0.0.1:{port}" in told, told
+    assert "merchant-secret-path" not in told and "sig-xyz" not in told and "RequestInfo" not in told, told

@@ -27,6 +27,7 @@ import aiohttp
 
 from notifier.ports import DeliveryFailed
 from servicekit.netguard import AddressPolicy, guarded_session, refused_by_guard
+from servicekit.request_errors import described
 
 GONE = frozenset({404, 410})
 """A push service that answers 404 or 410 no longer knows the subscription: it is removed (RFC 8030 §7.3)."""
@@ -92,7 +93,7 @@ class AiohttpPoster:
             refused = refused_by_guard(exc)
             if refused is not None:
                 raise DeliveryFailed(f"{what} refused: {refused}", retry=False) from None
-            raise DeliveryFailed(f"{what} unreachable: {exc!r}", retry=True) from None
+            raise DeliveryFailed(f"{what} unreachable: {described(exc, url)}"[:300], retry=True) from None
         finally:
             self._slots.release()
 

@@ -9,6 +9,8 @@ import aiohttp
 import httpx
 from pydantic import ValidationError
 
+from servicekit.request_errors import described
+
 
 class Unanswered(Exception):
     """No answer to trust: the provider did not answer, failed, or its answer failed its signature check."""
@@ -119,9 +121,9 @@ class AiohttpWire:
                 raise WireFailed("timed out") from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if attempt > RESENT_AFTER_A_RESET:
-                    raise WireFailed(repr(exc)) from None
+                    raise WireFailed(described(exc, url)) from None
             except (aiohttp.ClientError, OSError) as exc:
-                raise WireFailed(repr(exc)) from None
+                raise WireFailed(described(exc, url)) from None
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
