@@ -106,12 +106,18 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """The dead letters, oldest first, with whether and when each was replayed."""
-    from servicekit.settings import ServiceSettings
-
-    settings = ServiceSettings()
+    settings = _settings()
     chosen = _filters([], topic, group, reason, since, until)
     letters, done = _on_the_broker(settings, _with_replays(settings, chosen))
     _print_rows([_summary(d, done.get(d.coordinates)) for d in letters], as_json)
+
+
+def _settings() -> "ServiceSettings":
+    """The services' settings, read as they read them: a bad one stops the command naming the variable to fix, never
+    with pydantic's error, which quotes what was given (a DATABASE_URL's password, KAFKA_SASL_PASSWORD)."""
+    from servicekit.settings import ServiceSettings, read_settings
+
+    return read_settings(ServiceSettings, "credited dlq")
 
 
 def _on_the_broker(settings: "ServiceSettings", work: Coroutine[Any, Any, T]) -> T:
@@ -144,9 +150,8 @@ def show(dead_letter: Annotated[str, typer.Argument(help="Its id, <partition>@<o
     """One dead letter: why, where from, every header and its payload decoded."""
     from contracts.codec import DecodeError, decode
     from credited.deadletters import Filters
-    from servicekit.settings import ServiceSettings
 
-    settings = ServiceSettings()
+    settings = _settings()
     letters, done = _on_the_broker(settings, _with_replays(settings, Filters(ids=frozenset([dead_letter]))))
     if not letters:
         typer.echo(f"no dead letter {dead_letter} in {settings.topic_prefix}credited.deadletter", err=True)
@@ -190,9 +195,8 @@ def replay_(
     if not (ids or topic or group or reason or since or until or every):
         raise typer.BadParameter("name dead letters by id, filter them, or give --all")
     from credited.deadletters import ReplayInterrupted
-    from servicekit.settings import ServiceSettings
 
-    settings = ServiceSettings()
+    settings = _settings()
     chosen = _filters(ids or [], topic, group, reason, since, until)
     go_ahead = _Confirm(bulk=not ids, trust_unverified=trust_unverified)
     try:
