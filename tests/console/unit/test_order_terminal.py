@@ -39,3 +39,27 @@ def test_the_order_command_without_a_key_or_with_payments_away_says_so_and_fails
     assert result.exit_code == 2
     assert f"payments at {away} cannot be reached" in result.output
     assert "Traceback" not in result.output
+
+
+def test_text_from_payments_with_square_brackets_is_printed_as_written_not_read_as_rich_markup() -> None:
+    """Reasons, notes, owners and summaries are typed by staff, a transaction id is the provider's: rich reads a str as
+    markup, so "[/]" stopped the command for that order for good and "[link=...]" printed a hidden link under other
+    words."""
+    link = "[link=https://evil.example/refund]call the hotline[/link]"
+    fake = FakePayments()
+    resolved = case("c-1", "page", "2026-11-22T08:00:10+00:00", owner="[bold]alice[/]", resolution=link)
+    view = {
+        "order": {**ORDER, "provider_txn_id": "tx-[/]-9"},
+        "timeline": [{**fake.timeline[0], "summary": "refund: user said [/] twice"}],
+        "cases": [{**resolved, "resolved_at": "2026-11-22T09:00:00+00:00"}],
+        "actions": [
+            {"at": "2026-11-22T09:00:00+00:00", "action": "refund", "by": "support-alice", "reason": "a [/red] b"}
+        ],
+        "unavailable": [{"source": "notifier", "error": "proxy said [/x]"}],
+    }
+    console = Console(record=True, width=300)
+    render(view, console)
+    text = console.export_text(clear=False)
+    for written in ("tx-[/]-9", "refund: user said [/] twice", "[bold]alice[/]", link, "a [/red] b", "proxy said [/x]"):
+        assert written in text, (written, text)
+    assert "<a href=" not in console.export_html(inline_styles=True)

@@ -13,9 +13,18 @@ import orjson
 import typer
 import uvloop
 from rich.console import Console
+from rich.text import Text
 
 from credited import audit, dlq, keys
 from credited.console import terminal
+
+
+def exited(name: str, tail: str) -> Text:
+    """A service that exited, and the end of its log as written. Printed as rich markup, a log line lost its
+    `[level]` and `[logger]` (read as tags) and a tail holding `[/...]` (a traceback's `list[/]`) stopped
+    `credited up` with a MarkupError just as a service died."""
+    return Text.assemble((f"{name} exited", "red"), f":\n{tail}")
+
 
 app = typer.Typer(help="credited: paid-but-not-credited top-ups, caught and fixed.", no_args_is_help=True)
 
@@ -77,7 +86,7 @@ def demo(
         console.print("stopped; every process of the stack has exited")
         raise typer.Exit(130) from None
     except StartupFailed as exc:
-        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        console.print(Text(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
@@ -151,7 +160,7 @@ def up(
                 console.print(f"[yellow]{name} stopped itself (exit 75) and was started again[/yellow]")
             for name, child in stack.services.items():
                 if not child.alive():
-                    console.print(f"[red]{name} exited[/red]:\n{child.tail()}")
+                    console.print(exited(name, child.tail()))
                     stopping = True
             time.sleep(0.5)
     finally:

@@ -19,6 +19,7 @@ import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from servicekit.identity import IDENTITY_SCHEMA, KeyNameTaken, KeyRecord, PostgresKeyStore, Scope, parse_scopes
 
@@ -101,11 +102,12 @@ def create(
             _with_store(database_url, schema, lambda s: s.create(name, scopes, expires_at=expires_at))
         )
     except KeyNameTaken as exc:
-        Console(stderr=True).print(f"[red]{exc}[/red]")
+        Console(stderr=True).print(str(exc), style="red", markup=False)  # it quotes the name: free text
         raise typer.Exit(1) from None
     Console(stderr=True).print(
         f"created {record.id} {record.name!r} with {', '.join(sorted(record.scopes))}"
-        f"{'' if expires_at is None else f', expires {expires_at.isoformat()}'}; the key is shown only now:"
+        f"{'' if expires_at is None else f', expires {expires_at.isoformat()}'}; the key is shown only now:",
+        markup=False,  # a name is free text: "[/x]" in one stopped the command before the key was printed
     )
     sys.stdout.write(key + "\n")
 
@@ -153,7 +155,8 @@ def list_keys(
     records = asyncio.run(_with_store(database_url, schema, lambda s: s.list_keys(include_revoked=revoked)))
     table = Table("id", "name", "prefix", "scopes", "created", "expires", "rotated", "revoked")
     for r in records:
-        table.add_row(r.id, r.name, r.prefix, " ".join(sorted(r.scopes)), *(_when(t) for t in _times(r)))
+        # Text, not str: rich reads a str as markup, and a name quoting "[/x]" stopped the list of every key.
+        table.add_row(r.id, Text(r.name), r.prefix, " ".join(sorted(r.scopes)), *(_when(t) for t in _times(r)))
     Console(width=200).print(table)
 
 
@@ -166,9 +169,9 @@ def revoke(
     """Revoke a live key; every service refuses it within its cache period (CREDITED_API_KEY_CACHE_TTL_S)."""
     record = asyncio.run(_with_store(database_url, schema, lambda s: s.revoke(key)))
     if record is None:
-        Console(stderr=True).print(f"[red]no live key with id or name {key!r}[/red]")
+        Console(stderr=True).print(f"no live key with id or name {key!r}", style="red", markup=False)
         raise typer.Exit(1)
-    Console(stderr=True).print(f"revoked {record.id} {record.name!r} ({record.prefix})")
+    Console(stderr=True).print(f"revoked {record.id} {record.name!r} ({record.prefix})", markup=False)
 
 
 def _times(record: KeyRecord) -> tuple[datetime, datetime | None, datetime | None, datetime | None]:

@@ -101,3 +101,23 @@ def test_the_development_key_has_every_scope_is_written_for_its_owner_only_and_r
     every = " ".join(sorted(s.value for s in Scope))
     assert asyncio.run(authenticate(database_url, isolation, second)) == f"development {every}"
     assert asyncio.run(authenticate(database_url, isolation, first)) == "this API key was revoked"
+
+
+def test_a_key_name_with_square_brackets_is_printed_as_written_at_creation_in_the_list_and_at_revocation(
+    database_url: str, isolation: str
+) -> None:
+    """A name is free text, and rich reads a str as markup: "[/x]" in one stopped `create` after the key was made
+    but before it was printed (a live key nobody holds), and stopped `list` for every key."""
+    db = ["--database-url", database_url, "--schema", isolation]
+    name = "ops-[/x]-[bold]team"
+    created = CliRunner().invoke(app, ["keys", "create", "--name", name, "--scope", "support:read", *db])
+    assert created.exit_code == 0, (created.stderr, created.exception)
+    assert created.stdout.strip().startswith("ck_live_") and name in created.stderr
+    again = CliRunner().invoke(app, ["keys", "create", "--name", name, "--scope", "support:read", *db])
+    assert again.exit_code == 1 and name in again.stderr, (again.stderr, again.exception)
+    listed = CliRunner().invoke(app, ["keys", "list", *db])
+    assert listed.exit_code == 0 and name in listed.stdout, (listed.stdout, listed.exception)
+    revoked = CliRunner().invoke(app, ["keys", "revoke", name, *db])
+    assert revoked.exit_code == 0 and name in revoked.stderr, (revoked.stderr, revoked.exception)
+    gone = CliRunner().invoke(app, ["keys", "revoke", name, *db])
+    assert gone.exit_code == 1 and name in gone.stderr, (gone.stderr, gone.exception)

@@ -9,6 +9,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from credited.console.api import ApiRefused, ApiUnreachable, SupportApi, payments_url_from_environment
 from credited.console.i18n import Words
@@ -30,6 +31,12 @@ SOURCE_STYLES = {
 }
 
 
+def _plain(value: object) -> Text:
+    """`value` as the words it is: rich reads a str as markup, and a reason, note or transaction id quoting "[/]"
+    stopped the command for that order, or one holding "[link=...]" printed a link hidden under other words."""
+    return Text("" if value is None else str(value))
+
+
 def render(view: dict[str, Any], console: Console) -> None:
     """The order's facts, then its timeline in time order, its cases and its actions."""
     t = Words("en")
@@ -48,10 +55,11 @@ def render(view: dict[str, Any], console: Console) -> None:
         ("created", t.time(order.get("created_at"))),
         ("paid", t.time(order.get("paid_at")) or "-"),
     ):
-        facts.add_row(label, str(value))
+        facts.add_row(label, Text(str(value)))
     console.print(facts)
     for missing in view.get("unavailable", []):
-        console.print(f"[red]{missing.get('source')} unreachable[/red]: {missing.get('error')}", soft_wrap=True)
+        line = Text.assemble((f"{missing.get('source')} unreachable", "red"), f": {missing.get('error')}")
+        console.print(line, soft_wrap=True)
 
     timeline = Table(title="timeline", title_justify="left", expand=False)
     for column in ("at (UTC)", "source", "kind", "summary"):
@@ -59,7 +67,12 @@ def render(view: dict[str, Any], console: Console) -> None:
     for entry in sort_timeline(view.get("timeline", [])):
         source = str(entry.get("source"))
         style = SOURCE_STYLES.get(source, "white")
-        timeline.add_row(str(entry.get("at")), f"[{style}]{source}[/{style}]", entry.get("kind"), entry.get("summary"))
+        timeline.add_row(
+            Text(str(entry.get("at"))),
+            Text(source, style=style),
+            _plain(entry.get("kind")),
+            _plain(entry.get("summary")),
+        )
     console.print(timeline)
 
     cases = Table(title="cases", title_justify="left")
@@ -68,13 +81,13 @@ def render(view: dict[str, Any], console: Console) -> None:
     for case in sort_cases(view.get("cases", [])):
         state = "resolved" if case.get("resolved_at") else "acknowledged" if case.get("acknowledged_at") else "open"
         cases.add_row(
-            str(case.get("id")),
-            case.get("severity"),
-            case.get("kind"),
-            str(case.get("opened_at")),
-            case.get("owner") or "-",
+            Text(str(case.get("id"))),
+            _plain(case.get("severity")),
+            _plain(case.get("kind")),
+            Text(str(case.get("opened_at"))),
+            _plain(case.get("owner") or "-"),
             state,
-            case.get("resolution") or case.get("reason"),
+            _plain(case.get("resolution") or case.get("reason")),
         )
     console.print(cases if view.get("cases") else "cases: none")
 
@@ -83,7 +96,7 @@ def render(view: dict[str, Any], console: Console) -> None:
         actions.add_column(column)
     for action in view.get("actions", []):
         actions.add_row(
-            str(action.get("at")), action.get("action"), action.get("by"), action.get("reason"), action.get("outcome")
+            Text(str(action.get("at"))), *(_plain(action.get(field)) for field in ("action", "by", "reason", "outcome"))
         )
     console.print(actions if view.get("actions") else "actions: none")
 
@@ -119,14 +132,12 @@ def order(
         view = asyncio.run(fetch(url, key, order_id))
     except ApiRefused as exc:
         hint = HINTS.get(exc.status, "")
-        err.print(
-            f"[red]refused[/red] {exc.status} {exc.code}: {exc.detail}" + (f"\n{hint}" if hint else ""), soft_wrap=True
-        )
+        said = f" {exc.status} {exc.code}: {exc.detail}" + (f"\n{hint}" if hint else "")
+        err.print(Text.assemble(("refused", "red"), said), soft_wrap=True)  # the detail may quote an id as typed
         raise typer.Exit(EXIT_REFUSED) from None
     except ApiUnreachable as exc:
-        err.print(
-            f"[red]unreachable[/red]: {exc} (is the stack up? --payments-url or CREDITED_PAYMENTS_URL)", soft_wrap=True
-        )
+        said = f": {exc} (is the stack up? --payments-url or CREDITED_PAYMENTS_URL)"
+        err.print(Text.assemble(("unreachable", "red"), said), soft_wrap=True)
         raise typer.Exit(EXIT_UNREACHABLE) from None
     if as_json:
         sys.stdout.write(orjson.dumps(view).decode() + "\n")
