@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -310,6 +311,11 @@ async def test_the_timeline_merges_payments_the_ledger_and_the_acts_in_time_orde
     assert sorted(u["source"] for u in body["unavailable"]) == ["notifier", "reconciler"]  # type: ignore[attr-defined]
     assert [a["action"] for a in body["actions"]] == ["redrive_credit"]  # type: ignore[attr-defined]
     assert body["order"]["order_id"] == order_id and body["cases"] == []  # type: ignore[index]
+    # The ledger's credit in the order's money as staff read it: "credit of 600" for 600 fen read as 600 yuan.
+    order: dict[str, Any] = body["order"]  # type: ignore[assignment]
+    assert order["currency"] == "CNY"
+    credit = next(e["summary"] for e in timeline if e["source"] == "ledger")
+    assert credit == f"credit of {order['amount'] // 100}.{order['amount'] % 100:02d} CNY", credit
 
 
 async def test_acts_that_cannot_apply_are_refused_with_409_naming_why(stack: Stack) -> None:
@@ -542,7 +548,7 @@ async def test_an_order_whose_refund_is_pending_at_the_provider_is_neither_re_dr
     impatient = RefundFollowUp(uow, Providers(provider), ask_timeout_s=1.0, stuck_after_s=0, clock=lambda: due_at)
     assert await impatient.round() == 1
     case = "SELECT kind || ': ' || reason FROM support_cases WHERE order_id = $1 AND resolved_at IS NULL"
-    assert await stack.sql(case, order_id) == "needs_support: refund of 600 CNY pending at sim for 0 h: check it there"
+    assert await stack.sql(case, order_id) == "needs_support: refund of 6.00 CNY pending at sim for 0 h: check it there"
 
     provider.queries = [RefundAnswer("succeeded", refund_id="50300")]
     due_at = await stack.sql("SELECT due_at FROM refunds WHERE order_id = $1", order_id)

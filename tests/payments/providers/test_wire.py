@@ -110,7 +110,7 @@ async def test_a_provider_answering_what_is_not_http_is_unanswered_without_the_r
     try:
         url = f"http://127.0.0.1:{port}/v3/refund/domestic/refunds/rfd_1?mchid=merchant-secret-path"
         with pytest.raises(WireFailed) as failed:
-            await wire.request("GET", url, b"", {"Authorization": "WECHATPAY2-SHA256-RSA2048 signature=\"sig-xyz\""})
+            await wire.request("GET", url, b"", {"Authorization": 'WECHATPAY2-SHA256-RSA2048 signature="sig-xyz"'})
     finally:
         await wire.aclose()
         server.close()

@@ -30,7 +30,10 @@ def answers(routes: dict[str, Callable[[httpx.Request], httpx.Response]]) -> tup
 
 def ledger(_: httpx.Request) -> httpx.Response:
     entries = [{"account_id": "wallet:u1:CNY", "amount": 600}, {"account_id": "clearing:CNY", "amount": -600}]
-    credit = {"transaction_id": "t1", "kind": "credit", "created_at": "2026-12-02T12:00:02+00:00", "entries": entries}
+    credit = {
+        "transaction_id": "t1", "kind": "credit", "created_at": "2026-12-02T12:00:02+00:00", "currency": "CNY",
+        "entries": entries,
+    }  # fmt: skip
     return httpx.Response(200, json={"order_id": ORDER, "transactions": [credit]})
 
 
@@ -111,3 +114,10 @@ async def test_an_answer_that_is_not_an_object_is_named_and_a_time_without_a_zon
     entries, unavailable = await neighbours.timeline(ORDER, KEY)
     assert [(u.source, "cannot read" in u.error) for u in unavailable] == [("ledger", True)]
     assert sorted(entries, key=lambda e: e.at)[0].at.tzinfo is not None  # sorts beside the zoned ones
+
+
+async def test_the_ledgers_part_says_how_much_it_moved_in_the_currencys_major_unit() -> None:
+    """Staff read "credit of 600" for 600 fen as 600 yuan: the amount is shown as the money it is."""
+    neighbours, _ = answers({"ledger": ledger, "reconciler": reconciler, "notifier": notifier})
+    entries, _ = await neighbours.timeline(ORDER, KEY)
+    assert [e.summary for e in entries if e.source == "ledger"] == ["credit of 6.00 CNY"]

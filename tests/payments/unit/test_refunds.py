@@ -387,7 +387,7 @@ async def test_a_refund_still_without_an_outcome_a_day_after_it_was_requested_op
     await follow_up(store, provider, at=requested_at + timedelta(hours=30)).round()
     ((case, _),) = store.cases.values()
     assert (case.kind, case.severity) == (CaseKind.NEEDS_SUPPORT, CaseSeverity.WARNING)
-    assert case.reason == "refund of 600 CNY pending at alipay for 25 h: check it there"
+    assert case.reason == "refund of 6.00 CNY pending at alipay for 25 h: check it there"
     assert store.refunds["ord_1"][0].status == "pending" and store.published == []
 
 

@@ -19,3 +19,10 @@ def format_minor(amount: int, currency: str, locale: Locale) -> str:
     pattern.frac_prec = (digits, digits)
     shown: str = pattern.apply(Decimal(amount).scaleb(-digits), locale, currency=currency, currency_digits=False)
     return shown
+
+
+def in_major_units(amount: int, currency: str) -> str:
+    """`600, "CNY"` as "6.00 CNY", `600, "JPY"` as "600 JPY": for the texts staff read (a case's reason, a timeline's
+    summary), where "600 CNY" for 600 fen read as a hundred times the money."""
+    digits = exponent(currency)
+    return f"{Decimal(amount).scaleb(-digits):.{digits}f} {currency}"

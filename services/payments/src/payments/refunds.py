@@ -43,6 +43,7 @@ from payments.ports import (
 )
 from payments.support import SETTLED_CREDITED
 from servicekit.errors import log_failed_round
+from servicekit.money import in_major_units
 from servicekit.rejections import PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,9 @@ def refusal(command: IssueRefund, order: Order | None) -> PermanentFailure | Non
         )
     if command.currency == order.currency and command.amount > order.amount:
         return PermanentFailure(
-            f"refund of {command.amount} is above the {order.amount} paid", label="above_amount_paid"
+            f"refund of {in_major_units(command.amount, command.currency)} is above the"
+            f" {in_major_units(order.amount, order.currency)} paid",
+            label="above_amount_paid",
         )
     asked, paid = (command.user_id, command.amount, command.currency), (order.user_id, order.amount, order.currency)
     if asked != paid:
@@ -331,7 +334,8 @@ class RefundFollowUp:
             kind=CaseKind.NEEDS_SUPPORT,
             severity=CaseSeverity.WARNING,
             reason=clip(
-                f"refund of {order.amount} {order.currency} {state} for {waited.total_seconds() / 3600:.0f} h:"
+                f"refund of {in_major_units(order.amount, order.currency)} {state}"
+                f" for {waited.total_seconds() / 3600:.0f} h:"
                 " check it there",
                 CASE_REASON_LIMIT,
             ),

@@ -299,8 +299,8 @@ class PostgresLedger(PostgresUnitOfWork):
 
     async def order_transactions(self, order_id: str) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(
-            "SELECT t.transaction_id, t.kind, t.created_at, e.account_id, e.amount FROM transactions t"
-            " JOIN entries e USING (transaction_id) WHERE t.order_id = $1"
+            "SELECT t.transaction_id, t.kind, t.created_at, e.account_id, e.amount, a.currency FROM transactions t"
+            " JOIN entries e USING (transaction_id) JOIN accounts a USING (account_id) WHERE t.order_id = $1"
             " ORDER BY t.created_at, t.transaction_id, e.amount",
             order_id,
         )
@@ -312,6 +312,7 @@ class PostgresLedger(PostgresUnitOfWork):
                     "transaction_id": r["transaction_id"],
                     "kind": r["kind"],
                     "created_at": r["created_at"].isoformat(),
+                    "currency": r["currency"],  # one per transaction: its entries move one currency
                     "entries": [],
                 },
             )

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from payments.support import Entry
+from servicekit.money import in_major_units
 
 DEFAULT_TIMEOUT_S = 2.0
 
@@ -44,7 +45,8 @@ def ledger_entries(body: dict[str, Any]) -> list[Entry]:
     for t in body.get("transactions", []):
         moved = sum(e["amount"] for e in t.get("entries", []) if e["amount"] > 0)
         detail = {"transaction_id": t["transaction_id"], "entries": t.get("entries", [])}
-        out.append(Entry(_at(t["created_at"]), "ledger", str(t["kind"]), f"{t['kind']} of {moved}", detail))
+        amount = in_major_units(moved, t["currency"]) if t.get("currency") else str(moved)  # an older ledger: none
+        out.append(Entry(_at(t["created_at"]), "ledger", str(t["kind"]), f"{t['kind']} of {amount}", detail))
     return out
 
 
