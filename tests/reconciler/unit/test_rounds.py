@@ -3,11 +3,13 @@ once per order, then counted as processed; and what it does with holes, repeats,
 partitions, refused changelog records and ended retentions."""
 
 import asyncio
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 from faust.types import TP
 
+from contracts.base import Message
 from contracts.events import OrderStatus
 from reconciler import handlers
 from reconciler.adapters import rounds
@@ -56,6 +58,32 @@ async def test_a_record_that_does_not_decode_is_dead_lettered_with_its_source_an
     assert value == b"{not json" and headers["dlq_reason"].startswith(b"undecodable: value is not JSON")
     assert headers["dlq_source_topic"] == PAYMENTS.encode() and headers["dlq_source_offset"] == b"0"
     assert worker.positions.next_offset(PAYMENTS, 0) == 2 and worker.stored("o2") is not None
+
+
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+"""A valid time whose deadline, or whose timer, lies past what a datetime can hold."""
+
+
+@pytest.mark.parametrize(
+    ("at_the_end", "next_one", "topic"),
+    [
+        (paid("o1").model_copy(update={"paid_at": END_OF_TIME}), paid("o2"), PAYMENTS),
+        (credited("o1").model_copy(update={"credited_at": END_OF_TIME}), credited("o2"), LEDGER),
+    ],
+    ids=["deadline", "timer"],
+)
+async def test_a_record_whose_times_run_past_the_calendar_is_dead_lettered_and_the_records_after_it_are_applied(
+    at_the_end: Message, next_one: Message, topic: str
+) -> None:
+    worker = Worker()
+    bad = worker.record(at_the_end)
+    await worker.batch(bad, worker.record(next_one))
+    (value, headers), *others = worker.producer.dead
+    assert not others and value == bad.value and headers["dlq_reason"].startswith(b"handler failed: OverflowError")
+    assert headers["dlq_source_topic"] == topic.encode() and headers["dlq_source_offset"] == b"0"
+    assert worker.positions.next_offset(topic, 0) == 2 and worker.stored("o2") is not None
+    assert worker.stored("o1") is None and [w for w in worker.journal if "o1" in w] == ["dead letter o1"]
+    assert worker.observe.dead_letters.labels("handler_failed")._value.get() == 1
 
 
 async def test_records_of_a_partition_being_revoked_are_left_to_its_next_owner() -> None:

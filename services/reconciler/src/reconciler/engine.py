@@ -83,7 +83,12 @@ class Engine:
         history = state.history
         effects = transition(state, message, now, self.policy)
         # Every change a transition makes notes itself in the history (a new tuple): unchanged, it is the same.
-        return None if state.history is history else (state, effects)
+        if state.history is history:
+            return None
+        # Its next wake-up too, here, before the caller announces or commits anything: a time past the calendar's
+        # end (a valid event time a threshold away from it) raises OverflowError, and the record is refused whole.
+        self._wake_up(state)
+        return state, effects
 
     def commit(self, state: OrderState) -> None:
         """Store the state and schedule its next wake-up."""
@@ -92,15 +97,19 @@ class Engine:
 
     def track(self, state: OrderState) -> None:
         """Schedule the state's next wake-up, or the end of its retention."""
+        wake_up = self._wake_up(state)
+        if wake_up is not None:
+            heaps, at = wake_up
+            heapq.heappush(heaps.setdefault(state.partition, []), (at, state.order_id))
+
+    def _wake_up(self, state: OrderState) -> tuple[dict[int, Heap], datetime] | None:
+        """The timer index the state goes in, and when: its next wake-up, or the end of its retention."""
         wake = timers.wake_time(state, self.policy)
         if wake is not None:
             kind, at = wake
-            heaps = self._deadlines if kind == "deadline" else self._actions
-            heapq.heappush(heaps.setdefault(state.partition, []), (at, state.order_id))
-            return
+            return (self._deadlines if kind == "deadline" else self._actions), at
         settled = timers.settled_at(state, self.policy)
-        if settled is not None:
-            heapq.heappush(self._expiries.setdefault(state.partition, []), (settled + self._retention, state.order_id))
+        return None if settled is None else (self._expiries, settled + self._retention)
 
     def due(self, partition: int, now: datetime, safe_time: datetime | None) -> list[Result]:
         """Transitions that time makes happen now in `partition`: deadlines against the safe time (the

@@ -81,7 +81,8 @@ class PrometheusObservations:
         )
         self.dead_letters = counter(
             "reconciler_dead_lettered_total",
-            "Records sent to the dead-letter topic: input that does not decode, announcements that cannot be built.",
+            "Records sent to the dead-letter topic: input that does not decode or whose handling fails, announcements"
+            " that cannot be built.",
             ["kind"],
         )
         self.expired_orders = counter(

@@ -167,12 +167,18 @@ class Rounds:
                 try:
                     message, envelope = decode(event.value, headers)
                 except DecodeError as exc:
-                    dead.append(self._undecodable(msg, event.value, headers, exc.reason))
+                    why = f"undecodable: {exc.reason}"
+                    dead.append(self._dead_letter(msg, event.value, headers, "undecodable", why))
                     continue
-                handle_event(
-                    message, envelope.event_type, msg.partition, now,
-                    engine=self.engine, announcer=self.announcer, observe=tally,
-                )  # fmt: skip
+                try:
+                    handle_event(
+                        message, envelope.event_type, msg.partition, now,
+                        engine=self.engine, announcer=self.announcer, observe=tally,
+                    )  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - applied in memory, it fails again every time it is read again
+                    # Engine.apply does all that can fail before the record has any effect: nothing of it is left.
+                    why = f"handler failed: {exc!r}"[:1000]
+                    dead.append(self._dead_letter(msg, event.value, headers, "handler_failed", why))
             self.observe.batch_records.observe(len(events))
             if ahead or dead:
                 await self._finish(tally, ahead=ahead, dead=dead)
@@ -332,12 +338,15 @@ class Rounds:
         sent = [await self.producer.send(t, r.key, r.value, None, None, r.headers) for t, r in outgoing]
         await _all_acknowledged(sent)
 
-    def _undecodable(self, msg: Any, value: bytes | None, headers: list[tuple[str, bytes]], why: str) -> Outgoing:
+    def _dead_letter(
+        self, msg: Any, value: bytes | None, headers: list[tuple[str, bytes]], kind: str, why: str
+    ) -> Outgoing:
+        """A record that did not decode (`kind` undecodable) or whose handling failed (handler_failed), with `why`."""
         order = {"order_id": msg.key.decode(errors="replace")} if msg.key else {}  # the key is the order id
         log.error("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, why, extra=order)
-        self.observe.dead_letters.labels("undecodable").inc()
+        self.observe.dead_letters.labels(kind).inc()
         return dead_letter(
-            self.dead_letters, msg.key or b"", value or b"", headers, f"undecodable: {why}",
+            self.dead_letters, msg.key or b"", value or b"", headers, why,
             source_topic=msg.topic, source_partition=str(msg.partition), source_offset=str(msg.offset),
             consumer_group=self.group,
         )  # fmt: skip
