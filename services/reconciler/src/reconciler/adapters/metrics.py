@@ -15,6 +15,11 @@ from servicekit.metric_channels import DEFAULT_METRIC_CHANNELS, MetricChannels
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 
+DEAD_LETTER_KINDS = ("undecodable", "handler_failed", "unbuildable")
+"""Why the reconciler dead-letters a record: an input that does not decode, or whose handling fails; an announcement
+it cannot build. Each series is there at 0 from the start: one that appeared at 1 with the first dead letter would
+show Prometheus no increase (DeadLetterGrowing would miss the first of each kind after every start)."""
+
 
 class PrometheusObservations:
     def __init__(self, registry: CollectorRegistry, *, channels: Iterable[str] = DEFAULT_METRIC_CHANNELS) -> None:
@@ -85,6 +90,8 @@ class PrometheusObservations:
             " that cannot be built.",
             ["kind"],
         )
+        for kind in DEAD_LETTER_KINDS:
+            self.dead_letters.labels(kind)
         self.expired_orders = counter(
             "reconciler_orders_expired_total", "Settled orders dropped from the table once their retention ended."
         )
