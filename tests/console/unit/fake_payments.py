@@ -55,6 +55,8 @@ class FakePayments:
 
     requests: list[httpx.Request] = field(default_factory=list)
     refuse: tuple[int, str, str] | None = None
+    lose_answers: bool = False
+    """Take each POST, then lose its answer (a read timeout): the act is done and the console cannot know it."""
     cases: list[dict[str, Any]] = field(
         default_factory=lambda: [
             case("c-warn", "warning", "2026-11-22T07:00:00+00:00"),
@@ -80,6 +82,8 @@ class FakePayments:
         path = request.url.path
         if request.method == "POST" and self.refuse:
             return error(*self.refuse)
+        if request.method == "POST" and self.lose_answers:
+            raise httpx.ReadTimeout("the answer was lost", request=request)
         if path == "/v1/support/cases":
             return httpx.Response(200, json={"cases": self.cases})
         if path == "/v1/support/orders":

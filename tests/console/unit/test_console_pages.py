@@ -117,6 +117,47 @@ def test_a_refused_action_shows_paymentss_code_and_detail_on_the_order_page_with
     assert "Traceback" not in response.text
 
 
+def test_an_act_whose_answer_was_lost_is_shown_again_with_its_key_so_sending_it_again_does_it_once(
+    console: TestClient, payments: FakePayments
+) -> None:
+    """The act may have been done: a new key would make the same form a second compensation."""
+    signed_in(console)
+    payments.lose_answers = True
+    form = {
+        "action": "grant_compensation",
+        "reason": "late",
+        "amount": "500",
+        "idempotency_key": "k-7-grant_compensation",
+    }
+    response = console.post("/orders/ord_1/actions", data=form, headers=SAME)
+    assert response.status_code == 502 and 'id="timeline"' in response.text
+    keys = re.findall(r'name="idempotency_key" value="([^"]+)"', response.text)
+    assert "k-7-grant_compensation" in keys, keys
+    payments.lose_answers = False
+    again = console.post(
+        "/orders/ord_1/actions",
+        data={**form, "idempotency_key": keys[keys.index(form["idempotency_key"])]},
+        headers=SAME,
+    )
+    assert again.status_code == 200 and "Action recorded" in again.text
+    sent = [
+        r.headers["idempotency-key"]
+        for r in payments.requests
+        if r.method == "POST" and r.url.path.endswith("/actions")
+    ]
+    assert sent == ["k-7-grant_compensation", "k-7-grant_compensation"]
+
+
+def test_a_refusal_shows_the_order_with_a_new_key(console: TestClient, payments: FakePayments) -> None:
+    """A refused act was not done: its key (payments may hold it as refused) is not offered again."""
+    signed_in(console)
+    payments.refuse = (409, "already_credited", "the order was credited at 08:00")
+    form = {"action": "refund", "reason": "asked", "idempotency_key": "k-8-refund"}
+    response = console.post("/orders/ord_1/actions", data=form, headers=SAME)
+    assert response.status_code == 409
+    assert "k-8-refund" not in response.text
+
+
 def test_a_compensation_without_a_whole_positive_amount_is_refused_by_the_console(
     console: TestClient, payments: FakePayments
 ) -> None:

@@ -203,7 +203,9 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
 
         return await guarded(request, render, "search.html")
 
-    async def order_page(request: Request, order_id: str, error: dict[str, Any] | None = None) -> Response:
+    async def order_page(
+        request: Request, order_id: str, error: dict[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> Response:
         async with api(request) as client:
             view = await client.order(order_id)
             cases = sort_cases(view.get("cases", []))
@@ -222,7 +224,7 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
             action_names=ACTIONS,
             error=error,
             done=_confirmation(request),
-            idempotency_key=uuid.uuid4().hex,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
 
     @app.get("/orders/{order_id}")
@@ -249,7 +251,8 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
                 await client.act(order_id, action, reason.strip(), minor, idempotency_key or None)
             return RedirectResponse(f"/orders/{quote(order_id)}?done=action_recorded", status_code=303)
 
-        return await act_or_show(request, order_id, send)
+        # Each form's key is the page's key and its action (order.html): the page's is kept if the outcome is unknown.
+        return await act_or_show(request, order_id, send, sent_key=idempotency_key.removesuffix(f"-{action}"))
 
     @app.get("/cases")
     async def cases(request: Request) -> Response:
@@ -279,12 +282,20 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
             return await act_or_show(request, order_id, send)
         return await guarded(request, send, "error.html")
 
-    async def act_or_show(request: Request, order_id: str, send: Callable[[], Awaitable[Response]]) -> Response:
-        """Do it and go back to the order; when refused, show the order again with the refusal on top."""
+    async def act_or_show(
+        request: Request, order_id: str, send: Callable[[], Awaitable[Response]], sent_key: str | None = None
+    ) -> Response:
+        """Do it and go back to the order; when refused, show the order again with the refusal on top. When the act's
+        outcome is unknown (payments unreachable, or its answer lost or a 5xx: it may have been done), the page keeps
+        the key the act went with, so sending the form again is the same act, which payments does once: with a new
+        key, a compensation sent again after a lost answer was granted twice."""
+        kept: str | None = None
         try:
             return await send()
         except (ApiRefused, ApiUnreachable, Refused) as exc:
             error = problem(request, exc)
-        return await guarded(request, lambda: order_page(request, order_id, error), "order.html")
+            unknown = isinstance(exc, ApiUnreachable) or (isinstance(exc, ApiRefused) and exc.status >= 500)
+            kept = sent_key if unknown and sent_key else None
+        return await guarded(request, lambda: order_page(request, order_id, error, kept), "order.html")
 
     return app
