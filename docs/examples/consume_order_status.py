@@ -3,6 +3,9 @@
     pip install packages/contracts aiokafka
     python docs/examples/consume_order_status.py --bootstrap localhost:9094 --group my-platform.order-status
 
+Against a broker that admits only authenticated clients (docker compose's), set KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT,
+KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (KAFKA_SASL_MECHANISM: SCRAM-SHA-512), as for credited's services.
+
 Prints one JSON line per status change. What a reader of this topic must do, and this one does:
 - read in a consumer group of its own, and commit offsets only after the changes are handled;
 - decode each record once (`contracts.decode`): a record that does not decode is reported and skipped, never
@@ -14,11 +17,27 @@ Prints one JSON line per status change. What a reader of this topic must do, and
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from aiokafka import AIOKafkaConsumer
 
 from contracts import DecodeError, OrderStatusChanged, Topic, decode
+
+
+def kafka_security() -> dict[str, str]:
+    """aiokafka's options from the settings credited's services read: KAFKA_SECURITY_PROTOCOL (PLAINTEXT unless
+    set), KAFKA_SASL_MECHANISM (SCRAM-SHA-512), KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD. docker compose's brokers
+    admit only authenticated clients."""
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return {}
+    return {
+        "security_protocol": protocol,
+        "sasl_mechanism": os.environ.get("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        "sasl_plain_username": os.environ["KAFKA_SASL_USERNAME"],
+        "sasl_plain_password": os.environ["KAFKA_SASL_PASSWORD"],
+    }
 
 
 async def follow(bootstrap: str, topic: str, group: str, *, stop_after: int | None, idle_s: float | None) -> None:
@@ -28,6 +47,7 @@ async def follow(bootstrap: str, topic: str, group: str, *, stop_after: int | No
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **kafka_security(),
     )
     await consumer.start()
     newest: dict[str, int] = {}
