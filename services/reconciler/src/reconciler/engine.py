@@ -48,6 +48,7 @@ TRANSITIONS: dict[type[Message], tuple[Transition, Callable[[Any], datetime]]] =
     RefundFailed: (join.on_refund_failed, attrgetter("failed_at")),
 }
 Heap = list[tuple[datetime, str]]
+Wake = tuple[dict[int, Heap], datetime]
 
 
 class Engine:
@@ -63,6 +64,9 @@ class Engine:
         # partition moved, or restored from its changelog, is never past the one its owner would set.
         self._horizon: dict[int, datetime] = {}
         self._retention = policy.retention
+        # The wake-up `apply` computed for the state it returned, kept for `commit` to schedule: what the caller does
+        # in between (announcing renumbers the state's statuses) never changes what the clock reads of it.
+        self._applied: tuple[OrderState, Wake | None] | None = None
 
     def apply(self, message: Message, partition: int, now: datetime) -> Result | None:
         """The order's next state and effects for `message`, or None if nothing changes (a repeat, a type the
@@ -87,7 +91,7 @@ class Engine:
             return None
         # Its next wake-up too, here, before the caller announces or commits anything: a time past the calendar's
         # end (a valid event time a threshold away from it) raises OverflowError, and the record is refused whole.
-        self._wake_up(state)
+        self._applied = state, self._wake_up(state)
         return state, effects
 
     def commit(self, state: OrderState) -> None:
@@ -97,12 +101,13 @@ class Engine:
 
     def track(self, state: OrderState) -> None:
         """Schedule the state's next wake-up, or the end of its retention."""
-        wake_up = self._wake_up(state)
+        applied, self._applied = self._applied, None
+        wake_up = applied[1] if applied is not None and applied[0] is state else self._wake_up(state)
         if wake_up is not None:
             heaps, at = wake_up
             heapq.heappush(heaps.setdefault(state.partition, []), (at, state.order_id))
 
-    def _wake_up(self, state: OrderState) -> tuple[dict[int, Heap], datetime] | None:
+    def _wake_up(self, state: OrderState) -> Wake | None:
         """The timer index the state goes in, and when: its next wake-up, or the end of its retention."""
         wake = timers.wake_time(state, self.policy)
         if wake is not None:
