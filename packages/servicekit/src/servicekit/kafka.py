@@ -300,7 +300,7 @@ class DeadLetterPublisher:
         """Send every (record, reason) and wait until the broker acknowledged all of them."""
         now = datetime.now(UTC).isoformat().encode()
         topic = Topic.DEAD_LETTER.qualified(self._publisher.topic_prefix)
-        letters = [_fitted(_dead_letter(record, reason, consumer_group, now)) for record, reason in failed]
+        letters = [fitted(_dead_letter(record, reason, consumer_group, now)) for record, reason in failed]
         # The topic's limit may be below ours: a letter refused for its size is sent again alone, and trimmed if
         # refused alone too. Every refusal replaces the publisher's producer before its next send (KafkaPublisher),
         # so what the refused batch left behind never fails the next attempt.
@@ -340,7 +340,8 @@ def _size(record: Record) -> int:
     return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers)
 
 
-def _fitted(letter: Record) -> Record:
+def fitted(letter: Record) -> Record:
+    """The letter, or the letter trimmed if it is larger than DEAD_LETTER_MAX_BYTES."""
     return letter if _size(letter) <= DEAD_LETTER_MAX_BYTES else trimmed(letter)
 
 

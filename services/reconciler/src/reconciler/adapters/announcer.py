@@ -21,6 +21,7 @@ from contracts.codec import Record, deterministic_id, encode, envelope_for
 from contracts.commands import BlockCredit, GrantCompensation, IssueRefund, RetryCredit
 from contracts.events import CaseRequested, OrderStatus, OrderStatusChanged
 from reconciler.domain import CaseOpened, Command, CommandKind, OrderState, StatusChange
+from servicekit.kafka import fitted
 from servicekit.logs import about
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,13 @@ def dead_letter(
     topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], reason: str, **source: str
 ) -> Outgoing:
     """A record for the dead-letter topic: what could not be handled, why, and where it came from
-    (servicekit's header names: dlq_reason, dlq_source_topic, ...)."""
+    (servicekit's header names: dlq_reason, dlq_source_topic, ...). One too large for a produce request once its
+    headers are added is trimmed as servicekit's letters are: refused for its size, it would undo every round that
+    holds it, and its partition would stand still."""
     kept = [(k, v) for k, v in headers if not k.startswith("dlq_")]
     kept += [(f"dlq_{name}", v.encode()) for name, v in source.items()]
     kept += [("dlq_reason", reason.encode()), ("dlq_failed_at", datetime.now(UTC).isoformat().encode())]
-    return topic, Record(key=key, value=value, headers=kept)
+    return topic, fitted(Record(key=key, value=value, headers=kept))
 
 
 class KafkaAnnouncer:

@@ -72,6 +72,9 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "producer_max_batch_size": tuning.max_batch_bytes,
         "producer_compression_type": None if tuning.compression == "none" else tuning.compression,
         "producer_request_timeout": PRODUCER_REQUEST_TIMEOUT_S,
+        # As servicekit's producers (aiokafka's default; faust's is 1,000,000): dead letters are sent whole up to
+        # servicekit.kafka.DEAD_LETTER_MAX_BYTES, below it, and trimmed above it (adapters/announcer.dead_letter).
+        "producer_max_request_size": 1024 * 1024,
         "broker_max_poll_records": tuning.fetch_max_records,
         # Tansu holds every group join for half the session timeout (faust's 60 s default: 30 s).
         "broker_session_timeout": settings.session_timeout_s,
