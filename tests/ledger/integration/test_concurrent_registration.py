@@ -100,3 +100,22 @@ async def test_a_user_registered_meanwhile_is_answered_with_the_currency_the_oth
         await transaction.commit()
     # The API answers 409 only when this differs from what was asked, naming it as the wallet's currency.
     assert await registering == held
+
+
+async def test_two_batches_registering_the_same_new_users_in_opposite_orders_both_commit(pool: asyncpg.Pool) -> None:
+    """Two consumers' batches (their orders differ, their users need not) register the same new users, listed in
+    opposite orders: each waits for the other's insert of a user it reaches second, unless both insert in one order.
+    PostgreSQL would break such a deadlock by failing one batch after a second, to be retried."""
+    users = [f"u{n:05}" for n in range(2_000)]
+
+    def uow() -> PostgresLedger:
+        return PostgresLedger(pool, producer="ledger", topic_prefix="", on_commit=no_relay)
+
+    async def consume(side: str, order: list[str]) -> None:
+        messages = [payment(f"ord_{side}_{user}", user, "CNY") for user in order]
+        async with batch(pool):
+            await handlers.handle_batch([(m, envelope_for(m, producer="test")) for m in messages], uow=uow)
+
+    await asyncio.gather(consume("a", users), consume("b", users[::-1]))
+    assert await pool.fetchval("SELECT count(*) FROM users") == len(users)
+    assert await pool.fetchval("SELECT count(*) FROM transactions") == 2 * len(users)

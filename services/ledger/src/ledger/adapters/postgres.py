@@ -217,10 +217,13 @@ class PostgresLedger(PostgresUnitOfWork):
 
     async def apply(self, changes: Changes) -> None:
         if changes.registrations or changes.blocks or changes.dropped or changes.unblocks:
+            # Users in one order in every batch: two batches registering the same new users would otherwise each
+            # wait for the other's insert of the user it reaches second (a deadlock PostgreSQL breaks after a second).
+            users = sorted(changes.registrations)
             registered = await self.conn.fetch(
                 _FACTS,
-                list(changes.registrations),
-                list(changes.registrations.values()),
+                users,
+                [changes.registrations[u] for u in users],
                 list(changes.blocks),
                 list(changes.blocks.values()),
                 list(dict.fromkeys(changes.dropped)),
