@@ -4,7 +4,7 @@ worker decides every outcome label itself."""
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -39,12 +39,22 @@ class Channel:
 
 
 class Queue:
-    """The claim and settle of the delivery queue; a delivery to retry is offered again at once."""
+    """The claim and settle of the delivery queue; a delivery to retry is offered again once its backoff has
+    passed: at once without one, else at the first step of the scenario at or after its due time."""
 
     def __init__(self) -> None:
         self.waiting: list[Claimed] = []
+        self.later: list[tuple[datetime, Claimed]] = []
+        self.now = datetime.now(UTC)
         self.finished = 0
         self.changed = asyncio.Event()
+
+    def due(self, now: datetime) -> None:
+        """Time passes to `now`: the retries due by then are offered again."""
+        self.now = now
+        due = [claimed for at, claimed in self.later if at <= now]
+        self.later = [(at, claimed) for at, claimed in self.later if at > now]
+        self.waiting += due
 
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         claimed, self.waiting = self.waiting[:limit], self.waiting[limit:]
@@ -56,19 +66,21 @@ class Queue:
                 again = settled.claimed
                 attempts = again.attempts + 1
                 payload = {**again.payload, "attempts": attempts}
-                self.waiting.append(
-                    Claimed(
-                        again.notification_id,
-                        again.order_id,
-                        again.target_key,
-                        again.target,
-                        attempts,
-                        payload,
-                        again.raw_payload,
-                        again.queued_at,
-                        again.subscribed,
-                    )
+                retry = Claimed(
+                    again.notification_id,
+                    again.order_id,
+                    again.target_key,
+                    again.target,
+                    attempts,
+                    payload,
+                    again.raw_payload,
+                    again.queued_at,
+                    again.subscribed,
                 )
+                if settled.delay_s > 0:
+                    self.later.append((self.now + timedelta(seconds=settled.delay_s), retry))
+                else:
+                    self.waiting.append(retry)
             else:
                 self.finished += 1
         self.changed.set()
@@ -84,12 +96,16 @@ class DeadLetters:
         self.records += records
 
 
+TESTS_RETRY_POLICY = RetryPolicy(max_attempts=3, base_backoff_s=0, max_backoff_s=0)
+"""Three attempts at once, each delivery ended within its step; RetryPolicy() is the service's default (for days)."""
+
+
 class Notifier:
     """Deliveries of every status change to each channel, through the real DeliveryWorker."""
 
-    def __init__(self, answers: dict[str, Answer] | None = None, max_attempts: int = 3) -> None:
+    def __init__(self, answers: dict[str, Answer] | None = None, policy: RetryPolicy = TESTS_RETRY_POLICY) -> None:
         self.answers = {name: (answers or {}).get(name, accepts) for name in CHANNELS}
-        self.max_attempts = max_attempts
+        self.policy = policy
         self.queue = Queue()
         self.dead_letters = DeadLetters()
         self._queued = 0
@@ -102,15 +118,17 @@ class Notifier:
             self.queue,  # type: ignore[arg-type]
             channels,
             self.dead_letters,  # type: ignore[arg-type]
-            policy=RetryPolicy(max_attempts=self.max_attempts, base_backoff_s=0, max_backoff_s=0),
+            policy=self.policy,
             metrics=PrometheusNotifierMetrics(registry, channels=channels),
             poll_interval_s=0.05,
         )
 
-    async def notify(self, changes: list[tuple[str, OrderStatus]]) -> None:
-        """Queue each (order, status) change for every channel and wait until each delivery has ended."""
+    async def notify(self, changes: list[tuple[str, OrderStatus]], now: datetime) -> None:
+        """At `now`, queue each (order, status) change for every channel beside the retries due, and wait until
+        each delivery has ended or waits for its next attempt."""
         assert self._worker is not None
-        if not changes:
+        self.queue.due(now)
+        if not changes and not self.queue.waiting:
             return
         if self._task is None:
             self._task = asyncio.create_task(self._worker.run())
@@ -124,7 +142,7 @@ class Notifier:
                 )
         self._worker.wake()
         async with asyncio.timeout(60):
-            while self.queue.finished < self._queued:
+            while self.queue.finished + len(self.queue.later) < self._queued:
                 self.queue.changed.clear()
                 await self.queue.changed.wait()
 

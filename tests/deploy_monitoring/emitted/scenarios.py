@@ -13,6 +13,7 @@ from functools import cache
 
 from contracts.events import CaseKind, CaseSeverity
 from contracts.topics import Topic
+from notifier.adapters.delivery import RetryPolicy
 from notifier.ports import DeliveryFailed
 from payments.domain import PaymentStatus
 from reconciler.domain import Policy
@@ -139,6 +140,17 @@ async def one_provider_loses_callbacks(w: World, i: int) -> None:
         await w.pay(f"ord-wechat-{i}-{n}", "wechat", credit=True, provider="wechatpay", by_query=lost)
 
 
+async def one_provider_unreachable(w: World, i: int) -> None:
+    """From minute 5 Alipay neither calls back nor answers payments' queries (each query times out): its orders stay
+    unpaid to payments. WeChat Pay works all along."""
+    for n in range(4):
+        if i >= 5:
+            w.unanswered("alipay", "alipay")
+        else:
+            await w.pay(f"ord-alipay-{i}-{n}", "alipay", credit=True, provider="alipay")
+        await w.pay(f"ord-wechat-{i}-{n}", "wechat", credit=True, provider="wechatpay")
+
+
 async def credit_without_payment(w: World, i: int) -> None:
     await orders(w, i, "card", 3)
     if i == 5:
@@ -228,6 +240,13 @@ def push_subscription_gone(order_id: str, attempts: int) -> DeliveryFailed | Non
 
 def webhook_busy_once(order_id: str, attempts: int) -> DeliveryFailed | None:
     return DeliveryFailed("HTTP 503", retry=True) if attempts == 1 else None
+
+
+def webhook_down_from_minute_5(order_id: str, attempts: int) -> DeliveryFailed | None:
+    """The platform's webhook answers 503 to every delivery of orders paid from minute 5 on (and so to every
+    attempt from then: the earlier orders were delivered)."""
+    step = int(order_id.split("-")[2])
+    return DeliveryFailed("HTTP 503", retry=True) if step >= 5 else None
 
 
 async def reconciler_reads_a_partition_again(w: World, i: int) -> None:
@@ -366,6 +385,7 @@ SCENARIOS = {
         Scenario("busy_then_idle", 60, 30, busy_then_idle, world()),
         Scenario("one_channel_delays", 60, 41, one_channel_delays, world()),
         Scenario("one_provider_loses_callbacks", 60, 31, one_provider_loses_callbacks, world()),
+        Scenario("one_provider_unreachable", 60, 31, one_provider_unreachable, world()),
         Scenario("credit_without_payment", 60, 20, credit_without_payment, world()),
         Scenario("credit_before_payment", 60, 20, credit_before_payment, world()),
         Scenario("slo_fast_burn", 60, 181, slo(50, 1), world()),
@@ -395,6 +415,20 @@ SCENARIOS = {
             31,
             twelve_orders,
             world(notifier=lambda: Notifier({"webhook": webhook_busy_once})),
+        ),
+        Scenario(
+            "webhook_receiver_down",
+            60,
+            31,
+            twelve_orders,
+            world(notifier=lambda: Notifier({"webhook": webhook_down_from_minute_5}, policy=RetryPolicy())),
+        ),
+        Scenario(
+            "webhook_retried_for_days_delivers",
+            60,
+            31,
+            twelve_orders,
+            world(notifier=lambda: Notifier({"webhook": webhook_busy_once}, policy=RetryPolicy())),
         ),
         Scenario("reconciler_reads_a_partition_again", 15, 6, reconciler_reads_a_partition_again, world()),
         Scenario("audit_re_drives_a_lost_payment", 60, 31, audits(lost_at=(10,)), world()),

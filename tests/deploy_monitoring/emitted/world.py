@@ -128,6 +128,14 @@ class World:
             self.kits["ledger"].outbox.published(1)
             self._waiting.append(partial(self.reconciler.credit, order_id))
 
+    def unanswered(self, channel: str, provider: str) -> None:
+        """An order placed through `provider` whose callback never comes, and payments' query of it has no answer
+        (a timeout, a server error): it stays unpaid to payments, and is asked again later."""
+        self.payments.order_created(channel)
+        self.kits["payments"].metrics.http_request("/v1/orders", "POST", 201, 0.004)
+        self.kits["payments"].outbox.published(1)  # OrderPlaced
+        self.payments.answered(provider, PaymentState.UNKNOWN)
+
     async def credit_without_payment(self, order_id: str) -> None:
         """The ledger posts a credit for an order payments never announced paid."""
         self.kits["ledger"].outbox.published(1)
@@ -159,7 +167,7 @@ class World:
             for read in waiting:
                 await read()
         await self.reconciler.step(now, behind_s=self.behind_s)
-        await self._follow_statuses()
+        await self._follow_statuses(now)
         self.cases.watch(now)
         self._sample()
         self.timeline.record()
@@ -172,14 +180,14 @@ class World:
         for service, age in self.outbox_ages.items():
             self.kits[service].outbox.backlog(int(age // 10), age)
 
-    async def _follow_statuses(self) -> None:
+    async def _follow_statuses(self, now: datetime) -> None:
         statuses = self.reconciler.announced.statuses[self._statuses_seen :]
         self._statuses_seen += len(statuses)
         self.kits["payments"].consumers["payments.order-status"].consumed("orders.status", len(statuses))
         self.kits["notifier"].consumers["notifier.order-status"].consumed("orders.status", len(statuses))
         for _, change in statuses:
             self.payments.status_changed(change.status)
-        await self.notifier.notify([(state.order_id, change.status) for state, change in statuses])
+        await self.notifier.notify([(state.order_id, change.status) for state, change in statuses], now)
 
     def dead_letter(self, service: str, group: str, kind: DeadLetterKind) -> None:
         self.kits[service].consumers[group].dead_lettered(kind)
