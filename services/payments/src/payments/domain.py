@@ -38,6 +38,7 @@ class Order:
     reviewed_at: datetime | None = None
     reviewed_by_key_id: str | None = None
     reviewed_by_key_name: str | None = None
+    reviewed_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +373,9 @@ _DECIDED = {ReviewVerdict.RELEASE: "released", ReviewVerdict.REJECT: "rejected"}
 
 
 def decide_review(
-    order: Order, verdict: ReviewVerdict, now: datetime, decider: tuple[str, str] | None = None
+    order: Order, verdict: ReviewVerdict, now: datetime, decider: tuple[str, str] | None = None, reason: str = ""
 ) -> tuple[str, Order | None]:
-    """Apply the risk team's verdict once, recording who decided (the API key's id and name): ('applied',
+    """Apply the risk team's verdict once, recording who decided (the API key's id and name) and why: ('applied',
     order), ('duplicate', None) for the same verdict again, or ('not_under_review' | 'review_decided', None)
     when it cannot apply."""
     if order.review_status is None:
@@ -385,7 +386,9 @@ def decide_review(
         return "review_decided", None
     status = "paid" if verdict is ReviewVerdict.RELEASE else "review_rejected"
     key_id, key_name = decider if decider is not None else (None, None)
-    decided = replace(order, review_status=_DECIDED[verdict], status=status, reviewed_at=now)
+    decided = replace(
+        order, review_status=_DECIDED[verdict], status=status, reviewed_at=now, reviewed_reason=reason or None
+    )
     return "applied", replace(decided, reviewed_by_key_id=key_id, reviewed_by_key_name=key_name)
 
 

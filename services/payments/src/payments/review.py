@@ -56,7 +56,7 @@ async def handle_review_decision(cmd: ReviewDecision, *, uow: UnitOfWorkFactory,
         order = await tx.get(cmd.order_id, for_update=True)
         if order is None:
             return ReviewResult(404, "unknown_order", f"no order {cmd.order_id}")
-        outcome, decided = domain.decide_review(order, cmd.verdict, now, cmd.decider)
+        outcome, decided = domain.decide_review(order, cmd.verdict, now, cmd.decider, cmd.reason)
         if outcome in _REFUSALS:
             status, detail = _REFUSALS[outcome]
             return ReviewResult(status, outcome, f"{detail} (review status: {order.review_status})", order)

@@ -9,7 +9,7 @@ from payments.domain import Order, PaymentStatus
 COLUMNS = (
     "order_id, user_id, amount, currency, channel, payment_status, status, status_sequence,"
     " provider, provider_txn_id, created_at, paid_at, product, review_status, review_reason, review_expected_at,"
-    " reviewed_at, reviewed_by_key_id, reviewed_by_key_name"
+    " reviewed_at, reviewed_by_key_id, reviewed_by_key_name, reviewed_reason"
 )
 
 
@@ -34,6 +34,7 @@ def order_of(row: asyncpg.Record) -> Order:
         reviewed_at=row["reviewed_at"],
         reviewed_by_key_id=row["reviewed_by_key_id"],
         reviewed_by_key_name=row["reviewed_by_key_name"],
+        reviewed_reason=row["reviewed_reason"],
     )
 
 
@@ -43,7 +44,7 @@ def params(first: int, types: Sequence[str]) -> str:
 
 ORDER_TYPES = (
     "text", "text", "bigint", "text", "text", "text", "text", "integer", "text", "text", "timestamptz",
-    "timestamptz", "text", "text", "text", "timestamptz", "timestamptz", "text", "text",
+    "timestamptz", "text", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
 )  # fmt: skip
 
 
@@ -56,5 +57,5 @@ def order_row(o: Order) -> tuple[object, ...]:
     return (
         o.order_id, o.user_id, o.amount, o.currency, o.channel, o.payment_status.value, o.status, o.status_sequence,
         o.provider, o.provider_txn_id, o.created_at, o.paid_at, o.product, o.review_status, o.review_reason,
-        o.review_expected_at, o.reviewed_at, o.reviewed_by_key_id, o.reviewed_by_key_name,
+        o.review_expected_at, o.reviewed_at, o.reviewed_by_key_id, o.reviewed_by_key_name, o.reviewed_reason,
     )  # fmt: skip

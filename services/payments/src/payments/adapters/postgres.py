@@ -17,7 +17,7 @@ from servicekit.uow import PostgresUnitOfWork
 
 _SAVE_TYPES = (
     "text", "text", "text", "integer", "text", "text", "timestamptz", "text", "text", "timestamptz", "timestamptz",
-    "text", "text",
+    "text", "text", "text",
 )  # fmt: skip
 
 
@@ -27,10 +27,11 @@ def _save(first: int) -> str:
         " status_sequence = s.status_sequence, provider = s.provider, provider_txn_id = s.provider_txn_id,"
         " paid_at = s.paid_at, review_status = s.review_status, review_reason = s.review_reason,"
         " review_expected_at = s.review_expected_at, reviewed_at = s.reviewed_at,"
-        " reviewed_by_key_id = s.reviewed_by_key_id, reviewed_by_key_name = s.reviewed_by_key_name, updated_at = now()"
+        " reviewed_by_key_id = s.reviewed_by_key_id, reviewed_by_key_name = s.reviewed_by_key_name,"
+        " reviewed_reason = s.reviewed_reason, updated_at = now()"
         f" FROM unnest({params(first, _SAVE_TYPES)}) AS s(order_id, payment_status, status, status_sequence,"
         " provider, provider_txn_id, paid_at, review_status, review_reason, review_expected_at, reviewed_at,"
-        " reviewed_by_key_id, reviewed_by_key_name)"
+        " reviewed_by_key_id, reviewed_by_key_name, reviewed_reason)"
         " WHERE o.order_id = s.order_id"
     )
 
@@ -210,5 +211,5 @@ def _save_row(o: Order) -> tuple[object, ...]:
     return (
         o.order_id, o.payment_status.value, o.status, o.status_sequence, o.provider, o.provider_txn_id, o.paid_at,
         o.review_status, o.review_reason, o.review_expected_at, o.reviewed_at, o.reviewed_by_key_id,
-        o.reviewed_by_key_name,
+        o.reviewed_by_key_name, o.reviewed_reason,
     )  # fmt: skip

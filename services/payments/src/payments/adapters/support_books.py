@@ -30,7 +30,7 @@ LOCK_TIMEOUT = "3s"  # callbacks and acts hold an order's row briefly; a person 
 _ORDER = (
     "SELECT o.order_id, o.user_id, o.amount, o.currency::text AS currency, o.channel, o.provider, o.provider_txn_id,"
     " o.payment_status, o.status, o.created_at, o.paid_at, o.review_status, o.review_reason, o.reviewed_at,"
-    " o.reviewed_by_key_name, o.updated_at,"
+    " o.reviewed_by_key_name, o.reviewed_reason, o.updated_at,"
     " (SELECT count(*) FROM support_cases c WHERE c.order_id = o.order_id AND c.resolved_at IS NULL) AS open_cases"
     " FROM orders o"
 )
@@ -257,7 +257,8 @@ def _order_entries(o: asyncpg.Record) -> list[Entry]:
     if o["reviewed_at"] is not None and o["review_status"] in ("released", "rejected"):
         by = o["reviewed_by_key_name"] or "unknown key"
         kind = "order_released" if o["review_status"] == "released" else "order_review_rejected"
-        out.append(Entry(o["reviewed_at"], "payments", kind, f"review {o['review_status']} by {by}"))
+        why = f": {o['reviewed_reason']}" if o["reviewed_reason"] else ""
+        out.append(Entry(o["reviewed_at"], "payments", kind, f"review {o['review_status']} by {by}{why}"))
     return out
 
 
