@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from contracts.codec import encode, envelope_for
-from contracts.events import OrderExpired
+from contracts.events import OrderExpired, OrderStatus
 from contracts.topics import Topic
 from credited.stack.processes import free_port
 from harness.simulator.receiver import WebhookReceiver
@@ -24,6 +24,8 @@ from servicekit.links import StatusLinks
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
+from tests.notifier.harness import change, publish
+from tests.notifier.push_service import PushService
 from tests.service_settings import STATUS_LINK_SECRET
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -133,3 +135,34 @@ async def test_an_expired_orders_page_says_it_ended_unpaid_and_its_open_live_str
         assert "nothing was charged" in english["message"] and "place a new order" in english["message"]
         someone_else = StatusLinks([STATUS_LINK_SECRET]).url(running.url, "ord_exp", "u-someone-else")
         assert (await browser.get(someone_else)).status_code == 404
+
+
+async def test_an_expiry_that_arrives_after_its_orders_late_payment_was_credited_is_never_pushed(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    # The provider had no trade when payments closed the order; the user paid it after all, the payment was applied
+    # and credited (the reconciler's first status of it: sequence 1). payments.events and orders.status are separate
+    # topics, consumed apart: the expiry, published first, can reach the notifier after the credit.
+    running = await notifier()
+    prefix = f"{isolation}."
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    await publish(broker, prefix, change("ord_late", OrderStatus.CREDITED, 1))
+    await eventually(lambda: len(push_service.messages("phone")) >= 1)
+
+    await publish_payment_facts(broker, prefix, (expired("ord_late").model_copy(update={"user_id": "u1"}), "evt-exp"))
+    await running.wait_until_consumed("ord_late", 2)
+    await eventually(running.settled)
+
+    assert [m["status"] for m in push_service.messages("phone")] == ["credited"]
+    assert [m["status"] for m in push_service.device_view("phone").values()] == ["credited"]
+    listed = (await running.api.get(f"{running.url}/v1/orders/ord_late/notifications")).json()["notifications"]
+    assert {n["status"]: n["delivery"] for n in listed} == {"credited": "delivered", "expired": "superseded"}
+    timeline = (await running.api.get(f"{running.url}/v1/orders/ord_late/timeline")).json()
+    assert (timeline["headline"], timeline["final"]) == ("Top-up credited", True)
+
+    url = f"{running.url}/v1/orders/ord_late/notifications/resend"
+    resend = (await running.api.post(url, json={"reason": "user saw nothing"})).json()["resend"]
+    assert resend["status"] == "credited"  # the latest the user was told, not the expiry that came after it
+    await eventually(lambda: len(push_service.messages("phone")) >= 2)
+    await eventually(running.settled)
+    assert [m["status"] for m in push_service.messages("phone")] == ["credited", "credited"]

@@ -27,9 +27,11 @@ from servicekit.uow import PostgresUnitOfWork
 # naming the batch's orders (up to NOTIFIED_PER_MESSAGE in each), which wake their status pages. A notification without
 # any target is kept for the inbox and the status page only, and so is one older (by its order's sequence) than a status
 # of its order recorded before this batch: it is 'superseded', and no delivery tells the user an order went back from,
-# say, credited to delayed (within the batch, every status goes out, in sequence order, as below). A delivery is born
-# leased (attempt 1, due again when the lease ends) unless an earlier status of its order is still pending for the same
-# target, here or from before: those go out in status order, claimed one at a time (see queue.py). Within the batch that
+# say, credited to delayed (within the batch, every status goes out, in sequence order, as below). So is an expiry that
+# finds any status change of its order: both may be number 1 (a payment applied to the expired order was credited, and
+# payments.events, consumed apart from orders.status, brought the expiry after it). A delivery is born leased (attempt
+# 1, due again when the lease ends) unless an earlier status of its order is still pending for the same target, here or
+# from before: those go out in status order, claimed one at a time (see queue.py). Within the batch that
 # is the first of its order and target by (sequence, id), a window over the batch: a correlated look at the batch's
 # other rows cost each row a scan of them all (170 of 228 ms for a batch of 2,000). The rows tagged 'leased' are the
 # deliveries to hand to the worker now.
@@ -47,8 +49,11 @@ WITH input AS (
 ), added AS (
     INSERT INTO notifications (notification_id, order_id, user_id, status, payload, sequence, state)
     SELECT i.notification_id, i.order_id, i.user_id, i.status, i.payload::jsonb, i.sequence,
-           CASE WHEN EXISTS (SELECT 1 FROM notifications e WHERE e.order_id = i.order_id AND e.sequence > i.sequence)
-                THEN 'superseded'
+           CASE WHEN EXISTS (
+                    SELECT 1 FROM notifications e
+                    WHERE e.order_id = i.order_id
+                      AND (e.sequence > i.sequence OR (i.status = 'expired' AND e.status <> 'expired'))
+                ) THEN 'superseded'
                 WHEN EXISTS (SELECT 1 FROM targets t WHERE t.notification_id = i.notification_id)
                 THEN 'pending' ELSE 'inbox_only' END
     FROM input i ORDER BY i.n
@@ -87,13 +92,16 @@ FROM fanned
 """
 
 
-# A person's resend of the order's latest notification (by sequence, then time): the resend recorded, and one new
-# delivery per target its user has now for the order (as _ADD fans out), due at once for the worker to claim. None of
-# the rows when the notifier has no notification for the order; the resend and no delivery when its user has no target.
-# None either when the resend id was recorded already (a request repeated under its Idempotency-Key): see _RESEND_BY_ID.
+# A person's resend of the order's latest notification (by sequence, then time; never a superseded one, which the user
+# was not told: an expiry recorded after its order's credit has the credit's sequence, 1, and a later time): the resend
+# recorded, and one new delivery per target its user has now for the order (as _ADD fans out), due at once for the
+# worker to claim. None of the rows when the notifier has no notification for the order; the resend and no delivery
+# when its user has no target. None either when the resend id was recorded already (a request repeated under its
+# Idempotency-Key): see _RESEND_BY_ID.
 _RESEND = """
 WITH latest AS (
-    SELECT notification_id, order_id, user_id, status, sequence FROM notifications WHERE order_id = $1
+    SELECT notification_id, order_id, user_id, status, sequence FROM notifications
+    WHERE order_id = $1 AND state <> 'superseded'
     ORDER BY sequence DESC, created_at DESC LIMIT 1
 ), resend AS (
     INSERT INTO resends (resend_id, notification_id, order_id, reason, requested_by)
