@@ -31,12 +31,18 @@ class Preferences:
 
 @lru_cache(maxsize=512)
 def _parse(tag: str) -> Locale | None:
-    """The Babel locale of a BCP 47 tag; an unknown region falls back to its language (zh-XX to zh)."""
-    for candidate in (tag.replace("_", "-"), tag.replace("_", "-").split("-")[0]):
+    """The Babel locale of a BCP 47 tag, or of its longest prefix Babel knows (RFC 4647 lookup: subtags dropped from
+    the end), so an unknown region or an extension keeps the script and region before it: zh-Hant-US is zh-Hant,
+    zh-HK-u-ca-chinese zh-HK, zh-XX zh."""
+    subtags = tag.replace("_", "-").split("-")
+    script = subtags[1].title() if len(subtags) > 1 and len(subtags[1]) == 4 else None
+    for end in range(len(subtags), 0, -1):
         try:
-            return Locale.parse(candidate, sep="-")
+            parsed = Locale.parse("-".join(subtags[:end]), sep="-")
         except (ValueError, TypeError, UnknownLocaleError):
             continue
+        if script is None or parsed.script in (None, script):  # Babel reads zh-Hant-SG as zh_Hans_SG
+            return parsed
     return None
 
 
@@ -47,7 +53,7 @@ def resolve_locale(locale: str | None) -> str:
     if parsed is None or parsed.language != "zh":
         return DEFAULT_LOCALE
     # Babel fills in the script: zh-TW is zh_Hant_TW, zh-SG is zh_Hans_SG, plain zh is Simplified.
-    if parsed.script == "Hant" or parsed.territory in ("TW", "HK", "MO"):
+    if parsed.script == "Hant" or (parsed.script is None and parsed.territory in ("TW", "HK", "MO")):
         return "zh-HK" if parsed.territory in ("HK", "MO") else "zh-TW"
     return "zh-CN"
 
@@ -55,11 +61,12 @@ def resolve_locale(locale: str | None) -> str:
 def _formatting_locale(asked: str | None, written: str) -> Locale:
     """Numbers and dates follow the user's own locale (en-GB writes 22 Nov) when it is in the language we
     write; otherwise the written language's, so the sentence and its numbers agree."""
-    parsed = _parse(asked) if asked else None
-    if parsed is not None and resolve_locale(asked) == written:
-        return parsed
     fallback = _parse(written)
     assert fallback is not None
+    parsed = _parse(asked) if asked else None
+    # Every other language resolves to English too: ja-JP's money (元648.00) and dates would sit in an English sentence.
+    if parsed is not None and parsed.language == fallback.language and resolve_locale(asked) == written:
+        return parsed
     return fallback
 
 
