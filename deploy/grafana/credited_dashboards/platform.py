@@ -70,6 +70,17 @@ def kafka_and_outbox() -> dashboard.Dashboard:
         board("credited-kafka-outbox", "credited: Kafka lag and outbox", "Consumers, dead letters and outboxes.")
         .with_panel(
             graph(
+                "Dependencies reached by service (0: away; alert after 2 m)",
+                "short",
+                ("min by (service, dependency) (credited_dependency_ready)", "{{service}} {{dependency}}"),
+                description="1 while the service reaches its database or broker, 0 while its retry loops or probes "
+                "find it away (its /healthz answers 503 then).",
+                steps=((0.5, RED),),
+                alerts=("DependencyAway",),
+            )
+        )
+        .with_panel(
+            graph(
                 "Consumer lag by service and group (alert above 1,000 for 5 m)",
                 "short",
                 ("sum by (service, group) (credited_consumer_lag_records)", "{{service}} {{group}}"),

@@ -17,6 +17,7 @@ from notifier.adapters.delivery import RetryPolicy
 from notifier.ports import DeliveryFailed
 from payments.domain import PaymentStatus
 from reconciler.domain import Policy
+from servicekit.errors import Dependency
 from servicekit.metrics import DeadLetterKind
 from tests.deploy_monitoring.emitted.commands import PAID
 from tests.deploy_monitoring.emitted.notifier import Notifier
@@ -189,6 +190,26 @@ async def payments_down_reconciler_missing(w: World, i: int) -> None:
     await orders(w, i, "card", 2)
     w.targets["reconciler"].discovered = False
     w.targets["payments"].up = i < 5
+
+
+async def payments_database_away(w: World, i: int) -> None:
+    """payments' PostgreSQL goes away at minute 5 and comes back at minute 20: the process answers its scrapes."""
+    await orders(w, i, "card", 2)
+    readiness = w.kits["payments"].readiness
+    if i == 5:
+        readiness.away(Dependency.DATABASE, "connection refused", "outbox relay")
+    if i == 20:
+        readiness.back(Dependency.DATABASE, "outbox relay")
+
+
+async def ledger_database_blips(w: World, i: int) -> None:
+    """The ledger's PostgreSQL is away for one minute (a failover): under the alert's two minutes."""
+    await orders(w, i, "card", 2)
+    readiness = w.kits["ledger"].readiness
+    if i == 5:
+        readiness.away(Dependency.DATABASE, "connection refused", "consumer ledger.payments")
+    if i == 6:
+        readiness.back(Dependency.DATABASE, "consumer ledger.payments")
 
 
 async def notifier_blips(w: World, i: int) -> None:
@@ -395,6 +416,8 @@ SCENARIOS = {
         Scenario("slo_low_traffic_one_late", 60, 91, low_traffic((20,)), world()),
         Scenario("payments_down_reconciler_missing", 15, 25, payments_down_reconciler_missing, world()),
         Scenario("notifier_blips", 15, 25, notifier_blips, world()),
+        Scenario("payments_database_away", 60, 30, payments_database_away, world()),
+        Scenario("ledger_database_blips", 60, 15, ledger_database_blips, world()),
         Scenario("ledger_lags", 60, 11, lagging([(0, 0), (800, 700)]), world()),
         Scenario(
             "ledger_lag_drains", 60, 11, lagging([(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]), world()

@@ -24,6 +24,7 @@ from payments.config import Settings as PaymentsSettings
 from payments.domain import Outcome, PaymentState
 from reconciler.domain import Policy
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind, OutboxMetrics, ServiceMetrics
+from servicekit.retrying import Readiness
 from tests.deploy_monitoring.conftest import PROMETHEUS_DIR, load_yaml
 from tests.deploy_monitoring.emitted.cases import Cases
 from tests.deploy_monitoring.emitted.commands import Commands
@@ -61,6 +62,11 @@ class Kit:
 
     metrics: ServiceMetrics
     consumers: dict[str, ConsumerMetrics] = field(default_factory=dict)
+    readiness: Readiness = field(init=False)
+
+    def __post_init__(self) -> None:
+        # As Infrastructure.open wires them: the dependencies its retry loops and probes find away, in its metrics.
+        self.readiness = Readiness(on_change=self.metrics.dependency)
 
     @property
     def outbox(self) -> OutboxMetrics:

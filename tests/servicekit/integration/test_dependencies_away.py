@@ -1,5 +1,6 @@
 """Services outlive their dependencies: started with the broker stopped, the ledger answers /healthz 503 naming
-the broker (the database apart, ready), and once the broker is up it becomes ready and consumes. A consumer whose
+the broker (the database apart, ready), and says so in its metrics (credited_dependency_ready, which DependencyAway
+pages on), and once the broker is up it becomes ready and consumes. A consumer whose
 database connection is terminated in the middle of a batch dead-letters nothing and handles the message after.
 Real PostgreSQL and a real broker of the kind CREDITED_TEST_BROKER names (its own, so it can be stopped)."""
 
@@ -10,7 +11,9 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.codec import Envelope, encode, envelope_for
 from contracts.events import PaymentSucceeded
@@ -27,6 +30,14 @@ from tests.servicekit.events import paid
 from tests.stoppable_broker import StoppableBroker, health, service_env
 
 STARTUP_S = 120  # deadlines, not sleeps: a JVM broker and these processes share two loaded cores
+
+
+def dependencies_ready(child: Child) -> dict[str, float]:
+    """credited_dependency_ready by dependency, as Prometheus scrapes it from the service's metrics port."""
+    port = next(value for name, value in child.env.items() if name.endswith("_METRICS_PORT"))
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "credited_dependency_ready"]
+    return {sample.labels["dependency"]: sample.value for sample in family.samples}
 
 
 def waiting_for_the_broker_only(port: int) -> bool:
@@ -59,11 +70,13 @@ async def test_a_ledger_started_with_the_broker_stopped_says_so_then_becomes_rea
     answer = health(port)
     assert answer is not None and answer[0] == 503, answer
     assert answer[1]["error"] == "not_ready" and "broker" in str(answer[1]["detail"]), answer
+    assert dependencies_ready(ledger) == {"database": 1, "broker": 0}
     assert ledger.alive(), ledger.tail()
 
     await asyncio.to_thread(own_broker.start)
     ready = lambda: (health(port) or (0, {}))[0] == 200  # noqa: E731
     await asyncio.to_thread(wait_for, ready, timeout_s=STARTUP_S, what="ledger ready", child=ledger)
+    assert dependencies_ready(ledger) == {"database": 1, "broker": 1}
     order_id = f"ord_{isolation}"
     publisher = KafkaPublisher(own_broker.bootstrap, idempotence=own_broker.kind == "apache", client_id="test")
     await publisher.start()

@@ -91,3 +91,15 @@ def test_a_policy_without_a_floor_or_attempts_is_refused() -> None:
         BackoffPolicy(initial_s=2, cap_s=1)
     with pytest.raises(ValueError):
         BackoffPolicy(unknown_attempts=0)
+
+
+def test_the_metrics_hear_a_dependency_ready_at_once_away_from_its_first_source_and_back_with_its_last() -> None:
+    heard: list[tuple[Dependency, bool]] = []
+    readiness = Readiness(on_change=lambda dependency, ready: heard.append((dependency, ready)))
+    assert heard == [(Dependency.DATABASE, True), (Dependency.BROKER, True)]
+    readiness.away(Dependency.DATABASE, "connection refused", "relay")
+    readiness.away(Dependency.DATABASE, "connection refused", "consumer")
+    readiness.back(Dependency.DATABASE, "relay")  # the consumer still cannot reach it
+    assert heard[2:] == [(Dependency.DATABASE, False)]
+    readiness.back(Dependency.DATABASE, "consumer")
+    assert heard[2:] == [(Dependency.DATABASE, False), (Dependency.DATABASE, True)]

@@ -111,7 +111,8 @@ class Infrastructure:
     ) -> "Infrastructure":
         """Everything built; connected (PostgreSQL migrated, topics ensured, the publisher started) unless
         `connect` is False, when `run` connects in the background while HTTP already answers."""
-        readiness = Readiness()
+        metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
+        readiness = Readiness(on_change=metrics.dependency)
         for dependency in (Dependency.DATABASE, Dependency.BROKER):
             readiness.away(dependency, "not connected yet", _START)
         pool = await lazy_pool(settings.database_url, settings.db_schema)
@@ -123,7 +124,6 @@ class Infrastructure:
             tuning=settings.kafka_tuning,
             security=aiokafka_security(settings),
         )
-        metrics = ServiceMetrics(service, CollectorRegistry(auto_describe=True))
         relay = OutboxRelay(pool, publisher, metrics=metrics.outbox(), readiness=readiness)
         # API keys live in one schema every service reads through its own pool (servicekit.identity.store).
         keys = PostgresKeyStore(pool, settings.identity_schema)

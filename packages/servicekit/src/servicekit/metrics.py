@@ -85,6 +85,14 @@ class ServiceMetrics:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        self.dependency_ready = Gauge(
+            "credited_dependency_ready",
+            "1 while the service reaches the dependency (database, broker); 0 while its retry loops or probes find"
+            " it away, when /healthz answers 503 (the lowest of the service's copies).",
+            ["service", "dependency"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.outbox_oldest_age = Gauge(
             "credited_outbox_oldest_age_seconds",
             "Age of the oldest outbox row waiting to be published (0 when empty).",
@@ -118,6 +126,10 @@ class ServiceMetrics:
 
     def consumer(self, group: str, topics: Iterable[str], topic_prefix: str = "") -> "ConsumerMetrics":
         return ConsumerMetrics(self, group, list(topics), topic_prefix)
+
+    def dependency(self, dependency: str, ready: bool) -> None:
+        """Whether the service reaches `dependency` now (servicekit.retrying.Readiness's on_change)."""
+        self.dependency_ready.labels(self.service, dependency).set(1 if ready else 0)
 
     def outbox(self) -> "OutboxMetrics":
         return OutboxMetrics(self)

@@ -59,21 +59,33 @@ class Readiness:
     `source`: a dependency is away while any source finds it away, so one part that reached the database for a
     read does not declare it back while another still cannot write to it."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, watched: tuple[Dependency, ...] = WATCHED) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        watched: tuple[Dependency, ...] = WATCHED,
+        on_change: Callable[[Dependency, bool], None] | None = None,
+    ) -> None:
+        """`on_change(dependency, ready)` hears each watched dependency as ready at once, then every time one goes
+        away (found away by a first source) or comes back (by the last): the service's metrics follow it."""
         self._clock = clock
         self._watched = watched
         self._away: dict[tuple[Dependency, str], tuple[float, str]] = {}
+        self._on_change = on_change or (lambda dependency, ready: None)
+        for dependency in watched:
+            self._on_change(dependency, True)
 
     def away(self, dependency: Dependency, reason: str, source: str = "") -> None:
         key = (dependency, source)
         if not any(d == dependency for d, _ in self._away):
             log.warning("%s is away (%s): retrying with backoff, not ready until it is back", dependency, reason)
+            self._on_change(dependency, False)
         self._away[key] = (self._away.get(key, (self._clock(), ""))[0], reason)
 
     def back(self, dependency: Dependency, source: str = "") -> None:
         since = self._away.pop((dependency, source), None)
         if since is not None and not any(d == dependency for d, _ in self._away):
             log.warning("%s is back after %.1fs", dependency, self._clock() - since[0])
+            self._on_change(dependency, True)
 
     def back_all(self, source: str) -> None:
         """Everything `source` found away is back (it just succeeded at what it waited for)."""
