@@ -13,7 +13,16 @@ from credited.providers.book import Book, Trade
 from credited.providers.faults import Faults
 from credited.providers.keys import LocalKeys, bare, private_pem, public_pem, sign
 from credited.providers.notifier import Notification
-from payments.domain import CallbackAck, CallbackRejected, VerifiedCallback
+from payments.domain import (
+    CallbackAck,
+    CallbackRejected,
+    Order,
+    Outcome,
+    Payers,
+    PaymentStatus,
+    VerifiedCallback,
+    decide,
+)
 from tests.payments.providers.conftest import alipay
 
 ORDER = "ord_" + "0123456789abcdef" * 2
@@ -143,6 +152,21 @@ async def test_a_rightly_signed_notification_that_is_not_for_us_or_not_an_amount
     params = dict(parse_qsl(notification(local_keys).body.decode()))
     rejection = await refused(local_keys, resign(local_keys, {**params, **change}))
     assert (rejection.status_code, rejection.code) == (422, code)
+
+
+async def test_a_payment_priced_in_another_trans_currency_is_read_in_it_and_never_pays_a_cny_order(
+    local_keys: LocalKeys,
+) -> None:
+    # Alipay's total_amount is in trans_currency when a trade is priced in one (CNY when it is absent): 12.34 USD is
+    # not 12.34 CNY, so the notice must say USD and the CNY order of 1234 fen refuse it.
+    params = dict(parse_qsl(notification(local_keys, amount=1234).body.decode()))
+    body = resign(local_keys, {**params, "trans_currency": "USD"})
+    assert sdk_verifies(local_keys, body)
+    notice = (await verified(local_keys, body)).notice
+    assert notice is not None and (notice.amount, notice.currency) == (1234, "USD")
+    placed = Order(ORDER, "u1", 1234, "CNY", "alipay", PaymentStatus.PENDING, "pending", notice.paid_at)
+    decision = decide(placed, notice, Payers({"alipay": "alipay"}))
+    assert (decision.outcome, decision.code) == (Outcome.REJECTED, "amount_mismatch")
 
 
 async def test_a_parameter_sent_twice_is_refused(local_keys: LocalKeys) -> None:

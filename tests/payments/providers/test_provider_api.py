@@ -45,6 +45,18 @@ async def test_a_query_says_what_the_provider_knows_and_a_paid_one_reads_as_its_
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_trade_priced_in_another_currency_is_read_in_it_by_query_and_by_callback(
+    name: str, provider: LocalProvider, local_keys: LocalKeys
+) -> None:
+    ours, order_id = adapter(name, local_keys, provider), order(1)
+    delivery = provider.pay(name, trade_no(name, order_id), 600, "USD")
+    paid = await ours.query_payment(order_id)
+    assert (paid.state, paid.amount, paid.currency) == (PaymentState.PAID, 600, "USD")
+    callback = await ours.verify_callback(delivery.notification.body, delivery.notification.headers)
+    assert callback.notice is not None and (callback.notice.amount, callback.notice.currency) == (600, "USD")
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
 async def test_close_ends_an_unpaid_order_and_not_a_paid_one(
     name: str, provider: LocalProvider, local_keys: LocalKeys
 ) -> None:

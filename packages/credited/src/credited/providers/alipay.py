@@ -68,6 +68,11 @@ def _status(trade: Trade) -> str:
     }[trade.state]
 
 
+def _priced_in(trade: Trade) -> str:
+    """Alipay's trans_currency of a trade: its currency when not CNY, which Alipay leaves unsaid."""
+    return "" if trade.currency == "CNY" else trade.currency
+
+
 class AlipayServer:
     """Alipay's side of one app (the keys' app_id and seller_id)."""
 
@@ -93,6 +98,7 @@ class AlipayServer:
             "trade_no": trade.txn_id,
             "trade_status": _status(trade),
             "total_amount": yuan(trade.amount),
+            "trans_currency": _priced_in(trade),
             "receipt_amount": yuan(trade.amount),
             "buyer_pay_amount": yuan(trade.amount),
             "subject": "credited top-up",
@@ -174,6 +180,8 @@ class AlipayServer:
             "trade_status": _status(trade),
             "total_amount": yuan(trade.amount),
         }
+        if _priced_in(trade):
+            answer["trans_currency"] = _priced_in(trade)
         if trade.paid_at is not None:
             answer |= {"trade_no": trade.txn_id, "send_pay_date": china_time(trade.paid_at)}
             answer |= {"buyer_pay_amount": yuan(trade.amount), "receipt_amount": yuan(trade.amount)}

@@ -66,7 +66,8 @@ def _form(body: bytes) -> dict[str, str]:
 
 class AlipayProvider:
     """The PaymentProvider for Alipay: our order id as out_trade_no, our refund id as out_request_no, and
-    amounts as yuan strings converted exactly to and from fen. Alipay settles these trades in CNY."""
+    amounts as yuan strings converted exactly to and from fen. Alipay settles these trades in CNY; a trade
+    priced in another currency (trans_currency) is read in that one, so it never matches a CNY order."""
 
     def __init__(
         self,
@@ -126,7 +127,7 @@ class AlipayProvider:
             if query.state is PaymentState.CLOSED:  # closed unpaid: a failure notice, which never undoes a payment
                 amount, closed_at = yuan.to_fen(params.get("total_amount", "")), wire.parse_time(params["notify_time"])
                 txn = params.get("trade_no") or order_id
-                failed = PaymentNotice(order_id, self._name, txn, False, amount, "CNY", closed_at)
+                failed = PaymentNotice(order_id, self._name, txn, False, amount, wire.currency(params), closed_at)
                 return VerifiedCallback(self._name, status, order_id, failed)
         except ValueError as exc:
             raise CallbackRejected(422, "invalid_callback", str(exc)[:200]) from None
@@ -146,7 +147,7 @@ class AlipayProvider:
             paid_at = datetime.fromtimestamp(self._clock(), UTC)
         if state is PaymentState.PAID and (txn is None or amount is None or paid_at is None):
             raise ValueError(f"a paid trade needs trade_no, total_amount and {paid_at_field}")
-        currency = None if amount is None else "CNY"
+        currency = None if amount is None else wire.currency(fields)
         reason = "" if state is PaymentState.PAID else f"trade_status {status[:40]}"
         return PaymentQuery(state, order_id, self._name, txn, amount, currency, paid_at, reason)
 

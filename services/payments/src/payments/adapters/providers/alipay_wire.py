@@ -3,7 +3,7 @@ words. Amounts are yuan strings (see yuan.py)."""
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 
 from payments.domain import PaymentState
@@ -21,6 +21,12 @@ TRADE_STATES = {
 }
 # A business failure that may pass if the same request is sent again later.
 RETRYABLE = {"ACQ.SYSTEM_ERROR", "ACQ.SELLER_BALANCE_NOT_ENOUGH", "ACQ.REASON_TRADE_REFUND_FEE_ERR"}
+
+
+def currency(fields: Mapping[str, object]) -> str:
+    """The currency of a trade's total_amount: its trans_currency (the currency it was priced in), CNY when
+    Alipay names none."""
+    return str(fields.get("trans_currency") or "CNY")
 
 
 def signing_content(params: Iterable[tuple[str, str]], *, leave_out: frozenset[str]) -> bytes:
