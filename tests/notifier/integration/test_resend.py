@@ -151,3 +151,24 @@ async def test_resend_requests_under_one_idempotency_key_at_once_resend_once_and
     assert other["id"] != first["id"]
     assert [m["status"] for m in push_service.messages("phone")] == ["credited"] * 3  # the first, then k1, k2
     assert await pool.fetchval("SELECT count(*) FROM resends WHERE order_id = 'ord_1'") == 2
+
+
+async def test_an_idempotency_key_reused_with_another_reason_is_refused_409_and_resends_nothing_more(
+    notifier: StartNotifier, push_service: PushService, isolation: str, broker: Broker
+) -> None:
+    running = await told_once(notifier, push_service, broker, isolation, OrderStatus.CREDITED)
+    pool = running.notifier.infra.pool
+    url = f"{running.url}/v1/orders/ord_1/notifications/resend"
+    key = {"Idempotency-Key": "k1"}
+    first = await running.api.post(url, json={"reason": "user saw nothing"}, headers=key)
+    assert first.status_code == 202, first.text
+    await eventually(running.settled)
+
+    other = await running.api.post(url, json={"reason": "a different complaint"}, headers=key)
+    assert (other.status_code, other.json().get("error")) == (409, "idempotency_key_reused"), other.text
+    again = await running.api.post(url, json={"reason": "user saw nothing"}, headers=key)
+    assert (again.status_code, again.json()["resend"]["id"]) == (202, first.json()["resend"]["id"])
+    await eventually(running.settled)
+    assert [m["status"] for m in push_service.messages("phone")] == ["credited"] * 2  # the first, then k1 once
+    reasons = await pool.fetch("SELECT reason FROM resends WHERE order_id = 'ord_1'")
+    assert [r["reason"] for r in reasons] == ["user saw nothing"]

@@ -256,7 +256,7 @@ def routes(
         status_code=202,
         response_model=ResendOut,
         tags=["inbox"],
-        responses=error_responses(404, 422),
+        responses=error_responses(404, 409, 422),
     )
     async def resend_notification(
         order_id: OrderId,
@@ -267,12 +267,16 @@ def routes(
         """Deliver the order's latest status notification to its user again, through the normal durable
         delivery path (new deliveries, retried like any), recorded as a resend with the reason and who asked.
         The same Idempotency-Key from the same key name again (a retry, or two at once) answers the first resend and
-        sends nothing more."""
+        sends nothing more; with another reason it is refused 409 idempotency_key_reused, as payments' acts are."""
         resend_id = None if idempotency_key is None else _resend_id(caller.name, order_id, idempotency_key)
         async with uow() as tx:
             resend = await tx.resend_latest(order_id, body.reason, caller.name, resend_id=resend_id)
         if resend is None:
             raise ApiError(404, "unknown_order", "the notifier has no notification for this order")
+        if resend["reason"] != body.reason:  # only a resend under an Idempotency-Key can have another's reason
+            raise ApiError(
+                409, "idempotency_key_reused", f"Idempotency-Key {idempotency_key!r} was used with another reason"
+            )
         log.info(
             "order %s: notification %s resent by %s: %s",
             order_id,
