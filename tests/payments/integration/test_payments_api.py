@@ -294,6 +294,15 @@ async def test_a_key_bound_before_owners_were_recorded_still_answers_its_order(a
     assert await new_order(client, **{"Idempotency-Key": "k-old"}) == first
 
 
+async def test_an_empty_idempotency_key_is_refused_and_never_makes_a_second_top_up_answer_the_first(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    body = {"user_id": "u-empty", "amount": 600, "currency": "CNY", "channel": "alipay"}
+    answers = [await client.post("/v1/orders", json=body, headers={"Idempotency-Key": ""}) for _ in range(2)]
+    assert [(a.status_code, a.json().get("error")) for a in answers] == [(422, "invalid_request")] * 2, [
+        a.text for a in answers
+    ]
+
+
 async def test_concurrent_orders_with_one_idempotency_key_make_one_order(api) -> None:  # type: ignore[no-untyped-def]
     client, settings = api
     body = {"user_id": "u-key", "amount": 600, "currency": "CNY", "channel": "alipay"}
@@ -320,6 +329,7 @@ ODD_REQUESTS = [
     ("/v1/orders", JSON, ORDER.replace(b"600", b"6.5")),
     ("/v1/orders", JSON, ORDER.replace(b"}", b',"x":1}')),
     ("/v1/orders", {**JSON, "idempotency-key": "k" * 201}, ORDER),
+    ("/v1/orders", {**JSON, "idempotency-key": ""}, ORDER),
     ("/v1/orders", JSON, b""),
     ("/v1/orders", {**JSON, "authorization": "Bearer ck_live_unknown"}, ORDER),
     ("/v1/orders", {**JSON, "authorization": "Basic dXNlcjpwYXNz"}, ORDER),

@@ -73,7 +73,7 @@ def fast_routes(
         if caller is None:
             return None
         content_type, key = headers.get("content-type", ""), headers.get("idempotency-key")
-        if content_type.lower() not in _JSON or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):
+        if content_type.lower() not in _JSON or (key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_MAX):
             return None
         try:
             request = OrderRequest.model_validate_json(body)

@@ -163,7 +163,7 @@ def routes(
     async def place_order(
         body: OrderRequest,
         caller: Annotated[Caller, Depends(requires(Scope.ORDERS_WRITE))],
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> JsonResponse:
         """Create a top-up order. Repeating a request with the same Idempotency-Key returns the same order; the key
         is the API key's own (by its name): another key's request with it is refused 409 idempotency_key_reused.
