@@ -20,6 +20,7 @@ from notifier.adapters.metrics import PrometheusNotifierMetrics
 from notifier.adapters.poster import AiohttpPoster
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.queue import PostgresDeliveryQueue
+from notifier.adapters.retention import notification_retention
 from notifier.adapters.status_page import StatusPage
 from notifier.adapters.streams import StreamSlots
 from notifier.adapters.subscriptions import PostgresSubscriptions
@@ -32,6 +33,7 @@ from servicekit.identity import protect
 from servicekit.infrastructure import Infrastructure
 from servicekit.kafka import only
 from servicekit.links import StatusLinks, status_links
+from servicekit.retention import Retention
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE = "notifier"
@@ -50,7 +52,8 @@ class Channels:
 
 @dataclass
 class Notifier:
-    """The running parts: infrastructure, the HTTP app, the delivery worker and the status pages' feed."""
+    """The running parts: infrastructure, the HTTP app, the delivery worker, the status pages' feed and the pruning
+    of notifications past their keep time."""
 
     infra: Infrastructure
     app: FastAPI
@@ -58,6 +61,7 @@ class Notifier:
     feed: PostgresOrderFeed
     uow: Callable[[], PostgresNotifications]
     posters: list[AiohttpPoster]
+    retention: Retention
 
     async def close(self) -> None:
         for poster in self.posters:
@@ -187,4 +191,5 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
     slots = StreamSlots(per_order=settings.max_streams_per_order, overall=settings.max_streams)
     page = StatusPage(uow, subscriptions, feed, links, push, slots, heartbeat_s=settings.sse_heartbeat_s)
     app.include_router(page.routes())
-    return Notifier(infra, app, worker, feed, uow, configured.posters)
+    retention = notification_retention(infra.pool, settings.notifications_keep_s)
+    return Notifier(infra, app, worker, feed, uow, configured.posters, retention)

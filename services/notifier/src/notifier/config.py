@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.links import DEFAULT_TTL_S
@@ -99,6 +99,27 @@ class Settings(ServiceSettings):
     max_streams: int = Field(
         2000, ge=1, le=100_000, description="Live event streams open at once in this process; past it, 429."
     )
+
+    notifications_keep_s: float = Field(
+        90 * 86400.0,
+        gt=0,
+        description="How long the notifier keeps what it sent (servicekit.retention): a resend is deleted once it "
+        "was asked longer ago than this, a notification once it was made longer ago, each with its deliveries; never "
+        "one with a delivery still pending, nor a notification a resend is kept for. Longer than "
+        "NOTIFIER_RETRY_FOR_S and the status links' lifetime, which it must stay: what is deleted is no longer "
+        "retried, and no valid link opens a page that lost its order's notifications. The inbox, the status page "
+        "and the support timeline show no more of what was deleted.",
+    )
+
+    @model_validator(mode="after")
+    def _notifications_outlive_their_use(self) -> "Settings":
+        if self.notifications_keep_s <= max(self.retry_for_s, self.status_link_ttl_s):
+            raise ValueError(
+                f"NOTIFIER_NOTIFICATIONS_KEEP_S ({self.notifications_keep_s:.0f}) must be longer than a delivery is "
+                f"retried (NOTIFIER_RETRY_FOR_S, {self.retry_for_s:.0f} s) and a status link opens its page "
+                f"(NOTIFIER_STATUS_LINK_TTL_S or CREDITED_STATUS_LINK_TTL_S, {self.status_link_ttl_s} s)"
+            )
+        return self
 
     @property
     def address_policy(self) -> AddressPolicy:

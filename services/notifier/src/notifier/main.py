@@ -20,7 +20,7 @@ async def main() -> None:
         log.warning("NOTIFIER_WEBHOOK_URL is not set: no platform webhook, only users' devices and the inbox")
     notifier = await build(settings, connect=False)
     worker = Finishing(notifier.worker.run(), notifier.worker.finish)  # in-flight deliveries end and are settled
-    await notifier.infra.run(notifier.app, worker, notifier.feed.run())
+    await notifier.infra.run(notifier.app, worker, notifier.feed.run(), notifier.retention.run())
 
 
 def secrets(settings: Settings) -> dict[str, SecretValue]:
