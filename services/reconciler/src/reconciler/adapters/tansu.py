@@ -5,6 +5,10 @@ batch plus one, not the true end, whenever that batch holds several records. fau
 changelog only up to that end when it recovers, so it would silently miss the newest state after a
 restart. The high watermark in a fetch response is right, so this reads it from a short fetch inside
 the last batch and takes the larger of the two (consumer.py and offsets.py apply it on Tansu only).
+
+Only a fetch answered after the seek counts: a reused probe keeps the high watermark of its last fetch, and the
+ticker asks the same probe on every tick, so that stale mark, short by every batch written since the last tick,
+would stand for the end and let the safe time run past records not read yet.
 """
 
 import time
@@ -31,10 +35,12 @@ async def true_end_offsets(
     try:
         if probe.assignment() != set(todo):  # a reassignment logs the subscription: not on every tick
             probe.assign(todo)
+        # Read and sought with no await between: every fetch answered from here on is one at the new positions.
+        before = {tp: probe.last_poll_timestamp(tp) for tp in todo}
         for tp in todo:
             probe.seek(tp, max(ends[tp] - 1, 0))
         deadline = time.monotonic() + 10
-        while any(probe.highwater(tp) is None for tp in todo) and time.monotonic() < deadline:
+        while any(probe.last_poll_timestamp(tp) in (None, before[tp]) for tp in todo) and time.monotonic() < deadline:
             await probe.getmany(*todo, timeout_ms=50)
         for tp in todo:
             fixed[tp] = max(ends[tp], probe.highwater(tp) or 0)
