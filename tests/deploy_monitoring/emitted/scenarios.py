@@ -192,24 +192,19 @@ async def payments_down_reconciler_missing(w: World, i: int) -> None:
     w.targets["payments"].up = i < 5
 
 
-async def payments_database_away(w: World, i: int) -> None:
-    """payments' PostgreSQL goes away at minute 5 and comes back at minute 20: the process answers its scrapes."""
-    await orders(w, i, "card", 2)
-    readiness = w.kits["payments"].readiness
-    if i == 5:
-        readiness.away(Dependency.DATABASE, "connection refused", "outbox relay")
-    if i == 20:
-        readiness.back(Dependency.DATABASE, "outbox relay")
+def database_away(service: str, source: str, since: int, until: int) -> Step:
+    """`service`'s PostgreSQL is away from minute `since` to `until`, as its retry loop (`source`) finds: the process
+    answers its scrapes all the while."""
 
+    async def step(w: World, i: int) -> None:
+        await orders(w, i, "card", 2)
+        readiness = w.kits[service].readiness
+        if i == since:
+            readiness.away(Dependency.DATABASE, "connection refused", source)
+        if i == until:
+            readiness.back(Dependency.DATABASE, source)
 
-async def ledger_database_blips(w: World, i: int) -> None:
-    """The ledger's PostgreSQL is away for one minute (a failover): under the alert's two minutes."""
-    await orders(w, i, "card", 2)
-    readiness = w.kits["ledger"].readiness
-    if i == 5:
-        readiness.away(Dependency.DATABASE, "connection refused", "consumer ledger.payments")
-    if i == 6:
-        readiness.back(Dependency.DATABASE, "consumer ledger.payments")
+    return step
 
 
 async def notifier_blips(w: World, i: int) -> None:
@@ -416,8 +411,9 @@ SCENARIOS = {
         Scenario("slo_low_traffic_one_late", 60, 91, low_traffic((20,)), world()),
         Scenario("payments_down_reconciler_missing", 15, 25, payments_down_reconciler_missing, world()),
         Scenario("notifier_blips", 15, 25, notifier_blips, world()),
-        Scenario("payments_database_away", 60, 30, payments_database_away, world()),
-        Scenario("ledger_database_blips", 60, 15, ledger_database_blips, world()),
+        Scenario("payments_database_away", 60, 30, database_away("payments", "outbox relay", 5, 20), world()),
+        # A failover: away for one minute, under the alert's two.
+        Scenario("ledger_database_blips", 60, 15, database_away("ledger", "consumer ledger.payments", 5, 6), world()),
         Scenario("ledger_lags", 60, 11, lagging([(0, 0), (800, 700)]), world()),
         Scenario(
             "ledger_lag_drains", 60, 11, lagging([(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]), world()
