@@ -6,24 +6,13 @@ import pytest
 
 from contracts.events import OrderStatus, OrderStatusChanged
 from notifier import domain
+from tests.notifier.unit.test_messages import change
 
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 ETA = datetime(2026, 11, 22, 8, 5, tzinfo=UTC)
 
 
 def delayed() -> OrderStatusChanged:
-    return OrderStatusChanged(
-        order_id="ord_42",
-        user_id="u1",
-        status=OrderStatus.DELAYED,
-        sequence=2,
-        amount=64800,
-        currency="CNY",
-        channel="alipay",
-        paid_at=T0,
-        changed_at=T0,
-        estimated_credit_at=ETA,
-    )
+    return change(OrderStatus.DELAYED, ETA)
 
 
 @pytest.mark.parametrize("asked", ["ja-JP", "fr", "ar-EG", "de-DE"])
