@@ -234,12 +234,32 @@ class TopicsRefused(RuntimeError):
     """Topics are missing and this client may not create them (no Create ACL): the deployment must."""
 
 
+class TopicsMisconfigured(RuntimeError):
+    """A topic exists with another partition count than the one its consumer relies on: retrying cannot help."""
+
+
+DEAD_LETTER_RETENTION_MS = 90 * 24 * 3600 * 1000
+"""How long the dead-letter topic keeps a letter: it is the only record of what was refused until a person replays
+it, so 90 days (as docker-compose's topics one-shot creates it), not the broker's default week."""
+
+
+def _topic_configs(name: str) -> dict[str, str]:
+    # Names carry the deployment's prefix in front of the topic's own.
+    return {"retention.ms": str(DEAD_LETTER_RETENTION_MS)} if name.endswith(Topic.DEAD_LETTER.value) else {}
+
+
 async def ensure_topics(
-    bootstrap: str, names: Sequence[str], partitions: int, *, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    names: Sequence[str],
+    partitions: int,
+    *,
+    security: Mapping[str, Any] | None = None,
+    exact: Collection[str] = (),
 ) -> None:
     """Create the topics that do not exist yet (replication 1 on a single broker). A principal that may not
     create a missing one (on a broker with ACLs, where the deployment creates the topics) raises
-    TopicsRefused naming it, rather than start and wait on a topic that never comes."""
+    TopicsRefused naming it, rather than start and wait on a topic that never comes. A topic of `exact` that
+    exists with another count than `partitions` raises TopicsMisconfigured naming it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="credited-admin", **(security or {}))
     await admin.start()
     try:
@@ -248,11 +268,30 @@ async def ensure_topics(
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 answer = await admin.create_topics(
-                    [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
+                    [
+                        NewTopic(
+                            name=n, num_partitions=partitions, replication_factor=1, topic_configs=_topic_configs(n)
+                        )
+                        for n in missing
+                    ]
                 )
                 _check_created(answer.topic_errors, partitions)
+        await _check_partitions(admin, [n for n in names if n in exact and n in existing], partitions)
     finally:
         await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, names: Sequence[str], partitions: int) -> None:
+    if not names:
+        return
+    counts = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(list(names))}
+    wrong = [f"{t} has {n} partitions" for t, n in sorted(counts.items()) if n != partitions]
+    if wrong:
+        raise TopicsMisconfigured(
+            f"{', '.join(wrong)}, but CREDITED_TOPIC_PARTITIONS is {partitions}: these topics are joined partition"
+            " by partition, so they must have exactly that many (partitions cannot be removed: set"
+            " CREDITED_TOPIC_PARTITIONS to the topics' count, or recreate them)"
+        )
 
 
 def _check_created(topic_errors: Sequence[tuple[Any, ...]], partitions: int) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import faust
 import uvloop
 
+from contracts.topics import Topic
 from reconciler.adapters.broker_watch import WATCHED, wait_for_broker
 from reconciler.bootstrap import build
 from reconciler.config import Settings
@@ -52,12 +53,18 @@ def entry() -> None:
 
 
 def topics(settings: Settings) -> Callable[[], Awaitable[None]]:
-    """The reconciler's topics created where missing: its first call to the broker."""
+    """The reconciler's topics created where missing: its first call to the broker. The two it joins must have
+    as many partitions as its table, or one order's payment and credit meet on no worker."""
+    joined = {t.qualified(settings.topic_prefix) for t in (Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS)}
 
     async def ensure() -> None:
         wanted = [t.qualified(settings.topic_prefix) for t in topics_to_ensure(SERVICE, settings)]
         await ensure_topics(
-            settings.kafka_bootstrap, wanted, settings.topic_partitions, security=aiokafka_security(settings)
+            settings.kafka_bootstrap,
+            wanted,
+            settings.topic_partitions,
+            security=aiokafka_security(settings),
+            exact=joined,
         )
 
     return ensure
