@@ -2,7 +2,7 @@
 makes up, with a ledger and a payments service that answer its commands the way the scenario says.
 
 Only the faust adapter is left out; what it does for the metrics is done here the same way: the watermark
-lag is now minus the safe time handed to the tick, the overdue gauge counts the orders in OVERDUE, and the
+lag is now minus the safe time handed to the tick, the overdue gauge counts the orders table.py does, and the
 settled orders whose retention the tick says has ended are dropped from the table and counted (the
 scenarios keep a short retention, which keeps long scenarios fast).
 """
@@ -18,7 +18,7 @@ from contracts.base import Message
 from contracts.codec import envelope_for
 from contracts.events import CreditPosted, CreditRejected, PaymentSucceeded, RefundFailed, RefundSucceeded
 from reconciler.adapters.metrics import PrometheusObservations
-from reconciler.adapters.table import OVERDUE
+from reconciler.adapters.table import counts_overdue
 from reconciler.domain import CaseOpened, Command, CommandKind, OrderState, Policy, StatusChange
 from reconciler.engine import Engine
 from reconciler.handlers import handle_event, handle_tick
@@ -146,7 +146,7 @@ class Reconciler:
         self.observe.expired_orders.inc(len(expired))
         await self._answer()
         self.observe.watermark_lag.set((now - safe_time).total_seconds())
-        self.observe.overdue_now.set(sum(1 for s in self.states.data.values() if s.phase in OVERDUE))
+        self.observe.overdue_now.set(sum(1 for s in self.states.data.values() if counts_overdue(s)))
 
     async def _answer(self) -> None:
         while self._answered < len(self.announced.commands):

@@ -22,6 +22,14 @@ from contracts.events import OrderStatus
 from reconciler.domain import OrderState, Phase, note
 
 OVERDUE = (Phase.RETRYING, Phase.BLOCKING, Phase.REFUNDING)
+
+
+def counts_overdue(state: OrderState) -> bool:
+    """Whether the order counts in the overdue gauge: remediated past its credit deadline. Not an order the risk
+    team rejected, blocked and refunded on purpose: it was never owed its credit (nor is a hold past its time)."""
+    return state.phase in OVERDUE and state.review != "rejected"
+
+
 CODEC = "order-state"
 KEY_CODEC = "order-id"
 HORIZON_KEY = "#retention-horizon"
@@ -161,7 +169,7 @@ class FaustOrderStates:
 
     def recount(self) -> None:
         """Count the overdue orders again from every stored state (after partitions moved)."""
-        self._overdue = {s.order_id for s in self._store.values() if s.phase in OVERDUE}
+        self._overdue = {s.order_id for s in self._store.values() if counts_overdue(s)}
 
     def keep(self, partitions: Collection[int]) -> int:
         """Partitions moved: drop the stored states of every partition not in `partitions` (each state knows its
@@ -169,15 +177,15 @@ class FaustOrderStates:
         from the states kept; return how many were dropped. faust's memory store drops only the states it
         restored itself, not those written here: without this a worker would keep, count and answer for ever
         orders another worker now has."""
-        gone, overdue = [], set()
+        gone, counted = [], set()
         for order_id, state in self._store.items():
             if state.partition not in partitions:
                 gone.append(order_id)
-            elif state.phase in OVERDUE:
-                overdue.add(order_id)
+            elif counts_overdue(state):
+                counted.add(order_id)
         for order_id in gone:
             del self._store[order_id]
-        self._overdue = overdue
+        self._overdue = counted
         return len(gone)
 
     @property
@@ -229,7 +237,7 @@ class FaustOrderStates:
         sent = []
         for order_id, state in staged.items():
             self._store[order_id] = state
-            (self._overdue.add if state.phase in OVERDUE else self._overdue.discard)(order_id)
+            (self._overdue.add if counts_overdue(state) else self._overdue.discard)(order_id)
             sent.append(await self._send(order_id, encode_state(state)))
         for partition, at in (horizons or {}).items():
             sent.append(await self._send(HORIZON_KEY, encode_horizon(at), partition))
