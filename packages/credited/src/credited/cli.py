@@ -18,6 +18,8 @@ from rich.text import Text
 from credited import audit, dlq, keys
 from credited.console import terminal
 
+log = logging.getLogger(__name__)
+
 
 def exited(name: str, tail: str) -> Text:
     """A service that exited, and the end of its log as written. Printed as rich markup, a log line lost its
@@ -142,7 +144,14 @@ def up(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        stack.start()
+        try:
+            stack.start()
+        except Exception as exc:  # start stopped what it had started: one line naming what failed, not a traceback
+            from harness.simulator.story import startup_failure
+
+            log.debug("the stack did not start", exc_info=True)
+            console.print(Text(startup_failure(exc, stack.config.run_dir / "logs"), style="red"), soft_wrap=True)
+            raise typer.Exit(2) from None
         console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
         # What the runbooks' `credited dlq` and `credited keys` read, as the services do (one line to paste).
         cli_env = f"KAFKA_BOOTSTRAP={stack.bootstrap} KAFKA_BROKER={stack.broker_kind}"

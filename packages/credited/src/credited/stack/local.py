@@ -189,6 +189,7 @@ class LocalStack:
 
     def start(self) -> None:
         logs = self.config.run_dir / "logs"
+        self._refuse_taken_ports()
         try:
             if self.config.database_url is None:
                 pg_dir = self.config.run_dir / "postgres"
@@ -211,6 +212,15 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    def _refuse_taken_ports(self) -> None:
+        """Before anything starts or is cleared: a second `credited up` in the same directory emptied the running
+        one's PostgreSQL data directory (`start` makes it afresh) and only then found the services' ports taken."""
+        c = self.config
+        for kind, ports in (("port", c.ports), ("metrics port", c.metrics_ports)):
+            for name, port in ports.items():
+                if port_open(port):
+                    raise RuntimeError(f"{kind} {port} for {name} is in use (another stack? set CREDITED_PORT_BASE)")
 
     def create_key(self) -> None:
         """The development key with every scope, written to `keys_path` and sent by `headers`; once a service
