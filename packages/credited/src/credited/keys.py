@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import typer
@@ -70,6 +71,21 @@ def parse_expiry(value: str, now: datetime) -> datetime:
         raise typer.BadParameter("the expiry is too far ahead: give one before the year 9999") from None
 
 
+def _on_the_database(database_url: str, schema: str, work: Callable[[PostgresKeyStore], Awaitable[T]]) -> T:
+    """`work` run on the keys; a database that cannot be reached or refuses is said in a sentence naming the
+    setting to check (exit 2), not a traceback: the stack not up, or a stale DATABASE_URL pasted."""
+    try:
+        return asyncio.run(_with_store(database_url, schema, work))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        where = urlsplit(database_url).netloc.rpartition("@")[2] or "the default host"  # not the URL's password
+        typer.echo(
+            f"the database at {where} did not answer as asked: {exc!r}. Set DATABASE_URL (or --database-url) to the"
+            " services' PostgreSQL (`credited up` prints it).",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+
+
 async def _with_store(database_url: str, schema: str, work: Callable[[PostgresKeyStore], Awaitable[T]]) -> T:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     assert pool is not None
@@ -98,9 +114,7 @@ def create(
         raise typer.BadParameter(str(exc), param_hint="--scope") from None
     expires_at = parse_expiry(expires, datetime.now(UTC)) if expires else None
     try:
-        record, key = asyncio.run(
-            _with_store(database_url, schema, lambda s: s.create(name, scopes, expires_at=expires_at))
-        )
+        record, key = _on_the_database(database_url, schema, lambda s: s.create(name, scopes, expires_at=expires_at))
     except KeyNameTaken as exc:
         Console(stderr=True).print(str(exc), style="red", markup=False)  # it quotes the name: free text
         raise typer.Exit(1) from None
@@ -130,7 +144,7 @@ def rotate(
     the name (payments' Idempotency-Keys, the notifier's resends)."""
     grace = parse_duration(overlap)
     expires_at = parse_expiry(expires, datetime.now(UTC)) if expires else None
-    rotated = asyncio.run(_with_store(database_url, schema, lambda s: s.rotate(name, grace, expires_at=expires_at)))
+    rotated = _on_the_database(database_url, schema, lambda s: s.rotate(name, grace, expires_at=expires_at))
     if rotated is None:
         Console(stderr=True).print(f"no current key named {name!r}: nothing to rotate", style="red", markup=False)
         raise typer.Exit(1)
@@ -152,7 +166,7 @@ def list_keys(
     schema: Schema = IDENTITY_SCHEMA,
 ) -> None:
     """Every key: id, name, prefix, scopes, created, expires, rotated (still accepted until it expires), revoked."""
-    records = asyncio.run(_with_store(database_url, schema, lambda s: s.list_keys(include_revoked=revoked)))
+    records = _on_the_database(database_url, schema, lambda s: s.list_keys(include_revoked=revoked))
     table = Table("id", "name", "prefix", "scopes", "created", "expires", "rotated", "revoked")
     for r in records:
         # Text, not str: rich reads a str as markup, and a name quoting "[/x]" stopped the list of every key.
@@ -167,7 +181,7 @@ def revoke(
     schema: Schema = IDENTITY_SCHEMA,
 ) -> None:
     """Revoke a live key; every service refuses it within its cache period (CREDITED_API_KEY_CACHE_TTL_S)."""
-    record = asyncio.run(_with_store(database_url, schema, lambda s: s.revoke(key)))
+    record = _on_the_database(database_url, schema, lambda s: s.revoke(key))
     if record is None:
         Console(stderr=True).print(f"no live key with id or name {key!r}", style="red", markup=False)
         raise typer.Exit(1)
