@@ -2,6 +2,7 @@
 directory: it says which port and what to do, exits 2 without a traceback, and leaves the running stack alone.
 A second `credited up` once emptied the first one's PostgreSQL data directory before it looked at the ports."""
 
+import json
 import os
 import random
 import signal
@@ -98,3 +99,20 @@ def test_a_second_credited_up_in_the_same_directory_leaves_the_running_stacks_da
     assert keys.returncode == 0 and "development" in keys.stdout, keys.stdout[-1000:] + keys.stderr[-2000:]
     assert done.returncode == 2 and "Traceback" not in output, output[-2000:]
     assert f"port {base + 1} for payments is in use" in output, output[-2000:]
+
+
+def test_the_line_credited_up_prints_for_the_cli_sends_credited_order_to_this_stack_on_its_own_ports(
+    running: tuple[Path, int, Path],
+) -> None:
+    """On another CREDITED_PORT_BASE, `credited order` asked the default stack's payments (8101): another stack's
+    orders, or nothing, with no sign of it."""
+    cwd, base, out = running
+    [line] = [line for line in out.read_text().splitlines() if line.startswith("for the credited CLI: export ")]
+    exported = dict(pair.split("=", 1) for pair in line.removeprefix("for the credited CLI: export ").split())
+    assert exported["CREDITED_PAYMENTS_URL"].endswith(f":{base + 1}"), line
+    [key] = json.loads((cwd / ".credited" / "dev-keys.json").read_text()).values()
+    env = {**os.environ, **exported, "CREDITED_API_KEY": key}
+    asked = subprocess.run(
+        [*CREDITED, "order", "ord_nobody_placed"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "refused 404" in asked.stderr, asked.stderr[-2000:]  # payments of this stack answered: no such order

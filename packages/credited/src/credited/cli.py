@@ -153,9 +153,10 @@ def up(
             console.print(Text(startup_failure(exc, stack.config.run_dir / "logs"), style="red"), soft_wrap=True)
             raise typer.Exit(2) from None
         console.print(f"broker {stack.bootstrap}  database {stack.database_url}")
-        # What the runbooks' `credited dlq` and `credited keys` read, as the services do (one line to paste).
+        # What the runbooks' `credited dlq` and `credited keys` read, as the services do, and where `credited order`,
+        # `audit` and `console` find this stack's payments (another CREDITED_PORT_BASE moves it): one line to paste.
         cli_env = f"KAFKA_BOOTSTRAP={stack.bootstrap} KAFKA_BROKER={stack.broker_kind}"
-        cli_env += f" DATABASE_URL={stack.database_url}"
+        cli_env += f" DATABASE_URL={stack.database_url} CREDITED_PAYMENTS_URL={stack.url('payments')}"
         console.print(f"for the credited CLI: export {cli_env}", soft_wrap=True)
         for name in ("payments", "ledger", "reconciler", "notifier"):
             url, metrics, log_path = stack.url(name), stack.metrics_url(name), stack.services[name].log_path
