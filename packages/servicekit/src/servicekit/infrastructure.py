@@ -205,19 +205,22 @@ class Infrastructure:
         log.info("%s listening on http://%s:%d", self.service, self.settings.http_host, self.settings.http_port)
         stopping, grace_s = asyncio.Event(), self.settings.stop_grace_s
         host, port = self.settings.http_host, self.settings.http_port
-        listeners = [serve(app, host, port, stopping=stopping, grace_s=grace_s)]
+        served = asyncio.Event()
+        listeners = [_serving(served, serve(app, host, port, stopping=stopping, grace_s=grace_s))]
         if serves_metrics():  # one listener for all the copies of the service, in the first
             metrics_host, metrics_port = self.settings.metrics_address
             log.info("%s serving /metrics on http://%s:%d", self.service, metrics_host, metrics_port)
             listeners.append(serve_metrics(self.registry, metrics_host, metrics_port, stopping=stopping, grace_s=1))
         await run_until_stopped(
-            [*listeners, self._work(extra, stopping)],
+            [*listeners, self._work(extra, stopping, served)],
             on_stop=self.close,
             stopping=stopping,
             grace_s=grace_s,
         )
 
-    async def _work(self, extra: Sequence[Coroutine[Any, Any, None] | Finishing], stopping: asyncio.Event) -> None:
+    async def _work(
+        self, extra: Sequence[Coroutine[Any, Any, None] | Finishing], stopping: asyncio.Event, served: asyncio.Event
+    ) -> None:
         finishing = [e for e in extra if isinstance(e, Finishing)]
         plain = [e for e in extra if not isinstance(e, Finishing)]
         try:
@@ -232,7 +235,7 @@ class Infrastructure:
                 pruning = Retention(self.pool, keep_s=self.settings.processed_events_keep_s).run()
                 others = [tasks.create_task(t) for t in (self.relay.run(), self.observe(), pruning, *plain)]
                 finishers = {tasks.create_task(f.work, name=_name(f.work)): f.finish for f in finishing}
-                tasks.create_task(self._finish_when(stopping, consuming, others, finishers))
+                tasks.create_task(self._finish_when(stopping, consuming, others, finishers, served=served))
         finally:
             for coroutine in (*plain, *(f.work for f in finishing)):
                 coroutine.close()  # never started when the service stops before its dependencies came
@@ -259,12 +262,15 @@ class Infrastructure:
         consuming: "list[asyncio.Task[None]]",
         others: "list[asyncio.Task[None]]",
         finishers: "dict[asyncio.Task[None], Callable[[], None]]",
+        *,
+        served: asyncio.Event | None = None,
     ) -> None:
         """Once stopping: each consumer finishes and commits its poll in hand; then the `Finishing` tasks are told
         to finish (what the last polls gave them included) and awaited, until the grace leaves only
-        OUTBOX_RESERVE_S, past which they are cut short and named; the outbox relay stops (waiting for the
-        acknowledgements of its sends in flight) with the other tasks, which are cancelled; then what the last
-        polls wrote to the outbox is published, so the next instance has nothing of this one's left to send."""
+        OUTBOX_RESERVE_S, past which they are cut short and named; the HTTP requests in flight are waited for
+        (`served`) as long; the outbox relay stops (waiting for the acknowledgements of its sends in flight) with
+        the other tasks, which are cancelled; then what the last polls and requests wrote to the outbox is
+        published, so the next instance has nothing of this one's left to send."""
         await stopping.wait()
         grace_s = self.settings.stop_grace_s
         deadline = time.monotonic() + grace_s - min(OUTBOX_RESERVE_S, grace_s / 2)
@@ -274,6 +280,8 @@ class Infrastructure:
             await asyncio.wait(consuming)
             log.info("%s: every consumer committed its last poll", self.service)
         await self._finish(finishers, deadline)
+        if served is not None:
+            await self._served(served, deadline)
         for task in others:
             task.cancel()
         await asyncio.wait(others)
@@ -303,6 +311,14 @@ class Infrastructure:
             await asyncio.wait(cut)
         else:
             log.info("%s: every finishing task finished", self.service)
+
+    async def _served(self, served: asyncio.Event, deadline: float) -> None:
+        """Wait until HTTP answered its requests in flight, until `deadline`: an order or a callback committed while
+        the service stops is published by the drain after it, not left in the outbox for the next start."""
+        try:
+            await asyncio.wait_for(served.wait(), timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("%s: HTTP requests still in flight; what they commit is sent by the next start", self.service)
 
     async def observe(self) -> None:
         """Sample what is only known by asking (consumer lag, outbox backlog) into the metrics, and whether the
@@ -345,6 +361,14 @@ async def start_all(starts: Sequence[Callable[[], Awaitable[None]]]) -> None:
             task.cancel()
         await asyncio.gather(*started, return_exceptions=True)
         raise
+
+
+async def _serving(served: asyncio.Event, listener: Coroutine[Any, Any, None]) -> None:
+    """Run the HTTP `listener`, and set `served` once it stopped (its requests in flight answered) or failed."""
+    try:
+        await listener
+    finally:
+        served.set()
 
 
 def _name(work: Coroutine[Any, Any, None]) -> str:
