@@ -68,6 +68,13 @@ def _admission(authenticator: Authenticator, key: str) -> Callable[[], Awaitable
     return still_admitted
 
 
+async def _still_watching(viewer: Viewer) -> bool:
+    """Whether the viewer may still see the order: its link has not expired, its key is still accepted."""
+    if viewer.until is not None and viewer.until <= time.time():
+        return False
+    return viewer.still_admitted is None or await viewer.still_admitted()
+
+
 def page_headers(template: str) -> dict[str, str]:
     """The status page's headers: never cached (it is one user's), no referrer (its link is its key), and a policy
     that runs only the page's own script (by its hash: it never changes, the data sits in JSON blocks), connects only
@@ -215,7 +222,8 @@ class StatusPage:
     async def events(self, order_id: str, lang: str | None, viewer: Viewer) -> AsyncIterator[str]:
         """The timeline now, then again each time it changes; a comment every heartbeat keeps proxies open.
         It ends when the browser goes away (the server's next write fails and cancels it), or when the status
-        link it was opened with expires."""
+        link it was opened with expires. A change that wakes it after the viewer's right ended (the key expired or
+        revoked, the link expired) is not sent: the stream ends instead."""
         yield "retry: 2000\n\n"
         sent: dict[str, Any] | None = None
         with self._feed.watch(order_id) as changed:
@@ -223,6 +231,8 @@ class StatusPage:
                 changed.clear()
                 view = timeline_json(await self.timeline(order_id, lang, user_id=viewer.user_id))
                 if view != sent:
+                    if sent is not None and not await _still_watching(viewer):
+                        return
                     yield f"id: {view['sequence']}\nevent: timeline\ndata: {orjson.dumps(view).decode()}\n\n"
                     sent = view
                 wait = self._heartbeat_s if viewer.until is None else min(self._heartbeat_s, viewer.until - time.time())
