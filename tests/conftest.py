@@ -9,6 +9,7 @@ Every test gets its own topic prefix, consumer groups and database schema.
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from credited.stack.embedded import EmbeddedKafka, EmbeddedPostgres
-from credited.stack.processes import free_port
+from credited.stack.processes import Child, free_port
 
 pytest_plugins = [
     "tests.stoppable_broker",  # own_broker: a broker a test stops and starts
@@ -90,3 +91,12 @@ def database_url() -> Iterator[str]:
 def isolation() -> str:
     """A unique name for this test's topics, consumer groups and schemas."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Service processes a test starts: each is killed at its end, whatever the test left running."""
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.stop(signal.SIGKILL)

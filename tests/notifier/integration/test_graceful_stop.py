@@ -6,12 +6,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
-import pytest
 from aiohttp import web
 
 from contracts.events import OrderStatus
@@ -20,24 +17,10 @@ from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.loopback_http import serving
 from tests.notifier.harness import change, publish
+from tests.stoppable_broker import health
 
 STARTUP_S = 120
 ANSWER_AFTER_S = 2.0
-
-
-def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.stop(signal.SIGKILL)
 
 
 async def test_sigterm_during_a_webhook_delivery_finishes_it_and_the_next_notifier_does_not_send_it_again(
@@ -82,7 +65,9 @@ async def test_sigterm_during_a_webhook_delivery_finishes_it_and_the_next_notifi
             child = Child(f"notifier{n}", [sys.executable, "-m", "notifier"], log_path=tmp_path / f"n{n}.log", env=env)
             child.start()
             children.append(child)
-            wait_for(lambda: healthy(port), timeout_s=STARTUP_S, what="notifier ready", child=child)
+            wait_for(
+                lambda: (health(port) or (0, {}))[0] == 200, timeout_s=STARTUP_S, what="notifier ready", child=child
+            )
             return child, port
 
         first, _ = await asyncio.to_thread(start, 1)

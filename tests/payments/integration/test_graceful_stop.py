@@ -7,12 +7,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 
 from contracts.topics import Topic
 from credited.keys import create_development_key
@@ -20,6 +18,7 @@ from credited.stack.processes import Child, free_port, wait_for
 from servicekit.runner import CLOSE_S
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_until
+from tests.stoppable_broker import health, service_env
 
 STARTUP_S = 120
 GRACE_S = 10.0
@@ -27,47 +26,20 @@ HELD_S = 3.0
 """How long the order stays held up after the signal: past the consumers' last polls and the stop's outbox drain."""
 
 
-def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.stop(signal.SIGKILL)
-
-
 async def test_an_order_answered_while_payments_stops_is_published_before_it_exits(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path, children: list[Child]
 ) -> None:
     prefix, schema = f"{isolation}.", f"{isolation}_payments"
     key = await create_development_key(database_url, tmp_path / "dev-keys.json", schema=f"{isolation}_identity")
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CREDITED_", "PAYMENTS_"))}
     port = free_port()
-    env = {
-        **inherited,
-        "CREDITED_ENV": "development",
-        "KAFKA_BOOTSTRAP": broker.bootstrap,
-        "KAFKA_BROKER": "apache" if broker.idempotence else "tansu",
-        "DATABASE_URL": database_url,
-        "CREDITED_TOPIC_PREFIX": prefix,
-        "CREDITED_TOPIC_PARTITIONS": "1",
-        "CREDITED_STOP_GRACE_S": str(GRACE_S),
-        "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
-        "PAYMENTS_HTTP_PORT": str(port),
-        "PAYMENTS_METRICS_PORT": str(free_port()),
-        "PAYMENTS_DB_SCHEMA": schema,
-        "PAYMENTS_PSP_SECRET_SIM": "graceful-stop-psp-secret",
-    }
+    env = service_env("payments", broker.bootstrap, broker.kind, database_url, isolation, http_port=str(port))
+    env |= {"CREDITED_STOP_GRACE_S": str(GRACE_S), "PAYMENTS_PSP_SECRET_SIM": "graceful-stop-psp-secret"}
     child = Child("payments", [sys.executable, "-m", "payments"], log_path=tmp_path / "payments.log", env=env)
     child.start()
     children.append(child)
-    await asyncio.to_thread(wait_for, lambda: healthy(port), timeout_s=STARTUP_S, what="payments ready", child=child)
+    await asyncio.to_thread(
+        wait_for, lambda: (health(port) or (0, {}))[0] == 200, timeout_s=STARTUP_S, what="payments ready", child=child
+    )
 
     lock = await asyncpg.connect(database_url, server_settings={"search_path": schema})
     order = {"user_id": f"user-{isolation}", "amount": 600, "currency": "CNY", "channel": "alipay"}
