@@ -369,6 +369,16 @@ def channels() -> dashboard.Dashboard:
         )
         .with_panel(
             graph(
+                "Payments whose provider's paid_at was clamped to their arrival: by provider, 15 m (alert at 5)",
+                "short",
+                ("sum by (provider) (increase(payments_paid_at_clamped_total[15m]))", "{{provider}}"),
+                steps=((5, RED),),
+                width=24,
+                alerts=("ProviderClockSkewed",),
+            )
+        )
+        .with_panel(
+            graph(
                 "Payment queries wait past due this long: how late paid callbacks arrive (at most the query delay)",
                 "s",
                 ("max by (instance) (payments_query_wait_seconds)", "{{instance}}"),

@@ -152,6 +152,15 @@ async def one_provider_unreachable(w: World, i: int) -> None:
         await w.pay(f"ord-wechat-{i}-{n}", "wechat", credit=True, provider="wechatpay")
 
 
+async def one_provider_clock_ahead(w: World, i: int) -> None:
+    """From minute 5 Alipay dates every payment an hour ahead (its clock, or a time zone read wrong); WeChat Pay
+    dates one payment in ten ahead once, at minute 12 (a glitch)."""
+    for n in range(4):
+        await w.pay(f"ord-alipay-{i}-{n}", "alipay", credit=True, provider="alipay", clamped=i >= 5)
+        glitch = i == 12 and n == 0
+        await w.pay(f"ord-wechat-{i}-{n}", "wechat", credit=True, provider="wechatpay", clamped=glitch)
+
+
 async def credit_without_payment(w: World, i: int) -> None:
     await orders(w, i, "card", 3)
     if i == 5:
@@ -402,6 +411,7 @@ SCENARIOS = {
         Scenario("one_channel_delays", 60, 41, one_channel_delays, world()),
         Scenario("one_provider_loses_callbacks", 60, 31, one_provider_loses_callbacks, world()),
         Scenario("one_provider_unreachable", 60, 31, one_provider_unreachable, world()),
+        Scenario("one_provider_clock_ahead", 60, 31, one_provider_clock_ahead, world()),
         Scenario("credit_without_payment", 60, 20, credit_without_payment, world()),
         Scenario("credit_before_payment", 60, 20, credit_before_payment, world()),
         Scenario("slo_fast_burn", 60, 181, slo(50, 1), world()),

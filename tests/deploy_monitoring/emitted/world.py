@@ -114,13 +114,23 @@ class World:
         self._waiting: list[Callable[[], Awaitable[None]]] = []  # published, not yet read by the reconciler
 
     async def pay(
-        self, order_id: str, channel: str, *, credit: bool, provider: str = "sim", by_query: bool = False
+        self,
+        order_id: str,
+        channel: str,
+        *,
+        credit: bool,
+        provider: str = "sim",
+        by_query: bool = False,
+        clamped: bool = False,
     ) -> None:
         """An order placed and paid through `provider`; the ledger credits it at once when `credit`, else never
-        by itself. With `by_query` the provider's callback was lost and payments' query found the payment."""
+        by itself. With `by_query` the provider's callback was lost and payments' query found the payment; with
+        `clamped` the provider's paid_at was too far from its arrival and payments clamped it."""
         kit = self.kits["payments"].metrics
         self.payments.order_created(channel)
         kit.http_request("/v1/orders", "POST", 201, 0.004)
+        if clamped:
+            self.payments.clamped(provider)
         if by_query:
             self.payments.answered(provider, PaymentState.PAID)
             self.payments.recovered(provider, channel)

@@ -8,7 +8,7 @@ import pytest
 from contracts.events import CaseKind, CaseSeverity, PaymentFailed, PaymentSucceeded
 from contracts.topics import Topic
 from payments import domain
-from payments.callbacks import handle_callback
+from payments.callbacks import CLAMPED, handle_callback
 from payments.domain import Order, Outcome, Payers, PaymentNotice, PaymentStatus
 from payments.handlers import IdempotencyConflict, PlaceOrder, handle_place_order
 from servicekit.signatures import sign
@@ -142,7 +142,7 @@ def callback_body(order_id: str, status: str = "succeeded", amount: int = 600) -
             "status": status,
             "amount": amount,
             "currency": "CNY",
-            "paid_at": "2026-11-22T08:30:00Z",
+            "paid_at": "2027-01-15T07:59:00Z",
         }
     ).encode()
 
@@ -288,7 +288,7 @@ def test_a_paid_at_ahead_by_more_than_the_skew_is_clamped_to_the_arrival_and_a_l
     assert domain.bounded(late, arrived, skew) == (late, False)
 
 
-async def test_a_callback_dated_two_days_ahead_announces_its_arrival_as_paid_at_and_says_it_was_clamped() -> None:
+async def test_a_callback_dated_two_days_ahead_is_paid_at_its_arrival_and_its_audit_keeps_the_stated_time() -> None:
     store = Store()
     placed, _ = await place(store)
     body = json.loads(callback_body(placed.order_id))
@@ -302,6 +302,8 @@ async def test_a_callback_dated_two_days_ahead_announces_its_arrival_as_paid_at_
     assert result.code == "applied" and result.paid_at_clamped
     (paid,) = [m for _, m, _ in store.published if isinstance(m, PaymentSucceeded)]
     assert paid.paid_at == arrival
+    (audited,) = store.callbacks
+    assert audited["reason"] == f"payment succeeded; {CLAMPED} (the provider said {body['paid_at']})"
 
 
 def test_a_paid_at_before_the_order_was_placed_is_clamped_to_the_arrival_and_one_after_it_stands() -> None:

@@ -96,6 +96,8 @@ _REJECTIONS = {"amount_mismatch": 422, "already_paid": 409, "wrong_provider": 40
 REASON_LIMIT = 200
 """The most characters a support case's reason may have (CaseRequested's `reason`)."""
 DEFAULT_MAX_SKEW = timedelta(minutes=5)
+CLAMPED = "paid_at clamped to its arrival"
+"""In a callback's audited reason: the provider's paid_at was too far ahead, or before the order was placed."""
 
 
 @dataclass
@@ -243,6 +245,7 @@ async def _apply(
     if order is None:
         await _audit(tx, callback, notice.order_id, "rejected", "unknown_order")
         return CallbackResult(404, "unknown_order", f"no order {notice.order_id}", notice.order_id)
+    stated = notice.paid_at
     notice, clamped = domain.bounded(notice, group.now, group.max_skew, order.created_at)
     if clamped:
         log.warning(
@@ -255,6 +258,9 @@ async def _apply(
         )
     decision = domain.decide(order, notice, group.payers)
     why = f"{decision.code}: {decision.reason}" if decision.code else decision.reason  # the amounts, for a person
+    if clamped:
+        # Kept with the callback, so ProviderClockSkewed's runbook finds the payments and the times the provider gave.
+        why += f"; {CLAMPED} (the provider said {stated.isoformat()})"
     await _audit(tx, callback, order.order_id, decision.outcome.value, why)
     if decision.outcome is Outcome.REJECTED:
         log.warning("callback for order %s rejected: %s", order.order_id, decision.reason, extra=about(order.order_id))
