@@ -261,6 +261,46 @@ async def test_alipays_notice_of_the_trade_our_expiry_closed_leaves_the_order_ex
     assert await announced(broker, payments, PaymentFailed, order_id) == 0
 
 
+async def test_alipays_notice_of_the_trade_our_expiry_closes_arriving_before_the_expiry_is_saved_announces_no_failure(
+    broker: Broker, provider: LocalProvider, start: Start
+) -> None:
+    """Alipay sends TRADE_CLOSED as soon as our close call closes the trade: it can reach payments before the
+    worker has recorded the expiry. The order must end as it does when the notice comes after: expired, announced
+    once, and no payment failure announced for a trade nobody failed to pay."""
+    payments = await start(payment_expiry_s=1.5)
+    order_id = await payments.order("alipay")
+    trade = provider.open("alipay", trade_no("alipay", order_id), 600)
+    alipay = payments.app.state.providers.get("alipay")
+    close = alipay.close
+    answers: list[int] = []
+
+    async def close_then_notified(closing: str) -> Any:
+        answer = await close(closing)
+        if closing == order_id:  # Alipay's notice of the closed trade, in before the expiry is recorded
+            notice = provider.notification(trade)
+            assert b"TRADE_CLOSED" in notice.body
+            posted = await payments.client.post(
+                "/v1/psp/alipay/callbacks", content=notice.body, headers=dict(notice.headers)
+            )
+            answers.append(posted.status_code)
+        return answer
+
+    alipay.close = close_then_notified
+
+    async def expired() -> bool:
+        return (await payments.view(order_id))["status"] == "expired"
+
+    await eventually(expired, timeout_s=30)
+    await eventually(lambda: unscheduled(payments, order_id), timeout_s=10)
+    assert answers == [200]
+    await eventually(lambda: payments.infra.pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout_s=30)
+    assert await announced(broker, payments, OrderExpired, order_id) == 1
+    assert await announced(broker, payments, PaymentFailed, order_id) == 0, (
+        f"order {order_id}: Alipay's notice of the trade our expiry closed was announced as a payment failure "
+        f"before the OrderExpired (payment_status {(await payments.view(order_id))['payment_status']!r})"
+    )
+
+
 async def test_an_unanswered_query_at_the_expiry_never_expires_the_order(provider: LocalProvider, start: Start) -> None:
     provider.faults.failure_share = 1.0  # every query and close answered 500
     payments = await start(payment_expiry_s=0.5)

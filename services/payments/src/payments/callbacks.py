@@ -364,7 +364,7 @@ async def _check(
             verified = await adapter.verify_callback(callback.body, {**callback.headers})
         except CallbackRejected as exc:
             return CallbackResult(exc.status_code, exc.code, exc.detail), None
-        if verified.notice is None:  # a refund's progress, a payment still awaited: nothing to apply
+        if verified.notice is None:  # a refund's progress, a payment awaited, a trade closed unpaid: nothing to apply
             detail = f"{verified.event} changes no payment"
             return CallbackResult(200, "ignored", detail, verified.order_id, Outcome.IGNORED), None
         return None, verified.notice

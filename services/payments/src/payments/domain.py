@@ -163,7 +163,7 @@ class RefundNotice:
 class VerifiedCallback:
     """A callback whose signature held, in provider-neutral words. `event` is the provider's own name for
     what happened (kept for audit); `notice` is None when it carries no payment outcome (a refund's
-    progress, a payment still awaited), and `refund` is set when it is about a refund."""
+    progress, a payment still awaited, a trade closed unpaid), and `refund` is set when it is about a refund."""
 
     provider: str
     event: str
@@ -322,8 +322,8 @@ def decide(order: Order, notice: PaymentNotice, payers: Payers) -> Decision:
     if order.payment_status is PaymentStatus.FAILED:
         return Decision(Outcome.DUPLICATE, "payment failure already recorded", order)
     if order.status == EXPIRED:
-        # The provider's notice of the trade our expiry closed (Alipay's TRADE_CLOSED): no new failure to announce
-        # after the OrderExpired, and the order stays expired, never back to payment_failed.
+        # A failure told after the order expired unpaid: no new failure to announce after the OrderExpired, and the
+        # order stays expired, never back to payment_failed.
         return Decision(Outcome.IGNORED, "the order expired: its trade was closed", order)
     failed = replace(
         order,

@@ -23,7 +23,6 @@ from payments.domain import (
     CallbackRejected,
     CloseAnswer,
     CloseStatus,
-    PaymentNotice,
     PaymentQuery,
     PaymentState,
     ProviderReply,
@@ -124,13 +123,12 @@ class AlipayProvider:
             return VerifiedCallback(self._name, f"refund:{status}", order_id, refund=refund)
         try:
             query = self._payment(order_id, params, "gmt_payment")
-            if query.state is PaymentState.CLOSED:  # closed unpaid: a failure notice, which never undoes a payment
-                amount, closed_at = yuan.to_fen(params.get("total_amount", "")), wire.parse_time(params["notify_time"])
-                txn = params.get("trade_no") or order_id
-                failed = PaymentNotice(order_id, self._name, txn, False, amount, wire.currency(params), closed_at)
-                return VerifiedCallback(self._name, status, order_id, failed)
         except ValueError as exc:
             raise CallbackRejected(422, "invalid_callback", str(exc)[:200]) from None
+        # TRADE_CLOSED of an unpaid trade is no failed payment: Alipay closes a trade at its timeout or when our
+        # expiry closes it, and tells of no failed attempt. Its notice often arrives before that expiry is recorded:
+        # read as a failure, the order would be announced payment_failed and then expired. It carries no outcome;
+        # the order's query reads the trade closed and ends the order expired, announced once.
         return VerifiedCallback(self._name, status, order_id, query.notice())
 
     def _payment(self, order_id: str, fields: Mapping[str, object], paid_at_field: str) -> PaymentQuery:
