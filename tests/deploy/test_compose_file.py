@@ -2,6 +2,7 @@
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -471,3 +472,21 @@ def test_the_kafka_access_one_shot_runs_the_generated_grants_with_each_services_
         assert access["environment"][f"KAFKA_PASSWORD_{name.upper()}"] == service_password
     done = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_reconciler_worker_tells_the_others_an_address_of_its_own_container_where_they_reach_it(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that does not have an order asks the worker that has it for its timeline, at the address that
+    worker advertises in the consumer group's metadata (faust's canonical URL). The reconciler listens on 0.0.0.0
+    in every container: advertised as such, every worker would name the same address, that of no container, and
+    the timeline of an order the other worker has would be answered 503 ("ask again") for good. Each container's
+    host name is its own (Docker's short container id), which its neighbours resolve."""
+    containers = {"reconciler": "3f9c2a1b7d04", "reconciler-worker": "8e1d5b6c2f90"}
+    advertised = {}
+    for instance, hostname in containers.items():
+        settings = settings_under(compose["services"][instance]["environment"], "reconciler", monkeypatch)
+        monkeypatch.setattr(socket, "gethostname", lambda hostname=hostname: hostname)
+        url = urlsplit(str(build_reconciler(settings).conf.canonical_url))
+        advertised[instance] = (url.hostname, url.port)
+    assert advertised == {instance: (hostname, 8103) for instance, hostname in containers.items()}

@@ -7,6 +7,7 @@ consumer batch as the shared KafkaTuning says (servicekit.settings).
 """
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,6 +85,17 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def advertised_host(bind: str) -> str:
+    """Where the other workers reach this one (faust's canonical URL, told in the consumer group's metadata; a
+    worker asks the one holding an order for its timeline there): the address it listens on, unless that is every
+    address (compose's and a pod's 0.0.0.0), which names no worker and would be the same for all of them; then
+    this host's name, which in a container is the container's own, resolvable by its neighbours."""
+    return socket.gethostname() if bind in WILDCARDS else bind
+
+
 def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Authenticator) -> faust.App:
     """The faust app: one agent joining payments.events and ledger.events by order id, plus the ticker, and
     its pages, each business page asking `authenticator` for a key with its scope. /metrics is not one of them:
@@ -93,7 +105,7 @@ def build_app(settings: Settings, registry: CollectorRegistry, authenticator: Au
         f"{prefix}credited-reconciler",
         **faust_options(settings),
         web_enabled=True,
-        web_host=settings.http_host,
+        web_host=advertised_host(settings.http_host),
         web_port=settings.http_port,
         web_bind=settings.http_host,
         # faust's own pages would answer anyone: /table/{name}/{key}/ serves an order's state, /router/ the
