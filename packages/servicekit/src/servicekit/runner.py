@@ -119,15 +119,24 @@ async def _close(on_stop: Callable[[], Awaitable[None]]) -> None:
         log.warning("stopping: closing the clients took over %.0f s; exiting without them", CLOSE_S)
 
 
+STOP_MARGIN_S = 5.0
+"""What a supervisor of copies waits after a copy's stop grace and its CLOSE_S before it kills the copy."""
+
+
 def run(
-    main: Callable[[], Coroutine[Any, Any, None]], *, processes: int = 1, address: tuple[str, int] | None = None
+    main: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    processes: int = 1,
+    address: tuple[str, int] | None = None,
+    stop_grace_s: float = 10.0,
 ) -> None:
     """The process entry point of a service: `processes` copies of it (see the module's docstring), which
-    share the HTTP `address`."""
+    share the HTTP `address` and each stop within `stop_grace_s` (the service's CREDITED_STOP_GRACE_S) and
+    CLOSE_S, which their supervisor waits before it kills them."""
     if processes > 1 and process_index() is None:
         if address is not None:
             _refuse_a_taken_port(*address)
-        raise SystemExit(supervise(processes))
+        raise SystemExit(supervise(processes, stop_timeout_s=stop_grace_s + CLOSE_S + STOP_MARGIN_S))
     uvloop.run(main())
 
 
@@ -152,7 +161,9 @@ def _die_with_parent() -> None:
 
 
 def supervise(processes: int, stop_timeout_s: float = 20.0) -> int:
-    """Start `processes` copies of this command line and wait; the exit code of the first copy to end."""
+    """Start `processes` copies of this command line and wait; the exit code of the first copy to end. Copies
+    still running `stop_timeout_s` after they were told to stop are killed: it must exceed the time a copy may
+    take to stop (its stop grace and CLOSE_S), or a copy is killed while it finishes the requests in hand."""
     metrics_dir = tempfile.mkdtemp(prefix="credited-metrics-")
     argv = [sys.executable, *sys.orig_argv[1:]]
     children = [

@@ -84,4 +84,5 @@ def entry() -> None:
     configure(settings.log_level, "payments", settings.logs_as)
     # Before the copies start, so a refusal is said once and nothing connects anywhere.
     refuse_unsafe_start(settings)
-    run(main, processes=settings.processes, address=(settings.http_host, settings.http_port))
+    address = (settings.http_host, settings.http_port)
+    run(main, processes=settings.processes, address=address, stop_grace_s=settings.stop_grace_s)
