@@ -1,6 +1,7 @@
 """Open live streams are bounded (issue 15 item 7): per order (NOTIFIER_MAX_STREAMS_PER_ORDER) and per process
 (NOTIFIER_MAX_STREAMS). Past a bound the notifier answers 429 with Retry-After and an error body naming the
-limit; a stream that ends gives its slot back."""
+limit (unless the order's streams are the same viewer's: test_a_vanished_phone_s_stream_gives_way); a stream that
+ends gives its slot back."""
 
 import asyncio
 import contextlib
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from servicekit.identity import Scope
 from servicekit.links import StatusLinks
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
@@ -53,16 +55,22 @@ async def opens(browser: httpx.AsyncClient, url: str) -> bool:
         return answer.status_code == 200
 
 
-async def test_the_stream_past_an_orders_limit_gets_429_until_one_closes(notifier: StartNotifier) -> None:
+async def test_the_stream_past_an_orders_limit_others_hold_gets_429_until_one_closes(notifier: StartNotifier) -> None:
     running = await notifier(max_streams_per_order=3)
     limit = running.settings.max_streams_per_order
+    _, key = await running.notifier.infra.keys.create("platform", {Scope.ORDERS_READ})
     url = events_url(running, "ord_busy")
-    async with httpx.AsyncClient(timeout=30) as browser, contextlib.AsyncExitStack() as held:
-        streams = [await held.enter_async_context(stream(browser, url)) for _ in range(limit)]
+    async with (
+        httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {key}"}) as platform,
+        httpx.AsyncClient(timeout=30) as browser,
+        contextlib.AsyncExitStack() as held,
+    ):
+        key_url = f"{running.url}/v1/orders/ord_busy/events"
+        streams = [await held.enter_async_context(stream(platform, key_url)) for _ in range(limit)]
         assert [s.status_code for s in streams] == [200] * limit
         await refused(browser, url, limit)
         assert await opens(browser, events_url(running, "ord_quiet")), "another order is not limited by this one"
-        await streams[0].aclose()  # the browser goes away: the server frees its slot
+        await streams[0].aclose()  # one of the platform's streams ends: the server frees its slot
         await eventually(lambda: opens(browser, url), timeout_s=30, interval_s=0.1)
 
 

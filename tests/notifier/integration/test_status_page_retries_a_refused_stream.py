@@ -1,7 +1,8 @@
-"""A phone on a flaky network leaves streams behind that the server still counts as open (a connection that vanished
-without a word is only noticed when the kernel gives up on it), so its page's own stream can be refused with 429 and
-Retry-After. A browser's EventSource never reconnects after an answer other than 200: the page must open its stream
-again itself, or it stays "reconnecting" and never shows the order's final status."""
+"""Phones on flaky networks leave streams behind that the server still counts as open (a connection that vanished
+without a word is only noticed when the kernel gives up on it). A page's own link takes the place of its oldest one
+(test_a_vanished_phone_s_stream_gives_way), but those of other orders fill the server's bound, so a page's stream can
+be refused with 429 and Retry-After. A browser's EventSource never reconnects after an answer other than 200: the page
+must open its stream again itself, or it stays "reconnecting" and never shows the order's final status."""
 
 import asyncio
 import logging
@@ -32,12 +33,15 @@ async def test_a_page_whose_stream_was_refused_opens_it_again_and_shows_the_cred
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="notifier.adapters.status_page")
-    running = await notifier(max_streams_per_order=1)
+    running = await notifier(max_streams=1)
     prefix = f"{isolation}."
     await publish(broker, prefix, change("ord_flaky", OrderStatus.DELAYED, 2, eta=T0))
     await running.wait_until_consumed("ord_flaky", 1)
 
-    async with httpx.AsyncClient(timeout=30) as phone, stream(phone, events_url(running, "ord_flaky")) as left_behind:
+    async with (
+        httpx.AsyncClient(timeout=30) as phone,
+        stream(phone, events_url(running, "ord_elsewhere")) as left_behind,
+    ):
         assert left_behind.status_code == 200
         await asyncio.to_thread(browser.get, f"{status_link(running.url, 'ord_flaky', 'u1')}&lang=en")
         await until(browser, lambda d: d.find_elements("css selector", '#steps li[data-key="delayed"]'))

@@ -94,7 +94,12 @@ class Settings(ServiceSettings):
     )
     sse_heartbeat_s: float = Field(15.0, gt=0)
     max_streams_per_order: int = Field(
-        5, ge=1, le=1000, description="Live event streams open at once for one order; past it, 429 until one ends."
+        5,
+        ge=1,
+        le=1000,
+        description="Live event streams open at once for one order. Past it, a new stream takes the place of the "
+        "oldest one the same link or key opened (a phone that vanished leaves its stream open until the kernel "
+        "gives up); 429 while other viewers hold them all.",
     )
     max_streams: int = Field(
         2000, ge=1, le=100_000, description="Live event streams open at once in this process; past it, 429."

@@ -27,7 +27,7 @@ from notifier import domain
 from notifier.adapters.feed import PostgresOrderFeed
 from notifier.adapters.http import PushOptions, SubscriptionIdPath, SubscriptionIn, SubscriptionOut, register_device
 from notifier.adapters.postgres import PostgresNotifications
-from notifier.adapters.streams import HeldStream, StreamSlots
+from notifier.adapters.streams import HeldStream, Slot, StreamSlots
 from notifier.adapters.subscriptions import PostgresSubscriptions
 from servicekit.http import ApiError, error_responses
 from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated, requires
@@ -52,6 +52,9 @@ class Viewer:
     still_admitted: Callable[[], Awaitable[bool]] | None = None
     """For a key: whether it is still accepted with orders:read (the authenticator's cache answers; an expired key is
     refused exactly, a revoked one once the cache forgets it). A key's stream ends when it is not."""
+    holder: str = ""
+    """Whose streams these are, for the order's stream slots (`StreamSlots`): the link's user or the key. A new stream
+    of a full order takes the place of its holder's oldest one."""
 
 
 def _admission(authenticator: Authenticator, key: str) -> Callable[[], Awaitable[bool]]:
@@ -102,6 +105,9 @@ NOT_FOUND_PAGE = (
     '<p lang="zh">此链接无法打开订单，可能已过期。请在付款的应用中重新打开订单。</p></body></html>'  # noqa: RUF001
 )
 """What a browser gets for a bare, expired, tampered or someone else's link: the same as for no order."""
+
+SUPERSEDED = 'event: superseded\ndata: {"reason": "a newer stream of this order took its place"}\n\n'
+"""A stream's last event when a newer one of the same viewer took its slot (`StreamSlots`)."""
 
 
 def not_found(order_id: str) -> ApiError:
@@ -180,7 +186,7 @@ class StatusPage:
         """The user the order's status link names, or the platform with an orders:read key; else 404."""
         if token is not None:
             grant = self.grant(order_id, token)
-            return Viewer(grant.user_id, grant.expires_at)
+            return Viewer(grant.user_id, grant.expires_at, holder=f"link:{grant.user_id}")
         if credentials is not None:
             authenticator: Authenticator = request.app.state.authenticator
             try:
@@ -188,7 +194,8 @@ class StatusPage:
             except Unauthenticated:
                 raise not_found(order_id) from None
             if Scope.ORDERS_READ in caller.scopes:
-                return Viewer(None, None, _admission(authenticator, credentials.credentials))
+                admitted = _admission(authenticator, credentials.credentials)
+                return Viewer(None, None, admitted, holder=f"key:{caller.key_id}")
         raise not_found(order_id)
 
     async def timeline(
@@ -219,15 +226,20 @@ class StatusPage:
             page = page.replace("{{" + key + "}}", value)
         return page
 
-    async def events(self, order_id: str, lang: str | None, viewer: Viewer) -> AsyncIterator[str]:
+    async def events(self, order_id: str, lang: str | None, viewer: Viewer, slot: Slot) -> AsyncIterator[str]:
         """The timeline now, then again each time it changes; a comment every heartbeat keeps proxies open.
         It ends when the browser goes away (the server's next write fails and cancels it), or when the status
         link it was opened with expires. A change that wakes it after the viewer's right ended (the key expired or
-        revoked, the link expired) is not sent: the stream ends instead."""
+        revoked, the link expired) is not sent: the stream ends instead. A newer stream of the same viewer that
+        takes its slot ends it with `superseded` (the page then stops reconnecting: the newer one is live)."""
         yield "retry: 2000\n\n"
         sent: dict[str, Any] | None = None
         with self._feed.watch(order_id) as changed:
+            slot.wakes(changed)
             while True:
+                if slot.superseded.is_set():
+                    yield SUPERSEDED
+                    return
                 changed.clear()
                 view = timeline_json(await self.timeline(order_id, lang, user_id=viewer.user_id))
                 if view != sent:
@@ -284,17 +296,19 @@ class StatusPage:
             order_id: OrderIdPath, watching: Annotated[Viewer, Depends(viewer)], lang: Lang = None
         ) -> Response:
             """Server-sent events: `timeline` with the whole timeline whenever it changes. Opens with the
-            order's status link (`?token=`) or an orders:read key; 429 while the order (or the server) has as
-            many streams open as its limit allows."""
+            order's status link (`?token=`) or an orders:read key. When the order has as many streams open as its
+            limit allows, a new one takes the place of the oldest the same link or key opened, which ends with a
+            `superseded` event; 429 while other viewers hold them all, or the server has as many as its limit."""
             if watching.user_id is not None:
                 await self.timeline(order_id, lang, user_id=watching.user_id)  # another user's order: 404 now
-            refused = self.slots.take(order_id)
-            if refused is not None:
-                log.info("live stream refused for order %s: %s", order_id, refused)
-                return self.slots.refusal(refused)
+            slot = self.slots.take(order_id, watching.holder)
+            if isinstance(slot, str):
+                log.info("live stream refused for order %s: %s", order_id, slot)
+                return self.slots.refusal(slot)
             return HeldStream(
-                self.events(order_id, lang, watching),
-                lambda: self.slots.give_back(order_id),
+                self.events(order_id, lang, watching, slot),
+                slot,
+                self.slots.give_back,
                 media_type="text/event-stream",
                 headers={"cache-control": "no-store", "x-accel-buffering": "no"},
             )
