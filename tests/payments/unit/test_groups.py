@@ -105,7 +105,7 @@ async def test_bad_callbacks_in_a_group_are_refused_alone_and_kept_for_audit() -
 
 
 async def test_the_review_rule_sees_the_group_as_one_transaction_after_another() -> None:
-    rule = ReviewRule(first_topup_above_minor=1000, expected_s=900)
+    rule = ReviewRule(expected_s=900, above_minor_otherwise=1000)
     store = Store()
     placed = await place(
         store,

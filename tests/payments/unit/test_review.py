@@ -14,7 +14,7 @@ from tests.payments.unit.fakes import DEVELOPMENT_PAYERS, FixedClock, InMemoryOr
 NOW = 1_800_000_000.0
 SECRETS = {"sim": ["sim-secret"]}
 LIMIT = 50_000
-RULE = ReviewRule(first_topup_above_minor=LIMIT, expected_s=900)
+RULE = ReviewRule(expected_s=900, above_minor_otherwise=LIMIT)
 
 
 async def pay(store: Store, amount: int, user: str = "u1", rule: ReviewRule | None = RULE) -> str:

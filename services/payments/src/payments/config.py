@@ -4,9 +4,10 @@ import os
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from contracts.base import exponent
 from payments.domain import Payers, ReviewRule, Settlements
 from payments.schedule import QueryPolicy
 from servicekit.links import DEFAULT_TTL_S
@@ -49,7 +50,16 @@ class Settings(ServiceSettings):
     sim_refund_failure_share: float = 0.0
     sim_refund_timeout_share: float = 0.0
     review_first_topup_above_minor: int | None = Field(
-        None, gt=0, description="Hold a user's first top-up above this many minor units for risk review; unset: none."
+        None,
+        gt=0,
+        description="Hold a user's first top-up above this many minor units of its currency for risk review, in "
+        "every currency review_first_topup_above does not name; unset: only those are reviewed.",
+    )
+    review_first_topup_above: dict[str, PositiveInt] = Field(
+        {},
+        description="Per currency, hold a user's first top-up above this many of the currency's minor units (JSON "
+        'object by ISO 4217 code, e.g. {"CNY": 50000, "JPY": 10000}: 500.00 CNY, 10,000 JPY); it overrides '
+        "review_first_topup_above_minor for the currencies it names.",
     )
     review_expected_s: float = Field(900.0, gt=0, description="How long a risk review is expected to take.")
     processes: int = Field(
@@ -295,9 +305,22 @@ class Settings(ServiceSettings):
         return Settlements(self.channel_providers, self.provider_currencies)
 
     def review_rule(self) -> ReviewRule | None:
-        if self.review_first_topup_above_minor is None:
+        """Which first top-ups are held for review: above their currency's own threshold, else above the single
+        number for every currency; None when neither is set."""
+        if self.review_first_topup_above_minor is None and not self.review_first_topup_above:
             return None
-        return ReviewRule(self.review_first_topup_above_minor, self.review_expected_s)
+        return ReviewRule(self.review_expected_s, self.review_first_topup_above, self.review_first_topup_above_minor)
+
+    @field_validator("review_first_topup_above")
+    @classmethod
+    def _iso_4217_codes(cls, thresholds: dict[str, int]) -> dict[str, int]:
+        # A code no order can be in would hold nothing, and a platform would believe that currency reviewed.
+        for code in thresholds:
+            try:
+                exponent(code)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; name each currency by its upper-case ISO 4217 code, e.g. CNY") from None
+        return thresholds
 
     @model_validator(mode="before")
     @classmethod

@@ -344,22 +344,43 @@ def apply_status(order: Order, status: str, sequence: int) -> Order | None:
 
 @dataclass(frozen=True, slots=True)
 class ReviewRule:
-    """Hold a user's first top-up above `first_topup_above_minor` for a risk review expected to take
-    `expected_s` seconds. A first top-up is one whose user has no earlier order that was paid and not
-    held (or held and released)."""
+    """Hold a user's first top-up above its currency's threshold for a risk review expected to take `expected_s`
+    seconds. A first top-up is one whose user has no earlier order that was paid and not held (or held and released).
 
-    first_topup_above_minor: int
+    Thresholds are in each currency's minor units (fen for CNY, whole yen and won for JPY and KRW), so each
+    currency has its own: `above_minor_by_currency`; a currency not named there is held above `above_minor_otherwise`
+    (the single number for every currency), and with none either, never."""
+
     expected_s: float
+    above_minor_by_currency: Mapping[str, int] = field(default_factory=dict)
+    above_minor_otherwise: int | None = None
+
+    def __post_init__(self) -> None:
+        thresholds = [*self.above_minor_by_currency.values(), self.above_minor_otherwise]
+        if all(t is None for t in thresholds):
+            raise ValueError("a review rule needs a threshold: for some currency, or for every currency")
+        if any(t is not None and t <= 0 for t in thresholds):
+            raise ValueError(f"review thresholds must be positive: {thresholds}")
+
+    def threshold(self, currency: str) -> int | None:
+        """The amount in `currency`'s minor units a first top-up is held above; None: never held."""
+        return self.above_minor_by_currency.get(currency, self.above_minor_otherwise)
+
+    @property
+    def first_topup_above_minor(self) -> int:
+        """The lowest threshold of any currency: an order at or below it is never held, whatever its currency."""
+        return min(t for t in (*self.above_minor_by_currency.values(), self.above_minor_otherwise) if t is not None)
 
     def hold(self, order: Order, first_topup: bool, now: datetime) -> Order:
         """The freshly paid order, held for review if the rule says so."""
-        if not first_topup or order.amount <= self.first_topup_above_minor:
+        above = self.threshold(order.currency)
+        if not first_topup or above is None or order.amount <= above:
             return order
         return replace(
             order,
             status="under_review",
             review_status="held",
-            review_reason=f"first top-up above {self.first_topup_above_minor} minor units",
+            review_reason=f"first top-up above {above} {order.currency} minor units",
             review_expected_at=now + timedelta(seconds=self.expected_s),
         )
 
