@@ -25,7 +25,7 @@ from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.harness import change, publish
-from tests.notifier.push_service import PushService
+from tests.notifier.push_service import Fault, PushService
 from tests.service_settings import STATUS_LINK_SECRET
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -166,3 +166,30 @@ async def test_an_expiry_that_arrives_after_its_orders_late_payment_was_credited
     await eventually(lambda: len(push_service.messages("phone")) >= 2)
     await eventually(running.settled)
     assert [m["status"] for m in push_service.messages("phone")] == ["credited", "credited"]
+
+
+async def test_a_late_payments_credit_that_finds_its_orders_expiry_still_being_retried_is_the_last_thing_pushed(
+    notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
+) -> None:
+    # The expiry's push was refused for a while (429, Retry-After); the user paid the order after all within
+    # PAYMENTS_QUERY_UNKNOWN_ORDER_FOR_S, and the credit (the reconciler's first status of the order: sequence 1,
+    # the expiry's number too) comes while the expiry still waits for its retry. The device must end at 'credited'.
+    running = await notifier()
+    prefix = f"{isolation}."
+    await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    push_service.script("phone", Fault(429, retry_after="3"))
+    await publish_payment_facts(broker, prefix, (expired("ord_late").model_copy(update={"user_id": "u1"}), "evt-exp"))
+    await eventually(lambda: len(push_service.attempts.get("phone", [])) >= 1)
+
+    await publish(broker, prefix, change("ord_late", OrderStatus.CREDITED, 1))
+    await running.wait_until_consumed("ord_late", 2)
+    await eventually(lambda: len(push_service.messages("phone")) >= 2, timeout_s=30)
+    await eventually(running.settled)
+
+    assert [m["status"] for m in push_service.messages("phone")] == ["expired", "credited"]
+    assert [m["status"] for m in push_service.device_view("phone").values()] == ["credited"]
+    timeline = (await running.api.get(f"{running.url}/v1/orders/ord_late/timeline")).json()
+    assert (timeline["headline"], timeline["final"]) == ("Top-up credited", True)
+    url = f"{running.url}/v1/orders/ord_late/notifications/resend"
+    resend = (await running.api.post(url, json={"reason": "user saw nothing"})).json()["resend"]
+    assert resend["status"] == "credited"

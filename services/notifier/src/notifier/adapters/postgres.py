@@ -27,11 +27,12 @@ from servicekit.uow import PostgresUnitOfWork
 # naming the batch's orders (up to NOTIFIED_PER_MESSAGE in each), which wake their status pages. A notification without
 # any target is kept for the inbox and the status page only, and so is one older (by its order's sequence) than a status
 # of its order recorded before this batch: it is 'superseded', and no delivery tells the user an order went back from,
-# say, credited to delayed (within the batch, every status goes out, in sequence order, as below). So is an expiry that
-# finds any status change of its order: both may be number 1 (a payment applied to the expired order was credited, and
-# payments.events, consumed apart from orders.status, brought the expiry after it). A delivery is born leased (attempt
-# 1, due again when the lease ends) unless an earlier status of its order is still pending for the same target, here or
-# from before: those go out in status order, claimed one at a time (see queue.py). Within the batch that
+# say, credited to delayed (within the batch, every status goes out, in sequence order, as below). An expiry is kept
+# at EXPIRY_SEQUENCE, before every status change of its order: one that finds any of them is superseded (a payment
+# applied to the expired order was credited, and payments.events, consumed apart from orders.status, brought the
+# expiry after it). A delivery is born leased (attempt 1, due again when the lease ends) unless an earlier status of its
+# order (its expiry included) is still pending for the same target, here or from before: those go out in status order,
+# claimed one at a time (see queue.py). Within the batch that
 # is the first of its order and target by (sequence, id), a window over the batch: a correlated look at the batch's
 # other rows cost each row a scan of them all (170 of 228 ms for a batch of 2,000). The rows tagged 'leased' are the
 # deliveries to hand to the worker now.
@@ -49,11 +50,8 @@ WITH input AS (
 ), added AS (
     INSERT INTO notifications (notification_id, order_id, user_id, status, payload, sequence, state)
     SELECT i.notification_id, i.order_id, i.user_id, i.status, i.payload::jsonb, i.sequence,
-           CASE WHEN EXISTS (
-                    SELECT 1 FROM notifications e
-                    WHERE e.order_id = i.order_id
-                      AND (e.sequence > i.sequence OR (i.status = 'expired' AND e.status <> 'expired'))
-                ) THEN 'superseded'
+           CASE WHEN EXISTS (SELECT 1 FROM notifications e WHERE e.order_id = i.order_id AND e.sequence > i.sequence)
+                THEN 'superseded'
                 WHEN EXISTS (SELECT 1 FROM targets t WHERE t.notification_id = i.notification_id)
                 THEN 'pending' ELSE 'inbox_only' END
     FROM input i ORDER BY i.n
@@ -93,7 +91,7 @@ FROM fanned
 
 
 # A person's resend of the order's latest notification (by sequence, then time; never a superseded one, which the user
-# was not told: an expiry recorded after its order's credit has the credit's sequence, 1, and a later time): the resend
+# was not told; never the expiry of an order notified of a status since, which comes before it): the resend
 # recorded, and one new delivery per target its user has now for the order (as _ADD fans out), due at once for the
 # worker to claim. None of the rows when the notifier has no notification for the order; the resend and no delivery
 # when its user has no target. None either when the resend id was recorded already (a request repeated under its
@@ -137,8 +135,25 @@ ORDER BY requested_at, resend_id
 """
 
 
+EXPIRY_SEQUENCE = 0
+"""The `sequence` an expiry is stored at (its notification, deliveries and resends), whatever its payload says
+(domain.messages.EXPIRED_SEQUENCE, 1): before every status change of its order, which the reconciler numbers from 1.
+A payment found after the expiry (payments asks about an order its provider did not know for
+PAYMENTS_QUERY_UNKNOWN_ORDER_FOR_S more) is credited with a first status of number 1; stored at 1 too, the expiry tied
+with it, and its push refused for a while (429, a device offline) went out after 'credited', under the same push
+Topic: the device ended at 'not paid in time, nothing was charged'. Stored before it, the credit waits for the
+expiry's delivery to settle (status order), an expiry arriving after the credit is superseded, and a resend of the
+expiry still waiting when the credit comes is superseded, as for any older status."""
+
+
+def stored_sequence(notification: Notification) -> int:
+    """Where `notification` sorts among its order's: its status's sequence, an expiry before them all."""
+    return EXPIRY_SEQUENCE if notification.status is OrderStatus.EXPIRED else notification.sequence
+
+
 def _change_from(payload: dict[str, Any], sequence: int) -> OrderStatusChanged | Expiry:
-    """What a queued notification's payload says happened to its order (see handlers' payload and expired_payload)."""
+    """What a queued notification's payload says happened to its order (see handlers' payload and expired_payload).
+    An expiry's sequence is its payload's (the one the user was told), not the one it is stored at."""
     if payload["status"] == OrderStatus.EXPIRED:
         return Expiry(
             order_id=payload["order_id"],
@@ -146,7 +161,7 @@ def _change_from(payload: dict[str, Any], sequence: int) -> OrderStatusChanged |
             amount=payload["amount"],
             currency=payload["currency"],
             expired_at=datetime.fromisoformat(payload["changed_at"]),
-            sequence=sequence,
+            sequence=payload["sequence"],
         )
     return OrderStatusChanged.model_validate({"sequence": max(1, sequence), **payload})
 
@@ -204,7 +219,7 @@ class PostgresNotifications(PostgresUnitOfWork):
             [n.user_id for n, _ in notifications],
             [n.status.value for n, _ in notifications],
             [raw[n.notification_id].decode() for n, _ in notifications],
-            [n.sequence for n, _ in notifications],
+            [stored_sequence(n) for n, _ in notifications],
             self._webhook,
             self._channel,
             self._lease_s,
