@@ -2,6 +2,7 @@
 metrics by route template. The uvicorn server inside the service's own event loop is servicekit.serving; /metrics
 is not here: it has a port of its own (servicekit.metrics_server)."""
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,8 @@ from servicekit.metrics import ServiceMetrics
 from servicekit.retrying import Readiness
 from servicekit.serving import EmbeddedServer as EmbeddedServer  # re-exported: callers import them from here
 from servicekit.serving import serve as serve
+
+log = logging.getLogger(__name__)
 
 STORABLE_TEXT = r"^[^\x00]*$"
 """The pattern of free text a request stores (a reason, a note, a push endpoint): anything PostgreSQL's text takes,
@@ -79,6 +82,7 @@ def create_app(
         title=title, version=version, telemetry={"tracing": False, "metrics": False, "logs": False}
     ).limited_to(max_body_bytes)
     _declare_credited_errors(app)
+    app.add_middleware(DependencyAwayAnswers)  # inside RequestMetrics (added after it), which so counts the 503
     service_metrics = ServiceMetrics.on(registry)
     if service_metrics is not None:
         app.add_middleware(RequestMetrics, metrics=service_metrics)
@@ -101,12 +105,11 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
-        # The database or the broker away is no server error: the client may try again shortly.
-        verdict = classify(exc)
-        if verdict.transient and verdict.dependency is not None:
-            detail = f"the {verdict.dependency} is away ({verdict.reason}); try again"
-            return JsonResponse(error_body("unavailable", detail), status_code=503, headers={"Retry-After": "1"})
-        return JsonResponse(error_body("internal_error", "the server failed; it is logged"), status_code=500)
+        # Starlette answers with this and raises the exception again (uvicorn logs its traceback): a server error.
+        # A dependency away is answered before (DependencyAwayAnswers); this is for one raised past it.
+        return unavailable(exc) or JsonResponse(
+            error_body("internal_error", "the server failed; it is logged"), status_code=500
+        )
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and readiness")
     async def healthz() -> JsonResponse:
@@ -162,6 +165,50 @@ def _declare_credited_errors(app: FastAPI) -> None:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def unavailable(exc: BaseException) -> JsonResponse | None:
+    """The 503 for a request that failed because the database or the broker is away (the client may try again
+    shortly), or None for any other failure."""
+    verdict = classify(exc)
+    if not (verdict.transient and verdict.dependency is not None):
+        return None
+    detail = f"the {verdict.dependency} is away ({verdict.reason}); try again"
+    return JsonResponse(error_body("unavailable", detail), status_code=503, headers={"Retry-After": "1"})
+
+
+class DependencyAwayAnswers:
+    """Answers 503 (Retry-After) a request whose handling raised because the database or the broker is away, with
+    one warning line. Left to Starlette's error handler, every such request was answered 503 but raised again: the
+    request metrics counted a 500 and uvicorn logged a whole traceback for each, so a minute's failover filled the
+    logs and the 5xx graphs with server errors that were none. Any other exception goes on as before (500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def noting(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, noting)
+        except Exception as exc:
+            answer = unavailable(exc)
+            if answer is None or started:
+                raise
+            log.warning("%s %s answered 503: %s", scope["method"], scope["path"], _one_line(exc))
+            await answer(scope, receive, send)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 class RequestMetrics:
@@ -229,6 +276,15 @@ class FastPath:
             return  # the client went away before it finished sending
         try:
             answer = await route.answer(match, Headers(scope=scope), body)
+        except Exception as exc:
+            away = unavailable(exc)
+            if away is None:
+                self._count(route, 500, started)
+                raise
+            log.warning("%s %s answered 503: %s", route.method, scope["path"], _one_line(exc))
+            await away(scope, receive, send)
+            self._count(route, 503, started)
+            return
         except BaseException:
             self._count(route, 500, started)
             raise
