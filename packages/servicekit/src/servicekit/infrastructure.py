@@ -224,8 +224,11 @@ class Infrastructure:
         finishing = [e for e in extra if isinstance(e, Finishing)]
         plain = [e for e in extra if not isinstance(e, Finishing)]
         try:
-            if not await _unless_stopping(self._connect_and_join(), stopping):
+            joining = asyncio.create_task(self._connect_and_join())
+            if not await _unless_stopping(joining, stopping):
                 log.info("%s stopped before its dependencies were up", self.service)
+                await self._drain_before_working(served)
+                await asyncio.gather(joining, return_exceptions=True)  # cut at the grace if the broker holds it
                 return
             log.info("%s connected to PostgreSQL and the broker: working", self.service)
             frozen = freeze_startup()
@@ -285,6 +288,23 @@ class Infrastructure:
         for task in others:
             task.cancel()
         await asyncio.wait(others)
+        await self._empty_outbox()
+
+    async def _drain_before_working(self, served: asyncio.Event) -> None:
+        """Stopped before the relay ever ran: HTTP took orders and callbacks all the same once PostgreSQL was up
+        (the broker's consumer groups still joining, or the broker away). What they wrote to the outbox is
+        published now if the publisher is connected, once the requests in flight are answered (until the grace
+        leaves only OUTBOX_RESERVE_S), so the next instance has nothing of this one's left to send; with the broker
+        away it stays in the outbox for the next start."""
+        grace_s = self.settings.stop_grace_s
+        await self._served(served, time.monotonic() + grace_s - min(OUTBOX_RESERVE_S, grace_s / 2))
+        if not self.connected:
+            log.info("%s: the broker never connected; what the outbox holds is sent by the next start", self.service)
+            return
+        await self._empty_outbox()
+
+    async def _empty_outbox(self) -> None:
+        """Publish every row the outbox holds, batch after batch; a failure leaves them for the next start."""
         published = 0
         try:
             while sent := await self.relay.publish_batch():
@@ -375,9 +395,11 @@ def _name(work: Coroutine[Any, Any, None]) -> str:
     return getattr(work, "__qualname__", repr(work))
 
 
-async def _unless_stopping(step: Coroutine[Any, Any, None], stopping: asyncio.Event) -> bool:
-    """Run `step` unless `stopping` is set first (then cancel it); whether it ran to the end."""
-    running, waiting = asyncio.create_task(step), asyncio.create_task(stopping.wait())
+async def _unless_stopping(running: "asyncio.Task[None]", stopping: asyncio.Event) -> bool:
+    """Wait for `running` unless `stopping` is set first: then cancel it and return at once, not waiting for it to
+    end (a consumer cancelled in the middle of a group join closes only once the broker answers the join);
+    whether it ran to the end."""
+    waiting = asyncio.create_task(stopping.wait())
     try:
         done, _ = await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -385,7 +407,6 @@ async def _unless_stopping(step: Coroutine[Any, Any, None], stopping: asyncio.Ev
         if not running.done():
             running.cancel()
     if running not in done:
-        await asyncio.gather(running, return_exceptions=True)
         return False
     running.result()
     return True

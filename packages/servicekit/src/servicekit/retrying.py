@@ -143,7 +143,11 @@ class _RetryWorthIt(retry_base):
 
 def worth_retrying(exc: BaseException, policy: BackoffPolicy, dependency: Dependency | None, attempt: int) -> bool:
     """Whether `policy` tries again after attempt number `attempt` failed with `exc`: always for a transient error,
-    for an unknown one while attempts remain, never for a final one."""
+    for an unknown one while attempts remain, never for a final one. A call cancelled (the service stopping) or
+    interrupted is never tried again: tenacity hands it here like any error, and a retry would swallow the stop (a
+    consumer group join cancelled at SIGTERM began again, and the service outlived its stop grace)."""
+    if not isinstance(exc, Exception):
+        return False
     verdict = classify(exc, dependency=dependency)
     if verdict.kind is Kind.TRANSIENT:
         return True
