@@ -35,6 +35,16 @@ class InMemoryBooks:
     async def paid_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
         return [r for r in self.records.values() if since <= r.order.paid_at < until]
 
+    async def released_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
+        return [
+            r
+            for r in self.records.values()
+            if r.review_status == "released"
+            and r.order.recorded_at is not None
+            and since <= r.order.recorded_at < until
+            and r.order.paid_at < since
+        ]
+
     async def paid(self, order_ids: Collection[str]) -> list[PaidRecord]:
         return [self.records[o] for o in order_ids if o in self.records]
 

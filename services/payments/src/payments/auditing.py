@@ -1,12 +1,16 @@
 """The money audit as a use case: read payments' paid orders and refunds and the ledger's credits for a window,
 judge them (payments.audit.compare), re-drive every paid order never credited, and record the outcome.
 
-The window is of payment times. The ledger's credits are read from a little before it (a provider's paid_at may be
-ahead of its arrival, when the ledger credits it, by up to the clamp skew) to now (a credit comes after its
-payment); a credit whose order was paid before the window brings its order in from payments' own books, so it is
-judged, not reported as a credit without payment. An order under risk review (held, or rejected and refunded) is
-expected to have no credit: it is left out unless the ledger credited it anyway, and it is never re-driven. Nor is
-an order whose refund is in flight at the provider (payments.audit.compare).
+The window is of payment times, and of releases from risk review: a held order's PaymentSucceeded goes out when
+it is released, which can be days after its payment (a review held over a weekend), so an order released in the
+window is judged with it however long before it was paid (by payment time alone, one released more than a window
+after its payment was never judged, and a PaymentSucceeded the stream lost there never found). The ledger's credits
+are read from a little before the window (a provider's paid_at may be ahead of its arrival, when the ledger credits
+it, by up to the clamp skew) to now (a credit comes after its payment); a credit whose order was paid before the
+window brings its order in from payments' own books, so it is judged, not reported as a credit without payment. An
+order under risk review (held, or rejected and refunded) is expected to have no credit: it is left out unless the
+ledger credited it anyway, and it is never re-driven. Nor is an order whose refund is in flight at the provider
+(payments.audit.compare).
 """
 
 from collections.abc import Collection, Sequence
@@ -74,6 +78,10 @@ class PaidOrders(Protocol):
         """Every order paid in [since, until), with its refund."""
         ...
 
+    async def released_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
+        """Every order paid before `since` and released from risk review in [since, until), with its refund."""
+        ...
+
     async def paid(self, order_ids: Collection[str]) -> list[PaidRecord]:
         """Those of these orders payments holds as paid, whenever they were paid."""
         ...
@@ -98,6 +106,7 @@ class Redrive(Protocol):
 async def audit(window: AuditWindow, *, books: PaidOrders, credits: Credits, redrive: Redrive) -> AuditOutcome:
     """Judge the window and re-drive every order paid and never credited (nor refunded) before the grace."""
     records = {r.order.order_id: r for r in await books.paid_between(window.since, window.until)}
+    records |= {r.order.order_id: r for r in await books.released_between(window.since, window.until)}
     posted = await credits.credits_between(window.since - window.slack, window.now)
     credited = {c.order_id for c in posted}
     earlier = credited - records.keys()
