@@ -35,11 +35,11 @@ class InMemoryBooks:
     async def paid_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
         return [r for r in self.records.values() if since <= r.order.paid_at < until]
 
-    async def released_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
+    async def reviewed_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
         return [
             r
             for r in self.records.values()
-            if r.review_status == "released"
+            if r.review_status in ("released", "rejected")
             and r.order.recorded_at is not None
             and since <= r.order.recorded_at < until
             and r.order.paid_at < since

@@ -32,9 +32,11 @@ _PAID_PAGE = (
     " ORDER BY o.paid_at, o.order_id LIMIT $5"
 )
 _PAID_BY_ID = f"{_PAID} AND o.order_id = ANY($1::text[])"
-# Paid before the window, released in it: its PaymentSucceeded went out at the release (index orders_released_at).
-_RELEASED = (
-    f"{_PAID} AND o.review_status = 'released' AND o.reviewed_at >= $1 AND o.reviewed_at < $2 AND o.paid_at < $1"
+# Paid before the window, its review decided in it (index orders_reviewed_at): a release's PaymentSucceeded went out
+# then; a rejection's refund is owed from then.
+_REVIEWED = (
+    f"{_PAID} AND o.review_status IN ('released', 'rejected') AND o.reviewed_at >= $1 AND o.reviewed_at < $2"
+    " AND o.paid_at < $1"
 )
 _RECORD_RUN = (
     "INSERT INTO audit_runs (trigger, since, until, started_at, counts, redriven, in_grace, refunds_in_flight)"
@@ -91,9 +93,9 @@ class PostgresAuditBooks:
                 return out
             after = Cursor(rows[-1]["paid_at"], rows[-1]["order_id"])
 
-    async def released_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
+    async def reviewed_between(self, since: datetime, until: datetime) -> list[PaidRecord]:
         async with self._pool.acquire() as conn:
-            return [record_of(r) for r in await conn.fetch(_RELEASED, since, until)]
+            return [record_of(r) for r in await conn.fetch(_REVIEWED, since, until)]
 
     async def paid(self, order_ids: Collection[str]) -> list[PaidRecord]:
         if not order_ids:
