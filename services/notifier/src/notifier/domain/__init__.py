@@ -21,11 +21,13 @@ from notifier.domain.messages import (
     render_expired,
     urgency_for,
 )
+from notifier.domain.reasons import REASON_CODES, for_platform, reason_code
 from notifier.domain.timeline import Expiry, Step, StepState, Timeline, page_text, timeline
 
 __all__ = [
     "DEFAULT_LOCALE",
     "LOCALES",
+    "REASON_CODES",
     "Expiry",
     "Notification",
     "Preferences",
@@ -33,11 +35,13 @@ __all__ = [
     "StepState",
     "Timeline",
     "Urgency",
+    "for_platform",
     "format_money",
     "format_time",
     "notification_id",
     "page_text",
     "push_topic",
+    "reason_code",
     "render",
     "render_expired",
     "resolve_locale",
