@@ -189,3 +189,42 @@ async def test_an_open_status_page_turns_to_expired_unpaid_when_the_order_expire
     assert "不會扣任何款項" in message and "如需儲值，請重新下單" in message  # noqa: RUF001
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "status_page_zh-TW_expired.png"))
+
+
+def step_times(driver: WebDriver) -> list[str]:
+    return list(driver.execute_script("return [...document.querySelectorAll('#steps time')].map(e => e.innerText)"))
+
+
+def in_zone(driver: WebDriver, zone: str) -> None:
+    """The browser's own time zone from now on, as a laptop set to it or a phone travelling there would have."""
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": zone})
+
+
+async def test_a_status_page_shows_every_time_in_the_users_chosen_zone_whatever_the_browsers_zone(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    chosen = {"locale": "zh-TW", "time_zone": "Asia/Taipei"}
+    assert (await running.api.put(f"{running.url}/v1/users/u-tz/locale", json=chosen)).is_success
+    delayed = change("ord_tz", OrderStatus.DELAYED, 2, user_id="u-tz", eta=T0 + timedelta(minutes=10))
+    await publish(broker, f"{isolation}.", delayed)
+    await running.wait_until_consumed("ord_tz", 1)
+    in_zone(browser, "America/New_York")  # 08:00 UTC is 03:00 there, 16:00 in Taipei
+    await asyncio.to_thread(browser.get, status_link(running.url, "ord_tz", "u-tz"))
+    await until(browser, lambda d: text_of(d, "live") == "即時")
+    assert "預計於2026年11月22日 下午4:10前入帳" in text_of(browser, "steps")
+    # paid at 08:00 UTC, delayed two seconds later: both 16:00 in Taipei, as the expected time is
+    assert step_times(browser) == ["2026年11月22日 下午4:00", "2026年11月22日 下午4:00"]
+
+
+async def test_a_status_page_without_a_chosen_zone_labels_every_time_with_the_one_zone_it_shows(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    await publish(broker, f"{isolation}.", change("ord_no_tz", OrderStatus.DELAYED, 2, eta=T0 + timedelta(minutes=10)))
+    await running.wait_until_consumed("ord_no_tz", 1)
+    in_zone(browser, "Asia/Taipei")
+    await asyncio.to_thread(browser.get, f"{status_link(running.url, 'ord_no_tz', 'u1')}&lang=en")
+    await until(browser, lambda d: text_of(d, "live") == "Live")
+    assert "Expected by Nov 22, 2026, 8:10\u202fAM UTC" in text_of(browser, "steps")
+    assert step_times(browser) == ["Nov 22, 2026, 8:00\u202fAM UTC"] * 2

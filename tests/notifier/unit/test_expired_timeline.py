@@ -72,3 +72,8 @@ def test_a_payment_known_for_an_expired_order_shows_the_paid_order_instead() -> 
     t = domain.timeline("ord_42", [expiry(), paid(OrderStatus.DELAYED, 2)], "en")
     assert [s.key for s in t.steps] == ["submitted", "paid", "delayed", "crediting", "credited"]
     assert t.headline == "Your top-up is delayed" and not t.final
+
+
+def test_an_expired_orders_time_is_written_in_the_users_zone_else_in_utc_labelled() -> None:
+    assert domain.timeline("ord_42", [expiry()], "zh-TW", "Asia/Taipei").steps[-1].at_text == "2026年11月22日 下午4:30"
+    assert domain.timeline("ord_42", [expiry()], "en").steps[-1].at_text == "Nov 22, 2026, 8:30\u202fAM UTC"

@@ -129,6 +129,7 @@ def timeline_json(timeline: domain.Timeline) -> dict[str, Any]:
                 "label": s.label,
                 "state": s.state.value,
                 "at": s.at.isoformat() if s.at else None,
+                "at_text": s.at_text or None,
                 "detail": s.detail,
                 "tone": s.tone,
             }

@@ -3,10 +3,13 @@
 The happy path is submitted, paid, crediting, credited. Whatever else happened (under review, delayed,
 remediating, compensated, refunded, needs support) appears where it happened, with its time and message.
 An order closed unpaid at its payment expiry ends at `expired`: submitted, then expired, nothing paid.
+
+Every time on it (a step's, and the expected time in its sentences) is written here (`format_time`) in one zone:
+the user's when they chose one, else UTC, labelled. The page shows them as written, whatever its browser's zone.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -24,7 +27,8 @@ class StepState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One line of the timeline; `tone` is "ok" or "warn" (something went slower than it should)."""
+    """One line of the timeline; `tone` is "ok" or "warn" (something went slower than it should); `at_text` is `at`
+    as the user reads it (their language, their time zone or UTC labelled, as the times in `detail`)."""
 
     key: str
     label: str
@@ -32,6 +36,7 @@ class Step:
     at: datetime | None = None
     detail: str = ""
     tone: str = "ok"
+    at_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ def timeline(
     )
     expiry = next((c for c in changes if isinstance(c, Expiry)), None)
     if not ordered and expiry is not None:  # a payment known for the order, however late, tells more
-        return _expired(expiry, locale, labels)
+        return _expired(expiry, locale, time_zone, labels)
     if not ordered:
         text = PAGE_TEXT[lang]
         steps = (
@@ -115,11 +120,16 @@ def timeline(
         amount=money,
         sequence=latest.sequence,
         final=final,
-        steps=tuple(built),
+        steps=_timed(built, locale, time_zone),
     )
 
 
-def _expired(expiry: Expiry, locale: str | None, labels: dict[str, str]) -> Timeline:
+def _timed(steps: Sequence[Step], locale: str | None, time_zone: str | None) -> tuple[Step, ...]:
+    """The steps with their times written for the user, in the zone of every other time they are shown."""
+    return tuple(replace(s, at_text=format_time(s.at, locale, time_zone)) if s.at else s for s in steps)
+
+
+def _expired(expiry: Expiry, locale: str | None, time_zone: str | None, labels: dict[str, str]) -> Timeline:
     """An order that ended unpaid: what happened, that nothing was charged, and what to do (order again)."""
     lang = resolve_locale(locale)
     detail = describe_expired(expiry.amount, expiry.currency, locale)
@@ -135,7 +145,7 @@ def _expired(expiry: Expiry, locale: str | None, labels: dict[str, str]) -> Time
         amount=format_money(expiry.amount, expiry.currency, locale),
         sequence=expiry.sequence,
         final=True,
-        steps=steps,
+        steps=_timed(steps, locale, time_zone),
     )
 
 
