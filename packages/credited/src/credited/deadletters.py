@@ -250,8 +250,12 @@ async def read_topic(settings: ServiceSettings, topic: str) -> list[ConsumerReco
 
 
 async def dead_letters(settings: ServiceSettings, chosen: Filters = Filters()) -> list[DeadLetter]:
+    """The chosen letters, oldest first, and those that failed at the same time in the order they were written: a
+    consumer dead-letters a whole poll with one `dlq_failed_at`, and one order's letters (one key, so one partition)
+    go back in their order (by offset as a number: as text, an id 0@10 sorts before 0@9)."""
     letters = [DeadLetter.of(r) for r in await read_topic(settings, dead_letter_topic(settings))]
-    return sorted((d for d in letters if chosen(d, settings.topic_prefix)), key=lambda d: (d.failed_at, d.id))
+    chosen_ones = (d for d in letters if chosen(d, settings.topic_prefix))
+    return sorted(chosen_ones, key=lambda d: (d.failed_at, d.partition, d.offset))
 
 
 async def replays(settings: ServiceSettings) -> dict[str, Replay]:
