@@ -90,3 +90,12 @@ async def test_an_orders_payment_and_refund_dead_lettered_in_one_poll_are_replay
         r for r in await read_all(site.broker.bootstrap, site.source) if any(k == REPLAY_MARKER for k, _ in r.headers)
     ]
     assert event_types(replayed) == ["PaymentSucceeded", "RefundSucceeded"], out
+
+
+async def test_an_id_named_that_is_no_dead_letter_is_said_and_fails_the_replay_while_the_others_go(site: Site) -> None:
+    at = await site.dead_lettered(paid("ord_2"), "pay-ord_2", datetime.now(UTC).isoformat().encode())
+
+    code, out = await run_dlq(site.broker, site.prefix, "replay", f"0@{at}", f"0@{at + 70}")
+
+    assert code == 1, out
+    assert f"replayed 0@{at} to {site.source}" in out and f"no dead letter 0@{at + 70}" in out

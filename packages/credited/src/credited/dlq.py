@@ -200,14 +200,18 @@ def replay_(
     chosen = _filters(ids or [], topic, group, reason, since, until)
     go_ahead = _Confirm(bulk=not ids, trust_unverified=trust_unverified)
     try:
-        outcome = _on_the_broker(settings, _replay(settings, chosen, by or getpass.getuser(), dry_run, go_ahead))
+        outcome, found = _on_the_broker(settings, _replay(settings, chosen, by or getpass.getuser(), dry_run, go_ahead))
     except ReplayInterrupted as exc:
         typer.echo(f"stopped: {exc}; run it again to finish what is left", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if not go_ahead.went:
         raise typer.Exit(1)
     _report(outcome, dry_run, trust_unverified)
-    if not dry_run and (outcome.refused or (outcome.unverified and not trust_unverified)):
+    # An id named and not found (a typo, another topic prefix) must not pass for one replayed among the others.
+    missing = [i for i in ids or [] if i not in found]
+    for letter_id in missing:
+        typer.echo(f"no dead letter {letter_id} (credited dlq list shows their ids)", err=True)
+    if missing or (not dry_run and (outcome.refused or (outcome.unverified and not trust_unverified))):
         raise typer.Exit(1)
 
 
@@ -236,13 +240,15 @@ def _by_topic(plan: "Outcome") -> str:
 
 async def _replay(
     settings: "ServiceSettings", chosen: "Filters", by: str, dry_run: bool, go_ahead: _Confirm
-) -> "Outcome":
+) -> tuple["Outcome", set[str]]:
+    """What the replay did, and the ids of the letters the filters chose."""
     from credited.deadletters import dead_letters, replay
 
     letters = await dead_letters(settings, chosen)
-    return await replay(
+    outcome = await replay(
         settings, letters, by=by, dry_run=dry_run, trust_unverified=go_ahead.trust_unverified, go_ahead=go_ahead
     )
+    return outcome, {letter.id for letter in letters}
 
 
 def _report(outcome: "Outcome", dry_run: bool, trust_unverified: bool) -> None:
