@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from contracts.events import OrderStatus
 from reconciler.adapters import rounds
 from reconciler.adapters.table import decode_state
 from reconciler.domain import Policy
@@ -172,12 +173,27 @@ async def test_a_refused_changelog_record_of_what_an_undone_round_may_have_left_
         raise SystemExit(what)
 
     monkeypatch.setattr(rounds, "stop", stop)
+    worker = Worker(Policy(threshold_s=5, compensation={"CNY": 5}))
+    await worker.batch(worker.record(paid("o1", seconds_ago=30)))
+    broker = Broker(worker)
+    await worker.tick()  # delayed #1, RetryCredit #1, both taken
+    broker.refusing = worker.changelog.refuse = True
+    with pytest.raises(SystemExit, match="changelog"):
+        # credited #2 and compensated #3 landed, GrantCompensation refused, and what may have landed not written
+        await worker.batch(worker.record(credited("o1")))
+
+
+async def test_a_timer_round_whose_statuses_the_changelog_cannot_remember_first_announces_nothing() -> None:
     worker = Worker(POLICY)
     await worker.batch(worker.record(paid("o1", seconds_ago=30)))
     broker = Broker(worker)
-    broker.refusing = worker.changelog.refuse = True
-    with pytest.raises(SystemExit, match="changelog"):
-        await worker.tick()  # delayed #1 landed, RetryCredit #1 refused, and what may have landed not written
+    worker.changelog.refuse = True
+    await worker.tick()  # the flag's statuses are not remembered on the changelog: nothing of it is sent
+    assert broker.landed_of("o1") == [] and worker.stored("o1").landed == ()  # type: ignore[union-attr]
+    worker.changelog.refuse = False
+    await worker.tick()  # the flag again, remembered first this time
+    assert broker.landed_of("o1") == [(1, "delayed")]
+    assert decode_state(worker.changelog.records[-2][1]).landed == ((1, OrderStatus.DELAYED),)  # type: ignore[arg-type]
 
 
 async def test_a_late_credit_undone_then_a_block_undone_then_the_credit_again_leaves_consumers_at_compensated() -> None:

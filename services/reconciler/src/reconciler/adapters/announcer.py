@@ -105,6 +105,10 @@ class KafkaAnnouncer:
     def case(self, state: OrderState, case: CaseOpened) -> None:
         self._queued.append((state, case))
 
+    def statuses(self) -> dict[str, tuple[int, dict[int, OrderStatus]]]:
+        """The status changes `records` built last, by order, with its partition (the queue is not touched)."""
+        return {order_id: (partition, dict(statuses)) for order_id, (partition, statuses) in self._built.items()}
+
     def sent(self) -> None:
         """The broker acknowledged every record `records` built last."""
         self._built = {}

@@ -218,7 +218,7 @@ class Rounds:
                 if gone and horizon is not None:
                     horizons[partition] = horizon
                 expired += gone
-            await self._finish(tally, expired=expired, horizons=horizons)
+            await self._finish(tally, expired=expired, horizons=horizons, of_timers=True)
 
     @asynccontextmanager
     async def _undone_if_it_fails(self) -> AsyncIterator[None]:
@@ -254,6 +254,26 @@ class Rounds:
         if sent:
             self._settling(sent, {})
 
+    async def _remember_first(self) -> None:
+        """A round of timers: the stored state of every order whose status changes it is about to announce
+        remembers them (`OrderState.landed`) on the changelog, acknowledged, before they are sent. A round of records
+        that a worker killed before its changelog records were acknowledged is replayed by the partition's next owner
+        as it was (same records, same order), but a timer is not: the next owner may read a record first (the credit
+        that the killed worker's RetryCredit brought) and change the order otherwise, under the sequence of a status
+        already sent (`delayed`), which every reader then drops. Remembered, that status is numbered past it
+        (announcer.py). If the broker refuses those records, the round is undone before anything of it is announced:
+        the table is put back as its changelog has it, and nothing may have landed."""
+        now = datetime.now(UTC)
+        built = self.announcer.statuses().items()
+        before = {order_id: self.states.stored(order_id) for order_id, _ in built}
+        remembered = [self.states.remember(o, partition, statuses, now) for o, (partition, statuses) in built]
+        try:
+            await _all_acknowledged([await self.states.send(state) for state in remembered if state is not None])
+        except BaseException:
+            self.states.put_back(before)
+            self.announcer.sent()
+            raise
+
     def _settling(self, sent: list["asyncio.Future[Any]"], ahead: dict[tuple[str, int], int]) -> None:
         """Changelog records handed to the producer: the positions `ahead` move once they (and every earlier
         round's) are acknowledged (_settle)."""
@@ -270,12 +290,15 @@ class Rounds:
         dead: list[Outgoing] | None = None,
         expired: list[str] | None = None,
         horizons: dict[int, datetime] | None = None,
+        of_timers: bool = False,
     ) -> None:
         for state in self.states.staged():
             if state.landed and timers.wake_time(state, self.engine.policy) is None:
                 self.announcer.caught_up(state)
         outgoing = (dead or []) + self.announcer.records()
         try:
+            if of_timers:
+                await self._remember_first()
             await self._send(outgoing)
         except REFUSED as exc:  # undo the round, so all of it happens again
             remembered = self._undo(expired or [])

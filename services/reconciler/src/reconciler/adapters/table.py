@@ -220,6 +220,14 @@ class FaustOrderStates:
         self._store[order_id] = state
         return state
 
+    def put_back(self, stored: Mapping[str, OrderState | None]) -> None:
+        """Store the states given again (None: the order was not stored), as they were before `remember`."""
+        for order_id, state in stored.items():
+            if state is None:
+                self._store.pop(order_id, None)
+            else:
+                self._store[order_id] = state
+
     def staged(self) -> Iterator[OrderState]:
         """The round's states."""
         return iter(self._staged.values())
