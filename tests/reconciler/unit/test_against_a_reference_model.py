@@ -1,7 +1,7 @@
 """Random interleavings of payments, risk-review holds, releases and rejections, credits, ledger rejections,
 refunds, duplicates, reorderings, failed payments, worker restarts and clock advances, with per-channel and
-per-product thresholds: the reconciler's flags, status changes, commands and support cases must match a
-small reference model exactly."""
+per-product thresholds: the reconciler's flags, status changes, commands (sent again when no answer comes) and
+support cases must match a small reference model exactly; and once time runs on, no order waits forever."""
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,13 +22,14 @@ from contracts.events import (
     RefundFailed,
     RefundSucceeded,
 )
-from reconciler.domain import CaseOpened, Effect, OrderState, Policy, StatusChange
+from reconciler.domain import SETTLED, CaseOpened, Command, Effect, OrderState, Phase, Policy, StatusChange
 from reconciler.engine import Engine
 from tests.reconciler.unit.fakes import InMemoryOrderStates
 from tests.reconciler.unit.test_join import kinds
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 DEFAULT, BACKOFF, ATTEMPTS, COMPENSATION = 10.0, 1.0, 2, 5
+ANSWER_WAIT, RESENDS = 5.0, 2
 CHANNEL_THRESHOLDS = {"carrier": 14.0}
 PRODUCT_THRESHOLDS = {"gems": 4.0}
 POLICY = Policy(
@@ -38,6 +39,8 @@ POLICY = Policy(
     retry_attempts=ATTEMPTS,
     retry_backoff_s=BACKOFF,
     compensation_minor=COMPENSATION,
+    answer_wait_s=ANSWER_WAIT,
+    answer_resends=RESENDS,
 )
 ORDERS = [f"ord_{i}" for i in range(4)]
 CHANNELS = ("card", "carrier")
@@ -72,12 +75,19 @@ class ModelOrder:
     status: str = "paid"
     attempts: int = 0
     next_at: float = 0.0
+    answer_at: float = 0.0
+    resends: int = 0
     anomaly: bool = False
     effects: list[str] = field(default_factory=list)
 
     def tell(self, status: str) -> None:
         self.status = status
         self.effects.append(f"status:{status}")
+
+    def send(self, command: str, now: float) -> None:
+        """A BlockCredit or IssueRefund: its answer is awaited until `answer_at`, then it goes again."""
+        self.effects.append(f"{command}#1")
+        self.answer_at, self.resends = now + ANSWER_WAIT, 0
 
 
 class Model:
@@ -93,7 +103,7 @@ class Model:
             m.effects.append("GrantCompensation#1")
             m.tell("compensated")
 
-    def pay(self, o: str, channel: str, product: str | None) -> None:
+    def pay(self, o: str, channel: str, product: str | None, now: float) -> None:
         m = self.orders[o]
         if m.paid:
             return
@@ -102,7 +112,7 @@ class Model:
         if m.credited:
             self.close_credited(m)
         elif m.rejected_early:
-            self.ledger_rejects_for_good(o)
+            self.ledger_rejects_for_good(o, now)
 
     def hold(self, o: str, channel: str, product: str | None, seconds: float) -> None:
         m = self.orders[o]
@@ -126,13 +136,13 @@ class Model:
         if m.phase == "held":
             m.phase, m.deadline = "waiting", now + threshold(m.channel, m.product)
             if m.rejected_early:  # the ledger's refusal of the released payment, read before the release
-                self.ledger_rejects_for_good(o)
+                self.ledger_rejects_for_good(o, now)
 
-    def reject_review(self, o: str) -> None:
+    def reject_review(self, o: str, now: float) -> None:
         m = self.orders[o]
         if m.phase == "held":
             m.phase, m.rejected_review = "blocking", True
-            m.effects.append("BlockCredit#1")
+            m.send("BlockCredit", now)
 
     def credit(self, o: str, now: float) -> None:
         m = self.orders[o]
@@ -149,13 +159,13 @@ class Model:
         else:
             self.close_credited(m)
 
-    def ledger_rejects_for_good(self, o: str) -> None:
+    def ledger_rejects_for_good(self, o: str, now: float) -> None:
         m = self.orders[o]
         if (not m.paid or m.phase == "held") and not m.credited:  # the payment, or the release, refunds
             m.rejected_early = True
         if m.paid and not m.credited and m.phase in ("waiting", "retrying", "blocking"):
             m.phase = "refunding"
-            m.effects.append("IssueRefund#1")
+            m.send("IssueRefund", now)
             if m.status != "remediating" and not m.rejected_review:
                 m.tell("remediating")
 
@@ -189,8 +199,17 @@ class Model:
                     m.effects.append(f"RetryCredit#{m.attempts}")
                 else:
                     m.phase = "blocking"
-                    m.effects.append("BlockCredit#1")
+                    m.send("BlockCredit", now)
                     m.tell("remediating")
+            elif m.phase in ("blocking", "refunding") and m.status != "needs_support" and m.answer_at <= now:
+                command = "BlockCredit" if m.phase == "blocking" else "IssueRefund"
+                if m.resends < RESENDS:  # no answer yet: the same command again, the wait doubled
+                    m.resends += 1
+                    m.answer_at = now + ANSWER_WAIT * 2**m.resends
+                    m.effects.append(f"{command}#1~{m.resends}")
+                else:  # a person owns it; an answer that comes late still moves it on
+                    m.tell("needs_support")
+                    m.effects.append("case:needs_support:page")
             elif m.credited and not m.paid and not m.anomaly and m.credited_at + threshold(m.channel, None) <= safe:
                 m.anomaly = True
                 m.effects.append("anomaly:credit_without_payment")
@@ -210,6 +229,8 @@ def described(effects: list[Effect]) -> list[str]:
             out.append(f"case:{effect.kind.value}:{effect.severity.value}")
             continue
         out += kinds([effect])
+        if isinstance(effect, Command) and effect.resent:
+            out[-1] += f"~{effect.resent}"
         if isinstance(effect, StatusChange) and effect.status is OrderStatus.UNDER_REVIEW:
             eta = effect.estimated_credit_at
             out[-1] += f"@{(eta - T0).total_seconds():g}" if eta else "@none"
@@ -275,19 +296,19 @@ def message_for(op: tuple[object, ...], channel: str, product: str | None, now: 
 def apply_to_model(model: Model, op: tuple[object, ...], channel: str, product: str | None, now: float) -> None:
     kind, o = op[0], str(op[1])
     if kind == "pay":
-        model.pay(o, channel, product)
+        model.pay(o, channel, product, now)
     elif kind == "hold":
         model.hold(o, channel, product, float(op[2]))  # type: ignore[arg-type]
     elif kind == "release":
         model.release(o, now)
     elif kind == "reject_review":
-        model.reject_review(o)
+        model.reject_review(o, now)
     elif kind == "fail":
         model.fail(o, channel)
     elif kind == "credit":
         model.credit(o, now)
     elif kind == "credit_rejected":
-        model.ledger_rejects_for_good(o)
+        model.ledger_rejects_for_good(o, now)
     else:
         model.refund_answer(o, succeeded=kind == "refunded")
 
@@ -332,3 +353,15 @@ def test_flags_and_commands_match_the_reference_model(
             assert m.paid and "status:credited" not in got[o][: got[o].index("flagged")]
         if m.rejected_review:
             assert not any(e.startswith("RetryCredit") for e in got[o]), "a rejected review was retried"
+
+    # No order waits forever: with no more events, time alone settles every order or hands it to a person.
+    for _ in range(2 * (ATTEMPTS + RESENDS) + 4):
+        now += 1_000.0
+        record(engine.due(0, at(now), at(now)))
+    assert engine.pending(0) == 0, "an order still waits on the clock after all its timers ran out"
+    for o in ORDERS:
+        state = engine.states.get(o)
+        if state is None or not state.paid:
+            continue
+        owned = state.status is OrderStatus.NEEDS_SUPPORT or (state.phase is Phase.HELD and state.flagged_at)
+        assert state.phase in SETTLED or owned, f"{o} waits forever in {state.phase.value}, {state.status.value}"

@@ -82,7 +82,10 @@ def test_a_final_rejection_read_before_the_release_it_answers_refunds_at_the_rel
     assert kinds(h.event(released(at=900))) == ["IssueRefund#1", "status:remediating"]
     assert h.event(paid()) == []
     assert h.state().phase is Phase.REFUNDING
-    assert h.tick(now=900 + 10_000, safe=900 + 10_000) == []  # no flag, no retry: the refund is under way
+    # No flag, no retry: the refund is under way, and only sent again as it has had no answer.
+    assert h.tick(now=900 + 10_000, safe=900 + 10_000) == [
+        Command(CommandKind.ISSUE_REFUND, reason="wallet frozen", resent=1)
+    ]
     assert "flagged" not in kinds(h.effects)
 
 

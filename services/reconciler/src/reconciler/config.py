@@ -31,6 +31,20 @@ class Settings(ServiceSettings):
     )
     retry_attempts: int = Field(3, ge=1, le=20, description="RetryCredit attempts before the credit is blocked.")
     retry_backoff_s: float = Field(2.0, gt=0, description="Wait after the first retry; doubles each attempt.")
+    answer_wait_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a BlockCredit or IssueRefund waits for its answer (the ledger's, the refund's outcome) "
+        "before it is sent again under the same event id; doubles each time. Longer than the ledger's park time.",
+    )
+    answer_resends: int = Field(
+        8,
+        ge=0,
+        le=20,
+        description="Re-sends of an unanswered BlockCredit or IssueRefund before the order goes to a person "
+        '(needs_support, reconciler_escalations_total{reason="no_answer"}); 8 at the default wait: about 43 h, after '
+        "payments' own 24-h warning of a refund still pending at its provider.",
+    )
     compensation: dict[str, CompensationAmount] = Field(
         default_factory=dict,
         description="Delay compensation per late credit by ISO 4217 currency, each in that currency's minor units, as "
@@ -110,4 +124,6 @@ class Settings(ServiceSettings):
             compensation=self.compensation,
             compensation_minor=self.compensation_minor,
             retention_s=self.retention_s,
+            answer_wait_s=self.answer_wait_s,
+            answer_resends=self.answer_resends,
         )

@@ -19,6 +19,13 @@ Rules written down:
   the order, so the refund can go at once. One read before the order's PaymentSucceeded (the topics are
   read side by side, so a rejection can come first) is kept, and the payment then refunds at once.
 - A refund that fails escalates the order to a person (`needs_support`).
+- A BlockCredit or IssueRefund is answered (the ledger's final rejection or credit, the refund's outcome) or sent
+  again: the command or its answer can be lost on the way (a record the broker lost, a dead letter replayed late).
+  After `answer_wait_s`, doubling each time, the same command goes again under the same event id (the ledger and
+  payments drop it if the first one came), at most `answer_resends` times; after the last wait the order goes to a
+  person (`needs_support`, `Escalated` with reason `no_answer`, a support case). It stays in its phase: an answer
+  that comes late still moves it on (the ledger's rejection refunds it, the refund's outcome settles it, a credit
+  closes it), only the clock leaves it alone from then on. So no paid order waits for an answer forever.
 - What became of a remediation step is an effect when the reconciler learns it (`Remediated`): a credit that
   lands while the order is retrying means RetryCredit succeeded; the last retry sent with no credit by its
   backoff, or the ledger's final rejection while retrying, means it failed (a credit landing after that,
@@ -95,6 +102,8 @@ class Outcome(StrEnum):
     that failed is then escalated)."""
 
     REQUESTED = "requested"
+    RESENT = "resent"
+    """Sent again under the same event id: no answer came to the first send within the wait (timers.py)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ESCALATED = "escalated"
@@ -107,6 +116,7 @@ class EscalationReason(StrEnum):
 
     REFUND_FAILED = "refund_failed"
     CREDITED_AFTER_REFUND = "credited_after_refund"
+    NO_ANSWER = "no_answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,16 @@ class Policy:
     """The compensation of a currency `compensation` does not list (RECONCILER_COMPENSATION_MINOR, one number for
     every currency, which the settings never set beside RECONCILER_COMPENSATION)."""
     retention_s: float = WEEK_S
+    answer_wait_s: float = 300.0
+    """How long a BlockCredit or IssueRefund waits for its answer before it is sent again, doubling each time. The
+    default outlasts the ledger's park time (a BlockCredit behind a parked retry waits for the order's payment up to
+    300 s before it is answered)."""
+    answer_resends: int = 8
+    """How many times an unanswered BlockCredit or IssueRefund is sent again before the order goes to a person: with
+    the default wait, about 43 hours after the first send. A refund can stay pending at its provider for a day (bank
+    cards): payments' own case warns of one after 24 h (refunds.STUCK_AFTER_S), before this pages. The re-sends that
+    heal a lost command come early (5, 15, 35 minutes); a paid order stuck before its refund is found by payments'
+    money audit within minutes of its grace."""
 
     def threshold(self, channel: str, product: str | None = None) -> timedelta:
         """Product beats channel beats the default."""
@@ -142,6 +162,10 @@ class Policy:
 
     def remaining_retry_time(self, attempt: int) -> timedelta:
         return sum((self.backoff(a) for a in range(attempt, self.retry_attempts + 1)), timedelta())
+
+    def answer_wait(self, resends: int) -> timedelta:
+        """The wait for an answer after the first send (`resends` 0) or the `resends`-th re-send."""
+        return timedelta(seconds=self.answer_wait_s * 2**resends)
 
     @property
     def retention(self) -> timedelta:
@@ -164,6 +188,8 @@ class Command:
     reason: str = ""
     amount: int = 0
     """A GrantCompensation's amount, in the order's currency's minor units (the other commands carry the order's)."""
+    resent: int = 0
+    """0 for the first send; n for the n-th re-send of the same command, under the same event id (its `attempt`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +272,10 @@ class OrderState:
     """The reason of a final CreditRejected read before the order's payment, or before the release of a held order
     (the ledger answers the payment published at the release; the topics are read side by side): the payment or
     the release, when it comes, refunds at once."""
+    sent_reason: str = ""
+    """The reason of the BlockCredit or IssueRefund the order waits to hear about: a re-send carries it again."""
+    resends: int = 0
+    """How often that command was sent again with no answer (timers.py)."""
     landed: tuple[tuple[int, OrderStatus], ...] = ()
     """Status changes that rounds undone after sending them may have left on the status topic past `sequence`, as
     (sequence, status): the next status of the order that differs is numbered past them (adapters/announcer.py).
@@ -298,8 +328,10 @@ _FIELDS = tuple(f.name for f in fields(OrderState))
 _SLOTS = tuple(getattr(OrderState, name) for name in _FIELDS)
 _NEW = object.__new__
 _TIMES = ("paid_at", "credited_at", "deadline", "next_action_at", "flagged_at", "held_until", "settled_at")
-_SHARED = ("currency", "channel", "product", "review", "anomaly")
+_SHARED = ("currency", "channel", "product", "review", "anomaly", "sent_reason")
 SETTLED = (Phase.CREDITED, Phase.REFUNDED, Phase.PAYMENT_FAILED)
+AWAITING_ANSWER = {Phase.BLOCKING: CommandKind.BLOCK_CREDIT, Phase.REFUNDING: CommandKind.ISSUE_REFUND}
+"""The phases that wait for the answer to a command, and that command."""
 
 
 def clip(text: str, limit: int = REASON_LIMIT) -> str:
@@ -325,6 +357,13 @@ def status_change(
 def command(state: OrderState, command: Command, at: datetime) -> Command:
     note(state, f"command:{command.kind.value}#{command.attempt}", at)
     return command
+
+
+def await_answer(state: OrderState, sent: Command, now: datetime, policy: Policy) -> Command:
+    """`sent` (a BlockCredit or IssueRefund) goes out now: the order waits for its answer, and sends it again if none
+    comes within the wait (timers.py)."""
+    state.sent_reason, state.resends, state.next_action_at = sent.reason, 0, now + policy.answer_wait(0)
+    return command(state, sent, now)
 
 
 def case(kind: CaseKind, reason: str) -> CaseOpened:

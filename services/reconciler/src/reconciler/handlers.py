@@ -48,12 +48,13 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
             )
         elif isinstance(effect, Command):
             announcer.command(state, effect)
-            observe.remediation(effect.kind.value, Outcome.REQUESTED.value)
+            observe.remediation(effect.kind.value, (Outcome.RESENT if effect.resent else Outcome.REQUESTED).value)
             log.warning(
-                "order %s: sending %s attempt %d",
+                "order %s: sending %s attempt %d%s",
                 state.order_id,
                 effect.kind.value,
                 effect.attempt,
+                f" again ({effect.resent}), no answer yet" if effect.resent else "",
                 extra=about(state.order_id),
             )
         elif isinstance(effect, Flagged):

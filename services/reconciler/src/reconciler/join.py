@@ -25,19 +25,19 @@ from reconciler.domain import (
     Phase,
     Policy,
     Remediated,
+    await_answer,
     case,
     clip,
     close_credited,
-    command,
     note,
     settle,
     status_change,
 )
 
 
-def start_refund(state: OrderState, reason: str, now: datetime) -> list[Effect]:
-    state.phase, state.next_action_at = Phase.REFUNDING, None
-    effects: list[Effect] = [command(state, Command(CommandKind.ISSUE_REFUND, reason=clip(reason)), now)]
+def start_refund(state: OrderState, reason: str, now: datetime, policy: Policy) -> list[Effect]:
+    state.phase = Phase.REFUNDING
+    effects: list[Effect] = [await_answer(state, Command(CommandKind.ISSUE_REFUND, reason=clip(reason)), now, policy)]
     if state.status is not OrderStatus.REMEDIATING and state.review != "rejected":
         effects.append(status_change(state, OrderStatus.REMEDIATING, f"refunding: {reason}", now))
     return effects
@@ -60,7 +60,7 @@ def on_payment_succeeded(state: OrderState, event: PaymentSucceeded, now: dateti
     if state.credited:
         return close_credited(state, now, policy)
     if state.rejected_early:
-        return start_refund(state, state.rejected_early, now)
+        return start_refund(state, state.rejected_early, now, policy)
     return []
 
 
@@ -91,6 +91,7 @@ def on_credit_posted(state: OrderState, event: CreditPosted, now: datetime, poli
         return []
     if state.phase in (Phase.REFUNDING, Phase.REFUNDED):
         state.phase, state.anomaly, state.settled_at = Phase.ESCALATED, "credited_after_refund", None
+        state.next_action_at = None
         change = status_change(state, OrderStatus.NEEDS_SUPPORT, "credited while a refund was under way", now)
         escalated = Escalated(CommandKind.ISSUE_REFUND, EscalationReason.CREDITED_AFTER_REFUND)
         opened = case(CaseKind.NEEDS_SUPPORT, "credited while a refund was under way")
@@ -115,7 +116,7 @@ def on_credit_rejected(state: OrderState, event: CreditRejected, now: datetime, 
     if state.phase not in (Phase.AWAITING_CREDIT, Phase.RETRYING, Phase.BLOCKING):
         return []
     retried = state.phase is Phase.RETRYING
-    effects = start_refund(state, event.reason, now)
+    effects = start_refund(state, event.reason, now, policy)
     if retried:
         effects.append(Remediated(CommandKind.RETRY_CREDIT, Outcome.FAILED))
     return effects
@@ -133,7 +134,7 @@ def on_refund_succeeded(state: OrderState, event: RefundSucceeded, now: datetime
 def on_refund_failed(state: OrderState, event: RefundFailed, now: datetime, policy: Policy) -> list[Effect]:
     if state.phase is not Phase.REFUNDING:
         return []
-    state.phase = Phase.ESCALATED
+    state.phase, state.next_action_at = Phase.ESCALATED, None
     note(state, f"refund_failed:{event.reason}", event.failed_at)
     return [
         status_change(state, OrderStatus.NEEDS_SUPPORT, f"refund failed: {event.reason}", now),

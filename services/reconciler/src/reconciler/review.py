@@ -12,9 +12,9 @@ from reconciler.domain import (
     OrderState,
     Phase,
     Policy,
+    await_answer,
     clip,
     close_credited,
-    command,
     note,
     status_change,
 )
@@ -45,7 +45,7 @@ def on_order_released(state: OrderState, event: OrderReleased, now: datetime, po
     state.deadline = event.released_at + policy.threshold(state.channel, state.product)
     note(state, "released", event.released_at)
     if state.rejected_early:  # the ledger's final refusal of the released payment, read before the release
-        return start_refund(state, state.rejected_early, now)
+        return start_refund(state, state.rejected_early, now, policy)
     return []
 
 
@@ -53,7 +53,7 @@ def on_review_rejected(state: OrderState, event: OrderReviewRejected, now: datet
     """The review rejected the order: block its credit, then refund once the ledger confirms the block."""
     if state.phase is not Phase.HELD:
         return []
-    state.phase, state.review, state.next_action_at = Phase.BLOCKING, "rejected", None
+    state.phase, state.review = Phase.BLOCKING, "rejected"
     note(state, f"review_rejected:{event.reason}", event.rejected_at)
     reason = clip(f"{REVIEW_REJECTED_BLOCK}{event.reason}")
-    return [command(state, Command(CommandKind.BLOCK_CREDIT, reason=reason), now)]
+    return [await_answer(state, Command(CommandKind.BLOCK_CREDIT, reason=reason), now, policy)]

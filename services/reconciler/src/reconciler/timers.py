@@ -1,26 +1,35 @@
-"""What time does to one order: deadlines judged against the safe time, retries against the wall clock,
-and the end of a settled order's retention. Pure: no I/O. Rules in domain.py's docstring."""
+"""What time does to one order: deadlines judged against the safe time, retries and unanswered commands against
+the wall clock, and the end of a settled order's retention. Pure: no I/O. Rules in domain.py's docstring."""
 
 from datetime import datetime
 
+from contracts.commands import REVIEW_REJECTED_BLOCK
 from contracts.events import CaseKind, OrderStatus
 from reconciler.domain import (
+    AWAITING_ANSWER,
     SETTLED,
     Anomaly,
     Command,
     CommandKind,
     Effect,
+    Escalated,
+    EscalationReason,
     Flagged,
     OrderState,
     Outcome,
     Phase,
     Policy,
     Remediated,
+    await_answer,
     case,
+    clip,
     command,
     note,
     status_change,
 )
+
+RETRIES_EXHAUSTED = "credit retries exhausted"
+"""The reason of the BlockCredit sent after the last RetryCredit."""
 
 Wake = tuple[str, datetime]
 """('deadline', t): due once the safe time reaches t; ('action', t): due once the wall clock reaches t."""
@@ -34,6 +43,8 @@ def wake_time(state: OrderState, policy: Policy) -> Wake | None:
         return "deadline", state.deadline
     if state.phase is Phase.RETRYING and state.next_action_at is not None:
         return "action", state.next_action_at
+    if state.phase in AWAITING_ANSWER and state.status is not OrderStatus.NEEDS_SUPPORT:  # a person's once escalated
+        return "action", _answer_due(state, policy)
     if state.credited and not state.paid and state.anomaly is None:  # open, or its payment failed
         assert state.credited_at is not None
         return "deadline", state.credited_at + policy.threshold(state.channel, state.product)
@@ -76,10 +87,12 @@ def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Polic
             state.attempts += 1
             state.next_action_at = now + policy.backoff(state.attempts)
             return [command(state, Command(CommandKind.RETRY_CREDIT, state.attempts), now)]
-        state.phase, state.next_action_at = Phase.BLOCKING, None
-        block = command(state, Command(CommandKind.BLOCK_CREDIT, reason="credit retries exhausted"), now)
+        state.phase = Phase.BLOCKING
+        block = await_answer(state, Command(CommandKind.BLOCK_CREDIT, reason=RETRIES_EXHAUSTED), now, policy)
         change = status_change(state, OrderStatus.REMEDIATING, "could not credit; preparing a refund", now)
         return [Remediated(CommandKind.RETRY_CREDIT, Outcome.FAILED), block, change]
+    if state.phase in AWAITING_ANSWER and wake_time(state, policy) is not None and _answer_due(state, policy) <= now:
+        return _unanswered(state, now, policy)
     if (
         state.credited
         and not state.paid
@@ -108,3 +121,48 @@ def _flag(state: OrderState, deadline: datetime, now: datetime, policy: Policy) 
         effects.append(status_change(state, OrderStatus.DELAYED, "not credited in time; retrying", now, eta))
     effects.append(command(state, Command(CommandKind.RETRY_CREDIT, 1), now))
     return effects
+
+
+def _answer_due(state: OrderState, policy: Policy) -> datetime:
+    """When the order, waiting for the answer to its BlockCredit or IssueRefund, sends it again. A state stored before
+    the wait was kept has none: it counts from its last change."""
+    if state.next_action_at is not None:
+        return state.next_action_at
+    return max(at for _, at in state.history) + policy.answer_wait(0)
+
+
+def _unanswered(state: OrderState, now: datetime, policy: Policy) -> list[Effect]:
+    """No answer came within the wait: send the same command again (same event id, so whichever of the two comes
+    second is dropped downstream), or, after the last re-send, hand the order to a person. It keeps its phase, so an
+    answer that comes late still moves it on."""
+    kind = AWAITING_ANSWER[state.phase]
+    if state.resends < policy.answer_resends:
+        state.resends += 1
+        state.next_action_at = now + policy.answer_wait(state.resends)
+        note(state, f"resent:{kind.value}#{state.resends}", now)
+        return [Command(kind, reason=state.sent_reason or _reason_of(state), resent=state.resends)]
+    state.next_action_at = None
+    note(state, f"no_answer:{kind.value}", now)
+    why = f"no answer to {kind.value}, sent {state.resends + 1} times"
+    return [
+        status_change(state, OrderStatus.NEEDS_SUPPORT, why, now),
+        Escalated(kind, EscalationReason.NO_ANSWER),
+        case(CaseKind.NEEDS_SUPPORT, why),
+    ]
+
+
+def _reason_of(state: OrderState) -> str:
+    """The reason of a command sent before its state kept it (`sent_reason`), as it was sent: a review's rejection
+    blocks with a reason that says a refund follows (the ledger keeps that block against a re-drive)."""
+    if state.phase is Phase.REFUNDING:
+        return clip(_noted(state, "credit_rejected:final:") or state.rejected_early)  # empty: "not credited"
+    rejection = _noted(state, "review_rejected:")
+    if state.review == "rejected" and rejection is not None:
+        return clip(f"{REVIEW_REJECTED_BLOCK}{rejection}")
+    return RETRIES_EXHAUSTED
+
+
+def _noted(state: OrderState, prefix: str) -> str | None:
+    """What the order's latest history note starting with `prefix` says after it, if the history still has one."""
+    found = next((what for what, _ in reversed(state.history) if what.startswith(prefix)), None)
+    return None if found is None else found.removeprefix(prefix)

@@ -41,8 +41,9 @@ class PrometheusObservations:
         self.remediations = counter(
             "reconciler_remediations_total",
             "Remediation steps by action and outcome: requested when sent, then succeeded, failed or escalated "
-            "once the reconciler learns it (once per order and outcome); skipped for a compensation whose currency "
-            "RECONCILER_COMPENSATION does not list.",
+            "once the reconciler learns it (once per order and outcome); resent for each re-send of a BlockCredit or "
+            "IssueRefund that had no answer; skipped for a compensation whose currency RECONCILER_COMPENSATION does "
+            "not list.",
             ["action", "outcome"],
         )
         self.escalations = counter(
