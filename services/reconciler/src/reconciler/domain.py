@@ -59,7 +59,7 @@ the engine stores the new one. Every change is noted in the order's history (`no
 engine tells a change from a repeat.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -290,11 +290,8 @@ class OrderState:
         return self.credited_at is not None
 
     def copy(self) -> "OrderState":
-        # Slot by slot: dataclasses.replace rebuilds through __init__ and was half the engine's time.
-        new = _NEW(OrderState)
-        for slot in _SLOTS:
-            slot.__set__(new, slot.__get__(self))
-        return new
+        # Slot by slot (_copy): dataclasses.replace rebuilds through __init__ and was half the engine's time.
+        return _copy(self)
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _FIELDS}
@@ -325,8 +322,22 @@ class OrderState:
 
 
 _FIELDS = tuple(f.name for f in fields(OrderState))
-_SLOTS = tuple(getattr(OrderState, name) for name in _FIELDS)
 _NEW = object.__new__
+
+
+def _copier() -> Callable[[OrderState], OrderState]:
+    """A function copying an OrderState field by field in plain assignments, written out for its fields as
+    dataclasses writes __init__: a loop over the slots' descriptors (a Python call per field) took 3.1 us a copy, a
+    tenth of the engine's time, and every field added cost the engine more."""
+    body = "".join(f"    new.{name} = state.{name}\n" for name in _FIELDS)
+    source = f"def copy(state):\n    new = _NEW(OrderState)\n{body}    return new\n"
+    namespace: dict[str, Any] = {"_NEW": _NEW, "OrderState": OrderState}
+    exec(source, namespace)  # noqa: S102 - the source is made of the dataclass's own field names
+    copier: Callable[[OrderState], OrderState] = namespace["copy"]
+    return copier
+
+
+_copy = _copier()
 _TIMES = ("paid_at", "credited_at", "deadline", "next_action_at", "flagged_at", "held_until", "settled_at")
 _SHARED = ("currency", "channel", "product", "review", "anomaly", "sent_reason")
 SETTLED = (Phase.CREDITED, Phase.REFUNDED, Phase.PAYMENT_FAILED)

@@ -43,8 +43,9 @@ def wake_time(state: OrderState, policy: Policy) -> Wake | None:
         return "deadline", state.deadline
     if state.phase is Phase.RETRYING and state.next_action_at is not None:
         return "action", state.next_action_at
-    if state.phase in AWAITING_ANSWER and state.status is not OrderStatus.NEEDS_SUPPORT:  # a person's once escalated
-        return "action", _answer_due(state, policy)
+    phase = state.phase  # by identity, as above: an enum's hash (`in AWAITING_ANSWER`) is a Python call, every event
+    if (phase is Phase.BLOCKING or phase is Phase.REFUNDING) and state.status is not OrderStatus.NEEDS_SUPPORT:
+        return "action", _answer_due(state, policy)  # a person's once escalated
     if state.credited and not state.paid and state.anomaly is None:  # open, or its payment failed
         assert state.credited_at is not None
         return "deadline", state.credited_at + policy.threshold(state.channel, state.product)
@@ -91,7 +92,7 @@ def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Polic
         block = await_answer(state, Command(CommandKind.BLOCK_CREDIT, reason=RETRIES_EXHAUSTED), now, policy)
         change = status_change(state, OrderStatus.REMEDIATING, "could not credit; preparing a refund", now)
         return [Remediated(CommandKind.RETRY_CREDIT, Outcome.FAILED), block, change]
-    if state.phase in AWAITING_ANSWER and wake_time(state, policy) is not None and _answer_due(state, policy) <= now:
+    if _awaits_answer(state) and wake_time(state, policy) is not None and _answer_due(state, policy) <= now:
         return _unanswered(state, now, policy)
     if (
         state.credited
@@ -121,6 +122,12 @@ def _flag(state: OrderState, deadline: datetime, now: datetime, policy: Policy) 
         effects.append(status_change(state, OrderStatus.DELAYED, "not credited in time; retrying", now, eta))
     effects.append(command(state, Command(CommandKind.RETRY_CREDIT, 1), now))
     return effects
+
+
+def _awaits_answer(state: OrderState) -> bool:
+    """Whether the order waits for the answer to its BlockCredit or IssueRefund (AWAITING_ANSWER)."""
+    phase = state.phase
+    return phase is Phase.BLOCKING or phase is Phase.REFUNDING
 
 
 def _answer_due(state: OrderState, policy: Policy) -> datetime:
