@@ -99,3 +99,14 @@ async def test_an_id_named_that_is_no_dead_letter_is_said_and_fails_the_replay_w
 
     assert code == 1, out
     assert f"replayed 0@{at} to {site.source}" in out and f"no dead letter 0@{at + 70}" in out
+
+
+async def test_list_by_topic_finds_the_letters_it_shows_under_that_topic(site: Site) -> None:
+    """A notification the notifier gave up on names where it came from in `dlq_source` (no consumer read it): the
+    list shows it under notifier.delivery, and --topic notifier.delivery must find it."""
+    given_up = [("dlq_source", b"notifier.delivery"), ("dlq_failed_at", datetime.now(UTC).isoformat().encode())]
+    at = await site.send(site.dead, b"ord_3", b"{}", given_up)
+
+    code, out = await run_dlq(site.broker, site.prefix, "list", "--topic", "notifier.delivery")
+
+    assert code == 0 and f"0@{at}" in out, out

@@ -114,6 +114,12 @@ class DeadLetter:
         return self.header("dlq_source_topic")
 
     @property
+    def origin(self) -> str | None:
+        """Where it came from, as `list` shows it and `--topic` picks it: the topic a consumer read it from, else
+        what wrote it (`dlq_source`: the notifier's deliveries given up, an outbox row the broker refused)."""
+        return self.source_topic or self.header("dlq_source")
+
+    @property
     def failed_at(self) -> datetime:
         """When it failed, as its `dlq_failed_at` says; the record's own time when that is missing or not a time,
         and UTC for one without a zone: any service may write the topic, and one letter's header must never stop
@@ -151,7 +157,7 @@ class Filters:
         reason = (letter.header("dlq_reason") or "").lower()
         return (
             (not self.ids or letter.id in self.ids)
-            and named(letter.source_topic, self.topic)
+            and named(letter.origin, self.topic)
             and named(letter.header("dlq_consumer_group"), self.group)
             and (self.reason is None or self.reason.lower() in reason)
             and (self.since is None or letter.failed_at >= self.since)

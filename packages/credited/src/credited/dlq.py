@@ -70,7 +70,7 @@ def _summary(letter: "DeadLetter", replayed: "Replay | None") -> dict[str, objec
     return {
         "id": letter.id,
         "failed_at": letter.failed_at.isoformat(),
-        "topic": letter.source_topic or letter.header("dlq_source"),
+        "topic": letter.origin,
         "group": letter.header("dlq_consumer_group"),
         "key": letter.key.decode(errors="replace"),
         "event_type": letter.header("event_type"),
