@@ -501,9 +501,19 @@ class OutboxRelay:
                 pauses = [0.0] * len(outcomes.back)
                 await conn.fetch(_GIVE_BACK, outcomes.back, outcomes.reasons, pauses, timeout=STATEMENT_TIMEOUT_S)
             await conn.execute(_RELEASE_MINE, timeout=STATEMENT_TIMEOUT_S)
-        except Exception:
-            log.warning("outbox relay could not give its claims back; closing its session instead", exc_info=True)
-            conn.terminate()
+        except Exception as exc:
+            # The database away (a failover) is expected here: one line; anything else keeps its traceback.
+            away = classify(exc, dependency=Dependency.DATABASE).transient
+            log.warning(
+                "outbox relay could not give its claims back (%s); closing its session instead: they come back when"
+                " their lease ends",
+                f"{type(exc).__name__}: {exc}".splitlines()[0][:200],
+                exc_info=not away,
+            )
+            # A connection the database dropped is released already: the pool closes it, and terminate() would
+            # raise again (a second traceback for the same failover).
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
             return
         self._count(len(acked))
 
