@@ -276,6 +276,48 @@ async def test_devices_whose_status_link_expired_leave_their_slots_to_the_users_
     until = max(e for e in (await expiries(running, "u1")).values() if e is not None)
     await eventually(lambda: datetime.now(UTC) > until, timeout_s=10)
     # Both devices get nothing now, so no push service ever answers 410 for them (what removes a dead endpoint).
-    answer = await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
-    assert answer.status_code == 200, f"the user's only working device is refused: {answer.text}"
-    assert list((await expiries(running, "u1")).values()) == [None], "the expired devices are forgotten"
+    # Links' devices never take the platform's slots, but they fill the slots of all the user's links together.
+    sid = await with_link(running, "ord_c", "u1", push_service.subscribe("new-browser"))
+    assert list(await expiries(running, "u1")) == [sid], "the expired devices are forgotten"
+
+
+async def test_devices_registered_through_a_forwarded_link_never_keep_the_platform_from_registering_the_users_phone(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier()  # the default bounds
+    token = LINKS.token("ord_a", "u1", ttl_s=30 * 24 * 3600)
+    url = f"{running.url}/v1/orders/ord_a/subscriptions"
+    async with httpx.AsyncClient() as stranger:  # whoever the link was forwarded to, with made-up endpoints
+        answers = [
+            await stranger.put(url, params={"token": token}, json=push_service.subscribe(f"made-up-{i}"))
+            for i in range(25)
+        ]
+
+    phone = await running.api.put(f"{running.url}/v1/users/u1/subscriptions", json=push_service.subscribe("phone"))
+    assert phone.status_code == 200, f"the user's new phone is refused: {phone.text}"
+    assert [a.status_code for a in answers] == [200] * 5 + [409] * 20, "a link registers a few devices for its order"
+    assert {a.json()["error"] for a in answers[5:]} == {"too_many_subscriptions"}
+    async with httpx.AsyncClient() as browser:  # the user's own browser, on another order's page
+        own = await browser.put(
+            f"{running.url}/v1/orders/ord_b/subscriptions",
+            params={"token": LINKS.token("ord_b", "u1")},
+            json=push_service.subscribe("own-browser"),
+        )
+    assert own.status_code == 200, f"another order's link is refused: {own.text}"
+    assert len(await scopes(running, "u1")) == 7
+
+
+async def test_the_devices_of_all_a_users_status_links_together_are_bounded_apart_from_the_platforms(
+    notifier: StartNotifier, push_service: PushService
+) -> None:
+    running = await notifier(max_subscriptions_per_user=3, max_link_subscriptions_per_order=2)
+    for order_id, device in (("ord_a", "a1"), ("ord_a", "a2"), ("ord_b", "b1")):
+        await with_link(running, order_id, "u1", push_service.subscribe(device))
+    async with httpx.AsyncClient() as browser:
+        url = f"{running.url}/v1/orders/ord_c/subscriptions"
+        past = await browser.put(url, params={"token": LINKS.token("ord_c", "u1")}, json=push_service.subscribe("c1"))
+    assert (past.status_code, past.json()["error"]) == (409, "too_many_subscriptions"), "a user's links together"
+    assert "status links" in past.json()["detail"]
+    for i in range(3):
+        await with_key(running, "u1", push_service.subscribe(f"phone-{i}"))
+    assert len(await scopes(running, "u1")) == 6, "the platform's own slots, whatever the links registered"

@@ -170,7 +170,10 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
         only({OrderExpired}, partial(handlers.handle_expired_orders, uow=uow)),
     )
     subscriptions = PostgresSubscriptions(
-        infra.pool, settings.address_policy, max_per_user=settings.max_subscriptions_per_user
+        infra.pool,
+        settings.address_policy,
+        max_per_user=settings.max_subscriptions_per_user,
+        max_link_per_order=settings.max_link_subscriptions_per_order,
     )
     feed = PostgresOrderFeed(settings.database_url, settings.db_schema)
     push = PushOptions(

@@ -50,7 +50,19 @@ class Settings(ServiceSettings):
     )
     push_timeout_s: float = Field(5.0, gt=0)
     max_subscriptions_per_user: int = Field(
-        20, ge=1, le=1000, description="Devices one user may register; past it, registration answers 409."
+        20,
+        ge=1,
+        le=1000,
+        description="Devices the platform may register for one user, and apart from them devices all the user's "
+        "status links together may register; past either, registration answers 409. Devices registered through "
+        "status links never take the platform's slots.",
+    )
+    max_link_subscriptions_per_order: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Devices one order's status link may register (a link is shared further than its user, and push "
+        "endpoints are not verified); past it, registration through the link answers 409.",
     )
     allowed_networks: tuple[str, ...] = Field(
         (),

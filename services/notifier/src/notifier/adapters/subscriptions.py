@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from contracts.codec import deterministic_id
 from notifier.domain import Preferences
@@ -67,15 +68,22 @@ def subscription_id(channel: str, endpoint: str) -> str:
 
 
 class PostgresSubscriptions:
-    """Users' devices, at most `max_per_user` each (409 `too_many_subscriptions` past it). A push endpoint
+    """Users' devices: at most `max_per_user` registered by the platform for every order, and apart from them at most
+    `max_link_per_order` registered through one order's status link, `max_per_user` through all the user's links
+    together (409 `too_many_subscriptions` past a bound). A status link is shared further than its user and push
+    endpoints are not verified, so whoever holds a link must not fill the slots of the devices the platform registers
+    (the user's phone) nor the table. A push endpoint
     is refused at registration (422 `push_endpoint_refused`, saying why) when its URL or any address its host
     resolves to is one the notifier must not connect to (`policy`); delivery checks again at connect time,
     since a name can be re-bound after it was registered."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: AddressPolicy, max_per_user: int = 20) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, policy: AddressPolicy, max_per_user: int = 20, max_link_per_order: int = 5
+    ) -> None:
         self._pool = pool
         self._policy = policy
         self._max_per_user = max_per_user
+        self._max_link_per_order = max_link_per_order
 
     async def register(
         self,
@@ -94,7 +102,9 @@ class PostgresSubscriptions:
         A device is one row: registered again through another order's link it follows that order instead, never
         the user's every order; one the user already has for every order (the platform registered it) keeps that.
         `expires_at` (the link's expiry) ends a device's right with its link's: it gets nothing after it, and the
-        user's next registration forgets it (it no longer counts against `max_per_user`)."""
+        user's next registration forgets it (it no longer counts against a bound). The platform's devices count against
+        `max_per_user`; a link's against `max_link_per_order` for its order and `max_per_user` for all the user's links,
+        never against the platform's."""
         if channel == "webpush":
             try:
                 await check_url(endpoint, self._policy)
@@ -114,14 +124,48 @@ class PostgresSubscriptions:
                 user_id,
                 sid,
             )
-            others = await conn.fetchval(
-                "SELECT count(*) FROM push_subscriptions WHERE user_id = $1 AND subscription_id <> $2", user_id, sid
-            )
-            if others >= self._max_per_user:
-                detail = f"a user may have at most {self._max_per_user} devices; remove one first"
-                raise ApiError(409, "too_many_subscriptions", detail)
+            await self._check_bounds(conn, user_id, sid, order_id)
             await conn.execute(_REGISTER, sid, user_id, channel, endpoint, p256dh, auth, order_id, expires_at)
         return sid
+
+    async def _check_bounds(self, conn: PoolConnectionProxy, user_id: str, sid: str, order_id: str | None) -> None:
+        """Refuse (409) a registration past the bound of the scope the device would have: the platform's devices, or
+        those of the order's link and of all the user's links. Counted without the device itself (a refresh)."""
+        kept = await conn.fetchval(
+            "SELECT order_id IS NULL FROM push_subscriptions WHERE subscription_id = $1 AND user_id = $2", sid, user_id
+        )
+        if order_id is None or kept:  # the platform's device, for every order (a link never narrows it)
+            platforms = await conn.fetchval(
+                "SELECT count(*) FROM push_subscriptions"
+                " WHERE user_id = $1 AND subscription_id <> $2 AND order_id IS NULL",
+                user_id,
+                sid,
+            )
+            if platforms >= self._max_per_user:
+                detail = f"a user may have at most {self._max_per_user} devices; remove one first"
+                raise ApiError(409, "too_many_subscriptions", detail)
+            return
+        counts = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE order_id = $3), count(*) FROM push_subscriptions"
+            " WHERE user_id = $1 AND subscription_id <> $2 AND order_id IS NOT NULL",
+            user_id,
+            sid,
+            order_id,
+        )
+        assert counts is not None  # an aggregate answers one row
+        of_order, of_links = counts
+        if of_order >= self._max_link_per_order:
+            detail = (
+                f"an order's status link may register at most {self._max_link_per_order} devices;"
+                " remove one through the link first"
+            )
+            raise ApiError(409, "too_many_subscriptions", detail)
+        if of_links >= self._max_per_user:
+            detail = (
+                f"a user may have at most {self._max_per_user} devices registered through status links;"
+                " remove one first"
+            )
+            raise ApiError(409, "too_many_subscriptions", detail)
 
     async def remove(self, user_id: str, sid: str, *, order_id: str | None = None) -> bool:
         """Forget the device; False if the user has no such subscription. With `order_id` (through that order's
