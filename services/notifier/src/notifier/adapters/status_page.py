@@ -29,6 +29,7 @@ from notifier.adapters.http import PushOptions, SubscriptionIdPath, Subscription
 from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.streams import HeldStream, Slot, StreamSlots
 from notifier.adapters.subscriptions import PostgresSubscriptions
+from servicekit.errors import is_transient
 from servicekit.http import ApiError, error_responses
 from servicekit.identity import Authenticator, Caller, Scope, Unauthenticated, requires
 from servicekit.identity.guard import bearer
@@ -232,7 +233,8 @@ class StatusPage:
         It ends when the browser goes away (the server's next write fails and cancels it), or when the status
         link it was opened with expires. A change that wakes it after the viewer's right ended (the key expired or
         revoked, the link expired) is not sent: the stream ends instead. A newer stream of the same viewer that
-        takes its slot ends it with `superseded` (the page then stops reconnecting: the newer one is live)."""
+        takes its slot ends it with `superseded` (the page then stops reconnecting: the newer one is live). While
+        PostgreSQL is away it stays open, sending keep-alives, and reads again when the feed listens again."""
         yield "retry: 2000\n\n"
         sent: dict[str, Any] | None = None
         with self._feed.watch(order_id) as changed:
@@ -242,14 +244,27 @@ class StatusPage:
                     yield SUPERSEDED
                     return
                 changed.clear()
-                view = timeline_json(await self.timeline(order_id, lang, user_id=viewer.user_id))
-                if view != sent:
-                    if sent is not None and not await _still_watching(viewer):
-                        return
+                try:
+                    view: dict[str, Any] | None = timeline_json(
+                        await self.timeline(order_id, lang, user_id=viewer.user_id)
+                    )
+                    watching = view == sent or sent is None or await _still_watching(viewer)
+                    admitted = viewer.still_admitted is None or await viewer.still_admitted()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # PostgreSQL is away (a failover): the stream stays open on keep-alives and reads again at the
+                    # next heartbeat, or as soon as the feed listens again (it wakes every page then), instead of
+                    # breaking off with a traceback per open page and sending the browsers to 503s.
+                    log.debug("live stream of order %s could not read it, reading again later: %r", order_id, exc)
+                    view, watching, admitted = sent, True, True
+                if not watching:
+                    return
+                if view is not None and view != sent:
                     yield f"id: {view['sequence']}\nevent: timeline\ndata: {orjson.dumps(view).decode()}\n\n"
                     sent = view
                 wait = self._heartbeat_s if viewer.until is None else min(self._heartbeat_s, viewer.until - time.time())
-                if wait <= 0 or (viewer.still_admitted is not None and not await viewer.still_admitted()):
+                if wait <= 0 or not admitted:
                     return
                 try:
                     await asyncio.wait_for(changed.wait(), wait)
