@@ -94,6 +94,19 @@ def isolation() -> str:
 
 
 @pytest.fixture
+def own_database() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of the test's own, which it may stop and start (a failover), outside pytest's temporary
+    directories (whose root another pytest run may close to every user but root, and PostgreSQL runs as its own
+    user when the tests run as root)."""
+    workdir = Path(tempfile.mkdtemp(prefix="credited-pg-"))
+    server = EmbeddedPostgres(workdir / "data", free_port(), workdir)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
 def children() -> Iterator[list[Child]]:
     """Service processes a test starts: each is killed at its end, whatever the test left running."""
     started: list[Child] = []

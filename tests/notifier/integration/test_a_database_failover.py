@@ -7,11 +7,9 @@ broker, the notifier as a process, a webhook receiver that counts what reaches i
 
 import asyncio
 import contextlib
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +37,6 @@ away."""
 LIVE_S = 5.0
 """How soon a consumed change must reach an open stream: the feed's NOTIFY brings it, not the next heartbeat."""
 WORKING = "notifier connected to PostgreSQL and the broker: working"
-
-
-@pytest.fixture
-def own_database() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of the test's own, outside pytest's temporary directories (whose root another pytest run may
-    close to every user but root, and PostgreSQL runs as its own user when the tests run as root)."""
-    workdir = Path(tempfile.mkdtemp(prefix="credited-pg-"))
-    server = EmbeddedPostgres(workdir / "data", free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

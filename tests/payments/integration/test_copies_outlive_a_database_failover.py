@@ -8,18 +8,14 @@ be stopped), the session's broker, payments as processes."""
 
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import Topic
@@ -111,18 +107,6 @@ def dependencies_ready(child: Child) -> dict[str, float]:
 def every_copy_ready(port: int, asks: int = 12) -> bool:
     """/healthz 200 from `asks` new connections in a row: the kernel spreads them over both copies."""
     return all((health(port) or (0, {}))[0] == 200 for _ in range(asks))
-
-
-@pytest.fixture
-def own_database() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of the test's own, outside pytest's temporary directories (whose root another pytest run may
-    close to every user but root, and PostgreSQL runs as its own user when the tests run as root)."""
-    workdir = Path(tempfile.mkdtemp(prefix="credited-pg-"))
-    server = EmbeddedPostgres(workdir / "data", free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def test_two_copies_of_payments_outlive_a_database_failover_losing_and_repeating_nothing(

@@ -5,21 +5,14 @@ is answered 201, its OrderPlaced is published, and payments exits 0. Real Postgr
 as processes."""
 
 import asyncio
-import os
-import signal
 import sys
-import time
 from pathlib import Path
 
-import asyncpg
-import httpx
-
-from contracts.topics import Topic
 from credited.keys import create_development_key
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.runner import CLOSE_S
 from tests.conftest import Broker
-from tests.kafka_reader import eventually, read_until
+from tests.payments.integration.stopping import order_held_through_a_stop, published_events
 from tests.stoppable_broker import health, service_env
 
 STARTUP_S = 120
@@ -50,38 +43,12 @@ async def test_a_supervisor_of_copies_lets_them_finish_a_request_within_a_stop_g
     both = lambda: (tmp_path / "payments.log").read_text().count(WORKING) == 2  # noqa: E731
     await asyncio.to_thread(wait_for, both, timeout_s=STARTUP_S, what="both copies working", child=child)
 
-    lock = await asyncpg.connect(database_url, server_settings={"search_path": schema})
-    order = {"user_id": f"user-{isolation}", "amount": 600, "currency": "CNY", "channel": "alipay"}
-    async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
-        holding = lock.transaction()
-        await holding.start()
-        await lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        asked = asyncio.create_task(client.post(f"http://127.0.0.1:{port}/v1/orders", json=order))
-
-        async def waiting() -> bool:
-            return int(await lock.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")) >= 1
-
-        await eventually(waiting, timeout_s=30)
-        signalled = time.monotonic()
-        os.kill(child.pid, signal.SIGTERM)  # the supervisor: it passes the signal on to both copies
-        await asyncio.sleep(HELD_S)
-        await holding.rollback()
-        try:
-            answer = await asked
-        except httpx.HTTPError as exc:
-            raise AssertionError(f"the order in flight got no answer ({exc!r}):\n{child.tail(60)}") from None
-        await asyncio.to_thread(wait_for, lambda: not child.alive(), timeout_s=GRACE_S + 2 * CLOSE_S, what="exit")
-        took = time.monotonic() - signalled
-    await lock.close()
-
-    assert answer.status_code == 201, answer.text
-    assert child.exit_code() == 0, child.tail(60)
-    assert took < GRACE_S + 2 * CLOSE_S
-    order_id = answer.json()["order_id"]
-    published = await read_until(
-        broker.bootstrap,
-        Topic.PAYMENTS_EVENTS.qualified(prefix),
-        lambda records: any(r.key == order_id.encode() for r in records),
-        timeout_s=30,
+    stopped = await order_held_through_a_stop(
+        child, database_url, schema, key, port, held_s=HELD_S, exit_within_s=GRACE_S + 2 * CLOSE_S
     )
-    assert [dict(r.headers)["event_type"] for r in published if r.key == order_id.encode()] == [b"OrderPlaced"]
+
+    assert stopped.answer.status_code == 201, stopped.answer.text
+    assert child.exit_code() == 0, child.tail(60)
+    assert stopped.took_s < GRACE_S + 2 * CLOSE_S
+    order_id = stopped.answer.json()["order_id"]
+    assert await published_events(broker, prefix, order_id) == [b"OrderPlaced"]
