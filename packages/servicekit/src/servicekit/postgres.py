@@ -1,8 +1,10 @@
 """PostgreSQL connection pools and plain numbered SQL migrations, one schema per service (or per test)."""
 
+import asyncio
 import contextlib
 import logging
 import socket
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,42 @@ MIGRATION_TIMEOUT_S = 3600.0
 """A migration (an index built on a large table) or the wait for another instance's may take longer than any
 statement of the running service (COMMAND_TIMEOUT_S); a vanished host still ends it within a minute (keepalives)."""
 
+OUTSIDE_A_TRANSACTION = "-- credited: outside a transaction"
+"""A migration whose first line is this runs outside a transaction, one statement at a time (a statement ends with a
+line that ends in ';'). It is for CREATE INDEX CONCURRENTLY, which PostgreSQL refuses inside a transaction: built in
+one, an index on a large table holds every insert and update of that table until it is done (a new index on orders
+would stop order placement for as long as the build takes). Every statement must be safe to run again: a process
+stopped part way leaves the migration unrecorded, and it runs again from its first statement; an interrupted
+concurrent build leaves an invalid index behind, so such a file drops the index (CONCURRENTLY IF EXISTS) first."""
+
+MIGRATION_LOCK_POLL_S = 0.2
+"""How often an instance whose migrations another instance is applying asks for the lock again. It asks with
+pg_try_advisory_lock rather than waiting inside pg_advisory_lock: a statement waiting there holds a snapshot, and a
+concurrent index build waits for every older snapshot to end, so the two instances would wait for each other."""
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of an outside-a-transaction migration: each ends with a line that ends in ';'."""
+    out: list[str] = []
+    lines: list[str] = []
+    for line in sql.splitlines():
+        lines.append(line)
+        if line.rstrip().endswith(";"):
+            out.append("\n".join(lines))
+            lines = []
+    if any(line.strip() and not line.strip().startswith("--") for line in lines):
+        out.append("\n".join(lines))  # the last statement, without its ';'
+    return out
+
+
+async def _lock_migrations(conn: "asyncpg.pool.PoolConnectionProxy[Any]", lock: int) -> None:
+    """Take the schema's migration lock, waiting for another instance's migrations without holding a snapshot."""
+    deadline = time.monotonic() + MIGRATION_TIMEOUT_S
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"another instance held the migration lock for {MIGRATION_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(MIGRATION_LOCK_POLL_S)
+
 
 async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
     """Apply every `NNNN_name.sql` not applied yet, kit migrations first; safe when run concurrently."""
@@ -143,7 +181,7 @@ async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
     async with pool.acquire() as conn:
         schema = await conn.fetchval("SELECT current_schema()")
         lock = zlib.crc32(f"migrate:{schema}".encode())
-        await conn.execute("SELECT pg_advisory_lock($1)", lock, timeout=MIGRATION_TIMEOUT_S)
+        await _lock_migrations(conn, lock)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -155,9 +193,15 @@ async def migrate(pool: asyncpg.Pool, *directories: Path) -> list[str]:
                     name = f"{directory.parent.name}/{path.name}"
                     if name in done:
                         continue
-                    async with conn.transaction():
-                        await conn.execute(path.read_text(), timeout=MIGRATION_TIMEOUT_S)
+                    sql = path.read_text()
+                    if sql.startswith(OUTSIDE_A_TRANSACTION):
+                        for statement in statements(sql):
+                            await conn.execute(statement, timeout=MIGRATION_TIMEOUT_S)
                         await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                    else:
+                        async with conn.transaction():
+                            await conn.execute(sql, timeout=MIGRATION_TIMEOUT_S)
+                            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
                     log.info("applied migration %s in schema %s", name, schema)
                     applied.append(name)
         finally:
