@@ -44,7 +44,7 @@ def test_an_unanswered_block_credit_is_sent_again_with_backoff_then_goes_to_a_pe
     assert h.tick(186, 186) == []  # not a full wait yet
     first = commands(h.tick(187, 187))
     assert first == [Command(CommandKind.BLOCK_CREDIT, reason="credit retries exhausted", resent=1)]
-    assert first[0].attempt == 1, "the same command: the ledger drops it by its event id if the first one came"
+    assert first[0].attempt == 1, "the same command, re-sent under its own event id (the announcer names resent)"
     assert h.tick(306, 306) == []  # the second wait is twice the first
     assert commands(h.tick(307, 307)) == [
         Command(CommandKind.BLOCK_CREDIT, reason="credit retries exhausted", resent=2)

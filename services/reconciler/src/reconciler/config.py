@@ -35,7 +35,8 @@ class Settings(ServiceSettings):
         300.0,
         gt=0,
         description="How long a BlockCredit or IssueRefund waits for its answer (the ledger's, the refund's outcome) "
-        "before it is sent again under the same event id; doubles each time. Longer than the ledger's park time.",
+        "before it is sent again under an event id of its own (the ledger and payments answer it even when they "
+        "applied the first send); doubles each time. Longer than the ledger's park time.",
     )
     answer_resends: int = Field(
         8,

@@ -21,11 +21,14 @@ Rules written down:
 - A refund that fails escalates the order to a person (`needs_support`).
 - A BlockCredit or IssueRefund is answered (the ledger's final rejection or credit, the refund's outcome) or sent
   again: the command or its answer can be lost on the way (a record the broker lost, a dead letter replayed late).
-  After `answer_wait_s`, doubling each time, the same command goes again under the same event id (the ledger and
-  payments drop it if the first one came), at most `answer_resends` times; after the last wait the order goes to a
-  person (`needs_support`, `Escalated` with reason `no_answer`, a support case). It stays in its phase: an answer
-  that comes late still moves it on (the ledger's rejection refunds it, the refund's outcome settles it, a credit
-  closes it), only the clock leaves it alone from then on. So no paid order waits for an answer forever.
+  After `answer_wait_s`, doubling each time, the same command goes again under an event id of its own (named by
+  the command's and the re-send's numbers, so a re-send repeated after a crash is still a repeat), at most
+  `answer_resends` times: the ledger and payments answer a re-send of a command they applied with the outcome they
+  have and move nothing again (no second block, no second refund), so a re-send heals a lost answer as well as a
+  lost command. After the last wait the order goes to a person (`needs_support`, `Escalated` with reason
+  `no_answer`, a support case). It stays in its phase: an answer that comes late still moves it on (the ledger's
+  rejection refunds it, the refund's outcome settles it, a credit closes it), only the clock leaves it alone from
+  then on. So no paid order waits for an answer forever.
 - What became of a remediation step is an effect when the reconciler learns it (`Remediated`): a credit that
   lands while the order is retrying means RetryCredit succeeded; the last retry sent with no credit by its
   backoff, or the ledger's final rejection while retrying, means it failed (a credit landing after that,
@@ -103,7 +106,7 @@ class Outcome(StrEnum):
 
     REQUESTED = "requested"
     RESENT = "resent"
-    """Sent again under the same event id: no answer came to the first send within the wait (timers.py)."""
+    """Sent again under an event id of its own: no answer came to the first send within the wait (timers.py)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ESCALATED = "escalated"
@@ -143,8 +146,8 @@ class Policy:
     """How many times an unanswered BlockCredit or IssueRefund is sent again before the order goes to a person: with
     the default wait, about 43 hours after the first send. A refund can stay pending at its provider for a day (bank
     cards): payments' own case warns of one after 24 h (refunds.STUCK_AFTER_S), before this pages. The re-sends that
-    heal a lost command come early (5, 15, 35 minutes); a paid order stuck before its refund is found by payments'
-    money audit within minutes of its grace."""
+    heal a lost command or a lost answer come early (5, 15, 35 minutes); a paid order stuck before its refund is
+    found by payments' money audit within minutes of its grace."""
 
     def threshold(self, channel: str, product: str | None = None) -> timedelta:
         """Product beats channel beats the default."""
@@ -189,7 +192,8 @@ class Command:
     amount: int = 0
     """A GrantCompensation's amount, in the order's currency's minor units (the other commands carry the order's)."""
     resent: int = 0
-    """0 for the first send; n for the n-th re-send of the same command, under the same event id (its `attempt`)."""
+    """0 for the first send; n for the n-th re-send of the same command (its `attempt`), under an event id naming n
+    (adapters/announcer.py): the ledger or payments answers it even when it applied the first send."""
 
 
 @dataclass(frozen=True, slots=True)

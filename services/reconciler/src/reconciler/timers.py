@@ -139,9 +139,9 @@ def _answer_due(state: OrderState, policy: Policy) -> datetime:
 
 
 def _unanswered(state: OrderState, now: datetime, policy: Policy) -> list[Effect]:
-    """No answer came within the wait: send the same command again (same event id, so whichever of the two comes
-    second is dropped downstream), or, after the last re-send, hand the order to a person. It keeps its phase, so an
-    answer that comes late still moves it on."""
+    """No answer came within the wait: send the same command again (under an event id of its own: the ledger or
+    payments answers it with the outcome it has if the first one was applied, and applies it if not), or, after the
+    last re-send, hand the order to a person. It keeps its phase, so an answer that comes late still moves it on."""
     kind = AWAITING_ANSWER[state.phase]
     if state.resends < policy.answer_resends:
         state.resends += 1

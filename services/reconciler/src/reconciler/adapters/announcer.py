@@ -1,7 +1,8 @@
 """KafkaAnnouncer: the round's status changes (for orders.status), commands (for ledger.commands and
 payments.commands) and support cases (for support.cases), each with a deterministic event id so that a repeat
-after a crash has no second effect: a status change's id names its sequence, a command's its attempt, a case's
-its kind (one case per order and kind).
+after a crash has no second effect: a status change's id names its sequence, a command's its attempt (and a re-send
+of an unanswered BlockCredit or IssueRefund its number, so that it is not dropped as the first send's repeat), a
+case's its kind (one case per order and kind).
 
 `status`, `command` and `case` only queue; `records` builds the round's messages for the producer (rounds.py sends
 them together and waits once for the broker). A message that cannot be built (it would break its contract)
@@ -156,6 +157,10 @@ class KafkaAnnouncer:
             message = self._command(state, announcement, now)
             key, kind = str(announcement.attempt), announcement.kind.value
             topic = self._topics["payments" if announcement.kind is CommandKind.ISSUE_REFUND else "ledger"]
+            if announcement.resent:
+                # A re-send's own id: under the first send's id the ledger or payments would drop it as a repeat
+                # whenever the first one was applied and only its answer was lost, and never answer again.
+                key = f"{key}~resent{announcement.resent}"
         event_id = deterministic_id(kind, state.order_id, key)
         return topic, encode(message, envelope_for(message, producer=SERVICE, event_id=event_id))
 
