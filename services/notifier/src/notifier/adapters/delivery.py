@@ -50,11 +50,18 @@ from notifier.ports import DeliveryChannel, DeliveryFailed
 from servicekit.errors import classify
 from servicekit.kafka import KafkaPublisher
 from servicekit.logs import about, bound
+from servicekit.retrying import BackoffPolicy
 
 log = logging.getLogger(__name__)
 SUPERSEDED_RESEND = "a newer status of the order was notified after the resend was asked"
 """Why a resend was settled without being sent (its delivery's last_error)."""
 
+
+QUEUE_BACKOFF = BackoffPolicy(initial_s=0.5, cap_s=4.0)
+"""How long the worker waits to read the queue again while the database is away: from the poll interval, doubling up
+to a few seconds (with jitter, so the instances that lost the same database do not all come back at once). Deliveries
+that came due meanwhile are claimed within the cap of its return; those a consumer commits meanwhile (hand-overs) go
+at once."""
 
 RETRY_AFTER_FLOOR_S = 60.0
 """The longest a receiver's Retry-After is lengthened to our own backoff: after many attempts, at most a minute."""
@@ -143,6 +150,7 @@ class DeliveryWorker:
         limits: Sequence[InFlightLimit] = (),
         batch_size: int = 200,
         poll_interval_s: float = 0.5,
+        queue_backoff: BackoffPolicy = QUEUE_BACKOFF,
     ) -> None:
         self._queue = queue
         self._channels = dict(channels)
@@ -158,6 +166,11 @@ class DeliveryWorker:
         """The channels a claim can name: those configured and those given a limit."""
         self._batch_size = batch_size
         self._poll = poll_interval_s
+        self._queue_backoff = queue_backoff
+        self._unread = 0
+        """Reads of the queue failed in a row (the database away): the next waits the backoff's delay after as many."""
+        self._unread_since = 0.0
+        """When the first of them failed (monotonic)."""
         self._wakeup = asyncio.Event()
         self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
         self._finals: asyncio.Queue[Settlement] = asyncio.Queue()
@@ -262,8 +275,10 @@ class DeliveryWorker:
             if self._metrics is not None:
                 self._metrics.in_flight.set(len(self._in_flight))
             if len(claimed) < free or free <= 0:
+                # A wake (a commit or a settle, the database took a write; or `finish`) ends a backoff early too.
+                wait = self._queue_backoff.delay(self._unread) if self._unread else self._poll
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll)
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
 
     def _room(self) -> tuple[int, frozenset[str]]:
         """How many deliveries the next claim may take, and the channels it leaves in the queue: those with no room.
@@ -324,16 +339,44 @@ class DeliveryWorker:
         task.add_done_callback(lane.ended)
 
     async def _claim(self, limit: int, full: frozenset[str]) -> list[Claimed]:
+        """Claim what is due; nothing while the database is away, whose failed reads back off (`_unreadable`)."""
         try:
             if full:
-                return await self._queue.claim(limit, self._lease_s, channels=self._known - full)
-            return await self._queue.claim(limit, self._lease_s)
+                claimed = await self._queue.claim(limit, self._lease_s, channels=self._known - full)
+            else:
+                claimed = await self._queue.claim(limit, self._lease_s)
         except Exception as exc:
             verdict = classify(exc)
             if not verdict.transient:
                 raise
-            log.warning("delivery worker could not read the queue (%s), will retry: %r", verdict.reason, exc)
+            self._unreadable(verdict.reason, exc)
             return []
+        if self._unread:
+            log.info(
+                "delivery worker: queue readable again after %.1fs (%d reads failed)",
+                time.monotonic() - self._unread_since,
+                self._unread,
+            )
+            self._unread = 0
+        return claimed
+
+    def _unreadable(self, reason: str, exc: Exception) -> None:
+        """Count a failed read of the queue. Logged the first time and whenever the backoff grows, until it reaches its
+        cap; then nothing until the queue is read again (its line says for how long it was not): over a failover of a
+        minute, a handful of lines rather than one each try."""
+        if not self._unread:
+            self._unread_since = time.monotonic()
+        self._unread += 1
+        backoff = self._queue_backoff
+        grown = min(self._unread, 64) - 1  # how many times the backoff doubled (tenacity's exponent)
+        ceiling = min(backoff.cap_s, backoff.initial_s * 2.0**grown)
+        if grown == 0 or backoff.initial_s * 2.0 ** (grown - 1) < backoff.cap_s:
+            log.warning(
+                "delivery worker could not read the queue (%s), will retry with backoff up to %.1fs: %r",
+                reason,
+                ceiling,
+                exc,
+            )
 
     async def _deliver(self, delivery: Claimed) -> None:
         if delivery.superseded:
