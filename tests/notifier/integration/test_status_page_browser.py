@@ -4,6 +4,7 @@ language and updates live, without a reload, when a new status arrives. Screensh
 (not committed)."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -58,6 +60,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    in_zone(driver, "UTC")  # whatever zone the machine running the tests is in; a test moves it where it needs
     try:
         yield driver
     finally:
@@ -195,6 +198,13 @@ def step_times(driver: WebDriver) -> list[str]:
     return list(driver.execute_script("return [...document.querySelectorAll('#steps time')].map(e => e.innerText)"))
 
 
+async def settled(driver: WebDriver, read: Callable[[WebDriver], Any], expected: Any, timeout_s: float = 10) -> None:
+    """`read` comes to answer `expected` within `timeout_s`; if not, the assertion shows what it answers."""
+    with contextlib.suppress(TimeoutException):
+        await until(driver, lambda d: read(d) == expected, timeout_s)
+    assert read(driver) == expected
+
+
 def in_zone(driver: WebDriver, zone: str) -> None:
     """The browser's own time zone from now on, as a laptop set to it or a phone travelling there would have."""
     driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": zone})
@@ -217,14 +227,43 @@ async def test_a_status_page_shows_every_time_in_the_users_chosen_zone_whatever_
     assert step_times(browser) == ["2026年11月22日 下午4:00", "2026年11月22日 下午4:00"]
 
 
-async def test_a_status_page_without_a_chosen_zone_labels_every_time_with_the_one_zone_it_shows(
+async def test_a_status_page_without_a_chosen_zone_shows_every_time_in_the_browsers_zone_labelled_and_live(
     notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
 ) -> None:
     running = await notifier()
     await publish(broker, f"{isolation}.", change("ord_no_tz", OrderStatus.DELAYED, 2, eta=T0 + timedelta(minutes=10)))
     await running.wait_until_consumed("ord_no_tz", 1)
-    in_zone(browser, "Asia/Taipei")
+    in_zone(browser, "Asia/Shanghai")  # paid at 08:00 UTC: 16:00 for the user in Shanghai, who chose no zone
     await asyncio.to_thread(browser.get, f"{status_link(running.url, 'ord_no_tz', 'u1')}&lang=en")
     await until(browser, lambda d: text_of(d, "live") == "Live")
+    await settled(browser, step_times, ["Nov 22, 2026, 4:00\u202fPM UTC+8"] * 2)  # after the stream's first event
+    assert "Expected by Nov 22, 2026, 4:10\u202fPM UTC+8" in text_of(browser, "steps")
+    assert "Nov 22, 2026, 4:10\u202fPM UTC+8" in text_of(browser, "message")
+
+    await publish(broker, f"{isolation}.", change("ord_no_tz", OrderStatus.CREDITED, 3))
+    await until(browser, lambda d: d.execute_script("return document.body.dataset.final") == "true")
+    assert step_times(browser) == ["Nov 22, 2026, 4:00\u202fPM UTC+8"] * 3  # the live update in the same zone
+
+
+async def test_a_status_page_whose_browser_names_an_unknown_zone_shows_utc_labelled_and_stays_live(
+    notifier: StartNotifier, browser: WebDriver, broker: Broker, isolation: str
+) -> None:
+    running = await notifier()
+    await publish(broker, f"{isolation}.", change("ord_odd_tz", OrderStatus.DELAYED, 2, eta=T0 + timedelta(minutes=10)))
+    await running.wait_until_consumed("ord_odd_tz", 1)
+    # a browser whose Intl answers a zone no database has (or a path): the page reads it as any browser's
+    odd = (
+        "const real = Intl.DateTimeFormat.prototype.resolvedOptions;"
+        "Intl.DateTimeFormat.prototype.resolvedOptions = function () {"
+        " return { ...real.call(this), timeZone: '../../../etc/passwd' }; };"
+    )
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": odd})
+    in_zone(browser, "Asia/Shanghai")
+    await asyncio.to_thread(browser.get, f"{status_link(running.url, 'ord_odd_tz', 'u1')}&lang=en")
+    await until(browser, lambda d: text_of(d, "live") == "Live")
+    assert browser.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone") == "../../../etc/passwd"
     assert "Expected by Nov 22, 2026, 8:10\u202fAM UTC" in text_of(browser, "steps")
     assert step_times(browser) == ["Nov 22, 2026, 8:00\u202fAM UTC"] * 2
+    await publish(broker, f"{isolation}.", change("ord_odd_tz", OrderStatus.CREDITED, 3))
+    await until(browser, lambda d: d.execute_script("return document.body.dataset.final") == "true")
+    assert step_times(browser) == ["Nov 22, 2026, 8:00\u202fAM UTC"] * 3

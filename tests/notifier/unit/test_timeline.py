@@ -80,3 +80,27 @@ def test_the_push_topic_is_a_stable_32_character_url_safe_collapse_key_per_order
 def test_what_the_user_waits_for_is_urgent_and_the_rest_is_normal() -> None:
     assert domain.urgency_for(OrderStatus.CREDITED) is domain.Urgency.HIGH
     assert domain.urgency_for(OrderStatus.DELAYED) is domain.Urgency.NORMAL
+
+
+def step_times(timeline: domain.Timeline) -> list[str]:
+    return [s.at_text for s in timeline.steps if s.at_text]
+
+
+def test_without_a_chosen_zone_every_time_is_in_the_browsers_zone_and_names_its_offset() -> None:
+    delayed = [change(OrderStatus.DELAYED, 2, T0 + timedelta(minutes=10))]
+    t = domain.timeline("ord_42", delayed, "en", browser_zone="Asia/Shanghai")
+    assert step_times(t) == ["Nov 22, 2026, 4:00\u202fPM UTC+8", "Nov 22, 2026, 4:02\u202fPM UTC+8"]
+    assert "Nov 22, 2026, 4:10\u202fPM UTC+8" in t.message and "4:10\u202fPM UTC+8" in t.steps[-2].detail
+    zh = domain.timeline("ord_42", delayed, "zh-CN", browser_zone="Asia/Kolkata")
+    assert step_times(zh)[0] == "2026年11月22日 13:30（UTC+5:30）"  # noqa: RUF001
+    assert step_times(domain.timeline("ord_42", delayed, "en", browser_zone="America/St_Johns"))[0].endswith("UTC-3:30")
+    assert step_times(domain.timeline("ord_42", delayed, "en", browser_zone="Etc/UTC"))[0].endswith("8:00\u202fAM UTC")
+
+
+def test_a_chosen_zone_wins_over_the_browsers_and_an_unknown_browser_zone_is_utc() -> None:
+    delayed = [change(OrderStatus.DELAYED, 2, T0 + timedelta(minutes=10))]
+    chosen = domain.timeline("ord_42", delayed, "en", "Asia/Taipei", browser_zone="America/New_York")
+    assert step_times(chosen)[0] == "Nov 22, 2026, 4:00\u202fPM" and "4:10\u202fPM." in chosen.message
+    for odd in ("Mars/Olympus", "America", "../../../etc/passwd", ""):
+        unknown = domain.timeline("ord_42", delayed, "en", browser_zone=odd)
+        assert step_times(unknown)[0] == "Nov 22, 2026, 8:00\u202fAM UTC", odd

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import html
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,23 @@ OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-
 Lang = Annotated[str | None, Query(max_length=35)]
 Token = Annotated[str | None, Query(max_length=600, description="The order's status-link token (`status_url`).")]
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+BrowserZone = Annotated[
+    str | None,
+    Query(
+        description="The IANA time zone of the browser showing the page (`Intl`'s), for a user who chose none: the"
+        " times are written in it, labelled with their offset. Display only; an unknown zone is UTC."
+    ),
+]
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
+
+
+def browser_zone(value: str | None) -> str | None:
+    """The zone a browser says it is in, if the zone database knows it; else None (UTC). What the browser sends is
+    anything its page's script or its holder puts there: it only chooses how times are written for that page,
+    is never stored, and never refuses the page or its stream (no pattern on the query: that would be a 422)."""
+    if value is None or len(value) > 64 or not _ZONE_NAME.fullmatch(value):
+        return None
+    return value if domain.valid_time_zone(value) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +219,17 @@ class StatusPage:
         raise not_found(order_id)
 
     async def timeline(
-        self, order_id: str, lang: str | None, accept_language: str | None = None, *, user_id: str | None = None
+        self,
+        order_id: str,
+        lang: str | None,
+        accept_language: str | None = None,
+        *,
+        user_id: str | None = None,
+        zone: str | None = None,
     ) -> domain.Timeline:
         """The order's timeline in the language asked for, else the user's, else the browser's; times in the
-        user's time zone if they chose one. With `user_id`, only if the order is that user's (else 404)."""
+        user's time zone if they chose one, else in the browser's `zone` (`browser_zone`), labelled, else in UTC.
+        With `user_id`, only if the order is that user's (else 404)."""
         async with self._uow() as tx:
             changes = await tx.changes_for_order(order_id)
         if user_id is not None and any(c.user_id != user_id for c in changes[:1]):
@@ -213,7 +238,7 @@ class StatusPage:
         lang = lang or chosen.locale
         if lang is None and accept_language:
             lang = accept_language.split(",")[0].split(";")[0].strip() or None
-        return domain.timeline(order_id, changes, lang, chosen.time_zone)
+        return domain.timeline(order_id, changes, lang, chosen.time_zone, browser_zone=zone)
 
     def page(self, timeline: domain.Timeline) -> str:
         text = domain.page_text(timeline.locale)
@@ -228,8 +253,11 @@ class StatusPage:
             page = page.replace("{{" + key + "}}", value)
         return page
 
-    async def events(self, order_id: str, lang: str | None, viewer: Viewer, slot: Slot) -> AsyncIterator[str]:
-        """The timeline now, then again each time it changes; a comment every heartbeat keeps proxies open.
+    async def events(
+        self, order_id: str, lang: str | None, viewer: Viewer, slot: Slot, zone: str | None = None
+    ) -> AsyncIterator[str]:
+        """The timeline now, then again each time it changes (its times in the browser's `zone` when the user chose
+        none); a comment every heartbeat keeps proxies open.
         It ends when the browser goes away (the server's next write fails and cancels it), or when the status
         link it was opened with expires. A change that wakes it after the viewer's right ended (the key expired or
         revoked, the link expired) is not sent: the stream ends instead. A newer stream of the same viewer that
@@ -246,7 +274,7 @@ class StatusPage:
                 changed.clear()
                 try:
                     view: dict[str, Any] | None = timeline_json(
-                        await self.timeline(order_id, lang, user_id=viewer.user_id)
+                        await self.timeline(order_id, lang, user_id=viewer.user_id, zone=zone)
                     )
                     watching = view == sent or sent is None or await _still_watching(viewer)
                     admitted = viewer.still_admitted is None or await viewer.still_admitted()
@@ -309,9 +337,13 @@ class StatusPage:
             "/v1/orders/{order_id}/events", response_class=StreamingResponse, responses=error_responses(404, 429)
         )
         async def order_events(
-            order_id: OrderIdPath, watching: Annotated[Viewer, Depends(viewer)], lang: Lang = None
+            order_id: OrderIdPath,
+            watching: Annotated[Viewer, Depends(viewer)],
+            lang: Lang = None,
+            tz: BrowserZone = None,
         ) -> Response:
-            """Server-sent events: `timeline` with the whole timeline whenever it changes. Opens with the
+            """Server-sent events: `timeline` with the whole timeline whenever it changes; for a user who chose no
+            time zone, its times are in the browser's (`tz`), labelled, or in UTC. Opens with the
             order's status link (`?token=`) or an orders:read key. When the order has as many streams open as its
             limit allows, a new one takes the place of the oldest the same link or key opened, which ends with a
             `superseded` event; 429 while other viewers hold them all, or the server has as many as its limit."""
@@ -322,7 +354,7 @@ class StatusPage:
                 log.info("live stream refused for order %s: %s", order_id, slot)
                 return self.slots.refusal(slot)
             return HeldStream(
-                self.events(order_id, lang, watching, slot),
+                self.events(order_id, lang, watching, slot, browser_zone(tz)),
                 slot,
                 self.slots.give_back,
                 media_type="text/event-stream",

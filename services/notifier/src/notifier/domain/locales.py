@@ -13,7 +13,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton, get_datetime_format
 from babel.dates import format_time as format_clock
 
-from notifier.domain.wording import IN_UTC
+from notifier.domain.wording import IN_OFFSET, IN_UTC
 from servicekit.money import format_minor
 
 DEFAULT_LOCALE = "en"
@@ -88,14 +88,17 @@ def valid_time_zone(name: str) -> bool:
     return True
 
 
-def format_time(moment: datetime, locale: str | None = None, time_zone: str | None = None) -> str:
+def format_time(
+    moment: datetime, locale: str | None = None, time_zone: str | None = None, *, labelled: bool = False
+) -> str:
     """Date and time to the minute in the user's zone ("Nov 22, 2026, 4:05 PM"); in UTC, labelled, when the
-    zone is unknown ("Nov 22, 2026, 8:05 AM UTC")."""
-    return _format_minute(moment.astimezone(UTC).replace(second=0, microsecond=0), locale, time_zone)
+    zone is unknown ("Nov 22, 2026, 8:05 AM UTC"). `labelled`: the zone is not one the user chose (their browser's),
+    so the time says which it is, by its offset ("Nov 22, 2026, 4:05 PM UTC+8"; "... UTC" at no offset)."""
+    return _format_minute(moment.astimezone(UTC).replace(second=0, microsecond=0), locale, time_zone, labelled)
 
 
 @lru_cache(maxsize=4096)  # overdue orders share their expected minute; Babel takes ~30 µs for one
-def _format_minute(moment: datetime, locale: str | None, time_zone: str | None) -> str:
+def _format_minute(moment: datetime, locale: str | None, time_zone: str | None, labelled: bool) -> str:
     written = resolve_locale(locale)
     where = _formatting_locale(locale, written)
     zone = ZoneInfo(time_zone) if time_zone and valid_time_zone(time_zone) else None
@@ -103,6 +106,12 @@ def _format_minute(moment: datetime, locale: str | None, time_zone: str | None) 
     date = format_skeleton("yMMMd", local, tzinfo=local.tzinfo, locale=where)
     clock = format_clock(local, "short", tzinfo=local.tzinfo, locale=where)
     text = str(get_datetime_format("medium", locale=where)).replace("{1}", date).replace("{0}", clock)
-    if zone is None:
+    offset = local.utcoffset()
+    if zone is None or (labelled and not offset):
         return IN_UTC[written].format(time=text)
+    if labelled and offset:
+        minutes = round(offset.total_seconds()) // 60
+        hours, rest = divmod(abs(minutes), 60)
+        sign = "+" if minutes > 0 else "-"
+        return IN_OFFSET[written].format(time=text, offset=f"{sign}{hours}" + (f":{rest:02d}" if rest else ""))
     return text

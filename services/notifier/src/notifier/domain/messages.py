@@ -65,14 +65,17 @@ def title(status: OrderStatus, locale: str | None) -> str:
     return TITLES[resolve_locale(locale)][status]
 
 
-def describe(change: OrderStatusChanged, locale: str | None, time_zone: str | None = None) -> str:
+def describe(
+    change: OrderStatusChanged, locale: str | None, time_zone: str | None = None, *, labelled: bool = False
+) -> str:
     """What happened, the amount and, when known, the estimated time; without the order reference.
     `locale` is the user's own (en-GB, zh-TW): the text is in its supported language, numbers and dates
-    follow it."""
+    follow it. `labelled`: `time_zone` is not the user's choice, the time names it (`format_time`)."""
     lang = resolve_locale(locale)
     eta = ""
     if change.estimated_credit_at is not None:
-        eta = ETA[lang].format(time=format_time(change.estimated_credit_at, locale, time_zone))
+        when = format_time(change.estimated_credit_at, locale, time_zone, labelled=labelled)
+        eta = ETA[lang].format(time=when)
     money = format_money(change.amount, change.currency, locale)
     return BODIES[lang][change.status].format(money=money, eta=eta)
 

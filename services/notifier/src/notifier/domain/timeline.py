@@ -5,7 +5,9 @@ remediating, compensated, refunded, needs support) appears where it happened, wi
 An order closed unpaid at its payment expiry ends at `expired`: submitted, then expired, nothing paid.
 
 Every time on it (a step's, and the expected time in its sentences) is written here (`format_time`) in one zone:
-the user's when they chose one, else UTC, labelled. The page shows them as written, whatever its browser's zone.
+the user's when they chose one; else the zone of the browser showing it, when the page says which (for display
+only, labelled with its offset: a guess is never written as if the user had chosen it); else UTC, labelled. The page
+shows them as written.
 """
 
 from collections.abc import Sequence
@@ -76,10 +78,18 @@ def page_text(locale: str | None) -> dict[str, str]:
 
 
 def timeline(
-    order_id: str, changes: Sequence[OrderStatusChanged | Expiry], locale: str | None, time_zone: str | None = None
+    order_id: str,
+    changes: Sequence[OrderStatusChanged | Expiry],
+    locale: str | None,
+    time_zone: str | None = None,
+    *,
+    browser_zone: str | None = None,
 ) -> Timeline:
     """The order's timeline from every status change (or its expiry) known for it, in any order, in the user's
-    language, money format and time zone."""
+    language, money format and time zone; without one, in `browser_zone` (the zone of the browser showing it),
+    labelled; an unknown zone is UTC, labelled."""
+    labelled = not time_zone
+    time_zone = time_zone or browser_zone
     lang = resolve_locale(locale)
     labels = STEP_LABELS[lang]
     ordered = sorted(
@@ -87,7 +97,7 @@ def timeline(
     )
     expiry = next((c for c in changes if isinstance(c, Expiry)), None)
     if not ordered and expiry is not None:  # a payment known for the order, however late, tells more
-        return _expired(expiry, locale, time_zone, labels)
+        return _expired(expiry, locale, time_zone, labelled, labels)
     if not ordered:
         text = PAGE_TEXT[lang]
         steps = (
@@ -105,31 +115,36 @@ def timeline(
     ]
     final = False
     for change in ordered:
-        built.extend(_steps_for(change, locale, time_zone, labels))
+        built.extend(_steps_for(change, locale, time_zone, labelled, labels))
         final = final or change.status in _FINAL
     if not final:
         eta = latest.estimated_credit_at
-        detail = PAGE_TEXT[lang]["eta"].format(time=format_time(eta, locale, time_zone)) if eta else ""
+        when = format_time(eta, locale, time_zone, labelled=labelled) if eta else ""
+        detail = PAGE_TEXT[lang]["eta"].format(time=when) if eta else ""
         built.append(Step("crediting", labels["crediting"], StepState.CURRENT, None, detail))
         built.append(Step("credited", labels["credited"], StepState.UPCOMING))
     return Timeline(
         order_id=order_id,
         locale=lang,
         headline=title(latest.status, lang),
-        message=describe(latest, locale, time_zone),
+        message=describe(latest, locale, time_zone, labelled=labelled),
         amount=money,
         sequence=latest.sequence,
         final=final,
-        steps=_timed(built, locale, time_zone),
+        steps=_timed(built, locale, time_zone, labelled),
     )
 
 
-def _timed(steps: Sequence[Step], locale: str | None, time_zone: str | None) -> tuple[Step, ...]:
+def _timed(steps: Sequence[Step], locale: str | None, time_zone: str | None, labelled: bool) -> tuple[Step, ...]:
     """The steps with their times written for the user, in the zone of every other time they are shown."""
-    return tuple(replace(s, at_text=format_time(s.at, locale, time_zone)) if s.at else s for s in steps)
+    return tuple(
+        replace(s, at_text=format_time(s.at, locale, time_zone, labelled=labelled)) if s.at else s for s in steps
+    )
 
 
-def _expired(expiry: Expiry, locale: str | None, time_zone: str | None, labels: dict[str, str]) -> Timeline:
+def _expired(
+    expiry: Expiry, locale: str | None, time_zone: str | None, labelled: bool, labels: dict[str, str]
+) -> Timeline:
     """An order that ended unpaid: what happened, that nothing was charged, and what to do (order again)."""
     lang = resolve_locale(locale)
     detail = describe_expired(expiry.amount, expiry.currency, locale)
@@ -145,16 +160,16 @@ def _expired(expiry: Expiry, locale: str | None, time_zone: str | None, labels: 
         amount=format_money(expiry.amount, expiry.currency, locale),
         sequence=expiry.sequence,
         final=True,
-        steps=_timed(steps, locale, time_zone),
+        steps=_timed(steps, locale, time_zone, labelled),
     )
 
 
 def _steps_for(
-    change: OrderStatusChanged, locale: str | None, time_zone: str | None, labels: dict[str, str]
+    change: OrderStatusChanged, locale: str | None, time_zone: str | None, labelled: bool, labels: dict[str, str]
 ) -> list[Step]:
     if change.status is OrderStatus.PAID:
         return []  # the paid step is always there, from paid_at
-    detail = describe(change, locale, time_zone)
+    detail = describe(change, locale, time_zone, labelled=labelled)
     if change.status is OrderStatus.CREDITED:
         return [
             Step("crediting", labels["crediting"], StepState.DONE),

@@ -112,6 +112,13 @@ ETA = {
 }
 IN_UTC = {"en": "{time} UTC", "zh-CN": "{time}（UTC）", "zh-TW": "{time}（UTC）", "zh-HK": "{time}（UTC）"}
 """A time shown in UTC because the user's time zone is unknown says so."""
+IN_OFFSET = {
+    "en": "{time} UTC{offset}",
+    "zh-CN": "{time}（UTC{offset}）",
+    "zh-TW": "{time}（UTC{offset}）",
+    "zh-HK": "{time}（UTC{offset}）",
+}
+"""A time shown in a zone the user did not choose (their browser's) says which, by its offset from UTC (UTC+8)."""
 ORDER_REF = {
     "en": " Order: {order_id}",
     "zh-CN": " 订单号：{order_id}",
