@@ -4,6 +4,7 @@ starting at once both finish."""
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -43,6 +44,19 @@ async def index_state(pool: asyncpg.Pool) -> tuple[bool, bool] | None:
     return None if row is None else (row["indisvalid"], row["indisready"])
 
 
+@asynccontextmanager
+async def an_older_write(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """A transaction that wrote to the table and has not committed: a concurrent build waits for it to end."""
+    async with pool.acquire() as older:
+        open_write = older.transaction()
+        await open_write.start()
+        await older.execute("INSERT INTO orders_under_test VALUES (1, now())")
+        try:
+            yield
+        finally:
+            await open_write.commit()
+
+
 async def building(pool: asyncpg.Pool) -> None:
     """Until a CREATE INDEX CONCURRENTLY of this schema's table waits for the transactions older than it."""
     for _ in range(200):
@@ -64,19 +78,13 @@ async def test_an_index_migration_outside_a_transaction_lets_the_tables_writes_g
     for an older transaction goes through at once, and the index ends valid and the migration recorded."""
     await migrate(pool, migrations)
     (migrations / "0002_orders_reviewed_at.sql").write_text(INDEX)
-    async with pool.acquire() as older, pool.acquire() as writer:
-        open_write = older.transaction()
-        await open_write.start()
-        await older.execute("INSERT INTO orders_under_test VALUES (1, now())")
+    async with an_older_write(pool), pool.acquire() as writer:
         applying = asyncio.create_task(migrate(pool, migrations))
-        try:
-            await building(pool)
-            await writer.execute("SET lock_timeout = '3s'")
-            await writer.execute("INSERT INTO orders_under_test VALUES (2, now())")  # refused after 3 s if held
-            assert not applying.done()
-        finally:
-            await open_write.commit()
-        assert await asyncio.wait_for(applying, 60) == ["service/0002_orders_reviewed_at.sql"]
+        await building(pool)
+        await writer.execute("SET lock_timeout = '3s'")
+        await writer.execute("INSERT INTO orders_under_test VALUES (2, now())")  # refused after 3 s if held
+        assert not applying.done()
+    assert await asyncio.wait_for(applying, 60) == ["service/0002_orders_reviewed_at.sql"]
     assert await index_state(pool) == (True, True)
     assert await pool.fetchval("SELECT count(*) FROM orders_under_test") == 2
 
@@ -89,17 +97,11 @@ async def test_two_instances_applying_an_index_migration_at_once_both_finish(
     detector failed one of the two starts. Expected: both instances finish, the migration applied once."""
     await migrate(pool, migrations)
     (migrations / "0002_orders_reviewed_at.sql").write_text(INDEX)
-    async with pool.acquire() as older:
-        open_write = older.transaction()
-        await open_write.start()
-        await older.execute("INSERT INTO orders_under_test VALUES (1, now())")
+    async with an_older_write(pool):
         first = asyncio.create_task(migrate(pool, migrations))
-        try:
-            await building(pool)
-            second = asyncio.create_task(migrate(pool, migrations))
-            await asyncio.sleep(2.0)  # past deadlock_timeout (1 s): the detector has looked
-        finally:
-            await open_write.commit()
+        await building(pool)
+        second = asyncio.create_task(migrate(pool, migrations))
+        await asyncio.sleep(2.0)  # past deadlock_timeout (1 s): the detector has looked
     applied = await asyncio.wait_for(asyncio.gather(first, second), 60)
     assert sorted(applied, key=len) == [[], ["service/0002_orders_reviewed_at.sql"]]
     assert await index_state(pool) == (True, True)
