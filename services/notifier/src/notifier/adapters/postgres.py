@@ -90,6 +90,19 @@ FROM fanned
 """
 
 
+# The batch's orders, one at a time across instances: two units of work queueing notifications of one order at once (its
+# expiry, consumed from payments.events, and its late credit, from orders.status; or one partition's batch held by two
+# instances across a rebalance) would each miss the other's rows, not committed yet: both born leased and sent at once,
+# the older status free to reach the device last under the same push Topic, or an expiry not superseded by the credit
+# beside it. Locked in a statement of its own, so that _ADD's snapshot, taken after the wait, sees what the other
+# committed; in the order of the lock keys, so that two batches sharing orders never wait for each other in a circle.
+_LOCK_ORDERS = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended('notifications:' || o, 0) AS k FROM unnest($1::text[]) AS o ORDER BY k
+) AS keys
+"""
+
+
 # A person's resend of the order's latest notification (by sequence, then time; never a superseded one, which the user
 # was not told; never the expiry of an order notified of a status since, which comes before it): the resend
 # recorded, and one new delivery per target its user has now for the order (as _ADD fans out), due at once for the
@@ -209,6 +222,7 @@ class PostgresNotifications(PostgresUnitOfWork):
     async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> dict[str, str]:
         payloads = {n.notification_id: payload for n, payload in notifications}
         raw = {notification_id: orjson.dumps(payload) for notification_id, payload in payloads.items()}
+        await self.conn.execute(_LOCK_ORDERS, sorted({n.order_id for n, _ in notifications}))
         # The lease runs from this statement (clock_timestamp(), not the transaction's start, which may be seconds
         # earlier in a long poll), and the worker times it from just before it: it extends the lease before it ends.
         leased_at = time.monotonic()
