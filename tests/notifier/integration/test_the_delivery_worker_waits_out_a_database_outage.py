@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from contracts.events import OrderStatus
 from credited.stack.embedded import EmbeddedPostgres
@@ -21,6 +22,7 @@ from notifier.adapters.delivery import QUEUE_BACKOFF
 from notifier.adapters.queue import Claimed, PostgresDeliveryQueue
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
+from tests.loopback_http import serving
 from tests.notifier.harness import change, notifier_settings, publish, start_notifier
 
 AWAY_S = 10.0
@@ -98,3 +100,67 @@ async def test_the_delivery_worker_backs_off_while_the_database_is_away_and_resu
     assert resumed_s <= RESUME_S, f"the delivery reached its receiver {resumed_s:.1f}s after PostgreSQL was back"
     assert [p["order_id"] for p in webhook.received.payloads.values()] == ["ord_outage"]
     assert webhook.received.duplicates == 0
+
+
+SETTLE_AWAY_S = 14.0
+"""How long PostgreSQL is away while the worker holds an outcome it cannot write: long enough for the backoff to
+reach its cap, about the delivery's lease (2 x the webhook's 6 s timeout + 5 s), so the lease's extension, due past
+half of it, fails for several seconds too."""
+MAX_TRIES_LINES = 5
+"""The worker's lines about settling or about extending leases while PostgreSQL is away, each: the first failure and
+one a backoff level at most (retrying every half second logs about two a second)."""
+
+
+async def test_the_delivery_worker_backs_off_writing_an_outcome_while_the_database_is_away_and_writes_it_when_back(
+    broker: Broker, own_database: EmbeddedPostgres, isolation: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A webhook request is in flight when PostgreSQL goes away and answered just after: the worker holds the
+    outcome, tries to write it (and to extend the delivery's lease, past half of it) until PostgreSQL is back, and
+    writes it within about the backoff's cap of its return."""
+    requested, answer = asyncio.Event(), asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        requested.set()
+        await answer.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    async with serving(app) as port:
+        settings = notifier_settings(
+            broker,
+            own_database.dsn,
+            isolation,
+            webhook_url=f"http://127.0.0.1:{port}/hook",
+            webhook_secret="outage-hook-secret",
+            webhook_timeout_s=6.0,
+        )
+        running = await start_notifier(settings)
+        try:
+            await publish(broker, f"{isolation}.", change("ord_held", OrderStatus.CREDITED, 2))
+            await asyncio.wait_for(requested.wait(), 60)
+            caplog.set_level(logging.INFO, logger="notifier.adapters.delivery")
+            await asyncio.to_thread(own_database.stop)
+            caplog.clear()
+            answer.set()  # delivered: an outcome the database cannot take
+            await asyncio.sleep(SETTLE_AWAY_S)
+            lines_away = [r.getMessage() for r in caplog.records if r.name == "notifier.adapters.delivery"]
+
+            await asyncio.to_thread(own_database.start)
+            back = time.monotonic()
+
+            async def written() -> bool:
+                query = "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+                return bool(await running.notifier.infra.pool.fetchval(query))
+
+            await eventually(written, timeout_s=60, interval_s=0.1)
+            written_s = time.monotonic() - back
+        finally:
+            await running.stop()
+
+    settling = [line for line in lines_away if "settle" in line]
+    extending = [line for line in lines_away if "extend" in line]
+    summary = f"{len(lines_away)} lines from the worker over {SETTLE_AWAY_S:.0f}s away:\n" + "\n".join(lines_away)
+    assert 1 <= len(settling) <= MAX_TRIES_LINES, summary
+    assert 1 <= len(extending) <= MAX_TRIES_LINES, summary
+    assert written_s <= RESUME_S, f"the outcome was written {written_s:.1f}s after PostgreSQL was back"

@@ -103,3 +103,8 @@ def test_the_metrics_hear_a_dependency_ready_at_once_away_from_its_first_source_
     assert heard[2:] == [(Dependency.DATABASE, False)]
     readiness.back(Dependency.DATABASE, "consumer")
     assert heard[2:] == [(Dependency.DATABASE, False), (Dependency.DATABASE, True)]
+
+
+def test_a_retry_loop_is_told_to_log_at_the_first_failure_and_at_each_growth_of_its_backoff_only() -> None:
+    backoff = BackoffPolicy(initial_s=0.5, cap_s=4.0)
+    assert [backoff.grown_to(n) for n in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, None, None, None, None]

@@ -51,6 +51,15 @@ class BackoffPolicy:
         state.attempt_number = attempt
         return float(self.wait()(state))
 
+    def grown_to(self, failures: int) -> float | None:
+        """The ceiling of the wait after the `failures`th failure in a row when that failure raised it (the first
+        does, then each until the cap), else None. A retry loop logs only then: over a failover of a minute, a
+        handful of lines instead of one a try."""
+        doubled = min(failures, 64) - 1  # how many times the ceiling doubled (tenacity's exponent)
+        if doubled > 0 and self.initial_s * 2.0 ** (doubled - 1) >= self.cap_s:
+            return None
+        return min(self.cap_s, self.initial_s * 2.0**doubled)
+
 
 class Readiness:
     """Which dependencies the service's retry loops found away, since when and why; ready when none is.

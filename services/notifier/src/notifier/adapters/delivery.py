@@ -61,7 +61,9 @@ QUEUE_BACKOFF = BackoffPolicy(initial_s=0.5, cap_s=4.0)
 """How long the worker waits to read the queue again while the database is away: from the poll interval, doubling up
 to a few seconds (with jitter, so the instances that lost the same database do not all come back at once). Deliveries
 that came due meanwhile are claimed within the cap of its return; those a consumer commits meanwhile (hand-overs) go
-at once."""
+at once. Writing an outcome or a dead letter, and extending the leases of held deliveries, back off the same way (the
+extensions at most a quarter of a lease apart)."""
+
 
 RETRY_AFTER_FLOOR_S = 60.0
 """The longest a receiver's Retry-After is lengthened to our own backoff: after many attempts, at most a minute."""
@@ -170,6 +172,11 @@ class DeliveryWorker:
         self._unread = 0
         """Reads of the queue failed in a row (the database away): the next waits the backoff's delay after as many."""
         self._unread_since = 0.0
+        """When the first of them failed (monotonic)."""
+        self._unextended = 0
+        """Extensions of the held deliveries' leases failed in a row (the database away): the next waits the backoff's
+        delay after as many, at most a quarter of a lease."""
+        self._unextended_since = 0.0
         """When the first of them failed (monotonic)."""
         self._wakeup = asyncio.Event()
         self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
@@ -367,10 +374,8 @@ class DeliveryWorker:
         if not self._unread:
             self._unread_since = time.monotonic()
         self._unread += 1
-        backoff = self._queue_backoff
-        grown = min(self._unread, 64) - 1  # how many times the backoff doubled (tenacity's exponent)
-        ceiling = min(backoff.cap_s, backoff.initial_s * 2.0**grown)
-        if grown == 0 or backoff.initial_s * 2.0 ** (grown - 1) < backoff.cap_s:
+        ceiling = self._queue_backoff.grown_to(self._unread)
+        if ceiling is not None:
             log.warning(
                 "delivery worker could not read the queue (%s), will retry with backoff up to %.1fs: %r",
                 reason,
@@ -490,7 +495,10 @@ class DeliveryWorker:
         """Extend the lease of each delivery held past half its lease (its request in flight, or its outcome
         waiting for the database or the broker), so no other instance claims and sends it again."""
         while True:
-            await asyncio.sleep(min(self._poll, self._lease_s / 4))
+            wait = min(self._poll, self._lease_s / 4)
+            if self._unextended:  # the database is away: try less often, still within a quarter of a lease
+                wait = min(self._queue_backoff.delay(self._unextended), self._lease_s / 4)
+            await asyncio.sleep(wait)
             await self._extend_leases()
 
     async def _extend_leases(self) -> None:
@@ -505,13 +513,27 @@ class DeliveryWorker:
                 verdict = classify(exc)
                 if not verdict.transient:
                     raise
-                log.warning(
-                    "could not extend the leases of %d deliveries this worker holds (%s), will retry: %r",
-                    len(due),
-                    verdict.reason,
-                    exc,
-                )
+                if not self._unextended:
+                    self._unextended_since = time.monotonic()
+                self._unextended += 1
+                ceiling = self._queue_backoff.grown_to(self._unextended)
+                if ceiling is not None:
+                    log.warning(
+                        "could not extend the leases of %d deliveries this worker holds (%s), will retry with backoff"
+                        " up to %.1fs: %r",
+                        len(due),
+                        verdict.reason,
+                        min(ceiling, self._lease_s / 4),
+                        exc,
+                    )
                 return
+            if self._unextended:
+                log.info(
+                    "extended the leases of the deliveries this worker holds again after %.1fs (%d tries failed)",
+                    time.monotonic() - self._unextended_since,
+                    self._unextended,
+                )
+                self._unextended = 0
         for held in due:
             d = held.claimed
             if (d.notification_id, d.target_key) in extended:
@@ -543,17 +565,35 @@ class DeliveryWorker:
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Repeat `step` while the database or broker is away, until it takes it: a settled outcome is never dropped.
-        Any other error is raised, and ends the worker (see `run`)."""
+        Any other error is raised, and ends the worker (see `run`). The tries back off as the queue's reads do, and
+        are logged the same way: the first failure, each growth of the backoff, then the success."""
+        failures, since = 0, 0.0
         while True:
             try:
                 await step()
-                return
             except Exception as exc:
                 verdict = classify(exc)
                 if not verdict.transient:
                     raise
-                log.warning("could not %s deliveries (%s), will retry: %r", what, verdict.reason, exc)
-                await asyncio.sleep(self._poll)
+                if not failures:
+                    since = time.monotonic()
+                failures += 1
+                ceiling = self._queue_backoff.grown_to(failures)
+                if ceiling is not None:
+                    log.warning(
+                        "could not %s deliveries (%s), will retry with backoff up to %.1fs: %r",
+                        what,
+                        verdict.reason,
+                        ceiling,
+                        exc,
+                    )
+                await asyncio.sleep(self._queue_backoff.delay(failures))
+                continue
+            if failures:
+                log.info(
+                    "could %s deliveries again after %.1fs (%d tries failed)", what, time.monotonic() - since, failures
+                )
+            return
 
     async def _dead_letter(self, settlements: list[Settlement]) -> None:
         if not settlements:
