@@ -4,9 +4,7 @@ announcement is published, each once. Real PostgreSQL, a broker of the session's
 payments as a process."""
 
 import asyncio
-import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +17,8 @@ from contracts.topics import Topic
 from credited.keys import create_development_key
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.kafka import ensure_topics
-from servicekit.signatures import sign
 from tests.kafka_reader import read_until
+from tests.payments.sim_callbacks import paid_notice, signed
 from tests.stoppable_broker import StoppableBroker, health, service_env
 
 STARTUP_S = 120  # deadlines, not sleeps: a JVM broker and these processes share two loaded cores
@@ -51,18 +49,8 @@ def place(child: Child, user_id: str, key: str) -> str:
 
 
 def pay(child: Child, order_id: str) -> httpx.Response:
-    body = json.dumps(
-        {
-            "order_id": order_id,
-            "provider_txn_id": f"tx-{order_id}",
-            "status": "succeeded",
-            "amount": 600,
-            "currency": "CNY",
-            "paid_at": "2026-11-22T08:30:00+08:00",
-        }
-    ).encode()
-    signature = sign(SECRET, body, int(time.time()))
-    return httpx.post(url(child, "/v1/psp/sim/callbacks"), content=body, headers={"X-Signature": signature}, timeout=10)
+    body = paid_notice(order_id, paid_at="2026-11-22T08:30:00+08:00")
+    return httpx.post(url(child, "/v1/psp/sim/callbacks"), content=body, headers=signed(SECRET, body), timeout=10)
 
 
 def broker_away(child: Child) -> bool:

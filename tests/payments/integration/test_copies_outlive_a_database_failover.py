@@ -7,11 +7,9 @@ otherwise is sent again, as a provider does, and applies once all the same. What
 be stopped), the session's broker, payments as processes."""
 
 import asyncio
-import json
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -22,9 +20,9 @@ from contracts.topics import Topic
 from credited.keys import create_development_key
 from credited.stack.embedded import EmbeddedPostgres
 from credited.stack.processes import Child, free_port, wait_for
-from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.kafka_reader import read_until
+from tests.payments.sim_callbacks import paid_notice, signed
 from tests.stoppable_broker import health, service_env
 
 STARTUP_S = 120
@@ -73,20 +71,12 @@ class Trickle:
             await asyncio.sleep(0.2)
 
     async def _pay(self, client: httpx.AsyncClient, order_id: str) -> None:
-        body = json.dumps(
-            {
-                "order_id": order_id,
-                "provider_txn_id": f"tx-{order_id}",
-                "status": "succeeded",
-                "amount": 600,
-                "currency": "CNY",
-                "paid_at": datetime.now(UTC).isoformat(),
-            }
-        ).encode()
+        body = paid_notice(order_id)
         while True:
-            headers = {"X-Signature": sign(SECRET, body, int(time.time()))}
             try:
-                answer = await client.post(f"{self.base}/v1/psp/sim/callbacks", content=body, headers=headers)
+                answer = await client.post(
+                    f"{self.base}/v1/psp/sim/callbacks", content=body, headers=signed(SECRET, body)
+                )
             except httpx.HTTPError as exc:
                 self.refused[f"callback {type(exc).__name__}"] += 1
             else:

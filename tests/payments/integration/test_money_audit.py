@@ -6,7 +6,6 @@ finds the order paid and never credited, re-announces its payment, and the ledge
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,11 +32,11 @@ from payments.config import Settings as PaymentsSettings
 from servicekit.http import serve
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
-from servicekit.signatures import sign
 from servicekit.uow import no_relay
 from tests.api_keys import bearer
 from tests.conftest import Broker
 from tests.kafka_reader import event_types, eventually, read_until
+from tests.payments.sim_callbacks import paid_notice, signed
 from tests.service_settings import settings_for
 
 SECRET = "audit-test-secret"
@@ -64,18 +63,8 @@ class Stack:
         )
         assert placed.status_code == 201, placed.text
         order_id = str(placed.json()["order_id"])
-        body = json.dumps(
-            {
-                "order_id": order_id,
-                "provider_txn_id": f"tx-{order_id}",
-                "status": "succeeded",
-                "amount": 600,
-                "currency": "CNY",
-                "paid_at": (paid_at or datetime.now(UTC)).isoformat(),
-            }
-        ).encode()
-        signature = sign(SECRET, body, int(time.time()))
-        paid = await self.payments.post("/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature})
+        body = paid_notice(order_id, paid_at=paid_at)
+        paid = await self.payments.post("/v1/psp/sim/callbacks", content=body, headers=signed(SECRET, body))
         assert paid.json()["result"] == "applied", paid.text
         return order_id
 

@@ -4,18 +4,16 @@ money in CNY and in KRW."""
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from payments.bootstrap import build
 from payments.config import Settings
-from servicekit.signatures import sign
 from tests.api_keys import bearer
 from tests.conftest import Broker
+from tests.payments.sim_callbacks import paid_notice, signed
 from tests.service_settings import settings_for
 
 CNY_ABOVE = 50_000
@@ -50,18 +48,8 @@ async def first_topup(client: httpx.AsyncClient, user: str, amount: int, currenc
     placed = await client.post("/v1/orders", json=body)
     assert placed.status_code == 201, placed.text
     order_id = placed.json()["order_id"]
-    notice = json.dumps(
-        {
-            "order_id": order_id,
-            "provider_txn_id": f"tx-{order_id}",
-            "status": "succeeded",
-            "amount": amount,
-            "currency": currency,
-            "paid_at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
-    signature = sign("sim-secret", notice, int(time.time()))
-    paid = await client.post("/v1/psp/sim/callbacks", content=notice, headers={"X-Signature": signature})
+    notice = paid_notice(order_id, amount=amount, currency=currency)
+    paid = await client.post("/v1/psp/sim/callbacks", content=notice, headers=signed("sim-secret", notice))
     assert paid.status_code == 200 and paid.json()["result"] == "applied", paid.text
     order: dict[str, object] = (await client.get(f"/v1/orders/{order_id}")).json()
     return order

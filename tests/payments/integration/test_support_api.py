@@ -6,8 +6,6 @@ as unavailable, the refusals, and the keys each route needs."""
 
 import asyncio
 import contextlib
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -42,9 +40,9 @@ from servicekit.http import EmbeddedServer, serve
 from servicekit.identity import Scope
 from servicekit.infrastructure import Infrastructure
 from servicekit.pages import Cursor
-from servicekit.signatures import sign
 from tests.conftest import Broker
 from tests.kafka_reader import eventually, read_until
+from tests.payments.sim_callbacks import paid_notice, signed
 from tests.payments.unit.test_refunds import Pauses, Providers, ScriptedProvider
 from tests.service_settings import settings_for
 
@@ -73,18 +71,8 @@ class Stack:
 
     async def paid_order(self, user: str) -> str:
         order_id = await self.order(user)
-        body = json.dumps(
-            {
-                "order_id": order_id,
-                "provider_txn_id": f"tx-{order_id}",
-                "status": "succeeded",
-                "amount": 600,
-                "currency": "CNY",
-                "paid_at": datetime.now(UTC).isoformat(),
-            }
-        ).encode()
-        signature = sign(SECRET, body, int(time.time()))
-        paid = await self.payments.post("/v1/psp/sim/callbacks", content=body, headers={"X-Signature": signature})
+        body = paid_notice(order_id)
+        paid = await self.payments.post("/v1/psp/sim/callbacks", content=body, headers=signed(SECRET, body))
         assert paid.json()["result"] == "applied", paid.text
         return order_id
 
