@@ -3,6 +3,7 @@ from the changelog, its timers flag orders paid before the restart."""
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -31,10 +32,12 @@ async def test_orders_that_go_overdue_after_a_reconciler_restart_page_on_low_tra
     restart being often part of the incident) are flagged and counted, and the SLO page that promises to catch
     "3 overdue in an hour of low traffic" stays silent."""
     before = Worker()
-    await before.batch(*(before.record(paid(f"o{i}", seconds_ago=30)) for i in range(3)))
+    # published as they were paid: the credit is what goes missing (a payment published late would not count here)
+    paid_at = time.time() - 30
+    await before.batch(*(before.record(paid(f"o{i}", seconds_ago=30), timestamp=paid_at) for i in range(3)))
     after = before.restarted()  # a new worker process: the table restored, a fresh registry
     await after.tick()
-    assert after.observe.flagged_orders.labels("card")._value.get() == 3
+    assert after.observe.flagged_orders.labels("card", "credit_missing")._value.get() == 3
 
     series = _series(after)
     assert not any(s["series"].startswith("reconciler_orders_paid_total") for s in series), series

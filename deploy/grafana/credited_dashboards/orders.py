@@ -232,10 +232,12 @@ def reconciler() -> dashboard.Dashboard:
         )
         .with_panel(
             graph(
-                "Flagged overdue /s by channel",
+                "Flagged overdue /s by channel and cause",
                 "ops",
-                (f"sum by (channel) (rate(reconciler_overdue_flagged_total[{RATE}]))", "{{channel}}"),
-                alerts=("OrdersOverdue", "ChannelDelayRateHigh"),
+                (f"sum by (channel, cause) (rate(reconciler_overdue_flagged_total[{RATE}]))", "{{channel}} {{cause}}"),
+                description="credit_missing: the payment was there by the deadline, the credit was not (pages). "
+                "payment_late: the payment reached the reconciler only after the deadline (warns).",
+                alerts=("OrdersOverdue", "PaymentsArrivedOverdue", "ChannelDelayRateHigh"),
             )
         )
         .with_panel(
@@ -244,7 +246,8 @@ def reconciler() -> dashboard.Dashboard:
                 "s",
                 (quantile(0.5, "reconciler_detection_latency_seconds"), "p50"),
                 (quantile(0.99, "reconciler_detection_latency_seconds"), "p99"),
-                description="Flag time minus the order's deadline; the objective is 1 s at p99 (red line).",
+                description="Flag time minus the order's deadline, or minus its payment's arrival for a payment "
+                "that arrived after the deadline (cause payment_late); the objective is 1 s at p99 (red line).",
                 steps=((1, RED),),
             )
         )

@@ -105,7 +105,14 @@ class Reconciler:
     async def apply(self, message: Message, producer: str) -> None:
         event_type = envelope_for(message, producer=producer, occurred_at=self.now).event_type
         handle_event(
-            message, event_type, 0, self.now, engine=self.engine, announcer=self.announced, observe=self.observe
+            message,
+            event_type,
+            0,
+            self.now,
+            engine=self.engine,
+            announcer=self.announced,
+            observe=self.observe,
+            arrived_at=self.now,  # read as soon as published, as a reconciler keeping up does
         )
 
     async def pay(self, order_id: str, channel: str, *, ago_s: float = 0.0) -> None:

@@ -141,6 +141,17 @@ async def one_provider_loses_callbacks(w: World, i: int) -> None:
         await w.pay(f"ord-wechat-{i}-{n}", "wechat", credit=True, provider="wechatpay", by_query=lost)
 
 
+async def payments_found_past_their_deadline(w: World, i: int) -> None:
+    """Card orders are credited in time all along. From minute 5 to 8 one Alipay payment a minute reaches payments
+    only through its query, 45 s after the user paid (its callback lost; within the scenarios' 60 s retention,
+    past which the reconciler would ignore it): past the 30 s threshold when it is published, so the reconciler
+    flags it at its next tick, and the ledger's credit of it lands a moment later (here: the ledger's answer to the
+    first RetryCredit)."""
+    await orders(w, i, "card", 3)
+    if 5 <= i <= 8:
+        await w.pay(f"ord-alipay-{i}-0", "alipay", credit=False, provider="alipay", by_query=True, paid_ago_s=45)
+
+
 async def one_provider_unreachable(w: World, i: int) -> None:
     """From minute 5 Alipay neither calls back nor answers payments' queries (each query times out): its orders stay
     unpaid to payments. WeChat Pay works all along."""
@@ -410,6 +421,7 @@ SCENARIOS = {
         Scenario("busy_then_idle", 60, 30, busy_then_idle, world()),
         Scenario("one_channel_delays", 60, 41, one_channel_delays, world()),
         Scenario("one_provider_loses_callbacks", 60, 31, one_provider_loses_callbacks, world()),
+        Scenario("payments_found_past_their_deadline", 60, 31, payments_found_past_their_deadline, world()),
         Scenario("one_provider_unreachable", 60, 31, one_provider_unreachable, world()),
         Scenario("one_provider_clock_ahead", 60, 31, one_provider_clock_ahead, world()),
         Scenario("credit_without_payment", 60, 20, credit_without_payment, world()),

@@ -122,10 +122,12 @@ class World:
         provider: str = "sim",
         by_query: bool = False,
         clamped: bool = False,
+        paid_ago_s: float = 0.0,
     ) -> None:
         """An order placed and paid through `provider`; the ledger credits it at once when `credit`, else never
         by itself. With `by_query` the provider's callback was lost and payments' query found the payment; with
-        `clamped` the provider's paid_at was too far from its arrival and payments clamped it."""
+        `clamped` the provider's paid_at was too far from its arrival and payments clamped it. The user paid
+        `paid_ago_s` before payments published the payment (a query finds a lost callback's payment late)."""
         kit = self.kits["payments"].metrics
         self.payments.order_created(channel)
         kit.http_request("/v1/orders", "POST", 201, 0.004)
@@ -139,7 +141,7 @@ class World:
             kit.http_request("/v1/psp/{provider}/callbacks", "POST", 200, 0.006)
         self.kits["payments"].outbox.published(2)  # OrderPlaced, PaymentSucceeded
         self.kits["ledger"].consumers["ledger.payments"].consumed("payments.events", 2)
-        self._waiting.append(partial(self.reconciler.pay, order_id, channel))
+        self._waiting.append(partial(self.reconciler.pay, order_id, channel, ago_s=paid_ago_s))
         if credit:
             self.kits["ledger"].outbox.published(1)
             self._waiting.append(partial(self.reconciler.credit, order_id))

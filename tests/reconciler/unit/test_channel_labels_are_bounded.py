@@ -42,8 +42,8 @@ async def test_the_channel_an_api_caller_writes_on_an_order_cannot_create_reconc
     records.append(worker.record(payment("late", "promo-late", seconds_ago=30)))
     records.append(worker.record(payment("w1", "wechat")))
     await worker.batch(*records)
-    await worker.tick()  # "late" is flagged overdue
-    assert worker.observe.flagged_orders.labels("other")._value.get() == 1
+    await worker.tick()  # "late" is flagged overdue (paid 30 s ago, appended now: past its 5 s deadline on arrival)
+    assert worker.observe.flagged_orders.labels("other", "payment_late")._value.get() == 1
     assert labels(worker.observe) == {"other", "wechat"}
 
 

@@ -197,14 +197,28 @@ class Worker:
     def _give_up(self, topic: str, partition: int, offset: int) -> None:
         raise AssertionError(f"{topic}[{partition}] stuck at {offset}")
 
-    def record(self, message: Message, topic: str | None = None, offset: int | None = None, value: Any = None) -> Any:
-        """A faust event for `message` at the next offset of its topic (or the offset given)."""
+    def record(
+        self,
+        message: Message,
+        topic: str | None = None,
+        offset: int | None = None,
+        value: Any = None,
+        timestamp: float | None = None,
+    ) -> Any:
+        """A faust event for `message` at the next offset of its topic (or the offset given), appended now (or at
+        `timestamp`, in seconds since the epoch, as faust gives a record's timestamp)."""
         topic = topic or (LEDGER if isinstance(message, CreditPosted | CreditRejected) else PAYMENTS)
         at = self.next[topic] if offset is None else offset
         self.next[topic] = max(self.next[topic], at + 1)
         encoded = encode(message, envelope_for(message, producer="test"))
         msg = SimpleNamespace(
-            topic=topic, partition=0, offset=at, key=encoded.key, headers=encoded.headers, value=encoded.value
+            topic=topic,
+            partition=0,
+            offset=at,
+            key=encoded.key,
+            headers=encoded.headers,
+            value=encoded.value,
+            timestamp=time.time() if timestamp is None else timestamp,
         )
         return SimpleNamespace(message=msg, value=encoded.value if value is None else value)
 

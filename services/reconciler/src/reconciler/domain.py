@@ -15,6 +15,12 @@ Rules written down:
   after the last attempt BlockCredit (the ledger credits nothing for the order from then on, or tells
   us it already had), and only after the ledger's final rejection IssueRefund. So money that was
   credited is never refunded: a credit that lands before the block wins and closes the order.
+- Why an order went overdue (`FlagCause`, on the flag): `payment_late` when its PaymentSucceeded reached the
+  reconciler's input (its record's broker timestamp, `payment_arrived_at`) only after the deadline, so nothing on the
+  credit path could have credited it in time (a lost provider callback that payments' query found late, payments'
+  outbox behind); `credit_missing` otherwise (the payment was there in time, the credit was not), and for a risk
+  review past its time. Which one changes only what on-call is told (metrics, alerts): the user hears `delayed`
+  and the credit is retried the same way for both.
 - A final CreditRejected (unknown user, frozen wallet, ...) skips the retries: the ledger has blocked
   the order, so the refund can go at once. One read before the order's PaymentSucceeded (the topics are
   read side by side, so a rejection can come first) is kept, and the payment then refunds at once.
@@ -196,12 +202,25 @@ class Command:
     (adapters/announcer.py): the ledger or payments answers it even when it applied the first send."""
 
 
+class FlagCause(StrEnum):
+    """Why an order was flagged overdue (rules in the module docstring)."""
+
+    CREDIT_MISSING = "credit_missing"
+    """Its payment was known by the deadline (or a risk review ran past its time): the credit is what is missing."""
+    PAYMENT_LATE = "payment_late"
+    """Its PaymentSucceeded reached the reconciler's input only after the deadline."""
+
+
 @dataclass(frozen=True, slots=True)
 class Flagged:
-    """The order was flagged overdue; `late_by_s` is flag time minus deadline."""
+    """The order was flagged overdue; `late_by_s` is flag time minus deadline (how late the user is), `detection_s`
+    flag time minus when it could first have been flagged: the deadline, or for `payment_late` the payment's arrival
+    (the detector cannot flag a payment it has not read; the wait before that is the provider's and payments')."""
 
     deadline: datetime
     late_by_s: float
+    cause: FlagCause
+    detection_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +291,10 @@ class OrderState:
     history: tuple[tuple[str, datetime], ...] = ()
     provider_txn_id: str = ""
     """The PaymentSucceeded's provider transaction id: a RetryCredit carries it, the ledger checks it."""
+    payment_arrived_at: datetime | None = None
+    """When the PaymentSucceeded that set the deadline reached payments.events (its record's timestamp), if known:
+    later than the deadline, the order's flag says `payment_late` (timers.py). None for an order whose payment came
+    as an OrderHeld (its deadline runs from the review) and for states stored before it was kept."""
     rejected_early: str = ""
     """The reason of a final CreditRejected read before the order's payment, or before the release of a held order
     (the ledger answers the payment published at the release; the topics are read side by side): the payment or
@@ -342,7 +365,16 @@ def _copier() -> Callable[[OrderState], OrderState]:
 
 
 _copy = _copier()
-_TIMES = ("paid_at", "credited_at", "deadline", "next_action_at", "flagged_at", "held_until", "settled_at")
+_TIMES = (
+    "paid_at",
+    "credited_at",
+    "deadline",
+    "next_action_at",
+    "flagged_at",
+    "held_until",
+    "settled_at",
+    "payment_arrived_at",
+)
 _SHARED = ("currency", "channel", "product", "review", "anomaly", "sent_reason")
 SETTLED = (Phase.CREDITED, Phase.REFUNDED, Phase.PAYMENT_FAILED)
 AWAITING_ANSWER = {Phase.BLOCKING: CommandKind.BLOCK_CREDIT, Phase.REFUNDING: CommandKind.ISSUE_REFUND}

@@ -68,9 +68,14 @@ class Engine:
         # in between (announcing renumbers the state's statuses) never changes what the clock reads of it.
         self._applied: tuple[OrderState, Wake | None] | None = None
 
-    def apply(self, message: Message, partition: int, now: datetime) -> Result | None:
+    def apply(
+        self, message: Message, partition: int, now: datetime, arrived_at: datetime | None = None
+    ) -> Result | None:
         """The order's next state and effects for `message`, or None if nothing changes (a repeat, a type the
-        reconciler ignores, or an event past the retention for an order the table no longer has)."""
+        reconciler ignores, or an event past the retention for an order the table no longer has). `arrived_at` is
+        when the record reached its topic (the broker's timestamp), if known: a PaymentSucceeded's tells whether
+        the order, if it goes overdue, does so because its payment came late (timers.py). Unknown, an overdue order
+        counts as one whose credit is missing."""
         found = TRANSITIONS.get(type(message))
         if found is None:
             return None
@@ -89,6 +94,8 @@ class Engine:
         # Every change a transition makes notes itself in the history (a new tuple): unchanged, it is the same.
         if state.history is history:
             return None
+        if arrived_at is not None and type(message) is PaymentSucceeded and not (before is not None and before.paid):
+            state.payment_arrived_at = arrived_at  # the payment that set the deadline (not a held order's, released)
         # Its next wake-up too, here, before the caller announces or commits anything: a time past the calendar's
         # end (a valid event time a threshold away from it) raises OverflowError, and the record is refused whole.
         self._applied = state, self._wake_up(state)

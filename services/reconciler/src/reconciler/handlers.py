@@ -58,10 +58,11 @@ def _announce(state: OrderState, effects: list[Effect], announcer: Announcer, ob
                 extra=about(state.order_id),
             )
         elif isinstance(effect, Flagged):
-            observe.flagged(state.channel, effect.late_by_s)
+            observe.flagged(state.channel, effect.cause.value, effect.detection_s)
             log.warning(
-                "order %s overdue: deadline %s, flagged %.3fs after it",
+                "order %s overdue (%s): deadline %s, flagged %.3fs after it",
                 state.order_id,
+                effect.cause.value,
                 effect.deadline.isoformat(),
                 effect.late_by_s,
                 extra=about(state.order_id),
@@ -98,11 +99,13 @@ def handle_event(
     engine: Engine,
     announcer: Announcer,
     observe: Observations,
+    arrived_at: datetime | None = None,
 ) -> None:
-    """Join one payment, hold, credit, rejection or refund event into its order."""
+    """Join one payment, hold, credit, rejection or refund event into its order. `arrived_at`: when its record
+    reached its topic (Engine.apply)."""
     observe.event(event_type)
     before = engine.states.get(message.order_id)
-    result = engine.apply(message, partition, now)
+    result = engine.apply(message, partition, now, arrived_at)
     if result is None:
         return
     state, effects = result

@@ -14,6 +14,7 @@ from reconciler.domain import (
     Effect,
     Escalated,
     EscalationReason,
+    FlagCause,
     Flagged,
     OrderState,
     Outcome,
@@ -79,7 +80,8 @@ def on_tick(state: OrderState, now: datetime, safe_time: datetime, policy: Polic
         change = status_change(state, OrderStatus.DELAYED, "the review is taking longer than expected", now)
         expected = state.held_until.isoformat(timespec="seconds") if state.held_until else "unknown"
         overdue = case(CaseKind.REVIEW_OVERDUE, f"risk review still open past its expected release ({expected})")
-        return [Flagged(deadline, (now - deadline).total_seconds()), change, overdue]
+        late_by_s = (now - deadline).total_seconds()
+        return [Flagged(deadline, late_by_s, FlagCause.CREDIT_MISSING, late_by_s), change, overdue]
     if state.phase is Phase.AWAITING_CREDIT and due:
         assert deadline is not None
         return _flag(state, deadline, now, policy)
@@ -115,13 +117,28 @@ def _flag(state: OrderState, deadline: datetime, now: datetime, policy: Policy) 
     state.phase, state.attempts, state.next_action_at = Phase.RETRYING, 1, now + policy.backoff(1)
     if first:
         state.flagged_at = now
-    note(state, "flagged_overdue", now)
-    effects: list[Effect] = [Flagged(deadline, (now - deadline).total_seconds())] if first else []
+    flag = _flagged(state, deadline, now)
+    # The timeline says why, for on-call reading it: a late payment's flag is not the credit path's.
+    note(state, "flagged_overdue:payment_late" if flag.cause is FlagCause.PAYMENT_LATE else "flagged_overdue", now)
+    effects: list[Effect] = [flag] if first else []
     if state.status is not OrderStatus.DELAYED:
         eta = now + policy.remaining_retry_time(1)
         effects.append(status_change(state, OrderStatus.DELAYED, "not credited in time; retrying", now, eta))
     effects.append(command(state, Command(CommandKind.RETRY_CREDIT, 1), now))
     return effects
+
+
+def _flagged(state: OrderState, deadline: datetime, now: datetime) -> Flagged:
+    """The flag of an order not credited by its deadline, with why: its payment reached the reconciler only after
+    the deadline (`payment_late`: the credit path never had a chance), or it was there in time (`credit_missing`).
+    A payment_late order's detection is timed from the payment's arrival, when the detector could first flag it."""
+    arrived = state.payment_arrived_at
+    if arrived is not None and arrived > deadline:
+        return Flagged(
+            deadline, (now - deadline).total_seconds(), FlagCause.PAYMENT_LATE, (now - arrived).total_seconds()
+        )
+    late_by_s = (now - deadline).total_seconds()
+    return Flagged(deadline, late_by_s, FlagCause.CREDIT_MISSING, late_by_s)
 
 
 def _awaits_answer(state: OrderState) -> bool:

@@ -32,10 +32,19 @@ class PrometheusObservations:
         self.pay_to_credit = histogram(
             "reconciler_pay_to_credit_seconds", "Payment to credit, event time.", ["channel"], buckets=LATENCY_BUCKETS
         )
-        self.flagged_orders = counter("reconciler_overdue_flagged_total", "Orders flagged overdue.", ["channel"])
+        self.flagged_orders = counter(
+            "reconciler_overdue_flagged_total",
+            "Orders flagged overdue, by why: payment_late when the payment reached the reconciler only after the "
+            "deadline (a lost callback found late by payments' query), credit_missing otherwise.",
+            ["channel", "cause"],
+        )
+        # For a payment_late flag the detector is timed from the payment's arrival: it could not flag what it had
+        # not read, and the minutes before (the provider's, payments' query schedule) would say nothing about it.
+        # That wait is the flagged counter's cause, and payments' own metrics (payments_recovered_by_query_total).
         self.detection = histogram(
             "reconciler_detection_latency_seconds",
-            "Flag time minus the order's deadline.",
+            "Flag time minus when the order could first be flagged: its deadline, or the payment's arrival when "
+            "that came after it (cause payment_late).",
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
         )
         self.remediations = counter(
@@ -108,9 +117,9 @@ class PrometheusObservations:
         self.credited_orders.labels(label).inc()
         self.pay_to_credit.labels(label).observe(max(0.0, pay_to_credit_s))
 
-    def flagged(self, channel: str, late_by_s: float) -> None:
-        self.flagged_orders.labels(self._channels.label(channel)).inc()
-        self.detection.observe(max(0.0, late_by_s))
+    def flagged(self, channel: str, cause: str, detection_s: float) -> None:
+        self.flagged_orders.labels(self._channels.label(channel), cause).inc()
+        self.detection.observe(max(0.0, detection_s))
 
     def remediation(self, action: str, outcome: str) -> None:
         self.remediations.labels(action, outcome).inc()
@@ -144,8 +153,8 @@ class Tally:
     def credited(self, channel: str, pay_to_credit_s: float) -> None:
         self.calls.append(("credited", (channel, pay_to_credit_s)))
 
-    def flagged(self, channel: str, late_by_s: float) -> None:
-        self.calls.append(("flagged", (channel, late_by_s)))
+    def flagged(self, channel: str, cause: str, detection_s: float) -> None:
+        self.calls.append(("flagged", (channel, cause, detection_s)))
 
     def remediation(self, action: str, outcome: str) -> None:
         self.calls.append(("remediation", (action, outcome)))

@@ -174,6 +174,7 @@ class Rounds:
                     handle_event(
                         message, envelope.event_type, msg.partition, now,
                         engine=self.engine, announcer=self.announcer, observe=tally,
+                        arrived_at=datetime.fromtimestamp(msg.timestamp, UTC),  # the broker's, in seconds (faust)
                     )  # fmt: skip
                 except Exception as exc:  # noqa: BLE001 - applied in memory, it fails again every time it is read again
                     # Engine.apply does all that can fail before the record has any effect: nothing of it is left.
