@@ -2,7 +2,8 @@
 sign in with a key made by `credited keys create`, find a user's orders, read one order's timeline across the
 services, re-drive its credit and see the action recorded under the key's name (or refused 409 once payments
 holds the order as credited), see a re-drive of an order held for review refused (409), work the cases queue,
-and the same order page in Simplified Chinese. Screenshots go to artifacts/console/ (not committed)."""
+and the same order page in Simplified Chinese; an auditor's read-only key sees the order and the queue with no
+form to act. Screenshots go to artifacts/console/ (not committed)."""
 
 import asyncio
 import shutil
@@ -89,6 +90,7 @@ async def test_support_staff_find_an_order_read_its_timeline_act_on_it_and_work_
     await support_cases_topic(broker, prefix, partitions=3)
     async with running_stack(broker, database_url, isolation, tmp_path, extra_env=REVIEW_ENV) as (stack, _):
         alice = make_key(stack, "support-alice", "support:read", "support:act")
+        auditor = make_key(stack, "support-auditor", "support:read")
         user = f"u-console-{isolation[-6:]}"
         async with httpx.AsyncClient(timeout=30, headers=stack.headers) as platform:
             held_order = await paid_order(platform, stack, user, REVIEW_ABOVE + 100)  # a first top-up: held
@@ -170,3 +172,18 @@ async def test_support_staff_find_an_order_read_its_timeline_act_on_it_and_work_
             if redriven:
                 assert "重新发起到账" in text(browser, "#actions")
             shot(browser, "order_credited_zh-CN.png")
+
+            # An auditor's key reads the same order and queue, with no form to act and a note why.
+            browser.find_element(By.ID, "signout").click()
+            await until(browser, lambda d: d.current_url.endswith("/signin"))
+            submit(browser, "form[action='/signin']", key=auditor)
+            await until(browser, lambda d: d.current_url.endswith("/search"))
+            await asyncio.to_thread(browser.get, f"{console}/orders/{held_order}")
+            await until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline tr.entry"))
+            assert browser.find_elements(By.CSS_SELECTOR, "#order-cases .case")
+            assert browser.find_elements(By.CSS_SELECTOR, "main form") == []
+            assert browser.find_elements(By.ID, "act-needs-scope")
+            shot(browser, "order_read_only_zh-CN.png")
+            await asyncio.to_thread(browser.get, f"{console}/cases")
+            await until(browser, lambda d: d.find_elements(By.ID, "act-needs-scope"))
+            assert browser.find_elements(By.CSS_SELECTOR, "main form") == []

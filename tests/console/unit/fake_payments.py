@@ -1,5 +1,6 @@
 """A fake of payments' support API (SUPPORT.md's shapes) for the console's rendering tests: it answers from
-canned data, records each request it was sent, and refuses as payments would (401 for an unknown key)."""
+canned data, records each request it was sent, and refuses as payments would (401 for an unknown key, 403 for an
+act from a key without support:act)."""
 
 import json
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class FakePayments:
 
     requests: list[httpx.Request] = field(default_factory=list)
     refuse: tuple[int, str, str] | None = None
+    scopes: tuple[str, ...] | None = ("support:read", "support:act")
+    """The key's scopes, as `GET /v1/support/me` tells them; a POST without support:act is refused 403. None: a
+    payments from before that route (404), which refuses nothing for it."""
     lose_answers: bool = False
     """Take each POST, then lose its answer (a read timeout): the act is done and the console cannot know it."""
     cases: list[dict[str, Any]] = field(
@@ -80,6 +84,10 @@ class FakePayments:
         if request.headers.get("authorization") != f"Bearer {KEY}":
             return error(401, "unauthenticated", "the key is unknown")
         path = request.url.path
+        if path == "/v1/support/me" and self.scopes is not None:
+            return httpx.Response(200, json={"name": "support-alice", "scopes": list(self.scopes)})
+        if request.method == "POST" and self.scopes is not None and "support:act" not in self.scopes:
+            return error(403, "insufficient_scope", "this key lacks the scope support:act")
         if request.method == "POST" and self.refuse:
             return error(*self.refuse)
         if request.method == "POST" and self.lose_answers:

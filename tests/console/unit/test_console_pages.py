@@ -229,3 +229,49 @@ def test_an_id_from_the_consoles_url_is_one_path_segment_of_the_request_to_payme
     assert [r.url.raw_path.decode() for r in payments.requests if r.url.path.startswith("/v1/support/orders/")] == [
         sent
     ]
+
+
+def test_a_read_only_key_sees_the_order_and_its_cases_without_any_form_to_act_and_a_note_why(
+    console: TestClient, payments: FakePayments
+) -> None:
+    payments.scopes = ("support:read",)
+    page = signed_in(console).get("/orders/ord_1").text
+    assert 'id="timeline"' in page and 'data-case-id="c-warn"' in page  # the same information as an actor sees
+    assert re.findall(r'<form method="post" action="(/orders|/cases)/', page) == []
+    assert 'id="act-needs-scope"' in page and "support:act" in page
+    queue = console.get("/cases").text
+    assert re.findall(r'class="case" data-case-id="([\w-]+)"', queue) == ["c-crit-old", "c-crit-new", "c-warn"]
+    assert 'class="acknowledge"' not in queue and 'action="/cases/' not in queue
+    assert 'id="act-needs-scope"' in queue
+
+
+def test_an_act_sent_anyway_with_a_read_only_key_is_still_refused_by_payments_and_shown(
+    console: TestClient, payments: FakePayments
+) -> None:
+    payments.scopes = ("support:read",)
+    signed_in(console)
+    response = console.post("/orders/ord_1/actions", data={"action": "refund", "reason": "asked"}, headers=SAME)
+    assert response.status_code == 403 and 'data-code="insufficient_scope"' in response.text
+    assert any(r.method == "POST" and r.url.path == "/v1/support/orders/ord_1/actions" for r in payments.requests)
+
+
+def test_a_key_that_can_act_sees_every_form_to_act_and_no_note(console: TestClient) -> None:
+    page = signed_in(console).get("/orders/ord_1").text
+    assert len(re.findall(r'class="act" data-action=', page)) == 4
+    assert 'action="/cases/c-warn/resolve"' in page
+    assert 'id="act-needs-scope"' not in page
+
+
+def test_a_payments_that_cannot_tell_the_keys_scopes_leaves_the_forms_and_the_decision_to_itself(
+    console: TestClient, payments: FakePayments
+) -> None:
+    payments.scopes = None
+    page = signed_in(console).get("/orders/ord_1")
+    assert page.status_code == 200 and len(re.findall(r'class="act" data-action=', page.text)) == 4
+    assert console.get("/cases").text.count('class="acknowledge"') == 3
+
+
+def test_a_page_refused_before_the_keys_scopes_are_known_says_nothing_about_them(payments: FakePayments) -> None:
+    with TestClient(build_app("http://payments.test", transport=payments.transport()), base_url=CONSOLE) as console:
+        page = console.get("/cases")
+        assert page.status_code == 401 and 'id="act-needs-scope"' not in page.text

@@ -412,6 +412,20 @@ async def test_reading_needs_support_read_and_acting_needs_support_act(stack: St
     assert await stack.sql("SELECT count(*) FROM support_actions WHERE order_id = $1", paid) == 0
 
 
+async def test_a_support_key_is_told_its_own_name_and_scopes_so_a_client_can_tell_whether_it_may_act(
+    stack: Stack,
+) -> None:
+    reader = await stack.key(f"reader-{uuid.uuid4().hex[:6]}", Scope.SUPPORT_READ)
+    backend = await stack.key(f"backend-{uuid.uuid4().hex[:6]}", Scope.ORDERS_READ)
+    own = await stack.payments.get("/v1/support/me")
+    assert own.status_code == 200, own.text
+    assert own.json() == {"name": stack.agent, "scopes": ["orders:write", "support:act", "support:read"]}
+    answer = await stack.payments.get("/v1/support/me", headers=reader)
+    assert answer.status_code == 200 and answer.json()["scopes"] == ["support:read"]
+    assert (await stack.payments.get("/v1/support/me", headers=backend)).status_code == 403
+    assert (await stack.payments.get("/v1/support/me", headers={"Authorization": ""})).status_code == 401
+
+
 async def test_a_resend_asks_the_notifier_once_per_idempotency_key_with_the_callers_key_and_is_recorded(
     stack: Stack, notifier: StandInNotifier
 ) -> None:

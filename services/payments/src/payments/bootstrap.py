@@ -30,7 +30,7 @@ from payments.adapters.providers.registry import build_registry
 from payments.adapters.providers.transport import QUERIES_IN_FLIGHT
 from payments.adapters.queries import PostgresQuerySchedule
 from payments.adapters.support_books import PostgresSupportBooks
-from payments.adapters.support_http import support_routes
+from payments.adapters.support_http import key_routes, support_routes
 from payments.callbacks import Callback, CallbackResult, handle_callbacks
 from payments.config import Settings
 from payments.domain import Order, Outcome
@@ -181,6 +181,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
         notifier_url=settings.notifier_url,
         timeout_s=settings.support_timeout_s,
     )
+    app.include_router(key_routes())
     app.include_router(support_routes(PostgresSupportBooks(infra.pool, uow), neighbours))
     app.state.retention = _retention(settings, infra)
     if settings.fast_path:

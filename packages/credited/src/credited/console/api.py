@@ -18,6 +18,7 @@ DEFAULT_PAYMENTS_URL = f"http://127.0.0.1:{DEFAULT_PORTS['payments']}"
 ACTIONS = ("redrive_credit", "refund", "grant_compensation", "resend_notification")
 CASE_ACTIONS = ("acknowledge", "assign", "notes", "resolve")
 SEARCH_FILTERS = ("order_id", "user_id", "provider_txn_id")
+ACT_SCOPE = "support:act"
 Json = dict[str, Any]
 
 
@@ -99,6 +100,17 @@ class SupportApi:
         body = response.json()
         assert isinstance(body, dict)
         return body
+
+    async def can_act(self) -> bool:
+        """Whether the key holds support:act (`GET /v1/support/me`), so the pages offer to act only to a key that may.
+        A payments without that route (404) leaves the question to payments itself, which refuses an act without it."""
+        try:
+            body = await self._call("GET", "/v1/support/me")
+        except ApiRefused as exc:
+            if exc.status == 404 and exc.code == "not_found":
+                return True
+            raise
+        return ACT_SCOPE in body.get("scopes", [])
 
     async def search(self, by: str, value: str) -> list[Json]:
         """Orders by one of SEARCH_FILTERS, newest first."""

@@ -208,6 +208,7 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
     ) -> Response:
         async with api(request) as client:
             view = await client.order(order_id)
+            can_act = await client.can_act()
             cases = sort_cases(view.get("cases", []))
             for case in cases:  # a case's history (who acknowledged, noted, resolved) is on its own endpoint
                 case["history"] = (await client.case(str(case["id"]))).get("history", [])
@@ -222,6 +223,7 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
             actions=view.get("actions", []),
             unavailable=view.get("unavailable", []),
             action_names=ACTIONS,
+            can_act=can_act,
             error=error,
             done=_confirmation(request),
             idempotency_key=idempotency_key or uuid.uuid4().hex,
@@ -259,7 +261,8 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
         async def render() -> Response:
             async with api(request) as client:
                 found = await client.cases("open")
-            return page(request, "cases.html", cases=sort_cases(found), done=_confirmation(request))
+                can_act = await client.can_act()
+            return page(request, "cases.html", cases=sort_cases(found), can_act=can_act, done=_confirmation(request))
 
         return await guarded(request, render, "cases.html")
 

@@ -1,6 +1,7 @@
 """Payments' support API for orders: find an order by its id, its user or its provider transaction (support:read),
 see it on one timeline across the services with its cases and the acts on it (support:read), and act on it
-(support:act): re-drive the credit, refund, grant compensation, resend the notification."""
+(support:act): re-drive the credit, refund, grant compensation, resend the notification. A support key may ask
+for its own name and scopes (support:read), so a client such as the console offers to act only to a key that can."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -97,6 +98,13 @@ class ActionAnswer(BaseModel):
     action: ActionView
 
 
+class KeyView(BaseModel):
+    """The calling key as payments knows it: the name its acts are recorded under, and its scopes."""
+
+    name: str
+    scopes: list[str] = Field(description="Sorted scope names, e.g. support:read, support:act.")
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -127,6 +135,17 @@ def action_view(a: ActionRecord) -> ActionView:
 
 def entry_view(e: Entry) -> EntryView:
     return EntryView(at=e.at.isoformat(), source=e.source, kind=e.kind, summary=e.summary, detail=e.detail)  # type: ignore[arg-type]
+
+
+def key_routes() -> APIRouter:
+    router = APIRouter(prefix="/v1/support", tags=["support"])
+
+    @router.get("/me", response_model=KeyView)
+    async def me(caller: SupportRead) -> KeyView:
+        """The calling key's name and scopes: whether it may act (support:act) or only read."""
+        return KeyView(name=caller.name, scopes=sorted(s.value for s in caller.scopes))
+
+    return router
 
 
 def support_routes(books: PostgresSupportBooks, neighbours: Neighbours) -> APIRouter:
