@@ -108,12 +108,16 @@ SELECT pg_advisory_xact_lock(k) FROM (
 # recorded, and one new delivery per target its user has now for the order (as _ADD fans out), due at once for the
 # worker to claim. None of the rows when the notifier has no notification for the order; the resend and no delivery
 # when its user has no target. None either when the resend id was recorded already (a request repeated under its
-# Idempotency-Key): see _RESEND_BY_ID.
+# Idempotency-Key): see _RESEND_BY_ID. The notification is locked FOR KEY SHARE (as the resend's foreign key would,
+# and no more: the worker's updates of its state do not wait) before it is chosen: one the retention is deleting at that
+# moment (notifier.adapters.retention, past its keep time) is waited for, then passed over as gone, instead of failing
+# the resend's foreign key once the retention commits (a 500 where the order has no notification left to resend).
 _RESEND = """
 WITH latest AS (
     SELECT notification_id, order_id, user_id, status, sequence FROM notifications
     WHERE order_id = $1 AND state <> 'superseded'
     ORDER BY sequence DESC, created_at DESC LIMIT 1
+    FOR KEY SHARE
 ), resend AS (
     INSERT INTO resends (resend_id, notification_id, order_id, reason, requested_by)
     SELECT $2, notification_id, order_id, $3, $4 FROM latest

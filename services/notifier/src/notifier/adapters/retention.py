@@ -16,6 +16,11 @@ the keep time are found by an index on the stamped column (migration 0010).
 The conditions' subqueries end in OFFSET 0, which keeps PostgreSQL from turning them into an anti-join (or a hashed
 subplan): it chose one that read every pending delivery to build a hash, millions in a receiver's outage, each batch.
 With it, each row past the keep time is looked up by an index, and a batch reads about the rows it deletes.
+
+A batch decides from the snapshot it started with, so a resend recorded meanwhile (support asking again for an order
+past its keep time) is not seen: its foreign key refuses the notification's delete (migration 0012, no cascade), and
+the batch fails and is tried again at the next interval, which sees it. A cascade would delete the resend and its
+pending deliveries with the notification, after support was told they were queued: the user never got it.
 """
 
 import asyncpg
