@@ -7,7 +7,7 @@ from aiokafka import errors as kafka_errors
 from tenacity import RetryCallState
 
 from servicekit.errors import Classified, Dependency, Kind
-from servicekit.retrying import BackoffPolicy, Readiness, call_with_retry, retrying
+from servicekit.retrying import BackoffPolicy, Outage, Readiness, call_with_retry, retrying
 
 FAST = BackoffPolicy(initial_s=0.001, cap_s=0.004, unknown_attempts=3)
 
@@ -108,3 +108,13 @@ def test_the_metrics_hear_a_dependency_ready_at_once_away_from_its_first_source_
 def test_a_retry_loop_is_told_to_log_at_the_first_failure_and_at_each_growth_of_its_backoff_only() -> None:
     backoff = BackoffPolicy(initial_s=0.5, cap_s=4.0)
     assert [backoff.grown_to(n) for n in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, None, None, None, None]
+
+
+def test_an_outage_counts_its_failures_in_a_row_and_ends_once_with_how_many_there_were() -> None:
+    outage = Outage(BackoffPolicy(initial_s=0.5, cap_s=4.0))
+    assert outage.ended() is None  # nothing failed: no recovery to tell
+    assert [outage.failed() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, None, None]
+    assert 0.5 <= outage.delay() <= 4.0
+    run = outage.ended()
+    assert run is not None and run[0] >= 0 and run[1] == 6
+    assert outage.ended() is None and outage.failed() == 0.5  # a new run starts from the first step

@@ -61,6 +61,38 @@ class BackoffPolicy:
         return min(self.cap_s, self.initial_s * 2.0**doubled)
 
 
+@dataclass
+class Outage:
+    """A retry loop's current run of failures against a dependency (how many in a row, since when), so that it logs
+    the first failure, each growth of its backoff and its recovery: a few lines over a failover of a minute, never
+    one a try."""
+
+    backoff: BackoffPolicy
+    failures: int = 0
+    since: float = 0.0
+    """When the first failure of the run happened (time.monotonic())."""
+
+    def failed(self) -> float | None:
+        """Count a failure: the backoff's new ceiling when this failure raised it (log then), else None."""
+        if not self.failures:
+            self.since = time.monotonic()
+        self.failures += 1
+        return self.backoff.grown_to(self.failures)
+
+    def delay(self) -> float:
+        """The wait before the next try."""
+        return self.backoff.delay(self.failures)
+
+    def ended(self) -> tuple[float, int] | None:
+        """Count a success: (seconds since the run's first failure, its failures) when it ends a run (log then),
+        else None."""
+        if not self.failures:
+            return None
+        run = (time.monotonic() - self.since, self.failures)
+        self.failures = 0
+        return run
+
+
 class Readiness:
     """Which dependencies the service's retry loops found away, since when and why; ready when none is.
 

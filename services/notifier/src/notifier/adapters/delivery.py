@@ -50,7 +50,7 @@ from notifier.ports import DeliveryChannel, DeliveryFailed
 from servicekit.errors import classify
 from servicekit.kafka import KafkaPublisher
 from servicekit.logs import about, bound
-from servicekit.retrying import BackoffPolicy
+from servicekit.retrying import BackoffPolicy, Outage
 
 log = logging.getLogger(__name__)
 SUPERSEDED_RESEND = "a newer status of the order was notified after the resend was asked"
@@ -169,15 +169,11 @@ class DeliveryWorker:
         self._batch_size = batch_size
         self._poll = poll_interval_s
         self._queue_backoff = queue_backoff
-        self._unread = 0
-        """Reads of the queue failed in a row (the database away): the next waits the backoff's delay after as many."""
-        self._unread_since = 0.0
-        """When the first of them failed (monotonic)."""
-        self._unextended = 0
-        """Extensions of the held deliveries' leases failed in a row (the database away): the next waits the backoff's
-        delay after as many, at most a quarter of a lease."""
-        self._unextended_since = 0.0
-        """When the first of them failed (monotonic)."""
+        self._unread = Outage(queue_backoff)
+        """Reads of the queue failing in a row (the database away): the next waits the backoff's delay."""
+        self._unextended = Outage(queue_backoff)
+        """Extensions of the held deliveries' leases failing in a row: the next waits the backoff's delay, at most a
+        quarter of a lease."""
         self._wakeup = asyncio.Event()
         self._settled: asyncio.Queue[Settlement] = asyncio.Queue()
         self._finals: asyncio.Queue[Settlement] = asyncio.Queue()
@@ -283,7 +279,7 @@ class DeliveryWorker:
                 self._metrics.in_flight.set(len(self._in_flight))
             if len(claimed) < free or free <= 0:
                 # A wake (a commit or a settle, the database took a write; or `finish`) ends a backoff early too.
-                wait = self._queue_backoff.delay(self._unread) if self._unread else self._poll
+                wait = self._unread.delay() if self._unread.failures else self._poll
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), wait)
 
@@ -358,24 +354,15 @@ class DeliveryWorker:
                 raise
             self._unreadable(verdict.reason, exc)
             return []
-        if self._unread:
-            log.info(
-                "delivery worker: queue readable again after %.1fs (%d reads failed)",
-                time.monotonic() - self._unread_since,
-                self._unread,
-            )
-            self._unread = 0
+        if run := self._unread.ended():
+            log.info("delivery worker: queue readable again after %.1fs (%d reads failed)", *run)
         return claimed
 
     def _unreadable(self, reason: str, exc: Exception) -> None:
         """Count a failed read of the queue. Logged the first time and whenever the backoff grows, until it reaches its
         cap; then nothing until the queue is read again (its line says for how long it was not): over a failover of a
         minute, a handful of lines rather than one each try."""
-        if not self._unread:
-            self._unread_since = time.monotonic()
-        self._unread += 1
-        ceiling = self._queue_backoff.grown_to(self._unread)
-        if ceiling is not None:
+        if (ceiling := self._unread.failed()) is not None:
             log.warning(
                 "delivery worker could not read the queue (%s), will retry with backoff up to %.1fs: %r",
                 reason,
@@ -496,8 +483,8 @@ class DeliveryWorker:
         waiting for the database or the broker), so no other instance claims and sends it again."""
         while True:
             wait = min(self._poll, self._lease_s / 4)
-            if self._unextended:  # the database is away: try less often, still within a quarter of a lease
-                wait = min(self._queue_backoff.delay(self._unextended), self._lease_s / 4)
+            if self._unextended.failures:  # the database is away: try less often, still within a quarter of a lease
+                wait = min(self._unextended.delay(), self._lease_s / 4)
             await asyncio.sleep(wait)
             await self._extend_leases()
 
@@ -513,11 +500,7 @@ class DeliveryWorker:
                 verdict = classify(exc)
                 if not verdict.transient:
                     raise
-                if not self._unextended:
-                    self._unextended_since = time.monotonic()
-                self._unextended += 1
-                ceiling = self._queue_backoff.grown_to(self._unextended)
-                if ceiling is not None:
+                if (ceiling := self._unextended.failed()) is not None:
                     log.warning(
                         "could not extend the leases of %d deliveries this worker holds (%s), will retry with backoff"
                         " up to %.1fs: %r",
@@ -527,13 +510,10 @@ class DeliveryWorker:
                         exc,
                     )
                 return
-            if self._unextended:
+            if run := self._unextended.ended():
                 log.info(
-                    "extended the leases of the deliveries this worker holds again after %.1fs (%d tries failed)",
-                    time.monotonic() - self._unextended_since,
-                    self._unextended,
+                    "extended the leases of the deliveries this worker holds again after %.1fs (%d tries failed)", *run
                 )
-                self._unextended = 0
         for held in due:
             d = held.claimed
             if (d.notification_id, d.target_key) in extended:
@@ -567,7 +547,7 @@ class DeliveryWorker:
         """Repeat `step` while the database or broker is away, until it takes it: a settled outcome is never dropped.
         Any other error is raised, and ends the worker (see `run`). The tries back off as the queue's reads do, and
         are logged the same way: the first failure, each growth of the backoff, then the success."""
-        failures, since = 0, 0.0
+        outage = Outage(self._queue_backoff)
         while True:
             try:
                 await step()
@@ -575,11 +555,7 @@ class DeliveryWorker:
                 verdict = classify(exc)
                 if not verdict.transient:
                     raise
-                if not failures:
-                    since = time.monotonic()
-                failures += 1
-                ceiling = self._queue_backoff.grown_to(failures)
-                if ceiling is not None:
+                if (ceiling := outage.failed()) is not None:
                     log.warning(
                         "could not %s deliveries (%s), will retry with backoff up to %.1fs: %r",
                         what,
@@ -587,12 +563,10 @@ class DeliveryWorker:
                         ceiling,
                         exc,
                     )
-                await asyncio.sleep(self._queue_backoff.delay(failures))
+                await asyncio.sleep(outage.delay())
                 continue
-            if failures:
-                log.info(
-                    "could %s deliveries again after %.1fs (%d tries failed)", what, time.monotonic() - since, failures
-                )
+            if run := outage.ended():
+                log.info("could %s deliveries again after %.1fs (%d tries failed)", what, *run)
             return
 
     async def _dead_letter(self, settlements: list[Settlement]) -> None:

@@ -14,14 +14,13 @@ each growth of the backoff, and the return with how long the feed did not listen
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from functools import partial
 
 import asyncpg
 
 from notifier.adapters.postgres import notify_channel
-from servicekit.retrying import BackoffPolicy
+from servicekit.retrying import BackoffPolicy, Outage
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +47,8 @@ class PostgresOrderFeed:
         self._backoff = backoff
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self.listening = asyncio.Event()
-        self._failed = 0
-        """Tries to LISTEN that failed since the feed last listened (or started)."""
-        self._deaf_since: float | None = None
-        """When the feed stopped listening (monotonic), None while it listens or before it first did."""
+        self._outage = Outage(backoff)
+        """Since the feed stopped listening: its loss, then each try to LISTEN again that failed."""
 
     @contextlib.contextmanager
     def watch(self, order_id: str) -> Iterator[asyncio.Event]:
@@ -95,7 +92,7 @@ class PostgresOrderFeed:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=1)
-            await asyncio.sleep(self._backoff.delay(self._failed + 1))
+            await asyncio.sleep(self._outage.delay())
 
     async def _hold(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         """Return when the connection is lost; raise when a check of it fails."""
@@ -108,34 +105,28 @@ class PostgresOrderFeed:
         raise asyncpg.InterfaceError("connection is closed")
 
     def _listening(self) -> None:
-        if self._deaf_since is not None:
+        if run := self._outage.ended():
             log.info(
                 "status page feed listening again after %.1fs (%d tries failed); open pages re-read what they missed",
-                time.monotonic() - self._deaf_since,
-                self._failed,
+                run[0],
+                run[1] - 1,  # the first of the run was the loss
             )
-        self._failed = 0
-        self._deaf_since = None
         self.listening.set()
         self._wake_all()  # whatever was missed while not listening is read again
 
     def _deaf(self, exc: BaseException) -> None:
         """Count a loss or a failed try to LISTEN again: the loss is logged, then a try only when it grows the backoff
         (until its cap), so a failover of a minute takes a handful of lines, not one a try."""
-        backoff = self._backoff
-        if self._deaf_since is None:
-            self._deaf_since = time.monotonic()
-            self._failed = 0
+        ceiling = self._outage.failed()
+        if self._outage.failures == 1:
             log.warning(
                 "status page feed is not listening (its LISTEN connection was lost or refused), open pages re-read at"
                 " their heartbeat until it is back; retrying with backoff up to %.1fs: %r",
-                backoff.cap_s,
+                self._backoff.cap_s,
                 exc,
             )
-            return
-        self._failed += 1
-        ceiling = backoff.grown_to(self._failed + 1)  # the first try after the loss waited the first step
-        if ceiling is not None:
+        elif ceiling is not None:
+            tries = self._outage.failures - 1
             log.warning(
-                "status page feed still cannot LISTEN (%d tries), next try within %.1fs: %r", self._failed, ceiling, exc
+                "status page feed still cannot LISTEN (%d tries), next try within %.1fs: %r", tries, ceiling, exc
             )
