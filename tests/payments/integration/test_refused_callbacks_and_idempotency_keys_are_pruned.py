@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from payments.adapters import orders
 from payments.bootstrap import build
 from payments.config import Settings
 from servicekit.retention import Retention
@@ -122,3 +123,27 @@ async def test_each_prune_finds_the_old_rows_by_an_index_not_by_reading_the_whol
         await conn.execute("SET LOCAL enable_seqscan = off")  # a scan is then chosen only when nothing else can be
         plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {pruned.statement}", pruned.keep_s, 5000))
     assert f"Seq Scan on {table}" not in plan, plan
+
+
+async def test_a_retry_whose_idempotency_key_the_retention_deletes_while_it_is_placed_gets_an_order_not_a_500(
+    payments: tuple[httpx.AsyncClient, asyncpg.Pool, Retention], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retention's batch commits between the placing statement, which found the key still held by its first
+    order (past the keep time), and the read of that holder, which finds it gone."""
+    client, pool, retention = payments
+    old = await place(client, "k-old")
+    await age(pool, "idempotency_keys", "created_at", 8)  # past the 7 days keys are kept
+    fetch, pruned = asyncpg.pool.Pool.fetch, []
+
+    async def pruned_before_the_holders_are_read(self: asyncpg.Pool, query: str, *args: object) -> list[asyncpg.Record]:
+        if query == orders._HOLDERS and not pruned:
+            pruned.append(await retention.prune())
+        return await fetch(self, query, *args)
+
+    monkeypatch.setattr(asyncpg.pool.Pool, "fetch", pruned_before_the_holders_are_read)
+    again = await place(client, "k-old")  # a new request now that its key is gone
+    assert pruned == [1]
+    assert again != old
+    keys = [(r["key"], r["order_id"]) for r in await pool.fetch("SELECT key, order_id FROM idempotency_keys")]
+    assert keys == [("k-old", again)]
+    assert {r["order_id"] for r in await pool.fetch("SELECT order_id FROM orders")} == {old, again}

@@ -66,6 +66,11 @@ class PostgresOrderBook:
         self._on_commit = on_commit
 
     async def place(self, orders: Sequence[NewOrder], announcements: Sequence[Announcement]) -> list[KeyHolder | None]:
+        """None for each order inserted now, else what its key (or its own id) held before; in the orders' order.
+
+        The holders are read after the placing statement's commit: a key it found held but past its keep time can be
+        deleted by the retention in between (servicekit.retention). Such a key is free, so its request is a new one
+        and is placed again, as it would have been a moment later, instead of failing for a holder that is gone."""
         assert len(announcements) == len(orders)  # one announcement per order, in the orders' order
         rows = [(*order_row(n.order), n.key, n.fingerprint, n.owner) for n in orders]
         records = [(a.topic.qualified(self._topic_prefix), encode(a.message, self._envelope(a))) for a in announcements]
@@ -81,7 +86,18 @@ class PostgresOrderBook:
         if lost:
             held = await self._pool.fetch(_HOLDERS, lost)
             holders = {r["key"]: KeyHolder(r["request_fingerprint"], r["order_id"], r["owner"]) for r in held}
-        return [_holder(n, placed, holders) for n in orders]
+        freed = [
+            i
+            for i, n in enumerate(orders)
+            if n.order.order_id not in placed and n.key is not None and n.key not in holders
+        ]
+        again_at = set(freed)
+        answers = [None if i in again_at else _holder(n, placed, holders) for i, n in enumerate(orders)]
+        if freed:
+            again = await self.place([orders[i] for i in freed], [announcements[i] for i in freed])
+            for i, holder in zip(freed, again, strict=True):
+                answers[i] = holder
+        return answers
 
     def _envelope(self, announcement: Announcement) -> Envelope:
         return envelope_for(announcement.message, producer=self._producer, event_id=announcement.event_id)
