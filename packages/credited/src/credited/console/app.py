@@ -34,6 +34,26 @@ TEMPLATES = Path(__file__).parent / "templates"
 _MINOR_UNITS = re.compile(r"[0-9]{1,13}")
 """A compensation's amount as a person types it: up to 13 digits (the contracts' MinorUnits stop at 10**12)."""
 
+MAX_KEY_LENGTH = 256
+"""Far beyond an API key (about 50 characters), far below what a cookie or a header can hold."""
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""What an `Authorization: Bearer` header can carry (RFC 6750's b64token): no space, control or non-ASCII character."""
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot be an API key, as the word that says so, or None when it may be one (payments decides).
+
+    A key with a line break, a tab or a NUL cannot even be put in the header (the request fails before it leaves,
+    which would read as payments unreachable); one with a space or "…" (a pasted `credited keys list` prefix) is no
+    key either. None of them is sent to payments."""
+    if not key:
+        return "key_empty"
+    if len(key) > MAX_KEY_LENGTH:
+        return "key_too_long"
+    if not _BEARER_TOKEN.fullmatch(key):
+        return "key_malformed"
+    return None
+
 
 class Refused(Exception):
     """A request the console itself refuses (no key, a cross-site form, a bad amount): status and word key."""
@@ -146,6 +166,23 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
         )  # outside the middleware below
 
     @app.middleware("http")
+    async def _no_key_cookie_that_cannot_be_a_key(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """A key cookie the console never set (edited by hand) is cleared, and the sign-in page says so: it is never
+        sent to payments, and one no header can carry would fail the page with a 500. Signing in, out and choosing a
+        language go on as usual. (Registered first: it runs inside the origin check, and its page gets the headers.)"""
+        key = request.cookies.get(KEY_COOKIE)
+        path = request.url.path
+        going_on = (request.method == "POST" and path in ("/signin", "/signout")) or path.startswith("/lang/")
+        if not key or going_on or key_problem(key) is None:
+            return await call_next(request)
+        error = problem(request, Refused(401, "key_cookie_unreadable"))
+        response = page(request, "signin.html", status=401, error=error, signed_in=False)
+        response.delete_cookie(KEY_COOKIE, httponly=True, samesite="strict")
+        return response
+
+    @app.middleware("http")
     async def _forms_from_the_console_only(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
@@ -170,15 +207,18 @@ def build_app(payments_url: str, *, transport: httpx.AsyncBaseTransport | None =
         return page(request, "signin.html")
 
     @app.post("/signin")
-    async def signin(request: Request, key: str = Form(...)) -> Response:
+    async def signin(request: Request, key: str = Form("")) -> Response:
+        pasted = key.strip()  # a key copied with the line break or blanks around it
+
         async def check() -> Response:
-            if not key.strip().isascii():  # no API key has other characters (a pasted `credited keys list` prefix
-                raise Refused(401, "error_401")  # ends in "…"), and a header could not carry them to payments
-            async with SupportApi(payments_url, key.strip(), transport=transport) as client:
+            wrong = key_problem(pasted)  # an empty form is asked again on this page, not answered with a 422 in JSON
+            if wrong is not None:
+                raise Refused(401, wrong)
+            async with SupportApi(payments_url, pasted, transport=transport) as client:
                 await client.cases()  # a key payments refuses is told here, not on the next page
             response = RedirectResponse("/search", status_code=303)
             response.set_cookie(
-                KEY_COOKIE, key.strip(), httponly=True, samesite="strict", secure=request.url.scheme == "https"
+                KEY_COOKIE, pasted, httponly=True, samesite="strict", secure=request.url.scheme == "https"
             )
             return response
 

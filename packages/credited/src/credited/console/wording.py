@@ -97,6 +97,16 @@ WORDS: dict[str, dict[str, str]] = {
         "error_other": "Payments refused the request.",
         "unreachable": "Payments cannot be reached; try again shortly.",
         "signin_required": "Sign in first.",
+        "key_empty": "Paste your API key to sign in.",
+        "key_malformed": (
+            "This is not an API key: a key has only letters, digits and underscores, with no space, line break or"
+            " other character. Copy the whole key again and paste only the key."
+        ),
+        "key_too_long": "This is too long to be an API key (a key is about 50 characters). Paste only the key.",
+        "key_cookie_unreadable": (
+            "Your saved sign-in could not be read, so it was cleared and nothing was sent to payments."
+            " Sign in again with your API key."
+        ),
         "bad_origin": "This form was not sent from the console itself, so it was refused.",
         "bad_amount": "Give the amount as a whole number of minor units greater than 0.",
         "in_utc": "{time} UTC",
@@ -191,6 +201,15 @@ WORDS: dict[str, dict[str, str]] = {
         "error_other": "支付服务拒绝了此请求。",
         "unreachable": "无法连接支付服务，请稍后重试。",
         "signin_required": "请先登录。",
+        "key_empty": "请粘贴您的 API 密钥后再登录。",
+        "key_malformed": (
+            "这不是 API 密钥：密钥只含字母、数字和下划线，没有空格、换行或其他字符。"
+            "请重新复制完整的密钥，只粘贴密钥本身。"
+        ),
+        "key_too_long": "内容太长，不可能是 API 密钥（密钥约 50 个字符）。请只粘贴密钥本身。",
+        "key_cookie_unreadable": (
+            "无法读取已保存的登录信息，已将其清除，未向支付服务发送任何内容。请用您的 API 密钥重新登录。"
+        ),
         "bad_origin": "此表单并非从控制台本身提交，已被拒绝。",
         "bad_amount": "请以最小货币单位填写大于 0 的整数金额。",
         "in_utc": "{time}（UTC）",
