@@ -5,6 +5,8 @@ reconciles the orders after a marker, and after one at the end of its input, ins
 again for ever and stopping. Real broker; the worker as a process."""
 
 import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -53,14 +55,14 @@ async def producers(broker: Broker) -> AsyncIterator[tuple[AIOKafkaProducer, AIO
 
 
 async def write(producers: tuple[AIOKafkaProducer, AIOKafkaProducer | None], topic: str, record: Record, *,
-                in_transaction: bool) -> None:  # fmt: skip
-    """One record to partition 0 of `topic`; in a transaction of its own when asked and the broker has them."""
+                in_transaction: bool, partition: int = 0) -> None:  # fmt: skip
+    """One record to `partition` of `topic`; in a transaction of its own when asked and the broker has them."""
     plain, transactional = producers
     if in_transaction and transactional is not None:
         async with transactional.transaction():
-            await transactional.send(topic, record.value, key=record.key, headers=record.headers, partition=0)
+            await transactional.send(topic, record.value, key=record.key, headers=record.headers, partition=partition)
     else:
-        await plain.send_and_wait(topic, record.value, key=record.key, headers=record.headers, partition=0)
+        await plain.send_and_wait(topic, record.value, key=record.key, headers=record.headers, partition=partition)
 
 
 async def test_the_broker_says_where_records_resume_past_transaction_markers(
@@ -119,4 +121,56 @@ async def test_a_worker_reconciles_the_orders_written_after_a_transaction_and_on
         return retried >= set(orders)
 
     await read_until(broker.bootstrap, Topic.LEDGER_COMMANDS.qualified(prefix), all_retried, timeout_s=STARTUP_S)
+    assert reconciler.alive() and reconciler.exit_code() is None, reconciler.tail()
+
+
+def retried(records: list[ConsumerRecord[bytes, bytes]]) -> set[str]:
+    """The orders a RetryCredit was sent for: the orders flagged overdue."""
+    return {m.order_id for m in (decode(r.value, r.headers)[0] for r in records) if isinstance(m, RetryCredit)}
+
+
+@pytest.fixture
+def reconciler_of_two_partitions(broker: Broker, database_url: str, isolation: str, tmp_path: Path) -> Iterator[Child]:
+    with worker_process(broker.bootstrap, broker.kind, database_url, isolation, tmp_path, partitions=2) as child:
+        yield child
+
+
+async def test_a_payment_whose_partition_ends_in_a_transaction_marker_is_flagged_on_time_while_others_flow(
+    broker: Broker,
+    producers: tuple[AIOKafkaProducer, AIOKafkaProducer | None],
+    reconciler_of_two_partitions: Child,
+    isolation: str,
+) -> None:
+    """A replayed payment, the last record of its partition before the commit marker of its transaction, while
+    payments keep arriving on the worker's other partition: its order is flagged within a second or two of its
+    deadline (1 s), not once the other partition falls quiet or a record comes to its own."""
+    reconciler = reconciler_of_two_partitions
+    port = int(reconciler.env["RECONCILER_HTTP_PORT"])
+    ready = lambda: (health(port) or (0, {}))[0] == 200  # noqa: E731
+    await asyncio.to_thread(wait_for, ready, timeout_s=STARTUP_S, what="reconciler ready", child=reconciler)
+    prefix = f"{isolation}."
+    payments, commands = Topic.PAYMENTS_EVENTS.qualified(prefix), Topic.LEDGER_COMMANDS.qualified(prefix)
+    first = f"ord_{isolation}_first"  # read by the worker before the test's clock starts
+    await write(producers, payments, payment(first), in_transaction=False, partition=1)
+    await read_until(broker.bootstrap, commands, lambda records: first in retried(records), timeout_s=STARTUP_S)
+
+    async def traffic() -> None:
+        n = 0
+        while True:
+            n += 1
+            await write(producers, payments, payment(f"ord_{isolation}_flow_{n}"), in_transaction=False, partition=1)
+            await asyncio.sleep(0.25)
+
+    flowing = asyncio.create_task(traffic())
+    try:
+        await asyncio.sleep(1.0)
+        replayed = f"ord_{isolation}_replayed"
+        await write(producers, payments, payment(replayed), in_transaction=True, partition=0)
+        written = time.monotonic()
+        await read_until(broker.bootstrap, commands, lambda records: replayed in retried(records), timeout_s=3.0)
+        assert time.monotonic() - written < 3.0
+    finally:
+        flowing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flowing
     assert reconciler.alive() and reconciler.exit_code() is None, reconciler.tail()

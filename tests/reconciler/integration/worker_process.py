@@ -11,13 +11,22 @@ from tests.stoppable_broker import service_env
 
 @contextmanager
 def worker_process(
-    bootstrap: str, kind: str, database_url: str, isolation: str, tmp_path: Path, **settings: str
+    bootstrap: str,
+    kind: str,
+    database_url: str,
+    isolation: str,
+    tmp_path: Path,
+    *,
+    partitions: int = 1,
+    **settings: str,
 ) -> Iterator[Child]:
-    """The worker, with reconciler `settings` of the test's own (named without their prefix) on top."""
+    """The worker, with reconciler `settings` of the test's own (named without their prefix) on top, on topics of
+    `partitions` partitions each."""
     env = service_env(
         "reconciler", bootstrap, kind, database_url, isolation,
         http_port=str(free_port()), threshold_s="1", data_dir=str(tmp_path / "reconciler"), **settings,
     )  # fmt: skip
+    env["CREDITED_TOPIC_PARTITIONS"] = str(partitions)
     child = Child("reconciler", [sys.executable, "-m", "reconciler"], log_path=tmp_path / "reconciler.log", env=env)
     child.start()
     try:

@@ -158,6 +158,44 @@ async def test_a_partition_that_stays_stuck_however_often_it_is_read_again_makes
     assert gave_up and set(gave_up) == {7}
 
 
+class Markers:
+    """past_unreadable (Rounds.past_unreadable) of a partition whose offsets from `first` to its end are markers."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.asked: list[tuple[str, int, int, int]] = []
+
+    async def __call__(self, topic: str, partition: int, offset: int, limit: int) -> int:
+        self.asked.append((topic, partition, offset, limit))
+        return limit if offset >= self.first else offset
+
+
+async def test_a_partition_ending_in_a_marker_gets_past_it_while_the_agent_is_busy_with_other_partitions() -> None:
+    seeks, clock, waiting, markers = Seeks(), Clock(), Waiting(), Markers(first=41)
+    rewinder = Rewinder(seeks, clock, retry_after_s=1.0)
+    tail = TailWatch(rewinder, clock, waiting, lambda *_: None, after_s=2.0, past_unreadable=markers)
+    waiting.records = True  # records of the worker's other partitions keep arriving
+    await tail.observe("payments.events", 0, 41, 42)
+    clock.now += 0.4
+    await tail.observe("payments.events", 0, 41, 42)
+    assert markers.asked == []
+    clock.now += 0.2
+    await tail.observe("payments.events", 0, 41, 42)
+    assert markers.asked == [("payments.events", 0, 41, 42)] and seeks.calls == []
+
+
+async def test_a_partition_waiting_for_a_record_asks_the_broker_once_and_is_not_read_again_while_the_agent_is_busy(
+) -> None:  # fmt: skip
+    seeks, clock, waiting, markers = Seeks(), Clock(), Waiting(), Markers(first=60)
+    rewinder = Rewinder(seeks, clock, retry_after_s=1.0)
+    tail = TailWatch(rewinder, clock, waiting, lambda *_: None, after_s=2.0, past_unreadable=markers)
+    waiting.records = True
+    for _ in range(10):
+        await tail.observe("payments.events", 1, 50, 60)
+        clock.now += 0.5
+    assert markers.asked == [("payments.events", 1, 50, 60)] and seeks.calls == []
+
+
 def fetch_loop_hands_on(offsets: FencedReadOffsets, tp: str, fetched: list[int]) -> list[int]:
     """What faust's fetch loop hands on of `fetched`: records below the read offset are dropped, and
     the read offset moves to each record handed on (faust.transport.consumer, _drain_messages)."""

@@ -41,6 +41,10 @@ Seek = Callable[[str, int, int, str], Awaitable[None]]
 """seek(topic, partition, offset, why): read the partition again from `offset`."""
 
 STUCK_AFTER_S = 2.0
+UNREADABLE_AFTER_S = 0.5
+"""How long a partition stands still below its end before the broker is asked whether the offsets up to the end
+hand over no record (TailWatch): short, since the partition's safe time, and every deadline on it, waits for it;
+long enough that a record merely in flight is handed over first (each question is a connection of its own)."""
 
 
 @dataclass
@@ -107,7 +111,15 @@ class TailWatch:
     the broker's end offset for `after_s` while the agent is idle. The ticker reports the positions and end
     offsets; `waiting` says whether the agent has records in hand or applied any lately (while it catches up,
     faust hands some partitions over seconds after others: they are not stuck, and reading them again throws
-    their fetched records away); `give_up` is called when the Rewinder says the partition does not recover."""
+    their fetched records away); `give_up` is called when the Rewinder says the partition does not recover.
+
+    A position that stands still below the end for `unreadable_after_s` is first asked whether the offsets up to
+    the end hand over no record (`past_unreadable`: the commit marker a transaction leaves after the last record
+    of a partition, rounds.py), once per standstill and whatever the agent is doing: that asks the broker only and
+    moves the position only past offsets no consumer is handed, so it throws nothing away. Waiting for the agent to
+    be idle there would hold the partition's safe time, and every deadline on it, for as long as records kept
+    arriving on the worker's other partitions (on Apache Kafka, a payment replayed in a transaction went unflagged
+    as long as payments flowed on another partition: tests/reconciler/integration/test_transaction_markers.py)."""
 
     def __init__(
         self,
@@ -118,6 +130,7 @@ class TailWatch:
         *,
         after_s: float = STUCK_AFTER_S,
         past_unreadable: Callable[[str, int, int, int], Awaitable[int]] | None = None,
+        unreadable_after_s: float = UNREADABLE_AFTER_S,
     ) -> None:
         self._rewinder = rewinder
         self._past_unreadable = past_unreadable
@@ -125,7 +138,9 @@ class TailWatch:
         self._waiting = waiting
         self._give_up = give_up
         self._after_s = after_s
-        self._since: dict[tuple[str, int], tuple[int, float]] = {}
+        self._unreadable_after_s = min(unreadable_after_s, after_s)
+        # Per partition: the position standing still, since when, and whether the broker was asked about it yet.
+        self._since: dict[tuple[str, int], tuple[int, float, bool]] = {}
 
     async def observe(self, topic: str, partition: int, position: int | None, end: int) -> None:
         """The agent is at `position` in `topic[partition]`, the broker at `end`."""
@@ -136,11 +151,16 @@ class TailWatch:
             return
         seen = self._since.get(key)
         if seen is None or seen[0] != position:
-            self._since[key] = (position, now)
+            self._since[key] = (position, now, False)
             return
+        if self._past_unreadable is not None and not seen[2] and now - seen[1] >= self._unreadable_after_s:
+            self._since[key] = (position, seen[1], True)
+            if await self._past_unreadable(topic, partition, position, end) != position:
+                self._since.pop(key, None)  # past the markers: the end, or records the agent is handed next
+                return
         if now - seen[1] < self._after_s or self._waiting():
             return
-        self._since[key] = (position, now)  # the wait starts again
+        self._since[key] = (position, now, False)  # the wait starts again
         if self._past_unreadable is not None:  # offsets that hand over no record (rounds.py) are not a standstill
             position = await self._past_unreadable(topic, partition, position, end)
             if position >= end:
