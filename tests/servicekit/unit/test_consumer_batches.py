@@ -6,7 +6,7 @@ integration tests run the same loop on the real ones."""
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import cast
 
 import pytest
@@ -249,3 +249,33 @@ async def test_a_handler_that_names_no_types_has_every_record_decoded() -> None:
     loop = consumer_loop(Handler(store), store, consumer, dead)
     await run_polls(loop, consumer, 1)
     assert list(dead.reasons()) == [b"placed"] and store.committed == ["paid"] and loop.skipped_total == 0
+
+
+async def test_a_failed_poll_has_all_its_orders_locked_at_once_before_its_messages_are_retried_one_at_a_time() -> None:
+    store, dead = Store(), KeptDeadLetters()
+    timeline: list[object] = []
+    inner = Handler(store, bad=frozenset({"bad"}))
+
+    async def handle(deliveries: Sequence[tuple[Message, Envelope]]) -> None:
+        timeline.append([m.order_id for m, _ in deliveries])
+        await inner(deliveries)
+
+    async def lock_orders(order_ids: Collection[str]) -> None:
+        timeline.append(("locked", sorted(order_ids)))
+
+    records = [record("b", 0), record("bad", 1), record("a", 2), record("b", 3)]
+    consumer = FakeConsumer([polled(*records), polled(record("c", 4))])
+    handler = only({PaymentSucceeded}, handle, lock_orders=lock_orders)
+    await run_polls(consumer_loop(handler, store, consumer, dead), consumer, 2)
+    # Set-based, the handler locks its orders itself; one at a time, they are all locked first, once. A transaction
+    # of one order (the poll of "c", set-based) has nothing to order.
+    assert timeline == [
+        ["b", "bad", "a", "b"],
+        ("locked", ["a", "b", "bad"]),
+        ["b"],
+        *[["bad"]] * 3,
+        ["a"],
+        ["b"],
+        ["c"],
+    ]
+    assert store.committed == ["b", "a", "b", "c"] and set(dead.reasons()) == {b"bad"}

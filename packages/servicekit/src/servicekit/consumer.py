@@ -17,8 +17,10 @@ Readiness (so /healthz answers not ready) until the poll goes through; a dead le
 reach the broker waits the same way. A poll whose handler fails on anything else is handled again one message
 at a time, each in a savepoint of one transaction (and, should even that transaction not commit, each in a
 transaction of its own), so one bad message goes to the dead-letter topic with its reason and never holds up the
-rest. A commit refused because the group rebalanced meanwhile is logged, not fatal: the partition's next owner
-resumes from the last commit, and every effect is idempotent.
+rest; a handler that locks its orders (`only(..., lock_orders=...)`) has all the poll's locked first, so that
+transaction waits for another sharing its orders rather than deadlock with it. A commit refused because the group
+rebalanced meanwhile is logged, not fatal: the partition's next owner resumes from the last commit, and every
+effect is idempotent.
 """
 
 import asyncio
@@ -44,7 +46,7 @@ from contracts.codec import DecodeError, decode
 from contracts.registry import MODELS
 from servicekit.errors import Classified, Dependency, classify
 from servicekit.fetching import follow_traffic
-from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, Only, PermanentFailure
+from servicekit.kafka import BatchHandler, DeadLetterPublisher, Delivery, Only, OrderLocks, PermanentFailure
 from servicekit.logs import bound
 from servicekit.metrics import ConsumerMetrics, DeadLetterKind
 from servicekit.retrying import BackoffPolicy, Readiness, retrying, worth_retrying
@@ -99,6 +101,11 @@ def _skipped_types(handler: BatchHandler) -> frozenset[bytes]:
     if not isinstance(handler, Only):
         return frozenset()
     return frozenset(name.encode() for name in MODELS if name not in handler.event_types)
+
+
+def _order_locks(handler: BatchHandler) -> OrderLocks | None:
+    """How `handler` locks a poll's orders, if it said (`only(..., lock_orders=...)`)."""
+    return handler.lock_orders if isinstance(handler, Only) else None
 
 
 WRONG_TOPIC = "wrong_topic"
@@ -179,6 +186,7 @@ class KafkaConsumerLoop:
         self.group_id = group_id
         self._handler = handler
         self._skipped = _skipped_types(handler)
+        self._lock_orders = _order_locks(handler)
         self._carried = {topic: frozenset(name.encode() for name in names) for topic, names in (carried or {}).items()}
         self.skipped_total = 0
         """Records skipped undecoded: another service's message types on a shared topic."""
@@ -382,6 +390,12 @@ class KafkaConsumerLoop:
         return []
 
     async def _one_at_a_time(self, batch: list[_Decoded]) -> list[_DeadLetter]:
+        # Each message's handler locks its order to the transaction's end: one at a time, in the poll's order, and
+        # two polls sharing orders in opposite order (two instances, or two consumers of one order's events) would
+        # deadlock. The poll's orders are locked first, in the handler's own fixed order; its locks then hold.
+        orders = {item.delivery[0].order_id for item in batch}
+        if self._lock_orders is not None and len(orders) > 1:
+            await self._lock_orders(orders)
         failed = [dead for item in batch if (dead := await self._one(item)) is not None]
         return failed
 

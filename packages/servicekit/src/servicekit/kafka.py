@@ -422,18 +422,28 @@ def route(routes: Mapping[type[Message], Callable[[Any, Envelope], Awaitable[Non
     return handle
 
 
+OrderLocks = Callable[[Collection[str]], Awaitable[None]]
+"""Takes the locks a handler takes on these orders, in the poll's transaction and in one fixed order (the service's
+own, the one its batch handler takes them in), held until the transaction ends."""
+
+
 class Only:
     """A batch handler that passes `handler` the poll's messages of `types`, in order, and nothing when there are
     none; the others are another service's business on a shared topic. The consumer loop reads `event_types` to
-    skip those records undecoded (servicekit.consumer)."""
+    skip those records undecoded, and `lock_orders` before it retries a failed poll one message at a time
+    (servicekit.consumer)."""
 
-    __slots__ = ("_handler", "_wanted", "event_types")
+    __slots__ = ("_handler", "_wanted", "event_types", "lock_orders")
 
-    def __init__(self, types: Collection[type[Message]], handler: BatchHandler) -> None:
+    def __init__(
+        self, types: Collection[type[Message]], handler: BatchHandler, *, lock_orders: OrderLocks | None = None
+    ) -> None:
         self._wanted = frozenset(types)
         self._handler = handler
         self.event_types: frozenset[str] = frozenset(t.event_type for t in self._wanted)
         """The `event_type` header values of the messages the handler acts on."""
+        self.lock_orders = lock_orders
+        """How the handler locks the orders it handles, if it does: see `only`."""
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
         wanted = self._wanted
@@ -442,10 +452,16 @@ class Only:
             await self._handler(mine)
 
 
-def only(types: Collection[type[Message]], handler: BatchHandler) -> Only:
+def only(types: Collection[type[Message]], handler: BatchHandler, *, lock_orders: OrderLocks | None = None) -> Only:
     """A batch handler that passes `handler` the poll's messages of `types`, in order, and nothing when there are
-    none; the others are another service's business on a shared topic (and a consumer skips them undecoded)."""
-    return Only(types, handler)
+    none; the others are another service's business on a shared topic (and a consumer skips them undecoded).
+
+    `lock_orders`, for a handler that locks the orders of the messages it is given for the rest of the transaction
+    (in one fixed order, so two polls sharing orders wait for each other): the same locks, for a poll's orders at
+    once. A consumer takes them before it retries a failed poll one message at a time in one transaction, where
+    each message's locks would otherwise be taken in the poll's order, and two polls sharing orders in opposite
+    order would deadlock."""
+    return Only(types, handler, lock_orders=lock_orders)
 
 
 def per_message(handler: Handler) -> BatchHandler:

@@ -35,10 +35,11 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     parking = ParkingMetrics(infra.registry, SERVICE)
     # Each poll of either consumer is one batch: its payment events or commands, decided and written set-based.
     handle = partial(handlers.handle_batch, uow=uow, faults=faults, users=users, parking=parking.count)
+    locks = partial(handlers.lock_orders, uow=uow)  # a failed poll's orders, before it is retried one at a time
     infra.consume(
         "ledger.payments",
         [Topic.PAYMENTS_EVENTS],
-        only({PaymentSucceeded, RefundSucceeded}, handle),
+        only({PaymentSucceeded, RefundSucceeded}, handle, lock_orders=locks),
         members=settings.payments_consumers,
     )
     # The group named as a literal where it is consumed: the contracts catalogue test reads it from this call.
@@ -47,7 +48,7 @@ async def build(settings: Settings, *, connect: bool = True) -> tuple[Infrastruc
     infra.consume(
         "ledger.commands",
         [Topic.LEDGER_COMMANDS, Topic.LEDGER_REDRIVES],
-        only({RetryCredit, RedriveCredit, BlockCredit, GrantCompensation}, handle),
+        only({RetryCredit, RedriveCredit, BlockCredit, GrantCompensation}, handle, lock_orders=locks),
     )
     commands = "ledger.commands"
     topics = [Topic.LEDGER_COMMANDS.value, Topic.LEDGER_REDRIVES.value]

@@ -59,7 +59,7 @@ flight, and a RefundSucceeded for a credited order is logged as an error.
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -475,6 +475,13 @@ _DECIDERS: dict[type[Message], tuple[str, Decider]] = {
     GrantCompensation: (COMMANDS_CONSUMER, BatchDecisions.grant_compensation),
 }
 """What the ledger handles: each message type with the consumer that records its event ids, and its decision."""
+
+
+async def lock_orders(order_ids: Collection[str], *, uow: UnitOfWorkFactory) -> None:
+    """Lock these orders as `handle_batch` does, in the consumer's transaction: before a poll that failed is handled
+    one message at a time in it (servicekit.kafka.only), whose messages then find their orders locked already."""
+    async with uow() as tx:
+        await tx.lock_orders(order_ids)
 
 
 async def handle_batch(

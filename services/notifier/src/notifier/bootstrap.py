@@ -159,15 +159,16 @@ async def build(settings: Settings, *, connect: bool = True) -> Notifier:
             on_leased=worker.hand_over,
         )
 
+    locks = partial(handlers.lock_orders, uow=uow)  # a failed poll's orders, before it is retried one at a time
     infra.consume(
         "notifier.order-status",
         [Topic.ORDERS_STATUS],
-        only({OrderStatusChanged}, partial(handlers.handle_status_changes, uow=uow)),
+        only({OrderStatusChanged}, partial(handlers.handle_status_changes, uow=uow), lock_orders=locks),
     )
     infra.consume(
         "notifier.payments",
         [Topic.PAYMENTS_EVENTS],
-        only({OrderExpired}, partial(handlers.handle_expired_orders, uow=uow)),
+        only({OrderExpired}, partial(handlers.handle_expired_orders, uow=uow), lock_orders=locks),
     )
     subscriptions = PostgresSubscriptions(
         infra.pool,

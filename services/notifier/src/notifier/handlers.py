@@ -1,7 +1,7 @@
 """Notifier use cases: turn a status change, or an order expired unpaid, into one notification for the user."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from contracts.base import Message
@@ -64,6 +64,14 @@ def expired_payload(notification: domain.Notification, expired: OrderExpired) ->
         "estimated_credit_at": None,
         "changed_at": expired.expired_at.isoformat(),
     }
+
+
+async def lock_orders(order_ids: Collection[str], *, uow: UnitOfWorkFactory) -> None:
+    """Lock these orders as queueing their notifications does, in the consumer's transaction: before a poll that
+    failed is handled one message at a time in it (servicekit.kafka.only), whose messages then find their orders
+    locked already."""
+    async with uow() as tx:
+        await tx.lock_orders(order_ids)
 
 
 async def handle_status_changes(deliveries: Sequence[tuple[Message, Envelope]], *, uow: UnitOfWorkFactory) -> None:

@@ -1,6 +1,6 @@
 """What the notifier needs from the outside world."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -17,6 +17,11 @@ class NotifierUnitOfWork(Protocol):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+    async def lock_orders(self, order_ids: Collection[str]) -> None:
+        """Queue these orders' notifications one unit of work at a time until this one ends, as `add_many` does for
+        its own; the locks are taken in one fixed order, so two units sharing orders wait and never deadlock."""
+        ...
 
     async def preferences_of_many(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
         """The locale and time zone each of these users chose (each None if they did not), for those who chose."""

@@ -8,7 +8,7 @@ runs out, as any claimed delivery.
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -217,6 +217,9 @@ class PostgresNotifications(PostgresUnitOfWork):
         await super().__aenter__()
         return self
 
+    async def lock_orders(self, order_ids: Collection[str]) -> None:
+        await self.conn.execute(_LOCK_ORDERS, sorted(set(order_ids)))
+
     async def preferences_of_many(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
         rows = await self.conn.fetch(
             "SELECT user_id, locale, time_zone FROM user_preferences WHERE user_id = ANY($1::text[])", list(user_ids)
@@ -226,7 +229,7 @@ class PostgresNotifications(PostgresUnitOfWork):
     async def add_many(self, notifications: Sequence[tuple[Notification, dict[str, Any]]]) -> dict[str, str]:
         payloads = {n.notification_id: payload for n, payload in notifications}
         raw = {notification_id: orjson.dumps(payload) for notification_id, payload in payloads.items()}
-        await self.conn.execute(_LOCK_ORDERS, sorted({n.order_id for n, _ in notifications}))
+        await self.lock_orders({n.order_id for n, _ in notifications})
         # The lease runs from this statement (clock_timestamp(), not the transaction's start, which may be seconds
         # earlier in a long poll), and the worker times it from just before it: it extends the lease before it ends.
         leased_at = time.monotonic()
