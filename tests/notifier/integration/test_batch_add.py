@@ -13,12 +13,13 @@ import pytest
 from contracts.events import OrderStatus, OrderStatusChanged
 from notifier import domain
 from notifier.adapters.feed import PostgresOrderFeed
-from notifier.adapters.postgres import NOTIFIED_PER_MESSAGE, PostgresNotifications, notify_channel
+from notifier.adapters.postgres import NOTIFIED_PER_MESSAGE, notify_channel
 from notifier.adapters.queue import Claimed
 from notifier.bootstrap import Notifier, build
 from notifier.handlers import payload
 from tests.conftest import Broker
 from tests.notifier.harness import notifier_settings
+from tests.notifier.integration.late_credit import leasing_uow
 
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 STATUSES = [OrderStatus.PAID, OrderStatus.DELAYED, OrderStatus.CREDITED]
@@ -51,22 +52,8 @@ async def notifier(broker: Broker, database_url: str, isolation: str) -> AsyncIt
 
 async def add(notifier: Notifier, changes: list[OrderStatusChanged], leased: list[Claimed]) -> None:
     """The batch in one unit of work, as the consumer's handler adds it, to the webhook, handing over to `leased`."""
-    settings = notifier.infra.settings
-
-    def uow() -> PostgresNotifications:
-        return PostgresNotifications(
-            notifier.infra.pool,
-            producer="notifier",
-            topic_prefix=settings.topic_prefix,
-            schema=settings.db_schema,
-            webhook=True,
-            lease_s=30.0,
-            on_commit=lambda: None,
-            on_leased=lambda claimed, _: leased.extend(claimed),
-        )
-
     rendered = [domain.render(c) for c in changes]
-    async with uow() as tx:
+    async with leasing_uow(notifier, leased) as tx:
         await tx.add_many([(n, payload(n, c)) for n, c in zip(rendered, changes, strict=True)])
 
 

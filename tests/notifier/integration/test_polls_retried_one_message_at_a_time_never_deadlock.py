@@ -5,7 +5,6 @@ break a deadlock between them (and the poll retried as if the database were away
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -13,43 +12,14 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from contracts.base import Message
 from contracts.codec import Envelope, encode, envelope_for
-from contracts.events import OrderExpired, OrderStatus, OrderStatusChanged
 from contracts.topics import Topic
 from notifier.bootstrap import Notifier, build
 from servicekit.consumer import KafkaConsumerLoop
 from tests.conftest import Broker
 from tests.notifier.harness import notifier_settings
+from tests.notifier.integration.late_credit import credited, expired
 
-T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 FIRST, SECOND = "ord_retried_a", "ord_retried_b"
-
-
-def credited(order_id: str) -> OrderStatusChanged:
-    return OrderStatusChanged(
-        order_id=order_id,
-        user_id=f"u-{order_id}",
-        status=OrderStatus.CREDITED,
-        sequence=1,
-        amount=600,
-        currency="CNY",
-        channel="alipay",
-        paid_at=T0 + timedelta(minutes=40),
-        credited_at=T0 + timedelta(minutes=41),
-        changed_at=T0 + timedelta(minutes=41),
-    )
-
-
-def expired(order_id: str) -> OrderExpired:
-    return OrderExpired(
-        order_id=order_id,
-        user_id=f"u-{order_id}",
-        amount=600,
-        currency="CNY",
-        channel="alipay",
-        provider="alipay",
-        placed_at=T0,
-        expired_at=T0 + timedelta(minutes=30),
-    )
 
 
 def poll(topic: str, messages: Sequence[Message]) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
@@ -110,8 +80,18 @@ async def test_a_status_poll_and_an_expiry_poll_retried_one_message_at_a_time_on
 
     async with asyncio.timeout(30):
         await asyncio.gather(
-            statuses.handle_poll(poll(Topic.ORDERS_STATUS.qualified(prefix), [credited(FIRST), credited(SECOND)])),
-            expiries.handle_poll(poll(Topic.PAYMENTS_EVENTS.qualified(prefix), [expired(SECOND), expired(FIRST)])),
+            statuses.handle_poll(
+                poll(
+                    Topic.ORDERS_STATUS.qualified(prefix),
+                    [credited(FIRST, f"u-{FIRST}"), credited(SECOND, f"u-{SECOND}")],
+                )
+            ),
+            expiries.handle_poll(
+                poll(
+                    Topic.PAYMENTS_EVENTS.qualified(prefix),
+                    [expired(SECOND, f"u-{SECOND}"), expired(FIRST, f"u-{FIRST}")],
+                )
+            ),
         )
 
     assert meeting.deadlocks == []

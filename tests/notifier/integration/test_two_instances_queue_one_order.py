@@ -6,50 +6,28 @@ device under the same push Topic."""
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from contracts.events import OrderExpired, OrderStatus, OrderStatusChanged
+from contracts.events import OrderExpired, OrderStatusChanged
 from notifier import domain
-from notifier.adapters.postgres import PostgresNotifications
 from notifier.adapters.queue import Claimed
 from notifier.bootstrap import Notifier, build
 from notifier.handlers import expired_payload, payload
 from tests.conftest import Broker
 from tests.notifier.harness import notifier_settings
+from tests.notifier.integration.late_credit import credited, expired, leasing_uow
 
-T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 ORDER = "ord_two_instances"
 
 
 def expiry() -> OrderExpired:
-    return OrderExpired(
-        order_id=ORDER,
-        user_id="u-two",
-        amount=600,
-        currency="CNY",
-        channel="alipay",
-        provider="alipay",
-        placed_at=T0,
-        expired_at=T0 + timedelta(minutes=30),
-    )
+    return expired(ORDER, "u-two")
 
 
 def credit() -> OrderStatusChanged:
-    return OrderStatusChanged(
-        order_id=ORDER,
-        user_id="u-two",
-        status=OrderStatus.CREDITED,
-        sequence=1,
-        amount=600,
-        currency="CNY",
-        channel="alipay",
-        paid_at=T0 + timedelta(minutes=40),
-        credited_at=T0 + timedelta(minutes=41),
-        changed_at=T0 + timedelta(minutes=41),
-    )
+    return credited(ORDER, "u-two")
 
 
 def rendered(which: str) -> tuple[domain.Notification, dict[str, Any]]:
@@ -71,21 +49,6 @@ async def instances(broker: Broker, database_url: str, isolation: str) -> AsyncI
         await first.close()
 
 
-def uow(notifier: Notifier, leased: list[Claimed]) -> PostgresNotifications:
-    """A unit of work of the instance's consumer, to the webhook, handing its leased deliveries over to `leased`."""
-    settings = notifier.infra.settings
-    return PostgresNotifications(
-        notifier.infra.pool,
-        producer="notifier",
-        topic_prefix=settings.topic_prefix,
-        schema=settings.db_schema,
-        webhook=True,
-        lease_s=30.0,
-        on_commit=lambda: None,
-        on_leased=lambda claimed, _: leased.extend(claimed),
-    )
-
-
 @pytest.mark.parametrize(("held", "committed"), [("expiry", "credit"), ("credit", "expiry")])
 async def test_an_expiry_and_a_credit_queued_at_once_by_two_instances_never_both_go_out_at_once(
     instances: tuple[Notifier, Notifier], held: str, committed: str
@@ -94,10 +57,10 @@ async def test_an_expiry_and_a_credit_queued_at_once_by_two_instances_never_both
     leased: list[Claimed] = []
 
     async def queue_on_second() -> None:
-        async with uow(second, leased) as tx:
+        async with leasing_uow(second, leased) as tx:
             await tx.add_many([rendered(committed)])
 
-    async with uow(first, leased) as tx:
+    async with leasing_uow(first, leased) as tx:
         await tx.add_many([rendered(held)])
         other = asyncio.create_task(queue_on_second())
         await asyncio.sleep(0.5)  # the second instance's batch meets the first's, not committed yet
