@@ -77,9 +77,9 @@ async def test_the_feed_backs_off_while_the_database_is_away_and_says_so_in_a_fe
             await asyncio.sleep(AWAY_S)
             lines_away = [r.getMessage() for r in caplog.records if r.name == "notifier.adapters.feed"]
             listening_away = feed.listening.is_set()
+            woken.clear()  # before the return: the feed may listen again, and wake the page, before start() returns
             await asyncio.to_thread(own_database.start)
             back = time.monotonic()
-            woken.clear()
             try:
                 await asyncio.wait_for(feed.listening.wait(), 30)
             except TimeoutError:
