@@ -3,11 +3,13 @@ and the status changes the reconciler would publish."""
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -171,3 +173,15 @@ async def dead_letters(broker: Broker, prefix: str) -> list[ConsumerRecord[bytes
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
     return dict(record.headers)[name].decode()
+
+
+async def timelines(answer: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Each `timeline` event of a server-sent event stream, as it arrives."""
+    buffered = ""
+    async for chunk in answer.aiter_text():
+        buffered += chunk
+        while "\n\n" in buffered:
+            block, buffered = buffered.split("\n\n", 1)
+            lines = block.split("\n")
+            if "event: timeline" in lines:
+                yield orjson.loads(next(line for line in lines if line.startswith("data: "))[len("data: ") :])

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,7 +24,7 @@ from credited.stack.processes import Child, free_port, wait_for
 from harness.simulator.receiver import WebhookReceiver
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
-from tests.notifier.harness import change, publish
+from tests.notifier.harness import change, publish, timelines
 from tests.stoppable_broker import health, service_env
 
 STARTUP_S = 120
@@ -58,7 +57,6 @@ class Stream:
 
     async def _read(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}"}
-        buffered = ""
         try:
             async with (
                 httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as browser,
@@ -67,14 +65,8 @@ class Stream:
                 if answer.status_code != 200:
                     self.ended = f"answered {answer.status_code}"
                     return
-                async for chunk in answer.aiter_text():
-                    buffered += chunk
-                    while "\n\n" in buffered:
-                        block, buffered = buffered.split("\n\n", 1)
-                        lines = block.split("\n")
-                        if "event: timeline" in lines:
-                            data = next(line for line in lines if line.startswith("data: "))[len("data: ") :]
-                            self.seen.append((int(orjson.loads(data)["sequence"]), time.monotonic()))
+                async for timeline in timelines(answer):
+                    self.seen.append((int(timeline["sequence"]), time.monotonic()))
             self.ended = "ended by the server"
         except httpx.HTTPError as exc:
             self.ended = repr(exc)

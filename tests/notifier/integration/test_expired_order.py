@@ -6,7 +6,6 @@ and its status page, opened with the order's status link, says so: on opening it
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +23,7 @@ from servicekit.links import StatusLinks
 from tests.conftest import Broker
 from tests.kafka_reader import eventually
 from tests.notifier.conftest import StartNotifier
-from tests.notifier.harness import change, publish
+from tests.notifier.harness import change, publish, timelines
 from tests.notifier.push_service import Fault, PushService
 from tests.service_settings import STATUS_LINK_SECRET
 
@@ -84,18 +83,6 @@ async def test_an_expired_order_is_told_to_its_user_once_in_their_language_howev
         assert page.status_code == 200, page.text
     finally:
         await webhook.stop()
-
-
-async def timelines(answer: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Each `timeline` event of a server-sent event stream, as it arrives."""
-    buffered = ""
-    async for chunk in answer.aiter_text():
-        buffered += chunk
-        while "\n\n" in buffered:
-            block, buffered = buffered.split("\n\n", 1)
-            lines = block.split("\n")
-            if "event: timeline" in lines:
-                yield orjson.loads(next(line for line in lines if line.startswith("data: "))[len("data: ") :])
 
 
 def initial_timeline(page: str) -> dict[str, Any]:
