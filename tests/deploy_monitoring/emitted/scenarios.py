@@ -241,10 +241,10 @@ def lagging(lags: list[tuple[int, int]]) -> Step:
     return step
 
 
-def outbox_ages(ages: list[float]) -> Step:
+def outbox_ages(ages: list[float], service: str = "payments") -> Step:
     async def step(w: World, i: int) -> None:
         await orders(w, i, "card", 2)
-        w.outbox_ages["payments"] = ages[min(i, len(ages) - 1)]
+        w.outbox_ages[service] = ages[min(i, len(ages) - 1)]
 
     return step
 
@@ -441,6 +441,9 @@ SCENARIOS = {
             "ledger_lag_drains", 60, 11, lagging([(0, 0), (5000, 0), (4000, 0), (2000, 0), (500, 0), (0, 0)]), world()
         ),
         Scenario("payments_outbox_stuck", 60, 11, outbox_ages([0.0, *(60.0 * k for k in range(1, 11))]), world()),
+        Scenario(
+            "ledger_outbox_stuck", 60, 11, outbox_ages([0.0, *(60.0 * k for k in range(1, 11))], "ledger"), world()
+        ),
         Scenario("payments_outbox_drains", 60, 10, outbox_ages([0, 2, 0, 5, 1, 0, 3, 0, 0, 0]), world()),
         Scenario("one_record_dead_lettered", 60, 36, one_record_dead_lettered, world()),
         Scenario(
