@@ -6,7 +6,6 @@ again for ever and stopping. Real broker; the worker as a process."""
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -124,6 +123,10 @@ async def test_a_worker_reconciles_the_orders_written_after_a_transaction_and_on
     assert reconciler.alive() and reconciler.exit_code() is None, reconciler.tail()
 
 
+FLAGGED_WHILE_FLOWING_S = 15.0
+"""How long the replayed order has to be flagged while payments keep arriving on the other partition."""
+
+
 def retried(records: list[ConsumerRecord[bytes, bytes]]) -> set[str]:
     """The orders a RetryCredit was sent for: the orders flagged overdue."""
     return {m.order_id for m in (decode(r.value, r.headers)[0] for r in records) if isinstance(m, RetryCredit)}
@@ -142,7 +145,7 @@ async def test_a_payment_whose_partition_ends_in_a_transaction_marker_is_flagged
     isolation: str,
 ) -> None:
     """A replayed payment, the last record of its partition before the commit marker of its transaction, while
-    payments keep arriving on the worker's other partition: its order is flagged within a second or two of its
+    payments keep arriving on the worker's other partition: its order is flagged soon after its
     deadline (1 s), not once the other partition falls quiet or a record comes to its own."""
     reconciler = reconciler_of_two_partitions
     port = int(reconciler.env["RECONCILER_HTTP_PORT"])
@@ -166,9 +169,11 @@ async def test_a_payment_whose_partition_ends_in_a_transaction_marker_is_flagged
         await asyncio.sleep(1.0)
         replayed = f"ord_{isolation}_replayed"
         await write(producers, payments, payment(replayed), in_transaction=True, partition=0)
-        written = time.monotonic()
-        await read_until(broker.bootstrap, commands, lambda records: replayed in retried(records), timeout_s=3.0)
-        assert time.monotonic() - written < 3.0
+        # While the traffic flows: a worker waiting for the other partition to fall quiet never flags it. The
+        # bound leaves a slow machine room (its deadline is 1 s, the broker is asked after 0.5 s of standstill).
+        await read_until(
+            broker.bootstrap, commands, lambda records: replayed in retried(records), timeout_s=FLAGGED_WHILE_FLOWING_S
+        )
     finally:
         flowing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
