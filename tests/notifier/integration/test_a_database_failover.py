@@ -90,6 +90,7 @@ def api_answers(child: Child, code: str) -> float:
     return sum(s.value for s in counted if s.labels["code"] == code and s.labels["route"].startswith("/v1/"))
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_the_notifier_outlives_a_database_failover_and_its_status_pages_stay_live(
     broker: Broker,
     own_database: EmbeddedPostgres,

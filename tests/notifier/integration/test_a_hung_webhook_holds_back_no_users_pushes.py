@@ -5,6 +5,7 @@ Real broker and PostgreSQL, the notifier in the test's event loop."""
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 
 from contracts.events import OrderStatus
@@ -23,6 +24,7 @@ async def hang(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_a_hung_platform_webhook_does_not_hold_back_users_pushes(
     notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
 ) -> None:

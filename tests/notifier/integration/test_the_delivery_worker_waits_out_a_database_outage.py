@@ -37,6 +37,7 @@ RESUME_S = QUEUE_BACKOFF.cap_s + 3.0
 comes within the backoff's cap, then the pool connects and the webhook is posted."""
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_the_delivery_worker_backs_off_while_the_database_is_away_and_resumes_within_its_cap(
     broker: Broker,
     own_database: EmbeddedPostgres,
@@ -111,6 +112,7 @@ MAX_TRIES_LINES = 5
 one a backoff level at most (retrying every half second logs about two a second)."""
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_the_delivery_worker_backs_off_writing_an_outcome_while_the_database_is_away_and_writes_it_when_back(
     broker: Broker, own_database: EmbeddedPostgres, isolation: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -72,6 +72,7 @@ async def test_a_change_made_right_after_a_short_database_restart_wakes_an_open_
     assert woken_s <= LIVE_S, f"the page was woken {woken_s:.1f}s after a change made right after the restart"
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_the_feed_backs_off_while_the_database_is_away_and_says_so_in_a_few_lines(
     own_database: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
 ) -> None:

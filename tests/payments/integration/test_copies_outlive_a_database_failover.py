@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import Topic
@@ -99,6 +100,7 @@ def every_copy_ready(port: int, asks: int = 12) -> bool:
     return all((health(port) or (0, {}))[0] == 200 for _ in range(asks))
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_two_copies_of_payments_outlive_a_database_failover_losing_and_repeating_nothing(
     broker: Broker, own_database: EmbeddedPostgres, isolation: str, tmp_path: Path, children: list[Child]
 ) -> None:

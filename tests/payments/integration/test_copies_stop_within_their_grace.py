@@ -8,6 +8,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from credited.keys import create_development_key
 from credited.stack.processes import Child, free_port, wait_for
 from servicekit.runner import CLOSE_S
@@ -23,6 +25,7 @@ GRACE_S."""
 WORKING = "payments connected to PostgreSQL and the broker: working"
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_a_supervisor_of_copies_lets_them_finish_a_request_within_a_stop_grace_longer_than_the_default(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path, children: list[Child]
 ) -> None:
