@@ -18,6 +18,7 @@ from notifier.adapters.queue import Claimed
 from notifier.bootstrap import Notifier, build
 from notifier.handlers import payload
 from tests.conftest import Broker
+from tests.kafka_reader import eventually
 from tests.notifier.harness import notifier_settings
 from tests.notifier.integration.late_credit import leasing_uow
 
@@ -88,7 +89,8 @@ async def test_a_batch_of_250_orders_wakes_every_orders_page_with_three_notifies
             woken = [watching.enter_context(feed.watch(o)) for o in orders]
             await add(notifier, [change(o, 1) for o in orders], [])
             await asyncio.wait_for(asyncio.gather(*(event.wait() for event in woken)), 10)
-        await asyncio.sleep(0.2)  # every NOTIFY of the commit has reached the raw listener too
+        await eventually(lambda: len(heard) >= 3, timeout_s=10, interval_s=0.05)  # the raw listener's too
+        await asyncio.sleep(0.2)  # and no fourth after them
     finally:
         running.cancel()
         await listener.close()
