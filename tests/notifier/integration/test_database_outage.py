@@ -62,6 +62,7 @@ async def leases_ran_out(admin: asyncpg.Connection, schema: str, lease_s: float,
     await eventually(passed, timeout_s=times * lease_s + 60)
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_an_outcome_the_database_cannot_take_is_written_later_and_nothing_reaches_the_webhook_twice(
     notifier: StartNotifier, webhook: WebhookReceiver, broker: Broker, admin: asyncpg.Connection, isolation: str
 ) -> None:
@@ -89,6 +90,7 @@ async def test_an_outcome_the_database_cannot_take_is_written_later_and_nothing_
     assert [(r["state"], r["delivery"]) for r in states] == [("delivered", "delivered")] * ORDERS
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_two_notifiers_send_nothing_twice_while_the_database_cannot_take_outcomes(
     notifier: StartNotifier, webhook: WebhookReceiver, broker: Broker, admin: asyncpg.Connection, isolation: str
 ) -> None:

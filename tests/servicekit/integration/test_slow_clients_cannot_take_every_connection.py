@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import httpx
+import pytest
 
 from credited.stack.processes import free_port
 from servicekit.serving import HEADERS_WITHIN_S
@@ -38,6 +39,7 @@ async def healthy(url: str) -> bool:
     return False
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_connections_that_never_finish_their_headers_do_not_lock_the_service_out_of_its_health_checks() -> None:
     """A client (or a broken load balancer, or slowloris) that opens connections and sends half a request line is
     kept forever: uvicorn times out only idle keep-alive connections after a response, never a connection still
@@ -69,6 +71,7 @@ async def test_connections_that_never_finish_their_headers_do_not_lock_the_servi
         server.wait(10)
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_a_keep_alive_connection_idle_after_its_answer_outlives_the_headers_deadline() -> None:
     """The headers deadline runs from a request's first byte (or the connection's opening) to its last header: a
     client that reuses its connection after a pause longer than the deadline, within the keep-alive time, is
