@@ -5,6 +5,7 @@ a time."""
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -263,19 +264,18 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="credited-admin", **(security or {}))
     await admin.start()
     try:
+        # The listing comes from the broker's metadata cache, which learns a new topic a moment after the
+        # controller made it: a topic it misses may still exist, and the create then answers so.
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                answer = await admin.create_topics(
-                    [
-                        NewTopic(
-                            name=n, num_partitions=partitions, replication_factor=1, topic_configs=_topic_configs(n)
-                        )
-                        for n in missing
-                    ]
-                )
-                _check_created(answer.topic_errors, partitions)
+            answer = await admin.create_topics(
+                [
+                    NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=_topic_configs(n))
+                    for n in missing
+                ]
+            )
+            existing |= _check_created(answer.topic_errors, partitions)
         await _check_partitions(admin, [n for n in names if n in exact and n in existing], partitions)
     finally:
         await admin.close()
@@ -284,7 +284,7 @@ async def ensure_topics(
 async def _check_partitions(admin: AIOKafkaAdminClient, names: Sequence[str], partitions: int) -> None:
     if not names:
         return
-    counts = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(list(names))}
+    counts = await _partition_counts(admin, names)
     wrong = [f"{t} has {n} partitions" for t, n in sorted(counts.items()) if n != partitions]
     if wrong:
         raise TopicsMisconfigured(
@@ -294,7 +294,28 @@ async def _check_partitions(admin: AIOKafkaAdminClient, names: Sequence[str], pa
         )
 
 
-def _check_created(topic_errors: Sequence[tuple[Any, ...]], partitions: int) -> None:
+METADATA_WAIT_S = 10.0
+"""How long a topic the controller made may stay unknown to the broker's metadata cache."""
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, int]:
+    """Each topic's partition count, asked again while the broker's cache does not know a topic yet (it answers
+    'unknown topic' with no partitions, which is not a count)."""
+    deadline = time.monotonic() + METADATA_WAIT_S
+    while True:
+        described = await admin.describe_topics(list(names))
+        unknown = sorted(d["topic"] for d in described if d["error_code"] != 0)
+        if not unknown:
+            return {d["topic"]: len(d["partitions"]) for d in described}
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"the broker does not describe topics {unknown} {METADATA_WAIT_S:.0f} s after they were made"
+            )
+        await asyncio.sleep(0.1)
+
+
+def _check_created(topic_errors: Sequence[tuple[Any, ...]], partitions: int) -> set[str]:
+    """Log what was created and return the topics the broker said already exist."""
     codes = {topic: code for topic, code, *_ in topic_errors}
     refused = sorted(t for t, code in codes.items() if code == TopicAuthorizationFailedError.errno)
     if refused:
@@ -302,6 +323,7 @@ def _check_created(topic_errors: Sequence[tuple[Any, ...]], partitions: int) -> 
     created = sorted(t for t, code in codes.items() if code == 0)
     if created:
         log.info("created topics %s with %d partitions", created, partitions)
+    return {t for t, code in codes.items() if code == TopicAlreadyExistsError.errno}
 
 
 Delivery = tuple[Message, Envelope]
