@@ -87,6 +87,7 @@ async def credits(admin: asyncpg.Connection, schema: str, order_id: str) -> int:
     return count
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_a_read_only_database_makes_the_ledger_wait_not_dead_letter_and_it_credits_once_writable_again(
     broker: Broker, ledger: Child, ledger_role: str, admin: asyncpg.Connection, isolation: str
 ) -> None:

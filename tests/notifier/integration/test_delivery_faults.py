@@ -4,6 +4,8 @@ the push service and the device collapse into one."""
 
 from collections import Counter
 
+import pytest
+
 from contracts.events import OrderStatus
 from notifier import domain
 from tests.conftest import Broker
@@ -119,6 +121,7 @@ async def test_after_the_last_attempt_the_notification_is_dead_lettered_with_the
     assert push_service.received == []
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_a_notifier_killed_mid_delivery_delivers_everything_after_a_restart_and_repeats_only_collapse(
     notifier: StartNotifier, push_service: PushService, broker: Broker, isolation: str
 ) -> None:

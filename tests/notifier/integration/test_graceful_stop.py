@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiohttp import web
 
 from contracts.events import OrderStatus
@@ -23,6 +24,7 @@ STARTUP_S = 120
 ANSWER_AFTER_S = 2.0
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_sigterm_during_a_webhook_delivery_finishes_it_and_the_next_notifier_does_not_send_it_again(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path, children: list[Child]
 ) -> None:

@@ -79,6 +79,7 @@ def joining(port: int) -> bool:
     )
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_an_order_answered_while_payments_joins_its_groups_is_published_when_it_stops_then(
     broker: Broker,
     database_url: str,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from aiokafka import ConsumerRecord
 
 from contracts.base import Message
@@ -66,6 +67,7 @@ def held_by_a_reader(changes: list[OrderStatusChanged]) -> OrderStatus:
     return held
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_a_credit_read_by_the_next_owner_after_a_flag_announced_by_a_killed_worker_reaches_the_user(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from contracts.base import Message
@@ -67,6 +68,7 @@ def retried(order_id: str) -> Callable[[list[ConsumerRecord[bytes, bytes]]], boo
     return lambda records: any(isinstance(m, RetryCredit) and m.order_id == order_id for m in messages(records))
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_after_a_restart_a_replay_for_a_dropped_order_is_ignored_and_a_backlog_older_than_the_retention_is_not(
     broker: Broker, database_url: str, isolation: str, tmp_path: Path
 ) -> None:

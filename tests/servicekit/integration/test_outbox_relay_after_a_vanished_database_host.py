@@ -4,6 +4,8 @@ dropped, and the outbox relay goes on with a new one (servicekit.postgres, servi
 import asyncio
 import socket
 
+import pytest
+
 from contracts.codec import encode, envelope_for
 from contracts.topics import Topic
 from servicekit.kafka import KafkaPublisher, ensure_topics
@@ -34,6 +36,7 @@ async def test_every_pooled_connection_has_tcp_keepalives_and_a_command_timeout(
             await pool.close()
 
 
+@pytest.mark.long  # waits out an outage, a grace or a timeout: the long tests' lane
 async def test_the_relay_publishes_again_within_a_minute_when_the_database_host_vanished_without_a_reset(
     broker: Broker, database_url: str, isolation: str
 ) -> None:
