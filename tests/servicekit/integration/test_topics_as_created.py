@@ -27,6 +27,18 @@ async def _retention_ms(bootstrap: str, topic: str) -> int:
         await admin.close()
 
 
+async def _made_with_two_partitions(bootstrap: str, topic: str) -> list[str]:
+    """Make `topic` with 2 partitions; return the topics the broker listed just before."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        before = await admin.list_topics()
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        return before
+    finally:
+        await admin.close()
+
+
 async def test_the_dead_letter_topic_a_service_creates_is_kept_ninety_days_not_the_brokers_week(
     broker: Broker, isolation: str
 ) -> None:
@@ -48,12 +60,7 @@ async def test_a_reconciler_refuses_to_start_on_joined_topics_partitioned_unlike
     different workers, while the start went on without a word."""
     settings = settings_for(Settings, broker, database_url, isolation)  # 3 partitions
     payments = Topic.PAYMENTS_EVENTS.qualified(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(payments, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await _made_with_two_partitions(broker.bootstrap, payments)
 
     said = rf"{re.escape(payments)} has 2 partitions, but CREDITED_TOPIC_PARTITIONS is 3"
     with pytest.raises(TopicsMisconfigured, match=said):
@@ -69,13 +76,7 @@ async def test_a_joined_topic_the_brokers_listing_does_not_show_yet_is_still_che
     listing here is the one taken before the topic was made, as a lagging cache gives it."""
     settings = settings_for(Settings, broker, database_url, isolation)  # 3 partitions
     payments = Topic.PAYMENTS_EVENTS.qualified(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    try:
-        before = await admin.list_topics()
-        await admin.create_topics([NewTopic(payments, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    before = await _made_with_two_partitions(broker.bootstrap, payments)
 
     async def lagging(self: AIOKafkaAdminClient) -> list[str]:
         return list(before)
