@@ -154,6 +154,7 @@ def start_in_production(keys: LocalKeys | None, **env: str) -> subprocess.Comple
         "KAFKA_BOOTSTRAP": "127.0.0.1:9",
         "CREDITED_STATUS_LINK_SECRET": STRONG + "-link",
         "PAYMENTS_HTTP_PORT": str(free_port()),
+        "PAYMENTS_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
         **(keys.payments_env("http://127.0.0.1:9") if keys is not None else {}),
         **env,
     }

@@ -60,6 +60,7 @@ def start_ledger(
             "CREDITED_TOPIC_PARTITIONS": "1",
             "CREDITED_STOP_GRACE_S": str(grace_s),
             "LEDGER_HTTP_PORT": str(port),
+            "LEDGER_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
             "LEDGER_DB_SCHEMA": f"{isolation}_ledger",
             "CREDITED_IDENTITY_SCHEMA": f"{isolation}_identity",
         }

@@ -39,6 +39,7 @@ def ledger_with_json_logs(
         "CREDITED_TOPIC_PREFIX": f"{isolation}.",
         "CREDITED_TOPIC_PARTITIONS": "1",
         "LEDGER_HTTP_PORT": str(port),
+        "LEDGER_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
         "LEDGER_DB_SCHEMA": f"{isolation}_ledger",
     }
     child = Child("ledger", [sys.executable, "-m", "ledger"], log_path=tmp_path / "ledger.log", env=env)

@@ -5,6 +5,7 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 import typer
 
@@ -107,9 +108,35 @@ async def test_the_successor_keeps_the_scopes_mode_and_lifetime_and_the_overlap_
     assert rotated is not None and rotated[1].expires_at == later
 
 
-async def test_two_rotations_at_once_make_one_successor(store: PostgresKeyStore) -> None:  # noqa: F811
+async def test_two_rotations_at_once_make_one_successor(
+    store: PostgresKeyStore,  # noqa: F811
+    database_url: str,
+    isolation: str,
+) -> None:
     await store.create("platform", [Scope.ORDERS_WRITE])
-    both = await asyncio.gather(*(store.rotate("platform", timedelta(hours=1)) for _ in range(2)))
+    # "At once" made sure: a third session holds the key's row until both rotations wait for it, so neither can
+    # finish before the other has read the current key (gathered alone, one may commit before the other starts,
+    # and rotating the successor it made is then a second rotation, not a race).
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                f'SELECT 1 FROM "{isolation}_identity".api_keys WHERE name = $1 FOR UPDATE', "platform"
+            )
+            both_tasks = asyncio.gather(*(store.rotate("platform", timedelta(hours=1)) for _ in range(2)))
+
+            async def both_wait() -> bool:
+                waiting = await holder.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                    " AND query LIKE $1",
+                    f"%{isolation}_identity%FOR UPDATE%",
+                )
+                return bool(waiting >= 2)
+
+            await eventually(both_wait, timeout_s=30)
+        both = await both_tasks
+    finally:
+        await holder.close()
     assert sorted(r is None for r in both) == [False, True]
     current = [k for k in await store.list_keys() if k.rotated_at is None]
     assert len(current) == 1

@@ -48,6 +48,7 @@ def ledger_env(broker: SaslBroker, database_url: str, prefix: str, port: int, pa
         "CREDITED_TOPIC_PREFIX": prefix,
         "CREDITED_TOPIC_PARTITIONS": "1",
         "LEDGER_HTTP_PORT": str(port),
+        "LEDGER_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
         "LEDGER_DB_SCHEMA": f"{prefix.rstrip('.')}_ledger",
     }
 
@@ -173,6 +174,7 @@ async def test_the_reconciler_flags_an_uncredited_payment_and_commands_a_retry_a
         "CREDITED_TOPIC_PREFIX": prefix,
         "CREDITED_TOPIC_PARTITIONS": "1",
         "RECONCILER_HTTP_PORT": str(free_port()),
+        "RECONCILER_METRICS_PORT": str(free_port()),
         "RECONCILER_THRESHOLD_S": "1",
         "RECONCILER_DATA_DIR": str(tmp_path / "reconciler"),
     }

@@ -90,6 +90,7 @@ def test_in_development_mode_the_ledger_gets_past_the_guard_on_development_secre
     port = free_port()
     log_path = tmp_path / "ledger.log"
     env = {**DEVELOPMENT_VALUES, "CREDITED_ENV": "development", "LEDGER_HTTP_PORT": str(port)}
+    env["LEDGER_METRICS_PORT"] = str(free_port())  # its default, the HTTP port + 1000, nobody reserved
     with log_path.open("w") as log:
         ledger = subprocess.Popen([sys.executable, "-m", "ledger"], env={**inherited(), **env}, stdout=log, stderr=log)
     try:

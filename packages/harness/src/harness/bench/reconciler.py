@@ -113,6 +113,7 @@ def worker(
         "KAFKA_BROKER": broker,
         "CREDITED_TOPIC_PREFIX": prefix,
         "RECONCILER_HTTP_PORT": str(port),
+        "RECONCILER_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
         "RECONCILER_DATA_DIR": str(run_dir / name),
         "CREDITED_LOG_LEVEL": "WARNING",
         "RECONCILER_THRESHOLD_S": str(threshold_s),
