@@ -34,20 +34,19 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     InvalidTxnState,
     KafkaError,
     ProducerFenced,
-    TopicAlreadyExistsError,
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from contracts.topics import Topic
 from servicekit.errors import raised_from
-from servicekit.kafka import producer_config
+from servicekit.kafka import ensure_topics, producer_config
 from servicekit.kafka_security import aiokafka_security
 from servicekit.retrying import BackoffPolicy
 from servicekit.settings import ServiceSettings
@@ -274,11 +273,15 @@ async def replays(settings: ServiceSettings) -> dict[str, Replay]:
 
 
 async def _ensure_replays_topic(settings: ServiceSettings) -> None:
-    async with _admin(settings) as admin:
-        if replays_topic(settings) not in await admin.list_topics():
-            topic = NewTopic(replays_topic(settings), 1, 1, topic_configs={"cleanup.policy": "compact"})
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([topic])
+    """The replays log exists before the first replay is sent: made here on a broker that lets this principal
+    (TopicsRefused, said as a sentence by `credited dlq`, where it may not and the deployment has not made it)."""
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [replays_topic(settings)],
+        1,
+        security=aiokafka_security(settings),
+        configs={"cleanup.policy": "compact"},
+    )
 
 
 def _producer(settings: ServiceSettings) -> AIOKafkaProducer:

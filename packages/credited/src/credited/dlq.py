@@ -125,8 +125,17 @@ def _on_the_broker(settings: "ServiceSettings", work: Coroutine[Any, Any, T]) ->
     naming the settings to check, not a traceback (exit 2)."""
     from aiokafka.errors import KafkaError
 
+    from servicekit.kafka import TopicsRefused
+
     try:
         return asyncio.run(work)
+    except TopicsRefused as exc:
+        typer.echo(
+            f"{exc}: a replay records itself there before it sends anything. Create it as the deployment creates"
+            " the other topics (one partition, cleanup.policy=compact), or run this as a principal that may.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     except (KafkaError, OSError) as exc:
         typer.echo(
             f"the broker at {settings.kafka_bootstrap} ({settings.kafka_broker}) did not do what was asked: {exc!r}."

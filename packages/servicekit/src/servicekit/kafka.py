@@ -256,11 +256,13 @@ async def ensure_topics(
     *,
     security: Mapping[str, Any] | None = None,
     exact: Collection[str] = (),
+    configs: Mapping[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (replication 1 on a single broker). A principal that may not
-    create a missing one (on a broker with ACLs, where the deployment creates the topics) raises
-    TopicsRefused naming it, rather than start and wait on a topic that never comes. A topic of `exact` that
-    exists with another count than `partitions` raises TopicsMisconfigured naming it."""
+    """Create the topics that do not exist yet (replication 1 on a single broker), with `configs` besides the
+    ones a topic of ours always has. A principal that may not create a missing one (on a broker with ACLs, where
+    the deployment creates the topics) raises TopicsRefused naming it, rather than start and wait on a topic that
+    never comes. A topic of `exact` that exists with another count than `partitions` raises TopicsMisconfigured
+    naming it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="credited-admin", **(security or {}))
     await admin.start()
     try:
@@ -271,7 +273,12 @@ async def ensure_topics(
         if missing:
             answer = await admin.create_topics(
                 [
-                    NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=_topic_configs(n))
+                    NewTopic(
+                        name=n,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        topic_configs={**_topic_configs(n), **(configs or {})},
+                    )
                     for n in missing
                 ]
             )
