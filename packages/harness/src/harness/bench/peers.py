@@ -46,7 +46,6 @@ from harness.bench.reconciler import (
 )
 from harness.simulator.run import credit_publication_times, partition_count, percentile
 from servicekit.kafka import KafkaPublisher, ensure_topics
-from servicekit.settings import default_metrics_port
 
 
 @dataclass(frozen=True)
@@ -337,7 +336,7 @@ async def _ready(ports: list[int], others: Callable[[], bool], timeout_s: float 
 
 async def _assigned(client: httpx.AsyncClient, port: int) -> float:
     try:
-        text = (await client.get(f"http://127.0.0.1:{default_metrics_port(port)}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     except httpx.HTTPError:
         return 0.0
     found = [float(s.split()[-1]) for s in text.splitlines() if s.startswith("reconciler_assigned_partitions ")]

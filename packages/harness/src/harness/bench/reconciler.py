@@ -25,7 +25,6 @@ from contracts.topics import Topic
 from credited.stack.processes import Child, free_port
 from reconciler.bench import engine_throughput
 from servicekit.kafka import KafkaPublisher, ensure_topics
-from servicekit.settings import default_metrics_port
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -102,8 +101,9 @@ def record_of(message: Message, prefix: str) -> tuple[str, Record]:
 def worker(
     bootstrap: str, broker: str, prefix: str, run_dir: Path, threshold_s: float, instance: int = 1
 ) -> tuple[Child, int]:
-    """A reconciler worker process on `prefix` (instance n of its group); returns it and its HTTP port."""
-    port = free_port()
+    """A reconciler worker process on `prefix` (instance n of its group); returns it and its /metrics port (a free
+    one of its own: the default, the HTTP port + 1000, is a port nobody reserved), where the bench reads it."""
+    metrics_port = free_port()
     name = f"reconciler-{prefix.strip('.')}-{instance}"
     env = {
         **os.environ,
@@ -112,15 +112,15 @@ def worker(
         "KAFKA_BOOTSTRAP": bootstrap,
         "KAFKA_BROKER": broker,
         "CREDITED_TOPIC_PREFIX": prefix,
-        "RECONCILER_HTTP_PORT": str(port),
-        "RECONCILER_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
+        "RECONCILER_HTTP_PORT": str(free_port()),
+        "RECONCILER_METRICS_PORT": str(metrics_port),
         "RECONCILER_DATA_DIR": str(run_dir / name),
         "CREDITED_LOG_LEVEL": "WARNING",
         "RECONCILER_THRESHOLD_S": str(threshold_s),
     }
     child = Child(name, [sys.executable, "-m", "reconciler"], log_path=run_dir / f"{name}.log", env=env)
     child.start()
-    return child, port
+    return child, metrics_port
 
 
 def workers(
@@ -130,10 +130,10 @@ def workers(
     return [worker(bootstrap, broker, prefix, run_dir, threshold_s, i) for i in range(1, count + 1)]
 
 
-async def counters(client: httpx.AsyncClient, port: int) -> dict[str, float] | None:
+async def counters(client: httpx.AsyncClient, metrics_port: int) -> dict[str, float] | None:
     """The worker's events applied and orders flagged so far, or None while it does not answer."""
     try:
-        text = (await client.get(f"http://127.0.0.1:{default_metrics_port(port)}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     except httpx.HTTPError:
         return None
     out = {"events": 0.0, "flagged": 0.0}

@@ -142,7 +142,6 @@ async def take_over(
         "CREDITED_TOPIC_PARTITIONS": str(PARTITIONS),
         "CREDITED_LOG_LEVEL": "WARNING",
         "RECONCILER_HTTP_PORT": str(port),
-        "RECONCILER_METRICS_PORT": str(free_port()),  # its default, the HTTP port + 1000, nobody reserved
         "RECONCILER_DATA_DIR": str(run_dir / f"{prefix}{uuid.uuid4().hex[:4]}"),
         "RECONCILER_RETENTION_S": str(retention_s),
     }
